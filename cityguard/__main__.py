@@ -1,0 +1,3 @@
+from cityguard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The one typed configuration model: site, broker, model, cameras, zones, thresholds. Validated at start.
+
+Models hold no I/O and no runtime state; `load_config` is the only place that reads files or the environment.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from processors.geometry import polygon_area, polygon_is_simple
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Point = tuple[float, float]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names every offending field."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicNames(Frozen):
+    frames: str = "cityguard.frames.v1"
+    detections: str = "cityguard.detections.v1"
+    zone_metrics: str = "cityguard.zone-metrics.v1"
+    events: str = "cityguard.events.v1"
+    alerts: str = "cityguard.alerts.v1"
+    camera_status: str = "cityguard.camera-status.v1"
+    dead_letter: str = "cityguard.dead-letter.v1"
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class BrokerConfig(Frozen):
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; unset starts the embedded Tansu broker. "
+        "The KAFKA_BOOTSTRAP_SERVERS environment variable overrides it.",
+    )
+    embedded_port: int = Field(default=0, ge=0, le=65535, description="port for the embedded broker; 0 picks a free one")
+    partitions: int = Field(default=6, ge=1, le=1024, description="partitions per topic, the ceiling on parallel consumers")
+    topics: TopicNames = TopicNames()
+
+
+class ModelConfig(Frozen):
+    weights: str = Field(
+        default="yolo11n.pt",
+        description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",
+    )
+    offline_weights: str | None = Field(
+        default="../../shared/models/yolo11n_int8_openvino_model",
+        description="used instead of weights when YOLO_OFFLINE=1 and the path exists (relative to the config file)",
+    )
+    image_size: int = Field(default=640, ge=32, le=4096, description="model input size in pixels")
+    confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
+    iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold")
+    classes: list[int] | None = Field(default=None, description="COCO class ids to keep; null keeps all")
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="frames per inference batch")
+    max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
+
+
+class ZoneConfig(Frozen):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's frames")
+    area_m2: float = Field(gt=0, le=1_000_000, description="ground area of the zone in square metres")
+
+    @field_validator("polygon")
+    @classmethod
+    def verify_polygon(cls, polygon: list[Point]) -> list[Point]:
+        if polygon_area(polygon) <= 0:
+            raise ValueError("polygon has zero area (collinear or repeated points)")
+        if not polygon_is_simple(polygon):
+            raise ValueError("polygon edges cross each other")
+        return polygon
+
+
+class CameraConfig(Frozen):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    name: str = ""
+    source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8) URL, or webcam index")
+    fps: float = Field(default=5.0, gt=0, le=60, description="frames sampled per second")
+    max_width: int = Field(default=1280, ge=64, le=7680, description="frames wider than this are scaled down")
+    jpeg_quality: int = Field(default=80, ge=10, le=100)
+    loop: bool = Field(default=False, description="restart a file source at its end (demo)")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def verify_unique_zone_ids(self) -> "CameraConfig":
+        _require_unique([zone.id for zone in self.zones], "zone id")
+        return self
+
+
+class RiskThresholds(Frozen):
+    """Lower bounds in people per m² for each level (defaults from crowd-safety literature, see README)."""
+
+    caution: float = Field(default=2.0, gt=0)
+    warning: float = Field(default=4.0, gt=0)
+    danger: float = Field(default=5.0, gt=0)
+    critical: float = Field(default=7.0, gt=0)
+
+    @model_validator(mode="after")
+    def verify_increasing(self) -> "RiskThresholds":
+        if not self.caution < self.warning < self.danger < self.critical:
+            raise ValueError("thresholds must increase: caution < warning < danger < critical")
+        return self
+
+
+class AnalyticsConfig(Frozen):
+    window_seconds: float = Field(default=10.0, ge=1, le=3600, description="tumbling window length")
+    thresholds: RiskThresholds = RiskThresholds()
+
+
+class MetricsConfig(Frozen):
+    host: str = "127.0.0.1"
+    exporter_port: int = Field(default=9100, ge=0, le=65535, description="metrics sink (zones, detections, dead letters)")
+    producer_port: int = Field(default=9101, ge=0, le=65535)
+    inference_port: int = Field(default=9102, ge=0, le=65535)
+
+
+class Config(Frozen):
+    site: str = Field(default="cityguard", min_length=1)
+    broker: BrokerConfig = BrokerConfig()
+    model: ModelConfig = ModelConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    base_dir: Path = Field(default=Path("."), exclude=True, description="directory relative paths are resolved from")
+
+    @model_validator(mode="after")
+    def verify_unique_camera_ids(self) -> "Config":
+        _require_unique([camera.id for camera in self.cameras], "camera id")
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(f"camera {camera_id!r} is not configured")
+
+    def resolve_path(self, value: str) -> str:
+        """Paths in the file are relative to the file; URLs and absolute paths pass through."""
+        if re.match(r"^[a-z][a-z0-9+.-]*://", value) or value.isdigit() or os.path.isabs(value):
+            return value
+        return str((self.base_dir / value).resolve())
+
+    def group_id(self, stage: str) -> str:
+        """Consumer group of a stage; all workers of one stage share it."""
+        return f"{self.site}-{stage}"
+
+    def bootstrap_servers(self) -> str | None:
+        return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
+
+
+def _require_unique(ids: list[str], what: str) -> None:
+    duplicates = sorted({value for value in ids if ids.count(value) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate {what}: {', '.join(duplicates)}")
+
+
+def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+        ]
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration {path} must be a mapping at the top level")
+    return parse_config(data, path.resolve().parent, str(path))
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"

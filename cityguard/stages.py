@@ -1,0 +1,110 @@
+"""Each pipeline stage as a function that builds its adapters from the configuration and runs until stopped.
+
+This is the composition root for one stage process; `cityguard.up` starts several of these as child processes.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from prometheus_client import start_http_server
+
+from cityguard.config import Config
+from infra.broker import EmbeddedBroker
+from infra.kafka import create_topics, make_consumer, make_producer
+
+log = logging.getLogger(__name__)
+
+
+def require_bootstrap(config: Config) -> str:
+    servers = config.bootstrap_servers()
+    if not servers:
+        raise SystemExit("no broker configured: set KAFKA_BOOTSTRAP_SERVERS (or broker.bootstrap_servers), "
+                         "or start everything with `cityguard up`")
+    return servers
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def serve_metrics(config: Config, port: int, stage: str) -> int:
+    server, _ = start_http_server(port, addr=config.metrics.host)
+    actual = server.server_port
+    log.info("%s metrics on http://%s:%d/metrics", stage, config.metrics.host, actual)
+    print(f"{stage} metrics: http://{config.metrics.host}:{actual}/metrics", flush=True)
+    return actual
+
+
+def run_broker(config: Config, port: int) -> None:
+    broker = EmbeddedBroker(port or config.broker.embedded_port).start()
+    try:
+        create_topics(broker.bootstrap_servers, config.broker.topics.all(), config.broker.partitions)
+        print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        stop = stop_on_signals()
+        while not stop.wait(1):
+            if broker.process.poll() is not None:
+                raise SystemExit(f"broker exited with code {broker.process.returncode}")
+    finally:
+        broker.stop()
+
+
+def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | None, realtime: bool,
+                metrics_port: int | None) -> None:
+    from producers.frame_producer import run_producer
+
+    servers = require_bootstrap(config)
+    serve_metrics(config, config.metrics.producer_port if metrics_port is None else metrics_port, "producer")
+    producer = make_producer(servers)
+    try:
+        sent = run_producer(config, producer, stop_on_signals(), realtime, max_frames, camera_ids)
+        log.info("producer done: %s", sent)
+    finally:
+        producer.close()
+
+
+def run_infer(config: Config, metrics_port: int | None) -> None:
+    from processors.detector import YoloDetector
+    from processors.inference import InferenceWorker
+
+    servers = require_bootstrap(config)
+    stop = stop_on_signals()
+    detector = YoloDetector.from_config(config)
+    serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
+    group = config.group_id("inference")
+    consumer = make_consumer(servers, group, config.broker.topics.frames)
+    producer = make_producer(servers)
+    try:
+        InferenceWorker(config, consumer, producer, detector, group).run(stop)
+    finally:
+        producer.flush()
+        consumer.close()
+        producer.close()
+
+
+def run_analyze(config: Config, loglevel: str) -> None:
+    from processors.analytics_app import run_worker
+
+    run_worker(config, require_bootstrap(config), loglevel)
+
+
+def run_export_metrics(config: Config, metrics_port: int | None) -> None:
+    from sinks.metrics_exporter import MetricsSink
+
+    servers = require_bootstrap(config)
+    topics = config.broker.topics
+    serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
+    consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
+                             topics.dead_letter, enable_auto_commit=True)
+    analytics_group = config.group_id("analytics")
+    readers = {analytics_group: make_consumer(servers, analytics_group)}
+    try:
+        MetricsSink(config, consumer, readers).run(stop_on_signals())
+    finally:
+        consumer.close()
+        for reader in readers.values():
+            reader.close(autocommit=False)

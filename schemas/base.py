@@ -1,0 +1,58 @@
+"""Message envelope shared by every topic: msgpack bodies tagged with a schema name and version.
+
+msgpack keeps JPEG bytes as raw binary (no base64 inflation) and is ~2x smaller than JSON for box arrays.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, TypeVar
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class SchemaError(ValueError):
+    """A message that cannot be parsed as the schema the consumer expects; the text is the dead-letter reason."""
+
+
+class Message(BaseModel):
+    """Base of every message on a cityguard topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_name: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+M = TypeVar("M", bound=Message)
+
+
+def encode(message: Message) -> bytes:
+    body = message.model_dump(mode="python")
+    body["schema"] = message.schema_name
+    body["v"] = message.schema_version
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(raw: bytes | None, message_type: type[M]) -> M:
+    """Parse and validate one message; raises SchemaError with a human-readable reason."""
+    if raw is None:
+        raise SchemaError("empty message value (tombstone)")
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage input
+        raise SchemaError(f"not a msgpack message: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SchemaError(f"message body is a {type(body).__name__}, expected a map")
+    schema, version = body.pop("schema", None), body.pop("v", None)
+    if schema != message_type.schema_name:
+        raise SchemaError(f"schema is {schema!r}, expected {message_type.schema_name!r}")
+    if version != message_type.schema_version:
+        raise SchemaError(
+            f"{schema} schema version {version!r} is not supported (expected {message_type.schema_version})"
+        )
+    try:
+        return message_type.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<message>"
+        raise SchemaError(f"{schema} v{version}: field {where}: {first['msg']}") from exc

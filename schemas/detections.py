@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from schemas.base import Message
+
+PERSON_CLASS_ID = 0  # COCO
+
+
+class Detections(Message):
+    """All objects found in one frame, column-wise (one list entry per object), keyed by camera_id."""
+
+    schema_name = "detections"
+
+    camera_id: str = Field(min_length=1)
+    seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
+    captured_at: float = Field(gt=0, description="capture time of the frame, unix seconds")
+    image_width: int = Field(gt=0)
+    image_height: int = Field(gt=0)
+    model: str = Field(description="model that produced the detections")
+    inference_ms: float = Field(ge=0, description="model time spent on this frame, milliseconds")
+    xyxy: list[tuple[float, float, float, float]] = Field(default_factory=list, description="boxes in image pixels")
+    confidence: list[float] = Field(default_factory=list)
+    class_id: list[int] = Field(default_factory=list, description="COCO class ids")
+    class_name: list[str] = Field(default_factory=list)
+    track_id: list[int] | None = Field(default=None, description="per-camera track ids, when tracking is on")
+
+    @model_validator(mode="after")
+    def _columns_align(self) -> "Detections":
+        n = len(self.xyxy)
+        columns = {"confidence": self.confidence, "class_id": self.class_id, "class_name": self.class_name}
+        if self.track_id is not None:
+            columns["track_id"] = self.track_id
+        for name, column in columns.items():
+            if len(column) != n:
+                raise ValueError(f"{name} has {len(column)} entries, xyxy has {n}")
+        return self
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def boxes(self) -> np.ndarray:
+        """Boxes as an (N, 4) float array."""
+        return np.asarray(self.xyxy, dtype=float).reshape(-1, 4)
+
+    def foot_points(self) -> np.ndarray:
+        """Bottom-centre of each box, (N, 2): where a person or vehicle touches the ground."""
+        boxes = self.boxes()
+        return np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+
+    def class_mask(self, class_id: int) -> np.ndarray:
+        return np.asarray(self.class_id, dtype=int) == class_id

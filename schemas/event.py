@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from schemas.base import Message
+
+
+class EventState(str, Enum):
+    OPENED = "opened"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class FrameRef(Message):
+    """Points at the frame that shows the evidence (camera + sequence number on the frames topic)."""
+
+    schema_name = "frame_ref"
+
+    camera_id: str
+    seq: int = Field(ge=0)
+
+
+class Event(Message):
+    """One incident's life (opened, updated, resolved) on the events topic, keyed by camera_id.
+
+    event_id is derived from the incident, not from the message, so a redelivered input produces the same id
+    and consumers can drop the duplicate.
+    """
+
+    schema_name = "event"
+
+    event_id: str = Field(min_length=1)
+    type: str = Field(min_length=1, description="e.g. risk_level_changed, stopped_vehicle, wrong_way")
+    state: EventState
+    severity: Severity
+    camera_id: str = Field(min_length=1)
+    zone_id: str | None = None
+    track_ids: list[int] = Field(default_factory=list)
+    started_at: float
+    updated_at: float
+    ended_at: float | None = None
+    confidence: float = Field(ge=0, le=1)
+    evidence: FrameRef | None = None
+    reason: str = Field(description="why the event was raised, in words")
+    details: dict[str, float | int | str] = Field(default_factory=dict)
