@@ -10,20 +10,16 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from processors.geometry import polygon_area, polygon_is_simple
+from cityguard.config_alerting import AlertingConfig
+from cityguard.config_base import ID_PATTERN, ConfigError, Frozen, require_unique
+from cityguard.config_capture import ProducerConfig
+from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig
+from cityguard.config_traffic import SceneConfig
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-Point = tuple[float, float]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names every offending field."""
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
+           "load_config", "parse_config"]
 
 
 class TopicNames(Frozen):
@@ -67,21 +63,6 @@ class ModelConfig(Frozen):
     max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
 
 
-class ZoneConfig(Frozen):
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
-    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's frames")
-    area_m2: float = Field(gt=0, le=1_000_000, description="ground area of the zone in square metres")
-
-    @field_validator("polygon")
-    @classmethod
-    def verify_polygon(cls, polygon: list[Point]) -> list[Point]:
-        if polygon_area(polygon) <= 0:
-            raise ValueError("polygon has zero area (collinear or repeated points)")
-        if not polygon_is_simple(polygon):
-            raise ValueError("polygon edges cross each other")
-        return polygon
-
-
 class CameraConfig(Frozen):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     name: str = ""
@@ -93,31 +74,13 @@ class CameraConfig(Frozen):
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     zones: list[ZoneConfig] = Field(default_factory=list)
+    calibration: CalibrationConfig | None = None
+    scene: SceneConfig | None = Field(default=None, description="traffic scene; cameras without one get no traffic rules")
 
     @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":
-        _require_unique([zone.id for zone in self.zones], "zone id")
+        require_unique([zone.id for zone in self.zones], "zone id")
         return self
-
-
-class RiskThresholds(Frozen):
-    """Lower bounds in people per m² for each level (defaults from crowd-safety literature, see README)."""
-
-    caution: float = Field(default=2.0, gt=0)
-    warning: float = Field(default=4.0, gt=0)
-    danger: float = Field(default=5.0, gt=0)
-    critical: float = Field(default=7.0, gt=0)
-
-    @model_validator(mode="after")
-    def verify_increasing(self) -> "RiskThresholds":
-        if not self.caution < self.warning < self.danger < self.critical:
-            raise ValueError("thresholds must increase: caution < warning < danger < critical")
-        return self
-
-
-class AnalyticsConfig(Frozen):
-    window_seconds: float = Field(default=10.0, ge=1, le=3600, description="tumbling window length")
-    thresholds: RiskThresholds = RiskThresholds()
 
 
 class MetricsConfig(Frozen):
@@ -133,12 +96,14 @@ class Config(Frozen):
     model: ModelConfig = ModelConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    producer: ProducerConfig = ProducerConfig()
+    alerting: AlertingConfig = AlertingConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True, description="directory relative paths are resolved from")
 
     @model_validator(mode="after")
     def verify_unique_camera_ids(self) -> "Config":
-        _require_unique([camera.id for camera in self.cameras], "camera id")
+        require_unique([camera.id for camera in self.cameras], "camera id")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -159,12 +124,6 @@ class Config(Frozen):
 
     def bootstrap_servers(self) -> str | None:
         return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
-
-
-def _require_unique(ids: list[str], what: str) -> None:
-    duplicates = sorted({value for value in ids if ids.count(value) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate {what}: {', '.join(duplicates)}")
 
 
 def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:

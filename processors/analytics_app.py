@@ -1,8 +1,8 @@
-"""Analytics stage (faust-streaming): detections topic -> zone metrics topic.
+"""Analytics stage (faust-streaming): detections topic -> zone metrics and events topics.
 
-Faust only wires the pure aggregator (processors.density) to the topics. Per-camera window state lives in a faust
-table, so a restarted or rebalanced worker resumes the same windows from the table's changelog. The detections
-topic is keyed by camera, so one camera's frames always reach the same worker in order.
+Faust only wires the pure per-camera analyzers (processors.camera_analytics) to the topics. Their state lives in a
+faust table, so a restarted or rebalanced worker resumes the same windows and levels from the table's changelog.
+The detections topic is keyed by camera, so one camera's frames always reach the same worker, in order.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import faust
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
 from infra.kafka import faust_settings
-from processors.density import CameraWindowState, ZoneWindowAggregator
+from processors.camera_analytics import analyzers_for
 from schemas import Detections, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,12 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     )
     detections_topic = app.topic(topics.detections, key_type=bytes, value_type=bytes)
     zone_metrics_topic = app.topic(topics.zone_metrics, key_type=bytes, value_type=bytes)
+    events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes)
     dead_letter_topic = app.topic(topics.dead_letter, key_type=bytes, value_type=bytes)
-    # Camera id -> JSON of the camera's window state; recovered from the changelog on restart.
-    window_state = app.Table("camera-window-state", default=bytes, partitions=config.broker.partitions,
-                             key_type=bytes, value_type=bytes)
-    cameras = {camera.id: camera for camera in config.cameras}
+    # "<camera id>/<analyzer>" -> that analyzer's JSON state; recovered from the changelog on restart.
+    analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
+                               key_type=bytes, value_type=bytes)
+    cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
 
     async def reject(event, reason: str) -> None:
         message = event.message
@@ -51,16 +52,20 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             except SchemaError as exc:
                 await reject(event, str(exc))
                 continue
-            camera = cameras.get(detections.camera_id)
-            if camera is None:
+            if detections.camera_id not in cameras:
                 await reject(event, f"camera {detections.camera_id!r} is not in the site configuration")
                 continue
+            camera, factories = cameras[detections.camera_id]
             key = camera.id.encode()
-            aggregator = ZoneWindowAggregator(camera, config.analytics.window_seconds, config.analytics.thresholds,
-                                              CameraWindowState.from_json(window_state[key]))
-            for metrics in aggregator.update(detections):
-                await zone_metrics_topic.send(key=key, value=encode(metrics))
-            window_state[key] = aggregator.state.to_json()
+            for name, restore in factories.items():
+                state_key = f"{camera.id}/{name}".encode()
+                analyzer = restore(camera, config, analyzer_state[state_key] or None)
+                output = analyzer.update(detections)
+                for metrics in output.zone_metrics:
+                    await zone_metrics_topic.send(key=key, value=encode(metrics))
+                for incident in output.events:
+                    await events_topic.send(key=key, value=encode(incident))
+                analyzer_state[state_key] = analyzer.state_json()
 
     return app
 

@@ -5,7 +5,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from cityguard.config import CameraConfig, RiskThresholds
+from cityguard.config import CameraConfig, Config, RiskThresholds
+from processors.camera_analytics import AnalyticsOutput
 from processors.geometry import PolygonZone
 from schemas import PERSON_CLASS_ID, Detections, RiskLevel, ZoneMetrics
 
@@ -84,13 +85,21 @@ class ZoneWindowAggregator:
         self.zones = {zone.id: (zone, PolygonZone(zone.polygon)) for zone in camera.zones}
         self.state = state or CameraWindowState()
 
+    @classmethod
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> "ZoneWindowAggregator":
+        analytics = config.analytics
+        return cls(camera, analytics.window_seconds, analytics.thresholds, CameraWindowState.from_json(state))
+
+    def state_json(self) -> bytes:
+        return self.state.to_json()
+
     def window_start(self, timestamp: float) -> float:
         return math.floor(timestamp / self.window_seconds) * self.window_seconds
 
-    def update(self, detections: Detections) -> list[ZoneMetrics]:
+    def update(self, detections: Detections) -> AnalyticsOutput:
         """Adds one frame's detections; returns the metrics of windows this frame closed."""
         if detections.seq <= self.state.last_seq:
-            return []
+            return AnalyticsOutput()
         self.state.last_seq = detections.seq
         start = self.window_start(detections.captured_at)
         closed: list[ZoneMetrics] = []
@@ -102,7 +111,7 @@ class ZoneWindowAggregator:
             if window is None:
                 window = self.state.windows[zone_id] = OpenWindow(start=start)
             window.add(people_in_zone(detections, polygon), detections.seq)
-        return closed
+        return AnalyticsOutput(zone_metrics=closed)
 
     def _result(self, zone_id: str, window: OpenWindow) -> ZoneMetrics:
         zone_config, _ = self.zones[zone_id]

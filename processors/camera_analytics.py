@@ -1,0 +1,39 @@
+"""The contract between pure per-camera analytics and the faust wiring.
+
+An analyzer owns the state of one camera for one concern (crowd, traffic). The analytics stage restores it from a
+changelog-backed table, feeds it one Detections message, publishes what it returns, and stores its state again.
+Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cityguard.config import CameraConfig, Config
+from schemas import Detections, Event, ZoneMetrics
+
+
+@dataclass
+class AnalyticsOutput:
+    zone_metrics: list[ZoneMetrics] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class CameraAnalyzer(Protocol):
+    def update(self, detections: Detections) -> AnalyticsOutput: ...
+
+    def state_json(self) -> bytes: ...
+
+
+class AnalyzerFactory(Protocol):
+    def __call__(self, camera: CameraConfig, config: Config, state: bytes | None) -> CameraAnalyzer: ...
+
+
+def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
+    """Analyzers a camera needs, by name (the name scopes its state in the table)."""
+    from processors.density import ZoneWindowAggregator
+
+    analyzers: dict[str, AnalyzerFactory] = {}
+    if camera.zones:
+        analyzers["crowd"] = ZoneWindowAggregator.restore
+    return analyzers
