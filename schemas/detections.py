@@ -25,6 +25,10 @@ class Detections(Message):
     class_id: list[int] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
     track_id: list[int] | None = Field(default=None, description="per-camera track ids, when tracking is on")
+    density_map: bytes | None = Field(
+        default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
+    )
+    density_map_shape: tuple[int, int] | None = Field(default=None, description="(rows, cols) of density_map")
 
     @model_validator(mode="after")
     def _columns_align(self) -> "Detections":
@@ -35,6 +39,12 @@ class Detections(Message):
         for name, column in columns.items():
             if len(column) != n:
                 raise ValueError(f"{name} has {len(column)} entries, xyxy has {n}")
+        if (self.density_map is None) != (self.density_map_shape is None):
+            raise ValueError("density_map and density_map_shape go together")
+        if self.density_map is not None:
+            rows, cols = self.density_map_shape
+            if len(self.density_map) != rows * cols * 4:
+                raise ValueError(f"density_map has {len(self.density_map)} bytes, shape needs {rows * cols * 4}")
         return self
 
     def __len__(self) -> int:
@@ -48,6 +58,12 @@ class Detections(Message):
         """Bottom-centre of each box, (N, 2): where a person or vehicle touches the ground."""
         boxes = self.boxes()
         return np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+
+    def density(self) -> np.ndarray | None:
+        """The density map as a (rows, cols) float32 array covering the whole image, or None."""
+        if self.density_map is None:
+            return None
+        return np.frombuffer(self.density_map, dtype=np.float32).reshape(self.density_map_shape)
 
     def class_mask(self, class_id: int) -> np.ndarray:
         return np.asarray(self.class_id, dtype=int) == class_id

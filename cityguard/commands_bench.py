@@ -1,0 +1,20 @@
+"""`cityguard bench <name>`: benchmarks are commands that print figures, never tests.
+
+Each entry names a module with `add_arguments(parser)` and `run(args, config) -> int`.
+"""
+from __future__ import annotations
+
+import importlib
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line description)
+}
+
+
+def register(commands, add_command) -> None:
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    for name, (module_name, description) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        sub = add_command(kinds, name, description, module.run)
+        module.add_arguments(sub)
