@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from cityguard.config_alerting import AlertingConfig
 from cityguard.config_base import ID_PATTERN, ConfigError, Frozen, require_unique
-from cityguard.config_capture import ProducerConfig
+from cityguard.config_capture import ItsCameraRef, ProducerConfig, SourceKind
 from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig
 from cityguard.config_traffic import SceneConfig
 
@@ -46,6 +46,33 @@ class BrokerConfig(Frozen):
     topics: TopicNames = TopicNames()
 
 
+class TrackingConfig(Frozen):
+    """Per-camera ByteTrack in the inference stage."""
+
+    enabled: bool = Field(default=True, description="attach per-camera track ids to detections")
+    high_confidence: float = Field(default=0.25, gt=0, lt=1, description="first-association threshold")
+    low_confidence: float = Field(default=0.1, gt=0, lt=1, description="second-association threshold")
+    new_track_confidence: float = Field(default=0.25, gt=0, lt=1, description="confidence needed to start a track")
+    match_iou: float = Field(default=0.8, gt=0, le=1, description="association cost threshold (1 - IoU)")
+    lost_track_seconds: float = Field(default=3.0, gt=0, le=600, description="how long a lost track may come back")
+    idle_camera_seconds: float = Field(default=300, gt=0, description="drop a camera's tracker after this silence")
+
+    @model_validator(mode="after")
+    def verify_thresholds_ordered(self) -> "TrackingConfig":
+        if self.low_confidence >= self.high_confidence:
+            raise ValueError("low_confidence must be below high_confidence")
+        return self
+
+
+class TilingConfig(Frozen):
+    """SAHI-style tiled inference for the cameras listed (wide or distant views): more people found, more time."""
+
+    cameras: list[str] = Field(default_factory=list, description="camera ids that use tiled inference")
+    tile_size: int = Field(default=640, ge=64, le=4096, description="tile edge in frame pixels")
+    overlap: float = Field(default=0.2, ge=0, lt=0.9, description="fraction of a tile shared with its neighbour")
+    whole_frame_pass: bool = Field(default=True, description="also run the whole frame, for objects bigger than a tile")
+
+
 class ModelConfig(Frozen):
     weights: str = Field(
         default="yolo11n.pt",
@@ -61,12 +88,17 @@ class ModelConfig(Frozen):
     classes: list[int] | None = Field(default=None, description="COCO class ids to keep; null keeps all")
     max_batch_size: int = Field(default=8, ge=1, le=256, description="frames per inference batch")
     max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
+    tracking: TrackingConfig = TrackingConfig()
+    tiling: TilingConfig = TilingConfig()
 
 
 class CameraConfig(Frozen):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     name: str = ""
-    source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8) URL, or webcam index")
+    source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, "
+                        "or webcam index; for an ITS camera the last URL the API gave (re-resolved when it fails)")
+    kind: SourceKind = Field(default=SourceKind.AUTO, description="how the source is read; auto infers it")
+    its: ItsCameraRef | None = Field(default=None, description="ITS national CCTV camera this source comes from")
     fps: float = Field(default=5.0, gt=0, le=60, description="frames sampled per second")
     max_width: int = Field(default=1280, ge=64, le=7680, description="frames wider than this are scaled down")
     jpeg_quality: int = Field(default=80, ge=10, le=100)
@@ -104,6 +136,13 @@ class Config(Frozen):
     @model_validator(mode="after")
     def verify_unique_camera_ids(self) -> "Config":
         require_unique([camera.id for camera in self.cameras], "camera id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_tiled_cameras_exist(self) -> "Config":
+        unknown = sorted(set(self.model.tiling.cameras) - {camera.id for camera in self.cameras})
+        if unknown:
+            raise ValueError(f"model.tiling.cameras names unknown cameras: {', '.join(unknown)}")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:

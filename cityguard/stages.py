@@ -67,19 +67,39 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
         producer.close()
 
 
-def run_infer(config: Config, metrics_port: int | None) -> None:
+def build_detectors(config: Config):
     from processors.detector import YoloDetector
+    from processors.inference import CameraDetectors
+    from processors.tiling import TiledDetector
+
+    detector = YoloDetector.from_config(config)
+    tiling = config.model.tiling
+    tiled = None
+    if tiling.cameras:
+        tiled = TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
+    return CameraDetectors(detector, tiled, frozenset(tiling.cameras))
+
+
+def build_trackers(config: Config):
+    from processors.tracking import TrackerPool
+
+    if not config.model.tracking.enabled:
+        return None
+    return TrackerPool(config.model.tracking, {camera.id: camera.fps for camera in config.cameras})
+
+
+def run_infer(config: Config, metrics_port: int | None) -> None:
     from processors.inference import InferenceWorker
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
-    detector = YoloDetector.from_config(config)
+    detectors = build_detectors(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
     group = config.group_id("inference")
     consumer = make_consumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
     try:
-        InferenceWorker(config, consumer, producer, detector, group).run(stop)
+        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config)).run(stop)
     finally:
         producer.flush()
         consumer.close()

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +21,7 @@ from cityguard.config import Config
 from infra.dead_letter import dead_letter
 from infra.kafka import partition_lag
 from processors.detector import ImageDetections
+from processors.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the hig
                      ["group", "topic", "partition"])
 
 
-class Detector:
-    """What the inference stage needs from a model (see processors.detector.YoloDetector)."""
+class Detector(Protocol):
+    """What the inference stage needs from a model (processors.detector.YoloDetector, processors.tiling)."""
 
     name: str
 
@@ -69,17 +71,39 @@ def to_message(frame: Frame, result: ImageDetections, model_name: str) -> Detect
     )
 
 
+class CameraDetectors:
+    """Picks the detector per camera (tiled for the cameras configured so) and batches each group once."""
+
+    def __init__(self, detector: Detector, tiled: Detector | None = None, tiled_cameras: frozenset[str] = frozenset()):
+        self.detector = detector
+        self.tiled = tiled
+        self.tiled_cameras = tiled_cameras if tiled is not None else frozenset()
+
+    def detect(self, frames: list[DecodedFrame]) -> list[tuple[ImageDetections, str]]:
+        """(result, model name) per frame, in input order."""
+        results: list[tuple[ImageDetections, str] | None] = [None] * len(frames)
+        groups = [(self.detector, [i for i, f in enumerate(frames) if f.frame.camera_id not in self.tiled_cameras])]
+        if self.tiled is not None:
+            groups.append((self.tiled, [i for i, f in enumerate(frames) if f.frame.camera_id in self.tiled_cameras]))
+        for detector, indices in groups:
+            if indices:
+                for i, result in zip(indices, detector.detect([frames[i].image for i in indices]), strict=True):
+                    results[i] = (result, detector.name)
+        return results
+
+
 class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
-    def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer, detector: Detector,
-                 group_id: str):
+    def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
+                 detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None):
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
         self.consumer = consumer
         self.producer = producer
-        self.detector = detector
+        self.detectors = detectors
+        self.trackers = trackers
         self.group_id = group_id
 
     def gather(self, stop: threading.Event) -> list:
@@ -109,9 +133,10 @@ class InferenceWorker:
                 self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
         if decoded:
             BATCH_SIZE.observe(len(decoded))
-            results = self.detector.detect([item.image for item in decoded])
-            for item, result in zip(decoded, results, strict=True):
-                message = to_message(item.frame, result, self.detector.name)
+            for item, (result, model_name) in zip(decoded, self.detectors.detect(decoded), strict=True):
+                message = to_message(item.frame, result, model_name)
+                if self.trackers is not None:
+                    message = self.trackers.update(message)
                 self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(), value=encode(message))
                 FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
                 INFERENCE_SECONDS.observe(result.inference_ms / 1000)

@@ -29,3 +29,35 @@ def kafka_bootstrap(tmp_path_factory) -> str:
         yield broker.bootstrap_servers
     finally:
         broker.stop()
+
+
+def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
+    """A site configuration with its own topics and groups on the shared test broker, written to tmp_path."""
+    import uuid
+
+    import yaml
+
+    from cityguard.config import load_config
+
+    suffix = f"{name}-{uuid.uuid4().hex[:8]}"
+    data = {
+        "site": suffix,
+        "broker": {
+            "bootstrap_servers": bootstrap,
+            "partitions": 3,
+            "topics": {topic: f"{suffix}.{topic}" for topic in
+                       ("frames", "detections", "zone_metrics", "events", "alerts", "camera_status", "dead_letter")},
+        },
+        "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4},
+        "analytics": {"window_seconds": 2},
+        "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0},
+        "cameras": [{
+            "id": "campus", "source": str(VTEST), "fps": 10,
+            "zones": [{"id": "walkway", "polygon": [[0, 0], [768, 0], [768, 576], [0, 576]], "area_m2": 200}],
+        }],
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    path = tmp_path / f"{suffix}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path), path

@@ -1,0 +1,81 @@
+"""The one shape the dispatcher decides on: an incident's state change, from an event or from Alertmanager."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from schemas import Event, EventState, Severity
+
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+EVENTS = "events"
+ALERTMANAGER = "alertmanager"
+
+
+@dataclass(frozen=True)
+class Notice:
+    incident_id: str
+    source: str  # EVENTS or ALERTMANAGER
+    type: str
+    state: EventState
+    severity: Severity
+    camera_id: str | None
+    zone_id: str | None
+    title: str
+    message: str
+    at: float  # unix seconds of this state change
+
+    @property
+    def dedupe_key(self) -> str:
+        """Same key for a redelivered or re-notified state change, different for every real change."""
+        return f"{self.incident_id}|{self.state.value}|{self.severity.value}|{self.at:.3f}"
+
+    @property
+    def subject(self) -> tuple[str, str, str]:
+        """What the cooldown is keyed on: the same kind of trouble at the same place."""
+        return self.type, self.camera_id or "", self.zone_id or ""
+
+
+def notice_from_event(event: Event) -> Notice:
+    place = event.camera_id + (f"/{event.zone_id}" if event.zone_id else "")
+    details = ", ".join(f"{key} {value}" for key, value in sorted(event.details.items()))
+    return Notice(
+        incident_id=event.event_id, source=EVENTS, type=event.type, state=event.state, severity=event.severity,
+        camera_id=event.camera_id, zone_id=event.zone_id,
+        title=f"{event.type.replace('_', ' ')} at {place}",
+        message=event.reason + (f" ({details})" if details else ""),
+        at=event.ended_at if event.state == EventState.RESOLVED and event.ended_at else event.updated_at,
+    )
+
+
+def _timestamp(value: str | None) -> float | None:
+    if not value or value.startswith("0001-"):  # Alertmanager's zero time for "not ended"
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def notices_from_alertmanager(payload: dict) -> list[Notice]:
+    """Alertmanager webhook JSON (version 4): one notice per alert, keyed by the alert's fingerprint."""
+    if str(payload.get("version")) != "4" or not isinstance(payload.get("alerts"), list):
+        raise ValueError("not an Alertmanager webhook payload (version 4 with an alerts list)")
+    notices = []
+    for alert in payload["alerts"]:
+        labels, annotations = alert.get("labels", {}), alert.get("annotations", {})
+        name = labels.get("alertname", "alert")
+        resolved = alert.get("status") == "resolved"
+        try:
+            severity = Severity(labels.get("severity", "warning"))
+        except ValueError:
+            severity = Severity.WARNING
+        started = _timestamp(alert.get("startsAt")) or 0.0
+        ended = _timestamp(alert.get("endsAt")) if resolved else None
+        fingerprint = alert.get("fingerprint") or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        runbook = annotations.get("runbook_url")
+        notices.append(Notice(
+            incident_id=f"am-{fingerprint}", source=ALERTMANAGER, type=name,
+            state=EventState.RESOLVED if resolved else EventState.OPENED, severity=severity,
+            camera_id=labels.get("camera"), zone_id=labels.get("zone"),
+            title=annotations.get("summary", name),
+            message=annotations.get("description", "") + (f" Runbook: {runbook}" if runbook else ""),
+            at=ended or started,
+        ))
+    return notices
