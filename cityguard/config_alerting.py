@@ -19,6 +19,7 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "ref", "site"})
 
 
 class ContactConfig(Frozen):
@@ -56,7 +57,18 @@ class SmsChannelConfig(Frozen):
                               description="longer texts are cut to fit: 160 GSM-7 / 70 UCS-2 (Korean) chars for one")
     messages_per_second: float = Field(default=1.0, gt=0, le=100,
                                        description="sending rate limit (Twilio queues above the number's rate)")
+    template: str = Field(default="[{severity}] {title}: {message} (ack {ref})",
+                          description="SMS text; placeholders: " + ", ".join(sorted(TEMPLATE_FIELDS)))
     retry: RetryConfig = RetryConfig()
+
+    @field_validator("template")
+    @classmethod
+    def verify_template(cls, template: str) -> str:
+        try:
+            template.format(**{name: "" for name in TEMPLATE_FIELDS})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"template placeholders must be among {', '.join(sorted(TEMPLATE_FIELDS))}: {exc}") from None
+        return template
 
 
 class WebhookChannelConfig(Frozen):

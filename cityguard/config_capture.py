@@ -26,7 +26,8 @@ class ItsCameraRef(Frozen):
     name: str = Field(min_length=1, description="cctvname exactly as the API returns it")
     lon: float = Field(ge=-180, le=180, description="coordx (WGS84 longitude)")
     lat: float = Field(ge=-90, le=90, description="coordy (WGS84 latitude)")
-    road_type: Literal["ex", "its"] = Field(description="ex = expressway, its = national road")
+    road_type: Literal["ex", "its", "all"] = Field(
+        description="the `type` it was discovered with: ex = expressway, its = national road, all = both")
     cctv_type: int = Field(default=1, ge=1, le=4, description="1 HLS, 2 MP4 file, 3 still image, 4 HLS over HTTPS")
 
 

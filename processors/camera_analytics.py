@@ -32,8 +32,11 @@ class AnalyzerFactory(Protocol):
 def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
     """Analyzers a camera needs, by name (the name scopes its state in the table)."""
     from processors.density import ZoneWindowAggregator
+    from processors.traffic import TrafficAnalyzer
 
     analyzers: dict[str, AnalyzerFactory] = {}
     if camera.zones:
         analyzers["crowd"] = ZoneWindowAggregator.restore
+    if camera.scene is not None:
+        analyzers["traffic"] = TrafficAnalyzer.restore
     return analyzers

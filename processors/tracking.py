@@ -89,10 +89,12 @@ class CameraTracker:
     def update(self, detections: Detections) -> Detections:
         self._advance_clock(detections.captured_at)
         self.last_captured_at = detections.captured_at
-        tracked = self._tracker.update(_TrackerInput.from_detections(detections))
+        self._tracker.update(_TrackerInput.from_detections(detections))
         track_ids = [UNTRACKED] * len(detections)
-        for row in tracked:
-            track_ids[int(row[7])] = int(row[4])  # row: x1, y1, x2, y2, track_id, score, cls, detection index
+        # Read ids from the tracks, not from update()'s float32 array, which cannot hold 16-digit ids exactly.
+        for track in self._tracker.tracked_stracks:
+            if track.is_activated and track.frame_id == self._tracker.frame_id:
+                track_ids[int(track.idx)] = int(track.track_id)
         return detections.model_copy(update={"track_id": track_ids})
 
 

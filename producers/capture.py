@@ -1,8 +1,13 @@
-"""Reading cameras with OpenCV: sampling at a configured rate, resizing and JPEG encoding. No Kafka here."""
+"""Reading cameras: video files, HLS, RTSP and webcams through OpenCV, still-image URLs over HTTP; sampling at a
+configured rate, resizing and JPEG encoding. No Kafka here.
+"""
 from __future__ import annotations
 
+import os
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -10,12 +15,22 @@ import cv2
 import numpy as np
 
 from cityguard.config import CameraConfig
+from cityguard.config_capture import ProducerConfig, SourceKind
 
-LIVE_SOURCE = re.compile(r"^(rtsp|rtmp|http|https|udp|tcp)://", re.IGNORECASE)
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
+LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
 
 
 class CameraUnavailable(RuntimeError):
-    """The source could not be opened or stopped delivering frames; the text says which and why."""
+    """The source could not be opened or stopped delivering frames; the text says which and why.
+
+    `permanent` failures (a local file that does not exist) are not retried.
+    """
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -24,15 +39,44 @@ class SampledFrame:
     image: np.ndarray  # BGR
 
 
-def is_live(source: str) -> bool:
-    return bool(LIVE_SOURCE.match(source)) or source.isdigit()
+def source_kind(camera: CameraConfig, source: str) -> SourceKind:
+    """The configured kind, or the one the source string implies."""
+    if camera.kind is not SourceKind.AUTO:
+        return camera.kind
+    if source.isdigit():
+        return SourceKind.WEBCAM
+    if source.lower().startswith(("rtsp://", "rtsps://")):
+        return SourceKind.RTSP
+    path = source.split("?", 1)[0]
+    if URL.match(source):
+        if path.lower().endswith(".m3u8"):
+            return SourceKind.HLS
+        if IMAGE_PATH.search(path):
+            return SourceKind.IMAGE
+        if path.lower().endswith((".mp4", ".avi", ".mkv", ".mov")):
+            return SourceKind.FILE
+        return SourceKind.HLS  # other http(s) streams (ITS tokenised URLs) are live playlists
+    return SourceKind.FILE
 
 
-def open_capture(source: str) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+def configure_ffmpeg(settings: ProducerConfig) -> None:
+    """OpenCV reads FFmpeg options from the environment at every open; RTSP transport is one per process."""
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{settings.rtsp_transport}"
+
+
+def open_capture(source: str, open_timeout_s: float = 30.0, read_timeout_s: float = 30.0) -> cv2.VideoCapture:
+    if source.isdigit():
+        capture = cv2.VideoCapture(int(source))
+    else:
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+        ])
     if not capture.isOpened():
         capture.release()
-        raise CameraUnavailable(f"cannot open video source {source!r}")
+        missing_file = not URL.match(source) and not source.isdigit() and not os.path.exists(source)
+        reason = "no such file" if missing_file else "cannot open"
+        raise CameraUnavailable(f"{reason}: {source}", permanent=missing_file)
     return capture
 
 
@@ -53,19 +97,54 @@ def sample_frames(
     camera: CameraConfig,
     source: str,
     realtime: bool = True,
+    settings: ProducerConfig | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[SampledFrame]:
-    """Frames from one source at `camera.fps`.
+    """Frames from one source at `camera.fps`; raises CameraUnavailable when the source fails.
 
     Files are sampled on their own timeline (frame index / native fps), so a 10 fps clip sampled at 5 fps keeps every
     second frame whether or not playback is paced; with `realtime` the file plays at its natural speed, like a
     camera. Live sources are read continuously (so the decoder never falls behind) and sampled on the wall clock.
+    Frames that are not sampled are only grabbed, never converted to BGR.
     """
-    capture = open_capture(source)
-    live = is_live(source)
+    settings = settings or ProducerConfig()
+    kind = source_kind(camera, source)
+    if kind is SourceKind.IMAGE:
+        yield from poll_image(camera, source, settings.read_timeout_s, clock, sleep)
+    elif kind in LIVE_KINDS:
+        yield from _sample_live(camera, source, settings, clock)
+    else:
+        yield from _sample_file(camera, source, settings, realtime, clock, sleep)
+
+
+def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
+                 clock: Callable[[], float]) -> Iterator[SampledFrame]:
+    capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
+    interval = 1.0 / camera.fps
+    next_sample = clock()
+    try:
+        while True:
+            if not capture.grab():
+                raise CameraUnavailable(f"stream ended or broke: {source}")
+            now = clock()
+            if now < next_sample:
+                continue
+            ok, image = capture.retrieve()
+            if not ok:
+                raise CameraUnavailable(f"undecodable frame: {source}")
+            # Skip the sampling slots missed while the stream stalled instead of bursting to catch up.
+            next_sample += interval * max(1, int((now - next_sample) // interval) + 1)
+            yield SampledFrame(now, image)
+    finally:
+        capture.release()
+
+
+def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, realtime: bool,
+                 clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
+    capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
     native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    if not live and not 0 < native_fps < 1000:
+    if not 0 < native_fps < 1000:
         native_fps = 25.0  # containers without a rate: assume PAL
     interval = 1.0 / camera.fps
     started = clock()
@@ -74,29 +153,22 @@ def sample_frames(
     index = 0
     try:
         while True:
-            ok, image = capture.read()
-            if not ok:
-                if live:
-                    raise CameraUnavailable(f"camera {camera.id}: stream ended or broke ({source})")
+            if not capture.grab():
                 if not camera.loop or index == 0:
                     return
                 media_offset += index / native_fps
                 index = 0
                 capture.release()
-                capture = open_capture(source)
-                continue
-            if live:
-                now = clock()
-                if now - started < next_sample:
-                    continue
-                next_sample += interval * max(1, int((now - started - next_sample) // interval) + 1)
-                yield SampledFrame(now, image)
+                capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
                 continue
             media_time = media_offset + index / native_fps
             index += 1
             if media_time + 1e-9 < next_sample:
                 continue
             next_sample += interval
+            ok, image = capture.retrieve()
+            if not ok:
+                raise CameraUnavailable(f"undecodable frame {index} in {source}")
             if realtime:
                 delay = started + media_time - clock()
                 if delay > 0:
@@ -107,3 +179,28 @@ def sample_frames(
                 yield SampledFrame(started + media_time, image)
     finally:
         capture.release()
+
+
+def poll_image(camera: CameraConfig, url: str, timeout_s: float, clock: Callable[[], float],
+               sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
+    """A still-image camera: one HTTP GET of its JPEG per sampling interval."""
+    interval = 1.0 / camera.fps
+    next_fetch = clock()
+    while True:
+        delay = next_fetch - clock()
+        if delay > 0:
+            sleep(delay)
+        fetched_at = clock()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise CameraUnavailable(f"HTTP {exc.code} from still-image URL {url}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise CameraUnavailable(f"still-image URL {url} unreachable: {getattr(exc, 'reason', exc)}") from None
+        image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise CameraUnavailable(f"still-image URL {url} did not return an image ({len(body)} bytes)")
+        next_fetch = max(next_fetch + interval, fetched_at)
+        yield SampledFrame(fetched_at, image)

@@ -1,30 +1,52 @@
-"""Frame producer stage: cameras -> frames topic. One thread per camera so a slow camera never blocks another."""
+"""Frame producer stage: cameras -> frames topic, camera health -> camera-status topic.
+
+One reader thread per camera samples, checks and encodes its frames into a small bounded queue of its own; one sender
+thread publishes from all the queues in turn. A slow or dead camera therefore never blocks another, and when the
+broker pushes back each camera's oldest frames are dropped and counted instead of buffering without bound (replays,
+`realtime=False`, wait instead, so no frame is lost). Failed cameras reconnect with exponential backoff and jitter;
+ITS cameras get a fresh URL from the API first.
+"""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+import zlib
+from collections import deque
+from collections.abc import Callable
 
 from kafka import KafkaProducer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import CameraConfig, Config
-from producers.capture import CameraUnavailable, encode_jpeg, sample_frames
-from schemas import Frame, encode
+from producers.capture import CameraUnavailable, configure_ffmpeg, encode_jpeg, sample_frames
+from producers.frame_store import FrameStore, open_frame_store
+from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
+from producers.its_client import ItsApiError, ItsClient, ItsResolver
+from schemas import CameraState, CameraStatus, Frame, encode
 
 log = logging.getLogger(__name__)
 
 FRAMES_PRODUCED = Counter("cityguard_frames_produced_total", "Frames published to the frames topic", ["camera"])
 FRAME_BYTES = Counter("cityguard_frame_bytes_total", "JPEG bytes published", ["camera"])
-CAMERA_ERRORS = Counter("cityguard_camera_errors_total", "Camera read failures", ["camera", "reason"])
+FRAMES_STORED = Counter("cityguard_frames_stored_total", "Oversized frames sent through the frame store", ["camera"])
 ENCODE_SECONDS = Histogram(
     "cityguard_frame_encode_seconds", "Resize + JPEG encode time per frame", ["camera"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+CAMERA_UP = Gauge("cityguard_camera_up", "1 while the camera delivers usable frames", ["camera"])
+CAMERA_STATE = Gauge("cityguard_camera_state", "1 for the camera's current state", ["camera", "state"])
+CAMERA_FPS = Gauge("cityguard_camera_fps", "Frames published per second over the status interval", ["camera"])
+CAMERA_RECONNECTS = Counter("cityguard_camera_reconnects_total", "Reconnection attempts after a failure", ["camera"])
+CAMERA_DROPPED = Counter("cityguard_camera_dropped_frames_total",
+                         "Frames dropped because the broker could not take them", ["camera"])
+CAMERA_FRAME_AGE = Gauge("cityguard_camera_last_frame_age_seconds", "Seconds since the last captured frame",
+                         ["camera"])
 
 
 class SequenceCounter:
-    """Per-camera sequence numbers that are never reused, also across producer restarts.
+    """Per-camera sequence numbers that are never reused, also across reconnects and producer restarts.
 
     They start at the process start time in microseconds; a restarted producer starts higher than any number the
     previous run could have reached unless it produced over a million frames per second.
@@ -39,55 +61,285 @@ class SequenceCounter:
         return value
 
 
-def publish_camera(
-    camera: CameraConfig,
-    config: Config,
-    producer: KafkaProducer,
-    stop: threading.Event,
-    realtime: bool = True,
-    max_frames: int | None = None,
-) -> int:
-    """Reads one camera until it ends, `stop` is set or max_frames are sent; returns frames sent."""
-    topic = config.broker.topics.frames
-    sequence = SequenceCounter()
-    sent = 0
-    source = config.resolve_path(camera.source)
-    for sampled in sample_frames(camera, source, realtime=realtime):
-        if stop.is_set() or (max_frames is not None and sent >= max_frames):
-            break
-        with ENCODE_SECONDS.labels(camera.id).time():
-            jpeg, width, height = encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)
-        frame = Frame(camera_id=camera.id, seq=sequence.next(), captured_at=sampled.captured_at,
-                      width=width, height=height, jpeg=jpeg)
-        producer.send(topic, key=camera.id.encode(), value=encode(frame))
-        FRAMES_PRODUCED.labels(camera.id).inc()
-        FRAME_BYTES.labels(camera.id).inc(len(jpeg))
-        sent += 1
-    producer.flush()
-    return sent
+def cameras_for_shard(cameras: list[CameraConfig], shard_index: int, shard_count: int) -> list[CameraConfig]:
+    """This shard's cameras: a stable hash of the id, so every producer process agrees without talking."""
+    return [camera for camera in cameras if zlib.crc32(camera.id.encode()) % shard_count == shard_index]
+
+
+class FrameQueue:
+    """Encoded frames of one camera waiting for the sender; bounded, the oldest go first when it is full."""
+
+    def __init__(self, max_frames: int, ready: threading.Event):
+        self.max_frames = max_frames
+        self._items: deque[bytes] = deque()
+        self._space = threading.Condition()
+        self._ready = ready
+
+    def put(self, value: bytes, wait: bool, stop: threading.Event) -> int:
+        """Adds a frame; returns how many old frames were dropped for it (always 0 with wait=True)."""
+        dropped = 0
+        with self._space:
+            while wait and len(self._items) >= self.max_frames and not stop.is_set():
+                self._space.wait(0.1)
+            while len(self._items) >= self.max_frames:
+                self._items.popleft()
+                dropped += 1
+            self._items.append(value)
+        self._ready.set()
+        return dropped
+
+    def take(self) -> bytes | None:
+        with self._space:
+            value = self._items.popleft() if self._items else None
+            self._space.notify()
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def frame_message(frame_fields: dict, jpeg: bytes, max_message_bytes: int, store: Callable[[], FrameStore]) -> bytes:
+    """The encoded Frame; a JPEG that would make it larger than max_message_bytes goes to the frame store."""
+    value = encode(Frame(**frame_fields, jpeg=jpeg))
+    if len(value) <= max_message_bytes:
+        return value
+    reference = store().put(frame_fields["camera_id"], frame_fields["seq"], jpeg)
+    FRAMES_STORED.labels(frame_fields["camera_id"]).inc()
+    return encode(Frame(**frame_fields, frame_ref=reference))
+
+
+class CameraReader:
+    """Reads one camera until stopped, reconnecting after failures; runs in its own thread."""
+
+    def __init__(self, camera: CameraConfig, config: Config, queue: FrameQueue, health: CameraHealth,
+                 resolver: Callable[[], ItsResolver | None], store: Callable[[], FrameStore], stop: threading.Event,
+                 realtime: bool, max_frames: int | None):
+        self.camera = camera
+        self.settings = config.producer
+        self.source = config.resolve_path(camera.source)
+        self.queue = queue
+        self.health = health
+        self.resolver = resolver
+        self.store = store
+        self.stop = stop
+        self.realtime = realtime
+        self.max_frames = max_frames
+        self.quality = FrameQualityMonitor.from_config(config.producer)
+        self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
+        self.rng = random.Random()
+        self.queued = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.health.connecting()
+            self.quality.reset()
+            try:
+                self.read_until_done()
+                return
+            except CameraUnavailable as exc:
+                if exc.permanent:
+                    self.health.ended(str(exc))
+                    log.error("camera %s is down for good: %s", self.camera.id, exc)
+                    return
+                failures = self.health.failed(str(exc))
+            delay = reconnect_delay(failures, self.settings.reconnect_backoff_base_s,
+                                    self.settings.reconnect_backoff_max_s, self.settings.reconnect_jitter, self.rng)
+            log.warning("camera %s %s (attempt %d): %s; retrying in %.1f s", self.camera.id,
+                        self.health.state.value, failures, self.health.reason, delay)
+            if self.stop.wait(delay):
+                return
+            CAMERA_RECONNECTS.labels(self.camera.id).inc()
+            self.re_resolve()
+
+    def re_resolve(self) -> None:
+        """ITS URLs are tokenised and expire: ask the API for the current one before retrying."""
+        resolver = self.resolver() if self.camera.its is not None else None
+        if resolver is None:
+            return
+        try:
+            url = resolver.resolve(self.camera.its, failed_url=self.source)
+        except ItsApiError as exc:  # try the last URL anyway; the status says why it may not work
+            log.warning("camera %s: re-resolution failed, retrying the last URL: %s", self.camera.id, exc)
+            return
+        if url != self.source:
+            log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
+            self.source = url
+
+    def read_until_done(self) -> None:
+        """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""
+        for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.stop.wait):
+            if self.stop.is_set() or (self.max_frames is not None and self.queued >= self.max_frames):
+                return
+            stall_reason = self.quality.check(sampled.image, sampled.captured_at)
+            with ENCODE_SECONDS.labels(self.camera.id).time():
+                jpeg, width, height = encode_jpeg(sampled.image, self.camera.max_width, self.camera.jpeg_quality)
+            fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
+                      "width": width, "height": height}
+            value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
+            dropped = self.queue.put(value, wait=not self.realtime, stop=self.stop)
+            if dropped:
+                self.health.frames_dropped(dropped)
+                CAMERA_DROPPED.labels(self.camera.id).inc(dropped)
+            self.health.frame_captured(sampled.captured_at, stall_reason)
+            self.queued += 1
+        if not self.stop.is_set() and (self.max_frames is None or self.queued < self.max_frames):
+            self.health.ended("source ended")
+            log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
+
+
+class FrameSender:
+    """Publishes from every camera's queue in turn, so one busy camera cannot starve the others."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, queues: dict[str, FrameQueue],
+                 health: dict[str, CameraHealth], ready: threading.Event):
+        self.producer = producer
+        self.topic = topic
+        self.queues = queues
+        self.health = health
+        self.ready = ready
+
+    def run(self, done: threading.Event) -> None:
+        """Sends until `done` is set and every queue is empty."""
+        while True:
+            self.ready.clear()  # before the scan, so a frame queued during it wakes the next wait
+            sent = sum(self.send_one(camera_id) for camera_id in self.queues)
+            if not sent:
+                if done.is_set() and not any(self.queues.values()):
+                    return
+                self.ready.wait(0.1)
+
+    def send_one(self, camera_id: str) -> int:
+        value = self.queues[camera_id].take()
+        if value is None:
+            return 0
+        health = self.health[camera_id]
+
+        def lost(exc: Exception) -> None:
+            health.frames_dropped()
+            CAMERA_DROPPED.labels(camera_id).inc()
+            log.warning("camera %s: frame not delivered: %s", camera_id, exc)
+
+        # send() blocks while the client's own buffer is full; meanwhile the readers drop their oldest frames.
+        self.producer.send(self.topic, key=camera_id.encode(), value=value).add_errback(lost)
+        health.frame_sent()
+        FRAMES_PRODUCED.labels(camera_id).inc()
+        FRAME_BYTES.labels(camera_id).inc(len(value))
+        return 1
+
+
+def export_status(status: CameraStatus) -> None:
+    camera = status.camera_id
+    CAMERA_UP.labels(camera).set(1 if status.state is CameraState.UP else 0)
+    for state in CameraState:
+        CAMERA_STATE.labels(camera, state.value).set(1 if state is status.state else 0)
+    CAMERA_FPS.labels(camera).set(status.fps)
+    if status.last_frame_age_s is not None:
+        CAMERA_FRAME_AGE.labels(camera).set(status.last_frame_age_s)
+
+
+class StatusReporter:
+    """Camera status to Prometheus and the camera-status topic: at once on a state change, else every interval."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, health: dict[str, CameraHealth], interval_s: float):
+        self.producer = producer
+        self.topic = topic
+        self.health = health
+        self.interval_s = interval_s
+        self._published: dict[str, tuple[CameraState, str, float]] = {}  # one per configured camera
+
+    def report(self, force: bool = False) -> list[CameraStatus]:
+        reported = []
+        for camera_id, health in self.health.items():
+            status = health.status()
+            export_status(status)
+            state, reason, at = self._published.get(camera_id, (None, None, 0.0))
+            if force or (status.state, status.reason) != (state, reason) or status.at - at >= self.interval_s:
+                self.producer.send(self.topic, key=camera_id.encode(), value=encode(status))
+                self._published[camera_id] = (status.state, status.reason, status.at)
+                reported.append(status)
+        return reported
 
 
 def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event, realtime: bool = True,
-                 max_frames: int | None = None, camera_ids: list[str] | None = None) -> dict[str, int]:
-    """Runs every configured camera (or those named) in its own thread; a dead camera is logged, not fatal."""
-    cameras = [camera for camera in config.cameras if camera_ids is None or camera.id in camera_ids]
-    sent: dict[str, int] = {}
+                 max_frames: int | None = None, camera_ids: list[str] | None = None,
+                 on_status: Callable[[list[CameraStatus]], None] | None = None) -> dict[str, int]:
+    """Runs this shard's cameras (or those named) until every source ends or `stop` is set.
 
-    def run(camera: CameraConfig) -> None:
-        try:
-            sent[camera.id] = publish_camera(camera, config, producer, stop, realtime, max_frames)
-            log.info("camera %s finished after %d frames", camera.id, sent[camera.id])
-        except CameraUnavailable as exc:
-            CAMERA_ERRORS.labels(camera.id, "unavailable").inc()
-            log.error("camera %s is down: %s", camera.id, exc)
-            sent[camera.id] = 0
-
-    threads = [threading.Thread(target=run, args=(camera,), name=f"camera-{camera.id}", daemon=True)
-               for camera in cameras]
+    Returns the frames queued per camera. A camera that cannot be read is reported down, never fatal.
+    """
+    settings = config.producer
+    if camera_ids is None:
+        cameras = cameras_for_shard(config.cameras, settings.shard_index, settings.shard_count)
+    else:  # cameras named explicitly are read whatever the shard
+        cameras = [camera for camera in config.cameras if camera.id in camera_ids]
+    configure_ffmpeg(settings)
+    ready = threading.Event()
+    queues = {camera.id: FrameQueue(settings.queue_max_frames, ready) for camera in cameras}
+    no_frame_stall_s = settings.read_timeout_s
+    health = {camera.id: CameraHealth(camera.id, settings.down_after_failures, settings.status_interval_s,
+                                      max(no_frame_stall_s, 3 / camera.fps)) for camera in cameras}
+    resolver = lazy(lambda: its_resolver(config, cameras))
+    store = lazy(lambda: open_frame_store(config))
+    readers = [CameraReader(camera, config, queues[camera.id], health[camera.id], resolver, store, stop, realtime,
+                            max_frames) for camera in cameras]
+    threads = [threading.Thread(target=reader.run, name=f"camera-{reader.camera.id}", daemon=True)
+               for reader in readers]
+    readers_done = threading.Event()
+    sender = threading.Thread(target=FrameSender(producer, config.broker.topics.frames, queues, health, ready).run,
+                              args=(readers_done,), name="frame-sender", daemon=True)
+    reporter = StatusReporter(producer, config.broker.topics.camera_status, health, settings.status_interval_s)
+    log.info("producer shard %d/%d: %d cameras", settings.shard_index, settings.shard_count, len(cameras))
+    sender.start()
     for thread in threads:
         thread.start()
+    next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
+    while any(thread.is_alive() for thread in threads) and not stop.wait(min(0.5, settings.status_interval_s)):
+        statuses = reporter.report()
+        if on_status and statuses:
+            on_status(statuses)
+        if time.monotonic() >= next_expiry:
+            store().expire()
+            next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
+    # Readers notice `stop` between frames; one blocked in a stream read is a daemon and is not waited for.
+    deadline = time.monotonic() + 2.0
     for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)
+        thread.join(max(0.0, deadline - time.monotonic()))
+    readers_done.set()
+    sender.join()
+    final = reporter.report(force=True)
+    if on_status:
+        on_status(final)
     producer.flush()
-    return sent
+    return {reader.camera.id: reader.queued for reader in readers}
+
+
+def its_resolver(config: Config, cameras: list[CameraConfig]) -> ItsResolver | None:
+    refs = [camera.its for camera in cameras if camera.its is not None]
+    if not refs:
+        return None
+    try:
+        client = ItsClient.from_config(config.producer)
+    except ItsApiError as exc:
+        log.error("ITS cameras cannot be re-resolved: %s", exc)
+        return None
+    return ItsResolver(client, refs, config.producer.its_refresh_min_s)
+
+
+def lazy(factory: Callable):
+    """A thread-safe factory that builds its value on first use (the frame store only when a frame is too big)."""
+    lock = threading.Lock()
+    built: list = []
+
+    def get():
+        with lock:
+            if not built:
+                built.append(factory())
+            return built[0]
+
+    return get
+
+
+def publish_camera(camera: CameraConfig, config: Config, producer: KafkaProducer, stop: threading.Event,
+                   realtime: bool = True, max_frames: int | None = None) -> int:
+    """Reads one camera until it ends, `stop` is set or max_frames are sent; returns frames sent."""
+    return run_producer(config, producer, stop, realtime, max_frames, [camera.id]).get(camera.id, 0)

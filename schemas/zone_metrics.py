@@ -26,6 +26,34 @@ class RiskLevel(str, Enum):
 _RANKS = {level: index - 1 for index, level in enumerate(RiskLevel)}
 
 
+class CountSource(str, Enum):
+    """Which counter a zone's people count came from (processors.crowd.counting documents the rule)."""
+
+    DETECTOR = "detector"
+    DENSITY_MODEL = "density_model"
+    BLEND = "blend"
+
+
+class FlowRegime(str, Enum):
+    """How the crowd moves: free flow, congested (slow), stop-and-go (speed collapsing while density rises)."""
+
+    UNKNOWN = "unknown"
+    FREE = "free"
+    CONGESTED = "congested"
+    STOP_AND_GO = "stop_and_go"
+
+
+class DensityForecast(Message):
+    """Forecast zone density at one horizon, with its uncertainty band."""
+
+    schema_name = "density_forecast"
+
+    horizon_s: float = Field(gt=0)
+    density_per_m2: float = Field(ge=0)
+    lower_per_m2: float = Field(ge=0)
+    upper_per_m2: float = Field(ge=0)
+
+
 class ZoneMetrics(Message):
     """One closed time window of one zone, keyed by camera_id."""
 
@@ -44,3 +72,26 @@ class ZoneMetrics(Message):
     risk_level: RiskLevel
     risk_reason: str = Field(description="why the zone is at this level, in words")
     last_seq: int = Field(ge=0, description="sequence number of the last frame in the window")
+    # Counting: both counters stay visible; people_mean above is the fused count.
+    detector_people_mean: float | None = Field(default=None, ge=0, description="people per frame, box detector")
+    density_model_people_mean: float | None = Field(
+        default=None, ge=0, description="people per frame, density-map model (absent when no map was fresh)")
+    count_source: CountSource = CountSource.DETECTOR
+    count_confidence: float = Field(default=1.0, ge=0, le=1, description="roughly 1 - expected relative error")
+    count_reliable: bool = Field(default=True, description="false: occlusion, saturation or missing frames")
+    # Local density (Helbing et al. 2007) and movement, from tracks in metres (calibrated cameras only).
+    peak_local_density_per_m2: float | None = Field(default=None, ge=0)
+    mean_speed_m_per_s: float | None = Field(default=None, ge=0)
+    velocity_variance_m2_per_s2: float | None = Field(default=None, ge=0)
+    crowd_pressure_per_s2: float | None = Field(default=None, ge=0, description="peak local density x velocity variance")
+    flow_regime: FlowRegime = FlowRegime.UNKNOWN
+    # Flow through the zone's counting lines.
+    inflow: int = Field(default=0, ge=0, description="crossings into the zone during the window")
+    outflow: int = Field(default=0, ge=0, description="crossings out of the zone during the window")
+    net_accumulation_per_minute: float = Field(default=0.0, description="(inflow - outflow) per minute")
+    inflow_surge: bool = Field(default=False, description="inflow far above its running baseline")
+    # Forecast.
+    forecast: list[DensityForecast] = Field(default_factory=list)
+    seconds_to_threshold: dict[str, float] = Field(
+        default_factory=dict, description="risk level name -> seconds until forecast density reaches it "
+        "(only levels expected within the forecast horizon)")

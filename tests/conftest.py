@@ -61,3 +61,28 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
     path = tmp_path / f"{suffix}.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_config(path), path
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The offline COCO yolo11n (OpenVINO int8) used by every test that runs the real model."""
+    from processors.detector import YoloDetector
+
+    return YoloDetector(str(OFFLINE_MODEL))
+
+
+def video_frames(path: Path, count: int, step: int = 1) -> list:
+    """The first `count` frames of a clip (every `step`-th), as BGR arrays."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames, index = [], 0
+    while len(frames) < count:
+        ok, image = capture.read()
+        if not ok:
+            break
+        if index % step == 0:
+            frames.append(image)
+        index += 1
+    capture.release()
+    return frames

@@ -1,0 +1,189 @@
+"""Operator commands for alerting: the dispatcher stage, acknowledgements, the incident log, Grafana provisioning."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from cityguard.config import Config
+
+GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
+DATASOURCE_UID = "cityguard-prometheus"
+
+
+def register(commands, add_command) -> None:
+    alerts = commands.add_parser("alerts", help="alert dispatcher and acknowledgements")
+    alert_commands = alerts.add_subparsers(dest="alerts_command", required=True)
+    dispatch = add_command(alert_commands, "dispatch",
+                           "alert dispatcher: events topic + Alertmanager webhook -> SMS, webhook, sound",
+                           lambda args, config: run_alert_dispatch(config, args.port))
+    dispatch.add_argument("--port", type=int, default=None, help="receiver port (default alerting.receiver.port)")
+    ack = add_command(alert_commands, "ack", "acknowledge an alert (its number) or all alerts of an incident (its id); "
+                      "stops escalation", acknowledge)
+    ack.add_argument("id")
+    ack.add_argument("--by", default=None, help="who acknowledges (default: the login name)")
+    ack.add_argument("--note", default="")
+
+    incidents = commands.add_parser("incidents", help="the incident log")
+    incident_commands = incidents.add_subparsers(dest="incidents_command", required=True)
+    listing = add_command(incident_commands, "list", "recent incidents, newest first", list_incidents)
+    listing.add_argument("--open", action="store_true", help="only incidents not resolved")
+    listing.add_argument("--limit", type=int, default=50)
+    show = add_command(incident_commands, "show", "one incident with its events, alerts, deliveries and acks",
+                       show_incident)
+    show.add_argument("id")
+
+    grafana = commands.add_parser("grafana", help="Grafana dashboards")
+    grafana_commands = grafana.add_subparsers(dest="grafana_command", required=True)
+    provision = add_command(grafana_commands, "provision",
+                            "push the datasource and dashboards of infra/grafana to a Grafana server",
+                            provision_grafana, needs_config=False)
+    provision.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    provision.add_argument("--token", default=None,
+                           help="service account token (default: $GRAFANA_TOKEN; the variable keeps it out of ps)")
+    provision.add_argument("--prometheus-url", default="http://prometheus:9090",
+                           help="created as the datasource when Grafana has none with uid " + DATASOURCE_UID)
+    provision.add_argument("--dashboards", type=Path, default=GRAFANA_DIR / "dashboards")
+
+
+def open_store(config: Config):
+    from sinks.alerts.store import IncidentStore, resolve_store_url
+
+    alerting = config.alerting
+    url = os.environ.get(alerting.store_url_env) or alerting.store_url
+    return IncidentStore(resolve_store_url(url, config.base_dir))
+
+
+def run_alert_dispatch(config: Config, port: int | None = None) -> None:
+    """The dispatcher stage (composition root): store, channels, receiver, Kafka consumer and producer."""
+    from cityguard.stages import require_bootstrap, stop_on_signals
+    from infra.kafka import create_topics, make_consumer, make_producer
+    from sinks.alerts.channels import build_channels
+    from sinks.alerts.dispatcher import AlertDispatcher
+    from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher
+
+    servers = require_bootstrap(config)
+    alerting, topics = config.alerting, config.broker.topics
+    stop = stop_on_signals()
+    channels = build_channels(alerting.channels, config.resolve_path)  # fails now if a secret variable is unset
+    store = open_store(config)
+    create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions)
+    producer = make_producer(servers)
+    consumer = make_consumer(servers, config.group_id("alerts"), topics.events)
+    receiver = AlertmanagerReceiver(alerting.receiver.host,
+                                    alerting.receiver.port if port is None else port).start()
+    print(f"alerts: Alertmanager webhook http://{alerting.receiver.host}:{receiver.port}/alertmanager, "
+          f"metrics /metrics", flush=True)
+    dispatcher = AlertDispatcher(alerting, config.site, store, channels, publisher(producer, topics.alerts))
+    try:
+        DispatcherService(dispatcher, consumer, producer, topics, receiver,
+                          alerting.escalation_check_interval_s).run(stop)
+    finally:
+        receiver.stop()
+        consumer.close()
+        producer.close()
+        store.close()
+
+
+def acknowledge(args, config: Config) -> int:
+    store = open_store(config)
+    try:
+        alerts = store.acknowledge(args.id, args.by or getpass.getuser(), args.note, time.time())
+    finally:
+        store.close()
+    if not alerts:
+        print(f"cityguard: no alert or incident {args.id!r} to acknowledge", file=sys.stderr)
+        return 1
+    for alert in alerts:
+        print(f"acknowledged alert {alert.id} ({alert.alert_id}): {alert.title}")
+    return 0
+
+
+def when(timestamp: float | None) -> str:
+    return "-" if timestamp is None else datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def list_incidents(args, config: Config) -> int:
+    store = open_store(config)
+    try:
+        incidents = store.list_incidents(args.open, args.limit)
+    finally:
+        store.close()
+    if not incidents:
+        print("no incidents")
+    for incident in incidents:
+        place = "/".join(part for part in (incident.camera_id, incident.zone_id) if part) or "-"
+        print(f"{incident.id}  {incident.state:8}  {incident.severity:8}  {when(incident.opened_at)}  "
+              f"{incident.type}  {place}  {incident.title}")
+    return 0
+
+
+def show_incident(args, config: Config) -> int:
+    store = open_store(config)
+    try:
+        detail = store.incident_detail(args.id)
+    finally:
+        store.close()
+    if detail is None:
+        print(f"cityguard: no incident {args.id!r}", file=sys.stderr)
+        return 1
+    incident = detail.incident
+    print(f"incident {incident.id} ({incident.source}): {incident.title}")
+    print(f"  type {incident.type}, camera {incident.camera_id or '-'}, zone {incident.zone_id or '-'}, "
+          f"severity {incident.severity}, {incident.state}, opened {when(incident.opened_at)}, "
+          f"resolved {when(incident.resolved_at)}")
+    for row in detail.events:
+        print(f"  event   {when(row.at)}  {row.state:8}  {row.severity:8}  {row.message}")
+    for alert in detail.alerts:
+        print(f"  alert {alert.id}  {alert.alert_id}  {alert.status}{' (' + alert.reason + ')' if alert.reason else ''}"
+              f"  step {alert.escalation_step}  acked {when(alert.acked_at)}")
+    attempts = {}
+    for attempt in detail.attempts:
+        attempts.setdefault(attempt.delivery_id, []).append(attempt)
+    for delivery in detail.deliveries:
+        print(f"  delivery {delivery.id}  alert {delivery.alert_ref}  {delivery.channel_id} -> "
+              f"{delivery.contact_id or 'broadcast'}  {delivery.status}  {delivery.provider_id or ''}"
+              f"{'  ' + delivery.error if delivery.error else ''}")
+        for attempt in attempts.get(delivery.id, []):
+            print(f"    attempt {when(attempt.at)}  {attempt.outcome}  {attempt.status_code or ''}  "
+                  f"{attempt.error or ''}")
+    for ack in detail.acknowledgements:
+        print(f"  ack     {when(ack.at)}  alert {ack.alert_ref}  by {ack.by}  {ack.note}")
+    return 0
+
+
+def provision_grafana(args, config: None) -> int:
+    """Datasource (only if missing, so an operator's edits survive) and every dashboard (overwritten)."""
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
+    token = args.token or os.environ.get("GRAFANA_TOKEN")
+    if not token:
+        print("cityguard: a Grafana token is needed (--token or GRAFANA_TOKEN)", file=sys.stderr)
+        return 2
+    grafana = GrafanaApi.from_url(args.url, credential=token)
+    try:
+        try:
+            grafana.datasource.get_datasource_by_uid(DATASOURCE_UID)
+            print(f"datasource {DATASOURCE_UID}: present")
+        except GrafanaClientError as exc:
+            if exc.status_code != 404:
+                raise
+            grafana.datasource.create_datasource({"uid": DATASOURCE_UID, "name": "Prometheus (cityguard)",
+                                                  "type": "prometheus", "access": "proxy",
+                                                  "url": args.prometheus_url, "isDefault": True})
+            print(f"datasource {DATASOURCE_UID}: created for {args.prometheus_url}")
+        for path in sorted(args.dashboards.glob("*.json")):
+            dashboard = json.loads(path.read_text(encoding="utf-8"))
+            dashboard.pop("id", None)  # Grafana assigns ids; the uid identifies the dashboard
+            result = grafana.dashboard.update_dashboard({"dashboard": dashboard, "overwrite": True,
+                                                         "message": "cityguard grafana provision"})
+            print(f"dashboard {dashboard['uid']}: {result.get('status', 'ok')} {result.get('url', '')}")
+    except GrafanaException as exc:
+        print(f"cityguard: Grafana refused: {exc}", file=sys.stderr)
+        return 1
+    return 0

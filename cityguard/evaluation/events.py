@@ -1,0 +1,174 @@
+"""Event accuracy against labelled intervals: temporal matching, per-type P/R/F1, detection delay, the type
+confusion matrix, and ROC/AUC of scored outputs over time segments.
+
+Matching: a predicted and a labelled event of the same camera match when their intervals overlap, or are at most
+`tolerance_s` apart; pairs are taken one-to-one, longest overlap first (ties: closest start). Detection delay is
+predicted start minus labelled start (negative: raised before the labelled start, within the tolerance).
+
+ROC needs negatives, which intervals alone do not have, so scored outputs are judged per time segment (the
+segment-based scheme of sound-event detection): each `segment_s` slice of a camera's timeline is positive when a
+labelled event covers it, and scores the highest score of the predictions covering it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cityguard.evaluation.scoring import PrecisionRecall, RocCurve, roc_curve
+
+NONE = "none"  # the confusion-matrix label for "no event"
+
+
+@dataclass(frozen=True)
+class EventInterval:
+    camera: str
+    type: str
+    start: float
+    end: float
+    score: float | None = None  # risk score or event confidence, for ROC
+
+    def __post_init__(self):
+        if not self.end >= self.start:
+            raise ValueError(f"event {self.camera}/{self.type} ends ({self.end}) before it starts ({self.start})")
+
+
+def overlap_s(a: EventInterval, b: EventInterval) -> float:
+    """Seconds the intervals share; negative: the gap between them."""
+    return min(a.end, b.end) - max(a.start, b.start)
+
+
+def match_events(truth: list[EventInterval], predicted: list[EventInterval], tolerance_s: float = 0.0,
+                 same_type: bool = True) -> list[tuple[int, int]]:
+    """One-to-one (truth index, predicted index) pairs."""
+    candidates = []
+    for t, label in enumerate(truth):
+        for p, guess in enumerate(predicted):
+            if label.camera != guess.camera or (same_type and label.type != guess.type):
+                continue
+            shared = overlap_s(label, guess)
+            if shared >= -tolerance_s:
+                candidates.append((-shared, abs(guess.start - label.start), t, p))
+    candidates.sort()
+    truth_taken, predicted_taken, pairs = set(), set(), []
+    for _, _, t, p in candidates:
+        if t not in truth_taken and p not in predicted_taken:
+            truth_taken.add(t)
+            predicted_taken.add(p)
+            pairs.append((t, p))
+    return sorted(pairs)
+
+
+@dataclass(frozen=True)
+class EventTypeResult:
+    type: str
+    counts: PrecisionRecall
+    delays_s: list[float]  # per matched event
+    roc: RocCurve | None  # None when the type's predictions carry no scores or a class is missing
+
+    @property
+    def mean_delay_s(self) -> float | None:
+        return float(np.mean(self.delays_s)) if self.delays_s else None
+
+    def to_json(self) -> dict:
+        return {"type": self.type, **self.counts.to_json(), "mean_detection_delay_s": self.mean_delay_s,
+                "detection_delays_s": self.delays_s, "roc": self.roc.to_json() if self.roc else None}
+
+
+@dataclass(frozen=True)
+class EventResult:
+    tolerance_s: float
+    segment_s: float
+    types: list[EventTypeResult]
+    overall: PrecisionRecall
+    confusion_labels: list[str]
+    confusion: np.ndarray  # rows: labelled type, columns: predicted type; NONE for unmatched
+
+    def to_json(self) -> dict:
+        return {"tolerance_s": self.tolerance_s, "segment_s": self.segment_s, "overall": self.overall.to_json(),
+                "types": [t.to_json() for t in self.types],
+                "confusion_matrix": {"labels": self.confusion_labels, "rows": "truth", "columns": "predicted",
+                                     "matrix": self.confusion.tolist()}}
+
+
+def type_confusion(truth: list[EventInterval], predicted: list[EventInterval],
+                   tolerance_s: float = 0.0) -> tuple[list[str], np.ndarray]:
+    """Type-agnostic matching, then labelled type x predicted type; misses and false alarms go to NONE."""
+    labels = sorted({e.type for e in truth} | {e.type for e in predicted}) + [NONE]
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    pairs = match_events(truth, predicted, tolerance_s, same_type=False)
+    for t, p in pairs:
+        matrix[index[truth[t].type], index[predicted[p].type]] += 1
+    for t in set(range(len(truth))) - {t for t, _ in pairs}:
+        matrix[index[truth[t].type], index[NONE]] += 1
+    for p in set(range(len(predicted))) - {p for _, p in pairs}:
+        matrix[index[NONE], index[predicted[p].type]] += 1
+    return labels, matrix
+
+
+def segments_touched(lower: np.ndarray, upper: np.ndarray, event: EventInterval) -> np.ndarray:
+    """Segments [lower, upper) the event overlaps; an instantaneous event touches the segment holding it."""
+    if event.end > event.start:
+        return (lower < event.end) & (upper > event.start)
+    return (lower <= event.start) & (upper > event.start)
+
+
+def segment_labels_and_scores(truth: list[EventInterval], predicted: list[EventInterval],
+                              segment_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment of each camera's timeline (from its first to its last event): covered by truth, best score.
+
+    Segments no prediction covers score below every predicted score.
+    """
+    if segment_s <= 0:
+        raise ValueError("segment_s must be positive")
+    scores = [e.score for e in predicted]
+    if any(score is None for score in scores):
+        raise ValueError("every predicted event needs a score for a ROC curve")
+    floor = min(scores, default=0.0) - 1.0
+    labels, best = [], []
+    for camera in sorted({e.camera for e in truth} | {e.camera for e in predicted}):
+        own_truth = [e for e in truth if e.camera == camera]
+        own_predicted = [e for e in predicted if e.camera == camera]
+        start = min(e.start for e in own_truth + own_predicted)
+        end = max(e.end for e in own_truth + own_predicted)
+        edges = start + segment_s * np.arange(max(1, math.ceil((end - start) / segment_s)) + 1)
+        lower, upper = edges[:-1], edges[1:]
+        covered = np.zeros(len(lower), dtype=bool)
+        for e in own_truth:
+            covered |= segments_touched(lower, upper, e)
+        segment_best = np.full(len(lower), floor)
+        for e in own_predicted:
+            touched = segments_touched(lower, upper, e)
+            segment_best[touched] = np.maximum(segment_best[touched], e.score)
+        labels.append(covered)
+        best.append(segment_best)
+    return np.concatenate(labels), np.concatenate(best)
+
+
+def evaluate_events(truth: list[EventInterval], predicted: list[EventInterval], tolerance_s: float = 0.0,
+                    segment_s: float = 1.0) -> EventResult:
+    types = []
+    total = PrecisionRecall(0, 0, 0)
+    for event_type in sorted({e.type for e in truth} | {e.type for e in predicted}):
+        own_truth = [e for e in truth if e.type == event_type]
+        own_predicted = [e for e in predicted if e.type == event_type]
+        pairs = match_events(own_truth, own_predicted, tolerance_s)
+        counts = PrecisionRecall(len(pairs), len(own_predicted) - len(pairs), len(own_truth) - len(pairs))
+        delays = [own_predicted[p].start - own_truth[t].start for t, p in pairs]
+        types.append(EventTypeResult(event_type, counts, delays, _type_roc(own_truth, own_predicted, segment_s)))
+        total = PrecisionRecall(total.true_positives + counts.true_positives,
+                                total.false_positives + counts.false_positives,
+                                total.false_negatives + counts.false_negatives)
+    labels, matrix = type_confusion(truth, predicted, tolerance_s)
+    return EventResult(tolerance_s, segment_s, types, total, labels, matrix)
+
+
+def _type_roc(truth: list[EventInterval], predicted: list[EventInterval], segment_s: float) -> RocCurve | None:
+    if not predicted or any(e.score is None for e in predicted):
+        return None
+    labels, scores = segment_labels_and_scores(truth, predicted, segment_s)
+    if labels.all() or not labels.any():
+        return None
+    return roc_curve(labels, scores)

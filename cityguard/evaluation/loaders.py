@@ -1,0 +1,177 @@
+"""Readers for the labelled-data formats operators bring: YOLO label folders, counting CSVs, ShanghaiTech head
+points, MOTChallenge ground truth, and event intervals (CSV, or Event messages recorded as JSON lines).
+
+Every error names the file and, where there is one, the line.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cityguard.evaluation.detection import Boxes
+from cityguard.evaluation.events import EventInterval
+from schemas import Event, EventState
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MOT_PEDESTRIAN_CLASSES = (1,)  # MOT17/MOT20; MOT15 files have -1 in the class column and only pedestrians
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Images directly in `folder`, sorted by name."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def default_labels_folder(images: Path) -> Path:
+    """The YOLO convention: .../images/... -> .../labels/..., else a labels folder beside the images folder."""
+    parts = list(Path(images).parts)
+    if "images" in parts:
+        index = len(parts) - 1 - parts[::-1].index("images")
+        parts[index] = "labels"
+        return Path(*parts)
+    return Path(images).parent / "labels"
+
+
+def load_yolo_labels(path: Path, width: int, height: int) -> Boxes:
+    """One image's YOLO label file (`class cx cy w h`, normalised); a missing file means no objects."""
+    path = Path(path)
+    if not path.exists():
+        return Boxes.of(np.zeros((0, 4)), [])
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 5:
+            raise ValueError(f"{path}:{number}: expected 'class cx cy w h', got {len(fields)} fields")
+        try:
+            rows.append([float(value) for value in fields])
+        except ValueError:
+            raise ValueError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
+    table = np.asarray(rows, dtype=float).reshape(-1, 5)
+    centre, size = table[:, 1:3] * (width, height), table[:, 3:5] * (width, height)
+    return Boxes.of(np.hstack((centre - size / 2, centre + size / 2)), table[:, 0].astype(int))
+
+
+def load_count_csv(path: Path) -> dict[str, float]:
+    """`file,count` rows (an optional header line is skipped) -> count per file name."""
+    path = Path(path)
+    counts: dict[str, float] = {}
+    with path.open(newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 2:
+                raise ValueError(f"{path}:{number}: expected 'file,count', got {len(row)} columns")
+            name, value = row[0].strip(), row[1].strip()
+            try:
+                count = float(value)
+            except ValueError:
+                if number == 1:
+                    continue  # header
+                raise ValueError(f"{path}:{number}: count {value!r} is not a number") from None
+            if count < 0:
+                raise ValueError(f"{path}:{number}: negative count {count:g}")
+            if name in counts:
+                raise ValueError(f"{path}:{number}: {name} is listed twice")
+            counts[name] = count
+    return counts
+
+
+def load_shanghaitech_points(path: Path) -> np.ndarray:
+    """Head points (N, 2) from a ShanghaiTech GT_IMG_*.mat: MATLAB image_info{1}.location."""
+    from scipy.io import loadmat
+
+    try:
+        points = loadmat(str(path))["image_info"][0, 0][0, 0][0]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a ShanghaiTech ground-truth file (image_info{{1}}.location): {exc}") from None
+    return np.asarray(points, dtype=float).reshape(-1, 2)
+
+
+def shanghaitech_truth_file(image: Path) -> Path:
+    """images/IMG_12.jpg -> ground-truth/GT_IMG_12.mat (the dataset's layout; ground_truth is also accepted)."""
+    for folder in ("ground-truth", "ground_truth"):
+        candidate = image.parent.parent / folder / f"GT_{image.stem}.mat"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no ground-truth/GT_{image.stem}.mat beside the images folder of {image}")
+
+
+def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: float = 0.0) -> dict[int, int]:
+    """Pedestrians per frame from a MOTChallenge gt.txt (frame,id,x,y,w,h,conf,class,visibility).
+
+    Rows count when conf (the "consider" flag) is not 0, the class is a pedestrian and visibility reaches
+    `min_visibility`. With `frame_count`, frames 1..frame_count without rows count 0.
+    """
+    path = Path(path)
+    counts: dict[int, int] = {frame: 0 for frame in range(1, (frame_count or 0) + 1)}
+    with path.open(newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), 1):
+            if not row:
+                continue
+            if len(row) < 7:
+                raise ValueError(f"{path}:{number}: expected frame,id,x,y,w,h,conf[,class,visibility]")
+            try:
+                values = [float(value) for value in row[:9]]
+            except ValueError:
+                raise ValueError(f"{path}:{number}: not numbers: {','.join(row)!r}") from None
+            frame = int(values[0])
+            class_id = int(values[7]) if len(values) > 7 else -1
+            visibility = values[8] if len(values) > 8 else 1.0
+            counts.setdefault(frame, 0)
+            considered = values[6] != 0
+            pedestrian = class_id in MOT_PEDESTRIAN_CLASSES or class_id == -1
+            if considered and pedestrian and (visibility < 0 or visibility >= min_visibility):
+                counts[frame] += 1
+    return counts
+
+
+def load_event_csv(path: Path) -> list[EventInterval]:
+    """`camera,type,start,end[,score]` with a header line; times in seconds (unix or from the clip start)."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"camera", "type", "start", "end"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need camera,type,start,end[,score])")
+        events = []
+        for number, row in enumerate(reader, 2):
+            try:
+                score = row.get("score")
+                events.append(EventInterval(row["camera"].strip(), row["type"].strip(), float(row["start"]),
+                                            float(row["end"]), float(score) if score not in (None, "") else None))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from None
+    return events
+
+
+def load_event_messages(path: Path) -> list[EventInterval]:
+    """Event messages (one JSON object per line, as recorded from the events topic) -> one interval per event_id.
+
+    The interval runs from started_at to ended_at, or to the last update of an event never resolved; the score is
+    the highest confidence the event reached. Redelivered duplicates collapse into the same event.
+    """
+    path = Path(path)
+    lives: dict[str, list[Event]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            event = Event.model_validate(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not an Event message: {exc}") from None
+        lives.setdefault(event.event_id, []).append(event)
+    intervals = []
+    for messages in lives.values():
+        first = messages[0]
+        resolved = [m.ended_at for m in messages if m.state is EventState.RESOLVED and m.ended_at is not None]
+        end = max(resolved) if resolved else max(m.updated_at for m in messages)
+        intervals.append(EventInterval(first.camera_id, first.type, min(m.started_at for m in messages), end,
+                                       max(m.confidence for m in messages)))
+    return intervals

@@ -1,0 +1,134 @@
+"""Evaluation reports: Markdown with PNG plots (matplotlib, Agg backend) and a JSON file with every figure, so two
+model versions can be compared by diffing or loading the JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cityguard.evaluation.detection import DetectionResult, PrCurve  # noqa: E402
+from cityguard.evaluation.events import EventResult  # noqa: E402
+from cityguard.evaluation.runners import CountResult  # noqa: E402
+from cityguard.evaluation.scoring import RocCurve  # noqa: E402
+
+
+def plot_pr_curves(curves: dict[str, PrCurve], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for label, curve in curves.items():
+        axes.plot(np.r_[0.0, curve.recall], np.r_[1.0, curve.precision], label=label)
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (IoU 0.5)")
+    axes.legend(loc="lower left", fontsize="small")
+    return _save(figure, path)
+
+
+def plot_roc_curves(curves: dict[str, RocCurve], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for label, curve in curves.items():
+        axes.plot(curve.false_positive_rate, curve.true_positive_rate, label=f"{label} (AUC {curve.auc:.3f})")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02), title="ROC")
+    axes.legend(loc="lower right", fontsize="small")
+    return _save(figure, path)
+
+
+def plot_confusion(labels: list[str], matrix: np.ndarray, path: Path, title: str) -> Path:
+    size = max(4.0, 0.6 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set(xlabel="predicted", ylabel="truth", title=title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), value in np.ndenumerate(matrix):
+        axes.text(column, row, str(value), ha="center", va="center",
+                  color="white" if value > threshold else "black", fontsize="small")
+    return _save(figure, path)
+
+
+def plot_count_scatter(true: list[float], predicted: list[float], path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    axes.scatter(true, predicted, s=12, alpha=0.7)
+    top = max([*true, *predicted, 1.0]) * 1.05
+    axes.plot([0, top], [0, top], linestyle=":", color="grey")
+    axes.set(xlabel="true count", ylabel="predicted count", xlim=(0, top), ylim=(0, top), title="Counts per image")
+    return _save(figure, path)
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _write(out_dir: Path, title: str, lines: list[str], figures: dict) -> Path:
+    (out_dir / "report.json").write_text(json.dumps(figures, indent=2))
+    report = out_dir / "report.md"
+    report.write_text("\n".join([f"# {title}", "", *lines, "", "Every figure: [report.json](report.json)", ""]))
+    return report
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def detector_report(results: dict[str, DetectionResult], out_dir: Path) -> Path:
+    """One section per variant (e.g. plain and tiled): per-class table, PR curves and confusion matrix."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for variant, result in results.items():
+        pr_png = plot_pr_curves({c.name: c.curve for c in result.classes}, out_dir / f"pr_{variant}.png")
+        confusion_png = plot_confusion(result.confusion.labels, result.confusion.matrix,
+                                       out_dir / f"confusion_{variant}.png", f"Confusion matrix ({variant})")
+        lines += [f"## {variant}: {result.extra.get('detector', '')}", "",
+                  f"{result.images} images, confidence {result.confidence:g}, IoU {result.iou_threshold:g}: "
+                  f"**mAP@0.5 {result.mean_average_precision:.3f}**"
+                  + (f", {result.extra['seconds_per_image'] * 1000:.0f} ms per image"
+                     if "seconds_per_image" in result.extra else ""), "",
+                  "| class | truth | TP | FP | FN | precision | recall | F1 | AP@0.5 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c.name} | {c.truth_count} | {c.counts.true_positives} | {c.counts.false_positives} | "
+                  f"{c.counts.false_negatives} | {_f(c.counts.precision)} | {_f(c.counts.recall)} | "
+                  f"{_f(c.counts.f1)} | {_f(c.average_precision)} |" for c in result.classes]
+        lines += ["", f"![PR curves]({pr_png.name})", f"![confusion matrix]({confusion_png.name})", ""]
+    return _write(out_dir, "Detector evaluation", lines, {v: r.to_json() for v, r in results.items()})
+
+
+def count_report(result: CountResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scatter = plot_count_scatter(result.true, result.predicted, out_dir / "count_scatter.png")
+    lines = ["| crowd size (true count) | images | MAE | RMSE | mean relative error | mean error |",
+             "|---|---|---|---|---|---|"]
+    for label, errors in {"all": result.overall, **result.by_size}.items():
+        lines.append(f"| {label} | {errors.images} | {_f(errors.mean_absolute_error, 2)} | "
+                     f"{_f(errors.root_mean_squared_error, 2)} | {_f(errors.mean_relative_error)} | "
+                     f"{_f(errors.mean_error, 2)} |")
+    lines += ["", "Relative error is over images with at least one person; mean error > 0 means over-counting.",
+              "", f"![count scatter]({scatter.name})"]
+    return _write(out_dir, "Counting evaluation", lines, result.to_json())
+
+
+def event_report(result: EventResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    confusion_png = plot_confusion(result.confusion_labels, result.confusion, out_dir / "confusion_events.png",
+                                   "Event types")
+    lines = [f"Temporal matching with {result.tolerance_s:g} s tolerance; ROC over {result.segment_s:g} s segments.",
+             "", "| type | TP | FP | FN | precision | recall | F1 | mean delay (s) | AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in result.types:
+        lines.append(f"| {t.type} | {t.counts.true_positives} | {t.counts.false_positives} | "
+                     f"{t.counts.false_negatives} | {_f(t.counts.precision)} | {_f(t.counts.recall)} | "
+                     f"{_f(t.counts.f1)} | {_f(t.mean_delay_s, 2)} | {_f(t.roc.auc if t.roc else None)} |")
+    o = result.overall
+    lines += [f"| all | {o.true_positives} | {o.false_positives} | {o.false_negatives} | {_f(o.precision)} | "
+              f"{_f(o.recall)} | {_f(o.f1)} | | |", "", f"![event type confusion]({confusion_png.name})"]
+    curves = {t.type: t.roc for t in result.types if t.roc is not None}
+    if curves:
+        lines.append(f"![ROC]({plot_roc_curves(curves, out_dir / 'roc.png').name})")
+    return _write(out_dir, "Event evaluation", lines, result.to_json())

@@ -1,0 +1,134 @@
+"""Running a detector over labelled images, for the detector and counting evaluations. The only I/O is reading
+images and label files; the figures come from the pure metric modules.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cityguard.evaluation.counting import DEFAULT_SIZE_EDGES, CountErrors, count_errors, count_errors_by_size
+from cityguard.evaluation.detection import Boxes, DetectionResult, evaluate_detections
+from cityguard.evaluation.loaders import (
+    image_files,
+    load_count_csv,
+    load_mot_counts,
+    load_shanghaitech_points,
+    load_yolo_labels,
+    shanghaitech_truth_file,
+)
+from processors.inference import Detector
+from schemas import PERSON_CLASS_ID
+
+TRUTH_FORMATS = ("csv", "shanghaitech", "mot")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: Path
+    width: int
+    height: int
+    predicted: Boxes
+    class_names: dict[int, str]
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return image
+
+
+def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) -> Iterator[ImageResult]:
+    """Detections per image, `batch_size` images per detector call (bounds memory on big folders)."""
+    for first in range(0, len(paths), batch_size):
+        batch = paths[first:first + batch_size]
+        images = [read_image(path) for path in batch]
+        for path, image, result in zip(batch, images, detector.detect(images), strict=True):
+            height, width = image.shape[:2]
+            yield ImageResult(path, width, height, Boxes.of(result.xyxy, result.class_id, result.confidence),
+                              dict(zip(result.class_id.tolist(), result.class_names)))
+
+
+def evaluate_detector(detector: Detector, images_dir: Path, labels_dir: Path, confidence: float,
+                      iou_threshold: float = 0.5, class_ids: list[int] | None = None,
+                      batch_size: int = 8) -> DetectionResult:
+    """Runs `detector` (which should keep low-confidence boxes) on every image and scores it against the labels.
+
+    Class ids in the labels must be the model's (COCO: 0 person, 2 car, ...); a class the model never reported is
+    named by its id.
+    """
+    pairs, names = [], {}
+    started = time.perf_counter()
+    for image in detect_images(detector, image_files(images_dir), batch_size):
+        pairs.append((load_yolo_labels(Path(labels_dir) / f"{image.path.stem}.txt", image.width, image.height),
+                      image.predicted))
+        names.update(image.class_names)
+    elapsed = time.perf_counter() - started
+    result = evaluate_detections(pairs, names, confidence, iou_threshold, class_ids)
+    return DetectionResult(result.confidence, result.iou_threshold, result.images, result.classes, result.confusion,
+                           {"detector": detector.name, "seconds_per_image": elapsed / max(1, len(pairs))})
+
+
+def infer_truth_format(truth: Path) -> str:
+    if truth.is_dir():
+        return "shanghaitech"
+    if truth.suffix.lower() == ".csv":
+        return "csv"
+    if truth.suffix.lower() == ".txt":
+        return "mot"
+    raise ValueError(f"cannot tell the format of {truth}: give --truth-format ({', '.join(TRUTH_FORMATS)})")
+
+
+def true_counts(images: list[Path], truth: Path, truth_format: str, mot_min_visibility: float = 0.0) -> list[float]:
+    """The labelled count of each image, in order.
+
+    csv: `file,count` keyed by file name; shanghaitech: `truth` is the ground-truth folder with GT_<image>.mat (or
+    the images' sibling folder when `truth` is a file); mot: gt.txt, image stems are frame numbers (000001.jpg).
+    """
+    if truth_format == "csv":
+        counts = load_count_csv(truth)
+        missing = [image.name for image in images if image.name not in counts]
+        if missing:
+            raise ValueError(f"{truth} has no count for {len(missing)} images, e.g. {missing[0]}")
+        return [counts[image.name] for image in images]
+    if truth_format == "shanghaitech":
+        files = [truth / f"GT_{image.stem}.mat" if truth.is_dir() else shanghaitech_truth_file(image)
+                 for image in images]
+        return [float(len(load_shanghaitech_points(path))) for path in files]
+    if truth_format == "mot":
+        counts = load_mot_counts(truth, len(images), mot_min_visibility)
+        return [float(counts.get(int(image.stem), 0)) for image in images]
+    raise ValueError(f"unknown truth format {truth_format!r}; use one of {', '.join(TRUTH_FORMATS)}")
+
+
+def detector_counts(detector: Detector, images: list[Path], confidence: float, class_id: int = PERSON_CLASS_ID,
+                    batch_size: int = 8) -> list[float]:
+    """Objects of `class_id` at or above `confidence` per image: what the detector-based counter reports."""
+    return [float(((image.predicted.class_id == class_id) & (image.predicted.confidence >= confidence)).sum())
+            for image in detect_images(detector, images, batch_size)]
+
+
+@dataclass(frozen=True)
+class CountResult:
+    images: list[str]
+    true: list[float]
+    predicted: list[float]
+    overall: CountErrors
+    by_size: dict[str, CountErrors]
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"overall": self.overall.to_json(), "by_crowd_size": {k: v.to_json() for k, v in self.by_size.items()},
+                "per_image": [{"image": name, "true": t, "predicted": p}
+                              for name, t, p in zip(self.images, self.true, self.predicted)], **self.extra}
+
+
+def evaluate_counts(images: list[Path], true: list[float], predicted: list[float],
+                    size_edges: tuple[float, ...] = DEFAULT_SIZE_EDGES, extra: dict | None = None) -> CountResult:
+    return CountResult([image.name for image in images], list(true), list(predicted), count_errors(true, predicted),
+                       count_errors_by_size(true, predicted, size_edges), extra or {})

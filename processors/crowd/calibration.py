@@ -1,0 +1,129 @@
+"""Image <-> ground homography from point pairs (normalised DLT), its reprojection error and degeneracy checks.
+
+A homography maps the ground plane seen by a camera to metres, so foot points become positions and zones get
+areas. It is only valid for points on that plane and below its horizon (positive projective depth).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+Point = tuple[float, float]
+
+
+class Homography:
+    """3x3 image -> ground matrix with its inverse; points are (N, 2) arrays."""
+
+    def __init__(self, matrix: np.ndarray):
+        matrix = np.asarray(matrix, dtype=float)
+        self.matrix = matrix / matrix[2, 2] if abs(matrix[2, 2]) > 1e-12 else matrix
+        self.inverse = np.linalg.inv(self.matrix)
+
+    @staticmethod
+    def _apply(matrix: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = np.asarray(points, dtype=float).reshape(-1, 2)
+        projected = points @ matrix[:, :2].T + matrix[:, 2]
+        depth = projected[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return projected[:, :2] / depth[:, None], depth
+
+    def to_ground(self, image_points: np.ndarray) -> np.ndarray:
+        return self._apply(self.matrix, image_points)[0]
+
+    def to_image(self, ground_points: np.ndarray) -> np.ndarray:
+        return self._apply(self.inverse, ground_points)[0]
+
+    def on_ground(self, image_points: np.ndarray) -> np.ndarray:
+        """Mask of image points below the horizon: same depth sign as the image centre of mass of the plane."""
+        _, depth = self._apply(self.matrix, image_points)
+        reference = np.sign(self._apply(self.matrix, self.to_image(np.zeros((1, 2))))[1][0])
+        return np.sign(depth) == reference
+
+    def as_lists(self) -> list[list[float]]:
+        return [[float(value) for value in row] for row in self.matrix]
+
+
+def _normaliser(points: np.ndarray) -> np.ndarray:
+    """Hartley normalisation: centroid to the origin, mean distance sqrt(2); keeps the DLT well conditioned."""
+    centre = points.mean(axis=0)
+    spread = np.sqrt(((points - centre) ** 2).sum(axis=1)).mean()
+    scale = np.sqrt(2) / spread if spread > 0 else 1.0
+    return np.array([[scale, 0, -scale * centre[0]], [0, scale, -scale * centre[1]], [0, 0, 1]])
+
+
+def fit_homography(image_points: Sequence[Point], ground_points: Sequence[Point]) -> Homography:
+    """Least-squares homography (exact for 4 pairs) by the normalised direct linear transform."""
+    source = np.asarray(image_points, dtype=float)
+    target = np.asarray(ground_points, dtype=float)
+    if source.shape != target.shape or source.shape[0] < 4:
+        raise ValueError("a homography needs at least 4 image/ground point pairs")
+    source_norm, target_norm = _normaliser(source), _normaliser(target)
+    s = source @ source_norm[:2, :2].T + source_norm[:2, 2]
+    t = target @ target_norm[:2, :2].T + target_norm[:2, 2]
+    rows = []
+    for (x, y), (u, v) in zip(s, t, strict=True):
+        rows.append([-x, -y, -1, 0, 0, 0, u * x, u * y, u])
+        rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
+    _, _, vt = np.linalg.svd(np.asarray(rows))
+    normalised = vt[-1].reshape(3, 3)
+    return Homography(np.linalg.inv(target_norm) @ normalised @ source_norm)
+
+
+def reprojection_errors(homography: Homography, image_points: Sequence[Point],
+                        ground_points: Sequence[Point]) -> np.ndarray:
+    """Ground distance in metres between each mapped image point and its measured ground point."""
+    mapped = homography.to_ground(np.asarray(image_points, dtype=float))
+    return np.hypot(*(mapped - np.asarray(ground_points, dtype=float)).T)
+
+
+@dataclass(frozen=True)
+class CalibrationProblem:
+    message: str
+    fatal: bool  # fatal: no homography can be trusted; otherwise a warning about accuracy
+
+
+def _collinear_triples(points: np.ndarray, tolerance: float) -> list[tuple[int, int, int]]:
+    spread = max(np.ptp(points[:, 0]), np.ptp(points[:, 1]), 1e-9)
+    triples = []
+    for i, j, k in combinations(range(len(points)), 3):
+        a, b, c = points[i], points[j], points[k]
+        twice_area = abs((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))
+        if twice_area < tolerance * spread * spread:
+            triples.append((i, j, k))
+    return triples
+
+
+def degeneracy_problems(image_points: Sequence[Point], ground_points: Sequence[Point]) -> list[CalibrationProblem]:
+    """Point sets a homography cannot be (reliably) fitted from: too few, repeated, collinear, or bunched up."""
+    problems: list[CalibrationProblem] = []
+    for name, points in (("image", np.asarray(image_points, dtype=float)),
+                         ("ground", np.asarray(ground_points, dtype=float))):
+        points = points.reshape(-1, 2)
+        if len(points) < 4:
+            problems.append(CalibrationProblem(f"{len(points)} {name} points: at least 4 are needed", fatal=True))
+            continue
+        if len(np.unique(np.round(points, 6), axis=0)) < len(points):
+            problems.append(CalibrationProblem(f"{name} points contain duplicates", fatal=True))
+            continue
+        centred = points - points.mean(axis=0)
+        singular = np.linalg.svd(centred, compute_uv=False)
+        if singular[-1] < 1e-6 * max(singular[0], 1e-9):
+            problems.append(CalibrationProblem(f"all {name} points lie on one line", fatal=True))
+            continue
+        triples = _collinear_triples(points, tolerance=0.01)
+        if len(points) == 4 and triples:
+            problems.append(CalibrationProblem(
+                f"{name} points {', '.join(str(i + 1) for i in triples[0])} are (nearly) collinear: "
+                "with 4 pairs no three may lie on a line", fatal=True))
+        elif triples:
+            problems.append(CalibrationProblem(
+                f"{name} points {', '.join(str(i + 1) for i in triples[0])} are nearly collinear; "
+                "spread the points out for a better fit", fatal=False))
+        if singular[-1] < 0.1 * singular[0]:
+            problems.append(CalibrationProblem(
+                f"{name} points are bunched along one direction; the fit will be poor away from them",
+                fatal=False))
+    return problems

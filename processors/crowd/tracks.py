@@ -1,0 +1,182 @@
+"""Per-camera track memory, column-wise: ground velocity per track and debounced counting-line crossings.
+
+Columns (numpy arrays, one row per track, sorted by id) keep the per-frame work vectorised for crowds of
+thousands; tracks unseen for `ttl_seconds` are evicted, and at most `max_tracks` are kept (the system runs for months).
+
+Counting lines are segments, not infinite lines: a crossing starts only when a track's step intersects the
+segment, and counts after the track has stayed on the new side for `debounce_frames` frames, so a one-frame
+flicker back and forth counts nothing (supervision #2598, #518 in ../shared/reference/crowd-and-traffic-facts.md).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class CountingLine:
+    start: Point
+    end: Point
+    inward_sign: int  # +1: the side where cross(end - start, p - start) > 0 is inside the zone
+
+
+@dataclass(frozen=True)
+class Crossing:
+    line_index: int
+    inward: bool
+    track_id: int
+
+
+def side_of(line: CountingLine, points: np.ndarray) -> np.ndarray:
+    (ax, ay), (bx, by) = line.start, line.end
+    cross = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
+    return np.sign(cross).astype(np.int8)
+
+
+def steps_cross_segment(line: CountingLine, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Mask of steps before[i] -> after[i] that intersect the segment (proper or touching)."""
+    start = np.asarray(line.start, dtype=float)
+    end = np.asarray(line.end, dtype=float)
+
+    def orientation(a, b, c):
+        return np.sign((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
+
+    d1 = orientation(start, end, before)
+    d2 = orientation(start, end, after)
+    d3 = orientation(before, after, start[None, :])
+    d4 = orientation(before, after, end[None, :])
+    return (d1 * d2 <= 0) & (d3 * d4 <= 0)
+
+
+class TrackTable:
+    """What the analyzer remembers of each track between frames."""
+
+    COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "velocity", "side", "pending", "pending_frames")
+
+    def __init__(self, line_count: int, columns: dict | None = None):
+        self.line_count = line_count
+        if columns is None:
+            columns = {"ids": [], "last_seen": [], "image_xy": [], "ground_xy": [], "velocity": [],
+                       "side": [], "pending": [], "pending_frames": []}
+        self.ids = np.asarray(columns["ids"], dtype=np.int64).reshape(-1)
+        self.last_seen = np.asarray(columns["last_seen"], dtype=float).reshape(-1)
+        self.image_xy = np.asarray(columns["image_xy"], dtype=float).reshape(-1, 2)
+        self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
+        self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
+        self.side = np.asarray(columns["side"], dtype=np.int8).reshape(-1, line_count)
+        self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(-1, line_count)
+        self.pending_frames = np.asarray(columns["pending_frames"], dtype=np.int16).reshape(-1, line_count)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_columns(self) -> dict:
+        # NaN is not JSON; unknown ground positions and velocities travel as None.
+        def nullable(array: np.ndarray) -> list:
+            return [[None if np.isnan(v) else float(v) for v in row] for row in array]
+
+        return {"ids": self.ids.tolist(), "last_seen": self.last_seen.tolist(), "image_xy": self.image_xy.tolist(),
+                "ground_xy": nullable(self.ground_xy), "velocity": nullable(self.velocity),
+                "side": self.side.tolist(), "pending": self.pending.tolist(),
+                "pending_frames": self.pending_frames.tolist()}
+
+    @classmethod
+    def from_columns(cls, line_count: int, columns: dict) -> "TrackTable":
+        def nan_for_none(rows: list) -> list:
+            return [[np.nan if v is None else v for v in row] for row in rows]
+
+        return cls(line_count, {**columns, "ground_xy": nan_for_none(columns["ground_xy"]),
+                                "velocity": nan_for_none(columns["velocity"])})
+
+    def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, ground_xy: np.ndarray,
+               lines: Sequence[CountingLine], smoothing: float, max_speed: float, ttl_seconds: float,
+               debounce_frames: int, max_tracks: int) -> tuple[np.ndarray, list[Crossing]]:
+        """Adds one frame; returns each current track's ground velocity (NaN when unknown) and line crossings."""
+        track_ids = np.asarray(track_ids, dtype=np.int64)
+        position = np.searchsorted(self.ids, track_ids)
+        known = (position < len(self.ids)) & (self.ids[np.minimum(position, len(self.ids) - 1)] == track_ids) \
+            if len(self.ids) else np.zeros(len(track_ids), dtype=bool)
+        rows = position[known]
+        velocity = np.full((len(track_ids), 2), np.nan)
+        crossings: list[Crossing] = []
+        if known.any():
+            elapsed = at - self.last_seen[rows]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = (ground_xy[known] - self.ground_xy[rows]) / elapsed[:, None]
+            speed = np.hypot(step[:, 0], step[:, 1])
+            valid = (elapsed > 0) & np.isfinite(speed) & (speed <= max_speed)
+            previous = self.velocity[rows]
+            blended = np.where(np.isfinite(previous), previous * (1 - smoothing) + step * smoothing, step)
+            new_velocity = np.where(valid[:, None], blended, previous)
+            velocity[known] = new_velocity
+            self.velocity[rows] = new_velocity
+            crossings = self._cross_lines(rows, track_ids[known], self.image_xy[rows], image_xy[known], lines,
+                                          debounce_frames)
+            self.last_seen[rows] = at
+            self.image_xy[rows] = image_xy[known]
+            self.ground_xy[rows] = ground_xy[known]
+        fresh = ~known
+        if fresh.any():
+            sides = np.column_stack([side_of(line, image_xy[fresh]) for line in lines]) if lines else \
+                np.zeros((int(fresh.sum()), 0), dtype=np.int8)
+            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh], sides)
+        self._evict(at - ttl_seconds, max_tracks)
+        return velocity, crossings
+
+    def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
+                     lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
+        crossings = []
+        for index, line in enumerate(lines):
+            now = side_of(line, after)
+            confirmed = self.side[rows, index]
+            pending = self.pending[rows, index]
+            frames = self.pending_frames[rows, index].astype(int)
+            stepped_over = steps_cross_segment(line, before, after)
+            confirmed = np.where(confirmed == 0, now, confirmed)  # first time off the line itself
+            away = (now != 0) & (now != confirmed)
+            back = now == confirmed
+            continuing = away & (pending == now)
+            starting = away & ~continuing & stepped_over
+            # On the other side without having stepped over the segment: walked round its end, not a crossing.
+            around = away & ~continuing & ~stepped_over
+            frames = np.where(continuing, frames + 1, np.where(starting, 1, 0))
+            pending = np.where(continuing | starting, now, 0)
+            done = (continuing | starting) & (frames >= debounce_frames)
+            confirmed = np.where(done | around, now, confirmed)
+            pending = np.where(done | back, 0, pending)
+            frames = np.where(done | back, 0, frames)
+            for track_id, new_side in zip(ids[done].tolist(), now[done].tolist(), strict=True):
+                crossings.append(Crossing(index, new_side == line.inward_sign, track_id))
+            self.side[rows, index] = confirmed
+            self.pending[rows, index] = pending
+            self.pending_frames[rows, index] = frames
+        return crossings
+
+    def _insert(self, ids: np.ndarray, at: float, image_xy: np.ndarray, ground_xy: np.ndarray,
+                sides: np.ndarray) -> None:
+        count = len(ids)
+        self.ids = np.concatenate((self.ids, ids))
+        self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
+        self.image_xy = np.concatenate((self.image_xy, image_xy))
+        self.ground_xy = np.concatenate((self.ground_xy, ground_xy))
+        self.velocity = np.concatenate((self.velocity, np.full((count, 2), np.nan)))
+        self.side = np.concatenate((self.side, sides.astype(np.int8)))
+        self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
+        self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
+        self._keep(np.argsort(self.ids, kind="stable"))
+
+    def _evict(self, oldest: float, max_tracks: int) -> None:
+        keep = np.flatnonzero(self.last_seen >= oldest)
+        if len(keep) > max_tracks:
+            keep = keep[np.argsort(self.last_seen[keep], kind="stable")[-max_tracks:]]
+            keep.sort()
+        if len(keep) < len(self.ids):
+            self._keep(keep)
+
+    def _keep(self, order: np.ndarray) -> None:
+        for name in self.COLUMNS:
+            setattr(self, name, getattr(self, name)[order])

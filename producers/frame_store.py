@@ -1,0 +1,89 @@
+"""Claim check for frames too large for one broker message: the JPEG goes to a frame store, the message carries
+`Frame.frame_ref`, and the consumer resolves the reference. Stored frames expire.
+
+`FrameStore` is the interface; `LocalFrameStore` (a directory shared by producer and consumers on one host or a
+shared mount) is the default. An object-store backend only needs the same three methods.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from cityguard.config import Config
+
+LOCAL_PREFIX = "local:"
+LOCAL_REF = re.compile(r"^local:([A-Za-z0-9][A-Za-z0-9_.-]*)/([0-9]+)\.jpg$")
+
+
+class FrameNotFound(LookupError):
+    """The reference points at no stored frame: it expired, or it belongs to another store."""
+
+
+class FrameStore(Protocol):
+    def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
+        """Stores the frame; returns the reference to send in Frame.frame_ref."""
+
+    def resolve(self, frame_ref: str) -> bytes:
+        """The JPEG bytes of a reference; raises FrameNotFound."""
+
+    def expire(self) -> int:
+        """Deletes frames older than the time to live; returns how many."""
+
+
+class LocalFrameStore:
+    """One file per frame: <directory>/<camera_id>/<seq>.jpg, written atomically, expired by modification time."""
+
+    def __init__(self, directory: Path, ttl_s: float, clock: Callable[[], float] = time.time):
+        self.directory = directory
+        self.ttl_s = ttl_s
+        self.clock = clock
+
+    def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
+        folder = self.directory / camera_id
+        folder.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a consumer never reads half a file.
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(handle, "wb") as file:
+            file.write(jpeg)
+        os.replace(temporary, folder / f"{seq}.jpg")
+        return f"{LOCAL_PREFIX}{camera_id}/{seq}.jpg"
+
+    def resolve(self, frame_ref: str) -> bytes:
+        match = LOCAL_REF.match(frame_ref)
+        if match is None:  # also rejects '..' and absolute paths
+            raise FrameNotFound(f"frame reference {frame_ref!r} is not a local frame-store reference")
+        path = self.directory / match.group(1) / f"{match.group(2)}.jpg"
+        try:
+            if self.clock() - path.stat().st_mtime > self.ttl_s:
+                raise FrameNotFound(f"frame {frame_ref} expired")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise FrameNotFound(f"frame {frame_ref} is not in the store (expired or never stored)") from None
+
+    def expire(self) -> int:
+        if not self.directory.is_dir():
+            return 0
+        cutoff = self.clock() - self.ttl_s
+        removed = 0
+        for folder in self.directory.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # another process expired it first
+        return removed
+
+
+def open_frame_store(config: Config) -> FrameStore:
+    """The frame store of a site; producer and consumers must see the same one."""
+    settings = config.producer
+    return LocalFrameStore(Path(config.resolve_path(settings.frame_store_dir)), settings.frame_store_ttl_s)

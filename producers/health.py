@@ -1,0 +1,145 @@
+"""Camera health as plain state: up / reconnecting / stalled / down with a reason, achieved fps, reconnects, dropped
+frames, last frame age; frozen and blank frame detection; reconnect backoff. No Kafka, no Prometheus here.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from cityguard.config_capture import ProducerConfig
+from schemas import CameraState, CameraStatus
+
+THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enough for every frame
+
+
+def reconnect_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
+    """Exponential backoff for the attempt-th consecutive failure (1-based), randomised by +-jitter."""
+    delay = min(max_s, base_s * 2 ** min(attempt - 1, 30))
+    return delay * (1 + jitter * rng.uniform(-1.0, 1.0))
+
+
+class FrameQualityMonitor:
+    """Says why a stream that still delivers frames is useless: a frozen picture or blank (e.g. black) frames."""
+
+    def __init__(self, frozen_after_s: float, frozen_max_difference: float, blank_after_s: float,
+                 blank_max_stddev: float, black_max_mean: float):
+        self.frozen_after_s = frozen_after_s
+        self.frozen_max_difference = frozen_max_difference
+        self.blank_after_s = blank_after_s
+        self.blank_max_stddev = blank_max_stddev
+        self.black_max_mean = black_max_mean
+        self._previous: np.ndarray | None = None
+        self._frozen_since: float | None = None
+        self._blank_since: float | None = None
+
+    @classmethod
+    def from_config(cls, settings: ProducerConfig) -> "FrameQualityMonitor":
+        return cls(settings.frozen_after_s, settings.frozen_max_difference, settings.blank_after_s,
+                   settings.blank_max_stddev, settings.black_max_mean)
+
+    def reset(self) -> None:
+        """Forget the history (after a reconnect the first frames must not count as frozen)."""
+        self._previous = None
+        self._frozen_since = None
+        self._blank_since = None
+
+    def check(self, image: np.ndarray, at: float) -> str | None:
+        """The reason the picture is unusable as of this frame, or None while it is fine."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        thumbnail = cv2.resize(grey, THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+        previous, self._previous = self._previous, thumbnail
+        mean, stddev = float(thumbnail.mean()), float(thumbnail.std())
+        if stddev < self.blank_max_stddev:
+            self._frozen_since = None  # a blank picture is reported as blank, not as frozen
+            self._blank_since = at if self._blank_since is None else self._blank_since
+            if at - self._blank_since >= self.blank_after_s:
+                what = "black" if mean <= self.black_max_mean else f"blank (uniform grey level {mean:.0f})"
+                return f"{what} frames for {at - self._blank_since:.0f} s"
+            return None
+        self._blank_since = None
+        if previous is None or float(np.abs(thumbnail - previous).mean()) > self.frozen_max_difference:
+            self._frozen_since = None
+            return None
+        self._frozen_since = at if self._frozen_since is None else self._frozen_since
+        if at - self._frozen_since >= self.frozen_after_s:
+            return f"frozen: identical frames for {at - self._frozen_since:.0f} s"
+        return None
+
+
+class CameraHealth:
+    """What the producer knows about one camera. Written by its reader and by the sender, read by the reporter."""
+
+    def __init__(self, camera_id: str, down_after_failures: int, fps_window_s: float, no_frame_stall_s: float,
+                 clock: Callable[[], float] = time.time):
+        self.camera_id = camera_id
+        self.down_after_failures = down_after_failures
+        self.fps_window_s = fps_window_s
+        self.no_frame_stall_s = no_frame_stall_s
+        self.clock = clock
+        self.started_at = clock()
+        self.state = CameraState.RECONNECTING
+        self.reason = "connecting"
+        self.consecutive_failures = 0
+        self.reconnects = 0
+        self.dropped_frames = 0
+        self.last_frame_at: float | None = None
+        self.finished = False
+        self._sent_at: deque[float] = deque(maxlen=10_000)  # trimmed to the fps window; maxlen is a backstop
+        self._lock = threading.Lock()
+
+    def connecting(self) -> None:
+        """A (re)connection attempt starts; after a failure it counts as a reconnect."""
+        with self._lock:
+            if self.consecutive_failures:
+                self.reconnects += 1
+
+    def frame_captured(self, at: float, stall_reason: str | None) -> None:
+        with self._lock:
+            self.consecutive_failures = 0
+            self.last_frame_at = at
+            if stall_reason:
+                self.state, self.reason = CameraState.STALLED, stall_reason
+            else:
+                self.state, self.reason = CameraState.UP, ""
+
+    def frame_sent(self) -> None:
+        with self._lock:
+            self._sent_at.append(self.clock())
+
+    def frames_dropped(self, count: int = 1) -> None:
+        with self._lock:
+            self.dropped_frames += count
+
+    def failed(self, reason: str) -> int:
+        """Records a failed read or connection attempt; returns the number of consecutive failures."""
+        with self._lock:
+            self.consecutive_failures += 1
+            down = self.consecutive_failures >= self.down_after_failures
+            self.state = CameraState.DOWN if down else CameraState.RECONNECTING
+            self.reason = reason
+            return self.consecutive_failures
+
+    def ended(self, reason: str) -> None:
+        """The source is finished for good (a file played to its end, a missing file): down, no retry."""
+        with self._lock:
+            self.state, self.reason, self.finished = CameraState.DOWN, reason, True
+
+    def status(self) -> CameraStatus:
+        now = self.clock()
+        with self._lock:
+            while self._sent_at and now - self._sent_at[0] > self.fps_window_s:
+                self._sent_at.popleft()
+            window = min(self.fps_window_s, max(now - self.started_at, 1e-3))
+            state, reason = self.state, self.reason
+            age = None if self.last_frame_at is None else max(0.0, now - self.last_frame_at)
+            if state is CameraState.UP and age is not None and age > self.no_frame_stall_s:
+                state, reason = CameraState.STALLED, f"no frame for {age:.0f} s"
+            return CameraStatus(camera_id=self.camera_id, state=state, reason=reason,
+                                fps=len(self._sent_at) / window, reconnects=self.reconnects,
+                                dropped_frames=self.dropped_frames, last_frame_age_s=age, at=now)

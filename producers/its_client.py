@@ -1,0 +1,273 @@
+"""Client of the Korean ITS national CCTV open API (`cctvInfo`), see ../shared/reference/its-cctv-api.md.
+
+The API has no stable camera id and its stream URLs are tokenised and expire, so a camera is identified by name and
+coordinates (`stable_camera_id`, `ItsCameraRef`) and its URL is looked up again when a stream fails (`ItsResolver`).
+Responses are parsed tolerantly: a single object instead of a list, empty or missing `data`, numbers as strings, XML.
+The API key comes from the environment and never appears in a log line or an exception text (`ItsClient.mask`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from cityguard.config_capture import ItsCameraRef, ProducerConfig
+
+log = logging.getLogger(__name__)
+
+RoadType = Literal["ex", "its", "all"]
+GetType = Literal["json", "xml"]
+ROAD_TYPES = ("ex", "its", "all")
+CCTV_TYPES = (1, 2, 3, 4)
+# Two listings of the same camera can differ in the last printed digits; ~50 m still tells neighbours apart.
+SAME_PLACE_DEGREES = 0.0005
+
+
+class ItsApiError(RuntimeError):
+    """The ITS API could not answer the request; the text says why and never contains the key."""
+
+
+class ItsAuthError(ItsApiError):
+    """The key is missing or was rejected."""
+
+
+class ItsRequestError(ItsApiError):
+    """The request parameters are invalid (checked before sending, or rejected by the API)."""
+
+
+class ItsUnavailable(ItsApiError):
+    """The API did not answer in time, answered with a server error, or answered something unreadable."""
+
+
+class ItsCameraGone(ItsApiError):
+    """The API no longer lists a configured camera at its name and place."""
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """WGS84 rectangle: x is longitude, y is latitude."""
+
+    min_x: float
+    min_y: float
+    max_x: float
+    max_y: float
+
+    def __post_init__(self) -> None:
+        if not (-180 <= self.min_x < self.max_x <= 180 and -90 <= self.min_y < self.max_y <= 90):
+            raise ItsRequestError(
+                f"bounding box {self.min_x},{self.min_y},{self.max_x},{self.max_y} is not MINX,MINY,MAXX,MAXY "
+                "with MINX < MAXX in -180..180 and MINY < MAXY in -90..90")
+
+    @classmethod
+    def parse(cls, text: str) -> "BoundingBox":
+        parts = text.split(",")
+        try:
+            values = [float(part) for part in parts]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise ItsRequestError(f"bounding box {text!r} must be four numbers MINX,MINY,MAXX,MAXY (lon,lat,lon,lat)")
+        return cls(*values)
+
+    @classmethod
+    def around(cls, points: list[tuple[float, float]], margin: float) -> "BoundingBox":
+        """The smallest box holding every (lon, lat) point, widened by margin degrees on each side."""
+        lons = [lon for lon, _ in points]
+        lats = [lat for _, lat in points]
+        return cls(max(-180.0, min(lons) - margin), max(-90.0, min(lats) - margin),
+                   min(180.0, max(lons) + margin), min(90.0, max(lats) + margin))
+
+
+@dataclass(frozen=True)
+class ItsCamera:
+    """One camera as the API lists it."""
+
+    name: str
+    lon: float
+    lat: float
+    url: str
+    cctv_type: int | None
+    cctv_format: str
+
+    def ref(self, road_type: RoadType, requested_cctv_type: int) -> ItsCameraRef:
+        return ItsCameraRef(name=self.name, lon=self.lon, lat=self.lat, road_type=road_type,
+                            cctv_type=self.cctv_type if self.cctv_type in CCTV_TYPES else requested_cctv_type)
+
+
+def stable_camera_id(name: str, lon: float, lat: float) -> str:
+    """Camera id that survives re-discovery: a digest of the name and the coordinates rounded to ~1 m."""
+    digest = hashlib.sha1(f"{name.strip()}|{lon:.5f}|{lat:.5f}".encode()).hexdigest()
+    return f"its-{digest[:12]}"
+
+
+def _number(value) -> float | None:
+    """Numbers arrive as numbers or as strings; empty strings and junk mean unknown."""
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _camera(fields: Mapping) -> ItsCamera | None:
+    lon, lat = _number(fields.get("coordx")), _number(fields.get("coordy"))
+    url = str(fields.get("cctvurl") or "").strip()
+    if lon is None or lat is None or not url or not -180 <= lon <= 180 or not -90 <= lat <= 90:
+        return None
+    cctv_type = _number(fields.get("cctvtype"))
+    return ItsCamera(name=str(fields.get("cctvname") or "").strip(), lon=lon, lat=lat, url=url,
+                     cctv_type=int(cctv_type) if cctv_type is not None else None,
+                     cctv_format=str(fields.get("cctvformat") or "").strip())
+
+
+def _cameras(records: list[Mapping]) -> list[ItsCamera]:
+    cameras = [camera for camera in (_camera(record) for record in records) if camera is not None]
+    if len(cameras) < len(records):
+        log.warning("ITS API: skipped %d camera records without coordinates or URL", len(records) - len(cameras))
+    return cameras
+
+
+def parse_json(body: bytes) -> list[ItsCamera]:
+    try:
+        document = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ItsUnavailable(f"ITS API answer is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ItsUnavailable(f"ITS API answer is a JSON {type(document).__name__}, expected an object")
+    response = document.get("response", document)
+    if not isinstance(response, dict):
+        raise ItsUnavailable("ITS API answer has no response object")
+    data = response.get("data")
+    if data is None or data == "":
+        return []
+    if isinstance(data, dict):  # one camera comes back as an object instead of a list
+        data = [data]
+    if not isinstance(data, list):
+        raise ItsUnavailable(f"ITS API data is a {type(data).__name__}, expected a list of cameras")
+    return _cameras([record for record in data if isinstance(record, dict)])
+
+
+def parse_xml(body: bytes) -> list[ItsCamera]:
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ItsUnavailable(f"ITS API answer is not XML: {exc}") from None
+    records = [{child.tag: (child.text or "") for child in element} for element in root.iter("data")]
+    return _cameras([record for record in records if record])
+
+
+class ItsClient:
+    """Calls cctvInfo. Every message this class produces passes through `mask`."""
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 10.0):
+        if not api_key:
+            raise ItsAuthError("ITS API key is empty")
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self._api_key = api_key
+
+    @classmethod
+    def from_config(cls, settings: ProducerConfig, environ: Mapping[str, str] = os.environ) -> "ItsClient":
+        key = environ.get(settings.its_api_key_env, "").strip()
+        if not key:
+            raise ItsAuthError(f"no ITS API key: set the environment variable {settings.its_api_key_env}")
+        return cls(settings.its_api_url, key, settings.its_timeout_s)
+
+    def mask(self, text: str) -> str:
+        """The text with the key (also URL-encoded) replaced by ***."""
+        for form in {self._api_key, urllib.parse.quote(self._api_key, safe=""), urllib.parse.quote_plus(self._api_key)}:
+            text = text.replace(form, "***")
+        return text
+
+    def cctv_info(self, bbox: BoundingBox, road_type: RoadType = "all", cctv_type: int = 1,
+                  get_type: GetType = "json") -> list[ItsCamera]:
+        if road_type not in ROAD_TYPES:
+            raise ItsRequestError(f"road type {road_type!r} is not one of {', '.join(ROAD_TYPES)}")
+        if cctv_type not in CCTV_TYPES:
+            raise ItsRequestError(f"cctv type {cctv_type!r} is not one of 1 (HLS), 2 (MP4), 3 (still image), 4 (HLS https)")
+        if get_type not in ("json", "xml"):
+            raise ItsRequestError(f"getType {get_type!r} is not json or xml")
+        query = urllib.parse.urlencode({
+            "apiKey": self._api_key, "type": road_type, "cctvType": cctv_type,
+            "minX": bbox.min_x, "maxX": bbox.max_x, "minY": bbox.min_y, "maxY": bbox.max_y, "getType": get_type,
+        })
+        body = self._get(f"{self.base_url}?{query}")
+        cameras = parse_json(body) if get_type == "json" else parse_xml(body)
+        log.debug("ITS API: %d cameras (type %s, cctvType %d)", len(cameras), road_type, cctv_type)
+        return cameras
+
+    def _get(self, url: str) -> bytes:
+        request = urllib.request.Request(url, headers={"Accept": "application/json, application/xml"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            detail = self.mask(exc.read(300).decode("utf-8", "replace").strip())
+            exc.close()
+            status = exc.code
+        except (urllib.error.URLError, OSError) as exc:  # refused, DNS, timeout (socket.timeout is an OSError)
+            reason = getattr(exc, "reason", exc)
+            # `from None`: chained exceptions would print the URL, and with it the key.
+            raise ItsUnavailable(self.mask(f"ITS API at {self.base_url} unreachable: {reason}")) from None
+        suffix = f": {detail}" if detail else ""
+        if status in (401, 403):
+            raise ItsAuthError(f"ITS API rejected the key (HTTP {status}){suffix}") from None
+        if 400 <= status < 500:
+            raise ItsRequestError(f"ITS API rejected the request parameters (HTTP {status}){suffix}") from None
+        raise ItsUnavailable(f"ITS API failed (HTTP {status}){suffix}") from None
+
+
+class ItsResolver:
+    """Fresh stream URLs for configured ITS cameras.
+
+    One listing per (road type, cctv type) covers every configured camera of that kind, and is reused for
+    `refresh_min_s`, so a hundred cameras failing together cost one API call, not a hundred.
+    """
+
+    def __init__(self, client: ItsClient, refs: list[ItsCameraRef], refresh_min_s: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.refresh_min_s = refresh_min_s
+        self.clock = clock
+        self._boxes: dict[tuple[str, int], BoundingBox] = {}
+        for kind in {(ref.road_type, ref.cctv_type) for ref in refs}:
+            points = [(ref.lon, ref.lat) for ref in refs if (ref.road_type, ref.cctv_type) == kind]
+            self._boxes[kind] = BoundingBox.around(points, margin=0.01)
+        self._listings: dict[tuple[str, int], tuple[float, list[ItsCamera]]] = {}  # one per kind: bounded
+        self._lock = threading.Lock()
+
+    def resolve(self, ref: ItsCameraRef, failed_url: str | None = None) -> str:
+        """The current URL of the camera; raises ItsApiError (ItsCameraGone if it is no longer listed).
+
+        A cached listing is used only while it is recent and does not just hand back the URL that failed.
+        """
+        kind = (ref.road_type, ref.cctv_type)
+        with self._lock:  # one API call at a time; the others then reuse its listing
+            fetched_at, cameras = self._listings.get(kind, (-math.inf, []))
+            cached = _find(cameras, ref)
+            if self.clock() - fetched_at >= self.refresh_min_s or cached is None or cached.url == failed_url:
+                box = self._boxes.get(kind) or BoundingBox.around([(ref.lon, ref.lat)], margin=0.01)
+                cameras = self.client.cctv_info(box, ref.road_type, ref.cctv_type)
+                self._listings[kind] = (self.clock(), cameras)
+        match = _find(cameras, ref)
+        if match is None:
+            raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
+        return match.url
+
+
+def _find(cameras: list[ItsCamera], ref: ItsCameraRef) -> ItsCamera | None:
+    """The camera of that name nearest to the reference point, if it is at the same place."""
+    near = [camera for camera in cameras if camera.name == ref.name
+            and abs(camera.lon - ref.lon) <= SAME_PLACE_DEGREES and abs(camera.lat - ref.lat) <= SAME_PLACE_DEGREES]
+    return min(near, key=lambda camera: (camera.lon - ref.lon) ** 2 + (camera.lat - ref.lat) ** 2, default=None)

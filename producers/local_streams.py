@@ -1,0 +1,163 @@
+"""Live streams served from 127.0.0.1 for the capture benchmark and the tests: ffmpeg turns a video file into a live
+HLS playlist (or publishes it to an RTSP server), and a small HTTP server hands the files out under a token that can
+be rotated, like the tokenised URLs of the ITS cameras. Stopping and restarting the server is an outage.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.broker import free_port, wait_for_port
+from infra.process import child_preexec
+
+
+def _ffmpeg(*arguments: str, log_path: Path) -> subprocess.Popen:
+    binary = shutil.which("ffmpeg")
+    if binary is None:
+        raise RuntimeError("ffmpeg is not installed (Debian package ffmpeg; infra/setup.sh installs it)")
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen([binary, "-nostdin", "-loglevel", "error", *arguments], stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class HlsEncoder:
+    """ffmpeg playing a video file in a loop at its natural speed into a live playlist (1 s segments, last 4 kept)."""
+
+    def __init__(self, video: Path, directory: Path, playlist: str = "live.m3u8"):
+        self.video = video
+        self.directory = directory
+        self.playlist = playlist
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 15) -> "HlsEncoder":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = _ffmpeg(
+            "-re", "-stream_loop", "-1", "-i", str(self.video), "-an", "-c:v", "libx264", "-preset", "ultrafast",
+            "-tune", "zerolatency", "-g", "10", "-f", "hls", "-hls_time", "1", "-hls_list_size", "4",
+            "-hls_flags", "delete_segments+omit_endlist", str(self.directory / self.playlist),
+            log_path=self.directory / "ffmpeg.log")
+        deadline = time.monotonic() + timeout_s
+        while self.segments_listed() < 2:  # a player needs a few segments before it can start live playback
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ffmpeg produced no HLS playlist; see {self.directory / 'ffmpeg.log'}")
+            time.sleep(0.2)
+        return self
+
+    def segments_listed(self) -> int:
+        try:
+            return (self.directory / self.playlist).read_text().count("#EXTINF")
+        except FileNotFoundError:
+            return 0
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class RtspServer:
+    """rtsp-server-perl (Debian package rtsp-server-perl) on 127.0.0.1 with ffmpeg publishing a looping video to it.
+
+    That server only speaks RTP over UDP to its readers: set producer.rtsp_transport to udp.
+    """
+
+    def __init__(self, video: Path, work_dir: Path, path: str = "cam"):
+        self.video = video
+        self.work_dir = work_dir
+        self.path = path
+        self.client_port = free_port()
+        self.source_port = free_port()
+        self.server: subprocess.Popen | None = None
+        self.publisher: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("rtsp-server-perl") is not None and shutil.which("ffmpeg") is not None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.client_port}/{self.path}"
+
+    def start(self, timeout_s: float = 15) -> "RtspServer":
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / "rtsp-server.log", "ab") as log_file:
+            self.server = subprocess.Popen(
+                ["rtsp-server-perl", "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+                 "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+                 "--rtp_start_port", str(20000 + self.client_port % 20000)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+        wait_for_port("127.0.0.1", self.source_port, timeout_s, self.server)
+        wait_for_port("127.0.0.1", self.client_port, timeout_s, self.server)
+        self.publisher = _ffmpeg(
+            "-re", "-stream_loop", "-1", "-i", str(self.video), "-an", "-c:v", "libx264", "-preset", "ultrafast",
+            "-tune", "zerolatency", "-g", "10", "-f", "rtsp",
+            f"rtsp://127.0.0.1:{self.source_port}/{self.path}", log_path=self.work_dir / "ffmpeg-rtsp.log")
+        time.sleep(1.0)  # the publisher announces its stream
+        return self
+
+    def stop(self) -> None:
+        _stop(self.publisher)
+        _stop(self.server)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, server_token: Callable[[], str], **kwargs):
+        self._token = server_token
+        super().__init__(*args, **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        prefix = f"/{self._token()}/"
+        if not path.startswith(prefix):
+            return str(Path(self.directory) / "__expired_token__")  # a 404, like an expired ITS URL
+        return super().translate_path("/" + path[len(prefix):])
+
+    def log_message(self, *args) -> None:  # one line per segment would drown the test output
+        pass
+
+
+class TokenFileServer:
+    """Serves a directory at http://127.0.0.1:PORT/<token>/...; other tokens get 404. Stoppable and restartable."""
+
+    def __init__(self, directory: Path, port: int = 0):
+        self.directory = directory
+        self.port = port or free_port()
+        self.token = secrets.token_hex(8)
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{self.token}/{name}"
+
+    def rotate_token(self) -> str:
+        self.token = secrets.token_hex(8)
+        return self.token
+
+    def start(self) -> "TokenFileServer":
+        handler = functools.partial(_Handler, directory=str(self.directory), server_token=lambda: self.token)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="token-file-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,255 @@
+"""Delivery channels: Twilio SMS, HTTP webhook and a local sound alarm, each one attempt at a time.
+
+Retrying, rate limiting and recording are the dispatcher's; a channel says per attempt whether it worked and whether
+trying again could help (429 and 5xx can, other 4xx cannot).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client as TwilioClient
+
+from cityguard.config_alerting import (ContactConfig, RetryConfig, SmsChannelConfig, SoundChannelConfig,
+                                       WebhookChannelConfig)
+from schemas import Alert
+from sinks.alerts.sms_text import fit_sms
+
+log = logging.getLogger(__name__)
+TWILIO_API = "https://api.twilio.com"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivered: bool
+    retryable: bool = False
+    provider_id: str | None = None
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one delivery sends: the alert, its short reference for acknowledging, the recipient if any."""
+
+    alert: Alert
+    ref: int
+    site: str
+    contact: ContactConfig | None
+    key: str  # idempotency key of the delivery
+
+
+class Channel(Protocol):
+    id: str
+    retry: RetryConfig
+
+    def accepts(self, contact: ContactConfig | None) -> str | None:
+        """None when this channel can reach the contact, else why not."""
+
+    def render(self, message: Message) -> str:
+        """The text recorded with the delivery before it is sent (used again to reconcile)."""
+
+    def send(self, message: Message, body: str) -> Attempt: ...
+
+    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+        """After a crash mid-send: the provider id when the earlier send is known to have gone out, else None."""
+
+
+def backoff_delay(attempt: int, retry: RetryConfig) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): doubling from the initial wait, capped."""
+    return min(retry.backoff_max_s, retry.backoff_initial_s * 2 ** (attempt - 1))
+
+
+class RateLimiter:
+    """At most `per_second` sends, spaced evenly; thread-safe."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval_s = 1.0 / per_second
+        self.clock, self.sleep = clock, sleep
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> float:
+        with self.lock:
+            now = self.clock()
+            delay = max(0.0, self.next_slot - now)
+            self.next_slot = max(now, self.next_slot) + self.interval_s
+        if delay:
+            self.sleep(delay)
+        return delay
+
+
+def required_env(name: str, channel_id: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"alert channel {channel_id}: environment variable {name} is not set")
+    return value
+
+
+class BaseUrlHttpClient(TwilioHttpClient):
+    """Sends the Twilio library's requests to another scheme and host (a local test server, an egress proxy).
+
+    A custom http_client is the library's documented extension point (twilio-python advanced-examples/
+    custom-http-client.md); paths, form fields and basic auth stay exactly as the library builds them.
+    """
+
+    def __init__(self, base_url: str, timeout: float):
+        super().__init__(timeout=timeout)
+        self.base = urlsplit(base_url)
+
+    def request(self, method, url, *args, **kwargs):
+        parts = urlsplit(url)
+        url = urlunsplit((self.base.scheme, self.base.netloc, parts.path, parts.query, parts.fragment))
+        return super().request(method, url, *args, **kwargs)
+
+
+class TwilioSmsChannel:
+    def __init__(self, config: SmsChannelConfig):
+        self.id = config.id
+        self.config = config
+        self.retry = config.retry
+        self.from_number = required_env(config.from_number_env, config.id)
+        http_client = (TwilioHttpClient(timeout=config.retry.timeout_s) if config.api_base_url == TWILIO_API
+                       else BaseUrlHttpClient(config.api_base_url, config.retry.timeout_s))
+        # The library logs query strings (phone numbers) at INFO; recipients are personal data.
+        logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+        self.client = TwilioClient(required_env(config.account_sid_env, config.id),
+                                   required_env(config.auth_token_env, config.id), http_client=http_client)
+        self.limiter = RateLimiter(config.messages_per_second)
+
+    def accepts(self, contact: ContactConfig | None) -> str | None:
+        return None if contact is not None and contact.phone else "contact has no phone number"
+
+    def render(self, message: Message) -> str:
+        alert = message.alert
+        text = self.config.template.format(
+            severity=alert.severity.value.upper(), title=alert.title, message=alert.message,
+            camera=alert.camera_id, zone=alert.zone_id or "", ref=message.ref, site=message.site)
+        return fit_sms(text, self.config.max_segments).body
+
+    def send(self, message: Message, body: str) -> Attempt:
+        self.limiter.wait()
+        try:
+            sent = self.client.messages.create(to=message.contact.phone, from_=self.from_number, body=body)
+        except TwilioRestException as exc:
+            return Attempt(False, retryable=exc.status == 429 or exc.status >= 500, status_code=exc.status,
+                           error=f"Twilio {exc.status} (code {exc.code}): {exc.msg}")
+        except requests.RequestException as exc:
+            return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        return Attempt(True, provider_id=sent.sid, status_code=201)
+
+    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+        """Looks for the message in Twilio's log: a resource exists from the moment Twilio accepted the POST."""
+        try:
+            recent = self.client.messages.list(to=message.contact.phone, from_=self.from_number, limit=20)
+        except (TwilioException, requests.RequestException) as exc:
+            raise ReconcileError(f"cannot list Twilio messages: {exc}") from exc
+        for sent in recent:
+            if sent.body == body and (sent.date_created is None or sent.date_created.timestamp() >= started_at - 60):
+                return sent.sid
+        return None
+
+
+class ReconcileError(RuntimeError):
+    """The provider could not tell whether an earlier send went out; the delivery stays pending."""
+
+
+class WebhookChannel:
+    """POSTs the alert as JSON with an Idempotency-Key header, so a receiver can drop a re-send after a crash."""
+
+    def __init__(self, config: WebhookChannelConfig):
+        self.id = config.id
+        self.config = config
+        self.retry = config.retry
+        self.headers = {"Content-Type": "application/json"}
+        if config.bearer_token_env:
+            self.headers["Authorization"] = f"Bearer {required_env(config.bearer_token_env, config.id)}"
+        self.session = requests.Session()
+
+    def accepts(self, contact: ContactConfig | None) -> str | None:
+        return None
+
+    def render(self, message: Message) -> str:
+        return f"{message.alert.title}: {message.alert.message}"
+
+    def send(self, message: Message, body: str) -> Attempt:
+        payload = {**message.alert.model_dump(mode="json"), "ref": message.ref, "site": message.site, "text": body,
+                   "contact": message.contact.model_dump(mode="json") if message.contact else None}
+        try:
+            response = self.session.post(self.config.url, json=payload, timeout=self.config.retry.timeout_s,
+                                         headers={**self.headers, "Idempotency-Key": message.key})
+        except requests.RequestException as exc:
+            return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        if response.ok:
+            return Attempt(True, status_code=response.status_code)
+        retryable = response.status_code == 429 or response.status_code >= 500
+        return Attempt(False, retryable=retryable, status_code=response.status_code,
+                       error=f"HTTP {response.status_code}: {response.text[:200]}")
+
+    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+        return None  # send again: the Idempotency-Key lets the receiver drop it
+
+
+class SoundChannel:
+    """Plays the configured file with the first player installed; no audio is a warning, never a crash."""
+
+    retry = RetryConfig(max_attempts=1)
+
+    def __init__(self, config: SoundChannelConfig, resolve_path: Callable[[str], str]):
+        self.id = config.id
+        self.file = resolve_path(config.file)
+        self.players = config.players
+        self.playing: list[subprocess.Popen] = []
+
+    def accepts(self, contact: ContactConfig | None) -> str | None:
+        return None
+
+    def render(self, message: Message) -> str:
+        return self.file
+
+    def send(self, message: Message, body: str) -> Attempt:
+        self.playing = [process for process in self.playing if process.poll() is None]  # reap finished players
+        if not os.path.exists(self.file):
+            log.warning("sound alarm: file %s does not exist", self.file)
+            return Attempt(False, error=f"sound file {self.file} does not exist")
+        for player in self.players:
+            if shutil.which(player[0]) is None:
+                continue
+            command = [part.replace("{file}", self.file) for part in player]
+            try:
+                # Not waited for: an alarm may last longer than the dispatcher should block.
+                self.playing.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.DEVNULL))
+            except OSError as exc:
+                log.warning("sound alarm: %s failed to start: %s", player[0], exc)
+                continue
+            return Attempt(True, provider_id=player[0])
+        log.warning("sound alarm: none of %s is installed; alert %s is silent",
+                    ", ".join(player[0] for player in self.players), message.alert.alert_id)
+        return Attempt(False, error="no audio player installed")
+
+    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+        return None  # play again: a repeated alarm is harmless
+
+
+def build_channels(configs, resolve_path: Callable[[str], str]) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    for config in configs:
+        if isinstance(config, SmsChannelConfig):
+            channels[config.id] = TwilioSmsChannel(config)
+        elif isinstance(config, WebhookChannelConfig):
+            channels[config.id] = WebhookChannel(config)
+        else:
+            channels[config.id] = SoundChannel(config, resolve_path)
+    return channels

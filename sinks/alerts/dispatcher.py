@@ -1,0 +1,217 @@
+"""The dispatcher's decisions: record, dedupe, cool down, route, deliver, escalate.
+
+Delivery guarantee ("one SMS per incident level and recipient"): every delivery has an idempotency key
+(alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
+call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on restart (and on every
+escalation tick) such a row is reconciled with the provider instead of being blindly re-sent: for SMS the dispatcher
+lists the recipient's recent messages at Twilio and, if one with the recorded body exists (Twilio creates the message
+resource as it accepts the POST), marks the delivery sent with that SID; only if none exists is it sent again.
+So the only window for a duplicate is Twilio having accepted the POST but not yet listing it when we ask again
+(restart takes seconds; the listing is immediate), and the window for a loss is nil: we prefer a rare duplicate
+alarm to a silent one. Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
+
+Alerts: one per incident and severity (alert id `<incident>:<severity>`), decided once and stored. A lower or equal
+severity on the same camera/zone/type within the cooldown is recorded as suppressed, as is a downgrade of an
+incident already alerted higher. Escalation state (step, deadline) lives in the store, so a restart continues it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+from prometheus_client import Counter, Gauge
+
+from cityguard.config_alerting import AlertingConfig, ContactConfig, RouteConfig
+from schemas import Alert, EventState, Severity
+from sinks.alerts.channels import Channel, Message, ReconcileError, backoff_delay
+from sinks.alerts.notice import SEVERITY_RANK, Notice
+from sinks.alerts.routing import select_routes
+from sinks.alerts.store import (FAILED, NOTIFYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow, IncidentStore,
+                                subject_key)
+
+log = logging.getLogger(__name__)
+
+NOTICES = Counter("cityguard_alert_notices_total", "Incident state changes received", ["source", "outcome"])
+ALERTS = Counter("cityguard_alerts_total", "Alerts decided", ["severity", "status"])
+DELIVERIES = Counter("cityguard_alert_deliveries_total", "Deliveries finished", ["channel", "status"])
+RETRIES = Counter("cityguard_alert_delivery_retries_total", "Delivery attempts retried after 429/5xx/network errors",
+                  ["channel"])
+ESCALATIONS = Counter("cityguard_alert_escalations_total", "Alerts escalated to the next contact")
+UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incidents nobody acknowledged",
+                       ["severity"])
+
+
+class AlertDispatcher:
+    def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
+                 publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.site = site
+        self.store = store
+        self.channels = channels
+        self.publish = publish
+        self.clock, self.sleep = clock, sleep
+        self.timezone = ZoneInfo(config.timezone) if config.timezone else None
+        self.routes = {route.id: route for route in config.routes}
+        self.contacts = {contact.id: contact for contact in config.contacts}
+
+    # -- notices --------------------------------------------------------------------------------------------------
+
+    def handle(self, notice: Notice) -> AlertRow | None:
+        """Records one state change and notifies as the routes say; safe to call again with the same notice."""
+        now = self.clock()
+        new = self.store.record_notice(notice, now)
+        NOTICES.labels(notice.source, "new" if new else "duplicate").inc()
+        # A duplicate still goes on: the run that recorded it may have died before its deliveries finished.
+        if notice.state == EventState.RESOLVED or not self.store.incident_is_open(notice.incident_id):
+            return None
+        alert_id = f"{notice.incident_id}:{notice.severity.value}"
+        alert = self.store.get_alert(alert_id) or self.decide(notice, alert_id, now)
+        if alert.status == NOTIFYING:
+            if alert.published_at is None:
+                self.publish(to_message(alert))
+                self.store.mark_published(alert.id, self.clock())
+            self.notify(alert)
+        return alert
+
+    def decide(self, notice: Notice, alert_id: str, now: float) -> AlertRow:
+        local = datetime.fromtimestamp(now, self.timezone).time()
+        routes = select_routes(self.config.routes, notice, local)
+        status, reason = NOTIFYING, ""
+        if not routes:
+            status, reason = SUPPRESSED, "no route matches"
+        else:
+            higher = [severity for severity in Severity if SEVERITY_RANK[severity] > SEVERITY_RANK[notice.severity]]
+            if any(self.store.get_alert(f"{notice.incident_id}:{severity.value}") for severity in higher):
+                status, reason = SUPPRESSED, "incident already alerted at a higher severity"
+            else:
+                last = self.store.last_notifying_alert(subject_key(notice.subject), now - self.config.cooldown_s)
+                if last is not None and SEVERITY_RANK[Severity(last.severity)] >= SEVERITY_RANK[notice.severity]:
+                    status, reason = SUPPRESSED, f"cooldown after alert {last.id} ({last.alert_id})"
+        alert = self.store.create_alert(AlertRow(
+            alert_id=alert_id, incident_id=notice.incident_id, severity=notice.severity.value,
+            camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject), routes=[route.id for route in routes], status=status, reason=reason,
+            title=notice.title, message=notice.message, created_at=now, escalation_step=0,
+            next_escalation_at=self.next_escalation(routes, 0, now) if status == NOTIFYING else None,
+        ))
+        ALERTS.labels(alert.severity, alert.status).inc()
+        log.info("alert %s (%s): %s%s", alert.id, alert.alert_id, alert.status, f", {reason}" if reason else "")
+        return alert
+
+    # -- deliveries -----------------------------------------------------------------------------------------------
+
+    def alert_routes(self, alert: AlertRow) -> list[RouteConfig]:
+        return [self.routes[route_id] for route_id in alert.routes if route_id in self.routes]
+
+    def notify(self, alert: AlertRow) -> None:
+        """Broadcast channels once, then every contact up to the current escalation step (each idempotent)."""
+        message = to_message(alert)
+        for route in self.alert_routes(alert):
+            for channel_id in route.broadcast:
+                self.deliver(alert, message, channel_id, None)
+            for contact_id in route.escalation[:alert.escalation_step + 1]:
+                contact = self.contacts.get(contact_id)
+                for channel_id in route.channels:
+                    if contact is not None and self.deliver(alert, message, channel_id, contact) == SENT:
+                        break  # the next channel is only a fallback
+
+    def deliver(self, alert: AlertRow, alert_message: Alert, channel_id: str, contact: ContactConfig | None) -> str:
+        channel = self.channels[channel_id]
+        key = f"{alert.alert_id}|{channel_id}|{contact.id if contact else '*'}"
+        message = Message(alert_message, alert.id, self.site, contact, key)
+        unreachable = channel.accepts(contact)
+        body = channel.render(message) if unreachable is None else ""
+        row, created = self.store.begin_delivery(key, alert.id, channel_id, contact.id if contact else None, body,
+                                                 self.clock())
+        if not created:
+            if row.status != SENDING:
+                return row.status
+            return self.resume(row, channel, message)
+        if unreachable is not None:
+            return self.finish(row, FAILED, None, unreachable)
+        return self.attempt(row, channel, message, row.body)
+
+    def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
+        """A delivery left `sending` by a crash: ask the provider before sending again."""
+        try:
+            provider_id = channel.reconcile(message, row.body, row.started_at)
+        except ReconcileError as exc:
+            log.warning("delivery %s stays pending: %s", row.key, exc)
+            return SENDING
+        if provider_id is not None:
+            self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
+            log.info("delivery %s had gone out before the restart (%s)", row.key, provider_id)
+            return self.finish(row, SENT, provider_id, None)
+        return self.attempt(row, channel, message, row.body)
+
+    def attempt(self, row: DeliveryRow, channel: Channel, message: Message, body: str) -> str:
+        retry = channel.retry
+        for number in range(1, retry.max_attempts + 1):
+            result = channel.send(message, body)
+            if result.delivered:
+                self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
+                return self.finish(row, SENT, result.provider_id, None)
+            final = not result.retryable or number == retry.max_attempts
+            self.store.record_attempt(row.id, FAILED if final else "retry", result.status_code, result.error,
+                                      self.clock())
+            if final:
+                log.warning("delivery %s failed: %s", row.key, result.error)
+                return self.finish(row, FAILED, None, result.error)
+            RETRIES.labels(channel.id).inc()
+            self.sleep(backoff_delay(number, retry))
+        raise AssertionError("unreachable: the last attempt is final")
+
+    def finish(self, row: DeliveryRow, status: str, provider_id: str | None, error: str | None) -> str:
+        self.store.finish_delivery(row.id, status, provider_id, error, self.clock())
+        DELIVERIES.labels(row.channel_id, status).inc()
+        return status
+
+    # -- periodic work --------------------------------------------------------------------------------------------
+
+    def resume_pending(self) -> None:
+        """Deliveries left `sending` by an earlier process (this one never leaves one behind between calls)."""
+        for row in self.store.deliveries(status=SENDING):
+            alert = self.store.alert_by_ref(row.alert_ref)
+            channel = self.channels.get(row.channel_id)
+            if channel is None:
+                self.finish(row, FAILED, None, f"channel {row.channel_id} is no longer configured")
+                continue
+            contact = self.contacts.get(row.contact_id) if row.contact_id else None
+            self.resume(row, channel, Message(to_message(alert), alert.id, self.site, contact, row.key))
+
+    def escalate_due(self) -> None:
+        now = self.clock()
+        for alert in self.store.due_escalations(now):
+            routes = self.alert_routes(alert)
+            step = alert.escalation_step + 1
+            if not self.store.incident_is_open(alert.incident_id) or not any(
+                    len(route.escalation) > step for route in routes):
+                self.store.set_escalation(alert.id, alert.escalation_step, None)
+                continue
+            self.store.set_escalation(alert.id, step, self.next_escalation(routes, step, now))
+            ESCALATIONS.inc()
+            log.info("alert %s not acknowledged: escalating to step %d", alert.id, step)
+            self.notify(self.store.get_alert(alert.alert_id))
+
+    @staticmethod
+    def next_escalation(routes: list[RouteConfig], step: int, now: float) -> float | None:
+        waits = [route.escalate_after_s for route in routes if len(route.escalation) > step + 1]
+        return now + min(waits) if waits else None
+
+    def tick(self) -> None:
+        self.resume_pending()
+        self.escalate_due()
+        for severity in Severity:
+            UNACKNOWLEDGED.labels(severity.value).set(0)
+        for severity, count in self.store.open_unacknowledged().items():
+            UNACKNOWLEDGED.labels(severity).set(count)
+
+
+def to_message(alert: AlertRow) -> Alert:
+    # Alertmanager (SRE) alerts may have no camera; schemas.Alert requires one, so they carry an empty id.
+    return Alert(alert_id=alert.alert_id, event_id=alert.incident_id, severity=Severity(alert.severity),
+                 camera_id=alert.camera_id or "", zone_id=alert.zone_id, title=alert.title,
+                 message=alert.message, created_at=alert.created_at)

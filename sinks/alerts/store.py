@@ -1,0 +1,327 @@
+"""Incident store (SQLAlchemy): every notice, alert, delivery, delivery attempt and acknowledgement.
+
+SQLite by default, any SQLAlchemy URL by configuration. Unique keys make recording idempotent: a redelivered event
+finds its row, an alert id is decided once, and a delivery key (alert, channel, contact) exists once, which is what
+makes "one SMS per incident level and recipient" hold across restarts (see dispatcher.py).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from sinks.alerts.notice import Notice
+
+OPEN, RESOLVED = "open", "resolved"
+NOTIFYING, SUPPRESSED = "notifying", "suppressed"
+SENDING, SENT, FAILED = "sending", "sent", "failed"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class IncidentRow(Base):
+    __tablename__ = "incidents"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    camera_id: Mapped[str | None] = mapped_column(String(100))
+    zone_id: Mapped[str | None] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float)
+
+
+class EventRow(Base):
+    """One state change as received (from the events topic or Alertmanager)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    severity: Mapped[str] = mapped_column(String(20))
+    at: Mapped[float] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class AlertRow(Base):
+    """A decision to notify (or not, with the reason) for one incident at one severity; id is the short ack ref."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(250), unique=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    severity: Mapped[str] = mapped_column(String(20))
+    camera_id: Mapped[str | None] = mapped_column(String(100))
+    zone_id: Mapped[str | None] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(300), index=True)
+    routes: Mapped[list] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    title: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_escalation_at: Mapped[float | None] = mapped_column(Float, index=True)
+    acked_at: Mapped[float | None] = mapped_column(Float)
+    published_at: Mapped[float | None] = mapped_column(Float)
+
+
+class DeliveryRow(Base):
+    """One message to one recipient over one channel; `key` is its idempotency key."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    alert_ref: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    channel_id: Mapped[str] = mapped_column(String(100))
+    contact_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+
+class AttemptRow(Base):
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))  # sent, retry, failed, reconciled
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AcknowledgementRow(Base):
+    __tablename__ = "acknowledgements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_ref: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+@dataclass(frozen=True)
+class IncidentDetail:
+    incident: IncidentRow
+    events: list[EventRow]
+    alerts: list[AlertRow]
+    deliveries: list[DeliveryRow]
+    attempts: list[AttemptRow]
+    acknowledgements: list[AcknowledgementRow]
+
+
+def resolve_store_url(url: str, base_dir: Path) -> str:
+    """Relative SQLite paths are relative to the configuration file; their folder is created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return url
+    path = Path(parsed.database)
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+class IncidentStore:
+    def __init__(self, url: str):
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            # The dispatcher and `cityguard alerts ack` write the same file: wait for a lock, don't fail.
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- notices and incidents ---------------------------------------------------------------------------------
+
+    def record_notice(self, notice: Notice, now: float) -> bool:
+        """Records the state change; False when it was recorded before (a redelivery)."""
+        with self.sessions.begin() as session:
+            if session.scalar(select(EventRow.id).where(EventRow.dedupe_key == notice.dedupe_key)) is not None:
+                return False
+            incident = session.get(IncidentRow, notice.incident_id)
+            if incident is None:
+                incident = IncidentRow(id=notice.incident_id, source=notice.source, type=notice.type,
+                                       camera_id=notice.camera_id, zone_id=notice.zone_id,
+                                       severity=notice.severity.value, state=OPEN, title=notice.title,
+                                       opened_at=notice.at, updated_at=notice.at, resolved_at=None)
+                session.add(incident)
+            if notice.at >= incident.updated_at:
+                incident.severity, incident.title, incident.updated_at = notice.severity.value, notice.title, notice.at
+            if notice.state.value == "resolved":
+                incident.state, incident.resolved_at = RESOLVED, notice.at
+            elif incident.state == RESOLVED and notice.at > (incident.resolved_at or 0):
+                incident.state, incident.resolved_at = OPEN, None  # reopened
+            session.add(EventRow(dedupe_key=notice.dedupe_key, incident_id=notice.incident_id,
+                                 state=notice.state.value, severity=notice.severity.value, at=notice.at,
+                                 received_at=now, message=notice.message))
+            if notice.state.value == "resolved":
+                session.execute(AlertRow.__table__.update()
+                                .where(AlertRow.incident_id == notice.incident_id)
+                                .values(next_escalation_at=None))
+        return True
+
+    def incident_is_open(self, incident_id: str) -> bool:
+        with self.sessions() as session:
+            incident = session.get(IncidentRow, incident_id)
+            return incident is not None and incident.state == OPEN
+
+    # -- alerts -------------------------------------------------------------------------------------------------
+
+    def get_alert(self, alert_id: str) -> AlertRow | None:
+        with self.sessions() as session:
+            return session.scalar(select(AlertRow).where(AlertRow.alert_id == alert_id))
+
+    def alert_by_ref(self, alert_ref: int) -> AlertRow | None:
+        with self.sessions() as session:
+            return session.get(AlertRow, alert_ref)
+
+    def last_notifying_alert(self, subject: str, since: float) -> AlertRow | None:
+        with self.sessions() as session:
+            return session.scalar(select(AlertRow)
+                                  .where(AlertRow.subject == subject, AlertRow.status == NOTIFYING,
+                                         AlertRow.created_at >= since)
+                                  .order_by(AlertRow.created_at.desc()).limit(1))
+
+    def create_alert(self, row: AlertRow) -> AlertRow:
+        """Inserts the decision; if the same alert id was decided meanwhile, that one is returned."""
+        try:
+            with self.sessions.begin() as session:
+                session.add(row)
+            return row
+        except IntegrityError:
+            existing = self.get_alert(row.alert_id)
+            assert existing is not None
+            return existing
+
+    def mark_published(self, alert_ref: int, now: float) -> None:
+        with self.sessions.begin() as session:
+            session.get(AlertRow, alert_ref).published_at = now
+
+    def due_escalations(self, now: float) -> list[AlertRow]:
+        with self.sessions() as session:
+            return list(session.scalars(select(AlertRow).where(
+                AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), AlertRow.next_escalation_at <= now)))
+
+    def set_escalation(self, alert_ref: int, step: int, next_at: float | None) -> None:
+        with self.sessions.begin() as session:
+            alert = session.get(AlertRow, alert_ref)
+            alert.escalation_step, alert.next_escalation_at = step, next_at
+
+    def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
+        """Acknowledges an alert by its number, or every alert of an incident by the incident id."""
+        with self.sessions.begin() as session:
+            query = select(AlertRow).where(AlertRow.status == NOTIFYING)
+            if ref.isdigit():
+                query = query.where(AlertRow.id == int(ref))
+            else:
+                query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
+            alerts = list(session.scalars(query))
+            for alert in alerts:
+                session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))
+                if alert.acked_at is None:
+                    alert.acked_at = now
+                alert.next_escalation_at = None
+            return alerts
+
+    def open_unacknowledged(self) -> dict[str, int]:
+        with self.sessions() as session:
+            rows = session.execute(select(AlertRow.severity, func.count()).join(
+                IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
+                AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN,
+            ).group_by(AlertRow.severity))
+            return {severity: count for severity, count in rows}
+
+    # -- deliveries ---------------------------------------------------------------------------------------------
+
+    def begin_delivery(self, key: str, alert_ref: int, channel_id: str, contact_id: str | None, body: str,
+                       now: float) -> tuple[DeliveryRow, bool]:
+        """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise."""
+        row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
+                          status=SENDING, body=body, started_at=now)
+        try:
+            with self.sessions.begin() as session:
+                session.add(row)
+            return row, True
+        except IntegrityError:
+            with self.sessions() as session:
+                return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
+
+    def record_attempt(self, delivery_id: int, outcome: str, status_code: int | None, error: str | None,
+                       now: float) -> None:
+        with self.sessions.begin() as session:
+            session.add(AttemptRow(delivery_id=delivery_id, at=now, status_code=status_code, outcome=outcome,
+                                   error=error))
+
+    def finish_delivery(self, delivery_id: int, status: str, provider_id: str | None, error: str | None,
+                        now: float) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            row.status, row.provider_id, row.error, row.finished_at = status, provider_id, error, now
+
+    def deliveries(self, alert_ref: int | None = None, status: str | None = None) -> list[DeliveryRow]:
+        with self.sessions() as session:
+            query = select(DeliveryRow).order_by(DeliveryRow.id)
+            if alert_ref is not None:
+                query = query.where(DeliveryRow.alert_ref == alert_ref)
+            if status is not None:
+                query = query.where(DeliveryRow.status == status)
+            return list(session.scalars(query))
+
+    # -- queries for the CLI ------------------------------------------------------------------------------------
+
+    def list_incidents(self, only_open: bool = False, limit: int = 50) -> list[IncidentRow]:
+        with self.sessions() as session:
+            query = select(IncidentRow).order_by(IncidentRow.updated_at.desc()).limit(limit)
+            if only_open:
+                query = query.where(IncidentRow.state == OPEN)
+            return list(session.scalars(query))
+
+    def incident_detail(self, incident_id: str) -> IncidentDetail | None:
+        with self.sessions() as session:
+            incident = session.get(IncidentRow, incident_id)
+            if incident is None:
+                return None
+            alerts = list(session.scalars(select(AlertRow).where(AlertRow.incident_id == incident_id)
+                                          .order_by(AlertRow.id)))
+            refs = [alert.id for alert in alerts]
+            deliveries = list(session.scalars(select(DeliveryRow).where(DeliveryRow.alert_ref.in_(refs))
+                                              .order_by(DeliveryRow.id)))
+            return IncidentDetail(
+                incident=incident,
+                events=list(session.scalars(select(EventRow).where(EventRow.incident_id == incident_id)
+                                            .order_by(EventRow.id))),
+                alerts=alerts, deliveries=deliveries,
+                attempts=list(session.scalars(select(AttemptRow).where(
+                    AttemptRow.delivery_id.in_([delivery.id for delivery in deliveries])).order_by(AttemptRow.id))),
+                acknowledgements=list(session.scalars(select(AcknowledgementRow).where(
+                    AcknowledgementRow.alert_ref.in_(refs)).order_by(AcknowledgementRow.id))),
+            )
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def subject_key(subject: tuple[str, str, str]) -> str:
+    return json.dumps(list(subject))

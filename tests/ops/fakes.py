@@ -1,0 +1,176 @@
+"""Local stand-ins for services that cannot exist offline, speaking their documented wire formats on 127.0.0.1.
+
+FakeTwilio implements the two Programmable Messaging calls the dispatcher makes
+(https://www.twilio.com/docs/messaging/api/message-resource):
+  POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
+  GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
+and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json$")
+
+
+@dataclass
+class Scripted:
+    """One response the fake gives instead of creating a message."""
+
+    status: int
+    code: int
+    message: str
+
+
+class LocalServer:
+    def __init__(self, handler_class):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.server.daemon_threads = True
+        self.server.fake = self
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    messages: list[dict] = field(default_factory=list)  # created, oldest first
+    requests: list[tuple[str, int]] = field(default_factory=list)  # (method, status) of every call
+    script: list[Scripted] = field(default_factory=list)  # consumed one per POST before messages are created
+    hold_after_create: threading.Event | None = None  # when set: create, then wait on it before answering
+    created: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def serve(self) -> LocalServer:
+        return LocalServer(_twilio_handler(self))
+
+    def posts(self) -> int:
+        return sum(1 for method, _ in self.requests if method == "POST")
+
+    def sent_to(self, number: str) -> list[dict]:
+        return [message for message in self.messages if message["to"] == number]
+
+
+def _twilio_handler(fake: FakeTwilio):
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, status: int, body: dict) -> None:
+            with fake.lock:
+                fake.requests.append((self.command, status))
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def error(self, status: int, code: int, message: str) -> None:
+            self.answer(status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                                 "status": status})
+
+        def authorised(self, path_sid: str) -> bool:
+            expected = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+            return self.headers.get("Authorization") == expected and path_sid == fake.account_sid
+
+        def route(self) -> str | None:
+            match = MESSAGES_PATH.match(urlsplit(self.path).path)
+            if match is None:
+                self.error(404, 20404, "The requested resource was not found")
+                return None
+            if not self.authorised(match.group(1)):
+                self.error(401, 20003, "Authenticate")
+                return None
+            return match.group(1)
+
+        def do_POST(self):
+            if self.route() is None:
+                return
+            if not self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                self.error(400, 20001, "Content-Type must be application/x-www-form-urlencoded")
+                return
+            form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+            for name, code in (("To", 21604), ("From", 21603), ("Body", 21602)):
+                if len(form.get(name, [])) != 1 or not form[name][0]:
+                    self.error(400, code, f"A '{name}' parameter is required.")
+                    return
+            with fake.lock:
+                scripted = fake.script.pop(0) if fake.script else None
+            if scripted is not None:
+                self.error(scripted.status, scripted.code, scripted.message)
+                return
+            with fake.lock:
+                message = {"sid": f"SM{len(fake.messages):032x}", "account_sid": fake.account_sid,
+                           "to": form["To"][0], "from": form["From"][0], "body": form["Body"][0],
+                           "status": "queued", "date_created": formatdate(usegmt=True), "date_sent": None,
+                           "direction": "outbound-api", "num_segments": "1", "created_at": time.time()}
+                fake.messages.append(message)
+            fake.created.set()
+            if fake.hold_after_create is not None:
+                fake.hold_after_create.wait(30)  # the client dies meanwhile: Twilio has the message, it has no reply
+            self.answer(201, {key: value for key, value in message.items() if key != "created_at"})
+
+        def do_GET(self):
+            if self.route() is None:
+                return
+            query = parse_qs(urlsplit(self.path).query)
+            page_size = int(query.get("PageSize", ["50"])[0])
+            with fake.lock:
+                found = [message for message in reversed(fake.messages)
+                         if message["to"] == query.get("To", [message["to"]])[0]
+                         and message["from"] == query.get("From", [message["from"]])[0]]
+            self.answer(200, {"messages": [{k: v for k, v in m.items() if k != "created_at"} for m in found[:page_size]],
+                              "page": 0, "page_size": page_size, "first_page_uri": self.path,
+                              "next_page_uri": None, "previous_page_uri": None, "uri": self.path,
+                              "start": 0, "end": max(0, len(found[:page_size]) - 1)})
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+@dataclass
+class FakeWebhook:
+    """Records JSON POSTs; answers with scripted statuses first, then 200."""
+
+    received: list[dict] = field(default_factory=list)
+    headers: list[dict] = field(default_factory=list)
+    script: list[int] = field(default_factory=list)
+
+    def serve(self) -> LocalServer:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                status = fake.script.pop(0) if fake.script else 200
+                if status == 200:
+                    fake.received.append(body)
+                    fake.headers.append(dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        return LocalServer(Handler)

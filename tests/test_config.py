@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cityguard.config import DEFAULT_CONFIG, ConfigError, load_config
+from cityguard.cli import main
+
+CAMERA = {"id": "cam1", "source": "video.mp4", "zones": [
+    {"id": "z1", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "area_m2": 50}]}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_configuration_is_valid():
+    config = load_config(DEFAULT_CONFIG)
+    assert config.cameras and all(camera.zones for camera in config.cameras)
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    config = load_config(write(tmp_path, {"cameras": [CAMERA]}))
+    assert config.resolve_path("video.mp4") == str(tmp_path / "video.mp4")
+    assert config.resolve_path("rtsp://cam/stream") == "rtsp://cam/stream"
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda d: d["cameras"][0]["zones"][0].update(area_m2=0), "cameras.0.zones.0.area_m2"),
+    (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[0, 0], [10, 10], [10, 0], [0, 10]]),
+     "cameras.0.zones.0.polygon"),
+    (lambda d: d["cameras"][0].update(fps=0), "cameras.0.fps"),
+    (lambda d: d["cameras"][0].update(colour="red"), "cameras.0.colour"),
+    (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),
+    (lambda d: d.update(model={"tracking": {"low_confidence": 0.5, "high_confidence": 0.3}}), "model.tracking"),
+])
+def test_bad_configuration_names_the_field(tmp_path, change, field):
+    data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
+    change(data)
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, data))
+    assert field in str(error.value)
+
+
+def test_cross_field_checks(tmp_path):
+    with pytest.raises(ConfigError, match="duplicate camera id: cam1"):
+        load_config(write(tmp_path, {"cameras": [CAMERA, CAMERA]}))
+    with pytest.raises(ConfigError, match="unknown cameras: nope"):
+        load_config(write(tmp_path, {"cameras": [CAMERA], "model": {"tiling": {"cameras": ["nope"]}}}))
+
+
+def test_environment_overrides_bootstrap_servers(tmp_path, monkeypatch):
+    config = load_config(write(tmp_path, {"broker": {"bootstrap_servers": "a:9092"}}))
+    assert config.bootstrap_servers() == "a:9092"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "b:9092")
+    assert config.bootstrap_servers() == "b:9092"
+
+
+def test_cli_fails_at_start_naming_the_field(tmp_path, capsys):
+    data = {"cameras": [{**CAMERA, "jpeg_quality": 500}]}
+    assert main(["check-config", "--config", str(write(tmp_path, data))]) == 2
+    assert "cameras.0.jpeg_quality" in capsys.readouterr().err
+
+
+def test_unreadable_configuration(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("cameras: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")

@@ -1,0 +1,58 @@
+"""Tiled inference and model backends on real images."""
+import numpy as np
+import pytest
+
+from processors.detector import ImageDetections, YoloDetector
+from processors.tiling import TiledDetector, merge_by_nms, tile_origins
+from tests.conftest import SHARED, VTEST, video_frames
+
+
+def test_tiles_cover_the_image_with_overlap():
+    assert tile_origins(500, 640, 0.2) == [0]
+    origins = tile_origins(2000, 640, 0.2)
+    assert origins[0] == 0 and origins[-1] + 640 == 2000
+    assert all(b - a <= 640 * 0.8 for a, b in zip(origins, origins[1:]))
+
+
+def test_merge_keeps_one_box_per_object_and_class():
+    part = ImageDetections(np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], dtype=float),
+                           np.array([0.9, 0.8, 0.7]), np.array([0, 0, 2]), ("person", "person", "car"), 1.0)
+    merged = merge_by_nms([part], iou_threshold=0.5)
+    assert sorted(merged.class_names) == ["car", "person"]
+    assert merged.confidence.max() == pytest.approx(0.9)
+
+
+@pytest.mark.slow
+def test_tiling_finds_more_people_on_a_crowded_frame(detector):
+    # A 3x3 mosaic of campus frames: 9 scenes of pedestrians, each person a third of their usual size at 640.
+    frames = video_frames(VTEST, 9, step=40)
+    mosaic = np.vstack([np.hstack(frames[row * 3:row * 3 + 3]) for row in range(3)])
+    whole = detector.detect([mosaic])[0]
+    tiled = TiledDetector(detector, tile_size=640, overlap=0.2).detect([mosaic])[0]
+    people_whole = int((whole.class_id == 0).sum())
+    people_tiled = int((tiled.class_id == 0).sum())
+    assert people_tiled > people_whole * 1.5, (people_whole, people_tiled)
+
+
+@pytest.mark.slow
+def test_openvino_and_onnx_backends_agree_on_bus_jpg(detector):
+    from ultralytics.utils import ASSETS
+    import cv2
+
+    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    onnx = YoloDetector(str(SHARED / "models" / "yolov8n_dynint8.onnx"))
+    results = {name: model.detect([image])[0] for name, model in (("openvino", detector), ("onnx", onnx))}
+    for result in results.values():
+        assert (result.class_id == 0).sum() >= 3 and (result.class_id == 5).sum() == 1  # people and the bus
+
+    def iou(a, b):
+        x1, y1 = np.maximum(a[:2], b[:2])
+        x2, y2 = np.minimum(a[2:], b[2:])
+        inter = max(0, x2 - x1) * max(0, y2 - y1)
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    ov, ox = results["openvino"], results["onnx"]
+    for cls in (0, 5):
+        for box in ov.xyxy[(ov.class_id == cls) & (ov.confidence > 0.5)]:
+            best = max(iou(box, other) for other in ox.xyxy[ox.class_id == cls])
+            assert best > 0.7, f"class {cls} box {box} has no counterpart in the ONNX output"
