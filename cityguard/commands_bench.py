@@ -8,6 +8,8 @@ import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line description)
+    "pipeline": ("cityguard.evaluation.pipeline_bench", "a clip through the whole pipeline vs the bare model"),
+    "inference": ("processors.inference_bench", "inference consumer on the embedded broker vs a bare model loop"),
 }
 
 

@@ -31,12 +31,12 @@ class AnalyzerFactory(Protocol):
 
 def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
     """Analyzers a camera needs, by name (the name scopes its state in the table)."""
-    from processors.density import ZoneWindowAggregator
+    from processors.density import CrowdAnalyzer
     from processors.traffic import TrafficAnalyzer
 
     analyzers: dict[str, AnalyzerFactory] = {}
     if camera.zones:
-        analyzers["crowd"] = ZoneWindowAggregator.restore
+        analyzers["crowd"] = CrowdAnalyzer.restore
     if camera.scene is not None:
         analyzers["traffic"] = TrafficAnalyzer.restore
     return analyzers

@@ -18,7 +18,9 @@ class ImageDetections:
     confidence: np.ndarray  # (N,)
     class_id: np.ndarray  # (N,)
     class_names: tuple[str, ...]  # (N,)
-    inference_ms: float
+    inference_ms: float  # model forward time for this image
+    preprocess_ms: float = 0.0  # letterbox + normalisation
+    postprocess_ms: float = 0.0  # NMS + box scaling
 
 
 def resolve_weights(config: Config) -> str:
@@ -64,5 +66,7 @@ class YoloDetector:
                 class_id=class_id,
                 class_names=tuple(result.names[int(c)] for c in class_id),
                 inference_ms=float(result.speed.get("inference") or 0.0),
+                preprocess_ms=float(result.speed.get("preprocess") or 0.0),
+                postprocess_ms=float(result.speed.get("postprocess") or 0.0),
             ))
         return output

@@ -32,6 +32,10 @@ INFERENCE_SECONDS = Histogram(
     "cityguard_inference_seconds", "Model time per frame",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
 )
+STAGE_SECONDS = Histogram(
+    "cityguard_inference_stage_seconds", "Time per frame in each step of the inference stage", ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
@@ -126,7 +130,8 @@ class InferenceWorker:
         decoded: list[DecodedFrame] = []
         for record in records:
             try:
-                decoded.append(decode_frame(record.value))
+                with STAGE_SECONDS.labels("decode").time():
+                    decoded.append(decode_frame(record.value))
             except SchemaError as exc:
                 letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
                                      str(exc))
@@ -136,10 +141,14 @@ class InferenceWorker:
             for item, (result, model_name) in zip(decoded, self.detectors.detect(decoded), strict=True):
                 message = to_message(item.frame, result, model_name)
                 if self.trackers is not None:
-                    message = self.trackers.update(message)
+                    with STAGE_SECONDS.labels("tracking").time():
+                        message = self.trackers.update(message)
                 self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(), value=encode(message))
                 FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
                 INFERENCE_SECONDS.observe(result.inference_ms / 1000)
+                for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
+                                  ("postprocess", result.postprocess_ms)):
+                    STAGE_SECONDS.labels(stage).observe(ms / 1000)
         self.producer.flush()  # every output acknowledged before the offsets move
         try:
             self.consumer.commit()

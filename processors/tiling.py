@@ -5,6 +5,8 @@ keeps them at native size. A whole-frame pass is added so objects larger than a 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -38,7 +40,9 @@ def merge_by_nms(parts: list[ImageDetections], iou_threshold: float) -> ImageDet
         keep.extend(index[np.asarray(kept, dtype=int).reshape(-1)].tolist())
     keep.sort()
     return ImageDetections(xyxy[keep], confidence[keep], class_id[keep], tuple(class_names[i] for i in keep),
-                           sum(p.inference_ms for p in parts))
+                           inference_ms=sum(p.inference_ms for p in parts),
+                           preprocess_ms=sum(p.preprocess_ms for p in parts),
+                           postprocess_ms=sum(p.postprocess_ms for p in parts))
 
 
 class TiledDetector:
@@ -65,9 +69,7 @@ class TiledDetector:
                 offsets.append((x, y))
         parts = []
         for result, (x, y) in zip(self.detector.detect(crops), offsets, strict=True):
-            shifted = result.xyxy + np.array([x, y, x, y], dtype=float)
-            parts.append(ImageDetections(shifted, result.confidence, result.class_id, result.class_names,
-                                         result.inference_ms))
+            parts.append(dataclasses.replace(result, xyxy=result.xyxy + np.array([x, y, x, y], dtype=float)))
         if self.whole_frame_pass and len(crops) > 1:
             parts.extend(self.detector.detect([image]))
         return merge_by_nms(parts, self.iou)

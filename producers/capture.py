@@ -118,24 +118,50 @@ def sample_frames(
         yield from _sample_file(camera, source, settings, realtime, clock, sleep)
 
 
+class MediaClock:
+    """Wall-clock capture times for a live stream's frames, from their presentation timestamps.
+
+    HLS delivers a whole segment at once, so arrival times bunch up; presentation times keep the frames evenly
+    spaced. The mapping is shifted down whenever it would put a frame in the future, and re-anchored when the stream
+    falls more than `resync_s` behind (or its timestamps jump), so times never run ahead and never drift far.
+    """
+
+    def __init__(self, resync_s: float = 5.0):
+        self.resync_s = resync_s
+        self._offset: float | None = None  # wall time minus media time
+
+    def captured_at(self, media_s: float, now: float) -> float:
+        if self._offset is None or now - (self._offset + media_s) > self.resync_s:
+            self._offset = now - media_s
+        self._offset = min(self._offset, now - media_s)
+        return self._offset + media_s
+
+
 def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
                  clock: Callable[[], float]) -> Iterator[SampledFrame]:
+    """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time."""
     capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
     interval = 1.0 / camera.fps
-    next_sample = clock()
+    media_clock = MediaClock()
+    started = clock()
+    next_sample: float | None = None
     try:
         while True:
             if not capture.grab():
                 raise CameraUnavailable(f"stream ended or broke: {source}")
             now = clock()
-            if now < next_sample:
+            position_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            media_s = position_ms / 1000 if position_ms > 0 else now - started
+            if next_sample is None or media_s < next_sample - 2 * interval - 1.0:  # first frame, or timestamps reset
+                next_sample = media_s
+            if media_s + 1e-9 < next_sample:
                 continue
             ok, image = capture.retrieve()
             if not ok:
                 raise CameraUnavailable(f"undecodable frame: {source}")
             # Skip the sampling slots missed while the stream stalled instead of bursting to catch up.
-            next_sample += interval * max(1, int((now - next_sample) // interval) + 1)
-            yield SampledFrame(now, image)
+            next_sample += interval * max(1, int((media_s - next_sample) // interval) + 1)
+            yield SampledFrame(media_clock.captured_at(media_s, now), image)
     finally:
         capture.release()
 

@@ -33,6 +33,7 @@ TWILIO_API = "https://api.twilio.com"
 class Attempt:
     delivered: bool
     retryable: bool = False
+    ambiguous: bool = False  # the request may have reached the provider (read timeout, reset): reconcile first
     provider_id: str | None = None
     status_code: int | None = None
     error: str | None = None
@@ -146,7 +147,8 @@ class TwilioSmsChannel:
             return Attempt(False, retryable=exc.status == 429 or exc.status >= 500, status_code=exc.status,
                            error=f"Twilio {exc.status} (code {exc.code}): {exc.msg}")
         except requests.RequestException as exc:
-            return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+            return Attempt(False, retryable=True, ambiguous=not isinstance(exc, requests.ConnectTimeout),
+                           error=f"{type(exc).__name__}: {exc}")
         return Attempt(True, provider_id=sent.sid, status_code=201)
 
     def reconcile(self, message: Message, body: str, started_at: float) -> str | None:

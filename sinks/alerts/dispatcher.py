@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 
 from cityguard.config_alerting import AlertingConfig, ContactConfig, RouteConfig
 from schemas import Alert, EventState, Severity
-from sinks.alerts.channels import Channel, Message, ReconcileError, backoff_delay
+from sinks.alerts.channels import Attempt, Channel, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (FAILED, NOTIFYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow, IncidentStore,
@@ -149,8 +149,18 @@ class AlertDispatcher:
 
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message, body: str) -> str:
         retry = channel.retry
+        previous: Attempt | None = None
         for number in range(1, retry.max_attempts + 1):
-            result = channel.send(message, body)
+            if previous is not None and previous.ambiguous:
+                try:
+                    provider_id = channel.reconcile(message, body, row.started_at)
+                except ReconcileError as exc:
+                    log.warning("delivery %s: %s; sending again", row.key, exc)
+                    provider_id = None
+                if provider_id is not None:
+                    self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
+                    return self.finish(row, SENT, provider_id, None)
+            result = previous = channel.send(message, body)
             if result.delivered:
                 self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
                 return self.finish(row, SENT, result.provider_id, None)

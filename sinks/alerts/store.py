@@ -162,6 +162,7 @@ class IncidentStore:
                                        severity=notice.severity.value, state=OPEN, title=notice.title,
                                        opened_at=notice.at, updated_at=notice.at, resolved_at=None)
                 session.add(incident)
+                session.flush()  # before the event row that references it (no ORM relationships to order them)
             if notice.at >= incident.updated_at:
                 incident.severity, incident.title, incident.updated_at = notice.severity.value, notice.title, notice.at
             if notice.state.value == "resolved":

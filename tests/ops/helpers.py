@@ -1,0 +1,78 @@
+"""Builders shared by the ops tests: an alerting config around local fakes, a dispatcher with a settable clock."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cityguard.config import Config, parse_config
+from schemas import Alert, Event, EventState, Severity
+from sinks.alerts.channels import build_channels
+from sinks.alerts.dispatcher import AlertDispatcher
+from sinks.alerts.store import IncidentStore
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "test-token-not-a-secret"
+FROM_NUMBER = "+15005550006"
+DUTY_PHONE = "+821011112222"
+CHIEF_PHONE = "+821033334444"
+TWILIO_ENV = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM_NUMBER}
+
+
+def alerting_section(twilio_url: str, webhook_url: str, store_url: str, **overrides) -> dict:
+    fast_retry = {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5}
+    section = {
+        "store_url": store_url,
+        "cooldown_s": 600,
+        "contacts": [{"id": "duty", "name": "Duty officer", "phone": DUTY_PHONE},
+                     {"id": "chief", "name": "Shift chief", "phone": CHIEF_PHONE}],
+        "channels": [
+            {"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 100, "max_segments": 2,
+             "template": "[{severity}] {title}: {message} — 확인: cityguard alerts ack {ref}", "retry": fast_retry},
+            {"kind": "webhook", "id": "ops", "url": webhook_url, "retry": fast_retry},
+        ],
+        "routes": [{"id": "crowd", "match": {"severities": ["critical"]}, "channels": ["sms", "ops"],
+                    "escalation": ["duty", "chief"], "escalate_after_s": 60}],
+    }
+    section.update(overrides)
+    return section
+
+
+def make_config(tmp_path: Path, section: dict, **top) -> Config:
+    return parse_config({"site": "test", "alerting": section, **top}, tmp_path)
+
+
+class Clock:
+    """Starts at the real time: Twilio's date_created (real) is compared with the delivery's start when reconciling."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    dispatcher: AlertDispatcher
+    store: IncidentStore
+    clock: Clock
+    published: list[Alert] = field(default_factory=list)
+    slept: list[float] = field(default_factory=list)
+
+
+def make_dispatcher(config: Config) -> Harness:
+    store = IncidentStore(config.alerting.store_url)
+    clock = Clock()
+    harness = Harness(None, store, clock)
+    harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
+                                         build_channels(config.alerting.channels, config.resolve_path),
+                                         harness.published.append, clock=clock, sleep=harness.slept.append)
+    return harness
+
+
+def danger_event(event_id: str = "plaza/north/risk-1", severity: Severity = Severity.CRITICAL,
+                 state: EventState = EventState.OPENED, at: float = 1_800_000_000.0, zone: str = "north") -> Event:
+    return Event(event_id=event_id, type="risk_level_changed", state=state, severity=severity, camera_id="plaza",
+                 zone_id=zone, started_at=at, updated_at=at, ended_at=at if state == EventState.RESOLVED else None,
+                 confidence=0.9, reason="밀도 5.6명/m² — 위험 단계 (danger)", details={"density_per_m2": 5.6})

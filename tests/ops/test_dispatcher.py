@@ -1,0 +1,231 @@
+"""The dispatcher against a local fake Twilio and webhook, with a real SQLite incident store."""
+import threading
+
+import pytest
+
+from schemas import EventState, Severity
+from sinks.alerts.channels import RateLimiter, backoff_delay
+from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
+from sinks.alerts.sms_text import count_segments
+from sinks.alerts.store import FAILED, SENDING, SENT, SUPPRESSED
+from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
+from tests.ops.helpers import (ACCOUNT_SID, AUTH_TOKEN, CHIEF_PHONE, DUTY_PHONE, FROM_NUMBER, TWILIO_ENV,
+                               alerting_section, danger_event, make_config, make_dispatcher)
+from cityguard.config_alerting import RetryConfig
+
+
+@pytest.fixture
+def twilio(monkeypatch):
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    with fake.serve() as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture
+def webhook():
+    fake = FakeWebhook()
+    with fake.serve() as server:
+        fake.url = server.url + "/hook"
+        yield fake
+
+
+@pytest.fixture
+def harness(tmp_path, twilio, webhook):
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    built = make_dispatcher(config)
+    yield built
+    built.store.close()
+
+
+def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(harness, twilio):
+    event = notice_from_event(danger_event())
+    for _ in range(3):
+        harness.dispatcher.handle(event)
+    assert len(twilio.messages) == 1
+    message = twilio.messages[0]
+    assert (message["to"], message["from"]) == (DUTY_PHONE, FROM_NUMBER)
+    assert "위험" in message["body"] and "cityguard alerts ack 1" in message["body"]
+    assert count_segments(message["body"]) <= 2
+    assert [alert.alert_id for alert in harness.published] == ["plaza/north/risk-1:critical"]
+    detail = harness.store.incident_detail("plaza/north/risk-1")
+    assert len(detail.events) == 1  # the redeliveries were recognised
+    assert [(d.channel_id, d.contact_id, d.status) for d in detail.deliveries] == [("sms", "duty", SENT)]
+    assert detail.deliveries[0].provider_id == message["sid"]
+
+
+def test_a_twilio_429_is_retried_with_backoff(harness, twilio):
+    twilio.script = [Scripted(429, 20429, "Too Many Requests"), Scripted(503, 20503, "Service unavailable")]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert len(twilio.messages) == 1
+    assert harness.slept == [0.01, 0.02]  # doubling from backoff_initial_s
+    attempts = harness.store.incident_detail("plaza/north/risk-1").attempts
+    assert [(a.outcome, a.status_code) for a in attempts] == [("retry", 429), ("retry", 503), (SENT, 201)]
+
+
+def test_a_twilio_400_fails_the_delivery_with_the_error_and_the_next_channel_is_tried(harness, twilio, webhook):
+    twilio.script = [Scripted(400, 21211, "The 'To' number is not a valid phone number.")]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert twilio.messages == [] and harness.slept == []  # a 400 is not retried
+    deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
+    assert [(d.channel_id, d.status) for d in deliveries] == [("sms", FAILED), ("ops", SENT)]
+    assert "21211" in deliveries[0].error and "not a valid phone number" in deliveries[0].error
+    assert len(webhook.received) == 1
+    assert webhook.received[0]["alert_id"] == "plaza/north/risk-1:critical"
+    assert webhook.received[0]["contact"]["id"] == "duty"
+    assert webhook.headers[0]["Idempotency-Key"] == "plaza/north/risk-1:critical|ops|duty"
+
+
+def test_a_send_that_reached_twilio_before_the_reply_was_lost_is_not_repeated(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][0]["retry"] = {"max_attempts": 3, "backoff_initial_s": 0.01, "timeout_s": 0.3}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    twilio.hold_after_create = threading.Event()  # Twilio creates the message, the reply never comes in time
+    try:
+        harness.dispatcher.handle(notice_from_event(danger_event()))
+    finally:
+        twilio.hold_after_create.set()
+    assert len(twilio.messages) == 1 and twilio.posts() <= 1
+    deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
+    assert [(d.status, d.provider_id) for d in deliveries] == [(SENT, twilio.messages[0]["sid"])]
+    harness.store.close()
+
+
+def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_on_restart(harness, twilio):
+    dispatcher = harness.dispatcher
+    notice = notice_from_event(danger_event())
+    harness.store.record_notice(notice, harness.clock())
+    alert = dispatcher.decide(notice, "plaza/north/risk-1:critical", harness.clock())
+    # What a process killed right after recording "sending" leaves behind:
+    harness.store.begin_delivery("plaza/north/risk-1:critical|sms|duty", alert.id, "sms", "duty",
+                                 "[CRITICAL] crowd danger (ack 1)", harness.clock())
+    dispatcher.resume_pending()
+    dispatcher.resume_pending()
+    dispatcher.handle(notice)  # and the redelivered event afterwards
+    assert [m["body"] for m in twilio.messages] == ["[CRITICAL] crowd danger (ack 1)"]
+    assert [d.status for d in harness.store.deliveries()] == [SENT]
+
+
+def test_unacknowledged_alerts_escalate_to_the_next_contact_and_acks_stop_it(harness, twilio):
+    dispatcher, clock = harness.dispatcher, harness.clock
+    dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
+    dispatcher.handle(notice_from_event(danger_event("plaza/south/risk-2", zone="south")))
+    assert [m["to"] for m in twilio.messages] == [DUTY_PHONE, DUTY_PHONE]
+    harness.store.acknowledge("plaza/south/risk-2", "tester", "on my way", clock())
+    clock.now += 30
+    dispatcher.tick()
+    assert len(twilio.messages) == 2  # not yet due
+    clock.now += 31
+    dispatcher.tick()
+    dispatcher.tick()
+    assert [m["to"] for m in twilio.messages] == [DUTY_PHONE, DUTY_PHONE, CHIEF_PHONE]
+    assert "plaza/north" in twilio.messages[2]["body"]
+    clock.now += 120
+    dispatcher.tick()
+    assert len(twilio.messages) == 3  # the escalation list is exhausted
+
+
+def test_resolved_incidents_do_not_escalate(harness, twilio):
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.dispatcher.handle(notice_from_event(danger_event(state=EventState.RESOLVED, at=1_800_000_010.0)))
+    harness.clock.now += 600
+    harness.dispatcher.tick()
+    assert len(twilio.messages) == 1
+    assert harness.store.list_incidents(only_open=True) == []
+
+
+def test_cooldown_suppresses_a_flapping_subject_but_not_a_higher_severity(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["match"] = {}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher = harness.dispatcher
+    dispatcher.handle(notice_from_event(danger_event("risk-1", severity=Severity.WARNING)))
+    harness.clock.now += 60
+    second = dispatcher.handle(notice_from_event(danger_event("risk-2", severity=Severity.WARNING,
+                                                              at=harness.clock.now)))
+    assert second.status == SUPPRESSED and "cooldown" in second.reason
+    assert len(twilio.messages) == 1
+    dispatcher.handle(notice_from_event(danger_event("risk-2", severity=Severity.CRITICAL, at=harness.clock.now + 1)))
+    assert len(twilio.messages) == 2  # worse news goes out
+    lower = dispatcher.handle(notice_from_event(danger_event("risk-2", severity=Severity.WARNING,
+                                                             at=harness.clock.now + 2)))
+    assert lower.status == SUPPRESSED
+    harness.clock.now += 601
+    dispatcher.handle(notice_from_event(danger_event("risk-3", severity=Severity.WARNING, at=harness.clock.now)))
+    assert len(twilio.messages) == 3  # the cooldown is over
+    harness.store.close()
+
+
+def test_notices_matching_no_route_are_recorded_without_notifying(harness, twilio):
+    alert = harness.dispatcher.handle(notice_from_event(danger_event(severity=Severity.INFO)))
+    assert alert.status == SUPPRESSED and alert.reason == "no route matches"
+    assert twilio.messages == [] and harness.published == []
+
+
+def test_sound_alarm_without_a_player_is_a_warning_not_a_crash(tmp_path, twilio, webhook, caplog):
+    (tmp_path / "alarm.wav").write_bytes(b"RIFF")
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"].append({"kind": "sound", "id": "alarm", "file": "alarm.wav",
+                                "players": [["cityguard-no-such-player", "{file}"]]})
+    section["routes"][0]["broadcast"] = ["alarm"]
+    harness = make_dispatcher(make_config(tmp_path, section))
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    deliveries = harness.store.deliveries()
+    assert [(d.channel_id, d.status, d.error) for d in deliveries][0] == ("alarm", FAILED, "no audio player installed")
+    assert "none of cityguard-no-such-player is installed" in caplog.text
+    assert len(twilio.messages) == 1  # the SMS still went out
+    harness.store.close()
+
+
+def test_sound_alarm_plays_the_file_with_the_first_installed_player(tmp_path, twilio, webhook):
+    (tmp_path / "alarm.wav").write_bytes(b"RIFF")
+    copy = tmp_path / "played.wav"
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"].append({"kind": "sound", "id": "alarm", "file": "alarm.wav",
+                                "players": [["cityguard-no-such-player", "{file}"], ["cp", "{file}", str(copy)]]})
+    section["routes"][0]["broadcast"] = ["alarm"]
+    harness = make_dispatcher(make_config(tmp_path, section))
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    sound = harness.dispatcher.channels["alarm"]
+    for process in sound.playing:
+        process.wait(5)
+    assert copy.read_bytes() == b"RIFF"
+    assert harness.store.deliveries()[0].provider_id == "cp"
+    harness.store.close()
+
+
+def test_alertmanager_webhook_payload_becomes_notices():
+    payload = {
+        "version": "4", "status": "firing", "receiver": "cityguard", "groupKey": "{}:{alertname=\"x\"}",
+        "alerts": [
+            {"status": "firing", "fingerprint": "abc123",
+             "labels": {"alertname": "CityguardZoneDanger", "severity": "critical", "camera": "plaza", "zone": "north"},
+             "annotations": {"summary": "Zone north at danger", "description": "5.6 p/m²",
+                             "runbook_url": "https://runbooks/zone-danger"},
+             "startsAt": "2027-01-15T10:00:00.000Z", "endsAt": "0001-01-01T00:00:00Z"},
+            {"status": "resolved", "fingerprint": "def456", "labels": {"alertname": "CityguardStageDown"},
+             "annotations": {}, "startsAt": "2027-01-15T09:00:00Z", "endsAt": "2027-01-15T09:30:00Z"},
+        ],
+    }
+    firing, resolved = notices_from_alertmanager(payload)
+    assert (firing.incident_id, firing.type, firing.severity, firing.camera_id, firing.zone_id) == (
+        "am-abc123", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
+    assert firing.state == EventState.OPENED and "Runbook: https://runbooks/zone-danger" in firing.message
+    assert resolved.state == EventState.RESOLVED and resolved.severity == Severity.WARNING
+    assert firing.at - resolved.at == 1800.0  # started 10:00, the other ended 09:30
+    with pytest.raises(ValueError):
+        notices_from_alertmanager({"version": "3", "alerts": []})
+
+
+def test_backoff_doubles_up_to_the_cap_and_the_rate_limiter_spaces_sends():
+    retry = RetryConfig(backoff_initial_s=1, backoff_max_s=5)
+    assert [backoff_delay(n, retry) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    now, slept = [0.0], []
+    limiter = RateLimiter(2.0, clock=lambda: now[0], sleep=slept.append)
+    for _ in range(3):
+        limiter.wait()
+    assert slept == [0.5, 1.0]
+    now[0] = 10.0
+    assert limiter.wait() == 0.0
