@@ -136,8 +136,13 @@ class RiskThresholds(Frozen):
     critical: float = Field(default=7.0, gt=0)
     pressure_per_s2: float = Field(
         default=0.02, gt=0,
-        description="crowd pressure (local density x local velocity variance, 1/s²) that raises a zone to danger; "
-        "Helbing et al. 2007 saw turbulence start near 0.02",
+        description="crowd pressure (local density x local velocity variance, 1/s²) that raises a dense zone to "
+        "danger; Helbing et al. 2007 saw turbulence start near 0.02",
+    )
+    pressure_min_density: float = Field(
+        default=4.0, gt=0,
+        description="zone density (p/m²) from which crowd pressure counts: below it, varied motion is just people "
+        "passing each other (4 p/m² is the critical density of a moving crowd, Still)",
     )
 
     @model_validator(mode="after")
@@ -177,9 +182,10 @@ class CountingConfig(Frozen):
                                       description="above this density-model count the density model's count is used")
     density_map_max_age_seconds: float = Field(default=15, gt=0, le=600,
                                                description="a density-model count older than this is not used")
-    max_box_coverage: float = Field(
-        default=0.9, gt=0, le=10,
-        description="person box area over zone area in the image above which boxes hide each other (unreliable)",
+    max_occluded_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="share of person boxes mostly (70 %) covered by another box above which people hide each other "
+        "(detector count unreliable without a density map)",
     )
     detector_saturation_people: int = Field(
         default=250, ge=1, description="a detector count at or above this is taken as saturated (unreliable)"

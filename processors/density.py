@@ -15,14 +15,14 @@ import numpy as np
 from cityguard.config import CameraConfig, Config
 from cityguard.config_crowd import AnalyticsConfig, InwardSide, ZoneConfig, zone_ground_area_m2
 from processors.camera_analytics import AnalyticsOutput
-from processors.crowd.counting import box_coverage, fuse_counts
+from processors.crowd.counting import fuse_counts
 from processors.crowd.density_map import polygon_cell_weights
 from processors.crowd.forecast import HoltState, forecast_points, holt_update, seconds_to_thresholds, slope_per_s
 from processors.crowd.local_density import GroundGrid
 from processors.crowd.risk import RiskInputs, RiskState, next_level
 from processors.crowd.tracks import CountingLine, TrackTable, side_of
 from processors.crowd.windows import Bucket, FrameSample, bucket_start
-from processors.geometry import PolygonZone, polygon_area
+from processors.geometry import PolygonZone
 from schemas import PERSON_CLASS_ID, Detections, Event, EventState, FrameRef, RiskLevel, Severity, ZoneMetrics
 from schemas.zone_metrics import CountSource, FlowRegime
 
@@ -87,7 +87,6 @@ class ZoneGeometry:
         self.config = zone
         self.polygon = PolygonZone(zone.polygon)
         self.area_m2 = zone_ground_area_m2(zone, camera.calibration)
-        self.image_area_px = polygon_area(zone.polygon)
         self.grid = None
         if camera.calibration is not None:
             ground = camera.calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float))
@@ -191,7 +190,7 @@ class CrowdAnalyzer:
             fresh = state.model_at is not None and \
                 detections.captured_at - state.model_at <= self.config.counting.density_map_max_age_seconds
             fused = fuse_counts(detector_people, state.model_people if fresh else None,
-                                box_coverage(boxes[inside], zone.image_area_px), self.config.counting)
+                                boxes[inside], self.config.counting)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people, model_people=state.model_people if fresh else None,
                 source=fused.source.value, confidence=fused.confidence, reliable=fused.reliable,

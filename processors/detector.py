@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityguard.config import Config
+if TYPE_CHECKING:  # keeps this adapter importable where only the model's dependencies exist (GPU hosts)
+    from cityguard.config import Config
 
 
 @dataclass(frozen=True)

@@ -55,14 +55,12 @@ from schemas import Detections, Event, Frame, SchemaError, ZoneMetrics, decode, 
 SAMPLE_INTERVAL_S = 0.5
 WARM_UP_SEQS = (0, 1)  # below any producer sequence number (those start at the start time in microseconds)
 CONSUMER_STAGES = ("export-metrics", "analyze", "infer")  # started before the producer, consumers first
-DEFAULT_VIDEO = Path("/work/shared/data/video/vtest.avi")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--camera", default=None, help="configured camera to replay (default: the first)")
     parser.add_argument("--video", type=Path, default=None,
-                        help="clip to replay instead of the camera's source (default: the camera's source, or "
-                             f"{DEFAULT_VIDEO} when the camera is live)")
+                        help="clip to replay instead of the camera's source (needed when the camera is live)")
     parser.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--duration", type=float, default=None, help="stop producing after this many seconds")
     parser.add_argument("--no-realtime", action="store_true",
@@ -239,12 +237,14 @@ def bench_camera(config: Config, camera_id: str | None) -> CameraConfig:
 
 
 def replay_source(config: Config, camera: CameraConfig, video: Path | None) -> str:
-    from producers.capture import is_live
+    from producers.capture import LIVE_KINDS, source_kind
 
     if video is not None:
         return str(video.resolve())
     source = config.resolve_path(camera.source)
-    return str(DEFAULT_VIDEO) if is_live(source) else source
+    if source_kind(camera, source) in LIVE_KINDS:
+        raise SystemExit(f"camera {camera.id} is live ({source}): give a clip to replay with --video")
+    return source
 
 
 def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, source: str,
@@ -270,12 +270,12 @@ def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, 
     return path
 
 
-def sampled_jpegs(camera: CameraConfig, source: str, limit: int | None):
-    """(captured-at, JPEG, width, height) of the frames the producer publishes, in order (unpaced)."""
+def sampled_jpegs(config: Config, camera: CameraConfig, source: str, limit: int | None):
+    """(JPEG, width, height) of the frames the producer publishes, in order (unpaced)."""
     from producers.capture import encode_jpeg, sample_frames
 
     replay = camera.model_copy(update={"loop": False})
-    for index, sampled in enumerate(sample_frames(replay, source, realtime=False)):
+    for index, sampled in enumerate(sample_frames(replay, source, realtime=False, settings=config.producer)):
         if limit is not None and index >= limit:
             return
         yield encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)
@@ -283,7 +283,7 @@ def sampled_jpegs(camera: CameraConfig, source: str, limit: int | None):
 
 def send_warm_up(servers: str, config: Config, camera: CameraConfig, source: str) -> None:
     """Two frames in consecutive, already finished windows: the first one's zone metrics prove every stage is up."""
-    jpeg, width, height = next(sampled_jpegs(camera, source, 1))
+    jpeg, width, height = next(sampled_jpegs(config, camera, source, 1))
     window = config.analytics.window_seconds
     first_window = (math.floor(time.time() / window) - 2) * window
     producer = make_producer(servers)
@@ -312,7 +312,7 @@ def bare_loop(config: Config, camera: CameraConfig, source: str, frames: int) ->
 
     detector = YoloDetector.from_config(config)
     batch_size = config.model.max_batch_size
-    jpegs = [jpeg for jpeg, _, _ in sampled_jpegs(camera, source, frames)]
+    jpegs = [jpeg for jpeg, _, _ in sampled_jpegs(config, camera, source, frames)]
     detect_s, model_ms = 0.0, []
     for first in range(0, len(jpegs), batch_size):
         batch = [cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -4,7 +4,8 @@ Rules, strongest wins, each with its reason in words:
 - count unreliable (occlusion, saturation, missing frames): UNKNOWN, never a falsely calm level;
 - zone density against the thresholds (normal < caution <= ... critical);
 - a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
-- crowd pressure at its threshold raises it to at least danger (Helbing: turbulence precedes disasters);
+- crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
+  disasters);
 - a level the forecast expects within `early_warning_seconds` raises the zone to the level below it now.
 Levels go up at once. They go down only after `min_dwell_seconds` at the current level, and only as far as the
 rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so noise near a bound does not
@@ -70,7 +71,8 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
         level = RiskLevel.WARNING
         reason = f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}"
     pressure = inputs.pressure_per_s2
-    if pressure is not None and pressure >= thresholds.pressure_per_s2 and level.rank < RiskLevel.DANGER.rank:
+    if (pressure is not None and pressure >= thresholds.pressure_per_s2 and density >= thresholds.pressure_min_density
+            and level.rank < RiskLevel.DANGER.rank):
         level = RiskLevel.DANGER
         reason = (f"crowd pressure {pressure:.3f}/s² >= threshold {thresholds.pressure_per_s2:g} "
                   f"(turbulent motion at {inputs.density_per_m2:.2f} p/m²)")

@@ -6,6 +6,8 @@ thousands; tracks unseen for `ttl_seconds` are evicted, and at most `max_tracks`
 Counting lines are segments, not infinite lines: a crossing starts only when a track's step intersects the
 segment, and counts after the track has stayed on the new side for `debounce_frames` frames, so a one-frame
 flicker back and forth counts nothing (supervision #2598, #518 in ../shared/reference/crowd-and-traffic-facts.md).
+A track that vanishes while a crossing is pending (it walked out of view right after the line, supervision #1838)
+is counted when it is evicted: a flicker would have come back.
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ class TrackTable:
             sides = np.column_stack([side_of(line, image_xy[fresh]) for line in lines]) if lines else \
                 np.zeros((int(fresh.sum()), 0), dtype=np.int8)
             self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh], sides)
-        self._evict(at - ttl_seconds, max_tracks)
+        crossings += self._evict(at - ttl_seconds, max_tracks, lines)
         return velocity, crossings
 
     def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
@@ -169,13 +171,20 @@ class TrackTable:
         self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
         self._keep(np.argsort(self.ids, kind="stable"))
 
-    def _evict(self, oldest: float, max_tracks: int) -> None:
+    def _evict(self, oldest: float, max_tracks: int, lines: Sequence[CountingLine]) -> list[Crossing]:
         keep = np.flatnonzero(self.last_seen >= oldest)
         if len(keep) > max_tracks:
             keep = keep[np.argsort(self.last_seen[keep], kind="stable")[-max_tracks:]]
             keep.sort()
-        if len(keep) < len(self.ids):
-            self._keep(keep)
+        if len(keep) == len(self.ids):
+            return []
+        gone = np.ones(len(self.ids), dtype=bool)
+        gone[keep] = False
+        crossings = [Crossing(int(line_index), int(self.pending[row, line_index]) == lines[line_index].inward_sign,
+                              int(self.ids[row]))
+                     for row, line_index in zip(*np.nonzero(gone[:, None] & (self.pending != 0)), strict=True)]
+        self._keep(keep)
+        return crossings
 
     def _keep(self, order: np.ndarray) -> None:
         for name in self.COLUMNS:

@@ -35,7 +35,8 @@ class LocalServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
         self.server.daemon_threads = True
         self.server.fake = self
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
 
     @property
     def url(self) -> str:

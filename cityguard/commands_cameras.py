@@ -1,0 +1,152 @@
+"""`cityguard cameras discover|list`: find ITS national CCTV cameras and write them into a site configuration; show
+the configured cameras with the live status the producers publish on the camera-status topic.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from cityguard.config import Config, ConfigError, parse_config
+from cityguard.config_capture import ProducerConfig, SourceKind
+
+# cctvType -> how the producer reads it (its-cctv-api.md)
+CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
+
+
+def register(commands, add_command) -> None:
+    cameras = commands.add_parser("cameras", help="discover ITS cameras, list configured cameras")
+    actions = cameras.add_subparsers(dest="cameras_command", required=True)
+
+    discover = add_command(actions, "discover", "add the ITS national CCTV cameras in a bounding box to a site "
+                           "configuration (the API key is read from the environment)", run_discover,
+                           needs_config=False)
+    discover.add_argument("--config", type=Path, required=True, help="site configuration YAML to add cameras to "
+                          "(created if missing)")
+    discover.add_argument("--bbox", required=True, help="MINX,MINY,MAXX,MAXY in WGS84 (lon,lat,lon,lat)")
+    discover.add_argument("--type", dest="road_type", choices=("ex", "its", "all"), default="all",
+                          help="ex = expressways, its = national roads (default: all)")
+    discover.add_argument("--cctv-type", type=int, choices=(1, 2, 3, 4), default=1,
+                          help="1 live HLS (default), 2 MP4 file, 3 still image, 4 HLS over HTTPS")
+    discover.add_argument("--fps", type=float, default=5.0, help="sampling rate for new cameras")
+
+    listing = add_command(actions, "list", "configured cameras with their live status", run_list)
+    listing.add_argument("--wait", type=float, default=3.0, help="seconds to read the camera-status topic")
+
+
+def discovered_camera(camera, road_type: str, cctv_type: int, fps: float) -> dict:
+    from producers.its_client import stable_camera_id
+
+    ref = camera.ref(road_type, cctv_type)
+    return {
+        "id": stable_camera_id(camera.name, camera.lon, camera.lat), "name": camera.name, "source": camera.url,
+        "kind": CCTV_TYPE_KINDS[ref.cctv_type].value, "fps": fps, "lat": camera.lat, "lon": camera.lon,
+        "its": ref.model_dump(),
+    }
+
+
+def merge_cameras(existing: list[dict], discovered: list[dict]) -> tuple[list[dict], int, int]:
+    """Discovered cameras added; ones already there get the fresh URL and reference and keep everything else
+    (zones, calibration, fps). Returns the list and the counts added and refreshed."""
+    by_id = {camera["id"]: camera for camera in discovered}
+    merged, refreshed = [], 0
+    for camera in existing:
+        update = by_id.pop(camera.get("id"), None)
+        if update is not None:
+            camera = {**camera, "source": update["source"], "its": update["its"], "lat": update["lat"],
+                      "lon": update["lon"]}
+            refreshed += 1
+        merged.append(camera)
+    merged.extend(by_id.values())
+    return merged, len(by_id), refreshed
+
+
+def run_discover(args, _config) -> int:
+    from producers.its_client import BoundingBox, ItsApiError, ItsClient
+
+    path: Path = args.config
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+        data = data or {}
+        settings = ProducerConfig.model_validate(data.get("producer", {}))
+        bbox = BoundingBox.parse(args.bbox)
+        client = ItsClient.from_config(settings)
+        found = client.cctv_info(bbox, args.road_type, args.cctv_type)
+    except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:  # pydantic errors are ValueErrors
+        print(f"cityguard cameras discover: {exc}", file=sys.stderr)
+        return 2
+    discovered = list({camera["id"]: camera for camera in
+                       (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found)
+                       }.values())
+    cameras, added, refreshed = merge_cameras(list(data.get("cameras") or []), discovered)
+    updated = {**data, "cameras": cameras}
+    try:
+        parse_config(updated, path.resolve().parent, str(path))  # never write a configuration that cannot start
+    except ConfigError as exc:
+        print(f"cityguard cameras discover: the result would not be valid, {path} left unchanged:\n{exc}",
+              file=sys.stderr)
+        return 2
+    write_yaml(path, updated)
+    print(f"{path}: {len(found)} cameras found, {added} added, {refreshed} refreshed, {len(cameras)} configured")
+    return 0
+
+
+def write_yaml(path: Path, data: dict) -> None:
+    """Atomic replace, so a crash never leaves half a configuration. Comments in the file are not kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".yaml.part")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        yaml.safe_dump(data, file, allow_unicode=True, sort_keys=False)
+    os.replace(temporary, path)
+
+
+def latest_statuses(config: Config, wait_s: float) -> dict:
+    """The newest CameraStatus per camera on the camera-status topic, or {} when no broker is reachable."""
+    from infra.kafka import broker_reachable, make_consumer
+    from schemas import CameraStatus, SchemaError, decode
+
+    servers = config.bootstrap_servers()
+    if not servers or not broker_reachable(servers, timeout_s=min(wait_s, 5)):
+        return {}
+    consumer = make_consumer(servers, None, config.broker.topics.camera_status)
+    latest: dict[str, CameraStatus] = {}
+    deadline = time.monotonic() + wait_s
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=300).values():
+                for record in records:
+                    try:
+                        status = decode(record.value, CameraStatus)
+                    except SchemaError:
+                        continue
+                    if status.camera_id not in latest or status.at >= latest[status.camera_id].at:
+                        latest[status.camera_id] = status
+    finally:
+        consumer.close()
+    return latest
+
+
+def run_list(args, config: Config) -> int:
+    statuses = latest_statuses(config, args.wait)
+    now = time.time()
+    print(f"{'id':<20} {'kind':<7} {'status':<13} {'fps':>5} {'age':>6}  name / place / reason")
+    for camera in config.cameras:
+        status = statuses.get(camera.id)
+        if status is None:
+            state, fps, age, reason = "unknown", "", "", ""
+        else:
+            stale = now - status.at > 3 * config.producer.status_interval_s
+            state = status.state.value + (" (old)" if stale else "")
+            fps = f"{status.fps:.1f}"
+            age = "" if status.last_frame_age_s is None else f"{status.last_frame_age_s:.0f}s"
+            reason = status.reason
+        place = f" @ {camera.lat:.5f},{camera.lon:.5f}" if camera.lat is not None and camera.lon is not None else ""
+        details = f"{camera.name}{place}" + (f" - {reason}" if reason else "")
+        print(f"{camera.id:<20} {camera.kind.value:<7} {state:<13} {fps:>5} {age:>6}  {details}")
+    if not statuses:
+        print("(no live status: no broker reachable or no producer has reported yet)")
+    return 0

@@ -1,0 +1,95 @@
+"""Rule files, Alertmanager config and dashboards checked with the real Debian tools and structurally."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+DASHBOARDS = sorted((INFRA / "grafana" / "dashboards").glob("*.json"))
+RULE_FILES = sorted((INFRA / "prometheus" / "rules").glob("*.yml"))
+GRID_WIDTH = 24
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run infra/setup.sh (Debian prometheus / prometheus-alertmanager)")
+    return path
+
+
+def run(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_promtool_check_rules():
+    output = run(tool("promtool"), "check", "rules", *map(str, RULE_FILES))
+    assert output.count("SUCCESS") == len(RULE_FILES)
+
+
+def test_promtool_unit_tests_of_the_rules():
+    tests = sorted((INFRA / "prometheus" / "tests").glob("*_test.yml"))
+    assert tests
+    run(tool("promtool"), "test", "rules", *(path.name for path in tests), cwd=INFRA / "prometheus" / "tests")
+
+
+def test_every_alert_rule_has_for_severity_and_runbook():
+    runbooks = (INFRA / "prometheus" / "runbooks.md").read_text(encoding="utf-8")
+    anchors = set(re.findall(r"^## (\S+)$", runbooks, re.MULTILINE))
+    alerts = [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule]
+    assert len(alerts) >= 10
+    for rule in alerts:
+        assert "for" in rule, rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+        assert rule["annotations"]["runbook_url"].split("#")[1] in anchors, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_prometheus_config_with_the_rules_is_valid():
+    run(tool("promtool"), "check", "config", "--syntax-only", str(INFRA / "prometheus" / "prometheus.yml"))
+
+
+def test_amtool_check_config():
+    output = run(tool("amtool"), "check-config", str(INFRA / "alertmanager" / "alertmanager.yml"))
+    assert "SUCCESS" in output
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[path.stem for path in DASHBOARDS])
+def test_dashboard_structure(path):
+    dashboard = json.loads(path.read_text(encoding="utf-8"))
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    panels = dashboard["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels), "panel ids must be unique"
+    cells = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= GRID_WIDTH, panel["title"]
+        area = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not area & cells, f"panel {panel['title']!r} overlaps another"
+        cells |= area
+        assert panel["targets"], panel["title"]
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(set(refs)) == len(refs), panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip(), panel["title"]
+            used = set(re.findall(r"\$(\w+)", target["expr"])) - {"__rate_interval", "__interval", "__range"}
+            assert used <= variables, f"{panel['title']}: undefined variables {used - variables}"
+
+
+def test_geomap_locates_cameras_by_the_lat_lon_labels_it_queries():
+    dashboard = json.loads((INFRA / "grafana" / "dashboards" / "city-operations.json").read_text(encoding="utf-8"))
+    geomap = next(panel for panel in dashboard["panels"] if panel["type"] == "geomap")
+    location = geomap["options"]["layers"][0]["location"]
+    assert location["mode"] == "coords"
+    expr = geomap["targets"][0]["expr"]
+    assert "cityguard_camera_info" in expr
+    grouped = re.search(r"max by \(([^)]*)\)", expr).group(1).replace(" ", "").split(",")
+    assert {location["latitude"], location["longitude"]} <= set(grouped)
+    assert geomap["targets"][0]["format"] == "table" and geomap["targets"][0]["instant"]

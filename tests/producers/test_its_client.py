@@ -1,0 +1,124 @@
+"""The ITS client against a local fake of the API: documented shapes, odd shapes, errors, and the key never shown."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from cityguard.config_capture import ItsCameraRef, ProducerConfig
+from producers.its_client import (
+    BoundingBox, ItsAuthError, ItsCameraGone, ItsClient, ItsRequestError, ItsResolver, ItsUnavailable,
+    stable_camera_id,
+)
+from tests.producers.fake_its import FakeItsApi, record
+
+KEY = "s3cr3t-key/+="  # characters that URL-encoding changes, so masking must cover the encoded form too
+SEOUL = BoundingBox(126.76, 37.41, 127.18, 37.70)
+CAMERAS = [record("[경부선] 금토분기점2", 127.086135, 37.414184, "http://cctv.example/270/tokenA"),
+           record("[경부선] 양재", 127.0381, 37.4705, "http://cctv.example/271/tokenB"),
+           record("부산 해운대", 129.1188, 35.1587, "http://cctv.example/9/tokenC")]
+
+
+@pytest.fixture
+def api():
+    fake = FakeItsApi(KEY, cameras=lambda: CAMERAS).start()
+    yield fake
+    fake.stop()
+
+
+def client_for(api: FakeItsApi, key: str = KEY, timeout_s: float = 5.0) -> ItsClient:
+    return ItsClient(api.url, key, timeout_s)
+
+
+def test_lists_the_cameras_in_the_box_with_the_documented_parameters(api):
+    cameras = client_for(api).cctv_info(SEOUL, "ex", 1)
+    assert [camera.name for camera in cameras] == ["[경부선] 금토분기점2", "[경부선] 양재"]
+    assert cameras[0].lon == pytest.approx(127.086135) and cameras[0].lat == pytest.approx(37.414184)
+    assert cameras[0].url.endswith("tokenA") and cameras[0].cctv_type == 1
+    query = api.requests[-1]
+    assert query["apiKey"] == KEY and query["type"] == "ex" and query["cctvType"] == "1"
+    assert (float(query["minX"]), float(query["maxY"])) == (126.76, 37.70) and query["getType"] == "json"
+
+
+@pytest.mark.parametrize("shape, expected", [("single", 1), ("empty", 0), ("missing", 0)])
+def test_odd_shapes(shape, expected):
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS[:1], shape=shape).start()
+    try:
+        assert len(client_for(api).cctv_info(SEOUL)) == expected
+    finally:
+        api.stop()
+
+
+def test_numbers_as_strings_and_xml_give_the_same_cameras(api):
+    plain = client_for(api).cctv_info(SEOUL)
+    api.numbers_as_strings = True
+    assert client_for(api).cctv_info(SEOUL) == plain
+    assert client_for(api).cctv_info(SEOUL, get_type="xml") == plain
+
+
+def test_a_rejected_key_is_an_auth_error_without_the_key(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ItsAuthError, match="HTTP 401") as error:
+        client_for(api, key=KEY + "wrong").cctv_info(SEOUL)
+    assert "wrong" not in str(error.value) and KEY not in caplog.text
+
+
+def test_server_error_and_slow_answer_are_unavailable(api):
+    api.fail_status = 500
+    with pytest.raises(ItsUnavailable, match="HTTP 500"):
+        client_for(api).cctv_info(SEOUL)
+    api.fail_status, api.delay_s = None, 2.0
+    started = time.monotonic()
+    with pytest.raises(ItsUnavailable, match="unreachable") as error:
+        client_for(api, timeout_s=0.3).cctv_info(SEOUL)
+    assert time.monotonic() - started < 1.5
+    assert KEY not in str(error.value) and error.value.__cause__ is None  # nothing chained could print the URL
+
+
+def test_bad_parameters_fail_before_sending(api):
+    with pytest.raises(ItsRequestError, match="MINX"):
+        BoundingBox.parse("127.2,37.4,126.7,37.7")
+    with pytest.raises(ItsRequestError, match="four numbers"):
+        BoundingBox.parse("127,37")
+    with pytest.raises(ItsRequestError, match="road type"):
+        client_for(api).cctv_info(SEOUL, road_type="highway")
+    assert api.requests == []
+
+
+def test_key_comes_from_the_named_environment_variable(api):
+    settings = ProducerConfig(its_api_url=api.url, its_api_key_env="CITYGUARD_TEST_ITS_KEY")
+    with pytest.raises(ItsAuthError, match="CITYGUARD_TEST_ITS_KEY"):
+        ItsClient.from_config(settings, environ={})
+    client = ItsClient.from_config(settings, environ={"CITYGUARD_TEST_ITS_KEY": KEY})
+    assert len(client.cctv_info(SEOUL)) == 2
+    assert client.mask(f"GET {api.url}?apiKey=s3cr3t-key%2F%2B%3D") == f"GET {api.url}?apiKey=***"
+
+
+def test_stable_ids_depend_on_name_and_place_only():
+    first = stable_camera_id("[경부선] 양재", 127.0381, 37.4705)
+    assert first == stable_camera_id(" [경부선] 양재 ", 127.038100001, 37.4705)
+    assert first != stable_camera_id("[경부선] 양재", 127.0391, 37.4705)
+    assert first != stable_camera_id("[경부선] 양재2", 127.0381, 37.4705)
+
+
+def test_resolver_shares_one_listing_and_refetches_for_a_failed_url():
+    tokens = {"n": 0}
+
+    def cameras():
+        tokens["n"] += 1
+        return [record(name, lon, lat, f"http://cctv.example/{index}/token{tokens['n']}")
+                for index, (name, lon, lat) in enumerate([("A", 127.0, 37.5), ("B", 127.1, 37.6)])]
+
+    api = FakeItsApi(KEY, cameras=cameras).start()
+    try:
+        refs = [ItsCameraRef(name=name, lon=lon, lat=lat, road_type="ex") for name, lon, lat in
+                [("A", 127.0, 37.5), ("B", 127.1, 37.6)]]
+        resolver = ItsResolver(client_for(api), refs, refresh_min_s=60)
+        url_a = resolver.resolve(refs[0])
+        assert resolver.resolve(refs[1]).endswith("token1") and len(api.requests) == 1
+        assert resolver.resolve(refs[0], failed_url=url_a).endswith("token2") and len(api.requests) == 2
+        with pytest.raises(ItsCameraGone):
+            resolver.resolve(ItsCameraRef(name="A", lon=127.01, lat=37.5, road_type="ex"))
+    finally:
+        api.stop()
