@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -74,6 +74,11 @@ class TilingConfig(Frozen):
 
 
 class ModelConfig(Frozen):
+    backend: Literal["ultralytics", "gpu-nvjpeg"] = Field(
+        default="ultralytics",
+        description="ultralytics: any ultralytics model file (.pt on CPU/CUDA, OpenVINO dir, .onnx, TensorRT .engine); "
+        "gpu-nvjpeg: JPEG decode, letterbox and NMS on a CUDA GPU with FP16 fused PyTorch weights",
+    )
     weights: str = Field(
         default="yolo11n.pt",
         description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",

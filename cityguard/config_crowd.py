@@ -237,7 +237,7 @@ class ForecastConfig(Frozen):
     max_horizon_minutes: float = Field(default=15, gt=0, le=120,
                                        description="threshold crossings further ahead are not reported")
     band_z: float = Field(default=1.645, gt=0, le=5, description="half-width of the band in standard errors (90%)")
-    min_windows: int = Field(default=6, ge=2, le=1000, description="windows seen before a forecast is made")
+    min_windows: int = Field(default=12, ge=2, le=1000, description="windows seen before a forecast is made")
 
     @field_validator("horizons_minutes")
     @classmethod

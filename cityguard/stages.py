@@ -68,11 +68,11 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
 
 
 def build_detectors(config: Config):
-    from processors.detector import YoloDetector
+    from processors.detector import create_detector
     from processors.inference import CameraDetectors
     from processors.tiling import TiledDetector
 
-    detector = YoloDetector.from_config(config)
+    detector = create_detector(config)
     tiling = config.model.tiling
     tiled = None
     if tiling.cameras:

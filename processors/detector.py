@@ -48,10 +48,6 @@ class YoloDetector:
         self.predict_args = {"imgsz": image_size, "conf": confidence, "iou": iou, "classes": classes,
                              "verbose": False}
 
-    @classmethod
-    def from_config(cls, config: Config) -> "YoloDetector":
-        model = config.model
-        return cls(resolve_weights(config), model.image_size, model.confidence, model.iou, model.classes)
 
     def detect(self, images: list[np.ndarray]) -> list[ImageDetections]:
         """One result per BGR image, in order."""
@@ -72,3 +68,14 @@ class YoloDetector:
                 postprocess_ms=float(result.speed.get("postprocess") or 0.0),
             ))
         return output
+
+
+def create_detector(config: Config):
+    """The configured backend (config.model.backend), built with the configured model and thresholds."""
+    model = config.model
+    args = (resolve_weights(config), model.image_size, model.confidence, model.iou, model.classes)
+    if model.backend == "gpu-nvjpeg":
+        from processors.gpu_detector import GpuJpegDetector  # needs torch with CUDA
+
+        return GpuJpegDetector(*args)
+    return YoloDetector(*args)

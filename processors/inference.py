@@ -43,7 +43,11 @@ CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the hig
 
 
 class Detector(Protocol):
-    """What the inference stage needs from a model (processors.detector.YoloDetector, processors.tiling)."""
+    """What the inference stage needs from a model (processors.detector, processors.tiling, processors.gpu_detector).
+
+    A detector with `detect_jpegs` takes the frames' JPEG bytes and decodes them itself (on the GPU), so the stage
+    skips its CPU decode for it.
+    """
 
     name: str
 
@@ -53,13 +57,17 @@ class Detector(Protocol):
 @dataclass(frozen=True)
 class DecodedFrame:
     frame: Frame
-    image: np.ndarray
+    image: np.ndarray | None  # None when the detector decodes the JPEG itself
 
 
-def decode_frame(raw: bytes | None) -> DecodedFrame:
+def decode_frame(raw: bytes | None, decode_image: bool = True) -> DecodedFrame:
     frame = decode(raw, Frame)
     if frame.jpeg is None:
         raise SchemaError("frame_ref frames need a frame store, none is configured")
+    if not decode_image:
+        if not (frame.jpeg.startswith(b"\xff\xd8") and frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9")):
+            raise SchemaError("jpeg field is not a JPEG image (start/end markers missing)")
+        return DecodedFrame(frame, None)
     image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise SchemaError("jpeg field is not a decodable JPEG image")
@@ -83,17 +91,38 @@ class CameraDetectors:
         self.tiled = tiled
         self.tiled_cameras = tiled_cameras if tiled is not None else frozenset()
 
-    def detect(self, frames: list[DecodedFrame]) -> list[tuple[ImageDetections, str]]:
-        """(result, model name) per frame, in input order."""
-        results: list[tuple[ImageDetections, str] | None] = [None] * len(frames)
+    def needs_image(self, camera_id: str) -> bool:
+        """Whether the stage must decode this camera's JPEGs on the CPU."""
+        return camera_id in self.tiled_cameras or not hasattr(self.detector, "detect_jpegs")
+
+    def detect(self, frames: list[DecodedFrame]) -> list[tuple[ImageDetections, str] | str]:
+        """(result, model name) per frame in input order, or the reason a frame could not be processed."""
+        results: list = [None] * len(frames)
         groups = [(self.detector, [i for i, f in enumerate(frames) if f.frame.camera_id not in self.tiled_cameras])]
         if self.tiled is not None:
             groups.append((self.tiled, [i for i, f in enumerate(frames) if f.frame.camera_id in self.tiled_cameras]))
         for detector, indices in groups:
             if indices:
-                for i, result in zip(indices, detector.detect([frames[i].image for i in indices]), strict=True):
-                    results[i] = (result, detector.name)
+                for i, result in zip(indices, self._run(detector, [frames[i] for i in indices]), strict=True):
+                    results[i] = (result, detector.name) if isinstance(result, ImageDetections) else result
         return results
+
+    @staticmethod
+    def _run(detector: Detector, frames: list[DecodedFrame]) -> list[ImageDetections | str]:
+        if frames[0].image is not None:
+            return detector.detect([f.image for f in frames])
+        jpegs = [f.frame.jpeg for f in frames]
+        try:
+            return detector.detect_jpegs(jpegs)
+        except RuntimeError:
+            # One corrupt JPEG fails the whole GPU batch: retry one by one to find it, keep the rest.
+            outcomes: list[ImageDetections | str] = []
+            for jpeg in jpegs:
+                try:
+                    outcomes.extend(detector.detect_jpegs([jpeg]))
+                except RuntimeError as exc:
+                    outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
+            return outcomes
 
 
 class InferenceWorker:
@@ -127,18 +156,22 @@ class InferenceWorker:
 
     def process(self, records: list) -> int:
         """Detects, produces and commits one batch; returns detections messages produced."""
-        decoded: list[DecodedFrame] = []
+        decoded: list[tuple[DecodedFrame, object]] = []
         for record in records:
             try:
                 with STAGE_SECONDS.labels("decode").time():
-                    decoded.append(decode_frame(record.value))
+                    camera_id = record.key.decode() if record.key else ""
+                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id)), record))
             except SchemaError as exc:
-                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
-                                     str(exc))
-                self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
+                self.reject(record, str(exc))
         if decoded:
             BATCH_SIZE.observe(len(decoded))
-            for item, (result, model_name) in zip(decoded, self.detectors.detect(decoded), strict=True):
+            outcomes = self.detectors.detect([item for item, _ in decoded])
+            for (item, record), outcome in zip(decoded, outcomes, strict=True):
+                if isinstance(outcome, str):
+                    self.reject(record, outcome)
+                    continue
+                result, model_name = outcome
                 message = to_message(item.frame, result, model_name)
                 if self.trackers is not None:
                     with STAGE_SECONDS.labels("tracking").time():
@@ -156,6 +189,10 @@ class InferenceWorker:
             # Partitions moved during the batch; the new owner re-processes it (duplicates are dropped downstream).
             log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
         return len(decoded)
+
+    def reject(self, record, reason: str) -> None:
+        letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
+        self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
 
     def update_lag(self) -> None:
         for (topic, partition), lag in partition_lag(self.consumer).items():

@@ -122,8 +122,9 @@ class MediaClock:
     """Wall-clock capture times for a live stream's frames, from their presentation timestamps.
 
     HLS delivers a whole segment at once, so arrival times bunch up; presentation times keep the frames evenly
-    spaced. The mapping is shifted down whenever it would put a frame in the future, and re-anchored when the stream
-    falls more than `resync_s` behind (or its timestamps jump), so times never run ahead and never drift far.
+    spaced. The offset between them is the smallest seen (arrival minus media time of the last frame of a burst), so
+    times never run ahead of the clock; after the first burst they are evenly spaced. It is re-anchored when the
+    stream falls more than `resync_s` behind or its timestamps jump.
     """
 
     def __init__(self, resync_s: float = 5.0):

@@ -74,7 +74,7 @@ class TrafficAnalyzer:
             *rules.stopped_vehicles(self.scene, state, vehicles, now),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
-            *rules.obstacles(self.scene, state, tracks, static_blobs or [], detections.xyxy, now, detections.seq),
+            *rules.obstacles(self.scene, state, tracks, static_blobs or [], now, detections.seq),
             *congestion_conditions(self.scene, output.lanes),
             *rules.collisions(self.scene, state, vehicles, now),
         ]

@@ -128,7 +128,7 @@ def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: lis
 
 
 def obstacles(scene: Scene, state: TrafficState, tracks: list[TrackState], blobs: list[StaticBlob],
-              seen_boxes: list, now: float, seq: int) -> list[Condition]:
+              now: float, seq: int) -> list[Condition]:
     limit = scene.thresholds.obstacle_min_seconds
     conditions = []
     for track in tracks:
@@ -144,7 +144,9 @@ def obstacles(scene: Scene, state: TrafficState, tracks: list[TrackState], blobs
                 details={"class_name": track.class_name, "seconds_in_lane": round(in_lane_for, 1)}))
     for blob in _match_blobs(state, blobs, now, seq):
         area = (blob.box[2] - blob.box[0]) * (blob.box[3] - blob.box[1])
-        covered = any(box_intersection(blob.box, box) >= BLOB_COVERED_FRACTION * area for box in seen_boxes)
+        # Under any live track (not just this frame's detections, so a missed detection does not uncover it).
+        covered = any(box_intersection(blob.box, track.box) >= BLOB_COVERED_FRACTION * area
+                      for track in state.tracks.values())
         lane_id = scene.lane_of(anchor_point(blob.box, Anchor.CENTER))
         static_for = now - blob.static_since
         if lane_id is not None and not covered and static_for >= limit:

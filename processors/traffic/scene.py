@@ -18,6 +18,20 @@ def anchor_point(box: Box, anchor: Anchor) -> tuple[float, float]:
     return ((x1 + x2) / 2, y)
 
 
+def point_in_polygon(point: tuple[float, float], polygon) -> bool:
+    """Even-odd ray casting for one point, in plain Python: the rules test single points many times per frame,
+    where numpy's per-call overhead dominates (processors.geometry.points_in_polygon is for many points)."""
+    x, y = point
+    inside = False
+    previous = polygon[-1]
+    for vertex in polygon:
+        (x1, y1), (x2, y2) = previous, vertex
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+        previous = vertex
+    return inside
+
+
 def box_iou(a: Box, b: Box) -> float:
     inter = box_intersection(a, b)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
@@ -68,12 +82,12 @@ class Scene:
 
     def lane_of(self, point: tuple[float, float]) -> str | None:
         for lane in self.config.lanes:
-            if points_in_polygon(np.asarray([point]), lane.polygon)[0]:
+            if point_in_polygon(point, lane.polygon):
                 return lane.id
         return None
 
     def is_in(self, point: tuple[float, float], polygon) -> bool:
-        return bool(points_in_polygon(np.asarray([point]), polygon)[0])
+        return point_in_polygon(point, polygon)
 
     def on_roadway(self, point: tuple[float, float]) -> bool:
         box = self.config.intersection

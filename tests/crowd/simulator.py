@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def weidmann_speed(density: float) -> float:
     return max(0.05, FREE_SPEED_M_S * (1 - math.exp(-1.913 * (1 / density - 1 / JAM_DENSITY))))
 
 
-@dataclass(frozen=True)
+@dataclass
 class SimCamera:
     """A camera over a rectangular walking area width x length metres (x across, y along the walk)."""
 
@@ -43,7 +44,7 @@ class SimCamera:
     def ground_corners(self) -> list[tuple[float, float]]:
         return [(0, 0), (self.width_m, 0), (self.width_m, self.length_m), (0, self.length_m)]
 
-    @property
+    @cached_property
     def homography(self) -> Homography:
         return fit_homography(list(self.image_corners), self.ground_corners)
 
@@ -114,8 +115,10 @@ class CrowdSimulator:
         self.xy, self.ids = self.xy[~gone], self.ids[~gone]
         self.elapsed += dt
         if self.target_density is not None:
+            # Arrivals step in next frame; make up for those who will have walked out by then.
             wanted = self.target_density(self.elapsed + dt) * camera.area_m2
-            arrivals = max(0, round(wanted - self.inside().sum()))
+            leaving = self.inside() & (self.xy[:, 1] + weidmann_speed(self.true_density()) * dt > camera.length_m)
+            arrivals = max(0, round(wanted - self.inside().sum() + leaving.sum()))
         else:
             arrivals = int(self.rng.poisson(self.inflow_per_s(self.elapsed) * dt))
         new = np.column_stack((self.rng.uniform(0.2, camera.width_m - 0.2, arrivals),

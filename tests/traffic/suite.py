@@ -62,8 +62,7 @@ def score(scenario: Scenario, events: list[Event], scores: dict[str, Score]) -> 
     mistakes = []
     for event in opened:
         start = event.started_at - T0
-        match = next((truth for truth in unmatched if truth.type == event.type
-                      and (set(event.track_ids) & truth.track_ids if truth.track_ids else event.zone_id == truth.zone_id)
+        match = next((truth for truth in unmatched if truth.type == event.type and _same_subject(scenario, truth, event)
                       and truth.onset - 1 <= start <= truth.end + MATCH_SLACK_S), None)
         if match is None:
             scores[event.type].false_positives += 1
@@ -76,6 +75,14 @@ def score(scenario: Scenario, events: list[Event], scores: dict[str, Score]) -> 
         scores[truth.type].false_negatives += 1
         mistakes.append(f"{scenario.name}: missed {truth.type} at {truth.onset:.1f}s tracks {sorted(truth.track_ids)}")
     return mistakes
+
+
+def _same_subject(scenario: Scenario, truth, event: Event) -> bool:
+    if truth.zone_id is not None:
+        return event.zone_id == truth.zone_id
+    if not scenario.with_track_ids:
+        return True  # the analyzer's own tracker numbers tracks itself; such scenarios hold one truth per type
+    return bool(set(event.track_ids) & truth.track_ids)
 
 
 def new_scores() -> dict[str, Score]:

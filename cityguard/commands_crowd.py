@@ -1,0 +1,93 @@
+"""`cityguard calibrate`: fit and check a camera's image-to-ground homography and write it into the site YAML."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cityguard.config_crowd import CalibrationConfig
+from processors.crowd.calibration import degeneracy_problems, fit_homography, reprojection_errors
+from processors.geometry import polygon_area
+
+
+def register(commands, add_command) -> None:
+    calibrate = add_command(
+        commands, "calibrate",
+        "fit a camera's homography from >= 4 image/ground point pairs, check it, show zone areas, optionally save it",
+        run_calibrate)
+    calibrate.add_argument("--camera", required=True, help="camera id in the site configuration")
+    calibrate.add_argument("--pair", action="append", dest="pairs", metavar="X,Y=GX,GY", type=parse_pair,
+                           help="image pixel X,Y of a ground point and its position GX,GY in metres (repeat >= 4 "
+                                "times); default: the pairs already in the camera's calibration")
+    calibrate.add_argument("--write", action="store_true",
+                           help="write the pairs and the matrix into the site YAML (PyYAML drops its comments)")
+
+
+def parse_pair(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    try:
+        image, ground = text.split("=")
+        x, y = (float(v) for v in image.split(","))
+        gx, gy = (float(v) for v in ground.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not X,Y=GX,GY (image pixels = ground metres)") from None
+    return (x, y), (gx, gy)
+
+
+def run_calibrate(args, config) -> int:
+    camera = config.camera(args.camera)
+    if args.pairs:
+        image_points = [image for image, _ in args.pairs]
+        ground_points = [ground for _, ground in args.pairs]
+    elif camera.calibration is not None:
+        image_points, ground_points = camera.calibration.image_points, camera.calibration.ground_points
+    else:
+        print(f"camera {camera.id} has no calibration: give at least 4 --pair X,Y=GX,GY")
+        return 2
+    problems = degeneracy_problems(image_points, ground_points)
+    for problem in problems:
+        print(f"{'ERROR' if problem.fatal else 'warning'}: {problem.message}")
+    if any(problem.fatal for problem in problems):
+        return 1
+    homography = fit_homography(image_points, ground_points)
+    errors = reprojection_errors(homography, image_points, ground_points)
+    print(f"homography (image -> ground metres) of camera {camera.id}:")
+    for row in homography.matrix:
+        print("  " + "  ".join(f"{value: .6g}" for value in row))
+    for index, ((x, y), (gx, gy), error) in enumerate(zip(image_points, ground_points, errors, strict=True), 1):
+        print(f"  pair {index}: ({x:g}, {y:g}) px -> ({gx:g}, {gy:g}) m  reprojection error {error:.3f} m")
+    rms = float(np.sqrt((errors ** 2).mean()))
+    print(f"reprojection error: rms {rms:.3f} m, max {errors.max():.3f} m"
+          + (" (4 pairs fit exactly: add more pairs to measure the error)" if len(image_points) == 4 else ""))
+    limit = camera.calibration.max_reprojection_error_m if camera.calibration else \
+        CalibrationConfig.model_fields["max_reprojection_error_m"].default
+    for zone in camera.zones:
+        polygon = np.asarray(zone.polygon, dtype=float)
+        if not homography.on_ground(polygon).all():
+            print(f"ERROR: zone {zone.id} reaches above the horizon of this ground plane")
+            continue
+        area = polygon_area(homography.to_ground(polygon))
+        measured = f", configured area_m2 {zone.area_m2:g} ({(area - zone.area_m2) / zone.area_m2:+.0%})" \
+            if zone.area_m2 else ""
+        print(f"zone {zone.id}: {area:.1f} m² on the ground{measured}")
+    if errors.max() > limit:
+        print(f"ERROR: a pair is off by {errors.max():.2f} m, over max_reprojection_error_m {limit:g}")
+        return 1
+    if args.write:
+        write_calibration(Path(args.config), camera.id, image_points, ground_points, homography.as_lists())
+        print(f"wrote calibration of camera {camera.id} into {args.config}")
+    return 0
+
+
+def write_calibration(path: Path, camera_id: str, image_points, ground_points, matrix) -> None:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for camera in data.get("cameras", []):
+        if camera.get("id") == camera_id:
+            calibration = dict(camera.get("calibration") or {})
+            calibration.update(image_points=[list(map(float, p)) for p in image_points],
+                               ground_points=[list(map(float, p)) for p in ground_points], homography=matrix)
+            camera["calibration"] = calibration
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    partial.replace(path)

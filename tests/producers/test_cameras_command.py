@@ -1,0 +1,87 @@
+"""`cityguard cameras discover` and `cameras list` against the fake ITS API."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cityguard.cli import main
+from cityguard.config import load_config
+from producers.its_client import stable_camera_id
+from tests.producers.fake_its import FakeItsApi, record
+
+KEY = "discover-key-123"
+
+
+@pytest.fixture
+def api():
+    listing = {"cameras": [record("[경부선] 금토분기점2", "127.086135", "37.414184", "http://cctv.example/270/t1"),
+                           record("[경부선] 양재", 127.0381, 37.4705, "http://cctv.example/271/t1")]}
+    fake = FakeItsApi(KEY, cameras=lambda: listing["cameras"]).start()
+    fake.listing = listing
+    yield fake
+    fake.stop()
+
+
+def site_file(tmp_path, api, extra: dict | None = None):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"site": "seoul", "producer": {"its_api_url": api.url,
+                                                                  "its_api_key_env": "CITYGUARD_ITS_KEY"},
+                                    **(extra or {})}, allow_unicode=True))
+    return path
+
+
+def discover(path, *extra: str) -> int:
+    return main(["cameras", "discover", "--config", str(path), "--bbox", "126.76,37.41,127.18,37.70",
+                 "--type", "ex", *extra])
+
+
+def test_discover_writes_cameras_with_stable_ids_and_refreshes_them(tmp_path, api, monkeypatch, capsys):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    path = site_file(tmp_path, api)
+    assert discover(path) == 0
+    config = load_config(path)
+    first = config.cameras[0]
+    assert first.id == stable_camera_id("[경부선] 금토분기점2", 127.086135, 37.414184)
+    assert (first.lat, first.lon, first.kind.value, first.source) == (37.414184, 127.086135, "hls",
+                                                                     "http://cctv.example/270/t1")
+    assert (first.its.name, first.its.road_type, first.its.cctv_type) == ("[경부선] 금토분기점2", "ex", 1)
+    assert api.requests[-1]["type"] == "ex"
+
+    # The operator adds a zone; a later discovery refreshes the URL and keeps it.
+    data = yaml.safe_load(path.read_text())
+    data["cameras"][0]["zones"] = [{"id": "ramp", "polygon": [[0, 0], [10, 0], [10, 10]], "area_m2": 50}]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    api.listing["cameras"] = [{**camera, "cctvurl": camera["cctvurl"].replace("t1", "t2")}
+                              for camera in api.listing["cameras"]]
+    assert discover(path) == 0
+    again = load_config(path)
+    assert [camera.id for camera in again.cameras] == [camera.id for camera in config.cameras]
+    assert again.cameras[0].source.endswith("/t2") and again.cameras[0].zones[0].id == "ramp"
+    assert "0 added, 2 refreshed" in capsys.readouterr().out
+
+
+def test_discover_reports_a_rejected_key_without_showing_it(tmp_path, api, monkeypatch, capsys):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", "not-the-key-987")
+    path = site_file(tmp_path, api)
+    before = path.read_text()
+    assert discover(path) == 2
+    error = capsys.readouterr().err
+    assert "rejected the key" in error and "not-the-key-987" not in error
+    assert path.read_text() == before
+
+
+def test_discover_without_a_key_names_the_variable(tmp_path, api, monkeypatch, capsys):
+    monkeypatch.delenv("CITYGUARD_ITS_KEY", raising=False)
+    assert discover(site_file(tmp_path, api)) == 2
+    assert "CITYGUARD_ITS_KEY" in capsys.readouterr().err and api.requests == []
+
+
+def test_list_shows_configured_cameras_without_a_broker(tmp_path, api, monkeypatch, capsys):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    path = site_file(tmp_path, api)
+    discover(path)
+    capsys.readouterr()
+    assert main(["cameras", "list", "--config", str(path), "--wait", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "[경부선] 양재 @ 37.47050,127.03810" in out and "unknown" in out and "no live status" in out

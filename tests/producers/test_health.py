@@ -1,0 +1,149 @@
+"""Camera health, frozen/blank detection, backoff, queues, sharding and source kinds: pure, no broker."""
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from cityguard.config import CameraConfig, ConfigError, parse_config
+from cityguard.config_capture import SourceKind
+from producers.capture import MediaClock, source_kind
+from producers.frame_producer import FrameQueue, cameras_for_shard
+from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
+from schemas import CameraState
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def monitor() -> FrameQualityMonitor:
+    return FrameQualityMonitor(frozen_after_s=3, frozen_max_difference=0.5, blank_after_s=2, blank_max_stddev=4,
+                               black_max_mean=16)
+
+
+def scene(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+
+
+def test_identical_frames_for_long_enough_are_frozen():
+    quality, still = monitor(), scene(1)
+    reasons = [quality.check(still, at) for at in np.arange(0, 5, 0.5)]
+    assert reasons[:7] == [None] * 7  # identical since 0.5 s: frozen from 3.5 s on
+    assert reasons[7].startswith("frozen")
+
+
+def test_moving_picture_is_never_frozen_and_reset_forgets():
+    quality = monitor()
+    assert all(quality.check(scene(int(at * 10)), at) is None for at in np.arange(0, 10, 0.5))
+    still = scene(7)
+    for at in (20, 22, 24):
+        quality.check(still, at)
+    quality.reset()
+    assert quality.check(still, 25) is None and quality.check(still, 26) is None
+
+
+@pytest.mark.parametrize("level, expected", [(0, "black frames"), (128, "blank (uniform grey level 128) frames")])
+def test_blank_frames(level, expected):
+    quality, blank = monitor(), np.full((72, 128, 3), level, dtype=np.uint8)
+    assert quality.check(blank, 0) is None and quality.check(blank, 1) is None
+    assert quality.check(blank, 2.5).startswith(expected)
+    assert quality.check(scene(3), 3) is None
+
+
+def test_health_goes_reconnecting_then_down_and_back_up():
+    clock = Clock()
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    assert health.status().state is CameraState.RECONNECTING
+    health.connecting()
+    assert health.failed("cannot open") == 1 and health.status().state is CameraState.RECONNECTING
+    for _ in range(2):
+        health.connecting()
+        health.failed("cannot open")
+    status = health.status()
+    assert (status.state, status.reason, status.reconnects) == (CameraState.DOWN, "cannot open", 2)
+    health.connecting()
+    for index in range(10):
+        clock.now += 0.2
+        health.frame_captured(clock.now, None)
+        health.frame_sent()
+    health.frames_dropped(4)
+    status = health.status()
+    assert (status.state, status.reconnects, status.dropped_frames) == (CameraState.UP, 3, 4)
+    assert status.fps == pytest.approx(5.0) and status.last_frame_age_s == 0  # one frame every 0.2 s
+    clock.now += 11
+    status = health.status()
+    assert status.state is CameraState.STALLED and "no frame for 11 s" in status.reason and status.fps == 0
+
+
+def test_stall_reason_and_end_of_source():
+    health = CameraHealth("cam", 3, 5, 10, clock=Clock())
+    health.frame_captured(1000, "frozen: identical frames for 10 s")
+    assert (health.status().state, health.status().reason) == (CameraState.STALLED, "frozen: identical frames for 10 s")
+    health.ended("source ended")
+    assert health.status().state is CameraState.DOWN and health.finished
+
+
+def test_backoff_grows_exponentially_to_the_cap_with_bounded_jitter():
+    rng = random.Random(1)
+    plain = [reconnect_delay(attempt, 0.5, 30, 0, rng) for attempt in range(1, 10)]
+    assert plain == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    jittered = [reconnect_delay(3, 0.5, 30, 0.2, rng) for _ in range(200)]
+    assert 1.6 <= min(jittered) < 1.9 and 2.1 < max(jittered) <= 2.4
+
+
+def test_queue_drops_the_oldest_frames_when_full():
+    queue = FrameQueue(3, threading.Event())
+    dropped = [queue.put(bytes([index]), wait=False, stop=threading.Event()) for index in range(5)]
+    assert dropped == [0, 0, 0, 1, 1]
+    assert [queue.take() for _ in range(4)] == [b"\x02", b"\x03", b"\x04", None]
+
+
+def test_replay_queue_waits_instead_of_dropping():
+    queue, stop = FrameQueue(1, threading.Event()), threading.Event()
+    queue.put(b"a", wait=True, stop=stop)
+    taker = threading.Timer(0.2, queue.take)
+    taker.start()
+    assert queue.put(b"b", wait=True, stop=stop) == 0
+    assert queue.take() == b"b"
+
+
+def test_shards_split_cameras_completely_and_disjointly():
+    cameras = [CameraConfig(id=f"cam{index}", source="x.mp4") for index in range(200)]
+    shards = [cameras_for_shard(cameras, index, 3) for index in range(3)]
+    ids = [camera.id for shard in shards for camera in shard]
+    assert sorted(ids) == sorted(camera.id for camera in cameras) and len(set(ids)) == 200
+    assert all(40 < len(shard) < 95 for shard in shards)
+
+
+def test_shard_index_must_be_below_the_count(tmp_path):
+    with pytest.raises(ConfigError, match="producer: .*shard_index 3 must be below shard_count 3"):
+        parse_config({"producer": {"shard_index": 3, "shard_count": 3}}, tmp_path)
+
+
+@pytest.mark.parametrize("source, kind", [
+    ("rtsp://10.0.0.5/stream1", SourceKind.RTSP), ("http://cctv.example/live/playlist.m3u8?t=1", SourceKind.HLS),
+    ("http://cctvsec.ktict.co.kr/270/opaque", SourceKind.HLS), ("https://x.example/snap.jpg?t=2", SourceKind.IMAGE),
+    ("https://x.example/clip.mp4", SourceKind.FILE), ("videos/a.avi", SourceKind.FILE), ("0", SourceKind.WEBCAM),
+])
+def test_source_kind_is_inferred(source, kind):
+    assert source_kind(CameraConfig(id="c", source=source), source) is kind
+    assert source_kind(CameraConfig(id="c", source=source, kind="image"), source) is SourceKind.IMAGE
+
+
+def test_media_clock_spreads_bursts_and_never_runs_ahead():
+    clock = MediaClock(resync_s=5)
+    # 1 s HLS segments of 10 frames, each arriving at once, a second apart.
+    first = [clock.captured_at(0.1 * index, 100.0) for index in range(10)]
+    second = [clock.captured_at(1.0 + 0.1 * index, 101.0) for index in range(10)]
+    assert max(first) <= 100.0 and max(second) <= 101.0
+    assert np.diff(second) == pytest.approx([0.1] * 9)  # the first burst calibrates how late frames arrive
+    assert second[0] == pytest.approx(100.1)
+    # A stream that falls 10 s behind is re-anchored to arrival time.
+    assert clock.captured_at(2.0, 112.0) == 112.0
