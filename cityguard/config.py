@@ -74,10 +74,14 @@ class TilingConfig(Frozen):
 
 
 class ModelConfig(Frozen):
-    backend: Literal["ultralytics", "gpu-nvjpeg"] = Field(
+    backend: Literal["ultralytics", "openvino", "gpu-nvjpeg"] = Field(
         default="ultralytics",
         description="ultralytics: any ultralytics model file (.pt on CPU/CUDA, OpenVINO dir, .onnx, TensorRT .engine); "
+        "openvino: an OpenVINO export on the CPU with the chosen performance hint; "
         "gpu-nvjpeg: JPEG decode, letterbox and NMS on a CUDA GPU with FP16 fused PyTorch weights",
+    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        default="THROUGHPUT", description="openvino backend: parallel requests per batch (THROUGHPUT) or one (LATENCY)"
     )
     weights: str = Field(
         default="yolo11n.pt",

@@ -74,6 +74,10 @@ def create_detector(config: Config):
     """The configured backend (config.model.backend), built with the configured model and thresholds."""
     model = config.model
     args = (resolve_weights(config), model.image_size, model.confidence, model.iou, model.classes)
+    if model.backend == "openvino":
+        from processors.openvino_detector import OpenVinoDetector
+
+        return OpenVinoDetector(*args, performance_hint=model.openvino_hint)
     if model.backend == "gpu-nvjpeg":
         from processors.gpu_detector import GpuJpegDetector  # needs torch with CUDA
 

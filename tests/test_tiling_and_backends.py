@@ -56,3 +56,20 @@ def test_openvino_and_onnx_backends_agree_on_bus_jpg(detector):
         for box in ov.xyxy[(ov.class_id == cls) & (ov.confidence > 0.5)]:
             best = max(iou(box, other) for other in ox.xyxy[ox.class_id == cls])
             assert best > 0.7, f"class {cls} box {box} has no counterpart in the ONNX output"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
+def test_native_openvino_backend_matches_ultralytics_on_the_same_model(detector, hint):
+    from ultralytics.utils import ASSETS
+    import cv2
+
+    from processors.openvino_detector import OpenVinoDetector
+    from tests.conftest import OFFLINE_MODEL
+
+    images = [cv2.imread(str(ASSETS / "bus.jpg"))] + video_frames(VTEST, 3)
+    native = OpenVinoDetector(str(OFFLINE_MODEL), performance_hint=hint).detect(images)
+    for ours, theirs in zip(native, detector.detect(images)):
+        assert sorted(ours.class_names) == sorted(theirs.class_names)
+        order_ours, order_theirs = np.lexsort(ours.xyxy.T), np.lexsort(theirs.xyxy.T)
+        assert np.allclose(ours.xyxy[order_ours], theirs.xyxy[order_theirs], atol=2.0)

@@ -19,7 +19,8 @@ class Homography:
 
     def __init__(self, matrix: np.ndarray):
         matrix = np.asarray(matrix, dtype=float)
-        self.matrix = matrix / matrix[2, 2] if abs(matrix[2, 2]) > 1e-12 else matrix
+        # Scale is arbitrary: unit norm, and a positive last entry when it has one, for a readable, stable form.
+        self.matrix = matrix / np.linalg.norm(matrix) * (-1 if matrix[2, 2] < 0 else 1)
         self.inverse = np.linalg.inv(self.matrix)
 
     @staticmethod
@@ -122,7 +123,7 @@ def degeneracy_problems(image_points: Sequence[Point], ground_points: Sequence[P
             problems.append(CalibrationProblem(
                 f"{name} points {', '.join(str(i + 1) for i in triples[0])} are nearly collinear; "
                 "spread the points out for a better fit", fatal=False))
-        if singular[-1] < 0.1 * singular[0]:
+        if singular[-1] < 0.05 * singular[0]:
             problems.append(CalibrationProblem(
                 f"{name} points are bunched along one direction; the fit will be poor away from them",
                 fatal=False))

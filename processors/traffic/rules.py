@@ -57,7 +57,9 @@ def stopped_vehicles(scene: Scene, state: TrafficState, vehicles: list[TrackStat
             vehicle.timers["excused_at"] = now
         # A vehicle that waited in a red-light queue starts its clock when the queue dissolves, not when it stopped.
         since = max(vehicle.rest_since, vehicle.timers.get("excused_at", vehicle.rest_since))
-        stopped_for = now - since if zone is not None and scene.is_stopped(vehicle) and not excused else 0.0
+        # Time in the zone bounds it too: a vehicle at rest on the zone's edge flickers in and out with box jitter.
+        in_zone_for = hold(vehicle, "in_stopping_zone", zone is not None, now)
+        stopped_for = min(now - since, in_zone_for) if zone is not None and scene.is_stopped(vehicle) and not excused else 0.0
         if zone is not None and stopped_for >= limit:
             conditions.append(Condition(
                 key=f"stopped_vehicle:{vehicle.track_id}", type="stopped_vehicle", severity=Severity.WARNING,

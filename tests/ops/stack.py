@@ -55,7 +55,7 @@ def stop(process: subprocess.Popen | None) -> None:
             process.wait()
 
 
-def test_rule_files(directory: Path) -> list[str]:
+def shortened_rule_files(directory: Path) -> list[str]:
     paths = []
     for source in sorted((INFRA / "prometheus" / "rules").glob("*.yml")):
         rules = yaml.safe_load(source.read_text(encoding="utf-8"))
@@ -94,7 +94,7 @@ def start_prometheus(directory: Path, jobs: dict[str, list[str]], alertmanager_u
                      log) -> tuple[subprocess.Popen, str]:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": test_rule_files(directory),
+        "rule_files": shortened_rule_files(directory),
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.split("//")[1]]}]}]},
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
                            for job, targets in jobs.items()],

@@ -1,0 +1,259 @@
+"""A danger-level zone, end to end on real services: broker -> metrics sink -> Prometheus rule -> Alertmanager ->
+dispatcher -> one SMS at the fake Twilio; then every Grafana panel query runs against that Prometheus.
+
+The metrics sink is the real one (sinks.metrics_exporter.MetricsSink fed through the broker). Metrics of stages not
+running here (producer, inference) and exporter metrics still planned (camera info, forecast, crossings, events,
+line crossings) are served by a stand-in registry with the agreed names, types and labels; as the exporter gains
+them, they move out of STAND_INS.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import yaml
+from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from cityguard.cli import main as cityguard_main
+from cityguard.config import parse_config
+from infra.broker import free_port
+from infra.kafka import create_topics, make_consumer, make_producer
+from schemas import DeadLetter, Detections, RiskLevel, ZoneMetrics, encode
+from sinks.alerts.store import SENT, IncidentStore
+from tests.ops import stack
+from tests.ops.fakes import FakeTwilio
+from tests.ops.helpers import ACCOUNT_SID, AUTH_TOKEN, DUTY_PHONE, TWILIO_ENV
+
+pytestmark = pytest.mark.broker
+CAMERA, ZONE = "plaza", "walkway"
+
+
+def site_config(tmp_path, twilio_url: str, suffix: str, receiver_port: int) -> dict:
+    topics = {name: f"{default}.{suffix}" for name, default in
+              (("frames", "cityguard.frames.v1"), ("detections", "cityguard.detections.v1"),
+               ("zone_metrics", "cityguard.zone-metrics.v1"), ("events", "cityguard.events.v1"),
+               ("alerts", "cityguard.alerts.v1"), ("camera_status", "cityguard.camera-status.v1"),
+               ("dead_letter", "cityguard.dead-letter.v1"))}
+    return {
+        "site": f"ops-{suffix}",
+        "broker": {"partitions": 1, "topics": topics},
+        "alerting": {
+            "store_url": f"sqlite:///{tmp_path}/incidents.sqlite",
+            "escalation_check_interval_s": 1,
+            "receiver": {"host": "127.0.0.1", "port": receiver_port},
+            "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
+            "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 50,
+                          "template": "[{severity}] {title} — 확인: cityguard alerts ack {ref}",
+                          "retry": {"max_attempts": 3, "backoff_initial_s": 0.1, "timeout_s": 5}}],
+            "routes": [{"id": "zone-danger", "match": {"types": ["CityguardZoneDanger", "risk_level_changed"]},
+                        "channels": ["sms"], "escalation": ["duty"]}],
+        },
+        "cameras": [{"id": CAMERA, "name": "Plaza", "source": "0", "lat": 37.5665, "lon": 126.978,
+                     "zones": [{"id": ZONE, "polygon": [[0, 0], [10, 0], [10, 10]], "area_m2": 100}]}],
+    }
+
+
+class StandIns:
+    """The agreed metrics of components not running in this test, kept moving so rates and quantiles have data."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = ["camera"]
+        self.camera_info = Gauge("cityguard_camera_info", "Camera position", ["camera", "name", "lat", "lon"], registry=r)
+        self.forecast = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast density",
+                              ["camera", "zone", "horizon_minutes"], registry=r)
+        self.to_danger = Gauge("cityguard_zone_forecast_seconds_to_danger", "Forecast time to danger",
+                               ["camera", "zone"], registry=r)
+        self.crossings = Counter("cityguard_zone_crossings_total", "Zone crossings", ["camera", "zone", "direction"],
+                                 registry=r)
+        self.events_open = Gauge("cityguard_events_open", "Open events", ["camera", "type", "severity"], registry=r)
+        self.line_crossings = Counter("cityguard_line_crossings_total", "Line crossings",
+                                      ["camera", "line", "class_name", "direction"], registry=r)
+        self.produced = Counter("cityguard_frames_produced_total", "Frames produced", labels, registry=r)
+        self.camera_up = Gauge("cityguard_camera_up", "Camera up", labels, registry=r)
+        self.fps = Gauge("cityguard_camera_fps", "Camera fps", labels, registry=r)
+        self.reconnects = Counter("cityguard_camera_reconnects_total", "Reconnects", labels, registry=r)
+        self.dropped = Counter("cityguard_camera_dropped_frames_total", "Dropped", labels, registry=r)
+        self.frame_age = Gauge("cityguard_camera_last_frame_age_seconds", "Frame age", labels, registry=r)
+        self.consumed = Counter("cityguard_frames_consumed_total", "Frames consumed", labels, registry=r)
+        self.inference = Histogram("cityguard_inference_seconds", "Model time", registry=r,
+                                   buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0))
+        self.batch = Histogram("cityguard_inference_batch_size", "Batch size", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.lag = Gauge("cityguard_consumer_lag_messages", "Lag", ["group", "topic", "partition"], registry=r)
+        self.camera_info.labels(CAMERA, "Plaza", "37.5665", "126.978").set(1)
+        self.to_danger.labels(CAMERA, ZONE).set(420)
+        self.events_open.labels(CAMERA, "wrong_way", "warning").set(0)
+        self.events_open.labels(CAMERA, "risk_level_changed", "critical").set(1)
+        self.camera_up.labels(CAMERA).set(1)
+        self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
+
+    def step(self, tick: int) -> None:
+        for horizon in (5, 10, 15):
+            self.forecast.labels(CAMERA, ZONE, str(horizon)).set(5.6 + 0.1 * horizon)
+        self.crossings.labels(CAMERA, ZONE, "in").inc(3)
+        self.crossings.labels(CAMERA, ZONE, "out").inc(1)
+        self.line_crossings.labels(CAMERA, "northbound-1", "car", "in").inc()
+        self.produced.labels(CAMERA).inc(2)
+        self.consumed.labels(CAMERA).inc(2)
+        self.fps.labels(CAMERA).set(10)
+        self.frame_age.labels(CAMERA).set(0.1)
+        self.reconnects.labels(CAMERA).inc(tick % 2)
+        self.dropped.labels(CAMERA).inc(tick % 3)
+        self.inference.observe(0.02 + 0.01 * (tick % 5))
+        self.batch.observe(1 + tick % 4)
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka_bootstrap, tmp_path_factory):
+    """Everything up and the danger scenario injected; yields what the tests inspect."""
+    directory = tmp_path_factory.mktemp("ops-e2e")
+    suffix = uuid.uuid4().hex[:8]
+    processes, servers, stop = [], [], threading.Event()
+    log = open(directory / "services.log", "ab")
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    twilio = fake.serve().__enter__()
+    receiver_port = free_port()
+    data = site_config(directory, twilio.url, suffix, receiver_port)
+    config_path = directory / "site.yaml"
+    config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config = parse_config(data, directory)
+    topics = config.broker.topics
+    create_topics(kafka_bootstrap, topics.all(), 1)
+    try:
+        # The real metrics sink, reading the broker, on the default registry.
+        from sinks.metrics_exporter import MetricsSink
+
+        exporter_server, _ = start_http_server(0, addr="127.0.0.1")
+        servers.append(exporter_server)
+        sink_consumer = make_consumer(kafka_bootstrap, config.group_id("metrics-sink"), topics.detections,
+                                      topics.zone_metrics, topics.dead_letter, enable_auto_commit=True)
+        reader = make_consumer(kafka_bootstrap, config.group_id("analytics"))
+        sink = MetricsSink(config, sink_consumer, {config.group_id("analytics"): reader})
+        threading.Thread(target=sink.run, args=(stop,), daemon=True).start()
+
+        stand_ins = StandIns()
+        stand_in_server, _ = start_http_server(0, addr="127.0.0.1", registry=stand_ins.registry)
+        servers.append(stand_in_server)
+
+        producer = make_producer(kafka_bootstrap)
+
+        def feed() -> None:
+            tick = 0
+            while not stop.wait(0.25):
+                stand_ins.step(tick)
+                now = time.time()
+                producer.send(topics.detections, key=CAMERA.encode(), value=encode(Detections(
+                    camera_id=CAMERA, seq=tick, captured_at=now - 0.2 - 0.01 * (tick % 7), image_width=640,
+                    image_height=480, model="stand-in", inference_ms=20.0, xyxy=[(1, 1, 5, 9)], confidence=[0.9],
+                    class_id=[0], class_name=["person"])))
+                tick += 1
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        now = time.time()
+        producer.send(topics.zone_metrics, key=CAMERA.encode(), value=encode(ZoneMetrics(
+            camera_id=CAMERA, zone_id=ZONE, window_start=now - 10, window_end=now, frames=50, area_m2=100,
+            people_mean=560, people_max=600, density_mean_per_m2=5.6, density_max_per_m2=6.0,
+            risk_level=RiskLevel.DANGER, risk_reason="5.6 p/m² >= danger 5.0", last_seq=50)))
+        producer.send(topics.dead_letter, value=encode(DeadLetter(
+            stage="inference", source_topic=topics.frames, partition=0, offset=7, key=None, reason="not msgpack",
+            original=b"\x00", at=now)))
+        producer.flush()
+
+        dispatcher = stack.start_dispatcher(config_path, receiver_port,
+                                            {**TWILIO_ENV, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, log)
+        processes.append(dispatcher)
+        alertmanager, alertmanager_url = stack.start_alertmanager(
+            directory, f"http://127.0.0.1:{receiver_port}/alertmanager", log)
+        processes.append(alertmanager)
+        stand_in = f"127.0.0.1:{stand_in_server.server_port}"
+        prometheus, prometheus_url = stack.start_prometheus(directory, {
+            "cityguard-exporter": [f"127.0.0.1:{exporter_server.server_port}", stand_in],
+            "cityguard-producer": [stand_in],
+            "cityguard-inference": [stand_in],
+            "cityguard-alerts": [f"127.0.0.1:{receiver_port}"],
+        }, alertmanager_url, log)
+        processes.append(prometheus)
+        yield {"twilio": fake, "prometheus": prometheus_url, "config_path": config_path, "config": config,
+               "directory": directory}
+    finally:
+        stop.set()
+        for process in reversed(processes):
+            stack.stop(process)
+        for server in servers:
+            server.shutdown()
+        twilio.__exit__(None, None, None)
+        log.close()
+
+
+def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline, capsys):
+    fake, config = pipeline["twilio"], pipeline["config"]
+    stack.wait_until(lambda: fake.messages, 60, "the SMS at the fake Twilio")
+    time.sleep(4)  # Alertmanager re-notifies the group every second meanwhile; the dispatcher must drop repeats
+    sent = fake.sent_to(DUTY_PHONE)
+    assert len(sent) == 1, [message["body"] for message in fake.messages]
+    assert sent[0]["from"] == TWILIO_ENV["TWILIO_FROM_NUMBER"]
+    assert "Zone walkway on camera plaza is at danger" in sent[0]["body"] and "확인" in sent[0]["body"]
+    store = IncidentStore(config.alerting.store_url)
+    try:
+        incidents = [row for row in store.list_incidents() if row.type == "CityguardZoneDanger"]
+        assert len(incidents) == 1 and (incidents[0].camera_id, incidents[0].zone_id) == (CAMERA, ZONE)
+        detail = store.incident_detail(incidents[0].id)
+        assert [(d.channel_id, d.status, d.provider_id) for d in detail.deliveries] == [("sms", SENT, sent[0]["sid"])]
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert cityguard_main(["incidents", "show", incidents[0].id, "--config", str(pipeline["config_path"])]) == 0
+    shown = capsys.readouterr().out
+    assert "CityguardZoneDanger" in shown and sent[0]["sid"] in shown
+    assert cityguard_main(["alerts", "ack", incidents[0].id, "--by", "tester", "--config",
+                           str(pipeline["config_path"])]) == 0
+    assert "acknowledged alert" in capsys.readouterr().out
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    queries = []
+    for path in sorted((stack.INFRA / "grafana" / "dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                queries.append((path.stem, f"{panel['title']} [{target['refId']}]", target["expr"]))
+    return queries
+
+
+def test_every_grafana_panel_query_returns_data(pipeline):
+    # After the SMS test (module order), so the dispatcher's delivery counters exist too.
+    stack.wait_until(lambda: pipeline["twilio"].messages, 60, "the pipeline to have alerted")
+
+    def run(expr: str) -> list:
+        expr = expr.replace("$__rate_interval", "1m").replace("$camera", ".*")
+        response = requests.get(pipeline["prometheus"] + "/api/v1/query", params={"query": expr}, timeout=5)
+        body = response.json()
+        assert body["status"] == "success", f"{expr}: {body.get('error')}"
+        return [sample for sample in body["data"]["result"] if sample["value"][1] not in ("NaN", "+Inf", "-Inf")]
+
+    empty = []
+    for dashboard, panel, expr in panel_queries():
+        try:
+            stack.wait_until(lambda: run(expr), 20, panel, interval_s=0.5)
+        except AssertionError:
+            empty.append(f"{dashboard}: {panel}: {expr}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    geomap = run(next(expr for _, panel, expr in panel_queries() if panel.startswith("Cameras by risk level")))
+    assert [(s["metric"]["camera"], s["metric"]["lat"], s["value"][1]) for s in geomap] == [(CAMERA, "37.5665", "3")]
+
+
+def test_the_zone_danger_alert_reached_alertmanager_with_its_labels(pipeline):
+    response = requests.get(pipeline["prometheus"] + "/api/v1/alerts", timeout=5).json()
+    firing = [alert for alert in response["data"]["alerts"] if alert["labels"]["alertname"] == "CityguardZoneDanger"]
+    assert firing and firing[0]["state"] == "firing"
+    assert firing[0]["labels"]["severity"] == "critical"
+    assert re.search(r"#zone-danger$", firing[0]["annotations"]["runbook_url"])

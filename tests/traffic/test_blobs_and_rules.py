@@ -1,0 +1,92 @@
+"""The static-blob background model on synthetic images, and rule details the scenario suite does not isolate."""
+from __future__ import annotations
+
+import numpy as np
+
+from cityguard.config import CameraConfig, Config
+from processors.traffic import StaticBlobDetector, TrafficAnalyzer
+from processors.traffic.scene import Scene
+from processors.traffic.state import TrackState
+from schemas import Detections
+from tests.traffic.simulator import SCENE, T0
+
+
+def road(rng) -> np.ndarray:
+    return (90 + rng.normal(0, 3, (432, 768))).clip(0, 255).astype(np.uint8)
+
+
+def test_static_blob_is_found_and_passing_traffic_is_not():
+    rng = np.random.default_rng(0)
+    detector = StaticBlobDetector(static_seconds=3.0)
+    blobs = []
+    for frame in range(60):  # 12 s at 5 fps
+        t = T0 + frame * 0.2
+        image = road(rng)
+        car_x = (frame * 40) % 700  # a bright car sweeping through the view every frame
+        image[200:240, car_x:car_x + 60] = 230
+        if frame >= 10:  # fallen cargo from 2 s on
+            image[300:340, 400:460] = 30
+        blobs = detector.update(image, t)
+        if frame == 20:  # 2 s after it fell: not static yet
+            assert blobs == []
+    assert len(blobs) == 1
+    x1, y1, x2, y2 = blobs[0].xyxy
+    assert 392 <= x1 <= 400 and 456 <= x2 <= 464 and 296 <= y1 <= 300 and 336 <= y2 <= 344
+    assert abs(blobs[0].static_since - (T0 + 2.0)) < 0.01
+
+
+def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
+    rng = np.random.default_rng(1)
+    detector = StaticBlobDetector(static_seconds=1.0, absorb_seconds=10.0)
+    found = []
+    for frame in range(80):
+        image = road(rng)
+        image[100:160, 100:180] = 200
+        found.append(bool(detector.update(image, T0 + frame * 0.2)))
+    assert any(found[:45]) and not any(found[-20:])
+
+
+def test_speed_beyond_the_physical_bound_is_discarded():
+    scene = Scene(SCENE)  # 10 px per metre
+    track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
+                       confidence=0.9, rest_point=(0, 0), rest_since=T0,
+                       history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
+    assert abs(scene.ground_speed_mps(track) - 20.0) < 1e-6  # 200 px/s = 20 m/s
+    track.history = [(T0, 100, 400, 40), (T0 + 1, 1200, 400, 40)]  # 110 m/s: an id switch, not a car
+    assert scene.ground_speed_mps(track) is None
+
+
+def test_uncalibrated_scene_reports_no_speed():
+    scene = Scene(SCENE.model_copy(update={"image_to_ground": None}))
+    track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
+                       confidence=0.9, rest_point=(0, 0), rest_since=T0,
+                       history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
+    assert scene.ground_speed_mps(track) is None
+
+
+def test_vehicle_at_speed_on_an_occupied_crosswalk_is_an_event():
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE), Config(), None)
+    opened = []
+    for seq in range(10):
+        t = seq * 0.2
+        car_x = 300 + 200 * t  # 20 m/s through the crosswalk at x 480-540
+        boxes = [(500, 380, 520, 430), (car_x - 40, 390, car_x + 40, 430)]
+        output = analyzer.update(Detections(
+            camera_id="c", seq=seq, captured_at=T0 + t, image_width=1280, image_height=720, model="t",
+            inference_ms=0, xyxy=boxes, confidence=[0.9, 0.9], class_id=[0, 2], class_name=["person", "car"],
+            track_id=[1, 2]))
+        opened += [e for e in output.events if e.state.value == "opened"]
+    assert [(e.type, e.zone_id, e.severity.value, sorted(e.track_ids)) for e in opened] == [
+        ("pedestrian_on_roadway", "xwalk", "critical", [1, 2])]
+
+
+def test_track_state_is_evicted_after_its_ttl():
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE), Config(), None)
+    for seq in range(50):
+        analyzer.update(Detections(
+            camera_id="c", seq=seq, captured_at=T0 + seq, image_width=1280, image_height=720, model="t",
+            inference_ms=0, xyxy=[(100, 390, 180, 430)], confidence=[0.9], class_id=[2], class_name=["car"],
+            track_id=[1000 + seq]))  # a new id every frame, as after id switches
+    ttl = SCENE.thresholds.track_ttl_seconds
+    assert len(analyzer.state.tracks) <= ttl + 1
+    assert len(analyzer.state_json()) < 20_000

@@ -1,0 +1,112 @@
+"""Line counting, one test per fault users report in leading counters (see shared/reference)."""
+from __future__ import annotations
+
+import pytest
+
+from cityguard.config import CameraConfig, Config
+from cityguard.config_traffic import SceneConfig
+from processors.traffic import TrafficAnalyzer
+from schemas import Detections
+
+T0 = 1_700_000_000.0
+
+
+def analyzer_for(line: dict) -> TrafficAnalyzer:
+    scene = SceneConfig(counting_lines=[{"id": "l", **line}],
+                        thresholds={"count_window_seconds": 60, "crossing_debounce_frames": 2})
+    return TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=scene), Config(), None)
+
+
+def feed(analyzer: TrafficAnalyzer, frames: list[list[tuple[int, tuple]]], height: int = 720) -> dict[str, int]:
+    """frames: per frame a list of (track id, box); returns direction -> count after flushing the window."""
+    windows = []
+    for seq, objects in enumerate(frames):
+        windows += analyzer.update(Detections(
+            camera_id="c", seq=seq, captured_at=T0 + seq * 0.2, image_width=1280, image_height=height, model="t",
+            inference_ms=0, xyxy=[box for _, box in objects], confidence=[0.9] * len(objects),
+            class_id=[2] * len(objects), class_name=["car"] * len(objects),
+            track_id=[track_id for track_id, _ in objects])).line_counts
+    for extra in (1, 2):  # later frames: tracks expire (pending crossings count), then the window closes
+        windows += analyzer.update(Detections(
+            camera_id="c", seq=len(frames) + extra, captured_at=T0 + 60 * extra + 30, image_width=1280,
+            image_height=height, model="t", inference_ms=0)).line_counts
+    totals: dict[str, int] = {}
+    for window in windows:
+        for direction, count in zip(window.direction, window.count):
+            totals[direction] = totals.get(direction, 0) + count
+    return totals
+
+
+def car_at(x: float, foot_y: float) -> tuple:
+    return (x - 40, foot_y - 40, x + 40, foot_y)
+
+
+HORIZONTAL = {"start": [0, 400], "end": [1280, 400], "forward": "down", "backward": "up"}
+
+
+def test_two_objects_crossing_together_each_count_once():
+    ys = [360, 380, 395, 410, 430, 450]  # both cross between the 3rd and 4th frame
+    frames = [[(1, car_at(300, y)), (2, car_at(420, y)), (3, car_at(900, 800 - y))] for y in ys]
+    assert feed(analyzer_for(HORIZONTAL), frames) == {"down": 2, "up": 1}
+
+
+def test_one_frame_flicker_at_the_line_is_not_a_crossing():
+    ys = [390, 392, 405, 393, 391, 406, 394, 392]  # two one-frame jumps across, each back at once
+    assert feed(analyzer_for(HORIZONTAL), [[(1, car_at(500, y))] for y in ys]) == {}
+
+
+def test_flicker_then_real_crossing_counts_once_and_only_forward():
+    ys = [380, 392, 405, 393, 402, 410, 420, 440, 460]
+    assert feed(analyzer_for(HORIZONTAL), [[(1, car_at(500, y))] for y in ys]) == {"down": 1}
+
+
+def test_segment_does_not_extend_to_infinity():
+    line = {"start": [400, 400], "end": [700, 400], "forward": "down", "backward": "up"}
+    ys = [360, 380, 420, 440, 460]
+    outside = [[(1, car_at(200, y)), (2, car_at(900, y))] for y in ys]  # pass beside the segment's ends
+    inside = [[(3, car_at(550, y))] for y in ys]
+    assert feed(analyzer_for(line), outside) == {}
+    assert feed(analyzer_for(line), inside) == {"down": 1}
+
+
+def test_line_near_the_frame_edge_counts():
+    # 6 px from the top of a 432-px frame: a car leaving upwards is clipped at y=0 and then lost.
+    line = {"start": [0, 6], "end": [768, 6], "forward": "down", "backward": "up", "anchor": "top_center"}
+    tops = [60, 40, 20, 8, 0, 0]
+    frames = [[(1, (300, top, 380, top + 80 if top else 50))] for top in tops]
+    assert feed(analyzer_for(line), frames, height=432) == {"up": 1}
+    # A car seen for only one frame past the line before it leaves the view still counts (pending at expiry).
+    assert feed(analyzer_for(line), [[(1, (300, top, 380, top + 80))] for top in (40, 20, 2)], height=432) == {"up": 1}
+
+
+def test_redelivered_frames_do_not_count_twice():
+    analyzer = analyzer_for(HORIZONTAL)
+    frames = []
+    for seq, y in enumerate([380, 390, 410, 420, 430]):
+        frame = Detections(camera_id="c", seq=seq, captured_at=T0 + seq * 0.2, image_width=1280, image_height=720,
+                           model="t", inference_ms=0, xyxy=[car_at(500, y)], confidence=[0.9], class_id=[2],
+                           class_name=["car"], track_id=[1])
+        frames += [frame, frame]  # every message delivered twice
+    for frame in frames:
+        analyzer.update(frame)
+    assert analyzer.state.counts == {"l": {"car|down": 1}}
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"counting_lines": [{"id": "l", "start": [1, 1], "end": [1, 1]}]}, "start and end must differ"),
+    ({"counting_lines": [{"id": "l", "start": [0, 0], "end": [1, 1], "forward": "in", "backward": "in"}]},
+     "different names"),
+    ({"lanes": [{"id": "a", "polygon": [[0, 0], [10, 0], [10, 10]], "direction": [0, 0]}]}, "must not be zero"),
+    ({"lanes": [{"id": "a", "polygon": [[0, 0], [20, 10], [20, 0], [0, 20]], "direction": [1, 0]}]}, "cross"),
+    ({"counting_lines": [{"id": "l", "start": [0, 0], "end": [1, 1], "lane": "nope"}]}, "unknown lane"),
+    ({"no_stopping_zones": [{"id": "z", "polygon": [[0, 0], [9, 0], [9, 9]], "queue_stop_lines": ["s"]}]},
+     "unknown stop line"),
+    ({"image_to_ground": [[1, 0, 0], [0, 1, 0]]}, "3x3"),
+    ({"vehicle_classes": ["tractor"]}, "missing from road_classes"),
+    ({"thresholds": {"congestion_queue_levels": [5, 3, 10]}}, "must increase"),
+    ({"lanes": [{"id": "a", "polygon": [[0, 0], [9, 0], [9, 9]], "direction": [1, 0]}],
+      "crosswalks": [{"id": "a", "polygon": [[0, 0], [9, 0], [9, 9]]}]}, "duplicate scene id"),
+])
+def test_bad_scene_fails_with_the_reason(bad, field):
+    with pytest.raises(ValueError, match=field):
+        SceneConfig.model_validate(bad)
