@@ -4,7 +4,8 @@ A per-cell background model over a coarse grid of the grey image (pure numpy, no
 from the background is foreground; it is *static* once its value has stayed the same since it turned foreground
 for `static_seconds`. Passing traffic keeps changing the cells it covers, so it never becomes static; a stopped
 vehicle does, which is why the traffic rule ignores blobs under a detected box. Foreground that stays for
-`absorb_seconds` becomes background (a parked object is not an obstacle for ever). The background learns only
+`absorb_seconds` becomes background (a parked object is not an obstacle for ever). The first background is the
+median of the first frames, so a car passing at start-up does not leave a ghost. The background learns only
 where there is no foreground, so slow light changes are followed without swallowing objects.
 
 The integrator feeds it decoded frames (it needs images, the analyzer gets only detections) and hands the blobs
@@ -27,13 +28,16 @@ class StaticBlob:
 
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
-                 absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4):
+                 absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
+                 warmup_frames: int = 9):
         self.cell_px = cell_px
         self.difference_threshold = difference_threshold
         self.static_seconds = static_seconds
         self.absorb_seconds = absorb_seconds
         self.learning_rate = learning_rate
         self.min_cells = min_cells
+        self.warmup_frames = warmup_frames
+        self._warmup: list[np.ndarray] = []  # first frames; their median is the first background, free of traffic
         self.background: np.ndarray | None = None
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
@@ -48,10 +52,13 @@ class StaticBlobDetector:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now."""
         cells = self._cells(image)
         if self.background is None or self.background.shape != cells.shape:
-            self.background = cells.copy()
-            self.reference = cells.copy()
+            self._warmup = [frame for frame in self._warmup if frame.shape == cells.shape] + [cells]
+            if len(self._warmup) < self.warmup_frames:
+                return []
+            self.background = np.median(np.stack(self._warmup), axis=0)
+            self.reference = self.background.copy()
             self.foreground_since = np.full(cells.shape, np.nan)
-            return []
+            self._warmup = []
         threshold = self.difference_threshold
         foreground = np.abs(cells - self.background) > threshold
         started = foreground & (np.isnan(self.foreground_since) | (np.abs(cells - self.reference) > threshold))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +22,6 @@ import yaml
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from cityguard.cli import main as cityguard_main
 from cityguard.config import parse_config
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -194,7 +195,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         log.close()
 
 
-def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline, capsys):
+def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline):
     fake, config = pipeline["twilio"], pipeline["config"]
     stack.wait_until(lambda: fake.messages, 60, "the SMS at the fake Twilio")
     time.sleep(4)  # Alertmanager re-notifies the group every second meanwhile; the dispatcher must drop repeats
@@ -210,13 +211,18 @@ def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline, capsys
         assert [(d.channel_id, d.status, d.provider_id) for d in detail.deliveries] == [("sms", SENT, sent[0]["sid"])]
     finally:
         store.close()
-    capsys.readouterr()
-    assert cityguard_main(["incidents", "show", incidents[0].id, "--config", str(pipeline["config_path"])]) == 0
-    shown = capsys.readouterr().out
+    shown = cli("incidents", "show", incidents[0].id, "--config", str(pipeline["config_path"]))
     assert "CityguardZoneDanger" in shown and sent[0]["sid"] in shown
-    assert cityguard_main(["alerts", "ack", incidents[0].id, "--by", "tester", "--config",
-                           str(pipeline["config_path"])]) == 0
-    assert "acknowledged alert" in capsys.readouterr().out
+    assert "acknowledged alert" in cli("alerts", "ack", incidents[0].id, "--by", "tester",
+                                       "--config", str(pipeline["config_path"]))
+
+
+def cli(*args: str) -> str:
+    """The real command in its own process (as an operator runs it)."""
+    result = subprocess.run([sys.executable, "-m", "cityguard", *args], capture_output=True, text=True, timeout=60,
+                            cwd=stack.REPO)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def panel_queries() -> list[tuple[str, str, str]]:

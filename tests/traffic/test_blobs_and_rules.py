@@ -31,7 +31,8 @@ def test_static_blob_is_found_and_passing_traffic_is_not():
             assert blobs == []
     assert len(blobs) == 1
     x1, y1, x2, y2 = blobs[0].xyxy
-    assert 392 <= x1 <= 400 and 456 <= x2 <= 464 and 296 <= y1 <= 300 and 336 <= y2 <= 344
+    cell = detector.cell_px  # the box is resolved to the grid cells
+    assert all(abs(got - want) <= cell for got, want in zip((x1, y1, x2, y2), (400, 300, 460, 340)))
     assert abs(blobs[0].static_since - (T0 + 2.0)) < 0.01
 
 
@@ -41,7 +42,8 @@ def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
     found = []
     for frame in range(80):
         image = road(rng)
-        image[100:160, 100:180] = 200
+        if frame >= 5:  # dropped after the background was learnt
+            image[100:160, 100:180] = 200
         found.append(bool(detector.update(image, T0 + frame * 0.2)))
     assert any(found[:45]) and not any(found[-20:])
 

@@ -1,0 +1,59 @@
+"""Offline model export: a wrapper around ultralytics export plus an int8 calibration set made from local footage.
+
+int8 export needs calibration images; ultralytics' default (coco8) would be downloaded, which fails offline, so the
+calibration set is built from the site's own sample frames (the right data to calibrate on anyway).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import yaml
+
+FORMATS = ("openvino", "onnx", "engine")
+
+
+def build_calibration_set(videos: list[str], out_dir: Path, frames: int = 100) -> Path:
+    """Spreads `frames` frames over the videos into out_dir/images and writes the dataset yaml ultralytics reads."""
+    images = out_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    per_video = max(1, frames // max(1, len(videos)))
+    written = 0
+    for video in videos:
+        capture = cv2.VideoCapture(video)
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or per_video
+        step = max(1, total // per_video)
+        for index in range(0, min(total, step * per_video), step):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, image = capture.read()
+            if not ok:
+                break
+            cv2.imwrite(str(images / f"{Path(video).stem}-{index:06d}.jpg"), image)
+            written += 1
+        capture.release()
+    if written == 0:
+        raise ValueError(f"no frames could be read from {videos}")
+    names = _coco_names()
+    data = {"path": str(out_dir.resolve()), "train": "images", "val": "images", "names": names}
+    dataset_yaml = out_dir / "calibration.yaml"
+    dataset_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dataset_yaml
+
+
+def _coco_names() -> dict[int, str]:
+    from ultralytics.utils import ROOT
+
+    return yaml.safe_load((ROOT / "cfg" / "datasets" / "coco8.yaml").read_text())["names"]
+
+
+def export_model(weights: str, export_format: str, image_size: int = 640, half: bool = False, int8: bool = False,
+                 data: str | None = None, batch: int = 1) -> str:
+    """Exports with ultralytics and returns the path of the exported model."""
+    if export_format not in FORMATS:
+        raise ValueError(f"unknown format {export_format!r}; choose one of {', '.join(FORMATS)}")
+    if int8 and data is None:
+        raise ValueError("int8 export needs --data CALIB.yaml (make one with `cityguard model calibration-set`)")
+    from ultralytics import YOLO
+
+    return str(YOLO(weights).export(format=export_format, imgsz=image_size, half=half, int8=int8, data=data,
+                                    batch=batch, dynamic=False))
