@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export YOLO_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast bench lint
+.PHONY: setup run test test-fast bench docs
 
 setup:
 	bash infra/setup.sh
@@ -19,3 +19,6 @@ test-fast: setup
 
 bench: setup
 	$(VENV)/bin/cityguard bench inference
+
+docs: setup
+	$(VENV)/bin/python -m cityguard.config_reference --write

@@ -23,10 +23,13 @@ __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThre
 
 
 class TopicNames(Frozen):
+    """Topic names; the .v1 suffix is the schema major version carried by the topic's messages."""
+
     frames: str = "cityguard.frames.v1"
     detections: str = "cityguard.detections.v1"
     zone_metrics: str = "cityguard.zone-metrics.v1"
     events: str = "cityguard.events.v1"
+    line_counts: str = "cityguard.line-counts.v1"
     alerts: str = "cityguard.alerts.v1"
     camera_status: str = "cityguard.camera-status.v1"
     dead_letter: str = "cityguard.dead-letter.v1"
@@ -132,7 +135,7 @@ class MetricsConfig(Frozen):
 
 
 class Config(Frozen):
-    site: str = Field(default="cityguard", min_length=1)
+    site: str = Field(default="cityguard", min_length=1, description="site name; prefixes consumer group ids")
     broker: BrokerConfig = BrokerConfig()
     model: ModelConfig = ModelConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()

@@ -119,7 +119,7 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     topics = config.broker.topics
     serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
-                             topics.dead_letter, enable_auto_commit=True)
+                             topics.events, topics.line_counts, topics.dead_letter, enable_auto_commit=True)
     analytics_group = config.group_id("analytics")
     readers = {analytics_group: make_consumer(servers, analytics_group)}
     try:

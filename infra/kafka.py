@@ -11,6 +11,7 @@ import time
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from prometheus_client import Gauge
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 SESSION_TIMEOUT_MS = 6_000
@@ -61,6 +62,10 @@ def make_producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
 
 def make_consumer(bootstrap_servers: str, group_id: str | None, *topics: str, **overrides) -> KafkaConsumer:
     return KafkaConsumer(*topics, **{**consumer_settings(bootstrap_servers, group_id), **overrides})
+
+
+CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
+                     ["group", "topic", "partition"])
 
 
 def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:

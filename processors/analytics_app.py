@@ -33,6 +33,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     detections_topic = app.topic(topics.detections, key_type=bytes, value_type=bytes)
     zone_metrics_topic = app.topic(topics.zone_metrics, key_type=bytes, value_type=bytes)
     events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes)
+    line_counts_topic = app.topic(topics.line_counts, key_type=bytes, value_type=bytes)
     dead_letter_topic = app.topic(topics.dead_letter, key_type=bytes, value_type=bytes)
     # "<camera id>/<analyzer>" -> that analyzer's JSON state; recovered from the changelog on restart.
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
@@ -65,6 +66,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                     await zone_metrics_topic.send(key=key, value=encode(metrics))
                 for incident in output.events:
                     await events_topic.send(key=key, value=encode(incident))
+                for counts in output.line_counts:
+                    await line_counts_topic.send(key=key, value=encode(counts))
                 analyzer_state[state_key] = analyzer.state_json()
 
     return app

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cityguard.config import CameraConfig, Config
-from schemas import Detections, Event, ZoneMetrics
+from schemas import Detections, Event, LineCounts, ZoneMetrics
 
 
 @dataclass
 class AnalyticsOutput:
     zone_metrics: list[ZoneMetrics] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    line_counts: list[LineCounts] = field(default_factory=list)
 
 
 class CameraAnalyzer(Protocol):

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import partition_lag
+from infra.kafka import CONSUMER_LAG, partition_lag
 from processors.detector import ImageDetections
 from processors.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -38,8 +38,6 @@ STAGE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
-                     ["group", "topic", "partition"])
 
 
 class Detector(Protocol):

@@ -6,9 +6,10 @@ from schemas.dead_letter import DeadLetter
 from schemas.detections import PERSON_CLASS_ID, Detections
 from schemas.event import Event, EventState, FrameRef, Severity
 from schemas.frame import Frame
+from schemas.line_counts import LineCounts
 from schemas.zone_metrics import RiskLevel, ZoneMetrics
 
 __all__ = [
-    "Alert", "CameraState", "CameraStatus", "DeadLetter", "Detections", "Event", "EventState", "Frame", "FrameRef",
+    "Alert", "CameraState", "CameraStatus", "DeadLetter", "Detections", "Event", "EventState", "Frame", "FrameRef", "LineCounts",
     "Message", "PERSON_CLASS_ID", "RiskLevel", "SchemaError", "Severity", "ZoneMetrics", "decode", "encode",
 ]

@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import Config
-from schemas import PERSON_CLASS_ID, DeadLetter, Detections, SchemaError, ZoneMetrics, decode
+from infra.kafka import CONSUMER_LAG
+from schemas import (
+    PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, SchemaError, ZoneMetrics, decode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +41,57 @@ ZONE_RISK = Gauge("cityguard_zone_risk_level",
                   "Risk level: -1 unknown, 0 normal, 1 caution, 2 warning, 3 danger, 4 critical", ["camera", "zone"])
 ZONE_WINDOW_END = Gauge("cityguard_zone_window_end_timestamp_seconds", "End of the last window reported",
                         ["camera", "zone"])
+EVENTS = Counter("cityguard_events_total", "Incidents opened", ["camera", "type", "severity"])
+EVENTS_OPEN = Gauge("cityguard_events_open", "Incidents open now", ["camera", "type", "severity"])
+LINE_CROSSINGS = Counter("cityguard_line_crossings_total", "Objects that crossed a counting line",
+                         ["camera", "line", "class_name", "direction"])
+LANE_CROSSINGS = Counter("cityguard_lane_crossings_total", "Counting-line crossings added up per lane",
+                         ["camera", "lane", "class_name", "direction"])
+CAMERA_INFO = Gauge("cityguard_camera_info", "Configured cameras with their map position (value always 1)",
+                    ["camera", "name", "lat", "lon"])
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
-CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
-                     ["group", "topic", "partition"])
+
+
+class RecentKeys:
+    """The last `capacity` keys seen, to drop redelivered copies of messages that add to counters."""
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity
+        self._keys: OrderedDict[tuple, None] = OrderedDict()
+
+    def first_time(self, key: tuple) -> bool:
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return True
+
+
+class OpenEvents:
+    """Incidents opened and not yet resolved, by event id; stale ones expire so a lost resolve cannot pin a gauge."""
+
+    def __init__(self, max_open_seconds: float = 24 * 3600):
+        self.max_open_seconds = max_open_seconds
+        self._open: dict[str, tuple[tuple[str, str, str], float]] = {}
+
+    def apply(self, event: Event) -> bool:
+        """Records the event; returns True when it opened a new incident."""
+        labels = (event.camera_id, event.type, event.severity.value)
+        if event.state is EventState.RESOLVED:
+            self._open.pop(event.event_id, None)
+            return False
+        is_new = event.event_id not in self._open
+        self._open[event.event_id] = (labels, event.updated_at)
+        return is_new
+
+    def counts(self, now: float) -> dict[tuple[str, str, str], int]:
+        self._open = {key: value for key, value in self._open.items() if now - value[1] <= self.max_open_seconds}
+        counts: dict[tuple[str, str, str], int] = {}
+        for labels, _ in self._open.values():
+            counts[labels] = counts.get(labels, 0) + 1
+        return counts
 
 
 class MetricsSink:
@@ -49,6 +100,12 @@ class MetricsSink:
         self.consumer = consumer
         # One idle consumer per watched group (never subscribed), used only to read that group's committed offsets.
         self.group_readers = group_readers
+        self.open_events = OpenEvents()
+        self.counted_windows = RecentKeys()
+        self._open_labels: set[tuple[str, str, str]] = set()
+        for camera in config.cameras:
+            if camera.lat is not None and camera.lon is not None:
+                CAMERA_INFO.labels(camera.id, camera.name or camera.id, f"{camera.lat:.6f}", f"{camera.lon:.6f}").set(1)
 
     def handle(self, topic: str, value: bytes | None) -> None:
         try:
@@ -56,6 +113,10 @@ class MetricsSink:
                 self.on_detections(decode(value, Detections))
             elif topic == self.topics.zone_metrics:
                 self.on_zone_metrics(decode(value, ZoneMetrics))
+            elif topic == self.topics.line_counts:
+                self.on_line_counts(decode(value, LineCounts))
+            elif topic == self.topics.events:
+                self.on_event(decode(value, Event))
             elif topic == self.topics.dead_letter:
                 letter = decode(value, DeadLetter)
                 DEAD_LETTERS.labels(letter.stage, letter.source_topic).inc()
@@ -83,6 +144,23 @@ class MetricsSink:
         ZONE_AREA.labels(*labels).set(metrics.area_m2)
         ZONE_RISK.labels(*labels).set(metrics.risk_level.rank)
         ZONE_WINDOW_END.labels(*labels).set(metrics.window_end)
+
+    def on_line_counts(self, counts: LineCounts) -> None:
+        if not self.counted_windows.first_time((counts.camera_id, counts.line_id, counts.window_start)):
+            return  # a redelivered window must not be counted twice
+        for class_name, direction, count in zip(counts.class_name, counts.direction, counts.count, strict=True):
+            LINE_CROSSINGS.labels(counts.camera_id, counts.line_id, class_name, direction).inc(count)
+            if counts.lane_id is not None:
+                LANE_CROSSINGS.labels(counts.camera_id, counts.lane_id, class_name, direction).inc(count)
+
+    def on_event(self, event: Event) -> None:
+        # Redelivered "opened" messages carry the same event id, so they are not counted twice.
+        if self.open_events.apply(event):
+            EVENTS.labels(event.camera_id, event.type, event.severity.value).inc()
+        counts = self.open_events.counts(time.time())
+        for labels in self._open_labels | set(counts):
+            EVENTS_OPEN.labels(*labels).set(counts.get(labels, 0))
+        self._open_labels |= set(counts)
 
     def update_lag(self, group: str, group_reader: KafkaConsumer) -> None:
         """Lag of another group on the detections topic: our fetch high-watermark minus its committed offset."""

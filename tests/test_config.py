@@ -70,3 +70,10 @@ def test_unreadable_configuration(tmp_path):
     (tmp_path / "bad.yaml").write_text("cameras: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_readme_configuration_reference_is_current():
+    from cityguard.config_reference import README, readme_with_reference
+
+    text = README.read_text()
+    assert readme_with_reference(text) == text, "run: .venv/bin/python -m cityguard.config_reference --write"

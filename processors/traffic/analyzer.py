@@ -29,9 +29,8 @@ UNTRACKED = -1  # track id the inference stage's tracker gives detections it has
 
 @dataclass
 class TrafficOutput(AnalyticsOutput):
-    """Events as every analyzer returns, plus closed line-count windows and the current lane figures."""
+    """What every analyzer returns, plus the current lane figures."""
 
-    line_counts: list[LineCounts] = field(default_factory=list)
     lanes: list[LaneTraffic] = field(default_factory=list)
 
 

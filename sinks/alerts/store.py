@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from sinks.alerts.notice import Notice
 

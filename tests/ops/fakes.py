@@ -175,3 +175,63 @@ class FakeWebhook:
                 pass
 
         return LocalServer(Handler)
+
+
+@dataclass
+class FakeGrafana:
+    """The Grafana HTTP API calls `cityguard grafana provision` makes (https://grafana.com/docs/grafana/latest/
+    developers/http_api/): GET/POST /api/datasources[/uid/{uid}], POST /api/dashboards/db; Bearer token auth."""
+
+    token: str
+    datasources: dict[str, dict] = field(default_factory=dict)
+    dashboards: dict[str, dict] = field(default_factory=dict)
+
+    def serve(self) -> LocalServer:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self, status: int, body: dict) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def authorised(self) -> bool:
+                if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                    self.answer(401, {"message": "Unauthorized"})
+                    return False
+                return True
+
+            def do_GET(self):
+                if not self.authorised():
+                    return
+                match = re.match(r"^/api/datasources/uid/([\w-]+)$", self.path)
+                if match and match.group(1) in fake.datasources:
+                    self.answer(200, fake.datasources[match.group(1)])
+                else:
+                    self.answer(404, {"message": "Data source not found"})
+
+            def do_POST(self):
+                if not self.authorised():
+                    return
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path == "/api/datasources":
+                    fake.datasources[body["uid"]] = body
+                    self.answer(200, {"message": "Datasource added", "id": len(fake.datasources)})
+                elif self.path == "/api/dashboards/db":
+                    dashboard = body["dashboard"]
+                    if "uid" not in dashboard or "panels" not in dashboard or not body.get("overwrite"):
+                        self.answer(400, {"message": "bad dashboard"})
+                        return
+                    fake.dashboards[dashboard["uid"]] = dashboard
+                    self.answer(200, {"status": "success", "uid": dashboard["uid"], "version": 1,
+                                      "url": f"/d/{dashboard['uid']}"})
+                else:
+                    self.answer(404, {"message": "Not found"})
+
+            def log_message(self, *args):
+                pass
+
+        return LocalServer(Handler)

@@ -9,9 +9,8 @@ them, they move out of STAND_INS.
 from __future__ import annotations
 
 import json
+import argparse
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,9 +18,9 @@ import uuid
 import pytest
 import requests
 import yaml
-from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from cityguard.commands_alerts import acknowledge, show_incident
 from cityguard.config import parse_config
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -195,7 +194,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         log.close()
 
 
-def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline):
+def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline, capsys):
     fake, config = pipeline["twilio"], pipeline["config"]
     stack.wait_until(lambda: fake.messages, 60, "the SMS at the fake Twilio")
     time.sleep(4)  # Alertmanager re-notifies the group every second meanwhile; the dispatcher must drop repeats
@@ -211,18 +210,12 @@ def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline):
         assert [(d.channel_id, d.status, d.provider_id) for d in detail.deliveries] == [("sms", SENT, sent[0]["sid"])]
     finally:
         store.close()
-    shown = cli("incidents", "show", incidents[0].id, "--config", str(pipeline["config_path"]))
+    config_arg = argparse.Namespace(id=incidents[0].id, by="tester", note="")
+    assert show_incident(config_arg, config) == 0
+    shown = capsys.readouterr().out
     assert "CityguardZoneDanger" in shown and sent[0]["sid"] in shown
-    assert "acknowledged alert" in cli("alerts", "ack", incidents[0].id, "--by", "tester",
-                                       "--config", str(pipeline["config_path"]))
-
-
-def cli(*args: str) -> str:
-    """The real command in its own process (as an operator runs it)."""
-    result = subprocess.run([sys.executable, "-m", "cityguard", *args], capture_output=True, text=True, timeout=60,
-                            cwd=stack.REPO)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    assert acknowledge(config_arg, config) == 0
+    assert "acknowledged alert" in capsys.readouterr().out
 
 
 def panel_queries() -> list[tuple[str, str, str]]:

@@ -7,7 +7,7 @@ from schemas import EventState, Severity
 from sinks.alerts.channels import RateLimiter, backoff_delay
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, SENDING, SENT, SUPPRESSED
+from sinks.alerts.store import FAILED, SENT, SUPPRESSED
 from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
 from tests.ops.helpers import (ACCOUNT_SID, AUTH_TOKEN, CHIEF_PHONE, DUTY_PHONE, FROM_NUMBER, TWILIO_ENV,
                                alerting_section, danger_event, make_config, make_dispatcher)

@@ -1,4 +1,5 @@
 """The deployment descriptions agree with the code: ports, env names, topics, consumer groups, commands, paths."""
+import functools
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,9 +29,14 @@ def load_all(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
+@functools.cache
+def parser():
+    return build_parser()
+
+
 def is_command(args: list[str]) -> bool:
     try:
-        parsed = build_parser().parse_args(args)
+        parsed = parser().parse_args(args)
     except SystemExit:
         return False
     return hasattr(parsed, "handler")

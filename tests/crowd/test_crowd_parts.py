@@ -1,0 +1,132 @@
+"""Pure pieces of the crowd analytics: calibration, counting lines, count fusion, forecast, risk levels, config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cityguard.config import ConfigError, parse_config
+from cityguard.config_crowd import CountingConfig, ForecastConfig, RiskPolicyConfig, RiskThresholds, verify_zone_areas
+from processors.crowd.calibration import degeneracy_problems, fit_homography, reprojection_errors
+from processors.crowd.counting import fuse_counts
+from processors.crowd.forecast import forecast_points, holt_update, seconds_to_thresholds
+from processors.crowd.risk import RiskInputs, RiskState, next_level
+from processors.crowd.tracks import CountingLine, TrackTable
+from schemas import RiskLevel
+from schemas.zone_metrics import CountSource
+
+IMAGE = [(100, 400), (500, 400), (420, 100), (180, 100)]
+GROUND = [(0, 0), (10, 0), (10, 20), (0, 20)]
+
+
+def test_homography_maps_pairs_and_reports_error():
+    homography = fit_homography(IMAGE, GROUND)
+    assert np.allclose(homography.to_ground(np.array(IMAGE)), GROUND, atol=1e-6)
+    assert np.allclose(homography.to_image(np.array(GROUND)), IMAGE, atol=1e-6)
+    noisy = GROUND + [(5, 10)]
+    extra = IMAGE + [tuple(homography.to_image(np.array([[5.0, 10.5]]))[0])]  # a pair 0.5 m off
+    assert reprojection_errors(fit_homography(extra, noisy), extra, noisy).max() > 0.1
+
+
+@pytest.mark.parametrize("image, fatal", [
+    ([(0, 0), (10, 10), (20, 20), (30, 0)], True),  # three collinear among four
+    ([(0, 0), (10, 0), (10, 10), (10, 10)], True),  # repeated point
+    ([(0, 0), (10, 0), (20, 0), (30, 0)], True),  # all on a line
+    (IMAGE, False),
+])
+def test_degenerate_point_sets_are_refused(image, fatal):
+    assert any(p.fatal for p in degeneracy_problems(image, GROUND)) == fatal
+
+
+def walk(table, line, points, start_at=0.0, debounce=2):
+    crossings = []
+    for frame, point in enumerate(points):
+        _, found = table.update(start_at + frame, np.array([7]), np.array([point], dtype=float),
+                                np.full((1, 2), np.nan), [line], 0.5, 4.0, 10.0, debounce, 100)
+        crossings += found
+    return crossings
+
+
+LINE = CountingLine((0.0, 50.0), (100.0, 50.0), inward_sign=1)  # inside is y > 50 (below, in image axes)
+
+
+def test_line_counts_a_crossing_once_in_its_direction():
+    crossings = walk(TrackTable(1), LINE, [(50, 40), (50, 45), (50, 55), (50, 60), (50, 70)])
+    assert [(c.inward, c.track_id) for c in crossings] == [(True, 7)]
+    back = walk(TrackTable(1), LINE, [(50, 60), (50, 55), (50, 45), (50, 40)])
+    assert [c.inward for c in back] == [False]
+
+
+def test_one_frame_flicker_and_passing_beside_the_segment_count_nothing():
+    assert walk(TrackTable(1), LINE, [(50, 45), (50, 55), (50, 45), (50, 44), (50, 55), (50, 44)]) == []
+    assert walk(TrackTable(1), LINE, [(150, 40), (150, 60), (150, 70)]) == []  # beyond the segment's end
+
+
+def test_track_leaving_view_right_after_the_line_is_counted_at_eviction():
+    table = TrackTable(1)
+    walk(table, LINE, [(50, 40), (50, 55)])
+    _, crossings = table.update(30.0, np.array([8]), np.array([[0.0, 0.0]]), np.full((1, 2), np.nan), [LINE],
+                                0.5, 4.0, 10.0, 2, 100)
+    assert [(c.track_id, c.inward) for c in crossings] == [(7, True)]
+    assert table.ids.tolist() == [8]
+
+
+def test_count_fusion_rule():
+    config = CountingConfig()
+    boxes = np.array([[0, 0, 10, 30], [100, 0, 110, 30]], dtype=float)
+    assert fuse_counts(40, 45.0, boxes, config).source == CountSource.DETECTOR
+    dense = fuse_counts(20, 800.0, boxes, config)
+    assert (dense.source, dense.people) == (CountSource.DENSITY_MODEL, 800.0)
+    blend = fuse_counts(100, 155.0, boxes, config)
+    assert blend.source == CountSource.BLEND and 100 < blend.people < 155
+    hidden = np.array([[0, 0, 10, 30], [1, 1, 10, 30], [0, 2, 10, 31]], dtype=float)
+    assert not fuse_counts(3, None, hidden, config).reliable
+    assert not fuse_counts(300, None, boxes, config).reliable
+
+
+def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():
+    config, state = ForecastConfig(), None
+    for window in range(60):  # 0.2 p/m² per minute in 10 s windows, from 1 p/m²
+        state = holt_update(state, window * 10.0, 1 + 0.2 * window / 6, config)
+    now = state.level
+    expected = seconds_to_thresholds(state, config, RiskThresholds())
+    assert now == pytest.approx(1 + 0.2 * 59 / 6, abs=0.05)
+    assert expected["danger"] == pytest.approx((5 - now) / 0.2 * 60, rel=0.05)
+    points = forecast_points(state, config, 10.0)
+    assert points[0].lower_per_m2 <= points[0].density_per_m2 <= points[0].upper_per_m2
+
+
+def test_levels_rise_at_once_and_fall_only_after_dwell_and_hysteresis():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig(min_dwell_seconds=60, hysteresis_per_m2=0.3)
+    state = RiskState()
+    state, _, changed = next_level(state, RiskInputs(4.2), 10, thresholds, policy)
+    assert changed and state.level == RiskLevel.WARNING
+    state, reason, changed = next_level(state, RiskInputs(3.5), 20, thresholds, policy)
+    assert not changed and "dwell" in reason
+    state, reason, changed = next_level(state, RiskInputs(3.8), 100, thresholds, policy)
+    assert not changed and "hysteresis" in reason
+    state, _, changed = next_level(state, RiskInputs(3.6), 110, thresholds, policy)
+    assert changed and state.level == RiskLevel.CAUTION
+    state, reason, changed = next_level(state, RiskInputs(1.0, reliable=False, unreliable_reason="camera down"),
+                                        120, thresholds, policy)
+    assert changed and state.level == RiskLevel.UNKNOWN and "camera down" in reason
+
+
+def test_forecast_raises_the_level_below_the_expected_one():
+    level, _, _ = next_level(RiskState(), RiskInputs(3.0, seconds_to_threshold={"danger": 300.0}), 10,
+                             RiskThresholds(), RiskPolicyConfig())
+    assert level.level == RiskLevel.WARNING
+
+
+@pytest.mark.parametrize("zone, calibration, field", [
+    ({"id": "z", "polygon": IMAGE}, None, "zone z: needs area_m2"),
+    ({"id": "z", "polygon": IMAGE, "area_m2": 10}, {"image_points": IMAGE, "ground_points": GROUND[:3]}, "ground"),
+    ({"id": "z", "polygon": IMAGE}, {"image_points": IMAGE, "ground_points": GROUND,
+                                     "homography": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, "homography misplaces"),
+])
+def test_bad_crowd_configuration_fails_with_the_field_named(zone, calibration, field):
+    camera = {"id": "c", "source": "0", "zones": [zone]}
+    if calibration:
+        camera["calibration"] = calibration
+    with pytest.raises((ConfigError, ValueError), match=field):
+        config = parse_config({"cameras": [camera]}, ".")
+        verify_zone_areas(config.cameras[0].zones, config.cameras[0].calibration)  # CameraConfig's check

@@ -1,0 +1,80 @@
+"""`cityguard eval ...` end to end, as separate processes (the CLI registers every area's metrics)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+
+def cityguard(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "cityguard", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout_s, env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_eval_events_writes_a_report(tmp_path):
+    (tmp_path / "truth.csv").write_text("camera,type,start,end\ncam,crowd,0,10\ncam,crowd,30,40\n")
+    (tmp_path / "predicted.csv").write_text("camera,type,start,end,score\ncam,crowd,2,9,0.9\ncam,crowd,50,55,0.3\n")
+    out = tmp_path / "report"
+    result = cityguard("eval", "events", "--truth", str(tmp_path / "truth.csv"),
+                       "--predicted", str(tmp_path / "predicted.csv"), "--out", str(out))
+    assert "P 0.500 R 0.500 F1 0.500" in result.stdout
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["types"][0]["mean_detection_delay_s"] == 2.0
+    assert (out / "roc.png").exists() and (out / "report.md").exists()
+
+
+def test_eval_counts_from_another_counters_csv(tmp_path):
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(images / name), np.zeros((8, 8, 3), dtype=np.uint8))
+    (tmp_path / "truth.csv").write_text("file,count\na.jpg,10\nb.jpg,100\n")
+    (tmp_path / "predicted.csv").write_text("a.jpg,12\nb.jpg,90\n")
+    out = tmp_path / "report"
+    cityguard("eval", "counts", "--images", str(images), "--truth", str(tmp_path / "truth.csv"),
+              "--predictions", str(tmp_path / "predicted.csv"), "--out", str(out))
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["overall"]["mae"] == 6.0
+    assert figures["by_crowd_size"]["50-200"]["mean_relative_error"] == pytest.approx(0.1)
+    assert (out / "count_scatter.png").exists()
+
+
+@pytest.mark.slow
+def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_path):
+    """Labels are the model's own boxes above 0.5, so at a lower confidence every one must be found again."""
+    import cv2
+    import ultralytics
+
+    from cityguard.config import DEFAULT_CONFIG, load_config
+    from processors.detector import YoloDetector
+
+    source = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    image = cv2.imread(str(source))
+    cv2.imwrite(str(images / "bus.jpg"), image)
+    height, width = image.shape[:2]
+    result = YoloDetector.from_config(load_config(DEFAULT_CONFIG)).detect([image])[0]
+    confident = result.confidence >= 0.5
+    rows = [f"{c} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} {(x1 - x0) / width} {(y1 - y0) / height}"
+            for (x0, y0, x1, y1), c in zip(result.xyxy[confident], result.class_id[confident])]
+    assert any(result.class_id[confident] == 0), "bus.jpg shows people"
+    (labels / "bus.txt").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    cityguard("eval", "detector", "--images", str(images), "--out", str(out), "--tiling", timeout_s=300)
+    figures = json.loads((out / "report.json").read_text())
+    for variant in ("plain", "tiled"):
+        assert {c["name"] for c in figures[variant]["classes"]} >= {"person"}
+    for person in (c for c in figures["plain"]["classes"] if c["name"] == "person"):
+        assert person["recall"] == 1.0 and person["ap50"] == pytest.approx(1.0)
+    assert (out / "pr_tiled.png").exists() and (out / "confusion_plain.png").exists()

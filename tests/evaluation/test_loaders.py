@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from cityguard.evaluation.loaders import (
+    default_labels_folder,
+    load_count_csv,
+    load_event_csv,
+    load_event_messages,
+    load_mot_counts,
+    load_shanghaitech_points,
+    load_yolo_labels,
+)
+from cityguard.evaluation.runners import true_counts
+from schemas import Event, EventState, Severity
+
+
+def test_yolo_labels_become_pixel_boxes(tmp_path):
+    labels = tmp_path / "frame.txt"
+    labels.write_text("0 0.5 0.5 0.2 0.4\n\n2 0.1 0.9 0.2 0.2\n")
+    boxes = load_yolo_labels(labels, width=200, height=100)
+    np.testing.assert_allclose(boxes.xyxy, [[80, 30, 120, 70], [0, 80, 40, 100]])
+    assert boxes.class_id.tolist() == [0, 2]
+
+
+def test_a_missing_label_file_is_an_image_without_objects(tmp_path):
+    assert len(load_yolo_labels(tmp_path / "absent.txt", 640, 480)) == 0
+
+
+def test_a_malformed_label_line_is_reported_with_its_place(tmp_path):
+    labels = tmp_path / "bad.txt"
+    labels.write_text("0 0.5 0.5 0.2 0.4\n0 0.5 0.5\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2"):
+        load_yolo_labels(labels, 10, 10)
+
+
+def test_labels_folder_follows_the_yolo_layout(tmp_path):
+    assert default_labels_folder(tmp_path / "data" / "images" / "val") == tmp_path / "data" / "labels" / "val"
+
+
+def test_count_csv_with_and_without_header(tmp_path):
+    with_header = tmp_path / "counts.csv"
+    with_header.write_text("file,count\nIMG_1.jpg,12\nIMG_2.jpg,0\n")
+    assert load_count_csv(with_header) == {"IMG_1.jpg": 12, "IMG_2.jpg": 0}
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a.jpg,3.5\n")
+    assert load_count_csv(plain) == {"a.jpg": 3.5}
+    broken = tmp_path / "broken.csv"
+    broken.write_text("a.jpg,3\nb.jpg,many\n")
+    with pytest.raises(ValueError, match="broken.csv:2"):
+        load_count_csv(broken)
+
+
+def write_shanghaitech(path, points: np.ndarray) -> None:
+    """The dataset's layout: a 1x1 cell image_info holding a struct with location (N x 2) and number."""
+    info = np.empty((1, 1), dtype=object)
+    info[0, 0] = np.array([[(points, np.array([[len(points)]], dtype=float))]],
+                          dtype=[("location", object), ("number", object)])
+    savemat(str(path), {"image_info": info})
+
+
+def test_shanghaitech_head_points(tmp_path):
+    points = np.array([[10.5, 20.0], [30.0, 40.25], [50.0, 60.0]])
+    write_shanghaitech(tmp_path / "GT_IMG_1.mat", points)
+    np.testing.assert_allclose(load_shanghaitech_points(tmp_path / "GT_IMG_1.mat"), points)
+
+
+def test_shanghaitech_counts_per_image_from_the_dataset_layout(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "ground-truth").mkdir()
+    images = [tmp_path / "images" / "IMG_1.jpg", tmp_path / "images" / "IMG_2.jpg"]
+    write_shanghaitech(tmp_path / "ground-truth" / "GT_IMG_1.mat", np.zeros((7, 2)))
+    write_shanghaitech(tmp_path / "ground-truth" / "GT_IMG_2.mat", np.zeros((0, 2)))
+    assert true_counts(images, tmp_path / "ground-truth", "shanghaitech") == [7, 0]
+
+
+def test_a_mat_file_of_another_structure_is_rejected(tmp_path):
+    savemat(str(tmp_path / "other.mat"), {"points": np.zeros((3, 2))})
+    with pytest.raises(ValueError, match="ShanghaiTech"):
+        load_shanghaitech_points(tmp_path / "other.mat")
+
+
+def test_mot_counts_only_considered_visible_pedestrians(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("\n".join([
+        "1,1,10,10,20,40,1,1,1.0",   # pedestrian
+        "1,2,50,10,20,40,1,1,0.1",   # pedestrian, barely visible
+        "1,3,90,10,20,40,0,1,1.0",   # not considered
+        "1,4,90,10,60,40,1,3,1.0",   # car
+        "3,1,12,10,20,40,1,1,0.9",
+    ]) + "\n")
+    assert load_mot_counts(gt) == {1: 2, 3: 1}
+    assert load_mot_counts(gt, frame_count=4, min_visibility=0.25) == {1: 1, 2: 0, 3: 1, 4: 0}
+    images = [tmp_path / f"{frame:06d}.jpg" for frame in (1, 2, 3)]
+    assert true_counts(images, gt, "mot") == [2, 0, 1]
+
+
+def test_event_csv(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("camera,type,start,end,score\ncam1,crowd,10,20,0.7\ncam2,wrong_way,5,5.5,\n")
+    first, second = load_event_csv(path)
+    assert (first.camera, first.type, first.start, first.end, first.score) == ("cam1", "crowd", 10, 20, 0.7)
+    assert second.score is None
+    (tmp_path / "bad.csv").write_text("camera,kind,start,end\n")
+    with pytest.raises(ValueError, match="type"):
+        load_event_csv(tmp_path / "bad.csv")
+
+
+def test_event_messages_collapse_into_one_interval_per_event(tmp_path):
+    def message(state, updated_at, confidence, ended_at=None, event_id="e1"):
+        return Event(event_id=event_id, type="crowd", state=state, severity=Severity.WARNING, camera_id="cam",
+                     started_at=100.0, updated_at=updated_at, ended_at=ended_at, confidence=confidence,
+                     reason="density").model_dump_json()
+
+    lines = [message(EventState.OPENED, 100, 0.6), message(EventState.UPDATED, 110, 0.9),
+             message(EventState.UPDATED, 110, 0.9),  # redelivered
+             message(EventState.RESOLVED, 130, 0.8, ended_at=125),
+             message(EventState.OPENED, 200, 0.5, event_id="e2")]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    resolved, still_open = sorted(load_event_messages(path), key=lambda e: e.score, reverse=True)
+    assert (resolved.start, resolved.end, resolved.score) == (100, 125, 0.9)
+    assert (still_open.start, still_open.end, still_open.score) == (100, 200, 0.5)

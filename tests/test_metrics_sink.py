@@ -1,0 +1,58 @@
+"""The metrics sink's handling of events and zone metrics, without Kafka (the e2e test covers the wiring)."""
+from prometheus_client import REGISTRY
+
+from schemas import Event, EventState, Severity
+from sinks.metrics_exporter import MetricsSink, OpenEvents, RecentKeys
+
+
+def event(event_id: str, state: EventState, updated_at: float = 100.0) -> Event:
+    return Event(event_id=event_id, type="stopped_vehicle", state=state, severity=Severity.WARNING,
+                 camera_id="sink-test", started_at=90, updated_at=updated_at, confidence=0.9, reason="test")
+
+
+def test_open_events_count_each_incident_once_and_expire():
+    open_events = OpenEvents(max_open_seconds=60)
+    assert open_events.apply(event("a", EventState.OPENED))
+    assert not open_events.apply(event("a", EventState.OPENED)), "a redelivered open is not a new incident"
+    assert not open_events.apply(event("a", EventState.UPDATED))
+    assert open_events.apply(event("b", EventState.OPENED))
+    assert open_events.counts(now=110) == {("sink-test", "stopped_vehicle", "warning"): 2}
+    open_events.apply(event("a", EventState.RESOLVED))
+    assert open_events.counts(now=110) == {("sink-test", "stopped_vehicle", "warning"): 1}
+    assert open_events.counts(now=1000) == {}, "an incident never resolved expires"
+
+
+def test_event_metrics_follow_incidents():
+    labels = {"camera": "sink-test", "type": "stopped_vehicle", "severity": "warning"}
+    before = REGISTRY.get_sample_value("cityguard_events_total", labels) or 0
+    sink = object.__new__(MetricsSink)
+    sink.open_events, sink._open_labels = OpenEvents(), set()
+    for state in (EventState.OPENED, EventState.OPENED, EventState.UPDATED):
+        sink.on_event(event("x", state, updated_at=10**10))
+    assert REGISTRY.get_sample_value("cityguard_events_total", labels) == before + 1
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 1
+    sink.on_event(event("x", EventState.RESOLVED, updated_at=10**10))
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 0
+
+
+def test_line_counts_add_up_once_per_window():
+    from schemas import LineCounts
+
+    sink = object.__new__(MetricsSink)
+    sink.counted_windows = RecentKeys(capacity=10)
+    counts = LineCounts(camera_id="sink-test", line_id="north", lane_id="lane1", window_start=0, window_end=60,
+                        class_name=["car", "truck"], direction=["in", "in"], count=[3, 1])
+    labels = {"camera": "sink-test", "line": "north", "class_name": "car", "direction": "in"}
+    before = REGISTRY.get_sample_value("cityguard_line_crossings_total", labels) or 0
+    sink.on_line_counts(counts)
+    sink.on_line_counts(counts)  # redelivered
+    assert REGISTRY.get_sample_value("cityguard_line_crossings_total", labels) == before + 3
+    lane = {"camera": "sink-test", "lane": "lane1", "class_name": "truck", "direction": "in"}
+    assert REGISTRY.get_sample_value("cityguard_lane_crossings_total", lane) >= 1
+
+
+def test_recent_keys_are_bounded():
+    keys = RecentKeys(capacity=2)
+    assert keys.first_time((1,)) and keys.first_time((2,)) and not keys.first_time((1,))
+    keys.first_time((3,))
+    assert keys.first_time((1,)), "the oldest key was evicted"
