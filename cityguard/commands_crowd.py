@@ -8,7 +8,11 @@ import numpy as np
 import yaml
 
 from cityguard.config_crowd import CalibrationConfig
-from processors.crowd.calibration import degeneracy_problems, fit_homography, reprojection_errors
+from processors.crowd.calibration import (
+    degeneracy_problems,
+    fit_homography,
+    reprojection_errors,
+)
 from processors.geometry import polygon_area
 
 

@@ -75,13 +75,13 @@ class ProducerConfig(Frozen):
         default=10.0, ge=0, le=3600, description="ITS listings are reused this long when several cameras re-resolve")
 
     @model_validator(mode="after")
-    def verify_shard_index_below_count(self) -> "ProducerConfig":
+    def verify_shard_index_below_count(self) -> ProducerConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count}")
         return self
 
     @model_validator(mode="after")
-    def verify_backoff_ordered(self) -> "ProducerConfig":
+    def verify_backoff_ordered(self) -> ProducerConfig:
         if self.reconnect_backoff_base_s > self.reconnect_backoff_max_s:
             raise ValueError("reconnect_backoff_base_s must not exceed reconnect_backoff_max_s")
         return self

@@ -8,7 +8,12 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from cityguard.config_base import ID_PATTERN, Frozen, Point, require_unique
-from processors.crowd.calibration import Homography, degeneracy_problems, fit_homography, reprojection_errors
+from processors.crowd.calibration import (
+    Homography,
+    degeneracy_problems,
+    fit_homography,
+    reprojection_errors,
+)
 from processors.geometry import polygon_area, polygon_is_simple
 
 
@@ -29,7 +34,7 @@ class CountingLineConfig(Frozen):
     inward: InwardSide = Field(default=InwardSide.AUTO, description="side that is inside the zone")
 
     @model_validator(mode="after")
-    def verify_segment_length(self) -> "CountingLineConfig":
+    def verify_segment_length(self) -> CountingLineConfig:
         if np.hypot(self.end[0] - self.start[0], self.end[1] - self.start[1]) < 2:
             raise ValueError("counting line is shorter than 2 pixels")
         return self
@@ -57,7 +62,7 @@ class ZoneConfig(Frozen):
         return polygon
 
     @model_validator(mode="after")
-    def verify_unique_entrance_ids(self) -> "ZoneConfig":
+    def verify_unique_entrance_ids(self) -> ZoneConfig:
         require_unique([line.id for line in self.entrances], "entrance id")
         return self
 
@@ -79,7 +84,7 @@ class CalibrationConfig(Frozen):
     )
 
     @model_validator(mode="after")
-    def verify_point_pairs(self) -> "CalibrationConfig":
+    def verify_point_pairs(self) -> CalibrationConfig:
         if len(self.image_points) != len(self.ground_points):
             raise ValueError(f"{len(self.image_points)} image points but {len(self.ground_points)} ground points")
         fatal = [problem for problem in degeneracy_problems(self.image_points, self.ground_points) if problem.fatal]
@@ -88,7 +93,7 @@ class CalibrationConfig(Frozen):
         return self
 
     @model_validator(mode="after")
-    def verify_homography(self) -> "CalibrationConfig":
+    def verify_homography(self) -> CalibrationConfig:
         if self.homography is None:
             return self
         matrix = np.asarray(self.homography, dtype=float)
@@ -146,7 +151,7 @@ class RiskThresholds(Frozen):
     )
 
     @model_validator(mode="after")
-    def verify_increasing(self) -> "RiskThresholds":
+    def verify_increasing(self) -> RiskThresholds:
         if not self.caution < self.warning < self.danger < self.critical:
             raise ValueError("thresholds must increase: caution < warning < danger < critical")
         return self
@@ -192,7 +197,7 @@ class CountingConfig(Frozen):
     )
 
     @model_validator(mode="after")
-    def verify_blend_range(self) -> "CountingConfig":
+    def verify_blend_range(self) -> CountingConfig:
         if self.sparse_below_people >= self.dense_above_people:
             raise ValueError("sparse_below_people must be below dense_above_people")
         return self
@@ -217,7 +222,7 @@ class MovementConfig(Frozen):
                                          description="mean speed below this while density rises is stop-and-go")
 
     @model_validator(mode="after")
-    def verify_speeds(self) -> "MovementConfig":
+    def verify_speeds(self) -> MovementConfig:
         if self.stop_and_go_speed_m_s >= self.congested_speed_m_s:
             raise ValueError("stop_and_go_speed_m_s must be below congested_speed_m_s")
         return self
@@ -247,7 +252,7 @@ class ForecastConfig(Frozen):
         return horizons
 
     @model_validator(mode="after")
-    def verify_horizons_within_max(self) -> "ForecastConfig":
+    def verify_horizons_within_max(self) -> ForecastConfig:
         if self.horizons_minutes[-1] > self.max_horizon_minutes:
             raise ValueError("a horizon exceeds max_horizon_minutes")
         return self
@@ -289,7 +294,7 @@ class AnalyticsConfig(Frozen):
     density_model: DensityModelConfig = DensityModelConfig()
 
     @model_validator(mode="after")
-    def verify_hop_divides_window(self) -> "AnalyticsConfig":
+    def verify_hop_divides_window(self) -> AnalyticsConfig:
         if self.hop_seconds is None:
             return self
         buckets = self.window_seconds / self.hop_seconds

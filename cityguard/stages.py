@@ -90,6 +90,7 @@ def build_trackers(config: Config):
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
     from processors.inference import InferenceWorker
+    from processors.traffic.blobs import StaticBlobPool
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
@@ -99,7 +100,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     consumer = make_consumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
     try:
-        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config)).run(stop)
+        traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
+        blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
+        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs).run(stop)
     finally:
         producer.flush()
         consumer.close()

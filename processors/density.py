@@ -13,17 +13,37 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from cityguard.config import CameraConfig, Config
-from cityguard.config_crowd import AnalyticsConfig, InwardSide, ZoneConfig, zone_ground_area_m2
+from cityguard.config_crowd import (
+    AnalyticsConfig,
+    InwardSide,
+    ZoneConfig,
+    zone_ground_area_m2,
+)
 from processors.camera_analytics import AnalyticsOutput
 from processors.crowd.counting import fuse_counts
 from processors.crowd.density_map import polygon_cell_weights
-from processors.crowd.forecast import HoltState, forecast_points, holt_update, seconds_to_thresholds, slope_per_s
+from processors.crowd.forecast import (
+    HoltState,
+    forecast_points,
+    holt_update,
+    seconds_to_thresholds,
+    slope_per_s,
+)
 from processors.crowd.local_density import GroundGrid
 from processors.crowd.risk import RiskInputs, RiskState, next_level
 from processors.crowd.tracks import CountingLine, TrackTable, side_of
 from processors.crowd.windows import Bucket, FrameSample, bucket_start
 from processors.geometry import PolygonZone
-from schemas import PERSON_CLASS_ID, Detections, Event, EventState, FrameRef, RiskLevel, Severity, ZoneMetrics
+from schemas import (
+    PERSON_CLASS_ID,
+    Detections,
+    Event,
+    EventState,
+    FrameRef,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+)
 from schemas.zone_metrics import CountSource, FlowRegime
 
 RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts as rising (stop-and-go rule)
@@ -63,7 +83,7 @@ class CrowdState:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes | None) -> "CrowdState":
+    def from_json(cls, raw: bytes | None) -> CrowdState:
         if not raw:
             return cls()
         data = json.loads(raw)
@@ -131,7 +151,7 @@ class CrowdAnalyzer:
             else TrackTable(len(self.lines))
 
     @classmethod
-    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> "CrowdAnalyzer":
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> CrowdAnalyzer:
         return cls(camera, config.analytics, CrowdState.from_json(state))
 
     def state_json(self) -> bytes:

@@ -22,6 +22,7 @@ from infra.dead_letter import dead_letter
 from infra.kafka import CONSUMER_LAG, partition_lag
 from processors.detector import ImageDetections
 from processors.tracking import TrackerPool
+from processors.traffic.blobs import StaticBlobPool
 from schemas import Detections, Frame, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
     def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
-                 detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None):
+                 detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
+                 static_blobs: StaticBlobPool | None = None):
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
@@ -135,6 +137,7 @@ class InferenceWorker:
         self.producer = producer
         self.detectors = detectors
         self.trackers = trackers
+        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
         self.group_id = group_id
 
     def gather(self, stop: threading.Event) -> list:
@@ -174,6 +177,11 @@ class InferenceWorker:
                 if self.trackers is not None:
                     with STAGE_SECONDS.labels("tracking").time():
                         message = self.trackers.update(message)
+                if self.static_blobs is not None and item.image is not None:
+                    with STAGE_SECONDS.labels("background").time():
+                        blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+                    if blobs is not None:
+                        message = message.model_copy(update={"static_blobs": blobs})
                 self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(), value=encode(message))
                 FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
                 INFERENCE_SECONDS.observe(result.inference_ms / 1000)

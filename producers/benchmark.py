@@ -68,7 +68,7 @@ def throughput(config: Config, servers: str, counts: list[int], fps: float, seco
         peak = [process.memory_info().rss]
         started = time.time()
 
-        def observe(batch):
+        def observe(batch, statuses=statuses, peak=peak):
             statuses.extend(batch)
             peak.append(process.memory_info().rss)
 

@@ -20,7 +20,12 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import CameraConfig, Config
-from producers.capture import CameraUnavailable, configure_ffmpeg, encode_jpeg, sample_frames
+from producers.capture import (
+    CameraUnavailable,
+    configure_ffmpeg,
+    encode_jpeg,
+    sample_frames,
+)
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver

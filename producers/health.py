@@ -39,7 +39,7 @@ class FrameQualityMonitor:
         self._blank_since: float | None = None
 
     @classmethod
-    def from_config(cls, settings: ProducerConfig) -> "FrameQualityMonitor":
+    def from_config(cls, settings: ProducerConfig) -> FrameQualityMonitor:
         return cls(settings.frozen_after_s, settings.frozen_max_difference, settings.blank_after_s,
                    settings.blank_max_stddev, settings.black_max_mean)
 

@@ -17,10 +17,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from xml.etree import ElementTree
 
 from cityguard.config_capture import ItsCameraRef, ProducerConfig
 
@@ -70,7 +70,7 @@ class BoundingBox:
                 "with MINX < MAXX in -180..180 and MINY < MAXY in -90..90")
 
     @classmethod
-    def parse(cls, text: str) -> "BoundingBox":
+    def parse(cls, text: str) -> BoundingBox:
         parts = text.split(",")
         try:
             values = [float(part) for part in parts]
@@ -81,7 +81,7 @@ class BoundingBox:
         return cls(*values)
 
     @classmethod
-    def around(cls, points: list[tuple[float, float]], margin: float) -> "BoundingBox":
+    def around(cls, points: list[tuple[float, float]], margin: float) -> BoundingBox:
         """The smallest box holding every (lon, lat) point, widened by margin degrees on each side."""
         lons = [lon for lon, _ in points]
         lats = [lat for _, lat in points]
@@ -178,7 +178,7 @@ class ItsClient:
         self._api_key = api_key
 
     @classmethod
-    def from_config(cls, settings: ProducerConfig, environ: Mapping[str, str] = os.environ) -> "ItsClient":
+    def from_config(cls, settings: ProducerConfig, environ: Mapping[str, str] = os.environ) -> ItsClient:
         key = environ.get(settings.its_api_key_env, "").strip()
         if not key:
             raise ItsAuthError(f"no ITS API key: set the environment variable {settings.its_api_key_env}")

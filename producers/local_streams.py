@@ -25,7 +25,7 @@ def _ffmpeg(*arguments: str, log_path: Path) -> subprocess.Popen:
         raise RuntimeError("ffmpeg is not installed (Debian package ffmpeg; infra/setup.sh installs it)")
     with open(log_path, "ab") as log_file:
         return subprocess.Popen([binary, "-nostdin", "-loglevel", "error", *arguments], stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 - prctl only
 
 
 def _stop(process: subprocess.Popen | None) -> None:
@@ -47,7 +47,7 @@ class HlsEncoder:
         self.playlist = playlist
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 15) -> "HlsEncoder":
+    def start(self, timeout_s: float = 15) -> HlsEncoder:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = _ffmpeg(
             "-re", "-stream_loop", "-1", "-i", str(self.video), "-an", "-c:v", "libx264", "-preset", "ultrafast",
@@ -94,14 +94,14 @@ class RtspServer:
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.client_port}/{self.path}"
 
-    def start(self, timeout_s: float = 15) -> "RtspServer":
+    def start(self, timeout_s: float = 15) -> RtspServer:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with open(self.work_dir / "rtsp-server.log", "ab") as log_file:
             self.server = subprocess.Popen(
                 ["rtsp-server-perl", "--clientport", str(self.client_port), "--serverport", str(self.source_port),
                  "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
                  "--rtp_start_port", str(20000 + self.client_port % 20000)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 - prctl only
         wait_for_port("127.0.0.1", self.source_port, timeout_s, self.server)
         wait_for_port("127.0.0.1", self.client_port, timeout_s, self.server)
         self.publisher = _ffmpeg(
@@ -148,7 +148,7 @@ class TokenFileServer:
         self.token = secrets.token_hex(8)
         return self.token
 
-    def start(self) -> "TokenFileServer":
+    def start(self) -> TokenFileServer:
         handler = functools.partial(_Handler, directory=str(self.directory), server_token=lambda: self.token)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True

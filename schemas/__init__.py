@@ -3,7 +3,7 @@ from schemas.alert import Alert
 from schemas.base import Message, SchemaError, decode, encode
 from schemas.camera_status import CameraState, CameraStatus
 from schemas.dead_letter import DeadLetter
-from schemas.detections import PERSON_CLASS_ID, Detections
+from schemas.detections import PERSON_CLASS_ID, Detections, StaticBlob
 from schemas.event import Event, EventState, FrameRef, Severity
 from schemas.frame import Frame
 from schemas.line_counts import LineCounts
@@ -11,5 +11,5 @@ from schemas.zone_metrics import RiskLevel, ZoneMetrics
 
 __all__ = [
     "Alert", "CameraState", "CameraStatus", "DeadLetter", "Detections", "Event", "EventState", "Frame", "FrameRef", "LineCounts",
-    "Message", "PERSON_CLASS_ID", "RiskLevel", "SchemaError", "Severity", "ZoneMetrics", "decode", "encode",
+    "Message", "PERSON_CLASS_ID", "RiskLevel", "SchemaError", "Severity", "StaticBlob", "ZoneMetrics", "decode", "encode",
 ]

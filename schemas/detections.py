@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Message
 
 PERSON_CLASS_ID = 0  # COCO
+
+
+class StaticBlob(BaseModel):
+    """Foreground that appeared and stayed unchanged (fallen cargo, debris): found by a background model, not by
+    the detector, so objects of no known class are still reported."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    xyxy: tuple[float, float, float, float] = Field(description="image pixels")
+    static_since: float = Field(description="capture time since when it has been there unchanged")
+    fill_ratio: float = Field(ge=0, le=1, description="share of the box's cells that are static foreground")
 
 
 class Detections(Message):
@@ -25,6 +36,9 @@ class Detections(Message):
     class_id: list[int] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
     track_id: list[int] | None = Field(default=None, description="per-camera track ids, when tracking is on")
+    static_blobs: list[StaticBlob] | None = Field(
+        default=None, description="static unknown objects, for cameras with a traffic scene"
+    )
     density_map: bytes | None = Field(
         default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
     )

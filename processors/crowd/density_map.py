@@ -131,7 +131,7 @@ class DensityMapCounter:
         return self.compiled[(height, width)]
 
     @classmethod
-    def from_config(cls, config) -> "DensityMapCounter":
+    def from_config(cls, config) -> DensityMapCounter:
         """From `config.analytics.density_model` (cityguard.config_crowd.DensityModelConfig)."""
         settings = config.analytics.density_model
         weights = Path(config.resolve_path(settings.weights)) if settings.weights else packaged_weights()

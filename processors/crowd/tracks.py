@@ -69,9 +69,9 @@ class TrackTable:
         self.image_xy = np.asarray(columns["image_xy"], dtype=float).reshape(-1, 2)
         self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
         self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
-        self.side = np.asarray(columns["side"], dtype=np.int8).reshape(-1, line_count)
-        self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(-1, line_count)
-        self.pending_frames = np.asarray(columns["pending_frames"], dtype=np.int16).reshape(-1, line_count)
+        self.side = np.asarray(columns["side"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending_frames = np.asarray(columns["pending_frames"], dtype=np.int16).reshape(len(self.ids), line_count)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,7 +87,7 @@ class TrackTable:
                 "pending_frames": self.pending_frames.tolist()}
 
     @classmethod
-    def from_columns(cls, line_count: int, columns: dict) -> "TrackTable":
+    def from_columns(cls, line_count: int, columns: dict) -> TrackTable:
         def nan_for_none(rows: list) -> list:
             return [[np.nan if v is None else v for v in row] for row in rows]
 

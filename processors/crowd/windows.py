@@ -78,7 +78,7 @@ class Bucket:
         self.outflow += sample.outflow
 
     @classmethod
-    def merge(cls, start: float, buckets: Iterable["Bucket"]) -> "Bucket":
+    def merge(cls, start: float, buckets: Iterable[Bucket]) -> Bucket:
         total = cls(start=start)
         for bucket in buckets:
             for item in fields(cls):

@@ -12,7 +12,6 @@ from cityguard.config import CameraConfig, Config
 from cityguard.config_traffic import SceneConfig
 from processors.camera_analytics import AnalyticsOutput
 from processors.traffic import counting, rules
-from processors.traffic.blobs import StaticBlob
 from processors.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.traffic.fallback_tracker import assign_track_ids
 from processors.traffic.incidents import reconcile
@@ -50,8 +49,8 @@ class TrafficAnalyzer:
     def state_json(self) -> bytes:
         return self.state.model_dump_json().encode()
 
-    def update(self, detections: Detections, static_blobs: list[StaticBlob] | None = None) -> TrafficOutput:
-        """One frame; `static_blobs` come from a StaticBlobDetector fed the same frame, when the caller has one."""
+    def update(self, detections: Detections) -> TrafficOutput:
+        """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
         state = self.state
         if detections.seq <= state.last_seq:
             return TrafficOutput()
@@ -73,7 +72,7 @@ class TrafficAnalyzer:
             *rules.stopped_vehicles(self.scene, state, vehicles, now),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
-            *rules.obstacles(self.scene, state, tracks, static_blobs or [], now, detections.seq),
+            *rules.obstacles(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq),
             *congestion_conditions(self.scene, output.lanes),
             *rules.collisions(self.scene, state, vehicles, now),
         ]

@@ -8,22 +8,15 @@ vehicle does, which is why the traffic rule ignores blobs under a detected box. 
 median of the first frames, so a car passing at start-up does not leave a ghost. The background learns only
 where there is no foreground, so slow light changes are followed without swallowing objects.
 
-The integrator feeds it decoded frames (it needs images, the analyzer gets only detections) and hands the blobs
-to `TrafficAnalyzer.update(detections, static_blobs)`.
+The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
+`StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-
-@dataclass(frozen=True)
-class StaticBlob:
-    xyxy: tuple[float, float, float, float]  # image pixels
-    static_since: float  # capture time since when it has been there unchanged
-    fill_ratio: float  # share of the box's cells that are static foreground
+from schemas import StaticBlob
 
 
 class StaticBlobDetector:
@@ -90,3 +83,25 @@ class StaticBlobDetector:
                 fill_ratio=float(member.mean()),
             ))
         return blobs
+
+
+class StaticBlobPool:
+    """One StaticBlobDetector per camera with a traffic scene; a camera silent for `idle_seconds` is dropped."""
+
+    def __init__(self, camera_ids: set[str], idle_seconds: float = 300.0):
+        self.camera_ids = camera_ids
+        self.idle_seconds = idle_seconds
+        self._detectors: dict[str, StaticBlobDetector] = {}
+        self._last_seen: dict[str, float] = {}
+
+    def update(self, camera_id: str, image: np.ndarray, captured_at: float) -> list[StaticBlob] | None:
+        """Static blobs in this frame, or None for cameras without a scene."""
+        if camera_id not in self.camera_ids:
+            return None
+        for idle in [c for c, seen in self._last_seen.items() if captured_at - seen > self.idle_seconds]:
+            del self._detectors[idle], self._last_seen[idle]
+        self._last_seen[camera_id] = captured_at
+        return self._detectors.setdefault(camera_id, StaticBlobDetector()).update(image, captured_at)
+
+    def __len__(self) -> int:
+        return len(self._detectors)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from cityguard.config_traffic import Anchor
-from processors.traffic.blobs import StaticBlob
+from schemas import StaticBlob
 from processors.traffic.incidents import Condition
 from processors.traffic.scene import Scene, anchor_point, box_intersection, box_iou, point_segment_distance
 from processors.traffic.state import BlobState, CollisionCandidate, TrackState, TrafficState

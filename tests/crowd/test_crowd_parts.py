@@ -5,10 +5,24 @@ import numpy as np
 import pytest
 
 from cityguard.config import ConfigError, parse_config
-from cityguard.config_crowd import CountingConfig, ForecastConfig, RiskPolicyConfig, RiskThresholds, verify_zone_areas
-from processors.crowd.calibration import degeneracy_problems, fit_homography, reprojection_errors
+from cityguard.config_crowd import (
+    CountingConfig,
+    ForecastConfig,
+    RiskPolicyConfig,
+    RiskThresholds,
+    verify_zone_areas,
+)
+from processors.crowd.calibration import (
+    degeneracy_problems,
+    fit_homography,
+    reprojection_errors,
+)
 from processors.crowd.counting import fuse_counts
-from processors.crowd.forecast import forecast_points, holt_update, seconds_to_thresholds
+from processors.crowd.forecast import (
+    forecast_points,
+    holt_update,
+    seconds_to_thresholds,
+)
 from processors.crowd.risk import RiskInputs, RiskState, next_level
 from processors.crowd.tracks import CountingLine, TrackTable
 from schemas import RiskLevel

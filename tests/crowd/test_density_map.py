@@ -5,7 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from processors.crowd.density_map import DensityMapCounter, convert_to_openvino, integrate_polygon, packaged_weights
+from processors.crowd.density_map import (
+    DensityMapCounter,
+    convert_to_openvino,
+    integrate_polygon,
+    packaged_weights,
+)
 from tests.conftest import VTEST
 
 

@@ -1,6 +1,8 @@
 """The crowd scenario suite: generated crowds with known ground truth through the real analyzer (pure, no Kafka)."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from processors.density import CrowdAnalyzer, CrowdState
@@ -53,7 +55,7 @@ def test_itaewon_build_up_is_forecast_before_danger_and_climbs_without_flapping(
            f"true density reached 5 p/m²; level changes {changes}")
 
     assert lead_minutes >= 5
-    assert all(later >= earlier for earlier, later in zip(ranks, ranks[1:])), "levels went down during a build-up"
+    assert all(later >= earlier for earlier, later in itertools.pairwise(ranks)), "levels went down during a build-up"
     assert ranks[-1] == RiskLevel.CRITICAL.rank
     assert [to for _, to in changes] == ["caution", "warning", "danger", "critical"]
     assert len({e.event_id for e in run.events}) == len(run.events)

@@ -2,9 +2,8 @@
 dispatcher -> one SMS at the fake Twilio; then every Grafana panel query runs against that Prometheus.
 
 The metrics sink is the real one (sinks.metrics_exporter.MetricsSink fed through the broker). Metrics of stages not
-running here (producer, inference) and exporter metrics still planned (camera info, forecast, crossings, events,
-line crossings) are served by a stand-in registry with the agreed names, types and labels; as the exporter gains
-them, they move out of STAND_INS.
+running here (producer, inference) and exporter metrics still planned (density forecast, zone crossings) are served
+by a stand-in registry with the agreed names, types and labels; as the exporter gains them, they move out of StandIns.
 """
 from __future__ import annotations
 
@@ -21,10 +20,10 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cityguard.commands_alerts import acknowledge, show_incident
-from cityguard.config import parse_config
+from cityguard.config import TopicNames, parse_config
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
-from schemas import DeadLetter, Detections, RiskLevel, ZoneMetrics, encode
+from schemas import DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, Severity, ZoneMetrics, encode
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
 from tests.ops.fakes import FakeTwilio
@@ -35,11 +34,7 @@ CAMERA, ZONE = "plaza", "walkway"
 
 
 def site_config(tmp_path, twilio_url: str, suffix: str, receiver_port: int) -> dict:
-    topics = {name: f"{default}.{suffix}" for name, default in
-              (("frames", "cityguard.frames.v1"), ("detections", "cityguard.detections.v1"),
-               ("zone_metrics", "cityguard.zone-metrics.v1"), ("events", "cityguard.events.v1"),
-               ("alerts", "cityguard.alerts.v1"), ("camera_status", "cityguard.camera-status.v1"),
-               ("dead_letter", "cityguard.dead-letter.v1"))}
+    topics = {name: f"{default}.{suffix}" for name, default in TopicNames().model_dump().items()}
     return {
         "site": f"ops-{suffix}",
         "broker": {"partitions": 1, "topics": topics},
@@ -51,7 +46,7 @@ def site_config(tmp_path, twilio_url: str, suffix: str, receiver_port: int) -> d
             "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 50,
                           "template": "[{severity}] {title} — 확인: cityguard alerts ack {ref}",
                           "retry": {"max_attempts": 3, "backoff_initial_s": 0.1, "timeout_s": 5}}],
-            "routes": [{"id": "zone-danger", "match": {"types": ["CityguardZoneDanger", "risk_level_changed"]},
+            "routes": [{"id": "zone-danger", "match": {"types": ["CityguardZoneDanger"]},
                         "channels": ["sms"], "escalation": ["duty"]}],
         },
         "cameras": [{"id": CAMERA, "name": "Plaza", "source": "0", "lat": 37.5665, "lon": 126.978,
@@ -66,16 +61,12 @@ class StandIns:
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ["camera"]
-        self.camera_info = Gauge("cityguard_camera_info", "Camera position", ["camera", "name", "lat", "lon"], registry=r)
         self.forecast = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast density",
                               ["camera", "zone", "horizon_minutes"], registry=r)
         self.to_danger = Gauge("cityguard_zone_forecast_seconds_to_danger", "Forecast time to danger",
                                ["camera", "zone"], registry=r)
         self.crossings = Counter("cityguard_zone_crossings_total", "Zone crossings", ["camera", "zone", "direction"],
                                  registry=r)
-        self.events_open = Gauge("cityguard_events_open", "Open events", ["camera", "type", "severity"], registry=r)
-        self.line_crossings = Counter("cityguard_line_crossings_total", "Line crossings",
-                                      ["camera", "line", "class_name", "direction"], registry=r)
         self.produced = Counter("cityguard_frames_produced_total", "Frames produced", labels, registry=r)
         self.camera_up = Gauge("cityguard_camera_up", "Camera up", labels, registry=r)
         self.fps = Gauge("cityguard_camera_fps", "Camera fps", labels, registry=r)
@@ -88,10 +79,7 @@ class StandIns:
         self.batch = Histogram("cityguard_inference_batch_size", "Batch size", registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.lag = Gauge("cityguard_consumer_lag_messages", "Lag", ["group", "topic", "partition"], registry=r)
-        self.camera_info.labels(CAMERA, "Plaza", "37.5665", "126.978").set(1)
         self.to_danger.labels(CAMERA, ZONE).set(420)
-        self.events_open.labels(CAMERA, "wrong_way", "warning").set(0)
-        self.events_open.labels(CAMERA, "risk_level_changed", "critical").set(1)
         self.camera_up.labels(CAMERA).set(1)
         self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
 
@@ -100,7 +88,6 @@ class StandIns:
             self.forecast.labels(CAMERA, ZONE, str(horizon)).set(5.6 + 0.1 * horizon)
         self.crossings.labels(CAMERA, ZONE, "in").inc(3)
         self.crossings.labels(CAMERA, ZONE, "out").inc(1)
-        self.line_crossings.labels(CAMERA, "northbound-1", "car", "in").inc()
         self.produced.labels(CAMERA).inc(2)
         self.consumed.labels(CAMERA).inc(2)
         self.fps.labels(CAMERA).set(10)
@@ -134,7 +121,8 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         exporter_server, _ = start_http_server(0, addr="127.0.0.1")
         servers.append(exporter_server)
         sink_consumer = make_consumer(kafka_bootstrap, config.group_id("metrics-sink"), topics.detections,
-                                      topics.zone_metrics, topics.dead_letter, enable_auto_commit=True)
+                                      topics.zone_metrics, topics.events, topics.line_counts, topics.dead_letter,
+                                      enable_auto_commit=True)
         reader = make_consumer(kafka_bootstrap, config.group_id("analytics"))
         sink = MetricsSink(config, sink_consumer, {config.group_id("analytics"): reader})
         threading.Thread(target=sink.run, args=(stop,), daemon=True).start()
@@ -163,6 +151,13 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
             camera_id=CAMERA, zone_id=ZONE, window_start=now - 10, window_end=now, frames=50, area_m2=100,
             people_mean=560, people_max=600, density_mean_per_m2=5.6, density_max_per_m2=6.0,
             risk_level=RiskLevel.DANGER, risk_reason="5.6 p/m² >= danger 5.0", last_seq=50)))
+        producer.send(topics.events, key=CAMERA.encode(), value=encode(Event(
+            event_id=f"{CAMERA}/wrong-way/{suffix}", type="wrong_way", state=EventState.OPENED,
+            severity=Severity.WARNING, camera_id=CAMERA, started_at=now, updated_at=now, confidence=0.8,
+            reason="track moving against the lane direction")))
+        producer.send(topics.line_counts, key=CAMERA.encode(), value=encode(LineCounts(
+            camera_id=CAMERA, line_id="stop-line-1", lane_id="northbound-1", window_start=now - 10, window_end=now,
+            class_name=["car", "bus"], direction=["in", "in"], count=[12, 1])))
         producer.send(topics.dead_letter, value=encode(DeadLetter(
             stage="inference", source_topic=topics.frames, partition=0, offset=7, key=None, reason="not msgpack",
             original=b"\x00", at=now)))
@@ -247,7 +242,8 @@ def test_every_grafana_panel_query_returns_data(pipeline):
             empty.append(f"{dashboard}: {panel}: {expr}")
     assert not empty, "panels without data:\n" + "\n".join(empty)
     geomap = run(next(expr for _, panel, expr in panel_queries() if panel.startswith("Cameras by risk level")))
-    assert [(s["metric"]["camera"], s["metric"]["lat"], s["value"][1]) for s in geomap] == [(CAMERA, "37.5665", "3")]
+    assert [(s["metric"]["camera"], float(s["metric"]["lat"]), float(s["metric"]["lon"]), s["value"][1])
+            for s in geomap] == [(CAMERA, 37.5665, 126.978, "3")]  # coloured by its zone's danger level
 
 
 def test_the_zone_danger_alert_reached_alertmanager_with_its_labels(pipeline):

@@ -6,10 +6,10 @@ import json
 import threading
 import time
 import urllib.parse
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.etree import ElementTree
 
 REQUIRED = ("apiKey", "type", "cctvType", "minX", "maxX", "minY", "maxY", "getType")
 
@@ -17,18 +17,18 @@ REQUIRED = ("apiKey", "type", "cctvType", "minX", "maxX", "minY", "maxY", "getTy
 @dataclass
 class FakeItsApi:
     api_key: str
-    cameras: Callable[[], list[dict]] = lambda: []  # records as the API lists them, asked anew per request
+    cameras: Callable[[], list[dict]] = list  # records as the API lists them, asked anew per request
     shape: str = "list"  # list | single (one object, not a list) | empty (data: []) | missing (no data)
     numbers_as_strings: bool = False
     fail_status: int | None = None
     delay_s: float = 0.0
     requests: list[dict] = field(default_factory=list)
 
-    def start(self) -> "FakeItsApi":
+    def start(self) -> FakeItsApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server naming
+            def do_GET(self):
                 parsed = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(parsed.query))
                 api.requests.append(query)

@@ -41,7 +41,7 @@ def snapshot_server():
     state = {"status": 200, "image": np.full((48, 64, 3), 90, np.uint8), "gets": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             state["gets"] += 1
             body = cv2.imencode(".jpg", state["image"])[1].tobytes() if state["status"] == 200 else b"gone"
             self.send_response(state["status"])

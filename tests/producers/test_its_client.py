@@ -8,7 +8,13 @@ import pytest
 
 from cityguard.config_capture import ItsCameraRef, ProducerConfig
 from producers.its_client import (
-    BoundingBox, ItsAuthError, ItsCameraGone, ItsClient, ItsRequestError, ItsResolver, ItsUnavailable,
+    BoundingBox,
+    ItsAuthError,
+    ItsCameraGone,
+    ItsClient,
+    ItsRequestError,
+    ItsResolver,
+    ItsUnavailable,
     stable_camera_id,
 )
 from tests.producers.fake_its import FakeItsApi, record

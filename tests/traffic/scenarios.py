@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.traffic.simulator import (CAR, EB_Y, PERSON, SUITCASE, WB_Y, Scenario, SimObject, Truth, arrival_time,
-                                     drive)
+from tests.traffic.simulator import (CAR, EB_Y, PERSON, SUITCASE, WB_Y, Scenario, SimObject, Truth, drive)
 
 
 def background_traffic(rng: np.random.Generator, first_id: int, duration: float, count: int,

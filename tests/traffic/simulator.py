@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cityguard.config_traffic import SceneConfig
-from processors.traffic import StaticBlob
+from schemas import StaticBlob
 from schemas import Detections
 
 FPS = 5.0

@@ -29,7 +29,7 @@ def run(scenario: Scenario, seed: int, roundtrip: bool = False) -> tuple[list[Ev
     for detections, blobs in frames(scenario, rng):
         if roundtrip:
             analyzer = TrafficAnalyzer.restore(cam, config, state)
-        output = analyzer.update(detections, blobs)
+        output = analyzer.update(detections.model_copy(update={"static_blobs": blobs}))
         events += output.events
         counts += output.line_counts
         if roundtrip:
