@@ -91,6 +91,7 @@ def build_trackers(config: Config):
 def run_infer(config: Config, metrics_port: int | None) -> None:
     from processors.inference import InferenceWorker
     from processors.traffic.blobs import StaticBlobPool
+    from producers.frame_store import open_frame_store
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
@@ -102,7 +103,8 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
         blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
-        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs).run(stop)
+        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
+                        resolve_frame=open_frame_store(config).resolve).run(stop)
     finally:
         producer.flush()
         consumer.close()

@@ -21,7 +21,14 @@ from infra.kafka import make_consumer
 from infra.process import child_preexec
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 
-STAGES = ("export-metrics", "analyze", "infer", "produce")
+# Stage name -> its cityguard subcommand, in start order (sinks first, the producer last).
+STAGES = {
+    "alerts": ["alerts", "dispatch"],
+    "export-metrics": ["export-metrics"],
+    "analyze": ["analyze"],
+    "infer": ["infer"],
+    "produce": ["produce"],
+}
 
 
 @dataclass
@@ -48,7 +55,7 @@ def spawn(stage: str, config_path: Path, env: dict, log_dir: Path) -> subprocess
     log_file = open(log_dir / f"{stage}.log", "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "cityguard", stage, "--config", str(config_path)],
+            [sys.executable, "-m", "cityguard", *STAGES[stage], "--config", str(config_path)],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
         )
     finally:
@@ -88,7 +95,8 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                 children[stage] = spawn(stage, config_path, env, log_dir)
             metrics = config.metrics
             print(f"metrics: http://{metrics.host}:{metrics.exporter_port}/metrics (zones, detections), "
-                  f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer)", flush=True)
+                  f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
+                  f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             return watch(config, children, status_consumer, duration_s, lambda: interrupted)
         finally:

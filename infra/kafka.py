@@ -64,6 +64,8 @@ def make_consumer(bootstrap_servers: str, group_id: str | None, *topics: str, **
     return KafkaConsumer(*topics, **{**consumer_settings(bootstrap_servers, group_id), **overrides})
 
 
+BROKER_CONNECTED = Gauge("cityguard_broker_connected", "1 while the stage's Kafka client reaches the broker",
+                         ["stage"])
 CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
                      ["group", "topic", "partition"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import CONSUMER_LAG, partition_lag
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
 from processors.detector import ImageDetections
 from processors.tracking import TrackerPool
 from processors.traffic.blobs import StaticBlobPool
@@ -59,10 +60,20 @@ class DecodedFrame:
     image: np.ndarray | None  # None when the detector decodes the JPEG itself
 
 
-def decode_frame(raw: bytes | None, decode_image: bool = True) -> DecodedFrame:
+FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
+
+
+def decode_frame(raw: bytes | None, decode_image: bool = True,
+                 resolve_frame: FrameResolver | None = None) -> DecodedFrame:
+    """Parses a frame message; a claim-check frame (frame_ref) is fetched from the frame store first."""
     frame = decode(raw, Frame)
     if frame.jpeg is None:
-        raise SchemaError("frame_ref frames need a frame store, none is configured")
+        if resolve_frame is None:
+            raise SchemaError("frame_ref frames need a frame store, none is configured")
+        try:
+            frame = frame.model_copy(update={"jpeg": resolve_frame(frame.frame_ref), "frame_ref": None})
+        except LookupError as exc:  # expired, or written to another store
+            raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
     if not decode_image:
         if not (frame.jpeg.startswith(b"\xff\xd8") and frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9")):
             raise SchemaError("jpeg field is not a JPEG image (start/end markers missing)")
@@ -129,7 +140,7 @@ class InferenceWorker:
 
     def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
                  detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
-                 static_blobs: StaticBlobPool | None = None):
+                 static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None):
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
@@ -138,6 +149,7 @@ class InferenceWorker:
         self.detectors = detectors
         self.trackers = trackers
         self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        self.resolve_frame = resolve_frame
         self.group_id = group_id
 
     def gather(self, stop: threading.Event) -> list:
@@ -162,7 +174,8 @@ class InferenceWorker:
             try:
                 with STAGE_SECONDS.labels("decode").time():
                     camera_id = record.key.decode() if record.key else ""
-                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id)), record))
+                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
+                                                 self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
         if decoded:
@@ -201,6 +214,7 @@ class InferenceWorker:
         self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
 
     def update_lag(self) -> None:
+        BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
         for (topic, partition), lag in partition_lag(self.consumer).items():
             CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
 

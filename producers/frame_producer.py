@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import CameraConfig, Config
+from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
     configure_ffmpeg,
@@ -299,6 +300,7 @@ def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event,
         thread.start()
     next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
     while any(thread.is_alive() for thread in threads) and not stop.wait(min(0.5, settings.status_interval_s)):
+        BROKER_CONNECTED.labels("producer").set(1 if producer.bootstrap_connected() else 0)
         statuses = reporter.report()
         if on_status and statuses:
             on_status(statuses)

@@ -14,7 +14,7 @@ class Alert(Message):
     alert_id: str = Field(min_length=1, description="idempotency key: one alert per incident and level")
     event_id: str = Field(min_length=1)
     severity: Severity
-    camera_id: str
+    camera_id: str | None = Field(default=None, description="None for alerts about the system itself (SRE)")
     zone_id: str | None = None
     title: str
     message: str

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import Config
-from infra.kafka import CONSUMER_LAG
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
 from schemas import (
     PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, SchemaError, ZoneMetrics, decode,
 )
@@ -179,6 +179,7 @@ class MetricsSink:
                 for record in records:
                     self.handle(record.topic, record.value)
             if time.monotonic() - last_lag > 5:
+                BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
                 for group, group_reader in self.group_readers.items():
                     self.update_lag(group, group_reader)
                 last_lag = time.monotonic()

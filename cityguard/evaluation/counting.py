@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -37,9 +38,9 @@ def count_errors(true: np.ndarray, predicted: np.ndarray) -> CountErrors:
 def size_bins(edges: tuple[float, ...]) -> list[tuple[float, float]]:
     """[lower, upper) ranges of true count: 0..edges[0], edges[0]..edges[1], ..., edges[-1]..inf."""
     bounds = [0.0, *map(float, edges), math.inf]
-    if any(b <= a for a, b in zip(bounds, bounds[1:])):
+    if any(upper <= lower for lower, upper in pairwise(bounds)):
         raise ValueError(f"size edges must be positive and increasing, got {edges}")
-    return list(zip(bounds, bounds[1:]))
+    return list(pairwise(bounds))
 
 
 def bin_label(lower: float, upper: float) -> str:

@@ -25,7 +25,7 @@ class Boxes:
     confidence: np.ndarray  # (N,)
 
     @classmethod
-    def of(cls, xyxy, class_id, confidence=None) -> "Boxes":
+    def of(cls, xyxy, class_id, confidence=None) -> Boxes:
         xyxy = np.asarray(xyxy, dtype=float).reshape(-1, 4)
         class_id = np.asarray(class_id, dtype=int).reshape(-1)
         confidence = np.ones(len(xyxy)) if confidence is None else np.asarray(confidence, dtype=float).reshape(-1)
@@ -36,7 +36,7 @@ class Boxes:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def select(self, mask: np.ndarray) -> "Boxes":
+    def select(self, mask: np.ndarray) -> Boxes:
         return Boxes(self.xyxy[mask], self.class_id[mask], self.confidence[mask])
 
 

@@ -7,8 +7,8 @@ reads the frames, detections, zone-metrics and events topics without a consumer 
 became readable (its receive time). All processes share this machine's clock.
 
 Definitions (printed and written to --json):
-- frames/s per stage: messages the stage output (produce: frames, infer: detections, analyze: frames covered by the
-  zone-metrics windows closed after the first one) divided by the time between its first and last output. A stage
+- frames/s per stage: frames the stage output (produce: frames, infer: detections, analyze: frames between the last
+  frames of its first and last zone-metrics windows) divided by the time between its first and last output. A stage
   never outruns the one feeding it, so with a paced (realtime) producer every stage shows the camera rate; use
   --no-realtime to see the capacity of the slowest stage.
 - origin of a frame: its Frame.captured_at when the producer is paced like a camera (realtime); with --no-realtime
@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -170,11 +171,15 @@ def rate(count: int, first: float | None, last: float | None) -> float | None:
 def stage_rates(observed: Observed) -> dict:
     frames = sorted(observed.frame_received_at.values())
     detections = sorted(observed.detections_received_at.values())
-    # Windows are per zone; one zone's windows cover every frame of the camera once.
+    # One zone's windows; frames analysed between its first and last window are counted by sequence number, so
+    # tumbling and hopping windows give the same figure.
     zone_id = observed.zone_metrics[0][0].zone_id if observed.zone_metrics else None
-    windows = [(m, received) for m, received in observed.zone_metrics if m.zone_id == zone_id]
-    analyzed = sum(m.frames for m, _ in windows[1:])
-    analyze_rate = analyzed / (windows[-1][1] - windows[0][1]) if len(windows) > 1 and windows[-1][1] > windows[0][1] else None
+    windows = [(m.last_seq, received) for m, received in observed.zone_metrics if m.zone_id == zone_id]
+    analyzed, analyze_rate = 0, None
+    if len(windows) > 1:
+        (first_seq, first_at), (last_seq, last_at) = windows[0], windows[-1]
+        analyzed = bisect_right(observed.frame_seqs, last_seq) - bisect_right(observed.frame_seqs, first_seq)
+        analyze_rate = analyzed / (last_at - first_at) if last_at > first_at else None
     return {
         "produce": {"frames": len(frames), "frames_per_second": rate(len(frames), *_ends(frames))},
         "infer": {"frames": len(detections), "frames_per_second": rate(len(detections), *_ends(detections))},
@@ -407,7 +412,7 @@ def run_pipeline(args, config: Config, config_path: Path, camera: CameraConfig, 
             if producer.poll() is None:
                 continue
             if finished_at is None:
-                if producer.returncode not in (0, -15):
+                if producer.returncode not in (0, -signal.SIGTERM):
                     raise StageFailed(f"the producer exited with code {producer.returncode}; "
                                       f"see {args.log_dir / 'produce.log'}")
                 finished_at = time.monotonic()
@@ -492,7 +497,8 @@ def print_figures(figures: dict) -> None:
     print(f"latency in seconds from {origin}:")
     print(f"  {'':16}{'count':>6}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     for name, stats in figures["latency_seconds"].items():
-        print(f"  {name:16}{stats['count']:>6}" + "".join(f"{_n(stats[k], 3):>8}" for k in ("p50", "p95", "p99", "max")))
+        cells = "".join(f"{_n(stats[key], 3):>8}" for key in ("p50", "p95", "p99", "max"))
+        print(f"  {name:16}{stats['count']:>6}{cells}")
     print("consumer lag in messages (max / mean / final): " + " | ".join(
         f"{group} {lag['max']} / {lag['mean']:.1f} / {lag['final']}"
         for group, lag in figures["consumer_lag_messages"].items()))

@@ -9,13 +9,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from cityguard.evaluation.detection import DetectionResult, PrCurve  # noqa: E402
-from cityguard.evaluation.events import EventResult  # noqa: E402
-from cityguard.evaluation.runners import CountResult  # noqa: E402
-from cityguard.evaluation.scoring import RocCurve  # noqa: E402
+from cityguard.evaluation.detection import DetectionResult, PrCurve
+from cityguard.evaluation.events import EventResult
+from cityguard.evaluation.runners import CountResult
+from cityguard.evaluation.scoring import RocCurve
 
 
 def plot_pr_curves(curves: dict[str, PrCurve], path: Path) -> Path:
@@ -126,8 +126,8 @@ def event_report(result: EventResult, out_dir: Path) -> Path:
                      f"{t.counts.false_negatives} | {_f(t.counts.precision)} | {_f(t.counts.recall)} | "
                      f"{_f(t.counts.f1)} | {_f(t.mean_delay_s, 2)} | {_f(t.roc.auc if t.roc else None)} |")
     o = result.overall
-    lines += [f"| all | {o.true_positives} | {o.false_positives} | {o.false_negatives} | {_f(o.precision)} | "
-              f"{_f(o.recall)} | {_f(o.f1)} | | |", "", f"![event type confusion]({confusion_png.name})"]
+    lines += [(f"| all | {o.true_positives} | {o.false_positives} | {o.false_negatives} | {_f(o.precision)} | "
+               f"{_f(o.recall)} | {_f(o.f1)} | | |"), "", f"![event type confusion]({confusion_png.name})"]
     curves = {t.type: t.roc for t in result.types if t.roc is not None}
     if curves:
         lines.append(f"![ROC]({plot_roc_curves(curves, out_dir / 'roc.png').name})")

@@ -223,5 +223,5 @@ class AlertDispatcher:
 def to_message(alert: AlertRow) -> Alert:
     # Alertmanager (SRE) alerts may have no camera; schemas.Alert requires one, so they carry an empty id.
     return Alert(alert_id=alert.alert_id, event_id=alert.incident_id, severity=Severity(alert.severity),
-                 camera_id=alert.camera_id or "", zone_id=alert.zone_id, title=alert.title,
+                 camera_id=alert.camera_id, zone_id=alert.zone_id, title=alert.title,
                  message=alert.message, created_at=alert.created_at)

@@ -16,10 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cityguard.config import TopicNames
 from infra.dead_letter import dead_letter
+from infra.kafka import BROKER_CONNECTED
 from schemas import Event, SchemaError, decode, encode
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 STAGE = "alerts"
 WEBHOOK_PATH = "/alertmanager"
-BROKER_CONNECTED = Gauge("cityguard_broker_connected", "1 while the stage's Kafka client reaches the broker", ["stage"])
 HANDLE_TIMEOUT_S = 60.0
 
 

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 
 def cityguard(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "cityguard", *args], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cityguard", *args], check=False, cwd=REPO, capture_output=True, text=True,
                             timeout=timeout_s, env={**os.environ, "YOLO_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
