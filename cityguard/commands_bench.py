@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "pipeline": ("cityguard.evaluation.pipeline_bench", "a clip through the whole pipeline vs the bare model"),
     "inference": ("processors.inference_bench", "inference consumer on the embedded broker vs a bare model loop"),
     "capture": ("producers.benchmark", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
+    "density-map": ("processors.crowd.bench_density_map", "CSRNet density-map counter: seconds per frame"),
 }
 
 

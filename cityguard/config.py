@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from cityguard.config_alerting import AlertingConfig
 from cityguard.config_base import ID_PATTERN, ConfigError, Frozen, require_unique
 from cityguard.config_capture import ItsCameraRef, ProducerConfig, SourceKind
-from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig
+from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig, verify_zone_areas
 from cityguard.config_traffic import SceneConfig
 
 __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
@@ -124,6 +124,11 @@ class CameraConfig(Frozen):
     @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":
         require_unique([zone.id for zone in self.zones], "zone id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_zones_have_area(self) -> "CameraConfig":
+        verify_zone_areas(self.zones, self.calibration)
         return self
 
 

@@ -89,6 +89,7 @@ def build_trackers(config: Config):
 
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
+    from processors.crowd.density_map import DensityMapCounter
     from processors.inference import InferenceWorker
     from processors.traffic.blobs import StaticBlobPool
     from producers.frame_store import open_frame_store
@@ -103,8 +104,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
         blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
+        density = DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
-                        resolve_frame=open_frame_store(config).resolve).run(stop)
+                        resolve_frame=open_frame_store(config).resolve, density_counter=density).run(stop)
     finally:
         producer.flush()
         consumer.close()

