@@ -1,10 +1,15 @@
 """`cityguard bench <name>`: benchmarks are commands that print figures, never tests.
 
-Each entry names a module with `add_arguments(parser)` and `run(args, config) -> int`.
+Each entry names a module with `add_arguments(parser)` and `run(args, config) -> int`. A benchmark module is imported
+only when its benchmark runs, so the stage processes started through this CLI never load benchmark dependencies.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+from pathlib import Path
+
+from cityguard.config import load_config
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line description)
@@ -16,9 +21,21 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def register(commands, add_command) -> None:
-    bench = commands.add_parser("bench", help="benchmarks that print figures")
-    kinds = bench.add_subparsers(dest="benchmark", required=True)
-    for name, (module_name, description) in BENCHMARKS.items():
-        module = importlib.import_module(module_name)
-        sub = add_command(kinds, name, description, module.run)
-        module.add_arguments(sub)
+    listing = "\n".join(f"  {name:<12} {description}" for name, (_, description) in BENCHMARKS.items())
+    bench = add_command(commands, "bench", "benchmarks that print figures", run_benchmark)
+    bench.formatter_class = argparse.RawDescriptionHelpFormatter
+    bench.description = f"benchmarks that print figures:\n{listing}"
+    bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    bench.add_argument("benchmark_args", nargs=argparse.REMAINDER, help="the benchmark's own options (--help)")
+
+
+def run_benchmark(args, config) -> int:
+    module_name, description = BENCHMARKS[args.benchmark]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"cityguard bench {args.benchmark}", description=description)
+    parser.add_argument("--config", type=Path, default=args.config, help="site configuration YAML")
+    module.add_arguments(parser)
+    options = parser.parse_args(args.benchmark_args, namespace=argparse.Namespace(**vars(args)))
+    if options.config != args.config:
+        config = load_config(options.config)
+    return module.run(options, config)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cityguard.stages import tiled_detector
+
 
 def _numbers(text: str) -> tuple[float, ...]:
     try:
@@ -61,18 +63,11 @@ def register(commands, add_command) -> None:
 
 
 def eval_detector(config, confidence: float):
-    """The configured model keeping boxes down to `confidence` (a PR curve needs the low-confidence ones)."""
-    from processors.detector import YoloDetector, resolve_weights
+    """The configured model and backend keeping boxes down to `confidence` (a PR curve needs the low ones)."""
+    from processors.detector import create_detector
 
-    model = config.model
-    return YoloDetector(resolve_weights(config), model.image_size, confidence, model.iou, model.classes)
-
-
-def tiled(config, detector):
-    from processors.tiling import TiledDetector
-
-    tiling = config.model.tiling
-    return TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
+    model = config.model.model_copy(update={"confidence": confidence})
+    return create_detector(config.model_copy(update={"model": model}))
 
 
 def run_detector_eval(args, config) -> int:
@@ -81,7 +76,7 @@ def run_detector_eval(args, config) -> int:
     from cityguard.evaluation.runners import evaluate_detector
 
     detector = eval_detector(config, 0.001)  # the usual mAP floor
-    variants = {"plain": detector, **({"tiled": tiled(config, detector)} if args.tiling else {})}
+    variants = {"plain": detector, **({"tiled": tiled_detector(config, detector)} if args.tiling else {})}
     confidence = config.model.confidence if args.confidence is None else args.confidence
     labels = args.labels or default_labels_folder(args.images)
     results = {name: evaluate_detector(model, args.images, labels, confidence, args.iou, args.classes)
@@ -114,7 +109,7 @@ def run_count_eval(args, config) -> int:
     else:
         confidence = config.model.confidence if args.confidence is None else args.confidence
         detector = eval_detector(config, confidence)
-        counter = tiled(config, detector) if args.tiling else detector
+        counter = tiled_detector(config, detector) if args.tiling else detector
         predicted = detector_counts(counter, images, confidence)
         source = counter.name
     result = evaluate_counts(images, truth, predicted, args.size_edges or DEFAULT_SIZE_EDGES, {"counter": source})

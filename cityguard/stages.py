@@ -67,17 +67,22 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
         producer.close()
 
 
+def tiled_detector(config: Config, detector):
+    """`detector` wrapped in the configured tiling (slices, overlap, NMS merge)."""
+    from processors.tiling import TiledDetector
+
+    tiling = config.model.tiling
+    return TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
+
+
 def build_detectors(config: Config):
     from processors.detector import create_detector
     from processors.inference import CameraDetectors
-    from processors.tiling import TiledDetector
 
     detector = create_detector(config)
-    tiling = config.model.tiling
-    tiled = None
-    if tiling.cameras:
-        tiled = TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
-    return CameraDetectors(detector, tiled, frozenset(tiling.cameras))
+    tiled_cameras = config.model.tiling.cameras
+    tiled = tiled_detector(config, detector) if tiled_cameras else None
+    return CameraDetectors(detector, tiled, frozenset(tiled_cameras))
 
 
 def build_trackers(config: Config):

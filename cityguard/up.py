@@ -51,11 +51,11 @@ class CameraStatusLine:
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
-def spawn(stage: str, config_path: Path, env: dict, log_dir: Path) -> subprocess.Popen:
+def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str) -> subprocess.Popen:
     log_file = open(log_dir / f"{stage}.log", "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "cityguard", *STAGES[stage], "--config", str(config_path)],
+            [sys.executable, "-m", "cityguard", *STAGES[stage], "--config", str(config_path), *stage_args],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
         )
     finally:

@@ -39,6 +39,10 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
+    # state key -> (state this worker last wrote, the analyzer that wrote it): while the table still holds exactly
+    # that state, the live analyzer is reused instead of being rebuilt from JSON for every frame. After a rebalance
+    # the table holds another worker's state, the check fails, and the analyzer is restored from the table.
+    live_analyzers: dict[bytes, tuple[bytes, object]] = {}
 
     async def reject(event, reason: str) -> None:
         message = event.message
@@ -60,7 +64,9 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             key = camera.id.encode()
             for name, restore in factories.items():
                 state_key = f"{camera.id}/{name}".encode()
-                analyzer = restore(camera, config, analyzer_state[state_key] or None)
+                stored = analyzer_state[state_key] or None
+                cached = live_analyzers.get(state_key)
+                analyzer = cached[1] if cached and cached[0] == stored else restore(camera, config, stored)
                 output = analyzer.update(detections)
                 for metrics in output.zone_metrics:
                     await zone_metrics_topic.send(key=key, value=encode(metrics))
@@ -68,7 +74,9 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                     await events_topic.send(key=key, value=encode(incident))
                 for counts in output.line_counts:
                     await line_counts_topic.send(key=key, value=encode(counts))
-                analyzer_state[state_key] = analyzer.state_json()
+                state = analyzer.state_json()
+                analyzer_state[state_key] = state
+                live_analyzers[state_key] = (state, analyzer)
 
     return app
 

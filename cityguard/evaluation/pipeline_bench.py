@@ -23,7 +23,7 @@ Definitions (printed and written to --json):
 - consumer lag: per group, the summed high-watermark minus committed offset over its partitions, sampled every
   0.5 s (max, mean, final).
 - peak memory: highest resident set size of each process, sampled every 0.5 s with psutil.
-- bare loop: YoloDetector.detect over the same sampled frames after the same JPEG round trip, batches of
+- bare loop: the configured detector (processors.detector.create_detector) over the same sampled frames after the same JPEG round trip, batches of
   model.max_batch_size, after one untimed warm-up batch; frames/s = frames / time inside detect. ratio = infer
   frames/s / bare-loop frames/s. Model milliseconds per frame (ultralytics' own inference time) are compared too.
 """
@@ -50,7 +50,6 @@ from cityguard.config import CameraConfig, Config, load_config
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
-from infra.process import child_preexec
 from schemas import Detections, Event, Frame, SchemaError, ZoneMetrics, decode, encode
 
 SAMPLE_INTERVAL_S = 0.5
@@ -302,20 +301,11 @@ def send_warm_up(servers: str, config: Config, camera: CameraConfig, source: str
         producer.close()
 
 
-def spawn_producer(config_path: Path, env: dict, log_dir: Path, producer_args: list[str]) -> subprocess.Popen:
-    # cityguard.up.spawn starts a stage without arguments; the replay needs its camera and bounds.
-    with open(log_dir / "produce.log", "ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cityguard", "produce", "--config", str(config_path), *producer_args],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
-        )
-
-
 def bare_loop(config: Config, camera: CameraConfig, source: str, frames: int) -> dict:
     """The configured model alone on the frames the pipeline saw (same sampling, same JPEG round trip)."""
-    from processors.detector import YoloDetector
+    from processors.detector import create_detector
 
-    detector = YoloDetector.from_config(config)
+    detector = create_detector(config)
     batch_size = config.model.max_batch_size
     jpegs = [jpeg for jpeg, _, _ in sampled_jpegs(config, camera, source, frames)]
     detect_s, model_ms = 0.0, []
@@ -400,7 +390,7 @@ def run_pipeline(args, config: Config, config_path: Path, camera: CameraConfig, 
         producer_args = ["--camera", camera.id, "--metrics-port", "0"]
         producer_args += ["--no-realtime"] if args.no_realtime else []
         producer_args += ["--max-frames", str(args.frames)] if args.frames else []
-        children["produce"] = spawn_producer(config_path, env, args.log_dir, producer_args)
+        children["produce"] = spawn("produce", config_path, env, args.log_dir, *producer_args)
         memory.watch("produce", children["produce"].pid)
         started = time.monotonic()
         finished_at = None

@@ -55,7 +55,7 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     import ultralytics
 
     from cityguard.config import DEFAULT_CONFIG, load_config
-    from processors.detector import YoloDetector
+    from processors.detector import create_detector
 
     source = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
     images, labels = tmp_path / "images", tmp_path / "labels"
@@ -64,7 +64,7 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     image = cv2.imread(str(source))
     cv2.imwrite(str(images / "bus.jpg"), image)
     height, width = image.shape[:2]
-    result = YoloDetector.from_config(load_config(DEFAULT_CONFIG)).detect([image])[0]
+    result = create_detector(load_config(DEFAULT_CONFIG)).detect([image])[0]
     confident = result.confidence >= 0.5
     rows = [f"{c} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} {(x1 - x0) / width} {(y1 - y0) / height}"
             for (x0, y0, x1, y1), c in zip(result.xyxy[confident], result.class_id[confident])]
