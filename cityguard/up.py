@@ -18,7 +18,7 @@ from pathlib import Path
 from cityguard.config import Config
 from infra.broker import broker_for
 from infra.kafka import make_consumer
-from infra.process import child_preexec
+from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 
 # Stage name -> its cityguard subcommand, in start order (sinks first, the producer last).
@@ -64,14 +64,7 @@ def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: 
 
 def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 15) -> None:
     for stage in reversed(list(children)):
-        process = children[stage]
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(children[stage], timeout_s)
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:

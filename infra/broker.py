@@ -5,7 +5,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from cityguard.config import Config
 from infra.kafka import create_topics
-from infra.process import child_preexec
+from infra.process import child_preexec, terminate
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout_s)
 
 
 @contextlib.contextmanager

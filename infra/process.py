@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
 import signal
 
 _PR_SET_PDEATHSIG = 1
@@ -13,3 +14,15 @@ def child_preexec() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux: cleanup then relies on the parent's own shutdown path
+
+
+def terminate(process: subprocess.Popen | None, timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within timeout_s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

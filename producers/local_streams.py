@@ -8,7 +8,6 @@ import functools
 import http.server
 import secrets
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infra.broker import free_port, wait_for_port
-from infra.process import child_preexec
+from infra.process import child_preexec, terminate
 
 
 def _ffmpeg(*arguments: str, log_path: Path) -> subprocess.Popen:
@@ -29,13 +28,7 @@ def _ffmpeg(*arguments: str, log_path: Path) -> subprocess.Popen:
 
 
 def _stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    terminate(process, 5)
 
 
 class HlsEncoder:

@@ -12,7 +12,7 @@ from pathlib import Path
 from kafka import TopicPartition
 
 from infra.kafka import make_consumer
-from infra.process import child_preexec
+from infra.process import child_preexec, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,13 +41,7 @@ class StageProcess:
         self.process.wait()
 
     def stop(self, timeout_s: float = 20) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout_s)
 
 
 class TopicReader:

@@ -120,17 +120,23 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
         assert originals[bad_detections].stage == "analytics" and "expected 'detections'" in originals[
             bad_detections].reason
 
-        deadline = time.monotonic() + 30
         density_key = ("cityguard_zone_density_per_square_metre", (("camera", "campus"), ("zone", "walkway")))
-        while time.monotonic() < deadline:
-            samples = scrape(exporter_port)
-            if density_key in samples and ("cityguard_dead_letters_total", (
-                    ("stage", "analytics"), ("topic", topics.detections))) in samples:
-                break
+        frames_key = ("cityguard_frames_detected_total", (("camera", "campus"),))
+        inference_dead_key = ("cityguard_dead_letters_total", (("stage", "inference"), ("topic", topics.frames)))
+        analytics_dead_key = ("cityguard_dead_letters_total", (("stage", "analytics"), ("topic", topics.detections)))
+
+        def exported(samples) -> bool:
+            return (density_key in samples and samples.get(frames_key, 0) >= 2 * CLIP_FRAMES
+                    and samples.get(inference_dead_key) == 2 and samples.get(analytics_dead_key) == 1)
+
+        deadline = time.monotonic() + 60
+        samples = scrape(exporter_port)
+        while not exported(samples) and time.monotonic() < deadline:
             time.sleep(0.5)
+            samples = scrape(exporter_port)
         assert density_key in samples, "the exporter exposes the zone density gauge"
-        assert samples[("cityguard_dead_letters_total", (("stage", "inference"), ("topic", topics.frames)))] == 2
-        assert samples[("cityguard_frames_detected_total", (("camera", "campus"),))] >= 2 * CLIP_FRAMES
+        assert samples.get(frames_key) == 2 * CLIP_FRAMES
+        assert samples.get(inference_dead_key) == 2 and samples.get(analytics_dead_key) == 1
     finally:
         stop_all(stages)
         for reader in readers.values():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import requests
 import yaml
 
 from infra.broker import free_port, wait_for_port
-from infra.process import child_preexec
+from infra.process import child_preexec, terminate
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 REPO = INFRA.parent
@@ -46,13 +45,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 30) -> No
 
 
 def stop(process: subprocess.Popen | None) -> None:
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    terminate(process, 10)
 
 
 def shortened_rule_files(directory: Path) -> list[str]:
