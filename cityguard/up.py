@@ -1,8 +1,9 @@
 """`cityguard up`: the whole pipeline on one machine, one child process per stage.
 
-Starts in data-flow order with consumers ready before producers (broker, metrics sink, analytics, inference,
-producer) and stops in reverse, so frames in flight drain. Children get PR_SET_PDEATHSIG, so even a SIGKILLed
-`up` leaves no orphans.
+Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, analytics,
+inference, producer) and stops in reverse, so frames in flight drain; the broker stops last. Children run in their
+own sessions, so Ctrl-C reaches only `up` (a second Ctrl-C kills them at once), and get PR_SET_PDEATHSIG, so even
+a SIGKILLed `up` leaves no orphans.
 """
 from __future__ import annotations
 
@@ -57,12 +58,13 @@ def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: 
         return subprocess.Popen(
             [sys.executable, "-m", "cityguard", *STAGES[stage], "--config", str(config_path), *stage_args],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
+            start_new_session=True,  # Ctrl-C reaches only `up`, which stops the stages in order
         )
     finally:
         log_file.close()
 
 
-def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 15) -> None:
+def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 10) -> None:
     for stage in reversed(list(children)):
         terminate(children[stage], timeout_s)
 
@@ -70,9 +72,14 @@ def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 15) 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
+    children: dict[str, subprocess.Popen] = {}
 
     def on_signal(*_):
         nonlocal interrupted
+        if interrupted:  # a second Ctrl-C: stop waiting for a clean drain
+            print("second interrupt: killing every stage", flush=True)
+            for process in children.values():
+                process.kill()
         interrupted = True
 
     signal.signal(signal.SIGINT, on_signal)
@@ -80,7 +87,6 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     with broker_for(config, log_dir / "broker.log") as servers:
         print(f"broker: {servers}" + ("" if config.bootstrap_servers() else " (embedded Tansu)"), flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
-        children: dict[str, subprocess.Popen] = {}
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")
         try:

@@ -67,6 +67,7 @@ class EmbeddedBroker:
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
+            start_new_session=True,  # a terminal's Ctrl-C must not kill the broker before the stages drain
         )
         if output is not subprocess.DEVNULL:
             output.close()

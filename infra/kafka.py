@@ -70,6 +70,20 @@ CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the hig
                      ["group", "topic", "partition"])
 
 
+class ProduceFailed(KafkaError):
+    """A message of the batch was not acknowledged: the caller must not commit the batch's input offsets."""
+
+
+def flush_confirmed(producer: KafkaProducer, futures: list, timeout_s: float = 60) -> None:
+    """Flushes and checks every send of the batch; kafka-python's flush() returns even when sends failed."""
+    producer.flush(timeout=timeout_s)
+    for future in futures:
+        try:
+            future.get(timeout=0 if future.is_done else timeout_s)
+        except KafkaError as exc:
+            raise ProduceFailed(f"produce failed: {type(exc).__name__}: {exc}") from exc
+
+
 def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
     """Messages not yet consumed per assigned partition, from the fetch high-watermark (not ListOffsets)."""
     lag = {}

@@ -44,6 +44,18 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     # the table holds another worker's state, the check fails, and the analyzer is restored from the table.
     live_analyzers: dict[bytes, tuple[bytes, object]] = {}
 
+    def live_analyzer(state_key: bytes, camera, restore):
+        stored = analyzer_state[state_key] or None
+        cached = live_analyzers.get(state_key)
+        if cached and cached[0] == stored:
+            return cached[1]
+        try:
+            return restore(camera, config, stored)
+        except Exception:
+            # A state this version cannot read (or a corrupt one): losing it beats muting the camera for good.
+            log.exception("stored %s state unreadable; starting afresh", state_key.decode())
+            return restore(camera, config, None)
+
     async def reject(event, reason: str) -> None:
         message = event.message
         letter = dead_letter(STAGE, message.topic, message.partition, message.offset, event.key, event.value, reason)
@@ -64,17 +76,21 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             key = camera.id.encode()
             for name, restore in factories.items():
                 state_key = f"{camera.id}/{name}".encode()
-                stored = analyzer_state[state_key] or None
-                cached = live_analyzers.get(state_key)
-                analyzer = cached[1] if cached and cached[0] == stored else restore(camera, config, stored)
-                output = analyzer.update(detections)
+                try:
+                    analyzer = live_analyzer(state_key, camera, restore)
+                    output = analyzer.update(detections)
+                    state = analyzer.state_json()
+                except Exception as exc:  # one bad message must not stop the camera's analytics
+                    live_analyzers.pop(state_key, None)  # the next message starts from the last stored state
+                    log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
+                    await reject(event, f"{name} analyzer failed: {type(exc).__name__}: {exc}")
+                    continue
                 for metrics in output.zone_metrics:
                     await zone_metrics_topic.send(key=key, value=encode(metrics))
                 for incident in output.events:
                     await events_topic.send(key=key, value=encode(incident))
                 for counts in output.line_counts:
                     await line_counts_topic.send(key=key, value=encode(counts))
-                state = analyzer.state_json()
                 analyzer_state[state_key] = state
                 live_analyzers[state_key] = (state, analyzer)
 

@@ -14,13 +14,13 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Histogram
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag
 from processors.crowd.density_map import DensityMapCounter
 from processors.detector import ImageDetections
 from processors.tracking import TrackerPool
@@ -157,6 +157,7 @@ class InferenceWorker:
         self.density_interval_s = config.analytics.density_model.interval_seconds
         self.last_density_at: dict[str, float] = {}
         self.group_id = group_id
+        self.sends: list = []  # futures of the current batch's sends
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -174,51 +175,84 @@ class InferenceWorker:
         return records
 
     def process(self, records: list) -> int:
-        """Detects, produces and commits one batch; returns detections messages produced."""
-        decoded: list[tuple[DecodedFrame, object]] = []
-        for record in records:
-            try:
-                with STAGE_SECONDS.labels("decode").time():
-                    camera_id = record.key.decode() if record.key else ""
-                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
-                                                 self.resolve_frame), record))
-            except SchemaError as exc:
-                self.reject(record, str(exc))
-        if decoded:
-            BATCH_SIZE.observe(len(decoded))
-            outcomes = self.detectors.detect([item for item, _ in decoded])
-            for (item, record), outcome in zip(decoded, outcomes, strict=True):
-                if isinstance(outcome, str):
-                    self.reject(record, outcome)
-                    continue
-                result, model_name = outcome
-                message = to_message(item.frame, result, model_name)
-                if self.density_due(item):
-                    with STAGE_SECONDS.labels("density_map").time():
-                        density = self.density_counter.density_map(item.image)
-                    message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
-                                                          "density_map_shape": density.shape})
-                if self.trackers is not None:
-                    with STAGE_SECONDS.labels("tracking").time():
-                        message = self.trackers.update(message)
-                if self.static_blobs is not None and item.image is not None:
-                    with STAGE_SECONDS.labels("background").time():
-                        blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
-                    if blobs is not None:
-                        message = message.model_copy(update={"static_blobs": blobs})
-                self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(), value=encode(message))
-                FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
-                INFERENCE_SECONDS.observe(result.inference_ms / 1000)
-                for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
-                                  ("postprocess", result.postprocess_ms)):
-                    STAGE_SECONDS.labels(stage).observe(ms / 1000)
-        self.producer.flush()  # every output acknowledged before the offsets move
+        """Detects, produces and commits one batch; returns detections messages produced.
+
+        The offsets move only after every output of the batch (detections and dead letters) is acknowledged; if any
+        send failed, the consumer is rewound to the batch's first offsets so the whole batch comes again.
+        """
+        self.sends = []
+        try:
+            decoded = self.decode_batch(records)
+            if decoded:
+                self.detect_and_send(decoded)
+            flush_confirmed(self.producer, self.sends)
+        except KafkaError as exc:  # a send refused at once, or one that failed in flight (ProduceFailed)
+            log.error("%s; rewinding so the batch is processed again in 1 s", exc)
+            self.rewind(records)
+            time.sleep(1)  # the broker is likely away: do not spin the model on the same batch
+            return 0
         try:
             self.consumer.commit()
         except CommitFailedError as exc:
             # Partitions moved during the batch; the new owner re-processes it (duplicates are dropped downstream).
             log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
         return len(decoded)
+
+    def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
+        BATCH_SIZE.observe(len(decoded))
+        outcomes = self.detectors.detect([item for item, _ in decoded])
+        for (item, record), outcome in zip(decoded, outcomes, strict=True):
+            if isinstance(outcome, str):
+                self.reject(record, outcome)
+                continue
+            result, model_name = outcome
+            message = self.enrich(item, to_message(item.frame, result, model_name))
+            self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
+                                                 value=encode(message)))
+            FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
+            INFERENCE_SECONDS.observe(result.inference_ms / 1000)
+            for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
+                              ("postprocess", result.postprocess_ms)):
+                STAGE_SECONDS.labels(stage).observe(ms / 1000)
+
+    def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
+        decoded = []
+        for record in records:
+            try:
+                with STAGE_SECONDS.labels("decode").time():
+                    camera_id = record.key.decode("utf-8", errors="replace") if record.key else ""
+                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
+                                                 self.resolve_frame), record))
+            except SchemaError as exc:
+                self.reject(record, str(exc))
+            except Exception as exc:  # anything else a hostile message triggers must not kill the worker
+                self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
+        return decoded
+
+    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
+        """Adds what needs the decoded image or per-camera state: density map, track ids, static blobs."""
+        if self.density_due(item):
+            with STAGE_SECONDS.labels("density_map").time():
+                density = self.density_counter.density_map(item.image)
+            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                  "density_map_shape": density.shape})
+        if self.trackers is not None:
+            with STAGE_SECONDS.labels("tracking").time():
+                message = self.trackers.update(message)
+        if self.static_blobs is not None and item.image is not None:
+            with STAGE_SECONDS.labels("background").time():
+                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if blobs is not None:
+                message = message.model_copy(update={"static_blobs": blobs})
+        return message
+
+    def rewind(self, records: list) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition), offset)
 
     def density_due(self, item: DecodedFrame) -> bool:
         if self.density_counter is None or item.image is None:
@@ -232,7 +266,7 @@ class InferenceWorker:
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
-        self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
+        self.sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
 
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)

@@ -74,23 +74,33 @@ class CameraTracker:
         # Microseconds since the epoch: later trackers for this camera always start above earlier ids.
         return _ByteTracker(args, id_base=time.time_ns() // 1000)
 
-    def _advance_clock(self, captured_at: float) -> None:
-        """Bridges missing frames; restarts the tracker after a long gap or when time runs backwards."""
+    def _advance_clock(self, captured_at: float) -> bool:
+        """Bridges missing frames; False for a frame at or before the last one (a redelivery: not tracked again).
+
+        A long gap, or time running far backwards (a clock step), restarts the tracker with a new id range.
+        """
         if self.last_captured_at is None:
-            return
+            return True
+        lost_after_s = self.buffer_frames * self.frame_interval_s
+        if self.last_captured_at - lost_after_s < captured_at <= self.last_captured_at:
+            return False
         elapsed_frames = round((captured_at - self.last_captured_at) / self.frame_interval_s)
         if elapsed_frames <= 0 or elapsed_frames > self.buffer_frames:
             self._tracker = self._new_tracker()
-            return
+            return True
         empty = _TrackerInput.from_detections(None)
         for _ in range(elapsed_frames - 1):
             self._tracker.update(empty)
+        return True
 
     def update(self, detections: Detections) -> Detections:
-        self._advance_clock(detections.captured_at)
+        track_ids = [UNTRACKED] * len(detections)
+        if not self._advance_clock(detections.captured_at):
+            # Already tracked once; re-running it would rebuild the tracker and renumber every object, and the
+            # analytics drop this frame as a duplicate anyway.
+            return detections.model_copy(update={"track_id": track_ids})
         self.last_captured_at = detections.captured_at
         self._tracker.update(_TrackerInput.from_detections(detections))
-        track_ids = [UNTRACKED] * len(detections)
         # Read ids from the tracks, not from update()'s float32 array, which cannot hold 16-digit ids exactly.
         for track in self._tracker.tracked_stracks:
             if track.is_activated and track.frame_id == self._tracker.frame_id:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from schemas.base import Message
 
@@ -14,8 +14,8 @@ class StaticBlob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    xyxy: tuple[float, float, float, float] = Field(description="image pixels")
-    static_since: float = Field(description="capture time since when it has been there unchanged")
+    xyxy: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] = Field(description="image pixels")
+    static_since: FiniteFloat = Field(description="capture time since when it has been there unchanged")
     fill_ratio: float = Field(ge=0, le=1, description="share of the box's cells that are static foreground")
 
 
@@ -26,13 +26,15 @@ class Detections(Message):
 
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
-    captured_at: float = Field(gt=0, description="capture time of the frame, unix seconds")
+    captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
     image_width: int = Field(gt=0)
     image_height: int = Field(gt=0)
     model: str = Field(description="model that produced the detections")
-    inference_ms: float = Field(ge=0, description="model time spent on this frame, milliseconds")
-    xyxy: list[tuple[float, float, float, float]] = Field(default_factory=list, description="boxes in image pixels")
-    confidence: list[float] = Field(default_factory=list)
+    inference_ms: FiniteFloat = Field(ge=0, description="model time spent on this frame, milliseconds")
+    # Finite numbers only: one NaN box would poison every analyzer state it reaches.
+    xyxy: list[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
+        default_factory=list, description="boxes in image pixels")
+    confidence: list[FiniteFloat] = Field(default_factory=list)
     class_id: list[int] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
     track_id: list[int] | None = Field(default=None, description="per-camera track ids, when tracking is on")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, FiniteFloat, model_validator
 
 from schemas.base import Message
 
@@ -12,7 +12,7 @@ class Frame(Message):
 
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="per-camera sequence number, never reused (also across producer restarts)")
-    captured_at: float = Field(gt=0, description="capture time, unix seconds")
+    captured_at: FiniteFloat = Field(gt=0, description="capture time, unix seconds")
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     jpeg: bytes | None = Field(default=None, description="JPEG-encoded image")

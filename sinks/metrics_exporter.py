@@ -17,7 +17,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from cityguard.config import Config
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
 from schemas import (
-    PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, SchemaError, ZoneMetrics, decode,
+    PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, SchemaError, ZoneMetrics,
+    decode,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forec
                       ["camera", "zone", "horizon_minutes"])
 ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
                             "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_minutes"])
-ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_seconds_to_danger",
+ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_time_to_danger_seconds",
                                "Seconds until the forecast reaches the danger threshold (absent: not expected)",
                                ["camera", "zone"])
 ZONE_CROSSINGS = Counter("cityguard_zone_crossings_total", "People crossing the zone's entrance lines",
@@ -129,6 +130,10 @@ class MetricsSink:
         self.group_readers = group_readers
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
+        self.counted_frames = RecentKeys()
+        # A zone whose windows stop (camera down, inference stalled) must not keep showing its last calm level.
+        self.stale_after_s = max(3 * config.analytics.window_seconds, 30.0)
+        self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         self._open_labels: set[tuple[str, str, str]] = set()
         for camera in config.cameras:
             if camera.lat is not None and camera.lon is not None:
@@ -152,9 +157,10 @@ class MetricsSink:
             UNREADABLE.labels(topic).inc()
             log.debug("unreadable message on %s: %s", topic, exc)
 
-    @staticmethod
-    def on_detections(detections: Detections) -> None:
+    def on_detections(self, detections: Detections) -> None:
         camera = detections.camera_id
+        if not self.counted_frames.first_time((camera, detections.seq)):
+            return  # a frame detected twice after an inference redelivery counts once
         FRAMES_DETECTED.labels(camera).inc()
         for class_name in detections.class_name:
             DETECTED_OBJECTS.labels(camera, class_name).inc()
@@ -170,6 +176,7 @@ class MetricsSink:
         ZONE_AREA.labels(*labels).set(metrics.area_m2)
         ZONE_RISK.labels(*labels).set(metrics.risk_level.rank)
         ZONE_WINDOW_END.labels(*labels).set(metrics.window_end)
+        self.last_window_end[labels] = max(metrics.window_end, self.last_window_end.get(labels, 0.0))
         ZONE_COUNT_RELIABLE.labels(*labels).set(1 if metrics.count_reliable else 0)
         optional_gauges = ((ZONE_PEAK_LOCAL_DENSITY, metrics.peak_local_density_per_m2),
                            (ZONE_SPEED, metrics.mean_speed_m_per_s), (ZONE_PRESSURE, metrics.crowd_pressure_per_s2),
@@ -188,6 +195,11 @@ class MetricsSink:
         if self.counted_windows.first_time(("zone", *labels, metrics.window_start)):
             ZONE_CROSSINGS.labels(*labels, "in").inc(metrics.inflow)
             ZONE_CROSSINGS.labels(*labels, "out").inc(metrics.outflow)
+
+    def mark_stale_zones(self, now: float) -> None:
+        for labels, window_end in self.last_window_end.items():
+            if now - window_end > self.stale_after_s:
+                ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
 
     def on_line_counts(self, counts: LineCounts) -> None:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
@@ -224,6 +236,7 @@ class MetricsSink:
                     self.handle(record.topic, record.value)
             if time.monotonic() - last_lag > 5:
                 BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
+                self.mark_stale_zones(time.time())
                 for group, group_reader in self.group_readers.items():
                     self.update_lag(group, group_reader)
                 last_lag = time.monotonic()

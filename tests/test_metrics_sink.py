@@ -1,5 +1,8 @@
 """The metrics sink's handling of events and zone metrics, without Kafka (the e2e test covers the wiring)."""
+import pytest
 from prometheus_client import REGISTRY
+
+from cityguard.config import Config
 
 from schemas import Event, EventState, Severity
 from sinks.metrics_exporter import MetricsSink, OpenEvents, RecentKeys
@@ -22,11 +25,14 @@ def test_open_events_count_each_incident_once_and_expire():
     assert open_events.counts(now=1000) == {}, "an incident never resolved expires"
 
 
-def test_event_metrics_follow_incidents():
+@pytest.fixture
+def sink() -> MetricsSink:
+    return MetricsSink(Config(), consumer=None, group_readers={})  # handlers only: no Kafka needed
+
+
+def test_event_metrics_follow_incidents(sink):
     labels = {"camera": "sink-test", "type": "stopped_vehicle", "severity": "warning"}
     before = REGISTRY.get_sample_value("cityguard_events_total", labels) or 0
-    sink = object.__new__(MetricsSink)
-    sink.open_events, sink._open_labels = OpenEvents(), set()
     for state in (EventState.OPENED, EventState.OPENED, EventState.UPDATED):
         sink.on_event(event("x", state, updated_at=10**10))
     assert REGISTRY.get_sample_value("cityguard_events_total", labels) == before + 1
@@ -35,11 +41,9 @@ def test_event_metrics_follow_incidents():
     assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 0
 
 
-def test_line_counts_add_up_once_per_window():
+def test_line_counts_add_up_once_per_window(sink):
     from schemas import LineCounts
 
-    sink = object.__new__(MetricsSink)
-    sink.counted_windows = RecentKeys(capacity=10)
     counts = LineCounts(camera_id="sink-test", line_id="north", lane_id="lane1", window_start=0, window_end=60,
                         class_name=["car", "truck"], direction=["in", "in"], count=[3, 1])
     labels = {"camera": "sink-test", "line": "north", "class_name": "car", "direction": "in"}
@@ -56,3 +60,40 @@ def test_recent_keys_are_bounded():
     assert keys.first_time((1,)) and keys.first_time((2,)) and not keys.first_time((1,))
     keys.first_time((3,))
     assert keys.first_time((1,)), "the oldest key was evicted"
+
+
+def zone_window(window_end: float):
+    from schemas import RiskLevel, ZoneMetrics
+
+    return ZoneMetrics(camera_id="sink-test", zone_id="plaza", window_start=window_end - 10, window_end=window_end,
+                       frames=10, area_m2=100, people_mean=250, people_max=260, density_mean_per_m2=2.5,
+                       density_max_per_m2=2.6, risk_level=RiskLevel.CAUTION, risk_reason="test", last_seq=1,
+                       inflow=4, outflow=1)
+
+
+def test_a_zone_whose_windows_stop_turns_unknown(sink):
+    labels = {"camera": "sink-test", "zone": "plaza"}
+    sink.on_zone_metrics(zone_window(1000.0))
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
+    sink.mark_stale_zones(now=1000.0 + sink.stale_after_s / 2)
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
+    sink.mark_stale_zones(now=1000.0 + sink.stale_after_s + 1)
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1, "a silent zone is unknown, not calm"
+
+
+def test_zone_crossings_count_once_per_window(sink):
+    labels = {"camera": "sink-test", "zone": "plaza", "direction": "in"}
+    before = REGISTRY.get_sample_value("cityguard_zone_crossings_total", labels) or 0
+    sink.on_zone_metrics(zone_window(2000.0))
+    sink.on_zone_metrics(zone_window(2000.0))  # redelivered
+    assert REGISTRY.get_sample_value("cityguard_zone_crossings_total", labels) == before + 4
+
+
+def test_redelivered_detections_count_once(sink):
+    from tests.test_schemas import detections
+
+    labels = {"camera": "cam"}
+    before = REGISTRY.get_sample_value("cityguard_frames_detected_total", labels) or 0
+    for _ in range(2):
+        sink.on_detections(detections(seq=424242))
+    assert REGISTRY.get_sample_value("cityguard_frames_detected_total", labels) == before + 1

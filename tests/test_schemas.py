@@ -93,3 +93,13 @@ def test_density_map_round_trip_and_size_check():
 def test_risk_levels_are_ordered():
     ranks = [level.rank for level in RiskLevel]
     assert ranks == sorted(ranks) and RiskLevel.UNKNOWN.rank == -1 and RiskLevel.CRITICAL.rank == 4
+
+
+@pytest.mark.parametrize("field, value", [("captured_at", float("inf")), ("xyxy", [(0, 0, float("nan"), 1)]),
+                                          ("confidence", [float("nan")])])
+def test_non_finite_numbers_are_rejected(field, value):
+    body = msgpack.unpackb(encode(detections(xyxy=[(0, 0, 1, 1)], confidence=[0.5], class_id=[0], class_name=["p"],
+                                             track_id=[1])))
+    body[field] = value
+    with pytest.raises(SchemaError, match=f"field {field}"):
+        decode(msgpack.packb(body), Detections)

@@ -46,6 +46,15 @@ def test_a_rebuilt_tracker_never_reuses_ids():
     assert max(first) < min(later) <= max(later) < min(newest)
 
 
+def test_a_redelivered_frame_neither_renumbers_nor_disturbs_the_tracks():
+    tracker = CameraTracker("cam", fps=10, config=TrackingConfig())
+    before = [tracker.update(walker(seq)).track_id[0] for seq in range(10)]
+    redelivered = [tracker.update(walker(seq)).track_id for seq in range(7, 10)]
+    after = [tracker.update(walker(seq)).track_id[0] for seq in range(10, 15)]
+    assert all(ids == [UNTRACKED, UNTRACKED] for ids in redelivered)
+    assert set(after) == {before[-1]}, "the same person keeps the same id after the redelivery"
+
+
 def test_pool_keeps_cameras_apart_and_evicts_idle_ones():
     pool = TrackerPool(TrackingConfig(idle_camera_seconds=60), {"a": 10, "b": 10})
     ids_a = ids_b = None

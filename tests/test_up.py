@@ -1,0 +1,45 @@
+"""`cityguard up`: the whole pipeline from one command, stopped by Ctrl-C with no process left behind."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, pipeline_config
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
+    # Its own embedded broker (no bootstrap servers anywhere), free metrics ports, a looping camera.
+    config, path = pipeline_config(tmp_path, "up", bootstrap="unused",
+                                   broker={"partitions": 2},
+                                   alerting={"receiver": {"port": 0}, "store_url": f"sqlite:///{tmp_path}/i.sqlite"})
+    env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"}
+    up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
+                           str(tmp_path / "logs")], cwd=REPO, env={**env, "YOLO_OFFLINE": "1"},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    status_lines, descendants = [], []
+    try:
+        deadline = time.monotonic() + 120
+        for line in up.stdout:
+            if line.startswith("[campus]"):
+                status_lines.append(line)
+                if "zone walkway:" in line and "people" in line and len(status_lines) >= 3:
+                    break
+            assert time.monotonic() < deadline, "no status line with zone figures within 120 s"
+        descendants = psutil.Process(up.pid).children(recursive=True)
+        assert len(descendants) >= 6, "broker, alerts, export-metrics, analyze, infer and produce run as processes"
+        up.send_signal(signal.SIGINT)
+        rest = up.communicate(timeout=90)[0]
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, rest
+    assert "stopped: all stages and the broker" in rest
+    assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
+    survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"left behind: {[p.cmdline()[:4] for p in survivors]}"
