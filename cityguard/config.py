@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from cityguard.config_alerting import AlertingConfig
 from cityguard.config_base import ID_PATTERN, ConfigError, Frozen, require_unique
 from cityguard.config_capture import ItsCameraRef, ProducerConfig, SourceKind
-from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig, verify_zone_areas
+from cityguard.config_crowd import AnalyticsConfig, CalibrationConfig, RiskThresholds, ZoneConfig, verify_crowd_state_size, verify_zone_areas
 from cityguard.config_traffic import SceneConfig
 
 __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
@@ -153,6 +153,12 @@ class Config(Frozen):
     @model_validator(mode="after")
     def verify_unique_camera_ids(self) -> "Config":
         require_unique([camera.id for camera in self.cameras], "camera id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_crowd_state_fits(self) -> "Config":
+        for camera in self.cameras:
+            verify_crowd_state_size(self.analytics, camera.zones)
         return self
 
     @model_validator(mode="after")

@@ -61,6 +61,13 @@ class ProducerConfig(Frozen):
         default=1_000_000, ge=10_000, le=4 * 1024 * 1024,
         description="frames whose message would be larger go to the frame store and are sent as a reference "
         "(the upper bound is the Kafka clients' request limit in infra.kafka)")
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1_000_000, le=4 * 1024**3,
+        description="frame bytes sent but not yet acknowledged by the broker; at this the sender takes no more frames "
+        "and the per-camera queues drop their oldest (the Kafka client itself buffers without bound)")
+    frame_delivery_timeout_s: float = Field(
+        default=30.0, ge=2, le=600, description="a frame the broker has not acknowledged within this is given up and "
+        "counted as failed: a late frame is worthless to live analytics")
     frame_store_dir: str = Field(default="var/frames", min_length=1,
                                  description="frame store directory (relative to the configuration file)")
     frame_store_ttl_s: float = Field(default=600.0, gt=0, le=7 * 86400, description="stored frames expire after this")
@@ -78,6 +85,13 @@ class ProducerConfig(Frozen):
     def verify_shard_index_below_count(self) -> ProducerConfig:
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count}")
+        return self
+
+    @model_validator(mode="after")
+    def verify_in_flight_holds_a_message(self) -> ProducerConfig:
+        if self.max_in_flight_bytes < self.max_message_bytes:
+            raise ValueError(f"max_in_flight_bytes {self.max_in_flight_bytes} must be at least max_message_bytes "
+                             f"{self.max_message_bytes}")
         return self
 
     @model_validator(mode="after")

@@ -203,6 +203,18 @@ class CountingConfig(Frozen):
         return self
 
 
+# A camera's crowd state is one JSON record on the faust changelog, written after every frame, and faust's producer
+# refuses a record over producer_max_request_size (1,000,000 bytes by default). Worst-case JSON sizes of its parts
+# (19-digit track ids, full-precision floats, the longest reasons), checked in tests/crowd/test_state.py:
+CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
+TRACK_STATE_BYTES = 180  # one track's columns, without counting lines
+TRACK_LINE_STATE_BYTES = 10  # one track's side, pending side and pending frames at one counting line
+BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
+ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
+# the most tracks that fit beside one tumbling-window zone without counting lines
+MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES) // TRACK_STATE_BYTES
+
+
 class MovementConfig(Frozen):
     """Tracks in metres: local density, speed, velocity variance, crowd pressure, flow regime (needs calibration)."""
 
@@ -210,7 +222,12 @@ class MovementConfig(Frozen):
                                           description="R of Helbing's Gaussian weight exp(-d²/R²)/(πR²)")
     grid_cell_m: float = Field(default=0.25, gt=0.01, le=5, description="ground grid the local fields are evaluated on")
     track_ttl_seconds: float = Field(default=10, gt=0, le=600, description="a track unseen this long is forgotten")
-    max_tracks: int = Field(default=20_000, ge=10, description="hard cap on remembered tracks per camera")
+    max_tracks: int = Field(
+        default=4_000, ge=10, le=MAX_TRACKS,
+        description="hard cap on remembered tracks per camera; the tracks are part of the camera's state record on "
+        "the changelog (~180 bytes each plus ~10 per counting line), which must stay under faust's 1,000,000-byte "
+        "record limit",
+    )
     velocity_smoothing: float = Field(default=0.5, gt=0, le=1,
                                       description="weight of the newest step in each track's velocity (EMA)")
     max_speed_m_s: float = Field(default=4.0, gt=0, description="faster steps are tracking errors and ignored")
@@ -306,3 +323,23 @@ class AnalyticsConfig(Frozen):
     def step_seconds(self) -> float:
         """How often a window closes: the hop, or the window itself when tumbling."""
         return self.hop_seconds or self.window_seconds
+
+
+def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> int:
+    """Upper bound of a camera's crowd state (JSON bytes) with every track slot and window bucket in use."""
+    lines = sum(len(zone.entrances) for zone in zones)
+    buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
+    return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)
+            + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES))
+
+
+def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> None:
+    """Camera-level check: the camera's crowd state fits one changelog record."""
+    if not zones:
+        return
+    size = crowd_state_bytes(analytics, zones)
+    if size > CROWD_STATE_BUDGET_BYTES:
+        raise ValueError(
+            f"the camera's crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that fit one "
+            f"changelog record: lower analytics.movement.max_tracks (now {analytics.movement.max_tracks}) or the "
+            "buckets per window (window_seconds / hop_seconds)")

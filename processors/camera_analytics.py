@@ -3,6 +3,7 @@
 An analyzer owns the state of one camera for one concern (crowd, traffic). The analytics stage restores it from a
 changelog-backed table, feeds it one Detections message, publishes what it returns, and stores its state again.
 Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
+An analyzer that raised is discarded; the stage restores a fresh one from the last stored state.
 """
 from __future__ import annotations
 

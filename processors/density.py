@@ -8,6 +8,7 @@ redeliveries and are ignored. The pieces live in processors.crowd; this module c
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,6 +47,8 @@ from schemas import (
 )
 from schemas.zone_metrics import CountSource, FlowRegime
 
+log = logging.getLogger(__name__)
+
 RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts as rising (stop-and-go rule)
 SEVERITY = {RiskLevel.UNKNOWN: Severity.WARNING, RiskLevel.NORMAL: Severity.INFO, RiskLevel.CAUTION: Severity.INFO,
             RiskLevel.WARNING: Severity.WARNING, RiskLevel.DANGER: Severity.CRITICAL,
@@ -57,6 +60,7 @@ class SurgeState:
     baseline_per_minute: float = 0.0
     windows: int = 0
     active: bool = False
+    started_at: float | None = None  # window end at which the active surge was flagged: its episode's id
 
 
 @dataclass
@@ -78,6 +82,7 @@ class CrowdState:
     open_bucket: float | None = None  # start of the newest hop bucket
     zones: dict[str, ZoneState] = field(default_factory=dict)
     tracks: dict | None = None  # TrackTable columns
+    track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -97,7 +102,9 @@ class CrowdState:
                 risk=RiskState(RiskLevel(risk["level"]), risk["since"], risk["episode_started"]),
                 surge=SurgeState(**zone["surge"]),
             )
-        return cls(data["last_seq"], data["first_captured_at"], data["open_bucket"], zones, data["tracks"])
+        # a state saved before line identities were kept has none: its tracks are dropped, not misread
+        return cls(data["last_seq"], data["first_captured_at"], data["open_bucket"], zones, data["tracks"],
+                   data.get("track_lines"))
 
 
 class ZoneGeometry:
@@ -121,6 +128,9 @@ class ZoneGeometry:
             else:  # image y points down, so positive cross products are on the right looking start -> end
                 sign = 1 if entrance.inward == InwardSide.RIGHT else -1
             self.lines.append(CountingLine(entrance.start, entrance.end, sign))
+        # What makes a track's line columns meaningful: a moved, re-sided or renamed line is another line.
+        self.line_keys = [f"{zone.id}/{entrance.id} {line.start}->{line.end} {line.inward_sign:+d}"
+                          for entrance, line in zip(zone.entrances, self.lines, strict=True)]
         self.line_indices = range(first_line, first_line + len(self.lines))
         self._map_weights: dict[tuple, np.ndarray] = {}
 
@@ -144,11 +154,19 @@ class CrowdAnalyzer:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
                                                sum(len(z.lines) for z in self.zones.values()))
         self.lines = [line for zone in self.zones.values() for line in zone.lines]
+        self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
         self.state = state or CrowdState()
-        for zone_id in self.zones:
-            self.state.zones.setdefault(zone_id, ZoneState())
+        # zones removed from the configuration are forgotten, new ones start empty
+        self.state.zones = {zone_id: self.state.zones.get(zone_id) or ZoneState() for zone_id in self.zones}
+        if self.state.tracks and self.state.track_lines != self.line_keys:
+            # Track columns hold one side/pending entry per counting line, by position: after lines were added,
+            # removed, reordered or moved they would be misread. Tracks are re-learnt within a few frames.
+            log.warning("camera %s: counting lines changed since the state was saved; starting with no tracks",
+                        camera.id)
+            self.state.tracks = None
         self.tracks = TrackTable.from_columns(len(self.lines), self.state.tracks) if self.state.tracks \
             else TrackTable(len(self.lines))
+        self.state.track_lines = self.line_keys
 
     @classmethod
     def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> CrowdAnalyzer:
@@ -159,24 +177,31 @@ class CrowdAnalyzer:
         return self.state.to_json()
 
     def update(self, detections: Detections) -> AnalyticsOutput:
-        """Adds one frame's detections; returns the metrics (and level changes) of windows this frame closed."""
+        """Adds one frame's detections; returns the metrics (and level changes) of windows this frame closed.
+
+        The frame counts as seen only once it is fully processed, so one that raised is not taken for a redelivery
+        when it comes again. An exception can leave the analyzer partly updated: the caller discards it and
+        restores the last stored state (processors.analytics_app does).
+        """
         if detections.seq <= self.state.last_seq:
             return AnalyticsOutput()
-        self.state.last_seq = detections.seq
         at = detections.captured_at
+        start = bucket_start(at, self.step)
+        # Measuring first: input a frame cannot be measured on raises before any window is closed.
+        samples = self._measure(detections)
         if self.state.first_captured_at is None:
             self.state.first_captured_at = at
-        start = bucket_start(at, self.step)
         output = AnalyticsOutput()
         if self.state.open_bucket is not None and start > self.state.open_bucket:
-            output = self._close_windows(self.state.open_bucket + self.step, detections)
+            output = self._close_windows(self.state.open_bucket + self.step)
         if self.state.open_bucket is None or start > self.state.open_bucket:
             self.state.open_bucket = start
-        for zone_id, sample in self._measure(detections).items():
+        for zone_id, sample in samples.items():
             buckets = self.state.zones[zone_id].buckets
             if not buckets or buckets[-1].start != self.state.open_bucket:
                 buckets.append(Bucket(start=self.state.open_bucket))
             buckets[-1].add(sample)
+        self.state.last_seq = detections.seq
         return output
 
     # -- one frame -------------------------------------------------------------------------------------------
@@ -199,6 +224,8 @@ class CrowdAnalyzer:
                 movement.crossing_debounce_frames, movement.max_tracks)
             velocity[first] = velocity_first
         density = detections.density()
+        if density is not None and not np.isfinite(density).all():
+            density = None  # a broken map (NaN or infinite cells) would poison every window its count falls in
         image_size = (detections.image_width, detections.image_height)
         samples = {}
         for zone_id, zone in self.zones.items():
@@ -232,7 +259,7 @@ class CrowdAnalyzer:
 
     # -- one window ------------------------------------------------------------------------------------------
 
-    def _close_windows(self, window_end: float, detections: Detections) -> AnalyticsOutput:
+    def _close_windows(self, window_end: float) -> AnalyticsOutput:
         output = AnalyticsOutput()
         window_start = window_end - self.config.window_seconds
         for zone_id, zone in self.zones.items():
@@ -298,7 +325,7 @@ class CrowdAnalyzer:
         )
         events = surge_events
         if changed:
-            events.append(self._level_event(zone_id, previous.level, state.risk, level_reason, metrics))
+            events.append(self._level_event(zone_id, previous, state.risk, level_reason, metrics))
         return metrics, events
 
     def _regime(self, speed: float | None, density: float, holt: HoltState | None) -> FlowRegime:
@@ -327,35 +354,38 @@ class CrowdAnalyzer:
         if now_active == surge.active:
             return []
         surge.active = now_active
+        started_at = window_end if now_active else surge.started_at
+        surge.started_at = window_end if now_active else None
         reason = (f"inflow {rate:.0f}/min is {rate / max(surge.baseline_per_minute, 1e-9):.1f}x its baseline"
                   if now_active else f"inflow back to {rate:.0f}/min")
         return [Event(
-            event_id=f"{self.camera.id}:{zone_id}:inflow_surge:{round(window_end * 1000)}", type="inflow_surge",
+            # one id per surge, opened to resolved, from its start in event time: the same after a redelivery
+            event_id=f"{self.camera.id}:{zone_id}:inflow_surge:{round(started_at * 1000)}", type="inflow_surge",
             state=EventState.OPENED if now_active else EventState.RESOLVED, severity=Severity.WARNING,
-            camera_id=self.camera.id, zone_id=zone_id, started_at=window_end, updated_at=window_end,
+            camera_id=self.camera.id, zone_id=zone_id, started_at=started_at, updated_at=window_end,
             ended_at=None if now_active else window_end, confidence=0.8,
             evidence=FrameRef(camera_id=self.camera.id, seq=window.last_seq), reason=reason,
             details={"inflow_per_minute": rate, "baseline_per_minute": surge.baseline_per_minute},
         )]
 
-    def _level_event(self, zone_id: str, previous: RiskLevel, risk: RiskState, reason: str,
+    def _level_event(self, zone_id: str, previous: RiskState, risk: RiskState, reason: str,
                      metrics: ZoneMetrics) -> Event:
         if risk.level == RiskLevel.NORMAL:
-            state = EventState.RESOLVED
-        elif previous == RiskLevel.NORMAL:
-            state = EventState.OPENED
+            state, episode_started = EventState.RESOLVED, previous.episode_started
         else:
-            state = EventState.UPDATED
+            state = EventState.OPENED if previous.level == RiskLevel.NORMAL else EventState.UPDATED
+            episode_started = risk.episode_started
         details: dict[str, float | int | str] = {
-            "from_level": previous.value, "to_level": risk.level.value,
+            "from_level": previous.level.value, "to_level": risk.level.value,
             "density_per_m2": metrics.density_mean_per_m2, "window_start": metrics.window_start,
         }
         details.update({f"seconds_to_{name}": value for name, value in metrics.seconds_to_threshold.items()})
         return Event(
-            # one level change per zone per window at most, so the window end identifies it across redeliveries
-            event_id=f"{self.camera.id}:{zone_id}:risk_level_changed:{round(metrics.window_end * 1000)}",
+            # One incident per episode (leaving NORMAL until back to NORMAL), so consumers can close what they
+            # opened; the episode's start in event time keeps the id the same after a redelivery or restart.
+            event_id=f"{self.camera.id}:{zone_id}:crowd_risk:{round(episode_started * 1000)}",
             type="risk_level_changed", state=state, severity=SEVERITY[risk.level], camera_id=self.camera.id,
-            zone_id=zone_id, started_at=risk.episode_started or metrics.window_end, updated_at=metrics.window_end,
+            zone_id=zone_id, started_at=episode_started, updated_at=metrics.window_end,
             ended_at=metrics.window_end if state == EventState.RESOLVED else None,
             confidence=metrics.count_confidence, evidence=FrameRef(camera_id=self.camera.id, seq=metrics.last_seq),
             reason=reason, details=details,

@@ -18,7 +18,7 @@ import psutil
 from cityguard.config import Config, parse_config
 from infra.broker import broker_for
 from infra.kafka import create_topics, make_consumer, make_producer
-from producers.frame_producer import run_producer
+from producers.frame_producer import frame_client_settings, run_producer
 from producers.local_streams import HlsEncoder, TokenFileServer
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "vtest.avi"
@@ -45,7 +45,7 @@ def bench_config(config: Config, servers: str, cameras: list[dict], tag: str) ->
 
 def run_for(config: Config, servers: str, seconds: float, on_status=None) -> dict[str, int]:
     create_topics(servers, config.broker.topics.all(), config.broker.partitions)
-    producer = make_producer(servers)
+    producer = make_producer(servers, **frame_client_settings(config.producer))
     stop = threading.Event()
     result: dict[str, int] = {}
     thread = threading.Thread(target=lambda: result.update(run_producer(config, producer, stop, on_status=on_status)))

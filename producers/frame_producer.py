@@ -1,10 +1,11 @@
 """Frame producer stage: cameras -> frames topic, camera health -> camera-status topic.
 
 One reader thread per camera samples, checks and encodes its frames into a small bounded queue of its own; one sender
-thread publishes from all the queues in turn. A slow or dead camera therefore never blocks another, and when the
-broker pushes back each camera's oldest frames are dropped and counted instead of buffering without bound (replays,
-`realtime=False`, wait instead, so no frame is lost). Failed cameras reconnect with exponential backoff and jitter;
-ITS cameras get a fresh URL from the API first.
+thread publishes from all the queues in turn. A slow or dead camera therefore never blocks another. The sender keeps
+at most `max_in_flight_bytes` of frames unacknowledged by the broker, so when the broker is slow or away each camera's
+oldest frames are dropped and counted instead of buffering without bound (replays, `realtime=False`, wait instead, so
+no frame is lost). Failed cameras reconnect with exponential backoff and jitter; ITS cameras get a fresh URL from the
+API first.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from collections import deque
 from collections.abc import Callable
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import CameraConfig, Config
+from cityguard.config_capture import ProducerConfig
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
@@ -34,8 +37,14 @@ from schemas import CameraState, CameraStatus, Frame, encode
 
 log = logging.getLogger(__name__)
 
-FRAMES_PRODUCED = Counter("cityguard_frames_produced_total", "Frames published to the frames topic", ["camera"])
-FRAME_BYTES = Counter("cityguard_frame_bytes_total", "JPEG bytes published", ["camera"])
+FRAMES_PRODUCED = Counter("cityguard_frames_produced_total", "Frames the broker acknowledged on the frames topic",
+                          ["camera"])
+FRAME_BYTES = Counter("cityguard_frame_bytes_total", "Frame message bytes the broker acknowledged", ["camera"])
+FRAMES_SEND_FAILED = Counter("cityguard_frames_send_failed_total",
+                             "Frames the Kafka client gave up on (not acknowledged within the delivery timeout, "
+                             "or refused)", ["camera"])
+FRAMES_IN_FLIGHT_BYTES = Gauge("cityguard_frames_in_flight_bytes",
+                               "Frame bytes handed to the Kafka client and not yet acknowledged or failed")
 FRAMES_STORED = Counter("cityguard_frames_stored_total", "Oversized frames sent through the frame store", ["camera"])
 ENCODE_SECONDS = Histogram(
     "cityguard_frame_encode_seconds", "Resize + JPEG encode time per frame", ["camera"],
@@ -46,7 +55,8 @@ CAMERA_STATE = Gauge("cityguard_camera_state", "1 for the camera's current state
 CAMERA_FPS = Gauge("cityguard_camera_fps", "Frames published per second over the status interval", ["camera"])
 CAMERA_RECONNECTS = Counter("cityguard_camera_reconnects_total", "Reconnection attempts after a failure", ["camera"])
 CAMERA_DROPPED = Counter("cityguard_camera_dropped_frames_total",
-                         "Frames dropped because the broker could not take them", ["camera"])
+                         "Frames that never reached the broker: dropped from a full queue or failed to send",
+                         ["camera"])
 CAMERA_FRAME_AGE = Gauge("cityguard_camera_last_frame_age_seconds", "Seconds since the last captured frame",
                          ["camera"])
 
@@ -193,44 +203,154 @@ class CameraReader:
             log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
 
 
+class InFlightBytes:
+    """Frame bytes handed to the Kafka client and not yet acknowledged or failed.
+
+    kafka-python (3.0.12) has no `buffer_memory` bound: its accumulator grows without limit and send() never blocks,
+    so this count is the only thing that stops a broker outage from piling frames up in memory.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._changed = threading.Condition()
+
+    def add(self, size: int) -> None:
+        with self._changed:
+            self.bytes += size
+            FRAMES_IN_FLIGHT_BYTES.set(self.bytes)
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.bytes -= size
+            FRAMES_IN_FLIGHT_BYTES.set(self.bytes)
+            self._changed.notify_all()
+
+    def has_room(self) -> bool:
+        return self.bytes < self.max_bytes
+
+    def wait_for_room(self, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(self.has_room, timeout_s)
+
+
+class SendFailures:
+    """Counts every frame the client gave up on; logs them per camera at most once per interval, so an outage at
+    hundreds of frames per second does not flood the log (the counter has them all)."""
+
+    def __init__(self, log_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.log_interval_s = log_interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._unlogged: dict[str, int] = {}  # keys: this process's configured cameras
+        self._logged_at: dict[str, float] = {}
+
+    def record(self, camera_id: str, exc: BaseException) -> None:
+        FRAMES_SEND_FAILED.labels(camera_id).inc()
+        CAMERA_DROPPED.labels(camera_id).inc()
+        with self._lock:
+            count = self._unlogged.get(camera_id, 0) + 1
+            now = self.clock()
+            if now - self._logged_at.get(camera_id, -self.log_interval_s) < self.log_interval_s:
+                self._unlogged[camera_id] = count
+                return
+            self._unlogged[camera_id] = 0
+            self._logged_at[camera_id] = now
+        log.warning("camera %s: %d frame(s) not delivered: %s", camera_id, count, exc)  # kafka errors name their type
+
+
 class FrameSender:
-    """Publishes from every camera's queue in turn, so one busy camera cannot starve the others."""
+    """Publishes from every camera's queue in turn, so one busy camera cannot starve the others.
+
+    It stops taking frames while `max_in_flight_bytes` are unacknowledged: during a broker outage the frames then wait
+    in the bounded per-camera queues, which drop (and count) the oldest, and sending resumes as acknowledgements or
+    delivery timeouts free room.
+    """
 
     def __init__(self, producer: KafkaProducer, topic: str, queues: dict[str, FrameQueue],
-                 health: dict[str, CameraHealth], ready: threading.Event):
+                 health: dict[str, CameraHealth], ready: threading.Event, max_in_flight_bytes: int,
+                 failures: SendFailures | None = None):
         self.producer = producer
         self.topic = topic
         self.queues = queues
         self.health = health
         self.ready = ready
+        self.in_flight = InFlightBytes(max_in_flight_bytes)
+        self.failures = failures or SendFailures()
+        self._turns = deque(queues)  # the camera whose frame goes first in the next round
 
     def run(self, done: threading.Event) -> None:
         """Sends until `done` is set and every queue is empty."""
         while True:
-            self.ready.clear()  # before the scan, so a frame queued during it wakes the next wait
-            sent = sum(self.send_one(camera_id) for camera_id in self.queues)
-            if not sent:
-                if done.is_set() and not any(self.queues.values()):
-                    return
+            self.ready.clear()  # before the round, so a frame queued during it wakes the next wait
+            if self.send_round(finishing=done.is_set()):
+                continue
+            if done.is_set() and not any(self.queues.values()):
+                return
+            if self.in_flight.has_room():
                 self.ready.wait(0.1)
+            else:
+                self.in_flight.wait_for_room(0.1)
+
+    def send_round(self, finishing: bool) -> int:
+        """Sends one frame from each camera that has one while there is room; returns how many were taken.
+
+        The next round starts with the camera this one did not reach, so a full cap does not favour the first cameras.
+        Once the readers are done (`finishing`) the cap is ignored: at most queue_max_frames per camera are left.
+        """
+        taken = 0
+        for _ in range(len(self._turns)):
+            if not finishing and not self.in_flight.has_room():
+                break
+            camera_id = self._turns[0]
+            self._turns.rotate(-1)
+            taken += self.send_one(camera_id)
+        return taken
 
     def send_one(self, camera_id: str) -> int:
         value = self.queues[camera_id].take()
         if value is None:
             return 0
-        health = self.health[camera_id]
-
-        def lost(exc: Exception) -> None:
-            health.frames_dropped()
-            CAMERA_DROPPED.labels(camera_id).inc()
-            log.warning("camera %s: frame not delivered: %s", camera_id, exc)
-
-        # send() blocks while the client's own buffer is full; meanwhile the readers drop their oldest frames.
-        self.producer.send(self.topic, key=camera_id.encode(), value=value).add_errback(lost)
-        health.frame_sent()
-        FRAMES_PRODUCED.labels(camera_id).inc()
-        FRAME_BYTES.labels(camera_id).inc(len(value))
+        size = len(value)
+        self.in_flight.add(size)
+        try:
+            future = self.producer.send(self.topic, key=camera_id.encode(), value=value)
+        except KafkaError as exc:  # no topic metadata within max_block_ms, or a message the client refuses
+            self.failed(camera_id, size, exc)
+            return 1
+        future.add_callback(self.delivered, camera_id, size)
+        future.add_errback(self.failed, camera_id, size)
         return 1
+
+    def delivered(self, camera_id: str, size: int, _metadata) -> None:
+        """Runs on the Kafka client's I/O thread when the broker acknowledges a frame."""
+        self.in_flight.release(size)
+        self.health[camera_id].frame_sent()
+        FRAMES_PRODUCED.labels(camera_id).inc()
+        FRAME_BYTES.labels(camera_id).inc(size)
+
+    def failed(self, camera_id: str, size: int, exc: BaseException) -> None:
+        """Runs on the Kafka client's I/O thread when the client gives up on a frame (or here when send() raises)."""
+        self.in_flight.release(size)
+        self.health[camera_id].frames_dropped()
+        self.failures.record(camera_id, exc)
+
+
+def frame_client_settings(settings: ProducerConfig) -> dict:
+    """KafkaProducer overrides for the frame producer: `infra.kafka.make_producer(servers, **these)`.
+
+    A frame not acknowledged within frame_delivery_timeout_s is given up (and counted): a late frame is worthless to
+    live analytics, and it would arrive in a flood with every other stale one when the broker returns. Idempotence is
+    off because kafka-python 3.0.12 never re-initialises an idempotent producer after it expires a batch it had already
+    sent (the producer id is reset but no InitProducerId is requested), so one outage longer than the delivery timeout
+    would stop the producer for good. A frame written twice by a retry is harmless (frames carry their seq); a single
+    request in flight per connection keeps them in order, as idempotence did.
+    """
+    delivery_timeout_ms = int(settings.frame_delivery_timeout_s * 1000)
+    return {"delivery_timeout_ms": delivery_timeout_ms,
+            "request_timeout_ms": delivery_timeout_ms // 2,  # must leave room for a retry within the delivery timeout
+            "enable_idempotence": False,
+            "max_in_flight_requests_per_connection": 1}
 
 
 def export_status(status: CameraStatus) -> None:
@@ -291,8 +411,9 @@ def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event,
     threads = [threading.Thread(target=reader.run, name=f"camera-{reader.camera.id}", daemon=True)
                for reader in readers]
     readers_done = threading.Event()
-    sender = threading.Thread(target=FrameSender(producer, config.broker.topics.frames, queues, health, ready).run,
-                              args=(readers_done,), name="frame-sender", daemon=True)
+    frame_sender = FrameSender(producer, config.broker.topics.frames, queues, health, ready,
+                               settings.max_in_flight_bytes)
+    sender = threading.Thread(target=frame_sender.run, args=(readers_done,), name="frame-sender", daemon=True)
     reporter = StatusReporter(producer, config.broker.topics.camera_status, health, settings.status_interval_s)
     log.info("producer shard %d/%d: %d cameras", settings.shard_index, settings.shard_count, len(cameras))
     sender.start()

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
 from schemas.base import Message
 
@@ -37,14 +39,16 @@ class Detections(Message):
     confidence: list[FiniteFloat] = Field(default_factory=list)
     class_id: list[int] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
-    track_id: list[int] | None = Field(default=None, description="per-camera track ids, when tracking is on")
+    track_id: list[Annotated[int, Field(ge=-1, lt=2**63)]] | None = Field(
+        default=None, description="per-camera track ids, when tracking is on; -1 for a detection not yet tracked")
     static_blobs: list[StaticBlob] | None = Field(
         default=None, description="static unknown objects, for cameras with a traffic scene"
     )
     density_map: bytes | None = Field(
         default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
     )
-    density_map_shape: tuple[int, int] | None = Field(default=None, description="(rows, cols) of density_map")
+    density_map_shape: tuple[PositiveInt, PositiveInt] | None = Field(
+        default=None, description="(rows, cols) of density_map")
 
     @model_validator(mode="after")
     def _columns_align(self) -> "Detections":

@@ -1,10 +1,12 @@
 """Delivery channels: Twilio SMS, HTTP webhook and a local sound alarm, each one attempt at a time.
 
 Retrying, rate limiting and recording are the dispatcher's; a channel says per attempt whether it worked and whether
-trying again could help (429 and 5xx can, other 4xx cannot).
+trying again could help (429 and 5xx can, other 4xx cannot). Error texts are redacted (sinks.alerts.redact): they
+are logged and stored, and client errors quote URLs with the Twilio Account SID or a webhook's token.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,13 +18,14 @@ from typing import Callable, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
 from cityguard.config_alerting import (ContactConfig, RetryConfig, SmsChannelConfig, SoundChannelConfig,
                                        WebhookChannelConfig)
 from schemas import Alert
+from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,10 @@ class Channel(Protocol):
 
     def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
         """After a crash mid-send: the provider id when the earlier send is known to have gone out, else None."""
+
+
+def retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
 
 
 def backoff_delay(attempt: int, retry: RetryConfig) -> float:
@@ -123,8 +130,10 @@ class TwilioSmsChannel:
         self.from_number = required_env(config.from_number_env, config.id)
         http_client = (TwilioHttpClient(timeout=config.retry.timeout_s) if config.api_base_url == TWILIO_API
                        else BaseUrlHttpClient(config.api_base_url, config.retry.timeout_s))
-        # The library logs query strings (phone numbers) at INFO; recipients are personal data.
+        # The library logs query strings (phone numbers) at INFO; recipients are personal data. urllib3 logs each
+        # request line, whose path holds the Account SID, at DEBUG.
         logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
         self.client = TwilioClient(required_env(config.account_sid_env, config.id),
                                    required_env(config.auth_token_env, config.id), http_client=http_client)
         self.limiter = RateLimiter(config.messages_per_second)
@@ -144,19 +153,25 @@ class TwilioSmsChannel:
         try:
             sent = self.client.messages.create(to=message.contact.phone, from_=self.from_number, body=body)
         except TwilioRestException as exc:
-            return Attempt(False, retryable=exc.status == 429 or exc.status >= 500, status_code=exc.status,
-                           error=f"Twilio {exc.status} (code {exc.code}): {exc.msg}")
+            return Attempt(False, retryable=retryable_status(exc.status), status_code=exc.status,
+                           error=redact(f"Twilio {exc.status} (code {exc.code}): {exc.msg}"))
+        except TwilioServiceException as exc:  # the RFC 9457 error format of newer Twilio APIs
+            return Attempt(False, retryable=retryable_status(exc.status), status_code=exc.status,
+                           error=redact(f"Twilio {exc.status} (code {exc.code}): {exc.title}: {exc.detail or ''}"))
         except requests.RequestException as exc:
             return Attempt(False, retryable=True, ambiguous=not isinstance(exc, requests.ConnectTimeout),
-                           error=f"{type(exc).__name__}: {exc}")
+                           error=describe_error(exc))
+        except (TwilioException, json.JSONDecodeError) as exc:
+            # An unreadable reply to the POST (a proxy's page, a cut body): the message may exist, so reconcile.
+            return Attempt(False, retryable=True, ambiguous=True, error=describe_error(exc))
         return Attempt(True, provider_id=sent.sid, status_code=201)
 
     def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
         """Looks for the message in Twilio's log: a resource exists from the moment Twilio accepted the POST."""
         try:
             recent = self.client.messages.list(to=message.contact.phone, from_=self.from_number, limit=20)
-        except (TwilioException, requests.RequestException) as exc:
-            raise ReconcileError(f"cannot list Twilio messages: {exc}") from exc
+        except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
+            raise ReconcileError(f"cannot list Twilio messages: {describe_error(exc)}") from exc
         for sent in recent:
             if sent.body == body and (sent.date_created is None or sent.date_created.timestamp() >= started_at - 60):
                 return sent.sid
@@ -192,12 +207,11 @@ class WebhookChannel:
             response = self.session.post(self.config.url, json=payload, timeout=self.config.retry.timeout_s,
                                          headers={**self.headers, "Idempotency-Key": message.key})
         except requests.RequestException as exc:
-            return Attempt(False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+            return Attempt(False, retryable=True, error=describe_error(exc))
         if response.ok:
             return Attempt(True, status_code=response.status_code)
-        retryable = response.status_code == 429 or response.status_code >= 500
-        return Attempt(False, retryable=retryable, status_code=response.status_code,
-                       error=f"HTTP {response.status_code}: {response.text[:200]}")
+        return Attempt(False, retryable=retryable_status(response.status_code), status_code=response.status_code,
+                       error=redact(f"HTTP {response.status_code}: {response.text[:200]}"))
 
     def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
         return None  # send again: the Idempotency-Key lets the receiver drop it

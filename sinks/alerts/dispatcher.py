@@ -10,6 +10,12 @@ So the only window for a duplicate is Twilio having accepted the POST but not ye
 (restart takes seconds; the listing is immediate), and the window for a loss is nil: we prefer a rare duplicate
 alarm to a silent one. Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
 
+Retries never wait inline: a retryable failure (429, 5xx, network) records the delivery as `retrying` with its
+`next_attempt_at` (doubling back-off), and `retry_due` makes the next try when it is due, so one recipient's
+outage never holds up the other alerts, the Alertmanager webhook or the Kafka consumer. After an ambiguous try
+(the request may have reached the provider) the retry reconciles first, as a restart does. A contact's next channel
+is a fallback: it is tried only once the delivery on the channel before it has failed for good.
+
 Alerts: one per incident and severity (alert id `<incident>:<severity>`), decided once and stored. A lower or equal
 severity on the same camera/zone/type within the cooldown is recorded as suppressed, as is a downgrade of an
 incident already alerted higher. Escalation state (step, deadline) lives in the store, so a restart continues it.
@@ -29,8 +35,8 @@ from schemas import Alert, EventState, Severity
 from sinks.alerts.channels import Attempt, Channel, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.routing import select_routes
-from sinks.alerts.store import (FAILED, NOTIFYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow, IncidentStore,
-                                subject_key)
+from sinks.alerts.store import (FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow,
+                                IncidentStore, subject_key)
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +52,13 @@ UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incide
 
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
-                 publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+                 publish: Callable[[Alert], None], clock: Callable[[], float] = time.time):
         self.config = config
         self.site = site
         self.store = store
         self.channels = channels
         self.publish = publish
-        self.clock, self.sleep = clock, sleep
+        self.clock = clock
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None
         self.routes = {route.id: route for route in config.routes}
         self.contacts = {contact.id: contact for contact in config.contacts}
@@ -71,10 +76,10 @@ class AlertDispatcher:
         alert_id = f"{notice.incident_id}:{notice.severity.value}"
         alert = self.store.get_alert(alert_id) or self.decide(notice, alert_id, now)
         if alert.status == NOTIFYING:
+            self.notify(alert)  # before publishing: a broker outage must not hold back an SMS
             if alert.published_at is None:
-                self.publish(to_message(alert))
+                self.publish(to_message(alert))  # raises when the broker did not confirm: the notice is redelivered
                 self.store.mark_published(alert.id, self.clock())
-            self.notify(alert)
         return alert
 
     def decide(self, notice: Notice, alert_id: str, now: float) -> AlertRow:
@@ -107,7 +112,10 @@ class AlertDispatcher:
         return [self.routes[route_id] for route_id in alert.routes if route_id in self.routes]
 
     def notify(self, alert: AlertRow) -> None:
-        """Broadcast channels once, then every contact up to the current escalation step (each idempotent)."""
+        """Broadcast channels once, then every contact up to the current escalation step (each idempotent).
+
+        A contact's next channel is tried only when the one before has failed for good, not while it is retrying.
+        """
         message = to_message(alert)
         for route in self.alert_routes(alert):
             for channel_id in route.broadcast:
@@ -115,7 +123,7 @@ class AlertDispatcher:
             for contact_id in route.escalation[:alert.escalation_step + 1]:
                 contact = self.contacts.get(contact_id)
                 for channel_id in route.channels:
-                    if contact is not None and self.deliver(alert, message, channel_id, contact) == SENT:
+                    if contact is not None and self.deliver(alert, message, channel_id, contact) != FAILED:
                         break  # the next channel is only a fallback
 
     def deliver(self, alert: AlertRow, alert_message: Alert, channel_id: str, contact: ContactConfig | None) -> str:
@@ -132,7 +140,7 @@ class AlertDispatcher:
             return self.resume(row, channel, message)
         if unreachable is not None:
             return self.finish(row, FAILED, None, unreachable)
-        return self.attempt(row, channel, message, row.body)
+        return self.attempt(row, channel, message)
 
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """A delivery left `sending` by a crash: ask the provider before sending again."""
@@ -145,34 +153,37 @@ class AlertDispatcher:
             self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
             log.info("delivery %s had gone out before the restart (%s)", row.key, provider_id)
             return self.finish(row, SENT, provider_id, None)
-        return self.attempt(row, channel, message, row.body)
+        return self.attempt(row, channel, message)
 
-    def attempt(self, row: DeliveryRow, channel: Channel, message: Message, body: str) -> str:
-        retry = channel.retry
-        previous: Attempt | None = None
-        for number in range(1, retry.max_attempts + 1):
-            if previous is not None and previous.ambiguous:
-                try:
-                    provider_id = channel.reconcile(message, body, row.started_at)
-                except ReconcileError as exc:
-                    log.warning("delivery %s: %s; sending again", row.key, exc)
-                    provider_id = None
-                if provider_id is not None:
-                    self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
-                    return self.finish(row, SENT, provider_id, None)
-            result = previous = channel.send(message, body)
-            if result.delivered:
-                self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
-                return self.finish(row, SENT, result.provider_id, None)
-            final = not result.retryable or number == retry.max_attempts
-            self.store.record_attempt(row.id, FAILED if final else "retry", result.status_code, result.error,
-                                      self.clock())
-            if final:
-                log.warning("delivery %s failed: %s", row.key, result.error)
-                return self.finish(row, FAILED, None, result.error)
-            RETRIES.labels(channel.id).inc()
-            self.sleep(backoff_delay(number, retry))
-        raise AssertionError("unreachable: the last attempt is final")
+    def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
+        """One try; a retryable failure is scheduled for `retry_due` instead of waited for here."""
+        number = self.store.start_attempt(row.id).attempt_count
+        result: Attempt = channel.send(message, row.body)
+        if result.delivered:
+            self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
+            return self.finish(row, SENT, result.provider_id, None)
+        final = not result.retryable or number >= channel.retry.max_attempts
+        self.store.record_attempt(row.id, FAILED if final else "retry", result.status_code, result.error,
+                                  self.clock())
+        if final:
+            log.warning("delivery %s failed: %s", row.key, result.error)
+            return self.finish(row, FAILED, None, result.error)
+        RETRIES.labels(channel.id).inc()
+        self.store.schedule_retry(row.id, self.clock() + backoff_delay(number, channel.retry), result.ambiguous)
+        return RETRYING
+
+    def retry(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
+        """The next try of a `retrying` delivery; after an ambiguous try, ask the provider before sending again."""
+        if row.reconcile_first:
+            try:
+                provider_id = channel.reconcile(message, row.body, row.started_at)
+            except ReconcileError as exc:
+                log.warning("delivery %s: %s; sending again", row.key, exc)
+                provider_id = None
+            if provider_id is not None:
+                self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
+                return self.finish(row, SENT, provider_id, None)
+        return self.attempt(row, channel, message)
 
     def finish(self, row: DeliveryRow, status: str, provider_id: str | None, error: str | None) -> str:
         self.store.finish_delivery(row.id, status, provider_id, error, self.clock())
@@ -180,6 +191,10 @@ class AlertDispatcher:
         return status
 
     # -- periodic work --------------------------------------------------------------------------------------------
+
+    def message_for(self, row: DeliveryRow, alert: AlertRow) -> Message:
+        contact = self.contacts.get(row.contact_id) if row.contact_id else None
+        return Message(to_message(alert), alert.id, self.site, contact, row.key)
 
     def resume_pending(self) -> None:
         """Deliveries left `sending` by an earlier process (this one never leaves one behind between calls)."""
@@ -189,8 +204,19 @@ class AlertDispatcher:
             if channel is None:
                 self.finish(row, FAILED, None, f"channel {row.channel_id} is no longer configured")
                 continue
-            contact = self.contacts.get(row.contact_id) if row.contact_id else None
-            self.resume(row, channel, Message(to_message(alert), alert.id, self.site, contact, row.key))
+            self.resume(row, channel, self.message_for(row, alert))
+
+    def retry_due(self) -> None:
+        """Retries whose back-off has passed; a delivery that fails for good moves its contact to the next channel."""
+        for row in self.store.due_retries(self.clock()):
+            alert = self.store.alert_by_ref(row.alert_ref)
+            channel = self.channels.get(row.channel_id)
+            if channel is None:
+                status = self.finish(row, FAILED, None, f"channel {row.channel_id} is no longer configured")
+            else:
+                status = self.retry(row, channel, self.message_for(row, alert))
+            if status == FAILED:
+                self.notify(alert)
 
     def escalate_due(self) -> None:
         now = self.clock()
@@ -213,6 +239,7 @@ class AlertDispatcher:
 
     def tick(self) -> None:
         self.resume_pending()
+        self.retry_due()
         self.escalate_due()
         for severity in Severity:
             UNACKNOWLEDGED.labels(severity.value).set(0)

@@ -1,8 +1,10 @@
 """The dispatcher process: the events topic and the Alertmanager webhook in, one thread deciding and delivering.
 
 HTTP handler threads only parse; they hand notices to the main loop and answer 200 once those are recorded and
-delivered (500 otherwise, so Alertmanager retries). Kafka offsets are committed after the batch's alerts are
-recorded, published and delivered, so a crash redelivers the batch and the store drops the repeat.
+their deliveries made or scheduled for retry (500 otherwise, so Alertmanager retries). Kafka offsets are committed
+after the batch's alerts are recorded, delivered and published and its dead letters acknowledged by the broker; when
+the broker confirms not every send, the consumer is rewound to the batch's first offsets instead, so the batch comes
+again and the store drops the repeat.
 """
 from __future__ import annotations
 
@@ -15,15 +17,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from cityguard.config import TopicNames
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED
+from infra.kafka import BROKER_CONNECTED, flush_confirmed
 from schemas import Event, SchemaError, decode, encode
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
+from sinks.alerts.redact import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -119,23 +122,35 @@ class DispatcherService:
         self.tick_interval_s = tick_interval_s
 
     def consume(self) -> None:
-        records = [record for batch in self.consumer.poll(timeout_ms=200).values() for record in batch]
-        for record in records:
+        batches = self.consumer.poll(timeout_ms=200)
+        if batches:
             try:
-                event = decode(record.value, Event)
-            except SchemaError as exc:
-                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
-                                     str(exc))
-                self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter))
-                continue
-            self.dispatcher.handle(notice_from_event(event))
-        if records:
-            self.producer.flush()
-            try:
-                self.consumer.commit()
-            except CommitFailedError as exc:
-                log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
+                self.process(batches)
+            except KafkaError as exc:  # ProduceFailed, or a send that found no broker within max_block_ms
+                log.warning("output not confirmed by the broker, the batch comes again: %s", describe_error(exc))
+                for partition, records in batches.items():
+                    self.consumer.seek(partition, records[0].offset)
+            else:
+                try:
+                    self.consumer.commit()
+                except CommitFailedError as exc:
+                    log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
+
+    def process(self, batches: dict) -> None:
+        """Handles every record; returns once the broker has confirmed every send of the batch."""
+        sends = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    event = decode(record.value, Event)
+                except SchemaError as exc:
+                    letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key,
+                                         record.value, str(exc))
+                    sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+                    continue
+                self.dispatcher.handle(notice_from_event(event))
+        flush_confirmed(self.producer, sends)
 
     def answer_webhooks(self, wait_s: float) -> None:
         try:
@@ -147,8 +162,10 @@ class DispatcherService:
                 for notice in pending.notices:
                     self.dispatcher.handle(notice)
             except Exception as exc:  # answered 500 so Alertmanager retries; the dispatcher keeps running
-                log.exception("alertmanager notification failed")
-                pending.error = f"{type(exc).__name__}: {exc}"
+                # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
+                log.error("alertmanager notification failed: %s", describe_error(exc))
+                log.debug("alertmanager notification failed", exc_info=True)
+                pending.error = describe_error(exc)
             pending.done.set()
             try:
                 pending = self.receiver.inbox.get_nowait()
@@ -161,6 +178,7 @@ class DispatcherService:
         while not stop.is_set():
             self.consume()
             self.answer_webhooks(0.0)
+            self.dispatcher.retry_due()  # every pass (about 0.2 s when idle): back-offs start at a second
             if time.monotonic() - last_tick >= self.tick_interval_s:
                 self.dispatcher.tick()
                 last_tick = time.monotonic()
@@ -168,7 +186,7 @@ class DispatcherService:
 
 def publisher(producer: KafkaProducer, topic: str):
     def publish(alert) -> None:
-        producer.send(topic, key=alert.camera_id.encode(), value=encode(alert))
-        producer.flush()  # recorded as published only once the broker has it
+        # Raises ProduceFailed unless the broker acknowledged it: only then is the alert recorded as published.
+        flush_confirmed(producer, [producer.send(topic, key=alert.camera_id.encode(), value=encode(alert))])
 
     return publish

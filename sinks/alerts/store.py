@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -19,7 +19,7 @@ from sinks.alerts.notice import Notice
 
 OPEN, RESOLVED = "open", "resolved"
 NOTIFYING, SUPPRESSED = "notifying", "suppressed"
-SENDING, SENT, FAILED = "sending", "sent", "failed"
+SENDING, RETRYING, SENT, FAILED = "sending", "retrying", "sent", "failed"
 
 
 class Base(DeclarativeBase):
@@ -79,7 +79,11 @@ class AlertRow(Base):
 
 
 class DeliveryRow(Base):
-    """One message to one recipient over one channel; `key` is its idempotency key."""
+    """One message to one recipient over one channel; `key` is its idempotency key.
+
+    `sending` while a try may be in flight (committed before the request), `retrying` while waiting for
+    `next_attempt_at` after a retryable failure, then `sent` or `failed`.
+    """
 
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -93,6 +97,9 @@ class DeliveryRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, index=True)
+    reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
 class AttemptRow(Base):
@@ -255,7 +262,7 @@ class IncidentStore:
                        now: float) -> tuple[DeliveryRow, bool]:
         """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise."""
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
-                          status=SENDING, body=body, started_at=now)
+                          status=SENDING, body=body, started_at=now, attempt_count=0, reconcile_first=False)
         try:
             with self.sessions.begin() as session:
                 session.add(row)
@@ -263,6 +270,24 @@ class IncidentStore:
         except IntegrityError:
             with self.sessions() as session:
                 return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
+
+    def start_attempt(self, delivery_id: int) -> DeliveryRow:
+        """Marks the delivery `sending` and counts the try, committed before the request goes out."""
+        with self.sessions.begin() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            row.status, row.next_attempt_at = SENDING, None
+            row.attempt_count += 1
+            return row
+
+    def schedule_retry(self, delivery_id: int, next_attempt_at: float, reconcile_first: bool) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            row.status, row.next_attempt_at, row.reconcile_first = RETRYING, next_attempt_at, reconcile_first
+
+    def due_retries(self, now: float) -> list[DeliveryRow]:
+        with self.sessions() as session:
+            return list(session.scalars(select(DeliveryRow).where(
+                DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now).order_by(DeliveryRow.id)))
 
     def record_attempt(self, delivery_id: int, outcome: str, status_code: int | None, error: str | None,
                        now: float) -> None:
@@ -275,6 +300,7 @@ class IncidentStore:
         with self.sessions.begin() as session:
             row = session.get(DeliveryRow, delivery_id)
             row.status, row.provider_id, row.error, row.finished_at = status, provider_id, error, now
+            row.next_attempt_at = None
 
     def deliveries(self, alert_ref: int | None = None, status: str | None = None) -> list[DeliveryRow]:
         with self.sessions() as session:

@@ -14,16 +14,17 @@ CAMERA_ID = "cam"
 ZONE_ID = "zone"
 
 
-def site_config(camera: SimCamera, fps: float, calibrated: bool = True, entrances: bool = True,
-                analytics: dict | None = None) -> Config:
+def site_config(camera: SimCamera, fps: float, calibrated: bool = True,
+                entrances: tuple[str, ...] = ("entrance", "exit"), analytics: dict | None = None) -> Config:
+    """One camera, one zone; `entrances` picks the counting lines, in order: "entrance" (y = 0), "exit" (far end)."""
     zone = {"id": ZONE_ID, "polygon": camera.zone_polygon()}
     if not calibrated:
         zone["area_m2"] = camera.area_m2
-    if entrances:
-        entrance_start, entrance_end = camera.line(0.0)
-        exit_start, exit_end = camera.line(camera.length_m)
-        zone["entrances"] = [{"id": "entrance", "start": entrance_start, "end": entrance_end},
-                             {"id": "exit", "start": exit_start, "end": exit_end}]
+    ground_y = {"entrance": 0.0, "exit": camera.length_m}
+    zone["entrances"] = []
+    for name in entrances:
+        start, end = camera.line(ground_y[name])
+        zone["entrances"].append({"id": name, "start": start, "end": end})
     cam = {"id": CAMERA_ID, "source": "0", "fps": fps, "zones": [zone]}
     if calibrated:
         cam["calibration"] = camera.calibration()

@@ -40,6 +40,11 @@ def unique(records, schema, key):
     return seen
 
 
+def level_change(event: Event) -> tuple[str, float]:
+    """An incident's changes share its event id; each change is one window's."""
+    return event.event_id, event.updated_at
+
+
 def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, report):
     config, path = crowd_site(tmp_path, kafka_bootstrap)
     topics = config.broker.topics
@@ -80,12 +85,12 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
             metrics_reader.wait_for(
                 lambda records: len(unique(records, ZoneMetrics, lambda m: m.window_start)) >= len(reference.metrics),
                 90, [worker], "all windows after the restart")
-            events_reader.wait_for(lambda records: len(unique(records, Event, lambda e: e.event_id))
+            events_reader.wait_for(lambda records: len(unique(records, Event, level_change))
                                    >= len(reference.events), 30, [worker], "all level changes")
         finally:
             worker.stop()
         windows = unique(metrics_reader.poll(), ZoneMetrics, lambda m: m.window_start)
-        events = unique(events_reader.poll(), Event, lambda e: e.event_id)
+        events = unique(events_reader.poll(), Event, level_change)
     finally:
         producer.close()
         metrics_reader.close()

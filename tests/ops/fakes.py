@@ -5,6 +5,8 @@ FakeTwilio implements the two Programmable Messaging calls the dispatcher makes
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
+Scripted answers can also take the RFC 9457 problem-details format of Twilio's newer APIs (twilio-python raises
+TwilioServiceException for it) or be an HTML page, as a proxy in the way answers.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Scripted:
     status: int
     code: int
     message: str
+    style: str = "twilio"  # "twilio" (the Messaging API's JSON error), "problem" (RFC 9457) or "html"
 
 
 class LocalServer:
@@ -88,6 +91,26 @@ def _twilio_handler(fake: FakeTwilio):
             self.answer(status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
                                  "status": status})
 
+        def scripted(self, scripted: Scripted) -> None:
+            if scripted.style == "twilio":
+                self.error(scripted.status, scripted.code, scripted.message)
+                return
+            if scripted.style == "problem":
+                raw = json.dumps({"type": f"https://www.twilio.com/docs/errors/{scripted.code}",
+                                  "title": scripted.message, "status": scripted.status, "code": scripted.code,
+                                  "detail": f"{scripted.message} (request {self.path})"}).encode()
+                content_type = "application/problem+json"
+            else:
+                raw = f"<html><body>{scripted.message}</body></html>".encode()
+                content_type = "text/html"
+            with fake.lock:
+                fake.requests.append((self.command, scripted.status))
+            self.send_response(scripted.status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
         def authorised(self, path_sid: str) -> bool:
             expected = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
             return self.headers.get("Authorization") == expected and path_sid == fake.account_sid
@@ -116,7 +139,7 @@ def _twilio_handler(fake: FakeTwilio):
             with fake.lock:
                 scripted = fake.script.pop(0) if fake.script else None
             if scripted is not None:
-                self.error(scripted.status, scripted.code, scripted.message)
+                self.scripted(scripted)
                 return
             with fake.lock:
                 message = {"sid": f"SM{len(fake.messages):032x}", "account_sid": fake.account_sid,

@@ -58,7 +58,11 @@ class Harness:
     store: IncidentStore
     clock: Clock
     published: list[Alert] = field(default_factory=list)
-    slept: list[float] = field(default_factory=list)
+
+    def retry_after(self, seconds: float) -> None:
+        """Lets `seconds` pass and makes the retries then due."""
+        self.clock.now += seconds
+        self.dispatcher.retry_due()
 
 
 def make_dispatcher(config: Config) -> Harness:
@@ -67,7 +71,7 @@ def make_dispatcher(config: Config) -> Harness:
     harness = Harness(None, store, clock)
     harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
-                                         harness.published.append, clock=clock, sleep=harness.slept.append)
+                                         harness.published.append, clock=clock)
     return harness
 
 

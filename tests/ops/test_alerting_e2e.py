@@ -63,7 +63,7 @@ class StandIns:
         labels = ["camera"]
         self.forecast = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast density",
                               ["camera", "zone", "horizon_minutes"], registry=r)
-        self.to_danger = Gauge("cityguard_zone_forecast_seconds_to_danger", "Forecast time to danger",
+        self.to_danger = Gauge("cityguard_zone_forecast_time_to_danger_seconds", "Forecast time to danger",
                                ["camera", "zone"], registry=r)
         self.crossings = Counter("cityguard_zone_crossings_total", "Zone crossings", ["camera", "zone", "direction"],
                                  registry=r)

@@ -1,4 +1,5 @@
 """The dispatcher against a local fake Twilio and webhook, with a real SQLite incident store."""
+import logging
 import threading
 
 import pytest
@@ -7,7 +8,9 @@ from schemas import EventState, Severity
 from sinks.alerts.channels import RateLimiter, backoff_delay
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, SENT, SUPPRESSED
+from infra.broker import free_port
+from sinks.alerts.redact import describe_error, redact
+from sinks.alerts.store import FAILED, RETRYING, SENT, SUPPRESSED
 from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
 from tests.ops.helpers import (ACCOUNT_SID, AUTH_TOKEN, CHIEF_PHONE, DUTY_PHONE, FROM_NUMBER, TWILIO_ENV,
                                alerting_section, danger_event, make_config, make_dispatcher)
@@ -56,19 +59,93 @@ def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(h
     assert detail.deliveries[0].provider_id == message["sid"]
 
 
-def test_a_twilio_429_is_retried_with_backoff(harness, twilio):
+def test_a_twilio_429_is_retried_with_backoff_scheduled_in_the_store(harness, twilio):
     twilio.script = [Scripted(429, 20429, "Too Many Requests"), Scripted(503, 20503, "Service unavailable")]
     harness.dispatcher.handle(notice_from_event(danger_event()))
+    [delivery] = harness.store.deliveries()
+    assert (delivery.status, delivery.next_attempt_at - harness.clock()) == (RETRYING, pytest.approx(0.01))
+    harness.dispatcher.tick()
+    assert twilio.posts() == 1  # not due yet
+    harness.retry_after(0.01)
+    [delivery] = harness.store.deliveries()
+    assert (delivery.status, delivery.next_attempt_at - harness.clock()) == (RETRYING, pytest.approx(0.02))  # doubled
+    harness.retry_after(0.02)
     assert len(twilio.messages) == 1
-    assert harness.slept == [0.01, 0.02]  # doubling from backoff_initial_s
     attempts = harness.store.incident_detail("plaza/north/risk-1").attempts
     assert [(a.outcome, a.status_code) for a in attempts] == [("retry", 429), ("retry", 503), (SENT, 201)]
+    assert [d.status for d in harness.store.deliveries()] == [SENT]
+
+
+def test_a_twilio_outage_for_one_alert_holds_up_no_other_alert(harness, twilio, webhook):
+    twilio.script = [Scripted(503, 20503, "Service unavailable")]
+    harness.dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
+    harness.dispatcher.handle(notice_from_event(danger_event("plaza/south/risk-2", zone="south")))
+    assert "plaza/south" in twilio.messages[0]["body"]  # went out while the first one waits for its retry
+    assert webhook.received == []  # the fallback channel waits until the SMS has failed for good
+    harness.retry_after(0.01)
+    assert ["plaza/south" in m["body"] for m in twilio.messages] == [True, False]
+    assert [d.status for d in harness.store.deliveries()] == [SENT, SENT]
+
+
+def test_an_sms_failing_every_try_falls_back_to_the_next_channel(harness, twilio, webhook):
+    twilio.script = [Scripted(503, 20503, "Service unavailable")] * 3  # max_attempts is 3
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.retry_after(0.01)
+    assert webhook.received == []
+    harness.retry_after(0.02)
+    deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
+    assert [(d.channel_id, d.status) for d in deliveries] == [("sms", FAILED), ("ops", SENT)]
+    assert twilio.messages == [] and len(webhook.received) == 1
+
+
+def test_twilio_problem_details_errors_and_unreadable_replies_are_failed_attempts(harness, twilio):
+    twilio.script = [Scripted(503, 20503, "Service Unavailable", style="problem"),
+                     Scripted(200, 0, "Proxy login required", style="html")]
+    harness.dispatcher.handle(notice_from_event(danger_event()))  # must not raise
+    harness.retry_after(0.01)
+    harness.retry_after(0.02)
+    detail = harness.store.incident_detail("plaza/north/risk-1")
+    assert [(a.outcome, a.status_code) for a in detail.attempts] == [("retry", 503), ("retry", None), (SENT, 201)]
+    assert "20503" in detail.attempts[0].error and "Service Unavailable" in detail.attempts[0].error
+    assert detail.attempts[1].error.startswith("JSONDecodeError")
+    assert ("GET", 200) in twilio.requests  # the unreadable reply may hide a created message: reconciled first
+    assert len(twilio.messages) == 1 and detail.deliveries[0].status == SENT
+
+
+def test_delivery_errors_are_stored_and_logged_without_urls_or_the_account_sid(tmp_path, harness, twilio, webhook,
+                                                                                   caplog):
+    section = alerting_section(f"http://127.0.0.1:{free_port()}", webhook.url, f"sqlite:///{tmp_path}/refused.db")
+    section["channels"][0]["retry"] = {"max_attempts": 1}  # nothing listens on the port: refused at once
+    unreachable = make_dispatcher(make_config(tmp_path, section))
+    twilio.script = [Scripted(400, 21211, "Invalid 'To'", style="problem")]  # its detail quotes the request path
+    with caplog.at_level(logging.DEBUG):
+        unreachable.dispatcher.handle(notice_from_event(danger_event()))
+        harness.dispatcher.handle(notice_from_event(danger_event()))
+    [refused] = [d for d in unreachable.store.deliveries() if d.channel_id == "sms"]
+    [invalid] = [d for d in harness.store.deliveries() if d.channel_id == "sms"]
+    assert refused.status == FAILED and refused.error.startswith("ConnectionError: ")
+    assert invalid.status == FAILED and "21211" in invalid.error and "Invalid 'To'" in invalid.error
+    assert "<path>" in refused.error and "<path>" in invalid.error
+    attempts = [a.error for built in (unreachable, harness)
+                for a in built.store.incident_detail("plaza/north/risk-1").attempts if a.error]
+    assert len(attempts) == 2
+    for text in [refused.error, invalid.error, *attempts, caplog.text]:
+        assert ACCOUNT_SID not in text and "/Accounts/" not in text and AUTH_TOKEN not in text
+    unreachable.store.close()
+
+
+def test_redact_keeps_the_error_and_drops_urls_credentials_and_account_sids():
+    text = (f"Max retries exceeded with url: /2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json (proxy "
+            f"http://ops:hunter2@proxy.example:3128, account {ACCOUNT_SID}, relay ops:hunter2@relay) 5.6 p/m²")
+    assert redact(text) == ("Max retries exceeded with url: <path> (proxy <url> account <account-sid>, relay "
+                            "<credentials>@relay) 5.6 p/m²")
+    assert describe_error(ConnectionError("refused")) == "ConnectionError: refused"
 
 
 def test_a_twilio_400_fails_the_delivery_with_the_error_and_the_next_channel_is_tried(harness, twilio, webhook):
     twilio.script = [Scripted(400, 21211, "The 'To' number is not a valid phone number.")]
     harness.dispatcher.handle(notice_from_event(danger_event()))
-    assert twilio.messages == [] and harness.slept == []  # a 400 is not retried
+    assert twilio.messages == [] and twilio.posts() == 1  # a 400 is not retried
     deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
     assert [(d.channel_id, d.status) for d in deliveries] == [("sms", FAILED), ("ops", SENT)]
     assert "21211" in deliveries[0].error and "not a valid phone number" in deliveries[0].error
@@ -85,6 +162,7 @@ def test_a_send_that_reached_twilio_before_the_reply_was_lost_is_not_repeated(tm
     twilio.hold_after_create = threading.Event()  # Twilio creates the message, the reply never comes in time
     try:
         harness.dispatcher.handle(notice_from_event(danger_event()))
+        harness.retry_after(0.01)
     finally:
         twilio.hold_after_create.set()
     assert len(twilio.messages) == 1 and twilio.posts() <= 1

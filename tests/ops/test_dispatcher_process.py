@@ -1,4 +1,5 @@
-"""The dispatcher process on the real broker: redelivered events and a SIGKILL in the middle of an SMS send."""
+"""The dispatcher on the real broker: redelivered events, a SIGKILL in the middle of an SMS send, and output the
+broker never confirmed."""
 from __future__ import annotations
 
 import signal
@@ -10,9 +11,12 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from cityguard.config import parse_config
-from infra.broker import free_port
-from infra.kafka import create_topics, make_producer
+from infra.broker import EmbeddedBroker, free_port
+from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
+from sinks.alerts.channels import build_channels
+from sinks.alerts.dispatcher import AlertDispatcher
+from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
 from tests.ops.fakes import FakeTwilio
@@ -97,3 +101,78 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
     published = {decode(record.value, Alert).alert_id for record in consumer}
     consumer.close()
     assert published == {f"{event.event_id}:critical"}
+
+
+def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_consumed_again(
+        kafka_bootstrap, tmp_path, monkeypatch):
+    """Dead letters and the alert go to a second broker that dies: nothing is committed or marked published, the
+    consumer is rewound, and the redelivered batch (output broker working again) sends no second SMS."""
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    with fake.serve() as twilio:
+        data = {
+            "site": f"unconfirmed-{suffix}",
+            "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
+                                                   "alerts": f"cityguard.alerts.v1.{suffix}",
+                                                   "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
+            "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
+                         "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
+                         "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url,
+                                       "messages_per_second": 50}],
+                         "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
+        }
+        config = parse_config(data, tmp_path)
+        topics = config.broker.topics
+        outputs = [topics.alerts, topics.dead_letter]
+        create_topics(kafka_bootstrap, [topics.events, *outputs], 1)
+        producer = make_producer(kafka_bootstrap)
+        event = danger_event(f"plaza/north/{suffix}")
+        producer.send(topics.events, key=b"plaza", value=b"not msgpack")  # dead-lettered
+        producer.send(topics.events, key=b"plaza", value=encode(event))
+        producer.flush()
+
+        store = IncidentStore(config.alerting.store_url)
+        channels = build_channels(config.alerting.channels, config.resolve_path)
+        consumer = make_consumer(kafka_bootstrap, config.group_id("alerts"))
+        consumer.assign([TopicPartition(topics.events, 0)])  # commits without a group join's seconds
+        receiver = AlertmanagerReceiver("127.0.0.1", 0)
+        doomed = EmbeddedBroker(log_path=tmp_path / "doomed.log").start()
+        try:
+            create_topics(doomed.bootstrap_servers, outputs, 1)
+            failing = make_producer(doomed.bootstrap_servers, retries=0, request_timeout_ms=1000,
+                                    delivery_timeout_ms=2000, max_block_ms=2000)
+            flush_confirmed(failing, [failing.send(topic, b"warm-up") for topic in outputs])  # metadata known
+            doomed.stop(timeout_s=0)  # killed, not shut down gracefully
+
+            def service(output) -> DispatcherService:
+                dispatcher = AlertDispatcher(config.alerting, config.site, store, channels,
+                                             publisher(output, topics.alerts))
+                return DispatcherService(dispatcher, consumer, output, topics, receiver, 60)
+
+            unconfirmed = service(failing)
+            stack.wait_until(lambda: unconfirmed.consume() or store.list_incidents(), 30, "the first batch")
+            assert fake.sent_to(DUTY_PHONE)  # the SMS did not wait for the broker
+            assert store.get_alert(f"{event.event_id}:critical").published_at is None
+            assert committed_offset(kafka_bootstrap, config.group_id("alerts"), topics.events) is None
+            assert consumer.position(TopicPartition(topics.events, 0)) == 0  # rewound to the batch's start
+
+            confirmed = service(producer)
+            stack.wait_until(lambda: confirmed.consume() or committed_offset(
+                kafka_bootstrap, config.group_id("alerts"), topics.events) == 2, 30, "the redelivered batch")
+            assert store.get_alert(f"{event.event_id}:critical").published_at is not None
+            assert len(fake.messages) == 1 and fake.posts() == 1
+            failing.close(timeout=1)
+        finally:
+            doomed.stop()
+            consumer.close(autocommit=False)
+            receiver.server.server_close()
+            store.close()
+    alerts = KafkaConsumer(topics.alerts, topics.dead_letter, bootstrap_servers=kafka_bootstrap,
+                           auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    published = [(record.topic, record.value) for record in alerts]
+    alerts.close()
+    assert [topic for topic, _ in published].count(topics.dead_letter) == 1
+    assert [decode(value, Alert).alert_id for topic, value in published if topic == topics.alerts] == [
+        f"{event.event_id}:critical"]

@@ -1,0 +1,186 @@
+"""The crowd analyzer's state and incidents: one event id per episode, restore after a configuration change,
+the size of the changelog record, and frames the analyzer cannot process."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cityguard.config_crowd import (
+    CROWD_STATE_BUDGET_BYTES,
+    MAX_TRACKS,
+    AnalyticsConfig,
+    crowd_state_bytes,
+    verify_crowd_state_size,
+)
+from processors.crowd.windows import Bucket
+from processors.density import CrowdAnalyzer
+from schemas import Event, EventState
+from schemas.zone_metrics import CountSource
+from tests.crowd.scenarios import run_scenario, site_config
+from tests.crowd.simulator import SQUARE, CrowdSimulator
+
+FAUST_MAX_REQUEST_BYTES = 1_000_000  # faust's default producer_max_request_size
+
+
+def episodes(events: list[Event], event_type: str) -> list[list[Event]]:
+    """The events of one type split into episodes: each opens, may update, and resolves."""
+    split: list[list[Event]] = []
+    for event in (e for e in events if e.type == event_type):
+        if event.state == EventState.OPENED:
+            split.append([])
+        split[-1].append(event)
+    return split
+
+
+def assert_one_id_per_episode(split: list[list[Event]], count: int) -> None:
+    assert len(split) == count
+    for episode in split:
+        assert episode[0].state == EventState.OPENED and episode[-1].state == EventState.RESOLVED
+        assert {e.state for e in episode[1:-1]} <= {EventState.UPDATED}
+        assert len({e.event_id for e in episode}) == 1, [e.event_id for e in episode]
+        assert {e.started_at for e in episode} == {episode[0].updated_at}
+    assert len({episode[0].event_id for episode in split}) == count
+
+
+def test_risk_episode_keeps_one_event_id_from_opened_to_resolved():
+    # Two build-ups, each followed by a calm long enough for the levels to fall back to normal. Thresholds are
+    # scaled down so the simulated crowd keeps walking freely and the zone empties when the inflow drops.
+    def density(elapsed: float) -> float:
+        return float(np.interp(elapsed, [0, 60, 180, 240, 300, 480, 540, 600, 640], [0.1, 0.1, 0.9, 0.9, 0.1, 0.1,
+                                                                                     0.6, 0.6, 0.1]))
+
+    fps = 1.0
+    analytics = {"window_seconds": 10, "thresholds": {"caution": 0.5, "warning": 0.8, "danger": 1.1, "critical": 1.4},
+                 "risk": {"min_dwell_seconds": 30, "hysteresis_per_m2": 0.1, "packed_spot_raises_to_warning": False}}
+    config = site_config(SQUARE, fps, analytics=analytics)
+    simulator = CrowdSimulator(SQUARE, fps, seed=4, target_density=density)
+    run, _ = run_scenario(simulator, config, frames=int(800 * fps), density_map_every=3)
+
+    split = episodes(run.events, "risk_level_changed")
+    assert_one_id_per_episode(split, 2)
+    assert all(len(episode) >= 3 for episode in split)  # opened, updated at least once, resolved
+
+
+def test_inflow_surge_keeps_one_event_id_from_opened_to_resolved():
+    def inflow(elapsed: float) -> float:
+        return 4.0 if 300 <= elapsed < 360 or 600 <= elapsed < 660 else 1.0
+
+    fps = 2.0
+    config = site_config(SQUARE, fps)
+    run, _ = run_scenario(CrowdSimulator(SQUARE, fps, seed=11, inflow_per_s=inflow), config, frames=int(780 * fps))
+
+    assert_one_id_per_episode(episodes(run.events, "inflow_surge"), 2)
+
+
+@pytest.mark.parametrize("entrances", [("entrance",), ("exit", "entrance"), ()])
+def test_changed_counting_lines_start_with_no_tracks_instead_of_failing(entrances, caplog):
+    fps = 1.0
+    saved_with = site_config(SQUARE, fps)
+    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
+    _, analyzer = run_scenario(simulator, saved_with, frames=30)
+    state = analyzer.state_json()
+    assert len(CrowdAnalyzer.restore(saved_with.cameras[0], saved_with, state).tracks) == len(analyzer.tracks) > 0
+
+    changed = site_config(SQUARE, fps, entrances=entrances)
+    restored = CrowdAnalyzer.restore(changed.cameras[0], changed, state)
+    assert len(restored.tracks) == 0
+    assert "counting lines changed" in caplog.text
+    resumed, _ = run_scenario(simulator, changed, frames=20, analyzer=restored)
+    assert len(resumed.metrics) == 2 and len(restored.tracks) > 0
+
+
+def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> bytes:
+    """A camera's state with every track slot and window bucket in use, each at its longest in JSON."""
+    config = site_config(SQUARE, 1.0, entrances=entrances, analytics=analytics.model_dump())
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    rng = np.random.default_rng(0)
+    tracks, lines = analytics.movement.max_tracks, len(entrances)
+    table = analyzer.tracks
+    table.ids = np.iinfo(np.int64).max - np.arange(tracks, dtype=np.int64)[::-1]
+    table.last_seen = 1_700_000_000 + rng.random(tracks)
+    table.image_xy = -1000 * rng.random((tracks, 2))
+    table.ground_xy = -1000 * rng.random((tracks, 2))
+    table.velocity = -1e-5 * rng.random((tracks, 2))  # exponent notation: the longest floats
+    table.side = np.full((tracks, lines), -1, dtype=np.int8)
+    table.pending = np.full((tracks, lines), -1, dtype=np.int8)
+    table.pending_frames = np.full((tracks, lines), 30, dtype=np.int16)
+    for zone in analyzer.state.zones.values():
+        zone.buckets = [
+            Bucket(start=1_700_000_000 + rng.random(), frames=99_999, last_seq=np.iinfo(np.int64).max,
+                   people_sum=-rng.random() / 3e4, people_max=-rng.random() / 3e4, detector_sum=99_999,
+                   model_sum=-rng.random() / 3e4, model_frames=99_999, confidence_sum=-rng.random() / 3e4,
+                   unreliable_frames=99_999,
+                   unreliable_reason="100% of person boxes are mostly hidden by others and no density map",
+                   source_frames={source.value: 99_999 for source in CountSource},
+                   speed_sum=-rng.random() / 3e4, speed_frames=99_999, variance_sum=-rng.random() / 3e4,
+                   variance_frames=99_999, pressure_sum=-rng.random() / 3e4, pressure_frames=99_999,
+                   peak_local_sum=-rng.random() / 3e4, peak_local_frames=99_999, inflow=99_999, outflow=99_999)
+            for _ in range(round(analytics.window_seconds / analytics.step_seconds))]
+    return analyzer.state_json()
+
+
+@pytest.mark.parametrize("analytics, entrances", [
+    ({}, ("entrance", "exit")),  # the defaults
+    ({"movement": {"max_tracks": MAX_TRACKS}}, ()),  # the most tracks allowed
+    ({"window_seconds": 600, "hop_seconds": 10, "movement": {"max_tracks": 3_000}}, ("entrance", "exit")),
+])
+def test_largest_allowed_state_fits_one_changelog_record(analytics, entrances):
+    config = AnalyticsConfig.model_validate(analytics)
+    zones = site_config(SQUARE, 1.0, entrances=entrances).cameras[0].zones
+    verify_crowd_state_size(config, zones)
+
+    state = worst_case_state(config, entrances)
+    json.loads(state)
+    assert len(state) <= crowd_state_bytes(config, zones) <= CROWD_STATE_BUDGET_BYTES < FAUST_MAX_REQUEST_BYTES
+
+
+@pytest.mark.parametrize("analytics", [
+    {"movement": {"max_tracks": 20_000}},  # refused by the field's bound
+    {"window_seconds": 600, "hop_seconds": 1},  # 600 buckets per zone
+])
+def test_state_that_cannot_fit_is_refused(analytics):
+    zones = site_config(SQUARE, 1.0).cameras[0].zones
+    with pytest.raises(ValueError, match="max_tracks|crowd state"):
+        verify_crowd_state_size(AnalyticsConfig.model_validate(analytics), zones)
+
+
+def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():
+    fps = 1.0
+    config = site_config(SQUARE, fps)
+    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    frames = []
+    for _ in range(10):
+        simulator.step()
+        frames.append(simulator.detections("cam"))
+    for detections in frames[:9]:
+        analyzer.update(detections)
+    before = analyzer.state_json()
+    last = frames[9]  # closes the first window
+    unusable = last.model_copy(update={"track_id": [2**63] * len(last)})  # beyond any int64 track table
+
+    with pytest.raises(OverflowError):
+        analyzer.update(unusable)
+    assert analyzer.state_json() == before
+    assert len(analyzer.update(last).zone_metrics) == 1
+
+
+def test_density_map_with_non_finite_cells_is_not_counted():
+    fps = 1.0
+    config = site_config(SQUARE, fps)
+    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    metrics = []
+    for _ in range(30):
+        simulator.step()
+        detections = simulator.detections("cam", with_density_map=simulator.seq == 12)
+        if detections.density_map is not None:
+            broken = np.frombuffer(detections.density_map, dtype=np.float32).copy()
+            broken[::7] = np.nan
+            detections = detections.model_copy(update={"density_map": broken.tobytes()})
+        metrics += analyzer.update(detections).zone_metrics
+
+    assert len(metrics) == 3
+    assert all(np.isfinite(m.people_mean) and m.count_source == CountSource.DETECTOR for m in metrics)
