@@ -26,6 +26,11 @@ def producer_settings(bootstrap_servers: str) -> dict:
         "linger_ms": 5,
         "retries": 5,
         "max_request_size": MAX_MESSAGE_BYTES,
+        # kafka-python 3.0.12 never re-initialises an idempotent producer after it expires a batch it had sent, so
+        # one broker outage longer than the delivery timeout would stop a stage for good. Duplicates from retries are
+        # harmless (every consumer is idempotent); one request in flight per connection keeps per-key order.
+        "enable_idempotence": False,
+        "max_in_flight_requests_per_connection": 1,
     }
 
 

@@ -340,17 +340,12 @@ def frame_client_settings(settings: ProducerConfig) -> dict:
     """KafkaProducer overrides for the frame producer: `infra.kafka.make_producer(servers, **these)`.
 
     A frame not acknowledged within frame_delivery_timeout_s is given up (and counted): a late frame is worthless to
-    live analytics, and it would arrive in a flood with every other stale one when the broker returns. Idempotence is
-    off because kafka-python 3.0.12 never re-initialises an idempotent producer after it expires a batch it had already
-    sent (the producer id is reset but no InitProducerId is requested), so one outage longer than the delivery timeout
-    would stop the producer for good. A frame written twice by a retry is harmless (frames carry their seq); a single
-    request in flight per connection keeps them in order, as idempotence did.
+    live analytics, and it would arrive in a flood with every other stale one when the broker returns. (Idempotence
+    is already off for every stage, see infra.kafka.producer_settings, which is what makes a short timeout safe.)
     """
     delivery_timeout_ms = int(settings.frame_delivery_timeout_s * 1000)
     return {"delivery_timeout_ms": delivery_timeout_ms,
-            "request_timeout_ms": delivery_timeout_ms // 2,  # must leave room for a retry within the delivery timeout
-            "enable_idempotence": False,
-            "max_in_flight_requests_per_connection": 1}
+            "request_timeout_ms": delivery_timeout_ms // 2}  # must leave room for a retry within the delivery timeout
 
 
 def export_status(status: CameraStatus) -> None:

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge
 
 from cityguard.config_alerting import AlertingConfig, ContactConfig, RouteConfig
 from schemas import Alert, EventState, Severity
-from sinks.alerts.channels import Attempt, Channel, Message, ReconcileError, backoff_delay
+from sinks.alerts.channels import Channel, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow,
@@ -158,7 +158,7 @@ class AlertDispatcher:
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """One try; a retryable failure is scheduled for `retry_due` instead of waited for here."""
         number = self.store.start_attempt(row.id).attempt_count
-        result: Attempt = channel.send(message, row.body)
+        result = channel.send(message, row.body)
         if result.delivered:
             self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
             return self.finish(row, SENT, result.provider_id, None)

@@ -138,6 +138,12 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
             while not stop.wait(0.25):
                 stand_ins.step(tick)
                 now = time.time()
+                if tick % 4 == 0:  # a window a second, as analytics would: a zone without one turns unknown (-1)
+                    producer.send(topics.zone_metrics, key=CAMERA.encode(), value=encode(ZoneMetrics(
+                        camera_id=CAMERA, zone_id=ZONE, window_start=now - 10, window_end=now, frames=50,
+                        area_m2=100, people_mean=560, people_max=600, density_mean_per_m2=5.6,
+                        density_max_per_m2=6.0, risk_level=RiskLevel.DANGER, risk_reason="5.6 p/m² >= danger 5.0",
+                        last_seq=50)))
                 producer.send(topics.detections, key=CAMERA.encode(), value=encode(Detections(
                     camera_id=CAMERA, seq=tick, captured_at=now - 0.2 - 0.01 * (tick % 7), image_width=640,
                     image_height=480, model="stand-in", inference_ms=20.0, xyxy=[(1, 1, 5, 9)], confidence=[0.9],
@@ -147,10 +153,6 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         now = time.time()
-        producer.send(topics.zone_metrics, key=CAMERA.encode(), value=encode(ZoneMetrics(
-            camera_id=CAMERA, zone_id=ZONE, window_start=now - 10, window_end=now, frames=50, area_m2=100,
-            people_mean=560, people_max=600, density_mean_per_m2=5.6, density_max_per_m2=6.0,
-            risk_level=RiskLevel.DANGER, risk_reason="5.6 p/m² >= danger 5.0", last_seq=50)))
         producer.send(topics.events, key=CAMERA.encode(), value=encode(Event(
             event_id=f"{CAMERA}/wrong-way/{suffix}", type="wrong_way", state=EventState.OPENED,
             severity=Severity.WARNING, camera_id=CAMERA, started_at=now, updated_at=now, confidence=0.8,

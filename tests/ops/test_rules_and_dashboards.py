@@ -93,3 +93,15 @@ def test_geomap_locates_cameras_by_the_lat_lon_labels_it_queries():
     grouped = re.search(r"max by \(([^)]*)\)", expr).group(1).replace(" ", "").split(",")
     assert {location["latitude"], location["longitude"]} <= set(grouped)
     assert geomap["targets"][0]["format"] == "table" and geomap["targets"][0]["instant"]
+
+
+def test_every_risk_level_panel_shows_minus_one_as_unknown():
+    """The metrics sink reports -1 for a zone whose windows stopped; a panel must not show it as a number or calm."""
+    panels = [panel for path in DASHBOARDS for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]
+              if any("cityguard_zone_risk_level" in target["expr"] for target in panel["targets"])]
+    assert len(panels) >= 2
+    for panel in panels:
+        texts = {value: option["text"] for mapping in panel["fieldConfig"]["defaults"]["mappings"]
+                 if mapping["type"] == "value" for value, option in mapping["options"].items()}
+        assert texts.get("-1") == "unknown", panel["title"]
+        assert texts.get("0") == "normal", panel["title"]
