@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 REDACTIONS = (
-    (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+"), "<url>"),  # scheme://user:password@host/path?query
-    (re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@"), "<credentials>@"),  # user:password@ without a scheme
+    # user:password@, in a URL or not; first, because a password may hold characters that end a URL here
+    (re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@"), "<credentials>@"),
+    (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",)]+"), "<url>"),  # scheme://host/path?query
     (re.compile(r"(?<![\w.])/[^\s'\",)]*"), "<path>"),  # a request path without its host
     (re.compile(r"\bAC[0-9a-fA-F]{32}\b"), "<account-sid>"),  # wherever else it is quoted
 )

@@ -137,7 +137,7 @@ def test_delivery_errors_are_stored_and_logged_without_urls_or_the_account_sid(t
 def test_redact_keeps_the_error_and_drops_urls_credentials_and_account_sids():
     text = (f"Max retries exceeded with url: /2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json (proxy "
             f"http://ops:hunter2@proxy.example:3128, account {ACCOUNT_SID}, relay ops:hunter2@relay) 5.6 p/m²")
-    assert redact(text) == ("Max retries exceeded with url: <path> (proxy <url> account <account-sid>, relay "
+    assert redact(text) == ("Max retries exceeded with url: <path> (proxy <url>, account <account-sid>, relay "
                             "<credentials>@relay) 5.6 p/m²")
     assert describe_error(ConnectionError("refused")) == "ConnectionError: refused"
 
