@@ -29,6 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--latency-frames", type=int, default=100, help="frames in the paced latency phase")
     parser.add_argument("--latency-load", type=float, default=0.5, help="paced rate as a fraction of bare fps")
     parser.add_argument("--camera", default=None, help="camera whose source supplies the frames (default: first)")
+    parser.add_argument("--tiling", action="store_true",
+                        help="also time the tiled detector (model.tiling settings) on the same frames: its cost")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
 
 
@@ -43,13 +45,14 @@ def sample_jpegs(config: Config, camera_id: str | None, count: int) -> tuple[str
     return camera.id, jpegs
 
 
-def bare_loop(detectors, jpegs: list[bytes], batch: int) -> float:
-    """Frames/s of decode + detect with no broker, in the worker's batch size."""
+def bare_loop(detector, jpegs: list[bytes], batch: int) -> tuple[float, float]:
+    """Frames/s of decode + detect with no broker, in the worker's batch size, and people found per frame."""
     started = time.perf_counter()
+    people = 0
     for start in range(0, len(jpegs), batch):
         images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs[start:start + batch]]
-        detectors.detector.detect(images)
-    return len(jpegs) / (time.perf_counter() - started)
+        people += sum(int((result.class_id == 0).sum()) for result in detector.detect(images))
+    return len(jpegs) / (time.perf_counter() - started), people / len(jpegs)
 
 
 def publish(producer, topic: str, camera_id: str, jpegs: list[bytes], first_seq: int, rate_fps: float | None) -> None:
@@ -81,8 +84,16 @@ def run(args, config: Config) -> int:
     height, width = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
     detectors = build_detectors(config)
     batch = config.model.max_batch_size
-    bare_loop(detectors, jpegs[:2 * batch], batch)  # warm-up: model compilation and caches are not measured
-    bare_fps = bare_loop(detectors, jpegs, batch)
+    bare_loop(detectors.detector, jpegs[:2 * batch], batch)  # warm-up: model compilation is not measured
+    bare_fps, people_per_frame = bare_loop(detectors.detector, jpegs, batch)
+    tiled_figures = {}
+    if args.tiling:
+        from cityguard.stages import tiled_detector
+
+        tiled_fps, tiled_people = bare_loop(tiled_detector(config, detectors.detector), jpegs, batch)
+        tiled_figures = {"tiled_bare_loop_fps": round(tiled_fps, 2), "people_per_frame": round(people_per_frame, 2),
+                         "tiled_people_per_frame": round(tiled_people, 2),
+                         "tiling_cost_ratio": round(bare_fps / tiled_fps, 2)}
 
     with broker_for(config) as servers:
         producer = make_producer(servers)
@@ -116,6 +127,7 @@ def run(args, config: Config) -> int:
         "latency_phase_rate_fps": round(rate, 2),
         "latency_ms_p50": round(float(np.percentile(latencies_ms, 50)), 1),
         "latency_ms_p99": round(float(np.percentile(latencies_ms, 99)), 1),
+        **tiled_figures,
     }
     for key, value in figures.items():
         print(f"{key:>26}: {value}")

@@ -178,7 +178,13 @@ def stage_rates(observed: Observed) -> dict:
     if len(windows) > 1:
         (first_seq, first_at), (last_seq, last_at) = windows[0], windows[-1]
         analyzed = bisect_right(observed.frame_seqs, last_seq) - bisect_right(observed.frame_seqs, first_seq)
-        analyze_rate = analyzed / (last_at - first_at) if last_at > first_at else None
+        # From when the analyzer could start on the frames after the first window (their detections became
+        # readable): windows often arrive in one poll, so their own receive times can coincide.
+        next_index = bisect_right(observed.frame_seqs, first_seq)
+        started_at = first_at
+        if next_index < len(observed.frame_seqs):
+            started_at = min(first_at, observed.detections_received_at.get(observed.frame_seqs[next_index], first_at))
+        analyze_rate = analyzed / (last_at - started_at) if last_at > started_at else None
     return {
         "produce": {"frames": len(frames), "frames_per_second": rate(len(frames), *_ends(frames))},
         "infer": {"frames": len(detections), "frames_per_second": rate(len(detections), *_ends(detections))},
