@@ -83,6 +83,7 @@ class Observed:
     frame_seqs: list[int] = field(default_factory=list)  # ascending: one camera, one partition, in order
     frame_captured_at: dict[int, float] = field(default_factory=dict)
     frame_received_at: dict[int, float] = field(default_factory=dict)
+    frame_published_at: dict[int, float] = field(default_factory=dict)  # the producer's record timestamps
     detections_received_at: dict[int, float] = field(default_factory=dict)
     inference_ms: list[float] = field(default_factory=list)
     zone_metrics: list[tuple[ZoneMetrics, float]] = field(default_factory=list)
@@ -97,6 +98,7 @@ class Observed:
                     self.frame_seqs.append(frame.seq)
                     self.frame_captured_at[frame.seq] = frame.captured_at
                     self.frame_received_at[frame.seq] = received_at
+                    self.frame_published_at[frame.seq] = record.timestamp / 1000
             elif record.topic == topics.detections:
                 detections = decode(record.value, Detections)
                 if detections.camera_id == self.camera_id and detections.seq not in WARM_UP_SEQS:
@@ -168,7 +170,8 @@ def rate(count: int, first: float | None, last: float | None) -> float | None:
 
 
 def stage_rates(observed: Observed) -> dict:
-    frames = sorted(observed.frame_received_at.values())
+    # The producer's own send times: a replay publishes faster than one poll, so receive times can coincide.
+    frames = sorted(observed.frame_published_at.values())
     detections = sorted(observed.detections_received_at.values())
     # One zone's windows; frames analysed between its first and last window are counted by sequence number, so
     # tumbling and hopping windows give the same figure.
