@@ -98,6 +98,10 @@ class ModelConfig(Frozen):
     confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
     iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold")
     classes: list[int] | None = Field(default=None, description="COCO class ids to keep; null keeps all")
+    class_confidence: dict[Annotated[int, Field(ge=0, le=999)], Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict,
+        description="per-class minimum confidence (COCO id -> confidence) overriding `confidence` for that class",
+    )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="frames per inference batch")
     max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
     tracking: TrackingConfig = TrackingConfig()

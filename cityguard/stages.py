@@ -82,7 +82,8 @@ def build_detectors(config: Config):
     detector = create_detector(config)
     tiled_cameras = config.model.tiling.cameras
     tiled = tiled_detector(config, detector) if tiled_cameras else None
-    return CameraDetectors(detector, tiled, frozenset(tiled_cameras))
+    return CameraDetectors(detector, tiled, frozenset(tiled_cameras), config.model.confidence,
+                           config.model.class_confidence)
 
 
 def build_trackers(config: Config):

@@ -70,10 +70,25 @@ class YoloDetector:
         return output
 
 
+def keep_confident(result: ImageDetections, default: float, per_class: dict[int, float]) -> ImageDetections:
+    """Drops detections below their class's threshold (`per_class`, else `default`)."""
+    if not per_class or len(result.confidence) == 0:
+        return result
+    thresholds = np.array([per_class.get(int(c), default) for c in result.class_id])
+    keep = result.confidence >= thresholds
+    return ImageDetections(result.xyxy[keep], result.confidence[keep], result.class_id[keep],
+                           tuple(name for name, kept in zip(result.class_names, keep) if kept), result.inference_ms,
+                           result.preprocess_ms, result.postprocess_ms)
+
+
 def create_detector(config: Config):
-    """The configured backend (config.model.backend), built with the configured model and thresholds."""
+    """The configured backend (config.model.backend), built with the configured model and thresholds.
+
+    The model runs at the lowest configured confidence; CameraDetectors then applies the per-class thresholds.
+    """
     model = config.model
-    args = (resolve_weights(config), model.image_size, model.confidence, model.iou, model.classes)
+    floor = min([model.confidence, *model.class_confidence.values()])
+    args = (resolve_weights(config), model.image_size, floor, model.iou, model.classes)
     if model.backend == "openvino":
         from processors.openvino_detector import OpenVinoDetector
 

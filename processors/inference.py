@@ -22,7 +22,7 @@ from cityguard.config import Config
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag
 from processors.crowd.density_map import DensityMapCounter
-from processors.detector import ImageDetections
+from processors.detector import ImageDetections, keep_confident
 from processors.tracking import TrackerPool
 from processors.traffic.blobs import StaticBlobPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -97,10 +97,13 @@ def to_message(frame: Frame, result: ImageDetections, model_name: str) -> Detect
 class CameraDetectors:
     """Picks the detector per camera (tiled for the cameras configured so) and batches each group once."""
 
-    def __init__(self, detector: Detector, tiled: Detector | None = None, tiled_cameras: frozenset[str] = frozenset()):
+    def __init__(self, detector: Detector, tiled: Detector | None = None, tiled_cameras: frozenset[str] = frozenset(),
+                 confidence: float = 0.0, class_confidence: dict[int, float] | None = None):
         self.detector = detector
         self.tiled = tiled
         self.tiled_cameras = tiled_cameras if tiled is not None else frozenset()
+        self.confidence = confidence
+        self.class_confidence = class_confidence or {}
 
     def needs_image(self, camera_id: str) -> bool:
         """Whether the stage must decode this camera's JPEGs on the CPU."""
@@ -115,7 +118,10 @@ class CameraDetectors:
         for detector, indices in groups:
             if indices:
                 for i, result in zip(indices, self._run(detector, [frames[i] for i in indices]), strict=True):
-                    results[i] = (result, detector.name) if isinstance(result, ImageDetections) else result
+                    if isinstance(result, ImageDetections):
+                        results[i] = (keep_confident(result, self.confidence, self.class_confidence), detector.name)
+                    else:
+                        results[i] = result
         return results
 
     @staticmethod

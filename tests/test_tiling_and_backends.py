@@ -73,3 +73,13 @@ def test_native_openvino_backend_matches_ultralytics_on_the_same_model(detector,
         assert sorted(ours.class_names) == sorted(theirs.class_names)
         order_ours, order_theirs = np.lexsort(ours.xyxy.T), np.lexsort(theirs.xyxy.T)
         assert np.allclose(ours.xyxy[order_ours], theirs.xyxy[order_theirs], atol=2.0)
+
+
+def test_per_class_thresholds_override_the_default():
+    from processors.detector import keep_confident
+
+    result = ImageDetections(np.zeros((4, 4)), np.array([0.3, 0.6, 0.3, 0.15]), np.array([0, 0, 2, 2]),
+                             ("person", "person", "car", "car"), 1.0)
+    kept = keep_confident(result, default=0.25, per_class={0: 0.5, 2: 0.1})
+    assert kept.class_names == ("person", "car", "car") and kept.confidence.tolist() == [0.6, 0.3, 0.15]
+    assert keep_confident(result, 0.25, {}) is result
