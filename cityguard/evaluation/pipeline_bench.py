@@ -113,7 +113,8 @@ class Observed:
                         self.zone_metrics.append((metrics, received_at))
             elif record.topic == topics.events:
                 event = decode(record.value, Event)
-                if event.camera_id == self.camera_id:
+                from_warm_up = event.evidence is not None and event.evidence.seq in WARM_UP_SEQS
+                if event.camera_id == self.camera_id and not from_warm_up:
                     self.events.append((event, received_at))
         except SchemaError:
             pass  # the stages dead-letter malformed input; the bench only measures what flows
