@@ -8,7 +8,7 @@ from cityguard.config import Config, parse_config
 from processors.camera_analytics import AnalyticsOutput
 from processors.density import CrowdAnalyzer
 from schemas import Event, ZoneMetrics
-from tests.crowd.simulator import CrowdSimulator, SimCamera
+from tests.crowd.simulator import SQUARE, CrowdSimulator, SimCamera
 
 CAMERA_ID = "cam"
 ZONE_ID = "zone"
@@ -64,3 +64,14 @@ def run_scenario(simulator: CrowdSimulator, config: Config, frames: int, run: Ru
         run.truth[detections.captured_at] = simulator.true_density()
         run.add(analyzer.update(detections))
     return run, analyzer
+
+
+def steady_crowd(frames: int, density_map_at_seq: int | None = None) -> tuple[CrowdAnalyzer, list]:
+    """A fresh analyzer on a steady 1 p/m² crowd in SQUARE at 1 fps, and that crowd's first `frames` messages."""
+    config = site_config(SQUARE, 1.0)
+    simulator = CrowdSimulator(SQUARE, 1.0, seed=2, target_density=lambda _: 1.0)
+    messages = []
+    for _ in range(frames):
+        simulator.step()
+        messages.append(simulator.detections(CAMERA_ID, with_density_map=simulator.seq == density_map_at_seq))
+    return CrowdAnalyzer(config.cameras[0], config.analytics), messages

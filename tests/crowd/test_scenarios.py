@@ -7,7 +7,7 @@ import pytest
 
 from processors.density import CrowdAnalyzer, CrowdState
 from schemas import RiskLevel, Severity
-from tests.crowd.scenarios import Run, run_scenario, site_config
+from tests.crowd.scenarios import Run, run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
 BUILD_UP_SECONDS = 40 * 60
@@ -118,14 +118,7 @@ def test_restart_mid_scenario_resumes_identical_windows_and_levels():
 
 
 def test_redelivered_frames_are_ignored():
-    fps = 1.0
-    config = site_config(SQUARE, fps)
-    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
-    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
-    frames = []
-    for _ in range(40):
-        simulator.step()
-        frames.append(simulator.detections("cam"))
+    analyzer, frames = steady_crowd(40)
     once = [m for d in frames for m in analyzer.update(d).zone_metrics]
     state = analyzer.state_json()
     again = [m for d in frames for m in analyzer.update(d).zone_metrics]

@@ -18,7 +18,7 @@ from processors.crowd.windows import Bucket
 from processors.density import CrowdAnalyzer
 from schemas import Event, EventState
 from schemas.zone_metrics import CountSource
-from tests.crowd.scenarios import run_scenario, site_config
+from tests.crowd.scenarios import run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import SQUARE, CrowdSimulator
 
 FAUST_MAX_REQUEST_BYTES = 1_000_000  # faust's default producer_max_request_size
@@ -147,14 +147,7 @@ def test_state_that_cannot_fit_is_refused(analytics):
 
 
 def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():
-    fps = 1.0
-    config = site_config(SQUARE, fps)
-    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
-    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
-    frames = []
-    for _ in range(10):
-        simulator.step()
-        frames.append(simulator.detections("cam"))
+    analyzer, frames = steady_crowd(10)
     for detections in frames[:9]:
         analyzer.update(detections)
     before = analyzer.state_json()
@@ -168,14 +161,9 @@ def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():
 
 
 def test_density_map_with_non_finite_cells_is_not_counted():
-    fps = 1.0
-    config = site_config(SQUARE, fps)
-    simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
-    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    analyzer, frames = steady_crowd(30, density_map_at_seq=12)
     metrics = []
-    for _ in range(30):
-        simulator.step()
-        detections = simulator.detections("cam", with_density_map=simulator.seq == 12)
+    for detections in frames:
         if detections.density_map is not None:
             broken = np.frombuffer(detections.density_map, dtype=np.float32).copy()
             broken[::7] = np.nan
