@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -129,3 +130,29 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = 5) -> bool:
         return False
     admin.close()
     return True
+
+
+async def read_offsets(bootstrap_servers: str, topic: str, partition: int, start: int, stop: int,
+                       timeout_s: float = 30) -> list:
+    """Records [start, stop) of one partition, read without a consumer group (aiokafka, for async stages).
+
+    Offsets removed by retention are skipped: the read starts at the earliest offset still there.
+    """
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                                fetch_max_bytes=4 * MAX_MESSAGE_BYTES)
+    await consumer.start()
+    try:
+        tp = aiokafka.TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list = []
+        deadline = time.monotonic() + timeout_s
+        while await consumer.position(tp) < stop:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"{topic}[{partition}] offsets {start}-{stop - 1} not readable in {timeout_s:.0f} s")
+            batch = await consumer.getmany(tp, timeout_ms=500)
+            records.extend(record for record in batch.get(tp, []) if record.offset < stop)
+        return records
+    finally:
+        await consumer.stop()

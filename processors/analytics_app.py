@@ -3,17 +3,26 @@
 Faust only wires the pure per-camera analyzers (processors.camera_analytics) to the topics. Their state lives in a
 faust table, so a restarted or rebalanced worker resumes the same windows and levels from the table's changelog.
 The detections topic is keyed by camera, so one camera's frames always reach the same worker, in order.
+
+At-least-once without loss: a frame's outputs are confirmed by the broker before its new state is stored, and the
+table also stores, per input partition, the next offset the state expects. That stored offset, not the committed one,
+decides what is applied (processors.input_positions): a frame already in the state is skipped, and a gap (faust can
+drop fetched frames when it resumes after a rebalance, or commit past a frame a stopped worker never finished) is read
+directly from the partition and applied first. (Not by seeking faust's consumer back: its fetcher can run past the
+seek and then drop the refetched frames as already read.)
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import faust_settings
+from infra.kafka import faust_settings, read_offsets
 from processors.camera_analytics import analyzers_for
+from processors.input_positions import Verdict, judge
 from schemas import Detections, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -56,43 +65,79 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             log.exception("stored %s state unreadable; starting afresh", state_key.decode())
             return restore(camera, config, None)
 
-    async def reject(event, reason: str) -> None:
-        message = event.message
-        letter = dead_letter(STAGE, message.topic, message.partition, message.offset, event.key, event.value, reason)
-        await dead_letter_topic.send(key=event.key, value=encode(letter))
+    async def apply(message) -> tuple[list[asyncio.Future], dict[bytes, tuple[bytes, object]]]:
+        """Runs one frame (a faust message or a record read to fill a gap) through its camera's analyzers: the
+        delivery futures of its outputs, and the new states."""
+        deliveries: list[asyncio.Future] = []
+        states: dict[bytes, tuple[bytes, object]] = {}
+
+        async def send(topic, value: bytes, key: bytes) -> None:
+            # Awaited one at a time to keep their order; returns once queued, with the delivery future.
+            deliveries.append(await topic.send(key=key, value=value))
+
+        async def reject(reason: str) -> None:
+            letter = dead_letter(STAGE, message.topic, message.partition, message.offset, message.key, message.value,
+                                 reason)
+            await send(dead_letter_topic, encode(letter), message.key)
+
+        try:
+            detections = decode(message.value, Detections)
+        except SchemaError as exc:
+            await reject(str(exc))
+            return deliveries, states
+        if detections.camera_id not in cameras:
+            await reject(f"camera {detections.camera_id!r} is not in the site configuration")
+            return deliveries, states
+        camera, factories = cameras[detections.camera_id]
+        key = camera.id.encode()
+        for name, restore in factories.items():
+            state_key = f"{camera.id}/{name}".encode()
+            try:
+                analyzer = live_analyzer(state_key, camera, restore)
+                output = analyzer.update(detections)
+                states[state_key] = (analyzer.state_json(), analyzer)
+            except Exception as exc:  # one bad message must not stop the camera's analytics
+                live_analyzers.pop(state_key, None)  # the next message starts from the last stored state
+                log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
+                await reject(f"{name} analyzer failed: {type(exc).__name__}: {exc}")
+                continue
+            for metrics in output.zone_metrics:
+                await send(zone_metrics_topic, encode(metrics), key)
+            for incident in output.events:
+                await send(events_topic, encode(incident), key)
+            for counts in output.line_counts:
+                await send(line_counts_topic, encode(counts), key)
+        return deliveries, states
+
+    async def apply_and_store(message, position_key: bytes) -> None:
+        deliveries, states = await apply(message)
+        if deliveries:
+            # A delivery failure raises here, before the state records the frame as applied.
+            await asyncio.gather(*deliveries)
+        for state_key, (state, analyzer) in states.items():
+            analyzer_state[state_key] = state
+            live_analyzers[state_key] = (state, analyzer)
+        # Written after the states, to the same changelog partition: recovery never sees it without them.
+        analyzer_state[position_key] = str(message.offset + 1).encode()
 
     @app.agent(detections_topic)
     async def analyze(stream):
         async for event in stream.events():
-            try:
-                detections = decode(event.value, Detections)
-            except SchemaError as exc:
-                await reject(event, str(exc))
+            message = event.message
+            # "_" cannot start a camera id, so this key never meets a camera's state key.
+            position_key = f"_position/{message.partition}".encode()
+            expected_offset = int(analyzer_state[position_key]) if analyzer_state[position_key] else None
+            verdict = judge(expected_offset, message.offset)
+            if verdict is Verdict.ALREADY_APPLIED:
                 continue
-            if detections.camera_id not in cameras:
-                await reject(event, f"camera {detections.camera_id!r} is not in the site configuration")
-                continue
-            camera, factories = cameras[detections.camera_id]
-            key = camera.id.encode()
-            for name, restore in factories.items():
-                state_key = f"{camera.id}/{name}".encode()
-                try:
-                    analyzer = live_analyzer(state_key, camera, restore)
-                    output = analyzer.update(detections)
-                    state = analyzer.state_json()
-                except Exception as exc:  # one bad message must not stop the camera's analytics
-                    live_analyzers.pop(state_key, None)  # the next message starts from the last stored state
-                    log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
-                    await reject(event, f"{name} analyzer failed: {type(exc).__name__}: {exc}")
-                    continue
-                for metrics in output.zone_metrics:
-                    await zone_metrics_topic.send(key=key, value=encode(metrics))
-                for incident in output.events:
-                    await events_topic.send(key=key, value=encode(incident))
-                for counts in output.line_counts:
-                    await line_counts_topic.send(key=key, value=encode(counts))
-                analyzer_state[state_key] = state
-                live_analyzers[state_key] = (state, analyzer)
+            if verdict is Verdict.FILL_GAP:
+                missing = await read_offsets(bootstrap_servers, message.topic, message.partition, expected_offset,
+                                             message.offset)
+                log.warning("%s[%d]: offset %d arrived but the state expects %d; applied %d frames read directly",
+                            message.topic, message.partition, message.offset, expected_offset, len(missing))
+                for record in missing:
+                    await apply_and_store(record, position_key)
+            await apply_and_store(message, position_key)
 
     return app
 

@@ -1,9 +1,13 @@
 """The crowd analyzer end to end through the real broker and faust, with a worker restart mid-scenario."""
 from __future__ import annotations
 
-import pytest
+import time
 
-from infra.kafka import create_topics, make_producer
+import pytest
+from kafka import OffsetAndMetadata, TopicPartition
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+from infra.kafka import create_topics, make_consumer, make_producer
 from processors.density import CrowdAnalyzer
 from schemas import Event, ZoneMetrics, decode, encode
 from tests.conftest import pipeline_config
@@ -16,6 +20,7 @@ pytestmark = pytest.mark.broker
 FPS = 2.0
 WINDOW_S = 5
 FRAMES = 240  # two minutes: 24 windows
+COMMIT_AHEAD = 5  # frames the group's committed offset is moved past what the stopped worker applied
 
 
 def crowd_site(tmp_path, bootstrap):
@@ -45,6 +50,26 @@ def level_change(event: Event) -> tuple[str, float]:
     return event.event_id, event.updated_at
 
 
+class FaustNamedAssignor(RangePartitionAssignor):
+    """The broker keeps an empty group's protocol, so a member joining the faust app's group must name faust's."""
+    name = "faust"
+
+
+def move_committed_offset(bootstrap: str, group: str, partition: TopicPartition, offset: int) -> None:
+    """What a worker stopped mid-frame, or a consumer that lost fetched frames, leaves behind: a commit ahead of
+    the state."""
+    # Only a member of the (now empty) group may commit for it.
+    consumer = make_consumer(bootstrap, group, partition.topic, partition_assignment_strategy=[FaustNamedAssignor])
+    try:
+        deadline = time.monotonic() + 30
+        while partition not in consumer.assignment():
+            assert time.monotonic() < deadline, "never joined the analytics group"
+            consumer.poll(timeout_ms=500, max_records=1)
+        consumer.commit({partition: OffsetAndMetadata(offset, None, -1)})
+    finally:
+        consumer.close()
+
+
 def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, report):
     config, path = crowd_site(tmp_path, kafka_bootstrap)
     topics = config.broker.topics
@@ -62,10 +87,12 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
 
     producer = make_producer(kafka_bootstrap)
 
-    def publish(batch):
-        for detections in batch:
-            producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(detections))
+    def publish(batch) -> TopicPartition:
+        sent = [producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(detections))
+                for detections in batch]
         producer.flush()
+        record = sent[-1].get(timeout=10)
+        return TopicPartition(record.topic, record.partition)
 
     metrics_reader = TopicReader(kafka_bootstrap, topics.zone_metrics)
     events_reader = TopicReader(kafka_bootstrap, topics.events)
@@ -79,7 +106,9 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
                                     "first half of the windows")
         finally:
             worker.stop()  # SIGTERM mid-scenario
-        publish(frames[half:])
+        partition = publish(frames[half:])
+        # The restarted worker must take the state, not the group's offset, as the record of what was applied.
+        move_committed_offset(kafka_bootstrap, config.group_id("analytics"), partition, half + COMMIT_AHEAD)
         worker = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
         try:
             metrics_reader.wait_for(
@@ -98,7 +127,7 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
 
     report("broker end to end", f"{len(metrics_reader.records)} zone-metrics messages for {len(windows)} windows, "
            f"{len(events_reader.records)} event messages for {len(events)} level changes, worker restarted after "
-           f"window {first_half_windows}")
+           f"window {first_half_windows} with the group's offset {COMMIT_AHEAD} frames ahead of its state")
     # Same windows, values and levels as one uninterrupted pure run: nothing reset, nothing lost or doubled.
     assert [windows[start] for start in sorted(windows)] == reference.metrics
     assert sorted(events.values(), key=lambda e: e.updated_at) == reference.events
