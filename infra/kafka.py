@@ -138,9 +138,7 @@ async def read_offsets(bootstrap_servers: str, topic: str, partition: int, start
 
     Offsets removed by retention are skipped: the read starts at the earliest offset still there.
     """
-    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-                                fetch_max_bytes=4 * MAX_MESSAGE_BYTES)
+    consumer = aiokafka.AIOKafkaConsumer(**consumer_settings(bootstrap_servers, group_id=None))
     await consumer.start()
     try:
         tp = aiokafka.TopicPartition(topic, partition)

@@ -126,7 +126,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             message = event.message
             # "_" cannot start a camera id, so this key never meets a camera's state key.
             position_key = f"_position/{message.partition}".encode()
-            expected_offset = int(analyzer_state[position_key]) if analyzer_state[position_key] else None
+            stored_position = analyzer_state[position_key]
+            expected_offset = int(stored_position) if stored_position else None
             verdict = judge(expected_offset, message.offset)
             if verdict is Verdict.ALREADY_APPLIED:
                 continue
