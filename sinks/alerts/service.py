@@ -71,12 +71,7 @@ class AlertmanagerReceiver:
                 if self.path != "/metrics":
                     self.send_error(404)
                     return
-                body = generate_latest(REGISTRY)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
 
             def do_POST(self):
                 if self.path != WEBHOOK_PATH:
@@ -97,10 +92,11 @@ class AlertmanagerReceiver:
                 else:
                     self.reply(200, f"{len(notices)} alerts recorded")
 
-            def reply(self, status: int, text: str) -> None:
-                body = text.encode()
+            def reply(self, status: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                if isinstance(body, str):
+                    body = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

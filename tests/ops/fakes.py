@@ -23,6 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json$")
 
 
+def respond(handler: BaseHTTPRequestHandler, status: int, content_type: str, raw: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
 @dataclass
 class Scripted:
     """One response the fake gives instead of creating a message."""
@@ -80,12 +88,7 @@ def _twilio_handler(fake: FakeTwilio):
         def answer(self, status: int, body: dict) -> None:
             with fake.lock:
                 fake.requests.append((self.command, status))
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            respond(self, status, "application/json", json.dumps(body).encode())
 
         def error(self, status: int, code: int, message: str) -> None:
             self.answer(status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
@@ -105,11 +108,7 @@ def _twilio_handler(fake: FakeTwilio):
                 content_type = "text/html"
             with fake.lock:
                 fake.requests.append((self.command, scripted.status))
-            self.send_response(scripted.status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            respond(self, scripted.status, content_type, raw)
 
         def authorised(self, path_sid: str) -> bool:
             expected = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
@@ -214,12 +213,7 @@ class FakeGrafana:
 
         class Handler(BaseHTTPRequestHandler):
             def answer(self, status: int, body: dict) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                respond(self, status, "application/json", json.dumps(body).encode())
 
             def authorised(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
