@@ -11,6 +11,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from cityguard.config import parse_config
+from cityguard.config_alerting import ReceiverConfig
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
@@ -137,7 +138,7 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
         channels = build_channels(config.alerting.channels, config.resolve_path)
         consumer = make_consumer(kafka_bootstrap, config.group_id("alerts"))
         consumer.assign([TopicPartition(topics.events, 0)])  # commits without a group join's seconds
-        receiver = AlertmanagerReceiver("127.0.0.1", 0)
+        receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
         doomed = EmbeddedBroker(log_path=tmp_path / "doomed.log").start()
         try:
             create_topics(doomed.bootstrap_servers, outputs, 1)
