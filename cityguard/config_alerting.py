@@ -60,6 +60,10 @@ class SmsChannelConfig(Frozen):
                               description="longer texts are cut to fit: 160 GSM-7 / 70 UCS-2 (Korean) chars for one")
     messages_per_second: float = Field(default=1.0, gt=0, le=100,
                                        description="sending rate limit (Twilio queues above the number's rate)")
+    listing_lag_s: float = Field(default=30.0, ge=0, le=600,
+                                 description="how long Twilio's message list may take to show a sent message: a send "
+                                 "that may have gone out (crash, lost reply) is repeated only when the list still "
+                                 "lacks it this long after the try")
     template: str = Field(default="[{severity}] {title}: {message} (ack {ref})",
                           description="SMS text; placeholders: " + ", ".join(sorted(TEMPLATE_FIELDS)))
     retry: RetryConfig = RetryConfig()

@@ -24,6 +24,7 @@ from tests.ops.fakes import FakeTwilio
 from tests.ops.helpers import ACCOUNT_SID, AUTH_TOKEN, DUTY_PHONE, TWILIO_ENV, danger_event
 
 pytestmark = pytest.mark.broker
+TRIAL_PREFIX = "Sent from your Twilio trial account - "
 
 
 def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
@@ -36,7 +37,9 @@ def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
 
 def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bootstrap, tmp_path):
     suffix = uuid.uuid4().hex[:8]
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, hold_after_create=threading.Event())
+    # Twilio as a trial account shows it: every body prefixed, and a new message listed only seconds later.
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, hold_after_create=threading.Event(), listing_lag_s=3,
+                      body_prefix=TRIAL_PREFIX)
     log = open(tmp_path / "dispatcher.log", "ab")
     with fake.serve() as twilio:
         port = free_port()
@@ -51,6 +54,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
                 "receiver": {"port": port},
                 "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
                 "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url, "messages_per_second": 50,
+                              "listing_lag_s": 20,
                               "retry": {"max_attempts": 2, "backoff_initial_s": 0.1, "timeout_s": 20}}],
                 "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}],
             },
@@ -93,6 +97,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
     log.close()
     assert len(fake.messages) == 1 and fake.posts() == 1
     assert ("GET", 200) in fake.requests  # reconciled against Twilio's message log, not re-sent
+    assert fake.messages[0]["body"].startswith(TRIAL_PREFIX)
     assert [(d.status, d.provider_id) for d in detail.deliveries] == [(SENT, fake.messages[0]["sid"])]
     assert [a.outcome for a in detail.attempts] == ["reconciled"]
     assert len(detail.events) == 1  # the duplicate and the redelivery after the restart were recognised
