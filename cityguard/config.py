@@ -47,6 +47,10 @@ class BrokerConfig(Frozen):
     embedded_port: int = Field(default=0, ge=0, le=65535, description="port for the embedded broker; 0 picks a free one")
     partitions: int = Field(default=6, ge=1, le=1024, description="partitions per topic, the ceiling on parallel consumers")
     topics: TopicNames = TopicNames()
+    embedded_memory_warn_bytes: int = Field(
+        default=4 * 1024**3, ge=1024**2,
+        description="the embedded broker keeps every message in RAM and never deletes one (about 2.6-3.1 GB per "
+        "camera-hour at 10 fps): above this resident size `cityguard up` warns and CityguardBrokerMemoryHigh fires")
 
 
 class TrackingConfig(Frozen):

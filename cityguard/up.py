@@ -7,6 +7,7 @@ a SIGKILLed `up` leaves no orphans.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityguard.config import Config
-from infra.broker import broker_for
+from infra.broker import BROKER_PID_ENV, BrokerMemoryWatch, configured_or_embedded
 from infra.kafka import make_consumer
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
+
+MEMORY_CHECK_INTERVAL_S = 10.0
 
 # Stage name -> its cityguard subcommand, in start order (sinks first, the producer last).
 STAGES = {
@@ -84,9 +87,14 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with broker_for(config, log_dir / "broker.log") as servers:
-        print(f"broker: {servers}" + ("" if config.bootstrap_servers() else " (embedded Tansu)"), flush=True)
+    with configured_or_embedded(config, log_dir / "broker.log") as (servers, broker):
+        print(f"broker: {servers}" + ("" if broker is None else " (embedded Tansu: in memory, lost on exit)"),
+              flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        memory_watch = None
+        if broker is not None:
+            env[BROKER_PID_ENV] = str(broker.process.pid)  # the metrics sink exports its memory
+            memory_watch = BrokerMemoryWatch(broker.process.pid, config.broker.embedded_memory_warn_bytes)
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")
         try:
@@ -97,7 +105,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                   f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
                   f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
-            return watch(config, children, status_consumer, duration_s, lambda: interrupted)
+            return watch(config, children, status_consumer, duration_s, lambda: interrupted, memory_watch)
         finally:
             status_consumer.close()
             stop_children(children)
@@ -105,11 +113,16 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
 
 
 def watch(config: Config, children: dict[str, subprocess.Popen], status_consumer, duration_s: float | None,
-          interrupted) -> int:
+          interrupted, memory_watch: BrokerMemoryWatch | None = None) -> int:
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
-    last_print = 0.0
+    last_print = last_memory_check = -math.inf
     while not interrupted():
+        if memory_watch is not None and time.monotonic() - last_memory_check >= MEMORY_CHECK_INTERVAL_S:
+            warning = memory_watch.check()
+            if warning:
+                print(f"warning: {warning}", flush=True)
+            last_memory_check = time.monotonic()
         if duration_s is not None and time.monotonic() - started >= duration_s:
             return 0
         for stage, process in children.items():

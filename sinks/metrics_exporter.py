@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import Config
+from infra.broker import BrokerMemoryWatch
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
 from schemas import (
     PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, SchemaError, ZoneMetrics,
@@ -167,6 +168,7 @@ class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer, group_readers: dict[str, KafkaConsumer]):
         self.topics = config.broker.topics
         self.labels = LabelBounds(config)
+        self.broker_memory = BrokerMemoryWatch.from_env(config)  # only under `cityguard up` with the embedded broker
         self.consumer = consumer
         # One idle consumer per watched group (never subscribed), used only to read that group's committed offsets.
         self.group_readers = group_readers
@@ -292,6 +294,8 @@ class MetricsSink:
             if time.monotonic() - last_lag > 5:
                 BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
                 self.mark_stale_zones(time.time())
+                if self.broker_memory is not None:
+                    self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
                 for group, group_reader in self.group_readers.items():
                     self.update_lag(group, group_reader)
                 last_lag = time.monotonic()
