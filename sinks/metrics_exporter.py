@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import Config
@@ -76,6 +77,7 @@ ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's 
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
 OTHER = "other"
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # back-off while the broker is unreachable
 STAGES = ("producer", "inference", "analytics", "alerts", "metrics-sink")
 
 
@@ -200,6 +202,9 @@ class MetricsSink:
             # Not re-dead-lettered: the stage that owns this topic already does that.
             UNREADABLE.labels(topic).inc()
             log.debug("unreadable message on %s: %s", topic, exc)
+        except Exception as exc:  # one record that breaks a handler must not stop the sink for the others
+            UNREADABLE.labels(topic).inc()
+            log.warning("message on %s skipped: %s: %s", topic, type(exc).__name__, exc)
 
     def on_detections(self, detections: Detections) -> None:
         if not self.counted_frames.first_time((detections.camera_id, detections.seq)):
@@ -286,16 +291,25 @@ class MetricsSink:
                 CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - committed))
 
     def run(self, stop: threading.Event) -> None:
-        last_lag = 0.0
+        """Until stopped; a lost broker is waited for with back-off (the clients reconnect), never a reason to exit."""
+        last_lag, failures = 0.0, 0
         while not stop.is_set():
-            for records in self.consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    self.handle(record.topic, record.value)
-            if time.monotonic() - last_lag > 5:
-                BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
-                self.mark_stale_zones(time.time())
-                if self.broker_memory is not None:
-                    self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
-                for group, group_reader in self.group_readers.items():
-                    self.update_lag(group, group_reader)
-                last_lag = time.monotonic()
+            try:
+                for records in self.consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        self.handle(record.topic, record.value)
+                if time.monotonic() - last_lag > 5:
+                    last_lag = time.monotonic()
+                    BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
+                    self.mark_stale_zones(time.time())
+                    if self.broker_memory is not None:
+                        self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
+                    for group, group_reader in self.group_readers.items():
+                        self.update_lag(group, group_reader)
+                failures = 0
+            except KafkaError as exc:
+                failures += 1
+                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (failures - 1))
+                BROKER_CONNECTED.labels("metrics-sink").set(0)
+                log.warning("broker unavailable (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                stop.wait(delay)
