@@ -19,7 +19,9 @@ from infra.process import child_preexec, terminate
 
 log = logging.getLogger(__name__)
 
-BROKER_PID_ENV = "CITYGUARD_EMBEDDED_BROKER_PID"  # set by `cityguard up` for its stages when the broker is embedded
+# Set by `cityguard up` for its stages when the broker is embedded: a file holding the broker's current pid (it
+# changes when `up` restarts a broker that died).
+BROKER_PID_FILE_ENV = "CITYGUARD_EMBEDDED_BROKER_PID_FILE"
 # Labelled, so that processes without an embedded broker to watch export no sample at all (not a misleading 0).
 BROKER_MEMORY = Gauge("cityguard_broker_memory_bytes", "Resident memory of the embedded broker", ["broker"])
 BROKER_MEMORY_LIMIT = Gauge("cityguard_broker_memory_limit_bytes",
@@ -134,24 +136,28 @@ class BrokerMemoryWatch:
     """The embedded broker's resident memory against its bound: exported as gauges, and a warning each time it
     passes another multiple of the bound (Tansu in memory mode never deletes a message, so it only grows)."""
 
-    def __init__(self, pid: int, warn_bytes: int):
-        self.pid, self.warn_bytes = pid, warn_bytes
+    def __init__(self, pid_file: Path, warn_bytes: int):
+        self.pid_file, self.warn_bytes = pid_file, warn_bytes
         self.warned_multiple = 0
         BROKER_MEMORY_LIMIT.labels("embedded").set(warn_bytes)
 
     @classmethod
     def from_env(cls, config: Config) -> BrokerMemoryWatch | None:
-        pid = os.environ.get(BROKER_PID_ENV, "")
-        return cls(int(pid), config.broker.embedded_memory_warn_bytes) if pid.isdigit() else None
+        pid_file = os.environ.get(BROKER_PID_FILE_ENV)
+        return cls(Path(pid_file), config.broker.embedded_memory_warn_bytes) if pid_file else None
 
     def check(self) -> str | None:
         """Updates the gauge; returns a warning when the memory has passed a new multiple of the bound."""
-        used = resident_bytes(self.pid)
+        try:
+            used = resident_bytes(int(self.pid_file.read_text(encoding="ascii")))
+        except (OSError, ValueError):
+            used = None
         if used is None:
             return None
         BROKER_MEMORY.labels("embedded").set(used)
         multiple = used // self.warn_bytes
         if multiple <= self.warned_multiple:
+            self.warned_multiple = multiple  # lower after a restart emptied it: warn again when it grows back
             return None
         self.warned_multiple = multiple
         return (f"embedded broker uses {used / 1024**3:.1f} GiB of RAM (bound {self.warn_bytes / 1024**3:.1f} GiB) "

@@ -4,7 +4,7 @@ import os
 from prometheus_client import REGISTRY
 
 from cityguard.config import Config
-from infra.broker import BROKER_PID_ENV, BrokerMemoryWatch, EmbeddedBroker, resident_bytes
+from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, resident_bytes
 from infra.kafka import create_topics, make_producer
 
 
@@ -12,8 +12,10 @@ def test_the_watch_exports_the_brokers_memory_and_warns_once_per_multiple_of_the
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
     try:
         pid = broker.process.pid
+        pid_file = tmp_path / "broker.pid"
+        pid_file.write_text(str(pid))
         start = resident_bytes(pid)
-        watch = BrokerMemoryWatch(pid, warn_bytes=start + 8 * 1024**2)
+        watch = BrokerMemoryWatch(pid_file, warn_bytes=start + 8 * 1024**2)
         assert watch.check() is None  # below the bound
         create_topics(broker.bootstrap_servers, ["memory"], 1)
         producer = make_producer(broker.bootstrap_servers)
@@ -29,9 +31,9 @@ def test_the_watch_exports_the_brokers_memory_and_warns_once_per_multiple_of_the
         assert REGISTRY.get_sample_value("cityguard_broker_memory_limit_bytes", {"broker": "embedded"}) == \
             start + 8 * 1024**2
 
-        monkeypatch.setenv(BROKER_PID_ENV, str(pid))
-        assert BrokerMemoryWatch.from_env(Config()).pid == pid
-        monkeypatch.delenv(BROKER_PID_ENV)
+        monkeypatch.setenv(BROKER_PID_FILE_ENV, str(pid_file))
+        assert BrokerMemoryWatch.from_env(Config()).pid_file == pid_file
+        monkeypatch.delenv(BROKER_PID_FILE_ENV)
         assert BrokerMemoryWatch.from_env(Config()) is None  # a configured cluster: nothing to watch
     finally:
         broker.stop()

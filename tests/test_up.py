@@ -13,7 +13,7 @@ from tests.conftest import REPO, pipeline_config
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
+def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans(tmp_path):
     # Its own embedded broker (no bootstrap servers anywhere), free metrics ports, a looping camera.
     config, path = pipeline_config(tmp_path, "up", bootstrap="unused",
                                    broker={"partitions": 2, "embedded_memory_warn_bytes": 1024**2},
@@ -34,6 +34,18 @@ def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
             assert time.monotonic() < deadline, "no status line with zone figures within 120 s"
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 6, "broker, alerts, export-metrics, analyze, infer and produce run as processes"
+        # A stage that dies is started again after a back-off; the rest of the pipeline goes on meanwhile.
+        sink = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
+        sink.kill()
+        for line in up.stdout:
+            output.append(line)
+            if line.startswith("export-metrics restarted"):
+                break
+            assert time.monotonic() < deadline + 30, "the killed stage was not restarted"
+        assert any(line.startswith("export-metrics exited with code -9; restarting it in 1 s") for line in output)
+        restarted = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
+        assert restarted.pid != sink.pid
+        descendants = psutil.Process(up.pid).children(recursive=True)
         up.send_signal(signal.SIGINT)
         rest = up.communicate(timeout=90)[0]
     finally:
