@@ -6,14 +6,17 @@ one record per batch. crc32c must be importable or kafka-python checksums at ~12
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from prometheus_client import Gauge
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
 
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
@@ -98,6 +101,33 @@ def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
         if highwater is not None:
             lag[(tp.topic, tp.partition)] = max(0, highwater - consumer.position(tp))
     return lag
+
+
+POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",
+                          "Partitions read again from their start because the position was past their end "
+                          "(the topic was recreated or truncated, e.g. by a broker restart)", ["group", "topic"])
+
+
+def reset_positions_past_the_end(consumer: KafkaConsumer, group: str) -> list[TopicPartition]:
+    """Partitions whose position lies beyond their high-watermark are moved to their start, and returned.
+
+    A recreated topic starts again at offset 0 while a consumer keeps its old position (or rewinds to it): Kafka
+    answers such a fetch with an out-of-range error and the reset policy applies, but Tansu answers it with no
+    records, and the consumer would wait, skipping every new message, until the offsets caught up with it.
+    """
+    reset = []
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = consumer.position(tp)
+        if position is not None and position > highwater:
+            log.warning("%s[%d]: position %d is past the end %d (topic recreated or truncated): reading it from "
+                        "the start", tp.topic, tp.partition, position, highwater)
+            consumer.seek_to_beginning(tp)
+            POSITION_RESETS.labels(group, tp.topic).inc()
+            reset.append(tp)
+    return reset
 
 
 def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30) -> None:

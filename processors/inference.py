@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag, reset_positions_past_the_end
 from processors.crowd.density_map import DensityMapCounter
 from processors.detector import ImageDetections, keep_confident
 from processors.tracking import TrackerPool
@@ -276,6 +276,7 @@ class InferenceWorker:
 
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
+        reset_positions_past_the_end(self.consumer, self.group_id)
         for (topic, partition), lag in partition_lag(self.consumer).items():
             CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
 

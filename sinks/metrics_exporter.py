@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import Config
 from infra.broker import BrokerMemoryWatch
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, reset_positions_past_the_end
 from schemas import (
     PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, SchemaError, ZoneMetrics,
     decode,
@@ -170,6 +170,7 @@ class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer, group_readers: dict[str, KafkaConsumer]):
         self.topics = config.broker.topics
         self.labels = LabelBounds(config)
+        self.group = config.group_id("metrics-sink")
         self.broker_memory = BrokerMemoryWatch.from_env(config)  # only under `cityguard up` with the embedded broker
         self.consumer = consumer
         # One idle consumer per watched group (never subscribed), used only to read that group's committed offsets.
@@ -298,6 +299,7 @@ class MetricsSink:
                 for records in self.consumer.poll(timeout_ms=500).values():
                     for record in records:
                         self.handle(record.topic, record.value)
+                reset_positions_past_the_end(self.consumer, self.group)
                 if time.monotonic() - last_lag > 5:
                     last_lag = time.monotonic()
                     BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)

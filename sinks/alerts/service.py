@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from cityguard.config import TopicNames
 from cityguard.config_alerting import ReceiverConfig
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, flush_confirmed
+from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
 from schemas import Event, SchemaError, decode, encode
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
@@ -297,6 +297,7 @@ class DispatcherService:
                     self.consumer.commit()
                 except CommitFailedError as exc:
                     log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
+        reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
     def process(self, batches: dict) -> None:
