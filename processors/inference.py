@@ -23,6 +23,7 @@ from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag, reset_positions_past_the_end
 from processors.crowd.density_map import DensityMapCounter
 from processors.detector import ImageDetections, keep_confident
+from processors.jpeg_header import verify_frame_jpeg
 from processors.tracking import TrackerPool
 from processors.traffic.blobs import StaticBlobPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -75,9 +76,10 @@ def decode_frame(raw: bytes | None, decode_image: bool = True,
             frame = frame.model_copy(update={"jpeg": resolve_frame(frame.frame_ref), "frame_ref": None})
         except LookupError as exc:  # expired, or written to another store
             raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
+    verify_frame_jpeg(frame.jpeg, frame.width, frame.height)  # before any decoder, on the CPU or the GPU
     if not decode_image:
-        if not (frame.jpeg.startswith(b"\xff\xd8") and frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9")):
-            raise SchemaError("jpeg field is not a JPEG image (start/end markers missing)")
+        if not frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise SchemaError("jpeg field is not a JPEG image (end marker missing)")
         return DecodedFrame(frame, None)
     image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:

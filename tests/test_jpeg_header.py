@@ -50,3 +50,20 @@ def test_a_jpeg_larger_than_its_frame_says_is_refused():
 def test_other_formats_and_broken_headers_are_refused(data, reason):
     with pytest.raises(SchemaError, match=reason):
         verify_frame_jpeg(data, 64, 48)
+
+
+@pytest.mark.parametrize("decode_image", [True, False], ids=["cpu-decode", "gpu-jpeg-path"])
+def test_the_inference_stage_checks_before_either_decoder(decode_image):
+    from processors.inference import decode_frame
+    from schemas import Frame, encode
+
+    def frame(data: bytes, width: int = 64, height: int = 48) -> bytes:
+        return encode(Frame(camera_id="cam", seq=1, captured_at=1e9, width=width, height=height, jpeg=data))
+
+    assert decode_frame(frame(jpeg()), decode_image).frame.width == 64
+    with pytest.raises(SchemaError, match="more than"):
+        decode_frame(frame(declaring(jpeg(16, 16), 30000, 30000), 30000, 30000), decode_image)
+    with pytest.raises(SchemaError, match="declares 64x48, the frame says 32x24"):
+        decode_frame(frame(jpeg(), 32, 24), decode_image)
+    with pytest.raises(SchemaError, match="not a JPEG"):
+        decode_frame(frame(cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))[1].tobytes()), decode_image)
