@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from cityguard.config import Config
 from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
-from infra.kafka import create_topics, make_consumer
+from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 
@@ -202,6 +202,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         for records in batches.values():
             for record in records:
                 absorb(record, config, lines)
+        reset_positions_past_the_end(status_consumer, "up-status")  # topics recreated by a broker restart
         now = time.time()
         if now - last_print >= 2 and lines:
             for camera_id in sorted(lines):

@@ -184,3 +184,35 @@ async def read_offsets(bootstrap_servers: str, topic: str, partition: int, start
         return records
     finally:
         await consumer.stop()
+
+
+class TopicIdentity:
+    """The id the broker gives a topic (KIP-516), which changes when the topic is deleted and created again.
+
+    Looked up at most once per `refresh_s`; None when the broker gives no ids or cannot be asked right now.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, refresh_s: float = 1.0):
+        self.bootstrap_servers, self.topic, self.refresh_s = bootstrap_servers, topic, refresh_s
+        self.topic_id: str | None = None
+        self.looked_up_at = -float("inf")
+
+    def due(self, fresh: bool) -> bool:
+        """Whether `current(fresh)` asks the broker (else it answers at once from what it knows)."""
+        return self.looked_up_at == -float("inf") or (fresh and time.monotonic() - self.looked_up_at >= self.refresh_s)
+
+    def current(self, fresh: bool = False) -> str | None:
+        """The id, looked up again when `fresh` (and the last look-up is older than refresh_s) or never made."""
+        if self.due(fresh):
+            self.looked_up_at = time.monotonic()
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000)
+                try:
+                    [description] = admin.describe_topics([self.topic])
+                finally:
+                    admin.close()
+            except (KafkaError, ValueError) as exc:
+                log.warning("cannot look up the id of topic %s: %s", self.topic, exc)
+                return self.topic_id
+            self.topic_id = str(description.get("topic_id") or "") or None
+        return self.topic_id

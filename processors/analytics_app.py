@@ -20,9 +20,9 @@ import faust
 
 from cityguard.config import Config
 from infra.dead_letter import dead_letter
-from infra.kafka import faust_settings, read_offsets
+from infra.kafka import TopicIdentity, faust_settings, read_offsets
 from processors.camera_analytics import analyzers_for
-from processors.input_positions import Verdict, judge
+from processors.input_positions import Position, Verdict, judge
 from schemas import Detections, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 await send(line_counts_topic, encode(counts), key)
         return deliveries, states
 
-    async def apply_and_store(message, position_key: bytes) -> None:
+    async def apply_and_store(message, position_key: bytes, topic_id: str | None) -> None:
         deliveries, states = await apply(message)
         if deliveries:
             # A delivery failure raises here, before the state records the frame as applied.
@@ -118,7 +118,14 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             analyzer_state[state_key] = state
             live_analyzers[state_key] = (state, analyzer)
         # Written after the states, to the same changelog partition: recovery never sees it without them.
-        analyzer_state[position_key] = str(message.offset + 1).encode()
+        analyzer_state[position_key] = Position(message.offset + 1, topic_id).encode()
+
+    detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
+
+    async def topic_id(fresh: bool) -> str | None:
+        if not detections_identity.due(fresh):
+            return detections_identity.topic_id
+        return await asyncio.get_running_loop().run_in_executor(None, detections_identity.current, fresh)
 
     @app.agent(detections_topic)
     async def analyze(stream):
@@ -126,19 +133,25 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             message = event.message
             # "_" cannot start a camera id, so this key never meets a camera's state key.
             position_key = f"_position/{message.partition}".encode()
-            stored_position = analyzer_state[position_key]
-            expected_offset = int(stored_position) if stored_position else None
-            verdict = judge(expected_offset, message.offset)
+            expected = Position.decode(analyzer_state[position_key])
+            current_id = await topic_id(fresh=False)
+            verdict = judge(expected, message.offset, current_id)
+            if verdict is not Verdict.APPLY:  # not the expected frame: first make sure it is still the same topic
+                current_id = await topic_id(fresh=True)
+                verdict = judge(expected, message.offset, current_id)
             if verdict is Verdict.ALREADY_APPLIED:
                 continue
+            if verdict is Verdict.TOPIC_RECREATED:
+                log.warning("%s[%d] was recreated (id %s, the state counted in %s): its offsets start afresh at %d",
+                            message.topic, message.partition, current_id, expected.topic_id, message.offset)
             if verdict is Verdict.FILL_GAP:
-                missing = await read_offsets(bootstrap_servers, message.topic, message.partition, expected_offset,
+                missing = await read_offsets(bootstrap_servers, message.topic, message.partition, expected.offset,
                                              message.offset)
                 log.warning("%s[%d]: offset %d arrived but the state expects %d; applied %d frames read directly",
-                            message.topic, message.partition, message.offset, expected_offset, len(missing))
+                            message.topic, message.partition, message.offset, expected.offset, len(missing))
                 for record in missing:
-                    await apply_and_store(record, position_key)
-            await apply_and_store(message, position_key)
+                    await apply_and_store(record, position_key, current_id)
+            await apply_and_store(message, position_key, current_id)
 
     return app
 
