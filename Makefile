@@ -21,4 +21,4 @@ bench: setup
 	$(VENV)/bin/cityguard bench inference
 
 docs: setup
-	$(VENV)/bin/python -m cityguard.config_reference --write
+	$(VENV)/bin/python -m schemas.settings.reference --write

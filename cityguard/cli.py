@@ -12,11 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-from cityguard.config import DEFAULT_CONFIG, ConfigError, load_config
+from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 # Modules with a `register(commands, add_command)` function, in the order their commands are listed.
-COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "cityguard.commands_model", "cityguard.commands_alerts",
-                   "cityguard.commands_eval", "cityguard.commands_cameras", "cityguard.commands_crowd"]
+COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "cityguard.commands_model",
+                   "cityguard.commands_alerts", "cityguard.commands_eval", "cityguard.commands_cameras",
+                   "cityguard.commands_crowd"]
 
 
 def build_parser() -> argparse.ArgumentParser:

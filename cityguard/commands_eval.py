@@ -64,7 +64,7 @@ def register(commands, add_command) -> None:
 
 def eval_detector(config, confidence: float):
     """The configured model and backend keeping boxes down to `confidence` (a PR curve needs the low ones)."""
-    from processors.detector import create_detector
+    from processors.inference.backends.registry import create_detector
 
     model = config.model.model_copy(update={"confidence": confidence})
     return create_detector(config.model_copy(update={"model": model}))

@@ -27,7 +27,7 @@ def register(commands, add_command) -> None:
 
 
 def run_export(args, config) -> int:
-    from processors.model_export import export_model
+    from processors.inference.export import export_model
 
     path = export_model(args.weights, args.export_format, args.imgsz, args.half, args.int8, args.data, args.batch)
     print(f"exported: {path}")
@@ -35,7 +35,7 @@ def run_export(args, config) -> int:
 
 
 def run_calibration_set(args, config) -> int:
-    from processors.model_export import build_calibration_set
+    from processors.inference.export import build_calibration_set
 
     dataset = build_calibration_set(args.videos, args.out, args.frames)
     print(f"calibration set: {dataset} (use with: cityguard model export --int8 --data {dataset})")

@@ -10,9 +10,9 @@ import threading
 
 from prometheus_client import start_http_server
 
-from cityguard.config import Config
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,15 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
 
 def tiled_detector(config: Config, detector):
     """`detector` wrapped in the configured tiling (slices, overlap, NMS merge)."""
-    from processors.tiling import TiledDetector
+    from processors.inference.tiling import TiledDetector
 
     tiling = config.model.tiling
     return TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
 
 
 def build_detectors(config: Config):
-    from processors.detector import create_detector
-    from processors.inference import CameraDetectors
+    from processors.inference.backends.registry import create_detector
+    from processors.inference.stage import CameraDetectors
 
     detector = create_detector(config)
     tiled_cameras = config.model.tiling.cameras
@@ -87,7 +87,7 @@ def build_detectors(config: Config):
 
 
 def build_trackers(config: Config):
-    from processors.tracking import TrackerPool
+    from processors.inference.tracking import TrackerPool
 
     if not config.model.tracking.enabled:
         return None
@@ -95,9 +95,9 @@ def build_trackers(config: Config):
 
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
-    from processors.crowd.density_map import DensityMapCounter
-    from processors.inference import InferenceWorker
-    from processors.traffic.blobs import StaticBlobPool
+    from processors.inference.density_map import DensityMapCounter
+    from processors.inference.stage import InferenceWorker
+    from processors.inference.static_blobs import StaticBlobPool
     from producers.frame_store import open_frame_store
 
     servers = require_bootstrap(config)
@@ -120,7 +120,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
 
 def run_analyze(config: Config, loglevel: str) -> None:
-    from processors.analytics_app import run_worker
+    from processors.analytics.stage import run_worker
 
     run_worker(config, require_bootstrap(config), loglevel)
 

@@ -12,8 +12,8 @@ import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from prometheus_client import Gauge
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Gauge
 
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000

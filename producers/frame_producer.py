@@ -21,8 +21,6 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
-from cityguard.config import CameraConfig, Config
-from cityguard.config_capture import ProducerConfig
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
@@ -34,6 +32,8 @@ from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
 from schemas import CameraState, CameraStatus, Frame, encode
+from schemas.settings.capture import ProducerConfig
+from schemas.settings.config import CameraConfig, Config
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
 
     import yaml
 
-    from cityguard.config import load_config
+    from schemas.settings.config import load_config
 
     suffix = f"{name}-{uuid.uuid4().hex[:8]}"
     data = {
@@ -66,7 +66,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
 @pytest.fixture(scope="session")
 def detector():
     """The offline COCO yolo11n (OpenVINO int8) used by every test that runs the real model."""
-    from processors.detector import YoloDetector
+    from processors.inference.backends.ultralytics import YoloDetector
 
     return YoloDetector(str(OFFLINE_MODEL))
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from cityguard.config import TrackingConfig
-from processors.inference import to_message
-from processors.tracking import UNTRACKED, CameraTracker, TrackerPool
+from processors.inference.stage import to_message
+from processors.inference.tracking import UNTRACKED, CameraTracker, TrackerPool
 from schemas import Detections, Frame
+from schemas.settings.config import TrackingConfig
 from tests.conftest import VTEST, video_frames
 
 
@@ -77,7 +77,8 @@ def test_real_clip_tracks_are_stable_and_separate_per_camera(detector):
             # Both cameras play the same clip; a shared tracker would mix their ids.
             frame = Frame(camera_id=camera, seq=seq, captured_at=1000 + seq / 10, width=768, height=576, jpeg=b"-")
             message = pool.update(to_message(frame, result, detector.name))
-            tracks[camera].append([t for t, c in zip(message.track_id, message.class_id) if c == 0 and t != UNTRACKED])
+            tracks[camera].append([t for t, c in zip(message.track_id, message.class_id, strict=True)
+                                   if c == 0 and t != UNTRACKED])
     left_ids = {t for frame_ids in tracks["left"] for t in frame_ids}
     right_ids = {t for frame_ids in tracks["right"] for t in frame_ids}
     assert left_ids and left_ids.isdisjoint(right_ids)

@@ -21,7 +21,7 @@ from cityguard.evaluation.loaders import (
     load_yolo_labels,
     shanghaitech_truth_file,
 )
-from processors.inference import Detector
+from processors.inference.stage import Detector
 from schemas import PERSON_CLASS_ID
 
 TRUTH_FORMATS = ("csv", "shanghaitech", "mot")
@@ -51,7 +51,7 @@ def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) ->
         for path, image, result in zip(batch, images, detector.detect(images), strict=True):
             height, width = image.shape[:2]
             yield ImageResult(path, width, height, Boxes.of(result.xyxy, result.class_id, result.confidence),
-                              dict(zip(result.class_id.tolist(), result.class_names)))
+                              dict(zip(result.class_id.tolist(), result.class_names, strict=True)))
 
 
 def evaluate_detector(detector: Detector, images_dir: Path, labels_dir: Path, confidence: float,
@@ -125,7 +125,7 @@ class CountResult:
     def to_json(self) -> dict:
         return {"overall": self.overall.to_json(), "by_crowd_size": {k: v.to_json() for k, v in self.by_size.items()},
                 "per_image": [{"image": name, "true": t, "predicted": p}
-                              for name, t, p in zip(self.images, self.true, self.predicted)], **self.extra}
+                              for name, t, p in zip(self.images, self.true, self.predicted, strict=True)], **self.extra}
 
 
 def evaluate_counts(images: list[Path], true: list[float], predicted: list[float],

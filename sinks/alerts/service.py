@@ -20,10 +20,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from cityguard.config import TopicNames
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, flush_confirmed
 from schemas import Event, SchemaError, decode, encode
+from schemas.settings.config import TopicNames
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error
