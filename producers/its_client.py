@@ -1,4 +1,4 @@
-"""Client of the Korean ITS national CCTV open API (`cctvInfo`), see ../shared/reference/its-cctv-api.md.
+"""Client of the Korean ITS national CCTV open API (`cctvInfo`).
 
 The API has no stable camera id and its stream URLs are tokenised and expire, so a camera is identified by name and
 coordinates (`stable_camera_id`, `ItsCameraRef`) and its URL is looked up again when a stream fails (`ItsResolver`).

@@ -20,7 +20,7 @@ import logging
 import faust
 
 from infra.dead_letter import dead_letter
-from infra.kafka import faust_settings, read_offsets
+from infra.kafka import deliveries_confirmed, faust_settings, read_offsets
 from processors.analytics.input_positions import Verdict, judge
 from processors.analytics.registry import analyzers_for
 from schemas import Detections, SchemaError, decode, encode
@@ -112,9 +112,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     async def apply_and_store(message, position_key: bytes) -> None:
         deliveries, states = await apply(message)
-        if deliveries:
-            # A delivery failure raises here, before the state records the frame as applied.
-            await asyncio.gather(*deliveries)
+        # A delivery failure raises here, before the state records the frame as applied.
+        await deliveries_confirmed(deliveries)
         for state_key, (state, analyzer) in states.items():
             analyzer_state[state_key] = state
             live_analyzers[state_key] = (state, analyzer)

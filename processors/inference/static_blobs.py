@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from infra.keyed_pool import KeyedPool
 from schemas import StaticBlob
 
 
@@ -90,18 +91,13 @@ class StaticBlobPool:
 
     def __init__(self, camera_ids: set[str], idle_seconds: float = 300.0):
         self.camera_ids = camera_ids
-        self.idle_seconds = idle_seconds
-        self._detectors: dict[str, StaticBlobDetector] = {}
-        self._last_seen: dict[str, float] = {}
+        self._detectors = KeyedPool(lambda camera_id: StaticBlobDetector(), idle_seconds)
 
     def update(self, camera_id: str, image: np.ndarray, captured_at: float) -> list[StaticBlob] | None:
         """Static blobs in this frame, or None for cameras without a scene."""
         if camera_id not in self.camera_ids:
             return None
-        for idle in [c for c, seen in self._last_seen.items() if captured_at - seen > self.idle_seconds]:
-            del self._detectors[idle], self._last_seen[idle]
-        self._last_seen[camera_id] = captured_at
-        return self._detectors.setdefault(camera_id, StaticBlobDetector()).update(image, captured_at)
+        return self._detectors.get(camera_id, captured_at).update(image, captured_at)
 
     def __len__(self) -> int:
         return len(self._detectors)

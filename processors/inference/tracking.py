@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from ultralytics.trackers.byte_tracker import BYTETracker
 
+from infra.keyed_pool import KeyedPool
 from schemas import Detections
 from schemas.settings.config import TrackingConfig
 
@@ -115,23 +116,14 @@ class TrackerPool:
         self.config = config
         self.fps_by_camera = fps_by_camera
         self.default_fps = default_fps
-        self._trackers: dict[str, CameraTracker] = {}
-        self._last_seen: dict[str, float] = {}
+        self._trackers = KeyedPool(self._new_tracker, config.idle_camera_seconds)
+
+    def _new_tracker(self, camera_id: str) -> CameraTracker:
+        return CameraTracker(camera_id, self.fps_by_camera.get(camera_id, self.default_fps), self.config)
 
     def update(self, detections: Detections, now: float | None = None) -> Detections:
         now = time.monotonic() if now is None else now
-        self._evict_idle(now)
-        camera_id = detections.camera_id
-        tracker = self._trackers.get(camera_id)
-        if tracker is None:
-            fps = self.fps_by_camera.get(camera_id, self.default_fps)
-            tracker = self._trackers[camera_id] = CameraTracker(camera_id, fps, self.config)
-        self._last_seen[camera_id] = now
-        return tracker.update(detections)
-
-    def _evict_idle(self, now: float) -> None:
-        for camera_id in [c for c, seen in self._last_seen.items() if now - seen > self.config.idle_camera_seconds]:
-            del self._trackers[camera_id], self._last_seen[camera_id]
+        return self._trackers.get(detections.camera_id, now).update(detections)
 
     def __len__(self) -> int:
         return len(self._trackers)

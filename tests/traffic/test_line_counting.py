@@ -1,4 +1,4 @@
-"""Line counting, one test per fault users report in leading counters (see shared/reference)."""
+"""Line counting, one test per fault users report in common line counters."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Crowd-crush risk analytics: calibration, counting, local density, flow, movement, forecast and risk levels.
+"""Crowd-crush risk analytics: counting, local density, flow, movement, forecast and risk levels.
 
-Pure modules over numpy arrays and plain data; only `density_map` touches a model runtime (torch, OpenVINO).
+Pure modules over numpy arrays and plain data; the density map they read comes in the Detections message.
 """

@@ -1,6 +1,6 @@
 """Which people count a zone reports: the box detector's, the density model's, or a blend, and how much to trust it.
 
-Measured here (../shared/reference/crowd-and-traffic-facts.md): the tiled detector is good on sparse scenes
+Measured on labelled clips: the tiled detector is good on sparse scenes
 (MAE ~4 on 6-53 people) and collapses in dense ones (0-21 found of 271-1546); CSRNet is good on dense scenes
 (~13-15 % error above ~250 people) and over-counts sparse ones several-fold. The rule follows from that:
 

@@ -1,7 +1,7 @@
 """GPU detector: JPEG decode with nvJPEG, letterbox and NMS on the GPU, fused FP16 YOLO.
 
-On one H100 the model is not the bottleneck: CPU JPEG decode and letterboxing are (see
-../shared/reference/performance-anchors.md). This backend takes the frames' JPEG bytes straight to the GPU, so the
+On one H100 the model is not the bottleneck: CPU JPEG decode and letterboxing are (`python -m cityguard.bench.gpu`
+compares the two paths). This backend takes the frames' JPEG bytes straight to the GPU, so the
 CPU only moves bytes. It needs PyTorch weights (a .pt file or an ultralytics model yaml) and a CUDA device.
 """
 from __future__ import annotations

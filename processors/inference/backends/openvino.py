@@ -1,7 +1,7 @@
 """OpenVINO backend with an explicit performance hint.
 
-ultralytics picks OpenVINO's hint itself from the model's batch size (LATENCY for the static batch-1 export in
-../shared/models). LATENCY runs one request at a time on all cores; THROUGHPUT runs several requests in parallel
+ultralytics picks OpenVINO's hint itself from the model's batch size (LATENCY for a static batch-1 export).
+LATENCY runs one request at a time on all cores; THROUGHPUT runs several requests in parallel
 streams, which raises frames/s on a micro-batch at the cost of per-frame latency. This backend lets the
 configuration choose, and keeps ultralytics' own letterbox and NMS so boxes match the ultralytics backend.
 """
