@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infra import assets
+
 if TYPE_CHECKING:  # keeps this adapter importable where only the model's dependencies exist (GPU hosts)
     from cityguard.config import Config
 
@@ -26,10 +28,11 @@ class ImageDetections:
 
 
 def resolve_weights(config: Config) -> str:
-    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists."""
+    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (an asset name
+    is fetched into the cache when no mirror has it)."""
     model = config.model
     if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
-        offline = Path(config.resolve_path(model.offline_weights))
+        offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
         if offline.exists():
             return str(offline)
     if os.path.sep in model.weights or model.weights.startswith("."):

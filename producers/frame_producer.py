@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from cityguard.config import CameraConfig, Config
 from cityguard.config_capture import ProducerConfig
+from infra import assets
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
@@ -132,7 +133,7 @@ class CameraReader:
                  realtime: bool, max_frames: int | None):
         self.camera = camera
         self.settings = config.producer
-        self.source = config.resolve_path(camera.source)
+        self.source = config.resolve_path(assets.resolve(camera.source))
         self.queue = queue
         self.health = health
         self.resolver = resolver

@@ -26,8 +26,6 @@ FRAME_STEP = 2  # every 2nd frame keeps the test fast; cars move < 1/4 of their 
 @pytest.mark.slow
 def test_real_clip_line_counts_match_manual_count():
     cv2 = pytest.importorskip("cv2")
-    if not CAR_CLIP.exists() or not OFFLINE_MODEL.exists():
-        pytest.skip("shared clip or offline model missing")
     from processors.detector import YoloDetector
     from processors.tracking import CameraTracker
     from processors.traffic import TrafficAnalyzer
