@@ -85,7 +85,10 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         if isinstance(exc, OSError) and exc.strerror and exc.filename:
             text = f"{exc.strerror}: {exc.filename}"
-        if not isinstance(exc, self_explaining) or not text:
+        elif type(exc).__module__.split(".")[0] in ("kafka", "aiokafka"):
+            text = (f"Kafka: {text.removeprefix(type(exc).__name__ + ': ') or type(exc).__name__} (is the broker "
+                    "in broker.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS running?)")
+        elif not isinstance(exc, self_explaining) or not text:
             text = f"{type(exc).__name__}: {text} (--debug shows the traceback)" if text else type(exc).__name__
         print(f"cityguard: error: {text}", file=sys.stderr)
         return 2 if isinstance(exc, usage_errors) else 1
