@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
+from infra import assets
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
@@ -132,7 +133,7 @@ class CameraReader:
                  realtime: bool, max_frames: int | None):
         self.camera = camera
         self.settings = config.producer
-        self.source = config.resolve_path(camera.source)
+        self.source = config.resolve_path(assets.resolve(camera.source))
         self.queue = queue
         self.health = health
         self.resolver = resolver

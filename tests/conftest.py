@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from infra.assets import asset_path
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-VTEST = SHARED / "data" / "video" / "vtest.avi"
-CAR_CLIP = SHARED / "data" / "video" / "car-detection.mp4"
-OFFLINE_MODEL = SHARED / "models" / "yolo11n_int8_openvino_model"
+# The sample clips and offline models, from the shared folder beside the repository or fetched once into the cache.
+VTEST = asset_path("vtest.avi")
+CAR_CLIP = asset_path("car-detection.mp4")
+OFFLINE_MODEL = asset_path("yolo11n_int8_openvino_model")
+ONNX_MODEL = asset_path("yolov8n_dynint8.onnx")
 
 
 @pytest.fixture(scope="session")

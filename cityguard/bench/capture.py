@@ -15,20 +15,19 @@ from pathlib import Path
 
 import psutil
 
+from infra import assets
 from infra.broker import broker_for
 from infra.kafka import create_topics, make_consumer, make_producer
 from producers.frame_producer import frame_client_settings, run_producer
 from producers.local_streams import HlsEncoder, TokenFileServer
 from schemas.settings.config import Config, parse_config
 
-DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "video" / "vtest.avi"
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--cameras", default="10,25,50,75", help="camera counts to try, comma-separated")
     parser.add_argument("--fps", type=float, default=5.0, help="sampling rate per camera")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per camera count")
-    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="clip every camera plays in a loop")
+    parser.add_argument("--video", default="asset:vtest.avi", help="clip every camera plays in a loop")
     parser.add_argument("--outages", type=int, default=3, help="stream outages to time")
     parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
 
@@ -130,19 +129,20 @@ def _drain(consumer, idle_s: float = 2.0):
 def run(args, config: Config) -> int:
     counts = [int(value) for value in args.cameras.split(",") if value.strip()]
     settings = config.producer
+    video = Path(assets.resolve(args.video))
     with tempfile.TemporaryDirectory() as logs, broker_for(config, Path(logs) / "broker.log") as servers:
-        print(f"capture benchmark: {args.video.name} looped at natural speed, sampled at {args.fps:g} fps, "
+        print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
               f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
         print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'MiB/camera':>10} {'dropped':>8}")
         sustained = 0
         for count, median, lowest, cpu, memory, dropped in throughput(config, servers, counts, args.fps,
-                                                                      args.duration, args.video):
+                                                                      args.duration, video):
             print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {memory / 2**20:>10.2f} {dropped:>8}",
                   flush=True)
             if lowest >= 0.9 * args.fps:
                 sustained = count
         print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
-        times = reconnect_times(config, servers, args.video, args.outages, args.outage_seconds)
+        times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)
         print(f"reconnect after a {args.outage_seconds:g} s HLS outage (backoff {settings.reconnect_backoff_base_s:g}"
               f"..{settings.reconnect_backoff_max_s:g} s): " + ", ".join(f"{value:.2f} s" for value in times))
     return 0

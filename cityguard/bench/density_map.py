@@ -5,9 +5,11 @@ import time
 
 import cv2
 
+from infra import assets
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--video", default="../shared/data/video/vtest.avi", help="frames to time (relative to cwd)")
+    parser.add_argument("--video", default="asset:vtest.avi", help="frames to time: a path (relative to cwd) or asset")
     parser.add_argument("--width", type=int, default=1024, help="frames are resized to this width first")
     parser.add_argument("--frames", type=int, default=10)
 
@@ -18,7 +20,7 @@ def run(args, config) -> int:
     started = time.perf_counter()
     counter = DensityMapCounter.from_config(config)
     print(f"load (and first-time OpenVINO conversion): {time.perf_counter() - started:.1f} s")
-    capture = cv2.VideoCapture(args.video)
+    capture = cv2.VideoCapture(assets.resolve(args.video))
     images = []
     while len(images) < args.frames:
         ok, image = capture.read()

@@ -16,6 +16,7 @@ import uuid
 import cv2
 import numpy as np
 
+from infra import assets
 from infra.broker import broker_for
 from infra.kafka import make_consumer, make_producer
 from processors.inference.stage import InferenceWorker
@@ -38,7 +39,7 @@ def sample_jpegs(config: Config, camera_id: str | None, count: int) -> tuple[str
     camera = config.camera(camera_id) if camera_id else config.cameras[0]
     looping = camera.model_copy(update={"loop": True})
     jpegs = []
-    for sampled in sample_frames(looping, config.resolve_path(camera.source), realtime=False):
+    for sampled in sample_frames(looping, config.resolve_path(assets.resolve(camera.source)), realtime=False):
         jpegs.append(encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)[0])
         if len(jpegs) >= count:
             break

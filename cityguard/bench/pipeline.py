@@ -48,6 +48,7 @@ import yaml
 from kafka import TopicPartition
 
 from cityguard.up import spawn, stop_children
+from infra import assets
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
 from schemas import Detections, Event, Frame, SchemaError, ZoneMetrics, decode, encode
@@ -256,7 +257,7 @@ def replay_source(config: Config, camera: CameraConfig, video: Path | None) -> s
 
     if video is not None:
         return str(video.resolve())
-    source = config.resolve_path(camera.source)
+    source = config.resolve_path(assets.resolve(camera.source))
     if source_kind(camera, source) in LIVE_KINDS:
         raise SystemExit(f"camera {camera.id} is live ({source}): give a clip to replay with --video")
     return source

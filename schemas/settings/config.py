@@ -100,8 +100,9 @@ class ModelConfig(Frozen):
         description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",
     )
     offline_weights: str | None = Field(
-        default="../../shared/models/yolo11n_int8_openvino_model",
-        description="used instead of weights when YOLO_OFFLINE=1 and the path exists (relative to the config file)",
+        default="asset:yolo11n_int8_openvino_model",
+        description="used instead of weights when YOLO_OFFLINE=1: a path that exists (relative to the config file) "
+        "or an asset name (asset:NAME, fetched when missing)",
     )
     image_size: int = Field(default=640, ge=32, le=4096, description="model input size in pixels")
     confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
@@ -216,11 +217,17 @@ def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration {path} is not UTF-8 text (a binary file?)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration {path} is nested too deeply to be a site configuration") from None
+    if data is None:
+        raise ConfigError(f"configuration {path} is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"configuration {path} must be a mapping at the top level")
     return parse_config(data, path.resolve().parent, str(path))

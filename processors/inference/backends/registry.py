@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infra import assets
 from processors.inference.detector import Detector
 
 if TYPE_CHECKING:
@@ -44,10 +45,11 @@ BACKENDS: dict[str, Callable[[DetectorArgs, ModelConfig], Detector]] = {
 
 
 def resolve_weights(config: Config) -> str:
-    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists."""
+    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (an asset name
+    is fetched into the cache when no mirror has it)."""
     model = config.model
     if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
-        offline = Path(config.resolve_path(model.offline_weights))
+        offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
         if offline.exists():
             return str(offline)
     if os.path.sep in model.weights or model.weights.startswith("."):
