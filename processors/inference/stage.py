@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
@@ -41,6 +41,8 @@ STAGE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
+                      "(none: a model outside the registry)", ["version"])
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class InferenceWorker:
         self.decoded = 0  # frames of the current batch that were readable
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
         self.model_swapper = model_swapper
+        SERVING_MODEL.labels(detectors.version or "none").set(1)
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -270,7 +273,9 @@ class InferenceWorker:
         """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""
         swapped = self.model_swapper.poll() if self.model_swapper is not None else None
         if swapped is not None:
+            SERVING_MODEL.remove(self.detectors.version or "none")
             model, self.detectors = swapped
+            SERVING_MODEL.labels(model.version).set(1)
             log.info("now serving model %s (%s)", model.version, model.weights)
 
     def run(self, stop: threading.Event) -> None:

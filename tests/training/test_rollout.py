@@ -1,7 +1,9 @@
 """Roll-out under a live stream on the real broker: a promotion, then a roll-back, mid-stream swap the inference
 model between batches; no frame is lost or produced twice, and every detections message names the version that
 made it."""
+import re
 import time
+import urllib.request
 from collections import Counter
 
 import cv2
@@ -76,6 +78,8 @@ def test_promotion_and_rollback_mid_stream_lose_and_repeat_no_frame(kafka_bootst
         camera.publish_until(lambda records: "v2" in versions_in(records), 30, "detections from v2")
         registry.rollback()
         camera.publish_until(rolled_back, 30, "detections from v1 after the roll-back")
+        port = re.search(r"inference metrics: http://127.0.0.1:(\d+)/metrics", infer.log()).group(1)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         records = detections.wait_for(lambda records: len(records) >= camera.sent, 30, [infer], "every frame")
         time.sleep(1)  # a duplicate would arrive right behind
         records = detections.poll()
@@ -89,3 +93,4 @@ def test_promotion_and_rollback_mid_stream_lose_and_repeat_no_frame(kafka_bootst
     # one camera, one partition, in order: v1, then v2 from one batch on, then v1 again from one batch on
     assert [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]] == ["v1", "v2", "v1"]
     assert "now serving model v2" in infer.log()
+    assert 'cityguard_inference_model_info{version="v1"} 1.0' in metrics and 'version="v2"' not in metrics
