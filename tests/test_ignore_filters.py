@@ -102,3 +102,51 @@ def test_ignore_commands(tmp_path, capsys):
     assert added.id in listing and "person" in listing and "statue" in listing
     assert main(["ignore", "remove", added.id, "--store", store]) == 0
     assert IgnoreFilterStore(tmp_path / "ignore.json").load() == []
+
+
+@pytest.mark.broker
+def test_the_analytics_stage_applies_a_filter_added_while_it_runs(kafka_bootstrap, tmp_path):
+    """Four people on the walkway, two of them standing where a filter is added mid-stream: the zone counts four,
+    then two, without a restart."""
+    import time
+
+    from infra.kafka import create_topics, make_producer
+    from schemas import ZoneMetrics, decode, encode
+    from tests.conftest import pipeline_config
+    from tests.pipeline_helpers import StageProcess, TopicReader
+
+    store = IgnoreFilterStore(tmp_path / "ignore.json")
+    config, path = pipeline_config(tmp_path, "ignore", kafka_bootstrap,
+                                   analytics={"window_seconds": 2, "ignore_filters": str(store.path)})
+    topics = config.broker.topics
+    create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
+    feet_x = [100, 200, 500, 600]  # the first two in the left half, where the filter goes
+    boxes = [(x - 10, 300, x + 10, 400) for x in feet_x]
+    analyze = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
+    metrics = TopicReader(kafka_bootstrap, topics.zone_metrics)
+    producer = make_producer(kafka_bootstrap)
+
+    def people(records) -> list[int]:
+        return [decode(r.value, ZoneMetrics).people_max for r in records]
+
+    def publish(first_seq: int, count: int) -> None:
+        for seq in range(first_seq, first_seq + count):
+            frame = Detections(camera_id="campus", seq=seq, captured_at=T0 + seq * 0.5, image_width=768,
+                               image_height=576, model="m", inference_ms=1, xyxy=boxes, confidence=[0.9] * 4,
+                               class_id=[0] * 4, class_name=["person"] * 4)
+            producer.send(topics.detections, key=b"campus", value=encode(frame))
+        producer.flush()
+
+    try:
+        publish(0, 12)  # 6 s: two closed windows of four people
+        metrics.wait_for(lambda records: len(records) >= 2, 120, [analyze], "windows before the filter")
+        store.add("campus", "person", [(0, 0), (384, 0), (384, 576), (0, 576)], None, note="statues")
+        time.sleep(3)  # the stage re-reads the file every 2 s
+        publish(12, 12)
+        records = metrics.wait_for(lambda records: 2 in people(records), 60, [analyze], "windows after the filter")
+    finally:
+        producer.close()
+        metrics.close()
+        analyze.stop()
+    counts = people(records)
+    assert counts[:2] == [4, 4] and set(counts) <= {2, 4} and counts[-1] == 2
