@@ -23,6 +23,7 @@ from cityguard.evaluation.loaders import (
 )
 from processors.inference.stage import Detector
 from schemas import PERSON_CLASS_ID
+from schemas.settings.config import Config
 
 TRUTH_FORMATS = ("csv", "shanghaitech", "mot")
 
@@ -41,6 +42,17 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     return image
+
+
+def evaluation_detector(config: Config, confidence: float, weights: Path | None = None) -> Detector:
+    """The configured backend keeping boxes down to `confidence` (a PR curve needs the low ones), with the
+    configured model or the given `weights` (a candidate from the model registry)."""
+    from processors.inference.backends.registry import create_detector
+
+    update = {"confidence": confidence}
+    if weights is not None:
+        update |= {"weights": str(Path(weights).resolve()), "offline_weights": None}
+    return create_detector(config.model_copy(update={"model": config.model.model_copy(update=update)}))
 
 
 def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) -> Iterator[ImageResult]:

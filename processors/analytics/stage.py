@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import faust
 
 from infra.dead_letter import dead_letter
 from infra.kafka import deliveries_confirmed, faust_settings, read_offsets
+from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Verdict, judge
 from processors.analytics.registry import analyzers_for
 from schemas import Detections, SchemaError, decode, encode
@@ -49,6 +51,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
+    ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
+                      if config.analytics.ignore_filters else None)
     # state key -> (state this worker last wrote, the analyzer that wrote it): while the table still holds exactly
     # that state, the live analyzer is reused instead of being rebuilt from JSON for every frame. After a rebalance
     # the table holds another worker's state, the check fails, and the analyzer is restored from the table.
@@ -91,6 +95,9 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return deliveries, states
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
+        if ignore_filters is not None:
+            # Operators' "ignore this": the covered objects never reach the analyzers, so they raise nothing.
+            detections = without_ignored(detections, ignore_filters.current())
         for name, restore in factories.items():
             state_key = f"{camera.id}/{name}".encode()
             try:

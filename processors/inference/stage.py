@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
 from processors.inference.density_map import DensityMapCounter
 from processors.inference.detector import Detector, ImageDetections, keep_confident
+from processors.inference.model_swap import ModelSwapper
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -40,6 +41,8 @@ STAGE_SECONDS = Histogram(
 )
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
+                      "(none: a model outside the registry)", ["version"])
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,26 @@ def decode_frame(raw: bytes | None, decode_image: bool = True,
     return DecodedFrame(frame, image)
 
 
-def to_message(frame: Frame, result: ImageDetections, model_name: str) -> Detections:
+def to_message(frame: Frame, result: ImageDetections, model_name: str, model_version: str | None = None) -> Detections:
     return Detections(
         camera_id=frame.camera_id, seq=frame.seq, captured_at=frame.captured_at,
-        image_width=frame.width, image_height=frame.height, model=model_name, inference_ms=result.inference_ms,
+        image_width=frame.width, image_height=frame.height, model=model_name, model_version=model_version,
+        inference_ms=result.inference_ms,
         xyxy=[tuple(box) for box in result.xyxy.tolist()], confidence=result.confidence.tolist(),
         class_id=result.class_id.tolist(), class_name=list(result.class_names),
     )
 
 
 class CameraDetectors:
-    """Picks the detector per camera (tiled for the cameras configured so) and batches each group once."""
+    """Picks the detector per camera (tiled for the cameras configured so) and batches each group once.
+
+    `version` is the model registry version both detectors come from (None for a model outside the registry)."""
 
     def __init__(self, detector: Detector, tiled: Detector | None = None, tiled_cameras: frozenset[str] = frozenset(),
-                 confidence: float = 0.0, class_confidence: dict[int, float] | None = None):
+                 confidence: float = 0.0, class_confidence: dict[int, float] | None = None,
+                 version: str | None = None):
         self.detector = detector
+        self.version = version
         self.tiled = tiled
         self.tiled_cameras = tiled_cameras if tiled is not None else frozenset()
         self.confidence = confidence
@@ -135,7 +143,8 @@ class InferenceWorker:
     def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
                  detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
                  static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None,
-                 density_counter: DensityMapCounter | None = None):
+                 density_counter: DensityMapCounter | None = None,
+                 model_swapper: ModelSwapper[CameraDetectors] | None = None):
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
@@ -152,6 +161,9 @@ class InferenceWorker:
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
+        # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
+        self.model_swapper = model_swapper
+        SERVING_MODEL.labels(detectors.version or "none").set(1)
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -198,7 +210,7 @@ class InferenceWorker:
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enrich(item, to_message(item.frame, result, model_name))
+            message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
             FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
@@ -257,8 +269,18 @@ class InferenceWorker:
         for (topic, partition), lag in partition_lag(self.consumer).items():
             CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
 
+    def swap_model(self) -> None:
+        """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""
+        swapped = self.model_swapper.poll() if self.model_swapper is not None else None
+        if swapped is not None:
+            SERVING_MODEL.remove(self.detectors.version or "none")
+            model, self.detectors = swapped
+            SERVING_MODEL.labels(model.version).set(1)
+            log.info("now serving model %s (%s)", model.version, model.weights)
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self.swap_model()
             records = self.gather(stop)
             if records:
                 self.process(records)

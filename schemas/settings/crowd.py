@@ -290,6 +290,9 @@ class AnalyticsConfig(Frozen):
     forecast: ForecastConfig = ForecastConfig()
     surge: SurgeConfig = SurgeConfig()
     density_model: DensityModelConfig = DensityModelConfig()
+    ignore_filters: str | None = Field(
+        default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
+        "objects a filter covers never reach the rules. null: no filters")
 
     @model_validator(mode="after")
     def verify_hop_divides_window(self) -> AnalyticsConfig:

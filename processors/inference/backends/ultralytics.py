@@ -16,6 +16,7 @@ class YoloDetector:
         self.weights = weights
         self.name = Path(weights).name
         self.model = YOLO(weights, task="detect")
+        self.names = {int(k): str(v) for k, v in self.model.names.items()}
         self.predict_args = {"imgsz": image_size, "conf": confidence, "iou": iou, "classes": classes,
                              "verbose": False}
 
