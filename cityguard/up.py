@@ -21,11 +21,11 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from cityguard.config import Config
 from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
+from schemas.settings.config import Config
 
 MEMORY_CHECK_INTERVAL_S = 10.0
 RESTART_INITIAL_S, RESTART_MAX_S = 1.0, 30.0  # back-off before restarting a stage that exited; doubles per restart

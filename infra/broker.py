@@ -13,9 +13,9 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
-from cityguard.config import Config
 from infra.kafka import create_topics
 from infra.process import child_preexec, terminate
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 

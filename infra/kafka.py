@@ -1,11 +1,12 @@
 """Kafka client settings in one place, including what the embedded Tansu broker needs.
 
-See ../shared/reference/broker-tansu.md: rebalances take about half the session timeout, so it is 6 s; lag comes
+Tansu facts: rebalances take about half the session timeout, so it is 6 s; lag comes
 from the fetch high-watermark because ListOffsets is wrong for multi-record batches; faust table recovery needs
 one record per batch. crc32c must be importable or kafka-python checksums at ~12 MB/s.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -91,6 +92,14 @@ def flush_confirmed(producer: KafkaProducer, futures: list, timeout_s: float = 6
             future.get(timeout=0 if future.is_done else timeout_s)
         except KafkaError as exc:
             raise ProduceFailed(f"produce failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def deliveries_confirmed(deliveries: list) -> None:
+    """flush_confirmed for asyncio delivery futures (faust's sends): returns once every one is acknowledged."""
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise ProduceFailed(f"produce failed: {type(outcome).__name__}: {outcome}") from outcome
 
 
 def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:

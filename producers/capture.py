@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from cityguard.config import CameraConfig
-from cityguard.config_capture import ProducerConfig, SourceKind
 from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
+from schemas.settings.capture import ProducerConfig, SourceKind
+from schemas.settings.config import CameraConfig
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)

@@ -17,13 +17,21 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
-from cityguard.config import Config
 from infra.broker import BrokerMemoryWatch
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, reset_positions_past_the_end
 from schemas import (
-    PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, SchemaError, ZoneMetrics,
+    PERSON_CLASS_ID,
+    DeadLetter,
+    Detections,
+    Event,
+    EventState,
+    LineCounts,
+    RiskLevel,
+    SchemaError,
+    ZoneMetrics,
     decode,
 )
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ import os
 
 from prometheus_client import REGISTRY
 
-from cityguard.config import Config
 from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, resident_bytes
 from infra.kafka import create_topics, make_producer
+from schemas.settings.config import Config
 
 
 def test_the_watch_exports_the_brokers_memory_and_warns_once_per_multiple_of_the_bound(tmp_path, monkeypatch):

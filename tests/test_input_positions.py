@@ -1,7 +1,7 @@
 """The analytics stage's judgement of each input frame against the position its state expects."""
 from __future__ import annotations
 
-from processors.input_positions import Position, Verdict, judge
+from processors.analytics.input_positions import Position, Verdict, judge
 
 TOPIC = "01a236cf-5729-7d00-952e-1f9009cfc7c5"
 RECREATED = "01a236d0-3a62-7993-9756-3776cec3128e"

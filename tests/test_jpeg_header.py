@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from processors.jpeg_header import MAX_FRAME_PIXELS, jpeg_dimensions, verify_frame_jpeg
+from processors.inference.jpeg_header import MAX_FRAME_PIXELS, jpeg_dimensions, verify_frame_jpeg
 from schemas import SchemaError
 
 
@@ -54,7 +54,7 @@ def test_other_formats_and_broken_headers_are_refused(data, reason):
 
 @pytest.mark.parametrize("decode_image", [True, False], ids=["cpu-decode", "gpu-jpeg-path"])
 def test_the_inference_stage_checks_before_either_decoder(decode_image):
-    from processors.inference import decode_frame
+    from processors.inference.stage import decode_frame
     from schemas import Frame, encode
 
     def frame(data: bytes, width: int = 64, height: int = 48) -> bytes:

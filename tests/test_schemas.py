@@ -3,8 +3,24 @@ import numpy as np
 import pytest
 
 from schemas import (
-    Alert, CameraState, CameraStatus, DeadLetter, DensityForecast, Detections, Event, EventState, Frame, FrameRef,
-    LineCounts, RiskLevel, SchemaError, Severity, StaticBlob, ZoneMetrics, decode, encode,
+    Alert,
+    CameraState,
+    CameraStatus,
+    DeadLetter,
+    DensityForecast,
+    Detections,
+    Event,
+    EventState,
+    Frame,
+    FrameRef,
+    LineCounts,
+    RiskLevel,
+    SchemaError,
+    Severity,
+    StaticBlob,
+    ZoneMetrics,
+    decode,
+    encode,
 )
 
 

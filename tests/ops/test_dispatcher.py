@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from cityguard.config_alerting import RetryConfig
 from infra.broker import free_port
 from schemas import EventState, Severity
+from schemas.settings.alerting import RetryConfig
 from sinks.alerts.channels import Message, RateLimiter, backoff_delay, delivery_tag
 from sinks.alerts.dispatcher import to_message
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
@@ -15,8 +15,18 @@ from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
 from sinks.alerts.store import FAILED, RETRYING, SENT, SUPPRESSED
 from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
-from tests.ops.helpers import (ACCOUNT_SID, AUTH_TOKEN, CHIEF_PHONE, DUTY_PHONE, FROM_NUMBER, TWILIO_ENV,
-                               alerting_section, danger_event, make_config, make_dispatcher)
+from tests.ops.helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CHIEF_PHONE,
+    DUTY_PHONE,
+    FROM_NUMBER,
+    TWILIO_ENV,
+    alerting_section,
+    danger_event,
+    make_config,
+    make_dispatcher,
+)
 
 
 @pytest.fixture

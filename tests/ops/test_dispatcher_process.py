@@ -10,11 +10,11 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from cityguard.config import parse_config
-from cityguard.config_alerting import ReceiverConfig
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
+from schemas.settings.alerting import ReceiverConfig
+from schemas.settings.config import parse_config
 from sinks.alerts.channels import build_channels
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher

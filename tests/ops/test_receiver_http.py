@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cityguard.config_alerting import ReceiverConfig
+from schemas.settings.alerting import ReceiverConfig
 from sinks.alerts.dispatcher import ALERTS
 from sinks.alerts.service import WEBHOOK_PATH, AlertmanagerReceiver, receiver_token
 

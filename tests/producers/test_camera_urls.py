@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cityguard.config import CameraConfig
-from cityguard.config_capture import ItsCameraRef
 from producers.camera_urls import CameraUrlPolicy
 from producers.capture import CameraUnavailable, poll_image
 from producers.its_client import ItsClient, ItsResolver, ItsUnavailable, ItsUrlRefused
+from schemas.settings.capture import ItsCameraRef
+from schemas.settings.config import CameraConfig
 from tests.producers.fake_its import FakeItsApi, record
 
 KEY = "s3cr3t-key"
