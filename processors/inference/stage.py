@@ -23,6 +23,7 @@ from processors.inference.density_map import DensityMapCounter
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import verify_frame_jpeg
 from processors.inference.model_swap import ModelSwapper
+from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 STAGE = "inference"
 FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
+FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped under overload: stale, or over their camera's "
+                      "rate (processors.inference.shedding)", ["camera", "reason"])
+FRAME_AGE = Gauge("cityguard_inference_frame_age_seconds",
+                  "Age of the camera's latest frame when the inference stage reached it", ["camera"])
 INFERENCE_SECONDS = Histogram(
     "cityguard_inference_seconds", "Model time per frame",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
@@ -58,7 +63,11 @@ FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers
 def decode_frame(raw: bytes | None, decode_image: bool = True,
                  resolve_frame: FrameResolver | None = None) -> DecodedFrame:
     """Parses a frame message; a claim-check frame (frame_ref) is fetched from the frame store first."""
-    frame = decode(raw, Frame)
+    return frame_image(decode(raw, Frame), decode_image, resolve_frame)
+
+
+def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameResolver | None = None) -> DecodedFrame:
+    """The frame with its JPEG checked and, when asked, decoded; raises SchemaError for anything unusable."""
     if frame.jpeg is None:
         if resolve_frame is None:
             raise SchemaError("frame_ref frames need a frame store, none is configured")
@@ -166,6 +175,9 @@ class InferenceWorker:
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
         self.model_swapper = model_swapper
         SERVING_MODEL.labels(detectors.version or "none").set(1)
+        self.cameras = {camera.id for camera in config.cameras}
+        self.shedder = FrameShedder(config.model.max_frame_age_s, {c.id: c.fps for c in config.cameras},
+                                    config.model.camera_rate_factor)
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -215,20 +227,30 @@ class InferenceWorker:
             message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
-            FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
+            FRAMES_CONSUMED.labels(self.camera_label(item.frame.camera_id)).inc()
             INFERENCE_SECONDS.observe(result.inference_ms / 1000)
             for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
                               ("postprocess", result.postprocess_ms)):
                 STAGE_SECONDS.labels(stage).observe(ms / 1000)
+
+    def camera_label(self, camera_id: str) -> str:
+        """Metric label values only for configured cameras: frame content must not create series."""
+        return camera_id if camera_id in self.cameras else "other"
 
     def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
         decoded = []
         for record in records:
             try:
                 with STAGE_SECONDS.labels("decode").time():
-                    camera_id = record.key.decode("utf-8", errors="replace") if record.key else ""
-                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
-                                                 self.resolve_frame), record))
+                    frame = decode(record.value, Frame)
+                    camera = self.camera_label(frame.camera_id)
+                    FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
+                    shed = self.shedder.reason(frame)
+                    if shed is not None:
+                        FRAMES_SHED.labels(camera, shed).inc()
+                        continue
+                    decoded.append((frame_image(frame, self.detectors.needs_image(frame.camera_id),
+                                                self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
