@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 STAGE = "alerts"
 WEBHOOK_PATH = "/alertmanager"
 HANDLE_TIMEOUT_S = 60.0
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # pause before an unconfirmed batch comes again; doubles per failure
 
 REFUSED = Counter("cityguard_alert_webhook_refused_total", "Alertmanager webhook requests refused", ["code"])
 
@@ -282,14 +285,24 @@ class DispatcherService:
         self.topics = topics
         self.receiver = receiver
         self.tick_interval_s = tick_interval_s
+        self.failures = 0
+        self.paused_until = 0.0  # after an unconfirmed batch: the broker gets time before the batch comes again
 
     def consume(self) -> None:
+        if time.monotonic() < self.paused_until:
+            return
         batches = self.consumer.poll(timeout_ms=200)
         records = [record for partition_records in batches.values() for record in partition_records]
         if records:
             error = process_batch(self.consumer, self.producer, records, self.process)
             if error is not None:  # ProduceFailed, or a send that found no broker within max_block_ms
-                log.warning("output not confirmed by the broker, the batch comes again: %s", describe_error(error))
+                self.failures += 1
+                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (self.failures - 1))
+                self.paused_until = time.monotonic() + delay
+                log.warning("output not confirmed by the broker, the batch comes again in %.1f s: %s", delay,
+                            describe_error(error))
+            else:
+                self.failures = 0
         reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
@@ -304,7 +317,16 @@ class DispatcherService:
                                      record.value, str(exc))
                 sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
                 continue
-            self.dispatcher.handle(notice_from_event(event))
+            try:
+                self.dispatcher.handle(notice_from_event(event))
+            except (KafkaError, SQLAlchemyError):
+                raise  # the broker or the incident store is away, not this event: the batch comes again
+            except Exception as exc:  # this event breaks the dispatcher: keep it as a dead letter and go on
+                log.exception("event at %s[%d]@%d could not be handled", record.topic, record.partition,
+                              record.offset)
+                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
+                                     f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}")
+                sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
         return sends
 
     def answer_webhooks(self, wait_s: float) -> None:
@@ -332,7 +354,7 @@ class DispatcherService:
         last_tick = 0.0
         while not stop.is_set():
             self.consume()
-            self.answer_webhooks(0.0)
+            self.answer_webhooks(min(0.2, max(0.0, self.paused_until - time.monotonic())))  # no spin while paused
             self.dispatcher.retry_due()  # every pass (about 0.2 s when idle): back-offs start at a second
             if time.monotonic() - last_tick >= self.tick_interval_s:
                 self.dispatcher.tick()

@@ -182,3 +182,76 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
     assert [topic for topic, _ in published].count(topics.dead_letter) == 1
     assert [decode(value, Alert).alert_id for topic, value in published if topic == topics.alerts] == [
         f"{event.event_id}:critical"]
+
+
+def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_bootstrap, tmp_path, monkeypatch):
+    """20 MB of garbage and an event with a NaN start time on the events topic: each becomes one dead letter that
+    fits the broker, the batch is committed once, and the valid event behind them sends its one SMS."""
+    import math
+    import os
+
+    import msgpack
+
+    from schemas import DeadLetter
+
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    with fake.serve() as twilio:
+        config = parse_config({
+            "site": f"hostile-{suffix}",
+            "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
+                                                   "alerts": f"cityguard.alerts.v1.{suffix}",
+                                                   "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
+            "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
+                         "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
+                         "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url,
+                                       "messages_per_second": 50}],
+                         "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
+        }, tmp_path)
+        topics = config.broker.topics
+        create_topics(kafka_bootstrap, [topics.events, topics.alerts, topics.dead_letter], 1)
+        event = danger_event(f"plaza/north/{suffix}")
+        nan_start = msgpack.unpackb(encode(event))
+        nan_start["started_at"] = math.nan
+        garbage = os.urandom(20 * 1024 * 1024)
+        hostile = make_producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024)
+        for value in (garbage, msgpack.packb(nan_start), encode(event)):
+            hostile.send(topics.events, key=b"plaza", value=value)
+        hostile.flush()
+        hostile.close()
+
+        store = IncidentStore(config.alerting.store_url)
+        producer = make_producer(kafka_bootstrap)
+        consumer = make_consumer(kafka_bootstrap, config.group_id("alerts"))
+        consumer.assign([TopicPartition(topics.events, 0)])
+        receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+        try:
+            dispatcher = AlertDispatcher(config.alerting, config.site, store,
+                                         build_channels(config.alerting.channels, config.resolve_path),
+                                         publisher(producer, topics.alerts))
+            service = DispatcherService(dispatcher, consumer, producer, topics, receiver, 60)
+            polls = 0
+
+            def consumed_all() -> bool:
+                nonlocal polls
+                polls += 1
+                service.consume()
+                return committed_offset(kafka_bootstrap, config.group_id("alerts"), topics.events) == 3
+
+            stack.wait_until(consumed_all, 60, "the hostile batch")
+            assert polls < 50, "no re-polling loop"
+            assert len(fake.sent_to(DUTY_PHONE)) == 1
+        finally:
+            consumer.close(autocommit=False)
+            producer.close()
+            receiver.server.server_close()
+            store.close()
+    letters = KafkaConsumer(topics.dead_letter, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                            consumer_timeout_ms=3000)
+    dead = [decode(record.value, DeadLetter) for record in letters]
+    letters.close()
+    assert len(dead) == 2
+    assert dead[0].original_truncated and dead[0].original_size == len(garbage) and len(dead[0].original) <= 65536
+    assert "started_at" in dead[1].reason and not dead[1].original_truncated
