@@ -103,7 +103,7 @@ def test_a_flooding_camera_does_not_push_another_cameras_detections_past_the_sta
     # Fair: whatever this machine's capacity, the quiet camera keeps a far larger share of its frames than the
     # flooding one, which is held to its configured rate.
     assert len(quiet) / produced["quiet"] >= 10 * len(latencies["flood"]) / produced["flood"]
-    assert len(latencies["flood"]) <= 3 * 14, "the flooding camera got no more than its rate (3 frames/s)"
+    assert len(latencies["flood"]) <= 4 * 14, "the flooding camera got no more than its rate (4 frames/s)"
     assert not REGISTRY.get_sample_value("cityguard_frames_shed_total", {"camera": "quiet", "reason": OVER_RATE})
     # The worker kept up with 150 frames a second: each surplus frame cost a parse, not a model run.
     assert shed("flood") - shed_before + len(latencies["flood"]) >= 0.95 * produced["flood"]

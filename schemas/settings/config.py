@@ -124,7 +124,7 @@ class ModelConfig(Frozen):
     max_frame_age_s: float = Field(default=10.0, gt=0, le=3600,
                                    description="frames older than this when inference reaches them are skipped and "
                                    "counted (cityguard_frames_shed_total), not processed late")
-    camera_rate_factor: float = Field(default=1.5, ge=1, le=100,
+    camera_rate_factor: float = Field(default=2.0, ge=1, le=100,
                                       description="a camera's frames beyond this x its configured fps are skipped, "
                                       "so one flooding camera cannot delay the others on its partition")
     tracking: TrackingConfig = TrackingConfig()
