@@ -224,7 +224,12 @@ class InferenceWorker:
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
+            try:
+                message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
+            except Exception as exc:  # per-camera state failing on one frame must not stop its partition
+                log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
+                self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
+                continue
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
             FRAMES_CONSUMED.labels(self.camera_label(item.frame.camera_id)).inc()
