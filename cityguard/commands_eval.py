@@ -8,6 +8,9 @@ from pathlib import Path
 
 from cityguard.stages import tiled_detector
 
+DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
+HELD_OUT_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "held-out-sources.md"
+
 
 def _numbers(text: str) -> tuple[float, ...]:
     try:
@@ -61,6 +64,17 @@ def register(commands, add_command) -> None:
     events.add_argument("--segment", type=float, default=1.0, help="segment length in seconds for ROC")
     events.add_argument("--out", type=Path, default=Path("var/eval/events"))
 
+    devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
+    devsets = devset.add_subparsers(dest="devset", required=True)
+    build = add_command(devsets, "build", "fetch a development set's files at their pinned commits, verify their "
+                        "sha256 and refuse held-out sources", run_devset_build, needs_config=False)
+    build.add_argument("name", choices=sorted(path.name for path in DEVSETS.iterdir() if path.is_dir()))
+    build.add_argument("--out", type=Path, required=True, help="folder to write images/, annotations/, truth.csv")
+    build.add_argument("--from", dest="local", type=Path, default=None,
+                       help="copy from a local copy of the source repository instead of downloading")
+    build.add_argument("--held-out", type=Path, default=HELD_OUT_REFERENCE,
+                       help="note listing held-out sha256 digests, used when present (default: %(default)s)")
+
 
 def eval_detector(config, confidence: float):
     """The configured model and backend keeping boxes down to `confidence` (a PR curve needs the low ones)."""
@@ -94,7 +108,12 @@ def run_count_eval(args, config) -> int:
     from cityguard.evaluation.counting import DEFAULT_SIZE_EDGES
     from cityguard.evaluation.loaders import image_files, load_count_csv
     from cityguard.evaluation.report import count_report
-    from cityguard.evaluation.runners import detector_counts, evaluate_counts, infer_truth_format, true_counts
+    from cityguard.evaluation.runners import (
+        detector_counts,
+        evaluate_counts,
+        infer_truth_format,
+        true_counts,
+    )
 
     images = image_files(args.images)
     truth = true_counts(images, args.truth, args.truth_format or infer_truth_format(args.truth),
@@ -132,4 +151,16 @@ def run_event_eval(args, config) -> int:
     o = result.overall
     print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
+    return 0
+
+
+def run_devset_build(args, config) -> int:
+    from cityguard.evaluation.devset import DevsetError, build_devset
+
+    try:
+        items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, args.held_out)
+    except (DevsetError, OSError) as exc:
+        print(f"cityguard devset: {exc}")
+        return 1
+    print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
     return 0
