@@ -89,7 +89,8 @@ def refusal(item: DevsetItem, manifest: Manifest, digests: frozenset[str]) -> st
 
 def _fetch(item: DevsetItem, file: DevsetFile, local: Path | None) -> bytes:
     if local is not None:
-        for candidate in (local / file.path, local / item.repo / file.path, local / item.repo.replace("/", "+") / file.path):
+        mirrors = (local, local / item.repo, local / item.repo.replace("/", "+"))
+        for candidate in (mirror / file.path for mirror in mirrors):
             if candidate.exists():
                 return candidate.read_bytes()
         raise DevsetError(f"{item.id}: {file.path} is not under {local}")

@@ -42,7 +42,7 @@ def test_eval_counts_from_another_counters_csv(tmp_path):
     out = tmp_path / "report"
     cityguard("eval", "counts", "--images", str(images), "--truth", str(tmp_path / "truth.csv"),
               "--predictions", str(tmp_path / "predicted.csv"), "--out", str(out))
-    figures = json.loads((out / "report.json").read_text())
+    figures = json.loads((out / "report.json").read_text())["predictions"]
     assert figures["overall"]["mae"] == 6.0
     assert figures["by_crowd_size"]["50-200"]["mean_relative_error"] == pytest.approx(0.1)
     assert (out / "count_scatter.png").exists()
