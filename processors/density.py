@@ -234,7 +234,8 @@ class CrowdAnalyzer:
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
             age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
-            fused = fuse_counts(detector_people, state.model_people, self.config.counting, age)
+            fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
+                                self.config.density_model.enabled)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,

@@ -50,15 +50,17 @@ def confidence_for(people: float) -> float:
 
 
 def fuse_counts(detector_people: int, model_people: float | None, config: CountingConfig,
-                model_age_s: float | None = None) -> FusedCount:
+                model_age_s: float | None = None, maps_enabled: bool = True) -> FusedCount:
     """The count a zone reports for one frame.
 
     model_people: the zone's count in the newest density map, None when there is none; model_age_s: how old that
-    map is at this frame (capture time). A map older than the configured maximum is not used.
+    map is at this frame (capture time). A map older than the configured maximum is not used. maps_enabled: whether
+    the density model is configured to run (only changes the reason given when there is no map).
     """
     if model_people is None or model_age_s is None:
+        missing = "no density map yet" if maps_enabled else "density model off (analytics.density_model.enabled)"
         return FusedCount(detector_people, CountSource.DETECTOR, CONFIDENCE_UNRELIABLE, False,
-                          "no density map yet (the detector alone cannot tell a calm zone from a packed one)")
+                          f"{missing}: the detector alone cannot tell a calm zone from a packed one")
     if model_age_s > config.density_map_max_age_seconds:
         return FusedCount(detector_people, CountSource.DETECTOR, CONFIDENCE_UNRELIABLE, False,
                           f"density map stale ({model_age_s:.0f} s old, more than "

@@ -94,6 +94,7 @@ def test_count_fusion_rule():
         assert not count.reliable and "no density map" in count.reason
     stale = fuse_counts(3, 900.0, config, model_age_s=16.0)
     assert not stale.reliable and "density map stale (16 s old" in stale.reason
+    assert "density model off" in fuse_counts(3, None, config, maps_enabled=False).reason
 
 
 def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():
