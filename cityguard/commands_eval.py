@@ -91,20 +91,12 @@ def register(commands, add_command) -> None:
                        help="note listing held-out sha256 digests, used when present (default: %(default)s)")
 
 
-def eval_detector(config, confidence: float):
-    """The configured model and backend keeping boxes down to `confidence` (a PR curve needs the low ones)."""
-    from processors.detector import create_detector
-
-    model = config.model.model_copy(update={"confidence": confidence})
-    return create_detector(config.model_copy(update={"model": model}))
-
-
 def run_detector_eval(args, config) -> int:
     from cityguard.evaluation.loaders import default_labels_folder
     from cityguard.evaluation.report import detector_report
-    from cityguard.evaluation.runners import evaluate_detector
+    from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
 
-    detector = eval_detector(config, 0.001)  # the usual mAP floor
+    detector = evaluation_detector(config, 0.001)  # the usual mAP floor
     variants = {"plain": detector, **({"tiled": tiled_detector(config, detector)} if args.tiling else {})}
     confidence = config.model.confidence if args.confidence is None else args.confidence
     labels = args.labels or default_labels_folder(args.images)
@@ -150,14 +142,14 @@ def run_count_eval(args, config) -> int:
 
 def counters_for(args, config):
     """The models the asked-for counters need, built from the configuration."""
-    from cityguard.evaluation.runners import CounterSet
-    from processors.crowd.density_map import DensityMapCounter
+    from cityguard.evaluation.runners import CounterSet, evaluation_detector
+    from processors.inference.density_map import DensityMapCounter
 
     confidence = config.model.confidence if args.confidence is None else args.confidence
     wanted = set(args.counter)
     if "fused" in wanted:
         wanted |= {"density", args.fused_detector}
-    detector = eval_detector(config, confidence) if wanted & {"detector", "tiled"} else None
+    detector = evaluation_detector(config, confidence) if wanted & {"detector", "tiled"} else None
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,
         density=DensityMapCounter.from_config(config) if "density" in wanted else None,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from processors.density_schedule import DensitySchedule
+from processors.inference.density_schedule import DensitySchedule
 
 FPS = 5.0
 BATCH = 8  # model.max_batch_size

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityguard.config_crowd import CountingConfig, DensityModelConfig
-from processors.crowd.counting import fuse_counts
-from processors.crowd.density_map import map_width
+from processors.analytics.crowd.counting import fuse_counts
+from processors.inference.density_map import map_width
+from schemas.settings.crowd import CountingConfig, DensityModelConfig
 
 TABLE = Path(__file__).resolve().parents[1] / "devsets" / "crowd" / "measurements.csv"
 REGIMES = {"sparse": (0, 60), "medium": (60, 250), "dense": (250, float("inf"))}  # true count, (lower, upper]

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import REGISTRY
 
-from cityguard.config import parse_config
-from processors.inference import DecodedFrame, InferenceWorker
+from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker
 from schemas import Frame
+from schemas.settings.config import parse_config
 
 
 class FixedCountDensity:
-    """Stands in for processors.crowd.density_map.DensityMapCounter: a uniform map summing to `people`."""
+    """Stands in for processors.inference.density_map.DensityMapCounter: a uniform map summing to `people`."""
 
     def __init__(self, people: float):
         self.people = people
@@ -31,7 +31,7 @@ def worker(counter: FixedCountDensity) -> InferenceWorker:
     zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
     config = parse_config({"site": "t", "cameras": [
         {"id": "square", "source": "0", "zones": [zone]}, {"id": "road", "source": "1"}]}, Path("."))
-    return InferenceWorker(config, None, None, None, "group", density_counter=counter)
+    return InferenceWorker(config, None, None, CameraDetectors(None), "group", density_counter=counter)
 
 
 def frame(camera: str, at: float) -> DecodedFrame:

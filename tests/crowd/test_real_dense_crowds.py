@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityguard.config import parse_config
-from processors.crowd.density_map import map_width
-from processors.crowd.risk import density_level
-from processors.density import CrowdAnalyzer
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.crowd.risk import density_level
+from processors.inference.density_map import map_width
 from schemas import Detections, RiskLevel
+from schemas.settings.config import parse_config
 
 OUTPUTS = Path(__file__).parent / "data" / "dense_devset_outputs.npz"
 IMAGES = ("shtA_test_IMG_2", "shtA_test_IMG_74", "shtB_test_IMG_75", "shtB_test_IMG_219")

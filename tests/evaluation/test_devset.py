@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cityguard.commands_eval import HELD_OUT_REFERENCE
 from cityguard.evaluation.devset import DevsetError, build_devset, held_out_digests, load_manifest
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO
 
 CROWD = REPO / "tests" / "devsets" / "crowd"
-HELD_OUT_NOTE = SHARED / "reference" / "held-out-sources.md"
 
 
 def write_source(tmp_path: Path, files: dict[str, bytes], repo: str = "someone/crowds",
@@ -69,7 +69,7 @@ def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
 def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     manifest = load_manifest(CROWD / "manifest.yaml")
     assert len(manifest.items) == 68 and len({item.id for item in manifest.items}) == 68
-    digests = held_out_digests(HELD_OUT_NOTE)
+    digests = held_out_digests(HELD_OUT_REFERENCE)
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos
         for file in (item.image, item.annotation):
@@ -86,8 +86,8 @@ def test_the_built_crowd_set_reproduces_the_committed_measurements():
                     "CITYGUARD_CROWD_DEVSET=DIR")
     import cv2
 
-    from cityguard.config import Config
-    from processors.crowd.density_map import DensityMapCounter, multi_scale_count
+    from processors.inference.density_map import DensityMapCounter, multi_scale_count
+    from schemas.settings.config import Config
 
     config = Config()
     counter = DensityMapCounter.from_config(config)
