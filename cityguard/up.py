@@ -33,6 +33,8 @@ STAGES = {
     "infer": ["infer"],
     "produce": ["produce"],
 }
+# Stages the pipeline does not depend on: when one exits, `up` says so and the data keeps flowing.
+NON_ESSENTIAL = {"console"}
 
 
 @dataclass
@@ -133,13 +135,18 @@ def watch(config: Config, children: dict[str, subprocess.Popen], status_consumer
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     last_print = 0.0
+    reported: set[str] = set()
     while not interrupted():
         if duration_s is not None and time.monotonic() - started >= duration_s:
             return 0
         for stage, process in children.items():
-            if process.poll() is not None and not (stage == "produce" and process.returncode == 0):
-                print(f"stage {stage} exited with code {process.returncode}; see its log", flush=True)
+            if process.poll() is None or (stage == "produce" and process.returncode == 0) or stage in reported:
+                continue
+            print(f"stage {stage} exited with code {process.returncode}; see its log"
+                  + ("; the pipeline runs on without it" if stage in NON_ESSENTIAL else ""), flush=True)
+            if stage not in NON_ESSENTIAL:
                 return 1
+            reported.add(stage)
         for records in status_consumer.poll(timeout_ms=500).values():
             for record in records:
                 absorb(record, config, lines)
