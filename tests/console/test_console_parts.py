@@ -1,6 +1,9 @@
 """The console's parts without Kafka or a browser: its bounded state and the round-trip scene file."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +166,25 @@ def test_a_review_is_recorded_and_stops_the_incidents_escalation(tmp_path):
             store.review_incident("cam/z/risk", "maybe", "ana", "", 1040.0)
     finally:
         store.close()
+
+
+class IdleStatusConsumer:
+    """Stands in for the broker client of `up`'s status line: no records."""
+
+    def poll(self, timeout_ms: int) -> dict:
+        time.sleep(timeout_ms / 1000)
+        return {}
+
+
+def test_up_reports_an_exited_console_and_keeps_the_pipeline_running(capsys):
+    from cityguard.up import watch
+
+    children = {"console": subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]),
+                "infer": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])}
+    try:
+        assert watch(None, children, IdleStatusConsumer(), duration_s=2.0, interrupted=lambda: False) == 0
+        assert children["infer"].poll() is None
+    finally:
+        children["infer"].kill()
+        children["infer"].wait()
+    assert capsys.readouterr().out.count("stage console exited with code 3; see its log; the pipeline runs on") == 1
