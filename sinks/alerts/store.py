@@ -7,12 +7,13 @@ makes "one SMS per incident level and recipient" hold across restarts (see dispa
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from sinks.alerts.notice import Notice
@@ -164,8 +165,20 @@ class IncidentStore:
         if self.engine.dialect.name == "sqlite":
             # The dispatcher and `cityguard alerts ack` write the same file: wait for a lock, don't fail.
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        self._create_tables()
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_tables(self, attempts: int = 5) -> None:
+        # The dispatcher and the console start together: both may find a table missing and one CREATE then fails
+        # because the other's went first. Looking again finds it.
+        for attempt in range(attempts):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()

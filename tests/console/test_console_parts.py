@@ -188,3 +188,19 @@ def test_up_reports_an_exited_console_and_keeps_the_pipeline_running(capsys):
         children["infer"].kill()
         children["infer"].wait()
     assert capsys.readouterr().out.count("stage console exited with code 3; see its log; the pipeline runs on") == 1
+
+
+def open_and_close_store(url: str) -> str:
+    from sinks.alerts.store import IncidentStore
+
+    IncidentStore(url).close()
+    return "ok"
+
+
+def test_processes_opening_a_new_incident_store_together_all_succeed(tmp_path):
+    """`up` starts the alert dispatcher and the console at once; both create the store's tables."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path}/incidents.sqlite"
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        assert pool.map(open_and_close_store, [url] * 6) == ["ok"] * 6
