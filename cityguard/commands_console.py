@@ -25,7 +25,8 @@ def console_token(config: Config, host: str) -> tuple[str, bool]:
     if token:
         return token, False
     if not is_loopback(host):
-        raise SystemExit(f"cityguard console: listening on {host} needs a token: set {config.console.token_env}")
+        raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
+                          "(the console needs a token there)")
     return secrets.token_urlsafe(24), True
 
 

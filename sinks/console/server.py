@@ -60,20 +60,42 @@ def camera_geometry(camera) -> dict:
     }
 
 
+def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | None, marked_at: float,
+                       by: str) -> dict:
+    """The sidecar `cityguard dataset build` reads: camera, time, the wrong boxes and their class.
+
+    The wrong boxes are the detections of the event's tracks; an event that names no tracks (a zone's density)
+    blames every detection of the frame's most frequent class. The frame's other detections stay as they are."""
+    detections = evidence.detections or {"boxes": [], "class_name": [], "track_id": None}
+    blamed = set(summary["track_ids"]) if summary and summary["track_ids"] else set()
+    tracks = detections["track_id"] or [-1] * len(detections["boxes"])
+    if blamed:
+        wrong = [index for index, track in enumerate(tracks) if track in blamed]
+    else:
+        names = detections["class_name"]
+        dominant = max(set(names), key=names.count) if names else None
+        wrong = [index for index, name in enumerate(names) if name == dominant]
+    classes = [detections["class_name"][index] for index in wrong]
+    return {
+        "camera": camera_id, "time": evidence.frame.captured_at, "event_id": event_id,
+        "boxes": [detections["boxes"][index] for index in wrong],
+        "class": max(set(classes), key=classes.count) if classes else "person",
+        "seq": evidence.frame.seq, "marked_at": marked_at, "by": by,
+        "event_type": summary["type"] if summary else None, "reason": summary["reason"] if summary else None,
+        "detections": evidence.detections,
+    }
+
+
 def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, summary: dict | None,
                         marked_at: float, by: str) -> Path:
-    """The evidence frame (JPEG) and what was detected in it (JSON beside it), for a later training set."""
+    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it)."""
     target = folder / SAFE_NAME.sub("_", camera_id)
     target.mkdir(parents=True, exist_ok=True)
     stem = SAFE_NAME.sub("_", event_id)
     image = target / f"{stem}.jpg"
     image.write_bytes(evidence.frame.jpeg)
-    (target / f"{stem}.json").write_text(json.dumps({
-        "camera_id": camera_id, "event_id": event_id, "seq": evidence.frame.seq,
-        "captured_at": evidence.frame.captured_at, "marked_at": marked_at, "by": by,
-        "event_type": summary["type"] if summary else None, "reason": summary["reason"] if summary else None,
-        "detections": evidence.detections,
-    }, indent=2), encoding="utf-8")
+    record = false_alarm_record(camera_id, event_id, evidence, summary, marked_at, by)
+    (target / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return image
 
 

@@ -205,3 +205,20 @@ def test_processes_opening_a_new_incident_store_together_all_succeed(tmp_path):
         for attempt in range(5):  # the collision needs two CREATEs in the same instant: give it several chances
             url = f"sqlite:///{tmp_path}/incidents-{attempt}.sqlite"
             assert pool.map(open_and_close_store, [url] * 6) == ["ok"] * 6
+
+
+def test_a_false_alarm_blames_the_events_tracks_else_the_frames_main_class():
+    from sinks.console.server import false_alarm_record
+    from sinks.console.state import Evidence, StoredFrame, detections_overlay
+
+    frame_detections = detections_overlay(Detections(
+        camera_id="cam", seq=5, captured_at=1005.0, image_width=640, image_height=480, model="m", inference_ms=1.0,
+        xyxy=[(0.0, 0.0, 10.0, 10.0), (20.0, 20.0, 60.0, 40.0), (5.0, 5.0, 9.0, 19.0)], confidence=[0.9] * 3,
+        class_id=[0, 2, 0], class_name=["person", "car", "person"], track_id=[3, 4, 5]))
+    evidence = Evidence("cam", StoredFrame(5, 1005.0, 1005.1, b"jpeg"), frame_detections)
+    summary = {"type": "stopped_vehicle", "reason": "stopped 30 s", "track_ids": [4]}
+    record = false_alarm_record("cam", "cam/stopped-4", evidence, summary, 1100.0, "ana")
+    assert (record["camera"], record["time"], record["class"]) == ("cam", 1005.0, "car")
+    assert record["boxes"] == [[20.0, 20.0, 60.0, 40.0]]
+    crowd = false_alarm_record("cam", "cam/z/risk", evidence, {**summary, "track_ids": []}, 1100.0, "ana")
+    assert crowd["class"] == "person" and len(crowd["boxes"]) == 2
