@@ -16,10 +16,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
+from schemas.settings.config import Config
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
 from sinks.console.scene_file import SceneError, SceneFile
 from sinks.console.state import ConsoleState
@@ -44,7 +44,7 @@ def is_loopback(host: str) -> bool:
 class Site:
     """What the server knows about the site: geometry and thresholds from the configuration (replaced on save)."""
 
-    config: Any  # the validated configuration model
+    config: Config
     scene_file: SceneFile
     hard_negatives: Path
 

@@ -380,6 +380,18 @@ def test_a_console_on_another_address_refuses_without_the_token(site, page, kafk
         console.stop()
 
 
+def test_a_loopback_console_without_a_token_makes_one_and_prints_it_in_its_url(site, page, kafka_bootstrap,
+                                                                                tmp_path):
+    console, _ = start_console(site, tmp_path, kafka_bootstrap)
+    try:
+        [url] = re.findall(r"console: (http://127\.0\.0\.1:\d+/\?token=\S+)", console.log())
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#auth-state').textContent === 'operator'")
+        assert "token=" not in page.url, "the token leaves the address bar"
+    finally:
+        console.stop()
+
+
 def test_screenshots_for_the_readme(site, page):
     """A busy station (a crowd building up towards danger, a caution zone, heat, an incident) beside the other
     cameras, saved as the README's images."""
