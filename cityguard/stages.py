@@ -140,7 +140,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
         blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
-        density = DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
+        zone_cameras = any(camera.zones for camera in config.cameras)
+        density = DensityMapCounter.from_config(config) \
+            if config.analytics.density_model.enabled and zone_cameras else None
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
                         resolve_frame=open_frame_store(config).resolve, density_counter=density,
                         model_swapper=model_swapper).run(stop)
