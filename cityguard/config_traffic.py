@@ -57,6 +57,18 @@ class RegionConfig(Frozen):
     _polygon = field_validator("polygon")(verify_simple_polygon)
 
 
+class PedestrianAreaConfig(Frozen):
+    """A plaza, walkway or crowd zone where vehicles and cyclists must not move."""
+
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3, description="area outline in image pixels")
+    crowded_people: int = Field(
+        default=10, ge=1, le=10000, description="people detected in the area at or above which a vehicle moving in "
+        "it is critical (the vehicle-into-crowd risk)")
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+
 class StoppingZoneConfig(Frozen):
     """Intersection box or no-stopping zone: a vehicle stopped here longer than allowed is an event."""
 
@@ -171,6 +183,7 @@ class SceneConfig(Frozen):
     stop_lines: list[StopLineConfig] = Field(default_factory=list)
     counting_lines: list[CountingLineConfig] = Field(default_factory=list)
     no_stopping_zones: list[StoppingZoneConfig] = Field(default_factory=list)
+    pedestrian_areas: list[PedestrianAreaConfig] = Field(default_factory=list)
     image_to_ground: list[list[float]] | None = Field(
         default=None, description="3x3 homography from image pixels to ground metres; enables speeds in m/s")
     vehicle_classes: list[str] = Field(default_factory=lambda: list(VEHICLE_CLASSES), min_length=1)
@@ -181,7 +194,7 @@ class SceneConfig(Frozen):
     @model_validator(mode="after")
     def verify_unique_ids(self) -> "SceneConfig":
         named = [*self.lanes, *self.crosswalks, *self.sidewalks, *self.stop_lines, *self.counting_lines,
-                 *self.no_stopping_zones, *([self.intersection] if self.intersection else [])]
+                 *self.no_stopping_zones, *self.pedestrian_areas, *([self.intersection] if self.intersection else [])]
         require_unique([item.id for item in named], "scene id")
         return self
 

@@ -142,6 +142,48 @@ class CameraDetectors:
             return outcomes
 
 
+class FrameEnricher:
+    """What a detections message gets from the decoded image or per-camera state: density map, track ids and static
+    blobs. The inference worker and `cityguard replay` both run every frame through it, so they produce the same
+    messages."""
+
+    def __init__(self, trackers: TrackerPool | None = None, static_blobs: StaticBlobPool | None = None,
+                 density_counter: DensityMapCounter | None = None, density_interval_s: float = 0.0):
+        self.trackers = trackers
+        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
+        self.density_counter = density_counter
+        self.density_interval_s = density_interval_s
+        self.last_density_at: dict[str, float] = {}
+
+    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
+        """The message with this frame's density map (when due), track ids and static blobs added."""
+        if self.density_due(item):
+            with STAGE_SECONDS.labels("density_map").time():
+                density = self.density_counter.density_map(item.image)
+            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                  "density_map_shape": density.shape})
+        if self.trackers is not None:
+            with STAGE_SECONDS.labels("tracking").time():
+                message = self.trackers.update(message)
+        if self.static_blobs is not None and item.image is not None:
+            with STAGE_SECONDS.labels("background").time():
+                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if blobs is not None:
+                message = message.model_copy(update={"static_blobs": blobs})
+        return message
+
+    def density_due(self, item: DecodedFrame) -> bool:
+        if self.density_counter is None or item.image is None:
+            return False
+        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
+        last = self.last_density_at.get(camera_id)
+        if last is not None and 0 <= captured_at - last < self.density_interval_s:
+            return False
+        self.last_density_at[camera_id] = captured_at
+        return True
+
+
 class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
@@ -155,13 +197,9 @@ class InferenceWorker:
         self.consumer = consumer
         self.producer = producer
         self.detectors = detectors
-        self.trackers = trackers
-        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        self.enricher = FrameEnricher(trackers, static_blobs, density_counter,
+                                      config.analytics.density_model.interval_seconds)
         self.resolve_frame = resolve_frame
-        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
-        self.density_counter = density_counter
-        self.density_interval_s = config.analytics.density_model.interval_seconds
-        self.last_density_at: dict[str, float] = {}
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
 
@@ -212,7 +250,7 @@ class InferenceWorker:
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enrich(item, to_message(item.frame, result, model_name))
+            message = self.enricher.enrich(item, to_message(item.frame, result, model_name))
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
             FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
@@ -235,23 +273,6 @@ class InferenceWorker:
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
 
-    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
-        """Adds what needs the decoded image or per-camera state: density map, track ids, static blobs."""
-        if self.density_due(item):
-            with STAGE_SECONDS.labels("density_map").time():
-                density = self.density_counter.density_map(item.image)
-            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
-                                                  "density_map_shape": density.shape})
-        if self.trackers is not None:
-            with STAGE_SECONDS.labels("tracking").time():
-                message = self.trackers.update(message)
-        if self.static_blobs is not None and item.image is not None:
-            with STAGE_SECONDS.labels("background").time():
-                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
-            if blobs is not None:
-                message = message.model_copy(update={"static_blobs": blobs})
-        return message
-
     def rewind(self, records: list) -> None:
         first: dict[tuple[str, int], int] = {}
         for record in records:
@@ -259,16 +280,6 @@ class InferenceWorker:
             first[key] = min(first.get(key, record.offset), record.offset)
         for (topic, partition), offset in first.items():
             self.consumer.seek(TopicPartition(topic, partition), offset)
-
-    def density_due(self, item: DecodedFrame) -> bool:
-        if self.density_counter is None or item.image is None:
-            return False
-        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
-        last = self.last_density_at.get(camera_id)
-        if last is not None and 0 <= captured_at - last < self.density_interval_s:
-            return False
-        self.last_density_at[camera_id] = captured_at
-        return True
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
