@@ -127,7 +127,9 @@ class CountingLineConfig(Frozen):
 class TrafficThresholds(Frozen):
     """Rule thresholds; times in seconds of capture time, distances in pixels unless the name says metres."""
 
-    stopped_seconds: float = Field(default=20, gt=0, le=3600, description="stopped this long in a box/zone: event")
+    stopped_seconds: float = Field(
+        default=10, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "
+        "queue, intersection box, no-stopping zone, sidewalk, pedestrian area): event")
     stationary_box_fraction: float = Field(
         default=0.15, gt=0, le=1, description="a track is stationary while its anchor stays within this fraction "
         "of its box diagonal (scale-free, absorbs box jitter)")
@@ -153,8 +155,23 @@ class TrafficThresholds(Frozen):
     collision_min_iou: float = Field(default=0.05, gt=0, le=1, description="box overlap that counts as contact")
     collision_min_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed before contact, in box heights per second (scale-free)")
-    collision_stop_within_seconds: float = Field(default=2.5, gt=0, le=30, description="both stop this soon after contact")
-    collision_stopped_seconds: float = Field(default=3.0, gt=0, le=300, description="and stay stopped this long")
+    collision_stop_within_seconds: float = Field(
+        default=4.0, gt=0, le=30, description="a vehicle that comes to rest this soon after a contact collided")
+    collision_stopped_seconds: float = Field(
+        default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
+    crash_stop_speed_box_per_s: float = Field(
+        default=1.0, gt=0, description="speed over the second before coming to rest, in box heights per second, "
+        "above which the stop was abrupt (a crash, not braking)")
+    static_object_grace_seconds: float = Field(
+        default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
+        "occlusion, a blob that splits and re-forms) and it is still the same object")
+    pedestrian_area_min_seconds: float = Field(
+        default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
+    pedestrian_area_moving_box_per_s: float = Field(
+        default=0.5, gt=0, description="speed (box heights per second) from which a vehicle counts as fully moving")
+    pedestrian_area_min_score: float = Field(
+        default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
+        "raises the event")
     resolve_seconds: float = Field(default=2.0, ge=0, le=600, description="a condition gone this long ends its event")
     track_ttl_seconds: float = Field(default=5.0, gt=0, le=600, description="state of an unseen track is dropped after this")
 

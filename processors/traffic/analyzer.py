@@ -9,15 +9,18 @@ import math
 from dataclasses import dataclass, field
 
 from cityguard.config import CameraConfig, Config
-from cityguard.config_traffic import SceneConfig
+from cityguard.config_traffic import Anchor, SceneConfig
 from processors.camera_analytics import AnalyticsOutput
 from processors.traffic import counting, rules
-from processors.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
+from processors.traffic.congestion import (
+    LaneTraffic,
+    congestion_conditions,
+    observe_lanes,
+)
 from processors.traffic.fallback_tracker import assign_track_ids
 from processors.traffic.incidents import reconcile
 from processors.traffic.scene import Scene, anchor_point
 from processors.traffic.state import TrackState, TrafficState
-from cityguard.config_traffic import Anchor
 from schemas import Detections
 from schemas.line_counts import LineCounts
 
@@ -41,7 +44,7 @@ class TrafficAnalyzer:
         self.state = state or TrafficState()
 
     @classmethod
-    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> "TrafficAnalyzer":
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> TrafficAnalyzer:
         if camera.scene is None:
             raise ValueError(f"camera {camera.id} has no traffic scene")
         return cls(camera.id, camera.scene, TrafficState.model_validate_json(state) if state else None)
@@ -68,13 +71,14 @@ class TrafficAnalyzer:
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
+        rules.record_contacts(self.scene, state, vehicles, now)
         conditions = [
-            *rules.stopped_vehicles(self.scene, state, vehicles, now),
+            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
-            *rules.obstacles(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq),
+            *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
-            *rules.collisions(self.scene, state, vehicles, now),
+            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
         ]
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds)
@@ -111,8 +115,12 @@ class TrafficAnalyzer:
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
         x1, y1, x2, y2 = track.box
         tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
-        if math.dist(point, track.rest_point) > tolerance:
-            track.rest_point, track.rest_since = point, now
+        rest_box = track.rest_box or track.box
+        edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box))
+        if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
+            track.rest_point, track.rest_since, track.rest_box = point, now, track.box
+        elif track.rest_box is None:
+            track.rest_box = track.box
         sample = (now, point[0], point[1], y2 - y1)
         history = track.history
         # The newest sample is always the current position; older ones stay SAMPLE_SPACING_S apart.
@@ -152,10 +160,10 @@ class TrafficAnalyzer:
 
     def _evict(self, now: float) -> None:
         ttl = self.thresholds.track_ttl_seconds
-        for track_id in [i for i, track in self.state.tracks.items() if now - track.last_seen > ttl]:
+        for track_id in [i for i, track in self.state.tracks.items()
+                         if now - max(track.last_seen, track.held_at or track.last_seen) > ttl]:
             track = self.state.tracks.pop(track_id)
             for line in self.scene.config.counting_lines:
                 direction = counting.flush_pending(track, line)
                 if direction is not None:
                     self._count(line.id, line.classes, track.class_name, direction)
-        self.state.blobs = [blob for blob in self.state.blobs if now - blob.last_seen <= ttl]

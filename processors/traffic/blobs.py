@@ -25,7 +25,7 @@ from schemas import StaticBlob
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
                  absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
-                 warmup_frames: int = 9, warmup_seconds: float = 5.0):
+                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.4):
         self.cell_px = cell_px
         self.difference_threshold = difference_threshold
         self.static_seconds = static_seconds
@@ -34,6 +34,7 @@ class StaticBlobDetector:
         self.min_cells = min_cells
         self.warmup_frames = warmup_frames  # at least this many samples, spread over at least warmup_seconds
         self.warmup_seconds = warmup_seconds
+        self.max_foreground_share = max_foreground_share
         self._warmup: list[np.ndarray] = []  # early frames; their median is the first background, free of traffic
         self._warmup_times: list[float] = []
         self.background: np.ndarray | None = None
@@ -53,6 +54,11 @@ class StaticBlobDetector:
             return []
         threshold = self.difference_threshold
         foreground = np.abs(cells - self.background) > threshold
+        if foreground.mean() > self.max_foreground_share:
+            # Most of the view changed at once: the camera moved or the light switched. Nothing in it is static.
+            self.background, self.reference = cells.copy(), cells.copy()
+            self.foreground_since = np.full(cells.shape, np.nan)
+            return []
         started = foreground & (np.isnan(self.foreground_since) | (np.abs(cells - self.reference) > threshold))
         self.reference[started] = cells[started]
         self.foreground_since[started] = captured_at
