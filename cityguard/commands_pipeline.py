@@ -66,8 +66,16 @@ def check_config(args, config) -> int:
 def run_replay(args, config) -> int:
     import sys
 
-    from cityguard.replay import (CLIP_ORIGIN_S, ReplayError, clip_detections, describe, find_camera,
-                                  recorded_detections, replay, shift_event)
+    from cityguard.replay import (
+        CLIP_ORIGIN_S,
+        ReplayError,
+        clip_detections,
+        describe,
+        find_camera,
+        recorded_detections,
+        replay,
+        shift_event,
+    )
 
     if (args.clip is None) == (args.detections is None):
         print("cityguard replay: give either a CLIP or --detections", file=sys.stderr)

@@ -75,7 +75,8 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     for obj in objects:
         region = _region_of(scene, obj)
         if region != obj.region:
-            obj.region, obj.region_since = region, now
+            # Its clock in a region starts when it got there, or when it came to rest if it rested there from the start.
+            obj.region, obj.region_since = region, now if obj.region_since is not None else obj.since
         if region is None:
             continue
         kind, zone_id = region.split(":", 1)
