@@ -47,6 +47,9 @@ def register(commands, add_command) -> None:
                         help="capture time of the first frame, unix seconds (default: times from the clip start)")
     replay.add_argument("--record-detections", type=Path, default=None,
                         help="also write every frame's Detections message here, one JSON per line")
+    replay.add_argument("--frame-scores", type=Path, default=None,
+                        help="write each frame's vehicle-in-pedestrian-area score per area as CSV "
+                        "camera,type,start,end,score (for `cityguard eval events` ROC/AUC)")
     replay.add_argument("--detections", type=Path, default=None,
                         help="replay Detections recorded by --record-detections instead of a clip (analyzers only)")
 
@@ -87,6 +90,9 @@ def run_replay(args, config) -> int:
     offset = CLIP_ORIGIN_S if args.start_time is None else 0.0
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
     recording = open(args.record_detections, "w") if args.record_detections else None  # noqa: SIM115
+    scores = open(args.frame_scores, "w") if args.frame_scores else None  # noqa: SIM115
+    if scores:
+        scores.write("camera,type,start,end,score\n")
     frames = opened = 0
     try:
         camera = find_camera(config, args.camera)
@@ -94,8 +100,14 @@ def run_replay(args, config) -> int:
             raise ReplayError(f"no such clip: {args.clip}")
         source = (recorded_detections(args.detections, camera.id) if args.detections
                   else clip_detections(config, camera, args.clip, origin))
+        interval = 1.0 / camera.fps
         for replayed in replay(config, camera, source):
             frames += 1
+            if scores:
+                start = replayed.detections.captured_at - offset
+                for score in replayed.area_scores.values():
+                    scores.write(f"{camera.id},vehicle_in_pedestrian_area,{start:.3f},{start + interval:.3f},"
+                                 f"{score:.4f}\n")
             if recording:
                 recording.write(replayed.detections.model_dump_json(exclude={"density_map", "density_map_shape"})
                                 + "\n")
@@ -109,7 +121,7 @@ def run_replay(args, config) -> int:
         print(f"cityguard replay: {exc}", file=sys.stderr)
         return 1
     finally:
-        for handle in (events, recording):
+        for handle in (events, recording, scores):
             if handle:
                 handle.close()
     print(f"{frames} frames, {opened} events opened")

@@ -35,6 +35,7 @@ class ReplayError(RuntimeError):
 class ReplayedFrame:
     detections: Detections
     events: list[Event] = field(default_factory=list)
+    area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
 
 
 class CameraAnalytics:
@@ -46,7 +47,9 @@ class CameraAnalytics:
     def update(self, detections: Detections) -> ReplayedFrame:
         replayed = ReplayedFrame(detections)
         for analyzer in self.analyzers:
-            replayed.events.extend(analyzer.update(detections).events)
+            output = analyzer.update(detections)
+            replayed.events.extend(output.events)
+            replayed.area_scores.update(getattr(output, "area_scores", {}))
         return replayed
 
 

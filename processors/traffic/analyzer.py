@@ -34,6 +34,7 @@ class TrafficOutput(AnalyticsOutput):
     """What every analyzer returns, plus the current lane figures."""
 
     lanes: list[LaneTraffic] = field(default_factory=list)
+    area_scores: dict[str, float] = field(default_factory=dict)  # pedestrian area id -> vehicle-in-area score
 
 
 class TrafficAnalyzer:
@@ -80,6 +81,7 @@ class TrafficAnalyzer:
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
         ]
+        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks)
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds)
         self._evict(now)

@@ -303,6 +303,15 @@ def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: fl
     return conditions
 
 
+def pedestrian_area_scores(scene: Scene, tracks: list[TrackState]) -> dict[str, float]:
+    """Per pedestrian area, the highest score of a vehicle or cyclist in it this frame (0 when there is none): the
+    frame-level anomaly score."""
+    return {area.id: max((pedestrian_area_score(scene, track) for track in tracks
+                          if track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)),
+                         default=0.0)
+            for area in scene.config.pedestrian_areas}
+
+
 def pedestrian_area_score(scene: Scene, track: TrackState) -> float:
     """How surely a vehicle or cyclist is moving through a pedestrian area: detection confidence times a speed
     factor that is 1 at walking-or-faster speeds and falls to a floor for one standing still (a parked bicycle)."""
