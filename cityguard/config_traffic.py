@@ -160,8 +160,8 @@ class TrafficThresholds(Frozen):
     collision_stopped_seconds: float = Field(
         default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
     crash_stop_speed_box_per_s: float = Field(
-        default=1.0, gt=0, description="speed over the second before coming to rest, in box heights per second, "
-        "above which the stop was abrupt (a crash, not braking)")
+        default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
+        "above which a stop off the roadway was abrupt (a crash, not a vehicle pulling over)")
     static_object_grace_seconds: float = Field(
         default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
         "occlusion, a blob that splits and re-forms) and it is still the same object")

@@ -25,7 +25,7 @@ from schemas import StaticBlob
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
                  absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
-                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.4):
+                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.25):
         self.cell_px = cell_px
         self.difference_threshold = difference_threshold
         self.static_seconds = static_seconds

@@ -4,6 +4,8 @@ Pure functions over the scene and the analyzer state; the event life cycle is `i
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cityguard.config_traffic import Anchor
@@ -28,6 +30,7 @@ from processors.traffic.static_objects import (
 from schemas import Severity, StaticBlob
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
+CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 
 
 def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
@@ -68,9 +71,9 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     vehicles = [track for track in seen if track.class_name in scene.vehicle_classes]
     queues = standing_queues(scene, state, vehicles, now)
     evidence = gather_evidence(scene, state, seen, blobs, now)
-    objects = update_objects(state, evidence, {track.track_id for track in seen}, now, seq,
+    objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds)
-    _mark_crashes(scene, state, objects, {track.track_id for track in seen})
+    _mark_crashes(scene, state, objects)
     conditions = []
     for obj in objects:
         region = _region_of(scene, obj)
@@ -82,7 +85,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         kind, zone_id = region.split(":", 1)
         if obj.class_name is None:
             static_for = now - obj.since
-            if kind in ("lane", "zone") and static_for >= thresholds.obstacle_min_seconds:
+            if static_for >= thresholds.obstacle_min_seconds:
                 conditions.append(Condition(
                     key=f"at_rest:{obj.key}", type="obstacle_in_lane", severity=Severity.WARNING,
                     reason=f"unknown static object in {kind} {zone_id} for {static_for:.0f} s",
@@ -120,8 +123,8 @@ def _region_of(scene: Scene, obj: StaticObject) -> str | None:
     zone = next((z for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
     lane_id = scene.lane_of(point)
     if obj.class_name is None:
-        # An unknown object blocks the lane it lies in; on sidewalks and plazas such things are everyday furniture.
-        return f"lane:{lane_id}" if lane_id is not None else f"zone:{zone.id}" if zone is not None else None
+        # An unknown object blocks the lane it lies in; elsewhere (car parks, sidewalks, plazas) things come and go.
+        return f"lane:{lane_id}" if lane_id is not None else None
     if zone is not None:
         return f"zone:{zone.id}"
     if lane_id is not None:
@@ -146,23 +149,20 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     return False
 
 
-def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], seen_ids: set[int]) -> None:
+def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]) -> None:
     """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
     one incident."""
     thresholds = scene.thresholds
     by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
-        # Every vehicle of the pair seen at rest came to rest because of the contact (not a car rolling up to one
-        # that was parked); a partner the detector lost in the crash does not count against it.
+        # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
         came_to_rest = [obj for obj in involved
                         if candidate.contact_at - 1.0 <= obj.since
                         <= candidate.contact_at + thresholds.collision_stop_within_seconds]
-        # A partner neither at rest nor vanished at the contact (lost in the crash) drove on: no collision.
-        drove_on = [track_id for track_id in candidate.track_ids if track_id not in by_track
-                    and (track_id in seen_ids or track_id not in state.tracks
-                         or state.tracks[track_id].last_seen > candidate.contact_at + 1.0)]
-        if not came_to_rest or len(came_to_rest) < len(involved) or drove_on:
+        # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
+        # not drove on (or out of view).
+        if len(came_to_rest) < len(candidate.track_ids):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
@@ -178,10 +178,20 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
 
 
+    # Vehicles that stop around a crash (the other party, bystanders, a motorcycle thrown aside) are that incident.
+    for crash in [obj for obj in objects if obj.crash and obj in state.static_objects]:
+        reach = CRASH_SCENE_DIAGONALS * math.hypot(crash.box[2] - crash.box[0], crash.box[3] - crash.box[1])
+        centre = anchor_point(crash.box, Anchor.CENTER)
+        for other in [obj for obj in state.static_objects if obj is not crash and obj.class_name is not None]:
+            if math.dist(centre, anchor_point(other.box, Anchor.CENTER)) <= reach:
+                merge_objects(state, crash, other, same_object=False)
+
+
 def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
+    """On a lane, in the intersection box or in a no-stopping zone (roadway), rather than on a sidewalk, a shoulder
+    marked as one, a pedestrian area or outside every configured region."""
     point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
-    box = scene.config.intersection
-    return scene.lane_of(point) is not None or (box is not None and scene.is_in(point, box.polygon))
+    return scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
 
 
 def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:

@@ -65,9 +65,11 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
     return evidence
 
 
-def update_objects(state: TrafficState, evidence: list[Evidence], seen_ids: set[int], now: float, seq: int,
+def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int, Box], now: float, seq: int,
                    grace_s: float) -> list[StaticObject]:
-    """Folds this frame's evidence into the objects at rest; returns the objects alive now."""
+    """Folds this frame's evidence into the objects at rest (`seen`: this frame's track boxes by track id); returns
+    the objects alive now."""
+    seen_ids = set(seen)
     boxes_now: dict[str, Box] = {}
     # Vehicles first, so blob fragments find the vehicle they belong to.
     for index, item in enumerate(sorted(evidence, key=lambda e: e.track is None)):
@@ -75,8 +77,12 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen_ids: set[
         if item.track is not None:
             if item.track.track_id not in obj.track_ids:
                 obj.track_ids.append(item.track.track_id)
-            obj.class_name = item.track.class_name
-            boxes_now[obj.key] = item.box  # the vehicle's own box, not debris around it
+            if item.track.track_id == obj.track_ids[0]:
+                # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash).
+                obj.class_name = item.track.class_name
+                boxes_now[obj.key] = item.box
+            else:
+                boxes_now.setdefault(obj.key, obj.box)
         elif obj.class_name is None:
             boxes_now[obj.key] = union(boxes_now[obj.key], item.box) if obj.key in boxes_now else item.box
         obj.since = min(obj.since, item.since)
@@ -84,15 +90,22 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen_ids: set[
         obj.confidence = max(obj.confidence, item.confidence)
     for obj in state.static_objects:
         obj.box = boxes_now.get(obj.key, obj.box)
-    # Gone: no evidence for the grace time, or its vehicle is in view and not at rest (it drove off).
+    # Gone: no evidence for the grace time, or its vehicle is in view somewhere else (it drove off). A vehicle
+    # still in place whose box jitters (partly occluded, half out of the frame) is not at rest for a moment: it stays.
     state.static_objects = [obj for obj in state.static_objects if now - obj.last_evidence <= grace_s
-                            and (obj.key in boxes_now or not seen_ids.intersection(obj.track_ids))]
+                            and (obj.key in boxes_now or not obj.track_ids or obj.track_ids[0] not in seen
+                                 or overlap(seen[obj.track_ids[0]], obj.box) >= SAME_OBJECT_OVERLAP)]
     return state.static_objects
 
 
-def merge_objects(state: TrafficState, keep: StaticObject, other: StaticObject) -> None:
-    """`other` is the same physical object as `keep`: its evidence joins `keep`, whose key (and event) stays."""
+def merge_objects(state: TrafficState, keep: StaticObject, other: StaticObject, same_object: bool = True) -> None:
+    """`other` is the same physical object as `keep` (or, not `same_object`, part of the same incident): its evidence
+    joins `keep`, whose key (and event) stays."""
     if other is keep:
+        return
+    if not same_object:
+        keep.track_ids += [track_id for track_id in other.track_ids if track_id not in keep.track_ids]
+        state.static_objects.remove(other)
         return
     if keep.class_name is None:  # a vehicle's box is its own; loose fragments add up
         keep.box = other.box if other.class_name is not None else union(keep.box, other.box)

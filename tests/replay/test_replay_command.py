@@ -2,13 +2,12 @@
 and a recording that replays to the same events without the model."""
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
 from tests.conftest import OFFLINE_MODEL, SHARED
-
-import pytest
 
 LOT_CLIP = SHARED / "data" / "video" / "person-bicycle-car-detection.gif"  # 3.4 s: a car and a cyclist in a lot
 
