@@ -8,6 +8,7 @@ start time the clip plays from an internal origin that is taken off again in eve
 """
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,9 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
 
 
 def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
-    """Detections messages recorded by an earlier replay (one JSON object per line), for this camera."""
-    with open(path) as lines:
+    """Detections messages recorded by an earlier replay (one JSON object per line, gzip-compressed when the name
+    ends in .gz), for this camera."""
+    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

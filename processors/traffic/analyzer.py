@@ -74,14 +74,18 @@ class TrafficAnalyzer:
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
         conditions = [
-            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq),
+            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
+                                   (detections.image_width, detections.image_height)),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
         ]
-        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks)
+        untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
+                     in zip(detections.xyxy, detections.track_id or [], detections.class_name, detections.confidence)
+                     if track_id == UNTRACKED]
+        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks, untracked)
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds)
         self._evict(now)

@@ -63,16 +63,16 @@ def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState
 
 
 def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob], now: float,
-                    seq: int) -> list[Condition]:
+                    seq: int, frame_size: tuple[int, int]) -> list[Condition]:
     """One condition per physical object at rest where it should not be: a crashed or stopped vehicle, or an unknown
     object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
     abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`."""
     thresholds = scene.thresholds
     vehicles = [track for track in seen if track.class_name in scene.vehicle_classes]
     queues = standing_queues(scene, state, vehicles, now)
-    evidence = gather_evidence(scene, state, seen, blobs, now)
+    evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
-                             thresholds.static_object_grace_seconds)
+                             thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects)
     conditions = []
     for obj in objects:
@@ -176,13 +176,22 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # vehicle pulling over, which slows down first.
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
+    for obj in objects:
+        if obj.crash or obj.class_name is None or obj not in state.static_objects:
+            continue
+        # Lost by the detector while still moving fast, and standing there since (the background model shows it):
+        # it stopped within a frame or two, hidden in its own dust or debris.
+        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
+                        and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
 
 
-    # Vehicles that stop around a crash (the other party, bystanders, a motorcycle thrown aside) are that incident.
+    # What comes to rest around a crash (the other party, bystanders stopping, a motorcycle thrown aside, debris)
+    # is that incident.
     for crash in [obj for obj in objects if obj.crash and obj in state.static_objects]:
         reach = CRASH_SCENE_DIAGONALS * math.hypot(crash.box[2] - crash.box[0], crash.box[3] - crash.box[1])
         centre = anchor_point(crash.box, Anchor.CENTER)
-        for other in [obj for obj in state.static_objects if obj is not crash and obj.class_name is not None]:
+        for other in [obj for obj in state.static_objects if obj is not crash]:
             if math.dist(centre, anchor_point(other.box, Anchor.CENTER)) <= reach:
                 merge_objects(state, crash, other, same_object=False)
 
@@ -313,13 +322,19 @@ def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: fl
     return conditions
 
 
-def pedestrian_area_scores(scene: Scene, tracks: list[TrackState]) -> dict[str, float]:
+def pedestrian_area_scores(scene: Scene, tracks: list[TrackState],
+                           untracked: list[tuple[tuple, str, float]]) -> dict[str, float]:
     """Per pedestrian area, the highest score of a vehicle or cyclist in it this frame (0 when there is none): the
-    frame-level anomaly score."""
-    return {area.id: max((pedestrian_area_score(scene, track) for track in tracks
-                          if track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)),
-                         default=0.0)
-            for area in scene.config.pedestrian_areas}
+    frame-level anomaly score. Detections the tracker has not confirmed yet count as standing still."""
+    scores = {}
+    for area in scene.config.pedestrian_areas:
+        tracked = [pedestrian_area_score(scene, track) for track in tracks
+                   if track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)]
+        unconfirmed = [confidence * STANDING_FACTOR for box, class_name, confidence in untracked
+                       if class_name in scene.vehicle_classes
+                       and scene.is_in(anchor_point(box, Anchor.BOTTOM_CENTER), area.polygon)]
+        scores[area.id] = max([*tracked, *unconfirmed], default=0.0)
+    return scores
 
 
 def pedestrian_area_score(scene: Scene, track: TrackState) -> float:

@@ -63,6 +63,8 @@ class StaticObject(State):
     last_evidence: float
     track_ids: list[int] = Field(default_factory=list, description="vehicle tracks that are this object")
     class_name: str | None = Field(default=None, description="the vehicle's class; None for an unknown object")
+    rest_point: tuple[float, float] | None = Field(default=None, description="where its vehicle came to rest "
+                                                   "(bottom centre); moving away from it restarts the clock")
     confidence: float
     crash: bool = Field(default=False, description="it came to rest through a collision or an abrupt stop")
     region: str | None = Field(default=None, description="the lane or zone it stands in")

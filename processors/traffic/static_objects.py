@@ -15,9 +15,11 @@ Pure functions over the analyzer state; the rules decide which objects are incid
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from processors.traffic.scene import Scene, box_intersection
+from cityguard.config_traffic import Anchor
+from processors.traffic.scene import Scene, anchor_point, box_intersection
 from processors.traffic.state import Box, StaticObject, TrackState, TrafficState
 from schemas import StaticBlob
 
@@ -43,8 +45,14 @@ def union(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
+def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = 4.0) -> bool:
+    """A box at the frame edge: its object may just have left the view."""
+    width, height = frame_size
+    return box[0] <= margin_px or box[1] <= margin_px or box[2] >= width - margin_px or box[3] >= height - margin_px
+
+
 def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob],
-                    now: float) -> list[Evidence]:
+                    now: float, frame_size: tuple[int, int]) -> list[Evidence]:
     """This frame's evidence of objects at rest."""
     seen_ids = {track.track_id for track in seen}
     evidence = [Evidence(track.box, track.rest_since, track, track.confidence) for track in seen
@@ -58,6 +66,17 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
             # Lost by the detector, still there for the background model: the vehicle has not left.
             track.held_at = now
             evidence.append(Evidence(track.box, track.rest_since, track, track.confidence))
+    for track in state.tracks.values():
+        if (track.track_id in seen_ids or track.track_id in held or track.class_name not in scene.vehicle_classes
+                or touches_edge(track.box, frame_size)):
+            continue
+        # Lost while moving, away from the frame edge, and something has stood where it was since about then:
+        # it stopped there, hidden (dust, smoke, debris, occlusion), instead of driving on.
+        stopped = [blob for blob in blobs if overlap(track.box, blob.xyxy) >= SAME_OBJECT_OVERLAP
+                   and blob.static_since >= track.last_seen - 1.0]
+        if stopped:
+            track.held_at = now
+            evidence.append(Evidence(track.box, min(blob.static_since for blob in stopped), track, track.confidence))
     for blob in blobs:
         area = (blob.xyxy[2] - blob.xyxy[0]) * (blob.xyxy[3] - blob.xyxy[1])
         if not any(box_intersection(blob.xyxy, track.box) >= MOVING_COVER * area for track in moving):
@@ -66,7 +85,7 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
 
 
 def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int, Box], now: float, seq: int,
-                   grace_s: float) -> list[StaticObject]:
+                   grace_s: float, stationary_fraction: float) -> list[StaticObject]:
     """Folds this frame's evidence into the objects at rest (`seen`: this frame's track boxes by track id); returns
     the objects alive now."""
     seen_ids = set(seen)
@@ -78,14 +97,20 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
             if item.track.track_id not in obj.track_ids:
                 obj.track_ids.append(item.track.track_id)
             if item.track.track_id == obj.track_ids[0]:
-                # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash).
+                # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash). Its
+                # rest time stays through box jitter; a vehicle that crept away and stopped again restarts it.
                 obj.class_name = item.track.class_name
                 boxes_now[obj.key] = item.box
+                point = anchor_point(item.box, Anchor.BOTTOM_CENTER)
+                tolerance = stationary_fraction * math.hypot(item.box[2] - item.box[0], item.box[3] - item.box[1])
+                if obj.rest_point is None or math.dist(point, obj.rest_point) > tolerance:
+                    obj.rest_point, obj.since = point, item.since
+                obj.since = min(obj.since, item.since)
             else:
                 boxes_now.setdefault(obj.key, obj.box)
         elif obj.class_name is None:
             boxes_now[obj.key] = union(boxes_now[obj.key], item.box) if obj.key in boxes_now else item.box
-        obj.since = min(obj.since, item.since)
+            obj.since = min(obj.since, item.since)
         obj.last_evidence = now
         obj.confidence = max(obj.confidence, item.confidence)
     for obj in state.static_objects:

@@ -106,3 +106,18 @@ def test_a_cyclist_riding_through_a_plaza_is_an_event_critical_when_the_plaza_is
 def test_a_parked_bicycle_in_a_plaza_is_no_event():
     frames = [frame(seq, [(1, "bicycle", (400.0, 300.0, 440.0, 360.0)), *crowd(6)]) for seq in range(50)]
     assert not [e for e in opened(run(frames, PLAZA)) if e.type == "vehicle_in_pedestrian_area"]
+
+
+def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
+    """The detector loses a truck in its own dust as it stops; the background model finds it standing there."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 200.0 + 80 * min(t, 4.0)  # 2 box heights per second in the eastbound lane until lost at 4 s
+        objects = [(9, "truck", (x - 40, 400.0, x + 40, 440.0))] if t < 4 else []
+        # Static since 4.4 s, reported from 7.4 s (the background model's 3 s), split into fragments at times.
+        blobs = [((505.0, 402.0, 545.0, 438.0), T0 + 4.4), ((548.0, 404.0, 578.0, 436.0), T0 + 4.4)] if t >= 7.4 else []
+        frames.append(frame(seq, objects, blobs))
+    events = opened(run(frames))
+    assert [(e.type, e.severity.value, e.track_ids) for e in events] == [("collision", "critical", [9])]
+    assert events[0].started_at - (T0 + 4.0) <= 10
