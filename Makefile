@@ -3,10 +3,15 @@ SHELL := /bin/bash
 VENV := .venv
 export YOLO_OFFLINE ?= 1
 
-.PHONY: setup run test test-fast bench docs
+.PHONY: setup lock run test test-fast bench docs
 
 setup:
 	bash infra/setup.sh
+
+# Regenerates requirements.lock (and requirements-nodeps.lock) from pyproject.toml after a dependency change;
+# pins already locked stay unless UPGRADE=1 (make lock UPGRADE=1 moves everything to the newest allowed).
+lock:
+	bash infra/lock.sh
 
 run: setup
 	$(VENV)/bin/cityguard up $(ARGS)
@@ -21,4 +26,4 @@ bench: setup
 	$(VENV)/bin/cityguard bench inference
 
 docs: setup
-	$(VENV)/bin/python -m cityguard.config_reference --write
+	$(VENV)/bin/python -m schemas.settings.reference --write

@@ -10,22 +10,29 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from cityguard.config import DEFAULT_CONFIG, ConfigError, load_config
+from infra.assets import AssetError, UnknownAssetError
+from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 # Modules with a `register(commands, add_command)` function, in the order their commands are listed.
-COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "cityguard.commands_model", "cityguard.commands_alerts",
-                   "cityguard.commands_eval", "cityguard.commands_cameras", "cityguard.commands_crowd"]
+COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "cityguard.commands_model",
+                   "cityguard.commands_alerts", "cityguard.commands_eval", "cityguard.commands_cameras",
+                   "cityguard.commands_crowd", "cityguard.commands_dataset", "cityguard.commands_ignore"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cityguard", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=os.environ.get("CITYGUARD_LOG_LEVEL", "INFO"))
+    parser = OneLineParser(prog="cityguard", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("CITYGUARD_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("CITYGUARD_DEBUG") == "1",
+                        help="show the traceback of an error instead of one line")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_command(subparsers, name: str, help_text: str, handler, needs_config: bool = True):
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if needs_config:
             sub.add_argument("--config", type=Path,
                              default=Path(os.environ.get("CITYGUARD_CONFIG", DEFAULT_CONFIG)),
@@ -43,14 +50,46 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = None
-    if args.needs_config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(f"cityguard: {exc}", file=sys.stderr)
-            return 2
-    return int(args.handler(args, config) or 0)
+    config_path = args.config if args.needs_config else None
+    return run_reporting_errors(lambda: args.handler(args, load_config(config_path) if config_path else None),
+                                debug=args.debug)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (with where to find the usage) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
+    """Runs a command; a failure becomes one line `cityguard: error: ...` on stderr and an exit status: 2 for what the
+    user gave (configuration, paths, values, asset names), 1 for failures while running. --debug re-raises instead."""
+    usage_errors = (ConfigError, UnknownAssetError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                    ValueError)
+    self_explaining = (ConfigError, AssetError, OSError)  # messages that need no exception name
+    try:
+        return int(command() or 0)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # SystemExit("reason") from a stage; numeric exit codes pass through
+        if debug or not isinstance(exc.code, str):
+            raise
+        print(f"cityguard: error: {exc.code}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:
+            text = f"{exc.strerror}: {exc.filename}"
+        elif type(exc).__module__.split(".")[0] in ("kafka", "aiokafka"):
+            text = (f"Kafka: {text.removeprefix(type(exc).__name__ + ': ') or type(exc).__name__} (is the broker "
+                    "in broker.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS running?)")
+        elif not isinstance(exc, self_explaining) or not text:
+            text = f"{type(exc).__name__}: {text} (--debug shows the traceback)" if text else type(exc).__name__
+        print(f"cityguard: error: {text}", file=sys.stderr)
+        return 2 if isinstance(exc, usage_errors) else 1

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from cityguard.config import Config
+from schemas.settings.config import Config
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
 DATASOURCE_UID = "cityguard-prometheus"

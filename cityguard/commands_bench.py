@@ -9,14 +9,14 @@ import argparse
 import importlib
 from pathlib import Path
 
-from cityguard.config import load_config
+from schemas.settings.config import load_config
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     # name: (module, one-line description)
-    "pipeline": ("cityguard.evaluation.pipeline_bench", "a clip through the whole pipeline vs the bare model"),
-    "inference": ("processors.inference_bench", "inference consumer on the embedded broker vs a bare model loop"),
-    "capture": ("producers.benchmark", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
-    "density-map": ("processors.crowd.bench_density_map", "CSRNet density-map counter: seconds per frame"),
+    "pipeline": ("cityguard.bench.pipeline", "a clip through the whole pipeline vs the bare model"),
+    "inference": ("cityguard.bench.inference", "inference consumer on the embedded broker vs a bare model loop"),
+    "capture": ("cityguard.bench.capture", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
+    "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
 }
 
 

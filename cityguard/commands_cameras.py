@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from cityguard.config import Config, ConfigError, parse_config
-from cityguard.config_capture import ProducerConfig, SourceKind
+from schemas.settings.capture import ProducerConfig, SourceKind
+from schemas.settings.config import Config, ConfigError, parse_config
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}

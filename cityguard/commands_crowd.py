@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cityguard.config_crowd import CalibrationConfig
-from processors.crowd.calibration import (
+from schemas.calibration import (
     degeneracy_problems,
     fit_homography,
     reprojection_errors,
 )
-from processors.geometry import polygon_area
+from schemas.geometry import polygon_area
+from schemas.settings.crowd import CalibrationConfig
 
 
 def register(commands, add_command) -> None:

@@ -62,20 +62,12 @@ def register(commands, add_command) -> None:
     events.add_argument("--out", type=Path, default=Path("var/eval/events"))
 
 
-def eval_detector(config, confidence: float):
-    """The configured model and backend keeping boxes down to `confidence` (a PR curve needs the low ones)."""
-    from processors.detector import create_detector
-
-    model = config.model.model_copy(update={"confidence": confidence})
-    return create_detector(config.model_copy(update={"model": model}))
-
-
 def run_detector_eval(args, config) -> int:
     from cityguard.evaluation.loaders import default_labels_folder
     from cityguard.evaluation.report import detector_report
-    from cityguard.evaluation.runners import evaluate_detector
+    from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
 
-    detector = eval_detector(config, 0.001)  # the usual mAP floor
+    detector = evaluation_detector(config, 0.001)  # the usual mAP floor
     variants = {"plain": detector, **({"tiled": tiled_detector(config, detector)} if args.tiling else {})}
     confidence = config.model.confidence if args.confidence is None else args.confidence
     labels = args.labels or default_labels_folder(args.images)
@@ -94,7 +86,13 @@ def run_count_eval(args, config) -> int:
     from cityguard.evaluation.counting import DEFAULT_SIZE_EDGES
     from cityguard.evaluation.loaders import image_files, load_count_csv
     from cityguard.evaluation.report import count_report
-    from cityguard.evaluation.runners import detector_counts, evaluate_counts, infer_truth_format, true_counts
+    from cityguard.evaluation.runners import (
+        detector_counts,
+        evaluate_counts,
+        evaluation_detector,
+        infer_truth_format,
+        true_counts,
+    )
 
     images = image_files(args.images)
     truth = true_counts(images, args.truth, args.truth_format or infer_truth_format(args.truth),
@@ -108,7 +106,7 @@ def run_count_eval(args, config) -> int:
         source = str(args.predictions)
     else:
         confidence = config.model.confidence if args.confidence is None else args.confidence
-        detector = eval_detector(config, confidence)
+        detector = evaluation_detector(config, confidence)
         counter = tiled_detector(config, detector) if args.tiling else detector
         predicted = detector_counts(counter, images, confidence)
         source = counter.name

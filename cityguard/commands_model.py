@@ -1,11 +1,17 @@
-"""`cityguard model ...`: export models for the inference backends, offline."""
+"""`cityguard model ...`: export models for the inference backends (offline), fine-tune on the site's dataset, the
+model registry, the promotion gate and roll-back. Inference workers follow the registry's serving pointer."""
 from __future__ import annotations
 
+import argparse
+import json
+import time
 from pathlib import Path
+
+from cityguard.training.train import AUGMENTATION_ARGS
 
 
 def register(commands, add_command) -> None:
-    model = commands.add_parser("model", help="export models and build calibration sets")
+    model = commands.add_parser("model", help="export, train, register, gate and roll back models")
     actions = model.add_subparsers(dest="model_command", required=True)
 
     export = add_command(actions, "export", "export a model with ultralytics (openvino, onnx, TensorRT engine)",
@@ -24,10 +30,11 @@ def register(commands, add_command) -> None:
     calibration.add_argument("videos", nargs="+")
     calibration.add_argument("--out", type=Path, default=Path("var/calibration"))
     calibration.add_argument("--frames", type=int, default=100)
+    register_training(actions, add_command)
 
 
 def run_export(args, config) -> int:
-    from processors.model_export import export_model
+    from processors.inference.export import export_model
 
     path = export_model(args.weights, args.export_format, args.imgsz, args.half, args.int8, args.data, args.batch)
     print(f"exported: {path}")
@@ -35,8 +42,199 @@ def run_export(args, config) -> int:
 
 
 def run_calibration_set(args, config) -> int:
-    from processors.model_export import build_calibration_set
+    from processors.inference.export import build_calibration_set
 
     dataset = build_calibration_set(args.videos, args.out, args.frames)
     print(f"calibration set: {dataset} (use with: cityguard model export --int8 --data {dataset})")
+    return 0
+
+
+def _setting(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_registry_option(parser) -> None:
+    parser.add_argument("--registry", type=Path, default=None,
+                        help="model registry folder (default: the configured model.registry)")
+
+
+def register_training(actions, add_command) -> None:
+    train = add_command(actions, "train", "fine-tune with ultralytics on a dataset and register the result as a "
+                        "candidate version", run_train)
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="the dataset's data.yaml (cityguard dataset build)")
+    source.add_argument("--resume", type=Path, help="a run folder to continue from its last checkpoint")
+    train.add_argument("--base", default="yolo11n.pt",
+                       help="weights to fine-tune, or a model .yaml to train from scratch (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--imgsz", type=int, default=640)
+    train.add_argument("--batch", type=int, default=16)
+    train.add_argument("--freeze", type=int, default=None, help="keep the first N layers' weights (10: the backbone)")
+    train.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
+    train.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: ultralytics picks)")
+    train.add_argument("--workers", type=int, default=2, help="data loader processes")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--augment", type=_setting, action="append", default=[],
+                       help=f"NAME=VALUE augmentation setting; names: {', '.join(AUGMENTATION_ARGS)}")
+    train.add_argument("--runs", type=Path, default=Path("var/models/runs"), help="folder of training runs")
+    train.add_argument("--name", default=None, help="run folder name (default: the start time)")
+    add_registry_option(train)
+
+    registered = add_command(actions, "register", "add an existing model (e.g. an OpenVINO export) to the registry",
+                             run_register)
+    registered.add_argument("weights", type=Path)
+    registered.add_argument("--note", default="", help="where it comes from")
+    registered.add_argument("--serve", action="store_true",
+                            help="make it the serving model at once, without the gate (the site's first model)")
+    add_registry_option(registered)
+
+    listing = add_command(actions, "list", "registered versions, the serving one marked", run_list)
+    add_registry_option(listing)
+
+    gate = add_command(actions, "gate", "compare a candidate with the serving model on the site's labelled set and "
+                       "false alarms; with --promote, serve it if it passes", run_gate)
+    gate.add_argument("version", help="the candidate version, e.g. v3")
+    gate.add_argument("--images", type=Path, required=True, help="the site's labelled images (e.g. dataset images/val)")
+    gate.add_argument("--labels", type=Path, default=None, help="their YOLO labels (default: images -> labels)")
+    gate.add_argument("--false-alarms", type=Path, default=Path("var/hard-negatives"),
+                      help="folder of marked false alarms (the check is left out if absent)")
+    gate.add_argument("--rule-classes", type=_names, default=None,
+                      help="class names whose AP must not drop (default: those the site's rules use)")
+    gate.add_argument("--tolerance", type=float, default=0.0, help="how far a figure may fall and still pass")
+    gate.add_argument("--promote", action="store_true", help="make the candidate the serving model if it passes")
+    gate.add_argument("--out", type=Path, default=None, help="report folder (default: var/models/gate/<version>)")
+    add_registry_option(gate)
+
+    rollback = add_command(actions, "rollback", "serve the previously promoted version again", run_rollback)
+    add_registry_option(rollback)
+
+
+def model_registry(args, config):
+    from processors.inference.model_registry import ModelRegistry
+
+    if args.registry is not None:
+        return ModelRegistry(args.registry)
+    if config.model.registry is None:
+        raise SystemExit("cityguard model: set model.registry in the configuration, or pass --registry")
+    return ModelRegistry(Path(config.resolve_path(config.model.registry)))
+
+
+def run_train(args, config) -> int:
+    from cityguard.training.train import TrainSettings, register_run, resume, train
+
+    if args.resume:
+        try:
+            recorded = json.loads((args.resume / "cityguard-train.json").read_text())
+            settings, data = TrainSettings(**recorded["settings"]), Path(recorded["data"])
+            run = resume(args.resume)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"cityguard model train: {exc}") from None
+    else:
+        try:
+            settings = TrainSettings(args.base, args.epochs, args.imgsz, args.batch, args.freeze, args.patience,
+                                     args.device, args.workers, args.seed, dict(args.augment))
+        except ValueError as exc:
+            raise SystemExit(f"cityguard model train: {exc}") from None
+        data = args.data
+        name = args.name or time.strftime("%Y%m%d-%H%M%S")
+        run_dir = args.runs / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # What resume needs to register the run the same way (ultralytics keeps its own args in the checkpoint).
+        (run_dir / "cityguard-train.json").write_text(json.dumps(
+            {"data": str(data.resolve()), "settings": settings.__dict__}, indent=2))
+        run = train(data, settings, args.runs, name)
+    model = register_run(model_registry(args, config), run, data, settings)
+    print(f"registered candidate {model.version}: {model.weights} (curves: {run.curves})")
+    for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)"):
+        if key in run.metrics:
+            print(f"  {key}: {run.metrics[key]:.3f}")
+    return 0
+
+
+def run_register(args, config) -> int:
+
+    registry = model_registry(args, config)
+    model = registry.register(args.weights, {"kind": "imported", "source": str(args.weights.resolve()),
+                                             "note": args.note, "created": time.time()})
+    print(f"registered {model.version}: {model.weights}")
+    if args.serve:
+        registry.promote(model.version, "registered as serving without the gate")
+        print(f"serving {model.version}")
+    return 0
+
+
+def run_list(args, config) -> int:
+
+    registry = model_registry(args, config)
+    serving = registry.pointer()["version"]
+    for version in registry.versions():
+        run = registry.get(version).run
+        mark = "*" if version == serving else " "
+        map50 = run.get("metrics", {}).get("metrics/mAP50(B)")
+        print(f"{mark} {version} {run.get('kind', '')} {run['weights']}"
+              + (f" mAP50(train val) {map50:.3f}" if map50 is not None else "")
+              + (f" parent {run['parent']}" if run.get("parent") else ""))
+    return 0
+
+
+def rule_class_names(config) -> list[str]:
+    """Classes the site's rules act on: people where crowd zones are drawn, vehicles where a traffic scene is."""
+    names = ["person"] if any(camera.zones for camera in config.cameras) else []
+    for camera in config.cameras:
+        if camera.scene is not None:
+            names += [name for name in camera.scene.vehicle_classes if name not in names]
+    return names
+
+
+def run_gate(args, config) -> int:
+    from cityguard.evaluation.loaders import default_labels_folder
+    from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
+    from cityguard.training.dataset import read_false_alarms
+    from cityguard.training.gate import decide, repeated_false_alarms, write_report
+    registry = model_registry(args, config)
+    try:
+        candidate_model = registry.get(args.version)
+    except KeyError as exc:
+        raise SystemExit(f"cityguard model gate: {exc.args[0]}") from None
+    serving_model = registry.serving()
+    # Both keep boxes down to 0.001, the usual mAP floor, so the PR curves are complete. Without a serving version
+    # the candidate is compared with the configured model.
+    serving = evaluation_detector(config, 0.001, serving_model.weights if serving_model else None)
+    candidate = evaluation_detector(config, 0.001, candidate_model.weights)
+    serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
+    confidence = config.model.confidence
+    labels = args.labels or default_labels_folder(args.images)
+    results = [evaluate_detector(detector, args.images, labels, confidence) for detector in (serving, candidate)]
+    false_alarms = None
+    if args.false_alarms.is_dir():
+        marked = [(record.image, record.wrong) for record in read_false_alarms(args.false_alarms, serving.names)]
+        if marked:
+            false_alarms = (repeated_false_alarms(serving, marked, confidence),
+                            repeated_false_alarms(candidate, marked, confidence))
+    rule_classes = args.rule_classes if args.rule_classes is not None else rule_class_names(config)
+    report = decide(*results, rule_classes, false_alarms, args.tolerance, serving_name, args.version)
+    path = write_report(report, args.out or Path("var/models/gate") / args.version)
+    print(f"{args.version}: {report.reason}")
+    print(f"report: {path}")
+    if report.promoted and args.promote:
+        registry.promote(args.version, report.reason)
+        print(f"serving {args.version}")
+    return 0 if report.promoted else 1
+
+
+def run_rollback(args, config) -> int:
+
+    try:
+        model = model_registry(args, config).rollback()
+    except ValueError as exc:
+        raise SystemExit(f"cityguard model rollback: {exc}") from None
+    print(f"serving {model.version} again: {model.weights}")
     return 0

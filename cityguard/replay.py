@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityguard.config import CameraConfig, Config
 from cityguard.stages import (
     build_density_counter,
     build_detectors,
     build_static_blobs,
     build_trackers,
 )
-from processors.camera_analytics import analyzers_for
-from processors.inference import FrameEnricher, decode_frame, to_message
+from processors.analytics.registry import analyzers_for
+from processors.inference.stage import FrameEnricher, decode_frame, to_message
 from producers.capture import encode_jpeg, sample_frames
 from schemas import Detections, Event, Frame, encode
+from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
 
@@ -71,7 +71,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
         if isinstance(outcome, str):
             raise ReplayError(f"{clip}: frame {seq}: {outcome}")
         result, model_name = outcome
-        yield enricher.enrich(item, to_message(item.frame, result, model_name))
+        yield enricher.enrich(item, to_message(item.frame, result, model_name, detectors.version))
 
 
 def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from cityguard.config import Config
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +70,43 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
 
 def tiled_detector(config: Config, detector):
     """`detector` wrapped in the configured tiling (slices, overlap, NMS merge)."""
-    from processors.tiling import TiledDetector
+    from processors.inference.tiling import TiledDetector
 
     tiling = config.model.tiling
     return TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
 
 
-def build_detectors(config: Config):
-    from processors.detector import create_detector
-    from processors.inference import CameraDetectors
+def build_detectors(config: Config, serving=None):
+    """The configured detectors, loading the registry version `serving` (a ModelVersion) instead of the configured
+    weights when one is given."""
+    from processors.inference.backends.registry import create_detector
+    from processors.inference.stage import CameraDetectors
 
+    if serving is not None:
+        model = config.model.model_copy(update={"weights": str(serving.weights), "offline_weights": None})
+        config = config.model_copy(update={"model": model})
     detector = create_detector(config)
     tiled_cameras = config.model.tiling.cameras
     tiled = tiled_detector(config, detector) if tiled_cameras else None
     return CameraDetectors(detector, tiled, frozenset(tiled_cameras), config.model.confidence,
-                           config.model.class_confidence)
+                           config.model.class_confidence, serving.version if serving is not None else None)
+
+
+def serving_model(config: Config):
+    """The registry's serving version and a swapper that follows its pointer, or (None, None) without a registry."""
+    from processors.inference.model_registry import ModelRegistry, ServingWatcher
+    from processors.inference.model_swap import ModelSwapper
+
+    if config.model.registry is None:
+        return None, None
+    watcher = ServingWatcher(ModelRegistry(Path(config.resolve_path(config.model.registry))))
+    serving = watcher.current()
+    log.info("model registry %s: serving %s", watcher.registry.root, serving.version if serving else "none yet")
+    return serving, ModelSwapper(watcher, lambda model: build_detectors(config, model))
 
 
 def build_trackers(config: Config):
-    from processors.tracking import TrackerPool
+    from processors.inference.tracking import TrackerPool
 
     if not config.model.tracking.enabled:
         return None
@@ -96,25 +115,26 @@ def build_trackers(config: Config):
 
 def build_static_blobs(config: Config):
     """The background model of every camera with a traffic scene, or None when there is none."""
-    from processors.traffic.blobs import StaticBlobPool
+    from processors.inference.static_blobs import StaticBlobPool
 
     traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
     return StaticBlobPool(traffic_cameras) if traffic_cameras else None
 
 
 def build_density_counter(config: Config):
-    from processors.crowd.density_map import DensityMapCounter
+    from processors.inference.density_map import DensityMapCounter
 
     return DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
 
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
-    from processors.inference import InferenceWorker
+    from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
-    detectors = build_detectors(config)
+    serving, model_swapper = serving_model(config)
+    detectors = build_detectors(config, serving)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
     group = config.group_id("inference")
     consumer = make_consumer(servers, group, config.broker.topics.frames)
@@ -122,7 +142,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config),
                         build_static_blobs(config), resolve_frame=open_frame_store(config).resolve,
-                        density_counter=build_density_counter(config)).run(stop)
+                        density_counter=build_density_counter(config), model_swapper=model_swapper).run(stop)
     finally:
         producer.flush()
         consumer.close()
@@ -130,7 +150,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
 
 def run_analyze(config: Config, loglevel: str) -> None:
-    from processors.analytics_app import run_worker
+    from processors.analytics.stage import run_worker
 
     run_worker(config, require_bootstrap(config), loglevel)
 

@@ -16,11 +16,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityguard.config import Config
 from infra.broker import broker_for
 from infra.kafka import make_consumer
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
+from schemas.settings.config import Config
 
 # Stage name -> its cityguard subcommand, in start order (sinks first, the producer last).
 STAGES = {

@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cityguard.config import Config
 from infra.kafka import create_topics
 from infra.process import child_preexec, terminate
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,20 @@
 """Kafka client settings in one place, including what the embedded Tansu broker needs.
 
-See ../shared/reference/broker-tansu.md: rebalances take about half the session timeout, so it is 6 s; lag comes
+Tansu facts: rebalances take about half the session timeout, so it is 6 s; lag comes
 from the fetch high-watermark because ListOffsets is wrong for multi-record batches; faust table recovery needs
 one record per batch. crc32c must be importable or kafka-python checksums at ~12 MB/s.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from prometheus_client import Gauge
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Gauge
 
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
@@ -88,6 +89,14 @@ def flush_confirmed(producer: KafkaProducer, futures: list, timeout_s: float = 6
             future.get(timeout=0 if future.is_done else timeout_s)
         except KafkaError as exc:
             raise ProduceFailed(f"produce failed: {type(exc).__name__}: {exc}") from exc
+
+
+async def deliveries_confirmed(deliveries: list) -> None:
+    """flush_confirmed for asyncio delivery futures (faust's sends): returns once every one is acknowledged."""
+    outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise ProduceFailed(f"produce failed: {type(outcome).__name__}: {outcome}") from outcome
 
 
 def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:

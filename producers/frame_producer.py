@@ -21,8 +21,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
-from cityguard.config import CameraConfig, Config
-from cityguard.config_capture import ProducerConfig
+from infra import assets
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import (
     CameraUnavailable,
@@ -34,6 +33,8 @@ from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
 from schemas import CameraState, CameraStatus, Frame, encode
+from schemas.settings.capture import ProducerConfig
+from schemas.settings.config import CameraConfig, Config
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class CameraReader:
                  realtime: bool, max_frames: int | None):
         self.camera = camera
         self.settings = config.producer
-        self.source = config.resolve_path(camera.source)
+        self.source = config.resolve_path(assets.resolve(camera.source))
         self.queue = queue
         self.health = health
         self.resolver = resolver

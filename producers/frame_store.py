@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from cityguard.config import Config
+from schemas.settings.config import Config
 
 LOCAL_PREFIX = "local:"
 LOCAL_REF = re.compile(r"^local:([A-Za-z0-9][A-Za-z0-9_.-]*)/([0-9]+)\.jpg$")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from cityguard.config_capture import ProducerConfig
 from schemas import CameraState, CameraStatus
+from schemas.settings.capture import ProducerConfig
 
 THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enough for every frame
 

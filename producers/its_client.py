@@ -1,4 +1,4 @@
-"""Client of the Korean ITS national CCTV open API (`cctvInfo`), see ../shared/reference/its-cctv-api.md.
+"""Client of the Korean ITS national CCTV open API (`cctvInfo`).
 
 The API has no stable camera id and its stream URLs are tokenised and expire, so a camera is identified by name and
 coordinates (`stable_camera_id`, `ItsCameraRef`) and its URL is looked up again when a stream fails (`ItsResolver`).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 from xml.etree import ElementTree
 
-from cityguard.config_capture import ItsCameraRef, ProducerConfig
+from schemas.settings.capture import ItsCameraRef, ProducerConfig
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ class ItsClient:
         if road_type not in ROAD_TYPES:
             raise ItsRequestError(f"road type {road_type!r} is not one of {', '.join(ROAD_TYPES)}")
         if cctv_type not in CCTV_TYPES:
-            raise ItsRequestError(f"cctv type {cctv_type!r} is not one of 1 (HLS), 2 (MP4), 3 (still image), 4 (HLS https)")
+            raise ItsRequestError(f"cctv type {cctv_type!r} is not one of 1 (HLS), 2 (MP4), 3 (still image), "
+                                  "4 (HLS https)")
         if get_type not in ("json", "xml"):
             raise ItsRequestError(f"getType {get_type!r} is not json or xml")
         query = urllib.parse.urlencode({

@@ -32,6 +32,8 @@ class Detections(Message):
     image_width: int = Field(gt=0)
     image_height: int = Field(gt=0)
     model: str = Field(description="model that produced the detections")
+    model_version: str | None = Field(
+        default=None, description="model registry version (e.g. v3) that produced them; None outside the registry")
     inference_ms: FiniteFloat = Field(ge=0, description="model time spent on this frame, milliseconds")
     # Finite numbers only: one NaN box would poison every analyzer state it reaches.
     xyxy: list[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(

@@ -27,7 +27,7 @@ _RANKS = {level: index - 1 for index, level in enumerate(RiskLevel)}
 
 
 class CountSource(str, Enum):
-    """Which counter a zone's people count came from (processors.crowd.counting documents the rule)."""
+    """Which counter a zone's people count came from (processors.analytics.crowd.counting documents the rule)."""
 
     DETECTOR = "detector"
     DENSITY_MODEL = "density_model"
@@ -83,7 +83,8 @@ class ZoneMetrics(Message):
     peak_local_density_per_m2: float | None = Field(default=None, ge=0)
     mean_speed_m_per_s: float | None = Field(default=None, ge=0)
     velocity_variance_m2_per_s2: float | None = Field(default=None, ge=0)
-    crowd_pressure_per_s2: float | None = Field(default=None, ge=0, description="peak local density x velocity variance")
+    crowd_pressure_per_s2: float | None = Field(default=None, ge=0,
+                                                description="peak local density x velocity variance")
     flow_regime: FlowRegime = FlowRegime.UNKNOWN
     # Flow through the zone's counting lines.
     inflow: int = Field(default=0, ge=0, description="crossings into the zone during the window")

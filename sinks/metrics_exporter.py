@@ -14,12 +14,20 @@ from collections import OrderedDict
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from cityguard.config import Config
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
 from schemas import (
-    PERSON_CLASS_ID, DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, SchemaError, ZoneMetrics,
+    PERSON_CLASS_ID,
+    DeadLetter,
+    Detections,
+    Event,
+    EventState,
+    LineCounts,
+    RiskLevel,
+    SchemaError,
+    ZoneMetrics,
     decode,
 )
+from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from infra.assets import asset_path
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-VTEST = SHARED / "data" / "video" / "vtest.avi"
-CAR_CLIP = SHARED / "data" / "video" / "car-detection.mp4"
-OFFLINE_MODEL = SHARED / "models" / "yolo11n_int8_openvino_model"
+# The sample clips and offline models, from the shared folder beside the repository or fetched once into the cache.
+VTEST = asset_path("vtest.avi")
+CAR_CLIP = asset_path("car-detection.mp4")
+LOT_CLIP = asset_path("person-bicycle-car-detection.gif")  # 3.4 s, 480x270: a car and a cyclist in a paved lot
+OFFLINE_MODEL = asset_path("yolo11n_int8_openvino_model")
+ONNX_MODEL = asset_path("yolov8n_dynint8.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +41,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
 
     import yaml
 
-    from cityguard.config import load_config
+    from schemas.settings.config import load_config
 
     suffix = f"{name}-{uuid.uuid4().hex[:8]}"
     data = {
@@ -66,7 +70,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
 @pytest.fixture(scope="session")
 def detector():
     """The offline COCO yolo11n (OpenVINO int8) used by every test that runs the real model."""
-    from processors.detector import YoloDetector
+    from processors.inference.backends.ultralytics import YoloDetector
 
     return YoloDetector(str(OFFLINE_MODEL))
 

@@ -4,7 +4,7 @@ import time
 import cv2
 import pytest
 
-from processors.inference import decode_frame
+from processors.inference.stage import decode_frame
 from producers.frame_store import LocalFrameStore
 from schemas import Frame, SchemaError, encode
 from tests.conftest import VTEST, video_frames

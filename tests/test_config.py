@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cityguard.config import DEFAULT_CONFIG, ConfigError, load_config
 from cityguard.cli import main
+from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 CAMERA = {"id": "cam1", "source": "video.mp4", "zones": [
     {"id": "z1", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "area_m2": 50}]}
@@ -73,7 +73,7 @@ def test_unreadable_configuration(tmp_path):
 
 
 def test_readme_configuration_reference_is_current():
-    from cityguard.config_reference import README, readme_with_reference
+    from schemas.settings.reference import README, readme_with_reference
 
     text = README.read_text()
-    assert readme_with_reference(text) == text, "run: .venv/bin/python -m cityguard.config_reference --write"
+    assert readme_with_reference(text) == text, "run: .venv/bin/python -m schemas.settings.reference --write"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from processors.geometry import PolygonZone, points_in_polygon, polygon_area, polygon_is_simple, segments_intersect
+from schemas.geometry import PolygonZone, points_in_polygon, polygon_area, polygon_is_simple, segments_intersect
 
 SQUARE = [(0, 0), (10, 0), (10, 10), (0, 10)]
 

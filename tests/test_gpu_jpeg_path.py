@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from processors.gpu_detector import GpuJpegDetector, letterbox_gpu
-from processors.inference import CameraDetectors, decode_frame
+from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, letterbox_gpu
+from processors.inference.stage import CameraDetectors, decode_frame
 from schemas import Frame, SchemaError, encode
 from tests.conftest import VTEST, video_frames
 

@@ -1,7 +1,7 @@
 """The analytics stage's judgement of each input frame against the offset its state expects."""
 from __future__ import annotations
 
-from processors.input_positions import Verdict, judge
+from processors.analytics.input_positions import Verdict, judge
 
 
 def test_partition_without_state_applies_whatever_comes_first():

@@ -2,9 +2,8 @@
 import pytest
 from prometheus_client import REGISTRY
 
-from cityguard.config import Config
-
 from schemas import Event, EventState, Severity
+from schemas.settings.config import Config
 from sinks.metrics_exporter import MetricsSink, OpenEvents, RecentKeys
 
 

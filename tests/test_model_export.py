@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from cityguard.cli import main
-from processors.model_export import export_model
+from processors.inference.export import export_model
 from tests.conftest import CAR_CLIP, VTEST
 
 
@@ -22,7 +22,7 @@ def test_int8_without_calibration_data_is_refused():
 
 @pytest.mark.slow
 def test_onnx_export_loads_in_the_detector(tmp_path, monkeypatch):
-    from processors.detector import YoloDetector
+    from processors.inference.backends.ultralytics import YoloDetector
     from tests.conftest import video_frames
 
     monkeypatch.chdir(tmp_path)

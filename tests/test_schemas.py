@@ -3,7 +3,17 @@ import numpy as np
 import pytest
 
 from schemas import (
-    DeadLetter, Detections, Event, EventState, Frame, FrameRef, RiskLevel, SchemaError, Severity, ZoneMetrics, decode,
+    DeadLetter,
+    Detections,
+    Event,
+    EventState,
+    Frame,
+    FrameRef,
+    RiskLevel,
+    SchemaError,
+    Severity,
+    ZoneMetrics,
+    decode,
     encode,
 )
 

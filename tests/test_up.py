@@ -7,20 +7,57 @@ import time
 
 import psutil
 import pytest
+import yaml
 
+from infra.assets import CATALOGUE, asset_path
+from tests.asset_server import canonical_tree, serving
 from tests.conftest import REPO, pipeline_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
-    # Its own embedded broker (no bootstrap servers anywhere), free metrics ports, a looping camera.
-    config, path = pipeline_config(tmp_path, "up", bootstrap="unused",
+def site_with_assets_by_name(tmp_path):
+    """A site whose clip and offline model are asset names, as in configs/demo.yaml."""
+    _, path = pipeline_config(tmp_path, "up", bootstrap="unused",
                                    broker={"partitions": 2},
                                    alerting={"receiver": {"port": 0}, "store_url": f"sqlite:///{tmp_path}/i.sqlite"})
-    env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"}
+    site = yaml.safe_load(path.read_text())
+    site["model"]["offline_weights"] = "asset:yolo11n_int8_openvino_model"
+    site["cameras"][0]["source"] = "asset:vtest.avi"
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+def stand_in_asset_server(tmp_path):
+    """The site's assets served at their canonical URLs' paths, from this machine's copies."""
+    used = [CATALOGUE["vtest.avi"], CATALOGUE["yolo11n_int8_openvino_model"]]
+    content = {file.url: asset_path(asset.name) / file.path if asset.folder else asset_path(asset.name)
+               for asset in used for file in asset.files}
+    return serving(canonical_tree(tmp_path / "www", used, content))
+
+
+def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
+    # Its own embedded broker (no bootstrap servers anywhere), free metrics ports, a looping camera; and a machine
+    # without the shared folder, whose clip and model come from a server standing in for their public URLs.
+    path = site_with_assets_by_name(tmp_path)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("KAFKA_BOOTSTRAP_SERVERS", "CITYGUARD_ASSET_MIRROR")}
+    with stand_in_asset_server(tmp_path) as (asset_url, downloads):
+        env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
+                    "CITYGUARD_ASSET_CACHE": str(tmp_path / "cache"), "CITYGUARD_ASSET_BASE_URL": asset_url})
+        status_lines, descendants, rest, up = run_up_until_status(path, tmp_path, env)
+    assert up.returncode == 0, rest
+    assert "stopped: all stages and the broker" in rest
+    assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
+    survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"left behind: {[p.cmdline()[:4] for p in survivors]}"
+    assert len(downloads) >= 4 and (tmp_path / "cache" / "vtest.avi").is_file()  # the clip and the model's 3 files
+
+
+def run_up_until_status(path, tmp_path, env):
+    """Starts `cityguard up`, waits for three status lines with zone figures, then stops it with Ctrl-C."""
     up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
-                           str(tmp_path / "logs")], cwd=REPO, env={**env, "YOLO_OFFLINE": "1"},
+                           str(tmp_path / "logs")], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     status_lines, descendants = [], []
     try:
@@ -38,8 +75,4 @@ def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
-    assert up.returncode == 0, rest
-    assert "stopped: all stages and the broker" in rest
-    assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
-    survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not survivors, f"left behind: {[p.cmdline()[:4] for p in survivors]}"
+    return status_lines, descendants, rest, up

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cityguard.evaluation.scoring import PrecisionRecall
+from schemas.geometry import box_iou
 
 BACKGROUND = "background"
 
@@ -38,19 +39,6 @@ class Boxes:
 
     def select(self, mask: np.ndarray) -> Boxes:
         return Boxes(self.xyxy[mask], self.class_id[mask], self.confidence[mask])
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of xyxy boxes."""
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def match_predictions(truth: Boxes, predicted: Boxes, iou_threshold: float = 0.5) -> np.ndarray:
@@ -156,7 +144,7 @@ def confusion_matrix(pairs: list[tuple[Boxes, Boxes]], class_ids: list[int], nam
         iou = box_iou(truth.xyxy, predicted.xyxy)
         truth_free = np.ones(len(truth), dtype=bool)
         predicted_free = np.ones(len(predicted), dtype=bool)
-        for t, p in zip(*np.unravel_index(np.argsort(-iou, axis=None, kind="mergesort"), iou.shape)):
+        for t, p in zip(*np.unravel_index(np.argsort(-iou, axis=None, kind="mergesort"), iou.shape), strict=True):
             if iou[t, p] < iou_threshold:
                 break
             if truth_free[t] and predicted_free[p]:

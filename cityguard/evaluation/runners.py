@@ -21,8 +21,9 @@ from cityguard.evaluation.loaders import (
     load_yolo_labels,
     shanghaitech_truth_file,
 )
-from processors.inference import Detector
+from processors.inference.stage import Detector
 from schemas import PERSON_CLASS_ID
+from schemas.settings.config import Config
 
 TRUTH_FORMATS = ("csv", "shanghaitech", "mot")
 
@@ -43,6 +44,17 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def evaluation_detector(config: Config, confidence: float, weights: Path | None = None) -> Detector:
+    """The configured backend keeping boxes down to `confidence` (a PR curve needs the low ones), with the
+    configured model or the given `weights` (a candidate from the model registry)."""
+    from processors.inference.backends.registry import create_detector
+
+    update = {"confidence": confidence}
+    if weights is not None:
+        update |= {"weights": str(Path(weights).resolve()), "offline_weights": None}
+    return create_detector(config.model_copy(update={"model": config.model.model_copy(update=update)}))
+
+
 def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) -> Iterator[ImageResult]:
     """Detections per image, `batch_size` images per detector call (bounds memory on big folders)."""
     for first in range(0, len(paths), batch_size):
@@ -51,7 +63,7 @@ def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) ->
         for path, image, result in zip(batch, images, detector.detect(images), strict=True):
             height, width = image.shape[:2]
             yield ImageResult(path, width, height, Boxes.of(result.xyxy, result.class_id, result.confidence),
-                              dict(zip(result.class_id.tolist(), result.class_names)))
+                              dict(zip(result.class_id.tolist(), result.class_names, strict=True)))
 
 
 def evaluate_detector(detector: Detector, images_dir: Path, labels_dir: Path, confidence: float,
@@ -125,7 +137,7 @@ class CountResult:
     def to_json(self) -> dict:
         return {"overall": self.overall.to_json(), "by_crowd_size": {k: v.to_json() for k, v in self.by_size.items()},
                 "per_image": [{"image": name, "true": t, "predicted": p}
-                              for name, t, p in zip(self.images, self.true, self.predicted)], **self.extra}
+                              for name, t, p in zip(self.images, self.true, self.predicted, strict=True)], **self.extra}
 
 
 def evaluate_counts(images: list[Path], true: list[float], predicted: list[float],

@@ -22,9 +22,14 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
-from cityguard.config_alerting import (ContactConfig, RetryConfig, SmsChannelConfig, SoundChannelConfig,
-                                       WebhookChannelConfig)
 from schemas import Alert
+from schemas.settings.alerting import (
+    ContactConfig,
+    RetryConfig,
+    SmsChannelConfig,
+    SoundChannelConfig,
+    WebhookChannelConfig,
+)
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 

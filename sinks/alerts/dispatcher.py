@@ -30,13 +30,23 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Gauge
 
-from cityguard.config_alerting import AlertingConfig, ContactConfig, RouteConfig
 from schemas import Alert, EventState, Severity
+from schemas.settings.alerting import AlertingConfig, ContactConfig, RouteConfig
 from sinks.alerts.channels import Channel, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.routing import select_routes
-from sinks.alerts.store import (FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow,
-                                IncidentStore, subject_key)
+from sinks.alerts.store import (
+    FAILED,
+    NOTIFYING,
+    RETRYING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    AlertRow,
+    DeliveryRow,
+    IncidentStore,
+    subject_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +108,8 @@ class AlertDispatcher:
                     status, reason = SUPPRESSED, f"cooldown after alert {last.id} ({last.alert_id})"
         alert = self.store.create_alert(AlertRow(
             alert_id=alert_id, incident_id=notice.incident_id, severity=notice.severity.value,
-            camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject), routes=[route.id for route in routes], status=status, reason=reason,
+            camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject),
+            routes=[route.id for route in routes], status=status, reason=reason,
             title=notice.title, message=notice.message, created_at=now, escalation_step=0,
             next_escalation_at=self.next_escalation(routes, 0, now) if status == NOTIFYING else None,
         ))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import time as clock_time
 
-from cityguard.config_alerting import RouteConfig, RouteMatch
+from schemas.settings.alerting import RouteConfig, RouteMatch
 from sinks.alerts.notice import Notice
 
 

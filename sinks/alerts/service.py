@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from cityguard.config import TopicNames
+from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, flush_confirmed
 from schemas import Event, SchemaError, decode, encode
+from schemas.settings.config import TopicNames
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error
@@ -119,34 +119,26 @@ class DispatcherService:
 
     def consume(self) -> None:
         batches = self.consumer.poll(timeout_ms=200)
-        if batches:
-            try:
-                self.process(batches)
-            except KafkaError as exc:  # ProduceFailed, or a send that found no broker within max_block_ms
-                log.warning("output not confirmed by the broker, the batch comes again: %s", describe_error(exc))
-                for partition, records in batches.items():
-                    self.consumer.seek(partition, records[0].offset)
-            else:
-                try:
-                    self.consumer.commit()
-                except CommitFailedError as exc:
-                    log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
+        records = [record for partition_records in batches.values() for record in partition_records]
+        if records:
+            error = process_batch(self.consumer, self.producer, records, self.process)
+            if error is not None:  # ProduceFailed, or a send that found no broker within max_block_ms
+                log.warning("output not confirmed by the broker, the batch comes again: %s", describe_error(error))
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
-    def process(self, batches: dict) -> None:
-        """Handles every record; returns once the broker has confirmed every send of the batch."""
+    def process(self, records: list) -> list:
+        """Handles every record; returns the futures of the dead letters it sent."""
         sends = []
-        for records in batches.values():
-            for record in records:
-                try:
-                    event = decode(record.value, Event)
-                except SchemaError as exc:
-                    letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key,
-                                         record.value, str(exc))
-                    sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
-                    continue
-                self.dispatcher.handle(notice_from_event(event))
-        flush_confirmed(self.producer, sends)
+        for record in records:
+            try:
+                event = decode(record.value, Event)
+            except SchemaError as exc:
+                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key,
+                                     record.value, str(exc))
+                sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+                continue
+            self.dispatcher.handle(notice_from_event(event))
+        return sends
 
     def answer_webhooks(self, wait_s: float) -> None:
         try:

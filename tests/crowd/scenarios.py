@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityguard.config import Config, parse_config
-from processors.camera_analytics import AnalyticsOutput
-from processors.density import CrowdAnalyzer
+from processors.analytics.contract import AnalyticsOutput
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from schemas import Event, ZoneMetrics
+from schemas.settings.config import Config, parse_config
 from tests.crowd.simulator import SQUARE, CrowdSimulator, SimCamera
 
 CAMERA_ID = "cam"

@@ -15,8 +15,8 @@ from functools import cached_property
 
 import numpy as np
 
-from processors.crowd.calibration import Homography, fit_homography
 from schemas import Detections
+from schemas.calibration import Homography, fit_homography
 
 BODY_WIDTH_M = 0.5
 BODY_HEIGHT_M = 1.7

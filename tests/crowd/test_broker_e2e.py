@@ -8,7 +8,7 @@ from kafka import OffsetAndMetadata, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from infra.kafka import create_topics, make_consumer, make_producer
-from processors.density import CrowdAnalyzer
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from schemas import Event, ZoneMetrics, decode, encode
 from tests.conftest import pipeline_config
 from tests.crowd.scenarios import CAMERA_ID, Run

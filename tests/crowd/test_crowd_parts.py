@@ -4,28 +4,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cityguard.config import ConfigError, parse_config
-from cityguard.config_crowd import (
+from processors.analytics.crowd.counting import fuse_counts
+from processors.analytics.crowd.forecast import (
+    forecast_points,
+    holt_update,
+    seconds_to_thresholds,
+)
+from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
+from processors.analytics.crowd.tracks import CountingLine, TrackTable
+from schemas import RiskLevel
+from schemas.calibration import (
+    degeneracy_problems,
+    fit_homography,
+    reprojection_errors,
+)
+from schemas.settings.config import ConfigError, parse_config
+from schemas.settings.crowd import (
     CountingConfig,
     ForecastConfig,
     RiskPolicyConfig,
     RiskThresholds,
     verify_zone_areas,
 )
-from processors.crowd.calibration import (
-    degeneracy_problems,
-    fit_homography,
-    reprojection_errors,
-)
-from processors.crowd.counting import fuse_counts
-from processors.crowd.forecast import (
-    forecast_points,
-    holt_update,
-    seconds_to_thresholds,
-)
-from processors.crowd.risk import RiskInputs, RiskState, next_level
-from processors.crowd.tracks import CountingLine, TrackTable
-from schemas import RiskLevel
 from schemas.zone_metrics import CountSource
 
 IMAGE = [(100, 400), (500, 400), (420, 100), (180, 100)]

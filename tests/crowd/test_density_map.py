@@ -5,12 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from processors.crowd.density_map import (
-    DensityMapCounter,
-    convert_to_openvino,
-    integrate_polygon,
-    packaged_weights,
-)
+from processors.inference.density_map import DensityMapCounter, convert_to_openvino, packaged_weights
+from schemas.geometry import integrate_polygon
 from tests.conftest import VTEST
 
 

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from processors.density import CrowdAnalyzer, CrowdState
+from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import RiskLevel, Severity
 from tests.crowd.scenarios import Run, run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
@@ -30,7 +30,8 @@ def test_stable_crowd_for_an_hour_raises_no_alarm(report):
     errors = [abs(m.density_mean_per_m2 - run.true_window_density(m)) for m in run.metrics]
     report("stable 1.5 p/m² for 1 h", f"{len(run.metrics)} windows, {len(run.events)} level changes "
            f"({len(alerts)} alerts), levels seen {sorted({level.value for level in levels})}, "
-           f"peak local density median {sorted(m.peak_local_density_per_m2 for m in run.metrics)[len(run.metrics) // 2]:.2f}, "
+           f"peak local density median "
+           f"{sorted(m.peak_local_density_per_m2 for m in run.metrics)[len(run.metrics) // 2]:.2f}, "
            f"max |density error| {max(errors):.3f} p/m²")
     assert len(run.metrics) >= 355
     assert above_caution == []

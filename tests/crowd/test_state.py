@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from cityguard.config_crowd import (
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.crowd.windows import Bucket
+from schemas import Event, EventState
+from schemas.settings.crowd import (
     CROWD_STATE_BUDGET_BYTES,
     MAX_TRACKS,
     AnalyticsConfig,
     crowd_state_bytes,
     verify_crowd_state_size,
 )
-from processors.crowd.windows import Bucket
-from processors.density import CrowdAnalyzer
-from schemas import Event, EventState
 from schemas.zone_metrics import CountSource
 from tests.crowd.scenarios import run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import SQUARE, CrowdSimulator

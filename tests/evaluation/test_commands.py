@@ -12,8 +12,8 @@ from tests.conftest import REPO
 
 
 def cityguard(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "cityguard", *args], check=False, cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout_s, env={**os.environ, "YOLO_OFFLINE": "1"})
+    result = subprocess.run([sys.executable, "-m", "cityguard", *args], check=False, cwd=REPO, capture_output=True,
+                            text=True, timeout=timeout_s, env={**os.environ, "YOLO_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -54,8 +54,8 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     import cv2
     import ultralytics
 
-    from cityguard.config import DEFAULT_CONFIG, load_config
-    from processors.detector import create_detector
+    from processors.inference.backends.registry import create_detector
+    from schemas.settings.config import DEFAULT_CONFIG, load_config
 
     source = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
     images, labels = tmp_path / "images", tmp_path / "labels"
@@ -67,7 +67,7 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     result = create_detector(load_config(DEFAULT_CONFIG)).detect([image])[0]
     confident = result.confidence >= 0.5
     rows = [f"{c} {(x0 + x1) / 2 / width} {(y0 + y1) / 2 / height} {(x1 - x0) / width} {(y1 - y0) / height}"
-            for (x0, y0, x1, y1), c in zip(result.xyxy[confident], result.class_id[confident])]
+            for (x0, y0, x1, y1), c in zip(result.xyxy[confident], result.class_id[confident], strict=True)]
     assert any(result.class_id[confident] == 0), "bus.jpg shows people"
     (labels / "bus.txt").write_text("\n".join(rows) + "\n")
     out = tmp_path / "report"

@@ -7,12 +7,12 @@ from cityguard.evaluation.detection import (
     Boxes,
     PrCurve,
     average_precision,
-    box_iou,
     confusion_matrix,
     evaluate_detections,
     match_predictions,
     pr_curve,
 )
+from schemas.geometry import box_iou
 
 PERSON, CAR = 0, 2
 NAMES = {PERSON: "person", CAR: "car"}

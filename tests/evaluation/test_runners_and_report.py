@@ -9,8 +9,8 @@ import pytest
 from cityguard.evaluation.events import EventInterval, evaluate_events
 from cityguard.evaluation.report import count_report, detector_report, event_report
 from cityguard.evaluation.runners import detector_counts, evaluate_counts, evaluate_detector
-from processors.detector import ImageDetections
-from processors.tiling import TiledDetector
+from processors.inference.detector import ImageDetections
+from processors.inference.tiling import TiledDetector
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -160,7 +160,8 @@ def _twilio_handler(fake: FakeTwilio):
                 found = [message for message in reversed(fake.messages)
                          if message["to"] == query.get("To", [message["to"]])[0]
                          and message["from"] == query.get("From", [message["from"]])[0]]
-            self.answer(200, {"messages": [{k: v for k, v in m.items() if k != "created_at"} for m in found[:page_size]],
+            messages = [{k: v for k, v in m.items() if k != "created_at"} for m in found[:page_size]]
+            self.answer(200, {"messages": messages,
                               "page": 0, "page_size": page_size, "first_page_uri": self.path,
                               "next_page_uri": None, "previous_page_uri": None, "uri": self.path,
                               "start": 0, "end": max(0, len(found[:page_size]) - 1)})

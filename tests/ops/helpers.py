@@ -5,8 +5,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityguard.config import Config, parse_config
 from schemas import Alert, Event, EventState, Severity
+from schemas.settings.config import Config, parse_config
 from sinks.alerts.channels import build_channels
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.store import IncidentStore

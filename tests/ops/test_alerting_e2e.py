@@ -7,8 +7,8 @@ by a stand-in registry with the agreed names, types and labels; as the exporter 
 """
 from __future__ import annotations
 
-import json
 import argparse
+import json
 import re
 import threading
 import time
@@ -20,10 +20,10 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cityguard.commands_alerts import acknowledge, show_incident
-from cityguard.config import TopicNames, parse_config
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
 from schemas import DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, Severity, ZoneMetrics, encode
+from schemas.settings.config import TopicNames, parse_config
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
 from tests.ops.fakes import FakeTwilio
@@ -239,7 +239,7 @@ def test_every_grafana_panel_query_returns_data(pipeline):
     empty = []
     for dashboard, panel, expr in panel_queries():
         try:
-            stack.wait_until(lambda: run(expr), 20, panel, interval_s=0.5)
+            stack.wait_until(lambda expr=expr: run(expr), 20, panel, interval_s=0.5)
         except AssertionError:
             empty.append(f"{dashboard}: {panel}: {expr}")
     assert not empty, "panels without data:\n" + "\n".join(empty)

@@ -1,6 +1,6 @@
 import pytest
 
-from cityguard.config import ConfigError, parse_config
+from schemas.settings.config import ConfigError, parse_config
 
 
 def alerting(**overrides) -> dict:

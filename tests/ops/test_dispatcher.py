@@ -4,17 +4,27 @@ import threading
 
 import pytest
 
-from cityguard.config_alerting import RetryConfig
 from infra.broker import free_port
 from schemas import EventState, Severity
+from schemas.settings.alerting import RetryConfig
 from sinks.alerts.channels import RateLimiter, backoff_delay
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
 from sinks.alerts.store import FAILED, RETRYING, SENT, SUPPRESSED
 from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
-from tests.ops.helpers import (ACCOUNT_SID, AUTH_TOKEN, CHIEF_PHONE, DUTY_PHONE, FROM_NUMBER, TWILIO_ENV,
-                               alerting_section, danger_event, make_config, make_dispatcher)
+from tests.ops.helpers import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    CHIEF_PHONE,
+    DUTY_PHONE,
+    FROM_NUMBER,
+    TWILIO_ENV,
+    alerting_section,
+    danger_event,
+    make_config,
+    make_dispatcher,
+)
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from cityguard.config import parse_config
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
+from schemas.settings.config import parse_config
 from sinks.alerts.channels import build_channels
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher

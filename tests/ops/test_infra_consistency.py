@@ -8,7 +8,7 @@ import yaml
 
 from cityguard.cli import build_parser
 from cityguard.commands_alerts import DATASOURCE_UID
-from cityguard.config import Config, load_config, parse_config
+from schemas.settings.config import Config, load_config, parse_config
 from sinks.alerts.service import WEBHOOK_PATH
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"

@@ -2,8 +2,8 @@ from datetime import time
 
 import pytest
 
-from cityguard.config_alerting import RouteConfig, RouteMatch
 from schemas import EventState, Severity
+from schemas.settings.alerting import RouteConfig, RouteMatch
 from sinks.alerts.notice import Notice
 from sinks.alerts.routing import select_routes, within_hours
 

@@ -1,5 +1,5 @@
-"""A stand-in for the ITS national CCTV API on 127.0.0.1, speaking its documented wire format
-(../shared/reference/its-cctv-api.md), including the odd shapes public clients have seen."""
+"""A stand-in for the ITS national CCTV API on 127.0.0.1, speaking its documented wire format,
+including the odd shapes public clients have seen."""
 from __future__ import annotations
 
 import json

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from cityguard.cli import main
-from cityguard.config import load_config
 from producers.its_client import stable_camera_id
+from schemas.settings.config import load_config
 from tests.producers.fake_its import FakeItsApi, record
 
 KEY = "discover-key-123"

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cityguard.config import CameraConfig
 from producers.capture import CameraUnavailable, encode_jpeg, sample_frames
+from schemas.settings.config import CameraConfig
 from tests.conftest import VTEST
 
 

@@ -15,7 +15,6 @@ from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 from prometheus_client import REGISTRY
 
-from cityguard.config import ConfigError, parse_config
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_producer
 from producers.frame_producer import (
@@ -26,6 +25,7 @@ from producers.frame_producer import (
     run_producer,
 )
 from producers.health import CameraHealth
+from schemas.settings.config import ConfigError, parse_config
 from tests.conftest import VTEST
 
 FRAME_BYTES = 10_000

@@ -7,12 +7,12 @@ import threading
 import numpy as np
 import pytest
 
-from cityguard.config import CameraConfig, ConfigError, parse_config
-from cityguard.config_capture import SourceKind
 from producers.capture import MediaClock, source_kind
 from producers.frame_producer import FrameQueue, cameras_for_shard
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from schemas import CameraState
+from schemas.settings.capture import SourceKind
+from schemas.settings.config import CameraConfig, ConfigError, parse_config
 
 
 class Clock:
@@ -69,7 +69,7 @@ def test_health_goes_reconnecting_then_down_and_back_up():
     status = health.status()
     assert (status.state, status.reason, status.reconnects) == (CameraState.DOWN, "cannot open", 2)
     health.connecting()
-    for index in range(10):
+    for _ in range(10):
         clock.now += 0.2
         health.frame_captured(clock.now, None)
         health.frame_sent()

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from cityguard.config_capture import ItsCameraRef, ProducerConfig
 from producers.its_client import (
     BoundingBox,
     ItsAuthError,
@@ -17,6 +16,7 @@ from producers.its_client import (
     ItsUnavailable,
     stable_camera_id,
 )
+from schemas.settings.capture import ItsCameraRef, ProducerConfig
 from tests.producers.fake_its import FakeItsApi, record
 
 KEY = "s3cr3t-key/+="  # characters that URL-encoding changes, so masking must cover the encoded form too

@@ -13,12 +13,12 @@ import numpy as np
 import psutil
 import pytest
 
-from cityguard.config import parse_config
 from infra.kafka import create_topics, make_consumer, make_producer
 from producers.frame_producer import frame_client_settings, run_producer
 from producers.frame_store import open_frame_store
 from producers.local_streams import HlsEncoder, RtspServer, TokenFileServer
 from schemas import CameraState, CameraStatus, Frame, decode
+from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 from tests.producers.fake_its import FakeItsApi, record
 

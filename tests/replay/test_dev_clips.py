@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cityguard.config import load_config
 from cityguard.replay import CLIP_ORIGIN_S, find_camera, recorded_detections, replay
 from schemas import EventState
+from schemas.settings.config import load_config
 
 DEVSET = Path(__file__).resolve().parents[1] / "devsets" / "traffic"
 RECORDED = DEVSET / "detections"

@@ -7,9 +7,7 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from tests.conftest import OFFLINE_MODEL, SHARED
-
-LOT_CLIP = SHARED / "data" / "video" / "person-bicycle-car-detection.gif"  # 3.4 s: a car and a cyclist in a lot
+from tests.conftest import LOT_CLIP, OFFLINE_MODEL
 
 
 def site(tmp_path):

@@ -10,9 +10,8 @@ from cityguard.replay import clip_detections, find_camera, replay
 from infra.kafka import create_topics, make_producer
 from producers.frame_producer import publish_camera
 from schemas import Detections, Event, Frame
-from tests.conftest import OFFLINE_MODEL, pipeline_config
+from tests.conftest import LOT_CLIP, OFFLINE_MODEL, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
-from tests.replay.test_replay_command import LOT_CLIP
 from tests.test_pipeline_e2e import parsed, stop_all
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.traffic.simulator import (CAR, EB_Y, PERSON, SUITCASE, WB_Y, Scenario, SimObject, Truth, drive)
+from tests.traffic.simulator import CAR, EB_Y, PERSON, SUITCASE, WB_Y, Scenario, SimObject, Truth, drive
 
 
 def background_traffic(rng: np.random.Generator, first_id: int, duration: float, count: int,
@@ -69,7 +69,8 @@ def pedestrians(rng) -> Scenario:
     # Traffic only after the crosswalk is clear: a car crossing it at speed next to a person is its own rule.
     traffic = background_traffic(rng, 100, 45, 2, earliest=start + 240 / walk_speed)
     return Scenario("pedestrians", 45, [jay, crosser, stroller, *traffic],
-                    [Truth("pedestrian_on_roadway", onset, end, frozenset({1}))], with_track_ids=bool(rng.random() < 0.5))
+                    [Truth("pedestrian_on_roadway", onset, end, frozenset({1}))],
+                    with_track_ids=bool(rng.random() < 0.5))
 
 
 def obstacles(rng) -> Scenario:

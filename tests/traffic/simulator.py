@@ -9,12 +9,13 @@ westbound lane at x 900-1100; a counting segment across the eastbound lane only 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
-from cityguard.config_traffic import SceneConfig
-from schemas import StaticBlob
-from schemas import Detections
+from schemas import Detections, StaticBlob
+from schemas.settings.crowd import CalibrationConfig
+from schemas.settings.traffic import SceneConfig
 
 FPS = 5.0
 T0 = 1_700_000_000.0
@@ -41,9 +42,10 @@ SCENE = SceneConfig.model_validate({
     ],
     "counting_lines": [{"id": "eb-count", "start": [900, 380], "end": [900, 460], "forward": "west",
                         "backward": "east", "lane": "eb"}],
-    # 10 px per metre, ground plane = image plane (a top-down camera): lets the calibrated paths run.
-    "image_to_ground": [[0.1, 0, 0], [0, 0.1, 0], [0, 0, 1]],
 })
+# 10 px per metre, ground plane = image plane (a top-down camera): lets the calibrated paths run.
+CALIBRATION = CalibrationConfig(image_points=[(0, 0), (1000, 0), (1000, 1000), (0, 1000)],
+                                ground_points=[(0, 0), (100, 0), (100, 100), (0, 100)])
 
 
 @dataclass
@@ -97,7 +99,7 @@ def drive(track_id: int, y: float, stops: list[tuple[float, float]], speed: floa
 
 def arrival_time(obj: SimObject, x: float) -> float:
     """When the object first reaches foot x (keyframes are monotone in x for vehicles)."""
-    for (t1, x1, _), (t2, x2, _) in zip(obj.keyframes, obj.keyframes[1:]):
+    for (t1, x1, _), (t2, x2, _) in pairwise(obj.keyframes):
         if min(x1, x2) <= x <= max(x1, x2) and x1 != x2:
             return t1 + (x - x1) / (x2 - x1) * (t2 - t1)
     raise ValueError("never reaches x")
@@ -114,7 +116,8 @@ def frames(scenario: Scenario, rng: np.random.Generator, camera_id: str = "sim",
             if foot is None or rng.random() < drop_rate:
                 continue
             w, h = obj.size
-            x1, y1, x2, y2 = np.array([foot[0] - w / 2, foot[1] - h, foot[0] + w / 2, foot[1]]) + rng.normal(0, jitter_px, 4)
+            box = np.array([foot[0] - w / 2, foot[1] - h, foot[0] + w / 2, foot[1]])
+            x1, y1, x2, y2 = box + rng.normal(0, jitter_px, 4)
             boxes.append((float(x1), float(y1), float(x2), float(y2)))
             names.append(obj.class_name)
             confidences.append(float(rng.uniform(0.5, 0.9)))
@@ -123,6 +126,7 @@ def frames(scenario: Scenario, rng: np.random.Generator, camera_id: str = "sim",
             camera_id=camera_id, seq=seq, captured_at=T0 + t, image_width=1280, image_height=720, model="sim",
             inference_ms=0, xyxy=boxes, confidence=confidences, class_id=[0] * len(boxes), class_name=names,
             track_id=ids if scenario.with_track_ids else None)
+        # the detector needs ~3 s to call a blob static
         blobs = [StaticBlob(xyxy=box, static_since=T0 + start, fill_ratio=0.8)
-                 for box, start, end in scenario.blobs if start + 3 <= t <= end]  # the detector needs ~3 s to call it static
+                 for box, start, end in scenario.blobs if start + 3 <= t <= end]
         yield detections, blobs

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cityguard.config import CameraConfig, Config
-from processors.traffic import TrafficAnalyzer
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Event, EventState
-from tests.traffic.simulator import SCENE, T0, Scenario, frames
+from schemas.settings.config import CameraConfig, Config
+from tests.traffic.simulator import CALIBRATION, SCENE, T0, Scenario, frames
 
 EVENT_TYPES = ["stopped_vehicle", "wrong_way", "pedestrian_on_roadway", "obstacle_in_lane", "congestion",
                "collision"]
@@ -17,7 +17,7 @@ MATCH_SLACK_S = 5.0
 
 
 def camera(scene=SCENE) -> CameraConfig:
-    return CameraConfig(id="sim", source="sim.mp4", scene=scene)
+    return CameraConfig(id="sim", source="sim.mp4", scene=scene, calibration=CALIBRATION)
 
 
 def run(scenario: Scenario, seed: int, roundtrip: bool = False) -> tuple[list[Event], list]:
@@ -66,7 +66,8 @@ def score(scenario: Scenario, events: list[Event], scores: dict[str, Score]) -> 
                       and truth.onset - 1 <= start <= truth.end + MATCH_SLACK_S), None)
         if match is None:
             scores[event.type].false_positives += 1
-            mistakes.append(f"{scenario.name}: false {event.type} at {start:.1f}s tracks {event.track_ids}: {event.reason}")
+            mistakes.append(f"{scenario.name}: false {event.type} at {start:.1f}s tracks {event.track_ids}: "
+                            f"{event.reason}")
             continue
         unmatched.remove(match)
         scores[event.type].true_positives += 1

@@ -1,6 +1,6 @@
 import numpy as np
 
-from processors.traffic.blobs import StaticBlobPool
+from processors.inference.static_blobs import StaticBlobPool
 
 
 def test_pool_runs_only_for_scene_cameras_and_drops_silent_ones():

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cityguard.config import CameraConfig, Config
-from processors.traffic import StaticBlobDetector, TrafficAnalyzer
-from processors.traffic.scene import Scene
-from processors.traffic.state import TrackState
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
+from processors.analytics.traffic.scene import Scene
+from processors.analytics.traffic.state import TrackState
+from processors.inference.static_blobs import StaticBlobDetector
 from schemas import Detections
-from tests.traffic.simulator import SCENE, T0
+from schemas.settings.config import CameraConfig, Config
+from tests.traffic.simulator import CALIBRATION, SCENE, T0
 
 
 def road(rng) -> np.ndarray:
@@ -32,7 +33,7 @@ def test_static_blob_is_found_and_passing_traffic_is_not():
     assert len(blobs) == 1
     x1, y1, x2, y2 = blobs[0].xyxy
     cell = detector.cell_px  # the box is resolved to the grid cells
-    assert all(abs(got - want) <= cell for got, want in zip((x1, y1, x2, y2), (400, 300, 460, 340)))
+    assert all(abs(got - want) <= cell for got, want in zip((x1, y1, x2, y2), (400, 300, 460, 340), strict=True))
     assert abs(blobs[0].static_since - (T0 + 2.0)) < 0.01
 
 
@@ -49,7 +50,7 @@ def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
 
 
 def test_speed_beyond_the_physical_bound_is_discarded():
-    scene = Scene(SCENE)  # 10 px per metre
+    scene = Scene(SCENE, CALIBRATION.to_homography())  # 10 px per metre
     track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
                        confidence=0.9, rest_point=(0, 0), rest_since=T0,
                        history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
@@ -59,7 +60,7 @@ def test_speed_beyond_the_physical_bound_is_discarded():
 
 
 def test_uncalibrated_scene_reports_no_speed():
-    scene = Scene(SCENE.model_copy(update={"image_to_ground": None}))
+    scene = Scene(SCENE)
     track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
                        confidence=0.9, rest_point=(0, 0), rest_since=T0,
                        history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
@@ -67,7 +68,8 @@ def test_uncalibrated_scene_reports_no_speed():
 
 
 def test_vehicle_at_speed_on_an_occupied_crosswalk_is_an_event():
-    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE), Config(), None)
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE, calibration=CALIBRATION),
+                                       Config(), None)
     opened = []
     for seq in range(10):
         t = seq * 0.2
@@ -83,7 +85,8 @@ def test_vehicle_at_speed_on_an_occupied_crosswalk_is_an_event():
 
 
 def test_track_state_is_evicted_after_its_ttl():
-    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE), Config(), None)
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="c", source="x.mp4", scene=SCENE, calibration=CALIBRATION),
+                                       Config(), None)
     for seq in range(50):
         analyzer.update(Detections(
             camera_id="c", seq=seq, captured_at=T0 + seq, image_width=1280, image_height=720, model="t",

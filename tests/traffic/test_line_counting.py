@@ -1,12 +1,12 @@
-"""Line counting, one test per fault users report in leading counters (see shared/reference)."""
+"""Line counting, one test per fault users report in common line counters."""
 from __future__ import annotations
 
 import pytest
 
-from cityguard.config import CameraConfig, Config
-from cityguard.config_traffic import SceneConfig
-from processors.traffic import TrafficAnalyzer
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Detections
+from schemas.settings.config import CameraConfig, Config
+from schemas.settings.traffic import SceneConfig
 
 T0 = 1_700_000_000.0
 
@@ -32,7 +32,7 @@ def feed(analyzer: TrafficAnalyzer, frames: list[list[tuple[int, tuple]]], heigh
             image_height=height, model="t", inference_ms=0)).line_counts
     totals: dict[str, int] = {}
     for window in windows:
-        for direction, count in zip(window.direction, window.count):
+        for direction, count in zip(window.direction, window.count, strict=True):
             totals[direction] = totals.get(direction, 0) + count
     return totals
 

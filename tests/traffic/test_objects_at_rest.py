@@ -2,10 +2,10 @@
 (the scene of tests/traffic/simulator.py: eastbound lane y 380-460, westbound lane y 300-380, sidewalks beyond)."""
 from __future__ import annotations
 
-from cityguard.config import CameraConfig, Config
-from cityguard.config_traffic import SceneConfig
-from processors.traffic import TrafficAnalyzer
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Detections, Event, EventState, StaticBlob
+from schemas.settings.config import CameraConfig, Config
+from schemas.settings.traffic import SceneConfig
 from tests.traffic.simulator import FPS, SCENE, T0
 
 STEP = 1 / FPS

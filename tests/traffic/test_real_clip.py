@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cityguard.config import load_config
+from schemas.settings.config import load_config
 from tests.conftest import CAR_CLIP, OFFLINE_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,11 +28,11 @@ def test_real_clip_line_counts_match_manual_count():
     cv2 = pytest.importorskip("cv2")
     if not CAR_CLIP.exists() or not OFFLINE_MODEL.exists():
         pytest.skip("shared clip or offline model missing")
-    from processors.detector import YoloDetector
-    from processors.tracking import CameraTracker
-    from processors.traffic import TrafficAnalyzer
-    from cityguard.config import TrackingConfig
+    from processors.analytics.traffic.analyzer import TrafficAnalyzer
+    from processors.inference.backends.ultralytics import YoloDetector
+    from processors.inference.tracking import CameraTracker
     from schemas import Detections
+    from schemas.settings.config import TrackingConfig
 
     config = load_config(REPO / "configs" / "intersection-example.yaml")
     camera = config.cameras[0]
@@ -72,7 +72,7 @@ def test_real_clip_line_counts_match_manual_count():
 
     counted = {"northbound": 0, "southbound": 0}
     for window in crossings:
-        for direction, count in zip(window.direction, window.count):
+        for direction, count in zip(window.direction, window.count, strict=True):
             counted[direction] += count
     print(f"\nreal clip: counted {counted}, manual {MANUAL_COUNT}, {seq} frames analysed")
     assert counted == MANUAL_COUNT

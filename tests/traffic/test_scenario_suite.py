@@ -25,7 +25,8 @@ def test_precision_and_recall_per_event_type():
     for event_type in EVENT_TYPES:
         s = scores[event_type]
         delay = f"{np.mean(s.delays):.1f}" if s.delays else "-"
-        print(f"{event_type:24} {s.true_positives + s.false_negatives:6}  {s.precision:9.3f}  {s.recall:6.3f}  {delay:>12}")
+        print(f"{event_type:24} {s.true_positives + s.false_negatives:6}  {s.precision:9.3f}  {s.recall:6.3f}  "
+              f"{delay:>12}")
     for event_type in EVENT_TYPES:
         s = scores[event_type]
         assert s.true_positives + s.false_negatives >= 16, f"too few {event_type} truths for a meaningful score"

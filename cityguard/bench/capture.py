@@ -1,0 +1,148 @@
+"""`cityguard bench capture`: how many cameras one producer process sustains at 5 fps each, the memory each camera
+costs, and how long a live stream takes to flow again after an outage. Prints figures; asserts nothing.
+
+Cameras are the sample clip played in a loop at its natural speed (decoded like a camera, sampled at --fps) into a
+real broker (the embedded Tansu unless one is configured). The outage is a local HLS stream whose HTTP server is
+stopped and restarted; the time counted is from the restart to the first frame of that camera on the topic.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from infra import assets
+from infra.broker import broker_for
+from infra.kafka import create_topics, make_consumer, make_producer
+from producers.frame_producer import frame_client_settings, run_producer
+from producers.local_streams import HlsEncoder, TokenFileServer
+from schemas.settings.config import Config, parse_config
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--cameras", default="10,25,50,75", help="camera counts to try, comma-separated")
+    parser.add_argument("--fps", type=float, default=5.0, help="sampling rate per camera")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per camera count")
+    parser.add_argument("--video", default="asset:vtest.avi", help="clip every camera plays in a loop")
+    parser.add_argument("--outages", type=int, default=3, help="stream outages to time")
+    parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
+
+
+def bench_config(config: Config, servers: str, cameras: list[dict], tag: str) -> Config:
+    data = config.model_dump(mode="json", exclude={"cameras", "base_dir"})
+    data["broker"] = {**data["broker"], "bootstrap_servers": servers,
+                      "topics": {name: f"bench-{tag}.{name}" for name in data["broker"]["topics"]}}
+    data["producer"] = {**data["producer"], "status_interval_s": 2.0, "shard_index": 0, "shard_count": 1}
+    if "tiling" in data["model"]:  # it names the site's cameras, which the benchmark replaces
+        data["model"]["tiling"]["cameras"] = []
+    return parse_config({**data, "cameras": cameras}, config.base_dir)
+
+
+def run_for(config: Config, servers: str, seconds: float, on_status=None) -> dict[str, int]:
+    create_topics(servers, config.broker.topics.all(), config.broker.partitions)
+    producer = make_producer(servers, **frame_client_settings(config.producer))
+    stop = threading.Event()
+    result: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: result.update(run_producer(config, producer, stop, on_status=on_status)))
+    thread.start()
+    stop.wait(seconds)
+    stop.set()
+    thread.join()
+    producer.close()
+    return result
+
+
+def throughput(config: Config, servers: str, counts: list[int], fps: float, seconds: float, video: Path) -> list:
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    rows = []
+    for count in counts:
+        cameras = [{"id": f"cam{index:03d}", "source": str(video), "fps": fps, "loop": True, "max_width": 768}
+                   for index in range(count)]
+        statuses: list = []
+        peak = [process.memory_info().rss]
+        started = time.time()
+
+        def observe(batch, statuses=statuses, peak=peak):
+            statuses.extend(batch)
+            peak.append(process.memory_info().rss)
+
+        process.cpu_percent()
+        run_for(bench_config(config, servers, cameras, f"n{count}-{int(started)}"), servers, seconds, observe)
+        cpu = process.cpu_percent()
+        warm = started + min(6.0, seconds / 3)  # skip start-up: opening files, first broker round trips
+        per_camera = {}
+        for status in statuses:
+            if status.at >= warm and status.fps > 0 or status.at >= warm + 2:
+                per_camera.setdefault(status.camera_id, []).append(status.fps)
+        achieved = sorted(statistics.mean(values) for values in per_camera.values()) or [0.0]
+        dropped = max((status.dropped_frames for status in statuses), default=0)
+        rows.append((count, statistics.median(achieved), achieved[0], cpu, (max(peak) - baseline) / count, dropped))
+    return rows
+
+
+def reconnect_times(config: Config, servers: str, video: Path, outages: int, outage_s: float) -> list[float]:
+    with tempfile.TemporaryDirectory(prefix="cityguard-bench-") as work:
+        encoder = HlsEncoder(video, Path(work) / "hls").start()
+        server = TokenFileServer(Path(work) / "hls").start()
+        try:
+            bench = bench_config(config, servers, [{"id": "hls", "source": server.url("live.m3u8"), "fps": 5}],
+                                 f"reconnect-{int(time.time())}")
+            create_topics(servers, bench.broker.topics.all(), bench.broker.partitions)
+            consumer = make_consumer(servers, None, bench.broker.topics.frames)
+            restarts: list[float] = []
+
+            def outage_cycle():
+                time.sleep(4)
+                for _ in range(outages):
+                    server.stop()
+                    time.sleep(outage_s)
+                    restarts.append(time.time())
+                    server.start()
+                    time.sleep(6)
+
+            cycle = threading.Thread(target=outage_cycle)
+            cycle.start()
+            run_for(bench, servers, 4 + outages * (outage_s + 6) + 1)
+            cycle.join()
+            sent_at = sorted(record.timestamp / 1000 for records in _drain(consumer) for record in records)
+            consumer.close()
+        finally:
+            server.stop()
+            encoder.stop()
+    return [next((t for t in sent_at if t >= restart), float("nan")) - restart for restart in restarts]
+
+
+def _drain(consumer, idle_s: float = 2.0):
+    last = time.monotonic()
+    while time.monotonic() - last < idle_s:
+        polled = consumer.poll(timeout_ms=300)
+        if polled:
+            last = time.monotonic()
+            yield from polled.values()
+
+
+def run(args, config: Config) -> int:
+    counts = [int(value) for value in args.cameras.split(",") if value.strip()]
+    settings = config.producer
+    video = Path(assets.resolve(args.video))
+    with tempfile.TemporaryDirectory() as logs, broker_for(config, Path(logs) / "broker.log") as servers:
+        print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
+              f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
+        print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'MiB/camera':>10} {'dropped':>8}")
+        sustained = 0
+        for count, median, lowest, cpu, memory, dropped in throughput(config, servers, counts, args.fps,
+                                                                      args.duration, video):
+            print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {memory / 2**20:>10.2f} {dropped:>8}",
+                  flush=True)
+            if lowest >= 0.9 * args.fps:
+                sustained = count
+        print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
+        times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)
+        print(f"reconnect after a {args.outage_seconds:g} s HLS outage (backoff {settings.reconnect_backoff_base_s:g}"
+              f"..{settings.reconnect_backoff_max_s:g} s): " + ", ".join(f"{value:.2f} s" for value in times))
+    return 0

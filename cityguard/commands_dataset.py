@@ -1,0 +1,180 @@
+"""`cityguard dataset build|stats|export|import`: the site's own detection dataset from operator feedback, in the
+YOLO layout, and its labels in and out of labelling tools."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cityguard.training.labels import LABEL_FORMATS
+
+
+def _camera_path(text: str) -> tuple[str, Path]:
+    camera, separator, path = text.partition("=")
+    if not separator or not camera or not path:
+        raise argparse.ArgumentTypeError(f"expected CAMERA=PATH, got {text!r}")
+    return camera, Path(path)
+
+
+def register(commands, add_command) -> None:
+    dataset = commands.add_parser("dataset", help="build, inspect and relabel the site's training dataset")
+    actions = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    build = add_command(actions, "build", "collect marked false alarms, frames around missed events and background "
+                        "samples into a YOLO dataset split by camera and time", run_build)
+    build.add_argument("--out", type=Path, default=Path("var/datasets/site"))
+    build.add_argument("--false-alarms", type=Path, default=Path("var/hard-negatives"),
+                       help="folder of <camera>/<frame>.jpg + .json false-alarm records (skipped if absent)")
+    build.add_argument("--missed", type=Path, default=None,
+                       help="CSV camera,type,start,end of missed events (seconds into each camera's clip)")
+    build.add_argument("--window", type=float, default=2.0, help="seconds sampled before and after a missed event")
+    build.add_argument("--step", type=float, default=0.5, help="seconds between frames around a missed event")
+    build.add_argument("--background", type=int, default=20, help="frames sampled evenly from each camera's clip")
+    build.add_argument("--clip", type=_camera_path, action="append", default=[],
+                       help="CAMERA=VIDEO to read that camera's frames from (default: its configured file source)")
+    build.add_argument("--no-prelabel", action="store_true",
+                       help="do not label frames with the configured detector (leave them empty for operators)")
+    build.add_argument("--label-confidence", type=float, default=None,
+                       help="confidence of detector pre-labels (default: the configured one)")
+    build.add_argument("--val-fraction", type=float, default=0.2)
+    build.add_argument("--block-seconds", type=float, default=60.0,
+                       help="length of the contiguous time blocks that go to one split as a whole")
+    build.add_argument("--guard-seconds", type=float, default=2.0,
+                       help="validation frames this close to a training frame of the same camera are dropped")
+    build.add_argument("--val-camera", action="append", default=[], help="a camera held out entirely for validation")
+    build.add_argument("--seed", type=int, default=0)
+
+    stats = add_command(actions, "stats", "images and boxes per split, class, camera and source", run_stats,
+                        needs_config=False)
+    stats.add_argument("dataset", type=Path)
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    export = add_command(actions, "export", "write the dataset's labels for a labelling tool", run_export,
+                         needs_config=False)
+    export.add_argument("dataset", type=Path)
+    export.add_argument("--format", dest="label_format", choices=LABEL_FORMATS, required=True,
+                        help="coco: one JSON file; voc: one Pascal VOC XML per image (LabelImg); yolo: txt per image")
+    export.add_argument("--out", type=Path, required=True, help="a .json file for coco, else a folder")
+
+    imported = add_command(actions, "import", "replace the dataset's labels with corrected ones from a labelling tool",
+                           run_import, needs_config=False)
+    imported.add_argument("dataset", type=Path)
+    imported.add_argument("--format", dest="label_format", choices=LABEL_FORMATS, required=True)
+    imported.add_argument("--labels", type=Path, required=True, help="the COCO JSON file, or the folder of XML/txt")
+
+
+def camera_clips(config, overrides: list[tuple[str, Path]]) -> dict[str, Path]:
+    """Each camera's video file: given on the command line, else its configured source when that is a file."""
+    clips = {camera.id: Path(config.resolve_path(camera.source)) for camera in config.cameras
+             if Path(config.resolve_path(camera.source)).is_file()}
+    clips.update(dict(overrides))
+    return clips
+
+
+def run_build(args, config) -> int:
+    from cityguard.evaluation.runners import evaluation_detector
+    from cityguard.training.dataset import (
+        SplitPlan,
+        assign_splits,
+        background_times,
+        deduplicate,
+        false_alarm_items,
+        keep_reviewed,
+        labelled_clip_items,
+        load_dataset,
+        missed_event_times,
+        read_false_alarms,
+        statistics,
+        verify_no_leakage,
+        write_dataset,
+    )
+
+    confidence = config.model.confidence if args.label_confidence is None else args.label_confidence
+    detector = evaluation_detector(config, confidence)
+    names = detector.names
+    prelabeller = None if args.no_prelabel else detector
+    clips = camera_clips(config, args.clip)
+    items = []
+    if args.false_alarms.is_dir():
+        items += false_alarm_items(read_false_alarms(args.false_alarms, names), prelabeller, confidence)
+    if args.missed:
+        for camera, times in missed_event_times(args.missed, args.window, args.step).items():
+            if camera not in clips:
+                raise SystemExit(f"missed events of camera {camera!r} but no clip for it: give --clip {camera}=VIDEO")
+            items += labelled_clip_items(camera, clips[camera], times, "missed", prelabeller, confidence)
+    for camera, clip in clips.items():
+        items += labelled_clip_items(camera, clip, background_times(clip, args.background), "background", prelabeller,
+                                     confidence)
+    if not items:
+        raise SystemExit("nothing to build from: no false-alarm records, missed events or camera clips")
+    plan = SplitPlan(args.val_fraction, args.block_seconds, args.guard_seconds, frozenset(args.val_camera), args.seed)
+    previous = load_dataset(args.out) if (args.out / "manifest.csv").exists() else None
+    items, dropped = assign_splits(keep_reviewed(deduplicate(items), previous), plan)
+    verify_no_leakage(items, plan)
+    data_yaml = write_dataset(args.out, items, names)
+    figures = statistics(load_dataset(args.out))
+    print(f"dataset: {data_yaml} ({figures['images']}; {dropped} validation frames dropped next to training frames)")
+    return 0
+
+
+def run_stats(args, config) -> int:
+    from cityguard.training.dataset import load_dataset, statistics
+
+    figures = statistics(load_dataset(args.dataset))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"images per split: {figures['images']}; per source: {figures['sources']}")
+    for title in ("classes", "cameras"):
+        print(f"{title}:")
+        for name, counts in figures[title].items():
+            print(f"  {name}: " + ", ".join(f"{key} {value}" for key, value in sorted(counts.items())))
+    return 0
+
+
+def run_export(args, config) -> int:
+    from cityguard.training.dataset import load_dataset
+    from cityguard.training.labels import to_coco, to_voc_xml, yolo_text
+
+    dataset = load_dataset(args.dataset)
+    labels = [dataset.labels(item) for item in dataset.items]
+    if args.label_format == "coco":
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(to_coco(labels, dataset.names), indent=1))
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for image in labels:
+            stem = Path(image.name).stem
+            if args.label_format == "voc":
+                (args.out / f"{stem}.xml").write_text(to_voc_xml(image, dataset.names))
+            else:
+                (args.out / f"{stem}.txt").write_text(yolo_text(image))
+        if args.label_format == "yolo":
+            (args.out / "classes.txt").write_text("".join(f"{dataset.names[i]}\n" for i in sorted(dataset.names)))
+    print(f"exported {len(labels)} images' labels ({args.label_format}) to {args.out}")
+    return 0
+
+
+def run_import(args, config) -> int:
+    from cityguard.evaluation.loaders import load_yolo_labels
+    from cityguard.training.dataset import load_dataset, replace_labels
+    from cityguard.training.labels import ImageLabels, from_coco, from_voc_xml
+
+    dataset = load_dataset(args.dataset)
+    if args.label_format == "coco":
+        imported = from_coco(json.loads(args.labels.read_text()), dataset.names, str(args.labels))
+    elif args.label_format == "voc":
+        imported = [from_voc_xml(path, dataset.names) for path in sorted(args.labels.glob("*.xml"))]
+    else:
+        sizes = {item.name: dataset.labels(item) for item in dataset.items}
+        imported = []
+        for path in sorted(args.labels.glob("*.txt")):
+            if path.name == "classes.txt":
+                continue
+            if path.stem not in sizes:
+                raise SystemExit(f"{path}: no image {path.stem}.jpg in {args.dataset}")
+            known = sizes[path.stem]
+            imported.append(ImageLabels(known.name, known.width, known.height,
+                                        load_yolo_labels(path, known.width, known.height)))
+    print(f"imported labels of {replace_labels(dataset, imported)} images into {args.dataset}")
+    return 0

@@ -1,0 +1,47 @@
+"""Consume -> confirm -> commit-or-rewind: the one at-least-once step of every kafka-python consuming stage.
+
+A batch's input offsets are committed only after the broker has acknowledged every output of the batch (results and
+dead letters alike). If any send failed, the consumer is rewound to the batch's first offset on each partition, so
+the whole batch comes again; consumers downstream drop the duplicates this can make.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+
+from infra.kafka import flush_confirmed
+
+log = logging.getLogger(__name__)
+
+
+def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: list,
+                  handle: Callable[[list], list]) -> KafkaError | None:
+    """Runs `handle(records)`, which returns the futures of every send it made, then confirms and commits.
+
+    Returns None once the batch is confirmed (its offsets committed, or left to the partitions' new owner after a
+    rebalance), or the error that made it rewind the batch; the caller decides how long to wait before the next one.
+    """
+    try:
+        flush_confirmed(producer, handle(records))
+    except KafkaError as exc:  # a send refused at once, or one that failed in flight (ProduceFailed)
+        rewind(consumer, records)
+        return exc
+    try:
+        consumer.commit()
+    except CommitFailedError as exc:
+        # Partitions moved during the batch; the new owner processes it again (duplicates are dropped downstream).
+        log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
+    return None
+
+
+def rewind(consumer: KafkaConsumer, records: list) -> None:
+    """Seeks each partition of the batch back to the batch's first offset on it."""
+    first: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        first[key] = min(first.get(key, record.offset), record.offset)
+    for (topic, partition), offset in first.items():
+        consumer.seek(TopicPartition(topic, partition), offset)

@@ -1,0 +1,32 @@
+"""The contract between pure per-camera analytics and the faust wiring.
+
+An analyzer owns the state of one camera for one concern (crowd, traffic). The analytics stage restores it from a
+changelog-backed table, feeds it one Detections message, publishes what it returns, and stores its state again.
+Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
+An analyzer that raised is discarded; the stage restores a fresh one from the last stored state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from schemas import Detections, Event, LineCounts, ZoneMetrics
+from schemas.settings.config import CameraConfig, Config
+
+
+@dataclass
+class AnalyticsOutput:
+    zone_metrics: list[ZoneMetrics] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    line_counts: list[LineCounts] = field(default_factory=list)
+
+
+class CameraAnalyzer(Protocol):
+    def update(self, detections: Detections) -> AnalyticsOutput: ...
+
+    def state_json(self) -> bytes: ...
+
+
+class AnalyzerFactory(Protocol):
+    def __call__(self, camera: CameraConfig, config: Config, state: bytes | None) -> CameraAnalyzer: ...
+

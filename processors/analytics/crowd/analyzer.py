@@ -1,0 +1,393 @@
+"""The crowd analyzer of one camera: counts, density, flow, movement, forecast and risk level per zone.
+
+Pure (no Kafka, no clock): output depends only on the detections stream, so a replay gives the same metrics and a
+restart from `state_json` continues the same windows and levels. Windows run on event time (frame capture time)
+and close when the first frame of a later hop arrives. Frames at or below the last sequence number seen are
+redeliveries and are ignored. The pieces live in processors.analytics.crowd; this module composes them per frame
+and window.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from processors.analytics.contract import AnalyticsOutput
+from processors.analytics.crowd.counting import fuse_counts
+from processors.analytics.crowd.forecast import (
+    HoltState,
+    forecast_points,
+    holt_update,
+    seconds_to_thresholds,
+    slope_per_s,
+)
+from processors.analytics.crowd.local_density import GroundGrid
+from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
+from processors.analytics.crowd.tracks import CountingLine, TrackTable
+from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start
+from schemas import (
+    PERSON_CLASS_ID,
+    Detections,
+    Event,
+    EventState,
+    FrameRef,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+)
+from schemas.geometry import PolygonZone, polygon_cell_weights, side_of
+from schemas.settings.config import CameraConfig, Config
+from schemas.settings.crowd import (
+    AnalyticsConfig,
+    ZoneConfig,
+    zone_ground_area_m2,
+)
+from schemas.settings.lines import InwardSide
+from schemas.zone_metrics import CountSource, FlowRegime
+
+log = logging.getLogger(__name__)
+
+RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts as rising (stop-and-go rule)
+SEVERITY = {RiskLevel.UNKNOWN: Severity.WARNING, RiskLevel.NORMAL: Severity.INFO, RiskLevel.CAUTION: Severity.INFO,
+            RiskLevel.WARNING: Severity.WARNING, RiskLevel.DANGER: Severity.CRITICAL,
+            RiskLevel.CRITICAL: Severity.CRITICAL}
+
+
+@dataclass
+class SurgeState:
+    baseline_per_minute: float = 0.0
+    windows: int = 0
+    active: bool = False
+    started_at: float | None = None  # window end at which the active surge was flagged: its episode's id
+
+
+@dataclass
+class ZoneState:
+    buckets: list[Bucket] = field(default_factory=list)
+    model_people: float | None = None  # the density model's last count for the zone, and its capture time
+    model_at: float | None = None
+    holt: HoltState | None = None
+    risk: RiskState = field(default_factory=RiskState)
+    surge: SurgeState = field(default_factory=SurgeState)
+
+
+@dataclass
+class CrowdState:
+    """Everything needed to resume a camera after a restart; plain data for a changelog table."""
+
+    last_seq: int = -1
+    first_captured_at: float | None = None
+    open_bucket: float | None = None  # start of the newest hop bucket
+    zones: dict[str, ZoneState] = field(default_factory=dict)
+    tracks: dict | None = None  # TrackTable columns
+    track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | None) -> CrowdState:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        zones = {}
+        for zone_id, zone in data["zones"].items():
+            risk = zone["risk"]
+            zones[zone_id] = ZoneState(
+                buckets=[Bucket(**bucket) for bucket in zone["buckets"]],
+                model_people=zone["model_people"], model_at=zone["model_at"],
+                holt=HoltState(**zone["holt"]) if zone["holt"] else None,
+                risk=RiskState(RiskLevel(risk["level"]), risk["since"], risk["episode_started"]),
+                surge=SurgeState(**zone["surge"]),
+            )
+        # a state saved before line identities were kept has none: its tracks are dropped, not misread
+        return cls(data["last_seq"], data["first_captured_at"], data["open_bucket"], zones, data["tracks"],
+                   data.get("track_lines"))
+
+
+class ZoneGeometry:
+    """A zone's fixed geometry: image polygon, area, ground grid (calibrated cameras) and counting lines."""
+
+    def __init__(self, zone: ZoneConfig, camera: CameraConfig, analytics: AnalyticsConfig, first_line: int):
+        self.config = zone
+        self.polygon = PolygonZone(zone.polygon)
+        self.area_m2 = zone_ground_area_m2(zone, camera.calibration)
+        self.grid = None
+        if camera.calibration is not None:
+            ground = camera.calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float))
+            movement = analytics.movement
+            self.grid = GroundGrid(ground, movement.local_density_radius_m, movement.grid_cell_m)
+        centroid = np.asarray(zone.polygon, dtype=float).mean(axis=0, keepdims=True)
+        self.lines = []
+        for entrance in zone.entrances:
+            line = CountingLine(entrance.start, entrance.end, 1)
+            if entrance.inward == InwardSide.AUTO:
+                sign = int(side_of(centroid, line.start, line.end)[0]) or 1
+            else:  # image y points down, so positive cross products are on the right looking start -> end
+                sign = 1 if entrance.inward == InwardSide.RIGHT else -1
+            self.lines.append(CountingLine(entrance.start, entrance.end, sign))
+        # What makes a track's line columns meaningful: a moved, re-sided or renamed line is another line.
+        self.line_keys = [f"{zone.id}/{entrance.id} {line.start}->{line.end} {line.inward_sign:+d}"
+                          for entrance, line in zip(zone.entrances, self.lines, strict=True)]
+        self.line_indices = range(first_line, first_line + len(self.lines))
+        self._map_weights: dict[tuple, np.ndarray] = {}
+
+    def model_people(self, density: np.ndarray, image_size: tuple[int, int]) -> float:
+        key = (image_size, density.shape)
+        if key not in self._map_weights:
+            self._map_weights[key] = polygon_cell_weights(self.config.polygon, image_size, density.shape)
+        return float((density * self._map_weights[key]).sum())
+
+
+class CrowdAnalyzer:
+    """Implements processors.analytics.contract.CameraAnalyzer for a camera's crowd zones."""
+
+    def __init__(self, camera: CameraConfig, analytics: AnalyticsConfig, state: CrowdState | None = None):
+        self.camera = camera
+        self.config = analytics
+        self.step = analytics.step_seconds
+        self.homography = camera.calibration.to_homography() if camera.calibration else None
+        self.zones: dict[str, ZoneGeometry] = {}
+        for zone in camera.zones:
+            self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
+                                               sum(len(z.lines) for z in self.zones.values()))
+        self.lines = [line for zone in self.zones.values() for line in zone.lines]
+        self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
+        self.state = state or CrowdState()
+        # zones removed from the configuration are forgotten, new ones start empty
+        self.state.zones = {zone_id: self.state.zones.get(zone_id) or ZoneState() for zone_id in self.zones}
+        if self.state.tracks and self.state.track_lines != self.line_keys:
+            # Track columns hold one side/pending entry per counting line, by position: after lines were added,
+            # removed, reordered or moved they would be misread. Tracks are re-learnt within a few frames.
+            log.warning("camera %s: counting lines changed since the state was saved; starting with no tracks",
+                        camera.id)
+            self.state.tracks = None
+        self.tracks = TrackTable.from_columns(len(self.lines), self.state.tracks) if self.state.tracks \
+            else TrackTable(len(self.lines))
+        self.state.track_lines = self.line_keys
+
+    @classmethod
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> CrowdAnalyzer:
+        return cls(camera, config.analytics, CrowdState.from_json(state))
+
+    def state_json(self) -> bytes:
+        self.state.tracks = self.tracks.to_columns()
+        return self.state.to_json()
+
+    def update(self, detections: Detections) -> AnalyticsOutput:
+        """Adds one frame's detections; returns the metrics (and level changes) of windows this frame closed.
+
+        The frame counts as seen only once it is fully processed, so one that raised is not taken for a redelivery
+        when it comes again. An exception can leave the analyzer partly updated: the caller discards it and
+        restores the last stored state (processors.analytics.stage does).
+        """
+        if detections.seq <= self.state.last_seq:
+            return AnalyticsOutput()
+        at = detections.captured_at
+        start = bucket_start(at, self.step)
+        # Measuring first: input a frame cannot be measured on raises before any window is closed.
+        samples = self._measure(detections)
+        if self.state.first_captured_at is None:
+            self.state.first_captured_at = at
+        output = AnalyticsOutput()
+        if self.state.open_bucket is not None and start > self.state.open_bucket:
+            output = self._close_windows(self.state.open_bucket + self.step)
+        if self.state.open_bucket is None or start > self.state.open_bucket:
+            self.state.open_bucket = start
+        for zone_id, sample in samples.items():
+            buckets = self.state.zones[zone_id].buckets
+            if not buckets or buckets[-1].start != self.state.open_bucket:
+                buckets.append(Bucket(start=self.state.open_bucket))
+            buckets[-1].add(sample)
+        self.state.last_seq = detections.seq
+        return output
+
+    # -- one frame -------------------------------------------------------------------------------------------
+
+    def _measure(self, detections: Detections) -> dict[str, FrameSample]:
+        people = detections.class_mask(PERSON_CLASS_ID)
+        boxes = detections.boxes()[people]
+        feet = detections.foot_points()[people]
+        ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
+        velocity = np.full_like(feet, np.nan)
+        crossings = []
+        if detections.track_id is not None and len(feet):
+            track_ids = np.asarray(detections.track_id, dtype=np.int64)[people]
+            _, first = np.unique(track_ids, return_index=True)  # a tracker should not repeat an id; keep one
+            first.sort()
+            movement = self.config.movement
+            velocity_first, crossings = self.tracks.update(
+                detections.captured_at, track_ids[first], feet[first], ground[first], self.lines,
+                movement.velocity_smoothing, movement.max_speed_m_s, movement.track_ttl_seconds,
+                movement.crossing_debounce_frames, movement.max_tracks)
+            velocity[first] = velocity_first
+        density = detections.density()
+        if density is not None and not np.isfinite(density).all():
+            density = None  # a broken map (NaN or infinite cells) would poison every window its count falls in
+        image_size = (detections.image_width, detections.image_height)
+        samples = {}
+        for zone_id, zone in self.zones.items():
+            state = self.state.zones[zone_id]
+            inside = zone.polygon.contains(feet)
+            detector_people = int(inside.sum())
+            if density is not None:
+                state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
+            fresh = state.model_at is not None and \
+                detections.captured_at - state.model_at <= self.config.counting.density_map_max_age_seconds
+            fused = fuse_counts(detector_people, state.model_people if fresh else None,
+                                boxes[inside], self.config.counting)
+            sample = FrameSample(
+                people=fused.people, detector_people=detector_people,
+                model_people=state.model_people if fresh else None,
+                source=fused.source.value, confidence=fused.confidence, reliable=fused.reliable,
+                unreliable_reason=fused.reason, seq=detections.seq,
+                inflow=sum(1 for c in crossings if c.line_index in zone.line_indices and c.inward),
+                outflow=sum(1 for c in crossings if c.line_index in zone.line_indices and not c.inward),
+            )
+            if zone.grid is not None:
+                fields_ = zone.grid.fields(ground, velocity if detections.track_id is not None else None)
+                sample.peak_local_density = fields_.peak_density_per_m2
+                sample.velocity_variance = fields_.velocity_variance_m2_per_s2
+                sample.pressure = fields_.peak_pressure_per_s2
+                moving = velocity[inside]
+                moving = moving[np.isfinite(moving).all(axis=1)]
+                if len(moving):
+                    sample.speed_m_s = float(np.hypot(moving[:, 0], moving[:, 1]).mean())
+            samples[zone_id] = sample
+        return samples
+
+    # -- one window ------------------------------------------------------------------------------------------
+
+    def _close_windows(self, window_end: float) -> AnalyticsOutput:
+        output = AnalyticsOutput()
+        window_start = window_end - self.config.window_seconds
+        for zone_id, zone in self.zones.items():
+            state = self.state.zones[zone_id]
+            spanned = [bucket for bucket in state.buckets if window_start <= bucket.start < window_end]
+            if spanned:
+                metrics, events = self._window(zone_id, zone, state, Bucket.merge(window_start, spanned), window_end)
+                output.zone_metrics.append(metrics)
+                output.events.extend(events)
+            # keep only buckets that a later window can still span
+            state.buckets = [b for b in state.buckets if b.start >= window_end - self.config.window_seconds + self.step]
+        return output
+
+    def _window(self, zone_id: str, zone: ZoneGeometry, state: ZoneState, window: Bucket,
+                window_end: float) -> tuple[ZoneMetrics, list[Event]]:
+        config = self.config
+        seconds = config.window_seconds
+        people_mean = window.mean("people")
+        density = people_mean / zone.area_m2
+        observed_from = max(window.start, self.state.first_captured_at)
+        expected_frames = self.camera.fps * (window_end - observed_from)
+        reliable, reason = True, ""
+        if window.frames < config.risk.min_frame_coverage * expected_frames:
+            reliable, reason = False, (f"camera delivered {window.frames} of ~{expected_frames:.0f} expected frames "
+                                       "(down or stalling)")
+        elif window.unreliable_frames * 2 > window.frames:
+            reliable, reason = False, window.unreliable_reason
+        net_per_minute = (window.inflow - window.outflow) / seconds * 60
+        if reliable:
+            net_rate = (window.inflow - window.outflow) / seconds / zone.area_m2 if zone.lines else None
+            state.holt = holt_update(state.holt, window_end, density, config.forecast, net_rate)
+        forecast, expected = [], {}
+        holt = state.holt
+        if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
+            forecast = forecast_points(holt, config.forecast, self.step)
+            expected = seconds_to_thresholds(holt, config.forecast, config.thresholds)
+        regime = self._regime(window.mean("speed"), density, holt)
+        surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
+        inputs = RiskInputs(density_per_m2=density, reliable=reliable, unreliable_reason=reason,
+                            peak_local_density_per_m2=window.mean("peak_local"),
+                            pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected)
+        previous = state.risk
+        state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
+        if regime == FlowRegime.STOP_AND_GO:
+            level_reason += f"; stop-and-go: speed {window.mean('speed'):.2f} m/s while density rises"
+        if state.surge.active:
+            level_reason += f"; inflow surge: {window.inflow / seconds * 60:.0f}/min"
+        sources = window.source_frames
+        metrics = ZoneMetrics(
+            camera_id=self.camera.id, zone_id=zone_id, window_start=window.start, window_end=window_end,
+            frames=window.frames, area_m2=zone.area_m2, people_mean=people_mean,
+            people_max=round(window.people_max), density_mean_per_m2=density,
+            density_max_per_m2=window.people_max / zone.area_m2,
+            risk_level=state.risk.level, risk_reason=level_reason, last_seq=window.last_seq,
+            detector_people_mean=window.mean("detector"), density_model_people_mean=window.mean("model"),
+            count_source=CountSource(max(sources, key=sources.get)) if sources else CountSource.DETECTOR,
+            count_confidence=window.mean("confidence"), count_reliable=reliable,
+            peak_local_density_per_m2=window.mean("peak_local"), mean_speed_m_per_s=window.mean("speed"),
+            velocity_variance_m2_per_s2=window.mean("variance"), crowd_pressure_per_s2=window.mean("pressure"),
+            flow_regime=regime, inflow=window.inflow, outflow=window.outflow,
+            net_accumulation_per_minute=net_per_minute, inflow_surge=state.surge.active,
+            forecast=forecast, seconds_to_threshold=expected,
+        )
+        events = surge_events
+        if changed:
+            events.append(self._level_event(zone_id, previous, state.risk, level_reason, metrics))
+        return metrics, events
+
+    def _regime(self, speed: float | None, density: float, holt: HoltState | None) -> FlowRegime:
+        movement = self.config.movement
+        if speed is None:
+            return FlowRegime.UNKNOWN
+        rising = (holt is not None and slope_per_s(holt, self.config.forecast) * 60 > RISING_PER_MINUTE) \
+            or density >= self.config.thresholds.warning
+        if speed < movement.stop_and_go_speed_m_s and rising:
+            return FlowRegime.STOP_AND_GO
+        if speed < movement.congested_speed_m_s:
+            return FlowRegime.CONGESTED
+        return FlowRegime.FREE
+
+    def _surge(self, zone_id: str, surge: SurgeState, window: Bucket, window_end: float,
+               has_lines: bool) -> list[Event]:
+        if not has_lines:
+            return []
+        config = self.config.surge
+        rate = window.inflow / self.config.window_seconds * 60
+        now_active = (surge.windows >= config.min_windows and rate >= config.min_inflow_per_minute
+                      and rate >= config.factor * surge.baseline_per_minute)
+        surge.baseline_per_minute = rate if surge.windows == 0 else \
+            surge.baseline_per_minute + config.baseline_smoothing * (rate - surge.baseline_per_minute)
+        surge.windows += 1
+        if now_active == surge.active:
+            return []
+        surge.active = now_active
+        started_at = window_end if now_active else surge.started_at
+        surge.started_at = window_end if now_active else None
+        reason = (f"inflow {rate:.0f}/min is {rate / max(surge.baseline_per_minute, 1e-9):.1f}x its baseline"
+                  if now_active else f"inflow back to {rate:.0f}/min")
+        return [Event(
+            # one id per surge, opened to resolved, from its start in event time: the same after a redelivery
+            event_id=f"{self.camera.id}:{zone_id}:inflow_surge:{round(started_at * 1000)}", type="inflow_surge",
+            state=EventState.OPENED if now_active else EventState.RESOLVED, severity=Severity.WARNING,
+            camera_id=self.camera.id, zone_id=zone_id, started_at=started_at, updated_at=window_end,
+            ended_at=None if now_active else window_end, confidence=0.8,
+            evidence=FrameRef(camera_id=self.camera.id, seq=window.last_seq), reason=reason,
+            details={"inflow_per_minute": rate, "baseline_per_minute": surge.baseline_per_minute},
+        )]
+
+    def _level_event(self, zone_id: str, previous: RiskState, risk: RiskState, reason: str,
+                     metrics: ZoneMetrics) -> Event:
+        if risk.level == RiskLevel.NORMAL:
+            state, episode_started = EventState.RESOLVED, previous.episode_started
+        else:
+            state = EventState.OPENED if previous.level == RiskLevel.NORMAL else EventState.UPDATED
+            episode_started = risk.episode_started
+        details: dict[str, float | int | str] = {
+            "from_level": previous.level.value, "to_level": risk.level.value,
+            "density_per_m2": metrics.density_mean_per_m2, "window_start": metrics.window_start,
+        }
+        details.update({f"seconds_to_{name}": value for name, value in metrics.seconds_to_threshold.items()})
+        return Event(
+            # One incident per episode (leaving NORMAL until back to NORMAL), so consumers can close what they
+            # opened; the episode's start in event time keeps the id the same after a redelivery or restart.
+            event_id=f"{self.camera.id}:{zone_id}:crowd_risk:{round(episode_started * 1000)}",
+            type="risk_level_changed", state=state, severity=SEVERITY[risk.level], camera_id=self.camera.id,
+            zone_id=zone_id, started_at=episode_started, updated_at=metrics.window_end,
+            ended_at=metrics.window_end if state == EventState.RESOLVED else None,
+            confidence=metrics.count_confidence, evidence=FrameRef(camera_id=self.camera.id, seq=metrics.last_seq),
+            reason=reason, details=details,
+        )

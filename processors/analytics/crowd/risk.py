@@ -1,0 +1,116 @@
+"""Risk levels from density, local peaks, crowd pressure and the forecast, with hysteresis and a minimum dwell.
+
+Rules, strongest wins, each with its reason in words:
+- count unreliable (occlusion, saturation, missing frames): UNKNOWN, never a falsely calm level;
+- zone density against the thresholds (normal < caution <= ... critical);
+- a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
+- crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
+  disasters);
+- a level the forecast expects within `early_warning_seconds` raises the zone to the level below it now.
+Levels go up at once. They go down only after `min_dwell_seconds` at the current level, and only as far as the
+rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so noise near a bound does not
+flap. UNKNOWN is entered and left at once: saying "we cannot see" must not wait.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas import RiskLevel
+from schemas.settings.crowd import RiskPolicyConfig, RiskThresholds
+
+ESCALATION = (RiskLevel.CRITICAL, RiskLevel.DANGER, RiskLevel.WARNING, RiskLevel.CAUTION)
+
+
+@dataclass(frozen=True)
+class RiskInputs:
+    density_per_m2: float
+    reliable: bool = True
+    unreliable_reason: str = ""
+    peak_local_density_per_m2: float | None = None
+    pressure_per_s2: float | None = None
+    seconds_to_threshold: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RiskState:
+    level: RiskLevel = RiskLevel.NORMAL
+    since: float | None = None  # when the current level was entered
+    episode_started: float | None = None  # when the zone last left NORMAL
+
+
+def threshold(level: RiskLevel, thresholds: RiskThresholds) -> float:
+    return getattr(thresholds, level.value)
+
+
+def density_level(density_per_m2: float, thresholds: RiskThresholds) -> RiskLevel:
+    for level in ESCALATION:
+        if density_per_m2 >= threshold(level, thresholds):
+            return level
+    return RiskLevel.NORMAL
+
+
+def one_below(level: RiskLevel) -> RiskLevel:
+    order = list(RiskLevel)
+    return order[max(order.index(level) - 1, order.index(RiskLevel.NORMAL))]
+
+
+def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyConfig,
+           margin_per_m2: float = 0.0) -> tuple[RiskLevel, str]:
+    """The level the rules call for (densities raised by margin_per_m2 when judging a step down)."""
+    if not inputs.reliable:
+        return RiskLevel.UNKNOWN, f"count unreliable: {inputs.unreliable_reason}"
+    density = inputs.density_per_m2 + margin_per_m2
+    level = density_level(density, thresholds)
+    if level == RiskLevel.NORMAL:
+        reason = f"density {inputs.density_per_m2:.2f} p/m² below caution threshold {thresholds.caution:g}"
+    else:
+        reason = f"density {inputs.density_per_m2:.2f} p/m² >= {level.value} threshold {threshold(level, thresholds):g}"
+    peak = inputs.peak_local_density_per_m2
+    if (policy.packed_spot_raises_to_warning and peak is not None and peak + margin_per_m2 >= thresholds.danger
+            and level.rank < RiskLevel.WARNING.rank):
+        level = RiskLevel.WARNING
+        reason = f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}"
+    pressure = inputs.pressure_per_s2
+    if (pressure is not None and pressure >= thresholds.pressure_per_s2 and density >= thresholds.pressure_min_density
+            and level.rank < RiskLevel.DANGER.rank):
+        level = RiskLevel.DANGER
+        reason = (f"crowd pressure {pressure:.3f}/s² >= threshold {thresholds.pressure_per_s2:g} "
+                  f"(turbulent motion at {inputs.density_per_m2:.2f} p/m²)")
+    for expected in ESCALATION:
+        seconds = inputs.seconds_to_threshold.get(expected.value)
+        if seconds is None or seconds > policy.early_warning_seconds:
+            continue
+        raised = one_below(expected)
+        if raised.rank > level.rank:
+            level = raised
+            reason = (f"{expected.value} ({threshold(expected, thresholds):g} p/m²) expected in "
+                      f"{seconds / 60:.1f} min; density now {inputs.density_per_m2:.2f} p/m²")
+        break
+    return level, reason
+
+
+def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: RiskThresholds,
+               policy: RiskPolicyConfig) -> tuple[RiskState, str, bool]:
+    """The zone's level after one window ending at `at`: (new state, reason, changed)."""
+    target, reason = assess(inputs, thresholds, policy)
+    current = state.level
+    if target == current:
+        return state, reason, False
+    if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
+        return _enter(state, target, at), reason, True
+    if at - state.since < policy.min_dwell_seconds:
+        return state, f"holding {current.value} (minimum dwell): {reason}", False
+    relaxed, _ = assess(inputs, thresholds, policy, margin_per_m2=policy.hysteresis_per_m2)
+    if relaxed.rank >= current.rank:
+        return state, f"holding {current.value} (hysteresis {policy.hysteresis_per_m2:g} p/m²): {reason}", False
+    return _enter(state, relaxed if relaxed.rank > target.rank else target, at), reason, True
+
+
+def _enter(state: RiskState, level: RiskLevel, at: float) -> RiskState:
+    if level == RiskLevel.NORMAL:
+        episode = None
+    elif state.level == RiskLevel.NORMAL or state.episode_started is None:
+        episode = at
+    else:
+        episode = state.episode_started
+    return RiskState(level=level, since=at, episode_started=episode)

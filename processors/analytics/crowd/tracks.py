@@ -1,0 +1,153 @@
+"""Per-camera track memory, column-wise: ground velocity per track and debounced counting-line crossings.
+
+Columns (numpy arrays, one row per track, sorted by id) keep the per-frame work vectorised for crowds of
+thousands; tracks unseen for `ttl_seconds` are evicted, and at most `max_tracks` are kept (the system runs for
+months). Line crossings follow processors.analytics.lines: debounced, segments not infinite lines, and a crossing
+still pending when its track is evicted counts (the track walked out of view right after the line).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from processors.analytics.lines import step_line
+from schemas.geometry import side_of
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class CountingLine:
+    start: Point
+    end: Point
+    inward_sign: int  # +1: the side where cross(end - start, p - start) > 0 is inside the zone
+
+
+@dataclass(frozen=True)
+class Crossing:
+    line_index: int
+    inward: bool
+    track_id: int
+
+
+class TrackTable:
+    """What the analyzer remembers of each track between frames."""
+
+    COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "velocity", "side", "pending", "pending_frames")
+
+    def __init__(self, line_count: int, columns: dict | None = None):
+        self.line_count = line_count
+        if columns is None:
+            columns = {"ids": [], "last_seen": [], "image_xy": [], "ground_xy": [], "velocity": [],
+                       "side": [], "pending": [], "pending_frames": []}
+        self.ids = np.asarray(columns["ids"], dtype=np.int64).reshape(-1)
+        self.last_seen = np.asarray(columns["last_seen"], dtype=float).reshape(-1)
+        self.image_xy = np.asarray(columns["image_xy"], dtype=float).reshape(-1, 2)
+        self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
+        self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
+        self.side = np.asarray(columns["side"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending_frames = np.asarray(columns["pending_frames"], dtype=np.int16).reshape(len(self.ids), line_count)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_columns(self) -> dict:
+        # NaN is not JSON; unknown ground positions and velocities travel as None.
+        def nullable(array: np.ndarray) -> list:
+            return [[None if np.isnan(v) else float(v) for v in row] for row in array]
+
+        return {"ids": self.ids.tolist(), "last_seen": self.last_seen.tolist(), "image_xy": self.image_xy.tolist(),
+                "ground_xy": nullable(self.ground_xy), "velocity": nullable(self.velocity),
+                "side": self.side.tolist(), "pending": self.pending.tolist(),
+                "pending_frames": self.pending_frames.tolist()}
+
+    @classmethod
+    def from_columns(cls, line_count: int, columns: dict) -> TrackTable:
+        def nan_for_none(rows: list) -> list:
+            return [[np.nan if v is None else v for v in row] for row in rows]
+
+        return cls(line_count, {**columns, "ground_xy": nan_for_none(columns["ground_xy"]),
+                                "velocity": nan_for_none(columns["velocity"])})
+
+    def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, ground_xy: np.ndarray,
+               lines: Sequence[CountingLine], smoothing: float, max_speed: float, ttl_seconds: float,
+               debounce_frames: int, max_tracks: int) -> tuple[np.ndarray, list[Crossing]]:
+        """Adds one frame; returns each current track's ground velocity (NaN when unknown) and line crossings."""
+        track_ids = np.asarray(track_ids, dtype=np.int64)
+        position = np.searchsorted(self.ids, track_ids)
+        known = (position < len(self.ids)) & (self.ids[np.minimum(position, len(self.ids) - 1)] == track_ids) \
+            if len(self.ids) else np.zeros(len(track_ids), dtype=bool)
+        rows = position[known]
+        velocity = np.full((len(track_ids), 2), np.nan)
+        crossings: list[Crossing] = []
+        if known.any():
+            elapsed = at - self.last_seen[rows]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = (ground_xy[known] - self.ground_xy[rows]) / elapsed[:, None]
+            speed = np.hypot(step[:, 0], step[:, 1])
+            valid = (elapsed > 0) & np.isfinite(speed) & (speed <= max_speed)
+            previous = self.velocity[rows]
+            blended = np.where(np.isfinite(previous), previous * (1 - smoothing) + step * smoothing, step)
+            new_velocity = np.where(valid[:, None], blended, previous)
+            velocity[known] = new_velocity
+            self.velocity[rows] = new_velocity
+            crossings = self._cross_lines(rows, track_ids[known], self.image_xy[rows], image_xy[known], lines,
+                                          debounce_frames)
+            self.last_seen[rows] = at
+            self.image_xy[rows] = image_xy[known]
+            self.ground_xy[rows] = ground_xy[known]
+        fresh = ~known
+        if fresh.any():
+            sides = np.column_stack([side_of(image_xy[fresh], line.start, line.end) for line in lines]) if lines else \
+                np.zeros((int(fresh.sum()), 0), dtype=np.int8)
+            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh], sides)
+        crossings += self._evict(at - ttl_seconds, max_tracks, lines)
+        return velocity, crossings
+
+    def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
+                     lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
+        crossings = []
+        for index, line in enumerate(lines):
+            step = step_line(line.start, line.end, before, after, self.side[rows, index], self.pending[rows, index],
+                             self.pending_frames[rows, index], debounce_frames)
+            for track_id, new_side in zip(ids[step.crossed].tolist(), step.side[step.crossed].tolist(), strict=True):
+                crossings.append(Crossing(index, new_side == line.inward_sign, track_id))
+            self.side[rows, index] = step.side
+            self.pending[rows, index] = step.pending
+            self.pending_frames[rows, index] = step.pending_frames
+        return crossings
+
+    def _insert(self, ids: np.ndarray, at: float, image_xy: np.ndarray, ground_xy: np.ndarray,
+                sides: np.ndarray) -> None:
+        count = len(ids)
+        self.ids = np.concatenate((self.ids, ids))
+        self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
+        self.image_xy = np.concatenate((self.image_xy, image_xy))
+        self.ground_xy = np.concatenate((self.ground_xy, ground_xy))
+        self.velocity = np.concatenate((self.velocity, np.full((count, 2), np.nan)))
+        self.side = np.concatenate((self.side, sides.astype(np.int8)))
+        self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
+        self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
+        self._keep(np.argsort(self.ids, kind="stable"))
+
+    def _evict(self, oldest: float, max_tracks: int, lines: Sequence[CountingLine]) -> list[Crossing]:
+        keep = np.flatnonzero(self.last_seen >= oldest)
+        if len(keep) > max_tracks:
+            keep = keep[np.argsort(self.last_seen[keep], kind="stable")[-max_tracks:]]
+            keep.sort()
+        if len(keep) == len(self.ids):
+            return []
+        gone = np.ones(len(self.ids), dtype=bool)
+        gone[keep] = False
+        crossings = [Crossing(int(line_index), int(self.pending[row, line_index]) == lines[line_index].inward_sign,
+                              int(self.ids[row]))
+                     for row, line_index in zip(*np.nonzero(gone[:, None] & (self.pending != 0)), strict=True)]
+        self._keep(keep)
+        return crossings
+
+    def _keep(self, order: np.ndarray) -> None:
+        for name in self.COLUMNS:
+            setattr(self, name, getattr(self, name)[order])

@@ -1,0 +1,176 @@
+"""Traffic analyzer of one camera: tracks in, rule events and per-window line counts out. Pure: no Kafka, no clock.
+
+Time is the frames' capture time, so replaying the same detections gives the same events, ids and counts. A frame
+at or below the last sequence number seen is a redelivery and is ignored.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from processors.analytics.contract import AnalyticsOutput
+from processors.analytics.traffic import counting, rules
+from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
+from processors.analytics.traffic.fallback_tracker import assign_track_ids
+from processors.analytics.traffic.incidents import reconcile
+from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.state import TrackState, TrafficState
+from schemas import Detections
+from schemas.calibration import Homography
+from schemas.line_counts import LineCounts
+from schemas.settings.config import CameraConfig, Config
+from schemas.settings.lines import Anchor
+from schemas.settings.traffic import SceneConfig
+
+SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
+HISTORY_SECONDS = 6.0
+UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
+
+
+@dataclass
+class TrafficOutput(AnalyticsOutput):
+    """What every analyzer returns, plus the current lane figures."""
+
+    lanes: list[LaneTraffic] = field(default_factory=list)
+    area_scores: dict[str, float] = field(default_factory=dict)  # pedestrian area id -> vehicle-in-area score
+
+
+class TrafficAnalyzer:
+    def __init__(self, camera_id: str, scene: SceneConfig, state: TrafficState | None = None,
+                 homography: Homography | None = None):
+        self.camera_id = camera_id
+        self.scene = Scene(scene, homography)
+        self.thresholds = scene.thresholds
+        self.state = state or TrafficState()
+
+    @classmethod
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> TrafficAnalyzer:
+        if camera.scene is None:
+            raise ValueError(f"camera {camera.id} has no traffic scene")
+        homography = camera.calibration.to_homography() if camera.calibration else None
+        return cls(camera.id, camera.scene, TrafficState.model_validate_json(state) if state else None, homography)
+
+    def state_json(self) -> bytes:
+        return self.state.model_dump_json().encode()
+
+    def update(self, detections: Detections) -> TrafficOutput:
+        """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
+        state = self.state
+        if detections.seq <= state.last_seq:
+            return TrafficOutput()
+        state.last_seq = detections.seq
+        now = detections.captured_at
+        output = TrafficOutput(line_counts=self._close_count_window(now))
+
+        seen = self._observe_tracks(detections, now)
+        for track, previous_box in seen:
+            for line in self.scene.config.counting_lines:
+                direction = counting.observe_line(track, line, previous_box, self.thresholds.crossing_debounce_frames)
+                if direction is not None:
+                    self._count(line.id, line.classes, track.class_name, direction)
+        tracks = [track for track, _ in seen]
+        vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
+        people = [t for t in tracks if t.class_name == "person"]
+        output.lanes = observe_lanes(self.scene, state, vehicles, now)
+        rules.record_contacts(self.scene, state, vehicles, now)
+        conditions = [
+            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
+                                   (detections.image_width, detections.image_height)),
+            *rules.wrong_way(self.scene, vehicles),
+            *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
+            *rules.obstacles(self.scene, tracks, now),
+            *congestion_conditions(self.scene, output.lanes),
+            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
+        ]
+        track_ids = detections.track_id if detections.track_id is not None else []
+        untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
+                     in zip(detections.xyxy, track_ids, detections.class_name, detections.confidence, strict=False)
+                     if track_id == UNTRACKED]
+        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks, untracked)
+        output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
+                                  self.thresholds.resolve_seconds)
+        self._evict(now)
+        state.last_time = now
+        return output
+
+    def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
+        """Updates each detected track; returns (track, its box in the previous sighting)."""
+        boxes = [tuple(map(float, box)) for box in detections.xyxy]
+        track_ids = detections.track_id
+        if track_ids is None:
+            track_ids = assign_track_ids(self.state, boxes, detections.class_name, now)
+        seen = []
+        for box, track_id, class_name, confidence in zip(boxes, track_ids, detections.class_name,
+                                                          detections.confidence, strict=True):
+            if track_id == UNTRACKED:
+                continue
+            track = self.state.tracks.get(track_id)
+            point = anchor_point(box, Anchor.BOTTOM_CENTER)
+            if track is None:
+                track = self.state.tracks[track_id] = TrackState(
+                    track_id=track_id, class_name=class_name, box=box, first_seen=now, last_seen=now,
+                    confidence=confidence, rest_point=point, rest_since=now)
+                previous_box = None
+            else:
+                previous_box = track.box
+                track.box, track.last_seen, track.class_name = box, now, class_name
+                track.confidence += (confidence - track.confidence) * 0.2
+            self._record_motion(track, point, now)
+            seen.append((track, previous_box))
+        return seen
+
+    def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
+        x1, y1, x2, y2 = track.box
+        tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
+        rest_box = track.rest_box or track.box
+        edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box, strict=True))
+        if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
+            track.rest_point, track.rest_since, track.rest_box = point, now, track.box
+        elif track.rest_box is None:
+            track.rest_box = track.box
+        sample = (now, point[0], point[1], y2 - y1)
+        history = track.history
+        # The newest sample is always the current position; older ones stay SAMPLE_SPACING_S apart.
+        if len(history) >= 2 and history[-1][0] - history[-2][0] < SAMPLE_SPACING_S:
+            history[-1] = sample
+        else:
+            history.append(sample)
+        while history and history[0][0] < now - HISTORY_SECONDS:
+            history.pop(0)
+
+    def _count(self, line_id: str, classes: list[str] | None, class_name: str, direction: str) -> None:
+        if classes is not None and class_name not in classes:
+            return
+        line_counts = self.state.counts.setdefault(line_id, {})
+        key = f"{class_name}|{direction}"
+        line_counts[key] = line_counts.get(key, 0) + 1
+
+    def _close_count_window(self, now: float) -> list[LineCounts]:
+        """Per-window line counts: a window closes when the first frame of a later window arrives."""
+        window = self.thresholds.count_window_seconds
+        start = math.floor(now / window) * window
+        state = self.state
+        if state.count_window_start is None:
+            state.count_window_start = start
+        if start <= state.count_window_start:
+            return []
+        closed = []
+        for line in self.scene.config.counting_lines:
+            counts = state.counts.get(line.id, {})
+            keys = sorted(counts)
+            closed.append(LineCounts(
+                camera_id=self.camera_id, line_id=line.id, lane_id=line.lane, window_start=state.count_window_start,
+                window_end=state.count_window_start + window, class_name=[k.split("|")[0] for k in keys],
+                direction=[k.split("|")[1] for k in keys], count=[counts[k] for k in keys]))
+        state.count_window_start, state.counts = start, {}
+        return closed
+
+    def _evict(self, now: float) -> None:
+        ttl = self.thresholds.track_ttl_seconds
+        for track_id in [i for i, track in self.state.tracks.items()
+                         if now - max(track.last_seen, track.held_at or track.last_seen) > ttl]:
+            track = self.state.tracks.pop(track_id)
+            for line in self.scene.config.counting_lines:
+                direction = counting.flush_pending(track, line)
+                if direction is not None:
+                    self._count(line.id, line.classes, track.class_name, direction)

@@ -1,0 +1,72 @@
+"""Event life cycle: conditions that hold now become one event each (opened, updated on a level change, resolved).
+
+A condition is identified by a key (rule and subject, e.g. "wrong_way:17"); while it keeps holding, the same event
+continues. It is resolved once the condition has been gone for `resolve_seconds` (hysteresis against flicker). The
+event id hashes camera, key and the sequence number of the opening frame, so reprocessing the same stream yields the
+same ids and a consumer can drop duplicates.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from processors.analytics.traffic.state import OpenIncident, TrafficState
+from schemas import Event, EventState, FrameRef, Severity
+
+
+@dataclass
+class Condition:
+    key: str
+    type: str
+    severity: Severity
+    reason: str
+    confidence: float
+    zone_id: str | None = None
+    track_ids: list[int] = field(default_factory=list)
+    level: int = 0  # a change of level (e.g. congestion heavy -> jammed) updates the event
+    details: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def event_id(camera_id: str, key: str, opening_seq: int) -> str:
+    return hashlib.sha256(f"{camera_id}|{key}|{opening_seq}".encode()).hexdigest()[:24]
+
+
+def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], now: float, seq: int,
+              resolve_seconds: float) -> list[Event]:
+    events: list[Event] = []
+    holding = {condition.key: condition for condition in conditions}
+    for key, condition in holding.items():
+        incident = state.incidents.get(key)
+        if incident is None:
+            incident = state.incidents[key] = OpenIncident(
+                event_id=event_id(camera_id, key, seq), key=key, type=condition.type,
+                severity=condition.severity.value, zone_id=condition.zone_id, track_ids=sorted(condition.track_ids),
+                started_at=now, last_true_at=now, level=condition.level, confidence=condition.confidence,
+                reason=condition.reason, details=condition.details, evidence_seq=seq)
+            events.append(_event(incident, camera_id, EventState.OPENED, now))
+            continue
+        incident.last_true_at = now
+        incident.details = condition.details
+        incident.confidence = max(incident.confidence, condition.confidence)
+        if condition.level != incident.level or condition.severity.value != incident.severity:
+            # The same incident seen for what it is (a stopped vehicle found to have crashed): updated, not new.
+            incident.level, incident.severity = condition.level, condition.severity.value
+            incident.reason, incident.type = condition.reason, condition.type
+            incident.evidence_seq = seq
+            events.append(_event(incident, camera_id, EventState.UPDATED, now))
+    for key in [key for key, incident in state.incidents.items()
+                if key not in holding and now - incident.last_true_at >= resolve_seconds]:
+        incident = state.incidents.pop(key)
+        events.append(_event(incident, camera_id, EventState.RESOLVED, now, ended_at=incident.last_true_at))
+    return events
+
+
+def _event(incident: OpenIncident, camera_id: str, state: EventState, now: float,
+           ended_at: float | None = None) -> Event:
+    return Event(
+        event_id=incident.event_id, type=incident.type, state=state, severity=Severity(incident.severity),
+        camera_id=camera_id, zone_id=incident.zone_id, track_ids=incident.track_ids, started_at=incident.started_at,
+        updated_at=now, ended_at=ended_at, confidence=round(incident.confidence, 3),
+        evidence=FrameRef(camera_id=camera_id, seq=incident.evidence_seq), reason=incident.reason,
+        details=incident.details,
+    )

@@ -1,0 +1,143 @@
+"""A scene configuration turned into ready-to-use geometry: anchors, region tests, ground projection, motion."""
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import numpy as np
+
+from processors.analytics.traffic.state import Box, TrackState
+from schemas.calibration import Homography
+from schemas.geometry import PolygonZone, points_in_polygon
+from schemas.settings.lines import Anchor
+from schemas.settings.traffic import SceneConfig
+
+ANSWERS_KEPT = 4096
+OCCUPANCY_GRID_POINTS = 400  # sample points per lane for occupancy: ~0.25 % resolution, cheap to test
+
+
+def anchor_point(box: Box, anchor: Anchor) -> tuple[float, float]:
+    x1, y1, x2, y2 = box
+    y = {Anchor.BOTTOM_CENTER: y2, Anchor.CENTER: (y1 + y2) / 2, Anchor.TOP_CENTER: y1}[anchor]
+    return ((x1 + x2) / 2, y)
+
+
+class Scene:
+    """Region membership and motion measures for one camera's scene."""
+
+    def __init__(self, config: SceneConfig, homography: Homography | None = None):
+        """`homography`: the camera's calibration, image pixels to ground metres; without it no speeds in m/s."""
+        self.config = config
+        self.thresholds = config.thresholds
+        self.vehicle_classes = frozenset(config.vehicle_classes)
+        self.road_classes = frozenset(config.road_classes)
+        self.lanes = {lane.id: lane for lane in config.lanes}
+        self.lane_directions = {lane.id: np.asarray(lane.direction, float) / math.hypot(*lane.direction)
+                                for lane in config.lanes}
+        self.stopping_zones = [*([config.intersection] if config.intersection else []), *config.no_stopping_zones]
+        self.stop_lines = {line.id: line for line in config.stop_lines}
+        self.homography = homography
+        self._zones: dict[int, PolygonZone] = {}
+        self._answers: dict[tuple[tuple[float, float], int], bool] = {}
+        self.lane_grids = {lane.id: _grid_inside(lane.polygon) for lane in config.lanes}
+
+    @property
+    def calibrated(self) -> bool:
+        return self.homography is not None
+
+    def lane_of(self, point: tuple[float, float]) -> str | None:
+        for lane in self.config.lanes:
+            if self.is_in(point, lane.polygon):
+                return lane.id
+        return None
+
+    def is_in(self, point: tuple[float, float], polygon) -> bool:
+        # The rules ask about the same foot points and regions several times per frame: answers are kept for the
+        # last few thousand questions. Keyed by identity: the polygons are the configuration's, alive with the scene.
+        key = (point, id(polygon))
+        answer = self._answers.get(key)
+        if answer is None:
+            zone = self._zones.get(id(polygon))
+            if zone is None:
+                zone = self._zones[id(polygon)] = PolygonZone(polygon)
+            if len(self._answers) >= ANSWERS_KEPT:
+                self._answers.clear()
+            answer = self._answers[key] = bool(zone.contains((point,))[0])
+        return answer
+
+    def on_roadway(self, point: tuple[float, float]) -> bool:
+        box = self.config.intersection
+        return self.lane_of(point) is not None or (box is not None and self.is_in(point, box.polygon))
+
+    def in_any(self, point: tuple[float, float], regions) -> str | None:
+        for region in regions:
+            if self.is_in(point, region.polygon):
+                return region.id
+        return None
+
+    # --- motion from a track's history -------------------------------------------------------------------------
+
+    def stationary_seconds(self, track: TrackState) -> float:
+        return track.last_seen - track.rest_since
+
+    def is_stopped(self, track: TrackState) -> bool:
+        return self.stationary_seconds(track) >= self.thresholds.min_stationary_seconds
+
+    def speed_box_per_s(self, track: TrackState, span_s: float = 1.0) -> float:
+        """Anchor speed over about the last `span_s`, in box heights per second: comparable across the image."""
+        earlier = _sample_before(track, track.last_seen - span_s)
+        if earlier is None:
+            return 0.0
+        now = track.history[-1]
+        elapsed = now[0] - earlier[0]
+        if elapsed <= 0:
+            return 0.0
+        return math.hypot(now[1] - earlier[1], now[2] - earlier[2]) / max(now[3], 1.0) / elapsed
+
+    def speed_before_rest(self, track: TrackState, span_s: float = 1.0) -> float:
+        """Anchor speed over the `span_s` before the track came to rest, in box heights per second (0 when its
+        history does not reach back that far)."""
+        before = [s for s in track.history if s[0] <= track.rest_since - span_s]
+        at_rest = [s for s in track.history if s[0] <= track.rest_since]
+        if not before or not at_rest or at_rest[-1][0] <= before[-1][0]:
+            return 0.0
+        start, end = before[-1], at_rest[-1]
+        return math.hypot(end[1] - start[1], end[2] - start[2]) / max(end[3], 1.0) / (end[0] - start[0])
+
+    def peak_speed_box_per_s(self, track: TrackState, span_s: float) -> float:
+        """Highest speed between consecutive history samples over the last `span_s`."""
+        recent = [s for s in track.history if s[0] >= track.last_seen - span_s]
+        speeds = [math.hypot(b[1] - a[1], b[2] - a[2]) / max(b[3], 1.0) / (b[0] - a[0])
+                  for a, b in pairwise(recent) if b[0] > a[0]]
+        return max(speeds, default=0.0)
+
+    def ground_speed_mps(self, track: TrackState, span_s: float = 1.0) -> float | None:
+        """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound."""
+        if self.homography is None:
+            return None
+        earlier = _sample_before(track, track.last_seen - span_s)
+        if earlier is None:
+            return None
+        now = track.history[-1]
+        if now[0] <= earlier[0]:
+            return None
+        ground = self.homography.to_ground(np.asarray([[earlier[1], earlier[2]], [now[1], now[2]]]))
+        speed = float(np.linalg.norm(ground[1] - ground[0]) / (now[0] - earlier[0]))
+        return speed if speed <= self.thresholds.max_plausible_speed_mps else None
+
+
+def _sample_before(track: TrackState, time: float):
+    """The latest history sample at or before `time`, else the oldest one if it is older than the newest."""
+    candidates = [s for s in track.history[:-1] if s[0] <= time]
+    if candidates:
+        return candidates[-1]
+    return track.history[0] if len(track.history) > 1 else None
+
+
+def _grid_inside(polygon) -> np.ndarray:
+    vertices = np.asarray(polygon, float)
+    (x0, y0), (x1, y1) = vertices.min(axis=0), vertices.max(axis=0)
+    step = math.sqrt((x1 - x0) * (y1 - y0) / OCCUPANCY_GRID_POINTS)
+    xs, ys = np.meshgrid(np.arange(x0 + step / 2, x1, step), np.arange(y0 + step / 2, y1, step))
+    grid = np.column_stack((xs.ravel(), ys.ravel()))
+    return grid[points_in_polygon(grid, polygon)]

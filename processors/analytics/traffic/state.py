@@ -1,0 +1,107 @@
+"""Everything a camera's traffic analyzer remembers between frames, as plain data for the changelog table.
+
+Every map here is bounded: tracks, their line sides and timers go with the track after `track_ttl_seconds`
+unseen (longer only while the background still shows the vehicle where it was lost); static objects go once their
+evidence has been gone for their grace time; collision candidates expire; congestion keeps one bucket per second
+of its window.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Box = tuple[float, float, float, float]
+
+
+class State(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LineSide(State):
+    """A track's columns of processors.analytics.lines at one counting line."""
+
+    side: int = Field(default=0, description="+1 on the normal's side of the line, -1 on the other, 0 not yet known")
+    pending: int = Field(default=0, description="side of a crossing not yet long enough to count; 0 for none")
+    pending_frames: int = Field(default=0, description="frames spent on the pending side so far")
+
+
+class TrackState(State):
+    track_id: int
+    class_name: str
+    box: Box
+    first_seen: float
+    last_seen: float
+    confidence: float = Field(description="running mean of the detection confidence")
+    # (capture time, anchor x, anchor y, box height), bottom-centre anchor, at least SAMPLE_SPACING_S apart.
+    history: list[tuple[float, float, float, float]] = Field(default_factory=list)
+    rest_point: tuple[float, float]
+    rest_since: float = Field(description="since when the box has stayed near rest_box")
+    rest_box: Box | None = Field(default=None, description="the box when the track came to rest (all four edges "
+                                 "must stay near it: a box clipped by the frame edge can keep its anchor still)")
+    held_at: float | None = Field(default=None, description="last time the background model still showed this "
+                                  "vehicle where the detector lost it")
+    lines: dict[str, LineSide] = Field(default_factory=dict)
+    timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
+
+
+class FallbackTrack(State):
+    track_id: int
+    class_name: str
+    box: Box
+    last_seen: float
+
+
+class StaticObject(State):
+    """One physical object at rest, gathered from every piece of evidence that it is there (see static_objects)."""
+
+    key: str
+    box: Box
+    since: float = Field(description="at rest since (the earliest evidence)")
+    last_evidence: float
+    track_ids: list[int] = Field(default_factory=list, description="vehicle tracks that are this object")
+    class_name: str | None = Field(default=None, description="the vehicle's class; None for an unknown object")
+    rest_point: tuple[float, float] | None = Field(default=None, description="where its vehicle came to rest "
+                                                   "(bottom centre); moving away from it restarts the clock")
+    confidence: float
+    crash: bool = Field(default=False, description="it came to rest through a collision or an abrupt stop")
+    region: str | None = Field(default=None, description="the lane or zone it stands in")
+    region_since: float | None = None
+    excused_at: float | None = Field(default=None, description="last time a queue excused it")
+
+
+class CollisionCandidate(State):
+    track_ids: tuple[int, int]
+    contact_at: float
+    speed_box_per_s: float = Field(description="the faster track's speed before contact")
+    confirmed: bool = False
+
+
+class OpenIncident(State):
+    event_id: str
+    key: str
+    type: str
+    severity: str
+    zone_id: str | None
+    track_ids: list[int]
+    started_at: float
+    last_true_at: float
+    level: int
+    confidence: float
+    reason: str
+    details: dict[str, float | int | str]
+    evidence_seq: int
+
+
+class TrafficState(State):
+    last_seq: int = -1
+    last_time: float | None = None
+    tracks: dict[int, TrackState] = Field(default_factory=dict)
+    fallback_next_id: int = 1
+    fallback_tracks: list[FallbackTrack] = Field(default_factory=list)
+    static_objects: list[StaticObject] = Field(default_factory=list)
+    collisions: list[CollisionCandidate] = Field(default_factory=list)
+    incidents: dict[str, OpenIncident] = Field(default_factory=dict)
+    zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue stands")
+    # lane id -> per-second buckets [second, occupancy sum, queued vehicles sum, samples, speed sum, speed samples]
+    congestion: dict[str, list[list[float]]] = Field(default_factory=dict)
+    count_window_start: float | None = None
+    counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="line id -> 'class|direction' -> n")

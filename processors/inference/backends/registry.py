@@ -1,0 +1,70 @@
+"""Detector backends by name: the one place that maps `model.backend` to a detector class.
+
+Each builder imports its backend when called, so a host only needs the runtime of the backend it uses (torch with
+CUDA for gpu-nvjpeg, OpenVINO for openvino).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infra import assets
+from processors.inference.detector import Detector
+
+if TYPE_CHECKING:
+    from schemas.settings.config import Config, ModelConfig
+
+DetectorArgs = tuple[str, int, float, float, list[int] | None]  # weights, image size, confidence, iou, classes
+
+
+def _ultralytics(args: DetectorArgs, model: ModelConfig) -> Detector:
+    from processors.inference.backends.ultralytics import YoloDetector
+
+    return YoloDetector(*args)
+
+
+def _openvino(args: DetectorArgs, model: ModelConfig) -> Detector:
+    from processors.inference.backends.openvino import OpenVinoDetector
+
+    return OpenVinoDetector(*args, performance_hint=model.openvino_hint)
+
+
+def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
+    from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector  # needs torch with CUDA
+
+    return GpuJpegDetector(*args)
+
+
+BACKENDS: dict[str, Callable[[DetectorArgs, ModelConfig], Detector]] = {
+    "ultralytics": _ultralytics,
+    "openvino": _openvino,
+    "gpu-nvjpeg": _gpu_nvjpeg,
+}
+
+
+def resolve_weights(config: Config) -> str:
+    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (an asset name
+    is fetched into the cache when no mirror has it)."""
+    model = config.model
+    if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
+        offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
+        if offline.exists():
+            return str(offline)
+    if os.path.sep in model.weights or model.weights.startswith("."):
+        return config.resolve_path(model.weights)
+    return model.weights
+
+
+def create_detector(config: Config) -> Detector:
+    """The configured backend (config.model.backend), built with the configured model and thresholds.
+
+    The model runs at the lowest configured confidence; CameraDetectors then applies the per-class thresholds.
+    """
+    model = config.model
+    build = BACKENDS.get(model.backend)
+    if build is None:
+        raise ValueError(f"unknown detector backend {model.backend!r}; known: {', '.join(sorted(BACKENDS))}")
+    floor = min([model.confidence, *model.class_confidence.values()])
+    return build((resolve_weights(config), model.image_size, floor, model.iou, model.classes), model)

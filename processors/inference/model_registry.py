@@ -1,0 +1,147 @@
+"""The model registry: each trained or imported model in a numbered version folder, and a pointer to the serving one.
+
+<root>/<version>/ holds the model (a .pt file or an export folder, under its own name) and run.json (how it was
+made: data hash, base weights, settings, metrics, parent version). <root>/serving.json names the serving version
+and the promotions before it, so a roll-back is one step back in that history. The pointer is replaced through a
+temporary file and a rename, so an inference worker polling it never reads half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+VERSION_PATTERN = re.compile(r"^v(\d+)$")
+RUN_FILE = "run.json"
+POINTER_FILE = "serving.json"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    weights: Path  # what ultralytics loads: a .pt/.onnx file or an *_openvino_model folder
+    run: dict
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+class ModelRegistry:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def versions(self) -> list[str]:
+        """Registered versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p.name) for p in self.root.iterdir()
+                 if p.is_dir() and (m := VERSION_PATTERN.match(p.name)) and (p / RUN_FILE).exists()]
+        return [name for _, name in sorted(found)]
+
+    def get(self, version: str) -> ModelVersion:
+        folder = self.root / version
+        try:
+            run = json.loads((folder / RUN_FILE).read_text())
+        except FileNotFoundError:
+            known = ", ".join(self.versions()) or "none"
+            raise KeyError(f"model version {version!r} is not in {self.root} (registered: {known})") from None
+        return ModelVersion(version, folder / run["weights"], run)
+
+    def register(self, weights: Path, run: dict) -> ModelVersion:
+        """Copies the model into the next version folder with its run record; returns the new version."""
+        weights = Path(weights)
+        if not weights.exists():
+            raise FileNotFoundError(f"model {weights} does not exist")
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:  # mkdir is the lock: two registrations never take the same number
+            taken = [int(VERSION_PATTERN.match(p.name).group(1)) for p in self.root.iterdir()
+                     if VERSION_PATTERN.match(p.name)]
+            version = f"v{max(taken, default=0) + 1}"
+            try:
+                (self.root / version).mkdir()
+                break
+            except FileExistsError:
+                continue
+        target = self.root / version / weights.name
+        if weights.is_dir():
+            shutil.copytree(weights, target)
+        else:
+            shutil.copyfile(weights, target)
+        record = {**run, "version": version, "weights": weights.name,
+                  "registered_at": run.get("registered_at", time.time())}
+        write_json_atomically(self.root / version / RUN_FILE, record)  # written last: the version is complete
+        return ModelVersion(version, target, record)
+
+    def pointer(self) -> dict:
+        path = self.root / POINTER_FILE
+        if not path.exists():
+            return {"version": None, "history": []}
+        try:
+            pointer = json.loads(path.read_text())
+            return {"history": [], **pointer, "version": pointer["version"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            problem = f"{path}: not a serving pointer ({exc}); restore it, or delete it and promote again"
+            raise ValueError(problem) from None
+
+    def serving(self) -> ModelVersion | None:
+        version = self.pointer()["version"]
+        return self.get(version) if version else None
+
+    def promote(self, version: str, reason: str) -> ModelVersion:
+        """Makes `version` the serving model; the one before stays in the history for roll-back."""
+        model = self.get(version)
+        pointer = self.pointer()
+        history = [*pointer["history"], {"version": version, "promoted_at": time.time(), "reason": reason}]
+        write_json_atomically(self.root / POINTER_FILE, {"version": version, "history": history})
+        return model
+
+    def rollback(self) -> ModelVersion:
+        """Serves the version promoted before the current one again."""
+        pointer = self.pointer()
+        history = pointer["history"]
+        if len(history) < 2:
+            promoted = f"only {history[-1]['version']} was ever promoted" if history else "none promoted"
+            raise ValueError(f"nothing to roll back to in {self.root}: {promoted}")
+        history = history[:-1]
+        write_json_atomically(self.root / POINTER_FILE, {"version": history[-1]["version"], "history": history,
+                                                        "rolled_back": [*pointer.get("rolled_back", []),
+                                                                        {"version": pointer["version"],
+                                                                         "at": time.time()}]})
+        return self.get(history[-1]["version"])
+
+
+class ServingWatcher:
+    """Tells a long-running worker when the serving pointer names another version (read at most every
+    `interval_s`: one small file)."""
+
+    def __init__(self, registry: ModelRegistry, interval_s: float = 2.0):
+        self.registry = registry
+        self.interval_s = interval_s
+        self.checked_at = float("-inf")
+        self.version: str | None = None
+
+    def current(self) -> ModelVersion | None:
+        """The serving version now (also remembered as seen)."""
+        model = self.registry.serving()
+        self.version = model.version if model else None
+        self.checked_at = time.monotonic()
+        return model
+
+    def changed(self) -> ModelVersion | None:
+        """The newly serving version, if the pointer moved to another one since the last look."""
+        if time.monotonic() - self.checked_at < self.interval_s:
+            return None
+        self.checked_at = time.monotonic()
+        version = self.registry.pointer()["version"]
+        if version is None or version == self.version:
+            return None
+        model = self.registry.get(version)
+        self.version = version
+        return model

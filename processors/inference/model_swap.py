@@ -1,0 +1,62 @@
+"""Hot swap of the inference model when the registry's serving pointer moves (a promotion or a roll-back).
+
+The new model is loaded on a background thread while the old one keeps serving; the stage asks between batches
+and swaps only then, so every batch is detected, produced and committed by one model: the swap itself loses and
+repeats no frame. A model that fails to load is logged and the old one keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from processors.inference.model_registry import ModelVersion, ServingWatcher
+
+log = logging.getLogger(__name__)
+
+Loaded = TypeVar("Loaded")
+
+
+class ModelSwapper(Generic[Loaded]):
+    def __init__(self, watcher: ServingWatcher, load: Callable[[ModelVersion], Loaded]):
+        self.watcher = watcher
+        self.load = load
+        self.loading: threading.Thread | None = None
+        self.ready: tuple[ModelVersion, Loaded] | None = None
+        self.lock = threading.Lock()
+        self.pointer_error: str | None = None
+
+    def poll(self) -> tuple[ModelVersion, Loaded] | None:
+        """A newly loaded model to serve from the next batch on, once; otherwise None (and a load may start)."""
+        with self.lock:
+            ready, self.ready = self.ready, None
+        if ready is not None:
+            return ready
+        if self.loading is None or not self.loading.is_alive():
+            try:
+                model, self.pointer_error = self.watcher.changed(), None
+            except (OSError, ValueError, KeyError) as exc:  # a hand-edited or damaged pointer: keep serving
+                if str(exc) != self.pointer_error:
+                    log.error("model registry pointer unreadable, the current model keeps serving: %s", exc)
+                model, self.pointer_error = None, str(exc)
+            if model is not None:
+                log.info("serving pointer moved to %s; loading %s", model.version, model.weights)
+                self.loading = threading.Thread(target=self._load, args=(model,), name=f"load-{model.version}",
+                                                daemon=True)
+                self.loading.start()
+        return None
+
+    def wait_loaded(self, timeout_s: float) -> None:
+        """Blocks until a load in progress has finished (for an orderly stop and for tests)."""
+        if self.loading is not None:
+            self.loading.join(timeout_s)
+
+    def _load(self, model: ModelVersion) -> None:
+        try:
+            loaded = self.load(model)
+        except Exception:
+            log.exception("model %s could not be loaded; the previous model keeps serving", model.version)
+            return
+        with self.lock:
+            self.ready = (model, loaded)

@@ -1,0 +1,299 @@
+"""Inference stage: frames topic -> detector -> detections topic, in micro-batches, at least once.
+
+Offsets are committed only after every detections message of the batch has been acknowledged by the broker, so a
+crash re-delivers the batch to the next worker of the group instead of losing it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client import Counter, Gauge, Histogram
+
+from infra.consume_loop import process_batch
+from infra.dead_letter import dead_letter
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
+from processors.inference.density_map import DensityMapCounter
+from processors.inference.detector import Detector, ImageDetections, keep_confident
+from processors.inference.model_swap import ModelSwapper
+from processors.inference.static_blobs import StaticBlobPool
+from processors.inference.tracking import TrackerPool
+from schemas import Detections, Frame, SchemaError, decode, encode
+from schemas.settings.config import Config
+
+log = logging.getLogger(__name__)
+
+STAGE = "inference"
+FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
+INFERENCE_SECONDS = Histogram(
+    "cityguard_inference_seconds", "Model time per frame",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
+)
+STAGE_SECONDS = Histogram(
+    "cityguard_inference_stage_seconds", "Time per frame in each step of the inference stage", ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
+                      "(none: a model outside the registry)", ["version"])
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    frame: Frame
+    image: np.ndarray | None  # None when the detector decodes the JPEG itself
+
+
+FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
+
+
+def decode_frame(raw: bytes | None, decode_image: bool = True,
+                 resolve_frame: FrameResolver | None = None) -> DecodedFrame:
+    """Parses a frame message; a claim-check frame (frame_ref) is fetched from the frame store first."""
+    frame = decode(raw, Frame)
+    if frame.jpeg is None:
+        if resolve_frame is None:
+            raise SchemaError("frame_ref frames need a frame store, none is configured")
+        try:
+            frame = frame.model_copy(update={"jpeg": resolve_frame(frame.frame_ref), "frame_ref": None})
+        except LookupError as exc:  # expired, or written to another store
+            raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
+    if not decode_image:
+        if not (frame.jpeg.startswith(b"\xff\xd8") and frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9")):
+            raise SchemaError("jpeg field is not a JPEG image (start/end markers missing)")
+        return DecodedFrame(frame, None)
+    image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SchemaError("jpeg field is not a decodable JPEG image")
+    return DecodedFrame(frame, image)
+
+
+def to_message(frame: Frame, result: ImageDetections, model_name: str, model_version: str | None = None) -> Detections:
+    return Detections(
+        camera_id=frame.camera_id, seq=frame.seq, captured_at=frame.captured_at,
+        image_width=frame.width, image_height=frame.height, model=model_name, model_version=model_version,
+        inference_ms=result.inference_ms,
+        xyxy=[tuple(box) for box in result.xyxy.tolist()], confidence=result.confidence.tolist(),
+        class_id=result.class_id.tolist(), class_name=list(result.class_names),
+    )
+
+
+class CameraDetectors:
+    """Picks the detector per camera (tiled for the cameras configured so) and batches each group once.
+
+    `version` is the model registry version both detectors come from (None for a model outside the registry)."""
+
+    def __init__(self, detector: Detector, tiled: Detector | None = None, tiled_cameras: frozenset[str] = frozenset(),
+                 confidence: float = 0.0, class_confidence: dict[int, float] | None = None,
+                 version: str | None = None):
+        self.detector = detector
+        self.version = version
+        self.tiled = tiled
+        self.tiled_cameras = tiled_cameras if tiled is not None else frozenset()
+        self.confidence = confidence
+        self.class_confidence = class_confidence or {}
+
+    def needs_image(self, camera_id: str) -> bool:
+        """Whether the stage must decode this camera's JPEGs on the CPU."""
+        return camera_id in self.tiled_cameras or not hasattr(self.detector, "detect_jpegs")
+
+    def detect(self, frames: list[DecodedFrame]) -> list[tuple[ImageDetections, str] | str]:
+        """(result, model name) per frame in input order, or the reason a frame could not be processed."""
+        results: list = [None] * len(frames)
+        groups = [(self.detector, [i for i, f in enumerate(frames) if f.frame.camera_id not in self.tiled_cameras])]
+        if self.tiled is not None:
+            groups.append((self.tiled, [i for i, f in enumerate(frames) if f.frame.camera_id in self.tiled_cameras]))
+        for detector, indices in groups:
+            if indices:
+                for i, result in zip(indices, self._run(detector, [frames[i] for i in indices]), strict=True):
+                    if isinstance(result, ImageDetections):
+                        results[i] = (keep_confident(result, self.confidence, self.class_confidence), detector.name)
+                    else:
+                        results[i] = result
+        return results
+
+    @staticmethod
+    def _run(detector: Detector, frames: list[DecodedFrame]) -> list[ImageDetections | str]:
+        if frames[0].image is not None:
+            return detector.detect([f.image for f in frames])
+        jpegs = [f.frame.jpeg for f in frames]
+        try:
+            return detector.detect_jpegs(jpegs)
+        except RuntimeError:
+            # One corrupt JPEG fails the whole GPU batch: retry one by one to find it, keep the rest.
+            outcomes: list[ImageDetections | str] = []
+            for jpeg in jpegs:
+                try:
+                    outcomes.extend(detector.detect_jpegs([jpeg]))
+                except RuntimeError as exc:
+                    outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
+            return outcomes
+
+
+class FrameEnricher:
+    """What a detections message gets from the decoded image or per-camera state: density map, track ids and static
+    blobs. The inference worker and `cityguard replay` both run every frame through it, so they produce the same
+    messages."""
+
+    def __init__(self, trackers: TrackerPool | None = None, static_blobs: StaticBlobPool | None = None,
+                 density_counter: DensityMapCounter | None = None, density_interval_s: float = 0.0):
+        self.trackers = trackers
+        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
+        self.density_counter = density_counter
+        self.density_interval_s = density_interval_s
+        self.last_density_at: dict[str, float] = {}
+
+    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
+        """The message with this frame's density map (when due), track ids and static blobs added."""
+        if self.density_due(item):
+            with STAGE_SECONDS.labels("density_map").time():
+                density = self.density_counter.density_map(item.image)
+            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                  "density_map_shape": density.shape})
+        if self.trackers is not None:
+            with STAGE_SECONDS.labels("tracking").time():
+                message = self.trackers.update(message)
+        if self.static_blobs is not None and item.image is not None:
+            with STAGE_SECONDS.labels("background").time():
+                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if blobs is not None:
+                message = message.model_copy(update={"static_blobs": blobs})
+        return message
+
+    def density_due(self, item: DecodedFrame) -> bool:
+        if self.density_counter is None or item.image is None:
+            return False
+        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
+        last = self.last_density_at.get(camera_id)
+        if last is not None and 0 <= captured_at - last < self.density_interval_s:
+            return False
+        self.last_density_at[camera_id] = captured_at
+        return True
+
+
+class InferenceWorker:
+    """One member of the inference consumer group; run several to share the frames partitions."""
+
+    def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
+                 detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
+                 static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None,
+                 density_counter: DensityMapCounter | None = None,
+                 model_swapper: ModelSwapper[CameraDetectors] | None = None):
+        self.topics = config.broker.topics
+        self.max_batch = config.model.max_batch_size
+        self.max_wait_s = config.model.max_batch_wait_ms / 1000
+        self.consumer = consumer
+        self.producer = producer
+        self.detectors = detectors
+        self.enricher = FrameEnricher(trackers, static_blobs, density_counter,
+                                      config.analytics.density_model.interval_seconds)
+        self.resolve_frame = resolve_frame
+        self.group_id = group_id
+        self.sends: list = []  # futures of the current batch's sends
+        self.decoded = 0  # frames of the current batch that were readable
+        # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
+        self.model_swapper = model_swapper
+        SERVING_MODEL.labels(detectors.version or "none").set(1)
+
+    def gather(self, stop: threading.Event) -> list:
+        """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
+        records: list = []
+        deadline = None
+        while len(records) < self.max_batch and not stop.is_set():
+            timeout_s = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+            polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=self.max_batch - len(records))
+            for partition_records in polled.values():
+                records.extend(partition_records)
+            if records and deadline is None:
+                deadline = time.monotonic() + self.max_wait_s
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return records
+
+    def process(self, records: list) -> int:
+        """Detects, produces and commits one batch; returns detections messages produced.
+
+        The offsets move only after every output of the batch (detections and dead letters) is acknowledged; if any
+        send failed, the consumer is rewound to the batch's first offsets so the whole batch comes again.
+        """
+        error = process_batch(self.consumer, self.producer, records, self.detect_batch)
+        if error is not None:
+            log.error("%s; rewound so the batch is processed again in 1 s", error)
+            time.sleep(1)  # the broker is likely away: do not spin the model on the same batch
+            return 0
+        return self.decoded
+
+    def detect_batch(self, records: list) -> list:
+        """Sends the detections and dead letters of one batch; returns the futures of those sends."""
+        self.sends = []
+        decoded = self.decode_batch(records)
+        if decoded:
+            self.detect_and_send(decoded)
+        self.decoded = len(decoded)
+        return self.sends
+
+    def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
+        BATCH_SIZE.observe(len(decoded))
+        outcomes = self.detectors.detect([item for item, _ in decoded])
+        for (item, record), outcome in zip(decoded, outcomes, strict=True):
+            if isinstance(outcome, str):
+                self.reject(record, outcome)
+                continue
+            result, model_name = outcome
+            message = self.enricher.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
+            self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
+                                                 value=encode(message)))
+            FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
+            INFERENCE_SECONDS.observe(result.inference_ms / 1000)
+            for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
+                              ("postprocess", result.postprocess_ms)):
+                STAGE_SECONDS.labels(stage).observe(ms / 1000)
+
+    def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
+        decoded = []
+        for record in records:
+            try:
+                with STAGE_SECONDS.labels("decode").time():
+                    camera_id = record.key.decode("utf-8", errors="replace") if record.key else ""
+                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
+                                                 self.resolve_frame), record))
+            except SchemaError as exc:
+                self.reject(record, str(exc))
+            except Exception as exc:  # anything else a hostile message triggers must not kill the worker
+                self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
+        return decoded
+
+
+    def reject(self, record, reason: str) -> None:
+        letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
+        self.sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+
+    def update_lag(self) -> None:
+        BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
+        for (topic, partition), lag in partition_lag(self.consumer).items():
+            CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
+
+    def swap_model(self) -> None:
+        """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""
+        swapped = self.model_swapper.poll() if self.model_swapper is not None else None
+        if swapped is not None:
+            SERVING_MODEL.remove(self.detectors.version or "none")
+            model, self.detectors = swapped
+            SERVING_MODEL.labels(model.version).set(1)
+            log.info("now serving model %s (%s)", model.version, model.weights)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.swap_model()
+            records = self.gather(stop)
+            if records:
+                self.process(records)
+            self.update_lag()

@@ -1,0 +1,129 @@
+"""Per-camera multi-object tracking (ByteTrack from ultralytics), driven by frame timestamps.
+
+One tracker per camera, never shared, so ids from two streams can never mix. Track ids start at a base taken from
+the clock when the tracker is created, so a tracker rebuilt after a rebalance or restart starts a new id range and
+never reissues an id. Dropped frames are bridged by advancing the Kalman prediction once per missing frame interval,
+and a gap longer than the track buffer starts a fresh tracker.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from argparse import Namespace
+from dataclasses import dataclass
+
+import numpy as np
+from ultralytics.trackers.byte_tracker import BYTETracker
+
+from infra.keyed_pool import KeyedPool
+from schemas import Detections
+from schemas.settings.config import TrackingConfig
+
+UNTRACKED = -1  # track_id of a detection the tracker did not (yet) confirm
+
+
+@dataclass(frozen=True)
+class _TrackerInput:
+    """The Results-like view BYTETracker reads: conf, cls, xywh, boolean indexing."""
+
+    conf: np.ndarray
+    cls: np.ndarray
+    xywh: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, mask) -> "_TrackerInput":
+        return _TrackerInput(self.conf[mask], self.cls[mask], self.xywh[mask])
+
+    @classmethod
+    def from_detections(cls, detections: Detections | None) -> "_TrackerInput":
+        if detections is None or len(detections) == 0:
+            return cls(np.zeros(0), np.zeros(0), np.zeros((0, 4)))
+        boxes = detections.boxes()
+        xywh = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                                boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+        return cls(np.asarray(detections.confidence, dtype=float), np.asarray(detections.class_id, dtype=float), xywh)
+
+
+class _ByteTracker(BYTETracker):
+    """BYTETracker whose ids start at a given base instead of 1."""
+
+    def __init__(self, args: Namespace, id_base: int):
+        self.id_base = id_base
+        super().__init__(args)
+
+    def reset_id(self) -> None:
+        self._ids = itertools.count(self.id_base)
+
+
+class CameraTracker:
+    """Tracks one camera's objects; `update` returns the detections with track_id filled in."""
+
+    def __init__(self, camera_id: str, fps: float, config: TrackingConfig):
+        self.camera_id = camera_id
+        self.frame_interval_s = 1.0 / fps
+        self.config = config
+        self.buffer_frames = max(1, round(config.lost_track_seconds * fps))
+        self.last_captured_at: float | None = None
+        self._tracker = self._new_tracker()
+
+    def _new_tracker(self) -> _ByteTracker:
+        args = Namespace(track_high_thresh=self.config.high_confidence, track_low_thresh=self.config.low_confidence,
+                         new_track_thresh=self.config.new_track_confidence, track_buffer=self.buffer_frames,
+                         match_thresh=self.config.match_iou, fuse_score=True)
+        # Microseconds since the epoch: later trackers for this camera always start above earlier ids.
+        return _ByteTracker(args, id_base=time.time_ns() // 1000)
+
+    def _advance_clock(self, captured_at: float) -> bool:
+        """Bridges missing frames; False for a frame at or before the last one (a redelivery: not tracked again).
+
+        A long gap, or time running far backwards (a clock step), restarts the tracker with a new id range.
+        """
+        if self.last_captured_at is None:
+            return True
+        lost_after_s = self.buffer_frames * self.frame_interval_s
+        if self.last_captured_at - lost_after_s < captured_at <= self.last_captured_at:
+            return False
+        elapsed_frames = round((captured_at - self.last_captured_at) / self.frame_interval_s)
+        if elapsed_frames <= 0 or elapsed_frames > self.buffer_frames:
+            self._tracker = self._new_tracker()
+            return True
+        empty = _TrackerInput.from_detections(None)
+        for _ in range(elapsed_frames - 1):
+            self._tracker.update(empty)
+        return True
+
+    def update(self, detections: Detections) -> Detections:
+        track_ids = [UNTRACKED] * len(detections)
+        if not self._advance_clock(detections.captured_at):
+            # Already tracked once; re-running it would rebuild the tracker and renumber every object, and the
+            # analytics drop this frame as a duplicate anyway.
+            return detections.model_copy(update={"track_id": track_ids})
+        self.last_captured_at = detections.captured_at
+        self._tracker.update(_TrackerInput.from_detections(detections))
+        # Read ids from the tracks, not from update()'s float32 array, which cannot hold 16-digit ids exactly.
+        for track in self._tracker.tracked_stracks:
+            if track.is_activated and track.frame_id == self._tracker.frame_id:
+                track_ids[int(track.idx)] = int(track.track_id)
+        return detections.model_copy(update={"track_id": track_ids})
+
+
+class TrackerPool:
+    """One CameraTracker per camera, created on first sight and dropped after the camera falls silent."""
+
+    def __init__(self, config: TrackingConfig, fps_by_camera: dict[str, float], default_fps: float = 5.0):
+        self.config = config
+        self.fps_by_camera = fps_by_camera
+        self.default_fps = default_fps
+        self._trackers = KeyedPool(self._new_tracker, config.idle_camera_seconds)
+
+    def _new_tracker(self, camera_id: str) -> CameraTracker:
+        return CameraTracker(camera_id, self.fps_by_camera.get(camera_id, self.default_fps), self.config)
+
+    def update(self, detections: Detections, now: float | None = None) -> Detections:
+        now = time.monotonic() if now is None else now
+        return self._trackers.get(detections.camera_id, now).update(detections)
+
+    def __len__(self) -> int:
+        return len(self._trackers)

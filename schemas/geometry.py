@@ -1,0 +1,148 @@
+"""Plane geometry over plain numbers and numpy arrays: polygons in image pixels or ground metres."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Point = tuple[float, float]
+
+
+def polygon_area(polygon: Sequence[Point]) -> float:
+    """Unsigned area by the shoelace formula (same units squared as the points)."""
+    xs, ys = np.asarray(polygon, dtype=float).T
+    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
+
+
+def side_of(points: np.ndarray, start: Point, end: Point) -> np.ndarray:
+    """Side of the line start->end each (N, 2) point is on: +1 where cross(end - start, p - start) > 0 (the side the
+    normal (-dy, dx) points to), -1 on the other side, 0 on the line itself; int8."""
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    (ax, ay), (bx, by) = start, end
+    cross = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
+    return np.sign(cross).astype(np.int8)
+
+
+def _orientation(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.sign((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1])
+                   - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
+
+
+def _within_box(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Whether c lies in the bounding box of a-b (for a point known to be collinear with them: on the segment)."""
+    return ((np.minimum(a[..., 0], b[..., 0]) <= c[..., 0]) & (c[..., 0] <= np.maximum(a[..., 0], b[..., 0]))
+            & (np.minimum(a[..., 1], b[..., 1]) <= c[..., 1]) & (c[..., 1] <= np.maximum(a[..., 1], b[..., 1])))
+
+
+def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point, end: Point) -> np.ndarray:
+    """Mask of the (N, 2) steps before[i] -> after[i] that share a point with the closed segment start-end.
+
+    Segments, not infinite lines: a step that passes beyond an end point does not cross; touching counts.
+    """
+    p1 = np.asarray(before, dtype=float).reshape(-1, 2)
+    p2 = np.asarray(after, dtype=float).reshape(-1, 2)
+    q1 = np.broadcast_to(np.asarray(start, dtype=float), p1.shape)
+    q2 = np.broadcast_to(np.asarray(end, dtype=float), p1.shape)
+    d1, d2 = _orientation(q1, q2, p1), _orientation(q1, q2, p2)
+    d3, d4 = _orientation(p1, p2, q1), _orientation(p1, p2, q2)
+    proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+    touching = (((d1 == 0) & _within_box(q1, q2, p1)) | ((d2 == 0) & _within_box(q1, q2, p2))
+                | ((d3 == 0) & _within_box(p1, p2, q1)) | ((d4 == 0) & _within_box(p1, p2, q2)))
+    return proper | touching
+
+
+def segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
+    """True when closed segments p1-p2 and q1-q2 share a point (segments, not infinite lines)."""
+    return bool(steps_cross_segment(np.asarray([p1]), np.asarray([p2]), q1, q2)[0])
+
+
+def polygon_is_simple(polygon: Sequence[Point]) -> bool:
+    """True when no two non-adjacent edges of the closed polygon touch."""
+    n = len(polygon)
+    edges = [(polygon[i], polygon[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue  # adjacent edges share a vertex by construction
+            if segments_intersect(*edges[i], *edges[j]):
+                return False
+    return True
+
+
+def points_in_polygon(points: np.ndarray, polygon: Sequence[Point]) -> np.ndarray:
+    """Boolean mask of which (N, 2) points lie inside the polygon (even-odd ray casting, vectorised)."""
+    return PolygonZone(polygon).contains(points)
+
+
+class PolygonZone:
+    """A zone outline; `contains` answers for many points at once.
+
+    The edges are prepared once, so a zone tested every frame (often for a single point) pays only the arithmetic.
+    """
+
+    def __init__(self, polygon: Sequence[Point]):
+        self.polygon = [tuple(map(float, point)) for point in polygon]
+        vertices = np.asarray(self.polygon, dtype=float)
+        self._x1, self._y1 = vertices[:, 0], vertices[:, 1]
+        self._dx = np.roll(self._x1, -1) - self._x1
+        self._y2 = np.roll(self._y1, -1)
+        dy = self._y2 - self._y1
+        self._dy = np.where(dy != 0, dy, 1.0)  # horizontal edges never straddle a ray, their crossing is unused
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=float).reshape(-1, 2)
+        x, y = points[:, 0:1], points[:, 1:2]
+        straddles = (self._y1 > y) != (self._y2 > y)
+        x_cross = self._x1 + (y - self._y1) * self._dx / self._dy
+        return ((straddles & (x < x_cross)).sum(axis=1) % 2) == 1
+
+
+def point_segment_distance(point: Point, start: Point, end: Point) -> float:
+    """Distance from a point to the closest point of the segment start-end."""
+    p, a, b = np.asarray(point, float), np.asarray(start, float), np.asarray(end, float)
+    t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0.0, 1.0)
+    return float(np.linalg.norm(p - (a + t * (b - a))))
+
+
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection areas of xyxy boxes."""
+    a = np.asarray(a, dtype=float).reshape(-1, 4)
+    b = np.asarray(b, dtype=float).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    return np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of xyxy boxes."""
+    a = np.asarray(a, dtype=float).reshape(-1, 4)
+    b = np.asarray(b, dtype=float).reshape(-1, 4)
+    intersection = box_intersection(a, b)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def polygon_cell_weights(polygon: Sequence[Point], image_size: tuple[int, int], map_shape: tuple[int, int],
+                         samples: int = 4) -> np.ndarray:
+    """Fraction of each map cell inside a polygon given in image pixels, (rows, cols) float32.
+
+    Each cell is sampled on a samples x samples grid so zone edges cut cells partially instead of all-or-nothing.
+    """
+    width, height = image_size
+    rows, cols = map_shape
+    cell_w, cell_h = width / cols, height / rows
+    offsets = (np.arange(samples) + 0.5) / samples
+    xs = (np.arange(cols)[:, None] + offsets[None, :]).ravel() * cell_w
+    ys = (np.arange(rows)[:, None] + offsets[None, :]).ravel() * cell_h
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    inside = points_in_polygon(np.column_stack((grid_x.ravel(), grid_y.ravel())), polygon)
+    inside = inside.reshape(rows, samples, cols, samples)
+    return inside.mean(axis=(1, 3)).astype(np.float32)
+
+
+def integrate_polygon(density: np.ndarray, polygon: Sequence[Point], image_size: tuple[int, int]) -> float:
+    """People in a zone: the density map (covering the whole image) summed over the polygon (image pixels)."""
+    weights = polygon_cell_weights(polygon, image_size, density.shape)
+    return float((density * weights).sum())

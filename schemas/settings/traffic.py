@@ -1,0 +1,215 @@
+"""Traffic scene configuration of one camera: lanes, intersection box, crosswalks, lines, no-stopping zones.
+
+All geometry is in image pixels of the camera's frames (x right, y down). Metres come only from the camera's
+`calibration`; without one the traffic rules work in pixels and report no speeds.
+"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from schemas.geometry import polygon_area, polygon_is_simple
+from schemas.settings.base import ID_PATTERN, Frozen, Point, require_unique
+from schemas.settings.lines import CountingLineConfig
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
+    if polygon_area(polygon) <= 0:
+        raise ValueError("polygon has zero area (collinear or repeated points)")
+    if not polygon_is_simple(polygon):
+        raise ValueError("polygon edges cross each other")
+    return polygon
+
+
+class LaneConfig(Frozen):
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3, description="lane outline in image pixels")
+    direction: Point = Field(description="allowed direction of travel as an image vector (dx, dy), y pointing down")
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+    @field_validator("direction")
+    @classmethod
+    def verify_direction_non_zero(cls, direction: Point) -> Point:
+        if np.hypot(*direction) < 1e-9:
+            raise ValueError("direction vector must not be zero")
+        return direction
+
+
+class RegionConfig(Frozen):
+    """A named area: crosswalk or sidewalk."""
+
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3)
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+
+class PedestrianAreaConfig(Frozen):
+    """A plaza, walkway or crowd zone where vehicles and cyclists must not move."""
+
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3, description="area outline in image pixels")
+    crowded_people: int = Field(
+        default=10, ge=1, le=10000, description="people detected in the area at or above which a vehicle moving in "
+        "it is critical (the vehicle-into-crowd risk)")
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+
+class StoppingZoneConfig(Frozen):
+    """Intersection box or no-stopping zone: a vehicle stopped here longer than allowed is an event."""
+
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3)
+    queue_stop_lines: list[str] = Field(
+        default_factory=list,
+        description="stop lines whose red-light queue excuses vehicles stopped here; empty: never excused",
+    )
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+
+class StopLineConfig(Frozen):
+    id: Identifier
+    start: Point
+    end: Point
+    queue_area: list[Point] = Field(min_length=3, description="approach area behind the line where a queue stands")
+
+    _polygon = field_validator("queue_area")(verify_simple_polygon)
+
+    @model_validator(mode="after")
+    def verify_endpoints_distinct(self) -> "StopLineConfig":
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+
+class TrafficThresholds(Frozen):
+    """Rule thresholds; times in seconds of capture time, distances in pixels unless the name says metres."""
+
+    stopped_seconds: float = Field(
+        default=10, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "
+        "queue, intersection box, no-stopping zone, sidewalk, pedestrian area): event")
+    stationary_box_fraction: float = Field(
+        default=0.15, gt=0, le=1, description="a track is stationary while its anchor stays within this fraction "
+        "of its box diagonal (scale-free, absorbs box jitter)")
+    min_stationary_seconds: float = Field(default=1.0, gt=0, le=60,
+                                          description="stationary this long counts as stopped")
+    queue_head_distance_px: float = Field(
+        default=60, gt=0, description="a queue stands when a stopped vehicle is this close to the stop line")
+    max_red_light_seconds: float = Field(
+        default=180, gt=0, le=3600, description="a queue standing longer excuses nobody")
+    wrong_way_min_distance_px: float = Field(default=80, gt=0, description="distance against the lane direction")
+    wrong_way_min_seconds: float = Field(default=1.5, gt=0, le=10, description="time spent moving against it")
+    pedestrian_min_seconds: float = Field(default=1.0, ge=0, le=60, description="on the roadway this long: event")
+    obstacle_min_seconds: float = Field(default=3.0, ge=0, le=600,
+                                        description="obstacle in a lane this long: event")
+    crossing_debounce_frames: int = Field(
+        default=2, ge=1, le=30, description="frames on the new side before a crossing counts")
+    count_window_seconds: float = Field(default=60, ge=1, le=3600, description="line counts are reported per window")
+    congestion_window_seconds: float = Field(default=30, ge=1, le=600)
+    congestion_occupancy_levels: tuple[float, float, float] = Field(
+        default=(0.25, 0.45, 0.65),
+        description="lane occupancy (share of the lane covered) for moderate, heavy, jammed")
+    congestion_queue_levels: tuple[int, int, int] = Field(
+        default=(3, 6, 10), description="stopped vehicles in the lane for moderate, heavy, jammed")
+    congestion_event_level: int = Field(default=2, ge=1, le=3, description="1 moderate, 2 heavy, 3 jammed")
+    max_plausible_speed_mps: float = Field(
+        default=70, gt=0, le=150, description="speeds above this are measurement errors and are discarded")
+    crosswalk_vehicle_speed_mps: float = Field(
+        default=4.0, gt=0, description="a vehicle this fast on an occupied crosswalk is an event (calibrated only)")
+    collision_min_iou: float = Field(default=0.05, gt=0, le=1, description="box overlap that counts as contact")
+    collision_min_speed_box_per_s: float = Field(
+        default=0.8, gt=0, description="speed before contact, in box heights per second (scale-free)")
+    collision_stop_within_seconds: float = Field(
+        default=4.0, gt=0, le=30, description="a vehicle that comes to rest this soon after a contact collided")
+    collision_stopped_seconds: float = Field(
+        default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
+    crash_stop_speed_box_per_s: float = Field(
+        default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
+        "above which a stop off the roadway was abrupt (a crash, not a vehicle pulling over)")
+    static_object_grace_seconds: float = Field(
+        default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
+        "occlusion, a blob that splits and re-forms) and it is still the same object")
+    pedestrian_area_min_seconds: float = Field(
+        default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
+    pedestrian_area_moving_box_per_s: float = Field(
+        default=0.5, gt=0, description="speed (box heights per second) from which a vehicle counts as fully moving")
+    pedestrian_area_min_score: float = Field(
+        default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
+        "raises the event")
+    resolve_seconds: float = Field(default=2.0, ge=0, le=600, description="a condition gone this long ends its event")
+    track_ttl_seconds: float = Field(
+        default=5.0, gt=0, le=600, description="state of an unseen track is dropped after this")
+
+    @field_validator("congestion_occupancy_levels", "congestion_queue_levels")
+    @classmethod
+    def verify_levels_increasing(cls, levels: tuple) -> tuple:
+        if not levels[0] < levels[1] < levels[2]:
+            raise ValueError("levels must increase: moderate < heavy < jammed")
+        if levels[0] <= 0:
+            raise ValueError("levels must be positive")
+        return levels
+
+
+VEHICLE_CLASSES = ["bicycle", "car", "motorcycle", "bus", "truck"]
+# Classes that belong on or beside a road; any other COCO class inside a lane is an obstacle.
+ROAD_CLASSES = ["person", *VEHICLE_CLASSES, "train", "traffic light", "fire hydrant", "stop sign", "parking meter"]
+
+
+class SceneConfig(Frozen):
+    """The traffic scene seen by one camera."""
+
+    lanes: list[LaneConfig] = Field(default_factory=list)
+    intersection: StoppingZoneConfig | None = Field(default=None, description="the box that must be kept clear")
+    crosswalks: list[RegionConfig] = Field(default_factory=list)
+    sidewalks: list[RegionConfig] = Field(default_factory=list)
+    stop_lines: list[StopLineConfig] = Field(default_factory=list)
+    counting_lines: list[CountingLineConfig] = Field(default_factory=list)
+    no_stopping_zones: list[StoppingZoneConfig] = Field(default_factory=list)
+    pedestrian_areas: list[PedestrianAreaConfig] = Field(default_factory=list)
+    vehicle_classes: list[str] = Field(default_factory=lambda: list(VEHICLE_CLASSES), min_length=1)
+    road_classes: list[str] = Field(default_factory=lambda: list(ROAD_CLASSES),
+                                    description="classes that are not obstacles when seen in a lane")
+    thresholds: TrafficThresholds = TrafficThresholds()
+
+    @model_validator(mode="before")
+    @classmethod
+    def verify_no_own_calibration(cls, data: object) -> object:
+        if isinstance(data, dict) and "image_to_ground" in data:
+            raise ValueError("scene.image_to_ground is no longer read: give the camera a `calibration` (image_points "
+                             "and ground_points, optionally the fitted 3x3 homography), which crowd and traffic share")
+        return data
+
+    @model_validator(mode="after")
+    def verify_unique_ids(self) -> "SceneConfig":
+        named = [*self.lanes, *self.crosswalks, *self.sidewalks, *self.stop_lines, *self.counting_lines,
+                 *self.no_stopping_zones, *self.pedestrian_areas, *([self.intersection] if self.intersection else [])]
+        require_unique([item.id for item in named], "scene id")
+        return self
+
+    @model_validator(mode="after")
+    def verify_references(self) -> "SceneConfig":
+        lanes = {lane.id for lane in self.lanes}
+        for line in self.counting_lines:
+            if line.lane is not None and line.lane not in lanes:
+                raise ValueError(f"counting line {line.id}: unknown lane {line.lane!r}")
+        stop_lines = {line.id for line in self.stop_lines}
+        for zone in [*self.no_stopping_zones, *([self.intersection] if self.intersection else [])]:
+            unknown = sorted(set(zone.queue_stop_lines) - stop_lines)
+            if unknown:
+                raise ValueError(f"zone {zone.id}: unknown stop line(s) {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def verify_vehicles_are_road_classes(self) -> "SceneConfig":
+        missing = sorted(set(self.vehicle_classes) - set(self.road_classes))
+        if missing:
+            raise ValueError("vehicle classes missing from road_classes (they would be obstacles): "
+                             f"{', '.join(missing)}")
+        return self

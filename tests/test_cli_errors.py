@@ -1,0 +1,60 @@
+"""User mistakes end in one line on stderr and an exit status (2: what the user gave), not a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def cityguard(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cityguard", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fragments: str) -> None:
+    assert result.returncode == status, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert all(fragment in result.stderr for fragment in fragments), result.stderr
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe binary", "is not UTF-8 text"),
+    (("cameras: " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested too deeply"),
+    (b"", "is empty"),
+    (b"- id: campus\n- id: gate\n", "must be a mapping at the top level"),
+    (b"cameras: [unclosed\n", "is not valid YAML"),
+    (b"cameras:\n  - id: campus\n    jpeg_quality: 500\n", "cameras.0.jpeg_quality"),
+], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field"])
+def test_a_bad_configuration_file_is_one_line_and_status_2(tmp_path, content, says):
+    path = tmp_path / "site.yaml"
+    path.write_bytes(content)
+    assert_one_line_error(cityguard("check-config", "--config", str(path)), 2, "cityguard: error: ", says)
+
+
+def test_a_missing_configuration_file(tmp_path):
+    result = cityguard("check-config", "--config", str(tmp_path / "nope.yaml"))
+    assert_one_line_error(result, 2, "cannot read configuration", "nope.yaml")
+
+
+def test_a_wrong_images_folder_for_count_evaluation(tmp_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("a.jpg,3\n")
+    result = cityguard("eval", "counts", "--images", str(tmp_path / "nonexistent"), "--truth", str(truth))
+    assert_one_line_error(result, 2, "cityguard: error: ", "nonexistent")
+
+
+def test_a_usage_mistake_is_one_line_naming_the_help():
+    result = cityguard("eval", "counts", "--images", "somewhere")
+    assert_one_line_error(result, 2, "required: --truth", "cityguard eval counts --help")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_bytes(b"")
+    config = ["--config", str(path)]
+    for args in (["--debug", "check-config", *config], ["check-config", "--debug", *config]):
+        result = cityguard(*args)
+        assert result.returncode != 0 and "Traceback" in result.stderr and "is empty" in result.stderr

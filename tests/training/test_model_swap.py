@@ -1,0 +1,69 @@
+"""The swapper loads a newly promoted model beside the serving one and hands it over once, between batches."""
+import threading
+
+from processors.inference.model_registry import ModelRegistry, ServingWatcher
+from processors.inference.model_swap import ModelSwapper
+
+
+def registry_with(tmp_path, count: int) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "registry")
+    for index in range(count):
+        path = tmp_path / f"m{index}.pt"
+        path.write_bytes(b"x")
+        registry.register(path, {})
+    registry.promote("v1", "first")
+    return registry
+
+
+def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
+    registry = registry_with(tmp_path, 2)
+    release = threading.Event()
+
+    def load(model):
+        release.wait(5)
+        return f"detector for {model.version}"
+
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, load)
+    assert swapper.poll() is None
+    registry.promote("v2", "gate passed")
+    assert swapper.poll() is None  # loading: the old model keeps serving
+    assert swapper.poll() is None
+    release.set()
+    swapper.wait_loaded(5)
+    model, loaded = swapper.poll()
+    assert (model.version, loaded) == ("v2", "detector for v2")
+    assert swapper.poll() is None
+
+
+def test_a_model_that_fails_to_load_leaves_the_old_one_serving(tmp_path, caplog):
+    registry = registry_with(tmp_path, 2)
+
+    def load(model):
+        raise RuntimeError("corrupt weights")
+
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, load)
+    registry.promote("v2", "gate passed")
+    swapper.poll()
+    swapper.wait_loaded(5)
+    assert swapper.poll() is None
+    assert "v2 could not be loaded" in caplog.text
+
+
+def test_a_damaged_pointer_keeps_the_current_model_until_it_is_repaired(tmp_path, caplog):
+    registry = registry_with(tmp_path, 2)
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, lambda model: model.version)
+    pointer = registry.root / "serving.json"
+    pointer.write_text("{half a pointer")
+    assert swapper.poll() is None and swapper.poll() is None
+    assert caplog.text.count("pointer unreadable") == 1
+    pointer.unlink()
+    registry.promote("v2", "repaired")
+    swapper.poll()
+    swapper.wait_loaded(5)
+    assert swapper.poll()[1] == "v2"

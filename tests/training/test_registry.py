@@ -1,0 +1,56 @@
+"""The model registry: numbered versions, the serving pointer, roll-back, and the watcher workers poll."""
+import json
+
+import pytest
+
+from processors.inference.model_registry import ModelRegistry, ServingWatcher
+
+
+def weights(tmp_path, name: str):
+    path = tmp_path / name
+    path.write_bytes(name.encode())
+    return path
+
+
+def test_versions_are_numbered_copies_with_their_run_record(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    first = registry.register(weights(tmp_path, "a.pt"), {"kind": "trained", "data_hash": "abc"})
+    second = registry.register(weights(tmp_path, "b.pt"), {"kind": "trained", "parent": "v1"})
+    assert (first.version, second.version) == ("v1", "v2")
+    assert registry.versions() == ["v1", "v2"]
+    assert registry.get("v1").weights.read_bytes() == b"a.pt"
+    assert json.loads((tmp_path / "registry" / "v1" / "run.json").read_text())["data_hash"] == "abc"
+    with pytest.raises(KeyError, match="v9.*registered: v1, v2"):
+        registry.get("v9")
+
+
+def test_promote_and_roll_back_follow_the_history(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt", "c.pt"):
+        registry.register(weights(tmp_path, name), {})
+    assert registry.serving() is None
+    with pytest.raises(ValueError, match="none promoted"):
+        registry.rollback()
+    registry.promote("v1", "first")
+    registry.promote("v3", "gate passed")
+    assert registry.serving().version == "v3"
+    assert registry.rollback().version == "v1"
+    assert registry.serving().version == "v1"
+    assert registry.pointer()["rolled_back"][0]["version"] == "v3"
+    with pytest.raises(ValueError, match="only v1 was ever promoted"):
+        registry.rollback()
+
+
+def test_watcher_reports_each_new_serving_version_once(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    registry.register(weights(tmp_path, "b.pt"), {})
+    registry.promote("v1", "first")
+    watcher = ServingWatcher(registry, interval_s=0)
+    assert watcher.current().version == "v1"
+    assert watcher.changed() is None
+    registry.promote("v2", "better")
+    assert watcher.changed().version == "v2"
+    assert watcher.changed() is None
+    registry.rollback()
+    assert watcher.changed().version == "v1"

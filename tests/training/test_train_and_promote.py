@@ -1,0 +1,74 @@
+"""The whole loop on real models, through the CLI: a dataset from the demo clip, one epoch from a model definition
+(random initialisation: tests the loop, not accuracy), the registry, the gate both ways, and roll-back."""
+import json
+
+import pytest
+
+from cityguard.cli import main
+from tests.conftest import OFFLINE_MODEL, REPO
+
+DEMO = REPO / "configs" / "demo.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Eight frames of the campus clip, pre-labelled by the shared int8 model, split by time."""
+    root = tmp_path_factory.mktemp("dataset")
+    assert main(["dataset", "build", "--config", str(DEMO), "--out", str(root / "site"), "--false-alarms",
+                 str(root / "none"), "--background", "8", "--block-seconds", "10", "--val-fraction", "0.25"]) == 0
+    return root / "site"
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    registry = tmp_path_factory.mktemp("registry")
+    assert main(["model", "train", "--data", str(dataset / "data.yaml"), "--base", "yolo11n.yaml", "--epochs", "1",
+                 "--imgsz", "96", "--batch", "4", "--device", "cpu", "--workers", "0", "--freeze", "3",
+                 "--augment", "mosaic=0", "--runs", str(registry.parent / "runs"), "--name", "one-epoch",
+                 "--registry", str(registry)]) == 0
+    return registry
+
+
+def test_one_epoch_registers_a_candidate_with_its_data_settings_and_curves(trained, dataset):
+    run = json.loads((trained / "v1" / "run.json").read_text())
+    assert (trained / "v1" / "best.pt").exists()
+    assert run["kind"] == "trained" and run["parent"] is None and len(run["data_hash"]) == 64
+    assert run["settings"]["freeze"] == 3 and run["settings"]["augmentation"] == {"mosaic": 0.0}
+    assert run["settings"]["image_size"] == 96 and run["base_weights"] == "yolo11n.yaml"
+    assert run["metrics"]["epoch"] == 1 and "metrics/mAP50(B)" in run["metrics"]
+    assert run["data"] == str((dataset / "data.yaml").resolve())
+    curves = trained.parent / "runs" / "one-epoch" / "curves.png"
+    assert curves.read_bytes().startswith(b"\x89PNG")
+    assert not (trained / "serving.json").exists()  # a candidate, not yet serving
+
+
+def test_resuming_a_finished_run_says_so(trained):
+    with pytest.raises(SystemExit, match="training to 1 epochs is finished, nothing to resume"):
+        main(["model", "train", "--resume", str(trained.parent / "runs" / "one-epoch"), "--registry", str(trained)])
+
+
+def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(trained, dataset, capsys):
+    registry, val = str(trained), str(dataset / "images" / "val")
+    out = trained.parent / "gates"
+    # serving: the shared COCO model; the one-epoch candidate finds nobody and must be refused
+    assert main(["model", "register", str(OFFLINE_MODEL), "--serve", "--registry", registry]) == 0
+    assert main(["model", "gate", "v1", "--config", str(DEMO), "--images", val, "--promote", "--registry", registry,
+                 "--out", str(out / "v1")]) == 1
+    refused = json.loads((out / "v1" / "gate.json").read_text())
+    assert not refused["promoted"] and refused["reason"].startswith("refused: mAP@0.5 0.000 below serving")
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
+    # the other way round: the one-epoch model serving, the real model as candidate is promoted
+    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 0
+    assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
+    assert main(["model", "gate", "v4", "--config", str(DEMO), "--images", val, "--promote", "--registry", registry,
+                 "--out", str(out / "v4")]) == 0
+    assert json.loads((out / "v4" / "gate.json").read_text())["promoted"]
+    assert "Promoted" in (out / "v4" / "gate.md").read_text()
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v4"
+    assert main(["model", "rollback", "--registry", registry]) == 0
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v3"
+    capsys.readouterr()
+    assert main(["model", "list", "--registry", registry]) == 0
+    assert "* v3" in capsys.readouterr().out
