@@ -36,6 +36,6 @@ def test_a_car_and_a_cyclist_moving_through_a_plaza_are_one_event_each():
     assert {e.type for e in events} == {"vehicle_in_pedestrian_area"}
 
 
-@pytest.mark.parametrize("camera_id", ["reckon-motorway", "abhishek-motorway", "canersu-motorway"])
+@pytest.mark.parametrize("camera_id", ["reckon-motorway", "abhishek-motorway", "canersu-motorway", "kraten-arterial"])
 def test_free_flowing_traffic_raises_nothing(camera_id):
     assert opened_events(camera_id) == []

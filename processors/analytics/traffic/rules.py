@@ -175,12 +175,21 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
 
     # What comes to rest around a crash (the other party, bystanders stopping, a motorcycle thrown aside, debris)
     # is that incident.
-    for crash in [obj for obj in objects if obj.crash and obj in state.static_objects]:
-        reach = CRASH_SCENE_DIAGONALS * math.hypot(crash.box[2] - crash.box[0], crash.box[3] - crash.box[1])
-        centre = anchor_point(crash.box, Anchor.CENTER)
+    # The earliest crash keeps its key, so the incident already raised goes on.
+    for crash in sorted([obj for obj in objects if obj.crash], key=lambda obj: obj.since):
+        if crash not in state.static_objects:
+            continue
+        # The crash scene: where each of its vehicles is (or was last seen).
+        members = [crash.box, *(state.tracks[track_id].box for track_id in crash.track_ids if track_id in state.tracks)]
         for other in [obj for obj in state.static_objects if obj is not crash]:
-            if math.dist(centre, anchor_point(other.box, Anchor.CENTER)) <= reach:
+            centre = anchor_point(other.box, Anchor.CENTER)
+            if any(math.dist(anchor_point(box, Anchor.CENTER), centre)
+                   <= CRASH_SCENE_DIAGONALS * max(_diagonal(box), _diagonal(other.box)) for box in members):
                 merge_objects(state, crash, other, same_object=False)
+
+
+def _diagonal(box) -> float:
+    return math.hypot(box[2] - box[0], box[3] - box[1])
 
 
 def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:

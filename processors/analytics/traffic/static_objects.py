@@ -26,6 +26,7 @@ from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
 MOVING_COVER = 0.5  # a blob mostly under a vehicle moving past it is hidden this frame, not gone
+VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ def overlap(a: Box, b: Box) -> float:
     """Intersection as a share of the smaller box (1 when one box lies inside the other)."""
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return float(box_intersection([a], [b])[0, 0]) / smaller if smaller > 0 else 0.0
+
+
+def _with_margin(box: Box) -> Box:
+    dx, dy = VEHICLE_MARGIN * (box[2] - box[0]), VEHICLE_MARGIN * (box[3] - box[1])
+    return (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
 
 
 def union(a: Box, b: Box) -> Box:
@@ -156,7 +162,9 @@ def _object_for(state: TrafficState, item: Evidence, seen_ids: set[int], seq: in
         candidates = [obj for obj in objects if overlap(obj.box, item.box) >= SAME_OBJECT_OVERLAP
                       and not seen_ids.intersection(obj.track_ids)]
     else:
-        candidates = [obj for obj in objects if overlap(obj.box, item.box) >= SAME_OBJECT_OVERLAP]
+        # A vehicle's shadow and the road it darkens lie just outside its box: a fragment there is the vehicle.
+        candidates = [obj for obj in objects if overlap(_with_margin(obj.box) if obj.class_name else obj.box,
+                                                        item.box) >= SAME_OBJECT_OVERLAP]
     if not candidates:
         key = f"vehicle-{item.track.track_id}" if item.track is not None else f"blob-{seq}-{index}"
         obj = StaticObject(key=key, box=item.box, since=item.since, last_evidence=-1.0, confidence=item.confidence)
