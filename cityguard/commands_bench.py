@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "inference": ("cityguard.bench.inference", "inference consumer on the embedded broker vs a bare model loop"),
     "capture": ("cityguard.bench.capture", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
     "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
+    "console": ("cityguard.bench.console", "the demo with its console in chromium: refresh rate, display delay, CPU"),
 }
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityguard.stages import (
-    build_density_counter,
     build_detectors,
     build_static_blobs,
     build_trackers,
@@ -58,8 +57,9 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
                     detectors=None) -> Iterator[Detections]:
     """Detections messages of a clip's frames, as the inference stage would send them."""
     detectors = detectors or build_detectors(config)
-    enricher = FrameEnricher(build_trackers(config), build_static_blobs(config), build_density_counter(config),
-                             config.analytics.density_model.interval_seconds)
+    # No crowd density maps: the stage schedules them by wall-clock load, which a replay at CPU speed cannot
+    # reproduce; the crowd analyzer counts from detections without them.
+    enricher = FrameEnricher(build_trackers(config), build_static_blobs(config))
     camera = camera.model_copy(update={"loop": False})
     frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
     for seq, sampled in enumerate(frames):

@@ -5,6 +5,7 @@ This is the composition root for one stage process; `cityguard.up` starts severa
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -31,6 +32,15 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def open_store(config: Config):
+    """The incident store (the alert dispatcher, the console and the operator commands share it)."""
+    from sinks.alerts.store import IncidentStore, resolve_store_url
+
+    alerting = config.alerting
+    url = os.environ.get(alerting.store_url_env) or alerting.store_url
+    return IncidentStore(resolve_store_url(url, config.base_dir))
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:
@@ -122,9 +132,11 @@ def build_static_blobs(config: Config):
 
 
 def build_density_counter(config: Config):
+    """The crowd density-map model, when enabled and some camera has crowd zones; else None."""
     from processors.inference.density_map import DensityMapCounter
 
-    return DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
+    zone_cameras = any(camera.zones for camera in config.cameras)
+    return DensityMapCounter.from_config(config) if config.analytics.density_model.enabled and zone_cameras else None
 
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
