@@ -121,3 +121,12 @@ def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
     events = opened(run(frames))
     assert [(e.type, e.severity.value, e.track_ids) for e in events] == [("collision", "critical", [9])]
     assert events[0].started_at - (T0 + 4.0) <= 10
+
+
+def test_a_cyclist_riding_into_a_crowd_zone_of_a_traffic_camera_is_an_event_in_that_zone():
+    camera = CameraConfig(id="sim", source="sim.mp4", scene=SceneConfig(), zones=[
+        {"id": "square", "polygon": [[0, 0], [1280, 0], [1280, 720], [0, 720]], "area_m2": 400}])
+    analyzer = TrafficAnalyzer.restore(camera, Config(), None)
+    frames = [frame(seq, [(1, "bicycle", (100.0 + 30 * seq, 300.0, 140.0 + 30 * seq, 360.0))]) for seq in range(20)]
+    events = opened([event for detections in frames for event in analyzer.update(detections).events])
+    assert [(e.type, e.zone_id) for e in events] == [("vehicle_in_pedestrian_area", "square")]

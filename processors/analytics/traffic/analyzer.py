@@ -20,7 +20,7 @@ from schemas.calibration import Homography
 from schemas.line_counts import LineCounts
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.lines import Anchor
-from schemas.settings.traffic import SceneConfig
+from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
@@ -33,6 +33,15 @@ class TrafficOutput(AnalyticsOutput):
 
     lanes: list[LaneTraffic] = field(default_factory=list)
     area_scores: dict[str, float] = field(default_factory=dict)  # pedestrian area id -> vehicle-in-area score
+
+
+def with_crowd_zones(camera: CameraConfig) -> SceneConfig:
+    """The camera's scene with its crowd zones as pedestrian areas too: a vehicle moving into a crowd zone is the
+    vehicle-into-crowd risk."""
+    scene = camera.scene
+    known = {area.id for area in scene.pedestrian_areas}
+    zones = [PedestrianAreaConfig(id=zone.id, polygon=zone.polygon) for zone in camera.zones if zone.id not in known]
+    return scene.model_copy(update={"pedestrian_areas": [*scene.pedestrian_areas, *zones]}) if zones else scene
 
 
 class TrafficAnalyzer:
@@ -48,7 +57,8 @@ class TrafficAnalyzer:
         if camera.scene is None:
             raise ValueError(f"camera {camera.id} has no traffic scene")
         homography = camera.calibration.to_homography() if camera.calibration else None
-        return cls(camera.id, camera.scene, TrafficState.model_validate_json(state) if state else None, homography)
+        return cls(camera.id, with_crowd_zones(camera), TrafficState.model_validate_json(state) if state else None,
+                   homography)
 
     def state_json(self) -> bytes:
         return self.state.model_dump_json().encode()
