@@ -173,12 +173,15 @@ def run_event_eval(args, config) -> int:
 
 
 def run_devset_build(args, config) -> int:
-    from cityguard.evaluation.devset import DevsetError, build_devset
+    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset
 
     try:
         items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, args.held_out)
     except (DevsetError, OSError) as exc:
         print(f"cityguard devset: {exc}")
         return 1
-    print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
+    if items and isinstance(items[0], DevsetClip):
+        print(f"{len(items)} clips in {args.out / 'clips'}")
+    else:
+        print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
     return 0

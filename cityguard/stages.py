@@ -123,10 +123,24 @@ def build_trackers(config: Config):
     return TrackerPool(config.model.tracking, {camera.id: camera.fps for camera in config.cameras})
 
 
-def run_infer(config: Config, metrics_port: int | None) -> None:
-    from processors.inference.density_map import DensityMapCounter
-    from processors.inference.stage import InferenceWorker
+def build_static_blobs(config: Config):
+    """The background model of every camera with a traffic scene, or None when there is none."""
     from processors.inference.static_blobs import StaticBlobPool
+
+    traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
+    return StaticBlobPool(traffic_cameras) if traffic_cameras else None
+
+
+def build_density_counter(config: Config):
+    """The crowd density-map model, when enabled and some camera has crowd zones; else None."""
+    from processors.inference.density_map import DensityMapCounter
+
+    zone_cameras = any(camera.zones for camera in config.cameras)
+    return DensityMapCounter.from_config(config) if config.analytics.density_model.enabled and zone_cameras else None
+
+
+def run_infer(config: Config, metrics_port: int | None) -> None:
+    from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
     servers = require_bootstrap(config)
@@ -138,14 +152,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     consumer = make_consumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
     try:
-        traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
-        blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
-        zone_cameras = any(camera.zones for camera in config.cameras)
-        density = DensityMapCounter.from_config(config) \
-            if config.analytics.density_model.enabled and zone_cameras else None
-        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
-                        resolve_frame=open_frame_store(config).resolve, density_counter=density,
-                        model_swapper=model_swapper).run(stop)
+        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config),
+                        build_static_blobs(config), resolve_frame=open_frame_store(config).resolve,
+                        density_counter=build_density_counter(config), model_swapper=model_swapper).run(stop)
     finally:
         producer.flush()
         consumer.close()

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The sample clips and offline models, from the shared folder beside the repository or fetched once into the cache.
 VTEST = asset_path("vtest.avi")
 CAR_CLIP = asset_path("car-detection.mp4")
+LOT_CLIP = asset_path("person-bicycle-car-detection.gif")  # 3.4 s, 480x270: a car and a cyclist in a paved lot
 OFFLINE_MODEL = asset_path("yolo11n_int8_openvino_model")
 ONNX_MODEL = asset_path("yolov8n_dynint8.onnx")
 

@@ -141,6 +141,30 @@ class CameraDetectors:
             return outcomes
 
 
+class FrameEnricher:
+    """What a detections message gets from the decoded image or per-camera state: the density map made for it (if
+    any), track ids and static blobs. The inference worker and `cityguard replay` both run every frame through it, so
+    they produce the same messages."""
+
+    def __init__(self, trackers: TrackerPool | None = None, static_blobs: StaticBlobPool | None = None):
+        self.trackers = trackers
+        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+
+    def enrich(self, item: DecodedFrame, message: Detections, density: np.ndarray | None = None) -> Detections:
+        if density is not None:
+            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                  "density_map_shape": density.shape})
+        if self.trackers is not None:
+            with STAGE_SECONDS.labels("tracking").time():
+                message = self.trackers.update(message)
+        if self.static_blobs is not None and item.image is not None:
+            with STAGE_SECONDS.labels("background").time():
+                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if blobs is not None:
+                message = message.model_copy(update={"static_blobs": blobs})
+        return message
+
+
 class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
@@ -155,8 +179,7 @@ class InferenceWorker:
         self.consumer = consumer
         self.producer = producer
         self.detectors = detectors
-        self.trackers = trackers
-        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        self.enricher = FrameEnricher(trackers, static_blobs)
         self.resolve_frame = resolve_frame
         # The density-map model is ~100x slower than the detector: the schedule spreads its runs over the zone
         # cameras so each one's map stays younger than the analytics' max age.
@@ -222,8 +245,8 @@ class InferenceWorker:
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version),
-                                  density_maps.get(index))
+            message = self.enricher.enrich(item, to_message(item.frame, result, model_name, self.detectors.version),
+                                           density_maps.get(index))
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
             FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
@@ -271,22 +294,6 @@ class InferenceWorker:
             if camera_id in self.density_schedule.cameras:
                 DENSITY_MAP_AGE.labels(camera_id).set(self.density_schedule.age(camera_id, item.frame.captured_at))
         return maps
-
-    def enrich(self, item: DecodedFrame, message: Detections, density: np.ndarray | None = None) -> Detections:
-        """Adds the density map (when one was made for this frame) and what needs per-camera state: track ids,
-        static blobs."""
-        if density is not None:
-            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
-                                                  "density_map_shape": density.shape})
-        if self.trackers is not None:
-            with STAGE_SECONDS.labels("tracking").time():
-                message = self.trackers.update(message)
-        if self.static_blobs is not None and item.image is not None:
-            with STAGE_SECONDS.labels("background").time():
-                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
-            if blobs is not None:
-                message = message.model_copy(update={"static_blobs": blobs})
-        return message
 
 
     def reject(self, record, reason: str) -> None:

@@ -12,7 +12,7 @@ from schemas.settings.config import CameraConfig, Config
 from tests.traffic.simulator import CALIBRATION, SCENE, T0, Scenario, frames
 
 EVENT_TYPES = ["stopped_vehicle", "wrong_way", "pedestrian_on_roadway", "obstacle_in_lane", "congestion",
-               "collision_candidate"]
+               "collision"]
 MATCH_SLACK_S = 5.0
 
 
