@@ -115,12 +115,12 @@ def pure_loop(config: Config, messages: list[Detections], profile: Path | None) 
     if profiler:
         profiler.disable()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    encoded = [analyzer.state_json() for _ in range(50)]
+    encoded = [analyzer.state_bytes() for _ in range(50)]
     encode_cpu = time.process_time()
     if profiler:
         profiler.enable()
     for _ in range(200):
-        analyzer.state_json()
+        analyzer.state_bytes()
     if profiler:
         profiler.disable()
         profiler.dump_stats(str(profile))

@@ -47,14 +47,14 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes)
     line_counts_topic = app.topic(topics.line_counts, key_type=bytes, value_type=bytes)
     dead_letter_topic = app.topic(topics.dead_letter, key_type=bytes, value_type=bytes)
-    # "<camera id>/<analyzer>" -> that analyzer's JSON state; recovered from the changelog on restart.
+    # "<camera id>/<analyzer>" -> that analyzer's encoded state; recovered from the changelog on restart.
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
     ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
                       if config.analytics.ignore_filters else None)
     # state key -> (state this worker last wrote, the analyzer that wrote it): while the table still holds exactly
-    # that state, the live analyzer is reused instead of being rebuilt from JSON for every frame. After a rebalance
+    # that state, the live analyzer is reused instead of being decoded again for every frame. After a rebalance
     # the table holds another worker's state, the check fails, and the analyzer is restored from the table.
     live_analyzers: dict[bytes, tuple[bytes, object]] = {}
 
@@ -103,7 +103,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             try:
                 analyzer = live_analyzer(state_key, camera, restore)
                 output = analyzer.update(detections)
-                states[state_key] = (analyzer.state_json(), analyzer)
+                states[state_key] = (analyzer.state_bytes(), analyzer)
             except Exception as exc:  # one bad message must not stop the camera's analytics
                 live_analyzers.pop(state_key, None)  # the next message starts from the last stored state
                 log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)

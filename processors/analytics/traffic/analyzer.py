@@ -49,7 +49,7 @@ class TrafficAnalyzer:
         homography = camera.calibration.to_homography() if camera.calibration else None
         return cls(camera.id, camera.scene, TrafficState.model_validate_json(state) if state else None, homography)
 
-    def state_json(self) -> bytes:
+    def state_bytes(self) -> bytes:
         return self.state.model_dump_json().encode()
 
     def update(self, detections: Detections) -> TrafficOutput:
