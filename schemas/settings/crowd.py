@@ -290,6 +290,10 @@ class AnalyticsConfig(Frozen):
     forecast: ForecastConfig = ForecastConfig()
     surge: SurgeConfig = SurgeConfig()
     density_model: DensityModelConfig = DensityModelConfig()
+    checkpoint_frames: int = Field(
+        default=100, ge=1, le=10_000,
+        description="the analytics stage stores the analyzers' state after this many frames of an input partition; "
+        "a restarted worker re-reads at most this many frames per partition from the input. 1: after every frame")
     ignore_filters: str | None = Field(
         default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
         "objects a filter covers never reach the rules. null: no filters")
