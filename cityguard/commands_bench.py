@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "inference": ("cityguard.bench.inference", "inference consumer on the embedded broker vs a bare model loop"),
     "capture": ("cityguard.bench.capture", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
     "analytics": ("cityguard.bench.analytics", "analytics worker on one busy camera vs the pure analyzer loop"),
+    "scaleout": ("cityguard.bench.scaleout", "1, 2, 4, 8 ... inference or analytics workers: frames/s per count"),
     "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
 }
 

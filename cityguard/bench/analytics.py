@@ -54,23 +54,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--log-dir", type=Path, default=None, help="stage logs (default: a temporary folder)")
 
 
-def site(window_s: float, fps: float, topics: TopicNames | None = None) -> dict:
-    """The bench site as configuration data: one calibrated camera, one zone, entrance and exit lines."""
+def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras: int = 1) -> dict:
+    """The bench site as configuration data: calibrated cameras with one zone each, entrance and exit lines."""
     homography = fit_homography(IMAGE, GROUND)
     entrance = homography.to_image(np.array([[-0.5, 1.0], [20.5, 1.0]])).tolist()
     exit_ = homography.to_image(np.array([[-0.5, 11.0], [20.5, 11.0]])).tolist()
-    camera = {"id": CAMERA_ID, "source": "0", "fps": fps,
-              "calibration": {"image_points": [list(p) for p in IMAGE], "ground_points": [list(p) for p in GROUND]},
-              "zones": [{"id": "square", "polygon": [list(p) for p in IMAGE],
-                         "entrances": [{"id": "south", "start": entrance[0], "end": entrance[1]},
-                                       {"id": "north", "start": exit_[0], "end": exit_[1]}]}]}
-    data = {"site": "bench-analytics", "analytics": {"window_seconds": window_s}, "cameras": [camera]}
+    zone = {"id": "square", "polygon": [list(p) for p in IMAGE],
+            "entrances": [{"id": "south", "start": entrance[0], "end": entrance[1]},
+                          {"id": "north", "start": exit_[0], "end": exit_[1]}]}
+    calibration = {"image_points": [list(p) for p in IMAGE], "ground_points": [list(p) for p in GROUND]}
+    data = {"site": "bench-analytics", "analytics": {"window_seconds": window_s},
+            "cameras": [{"id": camera_id(index, cameras), "source": "0", "fps": fps, "calibration": calibration,
+                         "zones": [zone]} for index in range(cameras)]}
     if topics is not None:
         data["broker"] = {"topics": topics.model_dump()}
     return data
 
 
-def crowd_frames(people: int, fps: float, frames: int, seed: int = 7) -> list[Detections]:
+def camera_id(index: int, cameras: int) -> str:
+    return CAMERA_ID if cameras == 1 else f"{CAMERA_ID}{index:03d}"
+
+
+def crowd_frames(people: int, fps: float, frames: int, seed: int = 7, camera: str = CAMERA_ID) -> list[Detections]:
     """People walking across the square (south to north or back) at 0.6-1.6 m/s; one who leaves is replaced by a new
     track at the other edge, so the count stays at `people` and the counting lines see crossings."""
     rng = np.random.default_rng(seed)
@@ -94,7 +99,7 @@ def crowd_frames(people: int, fps: float, frames: int, seed: int = 7) -> list[De
         boxes = np.column_stack((feet[:, 0] - BOX_WIDTH_PX / 2, feet[:, 1] - BOX_HEIGHT_PX,
                                  feet[:, 0] + BOX_WIDTH_PX / 2, feet[:, 1]))
         messages.append(Detections(
-            camera_id=CAMERA_ID, seq=seq, captured_at=START_AT + seq / fps, image_width=IMAGE_SIZE[0],
+            camera_id=camera, seq=seq, captured_at=START_AT + seq / fps, image_width=IMAGE_SIZE[0],
             image_height=IMAGE_SIZE[1], model="synthetic", inference_ms=0.0,
             xyxy=[tuple(box) for box in boxes.tolist()], confidence=[0.8] * people, class_id=[0] * people,
             class_name=["person"] * people, track_id=ids.tolist()))
@@ -149,7 +154,7 @@ def run_stage(config: Config, config_path: Path, messages: list[Detections], log
         producer.flush()
         producer.close()
         output = make_consumer(servers, None, topics.zone_metrics, auto_offset_reset="earliest")
-        expected_windows = _windows_closed(messages, config.analytics.step_seconds)
+        expected_windows = windows_closed(messages, config.analytics.step_seconds)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
         worker = spawn("analyze", config_path, env, log_dir)
         process = psutil.Process(worker.pid)
@@ -187,9 +192,10 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _windows_closed(messages: list[Detections], step: float) -> int:
+def windows_closed(messages: list[Detections], step: float) -> int:
+    """Windows one camera's frames close: the last one stays open."""
     starts = {int(message.captured_at // step) for message in messages}
-    return len(starts) - 1  # the last window is still open
+    return len(starts) - 1
 
 
 def _topic_bytes(servers: str, topic: str) -> tuple[int, int]:
