@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "analytics": ("cityguard.bench.analytics", "analytics worker on one busy camera vs the pure analyzer loop"),
     "scaleout": ("cityguard.bench.scaleout", "1, 2, 4, 8 ... inference or analytics workers: frames/s per count"),
     "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
+    "console": ("cityguard.bench.console", "the demo with its console in chromium: refresh rate, display delay, CPU"),
 }
 
 

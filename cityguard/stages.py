@@ -5,6 +5,7 @@ This is the composition root for one stage process; `cityguard.up` starts severa
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -31,6 +32,15 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def open_store(config: Config):
+    """The incident store (the alert dispatcher, the console and the operator commands share it)."""
+    from sinks.alerts.store import IncidentStore, resolve_store_url
+
+    alerting = config.alerting
+    url = os.environ.get(alerting.store_url_env) or alerting.store_url
+    return IncidentStore(resolve_store_url(url, config.base_dir))
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:
@@ -130,7 +140,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
         blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
-        density = DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
+        zone_cameras = any(camera.zones for camera in config.cameras)
+        density = DensityMapCounter.from_config(config) \
+            if config.analytics.density_model.enabled and zone_cameras else None
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
                         resolve_frame=open_frame_store(config).resolve, density_counter=density,
                         model_swapper=model_swapper).run(stop)

@@ -1,14 +1,16 @@
 """`cityguard up`: the whole pipeline on one machine, one child process per stage.
 
-Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, analytics,
-inference, producer) and stops in reverse, so frames in flight drain; the broker stops last. Children run in their
-own sessions, so Ctrl-C reaches only `up` (a second Ctrl-C kills them at once), and get PR_SET_PDEATHSIG, so even
-a SIGKILLed `up` leaves no orphans.
+Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, operator
+console, analytics, inference, producer) and stops in reverse, so frames in flight drain; the broker stops last.
+Children run in their own sessions, so Ctrl-C reaches only `up` (a second Ctrl-C kills them at once), and get
+PR_SET_PDEATHSIG, so even a SIGKILLed `up` leaves no orphans.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,10 +28,13 @@ from schemas.settings.config import Config
 STAGES = {
     "alerts": ["alerts", "dispatch"],
     "export-metrics": ["export-metrics"],
+    "console": ["console"],
     "analyze": ["analyze"],
     "infer": ["infer"],
     "produce": ["produce"],
 }
+# Stages the pipeline does not depend on: when one exits, `up` says so and the data keeps flowing.
+NON_ESSENTIAL = {"console"}
 
 
 @dataclass
@@ -50,6 +55,23 @@ class CameraStatusLine:
         else:
             zone_text = "zones: waiting for the first window"
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def console_access(config: Config) -> tuple[str, list[str], str]:
+    """(line to print, console arguments, token): the port is fixed here so the URL can be printed, and a token made
+    up here (when none is configured) reaches the console through its environment, never a log file."""
+    settings = config.console
+    port = settings.port or free_port(settings.host)
+    configured = os.environ.get(settings.token_env)
+    token = configured or secrets.token_urlsafe(24)
+    shown = f" (token in ${settings.token_env})" if configured else f"?token={token}"
+    return f"console: http://{settings.host}:{port}/{shown}", ["--port", str(port)], token
 
 
 def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str) -> subprocess.Popen:
@@ -87,15 +109,19 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     with broker_for(config, log_dir / "broker.log") as servers:
         print(f"broker: {servers}" + ("" if config.bootstrap_servers() else " (embedded Tansu)"), flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        console_line, console_args, token = console_access(config)
+        env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")
         try:
             for stage in STAGES:
-                children[stage] = spawn(stage, config_path, env, log_dir)
+                stage_args = console_args if stage == "console" else []
+                children[stage] = spawn(stage, config_path, env, log_dir, *stage_args)
             metrics = config.metrics
             print(f"metrics: http://{metrics.host}:{metrics.exporter_port}/metrics (zones, detections), "
                   f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
                   f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
+            print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             return watch(config, children, status_consumer, duration_s, lambda: interrupted)
         finally:
@@ -109,13 +135,18 @@ def watch(config: Config, children: dict[str, subprocess.Popen], status_consumer
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     last_print = 0.0
+    reported: set[str] = set()
     while not interrupted():
         if duration_s is not None and time.monotonic() - started >= duration_s:
             return 0
         for stage, process in children.items():
-            if process.poll() is not None and not (stage == "produce" and process.returncode == 0):
-                print(f"stage {stage} exited with code {process.returncode}; see its log", flush=True)
+            if process.poll() is None or (stage == "produce" and process.returncode == 0) or stage in reported:
+                continue
+            print(f"stage {stage} exited with code {process.returncode}; see its log"
+                  + ("; the pipeline runs on without it" if stage in NON_ESSENTIAL else ""), flush=True)
+            if stage not in NON_ESSENTIAL:
                 return 1
+            reported.add(stage)
         for records in status_consumer.poll(timeout_ms=500).values():
             for record in records:
                 absorb(record, config, lines)

@@ -82,6 +82,11 @@ DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dea
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
 
 
+def zone_stale_after_s(window_seconds: float) -> float:
+    """A zone whose windows stopped this long ago (camera down, inference stalled) is UNKNOWN, not its last level."""
+    return max(3 * window_seconds, 30.0)
+
+
 def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
     try:
         gauge.remove(*labels)
@@ -139,8 +144,7 @@ class MetricsSink:
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
         self.counted_frames = RecentKeys()
-        # A zone whose windows stop (camera down, inference stalled) must not keep showing its last calm level.
-        self.stale_after_s = max(3 * config.analytics.window_seconds, 30.0)
+        self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         self._open_labels: set[tuple[str, str, str]] = set()
         for camera in config.cameras:

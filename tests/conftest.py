@@ -54,6 +54,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
         "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4},
         "analytics": {"window_seconds": 2},
         "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0},
+        "console": {"port": 0},
         "cameras": [{
             "id": "campus", "source": str(VTEST), "fps": 10,
             "zones": [{"id": "walkway", "polygon": [[0, 0], [768, 0], [768, 576], [0, 576]], "area_m2": 200}],

@@ -19,7 +19,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
-from processors.inference.density_map import DensityMapCounter
+from processors.inference.density_map import DensityMapCounter, map_width
+from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.model_swap import ModelSwapper
 from processors.inference.static_blobs import StaticBlobPool
@@ -39,6 +40,9 @@ STAGE_SECONDS = Histogram(
     "cityguard_inference_stage_seconds", "Time per frame in each step of the inference stage", ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
+DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
+                        "Capture-time age of the zone camera's newest density map at its latest frame (+Inf: none yet)",
+                        ["camera"])
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
@@ -154,10 +158,17 @@ class InferenceWorker:
         self.trackers = trackers
         self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
         self.resolve_frame = resolve_frame
-        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
+        # The density-map model is ~100x slower than the detector: the schedule spreads its runs over the zone
+        # cameras so each one's map stays younger than the analytics' max age.
         self.density_counter = density_counter
-        self.density_interval_s = config.analytics.density_model.interval_seconds
-        self.last_density_at: dict[str, float] = {}
+        self.density_settings = config.analytics.density_model
+        self.density_schedule = None
+        self.last_map_people: dict[str, float] = {}  # each camera's last map count: picks the next map's width
+        if density_counter is not None:
+            settings = self.density_settings
+            self.density_schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
+                                                    settings.interval_seconds, settings.maps_per_batch,
+                                                    settings.max_busy_fraction)
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
@@ -205,12 +216,14 @@ class InferenceWorker:
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
         outcomes = self.detectors.detect([item for item, _ in decoded])
-        for (item, record), outcome in zip(decoded, outcomes, strict=True):
+        density_maps = self.density_maps([item for item, _ in decoded])
+        for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
+            message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version),
+                                  density_maps.get(index))
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
             FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
@@ -225,19 +238,44 @@ class InferenceWorker:
             try:
                 with STAGE_SECONDS.labels("decode").time():
                     camera_id = record.key.decode("utf-8", errors="replace") if record.key else ""
-                    decoded.append((decode_frame(record.value, self.detectors.needs_image(camera_id),
-                                                 self.resolve_frame), record))
+                    needs_image = self.detectors.needs_image(camera_id) or (
+                        self.density_schedule is not None and camera_id in self.density_schedule.cameras)
+                    decoded.append((decode_frame(record.value, needs_image, self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
 
-    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
-        """Adds what needs the decoded image or per-camera state: density map, track ids, static blobs."""
-        if self.density_due(item):
-            with STAGE_SECONDS.labels("density_map").time():
-                density = self.density_counter.density_map(item.image)
+    def density_maps(self, frames: list[DecodedFrame]) -> dict[int, np.ndarray]:
+        """Density maps for the frames the schedule picks, by index in `frames`; sets each zone camera's map age."""
+        if self.density_schedule is None:
+            return {}
+        with_image = [i for i, item in enumerate(frames) if item.image is not None]
+        chosen = [with_image[i] for i in self.density_schedule.choose(
+            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in with_image], time.monotonic())]
+        maps = {}
+        if chosen:
+            cameras = [frames[i].frame.camera_id for i in chosen]
+            widths = [map_width(self.last_map_people.get(camera), self.density_settings) for camera in cameras]
+            started = time.perf_counter()
+            made = self.density_counter.density_maps([frames[i].image for i in chosen], widths)
+            elapsed = time.perf_counter() - started
+            self.density_schedule.spent(elapsed)
+            STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
+            maps = dict(zip(chosen, made, strict=True))
+            for camera, density in zip(cameras, made, strict=True):
+                self.last_map_people[camera] = float(density.sum())
+        for item in frames:
+            camera_id = item.frame.camera_id
+            if camera_id in self.density_schedule.cameras:
+                DENSITY_MAP_AGE.labels(camera_id).set(self.density_schedule.age(camera_id, item.frame.captured_at))
+        return maps
+
+    def enrich(self, item: DecodedFrame, message: Detections, density: np.ndarray | None = None) -> Detections:
+        """Adds the density map (when one was made for this frame) and what needs per-camera state: track ids,
+        static blobs."""
+        if density is not None:
             message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
                                                   "density_map_shape": density.shape})
         if self.trackers is not None:
@@ -250,15 +288,6 @@ class InferenceWorker:
                 message = message.model_copy(update={"static_blobs": blobs})
         return message
 
-    def density_due(self, item: DecodedFrame) -> bool:
-        if self.density_counter is None or item.image is None:
-            return False
-        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
-        last = self.last_density_at.get(camera_id)
-        if last is not None and 0 <= captured_at - last < self.density_interval_s:
-            return False
-        self.last_density_at[camera_id] = captured_at
-        return True
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)

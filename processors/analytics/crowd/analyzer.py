@@ -210,7 +210,6 @@ class CrowdAnalyzer:
 
     def _measure(self, detections: Detections) -> dict[str, FrameSample]:
         people = detections.class_mask(PERSON_CLASS_ID)
-        boxes = detections.boxes()[people]
         feet = detections.foot_points()[people]
         ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
         velocity = np.full_like(feet, np.nan)
@@ -236,13 +235,12 @@ class CrowdAnalyzer:
             detector_people = int(inside.sum())
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
-            fresh = state.model_at is not None and \
-                detections.captured_at - state.model_at <= self.config.counting.density_map_max_age_seconds
-            fused = fuse_counts(detector_people, state.model_people if fresh else None,
-                                boxes[inside], self.config.counting)
+            age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
+            fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
+                                self.config.density_model.enabled)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
-                model_people=state.model_people if fresh else None,
+                model_people=state.model_people if fused.reliable else None,
                 source=fused.source.value, confidence=fused.confidence, reliable=fused.reliable,
                 unreliable_reason=fused.reason, seq=detections.seq,
                 inflow=sum(1 for c in crossings if c.line_index in zone.line_indices and c.inward),
