@@ -96,7 +96,9 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
         create_topics(servers, bench_config.broker.topics.all(), partitions)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
         for index in range(workers):
-            children[f"{stage}-{index}"] = spawn(stage, config_path, env, log_dir)
+            # several inference workers on one machine: each its own free metrics port
+            extra = ("--metrics-port", "0") if stage == "infer" else ()
+            children[f"{stage}-{index}"] = spawn(stage, config_path, env, log_dir, *extra)
         processes = [psutil.Process(child.pid) for child in children.values()]
         time.sleep(args.warm_up)
         output = make_consumer(servers, None, output_topic, auto_offset_reset="earliest")
