@@ -6,7 +6,8 @@ the stage's output is timed from its first to its last record. The input spreads
 partition has work.
 
 - analytics: synthetic crowds (`cityguard bench analytics`'s walkers), `--people` per camera; output = zone metrics;
-- inference: JPEG frames of the sample clip through the configured model; output = detections.
+- inference: JPEG frames of the sample clip through the configured model (or `--backend gpu-nvjpeg --batch 64` on
+  a CUDA host: frames per GPU from the frames topic to the detections topic); output = detections.
 
 Workers are separate processes; on a machine with fewer free cores than workers the curve flattens at the cores,
 which is what the figures then show. CPU seconds of all workers together are printed next to the rate.
@@ -36,6 +37,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cameras", type=int, default=16, help="cameras the input is spread over")
     parser.add_argument("--frames", type=int, default=200, help="frames per camera")
     parser.add_argument("--people", type=int, default=100, help="analytics: people per camera")
+    parser.add_argument("--backend", default=None,
+                        help="inference: model.backend for this run, e.g. gpu-nvjpeg (default: the configured one)")
+    parser.add_argument("--weights", default=None, help="inference: model.weights for this run")
+    parser.add_argument("--batch", type=int, default=None, help="inference: model.max_batch_size for this run")
     parser.add_argument("--warm-up", type=float, default=20.0,
                         help="seconds the workers get to start and join the group before the input is queued")
     parser.add_argument("--log-dir", type=Path, default=None, help="worker logs (default: a temporary folder)")
@@ -65,6 +70,9 @@ def inference_input(args, config: Config, topics: TopicNames) -> tuple[dict, lis
     data["broker"] = {**data["broker"], "topics": topics.model_dump()}
     if "tiling" in data["model"]:  # it names the site's cameras, which the benchmark replaces
         data["model"]["tiling"]["cameras"] = []
+    for option, field in ((args.backend, "backend"), (args.weights, "weights"), (args.batch, "max_batch_size")):
+        if option is not None:
+            data["model"][field] = option
     records = []
     for index in range(args.cameras):
         camera = camera_id(index, args.cameras)
@@ -140,6 +148,11 @@ def _cpu_seconds(process: psutil.Process) -> float:
 
 
 def run(args, config: Config) -> int:
+    if args.stage == "inference" and (args.backend or config.model.backend) == "gpu-nvjpeg":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
     counts = [int(value) for value in args.workers.split(",") if value.strip()]
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
