@@ -162,8 +162,13 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
 
 def run_analyze(config: Config, loglevel: str) -> None:
+    from threadpoolctl import threadpool_limits
+
     from processors.analytics.stage import run_worker
 
+    # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
+    # and spin on cores the other workers need. Analytics scales by worker processes instead.
+    threadpool_limits(1)
     run_worker(config, require_bootstrap(config), loglevel)
 
 

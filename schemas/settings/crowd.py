@@ -169,12 +169,12 @@ class CountingConfig(Frozen):
     )
 
 
-# A camera's crowd state is one JSON record on the faust changelog, written after every frame, and faust's producer
-# refuses a record over producer_max_request_size (1,000,000 bytes by default). Worst-case JSON sizes of its parts
-# (19-digit track ids, full-precision floats, the longest reasons), checked in tests/crowd/test_state.py:
+# A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written after
+# every frame, and faust's producer refuses a record over producer_max_request_size (1,000,000 bytes by default).
+# Worst-case sizes of its parts (the longest reasons, counters at their widest), checked in tests/crowd/test_state.py:
 CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
-TRACK_STATE_BYTES = 180  # one track's columns, without counting lines
-TRACK_LINE_STATE_BYTES = 10  # one track's side, pending side and pending frames at one counting line
+TRACK_STATE_BYTES = 64  # one track's columns, without counting lines: id, last seen, three (x, y) pairs
+TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
 BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
 ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
 # the most tracks that fit beside one tumbling-window zone without counting lines
@@ -191,7 +191,7 @@ class MovementConfig(Frozen):
     max_tracks: int = Field(
         default=4_000, ge=10, le=MAX_TRACKS,
         description="hard cap on remembered tracks per camera; the tracks are part of the camera's state record on "
-        "the changelog (~180 bytes each plus ~10 per counting line), which must stay under faust's 1,000,000-byte "
+        "the changelog (64 bytes each plus 4 per counting line), which must stay under faust's 1,000,000-byte "
         "record limit",
     )
     velocity_smoothing: float = Field(default=0.5, gt=0, le=1,
@@ -295,6 +295,10 @@ class AnalyticsConfig(Frozen):
     forecast: ForecastConfig = ForecastConfig()
     surge: SurgeConfig = SurgeConfig()
     density_model: DensityModelConfig = DensityModelConfig()
+    checkpoint_frames: int = Field(
+        default=100, ge=1, le=10_000,
+        description="the analytics stage stores the analyzers' state after this many frames of an input partition; "
+        "a restarted worker re-reads at most this many frames per partition from the input. 1: after every frame")
     ignore_filters: str | None = Field(
         default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
         "objects a filter covers never reach the rules. null: no filters")
@@ -322,7 +326,7 @@ class AnalyticsConfig(Frozen):
 
 
 def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> int:
-    """Upper bound of a camera's crowd state (JSON bytes) with every track slot and window bucket in use."""
+    """Upper bound of a camera's crowd state (bytes) with every track slot and window bucket in use."""
     lines = sum(len(zone.entrances) for zone in zones)
     buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
     return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)

@@ -110,7 +110,7 @@ def test_restart_mid_scenario_resumes_identical_windows_and_levels():
 
     sim = simulator()
     first_half, analyzer = run_scenario(sim, config, frames // 2, density_map_every=3)
-    restored = CrowdAnalyzer.restore(config.cameras[0], config, analyzer.state_json())
+    restored = CrowdAnalyzer.restore(config.cameras[0], config, analyzer.state_bytes())
     resumed, _ = run_scenario(sim, config, frames - frames // 2, run=Run(), analyzer=restored, density_map_every=3)
 
     assert first_half.metrics + resumed.metrics == uninterrupted.metrics
@@ -121,7 +121,7 @@ def test_restart_mid_scenario_resumes_identical_windows_and_levels():
 def test_redelivered_frames_are_ignored():
     analyzer, frames = steady_crowd(40)
     once = [m for d in frames for m in analyzer.update(d).zone_metrics]
-    state = analyzer.state_json()
+    state = analyzer.state_bytes()
     again = [m for d in frames for m in analyzer.update(d).zone_metrics]
     assert len(once) == 4 and again == []  # frames at 1..40 s close the windows ending at 10, 20, 30 and 40 s
-    assert CrowdState.from_json(state).last_seq == frames[-1].seq
+    assert CrowdState.decode(state).last_seq == frames[-1].seq

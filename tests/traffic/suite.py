@@ -33,7 +33,7 @@ def run(scenario: Scenario, seed: int, roundtrip: bool = False) -> tuple[list[Ev
         events += output.events
         counts += output.line_counts
         if roundtrip:
-            state = analyzer.state_json()
+            state = analyzer.state_bytes()
     return events, counts
 
 

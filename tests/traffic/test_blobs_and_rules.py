@@ -94,4 +94,4 @@ def test_track_state_is_evicted_after_its_ttl():
             track_id=[1000 + seq]))  # a new id every frame, as after id switches
     ttl = SCENE.thresholds.track_ttl_seconds
     assert len(analyzer.state.tracks) <= ttl + 1
-    assert len(analyzer.state_json()) < 20_000
+    assert len(analyzer.state_bytes()) < 20_000

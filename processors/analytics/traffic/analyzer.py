@@ -60,7 +60,7 @@ class TrafficAnalyzer:
         return cls(camera.id, with_crowd_zones(camera), TrafficState.model_validate_json(state) if state else None,
                    homography)
 
-    def state_json(self) -> bytes:
+    def state_bytes(self) -> bytes:
         return self.state.model_dump_json().encode()
 
     def update(self, detections: Detections) -> TrafficOutput:
