@@ -19,7 +19,8 @@ from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 # Modules with a `register(commands, add_command)` function, in the order their commands are listed.
 COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "cityguard.commands_model",
                    "cityguard.commands_alerts", "cityguard.commands_eval", "cityguard.commands_cameras",
-                   "cityguard.commands_crowd", "cityguard.commands_dataset", "cityguard.commands_ignore"]
+                   "cityguard.commands_crowd", "cityguard.commands_dataset", "cityguard.commands_ignore",
+                   "cityguard.commands_console"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from cityguard.stages import open_store
 from schemas.settings.config import Config
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
@@ -48,14 +49,6 @@ def register(commands, add_command) -> None:
     provision.add_argument("--prometheus-url", default="http://prometheus:9090",
                            help="created as the datasource when Grafana has none with uid " + DATASOURCE_UID)
     provision.add_argument("--dashboards", type=Path, default=GRAFANA_DIR / "dashboards")
-
-
-def open_store(config: Config):
-    from sinks.alerts.store import IncidentStore, resolve_store_url
-
-    alerting = config.alerting
-    url = os.environ.get(alerting.store_url_env) or alerting.store_url
-    return IncidentStore(resolve_store_url(url, config.base_dir))
 
 
 def run_alert_dispatch(config: Config, port: int | None = None) -> None:
@@ -153,6 +146,9 @@ def show_incident(args, config: Config) -> int:
                   f"{attempt.error or ''}")
     for ack in detail.acknowledgements:
         print(f"  ack     {when(ack.at)}  alert {ack.alert_ref}  by {ack.by}  {ack.note}")
+    for review in detail.reviews:
+        print(f"  review  {when(review.at)}  {review.verdict}  by {review.by}  {review.note}"
+              f"{'  evidence ' + review.evidence_path if review.evidence_path else ''}")
     return 0
 
 

@@ -16,7 +16,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "pipeline": ("cityguard.bench.pipeline", "a clip through the whole pipeline vs the bare model"),
     "inference": ("cityguard.bench.inference", "inference consumer on the embedded broker vs a bare model loop"),
     "capture": ("cityguard.bench.capture", "cameras per producer process at 5 fps, memory per camera, reconnect time"),
+    "analytics": ("cityguard.bench.analytics", "analytics worker on one busy camera vs the pure analyzer loop"),
+    "scaleout": ("cityguard.bench.scaleout", "1, 2, 4, 8 ... inference or analytics workers: frames/s per count"),
     "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
+    "console": ("cityguard.bench.console", "the demo with its console in chromium: refresh rate, display delay, CPU"),
 }
 
 

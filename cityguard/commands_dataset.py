@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cityguard.training.labels import LABEL_FORMATS
+from infra import assets
 
 
 def _camera_path(text: str) -> tuple[str, Path]:
@@ -65,8 +66,8 @@ def register(commands, add_command) -> None:
 
 def camera_clips(config, overrides: list[tuple[str, Path]]) -> dict[str, Path]:
     """Each camera's video file: given on the command line, else its configured source when that is a file."""
-    clips = {camera.id: Path(config.resolve_path(camera.source)) for camera in config.cameras
-             if Path(config.resolve_path(camera.source)).is_file()}
+    sources = {camera.id: Path(config.resolve_path(assets.resolve(camera.source))) for camera in config.cameras}
+    clips = {camera: source for camera, source in sources.items() if source.is_file()}
     clips.update(dict(overrides))
     return clips
 

@@ -8,12 +8,25 @@ from pathlib import Path
 
 from cityguard.stages import tiled_detector
 
+DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
+HELD_OUT_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "held-out-sources.md"
+
 
 def _numbers(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _counter_names(text: str) -> list[str]:
+    from cityguard.evaluation.runners import COUNTERS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in COUNTERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"counters are {', '.join(COUNTERS)}; got {text!r}")
+    return list(dict.fromkeys(names))
 
 
 def _class_ids(text: str) -> list[int]:
@@ -49,7 +62,12 @@ def register(commands, add_command) -> None:
     counts.add_argument("--confidence", type=float, default=None, help="default: the configured one")
     counts.add_argument("--size-edges", type=_numbers, default=None, help="crowd-size bin edges (default: 10,50,200)")
     counts.add_argument("--mot-min-visibility", type=float, default=0.0)
-    counts.add_argument("--tiling", action="store_true", help="count with tiled inference (model.tiling)")
+    counts.add_argument("--counter", type=_counter_names, default=["detector"],
+                        help="comma-separated counters to score: detector (whole frame), tiled (model.tiling), "
+                        "density (the density-map model), fused (the analytics' zone counter: detector boxes and a "
+                        "fresh density map through analytics.counting) (default: detector)")
+    counts.add_argument("--fused-detector", choices=("detector", "tiled"), default="detector",
+                        help="the detector feeding the fused counter, as the zone camera runs (default: detector)")
     counts.add_argument("--out", type=Path, default=Path("var/eval/counts"))
 
     events = add_command(kinds, "events", "event-level precision, recall, F1, detection delay, type confusion and "
@@ -60,6 +78,17 @@ def register(commands, add_command) -> None:
     events.add_argument("--tolerance", type=float, default=0.0, help="seconds two intervals may be apart and match")
     events.add_argument("--segment", type=float, default=1.0, help="segment length in seconds for ROC")
     events.add_argument("--out", type=Path, default=Path("var/eval/events"))
+
+    devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
+    devsets = devset.add_subparsers(dest="devset", required=True)
+    build = add_command(devsets, "build", "fetch a development set's files at their pinned commits, verify their "
+                        "sha256 and refuse held-out sources", run_devset_build, needs_config=False)
+    build.add_argument("name", choices=sorted(path.name for path in DEVSETS.iterdir() if path.is_dir()))
+    build.add_argument("--out", type=Path, required=True, help="folder to write images/, annotations/, truth.csv")
+    build.add_argument("--from", dest="local", type=Path, default=None,
+                       help="copy from a local copy of the source repository instead of downloading")
+    build.add_argument("--held-out", type=Path, default=HELD_OUT_REFERENCE,
+                       help="note listing held-out sha256 digests, used when present (default: %(default)s)")
 
 
 def run_detector_eval(args, config) -> int:
@@ -85,37 +114,47 @@ def run_detector_eval(args, config) -> int:
 def run_count_eval(args, config) -> int:
     from cityguard.evaluation.counting import DEFAULT_SIZE_EDGES
     from cityguard.evaluation.loaders import image_files, load_count_csv
-    from cityguard.evaluation.report import count_report
-    from cityguard.evaluation.runners import (
-        detector_counts,
-        evaluate_counts,
-        evaluation_detector,
-        infer_truth_format,
-        true_counts,
-    )
+    from cityguard.evaluation.report import count_comparison_report
+    from cityguard.evaluation.runners import counter_counts, evaluate_counts, infer_truth_format, true_counts
 
     images = image_files(args.images)
     truth = true_counts(images, args.truth, args.truth_format or infer_truth_format(args.truth),
                         args.mot_min_visibility)
+    edges = args.size_edges or DEFAULT_SIZE_EDGES
     if args.predictions:
         predicted_by_name = load_count_csv(args.predictions)
         missing = [image.name for image in images if image.name not in predicted_by_name]
         if missing:
             raise SystemExit(f"{args.predictions} has no count for {len(missing)} images, e.g. {missing[0]}")
-        predicted = [predicted_by_name[image.name] for image in images]
-        source = str(args.predictions)
+        predicted = {"predictions": [predicted_by_name[image.name] for image in images]}
     else:
-        confidence = config.model.confidence if args.confidence is None else args.confidence
-        detector = evaluation_detector(config, confidence)
-        counter = tiled_detector(config, detector) if args.tiling else detector
-        predicted = detector_counts(counter, images, confidence)
-        source = counter.name
-    result = evaluate_counts(images, truth, predicted, args.size_edges or DEFAULT_SIZE_EDGES, {"counter": source})
-    o = result.overall
-    print(f"{o.images} images: MAE {o.mean_absolute_error:.2f}, RMSE {o.root_mean_squared_error:.2f}, "
-          f"mean relative error {o.mean_relative_error if o.mean_relative_error is not None else float('nan'):.3f}")
-    print(f"report: {count_report(result, args.out)}")
+        predicted = counter_counts(args.counter, images, counters_for(args, config))
+    results = {name: evaluate_counts(images, truth, counts, edges, {"counter": name})
+               for name, counts in predicted.items()}
+    for name, result in results.items():
+        o = result.overall
+        relative = o.mean_relative_error if o.mean_relative_error is not None else float("nan")
+        print(f"{name}: {o.images} images: MAE {o.mean_absolute_error:.2f}, RMSE {o.root_mean_squared_error:.2f}, "
+              f"mean relative error {relative:.3f}")
+    print(f"report: {count_comparison_report(results, args.out)}")
     return 0
+
+
+def counters_for(args, config):
+    """The models the asked-for counters need, built from the configuration."""
+    from cityguard.evaluation.runners import CounterSet, evaluation_detector
+    from processors.inference.density_map import DensityMapCounter
+
+    confidence = config.model.confidence if args.confidence is None else args.confidence
+    wanted = set(args.counter)
+    if "fused" in wanted:
+        wanted |= {"density", args.fused_detector}
+    detector = evaluation_detector(config, confidence) if wanted & {"detector", "tiled"} else None
+    return CounterSet(
+        detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,
+        density=DensityMapCounter.from_config(config) if "density" in wanted else None,
+        density_settings=config.analytics.density_model, counting=config.analytics.counting, confidence=confidence,
+        fused_uses_tiled=args.fused_detector == "tiled")
 
 
 def run_event_eval(args, config) -> int:
@@ -130,4 +169,19 @@ def run_event_eval(args, config) -> int:
     o = result.overall
     print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
+    return 0
+
+
+def run_devset_build(args, config) -> int:
+    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset
+
+    try:
+        items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, args.held_out)
+    except (DevsetError, OSError) as exc:
+        print(f"cityguard devset: {exc}")
+        return 1
+    if items and isinstance(items[0], DevsetClip):
+        print(f"{len(items)} clips in {args.out / 'clips'}")
+    else:
+        print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
     return 0

@@ -5,6 +5,7 @@ This is the composition root for one stage process; `cityguard.up` starts severa
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -31,6 +32,15 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def open_store(config: Config):
+    """The incident store (the alert dispatcher, the console and the operator commands share it)."""
+    from sinks.alerts.store import IncidentStore, resolve_store_url
+
+    alerting = config.alerting
+    url = os.environ.get(alerting.store_url_env) or alerting.store_url
+    return IncidentStore(resolve_store_url(url, config.base_dir))
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:
@@ -113,10 +123,24 @@ def build_trackers(config: Config):
     return TrackerPool(config.model.tracking, {camera.id: camera.fps for camera in config.cameras})
 
 
-def run_infer(config: Config, metrics_port: int | None) -> None:
-    from processors.inference.density_map import DensityMapCounter
-    from processors.inference.stage import InferenceWorker
+def build_static_blobs(config: Config):
+    """The background model of every camera with a traffic scene, or None when there is none."""
     from processors.inference.static_blobs import StaticBlobPool
+
+    traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
+    return StaticBlobPool(traffic_cameras) if traffic_cameras else None
+
+
+def build_density_counter(config: Config):
+    """The crowd density-map model, when enabled and some camera has crowd zones; else None."""
+    from processors.inference.density_map import DensityMapCounter
+
+    zone_cameras = any(camera.zones for camera in config.cameras)
+    return DensityMapCounter.from_config(config) if config.analytics.density_model.enabled and zone_cameras else None
+
+
+def run_infer(config: Config, metrics_port: int | None) -> None:
+    from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
     servers = require_bootstrap(config)
@@ -128,12 +152,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     consumer = make_consumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
     try:
-        traffic_cameras = {camera.id for camera in config.cameras if camera.scene is not None}
-        blobs = StaticBlobPool(traffic_cameras) if traffic_cameras else None
-        density = DensityMapCounter.from_config(config) if config.analytics.density_model.enabled else None
-        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config), blobs,
-                        resolve_frame=open_frame_store(config).resolve, density_counter=density,
-                        model_swapper=model_swapper).run(stop)
+        InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config),
+                        build_static_blobs(config), resolve_frame=open_frame_store(config).resolve,
+                        density_counter=build_density_counter(config), model_swapper=model_swapper).run(stop)
     finally:
         producer.flush()
         consumer.close()
@@ -141,8 +162,13 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
 
 def run_analyze(config: Config, loglevel: str) -> None:
+    from threadpoolctl import threadpool_limits
+
     from processors.analytics.stage import run_worker
 
+    # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
+    # and spin on cores the other workers need. Analytics scales by worker processes instead.
+    threadpool_limits(1)
     run_worker(config, require_bootstrap(config), loglevel)
 
 

@@ -1,8 +1,9 @@
 """`cityguard up`: the whole pipeline on one machine, one child process per stage.
 
-Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, analytics,
-inference, producer) and stops in reverse, so frames in flight drain; the broker stops last. A stage (or embedded
-broker) that exits meanwhile is restarted with back-off (Supervisor), so one failure never stops the pipeline.
+Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, operator
+console, analytics, inference, producer) and stops in reverse, so frames in flight drain; the broker stops last. A
+stage (or embedded broker) that exits meanwhile is restarted with back-off (Supervisor), so one failure never stops
+the pipeline.
 Children run in their own sessions, so Ctrl-C reaches only `up` (a second Ctrl-C kills them at once), and get
 PR_SET_PDEATHSIG, so even a SIGKILLed `up` leaves no orphans.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +39,7 @@ BROKER = "embedded broker"
 STAGES = {
     "alerts": ["alerts", "dispatch"],
     "export-metrics": ["export-metrics"],
+    "console": ["console"],
     "analyze": ["analyze"],
     "infer": ["infer"],
     "produce": ["produce"],
@@ -60,6 +64,23 @@ class CameraStatusLine:
         else:
             zone_text = "zones: waiting for the first window"
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def console_access(config: Config) -> tuple[str, list[str], str]:
+    """(line to print, console arguments, token): the port is fixed here so the URL can be printed, and a token made
+    up here (when none is configured) reaches the console through its environment, never a log file."""
+    settings = config.console
+    port = settings.port or free_port(settings.host)
+    configured = os.environ.get(settings.token_env)
+    token = configured or secrets.token_urlsafe(24)
+    shown = f" (token in ${settings.token_env})" if configured else f"?token={token}"
+    return f"console: http://{settings.host}:{port}/{shown}", ["--port", str(port)], token
 
 
 def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str) -> subprocess.Popen:
@@ -161,18 +182,23 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                 print("warning: the embedded broker restarted empty: every topic, message and offset before it "
                       "is gone", flush=True)
 
+        console_line, console_args, token = console_access(config)
+        env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")
         try:
             for stage in STAGES:
-                children[stage] = spawn(stage, config_path, env, log_dir)
+                stage_args = console_args if stage == "console" else []
+                children[stage] = spawn(stage, config_path, env, log_dir, *stage_args)
             metrics = config.metrics
             print(f"metrics: http://{metrics.host}:{metrics.exporter_port}/metrics (zones, detections), "
                   f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
                   f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
+            print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
-            supervisor = Supervisor(children, lambda stage: spawn(stage, config_path, env, log_dir), broker,
-                                    restart_broker)
+            supervisor = Supervisor(children, lambda stage: spawn(
+                stage, config_path, env, log_dir, *(console_args if stage == "console" else [])),
+                broker, restart_broker)
             return watch(config, supervisor, status_consumer, duration_s, lambda: interrupted, memory_watch)
         finally:
             status_consumer.close()

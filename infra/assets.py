@@ -60,6 +60,10 @@ CATALOGUE: dict[str, Asset] = {asset.name: asset for asset in (
         "car-detection.mp4", "d31e0ebf194cc16e50eea784e7c3b0b1bb7976a4fb9b3fec26cb92a6704cca34",
         github_raw("intel-iot-devkit/sample-videos", "57978890822836f2b4743852f04f62fc511757e4",
                    "car-detection.mp4")),)),
+    Asset("person-bicycle-car-detection.gif", "data/video/person-bicycle-car-detection.gif", (AssetFile(
+        "person-bicycle-car-detection.gif", "be7f06d3b268fa3d0906f52faef80d14a4788da7a6825197667f474e26caf246",
+        github_raw("intel-iot-devkit/sample-videos", "57978890822836f2b4743852f04f62fc511757e4",
+                   "preview/person-bicycle-car-detection.gif")),)),
     Asset("yolo11n_int8_openvino_model", "models/yolo11n_int8_openvino_model", tuple(
         AssetFile(name, sha256, github_raw(*YOLO11N_OPENVINO, f"yolo11n_int8_openvino_model/{name}"))
         for name, sha256 in (

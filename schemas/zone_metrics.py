@@ -31,7 +31,7 @@ class CountSource(str, Enum):
 
     DETECTOR = "detector"
     DENSITY_MODEL = "density_model"
-    BLEND = "blend"
+    BLEND = "blend"  # written by earlier versions; kept so their records still decode
 
 
 class FlowRegime(str, Enum):

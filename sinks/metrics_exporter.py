@@ -126,6 +126,11 @@ class LabelBounds:
         return OTHER
 
 
+def zone_stale_after_s(window_seconds: float) -> float:
+    """A zone whose windows stopped this long ago (camera down, inference stalled) is UNKNOWN, not its last level."""
+    return max(3 * window_seconds, 30.0)
+
+
 def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
     try:
         gauge.remove(*labels)
@@ -186,8 +191,7 @@ class MetricsSink:
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
         self.counted_frames = RecentKeys()
-        # A zone whose windows stop (camera down, inference stalled) must not keep showing its last calm level.
-        self.stale_after_s = max(3 * config.analytics.window_seconds, 30.0)
+        self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         self._open_labels: set[tuple[str, str, str]] = set()
         for camera in config.cameras:

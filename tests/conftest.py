@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The sample clips and offline models, from the shared folder beside the repository or fetched once into the cache.
 VTEST = asset_path("vtest.avi")
 CAR_CLIP = asset_path("car-detection.mp4")
+LOT_CLIP = asset_path("person-bicycle-car-detection.gif")  # 3.4 s, 480x270: a car and a cyclist in a paved lot
 OFFLINE_MODEL = asset_path("yolo11n_int8_openvino_model")
 ONNX_MODEL = asset_path("yolov8n_dynint8.onnx")
 
@@ -55,6 +56,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
         "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "max_frame_age_s": 3600},
         "analytics": {"window_seconds": 2},
         "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0},
+        "console": {"port": 0},
         "cameras": [{
             "id": "campus", "source": str(VTEST), "fps": 10,
             "zones": [{"id": "walkway", "polygon": [[0, 0], [768, 0], [768, 576], [0, 576]], "area_m2": 200}],

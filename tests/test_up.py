@@ -45,10 +45,12 @@ def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans
     with stand_in_asset_server(tmp_path) as (asset_url, downloads):
         env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
                     "CITYGUARD_ASSET_CACHE": str(tmp_path / "cache"), "CITYGUARD_ASSET_BASE_URL": asset_url})
-        status_lines, descendants, rest, up = run_up_until_status(path, tmp_path, env)
+        status_lines, console_lines, descendants, rest, up = run_up_until_status(path, tmp_path, env)
     assert up.returncode == 0, rest
     assert "stopped: all stages and the broker" in rest
     assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
+    assert len(console_lines) == 1 and console_lines[0].startswith("console: http://127.0.0.1:")
+    assert "?token=" in console_lines[0], "no token configured: up makes one and prints it in the URL"
     survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not survivors, f"left behind: {[p.cmdline()[:4] for p in survivors]}"
     assert len(downloads) >= 4 and (tmp_path / "cache" / "vtest.avi").is_file()  # the clip and the model's 3 files
@@ -60,18 +62,21 @@ def run_up_until_status(path, tmp_path, env):
     up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
                            str(tmp_path / "logs")], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    status_lines, descendants, output = [], [], []
+    status_lines, console_lines, descendants, output = [], [], [], []
     try:
         deadline = time.monotonic() + 120
         for line in up.stdout:
             output.append(line)
+            if line.startswith("console: "):
+                console_lines.append(line)
             if line.startswith("[campus]"):
                 status_lines.append(line)
                 if "zone walkway:" in line and "people" in line and len(status_lines) >= 3:
                     break
             assert time.monotonic() < deadline, "no status line with zone figures within 120 s"
         descendants = psutil.Process(up.pid).children(recursive=True)
-        assert len(descendants) >= 6, "broker, alerts, export-metrics, analyze, infer and produce run as processes"
+        assert len(descendants) >= 7, \
+            "broker, alerts, export-metrics, console, analyze, infer and produce run as processes"
         # A stage that dies is started again after a back-off; the rest of the pipeline goes on meanwhile.
         sink = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
         sink.kill()
@@ -92,4 +97,4 @@ def run_up_until_status(path, tmp_path, env):
     # A bound of 1 MiB is passed at once: the in-memory broker's growth is reported, with the way out.
     assert any(line.startswith("warning: embedded broker uses") and "KAFKA_BOOTSTRAP_SERVERS" in line
                for line in output + rest.splitlines())
-    return status_lines, descendants, rest, up
+    return status_lines, console_lines, descendants, rest, up

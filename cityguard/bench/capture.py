@@ -7,6 +7,7 @@ stopped and restarted; the time counted is from the restart to the first frame o
 """
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import threading
@@ -28,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fps", type=float, default=5.0, help="sampling rate per camera")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per camera count")
     parser.add_argument("--video", default="asset:vtest.avi", help="clip every camera plays in a loop")
-    parser.add_argument("--outages", type=int, default=3, help="stream outages to time")
+    parser.add_argument("--outages", type=int, default=3, help="stream outages to time (0: none)")
     parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
 
 
@@ -71,9 +72,12 @@ def throughput(config: Config, servers: str, counts: list[int], fps: float, seco
             statuses.extend(batch)
             peak.append(process.memory_info().rss)
 
-        process.cpu_percent()
-        run_for(bench_config(config, servers, cameras, f"n{count}-{int(started)}"), servers, seconds, observe)
-        cpu = process.cpu_percent()
+        cpu_before, wall_before = _cpu_seconds(process), time.monotonic()
+        queued = run_for(bench_config(config, servers, cameras, f"n{count}-{int(started)}"), servers, seconds, observe)
+        cpu_seconds, wall = _cpu_seconds(process) - cpu_before, time.monotonic() - wall_before
+        cpu = 100 * cpu_seconds / wall
+        # CPU per frame queued: robust to other load on the machine, unlike the frame rates
+        cpu_ms_per_frame = 1000 * cpu_seconds / max(1, sum(queued.values()))
         warm = started + min(6.0, seconds / 3)  # skip start-up: opening files, first broker round trips
         per_camera = {}
         for status in statuses:
@@ -81,8 +85,14 @@ def throughput(config: Config, servers: str, counts: list[int], fps: float, seco
                 per_camera.setdefault(status.camera_id, []).append(status.fps)
         achieved = sorted(statistics.mean(values) for values in per_camera.values()) or [0.0]
         dropped = max((status.dropped_frames for status in statuses), default=0)
-        rows.append((count, statistics.median(achieved), achieved[0], cpu, (max(peak) - baseline) / count, dropped))
+        rows.append((count, statistics.median(achieved), achieved[0], cpu, cpu_ms_per_frame,
+                     (max(peak) - baseline) / count, dropped))
     return rows
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def reconnect_times(config: Config, servers: str, video: Path, outages: int, outage_s: float) -> list[float]:
@@ -133,15 +143,23 @@ def run(args, config: Config) -> int:
     with tempfile.TemporaryDirectory() as logs, broker_for(config, Path(logs) / "broker.log") as servers:
         print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
               f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
-        print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'MiB/camera':>10} {'dropped':>8}")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'CPU ms/frame':>12} {'MiB/camera':>10} "
+              f"{'dropped':>8}")
         sustained = 0
-        for count, median, lowest, cpu, memory, dropped in throughput(config, servers, counts, args.fps,
-                                                                      args.duration, video):
-            print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {memory / 2**20:>10.2f} {dropped:>8}",
-                  flush=True)
+        per_frame = []
+        for count, median, lowest, cpu, cpu_ms, memory, dropped in throughput(config, servers, counts, args.fps,
+                                                                              args.duration, video):
+            print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {cpu_ms:>12.2f} {memory / 2**20:>10.2f} "
+                  f"{dropped:>8}", flush=True)
+            per_frame.append(cpu_ms)
             if lowest >= 0.9 * args.fps:
                 sustained = count
         print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
+        print(f"CPU per camera at {args.fps:g} fps: {min(per_frame) * args.fps / 10:.2f} % of a core, i.e. "
+              f"{1000 / (min(per_frame) * args.fps):.0f} cameras per free core")
+        if not args.outages:
+            return 0
         times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)
         print(f"reconnect after a {args.outage_seconds:g} s HLS outage (backoff {settings.reconnect_backoff_base_s:g}"
               f"..{settings.reconnect_backoff_max_s:g} s): " + ", ".join(f"{value:.2f} s" for value in times))

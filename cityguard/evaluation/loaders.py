@@ -172,6 +172,7 @@ def load_event_messages(path: Path) -> list[EventInterval]:
         first = messages[0]
         resolved = [m.ended_at for m in messages if m.state is EventState.RESOLVED and m.ended_at is not None]
         end = max(resolved) if resolved else max(m.updated_at for m in messages)
-        intervals.append(EventInterval(first.camera_id, first.type, min(m.started_at for m in messages), end,
+        # An incident can be updated to what it turned out to be (a stopped vehicle that crashed): the last type.
+        intervals.append(EventInterval(first.camera_id, messages[-1].type, min(m.started_at for m in messages), end,
                                        max(m.confidence for m in messages)))
     return intervals

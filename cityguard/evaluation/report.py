@@ -51,15 +51,6 @@ def plot_confusion(labels: list[str], matrix: np.ndarray, path: Path, title: str
     return _save(figure, path)
 
 
-def plot_count_scatter(true: list[float], predicted: list[float], path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(5.5, 5))
-    axes.scatter(true, predicted, s=12, alpha=0.7)
-    top = max([*true, *predicted, 1.0]) * 1.05
-    axes.plot([0, top], [0, top], linestyle=":", color="grey")
-    axes.set(xlabel="true count", ylabel="predicted count", xlim=(0, top), ylim=(0, top), title="Counts per image")
-    return _save(figure, path)
-
-
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -100,18 +91,47 @@ def detector_report(results: dict[str, DetectionResult], out_dir: Path) -> Path:
     return _write(out_dir, "Detector evaluation", lines, {v: r.to_json() for v, r in results.items()})
 
 
-def count_report(result: CountResult, out_dir: Path) -> Path:
+def plot_counter_scatter(true: list[float], predicted: dict[str, list[float]], path: Path) -> Path:
+    """Predicted against true count per image, one colour per counter, log axes (counts span 1 to thousands)."""
+    figure, axes = plt.subplots(figsize=(6, 5.5))
+    values = [value for counts in predicted.values() for value in counts]
+    top = max([*true, *values, 2.0]) * 1.3
+    for name, counts in predicted.items():
+        axes.scatter(np.maximum(true, 1), np.maximum(counts, 1), s=12, alpha=0.7, label=name)
+    axes.plot([1, top], [1, top], linestyle=":", color="grey")
+    axes.set(xscale="log", yscale="log", xlim=(1, top), ylim=(1, top), xlabel="true count",
+             ylabel="predicted count (values below 1 drawn at 1)", title="Counts per image")
+    axes.legend(loc="upper left", fontsize="small")
+    return _save(figure, path)
+
+
+def count_comparison_report(results: dict[str, CountResult], out_dir: Path) -> Path:
+    """Several counters on the same images: errors by crowd size per counter, one scatter plot, a per-image table
+    (also as per_image.csv)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    scatter = plot_count_scatter(result.true, result.predicted, out_dir / "count_scatter.png")
-    lines = ["| crowd size (true count) | images | MAE | RMSE | mean relative error | mean error |",
-             "|---|---|---|---|---|---|"]
-    for label, errors in {"all": result.overall, **result.by_size}.items():
-        lines.append(f"| {label} | {errors.images} | {_f(errors.mean_absolute_error, 2)} | "
-                     f"{_f(errors.root_mean_squared_error, 2)} | {_f(errors.mean_relative_error)} | "
-                     f"{_f(errors.mean_error, 2)} |")
+    first = next(iter(results.values()))
+    scatter = plot_counter_scatter(first.true, {name: r.predicted for name, r in results.items()},
+                                   out_dir / "count_scatter.png")
+    lines = ["| counter | crowd size (true count) | images | MAE | RMSE | mean relative error | mean error |",
+             "|---|---|---|---|---|---|---|"]
+    for name, result in results.items():
+        for label, errors in {"all": result.overall, **result.by_size}.items():
+            lines.append(f"| {name} | {label} | {errors.images} | {_f(errors.mean_absolute_error, 2)} | "
+                         f"{_f(errors.root_mean_squared_error, 2)} | {_f(errors.mean_relative_error)} | "
+                         f"{_f(errors.mean_error, 2)} |")
     lines += ["", "Relative error is over images with at least one person; mean error > 0 means over-counting.",
-              "", f"![count scatter]({scatter.name})"]
-    return _write(out_dir, "Counting evaluation", lines, result.to_json())
+              "", f"![count scatter]({scatter.name})", "", "## Per image", "",
+              "| image | true | " + " | ".join(results) + " |", "|---|---|" + "---|" * len(results)]
+    rows = []
+    for index, (image, true) in enumerate(zip(first.images, first.true, strict=True)):
+        predicted = [result.predicted[index] for result in results.values()]
+        rows.append([image, true, *predicted])
+        lines.append(f"| {image} | {true:g} | " + " | ".join(f"{value:.1f}" for value in predicted) + " |")
+    with (out_dir / "per_image.csv").open("w") as handle:
+        handle.write(",".join(["image", "true", *results]) + "\n")
+        handle.writelines(",".join(str(value) for value in row) + "\n" for row in rows)
+    figures = {name: result.to_json() for name, result in results.items()}
+    return _write(out_dir, "Counting evaluation", lines, figures)
 
 
 def event_report(result: EventResult, out_dir: Path) -> Path:

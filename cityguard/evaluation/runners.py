@@ -125,6 +125,58 @@ def detector_counts(detector: Detector, images: list[Path], confidence: float, c
             for image in detect_images(detector, images, batch_size)]
 
 
+COUNTERS = ("detector", "tiled", "density", "fused")
+
+
+@dataclass(frozen=True)
+class CounterSet:
+    """What `counter_counts` may run: the whole-frame detector, the tiled one, the density-map counter and the
+    zone-count settings; a counter not asked for may be None."""
+
+    detector: Detector | None
+    tiled: Detector | None
+    density: object | None  # processors.inference.density_map.DensityMapCounter
+    density_settings: object  # schemas.settings.crowd.DensityModelConfig: the map widths the inference stage uses
+    counting: object  # schemas.settings.crowd.CountingConfig
+    confidence: float
+    fused_uses_tiled: bool = False  # the zone camera runs the tiled detector
+
+
+def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
+    """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
+    (reduced width, full width for a dense scene); `fused` is the analytics' zone counter
+    (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image, fed what the inference
+    stage sends: the camera's detector's person boxes and a fresh density map."""
+    from processors.analytics.crowd.counting import fuse_counts
+    from processors.inference.density_map import multi_scale_count
+
+    unknown = sorted(set(counters) - set(COUNTERS))
+    if unknown:
+        raise ValueError(f"unknown counter {unknown[0]!r}; use {', '.join(COUNTERS)}")
+    counts: dict[str, list[float]] = {name: [] for name in counters}
+    for path in images:
+        image = read_image(path)
+        boxes: dict[str, np.ndarray] = {}
+        fused_detector = "tiled" if runners.fused_uses_tiled else "detector"
+        for name, detector in (("detector", runners.detector), ("tiled", runners.tiled)):
+            if name in counters or (name == fused_detector and "fused" in counters):
+                result = detector.detect([image])[0]
+                people = (result.class_id == PERSON_CLASS_ID) & (result.confidence >= runners.confidence)
+                boxes[name] = result.xyxy[people]
+        model_people = None
+        if "density" in counters or "fused" in counters:
+            model_people, _ = multi_scale_count(image, runners.density, runners.density_settings)
+        for name in counters:
+            if name == "density":
+                counts[name].append(model_people)
+            elif name == "fused":
+                zone_boxes = boxes[fused_detector]
+                counts[name].append(float(fuse_counts(len(zone_boxes), model_people, runners.counting, 0.0).people))
+            else:
+                counts[name].append(float(len(boxes[name])))
+    return counts
+
+
 @dataclass(frozen=True)
 class CountResult:
     images: list[str]

@@ -4,18 +4,24 @@ Faust only wires the pure per-camera analyzers (processors.analytics.contract) t
 faust table, so a restarted or rebalanced worker resumes the same windows and levels from the table's changelog.
 The detections topic is keyed by camera, so one camera's frames always reach the same worker, in order.
 
-At-least-once without loss: a frame's outputs are confirmed by the broker before its new state is stored, and the
-table also stores, per input partition, the next offset the state expects. That stored offset, not the committed one,
+At-least-once without loss: a frame's outputs are confirmed by the broker before it counts as applied, and the
+table stores, per input partition, the next offset its states expect. That stored offset, not the committed one,
 decides what is applied (processors.analytics.input_positions): a frame already in the state is skipped, and a gap
-(faust can
-drop fetched frames when it resumes after a rebalance, or commit past a frame a stopped worker never finished) is read
-directly from the partition and applied first. (Not by seeking faust's consumer back: its fetcher can run past the
-seek and then drop the refetched frames as already read.)
+(faust can drop fetched frames when it resumes after a rebalance, or commit past a frame a stopped worker never
+finished) is read directly from the partition and applied first. (Not by seeking faust's consumer back: its fetcher
+can run past the seek and then drop the refetched frames as already read.)
+
+Checkpoints: the worker keeps its analyzers live in memory and stores their states (then the position) every
+`analytics.checkpoint_frames` frames of a partition, not after every frame; writing a busy camera's state to the
+changelog per frame cost more than analysing the frame. A restarted worker resumes from the last checkpoint and the
+same gap read brings it up to date, re-sending those frames' outputs: identical repeats, which every consumer of
+these topics already tolerates under at-least-once.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
@@ -33,6 +39,23 @@ log = logging.getLogger(__name__)
 STAGE = "analytics"
 
 
+@dataclass
+class LivePartition:
+    """A worker's analyzers for the cameras of one input partition, ahead of the table by up to checkpoint_frames.
+
+    The table holds each camera's state as of the partition's stored position; the live analyzers have applied every
+    frame up to `next_offset`. Their encoded states since the last checkpoint are kept (`states`), both to store at
+    the next checkpoint and to restart an analyzer that raised from the state after its last good frame.
+    """
+
+    next_offset: int | None  # the next input offset the live analyzers expect; None: nothing known yet
+    stored_position: bytes | None  # the table's position this worker last read or wrote for the partition
+    analyzers: dict[bytes, object] = field(default_factory=dict)
+    states: dict[bytes, bytes] = field(default_factory=dict)
+    frames_since_checkpoint: int = 0
+    topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
+
+
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     topics = config.broker.topics
     app = faust.App(
@@ -47,34 +70,28 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes)
     line_counts_topic = app.topic(topics.line_counts, key_type=bytes, value_type=bytes)
     dead_letter_topic = app.topic(topics.dead_letter, key_type=bytes, value_type=bytes)
-    # "<camera id>/<analyzer>" -> that analyzer's JSON state; recovered from the changelog on restart.
+    # "<camera id>/<analyzer>" -> that analyzer's encoded state; recovered from the changelog on restart.
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
     ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
                       if config.analytics.ignore_filters else None)
-    # state key -> (state this worker last wrote, the analyzer that wrote it): while the table still holds exactly
-    # that state, the live analyzer is reused instead of being rebuilt from JSON for every frame. After a rebalance
-    # the table holds another worker's state, the check fails, and the analyzer is restored from the table.
-    live_analyzers: dict[bytes, tuple[bytes, object]] = {}
+    checkpoint_frames = config.analytics.checkpoint_frames
+    # input partition -> what this worker has applied beyond the table (see LivePartition)
+    live_partitions: dict[int, LivePartition] = {}
 
-    def live_analyzer(state_key: bytes, camera, restore):
-        stored = analyzer_state[state_key] or None
-        cached = live_analyzers.get(state_key)
-        if cached and cached[0] == stored:
-            return cached[1]
+    def restore(state_key: bytes, camera, factory, state: bytes | None):
         try:
-            return restore(camera, config, stored)
+            return factory(camera, config, state)
         except Exception:
             # A state this version cannot read (or a corrupt one): losing it beats muting the camera for good.
             log.exception("stored %s state unreadable; starting afresh", state_key.decode())
-            return restore(camera, config, None)
+            return factory(camera, config, None)
 
-    async def apply(message) -> tuple[list[asyncio.Future], dict[bytes, tuple[bytes, object]]]:
-        """Runs one frame (a faust message or a record read to fill a gap) through its camera's analyzers: the
-        delivery futures of its outputs, and the new states."""
+    async def apply(message, live: LivePartition) -> list[asyncio.Future]:
+        """Runs one frame (a faust message or a record read to fill a gap) through its camera's live analyzers; the
+        delivery futures of its outputs."""
         deliveries: list[asyncio.Future] = []
-        states: dict[bytes, tuple[bytes, object]] = {}
 
         async def send(topic, value: bytes, key: bytes) -> None:
             # Awaited one at a time to keep their order; returns once queued, with the delivery future.
@@ -89,23 +106,28 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             detections = decode(message.value, Detections)
         except SchemaError as exc:
             await reject(str(exc))
-            return deliveries, states
+            return deliveries
         if detections.camera_id not in cameras:
             await reject(f"camera {detections.camera_id!r} is not in the site configuration")
-            return deliveries, states
+            return deliveries
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
         if ignore_filters is not None:
             # Operators' "ignore this": the covered objects never reach the analyzers, so they raise nothing.
             detections = without_ignored(detections, ignore_filters.current())
-        for name, restore in factories.items():
+        for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
+            analyzer = live.analyzers.get(state_key)
+            if analyzer is None:
+                analyzer = live.analyzers[state_key] = restore(state_key, camera, factory, analyzer_state[state_key]
+                                                               or None)
             try:
-                analyzer = live_analyzer(state_key, camera, restore)
                 output = analyzer.update(detections)
-                states[state_key] = (analyzer.state_json(), analyzer)
+                live.states[state_key] = analyzer.state_bytes()
             except Exception as exc:  # one bad message must not stop the camera's analytics
-                live_analyzers.pop(state_key, None)  # the next message starts from the last stored state
+                # the next message starts from the state after the last frame this analyzer took
+                last_good = live.states.get(state_key) or analyzer_state[state_key] or None
+                live.analyzers[state_key] = restore(state_key, camera, factory, last_good)
                 log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
                 await reject(f"{name} analyzer failed: {type(exc).__name__}: {exc}")
                 continue
@@ -115,17 +137,20 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 await send(events_topic, encode(incident), key)
             for counts in output.line_counts:
                 await send(line_counts_topic, encode(counts), key)
-        return deliveries, states
+        return deliveries
 
-    async def apply_and_store(message, position_key: bytes, topic_id: str | None) -> None:
-        deliveries, states = await apply(message)
-        # A delivery failure raises here, before the state records the frame as applied.
-        await deliveries_confirmed(deliveries)
-        for state_key, (state, analyzer) in states.items():
-            analyzer_state[state_key] = state
-            live_analyzers[state_key] = (state, analyzer)
-        # Written after the states, to the same changelog partition: recovery never sees it without them.
-        analyzer_state[position_key] = Position(message.offset + 1, topic_id).encode()
+    async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
+        # A delivery failure raises here, before the frame counts as applied.
+        await deliveries_confirmed(await apply(message, live))
+        live.next_offset = message.offset + 1
+        live.frames_since_checkpoint += 1
+        if live.frames_since_checkpoint >= checkpoint_frames:
+            for state_key, state in live.states.items():
+                analyzer_state[state_key] = state
+            # Written after the states, to the same changelog partition: recovery never sees it without them.
+            live.stored_position = analyzer_state[position_key] = Position(live.next_offset, live.topic_id).encode()
+            live.states.clear()
+            live.frames_since_checkpoint = 0
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
 
@@ -140,25 +165,34 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             message = event.message
             # "_" cannot start a camera id, so this key never meets a camera's state key.
             position_key = f"_position/{message.partition}".encode()
-            expected = Position.decode(analyzer_state[position_key])
+            stored_position = analyzer_state[position_key] or None
+            live = live_partitions.get(message.partition)
+            if live is None or live.stored_position != stored_position:
+                # First frame of the partition here, or another worker stored a later state since (a rebalance
+                # moved the partition away and back): continue from the table.
+                stored = Position.decode(stored_position)
+                live = live_partitions[message.partition] = LivePartition(
+                    stored.offset if stored else None, stored_position, topic_id=stored.topic_id if stored else None)
+            expected = Position(live.next_offset, live.topic_id) if live.next_offset is not None else None
             current_id = await topic_id(fresh=False)
             verdict = judge(expected, message.offset, current_id)
             if verdict is not Verdict.APPLY:  # not the expected frame: first make sure it is still the same topic
                 current_id = await topic_id(fresh=True)
                 verdict = judge(expected, message.offset, current_id)
+            live.topic_id = current_id or live.topic_id
             if verdict is Verdict.ALREADY_APPLIED:
                 continue
             if verdict is Verdict.TOPIC_RECREATED:
                 log.warning("%s[%d] was recreated (id %s, the state counted in %s): its offsets start afresh at %d",
                             message.topic, message.partition, current_id, expected.topic_id, message.offset)
             if verdict is Verdict.FILL_GAP:
-                missing = await read_offsets(bootstrap_servers, message.topic, message.partition, expected.offset,
+                missing = await read_offsets(bootstrap_servers, message.topic, message.partition, live.next_offset,
                                              message.offset)
-                log.warning("%s[%d]: offset %d arrived but the state expects %d; applied %d frames read directly",
-                            message.topic, message.partition, message.offset, expected.offset, len(missing))
+                log.info("%s[%d]: offset %d arrived but the state expects %d; applied %d frames read directly",
+                         message.topic, message.partition, message.offset, live.next_offset, len(missing))
                 for record in missing:
-                    await apply_and_store(record, position_key, current_id)
-            await apply_and_store(message, position_key, current_id)
+                    await apply_in_order(record, live, position_key)
+            await apply_in_order(message, live, position_key)
 
     return app
 

@@ -136,20 +136,44 @@ class DensityMapCounter:
         cache_dir = Path(config.resolve_path(str(Path(settings.cache_dir).expanduser())))
         return cls(convert_to_openvino(weights, cache_dir), settings.threads, settings.max_width)
 
-    def density_map(self, bgr_image: np.ndarray) -> np.ndarray:
-        """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its resolution.
+    def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
+        """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
 
-        Wide frames are scaled down first (time grows with pixels); the map still covers the whole image, and
-        `schemas.geometry.integrate_polygon` maps between the two by their size ratio.
+        Frames wider than `max_width` (default: the counter's) are scaled down first; the map still covers the whole
+        image, and `schemas.geometry.integrate_polygon` maps between the two by their size ratio.
         """
         image = bgr_image
-        if self.max_width and image.shape[1] > self.max_width:
+        width = max_width or self.max_width
+        if width and image.shape[1] > width:
             import cv2
 
-            scale = self.max_width / image.shape[1]
-            image = cv2.resize(image, (self.max_width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            scale = width / image.shape[1]
+            image = cv2.resize(image, (width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
         started = time.perf_counter()
         output = self._compiled_for(*image.shape[:2])(preprocess(image))[0]
         log.debug("density map %dx%d in %.3f s", image.shape[1], image.shape[0], time.perf_counter() - started)
         return np.ascontiguousarray(np.maximum(output[0, 0], 0), dtype=np.float32)  # negatives are model noise
 
+    def density_maps(self, bgr_images: list[np.ndarray], max_widths: list[int | None]) -> list[np.ndarray]:
+        """One map per image, in order. One request per image: CPU latency per map is what bounds the schedule, and
+        frames of different cameras rarely share a shape; an accelerator backend can batch equal shapes here."""
+        return [self.density_map(image, width) for image, width in zip(bgr_images, max_widths, strict=True)]
+
+
+def map_width(last_map_people: float | None, settings) -> int:
+    """The input width of a camera's next map (settings: schemas.settings.crowd.DensityModelConfig): full width
+    after a map that counted a dense crowd, the reduced one otherwise (and for a camera's first map)."""
+    if last_map_people is not None and last_map_people >= settings.dense_above_people:
+        return settings.dense_max_width
+    return settings.max_width
+
+
+def multi_scale_count(bgr_image: np.ndarray, counter: DensityMapCounter, settings) -> tuple[float, np.ndarray]:
+    """A still image's count as the inference stage settles on it for a steady scene: a reduced-width map, then a
+    full-width one when that counted a dense crowd. Returns (people, the map used)."""
+    density = counter.density_map(bgr_image, map_width(None, settings))
+    people = float(density.sum())
+    if map_width(people, settings) != settings.max_width:
+        density = counter.density_map(bgr_image, map_width(people, settings))
+        people = float(density.sum())
+    return people, density

@@ -19,7 +19,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
-from processors.inference.density_map import DensityMapCounter
+from processors.inference.density_map import DensityMapCounter, map_width
+from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import verify_frame_jpeg
 from processors.inference.model_swap import ModelSwapper
@@ -45,6 +46,9 @@ STAGE_SECONDS = Histogram(
     "cityguard_inference_stage_seconds", "Time per frame in each step of the inference stage", ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
+DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
+                        "Capture-time age of the zone camera's newest density map at its latest frame (+Inf: none yet)",
+                        ["camera"])
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
@@ -148,6 +152,30 @@ class CameraDetectors:
             return outcomes
 
 
+class FrameEnricher:
+    """What a detections message gets from the decoded image or per-camera state: the density map made for it (if
+    any), track ids and static blobs. The inference worker and `cityguard replay` both run every frame through it, so
+    they produce the same messages."""
+
+    def __init__(self, trackers: TrackerPool | None = None, static_blobs: StaticBlobPool | None = None):
+        self.trackers = trackers
+        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+
+    def enrich(self, item: DecodedFrame, message: Detections, density: np.ndarray | None = None) -> Detections:
+        if density is not None:
+            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
+                                                  "density_map_shape": density.shape})
+        if self.trackers is not None:
+            with STAGE_SECONDS.labels("tracking").time():
+                message = self.trackers.update(message)
+        if self.static_blobs is not None and item.image is not None:
+            with STAGE_SECONDS.labels("background").time():
+                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if blobs is not None:
+                message = message.model_copy(update={"static_blobs": blobs})
+        return message
+
+
 class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
@@ -162,13 +190,19 @@ class InferenceWorker:
         self.consumer = consumer
         self.producer = producer
         self.detectors = detectors
-        self.trackers = trackers
-        self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
+        self.enricher = FrameEnricher(trackers, static_blobs)
         self.resolve_frame = resolve_frame
-        # The density-map model is ~100x slower than the detector, so it runs at most every interval per camera.
+        # The density-map model is ~100x slower than the detector: the schedule spreads its runs over the zone
+        # cameras so each one's map stays younger than the analytics' max age.
         self.density_counter = density_counter
-        self.density_interval_s = config.analytics.density_model.interval_seconds
-        self.last_density_at: dict[str, float] = {}
+        self.density_settings = config.analytics.density_model
+        self.density_schedule = None
+        self.last_map_people: dict[str, float] = {}  # each camera's last map count: picks the next map's width
+        if density_counter is not None:
+            settings = self.density_settings
+            self.density_schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
+                                                    settings.interval_seconds, settings.maps_per_batch,
+                                                    settings.max_busy_fraction)
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
@@ -219,13 +253,15 @@ class InferenceWorker:
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
         outcomes = self.detectors.detect([item for item, _ in decoded])
-        for (item, record), outcome in zip(decoded, outcomes, strict=True):
+        density_maps = self.density_maps([item for item, _ in decoded])
+        for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
             try:
-                message = self.enrich(item, to_message(item.frame, result, model_name, self.detectors.version))
+                message = self.enricher.enrich(
+                    item, to_message(item.frame, result, model_name, self.detectors.version), density_maps.get(index))
             except Exception as exc:  # per-camera state failing on one frame must not stop its partition
                 log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
                 self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
@@ -254,40 +290,40 @@ class InferenceWorker:
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue
-                    decoded.append((frame_image(frame, self.detectors.needs_image(frame.camera_id),
-                                                self.resolve_frame), record))
+                    needs_image = self.detectors.needs_image(frame.camera_id) or (
+                        self.density_schedule is not None and frame.camera_id in self.density_schedule.cameras)
+                    decoded.append((frame_image(frame, needs_image, self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
 
-    def enrich(self, item: DecodedFrame, message: Detections) -> Detections:
-        """Adds what needs the decoded image or per-camera state: density map, track ids, static blobs."""
-        if self.density_due(item):
-            with STAGE_SECONDS.labels("density_map").time():
-                density = self.density_counter.density_map(item.image)
-            message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
-                                                  "density_map_shape": density.shape})
-        if self.trackers is not None:
-            with STAGE_SECONDS.labels("tracking").time():
-                message = self.trackers.update(message)
-        if self.static_blobs is not None and item.image is not None:
-            with STAGE_SECONDS.labels("background").time():
-                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
-            if blobs is not None:
-                message = message.model_copy(update={"static_blobs": blobs})
-        return message
+    def density_maps(self, frames: list[DecodedFrame]) -> dict[int, np.ndarray]:
+        """Density maps for the frames the schedule picks, by index in `frames`; sets each zone camera's map age."""
+        if self.density_schedule is None:
+            return {}
+        with_image = [i for i, item in enumerate(frames) if item.image is not None]
+        chosen = [with_image[i] for i in self.density_schedule.choose(
+            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in with_image], time.monotonic())]
+        maps = {}
+        if chosen:
+            cameras = [frames[i].frame.camera_id for i in chosen]
+            widths = [map_width(self.last_map_people.get(camera), self.density_settings) for camera in cameras]
+            started = time.perf_counter()
+            made = self.density_counter.density_maps([frames[i].image for i in chosen], widths)
+            elapsed = time.perf_counter() - started
+            self.density_schedule.spent(elapsed)
+            STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
+            maps = dict(zip(chosen, made, strict=True))
+            for camera, density in zip(cameras, made, strict=True):
+                self.last_map_people[camera] = float(density.sum())
+        for item in frames:
+            camera_id = item.frame.camera_id
+            if camera_id in self.density_schedule.cameras:
+                DENSITY_MAP_AGE.labels(camera_id).set(self.density_schedule.age(camera_id, item.frame.captured_at))
+        return maps
 
-    def density_due(self, item: DecodedFrame) -> bool:
-        if self.density_counter is None or item.image is None:
-            return False
-        camera_id, captured_at = item.frame.camera_id, item.frame.captured_at
-        last = self.last_density_at.get(camera_id)
-        if last is not None and 0 <= captured_at - last < self.density_interval_s:
-            return False
-        self.last_density_at[camera_id] = captured_at
-        return True
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)

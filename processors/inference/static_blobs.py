@@ -3,10 +3,13 @@
 A per-cell background model over a coarse grid of the grey image (pure numpy, no OpenCV): a cell that differs
 from the background is foreground; it is *static* once its value has stayed the same since it turned foreground
 for `static_seconds`. Passing traffic keeps changing the cells it covers, so it never becomes static; a stopped
-vehicle does, which is why the traffic rule ignores blobs under a detected box. Foreground that stays for
+vehicle does, which is why the traffic rules merge blobs with the vehicle they lie under. Foreground that stays for
 `absorb_seconds` becomes background (a parked object is not an obstacle for ever). The first background is the
-median of the first frames, so a car passing at start-up does not leave a ghost. The background learns only
-where there is no foreground, so slow light changes are followed without swallowing objects.
+median of frames spread over the first `warmup_seconds`, so traffic passing at start-up does not leave a ghost; a
+ghost that slips through anyway (a slow truck in most warm-up frames) shows the road when it leaves, so a static
+region that looks like the road around it, where the background did not, is learnt at once instead of reported.
+The background learns only where there is no foreground, so slow light changes are followed without swallowing
+objects.
 
 The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
 `StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).
@@ -23,15 +26,18 @@ from schemas import StaticBlob
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
                  absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
-                 warmup_frames: int = 9):
+                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.25):
         self.cell_px = cell_px
         self.difference_threshold = difference_threshold
         self.static_seconds = static_seconds
         self.absorb_seconds = absorb_seconds
         self.learning_rate = learning_rate
         self.min_cells = min_cells
-        self.warmup_frames = warmup_frames
-        self._warmup: list[np.ndarray] = []  # first frames; their median is the first background, free of traffic
+        self.warmup_frames = warmup_frames  # at least this many samples, spread over at least warmup_seconds
+        self.warmup_seconds = warmup_seconds
+        self.max_foreground_share = max_foreground_share
+        self._warmup: list[np.ndarray] = []  # early frames; their median is the first background, free of traffic
+        self._warmup_times: list[float] = []
         self.background: np.ndarray | None = None
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
@@ -45,16 +51,15 @@ class StaticBlobDetector:
     def update(self, image: np.ndarray, captured_at: float) -> list[StaticBlob]:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now."""
         cells = self._cells(image)
-        if self.background is None or self.background.shape != cells.shape:
-            self._warmup = [frame for frame in self._warmup if frame.shape == cells.shape] + [cells]
-            if len(self._warmup) < self.warmup_frames:
-                return []
-            self.background = np.median(np.stack(self._warmup), axis=0)
-            self.reference = self.background.copy()
-            self.foreground_since = np.full(cells.shape, np.nan)
-            self._warmup = []
+        if (self.background is None or self.background.shape != cells.shape) and not self._warm_up(cells, captured_at):
+            return []
         threshold = self.difference_threshold
         foreground = np.abs(cells - self.background) > threshold
+        if foreground.mean() > self.max_foreground_share:
+            # Most of the view changed at once: the camera moved or the light switched. Nothing in it is static.
+            self.background, self.reference = cells.copy(), cells.copy()
+            self.foreground_since = np.full(cells.shape, np.nan)
+            return []
         started = foreground & (np.isnan(self.foreground_since) | (np.abs(cells - self.reference) > threshold))
         self.reference[started] = cells[started]
         self.foreground_since[started] = captured_at
@@ -66,14 +71,45 @@ class StaticBlobDetector:
         learn = ~foreground
         self.background[learn] += self.learning_rate * (cells[learn] - self.background[learn])
         static = foreground & ~absorbed & (age >= self.static_seconds)
-        return self._blobs(static)
+        return self._blobs(static, cells)
 
-    def _blobs(self, static: np.ndarray) -> list[StaticBlob]:
-        labels, count = ndimage.label(static)
+    def _warm_up(self, cells: np.ndarray, captured_at: float) -> bool:
+        """Collects early frames (at most ~5 per second); True once their median has become the background."""
+        if self._warmup and self._warmup[0].shape != cells.shape:  # the resolution changed: start again
+            self._warmup, self._warmup_times = [], []
+        if not self._warmup_times or captured_at - self._warmup_times[-1] >= 0.2 - 1e-6:
+            self._warmup.append(cells)
+            self._warmup_times.append(captured_at)
+        span = self._warmup_times[-1] - self._warmup_times[0]
+        if len(self._warmup) < self.warmup_frames or span < self.warmup_seconds - 1e-6:
+            return False
+        self.background = np.median(np.stack(self._warmup), axis=0)
+        self.reference = self.background.copy()
+        self.foreground_since = np.full(cells.shape, np.nan)
+        self._warmup, self._warmup_times = [], []
+        return True
+
+    def _is_ghost(self, region: np.ndarray, cells: np.ndarray) -> bool:
+        """A static region that now looks like the road around it, where the background did not: what the warm-up
+        took for background was an object that has since left."""
+        ring = ndimage.binary_dilation(region, iterations=2) & ~region
+        if not ring.any():
+            return False
+        now_contrast = abs(cells[region].mean() - cells[ring].mean())
+        before_contrast = abs(self.background[region].mean() - self.background[ring].mean())
+        return now_contrast < self.difference_threshold / 2 <= before_contrast / 2
+
+    def _blobs(self, static: np.ndarray, cells: np.ndarray) -> list[StaticBlob]:
+        labels, _ = ndimage.label(static)
         blobs = []
         for index, found in enumerate(ndimage.find_objects(labels), start=1):
             member = labels[found] == index
             if member.sum() < self.min_cells:
+                continue
+            region = labels == index
+            if self._is_ghost(region, cells):
+                self.background[region] = cells[region]
+                self.foreground_since[region] = np.nan
                 continue
             rows, cols = found
             size = self.cell_px

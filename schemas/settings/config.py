@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from schemas.settings.alerting import AlertingConfig
 from schemas.settings.base import ID_PATTERN, ConfigError, Frozen, require_unique
 from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
+from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
     AnalyticsConfig,
     CalibrationConfig,
@@ -176,6 +177,7 @@ class Config(Frozen):
     metrics: MetricsConfig = MetricsConfig()
     producer: ProducerConfig = ProducerConfig()
     alerting: AlertingConfig = AlertingConfig()
+    console: ConsoleConfig = ConsoleConfig()
     cameras: list[CameraConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True, description="directory relative paths are resolved from")
 

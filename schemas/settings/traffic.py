@@ -49,6 +49,18 @@ class RegionConfig(Frozen):
     _polygon = field_validator("polygon")(verify_simple_polygon)
 
 
+class PedestrianAreaConfig(Frozen):
+    """A plaza, walkway or crowd zone where vehicles and cyclists must not move."""
+
+    id: Identifier
+    polygon: list[Point] = Field(min_length=3, description="area outline in image pixels")
+    crowded_people: int = Field(
+        default=10, ge=1, le=10000, description="people detected in the area at or above which a vehicle moving in "
+        "it is critical (the vehicle-into-crowd risk)")
+
+    _polygon = field_validator("polygon")(verify_simple_polygon)
+
+
 class StoppingZoneConfig(Frozen):
     """Intersection box or no-stopping zone: a vehicle stopped here longer than allowed is an event."""
 
@@ -80,7 +92,9 @@ class StopLineConfig(Frozen):
 class TrafficThresholds(Frozen):
     """Rule thresholds; times in seconds of capture time, distances in pixels unless the name says metres."""
 
-    stopped_seconds: float = Field(default=20, gt=0, le=3600, description="stopped this long in a box/zone: event")
+    stopped_seconds: float = Field(
+        default=10, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "
+        "queue, intersection box, no-stopping zone, sidewalk, pedestrian area): event")
     stationary_box_fraction: float = Field(
         default=0.15, gt=0, le=1, description="a track is stationary while its anchor stays within this fraction "
         "of its box diagonal (scale-free, absorbs box jitter)")
@@ -113,9 +127,22 @@ class TrafficThresholds(Frozen):
     collision_min_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed before contact, in box heights per second (scale-free)")
     collision_stop_within_seconds: float = Field(
-        default=2.5, gt=0, le=30, description="both stop this soon after contact")
-    collision_stopped_seconds: float = Field(default=3.0, gt=0, le=300,
-                                             description="and stay stopped this long")
+        default=4.0, gt=0, le=30, description="a vehicle that comes to rest this soon after a contact collided")
+    collision_stopped_seconds: float = Field(
+        default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
+    crash_stop_speed_box_per_s: float = Field(
+        default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
+        "above which a stop off the roadway was abrupt (a crash, not a vehicle pulling over)")
+    static_object_grace_seconds: float = Field(
+        default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
+        "occlusion, a blob that splits and re-forms) and it is still the same object")
+    pedestrian_area_min_seconds: float = Field(
+        default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
+    pedestrian_area_moving_box_per_s: float = Field(
+        default=0.5, gt=0, description="speed (box heights per second) from which a vehicle counts as fully moving")
+    pedestrian_area_min_score: float = Field(
+        default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
+        "raises the event")
     resolve_seconds: float = Field(default=2.0, ge=0, le=600, description="a condition gone this long ends its event")
     track_ttl_seconds: float = Field(
         default=5.0, gt=0, le=600, description="state of an unseen track is dropped after this")
@@ -145,6 +172,7 @@ class SceneConfig(Frozen):
     stop_lines: list[StopLineConfig] = Field(default_factory=list)
     counting_lines: list[CountingLineConfig] = Field(default_factory=list)
     no_stopping_zones: list[StoppingZoneConfig] = Field(default_factory=list)
+    pedestrian_areas: list[PedestrianAreaConfig] = Field(default_factory=list)
     vehicle_classes: list[str] = Field(default_factory=lambda: list(VEHICLE_CLASSES), min_length=1)
     road_classes: list[str] = Field(default_factory=lambda: list(ROAD_CLASSES),
                                     description="classes that are not obstacles when seen in a lane")
@@ -161,7 +189,7 @@ class SceneConfig(Frozen):
     @model_validator(mode="after")
     def verify_unique_ids(self) -> "SceneConfig":
         named = [*self.lanes, *self.crosswalks, *self.sidewalks, *self.stop_lines, *self.counting_lines,
-                 *self.no_stopping_zones, *([self.intersection] if self.intersection else [])]
+                 *self.no_stopping_zones, *self.pedestrian_areas, *([self.intersection] if self.intersection else [])]
         require_unique([item.id for item in named], "scene id")
         return self
 

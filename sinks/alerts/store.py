@@ -1,4 +1,4 @@
-"""Incident store (SQLAlchemy): every notice, alert, delivery, delivery attempt and acknowledgement.
+"""Incident store (SQLAlchemy): every notice, alert, delivery, delivery attempt, acknowledgement and operator review.
 
 SQLite by default, any SQLAlchemy URL by configuration. Unique keys make recording idempotent: a redelivered event
 finds its row, an alert id is decided once, and a delivery key (alert, channel, contact) exists once, which is what
@@ -7,17 +7,19 @@ makes "one SMS per incident level and recipient" hold across restarts (see dispa
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from sinks.alerts.notice import Notice
 
 OPEN, RESOLVED = "open", "resolved"
+ACKNOWLEDGED, FALSE_ALARM = "acknowledged", "false_alarm"
 NOTIFYING, SUPPRESSED = "notifying", "suppressed"
 SENDING, RETRYING, SENT, FAILED = "sending", "retrying", "sent", "failed"
 
@@ -121,6 +123,19 @@ class AcknowledgementRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
+class ReviewRow(Base):
+    """An operator's verdict on an incident: acknowledged, or a false alarm (its evidence kept as a hard negative)."""
+
+    __tablename__ = "incident_reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    verdict: Mapped[str] = mapped_column(String(20))  # ACKNOWLEDGED or FALSE_ALARM
+    at: Mapped[float] = mapped_column(Float)
+    by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    evidence_path: Mapped[str | None] = mapped_column(Text)
+
+
 @dataclass(frozen=True)
 class IncidentDetail:
     incident: IncidentRow
@@ -129,6 +144,7 @@ class IncidentDetail:
     deliveries: list[DeliveryRow]
     attempts: list[AttemptRow]
     acknowledgements: list[AcknowledgementRow]
+    reviews: list[ReviewRow]
 
 
 def resolve_store_url(url: str, base_dir: Path) -> str:
@@ -149,8 +165,20 @@ class IncidentStore:
         if self.engine.dialect.name == "sqlite":
             # The dispatcher and `cityguard alerts ack` write the same file: wait for a lock, don't fail.
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        self._create_tables()
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_tables(self, attempts: int = 5) -> None:
+        # The dispatcher and the console start together: both may find a table missing and one CREATE then fails
+        # because the other's went first. Looking again finds it.
+        for attempt in range(attempts):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -235,18 +263,30 @@ class IncidentStore:
     def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
         """Acknowledges an alert by its number, or every alert of an incident by the incident id."""
         with self.sessions.begin() as session:
-            query = select(AlertRow).where(AlertRow.status == NOTIFYING)
-            if ref.isdigit():
-                query = query.where(AlertRow.id == int(ref))
-            else:
-                query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
-            alerts = list(session.scalars(query))
-            for alert in alerts:
-                session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))
-                if alert.acked_at is None:
-                    alert.acked_at = now
-                alert.next_escalation_at = None
-            return alerts
+            return _acknowledge_alerts(session, ref, by, note, now)
+
+    def review_incident(self, incident_id: str, verdict: str, by: str, note: str, now: float,
+                        evidence_path: str | None = None) -> bool:
+        """Records the operator's verdict and acknowledges the incident's alerts (escalation stops either way);
+        False when the incident is unknown."""
+        if verdict not in (ACKNOWLEDGED, FALSE_ALARM):
+            raise ValueError(f"verdict must be {ACKNOWLEDGED} or {FALSE_ALARM}, not {verdict!r}")
+        with self.sessions.begin() as session:
+            if session.get(IncidentRow, incident_id) is None:
+                return False
+            session.add(ReviewRow(incident_id=incident_id, verdict=verdict, at=now, by=by, note=note,
+                                  evidence_path=evidence_path))
+            _acknowledge_alerts(session, incident_id, by, note, now)
+        return True
+
+    def reviews(self, incident_ids: list[str]) -> dict[str, list[ReviewRow]]:
+        with self.sessions() as session:
+            rows = session.scalars(select(ReviewRow).where(ReviewRow.incident_id.in_(incident_ids))
+                                   .order_by(ReviewRow.id))
+            reviews: dict[str, list[ReviewRow]] = {}
+            for row in rows:
+                reviews.setdefault(row.incident_id, []).append(row)
+            return reviews
 
     def open_unacknowledged(self) -> dict[str, int]:
         with self.sessions() as session:
@@ -347,7 +387,24 @@ class IncidentStore:
                     AttemptRow.delivery_id.in_([delivery.id for delivery in deliveries])).order_by(AttemptRow.id))),
                 acknowledgements=list(session.scalars(select(AcknowledgementRow).where(
                     AcknowledgementRow.alert_ref.in_(refs)).order_by(AcknowledgementRow.id))),
+                reviews=list(session.scalars(select(ReviewRow).where(ReviewRow.incident_id == incident_id)
+                                             .order_by(ReviewRow.id))),
             )
+
+
+def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
+    query = select(AlertRow).where(AlertRow.status == NOTIFYING)
+    if ref.isdigit():
+        query = query.where(AlertRow.id == int(ref))
+    else:
+        query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
+    alerts = list(session.scalars(query))
+    for alert in alerts:
+        session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))
+        if alert.acked_at is None:
+            alert.acked_at = now
+        alert.next_escalation_at = None
+    return alerts
 
 
 def _sqlite_pragmas(connection, _record) -> None:

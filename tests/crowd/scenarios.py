@@ -11,6 +11,7 @@ from schemas.settings.config import Config, parse_config
 from tests.crowd.simulator import SQUARE, CrowdSimulator, SimCamera
 
 CAMERA_ID = "cam"
+MAP_EVERY_SECONDS = 7.5  # analytics.density_model.interval_seconds
 ZONE_ID = "zone"
 
 
@@ -51,12 +52,18 @@ class Run:
 
 
 def run_scenario(simulator: CrowdSimulator, config: Config, frames: int, run: Run | None = None,
-                 analyzer: CrowdAnalyzer | None = None, density_map_every: int = 0, miss_rate: float = 0.0,
+                 analyzer: CrowdAnalyzer | None = None, density_map_every: int | None = None, miss_rate: float = 0.0,
                  jitter_px: float = 0.0) -> tuple[Run, CrowdAnalyzer]:
-    """Steps the simulator `frames` times, feeding every frame to the analyzer."""
+    """Steps the simulator `frames` times, feeding every frame to the analyzer.
+
+    Every `density_map_every`-th frame carries a (perfect) density map, by default one every MAP_EVERY_SECONDS as
+    the inference stage's schedule renews them; 0 sends none.
+    """
     run = run or Run()
     camera = config.cameras[0]
     analyzer = analyzer or CrowdAnalyzer(camera, config.analytics)
+    if density_map_every is None:
+        density_map_every = max(1, round(MAP_EVERY_SECONDS * camera.fps))
     for _ in range(frames):
         simulator.step()
         with_map = bool(density_map_every) and simulator.seq % density_map_every == 0

@@ -11,7 +11,7 @@ from infra.kafka import create_topics, make_consumer, make_producer
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from schemas import Event, ZoneMetrics, decode, encode
 from tests.conftest import pipeline_config
-from tests.crowd.scenarios import CAMERA_ID, Run
+from tests.crowd.scenarios import CAMERA_ID, MAP_EVERY_SECONDS, Run
 from tests.crowd.simulator import SQUARE, CrowdSimulator
 from tests.pipeline_helpers import StageProcess, TopicReader
 
@@ -78,7 +78,8 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
     frames = []
     for _ in range(FRAMES):
         simulator.step()
-        frames.append(simulator.detections(CAMERA_ID))
+        frames.append(simulator.detections(CAMERA_ID,
+                                           with_density_map=simulator.seq % round(MAP_EVERY_SECONDS * FPS) == 0))
     reference = Run()
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
     for detections in frames:

@@ -85,16 +85,16 @@ def test_track_leaving_view_right_after_the_line_is_counted_at_eviction():
 
 
 def test_count_fusion_rule():
-    config = CountingConfig()
-    boxes = np.array([[0, 0, 10, 30], [100, 0, 110, 30]], dtype=float)
-    assert fuse_counts(40, 45.0, boxes, config).source == CountSource.DETECTOR
-    dense = fuse_counts(20, 800.0, boxes, config)
-    assert (dense.source, dense.people) == (CountSource.DENSITY_MODEL, 800.0)
-    blend = fuse_counts(100, 155.0, boxes, config)
-    assert blend.source == CountSource.BLEND and 100 < blend.people < 155
-    hidden = np.array([[0, 0, 10, 30], [1, 1, 10, 30], [0, 2, 10, 31]], dtype=float)
-    assert not fuse_counts(3, None, hidden, config).reliable
-    assert not fuse_counts(300, None, boxes, config).reliable
+    config = CountingConfig(density_map_max_age_seconds=15)
+    dense = fuse_counts(20, 800.0, config, model_age_s=3.0)
+    assert (dense.source, dense.people, dense.reliable) == (CountSource.DENSITY_MODEL, 800.0, True)
+    floor = fuse_counts(12, 9.5, config, model_age_s=0.0)
+    assert (floor.source, floor.people, floor.reliable) == (CountSource.DETECTOR, 12, True)
+    for count in (fuse_counts(3, None, config), fuse_counts(300, None, config)):
+        assert not count.reliable and "no density map" in count.reason
+    stale = fuse_counts(3, 900.0, config, model_age_s=16.0)
+    assert not stale.reliable and "density map stale (16 s old" in stale.reason
+    assert "density model off" in fuse_counts(3, None, config, maps_enabled=False).reason
 
 
 def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():

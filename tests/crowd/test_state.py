@@ -2,12 +2,10 @@
 the size of the changelog record, and frames the analyzer cannot process."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.windows import Bucket
 from schemas import Event, EventState
 from schemas.settings.crowd import (
@@ -80,7 +78,7 @@ def test_changed_counting_lines_start_with_no_tracks_instead_of_failing(entrance
     saved_with = site_config(SQUARE, fps)
     simulator = CrowdSimulator(SQUARE, fps, seed=2, target_density=lambda _: 1.0)
     _, analyzer = run_scenario(simulator, saved_with, frames=30)
-    state = analyzer.state_json()
+    state = analyzer.state_bytes()
     assert len(CrowdAnalyzer.restore(saved_with.cameras[0], saved_with, state).tracks) == len(analyzer.tracks) > 0
 
     changed = site_config(SQUARE, fps, entrances=entrances)
@@ -92,7 +90,7 @@ def test_changed_counting_lines_start_with_no_tracks_instead_of_failing(entrance
 
 
 def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> bytes:
-    """A camera's state with every track slot and window bucket in use, each at its longest in JSON."""
+    """A camera's state with every track slot and window bucket in use, each at its longest."""
     config = site_config(SQUARE, 1.0, entrances=entrances, analytics=analytics.model_dump())
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
     rng = np.random.default_rng(0)
@@ -102,7 +100,7 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
     table.last_seen = 1_700_000_000 + rng.random(tracks)
     table.image_xy = -1000 * rng.random((tracks, 2))
     table.ground_xy = -1000 * rng.random((tracks, 2))
-    table.velocity = -1e-5 * rng.random((tracks, 2))  # exponent notation: the longest floats
+    table.velocity = -1e-5 * rng.random((tracks, 2))
     table.side = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending_frames = np.full((tracks, lines), 30, dtype=np.int16)
@@ -118,7 +116,7 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
                    variance_frames=99_999, pressure_sum=-rng.random() / 3e4, pressure_frames=99_999,
                    peak_local_sum=-rng.random() / 3e4, peak_local_frames=99_999, inflow=99_999, outflow=99_999)
             for _ in range(round(analytics.window_seconds / analytics.step_seconds))]
-    return analyzer.state_json()
+    return analyzer.state_bytes()
 
 
 @pytest.mark.parametrize("analytics, entrances", [
@@ -132,13 +130,13 @@ def test_largest_allowed_state_fits_one_changelog_record(analytics, entrances):
     verify_crowd_state_size(config, zones)
 
     state = worst_case_state(config, entrances)
-    json.loads(state)
+    assert CrowdState.decode(state).tracks is not None
     assert len(state) <= crowd_state_bytes(config, zones) <= CROWD_STATE_BUDGET_BYTES < FAUST_MAX_REQUEST_BYTES
 
 
 @pytest.mark.parametrize("analytics", [
     {"movement": {"max_tracks": 20_000}},  # refused by the field's bound
-    {"window_seconds": 600, "hop_seconds": 1},  # 600 buckets per zone
+    {"window_seconds": 600, "hop_seconds": 0.5},  # 1,200 buckets per zone
 ])
 def test_state_that_cannot_fit_is_refused(analytics):
     zones = site_config(SQUARE, 1.0).cameras[0].zones
@@ -150,13 +148,13 @@ def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():
     analyzer, frames = steady_crowd(10)
     for detections in frames[:9]:
         analyzer.update(detections)
-    before = analyzer.state_json()
+    before = analyzer.state_bytes()
     last = frames[9]  # closes the first window
     unusable = last.model_copy(update={"track_id": [2**63] * len(last)})  # beyond any int64 track table
 
     with pytest.raises(OverflowError):
         analyzer.update(unusable)
-    assert analyzer.state_json() == before
+    assert analyzer.state_bytes() == before
     assert len(analyzer.update(last).zone_metrics) == 1
 
 

@@ -42,7 +42,7 @@ def test_eval_counts_from_another_counters_csv(tmp_path):
     out = tmp_path / "report"
     cityguard("eval", "counts", "--images", str(images), "--truth", str(tmp_path / "truth.csv"),
               "--predictions", str(tmp_path / "predicted.csv"), "--out", str(out))
-    figures = json.loads((out / "report.json").read_text())
+    figures = json.loads((out / "report.json").read_text())["predictions"]
     assert figures["overall"]["mae"] == 6.0
     assert figures["by_crowd_size"]["50-200"]["mean_relative_error"] == pytest.approx(0.1)
     assert (out / "count_scatter.png").exists()
@@ -78,3 +78,11 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     for person in (c for c in figures["plain"]["classes"] if c["name"] == "person"):
         assert person["recall"] == 1.0 and person["ap50"] == pytest.approx(1.0)
     assert (out / "pr_tiled.png").exists() and (out / "confusion_plain.png").exists()
+
+
+def test_eval_counts_names_the_counters_it_knows():
+    result = subprocess.run([sys.executable, "-m", "cityguard", "eval", "counts", "--images", ".", "--truth", "x.csv",
+                             "--counter", "detector,magic"], check=False, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "counters are detector, tiled, density, fused; got 'detector,magic'" in result.stderr

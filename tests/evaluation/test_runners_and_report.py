@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cityguard.evaluation.events import EventInterval, evaluate_events
-from cityguard.evaluation.report import count_report, detector_report, event_report
+from cityguard.evaluation.report import count_comparison_report, detector_report, event_report
 from cityguard.evaluation.runners import detector_counts, evaluate_counts, evaluate_detector
 from processors.inference.detector import ImageDetections
 from processors.inference.tiling import TiledDetector
@@ -91,10 +91,11 @@ def test_reports_render_markdown_json_and_png_plots(labelled_folder, tmp_path):
         assert_png(tmp_path / "detector" / name)
 
     counts = evaluate_counts(sorted(images.iterdir()), [2, 1], [2, 0], (2,))
-    count_report(counts, tmp_path / "counts")
+    count_comparison_report({"detector": counts}, tmp_path / "counts")
     assert_png(tmp_path / "counts" / "count_scatter.png")
-    figures = json.loads((tmp_path / "counts" / "report.json").read_text())
+    figures = json.loads((tmp_path / "counts" / "report.json").read_text())["detector"]
     assert figures["overall"]["mae"] == 0.5 and set(figures["by_crowd_size"]) == {"0-2", "2+"}
+    assert (tmp_path / "counts" / "per_image.csv").read_text().splitlines()[0] == "image,true,detector"
 
     truth = [EventInterval("cam", "crowd", 0, 5), EventInterval("cam", "crowd", 20, 25)]
     predicted = [EventInterval("cam", "crowd", 1, 6, 0.9), EventInterval("cam", "crowd", 10, 12, 0.4)]

@@ -124,7 +124,7 @@ def collisions(rng) -> Scenario:
     # Gentle: car 6 rolls up to car 5, parked outside any zone, at 0.5 box/s until the boxes touch.
     parked = SimObject(5, "car", CAR, [(0, 200, WB_Y), (60, 200, WB_Y)])
     gentle = SimObject(6, "car", CAR, [(0, 400, WB_Y), (6.75, 265, WB_Y), (60, 265, WB_Y)])
-    truths = [Truth("collision_candidate", meet, meet + 25, frozenset({1, 2}))]
+    truths = [Truth("collision", meet, meet + 25, frozenset({1, 2}))]
     return Scenario("collisions", meet + 28, [lead, follower, overtaken, overtaker, parked, gentle], truths)
 
 

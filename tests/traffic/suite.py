@@ -12,7 +12,7 @@ from schemas.settings.config import CameraConfig, Config
 from tests.traffic.simulator import CALIBRATION, SCENE, T0, Scenario, frames
 
 EVENT_TYPES = ["stopped_vehicle", "wrong_way", "pedestrian_on_roadway", "obstacle_in_lane", "congestion",
-               "collision_candidate"]
+               "collision"]
 MATCH_SLACK_S = 5.0
 
 
@@ -33,7 +33,7 @@ def run(scenario: Scenario, seed: int, roundtrip: bool = False) -> tuple[list[Ev
         events += output.events
         counts += output.line_counts
         if roundtrip:
-            state = analyzer.state_json()
+            state = analyzer.state_bytes()
     return events, counts
 
 

@@ -18,7 +18,7 @@ def road(rng) -> np.ndarray:
 
 def test_static_blob_is_found_and_passing_traffic_is_not():
     rng = np.random.default_rng(0)
-    detector = StaticBlobDetector(static_seconds=3.0)
+    detector = StaticBlobDetector(static_seconds=3.0, warmup_seconds=1.6)
     blobs = []
     for frame in range(60):  # 12 s at 5 fps
         t = T0 + frame * 0.2
@@ -39,7 +39,7 @@ def test_static_blob_is_found_and_passing_traffic_is_not():
 
 def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
     rng = np.random.default_rng(1)
-    detector = StaticBlobDetector(static_seconds=1.0, absorb_seconds=10.0)
+    detector = StaticBlobDetector(static_seconds=1.0, absorb_seconds=10.0, warmup_seconds=1.6)
     found = []
     for frame in range(80):
         image = road(rng)
@@ -94,4 +94,4 @@ def test_track_state_is_evicted_after_its_ttl():
             track_id=[1000 + seq]))  # a new id every frame, as after id switches
     ttl = SCENE.thresholds.track_ttl_seconds
     assert len(analyzer.state.tracks) <= ttl + 1
-    assert len(analyzer.state_json()) < 20_000
+    assert len(analyzer.state_bytes()) < 20_000

@@ -59,7 +59,7 @@ def test_real_clip_line_counts_match_manual_count():
             analyzer = TrafficAnalyzer.restore(camera, config, state)
             output = analyzer.update(tracker.update(detections))
             crossings.extend(output.line_counts)
-            state = analyzer.state_json()
+            state = analyzer.state_bytes()
             seq += 1
         index += 1
     # Close the last window: a frame well after the clip ends flushes pending crossings and the count window.

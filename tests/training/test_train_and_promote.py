@@ -44,9 +44,10 @@ def test_one_epoch_registers_a_candidate_with_its_data_settings_and_curves(train
     assert not (trained / "serving.json").exists()  # a candidate, not yet serving
 
 
-def test_resuming_a_finished_run_says_so(trained):
-    with pytest.raises(SystemExit, match="training to 1 epochs is finished, nothing to resume"):
-        main(["model", "train", "--resume", str(trained.parent / "runs" / "one-epoch"), "--registry", str(trained)])
+def test_resuming_a_finished_run_says_so(trained, capsys):
+    run = str(trained.parent / "runs" / "one-epoch")
+    assert main(["model", "train", "--resume", run, "--registry", str(trained)]) == 1
+    assert "training to 1 epochs is finished, nothing to resume" in capsys.readouterr().err
 
 
 def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(trained, dataset, capsys):

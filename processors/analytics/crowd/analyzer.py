@@ -1,17 +1,17 @@
 """The crowd analyzer of one camera: counts, density, flow, movement, forecast and risk level per zone.
 
 Pure (no Kafka, no clock): output depends only on the detections stream, so a replay gives the same metrics and a
-restart from `state_json` continues the same windows and levels. Windows run on event time (frame capture time)
+restart from `state_bytes` continues the same windows and levels. Windows run on event time (frame capture time)
 and close when the first frame of a later hop arrives. Frames at or below the last sequence number seen are
 redeliveries and are ignored. The pieces live in processors.analytics.crowd; this module composes them per frame
 and window.
 """
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+import msgpack
 import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
@@ -81,30 +81,32 @@ class CrowdState:
     first_captured_at: float | None = None
     open_bucket: float | None = None  # start of the newest hop bucket
     zones: dict[str, ZoneState] = field(default_factory=dict)
-    tracks: dict | None = None  # TrackTable columns
+    tracks: dict[str, bytes] | None = None  # TrackTable columns
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
 
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+    def encode(self) -> bytes:
+        """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
+        zones = {zone_id: {"buckets": [vars(bucket) for bucket in zone.buckets], "model_people": zone.model_people,
+                           "model_at": zone.model_at, "holt": vars(zone.holt) if zone.holt else None,
+                           "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started],
+                           "surge": vars(zone.surge)}
+                 for zone_id, zone in self.zones.items()}
+        return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
+                              self.track_lines])
 
     @classmethod
-    def from_json(cls, raw: bytes | None) -> CrowdState:
+    def decode(cls, raw: bytes | None) -> CrowdState:
         if not raw:
             return cls()
-        data = json.loads(raw)
-        zones = {}
-        for zone_id, zone in data["zones"].items():
-            risk = zone["risk"]
-            zones[zone_id] = ZoneState(
+        last_seq, first_captured_at, open_bucket, zones, tracks, track_lines = msgpack.unpackb(raw)
+        return cls(last_seq, first_captured_at, open_bucket, {
+            zone_id: ZoneState(
                 buckets=[Bucket(**bucket) for bucket in zone["buckets"]],
                 model_people=zone["model_people"], model_at=zone["model_at"],
                 holt=HoltState(**zone["holt"]) if zone["holt"] else None,
-                risk=RiskState(RiskLevel(risk["level"]), risk["since"], risk["episode_started"]),
+                risk=RiskState(RiskLevel(zone["risk"][0]), zone["risk"][1], zone["risk"][2]),
                 surge=SurgeState(**zone["surge"]),
-            )
-        # a state saved before line identities were kept has none: its tracks are dropped, not misread
-        return cls(data["last_seq"], data["first_captured_at"], data["open_bucket"], zones, data["tracks"],
-                   data.get("track_lines"))
+            ) for zone_id, zone in zones.items()}, tracks, track_lines)
 
 
 class ZoneGeometry:
@@ -170,11 +172,11 @@ class CrowdAnalyzer:
 
     @classmethod
     def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> CrowdAnalyzer:
-        return cls(camera, config.analytics, CrowdState.from_json(state))
+        return cls(camera, config.analytics, CrowdState.decode(state))
 
-    def state_json(self) -> bytes:
+    def state_bytes(self) -> bytes:
         self.state.tracks = self.tracks.to_columns()
-        return self.state.to_json()
+        return self.state.encode()
 
     def update(self, detections: Detections) -> AnalyticsOutput:
         """Adds one frame's detections; returns the metrics (and level changes) of windows this frame closed.
@@ -208,7 +210,6 @@ class CrowdAnalyzer:
 
     def _measure(self, detections: Detections) -> dict[str, FrameSample]:
         people = detections.class_mask(PERSON_CLASS_ID)
-        boxes = detections.boxes()[people]
         feet = detections.foot_points()[people]
         ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
         velocity = np.full_like(feet, np.nan)
@@ -234,13 +235,12 @@ class CrowdAnalyzer:
             detector_people = int(inside.sum())
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
-            fresh = state.model_at is not None and \
-                detections.captured_at - state.model_at <= self.config.counting.density_map_max_age_seconds
-            fused = fuse_counts(detector_people, state.model_people if fresh else None,
-                                boxes[inside], self.config.counting)
+            age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
+            fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
+                                self.config.density_model.enabled)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
-                model_people=state.model_people if fresh else None,
+                model_people=state.model_people if fused.reliable else None,
                 source=fused.source.value, confidence=fused.confidence, reliable=fused.reliable,
                 unreliable_reason=fused.reason, seq=detections.seq,
                 inflow=sum(1 for c in crossings if c.line_index in zone.line_indices and c.inward),

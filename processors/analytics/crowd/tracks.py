@@ -36,6 +36,8 @@ class TrackTable:
     """What the analyzer remembers of each track between frames."""
 
     COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "velocity", "side", "pending", "pending_frames")
+    DTYPES = {"ids": "<i8", "last_seen": "<f8", "image_xy": "<f8", "ground_xy": "<f8", "velocity": "<f8",
+              "side": "i1", "pending": "i1", "pending_frames": "<i2"}
 
     def __init__(self, line_count: int, columns: dict | None = None):
         self.line_count = line_count
@@ -54,23 +56,16 @@ class TrackTable:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to_columns(self) -> dict:
-        # NaN is not JSON; unknown ground positions and velocities travel as None.
-        def nullable(array: np.ndarray) -> list:
-            return [[None if np.isnan(v) else float(v) for v in row] for row in array]
-
-        return {"ids": self.ids.tolist(), "last_seen": self.last_seen.tolist(), "image_xy": self.image_xy.tolist(),
-                "ground_xy": nullable(self.ground_xy), "velocity": nullable(self.velocity),
-                "side": self.side.tolist(), "pending": self.pending.tolist(),
-                "pending_frames": self.pending_frames.tolist()}
+    def to_columns(self) -> dict[str, bytes]:
+        """Each column as its little-endian machine bytes (NaN kept as it is): cheap enough to store every frame."""
+        return {name: np.ascontiguousarray(getattr(self, name), dtype=dtype).tobytes()
+                for name, dtype in self.DTYPES.items()}
 
     @classmethod
-    def from_columns(cls, line_count: int, columns: dict) -> TrackTable:
-        def nan_for_none(rows: list) -> list:
-            return [[np.nan if v is None else v for v in row] for row in rows]
-
-        return cls(line_count, {**columns, "ground_xy": nan_for_none(columns["ground_xy"]),
-                                "velocity": nan_for_none(columns["velocity"])})
+    def from_columns(cls, line_count: int, columns: dict[str, bytes]) -> TrackTable:
+        # copies: arrays over the message's bytes would be read-only
+        return cls(line_count, {name: np.frombuffer(columns[name], dtype=dtype).copy()
+                                for name, dtype in cls.DTYPES.items()})
 
     def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, ground_xy: np.ndarray,
                lines: Sequence[CountingLine], smoothing: float, max_speed: float, ttl_seconds: float,

@@ -20,7 +20,7 @@ from schemas.calibration import Homography
 from schemas.line_counts import LineCounts
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.lines import Anchor
-from schemas.settings.traffic import SceneConfig
+from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
@@ -32,6 +32,16 @@ class TrafficOutput(AnalyticsOutput):
     """What every analyzer returns, plus the current lane figures."""
 
     lanes: list[LaneTraffic] = field(default_factory=list)
+    area_scores: dict[str, float] = field(default_factory=dict)  # pedestrian area id -> vehicle-in-area score
+
+
+def with_crowd_zones(camera: CameraConfig) -> SceneConfig:
+    """The camera's scene with its crowd zones as pedestrian areas too: a vehicle moving into a crowd zone is the
+    vehicle-into-crowd risk."""
+    scene = camera.scene
+    known = {area.id for area in scene.pedestrian_areas}
+    zones = [PedestrianAreaConfig(id=zone.id, polygon=zone.polygon) for zone in camera.zones if zone.id not in known]
+    return scene.model_copy(update={"pedestrian_areas": [*scene.pedestrian_areas, *zones]}) if zones else scene
 
 
 class TrafficAnalyzer:
@@ -43,13 +53,14 @@ class TrafficAnalyzer:
         self.state = state or TrafficState()
 
     @classmethod
-    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> "TrafficAnalyzer":
+    def restore(cls, camera: CameraConfig, config: Config, state: bytes | None) -> TrafficAnalyzer:
         if camera.scene is None:
             raise ValueError(f"camera {camera.id} has no traffic scene")
         homography = camera.calibration.to_homography() if camera.calibration else None
-        return cls(camera.id, camera.scene, TrafficState.model_validate_json(state) if state else None, homography)
+        return cls(camera.id, with_crowd_zones(camera), TrafficState.model_validate_json(state) if state else None,
+                   homography)
 
-    def state_json(self) -> bytes:
+    def state_bytes(self) -> bytes:
         return self.state.model_dump_json().encode()
 
     def update(self, detections: Detections) -> TrafficOutput:
@@ -71,14 +82,21 @@ class TrafficAnalyzer:
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
+        rules.record_contacts(self.scene, state, vehicles, now)
         conditions = [
-            *rules.stopped_vehicles(self.scene, state, vehicles, now),
+            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
+                                   (detections.image_width, detections.image_height)),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
-            *rules.obstacles(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq),
+            *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
-            *rules.collisions(self.scene, state, vehicles, now),
+            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
         ]
+        track_ids = detections.track_id if detections.track_id is not None else []
+        untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
+                     in zip(detections.xyxy, track_ids, detections.class_name, detections.confidence, strict=False)
+                     if track_id == UNTRACKED]
+        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks, untracked)
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds)
         self._evict(now)
@@ -114,8 +132,12 @@ class TrafficAnalyzer:
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
         x1, y1, x2, y2 = track.box
         tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
-        if math.dist(point, track.rest_point) > tolerance:
-            track.rest_point, track.rest_since = point, now
+        rest_box = track.rest_box or track.box
+        edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box, strict=True))
+        if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
+            track.rest_point, track.rest_since, track.rest_box = point, now, track.box
+        elif track.rest_box is None:
+            track.rest_box = track.box
         sample = (now, point[0], point[1], y2 - y1)
         history = track.history
         # The newest sample is always the current position; older ones stay SAMPLE_SPACING_S apart.
@@ -155,10 +177,10 @@ class TrafficAnalyzer:
 
     def _evict(self, now: float) -> None:
         ttl = self.thresholds.track_ttl_seconds
-        for track_id in [i for i, track in self.state.tracks.items() if now - track.last_seen > ttl]:
+        for track_id in [i for i, track in self.state.tracks.items()
+                         if now - max(track.last_seen, track.held_at or track.last_seen) > ttl]:
             track = self.state.tracks.pop(track_id)
             for line in self.scene.config.counting_lines:
                 direction = counting.flush_pending(track, line)
                 if direction is not None:
                     self._count(line.id, line.classes, track.class_name, direction)
-        self.state.blobs = [blob for blob in self.state.blobs if now - blob.last_seen <= ttl]

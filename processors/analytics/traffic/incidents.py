@@ -49,8 +49,9 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
         incident.details = condition.details
         incident.confidence = max(incident.confidence, condition.confidence)
         if condition.level != incident.level or condition.severity.value != incident.severity:
+            # The same incident seen for what it is (a stopped vehicle found to have crashed): updated, not new.
             incident.level, incident.severity = condition.level, condition.severity.value
-            incident.reason = condition.reason
+            incident.reason, incident.type = condition.reason, condition.type
             incident.evidence_seq = seq
             events.append(_event(incident, camera_id, EventState.UPDATED, now))
     for key in [key for key, incident in state.incidents.items()

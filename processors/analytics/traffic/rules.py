@@ -4,17 +4,20 @@ Pure functions over the scene and the analyzer state; the event life cycle is `i
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point
-from processors.analytics.traffic.state import BlobState, CollisionCandidate, TrackState, TrafficState
+from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
+from processors.analytics.traffic.static_objects import gather_evidence, merge_objects, update_objects
 from schemas import Severity, StaticBlob
-from schemas.geometry import box_intersection, box_iou, point_segment_distance
+from schemas.geometry import box_iou, point_segment_distance
 from schemas.settings.lines import Anchor
 
-BLOB_MATCH_IOU = 0.3
-BLOB_COVERED_FRACTION = 0.5  # a blob mostly under a detected object is that object (e.g. a stopped car)
+STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
+CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 
 
 def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
@@ -46,28 +49,154 @@ def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState
     return standing
 
 
-def stopped_vehicles(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> list[Condition]:
-    limit = scene.thresholds.stopped_seconds
+def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob], now: float,
+                    seq: int, frame_size: tuple[int, int]) -> list[Condition]:
+    """One condition per physical object at rest where it should not be: a crashed or stopped vehicle, or an unknown
+    object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
+    abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`."""
+    thresholds = scene.thresholds
+    vehicles = [track for track in seen if track.class_name in scene.vehicle_classes]
     queues = standing_queues(scene, state, vehicles, now)
+    evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
+    objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
+                             thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
+    _mark_crashes(scene, state, objects)
     conditions = []
-    for vehicle in vehicles:
-        zone = next((z for z in scene.stopping_zones if scene.is_in(foot(vehicle), z.polygon)), None)
-        excused = zone is not None and bool(queues.intersection(zone.queue_stop_lines))
-        if excused:
-            vehicle.timers["excused_at"] = now
-        # A vehicle that waited in a red-light queue starts its clock when the queue dissolves, not when it stopped.
-        since = max(vehicle.rest_since, vehicle.timers.get("excused_at", vehicle.rest_since))
-        # Time in the zone bounds it too: a vehicle at rest on the zone's edge flickers in and out with box jitter.
-        in_zone_for = hold(vehicle, "in_stopping_zone", zone is not None, now)
-        stopping = zone is not None and scene.is_stopped(vehicle) and not excused
-        stopped_for = min(now - since, in_zone_for) if stopping else 0.0
-        if zone is not None and stopped_for >= limit:
+    for obj in objects:
+        region = _region_of(scene, obj)
+        if region != obj.region:
+            # Its clock in a region starts when it got there, or when it came to rest if it rested there from the start.
+            obj.region, obj.region_since = region, now if obj.region_since is not None else obj.since
+        if region is None:
+            continue
+        kind, zone_id = region.split(":", 1)
+        if obj.class_name is None:
+            static_for = now - obj.since
+            if static_for >= thresholds.obstacle_min_seconds:
+                conditions.append(Condition(
+                    key=f"at_rest:{obj.key}", type="obstacle_in_lane", severity=Severity.WARNING,
+                    reason=f"unknown static object in {kind} {zone_id} for {static_for:.0f} s",
+                    confidence=obj.confidence, zone_id=zone_id,
+                    details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1), "x1": obj.box[0],
+                             "y1": obj.box[1], "x2": obj.box[2], "y2": obj.box[3]}))
+            continue
+        if not obj.crash and _queued(scene, obj, kind, zone_id, queues, vehicles):
+            obj.excused_at = now
+        # A vehicle that waited in a queue starts its clock when the queue dissolves; one that rolled into the zone
+        # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter).
+        stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
+        limit = thresholds.collision_stopped_seconds if obj.crash else thresholds.stopped_seconds
+        if stopped_for < limit:
+            continue
+        where = {"lane": "lane", "zone": "zone", "sidewalk": "sidewalk", "pedestrian": "pedestrian area"}[kind]
+        if obj.crash:
             conditions.append(Condition(
-                key=f"stopped_vehicle:{vehicle.track_id}", type="stopped_vehicle", severity=Severity.WARNING,
-                reason=f"{vehicle.class_name} stopped {stopped_for:.0f} s in {zone.id} (limit {limit:g} s)",
-                confidence=vehicle.confidence, zone_id=zone.id, track_ids=[vehicle.track_id],
+                key=f"at_rest:{obj.key}", type="collision", severity=Severity.CRITICAL, level=2,
+                reason=f"{obj.class_name} came to rest abruptly (collision) in {where} {zone_id}, "
+                       f"{stopped_for:.0f} s ago", confidence=obj.confidence, zone_id=zone_id,
+                track_ids=sorted(obj.track_ids), details={"stopped_seconds": round(stopped_for, 1)}))
+        else:
+            conditions.append(Condition(
+                key=f"at_rest:{obj.key}", type="stopped_vehicle", severity=Severity.WARNING, level=1,
+                reason=f"{obj.class_name} stopped {stopped_for:.0f} s in {where} {zone_id} (limit {limit:g} s)",
+                confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids),
                 details={"stopped_seconds": round(stopped_for, 1)}))
     return conditions
+
+
+def _region_of(scene: Scene, obj: StaticObject) -> str | None:
+    """Where the object stands, as "kind:id": stopping zone, lane, sidewalk or pedestrian area; None elsewhere."""
+    point = anchor_point(obj.box, Anchor.BOTTOM_CENTER if obj.class_name else Anchor.CENTER)
+    zone = next((z for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
+    lane_id = scene.lane_of(point)
+    if obj.class_name is None:
+        # An unknown object blocks the lane it lies in; elsewhere (car parks, sidewalks, plazas) things come and go.
+        return f"lane:{lane_id}" if lane_id is not None else None
+    if zone is not None:
+        return f"zone:{zone.id}"
+    if lane_id is not None:
+        return f"lane:{lane_id}"
+    for kind, regions in (("sidewalk", scene.config.sidewalks), ("pedestrian", scene.config.pedestrian_areas)):
+        region_id = scene.in_any(point, regions)
+        if region_id is not None:
+            return f"{kind}:{region_id}"
+    return None
+
+
+def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
+            vehicles: list[TrackState]) -> bool:
+    """Whether the vehicle waits in a queue: behind a red light (zones with queue stop lines), or with other
+    vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle)."""
+    if kind == "zone":
+        zone = next(z for z in scene.stopping_zones if z.id == zone_id)
+        return bool(queues.intersection(zone.queue_stop_lines))
+    if kind == "lane":
+        return any(vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
+                   and scene.lane_of(foot(vehicle)) == zone_id for vehicle in vehicles)
+    return False
+
+
+def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]) -> None:
+    """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
+    one incident."""
+    thresholds = scene.thresholds
+    by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
+    for candidate in state.collisions:
+        involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
+        # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
+        came_to_rest = [obj for obj in involved
+                        if candidate.contact_at - 1.0 <= obj.since
+                        <= candidate.contact_at + thresholds.collision_stop_within_seconds]
+        # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
+        # not drove on (or out of view).
+        if len(came_to_rest) < len(candidate.track_ids):
+            continue
+        keep = min(involved, key=lambda obj: obj.since)
+        keep.crash = True
+        for other in involved:
+            if other in state.static_objects:
+                merge_objects(state, keep, other)
+    for obj in objects:
+        if obj.crash or obj.class_name is None or obj not in state.static_objects or _on_travel_path(scene, obj):
+            continue
+        # Left the travel path and stopped dead (on a shoulder, a sidewalk, against a building): a crash, not a
+        # vehicle pulling over, which slows down first.
+        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
+    for obj in objects:
+        if obj.crash or obj.class_name is None or obj not in state.static_objects:
+            continue
+        # Lost by the detector while still moving fast, and standing there since (the background model shows it):
+        # it stopped within a frame or two, hidden in its own dust or debris.
+        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
+                        and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
+
+
+    # What comes to rest around a crash (the other party, bystanders stopping, a motorcycle thrown aside, debris)
+    # is that incident.
+    # The earliest crash keeps its key, so the incident already raised goes on.
+    for crash in sorted([obj for obj in objects if obj.crash], key=lambda obj: obj.since):
+        if crash not in state.static_objects:
+            continue
+        # The crash scene: where each of its vehicles is (or was last seen).
+        members = [crash.box, *(state.tracks[track_id].box for track_id in crash.track_ids if track_id in state.tracks)]
+        for other in [obj for obj in state.static_objects if obj is not crash]:
+            centre = anchor_point(other.box, Anchor.CENTER)
+            if any(math.dist(anchor_point(box, Anchor.CENTER), centre)
+                   <= CRASH_SCENE_DIAGONALS * max(_diagonal(box), _diagonal(other.box)) for box in members):
+                merge_objects(state, crash, other, same_object=False)
+
+
+def _diagonal(box) -> float:
+    return math.hypot(box[2] - box[0], box[3] - box[1])
+
+
+def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
+    """On a lane, in the intersection box or in a no-stopping zone (roadway), rather than on a sidewalk, a shoulder
+    marked as one, a pedestrian area or outside every configured region."""
+    point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
+    return scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
 
 
 def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
@@ -130,8 +259,8 @@ def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: lis
     return conditions
 
 
-def obstacles(scene: Scene, state: TrafficState, tracks: list[TrackState], blobs: list[StaticBlob],
-              now: float, seq: int) -> list[Condition]:
+def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
+    """Detected objects of a class that does not belong on the road (a suitcase, a dog) in a lane."""
     limit = scene.thresholds.obstacle_min_seconds
     conditions = []
     for track in tracks:
@@ -145,41 +274,13 @@ def obstacles(scene: Scene, state: TrafficState, tracks: list[TrackState], blobs
                 reason=f"{track.class_name} in lane {lane_id} for {in_lane_for:.0f} s", confidence=track.confidence,
                 zone_id=lane_id, track_ids=[track.track_id],
                 details={"class_name": track.class_name, "seconds_in_lane": round(in_lane_for, 1)}))
-    for blob in _match_blobs(state, blobs, now, seq):
-        area = (blob.box[2] - blob.box[0]) * (blob.box[3] - blob.box[1])
-        # Under any live track (not just this frame's detections, so a missed detection does not uncover it).
-        covered = bool((box_intersection([blob.box], [track.box for track in state.tracks.values()])
-                        >= BLOB_COVERED_FRACTION * area).any())
-        lane_id = scene.lane_of(anchor_point(blob.box, Anchor.CENTER))
-        static_for = now - blob.static_since
-        if lane_id is not None and not covered and static_for >= limit:
-            conditions.append(Condition(
-                key=f"obstacle_in_lane:{blob.key}", type="obstacle_in_lane", severity=Severity.WARNING,
-                reason=f"unknown static object in lane {lane_id} for {static_for:.0f} s", confidence=blob.fill_ratio,
-                zone_id=lane_id, details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1),
-                                          "x1": blob.box[0], "y1": blob.box[1], "x2": blob.box[2], "y2": blob.box[3]}))
     return conditions
 
 
-def _match_blobs(state: TrafficState, blobs: list[StaticBlob], now: float, seq: int) -> list[BlobState]:
-    """Blob identities across frames (by overlap); returns the blobs present now."""
-    present = []
-    for index, blob in enumerate(blobs):
-        overlaps = box_iou([known.box for known in state.blobs], [blob.xyxy])[:, 0]
-        match = state.blobs[int(overlaps.argmax())] if len(overlaps) else None
-        if match is None or overlaps.max() < BLOB_MATCH_IOU or match in present:
-            match = BlobState(key=f"blob-{seq}-{index}", box=blob.xyxy, static_since=blob.static_since,
-                              last_seen=now, fill_ratio=blob.fill_ratio)
-            state.blobs.append(match)
-        match.box, match.last_seen, match.fill_ratio = blob.xyxy, now, blob.fill_ratio
-        match.static_since = min(match.static_since, blob.static_since)
-        present.append(match)
-    return present
-
-
-def collisions(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> list[Condition]:
+def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> None:
+    """Remembers pairs of vehicles whose boxes touched while one was moving fast: if one of them comes to rest soon
+    after, it is a collision (objects_at_rest). Contacts expire once that can no longer happen."""
     thresholds = scene.thresholds
-    by_id = {vehicle.track_id: vehicle for vehicle in vehicles}
     known = {candidate.track_ids for candidate in state.collisions}
     overlaps = box_iou([vehicle.box for vehicle in vehicles], [vehicle.box for vehicle in vehicles])
     for i, a in enumerate(vehicles):
@@ -192,34 +293,52 @@ def collisions(scene: Scene, state: TrafficState, vehicles: list[TrackState], no
             if speed >= thresholds.collision_min_speed_box_per_s:
                 state.collisions.append(CollisionCandidate(track_ids=pair, contact_at=now, speed_box_per_s=speed))
                 known.add(pair)
-    conditions, kept = [], []
-    confirm_by = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
-    for candidate in state.collisions:
-        pair = [by_id.get(track_id) for track_id in candidate.track_ids]
-        if any(track is None for track in pair):
-            if (candidate.confirmed or now - candidate.contact_at <= confirm_by) and all(
-                    t in state.tracks for t in candidate.track_ids):
-                kept.append(candidate)  # a track missed for a frame; keep waiting
-            continue
-        # Both came to rest soon after the contact (abrupt deceleration), and have stayed at rest.
-        stopped_at = [track.rest_since for track in pair]
-        latest_stop = candidate.contact_at + thresholds.collision_stop_within_seconds
-        stopped_soon = all(candidate.contact_at - 1.0 <= at <= latest_stop for at in stopped_at)
-        resting_for = now - max(stopped_at)
-        if stopped_soon and resting_for >= thresholds.collision_stopped_seconds:
-            deceleration = candidate.speed_box_per_s / max(max(stopped_at) - candidate.contact_at, 0.5)
-            conditions.append(Condition(
-                key=f"collision_candidate:{pair[0].track_id}-{pair[1].track_id}", type="collision_candidate",
-                severity=Severity.CRITICAL,
-                reason=f"{pair[0].class_name} and {pair[1].class_name} touched at "
-                       f"{candidate.speed_box_per_s:.1f} box/s and both stopped",
-                confidence=min(pair[0].confidence, pair[1].confidence), zone_id=scene.lane_of(foot(pair[0])),
-                track_ids=list(candidate.track_ids),
-                details={"speed_before_box_per_s": round(candidate.speed_box_per_s, 2),
-                         "deceleration_box_per_s2": round(deceleration, 2)}))
-            candidate.confirmed = True
-            kept.append(candidate)
-        elif now - candidate.contact_at <= confirm_by:
-            kept.append(candidate)
-    state.collisions = kept
+    keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
+    state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
+
+
+def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
+    """A vehicle or cyclist moving inside a pedestrian area; critical when the area is crowded."""
+    conditions = []
+    for area in scene.config.pedestrian_areas:
+        people = sum(1 for track in tracks if track.class_name == "person" and scene.is_in(foot(track), area.polygon))
+        crowded = people >= area.crowded_people
+        for track in tracks:
+            inside = track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)
+            score = pedestrian_area_score(scene, track) if inside else 0.0
+            moving = score >= scene.thresholds.pedestrian_area_min_score
+            inside_for = hold(track, f"in_pedestrian_area:{area.id}", moving, now)
+            if moving and inside_for >= scene.thresholds.pedestrian_area_min_seconds:
+                speed = scene.speed_box_per_s(track)
+                conditions.append(Condition(
+                    key=f"vehicle_in_pedestrian_area:{area.id}:{track.track_id}", type="vehicle_in_pedestrian_area",
+                    severity=Severity.CRITICAL if crowded else Severity.WARNING, level=int(crowded),
+                    reason=f"{track.class_name} moving at {speed:.1f} box/s in pedestrian area {area.id}"
+                           + (f" among {people} people" if crowded else ""),
+                    confidence=min(score, 1.0), zone_id=area.id, track_ids=[track.track_id],
+                    details={"class_name": track.class_name, "speed_box_per_s": round(speed, 2), "people": people}))
     return conditions
+
+
+def pedestrian_area_scores(scene: Scene, tracks: list[TrackState],
+                           untracked: list[tuple[tuple, str, float]]) -> dict[str, float]:
+    """Per pedestrian area, the highest score of a vehicle or cyclist in it this frame (0 when there is none): the
+    frame-level anomaly score. Detections the tracker has not confirmed yet count as standing still."""
+    scores = {}
+    for area in scene.config.pedestrian_areas:
+        tracked = [pedestrian_area_score(scene, track) for track in tracks
+                   if track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)]
+        unconfirmed = [confidence * STANDING_FACTOR for box, class_name, confidence in untracked
+                       if class_name in scene.vehicle_classes
+                       and scene.is_in(anchor_point(box, Anchor.BOTTOM_CENTER), area.polygon)]
+        scores[area.id] = max([*tracked, *unconfirmed], default=0.0)
+    return scores
+
+
+def pedestrian_area_score(scene: Scene, track: TrackState) -> float:
+    """How surely a vehicle or cyclist is moving through a pedestrian area: detection confidence times a speed
+    factor that is 1 at walking-or-faster speeds and falls to a floor for one standing still (a parked bicycle)."""
+    speed = scene.speed_box_per_s(track)
+    moving = speed / scene.thresholds.pedestrian_area_moving_box_per_s
+    factor = min(1.0, STANDING_FACTOR + (1 - STANDING_FACTOR) * moving)
+    return track.confidence * factor

@@ -94,6 +94,16 @@ class Scene:
             return 0.0
         return math.hypot(now[1] - earlier[1], now[2] - earlier[2]) / max(now[3], 1.0) / elapsed
 
+    def speed_before_rest(self, track: TrackState, span_s: float = 1.0) -> float:
+        """Anchor speed over the `span_s` before the track came to rest, in box heights per second (0 when its
+        history does not reach back that far)."""
+        before = [s for s in track.history if s[0] <= track.rest_since - span_s]
+        at_rest = [s for s in track.history if s[0] <= track.rest_since]
+        if not before or not at_rest or at_rest[-1][0] <= before[-1][0]:
+            return 0.0
+        start, end = before[-1], at_rest[-1]
+        return math.hypot(end[1] - start[1], end[2] - start[2]) / max(end[3], 1.0) / (end[0] - start[0])
+
     def peak_speed_box_per_s(self, track: TrackState, span_s: float) -> float:
         """Highest speed between consecutive history samples over the last `span_s`."""
         recent = [s for s in track.history if s[0] >= track.last_seen - span_s]

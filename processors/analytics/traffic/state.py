@@ -1,7 +1,9 @@
 """Everything a camera's traffic analyzer remembers between frames, as plain data for the changelog table.
 
 Every map here is bounded: tracks, their line sides and timers go with the track after `track_ttl_seconds`
-unseen; blobs the same; collision candidates expire; congestion keeps one bucket per second of its window.
+unseen (longer only while the background still shows the vehicle where it was lost); static objects go once their
+evidence has been gone for their grace time; collision candidates expire; congestion keeps one bucket per second
+of its window.
 """
 from __future__ import annotations
 
@@ -32,7 +34,11 @@ class TrackState(State):
     # (capture time, anchor x, anchor y, box height), bottom-centre anchor, at least SAMPLE_SPACING_S apart.
     history: list[tuple[float, float, float, float]] = Field(default_factory=list)
     rest_point: tuple[float, float]
-    rest_since: float = Field(description="since when the anchor has stayed near rest_point")
+    rest_since: float = Field(description="since when the box has stayed near rest_box")
+    rest_box: Box | None = Field(default=None, description="the box when the track came to rest (all four edges "
+                                 "must stay near it: a box clipped by the frame edge can keep its anchor still)")
+    held_at: float | None = Field(default=None, description="last time the background model still showed this "
+                                  "vehicle where the detector lost it")
     lines: dict[str, LineSide] = Field(default_factory=dict)
     timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
 
@@ -44,12 +50,22 @@ class FallbackTrack(State):
     last_seen: float
 
 
-class BlobState(State):
+class StaticObject(State):
+    """One physical object at rest, gathered from every piece of evidence that it is there (see static_objects)."""
+
     key: str
     box: Box
-    static_since: float
-    last_seen: float
-    fill_ratio: float
+    since: float = Field(description="at rest since (the earliest evidence)")
+    last_evidence: float
+    track_ids: list[int] = Field(default_factory=list, description="vehicle tracks that are this object")
+    class_name: str | None = Field(default=None, description="the vehicle's class; None for an unknown object")
+    rest_point: tuple[float, float] | None = Field(default=None, description="where its vehicle came to rest "
+                                                   "(bottom centre); moving away from it restarts the clock")
+    confidence: float
+    crash: bool = Field(default=False, description="it came to rest through a collision or an abrupt stop")
+    region: str | None = Field(default=None, description="the lane or zone it stands in")
+    region_since: float | None = None
+    excused_at: float | None = Field(default=None, description="last time a queue excused it")
 
 
 class CollisionCandidate(State):
@@ -81,7 +97,7 @@ class TrafficState(State):
     tracks: dict[int, TrackState] = Field(default_factory=dict)
     fallback_next_id: int = 1
     fallback_tracks: list[FallbackTrack] = Field(default_factory=list)
-    blobs: list[BlobState] = Field(default_factory=list)
+    static_objects: list[StaticObject] = Field(default_factory=list)
     collisions: list[CollisionCandidate] = Field(default_factory=list)
     incidents: dict[str, OpenIncident] = Field(default_factory=dict)
     zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue stands")

@@ -1,0 +1,254 @@
+"""`cityguard bench analytics`: the analytics stage on one busy camera next to a pure-function loop.
+
+The input is a synthetic crowd (no model, no video): `--people` walkers with track ids crossing a calibrated
+square zone with two counting lines, `--fps` frames a second. Two measurements on the same frames:
+
+1. the pure loop: `CrowdAnalyzer.update` per frame, in this process, no Kafka and no state encoding;
+2. the stage: the frames are queued on the embedded broker first, then one `cityguard analyze` worker drains them;
+   frames/s from its first to its last output, its CPU seconds per frame (robust to other load on the machine),
+   and the changelog bytes it wrote per frame (the analyzer state it stores).
+
+`--profile FILE` writes a cProfile of the pure loop (and of state encoding) for snakeviz or pstats.
+"""
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+from kafka import TopicPartition
+
+from cityguard.up import spawn, stop_children
+from infra.broker import EmbeddedBroker
+from infra.kafka import create_topics, make_consumer, make_producer
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from schemas import Detections, encode
+from schemas.calibration import fit_homography
+from schemas.settings.config import Config, TopicNames, parse_config
+
+CAMERA_ID = "busy"
+IMAGE_SIZE = (1280, 720)
+# A 20 m x 12 m square seen from above at an angle: image corners of ground (0,0), (20,0), (20,12), (0,12).
+GROUND = [(0.0, 0.0), (20.0, 0.0), (20.0, 12.0), (0.0, 12.0)]
+IMAGE = [(160.0, 680.0), (1120.0, 680.0), (960.0, 220.0), (320.0, 220.0)]
+BOX_HEIGHT_PX = 90.0
+BOX_WIDTH_PX = 30.0
+START_AT = 1_700_000_000.0
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--people", type=int, default=100, help="people in view in every frame")
+    parser.add_argument("--fps", type=float, default=5.0, help="frames a second of the synthetic camera")
+    parser.add_argument("--frames", type=int, default=3_000, help="frames in the measured run")
+    parser.add_argument("--window", type=float, default=10.0, help="analytics window, seconds")
+    parser.add_argument("--no-stage", action="store_true", help="only the pure loop (no broker, no faust worker)")
+    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the pure loop here")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--log-dir", type=Path, default=None, help="stage logs (default: a temporary folder)")
+
+
+def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras: int = 1) -> dict:
+    """The bench site as configuration data: calibrated cameras with one zone each, entrance and exit lines."""
+    homography = fit_homography(IMAGE, GROUND)
+    entrance = homography.to_image(np.array([[-0.5, 1.0], [20.5, 1.0]])).tolist()
+    exit_ = homography.to_image(np.array([[-0.5, 11.0], [20.5, 11.0]])).tolist()
+    zone = {"id": "square", "polygon": [list(p) for p in IMAGE],
+            "entrances": [{"id": "south", "start": entrance[0], "end": entrance[1]},
+                          {"id": "north", "start": exit_[0], "end": exit_[1]}]}
+    calibration = {"image_points": [list(p) for p in IMAGE], "ground_points": [list(p) for p in GROUND]}
+    data = {"site": "bench-analytics", "analytics": {"window_seconds": window_s},
+            "cameras": [{"id": camera_id(index, cameras), "source": "0", "fps": fps, "calibration": calibration,
+                         "zones": [zone]} for index in range(cameras)]}
+    if topics is not None:
+        data["broker"] = {"topics": topics.model_dump()}
+    return data
+
+
+def camera_id(index: int, cameras: int) -> str:
+    return CAMERA_ID if cameras == 1 else f"{CAMERA_ID}{index:03d}"
+
+
+def crowd_frames(people: int, fps: float, frames: int, seed: int = 7, camera: str = CAMERA_ID) -> list[Detections]:
+    """People walking across the square (south to north or back) at 0.6-1.6 m/s; one who leaves is replaced by a new
+    track at the other edge, so the count stays at `people` and the counting lines see crossings."""
+    rng = np.random.default_rng(seed)
+    homography = fit_homography(IMAGE, GROUND)
+    xy = np.column_stack((rng.uniform(0.3, 19.7, people), rng.uniform(-0.5, 12.5, people)))
+    heading = rng.choice([-1, 1], people)
+    velocity = np.column_stack((rng.normal(0, 0.1, people), heading * rng.uniform(0.6, 1.6, people)))
+    ids = np.arange(1, people + 1)
+    next_id = people + 1
+    messages = []
+    for seq in range(frames):
+        xy += velocity / fps + rng.normal(0, 0.02, xy.shape)
+        gone = (xy[:, 1] < -1.0) | (xy[:, 1] > 13.0) | (xy[:, 0] < 0) | (xy[:, 0] > 20)
+        if gone.any():
+            count = int(gone.sum())
+            north = velocity[gone, 1] > 0
+            xy[gone] = np.column_stack((rng.uniform(0.3, 19.7, count), np.where(north, -0.9, 12.9)))
+            ids[gone] = np.arange(next_id, next_id + count)
+            next_id += count
+        feet = homography.to_image(xy) + rng.normal(0, 1.0, xy.shape)
+        boxes = np.column_stack((feet[:, 0] - BOX_WIDTH_PX / 2, feet[:, 1] - BOX_HEIGHT_PX,
+                                 feet[:, 0] + BOX_WIDTH_PX / 2, feet[:, 1]))
+        messages.append(Detections(
+            camera_id=camera, seq=seq, captured_at=START_AT + seq / fps, image_width=IMAGE_SIZE[0],
+            image_height=IMAGE_SIZE[1], model="synthetic", inference_ms=0.0,
+            xyxy=[tuple(box) for box in boxes.tolist()], confidence=[0.8] * people, class_id=[0] * people,
+            class_name=["person"] * people, track_id=ids.tolist()))
+    return messages
+
+
+def pure_loop(config: Config, messages: list[Detections], profile: Path | None) -> dict:
+    """The analyzer alone, one frame after another, and separately the cost of encoding its state every frame."""
+    camera = config.cameras[0]
+    analyzer = CrowdAnalyzer(camera, config.analytics)
+    profiler = cProfile.Profile() if profile else None
+    windows = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
+    for message in messages:
+        windows += len(analyzer.update(message).zone_metrics)
+    if profiler:
+        profiler.disable()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    encoded = [analyzer.state_bytes() for _ in range(50)]
+    encode_cpu = time.process_time()
+    if profiler:
+        profiler.enable()
+    for _ in range(200):
+        analyzer.state_bytes()
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
+    encode_cpu = (time.process_time() - encode_cpu) / 200
+    restore_cpu = time.process_time()
+    for _ in range(50):
+        CrowdAnalyzer.restore(camera, config, encoded[-1])
+    restore_cpu = (time.process_time() - restore_cpu) / 50
+    return {"frames": len(messages), "windows": windows, "fps_wall": len(messages) / wall,
+            "fps_cpu": len(messages) / cpu, "cpu_ms_per_frame": 1000 * cpu / len(messages),
+            "state_bytes": len(encoded[-1]), "state_encode_ms": 1000 * encode_cpu,
+            "state_restore_ms": 1000 * restore_cpu}
+
+
+def run_stage(config: Config, config_path: Path, messages: list[Detections], log_dir: Path) -> dict:
+    """One analytics worker draining the queued frames: frames/s, CPU per frame, changelog bytes per frame."""
+    topics = config.broker.topics
+    broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
+    worker = None
+    try:
+        servers = broker.bootstrap_servers
+        create_topics(servers, topics.all(), config.broker.partitions)
+        producer = make_producer(servers)
+        for message in messages:
+            producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(message))
+        producer.flush()
+        producer.close()
+        output = make_consumer(servers, None, topics.zone_metrics, auto_offset_reset="earliest")
+        expected_windows = windows_closed(messages, config.analytics.step_seconds)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        worker = spawn("analyze", config_path, env, log_dir)
+        process = psutil.Process(worker.pid)
+        stamps: list[int] = []
+        cpu_at_first = None  # start-up (imports, group join, table recovery) is not per-frame work
+        deadline = time.monotonic() + 60 + len(messages) / 5
+        while len(stamps) < expected_windows and time.monotonic() < deadline:
+            for records in output.poll(timeout_ms=50).values():
+                stamps.extend(record.timestamp for record in records)
+            if stamps and cpu_at_first is None:
+                cpu_at_first = _cpu_seconds(process)
+            if worker.poll() is not None:
+                raise RuntimeError(f"the analytics worker exited with code {worker.returncode}; see {log_dir}")
+        cpu_total = _cpu_seconds(process)
+        output.close()
+        changelog = _topic_bytes(servers, f"{config.group_id('analytics')}-analyzer-state-changelog")
+    finally:
+        if worker is not None:
+            stop_children({"analyze": worker})
+        broker.stop()
+    if len(stamps) < 2:
+        raise RuntimeError(f"the analytics worker closed {len(stamps)} of {expected_windows} windows; see {log_dir}")
+    # Windows close once per step: frames/s and CPU per frame from the first window's output to the last one's.
+    stamps.sort()
+    frames_between = (len(stamps) - 1) * config.analytics.step_seconds * config.cameras[0].fps
+    return {"windows": len(stamps), "expected_windows": expected_windows,
+            "fps_wall": frames_between / ((stamps[-1] - stamps[0]) / 1000),
+            "fps_cpu": frames_between / (cpu_total - cpu_at_first), "worker_cpu_s_total": cpu_total,
+            "cpu_ms_per_frame": 1000 * (cpu_total - cpu_at_first) / frames_between,
+            "changelog_records": changelog[0], "changelog_bytes_per_frame": changelog[1] / len(messages)}
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def windows_closed(messages: list[Detections], step: float) -> int:
+    """Windows one camera's frames close: the last one stays open."""
+    starts = {int(message.captured_at // step) for message in messages}
+    return len(starts) - 1
+
+
+def _topic_bytes(servers: str, topic: str) -> tuple[int, int]:
+    """Records and value bytes on a topic, every partition, read from the start."""
+    consumer = make_consumer(servers, None)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    if not partitions:
+        consumer.close()
+        return 0, 0
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    ends = consumer.end_offsets(partitions)
+    records = size = 0
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=500).values():
+            records += len(batch)
+            size += sum(len(record.value or b"") for record in batch)
+    consumer.close()
+    return records, size
+
+
+def run(args, config: Config) -> int:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # as in the analytics worker (cityguard.stages.run_analyze)
+    run_id = uuid.uuid4().hex[:8]
+    topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
+    data = site(args.window, args.fps, topics)
+    bench_config = parse_config(data, Path("."))
+    messages = crowd_frames(args.people, args.fps, args.frames)
+    load = os.getloadavg()
+    figures: dict = {"people": args.people, "fps": args.fps, "frames": args.frames, "window_seconds": args.window,
+                     "load_average_1m": round(load[0], 2), "pure": pure_loop(bench_config, messages, args.profile)}
+    if not args.no_stage:
+        with tempfile.TemporaryDirectory(prefix="cityguard-bench-analytics-") as scratch:
+            log_dir = args.log_dir or Path(scratch)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            config_path = Path(scratch) / "site.yaml"
+            config_path.write_text(yaml.safe_dump(data))
+            figures["stage"] = run_stage(bench_config, config_path, messages, log_dir)
+        figures["stage_to_pure_ratio_wall"] = figures["stage"]["fps_wall"] / figures["pure"]["fps_wall"]
+        figures["stage_to_pure_ratio_cpu"] = figures["stage"]["fps_cpu"] / figures["pure"]["fps_cpu"]
+    print_figures(figures)
+    if args.json_path:
+        args.json_path.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def print_figures(figures: dict, indent: str = "") -> None:
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            print_figures(value, indent + "  ")
+        else:
+            print(f"{indent}{key:>28}: {round(value, 3) if isinstance(value, float) else value}")
+

@@ -1,0 +1,169 @@
+"""`cityguard bench scaleout`: throughput of 1, 2, 4, 8 ... workers of one stage sharing its consumer group.
+
+For each worker count, on fresh topics of the embedded broker (partitions = the largest count, the ceiling on
+parallel workers): the workers are started and given time to join the group, then the input is queued at once and
+the stage's output is timed from its first to its last record. The input spreads over `--cameras` cameras so every
+partition has work.
+
+- analytics: synthetic crowds (`cityguard bench analytics`'s walkers), `--people` per camera; output = zone metrics;
+- inference: JPEG frames of the sample clip through the configured model (or `--backend gpu-nvjpeg --batch 64` on
+  a CUDA host: frames per GPU from the frames topic to the detections topic); output = detections.
+
+Workers are separate processes; on a machine with fewer free cores than workers the curve flattens at the cores,
+which is what the figures then show. CPU seconds of all workers together are printed next to the rate.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import yaml
+
+from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
+from cityguard.up import spawn, stop_children
+from infra.broker import EmbeddedBroker
+from infra.kafka import create_topics, make_consumer, make_producer
+from schemas import Frame, encode
+from schemas.settings.config import Config, TopicNames, parse_config
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--stage", choices=("analytics", "inference"), default="analytics")
+    parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (e.g. 1,2,4,8)")
+    parser.add_argument("--cameras", type=int, default=16, help="cameras the input is spread over")
+    parser.add_argument("--frames", type=int, default=200, help="frames per camera")
+    parser.add_argument("--people", type=int, default=100, help="analytics: people per camera")
+    parser.add_argument("--backend", default=None,
+                        help="inference: model.backend for this run, e.g. gpu-nvjpeg (default: the configured one)")
+    parser.add_argument("--weights", default=None, help="inference: model.weights for this run")
+    parser.add_argument("--batch", type=int, default=None, help="inference: model.max_batch_size for this run")
+    parser.add_argument("--warm-up", type=float, default=20.0,
+                        help="seconds the workers get to start and join the group before the input is queued")
+    parser.add_argument("--log-dir", type=Path, default=None, help="worker logs (default: a temporary folder)")
+
+
+def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
+    """Site data, (key, value) records, and how many output records mark the end."""
+    fps, window = 5.0, 10.0
+    data = site(window, fps, topics, cameras=args.cameras)
+    records, windows = [], 0
+    for index in range(args.cameras):
+        camera = camera_id(index, args.cameras)
+        messages = crowd_frames(args.people, fps, args.frames, seed=index, camera=camera)
+        records += [(camera, encode(message)) for message in messages]
+        windows += windows_closed(messages, window)
+    return data, records, windows
+
+
+def inference_input(args, config: Config, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
+    from cityguard.bench.inference import sample_jpegs
+
+    _, jpegs = sample_jpegs(config, None, min(args.frames, 100))
+    data = config.model_dump(mode="json", exclude={"cameras", "base_dir"})
+    source = config.cameras[0].source if config.cameras else "asset:vtest.avi"
+    data["cameras"] = [{"id": camera_id(index, args.cameras), "source": source, "fps": 5}
+                       for index in range(args.cameras)]
+    data["broker"] = {**data["broker"], "topics": topics.model_dump()}
+    if "tiling" in data["model"]:  # it names the site's cameras, which the benchmark replaces
+        data["model"]["tiling"]["cameras"] = []
+    for option, field in ((args.backend, "backend"), (args.weights, "weights"), (args.batch, "max_batch_size")):
+        if option is not None:
+            data["model"][field] = option
+    records = []
+    for index in range(args.cameras):
+        camera = camera_id(index, args.cameras)
+        for seq in range(args.frames):
+            frame = Frame(camera_id=camera, seq=seq, captured_at=time.time(), width=1, height=1,
+                          jpeg=jpegs[seq % len(jpegs)])
+            records.append((camera, encode(frame)))
+    return data, records, len(records)
+
+
+def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path) -> dict:
+    run_id = uuid.uuid4().hex[:8]
+    topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
+    if args.stage == "analytics":
+        data, records, expected = analytics_input(args, topics)
+        output_topic, stage = topics.zone_metrics, "analyze"
+    else:
+        data, records, expected = inference_input(args, config, topics)
+        output_topic, stage = topics.detections, "infer"
+    data["broker"]["partitions"] = partitions
+    data["site"] = f"bench-scaleout-{run_id}"
+    config_path = log_dir / f"site-{run_id}.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    bench_config = parse_config(data, config_path.parent)
+    broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
+    children = {}
+    try:
+        servers = broker.bootstrap_servers
+        create_topics(servers, bench_config.broker.topics.all(), partitions)
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        for index in range(workers):
+            # several inference workers on one machine: each its own free metrics port
+            extra = ("--metrics-port", "0") if stage == "infer" else ()
+            children[f"{stage}-{index}"] = spawn(stage, config_path, env, log_dir, *extra)
+        processes = [psutil.Process(child.pid) for child in children.values()]
+        time.sleep(args.warm_up)
+        output = make_consumer(servers, None, output_topic, auto_offset_reset="earliest")
+        cpu_before = sum(_cpu_seconds(process) for process in processes)
+        producer = make_producer(servers)
+        for key, value in records:
+            producer.send(bench_config.broker.topics.detections if args.stage == "analytics"
+                          else bench_config.broker.topics.frames, key=key.encode(), value=value)
+        producer.flush()
+        producer.close()
+        stamps: list[int] = []
+        deadline = time.monotonic() + 60 + len(records) / 10
+        while len(stamps) < expected and time.monotonic() < deadline:
+            for batch in output.poll(timeout_ms=200).values():
+                stamps.extend(record.timestamp for record in batch)
+            for name, child in children.items():
+                if child.poll() is not None:
+                    raise RuntimeError(f"worker {name} exited with code {child.returncode}; see {log_dir}")
+        cpu = sum(_cpu_seconds(process) for process in processes) - cpu_before
+        output.close()
+    finally:
+        stop_children(children)
+        broker.stop()
+    stamps.sort()
+    span = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else float("nan")
+    # analytics: each zone-metrics record closes one camera's window; inference: one record per frame
+    frames_per_output = len(records) / expected
+    frames = (len(stamps) - 1) * frames_per_output
+    return {"workers": workers, "outputs": len(stamps), "expected": expected, "frames_per_s": frames / span,
+            "cpu_ms_per_frame": 1000 * cpu / len(records)}
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def run(args, config: Config) -> int:
+    if args.stage == "inference" and (args.backend or config.model.backend) == "gpu-nvjpeg":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
+    counts = [int(value) for value in args.workers.split(",") if value.strip()]
+    partitions = max(counts)
+    print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
+          f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9}")
+    with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
+        log_dir = args.log_dir or Path(scratch)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for workers in counts:
+            row = run_count(args, config, workers, partitions, log_dir)
+            print(f"{workers:>7} {row['frames_per_s']:>9.1f} {row['frames_per_s'] / workers:>10.1f} "
+                  f"{row['cpu_ms_per_frame']:>12.2f} {row['outputs']:>4}/{row['expected']:<4}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    return 0

@@ -1,0 +1,93 @@
+"""`cityguard console`: the operator console, a web application over the topics and the incident store."""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from schemas.settings.config import Config, ConfigError, parse_config
+
+
+def register(commands, add_command) -> None:
+    console = add_command(commands, "console", "operator console: live annotated cameras, zone risk, incidents, "
+                          "scene editor (web)", run_console)
+    console.add_argument("--host", default=None, help="listen address (default console.host)")
+    console.add_argument("--port", type=int, default=None, help="listen port (default console.port)")
+
+
+def console_token(config: Config, host: str) -> tuple[str, bool]:
+    """(token, generated): the configured token, or a random one for this run on loopback; exits on any other
+    address without one."""
+    from sinks.console.server import is_loopback
+
+    token = os.environ.get(config.console.token_env, "")
+    if token:
+        return token, False
+    if not is_loopback(host):
+        raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
+                          "(the console needs a token there)")
+    return secrets.token_urlsafe(24), True
+
+
+def validator(config_path: Path):
+    def validate(document: dict) -> Config:
+        try:
+            return parse_config(document, config_path.resolve().parent, str(config_path))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
+
+
+def run_console(args, config: Config) -> int:
+    """Composition root: topic feed thread, incident store, web server; stops on SIGINT/SIGTERM."""
+    from cityguard.stages import open_store, require_bootstrap, stop_on_signals
+    from infra.kafka import create_topics, make_consumer
+    from producers.frame_store import open_frame_store
+    from sinks.console.feed import TopicFeed
+    from sinks.console.scene_file import SceneFile
+    from sinks.console.server import ConsoleServer, Site, serve
+    from sinks.console.state import ConsoleState
+    from sinks.metrics_exporter import zone_stale_after_s
+
+    settings, topics = config.console, config.broker.topics
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    token, generated = console_token(config, host)
+    servers = require_bootstrap(config)
+    stop = stop_on_signals()
+    stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
+    state = ConsoleState(settings.frame_buffer, settings.zone_history, settings.recent_events, stale_after_s)
+    watched = [topics.frames, topics.detections, topics.zone_metrics, topics.events, topics.line_counts,
+               topics.camera_status]
+    create_topics(servers, watched, config.broker.partitions)
+    # Only partitions assigned by the feed itself and no commits: see sinks/console/feed.py.
+    # A short fetch wait: a fetch that waits for data on every partition would hold the newest frame back.
+    consumer = make_consumer(servers, config.group_id("console"), enable_auto_commit=False,
+                             auto_offset_reset="latest", fetch_max_wait_ms=50)
+    backlog = {topics.frames: 2, topics.detections: 2, topics.camera_status: 2, topics.line_counts: 100,
+               topics.zone_metrics: settings.zone_history, topics.events: settings.recent_events}
+    feed = TopicFeed(consumer, topics, state, open_frame_store(config).resolve, backlog)
+    feed.assign()
+    feed.start(stop)
+    store = open_store(config)
+    site = Site(config, SceneFile(Path(args.config), validator(Path(args.config))),
+                Path(config.resolve_path(settings.hard_negatives_dir)))
+    server = ConsoleServer(site, state, store, token, host, settings.refresh_hz, stale_after_s,
+                           status_silence_s=max(60.0, 3 * config.producer.status_interval_s))
+
+    def announce(actual_port: int) -> None:
+        # The token appears only where this process made it up; a configured one stays in its variable.
+        url = f"http://{host}:{actual_port}/"
+        print(f"console: {url}?token={token}" if generated else
+              f"console: {url} (token in ${settings.token_env})", flush=True)
+
+    try:
+        asyncio.run(serve(server.app(), host, port, stop, announce))
+    finally:
+        stop.set()
+        feed.thread.join(timeout=5)
+        consumer.close()
+        store.close()
+    return 0

@@ -1,0 +1,164 @@
+"""Labelled development sets described by a manifest in the repository and rebuilt on demand (the data itself is
+never committed): every file is fetched from a public repository at a pinned commit, or copied from a local copy
+of it, checked against its recorded sha256, and refused when it comes from a held-out source.
+
+Built layout of an image set (`items`): `images/<id><suffix>`, `annotations/<id><suffix>` and `truth.csv`
+(`file,count`), which `cityguard eval counts --images DIR/images --truth DIR/truth.csv` reads as it is. A clip set
+(`clips`) gives `clips/<file>` and, when the manifest names a `labels` file beside it, a copy of it (for
+`cityguard eval events --truth`).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class DevsetError(ValueError):
+    """A manifest that cannot be used, or a file that does not match it; the message names the item."""
+
+
+@dataclass(frozen=True)
+class DevsetFile:
+    path: str  # inside the source repository
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DevsetItem:
+    id: str
+    source: str
+    repo: str
+    commit: str
+    image: DevsetFile
+    annotation: DevsetFile
+    count: int
+
+
+@dataclass(frozen=True)
+class DevsetClip:
+    id: str  # the camera id the clip plays as
+    repo: str
+    commit: str
+    clip: DevsetFile
+    file: str  # name in the built clips/ folder
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    items: list[DevsetItem]
+    denied_repos: frozenset[str]  # owner/name, compared case-insensitively
+    denied_path_patterns: list[re.Pattern]  # held-out datasets and sequences, matched against file paths
+    clips: list[DevsetClip] = ()
+    labels: str | None = None  # a file beside the manifest, copied into the built set
+
+
+def load_manifest(path: Path) -> Manifest:
+    data = yaml.safe_load(Path(path).read_text())
+    try:
+        items = [DevsetItem(id=entry["id"], source=entry["source"], repo=entry["repo"], commit=entry["commit"],
+                            image=DevsetFile(**entry["image"]), annotation=DevsetFile(**entry["annotation"]),
+                            count=int(entry["count"]))
+                 for entry in data.get("items", [])]
+        clips = [DevsetClip(id=entry["camera"], repo=entry["source"]["repo"], commit=entry["source"]["commit"],
+                            clip=DevsetFile(entry["source"]["path"], entry["sha256"]), file=entry["file"])
+                 for entry in data.get("clips", [])]
+        deny = data["deny"]
+        denied = frozenset(repo.lower() for repo in deny["repos"])
+        patterns = [re.compile(pattern, re.IGNORECASE) for pattern in deny["path_patterns"]]
+    except (KeyError, TypeError) as exc:
+        raise DevsetError(f"{path}: missing or malformed field {exc}") from None
+    ids = [item.id for item in [*items, *clips]]
+    if len(set(ids)) != len(ids):
+        raise DevsetError(f"{path}: item ids repeat")
+    return Manifest(data["name"], items, denied, patterns, clips, data.get("labels"))
+
+
+def held_out_digests(reference: Path | None) -> frozenset[str]:
+    """The sha256 digests listed in a held-out-sources note; none when the note is absent."""
+    if reference is None or not reference.exists():
+        return frozenset()
+    return frozenset(SHA256.findall(reference.read_text()))
+
+
+def _files(item: DevsetItem | DevsetClip) -> tuple[DevsetFile, ...]:
+    return (item.clip,) if isinstance(item, DevsetClip) else (item.image, item.annotation)
+
+
+def refusal(item: DevsetItem | DevsetClip, manifest: Manifest, digests: frozenset[str]) -> str | None:
+    """Why an item must not be used, or None."""
+    if item.repo.lower() in manifest.denied_repos:
+        return f"{item.id}: repository {item.repo} is held out"
+    for file in _files(item):
+        if any(pattern.search(file.path) for pattern in manifest.denied_path_patterns):
+            return f"{item.id}: {file.path} belongs to a held-out dataset or sequence"
+        if file.sha256 in digests:
+            return f"{item.id}: {file.path} has a held-out sha256"
+    return None
+
+
+def _fetch(item: DevsetItem | DevsetClip, file: DevsetFile, local: Path | None) -> bytes:
+    if local is not None:
+        mirrors = (local, local / item.repo, local / item.repo.replace("/", "+"))
+        for candidate in (mirror / file.path for mirror in mirrors):
+            if candidate.exists():
+                return candidate.read_bytes()
+        raise DevsetError(f"{item.id}: {file.path} is not under {local}")
+    url = RAW_URL.format(repo=item.repo, commit=item.commit, path=file.path)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        return response.read()
+
+
+def _verified(item: DevsetItem | DevsetClip, file: DevsetFile, local: Path | None, digests: frozenset[str]) -> bytes:
+    data = _fetch(item, file, local)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != file.sha256:
+        raise DevsetError(f"{item.id}: {file.path} has sha256 {digest}, the manifest says {file.sha256}")
+    if digest in digests:
+        raise DevsetError(f"refused: {item.id}: {file.path} has a held-out sha256")
+    return data
+
+
+def _build_clips(manifest: Manifest, folder: Path, out: Path, local: Path | None,
+                 digests: frozenset[str]) -> list[DevsetClip]:
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    for clip in manifest.clips:
+        (out / "clips" / clip.file).write_bytes(_verified(clip, clip.clip, local, digests))
+    if manifest.labels:
+        (out / manifest.labels).write_bytes((folder / manifest.labels).read_bytes())
+    return manifest.clips
+
+
+def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
+                 held_out_reference: Path | None = None) -> list[DevsetItem]:
+    """Writes the set under `out`; raises DevsetError on the first refused or mismatching file, before writing it."""
+    manifest = load_manifest(manifest_path)
+    digests = held_out_digests(held_out_reference)
+    for item in [*manifest.items, *manifest.clips]:
+        reason = refusal(item, manifest, digests)
+        if reason:
+            raise DevsetError(f"refused: {reason}")
+    if manifest.clips:
+        return _build_clips(manifest, Path(manifest_path).parent, out, local, digests)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in manifest.items:
+        for file, folder in ((item.image, "images"), (item.annotation, "annotations")):
+            (out / folder / f"{item.id}{Path(file.path).suffix}").write_bytes(_verified(item, file, local, digests))
+        rows.append((f"{item.id}{Path(item.image.path).suffix}", item.count))
+    with (out / "truth.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("file", "count"))
+        writer.writerows(rows)
+    return manifest.items

@@ -1,0 +1,118 @@
+"""`cityguard replay`: a recorded clip through the code the inference and analytics stages run, in video time,
+as fast as the CPU allows, without a broker.
+
+Each frame goes the way it goes in the pipeline: sampled at the camera's fps on the clip's own timeline, JPEG-encoded
+as the producer does and decoded as the inference stage does, detected, enriched (tracker, background model) and fed
+to the camera's analyzers. Capture times are video times; the messages need positive capture times, so without a
+start time the clip plays from an internal origin that is taken off again in everything reported.
+"""
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cityguard.stages import (
+    build_detectors,
+    build_static_blobs,
+    build_trackers,
+)
+from processors.analytics.registry import analyzers_for
+from processors.inference.stage import FrameEnricher, decode_frame, to_message
+from producers.capture import encode_jpeg, sample_frames
+from schemas import Detections, Event, Frame, encode
+from schemas.settings.config import CameraConfig, Config
+
+CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
+
+
+class ReplayError(RuntimeError):
+    """A clip or recording that cannot be replayed; the text says why."""
+
+
+@dataclass
+class ReplayedFrame:
+    detections: Detections
+    events: list[Event] = field(default_factory=list)
+    area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
+
+
+class CameraAnalytics:
+    """The analyzers the analytics stage runs for one camera, fed in order."""
+
+    def __init__(self, camera: CameraConfig, config: Config):
+        self.analyzers = [restore(camera, config, None) for restore in analyzers_for(camera).values()]
+
+    def update(self, detections: Detections) -> ReplayedFrame:
+        replayed = ReplayedFrame(detections)
+        for analyzer in self.analyzers:
+            output = analyzer.update(detections)
+            replayed.events.extend(output.events)
+            replayed.area_scores.update(getattr(output, "area_scores", {}))
+        return replayed
+
+
+def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: float,
+                    detectors=None) -> Iterator[Detections]:
+    """Detections messages of a clip's frames, as the inference stage would send them."""
+    detectors = detectors or build_detectors(config)
+    # No crowd density maps: the stage schedules them by wall-clock load, which a replay at CPU speed cannot
+    # reproduce; the crowd analyzer counts from detections without them.
+    enricher = FrameEnricher(build_trackers(config), build_static_blobs(config))
+    camera = camera.model_copy(update={"loop": False})
+    frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
+    for seq, sampled in enumerate(frames):
+        jpeg, width, height = encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)
+        frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
+                      jpeg=jpeg)
+        item = decode_frame(encode(frame), detectors.needs_image(camera.id))
+        outcome = detectors.detect([item])[0]
+        if isinstance(outcome, str):
+            raise ReplayError(f"{clip}: frame {seq}: {outcome}")
+        result, model_name = outcome
+        yield enricher.enrich(item, to_message(item.frame, result, model_name, detectors.version))
+
+
+def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
+    """Detections messages recorded by an earlier replay (one JSON object per line, gzip-compressed when the name
+    ends in .gz), for this camera."""
+    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                detections = Detections.model_validate_json(line)
+            except ValueError as exc:
+                raise ReplayError(f"{path}:{number}: not a Detections message: {exc}") from None
+            if detections.camera_id == camera_id:
+                yield detections
+
+
+def replay(config: Config, camera: CameraConfig, detections: Iterator[Detections]) -> Iterator[ReplayedFrame]:
+    analytics = CameraAnalytics(camera, config)
+    for message in detections:
+        yield analytics.update(message)
+
+
+def shift_event(event: Event, offset_s: float) -> Event:
+    """The event with its times moved by -offset_s (internal origin -> seconds from the clip start)."""
+    if offset_s == 0:
+        return event
+    ended = None if event.ended_at is None else round(event.ended_at - offset_s, 6)
+    return event.model_copy(update={"started_at": round(event.started_at - offset_s, 6),
+                                    "updated_at": round(event.updated_at - offset_s, 6), "ended_at": ended})
+
+
+def describe(event: Event) -> str:
+    zone = f" in {event.zone_id}" if event.zone_id else ""
+    return (f"{event.updated_at:9.2f} s  {event.state.value:<8} {event.type} ({event.severity.value}){zone}: "
+            f"{event.reason}")
+
+
+def find_camera(config: Config, camera_id: str) -> CameraConfig:
+    for camera in config.cameras:
+        if camera.id == camera_id:
+            return camera
+    known = ", ".join(camera.id for camera in config.cameras)
+    raise ReplayError(f"camera {camera_id!r} is not in the site configuration (cameras: {known})")

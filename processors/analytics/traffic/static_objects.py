@@ -1,0 +1,180 @@
+"""Objects at rest, one per physical object, from every piece of evidence that it is there.
+
+A crashed or stalled vehicle shows up in pieces: its track while the detector sees it, the place where the detector
+lost it (in dust, smoke, under occlusion), and the static-blob fragments the background model finds there, which
+split, vanish and re-form from frame to frame. Reporting each piece gives an operator many warnings for one
+incident. Here the pieces are merged in space and time:
+
+- a stopped vehicle track is an object (keyed by the vehicle), and a track the detector lost keeps it alive at its
+  last position while static-blob evidence overlaps that position;
+- a blob fragment joins the object it overlaps most; fragments that overlap several objects merge them;
+- an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object;
+- a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id).
+
+Pure functions over the analyzer state; the rules decide which objects are incidents.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.state import Box, StaticObject, TrackState, TrafficState
+from schemas import StaticBlob
+from schemas.geometry import box_intersection
+from schemas.settings.lines import Anchor
+
+SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
+MOVING_COVER = 0.5  # a blob mostly under a vehicle moving past it is hidden this frame, not gone
+VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
+
+
+@dataclass(frozen=True)
+class Evidence:
+    box: Box
+    since: float  # at rest since, by this evidence
+    track: TrackState | None = None  # None for a static blob
+    confidence: float = 0.0
+
+
+def overlap(a: Box, b: Box) -> float:
+    """Intersection as a share of the smaller box (1 when one box lies inside the other)."""
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(box_intersection([a], [b])[0, 0]) / smaller if smaller > 0 else 0.0
+
+
+def _with_margin(box: Box) -> Box:
+    dx, dy = VEHICLE_MARGIN * (box[2] - box[0]), VEHICLE_MARGIN * (box[3] - box[1])
+    return (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
+
+
+def union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = 4.0) -> bool:
+    """A box at the frame edge: its object may just have left the view."""
+    width, height = frame_size
+    return box[0] <= margin_px or box[1] <= margin_px or box[2] >= width - margin_px or box[3] >= height - margin_px
+
+
+def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob],
+                    now: float, frame_size: tuple[int, int]) -> list[Evidence]:
+    """This frame's evidence of objects at rest."""
+    seen_ids = {track.track_id for track in seen}
+    evidence = [Evidence(track.box, track.rest_since, track, track.confidence) for track in seen
+                if track.class_name in scene.vehicle_classes and scene.is_stopped(track)]
+    moving = [track for track in seen if not scene.is_stopped(track)]
+    blob_boxes = [blob.xyxy for blob in blobs]
+    held = {track_id for obj in state.static_objects if obj.class_name is not None for track_id in obj.track_ids}
+    for track_id in held - seen_ids:
+        track = state.tracks.get(track_id)
+        if track is not None and any(overlap(track.box, box) >= SAME_OBJECT_OVERLAP for box in blob_boxes):
+            # Lost by the detector, still there for the background model: the vehicle has not left.
+            track.held_at = now
+            evidence.append(Evidence(track.box, track.rest_since, track, track.confidence))
+    for track in state.tracks.values():
+        if (track.track_id in seen_ids or track.track_id in held or track.class_name not in scene.vehicle_classes
+                or touches_edge(track.box, frame_size)):
+            continue
+        # Lost while moving, away from the frame edge, and something has stood where it was since about then:
+        # it stopped there, hidden (dust, smoke, debris, occlusion), instead of driving on.
+        stopped = [blob for blob in blobs if overlap(track.box, blob.xyxy) >= SAME_OBJECT_OVERLAP
+                   and blob.static_since >= track.last_seen - 1.0]
+        if stopped:
+            track.held_at = now
+            evidence.append(Evidence(track.box, min(blob.static_since for blob in stopped), track, track.confidence))
+    for blob in blobs:
+        area = (blob.xyxy[2] - blob.xyxy[0]) * (blob.xyxy[3] - blob.xyxy[1])
+        hidden = bool(moving) and bool(
+            (box_intersection([blob.xyxy], [track.box for track in moving]) >= MOVING_COVER * area).any())
+        if not hidden:
+            evidence.append(Evidence(blob.xyxy, blob.static_since, None, blob.fill_ratio))
+    return evidence
+
+
+def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int, Box], now: float, seq: int,
+                   grace_s: float, stationary_fraction: float) -> list[StaticObject]:
+    """Folds this frame's evidence into the objects at rest (`seen`: this frame's track boxes by track id); returns
+    the objects alive now."""
+    seen_ids = set(seen)
+    boxes_now: dict[str, Box] = {}
+    # Vehicles first, so blob fragments find the vehicle they belong to.
+    for index, item in enumerate(sorted(evidence, key=lambda e: e.track is None)):
+        obj = _object_for(state, item, seen_ids, seq, index)
+        if item.track is not None:
+            if item.track.track_id not in obj.track_ids:
+                obj.track_ids.append(item.track.track_id)
+            if item.track.track_id == obj.track_ids[0]:
+                # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash). Its
+                # rest time stays through box jitter; a vehicle that crept away and stopped again restarts it.
+                obj.class_name = item.track.class_name
+                boxes_now[obj.key] = item.box
+                point = anchor_point(item.box, Anchor.BOTTOM_CENTER)
+                tolerance = stationary_fraction * math.hypot(item.box[2] - item.box[0], item.box[3] - item.box[1])
+                if obj.rest_point is None or math.dist(point, obj.rest_point) > tolerance:
+                    obj.rest_point, obj.since = point, item.since
+                obj.since = min(obj.since, item.since)
+            else:
+                boxes_now.setdefault(obj.key, obj.box)
+        elif obj.class_name is None:
+            boxes_now[obj.key] = union(boxes_now[obj.key], item.box) if obj.key in boxes_now else item.box
+            obj.since = min(obj.since, item.since)
+        obj.last_evidence = now
+        obj.confidence = max(obj.confidence, item.confidence)
+    for obj in state.static_objects:
+        obj.box = boxes_now.get(obj.key, obj.box)
+    # Gone: no evidence for the grace time, or its vehicle is in view somewhere else (it drove off). A vehicle
+    # still in place whose box jitters (partly occluded, half out of the frame) is not at rest for a moment: it stays.
+    state.static_objects = [obj for obj in state.static_objects if now - obj.last_evidence <= grace_s
+                            and (obj.key in boxes_now or not obj.track_ids or obj.track_ids[0] not in seen
+                                 or overlap(seen[obj.track_ids[0]], obj.box) >= SAME_OBJECT_OVERLAP)]
+    return state.static_objects
+
+
+def merge_objects(state: TrafficState, keep: StaticObject, other: StaticObject, same_object: bool = True) -> None:
+    """`other` is the same physical object as `keep` (or, not `same_object`, part of the same incident): its evidence
+    joins `keep`, whose key (and event) stays."""
+    if other is keep:
+        return
+    if not same_object:
+        keep.track_ids += [track_id for track_id in other.track_ids if track_id not in keep.track_ids]
+        state.static_objects.remove(other)
+        return
+    if keep.class_name is None:  # a vehicle's box is its own; loose fragments add up
+        keep.box = other.box if other.class_name is not None else union(keep.box, other.box)
+    keep.track_ids += [track_id for track_id in other.track_ids if track_id not in keep.track_ids]
+    keep.class_name = keep.class_name or other.class_name
+    keep.since = min(keep.since, other.since)
+    keep.last_evidence = max(keep.last_evidence, other.last_evidence)
+    keep.confidence = max(keep.confidence, other.confidence)
+    keep.crash = keep.crash or other.crash
+    state.static_objects.remove(other)
+
+
+def _object_for(state: TrafficState, item: Evidence, seen_ids: set[int], seq: int, index: int) -> StaticObject:
+    objects = state.static_objects
+    if item.track is not None:
+        own = next((obj for obj in objects if item.track.track_id in obj.track_ids), None)
+        if own is not None:
+            return own
+        # Another object here whose vehicle is not in view any more (or that is no vehicle): the same thing.
+        candidates = [obj for obj in objects if overlap(obj.box, item.box) >= SAME_OBJECT_OVERLAP
+                      and not seen_ids.intersection(obj.track_ids)]
+    else:
+        # A vehicle's shadow and the road it darkens lie just outside its box: a fragment there is the vehicle.
+        candidates = [obj for obj in objects if overlap(_with_margin(obj.box) if obj.class_name else obj.box,
+                                                        item.box) >= SAME_OBJECT_OVERLAP]
+    if not candidates:
+        key = f"vehicle-{item.track.track_id}" if item.track is not None else f"blob-{seq}-{index}"
+        obj = StaticObject(key=key, box=item.box, since=item.since, last_evidence=-1.0, confidence=item.confidence)
+        objects.append(obj)
+        return obj
+    # The oldest keeps its key, so the incident it may already have raised continues.
+    keep = min(candidates, key=lambda obj: (obj.class_name is None, obj.since))
+    if item.track is None:
+        for other in candidates:
+            # A fragment touching two vehicles does not make them one; it does join loose fragments together.
+            if other.class_name is None:
+                merge_objects(state, keep, other)
+    return keep

@@ -1,0 +1,23 @@
+"""Operator console settings: where it listens, where its token comes from, how much it keeps in memory."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.settings.base import Frozen
+
+
+class ConsoleConfig(Frozen):
+    host: str = Field(default="127.0.0.1", description="listen address; any other than loopback requires a token")
+    port: int = Field(default=8090, ge=0, le=65535, description="HTTP port; 0 picks a free one")
+    token_env: str = Field(
+        default="CITYGUARD_CONSOLE_TOKEN",
+        description="environment variable holding the access token; unset on loopback: a random one per start")
+    refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")
+    frame_buffer: int = Field(default=60, ge=1, le=1000,
+                              description="recent frames kept per camera, to find an incident's evidence frame")
+    zone_history: int = Field(default=360, ge=10, le=10_000, description="zone windows kept per zone for the charts")
+    recent_events: int = Field(default=200, ge=10, le=10_000, description="events (and evidence frames) kept")
+    hard_negatives_dir: str = Field(
+        default="../var/hard-negatives",
+        description="false alarms' evidence frames are written here (<camera>/<event>.jpg + .json), relative to the "
+        "configuration file, as hard negatives for retraining")

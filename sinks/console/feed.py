@@ -1,0 +1,86 @@
+"""Reads the topics into the console state, in a thread of its own, without ever holding the pipeline back.
+
+The consumer is in the console's own group but takes every partition itself and never commits: each console
+instance sees every camera, starts near the end of each topic (a short backlog so the picture, health and charts
+are there at once) and its pace or absence changes nothing for the stages.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+
+from schemas import CameraStatus, Detections, Event, Frame, LineCounts, SchemaError, ZoneMetrics, decode
+from sinks.console.state import ConsoleState
+
+log = logging.getLogger(__name__)
+
+
+class TopicFeed:
+    def __init__(self, consumer: KafkaConsumer, topics, state: ConsoleState, resolve_frame: Callable[[str], bytes],
+                 backlog: dict[str, int]):
+        self.consumer = consumer
+        self.state = state
+        self.resolve_frame = resolve_frame
+        self.backlog = backlog  # topic -> messages per partition read from before the end at start
+        self.handlers = {
+            topics.frames: self.on_frame,
+            topics.detections: lambda value: state.on_detections(decode(value, Detections)),
+            topics.zone_metrics: lambda value: state.on_zone_metrics(decode(value, ZoneMetrics)),
+            topics.events: lambda value: state.on_event(decode(value, Event)),
+            topics.line_counts: lambda value: state.on_line_counts(decode(value, LineCounts)),
+            topics.camera_status: lambda value: state.on_camera_status(decode(value, CameraStatus)),
+        }
+        self.unreadable = 0
+        self.thread: threading.Thread | None = None
+
+    def on_frame(self, value: bytes) -> None:
+        frame = decode(value, Frame)
+        jpeg = frame.jpeg
+        if jpeg is None:
+            try:
+                jpeg = self.resolve_frame(frame.frame_ref)
+            except LookupError:
+                return  # expired from the frame store: a later frame will do
+        self.state.on_frame(frame.camera_id, frame.seq, frame.captured_at, jpeg, time.time())
+
+    def assign(self, timeout_s: float = 10.0) -> None:
+        """Every partition of every topic, positioned `backlog` messages before its end."""
+        deadline = time.monotonic() + timeout_s
+        partitions: list[TopicPartition] = []
+        for topic in self.handlers:
+            numbers = self.consumer.partitions_for_topic(topic)
+            while not numbers and time.monotonic() < deadline:
+                time.sleep(0.2)
+                numbers = self.consumer.partitions_for_topic(topic)
+            partitions += [TopicPartition(topic, number) for number in sorted(numbers or ())]
+        self.consumer.assign(partitions)
+        beginnings = self.consumer.beginning_offsets(partitions)
+        ends = self.consumer.end_offsets(partitions)
+        for tp in partitions:
+            self.consumer.seek(tp, max(beginnings[tp], ends[tp] - self.backlog.get(tp.topic, 0)))
+
+    def poll_once(self, timeout_ms: int = 200) -> int:
+        handled = 0
+        for records in self.consumer.poll(timeout_ms=timeout_ms).values():
+            for record in records:
+                try:
+                    self.handlers[record.topic](record.value)
+                    handled += 1
+                except SchemaError as exc:
+                    # The stage that owns the topic dead-letters it; the console only skips it.
+                    self.unreadable += 1
+                    log.debug("unreadable message on %s: %s", record.topic, exc)
+        return handled
+
+    def start(self, stop: threading.Event) -> TopicFeed:
+        def run() -> None:
+            while not stop.is_set():
+                self.poll_once()
+
+        self.thread = threading.Thread(target=run, name="console-feed", daemon=True)
+        self.thread.start()
+        return self

@@ -1,0 +1,348 @@
+"""The console's web server (aiohttp): the page, the latest JPEG per camera, live overlays and charts as JSON,
+incident reviews and the scene editor's save.
+
+Access: a token, compared in constant time, from the `Authorization: Bearer` header, the X-Console-Token header or
+the session cookie that opening `/?token=...` sets. Changing anything always needs it; on a non-loopback address
+every request needs it. The store is synchronous (SQLAlchemy), so its calls run in worker threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from schemas.settings.config import Config
+from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
+from sinks.console.scene_file import SceneError, SceneFile
+from sinks.console.state import ConsoleState
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE = "cityguard_console"
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Site:
+    """What the server knows about the site: geometry and thresholds from the configuration (replaced on save)."""
+
+    config: Config
+    scene_file: SceneFile
+    hard_negatives: Path
+
+
+def camera_geometry(camera) -> dict:
+    scene = camera.scene.model_dump(mode="json", exclude={"thresholds", "vehicle_classes", "road_classes"}) \
+        if camera.scene is not None else None
+    return {
+        "id": camera.id, "name": camera.name or camera.id,
+        "zones": [{"id": zone.id, "polygon": zone.polygon, "area_m2": zone.area_m2,
+                   "entrances": [line.model_dump(mode="json") for line in zone.entrances]} for zone in camera.zones],
+        "scene": scene,
+    }
+
+
+def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | None, marked_at: float,
+                       by: str) -> dict:
+    """The sidecar `cityguard dataset build` reads: camera, time, the wrong boxes and their class.
+
+    The wrong boxes are the detections of the event's tracks; an event that names no tracks (a zone's density)
+    blames every detection of the frame's most frequent class. The frame's other detections stay as they are."""
+    detections = evidence.detections or {"boxes": [], "class_name": [], "track_id": None}
+    blamed = set(summary["track_ids"]) if summary and summary["track_ids"] else set()
+    tracks = detections["track_id"] or [-1] * len(detections["boxes"])
+    if blamed:
+        wrong = [index for index, track in enumerate(tracks) if track in blamed]
+    else:
+        names = detections["class_name"]
+        dominant = max(set(names), key=names.count) if names else None
+        wrong = [index for index, name in enumerate(names) if name == dominant]
+    classes = [detections["class_name"][index] for index in wrong]
+    return {
+        "camera": camera_id, "time": evidence.frame.captured_at, "event_id": event_id,
+        "boxes": [detections["boxes"][index] for index in wrong],
+        "class": max(set(classes), key=classes.count) if classes else "person",
+        "seq": evidence.frame.seq, "marked_at": marked_at, "by": by,
+        "event_type": summary["type"] if summary else None, "reason": summary["reason"] if summary else None,
+        "detections": evidence.detections,
+    }
+
+
+def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, summary: dict | None,
+                        marked_at: float, by: str) -> Path:
+    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it)."""
+    target = folder / SAFE_NAME.sub("_", camera_id)
+    target.mkdir(parents=True, exist_ok=True)
+    stem = SAFE_NAME.sub("_", event_id)
+    image = target / f"{stem}.jpg"
+    image.write_bytes(evidence.frame.jpeg)
+    record = false_alarm_record(camera_id, event_id, evidence, summary, marked_at, by)
+    (target / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return image
+
+
+class ConsoleServer:
+    def __init__(self, site: Site, state: ConsoleState, store: IncidentStore, token: str, host: str,
+                 refresh_hz: float, zone_stale_after_s: float, status_silence_s: float):
+        self.site = site
+        self.state = state
+        self.store = store
+        self.token = token
+        self.open_reads = is_loopback(host)  # read-only pages need no token on loopback
+        self.refresh_hz = refresh_hz
+        self.zone_stale_after_s = zone_stale_after_s
+        self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
+
+    # -- access ------------------------------------------------------------------------------------------------
+
+    def authenticated(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        offered = [header[7:] if header.startswith("Bearer ") else "", request.headers.get("X-Console-Token", ""),
+                   request.cookies.get(COOKIE, "")]
+        return any(value and hmac.compare_digest(value.encode(), self.token.encode()) for value in offered)
+
+    @web.middleware
+    async def access(self, request: web.Request, handler):
+        offered = request.query.get("token")
+        if offered is not None:
+            if not hmac.compare_digest(offered.encode(), self.token.encode()):
+                raise web.HTTPUnauthorized(text="wrong console token\n")
+            # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
+            response = web.HTTPFound("/")
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
+            raise response
+        reading = request.method in ("GET", "HEAD")
+        if not self.authenticated(request) and not (reading and self.open_reads):
+            raise web.HTTPUnauthorized(text="console token required: open the URL with ?token=... printed at start\n")
+        return await handler(request)
+
+    # -- application -------------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.access], client_max_size=1024 * 1024)
+        app.router.add_get("/", self.index)
+        app.router.add_static("/static/", STATIC)
+        app.router.add_get("/api/session", self.session)
+        app.router.add_get("/api/cameras", self.cameras)
+        app.router.add_get("/api/live", self.live)
+        app.router.add_get("/api/cameras/{camera}/frame.jpg", self.frame)
+        app.router.add_get("/api/zones", self.zones)
+        app.router.add_get("/api/incidents", self.incidents)
+        app.router.add_get("/api/incidents/{incident}", self.incident)
+        app.router.add_get("/api/incidents/{incident}/evidence.jpg", self.evidence)
+        app.router.add_post("/api/incidents/{incident}/ack", self.acknowledge)
+        app.router.add_post("/api/incidents/{incident}/false-alarm", self.false_alarm)
+        app.router.add_get("/api/scene/{camera}", self.scene)
+        app.router.add_post("/api/scene/{camera}", self.save_scene)
+        return app
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def session(self, request: web.Request) -> web.Response:
+        return web.json_response({"site": self.site.config.site, "authenticated": self.authenticated(request),
+                                  "refresh_hz": self.refresh_hz, "server_time": time.time()})
+
+    def _camera(self, camera_id: str):
+        try:
+            return self.site.config.camera(camera_id)
+        except KeyError:
+            raise web.HTTPNotFound(text=f"camera {camera_id!r} is not configured\n") from None
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        thresholds = self.site.config.analytics.thresholds
+        return web.json_response({
+            "cameras": [camera_geometry(camera) for camera in self.site.config.cameras],
+            "thresholds": {level: getattr(thresholds, level) for level in ("caution", "warning", "danger", "critical")},
+        })
+
+    def _camera_live(self, camera, now: float) -> dict:
+        live = self.state.camera_live(camera.id, now)
+        live["zones"] = {zone.id: self.state.zone_now(camera.id, zone.id, now) for zone in camera.zones}
+        live["health"] = self._health(live, now)
+        return live
+
+    def _health(self, live: dict, now: float) -> dict:
+        """up / reconnecting / stalled / down with a reason: the producer's report, or the frames' absence."""
+        status, frame = live["status"], live["frame"]
+        if status is not None and now - status["at"] > self.status_silence_s:
+            return {"state": "down", "reason": f"no report from the producer for {now - status['at']:.0f} s",
+                    "fps": None}
+        if status is not None:
+            return {"state": status["state"], "reason": status["reason"], "fps": status["fps"]}
+        if frame is None:
+            return {"state": "unknown", "reason": "no frame received yet", "fps": None}
+        if frame["age_s"] > 10:
+            return {"state": "stalled", "reason": f"no frame for {frame['age_s']:.0f} s", "fps": None}
+        return {"state": "up", "reason": "", "fps": None}
+
+    async def live(self, request: web.Request) -> web.Response:
+        now = time.time()
+        wanted = request.query.get("camera")
+        cameras = [self._camera(wanted)] if wanted else self.site.config.cameras
+        return web.json_response({"now": now, "cameras": {camera.id: self._camera_live(camera, now)
+                                                          for camera in cameras}})
+
+    async def frame(self, request: web.Request) -> web.Response:
+        camera = self._camera(request.match_info["camera"])
+        wanted = request.query.get("seq", "")
+        frame = self.state.frame(camera.id, int(wanted) if wanted.isdigit() else None)
+        if frame is None:
+            raise web.HTTPNotFound(text="no frame yet\n")
+        return web.Response(body=frame.jpeg, content_type="image/jpeg", headers={
+            "Cache-Control": "no-store", "X-Frame-Seq": str(frame.seq), "X-Captured-At": f"{frame.captured_at:.3f}"})
+
+    async def zones(self, request: web.Request) -> web.Response:
+        now = time.time()
+        zones = []
+        for camera in self.site.config.cameras:
+            for zone in camera.zones:
+                zones.append({"camera_id": camera.id, "camera_name": camera.name or camera.id, "zone_id": zone.id,
+                              "now": self.state.zone_now(camera.id, zone.id, now),
+                              "history": self.state.zone_history_of(camera.id, zone.id)})
+        return web.json_response({"now": now, "stale_after_s": self.zone_stale_after_s, "zones": zones})
+
+    # -- incidents ---------------------------------------------------------------------------------------------
+
+    def _incident_list(self) -> list[dict]:
+        incidents = {row.id: row for row in self.store.list_incidents(only_open=True, limit=100)}
+        for row in self.store.list_incidents(limit=50):
+            incidents.setdefault(row.id, row)
+        reviews = self.store.reviews(list(incidents))
+        listed = []
+        for row in sorted(incidents.values(), key=lambda row: (row.state != "open", -row.updated_at)):
+            verdicts = reviews.get(row.id, [])
+            event = self.state.event(row.id)
+            listed.append({
+                "id": row.id, "type": row.type, "camera_id": row.camera_id, "zone_id": row.zone_id,
+                "severity": row.severity, "state": row.state, "title": row.title, "opened_at": row.opened_at,
+                "updated_at": row.updated_at, "resolved_at": row.resolved_at,
+                "reason": event["reason"] if event else None,
+                "review": verdicts[-1].verdict if verdicts else None,
+                "has_evidence": self.state.evidence_of(row.id) is not None,
+            })
+        return listed
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        return web.json_response({"incidents": await asyncio.to_thread(self._incident_list)})
+
+    async def incident(self, request: web.Request) -> web.Response:
+        incident_id = request.match_info["incident"]
+        detail = await asyncio.to_thread(self.store.incident_detail, incident_id)
+        if detail is None:
+            raise web.HTTPNotFound(text=f"no incident {incident_id!r}\n")
+        row, evidence = detail.incident, self.state.evidence_of(incident_id)
+        return web.json_response({
+            "id": row.id, "type": row.type, "camera_id": row.camera_id, "zone_id": row.zone_id,
+            "severity": row.severity, "state": row.state, "title": row.title, "opened_at": row.opened_at,
+            "resolved_at": row.resolved_at, "event": self.state.event(incident_id),
+            "timeline": [{"at": event.at, "state": event.state, "severity": event.severity, "message": event.message}
+                         for event in detail.events],
+            "acknowledgements": [{"at": ack.at, "by": ack.by, "note": ack.note} for ack in detail.acknowledgements],
+            "reviews": [{"at": review.at, "verdict": review.verdict, "by": review.by, "note": review.note,
+                         "evidence_path": review.evidence_path} for review in detail.reviews],
+            "evidence": None if evidence is None else {
+                "seq": evidence.frame.seq, "captured_at": evidence.frame.captured_at,
+                "detections": evidence.detections},
+        })
+
+    async def evidence(self, request: web.Request) -> web.Response:
+        evidence = self.state.evidence_of(request.match_info["incident"])
+        if evidence is None:
+            raise web.HTTPNotFound(text="no evidence frame kept for this incident\n")
+        return web.Response(body=evidence.frame.jpeg, content_type="image/jpeg")
+
+    async def _review_input(self, request: web.Request) -> tuple[str, str]:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="expected a JSON body\n") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="expected a JSON object\n")
+        by = str(body.get("by") or "console")[:100]
+        return by, str(body.get("note") or "")[:2000]
+
+    async def _review(self, request: web.Request, verdict: str) -> web.Response:
+        incident_id = request.match_info["incident"]
+        by, note = await self._review_input(request)
+        now = time.time()
+        evidence_path = None
+        if verdict == FALSE_ALARM:
+            evidence = self.state.evidence_of(incident_id)
+            if evidence is not None:
+                summary = self.state.event(incident_id)
+                evidence_path = str(await asyncio.to_thread(
+                    write_hard_negative, self.site.hard_negatives, evidence.camera_id,
+                    incident_id, evidence, summary, now, by))
+        recorded = await asyncio.to_thread(self.store.review_incident, incident_id, verdict, by, note, now,
+                                           evidence_path)
+        if not recorded:
+            raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
+        log.info("incident %s marked %s by %s", incident_id, verdict, by)
+        return web.json_response({"incident": incident_id, "verdict": verdict, "hard_negative": evidence_path})
+
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        return await self._review(request, ACKNOWLEDGED)
+
+    async def false_alarm(self, request: web.Request) -> web.Response:
+        return await self._review(request, FALSE_ALARM)
+
+    # -- scene editor ------------------------------------------------------------------------------------------
+
+    async def scene(self, request: web.Request) -> web.Response:
+        camera = self._camera(request.match_info["camera"])
+        try:
+            geometry = await asyncio.to_thread(self.site.scene_file.read, camera.id)
+        except SceneError as exc:
+            raise web.HTTPConflict(text=f"{exc}\n") from None
+        return web.json_response({"camera_id": camera.id, "geometry": geometry})
+
+    async def save_scene(self, request: web.Request) -> web.Response:
+        camera = self._camera(request.match_info["camera"])
+        try:
+            geometry = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="expected a JSON body\n") from None
+        if not isinstance(geometry, dict):
+            raise web.HTTPBadRequest(text="expected a JSON object\n")
+        try:
+            restart, config = await asyncio.to_thread(self.site.scene_file.write, camera.id, geometry)
+        except (SceneError, ValueError) as exc:
+            return web.json_response({"saved": False, "error": str(exc)}, status=422)
+        if config is not None:
+            self.site.config = config  # the console draws the new geometry at once
+        message = ("saved; restart " + ", ".join(restart) + " to apply it") if restart else "no change"
+        log.info("scene of camera %s: %s", camera.id, message)
+        return web.json_response({"saved": bool(restart), "restart": restart, "message": message})
+
+
+async def serve(app: web.Application, host: str, port: int, stop, on_listening) -> None:
+    """Serves until `stop` (a threading.Event) is set; `on_listening(port)` once the socket is bound."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        listener = web.TCPSite(runner, host, port)
+        await listener.start()
+        on_listening(runner.addresses[0][1])
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,423 @@
+// The console pages: live grid, one camera, zones at a glance, incidents. Plain DOM, no build step, no network
+// beyond this server.
+"use strict";
+
+const app = {
+  session: null, cameras: [], thresholds: {}, timers: [], clockSkew: 0,
+  // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
+  probe: { offered: 0, displayed: 0, delays: [], firstAt: null, lastAt: null },
+};
+window.consoleProbe = app.probe;
+
+const $ = (selector, root = document) => root.querySelector(selector);
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (value !== null && value !== undefined && value !== false) node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+// replaceChildren() would print a null child as the text "null": optional parts are left out instead.
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+}
+
+// Never throws: a console that cannot be reached shows as "offline" in the header and the pages keep their last view.
+async function api(path, options = {}) {
+  let response, text;
+  try {
+    response = await fetch(path, { credentials: "same-origin", cache: "no-store", ...options });
+    text = await response.text();
+  } catch {
+    setOnline(false);
+    return { ok: false, status: 0, body: { error: "the console server cannot be reached" } };
+  }
+  setOnline(true);
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = { error: text.trim() }; }
+  if (!response.ok && !body) body = { error: `${response.status} ${response.statusText}` };
+  return { ok: response.ok, status: response.status, body };
+}
+
+function setOnline(online) {
+  const badge = $("#connection");
+  if (badge) badge.hidden = online;
+}
+
+const postJson = (path, payload) => api(path, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
+});
+
+function every(ms, fn) {
+  fn();
+  app.timers.push(setInterval(fn, ms));
+}
+
+const serverNow = () => Date.now() / 1000 + app.clockSkew;
+const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour12: false }) : "-");
+const fmtDateTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { hour12: false }) : "-");
+function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+const levelBadge = (level) => el("span", { class: `badge level-${level}`, dataset: { level } }, level);
+
+function worstLevel(zones) {
+  let worst = null;
+  for (const zone of Object.values(zones || {})) {
+    const level = zone ? zone.level : "unknown";
+    if (worst === null || LEVEL_ORDER.indexOf(level) > LEVEL_ORDER.indexOf(worst)) worst = level;
+  }
+  return worst;
+}
+
+// -- live camera view ------------------------------------------------------------------------------------------
+
+class CameraView {
+  constructor(geometry, layers) {
+    this.geometry = geometry;
+    this.layers = layers;
+    this.canvas = el("canvas", { class: "view", width: 768, height: 432, dataset: { camera: geometry.id, seq: "" } });
+    this.image = new Image();
+    this.seq = null;
+    this.loading = false;
+    this.live = null;
+    this.image.onload = () => {
+      this.loading = false;
+      this.seq = this.pendingSeq;
+      this.canvas.dataset.seq = String(this.seq);
+      const probe = app.probe, now = serverNow();
+      probe.displayed += 1;
+      probe.firstAt = probe.firstAt || now;
+      probe.lastAt = now;
+      probe.delays.push(now - this.pendingCapturedAt);
+      if (probe.delays.length > 500) probe.delays.shift();
+      this.draw();
+    };
+    this.image.onerror = () => { this.loading = false; };
+  }
+
+  update(live) {
+    if (live.frame && (!this.live || !this.live.frame || live.frame.seq !== this.live.frame.seq)) app.probe.offered += 1;
+    this.live = live;
+    if (live.frame && live.frame.seq !== this.seq && !this.loading) {
+      this.loading = true;
+      this.pendingSeq = live.frame.seq;
+      this.pendingCapturedAt = live.frame.captured_at;
+      this.image.src = `/api/cameras/${encodeURIComponent(this.geometry.id)}/frame.jpg?seq=${live.frame.seq}`;
+    } else {
+      this.draw();
+    }
+  }
+
+  draw() {
+    if (this.image.complete && this.image.naturalWidth) {
+      drawAnnotated(this.canvas, this.image, this.geometry, this.live, this.layers);
+    }
+  }
+}
+
+function healthBadge(health) {
+  const state = health ? health.state : "unknown";
+  const text = health && health.reason ? `${state}: ${health.reason}` : state;
+  return el("span", { class: `badge health-${state}`, dataset: { health: state }, title: text }, text);
+}
+
+function ageText(frame) {
+  if (!frame) return el("span", { class: "age stale" }, "no frame");
+  return el("span", { class: `age${frame.age_s > 5 ? " stale" : ""}` }, `frame age ${frame.age_s.toFixed(1)} s`);
+}
+
+function pageLive(root) {
+  const layers = { boxes: true, zones: true, scene: true, heat: true };
+  const tiles = {};
+  const grid = el("div", { class: "grid" });
+  for (const geometry of app.cameras) {
+    const view = new CameraView(geometry, layers);
+    const head = el("div", { class: "tile-head" });
+    const foot = el("div", { class: "tile-foot" });
+    tiles[geometry.id] = { view, head, foot };
+    grid.append(el("section", { class: "tile", dataset: { camera: geometry.id } }, head,
+      el("a", { href: `#/camera/${encodeURIComponent(geometry.id)}` }, view.canvas), foot));
+  }
+  root.append(app.cameras.length ? grid : el("div", { class: "empty" }, "No cameras configured."));
+  const refresh = async () => {
+    const { ok, body } = await api("/api/live");
+    if (!ok) return;
+    app.clockSkew = body.now - Date.now() / 1000;
+    for (const [cameraId, live] of Object.entries(body.cameras)) {
+      const tile = tiles[cameraId];
+      if (!tile) continue;
+      tile.view.update(live);
+      const worst = worstLevel(live.zones);
+      fill(tile.head, el("span", { class: "name" }, tile.view.geometry.name), healthBadge(live.health),
+        live.health.fps ? el("span", { class: "age" }, `${live.health.fps.toFixed(1)} fps`) : null,
+        el("span", { class: "spacer" }), ageText(live.frame), worst ? levelBadge(worst) : null);
+      const zones = Object.entries(live.zones);
+      fill(tile.foot, ...zones.map(([zoneId, zone]) => el("span", {
+        class: `chip level-${zone ? zone.level : "unknown"}`, dataset: { zone: zoneId, level: zone ? zone.level : "unknown" },
+      }, `${zoneId}: ${zone ? zone.level : "waiting"}`)), zones.length ? null : el("span", { class: "reason" }, "no crowd zones"));
+    }
+  };
+  every(1000 / app.session.refresh_hz, refresh);
+}
+
+function pageCamera(root, cameraId) {
+  const geometry = app.cameras.find((camera) => camera.id === cameraId);
+  if (!geometry) { root.append(el("div", { class: "empty" }, `Unknown camera ${cameraId}`)); return; }
+  const layers = { boxes: true, zones: true, scene: true, heat: true };
+  const view = new CameraView(geometry, layers);
+  const head = el("div", { class: "tile-head" });
+  const toggles = el("div", { class: "tile-foot" }, ...Object.keys(layers).map((layer) => el("label", {},
+    el("input", { type: "checkbox", checked: "", onchange: (e) => { layers[layer] = e.target.checked; view.draw(); } }),
+    ` ${layer}`)));
+  const zonesPanel = el("div", { class: "card" });
+  const linesPanel = el("div", { class: "card" });
+  root.append(el("div", { class: "camera-page" },
+    el("section", { class: "tile" }, head, view.canvas, toggles),
+    el("aside", { class: "side" }, zonesPanel, linesPanel)));
+  const refresh = async () => {
+    const { ok, body } = await api(`/api/live?camera=${encodeURIComponent(cameraId)}`);
+    if (!ok) return;
+    app.clockSkew = body.now - Date.now() / 1000;
+    const live = body.cameras[cameraId];
+    view.update(live);
+    const detections = live.detections;
+    fill(head, el("span", { class: "name" }, geometry.name), healthBadge(live.health),
+      el("span", { class: "spacer" }),
+      detections ? el("span", { class: "age" }, `${detections.boxes.length} objects`) : null, ageText(live.frame));
+    fill(zonesPanel, el("div", { class: "card-head" }, el("h2", {}, "Zones")),
+      ...geometry.zones.map((zone) => {
+        const now = live.zones[zone.id];
+        return el("div", { class: "zone-row", dataset: { zone: zone.id, level: now ? now.level : "unknown" } },
+          el("div", {}, el("b", {}, zone.id), " ", levelBadge(now ? now.level : "unknown")),
+          now ? el("div", { class: "reason" }, now.reason) : el("div", { class: "reason" }, "waiting for a window"),
+          now ? el("div", { class: "age" }, `${fmtPeople(now.people)} people · ${now.density.toFixed(2)} p/m² · ` +
+            `in ${now.inflow} / out ${now.outflow}`) : null);
+      }));
+    const lines = [...((geometry.scene || {}).counting_lines || [])];
+    fill(linesPanel, el("div", { class: "card-head" }, el("h2", {}, "Counting lines")),
+      lines.length ? el("dl", { class: "kv" }, ...lines.flatMap((line) => {
+        const totals = live.line_totals[line.id] || {};
+        const forward = line.forward || "in", backward = line.backward || "out";
+        return [el("dt", {}, line.id), el("dd", {}, `${forward} ${totals[forward] || 0} · ${backward} ${totals[backward] || 0}`)];
+      })) : el("div", { class: "reason zone-row" }, "none configured"));
+  };
+  every(1000 / app.session.refresh_hz, refresh);
+}
+
+// -- zones at a glance -----------------------------------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+// Density over time with the threshold bands behind it, then the forecast and its uncertainty band ahead of now.
+function zoneChart(history, thresholds, now) {
+  const W = 760, H = 220, left = 44, right = 12, top = 10, bottom = 24;
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
+  const last = history[history.length - 1];
+  const forecast = last ? last.forecast : [];
+  const t0 = history.length ? history[0].window_start : now - 600;
+  const tEnd = Math.max(now, ...forecast.map((f) => last.window_end + f.horizon_s));
+  const values = [...history.map((p) => p.density_max), ...forecast.map((f) => f.upper)];
+  const yMax = Math.max(thresholds.danger * 1.15, ...values, 0.5);
+  const x = (t) => left + (t - t0) / Math.max(1, tEnd - t0) * (W - left - right);
+  const y = (v) => H - bottom - v / yMax * (H - top - bottom);
+  const bands = [["normal", 0, thresholds.caution], ["caution", thresholds.caution, thresholds.warning],
+    ["warning", thresholds.warning, thresholds.danger], ["danger", thresholds.danger, thresholds.critical],
+    ["critical", thresholds.critical, yMax * 2]];
+  for (const [level, low, high] of bands) {
+    if (low >= yMax) continue;
+    chart.append(svg("rect", { x: left, width: W - left - right, y: y(Math.min(high, yMax)),
+      height: y(low) - y(Math.min(high, yMax)), fill: LEVEL_COLORS[level], "fill-opacity": 0.13 }));
+    chart.append(Object.assign(svg("text", { x: 4, y: y(low) - 3, fill: LEVEL_COLORS[level], "font-size": 10 }),
+      { textContent: low.toFixed(1) }));
+  }
+  chart.append(svg("line", { x1: x(now), x2: x(now), y1: top, y2: H - bottom, stroke: "#8a94a3", "stroke-dasharray": "3 3" }));
+  if (history.length) {
+    const path = history.map((p, i) => `${i ? "L" : "M"}${x(p.window_end).toFixed(1)},${y(p.density).toFixed(1)}`).join("");
+    chart.append(svg("path", { d: path, fill: "none", stroke: "#e9ecef", "stroke-width": 2 }));
+    for (const p of history) {
+      chart.append(svg("circle", { cx: x(p.window_end), cy: y(p.density), r: 2.6, fill: LEVEL_COLORS[p.level] }));
+    }
+  }
+  if (forecast.length) {
+    const points = [{ t: last.window_end, d: last.density, lo: last.density, hi: last.density },
+      ...forecast.map((f) => ({ t: last.window_end + f.horizon_s, d: f.density, lo: f.lower, hi: f.upper }))];
+    const band = points.map((p, i) => `${i ? "L" : "M"}${x(p.t)},${y(p.hi)}`).join("") +
+      points.slice().reverse().map((p) => `L${x(p.t)},${y(p.lo)}`).join("") + "Z";
+    chart.append(svg("path", { d: band, fill: "#4dabf7", "fill-opacity": 0.22, stroke: "none" }));
+    chart.append(svg("path", { d: points.map((p, i) => `${i ? "L" : "M"}${x(p.t)},${y(p.d)}`).join(""),
+      fill: "none", stroke: "#4dabf7", "stroke-width": 2, "stroke-dasharray": "6 4" }));
+  }
+  const axis = (t) => Object.assign(svg("text", { x: x(t), y: H - 6, fill: "#8a94a3", "font-size": 10,
+    "text-anchor": "middle" }), { textContent: fmtTime(t) });
+  // Time labels at the start, now and the forecast's end, each only where it does not overlap the one before.
+  let lastX = -Infinity;
+  for (const t of [t0, now, tEnd]) {
+    if (x(t) - lastX >= 70 && x(t) <= W - 30) { chart.append(axis(t)); lastX = x(t); }
+  }
+  return chart;
+}
+
+function figure(labelText, value) {
+  return el("div", { class: "figure" }, el("div", { class: "label" }, labelText), el("div", { class: "value" }, value));
+}
+
+function pageZones(root) {
+  const container = el("div", { class: "zones-grid" });
+  root.append(container);
+  const refresh = async () => {
+    const { ok, body } = await api("/api/zones");
+    if (!ok) return;
+    fill(container, ...body.zones.map((zone) => {
+      const now = zone.now, level = now ? now.level : "unknown";
+      const toDanger = now && now.seconds_to.danger !== undefined ? fmtDuration(now.seconds_to.danger) : "not expected";
+      return el("section", { class: "card", dataset: { zone: zone.zone_id, level } },
+        el("div", { class: "card-head" }, el("b", {}, `${zone.camera_name} / ${zone.zone_id}`), levelBadge(level),
+          el("span", { class: "reason" }, now ? now.reason : "waiting for the first window")),
+        zoneChart(zone.history, app.thresholds, body.now),
+        el("div", { class: "figures" },
+          figure("density", now ? `${now.density.toFixed(2)} p/m²` : "-"),
+          figure("people", now ? fmtPeople(now.people) : "-"),
+          figure("time to danger", toDanger),
+          figure("inflow / outflow", now ? `${now.inflow} / ${now.outflow}` : "-"),
+          figure("net per min", now ? `${now.net_per_minute > 0 ? "+" : ""}${now.net_per_minute}` : "-")));
+    }));
+    if (!body.zones.length) fill(container, el("div", { class: "empty" }, "No zones configured."));
+  };
+  every(2000, refresh);
+}
+
+// -- incidents -------------------------------------------------------------------------------------------------
+
+function pageIncidents(root) {
+  let selected = null;
+  const list = el("section", { class: "card" });
+  const detail = el("section", { class: "card" }, el("div", { class: "empty" }, "Select an incident."));
+  root.append(el("div", { class: "incidents" }, list, detail));
+  const operator = () => localStorage.getItem("cityguard-operator") || "console";
+
+  const showDetail = async (incidentId) => {
+    selected = incidentId;
+    const { ok, body } = await api(`/api/incidents/${encodeURIComponent(incidentId)}`);
+    if (!ok) { fill(detail, el("div", { class: "notice error" }, body.error)); return; }
+    detail.dataset.incident = incidentId;  // which incident the buttons below act on
+    const canvas = el("canvas", { class: "view" });
+    if (body.evidence) {
+      const image = new Image();
+      image.onload = () => {
+        const camera = app.cameras.find((c) => c.id === body.camera_id) || { zones: [], scene: null };
+        drawAnnotated(canvas, image, camera, { detections: body.evidence.detections, zones: {}, line_totals: {} },
+          { boxes: true, zones: false, scene: false, heat: false });
+      };
+      image.src = `/api/incidents/${encodeURIComponent(incidentId)}/evidence.jpg`;
+    }
+    const note = el("input", { placeholder: "note (optional)", size: 30 });
+    const by = el("input", { value: operator(), size: 12, title: "who acts",
+      onchange: (e) => localStorage.setItem("cityguard-operator", e.target.value) });
+    const message = el("div");
+    const act = async (path, verdict) => {
+      const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
+        { by: by.value, note: note.value });
+      fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}` }, result.ok
+        ? `${verdict} recorded${result.body.hard_negative ? `; frame kept as a hard negative` : ""}`
+        : result.body.error));
+      if (result.ok) { refresh(); showDetail(incidentId); }
+    };
+    const locked = !app.session.authenticated;
+    const event = body.event || {};
+    fill(detail, 
+      el("div", { class: "card-head" }, el("span", { class: `badge sev-${body.severity}` }, body.severity),
+        el("b", {}, body.title), el("span", { class: "spacer" }), el("span", { class: "age" }, body.state)),
+      body.evidence ? canvas : el("div", { class: "empty" }, "No evidence frame kept (the console was not running " +
+        "when the incident opened)."),
+      el("dl", { class: "kv" },
+        el("dt", {}, "reason"), el("dd", {}, event.reason || (body.timeline[0] || {}).message || "-"),
+        el("dt", {}, "camera / zone"), el("dd", {}, `${body.camera_id || "-"} / ${body.zone_id || "-"}`),
+        el("dt", {}, "opened"), el("dd", {}, fmtDateTime(body.opened_at)),
+        el("dt", {}, "resolved"), el("dd", {}, fmtDateTime(body.resolved_at)),
+        event.track_ids && event.track_ids.length ? [el("dt", {}, "tracks"), el("dd", {}, event.track_ids.join(", "))] : []),
+      el("h2", { style: "padding: 0 10px" }, "Timeline"),
+      el("ul", { class: "timeline" },
+        ...body.timeline.map((e) => el("li", {}, el("time", {}, fmtTime(e.at)), `${e.state} (${e.severity}) ${e.message}`)),
+        ...body.acknowledgements.map((a) => el("li", {}, el("time", {}, fmtTime(a.at)), `alert acknowledged by ${a.by} ${a.note}`)),
+        ...body.reviews.map((r) => el("li", { dataset: { verdict: r.verdict } }, el("time", {}, fmtTime(r.at)),
+          `${r.verdict.replace("_", " ")} by ${r.by} ${r.note}`))),
+      el("div", { class: "actions" }, by, note,
+        el("button", { class: "primary", id: "ack", disabled: locked || null, onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
+        el("button", { class: "danger", id: "false-alarm", disabled: locked || null,
+          onclick: () => act("false-alarm", "false alarm") }, "False alarm"),
+        locked ? el("span", { class: "reason" }, "open the console URL with its token to act") : null),
+      message);
+  };
+
+  const refresh = async () => {
+    const { ok, body } = await api("/api/incidents");
+    if (!ok) return;
+    const open = body.incidents.filter((i) => i.state === "open").length;
+    $("#open-count").textContent = open ? String(open) : "";
+    fill(list, el("div", { class: "card-head" }, el("h2", {}, "Open and recent incidents")),
+      ...body.incidents.map((incident) => el("div", {
+        class: `incident-item${incident.id === selected ? " selected" : ""}`, dataset: { incident: incident.id },
+        onclick: () => { showDetail(incident.id); refresh(); },
+      }, el("div", {}, el("span", { class: `badge sev-${incident.severity}` }, incident.severity), " ",
+        el("span", { class: "title" }, incident.title)),
+      el("div", { class: "reason" }, `${incident.state} · opened ${fmtTime(incident.opened_at)}` +
+        (incident.review ? ` · ${incident.review.replace("_", " ")}` : "") + (incident.reason ? ` · ${incident.reason}` : "")))));
+    if (!body.incidents.length) list.append(el("div", { class: "empty" }, "No incidents."));
+  };
+  every(2000, refresh);
+}
+
+// -- router ------------------------------------------------------------------------------------------------------
+
+async function loadCameras() {
+  const { body } = await api("/api/cameras");
+  app.cameras = body.cameras;
+  app.thresholds = body.thresholds;
+}
+
+function route() {
+  for (const timer of app.timers) clearInterval(timer);
+  app.timers = [];
+  const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  for (const link of document.querySelectorAll("nav a")) {
+    link.classList.toggle("active", link.dataset.page === page || (page === "camera" && link.dataset.page === "live"));
+  }
+  const root = $("#page");
+  fill(root);
+  const pages = { live: pageLive, camera: pageCamera, zones: pageZones, incidents: pageIncidents, editor: window.pageEditor };
+  (pages[page] || pageLive)(root, arg);
+}
+
+async function start() {
+  const { ok, body } = await api("/api/session");
+  if (!ok) {
+    $("#page").replaceChildren(el("div", { class: "notice error" }, body.error || "not allowed"));
+    return;
+  }
+  app.session = body;
+  app.clockSkew = body.server_time - Date.now() / 1000;
+  $("#site-name").textContent = body.site;
+  $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
+  setInterval(() => { $("#clock").textContent = fmtTime(serverNow()); }, 500);
+  await loadCameras();
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

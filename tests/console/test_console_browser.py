@@ -1,0 +1,456 @@
+"""The operator console in a real browser (Debian chromium driven by Playwright) against the real broker.
+
+Messages are published on the topics the way the stages publish them; the console runs as its own process
+(`python -m cityguard console`), exactly as `cityguard up` starts it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from infra.kafka import make_producer
+from schemas import (
+    CameraState,
+    CameraStatus,
+    DensityForecast,
+    Detections,
+    Event,
+    EventState,
+    Frame,
+    FrameRef,
+    LineCounts,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+    encode,
+)
+from tests.conftest import REPO, VTEST, video_frames
+from tests.pipeline_helpers import StageProcess
+
+pytestmark = pytest.mark.broker
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The README's images are rewritten only when asked (CITYGUARD_SCREENSHOTS=docs/screenshots), so a test run leaves the
+# working tree as it was; otherwise the screenshots go to the test's own temporary folder.
+SCREENSHOTS_ENV = "CITYGUARD_SCREENSHOTS"
+TOKEN = "test-console-token-5d1f"
+SQUARE = [[60, 300], [700, 300], [700, 560], [60, 560]]  # the "square" zone, in the 768x576 frames
+
+SITE_YAML = """\
+# Console test site. This comment must survive a save from the scene editor.
+site: {site}
+broker:
+  bootstrap_servers: {bootstrap}
+  partitions: 2
+  topics:
+{topics}
+analytics:
+  window_seconds: 2
+alerting:
+  store_url: sqlite:///{store}
+console:
+  port: 0
+  hard_negatives_dir: {hard_negatives}
+cameras:
+  - id: station
+    name: Station concourse
+    source: {video}
+    zones:
+      - id: concourse
+        polygon: [[40, 260], [740, 260], [740, 570], [40, 570]]
+        area_m2: 60
+      - id: stairs
+        polygon: [[440, 100], [760, 100], [760, 240], [440, 240]]
+        area_m2: 25
+  - id: plaza
+    name: Plaza walkway
+    source: {video}
+    zones:
+      # The square in front of the station; measured on the city plan.
+      - id: square
+        polygon: [{square}]
+        area_m2: 40   # from the survey
+  - id: junction
+    name: Junction north
+    source: {video}
+    scene:
+      lanes:
+        - id: northbound
+          polygon: [[420, 40], [560, 40], [700, 560], [470, 560]]
+          direction: [0, -1]
+      crosswalks:
+        - id: north-crossing
+          polygon: [[80, 150], [700, 150], [700, 200], [80, 200]]
+      counting_lines:
+        - id: stop-count
+          start: [420, 330]
+          end: [740, 330]
+          forward: southbound
+          backward: northbound
+"""
+
+
+def frame_jpeg(index: int) -> bytes:
+    frames = video_frames(VTEST, index + 1)
+    ok, jpeg = cv2.imencode(".jpg", frames[index], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    assert ok
+    return jpeg.tobytes()
+
+
+class Site:
+    """The console's site configuration, its running console process and a producer onto its topics."""
+
+    def __init__(self, root: Path, bootstrap: str, name: str):
+        self.root = root
+        self.name = name
+        self.topics = {topic: f"{name}.{topic}" for topic in
+                       ("frames", "detections", "zone_metrics", "events", "line_counts", "alerts", "camera_status",
+                        "dead_letter")}
+        self.config_path = root / "site.yaml"
+        self.store_path = root / "incidents.sqlite"
+        self.hard_negatives = root / "hard-negatives"
+        self.config_path.write_text(SITE_YAML.format(
+            site=name, bootstrap=bootstrap, store=self.store_path, hard_negatives=self.hard_negatives, video=VTEST,
+            square=", ".join(f"[{x}, {y}]" for x, y in SQUARE),
+            topics="\n".join(f"    {key}: {value}" for key, value in self.topics.items())))
+        self.producer = make_producer(bootstrap)
+        self.seq = 0
+
+    def publish(self, topic: str, camera_id: str, message) -> None:
+        self.producer.send(self.topics[topic], key=camera_id.encode(), value=encode(message))
+        self.producer.flush()
+
+    def frame(self, camera_id: str, jpeg: bytes, people: int = 3, density_map: bool = False) -> int:
+        self.seq += 1
+        now = time.time()
+        self.publish("frames", camera_id, Frame(camera_id=camera_id, seq=self.seq, captured_at=now, width=768,
+                                                height=576, jpeg=jpeg))
+        boxes = [(100.0 + 90 * i, 330.0, 140.0 + 90 * i, 430.0) for i in range(people)]
+        extra = {}
+        if density_map:
+            grid = np.zeros((72, 96), dtype=np.float32)
+            grid[40:60, 10:60] = np.linspace(0.02, 0.3, 50, dtype=np.float32)
+            extra = {"density_map": grid.tobytes(), "density_map_shape": (72, 96)}
+        self.publish("detections", camera_id, Detections(
+            camera_id=camera_id, seq=self.seq, captured_at=now, image_width=768, image_height=576, model="test",
+            inference_ms=5.0, xyxy=boxes, confidence=[0.9] * people, class_id=[0] * people,
+            class_name=["person"] * people, track_id=list(range(7, 7 + people)), **extra))
+        return self.seq
+
+    def zone_window(self, level: RiskLevel, density: float, end: float, forecast: bool = False,
+                    camera_id: str = "plaza", zone_id: str = "square", area_m2: float = 40,
+                    seconds: float = 2) -> None:
+        points = [DensityForecast(horizon_s=h, density_per_m2=density + h / 250, lower_per_m2=density + h / 600,
+                                  upper_per_m2=density + h / 150) for h in (60, 180, 300)] if forecast else []
+        self.publish("zone_metrics", camera_id, ZoneMetrics(
+            camera_id=camera_id, zone_id=zone_id, window_start=end - seconds, window_end=end, frames=20,
+            area_m2=area_m2, people_mean=density * area_m2, people_max=int(density * area_m2 * 1.1),
+            density_mean_per_m2=density, density_max_per_m2=density * 1.1, risk_level=level,
+            risk_reason=f"density {density:.2f} p/m²" + (", danger expected in 4 min" if forecast else ""),
+            last_seq=self.seq, inflow=12, outflow=7, net_accumulation_per_minute=150.0, forecast=points,
+            seconds_to_threshold={"danger": 240.0} if forecast else {}))
+
+    def event(self, event_id: str, evidence_seq: int, camera_id: str = "plaza", zone_id: str = "square",
+              severity: Severity = Severity.CRITICAL,
+              reason: str = "density 5.4 p/m² above the danger threshold 5.0") -> Event:
+        now = time.time()
+        event = Event(event_id=event_id, type="risk_level_changed", state=EventState.OPENED, severity=severity,
+                      camera_id=camera_id, zone_id=zone_id, started_at=now, updated_at=now, confidence=0.9,
+                      evidence=FrameRef(camera_id=camera_id, seq=evidence_seq), reason=reason)
+        self.publish("events", camera_id, event)
+        return event
+
+    def store(self):
+        from sinks.alerts.store import IncidentStore
+
+        return IncidentStore(f"sqlite:///{self.store_path}")
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def start_console(site: Site, log_dir: Path, bootstrap: str, *extra: str) -> tuple[StageProcess, str]:
+    console = StageProcess("console", site.config_path, bootstrap, log_dir, *extra)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"console: (http://[0-9.]+:\d+/)", console.log())
+        if match:
+            return console, match.group(1).replace("0.0.0.0", "127.0.0.1")
+        assert console.alive(), console.log()
+        time.sleep(0.2)
+    raise AssertionError(f"the console printed no URL:\n{console.log()}")
+
+
+@pytest.fixture(scope="module")
+def site(kafka_bootstrap, tmp_path_factory):
+    root = tmp_path_factory.mktemp("console")
+    site = Site(root, kafka_bootstrap, f"console-{os.getpid()}-{int(time.time())}")
+    os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
+    try:
+        site.console, site.url = start_console(site, root, kafka_bootstrap)
+    finally:
+        del os.environ["CITYGUARD_CONSOLE_TOKEN"]
+    yield site
+    site.console.stop()
+    site.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("Debian chromium is needed for the console tests: apt-get install chromium (infra/setup.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; any uncaught JavaScript error in it fails the test."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def operator(page, site: Site, hash_path: str):
+    """Opens the console as an operator (with the token), on the given page of the app."""
+    page.goto(f"{site.url}?token={TOKEN}")
+    page.goto(f"{site.url}#{hash_path}")
+    page.wait_for_function("window.consoleProbe !== undefined")
+
+
+def wait_for_pixel(page, selector: str, point: tuple[int, int], condition: str) -> None:
+    """Waits until the canvas pixel at `point` satisfies the JavaScript `condition` on r, g, b."""
+    x, y = point
+    page.wait_for_function(f"""() => {{
+        const [r, g, b] = document.querySelector('{selector}').getContext('2d').getImageData({x}, {y}, 1, 1).data;
+        return {condition};
+    }}""", timeout=10_000)
+
+
+def test_the_camera_image_updates_in_the_live_view(site, page):
+    page.goto(site.url + "#/live")
+    first = site.frame("plaza", frame_jpeg(0))
+    page.wait_for_selector(f"canvas[data-camera=plaza][data-seq='{first}']", timeout=15_000)
+    before = page.eval_on_selector("canvas[data-camera=plaza]", "c => c.toDataURL()")
+    second = site.frame("plaza", frame_jpeg(40))
+    page.wait_for_selector(f"canvas[data-camera=plaza][data-seq='{second}']", timeout=15_000)
+    after = page.eval_on_selector("canvas[data-camera=plaza]", "c => c.toDataURL()")
+    assert before != after
+    assert page.text_content("section.tile[data-camera=plaza] .tile-head").count("frame age") == 1
+    site.publish("camera_status", "plaza", CameraStatus(
+        camera_id="plaza", state=CameraState.RECONNECTING, reason="rtsp: connection refused", fps=0.0, reconnects=3,
+        dropped_frames=0, at=time.time()))
+    health = page.wait_for_selector("section.tile[data-camera=plaza] [data-health=reconnecting]", timeout=10_000)
+    assert health.text_content() == "reconnecting: rtsp: connection refused"
+
+
+def test_a_danger_window_turns_its_zone_red(site, page):
+    site.frame("plaza", frame_jpeg(0), people=0)
+    page.goto(site.url + "#/camera/plaza")
+    site.zone_window(RiskLevel.NORMAL, 0.8, time.time())
+    page.wait_for_selector(".zone-row[data-zone=square][data-level=normal]", timeout=15_000)
+    inside = (380, 500)  # inside the square, away from its label
+    wait_for_pixel(page, "canvas.view", inside, "g > r")  # normal: drawn green
+    site.zone_window(RiskLevel.DANGER, 5.4, time.time() + 2)
+    page.wait_for_selector(".zone-row[data-zone=square][data-level=danger]", timeout=15_000)
+    wait_for_pixel(page, "canvas.view", inside, "r > g + 40 && r > b + 40")  # danger: drawn red
+
+
+def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, page):
+    from sinks.alerts.notice import notice_from_event
+    from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM
+
+    store = site.store()
+    try:
+        for event_id in ("plaza/square/risk-ack", "plaza/square/risk-false"):
+            seq = site.frame("plaza", frame_jpeg(10), people=4)
+            event = site.event(event_id, seq)
+            store.record_notice(notice_from_event(event), time.time())  # what the alert dispatcher records
+        operator(page, site, "/incidents")
+        for event_id, button, verdict in (("plaza/square/risk-ack", "#ack", ACKNOWLEDGED),
+                                          ("plaza/square/risk-false", "#false-alarm", FALSE_ALARM)):
+            page.click(f".incident-item[data-incident='{event_id}']")
+            shown = f"section[data-incident='{event_id}'] {button}"
+            page.wait_for_selector(f"{shown}:not([disabled])")
+            page.click(shown)
+            page.wait_for_selector(f"section[data-incident='{event_id}'] .timeline li[data-verdict={verdict}]",
+                                   timeout=10_000)
+            reviews = store.reviews([event_id])[event_id]
+            assert [review.verdict for review in reviews] == [verdict]
+    finally:
+        store.close()
+    hard_negative = site.hard_negatives / "plaza" / "plaza_square_risk-false.jpg"
+    assert hard_negative.read_bytes()[:2] == b"\xff\xd8", "the false alarm's evidence frame is kept as a JPEG"
+    described = json.loads(hard_negative.with_suffix(".json").read_text())
+    assert described["event_id"] == "plaza/square/risk-false" and len(described["detections"]["boxes"]) == 4
+    # What `cityguard dataset build` reads: the event names no tracks, so every person in the frame is blamed.
+    from cityguard.training.dataset import read_false_alarms
+
+    [record] = read_false_alarms(site.hard_negatives, {0: "person"})
+    assert record.camera == "plaza" and record.image == hard_negative and len(record.wrong.xyxy) == 4
+
+
+def test_a_zone_drawn_in_the_editor_is_saved_to_the_yaml_and_reloads_identically(site, page):
+    site.frame("plaza", frame_jpeg(5))
+    operator(page, site, "/editor/plaza")
+    page.wait_for_function("document.querySelector('.editor-canvas').width === 768")
+    page.click("button[data-tool=zone]")
+    box = page.locator(".editor-canvas").bounding_box()
+    scale = box["width"] / 768
+    corners = [(100, 60), (300, 70), (320, 200), (90, 190)]
+    for x, y in [*corners, corners[0]]:  # clicking the first corner again closes the outline
+        page.mouse.click(box["x"] + x * scale, box["y"] + y * scale)
+    page.fill("input[name=item-id]", "kiosk")
+    page.fill("input[name=area]", "55")
+    page.click("button[data-tool=entrance]")  # a line across the kiosk's entrance, for its inflow and outflow
+    for x, y in [(150, 40), (150, 110)]:
+        page.mouse.click(box["x"] + x * scale, box["y"] + y * scale)
+    page.click("#save-scene")
+    page.wait_for_selector("#editor-message .notice.ok", timeout=10_000)
+    assert "restart analyze" in page.text_content("#editor-message")
+
+    text = site.config_path.read_text()
+    assert "This comment must survive" in text and "# from the survey" in text
+    plaza = next(camera for camera in yaml.safe_load(text)["cameras"] if camera["id"] == "plaza")
+    zones = {zone["id"]: zone for zone in plaza["zones"]}
+    saved = zones["kiosk"]["polygon"]
+    assert zones["kiosk"]["area_m2"] == 55 and zones["square"]["polygon"] == SQUARE
+    entrance = zones["kiosk"]["entrances"][0]
+    assert entrance["id"] == "kiosk-entrance-1"
+    assert abs(entrance["start"][1] - 40) <= 1 and abs(entrance["end"][1] - 110) <= 1
+    assert all(abs(sx - x) <= 1 and abs(sy - y) <= 1 for (sx, sy), (x, y) in zip(saved, corners, strict=True))
+
+    page.reload()
+    page.wait_for_selector(".items li[data-id=kiosk]")
+    reloaded = page.evaluate("window.consoleEditor.geometry()")
+    assert {zone["id"]: zone for zone in reloaded["zones"]}["kiosk"] == zones["kiosk"]
+
+
+def test_changes_need_the_token(site):
+    request = urllib.request.Request(f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST",
+                                     data=b"{}", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+
+
+def test_a_console_on_another_address_refuses_without_the_token(site, page, kafka_bootstrap, tmp_path):
+    started = subprocess.run([sys.executable, "-m", "cityguard", "console", "--config", str(site.config_path),
+                              "--host", "0.0.0.0"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                             env={key: value for key, value in os.environ.items()
+                                  if key != "CITYGUARD_CONSOLE_TOKEN"})
+    assert started.returncode == 2
+    assert started.stderr.strip().splitlines() == ["cityguard: error: console.host 0.0.0.0 is not a loopback "
+                                                   "address: set CITYGUARD_CONSOLE_TOKEN (the console needs a token "
+                                                   "there)"]
+
+    os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
+    try:
+        console, url = start_console(site, tmp_path, kafka_bootstrap, "--host", "0.0.0.0")
+    finally:
+        del os.environ["CITYGUARD_CONSOLE_TOKEN"]
+    try:
+        assert TOKEN not in console.log(), "a configured token is never printed"
+        assert page.goto(url).status == 401
+        assert page.goto(f"{url}api/live").status == 401
+        assert page.goto(f"{url}?token=wrong").status == 401
+        assert page.goto(f"{url}?token={TOKEN}").status == 200
+        page.wait_for_function("document.querySelector('#auth-state').textContent === 'operator'")
+    finally:
+        console.stop()
+
+
+def test_a_loopback_console_without_a_token_makes_one_and_prints_it_in_its_url(site, page, kafka_bootstrap,
+                                                                                tmp_path):
+    console, _ = start_console(site, tmp_path, kafka_bootstrap)
+    try:
+        [url] = re.findall(r"console: (http://127\.0\.0\.1:\d+/\?token=\S+)", console.log())
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#auth-state').textContent === 'operator'")
+        assert "token=" not in page.url, "the token leaves the address bar"
+    finally:
+        console.stop()
+
+
+def test_screenshots_for_the_readme(site, page, tmp_path):
+    """A busy station (a crowd building up towards danger, a caution zone, heat, an incident) beside the other
+    cameras, saved as the README's images."""
+    from sinks.alerts.notice import notice_from_event
+
+    screenshots = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "screenshots")
+    if not screenshots.is_absolute():
+        screenshots = REPO / screenshots
+    screenshots.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    thresholds = [(4.0, RiskLevel.WARNING), (2.0, RiskLevel.CAUTION), (0.0, RiskLevel.NORMAL)]
+    for index in range(30):  # five minutes of 10 s windows, the concourse filling up
+        end = now - 10 * (29 - index)
+        density = 1.0 + 3.3 * (index / 29) ** 1.6 + 0.15 * np.sin(index)
+        level = next(level for bound, level in thresholds if density >= bound)
+        site.zone_window(level, density, end, forecast=index == 29, camera_id="station", zone_id="concourse",
+                         area_m2=60, seconds=10)
+        stairs = 2.3 + 0.2 * np.cos(index / 3)
+        site.zone_window(RiskLevel.CAUTION, stairs, end, camera_id="station", zone_id="stairs", area_m2=25,
+                         seconds=10)
+    for camera in ("station", "plaza", "junction"):
+        site.publish("camera_status", camera, CameraStatus(camera_id=camera, state=CameraState.UP, fps=10.0,
+                                                           reconnects=0, dropped_frames=0, at=time.time()))
+    site.publish("line_counts", "junction", LineCounts(
+        camera_id="junction", line_id="stop-count", window_start=now - 60, window_end=now,
+        class_name=["car", "car"], direction=["southbound", "northbound"], count=[14, 9]))
+    site.frame("junction", frame_jpeg(60), people=5)
+    site.frame("plaza", frame_jpeg(20), people=4)
+    seq = site.frame("station", frame_jpeg(80), people=6, density_map=True)
+    event = site.event("station/concourse/risk-warning", seq, camera_id="station", zone_id="concourse",
+                       severity=Severity.WARNING,
+                       reason="density 4.31 p/m² above the warning threshold 4.0; danger expected in 4 min")
+    store = site.store()
+    try:
+        store.record_notice(notice_from_event(event), time.time())
+    finally:
+        store.close()
+    operator(page, site, "/live")
+    page.wait_for_selector("canvas[data-camera=station][data-seq]:not([data-seq=''])", timeout=15_000)
+    page.wait_for_selector("canvas[data-camera=junction][data-seq]:not([data-seq=''])", timeout=15_000)
+    page.wait_for_timeout(800)  # the next refresh, so every tile shows its health and levels
+    page.screenshot(path=str(screenshots / "console-live.png"))
+    page.goto(f"{site.url}#/camera/station")
+    page.wait_for_selector(".zone-row[data-zone=concourse][data-level=warning]", timeout=15_000)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(screenshots / "console-camera.png"))
+    page.goto(f"{site.url}#/zones")
+    page.wait_for_selector("section.card[data-zone=concourse] svg path")
+    page.screenshot(path=str(screenshots / "console-zones.png"))
+    page.goto(f"{site.url}#/incidents")
+    page.click(".incident-item[data-incident='station/concourse/risk-warning']")
+    page.wait_for_selector("section[data-incident='station/concourse/risk-warning'] #ack")
+    page.wait_for_timeout(500)  # the evidence image draws after it loads
+    page.screenshot(path=str(screenshots / "console-incidents.png"))
+    page.goto(f"{site.url}#/editor/junction")
+    page.wait_for_function("document.querySelector('.editor-canvas').width === 768")
+    page.click(".items li[data-id=northbound]")
+    page.screenshot(path=str(screenshots / "console-editor.png"))
+    for name in ("live", "camera", "zones", "incidents", "editor"):
+        assert (screenshots / f"console-{name}.png").stat().st_size > 10_000

@@ -1,0 +1,96 @@
+"""Packed crowds from real photographs through the analytics' zone counter in the default configuration.
+
+tests/crowd/data/dense_devset_outputs.npz holds what this project's own models made of four dense images of the
+development set (tests/devsets/crowd, 450 to 1,111 people): the whole-frame detector's person boxes (0 to 18 found)
+and the CSRNet density maps at 512 and 1024 pixels wide. No image is needed. A zone covers the whole frame with an
+area that puts the true count at 6 p/m² (danger).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.crowd.risk import density_level
+from processors.inference.density_map import map_width
+from schemas import Detections, RiskLevel
+from schemas.settings.config import parse_config
+
+OUTPUTS = Path(__file__).parent / "data" / "dense_devset_outputs.npz"
+IMAGES = ("shtA_test_IMG_2", "shtA_test_IMG_74", "shtB_test_IMG_75", "shtB_test_IMG_219")
+TRUE_DENSITY = 6.0  # p/m²: danger under the default thresholds
+FPS = 1.0
+SECONDS = 60
+
+
+def recorded(image: str) -> dict:
+    with np.load(OUTPUTS) as arrays:
+        return {key.split("__")[1]: arrays[key] for key in arrays.files if key.startswith(image + "__")}
+
+
+def analyzer_for(outputs: dict) -> CrowdAnalyzer:
+    width, height = (int(v) for v in outputs["size"])
+    zone = {"id": "zone", "polygon": [[0, 0], [width, 0], [width, height], [0, height]],
+            "area_m2": float(outputs["true"]) / TRUE_DENSITY}
+    config = parse_config({"site": "real", "cameras": [{"id": "cam", "source": "0", "fps": FPS, "zones": [zone]}]},
+                          Path("."))
+    return CrowdAnalyzer(config.cameras[0], config.analytics), config
+
+
+def frame(outputs: dict, seq: int, density: np.ndarray | None = None) -> Detections:
+    boxes = outputs["boxes"].astype(float)
+    width, height = (int(v) for v in outputs["size"])
+    return Detections(
+        camera_id="cam", seq=seq, captured_at=1_700_000_000.0 + seq / FPS, image_width=width, image_height=height,
+        model="yolo11n-int8", inference_ms=0.0, xyxy=[tuple(b) for b in boxes.tolist()],
+        confidence=[0.5] * len(boxes), class_id=[0] * len(boxes), class_name=["person"] * len(boxes),
+        density_map=None if density is None else density.astype(np.float32).tobytes(),
+        density_map_shape=None if density is None else density.shape,
+    )
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_without_a_density_map_a_packed_crowd_is_never_reported_calm(image):
+    outputs = recorded(image)
+    analyzer, _ = analyzer_for(outputs)
+    metrics = [m for seq in range(SECONDS) for m in analyzer.update(frame(outputs, seq)).zone_metrics]
+    assert metrics and len(outputs["boxes"]) < 20  # the detector sees almost nobody: it cannot judge this zone
+    for window in metrics:
+        assert window.risk_level == RiskLevel.UNKNOWN and not window.count_reliable
+        assert "no density map" in window.risk_reason
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_with_density_maps_the_level_follows_the_measured_density(image):
+    """Maps every 7 s as the inference stage makes them: the first at 512 px, the next at the width the previous
+    count calls for (1024 px for these crowds)."""
+    outputs = recorded(image)
+    analyzer, config = analyzer_for(outputs)
+    settings, area = config.analytics.density_model, float(outputs["true"]) / TRUE_DENSITY
+    last_people, metrics = None, []
+    for seq in range(SECONDS):
+        density = None
+        if seq % 7 == 0:
+            density = outputs[f"map_{map_width(last_people, settings)}"].astype(np.float32)
+            last_people = float(density.sum())
+        metrics += analyzer.update(frame(outputs, seq, density)).zone_metrics
+    steady = metrics[2:]  # from the third window every frame's count comes from a full-width map
+    assert steady
+    for window in steady:
+        measured = float(outputs["map_1024"].astype(np.float32).sum()) / area
+        assert window.count_reliable and window.density_mean_per_m2 == pytest.approx(measured, rel=1e-3)
+        assert window.risk_level == density_level(measured, config.analytics.thresholds)
+        assert window.risk_level in (RiskLevel.WARNING, RiskLevel.DANGER)  # the truth is danger; 17 % error at most
+    assert all(window.risk_level != RiskLevel.NORMAL for window in metrics)
+
+
+def test_a_map_that_goes_stale_turns_the_zone_unknown():
+    outputs = recorded(IMAGES[0])
+    analyzer, _ = analyzer_for(outputs)
+    dense = outputs["map_1024"].astype(np.float32)
+    metrics = [m for seq in range(SECONDS)
+               for m in analyzer.update(frame(outputs, seq, dense if seq == 0 else None)).zone_metrics]
+    assert metrics[0].risk_level == RiskLevel.DANGER
+    assert metrics[-1].risk_level == RiskLevel.UNKNOWN and "density map stale" in metrics[-1].risk_reason

@@ -1,0 +1,101 @@
+"""Development sets rebuilt from a manifest: sha256 checks, held-out refusal, and the crowd set's own manifest."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cityguard.commands_eval import HELD_OUT_REFERENCE
+from cityguard.evaluation.devset import DevsetError, build_devset, held_out_digests, load_manifest
+from tests.conftest import REPO
+
+CROWD = REPO / "tests" / "devsets" / "crowd"
+
+
+def write_source(tmp_path: Path, files: dict[str, bytes], repo: str = "someone/crowds",
+                 deny_repos: tuple[str, ...] = ("bad/repo",)) -> Path:
+    """A local copy of a source repository and a manifest with one item per image/annotation pair."""
+    mirror = tmp_path / "mirror"
+    for path, data in files.items():
+        (mirror / path).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / path).write_bytes(data)
+    items = [{"id": f"item{n}", "source": "test", "repo": repo, "commit": "0" * 40,
+              "image": {"path": f"img/{n}.jpg", "sha256": hashlib.sha256(files[f"img/{n}.jpg"]).hexdigest()},
+              "annotation": {"path": f"gt/{n}.mat", "sha256": hashlib.sha256(files[f"gt/{n}.mat"]).hexdigest()},
+              "count": 10 * (n + 1)}
+             for n in range(len(files) // 2)]
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"name": "test", "deny": {"repos": list(deny_repos),
+                                                                  "path_patterns": ["ped2"]}, "items": items}))
+    return manifest
+
+
+FILES = {"img/0.jpg": b"image zero", "gt/0.mat": b"points zero", "img/1.jpg": b"image one", "gt/1.mat": b"points one"}
+
+
+def test_builds_images_annotations_and_truth_from_a_local_copy(tmp_path):
+    manifest = write_source(tmp_path, FILES)
+    build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+    assert (tmp_path / "out" / "images" / "item1.jpg").read_bytes() == b"image one"
+    assert (tmp_path / "out" / "annotations" / "item0.mat").read_bytes() == b"points zero"
+    rows = list(csv.reader((tmp_path / "out" / "truth.csv").open()))
+    assert rows == [["file", "count"], ["item0.jpg", "10"], ["item1.jpg", "20"]]
+
+
+def test_a_changed_file_is_refused(tmp_path):
+    manifest = write_source(tmp_path, FILES)
+    (tmp_path / "mirror" / "img" / "1.jpg").write_bytes(b"another image")
+    with pytest.raises(DevsetError, match=r"item1: img/1.jpg has sha256 .*, the manifest says"):
+        build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+
+
+def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
+    manifest = write_source(tmp_path, FILES, repo="Bad/Repo")
+    with pytest.raises(DevsetError, match="refused: item0: repository Bad/Repo is held out"):
+        build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+    assert not (tmp_path / "out").exists()
+
+    manifest = write_source(tmp_path, FILES)
+    note = tmp_path / "held-out.md"
+    note.write_text(f"# held out\n{hashlib.sha256(b'image one').hexdigest()}\n")
+    with pytest.raises(DevsetError, match="refused: item1: img/1.jpg has a held-out sha256"):
+        build_devset(manifest, tmp_path / "out", tmp_path / "mirror", note)
+
+
+def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
+    manifest = load_manifest(CROWD / "manifest.yaml")
+    assert len(manifest.items) == 68 and len({item.id for item in manifest.items}) == 68
+    digests = held_out_digests(HELD_OUT_REFERENCE)
+    for item in manifest.items:
+        assert item.repo.lower() not in manifest.denied_repos
+        for file in (item.image, item.annotation):
+            assert len(file.sha256) == 64 and file.sha256 not in digests
+    assert "uestcchicken/crowd-counting-mcnn" in manifest.denied_repos
+
+
+@pytest.mark.slow
+def test_the_built_crowd_set_reproduces_the_committed_measurements():
+    """Needs the images: set CITYGUARD_CROWD_DEVSET to a folder made by `cityguard devset build crowd --out DIR`."""
+    folder = os.environ.get("CITYGUARD_CROWD_DEVSET")
+    if not folder or not (Path(folder) / "images").is_dir():
+        pytest.skip("crowd dev set not built: run `cityguard devset build crowd --out DIR` and set "
+                    "CITYGUARD_CROWD_DEVSET=DIR")
+    import cv2
+
+    from processors.inference.density_map import DensityMapCounter, multi_scale_count
+    from schemas.settings.config import Config
+
+    config = Config()
+    counter = DensityMapCounter.from_config(config)
+    measured = {row["id"]: row for row in csv.DictReader((CROWD / "measurements.csv").open())}
+    for image_id in ("shtA-test-IMG_2", "shtB-test-IMG_219", "shtB-test-IMG_63"):
+        image = cv2.imread(str(Path(folder) / "images" / f"{image_id}.jpg"))
+        people, _ = multi_scale_count(image, counter, config.analytics.density_model)
+        expected = float(measured[image_id]["density_512"])
+        if expected >= config.analytics.density_model.dense_above_people:
+            expected = float(measured[image_id]["density_1024"])
+        assert people == pytest.approx(expected, rel=0.02)

@@ -1,0 +1,53 @@
+"""`cityguard replay` on the shared clips: events in video time, the Event JSON lines `cityguard eval events` reads,
+and a recording that replays to the same events without the model."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cityguard.cli import main
+from cityguard.evaluation.loaders import load_event_csv, load_event_messages
+from tests.conftest import LOT_CLIP, OFFLINE_MODEL
+
+
+def site(tmp_path):
+    """The lot as a pedestrian area (a plaza), as an operator would configure it."""
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "site": "replay-test",
+        "model": {"offline_weights": str(OFFLINE_MODEL)},
+        "cameras": [{"id": "lot", "source": str(LOT_CLIP), "fps": 12, "scene": {
+            "pedestrian_areas": [{"id": "plaza", "polygon": [[0, 0], [480, 0], [480, 270], [0, 270]]}]}}],
+    }))
+    return path
+
+
+@pytest.mark.slow
+def test_replay_prints_and_writes_events_in_clip_time_and_a_recording_replays_the_same(tmp_path, capsys):
+    config = site(tmp_path)
+    events, scores, recording = tmp_path / "events.jsonl", tmp_path / "scores.csv", tmp_path / "detections.jsonl"
+    assert main(["replay", "--config", str(config), "--camera", "lot", str(LOT_CLIP), "--events", str(events),
+                 "--frame-scores", str(scores), "--record-detections", str(recording)]) == 0
+    printed = capsys.readouterr().out
+    assert "opened   vehicle_in_pedestrian_area" in printed
+    intervals = load_event_messages(events)
+    assert intervals and {i.type for i in intervals} == {"vehicle_in_pedestrian_area"}
+    assert all(0 <= i.start <= i.end <= 3.5 for i in intervals), "times are seconds from the clip start"
+    frame_scores = load_event_csv(scores)
+    assert len(frame_scores) == len(recording.read_text().splitlines())
+    assert max(s.score for s in frame_scores) > 0.5
+
+    again = tmp_path / "again.jsonl"
+    assert main(["replay", "--config", str(config), "--camera", "lot", "--detections", str(recording),
+                 "--events", str(again)]) == 0
+    assert again.read_text() == events.read_text()
+
+
+def test_replay_needs_exactly_one_input_and_a_known_camera(tmp_path, capsys):
+    config = site(tmp_path)
+    assert main(["replay", "--config", str(config), "--camera", "lot"]) == 2
+    assert "either a CLIP or --detections" in capsys.readouterr().err
+    assert main(["replay", "--config", str(config), "--camera", "nope", str(LOT_CLIP)]) == 1
+    assert "camera 'nope' is not in the site configuration (cameras: lot)" in capsys.readouterr().err
+    assert main(["replay", "--config", str(config), "--camera", "lot", str(tmp_path / "missing.mp4")]) == 1
+    assert "no such clip" in capsys.readouterr().err
