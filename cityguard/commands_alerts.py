@@ -57,18 +57,18 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     from infra.kafka import create_topics, make_consumer, make_producer
     from sinks.alerts.channels import build_channels
     from sinks.alerts.dispatcher import AlertDispatcher
-    from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher
+    from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher, receiver_token
 
     servers = require_bootstrap(config)
     alerting, topics = config.alerting, config.broker.topics
     stop = stop_on_signals()
     channels = build_channels(alerting.channels, config.resolve_path)  # fails now if a secret variable is unset
+    token = receiver_token(alerting.receiver)  # likewise, unless the receiver is on loopback
     store = open_store(config)
     create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions)
     producer = make_producer(servers)
     consumer = make_consumer(servers, config.group_id("alerts"), topics.events)
-    receiver = AlertmanagerReceiver(alerting.receiver.host,
-                                    alerting.receiver.port if port is None else port).start()
+    receiver = AlertmanagerReceiver(alerting.receiver, token, port).start()
     print(f"alerts: Alertmanager webhook http://{alerting.receiver.host}:{receiver.port}/alertmanager, "
           f"metrics /metrics", flush=True)
     dispatcher = AlertDispatcher(alerting, config.site, store, channels, publisher(producer, topics.alerts))

@@ -79,9 +79,12 @@ def run_discover(args, _config) -> int:
     except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:  # pydantic errors are ValueErrors
         print(f"cityguard cameras discover: {exc}", file=sys.stderr)
         return 2
+    for camera in found:
+        if camera.url_refused is not None:
+            print(f"cityguard cameras discover: skipped {camera.name!r}: {camera.url_refused}", file=sys.stderr)
     discovered = list({camera["id"]: camera for camera in
-                       (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found)
-                       }.values())
+                       (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found
+                        if camera.url_refused is None)}.values())
     cameras, added, refreshed = merge_cameras(list(data.get("cameras") or []), discovered)
     updated = {**data, "cameras": cameras}
     try:

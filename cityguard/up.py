@@ -1,12 +1,15 @@
 """`cityguard up`: the whole pipeline on one machine, one child process per stage.
 
 Starts in data-flow order with consumers ready before producers (broker, alert dispatcher, metrics sink, operator
-console, analytics, inference, producer) and stops in reverse, so frames in flight drain; the broker stops last.
+console, analytics, inference, producer) and stops in reverse, so frames in flight drain; the broker stops last. A
+stage (or embedded broker) that exits meanwhile is restarted with back-off (Supervisor), so one failure never stops
+the pipeline.
 Children run in their own sessions, so Ctrl-C reaches only `up` (a second Ctrl-C kills them at once), and get
 PR_SET_PDEATHSIG, so even a SIGKILLed `up` leaves no orphans.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -15,14 +18,22 @@ import subprocess
 import sys
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import broker_for
-from infra.kafka import make_consumer
+from kafka.errors import KafkaError
+
+from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
+from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config
+
+MEMORY_CHECK_INTERVAL_S = 10.0
+RESTART_INITIAL_S, RESTART_MAX_S = 1.0, 30.0  # back-off before restarting a stage that exited; doubles per restart
+STABLE_AFTER_S = 60.0  # a stage that ran this long starts its back-off again from RESTART_INITIAL_S
+BROKER = "embedded broker"
 
 # Stage name -> its cityguard subcommand, in start order (sinks first, the producer last).
 STAGES = {
@@ -33,8 +44,6 @@ STAGES = {
     "infer": ["infer"],
     "produce": ["produce"],
 }
-# Stages the pipeline does not depend on: when one exits, `up` says so and the data keeps flowing.
-NON_ESSENTIAL = {"console"}
 
 
 @dataclass
@@ -91,6 +100,55 @@ def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 10) 
         terminate(children[stage], timeout_s)
 
 
+@dataclass
+class Restarts:
+    """One stage's restart schedule: doubling back-off, forgotten once the stage has run for STABLE_AFTER_S."""
+
+    count: int = 0
+    due_at: float | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    """Keeps every stage (and an embedded broker) running: one that exits is started again after a back-off, so a
+    crash or a broker restart costs that stage seconds instead of stopping the pipeline. A producer that exits 0
+    has finished its (file) sources and stays stopped."""
+
+    def __init__(self, children: dict[str, subprocess.Popen], start_stage: Callable[[str], subprocess.Popen],
+                 broker: EmbeddedBroker | None = None, restart_broker: Callable[[], None] | None = None):
+        self.children, self.start_stage = children, start_stage
+        self.broker, self.restart_broker = broker, restart_broker
+        self.restarts: dict[str, Restarts] = defaultdict(Restarts)
+
+    def check(self, now: float) -> None:
+        if self.broker is not None:
+            self.keep(BROKER, self.broker.process, now, self.restart_broker)
+        for stage, process in list(self.children.items()):
+            if stage == "produce" and process.poll() == 0:
+                continue
+            self.keep(stage, process, now, lambda stage=stage: self.restart_stage(stage))
+
+    def restart_stage(self, stage: str) -> None:
+        self.children[stage] = self.start_stage(stage)
+
+    def keep(self, name: str, process: subprocess.Popen, now: float, start: Callable[[], None]) -> None:
+        restarts = self.restarts[name]
+        if process.poll() is None:
+            if restarts.count and now - restarts.started_at >= STABLE_AFTER_S:
+                restarts.count = 0
+            return
+        if restarts.due_at is None:
+            restarts.count += 1
+            delay = min(RESTART_MAX_S, RESTART_INITIAL_S * 2 ** (restarts.count - 1))
+            restarts.due_at = now + delay
+            print(f"{name} exited with code {process.returncode}; restarting it in {delay:g} s "
+                  f"(restart {restarts.count}, see its log)", flush=True)
+        elif now >= restarts.due_at:
+            start()
+            restarts.due_at, restarts.started_at = None, now
+            print(f"{name} restarted", flush=True)
+
+
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
@@ -106,9 +164,24 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with broker_for(config, log_dir / "broker.log") as servers:
-        print(f"broker: {servers}" + ("" if config.bootstrap_servers() else " (embedded Tansu)"), flush=True)
+    with configured_or_embedded(config, log_dir / "broker.log") as (servers, broker):
+        print(f"broker: {servers}" + ("" if broker is None else " (embedded Tansu: in memory, lost on exit)"),
+              flush=True)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        memory_watch, restart_broker = None, None
+        if broker is not None:
+            pid_file = log_dir / "broker.pid"
+            pid_file.write_text(str(broker.process.pid), encoding="ascii")
+            env[BROKER_PID_FILE_ENV] = str(pid_file)  # the metrics sink exports the broker's memory
+            memory_watch = BrokerMemoryWatch(pid_file, config.broker.embedded_memory_warn_bytes)
+
+            def restart_broker() -> None:
+                broker.start()  # the same port: the stages' clients reconnect to it
+                pid_file.write_text(str(broker.process.pid), encoding="ascii")
+                create_topics(servers, config.broker.topics.all(), config.broker.partitions)
+                print("warning: the embedded broker restarted empty: every topic, message and offset before it "
+                      "is gone", flush=True)
+
         console_line, console_args, token = console_access(config)
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
@@ -123,33 +196,39 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                   f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
-            return watch(config, children, status_consumer, duration_s, lambda: interrupted)
+            supervisor = Supervisor(children, lambda stage: spawn(
+                stage, config_path, env, log_dir, *(console_args if stage == "console" else [])),
+                broker, restart_broker)
+            return watch(config, supervisor, status_consumer, duration_s, lambda: interrupted, memory_watch)
         finally:
             status_consumer.close()
             stop_children(children)
             print("stopped: all stages and the broker", flush=True)
 
 
-def watch(config: Config, children: dict[str, subprocess.Popen], status_consumer, duration_s: float | None,
-          interrupted) -> int:
+def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: float | None,
+          interrupted, memory_watch: BrokerMemoryWatch | None = None) -> int:
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
-    last_print = 0.0
-    reported: set[str] = set()
+    last_print = last_memory_check = -math.inf
     while not interrupted():
+        if memory_watch is not None and time.monotonic() - last_memory_check >= MEMORY_CHECK_INTERVAL_S:
+            warning = memory_watch.check()
+            if warning:
+                print(f"warning: {warning}", flush=True)
+            last_memory_check = time.monotonic()
         if duration_s is not None and time.monotonic() - started >= duration_s:
             return 0
-        for stage, process in children.items():
-            if process.poll() is None or (stage == "produce" and process.returncode == 0) or stage in reported:
-                continue
-            print(f"stage {stage} exited with code {process.returncode}; see its log"
-                  + ("; the pipeline runs on without it" if stage in NON_ESSENTIAL else ""), flush=True)
-            if stage not in NON_ESSENTIAL:
-                return 1
-            reported.add(stage)
-        for records in status_consumer.poll(timeout_ms=500).values():
+        supervisor.check(time.monotonic())
+        try:
+            batches = status_consumer.poll(timeout_ms=500)
+        except KafkaError:  # the broker is away; the status line waits for it like the stages do
+            time.sleep(0.5)
+            continue
+        for records in batches.values():
             for record in records:
                 absorb(record, config, lines)
+        reset_positions_past_the_end(status_consumer, "up-status")  # topics recreated by a broker restart
         now = time.time()
         if now - last_print >= 2 and lines:
             for camera_id in sorted(lines):

@@ -11,11 +11,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client import Gauge
+
 from infra.kafka import create_topics
 from infra.process import child_preexec, terminate
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
+
+# Set by `cityguard up` for its stages when the broker is embedded: a file holding the broker's current pid (it
+# changes when `up` restarts a broker that died).
+BROKER_PID_FILE_ENV = "CITYGUARD_EMBEDDED_BROKER_PID_FILE"
+# Labelled, so that processes without an embedded broker to watch export no sample at all (not a misleading 0).
+BROKER_MEMORY = Gauge("cityguard_broker_memory_bytes", "Resident memory of the embedded broker", ["broker"])
+BROKER_MEMORY_LIMIT = Gauge("cityguard_broker_memory_limit_bytes",
+                            "broker.embedded_memory_warn_bytes: above it the embedded broker needs attention",
+                            ["broker"])
 
 
 def tansu_binary() -> Path:
@@ -84,8 +95,9 @@ class EmbeddedBroker:
 
 
 @contextlib.contextmanager
-def broker_for(config: Config, log_path: Path | None = None) -> Iterator[str]:
-    """Yields bootstrap servers with every topic created: the configured cluster, or an embedded broker."""
+def configured_or_embedded(config: Config, log_path: Path | None = None
+                           ) -> Iterator[tuple[str, EmbeddedBroker | None]]:
+    """Yields bootstrap servers with every topic created, and the embedded broker when there is no configured one."""
     configured = config.bootstrap_servers()
     broker = None
     if configured:
@@ -95,7 +107,59 @@ def broker_for(config: Config, log_path: Path | None = None) -> Iterator[str]:
         servers = broker.bootstrap_servers
     try:
         create_topics(servers, config.broker.topics.all(), config.broker.partitions)
-        yield servers
+        yield servers, broker
     finally:
         if broker is not None:
             broker.stop()
+
+
+@contextlib.contextmanager
+def broker_for(config: Config, log_path: Path | None = None) -> Iterator[str]:
+    """Yields bootstrap servers with every topic created: the configured cluster, or an embedded broker."""
+    with configured_or_embedded(config, log_path) as (servers, _):
+        yield servers
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (Linux /proc), None when it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class BrokerMemoryWatch:
+    """The embedded broker's resident memory against its bound: exported as gauges, and a warning each time it
+    passes another multiple of the bound (Tansu in memory mode never deletes a message, so it only grows)."""
+
+    def __init__(self, pid_file: Path, warn_bytes: int):
+        self.pid_file, self.warn_bytes = pid_file, warn_bytes
+        self.warned_multiple = 0
+        BROKER_MEMORY_LIMIT.labels("embedded").set(warn_bytes)
+
+    @classmethod
+    def from_env(cls, config: Config) -> BrokerMemoryWatch | None:
+        pid_file = os.environ.get(BROKER_PID_FILE_ENV)
+        return cls(Path(pid_file), config.broker.embedded_memory_warn_bytes) if pid_file else None
+
+    def check(self) -> str | None:
+        """Updates the gauge; returns a warning when the memory has passed a new multiple of the bound."""
+        try:
+            used = resident_bytes(int(self.pid_file.read_text(encoding="ascii")))
+        except (OSError, ValueError):
+            used = None
+        if used is None:
+            return None
+        BROKER_MEMORY.labels("embedded").set(used)
+        multiple = used // self.warn_bytes
+        if multiple <= self.warned_multiple:
+            self.warned_multiple = multiple  # lower after a restart emptied it: warn again when it grows back
+            return None
+        self.warned_multiple = multiple
+        return (f"embedded broker uses {used / 1024**3:.1f} GiB of RAM (bound {self.warn_bytes / 1024**3:.1f} GiB) "
+                "and keeps growing: it holds every message in memory and loses them on restart; point "
+                "KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster with retention (README, Broker)")

@@ -1,8 +1,13 @@
-"""Dead-lettering: a message a stage cannot use is kept whole, with the reason, on the dead-letter topic.
+"""Dead-lettering: a message a stage cannot use goes, with the reason, to the dead-letter topic.
 
+The letter always fits the broker's message limit, whatever arrived: an original over ORIGINAL_MAX_BYTES keeps only
+its first bytes, with the size and SHA-256 of the whole (enough to recognise it in the source topic, where it stays
+for the retention period), and key and reason are capped too. A letter that had to embed a 5 MB original whole would
+exceed the producer's request limit, fail, and stop its partition behind it.
 The metrics sink counts dead letters from that topic, so every stage is counted the same way."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -10,8 +15,22 @@ from schemas import DeadLetter
 
 log = logging.getLogger(__name__)
 
+ORIGINAL_MAX_BYTES = 64 * 1024
+KEY_MAX_BYTES = 1024
+REASON_MAX_CHARS = 2000
+
+
 def dead_letter(stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                 reason: str) -> DeadLetter:
-    log.warning("%s: dead-lettering %s[%d]@%d: %s", stage, topic, partition, offset, reason)
-    return DeadLetter(stage=stage, source_topic=topic, partition=partition, offset=offset, key=key,
-                      reason=reason, original=value, at=time.time())
+    reason = reason if len(reason) <= REASON_MAX_CHARS else reason[:REASON_MAX_CHARS - 1] + "…"
+    log.warning("%s: dead-lettering %s[%d]@%d (%s bytes): %s", stage, topic, partition, offset,
+                "no" if value is None else len(value), reason)
+    truncated = value is not None and len(value) > ORIGINAL_MAX_BYTES
+    return DeadLetter(
+        stage=stage, source_topic=topic, partition=partition, offset=offset,
+        key=key[:KEY_MAX_BYTES] if key is not None else None, reason=reason,
+        original=value[:ORIGINAL_MAX_BYTES] if truncated else value, at=time.time(),
+        original_size=None if value is None else len(value),
+        original_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+        original_truncated=truncated,
+    )

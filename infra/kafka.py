@@ -7,14 +7,17 @@ one record per batch. crc32c must be importable or kafka-python checksums at ~12
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
 
 SESSION_TIMEOUT_MS = 6_000
 HEARTBEAT_INTERVAL_MS = 1_000
@@ -109,6 +112,33 @@ def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
     return lag
 
 
+POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",
+                          "Partitions read again from their start because the position was past their end "
+                          "(the topic was recreated or truncated, e.g. by a broker restart)", ["group", "topic"])
+
+
+def reset_positions_past_the_end(consumer: KafkaConsumer, group: str) -> list[TopicPartition]:
+    """Partitions whose position lies beyond their high-watermark are moved to their start, and returned.
+
+    A recreated topic starts again at offset 0 while a consumer keeps its old position (or rewinds to it): Kafka
+    answers such a fetch with an out-of-range error and the reset policy applies, but Tansu answers it with no
+    records, and the consumer would wait, skipping every new message, until the offsets caught up with it.
+    """
+    reset = []
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = consumer.position(tp)
+        if position is not None and position > highwater:
+            log.warning("%s[%d]: position %d is past the end %d (topic recreated or truncated): reading it from "
+                        "the start", tp.topic, tp.partition, position, highwater)
+            consumer.seek_to_beginning(tp)
+            POSITION_RESETS.labels(group, tp.topic).inc()
+            reset.append(tp)
+    return reset
+
+
 def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30) -> None:
     """Creates missing topics; existing ones are left as they are."""
     deadline = time.monotonic() + timeout_s
@@ -163,3 +193,35 @@ async def read_offsets(bootstrap_servers: str, topic: str, partition: int, start
         return records
     finally:
         await consumer.stop()
+
+
+class TopicIdentity:
+    """The id the broker gives a topic (KIP-516), which changes when the topic is deleted and created again.
+
+    Looked up at most once per `refresh_s`; None when the broker gives no ids or cannot be asked right now.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str, refresh_s: float = 1.0):
+        self.bootstrap_servers, self.topic, self.refresh_s = bootstrap_servers, topic, refresh_s
+        self.topic_id: str | None = None
+        self.looked_up_at = -float("inf")
+
+    def due(self, fresh: bool) -> bool:
+        """Whether `current(fresh)` asks the broker (else it answers at once from what it knows)."""
+        return self.looked_up_at == -float("inf") or (fresh and time.monotonic() - self.looked_up_at >= self.refresh_s)
+
+    def current(self, fresh: bool = False) -> str | None:
+        """The id, looked up again when `fresh` (and the last look-up is older than refresh_s) or never made."""
+        if self.due(fresh):
+            self.looked_up_at = time.monotonic()
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000)
+                try:
+                    [description] = admin.describe_topics([self.topic])
+                finally:
+                    admin.close()
+            except (KafkaError, ValueError) as exc:
+                log.warning("cannot look up the id of topic %s: %s", self.topic, exc)
+                return self.topic_id
+            self.topic_id = str(description.get("topic_id") or "") or None
+        return self.topic_id

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
 from schemas.settings.capture import ProducerConfig, SourceKind
 from schemas.settings.config import CameraConfig
 
@@ -111,7 +111,7 @@ def sample_frames(
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
     if kind is SourceKind.IMAGE:
-        yield from poll_image(camera, source, settings.read_timeout_s, clock, sleep)
+        yield from poll_image(camera, source, settings.read_timeout_s, settings.image_max_bytes, clock, sleep)
     elif kind in LIVE_KINDS:
         yield from _sample_live(camera, source, settings, clock)
     else:
@@ -208,9 +208,13 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
         capture.release()
 
 
-def poll_image(camera: CameraConfig, url: str, timeout_s: float, clock: Callable[[], float],
+def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int, clock: Callable[[], float],
                sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
-    """A still-image camera: one HTTP GET of its JPEG per sampling interval."""
+    """A still-image camera: one HTTP GET of its JPEG per sampling interval, each within timeout_s and max_bytes.
+
+    Every failure is CameraUnavailable; a URL that is not http(s) is a permanent one (a local image is a file)."""
+    if urlsplit(url).scheme.lower() not in HTTP_SCHEMES:
+        raise CameraUnavailable(f"still-image source {url} is not an http(s) URL", permanent=True)
     interval = 1.0 / camera.fps
     next_fetch = clock()
     while True:
@@ -219,13 +223,9 @@ def poll_image(camera: CameraConfig, url: str, timeout_s: float, clock: Callable
             sleep(delay)
         fetched_at = clock()
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise CameraUnavailable(f"HTTP {exc.code} from still-image URL {url}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise CameraUnavailable(f"still-image URL {url} unreachable: {getattr(exc, 'reason', exc)}") from None
+            body = fetch(url, max_bytes, timeout_s)
+        except FetchError as exc:
+            raise CameraUnavailable(f"still-image URL {url}: {exc.reason}") from None
         image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise CameraUnavailable(f"still-image URL {url} did not return an image ({len(body)} bytes)")

@@ -14,14 +14,14 @@ import math
 import os
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from xml.etree import ElementTree
 
+from producers.camera_urls import CameraUrlPolicy
+from producers.http_fetch import FetchError, fetch
 from schemas.settings.capture import ItsCameraRef, ProducerConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ class ItsUnavailable(ItsApiError):
 
 class ItsCameraGone(ItsApiError):
     """The API no longer lists a configured camera at its name and place."""
+
+
+class ItsUrlRefused(ItsApiError):
+    """The API lists the camera with a URL the producer must not open (producers.camera_urls)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class ItsCamera:
     url: str
     cctv_type: int | None
     cctv_format: str
+    url_refused: str | None = None  # why the URL must not be opened, if it must not
 
     def ref(self, road_type: RoadType, requested_cctv_type: int) -> ItsCameraRef:
         return ItsCameraRef(name=self.name, lon=self.lon, lat=self.lat, road_type=road_type,
@@ -170,11 +175,14 @@ def parse_xml(body: bytes) -> list[ItsCamera]:
 class ItsClient:
     """Calls cctvInfo. Every message this class produces passes through `mask`."""
 
-    def __init__(self, base_url: str, api_key: str, timeout_s: float = 10.0):
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 10.0,
+                 url_policy: CameraUrlPolicy | None = None, max_response_bytes: int = 16 * 1024 * 1024):
         if not api_key:
             raise ItsAuthError("ITS API key is empty")
         self.base_url = base_url
         self.timeout_s = timeout_s
+        self.url_policy = url_policy or CameraUrlPolicy()
+        self.max_response_bytes = max_response_bytes
         self._api_key = api_key
 
     @classmethod
@@ -182,7 +190,8 @@ class ItsClient:
         key = environ.get(settings.its_api_key_env, "").strip()
         if not key:
             raise ItsAuthError(f"no ITS API key: set the environment variable {settings.its_api_key_env}")
-        return cls(settings.its_api_url, key, settings.its_timeout_s)
+        return cls(settings.its_api_url, key, settings.its_timeout_s,
+                   CameraUrlPolicy(settings.its_allowed_local_hosts), settings.its_max_response_bytes)
 
     def mask(self, text: str) -> str:
         """The text with the key (also URL-encoded) replaced by ***."""
@@ -204,23 +213,25 @@ class ItsClient:
             "minX": bbox.min_x, "maxX": bbox.max_x, "minY": bbox.min_y, "maxY": bbox.max_y, "getType": get_type,
         })
         body = self._get(f"{self.base_url}?{query}")
-        cameras = parse_json(body) if get_type == "json" else parse_xml(body)
+        cameras = [self.vetted(camera) for camera in (parse_json(body) if get_type == "json" else parse_xml(body))]
         log.debug("ITS API: %d cameras (type %s, cctvType %d)", len(cameras), road_type, cctv_type)
         return cameras
 
+    def vetted(self, camera: ItsCamera) -> ItsCamera:
+        refused = self.url_policy.refusal(camera.url)
+        if refused is None:
+            return camera
+        log.warning("ITS API: camera %r has a URL the producer will not open: %s", camera.name, refused)
+        return replace(camera, url_refused=refused)
+
     def _get(self, url: str) -> bytes:
-        request = urllib.request.Request(url, headers={"Accept": "application/json, application/xml"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self.mask(exc.read(300).decode("utf-8", "replace").strip())
-            exc.close()
-            status = exc.code
-        except (urllib.error.URLError, OSError) as exc:  # refused, DNS, timeout (socket.timeout is an OSError)
-            reason = getattr(exc, "reason", exc)
-            # `from None`: chained exceptions would print the URL, and with it the key.
-            raise ItsUnavailable(self.mask(f"ITS API at {self.base_url} unreachable: {reason}")) from None
+            return fetch(url, self.max_response_bytes, self.timeout_s,
+                         {"Accept": "application/json, application/xml"})
+        except FetchError as exc:
+            if exc.status is None:
+                raise ItsUnavailable(self.mask(f"ITS API at {self.base_url}: {exc.reason}")) from None
+            status, detail = exc.status, self.mask(exc.detail)
         suffix = f": {detail}" if detail else ""
         if status in (401, 403):
             raise ItsAuthError(f"ITS API rejected the key (HTTP {status}){suffix}") from None
@@ -264,6 +275,8 @@ class ItsResolver:
         match = _find(cameras, ref)
         if match is None:
             raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
+        if match.url_refused is not None:
+            raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
         return match.url
 
 

@@ -17,7 +17,9 @@ class SchemaError(ValueError):
 class Message(BaseModel):
     """Base of every message on a cityguard topic."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only, in every float field (times included): a NaN compares false with everything, so one
+    # would pass every threshold check silently and break every store that orders by it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_name: ClassVar[str]
     schema_version: ClassVar[int] = 1

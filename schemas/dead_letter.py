@@ -6,7 +6,8 @@ from schemas.base import Message
 
 
 class DeadLetter(Message):
-    """A message a stage could not process, kept whole with the reason so nothing is lost."""
+    """A message a stage could not process, with the reason: kept whole when small, else its first bytes with the
+    size and SHA-256 of the whole, so that the letter itself always fits the broker's message limit."""
 
     schema_name = "dead_letter"
 
@@ -16,5 +17,10 @@ class DeadLetter(Message):
     offset: int
     key: bytes | None
     reason: str
-    original: bytes | None = Field(description="the original message value, byte for byte")
+    original: bytes | None = Field(description="the original message value, byte for byte (its first bytes when "
+                                   "original_truncated)")
     at: float
+    original_size: int | None = Field(default=None, ge=0, description="bytes of the whole original value")
+    original_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                        description="SHA-256 of the whole original value, hex")
+    original_truncated: bool = Field(default=False, description="original holds only the value's first bytes")

@@ -14,7 +14,7 @@ class StaticBlob(BaseModel):
     """Foreground that appeared and stayed unchanged (fallen cargo, debris): found by a background model, not by
     the detector, so objects of no known class are still reported."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     xyxy: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] = Field(description="image pixels")
     static_since: FiniteFloat = Field(description="capture time since when it has been there unchanged")

@@ -1,6 +1,8 @@
 """Metrics sink: detections, zone metrics and dead letters from their topics -> Prometheus gauges and counters.
 
-Labels are camera, zone, class and stage only (never a track id), so series stay bounded as the system runs.
+Labels are camera, zone, class and stage only (never a track id), so series stay bounded as the system runs; and
+since label values come from message content, only configured cameras and zones, known stages and topics, and the
+first few values of every other label become series: the rest count under `other` (LabelBounds).
 Each stage process also serves its own operational metrics (frames produced, inference latency, lag); this sink
 serves what is derived from the data topics, plus the analytics group's lag on the detections topic.
 """
@@ -12,9 +14,11 @@ import time
 from collections import OrderedDict
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG
+from infra.broker import BrokerMemoryWatch
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, reset_positions_past_the_end
 from schemas import (
     PERSON_CLASS_ID,
     DeadLetter,
@@ -80,6 +84,46 @@ ZONE_MODEL_PEOPLE = Gauge("cityguard_zone_density_model_people", "People per fra
 ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's count is trusted", ["camera", "zone"])
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
+OTHER = "other"
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # back-off while the broker is unreachable
+STAGES = ("producer", "inference", "analytics", "alerts", "metrics-sink")
+
+
+class LabelBounds:
+    """The label values the sink may create series for; anything else is `other`.
+
+    Cameras and zones must be configured, stages and topics known; free-text labels (class, event type, line, lane,
+    direction, horizon) keep the first `limit` distinct values seen each. A flood of forged ids thus adds one series.
+    """
+
+    def __init__(self, config: Config, limit: int = 64):
+        self.cameras = {camera.id for camera in config.cameras}
+        self.zones = {(camera.id, zone.id) for camera in config.cameras for zone in camera.zones}
+        self.topics = set(config.broker.topics.all())
+        self.limit = limit
+        self.seen: dict[str, set[str]] = {}
+
+    def camera(self, camera_id: str) -> str:
+        return camera_id if camera_id in self.cameras else OTHER
+
+    def zone(self, camera_id: str, zone_id: str) -> tuple[str, str] | None:
+        """(camera, zone) for a configured zone, else None: a zone's gauges mean nothing pooled under `other`."""
+        return (camera_id, zone_id) if (camera_id, zone_id) in self.zones else None
+
+    def stage(self, stage: str) -> str:
+        return stage if stage in STAGES else OTHER
+
+    def topic(self, topic: str) -> str:
+        return topic if topic in self.topics else OTHER
+
+    def free(self, label: str, value: str) -> str:
+        values = self.seen.setdefault(label, set())
+        if value in values:
+            return value
+        if len(values) < self.limit:
+            values.add(value)
+            return value
+        return OTHER
 
 
 def zone_stale_after_s(window_seconds: float) -> float:
@@ -138,6 +182,9 @@ class OpenEvents:
 class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer, group_readers: dict[str, KafkaConsumer]):
         self.topics = config.broker.topics
+        self.labels = LabelBounds(config)
+        self.group = config.group_id("metrics-sink")
+        self.broker_memory = BrokerMemoryWatch.from_env(config)  # only under `cityguard up` with the embedded broker
         self.consumer = consumer
         # One idle consumer per watched group (never subscribed), used only to read that group's committed offsets.
         self.group_readers = group_readers
@@ -163,24 +210,33 @@ class MetricsSink:
                 self.on_event(decode(value, Event))
             elif topic == self.topics.dead_letter:
                 letter = decode(value, DeadLetter)
-                DEAD_LETTERS.labels(letter.stage, letter.source_topic).inc()
+                DEAD_LETTERS.labels(self.labels.stage(letter.stage), self.labels.topic(letter.source_topic)).inc()
         except SchemaError as exc:
             # Not re-dead-lettered: the stage that owns this topic already does that.
             UNREADABLE.labels(topic).inc()
             log.debug("unreadable message on %s: %s", topic, exc)
+        except Exception as exc:  # one record that breaks a handler must not stop the sink for the others
+            UNREADABLE.labels(topic).inc()
+            log.warning("message on %s skipped: %s: %s", topic, type(exc).__name__, exc)
 
     def on_detections(self, detections: Detections) -> None:
-        camera = detections.camera_id
-        if not self.counted_frames.first_time((camera, detections.seq)):
+        if not self.counted_frames.first_time((detections.camera_id, detections.seq)):
             return  # a frame detected twice after an inference redelivery counts once
+        camera = self.labels.camera(detections.camera_id)
         FRAMES_DETECTED.labels(camera).inc()
         for class_name in detections.class_name:
-            DETECTED_OBJECTS.labels(camera, class_name).inc()
-        CAMERA_PEOPLE.labels(camera).set(int(detections.class_mask(PERSON_CLASS_ID).sum()))
+            DETECTED_OBJECTS.labels(camera, self.labels.free("class_name", class_name)).inc()
+        if camera != OTHER:
+            CAMERA_PEOPLE.labels(camera).set(int(detections.class_mask(PERSON_CLASS_ID).sum()))
         DETECTION_LATENCY.labels(camera).observe(max(0.0, time.time() - detections.captured_at))
 
     def on_zone_metrics(self, metrics: ZoneMetrics) -> None:
-        labels = (metrics.camera_id, metrics.zone_id)
+        labels = self.labels.zone(metrics.camera_id, metrics.zone_id)
+        if labels is None:
+            if self.counted_windows.first_time(("zone", metrics.camera_id, metrics.zone_id, metrics.window_start)):
+                ZONE_CROSSINGS.labels(OTHER, OTHER, "in").inc(metrics.inflow)
+                ZONE_CROSSINGS.labels(OTHER, OTHER, "out").inc(metrics.outflow)
+            return
         ZONE_PEOPLE.labels(*labels).set(metrics.people_mean)
         ZONE_PEOPLE_MAX.labels(*labels).set(metrics.people_max)
         ZONE_DENSITY.labels(*labels).set(metrics.density_mean_per_m2)
@@ -201,7 +257,7 @@ class MetricsSink:
             else:
                 gauge.labels(*labels).set(value)
         for point in metrics.forecast:
-            horizon = f"{point.horizon_s / 60:g}"
+            horizon = self.labels.free("horizon_minutes", f"{point.horizon_s / 60:g}")
             ZONE_FORECAST.labels(*labels, horizon).set(point.density_per_m2)
             ZONE_FORECAST_UPPER.labels(*labels, horizon).set(point.upper_per_m2)
         if self.counted_windows.first_time(("zone", *labels, metrics.window_start)):
@@ -216,13 +272,20 @@ class MetricsSink:
     def on_line_counts(self, counts: LineCounts) -> None:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
             return  # a redelivered window must not be counted twice
+        bound = self.labels
+        camera = bound.camera(counts.camera_id)
+        line = bound.free("line", counts.line_id) if camera != OTHER else OTHER
         for class_name, direction, count in zip(counts.class_name, counts.direction, counts.count, strict=True):
-            LINE_CROSSINGS.labels(counts.camera_id, counts.line_id, class_name, direction).inc(count)
+            class_name, direction = bound.free("class_name", class_name), bound.free("direction", direction)
+            LINE_CROSSINGS.labels(camera, line, class_name, direction).inc(count)
             if counts.lane_id is not None:
-                LANE_CROSSINGS.labels(counts.camera_id, counts.lane_id, class_name, direction).inc(count)
+                lane = bound.free("lane", counts.lane_id) if camera != OTHER else OTHER
+                LANE_CROSSINGS.labels(camera, lane, class_name, direction).inc(count)
 
     def on_event(self, event: Event) -> None:
         # Redelivered "opened" messages carry the same event id, so they are not counted twice.
+        event = event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),
+                                         "type": self.labels.free("event_type", event.type)})
         if self.open_events.apply(event):
             EVENTS.labels(event.camera_id, event.type, event.severity.value).inc()
         counts = self.open_events.counts(time.time())
@@ -241,14 +304,26 @@ class MetricsSink:
                 CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - committed))
 
     def run(self, stop: threading.Event) -> None:
-        last_lag = 0.0
+        """Until stopped; a lost broker is waited for with back-off (the clients reconnect), never a reason to exit."""
+        last_lag, failures = 0.0, 0
         while not stop.is_set():
-            for records in self.consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    self.handle(record.topic, record.value)
-            if time.monotonic() - last_lag > 5:
-                BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
-                self.mark_stale_zones(time.time())
-                for group, group_reader in self.group_readers.items():
-                    self.update_lag(group, group_reader)
-                last_lag = time.monotonic()
+            try:
+                for records in self.consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        self.handle(record.topic, record.value)
+                reset_positions_past_the_end(self.consumer, self.group)
+                if time.monotonic() - last_lag > 5:
+                    last_lag = time.monotonic()
+                    BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
+                    self.mark_stale_zones(time.time())
+                    if self.broker_memory is not None:
+                        self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
+                    for group, group_reader in self.group_readers.items():
+                        self.update_lag(group, group_reader)
+                failures = 0
+            except KafkaError as exc:
+                failures += 1
+                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (failures - 1))
+                BROKER_CONNECTED.labels("metrics-sink").set(0)
+                log.warning("broker unavailable (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                stop.wait(delay)

@@ -35,7 +35,7 @@ def test_stage_skips_cpu_decode_but_still_rejects_non_jpeg(cpu_jpeg_detector):
     detectors = CameraDetectors(cpu_jpeg_detector)
     assert not detectors.needs_image("cam")
     assert decode_frame(encode(frame(1, jpeg)), decode_image=False).image is None
-    with pytest.raises(SchemaError, match="markers"):
+    with pytest.raises(SchemaError, match="start-of-image marker"):
         decode_frame(encode(frame(2, b"plain text")), decode_image=False)
 
 

@@ -2,7 +2,7 @@
 import pytest
 from prometheus_client import REGISTRY
 
-from schemas import Event, EventState, Severity
+from schemas import Event, EventState, Severity, encode
 from schemas.settings.config import Config
 from sinks.metrics_exporter import MetricsSink, OpenEvents, RecentKeys
 
@@ -24,9 +24,16 @@ def test_open_events_count_each_incident_once_and_expire():
     assert open_events.counts(now=1000) == {}, "an incident never resolved expires"
 
 
+SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
+CONFIG = Config(cameras=[
+    {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}]},
+    {"id": "cam", "source": "b.mp4"},
+])
+
+
 @pytest.fixture
 def sink() -> MetricsSink:
-    return MetricsSink(Config(), consumer=None, group_readers={})  # handlers only: no Kafka needed
+    return MetricsSink(CONFIG, consumer=None, group_readers={})  # handlers only: no Kafka needed
 
 
 def test_event_metrics_follow_incidents(sink):
@@ -96,3 +103,35 @@ def test_redelivered_detections_count_once(sink):
     for _ in range(2):
         sink.on_detections(detections(seq=424242))
     assert REGISTRY.get_sample_value("cityguard_frames_detected_total", labels) == before + 1
+
+
+def test_a_flood_of_forged_label_values_adds_no_series(sink):
+    """20,000 forged camera ids (and zones, lines, classes, event types, stages) on every topic the sink reads."""
+    from prometheus_client import generate_latest
+
+    from schemas import DeadLetter, LineCounts
+    from tests.test_schemas import detections
+
+    def flood(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            forged = f"forged-{index}"
+            sink.on_detections(detections(camera_id=forged, seq=index, class_name=[forged, "car"]))
+            sink.on_zone_metrics(zone_window(3000.0).model_copy(update={"camera_id": forged, "zone_id": forged}))
+            sink.on_zone_metrics(zone_window(3000.0).model_copy(update={"zone_id": forged}))  # a known camera
+            sink.on_event(event(forged, EventState.OPENED).model_copy(update={"camera_id": forged, "type": forged}))
+            sink.on_line_counts(LineCounts(camera_id="cam", line_id=forged, window_start=0, window_end=1,
+                                           class_name=[forged], direction=[forged], count=[1]))
+            sink.handle(sink.topics.dead_letter, encode(DeadLetter(
+                stage=forged, source_topic=forged, partition=0, offset=index, key=None, reason="x", original=None,
+                at=1.0)))
+
+    before = generate_latest(REGISTRY)
+    flood(0, 20_000)
+    after = generate_latest(REGISTRY)
+    flood(20_000, 1_000)
+    assert len(generate_latest(REGISTRY).splitlines()) == len(after.splitlines()), "series stopped growing"
+    assert len(after) - len(before) < 200_000  # unbounded, 20,000 ids made /metrics 31.6 MB
+    assert REGISTRY.get_sample_value("cityguard_frames_detected_total", {"camera": "other"}) >= 20_000
+    assert REGISTRY.get_sample_value("cityguard_zone_crossings_total",
+                                     {"camera": "other", "zone": "other", "direction": "in"}) >= 4 * 20_000
+    assert REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"}) >= 20_000

@@ -1,11 +1,15 @@
 """The whole pipeline on the real broker, real model and real video (vtest.avi)."""
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 import urllib.request
 from collections import Counter
 
+import cv2
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,6 +19,7 @@ from producers.frame_producer import publish_camera
 from schemas import DeadLetter, Detections, Frame, SchemaError, ZoneMetrics, decode, encode
 from tests.conftest import VTEST, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
+from tests.test_jpeg_header import declaring
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -46,7 +51,7 @@ def valid_frames(bootstrap: str, topic: str, expected: int) -> list[Frame]:
         records = reader.wait_for(lambda rs: len(rs) >= expected, 30, what="frames")
     finally:
         reader.close()
-    return [frame for frame in parsed(records, Frame) if frame.jpeg != b"not a jpeg"]
+    return [frame for frame in parsed(records, Frame) if frame.camera_id != "hostile"]
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -74,19 +79,31 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
                (("detections", topics.detections), ("metrics", topics.zone_metrics), ("dead", topics.dead_letter))}
     try:
         produce_clip(config, kafka_bootstrap, CLIP_FRAMES)
-        # Malformed input on both consumed topics: dead-lettered, and the pipeline keeps going.
-        producer = make_producer(kafka_bootstrap)
+        # Malformed and hostile input on both consumed topics: dead-lettered (letters that fit the broker, however
+        # large the original), never decoded, and the pipeline keeps going.
+        producer = make_producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024)
         garbage = b"\x00not msgpack at all"
-        broken_jpeg = encode(Frame(camera_id="campus", seq=1, captured_at=1e9, width=8, height=8, jpeg=b"not a jpeg"))
+
+        def hostile_frame(seq: int, jpeg: bytes, width: int = 8, height: int = 8) -> bytes:
+            return encode(Frame(camera_id="hostile", seq=seq, captured_at=time.time(), width=width, height=height,
+                                jpeg=jpeg))
+
+        broken_jpeg = hostile_frame(1, b"not a jpeg")
+        bomb = hostile_frame(3, declaring(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes(),
+                                          30000, 30000), 30000, 30000)
+        png = hostile_frame(4, cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+        huge_frame = os.urandom(5 * 1024 * 1024)
         bad_detections = encode(Frame(camera_id="campus", seq=2, captured_at=1e9, width=8, height=8, jpeg=b"x"))
-        producer.send(topics.frames, key=b"campus", value=garbage)
-        producer.send(topics.frames, key=b"campus", value=broken_jpeg)
-        producer.send(topics.detections, key=b"campus", value=bad_detections)
+        huge_detections = os.urandom(1536 * 1024)
+        for value in (garbage, broken_jpeg, bomb, png, huge_frame):
+            producer.send(topics.frames, key=b"campus", value=value)
+        for value in (bad_detections, huge_detections):
+            producer.send(topics.detections, key=b"campus", value=value)
         producer.flush()
         producer.close()
         produce_clip(config, kafka_bootstrap, CLIP_FRAMES)  # a second run of the camera after the bad input
 
-        frames = valid_frames(kafka_bootstrap, topics.frames, 2 * CLIP_FRAMES + 2)
+        frames = valid_frames(kafka_bootstrap, topics.frames, 2 * CLIP_FRAMES + 5)
         assert len(frames) == 2 * CLIP_FRAMES
         expected_seqs = {frame.seq for frame in frames}
         assert len(expected_seqs) == len(frames), "sequence numbers must never repeat, also across producer runs"
@@ -115,11 +132,17 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
         windows = parsed(metrics_records, ZoneMetrics)
         assert any(w.density_model_people_mean is not None for w in windows), [w.risk_reason for w in windows]
 
-        dead = parsed(readers["dead"].wait_for(lambda rs: len(rs) >= 3, 60, stages, "dead letters"), DeadLetter)
-        originals = {letter.original: letter for letter in dead}
-        assert set(originals) == {garbage, broken_jpeg, bad_detections}
+        dead = parsed(readers["dead"].wait_for(lambda rs: len(rs) >= 7, 60, stages, "dead letters"), DeadLetter)
+        originals = {letter.original_sha256: letter for letter in dead}
+        assert set(originals) == {hashlib.sha256(value).hexdigest() for value in (
+            garbage, broken_jpeg, bomb, png, huge_frame, bad_detections, huge_detections)}
+        originals = {letter.original: letter for letter in dead if not letter.original_truncated}
         assert "msgpack" in originals[garbage].reason and originals[garbage].stage == "inference"
         assert "JPEG" in originals[broken_jpeg].reason
+        assert "30000x30000 pixels, more than" in originals[bomb].reason and "not a JPEG" in originals[png].reason
+        cut = {letter.original_size: letter for letter in dead if letter.original_truncated}
+        assert set(cut) == {len(huge_frame), len(huge_detections)}
+        assert cut[len(huge_frame)].stage == "inference" and cut[len(huge_detections)].stage == "analytics"
         assert originals[bad_detections].stage == "analytics" and "expected 'detections'" in originals[
             bad_detections].reason
 
@@ -130,7 +153,7 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
 
         def exported(samples) -> bool:
             return (density_key in samples and samples.get(frames_key, 0) >= 2 * CLIP_FRAMES
-                    and samples.get(inference_dead_key) == 2 and samples.get(analytics_dead_key) == 1)
+                    and samples.get(inference_dead_key) == 5 and samples.get(analytics_dead_key) == 2)
 
         deadline = time.monotonic() + 60
         samples = scrape(exporter_port)
@@ -139,7 +162,7 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
             samples = scrape(exporter_port)
         assert density_key in samples, "the exporter exposes the zone density gauge"
         assert samples.get(frames_key) == 2 * CLIP_FRAMES
-        assert samples.get(inference_dead_key) == 2 and samples.get(analytics_dead_key) == 1
+        assert samples.get(inference_dead_key) == 5 and samples.get(analytics_dead_key) == 2
     finally:
         stop_all(stages)
         for reader in readers.values():

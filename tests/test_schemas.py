@@ -3,15 +3,21 @@ import numpy as np
 import pytest
 
 from schemas import (
+    Alert,
+    CameraState,
+    CameraStatus,
     DeadLetter,
+    DensityForecast,
     Detections,
     Event,
     EventState,
     Frame,
     FrameRef,
+    LineCounts,
     RiskLevel,
     SchemaError,
     Severity,
+    StaticBlob,
     ZoneMetrics,
     decode,
     encode,
@@ -113,3 +119,71 @@ def test_non_finite_numbers_are_rejected(field, value):
     body[field] = value
     with pytest.raises(SchemaError, match=f"field {field}"):
         decode(msgpack.packb(body), Detections)
+
+
+def one_of_each_schema() -> list:
+    """A valid message of every schema, with every optional float field filled so each one gets checked."""
+    return [
+        Frame(camera_id="cam", seq=1, captured_at=1.7e9, width=64, height=48, jpeg=b"\xff\xd8"),
+        detections(static_blobs=[StaticBlob(xyxy=(1, 2, 3, 4), static_since=1.6e9, fill_ratio=0.5)]),
+        ZoneMetrics(camera_id="cam", zone_id="z", window_start=1.7e9, window_end=1.7e9 + 10, frames=3, area_m2=20,
+                    people_mean=2, people_max=3, density_mean_per_m2=0.1, density_max_per_m2=0.15,
+                    risk_level=RiskLevel.NORMAL, risk_reason="calm", last_seq=9, detector_people_mean=2.0,
+                    density_model_people_mean=2.5, peak_local_density_per_m2=0.5, mean_speed_m_per_s=1.0,
+                    velocity_variance_m2_per_s2=0.1, crowd_pressure_per_s2=0.05, net_accumulation_per_minute=1.5,
+                    forecast=[DensityForecast(horizon_s=60, density_per_m2=1, lower_per_m2=0.5, upper_per_m2=2)],
+                    seconds_to_threshold={"danger": 120.0}),
+        Event(event_id="e1", type="wrong_way", state=EventState.RESOLVED, severity=Severity.WARNING, camera_id="cam",
+              started_at=1.7e9, updated_at=1.7e9 + 1, ended_at=1.7e9 + 2, confidence=0.8, reason="r",
+              details={"seconds": 40.0}),
+        Alert(alert_id="a", event_id="e1", severity=Severity.CRITICAL, camera_id="cam", title="t", message="m",
+              created_at=1.7e9),
+        CameraStatus(camera_id="cam", state=CameraState.UP, fps=10.0, reconnects=0, dropped_frames=0,
+                     last_frame_age_s=0.1, at=1.7e9),
+        DeadLetter(stage="inference", source_topic="t", partition=0, offset=5, key=None, reason="bad", original=None,
+                   at=1.7e9),
+        LineCounts(camera_id="cam", line_id="l", window_start=1.7e9, window_end=1.7e9 + 10, class_name=["car"],
+                   direction=["in"], count=[1]),
+    ]
+
+
+def float_paths(value, path=()):
+    """Where a decoded message body holds a float: (key, index, ...) paths into nested maps and lists."""
+    if isinstance(value, float):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from float_paths(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from float_paths(item, (*path, index))
+
+
+def replaced(body, path, value):
+    if not path:
+        return value
+    if isinstance(body, dict):
+        return {**body, path[0]: replaced(body[path[0]], path[1:], value)}
+    return [replaced(item, path[1:], value) if index == path[0] else item for index, item in enumerate(body)]
+
+
+CASES = [(message, path) for message in one_of_each_schema()
+         for path in float_paths(msgpack.unpackb(encode(message)))]
+
+
+@pytest.mark.parametrize("message, path", CASES, ids=[f"{type(m).__name__}.{'.'.join(map(str, p))}" for m, p in CASES])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_of_every_schema_rejects_non_finite_values(message, path, bad):
+    """Times included: a NaN started_at or window_end would pass every comparison and poison stores and levels."""
+    body = replaced(msgpack.unpackb(encode(message)), path, bad)
+    with pytest.raises(SchemaError, match=f"field {path[0]}"):
+        decode(msgpack.packb(body), type(message))
+
+
+def test_every_schema_has_its_times_checked():
+    checked = {(type(message).__name__, path[0]) for message, path in CASES}
+    for schema, time_field in [("Frame", "captured_at"), ("Detections", "captured_at"), ("ZoneMetrics", "window_end"),
+                               ("ZoneMetrics", "window_start"), ("Event", "started_at"), ("Event", "updated_at"),
+                               ("Event", "ended_at"), ("Alert", "created_at"), ("CameraStatus", "at"),
+                               ("DeadLetter", "at"), ("LineCounts", "window_end")]:
+        assert (schema, time_field) in checked

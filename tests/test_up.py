@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def site_with_assets_by_name(tmp_path):
     """A site whose clip and offline model are asset names, as in configs/demo.yaml."""
     _, path = pipeline_config(tmp_path, "up", bootstrap="unused",
-                                   broker={"partitions": 2},
+                                   broker={"partitions": 2, "embedded_memory_warn_bytes": 1024**2},
                                    alerting={"receiver": {"port": 0}, "store_url": f"sqlite:///{tmp_path}/i.sqlite"})
     site = yaml.safe_load(path.read_text())
     site["model"]["offline_weights"] = "asset:yolo11n_int8_openvino_model"
@@ -36,7 +36,7 @@ def stand_in_asset_server(tmp_path):
     return serving(canonical_tree(tmp_path / "www", used, content))
 
 
-def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
+def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans(tmp_path):
     # Its own embedded broker (no bootstrap servers anywhere), free metrics ports, a looping camera; and a machine
     # without the shared folder, whose clip and model come from a server standing in for their public URLs.
     path = site_with_assets_by_name(tmp_path)
@@ -57,14 +57,16 @@ def test_up_shows_live_status_and_ctrl_c_leaves_no_orphans(tmp_path):
 
 
 def run_up_until_status(path, tmp_path, env):
-    """Starts `cityguard up`, waits for three status lines with zone figures, then stops it with Ctrl-C."""
+    """Starts `cityguard up`, waits for three status lines with zone figures, kills one stage and waits for its
+    restart, then stops it with Ctrl-C."""
     up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
                            str(tmp_path / "logs")], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    status_lines, console_lines, descendants = [], [], []
+    status_lines, console_lines, descendants, output = [], [], [], []
     try:
         deadline = time.monotonic() + 120
         for line in up.stdout:
+            output.append(line)
             if line.startswith("console: "):
                 console_lines.append(line)
             if line.startswith("[campus]"):
@@ -75,9 +77,24 @@ def run_up_until_status(path, tmp_path, env):
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 7, \
             "broker, alerts, export-metrics, console, analyze, infer and produce run as processes"
+        # A stage that dies is started again after a back-off; the rest of the pipeline goes on meanwhile.
+        sink = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
+        sink.kill()
+        for line in up.stdout:
+            output.append(line)
+            if line.startswith("export-metrics restarted"):
+                break
+            assert time.monotonic() < deadline + 30, "the killed stage was not restarted"
+        assert any(line.startswith("export-metrics exited with code -9; restarting it in 1 s") for line in output)
+        restarted = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
+        assert restarted.pid != sink.pid
+        descendants = psutil.Process(up.pid).children(recursive=True)
         up.send_signal(signal.SIGINT)
         rest = up.communicate(timeout=90)[0]
     finally:
         if up.poll() is None:
             up.kill()
+    # A bound of 1 MiB is passed at once: the in-memory broker's growth is reported, with the way out.
+    assert any(line.startswith("warning: embedded broker uses") and "KAFKA_BOOTSTRAP_SERVERS" in line
+               for line in output + rest.splitlines())
     return status_lines, console_lines, descendants, rest, up

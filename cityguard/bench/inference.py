@@ -80,7 +80,9 @@ def run(args, config: Config) -> int:
 
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
-    config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics})})
+    # The backlog is what is measured: none of it may be skipped as stale (processors.inference.shedding).
+    config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),
+                                       "model": config.model.model_copy(update={"max_frame_age_s": 3600.0})})
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
     height, width = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
     detectors = build_detectors(config)

@@ -27,9 +27,9 @@ from pathlib import Path
 import faust
 
 from infra.dead_letter import dead_letter
-from infra.kafka import deliveries_confirmed, faust_settings, read_offsets
+from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, read_offsets
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
-from processors.analytics.input_positions import Verdict, judge
+from processors.analytics.input_positions import Position, Verdict, judge
 from processors.analytics.registry import analyzers_for
 from schemas import Detections, SchemaError, decode, encode
 from schemas.settings.config import Config
@@ -53,6 +53,7 @@ class LivePartition:
     analyzers: dict[bytes, object] = field(default_factory=dict)
     states: dict[bytes, bytes] = field(default_factory=dict)
     frames_since_checkpoint: int = 0
+    topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
 
 
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
@@ -147,9 +148,16 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             for state_key, state in live.states.items():
                 analyzer_state[state_key] = state
             # Written after the states, to the same changelog partition: recovery never sees it without them.
-            live.stored_position = analyzer_state[position_key] = str(live.next_offset).encode()
+            live.stored_position = analyzer_state[position_key] = Position(live.next_offset, live.topic_id).encode()
             live.states.clear()
             live.frames_since_checkpoint = 0
+
+    detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
+
+    async def topic_id(fresh: bool) -> str | None:
+        if not detections_identity.due(fresh):
+            return detections_identity.topic_id
+        return await asyncio.get_running_loop().run_in_executor(None, detections_identity.current, fresh)
 
     @app.agent(detections_topic)
     async def analyze(stream):
@@ -162,11 +170,21 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             if live is None or live.stored_position != stored_position:
                 # First frame of the partition here, or another worker stored a later state since (a rebalance
                 # moved the partition away and back): continue from the table.
+                stored = Position.decode(stored_position)
                 live = live_partitions[message.partition] = LivePartition(
-                    int(stored_position) if stored_position else None, stored_position)
-            verdict = judge(live.next_offset, message.offset)
+                    stored.offset if stored else None, stored_position, topic_id=stored.topic_id if stored else None)
+            expected = Position(live.next_offset, live.topic_id) if live.next_offset is not None else None
+            current_id = await topic_id(fresh=False)
+            verdict = judge(expected, message.offset, current_id)
+            if verdict is not Verdict.APPLY:  # not the expected frame: first make sure it is still the same topic
+                current_id = await topic_id(fresh=True)
+                verdict = judge(expected, message.offset, current_id)
+            live.topic_id = current_id or live.topic_id
             if verdict is Verdict.ALREADY_APPLIED:
                 continue
+            if verdict is Verdict.TOPIC_RECREATED:
+                log.warning("%s[%d] was recreated (id %s, the state counted in %s): its offsets start afresh at %d",
+                            message.topic, message.partition, current_id, expected.topic_id, message.offset)
             if verdict is Verdict.FILL_GAP:
                 missing = await read_offsets(bootstrap_servers, message.topic, message.partition, live.next_offset,
                                              message.offset)

@@ -18,11 +18,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
 from processors.inference.density_map import DensityMapCounter, map_width
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
+from processors.inference.jpeg_header import verify_frame_jpeg
 from processors.inference.model_swap import ModelSwapper
+from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 STAGE = "inference"
 FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
+FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped under overload: stale, or over their camera's "
+                      "rate (processors.inference.shedding)", ["camera", "reason"])
+FRAME_AGE = Gauge("cityguard_inference_frame_age_seconds",
+                  "Age of the camera's latest frame when the inference stage reached it", ["camera"])
 INFERENCE_SECONDS = Histogram(
     "cityguard_inference_seconds", "Model time per frame",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
@@ -61,7 +67,11 @@ FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers
 def decode_frame(raw: bytes | None, decode_image: bool = True,
                  resolve_frame: FrameResolver | None = None) -> DecodedFrame:
     """Parses a frame message; a claim-check frame (frame_ref) is fetched from the frame store first."""
-    frame = decode(raw, Frame)
+    return frame_image(decode(raw, Frame), decode_image, resolve_frame)
+
+
+def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameResolver | None = None) -> DecodedFrame:
+    """The frame with its JPEG checked and, when asked, decoded; raises SchemaError for anything unusable."""
     if frame.jpeg is None:
         if resolve_frame is None:
             raise SchemaError("frame_ref frames need a frame store, none is configured")
@@ -69,9 +79,10 @@ def decode_frame(raw: bytes | None, decode_image: bool = True,
             frame = frame.model_copy(update={"jpeg": resolve_frame(frame.frame_ref), "frame_ref": None})
         except LookupError as exc:  # expired, or written to another store
             raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
+    verify_frame_jpeg(frame.jpeg, frame.width, frame.height)  # before any decoder, on the CPU or the GPU
     if not decode_image:
-        if not (frame.jpeg.startswith(b"\xff\xd8") and frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9")):
-            raise SchemaError("jpeg field is not a JPEG image (start/end markers missing)")
+        if not frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise SchemaError("jpeg field is not a JPEG image (end marker missing)")
         return DecodedFrame(frame, None)
     image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
@@ -198,6 +209,9 @@ class InferenceWorker:
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
         self.model_swapper = model_swapper
         SERVING_MODEL.labels(detectors.version or "none").set(1)
+        self.cameras = {camera.id for camera in config.cameras}
+        self.shedder = FrameShedder(config.model.max_frame_age_s, {c.id: c.fps for c in config.cameras},
+                                    config.model.camera_rate_factor)
 
     def gather(self, stop: threading.Event) -> list:
         """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
@@ -245,25 +259,40 @@ class InferenceWorker:
                 self.reject(record, outcome)
                 continue
             result, model_name = outcome
-            message = self.enricher.enrich(item, to_message(item.frame, result, model_name, self.detectors.version),
-                                           density_maps.get(index))
+            try:
+                message = self.enricher.enrich(
+                    item, to_message(item.frame, result, model_name, self.detectors.version), density_maps.get(index))
+            except Exception as exc:  # per-camera state failing on one frame must not stop its partition
+                log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
+                self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
+                continue
             self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
                                                  value=encode(message)))
-            FRAMES_CONSUMED.labels(item.frame.camera_id).inc()
+            FRAMES_CONSUMED.labels(self.camera_label(item.frame.camera_id)).inc()
             INFERENCE_SECONDS.observe(result.inference_ms / 1000)
             for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
                               ("postprocess", result.postprocess_ms)):
                 STAGE_SECONDS.labels(stage).observe(ms / 1000)
+
+    def camera_label(self, camera_id: str) -> str:
+        """Metric label values only for configured cameras: frame content must not create series."""
+        return camera_id if camera_id in self.cameras else "other"
 
     def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
         decoded = []
         for record in records:
             try:
                 with STAGE_SECONDS.labels("decode").time():
-                    camera_id = record.key.decode("utf-8", errors="replace") if record.key else ""
-                    needs_image = self.detectors.needs_image(camera_id) or (
-                        self.density_schedule is not None and camera_id in self.density_schedule.cameras)
-                    decoded.append((decode_frame(record.value, needs_image, self.resolve_frame), record))
+                    frame = decode(record.value, Frame)
+                    camera = self.camera_label(frame.camera_id)
+                    FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
+                    shed = self.shedder.reason(frame)
+                    if shed is not None:
+                        FRAMES_SHED.labels(camera, shed).inc()
+                        continue
+                    needs_image = self.detectors.needs_image(frame.camera_id) or (
+                        self.density_schedule is not None and frame.camera_id in self.density_schedule.cameras)
+                    decoded.append((frame_image(frame, needs_image, self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
@@ -302,6 +331,7 @@ class InferenceWorker:
 
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
+        reset_positions_past_the_end(self.consumer, self.group_id)
         for (topic, partition), lag in partition_lag(self.consumer).items():
             CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
 

@@ -61,6 +61,10 @@ class SmsChannelConfig(Frozen):
                               description="longer texts are cut to fit: 160 GSM-7 / 70 UCS-2 (Korean) chars for one")
     messages_per_second: float = Field(default=1.0, gt=0, le=100,
                                        description="sending rate limit (Twilio queues above the number's rate)")
+    listing_lag_s: float = Field(default=30.0, ge=0, le=600,
+                                 description="how long Twilio's message list may take to show a sent message: a send "
+                                 "that may have gone out (crash, lost reply) is repeated only when the list still "
+                                 "lacks it this long after the try")
     template: str = Field(default="[{severity}] {title}: {message} (ack {ref})",
                           description="SMS text; placeholders: " + ", ".join(sorted(TEMPLATE_FIELDS)))
     retry: RetryConfig = RetryConfig()
@@ -152,10 +156,30 @@ class RouteConfig(Frozen):
 
 
 class ReceiverConfig(Frozen):
-    """The dispatcher's HTTP server: Alertmanager webhook (POST /alertmanager) and its own /metrics."""
+    """The dispatcher's HTTP server: Alertmanager webhook (POST /alertmanager) and its own /metrics.
+
+    The webhook takes only requests with `Authorization: Bearer <token>`, the token read from `token_env` at start.
+    Without a token the intake is closed (every POST answered 401), and the dispatcher refuses to start on any
+    address but loopback: a reachable receiver without a token could neither take Alertmanager's alerts nor be
+    told apart from a forger.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=9103, ge=0, le=65535, description="0 picks a free port")
+    token_env: EnvName = Field(default="CITYGUARD_ALERTMANAGER_TOKEN",
+                               description="variable holding the bearer token Alertmanager sends (its http_config)")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576,
+                                description="larger webhook bodies are refused with 413 before being read")
+    max_alerts_per_request: int = Field(default=100, ge=1, le=10_000,
+                                        description="more alerts in one webhook are refused with 413 (Alertmanager's "
+                                        "max_alerts keeps below it)")
+    max_connections: int = Field(default=16, ge=1, le=1024,
+                                 description="connections served at once; more are answered 503 and closed")
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300,
+                                     description="longest wait for a request's headers or whole body; then 408")
+    incident_requests_per_minute: int = Field(default=12, ge=1, le=6000,
+                                              description="webhook notices of one incident accepted per minute; "
+                                              "more are answered 429 (Alertmanager retries them later)")
 
 
 class AlertingConfig(Frozen):

@@ -80,6 +80,13 @@ class ProducerConfig(Frozen):
     its_timeout_s: float = Field(default=10.0, gt=0, le=120, description="longest wait for an ITS API answer")
     its_refresh_min_s: float = Field(
         default=10.0, ge=0, le=3600, description="ITS listings are reused this long when several cameras re-resolve")
+    its_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3,
+                                        description="larger ITS API answers are refused (the API is unavailable)")
+    its_allowed_local_hosts: list[str] = Field(
+        default_factory=list, description="hosts that ITS stream URLs may name although they are loopback or "
+        "link-local (a local relay); by default such URLs, like any scheme but rtsp/http/https, are refused")
+    image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3,
+                                 description="a still-image camera's answer larger than this is refused")
 
     @model_validator(mode="after")
     def verify_shard_index_below_count(self) -> ProducerConfig:

@@ -57,6 +57,10 @@ class BrokerConfig(Frozen):
     partitions: int = Field(
         default=6, ge=1, le=1024, description="partitions per topic, the ceiling on parallel consumers")
     topics: TopicNames = TopicNames()
+    embedded_memory_warn_bytes: int = Field(
+        default=4 * 1024**3, ge=1024**2,
+        description="the embedded broker keeps every message in RAM and never deletes one (about 2.6-3.1 GB per "
+        "camera-hour at 10 fps): above this resident size `cityguard up` warns and CityguardBrokerMemoryHigh fires")
 
 
 class TrackingConfig(Frozen):
@@ -118,6 +122,12 @@ class ModelConfig(Frozen):
     )
     max_batch_size: int = Field(default=8, ge=1, le=256, description="frames per inference batch")
     max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
+    max_frame_age_s: float = Field(default=10.0, gt=0, le=3600,
+                                   description="frames older than this when inference reaches them are skipped and "
+                                   "counted (cityguard_frames_shed_total), not processed late")
+    camera_rate_factor: float = Field(default=2.0, ge=1, le=100,
+                                      description="a camera's frames beyond this x its configured fps are skipped, "
+                                      "so one flooding camera cannot delay the others on its partition")
     tracking: TrackingConfig = TrackingConfig()
     tiling: TilingConfig = TilingConfig()
 

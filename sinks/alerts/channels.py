@@ -6,6 +6,7 @@ are logged and stored, and client errors quote URLs with the Twilio Account SID 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,8 +71,17 @@ class Channel(Protocol):
 
     def send(self, message: Message, body: str) -> Attempt: ...
 
-    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
-        """After a crash mid-send: the provider id when the earlier send is known to have gone out, else None."""
+    def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
+        """After a crash mid-send or a lost reply: the provider id when a try made since `sent_since` is known to
+        have gone out, None when it is known not to have; raises ReconcileError while that cannot be told yet."""
+
+
+def delivery_tag(key: str) -> str:
+    """A short reference unique to one delivery, put in the text it sends so the provider's log can be searched
+    for it: it survives text added before it (Twilio trial accounts prefix every body) and character substitution
+    (hex digits are in every encoding). Six digits: it is only compared within one recipient's latest messages,
+    and every character costs SMS length."""
+    return "#" + hashlib.sha256(key.encode()).hexdigest()[:6]
 
 
 def retryable_status(status: int) -> bool:
@@ -151,7 +161,7 @@ class TwilioSmsChannel:
         text = self.config.template.format(
             severity=alert.severity.value.upper(), title=alert.title, message=alert.message,
             camera=alert.camera_id, zone=alert.zone_id or "", ref=message.ref, site=message.site)
-        return fit_sms(text, self.config.max_segments).body
+        return fit_sms(text, self.config.max_segments, suffix=f" {delivery_tag(message.key)}").body
 
     def send(self, message: Message, body: str) -> Attempt:
         self.limiter.wait()
@@ -171,20 +181,35 @@ class TwilioSmsChannel:
             return Attempt(False, retryable=True, ambiguous=True, error=describe_error(exc))
         return Attempt(True, provider_id=sent.sid, status_code=201)
 
-    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
-        """Looks for the message in Twilio's log: a resource exists from the moment Twilio accepted the POST."""
+    def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
+        """Looks for the delivery's tag in Twilio's log of messages to the contact; a send not listed yet counts as
+        not sent only once the listing has had `listing_lag_s` to show it."""
+        tag = delivery_tag(message.key)
         try:
-            recent = self.client.messages.list(to=message.contact.phone, from_=self.from_number, limit=20)
+            recent = self.client.messages.list(to=message.contact.phone, from_=self.from_number, limit=50)
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
             raise ReconcileError(f"cannot list Twilio messages: {describe_error(exc)}") from exc
         for sent in recent:
-            if sent.body == body and (sent.date_created is None or sent.date_created.timestamp() >= started_at - 60):
+            if tag in (sent.body or "") and (sent.date_created is None
+                                             or sent.date_created.timestamp() >= sent_since - 60):
                 return sent.sid
+        listed_by = sent_since + self.config.listing_lag_s
+        if now < listed_by:
+            raise ListingLag(f"{tag} not listed by Twilio yet; sent again only if still missing at {listed_by:.0f}",
+                             listed_by)
         return None
 
 
 class ReconcileError(RuntimeError):
     """The provider could not tell whether an earlier send went out; the delivery stays pending."""
+
+
+class ListingLag(ReconcileError):
+    """The provider's log may not show the earlier send yet; ask again at `ask_again_at` (unix seconds)."""
+
+    def __init__(self, reason: str, ask_again_at: float):
+        super().__init__(reason)
+        self.ask_again_at = ask_again_at
 
 
 class WebhookChannel:
@@ -218,7 +243,7 @@ class WebhookChannel:
         return Attempt(False, retryable=retryable_status(response.status_code), status_code=response.status_code,
                        error=redact(f"HTTP {response.status_code}: {response.text[:200]}"))
 
-    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+    def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         return None  # send again: the Idempotency-Key lets the receiver drop it
 
 
@@ -260,7 +285,7 @@ class SoundChannel:
                     ", ".join(player[0] for player in self.players), message.alert.alert_id)
         return Attempt(False, error="no audio player installed")
 
-    def reconcile(self, message: Message, body: str, started_at: float) -> str | None:
+    def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         return None  # play again: a repeated alarm is harmless
 
 

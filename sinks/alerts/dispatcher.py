@@ -3,12 +3,13 @@
 Delivery guarantee ("one SMS per incident level and recipient"): every delivery has an idempotency key
 (alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
 call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on restart (and on every
-escalation tick) such a row is reconciled with the provider instead of being blindly re-sent: for SMS the dispatcher
-lists the recipient's recent messages at Twilio and, if one with the recorded body exists (Twilio creates the message
-resource as it accepts the POST), marks the delivery sent with that SID; only if none exists is it sent again.
-So the only window for a duplicate is Twilio having accepted the POST but not yet listing it when we ask again
-(restart takes seconds; the listing is immediate), and the window for a loss is nil: we prefer a rare duplicate
-alarm to a silent one. Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
+escalation tick) such a row is reconciled with the provider instead of being blindly re-sent: every SMS carries a
+tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
+and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
+with that SID. While the listing may still lag behind the try (SmsChannelConfig.listing_lag_s) the delivery waits;
+only a tag still missing after that is sent again. A duplicate needs a listing slower than listing_lag_s or one
+that cannot be read at all, and the window for a loss is nil: we prefer a rare duplicate alarm to a silent one.
+Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
 
 Retries never wait inline: a retryable failure (429, 5xx, network) records the delivery as `retrying` with its
 `next_attempt_at` (doubling back-off), and `retry_due` makes the next try when it is due, so one recipient's
@@ -32,7 +33,7 @@ from prometheus_client import Counter, Gauge
 
 from schemas import Alert, EventState, Severity
 from schemas.settings.alerting import AlertingConfig, ContactConfig, RouteConfig
-from sinks.alerts.channels import Channel, Message, ReconcileError, backoff_delay
+from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (
@@ -156,7 +157,7 @@ class AlertDispatcher:
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """A delivery left `sending` by a crash: ask the provider before sending again."""
         try:
-            provider_id = channel.reconcile(message, row.body, row.started_at)
+            provider_id = channel.reconcile(message, row.body, self.store.last_try_at(row.id), self.clock())
         except ReconcileError as exc:
             log.warning("delivery %s stays pending: %s", row.key, exc)
             return SENDING
@@ -187,7 +188,10 @@ class AlertDispatcher:
         """The next try of a `retrying` delivery; after an ambiguous try, ask the provider before sending again."""
         if row.reconcile_first:
             try:
-                provider_id = channel.reconcile(message, row.body, row.started_at)
+                provider_id = channel.reconcile(message, row.body, self.store.last_try_at(row.id), self.clock())
+            except ListingLag as lag:
+                self.store.schedule_retry(row.id, lag.ask_again_at, reconcile_first=True)
+                return RETRYING
             except ReconcileError as exc:
                 log.warning("delivery %s: %s; sending again", row.key, exc)
                 provider_id = None

@@ -47,28 +47,52 @@ def notice_from_event(event: Event) -> Notice:
     )
 
 
-def _timestamp(value: str | None) -> float | None:
-    if not value or value.startswith("0001-"):  # Alertmanager's zero time for "not ended"
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def _timestamp(value: object, where: str) -> float | None:
+    if value is None or value == "" or (isinstance(value, str) and value.startswith("0001-")):
+        return None  # Alertmanager's zero time for "not ended"
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is not a time string")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"{where} is not an RFC 3339 time: {value[:40]!r}") from None
 
 
-def notices_from_alertmanager(payload: dict) -> list[Notice]:
-    """Alertmanager webhook JSON (version 4): one notice per alert, keyed by the alert's fingerprint."""
-    if str(payload.get("version")) != "4" or not isinstance(payload.get("alerts"), list):
+def _text_map(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(item, str) for item in value.values()):
+        raise ValueError(f"{where} is not a map of strings")
+    return value
+
+
+def notices_from_alertmanager(payload: object) -> list[Notice]:
+    """Alertmanager webhook JSON (version 4): one notice per alert, keyed by the alert's fingerprint.
+
+    Raises ValueError naming the first field that does not fit the format, so the sender gets a 400 with the reason.
+    """
+    if not isinstance(payload, dict) or str(payload.get("version")) != "4" or not isinstance(payload.get("alerts"),
+                                                                                              list):
         raise ValueError("not an Alertmanager webhook payload (version 4 with an alerts list)")
     notices = []
-    for alert in payload["alerts"]:
-        labels, annotations = alert.get("labels", {}), alert.get("annotations", {})
+    for index, alert in enumerate(payload["alerts"]):
+        where = f"alerts[{index}]"
+        if not isinstance(alert, dict):
+            raise ValueError(f"{where} is not an object")
+        labels = _text_map(alert.get("labels", {}), f"{where}.labels")
+        annotations = _text_map(alert.get("annotations", {}), f"{where}.annotations")
+        if alert.get("status") not in ("firing", "resolved"):
+            raise ValueError(f"{where}.status is neither firing nor resolved")
+        fingerprint = alert.get("fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError(f"{where}.fingerprint is not a string")
         name = labels.get("alertname", "alert")
-        resolved = alert.get("status") == "resolved"
+        resolved = alert["status"] == "resolved"
         try:
             severity = Severity(labels.get("severity", "warning"))
         except ValueError:
             severity = Severity.WARNING
-        started = _timestamp(alert.get("startsAt")) or 0.0
-        ended = _timestamp(alert.get("endsAt")) if resolved else None
-        fingerprint = alert.get("fingerprint") or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        started = _timestamp(alert.get("startsAt"), f"{where}.startsAt") or 0.0
+        ended = _timestamp(alert.get("endsAt"), f"{where}.endsAt") if resolved else None
+        fingerprint = fingerprint or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
         runbook = annotations.get("runbook_url")
         notices.append(Notice(
             incident_id=f"am-{fingerprint}", source=ALERTMANAGER, type=name,

@@ -1,28 +1,36 @@
 """The dispatcher process: the events topic and the Alertmanager webhook in, one thread deciding and delivering.
 
-HTTP handler threads only parse; they hand notices to the main loop and answer 200 once those are recorded and
-their deliveries made or scheduled for retry (500 otherwise, so Alertmanager retries). Kafka offsets are committed
+HTTP handler threads (a bounded number) only authenticate and parse; they hand notices to the main loop and answer
+200 once those are recorded and their deliveries made or scheduled for retry (500 otherwise, so Alertmanager
+retries). Kafka offsets are committed
 after the batch's alerts are recorded, delivered and published and its dead letters acknowledged by the broker; when
 the broker confirms not every send, the consumer is rewound to the batch's first offsets instead, so the batch comes
 again and the store drops the repeat.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from kafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, flush_confirmed
+from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
 from schemas import Event, SchemaError, decode, encode
+from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.config import TopicNames
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
@@ -33,6 +41,9 @@ log = logging.getLogger(__name__)
 STAGE = "alerts"
 WEBHOOK_PATH = "/alertmanager"
 HANDLE_TIMEOUT_S = 60.0
+RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # pause before an unconfirmed batch comes again; doubles per failure
+
+REFUSED = Counter("cityguard_alert_webhook_refused_total", "Alertmanager webhook requests refused", ["code"])
 
 
 @dataclass
@@ -42,13 +53,91 @@ class PendingNotices:
     error: str | None = None
 
 
-class AlertmanagerReceiver:
-    """POST /alertmanager (webhook JSON v4) and GET /metrics on one loopback port."""
+class RequestRefused(Exception):
+    """A webhook request answered with an HTTP error before it reaches the dispatcher."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, status: int, reason: str, retry_after_s: int | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.retry_after_s = status, reason, retry_after_s
+
+
+class IncidentRateLimit:
+    """At most `per_minute` webhook notices of one incident in any sliding minute; holds only the last minute."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.per_minute, self.clock = per_minute, clock
+        self.seen: dict[str, deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def admit(self, incident_ids: list[str]) -> None:
+        """Counts the request's incidents, or raises RequestRefused(429) without counting any of them."""
+        with self.lock:
+            now = self.clock()
+            for incident_id in list(self.seen):
+                times = self.seen[incident_id]
+                while times and times[0] <= now - 60:
+                    times.popleft()
+                if not times:
+                    del self.seen[incident_id]
+            over = sorted({incident for incident in incident_ids
+                           if len(self.seen.get(incident, ())) + incident_ids.count(incident) > self.per_minute})
+            if over:
+                raise RequestRefused(429, f"more than {self.per_minute} notices a minute for {over[0]}"
+                                     + (f" and {len(over) - 1} more incidents" if len(over) > 1 else ""), 60)
+            for incident in incident_ids:
+                self.seen.setdefault(incident, deque()).append(now)
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once; a connection over the bound gets 503."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: connections over the bound are accepted to be answered 503
+
+    def __init__(self, address, handler_class, max_connections: int):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler_class)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            REFUSED.labels("503").inc()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n"
+                                b"Retry-After: 5\r\n\r\n")
+                request.setblocking(False)
+                request.recv(65536)  # what already came: closing on unread bytes would reset the answer away
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class AlertmanagerReceiver:
+    """POST /alertmanager (webhook JSON v4, bearer token) and GET /metrics on one port, loopback by default.
+
+    Checked in this order, each before anything more is read: path (404), token (401), content type (415), length
+    (411, 400, 413), whole body within the request timeout (408), payload (400), alerts per request (413), incident
+    rate (429). A token of None closes the intake: every POST is 401.
+    """
+
+    def __init__(self, config: ReceiverConfig, token: str | None, port: int | None = None):
+        self.config = config
+        self.token = token
         self.inbox: queue.Queue[PendingNotices] = queue.Queue()
-        self.server = ThreadingHTTPServer((host, port), self._handler())
-        self.server.daemon_threads = True
+        self.rate_limit = IncidentRateLimit(config.incident_requests_per_minute)
+        self.server = BoundedHTTPServer((config.host, config.port if port is None else port), self._handler(),
+                                        config.max_connections)
         self.thread = threading.Thread(target=self.server.serve_forever, name="alertmanager-receiver", daemon=True)
 
     @property
@@ -63,10 +152,48 @@ class AlertmanagerReceiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def authorised(self, header: str | None) -> bool:
+        if self.token is None or header is None:
+            return False
+        scheme, _, credentials = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.token.encode())
+
+    def read_notices(self, headers, rfile) -> list[Notice]:
+        """The request's notices, or RequestRefused with the status and reason to answer."""
+        config = self.config
+        if not self.authorised(headers.get("Authorization")):
+            raise RequestRefused(401, "a valid bearer token is required")
+        content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise RequestRefused(415, "Content-Type must be application/json")
+        if headers.get("Transfer-Encoding") or headers.get("Content-Length") is None:
+            raise RequestRefused(411, "a Content-Length is required")
+        try:
+            length = int(headers["Content-Length"])
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise RequestRefused(400, "Content-Length is not a non-negative integer")
+        if length > config.max_body_bytes:
+            raise RequestRefused(413, f"body of {length} bytes exceeds {config.max_body_bytes}")
+        raw = read_within(rfile, length, time.monotonic() + config.request_timeout_s)
+        try:
+            notices = notices_from_alertmanager(json.loads(raw))
+        except RecursionError:
+            raise RequestRefused(400, "bad webhook payload: nested too deeply") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RequestRefused(400, f"bad webhook payload: {exc}") from None
+        if len(notices) > config.max_alerts_per_request:
+            raise RequestRefused(413, f"{len(notices)} alerts exceed {config.max_alerts_per_request} per request")
+        self.rate_limit.admit([notice.incident_id for notice in notices])
+        return notices
+
     def _handler(self):
-        inbox = self.inbox
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = receiver.config.request_timeout_s  # per socket read: idle and slow clients let go of the slot
+
             def do_GET(self):
                 if self.path != "/metrics":
                     self.send_error(404)
@@ -75,16 +202,18 @@ class AlertmanagerReceiver:
 
             def do_POST(self):
                 if self.path != WEBHOOK_PATH:
+                    self.close_connection = True  # the body was not read
                     self.send_error(404)
                     return
                 try:
-                    raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                    notices = notices_from_alertmanager(json.loads(raw))
-                except (ValueError, KeyError, TypeError) as exc:
-                    self.reply(400, f"bad webhook payload: {exc}")
+                    notices = receiver.read_notices(self.headers, self.rfile)
+                except RequestRefused as refused:
+                    REFUSED.labels(str(refused.status)).inc()
+                    self.close_connection = True  # the body may be unread; nothing more on this connection
+                    self.reply(refused.status, refused.reason, retry_after_s=refused.retry_after_s)
                     return
                 pending = PendingNotices(notices)
-                inbox.put(pending)
+                receiver.inbox.put(pending)
                 if not pending.done.wait(HANDLE_TIMEOUT_S):
                     self.reply(503, "dispatcher busy, retry")
                 elif pending.error:
@@ -92,12 +221,17 @@ class AlertmanagerReceiver:
                 else:
                     self.reply(200, f"{len(notices)} alerts recorded")
 
-            def reply(self, status: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            def reply(self, status: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8",
+                      retry_after_s: int | None = None) -> None:
                 if isinstance(body, str):
                     body = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
+                if retry_after_s is not None:
+                    self.send_header("Retry-After", str(retry_after_s))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -105,6 +239,41 @@ class AlertmanagerReceiver:
                 pass  # access logs would repeat Alertmanager's retries; the store records what matters
 
         return Handler
+
+
+def read_within(rfile, length: int, deadline: float) -> bytes:
+    """Exactly `length` bytes, or RequestRefused(408) once the deadline passes or the client stops sending."""
+    chunks, remaining = [], length
+    while remaining:
+        if time.monotonic() > deadline:
+            raise RequestRefused(408, "the body did not arrive within the request timeout")
+        try:
+            chunk = rfile.read1(min(remaining, 65536))
+        except TimeoutError:
+            raise RequestRefused(408, "the body did not arrive within the request timeout") from None
+        if not chunk:
+            raise RequestRefused(400, f"the body ended {remaining} bytes short of its Content-Length")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def receiver_token(config: ReceiverConfig) -> str | None:
+    """The webhook's bearer token from the environment; without one only a loopback receiver may start."""
+    token = os.environ.get(config.token_env) or None
+    if token is None and not is_loopback(config.host):
+        raise SystemExit(f"alerting.receiver: {config.token_env} is not set; a receiver on {config.host} needs a "
+                         "bearer token (bind it to 127.0.0.1 to run without Alertmanager intake)")
+    if token is None:
+        log.warning("%s is not set: the Alertmanager webhook refuses every request (401)", config.token_env)
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class DispatcherService:
@@ -116,14 +285,25 @@ class DispatcherService:
         self.topics = topics
         self.receiver = receiver
         self.tick_interval_s = tick_interval_s
+        self.failures = 0
+        self.paused_until = 0.0  # after an unconfirmed batch: the broker gets time before the batch comes again
 
     def consume(self) -> None:
+        if time.monotonic() < self.paused_until:
+            return
         batches = self.consumer.poll(timeout_ms=200)
         records = [record for partition_records in batches.values() for record in partition_records]
         if records:
             error = process_batch(self.consumer, self.producer, records, self.process)
             if error is not None:  # ProduceFailed, or a send that found no broker within max_block_ms
-                log.warning("output not confirmed by the broker, the batch comes again: %s", describe_error(error))
+                self.failures += 1
+                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (self.failures - 1))
+                self.paused_until = time.monotonic() + delay
+                log.warning("output not confirmed by the broker, the batch comes again in %.1f s: %s", delay,
+                            describe_error(error))
+            else:
+                self.failures = 0
+        reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
     def process(self, records: list) -> list:
@@ -137,7 +317,16 @@ class DispatcherService:
                                      record.value, str(exc))
                 sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
                 continue
-            self.dispatcher.handle(notice_from_event(event))
+            try:
+                self.dispatcher.handle(notice_from_event(event))
+            except (KafkaError, SQLAlchemyError):
+                raise  # the broker or the incident store is away, not this event: the batch comes again
+            except Exception as exc:  # this event breaks the dispatcher: keep it as a dead letter and go on
+                log.exception("event at %s[%d]@%d could not be handled", record.topic, record.partition,
+                              record.offset)
+                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
+                                     f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}")
+                sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
         return sends
 
     def answer_webhooks(self, wait_s: float) -> None:
@@ -165,7 +354,7 @@ class DispatcherService:
         last_tick = 0.0
         while not stop.is_set():
             self.consume()
-            self.answer_webhooks(0.0)
+            self.answer_webhooks(min(0.2, max(0.0, self.paused_until - time.monotonic())))  # no spin while paused
             self.dispatcher.retry_due()  # every pass (about 0.2 s when idle): back-offs start at a second
             if time.monotonic() - last_tick >= self.tick_interval_s:
                 self.dispatcher.tick()

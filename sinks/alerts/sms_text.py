@@ -51,16 +51,18 @@ def count_segments(text: str) -> int:
     return segments
 
 
-def fit_sms(text: str, max_segments: int) -> SmsText:
-    """The text as sent: whole when it fits in max_segments, else its longest prefix that fits plus an ellipsis."""
+def fit_sms(text: str, max_segments: int, suffix: str = "") -> SmsText:
+    """The text as sent: whole when it fits in max_segments, else its longest prefix that fits plus an ellipsis;
+    `suffix` (a reference) always follows whole."""
     if max_segments < 1:
         raise ValueError("max_segments must be at least 1")
-    if count_segments(text) <= max_segments:
-        return SmsText(text, encoding_of(text), count_segments(text), truncated=False)
+    whole = text + suffix
+    if count_segments(whole) <= max_segments:
+        return SmsText(whole, encoding_of(whole), count_segments(whole), truncated=False)
 
     def candidate(length: int) -> str:
         prefix = text[:length].rstrip()
-        return prefix + ELLIPSIS[encoding_of(prefix)]
+        return prefix + ELLIPSIS[encoding_of(prefix + suffix)] + suffix
 
     # Segments grow monotonically with the prefix length, so the longest fitting prefix is found by bisection.
     low, high = 0, len(text)

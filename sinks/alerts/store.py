@@ -329,6 +329,14 @@ class IncidentStore:
             return list(session.scalars(select(DeliveryRow).where(
                 DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now).order_by(DeliveryRow.id)))
 
+    def last_try_at(self, delivery_id: int) -> float:
+        """When the delivery's latest try began, as far as the store knows: its start or the latest recorded try's
+        end (a try cut short by a crash began one back-off after the try recorded before it)."""
+        with self.sessions() as session:
+            started = session.get(DeliveryRow, delivery_id).started_at
+            last = session.scalar(select(func.max(AttemptRow.at)).where(AttemptRow.delivery_id == delivery_id))
+            return max(started, last or started)
+
     def record_attempt(self, delivery_id: int, outcome: str, status_code: int | None, error: str | None,
                        now: float) -> None:
         with self.sessions.begin() as session:

@@ -5,6 +5,8 @@ FakeTwilio implements the two Programmable Messaging calls the dispatcher makes
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
+It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag, and a trial
+account's prefix ("Sent from your Twilio trial account - ") before every body.
 Scripted answers can also take the RFC 9457 problem-details format of Twilio's newer APIs (twilio-python raises
 TwilioServiceException for it) or be an HTML page, as a proxy in the way answers.
 """
@@ -70,6 +72,8 @@ class FakeTwilio:
     requests: list[tuple[str, int]] = field(default_factory=list)  # (method, status) of every call
     script: list[Scripted] = field(default_factory=list)  # consumed one per POST before messages are created
     hold_after_create: threading.Event | None = None  # when set: create, then wait on it before answering
+    listing_lag_s: float = 0.0  # a created message appears in GET listings only this long after its creation
+    body_prefix: str = ""  # put before every body, as Twilio does for trial accounts
     created: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,7 +146,7 @@ def _twilio_handler(fake: FakeTwilio):
                 return
             with fake.lock:
                 message = {"sid": f"SM{len(fake.messages):032x}", "account_sid": fake.account_sid,
-                           "to": form["To"][0], "from": form["From"][0], "body": form["Body"][0],
+                           "to": form["To"][0], "from": form["From"][0], "body": fake.body_prefix + form["Body"][0],
                            "status": "queued", "date_created": formatdate(usegmt=True), "date_sent": None,
                            "direction": "outbound-api", "num_segments": "1", "created_at": time.time()}
                 fake.messages.append(message)
@@ -156,9 +160,11 @@ def _twilio_handler(fake: FakeTwilio):
                 return
             query = parse_qs(urlsplit(self.path).query)
             page_size = int(query.get("PageSize", ["50"])[0])
+            listed_before = time.time() - fake.listing_lag_s
             with fake.lock:
                 found = [message for message in reversed(fake.messages)
-                         if message["to"] == query.get("To", [message["to"]])[0]
+                         if message["created_at"] <= listed_before
+                         and message["to"] == query.get("To", [message["to"]])[0]
                          and message["from"] == query.get("From", [message["from"]])[0]]
             messages = [{k: v for k, v in m.items() if k != "created_at"} for m in found[:page_size]]
             self.answer(200, {"messages": messages,

@@ -63,11 +63,19 @@ def shortened_rule_files(directory: Path) -> list[str]:
     return paths
 
 
+WEBHOOK_TOKEN = "alertmanager-webhook-token-for-tests"
+
+
 def start_alertmanager(directory: Path, webhook_url: str, log) -> tuple[subprocess.Popen, str]:
+    """The repository's alertmanager.yml with the webhook URL and its token file moved into `directory`; the
+    dispatcher must run with WEBHOOK_TOKEN in its token variable."""
     config = yaml.safe_load((INFRA / "alertmanager" / "alertmanager.yml").read_text(encoding="utf-8"))
+    token_file = directory / "webhook-token"
+    token_file.write_text(WEBHOOK_TOKEN + "\n", encoding="utf-8")
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = webhook_url
+            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
     config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     for route in config["route"].get("routes", []):
         route["group_wait"] = "0s"

@@ -166,7 +166,8 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         producer.flush()
 
         dispatcher = stack.start_dispatcher(config_path, receiver_port,
-                                            {**TWILIO_ENV, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, log)
+                                            {**TWILIO_ENV, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                             "CITYGUARD_ALERTMANAGER_TOKEN": stack.WEBHOOK_TOKEN}, log)
         processes.append(dispatcher)
         alertmanager, alertmanager_url = stack.start_alertmanager(
             directory, f"http://127.0.0.1:{receiver_port}/alertmanager", log)

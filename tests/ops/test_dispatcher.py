@@ -1,13 +1,15 @@
 """The dispatcher against a local fake Twilio and webhook, with a real SQLite incident store."""
 import logging
 import threading
+import time
 
 import pytest
 
 from infra.broker import free_port
 from schemas import EventState, Severity
 from schemas.settings.alerting import RetryConfig
-from sinks.alerts.channels import RateLimiter, backoff_delay
+from sinks.alerts.channels import Message, RateLimiter, backoff_delay, delivery_tag
+from sinks.alerts.dispatcher import to_message
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
@@ -114,6 +116,9 @@ def test_twilio_problem_details_errors_and_unreadable_replies_are_failed_attempt
     harness.dispatcher.handle(notice_from_event(danger_event()))  # must not raise
     harness.retry_after(0.01)
     harness.retry_after(0.02)
+    # The unreadable reply may hide a created message that Twilio does not list yet: no second POST meanwhile.
+    assert twilio.posts() == 2 and [d.status for d in harness.store.deliveries()][0] == RETRYING
+    harness.retry_after(30)  # the channel's listing_lag_s
     detail = harness.store.incident_detail("plaza/north/risk-1")
     assert [(a.outcome, a.status_code) for a in detail.attempts] == [("retry", 503), ("retry", None), (SENT, 201)]
     assert "20503" in detail.attempts[0].error and "Service Unavailable" in detail.attempts[0].error
@@ -181,19 +186,45 @@ def test_a_send_that_reached_twilio_before_the_reply_was_lost_is_not_repeated(tm
     harness.store.close()
 
 
-def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_on_restart(harness, twilio):
+def left_sending_by_a_crash(harness) -> tuple:
+    """What a process killed right after recording a delivery as `sending` leaves behind: (notice, message, body)."""
     dispatcher = harness.dispatcher
     notice = notice_from_event(danger_event())
     harness.store.record_notice(notice, harness.clock())
     alert = dispatcher.decide(notice, "plaza/north/risk-1:critical", harness.clock())
-    # What a process killed right after recording "sending" leaves behind:
-    harness.store.begin_delivery("plaza/north/risk-1:critical|sms|duty", alert.id, "sms", "duty",
-                                 "[CRITICAL] crowd danger (ack 1)", harness.clock())
-    dispatcher.resume_pending()
-    dispatcher.resume_pending()
-    dispatcher.handle(notice)  # and the redelivered event afterwards
-    assert [m["body"] for m in twilio.messages] == ["[CRITICAL] crowd danger (ack 1)"]
+    key = "plaza/north/risk-1:critical|sms|duty"
+    message = Message(to_message(alert), alert.id, "test", dispatcher.contacts["duty"], key)
+    body = dispatcher.channels["sms"].render(message)
+    harness.store.begin_delivery(key, alert.id, "sms", "duty", body, harness.clock())
+    return notice, message, body
+
+
+def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_the_listing_had_time(harness, twilio):
+    notice, _, body = left_sending_by_a_crash(harness)
+    harness.dispatcher.resume_pending()
+    assert twilio.messages == []  # not listed yet, but the listing may lag: wait rather than risk a second SMS
+    harness.clock.now += 30  # the channel's listing_lag_s
+    harness.dispatcher.resume_pending()
+    harness.dispatcher.resume_pending()
+    harness.dispatcher.handle(notice)  # and the redelivered event afterwards
+    assert [m["body"] for m in twilio.messages] == [body]
     assert [d.status for d in harness.store.deliveries()] == [SENT]
+
+
+def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(harness, twilio):
+    twilio.listing_lag_s, twilio.body_prefix = 1.0, "Sent from your Twilio trial account - "
+    notice, message, body = left_sending_by_a_crash(harness)
+    assert delivery_tag(message.key) in body
+    harness.dispatcher.channels["sms"].send(message, body)  # the try that went out before the crash
+    harness.dispatcher.resume_pending()  # at once after the restart: Twilio does not list it yet
+    assert twilio.posts() == 1 and [d.status for d in harness.store.deliveries()] == ["sending"]
+    time.sleep(1.1)
+    harness.clock.now += 1.1
+    harness.dispatcher.resume_pending()
+    harness.dispatcher.handle(notice)
+    assert twilio.posts() == 1 and len(twilio.messages) == 1
+    assert twilio.messages[0]["body"] == "Sent from your Twilio trial account - " + body
+    assert [(d.status, d.provider_id) for d in harness.store.deliveries()] == [(SENT, twilio.messages[0]["sid"])]
 
 
 def test_unacknowledged_alerts_escalate_to_the_next_contact_and_acks_stop_it(harness, twilio):

@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from infra.broker import EmbeddedBroker, free_port
 from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
+from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.config import parse_config
 from sinks.alerts.channels import build_channels
 from sinks.alerts.dispatcher import AlertDispatcher
@@ -23,6 +24,7 @@ from tests.ops.fakes import FakeTwilio
 from tests.ops.helpers import ACCOUNT_SID, AUTH_TOKEN, DUTY_PHONE, TWILIO_ENV, danger_event
 
 pytestmark = pytest.mark.broker
+TRIAL_PREFIX = "Sent from your Twilio trial account - "
 
 
 def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
@@ -35,7 +37,9 @@ def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
 
 def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bootstrap, tmp_path):
     suffix = uuid.uuid4().hex[:8]
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, hold_after_create=threading.Event())
+    # Twilio as a trial account shows it: every body prefixed, and a new message listed only seconds later.
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN, hold_after_create=threading.Event(), listing_lag_s=3,
+                      body_prefix=TRIAL_PREFIX)
     log = open(tmp_path / "dispatcher.log", "ab")
     with fake.serve() as twilio:
         port = free_port()
@@ -50,6 +54,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
                 "receiver": {"port": port},
                 "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
                 "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url, "messages_per_second": 50,
+                              "listing_lag_s": 20,
                               "retry": {"max_attempts": 2, "backoff_initial_s": 0.1, "timeout_s": 20}}],
                 "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}],
             },
@@ -92,6 +97,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
     log.close()
     assert len(fake.messages) == 1 and fake.posts() == 1
     assert ("GET", 200) in fake.requests  # reconciled against Twilio's message log, not re-sent
+    assert fake.messages[0]["body"].startswith(TRIAL_PREFIX)
     assert [(d.status, d.provider_id) for d in detail.deliveries] == [(SENT, fake.messages[0]["sid"])]
     assert [a.outcome for a in detail.attempts] == ["reconciled"]
     assert len(detail.events) == 1  # the duplicate and the redelivery after the restart were recognised
@@ -137,7 +143,7 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
         channels = build_channels(config.alerting.channels, config.resolve_path)
         consumer = make_consumer(kafka_bootstrap, config.group_id("alerts"))
         consumer.assign([TopicPartition(topics.events, 0)])  # commits without a group join's seconds
-        receiver = AlertmanagerReceiver("127.0.0.1", 0)
+        receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
         doomed = EmbeddedBroker(log_path=tmp_path / "doomed.log").start()
         try:
             create_topics(doomed.bootstrap_servers, outputs, 1)
@@ -176,3 +182,76 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
     assert [topic for topic, _ in published].count(topics.dead_letter) == 1
     assert [decode(value, Alert).alert_id for topic, value in published if topic == topics.alerts] == [
         f"{event.event_id}:critical"]
+
+
+def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_bootstrap, tmp_path, monkeypatch):
+    """20 MB of garbage and an event with a NaN start time on the events topic: each becomes one dead letter that
+    fits the broker, the batch is committed once, and the valid event behind them sends its one SMS."""
+    import math
+    import os
+
+    import msgpack
+
+    from schemas import DeadLetter
+
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    with fake.serve() as twilio:
+        config = parse_config({
+            "site": f"hostile-{suffix}",
+            "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
+                                                   "alerts": f"cityguard.alerts.v1.{suffix}",
+                                                   "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
+            "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
+                         "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
+                         "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url,
+                                       "messages_per_second": 50}],
+                         "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
+        }, tmp_path)
+        topics = config.broker.topics
+        create_topics(kafka_bootstrap, [topics.events, topics.alerts, topics.dead_letter], 1)
+        event = danger_event(f"plaza/north/{suffix}")
+        nan_start = msgpack.unpackb(encode(event))
+        nan_start["started_at"] = math.nan
+        garbage = os.urandom(20 * 1024 * 1024)
+        hostile = make_producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024)
+        for value in (garbage, msgpack.packb(nan_start), encode(event)):
+            hostile.send(topics.events, key=b"plaza", value=value)
+        hostile.flush()
+        hostile.close()
+
+        store = IncidentStore(config.alerting.store_url)
+        producer = make_producer(kafka_bootstrap)
+        consumer = make_consumer(kafka_bootstrap, config.group_id("alerts"))
+        consumer.assign([TopicPartition(topics.events, 0)])
+        receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+        try:
+            dispatcher = AlertDispatcher(config.alerting, config.site, store,
+                                         build_channels(config.alerting.channels, config.resolve_path),
+                                         publisher(producer, topics.alerts))
+            service = DispatcherService(dispatcher, consumer, producer, topics, receiver, 60)
+            polls = 0
+
+            def consumed_all() -> bool:
+                nonlocal polls
+                polls += 1
+                service.consume()
+                return committed_offset(kafka_bootstrap, config.group_id("alerts"), topics.events) == 3
+
+            stack.wait_until(consumed_all, 60, "the hostile batch")
+            assert polls < 50, "no re-polling loop"
+            assert len(fake.sent_to(DUTY_PHONE)) == 1
+        finally:
+            consumer.close(autocommit=False)
+            producer.close()
+            receiver.server.server_close()
+            store.close()
+    letters = KafkaConsumer(topics.dead_letter, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                            consumer_timeout_ms=3000)
+    dead = [decode(record.value, DeadLetter) for record in letters]
+    letters.close()
+    assert len(dead) == 2
+    assert dead[0].original_truncated and dead[0].original_size == len(garbage) and len(dead[0].original) <= 65536
+    assert "started_at" in dead[1].reason and not dead[1].original_truncated

@@ -134,3 +134,34 @@ def test_grafana_dashboards_use_the_provisioned_datasource():
         uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
         uids |= {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
         assert uids == {DATASOURCE_UID}, path.name
+
+
+def test_alertmanager_presents_the_token_the_dispatcher_requires_and_the_port_stays_internal():
+    token_env = DEFAULTS.alerting.receiver.token_env
+    hooks = [hook for receiver in load_yaml(INFRA / "alertmanager" / "alertmanager.yml")["receivers"]
+             for hook in receiver.get("webhook_configs", [])]
+    for hook in hooks:
+        authorization = hook["http_config"]["authorization"]
+        assert authorization["type"] == "Bearer"
+        assert hook["max_alerts"] == DEFAULTS.alerting.receiver.max_alerts_per_request
+    secret_file = hooks[0]["http_config"]["authorization"]["credentials_file"]
+    secret_name = Path(secret_file).name
+
+    compose = load_yaml(INFRA / "compose" / "compose.yaml")
+    services = compose["services"]
+    assert token_env in services["alerts"]["environment"]
+    assert "ports" not in services["alerts"]  # exposed on the compose network only
+    assert secret_file == f"/run/secrets/{secret_name}" and secret_name in services["alertmanager"]["secrets"]
+    assert compose["secrets"][secret_name] == {"environment": token_env}
+
+    docs = load_all(INFRA / "k8s" / "cityguard.yaml")
+    alerts = next(doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "alerts")
+    env = {item["name"]: item for item in alerts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[token_env]["valueFrom"]["secretKeyRef"]["key"] == secret_name
+    policy = next(doc for doc in docs if doc["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == alerts["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULTS.alerting.receiver.port}]
+    assert {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in rule["from"]} == {
+        "alertmanager", "prometheus"}

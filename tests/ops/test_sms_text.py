@@ -51,3 +51,9 @@ def test_long_gsm_text_uses_an_ascii_ellipsis_and_fills_the_segment():
 def test_zero_segments_is_refused():
     with pytest.raises(ValueError):
         fit_sms("x", 0)
+
+
+def test_a_suffix_is_kept_whole_when_the_text_is_cut():
+    text = fit_sms("위험 " * 200, 2, suffix=" #0a1b2c")
+    assert text.truncated and text.body.endswith("… #0a1b2c") and text.segments <= 2
+    assert fit_sms("short", 1, suffix=" #0a1b2c").body == "short #0a1b2c"

@@ -95,7 +95,7 @@ def test_hls_outage_reconnects_with_a_re_resolved_url_and_continuing_sequence(ka
     config = site(tmp_path, kafka_bootstrap, [{
         "id": "its-a", "source": server.url("live.m3u8"), "fps": 5, "lat": 37.5, "lon": 127.0,
         "its": {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex", "cctv_type": 1}}],
-        its_api_url=its.url, its_api_key_env=KEY_ENV)
+        its_api_url=its.url, its_api_key_env=KEY_ENV, its_allowed_local_hosts=["127.0.0.1"])  # a local relay
     running = Running(config, kafka_bootstrap)
     try:
         running.wait_for(lambda: len(running.frames) >= 10, 30, "frames before the outage")

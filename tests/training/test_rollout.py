@@ -66,7 +66,8 @@ def test_promotion_and_rollback_mid_stream_lose_and_repeat_no_frame(kafka_bootst
         registry.register(OFFLINE_MODEL, {"kind": "imported"})
     registry.promote("v1", "first model")
     config, path = pipeline_config(tmp_path, "rollout", kafka_bootstrap, model={
-        "offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "registry": str(registry.root)})
+        "offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "registry": str(registry.root),
+        "max_frame_age_s": 3600})  # frames sent while the stage loads its model are not stale here
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
     infer = StageProcess("infer", path, kafka_bootstrap, tmp_path, "--metrics-port", "0")

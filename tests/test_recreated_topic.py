@@ -1,0 +1,36 @@
+"""A consumer whose topic was recreated under it (a broker restart) reads the new messages instead of waiting for
+the offsets to catch up with its old position."""
+import pytest
+from kafka import TopicPartition
+from prometheus_client import REGISTRY
+
+from infra.kafka import create_topics, make_consumer, make_producer, reset_positions_past_the_end
+
+pytestmark = pytest.mark.broker
+
+
+def test_a_position_past_the_end_is_moved_to_the_start(kafka_bootstrap):
+    topic = "recreated-topic-test"
+    create_topics(kafka_bootstrap, [topic], 1)
+    producer = make_producer(kafka_bootstrap)
+    for index in range(3):
+        producer.send(topic, value=b"new %d" % index)
+    producer.flush()
+    consumer = make_consumer(kafka_bootstrap, None)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek(tp, 290)  # where the consumer was in the topic before it was recreated
+    try:
+        received = []
+        for _ in range(20):
+            for records in consumer.poll(timeout_ms=200).values():
+                received += [record.value for record in records]
+            reset_positions_past_the_end(consumer, "test-group")
+            if len(received) == 3:
+                break
+        assert received == [b"new 0", b"new 1", b"new 2"]
+        assert REGISTRY.get_sample_value("cityguard_consumer_position_resets_total",
+                                         {"group": "test-group", "topic": topic}) == 1
+    finally:
+        consumer.close()
+        producer.close()
