@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,26 +167,27 @@ def test_a_review_is_recorded_and_stops_the_incidents_escalation(tmp_path):
         store.close()
 
 
-class IdleStatusConsumer:
-    """Stands in for the broker client of `up`'s status line: no records."""
+def test_up_restarts_an_exited_console_and_keeps_the_pipeline_running(capsys):
+    from cityguard.up import Supervisor
 
-    def poll(self, timeout_ms: int) -> dict:
-        time.sleep(timeout_ms / 1000)
-        return {}
+    def sleeper() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
 
-
-def test_up_reports_an_exited_console_and_keeps_the_pipeline_running(capsys):
-    from cityguard.up import watch
-
-    children = {"console": subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]),
-                "infer": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])}
+    children = {"console": subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]), "infer": sleeper()}
+    supervisor = Supervisor(children, start_stage=lambda stage: sleeper())
     try:
-        assert watch(None, children, IdleStatusConsumer(), duration_s=2.0, interrupted=lambda: False) == 0
-        assert children["infer"].poll() is None
+        children["console"].wait()
+        supervisor.check(now=100.0)
+        supervisor.check(now=100.5)  # still inside the first back-off: not started yet
+        assert children["console"].poll() == 3
+        supervisor.check(now=101.0)
+        assert children["console"].poll() is None and children["infer"].poll() is None
     finally:
-        children["infer"].kill()
-        children["infer"].wait()
-    assert capsys.readouterr().out.count("stage console exited with code 3; see its log; the pipeline runs on") == 1
+        for process in children.values():
+            process.kill()
+            process.wait()
+    out = capsys.readouterr().out
+    assert out.count("console exited with code 3; restarting it in 1 s") == 1 and out.count("console restarted") == 1
 
 
 def open_and_close_store(url: str) -> str:
