@@ -35,6 +35,20 @@ def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
         reader.close(autocommit=False)
 
 
+def sms_site(site: str, suffix: str, tmp_path, twilio_url: str) -> dict:
+    """A dispatcher site on topics of its own that routes crowd events to the duty phone by SMS."""
+    return {
+        "site": site,
+        "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
+                                               "alerts": f"cityguard.alerts.v1.{suffix}",
+                                               "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
+        "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
+                     "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
+                     "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 50}],
+                     "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
+    }
+
+
 def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bootstrap, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     # Twilio as a trial account shows it: every body prefixed, and a new message listed only seconds later.
@@ -118,18 +132,7 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
     suffix = uuid.uuid4().hex[:8]
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     with fake.serve() as twilio:
-        data = {
-            "site": f"unconfirmed-{suffix}",
-            "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
-                                                   "alerts": f"cityguard.alerts.v1.{suffix}",
-                                                   "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
-            "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
-                         "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
-                         "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url,
-                                       "messages_per_second": 50}],
-                         "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
-        }
-        config = parse_config(data, tmp_path)
+        config = parse_config(sms_site(f"unconfirmed-{suffix}", suffix, tmp_path, twilio.url), tmp_path)
         topics = config.broker.topics
         outputs = [topics.alerts, topics.dead_letter]
         create_topics(kafka_bootstrap, [topics.events, *outputs], 1)
@@ -199,17 +202,7 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
     suffix = uuid.uuid4().hex[:8]
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     with fake.serve() as twilio:
-        config = parse_config({
-            "site": f"hostile-{suffix}",
-            "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
-                                                   "alerts": f"cityguard.alerts.v1.{suffix}",
-                                                   "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
-            "alerting": {"store_url": f"sqlite:///{tmp_path}/incidents.sqlite", "receiver": {"port": 0},
-                         "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
-                         "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url,
-                                       "messages_per_second": 50}],
-                         "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
-        }, tmp_path)
+        config = parse_config(sms_site(f"hostile-{suffix}", suffix, tmp_path, twilio.url), tmp_path)
         topics = config.broker.topics
         create_topics(kafka_bootstrap, [topics.events, topics.alerts, topics.dead_letter], 1)
         event = danger_event(f"plaza/north/{suffix}")
