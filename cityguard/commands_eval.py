@@ -153,7 +153,7 @@ def counters_for(args, config):
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,
         density=DensityMapCounter.from_config(config) if "density" in wanted else None,
-        density_settings=config.analytics.density_model, counting=config.analytics.counting, confidence=confidence,
+        counting=config.analytics.counting, confidence=confidence,
         fused_uses_tiled=args.fused_detector == "tiled")
 
 

@@ -1,5 +1,6 @@
 """`cityguard bench density-map`: seconds per map of the CSRNet density-map counter on this machine, per input width
-(the inference stage uses analytics.density_model.max_width, and dense_max_width after a dense count)."""
+(the inference stage makes each map at analytics.density_model.max_width, and a second one at dense_max_width when
+that map has locally dense cells)."""
 from __future__ import annotations
 
 import time

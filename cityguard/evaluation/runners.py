@@ -136,7 +136,6 @@ class CounterSet:
     detector: Detector | None
     tiled: Detector | None
     density: object | None  # processors.inference.density_map.DensityMapCounter
-    density_settings: object  # schemas.settings.crowd.DensityModelConfig: the map widths the inference stage uses
     counting: object  # schemas.settings.crowd.CountingConfig
     confidence: float
     fused_uses_tiled: bool = False  # the zone camera runs the tiled detector
@@ -144,11 +143,10 @@ class CounterSet:
 
 def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
     """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
-    (reduced width, full width for a dense scene); `fused` is the analytics' zone counter
+    (the multi-scale map: reduced width, full width in locally dense cells); `fused` is the analytics' zone counter
     (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image, fed what the inference
     stage sends: the camera's detector's person boxes and a fresh density map."""
     from processors.analytics.crowd.counting import fuse_counts
-    from processors.inference.density_map import multi_scale_count
 
     unknown = sorted(set(counters) - set(COUNTERS))
     if unknown:
@@ -165,7 +163,7 @@ def counter_counts(counters: list[str], images: list[Path], runners: CounterSet)
                 boxes[name] = result.xyxy[people]
         model_people = None
         if "density" in counters or "fused" in counters:
-            model_people, _ = multi_scale_count(image, runners.density, runners.density_settings)
+            model_people = float(runners.density.multi_scale_map(image).sum())
         for name in counters:
             if name == "density":
                 counts[name].append(model_people)

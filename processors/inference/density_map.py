@@ -13,7 +13,7 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +104,39 @@ def convert_to_openvino(weights: Path, cache_dir: Path) -> Path:
     return target
 
 
+def dense_cells(reduced: np.ndarray, people_per_cell: float) -> np.ndarray:
+    """Cells of a reduced-width map inside a locally dense crowd: their 3x3 neighbourhood averages at least
+    `people_per_cell`. Heads there are only a few pixels wide at the reduced width and the model misses many."""
+    import cv2
+
+    return cv2.blur(reduced, (3, 3)) >= people_per_cell
+
+
+def combine_scales(reduced: np.ndarray, full: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    """The reduced-width map with the full-width map's counts in its `dense` cells: the full map is resampled onto
+    the reduced grid, keeping its total, so both maps' people land in the cells that cover them."""
+    import cv2
+
+    resampled = cv2.resize(full, (reduced.shape[1], reduced.shape[0]), interpolation=cv2.INTER_AREA)
+    if resampled.sum() > 0:
+        resampled *= full.sum() / resampled.sum()
+    return np.where(dense, resampled, reduced).astype(np.float32)
+
+
+def multi_scale(reduced: np.ndarray, full_width_map: Callable[[], np.ndarray], dense_cell_people: float) -> np.ndarray:
+    """The reduced-width map, with the full-width map's counts in its locally dense cells; `full_width_map` makes
+    that map and is called only when there are such cells."""
+    dense = dense_cells(reduced, dense_cell_people)
+    return combine_scales(reduced, full_width_map(), dense) if dense.any() else reduced
+
+
 class DensityMapCounter:
     """Density maps for BGR images; call it at a lower rate than the detector (it is ~40x slower)."""
 
     MAX_SHAPES = 8  # compiled models kept, one per input size (cameras have few sizes)
 
-    def __init__(self, model_path: Path, threads: int | None = None, max_width: int | None = None):
+    def __init__(self, model_path: Path, threads: int | None = None, max_width: int | None = None,
+                 dense_max_width: int | None = None, dense_cell_people: float | None = None):
         import openvino as ov
 
         self.core = ov.Core()
@@ -117,6 +144,8 @@ class DensityMapCounter:
         self.compile_config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         self.compiled: dict[tuple[int, int], object] = {}  # static shapes run ~2x faster than a dynamic one here
         self.max_width = max_width
+        self.dense_max_width = dense_max_width
+        self.dense_cell_people = dense_cell_people
         self.name = f"csrnet-shtech-a:{model_path.stem}"
 
     def _compiled_for(self, height: int, width: int):
@@ -134,7 +163,8 @@ class DensityMapCounter:
         settings = config.analytics.density_model
         weights = Path(config.resolve_path(settings.weights)) if settings.weights else packaged_weights()
         cache_dir = Path(config.resolve_path(str(Path(settings.cache_dir).expanduser())))
-        return cls(convert_to_openvino(weights, cache_dir), settings.threads, settings.max_width)
+        return cls(convert_to_openvino(weights, cache_dir), settings.threads, settings.max_width,
+                   settings.dense_max_width, settings.dense_cell_people)
 
     def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
         """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
@@ -154,26 +184,18 @@ class DensityMapCounter:
         log.debug("density map %dx%d in %.3f s", image.shape[1], image.shape[0], time.perf_counter() - started)
         return np.ascontiguousarray(np.maximum(output[0, 0], 0), dtype=np.float32)  # negatives are model noise
 
-    def density_maps(self, bgr_images: list[np.ndarray], max_widths: list[int | None]) -> list[np.ndarray]:
-        """One map per image, in order. One request per image: CPU latency per map is what bounds the schedule, and
-        frames of different cameras rarely share a shape; an accelerator backend can batch equal shapes here."""
-        return [self.density_map(image, width) for image, width in zip(bgr_images, max_widths, strict=True)]
+    def multi_scale_map(self, bgr_image: np.ndarray) -> np.ndarray:
+        """The map the inference stage sends: at the reduced width (`max_width`), which keeps sparse and moderate
+        scenes from being over-counted; where that map finds a locally dense crowd, also at `dense_max_width`, whose
+        counts replace the reduced map's in those cells (combine_scales). A scene without dense cells costs one
+        reduced-width map, one with them a reduced- and a full-width map. On the grid of the reduced-width map."""
+        reduced = self.density_map(bgr_image, self.max_width)
+        if self.dense_max_width is None or self.dense_cell_people is None:
+            return reduced
+        return multi_scale(reduced, lambda: self.density_map(bgr_image, self.dense_max_width), self.dense_cell_people)
 
-
-def map_width(last_map_people: float | None, settings) -> int:
-    """The input width of a camera's next map (settings: schemas.settings.crowd.DensityModelConfig): full width
-    after a map that counted a dense crowd, the reduced one otherwise (and for a camera's first map)."""
-    if last_map_people is not None and last_map_people >= settings.dense_above_people:
-        return settings.dense_max_width
-    return settings.max_width
-
-
-def multi_scale_count(bgr_image: np.ndarray, counter: DensityMapCounter, settings) -> tuple[float, np.ndarray]:
-    """A still image's count as the inference stage settles on it for a steady scene: a reduced-width map, then a
-    full-width one when that counted a dense crowd. Returns (people, the map used)."""
-    density = counter.density_map(bgr_image, map_width(None, settings))
-    people = float(density.sum())
-    if map_width(people, settings) != settings.max_width:
-        density = counter.density_map(bgr_image, map_width(people, settings))
-        people = float(density.sum())
-    return people, density
+    def density_maps(self, bgr_images: list[np.ndarray]) -> list[np.ndarray]:
+        """One multi-scale map per image, in order. One request per image: CPU latency per map is what bounds the
+        schedule, and frames of different cameras rarely share a shape; an accelerator backend can batch equal
+        shapes here."""
+        return [self.multi_scale_map(image) for image in bgr_images]

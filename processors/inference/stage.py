@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
-from processors.inference.density_map import DensityMapCounter, map_width
+from processors.inference.density_map import DensityMapCounter
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import verify_frame_jpeg
@@ -195,11 +195,9 @@ class InferenceWorker:
         # The density-map model is ~100x slower than the detector: the schedule spreads its runs over the zone
         # cameras so each one's map stays younger than the analytics' max age.
         self.density_counter = density_counter
-        self.density_settings = config.analytics.density_model
         self.density_schedule = None
-        self.last_map_people: dict[str, float] = {}  # each camera's last map count: picks the next map's width
         if density_counter is not None:
-            settings = self.density_settings
+            settings = config.analytics.density_model
             self.density_schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
                                                     settings.interval_seconds, settings.maps_per_batch,
                                                     settings.max_busy_fraction)
@@ -308,16 +306,12 @@ class InferenceWorker:
             [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in with_image], time.monotonic())]
         maps = {}
         if chosen:
-            cameras = [frames[i].frame.camera_id for i in chosen]
-            widths = [map_width(self.last_map_people.get(camera), self.density_settings) for camera in cameras]
             started = time.perf_counter()
-            made = self.density_counter.density_maps([frames[i].image for i in chosen], widths)
+            made = self.density_counter.density_maps([frames[i].image for i in chosen])
             elapsed = time.perf_counter() - started
             self.density_schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
             maps = dict(zip(chosen, made, strict=True))
-            for camera, density in zip(cameras, made, strict=True):
-                self.last_map_people[camera] = float(density.sum())
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.density_schedule.cameras:

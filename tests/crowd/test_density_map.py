@@ -1,11 +1,18 @@
-"""The CSRNet density-map counter on a real frame, and zone integration of a map."""
+"""The CSRNet density-map counter on a real frame, its multi-scale map, and zone integration of a map."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from processors.inference.density_map import DensityMapCounter, convert_to_openvino, packaged_weights
+from processors.inference.density_map import (
+    DensityMapCounter,
+    combine_scales,
+    convert_to_openvino,
+    dense_cells,
+    multi_scale,
+    packaged_weights,
+)
 from schemas.geometry import integrate_polygon
 from tests.conftest import VTEST
 
@@ -33,6 +40,42 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
     assert 3 <= count <= 100
     lower_half = [(0, height / 2), (width, height / 2), (width, height), (0, height)]
     assert 0 < integrate_polygon(density, lower_half, (width, height)) < count
+
+
+def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):
+    capture = cv2.VideoCapture(str(VTEST))
+    ok, image = capture.read()
+    capture.release()
+    assert ok
+    reduced = counter.density_map(image, 512)
+    assert not dense_cells(reduced, 0.35).any()
+    sparse = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=0.35)
+    np.testing.assert_array_equal(sparse.multi_scale_map(image), reduced)
+    # a threshold every occupied cell passes: the 768-pixel map's counts everywhere, on the 512-pixel grid
+    everywhere = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=1e-9)
+    combined = everywhere.multi_scale_map(image)
+    full = counter.density_map(image, 768)
+    assert combined.shape == reduced.shape and combined.dtype == np.float32
+    assert float(combined.sum()) == pytest.approx(float(full.sum()), rel=0.02)
+
+
+def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_ones():
+    reduced = np.full((4, 6), 0.05, dtype=np.float32)
+    reduced[:, :3] = 0.6  # a packed left half
+    full = np.full((8, 12), 0.02, dtype=np.float32)
+    full[:, :6] = 0.2  # the full-width map finds more people there: 0.8 per reduced cell
+    dense = dense_cells(reduced, 0.35)
+    assert dense[:, :3].all() and not dense[:, 3:].any()
+    combined = combine_scales(reduced, full, dense)
+    np.testing.assert_allclose(combined[:, :3], 0.8, rtol=1e-5)
+    np.testing.assert_allclose(combined[:, 3:], 0.05)
+    np.testing.assert_array_equal(multi_scale(reduced, lambda: full, 0.35), combined)
+
+    def no_full_map():
+        raise AssertionError("the full-width map is made only for a map with dense cells")
+
+    calm = reduced[:, 3:]
+    np.testing.assert_array_equal(multi_scale(calm, no_full_map, 0.35), calm)
 
 
 def test_integration_weights_partial_cells_by_area():

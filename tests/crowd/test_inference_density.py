@@ -1,4 +1,4 @@
-"""The inference stage's density maps: which frames get one, at which width, and the map-age gauge.
+"""The inference stage's density maps: which frames get one, and the map-age gauge.
 
 The density model is replaced by a stand-in that returns a map of a fixed count (the real model is exercised in
 test_density_map.py); the worker is the real one, without a broker (this path does not touch it).
@@ -20,10 +20,10 @@ class FixedCountDensity:
 
     def __init__(self, people: float):
         self.people = people
-        self.widths: list[int | None] = []
+        self.calls = 0
 
-    def density_maps(self, images: list[np.ndarray], max_widths: list[int | None]) -> list[np.ndarray]:
-        self.widths += max_widths
+    def density_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += len(images)
         return [np.full((4, 4), self.people / 16, dtype=np.float32) for _ in images]
 
 
@@ -44,8 +44,8 @@ def age(camera: str) -> float | None:
     return REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": camera})
 
 
-def test_zone_cameras_get_maps_at_the_width_their_last_count_calls_for():
-    counter = FixedCountDensity(people=400.0)  # a dense crowd
+def test_zone_cameras_get_maps_when_theirs_are_due():
+    counter = FixedCountDensity(people=400.0)
     stage = worker(counter)
     maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)])
     assert list(maps) == [1] and float(maps[1].sum()) == 400.0  # the camera without zones gets none
@@ -53,12 +53,4 @@ def test_zone_cameras_get_maps_at_the_width_their_last_count_calls_for():
     assert stage.density_maps([frame("square", 103.0)]) == {}  # not due yet
     assert age("square") == 3.0
     stage.density_maps([frame("square", 108.0)])  # due after analytics.density_model.interval_seconds
-    assert counter.widths == [512, 1024]  # first at the reduced width; after a dense count at full width
-
-
-def test_a_sparse_count_keeps_the_reduced_width():
-    counter = FixedCountDensity(people=30.0)
-    stage = worker(counter)
-    for at in (200.0, 208.0, 216.0):
-        stage.density_maps([frame("square", at)])
-    assert counter.widths == [512, 512, 512]
+    assert counter.calls == 2 and age("square") == 0.0

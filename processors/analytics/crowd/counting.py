@@ -2,22 +2,26 @@
 
 The rule was chosen on a labelled set of 68 real images (tests/devsets/crowd: ShanghaiTech A/B test splits, 9 to
 2,256 people; figures in its measurements.csv, checked by tests/crowd/test_devset_fusion.py). Mean absolute error
-by true crowd size, leave-one-out over the rule's one threshold:
+(mean relative error) by true crowd size; the rule's one fitted setting chosen by leave-one-out:
 
-| counter                               | <= 60 people | 61-250       | > 250         |
-|---------------------------------------|--------------|--------------|---------------|
-| box detector, whole frame             | 23.7 (51 %)  | 137 (89 %)   | 565 (98 %)    |
-| box detector, tiled                   | 10.9 (33 %)  | 122 (77 %)   | 557 (96 %)    |
-| density map, image <= 512 px wide     | 5.4 (16 %)   | 34.6 (29 %)  | 155 (23 %)    |
-| density map, image <= 1024 px wide    | 24.8 (81 %)  | 44.0 (40 %)  | 87.5 (17 %)   |
-| this rule                             | 5.3 (16 %)   | 42.9 (37 %)  | 87.5 (17 %)   |
+| counter                                        | <= 60 people | 61-250       | > 250         |
+|------------------------------------------------|--------------|--------------|---------------|
+| box detector, whole frame                      | 23.7 (51 %)  | 137 (89 %)   | 565 (98 %)    |
+| box detector, tiled                            | 10.9 (33 %)  | 122 (77 %)   | 557 (96 %)    |
+| density map, image <= 512 px wide              | 5.4 (16 %)   | 34.6 (29 %)  | 155 (23 %)    |
+| density map, image <= 1024 px wide             | 24.8 (81 %)  | 44.0 (40 %)  | 87.5 (17 %)   |
+| this rule (multi-scale map, detector floor)    | 5.3 (16 %)   | 33.7 (28 %)  | 90.1 (18 %)   |
 
-So the box detector never leads: it finds 0-40 people whatever the crowd, and neither occlusion nor saturation
-cues fire where it fails (too few boxes). The density map leads everywhere, at a small input in sparse scenes
-(full size over-counts them several-fold) and at full size in packed ones (a small input loses heads). Hence:
+The box detector never leads: it finds 0-40 people whatever the crowd, and neither occlusion nor saturation cues
+fire where it fails (too few boxes). The density map leads everywhere, at a small input where people are large in
+the frame (full size over-counts them several-fold) and at full size where they are small and packed (a small input
+loses heads). The choice is made per map cell, not per frame: a whole-frame switch on the count had to trade the
+moderate crowds (61-250: 41.8 with a switch at 150 people) against the packed ones (> 250: 100 with a switch at
+300). Hence:
 
-- the inference stage makes maps at a reduced width and, for a camera whose last map counted at least
-  `analytics.density_model.dense_above_people`, at the full width (processors.inference.density_map.map_width);
+- the inference stage makes each map at a reduced width and, where that map finds a locally dense crowd
+  (`analytics.density_model.dense_cell_people`), also at the full width, whose counts replace the reduced map's in
+  those cells (processors.inference.density_map.DensityMapCounter.multi_scale_map);
 - a zone's count is its map count, or the detector's count when that is higher (the boxes are people the map
   missed: a floor, never a reason to count fewer);
 - without a density map younger than `density_map_max_age_seconds` the count is UNRELIABLE and the zone's level is
@@ -32,7 +36,7 @@ from schemas.settings.crowd import CountingConfig
 from schemas.zone_metrics import CountSource
 
 # (upper bound of the regime in people, confidence) from the development set's relative errors above
-CONFIDENCE_BY_SIZE = ((60, 0.84), (250, 0.63), (float("inf"), 0.83))
+CONFIDENCE_BY_SIZE = ((60, 0.84), (250, 0.72), (float("inf"), 0.82))
 CONFIDENCE_UNRELIABLE = 0.2
 
 
