@@ -3,7 +3,8 @@ never committed): every file is fetched from a public repository at a pinned com
 of it, checked against its recorded sha256, and refused when it comes from a held-out source.
 
 Built layout of an image set (`items`): `images/<id><suffix>`, `annotations/<id><suffix>` and `truth.csv`
-(`file,count`), which `cityguard eval counts --images DIR/images --truth DIR/truth.csv` reads as it is. A clip set
+(`file,count`), which `cityguard eval counts --images DIR/images --truth DIR/truth.csv` reads as it is. Frames of a
+public video counted by hand (`frames`) join it as `images/<id>.png`, decoded from the verified video. A clip set
 (`clips`) gives `clips/<file>` and, when the manifest names a `labels` file beside it, a copy of it (for
 `cityguard eval events --truth`).
 """
@@ -45,6 +46,18 @@ class DevsetItem:
 
 
 @dataclass(frozen=True)
+class DevsetFrame:
+    """One frame of a public video with a people count made by hand (the manifest says how)."""
+
+    id: str
+    repo: str
+    commit: str
+    video: DevsetFile
+    frame: int  # index in decoding order, from 0
+    count: int
+
+
+@dataclass(frozen=True)
 class DevsetClip:
     id: str  # the camera id the clip plays as
     repo: str
@@ -61,6 +74,7 @@ class Manifest:
     denied_path_patterns: list[re.Pattern]  # held-out datasets and sequences, matched against file paths
     clips: list[DevsetClip] = ()
     labels: str | None = None  # a file beside the manifest, copied into the built set
+    frames: list[DevsetFrame] = ()
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -73,15 +87,18 @@ def load_manifest(path: Path) -> Manifest:
         clips = [DevsetClip(id=entry["camera"], repo=entry["source"]["repo"], commit=entry["source"]["commit"],
                             clip=DevsetFile(entry["source"]["path"], entry["sha256"]), file=entry["file"])
                  for entry in data.get("clips", [])]
+        frames = [DevsetFrame(id=entry["id"], repo=entry["repo"], commit=entry["commit"],
+                              video=DevsetFile(**entry["video"]), frame=int(entry["frame"]), count=int(entry["count"]))
+                  for entry in data.get("frames", [])]
         deny = data["deny"]
         denied = frozenset(repo.lower() for repo in deny["repos"])
         patterns = [re.compile(pattern, re.IGNORECASE) for pattern in deny["path_patterns"]]
     except (KeyError, TypeError) as exc:
         raise DevsetError(f"{path}: missing or malformed field {exc}") from None
-    ids = [item.id for item in [*items, *clips]]
+    ids = [item.id for item in [*items, *clips, *frames]]
     if len(set(ids)) != len(ids):
         raise DevsetError(f"{path}: item ids repeat")
-    return Manifest(data["name"], items, denied, patterns, clips, data.get("labels"))
+    return Manifest(data["name"], items, denied, patterns, clips, data.get("labels"), frames)
 
 
 def held_out_digests(reference: Path | None) -> frozenset[str]:
@@ -91,11 +108,16 @@ def held_out_digests(reference: Path | None) -> frozenset[str]:
     return frozenset(SHA256.findall(reference.read_text()))
 
 
-def _files(item: DevsetItem | DevsetClip) -> tuple[DevsetFile, ...]:
-    return (item.clip,) if isinstance(item, DevsetClip) else (item.image, item.annotation)
+Source = DevsetItem | DevsetClip | DevsetFrame
 
 
-def refusal(item: DevsetItem | DevsetClip, manifest: Manifest, digests: frozenset[str]) -> str | None:
+def _files(item: Source) -> tuple[DevsetFile, ...]:
+    if isinstance(item, DevsetClip):
+        return (item.clip,)
+    return (item.video,) if isinstance(item, DevsetFrame) else (item.image, item.annotation)
+
+
+def refusal(item: Source, manifest: Manifest, digests: frozenset[str]) -> str | None:
     """Why an item must not be used, or None."""
     if item.repo.lower() in manifest.denied_repos:
         return f"{item.id}: repository {item.repo} is held out"
@@ -107,7 +129,7 @@ def refusal(item: DevsetItem | DevsetClip, manifest: Manifest, digests: frozense
     return None
 
 
-def _fetch(item: DevsetItem | DevsetClip, file: DevsetFile, local: Path | None) -> bytes:
+def _fetch(item: Source, file: DevsetFile, local: Path | None) -> bytes:
     if local is not None:
         mirrors = (local, local / item.repo, local / item.repo.replace("/", "+"))
         for candidate in (mirror / file.path for mirror in mirrors):
@@ -119,7 +141,7 @@ def _fetch(item: DevsetItem | DevsetClip, file: DevsetFile, local: Path | None) 
         return response.read()
 
 
-def _verified(item: DevsetItem | DevsetClip, file: DevsetFile, local: Path | None, digests: frozenset[str]) -> bytes:
+def _verified(item: Source, file: DevsetFile, local: Path | None, digests: frozenset[str]) -> bytes:
     data = _fetch(item, file, local)
     digest = hashlib.sha256(data).hexdigest()
     if digest != file.sha256:
@@ -140,11 +162,11 @@ def _build_clips(manifest: Manifest, folder: Path, out: Path, local: Path | None
 
 
 def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
-                 held_out_reference: Path | None = None) -> list[DevsetItem]:
+                 held_out_reference: Path | None = None) -> list[Source]:
     """Writes the set under `out`; raises DevsetError on the first refused or mismatching file, before writing it."""
     manifest = load_manifest(manifest_path)
     digests = held_out_digests(held_out_reference)
-    for item in [*manifest.items, *manifest.clips]:
+    for item in [*manifest.items, *manifest.clips, *manifest.frames]:
         reason = refusal(item, manifest, digests)
         if reason:
             raise DevsetError(f"refused: {reason}")
@@ -157,8 +179,43 @@ def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
         for file, folder in ((item.image, "images"), (item.annotation, "annotations")):
             (out / folder / f"{item.id}{Path(file.path).suffix}").write_bytes(_verified(item, file, local, digests))
         rows.append((f"{item.id}{Path(item.image.path).suffix}", item.count))
+    for frame in _write_frames(manifest.frames, out / "images", local, digests):
+        rows.append((f"{frame.id}.png", frame.count))
     with (out / "truth.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(("file", "count"))
         writer.writerows(rows)
-    return manifest.items
+    return [*manifest.items, *manifest.frames]
+
+
+def _write_frames(frames: list[DevsetFrame], folder: Path, local: Path | None,
+                  digests: frozenset[str]) -> list[DevsetFrame]:
+    """Decodes each video once (verified like any other file) and writes the listed frames as PNG."""
+    import tempfile
+
+    import cv2
+
+    by_video: dict[tuple[str, str, DevsetFile], list[DevsetFrame]] = {}
+    for frame in frames:
+        by_video.setdefault((frame.repo, frame.commit, frame.video), []).append(frame)
+    for group in by_video.values():
+        wanted = {frame.frame: frame for frame in group}
+        with tempfile.NamedTemporaryFile(suffix=Path(group[0].video.path).suffix) as video:
+            video.write(_verified(group[0], group[0].video, local, digests))
+            video.flush()
+            capture = cv2.VideoCapture(video.name)
+            index = 0
+            try:
+                while wanted and index <= max(wanted):
+                    ok, image = capture.read()
+                    if not ok:
+                        break
+                    if index in wanted:
+                        cv2.imwrite(str(folder / f"{wanted.pop(index).id}.png"), image)
+                    index += 1
+            finally:
+                capture.release()
+        if wanted:
+            missing = min(wanted.values(), key=lambda frame: frame.frame)
+            raise DevsetError(f"{missing.id}: {missing.video.path} has no frame {missing.frame}")
+    return frames

@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -66,6 +67,47 @@ def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
         build_devset(manifest, tmp_path / "out", tmp_path / "mirror", note)
 
 
+def write_video_source(tmp_path: Path, frames: int) -> tuple[Path, bytes]:
+    """A local copy of a repository holding a short video whose frame n is a flat image of grey level 40 n."""
+    import cv2
+
+    path = tmp_path / "mirror" / "someone" / "clips" / "street.avi"
+    path.parent.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for n in range(frames):
+        writer.write(np.full((48, 64, 3), 40 * n, dtype=np.uint8))
+    writer.release()
+    return path, path.read_bytes()
+
+
+def frames_manifest(tmp_path: Path, video: bytes, indices: list[int]) -> Path:
+    frames = [{"id": f"street-f{n}", "repo": "someone/clips", "commit": "0" * 40, "frame": n, "count": n + 3,
+               "video": {"path": "street.avi", "sha256": hashlib.sha256(video).hexdigest()}} for n in indices]
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"name": "test", "deny": {"repos": [], "path_patterns": []}, "items": [],
+                                        "frames": frames}))
+    return manifest
+
+
+def test_hand_counted_frames_are_decoded_from_the_verified_video(tmp_path):
+    import cv2
+
+    _, video = write_video_source(tmp_path, frames=4)
+    manifest = frames_manifest(tmp_path, video, [1, 3])
+    build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+    for n in (1, 3):
+        image = cv2.imread(str(tmp_path / "out" / "images" / f"street-f{n}.png"))
+        assert image.shape == (48, 64, 3) and abs(float(image.mean()) - 40 * n) < 3
+    rows = list(csv.reader((tmp_path / "out" / "truth.csv").open()))
+    assert rows == [["file", "count"], ["street-f1.png", "4"], ["street-f3.png", "6"]]
+
+
+def test_a_frame_past_the_end_of_its_video_is_an_error(tmp_path):
+    _, video = write_video_source(tmp_path, frames=2)
+    with pytest.raises(DevsetError, match="street-f5: street.avi has no frame 5"):
+        build_devset(frames_manifest(tmp_path, video, [0, 5]), tmp_path / "out", tmp_path / "mirror")
+
+
 def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     manifest = load_manifest(CROWD / "manifest.yaml")
     assert len(manifest.items) == 68 and len({item.id for item in manifest.items}) == 68
@@ -74,6 +116,9 @@ def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
         assert item.repo.lower() not in manifest.denied_repos
         for file in (item.image, item.annotation):
             assert len(file.sha256) == 64 and file.sha256 not in digests
+    assert [frame.count for frame in manifest.frames] == [3, 8, 6, 4, 6, 8]  # street-camera frames, counted by eye
+    for frame in manifest.frames:
+        assert frame.repo.lower() not in manifest.denied_repos and frame.video.sha256 not in digests
     assert "uestcchicken/crowd-counting-mcnn" in manifest.denied_repos
 
 
