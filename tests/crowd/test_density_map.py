@@ -10,6 +10,7 @@ from processors.inference.density_map import (
     combine_scales,
     convert_to_openvino,
     dense_cells,
+    dense_region,
     multi_scale,
     packaged_weights,
 )
@@ -42,21 +43,48 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
     assert 0 < integrate_polygon(density, lower_half, (width, height)) < count
 
 
-def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):
+def first_vtest_frame() -> np.ndarray:
     capture = cv2.VideoCapture(str(VTEST))
     ok, image = capture.read()
     capture.release()
     assert ok
+    return image
+
+
+def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):
+    image = first_vtest_frame()
     reduced = counter.density_map(image, 512)
     assert not dense_cells(reduced, 0.35).any()
     sparse = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=0.35)
     np.testing.assert_array_equal(sparse.multi_scale_map(image), reduced)
-    # a threshold every occupied cell passes: the 768-pixel map's counts everywhere, on the 512-pixel grid
-    everywhere = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=1e-9)
-    combined = everywhere.multi_scale_map(image)
-    full = counter.density_map(image, 768)
+
+
+def test_the_full_width_map_of_the_dense_region_matches_the_whole_frames_there(counter):
+    """A threshold only the busiest cells of a real frame pass: the full-width map is made for the region around
+    them, and their counts are those of the whole frame's full-width map (the margin keeps the crop's edge away)."""
+    image = first_vtest_frame()
+    reduced = counter.density_map(image, 512)
+    threshold = 0.8 * float(cv2.blur(reduced, (3, 3)).max())
+    dense = dense_cells(reduced, threshold)
+    rows, cols = dense_region(dense)
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) < reduced.size  # only part of the frame
+    partial = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=threshold)
+    combined = partial.multi_scale_map(image)
+    whole = combine_scales(reduced, counter.density_map(image, 768), dense)
     assert combined.shape == reduced.shape and combined.dtype == np.float32
-    assert float(combined.sum()) == pytest.approx(float(full.sum()), rel=0.02)
+    np.testing.assert_array_equal(combined[~dense], reduced[~dense])
+    assert float(combined[dense].sum()) == pytest.approx(float(whole[dense].sum()), rel=0.03)
+
+
+def test_the_dense_region_has_a_margin_and_bounds_on_a_coarse_grid():
+    dense = np.zeros((48, 64), dtype=bool)
+    dense[20, 30] = True
+    assert dense_region(dense) == (slice(16, 32), slice(24, 40))
+    dense[47, 63] = True  # clipped to the grid
+    assert dense_region(dense) == (slice(16, 48), slice(24, 64))
+    dense = np.zeros((48, 64), dtype=bool)
+    dense[2, 3] = True
+    assert dense_region(dense) == (slice(0, 8), slice(0, 8))
 
 
 def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_ones():
@@ -69,9 +97,13 @@ def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_on
     combined = combine_scales(reduced, full, dense)
     np.testing.assert_allclose(combined[:, :3], 0.8, rtol=1e-5)
     np.testing.assert_allclose(combined[:, 3:], 0.05)
-    np.testing.assert_array_equal(multi_scale(reduced, lambda: full, 0.35), combined)
 
-    def no_full_map():
+    def full_width_map(rows: slice, cols: slice) -> np.ndarray:
+        return full[2 * rows.start:2 * rows.stop, 2 * cols.start:2 * cols.stop]
+
+    np.testing.assert_array_equal(multi_scale(reduced, full_width_map, 0.35), combined)
+
+    def no_full_map(rows: slice, cols: slice):
         raise AssertionError("the full-width map is made only for a map with dense cells")
 
     calm = reduced[:, 3:]

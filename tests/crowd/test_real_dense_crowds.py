@@ -66,7 +66,13 @@ def multi_scale_map(outputs: dict, dense_cell_people: float) -> np.ndarray:
     """What DensityMapCounter.multi_scale_map makes of the image, from the recorded maps."""
     reduced, full = (outputs[f"map_{width}"].astype(np.float32) for width in (512, 1024))
     assert dense_cells(reduced, dense_cell_people).any()  # packed crowds: the full-width map is made
-    return multi_scale(reduced, lambda: full, dense_cell_people)
+    ratio = full.shape[0] / reduced.shape[0], full.shape[1] / reduced.shape[1]
+
+    def full_width_map(rows: slice, cols: slice) -> np.ndarray:  # the recorded map's part under those cells
+        return full[round(rows.start * ratio[0]):round(rows.stop * ratio[0]),
+                    round(cols.start * ratio[1]):round(cols.stop * ratio[1])]
+
+    return multi_scale(reduced, full_width_map, dense_cell_people)
 
 
 @pytest.mark.parametrize("image", IMAGES)

@@ -10,7 +10,7 @@ The rule was chosen on a labelled set of 68 real images (tests/devsets/crowd: Sh
 | box detector, tiled                            | 10.9 (33 %)  | 122 (77 %)   | 557 (96 %)    |
 | density map, image <= 512 px wide              | 5.4 (16 %)   | 34.6 (29 %)  | 155 (23 %)    |
 | density map, image <= 1024 px wide             | 24.8 (81 %)  | 44.0 (40 %)  | 87.5 (17 %)   |
-| this rule (multi-scale map, detector floor)    | 5.3 (16 %)   | 33.7 (28 %)  | 90.1 (18 %)   |
+| this rule (multi-scale map, detector floor)    | 5.3 (16 %)   | 33.5 (28 %)  | 89.9 (18 %)   |
 
 On six hand-counted frames of a fixed street camera (3-8 people, measurements_cctv.csv) the whole-frame detector
 is nearly exact (MAE 0.33) while the map, and so this rule, adds about five people of background texture at 512 px
@@ -25,8 +25,8 @@ count trades the moderate crowds against the packed ones (switching at 150 peopl
 single counter up to 250 people and stays about 3 % behind the full-width map above. Hence:
 
 - the inference stage makes each map at a reduced width and, where that map finds a locally dense crowd
-  (`analytics.density_model.dense_cell_people`), also at the full width, whose counts replace the reduced map's in
-  those cells (processors.inference.density_map.DensityMapCounter.multi_scale_map);
+  (`analytics.density_model.dense_cell_people`), also the region around it at the full width, whose counts
+  replace the reduced map's in those cells (processors.inference.density_map.DensityMapCounter.multi_scale_map);
 - a zone's count is its map count, or the detector's count when that is higher (the boxes are people the map
   missed: a floor, never a reason to count fewer);
 - without a density map younger than `density_map_max_age_seconds` the count is UNRELIABLE and the zone's level is
