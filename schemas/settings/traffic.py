@@ -134,7 +134,7 @@ class TrafficThresholds(Frozen):
         default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
     impact_min_seconds: float = Field(
         default=0.6, gt=0, le=10, description="motion watched after a contact before judging whether it broke off "
-        "(a collision flagged at contact needs both vehicles to stop dead, swerve, be shoved or vanish)")
+        "(a collision flagged at contact needs both vehicles to stop dead, swerve or vanish)")
     impact_window_seconds: float = Field(
         default=2.0, gt=0, le=30, description="a contact can be confirmed as a collision this long after it")
     impact_turn_degrees: float = Field(
