@@ -56,7 +56,7 @@ def test_a_car_and_a_cyclist_moving_through_a_plaza_are_one_event_each():
 
 
 @pytest.mark.parametrize("camera_id", ["reckon-motorway", "abhishek-motorway", "canersu-motorway", "kraten-arterial",
-                                       "parking-aisle"])
+                                       "parking-aisle", "avenue-street-level"])
 def test_free_flowing_traffic_raises_nothing(camera_id):
     assert opened_events(camera_id) == []
 
