@@ -61,5 +61,10 @@ def test_free_flowing_traffic_raises_nothing(camera_id):
     assert opened_events(camera_id) == []
 
 
+def test_a_jammed_city_arterial_is_congestion_and_nothing_else():
+    events = opened_events("dhaka-arterial")
+    assert [(e.type, e.zone_id) for e in events] == [("congestion", "away")]
+
+
 def test_a_camera_that_tilts_and_drifts_raises_nothing():
     assert opened_events("tesipog-arterial") == []
