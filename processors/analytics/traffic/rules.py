@@ -200,8 +200,6 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
-
-
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
             # A crash found from its standstill: the latest contact at speed beside it is when it happened.
@@ -363,7 +361,8 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
             continue
         conditions.append(Condition(
             key=candidate.key, type="collision", severity=Severity.CRITICAL, level=2,
-            reason=f"{candidate.reason} ({since_contact:.1f} s ago)", confidence=1.0,
+            reason=f"{candidate.reason} ({since_contact:.1f} s ago)",
+            confidence=min((state.tracks[i].confidence for i in candidate.track_ids if i in state.tracks), default=0.5),
             zone_id=_zone_at(scene, state, candidate), track_ids=list(candidate.track_ids),
             details={"seconds_since_contact": round(since_contact, 1),
                      "contact_speed_box_per_s": round(candidate.speed_box_per_s, 2)}))
