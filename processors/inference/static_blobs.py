@@ -35,6 +35,11 @@ QUARTERS_AGREEING = 3  # of the view's four quarters, this many must show the vi
 QUARTER_TOLERANCE = 0.25  # a quarter's shift may differ from the view's by this share of it (a tilt, a zoom)
 
 
+def grey_image(image: np.ndarray) -> np.ndarray:
+    """A BGR or grey uint8 image as grey (channel mean), computed once for the background and the view motion."""
+    return image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+
+
 class BackgroundView(NamedTuple):
     blobs: list[StaticBlob]
     view_moved: bool  # the camera's view moved at this frame
@@ -52,9 +57,9 @@ class ViewMotion:
         self.reference: np.ndarray | None = None
         self.reference_at = 0.0
 
-    def moved(self, image: np.ndarray, captured_at: float, limit_px: float) -> bool:
-        """Whether the view has shifted by `limit_px` or more from the reference (which then becomes this view)."""
-        grey = image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    def moved(self, grey: np.ndarray, captured_at: float, limit_px: float) -> bool:
+        """Whether the view (a grey image) has shifted by `limit_px` or more from the reference (which then becomes
+        this view)."""
         scale = max(1, grey.shape[1] // self.width_px)
         rows, cols = grey.shape[0] // scale, grey.shape[1] // scale
         small = grey[: rows * scale, : cols * scale].reshape(rows, scale, cols, scale).mean(axis=(1, 3))
@@ -118,16 +123,16 @@ class StaticBlobDetector:
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
 
-    def _cells(self, image: np.ndarray) -> np.ndarray:
-        grey = image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    def _cells(self, grey: np.ndarray) -> np.ndarray:
         rows, cols = grey.shape[0] // self.cell_px, grey.shape[1] // self.cell_px
         cropped = grey[: rows * self.cell_px, : cols * self.cell_px]
         return cropped.reshape(rows, self.cell_px, cols, self.cell_px).mean(axis=(1, 3))
 
     def update(self, image: np.ndarray, captured_at: float) -> BackgroundView:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now and whether the view moved."""
-        cells = self._cells(image)
-        if self.view.moved(image, captured_at, self.view_shift_share * max(image.shape[:2])):
+        grey = grey_image(image)
+        cells = self._cells(grey)
+        if self.view.moved(grey, captured_at, self.view_shift_share * max(grey.shape)):
             # The camera moved: the background no longer lies under the view; learn it again from here.
             self._start_over(cells)
             return BackgroundView([], True)
