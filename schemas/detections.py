@@ -46,6 +46,9 @@ class Detections(Message):
     static_blobs: list[StaticBlob] | None = Field(
         default=None, description="static unknown objects, for cameras with a traffic scene"
     )
+    view_moved: bool | None = Field(
+        default=None, description="the camera's view moved at this frame (pan, tilt, zoom, strong shake, cut), by "
+        "the background model of cameras with a traffic scene; None where none runs")
     density_map: bytes | None = Field(
         default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
     )

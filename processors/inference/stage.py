@@ -170,9 +170,9 @@ class FrameEnricher:
                 message = self.trackers.update(message)
         if self.static_blobs is not None and item.image is not None:
             with STAGE_SECONDS.labels("background").time():
-                blobs = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
-            if blobs is not None:
-                message = message.model_copy(update={"static_blobs": blobs})
+                view = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
+            if view is not None:
+                message = message.model_copy(update={"static_blobs": view.blobs, "view_moved": view.view_moved})
         return message
 
 

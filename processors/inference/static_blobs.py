@@ -11,10 +11,18 @@ region that looks like the road around it, where the background did not, is lear
 The background learns only where there is no foreground, so slow light changes are followed without swallowing
 objects.
 
+The camera moving (a pan, tilt or zoom, a strong shake) makes every cell differ: the view is compared with a
+reference view by phase correlation, and once it has shifted by `view_shift_share` of the frame, or most cells
+changed at once (a cut, the light switched), the model starts again from the new view and reports that the view
+moved, so the traffic rules can stand aside until it is still again. A slight shake, well under the share, is not
+a move.
+
 The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
 `StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -22,11 +30,82 @@ from scipy import ndimage
 from infra.keyed_pool import KeyedPool
 from schemas import StaticBlob
 
+STILL_SHARE = 0.5  # a view whose unshifted correlation is this share of the peak's has not moved
+QUARTERS_AGREEING = 3  # of the view's four quarters, this many must show the view's shift for a move
+QUARTER_TOLERANCE = 0.25  # a quarter's shift may differ from the view's by this share of it (a tilt, a zoom)
+
+
+def grey_image(image: np.ndarray) -> np.ndarray:
+    """A BGR or grey uint8 image as grey (channel mean), computed once for the background and the view motion."""
+    return image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+
+
+class BackgroundView(NamedTuple):
+    blobs: list[StaticBlob]
+    view_moved: bool  # the camera's view moved at this frame
+
+
+class ViewMotion:
+    """Global shift of a camera's view against a reference view, by phase correlation of small grey images. A move
+    shifts the whole view: the four quarters of the view must agree on the shift, so a large vehicle driving through
+    one of them is not taken for the camera moving."""
+
+    def __init__(self, width_px: int = 320, min_peak: float = 0.05, refresh_seconds: float = 10.0):
+        self.width_px = width_px  # views are compared at about this width
+        self.min_peak = min_peak  # a correlation peak lower than this measures nothing (noise, a cut)
+        self.refresh_seconds = refresh_seconds  # a still view becomes the new reference after this long
+        self.reference: np.ndarray | None = None
+        self.reference_at = 0.0
+
+    def moved(self, grey: np.ndarray, captured_at: float, limit_px: float) -> bool:
+        """Whether the view (a grey image) has shifted by `limit_px` or more from the reference (which then becomes
+        this view)."""
+        scale = max(1, grey.shape[1] // self.width_px)
+        rows, cols = grey.shape[0] // scale, grey.shape[1] // scale
+        small = grey[: rows * scale, : cols * scale].reshape(rows, scale, cols, scale).mean(axis=(1, 3))
+        reference = self.reference
+        if reference is None or reference.shape != small.shape:
+            self.reference, self.reference_at = small, captured_at
+            return False
+        shift = _phase_shift(small, reference, self.min_peak)
+        if shift is None:
+            return False
+        size = float(np.hypot(*shift)) * scale
+        if size == 0 and captured_at - self.reference_at >= self.refresh_seconds:
+            self.reference, self.reference_at = small, captured_at
+        if size < limit_px:
+            return False
+        half_r, half_c = rows // 2, cols // 2
+        quarters = [(slice(r, r + half_r), slice(c, c + half_c)) for r in (0, half_r) for c in (0, half_c)]
+        tolerance = max(2.0, QUARTER_TOLERANCE * float(np.hypot(*shift)))
+        agreeing = sum(1 for quarter in quarters
+                       if (part := _phase_shift(small[quarter], reference[quarter], self.min_peak)) is not None
+                       and np.hypot(part[0] - shift[0], part[1] - shift[1]) <= tolerance)
+        if agreeing < QUARTERS_AGREEING:
+            return False
+        self.reference, self.reference_at = small, captured_at
+        return True
+
+
+def _phase_shift(image: np.ndarray, reference: np.ndarray, min_peak: float) -> tuple[int, int] | None:
+    """(dx, dy) that best maps the reference onto the image, in its pixels; None without a clear peak, or when the
+    image still matches the reference unshifted about as well (it has not moved)."""
+    window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
+    spectra = [np.fft.rfft2((a - a.mean()) * window) for a in (image, reference)]
+    cross = spectra[0] * np.conj(spectra[1])
+    correlation = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=image.shape)
+    peak = np.unravel_index(np.argmax(correlation), correlation.shape)
+    if correlation[peak] < min_peak or correlation[0, 0] >= STILL_SHARE * correlation[peak]:
+        return None
+    dy, dx = (int(p) if p <= n // 2 else int(p) - n for p, n in zip(peak, image.shape, strict=True))
+    return dx, dy
+
 
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
                  absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
-                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.25):
+                 warmup_frames: int = 9, warmup_seconds: float = 5.0, max_foreground_share: float = 0.25,
+                 view_shift_share: float = 0.01):
         self.cell_px = cell_px
         self.difference_threshold = difference_threshold
         self.static_seconds = static_seconds
@@ -36,30 +115,36 @@ class StaticBlobDetector:
         self.warmup_frames = warmup_frames  # at least this many samples, spread over at least warmup_seconds
         self.warmup_seconds = warmup_seconds
         self.max_foreground_share = max_foreground_share
+        self.view_shift_share = view_shift_share  # of the frame's larger side: a view shifted this far has moved
+        self.view = ViewMotion()
         self._warmup: list[np.ndarray] = []  # early frames; their median is the first background, free of traffic
         self._warmup_times: list[float] = []
         self.background: np.ndarray | None = None
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
 
-    def _cells(self, image: np.ndarray) -> np.ndarray:
-        grey = image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    def _cells(self, grey: np.ndarray) -> np.ndarray:
         rows, cols = grey.shape[0] // self.cell_px, grey.shape[1] // self.cell_px
         cropped = grey[: rows * self.cell_px, : cols * self.cell_px]
         return cropped.reshape(rows, self.cell_px, cols, self.cell_px).mean(axis=(1, 3))
 
-    def update(self, image: np.ndarray, captured_at: float) -> list[StaticBlob]:
-        """Feeds one frame (grey or BGR uint8); returns the static blobs present now."""
-        cells = self._cells(image)
+    def update(self, image: np.ndarray, captured_at: float) -> BackgroundView:
+        """Feeds one frame (grey or BGR uint8); returns the static blobs present now and whether the view moved."""
+        grey = grey_image(image)
+        cells = self._cells(grey)
+        if self.view.moved(grey, captured_at, self.view_shift_share * max(grey.shape)):
+            # The camera moved: the background no longer lies under the view; learn it again from here.
+            self._start_over(cells)
+            return BackgroundView([], True)
         if (self.background is None or self.background.shape != cells.shape) and not self._warm_up(cells, captured_at):
-            return []
+            return BackgroundView([], False)
         threshold = self.difference_threshold
         foreground = np.abs(cells - self.background) > threshold
         if foreground.mean() > self.max_foreground_share:
-            # Most of the view changed at once: the camera moved or the light switched. Nothing in it is static.
-            self.background, self.reference = cells.copy(), cells.copy()
-            self.foreground_since = np.full(cells.shape, np.nan)
-            return []
+            # Most of the view changed at once: the light switched, the camera moved, or a large vehicle fills the
+            # view close to the camera (so this alone is not reported as a move). Nothing in it is static.
+            self._start_over(cells)
+            return BackgroundView([], False)
         started = foreground & (np.isnan(self.foreground_since) | (np.abs(cells - self.reference) > threshold))
         self.reference[started] = cells[started]
         self.foreground_since[started] = captured_at
@@ -71,7 +156,14 @@ class StaticBlobDetector:
         learn = ~foreground
         self.background[learn] += self.learning_rate * (cells[learn] - self.background[learn])
         static = foreground & ~absorbed & (age >= self.static_seconds)
-        return self._blobs(static, cells)
+        return BackgroundView(self._blobs(static, cells), False)
+
+    def _start_over(self, cells: np.ndarray) -> None:
+        if self.background is None:  # still warming up: the frames collected so far show another view
+            self._warmup, self._warmup_times = [], []
+            return
+        self.background, self.reference = cells.copy(), cells.copy()
+        self.foreground_since = np.full(cells.shape, np.nan)
 
     def _warm_up(self, cells: np.ndarray, captured_at: float) -> bool:
         """Collects early frames (at most ~5 per second); True once their median has become the background."""
@@ -129,8 +221,8 @@ class StaticBlobPool:
         self.camera_ids = camera_ids
         self._detectors = KeyedPool(lambda camera_id: StaticBlobDetector(), idle_seconds)
 
-    def update(self, camera_id: str, image: np.ndarray, captured_at: float) -> list[StaticBlob] | None:
-        """Static blobs in this frame, or None for cameras without a scene."""
+    def update(self, camera_id: str, image: np.ndarray, captured_at: float) -> BackgroundView | None:
+        """Static blobs in this frame and whether the view moved, or None for cameras without a scene."""
         if camera_id not in self.camera_ids:
             return None
         return self._detectors.get(camera_id, captured_at).update(image, captured_at)

@@ -123,13 +123,22 @@ class TrafficThresholds(Frozen):
         default=70, gt=0, le=150, description="speeds above this are measurement errors and are discarded")
     crosswalk_vehicle_speed_mps: float = Field(
         default=4.0, gt=0, description="a vehicle this fast on an occupied crosswalk is an event (calibrated only)")
-    collision_min_iou: float = Field(default=0.05, gt=0, le=1, description="box overlap that counts as contact")
+    collision_min_iou: float = Field(
+        default=0.03, gt=0, le=1, description="box overlap that counts as contact (low: at 5 frames per second a "
+        "fast vehicle's first sampled contact may be a sliver)")
     collision_min_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed before contact, in box heights per second (scale-free)")
     collision_stop_within_seconds: float = Field(
         default=4.0, gt=0, le=30, description="a vehicle that comes to rest this soon after a contact collided")
     collision_stopped_seconds: float = Field(
         default=3.0, gt=0, le=300, description="a collided (or abruptly stopped) vehicle at rest this long: event")
+    impact_min_seconds: float = Field(
+        default=0.6, gt=0, le=10, description="motion watched after a contact before judging whether it broke off "
+        "(a collision flagged at contact needs both vehicles to stop dead, swerve or vanish)")
+    impact_window_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="a contact can be confirmed as a collision this long after it")
+    impact_turn_degrees: float = Field(
+        default=45.0, gt=0, le=180, description="heading change across a contact that counts as swerving")
     crash_stop_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
         "above which a stop off the roadway was abrupt (a crash, not a vehicle pulling over)")
@@ -143,9 +152,21 @@ class TrafficThresholds(Frozen):
     pedestrian_area_min_score: float = Field(
         default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
         "raises the event")
+    view_settle_seconds: float = Field(
+        default=2.0, ge=0, le=600, description="after the camera's view moved (pan, tilt, zoom, strong shake) no rule "
+        "runs until it has kept still this long; tracks and objects at rest are learnt again from the new view")
     resolve_seconds: float = Field(default=2.0, ge=0, le=600, description="a condition gone this long ends its event")
     track_ttl_seconds: float = Field(
         default=5.0, gt=0, le=600, description="state of an unseen track is dropped after this")
+
+    @model_validator(mode="after")
+    def verify_impact_window(self) -> "TrafficThresholds":
+        if not self.impact_min_seconds < self.impact_window_seconds:
+            raise ValueError("impact_min_seconds must be shorter than impact_window_seconds")
+        if self.impact_window_seconds > self.collision_stop_within_seconds + self.collision_stopped_seconds:
+            raise ValueError("impact_window_seconds must not exceed collision_stop_within_seconds + "
+                             "collision_stopped_seconds (how long a contact is remembered)")
+        return self
 
     @field_validator("congestion_occupancy_levels", "congestion_queue_levels")
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.analytics.traffic.scene import Scene
@@ -27,7 +28,7 @@ def test_static_blob_is_found_and_passing_traffic_is_not():
         image[200:240, car_x:car_x + 60] = 230
         if frame >= 10:  # fallen cargo from 2 s on
             image[300:340, 400:460] = 30
-        blobs = detector.update(image, t)
+        blobs = detector.update(image, t).blobs
         if frame == 20:  # 2 s after it fell: not static yet
             assert blobs == []
     assert len(blobs) == 1
@@ -45,7 +46,7 @@ def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
         image = road(rng)
         if frame >= 5:  # dropped after the background was learnt
             image[100:160, 100:180] = 200
-        found.append(bool(detector.update(image, T0 + frame * 0.2)))
+        found.append(bool(detector.update(image, T0 + frame * 0.2).blobs))
     assert any(found[:45]) and not any(found[-20:])
 
 
@@ -95,3 +96,26 @@ def test_track_state_is_evicted_after_its_ttl():
     ttl = SCENE.thresholds.track_ttl_seconds
     assert len(analyzer.state.tracks) <= ttl + 1
     assert len(analyzer.state_bytes()) < 20_000
+
+
+def textured_view(rng, shift_x: int = 0, shift_y: int = 0) -> np.ndarray:
+    """A 640 x 360 street-like view (smooth texture), moved by (shift_x, shift_y) px as a camera pan would."""
+    base = ndimage.gaussian_filter(rng.normal(0, 1, (400, 700)), 4)
+    base = (128 + 60 * base / base.std()).clip(0, 255)
+    return base[20 + shift_y:380 + shift_y, 30 + shift_x:670 + shift_x].astype(np.uint8)
+
+
+def test_the_background_model_reports_a_pan_but_not_a_shake_or_a_large_vehicle():
+    detector = StaticBlobDetector(warmup_seconds=1.6)
+    views = [textured_view(np.random.default_rng(1), dx, 0) for dx in (0, 1, -1, 2, 0, -2, 1)]
+    moved = [detector.update(views[frame % len(views)], T0 + frame * 0.2).view_moved for frame in range(40)]
+    assert not any(moved), "a shake of 1-2 px is no move"
+    lorry = views[0].copy()
+    for frame in range(40, 50):  # a large bright lorry drives through a quarter of the view
+        lorry[200:350, 20 * (frame - 40):20 * (frame - 40) + 250] = 240
+        assert not detector.update(lorry, T0 + frame * 0.2).view_moved
+        lorry = views[0].copy()
+    panned = [detector.update(textured_view(np.random.default_rng(1), 3 * step, 0), T0 + (50 + step) * 0.2)
+              for step in range(1, 11)]  # a pan of 3 px per frame: a move every few frames, and no blobs
+    assert 2 <= sum(view.view_moved for view in panned) <= 5
+    assert all(view.blobs == [] for view in panned)

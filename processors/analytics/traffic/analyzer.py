@@ -72,7 +72,17 @@ class TrafficAnalyzer:
         now = detections.captured_at
         output = TrafficOutput(line_counts=self._close_count_window(now))
 
+        if detections.view_moved:
+            self._forget_the_view(now)
         seen = self._observe_tracks(detections, now)
+        if state.view_moved_at is not None and now - state.view_moved_at < self.thresholds.view_settle_seconds:
+            # The camera is moving: lanes and zones no longer lie where they were drawn and every track's motion
+            # is the camera's. No rule runs; open incidents are kept, not resolved, until it keeps still again.
+            for incident in state.incidents.values():
+                incident.last_true_at = now
+            self._evict(now)
+            state.last_time = now
+            return output
         for track, previous_box in seen:
             for line in self.scene.config.counting_lines:
                 direction = counting.observe_line(track, line, previous_box, self.thresholds.crossing_debounce_frames)
@@ -83,9 +93,13 @@ class TrafficAnalyzer:
         people = [t for t in tracks if t.class_name == "person"]
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
+        frame_size = (detections.image_width, detections.image_height)
         conditions = [
+            # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
+            # incident, carries the later evidence under the same key.
+            *rules.impacts(self.scene, state, now, frame_size),
             *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
-                                   (detections.image_width, detections.image_height)),
+                                   frame_size),
             *rules.wrong_way(self.scene, vehicles),
             *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
             *rules.obstacles(self.scene, tracks, now),
@@ -102,6 +116,17 @@ class TrafficAnalyzer:
         self._evict(now)
         state.last_time = now
         return output
+
+    def _forget_the_view(self, now: float) -> None:
+        """The camera's view moved: what was learnt in image coordinates (motion, rest, contacts, objects at rest,
+        queues) no longer holds. Tracks keep their ids and start their motion again from here."""
+        state = self.state
+        state.view_moved_at = now
+        for track in state.tracks.values():
+            point = anchor_point(track.box, Anchor.BOTTOM_CENTER)
+            track.history, track.timers = [], {}
+            track.rest_point, track.rest_since, track.rest_box = point, now, None
+        state.static_objects, state.collisions, state.zone_timers = [], [], {}
 
     def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
         """Updates each detected track; returns (track, its box in the previous sighting)."""

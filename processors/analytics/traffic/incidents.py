@@ -48,10 +48,13 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
         incident.last_true_at = now
         incident.details = condition.details
         incident.confidence = max(incident.confidence, condition.confidence)
-        if condition.level != incident.level or condition.severity.value != incident.severity:
-            # The same incident seen for what it is (a stopped vehicle found to have crashed): updated, not new.
+        joined = set(condition.track_ids) - set(incident.track_ids)
+        if condition.level != incident.level or condition.severity.value != incident.severity or joined:
+            # The same incident seen for what it is (a stopped vehicle found to have crashed), or with more parties
+            # (the other vehicle of a crash coming to rest): updated, not new.
             incident.level, incident.severity = condition.level, condition.severity.value
             incident.reason, incident.type = condition.reason, condition.type
+            incident.track_ids = sorted(set(incident.track_ids) | joined)
             incident.evidence_seq = seq
             events.append(_event(incident, camera_id, EventState.UPDATED, now))
     for key in [key for key, incident in state.incidents.items()

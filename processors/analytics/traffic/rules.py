@@ -11,13 +11,14 @@ import numpy as np
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point
 from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
-from processors.analytics.traffic.static_objects import gather_evidence, merge_objects, update_objects
+from processors.analytics.traffic.static_objects import gather_evidence, merge_objects, touches_edge, update_objects
 from schemas import Severity, StaticBlob
 from schemas.geometry import box_iou, point_segment_distance
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
+IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
 
 
 def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
@@ -86,15 +87,12 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter).
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
         limit = thresholds.collision_stopped_seconds if obj.crash else thresholds.stopped_seconds
-        if stopped_for < limit:
+        # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
+        if stopped_for < limit and obj.incident_key is None:
             continue
         where = {"lane": "lane", "zone": "zone", "sidewalk": "sidewalk", "pedestrian": "pedestrian area"}[kind]
         if obj.crash:
-            conditions.append(Condition(
-                key=f"at_rest:{obj.key}", type="collision", severity=Severity.CRITICAL, level=2,
-                reason=f"{obj.class_name} came to rest abruptly (collision) in {where} {zone_id}, "
-                       f"{stopped_for:.0f} s ago", confidence=obj.confidence, zone_id=zone_id,
-                track_ids=sorted(obj.track_ids), details={"stopped_seconds": round(stopped_for, 1)}))
+            conditions.append(_crash_condition(state, obj, f"{where} {zone_id}", zone_id, stopped_for, now))
         else:
             conditions.append(Condition(
                 key=f"at_rest:{obj.key}", type="stopped_vehicle", severity=Severity.WARNING, level=1,
@@ -102,6 +100,26 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                 confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids),
                 details={"stopped_seconds": round(stopped_for, 1)}))
     return conditions
+
+
+def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id: str, stopped_for: float,
+                     now: float) -> Condition:
+    """The collision an object at rest is part of, naming the kinds of vehicle in it (the one that came to rest
+    first first) and, when the collision was seen at contact, when that was."""
+    names = [state.tracks[track_id].class_name for track_id in obj.track_ids if track_id in state.tracks]
+    vehicles = " and ".join(dict.fromkeys(names)) or obj.class_name or "vehicle"  # each class once, in order
+    if obj.contact_at is not None:
+        # Whatever stood there before the contact (a waiting motorcycle that was hit) has been in the crash since it.
+        since_contact = now - obj.contact_at
+        reason = (f"collision of {vehicles} in {where}: contact {since_contact:.1f} s ago, at rest "
+                  f"{min(stopped_for, since_contact):.0f} s")
+        details = {"seconds_since_contact": round(since_contact, 1), "stopped_seconds": round(stopped_for, 1)}
+    else:
+        reason = f"collision of {vehicles} in {where}: came to rest abruptly {stopped_for:.0f} s ago"
+        details = {"stopped_seconds": round(stopped_for, 1)}
+    return Condition(
+        key=obj.incident_key or f"at_rest:{obj.key}", type="collision", severity=Severity.CRITICAL, level=2,
+        reason=reason, confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids), details=details)
 
 
 def _region_of(scene: Scene, obj: StaticObject) -> str | None:
@@ -141,6 +159,17 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     one incident."""
     thresholds = scene.thresholds
     by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
+    for candidate in [c for c in state.collisions if c.confirmed_at is not None]:
+        # A collision seen at contact: whichever of its vehicles comes to rest after it is that incident.
+        involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track
+                    and by_track[track_id].since >= candidate.contact_at - 1.0]
+        if not involved:
+            continue
+        keep = next((obj for obj in involved if obj.incident_key == candidate.key), involved[0])
+        keep.crash, keep.incident_key, keep.contact_at = True, candidate.key, candidate.contact_at
+        for other in involved:
+            if other in state.static_objects and other is not keep:
+                merge_objects(state, keep, other)
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
         # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
@@ -171,8 +200,13 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
-
-
+    for obj in objects:
+        if obj.crash and obj.contact_at is None and obj in state.static_objects:
+            # A crash found from its standstill: the latest contact at speed beside it is when it happened.
+            near = [candidate.contact_at for candidate in state.collisions
+                    if any(_near(state.tracks[track_id].box, obj.box) for track_id in candidate.track_ids
+                           if track_id in state.tracks)]
+            obj.contact_at = max(near, default=None)
     # What comes to rest around a crash (the other party, bystanders stopping, a motorcycle thrown aside, debris)
     # is that incident.
     # The earliest crash keeps its key, so the incident already raised goes on.
@@ -182,14 +216,14 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # The crash scene: where each of its vehicles is (or was last seen).
         members = [crash.box, *(state.tracks[track_id].box for track_id in crash.track_ids if track_id in state.tracks)]
         for other in [obj for obj in state.static_objects if obj is not crash]:
-            centre = anchor_point(other.box, Anchor.CENTER)
-            if any(math.dist(anchor_point(box, Anchor.CENTER), centre)
-                   <= CRASH_SCENE_DIAGONALS * max(_diagonal(box), _diagonal(other.box)) for box in members):
+            if any(_near(box, other.box) for box in members):
                 merge_objects(state, crash, other, same_object=False)
 
 
-def _diagonal(box) -> float:
-    return math.hypot(box[2] - box[0], box[3] - box[1])
+def _near(a, b) -> bool:
+    """Within the scene of one crash: centres closer than CRASH_SCENE_DIAGONALS of the larger box's diagonal."""
+    diagonal = max(math.hypot(a[2] - a[0], a[3] - a[1]), math.hypot(b[2] - b[0], b[3] - b[1]))
+    return math.dist(anchor_point(a, Anchor.CENTER), anchor_point(b, Anchor.CENTER)) <= CRASH_SCENE_DIAGONALS * diagonal
 
 
 def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
@@ -278,8 +312,9 @@ def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condit
 
 
 def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> None:
-    """Remembers pairs of vehicles whose boxes touched while one was moving fast: if one of them comes to rest soon
-    after, it is a collision (objects_at_rest). Contacts expire once that can no longer happen."""
+    """Remembers pairs of vehicles whose boxes touched while one was moving fast: if their motion right after
+    shows the impact (`impacts`), or one of them comes to rest soon after (objects_at_rest), it is a collision.
+    Contacts expire once that can no longer happen."""
     thresholds = scene.thresholds
     known = {candidate.track_ids for candidate in state.collisions}
     overlaps = box_iou([vehicle.box for vehicle in vehicles], [vehicle.box for vehicle in vehicles])
@@ -291,10 +326,89 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
                 continue
             speed = max(scene.peak_speed_box_per_s(a, 1.5), scene.peak_speed_box_per_s(b, 1.5))
             if speed >= thresholds.collision_min_speed_box_per_s:
-                state.collisions.append(CollisionCandidate(track_ids=pair, contact_at=now, speed_box_per_s=speed))
+                first, second = (a, b) if a.track_id == pair[0] else (b, a)
+                state.collisions.append(CollisionCandidate(
+                    track_ids=pair, contact_at=now, speed_box_per_s=speed,
+                    class_names=(first.class_name, second.class_name)))
                 known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
+
+
+def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int]) -> list[Condition]:
+    """Collisions seen at contact, before anything comes to rest: after touching at speed, both vehicles' motion
+    broke off at once (each stopped dead, swerved, or vanished mid-view while moving fast: overturned, in dust,
+    behind debris). Vehicles passing each other, or overlapping in perspective, keep their speed and heading; a
+    queue brakes over seconds and pulls away together (a car set moving is no evidence: so does a queue at a green
+    light); an occluded vehicle vanishes but the one in front drives on unchanged.
+    One condition per collision while its contact is remembered; what comes to rest through it continues the same
+    incident (objects_at_rest)."""
+    thresholds = scene.thresholds
+    conditions = []
+    for candidate in state.collisions:
+        since_contact = now - candidate.contact_at
+        if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
+            breaks = [_motion_break(scene, state.tracks.get(track_id), candidate.contact_at, now, frame_size)
+                      for track_id in candidate.track_ids]
+            # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
+            # detected twice, or both hidden).
+            if all(breaks) and any(b != "vanished" for b in breaks):
+                candidate.confirmed_at = now
+                first, second = candidate.class_names
+                candidate.reason = (f"{first} and {second} collided: contact at {candidate.speed_box_per_s:.1f} box/s, "
+                                    f"then the {first} {breaks[0]} and the {second} {breaks[1]}")
+        if candidate.confirmed_at is None:
+            continue
+        conditions.append(Condition(
+            key=candidate.key, type="collision", severity=Severity.CRITICAL, level=2,
+            reason=f"{candidate.reason} ({since_contact:.1f} s ago)",
+            confidence=min((state.tracks[i].confidence for i in candidate.track_ids if i in state.tracks), default=0.5),
+            zone_id=_zone_at(scene, state, candidate), track_ids=list(candidate.track_ids),
+            details={"seconds_since_contact": round(since_contact, 1),
+                     "contact_speed_box_per_s": round(candidate.speed_box_per_s, 2)}))
+    return conditions
+
+
+def _motion_break(scene: Scene, track: TrackState | None, contact_at: float, now: float,
+                  frame_size: tuple[int, int]) -> str | None:
+    """How a vehicle's motion broke off at a contact, in words, or None while it carries on (or it is too early to
+    tell)."""
+    if track is None:
+        return None
+    thresholds = scene.thresholds
+    fast = thresholds.collision_min_speed_box_per_s
+    before = scene.velocity(track, contact_at - 1.0, contact_at)
+    speed_before = math.hypot(*before) if before else 0.0
+    if now - track.last_seen >= thresholds.impact_min_seconds:
+        # Not seen since right after the contact, away from the frame edge, after moving fast.
+        vanished = (track.last_seen < contact_at + thresholds.impact_min_seconds and speed_before >= fast
+                    and not touches_edge(track.box, frame_size))
+        return "vanished" if vanished else None
+    if now - contact_at < thresholds.impact_min_seconds:
+        return None
+    after = scene.velocity(track, contact_at, now)
+    if after is None:
+        return None
+    speed_after = math.hypot(*after)
+    if speed_before >= fast and speed_after <= IMPACT_STOP_SHARE * speed_before:
+        return "stopped dead"
+    if min(speed_before, speed_after) >= fast / 2:
+        turn = math.degrees(abs(math.atan2(before[0] * after[1] - before[1] * after[0],
+                                           before[0] * after[0] + before[1] * after[1])))
+        if turn >= thresholds.impact_turn_degrees:
+            return f"swerved {turn:.0f} degrees"
+    return None
+
+
+def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -> str | None:
+    """The lane or zone where the collision happened (the first vehicle's last position)."""
+    for track_id in candidate.track_ids:
+        track = state.tracks.get(track_id)
+        if track is not None:
+            point = foot(track)
+            zone = next((z.id for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
+            return zone or scene.lane_of(point)
+    return None
 
 
 def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:

@@ -111,6 +111,17 @@ class Scene:
                   for a, b in pairwise(recent) if b[0] > a[0]]
         return max(speeds, default=0.0)
 
+    def velocity(self, track: TrackState, start: float, end: float) -> tuple[float, float] | None:
+        """Mean anchor velocity between the samples nearest `start` and `end` (at or before each), in box heights per
+        second; None when the history holds no two such samples."""
+        history = track.history
+        last = next((s for s in reversed(history) if s[0] <= end), None)
+        first = next((s for s in reversed(history) if s[0] <= start), history[0] if history else None)
+        if last is None or first is None or last[0] <= first[0]:
+            return None
+        scale = max(first[3], last[3], 1.0) * (last[0] - first[0])
+        return (last[1] - first[1]) / scale, (last[2] - first[2]) / scale
+
     def ground_speed_mps(self, track: TrackState, span_s: float = 1.0) -> float | None:
         """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound."""
         if self.homography is None:

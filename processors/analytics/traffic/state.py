@@ -63,6 +63,9 @@ class StaticObject(State):
                                                    "(bottom centre); moving away from it restarts the clock")
     confidence: float
     crash: bool = Field(default=False, description="it came to rest through a collision or an abrupt stop")
+    incident_key: str | None = Field(default=None, description="key of the collision seen at contact that this "
+                                     "object came to rest through: its standstill continues that incident")
+    contact_at: float | None = Field(default=None, description="time of that collision's contact")
     region: str | None = Field(default=None, description="the lane or zone it stands in")
     region_since: float | None = None
     excused_at: float | None = Field(default=None, description="last time a queue excused it")
@@ -72,7 +75,14 @@ class CollisionCandidate(State):
     track_ids: tuple[int, int]
     contact_at: float
     speed_box_per_s: float = Field(description="the faster track's speed before contact")
-    confirmed: bool = False
+    class_names: tuple[str, str]
+    confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
+                                       "showed the impact (a collision raised at contact, before any standstill)")
+    reason: str = Field(default="", description="what the impact evidence was, once confirmed")
+
+    @property
+    def key(self) -> str:
+        return f"collision:{self.track_ids[0]}:{self.track_ids[1]}"
 
 
 class OpenIncident(State):
@@ -94,6 +104,7 @@ class OpenIncident(State):
 class TrafficState(State):
     last_seq: int = -1
     last_time: float | None = None
+    view_moved_at: float | None = Field(default=None, description="last time the camera's view moved")
     tracks: dict[int, TrackState] = Field(default_factory=dict)
     fallback_next_id: int = 1
     fallback_tracks: list[FallbackTrack] = Field(default_factory=list)

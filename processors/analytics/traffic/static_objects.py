@@ -137,6 +137,8 @@ def merge_objects(state: TrafficState, keep: StaticObject, other: StaticObject, 
     joins `keep`, whose key (and event) stays."""
     if other is keep:
         return
+    keep.incident_key = keep.incident_key or other.incident_key
+    keep.contact_at = other.contact_at if keep.contact_at is None else keep.contact_at
     if not same_object:
         keep.track_ids += [track_id for track_id in other.track_ids if track_id not in keep.track_ids]
         state.static_objects.remove(other)

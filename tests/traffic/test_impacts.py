@@ -1,0 +1,79 @@
+"""Collisions seen at contact, and the camera moving, on hand-built frame sequences (the scene of
+tests/traffic/simulator.py: eastbound lane y 380-460, westbound lane y 300-380, sidewalks beyond)."""
+from __future__ import annotations
+
+from schemas import Detections, EventState
+from tests.traffic.simulator import T0
+from tests.traffic.test_objects_at_rest import STEP, frame, opened, run
+
+
+def car(track_id: int, x: float, y: float) -> tuple[int, str, tuple]:
+    """A car of 80 x 40 px whose foot (bottom centre) is at (x, y)."""
+    return track_id, "car", (x - 40, y - 40, x + 40, y)
+
+
+def test_a_crash_is_flagged_at_contact_and_the_standstill_after_it_continues_the_same_event():
+    frames = []
+    for seq in range(100):  # 20 s
+        t = seq * STEP
+        # Car 1 eastbound at 1.5 box heights per second; at 4 s car 2, crossing southwards as fast, hits it: car 1 is
+        # thrown off its heading onto the south sidewalk and stands there from 5 s; car 2 overturns (lost from view).
+        if t <= 4:
+            one = (200 + 60 * t, 440.0)
+        elif t <= 5:
+            one = (440 + 10 * (t - 4), 440 + 60 * (t - 4))
+        else:
+            one = (450.0, 500.0)
+        objects = [car(1, *one)]
+        if t <= 4:
+            objects.append(car(2, 450.0, 170 + 60 * t))
+        frames.append(frame(seq, objects))
+    events = run(frames)
+    collisions = opened(events)
+    assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
+    assert collisions[0].started_at - T0 < 5.0, "flagged at contact, before car 1 came to rest"
+    assert "swerved" in collisions[0].reason and "vanished" in collisions[0].reason
+    assert {e.event_id for e in events} == {collisions[0].event_id}, "the standstill continues the same incident"
+    assert not [e for e in events if e.state is EventState.RESOLVED], "car 1 still stands on the sidewalk"
+
+
+def test_cars_overlapping_in_perspective_and_one_hidden_behind_another_raise_nothing():
+    frames = []
+    for seq in range(75):  # 15 s
+        t = seq * STEP
+        objects = [car(1, 100 + 90 * t, 445.0)]  # the faster car overtakes in the next lane of the same carriageway
+        slow = (300 + 60 * t, 420.0)
+        if not 5 <= t < 6:  # hidden behind the overtaking car for a second, then found again under a new id
+            objects.append(car(2 if t < 5 else 3, *slow))
+        frames.append(frame(seq, objects))
+    assert opened(run(frames)) == []
+
+
+def test_a_queue_pulling_away_at_a_green_light_is_no_collision():
+    frames = []
+    for seq in range(60):  # 12 s: two cars stand bumper to bumper for 4 s, then pull away together
+        t = seq * STEP
+        moved = 0.0 if t < 4 else 30 * (t - 4) ** 2 if t < 5 else 30 + 60 * (t - 5)
+        frames.append(frame(seq, [car(1, 300 + moved, 440.0), car(2, 375 + moved, 440.0)]))
+    assert [e.type for e in opened(run(frames))] == []
+
+
+def wrong_way_driver(view_moved_every: int | None) -> list[Detections]:
+    """A car driving west along the eastbound lane for 10 s; the view moving every `view_moved_every` frames."""
+    frames = []
+    for seq in range(50):
+        detections = frame(seq, [car(1, 1100 - 60 * seq * STEP, 440.0)])
+        if view_moved_every and seq % view_moved_every == 0:
+            detections = detections.model_copy(update={"view_moved": True})
+        frames.append(detections)
+    return frames
+
+
+def test_while_the_camera_pans_no_rule_runs_and_afterwards_motion_is_learnt_again():
+    assert [e.type for e in opened(run(wrong_way_driver(None)))] == ["wrong_way"]
+    assert opened(run(wrong_way_driver(5))) == [], "the camera moved every second: every motion may be the camera's"
+    late = wrong_way_driver(None)
+    late[0] = late[0].model_copy(update={"view_moved": True})  # a pan at the start, then the view keeps still
+    events = opened(run(late))
+    assert [e.type for e in events] == ["wrong_way"]
+    assert events[0].started_at - T0 >= 2.0, "rules wait for the view to keep still (view_settle_seconds)"
