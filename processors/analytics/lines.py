@@ -36,14 +36,19 @@ def step_line(start: Point, end: Point, before: np.ndarray, after: np.ndarray, s
               pending: np.ndarray, pending_frames: np.ndarray, debounce_frames: int) -> LineStep:
     """Moves tracks from their previous points `before` to `after` ((N, 2) each) against one line."""
     now = side_of(after, start, end)
-    stepped_over = steps_cross_segment(before, after, start, end)
     frames = np.asarray(pending_frames).astype(int)
     confirmed = np.where(side == 0, now, side)  # first time off the line itself
     away = (now != 0) & (now != confirmed)
     back = now == confirmed
     continuing = away & (pending == now)
-    starting = away & ~continuing & stepped_over
-    around = away & ~continuing & ~stepped_over
+    # Only a track newly on the other side needs the segment test, and in most frames there is none.
+    moved = away & ~continuing
+    stepped_over = np.zeros_like(moved)
+    if moved.any():
+        stepped_over[moved] = steps_cross_segment(np.asarray(before, dtype=float).reshape(-1, 2)[moved],
+                                                  np.asarray(after, dtype=float).reshape(-1, 2)[moved], start, end)
+    starting = moved & stepped_over
+    around = moved & ~stepped_over
     frames = np.where(continuing, frames + 1, np.where(starting, 1, 0))
     pending = np.where(continuing | starting, now, 0)
     crossed = (continuing | starting) & (frames >= debounce_frames)
