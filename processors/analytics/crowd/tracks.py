@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.analytics.lines import step_line
+from processors.analytics.lines import step_lines
 from schemas.geometry import side_of
 
 Point = tuple[float, float]
@@ -30,6 +30,12 @@ class Crossing:
     line_index: int
     inward: bool
     track_id: int
+
+
+def line_ends(lines: Sequence[CountingLine]) -> tuple[np.ndarray, np.ndarray]:
+    """The lines' start and end points as (L, 2) arrays."""
+    return (np.asarray([line.start for line in lines], dtype=float).reshape(-1, 2),
+            np.asarray([line.end for line in lines], dtype=float).reshape(-1, 2))
 
 
 class TrackTable:
@@ -96,23 +102,26 @@ class TrackTable:
             self.ground_xy[rows] = ground_xy[known]
         fresh = ~known
         if fresh.any():
-            sides = np.column_stack([side_of(image_xy[fresh], line.start, line.end) for line in lines]) if lines else \
-                np.zeros((int(fresh.sum()), 0), dtype=np.int8)
-            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh], sides)
+            starts, ends = line_ends(lines)
+            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh],
+                         side_of(image_xy[fresh], starts, ends))
         crossings += self._evict(at - ttl_seconds, max_tracks, lines)
         return velocity, crossings
 
     def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
                      lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
+        starts, ends = line_ends(lines)
+        step = step_lines(starts, ends, before, after, self.side[rows], self.pending[rows], self.pending_frames[rows],
+                          debounce_frames)
+        self.side[rows] = step.side
+        self.pending[rows] = step.pending
+        self.pending_frames[rows] = step.pending_frames
         crossings = []
-        for index, line in enumerate(lines):
-            step = step_line(line.start, line.end, before, after, self.side[rows, index], self.pending[rows, index],
-                             self.pending_frames[rows, index], debounce_frames)
-            for track_id, new_side in zip(ids[step.crossed].tolist(), step.side[step.crossed].tolist(), strict=True):
-                crossings.append(Crossing(index, new_side == line.inward_sign, track_id))
-            self.side[rows, index] = step.side
-            self.pending[rows, index] = step.pending
-            self.pending_frames[rows, index] = step.pending_frames
+        if step.crossed.any():
+            line_indices, crossed_rows = np.nonzero(step.crossed.T)  # line by line, as the lines are listed
+            for index, row in zip(line_indices.tolist(), crossed_rows.tolist(), strict=True):
+                crossings.append(Crossing(index, int(step.side[row, index]) == lines[index].inward_sign,
+                                          int(ids[row])))
         return crossings
 
     def _insert(self, ids: np.ndarray, at: float, image_xy: np.ndarray, ground_xy: np.ndarray,
