@@ -127,6 +127,8 @@ class TrackTable:
     def _insert(self, ids: np.ndarray, at: float, image_xy: np.ndarray, ground_xy: np.ndarray,
                 sides: np.ndarray) -> None:
         count = len(ids)
+        # A tracker numbers new tracks upwards, so new rows usually belong at the end, already in order.
+        in_order = (len(self.ids) == 0 or ids[0] > self.ids[-1]) and bool((ids[1:] > ids[:-1]).all())
         self.ids = np.concatenate((self.ids, ids))
         self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
         self.image_xy = np.concatenate((self.image_xy, image_xy))
@@ -135,7 +137,8 @@ class TrackTable:
         self.side = np.concatenate((self.side, sides.astype(np.int8)))
         self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
         self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
-        self._keep(np.argsort(self.ids, kind="stable"))
+        if not in_order:
+            self._keep(np.argsort(self.ids, kind="stable"))
 
     def _evict(self, oldest: float, max_tracks: int, lines: Sequence[CountingLine]) -> list[Crossing]:
         keep = np.flatnonzero(self.last_seen >= oldest)
