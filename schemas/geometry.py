@@ -54,6 +54,8 @@ def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point | np
     d1, d2 = _orientation(q1, q2, p1), _orientation(q1, q2, p2)
     d3, d4 = _orientation(p1, p2, q1), _orientation(p1, p2, q2)
     proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+    if not ((d1 == 0) | (d2 == 0) | (d3 == 0) | (d4 == 0)).any():
+        return proper  # no end point on the other segment's line: touching is impossible
     touching = (((d1 == 0) & _within_box(q1, q2, p1)) | ((d2 == 0) & _within_box(q1, q2, p2))
                 | ((d3 == 0) & _within_box(p1, p2, q1)) | ((d4 == 0) & _within_box(p1, p2, q2)))
     return proper | touching

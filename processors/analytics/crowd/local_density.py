@@ -56,6 +56,7 @@ class GroundGrid:
         self._box = (slice(inside_rows[0], inside_rows[-1] + 1), slice(inside_cols[0], inside_cols[-1] + 1)) \
             if len(inside_rows) else (slice(None), slice(None))
         self._inside_box = self.inside[self._box]
+        self._any_inside = bool(self.inside.any())
         self._kernel_rows_box = np.ascontiguousarray(self._kernel_rows[self._box[0]])
         self._kernel_cols_box = np.ascontiguousarray(self._kernel_cols[:, self._box[1]])
 
@@ -72,34 +73,31 @@ class GroundGrid:
         """`smooth(values)[box]`, computed only for the cells of the zone's box (`inside_box` marks the zone there)."""
         return self._kernel_rows_box @ values @ self._kernel_cols_box / (np.pi * self.radius_m ** 2)
 
-    def cells(self, positions: np.ndarray) -> np.ndarray:
-        """Each position's cell as a flat index into the grid, -1 for positions off the grid."""
+    def cells(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each position's cell as a flat index into the grid, and which positions are on the grid at all."""
         rows, cols = self.shape
         index = np.floor((positions - self.origin) / self.cell_m).astype(int)
-        keep = (index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0) & (index[:, 1] < rows)
-        return np.where(keep, index[:, 1] * cols + index[:, 0], -1)
+        on_grid = (index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0) & (index[:, 1] < rows)
+        return index[:, 1] * cols + index[:, 0], on_grid
 
     def bin(self, cells: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """Positions' weights (1 each by default) summed per cell, given their `cells`."""
-        on_grid = cells >= 0
-        binned = np.bincount(cells[on_grid], None if weights is None else weights[on_grid],
-                             minlength=self.shape[0] * self.shape[1])
-        return binned.astype(float).reshape(self.shape)
+        """Weights (1 each by default) summed per cell, given the flat `cells` they fall in (all on the grid)."""
+        return np.bincount(cells, weights, minlength=self.shape[0] * self.shape[1]).astype(float).reshape(self.shape)
 
     def fields(self, positions: np.ndarray, velocities: np.ndarray | None = None) -> LocalFields:
         """Peak local density in the zone and, from people with a known velocity, variance and crowd pressure."""
         positions = np.asarray(positions, dtype=float).reshape(-1, 2)
-        if not self._inside_box.any() or len(positions) == 0:
+        if not self._any_inside or len(positions) == 0:
             return LocalFields(0.0, None, None)
-        cells = self.cells(positions)
-        density = self.smooth_in_box(self.bin(cells))
+        cells, on_grid = self.cells(positions)
+        density = self.smooth_in_box(self.bin(cells[on_grid]))
         peak = float(density[self._inside_box].max())
         if velocities is None:
             return LocalFields(peak, None, None)
         known = np.isfinite(velocities).all(axis=1)
         if known.sum() < MIN_NEIGHBOURS:
             return LocalFields(peak, None, None)
-        moving, velocity = cells[known], velocities[known]
+        moving, velocity = cells[known & on_grid], velocities[known & on_grid]
         # Local mean velocity field V(r): f-weighted average of the velocities around r.
         weight, sum_x, sum_y = self.smooth(np.stack((self.bin(moving), self.bin(moving, velocity[:, 0]),
                                                      self.bin(moving, velocity[:, 1]))))
