@@ -83,11 +83,14 @@ def console_access(config: Config) -> tuple[str, list[str], str]:
     return f"console: http://{settings.host}:{port}/{shown}", ["--port", str(port)], token
 
 
-def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str) -> subprocess.Popen:
+def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str,
+          interpreter_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Starts a stage process; `interpreter_args` go to Python before the module (e.g. a profiler's)."""
     log_file = open(log_dir / f"{stage}.log", "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "cityguard", *STAGES[stage], "--config", str(config_path), *stage_args],
+            [sys.executable, *interpreter_args, "-m", "cityguard", *STAGES[stage], "--config", str(config_path),
+             *stage_args],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
             start_new_session=True,  # Ctrl-C reaches only `up`, which stops the stages in order
         )

@@ -14,12 +14,18 @@ def polygon_area(polygon: Sequence[Point]) -> float:
     return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
 
 
-def side_of(points: np.ndarray, start: Point, end: Point) -> np.ndarray:
+def side_of(points: np.ndarray, start: Point | np.ndarray, end: Point | np.ndarray) -> np.ndarray:
     """Side of the line start->end each (N, 2) point is on: +1 where cross(end - start, p - start) > 0 (the side the
-    normal (-dy, dx) points to), -1 on the other side, 0 on the line itself; int8."""
+    normal (-dy, dx) points to), -1 on the other side, 0 on the line itself; int8, (N,).
+
+    With the starts and ends of L lines as (L, 2) arrays, every point against every line at once: (N, L).
+    """
     points = np.asarray(points, dtype=float).reshape(-1, 2)
-    (ax, ay), (bx, by) = start, end
-    cross = (bx - ax) * (points[:, 1] - ay) - (by - ay) * (points[:, 0] - ax)
+    start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
+    if start.ndim == 2:
+        points = points[:, None, :]
+    cross = ((end[..., 0] - start[..., 0]) * (points[..., 1] - start[..., 1])
+             - (end[..., 1] - start[..., 1]) * (points[..., 0] - start[..., 0]))
     return np.sign(cross).astype(np.int8)
 
 
@@ -34,8 +40,10 @@ def _within_box(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
             & (np.minimum(a[..., 1], b[..., 1]) <= c[..., 1]) & (c[..., 1] <= np.maximum(a[..., 1], b[..., 1])))
 
 
-def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point, end: Point) -> np.ndarray:
-    """Mask of the (N, 2) steps before[i] -> after[i] that share a point with the closed segment start-end.
+def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point | np.ndarray,
+                        end: Point | np.ndarray) -> np.ndarray:
+    """Mask of the (N, 2) steps before[i] -> after[i] that share a point with the closed segment start-end (one
+    segment for all steps, or one per step as (N, 2) starts and ends).
 
     Segments, not infinite lines: a step that passes beyond an end point does not cross; touching counts.
     """
@@ -46,6 +54,8 @@ def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point, end
     d1, d2 = _orientation(q1, q2, p1), _orientation(q1, q2, p2)
     d3, d4 = _orientation(p1, p2, q1), _orientation(p1, p2, q2)
     proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+    if not ((d1 == 0) | (d2 == 0) | (d3 == 0) | (d4 == 0)).any():
+        return proper  # no end point on the other segment's line: touching is impossible
     touching = (((d1 == 0) & _within_box(q1, q2, p1)) | ((d2 == 0) & _within_box(q1, q2, p2))
                 | ((d3 == 0) & _within_box(p1, p2, q1)) | ((d4 == 0) & _within_box(p1, p2, q2)))
     return proper | touching

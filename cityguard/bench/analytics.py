@@ -8,7 +8,8 @@ square zone with two counting lines, `--fps` frames a second. Two measurements o
    frames/s from its first to its last output, its CPU seconds per frame (robust to other load on the machine),
    and the changelog bytes it wrote per frame (the analyzer state it stores).
 
-`--profile FILE` writes a cProfile of the pure loop (and of state encoding) for snakeviz or pstats.
+`--profile FILE` writes a cProfile of the pure loop (and of state encoding) for snakeviz or pstats, and
+`--profile-stage FILE` one of the worker's main thread (the analyzers, decoding and faust; written when it stops).
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--window", type=float, default=10.0, help="analytics window, seconds")
     parser.add_argument("--no-stage", action="store_true", help="only the pure loop (no broker, no faust worker)")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the pure loop here")
+    parser.add_argument("--profile-stage", type=Path, default=None,
+                        help="write a cProfile of the analytics worker here (its CPU figures then include profiling)")
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--log-dir", type=Path, default=None, help="stage logs (default: a temporary folder)")
 
@@ -140,7 +143,8 @@ def pure_loop(config: Config, messages: list[Detections], profile: Path | None) 
             "state_restore_ms": 1000 * restore_cpu}
 
 
-def run_stage(config: Config, config_path: Path, messages: list[Detections], log_dir: Path) -> dict:
+def run_stage(config: Config, config_path: Path, messages: list[Detections], log_dir: Path,
+              profile: Path | None = None) -> dict:
     """One analytics worker draining the queued frames: frames/s, CPU per frame, changelog bytes per frame."""
     topics = config.broker.topics
     broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
@@ -156,7 +160,8 @@ def run_stage(config: Config, config_path: Path, messages: list[Detections], log
         output = make_consumer(servers, None, topics.zone_metrics, auto_offset_reset="earliest")
         expected_windows = windows_closed(messages, config.analytics.step_seconds)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
-        worker = spawn("analyze", config_path, env, log_dir)
+        profiler = ("-m", "cProfile", "-o", str(profile.resolve())) if profile else ()
+        worker = spawn("analyze", config_path, env, log_dir, interpreter_args=profiler)
         process = psutil.Process(worker.pid)
         stamps: list[int] = []
         cpu_at_first = None  # start-up (imports, group join, table recovery) is not per-frame work
@@ -235,7 +240,7 @@ def run(args, config: Config) -> int:
             log_dir.mkdir(parents=True, exist_ok=True)
             config_path = Path(scratch) / "site.yaml"
             config_path.write_text(yaml.safe_dump(data))
-            figures["stage"] = run_stage(bench_config, config_path, messages, log_dir)
+            figures["stage"] = run_stage(bench_config, config_path, messages, log_dir, args.profile_stage)
         figures["stage_to_pure_ratio_wall"] = figures["stage"]["fps_wall"] / figures["pure"]["fps_wall"]
         figures["stage_to_pure_ratio_cpu"] = figures["stage"]["fps_cpu"] / figures["pure"]["fps_cpu"]
     print_figures(figures)

@@ -24,7 +24,7 @@ from schemas.geometry import Point, side_of, steps_cross_segment
 
 @dataclass(frozen=True)
 class LineStep:
-    """The state columns after one frame, and which tracks' crossings count now."""
+    """The state columns after one frame, and which tracks' crossings count now (per track, or per track and line)."""
 
     side: np.ndarray  # int8
     pending: np.ndarray  # int8
@@ -35,15 +35,32 @@ class LineStep:
 def step_line(start: Point, end: Point, before: np.ndarray, after: np.ndarray, side: np.ndarray,
               pending: np.ndarray, pending_frames: np.ndarray, debounce_frames: int) -> LineStep:
     """Moves tracks from their previous points `before` to `after` ((N, 2) each) against one line."""
-    now = side_of(after, start, end)
-    stepped_over = steps_cross_segment(before, after, start, end)
+    step = step_lines(np.asarray([start], dtype=float), np.asarray([end], dtype=float), before, after,
+                      np.asarray(side)[:, None], np.asarray(pending)[:, None], np.asarray(pending_frames)[:, None],
+                      debounce_frames)
+    return LineStep(step.side[:, 0], step.pending[:, 0], step.pending_frames[:, 0], step.crossed[:, 0])
+
+
+def step_lines(starts: np.ndarray, ends: np.ndarray, before: np.ndarray, after: np.ndarray, side: np.ndarray,
+               pending: np.ndarray, pending_frames: np.ndarray, debounce_frames: int) -> LineStep:
+    """Moves tracks from `before` to `after` ((N, 2) each) against L lines at once: `starts` and `ends` are (L, 2),
+    the state columns and the returned ones (N, L)."""
+    before = np.asarray(before, dtype=float).reshape(-1, 2)
+    after = np.asarray(after, dtype=float).reshape(-1, 2)
+    now = side_of(after, starts, ends)
     frames = np.asarray(pending_frames).astype(int)
     confirmed = np.where(side == 0, now, side)  # first time off the line itself
     away = (now != 0) & (now != confirmed)
     back = now == confirmed
     continuing = away & (pending == now)
-    starting = away & ~continuing & stepped_over
-    around = away & ~continuing & ~stepped_over
+    # Only a track newly on the other side needs the segment test, and in most frames there are few.
+    moved = away & ~continuing
+    stepped_over = np.zeros_like(moved)
+    if moved.any():
+        tracks, lines = np.nonzero(moved)
+        stepped_over[moved] = steps_cross_segment(before[tracks], after[tracks], starts[lines], ends[lines])
+    starting = moved & stepped_over
+    around = moved & ~stepped_over
     frames = np.where(continuing, frames + 1, np.where(starting, 1, 0))
     pending = np.where(continuing | starting, now, 0)
     crossed = (continuing | starting) & (frames >= debounce_frames)

@@ -140,8 +140,10 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         return deliveries
 
     async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
-        # A delivery failure raises here, before the frame counts as applied.
-        await deliveries_confirmed(await apply(message, live))
+        # A delivery failure raises here, before the frame counts as applied. (Most frames send nothing.)
+        deliveries = await apply(message, live)
+        if deliveries:
+            await deliveries_confirmed(deliveries)
         live.next_offset = message.offset + 1
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:

@@ -26,7 +26,11 @@ class LocalFields:
 
 
 class GroundGrid:
-    """Cells over a zone's ground polygon plus a margin; `inside` marks the cells whose centre is in the zone."""
+    """Cells over a zone's ground polygon plus a margin; `inside` marks the cells whose centre is in the zone.
+
+    Fields read only inside the zone are smoothed only over the box of rows and columns that holds the zone's cells,
+    and fields smoothed together go through one stacked matrix product: the same sums, about a quarter less time.
+    """
 
     def __init__(self, ground_polygon: np.ndarray, radius_m: float, cell_m: float):
         ground_polygon = np.asarray(ground_polygon, dtype=float)
@@ -47,52 +51,70 @@ class GroundGrid:
         # exp(-(dx² + dy²)/R²) = exp(-dx²/R²) exp(-dy²/R²): two 1-D kernels applied as matrices.
         self._kernel_rows = self._kernel(centres_y)
         self._kernel_cols = self._kernel(centres_x)
+        # The zone's box: the rows and columns holding a cell inside (all of them when none is).
+        inside_rows, inside_cols = np.flatnonzero(self.inside.any(axis=1)), np.flatnonzero(self.inside.any(axis=0))
+        self._box = (slice(inside_rows[0], inside_rows[-1] + 1), slice(inside_cols[0], inside_cols[-1] + 1)) \
+            if len(inside_rows) else (slice(None), slice(None))
+        self._inside_box = self.inside[self._box]
+        self._any_inside = bool(self.inside.any())
+        self._kernel_rows_box = np.ascontiguousarray(self._kernel_rows[self._box[0]])
+        self._kernel_cols_box = np.ascontiguousarray(self._kernel_cols[:, self._box[1]])
 
     def _kernel(self, centres: np.ndarray) -> np.ndarray:
         distance = centres[:, None] - centres[None, :]
         return np.exp(-(distance ** 2) / self.radius_m ** 2)
 
     def smooth(self, values: np.ndarray) -> np.ndarray:
-        """Sum over people of f(r_j - r) * value_j at every cell centre r (values already binned per cell)."""
+        """Sum over people of f(r_j - r) * value_j at every cell centre r (values already binned per cell); a stack
+        of grids, (k, rows, cols), is smoothed grid by grid."""
         return self._kernel_rows @ values @ self._kernel_cols / (np.pi * self.radius_m ** 2)
 
-    def bin(self, positions: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    def smooth_in_box(self, values: np.ndarray) -> np.ndarray:
+        """`smooth(values)[box]`, computed only for the cells of the zone's box (`inside_box` marks the zone there)."""
+        return self._kernel_rows_box @ values @ self._kernel_cols_box / (np.pi * self.radius_m ** 2)
+
+    def cells(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each position's cell as a flat index into the grid, and which positions are on the grid at all."""
         rows, cols = self.shape
         index = np.floor((positions - self.origin) / self.cell_m).astype(int)
-        keep = (index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0) & (index[:, 1] < rows)
-        binned = np.zeros(self.shape)
-        np.add.at(binned, (index[keep, 1], index[keep, 0]), 1.0 if weights is None else weights[keep])
-        return binned
+        on_grid = (index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0) & (index[:, 1] < rows)
+        return index[:, 1] * cols + index[:, 0], on_grid
+
+    def bin(self, cells: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Weights (1 each by default) summed per cell, given the flat `cells` they fall in (all on the grid)."""
+        return np.bincount(cells, weights, minlength=self.shape[0] * self.shape[1]).astype(float).reshape(self.shape)
 
     def fields(self, positions: np.ndarray, velocities: np.ndarray | None = None) -> LocalFields:
         """Peak local density in the zone and, from people with a known velocity, variance and crowd pressure."""
         positions = np.asarray(positions, dtype=float).reshape(-1, 2)
-        if not self.inside.any() or len(positions) == 0:
+        if not self._any_inside or len(positions) == 0:
             return LocalFields(0.0, None, None)
-        density = self.smooth(self.bin(positions))
-        peak = float(density[self.inside].max())
+        cells, on_grid = self.cells(positions)
+        density = self.smooth_in_box(self.bin(cells[on_grid]))
+        peak = float(density[self._inside_box].max())
         if velocities is None:
             return LocalFields(peak, None, None)
         known = np.isfinite(velocities).all(axis=1)
         if known.sum() < MIN_NEIGHBOURS:
             return LocalFields(peak, None, None)
-        moving, velocity = positions[known], velocities[known]
+        moving, velocity = cells[known & on_grid], velocities[known & on_grid]
         # Local mean velocity field V(r): f-weighted average of the velocities around r.
-        weight = self.smooth(self.bin(moving))
+        weight, sum_x, sum_y = self.smooth(np.stack((self.bin(moving), self.bin(moving, velocity[:, 0]),
+                                                     self.bin(moving, velocity[:, 1]))))
         occupied = weight * np.pi * self.radius_m ** 2 >= MIN_NEIGHBOURS
         with np.errstate(divide="ignore", invalid="ignore"):
-            field_x = np.where(occupied, self.smooth(self.bin(moving, velocity[:, 0])) / weight, 0.0)
-            field_y = np.where(occupied, self.smooth(self.bin(moving, velocity[:, 1])) / weight, 0.0)
+            field_x = np.where(occupied, sum_x / weight, 0.0)
+            field_y = np.where(occupied, sum_y / weight, 0.0)
         # Var(V) around r: the spread of that field over the neighbourhood, weighted by where people are.
         # (Individual step noise averages out in V; coherent but diverging motion, as in turbulence, does not.)
         weight = np.where(occupied, weight, 0.0)
-        total = self.smooth(weight)
-        enough = self.inside & occupied & (total > 0)
+        total, sum_x, sum_y, sum_square = self.smooth_in_box(np.stack((
+            weight, weight * field_x, weight * field_y, weight * (field_x ** 2 + field_y ** 2))))
+        enough = self._inside_box & occupied[self._box] & (total > 0)
         if not enough.any():
             return LocalFields(peak, None, None)
-        mean_x = self.smooth(weight * field_x)[enough] / total[enough]
-        mean_y = self.smooth(weight * field_y)[enough] / total[enough]
-        square = self.smooth(weight * (field_x ** 2 + field_y ** 2))[enough] / total[enough]
+        total = total[enough]
+        mean_x, mean_y, square = sum_x[enough] / total, sum_y[enough] / total, sum_square[enough] / total
         variance = np.maximum(square - mean_x ** 2 - mean_y ** 2, 0.0)
         local_density = density[enough]
         zone_variance = float((variance * local_density).sum() / local_density.sum())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.analytics.lines import step_line
+from processors.analytics.lines import step_lines
 from schemas.geometry import side_of
 
 Point = tuple[float, float]
@@ -30,6 +30,12 @@ class Crossing:
     line_index: int
     inward: bool
     track_id: int
+
+
+def line_ends(lines: Sequence[CountingLine]) -> tuple[np.ndarray, np.ndarray]:
+    """The lines' start and end points as (L, 2) arrays."""
+    return (np.asarray([line.start for line in lines], dtype=float).reshape(-1, 2),
+            np.asarray([line.end for line in lines], dtype=float).reshape(-1, 2))
 
 
 class TrackTable:
@@ -96,28 +102,33 @@ class TrackTable:
             self.ground_xy[rows] = ground_xy[known]
         fresh = ~known
         if fresh.any():
-            sides = np.column_stack([side_of(image_xy[fresh], line.start, line.end) for line in lines]) if lines else \
-                np.zeros((int(fresh.sum()), 0), dtype=np.int8)
-            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh], sides)
+            starts, ends = line_ends(lines)
+            self._insert(track_ids[fresh], at, image_xy[fresh], ground_xy[fresh],
+                         side_of(image_xy[fresh], starts, ends))
         crossings += self._evict(at - ttl_seconds, max_tracks, lines)
         return velocity, crossings
 
     def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
                      lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
+        starts, ends = line_ends(lines)
+        step = step_lines(starts, ends, before, after, self.side[rows], self.pending[rows], self.pending_frames[rows],
+                          debounce_frames)
+        self.side[rows] = step.side
+        self.pending[rows] = step.pending
+        self.pending_frames[rows] = step.pending_frames
         crossings = []
-        for index, line in enumerate(lines):
-            step = step_line(line.start, line.end, before, after, self.side[rows, index], self.pending[rows, index],
-                             self.pending_frames[rows, index], debounce_frames)
-            for track_id, new_side in zip(ids[step.crossed].tolist(), step.side[step.crossed].tolist(), strict=True):
-                crossings.append(Crossing(index, new_side == line.inward_sign, track_id))
-            self.side[rows, index] = step.side
-            self.pending[rows, index] = step.pending
-            self.pending_frames[rows, index] = step.pending_frames
+        if step.crossed.any():
+            line_indices, crossed_rows = np.nonzero(step.crossed.T)  # line by line, as the lines are listed
+            for index, row in zip(line_indices.tolist(), crossed_rows.tolist(), strict=True):
+                crossings.append(Crossing(index, int(step.side[row, index]) == lines[index].inward_sign,
+                                          int(ids[row])))
         return crossings
 
     def _insert(self, ids: np.ndarray, at: float, image_xy: np.ndarray, ground_xy: np.ndarray,
                 sides: np.ndarray) -> None:
         count = len(ids)
+        # A tracker numbers new tracks upwards, so new rows usually belong at the end, already in order.
+        in_order = (len(self.ids) == 0 or ids[0] > self.ids[-1]) and bool((ids[1:] > ids[:-1]).all())
         self.ids = np.concatenate((self.ids, ids))
         self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
         self.image_xy = np.concatenate((self.image_xy, image_xy))
@@ -126,7 +137,8 @@ class TrackTable:
         self.side = np.concatenate((self.side, sides.astype(np.int8)))
         self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
         self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
-        self._keep(np.argsort(self.ids, kind="stable"))
+        if not in_order:
+            self._keep(np.argsort(self.ids, kind="stable"))
 
     def _evict(self, oldest: float, max_tracks: int, lines: Sequence[CountingLine]) -> list[Crossing]:
         keep = np.flatnonzero(self.last_seen >= oldest)
