@@ -23,15 +23,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from infra import assets
 from infra.kafka import BROKER_CONNECTED
-from producers.capture import (
-    CameraUnavailable,
-    configure_ffmpeg,
-    encode_jpeg,
-    sample_frames,
-)
+from producers.capture import CameraUnavailable, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
+from producers.picture import encode_jpeg
 from schemas import CameraState, CameraStatus, Frame, encode
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig, Config
@@ -187,9 +183,9 @@ class CameraReader:
         for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.stop.wait):
             if self.stop.is_set() or (self.max_frames is not None and self.queued >= self.max_frames):
                 return
-            stall_reason = self.quality.check(sampled.image, sampled.captured_at)
+            stall_reason = self.quality.check(sampled.picture.y, sampled.captured_at)
             with ENCODE_SECONDS.labels(self.camera.id).time():
-                jpeg, width, height = encode_jpeg(sampled.image, self.camera.max_width, self.camera.jpeg_quality)
+                jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
             fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
                       "width": width, "height": height}
             value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
@@ -394,7 +390,6 @@ def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event,
         cameras = cameras_for_shard(config.cameras, settings.shard_index, settings.shard_count)
     else:  # cameras named explicitly are read whatever the shard
         cameras = [camera for camera in config.cameras if camera.id in camera_ids]
-    configure_ffmpeg(settings)
     ready = threading.Event()
     queues = {camera.id: FrameQueue(settings.queue_max_frames, ready) for camera in cameras}
     no_frame_stall_s = settings.read_timeout_s

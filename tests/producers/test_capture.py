@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from producers.capture import CameraUnavailable, encode_jpeg, sample_frames
+from producers.capture import CameraUnavailable, sample_frames
+from producers.picture import YuvPicture, encode_jpeg
 from schemas.settings.config import CameraConfig
 from tests.conftest import VTEST
 
@@ -21,7 +22,7 @@ def test_file_is_sampled_on_its_own_timeline():
         if len(frames) == 10:
             break
     assert np.diff([frame.captured_at for frame in frames]) == pytest.approx([0.2] * 9)  # vtest.avi is 10 fps
-    assert frames[0].image.shape == (576, 768, 3)
+    assert (frames[0].picture.width, frames[0].picture.height) == (768, 576)
 
 
 def test_missing_file_is_a_permanent_failure(tmp_path):
@@ -32,7 +33,7 @@ def test_missing_file_is_a_permanent_failure(tmp_path):
 
 
 def test_encode_scales_down_to_the_max_width():
-    jpeg, width, height = encode_jpeg(np.zeros((576, 768, 3), np.uint8), max_width=384, quality=70)
+    jpeg, width, height = encode_jpeg(YuvPicture.from_bgr(np.zeros((576, 768, 3), np.uint8)), max_width=384, quality=70)
     assert (width, height) == (384, 288) and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (288, 384, 3)
 
 
@@ -64,7 +65,7 @@ def test_still_image_url_is_polled_at_the_camera_rate(snapshot_server):
     camera = CameraConfig(id="snap", source=url, fps=20)
     frames = sample_frames(camera, url)
     first = [next(frames) for _ in range(4)]
-    assert state["gets"] == 4 and first[0].image.shape == (48, 64, 3)
+    assert state["gets"] == 4 and (first[0].picture.width, first[0].picture.height) == (64, 48)
     assert np.diff([frame.captured_at for frame in first]) == pytest.approx([0.05] * 3, abs=0.03)
     state["status"] = 404  # an expired tokenised URL
     with pytest.raises(CameraUnavailable, match="HTTP 404"):
