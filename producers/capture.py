@@ -3,6 +3,7 @@ URLs over HTTP; sampling at a configured rate. No Kafka here.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -66,6 +67,18 @@ def source_kind(camera: CameraConfig, source: str) -> SourceKind:
     return SourceKind.FILE
 
 
+@functools.cache
+def hardware_decoder(device_type: str) -> HWAccel | None:
+    """Settings that decode on this kind of device, or None (said once) when this machine has no such device."""
+    accel = HWAccel(device_type, allow_software_fallback=True)
+    try:
+        accel.create(av.Codec("h264", "r"))
+    except (av.FFmpegError, NotImplementedError) as exc:
+        log.warning("hardware decoding (%s) is unavailable on this machine (%s): decoding on the CPU", device_type, exc)
+        return None
+    return accel
+
+
 class VideoDecoder:
     """One video stream opened with FFmpeg; `frames()` yields each decoded frame with its time in seconds from the
     stream's first frame (None where the stream has no timestamps).
@@ -82,9 +95,7 @@ class VideoDecoder:
             url, format_name = f"/dev/video{source}", "v4l2"
         elif source.lower().startswith(("rtsp://", "rtsps://")):
             options = {"rtsp_transport": settings.rtsp_transport}
-        hwaccel = None
-        if settings.hardware_decoding != "off":
-            hwaccel = HWAccel(settings.hardware_decoding, allow_software_fallback=True)
+        hwaccel = None if settings.hardware_decoding == "off" else hardware_decoder(settings.hardware_decoding)
         try:
             self.container = av.open(url, format=format_name, options=options, hwaccel=hwaccel,
                                      timeout=(settings.open_timeout_s, settings.read_timeout_s))
@@ -100,8 +111,8 @@ class VideoDecoder:
         self.stream.thread_count = 1
         self.codec = self.stream.codec_context
         if hwaccel is not None and not self.codec.is_hwaccel:
-            log.info("%s: no %s decoder for %s on this machine, decoding on the CPU", source,
-                     settings.hardware_decoding, self.codec.name)
+            log.info("%s: no %s decoder for %s, decoding on the CPU", source, settings.hardware_decoding,
+                     self.codec.name)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         self.wanted_from: float | None = None
