@@ -102,6 +102,8 @@ class FrameQueue:
         return dropped
 
     def take(self) -> bytes | None:
+        if not self._items:  # the sender asks every queue in turn and most are empty: no lock, no notify for them
+            return None
         with self._space:
             value = self._items.popleft() if self._items else None
             self._space.notify()
