@@ -256,6 +256,12 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                 media_time = played + position
                 if media_time + 1e-9 < next_sample:
                     continue
+                if realtime and clock() - started - media_time > interval:
+                    # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
+                    # be, instead of bursting to catch up.
+                    next_sample = clock() - started
+                    decoder.wanted_from = next_sample - played if frame_at is not None else None
+                    continue
                 next_sample += interval
                 decoder.wanted_from = next_sample - played if frame_at is not None else None
                 picture = YuvPicture.from_frame(frame)

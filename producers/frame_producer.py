@@ -344,7 +344,8 @@ def frame_client_settings(settings: ProducerConfig) -> dict:
     """
     delivery_timeout_ms = int(settings.frame_delivery_timeout_s * 1000)
     return {"delivery_timeout_ms": delivery_timeout_ms,
-            "request_timeout_ms": delivery_timeout_ms // 2}  # must leave room for a retry within the delivery timeout
+            "request_timeout_ms": delivery_timeout_ms // 2,  # must leave room for a retry within the delivery timeout
+            "metrics_enabled": False}  # the client's own statistics, read by nobody, cost CPU on every frame
 
 
 def export_status(status: CameraStatus) -> None:

@@ -28,6 +28,20 @@ def test_file_is_sampled_on_its_own_timeline():
     assert (frames[0].picture.width, frames[0].picture.height) == (768, 576)
 
 
+def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    camera = CameraConfig(id="campus", source=str(VTEST), fps=5)
+    frames = sample_frames(camera, str(VTEST), realtime=True, clock=lambda: now[0], sleep=sleep)
+    times = [next(frames).captured_at for _ in range(3)]
+    now[0] += 2.0  # the machine stalled
+    times += [next(frames).captured_at for _ in range(3)]
+    assert np.diff(times) == pytest.approx([0.2, 0.2, 2.0, 0.2, 0.2], abs=1e-6)
+
+
 def test_missing_file_is_a_permanent_failure(tmp_path):
     camera = CameraConfig(id="gone", source="x.avi")
     with pytest.raises(CameraUnavailable, match="no such file") as error:
