@@ -341,10 +341,15 @@ def frame_client_settings(settings: ProducerConfig) -> dict:
     A frame not acknowledged within frame_delivery_timeout_s is given up (and counted): a late frame is worthless to
     live analytics, and it would arrive in a flood with every other stale one when the broker returns. (Idempotence
     is already off for every stage, see infra.kafka.producer_settings, which is what makes a short timeout safe.)
+
+    The client is pure Python and costs about as much per request as per frame, so frames wait up to 20 ms to share
+    a request, and a batch holds several frames of a partition (the default batch is smaller than one frame): this
+    halves the client's CPU per frame at hundreds of frames per second.
     """
     delivery_timeout_ms = int(settings.frame_delivery_timeout_s * 1000)
     return {"delivery_timeout_ms": delivery_timeout_ms,
             "request_timeout_ms": delivery_timeout_ms // 2,  # must leave room for a retry within the delivery timeout
+            "linger_ms": 20, "batch_size": settings.max_message_bytes,
             "metrics_enabled": False}  # the client's own statistics, read by nobody, cost CPU on every frame
 
 
