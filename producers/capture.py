@@ -85,7 +85,8 @@ class VideoDecoder:
 
     Frames presented before `wanted_from` (same timeline) are not decoded where the codec allows: non-reference
     frames are skipped, and a group of pictures is reduced to its keyframe when the next keyframe is due by
-    `wanted_from`. Full decoding resumes only at a keyframe, so no frame is ever decoded from a skipped one.
+    `wanted_from`. Full decoding resumes at a keyframe, so no frame is decoded from a skipped one (unless the
+    keyframe is a whole group late).
     """
 
     def __init__(self, source: str, settings: ProducerConfig):
@@ -156,6 +157,10 @@ class VideoDecoder:
             self._keyframe_at = at
             self._keyframes_only = (self._gop_s is not None and self.wanted_from is not None
                                     and at + self._gop_s <= self.wanted_from + 1e-9)
+        elif self._keyframes_only and at is not None and (
+                self.wanted_from is None or at > self.wanted_from + self._gop_s):
+            # Nothing wanted, or the keyframe is a whole group overdue (the stream changed its coding): decode on.
+            self._keyframes_only = False
         if self._keyframes_only:
             skip = "NONKEY"
         elif at is not None and self.wanted_from is not None and at + 1e-9 < self.wanted_from:
