@@ -20,7 +20,8 @@ from cityguard.stages import (
 )
 from processors.analytics.registry import analyzers_for
 from processors.inference.stage import FrameEnricher, decode_frame, to_message
-from producers.capture import encode_jpeg, sample_frames
+from producers.capture import sample_frames
+from producers.picture import encode_jpeg
 from schemas import Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
@@ -63,7 +64,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
     camera = camera.model_copy(update={"loop": False})
     frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
     for seq, sampled in enumerate(frames):
-        jpeg, width, height = encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)
+        jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
         frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
                       jpeg=jpeg)
         item = decode_frame(encode(frame), detectors.needs_image(camera.id))

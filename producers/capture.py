@@ -1,8 +1,10 @@
-"""Reading cameras: video files, HLS, RTSP and webcams through OpenCV, still-image URLs over HTTP; sampling at a
-configured rate, resizing and JPEG encoding. No Kafka here.
+"""Reading cameras: video files, HLS and HTTP streams, RTSP and capture devices decoded with FFmpeg (PyAV), still-image
+URLs over HTTP; sampling at a configured rate. No Kafka here.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import time
@@ -10,16 +12,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import av
 import cv2
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
+from producers.picture import YuvPicture
 from schemas.settings.capture import ProducerConfig, SourceKind
 from schemas.settings.config import CameraConfig
+
+log = logging.getLogger(__name__)
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
 LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
+MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packets of a lossy stream are skipped
 
 
 class CameraUnavailable(RuntimeError):
@@ -36,7 +44,7 @@ class CameraUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class SampledFrame:
     captured_at: float  # unix seconds
-    image: np.ndarray  # BGR
+    picture: YuvPicture
 
 
 def source_kind(camera: CameraConfig, source: str) -> SourceKind:
@@ -59,38 +67,112 @@ def source_kind(camera: CameraConfig, source: str) -> SourceKind:
     return SourceKind.FILE
 
 
-def configure_ffmpeg(settings: ProducerConfig) -> None:
-    """OpenCV reads FFmpeg options from the environment at every open; RTSP transport is one per process."""
-    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{settings.rtsp_transport}"
+@functools.cache
+def hardware_decoder(device_type: str) -> HWAccel | None:
+    """Settings that decode on this kind of device, or None (said once) when this machine has no such device."""
+    accel = HWAccel(device_type, allow_software_fallback=True)
+    try:
+        accel.create(av.Codec("h264", "r"))
+    except (av.FFmpegError, NotImplementedError) as exc:
+        log.warning("hardware decoding (%s) is unavailable on this machine (%s): decoding on the CPU", device_type, exc)
+        return None
+    return accel
 
 
-def open_capture(source: str, open_timeout_s: float = 30.0, read_timeout_s: float = 30.0) -> cv2.VideoCapture:
-    if source.isdigit():
-        capture = cv2.VideoCapture(int(source))
-    else:
-        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
-        ])
-    if not capture.isOpened():
-        capture.release()
-        missing_file = not URL.match(source) and not source.isdigit() and not os.path.exists(source)
-        reason = "no such file" if missing_file else "cannot open"
-        raise CameraUnavailable(f"{reason}: {source}", permanent=missing_file)
-    return capture
+class VideoDecoder:
+    """One video stream opened with FFmpeg; `frames()` yields each decoded frame with its time in seconds from the
+    stream's first frame (None where the stream has no timestamps).
 
+    Frames presented before `wanted_from` (same timeline) are not decoded where the codec allows: non-reference
+    frames are skipped, and a group of pictures is reduced to its keyframe when the next keyframe is due by
+    `wanted_from`. Full decoding resumes at a keyframe, so no frame is decoded from a skipped one (unless the
+    keyframe is a whole group late).
+    """
 
-def encode_jpeg(image: np.ndarray, max_width: int, quality: int) -> tuple[bytes, int, int]:
-    """JPEG bytes and the encoded size; images wider than max_width are scaled down keeping the aspect ratio."""
-    height, width = image.shape[:2]
-    if width > max_width:
-        scale = max_width / width
-        image = cv2.resize(image, (max_width, round(height * scale)), interpolation=cv2.INTER_AREA)
-        height, width = image.shape[:2]
-    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buffer.tobytes(), width, height
+    def __init__(self, source: str, settings: ProducerConfig):
+        self.source = source
+        url, format_name, options = source, None, {}
+        if source.isdigit():  # a capture device index, as OpenCV numbered them
+            url, format_name = f"/dev/video{source}", "v4l2"
+        elif source.lower().startswith(("rtsp://", "rtsps://")):
+            options = {"rtsp_transport": settings.rtsp_transport}
+        hwaccel = None if settings.hardware_decoding == "off" else hardware_decoder(settings.hardware_decoding)
+        try:
+            self.container = av.open(url, format=format_name, options=options, hwaccel=hwaccel,
+                                     timeout=(settings.open_timeout_s, settings.read_timeout_s))
+        except av.FFmpegError:
+            missing = not URL.match(source) and not source.isdigit() and not os.path.exists(source)
+            raise CameraUnavailable(f"{'no such file' if missing else 'cannot open'}: {source}",
+                                    permanent=missing) from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise CameraUnavailable(f"no video stream in {source}", permanent=not URL.match(source))
+        self.stream = self.container.streams.video[0]
+        # One thread per decoder costs the least CPU per frame; a producer's cameras decode in parallel anyway.
+        self.stream.thread_count = 1
+        self.codec = self.stream.codec_context
+        if hwaccel is not None and not self.codec.is_hwaccel:
+            log.info("%s: no %s decoder for %s, decoding on the CPU", source, settings.hardware_decoding,
+                     self.codec.name)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
+        self.wanted_from: float | None = None
+        self._time_base = float(self.stream.time_base or 0)
+        self._origin: float | None = None  # stream time of the first frame
+        self._keyframe_at: float | None = None
+        self._gop_s: float | None = None
+        self._keyframes_only = False
+        self._skip = "DEFAULT"
+
+    def frames(self) -> Iterator[tuple[float | None, av.VideoFrame]]:
+        undecodable = 0
+        try:
+            for packet in self.container.demux(self.stream):
+                self._choose_skipping(packet)
+                try:
+                    decoded = packet.decode()
+                except av.InvalidDataError:
+                    undecodable += 1
+                    if undecodable >= MAX_UNDECODABLE_PACKETS:
+                        raise CameraUnavailable(f"undecodable stream: {self.source}") from None
+                    continue
+                undecodable = 0
+                for frame in decoded:
+                    if frame.time is None:
+                        yield None, frame
+                        continue
+                    if self._origin is None:
+                        self._origin = frame.time
+                    yield frame.time - self._origin, frame
+        except av.FFmpegError as exc:
+            raise CameraUnavailable(f"stream broke: {self.source}: {exc.strerror or exc}") from None
+
+    def _choose_skipping(self, packet: av.Packet) -> None:
+        at = None
+        if packet.pts is not None and self._origin is not None and self._time_base:
+            at = packet.pts * self._time_base - self._origin
+        if packet.is_keyframe and at is not None:
+            if self._keyframe_at is not None and at > self._keyframe_at:
+                self._gop_s = at - self._keyframe_at
+            self._keyframe_at = at
+            self._keyframes_only = (self._gop_s is not None and self.wanted_from is not None
+                                    and at + self._gop_s <= self.wanted_from + 1e-9)
+        elif self._keyframes_only and at is not None and (
+                self.wanted_from is None or at > self.wanted_from + self._gop_s):
+            # Nothing wanted, or the keyframe is a whole group overdue (the stream changed its coding): decode on.
+            self._keyframes_only = False
+        if self._keyframes_only:
+            skip = "NONKEY"
+        elif at is not None and self.wanted_from is not None and at + 1e-9 < self.wanted_from:
+            skip = "NONREF"
+        else:
+            skip = "DEFAULT"
+        if skip != self._skip:
+            self.codec.skip_frame = skip
+            self._skip = skip
+
+    def close(self) -> None:
+        self.container.close()
 
 
 def sample_frames(
@@ -103,10 +185,10 @@ def sample_frames(
 ) -> Iterator[SampledFrame]:
     """Frames from one source at `camera.fps`; raises CameraUnavailable when the source fails.
 
-    Files are sampled on their own timeline (frame index / native fps), so a 10 fps clip sampled at 5 fps keeps every
-    second frame whether or not playback is paced; with `realtime` the file plays at its natural speed, like a
-    camera. Live sources are read continuously (so the decoder never falls behind) and sampled on the wall clock.
-    Frames that are not sampled are only grabbed, never converted to BGR.
+    Files are sampled on their own timeline (frame timestamps), so a 10 fps clip sampled at 5 fps keeps every second
+    frame whether or not playback is paced; with `realtime` the file plays at its natural speed, like a camera. Live
+    sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline. Frames
+    that are not sampled are decoded only where later frames need them, and never converted.
     """
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
@@ -141,71 +223,66 @@ class MediaClock:
 def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
                  clock: Callable[[], float]) -> Iterator[SampledFrame]:
     """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time."""
-    capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
+    decoder = VideoDecoder(source, settings)
     interval = 1.0 / camera.fps
     media_clock = MediaClock()
     started = clock()
     next_sample: float | None = None
     try:
-        while True:
-            if not capture.grab():
-                raise CameraUnavailable(f"stream ended or broke: {source}")
+        for frame_at, frame in decoder.frames():
             now = clock()
-            position_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-            media_s = position_ms / 1000 if position_ms > 0 else now - started
+            media_s = frame_at if frame_at is not None else now - started
             if next_sample is None or media_s < next_sample - 2 * interval - 1.0:  # first frame, or timestamps reset
                 next_sample = media_s
             if media_s + 1e-9 < next_sample:
                 continue
-            ok, image = capture.retrieve()
-            if not ok:
-                raise CameraUnavailable(f"undecodable frame: {source}")
             # Skip the sampling slots missed while the stream stalled instead of bursting to catch up.
             next_sample += interval * max(1, int((media_s - next_sample) // interval) + 1)
-            yield SampledFrame(media_clock.captured_at(media_s, now), image)
+            decoder.wanted_from = next_sample if frame_at is not None else None
+            yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
+        raise CameraUnavailable(f"stream ended or broke: {source}")
     finally:
-        capture.release()
+        decoder.close()
 
 
 def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, realtime: bool,
                  clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
-    capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
-    native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    if not 0 < native_fps < 1000:
-        native_fps = 25.0  # containers without a rate: assume PAL
     interval = 1.0 / camera.fps
     started = clock()
-    media_offset = 0.0  # media time already played in earlier loops of a looping file
+    played = 0.0  # media time already played in earlier loops of a looping file
     next_sample = 0.0
-    index = 0
-    try:
-        while True:
-            if not capture.grab():
-                if not camera.loop or index == 0:
-                    return
-                media_offset += index / native_fps
-                index = 0
-                capture.release()
-                capture = open_capture(source, settings.open_timeout_s, settings.read_timeout_s)
-                continue
-            media_time = media_offset + index / native_fps
-            index += 1
-            if media_time + 1e-9 < next_sample:
-                continue
-            next_sample += interval
-            ok, image = capture.retrieve()
-            if not ok:
-                raise CameraUnavailable(f"undecodable frame {index} in {source}")
-            if realtime:
-                delay = started + media_time - clock()
-                if delay > 0:
-                    sleep(delay)
-                yield SampledFrame(clock(), image)
-            else:
-                # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                yield SampledFrame(started + media_time, image)
-    finally:
-        capture.release()
+    while True:
+        decoder = VideoDecoder(source, settings)
+        frame_s = 1.0 / decoder.native_fps
+        position: float | None = None  # of the last frame in this loop, seconds from its first frame
+        try:
+            for frame_at, frame in decoder.frames():
+                position = frame_at if frame_at is not None else (-frame_s if position is None else position) + frame_s
+                media_time = played + position
+                if media_time + 1e-9 < next_sample:
+                    continue
+                if realtime and clock() - started - media_time > interval:
+                    # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
+                    # be, instead of bursting to catch up.
+                    next_sample = clock() - started
+                    decoder.wanted_from = next_sample - played if frame_at is not None else None
+                    continue
+                next_sample += interval
+                decoder.wanted_from = next_sample - played if frame_at is not None else None
+                picture = YuvPicture.from_frame(frame)
+                if realtime:
+                    delay = started + media_time - clock()
+                    if delay > 0:
+                        sleep(delay)
+                    yield SampledFrame(clock(), picture)
+                else:
+                    # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
+                    yield SampledFrame(started + media_time, picture)
+        finally:
+            decoder.close()
+        if not camera.loop or position is None:
+            return
+        played += position + frame_s
 
 
 def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int, clock: Callable[[], float],
@@ -230,4 +307,4 @@ def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int,
         if image is None:
             raise CameraUnavailable(f"still-image URL {url} did not return an image ({len(body)} bytes)")
         next_fetch = max(next_fetch + interval, fetched_at)
-        yield SampledFrame(fetched_at, image)
+        yield SampledFrame(fetched_at, YuvPicture.from_bgr(image))

@@ -1,5 +1,6 @@
-"""`cityguard bench capture`: how many cameras one producer process sustains at 5 fps each, the memory each camera
-costs, and how long a live stream takes to flow again after an outage. Prints figures; asserts nothing.
+"""`cityguard bench capture`: how many cameras one producer process sustains at 5 fps each, the CPU each frame costs
+(in all and per step of a camera's reader), the memory each camera costs, and how long a live stream takes to flow
+again after an outage. Prints figures; asserts nothing.
 
 Cameras are the sample clip played in a loop at its natural speed (decoded like a camera, sampled at --fps) into a
 real broker (the embedded Tansu unless one is configured). The outage is a local HLS stream whose HTTP server is
@@ -7,6 +8,7 @@ stopped and restarted; the time counted is from the restart to the first frame o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import tempfile
@@ -19,9 +21,13 @@ import psutil
 from infra import assets
 from infra.broker import broker_for
 from infra.kafka import create_topics, make_consumer, make_producer
+from producers.capture import sample_frames
 from producers.frame_producer import frame_client_settings, run_producer
+from producers.health import FrameQualityMonitor
 from producers.local_streams import HlsEncoder, TokenFileServer
-from schemas.settings.config import Config, parse_config
+from producers.picture import encode_jpeg
+from schemas import Frame, encode
+from schemas.settings.config import CameraConfig, Config, parse_config
 
 
 def add_arguments(parser) -> None:
@@ -31,6 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video", default="asset:vtest.avi", help="clip every camera plays in a loop")
     parser.add_argument("--outages", type=int, default=3, help="stream outages to time (0: none)")
     parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
+    parser.add_argument("--step-frames", type=int, default=500, help="sampled frames timed step by step (0: none)")
 
 
 def bench_config(config: Config, servers: str, cameras: list[dict], tag: str) -> Config:
@@ -90,6 +97,30 @@ def throughput(config: Config, servers: str, counts: list[int], fps: float, seco
     return rows
 
 
+def step_costs(config: Config, video: Path, fps: float, frames: int) -> dict[str, float]:
+    """CPU ms per sampled frame of each step a camera's reader takes, timed on one thread without a broker."""
+    camera = CameraConfig(id="steps", source=str(video), fps=fps, loop=True, max_width=768)
+    quality = FrameQualityMonitor.from_config(config.producer)
+    samples = sample_frames(camera, str(video), realtime=False, settings=config.producer)
+    steps = ("decode and sample", "frozen/blank check", "JPEG encode", "frame message")
+    totals = dict.fromkeys(steps, 0.0)
+    for seq in range(frames):
+        times = [time.thread_time()]
+        sampled = next(samples)
+        times.append(time.thread_time())
+        quality.check(sampled.picture.y, sampled.captured_at)
+        times.append(time.thread_time())
+        jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
+        times.append(time.thread_time())
+        encode(Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
+                     jpeg=jpeg))
+        times.append(time.thread_time())
+        for step, (start, end) in zip(steps, itertools.pairwise(times), strict=True):
+            totals[step] += end - start
+    samples.close()
+    return {step: 1000 * total / frames for step, total in totals.items()}
+
+
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -145,19 +176,24 @@ def run(args, config: Config) -> int:
               f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
         print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'CPU ms/frame':>12} {'MiB/camera':>10} "
-              f"{'dropped':>8}")
+              f"{'dropped':>8} {'load':>5}")
         sustained = 0
         per_frame = []
         for count, median, lowest, cpu, cpu_ms, memory, dropped in throughput(config, servers, counts, args.fps,
                                                                               args.duration, video):
             print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {cpu_ms:>12.2f} {memory / 2**20:>10.2f} "
-                  f"{dropped:>8}", flush=True)
+                  f"{dropped:>8} {os.getloadavg()[0]:>5.1f}", flush=True)
             per_frame.append(cpu_ms)
             if lowest >= 0.9 * args.fps:
                 sustained = count
         print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
         print(f"CPU per camera at {args.fps:g} fps: {min(per_frame) * args.fps / 10:.2f} % of a core, i.e. "
               f"{1000 / (min(per_frame) * args.fps):.0f} cameras per free core")
+        if args.step_frames:
+            steps = step_costs(config, video, args.fps, args.step_frames)
+            print(f"CPU ms per sampled frame by step ({args.step_frames} frames, one thread, no broker): " + ", ".join(
+                f"{step} {ms:.2f}" for step, ms in steps.items()) + f"; sum {sum(steps.values()):.2f}, the rest of "
+                f"{min(per_frame):.2f} is queues, threads and the Kafka client")
         if not args.outages:
             return 0
         times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)

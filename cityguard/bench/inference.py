@@ -20,7 +20,8 @@ from infra import assets
 from infra.broker import broker_for
 from infra.kafka import make_consumer, make_producer
 from processors.inference.stage import InferenceWorker
-from producers.capture import encode_jpeg, sample_frames
+from producers.capture import sample_frames
+from producers.picture import encode_jpeg
 from schemas import Detections, Frame, decode, encode
 from schemas.settings.config import Config, TopicNames
 
@@ -40,7 +41,7 @@ def sample_jpegs(config: Config, camera_id: str | None, count: int) -> tuple[str
     looping = camera.model_copy(update={"loop": True})
     jpegs = []
     for sampled in sample_frames(looping, config.resolve_path(assets.resolve(camera.source)), realtime=False):
-        jpegs.append(encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)[0])
+        jpegs.append(encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)[0])
         if len(jpegs) >= count:
             break
     return camera.id, jpegs

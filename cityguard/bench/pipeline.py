@@ -288,13 +288,14 @@ def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, 
 
 def sampled_jpegs(config: Config, camera: CameraConfig, source: str, limit: int | None):
     """(JPEG, width, height) of the frames the producer publishes, in order (unpaced)."""
-    from producers.capture import encode_jpeg, sample_frames
+    from producers.capture import sample_frames
+    from producers.picture import encode_jpeg
 
     replay = camera.model_copy(update={"loop": False})
     for index, sampled in enumerate(sample_frames(replay, source, realtime=False, settings=config.producer)):
         if limit is not None and index >= limit:
             return
-        yield encode_jpeg(sampled.image, camera.max_width, camera.jpeg_quality)
+        yield encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
 
 
 def send_warm_up(servers: str, config: Config, camera: CameraConfig, source: str) -> None:

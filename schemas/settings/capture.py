@@ -46,6 +46,9 @@ class ProducerConfig(Frozen):
     open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait to open a stream")
     read_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for the next frame of a stream")
     rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTP transport asked of RTSP servers")
+    hardware_decoding: Literal["off", "cuda"] = Field(
+        default="off", description="decode video on an NVIDIA GPU (NVDEC); a machine without one, and codecs it cannot "
+        "decode, fall back to the CPU")
     frozen_after_s: float = Field(default=10.0, gt=0, le=3600,
                                   description="identical frames for this long mark a camera stalled (frozen)")
     frozen_max_difference: float = Field(

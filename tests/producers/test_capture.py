@@ -1,16 +1,20 @@
-"""Sampling from a real file and a still-image URL served from 127.0.0.1."""
+"""Sampling from real files (the sample clip and clips ffmpeg makes) and a still-image URL served from 127.0.0.1."""
 from __future__ import annotations
 
 import http.server
+import itertools
+import subprocess
 import threading
 
 import cv2
 import numpy as np
 import pytest
 
-from producers.capture import CameraUnavailable, encode_jpeg, sample_frames
+from producers.capture import CameraUnavailable, VideoDecoder, sample_frames
+from producers.picture import YuvPicture, encode_jpeg
+from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
-from tests.conftest import VTEST
+from tests.conftest import VTEST, video_frames
 
 
 def test_file_is_sampled_on_its_own_timeline():
@@ -21,7 +25,21 @@ def test_file_is_sampled_on_its_own_timeline():
         if len(frames) == 10:
             break
     assert np.diff([frame.captured_at for frame in frames]) == pytest.approx([0.2] * 9)  # vtest.avi is 10 fps
-    assert frames[0].image.shape == (576, 768, 3)
+    assert (frames[0].picture.width, frames[0].picture.height) == (768, 576)
+
+
+def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    camera = CameraConfig(id="campus", source=str(VTEST), fps=5)
+    frames = sample_frames(camera, str(VTEST), realtime=True, clock=lambda: now[0], sleep=sleep)
+    times = [next(frames).captured_at for _ in range(3)]
+    now[0] += 2.0  # the machine stalled
+    times += [next(frames).captured_at for _ in range(3)]
+    assert np.diff(times) == pytest.approx([0.2, 0.2, 2.0, 0.2, 0.2], abs=1e-6)
 
 
 def test_missing_file_is_a_permanent_failure(tmp_path):
@@ -31,8 +49,92 @@ def test_missing_file_is_a_permanent_failure(tmp_path):
     assert error.value.permanent
 
 
+def make_clip(path, *encoder: str, size: str = "320x240", seconds: float = 4, rate: int = 25):
+    """A clip of the sample video made by ffmpeg with the given encoder options."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(VTEST), "-t", str(seconds),
+                    "-vf", f"scale={size.replace('x', ':')}", "-r", str(rate), "-an", *encoder, str(path)],
+                   check=True, timeout=60)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        # B-frames that nothing refers to, keyframes 2 s apart
+        "b_frames": make_clip(folder / "b.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3",
+                              "-b-pyramid", "none", "-g", "50"),
+        # a keyframe every 0.2 s and no B-frames
+        "short_gop": make_clip(folder / "gop.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "5"),
+        # full-range 4:2:2 like many webcams, odd size
+        "mjpeg": make_clip(folder / "cam.avi", "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3",
+                           size="333x241", seconds=1),
+    }
+
+
+def all_frames(source: str) -> dict[float, YuvPicture]:
+    """Every frame of a clip decoded, by its time in the clip."""
+    decoder = VideoDecoder(source, ProducerConfig())
+    try:
+        return {round(at, 6): YuvPicture.from_frame(frame) for at, frame in decoder.frames()}
+    finally:
+        decoder.close()
+
+
+def mean_difference(jpeg: bytes, reference: np.ndarray) -> float:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == reference.shape
+    return float(np.abs(image.astype(np.int16) - reference).mean())
+
+
+def test_published_jpegs_decode_to_the_picture_opencv_reads(clips):
+    """The planes go to JPEG without a BGR round trip: the inference stage still decodes the same colours and range."""
+    camera = CameraConfig(id="campus", source=str(VTEST), fps=5)
+    sampled = itertools.islice(sample_frames(camera, str(VTEST), realtime=False), 3)
+    for frame, reference in zip(sampled, video_frames(VTEST, 3, step=2), strict=True):  # limited-range MPEG-4
+        assert mean_difference(encode_jpeg(frame.picture, 1280, 80)[0], reference) < 4
+    picture = next(sample_frames(camera.model_copy(update={"fps": 25}), clips["mjpeg"], realtime=False)).picture
+    jpeg, width, height = encode_jpeg(picture, 1280, 90)  # full range, 4:2:2, odd size
+    assert (width, height) == (333, 241)
+    assert mean_difference(jpeg, video_frames(clips["mjpeg"], 1)[0]) < 4
+
+
+def test_frames_before_the_next_sample_are_not_decoded_where_the_codec_allows(clips):
+    with_b_frames = VideoDecoder(clips["b_frames"], ProducerConfig())
+    with_b_frames.wanted_from = 1.0
+    times = [at for at, _ in with_b_frames.frames()]
+    with_b_frames.close()
+    assert len([at for at in times if at < 1.0]) < 10  # 25 frames, three in four of them B-frames
+    assert [round(at, 2) for at in times if at >= 1.0] == [round(1 + index / 25, 2) for index in range(75)]
+    short_gop = VideoDecoder(clips["short_gop"], ProducerConfig())
+    short_gop.wanted_from = 3.0
+    times = [at for at, _ in short_gop.frames()]
+    short_gop.close()
+    assert all(round(at * 25) % 5 == 0 for at in times if 0.4 < at < 3.0 - 0.2)  # keyframes only, once the GOP is known
+    assert [round(at, 2) for at in times if at >= 3.0] == [round(3 + index / 25, 2) for index in range(25)]
+
+
+@pytest.mark.parametrize("clip, fps", [("b_frames", 5), ("short_gop", 0.5), ("short_gop", 5)])
+def test_skipping_leaves_the_sampled_frames_unchanged(clips, clip, fps):
+    camera = CameraConfig(id="c", source=clips[clip], fps=fps)
+    every = all_frames(clips[clip])
+    sampled = list(sample_frames(camera, clips[clip], realtime=False, clock=lambda: 0.0))
+    expected = [round(index / fps, 6) for index in range(int(4 * fps))]
+    assert [round(frame.captured_at, 6) for frame in sampled] == expected
+    for frame in sampled:
+        assert np.array_equal(frame.picture.y, every[round(frame.captured_at, 6)].y)
+
+
+def test_unavailable_hardware_decoding_falls_back_to_the_cpu(clips):
+    """This machine may have no NVIDIA GPU: frames come all the same, decoded on the CPU."""
+    camera = CameraConfig(id="c", source=clips["short_gop"], fps=5)
+    frames = sample_frames(camera, clips["short_gop"], realtime=False,
+                           settings=ProducerConfig(hardware_decoding="cuda"))
+    assert next(frames).picture.width == 320
+
+
 def test_encode_scales_down_to_the_max_width():
-    jpeg, width, height = encode_jpeg(np.zeros((576, 768, 3), np.uint8), max_width=384, quality=70)
+    jpeg, width, height = encode_jpeg(YuvPicture.from_bgr(np.zeros((576, 768, 3), np.uint8)), max_width=384, quality=70)
     assert (width, height) == (384, 288) and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (288, 384, 3)
 
 
@@ -64,7 +166,7 @@ def test_still_image_url_is_polled_at_the_camera_rate(snapshot_server):
     camera = CameraConfig(id="snap", source=url, fps=20)
     frames = sample_frames(camera, url)
     first = [next(frames) for _ in range(4)]
-    assert state["gets"] == 4 and first[0].image.shape == (48, 64, 3)
+    assert state["gets"] == 4 and (first[0].picture.width, first[0].picture.height) == (64, 48)
     assert np.diff([frame.captured_at for frame in first]) == pytest.approx([0.05] * 3, abs=0.03)
     state["status"] = 404  # an expired tokenised URL
     with pytest.raises(CameraUnavailable, match="HTTP 404"):

@@ -29,7 +29,7 @@ def monitor() -> FrameQualityMonitor:
 
 
 def scene(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 255, (72, 128), dtype=np.uint8)
 
 
 def test_identical_frames_for_long_enough_are_frozen():
@@ -51,7 +51,7 @@ def test_moving_picture_is_never_frozen_and_reset_forgets():
 
 @pytest.mark.parametrize("level, expected", [(0, "black frames"), (128, "blank (uniform grey level 128) frames")])
 def test_blank_frames(level, expected):
-    quality, blank = monitor(), np.full((72, 128, 3), level, dtype=np.uint8)
+    quality, blank = monitor(), np.full((72, 128), level, dtype=np.uint8)
     assert quality.check(blank, 0) is None and quality.check(blank, 1) is None
     assert quality.check(blank, 2.5).startswith(expected)
     assert quality.check(scene(3), 3) is None
