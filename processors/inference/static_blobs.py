@@ -23,6 +23,14 @@ from infra.keyed_pool import KeyedPool
 from schemas import StaticBlob
 
 
+def grey_cells(image: np.ndarray, cell_px: int) -> np.ndarray:
+    """Mean grey level of each cell_px x cell_px cell of a grey or BGR image (partial edge cells dropped)."""
+    grey = image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    rows, cols = grey.shape[0] // cell_px, grey.shape[1] // cell_px
+    cropped = grey[: rows * cell_px, : cols * cell_px]
+    return cropped.reshape(rows, cell_px, cols, cell_px).mean(axis=(1, 3))
+
+
 class StaticBlobDetector:
     def __init__(self, cell_px: int = 8, difference_threshold: float = 30.0, static_seconds: float = 3.0,
                  absorb_seconds: float = 600.0, learning_rate: float = 0.05, min_cells: int = 4,
@@ -42,15 +50,9 @@ class StaticBlobDetector:
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
 
-    def _cells(self, image: np.ndarray) -> np.ndarray:
-        grey = image.mean(axis=2) if image.ndim == 3 else image.astype(float)
-        rows, cols = grey.shape[0] // self.cell_px, grey.shape[1] // self.cell_px
-        cropped = grey[: rows * self.cell_px, : cols * self.cell_px]
-        return cropped.reshape(rows, self.cell_px, cols, self.cell_px).mean(axis=(1, 3))
-
     def update(self, image: np.ndarray, captured_at: float) -> list[StaticBlob]:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now."""
-        cells = self._cells(image)
+        cells = grey_cells(image, self.cell_px)
         if (self.background is None or self.background.shape != cells.shape) and not self._warm_up(cells, captured_at):
             return []
         threshold = self.difference_threshold
