@@ -50,6 +50,9 @@ STAGE_SECONDS = Histogram(
 DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
                         "Capture-time age of the zone camera's newest density map at its latest frame (+Inf: none yet)",
                         ["camera"])
+DENSITY_FLOOR_PEOPLE = Gauge("cityguard_density_background_floor_people",
+                             "People the zone camera's learnt background floor took off its newest density map",
+                             ["camera"])
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
@@ -323,9 +326,11 @@ class InferenceWorker:
             if self.density_floors is not None:
                 for index in chosen:
                     if detector_people[index] is not None:
-                        maps[index] = self.density_floors.update(frames[index].frame.camera_id, maps[index],
-                                                                 detector_people[index], frames[index].image,
-                                                                 frames[index].frame.captured_at)
+                        frame = frames[index].frame
+                        made_people = float(maps[index].sum())
+                        maps[index] = self.density_floors.update(frame.camera_id, maps[index], detector_people[index],
+                                                                 frames[index].image, frame.captured_at)
+                        DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.density_schedule.cameras:

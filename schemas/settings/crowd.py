@@ -276,6 +276,13 @@ class BackgroundFloorConfig(Frozen):
         default=8.0, ge=0, le=1000,
         description="at most this many people are subtracted from a whole map, so any zone loses at most this many")
 
+    @model_validator(mode="after")
+    def verify_span_fits_the_window(self) -> BackgroundFloorConfig:
+        if self.min_span_seconds >= self.window_seconds:
+            raise ValueError("background_floor.min_span_seconds must be below background_floor.window_seconds "
+                             "(the floor would never be used)")
+        return self
+
 
 class DensityModelConfig(Frozen):
     """The CSRNet density-map counter, run by the inference stage for every camera with zones at the rate the

@@ -163,3 +163,9 @@ def test_a_floor_per_cell_as_high_as_the_dense_cell_level_fails_at_start_naming_
     with pytest.raises(ConfigError, match="background_floor.max_cell_people"):
         parse_config({"site": "t", "cameras": [{"id": "c", "source": "0"}], "analytics": {"density_model": {
             "dense_cell_people": 0.2, "background_floor": {"max_cell_people": 0.2}}}}, Path("."))
+
+
+def test_a_floor_span_as_long_as_its_window_fails_at_start_naming_the_field():
+    with pytest.raises(ConfigError, match="background_floor.min_span_seconds"):
+        parse_config({"site": "t", "cameras": [{"id": "c", "source": "0"}], "analytics": {"density_model": {
+            "background_floor": {"window_seconds": 60, "min_span_seconds": 60}}}}, Path("."))

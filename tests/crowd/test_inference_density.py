@@ -84,6 +84,8 @@ def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
     assert totals[:9] == [pytest.approx(5.0)] * 9  # 5 sparse maps over at least 60 s before anything is taken off
     assert totals[9:] == [pytest.approx(0.0, abs=1e-3)] * 3  # the empty view's texture is gone; the detector's
     # count remains the zone's floor in the analytics
+    assert REGISTRY.get_sample_value("cityguard_density_background_floor_people", {"camera": "square"}) == (
+        pytest.approx(5.0, abs=1e-3))
 
 
 def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():
