@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
+from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
@@ -27,7 +28,7 @@ from processors.inference.model_swap import ModelSwapper
 from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
-from schemas import Detections, Frame, SchemaError, decode, encode
+from schemas import PERSON_CLASS_ID, Detections, Frame, SchemaError, decode, encode
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ STAGE_SECONDS = Histogram(
 DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
                         "Capture-time age of the zone camera's newest density map at its latest frame (+Inf: none yet)",
                         ["camera"])
+DENSITY_FLOOR_PEOPLE = Gauge("cityguard_density_background_floor_people",
+                             "People the zone camera's learnt background floor took off its newest density map",
+                             ["camera"])
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
@@ -196,11 +200,14 @@ class InferenceWorker:
         # cameras so each one's map stays younger than the analytics' max age.
         self.density_counter = density_counter
         self.density_schedule = None
+        self.density_floors = None  # each camera's learnt background response, taken off its maps
         if density_counter is not None:
             settings = config.analytics.density_model
             self.density_schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
                                                     settings.interval_seconds, settings.maps_per_batch,
                                                     settings.max_busy_fraction)
+            if settings.background_floor.enabled:
+                self.density_floors = DensityFloorPool(settings.background_floor, settings.dense_cell_people)
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
@@ -251,7 +258,9 @@ class InferenceWorker:
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
         outcomes = self.detectors.detect([item for item, _ in decoded])
-        density_maps = self.density_maps([item for item, _ in decoded])
+        people = [None if isinstance(outcome, str) else int((outcome[0].class_id == PERSON_CLASS_ID).sum())
+                  for outcome in outcomes]
+        density_maps = self.density_maps([item for item, _ in decoded], people)
         for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)
@@ -297,8 +306,10 @@ class InferenceWorker:
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
 
-    def density_maps(self, frames: list[DecodedFrame]) -> dict[int, np.ndarray]:
-        """Density maps for the frames the schedule picks, by index in `frames`; sets each zone camera's map age."""
+    def density_maps(self, frames: list[DecodedFrame], detector_people: list[int | None]) -> dict[int, np.ndarray]:
+        """Density maps for the frames the schedule picks, by index in `frames`, less each camera's background floor
+        (learnt with the frame's detector person count; None: its detection failed, the frame is not sent); sets
+        each zone camera's map age."""
         if self.density_schedule is None:
             return {}
         with_image = [i for i, item in enumerate(frames) if item.image is not None]
@@ -312,6 +323,14 @@ class InferenceWorker:
             self.density_schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
             maps = dict(zip(chosen, made, strict=True))
+            if self.density_floors is not None:
+                for index in chosen:
+                    if detector_people[index] is not None:
+                        frame = frames[index].frame
+                        made_people = float(maps[index].sum())
+                        maps[index] = self.density_floors.update(frame.camera_id, maps[index], detector_people[index],
+                                                                 frames[index].image, frame.captured_at)
+                        DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.density_schedule.cameras:

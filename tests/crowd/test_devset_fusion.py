@@ -121,19 +121,31 @@ def test_figures_quoted_in_the_counting_module(table, loo):
         assert confidence[regime] == pytest.approx(1 - relative, abs=0.01)
 
 
-def test_street_camera_frames_show_the_map_over_counting_a_sparse_fixed_view():
-    """The hand-counted street-camera frames (measurements_cctv.csv; 3-8 people, not in the 68 above): the box
-    detector is nearly exact and the density map adds about five people of background (grass, cones, a tripod) at
-    512 px, about twenty at full size; the zone count follows the map. Figures quoted in the counting module."""
-    rows = list(csv.DictReader(TABLE.with_name("measurements_cctv.csv").open()))
+@pytest.mark.parametrize(("clip", "frames", "detector", "density_512", "fused", "floored"), [
+    ("vtest", 11, 0.36, 4.47, 4.47, 1.10),
+    ("carpark", 4, 0.0, 15.15, 15.15, 15.15),
+])
+def test_fixed_camera_frames_show_the_map_over_counting_and_the_background_floor_taking_it_off(
+        clip, frames, detector, density_512, fused, floored):
+    """The hand-counted fixed-camera frames (measurements_cctv.csv; not in the 68 above). Street camera (3-9 people):
+    the box detector is nearly exact, the density map adds about five people of background (grass, cones, a tripod)
+    at 512 px and the zone count follows it; the camera's background floor, learnt from the clip's other frames,
+    takes most of that off, leaving at most one person too few on two frames. Car park (nobody): the map reads 13 to
+    18 people of speckled asphalt; this 30 s clip is shorter than the floor's min_span_seconds (and its camera drifts
+    16 px in it, which forgets the floor), so nothing is subtracted. Figures quoted in the counting module."""
+    rows = [row for row in csv.DictReader(TABLE.with_name("measurements_cctv.csv").open())
+            if row["id"].startswith(f"{clip}-")]
     cctv = {key: np.array([float(row[key]) for row in rows]) for key in rows[0] if key != "id"}
-    assert len(cctv["true"]) == 6 and cctv["true"].max() <= 8
-    fused = zone_counts(cctv, DensityModelConfig().dense_cell_people)
+    assert len(cctv["true"]) == frames
+    zone = zone_counts(cctv, DensityModelConfig().dense_cell_people)
+    zone_floored = np.maximum(cctv["multi_scale_floored"], cctv["detector"])  # the detector floor, as fuse_counts
 
     def mae(predicted: np.ndarray) -> float:
         return float(np.abs(predicted - cctv["true"]).mean())
 
-    assert mae(cctv["detector"]) == pytest.approx(0.33, abs=0.01)
-    assert mae(cctv["density_512"]) == pytest.approx(4.73, abs=0.01)
-    assert mae(fused) == pytest.approx(4.73, abs=0.01)
-    assert (fused > cctv["true"]).all()  # never an under-count here: the error is on the alarming side
+    assert mae(cctv["detector"]) == pytest.approx(detector, abs=0.01)
+    assert mae(cctv["density_512"]) == pytest.approx(density_512, abs=0.01)
+    assert mae(zone) == pytest.approx(fused, abs=0.01)
+    assert mae(zone_floored) == pytest.approx(floored, abs=0.01)
+    assert (zone > cctv["true"]).all()  # without the floor the error is all on the alarming side
+    assert (zone_floored >= cctv["true"] - 1).all()  # with it, never more than one person short

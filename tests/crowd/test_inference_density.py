@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import REGISTRY
 
 from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker
@@ -27,10 +28,22 @@ class FixedCountDensity:
         return [np.full((4, 4), self.people / 16, dtype=np.float32) for _ in images]
 
 
-def worker(counter: FixedCountDensity) -> InferenceWorker:
+class SparseTextureDensity:
+    """Stands in for the density model on a fixed camera's empty view: the same faint response in every cell of a
+    512 px map, `people` in all (what grass and cones draw from the real model, tests/crowd/test_density_floor.py)."""
+
+    def __init__(self, people: float):
+        self.people = people
+
+    def density_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.full((48, 64), self.people / (48 * 64), dtype=np.float32) for _ in images]
+
+
+def worker(counter, density_model: dict | None = None) -> InferenceWorker:
     zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
     config = parse_config({"site": "t", "cameras": [
-        {"id": "square", "source": "0", "zones": [zone]}, {"id": "road", "source": "1"}]}, Path("."))
+        {"id": "square", "source": "0", "zones": [zone]}, {"id": "road", "source": "1"}],
+        "analytics": {"density_model": density_model or {}}}, Path("."))
     return InferenceWorker(config, None, None, CameraDetectors(None), "group", density_counter=counter)
 
 
@@ -47,10 +60,36 @@ def age(camera: str) -> float | None:
 def test_zone_cameras_get_maps_when_theirs_are_due():
     counter = FixedCountDensity(people=400.0)
     stage = worker(counter)
-    maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)])
+    maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)], [0, 0])
     assert list(maps) == [1] and float(maps[1].sum()) == 400.0  # the camera without zones gets none
     assert age("square") == 0.0 and age("road") is None
-    assert stage.density_maps([frame("square", 103.0)]) == {}  # not due yet
+    assert stage.density_maps([frame("square", 103.0)], [0]) == {}  # not due yet
     assert age("square") == 3.0
-    stage.density_maps([frame("square", 108.0)])  # due after analytics.density_model.interval_seconds
+    stage.density_maps([frame("square", 108.0)], [0])  # due after analytics.density_model.interval_seconds
     assert counter.calls == 2 and age("square") == 0.0
+
+
+def maps_every_interval(stage: InferenceWorker, detector_people: int, count: int) -> list[float]:
+    """The zone camera's map totals, one map per analytics.density_model.interval_seconds of capture time."""
+    totals = []
+    for index in range(count):
+        maps = stage.density_maps([frame("square", 1000.0 + index * 7.5)], [detector_people])
+        totals.append(float(maps[0].sum()))
+    return totals
+
+
+def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
+    stage = worker(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0})
+    totals = maps_every_interval(stage, detector_people=1, count=12)
+    assert totals[:9] == [pytest.approx(5.0)] * 9  # 5 sparse maps over at least 60 s before anything is taken off
+    assert totals[9:] == [pytest.approx(0.0, abs=1e-3)] * 3  # the empty view's texture is gone; the detector's
+    # count remains the zone's floor in the analytics
+    assert REGISTRY.get_sample_value("cityguard_density_background_floor_people", {"camera": "square"}) == (
+        pytest.approx(5.0, abs=1e-3))
+
+
+def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():
+    off = worker(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0, "background_floor": {"enabled": False}})
+    assert maps_every_interval(off, detector_people=1, count=12) == [pytest.approx(5.0)] * 12
+    crowded = worker(SparseTextureDensity(people=300.0), {"max_busy_fraction": 1.0})
+    assert maps_every_interval(crowded, detector_people=12, count=12) == [pytest.approx(300.0)] * 12
