@@ -329,7 +329,8 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
                 first, second = (a, b) if a.track_id == pair[0] else (b, a)
                 state.collisions.append(CollisionCandidate(
                     track_ids=pair, contact_at=now, speed_box_per_s=speed,
-                    class_names=(first.class_name, second.class_name)))
+                    class_names=(first.class_name, second.class_name),
+                    velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now))))
                 known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
@@ -348,8 +349,8 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
         if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
-            breaks = [_motion_break(scene, state.tracks.get(track_id), candidate.contact_at, now, frame_size)
-                      for track_id in candidate.track_ids]
+            breaks = [_motion_break(scene, state.tracks.get(track_id), before, candidate.contact_at, now, frame_size)
+                      for track_id, before in zip(candidate.track_ids, candidate.velocities_before, strict=True)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
             if all(breaks) and any(b != "vanished" for b in breaks):
@@ -369,15 +370,14 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     return conditions
 
 
-def _motion_break(scene: Scene, track: TrackState | None, contact_at: float, now: float,
-                  frame_size: tuple[int, int]) -> str | None:
-    """How a vehicle's motion broke off at a contact, in words, or None while it carries on (or it is too early to
-    tell)."""
+def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, contact_at: float,
+                  now: float, frame_size: tuple[int, int]) -> str | None:
+    """How a vehicle's motion broke off at a contact (`before`: its velocity up to the contact), in words, or None
+    while it carries on (or it is too early to tell)."""
     if track is None:
         return None
     thresholds = scene.thresholds
     fast = thresholds.collision_min_speed_box_per_s
-    before = scene.velocity(track, contact_at - 1.0, contact_at)
     speed_before = math.hypot(*before) if before else 0.0
     if now - track.last_seen >= thresholds.impact_min_seconds:
         # Not seen since right after the contact, away from the frame edge, after moving fast.
