@@ -81,6 +81,16 @@ def test_a_queue_pulling_away_at_a_green_light_is_no_collision():
     assert [e.type for e in opened(run(frames))] == []
 
 
+
+def test_a_car_rolling_up_to_a_vehicle_that_stood_there_when_the_camera_started_is_no_collision():
+    # Car 1 already stands in the eastbound lane at the first frame; car 2 rolls up behind it at 1.5 box heights per
+    # second, overlapping it in perspective, and stops at 1 s. 9 s: less than stopped_seconds.
+    frames = []
+    for seq in range(45):
+        t = seq * STEP
+        frames.append(frame(seq, [car(1, 600.0, 440.0), car(2, 490 + 60 * min(t, 1.0), 445.0)]))
+    assert [e.type for e in opened(run(frames))] == []
+
 def wrong_way_driver(view_moved_every: int | None) -> list[Detections]:
     """A car driving west along the eastbound lane for 10 s; the view moving every `view_moved_every` frames."""
     frames = []

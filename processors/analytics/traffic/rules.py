@@ -173,9 +173,13 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
         # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
+        # A vehicle already at rest when first seen (the camera or its tracker just started, a queue confirmed
+        # while standing) did not come to rest through this contact: its rest time is only when it was first seen.
         came_to_rest = [obj for obj in involved
                         if candidate.contact_at - 1.0 <= obj.since
-                        <= candidate.contact_at + thresholds.collision_stop_within_seconds]
+                        <= candidate.contact_at + thresholds.collision_stop_within_seconds
+                        and any(state.tracks[track_id].first_seen < obj.since for track_id in obj.track_ids
+                                if track_id in state.tracks)]
         # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
         # not drove on (or out of view).
         if len(came_to_rest) < len(candidate.track_ids):
