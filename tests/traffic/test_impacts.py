@@ -91,6 +91,17 @@ def test_a_car_rolling_up_to_a_vehicle_that_stood_there_when_the_camera_started_
         frames.append(frame(seq, [car(1, 600.0, 440.0), car(2, 490 + 60 * min(t, 1.0), 445.0)]))
     assert [e.type for e in opened(run(frames))] == []
 
+
+def test_a_queue_braking_to_rest_while_its_cars_overlap_in_perspective_is_no_collision():
+    # Two cars 70 px apart in the eastbound lane (their boxes overlap: contact) drive at 1.5 box heights per second,
+    # brake evenly from 1 s and stand from 4 s: both came to rest after a contact at speed, but neither stopped dead.
+    frames = []
+    for seq in range(50):
+        t = seq * STEP
+        moved = 60 * t if t < 1 else 60 + 60 * (t - 1) - 10 * (t - 1) ** 2 if t < 4 else 150.0
+        frames.append(frame(seq, [car(1, 370 + moved, 440.0), car(2, 300 + moved, 445.0)]))
+    assert [e.type for e in opened(run(frames))] == []
+
 def wrong_way_driver(view_moved_every: int | None) -> list[Detections]:
     """A car driving west along the eastbound lane for 10 s; the view moving every `view_moved_every` frames."""
     frames = []

@@ -184,6 +184,10 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # not drove on (or out of view).
         if len(came_to_rest) < len(candidate.track_ids):
             continue
+        # At least one of them stopped abruptly: a queue's vehicles touching in perspective roll to rest slowly.
+        if not any(scene.speed_before_rest(state.tracks[track_id]) >= thresholds.crash_stop_speed_box_per_s
+                   for obj in came_to_rest for track_id in obj.track_ids if track_id in state.tracks):
+            continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
         for other in involved:
