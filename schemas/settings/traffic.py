@@ -141,7 +141,8 @@ class TrafficThresholds(Frozen):
         default=45.0, gt=0, le=180, description="heading change across a contact that counts as swerving")
     crash_stop_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
-        "above which a stop off the roadway was abrupt (a crash, not a vehicle pulling over)")
+        "above which a stop was abrupt: off the roadway or after a contact, a crash (not a vehicle pulling over or a "
+        "queue braking)")
     static_object_grace_seconds: float = Field(
         default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
         "occlusion, a blob that splits and re-forms) and it is still the same object")

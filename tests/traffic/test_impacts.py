@@ -37,6 +37,29 @@ def test_a_crash_is_flagged_at_contact_and_the_standstill_after_it_continues_the
     assert not [e for e in events if e.state is EventState.RESOLVED], "car 1 still stands on the sidewalk"
 
 
+
+def test_at_10_fps_a_partner_seen_only_around_the_contact_still_counts_as_vanished():
+    frames = []
+    for seq in range(80):  # 8 s at 10 frames per second
+        t = seq * 0.1
+        # Car 1 eastbound at 1.5 box heights per second is thrown off its heading at about 4 s by car 2, crossing
+        # southwards fast, which the tracker confirmed one frame before the contact and loses two frames after it
+        # (it overturned): car 2's motion before the contact is two samples 0.1 s apart.
+        if t <= 4:
+            one = (200 + 60 * t, 440.0)
+        elif t <= 5:
+            one = (440 + 10 * (t - 4), 440 + 60 * (t - 4))
+        else:
+            one = (450.0, 500.0)
+        objects = [car(1, *one)]
+        if 3.75 <= t <= 4.15:
+            objects.append(car(2, 450.0, 170 + 60 * t))
+        frames.append(frame(seq, objects).model_copy(update={"captured_at": T0 + t}))
+    collisions = opened(run(frames))
+    assert [e.type for e in collisions] == ["collision"]
+    assert collisions[0].started_at - T0 < 5.0, "flagged at contact, before car 1 came to rest"
+    assert "vanished" in collisions[0].reason
+
 def test_cars_overlapping_in_perspective_and_one_hidden_behind_another_raise_nothing():
     frames = []
     for seq in range(75):  # 15 s
@@ -57,6 +80,27 @@ def test_a_queue_pulling_away_at_a_green_light_is_no_collision():
         frames.append(frame(seq, [car(1, 300 + moved, 440.0), car(2, 375 + moved, 440.0)]))
     assert [e.type for e in opened(run(frames))] == []
 
+
+
+def test_a_car_rolling_up_to_a_vehicle_that_stood_there_when_the_camera_started_is_no_collision():
+    # Car 1 already stands in the eastbound lane at the first frame; car 2 rolls up behind it at 1.5 box heights per
+    # second, overlapping it in perspective, and stops at 1 s. 9 s: less than stopped_seconds.
+    frames = []
+    for seq in range(45):
+        t = seq * STEP
+        frames.append(frame(seq, [car(1, 600.0, 440.0), car(2, 490 + 60 * min(t, 1.0), 445.0)]))
+    assert [e.type for e in opened(run(frames))] == []
+
+
+def test_a_queue_braking_to_rest_while_its_cars_overlap_in_perspective_is_no_collision():
+    # Two cars 70 px apart in the eastbound lane (their boxes overlap: contact) drive at 1.5 box heights per second,
+    # brake evenly from 1 s and stand from 4 s: both came to rest after a contact at speed, but neither stopped dead.
+    frames = []
+    for seq in range(50):
+        t = seq * STEP
+        moved = 60 * t if t < 1 else 60 + 60 * (t - 1) - 10 * (t - 1) ** 2 if t < 4 else 150.0
+        frames.append(frame(seq, [car(1, 370 + moved, 440.0), car(2, 300 + moved, 445.0)]))
+    assert [e.type for e in opened(run(frames))] == []
 
 def wrong_way_driver(view_moved_every: int | None) -> list[Detections]:
     """A car driving west along the eastbound lane for 10 s; the view moving every `view_moved_every` frames."""

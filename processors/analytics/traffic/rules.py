@@ -173,12 +173,20 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
         # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
+        # A vehicle already at rest when first seen (the camera or its tracker just started, a queue confirmed
+        # while standing) did not come to rest through this contact: its rest time is only when it was first seen.
         came_to_rest = [obj for obj in involved
                         if candidate.contact_at - 1.0 <= obj.since
-                        <= candidate.contact_at + thresholds.collision_stop_within_seconds]
+                        <= candidate.contact_at + thresholds.collision_stop_within_seconds
+                        and any(state.tracks[track_id].first_seen < obj.since for track_id in obj.track_ids
+                                if track_id in state.tracks)]
         # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
         # not drove on (or out of view).
         if len(came_to_rest) < len(candidate.track_ids):
+            continue
+        # At least one of them stopped abruptly: a queue's vehicles touching in perspective roll to rest slowly.
+        if not any(scene.speed_before_rest(state.tracks[track_id]) >= thresholds.crash_stop_speed_box_per_s
+                   for obj in came_to_rest for track_id in obj.track_ids if track_id in state.tracks):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
@@ -329,7 +337,8 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
                 first, second = (a, b) if a.track_id == pair[0] else (b, a)
                 state.collisions.append(CollisionCandidate(
                     track_ids=pair, contact_at=now, speed_box_per_s=speed,
-                    class_names=(first.class_name, second.class_name)))
+                    class_names=(first.class_name, second.class_name),
+                    velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now))))
                 known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
@@ -348,8 +357,8 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
         if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
-            breaks = [_motion_break(scene, state.tracks.get(track_id), candidate.contact_at, now, frame_size)
-                      for track_id in candidate.track_ids]
+            breaks = [_motion_break(scene, state.tracks.get(track_id), before, candidate.contact_at, now, frame_size)
+                      for track_id, before in zip(candidate.track_ids, candidate.velocities_before, strict=True)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
             if all(breaks) and any(b != "vanished" for b in breaks):
@@ -369,15 +378,14 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     return conditions
 
 
-def _motion_break(scene: Scene, track: TrackState | None, contact_at: float, now: float,
-                  frame_size: tuple[int, int]) -> str | None:
-    """How a vehicle's motion broke off at a contact, in words, or None while it carries on (or it is too early to
-    tell)."""
+def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, contact_at: float,
+                  now: float, frame_size: tuple[int, int]) -> str | None:
+    """How a vehicle's motion broke off at a contact (`before`: its velocity up to the contact), in words, or None
+    while it carries on (or it is too early to tell)."""
     if track is None:
         return None
     thresholds = scene.thresholds
     fast = thresholds.collision_min_speed_box_per_s
-    before = scene.velocity(track, contact_at - 1.0, contact_at)
     speed_before = math.hypot(*before) if before else 0.0
     if now - track.last_seen >= thresholds.impact_min_seconds:
         # Not seen since right after the contact, away from the frame edge, after moving fast.

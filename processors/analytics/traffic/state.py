@@ -76,6 +76,9 @@ class CollisionCandidate(State):
     contact_at: float
     speed_box_per_s: float = Field(description="the faster track's speed before contact")
     class_names: tuple[str, str]
+    velocities_before: tuple[tuple[float, float] | None, tuple[float, float] | None] = Field(
+        default=(None, None), description="each vehicle's velocity over the second before the contact (box heights "
+        "per second), taken at contact: the history sample at contact is overwritten at more than 5 frames per second")
     confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
                                        "showed the impact (a collision raised at contact, before any standstill)")
     reason: str = Field(default="", description="what the impact evidence was, once confirmed")
