@@ -15,8 +15,9 @@ QUARTER_TOLERANCE = 0.25  # a quarter's shift may differ from the view's by this
 
 
 def grey_image(image: np.ndarray) -> np.ndarray:
-    """A BGR or grey uint8 image as grey (channel mean), computed once per frame."""
-    return image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    """A BGR or grey image as a float grey image (channel mean), computed once per frame; a float grey image is
+    returned as it is."""
+    return image.mean(axis=2) if image.ndim == 3 else np.asarray(image, dtype=float)
 
 
 class ViewMotion:
@@ -35,8 +36,8 @@ class ViewMotion:
         """Whether the view (a grey image) has shifted by `limit_px` or more from the reference (which then becomes
         this view)."""
         scale = max(1, grey.shape[1] // self.width_px)
-        rows, cols = grey.shape[0] // scale, grey.shape[1] // scale
-        small = grey[: rows * scale, : cols * scale].reshape(rows, scale, cols, scale).mean(axis=(1, 3))
+        small = grey_cells(grey, scale)
+        rows, cols = small.shape
         reference = self.reference
         if reference is None or reference.shape != small.shape:
             self.reference, self.reference_at = small, captured_at
