@@ -53,7 +53,7 @@ class DevsetFrame:
     repo: str
     commit: str
     video: DevsetFile
-    frame: int  # index in decoding order, from 0
+    frame: int  # index in the order OpenCV reads the video (presentation order), from 0
     count: int
 
 
