@@ -92,7 +92,7 @@ class VideoDecoder:
     def __init__(self, source: str, settings: ProducerConfig):
         self.source = source
         url, format_name, options = source, None, {}
-        if source.isdigit():  # a capture device index, as OpenCV numbered them
+        if source.isdigit():  # a capture device index, as OpenCV numbers them
             url, format_name = f"/dev/video{source}", "v4l2"
         elif source.lower().startswith(("rtsp://", "rtsps://")):
             options = {"rtsp_transport": settings.rtsp_transport}

@@ -12,10 +12,10 @@ import numpy as np
 import simplejpeg
 
 # JPEG (JFIF) stores full-range BT.601 YCbCr. Most video is limited range (luma 16-235, chroma 16-240 around 128);
-# stretching it is what FFmpeg's scaler did when OpenCV converted the same frames to BGR.
+# stretching it is what FFmpeg's scaler does when it converts such frames to BGR, so colours match OpenCV's.
 LUMA_SCALE = 255 / 219
 CHROMA_SCALE = 255 / 224
-PLANAR_420 = {"yuv420p": False, "yuvj420p": True}  # the layouts used as they are: name -> full range
+PLANAR_420 = ("yuv420p", "yuvj420p")  # the layouts used as they are (full range: "yuvj" or the frame says so)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ class DevsetFrame:
     repo: str
     commit: str
     video: DevsetFile
-    frame: int  # index in decoding order, from 0
+    frame: int  # index in the order OpenCV reads the video (presentation order), from 0
     count: int
 
 
@@ -191,8 +192,6 @@ def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
 def _write_frames(frames: list[DevsetFrame], folder: Path, local: Path | None,
                   digests: frozenset[str]) -> list[DevsetFrame]:
     """Decodes each video once (verified like any other file) and writes the listed frames as PNG."""
-    import tempfile
-
     import cv2
 
     by_video: dict[tuple[str, str, DevsetFile], list[DevsetFrame]] = {}

@@ -15,8 +15,9 @@ QUARTER_TOLERANCE = 0.25  # a quarter's shift may differ from the view's by this
 
 
 def grey_image(image: np.ndarray) -> np.ndarray:
-    """A BGR or grey uint8 image as grey (channel mean), computed once per frame."""
-    return image.mean(axis=2) if image.ndim == 3 else image.astype(float)
+    """A BGR or grey image as a float grey image (channel mean), computed once per frame; a float grey image is
+    returned as it is."""
+    return image.mean(axis=2) if image.ndim == 3 else np.asarray(image, dtype=float)
 
 
 class ViewMotion:
@@ -35,8 +36,8 @@ class ViewMotion:
         """Whether the view (a grey image) has shifted by `limit_px` or more from the reference (which then becomes
         this view)."""
         scale = max(1, grey.shape[1] // self.width_px)
-        rows, cols = grey.shape[0] // scale, grey.shape[1] // scale
-        small = grey[: rows * scale, : cols * scale].reshape(rows, scale, cols, scale).mean(axis=(1, 3))
+        small = grey_cells(grey, scale)
+        rows, cols = small.shape
         reference = self.reference
         if reference is None or reference.shape != small.shape:
             self.reference, self.reference_at = small, captured_at
@@ -52,8 +53,9 @@ class ViewMotion:
         half_r, half_c = rows // 2, cols // 2
         quarters = [(slice(r, r + half_r), slice(c, c + half_c)) for r in (0, half_r) for c in (0, half_c)]
         tolerance = max(2.0, QUARTER_TOLERANCE * float(np.hypot(*shift)))
-        agreeing = sum(1 for quarter in quarters
-                       if (part := _phase_shift(small[quarter], reference[quarter], self.min_peak)) is not None
+        # A quarter agrees when it shifted as the view did (one that kept still, or shows no clear peak, does not).
+        parts = [_phase_shift(small[quarter], reference[quarter], self.min_peak) for quarter in quarters]
+        agreeing = sum(1 for part in parts if part not in (None, (0, 0))
                        and np.hypot(part[0] - shift[0], part[1] - shift[1]) <= tolerance)
         if agreeing < QUARTERS_AGREEING:
             return False
@@ -62,15 +64,17 @@ class ViewMotion:
 
 
 def _phase_shift(image: np.ndarray, reference: np.ndarray, min_peak: float) -> tuple[int, int] | None:
-    """(dx, dy) that best maps the reference onto the image, in its pixels; None without a clear peak, or when the
-    image still matches the reference unshifted about as well (it has not moved)."""
+    """(dx, dy) that best maps the reference onto the image, in its pixels: (0, 0) when the image still matches the
+    reference unshifted about as well (it has not moved), None without a clear peak."""
     window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
     spectra = [np.fft.rfft2((a - a.mean()) * window) for a in (image, reference)]
     cross = spectra[0] * np.conj(spectra[1])
     correlation = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=image.shape)
     peak = np.unravel_index(np.argmax(correlation), correlation.shape)
-    if correlation[peak] < min_peak or correlation[0, 0] >= STILL_SHARE * correlation[peak]:
+    if correlation[peak] < min_peak:
         return None
+    if correlation[0, 0] >= STILL_SHARE * correlation[peak]:
+        return 0, 0
     dy, dx = (int(p) if p <= n // 2 else int(p) - n for p, n in zip(peak, image.shape, strict=True))
     return dx, dy
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ from schemas import RiskLevel
 from schemas.settings.base import ConfigError
 from schemas.settings.config import parse_config
 from schemas.settings.crowd import CountingConfig, DensityModelConfig
-from tests.conftest import VTEST
+from tests.conftest import VTEST, video_frames
 from tests.crowd.test_real_dense_crowds import (
     IMAGES,
     SECONDS,
@@ -124,21 +123,9 @@ def test_the_largest_floor_a_sparse_scene_can_teach_never_drives_a_packed_zone_c
         assert window.count_reliable and window.risk_level in (RiskLevel.WARNING, RiskLevel.DANGER)
 
 
-def vtest_frames(*indices: int) -> dict[int, np.ndarray]:
-    capture = cv2.VideoCapture(str(VTEST))
-    frames, index = {}, 0
-    while len(frames) < len(indices):
-        ok, image = capture.read()
-        assert ok
-        if index in indices:
-            frames[index] = image
-        index += 1
-    return frames
-
-
 def test_a_camera_move_forgets_the_floor_and_people_walking_by_do_not():
     maps = street()
-    images = vtest_frames(0, 160)
+    images = dict(zip((0, 160), video_frames(VTEST, 2, step=160), strict=True))
     panned = np.roll(images[0], 48, axis=1)  # the camera turned: the scene slides 48 px sideways
     pool = DensityFloorPool(FLOOR, SETTINGS.dense_cell_people)
     for at, people, density in zip(maps["history_frame"], maps["history_detector"], maps["history_map"],

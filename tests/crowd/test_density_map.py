@@ -15,7 +15,7 @@ from processors.inference.density_map import (
     packaged_weights,
 )
 from schemas.geometry import integrate_polygon
-from tests.conftest import VTEST
+from tests.conftest import VTEST, video_frames
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,7 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
 
 
 def first_vtest_frame() -> np.ndarray:
-    capture = cv2.VideoCapture(str(VTEST))
-    ok, image = capture.read()
-    capture.release()
-    assert ok
-    return image
+    return video_frames(VTEST, 1)[0]
 
 
 def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):

@@ -1,0 +1,34 @@
+"""Whether a camera's view moved, on a textured synthetic view."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from processors.inference.view_motion import ViewMotion
+
+MOVE_PX = 16.0
+
+
+def texture(seed: int, shape=(576, 768)) -> np.ndarray:
+    return cv2.GaussianBlur(np.random.default_rng(seed).uniform(0, 255, shape), (0, 0), 3)
+
+
+def test_a_pan_is_a_move_and_a_still_view_with_new_light_is_not():
+    view = ViewMotion()
+    scene = texture(0)
+    assert not view.moved(scene, 0.0, MOVE_PX)
+    assert not view.moved(scene * 0.8 + 20, 1.0, MOVE_PX)
+    assert view.moved(np.roll(scene, 48, axis=1), 2.0, MOVE_PX)
+
+
+def test_a_still_view_that_changed_becomes_the_reference_a_later_pan_is_measured_against():
+    """Half the scene changes for good (a stage built, cars parked) while the camera keeps still: the still view is
+    taken as the reference after refresh_seconds, so a later pan shows in all four quarters and is a move."""
+    view = ViewMotion(refresh_seconds=10.0)
+    before = texture(0)
+    after = before.copy()
+    after[288:] = texture(1)[288:]
+    assert not view.moved(before, 0.0, MOVE_PX)
+    for at in range(5, 65, 5):
+        assert not view.moved(after, float(at), MOVE_PX)
+    assert view.moved(np.roll(after, 48, axis=1), 70.0, MOVE_PX)
