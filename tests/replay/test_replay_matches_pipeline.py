@@ -29,7 +29,8 @@ def comparable(event: Event) -> tuple:
 def test_replay_gives_the_pipelines_detections_and_events(kafka_bootstrap, tmp_path):
     # One frame per model call in both, so the model sees exactly the same batches.
     config, path = pipeline_config(tmp_path, "replay-eq", kafka_bootstrap, cameras=[CAMERA],
-                                   model={"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 1})
+                                   model={"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 1,
+                                          "max_frame_age_s": 3600})  # the backlog is not stale on a slow machine
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
     stages = [StageProcess("analyze", path, kafka_bootstrap, tmp_path),
