@@ -161,6 +161,7 @@ def red_light_queue(lane: str, cars: int, spacing: float, blobs: bool, front_hid
     ("wb", 2, 40.0, False, False),  # a car missed as the one behind it stops was taken for the same object
     ("wb", 2, 40.0, True, False),
     ("wb", 3, 40.0, False, False),
+    ("wb", 6, 25.0, True, False),  # a car pulling away, missed for a frame, was taken for one stopped dead, hidden
     ("eb", 4, 45.0, True, True),  # the head at the stop line and the car behind it hidden, the background shows them
 ])
 def test_a_queue_at_a_red_light_whose_cars_overlap_in_perspective_raises_nothing(lane, cars, spacing, blobs,

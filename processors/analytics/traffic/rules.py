@@ -208,9 +208,11 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
             continue
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
-        # it stopped within a frame or two, hidden in its own dust or debris.
+        # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
+        # missed for a frame where it stood long before.
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
+                        and obj.since >= track.last_seen - 1.0
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
