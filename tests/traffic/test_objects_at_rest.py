@@ -67,6 +67,18 @@ def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_back
     assert events[0].started_at - T0 <= 10.5  # within 10 s of standstill (plus the 1 s it takes to call it stopped)
 
 
+
+def test_a_stopped_vehicle_the_detector_finds_again_under_a_new_id_stays_one_stopped_vehicle():
+    box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
+    frames = []
+    for seq in range(100):  # 20 s; lost in smoke from 4 s to 6 s, then tracked again under a new id
+        t = seq * STEP
+        objects = [(7, "car", box)] if t < 4 else [(8, "car", box)] if t >= 6 else []
+        frames.append(frame(seq, objects, [((935.0, 312.0, 1000.0, 348.0), T0 + 3.0)] if t >= 3 else []))
+    events = opened(run(frames))
+    assert [e.type for e in events] == ["stopped_vehicle"]
+    assert events[0].started_at - T0 <= 10.5
+
 def test_a_vehicle_that_leaves_the_road_and_stops_dead_is_one_critical_collision():
     # Eastbound at 1.5 box heights per second (60 px/s), then off the lane onto the south sidewalk within a second.
     path = [(200.0 + 60 * i * STEP, 440.0) for i in range(25)]

@@ -56,9 +56,13 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
     abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`."""
     thresholds = scene.thresholds
-    vehicles = [track for track in seen if track.class_name in scene.vehicle_classes]
-    queues = standing_queues(scene, state, vehicles, now)
     evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
+    # A queue's vehicles are those in view and those the detector lost that the background model still shows where
+    # they stood (in perspective the cars queued behind hide the ones ahead, the head at the stop line included).
+    in_view = {track.track_id for track in seen}
+    vehicles = [track for track in seen if track.class_name in scene.vehicle_classes] + [
+        track for track in state.tracks.values() if track.held_at == now and track.track_id not in in_view]
+    queues = standing_queues(scene, state, vehicles, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects)
@@ -204,9 +208,11 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
             continue
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
-        # it stopped within a frame or two, hidden in its own dust or debris.
+        # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
+        # missed for a frame where it stood long before.
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
+                        and obj.since >= track.last_seen - 1.0
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:

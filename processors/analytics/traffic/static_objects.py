@@ -160,9 +160,13 @@ def _object_for(state: TrafficState, item: Evidence, seen_ids: set[int], seq: in
         own = next((obj for obj in objects if item.track.track_id in obj.track_ids), None)
         if own is not None:
             return own
-        # Another object here whose vehicle is not in view any more (or that is no vehicle): the same thing.
+        # Another object here whose vehicle was lost before this track was first seen (the detector re-found it
+        # under a new id), or that is no vehicle: the same thing. A vehicle tracked alongside this one, missed for a
+        # frame (hidden behind the car queued behind it), is another vehicle.
         candidates = [obj for obj in objects if overlap(obj.box, item.box) >= SAME_OBJECT_OVERLAP
-                      and not seen_ids.intersection(obj.track_ids)]
+                      and not seen_ids.intersection(obj.track_ids)
+                      and all(state.tracks[track_id].last_seen < item.track.first_seen for track_id in obj.track_ids
+                              if track_id in state.tracks)]
     else:
         # A vehicle's shadow and the road it darkens lie just outside its box: a fragment there is the vehicle.
         candidates = [obj for obj in objects if overlap(_with_margin(obj.box) if obj.class_name else obj.box,
