@@ -75,7 +75,8 @@ class CollisionCandidate(State):
     track_ids: tuple[int, int]
     contact_at: float
     speed_box_per_s: float = Field(description="the faster track's speed before contact")
-    class_names: tuple[str, str]
+    # A default, so a state stored before the field existed still restores instead of starting the camera afresh.
+    class_names: tuple[str, str] = ("vehicle", "vehicle")
     velocities_before: tuple[tuple[float, float] | None, tuple[float, float] | None] = Field(
         default=(None, None), description="each vehicle's velocity over the second before the contact (box heights "
         "per second), taken at contact: the history sample at contact is overwritten at more than 5 frames per second")
