@@ -4,21 +4,18 @@ Faust only wires the pure per-camera analyzers (processors.analytics.contract) t
 faust table, so a restarted or rebalanced worker resumes the same windows and levels from the table's changelog.
 The detections topic is keyed by camera, so one camera's frames always reach the same worker, in order.
 
-At-least-once without loss: the table stores, per input partition, the next offset its states expect, and a
-checkpoint is written only once the broker has confirmed every output sent since the last one. That stored offset,
-not the committed one, decides what is applied (processors.analytics.input_positions): a frame already in the state
-is skipped, and a gap (faust can drop fetched frames when it resumes after a rebalance, or commit past a frame a
-stopped worker never finished) is read directly from the partition and applied first. (Not by seeking faust's
-consumer back: its fetcher can run past the seek and then drop the refetched frames as already read.)
+At-least-once without loss: a frame's outputs are confirmed by the broker before it counts as applied, and the
+table stores, per input partition, the next offset its states expect. That stored offset, not the committed one,
+decides what is applied (processors.analytics.input_positions): a frame already in the state is skipped, and a gap
+(faust can drop fetched frames when it resumes after a rebalance, or commit past a frame a stopped worker never
+finished) is read directly from the partition and applied first. (Not by seeking faust's consumer back: its fetcher
+can run past the seek and then drop the refetched frames as already read.)
 
 Checkpoints: the worker keeps its analyzers live in memory and stores their states (then the position) every
 `analytics.checkpoint_frames` frames of a partition, not after every frame; writing a busy camera's state to the
 changelog per frame cost more than analysing the frame. A restarted worker resumes from the last checkpoint and the
 same gap read brings it up to date, re-sending those frames' outputs: identical repeats, which every consumer of
-these topics already tolerates under at-least-once. The same replay covers outputs lost in flight, so the worker does
-not wait for each frame's outputs to be confirmed before the next frame (that wait, not the analysis, set the pace):
-it waits once per checkpoint, and a failed delivery drops the partition's live analyzers, so the next frame replays
-the partition from the stored checkpoint and sends everything since again.
+these topics already tolerates under at-least-once.
 """
 from __future__ import annotations
 
@@ -56,7 +53,6 @@ class LivePartition:
     analyzers: dict[bytes, object] = field(default_factory=dict)
     states: dict[bytes, bytes] = field(default_factory=dict)
     frames_since_checkpoint: int = 0
-    unconfirmed: list[asyncio.Future] = field(default_factory=list)  # deliveries of outputs sent since the checkpoint
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
 
 
@@ -144,18 +140,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         return deliveries
 
     async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
-        live.unconfirmed += await apply(message, live)
+        # A delivery failure raises here, before the frame counts as applied. (Most frames send nothing.)
+        deliveries = await apply(message, live)
+        if deliveries:
+            await deliveries_confirmed(deliveries)
         live.next_offset = message.offset + 1
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:
-            try:
-                await deliveries_confirmed(live.unconfirmed)
-            except Exception:
-                # Outputs since the checkpoint may be lost: forget the live analyzers, so the next frame of the
-                # partition replays it from the stored checkpoint and sends them again.
-                live_partitions.pop(message.partition, None)
-                raise
-            live.unconfirmed.clear()
             for state_key, state in live.states.items():
                 analyzer_state[state_key] = state
             # Written after the states, to the same changelog partition: recovery never sees it without them.
