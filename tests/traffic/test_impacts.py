@@ -14,19 +14,22 @@ def car(track_id: int, x: float, y: float) -> tuple[int, str, tuple]:
     return track_id, "car", (x - 40, y - 40, x + 40, y)
 
 
+def thrown_off_heading(t: float) -> tuple[float, float]:
+    """Car 1's path: eastbound at 1.5 box heights per second, thrown south at 4 s, standing on the sidewalk from 5 s."""
+    if t <= 4:
+        return 200 + 60 * t, 440.0
+    if t <= 5:
+        return 440 + 10 * (t - 4), 440 + 60 * (t - 4)
+    return 450.0, 500.0
+
+
 def test_a_crash_is_flagged_at_contact_and_the_standstill_after_it_continues_the_same_event():
     frames = []
     for seq in range(100):  # 20 s
         t = seq * STEP
         # Car 1 eastbound at 1.5 box heights per second; at 4 s car 2, crossing southwards as fast, hits it: car 1 is
         # thrown off its heading onto the south sidewalk and stands there from 5 s; car 2 overturns (lost from view).
-        if t <= 4:
-            one = (200 + 60 * t, 440.0)
-        elif t <= 5:
-            one = (440 + 10 * (t - 4), 440 + 60 * (t - 4))
-        else:
-            one = (450.0, 500.0)
-        objects = [car(1, *one)]
+        objects = [car(1, *thrown_off_heading(t))]
         if t <= 4:
             objects.append(car(2, 450.0, 170 + 60 * t))
         frames.append(frame(seq, objects))
@@ -39,7 +42,6 @@ def test_a_crash_is_flagged_at_contact_and_the_standstill_after_it_continues_the
     assert not [e for e in events if e.state is EventState.RESOLVED], "car 1 still stands on the sidewalk"
 
 
-
 def test_at_10_fps_a_partner_seen_only_around_the_contact_still_counts_as_vanished():
     frames = []
     for seq in range(80):  # 8 s at 10 frames per second
@@ -47,13 +49,7 @@ def test_at_10_fps_a_partner_seen_only_around_the_contact_still_counts_as_vanish
         # Car 1 eastbound at 1.5 box heights per second is thrown off its heading at about 4 s by car 2, crossing
         # southwards fast, which the tracker confirmed one frame before the contact and loses two frames after it
         # (it overturned): car 2's motion before the contact is two samples 0.1 s apart.
-        if t <= 4:
-            one = (200 + 60 * t, 440.0)
-        elif t <= 5:
-            one = (440 + 10 * (t - 4), 440 + 60 * (t - 4))
-        else:
-            one = (450.0, 500.0)
-        objects = [car(1, *one)]
+        objects = [car(1, *thrown_off_heading(t))]
         if 3.75 <= t <= 4.15:
             objects.append(car(2, 450.0, 170 + 60 * t))
         frames.append(frame(seq, objects).model_copy(update={"captured_at": T0 + t}))
