@@ -35,6 +35,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(colour="red"), "cameras.0.colour"),
     (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),
     (lambda d: d.update(model={"tracking": {"low_confidence": 0.5, "high_confidence": 0.3}}), "model.tracking"),
+    (lambda d: d.update(analytics={"density_model": {"device": "gpu"}}), "analytics.density_model.device"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}

@@ -1,6 +1,6 @@
 """`cityguard bench density-map`: seconds per map of the CSRNet density-map counter on this machine, per input width
 (the inference stage makes each map at analytics.density_model.max_width, and a second one at dense_max_width when
-that map has locally dense cells)."""
+that map has locally dense cells), and maps per second when a batch of frames is mapped together (on a GPU)."""
 from __future__ import annotations
 
 import time
@@ -15,14 +15,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--widths", default="384,512,768,1024",
                         help="comma-separated input widths; frames are resized to each first")
     parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda[:N] (default: analytics.density_model.device of the config)")
+    parser.add_argument("--batch", type=int, default=1, help="frames mapped together in one call")
 
 
 def run(args, config) -> int:
     from processors.inference.density_map import DensityMapCounter
 
+    if args.device:
+        settings = config.analytics.density_model.model_copy(update={"device": args.device})
+        config = config.model_copy(update={"analytics": config.analytics.model_copy(
+            update={"density_model": settings})})
     started = time.perf_counter()
     counter = DensityMapCounter.from_config(config)
-    print(f"load (and first-time OpenVINO conversion): {time.perf_counter() - started:.1f} s")
+    print(f"{counter.name} on {config.analytics.density_model.device}: load (and first-time OpenVINO conversion) "
+          f"{time.perf_counter() - started:.1f} s")
     capture = cv2.VideoCapture(assets.resolve(args.video))
     frames = []
     while len(frames) < args.frames:
@@ -34,12 +42,16 @@ def run(args, config) -> int:
     if not frames:
         print(f"no frames read from {args.video}")
         return 1
+    batch = max(1, min(args.batch, len(frames)))
     for width in (int(part) for part in args.widths.split(",") if part.strip()):
         images = [cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1]))) for image in frames]
-        counter.density_map(images[0], width)  # compiles this shape
+        counter.scaled_maps(images[:batch], width)  # compiles this shape, warms the device
         started = time.perf_counter()
-        counts = [float(counter.density_map(image, width).sum()) for image in images]
-        per_frame = (time.perf_counter() - started) / len(images)
-        print(f"CSRNet OpenVINO, {images[0].shape[1]}x{images[0].shape[0]}: {per_frame:.3f} s per map "
-              f"over {len(images)} frames; mean count {sum(counts) / len(counts):.1f}")
+        counts = []
+        for first in range(0, len(images) - batch + 1, batch):
+            counts += [float(one.sum()) for one in counter.scaled_maps(images[first:first + batch], width)]
+        elapsed = time.perf_counter() - started
+        print(f"{images[0].shape[1]}x{images[0].shape[0]}, batch {batch}: {elapsed / len(counts):.3f} s per map, "
+              f"{len(counts) / elapsed:.1f} maps/s over {len(counts)} frames; mean count "
+              f"{sum(counts) / len(counts):.1f}")
     return 0

