@@ -9,12 +9,12 @@ import math
 from dataclasses import dataclass, field
 
 from processors.analytics.contract import AnalyticsOutput
-from processors.analytics.traffic import counting, rules
+from processors.analytics.traffic import converging, counting, rules
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile
 from processors.analytics.traffic.scene import Scene, anchor_point
-from processors.analytics.traffic.state import TrackState, TrafficState
+from processors.analytics.traffic.state import UNTRACKED, TrackState, TrafficState, VehicleFrame
 from schemas import Detections
 from schemas.calibration import Homography
 from schemas.line_counts import LineCounts
@@ -24,7 +24,6 @@ from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
-UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
 
 
 @dataclass
@@ -93,6 +92,9 @@ class TrafficAnalyzer:
         people = [t for t in tracks if t.class_name == "person"]
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
+        vehicle_frame = self._vehicle_frame(detections, tracks, now)
+        converging.record_converging(self.scene, state, vehicle_frame)
+        self._remember(vehicle_frame)
         frame_size = (detections.image_width, detections.image_height)
         conditions = [
             # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
@@ -127,6 +129,7 @@ class TrafficAnalyzer:
             track.history, track.timers = [], {}
             track.rest_point, track.rest_since, track.rest_box = point, now, None
         state.static_objects, state.collisions, state.zone_timers = [], [], {}
+        state.recent_vehicles = []
 
     def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
         """Updates each detected track; returns (track, its box in the previous sighting)."""
@@ -153,6 +156,27 @@ class TrafficAnalyzer:
             self._record_motion(track, point, now)
             seen.append((track, previous_box))
         return seen
+
+    def _vehicle_frame(self, detections: Detections, tracks: list[TrackState], now: float) -> VehicleFrame:
+        """This frame's vehicle detections, the tracker's unconfirmed ones included."""
+        vehicle_classes = self.scene.vehicle_classes
+        if detections.track_id is None:
+            # Tracked here by the fallback tracker, which confirms every detection.
+            found = [(track.box, track.track_id, track.class_name) for track in tracks
+                     if track.class_name in vehicle_classes]
+        else:
+            found = [(tuple(map(float, box)), track_id, class_name) for box, track_id, class_name
+                     in zip(detections.xyxy, detections.track_id, detections.class_name, strict=True)
+                     if class_name in vehicle_classes]
+        return VehicleFrame(time=now, boxes=[box for box, _, _ in found], track_ids=[i for _, i, _ in found],
+                            class_names=[name for _, _, name in found])
+
+    def _remember(self, frame: VehicleFrame) -> None:
+        """Keeps the last two frames at least SAMPLE_SPACING_S apart: motion between them is comparable at any frame
+        rate."""
+        recent = self.state.recent_vehicles
+        if not recent or frame.time - recent[-1].time >= SAMPLE_SPACING_S - 1e-6:
+            self.state.recent_vehicles = [*recent, frame][-2:]
 
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
         x1, y1, x2, y2 = track.box
