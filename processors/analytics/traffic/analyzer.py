@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from processors.analytics.contract import AnalyticsOutput
-from processors.analytics.traffic import converging, counting, rules
+from processors.analytics.traffic import converging, counting, rules, unconfirmed
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile
@@ -92,10 +92,10 @@ class TrafficAnalyzer:
         people = [t for t in tracks if t.class_name == "person"]
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
+        frame_size = (detections.image_width, detections.image_height)
         vehicle_frame = self._vehicle_frame(detections, tracks, now)
         converging.record_converging(self.scene, state, vehicle_frame)
-        self._remember(vehicle_frame)
-        frame_size = (detections.image_width, detections.image_height)
+        self._remember(vehicle_frame, frame_size)
         conditions = [
             # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
             # incident, carries the later evidence under the same key.
@@ -162,20 +162,22 @@ class TrafficAnalyzer:
         vehicle_classes = self.scene.vehicle_classes
         if detections.track_id is None:
             # Tracked here by the fallback tracker, which confirms every detection.
-            found = [(track.box, track.track_id, track.class_name) for track in tracks
-                     if track.class_name in vehicle_classes]
+            found = [(track.box, track.track_id, track.class_name, track.confidence) for track in tracks]
         else:
-            found = [(tuple(map(float, box)), track_id, class_name) for box, track_id, class_name
-                     in zip(detections.xyxy, detections.track_id, detections.class_name, strict=True)
-                     if class_name in vehicle_classes]
-        return VehicleFrame(time=now, boxes=[box for box, _, _ in found], track_ids=[i for _, i, _ in found],
-                            class_names=[name for _, _, name in found])
+            found = list(zip(map(tuple, detections.xyxy), detections.track_id, detections.class_name,
+                             detections.confidence, strict=True))
+        found = [detection for detection in found if detection[2] in vehicle_classes]
+        boxes, track_ids, class_names, confidences = (list(column) for column in zip(*found, strict=True)) if found \
+            else ([], [], [], [])
+        return VehicleFrame(time=now, boxes=boxes, track_ids=track_ids, class_names=class_names,
+                            confidences=confidences)
 
-    def _remember(self, frame: VehicleFrame) -> None:
-        """Keeps the last two frames at least SAMPLE_SPACING_S apart: motion between them is comparable at any frame
-        rate."""
+    def _remember(self, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+        """Keeps the last two frames at least SAMPLE_SPACING_S apart (motion between them is comparable at any frame
+        rate); a sampled frame also tells which unconfirmed vehicles were lost."""
         recent = self.state.recent_vehicles
         if not recent or frame.time - recent[-1].time >= SAMPLE_SPACING_S - 1e-6:
+            unconfirmed.keep_lost(self.scene, self.state, frame, frame_size)
             self.state.recent_vehicles = [*recent, frame][-2:]
 
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:

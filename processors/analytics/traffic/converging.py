@@ -49,7 +49,7 @@ def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
     return distance if distance < SAME_VEHICLE_DIAGONALS and sizes[1] <= SAME_VEHICLE_AREA_RATIO * sizes[0] else None
 
 
-def _previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
+def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
     """For each detection of `later`, the index of the same vehicle in `earlier` (None when it has none): by track id
     where both are confirmed, else the nearest unclaimed detection of about its size."""
     matched: list[int | None] = [None] * len(later.boxes)
@@ -91,7 +91,7 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
         return
     thresholds = scene.thresholds
     step, ahead = second.time - first.time, frame.time - second.time
-    previous = _previous_of(first, second)
+    previous = previous_of(first, second)
     moving = []  # (index in `second`, its centre's velocity in px/s)
     for i, j in enumerate(previous):
         if j is not None:

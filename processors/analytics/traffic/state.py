@@ -105,6 +105,7 @@ class VehicleFrame(State):
     track_ids: list[int] = Field(default_factory=list, description="UNTRACKED for a detection the tracker has not "
                                  "confirmed")
     class_names: list[str] = Field(default_factory=list)
+    confidences: list[float] = Field(default_factory=list)
 
 
 class OpenIncident(State):
@@ -129,6 +130,9 @@ class TrafficState(State):
     view_moved_at: float | None = Field(default=None, description="last time the camera's view moved")
     tracks: dict[int, TrackState] = Field(default_factory=dict)
     fallback_next_id: int = 1
+    next_unconfirmed_id: int = Field(default=UNTRACKED - 1, description="track id for the next vehicle lost before "
+                                     "the tracker confirmed it (counting down below UNTRACKED, apart from the "
+                                     "tracker's ids)")
     fallback_tracks: list[FallbackTrack] = Field(default_factory=list)
     static_objects: list[StaticObject] = Field(default_factory=list)
     collisions: list[CollisionCandidate] = Field(default_factory=list)
