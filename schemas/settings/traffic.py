@@ -139,6 +139,13 @@ class TrafficThresholds(Frozen):
         default=2.0, gt=0, le=30, description="a contact can be confirmed as a collision this long after it")
     impact_turn_degrees: float = Field(
         default=45.0, gt=0, le=180, description="heading change across a contact that counts as swerving")
+    converging_min_closing_box_per_s: float = Field(
+        default=4.0, gt=0, description="two separate vehicles closing on each other at least this fast (in mean box "
+        "heights per second), then seen as one box where both were heading, collided: at a few frames per second a "
+        "crash at speed may never show two touching boxes. Vehicles passing in perspective close far slower")
+    converging_min_growth: float = Field(
+        default=1.3, gt=1, description="that one box is at least this many times the area of the larger vehicle's: "
+        "two vehicles locked together, not the nearer one hiding the farther behind a box of its own size")
     crash_stop_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
         "above which a stop was abrupt: off the roadway or after a contact, a crash (not a vehicle pulling over or a "

@@ -9,12 +9,12 @@ import math
 from dataclasses import dataclass, field
 
 from processors.analytics.contract import AnalyticsOutput
-from processors.analytics.traffic import counting, rules
+from processors.analytics.traffic import converging, counting, rules, unconfirmed
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile
 from processors.analytics.traffic.scene import Scene, anchor_point
-from processors.analytics.traffic.state import TrackState, TrafficState
+from processors.analytics.traffic.state import UNTRACKED, TrackState, TrafficState, VehicleFrame
 from schemas import Detections
 from schemas.calibration import Homography
 from schemas.line_counts import LineCounts
@@ -24,7 +24,6 @@ from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
-UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
 
 
 @dataclass
@@ -94,6 +93,9 @@ class TrafficAnalyzer:
         output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
         frame_size = (detections.image_width, detections.image_height)
+        vehicle_frame = self._vehicle_frame(detections, tracks, now)
+        converging.record_converging(self.scene, state, vehicle_frame)
+        self._remember(vehicle_frame, frame_size)
         conditions = [
             # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
             # incident, carries the later evidence under the same key.
@@ -127,6 +129,7 @@ class TrafficAnalyzer:
             track.history, track.timers = [], {}
             track.rest_point, track.rest_since, track.rest_box = point, now, None
         state.static_objects, state.collisions, state.zone_timers = [], [], {}
+        state.recent_vehicles = []
 
     def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
         """Updates each detected track; returns (track, its box in the previous sighting)."""
@@ -153,6 +156,29 @@ class TrafficAnalyzer:
             self._record_motion(track, point, now)
             seen.append((track, previous_box))
         return seen
+
+    def _vehicle_frame(self, detections: Detections, tracks: list[TrackState], now: float) -> VehicleFrame:
+        """This frame's vehicle detections, the tracker's unconfirmed ones included."""
+        vehicle_classes = self.scene.vehicle_classes
+        if detections.track_id is None:
+            # Tracked here by the fallback tracker, which confirms every detection.
+            found = [(track.box, track.track_id, track.class_name, track.confidence) for track in tracks]
+        else:
+            found = list(zip(map(tuple, detections.xyxy), detections.track_id, detections.class_name,
+                             detections.confidence, strict=True))
+        found = [detection for detection in found if detection[2] in vehicle_classes]
+        boxes, track_ids, class_names, confidences = (list(column) for column in zip(*found, strict=True)) if found \
+            else ([], [], [], [])
+        return VehicleFrame(time=now, boxes=boxes, track_ids=track_ids, class_names=class_names,
+                            confidences=confidences)
+
+    def _remember(self, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+        """Keeps the last two frames at least SAMPLE_SPACING_S apart (motion between them is comparable at any frame
+        rate); a sampled frame also tells which unconfirmed vehicles were lost."""
+        recent = self.state.recent_vehicles
+        if not recent or frame.time - recent[-1].time >= SAMPLE_SPACING_S - 1e-6:
+            unconfirmed.keep_lost(self.scene, self.state, frame, frame_size)
+            self.state.recent_vehicles = [*recent, frame][-2:]
 
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
         x1, y1, x2, y2 = track.box

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 Box = tuple[float, float, float, float]
+UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
 
 
 class State(BaseModel):
@@ -83,10 +84,28 @@ class CollisionCandidate(State):
     confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
                                        "showed the impact (a collision raised at contact, before any standstill)")
     reason: str = Field(default="", description="what the impact evidence was, once confirmed")
+    merged_box: Box | None = Field(default=None, description="the one box the two vehicles converged into, for a "
+                                   "collision never seen as two touching boxes (a party may be an unconfirmed "
+                                   "detection, whose track id is UNTRACKED)")
 
     @property
     def key(self) -> str:
+        if self.merged_box is not None:
+            # Unconfirmed parties share one id: the contact time tells such collisions apart.
+            return f"collision:{self.track_ids[0]}:{self.track_ids[1]}:{self.contact_at:.1f}"
         return f"collision:{self.track_ids[0]}:{self.track_ids[1]}"
+
+
+class VehicleFrame(State):
+    """The vehicle detections of one sampled frame, the tracker's unconfirmed ones included: a vehicle crossing
+    fast may collide before its track is confirmed."""
+
+    time: float
+    boxes: list[Box] = Field(default_factory=list)
+    track_ids: list[int] = Field(default_factory=list, description="UNTRACKED for a detection the tracker has not "
+                                 "confirmed")
+    class_names: list[str] = Field(default_factory=list)
+    confidences: list[float] = Field(default_factory=list)
 
 
 class OpenIncident(State):
@@ -111,9 +130,14 @@ class TrafficState(State):
     view_moved_at: float | None = Field(default=None, description="last time the camera's view moved")
     tracks: dict[int, TrackState] = Field(default_factory=dict)
     fallback_next_id: int = 1
+    next_unconfirmed_id: int = Field(default=UNTRACKED - 1, description="track id for the next vehicle lost before "
+                                     "the tracker confirmed it (counting down below UNTRACKED, apart from the "
+                                     "tracker's ids)")
     fallback_tracks: list[FallbackTrack] = Field(default_factory=list)
     static_objects: list[StaticObject] = Field(default_factory=list)
     collisions: list[CollisionCandidate] = Field(default_factory=list)
+    recent_vehicles: list[VehicleFrame] = Field(default_factory=list, description="the vehicle detections of the last "
+                                                "two sampled frames, oldest first (vehicles converging into one box)")
     incidents: dict[str, OpenIncident] = Field(default_factory=dict)
     zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue stands")
     # lane id -> per-second buckets [second, occupancy sum, queued vehicles sum, samples, speed sum, speed samples]

@@ -1,0 +1,134 @@
+"""Two vehicles converging into one box: a collision never seen as two touching boxes.
+
+At a few frames per second, two vehicles crossing fast can be apart in one frame and one locked-together detection
+in the next (at night their headlights and bodies blend into one box). What shows the impact is their motion just
+before: two separate vehicles closing on each other fast, then a single box where both were heading, clearly larger
+than either, neither seen apart from it, and still one box in the frame after. Vehicles passing each other in
+perspective close slowly in the image, and the nearer one hides the farther behind a box of its own size; two boxes
+on one vehicle (a duplicate detection) overlap from the start; a queue closes up at walking pace; two vehicles
+detected as one box while they pass come apart again.
+
+Unconfirmed detections count: such vehicles are often too fast for the tracker to confirm before they meet.
+"""
+from __future__ import annotations
+
+import math
+
+from processors.analytics.traffic.scene import Scene
+from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
+
+SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
+SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)
+MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) say nothing about motion between them
+
+Point = tuple[float, float]
+
+
+def _centre(box: Box) -> Point:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _contains(box: Box, point: Point) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def _disjoint(a: Box, b: Box) -> bool:
+    return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
+    """How far a box lies from an earlier one, in box diagonals, when it can be the same vehicle; else None."""
+    diagonal = max(math.hypot(box[2] - box[0], box[3] - box[1]),
+                   math.hypot(before[2] - before[0], before[3] - before[1]))
+    distance = math.dist(_centre(box), _centre(before)) / diagonal if diagonal > 0 else math.inf
+    sizes = sorted((_area(box), _area(before)))
+    return distance if distance < SAME_VEHICLE_DIAGONALS and sizes[1] <= SAME_VEHICLE_AREA_RATIO * sizes[0] else None
+
+
+def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
+    """For each detection of `later`, the index of the same vehicle in `earlier` (None when it has none): by track id
+    where both are confirmed, else the nearest unclaimed detection of about its size."""
+    matched: list[int | None] = [None] * len(later.boxes)
+    index_of = {track_id: i for i, track_id in enumerate(earlier.track_ids) if track_id != UNTRACKED}
+    for i, track_id in enumerate(later.track_ids):
+        matched[i] = index_of.get(track_id) if track_id != UNTRACKED else None
+    claimed = {i for i in matched if i is not None}
+    options = []
+    for i, (box, track_id) in enumerate(zip(later.boxes, later.track_ids, strict=True)):
+        if matched[i] is not None:
+            continue
+        for j, (before, before_id) in enumerate(zip(earlier.boxes, earlier.track_ids, strict=True)):
+            if j in claimed or (track_id != UNTRACKED and before_id != UNTRACKED):
+                continue
+            distance = _distance_as_same_vehicle(box, before)
+            if distance is not None:
+                options.append((distance, i, j))
+    for _, i, j in sorted(options):
+        if matched[i] is None and j not in claimed:
+            matched[i] = j
+            claimed.add(j)
+    return matched
+
+
+def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
+    """Confirms the vehicles that converged into one box in an earlier frame as a collision when this frame still
+    shows them as that one box (else forgets them), and remembers each pair of vehicles of the previous frame that
+    converged into one box of this frame; `state.recent_vehicles` holds the two sampled frames before this one."""
+    for candidate in [c for c in state.collisions if c.merged_box is not None and c.confirmed_at is None]:
+        around = [box for box in frame.boxes if not _disjoint(box, candidate.merged_box)]
+        if len(around) == 1 and _distance_as_same_vehicle(around[0], candidate.merged_box) is not None:
+            candidate.confirmed_at = frame.time
+        else:
+            state.collisions.remove(candidate)
+    if len(state.recent_vehicles) < 2:
+        return
+    first, second = state.recent_vehicles
+    if frame.time - first.time > 2 * MAX_FRAME_GAP_S or frame.time - second.time > MAX_FRAME_GAP_S:
+        return
+    thresholds = scene.thresholds
+    step, ahead = second.time - first.time, frame.time - second.time
+    previous = previous_of(first, second)
+    moving = []  # (index in `second`, its centre's velocity in px/s)
+    for i, j in enumerate(previous):
+        if j is not None:
+            (x0, y0), (x1, y1) = _centre(first.boxes[j]), _centre(second.boxes[i])
+            moving.append((i, ((x1 - x0) / step, (y1 - y0) / step)))
+    known = {track_id for candidate in state.collisions for track_id in candidate.track_ids if track_id != UNTRACKED}
+    for n, (a, velocity_a) in enumerate(moving):
+        for b, velocity_b in moving[n + 1:]:
+            box_a, box_b = second.boxes[a], second.boxes[b]
+            pair = (second.track_ids[a], second.track_ids[b])
+            if not _disjoint(box_a, box_b) or known.intersection(pair):
+                continue
+            closing = (math.dist(_centre(first.boxes[previous[a]]), _centre(first.boxes[previous[b]]))
+                       - math.dist(_centre(box_a), _centre(box_b))) / step
+            height = (box_a[3] - box_a[1] + box_b[3] - box_b[1]) / 2
+            if closing < thresholds.converging_min_closing_box_per_s * height:
+                continue
+            heading = [(x + vx * ahead, y + vy * ahead) for (x, y), (vx, vy)
+                       in ((_centre(box_a), velocity_a), (_centre(box_b), velocity_b))]
+            merged = [box for box in frame.boxes if all(_contains(box, point) for point in heading)]
+            apart = [box for box in frame.boxes if box not in merged and any(_contains(box, p) for p in heading)]
+            largest = max(merged, key=_area, default=None)
+            if (largest is None or apart
+                    or _area(largest) < thresholds.converging_min_growth * max(_area(box_a), _area(box_b))
+                    or any(track_id != UNTRACKED and track_id in frame.track_ids
+                           and frame.boxes[frame.track_ids.index(track_id)] != largest for track_id in pair)):
+                continue
+            # Ordered by track id, as contacts are.
+            (id_a, name_a, v_a), (id_b, name_b, v_b) = sorted(
+                [(pair[0], second.class_names[a], velocity_a), (pair[1], second.class_names[b], velocity_b)],
+                key=lambda party: party[0])
+            speeds = [math.hypot(*velocity_a) / (box_a[3] - box_a[1]), math.hypot(*velocity_b) / (box_b[3] - box_b[1])]
+            state.collisions.append(CollisionCandidate(
+                track_ids=(id_a, id_b), contact_at=frame.time, speed_box_per_s=max(speeds),
+                class_names=(name_a, name_b),
+                velocities_before=((v_a[0] / height, v_a[1] / height), (v_b[0] / height, v_b[1] / height)),
+                merged_box=largest,
+                reason=f"{name_a} and {name_b} collided: closing at {closing / height:.1f} box/s, then seen as one "
+                       f"box {_area(largest) / max(_area(box_a), _area(box_b)):.1f} times the larger"))
+            known.update(track_id for track_id in pair if track_id != UNTRACKED)

@@ -1,0 +1,36 @@
+"""Vehicles lost before the tracker confirmed them: kept as lost tracks, so that the background showing something
+standing where one vanished makes it a crash hidden in its own dust, as for a confirmed track (static_objects).
+
+A car at speed may be detected in only two or three frames before it crashes and vanishes in dust, too few for
+the tracker. Only a vehicle seen moving fast over two sampled frames that is then gone, away from the frame edge,
+counts; a vehicle that drives on is detected again and a flicker is not lost for a whole sampled frame.
+"""
+from __future__ import annotations
+
+from processors.analytics.traffic.converging import previous_of
+from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.state import UNTRACKED, TrackState, TrafficState, VehicleFrame
+from processors.analytics.traffic.static_objects import touches_edge
+from schemas.settings.lines import Anchor
+
+
+def keep_lost(scene: Scene, state: TrafficState, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+    """Adds a lost track for each unconfirmed vehicle of the last sampled frame (`state.recent_vehicles`) that was
+    moving fast and is gone from this one, the next sampled frame."""
+    if len(state.recent_vehicles) < 2:
+        return
+    first, second = state.recent_vehicles
+    went_on = {i for i in previous_of(second, frame) if i is not None}
+    for i, j in enumerate(previous_of(first, second)):
+        box = second.boxes[i]
+        if j is None or i in went_on or second.track_ids[i] != UNTRACKED or touches_edge(box, frame_size):
+            continue
+        before = first.boxes[j]
+        (x0, y0), (x1, y1) = anchor_point(before, Anchor.BOTTOM_CENTER), anchor_point(box, Anchor.BOTTOM_CENTER)
+        track = TrackState(
+            track_id=state.next_unconfirmed_id, class_name=second.class_names[i], box=box, first_seen=first.time,
+            last_seen=second.time, confidence=second.confidences[i], rest_point=(x1, y1), rest_since=second.time,
+            history=[(first.time, x0, y0, before[3] - before[1]), (second.time, x1, y1, box[3] - box[1])])
+        if scene.speed_box_per_s(track) >= scene.thresholds.crash_stop_speed_box_per_s:
+            state.tracks[track.track_id] = track
+            state.next_unconfirmed_id -= 1

@@ -1,0 +1,98 @@
+"""Two vehicles converging into one box (a crash never seen as two touching boxes): specification on hand-built
+frames of a crossroads drawn as one zone where nobody may stop (no lane directions, as at the dev set's night
+crossroads), and the real night crossroads crash of the traffic dev set, replayed from its recording."""
+from __future__ import annotations
+
+import pytest
+
+from cityguard.replay import CLIP_ORIGIN_S
+from processors.analytics.traffic.state import UNTRACKED
+from schemas.settings.traffic import SceneConfig
+from tests.replay.test_dev_clips import opened_events
+from tests.traffic.simulator import T0
+from tests.traffic.test_objects_at_rest import STEP, frame, opened, run
+
+CROSSROADS = SceneConfig.model_validate(
+    {"no_stopping_zones": [{"id": "carriageway", "polygon": [[0, 0], [1280, 0], [1280, 720], [0, 720]]}]})
+CONTACT_S = 1.4  # the first frame showing one box
+
+
+def box_at(foot_x: float, foot_y: float, width: float = 80, height: float = 40) -> tuple:
+    return foot_x - width / 2, foot_y - height, foot_x + width / 2, foot_y
+
+
+def union(a: tuple, b: tuple) -> tuple:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def crossing_cars(t: float) -> tuple[tuple, tuple]:
+    """Car A eastbound at 250 px/s (6 box heights per second), car B southbound across it at 200 px/s: their boxes
+    are apart up to 1.2 s and would touch at 1.4 s."""
+    return box_at(200 + 250 * t, 430.0), box_at(600.0, 110 + 200 * t)
+
+
+@pytest.mark.parametrize(("ids", "merged_id"), [((UNTRACKED, UNTRACKED), UNTRACKED), ((1, 2), 1)],
+                         ids=["unconfirmed detections", "confirmed tracks"])
+def test_two_fast_vehicles_converging_into_one_box_that_stays_one_are_a_collision(ids, merged_id):
+    a_end, b_end = crossing_cars(CONTACT_S)
+    wreck = union(a_end, b_end)
+    frames = []
+    for seq in range(20):  # 4 s
+        t = seq * STEP
+        if t < CONTACT_S - 1e-9:
+            a, b = crossing_cars(t)
+            objects = [(ids[0], "car", a), (ids[1], "car", b)]
+        else:
+            # Locked together, sliding a little further east and coming to rest as one box.
+            shift = min(t - CONTACT_S, 0.6) * 40
+            objects = [(merged_id, "car", (wreck[0] + shift, wreck[1], wreck[2] + shift, wreck[3]))]
+        frames.append(frame(seq, objects))
+    collisions = opened(run(frames, CROSSROADS))
+    assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
+    # Seen as one box at 1.4 s, and still one box a frame later.
+    assert collisions[0].started_at - T0 == pytest.approx(CONTACT_S + STEP)
+    assert "closing at" in collisions[0].reason
+
+
+def passing_cars(t: float) -> tuple[tuple, tuple]:
+    """Street-level perspective: car A eastbound near the camera (80 x 40 px), car B westbound in the far lane
+    (60 x 30 px), both at 250 px/s: closing on each other at 14 box heights per second, their boxes apart up to
+    1.4 s; A passes in front of B at 1.6 s."""
+    return box_at(200 + 250 * t, 430.0), box_at(1030 - 250 * t, 415.0, 60, 30)
+
+
+@pytest.mark.parametrize(("detected_as", "frames_as_one"), [("the nearer car", 2), ("one box over both", 1)])
+def test_vehicles_passing_each_other_in_perspective_stay_quiet(detected_as, frames_as_one):
+    frames = []
+    for seq in range(25):  # 5 s
+        t = seq * STEP
+        a, b = passing_cars(t)
+        if 1.6 - 1e-9 < t < 1.6 + frames_as_one * STEP - 1e-9:
+            # While they pass, the detector sees the nearer car only (the farther one hidden behind it for two
+            # frames), or one box over both for a frame.
+            objects = [(UNTRACKED, "car", a if detected_as == "the nearer car" else union(a, b))]
+        else:
+            objects = [(UNTRACKED, "car", a), (UNTRACKED, "car", b)]
+        frames.append(frame(seq, objects))
+    assert opened(run(frames, CROSSROADS)) == []
+
+
+def test_the_night_crossroads_crash_is_one_collision_within_its_labelled_window():
+    events = opened_events("lzk-night-crash")
+    assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
+    # Labelled: contact at 1.8 s, the clip ends at 3.8 s (the cars slide out of view together).
+    assert 1.8 <= events[0].started_at - CLIP_ORIGIN_S <= 3.8
+
+
+def test_a_car_closing_up_on_a_queue_and_detected_as_one_box_with_it_stays_quiet():
+    standing = box_at(600.0, 430.0)
+    frames = []
+    for seq in range(25):  # 5 s
+        t = seq * STEP
+        # Rolling up behind the standing car at 30 px/s (under 1 box height per second) until bumper to bumper at
+        # 2 s; from then on the detector sees the two as one box.
+        closing_up = box_at(min(460 + 30 * t, 520.0), 430.0)
+        objects = ([(UNTRACKED, "car", union(standing, closing_up))] if t > 2 - 1e-9
+                   else [(UNTRACKED, "car", standing), (UNTRACKED, "car", closing_up)])
+        frames.append(frame(seq, objects))
+    assert opened(run(frames, CROSSROADS)) == []
