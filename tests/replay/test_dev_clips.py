@@ -76,6 +76,12 @@ def test_a_cyclist_on_the_motorway_shoulder_is_a_person_on_the_roadway():
     assert 2.4 <= events[0].started_at - CLIP_ORIGIN_S <= 20.8  # labelled: 2.4 s to 20.8 s
 
 
+def test_a_car_standing_in_a_no_stopping_strip_is_one_stopped_vehicle():
+    events = opened_events("school-zone-kerb")
+    assert [(e.type, e.zone_id) for e in events] == [("stopped_vehicle", "kerb-strip")]
+    assert 5.6 <= events[0].started_at - CLIP_ORIGIN_S <= 17.2  # labelled: standstill 5.6 s, moves off 17.2 s
+
+
 # The clips below show what the rules get wrong on real footage today (manifest.yaml says what the frames show):
 # each test states the labelled outcome and fails until the rules reach it.
 
