@@ -148,7 +148,9 @@ def counters_for(args, config):
     confidence = config.model.confidence if args.confidence is None else args.confidence
     wanted = set(args.counter)
     if "fused" in wanted:
-        wanted |= {"density", args.fused_detector}
+        wanted.add("density")
+    if "density" in wanted:
+        wanted.add(args.fused_detector)  # how tall its people are sets the map's width, as in the inference stage
     detector = evaluation_detector(config, confidence) if wanted & {"detector", "tiled"} else None
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,

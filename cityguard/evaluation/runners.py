@@ -143,10 +143,12 @@ class CounterSet:
 
 def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
     """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
-    (the multi-scale map: reduced width, full width in locally dense cells); `fused` is the analytics' zone counter
+    (the multi-scale map: reduced width, full width in locally dense cells, narrower where the camera's detector
+    finds tall people in a sparse scene); `fused` is the analytics' zone counter
     (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image, fed what the inference
     stage sends: the camera's detector's person boxes and a fresh density map."""
     from processors.analytics.crowd.counting import fuse_counts
+    from processors.inference.density_map import median_person_height
 
     unknown = sorted(set(counters) - set(COUNTERS))
     if unknown:
@@ -157,13 +159,14 @@ def counter_counts(counters: list[str], images: list[Path], runners: CounterSet)
         boxes: dict[str, np.ndarray] = {}
         fused_detector = "tiled" if runners.fused_uses_tiled else "detector"
         for name, detector in (("detector", runners.detector), ("tiled", runners.tiled)):
-            if name in counters or (name == fused_detector and "fused" in counters):
+            if name in counters or (name == fused_detector and ("fused" in counters or "density" in counters)):
                 result = detector.detect([image])[0]
                 people = (result.class_id == PERSON_CLASS_ID) & (result.confidence >= runners.confidence)
                 boxes[name] = result.xyxy[people]
         model_people = None
         if "density" in counters or "fused" in counters:
-            model_people = float(runners.density.multi_scale_map(image).sum())
+            person_height = median_person_height(boxes[fused_detector])
+            model_people = float(runners.density.multi_scale_map(image, person_height).sum())
         for name in counters:
             if name == "density":
                 counts[name].append(model_people)

@@ -118,12 +118,17 @@ def dense_cells(reduced: np.ndarray, people_per_cell: float) -> np.ndarray:
 def combine_scales(reduced: np.ndarray, full: np.ndarray, dense: np.ndarray) -> np.ndarray:
     """The reduced-width map with the full-width map's counts in its `dense` cells: the full map is resampled onto
     the reduced grid, keeping its total, so both maps' people land in the cells that cover them."""
+    return np.where(dense, resampled_keeping_total(full, reduced.shape), reduced).astype(np.float32)
+
+
+def resampled_keeping_total(density: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The map on a grid of `shape` (rows, cols) over the same image, with the same people in all."""
     import cv2
 
-    resampled = cv2.resize(full, (reduced.shape[1], reduced.shape[0]), interpolation=cv2.INTER_AREA)
+    resampled = cv2.resize(density, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
     if resampled.sum() > 0:
-        resampled *= full.sum() / resampled.sum()
-    return np.where(dense, resampled, reduced).astype(np.float32)
+        resampled *= density.sum() / resampled.sum()
+    return resampled.astype(np.float32)
 
 
 DENSE_MARGIN_CELLS = 4  # around the dense cells, so the crop's edge (zero padding) stays clear of them
@@ -142,6 +147,27 @@ def dense_region(dense: np.ndarray) -> tuple[slice, slice]:
 
     rows, cols = np.nonzero(dense)
     return span(rows, dense.shape[0]), span(cols, dense.shape[1])
+
+
+NARROWED_WIDTH_STEP = 64  # narrowed widths on this grid: few input shapes to compile
+NARROWEST_WIDTH = 256
+MIN_PEOPLE_FOR_HEIGHT = 3  # fewer boxes say little about how large the frame's people are
+
+
+def median_person_height(person_boxes: np.ndarray) -> float | None:
+    """Median height in pixels of a frame's person boxes (N, 4 xyxy); None for too few to tell."""
+    if len(person_boxes) < MIN_PEOPLE_FOR_HEIGHT:
+        return None
+    return float(np.median(person_boxes[:, 3] - person_boxes[:, 1]))
+
+
+def narrowed_width(frame_width: int, reduced_width: int, person_height: float, target_height: float) -> int | None:
+    """The width (on the NARROWED_WIDTH_STEP grid, at least NARROWEST_WIDTH) at which people `person_height` pixels
+    tall in a frame `frame_width` wide are `target_height` tall, when that is narrower than `reduced_width`; None
+    when it is not."""
+    width = round(frame_width * target_height / person_height / NARROWED_WIDTH_STEP) * NARROWED_WIDTH_STEP
+    width = max(width, NARROWEST_WIDTH)
+    return width if width < reduced_width else None
 
 
 @dataclass(frozen=True)
@@ -228,11 +254,14 @@ class DensityMapCounter:
     """Density maps for BGR images; call it at a lower rate than the detector (it is ~40x slower)."""
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], max_width: int | None = None,
-                 dense_max_width: int | None = None, dense_cell_people: float | None = None):
+                 dense_max_width: int | None = None, dense_cell_people: float | None = None,
+                 person_height_px: float | None = None, narrowed_max_people: float | None = None):
         self.network = network  # OpenVinoNetwork or TorchNetwork
         self.max_width = max_width
         self.dense_max_width = dense_max_width
         self.dense_cell_people = dense_cell_people
+        self.person_height_px = person_height_px
+        self.narrowed_max_people = narrowed_max_people
         self.name = network.name
 
     @classmethod
@@ -250,7 +279,8 @@ class DensityMapCounter:
                 raise RuntimeError(f"analytics.density_model.device is {settings.device}, but torch finds no CUDA "
                                    "device on this machine (use cpu)")
             network = TorchNetwork(weights, settings.device)
-        return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people)
+        return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people,
+                   settings.person_height_px, settings.narrowed_max_people)
 
     def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
         """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
@@ -260,28 +290,58 @@ class DensityMapCounter:
         """
         return self.scaled_maps([bgr_image], max_width or self.max_width)[0]
 
-    def multi_scale_map(self, bgr_image: np.ndarray) -> np.ndarray:
+    def multi_scale_map(self, bgr_image: np.ndarray, person_height: float | None = None) -> np.ndarray:
         """The map the inference stage sends: at the reduced width (`max_width`), which keeps sparse and moderate
         scenes from being over-counted; where that map finds a locally dense crowd, also at `dense_max_width` over
         the region around those cells, whose counts replace the reduced map's there (multi_scale). A scene without
         dense cells costs one reduced-width map, one with them also a full-width map of that region (44 % of the
-        frame for the median dev-set image that has one). On the grid of the reduced-width map."""
-        return self.density_maps([bgr_image])[0]
+        frame for the median dev-set image that has one). On the grid of the reduced-width map.
 
-    def density_maps(self, bgr_images: list[np.ndarray]) -> list[np.ndarray]:
-        """One multi-scale map per image, in order: the reduced-width maps of all images, then the full-width maps
-        of their dense regions, each set run through the network in batches of equal input shape."""
+        person_height: the frame's median person box height in pixels (median_person_height), None when unknown.
+        Where the reduced-width map counts at most `narrowed_max_people`, has no dense cells and the frame's people
+        are taller than `person_height_px` at the reduced width, the map is made again, the same way, at the
+        narrower width that makes them that tall (narrowed_width) and resampled onto the reduced grid: the model,
+        trained on small heads, counts large people more than once. A packed crowd, or a locally dense one, is
+        never narrowed (a narrower input loses small heads there); people smaller than that are never widened
+        (texture would be counted as people)."""
+        return self.density_maps([bgr_image], [person_height])[0]
+
+    def density_maps(self, bgr_images: list[np.ndarray],
+                     person_heights: list[float | None] | None = None) -> list[np.ndarray]:
+        """multi_scale_map of each image (person_heights: as there, per image), in order: the reduced-width maps of
+        all images, then the narrowed maps, then the full-width maps of their dense regions, each set run through
+        the network in batches of equal input shape."""
+        heights = person_heights or [None] * len(bgr_images)
         reduced = self.scaled_maps(bgr_images, self.max_width)
+        widths = {i: width for i, (image, one, height) in enumerate(zip(bgr_images, reduced, heights, strict=True))
+                  if (width := self._narrowed_width(image.shape[1], one, height)) is not None}
+        narrowed = dict(zip(widths, self.scaled_maps([bgr_images[i] for i in widths], list(widths.values())),
+                            strict=True))
+        maps = self._with_dense_crowds(bgr_images, [narrowed.get(i, one) for i, one in enumerate(reduced)])
+        return [resampled_keeping_total(one, reduced[i].shape) if i in narrowed else one
+                for i, one in enumerate(maps)]
+
+    def _narrowed_width(self, frame_width: int, reduced: np.ndarray, person_height: float | None) -> int | None:
+        if (person_height is None or self.person_height_px is None or self.narrowed_max_people is None
+                or float(reduced.sum()) > self.narrowed_max_people
+                or (self.dense_cell_people is not None and dense_cells(reduced, self.dense_cell_people).any())):
+            return None
+        reduced_width = min(self.max_width or frame_width, frame_width)
+        return narrowed_width(frame_width, reduced_width, person_height, self.person_height_px)
+
+    def _with_dense_crowds(self, bgr_images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
+        """Each map with the full-width counts in its locally dense cells (multi_scale), the full-width maps of all
+        dense regions made together."""
         if self.dense_max_width is None or self.dense_cell_people is None:
-            return reduced
-        regions = {i: region for i, one in enumerate(reduced)
+            return maps
+        regions = {i: region for i, one in enumerate(maps)
                    if (region := DenseRegion.of(one, self.dense_cell_people)) is not None}
-        crops = [self._crop(bgr_images[i], reduced[i].shape, region) for i, region in regions.items()]
+        crops = [self._crop(bgr_images[i], maps[i].shape, region) for i, region in regions.items()]
         widths = [max(1, round(min(self.dense_max_width, image.shape[1]) * crop.shape[1] / image.shape[1]))
                   for image, crop in zip((bgr_images[i] for i in regions), crops, strict=True)]
         full = self.scaled_maps(crops, widths)
-        merged = {i: region.merged(reduced[i], one) for (i, region), one in zip(regions.items(), full, strict=True)}
-        return [merged.get(i, one) for i, one in enumerate(reduced)]
+        merged = {i: region.merged(maps[i], one) for (i, region), one in zip(regions.items(), full, strict=True)}
+        return [merged.get(i, one) for i, one in enumerate(maps)]
 
     @staticmethod
     def _crop(bgr_image: np.ndarray, grid: tuple[int, int], region: DenseRegion) -> np.ndarray:

@@ -20,7 +20,7 @@ from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
-from processors.inference.density_map import DensityMapCounter
+from processors.inference.density_map import DensityMapCounter, median_person_height
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import verify_frame_jpeg
@@ -258,9 +258,9 @@ class InferenceWorker:
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
         outcomes = self.detectors.detect([item for item, _ in decoded])
-        people = [None if isinstance(outcome, str) else int((outcome[0].class_id == PERSON_CLASS_ID).sum())
-                  for outcome in outcomes]
-        density_maps = self.density_maps([item for item, _ in decoded], people)
+        person_boxes = [None if isinstance(outcome, str) else outcome[0].xyxy[outcome[0].class_id == PERSON_CLASS_ID]
+                        for outcome in outcomes]
+        density_maps = self.density_maps([item for item, _ in decoded], person_boxes)
         for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)
@@ -306,10 +306,11 @@ class InferenceWorker:
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
 
-    def density_maps(self, frames: list[DecodedFrame], detector_people: list[int | None]) -> dict[int, np.ndarray]:
-        """Density maps for the frames the schedule picks, by index in `frames`, less each camera's background floor
-        (learnt with the frame's detector person count; None: its detection failed, the frame is not sent); sets
-        each zone camera's map age."""
+    def density_maps(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
+        """Density maps for the frames the schedule picks, by index in `frames`, made knowing how tall the frame's
+        detected people are and less each camera's background floor (learnt with the frame's detector person count);
+        person_boxes: each frame's person boxes (N, 4 xyxy), None where its detection failed (the frame is not
+        sent). Sets each zone camera's map age."""
         if self.density_schedule is None:
             return {}
         with_image = [i for i, item in enumerate(frames) if item.image is not None]
@@ -318,17 +319,19 @@ class InferenceWorker:
         maps = {}
         if chosen:
             started = time.perf_counter()
-            made = self.density_counter.density_maps([frames[i].image for i in chosen])
+            made = self.density_counter.density_maps(
+                [frames[i].image for i in chosen],
+                [None if person_boxes[i] is None else median_person_height(person_boxes[i]) for i in chosen])
             elapsed = time.perf_counter() - started
             self.density_schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
             maps = dict(zip(chosen, made, strict=True))
             if self.density_floors is not None:
                 for index in chosen:
-                    if detector_people[index] is not None:
+                    if person_boxes[index] is not None:
                         frame = frames[index].frame
                         made_people = float(maps[index].sum())
-                        maps[index] = self.density_floors.update(frame.camera_id, maps[index], detector_people[index],
+                        maps[index] = self.density_floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
                                                                  frames[index].image, frame.captured_at)
                         DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
         for item in frames:

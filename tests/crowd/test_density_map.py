@@ -13,7 +13,9 @@ from processors.inference.density_map import (
     convert_to_openvino,
     dense_cells,
     dense_region,
+    median_person_height,
     multi_scale,
+    narrowed_width,
     packaged_weights,
 )
 from schemas.geometry import integrate_polygon
@@ -141,6 +143,48 @@ def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_on
 
     calm = reduced[:, 3:]
     np.testing.assert_array_equal(multi_scale(calm, no_full_map, 0.35), calm)
+
+
+def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(counter):
+    """vtest frame 0 (a 768 px street view of 3 people, which the 512 px map counts as 9) as if its people were
+    240 px tall: 160 px at 512 px wide, so the map is made at 768 * 90 / 240 = 288 -> 256 px (on the 64 px grid) and
+    resampled onto the 512 px map's grid, keeping its count. A crowd the reduced map counts above
+    narrowed_max_people, one with dense cells, or people too small keep the reduced width."""
+    image = first_vtest_frame()
+    reduced = counter.density_map(image, 512)
+    narrowing = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
+                                  person_height_px=90, narrowed_max_people=80)
+    narrowed = narrowing.multi_scale_map(image, person_height=240.0)
+    assert narrowed.shape == reduced.shape and narrowed.dtype == np.float32
+    assert float(narrowed.sum()) == pytest.approx(float(counter.density_map(image, 256).sum()), rel=1e-4)
+    assert float(narrowed.sum()) < float(reduced.sum())
+    np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=120.0), reduced)  # 80 px at 512
+    np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=None), reduced)
+    packed = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
+                               person_height_px=90, narrowed_max_people=0.5 * float(reduced.sum()))
+    np.testing.assert_array_equal(packed.multi_scale_map(image, person_height=240.0), reduced)
+    threshold = 0.8 * float(cv2.blur(reduced, (3, 3)).max())  # only the busiest cells are dense
+    locally_dense = DensityMapCounter(counter.network, max_width=512, dense_max_width=768,
+                                      dense_cell_people=threshold, person_height_px=90, narrowed_max_people=80)
+    unnarrowed = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
+    np.testing.assert_array_equal(locally_dense.multi_scale_map(image, person_height=240.0),
+                                  unnarrowed.multi_scale_map(image))
+
+
+def test_the_narrowed_width_makes_people_the_target_height_on_a_coarse_grid_never_wider():
+    assert narrowed_width(1024, 512, person_height=256, target_height=90) == 384  # 360 -> 384
+    assert narrowed_width(1024, 512, person_height=200, target_height=90) == 448  # 461 -> 448
+    assert narrowed_width(1024, 512, person_height=190, target_height=90) is None  # 485 -> 512: not narrower
+    assert narrowed_width(1024, 512, person_height=100, target_height=90) is None  # small people: never wider
+    assert narrowed_width(1024, 512, person_height=900, target_height=90) == 256  # at least the narrowest width
+    assert narrowed_width(460, 460, person_height=150, target_height=90) == 256  # 276 -> 256
+
+
+def test_the_frames_person_height_needs_a_few_boxes():
+    boxes = np.array([[0, 10, 5, 40], [3, 0, 9, 100], [1, 1, 2, 51]], dtype=np.float32)
+    assert median_person_height(boxes) == 50.0
+    assert median_person_height(boxes[:2]) is None
+    assert median_person_height(np.zeros((0, 4))) is None
 
 
 def test_integration_weights_partial_cells_by_area():

@@ -22,9 +22,11 @@ class FixedCountDensity:
     def __init__(self, people: float):
         self.people = people
         self.calls = 0
+        self.person_heights: list[float | None] = []
 
-    def density_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
         self.calls += len(images)
+        self.person_heights += person_heights
         return [np.full((4, 4), self.people / 16, dtype=np.float32) for _ in images]
 
 
@@ -35,7 +37,7 @@ class SparseTextureDensity:
     def __init__(self, people: float):
         self.people = people
 
-    def density_maps(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
         return [np.full((48, 64), self.people / (48 * 64), dtype=np.float32) for _ in images]
 
 
@@ -53,6 +55,10 @@ def frame(camera: str, at: float) -> DecodedFrame:
                         np.zeros((8, 8, 3), dtype=np.uint8))
 
 
+def person_boxes(count: int, height: float = 4.0) -> np.ndarray:
+    return np.tile(np.array([[0.0, 0.0, 2.0, height]]), (count, 1))
+
+
 def age(camera: str) -> float | None:
     return REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": camera})
 
@@ -60,20 +66,28 @@ def age(camera: str) -> float | None:
 def test_zone_cameras_get_maps_when_theirs_are_due():
     counter = FixedCountDensity(people=400.0)
     stage = worker(counter)
-    maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)], [0, 0])
+    maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)], [person_boxes(0)] * 2)
     assert list(maps) == [1] and float(maps[1].sum()) == 400.0  # the camera without zones gets none
     assert age("square") == 0.0 and age("road") is None
-    assert stage.density_maps([frame("square", 103.0)], [0]) == {}  # not due yet
+    assert stage.density_maps([frame("square", 103.0)], [person_boxes(0)]) == {}  # not due yet
     assert age("square") == 3.0
-    stage.density_maps([frame("square", 108.0)], [0])  # due after analytics.density_model.interval_seconds
+    stage.density_maps([frame("square", 108.0)], [person_boxes(0)])  # due after interval_seconds
     assert counter.calls == 2 and age("square") == 0.0
+
+
+def test_the_model_is_told_how_tall_the_frames_people_are_when_enough_of_them_were_detected():
+    counter = FixedCountDensity(people=40.0)
+    stage = worker(counter, {"max_busy_fraction": 1.0})
+    stage.density_maps([frame("square", 100.0)], [np.array([[0, 0, 2, 3], [0, 0, 2, 5], [0, 0, 2, 6.0]])])
+    stage.density_maps([frame("square", 108.0)], [person_boxes(2)])  # two boxes say little about size
+    assert counter.person_heights == [5.0, None]
 
 
 def maps_every_interval(stage: InferenceWorker, detector_people: int, count: int) -> list[float]:
     """The zone camera's map totals, one map per analytics.density_model.interval_seconds of capture time."""
     totals = []
     for index in range(count):
-        maps = stage.density_maps([frame("square", 1000.0 + index * 7.5)], [detector_people])
+        maps = stage.density_maps([frame("square", 1000.0 + index * 7.5)], [person_boxes(detector_people)])
         totals.append(float(maps[0].sum()))
     return totals
 

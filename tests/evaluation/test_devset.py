@@ -144,3 +144,9 @@ def test_the_built_crowd_set_reproduces_the_committed_measurements():
         image = cv2.imread(str(Path(folder) / "images" / f"{image_id}.jpg"))
         people = float(counter.multi_scale_map(image).sum())
         assert people == pytest.approx(float(measured[image_id][column]), rel=0.02)
+    # a sparse street of tall people (median box 273 px of 768): narrowed to 1024 * 90 / 273 = 338 -> 320 px
+    row = measured["shtB-test-IMG_198"]
+    image = cv2.imread(str(Path(folder) / "images" / "shtB-test-IMG_198.jpg"))
+    people = float(counter.multi_scale_map(image, float(row["median_box_height"]) * image.shape[0]).sum())
+    assert people == pytest.approx(float(row["multi_scale_w320"]), rel=0.02)
+    assert float(row["multi_scale_w320"]) < 0.7 * float(row[column])
