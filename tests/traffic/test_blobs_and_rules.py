@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from processors.analytics.traffic import rules
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.analytics.traffic.scene import Scene
 from processors.analytics.traffic.state import TrackState
@@ -119,3 +120,15 @@ def test_the_background_model_reports_a_pan_but_not_a_shake_or_a_large_vehicle()
               for step in range(1, 11)]  # a pan of 3 px per frame: a move every few frames, and no blobs
     assert 2 <= sum(view.view_moved for view in panned) <= 5
     assert all(view.blobs == [] for view in panned)
+
+
+def test_a_person_over_a_two_wheeler_is_a_rider_for_the_rest_of_the_track():
+    def person(track_id: int, box) -> TrackState:
+        return TrackState(track_id=track_id, class_name="person", box=box, first_seen=T0, last_seen=T0,
+                          confidence=0.8, rest_point=(0, 0), rest_since=T0)
+
+    rider, passer_by = person(1, (100, 100, 130, 170)), person(2, (200, 100, 230, 170))
+    motorcycles = np.array([[95, 140, 135, 190], [225, 150, 270, 200]], dtype=float)  # the second barely touched
+    assert rules.riders([rider, passer_by], motorcycles, T0) == {1}
+    # The detector misses the motorcycle under its rider later on: still a rider.
+    assert rules.riders([rider, passer_by], np.zeros((0, 4)), T0 + 1) == {1}

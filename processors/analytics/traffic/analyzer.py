@@ -103,7 +103,7 @@ class TrafficAnalyzer:
             *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
                                    frame_size),
             *rules.wrong_way(self.scene, vehicles),
-            *rules.pedestrians_on_roadway(self.scene, people, vehicles, now),
+            *rules.pedestrians_on_roadway(self.scene, people, vehicles, rules.two_wheeler_boxes(detections), now),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),

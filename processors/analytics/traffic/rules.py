@@ -12,8 +12,8 @@ from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point
 from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
 from processors.analytics.traffic.static_objects import gather_evidence, merge_objects, touches_edge, update_objects
-from schemas import Severity, StaticBlob
-from schemas.geometry import box_iou, point_segment_distance
+from schemas import Detections, Severity, StaticBlob
+from schemas.geometry import box_intersection, box_iou, point_segment_distance
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -274,11 +274,40 @@ def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
     return conditions
 
 
+TWO_WHEELERS = frozenset({"bicycle", "motorcycle"})
+RIDER_MIN_OVERLAP = 0.2  # of the person's box over a two-wheeler's: a rider sits on it, a passer-by barely touches it
+SEEN_RIDING = "seen_riding"  # timer name: since when the person track was first seen on a two-wheeler
+
+
+def two_wheeler_boxes(detections: Detections) -> np.ndarray:
+    """xyxy boxes of this frame's bicycles and motorcycles, tracked or not."""
+    boxes = [box for box, name in zip(detections.xyxy, detections.class_name, strict=True) if name in TWO_WHEELERS]
+    return np.asarray(boxes, dtype=float).reshape(-1, 4)
+
+
+def riders(people: list[TrackState], two_wheelers: np.ndarray, now: float) -> set[int]:
+    """Track ids of the people who ride a bicycle or motorcycle: their box lies largely over one detected in this
+    frame (`two_wheelers`, xyxy, tracked or not), now or earlier in the track (the detector misses a two-wheeler
+    under its rider in some frames)."""
+    if people and len(two_wheelers):
+        overlap = box_intersection([person.box for person in people], two_wheelers)
+        areas = np.asarray([max((x2 - x1) * (y2 - y1), 1e-9) for x1, y1, x2, y2 in (p.box for p in people)])
+        for person, share in zip(people, overlap.max(axis=1) / areas, strict=True):
+            if share >= RIDER_MIN_OVERLAP:
+                person.timers.setdefault(SEEN_RIDING, now)
+    return {person.track_id for person in people if SEEN_RIDING in person.timers}
+
+
 def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: list[TrackState],
-                           now: float) -> list[Condition]:
+                           two_wheelers: np.ndarray, now: float) -> list[Condition]:
+    """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
+    fast vehicles on a crosswalk while someone is on it."""
     config, thresholds = scene.config, scene.thresholds
     conditions = []
+    riding = riders(people, two_wheelers, now)
     for person in people:
+        if person.track_id in riding:
+            continue
         point = foot(person)
         crosswalk = scene.in_any(point, config.crosswalks)
         off_crossing = (crosswalk is None and scene.in_any(point, config.sidewalks) is None
