@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from processors.analytics.traffic.scene import Scene
+from processors.analytics.traffic.scene import Scene, centre
 from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
@@ -23,9 +23,6 @@ MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) 
 
 Point = tuple[float, float]
 
-
-def _centre(box: Box) -> Point:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def _area(box: Box) -> float:
@@ -44,7 +41,7 @@ def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
     """How far a box lies from an earlier one, in box diagonals, when it can be the same vehicle; else None."""
     diagonal = max(math.hypot(box[2] - box[0], box[3] - box[1]),
                    math.hypot(before[2] - before[0], before[3] - before[1]))
-    distance = math.dist(_centre(box), _centre(before)) / diagonal if diagonal > 0 else math.inf
+    distance = math.dist(centre(box), centre(before)) / diagonal if diagonal > 0 else math.inf
     sizes = sorted((_area(box), _area(before)))
     return distance if distance < SAME_VEHICLE_DIAGONALS and sizes[1] <= SAME_VEHICLE_AREA_RATIO * sizes[0] else None
 
@@ -95,7 +92,7 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
     moving = []  # (index in `second`, its centre's velocity in px/s)
     for i, j in enumerate(previous):
         if j is not None:
-            (x0, y0), (x1, y1) = _centre(first.boxes[j]), _centre(second.boxes[i])
+            (x0, y0), (x1, y1) = centre(first.boxes[j]), centre(second.boxes[i])
             moving.append((i, ((x1 - x0) / step, (y1 - y0) / step)))
     known = {track_id for candidate in state.collisions for track_id in candidate.track_ids if track_id != UNTRACKED}
     for n, (a, velocity_a) in enumerate(moving):
@@ -104,13 +101,13 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
             pair = (second.track_ids[a], second.track_ids[b])
             if not _disjoint(box_a, box_b) or known.intersection(pair):
                 continue
-            closing = (math.dist(_centre(first.boxes[previous[a]]), _centre(first.boxes[previous[b]]))
-                       - math.dist(_centre(box_a), _centre(box_b))) / step
+            closing = (math.dist(centre(first.boxes[previous[a]]), centre(first.boxes[previous[b]]))
+                       - math.dist(centre(box_a), centre(box_b))) / step
             height = (box_a[3] - box_a[1] + box_b[3] - box_b[1]) / 2
             if closing < thresholds.converging_min_closing_box_per_s * height:
                 continue
             heading = [(x + vx * ahead, y + vy * ahead) for (x, y), (vx, vy)
-                       in ((_centre(box_a), velocity_a), (_centre(box_b), velocity_b))]
+                       in ((centre(box_a), velocity_a), (centre(box_b), velocity_b))]
             merged = [box for box in frame.boxes if all(_contains(box, point) for point in heading)]
             apart = [box for box in frame.boxes if box not in merged and any(_contains(box, p) for p in heading)]
             largest = max(merged, key=_area, default=None)

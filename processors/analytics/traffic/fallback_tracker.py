@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from processors.analytics.traffic.scene import centre
 from processors.analytics.traffic.state import Box, FallbackTrack, TrafficState
 from schemas.geometry import box_iou
 
@@ -14,9 +15,6 @@ MIN_IOU = 0.3
 MAX_CENTROID_JUMP = 0.6  # of the previous box diagonal
 LOST_AFTER_S = 1.0
 
-
-def _centre(box: Box) -> tuple[float, float]:
-    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
 
 def assign_track_ids(state: TrafficState, boxes: list[Box], class_names: list[str], now: float) -> list[int]:
@@ -44,7 +42,7 @@ def assign_track_ids(state: TrafficState, boxes: list[Box], class_names: list[st
             if t in used_tracks or track.class_name != class_names[d]:
                 continue
             limit = MAX_CENTROID_JUMP * math.hypot(track.box[2] - track.box[0], track.box[3] - track.box[1])
-            distance = math.dist(_centre(track.box), _centre(box))
+            distance = math.dist(centre(track.box), centre(box))
             if distance <= limit and distance < best_distance:
                 best, best_distance = t, distance
         if best is not None:

@@ -22,6 +22,10 @@ def anchor_point(box: Box, anchor: Anchor) -> tuple[float, float]:
     return ((x1 + x2) / 2, y)
 
 
+def centre(box: Box) -> tuple[float, float]:
+    return anchor_point(box, Anchor.CENTER)
+
+
 class Scene:
     """Region membership and motion measures for one camera's scene."""
 
