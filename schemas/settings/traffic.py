@@ -106,7 +106,9 @@ class TrafficThresholds(Frozen):
         default=180, gt=0, le=3600, description="a queue standing longer excuses nobody")
     wrong_way_min_distance_px: float = Field(default=80, gt=0, description="distance against the lane direction")
     wrong_way_min_seconds: float = Field(default=1.5, gt=0, le=10, description="time spent moving against it")
-    pedestrian_min_seconds: float = Field(default=1.0, ge=0, le=60, description="on the roadway this long: event")
+    # Someone crossing a single lane on foot is on it about 2.5 s (3.5 m at 1.4 m/s); a rider whose two-wheeler the
+    # detector misses for a moment in a waiting queue reads as a person on the roadway for under 1.5 s.
+    pedestrian_min_seconds: float = Field(default=2.0, ge=0, le=60, description="on the roadway this long: event")
     obstacle_min_seconds: float = Field(default=3.0, ge=0, le=600,
                                         description="obstacle in a lane this long: event")
     crossing_debounce_frames: int = Field(

@@ -54,6 +54,16 @@ def test_a_blob_that_splits_vanishes_and_re_forms_is_one_obstacle():
     assert not [e for e in events if e.state is EventState.RESOLVED]
 
 
+def test_an_unknown_object_at_the_frame_edge_is_no_obstacle():
+    """Partly out of view (a vehicle waiting half in the picture, the camera's caption along the border): the same
+    blob a little further in is an obstacle."""
+    def events_for(box: tuple) -> list[Event]:
+        return opened(run([frame(seq, [], [(box, T0 + 1.0)] if seq >= 5 else []) for seq in range(100)]))
+
+    assert events_for((1240.0, 320.0, 1280.0, 360.0)) == []
+    assert [e.type for e in events_for((1200.0, 320.0, 1240.0, 360.0))] == ["obstacle_in_lane"]
+
+
 def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_background_shows_it():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []
