@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +59,13 @@ class LivePartition:
 
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     topics = config.broker.topics
+    # Faust's data directory lies beside the site's other state, not in whatever directory the worker started in.
+    state_dir = config.resolve_path("var")
+    os.makedirs(state_dir, exist_ok=True)
     app = faust.App(
         config.group_id(STAGE),  # the faust app id is its consumer group
         **faust_settings(bootstrap_servers),
+        datadir=os.path.join(state_dir, "{conf.id}-data"),
         topic_partitions=config.broker.partitions,
         key_serializer="raw",
         value_serializer="raw",
