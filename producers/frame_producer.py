@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable
 
+import cv2
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
@@ -384,6 +386,22 @@ class StatusReporter:
                 self._published[camera_id] = (status.state, status.reason, status.at)
                 reported.append(status)
         return reported
+
+
+READER_SWITCH_INTERVAL_S = 0.0005
+
+
+def configure_reader_process() -> None:
+    """Process-wide settings for a producer process, whose work is one reader thread per camera.
+
+    The readers spend most of their time in decoding, scaling and JPEG code that runs without the GIL, and hold it
+    only briefly between those calls: a reader coming back for it waits for whichever thread holds it to yield, at
+    the latest after the switch interval (5 ms by default, longer than a whole frame's work), so with a hundred
+    cameras the cores stood idle while readers queued for it. OpenCV's own worker pool on top of the readers only
+    adds hand-offs between threads for the small per-frame operations.
+    """
+    sys.setswitchinterval(READER_SWITCH_INTERVAL_S)
+    cv2.setNumThreads(1)
 
 
 def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event, realtime: bool = True,

@@ -22,7 +22,7 @@ from infra import assets
 from infra.broker import broker_for
 from infra.kafka import create_topics, make_consumer, make_producer
 from producers.capture import sample_frames
-from producers.frame_producer import frame_client_settings, run_producer
+from producers.frame_producer import configure_reader_process, frame_client_settings, run_producer
 from producers.health import FrameQualityMonitor
 from producers.local_streams import HlsEncoder, TokenFileServer
 from producers.picture import encode_jpeg
@@ -171,6 +171,7 @@ def run(args, config: Config) -> int:
     counts = [int(value) for value in args.cameras.split(",") if value.strip()]
     settings = config.producer
     video = Path(assets.resolve(args.video))
+    configure_reader_process()  # this process runs the producer's readers, as `cityguard produce` does
     with tempfile.TemporaryDirectory() as logs, broker_for(config, Path(logs) / "broker.log") as servers:
         print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
               f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
