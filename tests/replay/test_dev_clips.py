@@ -56,7 +56,9 @@ def test_a_car_and_a_cyclist_moving_through_a_plaza_are_one_event_each():
 
 
 @pytest.mark.parametrize("camera_id", ["reckon-motorway", "abhishek-motorway", "canersu-motorway", "kraten-arterial",
-                                       "parking-aisle", "avenue-street-level", "alps-motorway"])
+                                       "parking-aisle", "avenue-street-level", "alps-motorway", "china-arterial",
+                                       "overpass-motorway", "crossroads-overlook", "london-zebra", "wsdot-interstate",
+                                       "bridge-gantry"])
 def test_free_flowing_traffic_raises_nothing(camera_id):
     assert opened_events(camera_id) == []
 
@@ -64,6 +66,19 @@ def test_free_flowing_traffic_raises_nothing(camera_id):
 def test_a_jammed_city_arterial_is_congestion_and_nothing_else():
     events = opened_events("dhaka-arterial")
     assert [(e.type, e.zone_id) for e in events] == [("congestion", "away")]
+
+
+def test_a_jam_shorter_than_the_congestion_window_raises_nothing_but_congestion():
+    """Every lane stands nose to tail for the whole 10.5 s clip: no queued vehicle is a stopped vehicle."""
+    assert {e.type for e in opened_events("bangkok-jam")} <= {"congestion"}
+
+
+def test_a_car_standing_on_the_motorway_shoulder_is_a_stopped_vehicle():
+    events = opened_events("shoulder-motorway")
+    stopped = [e for e in events if e.type == "stopped_vehicle"]
+    assert {e.type for e in events} <= {"stopped_vehicle", "pedestrian_on_roadway"}
+    assert stopped and {e.zone_id for e in stopped} == {"towards"}
+    assert all(22.0 <= e.started_at - CLIP_ORIGIN_S <= 92.0 for e in events)  # labelled: stands from 22.0 s to the end
 
 
 def test_a_camera_that_tilts_and_drifts_raises_nothing():
@@ -104,3 +119,11 @@ def test_a_queue_at_a_red_signal_raises_nothing():
 def test_motorcycles_against_the_flow_and_a_man_crossing_mid_block_are_raised():
     events = opened_events("makassar-arterial")
     assert sorted(e.type for e in events) == ["pedestrian_on_roadway", "wrong_way", "wrong_way"]
+
+
+@pytest.mark.xfail(strict=True, reason="the driver walking along the shoulder is about 25 px tall in 320x240: the "
+                   "detector finds him in 2 of the 174 frames from 57.2 s (at 78.8 and 82.4 s, confidence 0.26-0.33), "
+                   "never as a track, so no pedestrian_on_roadway is raised")
+def test_a_driver_walking_along_the_motorway_shoulder_is_a_person_on_the_roadway():
+    events = [e for e in opened_events("shoulder-motorway") if e.type == "pedestrian_on_roadway"]
+    assert events and all(57.2 <= e.started_at - CLIP_ORIGIN_S <= 92.0 for e in events)
