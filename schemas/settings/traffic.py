@@ -109,7 +109,9 @@ class TrafficThresholds(Frozen):
     # Someone crossing a single lane on foot is on it about 2.5 s (3.5 m at 1.4 m/s); a rider whose two-wheeler the
     # detector misses for a moment in a waiting queue reads as a person on the roadway for under 1.5 s.
     pedestrian_min_seconds: float = Field(default=2.0, ge=0, le=60, description="on the roadway this long: event")
-    obstacle_min_seconds: float = Field(default=3.0, ge=0, le=600,
+    # The background model's passing blobs on real footage (distant traffic at the horizon, a slowly drifting view
+    # over lane markings, shadows) stood up to 12 s; fallen cargo stays until someone clears it.
+    obstacle_min_seconds: float = Field(default=15.0, ge=0, le=600,
                                         description="obstacle in a lane this long: event")
     crossing_debounce_frames: int = Field(
         default=2, ge=1, le=30, description="frames on the new side before a crossing counts")

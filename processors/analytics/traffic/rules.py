@@ -11,7 +11,13 @@ import numpy as np
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point
 from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
-from processors.analytics.traffic.static_objects import gather_evidence, merge_objects, touches_edge, update_objects
+from processors.analytics.traffic.static_objects import (
+    gather_evidence,
+    merge_objects,
+    overlap,
+    touches_edge,
+    update_objects,
+)
 from schemas import Detections, Severity, StaticBlob
 from schemas.geometry import box_intersection, box_iou, point_segment_distance
 from schemas.settings.lines import Anchor
@@ -19,6 +25,9 @@ from schemas.settings.lines import Anchor
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
+# Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
+# driver); cars queued one behind the other overlap less in perspective.
+SAME_VEHICLE_OVERLAP = 0.6
 
 
 def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
@@ -67,7 +76,9 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects)
     conditions = []
-    for obj in objects:
+    for obj in list(objects):
+        if obj not in state.static_objects:  # merged into another below
+            continue
         region = _region_of(scene, obj)
         if region != obj.region:
             # Its clock in a region starts when it got there, or when it came to rest if it rested there from the start.
@@ -87,12 +98,20 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                     details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1), "x1": obj.box[0],
                              "y1": obj.box[1], "x2": obj.box[2], "y2": obj.box[3]}))
             continue
-        if not obj.crash and _queued(scene, obj, kind, zone_id, queues, vehicles):
-            obj.excused_at = now
         # A vehicle that waited in a queue starts its clock when the queue dissolves; one that rolled into the zone
-        # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter).
+        # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
+        # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
         limit = thresholds.collision_stopped_seconds if obj.crash else thresholds.stopped_seconds
+        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles):
+            obj.excused_at, stopped_for = now, 0.0
+        older = next((other for other in state.static_objects if other is not obj and other.class_name is not None
+                      and other.since < obj.since and overlap(other.box, obj.box) >= SAME_VEHICLE_OVERLAP), None)
+        if not obj.crash and older is not None:
+            # Largely over a vehicle at rest since earlier: a second detection of it, its open door, its driver
+            # getting out; one incident.
+            merge_objects(state, older, obj, same_object=False)
+            continue
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
             continue
@@ -155,8 +174,11 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         zone = next(z for z in scene.stopping_zones if z.id == zone_id)
         return bool(queues.intersection(zone.queue_stop_lines))
     if kind == "lane":
+        # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
+        # is no other vehicle queued beside it.
         return any(vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
-                   and scene.lane_of(foot(vehicle)) == zone_id for vehicle in vehicles)
+                   and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP
+                   for vehicle in vehicles)
     return False
 
 
@@ -405,11 +427,14 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
                                     f"then the {first} {breaks[0]} and the {second} {breaks[1]}")
         if candidate.confirmed_at is None:
             continue
+        if not _watched(scene, state, candidate):
+            continue
+        zone_id = _zone_at(scene, state, candidate)
         conditions.append(Condition(
             key=candidate.key, type="collision", severity=Severity.CRITICAL, level=2,
             reason=f"{candidate.reason} ({since_contact:.1f} s ago)",
             confidence=min((state.tracks[i].confidence for i in candidate.track_ids if i in state.tracks), default=0.5),
-            zone_id=_zone_at(scene, state, candidate), track_ids=list(candidate.track_ids),
+            zone_id=zone_id, track_ids=list(candidate.track_ids),
             details={"seconds_since_contact": round(since_contact, 1),
                      "contact_speed_box_per_s": round(candidate.speed_box_per_s, 2)}))
     return conditions
@@ -445,15 +470,33 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
     return None
 
 
+def _watched(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -> bool:
+    """Whether the collision lies where the operator drew the scene (a lane, zone, crosswalk, sidewalk or pedestrian
+    area): a frontage road or car park left out is not watched, and vehicles there hiding one another are no crash.
+    A scene with no regions drawn watches the whole view."""
+    config = scene.config
+    regions = [*config.crosswalks, *config.sidewalks, *config.pedestrian_areas]
+    if not (config.lanes or scene.stopping_zones or regions):
+        return True
+    boxes = [state.tracks[i].box for i in candidate.track_ids if i in state.tracks]
+    if candidate.merged_box is not None:
+        boxes.append(candidate.merged_box)
+    return any(scene.lane_of(point) is not None or scene.in_any(point, [*scene.stopping_zones, *regions]) is not None
+               for point in (anchor_point(box, Anchor.BOTTOM_CENTER) for box in boxes))
+
+
 def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -> str | None:
-    """The lane or zone where the collision happened (the first vehicle's last position)."""
-    for track_id in candidate.track_ids:
-        track = state.tracks.get(track_id)
-        if track is not None:
-            point = foot(track)
-            zone = next((z.id for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
-            return zone or scene.lane_of(point)
-    return None
+    """The lane or zone where the collision happened: the first tracked vehicle's last position, else the box the
+    vehicles converged into."""
+    track = next((state.tracks[i] for i in candidate.track_ids if i in state.tracks), None)
+    if track is not None:
+        point = foot(track)
+    elif candidate.merged_box is not None:
+        point = anchor_point(candidate.merged_box, Anchor.BOTTOM_CENTER)
+    else:
+        return None
+    zone = next((z.id for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
+    return zone or scene.lane_of(point)
 
 
 def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
