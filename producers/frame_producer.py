@@ -100,7 +100,10 @@ class FrameQueue:
                 self._items.popleft()
                 dropped += 1
             self._items.append(value)
-        self._ready.set()
+        # Setting an Event takes its lock, which a hundred readers contend for; once set it needs no setting. The
+        # sender clears it before each round, and the round then sees this frame, appended before the check.
+        if not self._ready.is_set():
+            self._ready.set()
         return dropped
 
     def take(self) -> bytes | None:
