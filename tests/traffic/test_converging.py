@@ -54,6 +54,32 @@ def test_two_fast_vehicles_converging_into_one_box_that_stays_one_are_a_collisio
     assert "closing at" in collisions[0].reason
 
 
+def converging_frames(dy: float = 0.0) -> list:
+    """The crossing cars of the collision above, `dy` px lower in the view, as unconfirmed detections."""
+    a_end, b_end = crossing_cars(CONTACT_S)
+    wreck = union(a_end, b_end)
+    frames = []
+    for seq in range(20):
+        t = seq * STEP
+        boxes = crossing_cars(t) if t < CONTACT_S - 1e-9 else (wreck,)
+        frames.append(frame(seq, [(UNTRACKED, "car", (x1, y1 + dy, x2, y2 + dy)) for x1, y1, x2, y2 in boxes]))
+    return frames
+
+
+def test_vehicles_merging_into_a_box_at_the_frame_edge_are_no_collision():
+    """Partly out of view: one vehicle leaving at the bottom edge beside another reads as one growing box."""
+    assert opened(run(converging_frames(dy=720 - 430), CROSSROADS)) == []
+
+
+def test_a_collision_outside_every_lane_and_zone_drawn_is_not_watched():
+    """A frontage road or car park the operator left out of the scene: vehicles there hiding one another are no
+    crash on the watched road."""
+    far_lane = SceneConfig.model_validate(
+        {"lanes": [{"id": "far", "polygon": [[0, 0], [1280, 0], [1280, 100], [0, 100]], "direction": [1, 0]}]})
+    assert opened(run(converging_frames(), far_lane)) == []
+    assert [e.type for e in opened(run(converging_frames(), CROSSROADS))] == ["collision"]
+
+
 def passing_cars(t: float) -> tuple[tuple, tuple]:
     """Street-level perspective: car A eastbound near the camera (80 x 40 px), car B westbound in the far lane
     (60 x 30 px), both at 250 px/s: closing on each other at 14 box heights per second, their boxes apart up to

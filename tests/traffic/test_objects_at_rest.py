@@ -78,6 +78,18 @@ def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_back
 
 
 
+def test_a_box_over_a_reported_stopped_car_is_part_of_it_not_a_queue_or_a_second_vehicle():
+    """Its open door, its driver getting out or a second detection of it, each seen as a car standing in its lane,
+    neither restarts its clock (a queue excuses only a vehicle not yet reported) nor opens an event of its own."""
+    car = (780.0, 310.0, 860.0, 350.0)  # stalled in the westbound lane from 0 s
+    door = (790.0, 312.0, 830.0, 348.0)
+    frames = [frame(seq, [(7, "car", car)] + ([(8, "car", door)] if 12 <= seq * STEP < 30 else []))
+              for seq in range(int(45 / STEP))]
+    events = run(frames)
+    assert [(e.type, e.track_ids[0]) for e in opened(events)] == [("stopped_vehicle", 7)]
+    assert not [e for e in events if e.state is EventState.RESOLVED]
+
+
 def test_a_stopped_vehicle_the_detector_finds_again_under_a_new_id_stays_one_stopped_vehicle():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []
