@@ -143,7 +143,8 @@ def test_free_flow_on_a_slowly_tilting_motorway_view_raises_nothing():
 def test_cars_overtaking_and_passing_close_to_the_camera_are_no_collision():
     """Two collisions were raised with no contact: at 0.8 s on the frontage road, outside the configured lanes, a grey
     SUV hides the white pickup it overtakes and the tracker swaps their ids; at 23.0 s a black SUV leaving at the
-    bottom edge and the red SUV behind it in the other lane read as two vehicles converging into one box."""
+    bottom edge and the red SUV behind it in the other lane read as two vehicles converging into one box, below the
+    drawn lanes. Neither lies in a lane or zone the operator drew."""
     assert opened_events("city-expressway") == []
 
 

@@ -94,7 +94,7 @@ class TrafficAnalyzer:
         rules.record_contacts(self.scene, state, vehicles, now)
         frame_size = (detections.image_width, detections.image_height)
         vehicle_frame = self._vehicle_frame(detections, tracks, now)
-        converging.record_converging(self.scene, state, vehicle_frame, frame_size)
+        converging.record_converging(self.scene, state, vehicle_frame)
         self._remember(vehicle_frame, frame_size)
         conditions = [
             # A collision seen at contact comes before the objects at rest: their standstill, when it joins that

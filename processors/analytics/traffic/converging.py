@@ -16,7 +16,6 @@ import math
 
 from processors.analytics.traffic.scene import Scene, centre
 from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
-from processors.analytics.traffic.static_objects import touches_edge
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
 SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)
@@ -72,7 +71,7 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
     return matched
 
 
-def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
     """Confirms the vehicles that converged into one box in an earlier frame as a collision when this frame still
     shows them as that one box (else forgets them), and remembers each pair of vehicles of the previous frame that
     converged into one box of this frame; `state.recent_vehicles` holds the two sampled frames before this one."""
@@ -112,8 +111,7 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame, fr
             merged = [box for box in frame.boxes if all(_contains(box, point) for point in heading)]
             apart = [box for box in frame.boxes if box not in merged and any(_contains(box, p) for p in heading)]
             largest = max(merged, key=_area, default=None)
-            # A box at the frame edge is a vehicle partly out of view: one leaving beside another reads as a merge.
-            if (largest is None or apart or touches_edge(largest, frame_size)
+            if (largest is None or apart
                     or _area(largest) < thresholds.converging_min_growth * max(_area(box_a), _area(box_b))
                     or any(track_id != UNTRACKED and track_id in frame.track_ids
                            and frame.boxes[frame.track_ids.index(track_id)] != largest for track_id in pair)):
