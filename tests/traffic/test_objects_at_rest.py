@@ -157,6 +157,18 @@ def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
     assert events[0].started_at - (T0 + 4.0) <= 10
 
 
+def test_a_vehicle_lost_over_a_small_blob_is_no_crash():
+    """A lane dash under a stale background stands where the detector lost a passing car: a blob a fifth of the
+    car's size is no car hidden there."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 200.0 + 80 * min(t, 4.0)
+        objects = [(9, "car", (x - 40, 400.0, x + 40, 440.0))] if t < 4 else []
+        frames.append(frame(seq, objects, [((490.0, 412.0, 530.0, 428.0), T0 + 4.4)] if t >= 7.4 else []))
+    assert not [e for e in opened(run(frames)) if e.type in ("collision", "stopped_vehicle")]
+
+
 def test_a_cyclist_riding_into_a_crowd_zone_of_a_traffic_camera_is_an_event_in_that_zone():
     camera = CameraConfig(id="sim", source="sim.mp4", scene=SceneConfig(), zones=[
         {"id": "square", "polygon": [[0, 0], [1280, 0], [1280, 720], [0, 720]], "area_m2": 400}])
