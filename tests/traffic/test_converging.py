@@ -31,39 +31,32 @@ def crossing_cars(t: float) -> tuple[tuple, tuple]:
     return box_at(200 + 250 * t, 430.0), box_at(600.0, 110 + 200 * t)
 
 
-@pytest.mark.parametrize(("ids", "merged_id"), [((UNTRACKED, UNTRACKED), UNTRACKED), ((1, 2), 1)],
-                         ids=["unconfirmed detections", "confirmed tracks"])
-def test_two_fast_vehicles_converging_into_one_box_that_stays_one_are_a_collision(ids, merged_id):
-    a_end, b_end = crossing_cars(CONTACT_S)
-    wreck = union(a_end, b_end)
-    frames = []
-    for seq in range(20):  # 4 s
-        t = seq * STEP
-        if t < CONTACT_S - 1e-9:
-            a, b = crossing_cars(t)
-            objects = [(ids[0], "car", a), (ids[1], "car", b)]
-        else:
-            # Locked together, sliding a little further east and coming to rest as one box.
-            shift = min(t - CONTACT_S, 0.6) * 40
-            objects = [(merged_id, "car", (wreck[0] + shift, wreck[1], wreck[2] + shift, wreck[3]))]
-        frames.append(frame(seq, objects))
-    collisions = opened(run(frames, CROSSROADS))
-    assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
-    # Seen as one box at 1.4 s, and still one box a frame later.
-    assert collisions[0].started_at - T0 == pytest.approx(CONTACT_S + STEP)
-    assert "closing at" in collisions[0].reason
-
-
-def converging_frames() -> list:
-    """The crossing cars of the collision above, as unconfirmed detections."""
+def converging_frames(ids: tuple[int, int] = (UNTRACKED, UNTRACKED), merged_id: int = UNTRACKED) -> list:
+    """4 s of the crossing cars under `ids` until they meet, then locked together under `merged_id`, sliding a little
+    further east and coming to rest as one box."""
     a_end, b_end = crossing_cars(CONTACT_S)
     wreck = union(a_end, b_end)
     frames = []
     for seq in range(20):
         t = seq * STEP
-        boxes = crossing_cars(t) if t < CONTACT_S - 1e-9 else (wreck,)
-        frames.append(frame(seq, [(UNTRACKED, "car", box) for box in boxes]))
+        if t < CONTACT_S - 1e-9:
+            a, b = crossing_cars(t)
+            objects = [(ids[0], "car", a), (ids[1], "car", b)]
+        else:
+            shift = min(t - CONTACT_S, 0.6) * 40
+            objects = [(merged_id, "car", (wreck[0] + shift, wreck[1], wreck[2] + shift, wreck[3]))]
+        frames.append(frame(seq, objects))
     return frames
+
+
+@pytest.mark.parametrize(("ids", "merged_id"), [((UNTRACKED, UNTRACKED), UNTRACKED), ((1, 2), 1)],
+                         ids=["unconfirmed detections", "confirmed tracks"])
+def test_two_fast_vehicles_converging_into_one_box_that_stays_one_are_a_collision(ids, merged_id):
+    collisions = opened(run(converging_frames(ids, merged_id), CROSSROADS))
+    assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
+    # Seen as one box at 1.4 s, and still one box a frame later.
+    assert collisions[0].started_at - T0 == pytest.approx(CONTACT_S + STEP)
+    assert "closing at" in collisions[0].reason
 
 
 def test_a_collision_outside_every_lane_and_zone_drawn_is_not_watched():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from processors.analytics.traffic.scene import Scene, centre
+from processors.analytics.traffic.scene import Scene, box_area, centre
 from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
@@ -22,11 +22,6 @@ SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times la
 MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) say nothing about motion between them
 
 Point = tuple[float, float]
-
-
-
-def _area(box: Box) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
 def _contains(box: Box, point: Point) -> bool:
@@ -42,7 +37,7 @@ def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
     diagonal = max(math.hypot(box[2] - box[0], box[3] - box[1]),
                    math.hypot(before[2] - before[0], before[3] - before[1]))
     distance = math.dist(centre(box), centre(before)) / diagonal if diagonal > 0 else math.inf
-    sizes = sorted((_area(box), _area(before)))
+    sizes = sorted((box_area(box), box_area(before)))
     return distance if distance < SAME_VEHICLE_DIAGONALS and sizes[1] <= SAME_VEHICLE_AREA_RATIO * sizes[0] else None
 
 
@@ -110,9 +105,9 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
                        in ((centre(box_a), velocity_a), (centre(box_b), velocity_b))]
             merged = [box for box in frame.boxes if all(_contains(box, point) for point in heading)]
             apart = [box for box in frame.boxes if box not in merged and any(_contains(box, p) for p in heading)]
-            largest = max(merged, key=_area, default=None)
+            largest = max(merged, key=box_area, default=None)
             if (largest is None or apart
-                    or _area(largest) < thresholds.converging_min_growth * max(_area(box_a), _area(box_b))
+                    or box_area(largest) < thresholds.converging_min_growth * max(box_area(box_a), box_area(box_b))
                     or any(track_id != UNTRACKED and track_id in frame.track_ids
                            and frame.boxes[frame.track_ids.index(track_id)] != largest for track_id in pair)):
                 continue
@@ -127,5 +122,5 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
                 velocities_before=((v_a[0] / height, v_a[1] / height), (v_b[0] / height, v_b[1] / height)),
                 merged_box=largest,
                 reason=f"{name_a} and {name_b} collided: closing at {closing / height:.1f} box/s, then seen as one "
-                       f"box {_area(largest) / max(_area(box_a), _area(box_b)):.1f} times the larger"))
+                       f"box {box_area(largest) / max(box_area(box_a), box_area(box_b)):.1f} times the larger"))
             known.update(track_id for track_id in pair if track_id != UNTRACKED)

@@ -16,7 +16,6 @@ MAX_CENTROID_JUMP = 0.6  # of the previous box diagonal
 LOST_AFTER_S = 1.0
 
 
-
 def assign_track_ids(state: TrafficState, boxes: list[Box], class_names: list[str], now: float) -> list[int]:
     """Track ids for one frame's boxes, updating the fallback tracks in `state`."""
     tracks = [track for track in state.fallback_tracks if now - track.last_seen <= LOST_AFTER_S]

@@ -98,6 +98,14 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                     details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1), "x1": obj.box[0],
                              "y1": obj.box[1], "x2": obj.box[2], "y2": obj.box[3]}))
             continue
+        older = None if obj.crash else next(
+            (other for other in state.static_objects if other is not obj and other.class_name is not None
+             and other.since < obj.since and overlap(other.box, obj.box) >= SAME_VEHICLE_OVERLAP), None)
+        if older is not None:
+            # Largely over a vehicle at rest since earlier: a second detection of it, its open door, its driver
+            # getting out; one incident.
+            merge_objects(state, older, obj, same_object=False)
+            continue
         # A vehicle that waited in a queue starts its clock when the queue dissolves; one that rolled into the zone
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
         # a vehicle stopping beside it does not make it part of a queue.
@@ -105,13 +113,6 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         limit = thresholds.collision_stopped_seconds if obj.crash else thresholds.stopped_seconds
         if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles):
             obj.excused_at, stopped_for = now, 0.0
-        older = next((other for other in state.static_objects if other is not obj and other.class_name is not None
-                      and other.since < obj.since and overlap(other.box, obj.box) >= SAME_VEHICLE_OVERLAP), None)
-        if not obj.crash and older is not None:
-            # Largely over a vehicle at rest since earlier: a second detection of it, its open door, its driver
-            # getting out; one incident.
-            merge_objects(state, older, obj, same_object=False)
-            continue
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
             continue
@@ -470,33 +471,33 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
     return None
 
 
+def _collision_points(state: TrafficState, candidate: CollisionCandidate) -> list[tuple[float, float]]:
+    """Where the collision's vehicles stand: each tracked one's last foot point, then the box they converged into."""
+    boxes = [state.tracks[i].box for i in candidate.track_ids if i in state.tracks]
+    if candidate.merged_box is not None:
+        boxes.append(candidate.merged_box)
+    return [anchor_point(box, Anchor.BOTTOM_CENTER) for box in boxes]
+
+
 def _watched(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -> bool:
     """Whether the collision lies where the operator drew the scene (a lane, zone, crosswalk, sidewalk or pedestrian
     area): a frontage road or car park left out is not watched, and vehicles there hiding one another are no crash.
     A scene with no regions drawn watches the whole view."""
     config = scene.config
-    regions = [*config.crosswalks, *config.sidewalks, *config.pedestrian_areas]
-    if not (config.lanes or scene.stopping_zones or regions):
+    regions = [*scene.stopping_zones, *config.crosswalks, *config.sidewalks, *config.pedestrian_areas]
+    if not (config.lanes or regions):
         return True
-    boxes = [state.tracks[i].box for i in candidate.track_ids if i in state.tracks]
-    if candidate.merged_box is not None:
-        boxes.append(candidate.merged_box)
-    return any(scene.lane_of(point) is not None or scene.in_any(point, [*scene.stopping_zones, *regions]) is not None
-               for point in (anchor_point(box, Anchor.BOTTOM_CENTER) for box in boxes))
+    return any(scene.lane_of(point) is not None or scene.in_any(point, regions) is not None
+               for point in _collision_points(state, candidate))
 
 
 def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -> str | None:
-    """The lane or zone where the collision happened: the first tracked vehicle's last position, else the box the
+    """The zone or lane where the collision happened: the first tracked vehicle's last position, else the box the
     vehicles converged into."""
-    track = next((state.tracks[i] for i in candidate.track_ids if i in state.tracks), None)
-    if track is not None:
-        point = foot(track)
-    elif candidate.merged_box is not None:
-        point = anchor_point(candidate.merged_box, Anchor.BOTTOM_CENTER)
-    else:
+    points = _collision_points(state, candidate)
+    if not points:
         return None
-    zone = next((z.id for z in scene.stopping_zones if scene.is_in(point, z.polygon)), None)
-    return zone or scene.lane_of(point)
+    return scene.in_any(points[0], scene.stopping_zones) or scene.lane_of(points[0])
 
 
 def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:

@@ -26,6 +26,10 @@ def centre(box: Box) -> tuple[float, float]:
     return anchor_point(box, Anchor.CENTER)
 
 
+def box_area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
 class Scene:
     """Region membership and motion measures for one camera's scene."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.scene import Scene, anchor_point, box_area
 from processors.analytics.traffic.state import Box, StaticObject, TrackState, TrafficState
 from schemas import StaticBlob
 from schemas.geometry import box_intersection
@@ -43,12 +43,8 @@ class Evidence:
 
 def overlap(a: Box, b: Box) -> float:
     """Intersection as a share of the smaller box (1 when one box lies inside the other)."""
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    smaller = min(box_area(a), box_area(b))
     return float(box_intersection([a], [b])[0, 0]) / smaller if smaller > 0 else 0.0
-
-
-def _area(box: Box) -> float:
-    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _with_margin(box: Box) -> Box:
@@ -91,11 +87,11 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
         stopped = [blob for blob in since_then if overlap(track.box, blob.xyxy) >= SAME_OBJECT_OVERLAP]
         # Fragments of it, also where it rolled on a little out of sight.
         around = [blob for blob in since_then if overlap(_with_margin(track.box), blob.xyxy) > 0]
-        if stopped and sum(_area(blob.xyxy) for blob in around) >= HIDDEN_VEHICLE_BLOB_SHARE * _area(track.box):
+        if stopped and sum(box_area(blob.xyxy) for blob in around) >= HIDDEN_VEHICLE_BLOB_SHARE * box_area(track.box):
             track.held_at = now
             evidence.append(Evidence(track.box, min(blob.static_since for blob in stopped), track, track.confidence))
     for blob in blobs:
-        area = _area(blob.xyxy)
+        area = box_area(blob.xyxy)
         hidden = bool(moving) and bool(
             (box_intersection([blob.xyxy], [track.box for track in moving]) >= MOVING_COVER * area).any())
         if not hidden:
