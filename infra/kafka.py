@@ -203,7 +203,7 @@ async def read_offsets(bootstrap_servers: str, topic: str, partition: int, start
 class TopicIdentity:
     """The id the broker gives a topic (KIP-516), which changes when the topic is deleted and created again.
 
-    Looked up at most once per `refresh_s`; None when the broker gives no ids or cannot be asked right now.
+    Looked up at most once per `refresh_s` after a look-up that got an answer; None when the broker gives no ids.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, refresh_s: float = 1.0):
@@ -216,17 +216,37 @@ class TopicIdentity:
         return self.looked_up_at == -float("inf") or (fresh and time.monotonic() - self.looked_up_at >= self.refresh_s)
 
     def current(self, fresh: bool = False) -> str | None:
-        """The id, looked up again when `fresh` (and the last look-up is older than refresh_s) or never made."""
+        """The id, looked up again when `fresh` (and the last answer is older than refresh_s) or never had.
+
+        Raises KafkaError when the broker cannot be asked: the id it knew may be of a topic that is gone.
+        """
         if self.due(fresh):
-            self.looked_up_at = time.monotonic()
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000,
+                                     bootstrap_timeout_ms=5_000)
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000)
-                try:
-                    [description] = admin.describe_topics([self.topic])
-                finally:
-                    admin.close()
-            except (KafkaError, ValueError) as exc:
-                log.warning("cannot look up the id of topic %s: %s", self.topic, exc)
-                return self.topic_id
+                descriptions = admin.describe_topics([self.topic])
+            finally:
+                admin.close()
+            if len(descriptions) != 1:
+                raise KafkaError(f"{len(descriptions)} descriptions of topic {self.topic}")
+            [description] = descriptions
             self.topic_id = str(description.get("topic_id") or "") or None
+            self.looked_up_at = time.monotonic()
         return self.topic_id
+
+    async def answer(self, fresh: bool, retry_s: float = 1.0) -> str | None:
+        """`current` for asyncio code; a `fresh` id is waited for, asking again every retry_s, until the broker answers.
+
+        A consumer judging a message it did not expect by the id it knew before a broker restart recreated the topic
+        would take every new message for one it already had. Without `fresh`, the id known so far is good enough.
+        """
+        while True:
+            try:
+                if not self.due(fresh):
+                    return self.topic_id
+                return await asyncio.get_running_loop().run_in_executor(None, self.current, fresh)
+            except KafkaError as exc:
+                log.warning("cannot look up the id of topic %s: %s", self.topic, exc)
+                if not fresh:
+                    return self.topic_id
+                await asyncio.sleep(retry_s)

@@ -1,10 +1,13 @@
 """A consumer whose topic was recreated under it (a broker restart) reads the new messages instead of waiting for
-the offsets to catch up with its old position."""
+the offsets to catch up with its old position, or taking them for messages it already had."""
+import asyncio
+import socket
+
 import pytest
 from kafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from infra.kafka import create_topics, make_consumer, make_producer, reset_positions_past_the_end
+from infra.kafka import TopicIdentity, create_topics, make_consumer, make_producer, reset_positions_past_the_end
 
 pytestmark = pytest.mark.broker
 
@@ -34,3 +37,20 @@ def test_a_position_past_the_end_is_moved_to_the_start(kafka_bootstrap):
     finally:
         consumer.close()
         producer.close()
+
+
+def test_a_fresh_topic_id_is_waited_for_while_the_broker_cannot_answer(kafka_bootstrap):
+    """Judged by the id known before a restart recreated the topic, every new message would look already consumed."""
+    topic = "identity-test"
+    create_topics(kafka_bootstrap, [topic], 1)
+    with socket.socket() as unused:  # a port nothing listens on: the broker is away
+        unused.bind(("127.0.0.1", 0))
+        away = f"127.0.0.1:{unused.getsockname()[1]}"
+    identity = TopicIdentity(away, topic)
+    identity.topic_id, identity.looked_up_at = "id-before-the-restart", 0.0
+    assert asyncio.run(identity.answer(fresh=False)) == "id-before-the-restart"
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(identity.answer(fresh=True, retry_s=0.1), timeout=3))
+    identity.bootstrap_servers = kafka_bootstrap  # the broker is back
+    answered = asyncio.run(identity.answer(fresh=True, retry_s=0.1))
+    assert answered and answered != "id-before-the-restart"

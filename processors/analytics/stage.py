@@ -161,11 +161,6 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
 
-    async def topic_id(fresh: bool) -> str | None:
-        if not detections_identity.due(fresh):
-            return detections_identity.topic_id
-        return await asyncio.get_running_loop().run_in_executor(None, detections_identity.current, fresh)
-
     @app.agent(detections_topic)
     async def analyze(stream):
         async for event in stream.events():
@@ -181,10 +176,10 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 live = live_partitions[message.partition] = LivePartition(
                     stored.offset if stored else None, stored_position, topic_id=stored.topic_id if stored else None)
             expected = Position(live.next_offset, live.topic_id) if live.next_offset is not None else None
-            current_id = await topic_id(fresh=False)
+            current_id = await detections_identity.answer(fresh=False)
             verdict = judge(expected, message.offset, current_id)
             if verdict is not Verdict.APPLY:  # not the expected frame: first make sure it is still the same topic
-                current_id = await topic_id(fresh=True)
+                current_id = await detections_identity.answer(fresh=True)
                 verdict = judge(expected, message.offset, current_id)
             live.topic_id = current_id or live.topic_id
             if verdict is Verdict.ALREADY_APPLIED:
