@@ -131,11 +131,11 @@ def test_a_driver_walking_along_the_motorway_shoulder_is_a_person_on_the_roadway
     assert events and all(57.2 <= e.started_at - CLIP_ORIGIN_S <= 92.0 for e in events)
 
 
-@pytest.mark.xfail(strict=True, reason="obstacle_in_lane twice for unknown static blobs that stand 15 s on normal "
-                   "traffic: at 22.2 s at the far end of the towards carriageway, where distant vehicles meet the "
-                   "treeline on the horizon, and at 55.0 s over empty asphalt in the away carriageway. The view tilts "
-                   "slowly (about 20 px over the minute) and the view-motion flag stays off. (Two more, over empty "
-                   "asphalt with repair strips at 27.2 and 43.2 s, went when blobs had to stand 15 s instead of 3 s)")
+@pytest.mark.xfail(strict=True, reason="obstacle_in_lane at 22.2 s for an unknown static blob that stands 15 s at "
+                   "the far end of the towards carriageway, where distant vehicles too small to detect meet the "
+                   "treeline on the horizon. The view tilts slowly (about 20 px over the minute) and the view-motion "
+                   "flag stays off. (One at 55.0 s over empty asphalt went when cars driving over an unknown object "
+                   "restarted its clock; two more, over repair strips, when blobs had to stand 15 s instead of 3 s)")
 def test_free_flow_on_a_slowly_tilting_motorway_view_raises_nothing():
     assert opened_events("median-motorway") == []
 
@@ -149,10 +149,10 @@ def test_cars_overtaking_and_passing_close_to_the_camera_are_no_collision():
 
 
 @pytest.mark.xfail(strict=True, reason="the maker's logo on a title card is detected as a car (stopped_vehicle at "
-                   "12.0 s), and a static blob on a lane dash of the empty road stands 15 s (obstacle_in_lane at "
-                   "66.4 s) while every car moves. (Seven obstacle_in_lane events for the logo detected as a clock, "
-                   "the fading title text and blobs on the lane markings went when an obstacle had to stand 15 s "
-                   "instead of 3 s; two collisions, lane-marking blobs a third and a quarter of the size of a car "
-                   "the detector lost there, when such blobs had to add up to half its box)")
+                   "12.0 s). (An obstacle_in_lane at 66.4 s for a blob on a lane dash went when cars driving over an "
+                   "unknown object restarted its clock; seven more for the logo detected as a clock, the fading title "
+                   "text and lane markings when an obstacle had to stand 15 s instead of 3 s; two collisions, "
+                   "lane-marking blobs a third and a quarter of the size of a car the detector lost there, when such "
+                   "blobs had to add up to half its box)")
 def test_free_flow_between_a_camera_makers_title_cards_raises_nothing():
     assert opened_events("ipcam-freeway") == []

@@ -8,11 +8,11 @@ from tests.traffic.simulator import CAR, EB_Y, PERSON, SUITCASE, WB_Y, Scenario,
 
 
 def background_traffic(rng: np.random.Generator, first_id: int, duration: float, count: int,
-                       earliest: float = 0.0) -> list[SimObject]:
-    """Cars passing both ways at ordinary speeds, never stopping: the look-alike of every rule."""
+                       earliest: float = 0.0, westbound: bool = True) -> list[SimObject]:
+    """Cars passing both ways (or eastbound only) at ordinary speeds, never stopping: the look-alike of every rule."""
     cars = []
     for i in range(count):
-        eastbound = i % 2 == 0
+        eastbound = i % 2 == 0 or not westbound
         speed = rng.uniform(120, 260)
         start_t = rng.uniform(earliest, max(earliest, duration - 1400 / speed))
         x0, x1 = (-60, 1340) if eastbound else (1340, -60)
@@ -75,7 +75,8 @@ def pedestrians(rng) -> Scenario:
 
 def obstacles(rng) -> Scenario:
     """A suitcase lies in the eastbound lane, another on the sidewalk; an unnamed static blob sits in the westbound
-    lane; a blob under a car stopped at the stop line is the car itself."""
+    lane, whose traffic goes round it (in this one-lane simulation: none comes); a blob under a car stopped at the stop
+    line is the car itself."""
     x = rng.uniform(750, 1200)
     start = rng.uniform(2, 8)
     lane_case = SimObject(1, "suitcase", SUITCASE, [(start, x, EB_Y - 10), (start + 25, x, EB_Y - 10)])
@@ -88,8 +89,8 @@ def obstacles(rng) -> Scenario:
     car_blob = ((427.0, 392.0, 503.0, 428.0), stop_t, stop_t + 28)
     truths = [Truth("obstacle_in_lane", start, start + 25, frozenset({1})),
               Truth("obstacle_in_lane", blob_start, blob_start + 20, zone_id="wb")]
-    return Scenario("obstacles", 45, [lane_case, walk_case, stopped, *background_traffic(rng, 100, 45, 2)], truths,
-                    blobs=[blob, car_blob])
+    traffic = background_traffic(rng, 100, 45, 2, westbound=False)
+    return Scenario("obstacles", 45, [lane_case, walk_case, stopped, *traffic], truths, blobs=[blob, car_blob])
 
 
 def congestion(rng) -> Scenario:

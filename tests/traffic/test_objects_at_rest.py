@@ -64,6 +64,28 @@ def test_an_unknown_object_at_the_frame_edge_is_no_obstacle():
     assert [e.type for e in events_for((1200.0, 320.0, 1240.0, 360.0))] == ["obstacle_in_lane"]
 
 
+def test_an_unknown_object_that_traffic_drives_over_is_road_not_an_obstacle():
+    """A lane marking or repair strip under a stale background stands still like debris, but cars drive over it; the
+    same blob with the cars passing in the other lane is an obstacle."""
+    blob = ((800.0, 330.0, 850.0, 360.0), T0 + 1.0)  # in the westbound lane, y 300-380
+
+    def events_for(over: bool) -> list[Event]:
+        frames = []
+        for seq in range(150):  # 30 s; a car every 8 s at 200 px/s, westbound over the blob or eastbound beside it
+            t = seq * STEP
+            cars = []
+            for n in range(4):
+                x = 1340 - 200 * (t - 8 * n) if over else -60 + 200 * (t - 8 * n)
+                y = 345.0 if over else 420.0
+                if -60 <= x <= 1340:
+                    cars.append((100 + n, "car", (x - 40, y - 30, x + 40, y)))
+            frames.append(frame(seq, cars, [blob] if seq >= 5 else []))
+        return opened(run(frames))
+
+    assert events_for(over=True) == []
+    assert [e.type for e in events_for(over=False)] == ["obstacle_in_lane"]
+
+
 def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_background_shows_it():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []

@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 
+from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.incidents import Condition
-from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.scene import Scene, anchor_point, segment_meets_box
 from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
 from processors.analytics.traffic.static_objects import (
     gather_evidence,
@@ -19,7 +20,7 @@ from processors.analytics.traffic.static_objects import (
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
-from schemas.geometry import box_intersection, box_iou, point_segment_distance
+from schemas.geometry import Point, box_intersection, box_iou, point_segment_distance
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -40,6 +41,24 @@ def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
 
 def foot(track: TrackState) -> tuple[float, float]:
     return anchor_point(track.box, Anchor.BOTTOM_CENTER)
+
+
+def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[Point, Point]]:
+    """Where each vehicle detection, confirmed or not, that moved since the sampled frame before went on the ground
+    (foot point before, now); empty unless this frame is a sampled one."""
+    if len(state.recent_vehicles) < 2 or state.recent_vehicles[-1].time != now:
+        return []
+    first, second = state.recent_vehicles
+    moves = []
+    for i, j in enumerate(previous_of(first, second)):
+        if j is None:
+            continue
+        box = second.boxes[i]
+        before, after = anchor_point(first.boxes[j], Anchor.BOTTOM_CENTER), anchor_point(box, Anchor.BOTTOM_CENTER)
+        if math.dist(before, after) > scene.thresholds.stationary_box_fraction * math.hypot(box[2] - box[0],
+                                                                                         box[3] - box[1]):
+            moves.append((before, after))
+    return moves
 
 
 def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> set[str]:
@@ -72,6 +91,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     vehicles = [track for track in seen if track.class_name in scene.vehicle_classes] + [
         track for track in state.tracks.values() if track.held_at == now and track.track_id not in in_view]
     queues = standing_queues(scene, state, vehicles, now)
+    moves = vehicle_moves(scene, state, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects)
@@ -87,7 +107,13 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             continue
         kind, zone_id = region.split(":", 1)
         if obj.class_name is None:
-            static_for = now - obj.since
+            static_for = now - max(obj.since, obj.excused_at or obj.since)
+            # Traffic drives over road (a marking, a repair strip, asphalt under a stale background) and around an
+            # obstacle: the clock restarts while a moving vehicle's ground point passes over the object. Once
+            # reported, a vehicle hitting it or squeezing past does not end it.
+            if static_for < thresholds.obstacle_min_seconds and any(
+                    segment_meets_box(before, after, obj.box) for before, after in moves):
+                obj.excused_at, static_for = now, 0.0
             # Something unknown at the frame edge is partly out of view: a vehicle waiting half in the picture, or
             # the camera's own caption or logo along the border. The view cannot tell either from an obstacle.
             if static_for >= thresholds.obstacle_min_seconds and not touches_edge(obj.box, frame_size):

@@ -8,7 +8,7 @@ import numpy as np
 
 from processors.analytics.traffic.state import Box, TrackState
 from schemas.calibration import Homography
-from schemas.geometry import PolygonZone, points_in_polygon
+from schemas.geometry import PolygonZone, points_in_polygon, segments_intersect
 from schemas.settings.lines import Anchor
 from schemas.settings.traffic import SceneConfig
 
@@ -28,6 +28,18 @@ def centre(box: Box) -> tuple[float, float]:
 
 def box_area(box: Box) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def in_box(point: tuple[float, float], box: Box) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+def segment_meets_box(start: tuple[float, float], end: tuple[float, float], box: Box) -> bool:
+    """Whether the segment has a point in the box (an end inside, or crossing an edge)."""
+    x1, y1, x2, y2 = box
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    return in_box(start, box) or in_box(end, box) or any(
+        segments_intersect(start, end, corners[i], corners[i - 1]) for i in range(4))
 
 
 class Scene:

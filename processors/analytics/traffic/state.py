@@ -69,7 +69,8 @@ class StaticObject(State):
     contact_at: float | None = Field(default=None, description="time of that collision's contact")
     region: str | None = Field(default=None, description="the lane or zone it stands in")
     region_since: float | None = None
-    excused_at: float | None = Field(default=None, description="last time a queue excused it")
+    excused_at: float | None = Field(default=None, description="last time a queue excused it (a vehicle) or a moving "
+                                     "vehicle drove over it (an unknown object)")
 
 
 class CollisionCandidate(State):
