@@ -148,11 +148,11 @@ def test_cars_overtaking_and_passing_close_to_the_camera_are_no_collision():
     assert opened_events("city-expressway") == []
 
 
-@pytest.mark.xfail(strict=True, reason="the maker's logo on a title card is detected as a car (stopped_vehicle at "
-                   "12.0 s). (An obstacle_in_lane at 66.4 s for a blob on a lane dash went when cars driving over an "
-                   "unknown object restarted its clock; seven more for the logo detected as a clock, the fading title "
-                   "text and lane markings when an obstacle had to stand 15 s instead of 3 s; two collisions, "
-                   "lane-marking blobs a third and a quarter of the size of a car the detector lost there, when such "
-                   "blobs had to add up to half its box)")
 def test_free_flow_between_a_camera_makers_title_cards_raises_nothing():
+    """The maker's logo on the opening title card, read as a clock for 11 s and then, as the card cut to the road, as a
+    car under the same track, was a stopped vehicle at once: as a vehicle it had only just appeared. A blob on a lane
+    dash stood 15 s while cars drove over it (an obstacle at 66.4 s). Before that: seven obstacles for the logo, the
+    fading title text and lane markings, when an obstacle had to stand 3 s instead of 15 s; two collisions, for
+    lane-marking blobs a third and a quarter of the size of a car the detector lost there, before such blobs had to
+    add up to half its box."""
     assert opened_events("ipcam-freeway") == []

@@ -86,6 +86,15 @@ def test_an_unknown_object_that_traffic_drives_over_is_road_not_an_obstacle():
     assert [e.type for e in events_for(over=False)] == ["obstacle_in_lane"]
 
 
+def test_a_track_read_as_no_road_user_starts_its_time_at_rest_when_first_read_as_a_vehicle():
+    """A logo on a title card read as a clock, then as a car under the same track when the card cuts to the road."""
+    box = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop (no stopping)
+    frames = [frame(seq, [(7, "clock" if seq * STEP < 12 else "car", box)]) for seq in range(150)]  # 30 s
+    events = opened(run(frames))
+    assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
+    assert 12 + 10 <= events[0].started_at - T0 <= 12 + 11
+
+
 def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_background_shows_it():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []

@@ -151,6 +151,10 @@ class TrafficAnalyzer:
                 previous_box = None
             else:
                 previous_box = track.box
+                if class_name in self.scene.vehicle_classes and track.class_name not in self.scene.road_classes:
+                    # Read until now as no road user at all (a logo on a title card as a clock): as a vehicle it
+                    # has only just appeared, and its time at rest starts now.
+                    track.rest_point, track.rest_since, track.rest_box = point, now, None
                 track.box, track.last_seen, track.class_name = box, now, class_name
                 track.confidence += (confidence - track.confidence) * 0.2
             self._record_motion(track, point, now)
