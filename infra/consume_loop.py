@@ -21,8 +21,9 @@ def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: lis
                   handle: Callable[[list], list]) -> KafkaError | None:
     """Runs `handle(records)`, which returns the futures of every send it made, then confirms and commits.
 
-    Returns None once the batch is confirmed (its offsets committed, or left to the partitions' new owner after a
-    rebalance), or the error that made it rewind the batch; the caller decides how long to wait before the next one.
+    Returns None once the batch is confirmed (its offsets committed, left to the partitions' new owner after a
+    rebalance, or to the next batch's commit when the broker went away meanwhile), or the error that made it rewind
+    the batch; the caller decides how long to wait before the next one.
     """
     try:
         flush_confirmed(producer, handle(records))
@@ -34,6 +35,10 @@ def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: lis
     except CommitFailedError as exc:
         # Partitions moved during the batch; the new owner processes it again (duplicates are dropped downstream).
         log.warning("commit failed after a rebalance; the batch will be redelivered: %s", exc)
+    except KafkaError as exc:
+        # The broker went away after confirming the outputs: the next batch's commit covers this one, or a restart
+        # before it redelivers it (duplicates are dropped downstream). Not a reason to stop the stage.
+        log.warning("commit not confirmed by the broker: %s", exc)
     return None
 
 

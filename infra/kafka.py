@@ -122,6 +122,9 @@ POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",
                           "(the topic was recreated or truncated, e.g. by a broker restart)", ["group", "topic"])
 
 
+POSITION_WAIT_MS = 1_000  # the callers' loops come back within a second or so
+
+
 def reset_positions_past_the_end(consumer: KafkaConsumer, group: str) -> list[TopicPartition]:
     """Partitions whose position lies beyond their high-watermark are moved to their start, and returned.
 
@@ -134,7 +137,10 @@ def reset_positions_past_the_end(consumer: KafkaConsumer, group: str) -> list[To
         highwater = consumer.highwater(tp)
         if highwater is None:
             continue
-        position = consumer.position(tp)
+        try:
+            position = consumer.position(tp, timeout_ms=POSITION_WAIT_MS)
+        except KafkaError:  # a position still being looked up when the broker went away: the next pass asks again
+            continue
         if position is not None and position > highwater:
             log.warning("%s[%d]: position %d is past the end %d (topic recreated or truncated): reading it from "
                         "the start", tp.topic, tp.partition, position, highwater)
