@@ -32,3 +32,12 @@ def test_a_still_view_that_changed_becomes_the_reference_a_later_pan_is_measured
     for at in range(5, 65, 5):
         assert not view.moved(after, float(at), MOVE_PX)
     assert view.moved(np.roll(after, 48, axis=1), 70.0, MOVE_PX)
+
+
+def test_a_slow_tilt_is_a_move_each_time_it_adds_up_to_one():
+    """A view tilting 1 px every 3 s never shifts by a move between two frames, nor within refresh_seconds: measured
+    against a reference it does not replace while it drifts, it is a move each time the drift adds up to one."""
+    view = ViewMotion(refresh_seconds=10.0)
+    scene = texture(0, shape=(640, 768))
+    moves = [at for at in range(0, 180) if view.moved(scene[at // 3:at // 3 + 576], float(at), MOVE_PX)]
+    assert len(moves) >= 3, moves  # 60 px over the 3 minutes

@@ -1,4 +1,6 @@
-"""Whether a fixed camera's view moved (a pan, tilt or zoom, a strong shake), and the grey images it is judged on.
+"""Whether a fixed camera's view moved (a pan or tilt, a strong shake), and the grey images it is judged on.
+
+A zoom is not found: the view's quarters shift apart instead of together.
 
 Everything learnt per cell of a camera's view (the background model's background, the density maps' background
 floor) belongs to that view: when it moves, the learnt cells lie under other things. The view is compared with a
@@ -42,11 +44,15 @@ class ViewMotion:
         if reference is None or reference.shape != small.shape:
             self.reference, self.reference_at = small, captured_at
             return False
-        shift = _phase_shift(small, reference, self.min_peak)
-        if shift is None:
+        measured = _correlate(small, reference, self.min_peak)
+        if measured is None:
             return False
+        peak, still = measured
+        shift = (0, 0) if still else peak
         size = float(np.hypot(*shift)) * scale
-        if size == 0 and captured_at - self.reference_at >= self.refresh_seconds:
+        if peak == (0, 0) and captured_at - self.reference_at >= self.refresh_seconds:
+            # Only a view that matches the reference best unshifted replaces it: one shifted by less than a move
+            # would let a slow drift (a tilt of a few pixels a minute) pass as still, reference after reference.
             self.reference, self.reference_at = small, captured_at
         if size < limit_px:
             return False
@@ -66,6 +72,16 @@ class ViewMotion:
 def _phase_shift(image: np.ndarray, reference: np.ndarray, min_peak: float) -> tuple[int, int] | None:
     """(dx, dy) that best maps the reference onto the image, in its pixels: (0, 0) when the image still matches the
     reference unshifted about as well (it has not moved), None without a clear peak."""
+    measured = _correlate(image, reference, min_peak)
+    if measured is None:
+        return None
+    peak, still = measured
+    return (0, 0) if still else peak
+
+
+def _correlate(image: np.ndarray, reference: np.ndarray, min_peak: float) -> tuple[tuple[int, int], bool] | None:
+    """The correlation peak's (dx, dy), and whether the unshifted image matches about as well; None without a clear
+    peak."""
     window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
     spectra = [np.fft.rfft2((a - a.mean()) * window) for a in (image, reference)]
     cross = spectra[0] * np.conj(spectra[1])
@@ -73,10 +89,8 @@ def _phase_shift(image: np.ndarray, reference: np.ndarray, min_peak: float) -> t
     peak = np.unravel_index(np.argmax(correlation), correlation.shape)
     if correlation[peak] < min_peak:
         return None
-    if correlation[0, 0] >= STILL_SHARE * correlation[peak]:
-        return 0, 0
     dy, dx = (int(p) if p <= n // 2 else int(p) - n for p, n in zip(peak, image.shape, strict=True))
-    return dx, dy
+    return (dx, dy), bool(correlation[0, 0] >= STILL_SHARE * correlation[peak])
 
 
 def grey_cells(image: np.ndarray, cell_px: int) -> np.ndarray:

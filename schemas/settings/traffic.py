@@ -70,6 +70,11 @@ class StoppingZoneConfig(Frozen):
         default_factory=list,
         description="stop lines whose red-light queue excuses vehicles stopped here; empty: never excused",
     )
+    allowed_classes: list[str] = Field(
+        default_factory=list, description="vehicle classes that may stand here for allowed_seconds (a bus stop: "
+        "['bus']); any other vehicle is flagged after stopped_seconds")
+    allowed_seconds: float = Field(default=60.0, gt=0, le=3600, description="how long a vehicle of allowed_classes "
+                                   "may stand here (a bus at its stop)")
 
     _polygon = field_validator("polygon")(verify_simple_polygon)
 

@@ -38,7 +38,8 @@ SCENE = SceneConfig.model_validate({
     "no_stopping_zones": [
         {"id": "eb-keep-clear", "polygon": [[250, 380], [470, 380], [470, 460], [250, 460]],
          "queue_stop_lines": ["eb-stop"]},
-        {"id": "bus-stop", "polygon": [[900, 300], [1100, 300], [1100, 380], [900, 380]]},
+        {"id": "bus-stop", "polygon": [[900, 300], [1100, 300], [1100, 380], [900, 380]], "allowed_classes": ["bus"],
+         "allowed_seconds": 60},
     ],
     "counting_lines": [{"id": "eb-count", "start": [900, 380], "end": [900, 460], "forward": "west",
                         "backward": "east", "lane": "eb"}],

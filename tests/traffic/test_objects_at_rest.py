@@ -95,6 +95,19 @@ def test_a_track_read_as_no_road_user_starts_its_time_at_rest_when_first_read_as
     assert 12 + 10 <= events[0].started_at - T0 <= 12 + 11
 
 
+def test_a_bus_may_dwell_at_its_stop_for_the_zones_allowance_and_a_car_may_not():
+    box = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop, which allows buses 60 s
+
+    def opened_for(class_name: str, seconds: int) -> list[Event]:
+        return opened(run([frame(seq, [(7, class_name, box)]) for seq in range(int(seconds * FPS))]))
+
+    assert opened_for("bus", 55) == []
+    [event] = opened_for("bus", 70)
+    assert 60 <= event.started_at - T0 <= 61 and "limit 60 s" in event.reason
+    [event] = opened_for("car", 15)
+    assert 10 <= event.started_at - T0 <= 11
+
+
 def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_background_shows_it():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []

@@ -147,14 +147,18 @@ class TrafficAnalyzer:
             if track is None:
                 track = self.state.tracks[track_id] = TrackState(
                     track_id=track_id, class_name=class_name, box=box, first_seen=now, last_seen=now,
-                    confidence=confidence, rest_point=point, rest_since=now)
+                    confidence=confidence, rest_point=point, rest_since=now,
+                    vehicle_since=now if class_name in self.scene.vehicle_classes else None)
                 previous_box = None
             else:
                 previous_box = track.box
-                if class_name in self.scene.vehicle_classes and track.class_name not in self.scene.road_classes:
-                    # Read until now as no road user at all (a logo on a title card as a clock): as a vehicle it
-                    # has only just appeared, and its time at rest starts now.
-                    track.rest_point, track.rest_since, track.rest_box = point, now, None
+                if class_name in self.scene.vehicle_classes and track.vehicle_since is None:
+                    track.vehicle_since = now
+                    if track.class_name not in self.scene.road_classes:
+                        # Read until now as no road user at all (a logo on a title card as a clock): as a vehicle
+                        # it has only just appeared, and its time at rest starts now. (A vehicle misread for a
+                        # moment, a crashed car as a boat, keeps its time.)
+                        track.rest_point, track.rest_since, track.rest_box = point, now, None
                 track.box, track.last_seen, track.class_name = box, now, class_name
                 track.confidence += (confidence - track.confidence) * 0.2
             self._record_motion(track, point, now)

@@ -136,7 +136,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
         # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
-        limit = thresholds.collision_stopped_seconds if obj.crash else thresholds.stopped_seconds
+        limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
         if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
@@ -191,6 +191,15 @@ def _region_of(scene: Scene, obj: StaticObject) -> str | None:
         if region_id is not None:
             return f"{kind}:{region_id}"
     return None
+
+
+def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) -> float:
+    """How long the vehicle may stand where it is: a zone's allowance for its class (a bus at its stop), else
+    stopped_seconds."""
+    zone = next((z for z in scene.stopping_zones if z.id == zone_id), None) if kind == "zone" else None
+    if zone is not None and obj.class_name in zone.allowed_classes:
+        return zone.allowed_seconds
+    return scene.thresholds.stopped_seconds
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],

@@ -40,6 +40,7 @@ class TrackState(State):
                                  "must stay near it: a box clipped by the frame edge can keep its anchor still)")
     held_at: float | None = Field(default=None, description="last time the background model still showed this "
                                   "vehicle where the detector lost it")
+    vehicle_since: float | None = Field(default=None, description="when it was first read as a vehicle")
     lines: dict[str, LineSide] = Field(default_factory=dict)
     timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
 
