@@ -242,6 +242,9 @@ class SceneConfig(Frozen):
             unknown = sorted(set(zone.queue_stop_lines) - stop_lines)
             if unknown:
                 raise ValueError(f"zone {zone.id}: unknown stop line(s) {', '.join(unknown)}")
+            not_vehicles = sorted(set(zone.allowed_classes) - set(self.vehicle_classes))
+            if not_vehicles:
+                raise ValueError(f"zone {zone.id}: allowed_classes not in vehicle_classes: {', '.join(not_vehicles)}")
         return self
 
     @model_validator(mode="after")

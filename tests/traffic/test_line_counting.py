@@ -101,6 +101,8 @@ def test_redelivered_frames_do_not_count_twice():
     ({"counting_lines": [{"id": "l", "start": [0, 0], "end": [1, 1], "lane": "nope"}]}, "unknown lane"),
     ({"no_stopping_zones": [{"id": "z", "polygon": [[0, 0], [9, 0], [9, 9]], "queue_stop_lines": ["s"]}]},
      "unknown stop line"),
+    ({"no_stopping_zones": [{"id": "z", "polygon": [[0, 0], [9, 0], [9, 9]], "allowed_classes": ["buss"]}]},
+     "allowed_classes not in vehicle_classes: buss"),
     ({"image_to_ground": [[1, 0, 0], [0, 1, 0]]}, "3x3"),
     ({"vehicle_classes": ["tractor"]}, "missing from road_classes"),
     ({"thresholds": {"congestion_queue_levels": [5, 3, 10]}}, "must increase"),
