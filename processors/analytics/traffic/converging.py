@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import math
 
-from processors.analytics.traffic.scene import Scene, box_area, centre
+from processors.analytics.traffic.scene import Scene, box_area, centre, in_box
 from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
 SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)
 MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) say nothing about motion between them
-
-Point = tuple[float, float]
-
-
-def _contains(box: Box, point: Point) -> bool:
-    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
 def _disjoint(a: Box, b: Box) -> bool:
@@ -103,8 +97,8 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
                 continue
             heading = [(x + vx * ahead, y + vy * ahead) for (x, y), (vx, vy)
                        in ((centre(box_a), velocity_a), (centre(box_b), velocity_b))]
-            merged = [box for box in frame.boxes if all(_contains(box, point) for point in heading)]
-            apart = [box for box in frame.boxes if box not in merged and any(_contains(box, p) for p in heading)]
+            merged = [box for box in frame.boxes if all(in_box(point, box) for point in heading)]
+            apart = [box for box in frame.boxes if box not in merged and any(in_box(p, box) for p in heading)]
             largest = max(merged, key=box_area, default=None)
             if (largest is None or apart
                     or box_area(largest) < thresholds.converging_min_growth * max(box_area(box_a), box_area(box_b))

@@ -196,7 +196,7 @@ def _region_of(scene: Scene, obj: StaticObject) -> str | None:
 def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) -> float:
     """How long the vehicle may stand where it is: a zone's allowance for its class (a bus at its stop), else
     stopped_seconds."""
-    zone = next((z for z in scene.stopping_zones if z.id == zone_id), None) if kind == "zone" else None
+    zone = scene.stopping_zone_by_id[zone_id] if kind == "zone" else None
     if zone is not None and obj.class_name in zone.allowed_classes:
         return zone.allowed_seconds
     return scene.thresholds.stopped_seconds
@@ -207,7 +207,7 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     """Whether the vehicle waits in a queue: behind a red light (zones with queue stop lines), or with other
     vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle)."""
     if kind == "zone":
-        zone = next(z for z in scene.stopping_zones if z.id == zone_id)
+        zone = scene.stopping_zone_by_id[zone_id]
         return bool(queues.intersection(zone.queue_stop_lines))
     if kind == "lane":
         # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)

@@ -55,6 +55,7 @@ class Scene:
         self.lane_directions = {lane.id: np.asarray(lane.direction, float) / math.hypot(*lane.direction)
                                 for lane in config.lanes}
         self.stopping_zones = [*([config.intersection] if config.intersection else []), *config.no_stopping_zones]
+        self.stopping_zone_by_id = {zone.id: zone for zone in self.stopping_zones}
         self.stop_lines = {line.id: line for line in config.stop_lines}
         self.homography = homography
         self._zones: dict[int, PolygonZone] = {}
