@@ -90,20 +90,23 @@ class TrafficAnalyzer:
         tracks = [track for track, _ in seen]
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
-        output.lanes = observe_lanes(self.scene, state, vehicles, now)
         rules.record_contacts(self.scene, state, vehicles, now)
         frame_size = (detections.image_width, detections.image_height)
         vehicle_frame = self._vehicle_frame(detections, tracks, now)
         converging.record_converging(self.scene, state, vehicle_frame)
         self._remember(vehicle_frame, frame_size)
+        # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
+        # incident, carries the later evidence under the same key.
+        impacts = rules.impacts(self.scene, state, now, frame_size)
+        at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
+                                                         detections.seq, frame_size)
+        output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues)
         conditions = [
-            # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
-            # incident, carries the later evidence under the same key.
-            *rules.impacts(self.scene, state, now, frame_size),
-            *rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now, detections.seq,
-                                   frame_size),
+            *impacts,
+            *at_rest,
             *rules.wrong_way(self.scene, vehicles),
-            *rules.pedestrians_on_roadway(self.scene, people, vehicles, rules.two_wheeler_boxes(detections), now),
+            *rules.pedestrians_on_roadway(self.scene, people, vehicles, rules.two_wheeler_boxes(detections), now,
+                                          detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, tracks, now),
@@ -126,7 +129,7 @@ class TrafficAnalyzer:
         state.view_moved_at = now
         for track in state.tracks.values():
             point = anchor_point(track.box, Anchor.BOTTOM_CENTER)
-            track.history, track.timers = [], {}
+            track.history, track.timers, track.first_point = [], {}, point
             track.rest_point, track.rest_since, track.rest_box = point, now, None
         state.static_objects, state.collisions, state.zone_timers = [], [], {}
         state.recent_vehicles = []
@@ -193,6 +196,10 @@ class TrafficAnalyzer:
         tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
         rest_box = track.rest_box or track.box
         edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box, strict=True))
+        if track.first_point is None:
+            track.first_point = point
+        elif not track.moved_away and math.dist(point, track.first_point) >= y2 - y1:
+            track.moved_away = True
         if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
             track.rest_point, track.rest_since, track.rest_box = point, now, track.box
         elif track.rest_box is None:

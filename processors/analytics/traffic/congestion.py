@@ -44,12 +44,20 @@ def level_of(occupancy: float, queued: float, scene: Scene) -> CongestionLevel:
     return CongestionLevel(max(by_occupancy, by_queue))
 
 
-def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> list[LaneTraffic]:
-    """Adds this frame to every lane's window; returns each lane's window figures."""
+def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float,
+                  standing_queues: set[str]) -> list[LaneTraffic]:
+    """Adds this frame to every lane's window; returns each lane's window figures.
+
+    Vehicles waiting in a red-light queue (the queue area of a stop line in `standing_queues`) are left out: a queue
+    at a signal is the junction working, not congestion. A queue that stands longer than a red light can
+    (`max_red_light_seconds`) is no longer in `standing_queues`, and counts."""
     window = scene.thresholds.congestion_window_seconds
     second = math.floor(now)
     by_lane: dict[str, list[TrackState]] = {lane_id: [] for lane_id in scene.lanes}
+    waiting_areas = [scene.stop_lines[line_id].queue_area for line_id in standing_queues]
     for vehicle in vehicles:
+        if any(scene.is_in(foot(vehicle), area) for area in waiting_areas):
+            continue
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is not None:
             by_lane[lane_id].append(vehicle)

@@ -10,9 +10,10 @@ import numpy as np
 
 from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.incidents import Condition
-from processors.analytics.traffic.scene import Scene, anchor_point, segment_meets_box
+from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
 from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
 from processors.analytics.traffic.static_objects import (
+    EDGE_MARGIN_PX,
     gather_evidence,
     merge_objects,
     overlap,
@@ -20,7 +21,7 @@ from processors.analytics.traffic.static_objects import (
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
-from schemas.geometry import Point, box_intersection, box_iou, point_segment_distance
+from schemas.geometry import Point, box_intersection, box_iou
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -62,11 +63,12 @@ def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[P
 
 
 def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> set[str]:
-    """Stop lines where a red-light queue stands now: a stopped vehicle at the head, for a plausible red time."""
+    """Stop lines where a red-light queue stands now: a stopped vehicle at the head, for a plausible red time. The
+    head is measured by its box, whose front may be a vehicle's length from its foot point."""
     standing = set()
     for line in scene.stop_lines.values():
         head = any(scene.is_stopped(v) and scene.is_in(foot(v), line.queue_area)
-                   and point_segment_distance(foot(v), line.start, line.end) <= scene.thresholds.queue_head_distance_px
+                   and box_segment_distance(v.box, line.start, line.end) <= scene.thresholds.queue_head_distance_px
                    for v in vehicles)
         key = f"queue:{line.id}"
         if not head:
@@ -79,10 +81,11 @@ def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState
 
 
 def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob], now: float,
-                    seq: int, frame_size: tuple[int, int]) -> list[Condition]:
+                    seq: int, frame_size: tuple[int, int]) -> tuple[list[Condition], set[str]]:
     """One condition per physical object at rest where it should not be: a crashed or stopped vehicle, or an unknown
     object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
-    abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`."""
+    abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`.
+    Also returns the stop lines where a red-light queue stands (standing_queues)."""
     thresholds = scene.thresholds
     evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
     # A queue's vehicles are those in view and those the detector lost that the background model still shows where
@@ -94,7 +97,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     moves = vehicle_moves(scene, state, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
-    _mark_crashes(scene, state, objects)
+    _mark_crashes(scene, state, objects, frame_size)
     conditions = []
     for obj in list(objects):
         if obj not in state.static_objects:  # merged into another below
@@ -151,7 +154,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                 reason=f"{obj.class_name} stopped {stopped_for:.0f} s in {where} {zone_id} (limit {limit:g} s)",
                 confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids),
                 details={"stopped_seconds": round(stopped_for, 1)}))
-    return conditions
+    return conditions, queues
 
 
 def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id: str, stopped_for: float,
@@ -218,7 +221,7 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     return False
 
 
-def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]) -> None:
+def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], frame_size: tuple[int, int]) -> None:
     """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
     one incident."""
     thresholds = scene.thresholds
@@ -249,8 +252,10 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if len(came_to_rest) < len(candidate.track_ids):
             continue
         # At least one of them stopped abruptly: a queue's vehicles touching in perspective roll to rest slowly.
-        if not any(scene.speed_before_rest(state.tracks[track_id]) >= thresholds.crash_stop_speed_box_per_s
-                   for obj in came_to_rest for track_id in obj.track_ids if track_id in state.tracks):
+        # (A box cut off by the frame edge moves with the cut: its speed says nothing.)
+        if not any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
+                   for obj in came_to_rest for track_id in obj.track_ids
+                   if (track := state.tracks.get(track_id)) is not None and not touches_edge(track.box, frame_size)):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
@@ -359,9 +364,12 @@ def riders(people: list[TrackState], two_wheelers: np.ndarray, now: float) -> se
 
 
 def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: list[TrackState],
-                           two_wheelers: np.ndarray, now: float) -> list[Condition]:
+                           two_wheelers: np.ndarray, now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
-    fast vehicles on a crosswalk while someone is on it."""
+    fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
+    below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone a body height
+    from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a post, a
+    sign or a signal head (once it walks it counts)."""
     config, thresholds = scene.config, scene.thresholds
     conditions = []
     riding = riders(people, two_wheelers, now)
@@ -371,7 +379,8 @@ def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: lis
         point = foot(person)
         crosswalk = scene.in_any(point, config.crosswalks)
         off_crossing = (crosswalk is None and scene.in_any(point, config.sidewalks) is None
-                        and scene.on_roadway(point))
+                        and scene.on_roadway(point) and person.box[3] < frame_height - EDGE_MARGIN_PX
+                        and person.moved_away)
         on_road_for = hold(person, "on_roadway", off_crossing, now)
         if off_crossing and on_road_for >= thresholds.pedestrian_min_seconds:
             zone = scene.lane_of(point) or (config.intersection.id if config.intersection else None)
@@ -490,7 +499,8 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
         vanished = (track.last_seen < contact_at + thresholds.impact_min_seconds and speed_before >= fast
                     and not touches_edge(track.box, frame_size))
         return "vanished" if vanished else None
-    if now - contact_at < thresholds.impact_min_seconds:
+    if now - contact_at < thresholds.impact_min_seconds or touches_edge(track.box, frame_size):
+        # A box cut off by the frame edge moves with the cut, not with the vehicle (entering or leaving the view).
         return None
     after = scene.velocity(track, contact_at, now)
     if after is None:

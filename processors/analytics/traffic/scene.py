@@ -8,7 +8,7 @@ import numpy as np
 
 from processors.analytics.traffic.state import Box, TrackState
 from schemas.calibration import Homography
-from schemas.geometry import PolygonZone, points_in_polygon, segments_intersect
+from schemas.geometry import PolygonZone, point_segment_distance, points_in_polygon, segments_intersect
 from schemas.settings.lines import Anchor
 from schemas.settings.traffic import SceneConfig
 
@@ -40,6 +40,19 @@ def segment_meets_box(start: tuple[float, float], end: tuple[float, float], box:
     corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
     return in_box(start, box) or in_box(end, box) or any(
         segments_intersect(start, end, corners[i], corners[i - 1]) for i in range(4))
+
+
+def box_segment_distance(box: Box, start: tuple[float, float], end: tuple[float, float]) -> float:
+    """Shortest distance between a box and a segment, 0 where they meet."""
+    if segment_meets_box(start, end, box):
+        return 0.0
+    x1, y1, x2, y2 = box
+
+    def to_box(point: tuple[float, float]) -> float:
+        return math.hypot(max(x1 - point[0], 0.0, point[0] - x2), max(y1 - point[1], 0.0, point[1] - y2))
+
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    return min(to_box(start), to_box(end), *(point_segment_distance(corner, start, end) for corner in corners))
 
 
 class Scene:

@@ -26,6 +26,7 @@ from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
 MOVING_COVER = 0.5  # a blob mostly under a vehicle moving past it is hidden this frame, not gone
+EDGE_MARGIN_PX = 4.0  # a box this close to the frame's border is cut off by it
 VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
 # Blobs where a vehicle vanished must add up to this share of its box's area: one hidden where it stopped changes
 # the picture over most of it, while a lane marking or a patch of road under a stale background is a fraction of it
@@ -56,7 +57,7 @@ def union(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = 4.0) -> bool:
+def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = EDGE_MARGIN_PX) -> bool:
     """A box at the frame edge: its object may just have left the view."""
     width, height = frame_size
     return box[0] <= margin_px or box[1] <= margin_px or box[2] >= width - margin_px or box[3] >= height - margin_px

@@ -1,0 +1,73 @@
+"""A queue at a signal is not congestion, however full its lane; a person cut off by the frame's bottom edge is not
+placed on the roadway, nor is a "person" that never goes anywhere (a post). Hand-built
+frames on an approach lane drawn only up to its stop line (x 0-470, y 380-460, traffic eastbound)."""
+from __future__ import annotations
+
+from schemas.settings.traffic import SceneConfig
+from tests.traffic.simulator import T0
+from tests.traffic.test_objects_at_rest import STEP, frame, opened, run
+
+APPROACH = [[0, 380], [470, 380], [470, 460], [0, 460]]
+STOP_LINE = {"id": "stop", "start": [470, 380], "end": [470, 460], "queue_area": APPROACH}
+
+
+def approach(stop_line: bool, max_red_light_seconds: float = 180) -> SceneConfig:
+    return SceneConfig.model_validate({
+        "lanes": [{"id": "approach", "polygon": APPROACH, "direction": [1, 0]}],
+        "stop_lines": [STOP_LINE] if stop_line else [],
+        "thresholds": {"max_red_light_seconds": max_red_light_seconds},
+    })
+
+
+def full_queue(stand_s: float) -> list:
+    """A bus at the head, its front at the stop line (its foot point 100 px behind it), and four cars behind it
+    filling the lane, standing `stand_s` seconds; then all pull away east at 60 px/s."""
+    frames = []
+    for seq in range(int((stand_s + 12) / STEP)):
+        t = seq * STEP
+        moved = 60 * max(0.0, t - stand_s)
+        objects = [(1, "bus", (270 + moved, 390, 470 + moved, 450))]
+        objects += [(2 + i, "car", (180 - 90 * i + moved, 410, 260 - 90 * i + moved, 450)) for i in range(3)]
+        frames.append(frame(seq, objects))
+    return frames
+
+
+def test_a_full_lane_waiting_at_a_red_light_is_not_congestion():
+    assert opened(run(full_queue(60), approach(stop_line=True))) == []
+
+
+def test_the_same_lane_full_without_a_signal_or_standing_longer_than_a_red_light_is_congestion():
+    without_signal = opened(run(full_queue(60), approach(stop_line=False)))
+    assert [e.type for e in without_signal] == ["congestion"]
+    stuck = opened(run(full_queue(90), approach(stop_line=True, max_red_light_seconds=30)))
+    assert [e.type for e in stuck] == ["congestion"]
+    assert stuck[0].started_at - T0 > 30, "counted once the queue stood longer than a red light can"
+
+
+def test_a_person_cut_off_by_the_bottom_of_the_frame_is_not_placed_on_the_roadway():
+    """Only a rider's head and shoulders are in the picture, at the bottom edge of an approach lane: where the
+    person stands (or rides) is below the frame."""
+    edge = SceneConfig.model_validate({
+        "lanes": [{"id": "approach", "polygon": [[0, 600], [1280, 600], [1280, 760], [0, 760]], "direction": [1, 0]}],
+    })
+    def walked(seq: int) -> int:
+        return 2 * min(seq, 30)
+
+    cut_off = [frame(seq, [(1, "person", (600 + walked(seq), 660, 650 + walked(seq), 720))]) for seq in range(50)]
+    assert opened(run(cut_off, edge)) == []
+    whole = [frame(seq, [(1, "person", (600, 580 + walked(seq), 630, 640 + walked(seq)))]) for seq in range(50)]
+    assert [e.type for e in opened(run(whole, edge))] == ["pedestrian_on_roadway"]
+
+
+
+def test_a_person_that_never_goes_anywhere_is_a_post_until_it_walks():
+    """Read as a person on the roadway's edge from its first frame and standing there, jittering a few pixels: a
+    marker post. The same box walking a body height into the lane is a person on the roadway."""
+    edge = SceneConfig.model_validate({
+        "lanes": [{"id": "approach", "polygon": [[0, 400], [1280, 400], [1280, 600], [0, 600]], "direction": [1, 0]}],
+    })
+    post = [frame(seq, [(1, "person", (600 + seq % 3, 450, 620 + seq % 3, 500))]) for seq in range(100)]
+    assert opened(run(post, edge)) == []
+    walking = [frame(seq, [(1, "person", (600, 450 + min(seq, 30) * 2, 620, 500 + min(seq, 30) * 2))])
+               for seq in range(100)]
+    assert [e.type for e in opened(run(walking, edge))] == ["pedestrian_on_roadway"]
