@@ -225,6 +225,13 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
     one incident."""
     thresholds = scene.thresholds
+
+    def whole_in_view(obj: StaticObject) -> list[TrackState]:
+        """The object's tracks whose box the frame edge does not cut: a cut box moves with the cut (a vehicle
+        entering or leaving the picture), so its speed says nothing."""
+        return [track for track_id in obj.track_ids if (track := state.tracks.get(track_id)) is not None
+                and not touches_edge(track.box, frame_size)]
+
     by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
     for candidate in [c for c in state.collisions if c.confirmed_at is not None]:
         # A collision seen at contact: whichever of its vehicles comes to rest after it is that incident.
@@ -252,10 +259,8 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if len(came_to_rest) < len(candidate.track_ids):
             continue
         # At least one of them stopped abruptly: a queue's vehicles touching in perspective roll to rest slowly.
-        # (A box cut off by the frame edge moves with the cut: its speed says nothing.)
         if not any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
-                   for obj in came_to_rest for track_id in obj.track_ids
-                   if (track := state.tracks.get(track_id)) is not None and not touches_edge(track.box, frame_size)):
+                   for obj in came_to_rest for track in whole_in_view(obj)):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
@@ -266,7 +271,8 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if obj.crash or obj.class_name is None or obj not in state.static_objects or _on_travel_path(scene, obj):
             continue
         # Left the travel path and stopped dead (on a shoulder, a sidewalk, against a building): a crash, not a
-        # vehicle pulling over, which slows down first.
+        # vehicle pulling over, which slows down first. Leaving the travel path is the evidence here, so a vehicle
+        # the frame edge cuts (come to rest right in front of the camera) counts too.
         tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
         obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
     for obj in objects:
@@ -274,11 +280,11 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
             continue
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
         # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
-        # missed for a frame where it stood long before.
-        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        # missed for a frame where it stood long before, nor one that drove out of the picture.
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and obj.since >= track.last_seen - 1.0
-                        and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
+                        and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s
+                        for track in whole_in_view(obj))
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
             # A crash found from its standstill: the latest contact at speed beside it is when it happened.
