@@ -220,3 +220,16 @@ def test_a_cyclist_riding_into_a_crowd_zone_of_a_traffic_camera_is_an_event_in_t
     frames = [frame(seq, [(1, "bicycle", (100.0 + 30 * seq, 300.0, 140.0 + 30 * seq, 360.0))]) for seq in range(20)]
     events = opened([event for detections in frames for event in analyzer.update(detections).events])
     assert [(e.type, e.zone_id) for e in events] == [("vehicle_in_pedestrian_area", "square")]
+
+
+def test_on_a_sidewalk_only_a_vehicle_seen_arriving_is_a_stopped_vehicle():
+    """A motorcycle standing on the south sidewalk from the moment it appeared is parked there (or a fixture read as
+    one); one that rides up onto the sidewalk and stops is a stopped vehicle after stopped_seconds."""
+    parked = [frame(seq, [(1, "motorcycle", (600, 470, 640, 510))]) for seq in range(100)]
+    assert opened(run(parked)) == []
+    arriving = []
+    for seq in range(100):
+        t = min(seq * STEP, 4.0)
+        y = 430 + 80 * (1 - (1 - t / 4) ** 2)  # from the eastbound lane onto the sidewalk, braking to rest over 4 s
+        arriving.append(frame(seq, [(1, "motorcycle", (600, y - 40, 640, y))]))
+    assert [e.type for e in opened(run(arriving))] == ["stopped_vehicle"]

@@ -139,6 +139,11 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
         # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
+        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not any(t.moved_away for t in tracks):
+            # Off the road only a vehicle seen arriving stopped there: one that has stood where it first appeared is
+            # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
+            continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
         if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles):
             obj.excused_at, stopped_for = now, 0.0
