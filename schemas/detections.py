@@ -47,8 +47,8 @@ class Detections(Message):
         default=None, description="static unknown objects, for cameras with a traffic scene"
     )
     view_moved: bool | None = Field(
-        default=None, description="the camera's view moved at this frame (pan, tilt, zoom, strong shake, cut), by "
-        "the background model of cameras with a traffic scene; None where none runs")
+        default=None, description="the camera's view moved at this frame (pan, tilt, strong shake, cut; not a "
+        "zoom), by the background model of cameras with a traffic scene; None where none runs")
     density_map: bytes | None = Field(
         default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
     )

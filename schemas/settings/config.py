@@ -68,7 +68,9 @@ class TrackingConfig(Frozen):
 
     enabled: bool = Field(default=True, description="attach per-camera track ids to detections")
     high_confidence: float = Field(default=0.25, gt=0, lt=1, description="first-association threshold")
-    low_confidence: float = Field(default=0.1, gt=0, lt=1, description="second-association threshold")
+    low_confidence: float = Field(
+        default=0.1, gt=0, lt=1, description="second-association threshold; it sees only the boxes the detector "
+        "keeps (model.confidence and class_confidence), so it acts only where those are set below high_confidence")
     new_track_confidence: float = Field(default=0.25, gt=0, lt=1, description="confidence needed to start a track")
     match_iou: float = Field(default=0.8, gt=0, le=1, description="association cost threshold (1 - IoU)")
     lost_track_seconds: float = Field(default=3.0, gt=0, le=600, description="how long a lost track may come back")

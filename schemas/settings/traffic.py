@@ -170,7 +170,7 @@ class TrafficThresholds(Frozen):
         default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
         "raises the event")
     view_settle_seconds: float = Field(
-        default=2.0, ge=0, le=600, description="after the camera's view moved (pan, tilt, zoom, strong shake) no rule "
+        default=2.0, ge=0, le=600, description="after the camera's view moved (pan, tilt, strong shake) no rule "
         "runs until it has kept still this long; tracks and objects at rest are learnt again from the new view")
     resolve_seconds: float = Field(default=2.0, ge=0, le=600, description="a condition gone this long ends its event")
     track_ttl_seconds: float = Field(
