@@ -62,7 +62,7 @@ def test_a_person_cut_off_by_the_bottom_of_the_frame_is_not_placed_on_the_roadwa
 
 def test_a_person_that_never_goes_anywhere_is_a_post_until_it_walks():
     """Read as a person on the roadway's edge from its first frame and standing there, jittering a few pixels: a
-    marker post. The same box walking a body height into the lane is a person on the roadway."""
+    marker post. The same box walking into the lane is a person on the roadway."""
     edge = SceneConfig.model_validate({
         "lanes": [{"id": "approach", "polygon": [[0, 400], [1280, 400], [1280, 600], [0, 600]], "direction": [1, 0]}],
     })

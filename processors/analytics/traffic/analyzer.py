@@ -198,7 +198,7 @@ class TrafficAnalyzer:
         edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box, strict=True))
         if track.first_point is None:
             track.first_point = point
-        elif not track.moved_away and math.dist(point, track.first_point) >= y2 - y1:
+        elif not track.moved_away and math.dist(point, track.first_point) >= 0.5 * (y2 - y1):
             track.moved_away = True
         if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
             track.rest_point, track.rest_since, track.rest_box = point, now, track.box

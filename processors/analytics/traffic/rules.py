@@ -378,9 +378,9 @@ def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: lis
                            two_wheelers: np.ndarray, now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
-    below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone a body height
-    from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a post, a
-    sign or a signal head (once it walks it counts)."""
+    below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
+    height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
+    post, a sign or a signal head (once it walks it counts)."""
     config, thresholds = scene.config, scene.thresholds
     conditions = []
     riding = riders(people, two_wheelers, now)

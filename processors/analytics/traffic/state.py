@@ -43,8 +43,8 @@ class TrackState(State):
     vehicle_since: float | None = Field(default=None, description="when it was first read as a vehicle")
     first_point: tuple[float, float] | None = Field(default=None, description="the anchor where it was first seen "
                                                     "(since the view last moved)")
-    moved_away: bool = Field(default=False, description="has been a box height or more from first_point (a post or "
-                             "sign read as a person never is)")
+    moved_away: bool = Field(default=False, description="has been half a box height or more from first_point (a "
+                             "post or sign read as a person never is)")
     lines: dict[str, LineSide] = Field(default_factory=dict)
     timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
 
