@@ -5,6 +5,7 @@ Pure functions over the scene and the analyzer state; the event life cycle is `i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -42,6 +43,11 @@ def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
 
 def foot(track: TrackState) -> tuple[float, float]:
     return anchor_point(track.box, Anchor.BOTTOM_CENTER)
+
+
+def _tracks_of(state: TrafficState, track_ids: Iterable[int]) -> list[TrackState]:
+    """The tracks still known among `track_ids` (an object's or a collision's), in their order."""
+    return [state.tracks[track_id] for track_id in track_ids if track_id in state.tracks]
 
 
 def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[Point, Point]]:
@@ -139,7 +145,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
         # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
-        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
+        tracks = _tracks_of(state, obj.track_ids)
         if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not any(t.moved_away for t in tracks):
             # Off the road only a vehicle seen arriving stopped there: one that has stood where it first appeared is
             # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
@@ -166,7 +172,7 @@ def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id
                      now: float) -> Condition:
     """The collision an object at rest is part of, naming the kinds of vehicle in it (the one that came to rest
     first first) and, when the collision was seen at contact, when that was."""
-    names = [state.tracks[track_id].class_name for track_id in obj.track_ids if track_id in state.tracks]
+    names = [track.class_name for track in _tracks_of(state, obj.track_ids)]
     vehicles = " and ".join(dict.fromkeys(names)) or obj.class_name or "vehicle"  # each class once, in order
     if obj.contact_at is not None:
         # Whatever stood there before the contact (a waiting motorcycle that was hit) has been in the crash since it.
@@ -234,8 +240,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     def whole_in_view(obj: StaticObject) -> list[TrackState]:
         """The object's tracks whose box the frame edge does not cut: a cut box moves with the cut (a vehicle
         entering or leaving the picture), so its speed says nothing."""
-        return [track for track_id in obj.track_ids if (track := state.tracks.get(track_id)) is not None
-                and not touches_edge(track.box, frame_size)]
+        return [track for track in _tracks_of(state, obj.track_ids) if not touches_edge(track.box, frame_size)]
 
     by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
     for candidate in [c for c in state.collisions if c.confirmed_at is not None]:
@@ -257,8 +262,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         came_to_rest = [obj for obj in involved
                         if candidate.contact_at - 1.0 <= obj.since
                         <= candidate.contact_at + thresholds.collision_stop_within_seconds
-                        and any(state.tracks[track_id].first_seen < obj.since for track_id in obj.track_ids
-                                if track_id in state.tracks)]
+                        and any(track.first_seen < obj.since for track in _tracks_of(state, obj.track_ids))]
         # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
         # not drove on (or out of view).
         if len(came_to_rest) < len(candidate.track_ids):
@@ -278,8 +282,8 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # Left the travel path and stopped dead (on a shoulder, a sidewalk, against a building): a crash, not a
         # vehicle pulling over, which slows down first. Leaving the travel path is the evidence here, so a vehicle
         # the frame edge cuts (come to rest right in front of the camera) counts too.
-        tracks = [state.tracks[track_id] for track_id in obj.track_ids if track_id in state.tracks]
-        obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s for track in tracks)
+        obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
+                        for track in _tracks_of(state, obj.track_ids))
     for obj in objects:
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
             continue
@@ -294,8 +298,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
             # A crash found from its standstill: the latest contact at speed beside it is when it happened.
             near = [candidate.contact_at for candidate in state.collisions
-                    if any(_near(state.tracks[track_id].box, obj.box) for track_id in candidate.track_ids
-                           if track_id in state.tracks)]
+                    if any(_near(track.box, obj.box) for track in _tracks_of(state, candidate.track_ids))]
             obj.contact_at = max(near, default=None)
     # What comes to rest around a crash (the other party, bystanders stopping, a motorcycle thrown aside, debris)
     # is that incident.
@@ -304,7 +307,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         if crash not in state.static_objects:
             continue
         # The crash scene: where each of its vehicles is (or was last seen).
-        members = [crash.box, *(state.tracks[track_id].box for track_id in crash.track_ids if track_id in state.tracks)]
+        members = [crash.box, *(track.box for track in _tracks_of(state, crash.track_ids))]
         for other in [obj for obj in state.static_objects if obj is not crash]:
             if any(_near(box, other.box) for box in members):
                 merge_objects(state, crash, other, same_object=False)
@@ -489,7 +492,7 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
         conditions.append(Condition(
             key=candidate.key, type="collision", severity=Severity.CRITICAL, level=2,
             reason=f"{candidate.reason} ({since_contact:.1f} s ago)",
-            confidence=min((state.tracks[i].confidence for i in candidate.track_ids if i in state.tracks), default=0.5),
+            confidence=min((track.confidence for track in _tracks_of(state, candidate.track_ids)), default=0.5),
             zone_id=zone_id, track_ids=list(candidate.track_ids),
             details={"seconds_since_contact": round(since_contact, 1),
                      "contact_speed_box_per_s": round(candidate.speed_box_per_s, 2)}))
@@ -529,7 +532,7 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
 
 def _collision_points(state: TrafficState, candidate: CollisionCandidate) -> list[tuple[float, float]]:
     """Where the collision's vehicles stand: each tracked one's last foot point, then the box they converged into."""
-    boxes = [state.tracks[i].box for i in candidate.track_ids if i in state.tracks]
+    boxes = [track.box for track in _tracks_of(state, candidate.track_ids)]
     if candidate.merged_box is not None:
         boxes.append(candidate.merged_box)
     return [anchor_point(box, Anchor.BOTTOM_CENTER) for box in boxes]
