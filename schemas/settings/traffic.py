@@ -106,7 +106,8 @@ class TrafficThresholds(Frozen):
     min_stationary_seconds: float = Field(default=1.0, gt=0, le=60,
                                           description="stationary this long counts as stopped")
     queue_head_distance_px: float = Field(
-        default=60, gt=0, description="a queue stands when a stopped vehicle's box is this close to the stop line")
+        default=60, gt=0, description="a queue's head waits at a stop line (a red-light queue stands), the "
+        "intersection, a crosswalk, its lane's end or the frame edge when its box is this close to it")
     max_red_light_seconds: float = Field(
         default=180, gt=0, le=3600, description="a queue standing longer excuses nobody")
     wrong_way_min_distance_px: float = Field(default=80, gt=0, description="distance against the lane direction")

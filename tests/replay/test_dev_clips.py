@@ -190,8 +190,8 @@ CRASHES_MISSED = {
     # camera: (contact, clip end, why the collision is not raised today)
     "saido-highway-crash": (10.0, 50.2, "both SUVs vanish in dust and motion blur in the contact frames and come back "
                             "as new tracks already at rest, so no contact is seen; the red SUV, lost while skidding "
-                            "at 0.7 box heights per second, is under crash_stop_speed_box_per_s (0.8); the two wrecks "
-                            "and a car stopped behind them read as a queue in their lane"),
+                            "at 0.7 box heights per second, is under crash_stop_speed_box_per_s (0.8). The wreck "
+                            "ahead is raised as a stopped vehicle in its lane instead (see below)"),
     "istock-junction-crash": (3.0, 9.6, "the minivan enters cut off by the frame's right edge and is first tracked at "
                               "the contact, so it has no speed before it; both stand 6 s, under stopped_seconds"),
     "stark-street-crash": (15.8, 20.5, "the motorcycle and its two riders are never tracked (untracked detections at "
@@ -214,3 +214,11 @@ def test_a_real_crash_is_one_collision(request, camera_id):
 def test_a_man_crossing_a_highway_on_foot_is_a_person_on_the_roadway():
     events = [e for e in opened_events("saido-highway-crash") if e.type == "pedestrian_on_roadway"]
     assert events and 0.0 <= events[0].started_at - CLIP_ORIGIN_S <= 8.0
+
+
+def test_a_wreck_standing_in_its_lane_ahead_of_the_traffic_it_holds_up_is_a_stopped_vehicle():
+    """The SUVs come to rest side by side in the lane about 12 s in, the red one behind the other and a car stopping
+    behind them: a queue, but its head has nothing ahead of it (no signal, no vehicle, the lane going on in view)."""
+    events = [e for e in opened_events("saido-highway-crash") if e.type == "stopped_vehicle"]
+    assert len(events) == 1 and events[0].zone_id == "towards"
+    assert 12.0 + 9.0 <= events[0].started_at - CLIP_ORIGIN_S <= 12.0 + 10.5

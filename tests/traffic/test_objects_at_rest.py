@@ -134,6 +134,26 @@ def test_a_box_over_a_reported_stopped_car_is_part_of_it_not_a_queue_or_a_second
     assert not [e for e in events if e.state is EventState.RESOLVED]
 
 
+def test_a_stalled_vehicle_at_the_head_of_the_queue_it_holds_up_is_a_stopped_vehicle():
+    """The cars that stop behind it wait in a queue, and it is the queue's head with nothing in front of it: no
+    signal, no vehicle, the lane going on in view. The same queue with its head at the frame edge (its front out of
+    sight, like a jam going on beyond the picture) raises nothing."""
+    def opened_for(head_x: float) -> list[Event]:
+        frames = []
+        for seq in range(int(30 / STEP)):  # 30 s, eastbound lane (y 380-460, travel to +x)
+            t = seq * STEP
+            cars = [(7, "car", (head_x, 410.0, head_x + 80, 450.0))]  # stands from 0 s
+            cars += [(8 + n, "car", (head_x - 100 * (n + 1), 410.0, head_x - 100 * (n + 1) + 80, 450.0))
+                     for n in range(2) if t >= 2 + n]  # the cars behind it, from 2 s and 3 s
+            frames.append(frame(seq, cars))
+        return opened(run(frames))
+
+    events = opened_for(head_x=980.0)
+    assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
+    assert 10 <= events[0].started_at - T0 <= 11
+    assert opened_for(head_x=1200.0) == []
+
+
 def test_a_stopped_vehicle_the_detector_finds_again_under_a_new_id_stays_one_stopped_vehicle():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []

@@ -12,7 +12,7 @@ import numpy as np
 from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
-from processors.analytics.traffic.state import CollisionCandidate, StaticObject, TrackState, TrafficState
+from processors.analytics.traffic.state import Box, CollisionCandidate, StaticObject, TrackState, TrafficState
 from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
     gather_evidence,
@@ -151,7 +151,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
             continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
-        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles):
+        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
@@ -217,7 +217,7 @@ def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) ->
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
-            vehicles: list[TrackState]) -> bool:
+            vehicles: list[TrackState], frame_size: tuple[int, int]) -> bool:
     """Whether the vehicle waits in a queue: behind a red light (zones with queue stop lines), or with other
     vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle)."""
     if kind == "zone":
@@ -226,10 +226,34 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     if kind == "lane":
         # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
         # is no other vehicle queued beside it.
-        return any(vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
-                   and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP
-                   for vehicle in vehicles)
+        others = [vehicle for vehicle in vehicles
+                  if vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
+                  and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP]
+        if not others:
+            return False
+        # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
+        # edge of the picture (its head out of sight). The head of a queue with none of these in front of it stalled
+        # there, and the queue is the traffic it holds up.
+        direction = scene.lane_directions[zone_id]
+        position = float(np.dot(anchor_point(obj.box, Anchor.BOTTOM_CENTER), direction))
+        return (any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
+                or _at_queue_front(scene, obj.box, zone_id, frame_size))
     return False
+
+
+def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
+    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where the head of a queue waits: a stop
+    line, the intersection, a crosswalk, the downstream end of its lane or the frame edge."""
+    reach = scene.thresholds.queue_head_distance_px
+    edges = [(line.start, line.end) for line in scene.stop_lines.values()]
+    for region in [*([scene.config.intersection] if scene.config.intersection else []), *scene.config.crosswalks]:
+        edges += [(region.polygon[i - 1], region.polygon[i]) for i in range(len(region.polygon))]
+    if touches_edge(box, frame_size) or any(box_segment_distance(box, start, end) <= reach for start, end in edges):
+        return True
+    direction = scene.lane_directions[lane_id]
+    corners = np.asarray([(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])], float)
+    lane_end = float(np.max(np.asarray(scene.lanes[lane_id].polygon, float) @ direction))
+    return lane_end - float(np.max(corners @ direction)) <= reach
 
 
 def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], frame_size: tuple[int, int]) -> None:
