@@ -164,3 +164,20 @@ def test_a_queue_at_a_red_light_whose_cars_overlap_in_perspective_raises_nothing
                                                                                 front_hidden):
     frames = red_light_queue(lane, cars, spacing, blobs, front_hidden)
     assert [e.type for e in opened(run(frames))] == []
+
+
+@pytest.mark.parametrize(("speed", "collision"), [(3.0, True), (1.2, False)])
+def test_a_car_running_into_a_bus_at_its_stop_is_a_collision_and_one_closing_up_behind_it_is_not(speed, collision):
+    """The bus stands at its stop from the start; car 1 comes along the westbound lane at `speed` box heights per
+    second and stops dead against its back. Hitting a vehicle that stood there takes more speed than two vehicles
+    coming to rest together: vehicles closing up in a queue touch in perspective, and stop short."""
+    rest_x = 1110.0  # the car's box overlaps the bus's by 10 px
+    frames = []
+    for seq in range(75):  # 15 s
+        t = seq * STEP
+        bus = (7, "bus", (920.0, WB_Y - 60, 1080.0, WB_Y))
+        frames.append(frame(seq, [bus, car(1, max(rest_x, 1330 - speed * 40 * t), WB_Y)]))
+    collisions = [e for e in opened(run(frames)) if e.type == "collision"]
+    assert len(collisions) == (1 if collision else 0)
+    if collision:
+        assert collisions[0].severity.value == "critical" and collisions[0].started_at - T0 < 1.9 + 5

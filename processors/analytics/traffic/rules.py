@@ -287,13 +287,16 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
                         if candidate.contact_at - 1.0 <= obj.since
                         <= candidate.contact_at + thresholds.collision_stop_within_seconds
                         and any(track.first_seen < obj.since for track in _tracks_of(state, obj.track_ids))]
-        # Both must be at rest, seen or held by the background where the detector lost them; a partner that is
-        # not drove on (or out of view).
-        if len(came_to_rest) < len(candidate.track_ids):
+        # A partner may also have stood there before (a parked or waiting vehicle that was hit). Both must be at
+        # rest, seen or held by the background where the detector lost them; a partner that is not drove on (or out
+        # of view).
+        standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
+        if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
-        # At least one of them stopped abruptly: a queue's vehicles touching in perspective roll to rest slowly.
-        if not any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
-                   for obj in came_to_rest for track in whole_in_view(obj)):
+        # One that came to rest through it stopped abruptly: a queue's vehicles touching in perspective roll to rest
+        # slowly.
+        abrupt = thresholds.crash_into_standing_speed_box_per_s if standing else thresholds.crash_stop_speed_box_per_s
+        if not any(scene.speed_before_rest(track) >= abrupt for obj in came_to_rest for track in whole_in_view(obj)):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
