@@ -122,12 +122,10 @@ def collisions(rng) -> Scenario:
     # Overtake: car 3 passes car 4 with boxes overlapping, neither stops.
     overtaken = drive(4, WB_Y, [], -120, 1340, 0, -60)
     overtaker = SimObject(3, "car", CAR, [(0, 1500, WB_Y), (5, 1500 - 5 * 300, WB_Y - 12), (8, 1500 - 8 * 300, WB_Y)])
-    # Gentle: car 6 rolls up to car 5, standing in the westbound lane from the start, at 0.5 box/s until the boxes
-    # touch. Car 5 is a stopped vehicle (nothing ahead of it; car 6 waits behind it), but no collision.
+    # Gentle: car 6 rolls up to car 5, parked outside any zone, at 0.5 box/s until the boxes touch.
     parked = SimObject(5, "car", CAR, [(0, 200, WB_Y), (60, 200, WB_Y)])
     gentle = SimObject(6, "car", CAR, [(0, 400, WB_Y), (6.75, 265, WB_Y), (60, 265, WB_Y)])
-    truths = [Truth("collision", meet, meet + 25, frozenset({1, 2})),
-              Truth("stopped_vehicle", 0.0, meet + 28, frozenset({5}))]
+    truths = [Truth("collision", meet, meet + 25, frozenset({1, 2}))]
     return Scenario("collisions", meet + 28, [lead, follower, overtaken, overtaker, parked, gentle], truths)
 
 

@@ -135,23 +135,26 @@ def test_a_box_over_a_reported_stopped_car_is_part_of_it_not_a_queue_or_a_second
 
 
 def test_a_stalled_vehicle_at_the_head_of_the_queue_it_holds_up_is_a_stopped_vehicle():
-    """The cars that stop behind it wait in a queue, and it is the queue's head with nothing in front of it: no
-    signal, no vehicle, the lane going on in view. The same queue with its head at the frame edge (its front out of
-    sight, like a jam going on beyond the picture) raises nothing."""
-    def opened_for(head_x: float) -> list[Event]:
+    """It drives up and stops; the cars that stop behind it wait in a queue, and it is the queue's head with nothing
+    in front of it: no signal, no vehicle, the lane going on in view. The same queue with its head at the frame edge
+    (its front out of sight, like a jam going on beyond the picture) raises nothing, nor does a row of cars standing
+    where they were first seen (parked, or the camera has just started)."""
+    def opened_for(head_x: float, head_arrives: bool) -> list[Event]:
         frames = []
         for seq in range(int(30 / STEP)):  # 30 s, eastbound lane (y 380-460, travel to +x)
             t = seq * STEP
-            cars = [(7, "car", (head_x, 410.0, head_x + 80, 450.0))]  # stands from 0 s
+            x = head_x - max(0.0, 2 - t) * 100 if head_arrives else head_x  # at 100 px/s until it stops at 2 s
+            cars = [(7, "car", (x, 410.0, x + 80, 450.0))]
             cars += [(8 + n, "car", (head_x - 100 * (n + 1), 410.0, head_x - 100 * (n + 1) + 80, 450.0))
-                     for n in range(2) if t >= 2 + n]  # the cars behind it, from 2 s and 3 s
+                     for n in range(2) if t >= 3 + n]  # the cars behind it, from 3 s and 4 s
             frames.append(frame(seq, cars))
         return opened(run(frames))
 
-    events = opened_for(head_x=980.0)
+    events = opened_for(head_x=980.0, head_arrives=True)
     assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
-    assert 10 <= events[0].started_at - T0 <= 11
-    assert opened_for(head_x=1200.0) == []
+    assert 12 <= events[0].started_at - T0 <= 13
+    assert opened_for(head_x=1200.0, head_arrives=True) == []
+    assert opened_for(head_x=980.0, head_arrives=False) == []
 
 
 def test_a_stopped_vehicle_the_detector_finds_again_under_a_new_id_stays_one_stopped_vehicle():

@@ -146,12 +146,14 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
         tracks = _tracks_of(state, obj.track_ids)
-        if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not any(t.moved_away for t in tracks):
+        arrived = any(track.moved_away for track in tracks)
+        if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not arrived:
             # Off the road only a vehicle seen arriving stopped there: one that has stood where it first appeared is
             # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
             continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
-        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size):
+        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size,
+                                                             arrived):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
@@ -217,9 +219,10 @@ def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) ->
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
-            vehicles: list[TrackState], frame_size: tuple[int, int]) -> bool:
+            vehicles: list[TrackState], frame_size: tuple[int, int], arrived: bool) -> bool:
     """Whether the vehicle waits in a queue: behind a red light (zones with queue stop lines), or with other
-    vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle)."""
+    vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle). `arrived`: it was seen
+    coming to where it stands."""
     if kind == "zone":
         zone = scene.stopping_zone_by_id[zone_id]
         return bool(queues.intersection(zone.queue_stop_lines))
@@ -232,11 +235,12 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         if not others:
             return False
         # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
-        # edge of the picture (its head out of sight). The head of a queue with none of these in front of it stalled
-        # there, and the queue is the traffic it holds up.
+        # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
+        # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
+        # were first seen is parked (or the camera has just started).
         direction = scene.lane_directions[zone_id]
         position = float(np.dot(anchor_point(obj.box, Anchor.BOTTOM_CENTER), direction))
-        return (any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
+        return (not arrived or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
                 or _at_queue_front(scene, obj.box, zone_id, frame_size))
     return False
 
