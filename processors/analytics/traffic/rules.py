@@ -238,9 +238,12 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
         # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
         # were first seen is parked (or the camera has just started).
+        # A lane with as many vehicles stopped as congestion is raised for is a jam (that event's), whose head may
+        # wait for traffic further on than the detector sees.
+        jam = len(others) + 1 >= scene.thresholds.congestion_queue_levels[scene.thresholds.congestion_event_level - 1]
         direction = scene.lane_directions[zone_id]
         position = float(np.dot(anchor_point(obj.box, Anchor.BOTTOM_CENTER), direction))
-        return (not arrived or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
+        return (not arrived or jam or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
                 or _at_queue_front(scene, obj.box, zone_id, frame_size))
     return False
 
