@@ -125,8 +125,8 @@ def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_back
 def test_a_box_over_a_reported_stopped_car_is_part_of_it_not_a_queue_or_a_second_vehicle():
     """Its open door, its driver getting out or a second detection of it, each seen as a car standing in its lane,
     neither restarts its clock (a queue excuses only a vehicle not yet reported) nor opens an event of its own."""
-    car = (780.0, 310.0, 860.0, 350.0)  # stalled in the westbound lane from 0 s
-    door = (790.0, 312.0, 830.0, 348.0)
+    car = (800.0, 310.0, 880.0, 350.0)  # stalled in the westbound lane from 0 s, 80 px short of the intersection
+    door = (810.0, 312.0, 850.0, 348.0)
     frames = [frame(seq, [(7, "car", car)] + ([(8, "car", door)] if 12 <= seq * STEP < 30 else []))
               for seq in range(int(45 / STEP))]
     events = run(frames)
@@ -259,3 +259,12 @@ def test_on_a_sidewalk_only_a_vehicle_seen_arriving_is_a_stopped_vehicle():
         y = 430 + 80 * (1 - (1 - t / 4) ** 2)  # from the eastbound lane onto the sidewalk, braking to rest over 4 s
         arriving.append(frame(seq, [(1, "motorcycle", (600, y - 40, 640, y))]))
     assert [e.type for e in opened(run(arriving))] == ["stopped_vehicle"]
+
+
+def test_a_lone_car_waiting_at_the_junction_is_excused_for_as_long_as_a_red_light_lasts():
+    """Alone in the westbound lane, its front 10 px from the intersection where no stop line is drawn: it may be
+    waiting at a signal, until max_red_light_seconds (180 s) have passed."""
+    box = (730.0, 310.0, 810.0, 350.0)
+    events = opened(run([frame(seq, [(7, "car", box)]) for seq in range(int(200 / STEP))]))
+    assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
+    assert 180 <= events[0].started_at - T0 <= 192

@@ -153,7 +153,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
         if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size,
-                                                             arrived):
+                                                             arrived, now):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
@@ -219,21 +219,26 @@ def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) ->
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
-            vehicles: list[TrackState], frame_size: tuple[int, int], arrived: bool) -> bool:
-    """Whether the vehicle waits in a queue: behind a red light (zones with queue stop lines), or with other
-    vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle). `arrived`: it was seen
-    coming to where it stands."""
+            vehicles: list[TrackState], frame_size: tuple[int, int], arrived: bool, now: float) -> bool:
+    """Whether the vehicle waits in a queue: behind a red light (a stop line's queue area, or a zone that names the
+    line), with other vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle), or
+    alone at a signal no stop line marks. `arrived`: it was seen coming to where it stands."""
     if kind == "zone":
         zone = scene.stopping_zone_by_id[zone_id]
         return bool(queues.intersection(zone.queue_stop_lines))
     if kind == "lane":
+        if any(scene.is_in(anchor_point(obj.box, Anchor.BOTTOM_CENTER), scene.stop_lines[line_id].queue_area)
+               for line_id in queues):
+            return True  # in a red-light queue, alone or not, for as long as a red light lasts
         # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
         # is no other vehicle queued beside it.
         others = [vehicle for vehicle in vehicles
                   if vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
                   and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP]
         if not others:
-            return False
+            # Alone at the intersection or a crosswalk, it may wait at a signal (or for people crossing) where no
+            # stop line is drawn; for no longer than a red light lasts.
+            return now - obj.since <= scene.thresholds.max_red_light_seconds and _at_yield_point(scene, obj.box)
         # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
         # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
         # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
@@ -248,14 +253,21 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     return False
 
 
-def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
-    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where the head of a queue waits: a stop
-    line, the intersection, a crosswalk, the downstream end of its lane or the frame edge."""
+def _at_yield_point(scene: Scene, box: Box) -> bool:
+    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where traffic waits its turn: a stop
+    line, the intersection or a crosswalk."""
     reach = scene.thresholds.queue_head_distance_px
     edges = [(line.start, line.end) for line in scene.stop_lines.values()]
     for region in [*([scene.config.intersection] if scene.config.intersection else []), *scene.config.crosswalks]:
         edges += [(region.polygon[i - 1], region.polygon[i]) for i in range(len(region.polygon))]
-    if touches_edge(box, frame_size) or any(box_segment_distance(box, start, end) <= reach for start, end in edges):
+    return any(box_segment_distance(box, start, end) <= reach for start, end in edges)
+
+
+def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
+    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where the head of a queue waits: a
+    yield point, the downstream end of its lane or the frame edge."""
+    reach = scene.thresholds.queue_head_distance_px
+    if touches_edge(box, frame_size) or _at_yield_point(scene, box):
         return True
     direction = scene.lane_directions[lane_id]
     corners = np.asarray([(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])], float)
@@ -323,10 +335,12 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
             continue
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
         # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
-        # missed for a frame where it stood long before, nor one that drove out of the picture.
+        # missed for a frame where it stood long before, nor one that drove out of the picture, nor one that pulled
+        # in among vehicles standing there (a queue packing in hides it).
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and obj.since >= track.last_seen - 1.0
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s
+                        and not _among_standing_vehicles(scene, state, track)
                         for track in whole_in_view(obj))
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
@@ -347,6 +361,14 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
                 merge_objects(state, crash, other, same_object=False)
 
 
+def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
+    """Whether another vehicle stopped where the track was lost, its box touching the track's last box, and has been
+    seen since."""
+    return any(other.track_id != track.track_id and other.class_name in scene.vehicle_classes
+               and other.last_seen > track.last_seen and scene.is_stopped(other) and overlap(other.box, track.box) > 0
+               for other in state.tracks.values())
+
+
 def _near(a, b) -> bool:
     """Within the scene of one crash: centres closer than CRASH_SCENE_DIAGONALS of the larger box's diagonal."""
     diagonal = max(math.hypot(a[2] - a[0], a[3] - a[1]), math.hypot(b[2] - b[0], b[3] - b[1]))
@@ -354,10 +376,11 @@ def _near(a, b) -> bool:
 
 
 def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
-    """On a lane, in the intersection box or in a no-stopping zone (roadway), rather than on a sidewalk, a shoulder
-    marked as one, a pedestrian area or outside every configured region."""
+    """On a lane, in the intersection box, in a no-stopping zone or on a crosswalk (roadway, where a queue may stand),
+    rather than on a sidewalk, a shoulder marked as one, a pedestrian area or outside every configured region."""
     point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
-    return scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
+    return (scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
+            or scene.in_any(point, scene.config.crosswalks) is not None)
 
 
 def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
