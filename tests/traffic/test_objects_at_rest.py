@@ -268,3 +268,11 @@ def test_a_lone_car_waiting_at_the_junction_is_excused_for_as_long_as_a_red_ligh
     events = opened(run([frame(seq, [(7, "car", box)]) for seq in range(int(200 / STEP))]))
     assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
     assert 180 <= events[0].started_at - T0 <= 192
+
+
+def test_a_lone_car_stalled_just_past_the_junction_is_a_stopped_vehicle():
+    """The intersection lies behind it (eastbound, just past the box): it waits for no signal."""
+    box = (730.0, 410.0, 810.0, 450.0)
+    events = opened(run([frame(seq, [(7, "car", box)]) for seq in range(int(15 / STEP))]))
+    assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
+    assert 10 <= events[0].started_at - T0 <= 11

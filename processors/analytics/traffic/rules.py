@@ -238,7 +238,8 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         if not others:
             # Alone at the intersection or a crosswalk, it may wait at a signal (or for people crossing) where no
             # stop line is drawn; for no longer than a red light lasts.
-            return now - obj.since <= scene.thresholds.max_red_light_seconds and _at_yield_point(scene, obj.box)
+            return (now - obj.since <= scene.thresholds.max_red_light_seconds
+                    and _at_yield_point(scene, obj.box, zone_id))
         # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
         # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
         # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
@@ -253,21 +254,25 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
     return False
 
 
-def _at_yield_point(scene: Scene, box: Box) -> bool:
-    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where traffic waits its turn: a stop
-    line, the intersection or a crosswalk."""
+def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
+    """Whether a vehicle's box reaches (within queue_head_distance_px) a place ahead of it in its lane where traffic
+    waits its turn: a stop line, the intersection or a crosswalk (one it has driven past is behind it)."""
     reach = scene.thresholds.queue_head_distance_px
+    direction = scene.lane_directions[lane_id]
+    centre_at = float(np.dot(anchor_point(box, Anchor.CENTER), direction))
     edges = [(line.start, line.end) for line in scene.stop_lines.values()]
     for region in [*([scene.config.intersection] if scene.config.intersection else []), *scene.config.crosswalks]:
         edges += [(region.polygon[i - 1], region.polygon[i]) for i in range(len(region.polygon))]
-    return any(box_segment_distance(box, start, end) <= reach for start, end in edges)
+    return any(box_segment_distance(box, start, end) <= reach
+               and max(float(np.dot(start, direction)), float(np.dot(end, direction))) > centre_at
+               for start, end in edges)
 
 
 def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
     """Whether a vehicle's box reaches (within queue_head_distance_px) a place where the head of a queue waits: a
     yield point, the downstream end of its lane or the frame edge."""
     reach = scene.thresholds.queue_head_distance_px
-    if touches_edge(box, frame_size) or _at_yield_point(scene, box):
+    if touches_edge(box, frame_size) or _at_yield_point(scene, box, lane_id):
         return True
     direction = scene.lane_directions[lane_id]
     corners = np.asarray([(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])], float)
