@@ -72,6 +72,13 @@ def test_a_motorcycle_queue_packing_in_at_a_red_light_raises_nothing():
     assert opened_events("hanoi-langha-queue") == []
 
 
+def test_cars_waiting_at_a_crossing_and_stopping_for_people_up_the_street_raise_nothing():
+    """At the second crossing the detector adds a half-width box over the blue car that has just stopped: one car
+    detected twice read as two cars that collided."""
+    assert opened_events("ahmad-crossing-queue") == []
+    assert opened_events("campus-signal-crossing") == []
+
+
 def test_a_lone_car_waiting_at_a_red_light_is_no_stopped_vehicle():
     """It waits at the stop line, alone in its lane, the whole clip: a stopped vehicle after 10 s, when only a queue
     of several vehicles excused the lane's vehicles."""

@@ -181,3 +181,17 @@ def test_a_car_running_into_a_bus_at_its_stop_is_a_collision_and_one_closing_up_
     assert len(collisions) == (1 if collision else 0)
     if collision:
         assert collisions[0].severity.value == "critical" and collisions[0].started_at - T0 < 1.9 + 5
+
+
+def test_a_second_smaller_box_on_a_car_that_just_stopped_is_no_collision():
+    """The detector adds a half-width box over a car that stopped dead in the junction, under a new track id: one
+    vehicle detected twice touches itself, it did not hit anything."""
+    frames = []
+    for seq in range(60):  # 12 s
+        t = seq * STEP
+        x = 300 + 80 * min(t, 5.0)  # eastbound at 2 box heights per second, stopping dead at 5 s
+        objects = [car(1, x, EB_Y)]
+        if t >= 5.4:
+            objects.append((2, "car", (x - 40, EB_Y - 38, x, EB_Y - 2)))
+        frames.append(frame(seq, objects))
+    assert [e.type for e in opened(run(frames))] == []

@@ -304,6 +304,8 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
                 merge_objects(state, keep, other)
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
+        if len(involved) == 2 and involved[0] is involved[1]:
+            continue  # both boxes are one vehicle at rest (a second, smaller detection of it): no second party
         # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
         # A vehicle already at rest when first seen (the camera or its tracker just started, a queue confirmed
         # while standing) did not come to rest through this contact: its rest time is only when it was first seen.
