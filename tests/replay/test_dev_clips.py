@@ -216,6 +216,10 @@ CRASHES_MISSED = {
                               "the contact, so it has no speed before it; both stand 6 s, under stopped_seconds"),
     "stark-street-crash": (15.8, 20.5, "the motorcycle and its two riders are never tracked (untracked detections at "
                            "0.27-0.54, sometimes read as a car): only one vehicle of the pair is seen"),
+    "wisdot-junction-crash": (5.6, 30.0, "the contact is hidden behind the signal head in the middle of the "
+                              "junction, where the detector sees neither vehicle (5.6-5.8 s); the SUV is found again "
+                              "only sliding away (6.0 s), so no contact is seen. The red car standing by the pole is a "
+                              "stopped vehicle in the junction once no red-light queue excuses it (24.3 s)"),
     "gate-crash": (5.2, 10.0, "the SUV is behind the railings until it breaks through the gate (tracked from 5.8 s); "
                    "it hits a gate, not a vehicle, and reverses out, never coming to rest"),
 }
