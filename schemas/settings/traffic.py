@@ -109,7 +109,8 @@ class TrafficThresholds(Frozen):
         default=60, gt=0, description="a queue's head waits at a stop line (a red-light queue stands), the "
         "intersection, a crosswalk, its lane's end or the frame edge when its box is this close to it")
     max_red_light_seconds: float = Field(
-        default=180, gt=0, le=3600, description="a queue standing longer excuses nobody")
+        default=180, gt=0, le=3600, description="a red-light queue standing longer, or a lone vehicle "
+        "waiting longer at the junction, excuses nobody")
     wrong_way_min_distance_px: float = Field(default=80, gt=0, description="distance against the lane direction")
     wrong_way_min_seconds: float = Field(default=1.5, gt=0, le=10, description="time spent moving against it")
     # Someone crossing a single lane on foot is on it about 2.5 s (3.5 m at 1.4 m/s); a rider whose two-wheeler the

@@ -227,8 +227,8 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         zone = scene.stopping_zone_by_id[zone_id]
         return bool(queues.intersection(zone.queue_stop_lines))
     if kind == "lane":
-        if any(scene.is_in(anchor_point(obj.box, Anchor.BOTTOM_CENTER), scene.stop_lines[line_id].queue_area)
-               for line_id in queues):
+        point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
+        if any(scene.is_in(point, scene.stop_lines[line_id].queue_area) for line_id in queues):
             return True  # in a red-light queue, alone or not, for as long as a red light lasts
         # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
         # is no other vehicle queued beside it.
@@ -248,7 +248,7 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         # wait for traffic further on than the detector sees.
         jam = len(others) + 1 >= scene.thresholds.congestion_queue_levels[scene.thresholds.congestion_event_level - 1]
         direction = scene.lane_directions[zone_id]
-        position = float(np.dot(anchor_point(obj.box, Anchor.BOTTOM_CENTER), direction))
+        position = float(np.dot(point, direction))
         return (not arrived or jam or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
                 or _at_queue_front(scene, obj.box, zone_id, frame_size))
     return False
