@@ -60,7 +60,8 @@ def test_a_car_and_a_cyclist_moving_through_a_plaza_are_one_event_each():
                                        "overpass-motorway", "crossroads-overlook", "london-zebra", "wsdot-interstate",
                                        "bridge-gantry", "pole-median-freeway", "tree-lined-road",
                                        "uk-gantry-motorway", "jakarta-arterial", "a01-misty-motorway",
-                                       "footbridge-dual-road", "taipei-divided-road"])
+                                       "footbridge-dual-road", "taipei-divided-road", "hcmc-motorbike-crossroads",
+                                       "hu-street-queue", "hu-street-flow"])
 def test_free_flowing_traffic_raises_nothing(camera_id):
     assert opened_events(camera_id) == []
 
