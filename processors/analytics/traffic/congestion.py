@@ -54,9 +54,8 @@ def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState],
     window = scene.thresholds.congestion_window_seconds
     second = math.floor(now)
     by_lane: dict[str, list[TrackState]] = {lane_id: [] for lane_id in scene.lanes}
-    waiting_areas = [scene.stop_lines[line_id].queue_area for line_id in standing_queues]
     for vehicle in vehicles:
-        if any(scene.is_in(foot(vehicle), area) for area in waiting_areas):
+        if scene.in_queue_area(foot(vehicle), standing_queues):
             continue
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is not None:

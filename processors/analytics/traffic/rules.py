@@ -228,7 +228,7 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         return bool(queues.intersection(zone.queue_stop_lines))
     if kind == "lane":
         point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
-        if any(scene.is_in(point, scene.stop_lines[line_id].queue_area) for line_id in queues):
+        if scene.in_queue_area(point, queues):
             return True  # in a red-light queue, alone or not, for as long as a red light lasts
         # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
         # is no other vehicle queued beside it.
@@ -260,12 +260,9 @@ def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
     reach = scene.thresholds.queue_head_distance_px
     direction = scene.lane_directions[lane_id]
     centre_at = float(np.dot(anchor_point(box, Anchor.CENTER), direction))
-    edges = [(line.start, line.end) for line in scene.stop_lines.values()]
-    for region in [*([scene.config.intersection] if scene.config.intersection else []), *scene.config.crosswalks]:
-        edges += [(region.polygon[i - 1], region.polygon[i]) for i in range(len(region.polygon))]
     return any(box_segment_distance(box, start, end) <= reach
                and max(float(np.dot(start, direction)), float(np.dot(end, direction))) > centre_at
-               for start, end in edges)
+               for start, end in scene.yield_segments)
 
 
 def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
@@ -276,8 +273,7 @@ def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int,
         return True
     direction = scene.lane_directions[lane_id]
     corners = np.asarray([(box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3])], float)
-    lane_end = float(np.max(np.asarray(scene.lanes[lane_id].polygon, float) @ direction))
-    return lane_end - float(np.max(corners @ direction)) <= reach
+    return scene.lane_ends[lane_id] - float(np.max(corners @ direction)) <= reach
 
 
 def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], frame_size: tuple[int, int]) -> None:

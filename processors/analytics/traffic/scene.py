@@ -70,6 +70,13 @@ class Scene:
         self.stopping_zones = [*([config.intersection] if config.intersection else []), *config.no_stopping_zones]
         self.stopping_zone_by_id = {zone.id: zone for zone in self.stopping_zones}
         self.stop_lines = {line.id: line for line in config.stop_lines}
+        # Where traffic waits its turn, as segments: stop lines and the outlines of the intersection and crosswalks.
+        self.yield_segments = [(line.start, line.end) for line in config.stop_lines]
+        for region in [*([config.intersection] if config.intersection else []), *config.crosswalks]:
+            self.yield_segments += [(region.polygon[i - 1], region.polygon[i]) for i in range(len(region.polygon))]
+        # How far along its direction of travel each lane reaches.
+        self.lane_ends = {lane.id: float(np.max(np.asarray(lane.polygon, float) @ self.lane_directions[lane.id]))
+                          for lane in config.lanes}
         self.homography = homography
         self._zones: dict[int, PolygonZone] = {}
         self._answers: dict[tuple[tuple[float, float], int], bool] = {}
@@ -98,6 +105,10 @@ class Scene:
                 self._answers.clear()
             answer = self._answers[key] = bool(zone.contains((point,))[0])
         return answer
+
+    def in_queue_area(self, point: tuple[float, float], line_ids) -> bool:
+        """Whether the point lies in the queue area of one of these stop lines (those whose red-light queue stands)."""
+        return any(self.is_in(point, self.stop_lines[line_id].queue_area) for line_id in line_ids)
 
     def on_roadway(self, point: tuple[float, float]) -> bool:
         box = self.config.intersection
