@@ -217,10 +217,6 @@ CRASHES_MISSED = {
                               "the contact, so it has no speed before it; both stand 6 s, under stopped_seconds"),
     "stark-street-crash": (15.8, 20.5, "the motorcycle and its two riders are never tracked (untracked detections at "
                            "0.27-0.54, sometimes read as a car): only one vehicle of the pair is seen"),
-    "wisdot-junction-crash": (5.6, 30.0, "the contact is hidden behind the signal head in the middle of the "
-                              "junction, where the detector sees neither vehicle (5.6-5.8 s); the SUV is found again "
-                              "only sliding away (6.0 s), so no contact is seen. The red car standing by the pole is a "
-                              "stopped vehicle in the junction once no red-light queue excuses it (24.3 s)"),
     "gate-crash": (5.2, 10.0, "the SUV is behind the railings until it breaks through the gate (tracked from 5.8 s); "
                    "it hits a gate, not a vehicle, and reverses out, never coming to rest"),
 }
@@ -253,3 +249,12 @@ def test_a_car_knocked_into_a_spin_that_slides_into_a_parked_car_is_one_collisio
     events = opened_events("sochi-street-crash")
     assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
     assert 2.0 <= events[0].started_at - CLIP_ORIGIN_S <= 6.7
+
+
+def test_a_suv_knocked_back_along_an_approach_lane_is_one_collision():
+    """The contact (5.6 s) is hidden behind the signal head in the middle of the junction; the SUV is found again
+    only sliding away from it, back along an approach lane against its traffic at about 1.5 box heights per second,
+    and stops dead there (7.8 s). The car it hit stands by the signal pole: the same incident."""
+    events = opened_events("wisdot-junction-crash")
+    assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
+    assert 7.8 <= events[0].started_at - CLIP_ORIGIN_S <= 7.8 + 10

@@ -28,6 +28,7 @@ from schemas.settings.lines import Anchor
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
+AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
 # Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
 # driver); cars queued one behind the other overlap less in perspective.
 SAME_VEHICLE_OVERLAP = 0.6
@@ -336,6 +337,15 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     for obj in objects:
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
             continue
+        # Stopped dead while moving against its lane (knocked back or spun round): traffic stops in the lane's
+        # direction, and one waiting its turn there rolls to rest slowly.
+        lane_id = scene.lane_of(anchor_point(obj.box, Anchor.BOTTOM_CENTER))
+        if lane_id is not None and any(_stopped_dead_against(scene, track, scene.lane_directions[lane_id])
+                                       for track in whole_in_view(obj)):
+            obj.crash = True
+    for obj in objects:
+        if obj.crash or obj.class_name is None or obj not in state.static_objects:
+            continue
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
         # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
         # missed for a frame where it stood long before, nor one that drove out of the picture, nor one that pulled
@@ -362,6 +372,16 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         for other in [obj for obj in state.static_objects if obj is not crash]:
             if any(_near(box, other.box) for box in members):
                 merge_objects(state, crash, other, same_object=False)
+
+
+def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
+    """Whether the track came to rest abruptly (crash_stop_speed_box_per_s over the second before) while moving
+    back along its lane (within 45 degrees of the opposite of the lane direction; traffic crossing or turning
+    through a loosely drawn lane moves across it)."""
+    if scene.speed_before_rest(track) < scene.thresholds.crash_stop_speed_box_per_s:
+        return False
+    motion = scene.velocity(track, track.rest_since - 1.0, track.rest_since)
+    return motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
 
 
 def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
