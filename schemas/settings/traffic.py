@@ -159,12 +159,16 @@ class TrafficThresholds(Frozen):
         "two vehicles locked together, not the nearer one hiding the farther behind a box of its own size")
     crash_stop_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
-        "above which a stop was abrupt: off the roadway, after a contact or moving back along its lane, a crash (not a "
-        "vehicle pulling over or a queue braking)")
+        "above which a stop was abrupt: off the roadway or after a contact, a crash (not a vehicle pulling over or a "
+        "queue braking)")
     crash_into_standing_speed_box_per_s: float = Field(
         default=1.6, gt=0, description="the same for a vehicle coming to rest against one that stood there before "
         "(parked, waiting): a crash into it only above this speed, since a queue's vehicles close up on each other in "
         "perspective and two-wheelers filtering past cars stop short beside them")
+    crash_moving_back_speed_box_per_s: float = Field(
+        default=1.2, gt=0, description="the same for a vehicle coming to rest while moving back along its lane "
+        "(within 45 degrees of the reverse of the lane direction): knocked back or spun round by a crash above this "
+        "speed, reversing (into a parking space) below it")
     static_object_grace_seconds: float = Field(
         default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
         "occlusion, a blob that splits and re-forms) and it is still the same object")

@@ -190,23 +190,28 @@ def test_a_vehicle_pulling_over_slowly_is_a_stopped_vehicle_not_a_collision():
     assert [(e.type, e.severity.value) for e in opened(run(frames))] == [("stopped_vehicle", "warning")]
 
 
-def stop_dead_in_eastbound_lane(knocked_back: bool) -> list[Event]:
-    """A car driving east along its lane at 1.5 box heights per second (60 px/s) that stops dead mid-block, after
-    sliding back west at the same speed for 1.2 s (knocked back) or not, then stands 14 s."""
+def stop_in_eastbound_lane(last_px_per_s: float) -> list[Event]:
+    """A car driving east along its lane at 1.5 box heights per second (60 px/s) for 2 s, then moving at
+    `last_px_per_s` (negative: back west) for 1.2 s and stopping there at once; it stands 14 s."""
     path = [(900.0 + 60 * i * STEP, 440.0) for i in range(10)]
-    path += [(path[-1][0] + (-60 if knocked_back else 60) * i * STEP, 440.0) for i in range(1, 7)]
+    path += [(path[-1][0] + last_px_per_s * i * STEP, 440.0) for i in range(1, 7)]
     path += [path[-1]] * 70
     return opened(run([frame(seq, [(5, "car", (x - 40, y - 40, x + 40, y))]) for seq, (x, y) in enumerate(path)]))
 
 
 def test_a_vehicle_knocked_back_along_its_lane_that_stops_dead_is_one_critical_collision():
-    events = stop_dead_in_eastbound_lane(knocked_back=True)
+    events = stop_in_eastbound_lane(-60)
     assert [(e.type, e.severity.value, e.zone_id) for e in events] == [("collision", "critical", "eb")]
     assert events[0].started_at - (T0 + 15 * STEP) <= 5
 
 
 def test_a_vehicle_stopping_dead_with_its_traffic_is_a_stopped_vehicle_not_a_collision():
-    events = stop_dead_in_eastbound_lane(knocked_back=False)
+    events = stop_in_eastbound_lane(60)
+    assert [(e.type, e.severity.value) for e in events] == [("stopped_vehicle", "warning")]
+
+
+def test_a_vehicle_reversing_along_its_lane_and_stopping_is_a_stopped_vehicle_not_a_collision():
+    events = stop_in_eastbound_lane(-44)  # 1.1 box heights per second
     assert [(e.type, e.severity.value) for e in events] == [("stopped_vehicle", "warning")]
 
 

@@ -337,8 +337,8 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
     for obj in objects:
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
             continue
-        # Stopped dead while moving against its lane (knocked back or spun round): traffic stops in the lane's
-        # direction, and one waiting its turn there rolls to rest slowly.
+        # Stopped dead while moving back along its lane (knocked back or spun round): traffic stops in the lane's
+        # direction, and a car reversing there (into a parking space) does so slowly.
         lane_id = scene.lane_of(anchor_point(obj.box, Anchor.BOTTOM_CENTER))
         if lane_id is not None and any(_stopped_dead_against(scene, track, scene.lane_directions[lane_id])
                                        for track in whole_in_view(obj)):
@@ -375,10 +375,10 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
 
 
 def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
-    """Whether the track came to rest abruptly (crash_stop_speed_box_per_s over the second before) while moving
+    """Whether the track came to rest abruptly (crash_moving_back_speed_box_per_s over the second before) while moving
     back along its lane (within 45 degrees of the opposite of the lane direction; traffic crossing or turning
     through a loosely drawn lane moves across it)."""
-    if scene.speed_before_rest(track) < scene.thresholds.crash_stop_speed_box_per_s:
+    if scene.speed_before_rest(track) < scene.thresholds.crash_moving_back_speed_box_per_s:
         return False
     motion = scene.velocity(track, track.rest_since - 1.0, track.rest_since)
     return motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
