@@ -129,6 +129,10 @@ class TrafficThresholds(Frozen):
         description="lane occupancy (share of the lane covered) for moderate, heavy, jammed")
     congestion_queue_levels: tuple[int, int, int] = Field(
         default=(3, 6, 10), description="stopped vehicles in the lane for moderate, heavy, jammed")
+    congestion_moving_speed_box_per_s: float = Field(
+        default=1.0, gt=0, description="a vehicle moving at least this fast (box heights per second; a car at about "
+        "5 km/h) is flowing traffic and adds nothing to its lane's occupancy: one passing close to the camera covers "
+        "much of its lane")
     congestion_event_level: int = Field(default=2, ge=1, le=3, description="1 moderate, 2 heavy, 3 jammed")
     max_plausible_speed_mps: float = Field(
         default=70, gt=0, le=150, description="speeds above this are measurement errors and are discarded")

@@ -301,3 +301,13 @@ def test_a_lone_car_stalled_just_past_the_junction_is_a_stopped_vehicle():
     events = opened(run([frame(seq, [(7, "car", box)]) for seq in range(int(15 / STEP))]))
     assert [(e.type, e.track_ids) for e in events] == [("stopped_vehicle", [7])]
     assert 10 <= events[0].started_at - T0 <= 11
+
+
+def test_a_track_found_again_only_every_1_4_s_further_back_is_no_wrong_way_driver():
+    """Seen every 1.4 s, each time 28 px further west in the eastbound lane: the detector keeps losing a car and
+    the track is taken over by the car behind it. The same drift seen in every frame is a car reversing up the lane."""
+    sparse = [frame(seq, [(6, "car", (1000 - 4 * seq, 400, 1080 - 4 * seq, 440))] if seq % 7 == 0 else [])
+              for seq in range(50)]
+    assert [e.type for e in opened(run(sparse))] == []
+    continuous = [frame(seq, [(6, "car", (1000 - 4 * seq, 400, 1080 - 4 * seq, 440))]) for seq in range(50)]
+    assert [e.type for e in opened(run(continuous))] == ["wrong_way"]

@@ -44,6 +44,23 @@ def test_the_same_lane_full_without_a_signal_or_standing_longer_than_a_red_light
     assert stuck[0].started_at - T0 > 30, "counted once the queue stood longer than a red light can"
 
 
+def lorries_nose_to_tail(speed_px_per_s: float, seconds: float = 40) -> list:
+    """Lorries (200x60 px boxes) 20 px apart driving east through the lane at `speed_px_per_s`, covering most of it
+    all the time: what a stream of traffic looks like passing close to the camera."""
+    frames = []
+    for seq in range(int(seconds / STEP)):
+        head = speed_px_per_s * seq * STEP
+        lefts = [head - 220 * i for i in range(int(head // 220) + 1)]
+        frames.append(frame(seq, [(1 + i, "truck", (x, 390, x + 200, 450)) for i, x in enumerate(lefts) if x < 470]))
+    return frames
+
+
+def test_traffic_flowing_through_a_lane_it_fills_is_not_congestion_and_the_same_traffic_crawling_is():
+    assert opened(run(lorries_nose_to_tail(90), approach(stop_line=False))) == []  # 1.5 box heights per second
+    crawling = opened(run(lorries_nose_to_tail(15), approach(stop_line=False)))  # 0.25 box heights per second
+    assert [e.type for e in crawling] == ["congestion"]
+
+
 def test_a_person_cut_off_by_the_bottom_of_the_frame_is_not_placed_on_the_roadway():
     """Only a rider's head and shoulders are in the picture, at the bottom edge of an approach lane: where the
     person stands (or rides) is below the frame."""

@@ -1,9 +1,9 @@
 """Congestion per lane: occupancy, queue and (where calibrated) mean speed over a sliding window, with a level.
 
-Occupancy is the share of the lane's area covered by vehicle boxes (sampled on a grid of points inside the lane);
-the queue is the number of stopped vehicles in the lane. Speeds are metres per second from the homography only,
-and a speed above the physical sanity bound is discarded rather than averaged in. The window keeps one bucket per
-second, so its state stays small at any frame rate.
+Occupancy is the share of the lane's area covered by the boxes of vehicles standing or crawling (sampled on a grid of
+points inside the lane); the queue is the number of stopped vehicles in the lane. Speeds are metres per second from
+the homography only, and a speed above the physical sanity bound is discarded rather than averaged in. The window
+keeps one bucket per second, so its state stays small at any frame rate.
 """
 from __future__ import annotations
 
@@ -65,6 +65,9 @@ def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState],
         grid = scene.lane_grids[lane_id]
         covered = np.zeros(len(grid), dtype=bool)
         for vehicle in lane_vehicles:
+            # Flowing traffic fills no lane, however much of it a vehicle close to the camera covers.
+            if scene.speed_box_per_s(vehicle) >= scene.thresholds.congestion_moving_speed_box_per_s:
+                continue
             x1, y1, x2, y2 = vehicle.box
             covered |= (grid[:, 0] >= x1) & (grid[:, 0] <= x2) & (grid[:, 1] >= y1) & (grid[:, 1] <= y2)
         occupancy = float(covered.mean()) if len(grid) else 0.0

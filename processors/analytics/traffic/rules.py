@@ -406,6 +406,9 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
             or scene.in_any(point, scene.config.crosswalks) is not None)
 
 
+WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
+
+
 def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
     thresholds = scene.thresholds
     conditions = []
@@ -413,10 +416,13 @@ def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is None:
             continue
-        # The longest recent stretch of history spent inside this lane, up to now.
+        # The longest recent stretch of history spent inside this lane, up to now, seen without a long gap: a track
+        # the detector keeps losing may be taken over by the next vehicle behind each time it is found again, and
+        # so seem to creep backwards.
         stretch = []
         for sample in reversed(vehicle.history):
-            if scene.lane_of((sample[1], sample[2])) != lane_id:
+            if scene.lane_of((sample[1], sample[2])) != lane_id or (
+                    stretch and stretch[-1][0] - sample[0] > WRONG_WAY_MAX_GAP_S):
                 break
             stretch.append(sample)
         if len(stretch) < 2 or stretch[0][0] - stretch[-1][0] < thresholds.wrong_way_min_seconds:
