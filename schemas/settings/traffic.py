@@ -180,6 +180,13 @@ class TrafficThresholds(Frozen):
         default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
     pedestrian_area_moving_box_per_s: float = Field(
         default=0.5, gt=0, description="speed (box heights per second) from which a vehicle counts as fully moving")
+    pedestrian_area_walking_box_per_s: float = Field(
+        default=0.4, gt=0, description="speed (box heights per second) up to which a person in a pedestrian area is "
+        "walking")
+    pedestrian_area_fast_person_box_per_s: float = Field(
+        default=2.0, gt=0, description="speed (box heights per second; about 12 km/h) from which a person in a "
+        "pedestrian area is on wheels (a bicycle, skateboard or cart the detector does not see) and raises the event "
+        "like a vehicle; between walking and this speed a person's share of the area's score grows")
     pedestrian_area_min_score: float = Field(
         default=0.3, gt=0, le=1, description="confidence x speed factor above which a vehicle in a pedestrian area "
         "raises the event")
@@ -197,6 +204,8 @@ class TrafficThresholds(Frozen):
         if self.impact_window_seconds > self.collision_stop_within_seconds + self.collision_stopped_seconds:
             raise ValueError("impact_window_seconds must not exceed collision_stop_within_seconds + "
                              "collision_stopped_seconds (how long a contact is remembered)")
+        if not self.pedestrian_area_walking_box_per_s < self.pedestrian_area_fast_person_box_per_s:
+            raise ValueError("pedestrian_area_walking_box_per_s must be below pedestrian_area_fast_person_box_per_s")
         return self
 
     @field_validator("congestion_occupancy_levels", "congestion_queue_levels")

@@ -237,6 +237,23 @@ def test_a_parked_bicycle_in_a_plaza_is_no_event():
     assert not [e for e in opened(run(frames, PLAZA)) if e.type == "vehicle_in_pedestrian_area"]
 
 
+def person_crossing_plaza(px_per_step: float) -> list[Detections]:
+    """A person (60 px tall) crossing the plaza at `px_per_step` per frame (5 frames per second), among six standing."""
+    return [frame(seq, [(1, "person", (100.0 + px_per_step * seq, 300.0, 125.0 + px_per_step * seq, 360.0)),
+                        *crowd(6)]) for seq in range(25)]
+
+
+def test_a_person_faster_than_anyone_walks_in_a_plaza_is_an_event_and_a_walker_is_none():
+    """Seen only as a person: a cyclist or skater at 2.5 box heights per second (150 px/s) is on wheels; a walker at
+    a third of a box height per second (20 px/s) is not, and adds nothing to the plaza's score."""
+    events = opened(run(person_crossing_plaza(30), PLAZA))
+    assert [(e.type, e.severity.value, e.details["class_name"]) for e in events] == [
+        ("vehicle_in_pedestrian_area", "critical", "person")]
+    assert opened(run(person_crossing_plaza(4), PLAZA)) == []
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="sim", source="sim.mp4", scene=PLAZA), Config(), None)
+    assert max(analyzer.update(detections).area_scores["plaza"] for detections in person_crossing_plaza(4)) == 0.0
+
+
 def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
     """The detector loses a truck in its own dust as it stops; the background model finds it standing there."""
     frames = []

@@ -646,22 +646,26 @@ def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -
 
 
 def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
-    """A vehicle or cyclist moving inside a pedestrian area; critical when the area is crowded."""
+    """A vehicle or cyclist moving inside a pedestrian area, or a person moving there faster than people walk (on
+    wheels the detector does not see, or running); critical when the area is crowded."""
     conditions = []
+    fast_person = scene.thresholds.pedestrian_area_fast_person_box_per_s
     for area in scene.config.pedestrian_areas:
         people = sum(1 for track in tracks if track.class_name == "person" and scene.is_in(foot(track), area.polygon))
         crowded = people >= area.crowded_people
         for track in tracks:
-            inside = track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)
+            inside = _scored_in_pedestrian_areas(scene, track) and scene.is_in(foot(track), area.polygon)
             score = pedestrian_area_score(scene, track) if inside else 0.0
-            moving = score >= scene.thresholds.pedestrian_area_min_score
+            speed = scene.speed_box_per_s(track)
+            moving = score >= scene.thresholds.pedestrian_area_min_score and (
+                track.class_name != "person" or speed >= fast_person)
             inside_for = hold(track, f"in_pedestrian_area:{area.id}", moving, now)
             if moving and inside_for >= scene.thresholds.pedestrian_area_min_seconds:
-                speed = scene.speed_box_per_s(track)
+                what = "person faster than walking" if track.class_name == "person" else track.class_name
                 conditions.append(Condition(
                     key=f"vehicle_in_pedestrian_area:{area.id}:{track.track_id}", type="vehicle_in_pedestrian_area",
                     severity=Severity.CRITICAL if crowded else Severity.WARNING, level=int(crowded),
-                    reason=f"{track.class_name} moving at {speed:.1f} box/s in pedestrian area {area.id}"
+                    reason=f"{what} moving at {speed:.1f} box/s in pedestrian area {area.id}"
                            + (f" among {people} people" if crowded else ""),
                     confidence=min(score, 1.0), zone_id=area.id, track_ids=[track.track_id],
                     details={"class_name": track.class_name, "speed_box_per_s": round(speed, 2), "people": people}))
@@ -670,12 +674,13 @@ def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: fl
 
 def pedestrian_area_scores(scene: Scene, tracks: list[TrackState],
                            untracked: list[tuple[tuple, str, float]]) -> dict[str, float]:
-    """Per pedestrian area, the highest score of a vehicle or cyclist in it this frame (0 when there is none): the
-    frame-level anomaly score. Detections the tracker has not confirmed yet count as standing still."""
+    """Per pedestrian area, the highest score of a vehicle, cyclist or fast-moving person in it this frame (0 when
+    there is none): the frame-level anomaly score. Vehicles the tracker has not confirmed yet count as standing
+    still."""
     scores = {}
     for area in scene.config.pedestrian_areas:
         tracked = [pedestrian_area_score(scene, track) for track in tracks
-                   if track.class_name in scene.vehicle_classes and scene.is_in(foot(track), area.polygon)]
+                   if _scored_in_pedestrian_areas(scene, track) and scene.is_in(foot(track), area.polygon)]
         unconfirmed = [confidence * STANDING_FACTOR for box, class_name, confidence in untracked
                        if class_name in scene.vehicle_classes
                        and scene.is_in(anchor_point(box, Anchor.BOTTOM_CENTER), area.polygon)]
@@ -683,10 +688,20 @@ def pedestrian_area_scores(scene: Scene, tracks: list[TrackState],
     return scores
 
 
+def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
+    return track.class_name in scene.vehicle_classes or track.class_name == "person"
+
+
 def pedestrian_area_score(scene: Scene, track: TrackState) -> float:
-    """How surely a vehicle or cyclist is moving through a pedestrian area: detection confidence times a speed
-    factor that is 1 at walking-or-faster speeds and falls to a floor for one standing still (a parked bicycle)."""
+    """How surely a vehicle, cyclist or person on wheels is moving through a pedestrian area: detection confidence
+    times a speed factor. A vehicle's is 1 at walking-or-faster speeds and falls to a floor for one standing still (a
+    parked bicycle); a person's is 0 at walking speed and grows to 1 at pedestrian_area_fast_person_box_per_s (a
+    cyclist or skater the detector sees only as a person)."""
+    thresholds = scene.thresholds
     speed = scene.speed_box_per_s(track)
-    moving = speed / scene.thresholds.pedestrian_area_moving_box_per_s
+    if track.class_name == "person":
+        walking, fast = thresholds.pedestrian_area_walking_box_per_s, thresholds.pedestrian_area_fast_person_box_per_s
+        return track.confidence * min(1.0, max(0.0, (speed - walking) / (fast - walking)))
+    moving = speed / thresholds.pedestrian_area_moving_box_per_s
     factor = min(1.0, STANDING_FACTOR + (1 - STANDING_FACTOR) * moving)
     return track.confidence * factor
