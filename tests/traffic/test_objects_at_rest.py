@@ -232,6 +232,13 @@ def test_a_cyclist_riding_through_a_plaza_is_an_event_critical_when_the_plaza_is
         assert [(e.type, e.severity.value) for e in events] == [("vehicle_in_pedestrian_area", severity)]
 
 
+def test_a_cyclist_detected_as_a_bicycle_and_its_rider_riding_fast_through_a_plaza_is_one_event():
+    frames = [frame(seq, [(1, "bicycle", (100.0 + 30 * seq, 310.0, 140.0 + 30 * seq, 360.0)),
+                          (2, "person", (102.0 + 30 * seq, 280.0, 138.0 + 30 * seq, 345.0))]) for seq in range(20)]
+    events = opened(run(frames, PLAZA))
+    assert [(e.type, e.details["class_name"]) for e in events] == [("vehicle_in_pedestrian_area", "bicycle")]
+
+
 def test_a_parked_bicycle_in_a_plaza_is_no_event():
     frames = [frame(seq, [(1, "bicycle", (400.0, 300.0, 440.0, 360.0)), *crowd(6)]) for seq in range(50)]
     assert not [e for e in opened(run(frames, PLAZA)) if e.type == "vehicle_in_pedestrian_area"]

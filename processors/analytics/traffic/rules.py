@@ -645,16 +645,20 @@ def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -
     return scene.in_any(points[0], scene.stopping_zones) or scene.lane_of(points[0])
 
 
-def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
+def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], two_wheelers: np.ndarray,
+                                 now: float) -> list[Condition]:
     """A vehicle or cyclist moving inside a pedestrian area, or a person moving there faster than people walk (on
-    wheels the detector does not see, or running); critical when the area is crowded."""
+    wheels the detector does not see); critical when the area is crowded. The rider of a detected bicycle or
+    motorcycle (`two_wheelers`, xyxy) is not a second event: the two-wheeler is the event."""
     conditions = []
     fast_person = scene.thresholds.pedestrian_area_fast_person_box_per_s
+    riding = riders([track for track in tracks if track.class_name == "person"], two_wheelers, now)
     for area in scene.config.pedestrian_areas:
         people = sum(1 for track in tracks if track.class_name == "person" and scene.is_in(foot(track), area.polygon))
         crowded = people >= area.crowded_people
         for track in tracks:
-            inside = _scored_in_pedestrian_areas(scene, track) and scene.is_in(foot(track), area.polygon)
+            inside = (_scored_in_pedestrian_areas(scene, track) and track.track_id not in riding
+                      and scene.is_in(foot(track), area.polygon))
             score = pedestrian_area_score(scene, track) if inside else 0.0
             speed = scene.speed_box_per_s(track)
             moving = score >= scene.thresholds.pedestrian_area_min_score and (
