@@ -101,15 +101,15 @@ class TrafficAnalyzer:
         at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
                                                          detections.seq, frame_size)
         output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues)
-        two_wheelers = rules.two_wheeler_boxes(detections)
+        riding = rules.riders(people, rules.two_wheeler_boxes(detections), now)
         conditions = [
             *impacts,
             *at_rest,
             *rules.wrong_way(self.scene, vehicles),
-            *rules.pedestrians_on_roadway(self.scene, people, vehicles, two_wheelers, now, detections.image_height),
+            *rules.pedestrians_on_roadway(self.scene, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
-            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, two_wheelers, now),
+            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, riding, now),
         ]
         track_ids = detections.track_id if detections.track_id is not None else []
         untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence

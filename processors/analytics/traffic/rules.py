@@ -463,16 +463,15 @@ def riders(people: list[TrackState], two_wheelers: np.ndarray, now: float) -> se
     return {person.track_id for person in people if SEEN_RIDING in person.timers}
 
 
-def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: list[TrackState],
-                           two_wheelers: np.ndarray, now: float, frame_height: int) -> list[Condition]:
+def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: list[TrackState], riding: set[int],
+                           now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
     below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
     height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
-    post, a sign or a signal head (once it walks it counts)."""
+    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`)."""
     config, thresholds = scene.config, scene.thresholds
     conditions = []
-    riding = riders(people, two_wheelers, now)
     for person in people:
         if person.track_id in riding:
             continue
@@ -645,21 +644,23 @@ def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -
     return scene.in_any(points[0], scene.stopping_zones) or scene.lane_of(points[0])
 
 
-def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], two_wheelers: np.ndarray,
+def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], riding: set[int],
                                  now: float) -> list[Condition]:
     """A vehicle or cyclist moving inside a pedestrian area, or a person moving there faster than people walk (on
     wheels the detector does not see); critical when the area is crowded. The rider of a detected bicycle or
-    motorcycle (`two_wheelers`, xyxy) is not a second event: the two-wheeler is the event."""
+    motorcycle (`riding`: track ids, `riders`) is not a second event: the two-wheeler is the event."""
     conditions = []
     fast_person = scene.thresholds.pedestrian_area_fast_person_box_per_s
-    riding = riders([track for track in tracks if track.class_name == "person"], two_wheelers, now)
     for area in scene.config.pedestrian_areas:
         people = sum(1 for track in tracks if track.class_name == "person" and scene.is_in(foot(track), area.polygon))
         crowded = people >= area.crowded_people
         for track in tracks:
             inside = (_scored_in_pedestrian_areas(scene, track) and track.track_id not in riding
                       and scene.is_in(foot(track), area.polygon))
-            score = pedestrian_area_score(scene, track) if inside else 0.0
+            if not inside:
+                hold(track, f"in_pedestrian_area:{area.id}", False, now)
+                continue
+            score = pedestrian_area_score(scene, track)
             speed = scene.speed_box_per_s(track)
             moving = score >= scene.thresholds.pedestrian_area_min_score and (
                 track.class_name != "person" or speed >= fast_person)
