@@ -239,6 +239,18 @@ def test_a_cyclist_detected_as_a_bicycle_and_its_rider_riding_fast_through_a_pla
     assert [(e.type, e.details["class_name"]) for e in events] == [("vehicle_in_pedestrian_area", "bicycle")]
 
 
+def test_a_plaza_keeps_its_score_between_the_frames_a_cyclist_is_found_in_and_loses_it_once_the_cyclist_is_gone():
+    """The detector finds the cyclist in every other frame; the plaza's frame-level score is the evidence of about the
+    last half second, so the frames between are not scored as an empty plaza."""
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="sim", source="sim.mp4", scene=PLAZA), Config(), None)
+    frames = [frame(seq, [(1, "bicycle", (100.0 + 30 * seq, 300.0, 140.0 + 30 * seq, 360.0))]
+                    if seq % 2 == 0 and seq < 20 else []) for seq in range(40)]
+    scores = [analyzer.update(detections).area_scores.get("plaza", 0.0) for detections in frames]
+    found, between = scores[6:20:2], scores[7:20:2]
+    assert min(between) >= 0.5 * max(found) > 0
+    assert scores[-1] < 0.01 * max(found)
+
+
 def test_a_parked_bicycle_in_a_plaza_is_no_event():
     frames = [frame(seq, [(1, "bicycle", (400.0, 300.0, 440.0, 360.0)), *crowd(6)]) for seq in range(50)]
     assert not [e for e in opened(run(frames, PLAZA)) if e.type == "vehicle_in_pedestrian_area"]

@@ -22,6 +22,9 @@ from schemas.settings.config import CameraConfig, Config
 from schemas.settings.lines import Anchor
 from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 
+# The detector finds a cyclist or cart among walkers in only some frames: an area's frame-level score is the
+# evidence of about the last half second (exponential smoothing, so any frame rate weighs the same time).
+AREA_SCORE_SECONDS = 0.5
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
 
@@ -115,12 +118,23 @@ class TrafficAnalyzer:
         untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
                      in zip(detections.xyxy, track_ids, detections.class_name, detections.confidence, strict=False)
                      if track_id == UNTRACKED]
-        output.area_scores = rules.pedestrian_area_scores(self.scene, tracks, untracked)
+        output.area_scores = self._smooth_area_scores(rules.pedestrian_area_scores(self.scene, tracks, untracked), now)
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds)
         self._evict(now)
         state.last_time = now
         return output
+
+    def _smooth_area_scores(self, scores: dict[str, float], now: float) -> dict[str, float]:
+        state = self.state
+        elapsed = now - state.last_time if state.last_time is not None else math.inf
+        weight = 1.0 - math.exp(-max(elapsed, 0.0) / AREA_SCORE_SECONDS)
+        smoothed = {}
+        for area, score in scores.items():
+            before = state.area_scores.get(area, score)
+            smoothed[area] = before + weight * (score - before)
+        state.area_scores = smoothed
+        return dict(smoothed)
 
     def _forget_the_view(self, now: float) -> None:
         """The camera's view moved: what was learnt in image coordinates (motion, rest, contacts, objects at rest,

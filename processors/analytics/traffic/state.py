@@ -146,6 +146,8 @@ class TrafficState(State):
                                                 "two sampled frames, oldest first (vehicles converging into one box)")
     incidents: dict[str, OpenIncident] = Field(default_factory=dict)
     zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue stands")
+    area_scores: dict[str, float] = Field(default_factory=dict, description="pedestrian area id -> its "
+                                          "vehicle-in-area score, smoothed over about AREA_SCORE_SECONDS")
     # lane id -> per-second buckets [second, occupancy sum, queued vehicles sum, samples, speed sum, speed samples]
     congestion: dict[str, list[list[float]]] = Field(default_factory=dict)
     count_window_start: float | None = None
