@@ -347,3 +347,24 @@ def test_a_track_found_again_only_every_1_4_s_further_back_is_no_wrong_way_drive
     assert [e.type for e in opened(run(sparse))] == []
     continuous = [frame(seq, [(6, "car", (1000 - 4 * seq, 400, 1080 - 4 * seq, 440))]) for seq in range(50)]
     assert [e.type for e in opened(run(continuous))] == ["wrong_way"]
+
+
+def car_stopping_dead_against_a_parked_car(hidden_at_contact: bool) -> list[Detections]:
+    """Car 1 drives east at 2 box heights per second and stops dead against car 2, standing in the lane since the
+    camera started, at 5 s; the detector may miss car 2 from just before the contact for 2 s, hidden behind the car
+    hitting it (then the contact is seen only against where car 2 was last seen)."""
+    frames = []
+    for seq in range(60):
+        t = seq * STEP
+        x = 200.0 + 80 * min(t, 5.2)  # car 1's front edge: 616 px from 5.2 s, 16 px into car 2
+        objects = [(1, "car", (x - 80, 400.0, x, 440.0))]
+        if not (hidden_at_contact and 4.9 <= t <= 6.9):
+            objects.append((2, "car", (600.0, 400.0, 680.0, 440.0)))
+        frames.append(frame(seq, objects))
+    return frames
+
+
+def test_a_car_stopping_dead_against_a_standing_car_the_detector_misses_at_the_contact_is_one_collision():
+    for hidden in (False, True):
+        events = opened(run(car_stopping_dead_against_a_parked_car(hidden)))
+        assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")], hidden

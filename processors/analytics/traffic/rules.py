@@ -26,6 +26,7 @@ from schemas.geometry import Point, box_intersection, box_iou
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
+HIDDEN_STANDING_S = 1.0  # a vehicle at rest missed by the detector this long is still where it was last seen
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
@@ -528,10 +529,16 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
     Contacts expire once that can no longer happen."""
     thresholds = scene.thresholds
     known = {candidate.track_ids for candidate in state.collisions}
-    overlaps = box_iou([vehicle.box for vehicle in vehicles], [vehicle.box for vehicle in vehicles])
+    # A vehicle at rest that the detector misses in this frame (hidden by the one hitting it, a frame lost) still
+    # stands where it was last seen.
+    seen = {vehicle.track_id for vehicle in vehicles}
+    hidden = [track for track in state.tracks.values() if track.track_id not in seen and track.class_name
+              in scene.vehicle_classes and now - track.last_seen <= HIDDEN_STANDING_S and scene.is_stopped(track)]
+    candidates = [*vehicles, *hidden]
+    overlaps = box_iou([vehicle.box for vehicle in candidates], [vehicle.box for vehicle in candidates])
     for i, a in enumerate(vehicles):
-        for j in range(i + 1, len(vehicles)):
-            b = vehicles[j]
+        for j in range(i + 1, len(candidates)):
+            b = candidates[j]
             pair = tuple(sorted((a.track_id, b.track_id)))
             if pair in known or overlaps[i, j] < thresholds.collision_min_iou:
                 continue
