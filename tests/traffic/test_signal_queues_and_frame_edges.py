@@ -88,3 +88,28 @@ def test_a_person_that_never_goes_anywhere_is_a_post_until_it_walks():
     walking = [frame(seq, [(1, "person", (600, 450 + min(seq, 30) * 2, 620, 500 + min(seq, 30) * 2))])
                for seq in range(100)]
     assert [e.type for e in opened(run(walking, edge))] == ["pedestrian_on_roadway"]
+
+
+def people_walking_along_a_lane(people: list[tuple[int, int, int, int]]) -> list:
+    """People walking along an approach lane at 5 px a frame (half a body height per second), 100 frames: per person
+    (track id, x offset, first frame, last frame)."""
+    return [frame(seq, [(track_id, "person", (100 + offset + 5 * seq, 450, 120 + offset + 5 * seq, 500))
+                        for track_id, offset, first, last in people if first <= seq <= last]) for seq in range(100)]
+
+
+LANE = SceneConfig.model_validate({
+    "lanes": [{"id": "approach", "polygon": [[0, 400], [1280, 400], [1280, 600], [0, 600]], "direction": [1, 0]}],
+})
+
+
+def test_people_walking_together_on_the_roadway_are_one_incident_and_people_apart_are_two():
+    together = run(people_walking_along_a_lane([(1, 0, 0, 99), (2, 30, 20, 99)]), LANE)
+    assert [(e.type, e.track_ids) for e in opened(together)] == [("pedestrian_on_roadway", [1])]
+    assert together[-1].track_ids == [1, 2]
+    apart = opened(run(people_walking_along_a_lane([(1, 0, 0, 99), (2, 400, 20, 99)]), LANE))
+    assert [(e.type, e.track_ids) for e in apart] == [("pedestrian_on_roadway", [1]), ("pedestrian_on_roadway", [2])]
+
+
+def test_a_person_on_the_roadway_found_again_under_a_new_track_id_is_the_same_incident():
+    switched = opened(run(people_walking_along_a_lane([(1, 0, 0, 49), (2, 0, 51, 99)]), LANE))
+    assert [(e.type, e.track_ids) for e in switched] == [("pedestrian_on_roadway", [1])]

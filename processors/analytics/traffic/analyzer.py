@@ -109,7 +109,7 @@ class TrafficAnalyzer:
             *impacts,
             *at_rest,
             *rules.wrong_way(self.scene, vehicles),
-            *rules.pedestrians_on_roadway(self.scene, people, vehicles, riding, now, detections.image_height),
+            *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, tracks, riding, now),

@@ -28,6 +28,7 @@ from schemas.settings.lines import Anchor
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
 HIDDEN_STANDING_S = 1.0  # a vehicle at rest missed by the detector this long is still where it was last seen
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
+WALKING_KEY = "pedestrian_on_roadway:"  # key prefix of a person (or people walking together) on the roadway
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
 # Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
@@ -464,31 +465,39 @@ def riders(people: list[TrackState], two_wheelers: np.ndarray, now: float) -> se
     return {person.track_id for person in people if SEEN_RIDING in person.timers}
 
 
-def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: list[TrackState], riding: set[int],
-                           now: float, frame_height: int) -> list[Condition]:
+def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[TrackState], vehicles: list[TrackState],
+                           riding: set[int], now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
     below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
     height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
-    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`)."""
+    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`).
+    People walking together on the roadway are one incident, as is a person the tracker loses and finds again under
+    a new id: one on the roadway beside a person of an open incident (`_walking_with`) is that incident at once."""
     config, thresholds = scene.config, scene.thresholds
     conditions = []
+    walking: dict[str, Condition] = {}
     for person in people:
         if person.track_id in riding:
             continue
         point = foot(person)
         crosswalk = scene.in_any(point, config.crosswalks)
-        off_crossing = (crosswalk is None and scene.in_any(point, config.sidewalks) is None
-                        and scene.on_roadway(point) and person.box[3] < frame_height - EDGE_MARGIN_PX
-                        and person.moved_away)
+        on_road = (crosswalk is None and scene.in_any(point, config.sidewalks) is None and scene.on_roadway(point)
+                   and person.box[3] < frame_height - EDGE_MARGIN_PX)
+        off_crossing = on_road and person.moved_away
         on_road_for = hold(person, "on_roadway", off_crossing, now)
-        if off_crossing and on_road_for >= thresholds.pedestrian_min_seconds:
+        joined = _walking_with(state, person) if on_road else None
+        if joined or (off_crossing and on_road_for >= thresholds.pedestrian_min_seconds):
+            key = joined or f"{WALKING_KEY}{person.track_id}"
+            if key in walking:
+                walking[key].track_ids.append(person.track_id)
+                continue
             zone = scene.lane_of(point) or (config.intersection.id if config.intersection else None)
-            conditions.append(Condition(
-                key=f"pedestrian_on_roadway:{person.track_id}", type="pedestrian_on_roadway",
+            walking[key] = Condition(
+                key=key, type="pedestrian_on_roadway",
                 severity=Severity.WARNING, reason=f"person on the roadway outside crosswalks for {on_road_for:.0f} s",
                 confidence=person.confidence, zone_id=zone, track_ids=[person.track_id],
-                details={"seconds_on_roadway": round(on_road_for, 1)}))
+                details={"seconds_on_roadway": round(on_road_for, 1)})
         elif crosswalk is not None and scene.calibrated:
             walk = next(c for c in config.crosswalks if c.id == crosswalk)
             fast = [(v, speed) for v in vehicles if scene.is_in(foot(v), walk.polygon)
@@ -497,12 +506,27 @@ def pedestrians_on_roadway(scene: Scene, people: list[TrackState], vehicles: lis
             if fast:
                 vehicle, speed = max(fast, key=lambda pair: pair[1])
                 conditions.append(Condition(
-                    key=f"pedestrian_on_roadway:{person.track_id}", type="pedestrian_on_roadway",
+                    key=f"pedestrian_on_crosswalk:{person.track_id}", type="pedestrian_on_roadway",
                     severity=Severity.CRITICAL,
                     reason=f"{vehicle.class_name} at {speed:.1f} m/s on crosswalk {crosswalk} while a person is on it",
                     confidence=min(person.confidence, vehicle.confidence), zone_id=crosswalk,
                     track_ids=[person.track_id, vehicle.track_id], details={"vehicle_speed_mps": round(speed, 2)}))
-    return conditions
+    return [*conditions, *walking.values()]
+
+
+def _walking_with(state: TrafficState, person: TrackState) -> str | None:
+    """The key of the open pedestrian-on-roadway incident with a person (seen now, or last seen) whose feet are
+    within a body height of this one's."""
+    reach = person.box[3] - person.box[1]
+    for key, incident in state.incidents.items():
+        if not key.startswith(WALKING_KEY):
+            continue
+        for other in _tracks_of(state, incident.track_ids):
+            if other.track_id == person.track_id:
+                return key
+            if math.dist(foot(other), foot(person)) <= max(reach, other.box[3] - other.box[1]):
+                return key
+    return None
 
 
 def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condition]:
