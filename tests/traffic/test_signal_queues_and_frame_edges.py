@@ -111,5 +111,7 @@ def test_people_walking_together_on_the_roadway_are_one_incident_and_people_apar
 
 
 def test_a_person_on_the_roadway_found_again_under_a_new_track_id_is_the_same_incident():
-    switched = opened(run(people_walking_along_a_lane([(1, 0, 0, 49), (2, 0, 51, 99)]), LANE))
-    assert [(e.type, e.track_ids) for e in switched] == [("pedestrian_on_roadway", [1])]
+    switched = run(people_walking_along_a_lane([(1, 0, 0, 49), (2, 0, 51, 99)]), LANE)
+    assert [(e.type, e.track_ids) for e in opened(switched)] == [("pedestrian_on_roadway", [1])]
+    joined = next(e for e in switched if e.track_ids == [1, 2])
+    assert joined.details["seconds_on_roadway"] >= 9  # since person 1 stepped onto the roadway, not person 2

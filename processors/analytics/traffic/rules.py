@@ -488,6 +488,11 @@ def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[Track
         on_road_for = hold(person, "on_roadway", off_crossing, now)
         joined = _walking_with(state, person) if on_road else None
         if joined or (off_crossing and on_road_for >= thresholds.pedestrian_min_seconds):
+            if joined:
+                # Its people have been on the roadway since the incident opened, pedestrian_min_seconds after one
+                # stepped onto it.
+                on_road_for = max(on_road_for,
+                                  now - state.incidents[joined].started_at + thresholds.pedestrian_min_seconds)
             key = joined or f"{WALKING_KEY}{person.track_id}"
             if key in walking:
                 walking[key].track_ids.append(person.track_id)
