@@ -171,6 +171,31 @@ def test_a_stopped_vehicle_the_detector_finds_again_under_a_new_id_stays_one_sto
     assert [e.type for e in events] == ["stopped_vehicle"]
     assert events[0].started_at - T0 <= 10.5
 
+
+def edging_along_the_bus_stop(px_per_s: float, moves_on_at: float | None = None) -> list[Event]:
+    """A car (80x40, diagonal 89 px) drives into the bus stop at 2 s and from there edges west at `px_per_s`; from
+    `moves_on_at` it drives 100 px on in 2 s and edges again."""
+    frames = []
+    for seq in range(150):  # 30 s
+        t = seq * STEP
+        x = 1060.0 + 50 * max(0.0, 2 - t) - px_per_s * max(0.0, t - 2)
+        if moves_on_at is not None and t > moves_on_at:
+            x -= 50 * min(t - moves_on_at, 2.0)
+        frames.append(frame(seq, [(7, "car", (x - 40, 310.0, x + 40, 350.0))]))
+    return opened(run(frames))
+
+
+def test_a_car_edging_forward_at_a_crawl_is_stopped_from_when_it_came_to_rest():
+    """At 1.5 px/s (0.02 box diagonals per second, a detector's box growing or a car edging along the shoulder) the
+    anchor leaves the stationary tolerance (0.15 diagonals) after 9 s: that restarted the clock, so the car was
+    flagged 9 s late. A car that drives on a box length and stops again still starts again."""
+    events = edging_along_the_bus_stop(1.5)
+    assert [e.type for e in events] == ["stopped_vehicle"]
+    assert 2 + 10 <= events[0].started_at - T0 <= 2 + 11
+    moved_on = edging_along_the_bus_stop(1.5, moves_on_at=8)
+    assert [e.type for e in moved_on] == ["stopped_vehicle"]
+    assert 10 + 9.5 <= moved_on[0].started_at - T0 <= 10 + 11  # rested once within tolerance of its new place
+
 def test_a_vehicle_that_leaves_the_road_and_stops_dead_is_one_critical_collision():
     # Eastbound at 1.5 box heights per second (60 px/s), then off the lane onto the south sidewalk within a second.
     path = [(200.0 + 60 * i * STEP, 440.0) for i in range(25)]

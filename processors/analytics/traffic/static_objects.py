@@ -32,6 +32,9 @@ VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
 # the picture over most of it, while a lane marking or a patch of road under a stale background is a fraction of it
 # (a third and a quarter on the dev set's freeway, against 1.4 and 8.6 for the crashed cars hidden in dust).
 HIDDEN_VEHICLE_BLOB_SHARE = 0.5
+# A vehicle whose anchor has moved on average less than this (box diagonals per second, about 0.7 km/h for a car)
+# since it came to rest is still at rest: its box drifts as it edges forward or as the detector's box grows.
+CREEP_DIAGONALS_PER_S = 0.04
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,13 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
                 obj.track_ids.append(item.track.track_id)
             if item.track.track_id == obj.track_ids[0]:
                 # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash). Its
-                # rest time stays through box jitter; a vehicle that crept away and stopped again restarts it.
+                # rest time stays through box jitter and a crawl slower than CREEP_DIAGONALS_PER_S (a car edging
+                # along the shoulder); a vehicle that moved on further and stopped again restarts it.
                 obj.class_name = item.track.class_name
                 boxes_now[obj.key] = item.box
                 point = anchor_point(item.box, Anchor.BOTTOM_CENTER)
-                tolerance = stationary_fraction * math.hypot(item.box[2] - item.box[0], item.box[3] - item.box[1])
+                diagonal = math.hypot(item.box[2] - item.box[0], item.box[3] - item.box[1])
+                tolerance = diagonal * (stationary_fraction + CREEP_DIAGONALS_PER_S * max(now - obj.since, 0.0))
                 if obj.rest_point is None or math.dist(point, obj.rest_point) > tolerance:
                     obj.rest_point, obj.since = point, item.since
                 obj.since = min(obj.since, item.since)
