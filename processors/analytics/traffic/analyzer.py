@@ -13,8 +13,9 @@ from processors.analytics.traffic import converging, counting, rules, unconfirme
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile
-from processors.analytics.traffic.scene import Scene, anchor_point
+from processors.analytics.traffic.scene import Scene, anchor_point, box_area
 from processors.analytics.traffic.state import UNTRACKED, TrackState, TrafficState, VehicleFrame
+from processors.analytics.traffic.static_objects import overlap
 from schemas import Detections
 from schemas.calibration import Homography
 from schemas.line_counts import LineCounts
@@ -27,6 +28,8 @@ from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
 AREA_SCORE_SECONDS = 0.5
 SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever the frame rate
 HISTORY_SECONDS = 6.0
+REACQUIRE_SECONDS = 1.0
+REACQUIRE_OVERLAP = 0.7
 
 
 @dataclass
@@ -166,6 +169,18 @@ class TrafficAnalyzer:
                     track_id=track_id, class_name=class_name, box=box, first_seen=now, last_seen=now,
                     confidence=confidence, rest_point=point, rest_since=now,
                     vehicle_since=now if class_name in self.scene.vehicle_classes else None)
+                lost = self._lost_here(box, class_name, set(track_ids), now)
+                if lost is not None:
+                    # The tracker gave a vehicle it lost for a moment a new id: it goes on with its own motion (a
+                    # car that skidded to a stop hidden in dust comes back at rest, not first seen there).
+                    lost.reacquired = True
+                    track.history, track.first_seen, track.first_point = list(lost.history), lost.first_seen, \
+                        lost.first_point
+                    track.moved_away, track.vehicle_since = lost.moved_away, lost.vehicle_since
+                    track.rest_point, track.rest_since, track.rest_box = lost.rest_point, lost.rest_since, lost.rest_box
+                    for obj in self.state.static_objects:  # and its incident at rest, if it had one
+                        if lost.track_id in obj.track_ids:
+                            obj.track_ids.append(track_id)
                 previous_box = None
             else:
                 previous_box = track.box
@@ -181,6 +196,21 @@ class TrafficAnalyzer:
             self._record_motion(track, point, now)
             seen.append((track, previous_box))
         return seen
+
+    def _lost_here(self, box: tuple, class_name: str, frame_ids: set[int], now: float) -> TrackState | None:
+        """The vehicle track lost at most REACQUIRE_SECONDS ago whose last box this new vehicle box most covers, by
+        at least REACQUIRE_OVERLAP of the smaller box, neither box over twice the other's area: the same vehicle
+        found again. (Nearness alone is not enough: in a jam the next car stands a box length away.)"""
+        if class_name not in self.scene.vehicle_classes:
+            return None
+        area = box_area(box)
+        candidates = [
+            (share, track) for track in self.state.tracks.values()
+            if track.track_id not in frame_ids and not track.reacquired
+            and track.class_name in self.scene.vehicle_classes and 0 < now - track.last_seen <= REACQUIRE_SECONDS
+            and max(area, box_area(track.box)) <= 2 * min(area, box_area(track.box))
+            and (share := overlap(track.box, box)) >= REACQUIRE_OVERLAP]
+        return max(candidates, key=lambda candidate: candidate[0])[1] if candidates else None
 
     def _vehicle_frame(self, detections: Detections, tracks: list[TrackState], now: float) -> VehicleFrame:
         """This frame's vehicle detections, the tracker's unconfirmed ones included."""

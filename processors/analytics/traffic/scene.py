@@ -140,9 +140,12 @@ class Scene:
         return math.hypot(now[1] - earlier[1], now[2] - earlier[2]) / max(now[3], 1.0) / elapsed
 
     def speed_before_rest(self, track: TrackState, span_s: float = 1.0) -> float:
-        """Anchor speed over the `span_s` before the track came to rest, in box heights per second (0 when its
-        history does not reach back that far)."""
+        """Anchor speed over the `span_s` before the track came to rest, in box heights per second: from its first
+        sample when its history reaches back only half that far (a vehicle first seen moments before it stopped), 0
+        when not even that."""
         before = [s for s in track.history if s[0] <= track.rest_since - span_s]
+        if not before and track.history and track.history[0][0] <= track.rest_since - span_s / 2:
+            before = track.history[:1]
         at_rest = [s for s in track.history if s[0] <= track.rest_since]
         if not before or not at_rest or at_rest[-1][0] <= before[-1][0]:
             return 0.0

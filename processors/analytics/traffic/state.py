@@ -45,6 +45,8 @@ class TrackState(State):
                                                     "(since the view last moved)")
     moved_away: bool = Field(default=False, description="has been half a box height or more from first_point (a "
                              "post or sign read as a person never is)")
+    reacquired: bool = Field(default=False, description="a new track went on with its motion (the same vehicle "
+                             "found again under a new id)")
     lines: dict[str, LineSide] = Field(default_factory=dict)
     timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
 
