@@ -209,6 +209,7 @@ def test_a_car_edging_forward_at_a_crawl_is_stopped_from_when_it_came_to_rest():
     assert [e.type for e in moved_on] == ["stopped_vehicle"]
     assert 10 + 9.5 <= moved_on[0].started_at - T0 <= 10 + 11  # rested once within tolerance of its new place
 
+
 def test_a_vehicle_that_leaves_the_road_and_stops_dead_is_one_critical_collision():
     # Eastbound at 1.5 box heights per second (60 px/s), then off the lane onto the south sidewalk within a second.
     path = [(200.0 + 60 * i * STEP, 440.0) for i in range(25)]

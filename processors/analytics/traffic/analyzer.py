@@ -157,6 +157,7 @@ class TrafficAnalyzer:
         track_ids = detections.track_id
         if track_ids is None:
             track_ids = assign_track_ids(self.state, boxes, detections.class_name, now)
+        frame_ids = set(track_ids)
         seen = []
         for box, track_id, class_name, confidence in zip(boxes, track_ids, detections.class_name,
                                                           detections.confidence, strict=True):
@@ -169,7 +170,7 @@ class TrafficAnalyzer:
                     track_id=track_id, class_name=class_name, box=box, first_seen=now, last_seen=now,
                     confidence=confidence, rest_point=point, rest_since=now,
                     vehicle_since=now if class_name in self.scene.vehicle_classes else None)
-                lost = self._lost_here(box, class_name, set(track_ids), now)
+                lost = self._lost_here(box, class_name, frame_ids, now)
                 if lost is not None:
                     # The tracker gave a vehicle it lost for a moment a new id: it goes on with its own motion (a
                     # car that skidded to a stop hidden in dust comes back at rest, not first seen there).
