@@ -1,4 +1,5 @@
-"""Tiled (SAHI-style) inference for wide or distant views: overlapping slices at native resolution, merged by NMS.
+"""Tiled (SAHI-style) inference for wide or distant views: overlapping slices at native resolution, merged by NMS
+that knows a tile cuts objects at its inner edges.
 
 People far from the camera are a few pixels tall once a 1280-pixel frame is shrunk to the model's 640; slicing
 keeps them at native size. A whole-frame pass is added so objects larger than a tile are still found whole.
@@ -12,6 +13,13 @@ import numpy as np
 
 from processors.inference.detector import ImageDetections
 
+# A box within this share of the tile's size of an edge of its tile that lies inside the frame was cut off by the
+# tile (the model's box edge of a cut-off person falls a few pixels short of the border).
+FRAGMENT_EDGE_SHARE = 0.01
+# A cut-off box and a box of another pass (tile or whole frame) are one object when at least this share of the
+# smaller of the two lies inside the other: the part a tile saw of a person is not another person.
+FRAGMENT_COVER = 0.5
+
 
 def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     """Start offsets covering [0, length) with tiles of `tile` pixels overlapping by `overlap` (0..1)."""
@@ -23,21 +31,66 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     return origins
 
 
-def merge_by_nms(parts: list[ImageDetections], iou_threshold: float) -> ImageDetections:
-    """Class-aware NMS over detections gathered from several passes."""
-    xyxy = np.concatenate([p.xyxy for p in parts]) if parts else np.zeros((0, 4))
-    if len(xyxy) == 0:
+def cut_by_tile(xyxy: np.ndarray, origin: tuple[int, int], tile_size: tuple[int, int],
+                frame_size: tuple[int, int]) -> np.ndarray:
+    """Which boxes (in the tile's pixels) touch an edge of their tile that lies inside the frame."""
+    (x, y), (width, height), (frame_width, frame_height) = origin, tile_size, frame_size
+    near = FRAGMENT_EDGE_SHARE * max(width, height)
+    return (((xyxy[:, 0] <= near) & (x > 0))
+            | ((xyxy[:, 1] <= near) & (y > 0))
+            | ((xyxy[:, 2] >= width - near) & (x + width < frame_width))
+            | ((xyxy[:, 3] >= height - near) & (y + height < frame_height)))
+
+
+def nms(xyxy: np.ndarray, confidence: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, most confident first."""
+    xywh = np.column_stack((xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2])).tolist()
+    return np.asarray(cv2.dnn.NMSBoxes(xywh, confidence.tolist(), 0.0, iou_threshold), dtype=int).reshape(-1)
+
+
+def merge_by_nms(parts: list[ImageDetections], iou_threshold: float,
+                 cut: list[np.ndarray] | None = None) -> ImageDetections:
+    """Class-aware NMS over detections gathered from several passes.
+
+    cut: per part, which of its boxes its tile cut off (cut_by_tile). A cut-off box and a box of another pass
+    holding FRAGMENT_COVER of the smaller one are one object, whatever their IoU: half a person has an IoU of about
+    0.5 with the whole one. The uncut boxes are merged first, so a tile's part of an object never displaces another
+    pass's whole box of it; then each cut-off box, most confident first, is kept unless it is one object with a box
+    already kept. The kept box is not grown to cover the other: in a crowd, the part a tile saw may be of the person
+    behind.
+    """
+    if not parts or not sum(len(p.xyxy) for p in parts):
         return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), (), 0.0)
+    xyxy = np.concatenate([p.xyxy for p in parts]).astype(float)
     confidence = np.concatenate([p.confidence for p in parts])
     class_id = np.concatenate([p.class_id for p in parts])
     class_names = tuple(name for p in parts for name in p.class_names)
+    source = np.concatenate([np.full(len(p.xyxy), index) for index, p in enumerate(parts)])
+    fragment = np.concatenate(cut) if cut is not None else np.zeros(len(xyxy), dtype=bool)
+
+    def one_object(cut_off: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """(len(cut_off), len(others)): whether each cut-off box is one object with each of the others."""
+        a, b = xyxy[cut_off][:, None], xyxy[others][None]
+        sides = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
+        inter = sides[..., 0] * sides[..., 1]
+        area_a = np.prod(a[..., 2:] - a[..., :2], axis=-1)
+        area_b = np.prod(b[..., 2:] - b[..., :2], axis=-1)
+        iou = inter / np.maximum(area_a + area_b - inter, 1e-9)
+        cover = inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
+        return (iou > iou_threshold) | ((source[cut_off][:, None] != source[others][None]) & (cover >= FRAGMENT_COVER))
+
     keep: list[int] = []
     for cls in np.unique(class_id):
         index = np.flatnonzero(class_id == cls)
-        boxes = xyxy[index]
-        xywh = np.column_stack((boxes[:, :2], boxes[:, 2:] - boxes[:, :2])).tolist()
-        kept = cv2.dnn.NMSBoxes(xywh, confidence[index].tolist(), 0.0, iou_threshold)
-        keep.extend(index[np.asarray(kept, dtype=int).reshape(-1)].tolist())
+        whole, cut_off = index[~fragment[index]], index[fragment[index]]
+        kept = whole[nms(xyxy[whole], confidence[whole], iou_threshold)]
+        cut_off = cut_off[np.argsort(-confidence[cut_off], kind="stable")]
+        cut_off = cut_off[~one_object(cut_off, kept).any(axis=1)]  # parts of objects found whole
+        kept_parts: list[int] = []
+        for candidate in cut_off:
+            if not kept_parts or not one_object(np.array([candidate]), np.array(kept_parts)).any():
+                kept_parts.append(int(candidate))
+        keep.extend([*kept.tolist(), *kept_parts])
     keep.sort()
     return ImageDetections(xyxy[keep], confidence[keep], class_id[keep], tuple(class_names[i] for i in keep),
                            inference_ms=sum(p.inference_ms for p in parts),
@@ -62,14 +115,17 @@ class TiledDetector:
 
     def _detect_one(self, image: np.ndarray) -> ImageDetections:
         height, width = image.shape[:2]
-        crops, offsets = [], []
+        crops, origins = [], []
         for y in tile_origins(height, self.tile_size, self.overlap):
             for x in tile_origins(width, self.tile_size, self.overlap):
                 crops.append(image[y:y + self.tile_size, x:x + self.tile_size])
-                offsets.append((x, y))
-        parts = []
-        for result, (x, y) in zip(self.detector.detect(crops), offsets, strict=True):
+                origins.append((x, y))
+        parts, cut = [], []
+        for result, crop, (x, y) in zip(self.detector.detect(crops), crops, origins, strict=True):
+            cut.append(cut_by_tile(result.xyxy, (x, y), (crop.shape[1], crop.shape[0]), (width, height)))
             parts.append(dataclasses.replace(result, xyxy=result.xyxy + np.array([x, y, x, y], dtype=float)))
         if self.whole_frame_pass and len(crops) > 1:
-            parts.extend(self.detector.detect([image]))
-        return merge_by_nms(parts, self.iou)
+            whole = self.detector.detect([image])[0]
+            parts.append(whole)
+            cut.append(np.zeros(len(whole.xyxy), dtype=bool))
+        return merge_by_nms(parts, self.iou, cut)
