@@ -57,7 +57,8 @@ def merge_by_nms(parts: list[ImageDetections], iou_threshold: float,
     0.5 with the whole one. The uncut boxes are merged first, so a tile's part of an object never displaces another
     pass's whole box of it; then each cut-off box, most confident first, is kept unless it is one object with a box
     already kept. The kept box is not grown to cover the other: in a crowd, the part a tile saw may be of the person
-    behind.
+    behind. Only cut-off boxes are merged by cover: a whole box inside another pass's box is mostly someone behind
+    (on the crowd dev set, merging every tile box by cover with the whole-frame pass's lost 35-84 of 1,091 people).
     """
     if not parts or not sum(len(p.xyxy) for p in parts):
         return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), (), 0.0)
