@@ -134,6 +134,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
+def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection as a share of the smaller of each pair of xyxy boxes (1 when one lies inside
+    the other: a part of an object seen beside the whole of it)."""
+    a = np.asarray(a, dtype=float).reshape(-1, 4)
+    b = np.asarray(b, dtype=float).reshape(-1, 4)
+    smaller = np.minimum((a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)[:, None],
+                         (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)[None, :])
+    intersection = box_intersection(a, b)
+    return np.divide(intersection, smaller, out=np.zeros_like(intersection), where=smaller > 0)
+
+
 def polygon_cell_weights(polygon: Sequence[Point], image_size: tuple[int, int], map_shape: tuple[int, int],
                          samples: int = 4) -> np.ndarray:
     """Fraction of each map cell inside a polygon given in image pixels, (rows, cols) float32.

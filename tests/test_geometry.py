@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from schemas.geometry import PolygonZone, points_in_polygon, polygon_area, polygon_is_simple, segments_intersect
+from schemas.geometry import (
+    PolygonZone,
+    box_cover,
+    points_in_polygon,
+    polygon_area,
+    polygon_is_simple,
+    segments_intersect,
+)
 
 SQUARE = [(0, 0), (10, 0), (10, 10), (0, 10)]
 
@@ -41,3 +48,9 @@ def test_segments_are_finite():
     # Same infinite lines would cross at (15, 0); the segments do not reach it.
     assert not segments_intersect((0, 0), (10, 0), (15, -5), (15, 5))
     assert segments_intersect((0, 0), (10, 0), (10, 0), (10, 5))  # touching end points count
+
+
+def test_box_cover_is_the_share_of_the_smaller_box_inside_the_other():
+    whole = [0, 0, 10, 30]
+    cover = box_cover([whole], [[0, 0, 10, 15], [5, 0, 15, 30], [20, 0, 30, 30], [3, 3, 3, 9]])
+    np.testing.assert_allclose(cover, [[1.0, 0.5, 0.0, 0.0]])  # the top half, half beside, apart, no area

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from processors.inference.detector import ImageDetections
+from schemas.geometry import box_cover, box_iou
 
 # A box within this share of the tile's size of an edge of its tile that lies inside the frame was cut off by the
 # tile (the model's box edge of a cut-off person falls a few pixels short of the border).
@@ -71,14 +72,9 @@ def merge_by_nms(parts: list[ImageDetections], iou_threshold: float,
 
     def one_object(cut_off: np.ndarray, others: np.ndarray) -> np.ndarray:
         """(len(cut_off), len(others)): whether each cut-off box is one object with each of the others."""
-        a, b = xyxy[cut_off][:, None], xyxy[others][None]
-        sides = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]), 0, None)
-        inter = sides[..., 0] * sides[..., 1]
-        area_a = np.prod(a[..., 2:] - a[..., :2], axis=-1)
-        area_b = np.prod(b[..., 2:] - b[..., :2], axis=-1)
-        iou = inter / np.maximum(area_a + area_b - inter, 1e-9)
-        cover = inter / np.maximum(np.minimum(area_a, area_b), 1e-9)
-        return (iou > iou_threshold) | ((source[cut_off][:, None] != source[others][None]) & (cover >= FRAGMENT_COVER))
+        a, b = xyxy[cut_off], xyxy[others]
+        other_pass = source[cut_off][:, None] != source[others][None]
+        return (box_iou(a, b) > iou_threshold) | (other_pass & (box_cover(a, b) >= FRAGMENT_COVER))
 
     keep: list[int] = []
     for cls in np.unique(class_id):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area
 from processors.analytics.traffic.state import Box, StaticObject, TrackState, TrafficState
 from schemas import StaticBlob
-from schemas.geometry import box_intersection
+from schemas.geometry import box_cover, box_intersection
 from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
@@ -47,8 +47,7 @@ class Evidence:
 
 def overlap(a: Box, b: Box) -> float:
     """Intersection as a share of the smaller box (1 when one box lies inside the other)."""
-    smaller = min(box_area(a), box_area(b))
-    return float(box_intersection([a], [b])[0, 0]) / smaller if smaller > 0 else 0.0
+    return float(box_cover([a], [b])[0, 0])
 
 
 def _with_margin(box: Box) -> Box:
