@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from schemas.settings.capture import ProducerConfig, SourceKind
-from schemas.settings.config import Config, ConfigError, parse_config
+from schemas.settings.config import Config, ConfigError, parse_config, validation_problems
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
@@ -76,7 +77,11 @@ def run_discover(args, _config) -> int:
         bbox = BoundingBox.parse(args.bbox)
         client = ItsClient.from_config(settings)
         found = client.cctv_info(bbox, args.road_type, args.cctv_type)
-    except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:  # pydantic errors are ValueErrors
+    except ValidationError as exc:
+        problems = "; ".join(validation_problems(exc, "producer"))
+        print(f"cityguard cameras discover: invalid settings in {path}: {problems}", file=sys.stderr)
+        return 2
+    except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:
         print(f"cityguard cameras discover: {exc}", file=sys.stderr)
         return 2
     for camera in found:

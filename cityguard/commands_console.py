@@ -19,7 +19,7 @@ def register(commands, add_command) -> None:
 def console_token(config: Config, host: str) -> tuple[str, bool]:
     """(token, generated): the configured token, or a random one for this run on loopback; exits on any other
     address without one."""
-    from sinks.console.server import is_loopback
+    from infra.listeners import is_loopback
 
     token = os.environ.get(config.console.token_env, "")
     if token:

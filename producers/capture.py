@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import cv2
@@ -39,6 +39,21 @@ class CameraUnavailable(RuntimeError):
     def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
+
+
+def shown(source: str) -> str:
+    """The source as logs, camera-status reasons and the console may show it: a URL without its user:password@ and
+    query (camera credentials; ITS stream URLs carry an expiring token there)."""
+    if not URL.match(source):
+        return source
+    try:
+        parts = urlsplit(source)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return source.split("://", 1)[0] + "://<unparsable URL>"
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
 
 
 @dataclass(frozen=True)
@@ -102,17 +117,17 @@ class VideoDecoder:
                                      timeout=(settings.open_timeout_s, settings.read_timeout_s))
         except av.FFmpegError:
             missing = not URL.match(source) and not source.isdigit() and not os.path.exists(source)
-            raise CameraUnavailable(f"{'no such file' if missing else 'cannot open'}: {source}",
+            raise CameraUnavailable(f"{'no such file' if missing else 'cannot open'}: {shown(source)}",
                                     permanent=missing) from None
         if not self.container.streams.video:
             self.container.close()
-            raise CameraUnavailable(f"no video stream in {source}", permanent=not URL.match(source))
+            raise CameraUnavailable(f"no video stream in {shown(source)}", permanent=not URL.match(source))
         self.stream = self.container.streams.video[0]
         # One thread per decoder costs the least CPU per frame; a producer's cameras decode in parallel anyway.
         self.stream.thread_count = 1
         self.codec = self.stream.codec_context
         if hwaccel is not None and not self.codec.is_hwaccel:
-            log.info("%s: no %s decoder for %s, decoding on the CPU", source, settings.hardware_decoding,
+            log.info("%s: no %s decoder for %s, decoding on the CPU", shown(source), settings.hardware_decoding,
                      self.codec.name)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
@@ -134,7 +149,7 @@ class VideoDecoder:
                 except av.InvalidDataError:
                     undecodable += 1
                     if undecodable >= MAX_UNDECODABLE_PACKETS:
-                        raise CameraUnavailable(f"undecodable stream: {self.source}") from None
+                        raise CameraUnavailable(f"undecodable stream: {shown(self.source)}") from None
                     continue
                 undecodable = 0
                 for frame in decoded:
@@ -145,7 +160,8 @@ class VideoDecoder:
                         self._origin = frame.time
                     yield frame.time - self._origin, frame
         except av.FFmpegError as exc:
-            raise CameraUnavailable(f"stream broke: {self.source}: {exc.strerror or exc}") from None
+            reason = exc.strerror or type(exc).__name__  # not str(exc): it quotes the URL
+            raise CameraUnavailable(f"stream broke: {shown(self.source)}: {reason}") from None
 
     def _choose_skipping(self, packet: av.Packet) -> None:
         at = None
@@ -240,7 +256,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
             next_sample += interval * max(1, int((media_s - next_sample) // interval) + 1)
             decoder.wanted_from = next_sample if frame_at is not None else None
             yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
-        raise CameraUnavailable(f"stream ended or broke: {source}")
+        raise CameraUnavailable(f"stream ended or broke: {shown(source)}")
     finally:
         decoder.close()
 
@@ -291,7 +307,7 @@ def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int,
 
     Every failure is CameraUnavailable; a URL that is not http(s) is a permanent one (a local image is a file)."""
     if urlsplit(url).scheme.lower() not in HTTP_SCHEMES:
-        raise CameraUnavailable(f"still-image source {url} is not an http(s) URL", permanent=True)
+        raise CameraUnavailable(f"still-image source {shown(url)} is not an http(s) URL", permanent=True)
     interval = 1.0 / camera.fps
     next_fetch = clock()
     while True:
@@ -302,9 +318,9 @@ def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int,
         try:
             body = fetch(url, max_bytes, timeout_s)
         except FetchError as exc:
-            raise CameraUnavailable(f"still-image URL {url}: {exc.reason}") from None
+            raise CameraUnavailable(f"still-image URL {shown(url)}: {exc.reason}") from None
         image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise CameraUnavailable(f"still-image URL {url} did not return an image ({len(body)} bytes)")
+            raise CameraUnavailable(f"still-image URL {shown(url)} did not return an image ({len(body)} bytes)")
         next_fetch = max(next_fetch + interval, fetched_at)
         yield SampledFrame(fetched_at, YuvPicture.from_bgr(image))

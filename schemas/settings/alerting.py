@@ -6,19 +6,19 @@ bearer tokens), and the dispatcher reads those variables at start.
 from __future__ import annotations
 
 import re
+import string
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
 from schemas.event import Severity
-from schemas.settings.base import ID_PATTERN, Frozen, require_unique
+from schemas.settings.base import ID_PATTERN, EnvName, Frozen, require_unique
 
-ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
-EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+WEBHOOK_URL_PATTERN = r"^https?://[^/?#\s]+"  # a scheme and a host
 TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "ref", "site"})
 
 
@@ -72,10 +72,15 @@ class SmsChannelConfig(Frozen):
     @field_validator("template")
     @classmethod
     def verify_template(cls, template: str) -> str:
+        allowed = ", ".join(sorted(TEMPLATE_FIELDS))
         try:
-            template.format(**{name: "" for name in TEMPLATE_FIELDS})
+            # Whole names only: {title.x} or {title[0]} would fail, or print an object, only when an alert is sent.
+            unknown = sorted({field for _, field, _, _ in string.Formatter().parse(template)
+                              if field is not None and field not in TEMPLATE_FIELDS})
+            if unknown:
+                raise ValueError(", ".join(f"{{{field}}}" for field in unknown))
+            template.format(**{name: "" for name in TEMPLATE_FIELDS})  # format specs, and fields nested in them
         except (KeyError, IndexError, ValueError) as exc:
-            allowed = ", ".join(sorted(TEMPLATE_FIELDS))
             raise ValueError(f"template placeholders must be among {allowed}: {exc}") from None
         return template
 
@@ -85,9 +90,18 @@ class WebhookChannelConfig(Frozen):
 
     kind: Literal["webhook"]
     id: Id
-    url: str = Field(pattern=r"^https?://", description="endpoint receiving the alert as JSON")
+    url: str | None = Field(default=None, pattern=WEBHOOK_URL_PATTERN, description="endpoint receiving the alert as "
+                            "JSON (one of url and url_env)")
+    url_env: EnvName | None = Field(default=None, description="variable holding the endpoint, for URLs that carry a "
+                                    "token in their path (chat webhooks)")
     bearer_token_env: EnvName | None = Field(default=None, description="variable holding an Authorization token")
     retry: RetryConfig = RetryConfig()
+
+    @model_validator(mode="after")
+    def verify_one_url(self) -> "WebhookChannelConfig":
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and url_env")
+        return self
 
 
 class SoundChannelConfig(Frozen):

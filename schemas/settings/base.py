@@ -1,9 +1,15 @@
 """Pieces every configuration module shares."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Upper case only, as environment variables are conventionally named: a secret pasted where its variable's name
+# belongs (mixed case, digits first) is refused, and refusals never repeat the value.
+ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
 Point = tuple[float, float]
 
 

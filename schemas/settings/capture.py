@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.settings.base import Frozen
+from schemas.settings.base import EnvName, Frozen
 
 
 class SourceKind(str, Enum):
@@ -78,7 +78,7 @@ class ProducerConfig(Frozen):
                                      description="camera-status messages and fps figures are refreshed this often")
     its_api_url: str = Field(default="https://openapi.its.go.kr:9443/cctvInfo", pattern=r"^https?://",
                              description="ITS national CCTV cctvInfo endpoint")
-    its_api_key_env: str = Field(default="ITS_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    its_api_key_env: EnvName = Field(default="ITS_API_KEY",
                                  description="environment variable holding the ITS API key (never the key itself)")
     its_timeout_s: float = Field(default=10.0, gt=0, le=120, description="longest wait for an ITS API answer")
     its_refresh_min_s: float = Field(

@@ -27,7 +27,7 @@ from schemas.settings.crowd import (
 from schemas.settings.traffic import SceneConfig
 
 __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
-           "load_config", "parse_config"]
+           "load_config", "parse_config", "validation_problems"]
 
 
 class TopicNames(Frozen):
@@ -221,13 +221,17 @@ class Config(Frozen):
         return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
 
 
+def validation_problems(exc: ValidationError, section: str = "") -> list[str]:
+    """`field.path: message` for each error; never the offending value (it may be a secret put in the wrong field)."""
+    return [f"{'.'.join(str(part) for part in (section, *error['loc']) if part != '') or '<root>'}: {error['msg']}"
+            for error in exc.errors()]
+
+
 def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = [
-            f"  {'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
-        ]
+        problems = [f"  {problem}" for problem in validation_problems(exc)]
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
 
 

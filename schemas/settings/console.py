@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.settings.base import Frozen
+from schemas.settings.base import EnvName, Frozen
 
 
 class ConsoleConfig(Frozen):
     host: str = Field(default="127.0.0.1", description="listen address; any other than loopback requires a token")
     port: int = Field(default=8090, ge=0, le=65535, description="HTTP port; 0 picks a free one")
-    token_env: str = Field(
+    token_env: EnvName = Field(
         default="CITYGUARD_CONSOLE_TOKEN",
         description="environment variable holding the access token; unset on loopback: a random one per start")
     refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -25,6 +26,7 @@ from twilio.rest import Client as TwilioClient
 
 from schemas import Alert
 from schemas.settings.alerting import (
+    WEBHOOK_URL_PATTERN,
     ContactConfig,
     RetryConfig,
     SmsChannelConfig,
@@ -36,6 +38,9 @@ from sinks.alerts.sms_text import fit_sms
 
 log = logging.getLogger(__name__)
 TWILIO_API = "https://api.twilio.com"
+# Answers that may follow a message Twilio did create (it failed after taking the request, or a gateway gave up
+# waiting): the message log is asked before sending again. 503 and 429 are refusals: nothing was created.
+AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,11 @@ class BaseUrlHttpClient(TwilioHttpClient):
         return super().request(method, url, *args, **kwargs)
 
 
+def keep_request_lines_out_of_logs() -> None:
+    """urllib3 logs each request line at DEBUG: its path holds Twilio's Account SID, or a webhook's token."""
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
+
+
 class TwilioSmsChannel:
     def __init__(self, config: SmsChannelConfig):
         self.id = config.id
@@ -145,10 +155,9 @@ class TwilioSmsChannel:
         self.from_number = required_env(config.from_number_env, config.id)
         http_client = (TwilioHttpClient(timeout=config.retry.timeout_s) if config.api_base_url == TWILIO_API
                        else BaseUrlHttpClient(config.api_base_url, config.retry.timeout_s))
-        # The library logs query strings (phone numbers) at INFO; recipients are personal data. urllib3 logs each
-        # request line, whose path holds the Account SID, at DEBUG.
+        # The library logs query strings (phone numbers) at INFO; recipients are personal data.
         logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
+        keep_request_lines_out_of_logs()
         self.client = TwilioClient(required_env(config.account_sid_env, config.id),
                                    required_env(config.auth_token_env, config.id), http_client=http_client)
         self.limiter = RateLimiter(config.messages_per_second)
@@ -169,9 +178,11 @@ class TwilioSmsChannel:
             sent = self.client.messages.create(to=message.contact.phone, from_=self.from_number, body=body)
         except TwilioRestException as exc:
             return Attempt(False, retryable=retryable_status(exc.status), status_code=exc.status,
+                           ambiguous=exc.status in AMBIGUOUS_STATUSES,
                            error=redact(f"Twilio {exc.status} (code {exc.code}): {exc.msg}"))
         except TwilioServiceException as exc:  # the RFC 9457 error format of newer Twilio APIs
             return Attempt(False, retryable=retryable_status(exc.status), status_code=exc.status,
+                           ambiguous=exc.status in AMBIGUOUS_STATUSES,
                            error=redact(f"Twilio {exc.status} (code {exc.code}): {exc.title}: {exc.detail or ''}"))
         except requests.RequestException as exc:
             return Attempt(False, retryable=True, ambiguous=not isinstance(exc, requests.ConnectTimeout),
@@ -219,10 +230,14 @@ class WebhookChannel:
         self.id = config.id
         self.config = config
         self.retry = config.retry
+        self.url = config.url or required_env(config.url_env, config.id)
+        if not re.match(WEBHOOK_URL_PATTERN, self.url):  # never quoted: such a URL may hold a token
+            raise SystemExit(f"alert channel {config.id}: {config.url_env} does not hold an http(s) URL with a host")
         self.headers = {"Content-Type": "application/json"}
         if config.bearer_token_env:
             self.headers["Authorization"] = f"Bearer {required_env(config.bearer_token_env, config.id)}"
         self.session = requests.Session()
+        keep_request_lines_out_of_logs()
 
     def accepts(self, contact: ContactConfig | None) -> str | None:
         return None
@@ -234,7 +249,7 @@ class WebhookChannel:
         payload = {**message.alert.model_dump(mode="json"), "ref": message.ref, "site": message.site, "text": body,
                    "contact": message.contact.model_dump(mode="json") if message.contact else None}
         try:
-            response = self.session.post(self.config.url, json=payload, timeout=self.config.retry.timeout_s,
+            response = self.session.post(self.url, json=payload, timeout=self.config.retry.timeout_s,
                                          headers={**self.headers, "Idempotency-Key": message.key})
         except requests.RequestException as exc:
             return Attempt(False, retryable=True, error=describe_error(exc))
@@ -255,6 +270,8 @@ class SoundChannel:
     def __init__(self, config: SoundChannelConfig, resolve_path: Callable[[str], str]):
         self.id = config.id
         self.file = resolve_path(config.file)
+        if not os.path.isfile(self.file):  # an alarm that would stay silent until the night it is needed
+            raise SystemExit(f"alert channel {config.id}: sound file {self.file} does not exist")
         self.players = config.players
         self.playing: list[subprocess.Popen] = []
 

@@ -10,7 +10,6 @@ again and the store drops the repeat.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
+from infra.listeners import is_loopback
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.config import TopicNames
@@ -269,13 +269,6 @@ def receiver_token(config: ReceiverConfig) -> str | None:
     return token
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 class DispatcherService:
     def __init__(self, dispatcher: AlertDispatcher, consumer: KafkaConsumer, producer: KafkaProducer,
                  topics: TopicNames, receiver: AlertmanagerReceiver, tick_interval_s: float):
@@ -315,7 +308,7 @@ class DispatcherService:
             except SchemaError as exc:
                 letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key,
                                      record.value, str(exc))
-                sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+                sends.append(self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter)))
                 continue
             try:
                 self.dispatcher.handle(notice_from_event(event))
@@ -326,7 +319,7 @@ class DispatcherService:
                               record.offset)
                 letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
                                      f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}")
-                sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+                sends.append(self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter)))
         return sends
 
     def answer_webhooks(self, wait_s: float) -> None:
@@ -364,6 +357,8 @@ class DispatcherService:
 def publisher(producer: KafkaProducer, topic: str):
     def publish(alert) -> None:
         # Raises ProduceFailed unless the broker acknowledged it: only then is the alert recorded as published.
-        flush_confirmed(producer, [producer.send(topic, key=alert.camera_id.encode(), value=encode(alert))])
+        # Alertmanager's alerts about the system itself (lag, a stage down) name no camera: no key.
+        key = alert.camera_id.encode() if alert.camera_id else None
+        flush_confirmed(producer, [producer.send(topic, key=key, value=encode(alert))])
 
     return publish

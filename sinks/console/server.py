@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from infra.listeners import is_loopback
 from schemas.settings.config import Config
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
 from sinks.console.scene_file import SceneError, SceneFile
@@ -29,15 +30,6 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "cityguard_console"
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -121,6 +113,13 @@ class ConsoleServer:
 
     @web.middleware
     async def access(self, request: web.Request, handler):
+        if self.open_reads and not is_loopback(request.url.host or ""):
+            # A loopback console answers only to loopback names: another name is a web page whose DNS now points
+            # here (rebinding), trying to read what loopback serves without a token.
+            raise web.HTTPForbidden(text="this console answers to localhost and loopback addresses only\n")
+        reading = request.method in ("GET", "HEAD")
+        if not reading and not self.same_origin(request):
+            raise web.HTTPForbidden(text="changes are accepted from the console's own pages only\n")
         offered = request.query.get("token")
         if offered is not None:
             if not hmac.compare_digest(offered.encode(), self.token.encode()):
@@ -129,10 +128,19 @@ class ConsoleServer:
             response = web.HTTPFound("/")
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
             raise response
-        reading = request.method in ("GET", "HEAD")
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the URL with ?token=... printed at start\n")
         return await handler(request)
+
+    @staticmethod
+    def same_origin(request: web.Request) -> bool:
+        """Not sent by another site's page: browsers name the sender (Sec-Fetch-Site, Origin) on every POST, and a
+        SameSite cookie still rides along from other ports of this host or sibling hosts. Clients other than
+        browsers send neither header and authenticate with the token."""
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("Origin")
+        return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
 
     # -- application -------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from schemas import (
     ZoneMetrics,
     encode,
 )
+from sinks.console.server import COOKIE
 from tests.conftest import REPO, VTEST, video_frames
 from tests.pipeline_helpers import StageProcess
 
@@ -354,6 +356,29 @@ def test_changes_need_the_token(site):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
+
+
+@pytest.mark.parametrize("sender", [{"Origin": "http://127.0.0.1:3000"},  # another port of this host
+                                    {"Origin": "http://wiki.city.local"},
+                                    {"Sec-Fetch-Site": "same-site"}])
+def test_changes_sent_by_another_sites_page_are_refused_even_with_the_cookie(site, sender):
+    request = urllib.request.Request(
+        f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST", data=b"{}",
+        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={TOKEN}", **sender})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+
+
+def test_a_loopback_console_answers_to_loopback_names_only(site):
+    # A page whose DNS name was rebound to 127.0.0.1 sends its own name as the Host.
+    request = urllib.request.Request(f"{site.url}api/live", headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    port = urllib.parse.urlsplit(site.url).port
+    with urllib.request.urlopen(f"http://localhost:{port}/api/live", timeout=10) as answer:
+        assert answer.status == 200
 
 
 def test_a_console_on_another_address_refuses_without_the_token(site, page, kafka_bootstrap, tmp_path):

@@ -41,6 +41,7 @@ class Scripted:
     code: int
     message: str
     style: str = "twilio"  # "twilio" (the Messaging API's JSON error), "problem" (RFC 9457) or "html"
+    after_create: bool = False  # the message is created first (a gateway gave up waiting for Twilio's answer)
 
 
 class LocalServer:
@@ -141,7 +142,7 @@ def _twilio_handler(fake: FakeTwilio):
                     return
             with fake.lock:
                 scripted = fake.script.pop(0) if fake.script else None
-            if scripted is not None:
+            if scripted is not None and not scripted.after_create:
                 self.scripted(scripted)
                 return
             with fake.lock:
@@ -151,6 +152,9 @@ def _twilio_handler(fake: FakeTwilio):
                            "direction": "outbound-api", "num_segments": "1", "created_at": time.time()}
                 fake.messages.append(message)
             fake.created.set()
+            if scripted is not None:
+                self.scripted(scripted)
+                return
             if fake.hold_after_create is not None:
                 fake.hold_after_create.wait(30)  # the client dies meanwhile: Twilio has the message, it has no reply
             self.answer(201, {key: value for key, value in message.items() if key != "created_at"})
@@ -184,6 +188,7 @@ class FakeWebhook:
 
     received: list[dict] = field(default_factory=list)
     headers: list[dict] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
 
     def serve(self) -> LocalServer:
@@ -196,6 +201,7 @@ class FakeWebhook:
                 if status == 200:
                     fake.received.append(body)
                     fake.headers.append(dict(self.headers))
+                    fake.paths.append(self.path)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

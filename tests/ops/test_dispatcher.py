@@ -186,6 +186,16 @@ def test_a_send_that_reached_twilio_before_the_reply_was_lost_is_not_repeated(tm
     harness.store.close()
 
 
+def test_a_gateway_timeout_after_twilio_created_the_message_is_reconciled_not_sent_again(harness, twilio):
+    twilio.script = [Scripted(504, 0, "Gateway Timeout", style="html", after_create=True)]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.clock.now += 30  # the channel's listing_lag_s; the listing shows the message
+    harness.retry_after(0.01)
+    assert len(twilio.messages) == 1 and twilio.posts() == 1
+    deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
+    assert [(d.status, d.provider_id) for d in deliveries] == [(SENT, twilio.messages[0]["sid"])]
+
+
 def left_sending_by_a_crash(harness) -> tuple:
     """What a process killed right after recording a delivery as `sending` leaves behind: (notice, message, body)."""
     dispatcher = harness.dispatcher
@@ -296,6 +306,37 @@ def test_sound_alarm_without_a_player_is_a_warning_not_a_crash(tmp_path, twilio,
     assert "none of cityguard-no-such-player is installed" in caplog.text
     assert len(twilio.messages) == 1  # the SMS still went out
     harness.store.close()
+
+
+def test_a_webhook_url_from_the_environment_is_used_and_never_logged(tmp_path, twilio, webhook, monkeypatch,
+                                                                      caplog):
+    monkeypatch.setenv("OPS_WEBHOOK_URL", webhook.url + "/T0123/B0456/s3cretpath")
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1] = {"kind": "webhook", "id": "ops", "url_env": "OPS_WEBHOOK_URL"}
+    section["routes"][0]["broadcast"] = ["ops"]
+    caplog.set_level(logging.DEBUG)
+    harness = make_dispatcher(make_config(tmp_path, section))
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert webhook.paths == ["/hook/T0123/B0456/s3cretpath"]
+    assert "s3cretpath" not in caplog.text
+    harness.store.close()
+
+
+def test_a_webhook_variable_without_a_url_fails_at_start_without_quoting_it(tmp_path, twilio, webhook, monkeypatch):
+    monkeypatch.setenv("OPS_WEBHOOK_URL", "s3cret-not-a-url")
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1] = {"kind": "webhook", "id": "ops", "url_env": "OPS_WEBHOOK_URL"}
+    with pytest.raises(SystemExit, match="^alert channel ops: OPS_WEBHOOK_URL does not hold an http") as error:
+        make_dispatcher(make_config(tmp_path, section))
+    assert "s3cret" not in str(error.value)
+
+
+def test_a_sound_alarm_whose_file_is_missing_fails_at_start_naming_it(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"].append({"kind": "sound", "id": "alarm", "file": "alarm.wav"})
+    section["routes"][0]["broadcast"] = ["alarm"]
+    with pytest.raises(SystemExit, match=r"^alert channel alarm: sound file .*alarm\.wav does not exist$"):
+        make_dispatcher(make_config(tmp_path, section))
 
 
 def test_sound_alarm_plays_the_file_with_the_first_installed_player(tmp_path, twilio, webhook):

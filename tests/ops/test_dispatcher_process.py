@@ -5,18 +5,20 @@ from __future__ import annotations
 import signal
 import threading
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from infra.broker import EmbeddedBroker, free_port
-from infra.kafka import create_topics, flush_confirmed, make_consumer, make_producer
+from infra.kafka import MAX_MESSAGE_BYTES, create_topics, flush_confirmed, make_consumer, make_producer
 from schemas import Alert, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.config import parse_config
 from sinks.alerts.channels import build_channels
 from sinks.alerts.dispatcher import AlertDispatcher
+from sinks.alerts.notice import notices_from_alertmanager
 from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
@@ -47,6 +49,17 @@ def sms_site(site: str, suffix: str, tmp_path, twilio_url: str) -> dict:
                      "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 50}],
                      "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}]},
     }
+
+
+@contextmanager
+def sms_dispatcher_site(kind: str, tmp_path, monkeypatch):
+    """(config, fake Twilio, topic suffix) of an sms_site on fresh topics, Twilio's variables set."""
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    with fake.serve() as twilio:
+        yield parse_config(sms_site(f"{kind}-{suffix}", suffix, tmp_path, twilio.url), tmp_path), fake, suffix
 
 
 def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bootstrap, tmp_path):
@@ -127,12 +140,7 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
         kafka_bootstrap, tmp_path, monkeypatch):
     """Dead letters and the alert go to a second broker that dies: nothing is committed or marked published, the
     consumer is rewound, and the redelivered batch (output broker working again) sends no second SMS."""
-    for name, value in TWILIO_ENV.items():
-        monkeypatch.setenv(name, value)
-    suffix = uuid.uuid4().hex[:8]
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
-    with fake.serve() as twilio:
-        config = parse_config(sms_site(f"unconfirmed-{suffix}", suffix, tmp_path, twilio.url), tmp_path)
+    with sms_dispatcher_site("unconfirmed", tmp_path, monkeypatch) as (config, fake, suffix):
         topics = config.broker.topics
         outputs = [topics.alerts, topics.dead_letter]
         create_topics(kafka_bootstrap, [topics.events, *outputs], 1)
@@ -188,8 +196,9 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
 
 
 def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_bootstrap, tmp_path, monkeypatch):
-    """20 MB of garbage and an event with a NaN start time on the events topic: each becomes one dead letter that
-    fits the broker, the batch is committed once, and the valid event behind them sends its one SMS."""
+    """20 MB of garbage, an event with a NaN start time and garbage under a key of almost 4 MiB on the events topic:
+    each becomes one dead letter that fits the broker, the batch is committed once, and the valid event behind them
+    sends its one SMS."""
     import math
     import os
 
@@ -197,12 +206,7 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
 
     from schemas import DeadLetter
 
-    for name, value in TWILIO_ENV.items():
-        monkeypatch.setenv(name, value)
-    suffix = uuid.uuid4().hex[:8]
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
-    with fake.serve() as twilio:
-        config = parse_config(sms_site(f"hostile-{suffix}", suffix, tmp_path, twilio.url), tmp_path)
+    with sms_dispatcher_site("hostile", tmp_path, monkeypatch) as (config, fake, suffix):
         topics = config.broker.topics
         create_topics(kafka_bootstrap, [topics.events, topics.alerts, topics.dead_letter], 1)
         event = danger_event(f"plaza/north/{suffix}")
@@ -210,8 +214,13 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
         nan_start["started_at"] = math.nan
         garbage = os.urandom(20 * 1024 * 1024)
         hostile = make_producer(kafka_bootstrap, max_request_size=32 * 1024 * 1024)
-        for value in (garbage, msgpack.packb(nan_start), encode(event)):
-            hostile.send(topics.events, key=b"plaza", value=value)
+        # Under the client's limit as sent; its letter (the original, a capped key and the reason) keyed with the
+        # whole key would not be.
+        short_garbage = os.urandom(60 * 1024)
+        long_key = os.urandom(MAX_MESSAGE_BYTES - len(short_garbage) - 512)
+        for key, value in ((b"plaza", garbage), (b"plaza", msgpack.packb(nan_start)), (long_key, short_garbage),
+                           (b"plaza", encode(event))):
+            hostile.send(topics.events, key=key, value=value)
         hostile.flush()
         hostile.close()
 
@@ -231,7 +240,7 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
                 nonlocal polls
                 polls += 1
                 service.consume()
-                return committed_offset(kafka_bootstrap, config.group_id("alerts"), topics.events) == 3
+                return committed_offset(kafka_bootstrap, config.group_id("alerts"), topics.events) == 4
 
             stack.wait_until(consumed_all, 60, "the hostile batch")
             assert polls < 50, "no re-polling loop"
@@ -245,6 +254,38 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
                             consumer_timeout_ms=3000)
     dead = [decode(record.value, DeadLetter) for record in letters]
     letters.close()
-    assert len(dead) == 2
+    assert len(dead) == 3
     assert dead[0].original_truncated and dead[0].original_size == len(garbage) and len(dead[0].original) <= 65536
     assert "started_at" in dead[1].reason and not dead[1].original_truncated
+    assert dead[2].original == short_garbage and dead[2].key == long_key[:1024]
+
+
+def test_an_alertmanager_alert_about_the_system_itself_is_published_and_the_next_one_too(kafka_bootstrap, tmp_path,
+                                                                                        monkeypatch):
+    with sms_dispatcher_site("system", tmp_path, monkeypatch) as (config, fake, suffix):
+        topics = config.broker.topics
+        create_topics(kafka_bootstrap, [topics.alerts], 1)
+        store = IncidentStore(config.alerting.store_url)
+        producer = make_producer(kafka_bootstrap)
+        try:
+            dispatcher = AlertDispatcher(config.alerting, config.site, store,
+                                         build_channels(config.alerting.channels, config.resolve_path),
+                                         publisher(producer, topics.alerts))
+            alerts = [{"status": "firing", "fingerprint": fingerprint, "labels": labels, "annotations": {},
+                       "startsAt": "2027-01-15T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
+                      for fingerprint, labels in (
+                          ("lag", {"alertname": "CityguardConsumerLagGrowing", "severity": "critical"}),
+                          ("zone", {"alertname": "CityguardZoneDanger", "severity": "critical", "camera": "c1"}))]
+            for notice in notices_from_alertmanager({"version": "4", "status": "firing", "alerts": alerts}):
+                dispatcher.handle(notice)
+            consumer = KafkaConsumer(topics.alerts, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                     consumer_timeout_ms=3000)
+            records = list(consumer)
+            consumer.close()
+            assert sorted((record.key or b"", decode(record.value, Alert).event_id) for record in records) == [
+                (b"", "am-lag"), (b"c1", "am-zone")]
+            assert all(store.get_alert(record_id).published_at is not None for record_id in (
+                decode(record.value, Alert).alert_id for record in records))
+        finally:
+            producer.close()
+            store.close()

@@ -76,6 +76,17 @@ def test_discover_without_a_key_names_the_variable(tmp_path, api, monkeypatch, c
     assert "CITYGUARD_ITS_KEY" in capsys.readouterr().err and api.requests == []
 
 
+def test_a_key_pasted_where_its_variable_belongs_is_refused_without_showing_it(tmp_path, api, capsys):
+    path = site_file(tmp_path, api)
+    data = yaml.safe_load(path.read_text())
+    data["producer"]["its_api_key_env"] = "9f8e7d6c5b4a3921"
+    path.write_text(yaml.safe_dump(data))
+    assert discover(path) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "producer.its_api_key_env" in error and "9f8e7d6c5b4a3921" not in error
+    assert api.requests == []
+
+
 def test_list_shows_configured_cameras_without_a_broker(tmp_path, api, monkeypatch, capsys):
     monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)

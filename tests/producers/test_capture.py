@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from producers.capture import CameraUnavailable, VideoDecoder, sample_frames
+from producers.capture import CameraUnavailable, VideoDecoder, sample_frames, shown
 from producers.picture import YuvPicture, encode_jpeg
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
@@ -47,6 +47,27 @@ def test_missing_file_is_a_permanent_failure(tmp_path):
     with pytest.raises(CameraUnavailable, match="no such file") as error:
         next(sample_frames(camera, str(tmp_path / "x.avi")))
     assert error.value.permanent
+
+
+def test_a_camera_that_fails_to_open_is_reported_without_its_credentials():
+    # A closed port: FFmpeg fails at once. The reason goes to the log, the camera-status topic and the console.
+    source = "rtsp://admin:hunter2@127.0.0.1:1/stream?token=s3cret"
+    camera = CameraConfig(id="gate", source=source)
+    with pytest.raises(CameraUnavailable) as error:
+        next(sample_frames(camera, source, settings=ProducerConfig(open_timeout_s=2, read_timeout_s=2)))
+    assert str(error.value) == "cannot open: rtsp://127.0.0.1:1/stream?…"
+    assert not error.value.permanent
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("https://cctv.example/live/1.m3u8?key=abc&exp=1", "https://cctv.example/live/1.m3u8?…"),
+    ("rtsp://user@[fe80::1]:554/h264", "rtsp://[fe80::1]:554/h264"),
+    ("rtsp://u:p@host:99999/x", "rtsp://<unparsable URL>"),
+    ("clips/gate.mp4", "clips/gate.mp4"),
+    ("0", "0"),
+])
+def test_sources_are_shown_without_credentials_or_query(source, expected):
+    assert shown(source) == expected
 
 
 def make_clip(path, *encoder: str, size: str = "320x240", seconds: float = 4, rate: int = 25):
