@@ -43,10 +43,13 @@ def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: lis
 
 
 def rewind(consumer: KafkaConsumer, records: list) -> None:
-    """Seeks each partition of the batch back to the batch's first offset on it."""
-    first: dict[tuple[str, int], int] = {}
+    """Seeks each partition of the batch back to the batch's first offset on it; a partition a rebalance has taken
+    away meanwhile is left to its new owner, which starts from the last commit (before this batch)."""
+    first: dict[TopicPartition, int] = {}
     for record in records:
-        key = (record.topic, record.partition)
+        key = TopicPartition(record.topic, record.partition)
         first[key] = min(first.get(key, record.offset), record.offset)
-    for (topic, partition), offset in first.items():
-        consumer.seek(TopicPartition(topic, partition), offset)
+    assigned = consumer.assignment()
+    for partition, offset in first.items():
+        if partition in assigned:
+            consumer.seek(partition, offset)

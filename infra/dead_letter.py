@@ -2,8 +2,9 @@
 
 The letter always fits the broker's message limit, whatever arrived: an original over ORIGINAL_MAX_BYTES keeps only
 its first bytes, with the size and SHA-256 of the whole (enough to recognise it in the source topic, where it stays
-for the retention period), and key and reason are capped too. A letter that had to embed a 5 MB original whole would
-exceed the producer's request limit, fail, and stop its partition behind it.
+for the retention period), and key and reason are capped too; senders key the letter with its capped key, never the
+original's (a key of megabytes would make the record too large again). A letter that had to embed a 5 MB original
+whole would exceed the producer's request limit, fail, and stop its partition behind it.
 The metrics sink counts dead letters from that topic, so every stage is counted the same way."""
 from __future__ import annotations
 

@@ -385,7 +385,12 @@ class StatusReporter:
             export_status(status)
             state, reason, at = self._published.get(camera_id, (None, None, 0.0))
             if force or (status.state, status.reason) != (state, reason) or status.at - at >= self.interval_s:
-                self.producer.send(self.topic, key=camera_id.encode(), value=encode(status))
+                try:
+                    self.producer.send(self.topic, key=camera_id.encode(), value=encode(status))
+                except KafkaError as exc:  # the broker is away (no metadata): the cameras go on, this is sent later
+                    log.warning("camera %s: status not sent (%s); sending it again at the next report", camera_id,
+                                type(exc).__name__)
+                    continue
                 self._published[camera_id] = (status.state, status.reason, status.at)
                 reported.append(status)
         return reported

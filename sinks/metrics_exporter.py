@@ -191,6 +191,7 @@ class MetricsSink:
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
         self.counted_frames = RecentKeys()
+        self.counted_letters = RecentKeys()
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         self._open_labels: set[tuple[str, str, str]] = set()
@@ -210,7 +211,10 @@ class MetricsSink:
                 self.on_event(decode(value, Event))
             elif topic == self.topics.dead_letter:
                 letter = decode(value, DeadLetter)
-                DEAD_LETTERS.labels(self.labels.stage(letter.stage), self.labels.topic(letter.source_topic)).inc()
+                # A rewound batch dead-letters the same record again: it counts once.
+                if self.counted_letters.first_time((letter.stage, letter.source_topic, letter.partition,
+                                                     letter.offset)):
+                    DEAD_LETTERS.labels(self.labels.stage(letter.stage), self.labels.topic(letter.source_topic)).inc()
         except SchemaError as exc:
             # Not re-dead-lettered: the stage that owns this topic already does that.
             UNREADABLE.labels(topic).inc()

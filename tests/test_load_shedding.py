@@ -29,10 +29,13 @@ def test_frames_older_than_the_bound_are_stale():
 def test_a_camera_beyond_its_rate_is_held_to_it_and_the_others_are_not():
     shedder = FrameShedder(max_age_s=60, camera_fps={"flood": 10, "quiet": 2}, rate_factor=1.5,
                            clock=lambda: 1001.0)
-    flood = [shedder.reason(frame("flood", 1000 + index / 150)) for index in range(150)]  # 150 fps for a second
+    flood = [shedder.reason(frame("flood", 1000 + index / 150, seq=index)) for index in range(150)]  # 150 fps
     assert flood.count(None) == 15 and flood.count(OVER_RATE) == 135
+    # A rewound batch brings kept frames again: still kept, and the allowance is not spent twice.
+    assert [shedder.reason(frame("flood", 1000 + index / 150, seq=index)) for index in range(16)] == [None] * 15 + [
+        OVER_RATE]
     assert [shedder.reason(frame("quiet", 1000.2 + index / 2)) for index in range(2)] == [None, None]
-    assert shedder.reason(frame("flood", 1001.05)) is None  # the next second has its own allowance
+    assert shedder.reason(frame("flood", 1001.05, seq=150)) is None  # the next second has its own allowance
     assert all(shedder.reason(frame("unconfigured", 1000.5)) is None for _ in range(100))  # no rate to hold it to
 
 

@@ -135,3 +135,6 @@ def test_a_flood_of_forged_label_values_adds_no_series(sink):
     assert REGISTRY.get_sample_value("cityguard_zone_crossings_total",
                                      {"camera": "other", "zone": "other", "direction": "in"}) >= 4 * 20_000
     assert REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"}) >= 20_000
+    counted = REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"})
+    flood(20_000, 1_000)  # the same records dead-lettered again (a rewound batch): not counted twice
+    assert REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"}) == counted

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,30 @@ class LivePartition:
     states: dict[bytes, bytes] = field(default_factory=dict)
     frames_since_checkpoint: int = 0
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
+    before_frame: dict[bytes, bytes | None] = field(default_factory=dict)  # the frame being applied: prior states
+
+    def analyzer_taking(self, state_key: bytes, build: Callable[[bytes | None], object], table_state: bytes | None):
+        """The live analyzer that takes the current frame (built from its newest state, live or stored, the first
+        time), its state before the frame remembered for `undo_frame`."""
+        self.before_frame.setdefault(state_key, self.states.get(state_key))
+        analyzer = self.analyzers.get(state_key)
+        if analyzer is None:
+            analyzer = self.analyzers[state_key] = build(self.states.get(state_key) or table_state)
+        return analyzer
+
+    def frame_done(self) -> None:
+        self.before_frame = {}
+
+    def undo_frame(self) -> None:
+        """The frame's outputs were not confirmed, so it does not count as applied: its analyzers go back to their
+        states before it and take it again when it is read again (they drop a frame they have already seen)."""
+        for state_key, before in self.before_frame.items():
+            self.analyzers.pop(state_key, None)
+            if before is None:
+                self.states.pop(state_key, None)
+            else:
+                self.states[state_key] = before
+        self.before_frame = {}
 
 
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
@@ -105,7 +130,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         async def reject(reason: str) -> None:
             letter = dead_letter(STAGE, message.topic, message.partition, message.offset, message.key, message.value,
                                  reason)
-            await send(dead_letter_topic, encode(letter), message.key)
+            await send(dead_letter_topic, encode(letter), letter.key)  # capped, like the letter
 
         try:
             detections = decode(message.value, Detections)
@@ -122,10 +147,9 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             detections = without_ignored(detections, ignore_filters.current())
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
-            analyzer = live.analyzers.get(state_key)
-            if analyzer is None:
-                analyzer = live.analyzers[state_key] = restore(state_key, camera, factory, analyzer_state[state_key]
-                                                               or None)
+            analyzer = live.analyzer_taking(
+                state_key, lambda state, key=state_key, make=factory: restore(key, camera, make, state or None),
+                analyzer_state[state_key])
             try:
                 output = analyzer.update(detections)
                 live.states[state_key] = analyzer.state_bytes()
@@ -146,9 +170,14 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
         # A delivery failure raises here, before the frame counts as applied. (Most frames send nothing.)
-        deliveries = await apply(message, live)
-        if deliveries:
-            await deliveries_confirmed(deliveries)
+        try:
+            deliveries = await apply(message, live)
+            if deliveries:
+                await deliveries_confirmed(deliveries)
+        except Exception:
+            live.undo_frame()
+            raise
+        live.frame_done()
         live.next_offset = message.offset + 1
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:

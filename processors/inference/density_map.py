@@ -282,6 +282,14 @@ class DensityMapCounter:
         return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people,
                    settings.person_height_px, settings.narrowed_max_people)
 
+    def can_map(self, height: int, width: int) -> bool:
+        """Whether a frame of this size keeps at least one output cell (OUTPUT_STRIDE pixels) on each side at the
+        narrowest width this counter may scale it to; the network fails on smaller inputs."""
+        narrowest = min(self.max_width or width, width)
+        if self.person_height_px is not None and self.narrowed_max_people is not None:
+            narrowest = min(narrowest, NARROWEST_WIDTH)
+        return narrowest >= OUTPUT_STRIDE and height * narrowest / width >= OUTPUT_STRIDE
+
     def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
         """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
 

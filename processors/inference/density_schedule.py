@@ -31,6 +31,7 @@ class DensitySchedule:
         self.last_map_at: dict[str, float] = {}  # capture time of the frame each camera's newest map was made from
         self.credit_s = 0.0  # map time the budget allows now; negative after a costly map, until repaid
         self.clock_s: float | None = None  # the worker's clock at the last call
+        self.replaced: dict[str, float | None] = {}  # the last choice's cameras and their map times before it
 
     def age(self, camera_id: str, at: float) -> float:
         """Seconds between capture time `at` and the camera's newest map; infinite before its first one."""
@@ -55,9 +56,19 @@ class DensitySchedule:
                if self.age(camera_id, frames[index][1]) >= self.refresh_seconds]
         due.sort(key=lambda entry: (-entry[0], entry[1]))
         chosen = due[:self.maps_per_batch]
+        self.replaced = {camera_id: self.last_map_at.get(camera_id) for _, camera_id, _ in chosen}
         for _, camera_id, index in chosen:
             self.last_map_at[camera_id] = frames[index][1]
         return sorted(index for _, _, index in chosen)
+
+    def not_made(self) -> None:
+        """The maps the last `choose` picked were not made (the model failed): those cameras keep their map ages."""
+        for camera_id, last in self.replaced.items():
+            if last is None:
+                self.last_map_at.pop(camera_id, None)
+            else:
+                self.last_map_at[camera_id] = last
+        self.replaced = {}
 
     def spent(self, seconds: float) -> None:
         """Charges the time the chosen maps took."""

@@ -23,7 +23,7 @@ class FrameShedder:
                  clock: Callable[[], float] = time.time):
         self.max_age_s, self.rate_factor, self.clock = max_age_s, rate_factor, clock
         self.allowance = {camera: max(1, math.ceil(fps * rate_factor)) for camera, fps in camera_fps.items()}
-        self.kept: dict[str, tuple[int, int]] = {}  # camera -> (second of capture time, frames kept in it)
+        self.kept: dict[str, tuple[int, set[int]]] = {}  # camera -> (second of capture time, seqs kept in it)
 
     def age(self, frame: Frame) -> float:
         return self.clock() - frame.captured_at
@@ -36,10 +36,13 @@ class FrameShedder:
         if allowance is None:
             return None  # not a configured camera: analytics rejects it, shedding has no rate to hold it to
         second = math.floor(frame.captured_at)
-        kept_second, kept = self.kept.get(frame.camera_id, (second, 0))
+        kept_second, kept = self.kept.get(frame.camera_id, (second, set()))
         if kept_second != second:
-            kept = 0
-        if kept >= allowance:
+            kept = set()
+        if frame.seq in kept:
+            return None  # kept before: a rewound batch brings it again, and it must not count twice
+        if len(kept) >= allowance:
             return OVER_RATE
-        self.kept[frame.camera_id] = (second, kept + 1)
+        kept.add(frame.seq)
+        self.kept[frame.camera_id] = (second, kept)
         return None

@@ -313,21 +313,29 @@ class InferenceWorker:
         sent). Sets each zone camera's map age."""
         if self.density_schedule is None:
             return {}
-        with_image = [i for i, item in enumerate(frames) if item.image is not None]
+        # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
+        # never calm, and the frame's detections still go out.
+        with_image = [i for i, item in enumerate(frames)
+                      if item.image is not None and self.density_counter.can_map(*item.image.shape[:2])]
         chosen = [with_image[i] for i in self.density_schedule.choose(
             [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in with_image], time.monotonic())]
         maps = {}
         if chosen:
             started = time.perf_counter()
-            made = self.density_counter.density_maps(
-                [frames[i].image for i in chosen],
-                [None if person_boxes[i] is None else median_person_height(person_boxes[i]) for i in chosen])
+            try:
+                made = self.density_counter.density_maps(
+                    [frames[i].image for i in chosen],
+                    [None if person_boxes[i] is None else median_person_height(person_boxes[i]) for i in chosen])
+            except Exception:  # the model failing on some input must not stop the partition: no maps this batch
+                log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
+                self.density_schedule.not_made()
+                made = None
             elapsed = time.perf_counter() - started
             self.density_schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
-            maps = dict(zip(chosen, made, strict=True))
+            maps = {} if made is None else dict(zip(chosen, made, strict=True))
             if self.density_floors is not None:
-                for index in chosen:
+                for index in maps:
                     if person_boxes[index] is not None:
                         frame = frames[index].frame
                         made_people = float(maps[index].sum())
@@ -343,7 +351,7 @@ class InferenceWorker:
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
-        self.sends.append(self.producer.send(self.topics.dead_letter, key=record.key, value=encode(letter)))
+        self.sends.append(self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter)))
 
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)

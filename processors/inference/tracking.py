@@ -20,6 +20,7 @@ from schemas import Detections
 from schemas.settings.config import TrackingConfig
 
 UNTRACKED = -1  # track_id of a detection the tracker did not (yet) confirm
+RECENT_FRAMES = 256  # per camera: frames whose track ids a redelivery gets again (a rewound batch is far fewer)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class CameraTracker:
         self.buffer_frames = max(1, round(config.lost_track_seconds * fps))
         self.last_captured_at: float | None = None
         self._tracker = self._new_tracker()
+        self._recent: dict[int, list[int]] = {}  # seq -> the track ids it was given, oldest first
 
     def _new_tracker(self) -> _ByteTracker:
         args = Namespace(track_high_thresh=self.config.high_confidence, track_low_thresh=self.config.low_confidence,
@@ -97,16 +99,23 @@ class CameraTracker:
     def update(self, detections: Detections) -> Detections:
         track_ids = [UNTRACKED] * len(detections)
         if not self._advance_clock(detections.captured_at):
-            # Already tracked once; re-running it would rebuild the tracker and renumber every object, and the
-            # analytics drop this frame as a duplicate anyway.
-            return detections.model_copy(update={"track_id": track_ids})
+            # Already tracked once; re-running it would rebuild the tracker and renumber every object. A recent
+            # frame gets its ids again: after a rewound batch (its first output never reached the broker) the
+            # analytics must see the tracks, and a duplicate they drop anyway.
+            given = self._recent.get(detections.seq)
+            if given is not None and len(given) == len(detections):
+                track_ids = given
+            return detections.model_copy(update={"track_id": list(track_ids)})
         self.last_captured_at = detections.captured_at
         self._tracker.update(_TrackerInput.from_detections(detections))
         # Read ids from the tracks, not from update()'s float32 array, which cannot hold 16-digit ids exactly.
         for track in self._tracker.tracked_stracks:
             if track.is_activated and track.frame_id == self._tracker.frame_id:
                 track_ids[int(track.idx)] = int(track.track_id)
-        return detections.model_copy(update={"track_id": track_ids})
+        self._recent[detections.seq] = track_ids
+        if len(self._recent) > RECENT_FRAMES:
+            del self._recent[next(iter(self._recent))]
+        return detections.model_copy(update={"track_id": list(track_ids)})
 
 
 class TrackerPool:

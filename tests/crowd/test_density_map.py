@@ -47,6 +47,20 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
     assert 0 < integrate_polygon(density, lower_half, (width, height)) < count
 
 
+@pytest.mark.parametrize(("height", "width", "mappable"), [(7, 512, False), (4, 64, False), (16, 512, True),
+                                                           (72, 2304, True), (71, 2304, False), (64, 7, False)])
+def test_frames_too_small_for_the_network_are_refused_before_it_fails_on_them(counter, height, width, mappable):
+    # As shipped: mapped at 512 px wide or narrowed down to 256 px, where a 2304 x 71 strip is 7.9 px tall.
+    shipped = DensityMapCounter(counter.network, max_width=512, person_height_px=40.0, narrowed_max_people=80.0)
+    assert shipped.can_map(height, width) is mappable
+    image = np.zeros((height, width, 3), np.uint8)
+    if mappable:
+        assert shipped.density_maps([image], [None])[0].size > 0
+    elif height * min(width, 512) / width < 8 or width < 8:  # what the network itself refuses
+        with pytest.raises(RuntimeError):
+            shipped.density_maps([image], [None])
+
+
 def first_vtest_frame() -> np.ndarray:
     return video_frames(VTEST, 1)[0]
 

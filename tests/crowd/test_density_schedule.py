@@ -78,3 +78,14 @@ def test_a_spent_budget_waits_until_repaid():
     schedule.spent(2.0)  # a slow map: 4 s of worker time must pass at half share before the next
     assert schedule.choose([("b", 1.0)], now=1.0) == []
     assert schedule.choose([("b", 4.1)], now=4.1) == [0]
+
+
+def test_maps_that_were_not_made_leave_their_cameras_ages_as_they_were():
+    schedule = DensitySchedule(["a", "b"], REFRESH_S)
+    assert schedule.choose([("a", 0.0)], now=0.0) == [0]
+    assert schedule.choose([("a", 8.0), ("b", 8.0)], now=8.0) == [1]  # b has none yet; one per batch
+    schedule.not_made()
+    assert math.isinf(schedule.age("b", 8.0)) and schedule.age("a", 8.0) == 8.0
+    assert schedule.choose([("b", 9.0)], now=9.0) == [0]
+    schedule.not_made()
+    assert math.isinf(schedule.age("b", 9.0))

@@ -24,7 +24,11 @@ class FixedCountDensity:
         self.calls = 0
         self.person_heights: list[float | None] = []
 
+    def can_map(self, height: int, width: int) -> bool:
+        return min(height, width) >= 8
+
     def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+        assert all(self.can_map(*image.shape[:2]) for image in images)
         self.calls += len(images)
         self.person_heights += person_heights
         return [np.full((4, 4), self.people / 16, dtype=np.float32) for _ in images]
@@ -36,6 +40,9 @@ class SparseTextureDensity:
 
     def __init__(self, people: float):
         self.people = people
+
+    def can_map(self, height: int, width: int) -> bool:
+        return True
 
     def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
         return [np.full((48, 64), self.people / (48 * 64), dtype=np.float32) for _ in images]
@@ -49,10 +56,17 @@ def worker(counter, density_model: dict | None = None) -> InferenceWorker:
     return InferenceWorker(config, None, None, CameraDetectors(None), "group", density_counter=counter)
 
 
-def frame(camera: str, at: float) -> DecodedFrame:
+class FailingDensity(FixedCountDensity):
+    """Stands in for the density model raising on some input it was given."""
+
+    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+        raise RuntimeError("Check 'cmp::le(kernel, dim)' failed")
+
+
+def frame(camera: str, at: float, height: int = 8) -> DecodedFrame:
     jpeg = b"\xff\xd8\xff\xd9"
-    return DecodedFrame(Frame(camera_id=camera, seq=int(at), captured_at=at, width=8, height=8, jpeg=jpeg),
-                        np.zeros((8, 8, 3), dtype=np.uint8))
+    return DecodedFrame(Frame(camera_id=camera, seq=int(at), captured_at=at, width=8, height=height, jpeg=jpeg),
+                        np.zeros((height, 8, 3), dtype=np.uint8))
 
 
 def person_boxes(count: int, height: float = 4.0) -> np.ndarray:
@@ -73,6 +87,20 @@ def test_zone_cameras_get_maps_when_theirs_are_due():
     assert age("square") == 3.0
     stage.density_maps([frame("square", 108.0)], [person_boxes(0)])  # due after interval_seconds
     assert counter.calls == 2 and age("square") == 0.0
+
+
+def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing():
+    counter = FixedCountDensity(people=400.0)
+    stage = worker(counter)
+    assert stage.density_maps([frame("square", 200.0)], [person_boxes(0)]).keys() == {0}
+    assert stage.density_maps([frame("square", 260.0, height=7)], [person_boxes(0)]) == {}
+    assert counter.calls == 1 and age("square") == 60.0
+
+
+def test_a_model_failure_costs_the_batch_its_maps_not_the_partition():
+    stage = worker(FailingDensity(people=400.0))
+    assert stage.density_maps([frame("square", 300.0)], [person_boxes(0)]) == {}
+    assert age("square") == float("inf")  # no map was made: none is counted as fresh, and the camera stays due
 
 
 def test_the_model_is_told_how_tall_the_frames_people_are_when_enough_of_them_were_detected():
