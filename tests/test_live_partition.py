@@ -22,7 +22,11 @@ class SeqCounter:
 
 
 def take(live: LivePartition, seq: int, table: dict[bytes, bytes]) -> bool:
-    analyzer = live.analyzer_taking(b"cam/crowd", SeqCounter, table.get(b"cam/crowd"))
+    """What the stage does with one frame for one analyzer."""
+    live.taking(b"cam/crowd")
+    if b"cam/crowd" not in live.analyzers:
+        live.analyzers[b"cam/crowd"] = SeqCounter(live.newest_state(b"cam/crowd", table.get(b"cam/crowd")))
+    analyzer = live.analyzers[b"cam/crowd"]
     taken = analyzer.update(seq)
     live.states[b"cam/crowd"] = analyzer.state_bytes()
     return taken

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,14 +57,13 @@ class LivePartition:
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
     before_frame: dict[bytes, bytes | None] = field(default_factory=dict)  # the frame being applied: prior states
 
-    def analyzer_taking(self, state_key: bytes, build: Callable[[bytes | None], object], table_state: bytes | None):
-        """The live analyzer that takes the current frame (built from its newest state, live or stored, the first
-        time), its state before the frame remembered for `undo_frame`."""
+    def newest_state(self, state_key: bytes, stored: bytes | None) -> bytes | None:
+        """The analyzer's state after the last frame it took: its live one since the checkpoint, else the stored one."""
+        return self.states.get(state_key) or stored or None
+
+    def taking(self, state_key: bytes) -> None:
+        """The analyzer is about to take the current frame: its state before it is kept for `undo_frame`."""
         self.before_frame.setdefault(state_key, self.states.get(state_key))
-        analyzer = self.analyzers.get(state_key)
-        if analyzer is None:
-            analyzer = self.analyzers[state_key] = build(self.states.get(state_key) or table_state)
-        return analyzer
 
     def frame_done(self) -> None:
         self.before_frame = {}
@@ -147,16 +145,18 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             detections = without_ignored(detections, ignore_filters.current())
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
-            analyzer = live.analyzer_taking(
-                state_key, lambda state, key=state_key, make=factory: restore(key, camera, make, state or None),
-                analyzer_state[state_key])
+            live.taking(state_key)
+            analyzer = live.analyzers.get(state_key)
+            if analyzer is None:
+                analyzer = live.analyzers[state_key] = restore(
+                    state_key, camera, factory, live.newest_state(state_key, analyzer_state[state_key]))
             try:
                 output = analyzer.update(detections)
                 live.states[state_key] = analyzer.state_bytes()
             except Exception as exc:  # one bad message must not stop the camera's analytics
                 # the next message starts from the state after the last frame this analyzer took
-                last_good = live.states.get(state_key) or analyzer_state[state_key] or None
-                live.analyzers[state_key] = restore(state_key, camera, factory, last_good)
+                live.analyzers[state_key] = restore(state_key, camera, factory,
+                                                    live.newest_state(state_key, analyzer_state[state_key]))
                 log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
                 await reject(f"{name} analyzer failed: {type(exc).__name__}: {exc}")
                 continue

@@ -315,10 +315,10 @@ class InferenceWorker:
             return {}
         # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
         # never calm, and the frame's detections still go out.
-        with_image = [i for i, item in enumerate(frames)
-                      if item.image is not None and self.density_counter.can_map(*item.image.shape[:2])]
-        chosen = [with_image[i] for i in self.density_schedule.choose(
-            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in with_image], time.monotonic())]
+        mappable = [i for i, item in enumerate(frames)
+                    if item.image is not None and self.density_counter.can_map(*item.image.shape[:2])]
+        chosen = [mappable[i] for i in self.density_schedule.choose(
+            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], time.monotonic())]
         maps = {}
         if chosen:
             started = time.perf_counter()
