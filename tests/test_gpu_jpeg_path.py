@@ -1,11 +1,17 @@
 """The JPEG-in path used by the GPU backend, exercised on the CPU (torchvision decodes on either device)."""
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
 
-from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, letterbox_gpu
-from processors.inference.stage import CameraDetectors, decode_frame
+from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, boxes_in_frames, letterbox_gpu
+from processors.inference.stage import CameraDetectors, InferenceWorker, decode_frame
+from processors.inference.static_blobs import StaticBlobPool
 from schemas import Frame, SchemaError, encode
+from schemas.settings.config import parse_config
 from tests.conftest import VTEST, video_frames
 
 
@@ -47,3 +53,35 @@ def test_one_corrupt_jpeg_does_not_fail_the_batch(cpu_jpeg_detector):
     outcomes = detectors.detect(frames)
     assert isinstance(outcomes[1], str) and "could not be decoded" in outcomes[1]
     assert all(isinstance(o, tuple) for o in (outcomes[0], outcomes[2]))
+
+
+def test_a_traffic_cameras_frames_are_still_decoded_for_its_background_model(cpu_jpeg_detector):
+    config = parse_config({"site": "t", "cameras": [{"id": "road", "source": "0"}, {"id": "cam", "source": "1"}],
+                           "model": {"max_frame_age_s": 3600}}, Path("."))
+    stage = InferenceWorker(config, None, None, CameraDetectors(cpu_jpeg_detector), "group",
+                            static_blobs=StaticBlobPool({"road"}))
+    jpeg = cv2.imencode(".jpg", video_frames(VTEST, 1)[0])[1].tobytes()
+    records = [SimpleNamespace(value=encode(Frame(camera_id=camera, seq=1, captured_at=time.time(), width=768,
+                                                  height=576, jpeg=jpeg))) for camera in ("road", "cam")]
+    (road, _), (other, _) = stage.decode_batch(records)
+    assert road.image is not None  # the background model (stopped vehicles, obstacles) sees every frame
+    assert other.image is None
+
+
+def test_boxes_are_mapped_back_into_each_frames_pixels_and_clamped_to_it():
+    import torch
+
+    images = [torch.zeros((3, 720, 1280), dtype=torch.uint8), torch.zeros((3, 576, 768), dtype=torch.uint8),
+              torch.zeros((3, 720, 1280), dtype=torch.uint8)]
+    _, geometry = letterbox_gpu(images, 640)
+    assert geometry[0] == (0.5, 0, 140) and geometry[1] == (640 / 768, 0, 80) and geometry[2] == geometry[0]
+    kept = [torch.tensor([[10.0, 150.0, 110.0, 250.0, 0.9, 2.0], [600.0, 480.0, 660.0, 520.0, 0.5, 0.0]]),
+            torch.zeros((0, 6)), torch.tensor([[0.0, 80.0, 64.0, 560.0, 0.7, 7.0]])]
+    mapped = boxes_in_frames(kept, geometry, [tuple(image.shape[1:]) for image in images])
+    (xyxy, confidence, class_id), (empty, _, _), (third, _, third_class) = mapped
+    np.testing.assert_allclose(xyxy, [[20, 20, 220, 220], [1200, 680, 1280, 720]])  # the second one clamped
+    np.testing.assert_allclose(confidence, [0.9, 0.5])
+    np.testing.assert_array_equal(class_id, [2, 0])
+    assert empty.shape == (0, 4)
+    np.testing.assert_allclose(third, [[0, 0, 128, 720]])
+    np.testing.assert_array_equal(third_class, [7])

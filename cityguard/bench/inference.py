@@ -16,9 +16,11 @@ import uuid
 import cv2
 import numpy as np
 
+from cityguard.bench import BACKLOG_MODEL_SETTINGS
 from infra import assets
 from infra.broker import broker_for
 from infra.kafka import make_consumer, make_producer
+from processors.inference.jpeg_header import jpeg_dimensions
 from processors.inference.stage import InferenceWorker
 from producers.capture import sample_frames
 from producers.picture import encode_jpeg
@@ -61,8 +63,9 @@ def publish(producer, topic: str, camera_id: str, jpegs: list[bytes], first_seq:
     for offset, jpeg in enumerate(jpegs):
         if rate_fps:
             time.sleep(1 / rate_fps)
-        frame = Frame(camera_id=camera_id, seq=first_seq + offset, captured_at=time.time(), width=1, height=1,
-                      jpeg=jpeg)
+        width, height = jpeg_dimensions(jpeg)
+        frame = Frame(camera_id=camera_id, seq=first_seq + offset, captured_at=time.time(), width=width,
+                      height=height, jpeg=jpeg)
         producer.send(topic, key=camera_id.encode(), value=encode(frame))
     producer.flush()
 
@@ -81,9 +84,8 @@ def run(args, config: Config) -> int:
 
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
-    # The backlog is what is measured: none of it may be skipped as stale (processors.inference.shedding).
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),
-                                       "model": config.model.model_copy(update={"max_frame_age_s": 3600.0})})
+                                       "model": config.model.model_copy(update=BACKLOG_MODEL_SETTINGS)})
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
     height, width = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
     detectors = build_detectors(config)

@@ -6,8 +6,11 @@ the stage's output is timed from its first to its last record. The input spreads
 partition has work.
 
 - analytics: synthetic crowds (`cityguard bench analytics`'s walkers), `--people` per camera; output = zone metrics;
-- inference: JPEG frames of the sample clip through the configured model (or `--backend gpu-nvjpeg --batch 64` on
-  a CUDA host: frames per GPU from the frames topic to the detections topic); output = detections.
+- inference: JPEG frames of the sample clip (or of `--jpegs DIR`, stills at the resolution to be served) through the
+  configured model and, with `--zones`, the density model on its schedule (or `--backend gpu-nvjpeg --batch 64` on
+  a CUDA host: frames per GPU from the frames topic to the detections topic); output = detections. Each camera's
+  frames are stamped as if captured at 5 fps over the seconds before they are queued, and none is shed as stale or
+  over its rate: the backlog is what is measured.
 
 Workers are separate processes; on a machine with fewer free cores than workers the curve flattens at the cores,
 which is what the figures then show. CPU seconds of all workers together are printed next to the rate.
@@ -23,10 +26,12 @@ from pathlib import Path
 import psutil
 import yaml
 
+from cityguard.bench import BACKLOG_MODEL_SETTINGS
 from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from processors.inference.jpeg_header import jpeg_dimensions
 from schemas import Frame, encode
 from schemas.settings.config import Config, TopicNames, parse_config
 
@@ -37,12 +42,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cameras", type=int, default=16, help="cameras the input is spread over")
     parser.add_argument("--frames", type=int, default=200, help="frames per camera")
     parser.add_argument("--people", type=int, default=100, help="analytics: people per camera")
+    parser.add_argument("--jpegs", type=Path, default=None,
+                        help="inference: a folder of .jpg frames to queue instead of the configured camera's clip")
+    parser.add_argument("--zones", action="store_true",
+                        help="inference: every camera gets the first configured camera's zones, so the density model "
+                        "maps them on its schedule (analytics.density_model) as on a crowd site")
     parser.add_argument("--backend", default=None,
                         help="inference: model.backend for this run, e.g. gpu-nvjpeg (default: the configured one)")
     parser.add_argument("--weights", default=None, help="inference: model.weights for this run")
     parser.add_argument("--batch", type=int, default=None, help="inference: model.max_batch_size for this run")
     parser.add_argument("--warm-up", type=float, default=20.0,
                         help="seconds the workers get to start and join the group before the input is queued")
+    parser.add_argument("--queue-first", action="store_true",
+                        help="queue the whole input before the workers start, for input one producer cannot queue as "
+                        "fast as the workers drain it (a GPU's frames); the rate is timed from their first output")
     parser.add_argument("--log-dir", type=Path, default=None, help="worker logs (default: a temporary folder)")
 
 
@@ -59,26 +72,42 @@ def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, byt
     return data, records, windows
 
 
-def inference_input(args, config: Config, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
-    from cityguard.bench.inference import sample_jpegs
+def inference_jpegs(args, config: Config) -> list[bytes]:
+    if args.jpegs is None:
+        from cityguard.bench.inference import sample_jpegs  # decodes video: imported only when a clip is sampled
 
-    _, jpegs = sample_jpegs(config, None, min(args.frames, 100))
+        return sample_jpegs(config, None, min(args.frames, 100))[1]
+    jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))[:args.frames]]
+    if not jpegs:
+        raise SystemExit(f"--jpegs {args.jpegs}: no .jpg files there")
+    return jpegs
+
+
+def inference_input(args, config: Config, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
+    fps = 5.0
+    jpegs = inference_jpegs(args, config)
     data = config.model_dump(mode="json", exclude={"cameras", "base_dir"})
     source = config.cameras[0].source if config.cameras else "asset:vtest.avi"
-    data["cameras"] = [{"id": camera_id(index, args.cameras), "source": source, "fps": 5}
+    zones = [zone.model_dump(mode="json") for zone in config.cameras[0].zones] if args.zones and config.cameras else []
+    if args.zones and not zones:
+        raise SystemExit("--zones: the first configured camera has no zones to copy")
+    data["cameras"] = [{"id": camera_id(index, args.cameras), "source": source, "fps": fps, "zones": zones}
                        for index in range(args.cameras)]
+    data["model"].update(BACKLOG_MODEL_SETTINGS)
     data["broker"] = {**data["broker"], "topics": topics.model_dump()}
     if "tiling" in data["model"]:  # it names the site's cameras, which the benchmark replaces
         data["model"]["tiling"]["cameras"] = []
     for option, field in ((args.backend, "backend"), (args.weights, "weights"), (args.batch, "max_batch_size")):
         if option is not None:
             data["model"][field] = option
-    records = []
+    records, first_captured_at = [], time.time() - args.frames / fps
     for index in range(args.cameras):
         camera = camera_id(index, args.cameras)
         for seq in range(args.frames):
-            frame = Frame(camera_id=camera, seq=seq, captured_at=time.time(), width=1, height=1,
-                          jpeg=jpegs[seq % len(jpegs)])
+            jpeg = jpegs[seq % len(jpegs)]
+            width, height = jpeg_dimensions(jpeg)
+            frame = Frame(camera_id=camera, seq=seq, captured_at=first_captured_at + seq / fps, width=width,
+                          height=height, jpeg=jpeg)
             records.append((camera, encode(frame)))
     return data, records, len(records)
 
@@ -88,10 +117,10 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
     if args.stage == "analytics":
         data, records, expected = analytics_input(args, topics)
-        output_topic, stage = topics.zone_metrics, "analyze"
+        input_topic, output_topic, stage = topics.detections, topics.zone_metrics, "analyze"
     else:
         data, records, expected = inference_input(args, config, topics)
-        output_topic, stage = topics.detections, "infer"
+        input_topic, output_topic, stage = topics.frames, topics.detections, "infer"
     data["broker"]["partitions"] = partitions
     data["site"] = f"bench-scaleout-{run_id}"
     config_path = log_dir / f"site-{run_id}.yaml"
@@ -102,30 +131,31 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
     try:
         servers = broker.bootstrap_servers
         create_topics(servers, bench_config.broker.topics.all(), partitions)
+        if args.queue_first:
+            queue(servers, input_topic, records)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
         for index in range(workers):
             # several inference workers on one machine: each its own free metrics port
             extra = ("--metrics-port", "0") if stage == "infer" else ()
             children[f"{stage}-{index}"] = spawn(stage, config_path, env, log_dir, *extra)
         processes = [psutil.Process(child.pid) for child in children.values()]
-        time.sleep(args.warm_up)
+        if not args.queue_first:
+            time.sleep(args.warm_up)
         output = make_consumer(servers, None, output_topic, auto_offset_reset="earliest")
-        cpu_before = sum(_cpu_seconds(process) for process in processes)
-        producer = make_producer(servers)
-        for key, value in records:
-            producer.send(bench_config.broker.topics.detections if args.stage == "analytics"
-                          else bench_config.broker.topics.frames, key=key.encode(), value=value)
-        producer.flush()
-        producer.close()
+        if not args.queue_first:
+            queue(servers, input_topic, records)
         stamps: list[int] = []
+        cpu_before = None  # from the first output on: start-up and the group join are not throughput
         deadline = time.monotonic() + 60 + len(records) / 10
         while len(stamps) < expected and time.monotonic() < deadline:
             for batch in output.poll(timeout_ms=200).values():
                 stamps.extend(record.timestamp for record in batch)
+            if stamps and cpu_before is None:
+                cpu_before = sum(_cpu_seconds(process) for process in processes)
             for name, child in children.items():
                 if child.poll() is not None:
                     raise RuntimeError(f"worker {name} exited with code {child.returncode}; see {log_dir}")
-        cpu = sum(_cpu_seconds(process) for process in processes) - cpu_before
+        cpu = sum(_cpu_seconds(process) for process in processes) - (cpu_before or 0.0)
         output.close()
     finally:
         stop_children(children)
@@ -137,6 +167,16 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
     frames = (len(stamps) - 1) * frames_per_output
     return {"workers": workers, "outputs": len(stamps), "expected": expected, "frames_per_s": frames / span,
             "cpu_ms_per_frame": 1000 * cpu / len(records)}
+
+
+def queue(servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(servers)
+    try:
+        for key, value in records:
+            producer.send(topic, key=key.encode(), value=value)
+        producer.flush()
+    finally:
+        producer.close()
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
@@ -157,6 +197,9 @@ def run(args, config: Config) -> int:
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
           f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.queue_first and partitions > 1:
+        print("--queue-first: the first worker drains the input while the others join, so the rates of several "
+              "workers include their rebalances (lower bounds)")
     print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9}")
     with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
         log_dir = args.log_dir or Path(scratch)

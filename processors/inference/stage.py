@@ -165,6 +165,10 @@ class FrameEnricher:
         self.trackers = trackers
         self.static_blobs = static_blobs  # background model for traffic cameras; needs CPU-decoded images
 
+    def needs_image(self, camera_id: str) -> bool:
+        """Whether this camera's frames must be decoded on the CPU for the background model."""
+        return self.static_blobs is not None and camera_id in self.static_blobs.camera_ids
+
     def enrich(self, item: DecodedFrame, message: Detections, density: np.ndarray | None = None) -> Detections:
         if density is not None:
             message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
@@ -297,14 +301,20 @@ class InferenceWorker:
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue
-                    needs_image = self.detectors.needs_image(frame.camera_id) or (
-                        self.density_schedule is not None and frame.camera_id in self.density_schedule.cameras)
-                    decoded.append((frame_image(frame, needs_image, self.resolve_frame), record))
+                    decoded.append((frame_image(frame, self.needs_image(frame), self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
+
+    def needs_image(self, frame: Frame) -> bool:
+        """Whether the frame is decoded on the CPU: for a detector that takes decoded images (or the tiled one), for a
+        traffic camera's background model, or for a density map its camera is due. A detector that takes JPEGs (the
+        GPU's) leaves every other frame undecoded on the CPU."""
+        return (self.detectors.needs_image(frame.camera_id) or self.enricher.needs_image(frame.camera_id)
+                or (self.density_schedule is not None and self.density_schedule.due(frame.camera_id,
+                                                                                    frame.captured_at)))
 
     def density_maps(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
         """Density maps for the frames the schedule picks, by index in `frames`, made knowing how tall the frame's

@@ -5,14 +5,17 @@ test_density_map.py); the worker is the real one, without a broker (this path do
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker
-from schemas import Frame
+from schemas import Frame, encode
 from schemas.settings.config import parse_config
 
 
@@ -135,3 +138,30 @@ def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():
     assert maps_every_interval(off, detector_people=1, count=12) == [pytest.approx(5.0)] * 12
     crowded = worker(SparseTextureDensity(people=300.0), {"max_busy_fraction": 1.0})
     assert maps_every_interval(crowded, detector_people=12, count=12) == [pytest.approx(300.0)] * 12
+
+
+class JpegDetector:
+    """Stands in for a detector that takes the JPEGs themselves (the GPU backend): the stage need not decode them."""
+
+    def detect_jpegs(self, jpegs: list[bytes]) -> list:
+        raise AssertionError("not called here")
+
+
+def test_with_a_jpeg_detector_only_the_frames_due_a_density_map_are_decoded_on_the_cpu():
+    zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
+    config = parse_config({"site": "t", "cameras": [{"id": "square", "source": "0", "zones": [zone]}],
+                           "model": {"max_frame_age_s": 3600}}, Path("."))
+    stage = InferenceWorker(config, None, None, CameraDetectors(JpegDetector()), "group",
+                            density_counter=FixedCountDensity(people=40.0))
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+
+    def decoded(at: float) -> DecodedFrame:
+        raw = encode(Frame(camera_id="square", seq=int(at), captured_at=time.time() - 1000 + at, width=8, height=8,
+                           jpeg=jpeg))
+        [(item, _)] = stage.decode_batch([SimpleNamespace(value=raw)])
+        return item
+
+    first = decoded(100.0)
+    assert first.image is not None and stage.density_maps([first], [person_boxes(0)]).keys() == {0}
+    assert decoded(103.0).image is None  # its map is not due: the frame goes to the GPU as a JPEG alone
+    assert decoded(109.0).image is not None
