@@ -19,7 +19,7 @@ from cityguard.stages import (
     build_trackers,
 )
 from processors.analytics.registry import analyzers_for
-from processors.inference.stage import FrameEnricher, decode_frame, to_message
+from processors.inference.stage import FrameEnricher, decode_frame, decoded_on_cpu, to_message
 from producers.capture import sample_frames
 from producers.picture import encode_jpeg
 from schemas import Detections, Event, Frame, encode
@@ -67,7 +67,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
         jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
         frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
                       jpeg=jpeg)
-        item = decode_frame(encode(frame), detectors.needs_image(camera.id))
+        item = decode_frame(encode(frame), decoded_on_cpu(detectors, enricher, camera.id))
         outcome = detectors.detect([item])[0]
         if isinstance(outcome, str):
             raise ReplayError(f"{clip}: frame {seq}: {outcome}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import time
+import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from cityguard.bench.scaleout import inference_input
+from cityguard.bench.scaleout import inference_input, queue
+from infra.kafka import create_topics, make_consumer
 from processors.inference.jpeg_header import verify_frame_jpeg
 from processors.inference.shedding import FrameShedder
 from schemas import Frame, decode
@@ -35,3 +38,20 @@ def test_the_scaleout_backlog_is_neither_rejected_nor_shed_by_the_inference_stag
         frame = decode(value, Frame)
         verify_frame_jpeg(frame.jpeg, frame.width, frame.height)
         assert shedder.reason(frame) is None
+
+
+@pytest.mark.broker
+def test_the_input_queued_from_several_processes_arrives_whole_and_in_each_cameras_order(kafka_bootstrap):
+    topic = f"bench-queue-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, [topic], 2)
+    records = [(f"cam{camera}", f"{camera}:{seq}".encode()) for seq in range(40) for camera in range(5)]
+    queue(kafka_bootstrap, topic, records, producers=3)
+    consumer = make_consumer(kafka_bootstrap, None, topic, auto_offset_reset="earliest")
+    received: dict[str, list[int]] = {}
+    deadline = time.monotonic() + 30
+    while sum(map(len, received.values())) < len(records) and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            for record in batch:
+                received.setdefault(record.key.decode(), []).append(int(record.value.split(b":")[1]))
+    consumer.close()
+    assert received == {f"cam{camera}": list(range(40)) for camera in range(5)}

@@ -66,6 +66,7 @@ def test_a_traffic_cameras_frames_are_still_decoded_for_its_background_model(cpu
     (road, _), (other, _) = stage.decode_batch(records)
     assert road.image is not None  # the background model (stopped vehicles, obstacles) sees every frame
     assert other.image is None
+    assert all(isinstance(outcome, tuple) for outcome in stage.detectors.detect([road, other]))  # one mixed batch
 
 
 def test_boxes_are_mapped_back_into_each_frames_pixels_and_clamped_to_it():
@@ -85,3 +86,15 @@ def test_boxes_are_mapped_back_into_each_frames_pixels_and_clamped_to_it():
     assert empty.shape == (0, 4)
     np.testing.assert_allclose(third, [[0, 0, 128, 720]])
     np.testing.assert_array_equal(third_class, [7])
+
+
+def test_frames_letterboxed_together_come_out_as_each_one_alone():
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, size, dtype=torch.uint8, generator=generator)
+              for size in [(3, 720, 1280), (3, 576, 768)] * 10 + [(3, 720, 1280)]]  # groups beyond one kernel's
+    batch, geometry = letterbox_gpu(images, 640)
+    for index, image in enumerate(images):
+        alone, [where] = letterbox_gpu([image], 640)
+        assert torch.equal(batch[index], alone[0]) and geometry[index] == where

@@ -17,6 +17,7 @@ which is what the figures then show. CPU seconds of all workers together are pri
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 import time
@@ -53,6 +54,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="inference: model.max_batch_size for this run")
     parser.add_argument("--warm-up", type=float, default=20.0,
                         help="seconds the workers get to start and join the group before the input is queued")
+    parser.add_argument("--producers", type=int, default=1,
+                        help="processes queueing the input once the workers have joined (a GPU drains frames faster "
+                        "than one can queue them)")
     parser.add_argument("--queue-first", action="store_true",
                         help="queue the whole input before the workers start, for input one producer cannot queue as "
                         "fast as the workers drain it (a GPU's frames); the rate is timed from their first output")
@@ -132,7 +136,7 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
         servers = broker.bootstrap_servers
         create_topics(servers, bench_config.broker.topics.all(), partitions)
         if args.queue_first:
-            queue(servers, input_topic, records)
+            queue(servers, input_topic, records, args.producers)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
         for index in range(workers):
             # several inference workers on one machine: each its own free metrics port
@@ -142,10 +146,12 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
         if not args.queue_first:
             time.sleep(args.warm_up)
         output = make_consumer(servers, None, output_topic, auto_offset_reset="earliest")
+        # The workers' CPU from when the input flows (start-up and the group join are not throughput); when it was
+        # queued before they started, from their first output (one batch's work is missed).
+        cpu_before = None if args.queue_first else sum(_cpu_seconds(process) for process in processes)
         if not args.queue_first:
-            queue(servers, input_topic, records)
+            queue(servers, input_topic, records, args.producers)
         stamps: list[int] = []
-        cpu_before = None  # from the first output on: start-up and the group join are not throughput
         deadline = time.monotonic() + 60 + len(records) / 10
         while len(stamps) < expected and time.monotonic() < deadline:
             for batch in output.poll(timeout_ms=200).values():
@@ -169,7 +175,26 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
             "cpu_ms_per_frame": 1000 * cpu / len(records)}
 
 
-def queue(servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+def queue(servers: str, topic: str, records: list[tuple[str, bytes]], producers: int = 1) -> None:
+    """The records onto the topic from `producers` processes, each camera's from one of them (its order kept)."""
+    if producers <= 1:
+        send_all(servers, topic, records)
+        return
+    share_of = {camera: index % producers for index, camera in enumerate(sorted({key for key, _ in records}))}
+    shares: list[list[tuple[str, bytes]]] = [[] for _ in range(producers)]
+    for record in records:
+        shares[share_of[record[0]]].append(record)
+    context = multiprocessing.get_context("fork")  # the shares are inherited, not pickled
+    processes = [context.Process(target=send_all, args=(servers, topic, share)) for share in shares if share]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+        if process.exitcode != 0:
+            raise RuntimeError(f"a producer process exited with code {process.exitcode}")
+
+
+def send_all(servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:
     producer = make_producer(servers)
     try:
         for key, value in records:
@@ -199,7 +224,7 @@ def run(args, config: Config) -> int:
           f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     if args.queue_first and partitions > 1:
         print("--queue-first: the first worker drains the input while the others join, so the rates of several "
-              "workers include their rebalances (lower bounds)")
+              "workers include their rebalances (lower bounds; --producers N queues after they have joined)")
     print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9}")
     with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
         log_dir = args.log_dir or Path(scratch)

@@ -38,11 +38,6 @@ class DensitySchedule:
         last = self.last_map_at.get(camera_id)
         return math.inf if last is None else max(0.0, at - last)
 
-    def due(self, camera_id: str, at: float) -> bool:
-        """Whether a frame of this camera captured at `at` is one a map may be made from (its camera's map is at least
-        refresh_seconds older); the stage decodes only such frames for the density model."""
-        return camera_id in self.cameras and self.age(camera_id, at) >= self.refresh_seconds
-
     def choose(self, frames: Sequence[tuple[str, float]], now: float) -> list[int]:
         """Indices of the (camera id, capture time) frames to map, given the worker's clock `now` (seconds); records
         them as mapped. One frame per camera at most (its newest in the batch), oldest maps first."""
@@ -58,7 +53,7 @@ class DensitySchedule:
             if camera_id in self.cameras and (camera_id not in newest or captured_at >= frames[newest[camera_id]][1]):
                 newest[camera_id] = index
         due = [(self.age(camera_id, frames[index][1]), camera_id, index) for camera_id, index in newest.items()
-               if self.due(camera_id, frames[index][1])]
+               if self.age(camera_id, frames[index][1]) >= self.refresh_seconds]
         due.sort(key=lambda entry: (-entry[0], entry[1]))
         chosen = due[:self.maps_per_batch]
         self.replaced = {camera_id: self.last_map_at.get(camera_id) for _, camera_id, _ in chosen}

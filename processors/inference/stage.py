@@ -120,7 +120,7 @@ class CameraDetectors:
         self.class_confidence = class_confidence or {}
 
     def needs_image(self, camera_id: str) -> bool:
-        """Whether the stage must decode this camera's JPEGs on the CPU."""
+        """Whether the detector needs this camera's frames decoded on the CPU."""
         return camera_id in self.tiled_cameras or not hasattr(self.detector, "detect_jpegs")
 
     def detect(self, frames: list[DecodedFrame]) -> list[tuple[ImageDetections, str] | str]:
@@ -140,7 +140,9 @@ class CameraDetectors:
 
     @staticmethod
     def _run(detector: Detector, frames: list[DecodedFrame]) -> list[ImageDetections | str]:
-        if frames[0].image is not None:
+        # A detector that takes JPEGs gets them even where the CPU decoded a frame for something else (the
+        # background model, a density map): one batch may hold both kinds.
+        if not hasattr(detector, "detect_jpegs"):
             return detector.detect([f.image for f in frames])
         jpegs = [f.frame.jpeg for f in frames]
         try:
@@ -182,6 +184,13 @@ class FrameEnricher:
             if view is not None:
                 message = message.model_copy(update={"static_blobs": view.blobs, "view_moved": view.view_moved})
         return message
+
+
+def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:
+    """Whether a camera's frames are decoded on the CPU as they arrive: for a detector that takes decoded images (or
+    the tiled one), or for a traffic camera's background model. With a detector that takes JPEGs (the GPU's), a crowd
+    camera's frame is decoded only once it is chosen for a density map (InferenceWorker.density_maps)."""
+    return detectors.needs_image(camera_id) or enricher.needs_image(camera_id)
 
 
 class InferenceWorker:
@@ -301,20 +310,13 @@ class InferenceWorker:
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue
-                    decoded.append((frame_image(frame, self.needs_image(frame), self.resolve_frame), record))
+                    decode_image = decoded_on_cpu(self.detectors, self.enricher, frame.camera_id)
+                    decoded.append((frame_image(frame, decode_image, self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
-
-    def needs_image(self, frame: Frame) -> bool:
-        """Whether the frame is decoded on the CPU: for a detector that takes decoded images (or the tiled one), for a
-        traffic camera's background model, or for a density map its camera is due. A detector that takes JPEGs (the
-        GPU's) leaves every other frame undecoded on the CPU."""
-        return (self.detectors.needs_image(frame.camera_id) or self.enricher.needs_image(frame.camera_id)
-                or (self.density_schedule is not None and self.density_schedule.due(frame.camera_id,
-                                                                                    frame.captured_at)))
 
     def density_maps(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
         """Density maps for the frames the schedule picks, by index in `frames`, made knowing how tall the frame's
@@ -324,18 +326,20 @@ class InferenceWorker:
         if self.density_schedule is None:
             return {}
         # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
-        # never calm, and the frame's detections still go out.
-        mappable = [i for i, item in enumerate(frames)
-                    if item.image is not None and self.density_counter.can_map(*item.image.shape[:2])]
+        # never calm, and the frame's detections still go out. A frame whose detection failed is not sent: no map.
+        mappable = [i for i, item in enumerate(frames) if person_boxes[i] is not None
+                    and self.density_counter.can_map(item.frame.height, item.frame.width)]
         chosen = [mappable[i] for i in self.density_schedule.choose(
             [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], time.monotonic())]
-        maps = {}
+        maps, images = {}, {}
         if chosen:
             started = time.perf_counter()
             try:
-                made = self.density_counter.density_maps(
-                    [frames[i].image for i in chosen],
-                    [None if person_boxes[i] is None else median_person_height(person_boxes[i]) for i in chosen])
+                # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
+                images = {i: frame_image(frames[i].frame).image if frames[i].image is None else frames[i].image
+                          for i in chosen}
+                made = self.density_counter.density_maps([images[i] for i in chosen],
+                                                         [median_person_height(person_boxes[i]) for i in chosen])
             except Exception:  # the model failing on some input must not stop the partition: no maps this batch
                 log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
                 self.density_schedule.not_made()
@@ -346,12 +350,11 @@ class InferenceWorker:
             maps = {} if made is None else dict(zip(chosen, made, strict=True))
             if self.density_floors is not None:
                 for index in maps:
-                    if person_boxes[index] is not None:
-                        frame = frames[index].frame
-                        made_people = float(maps[index].sum())
-                        maps[index] = self.density_floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
-                                                                 frames[index].image, frame.captured_at)
-                        DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
+                    frame = frames[index].frame
+                    made_people = float(maps[index].sum())
+                    maps[index] = self.density_floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
+                                                             images[index], frame.captured_at)
+                    DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.density_schedule.cameras:

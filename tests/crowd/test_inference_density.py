@@ -147,21 +147,22 @@ class JpegDetector:
         raise AssertionError("not called here")
 
 
-def test_with_a_jpeg_detector_only_the_frames_due_a_density_map_are_decoded_on_the_cpu():
+def test_with_a_jpeg_detector_a_crowd_cameras_frame_is_decoded_on_the_cpu_only_when_chosen_for_a_map():
     zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
     config = parse_config({"site": "t", "cameras": [{"id": "square", "source": "0", "zones": [zone]}],
                            "model": {"max_frame_age_s": 3600}}, Path("."))
-    stage = InferenceWorker(config, None, None, CameraDetectors(JpegDetector()), "group",
-                            density_counter=FixedCountDensity(people=40.0))
+    counter = FixedCountDensity(people=40.0)
+    stage = InferenceWorker(config, None, None, CameraDetectors(JpegDetector()), "group", density_counter=counter)
     jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    records = [SimpleNamespace(value=encode(Frame(camera_id="square", seq=seq, captured_at=time.time() - 10 + seq,
+                                                  width=8, height=8, jpeg=jpeg))) for seq in range(3)]
+    frames = [item for item, _ in stage.decode_batch(records)]
+    assert all(item.image is None for item in frames)  # the detector takes the JPEGs
+    assert stage.density_maps(frames, [person_boxes(0)] * 3).keys() == {2}  # the camera's newest frame
+    assert counter.calls == 1  # decoded for its map (FixedCountDensity checks it has pixels)
 
-    def decoded(at: float) -> DecodedFrame:
-        raw = encode(Frame(camera_id="square", seq=int(at), captured_at=time.time() - 1000 + at, width=8, height=8,
-                           jpeg=jpeg))
-        [(item, _)] = stage.decode_batch([SimpleNamespace(value=raw)])
-        return item
 
-    first = decoded(100.0)
-    assert first.image is not None and stage.density_maps([first], [person_boxes(0)]).keys() == {0}
-    assert decoded(103.0).image is None  # its map is not due: the frame goes to the GPU as a JPEG alone
-    assert decoded(109.0).image is not None
+def test_a_frame_whose_detection_failed_gets_no_map():
+    stage = worker(FixedCountDensity(people=40.0))
+    assert stage.density_maps([frame("square", 500.0)], [None]) == {}
+    assert age("square") == float("inf")  # the camera is still due

@@ -16,12 +16,14 @@ import torchvision
 from processors.inference.detector import ImageDetections
 
 LETTERBOX_FILL = 114 / 255  # ultralytics' grey padding
+LETTERBOX_GROUP = 16
 
 
 def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, list[tuple[float, float, float]]]:
     """Resize each CHW uint8 image to fit size x size keeping its aspect ratio, pad centred; returns the NCHW float
     batch in [0, 1] and (scale, pad_x, pad_y) per image to map boxes back. Images of one size (a camera model's
-    frames) are resized together, in one kernel rather than one per image."""
+    frames) are resized together, up to LETTERBOX_GROUP at a time: one kernel for them rather than one per image,
+    with the float copies of that many full frames (about 400 MB at 1080p) in GPU memory at once."""
     batch = torch.full((len(images), 3, size, size), LETTERBOX_FILL, device=images[0].device)
     by_size: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
@@ -32,9 +34,11 @@ def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, 
         new_height, new_width = round(height * scale), round(width * scale)
         pad_y, pad_x = (size - new_height) / 2, (size - new_width) / 2
         top, left = round(pad_y - 0.1), round(pad_x - 0.1)  # same rounding as ultralytics LetterBox
-        resized = F.interpolate(torch.stack([images[i] for i in indices]).float() / 255,
-                                size=(new_height, new_width), mode="bilinear", align_corners=False)
-        batch[indices, :, top:top + new_height, left:left + new_width] = resized
+        for first in range(0, len(indices), LETTERBOX_GROUP):
+            group = indices[first:first + LETTERBOX_GROUP]
+            resized = F.interpolate(torch.stack([images[i] for i in group]).float().div_(255),
+                                    size=(new_height, new_width), mode="bilinear", align_corners=False)
+            batch[group, :, top:top + new_height, left:left + new_width] = resized
         for index in indices:
             geometry[index] = (scale, left, top)
     return batch, geometry
