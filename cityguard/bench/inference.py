@@ -87,7 +87,7 @@ def run(args, config: Config) -> int:
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),
                                        "model": config.model.model_copy(update=BACKLOG_MODEL_SETTINGS)})
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
-    height, width = cv2.imdecode(np.frombuffer(jpegs[0], np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    width, height = jpeg_dimensions(jpegs[0])
     detectors = build_detectors(config)
     batch = config.model.max_batch_size
     bare_loop(detectors.detector, jpegs[:2 * batch], batch)  # warm-up: model compilation is not measured

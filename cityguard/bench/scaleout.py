@@ -104,14 +104,14 @@ def inference_input(args, config: Config, topics: TopicNames) -> tuple[dict, lis
     for option, field in ((args.backend, "backend"), (args.weights, "weights"), (args.batch, "max_batch_size")):
         if option is not None:
             data["model"][field] = option
+    sizes = [jpeg_dimensions(jpeg) for jpeg in jpegs]
     records, first_captured_at = [], time.time() - args.frames / fps
     for index in range(args.cameras):
         camera = camera_id(index, args.cameras)
         for seq in range(args.frames):
-            jpeg = jpegs[seq % len(jpegs)]
-            width, height = jpeg_dimensions(jpeg)
+            width, height = sizes[seq % len(jpegs)]
             frame = Frame(camera_id=camera, seq=seq, captured_at=first_captured_at + seq / fps, width=width,
-                          height=height, jpeg=jpeg)
+                          height=height, jpeg=jpegs[seq % len(jpegs)])
             records.append((camera, encode(frame)))
     return data, records, len(records)
 

@@ -28,7 +28,7 @@ def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, 
     by_size: dict[tuple[int, int], list[int]] = {}
     for index, image in enumerate(images):
         by_size.setdefault(tuple(image.shape[1:]), []).append(index)
-    geometry: list[tuple[float, float, float]] = [(1.0, 0.0, 0.0)] * len(images)
+    placement: dict[tuple[int, int], tuple[float, float, float]] = {}  # image size -> (scale, pad_x, pad_y)
     for (height, width), indices in by_size.items():
         scale = min(size / height, size / width)
         new_height, new_width = round(height * scale), round(width * scale)
@@ -39,9 +39,8 @@ def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, 
             resized = F.interpolate(torch.stack([images[i] for i in group]).float().div_(255),
                                     size=(new_height, new_width), mode="bilinear", align_corners=False)
             batch[group, :, top:top + new_height, left:left + new_width] = resized
-        for index in indices:
-            geometry[index] = (scale, left, top)
-    return batch, geometry
+        placement[height, width] = (scale, left, top)
+    return batch, [placement[tuple(image.shape[1:])] for image in images]
 
 
 def boxes_in_frames(kept: list[torch.Tensor], geometry: list[tuple[float, float, float]],
