@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, boxes_in_frames, letterbox_gpu
+from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, batched_nms, boxes_in_frames, letterbox_gpu
 from processors.inference.stage import CameraDetectors, InferenceWorker, decode_frame
 from processors.inference.static_blobs import StaticBlobPool
 from schemas import Frame, SchemaError, encode
@@ -76,9 +76,9 @@ def test_boxes_are_mapped_back_into_each_frames_pixels_and_clamped_to_it():
               torch.zeros((3, 720, 1280), dtype=torch.uint8)]
     _, geometry = letterbox_gpu(images, 640)
     assert geometry[0] == (0.5, 0, 140) and geometry[1] == (640 / 768, 0, 80) and geometry[2] == geometry[0]
-    kept = [torch.tensor([[10.0, 150.0, 110.0, 250.0, 0.9, 2.0], [600.0, 480.0, 660.0, 520.0, 0.5, 0.0]]),
-            torch.zeros((0, 6)), torch.tensor([[0.0, 80.0, 64.0, 560.0, 0.7, 7.0]])]
-    mapped = boxes_in_frames(kept, geometry, [tuple(image.shape[1:]) for image in images])
+    rows = torch.tensor([[10.0, 150.0, 110.0, 250.0, 0.9, 2.0], [600.0, 480.0, 660.0, 520.0, 0.5, 0.0],
+                         [0.0, 80.0, 64.0, 560.0, 0.7, 7.0]])
+    mapped = boxes_in_frames(rows, torch.tensor([0, 0, 2]), geometry, [tuple(image.shape[1:]) for image in images])
     (xyxy, confidence, class_id), (empty, _, _), (third, _, third_class) = mapped
     np.testing.assert_allclose(xyxy, [[20, 20, 220, 220], [1200, 680, 1280, 720]])  # the second one clamped
     np.testing.assert_allclose(confidence, [0.9, 0.5])
@@ -98,3 +98,26 @@ def test_frames_letterboxed_together_come_out_as_each_one_alone():
     for index, image in enumerate(images):
         alone, [where] = letterbox_gpu([image], 640)
         assert torch.equal(batch[index], alone[0]) and geometry[index] == where
+
+
+@pytest.mark.parametrize("classes", [None, [0, 2, 7]])
+def test_batched_nms_keeps_what_ultralytics_keeps_image_by_image(classes):
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    generator = torch.Generator().manual_seed(1)
+    batch, anchors, classes_in_model = 6, 2000, 80
+    centres = torch.rand((batch, 2, anchors), generator=generator) * 640
+    sizes = 8 + torch.rand((batch, 2, anchors), generator=generator) * 120
+    scores = torch.rand((batch, classes_in_model, anchors), generator=generator) ** 8  # few above the threshold
+    scores[3] = 0  # an image with nothing in it
+    predictions = torch.cat([centres, sizes, scores], dim=1)
+    rows, image_index = batched_nms(predictions, 0.25, 0.7, classes, max_det=40)
+    expected = non_max_suppression(predictions, 0.25, 0.7, classes=classes, max_det=40)
+    assert len(rows) == sum(len(kept) for kept in expected) > 100
+    for index, kept in enumerate(expected):
+        ours = rows[image_index == index]
+        assert torch.all(ours[1:, 4] <= ours[:-1, 4])  # by falling confidence
+        # Equal confidences may come in either order: compare the rows sorted on every column.
+        torch.testing.assert_close(*(torch.tensor(sorted(r.tolist())) for r in (ours, kept)))
+    assert len(expected[3]) == 0 and max(len(kept) for kept in expected) == 40  # the per-image cap was reached

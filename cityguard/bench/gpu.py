@@ -1,7 +1,8 @@
 """GPU inference benchmark: nvJPEG decode + GPU letterbox (GpuJpegDetector) vs the plain ultralytics predict path.
 
 Run on a CUDA host: `python -m cityguard.bench.gpu --jpegs DIR [--weights yolo11n.pt]`. Prints frames/s per batch
-size for both paths, and checks that both paths agree (letterbox pixels and detections) on the same weights.
+size for both paths (the GPU one as the inference stage runs it, with its milliseconds per frame in each step), and
+checks that both paths agree (letterbox pixels and detections) on the same weights.
 With an ultralytics yaml (the default, yolo11n.yaml) the weights are random: valid for speed, not for accuracy.
 """
 from __future__ import annotations
@@ -44,7 +45,9 @@ def main() -> None:
     torch.manual_seed(0)
     jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))]
     decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
-    gpu = GpuJpegDetector(args.weights, confidence=args.confidence)
+    batches = [int(b) for b in args.batches.split(",")]
+    # Captured at the largest batch, as the stage captures at its own: smaller batches are padded to it.
+    gpu = GpuJpegDetector(args.weights, confidence=args.confidence, largest_batch=max(batches))
     plain = YOLO(args.weights, task="detect")
     plain.model = gpu.model  # identical weights on both paths (random ones too)
     figures = {"device": torch.cuda.get_device_name(), "weights": args.weights,
@@ -63,10 +66,11 @@ def main() -> None:
     figures["model_output_max_abs_diff_relative"] = float((outputs[0] - outputs[1]).abs().max().item() / scale)
     figures["boxes_per_frame_gpu_path"] = float(np.mean([len(r.xyxy) for r in gpu.detect_jpegs(jpegs[:8])]))
 
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in batches:
         chunk = (jpegs * (batch // len(jpegs) + 1))[:batch]
         frames = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in chunk]
         nvjpeg = timed(lambda chunk=chunk: gpu.detect_jpegs(chunk), args.repeats)
+        steps = gpu.detect_jpegs(chunk)[0]
         predict = timed(lambda frames=frames: plain.predict(frames, half=True, device=0, conf=args.confidence,
                                                             verbose=False), args.repeats)
         cpu_decode_predict = timed(lambda chunk=chunk: plain.predict(
@@ -74,6 +78,8 @@ def main() -> None:
             half=True, device=0, conf=args.confidence, verbose=False), max(2, args.repeats // 2))
         figures["batches"][batch] = {
             "nvjpeg_gpu_letterbox_fps": round(batch / nvjpeg, 1),
+            "nvjpeg_gpu_letterbox_ms_per_frame": {step: round(getattr(steps, f"{step}_ms"), 3)
+                                                  for step in ("preprocess", "inference", "postprocess")},
             "predict_on_decoded_frames_fps": round(batch / predict, 1),
             "cpu_decode_plus_predict_fps": round(batch / cpu_decode_predict, 1),
         }

@@ -149,8 +149,11 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
         # The workers' CPU from when the input flows (start-up and the group join are not throughput); when it was
         # queued before they started, from their first output (one batch's work is missed).
         cpu_before = None if args.queue_first else sum(_cpu_seconds(process) for process in processes)
+        queued_per_s = float("nan")
         if not args.queue_first:
+            started = time.perf_counter()
             queue(servers, input_topic, records, args.producers)
+            queued_per_s = len(records) / (time.perf_counter() - started)
         stamps: list[int] = []
         deadline = time.monotonic() + 60 + len(records) / 10
         while len(stamps) < expected and time.monotonic() < deadline:
@@ -172,7 +175,7 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
     frames_per_output = len(records) / expected
     frames = (len(stamps) - 1) * frames_per_output
     return {"workers": workers, "outputs": len(stamps), "expected": expected, "frames_per_s": frames / span,
-            "cpu_ms_per_frame": 1000 * cpu / len(records)}
+            "cpu_ms_per_frame": 1000 * cpu / len(records), "queued_per_s": queued_per_s}
 
 
 def queue(servers: str, topic: str, records: list[tuple[str, bytes]], producers: int = 1) -> None:
@@ -225,13 +228,15 @@ def run(args, config: Config) -> int:
     if args.queue_first and partitions > 1:
         print("--queue-first: the first worker drains the input while the others join, so the rates of several "
               "workers include their rebalances (lower bounds; --producers N queues after they have joined)")
-    print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9}")
+    # queued/s: how fast the input went onto the topic; where it is not above frames/s, the producers set the rate.
+    print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9} {'queued/s':>9}")
     with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
         log_dir = args.log_dir or Path(scratch)
         log_dir.mkdir(parents=True, exist_ok=True)
         for workers in counts:
             row = run_count(args, config, workers, partitions, log_dir)
             print(f"{workers:>7} {row['frames_per_s']:>9.1f} {row['frames_per_s'] / workers:>10.1f} "
-                  f"{row['cpu_ms_per_frame']:>12.2f} {row['outputs']:>4}/{row['expected']:<4}", flush=True)
+                  f"{row['cpu_ms_per_frame']:>12.2f} {row['outputs']:>4}/{row['expected']:<4} "
+                  f"{row['queued_per_s']:>9.1f}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return 0

@@ -34,7 +34,7 @@ def _openvino(args: DetectorArgs, model: ModelConfig) -> Detector:
 def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
     from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector  # needs torch with CUDA
 
-    return GpuJpegDetector(*args)
+    return GpuJpegDetector(*args, largest_batch=model.max_batch_size)
 
 
 BACKENDS: dict[str, Callable[[DetectorArgs, ModelConfig], Detector]] = {
