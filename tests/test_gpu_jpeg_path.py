@@ -121,3 +121,53 @@ def test_batched_nms_keeps_what_ultralytics_keeps_image_by_image(classes):
         # Equal confidences may come in either order: compare the rows sorted on every column.
         torch.testing.assert_close(*(torch.tensor(sorted(r.tolist())) for r in (ours, kept)))
     assert len(expected[3]) == 0 and max(len(kept) for kept in expected) == 40  # the per-image cap was reached
+
+
+def test_batched_nms_keeps_small_close_boxes_of_images_late_in_a_big_batch_as_ultralytics_does():
+    """One NMS call over the batch shifts each image's boxes far apart; shifted in float32, coordinates late in a
+    64-image batch rounded to a quarter pixel and changed which of several close candidates for one person survived."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+
+    generator = torch.Generator().manual_seed(2)
+    batch, people, candidates_per_person = 64, 3, 5
+    anchors = people * candidates_per_person
+    centres = (torch.rand((batch, 2, people), generator=generator) * 600 + 20).repeat_interleave(
+        candidates_per_person, dim=2) + torch.randn((batch, 2, anchors), generator=generator) * 1.5
+    sizes = 8 + torch.rand((batch, 2, anchors), generator=generator) * 16
+    scores = torch.zeros((batch, 80, anchors))
+    scores[:, 0] = 0.26 + torch.rand((batch, anchors), generator=generator) * 0.7  # people only
+    predictions = torch.cat([centres, sizes, scores], dim=1)
+    rows, image_index = batched_nms(predictions, 0.25, 0.7)
+    for index, kept in enumerate(non_max_suppression(predictions, 0.25, 0.7)):
+        torch.testing.assert_close(rows[image_index == index], kept)
+
+
+def test_batches_over_half_the_captured_size_replay_the_graph_and_smaller_ones_run_eagerly(cpu_jpeg_detector):
+    """The routing of GpuJpegDetector.forward, with a stand-in for the CUDA graph (which needs a GPU): chunks of the
+    captured size, each replayed when more than half full, else run eagerly; outputs in input order."""
+    import torch
+
+    class StandIn:
+        capacity = 4
+
+        def __init__(self):
+            self.replayed = []
+
+        def __call__(self, batch):
+            self.replayed.append(len(batch))
+            return cpu_jpeg_detector.model(batch)[0]
+
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.rand((10, 3, 64, 64), generator=generator)
+    eager = cpu_jpeg_detector.forward(batch)
+    stand_in = StandIn()
+    cpu_jpeg_detector.captured = stand_in
+    try:
+        routed = cpu_jpeg_detector.forward(batch)
+        cpu_jpeg_detector.forward(batch[:3])
+        cpu_jpeg_detector.forward(batch[:2])
+    finally:
+        cpu_jpeg_detector.captured = None
+    assert stand_in.replayed == [4, 4, 3]  # 10 = 4 + 4 + 2 (eager); 3 of 4 replayed; 2 of 4 eager
+    torch.testing.assert_close(routed, eager)

@@ -1,13 +1,15 @@
 """GPU inference benchmark: nvJPEG decode + GPU letterbox (GpuJpegDetector) vs the plain ultralytics predict path.
 
 Run on a CUDA host: `python -m cityguard.bench.gpu --jpegs DIR [--weights yolo11n.pt]`. Prints frames/s per batch
-size for both paths (the GPU one as the inference stage runs it, with its milliseconds per frame in each step), and
-checks that both paths agree (letterbox pixels and detections) on the same weights.
+size for both paths (the GPU one as the inference stage runs it when its model.max_batch_size is the largest of
+--batches, with its milliseconds per frame in each step), and checks that both paths agree (letterbox pixels and
+detections) on the same weights.
 With an ultralytics yaml (the default, yolo11n.yaml) the weights are random: valid for speed, not for accuracy.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -49,7 +51,8 @@ def main() -> None:
     # Captured at the largest batch, as the stage captures at its own: smaller batches are padded to it.
     gpu = GpuJpegDetector(args.weights, confidence=args.confidence, largest_batch=max(batches))
     plain = YOLO(args.weights, task="detect")
-    plain.model = gpu.model  # identical weights on both paths (random ones too)
+    # Identical weights on both paths (random ones too), in the layout ultralytics runs them in.
+    plain.model = copy.deepcopy(gpu.model).to(memory_format=torch.contiguous_format)
     figures = {"device": torch.cuda.get_device_name(), "weights": args.weights,
                "frame_size": f"{decoded[0].shape[1]}x{decoded[0].shape[0]}", "batches": {}}
 

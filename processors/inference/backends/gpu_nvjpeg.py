@@ -17,6 +17,7 @@ from processors.inference.detector import ImageDetections
 
 LETTERBOX_FILL = 114 / 255  # ultralytics' grey padding
 LETTERBOX_GROUP = 16
+MAX_BOX_SIDE = 7680  # pixels: no box of a letterboxed image is wider or taller (ultralytics' NMS offset)
 
 
 def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, list[tuple[float, float, float]]]:
@@ -59,9 +60,13 @@ def batched_nms(predictions: torch.Tensor, confidence: float, iou: float, classe
     xywh = candidates[image_index, anchor, :4].float()
     xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], dim=1)
     scores, class_ids = scores[image_index, anchor].float(), class_ids[image_index, anchor]
-    groups = image_index * (candidates.shape[-1] - 4) + class_ids  # one per image and class
-    kept = torchvision.ops.batched_nms(xyxy, scores, groups, iou)
-    # batched_nms orders by confidence over the whole batch; a stable sort by image keeps that order within each.
+    # Each image's and class's boxes shifted apart so that one NMS call keeps them from suppressing each other, as
+    # ultralytics shifts classes apart within an image. In float64: shifted as far as 64 images x 80 classes put
+    # them, float32 would round the coordinates to a quarter pixel and change which boxes are kept. (torchvision's
+    # batched_nms shifts in the boxes' own dtype, and above 5,000 boxes on the GPU loops over the groups instead.)
+    groups = image_index * (candidates.shape[-1] - 4) + class_ids
+    kept = torchvision.ops.nms(xyxy.double() + (groups * MAX_BOX_SIDE).double()[:, None], scores.double(), iou)
+    # nms orders by confidence over the whole batch; a stable sort by image keeps that order within each.
     kept = kept[torch.sort(image_index[kept], stable=True).indices]
     image_index = image_index[kept]
     first_of_image = torch.searchsorted(image_index, image_index)
@@ -90,25 +95,35 @@ def boxes_in_frames(rows: torch.Tensor, image_index: torch.Tensor, geometry: lis
 class CapturedForward:
     """The model's forward pass captured once as a CUDA graph at a fixed batch size, then replayed.
 
-    One fixed shape is what makes cuDNN's kernel search pay: it runs once per input shape and takes far longer than a
-    batch, and the stage's batches come in every size up to its largest (searching each new size as it came, four
-    workers sharing an H200 fell from 2,294 to 440 frames/s). Replaying also spares launching yolo11n's hundreds of
-    small kernels from Python. Smaller batches are padded to the captured size (the rows past the batch hold
-    whatever an earlier batch left there, and their outputs are ignored); larger ones run in captured-size chunks."""
+    One fixed shape is what lets cuDNN's kernel search pay: it runs once per input shape and takes far longer than a
+    batch, and the stage's batches come in every size up to its largest (with the search left on for every new size,
+    several workers sharing an H200 fell to a fifth of their rate). Replaying also spares launching yolo11n's
+    hundreds of small kernels from Python. A batch of up to the captured size is copied into the captured input
+    (the rows past it hold whatever an earlier batch left there; their outputs are ignored).
+
+    The input and output are shared: one caller at a time, inside torch.inference_mode, and the model is not to be
+    converted (dtype, memory format) after the capture, which reads its weights where they were."""
 
     def __init__(self, model: torch.nn.Module, batch: int, image_size: int, dtype: torch.dtype,
                  device: torch.device):
+        self.capacity = batch
         self.input = torch.zeros((batch, 3, image_size, image_size), dtype=dtype, device=device).contiguous(
             memory_format=torch.channels_last)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires (cuDNN picks kernels)
-            for _ in range(3):
-                model(self.input)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            output = model(self.input)
+        searching = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires; cuDNN searches here
+                for _ in range(3):
+                    model(self.input)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            # thread_local: a model swap captures on its loader thread while the worker thread goes on serving.
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                output = model(self.input)
+        finally:
+            torch.backends.cudnn.benchmark = searching  # other shapes and models in the process run unsearched
         self.output = output[0] if isinstance(output, (list, tuple)) else output
         # Tensors the modules hold outside the graph's memory (the head's anchor grid): the graph reads them in
         # place, so they must outlive any module replacing its copy.
@@ -116,22 +131,19 @@ class CapturedForward:
                               if isinstance(value, torch.Tensor)]
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        capacity = len(self.input)
-        chunks = []
-        for first in range(0, len(batch), capacity):
-            part = batch[first:first + capacity]
-            self.input[:len(part)].copy_(part)
-            self.graph.replay()
-            chunks.append(self.output[:len(part)].clone())
-        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        self.input[:len(batch)].copy_(batch)
+        self.graph.replay()
+        return self.output[:len(batch)].clone()
 
 
 class GpuJpegDetector:
     """Same interface as YoloDetector (`detect(images)`), plus `detect_jpegs(jpegs)` for the nvJPEG path.
 
-    On CUDA the model runs in channels-last layout, with cuDNN's fastest kernels for the one batch shape it is
-    captured at (CapturedForward, at `largest_batch`: the inference stage passes its own). On an H200 that took
-    yolo11n's forward pass at batch 64 from 18 ms to 11."""
+    On CUDA the model runs in channels-last layout, captured with cuDNN's fastest kernels at `largest_batch` (the
+    inference stage passes its own; CapturedForward): a batch of more than half that size is padded to it, larger
+    ones run in chunks of it, and a smaller one (a tiled frame's tiles, a frame retried alone) runs eagerly with
+    cuDNN's default kernels rather than pay for a whole captured batch. On an H200 this took yolo11n's forward pass
+    at batch 64 from 18 ms to 11."""
 
     def __init__(self, weights: str, image_size: int = 640, confidence: float = 0.25, iou: float = 0.7,
                  classes: list[int] | None = None, device: str = "cuda", half: bool = True, largest_batch: int = 64):
@@ -147,16 +159,24 @@ class GpuJpegDetector:
         self.confidence = confidence
         self.iou = iou
         self.classes = classes
-        self.forward = self._eager
+        self.captured = None
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # searched once, for the captured shape
             self.model.to(memory_format=torch.channels_last)  # tensor-core convolutions want NHWC
             with torch.inference_mode():
-                self.forward = CapturedForward(self.model, largest_batch, image_size, self.dtype, self.device)
+                self.captured = CapturedForward(self.model, largest_batch, image_size, self.dtype, self.device)
 
-    def _eager(self, batch: torch.Tensor) -> torch.Tensor:
-        output = self.model(batch)
-        return output[0] if isinstance(output, (list, tuple)) else output
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's predictions for a letterboxed batch, through the captured graph where it pays."""
+        capacity = self.captured.capacity if self.captured is not None else max(1, len(batch))
+        outputs = []
+        for first in range(0, len(batch), capacity):
+            part = batch[first:first + capacity]
+            if self.captured is not None and 2 * len(part) > capacity:
+                outputs.append(self.captured(part))
+            else:
+                output = self.model(part)
+                outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     @torch.inference_mode()
     def detect_jpegs(self, jpegs: list[bytes]) -> list[ImageDetections]:
