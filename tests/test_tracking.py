@@ -90,3 +90,32 @@ def test_real_clip_tracks_are_stable_and_separate_per_camera(detector):
     assert np.median(lifetimes) >= 10, f"track lifetimes in frames: {sorted(lifetimes)}"
     persistent = set(tracks["left"][-1]) & set(tracks["left"][-21])
     assert len(persistent) >= 1
+
+
+@pytest.mark.parametrize("clip", ["hanoi-langha-queue", "hanoi-crossroads", "ipcam-freeway"])
+def test_tracks_corrected_as_one_batch_are_ultralytics_own(clip):
+    """The batched Kalman correction gives every detection of a busy real clip (the traffic dev set's recorded
+    detections) the track, box and state ultralytics' per-track correction gives it."""
+    import gzip
+    from pathlib import Path
+
+    from ultralytics.trackers.byte_tracker import BYTETracker
+
+    from processors.inference.tracking import _ByteTracker, _TrackerInput
+
+    class PerTrack(_ByteTracker):
+        _apply_matches = BYTETracker._apply_matches
+
+    path = Path(__file__).parent / "devsets" / "traffic" / "detections" / f"{clip}.jsonl.gz"
+    batched = CameraTracker(clip, 5.0, TrackingConfig())._new_tracker()
+    per_track = PerTrack(batched.args, batched.id_base)
+    tracked = 0
+    for line in gzip.open(path, "rt"):
+        detections = _TrackerInput.from_detections(Detections.model_validate_json(line))
+        ours, theirs = batched.update(detections), per_track.update(detections)
+        np.testing.assert_array_equal(ours, theirs)
+        tracked += len(ours)
+    for ours, theirs in zip(batched.tracked_stracks, per_track.tracked_stracks, strict=True):
+        np.testing.assert_array_equal(ours.mean, theirs.mean)
+        np.testing.assert_array_equal(ours.covariance, theirs.covariance)
+    assert tracked > 1000  # busy: many matched tracks
