@@ -85,7 +85,8 @@ class _ByteTracker(BYTETracker):
         mean = mean + np.einsum("nj,nij->ni", measured - mean[:, :4], gain)
         covariance = covariance - gain @ (projected @ gain.transpose(0, 2, 1))
         for (track, detection), track_mean, track_covariance in zip(corrected, mean, covariance, strict=True):
-            # What STrack.update sets besides the state estimate (no angle: ByteTrack's boxes are upright).
+            # What STrack.update of the pinned ultralytics sets besides the state estimate (no angle: ByteTrack's
+            # boxes are upright); an upgrade is checked against it by tests/test_tracking.py.
             track.frame_id = self.frame_id
             track.tracklet_len += 1
             track.mean, track.covariance = track_mean, track_covariance
