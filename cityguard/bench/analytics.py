@@ -26,6 +26,7 @@ import psutil
 import yaml
 from kafka import TopicPartition
 
+from cityguard.bench import cpu_seconds
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -170,10 +171,10 @@ def run_stage(config: Config, config_path: Path, messages: list[Detections], log
             for records in output.poll(timeout_ms=50).values():
                 stamps.extend(record.timestamp for record in records)
             if stamps and cpu_at_first is None:
-                cpu_at_first = _cpu_seconds(process)
+                cpu_at_first = cpu_seconds(process)
             if worker.poll() is not None:
                 raise RuntimeError(f"the analytics worker exited with code {worker.returncode}; see {log_dir}")
-        cpu_total = _cpu_seconds(process)
+        cpu_total = cpu_seconds(process)
         output.close()
         changelog = _topic_bytes(servers, f"{config.group_id('analytics')}-analyzer-state-changelog")
     finally:
@@ -190,11 +191,6 @@ def run_stage(config: Config, config_path: Path, messages: list[Detections], log
             "fps_cpu": frames_between / (cpu_total - cpu_at_first), "worker_cpu_s_total": cpu_total,
             "cpu_ms_per_frame": 1000 * (cpu_total - cpu_at_first) / frames_between,
             "changelog_records": changelog[0], "changelog_bytes_per_frame": changelog[1] / len(messages)}
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def windows_closed(messages: list[Detections], step: float) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from cityguard.bench import cpu_seconds
 from infra import assets
 from infra.broker import broker_for
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -79,12 +80,12 @@ def throughput(config: Config, servers: str, counts: list[int], fps: float, seco
             statuses.extend(batch)
             peak.append(process.memory_info().rss)
 
-        cpu_before, wall_before = _cpu_seconds(process), time.monotonic()
+        cpu_before, wall_before = cpu_seconds(process), time.monotonic()
         queued = run_for(bench_config(config, servers, cameras, f"n{count}-{int(started)}"), servers, seconds, observe)
-        cpu_seconds, wall = _cpu_seconds(process) - cpu_before, time.monotonic() - wall_before
-        cpu = 100 * cpu_seconds / wall
+        cpu_used_s, wall = cpu_seconds(process) - cpu_before, time.monotonic() - wall_before
+        cpu = 100 * cpu_used_s / wall
         # CPU per frame queued: robust to other load on the machine, unlike the frame rates
-        cpu_ms_per_frame = 1000 * cpu_seconds / max(1, sum(queued.values()))
+        cpu_ms_per_frame = 1000 * cpu_used_s / max(1, sum(queued.values()))
         warm = started + min(6.0, seconds / 3)  # skip start-up: opening files, first broker round trips
         per_camera = {}
         for status in statuses:
@@ -119,11 +120,6 @@ def step_costs(config: Config, video: Path, fps: float, frames: int) -> dict[str
             totals[step] += end - start
     samples.close()
     return {step: 1000 * total / frames for step, total in totals.items()}
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def reconnect_times(config: Config, servers: str, video: Path, outages: int, outage_s: float) -> list[float]:

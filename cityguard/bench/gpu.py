@@ -48,7 +48,8 @@ def main() -> None:
     jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))]
     decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
     batches = [int(b) for b in args.batches.split(",")]
-    # Captured at the largest batch, as the stage captures at its own: smaller batches are padded to it.
+    # Captured at the largest batch, as the stage captures at its own (GpuJpegDetector.forward says which batches
+    # replay it).
     gpu = GpuJpegDetector(args.weights, confidence=args.confidence, largest_batch=max(batches))
     plain = YOLO(args.weights, task="detect")
     # Identical weights on both paths (random ones too), in the layout ultralytics runs them in.

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from cityguard.bench import BACKLOG_MODEL_SETTINGS
+from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
 from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
@@ -209,10 +209,9 @@ def send_all(servers: str, topic: str, records: list[tuple[str, bytes]]) -> None
 
 def _cpu_seconds(process: psutil.Process) -> float:
     try:
-        times = process.cpu_times()
+        return cpu_seconds(process)
     except psutil.Error:
         return 0.0
-    return times.user + times.system
 
 
 def run(args, config: Config) -> int:

@@ -78,8 +78,8 @@ class _ByteTracker(BYTETracker):
         mean = np.array([track.mean for track, _ in corrected])
         covariance = np.array([track.covariance for track, _ in corrected])
         measured = np.array([track.convert_coords(detection.tlwh) for track, detection in corrected])
-        noise = np.square(np.column_stack([kalman._std_weight_position * mean[:, 3]] * 2
-                                          + [np.full(len(mean), 1e-1), kalman._std_weight_position * mean[:, 3]]))
+        position = kalman._std_weight_position * mean[:, 3]  # KalmanFilterXYAH.project's measurement noise
+        noise = np.square(np.column_stack([position, position, np.full(len(mean), 1e-1), position]))
         projected = covariance[:, :4, :4] + noise[:, :, None] * np.eye(4)
         gain = np.linalg.solve(projected, covariance[:, :, :4].transpose(0, 2, 1)).transpose(0, 2, 1)
         mean = mean + np.einsum("nj,nij->ni", measured - mean[:, :4], gain)

@@ -124,7 +124,8 @@ class ModelConfig(Frozen):
     )
     max_batch_size: int = Field(default=8, ge=1, le=256,
                                 description="frames per inference batch; with the gpu-nvjpeg backend also the batch "
-                                "the model is captured at (a CUDA graph), smaller batches padded to it")
+                                "the model is captured at (a CUDA graph): batches of more than half of it are padded "
+                                "to it, smaller ones run uncaptured")
     max_batch_wait_ms: int = Field(default=50, ge=0, le=10_000, description="longest wait to fill a batch")
     max_frame_age_s: float = Field(default=10.0, gt=0, le=3600,
                                    description="frames older than this when inference reaches them are skipped and "

@@ -92,6 +92,12 @@ def boxes_in_frames(rows: torch.Tensor, image_index: torch.Tensor, geometry: lis
             for part in np.split(host, np.cumsum(counts)[:-1])]
 
 
+def predictions(output) -> torch.Tensor:
+    """The decoded predictions (B, 4 + classes, anchors) of an ultralytics detection model's forward pass, which in
+    eval mode also returns its raw head outputs."""
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
 class CapturedForward:
     """The model's forward pass captured once as a CUDA graph at a fixed batch size, then replayed.
 
@@ -106,7 +112,6 @@ class CapturedForward:
 
     def __init__(self, model: torch.nn.Module, batch: int, image_size: int, dtype: torch.dtype,
                  device: torch.device):
-        self.capacity = batch
         self.input = torch.zeros((batch, 3, image_size, image_size), dtype=dtype, device=device).contiguous(
             memory_format=torch.channels_last)
         searching = torch.backends.cudnn.benchmark
@@ -124,11 +129,15 @@ class CapturedForward:
                 output = model(self.input)
         finally:
             torch.backends.cudnn.benchmark = searching  # other shapes and models in the process run unsearched
-        self.output = output[0] if isinstance(output, (list, tuple)) else output
+        self.output = predictions(output)
         # Tensors the modules hold outside the graph's memory (the head's anchor grid): the graph reads them in
         # place, so they must outlive any module replacing its copy.
         self.read_in_place = [value for module in model.modules() for value in vars(module).values()
                               if isinstance(value, torch.Tensor)]
+
+    @property
+    def capacity(self) -> int:
+        return len(self.input)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         self.input[:len(batch)].copy_(batch)
@@ -174,8 +183,7 @@ class GpuJpegDetector:
             if self.captured is not None and 2 * len(part) > capacity:
                 outputs.append(self.captured(part))
             else:
-                output = self.model(part)
-                outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
+                outputs.append(predictions(self.model(part)))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     @torch.inference_mode()
