@@ -66,12 +66,12 @@ def run_broker(config: Config, port: int) -> None:
 
 def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | None, realtime: bool,
                 metrics_port: int | None) -> None:
-    from producers.frame_producer import configure_reader_process, frame_client_settings, run_producer
+    from producers.frame_producer import configure_reader_process, frame_client, run_producer
 
     configure_reader_process()
     servers = require_bootstrap(config)
     serve_metrics(config, config.metrics.producer_port if metrics_port is None else metrics_port, "producer")
-    producer = make_producer(servers, **frame_client_settings(config.producer))
+    producer = frame_client(servers, config.producer)
     try:
         sent = run_producer(config, producer, stop_on_signals(), realtime, max_frames, camera_ids)
         log.info("producer done: %s", sent)

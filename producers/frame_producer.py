@@ -9,6 +9,7 @@ API first.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import sys
@@ -19,11 +20,10 @@ from collections import deque
 from collections.abc import Callable
 
 import cv2
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from infra import assets
+from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
 from producers.capture import CameraUnavailable, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
@@ -208,11 +208,9 @@ class CameraReader:
 
 
 class InFlightBytes:
-    """Frame bytes handed to the Kafka client and not yet acknowledged or failed.
-
-    kafka-python (3.0.12) has no `buffer_memory` bound: its accumulator grows without limit and send() never blocks,
-    so this count is the only thing that stops a broker outage from piling frames up in memory.
-    """
+    """Frame bytes handed to the Kafka client and not yet acknowledged or failed: the bound on what a broker outage
+    piles up in memory. (The client's own queue limit is only a backstop: it frees a message's bytes after its
+    acknowledgement has run, by when the sender has already filled the room again.)"""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -260,7 +258,7 @@ class SendFailures:
                 return
             self._unlogged[camera_id] = 0
             self._logged_at[camera_id] = now
-        log.warning("camera %s: %d frame(s) not delivered: %s", camera_id, count, exc)  # kafka errors name their type
+        log.warning("camera %s: %d frame(s) not delivered: %s", camera_id, count, exc)
 
 
 class FrameSender:
@@ -271,7 +269,7 @@ class FrameSender:
     delivery timeouts free room.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str, queues: dict[str, FrameQueue],
+    def __init__(self, producer: FrameClient, topic: str, queues: dict[str, FrameQueue],
                  health: dict[str, CameraHealth], ready: threading.Event, max_in_flight_bytes: int,
                  failures: SendFailures | None = None):
         self.producer = producer
@@ -282,6 +280,9 @@ class FrameSender:
         self.in_flight = InFlightBytes(max_in_flight_bytes)
         self.failures = failures or SendFailures()
         self._turns = deque(queues)  # the camera whose frame goes first in the next round
+        # Each camera's counters, looked up once: labels() takes a lock, hundreds of times a second here.
+        self._metrics = {camera_id: (FRAMES_PRODUCED.labels(camera_id), FRAME_BYTES.labels(camera_id))
+                         for camera_id in queues}
 
     def run(self, done: threading.Event) -> None:
         """Sends until `done` is set and every queue is empty."""
@@ -317,45 +318,36 @@ class FrameSender:
             return 0
         size = len(value)
         self.in_flight.add(size)
-        try:
-            future = self.producer.send(self.topic, key=camera_id.encode(), value=value)
-        except KafkaError as exc:  # no topic metadata within max_block_ms, or a message the client refuses
-            self.failed(camera_id, size, exc)
-            return 1
-        future.add_callback(self.delivered, camera_id, size)
-        future.add_errback(self.failed, camera_id, size)
+        self.producer.send(self.topic, camera_id.encode(), value, functools.partial(self.acknowledged, camera_id, size))
         return 1
 
-    def delivered(self, camera_id: str, size: int, _metadata) -> None:
-        """Runs on the Kafka client's I/O thread when the broker acknowledges a frame."""
+    def acknowledged(self, camera_id: str, size: int, error: NotDelivered | None) -> None:
+        """Runs on the Kafka client's polling thread once the broker acknowledged the frame (`error` None) or the
+        client gave up on it, and at once for a frame the client refuses."""
         self.in_flight.release(size)
+        if error is not None:
+            self.health[camera_id].frames_dropped()
+            self.failures.record(camera_id, error)
+            return
         self.health[camera_id].frame_sent()
-        FRAMES_PRODUCED.labels(camera_id).inc()
-        FRAME_BYTES.labels(camera_id).inc(size)
-
-    def failed(self, camera_id: str, size: int, exc: BaseException) -> None:
-        """Runs on the Kafka client's I/O thread when the client gives up on a frame (or here when send() raises)."""
-        self.in_flight.release(size)
-        self.health[camera_id].frames_dropped()
-        self.failures.record(camera_id, exc)
+        produced, sent_bytes = self._metrics[camera_id]
+        produced.inc()
+        sent_bytes.inc(size)
 
 
-def frame_client_settings(settings: ProducerConfig) -> dict:
-    """KafkaProducer overrides for the frame producer: `infra.kafka.make_producer(servers, **these)`.
+def frame_client(bootstrap_servers: str, settings: ProducerConfig) -> FrameClient:
+    """The producer's Kafka client (librdkafka: infra.frame_client says why not kafka-python).
 
     A frame not acknowledged within frame_delivery_timeout_s is given up (and counted): a late frame is worthless to
     live analytics, and it would arrive in a flood with every other stale one when the broker returns. (Idempotence
-    is already off for every stage, see infra.kafka.producer_settings, which is what makes a short timeout safe.)
-
-    The client is pure Python and costs about as much per request as per frame, so frames wait up to 20 ms to share
-    a request, and a batch holds several frames of a partition (the default batch is smaller than one frame): this
-    halves the client's CPU per frame at hundreds of frames per second.
+    is off, as for every stage, which is what makes a short timeout safe.) Frames wait up to 20 ms to share a
+    request, and a batch holds several frames of a partition. The sender's cap on bytes in flight bounds memory; the
+    client's own queue limit, twice that, only catches what the cap cannot see (statuses, bytes the client frees
+    late).
     """
-    delivery_timeout_ms = int(settings.frame_delivery_timeout_s * 1000)
-    return {"delivery_timeout_ms": delivery_timeout_ms,
-            "request_timeout_ms": delivery_timeout_ms // 2,  # must leave room for a retry within the delivery timeout
-            "linger_ms": 20, "batch_size": settings.max_message_bytes,
-            "metrics_enabled": False}  # the client's own statistics, read by nobody, cost CPU on every frame
+    return FrameClient(bootstrap_servers, delivery_timeout_ms=int(settings.frame_delivery_timeout_s * 1000),
+                       linger_ms=20, batch_bytes=settings.max_message_bytes,
+                       max_queued_bytes=2 * (settings.max_in_flight_bytes + settings.max_message_bytes))
 
 
 def export_status(status: CameraStatus) -> None:
@@ -371,7 +363,7 @@ def export_status(status: CameraStatus) -> None:
 class StatusReporter:
     """Camera status to Prometheus and the camera-status topic: at once on a state change, else every interval."""
 
-    def __init__(self, producer: KafkaProducer, topic: str, health: dict[str, CameraHealth], interval_s: float):
+    def __init__(self, producer: FrameClient, topic: str, health: dict[str, CameraHealth], interval_s: float):
         self.producer = producer
         self.topic = topic
         self.health = health
@@ -385,15 +377,18 @@ class StatusReporter:
             export_status(status)
             state, reason, at = self._published.get(camera_id, (None, None, 0.0))
             if force or (status.state, status.reason) != (state, reason) or status.at - at >= self.interval_s:
-                try:
-                    self.producer.send(self.topic, key=camera_id.encode(), value=encode(status))
-                except KafkaError as exc:  # the broker is away (no metadata): the cameras go on, this is sent later
-                    log.warning("camera %s: status not sent (%s); sending it again at the next report", camera_id,
-                                type(exc).__name__)
-                    continue
                 self._published[camera_id] = (status.state, status.reason, status.at)
+                self.producer.send(self.topic, camera_id.encode(), encode(status),
+                                   functools.partial(self.acknowledged, camera_id))
                 reported.append(status)
         return reported
+
+    def acknowledged(self, camera_id: str, error: NotDelivered | None) -> None:
+        """A status the client gave up on (the broker away for longer than the delivery timeout) is sent again at
+        the next report."""
+        if error is not None:
+            log.warning("camera %s: status not delivered (%s); sending it again at the next report", camera_id, error)
+            self._published.pop(camera_id, None)
 
 
 READER_SWITCH_INTERVAL_S = 0.0005
@@ -412,7 +407,7 @@ def configure_reader_process() -> None:
     cv2.setNumThreads(1)
 
 
-def run_producer(config: Config, producer: KafkaProducer, stop: threading.Event, realtime: bool = True,
+def run_producer(config: Config, producer: FrameClient, stop: threading.Event, realtime: bool = True,
                  max_frames: int | None = None, camera_ids: list[str] | None = None,
                  on_status: Callable[[list[CameraStatus]], None] | None = None) -> dict[str, int]:
     """Runs this shard's cameras (or those named) until every source ends or `stop` is set.
@@ -492,7 +487,7 @@ def lazy(factory: Callable):
     return get
 
 
-def publish_camera(camera: CameraConfig, config: Config, producer: KafkaProducer, stop: threading.Event,
+def publish_camera(camera: CameraConfig, config: Config, producer: FrameClient, stop: threading.Event,
                    realtime: bool = True, max_frames: int | None = None) -> int:
     """Reads one camera until it ends, `stop` is set or max_frames are sent; returns frames sent."""
     return run_producer(config, producer, stop, realtime, max_frames, [camera.id]).get(camera.id, 0)

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import free_port
 from infra.kafka import create_topics, make_producer
-from producers.frame_producer import publish_camera
+from producers.frame_producer import frame_client, publish_camera
 from schemas import DeadLetter, Detections, Frame, SchemaError, ZoneMetrics, decode, encode
 from tests.conftest import VTEST, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
@@ -27,7 +27,7 @@ CLIP_FRAMES = 40  # 4 s of vtest.avi at 10 fps: two 2-second windows
 
 
 def produce_clip(config, bootstrap: str, frames: int) -> None:
-    producer = make_producer(bootstrap)
+    producer = frame_client(bootstrap, config.producer)
     try:
         for camera in config.cameras:
             publish_camera(camera, config, producer, threading.Event(), realtime=False, max_frames=frames)

@@ -3,8 +3,10 @@
 again after an outage. Prints figures; asserts nothing.
 
 Cameras are the sample clip played in a loop at its natural speed (decoded like a camera, sampled at --fps) into a
-real broker (the embedded Tansu unless one is configured). The outage is a local HLS stream whose HTTP server is
-stopped and restarted; the time counted is from the restart to the first frame of that camera on the topic.
+real broker (the embedded Tansu unless one is configured), or with `--client discard` into a stand-in that
+acknowledges every frame at once: the difference between the two runs' CPU per frame is the Kafka client's share.
+The outage is a local HLS stream whose HTTP server is stopped and restarted; the time counted is from the restart to
+the first frame of that camera on the topic.
 """
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ import psutil
 from cityguard.bench import cpu_seconds
 from infra import assets
 from infra.broker import broker_for
-from infra.kafka import create_topics, make_consumer, make_producer
+from infra.kafka import create_topics, make_consumer
 from producers.capture import sample_frames
-from producers.frame_producer import configure_reader_process, frame_client_settings, run_producer
+from producers.frame_producer import configure_reader_process, frame_client, run_producer
 from producers.health import FrameQualityMonitor
 from producers.local_streams import HlsEncoder, TokenFileServer
 from producers.picture import encode_jpeg
@@ -39,11 +41,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--outages", type=int, default=3, help="stream outages to time (0: none)")
     parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
     parser.add_argument("--step-frames", type=int, default=500, help="sampled frames timed step by step (0: none)")
+    parser.add_argument("--client", choices=("kafka", "discard"), default="kafka",
+                        help="discard: no broker, every frame acknowledged at once and dropped (what the process costs "
+                        "without its Kafka client)")
 
 
-def bench_config(config: Config, servers: str, cameras: list[dict], tag: str) -> Config:
+def bench_config(config: Config, servers: str | None, cameras: list[dict], tag: str) -> Config:
     data = config.model_dump(mode="json", exclude={"cameras", "base_dir"})
-    data["broker"] = {**data["broker"], "bootstrap_servers": servers,
+    data["broker"] = {**data["broker"], "bootstrap_servers": servers or data["broker"]["bootstrap_servers"],
                       "topics": {name: f"bench-{tag}.{name}" for name in data["broker"]["topics"]}}
     data["producer"] = {**data["producer"], "status_interval_s": 2.0, "shard_index": 0, "shard_count": 1}
     if "tiling" in data["model"]:  # it names the site's cameras, which the benchmark replaces
@@ -51,9 +56,32 @@ def bench_config(config: Config, servers: str, cameras: list[dict], tag: str) ->
     return parse_config({**data, "cameras": cameras}, config.base_dir)
 
 
-def run_for(config: Config, servers: str, seconds: float, on_status=None) -> dict[str, int]:
-    create_topics(servers, config.broker.topics.all(), config.broker.partitions)
-    producer = make_producer(servers, **frame_client_settings(config.producer))
+class DiscardingClient:
+    """Stands in for the producer's Kafka client (`--client discard`): every message is acknowledged as it is sent and
+    kept nowhere, so the process does all its own work per frame (reading, encoding, queues, the sender, the
+    acknowledgement bookkeeping) and none of the client's."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, acknowledged=None) -> None:
+        if acknowledged is not None:
+            acknowledged(None)
+
+    def bootstrap_connected(self) -> bool:
+        return True
+
+    def flush(self, timeout: float | None = None) -> int:
+        return 0
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def run_for(config: Config, servers: str | None, seconds: float, on_status=None) -> dict[str, int]:
+    """Runs the producer for `seconds`; with no servers, on the discarding client."""
+    if servers is None:
+        producer = DiscardingClient()
+    else:
+        create_topics(servers, config.broker.topics.all(), config.broker.partitions)
+        producer = frame_client(servers, config.producer)
     stop = threading.Event()
     result: dict[str, int] = {}
     thread = threading.Thread(target=lambda: result.update(run_producer(config, producer, stop, on_status=on_status)))
@@ -65,7 +93,7 @@ def run_for(config: Config, servers: str, seconds: float, on_status=None) -> dic
     return result
 
 
-def throughput(config: Config, servers: str, counts: list[int], fps: float, seconds: float, video: Path) -> list:
+def throughput(config: Config, servers: str | None, counts: list[int], fps: float, seconds: float, video: Path) -> list:
     process = psutil.Process()
     baseline = process.memory_info().rss
     rows = []
@@ -165,35 +193,46 @@ def _drain(consumer, idle_s: float = 2.0):
 
 def run(args, config: Config) -> int:
     counts = [int(value) for value in args.cameras.split(",") if value.strip()]
-    settings = config.producer
     video = Path(assets.resolve(args.video))
     configure_reader_process()  # this process runs the producer's readers, as `cityguard produce` does
+    if args.client == "discard":
+        return report(args, config, None, counts, video)
     with tempfile.TemporaryDirectory() as logs, broker_for(config, Path(logs) / "broker.log") as servers:
-        print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
-              f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs", flush=True)
-        print(f"load average {os.getloadavg()[0]:.1f}")
-        print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'CPU ms/frame':>12} {'MiB/camera':>10} "
-              f"{'dropped':>8} {'load':>5}")
-        sustained = 0
-        per_frame = []
-        for count, median, lowest, cpu, cpu_ms, memory, dropped in throughput(config, servers, counts, args.fps,
-                                                                              args.duration, video):
-            print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {cpu_ms:>12.2f} {memory / 2**20:>10.2f} "
-                  f"{dropped:>8} {os.getloadavg()[0]:>5.1f}", flush=True)
-            per_frame.append(cpu_ms)
-            if lowest >= 0.9 * args.fps:
-                sustained = count
-        print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
-        print(f"CPU per camera at {args.fps:g} fps: {min(per_frame) * args.fps / 10:.2f} % of a core, i.e. "
-              f"{1000 / (min(per_frame) * args.fps):.0f} cameras per free core")
-        if args.step_frames:
-            steps = step_costs(config, video, args.fps, args.step_frames)
-            print(f"CPU ms per sampled frame by step ({args.step_frames} frames, one thread, no broker): " + ", ".join(
-                f"{step} {ms:.2f}" for step, ms in steps.items()) + f"; sum {sum(steps.values()):.2f}, the rest of "
-                f"{min(per_frame):.2f} is queues, threads and the Kafka client")
-        if not args.outages:
-            return 0
-        times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)
-        print(f"reconnect after a {args.outage_seconds:g} s HLS outage (backoff {settings.reconnect_backoff_base_s:g}"
-              f"..{settings.reconnect_backoff_max_s:g} s): " + ", ".join(f"{value:.2f} s" for value in times))
+        return report(args, config, servers, counts, video)
+
+
+def report(args, config: Config, servers: str | None, counts: list[int], video: Path) -> int:
+    settings = config.producer
+    client = "the Kafka client" if servers else "no Kafka client (frames acknowledged at once and discarded)"
+    print(f"capture benchmark: {video.name} looped at natural speed, sampled at {args.fps:g} fps, "
+          f"{args.duration:g} s per count, {psutil.cpu_count()} CPUs, {client}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'cameras':>7} {'median fps':>10} {'min fps':>8} {'CPU %':>6} {'CPU ms/frame':>12} {'MiB/camera':>10} "
+          f"{'dropped':>8} {'load':>5}")
+    sustained = 0
+    per_frame = []
+    for count, median, lowest, cpu, cpu_ms, memory, dropped in throughput(config, servers, counts, args.fps,
+                                                                          args.duration, video):
+        print(f"{count:>7} {median:>10.2f} {lowest:>8.2f} {cpu:>6.0f} {cpu_ms:>12.2f} {memory / 2**20:>10.2f} "
+              f"{dropped:>8} {os.getloadavg()[0]:>5.1f}", flush=True)
+        per_frame.append(cpu_ms)
+        if lowest >= 0.9 * args.fps:
+            sustained = count
+    print(f"sustained at {args.fps:g} fps each (every camera >= 90 % of it): {sustained} cameras per process")
+    print(f"CPU per camera at {args.fps:g} fps: {min(per_frame) * args.fps / 10:.2f} % of a core, i.e. "
+          f"{1000 / (min(per_frame) * args.fps):.0f} cameras per free core")
+    if args.step_frames:
+        steps = step_costs(config, video, args.fps, args.step_frames)
+        rest = "queues and threads" if servers is None else "queues, threads and the Kafka client"
+        print(f"CPU ms per sampled frame by step ({args.step_frames} frames, one thread, no broker): " + ", ".join(
+            f"{step} {ms:.2f}" for step, ms in steps.items()) + f"; sum {sum(steps.values()):.2f}, the rest of "
+            f"{min(per_frame):.2f} is {rest}")
+    if not args.outages:
+        return 0
+    if servers is None:
+        print("reconnect times need the broker: run without --client discard")
+        return 0
+    times = reconnect_times(config, servers, video, args.outages, args.outage_seconds)
+    print(f"reconnect after a {args.outage_seconds:g} s HLS outage (backoff {settings.reconnect_backoff_base_s:g}"
+          f"..{settings.reconnect_backoff_max_s:g} s): " + ", ".join(f"{value:.2f} s" for value in times))
     return 0

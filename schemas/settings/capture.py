@@ -67,7 +67,7 @@ class ProducerConfig(Frozen):
     max_in_flight_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1_000_000, le=4 * 1024**3,
         description="frame bytes sent but not yet acknowledged by the broker; at this the sender takes no more frames "
-        "and the per-camera queues drop their oldest (the Kafka client itself buffers without bound)")
+        "and the per-camera queues drop their oldest (the Kafka client's own queue limit is a backstop at twice this)")
     frame_delivery_timeout_s: float = Field(
         default=30.0, ge=2, le=600, description="a frame the broker has not acknowledged within this is given up and "
         "counted as failed: a late frame is worthless to live analytics")

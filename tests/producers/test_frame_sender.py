@@ -11,17 +11,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka.errors import KafkaTimeoutError
-from kafka.future import Future
 from prometheus_client import REGISTRY
 
 from infra.broker import EmbeddedBroker
-from infra.kafka import create_topics, make_producer
+from infra.frame_client import NotDelivered
+from infra.kafka import create_topics
 from producers.frame_producer import (
     FrameQueue,
     FrameSender,
     SendFailures,
-    frame_client_settings,
+    frame_client,
     run_producer,
 )
 from producers.health import CameraHealth
@@ -36,34 +35,32 @@ def metric(name: str, camera: str) -> float:
 
 
 class HeldProducer:
-    """KafkaProducer.send() as a broker that answers only when the test says: each send returns a kafka-python
-    future that stays pending until acknowledge() or fail()."""
+    """The frame client's send() as a broker that answers only when the test says: each send's acknowledgement
+    callback waits until acknowledge() or fail()."""
 
     def __init__(self):
-        self.pending: list[Future] = []
+        self.pending: list = []  # acknowledgement callbacks, oldest first
         self.sent: list[str] = []  # the camera of each frame, in the order sent
         self._lock = threading.Lock()  # send() runs on the sender's thread
 
-    def send(self, topic: str, key: bytes, value: bytes) -> Future:
-        future = Future()
+    def send(self, topic: str, key: bytes, value: bytes, acknowledged) -> None:
         with self._lock:
-            self.pending.append(future)
+            self.pending.append(acknowledged)
             self.sent.append(key.decode())
-        return future
 
-    def take_pending(self, count: int | None) -> list[Future]:
+    def take_pending(self, count: int | None) -> list:
         with self._lock:
             taken = self.pending[:count]
             del self.pending[:len(taken)]
         return taken
 
     def acknowledge(self, count: int | None = None) -> None:
-        for future in self.take_pending(count):
-            future.success(None)
+        for acknowledged in self.take_pending(count):
+            acknowledged(None)
 
     def fail(self) -> None:
-        for future in self.take_pending(None):
-            future.failure(KafkaTimeoutError("Expiring 1 record(s): 30000 ms has passed since batch creation"))
+        for acknowledged in self.take_pending(None):
+            acknowledged(NotDelivered("Local: Message timed out"))
 
 
 def cameras(count: int) -> list[str]:
@@ -158,7 +155,7 @@ def test_failed_sends_free_their_room_and_are_counted_and_logged_once_per_interv
     assert health[camera].status().dropped_frames == 7
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 2, warnings  # the first failure, then the five held back plus the next one
-    assert warnings[0].startswith(f"camera {camera}: 1 frame(s) not delivered: KafkaTimeoutError")
+    assert warnings[0].startswith(f"camera {camera}: 1 frame(s) not delivered: Local: Message timed out")
     assert warnings[1].startswith(f"camera {camera}: 6 frame(s) not delivered")
 
 
@@ -166,8 +163,8 @@ def test_a_send_the_client_refuses_is_counted_and_frees_its_room():
     camera_ids = cameras(1)
 
     class RefusingProducer:
-        def send(self, topic, key, value):
-            raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+        def send(self, topic, key, value, acknowledged):
+            acknowledged(NotDelivered("refused by the client: Local: Queue full"))
 
     sender, queues, _ = sender_for(camera_ids, RefusingProducer(), max_in_flight_bytes=FRAME_BYTES)
     queues[camera_ids[0]].put(b"f" * FRAME_BYTES, wait=False, stop=threading.Event())
@@ -210,7 +207,7 @@ def test_a_broker_that_stops_answering_bounds_memory_drops_frames_and_the_produc
         tmp_path)
     cap = config.producer.max_in_flight_bytes + config.producer.max_message_bytes
     create_topics(broker.bootstrap_servers, config.broker.topics.all(), 1)
-    producer = make_producer(broker.bootstrap_servers, **frame_client_settings(config.producer))
+    producer = frame_client(broker.bootstrap_servers, config.producer)
     stop = threading.Event()
     thread = threading.Thread(target=run_producer, args=(config, producer, stop), daemon=True)
 

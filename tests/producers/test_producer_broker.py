@@ -13,8 +13,8 @@ import numpy as np
 import psutil
 import pytest
 
-from infra.kafka import create_topics, make_consumer, make_producer
-from producers.frame_producer import frame_client_settings, run_producer
+from infra.kafka import create_topics, make_consumer
+from producers.frame_producer import frame_client, run_producer
 from producers.frame_store import open_frame_store
 from producers.local_streams import HlsEncoder, RtspServer, TokenFileServer
 from schemas import CameraState, CameraStatus, Frame, decode
@@ -46,7 +46,7 @@ class Running:
     """run_producer in a thread, with the frames and statuses it published read back from the broker."""
 
     def __init__(self, config, bootstrap: str, read_frames: bool = True, **kwargs):
-        self.producer = make_producer(bootstrap, **frame_client_settings(config.producer))
+        self.producer = frame_client(bootstrap, config.producer)
         self.stop = threading.Event()
         self.result: dict = {}
         self.thread = threading.Thread(target=lambda: self.result.update(

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from cityguard.replay import clip_detections, find_camera, replay
-from infra.kafka import create_topics, make_producer
-from producers.frame_producer import publish_camera
+from infra.kafka import create_topics
+from producers.frame_producer import frame_client, publish_camera
 from schemas import Detections, Event, Frame
 from tests.conftest import LOT_CLIP, OFFLINE_MODEL, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
@@ -38,7 +38,7 @@ def test_replay_gives_the_pipelines_detections_and_events(kafka_bootstrap, tmp_p
     readers = {name: TopicReader(kafka_bootstrap, topic) for name, topic in
                (("frames", topics.frames), ("detections", topics.detections), ("events", topics.events))}
     try:
-        producer = make_producer(kafka_bootstrap)
+        producer = frame_client(kafka_bootstrap, config.producer)
         publish_camera(config.cameras[0], config, producer, threading.Event(), realtime=False, max_frames=None)
         producer.close()
         frames = parsed(readers["frames"].wait_for(lambda rs: len(rs) >= 30, 30, what="frames"), Frame)

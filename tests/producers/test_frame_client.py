@@ -1,0 +1,85 @@
+"""The frame producer's librdkafka client against a real broker."""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import uuid
+
+import pytest
+from kafka.partitioner.default import murmur2
+
+from infra.frame_client import FrameClient, NotDelivered
+from infra.kafka import MAX_MESSAGE_BYTES, create_topics, make_consumer
+
+
+@pytest.mark.broker
+def test_frames_are_acknowledged_on_the_partition_kafka_python_picks(kafka_bootstrap):
+    topic = f"frame-client-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, [topic], 4)
+    client = FrameClient(kafka_bootstrap, delivery_timeout_ms=10_000, linger_ms=5, batch_bytes=1_000_000,
+                         max_queued_bytes=8_000_000)
+    acknowledged, failed = [], []
+    done = threading.Event()
+    keys = [f"camera-{index}".encode() for index in range(12)]
+
+    def record(key, error):
+        if error is not None:
+            failed.append(error)
+        acknowledged.append(key)
+        if len(acknowledged) == len(keys):
+            done.set()
+
+    try:
+        for key in keys:
+            client.send(topic, key, key * 1000, functools.partial(record, key))
+        assert done.wait(20) and not failed
+        assert client.flush(5) == 0
+        deadline = time.monotonic() + 5
+        while not client.bootstrap_connected():  # known from the client's statistics, once a second
+            assert time.monotonic() < deadline, "no connection reported"
+            time.sleep(0.1)
+    finally:
+        client.close(5)
+    consumer = make_consumer(kafka_bootstrap, None, topic)
+    partitions = {}
+    deadline = time.monotonic() + 20
+    while len(partitions) < len(keys) and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            partitions.update({record.key: tp.partition for record in records})
+    consumer.close()
+    assert partitions == {key: (murmur2(key) & 0x7FFFFFFF) % 4 for key in keys}  # kafka-python's (and Java's) choice
+
+
+@pytest.mark.broker
+def test_a_message_over_the_size_limit_fails_at_once(kafka_bootstrap):
+    client = FrameClient(kafka_bootstrap, delivery_timeout_ms=10_000, linger_ms=5, batch_bytes=1_000_000,
+                         max_queued_bytes=64_000_000)
+    failures = []
+    try:
+        client.send("frame-client-oversized", b"camera", b"x" * (MAX_MESSAGE_BYTES + 1), failures.append)
+    finally:
+        client.close(5)
+    assert len(failures) == 1 and isinstance(failures[0], NotDelivered)
+    assert "refused by the client" in str(failures[0])
+
+
+@pytest.mark.broker
+def test_a_failing_acknowledgement_callback_does_not_stop_the_next_ones(kafka_bootstrap, caplog):
+    topic = f"frame-client-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, [topic], 1)
+    client = FrameClient(kafka_bootstrap, delivery_timeout_ms=10_000, linger_ms=5, batch_bytes=1_000_000,
+                         max_queued_bytes=8_000_000)
+    second = threading.Event()
+
+    def failing(_error):
+        raise KeyError("a camera nobody configured")
+
+    try:
+        client.send(topic, b"camera", b"first", failing)
+        assert client.flush(10) == 0
+        client.send(topic, b"camera", b"second", lambda error: error is None and second.set())
+        assert second.wait(10)
+    finally:
+        client.close(5)
+    assert "an acknowledgement callback failed" in caplog.text
