@@ -141,6 +141,7 @@ def build_density_counter(config: Config):
 
 
 def run_infer(config: Config, metrics_port: int | None) -> None:
+    from infra.frame_client import FrameConsumer
     from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
@@ -150,7 +151,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     detectors = build_detectors(config, serving)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
     group = config.group_id("inference")
-    consumer = make_consumer(servers, group, config.broker.topics.frames)
+    consumer = FrameConsumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
     try:
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config),

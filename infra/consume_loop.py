@@ -1,4 +1,5 @@
-"""Consume -> confirm -> commit-or-rewind: the one at-least-once step of every kafka-python consuming stage.
+"""Consume -> confirm -> commit-or-rewind: the one at-least-once step of every consuming stage that is not faust's
+(kafka-python's consumer, or the inference stage's librdkafka one, which reads and commits the same way).
 
 A batch's input offsets are committed only after the broker has acknowledged every output of the batch (results and
 dead letters alike). If any send failed, the consumer is rewound to the batch's first offset on each partition, so
@@ -12,12 +13,13 @@ from collections.abc import Callable
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
+from infra.frame_client import FrameConsumer
 from infra.kafka import flush_confirmed
 
 log = logging.getLogger(__name__)
 
 
-def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: list,
+def process_batch(consumer: KafkaConsumer | FrameConsumer, producer: KafkaProducer, records: list,
                   handle: Callable[[list], list]) -> KafkaError | None:
     """Runs `handle(records)`, which returns the futures of every send it made, then confirms and commits.
 
@@ -42,7 +44,7 @@ def process_batch(consumer: KafkaConsumer, producer: KafkaProducer, records: lis
     return None
 
 
-def rewind(consumer: KafkaConsumer, records: list) -> None:
+def rewind(consumer: KafkaConsumer | FrameConsumer, records: list) -> None:
     """Seeks each partition of the batch back to the batch's first offset on it; a partition a rebalance has taken
     away meanwhile is left to its new owner, which starts from the last commit (before this batch)."""
     first: dict[TopicPartition, int] = {}

@@ -1,11 +1,14 @@
-"""The frame producer's Kafka client: librdkafka (confluent-kafka), reduced to what the producer process uses: send
-with an acknowledgement callback, flush, close, whether the broker is reachable.
+"""The frames' Kafka clients: librdkafka (confluent-kafka), each reduced to what its stage uses. `FrameClient` sends
+frames for the producer (send with an acknowledgement callback, flush, close, whether the broker is reachable);
+`FrameConsumer` reads them for the inference stage, behind the part of kafka-python's consumer that the stage and
+the consume-confirm-commit loop call.
 
-Why a second client: a producer process is a hundred camera reader threads sharing one GIL, and kafka-python batches,
-encodes requests and does its socket I/O in Python, each step waiting for the GIL behind the readers. Measured with
-100 cameras on 2 cores it took about 1 ms of CPU per frame there (0.3 ms in a process of its own). librdkafka does
-all of that in its own C threads; Python only hands it each frame and runs the acknowledgement callback. Every other
-stage keeps kafka-python (or faust's aiokafka): they send a few messages per frame, not the frames.
+Why a second client: frames are the heavy traffic, and kafka-python batches, encodes and parses requests and records
+in Python. A producer process is a hundred camera reader threads sharing one GIL, and each of kafka-python's steps
+waits for it behind the readers: measured with 100 cameras on 2 cores it took about 1 ms of CPU per frame there
+(0.3 ms in a process of its own). Reading a 50 KB frame costs kafka-python's consumer 0.30 ms of CPU and librdkafka
+0.03 ms, out of an inference worker's 0.9 ms per frame on a GPU host. librdkafka does that work in its own C threads.
+Every other stage keeps kafka-python (or faust's aiokafka): they move a few small messages per frame.
 """
 from __future__ import annotations
 
@@ -13,15 +16,52 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.errors import KafkaError as ClientError
 
-from infra.kafka import MAX_MESSAGE_BYTES
+from infra.kafka import HEARTBEAT_INTERVAL_MS, MAX_MESSAGE_BYTES, SESSION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1  # acknowledgements are handed to their callbacks at least this often
 STATISTICS_INTERVAL_MS = 1000  # how often the client reports its connections (bootstrap_connected)
+
+
+class ClientHealth:
+    """What a librdkafka client's callbacks report: whether a broker connection was up at the last statistics report
+    (each second), and its errors, each said once until another comes. They run on the thread that polls the client."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.connected = False
+        self._last_error = ""
+
+    def settings(self) -> dict:
+        return {
+            "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+            "stats_cb": self._statistics,
+            "error_cb": self.report,
+            # Errors come through error_cb, said once each; librdkafka's own log repeats every failed connection
+            # attempt of an outage.
+            "log_level": 2,
+            "logger": log,
+        }
+
+    def _statistics(self, report: str) -> None:
+        brokers = json.loads(report).get("brokers", {}).values()
+        self.connected = any(broker.get("state") == "UP" for broker in brokers)
+
+    def report(self, error: KafkaError) -> None:
+        # Broker outages repeat the same error every few seconds: said once until something else happens.
+        text = error.str()
+        if text != self._last_error:
+            log.warning("%s: %s", self.name, text)
+            self._last_error = text
 
 
 class NotDelivered(RuntimeError):
@@ -41,8 +81,7 @@ class FrameClient:
 
     def __init__(self, bootstrap_servers: str, delivery_timeout_ms: int, linger_ms: int, batch_bytes: int,
                  max_queued_bytes: int):
-        self._connected = False
-        self._last_error = ""
+        self._health = ClientHealth("frame client")
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers,
             "acks": "all",
@@ -56,13 +95,7 @@ class FrameClient:
             "delivery.timeout.ms": delivery_timeout_ms,
             "request.timeout.ms": max(1, delivery_timeout_ms // 2),  # room for a retry within the delivery timeout
             "queue.buffering.max.kbytes": max(1, max_queued_bytes // 1024),
-            "statistics.interval.ms": STATISTICS_INTERVAL_MS,
-            "stats_cb": self._statistics,
-            "error_cb": self._error,
-            # Errors come through error_cb, said once each; librdkafka's own log repeats every failed connection
-            # attempt of an outage.
-            "log_level": 2,
-            "logger": log,
+            **self._health.settings(),
         })
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="frame-client-poll", daemon=True)
@@ -90,7 +123,7 @@ class FrameClient:
 
     def bootstrap_connected(self) -> bool:
         """Whether the client had a broker connection up at its last statistics report (each second)."""
-        return self._connected
+        return self._health.connected
 
     def flush(self, timeout: float | None = None) -> int:
         """Waits for every queued message to be acknowledged or given up; returns how many are still queued."""
@@ -105,13 +138,142 @@ class FrameClient:
         while not self._closed.is_set():
             self._producer.poll(POLL_INTERVAL_S)
 
-    def _statistics(self, report: str) -> None:
-        brokers = json.loads(report).get("brokers", {}).values()
-        self._connected = any(broker.get("state") == "UP" for broker in brokers)
 
-    def _error(self, error) -> None:
-        # Broker outages repeat the same error every few seconds: said once until something else happens.
-        text = error.str()
-        if text != self._last_error:
-            log.warning("frame client: %s", text)
-            self._last_error = text
+
+# Commit errors that mean the group has moved partitions on: their new owner reads the batch again.
+MOVED_ON = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+            KafkaError._ASSIGNMENT_LOST}
+COMMITTED_LOOKUP_S = 5.0  # for a newly assigned partition's starting position
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """A consumed message, with the fields of kafka-python's ConsumerRecord that the stages read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int  # milliseconds since the epoch
+
+
+class FrameConsumer:
+    """A librdkafka group consumer that reads, commits and rewinds as kafka-python's KafkaConsumer does, as far as the
+    inference stage and the consume-confirm-commit loop use it; partitions are kafka-python's TopicPartition, errors
+    its KafkaError (CommitFailedError when the group moved the partitions on).
+
+    Positions are kept here, as kafka-python keeps them, not in librdkafka's offset store: a commit names, for each
+    assigned partition, the offset after the last record handed out or where a seek put it. With the store, a batch
+    rewound on one partition would be committed past when the next batch, from another partition, was committed.
+    """
+
+    def __init__(self, bootstrap_servers: str, group_id: str, *topics: str):
+        self._health = ClientHealth("frame consumer")
+        self._positions: dict[TopicPartition, int] = {}
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group_id,
+            "enable.auto.commit": False,  # offsets are committed only after the output is produced
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
+            "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+            **self._health.settings(),
+        })
+        self._consumer.subscribe(list(topics), on_assign=self._assigned, on_revoke=self._revoked,
+                                 on_lost=self._revoked)
+
+    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[TopicPartition, list[FrameRecord]]:
+        """Records already fetched, up to max_records, waiting up to timeout_ms for the first one (as kafka-python's
+        poll; librdkafka's consume would wait for all max_records)."""
+        first = self._consumer.poll(timeout_ms / 1000)
+        if first is None:
+            return {}
+        messages = [first, *(self._consumer.consume(max_records - 1, 0) if max_records > 1 else ())]
+        polled: dict[TopicPartition, list[FrameRecord]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self._health.report(error)
+                continue
+            partition = TopicPartition(message.topic(), message.partition())
+            polled.setdefault(partition, []).append(FrameRecord(
+                message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                message.timestamp()[1]))
+            self._positions[partition] = message.offset() + 1
+        return polled
+
+    def commit(self) -> None:
+        """Commits the position of each assigned partition that has one, and waits for the broker to confirm it."""
+        offsets = [RdTopicPartition(tp.topic, tp.partition, offset) for tp, offset in self._positions.items()]
+        if not offsets:
+            return
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise _client_error(exc.args[0]) from None
+        failed = next((tp.error for tp in committed or () if tp.error is not None), None)
+        if failed is not None:
+            raise _client_error(failed)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(RdTopicPartition(partition.topic, partition.partition, offset))
+        self._positions[partition] = offset
+
+    def seek_to_beginning(self, partition: TopicPartition) -> None:
+        self._consumer.seek(RdTopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
+        low = self._watermarks(partition)[0]
+        self._positions[partition] = max(low, 0)
+
+    def position(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        """The offset of the next record to hand out; None before the first one when the group has none committed."""
+        return self._positions.get(partition)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The partition's end as the last fetch response gave it (not ListOffsets, which Tansu gets wrong)."""
+        high = self._watermarks(partition)[1]
+        return high if high >= 0 else None
+
+    def bootstrap_connected(self) -> bool:
+        """Whether the client had a broker connection up at its last statistics report (each second)."""
+        return self._health.connected
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        try:
+            return self._consumer.get_watermark_offsets(RdTopicPartition(partition.topic, partition.partition),
+                                                        cached=True) or (-1, -1)
+        except KafkaException:
+            return -1, -1
+
+    def _assigned(self, consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
+        # A new partition starts at the group's committed offset, as kafka-python's position() says before the
+        # first record: a commit then keeps it, and a committed position past the partition's end (a topic
+        # recreated) is found and reset like any other.
+        try:
+            committed = consumer.committed(partitions, timeout=COMMITTED_LOOKUP_S)
+        except KafkaException as exc:
+            log.warning("frame consumer: committed offsets of %d partitions not read: %s", len(partitions), exc)
+            return
+        for tp in committed:
+            if tp.error is None and tp.offset >= 0:
+                self._positions[TopicPartition(tp.topic, tp.partition)] = tp.offset
+
+    def _revoked(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop(TopicPartition(tp.topic, tp.partition), None)
+
+
+def _client_error(error: KafkaError) -> ClientError:
+    if error.code() in MOVED_ON:
+        return CommitFailedError(error.str())
+    return ClientError(error.str())

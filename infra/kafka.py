@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 import aiokafka
 import crc32c  # noqa: F401  (imported so a missing install fails here, not as a 20x slowdown)
@@ -107,13 +108,26 @@ async def deliveries_confirmed(deliveries: list) -> None:
             raise ProduceFailed(f"produce failed: {type(outcome).__name__}: {outcome}") from outcome
 
 
-def partition_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+class Positioned(Protocol):
+    """What lag and position checks read from a consumer: kafka-python's, or the inference stage's FrameConsumer."""
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    def position(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None: ...
+
+    def seek_to_beginning(self, partition: TopicPartition) -> None: ...
+
+
+def partition_lag(consumer: Positioned) -> dict[tuple[str, int], int]:
     """Messages not yet consumed per assigned partition, from the fetch high-watermark (not ListOffsets)."""
     lag = {}
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)
-        if highwater is not None:
-            lag[(tp.topic, tp.partition)] = max(0, highwater - consumer.position(tp))
+        position = None if highwater is None else consumer.position(tp)
+        if position is not None:  # a partition with nothing read and nothing committed has no position yet
+            lag[(tp.topic, tp.partition)] = max(0, highwater - position)
     return lag
 
 
@@ -125,7 +139,7 @@ POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",
 POSITION_WAIT_MS = 1_000  # the callers' loops come back within a second or so
 
 
-def reset_positions_past_the_end(consumer: KafkaConsumer, group: str) -> list[TopicPartition]:
+def reset_positions_past_the_end(consumer: Positioned, group: str) -> list[TopicPartition]:
     """Partitions whose position lies beyond their high-watermark are moved to their start, and returned.
 
     A recreated topic starts again at offset 0 while a consumer keeps its old position (or rewinds to it): Kafka

@@ -8,7 +8,8 @@ import pytest
 from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 
-from infra.kafka import create_topics, make_consumer, make_producer
+from infra.frame_client import FrameConsumer
+from infra.kafka import create_topics, make_producer
 from processors.inference.shedding import OVER_RATE, STALE, FrameShedder
 from processors.inference.stage import CameraDetectors, InferenceWorker
 from schemas import Detections, Frame, decode, encode
@@ -74,7 +75,7 @@ def test_a_flooding_camera_does_not_push_another_cameras_detections_past_the_sta
                    for reason in (STALE, OVER_RATE))
 
     shed_before = shed("flood")
-    consumer = make_consumer(kafka_bootstrap, config.group_id("inference"), topics.frames)
+    consumer = FrameConsumer(kafka_bootstrap, config.group_id("inference"), topics.frames)
     producer = make_producer(kafka_bootstrap)
     worker = InferenceWorker(config, consumer, producer, CameraDetectors(detector), config.group_id("inference"))
     reader = KafkaConsumer(topics.detections, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")

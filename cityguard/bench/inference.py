@@ -19,6 +19,7 @@ import numpy as np
 from cityguard.bench import BACKLOG_MODEL_SETTINGS
 from infra import assets
 from infra.broker import broker_for
+from infra.frame_client import FrameConsumer
 from infra.kafka import make_consumer, make_producer
 from processors.inference.jpeg_header import jpeg_dimensions
 from processors.inference.stage import InferenceWorker
@@ -103,7 +104,7 @@ def run(args, config: Config) -> int:
 
     with broker_for(config) as servers:
         producer = make_producer(servers)
-        consumer = make_consumer(servers, config.group_id(f"bench-{run_id}"), topics.frames)
+        consumer = FrameConsumer(servers, config.group_id(f"bench-{run_id}"), topics.frames)
         output = make_consumer(servers, None, topics.detections, auto_offset_reset="earliest")
         worker_producer = make_producer(servers)
         worker = InferenceWorker(config, consumer, worker_producer, detectors, "bench", build_trackers(config))

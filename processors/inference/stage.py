@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from prometheus_client import Counter, Gauge, Histogram
 
 from infra.consume_loop import process_batch
 from infra.dead_letter import dead_letter
+from infra.frame_client import FrameConsumer
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter, median_person_height
@@ -196,7 +197,7 @@ def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_i
 class InferenceWorker:
     """One member of the inference consumer group; run several to share the frames partitions."""
 
-    def __init__(self, config: Config, consumer: KafkaConsumer, producer: KafkaProducer,
+    def __init__(self, config: Config, consumer: FrameConsumer, producer: KafkaProducer,
                  detectors: CameraDetectors, group_id: str, trackers: TrackerPool | None = None,
                  static_blobs: StaticBlobPool | None = None, resolve_frame: FrameResolver | None = None,
                  density_counter: DensityMapCounter | None = None,
