@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 
-from infra.frame_client import FrameConsumer
 from infra.kafka import flush_confirmed
+
+if TYPE_CHECKING:  # only the inference stage loads librdkafka
+    from infra.frame_client import FrameConsumer
 
 log = logging.getLogger(__name__)
 

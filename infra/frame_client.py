@@ -6,9 +6,9 @@ the consume-confirm-commit loop call.
 Why a second client: frames are the heavy traffic, and kafka-python batches, encodes and parses requests and records
 in Python. A producer process is a hundred camera reader threads sharing one GIL, and each of kafka-python's steps
 waits for it behind the readers: measured with 100 cameras on 2 cores it took about 1 ms of CPU per frame there
-(0.3 ms in a process of its own). Reading a 50 KB frame costs kafka-python's consumer 0.30 ms of CPU and librdkafka
-0.03 ms, out of an inference worker's 0.9 ms per frame on a GPU host. librdkafka does that work in its own C threads.
-Every other stage keeps kafka-python (or faust's aiokafka): they move a few small messages per frame.
+(0.3 ms in a process of its own). The inference stage reading frames with kafka-python spent 0.1-0.25 ms of CPU per
+frame more than with librdkafka (README, Scaling), out of a GPU worker's 0.86 ms. librdkafka does that work in its
+own C threads. Every other stage keeps kafka-python (or faust's aiokafka): they move a few small messages per frame.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError
@@ -163,14 +163,20 @@ class FrameConsumer:
     inference stage and the consume-confirm-commit loop use it; partitions are kafka-python's TopicPartition, errors
     its KafkaError (CommitFailedError when the group moved the partitions on).
 
-    Positions are kept here, as kafka-python keeps them, not in librdkafka's offset store: a commit names, for each
-    assigned partition, the offset after the last record handed out or where a seek put it. With the store, a batch
-    rewound on one partition would be committed past when the next batch, from another partition, was committed.
+    The partitions owned and their positions are kept here, as kafka-python keeps them, not in librdkafka's offset
+    store. Ownership changes only in the rebalance callbacks (which run inside poll), so a record of a partition taken
+    away during a poll is neither handed out nor committed. A commit names, for each partition owned, the offset after
+    the last record handed out or where a seek put it: with the store, a batch rewound on one partition would be
+    committed past as soon as the next batch, from another partition, was committed.
     """
 
     def __init__(self, bootstrap_servers: str, group_id: str, *topics: str):
         self._health = ClientHealth("frame consumer")
+        self._owned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
+        # The cached end of each partition owned before it was owned this time: it is not this assignment's until a
+        # fetch has answered (a record handed out, or the value changed).
+        self._stale_ends: dict[TopicPartition, int] = {}
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
@@ -188,7 +194,8 @@ class FrameConsumer:
 
     def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[TopicPartition, list[FrameRecord]]:
         """Records already fetched, up to max_records, waiting up to timeout_ms for the first one (as kafka-python's
-        poll; librdkafka's consume would wait for all max_records)."""
+        poll; librdkafka's consume would wait for all max_records). A rebalance it runs may take a few seconds more
+        (the committed offsets of the partitions newly owned are read)."""
         first = self._consumer.poll(timeout_ms / 1000)
         if first is None:
             return {}
@@ -201,14 +208,17 @@ class FrameConsumer:
                     self._health.report(error)
                 continue
             partition = TopicPartition(message.topic(), message.partition())
+            if partition not in self._owned:  # taken away by a rebalance in this poll: its new owner reads it
+                continue
             polled.setdefault(partition, []).append(FrameRecord(
                 message.topic(), message.partition(), message.offset(), message.key(), message.value(),
                 message.timestamp()[1]))
             self._positions[partition] = message.offset() + 1
+            self._stale_ends.pop(partition, None)
         return polled
 
     def commit(self) -> None:
-        """Commits the position of each assigned partition that has one, and waits for the broker to confirm it."""
+        """Commits the position of each partition owned that has one, and waits for the broker to confirm it."""
         offsets = [RdTopicPartition(tp.topic, tp.partition, offset) for tp, offset in self._positions.items()]
         if not offsets:
             return
@@ -216,30 +226,38 @@ class FrameConsumer:
             committed = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             raise _client_error(exc.args[0]) from None
+        # Errors of single partitions may come back in the result instead of raising.
         failed = next((tp.error for tp in committed or () if tp.error is not None), None)
         if failed is not None:
             raise _client_error(failed)
 
     def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        return set(self._owned)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
-        self._consumer.seek(RdTopicPartition(partition.topic, partition.partition, offset))
+        self._seek(partition, offset)
         self._positions[partition] = offset
 
     def seek_to_beginning(self, partition: TopicPartition) -> None:
-        self._consumer.seek(RdTopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
-        low = self._watermarks(partition)[0]
-        self._positions[partition] = max(low, 0)
+        self._seek(partition, OFFSET_BEGINNING)
+        # Known again from the first record read: a commit before it leaves the partition's commit as it was, never
+        # ahead of what was read.
+        self._positions.pop(partition, None)
 
     def position(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
         """The offset of the next record to hand out; None before the first one when the group has none committed."""
         return self._positions.get(partition)
 
     def highwater(self, partition: TopicPartition) -> int | None:
-        """The partition's end as the last fetch response gave it (not ListOffsets, which Tansu gets wrong)."""
-        high = self._watermarks(partition)[1]
-        return high if high >= 0 else None
+        """The end of a partition owned, as a fetch response of this assignment gave it (not ListOffsets, which Tansu
+        gets wrong); None until one has."""
+        if partition not in self._owned:
+            return None
+        end = self._cached_end(partition)
+        if end == self._stale_ends.get(partition, end - 1):
+            return None
+        self._stale_ends.pop(partition, None)
+        return end if end >= 0 else None
 
     def bootstrap_connected(self) -> bool:
         """Whether the client had a broker connection up at its last statistics report (each second)."""
@@ -248,29 +266,46 @@ class FrameConsumer:
     def close(self) -> None:
         self._consumer.close()
 
-    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+    def _seek(self, partition: TopicPartition, offset: int) -> None:
         try:
-            return self._consumer.get_watermark_offsets(RdTopicPartition(partition.topic, partition.partition),
-                                                        cached=True) or (-1, -1)
+            self._consumer.seek(RdTopicPartition(partition.topic, partition.partition, offset))
+        except KafkaException as exc:
+            raise ClientError(f"seek on {partition.topic}[{partition.partition}] failed: {exc.args[0].str()}") from None
+
+    def _cached_end(self, partition: TopicPartition) -> int:
+        try:
+            watermarks = self._consumer.get_watermark_offsets(
+                RdTopicPartition(partition.topic, partition.partition), cached=True)
         except KafkaException:
-            return -1, -1
+            return -1
+        return watermarks[1] if watermarks else -1
 
     def _assigned(self, consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
-        # A new partition starts at the group's committed offset, as kafka-python's position() says before the
-        # first record: a commit then keeps it, and a committed position past the partition's end (a topic
-        # recreated) is found and reset like any other.
+        # A new partition starts at the group's committed offset, read once here and handed to librdkafka with the
+        # assignment (it would otherwise read it again, and a commit between the two reads would set them apart): as
+        # kafka-python's position() says before the first record, so a committed position past the partition's end
+        # (a topic recreated) is found and reset like any other.
+        owned = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        self._owned.update(owned)
+        self._stale_ends.update((tp, self._cached_end(tp)) for tp in owned)
         try:
             committed = consumer.committed(partitions, timeout=COMMITTED_LOOKUP_S)
         except KafkaException as exc:
             log.warning("frame consumer: committed offsets of %d partitions not read: %s", len(partitions), exc)
-            return
+            return  # librdkafka assigns them itself, reading the commits then
         for tp in committed:
             if tp.error is None and tp.offset >= 0:
                 self._positions[TopicPartition(tp.topic, tp.partition)] = tp.offset
+            else:
+                tp.offset = OFFSET_INVALID  # the commit, or the reset policy where there is none
+        consumer.assign(committed)
 
     def _revoked(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
         for tp in partitions:
-            self._positions.pop(TopicPartition(tp.topic, tp.partition), None)
+            partition = TopicPartition(tp.topic, tp.partition)
+            self._owned.discard(partition)
+            self._positions.pop(partition, None)
+            self._stale_ends.pop(partition, None)
 
 
 def _client_error(error: KafkaError) -> ClientError:

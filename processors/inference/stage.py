@@ -233,7 +233,9 @@ class InferenceWorker:
                                     config.model.camera_rate_factor)
 
     def gather(self, stop: threading.Event) -> list:
-        """Up to max_batch records, waiting at most max_wait once the first one has arrived."""
+        """Up to max_batch records, waiting at most max_wait once the first one has arrived; none after half a second
+        with nothing to read, so that the caller's checks (lag, connection, positions past a partition's end) run
+        while the stage is idle too."""
         records: list = []
         deadline = None
         while len(records) < self.max_batch and not stop.is_set():
@@ -241,9 +243,11 @@ class InferenceWorker:
             polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=self.max_batch - len(records))
             for partition_records in polled.values():
                 records.extend(partition_records)
-            if records and deadline is None:
+            if not records:
+                break
+            if deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 break
         return records
 
