@@ -250,7 +250,9 @@ class FrameConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The end of a partition owned, as a fetch response of this assignment gave it (not ListOffsets, which Tansu
-        gets wrong); None until one has."""
+        gets wrong); None until one has. An end cached from before is not taken instead (a partition given back
+        would look past it and be read again from its start), so after a rebalance an idle partition's lag, and a
+        position past its end, are known once its next record arrives."""
         if partition not in self._owned:
             return None
         end = self._cached_end(partition)
@@ -286,19 +288,21 @@ class FrameConsumer:
         # kafka-python's position() says before the first record, so a committed position past the partition's end
         # (a topic recreated) is found and reset like any other.
         owned = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        self._owned.update(owned)
-        self._stale_ends.update((tp, self._cached_end(tp)) for tp in owned)
+        stale_ends = {tp: self._cached_end(tp) for tp in owned}
         try:
             committed = consumer.committed(partitions, timeout=COMMITTED_LOOKUP_S)
         except KafkaException as exc:
             log.warning("frame consumer: committed offsets of %d partitions not read: %s", len(partitions), exc)
-            return  # librdkafka assigns them itself, reading the commits then
-        for tp in committed:
-            if tp.error is None and tp.offset >= 0:
-                self._positions[TopicPartition(tp.topic, tp.partition)] = tp.offset
-            else:
-                tp.offset = OFFSET_INVALID  # the commit, or the reset policy where there is none
-        consumer.assign(committed)
+            committed = None  # librdkafka assigns them itself, reading the commits then
+        if committed is not None:
+            for tp in committed:
+                if tp.error is not None or tp.offset < 0:
+                    tp.offset = OFFSET_INVALID  # the commit, or the reset policy where there is none
+            consumer.assign(committed)  # owned only once this has worked: it raises out of poll otherwise
+            self._positions.update((TopicPartition(tp.topic, tp.partition), tp.offset)
+                                   for tp in committed if tp.offset >= 0)
+        self._owned.update(owned)
+        self._stale_ends.update(stale_ends)
 
     def _revoked(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
         for tp in partitions:
