@@ -34,7 +34,8 @@ STATISTICS_INTERVAL_MS = 1000  # how often the client reports its connections (b
 
 class ClientHealth:
     """What a librdkafka client's callbacks report: whether a broker connection was up at the last statistics report
-    (each second), and its errors, each said once until another comes. They run on the thread that polls the client."""
+    (each second), and its errors, each said once until another comes or the connection is back (so the next outage
+    is said again). They run on the thread that polls the client."""
 
     def __init__(self, name: str):
         self.name = name
@@ -44,7 +45,7 @@ class ClientHealth:
     def settings(self) -> dict:
         return {
             "statistics.interval.ms": STATISTICS_INTERVAL_MS,
-            "stats_cb": self._statistics,
+            "stats_cb": self.statistics,
             "error_cb": self.report,
             # Errors come through error_cb, said once each; librdkafka's own log repeats every failed connection
             # attempt of an outage.
@@ -52,9 +53,13 @@ class ClientHealth:
             "logger": log,
         }
 
-    def _statistics(self, report: str) -> None:
+    def statistics(self, report: str) -> None:
         brokers = json.loads(report).get("brokers", {}).values()
-        self.connected = any(broker.get("state") == "UP" for broker in brokers)
+        connected = any(broker.get("state") == "UP" for broker in brokers)
+        if connected and not self.connected and self._last_error:
+            log.info("%s: connected to the broker", self.name)
+            self._last_error = ""
+        self.connected = connected
 
     def report(self, error: KafkaError) -> None:
         # Broker outages repeat the same error every few seconds: said once until something else happens.

@@ -1,15 +1,18 @@
-"""The frame producer's librdkafka client against a real broker."""
+"""The frame producer's librdkafka client against a real broker, and what its callbacks make of outages."""
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import threading
 import time
 import uuid
 
 import pytest
+from confluent_kafka import KafkaError
 from kafka.partitioner.default import murmur2
 
-from infra.frame_client import FrameClient, NotDelivered
+from infra.frame_client import ClientHealth, FrameClient, NotDelivered
 from infra.kafka import MAX_MESSAGE_BYTES, create_topics, make_consumer
 
 
@@ -83,3 +86,23 @@ def test_a_failing_acknowledgement_callback_does_not_stop_the_next_ones(kafka_bo
     finally:
         client.close(5)
     assert "an acknowledgement callback failed" in caplog.text
+
+
+def test_an_outage_is_said_once_and_the_next_one_again(caplog):
+    """librdkafka repeats an outage's error every few seconds, and the next outage's errors read the same."""
+    health = ClientHealth("frame client")
+    refused = KafkaError(KafkaError._TRANSPORT, "127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed: refused")
+    up, down = (json.dumps({"brokers": {"127.0.0.1:9092/1": {"state": state}}}) for state in ("UP", "CONNECT"))
+    with caplog.at_level(logging.INFO, logger="infra.frame_client"):
+        health.statistics(up)
+        for _ in range(3):  # an outage
+            health.statistics(down)
+            health.report(refused)
+        assert not health.connected
+        health.statistics(up)
+        assert health.connected
+        for _ in range(3):  # the next one
+            health.statistics(down)
+            health.report(refused)
+    assert caplog.messages == [f"frame client: {refused.str()}", "frame client: connected to the broker",
+                               f"frame client: {refused.str()}"]
