@@ -144,7 +144,6 @@ class FrameClient:
             self._producer.poll(POLL_INTERVAL_S)
 
 
-
 # Commit errors that mean the group has moved partitions on: their new owner reads the batch again.
 MOVED_ON = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
             KafkaError._ASSIGNMENT_LOST}
@@ -182,6 +181,7 @@ class FrameConsumer:
         # The cached end of each partition owned before it was owned this time: it is not this assignment's until a
         # fetch has answered (a record handed out, or the value changed).
         self._stale_ends: dict[TopicPartition, int] = {}
+        # infra.kafka.consumer_settings' choices, under librdkafka's names.
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id,
