@@ -109,8 +109,7 @@ def run_replay(args, config) -> int:
                     scores.write(f"{camera.id},vehicle_in_pedestrian_area,{start:.3f},{start + interval:.3f},"
                                  f"{score:.4f}\n")
             if recording:
-                recording.write(replayed.detections.model_dump_json(exclude={"density_map", "density_map_shape"})
-                                + "\n")
+                recording.write(replayed.detections.model_dump_json() + "\n")
             for event in replayed.events:
                 event = shift_event(event, offset)
                 opened += event.state.value == "opened"

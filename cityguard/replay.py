@@ -2,8 +2,9 @@
 as fast as the CPU allows, without a broker.
 
 Each frame goes the way it goes in the pipeline: sampled at the camera's fps on the clip's own timeline, JPEG-encoded
-as the producer does and decoded as the inference stage does, detected, enriched (tracker, background model) and fed
-to the camera's analyzers. Capture times are video times; the messages need positive capture times, so without a
+as the producer does and decoded as the inference stage does, detected, enriched (tracker, background model, a
+crowd camera's density map every `analytics.density_model.interval_seconds` of video) and fed to the camera's
+analyzers. Capture times are video times; the messages need positive capture times, so without a
 start time the clip plays from an internal origin that is taken off again in everything reported.
 """
 from __future__ import annotations
@@ -14,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityguard.stages import (
+    build_density_counter,
     build_detectors,
     build_static_blobs,
     build_trackers,
 )
 from processors.analytics.registry import analyzers_for
-from processors.inference.stage import FrameEnricher, decode_frame, decoded_on_cpu, to_message
+from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import sample_frames
 from producers.picture import encode_jpeg
-from schemas import Detections, Event, Frame, encode
+from schemas import PERSON_CLASS_ID, Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
@@ -58,9 +60,10 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
                     detectors=None) -> Iterator[Detections]:
     """Detections messages of a clip's frames, as the inference stage would send them."""
     detectors = detectors or build_detectors(config)
-    # No crowd density maps: the stage schedules them by wall-clock load, which a replay at CPU speed cannot
-    # reproduce; the crowd analyzer counts from detections without them.
     enricher = FrameEnricher(build_trackers(config), build_static_blobs(config))
+    # A camera with crowd zones gets its density maps as the stage makes them, scheduled in video time.
+    counter = build_density_counter(config) if camera.zones else None
+    zone_maps = None if counter is None else ZoneDensityMaps(config, counter, video_time=True)
     camera = camera.model_copy(update={"loop": False})
     frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
     for seq, sampled in enumerate(frames):
@@ -72,7 +75,10 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
         if isinstance(outcome, str):
             raise ReplayError(f"{clip}: frame {seq}: {outcome}")
         result, model_name = outcome
-        yield enricher.enrich(item, to_message(item.frame, result, model_name, detectors.version))
+        density = None
+        if zone_maps is not None:
+            density = zone_maps.make([item], [result.xyxy[result.class_id == PERSON_CLASS_ID]]).get(0)
+        yield enricher.enrich(item, to_message(item.frame, result, model_name, detectors.version), density)
 
 
 def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:

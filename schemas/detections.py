@@ -25,6 +25,8 @@ class Detections(Message):
     """All objects found in one frame, column-wise (one list entry per object), keyed by camera_id."""
 
     schema_name = "detections"
+    # JSON (a replay's recording) carries the density map's bytes as base64; the wire format (msgpack) as raw bytes.
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")

@@ -187,10 +187,76 @@ class FrameEnricher:
         return message
 
 
+class ZoneDensityMaps:
+    """The zone cameras' density maps: which frames get one (DensitySchedule: the map-heavy model cannot run on every
+    frame), each made knowing how tall the frame's detected people are, less the camera's learnt background floor.
+
+    The inference worker schedules by its own clock and charges each batch's measured map time, so that maps take at
+    most `max_busy_fraction` of it. `cityguard replay` schedules in video time and charges nothing: a map every
+    `interval_seconds` of the clip, as a worker that keeps up would make them, whatever this CPU's speed.
+    """
+
+    def __init__(self, config: Config, counter: DensityMapCounter, video_time: bool = False):
+        settings = config.analytics.density_model
+        self.counter = counter
+        self.video_time = video_time
+        self.schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
+                                        settings.interval_seconds, settings.maps_per_batch,
+                                        settings.max_busy_fraction)
+        self.floors = None  # each camera's learnt background response, taken off its maps
+        if settings.background_floor.enabled:
+            self.floors = DensityFloorPool(settings.background_floor, settings.dense_cell_people)
+
+    def make(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
+        """Density maps for the frames the schedule picks, by index in `frames`; person_boxes: each frame's person
+        boxes (N, 4 xyxy), None where its detection failed (the frame is not sent). Sets each zone camera's map
+        age."""
+        # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
+        # never calm, and the frame's detections still go out. A frame whose detection failed is not sent: no map.
+        mappable = [i for i, item in enumerate(frames) if person_boxes[i] is not None
+                    and self.counter.can_map(item.frame.height, item.frame.width)]
+        if self.video_time:
+            now = max((frames[i].frame.captured_at for i in mappable), default=0.0)
+        else:
+            now = time.monotonic()
+        chosen = [mappable[i] for i in self.schedule.choose(
+            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], now)]
+        maps, images = {}, {}
+        if chosen:
+            started = time.perf_counter()
+            try:
+                # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
+                images = {i: frame_image(frames[i].frame).image if frames[i].image is None else frames[i].image
+                          for i in chosen}
+                made = self.counter.density_maps([images[i] for i in chosen],
+                                                 [median_person_height(person_boxes[i]) for i in chosen])
+            except Exception:  # the model failing on some input must not stop the partition: no maps this batch
+                log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
+                self.schedule.not_made()
+                made = None
+            elapsed = time.perf_counter() - started
+            if not self.video_time:
+                self.schedule.spent(elapsed)
+            STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
+            maps = {} if made is None else dict(zip(chosen, made, strict=True))
+            if self.floors is not None:
+                for index in maps:
+                    frame = frames[index].frame
+                    made_people = float(maps[index].sum())
+                    maps[index] = self.floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
+                                                     images[index], frame.captured_at)
+                    DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
+        for item in frames:
+            camera_id = item.frame.camera_id
+            if camera_id in self.schedule.cameras:
+                DENSITY_MAP_AGE.labels(camera_id).set(self.schedule.age(camera_id, item.frame.captured_at))
+        return maps
+
+
 def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:
     """Whether a camera's frames are decoded on the CPU as they arrive: for a detector that takes decoded images (or
     the tiled one), or for a traffic camera's background model. With a detector that takes JPEGs (the GPU's), a crowd
-    camera's frame is decoded only once it is chosen for a density map (InferenceWorker.density_maps)."""
+    camera's frame is decoded only once it is chosen for a density map (ZoneDensityMaps)."""
     return detectors.needs_image(camera_id) or enricher.needs_image(camera_id)
 
 
@@ -210,18 +276,7 @@ class InferenceWorker:
         self.detectors = detectors
         self.enricher = FrameEnricher(trackers, static_blobs)
         self.resolve_frame = resolve_frame
-        # The density-map model is ~100x slower than the detector: the schedule spreads its runs over the zone
-        # cameras so each one's map stays younger than the analytics' max age.
-        self.density_counter = density_counter
-        self.density_schedule = None
-        self.density_floors = None  # each camera's learnt background response, taken off its maps
-        if density_counter is not None:
-            settings = config.analytics.density_model
-            self.density_schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
-                                                    settings.interval_seconds, settings.maps_per_batch,
-                                                    settings.max_busy_fraction)
-            if settings.background_floor.enabled:
-                self.density_floors = DensityFloorPool(settings.background_floor, settings.dense_cell_people)
+        self.zone_maps = None if density_counter is None else ZoneDensityMaps(config, density_counter)
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
@@ -275,10 +330,11 @@ class InferenceWorker:
 
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
-        outcomes = self.detectors.detect([item for item, _ in decoded])
+        frames = [item for item, _ in decoded]
+        outcomes = self.detectors.detect(frames)
         person_boxes = [None if isinstance(outcome, str) else outcome[0].xyxy[outcome[0].class_id == PERSON_CLASS_ID]
                         for outcome in outcomes]
-        density_maps = self.density_maps([item for item, _ in decoded], person_boxes)
+        density_maps = {} if self.zone_maps is None else self.zone_maps.make(frames, person_boxes)
         for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)
@@ -322,50 +378,6 @@ class InferenceWorker:
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded
-
-    def density_maps(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
-        """Density maps for the frames the schedule picks, by index in `frames`, made knowing how tall the frame's
-        detected people are and less each camera's background floor (learnt with the frame's detector person count);
-        person_boxes: each frame's person boxes (N, 4 xyxy), None where its detection failed (the frame is not
-        sent). Sets each zone camera's map age."""
-        if self.density_schedule is None:
-            return {}
-        # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
-        # never calm, and the frame's detections still go out. A frame whose detection failed is not sent: no map.
-        mappable = [i for i, item in enumerate(frames) if person_boxes[i] is not None
-                    and self.density_counter.can_map(item.frame.height, item.frame.width)]
-        chosen = [mappable[i] for i in self.density_schedule.choose(
-            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], time.monotonic())]
-        maps, images = {}, {}
-        if chosen:
-            started = time.perf_counter()
-            try:
-                # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
-                images = {i: frame_image(frames[i].frame).image if frames[i].image is None else frames[i].image
-                          for i in chosen}
-                made = self.density_counter.density_maps([images[i] for i in chosen],
-                                                         [median_person_height(person_boxes[i]) for i in chosen])
-            except Exception:  # the model failing on some input must not stop the partition: no maps this batch
-                log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
-                self.density_schedule.not_made()
-                made = None
-            elapsed = time.perf_counter() - started
-            self.density_schedule.spent(elapsed)
-            STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
-            maps = {} if made is None else dict(zip(chosen, made, strict=True))
-            if self.density_floors is not None:
-                for index in maps:
-                    frame = frames[index].frame
-                    made_people = float(maps[index].sum())
-                    maps[index] = self.density_floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
-                                                             images[index], frame.captured_at)
-                    DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
-        for item in frames:
-            camera_id = item.frame.camera_id
-            if camera_id in self.density_schedule.cameras:
-                DENSITY_MAP_AGE.labels(camera_id).set(self.density_schedule.age(camera_id, item.frame.captured_at))
-        return maps
-
 
     def reject(self, record, reason: str) -> None:
         letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)

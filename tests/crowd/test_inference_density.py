@@ -1,7 +1,8 @@
-"""The inference stage's density maps: which frames get one, and the map-age gauge.
+"""The inference stage's density maps (ZoneDensityMaps): which frames get one, and the map-age gauge.
 
 The density model is replaced by a stand-in that returns a map of a fixed count (the real model is exercised in
-test_density_map.py); the worker is the real one, without a broker (this path does not touch it).
+test_density_map.py); the scheduling, background floor and worker are the real ones, without a broker (this path does
+not touch it).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker
+from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker, ZoneDensityMaps
 from schemas import Frame, encode
 from schemas.settings.config import parse_config
 
@@ -51,12 +52,13 @@ class SparseTextureDensity:
         return [np.full((48, 64), self.people / (48 * 64), dtype=np.float32) for _ in images]
 
 
-def worker(counter, density_model: dict | None = None) -> InferenceWorker:
+def zone_maps(counter, density_model: dict | None = None, video_time: bool = False) -> ZoneDensityMaps:
+    """The maps of a site with a crowd camera ("square", one zone) and a camera without zones ("road")."""
     zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
     config = parse_config({"site": "t", "cameras": [
         {"id": "square", "source": "0", "zones": [zone]}, {"id": "road", "source": "1"}],
         "analytics": {"density_model": density_model or {}}}, Path("."))
-    return InferenceWorker(config, None, None, CameraDetectors(None), "group", density_counter=counter)
+    return ZoneDensityMaps(config, counter, video_time)
 
 
 class FailingDensity(FixedCountDensity):
@@ -82,50 +84,69 @@ def age(camera: str) -> float | None:
 
 def test_zone_cameras_get_maps_when_theirs_are_due():
     counter = FixedCountDensity(people=400.0)
-    stage = worker(counter)
-    maps = stage.density_maps([frame("road", 100.0), frame("square", 100.0)], [person_boxes(0)] * 2)
+    mapper = zone_maps(counter)
+    maps = mapper.make([frame("road", 100.0), frame("square", 100.0)], [person_boxes(0)] * 2)
     assert list(maps) == [1] and float(maps[1].sum()) == 400.0  # the camera without zones gets none
     assert age("square") == 0.0 and age("road") is None
-    assert stage.density_maps([frame("square", 103.0)], [person_boxes(0)]) == {}  # not due yet
+    assert mapper.make([frame("square", 103.0)], [person_boxes(0)]) == {}  # not due yet
     assert age("square") == 3.0
-    stage.density_maps([frame("square", 108.0)], [person_boxes(0)])  # due after interval_seconds
+    mapper.make([frame("square", 108.0)], [person_boxes(0)])  # due after interval_seconds
     assert counter.calls == 2 and age("square") == 0.0
 
 
 def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing():
     counter = FixedCountDensity(people=400.0)
-    stage = worker(counter)
-    assert stage.density_maps([frame("square", 200.0)], [person_boxes(0)]).keys() == {0}
-    assert stage.density_maps([frame("square", 260.0, height=7)], [person_boxes(0)]) == {}
+    mapper = zone_maps(counter)
+    assert mapper.make([frame("square", 200.0)], [person_boxes(0)]).keys() == {0}
+    assert mapper.make([frame("square", 260.0, height=7)], [person_boxes(0)]) == {}
     assert counter.calls == 1 and age("square") == 60.0
 
 
+class SlowDensity(FixedCountDensity):
+    """Stands in for a density model far slower than the frames come (a whole map's time between two calls)."""
+
+    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+        time.sleep(0.05)
+        return super().density_maps(images, person_heights)
+
+
+def test_the_worker_spends_at_most_its_share_on_maps_and_a_replay_maps_every_interval_of_video():
+    captured = [100.0 + 7.5 * index for index in range(4)]  # each frame due for a map
+    live, replayed = SlowDensity(people=40.0), SlowDensity(people=40.0)
+    live_maps, replay_maps = zone_maps(live), zone_maps(replayed, video_time=True)
+    for maps in (live_maps, replay_maps):
+        for at in captured:  # as fast as the CPU allows: far less wall time between calls than each map took
+            maps.make([frame("square", at)], [person_boxes(0)])
+    assert live.calls == 1  # the rest would take the worker past max_busy_fraction: the zone goes stale instead
+    assert replayed.calls == len(captured)  # video time: a map per interval_seconds whatever the CPU's speed
+
+
 def test_a_model_failure_costs_the_batch_its_maps_not_the_partition():
-    stage = worker(FailingDensity(people=400.0))
-    assert stage.density_maps([frame("square", 300.0)], [person_boxes(0)]) == {}
+    mapper = zone_maps(FailingDensity(people=400.0))
+    assert mapper.make([frame("square", 300.0)], [person_boxes(0)]) == {}
     assert age("square") == float("inf")  # no map was made: none is counted as fresh, and the camera stays due
 
 
 def test_the_model_is_told_how_tall_the_frames_people_are_when_enough_of_them_were_detected():
     counter = FixedCountDensity(people=40.0)
-    stage = worker(counter, {"max_busy_fraction": 1.0})
-    stage.density_maps([frame("square", 100.0)], [np.array([[0, 0, 2, 3], [0, 0, 2, 5], [0, 0, 2, 6.0]])])
-    stage.density_maps([frame("square", 108.0)], [person_boxes(2)])  # two boxes say little about size
+    mapper = zone_maps(counter, {"max_busy_fraction": 1.0})
+    mapper.make([frame("square", 100.0)], [np.array([[0, 0, 2, 3], [0, 0, 2, 5], [0, 0, 2, 6.0]])])
+    mapper.make([frame("square", 108.0)], [person_boxes(2)])  # two boxes say little about size
     assert counter.person_heights == [5.0, None]
 
 
-def maps_every_interval(stage: InferenceWorker, detector_people: int, count: int) -> list[float]:
+def maps_every_interval(mapper: ZoneDensityMaps, detector_people: int, count: int) -> list[float]:
     """The zone camera's map totals, one map per analytics.density_model.interval_seconds of capture time."""
     totals = []
     for index in range(count):
-        maps = stage.density_maps([frame("square", 1000.0 + index * 7.5)], [person_boxes(detector_people)])
+        maps = mapper.make([frame("square", 1000.0 + index * 7.5)], [person_boxes(detector_people)])
         totals.append(float(maps[0].sum()))
     return totals
 
 
 def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
-    stage = worker(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0})
-    totals = maps_every_interval(stage, detector_people=1, count=12)
+    mapper = zone_maps(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0})
+    totals = maps_every_interval(mapper, detector_people=1, count=12)
     assert totals[:9] == [pytest.approx(5.0)] * 9  # 5 sparse maps over at least 60 s before anything is taken off
     assert totals[9:] == [pytest.approx(0.0, abs=1e-3)] * 3  # the empty view's texture is gone; the detector's
     # count remains the zone's floor in the analytics
@@ -134,9 +155,10 @@ def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
 
 
 def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():
-    off = worker(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0, "background_floor": {"enabled": False}})
+    off = zone_maps(SparseTextureDensity(people=5.0),
+                    {"max_busy_fraction": 1.0, "background_floor": {"enabled": False}})
     assert maps_every_interval(off, detector_people=1, count=12) == [pytest.approx(5.0)] * 12
-    crowded = worker(SparseTextureDensity(people=300.0), {"max_busy_fraction": 1.0})
+    crowded = zone_maps(SparseTextureDensity(people=300.0), {"max_busy_fraction": 1.0})
     assert maps_every_interval(crowded, detector_people=12, count=12) == [pytest.approx(300.0)] * 12
 
 
@@ -158,11 +180,11 @@ def test_with_a_jpeg_detector_a_crowd_cameras_frame_is_decoded_on_the_cpu_only_w
                                                   width=8, height=8, jpeg=jpeg))) for seq in range(3)]
     frames = [item for item, _ in stage.decode_batch(records)]
     assert all(item.image is None for item in frames)  # the detector takes the JPEGs
-    assert stage.density_maps(frames, [person_boxes(0)] * 3).keys() == {2}  # the camera's newest frame
+    assert stage.zone_maps.make(frames, [person_boxes(0)] * 3).keys() == {2}  # the camera's newest frame
     assert counter.calls == 1  # decoded for its map (FixedCountDensity checks it has pixels)
 
 
 def test_a_frame_whose_detection_failed_gets_no_map():
-    stage = worker(FixedCountDensity(people=40.0))
-    assert stage.density_maps([frame("square", 500.0)], [None]) == {}
+    mapper = zone_maps(FixedCountDensity(people=40.0))
+    assert mapper.make([frame("square", 500.0)], [None]) == {}
     assert age("square") == float("inf")  # the camera is still due

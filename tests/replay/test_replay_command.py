@@ -7,7 +7,8 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from tests.conftest import LOT_CLIP, OFFLINE_MODEL
+from schemas import Detections, Event
+from tests.conftest import LOT_CLIP, OFFLINE_MODEL, VTEST
 
 
 def site(tmp_path):
@@ -39,6 +40,36 @@ def test_replay_prints_and_writes_events_in_clip_time_and_a_recording_replays_th
 
     again = tmp_path / "again.jsonl"
     assert main(["replay", "--config", str(config), "--camera", "lot", "--detections", str(recording),
+                 "--events", str(again)]) == 0
+    assert again.read_text() == events.read_text()
+
+
+@pytest.mark.slow
+def test_replay_of_a_crowd_camera_makes_its_density_maps_in_video_time_and_reports_the_density(tmp_path, capsys):
+    # A street with 3-9 people (vtest.avi, 80 s) in a zone of 3 m^2: about 2 p/m^2 once the map counts them. One
+    # frame a second and a map every 20 s of video keep the test short.
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "site": "replay-crowd",
+        "model": {"offline_weights": str(OFFLINE_MODEL)},
+        "analytics": {"density_model": {"interval_seconds": 20}, "counting": {"density_map_max_age_seconds": 30}},
+        "cameras": [{"id": "street", "source": str(VTEST), "fps": 1, "zones": [{"id": "walkway", "area_m2": 3,
+            "polygon": [[0, 180], [330, 195], [560, 140], [768, 120], [768, 490], [600, 420], [360, 310], [0, 265]]}]}],
+    }))
+    events, recording = tmp_path / "events.jsonl", tmp_path / "detections.jsonl"
+    assert main(["replay", "--config", str(config), "--camera", "street", str(VTEST), "--events", str(events),
+                 "--record-detections", str(recording)]) == 0
+    recorded = [Detections.model_validate_json(line) for line in recording.read_text().splitlines()]
+    mapped = [detections.captured_at - recorded[0].captured_at for detections in recorded
+              if detections.density_map is not None]
+    assert mapped == pytest.approx([0, 20, 40, 60])  # from the first frame, every interval_seconds of video
+    levels = [Event.model_validate_json(line) for line in events.read_text().splitlines()]
+    assert any(event.type == "risk_level_changed" and "p/m²" in event.reason for event in levels), [
+        event.reason for event in levels]
+    assert not any("no density map" in event.reason for event in levels)
+
+    again = tmp_path / "again.jsonl"  # the recording carries the maps: the analyzers alone give the same events
+    assert main(["replay", "--config", str(config), "--camera", "street", "--detections", str(recording),
                  "--events", str(again)]) == 0
     assert again.read_text() == events.read_text()
 
