@@ -72,10 +72,13 @@ def run_replay(args, config) -> int:
     from cityguard.replay import (
         CLIP_ORIGIN_S,
         ReplayError,
+        at_source_rate,
         clip_detections,
+        clip_rate,
         describe,
         find_camera,
         recorded_detections,
+        recorded_rate,
         replay,
         shift_event,
     )
@@ -95,11 +98,18 @@ def run_replay(args, config) -> int:
         scores.write("camera,type,start,end,score\n")
     frames = opened = 0
     try:
-        camera = find_camera(config, args.camera)
+        configured = find_camera(config, args.camera)
         if args.clip is not None and not args.clip.is_file():
             raise ReplayError(f"no such clip: {args.clip}")
-        source = (recorded_detections(args.detections, camera.id) if args.detections
-                  else clip_detections(config, camera, args.clip, origin))
+        if args.detections:
+            recorded = list(recorded_detections(args.detections, configured.id))
+            camera = at_source_rate(configured, recorded_rate(recorded))
+        else:
+            camera = at_source_rate(configured, clip_rate(config, args.clip))
+        if camera.fps < configured.fps:
+            print(f"cityguard replay: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
+                  f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
+        source = iter(recorded) if args.detections else clip_detections(config, camera, args.clip, origin)
         interval = 1.0 / camera.fps
         for replayed in replay(config, camera, source):
             frames += 1

@@ -20,14 +20,16 @@ from cityguard.stages import (
     build_static_blobs,
     build_trackers,
 )
+from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
 from processors.analytics.registry import analyzers_for
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
-from producers.capture import sample_frames
+from producers.capture import VideoDecoder, sample_frames
 from producers.picture import encode_jpeg
 from schemas import PERSON_CLASS_ID, Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
+SOURCE_RATE_TOLERANCE = 0.1  # footage this much below a camera's fps still has its rate (at_source_rate)
 
 
 class ReplayError(RuntimeError):
@@ -42,13 +44,18 @@ class ReplayedFrame:
 
 
 class CameraAnalytics:
-    """The analyzers the analytics stage runs for one camera, fed in order."""
+    """The analyzers the analytics stage runs for one camera, fed in order, after the operators' ignore filters (read
+    once: a replay is short; judged at each frame's capture time, as the stage does)."""
 
     def __init__(self, camera: CameraConfig, config: Config):
         self.analyzers = [restore(camera, config, None) for restore in analyzers_for(camera).values()]
+        filters_file = config.analytics.ignore_filters
+        self.ignore_filters = IgnoreFilterStore(Path(config.resolve_path(filters_file))).load() if filters_file else []
 
     def update(self, detections: Detections) -> ReplayedFrame:
         replayed = ReplayedFrame(detections)
+        if self.ignore_filters:
+            detections = without_ignored(detections, self.ignore_filters)
         for analyzer in self.analyzers:
             output = analyzer.update(detections)
             replayed.events.extend(output.events)
@@ -115,6 +122,32 @@ def describe(event: Event) -> str:
     zone = f" in {event.zone_id}" if event.zone_id else ""
     return (f"{event.updated_at:9.2f} s  {event.state.value:<8} {event.type} ({event.severity.value}){zone}: "
             f"{event.reason}")
+
+
+def clip_rate(config: Config, clip: Path) -> float:
+    """Frames per second the clip holds (its container's rate)."""
+    decoder = VideoDecoder(str(clip), config.producer)
+    try:
+        return decoder.native_fps
+    finally:
+        decoder.close()
+
+
+def recorded_rate(recording: list[Detections]) -> float | None:
+    """Frames per second of a recording, over its whole length; None under two frames."""
+    times = [detections.captured_at for detections in recording]
+    span = max(times, default=0.0) - min(times, default=0.0)
+    return (len(times) - 1) / span if span > 0 else None
+
+
+def at_source_rate(camera: CameraConfig, rate_fps: float | None) -> CameraConfig:
+    """The camera as a replay runs it: footage with fewer frames a second than the camera's fps is played at its own
+    rate, and the analyzers expect that many (a crowd zone would read the frames the footage never had as a camera
+    that is down, and report unknown throughout). Within SOURCE_RATE_TOLERANCE of the fps, the footage has the
+    camera's rate: sampling a 24 fps clip at 5 fps makes intervals of 5/24 s and 4/24 s."""
+    if rate_fps is None or rate_fps >= camera.fps * (1 - SOURCE_RATE_TOLERANCE):
+        return camera
+    return camera.model_copy(update={"fps": rate_fps})
 
 
 def find_camera(config: Config, camera_id: str) -> CameraConfig:

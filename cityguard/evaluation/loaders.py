@@ -16,7 +16,8 @@ from cityguard.evaluation.events import EventInterval
 from schemas import Event, EventState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-MOT_PEDESTRIAN_CLASSES = (1,)  # MOT17/MOT20; MOT15 files have -1 in the class column and only pedestrians
+MOT_PEDESTRIAN_CLASSES = (1,)  # MOT16/17/20; MOT15 files hold only pedestrians
+MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position); MOT16/17/20 rows have 9
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -104,7 +105,9 @@ def shanghaitech_truth_file(image: Path) -> Path:
 
 
 def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: float = 0.0) -> dict[int, int]:
-    """Pedestrians per frame from a MOTChallenge gt.txt (frame,id,x,y,w,h,conf,class,visibility).
+    """Pedestrians per frame from a MOTChallenge gt.txt: MOT16/17/20 rows frame,id,x,y,w,h,conf,class,visibility;
+    2D MOT 2015 rows frame,id,x,y,w,h,conf,wx,wy,wz (pedestrians only; wx,wy,wz a world position or -1, never a
+    class or a visibility).
 
     Rows count when conf (the "consider" flag) is not 0, the class is a pedestrian and visibility reaches
     `min_visibility`. With `frame_count`, frames 1..frame_count without rows count 0.
@@ -122,8 +125,9 @@ def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: 
             except ValueError:
                 raise ValueError(f"{path}:{number}: not numbers: {','.join(row)!r}") from None
             frame = int(values[0])
-            class_id = int(values[7]) if len(values) > 7 else -1
-            visibility = values[8] if len(values) > 8 else 1.0
+            mot15 = len(row) >= MOT15_COLUMNS
+            class_id = int(values[7]) if len(values) > 7 and not mot15 else -1
+            visibility = values[8] if len(values) > 8 and not mot15 else 1.0
             counts.setdefault(frame, 0)
             considered = values[6] != 0
             pedestrian = class_id in MOT_PEDESTRIAN_CLASSES or class_id == -1

@@ -95,6 +95,13 @@ def test_mot_counts_only_considered_visible_pedestrians(tmp_path):
     assert true_counts(images, gt, "mot") == [2, 0, 1]
 
 
+def test_mot15_counts_every_row_whatever_its_world_position(tmp_path):
+    gt = tmp_path / "gt.txt"  # 2D MOT 2015: the last three columns are a world position (x, y, z) or -1
+    gt.write_text("1,9,499,158,31.03,75.17,1,-4.1554,-7.3591,0\n1,15,258,219,32.9,88.7,1,-11.306,-5.5995,0\n"
+                  "2,1,399,182,121,229,1,-1,-1,-1\n2,2,282,201,92,184,0,-1,-1,-1\n")
+    assert load_mot_counts(gt, min_visibility=0.25) == {1: 2, 2: 1}
+
+
 def test_event_csv(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("camera,type,start,end,score\ncam1,crowd,10,20,0.7\ncam2,wrong_way,5,5.5,\n")

@@ -2,6 +2,8 @@
 and a recording that replays to the same events without the model."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import yaml
 
@@ -24,7 +26,7 @@ def site(tmp_path):
 
 
 @pytest.mark.slow
-def test_replay_prints_and_writes_events_in_clip_time_and_a_recording_replays_the_same(tmp_path, capsys):
+def test_replay_writes_events_in_clip_time_a_recording_replays_the_same_and_ignore_filters_apply(tmp_path, capsys):
     config = site(tmp_path)
     events, scores, recording = tmp_path / "events.jsonl", tmp_path / "scores.csv", tmp_path / "detections.jsonl"
     assert main(["replay", "--config", str(config), "--camera", "lot", str(LOT_CLIP), "--events", str(events),
@@ -43,32 +45,49 @@ def test_replay_prints_and_writes_events_in_clip_time_and_a_recording_replays_th
                  "--events", str(again)]) == 0
     assert again.read_text() == events.read_text()
 
+    # The operators' ignore filters apply as in the analytics stage: the car and the bicycle no longer reach the rules.
+    filters = tmp_path / "ignore-filters.json"
+    for name in ("car", "bicycle"):
+        assert main(["ignore", "add", "--config", str(config), "--store", str(filters), "--camera", "lot",
+                     "--class", name, "--polygon", "0,0 480,0 480,270 0,270", "--expires", "never"]) == 0
+    filtered_site = yaml.safe_load(config.read_text())
+    filtered_site["analytics"] = {"ignore_filters": str(filters)}
+    config.write_text(yaml.safe_dump(filtered_site))
+    capsys.readouterr()
+    assert main(["replay", "--config", str(config), "--camera", "lot", "--detections", str(recording)]) == 0
+    assert "vehicle_in_pedestrian_area" not in capsys.readouterr().out
+
 
 @pytest.mark.slow
-def test_replay_of_a_crowd_camera_makes_its_density_maps_in_video_time_and_reports_the_density(tmp_path, capsys):
-    # A street with 3-9 people (vtest.avi, 80 s) in a zone of 3 m^2: about 2 p/m^2 once the map counts them. One
-    # frame a second and a map every 20 s of video keep the test short.
+def test_a_crowd_camera_replays_with_its_density_maps_in_video_time_at_the_footages_own_rate(tmp_path, capsys):
+    # 40 s of a street with 3-9 people (vtest.avi) recorded at 2 fps, for a camera configured at the default 5 fps,
+    # in a zone of 3 m^2: about 2 p/m^2 once the map counts them. A map every 20 s of video keeps the test short.
+    clip = tmp_path / "street-2fps.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(VTEST), "-t", "40", "-r", "2", "-an",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(clip)], check=True, timeout=60)
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({
         "site": "replay-crowd",
         "model": {"offline_weights": str(OFFLINE_MODEL)},
         "analytics": {"density_model": {"interval_seconds": 20}, "counting": {"density_map_max_age_seconds": 30}},
-        "cameras": [{"id": "street", "source": str(VTEST), "fps": 1, "zones": [{"id": "walkway", "area_m2": 3,
+        "cameras": [{"id": "street", "source": str(clip), "zones": [{"id": "walkway", "area_m2": 3,
             "polygon": [[0, 180], [330, 195], [560, 140], [768, 120], [768, 490], [600, 420], [360, 310], [0, 265]]}]}],
     }))
     events, recording = tmp_path / "events.jsonl", tmp_path / "detections.jsonl"
-    assert main(["replay", "--config", str(config), "--camera", "street", str(VTEST), "--events", str(events),
+    assert main(["replay", "--config", str(config), "--camera", "street", str(clip), "--events", str(events),
                  "--record-detections", str(recording)]) == 0
+    assert "the footage runs at 2 fps, below camera street's 5: replayed at the footage's rate" in (
+        capsys.readouterr().err)
     recorded = [Detections.model_validate_json(line) for line in recording.read_text().splitlines()]
+    assert len(recorded) == 80
     mapped = [detections.captured_at - recorded[0].captured_at for detections in recorded
               if detections.density_map is not None]
-    assert mapped == pytest.approx([0, 20, 40, 60])  # from the first frame, every interval_seconds of video
-    levels = [Event.model_validate_json(line) for line in events.read_text().splitlines()]
-    assert any(event.type == "risk_level_changed" and "p/m²" in event.reason for event in levels), [
-        event.reason for event in levels]
-    assert not any("no density map" in event.reason for event in levels)
+    assert mapped == pytest.approx([0, 20])  # from the first frame, every interval_seconds of video
+    reasons = [Event.model_validate_json(line).reason for line in events.read_text().splitlines()]
+    assert any("p/m²" in reason for reason in reasons), reasons  # the zone's level follows the measured density
+    assert not any("no density map" in reason or "expected frames" in reason for reason in reasons), reasons
 
-    again = tmp_path / "again.jsonl"  # the recording carries the maps: the analyzers alone give the same events
+    again = tmp_path / "again.jsonl"  # the recording carries the maps and its rate: the analyzers alone agree
     assert main(["replay", "--config", str(config), "--camera", "street", "--detections", str(recording),
                  "--events", str(again)]) == 0
     assert again.read_text() == events.read_text()
