@@ -155,7 +155,7 @@ def counters_for(args, config):
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,
         density=DensityMapCounter.from_config(config) if "density" in wanted else None,
-        counting=config.analytics.counting, confidence=confidence,
+        counting=config.analytics.counting, density_model=config.analytics.density_model, confidence=confidence,
         fused_uses_tiled=args.fused_detector == "tiled")
 
 

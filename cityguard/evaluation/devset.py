@@ -33,6 +33,8 @@ class DevsetError(ValueError):
 class DevsetFile:
     path: str  # inside the source repository
     sha256: str
+    repo: str | None = None  # a file kept in another repository than its item's (frames in one, annotations in
+    commit: str | None = None  # another): that repository and commit; None: the item's
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,9 @@ def _files(item: Source) -> tuple[DevsetFile, ...]:
 
 def refusal(item: Source, manifest: Manifest, digests: frozenset[str]) -> str | None:
     """Why an item must not be used, or None."""
-    if item.repo.lower() in manifest.denied_repos:
-        return f"{item.id}: repository {item.repo} is held out"
+    for repo in dict.fromkeys([item.repo, *(file.repo for file in _files(item) if file.repo)]):
+        if repo.lower() in manifest.denied_repos:
+            return f"{item.id}: repository {repo} is held out"
     for file in _files(item):
         if any(pattern.search(file.path) for pattern in manifest.denied_path_patterns):
             return f"{item.id}: {file.path} belongs to a held-out dataset or sequence"
@@ -131,13 +134,14 @@ def refusal(item: Source, manifest: Manifest, digests: frozenset[str]) -> str | 
 
 
 def _fetch(item: Source, file: DevsetFile, local: Path | None) -> bytes:
+    repo, commit = file.repo or item.repo, file.commit or item.commit
     if local is not None:
-        mirrors = (local, local / item.repo, local / item.repo.replace("/", "+"))
+        mirrors = (local, local / repo, local / repo.replace("/", "+"))
         for candidate in (mirror / file.path for mirror in mirrors):
             if candidate.exists():
                 return candidate.read_bytes()
         raise DevsetError(f"{item.id}: {file.path} is not under {local}")
-    url = RAW_URL.format(repo=item.repo, commit=item.commit, path=file.path)
+    url = RAW_URL.format(repo=repo, commit=commit, path=file.path)
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
         return response.read()
 

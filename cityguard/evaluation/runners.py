@@ -137,6 +137,7 @@ class CounterSet:
     tiled: Detector | None
     density: object | None  # processors.inference.density_map.DensityMapCounter
     counting: object  # schemas.settings.crowd.CountingConfig
+    density_model: object  # schemas.settings.crowd.DensityModelConfig
     confidence: float
     fused_uses_tiled: bool = False  # the zone camera runs the tiled detector
 
@@ -144,11 +145,11 @@ class CounterSet:
 def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
     """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
     (the multi-scale map: reduced width, full width in locally dense cells, narrower where the camera's detector
-    finds tall people in a sparse scene); `fused` is the analytics' zone counter
-    (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image, fed what the inference
-    stage sends: the camera's detector's person boxes and a fresh density map."""
+    finds tall people in a sparse scene, only under their boxes where the map does not see them); `fused` is the
+    analytics' zone counter (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image,
+    fed what the inference stage sends: the camera's detector's person boxes and a fresh density map."""
     from processors.analytics.crowd.counting import fuse_counts
-    from processors.inference.density_map import median_person_height
+    from processors.inference.density_map import median_person_height, without_texture
 
     unknown = sorted(set(counters) - set(COUNTERS))
     if unknown:
@@ -165,13 +166,13 @@ def counter_counts(counters: list[str], images: list[Path], runners: CounterSet)
                 boxes[name] = result.xyxy[people]
         model_people = None
         if "density" in counters or "fused" in counters:
-            person_height = median_person_height(boxes[fused_detector])
-            model_people = float(runners.density.multi_scale_map(image, person_height).sum())
+            zone_boxes = boxes[fused_detector]
+            made = runners.density.multi_scale_map(image, median_person_height(zone_boxes))
+            model_people = float(without_texture(made, zone_boxes, image.shape[:2], runners.density_model).sum())
         for name in counters:
             if name == "density":
                 counts[name].append(model_people)
             elif name == "fused":
-                zone_boxes = boxes[fused_detector]
                 counts[name].append(float(fuse_counts(len(zone_boxes), model_people, runners.counting, 0.0).people))
             else:
                 counts[name].append(float(len(boxes[name])))

@@ -21,7 +21,7 @@ from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
-from processors.inference.density_map import DensityMapCounter, median_person_height
+from processors.inference.density_map import DensityMapCounter, median_person_height, without_texture
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import verify_frame_jpeg
@@ -189,7 +189,8 @@ class FrameEnricher:
 
 class ZoneDensityMaps:
     """The zone cameras' density maps: which frames get one (DensitySchedule: the map-heavy model cannot run on every
-    frame), each made knowing how tall the frame's detected people are, less the camera's learnt background floor.
+    frame), each made knowing how tall the frame's detected people are, kept only under their boxes where it does not
+    see them (without_texture), less the camera's learnt background floor.
 
     The inference worker schedules by its own clock and charges each batch's measured map time, so that maps take at
     most `max_busy_fraction` of it. `cityguard replay` schedules in video time and charges nothing: a map every
@@ -197,7 +198,7 @@ class ZoneDensityMaps:
     """
 
     def __init__(self, config: Config, counter: DensityMapCounter, video_time: bool = False):
-        settings = config.analytics.density_model
+        settings = self.settings = config.analytics.density_model
         self.counter = counter
         self.video_time = video_time
         self.schedule = DensitySchedule((camera.id for camera in config.cameras if camera.zones),
@@ -238,7 +239,9 @@ class ZoneDensityMaps:
             if not self.video_time:
                 self.schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
-            maps = {} if made is None else dict(zip(chosen, made, strict=True))
+            maps = {} if made is None else {
+                index: without_texture(made_map, person_boxes[index], images[index].shape[:2], self.settings)
+                for index, made_map in zip(chosen, made, strict=True)}
             if self.floors is not None:
                 for index in maps:
                     frame = frames[index].frame

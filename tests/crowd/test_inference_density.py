@@ -154,6 +154,21 @@ def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
         pytest.approx(5.0, abs=1e-3))
 
 
+def test_a_map_that_does_not_see_the_detected_people_keeps_only_its_cells_under_their_boxes():
+    # The texture map puts 5 people evenly over the frame; 4 person boxes (one spot, a quarter of the rows and columns)
+    # hold 5/16 of a person between them: the map does not see them, the rest of it is texture.
+    mapper = zone_maps(SparseTextureDensity(people=5.0), {"background_floor": {"enabled": False}})
+    made = mapper.make([frame("square", 100.0)], [person_boxes(4, height=2.0)])[0]
+    assert float(made.sum()) == pytest.approx(5.0 / 16)
+    assert float(made[:12, :16].sum()) == pytest.approx(5.0 / 16)  # the cells under the boxes, as made
+    # With the boxes holding their share (a quarter of the frame each way, 4 boxes: 0.31 people; the setting at 0.05
+    # per box) or the rule off, the map goes out as made.
+    for settings in ({"min_people_per_person_box": 0.05}, {"min_people_per_person_box": 0}):
+        mapper = zone_maps(SparseTextureDensity(people=5.0), {"background_floor": {"enabled": False}, **settings})
+        assert float(mapper.make([frame("square", 100.0)], [person_boxes(4, height=2.0)])[0].sum()) == (
+            pytest.approx(5.0))
+
+
 def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():
     off = zone_maps(SparseTextureDensity(people=5.0),
                     {"max_busy_fraction": 1.0, "background_floor": {"enabled": False}})

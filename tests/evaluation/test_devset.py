@@ -54,6 +54,23 @@ def test_a_changed_file_is_refused(tmp_path):
         build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
 
 
+def test_an_annotation_kept_in_another_repository_is_fetched_from_it_and_refused_when_that_is_held_out(tmp_path):
+    manifest = write_source(tmp_path, FILES)
+    data = yaml.safe_load(manifest.read_text())
+    data["items"][0]["annotation"].update(repo="other/boxes", commit="1" * 40)
+    manifest.write_text(yaml.safe_dump(data))
+    (tmp_path / "mirror" / "gt" / "0.mat").rename(tmp_path / "points zero")  # not beside the images any more
+    (tmp_path / "sources" / "other+boxes" / "gt").mkdir(parents=True)
+    (tmp_path / "points zero").rename(tmp_path / "sources" / "other+boxes" / "gt" / "0.mat")
+    (tmp_path / "mirror").rename(tmp_path / "sources" / "someone+crowds")
+    build_devset(manifest, tmp_path / "out", tmp_path / "sources")
+    assert (tmp_path / "out" / "annotations" / "item0.mat").read_bytes() == b"points zero"
+    data["deny"]["repos"].append("Other/Boxes")
+    manifest.write_text(yaml.safe_dump(data))
+    with pytest.raises(DevsetError, match="refused: item0: repository other/boxes is held out"):
+        build_devset(manifest, tmp_path / "again", tmp_path / "sources")
+
+
 def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
     manifest = write_source(tmp_path, FILES, repo="Bad/Repo")
     with pytest.raises(DevsetError, match="refused: item0: repository Bad/Repo is held out"):
@@ -110,10 +127,17 @@ def test_a_frame_past_the_end_of_its_video_is_an_error(tmp_path):
 
 def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     manifest = load_manifest(CROWD / "manifest.yaml")
-    assert len(manifest.items) == 68 and len({item.id for item in manifest.items}) == 68
+    assert len({item.id for item in manifest.items}) == len(manifest.items)
+    assert sum(item.id.startswith("sht") for item in manifest.items) == 68
+    # fixed-camera pedestrian frames with 2D MOT 2015 box annotations: 20 of each sequence, 3-8 people
+    mot = [item for item in manifest.items if item.id.startswith("mot15-")]
+    assert len(mot) == 60 and {item.source for item in mot} == {
+        "mot15-pets09-s2l1", "mot15-tud-campus", "mot15-tud-stadtmitte"}
+    assert min(item.count for item in mot) == 3 and max(item.count for item in mot) == 8
     digests = held_out_digests(HELD_OUT_REFERENCE)
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos
+        assert (item.annotation.repo or item.repo).lower() not in manifest.denied_repos
         for file in (item.image, item.annotation):
             assert len(file.sha256) == 64 and file.sha256 not in digests
     # street-camera frames, counted by eye: vtest.avi's (people on a campus road) and an empty car-park aisle's
