@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from cityguard.stages import (
     build_density_counter,
     build_detectors,
@@ -29,7 +31,7 @@ from schemas import PERSON_CLASS_ID, Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
-SOURCE_RATE_TOLERANCE = 0.1  # footage this much below a camera's fps still has its rate (at_source_rate)
+SOURCE_RATE_TOLERANCE = 0.2  # footage this much below a camera's fps still has its rate (at_source_rate)
 
 
 class ReplayError(RuntimeError):
@@ -67,9 +69,16 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
                     detectors=None) -> Iterator[Detections]:
     """Detections messages of a clip's frames, as the inference stage would send them."""
     detectors = detectors or build_detectors(config)
-    enricher = FrameEnricher(build_trackers(config), build_static_blobs(config))
+    # The trackers follow the camera as replayed (its fps may be the footage's, at_source_rate).
+    replayed = [camera if other.id == camera.id else other for other in config.cameras]
+    enricher = FrameEnricher(build_trackers(config.model_copy(update={"cameras": replayed})),
+                             build_static_blobs(config))
     # A camera with crowd zones gets its density maps as the stage makes them, scheduled in video time.
-    counter = build_density_counter(config) if camera.zones else None
+    try:
+        counter = build_density_counter(config) if camera.zones else None
+    except (OSError, RuntimeError, ImportError) as exc:
+        raise ReplayError(f"the density model for camera {camera.id}'s zones cannot be loaded: {exc} (with "
+                          "analytics.density_model.enabled: false it replays without maps, zones unknown)") from None
     zone_maps = None if counter is None else ZoneDensityMaps(config, counter, video_time=True)
     camera = camera.model_copy(update={"loop": False})
     frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
@@ -134,17 +143,18 @@ def clip_rate(config: Config, clip: Path) -> float:
 
 
 def recorded_rate(recording: list[Detections]) -> float | None:
-    """Frames per second of a recording, over its whole length; None under two frames."""
-    times = [detections.captured_at for detections in recording]
-    span = max(times, default=0.0) - min(times, default=0.0)
-    return (len(times) - 1) / span if span > 0 else None
+    """Frames per second of a recording: one over its median interval between frames (a gap or a repeated frame
+    does not move it); None under two distinct capture times."""
+    intervals = np.diff(np.unique([detections.captured_at for detections in recording]))
+    return 1.0 / float(np.median(intervals)) if intervals.size else None
 
 
 def at_source_rate(camera: CameraConfig, rate_fps: float | None) -> CameraConfig:
     """The camera as a replay runs it: footage with fewer frames a second than the camera's fps is played at its own
     rate, and the analyzers expect that many (a crowd zone would read the frames the footage never had as a camera
     that is down, and report unknown throughout). Within SOURCE_RATE_TOLERANCE of the fps, the footage has the
-    camera's rate: sampling a 24 fps clip at 5 fps makes intervals of 5/24 s and 4/24 s."""
+    camera's rate: sampling a 24 fps clip at 5 fps makes intervals of 5/24 s and 4/24 s, a 16 fps one of 4/16 s and
+    3/16 s."""
     if rate_fps is None or rate_fps >= camera.fps * (1 - SOURCE_RATE_TOLERANCE):
         return camera
     return camera.model_copy(update={"fps": rate_fps})

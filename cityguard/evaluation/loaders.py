@@ -116,6 +116,8 @@ def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: 
     counts: dict[int, int] = {frame: 0 for frame in range(1, (frame_count or 0) + 1)}
     with path.open(newline="") as handle:
         for number, row in enumerate(csv.reader(handle), 1):
+            while row and not row[-1].strip():
+                row.pop()  # a trailing comma is no column
             if not row:
                 continue
             if len(row) < 7:

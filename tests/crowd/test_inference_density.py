@@ -106,7 +106,7 @@ class SlowDensity(FixedCountDensity):
     """Stands in for a density model far slower than the frames come (a whole map's time between two calls)."""
 
     def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
-        time.sleep(0.05)
+        time.sleep(0.2)
         return super().density_maps(images, person_heights)
 
 
@@ -135,10 +135,11 @@ def test_the_model_is_told_how_tall_the_frames_people_are_when_enough_of_them_we
     assert counter.person_heights == [5.0, None]
 
 
-def maps_every_interval(mapper: ZoneDensityMaps, detector_people: int, count: int) -> list[float]:
-    """The zone camera's map totals, one map per analytics.density_model.interval_seconds of capture time."""
+def maps_every_interval(mapper: ZoneDensityMaps, detector_people: int, count: int, start: int = 0) -> list[float]:
+    """The zone camera's map totals, one map per analytics.density_model.interval_seconds of capture time (the
+    `start`-th interval first)."""
     totals = []
-    for index in range(count):
+    for index in range(start, start + count):
         maps = mapper.make([frame("square", 1000.0 + index * 7.5)], [person_boxes(detector_people)])
         totals.append(float(maps[0].sum()))
     return totals
@@ -154,9 +155,9 @@ def test_the_worker_takes_a_learnt_background_floor_off_a_sparse_cameras_maps():
         pytest.approx(5.0, abs=1e-3))
 
 
-def test_a_map_that_does_not_see_the_detected_people_keeps_only_its_cells_under_their_boxes():
+def test_a_map_that_does_not_see_the_detected_people_loses_the_faint_texture_around_their_boxes():
     # The texture map puts 5 people evenly over the frame; 4 person boxes (one spot, a quarter of the rows and columns)
-    # hold 5/16 of a person between them: the map does not see them, the rest of it is texture.
+    # hold 5/16 of a person between them: the map does not see them, the rest of it (under 8 people) is texture.
     mapper = zone_maps(SparseTextureDensity(people=5.0), {"background_floor": {"enabled": False}})
     made = mapper.make([frame("square", 100.0)], [person_boxes(4, height=2.0)])[0]
     assert float(made.sum()) == pytest.approx(5.0 / 16)
@@ -167,6 +168,48 @@ def test_a_map_that_does_not_see_the_detected_people_keeps_only_its_cells_under_
         mapper = zone_maps(SparseTextureDensity(people=5.0), {"background_floor": {"enabled": False}, **settings})
         assert float(mapper.make([frame("square", 100.0)], [person_boxes(4, height=2.0)])[0].sum()) == (
             pytest.approx(5.0))
+
+
+class TextureAndGroupDensity(SparseTextureDensity):
+    """The texture map with a group of `group` people standing together in its bottom-right eighth of the frame each
+    way (6 x 8 cells), not dense enough for a dense cell."""
+
+    def __init__(self, people: float, group: float):
+        super().__init__(people)
+        self.group = group
+
+    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+        maps = super().density_maps(images, person_heights)
+        for made in maps:
+            made[-6:, -8:] += self.group / 48
+        return maps
+
+
+def test_a_group_behind_people_the_map_does_not_see_is_kept():
+    mapper = zone_maps(TextureAndGroupDensity(people=5.0, group=12.0), {"background_floor": {"enabled": False}})
+    made = mapper.make([frame("square", 100.0)], [person_boxes(4, height=2.0)])[0]
+    assert float(made[-6:, -8:].sum()) == pytest.approx(12.0 + 5.0 * 48 / (48 * 64))  # the group, as made
+    assert float(made.sum()) == pytest.approx(12.0 + 5.0 * 48 / (48 * 64) + 5.0 / 16, rel=0.05)  # and the boxes'
+
+
+@pytest.mark.parametrize(("counter", "boxes", "expected"), [
+    (SparseTextureDensity(people=40.0), 8, 32.0),  # faint everywhere, 2.5 people under 8 boxes: at most 8 taken off
+    (SparseTextureDensity(people=100.0), 8, 100.0),  # more people than narrowed_max_people: not a sparse frame
+    (TextureAndGroupDensity(people=5.0, group=30.0), 4, 35.0),  # a dense cell (0.6 people): not a sparse frame
+    (SparseTextureDensity(people=5.0), 2, 5.0),  # too few boxes to tell what the map sees
+])
+def test_what_a_map_blind_to_the_detected_people_may_lose(counter, boxes, expected):
+    mapper = zone_maps(counter, {"background_floor": {"enabled": False}})
+    made = mapper.make([frame("square", 100.0)], [person_boxes(boxes, height=2.0)])[0]
+    assert float(made.sum()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_floor_learns_from_the_maps_as_made_even_while_their_texture_is_taken_off():
+    mapper = zone_maps(SparseTextureDensity(people=5.0), {"max_busy_fraction": 1.0})
+    # 4 people the map does not see: the texture goes (without_texture), leaving what is under their boxes
+    assert maps_every_interval(mapper, detector_people=4, count=9) == [pytest.approx(5.0 * 24 * 16 / (48 * 64))] * 9
+    # then one person (too few boxes to tell): the floor learnt meanwhile takes the texture off
+    assert maps_every_interval(mapper, detector_people=1, count=3, start=9) == [pytest.approx(0.0, abs=1e-3)] * 3
 
 
 def test_without_the_background_floor_or_with_a_crowd_the_maps_go_out_as_made():

@@ -88,6 +88,7 @@ def test_mot_counts_only_considered_visible_pedestrians(tmp_path):
         "1,3,90,10,20,40,0,1,1.0",   # not considered
         "1,4,90,10,60,40,1,3,1.0",   # car
         "3,1,12,10,20,40,1,1,0.9",
+        "3,5,12,10,20,40,1,3,0.9,",  # a car, with a trailing comma: still a 9-column row
     ]) + "\n")
     assert load_mot_counts(gt) == {1: 2, 3: 1}
     assert load_mot_counts(gt, frame_count=4, min_visibility=0.25) == {1: 1, 2: 0, 3: 1, 4: 0}

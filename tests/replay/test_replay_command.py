@@ -93,6 +93,19 @@ def test_a_crowd_camera_replays_with_its_density_maps_in_video_time_at_the_foota
     assert again.read_text() == events.read_text()
 
 
+def test_a_crowd_camera_whose_density_model_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "site": "replay-crowd", "model": {"offline_weights": str(OFFLINE_MODEL)},
+        "analytics": {"density_model": {"weights": "missing.npz"}},
+        "cameras": [{"id": "street", "source": str(VTEST), "zones": [
+            {"id": "walkway", "area_m2": 30, "polygon": [[0, 0], [100, 0], [100, 100]]}]}],
+    }))
+    assert main(["replay", "--config", str(config), "--camera", "street", str(VTEST)]) == 1
+    error = capsys.readouterr().err
+    assert "the density model for camera street's zones cannot be loaded" in error and "missing.npz" in error
+
+
 def test_replay_needs_exactly_one_input_and_a_known_camera(tmp_path, capsys):
     config = site(tmp_path)
     assert main(["replay", "--config", str(config), "--camera", "lot"]) == 2

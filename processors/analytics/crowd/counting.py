@@ -26,10 +26,10 @@ MAE:
 | TUD-Stadtmitte, eye level (20, 5-8)      | 0.80     | 3.25      | 3.39      |                             |
 
 On the street and the walkway the map puts 0.1-0.4 of a person under each detected person and 5-10 people's worth on
-the scene around them: it does not see these people, large and apart, and the inference stage keeps only its cells
-under the person boxes (processors.inference.density_map.without_texture; on every one of the 68 images the map
-sees its people, so the table above stands). At eye level (TUD) it sees them and over-counts their bodies, and the
-detector stays the better counter: what is left for a stronger density model.
+the scene around them: it does not see these people, large and apart, and the inference stage takes its faint cells
+around the person boxes off, up to 8 people (processors.inference.density_map.without_texture; on every one of the
+68 images the map sees its people, so the table above stands). At eye level (TUD) it sees them and over-counts their
+bodies, and the detector stays the better counter: what is left for a stronger density model.
 
 The background floor (processors.inference.density_floor, on by default) is the camera's own learnt response to its
 static scene, taken off its maps by the inference stage within bounds that keep a packed crowd's count (at most 8
