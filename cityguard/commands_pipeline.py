@@ -104,12 +104,13 @@ def run_replay(args, config) -> int:
         if args.detections:
             recorded = list(recorded_detections(args.detections, configured.id))
             camera = at_source_rate(configured, recorded_rate(recorded))
+            source = iter(recorded)
         else:
             camera = at_source_rate(configured, clip_rate(config, args.clip))
+            source = clip_detections(config, camera, args.clip, origin)
         if camera.fps < configured.fps:
             print(f"cityguard replay: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
                   f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
-        source = iter(recorded) if args.detections else clip_detections(config, camera, args.clip, origin)
         interval = 1.0 / camera.fps
         for replayed in replay(config, camera, source):
             frames += 1

@@ -27,7 +27,7 @@ from processors.analytics.registry import analyzers_for
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import VideoDecoder, sample_frames
 from producers.picture import encode_jpeg
-from schemas import PERSON_CLASS_ID, Detections, Event, Frame, encode
+from schemas import Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
@@ -93,7 +93,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
         result, model_name = outcome
         density = None
         if zone_maps is not None:
-            density = zone_maps.make([item], [result.xyxy[result.class_id == PERSON_CLASS_ID]]).get(0)
+            density = zone_maps.make([item], [result.person_boxes()]).get(0)
         yield enricher.enrich(item, to_message(item.frame, result, model_name, detectors.version), density)
 
 

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
+from schemas import PERSON_CLASS_ID
+
 
 @dataclass(frozen=True)
 class ImageDetections:
@@ -18,6 +20,10 @@ class ImageDetections:
     inference_ms: float  # model forward time for this image
     preprocess_ms: float = 0.0  # letterbox + normalisation
     postprocess_ms: float = 0.0  # NMS + box scaling
+
+    def person_boxes(self) -> np.ndarray:
+        """(M, 4) xyxy of the people found: what a density map of the image is told about it."""
+        return self.xyxy[self.class_id == PERSON_CLASS_ID]
 
 
 class Detector(Protocol):

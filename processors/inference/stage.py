@@ -29,7 +29,7 @@ from processors.inference.model_swap import ModelSwapper
 from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
-from schemas import PERSON_CLASS_ID, Detections, Frame, SchemaError, decode, encode
+from schemas import Detections, Frame, SchemaError, decode, encode
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,6 @@ class ZoneDensityMaps:
             except Exception:  # the model failing on some input must not stop the partition: no maps this batch
                 log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
                 self.schedule.not_made()
-                maps = {}
             elapsed = time.perf_counter() - started
             if not self.video_time:
                 self.schedule.spent(elapsed)
@@ -246,7 +245,6 @@ class ZoneDensityMaps:
             if camera_id in self.schedule.cameras:
                 DENSITY_MAP_AGE.labels(camera_id).set(self.schedule.age(camera_id, item.frame.captured_at))
         return maps
-
 
     def _finished(self, frame: Frame, made: np.ndarray, person_boxes: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A made map less the camera's background floor (learnt from the maps as made), then without the texture of
@@ -337,8 +335,7 @@ class InferenceWorker:
         BATCH_SIZE.observe(len(decoded))
         frames = [item for item, _ in decoded]
         outcomes = self.detectors.detect(frames)
-        person_boxes = [None if isinstance(outcome, str) else outcome[0].xyxy[outcome[0].class_id == PERSON_CLASS_ID]
-                        for outcome in outcomes]
+        person_boxes = [None if isinstance(outcome, str) else outcome[0].person_boxes() for outcome in outcomes]
         density_maps = {} if self.zone_maps is None else self.zone_maps.make(frames, person_boxes)
         for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
