@@ -10,6 +10,7 @@ start time the clip plays from an internal origin that is taken off again in eve
 from __future__ import annotations
 
 import gzip
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,10 @@ from cityguard.stages import (
     build_trackers,
 )
 from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
-from processors.analytics.registry import analyzers_for
+from processors.analytics.registry import analyzers_for, geometry_mismatch
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import VideoDecoder, sample_frames
-from producers.picture import encode_jpeg
+from producers.picture import encode_jpeg, source_size
 from schemas import Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
@@ -50,12 +51,19 @@ class CameraAnalytics:
     once: a replay is short; judged at each frame's capture time, as the stage does)."""
 
     def __init__(self, camera: CameraConfig, config: Config):
+        self.camera = camera
+        self.picture: tuple[int, int] | None = None  # the size the camera's geometry was last checked against
         self.analyzers = [restore(camera, config, None) for restore in analyzers_for(camera).values()]
         filters_file = config.analytics.ignore_filters
         self.ignore_filters = IgnoreFilterStore(Path(config.resolve_path(filters_file))).load() if filters_file else []
 
     def update(self, detections: Detections) -> ReplayedFrame:
         replayed = ReplayedFrame(detections)
+        picture = (detections.image_width, detections.image_height)
+        if picture != self.picture:
+            self.picture = picture
+            if mismatch := geometry_mismatch(self.camera, *picture):
+                print(f"cityguard replay: {mismatch}", file=sys.stderr)
         if self.ignore_filters:
             detections = without_ignored(detections, self.ignore_filters)
         for analyzer in self.analyzers:
@@ -85,7 +93,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
     for seq, sampled in enumerate(frames):
         jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
         frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
-                      jpeg=jpeg)
+                      jpeg=jpeg, **source_size(sampled.picture, width))
         item = decode_frame(encode(frame), decoded_on_cpu(detectors, enricher, camera.id))
         outcome = detectors.detect([item])[0]
         if isinstance(outcome, str):

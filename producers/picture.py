@@ -75,3 +75,10 @@ def encode_jpeg(picture: YuvPicture, max_width: int, quality: int) -> tuple[byte
         picture = picture.scaled(max_width, max(1, round(picture.height * max_width / picture.width)))
     jpeg = simplejpeg.encode_jpeg_yuv_planes(picture.y, picture.u, picture.v, quality=quality)
     return jpeg, picture.width, picture.height
+
+
+def source_size(picture: YuvPicture, encoded_width: int) -> dict[str, int]:
+    """A Frame's source_width and source_height when the JPEG was scaled down from the picture, else nothing."""
+    if encoded_width == picture.width:
+        return {}
+    return {"source_width": picture.width, "source_height": picture.height}

@@ -31,7 +31,9 @@ class Detections(Message):
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
     captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
-    image_width: int = Field(gt=0)
+    # The camera's own picture, in whose pixels the site's geometry is drawn: a frame that capture scaled down
+    # (max_width) still has its boxes here in those pixels.
+    image_width: int = Field(gt=0, description="the camera's picture width, in whose pixels the boxes are")
     image_height: int = Field(gt=0)
     model: str = Field(description="model that produced the detections")
     model_version: str | None = Field(

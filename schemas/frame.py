@@ -13,15 +13,30 @@ class Frame(Message):
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="per-camera sequence number, never reused (also across producer restarts)")
     captured_at: FiniteFloat = Field(gt=0, description="capture time, unix seconds")
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
+    width: int = Field(gt=0, description="of the JPEG")
+    height: int = Field(gt=0, description="of the JPEG")
+    # The site's geometry is drawn on the camera's own picture; capture may scale it down (max_width), and the
+    # inference stage sends boxes in the camera's pixels so that geometry holds whatever that setting.
+    source_width: int | None = Field(default=None, gt=0,
+                                     description="the camera's own picture width before capture scaled it down; "
+                                     "None: not scaled")
+    source_height: int | None = Field(default=None, gt=0, description="its height, with source_width")
     jpeg: bytes | None = Field(default=None, description="JPEG-encoded image")
     frame_ref: str | None = Field(
         default=None, description="claim-check reference into the frame store, used instead of jpeg for large frames"
     )
 
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the camera's own picture, in whose pixels the site's geometry is drawn."""
+        if self.source_width is None or self.source_height is None:
+            return self.width, self.height
+        return self.source_width, self.source_height
+
     @model_validator(mode="after")
     def _one_payload(self) -> "Frame":
         if (self.jpeg is None) == (self.frame_ref is None):
             raise ValueError("exactly one of jpeg and frame_ref must be set")
+        if (self.source_width is None) != (self.source_height is None):
+            raise ValueError("source_width and source_height go together")
         return self

@@ -78,3 +78,17 @@ def test_readme_configuration_reference_is_current():
 
     text = README.read_text()
     assert readme_with_reference(text) == text, "run: .venv/bin/python -m schemas.settings.reference --write"
+
+
+def test_geometry_that_leaves_the_cameras_picture_is_named():
+    from processors.analytics.registry import geometry_mismatch
+
+    camera = load_config(Path("tests/devsets/traffic/site.yaml")).camera("bangkok-jam")  # a 1920x1080 camera
+    assert camera.geometry_outside(1920, 1080) == [] and geometry_mismatch(camera, 1920, 1080) is None
+    # The same geometry against the 1280x720 frames capture scales it to: drawn on the wrong picture.
+    assert camera.geometry_outside(1280, 720) == ["scene.lanes[away].polygon reaches (400, 1080)",
+                                                  "scene.sidewalks[left-footway].polygon reaches (0, 1080)"]
+    assert geometry_mismatch(camera, 1280, 720).startswith(
+        "camera bangkok-jam: scene.lanes[away].polygon reaches (400, 1080); scene.sidewalks")
+    demo = load_config(DEFAULT_CONFIG).cameras[0]
+    assert demo.geometry_outside(768, 576) == [] and demo.geometry_outside(768 * 0.99, 576 * 0.99) == []

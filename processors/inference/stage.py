@@ -105,6 +105,22 @@ def to_message(frame: Frame, result: ImageDetections, model_name: str, model_ver
     )
 
 
+def in_source_pixels(message: Detections, frame: Frame) -> Detections:
+    """The message in the camera's own pixels, where the site's zones, lanes and lines are drawn: the boxes and
+    static blobs of a frame that capture scaled down (max_width) are scaled back up. The density map is a grid over
+    the whole picture and needs nothing."""
+    width, height = frame.source_size
+    if (width, height) == (message.image_width, message.image_height):
+        return message
+    scale = np.array([width / message.image_width, height / message.image_height] * 2)
+    update = {"image_width": width, "image_height": height,
+              "xyxy": [tuple(box) for box in (message.boxes() * scale).tolist()]}
+    if message.static_blobs:
+        update["static_blobs"] = [blob.model_copy(update={"xyxy": tuple((np.array(blob.xyxy) * scale).tolist())})
+                                  for blob in message.static_blobs]
+    return message.model_copy(update=update)
+
+
 class CameraDetectors:
     """Picks the detector per camera (tiled for the cameras configured so) and batches each group once.
 
@@ -184,7 +200,7 @@ class FrameEnricher:
                 view = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
             if view is not None:
                 message = message.model_copy(update={"static_blobs": view.blobs, "view_moved": view.view_moved})
-        return message
+        return in_source_pixels(message, item.frame)
 
 
 class ZoneDensityMaps:

@@ -137,6 +137,28 @@ class ModelConfig(Frozen):
     tiling: TilingConfig = TilingConfig()
 
 
+GEOMETRY_MARGIN = 0.02  # of the picture's size: a point drawn just past the edge is still on the picture
+GEOMETRY_POINTS = ("polygon", "image_points")  # keys holding a list of image points
+GEOMETRY_ENDS = ("start", "end")  # keys holding one image point (lines, entrances)
+
+
+def _geometry_points(node, where: str):
+    """(where, image points) of every polygon, point list and line end in a dumped camera configuration."""
+    if isinstance(node, dict):
+        name = f"{where}[{node['id']}]" if "id" in node else where
+        for key, value in node.items():
+            path = f"{name}.{key}" if name else key
+            if key in GEOMETRY_POINTS and value:
+                yield path, value
+            elif key in GEOMETRY_ENDS and isinstance(value, (list, tuple)) and len(value) == 2:
+                yield path, [value]
+            elif isinstance(value, (dict, list)):
+                yield from _geometry_points(value, path)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _geometry_points(item, where)
+
+
 class CameraConfig(Frozen):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     name: str = ""
@@ -145,7 +167,8 @@ class CameraConfig(Frozen):
     kind: SourceKind = Field(default=SourceKind.AUTO, description="how the source is read; auto infers it")
     its: ItsCameraRef | None = Field(default=None, description="ITS national CCTV camera this source comes from")
     fps: float = Field(default=5.0, gt=0, le=60, description="frames sampled per second")
-    max_width: int = Field(default=1280, ge=64, le=7680, description="frames wider than this are scaled down")
+    max_width: int = Field(default=1280, ge=64, le=7680, description="frames wider than this are scaled down "
+                           "for the detector; boxes and geometry stay in the camera's own pixels")
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     loop: bool = Field(default=False, description="restart a file source at its end (demo)")
     lat: float | None = Field(default=None, ge=-90, le=90)
@@ -154,6 +177,18 @@ class CameraConfig(Frozen):
     calibration: CalibrationConfig | None = None
     scene: SceneConfig | None = Field(
         default=None, description="traffic scene; cameras without one get no traffic rules")
+
+    def geometry_outside(self, width: int, height: int) -> list[str]:
+        """Where the camera's zones, lines, regions and calibration points leave a picture of this size (by more than
+        GEOMETRY_MARGIN of it): drawn on another picture than the camera's own, they watch the wrong place."""
+        margin_x, margin_y = GEOMETRY_MARGIN * width, GEOMETRY_MARGIN * height
+        outside = []
+        for where, points in _geometry_points(self.model_dump(include={"zones", "calibration", "scene"}), ""):
+            far = [(x, y) for x, y in points if not (-margin_x <= x <= width + margin_x
+                                                      and -margin_y <= y <= height + margin_y)]
+            if far:
+                outside.append(f"{where} reaches ({far[0][0]:g}, {far[0][1]:g})")
+        return outside
 
     @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":

@@ -19,7 +19,8 @@ from schemas.settings.lines import CountingLineConfig
 
 class ZoneConfig(Frozen):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
-    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's frames")
+    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's own picture "
+                                 "(before max_width scales it down)")
     area_m2: float | None = Field(
         default=None, gt=0, le=1_000_000,
         description="measured ground area in square metres (e.g. read off a web map); "

@@ -1,6 +1,7 @@
 """Traffic scene configuration of one camera: lanes, intersection box, crosswalks, lines, no-stopping zones.
 
-All geometry is in image pixels of the camera's frames (x right, y down). Metres come only from the camera's
+All geometry is in image pixels of the camera's own picture (x right, y down), as a snapshot of the stream shows
+it, whatever size capture scales frames to (`max_width`). Metres come only from the camera's
 `calibration`; without one the traffic rules work in pixels and report no speeds.
 """
 from __future__ import annotations

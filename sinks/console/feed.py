@@ -45,7 +45,8 @@ class TopicFeed:
                 jpeg = self.resolve_frame(frame.frame_ref)
             except LookupError:
                 return  # expired from the frame store: a later frame will do
-        self.state.on_frame(frame.camera_id, frame.seq, frame.captured_at, jpeg, time.time())
+        self.state.on_frame(frame.camera_id, frame.seq, frame.captured_at, jpeg, time.time(), frame.source_size,
+                            (frame.width, frame.height))
 
     def assign(self, timeout_s: float = 10.0) -> None:
         """Every partition of every topic, positioned `backlog` messages before its end."""

@@ -52,6 +52,15 @@ def camera_geometry(camera) -> dict:
     }
 
 
+def in_jpeg_pixels(box: list[float], frame) -> list[float]:
+    """A box of the camera's own picture in the pixels of the kept JPEG, which capture may have scaled down: the
+    training set labels the image file."""
+    if frame.size is None or frame.jpeg_size is None or frame.size == frame.jpeg_size:
+        return box
+    scale_x, scale_y = frame.jpeg_size[0] / frame.size[0], frame.jpeg_size[1] / frame.size[1]
+    return [round(value * scale, 1) for value, scale in zip(box, (scale_x, scale_y, scale_x, scale_y), strict=True)]
+
+
 def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | None, marked_at: float,
                        by: str) -> dict:
     """The sidecar `cityguard dataset build` reads: camera, time, the wrong boxes and their class.
@@ -70,7 +79,7 @@ def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | 
     classes = [detections["class_name"][index] for index in wrong]
     return {
         "camera": camera_id, "time": evidence.frame.captured_at, "event_id": event_id,
-        "boxes": [detections["boxes"][index] for index in wrong],
+        "boxes": [in_jpeg_pixels(detections["boxes"][index], evidence.frame) for index in wrong],
         "class": max(set(classes), key=classes.count) if classes else "person",
         "seq": evidence.frame.seq, "marked_at": marked_at, "by": by,
         "event_type": summary["type"] if summary else None, "reason": summary["reason"] if summary else None,

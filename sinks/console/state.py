@@ -26,6 +26,8 @@ class StoredFrame:
     captured_at: float
     received_at: float
     jpeg: bytes
+    size: tuple[int, int] | None = None  # the camera's own picture (Frame.source_size), where the boxes are
+    jpeg_size: tuple[int, int] | None = None  # the JPEG's, smaller where capture scaled the picture down
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ def detections_overlay(detections: Detections) -> dict:
         "confidence": [round(value, 2) for value in detections.confidence],
         "track_id": list(detections.track_id) if detections.track_id is not None else None,
     }
+
+
+def picture_size(frame: StoredFrame) -> dict:
+    """The size the browser draws a frame at: the camera's own, in whose pixels boxes and geometry are."""
+    return {} if frame.size is None else {"width": frame.size[0], "height": frame.size[1]}
 
 
 def heat_grid(density: np.ndarray) -> dict:
@@ -121,9 +128,10 @@ class ConsoleState:
 
     # -- from the topics -----------------------------------------------------------------------------------------
 
-    def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, received_at: float) -> None:
+    def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, received_at: float,
+                 size: tuple[int, int] | None = None, jpeg_size: tuple[int, int] | None = None) -> None:
         with self.lock:
-            frame = StoredFrame(seq, captured_at, received_at, jpeg)
+            frame = StoredFrame(seq, captured_at, received_at, jpeg, size, jpeg_size)
             self._camera(camera_id).frames.append(frame)
             event_id = self.awaiting_frame.pop((camera_id, seq), None)
             if event_id is not None and event_id in self.events:
@@ -221,7 +229,8 @@ class ConsoleState:
             status = view.status.model_dump(mode="json") if view.status else None
             return {
                 "frame": None if frame is None else {"seq": frame.seq, "captured_at": frame.captured_at,
-                                                     "age_s": round(max(0.0, now - frame.captured_at), 2)},
+                                                     "age_s": round(max(0.0, now - frame.captured_at), 2),
+                                                     **picture_size(frame)},
                 "detections": detections, "status": status, "heat": heat,
                 "line_totals": {line: dict(totals) for line, totals in view.line_totals.items()},
             }

@@ -134,11 +134,18 @@ class Site:
         self.producer.send(self.topics[topic], key=camera_id.encode(), value=encode(message))
         self.producer.flush()
 
-    def frame(self, camera_id: str, jpeg: bytes, people: int = 3, density_map: bool = False) -> int:
+    def frame(self, camera_id: str, jpeg: bytes, people: int = 3, density_map: bool = False,
+              scaled_to: tuple[int, int] | None = None) -> int:
+        """scaled_to: the JPEG's size when capture scaled the camera's 768x576 picture down (max_width)."""
         self.seq += 1
         now = time.time()
-        self.publish("frames", camera_id, Frame(camera_id=camera_id, seq=self.seq, captured_at=now, width=768,
-                                                height=576, jpeg=jpeg))
+        size = {"width": 768, "height": 576}
+        if scaled_to is not None:
+            picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            jpeg = cv2.imencode(".jpg", cv2.resize(picture, scaled_to, interpolation=cv2.INTER_AREA))[1].tobytes()
+            size = {"width": scaled_to[0], "height": scaled_to[1], "source_width": 768, "source_height": 576}
+        self.publish("frames", camera_id, Frame(camera_id=camera_id, seq=self.seq, captured_at=now, jpeg=jpeg,
+                                                **size))
         boxes = [(100.0 + 90 * i, 330.0, 140.0 + 90 * i, 430.0) for i in range(people)]
         extra = {}
         if density_map:
@@ -315,7 +322,9 @@ def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, 
 
 
 def test_a_zone_drawn_in_the_editor_is_saved_to_the_yaml_and_reloads_identically(site, page):
-    site.frame("plaza", frame_jpeg(5))
+    # Capture scaled this camera's frames to half size: the editor still draws and saves in the camera's own
+    # pixels, where the analytics put the boxes.
+    site.frame("plaza", frame_jpeg(5), scaled_to=(384, 288))
     operator(page, site, "/editor/plaza")
     page.wait_for_function("document.querySelector('.editor-canvas').width === 768")
     page.click("button[data-tool=zone]")

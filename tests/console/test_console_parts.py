@@ -57,6 +57,13 @@ def test_evidence_is_the_events_frame_even_when_the_event_arrives_first():
     assert evidence.frame.jpeg == b"two" and len(evidence.detections["boxes"]) == 3
 
 
+def test_a_frame_is_drawn_at_the_cameras_own_size_when_capture_scaled_its_jpeg_down():
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    state.on_frame("cam", 1, 1001.0, b"jpeg", 1001.0, (1920, 1080))
+    frame = state.camera_live("cam", now=1001.5)["frame"]
+    assert (frame["width"], frame["height"]) == (1920, 1080)
+
+
 def test_a_zone_without_new_windows_turns_unknown_and_late_windows_are_dropped():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
     state.on_zone_metrics(window(1000.0, RiskLevel.DANGER))
@@ -222,3 +229,7 @@ def test_a_false_alarm_blames_the_events_tracks_else_the_frames_main_class():
     assert record["boxes"] == [[20.0, 20.0, 60.0, 40.0]]
     crowd = false_alarm_record("cam", "cam/z/risk", evidence, {**summary, "track_ids": []}, 1100.0, "ana")
     assert crowd["class"] == "person" and len(crowd["boxes"]) == 2
+    # A camera whose frames capture scaled to half size: the kept JPEG is labelled in its own pixels.
+    halved = Evidence("cam", StoredFrame(5, 1005.0, 1005.1, b"jpeg", (640, 480), (320, 240)), frame_detections)
+    assert false_alarm_record("cam", "cam/stopped-4", halved, summary, 1100.0, "ana")["boxes"] == [
+        [10.0, 10.0, 30.0, 20.0]]

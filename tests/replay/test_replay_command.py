@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 import pytest
 import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
 from schemas import Detections, Event
+from schemas.geometry import box_iou
 from tests.conftest import LOT_CLIP, OFFLINE_MODEL, VTEST
 
 
@@ -114,3 +116,30 @@ def test_replay_needs_exactly_one_input_and_a_known_camera(tmp_path, capsys):
     assert "camera 'nope' is not in the site configuration (cameras: lot)" in capsys.readouterr().err
     assert main(["replay", "--config", str(config), "--camera", "lot", str(tmp_path / "missing.mp4")]) == 1
     assert "no such clip" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(tmp_path):
+    # Operators draw zones and lanes on the camera's own picture; frames wider than max_width are scaled down for
+    # the detector. The boxes come back in the camera's pixels, where that geometry is.
+    clip = tmp_path / "street.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(VTEST), "-t", "10", "-r", "2", "-an",
+                    "-c:v", "libx264", "-preset", "ultrafast", str(clip)], check=True, timeout=60)
+    recorded = {}
+    for max_width in (768, 384):
+        config = tmp_path / f"site-{max_width}.yaml"
+        config.write_text(yaml.safe_dump({
+            "site": "replay-scaled", "model": {"offline_weights": str(OFFLINE_MODEL)},
+            "cameras": [{"id": "street", "source": str(clip), "fps": 2, "max_width": max_width}]}))
+        recording = tmp_path / f"detections-{max_width}.jsonl"
+        assert main(["replay", "--config", str(config), "--camera", "street", str(clip),
+                     "--record-detections", str(recording)]) == 0
+        recorded[max_width] = [Detections.model_validate_json(line) for line in recording.read_text().splitlines()]
+    full, scaled = recorded[768], recorded[384]
+    assert len(full) == len(scaled) == 20
+    assert {(d.image_width, d.image_height) for d in scaled} == {(768, 576)}
+    assert max(box[2] for d in scaled for box in d.xyxy) > 500, "boxes on the right half, beyond 384 px"
+    overlaps = np.concatenate([
+        box_iou(small.boxes()[people], wide.boxes()).max(axis=1) for small, wide in zip(scaled, full, strict=True)
+        if len(wide) and (people := np.array(small.class_name) == "person").any()])
+    assert len(overlaps) >= 20 and np.median(overlaps) > 0.6, "the same people in the same place"

@@ -166,14 +166,21 @@ function drawDetections(ctx, detections, scale) {
   });
 }
 
+// The size to draw a camera's picture at: its own (the frame's or the detections' width and height), in whose
+// pixels boxes and geometry are, though capture may have sent a smaller JPEG; else the JPEG's.
+function pictureSize(image, ...sized) {
+  const known = sized.find((item) => item && item.width);
+  return known ? [known.width, known.height] : [image.naturalWidth, image.naturalHeight];
+}
+
 // The whole annotated picture: image, heat, zones coloured by level, boxes, scene.
 function drawAnnotated(canvas, image, geometry, live, layers) {
-  const width = image.naturalWidth, height = image.naturalHeight;
-  if (!width) return;
+  if (!image.naturalWidth) return;
+  const [width, height] = pictureSize(image, live && live.frame, live && live.detections);
   if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
   // Line widths and text follow the size the picture is shown at, so a small tile stays legible.
   const ctx = canvas.getContext("2d"), scale = Math.max(1, width / 900, width / (canvas.clientWidth || width));
-  ctx.drawImage(image, 0, 0);
+  ctx.drawImage(image, 0, 0, width, height);
   if (!live) return;
   if (layers.heat && live.heat) drawHeat(ctx, live.heat, width, height);
   if (layers.zones) drawZones(ctx, geometry.zones, live.zones, scale);

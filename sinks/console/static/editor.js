@@ -39,7 +39,7 @@ function cleanGeometry(geometry, calibration) {
 window.pageEditor = function pageEditor(root, cameraId) {
   cameraId = cameraId || (app.cameras[0] || {}).id;
   if (!cameraId) { root.append(el("div", { class: "empty" }, "No cameras configured.")); return; }
-  let geometry = null, original = null, pairs = [], selected = null, drawing = null, dragging = null;
+  let geometry = null, original = null, pairs = [], selected = null, drawing = null, dragging = null, snapshot = null;
   const image = new Image();
   const canvas = el("canvas", { class: "view editor-canvas", width: 768, height: 432 });
   const tools = el("div", { class: "tools" });
@@ -91,11 +91,10 @@ window.pageEditor = function pageEditor(root, cameraId) {
 
   function render() {
     if (!image.naturalWidth || !geometry) return;  // the snapshot and the geometry load independently
-    if (canvas.width !== image.naturalWidth || canvas.height !== image.naturalHeight) {
-      canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
-    }
+    const [width, height] = pictureSize(image, snapshot);  // geometry is in the camera's own pixels
+    if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
     const ctx = canvas.getContext("2d"), s = scale();
-    ctx.drawImage(image, 0, 0);
+    ctx.drawImage(image, 0, 0, width, height);
     for (const item of allItems()) {
       const spec = KINDS[item.kind], color = KIND_COLORS[item.kind], isSelected = item.obj === (selected && selected.obj);
       ctx.setLineDash(isSelected ? [] : [8, 5]);
@@ -364,10 +363,15 @@ window.pageEditor = function pageEditor(root, cameraId) {
     refreshPanels();
   }
 
-  function loadSnapshot() {
+  async function loadSnapshot() {
     image.onload = render;
     image.onerror = () => hint.textContent = "No snapshot yet: waiting for the camera's first frame.";
-    image.src = `/api/cameras/${encodeURIComponent(cameraId)}/frame.jpg?at=${Date.now()}`;
+    // The newest frame's identity and size come first: the snapshot shown is that frame.
+    const live = await fetch(`/api/live?camera=${encodeURIComponent(cameraId)}`).then((r) => r.ok ? r.json() : null)
+      .catch(() => null);
+    snapshot = live && live.cameras[cameraId] ? live.cameras[cameraId].frame : null;
+    const which = snapshot ? `seq=${snapshot.seq}` : `at=${Date.now()}`;
+    image.src = `/api/cameras/${encodeURIComponent(cameraId)}/frame.jpg?${which}`;
   }
 
   hint.textContent = "Pick a tool on the left and click on the picture.";
