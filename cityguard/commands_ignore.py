@@ -39,7 +39,8 @@ def register(commands, add_command) -> None:
     add = add_command(actions, "add", "stop a class in a region of a camera from raising events", run_add)
     add.add_argument("--camera", required=True)
     add.add_argument("--class", dest="class_name", required=True, help="class name as the model reports it (car)")
-    add.add_argument("--polygon", type=polygon_points, required=True, help="region in image pixels: 'x,y x,y x,y ...'")
+    add.add_argument("--polygon", type=polygon_points, required=True,
+                     help="region in image pixels (of the camera's own picture): 'x,y x,y x,y ...'")
     add.add_argument("--expires", type=duration_seconds, default=duration_seconds("24h"),
                      help="how long it holds: 90s, 30m, 2h, 7d or never (default: 24h)")
     add.add_argument("--note", default="", help="why (shown in the list)")

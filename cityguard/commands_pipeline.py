@@ -114,6 +114,8 @@ def run_replay(args, config) -> int:
         interval = 1.0 / camera.fps
         for replayed in replay(config, camera, source):
             frames += 1
+            for warning in replayed.warnings:
+                print(f"cityguard replay: {warning}", file=sys.stderr)
             if scores:
                 start = replayed.detections.captured_at - offset
                 for score in replayed.area_scores.values():

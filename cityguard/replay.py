@@ -10,7 +10,6 @@ start time the clip plays from an internal origin that is taken off again in eve
 from __future__ import annotations
 
 import gzip
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,10 @@ from cityguard.stages import (
     build_trackers,
 )
 from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
-from processors.analytics.registry import analyzers_for, geometry_mismatch
+from processors.analytics.registry import GeometryCheck, analyzers_for
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import VideoDecoder, sample_frames
-from producers.picture import encode_jpeg, source_size
+from producers.picture import encode_jpeg, source_size_fields
 from schemas import Detections, Event, Frame, encode
 from schemas.settings.config import CameraConfig, Config
 
@@ -44,26 +43,25 @@ class ReplayedFrame:
     detections: Detections
     events: list[Event] = field(default_factory=list)
     area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
+    warnings: list[str] = field(default_factory=list)  # for the operator: the camera's geometry misfits its picture
 
 
 class CameraAnalytics:
     """The analyzers the analytics stage runs for one camera, fed in order, after the operators' ignore filters (read
-    once: a replay is short; judged at each frame's capture time, as the stage does)."""
+    once: a replay is short; judged at each frame's capture time, as the stage does), with the stage's check of the
+    camera's geometry against its picture."""
 
     def __init__(self, camera: CameraConfig, config: Config):
         self.camera = camera
-        self.picture: tuple[int, int] | None = None  # the size the camera's geometry was last checked against
+        self.geometry_check = GeometryCheck()
         self.analyzers = [restore(camera, config, None) for restore in analyzers_for(camera).values()]
         filters_file = config.analytics.ignore_filters
         self.ignore_filters = IgnoreFilterStore(Path(config.resolve_path(filters_file))).load() if filters_file else []
 
     def update(self, detections: Detections) -> ReplayedFrame:
         replayed = ReplayedFrame(detections)
-        picture = (detections.image_width, detections.image_height)
-        if picture != self.picture:
-            self.picture = picture
-            if mismatch := geometry_mismatch(self.camera, *picture):
-                print(f"cityguard replay: {mismatch}", file=sys.stderr)
+        if mismatch := self.geometry_check.mismatch(self.camera, detections):
+            replayed.warnings.append(mismatch)
         if self.ignore_filters:
             detections = without_ignored(detections, self.ignore_filters)
         for analyzer in self.analyzers:
@@ -93,7 +91,7 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
     for seq, sampled in enumerate(frames):
         jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
         frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
-                      jpeg=jpeg, **source_size(sampled.picture, width))
+                      jpeg=jpeg, **source_size_fields(sampled.picture, width))
         item = decode_frame(encode(frame), decoded_on_cpu(detectors, enricher, camera.id))
         outcome = detectors.detect([item])[0]
         if isinstance(outcome, str):

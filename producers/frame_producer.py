@@ -29,7 +29,7 @@ from producers.capture import CameraUnavailable, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
-from producers.picture import encode_jpeg, source_size
+from producers.picture import encode_jpeg, source_size_fields
 from schemas import CameraState, CameraStatus, Frame, encode
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig, Config
@@ -194,7 +194,7 @@ class CameraReader:
             with ENCODE_SECONDS.labels(self.camera.id).time():
                 jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
             fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
-                      "width": width, "height": height, **source_size(sampled.picture, width)}
+                      "width": width, "height": height, **source_size_fields(sampled.picture, width)}
             value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
             dropped = self.queue.put(value, wait=not self.realtime, stop=self.stop)
             if dropped:

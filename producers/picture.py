@@ -77,7 +77,7 @@ def encode_jpeg(picture: YuvPicture, max_width: int, quality: int) -> tuple[byte
     return jpeg, picture.width, picture.height
 
 
-def source_size(picture: YuvPicture, encoded_width: int) -> dict[str, int]:
+def source_size_fields(picture: YuvPicture, encoded_width: int) -> dict[str, int]:
     """A Frame's source_width and source_height when the JPEG was scaled down from the picture, else nothing."""
     if encoded_width == picture.width:
         return {}

@@ -16,7 +16,8 @@ class StaticBlob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    xyxy: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] = Field(description="image pixels")
+    xyxy: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] = Field(
+        description="pixels of the camera's own picture")
     static_since: FiniteFloat = Field(description="capture time since when it has been there unchanged")
     fill_ratio: float = Field(ge=0, le=1, description="share of the box's cells that are static foreground")
 
@@ -31,9 +32,8 @@ class Detections(Message):
     camera_id: str = Field(min_length=1)
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
     captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
-    # The camera's own picture, in whose pixels the site's geometry is drawn: a frame that capture scaled down
-    # (max_width) still has its boxes here in those pixels.
-    image_width: int = Field(gt=0, description="the camera's picture width, in whose pixels the boxes are")
+    image_width: int = Field(gt=0, description="of the camera's own picture (before capture scaled it down), in "
+                             "whose pixels the boxes and the site's geometry are")
     image_height: int = Field(gt=0)
     model: str = Field(description="model that produced the detections")
     model_version: str | None = Field(
@@ -41,7 +41,7 @@ class Detections(Message):
     inference_ms: FiniteFloat = Field(ge=0, description="model time spent on this frame, milliseconds")
     # Finite numbers only: one NaN box would poison every analyzer state it reaches.
     xyxy: list[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
-        default_factory=list, description="boxes in image pixels")
+        default_factory=list, description="boxes in pixels of the camera's own picture")
     confidence: list[FiniteFloat] = Field(default_factory=list)
     class_id: list[int] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)

@@ -39,4 +39,7 @@ class Frame(Message):
             raise ValueError("exactly one of jpeg and frame_ref must be set")
         if (self.source_width is None) != (self.source_height is None):
             raise ValueError("source_width and source_height go together")
+        if self.source_width is not None and (self.source_width < self.width or self.source_height < self.height):
+            raise ValueError("source_width and source_height are the picture before scaling down: not below the "
+                             "JPEG's")
         return self

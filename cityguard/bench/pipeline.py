@@ -287,27 +287,28 @@ def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, 
 
 
 def sampled_jpegs(config: Config, camera: CameraConfig, source: str, limit: int | None):
-    """(JPEG, width, height) of the frames the producer publishes, in order (unpaced)."""
+    """(JPEG, its Frame's size fields) of the frames the producer publishes, in order (unpaced)."""
     from producers.capture import sample_frames
-    from producers.picture import encode_jpeg
+    from producers.picture import encode_jpeg, source_size_fields
 
     replay = camera.model_copy(update={"loop": False})
     for index, sampled in enumerate(sample_frames(replay, source, realtime=False, settings=config.producer)):
         if limit is not None and index >= limit:
             return
-        yield encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
+        jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
+        yield jpeg, {"width": width, "height": height, **source_size_fields(sampled.picture, width)}
 
 
 def send_warm_up(servers: str, config: Config, camera: CameraConfig, source: str) -> None:
     """Two frames in consecutive, already finished windows: the first one's zone metrics prove every stage is up."""
-    jpeg, width, height = next(sampled_jpegs(config, camera, source, 1))
+    jpeg, size = next(sampled_jpegs(config, camera, source, 1))
     window = config.analytics.window_seconds
     first_window = (math.floor(time.time() / window) - 2) * window
     producer = make_producer(servers)
     try:
         for offset, seq in enumerate(WARM_UP_SEQS):
             frame = Frame(camera_id=camera.id, seq=seq, captured_at=first_window + offset * window + window / 2,
-                          width=width, height=height, jpeg=jpeg)
+                          jpeg=jpeg, **size)
             producer.send(config.broker.topics.frames, key=camera.id.encode(), value=encode(frame))
         producer.flush()
     finally:
@@ -320,7 +321,7 @@ def bare_loop(config: Config, camera: CameraConfig, source: str, frames: int) ->
 
     detector = create_detector(config)
     batch_size = config.model.max_batch_size
-    jpegs = [jpeg for jpeg, _, _ in sampled_jpegs(config, camera, source, frames)]
+    jpegs = [jpeg for jpeg, _ in sampled_jpegs(config, camera, source, frames)]
     detect_s, model_ms = 0.0, []
     for first in range(0, len(jpegs), batch_size):
         batch = [cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from processors.analytics.contract import AnalyzerFactory
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
-from schemas.settings.config import CameraConfig
+from schemas import Detections
+from schemas.settings.config import GEOMETRY_MARGIN, CameraConfig
 
 
 def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
@@ -17,11 +18,42 @@ def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
     return analyzers
 
 
+
 def geometry_mismatch(camera: CameraConfig, width: int, height: int) -> str | None:
-    """A one-line warning when the camera's geometry leaves its picture (width x height, from its detections), else
-    None: geometry drawn on another picture (a scaled-down snapshot, another camera's) watches the wrong place."""
+    """A one-line warning when the camera's geometry does not fit its picture (width x height, the camera's own
+    size, from its detections), else None. Geometry that leaves the picture was drawn on another one; geometry that
+    exactly fills the smaller frame capture scales the picture to (max_width) was most likely drawn on that frame,
+    as the console's editor drew before boxes came in the camera's own pixels."""
     outside = camera.geometry_outside(width, height)
-    if not outside:
+    if outside:
+        return (f"camera {camera.id}: {'; '.join(outside)}, outside its {width}x{height} picture: zones, lines and "
+                "regions are drawn in the pixels of the camera's own picture (the stream's full-size frame)")
+    if width <= camera.max_width:
         return None
-    return (f"camera {camera.id}: {'; '.join(outside)}, outside its {width}x{height} picture: zones, lines and "
-            "regions are drawn in the camera's own pixels, as a snapshot of its stream shows them")
+    scaled = (camera.max_width, max(1, round(height * camera.max_width / width)))
+    if camera.geometry_outside(*scaled) or not _reaches_border(camera, scaled):
+        return None
+    return (f"camera {camera.id}: its geometry lies within and reaches the edge of the {scaled[0]}x{scaled[1]} frame "
+            f"capture scales its {width}x{height} picture to: if it was drawn on that frame, multiply its coordinates "
+            f"by {width / scaled[0]:.4g} (they are in the pixels of the camera's own picture)")
+
+
+def _reaches_border(camera: CameraConfig, size: tuple[int, int]) -> bool:
+    """Whether some point of the camera's geometry lies on the right or bottom edge of a picture of this size."""
+    margin = GEOMETRY_MARGIN * max(size)
+    return any(x >= size[0] - margin or y >= size[1] - margin for _, points in camera.geometry() for x, y in points)
+
+
+class GeometryCheck:
+    """The analytics stage's and replay's check of each camera's geometry against the picture its detections
+    describe: once per camera and picture size."""
+
+    def __init__(self):
+        self.checked: dict[str, tuple[int, int]] = {}  # camera id -> the size last checked
+
+    def mismatch(self, camera: CameraConfig, detections: Detections) -> str | None:
+        size = (detections.image_width, detections.image_height)
+        if self.checked.get(camera.id) == size:
+            return None
+        self.checked[camera.id] = size
+        return geometry_mismatch(camera, *size)

@@ -31,7 +31,7 @@ from infra.dead_letter import dead_letter
 from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, read_offsets
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Position, Verdict, judge
-from processors.analytics.registry import analyzers_for, geometry_mismatch
+from processors.analytics.registry import GeometryCheck, analyzers_for
 from schemas import Detections, SchemaError, decode, encode
 from schemas.settings.config import Config
 
@@ -102,7 +102,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
-    pictures_checked: set[tuple[str, int, int]] = set()  # (camera, width, height) whose geometry was checked
+    geometry_check = GeometryCheck()
     ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
                       if config.analytics.ignore_filters else None)
     checkpoint_frames = config.analytics.checkpoint_frames
@@ -141,11 +141,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return deliveries
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
-        picture = (camera.id, detections.image_width, detections.image_height)
-        if picture not in pictures_checked:
-            pictures_checked.add(picture)
-            if mismatch := geometry_mismatch(camera, detections.image_width, detections.image_height):
-                log.warning("%s", mismatch)
+        if mismatch := geometry_check.mismatch(camera, detections):
+            log.warning("%s", mismatch)
         if ignore_filters is not None:
             # Operators' "ignore this": the covered objects never reach the analyzers, so they raise nothing.
             detections = without_ignored(detections, ignore_filters.current())

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from schemas.settings.alerting import AlertingConfig
-from schemas.settings.base import ID_PATTERN, ConfigError, Frozen, require_unique
+from schemas.settings.base import ID_PATTERN, ConfigError, Frozen, Point, require_unique
 from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
@@ -138,25 +139,26 @@ class ModelConfig(Frozen):
 
 
 GEOMETRY_MARGIN = 0.02  # of the picture's size: a point drawn just past the edge is still on the picture
-GEOMETRY_POINTS = ("polygon", "image_points")  # keys holding a list of image points
-GEOMETRY_ENDS = ("start", "end")  # keys holding one image point (lines, entrances)
+NOT_IMAGE_POINTS = frozenset({"direction", "ground_points"})  # a Point that is a vector; points in metres
 
 
-def _geometry_points(node, where: str):
-    """(where, image points) of every polygon, point list and line end in a dumped camera configuration."""
-    if isinstance(node, dict):
-        name = f"{where}[{node['id']}]" if "id" in node else where
-        for key, value in node.items():
-            path = f"{name}.{key}" if name else key
-            if key in GEOMETRY_POINTS and value:
-                yield path, value
-            elif key in GEOMETRY_ENDS and isinstance(value, (list, tuple)) and len(value) == 2:
-                yield path, [value]
-            elif isinstance(value, (dict, list)):
-                yield from _geometry_points(value, path)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _geometry_points(item, where)
+def _image_points(model: BaseModel, where: str) -> Iterator[tuple[str, list[Point]]]:
+    """(where, points) of every field of image points (a Point or a list of them) in a configuration, by type, so
+    that no polygon, line end or calibration point is left out."""
+    for name, field in type(model).model_fields.items():
+        value, path = getattr(model, name), f"{where}.{name}" if where else name
+        if name in NOT_IMAGE_POINTS or value is None:
+            continue
+        if field.annotation == list[Point]:
+            yield path, value
+        elif field.annotation == Point:
+            yield path, [value]
+        elif isinstance(value, BaseModel):
+            yield from _image_points(value, path)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    yield from _image_points(item, f"{path}[{getattr(item, 'id', '')}]")
 
 
 class CameraConfig(Frozen):
@@ -178,12 +180,17 @@ class CameraConfig(Frozen):
     scene: SceneConfig | None = Field(
         default=None, description="traffic scene; cameras without one get no traffic rules")
 
+    def geometry(self) -> list[tuple[str, list[Point]]]:
+        """The camera's zones, lines, regions and calibration points in image pixels, each with where it is in the
+        configuration (`scene.lanes[away].polygon`)."""
+        return list(_image_points(self, ""))
+
     def geometry_outside(self, width: int, height: int) -> list[str]:
-        """Where the camera's zones, lines, regions and calibration points leave a picture of this size (by more than
-        GEOMETRY_MARGIN of it): drawn on another picture than the camera's own, they watch the wrong place."""
+        """Where the camera's geometry leaves a picture of this size (by more than GEOMETRY_MARGIN of it): drawn on
+        another picture than the camera's own, it watches the wrong place."""
         margin_x, margin_y = GEOMETRY_MARGIN * width, GEOMETRY_MARGIN * height
         outside = []
-        for where, points in _geometry_points(self.model_dump(include={"zones", "calibration", "scene"}), ""):
+        for where, points in self.geometry():
             far = [(x, y) for x, y in points if not (-margin_x <= x <= width + margin_x
                                                       and -margin_y <= y <= height + margin_y)]
             if far:

@@ -1,4 +1,7 @@
-"""Crowd configuration: zones, calibration, windows, counting, flow, forecast and risk levels."""
+"""Crowd configuration: zones, calibration, windows, counting, flow, forecast and risk levels.
+
+Image pixels are those of the camera's own picture (x right, y down), whatever size capture scales frames to.
+"""
 from __future__ import annotations
 
 from typing import Annotated
@@ -19,8 +22,7 @@ from schemas.settings.lines import CountingLineConfig
 
 class ZoneConfig(Frozen):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
-    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels of the camera's own picture "
-                                 "(before max_width scales it down)")
+    polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels")
     area_m2: float | None = Field(
         default=None, gt=0, le=1_000_000,
         description="measured ground area in square metres (e.g. read off a web map); "

@@ -1,7 +1,7 @@
 """Traffic scene configuration of one camera: lanes, intersection box, crosswalks, lines, no-stopping zones.
 
-All geometry is in image pixels of the camera's own picture (x right, y down), as a snapshot of the stream shows
-it, whatever size capture scales frames to (`max_width`). Metres come only from the camera's
+All geometry is in image pixels of the camera's own picture (x right, y down), the stream's full-size frame, whatever
+size capture scales frames to (`max_width`). Metres come only from the camera's
 `calibration`; without one the traffic rules work in pixels and report no speeds.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ class StopLineConfig(Frozen):
 
 
 class TrafficThresholds(Frozen):
-    """Rule thresholds; times in seconds of capture time, distances in pixels unless the name says metres."""
+    """Rule thresholds; times in seconds of capture time, distances in image pixels unless the name says metres."""
 
     stopped_seconds: float = Field(
         default=10, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "

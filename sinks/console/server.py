@@ -55,9 +55,9 @@ def camera_geometry(camera) -> dict:
 def in_jpeg_pixels(box: list[float], frame) -> list[float]:
     """A box of the camera's own picture in the pixels of the kept JPEG, which capture may have scaled down: the
     training set labels the image file."""
-    if frame.size is None or frame.jpeg_size is None or frame.size == frame.jpeg_size:
+    if frame.picture_size == frame.jpeg_size:
         return box
-    scale_x, scale_y = frame.jpeg_size[0] / frame.size[0], frame.jpeg_size[1] / frame.size[1]
+    scale_x, scale_y = frame.jpeg_size[0] / frame.picture_size[0], frame.jpeg_size[1] / frame.picture_size[1]
     return [round(value * scale, 1) for value, scale in zip(box, (scale_x, scale_y, scale_x, scale_y), strict=True)]
 
 

@@ -26,8 +26,8 @@ class StoredFrame:
     captured_at: float
     received_at: float
     jpeg: bytes
-    size: tuple[int, int] | None = None  # the camera's own picture (Frame.source_size), where the boxes are
-    jpeg_size: tuple[int, int] | None = None  # the JPEG's, smaller where capture scaled the picture down
+    picture_size: tuple[int, int]  # the camera's own picture (Frame.source_size), in whose pixels the boxes are
+    jpeg_size: tuple[int, int]  # the JPEG's, smaller where capture scaled the picture down
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,6 @@ def detections_overlay(detections: Detections) -> dict:
         "confidence": [round(value, 2) for value in detections.confidence],
         "track_id": list(detections.track_id) if detections.track_id is not None else None,
     }
-
-
-def picture_size(frame: StoredFrame) -> dict:
-    """The size the browser draws a frame at: the camera's own, in whose pixels boxes and geometry are."""
-    return {} if frame.size is None else {"width": frame.size[0], "height": frame.size[1]}
 
 
 def heat_grid(density: np.ndarray) -> dict:
@@ -129,9 +124,9 @@ class ConsoleState:
     # -- from the topics -----------------------------------------------------------------------------------------
 
     def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, received_at: float,
-                 size: tuple[int, int] | None = None, jpeg_size: tuple[int, int] | None = None) -> None:
+                 picture_size: tuple[int, int], jpeg_size: tuple[int, int]) -> None:
         with self.lock:
-            frame = StoredFrame(seq, captured_at, received_at, jpeg, size, jpeg_size)
+            frame = StoredFrame(seq, captured_at, received_at, jpeg, picture_size, jpeg_size)
             self._camera(camera_id).frames.append(frame)
             event_id = self.awaiting_frame.pop((camera_id, seq), None)
             if event_id is not None and event_id in self.events:
@@ -230,7 +225,9 @@ class ConsoleState:
             return {
                 "frame": None if frame is None else {"seq": frame.seq, "captured_at": frame.captured_at,
                                                      "age_s": round(max(0.0, now - frame.captured_at), 2),
-                                                     **picture_size(frame)},
+                                                     # the browser draws boxes and geometry at this size
+                                                     "width": frame.picture_size[0],
+                                                     "height": frame.picture_size[1]},
                 "detections": detections, "status": status, "heat": heat,
                 "line_totals": {line: dict(totals) for line, totals in view.line_totals.items()},
             }

@@ -276,8 +276,10 @@ def test_the_camera_image_updates_in_the_live_view(site, page):
 
 
 def test_a_danger_window_turns_its_zone_red(site, page):
-    site.frame("plaza", frame_jpeg(0), people=0)
+    # Capture scaled the frames to half size: the zone, drawn in the camera's own pixels, is still where it was drawn.
+    site.frame("plaza", frame_jpeg(0), people=0, scaled_to=(384, 288))
     page.goto(site.url + "#/camera/plaza")
+    page.wait_for_function("document.querySelector('canvas.view').width === 768")
     site.zone_window(RiskLevel.NORMAL, 0.8, time.time())
     page.wait_for_selector(".zone-row[data-zone=square][data-level=normal]", timeout=15_000)
     inside = (380, 500)  # inside the square, away from its label
@@ -294,7 +296,7 @@ def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, 
     store = site.store()
     try:
         for event_id in ("plaza/square/risk-ack", "plaza/square/risk-false"):
-            seq = site.frame("plaza", frame_jpeg(10), people=4)
+            seq = site.frame("plaza", frame_jpeg(10), people=4, scaled_to=(384, 288))
             event = site.event(event_id, seq)
             store.record_notice(notice_from_event(event), time.time())  # what the alert dispatcher records
         operator(page, site, "/incidents")
@@ -314,6 +316,9 @@ def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, 
     assert hard_negative.read_bytes()[:2] == b"\xff\xd8", "the false alarm's evidence frame is kept as a JPEG"
     described = json.loads(hard_negative.with_suffix(".json").read_text())
     assert described["event_id"] == "plaza/square/risk-false" and len(described["detections"]["boxes"]) == 4
+    # The kept JPEG is the half-size frame: the blamed boxes are in its pixels, the detections in the camera's.
+    assert described["boxes"][0] == [50.0, 165.0, 70.0, 215.0] and described["detections"]["boxes"][0] == [
+        100.0, 330.0, 140.0, 430.0]
     # What `cityguard dataset build` reads: the event names no tracks, so every person in the frame is blamed.
     from cityguard.training.dataset import read_false_alarms
 

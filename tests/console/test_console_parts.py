@@ -37,7 +37,7 @@ def window(start: float, level: RiskLevel = RiskLevel.NORMAL) -> ZoneMetrics:
 def test_every_collection_is_bounded():
     state = ConsoleState(frame_buffer=3, zone_history=4, recent_events=5, zone_stale_after_s=30)
     for seq in range(20):
-        state.on_frame("cam", seq, 1000.0 + seq, b"jpeg", 1000.0 + seq)
+        state.on_frame("cam", seq, 1000.0 + seq, b"jpeg", 1000.0 + seq, (640, 480), (640, 480))
         state.on_detections(detections(seq))
         state.on_zone_metrics(window(1000.0 + 10 * seq))
         state.on_event(event(f"e{seq}", seq + 100))  # evidence frames that never come
@@ -48,10 +48,10 @@ def test_every_collection_is_bounded():
 
 def test_evidence_is_the_events_frame_even_when_the_event_arrives_first():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
-    state.on_frame("cam", 1, 1001.0, b"one", 1001.0)
+    state.on_frame("cam", 1, 1001.0, b"one", 1001.0, (640, 480), (640, 480))
     state.on_event(event("e", 2))  # its frame and detections are still on their way
     assert state.evidence_of("e") is None
-    state.on_frame("cam", 2, 1002.0, b"two", 1002.0)
+    state.on_frame("cam", 2, 1002.0, b"two", 1002.0, (640, 480), (640, 480))
     state.on_detections(detections(2, boxes=3))
     evidence = state.evidence_of("e")
     assert evidence.frame.jpeg == b"two" and len(evidence.detections["boxes"]) == 3
@@ -59,7 +59,7 @@ def test_evidence_is_the_events_frame_even_when_the_event_arrives_first():
 
 def test_a_frame_is_drawn_at_the_cameras_own_size_when_capture_scaled_its_jpeg_down():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
-    state.on_frame("cam", 1, 1001.0, b"jpeg", 1001.0, (1920, 1080))
+    state.on_frame("cam", 1, 1001.0, b"jpeg", 1001.0, (1920, 1080), (1280, 720))
     frame = state.camera_live("cam", now=1001.5)["frame"]
     assert (frame["width"], frame["height"]) == (1920, 1080)
 
@@ -222,7 +222,7 @@ def test_a_false_alarm_blames_the_events_tracks_else_the_frames_main_class():
         camera_id="cam", seq=5, captured_at=1005.0, image_width=640, image_height=480, model="m", inference_ms=1.0,
         xyxy=[(0.0, 0.0, 10.0, 10.0), (20.0, 20.0, 60.0, 40.0), (5.0, 5.0, 9.0, 19.0)], confidence=[0.9] * 3,
         class_id=[0, 2, 0], class_name=["person", "car", "person"], track_id=[3, 4, 5]))
-    evidence = Evidence("cam", StoredFrame(5, 1005.0, 1005.1, b"jpeg"), frame_detections)
+    evidence = Evidence("cam", StoredFrame(5, 1005.0, 1005.1, b"jpeg", (640, 480), (640, 480)), frame_detections)
     summary = {"type": "stopped_vehicle", "reason": "stopped 30 s", "track_ids": [4]}
     record = false_alarm_record("cam", "cam/stopped-4", evidence, summary, 1100.0, "ana")
     assert (record["camera"], record["time"], record["class"]) == ("cam", 1005.0, "car")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from producers.capture import CameraUnavailable, VideoDecoder, sample_frames, shown
-from producers.picture import YuvPicture, encode_jpeg, source_size
+from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
@@ -160,9 +160,9 @@ def test_encode_scales_down_to_the_max_width_and_the_frame_keeps_the_cameras_own
     jpeg, width, height = encode_jpeg(picture, max_width=384, quality=70)
     assert (width, height) == (384, 288) and cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1).shape == (288, 384, 3)
     frame = Frame(camera_id="c", seq=0, captured_at=1.0, width=width, height=height, jpeg=jpeg,
-                  **source_size(picture, width))
+                  **source_size_fields(picture, width))
     assert frame.source_size == (768, 576)  # where the site's geometry is drawn
-    assert source_size(picture, 768) == {}  # not scaled: nothing to add
+    assert source_size_fields(picture, 768) == {}  # not scaled: nothing to add
 
 
 @pytest.fixture

@@ -144,18 +144,30 @@ def test_rtsp_stream_reconnects_after_the_server_restarts(kafka_bootstrap, tmp_p
     assert running.statuses[-1].reconnects >= 1
 
 
-def test_oversized_frames_travel_by_reference(kafka_bootstrap, tmp_path):
-    config = site(tmp_path, kafka_bootstrap, [{"id": "big", "source": str(VTEST), "fps": 5, "jpeg_quality": 100}],
+def test_oversized_frames_travel_by_reference_and_scaled_ones_keep_the_cameras_own_size(kafka_bootstrap, tmp_path):
+    # "big" sends full-size frames too large for a message; "half" is scaled down to 384 px wide (max_width) and
+    # still says its picture is 768x576, where the site's geometry is drawn.
+    config = site(tmp_path, kafka_bootstrap, [{"id": "big", "source": str(VTEST), "fps": 5, "jpeg_quality": 100},
+                                              {"id": "half", "source": str(VTEST), "fps": 5, "max_width": 384}],
                   max_message_bytes=10_000, frame_store_dir=str(tmp_path / "frames"))
     running = Running(config, kafka_bootstrap, realtime=False, max_frames=3)
     running.thread.join(30)
-    running.wait_for(lambda: len(running.frames) >= 3, 15, "frames")
+    running.wait_for(lambda: len(running.frames) >= 6, 15, "frames")
     running.finish()
     store = open_frame_store(config)
+    by_camera = defaultdict(list)
     for frame in running.frames:
+        by_camera[frame.camera_id].append(frame)
+    for frame in by_camera["big"]:
         assert frame.jpeg is None and frame.frame_ref
         image = cv2.imdecode(np.frombuffer(store.resolve(frame.frame_ref), np.uint8), cv2.IMREAD_COLOR)
         assert image.shape == (frame.height, frame.width, 3)
+        assert frame.source_size == (768, 576) and frame.source_width is None  # not scaled
+    for frame in by_camera["half"]:
+        jpeg = frame.jpeg or store.resolve(frame.frame_ref)
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (288, 384, 3) == (frame.height, frame.width, 3)
+        assert (frame.source_width, frame.source_height) == (768, 576)
 
 
 @pytest.fixture(scope="module")

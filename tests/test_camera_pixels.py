@@ -1,0 +1,77 @@
+"""Boxes and geometry in the camera's own pixels, whatever size capture scales its frames to."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from processors.analytics.registry import GeometryCheck, geometry_mismatch
+from processors.inference.stage import in_source_pixels
+from schemas import Detections, Frame, decode, encode
+from schemas.detections import StaticBlob
+from schemas.settings.config import CameraConfig, load_config
+
+JPEG = b"\xff\xd8\xff\xd9"
+
+
+def frame(**size) -> Frame:
+    return Frame(camera_id="c", seq=1, captured_at=1000.0, jpeg=JPEG, **size)
+
+
+def detections(width: int, height: int) -> Detections:
+    density = np.full((9, 16), 0.5, dtype=np.float32)
+    return Detections(
+        camera_id="c", seq=1, captured_at=1000.0, image_width=width, image_height=height, model="m", inference_ms=1.0,
+        xyxy=[(100.0, 50.0, 200.0, 250.0)], confidence=[0.9], class_id=[2], class_name=["car"], track_id=[7],
+        static_blobs=[StaticBlob(xyxy=(10.0, 20.0, 30.0, 40.0), static_since=990.0, fill_ratio=0.8)],
+        density_map=density.tobytes(), density_map_shape=density.shape)
+
+
+def test_a_scaled_frames_boxes_and_static_blobs_go_back_to_the_cameras_pixels():
+    scaled = in_source_pixels(detections(1280, 720), frame(width=1280, height=720, source_width=1920,
+                                                           source_height=1080))
+    assert (scaled.image_width, scaled.image_height) == (1920, 1080)
+    assert scaled.xyxy == [(150.0, 75.0, 300.0, 375.0)]
+    assert scaled.static_blobs[0].xyxy == (15.0, 30.0, 45.0, 60.0) and scaled.static_blobs[0].fill_ratio == 0.8
+    assert scaled.track_id == [7] and scaled.density_map == detections(1280, 720).density_map  # a grid: unchanged
+    assert decode(encode(scaled), Detections) == scaled
+    unscaled = detections(768, 576)
+    assert in_source_pixels(unscaled, frame(width=768, height=576)) is unscaled
+
+
+@pytest.mark.parametrize("size", [{"source_width": 1920}, {"source_width": 640, "source_height": 360}])
+def test_a_frames_source_size_comes_whole_and_never_below_the_jpegs(size):
+    with pytest.raises(ValueError, match="source_width and source_height"):
+        frame(width=1280, height=720, **size)
+    assert frame(width=1280, height=720, source_width=1920, source_height=1080).source_size == (1920, 1080)
+
+
+def test_geometry_drawn_on_the_scaled_frame_is_named_with_the_factor_once_per_picture_size():
+    camera = load_config(Path("tests/devsets/traffic/site.yaml")).camera("bangkok-jam")  # drawn at 1920x1080
+    on_scaled_frame = CameraConfig.model_validate(camera.model_dump() | {"scene": {
+        **camera.scene.model_dump(),
+        "lanes": [lane.model_dump() | {"polygon": [(x / 1.5, y / 1.5) for x, y in lane.polygon]}
+                  for lane in camera.scene.lanes],
+        "sidewalks": [area.model_dump() | {"polygon": [(x / 1.5, y / 1.5) for x, y in area.polygon]}
+                      for area in camera.scene.sidewalks]}})
+    assert geometry_mismatch(camera, 1920, 1080) is None
+    warning = geometry_mismatch(on_scaled_frame, 1920, 1080)
+    assert "1280x720 frame capture scales its 1920x1080 picture to" in warning and "multiply" in warning
+    assert "by 1.5 " in warning
+    check = GeometryCheck()
+    assert check.mismatch(on_scaled_frame, detections(1920, 1080)) == warning
+    assert check.mismatch(on_scaled_frame, detections(1920, 1080)) is None  # said once
+    assert check.mismatch(camera, detections(1280, 720)).startswith("camera bangkok-jam: scene.lanes[away]")
+
+
+def test_every_kind_of_image_point_is_checked_against_the_picture():
+    camera = CameraConfig.model_validate({"id": "c", "source": "c.mp4", "zones": [
+        {"id": "z", "area_m2": 10, "polygon": [[0, 0], [90, 0], [90, 90]],
+         "entrances": [{"id": "e", "start": [0, 0], "end": [0, 150]}]}], "scene": {
+        "lanes": [{"id": "l", "polygon": [[0, 0], [90, 0], [90, 90]], "direction": [0, 500]}],
+        "stop_lines": [{"id": "s", "start": [0, 0], "end": [10, 0], "queue_area": [[0, 0], [90, 0], [90, 300]]}],
+        "counting_lines": [{"id": "n", "start": [200, 0], "end": [10, 0]}]}})
+    assert camera.geometry_outside(100, 100) == [
+        "zones[z].entrances[e].end reaches (0, 150)", "scene.stop_lines[s].queue_area reaches (90, 300)",
+        "scene.counting_lines[n].start reaches (200, 0)"]  # a lane's direction is a vector, not a point
