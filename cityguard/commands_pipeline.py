@@ -50,6 +50,9 @@ def register(commands, add_command) -> None:
     replay.add_argument("--frame-scores", type=Path, default=None,
                         help="write each frame's vehicle-in-pedestrian-area score per area as CSV "
                         "camera,type,start,end,score (for `cityguard eval events` ROC/AUC)")
+    replay.add_argument("--line-counts", type=Path, default=None,
+                        help="write the counting lines' windows (LineCounts, one JSON per line; the last one ends "
+                        "with the footage); their totals are printed in any case")
     replay.add_argument("--detections", type=Path, default=None,
                         help="replay Detections recorded by --record-detections instead of a clip (analyzers only)")
 
@@ -71,16 +74,18 @@ def run_replay(args, config) -> int:
 
     from cityguard.replay import (
         CLIP_ORIGIN_S,
+        CameraAnalytics,
         ReplayError,
         at_source_rate,
         clip_detections,
         clip_rate,
         describe,
         find_camera,
+        line_totals,
         recorded_detections,
         recorded_rate,
-        replay,
         shift_event,
+        shift_window,
     )
 
     if (args.clip is None) == (args.detections is None):
@@ -97,6 +102,7 @@ def run_replay(args, config) -> int:
     if scores:
         scores.write("camera,type,start,end,score\n")
     frames = opened = 0
+    windows = []  # the counting lines' closed windows, then the one open at the end
     try:
         configured = find_camera(config, args.camera)
         if args.clip is not None and not args.clip.is_file():
@@ -112,8 +118,11 @@ def run_replay(args, config) -> int:
             print(f"cityguard replay: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
                   f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
         interval = 1.0 / camera.fps
-        for replayed in replay(config, camera, source):
+        analytics = CameraAnalytics(camera, config)
+        for detections in source:
+            replayed = analytics.update(detections)
             frames += 1
+            windows.extend(replayed.line_counts)
             for warning in replayed.warnings:
                 print(f"cityguard replay: {warning}", file=sys.stderr)
             if scores:
@@ -129,6 +138,8 @@ def run_replay(args, config) -> int:
                 print(describe(event), flush=True)
                 if events:
                     events.write(event.model_dump_json() + "\n")
+        if frames:
+            windows.extend(analytics.open_line_counts(replayed.detections.captured_at + interval))
     except ReplayError as exc:
         print(f"cityguard replay: {exc}", file=sys.stderr)
         return 1
@@ -137,4 +148,11 @@ def run_replay(args, config) -> int:
             if handle:
                 handle.close()
     print(f"{frames} frames, {opened} events opened")
+    if args.line_counts:
+        args.line_counts.write_text("".join(shift_window(window, origin, offset).model_dump_json() + "\n"
+                                            for window in windows))
+    for line in (camera.scene.counting_lines if camera.scene else []):
+        totals = line_totals(windows).get(line.id, {})
+        parts = ", ".join(f"{name} {count}" for name, count in sorted(totals.items()))
+        print(f"line {line.id}: {sum(totals.values())} crossings" + (f" ({parts})" if parts else ""))
     return 0

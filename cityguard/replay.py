@@ -24,10 +24,11 @@ from cityguard.stages import (
 )
 from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
 from processors.analytics.registry import GeometryCheck, analyzers_for
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import VideoDecoder, sample_frames
 from producers.picture import encode_jpeg, source_size_fields
-from schemas import Detections, Event, Frame, encode
+from schemas import Detections, Event, Frame, LineCounts, encode
 from schemas.settings.config import CameraConfig, Config
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
@@ -44,6 +45,7 @@ class ReplayedFrame:
     events: list[Event] = field(default_factory=list)
     area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
     warnings: list[str] = field(default_factory=list)  # for the operator: the camera's geometry misfits its picture
+    line_counts: list[LineCounts] = field(default_factory=list)  # counting-line windows closed at this frame
 
 
 class CameraAnalytics:
@@ -67,8 +69,24 @@ class CameraAnalytics:
         for analyzer in self.analyzers:
             output = analyzer.update(detections)
             replayed.events.extend(output.events)
+            replayed.line_counts.extend(output.line_counts)
             replayed.area_scores.update(getattr(output, "area_scores", {}))
         return replayed
+
+    def open_line_counts(self, until: float) -> list[LineCounts]:
+        """The counting lines' window still open when the footage ends (`until`: just after its last frame)."""
+        return [counts for analyzer in self.analyzers if isinstance(analyzer, TrafficAnalyzer)
+                for counts in analyzer.open_window_counts(until)]
+
+
+def line_totals(windows: list[LineCounts]) -> dict[str, dict[str, int]]:
+    """Crossings per line, by "class direction", over all the windows."""
+    totals: dict[str, dict[str, int]] = {}
+    for window in windows:
+        line = totals.setdefault(window.line_id, {})
+        for class_name, direction, count in zip(window.class_name, window.direction, window.count, strict=True):
+            line[f"{class_name} {direction}"] = line.get(f"{class_name} {direction}", 0) + count
+    return totals
 
 
 def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: float,
@@ -118,12 +136,6 @@ def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
                 yield detections
 
 
-def replay(config: Config, camera: CameraConfig, detections: Iterator[Detections]) -> Iterator[ReplayedFrame]:
-    analytics = CameraAnalytics(camera, config)
-    for message in detections:
-        yield analytics.update(message)
-
-
 def shift_event(event: Event, offset_s: float) -> Event:
     """The event with its times moved by -offset_s (internal origin -> seconds from the clip start)."""
     if offset_s == 0:
@@ -131,6 +143,13 @@ def shift_event(event: Event, offset_s: float) -> Event:
     ended = None if event.ended_at is None else round(event.ended_at - offset_s, 6)
     return event.model_copy(update={"started_at": round(event.started_at - offset_s, 6),
                                     "updated_at": round(event.updated_at - offset_s, 6), "ended_at": ended})
+
+
+def shift_window(window: LineCounts, origin_s: float, offset_s: float) -> LineCounts:
+    """A counting-line window in the replay's times: from the footage's start at the earliest (windows are aligned
+    to the clock, so the first one began before it), moved by -offset_s like the events."""
+    return window.model_copy(update={"window_start": round(max(window.window_start, origin_s) - offset_s, 6),
+                                     "window_end": round(window.window_end - offset_s, 6)})
 
 
 def describe(event: Event) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cityguard.replay import CLIP_ORIGIN_S, find_camera, recorded_detections, replay
+from cityguard.replay import CLIP_ORIGIN_S, CameraAnalytics, find_camera, recorded_detections
 from schemas import EventState
 from schemas.settings.config import load_config
 
@@ -24,7 +24,8 @@ def all_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index
     recorded = recorded_detections(RECORDED / f"{camera_id}.jsonl.gz", camera_id)
     arriving = (detections for index, detections in enumerate(recorded)
                 if not lost(index, detections.captured_at - CLIP_ORIGIN_S))
-    return [event for frame in replay(config, camera, arriving) for event in frame.events]
+    analytics = CameraAnalytics(camera, config)
+    return [event for detections in arriving for event in analytics.update(detections).events]
 
 
 def opened_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index, seconds: False) -> list:

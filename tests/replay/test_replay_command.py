@@ -10,9 +10,9 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from schemas import Detections, Event
+from schemas import Detections, Event, LineCounts
 from schemas.geometry import box_iou
-from tests.conftest import LOT_CLIP, OFFLINE_MODEL, VTEST
+from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
 
 
 def site(tmp_path):
@@ -143,3 +143,22 @@ def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(t
         box_iou(small.boxes()[people], wide.boxes()).max(axis=1) for small, wide in zip(scaled, full, strict=True)
         if len(wide) and (people := np.array(small.class_name) == "person").any()])
     assert len(overlaps) >= 20 and np.median(overlaps) > 0.6, "the same people in the same place"
+
+
+@pytest.mark.slow
+def test_replay_reports_the_counting_lines_crossings_up_to_the_end_of_the_footage(tmp_path, capsys):
+    # The example site's aisle line on car-detection.mp4: two cars cross it each way (counted by eye; see
+    # tests/traffic/test_real_clip.py). The clip ends 10 s into its second 20 s window, whose crossing counts too.
+    windows = tmp_path / "line-counts.jsonl"
+    assert main(["replay", "--config", str(REPO / "configs" / "intersection-example.yaml"), "--camera",
+                 "parking-aisle", str(CAR_CLIP), "--line-counts", str(windows)]) == 0
+    printed = capsys.readouterr().out
+    assert "line mid-aisle: 4 crossings" in printed
+    counted = [LineCounts.model_validate_json(line) for line in windows.read_text().splitlines()]
+    assert counted[0].window_start == 0 and counted[-1].window_end == pytest.approx(30.24, abs=0.2)
+    assert all(a.window_end == b.window_start for a, b in zip(counted, counted[1:], strict=False))
+    by_direction = {}
+    for window in counted:
+        for direction, count in zip(window.direction, window.count, strict=True):
+            by_direction[direction] = by_direction.get(direction, 0) + count
+    assert by_direction == {"northbound": 2, "southbound": 2} and counted[-1].total() >= 1

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from cityguard.replay import clip_detections, find_camera, replay
+from cityguard.replay import CameraAnalytics, clip_detections, find_camera
 from infra.kafka import create_topics
 from producers.frame_producer import frame_client, publish_camera
 from schemas import Detections, Event, Frame
@@ -46,7 +46,9 @@ def test_replay_gives_the_pipelines_detections_and_events(kafka_bootstrap, tmp_p
         live = sorted(parsed(records, Detections), key=lambda d: d.seq)
 
         camera = find_camera(config, "lot")
-        replayed = list(replay(config, camera, clip_detections(config, camera, LOT_CLIP, frames[0].captured_at)))
+        analytics = CameraAnalytics(camera, config)
+        replayed = [analytics.update(detections)
+                    for detections in clip_detections(config, camera, LOT_CLIP, frames[0].captured_at)]
         expected_events = [event for frame in replayed for event in frame.events]
         assert expected_events, "the clip must raise events for the comparison to mean anything"
         event_records = readers["events"].wait_for(lambda rs: len(rs) >= len(expected_events), 120, stages,

@@ -275,16 +275,29 @@ class TrafficAnalyzer:
             state.count_window_start = start
         if start <= state.count_window_start:
             return []
-        closed = []
+        closed = self._window_counts(state.count_window_start + window)
+        state.count_window_start, state.counts = start, {}
+        return closed
+
+    def open_window_counts(self, until: float) -> list[LineCounts]:
+        """The crossings of the window still open, as if it ended at `until` (after the last frame): what a replay
+        that ends mid-window has counted since the last window closed."""
+        if self.state.count_window_start is None or until <= self.state.count_window_start:
+            return []
+        return self._window_counts(until)
+
+    def _window_counts(self, window_end: float) -> list[LineCounts]:
+        """Every counting line's crossings in the current window, which ends at window_end."""
+        state = self.state
+        windows = []
         for line in self.scene.config.counting_lines:
             counts = state.counts.get(line.id, {})
             keys = sorted(counts)
-            closed.append(LineCounts(
+            windows.append(LineCounts(
                 camera_id=self.camera_id, line_id=line.id, lane_id=line.lane, window_start=state.count_window_start,
-                window_end=state.count_window_start + window, class_name=[k.split("|")[0] for k in keys],
+                window_end=window_end, class_name=[k.split("|")[0] for k in keys],
                 direction=[k.split("|")[1] for k in keys], count=[counts[k] for k in keys]))
-        state.count_window_start, state.counts = start, {}
-        return closed
+        return windows
 
     def _evict(self, now: float) -> None:
         ttl = self.thresholds.track_ttl_seconds
