@@ -51,8 +51,9 @@ def register(commands, add_command) -> None:
                         help="write each frame's vehicle-in-pedestrian-area score per area as CSV "
                         "camera,type,start,end,score (for `cityguard eval events` ROC/AUC)")
     replay.add_argument("--line-counts", type=Path, default=None,
-                        help="write the counting lines' windows (LineCounts, one JSON per line; the last one ends "
-                        "with the footage); their totals are printed in any case")
+                        help="write the scene's counting lines' windows as LineCounts JSON lines, in the events' "
+                        "times (the first window starts with the footage, the last ends with it); their totals are "
+                        "printed in any case")
     replay.add_argument("--detections", type=Path, default=None,
                         help="replay Detections recorded by --record-detections instead of a clip (analyzers only)")
 
@@ -99,10 +100,18 @@ def run_replay(args, config) -> int:
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
     recording = open(args.record_detections, "w") if args.record_detections else None  # noqa: SIM115
     scores = open(args.frame_scores, "w") if args.frame_scores else None  # noqa: SIM115
+    line_counts = open(args.line_counts, "w") if args.line_counts else None  # noqa: SIM115
     if scores:
         scores.write("camera,type,start,end,score\n")
     frames = opened = 0
     windows = []  # the counting lines' closed windows, then the one open at the end
+    first = latest = None  # capture times of the footage's first frame and of the end of its latest
+
+    def keep_windows(closed: list) -> None:
+        windows.extend(closed)
+        if line_counts:
+            line_counts.writelines(shift_window(window, first, offset).model_dump_json() + "\n" for window in closed)
+
     try:
         configured = find_camera(config, args.camera)
         if args.clip is not None and not args.clip.is_file():
@@ -122,7 +131,9 @@ def run_replay(args, config) -> int:
         for detections in source:
             replayed = analytics.update(detections)
             frames += 1
-            windows.extend(replayed.line_counts)
+            first = detections.captured_at if first is None else first
+            latest = max(latest or 0.0, detections.captured_at + interval)
+            keep_windows(replayed.line_counts)
             for warning in replayed.warnings:
                 print(f"cityguard replay: {warning}", file=sys.stderr)
             if scores:
@@ -138,21 +149,19 @@ def run_replay(args, config) -> int:
                 print(describe(event), flush=True)
                 if events:
                     events.write(event.model_dump_json() + "\n")
-        if frames:
-            windows.extend(analytics.open_line_counts(replayed.detections.captured_at + interval))
+        if latest is not None:
+            keep_windows(analytics.end_of_footage_counts(latest))
     except ReplayError as exc:
         print(f"cityguard replay: {exc}", file=sys.stderr)
         return 1
     finally:
-        for handle in (events, recording, scores):
+        for handle in (events, recording, scores, line_counts):
             if handle:
                 handle.close()
     print(f"{frames} frames, {opened} events opened")
-    if args.line_counts:
-        args.line_counts.write_text("".join(shift_window(window, origin, offset).model_dump_json() + "\n"
-                                            for window in windows))
+    totals = line_totals(windows)
     for line in (camera.scene.counting_lines if camera.scene else []):
-        totals = line_totals(windows).get(line.id, {})
-        parts = ", ".join(f"{name} {count}" for name, count in sorted(totals.items()))
-        print(f"line {line.id}: {sum(totals.values())} crossings" + (f" ({parts})" if parts else ""))
+        crossed = totals.get(line.id, {})
+        parts = ", ".join(f"{name} {direction} {count}" for (name, direction), count in sorted(crossed.items()))
+        print(f"line {line.id}: {sum(crossed.values())} crossings" + (f" ({parts})" if parts else ""))
     return 0

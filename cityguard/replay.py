@@ -73,19 +73,20 @@ class CameraAnalytics:
             replayed.area_scores.update(getattr(output, "area_scores", {}))
         return replayed
 
-    def open_line_counts(self, until: float) -> list[LineCounts]:
-        """The counting lines' window still open when the footage ends (`until`: just after its last frame)."""
+    def end_of_footage_counts(self, until: float) -> list[LineCounts]:
+        """The traffic counting lines' window still open when the footage ends (`until`: the end of its latest
+        frame), its pending crossings included."""
         return [counts for analyzer in self.analyzers if isinstance(analyzer, TrafficAnalyzer)
-                for counts in analyzer.open_window_counts(until)]
+                for counts in analyzer.end_of_footage_counts(until)]
 
 
-def line_totals(windows: list[LineCounts]) -> dict[str, dict[str, int]]:
-    """Crossings per line, by "class direction", over all the windows."""
-    totals: dict[str, dict[str, int]] = {}
+def line_totals(windows: list[LineCounts]) -> dict[str, dict[tuple[str, str], int]]:
+    """Crossings per line, by (class, direction), over all the windows."""
+    totals: dict[str, dict[tuple[str, str], int]] = {}
     for window in windows:
         line = totals.setdefault(window.line_id, {})
         for class_name, direction, count in zip(window.class_name, window.direction, window.count, strict=True):
-            line[f"{class_name} {direction}"] = line.get(f"{class_name} {direction}", 0) + count
+            line[class_name, direction] = line.get((class_name, direction), 0) + count
     return totals
 
 
@@ -145,10 +146,10 @@ def shift_event(event: Event, offset_s: float) -> Event:
                                     "updated_at": round(event.updated_at - offset_s, 6), "ended_at": ended})
 
 
-def shift_window(window: LineCounts, origin_s: float, offset_s: float) -> LineCounts:
-    """A counting-line window in the replay's times: from the footage's start at the earliest (windows are aligned
-    to the clock, so the first one began before it), moved by -offset_s like the events."""
-    return window.model_copy(update={"window_start": round(max(window.window_start, origin_s) - offset_s, 6),
+def shift_window(window: LineCounts, first_frame_s: float, offset_s: float) -> LineCounts:
+    """A counting-line window in the replay's times: from the footage's first frame at the earliest (windows are
+    aligned to the clock, so the first one began before it), moved by -offset_s like the events."""
+    return window.model_copy(update={"window_start": round(max(window.window_start, first_frame_s) - offset_s, 6),
                                      "window_end": round(window.window_end - offset_s, 6)})
 
 

@@ -10,6 +10,7 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
+from cityguard.replay import CLIP_ORIGIN_S
 from schemas import Detections, Event, LineCounts
 from schemas.geometry import box_iou
 from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
@@ -148,13 +149,15 @@ def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(t
 @pytest.mark.slow
 def test_replay_reports_the_counting_lines_crossings_up_to_the_end_of_the_footage(tmp_path, capsys):
     # The example site's aisle line on car-detection.mp4: two cars cross it each way (counted by eye; see
-    # tests/traffic/test_real_clip.py). The clip ends 10 s into its second 20 s window, whose crossing counts too.
+    # tests/traffic/test_real_clip.py). Windows are aligned to the clock, so the first one is cut to the clip's start
+    # (20 s of it); the clip ends 10 s into the second, whose crossing counts too.
     windows = tmp_path / "line-counts.jsonl"
     assert main(["replay", "--config", str(REPO / "configs" / "intersection-example.yaml"), "--camera",
                  "parking-aisle", str(CAR_CLIP), "--line-counts", str(windows)]) == 0
     printed = capsys.readouterr().out
     assert "line mid-aisle: 4 crossings" in printed
-    counted = [LineCounts.model_validate_json(line) for line in windows.read_text().splitlines()]
+    counted = [window for line in windows.read_text().splitlines()
+               if (window := LineCounts.model_validate_json(line)).line_id == "mid-aisle"]
     assert counted[0].window_start == 0 and counted[-1].window_end == pytest.approx(30.24, abs=0.2)
     assert all(a.window_end == b.window_start for a, b in zip(counted, counted[1:], strict=False))
     by_direction = {}
@@ -162,3 +165,23 @@ def test_replay_reports_the_counting_lines_crossings_up_to_the_end_of_the_footag
         for direction, count in zip(window.direction, window.count, strict=True):
             by_direction[direction] = by_direction.get(direction, 0) + count
     assert by_direction == {"northbound": 2, "southbound": 2} and counted[-1].total() >= 1
+
+
+def test_a_recordings_line_counts_are_printed_and_written_in_clip_time(tmp_path, capsys):
+    # A car crosses the line down, recorded at 5 fps from the replay's internal origin: no model needed.
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({"site": "lines", "cameras": [{"id": "c", "source": "c.mp4", "scene": {
+        "counting_lines": [{"id": "l", "start": [0, 400], "end": [1280, 400], "forward": "down",
+                            "backward": "up"}]}}]}))
+    recording = tmp_path / "detections.jsonl"
+    recording.write_text("".join(Detections(
+        camera_id="c", seq=seq, captured_at=CLIP_ORIGIN_S + seq * 0.2, image_width=1280, image_height=720,
+        model="t", inference_ms=0, xyxy=[(460.0, y - 40, 540.0, y)], confidence=[0.9], class_id=[2],
+        class_name=["car"], track_id=[1]).model_dump_json() + "\n"
+        for seq, y in enumerate((360, 380, 410, 430, 450, 470))))
+    windows = tmp_path / "line-counts.jsonl"
+    assert main(["replay", "--config", str(config), "--camera", "c", "--detections", str(recording),
+                 "--line-counts", str(windows)]) == 0
+    assert "line l: 1 crossings (car down 1)" in capsys.readouterr().out
+    [window] = [LineCounts.model_validate_json(line) for line in windows.read_text().splitlines()]
+    assert (window.window_start, window.window_end) == (0, pytest.approx(1.2)) and window.total() == 1

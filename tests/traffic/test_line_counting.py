@@ -112,3 +112,26 @@ def test_redelivered_frames_do_not_count_twice():
 def test_bad_scene_fails_with_the_reason(bad, field):
     with pytest.raises(ValueError, match=field):
         SceneConfig.model_validate(bad)
+
+
+
+def test_at_the_end_of_footage_pending_crossings_count_and_closed_windows_do_not_count_again():
+    analyzer = analyzer_for(HORIZONTAL)
+    # Car 1 crosses down in one window; a minute later car 2 crosses up and leaves the view 0.4 s before the end,
+    # and car 3 reaches the far side on the last frame, short of its debounce frames.
+    timeline = [(T0 + i * 0.2, [(1, car_at(200, y))]) for i, y in enumerate((360, 380, 410, 430, 450))]
+    later = [[(2, car_at(600, y))] for y in (450, 420, 395, 380)] + [[], []]
+    later += [[(3, car_at(900, y))] for y in (370, 390, 398, 405)]
+    timeline += [(T0 + 60 + i * 0.2, objects) for i, objects in enumerate(later)]
+    closed = []
+    for seq, (captured_at, objects) in enumerate(timeline):
+        closed += analyzer.update(Detections(
+            camera_id="c", seq=seq, captured_at=captured_at, image_width=1280, image_height=720, model="t",
+            inference_ms=0, xyxy=[box for _, box in objects], confidence=[0.9] * len(objects),
+            class_id=[2] * len(objects), class_name=["car"] * len(objects),
+            track_id=[track_id for track_id, _ in objects])).line_counts
+    assert [dict(zip(w.direction, w.count, strict=True)) for w in closed] == [{"down": 1}]
+    end = timeline[-1][0] + 0.2
+    [last] = analyzer.end_of_footage_counts(end)
+    assert dict(zip(last.direction, last.count, strict=True)) == {"down": 1, "up": 1}
+    assert last.window_start == closed[0].window_end and last.window_end == end

@@ -279,12 +279,15 @@ class TrafficAnalyzer:
         state.count_window_start, state.counts = start, {}
         return closed
 
-    def open_window_counts(self, until: float) -> list[LineCounts]:
-        """The crossings of the window still open, as if it ended at `until` (after the last frame): what a replay
-        that ends mid-window has counted since the last window closed."""
-        if self.state.count_window_start is None or until <= self.state.count_window_start:
+    def end_of_footage_counts(self, until: float) -> list[LineCounts]:
+        """The window still open when recorded footage ends, cut at `until` (the end of its latest frame): every
+        track leaves with the footage, so a crossing still waiting for its debounce frames counts, as when a track
+        is forgotten. For a replay's last word; the analyzer keeps no tracks after it."""
+        start = self.state.count_window_start
+        if start is None:
             return []
-        return self._window_counts(until)
+        self._evict(math.inf)
+        return self._window_counts(min(until, start + self.thresholds.count_window_seconds))
 
     def _window_counts(self, window_end: float) -> list[LineCounts]:
         """Every counting line's crossings in the current window, which ends at window_end."""
