@@ -18,7 +18,6 @@ def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
     return analyzers
 
 
-
 def geometry_mismatch(camera: CameraConfig, width: int, height: int) -> str | None:
     """A one-line warning when the camera's geometry does not fit its picture (width x height, the camera's own
     size, from its detections), else None. Geometry that leaves the picture was drawn on another one; geometry that
