@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from producers.capture import CameraUnavailable, VideoDecoder, sample_frames, shown
+from producers.local_streams import RtspServer
 from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
 from schemas.settings.capture import ProducerConfig
@@ -198,3 +199,19 @@ def test_still_image_url_is_polled_at_the_camera_rate(snapshot_server):
     state["status"] = 404  # an expired tokenised URL
     with pytest.raises(CameraUnavailable, match="HTTP 404"):
         next(frames)
+
+
+@pytest.mark.skipif(not RtspServer.available(), reason="rtsp-server-perl (Debian) is not installed")
+def test_two_rtsp_servers_on_one_host_each_serve_their_own_stream(tmp_path):
+    # The server falls back to the same RTP ports whenever no stream is mounted; the second one's readers then got
+    # nothing at all (timeouts on every reconnect) while the first one ran.
+    servers = [RtspServer(VTEST, tmp_path / name).start() for name in ("first", "second")]
+    try:
+        for server in servers:
+            camera = CameraConfig(id="rtsp", source=server.url, fps=5)
+            settings = ProducerConfig(rtsp_transport="udp", open_timeout_s=10, read_timeout_s=10)
+            frame = next(sample_frames(camera, server.url, settings=settings))
+            assert (frame.picture.width, frame.picture.height) == (768, 576)
+    finally:
+        for server in servers:
+            server.stop()
