@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 from cityguard.stages import open_store
+from infra.listeners import http_url
+from schemas.settings.base import env_value
 from schemas.settings.config import Config
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
@@ -69,7 +70,7 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     producer = make_producer(servers)
     consumer = make_consumer(servers, config.group_id("alerts"), topics.events)
     receiver = AlertmanagerReceiver(alerting.receiver, token, port).start()
-    print(f"alerts: Alertmanager webhook http://{alerting.receiver.host}:{receiver.port}/alertmanager, "
+    print(f"alerts: Alertmanager webhook {http_url(alerting.receiver.host, receiver.port, '/alertmanager')}, "
           f"metrics /metrics", flush=True)
     dispatcher = AlertDispatcher(alerting, config.site, store, channels, publisher(producer, topics.alerts))
     try:
@@ -157,7 +158,7 @@ def provision_grafana(args, config: None) -> int:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
-    token = args.token or os.environ.get("GRAFANA_TOKEN")
+    token = args.token or env_value("GRAFANA_TOKEN", "grafana")
     if not token:
         print("cityguard: a Grafana token is needed (--token or GRAFANA_TOKEN)", file=sys.stderr)
         return 2

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from pathlib import Path
 
+from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError, parse_config
 
 
@@ -21,7 +21,7 @@ def console_token(config: Config, host: str) -> tuple[str, bool]:
     address without one."""
     from infra.listeners import is_loopback
 
-    token = os.environ.get(config.console.token_env, "")
+    token = env_value(config.console.token_env, "console.token_env")
     if token:
         return token, False
     if not is_loopback(host):
@@ -44,6 +44,7 @@ def run_console(args, config: Config) -> int:
     """Composition root: topic feed thread, incident store, web server; stops on SIGINT/SIGTERM."""
     from cityguard.stages import open_store, require_bootstrap, stop_on_signals
     from infra.kafka import create_topics, make_consumer
+    from infra.listeners import http_url
     from producers.frame_store import open_frame_store
     from sinks.console.feed import TopicFeed
     from sinks.console.scene_file import SceneFile
@@ -79,7 +80,7 @@ def run_console(args, config: Config) -> int:
 
     def announce(actual_port: int) -> None:
         # The token appears only where this process made it up; a configured one stays in its variable.
-        url = f"http://{host}:{actual_port}/"
+        url = http_url(host, actual_port)
         print(f"console: {url}?token={token}" if generated else
               f"console: {url} (token in ${settings.token_env})", flush=True)
 

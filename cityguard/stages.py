@@ -5,7 +5,6 @@ This is the composition root for one stage process; `cityguard.up` starts severa
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -14,7 +13,9 @@ from prometheus_client import start_http_server
 
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
-from schemas.settings.config import Config
+from infra.listeners import http_url
+from schemas.settings.base import env_value
+from schemas.settings.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def open_store(config: Config):
     from sinks.alerts.store import IncidentStore, resolve_store_url
 
     alerting = config.alerting
-    url = os.environ.get(alerting.store_url_env) or alerting.store_url
+    url = env_value(alerting.store_url_env, "alerting.store_url_env") or alerting.store_url
     return IncidentStore(resolve_store_url(url, config.base_dir))
 
 
@@ -47,7 +48,7 @@ def serve_metrics(config: Config, port: int, stage: str) -> int:
     server, _ = start_http_server(port, addr=config.metrics.host)
     actual = server.server_port
     log.info("%s metrics on http://%s:%d/metrics", stage, config.metrics.host, actual)
-    print(f"{stage} metrics: http://{config.metrics.host}:{actual}/metrics", flush=True)
+    print(f"{stage} metrics: {http_url(config.metrics.host, actual, '/metrics')}", flush=True)
     return actual
 
 
@@ -68,6 +69,10 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
                 metrics_port: int | None) -> None:
     from producers.frame_producer import configure_reader_process, frame_client, run_producer
 
+    unknown = sorted(set(camera_ids or ()) - {camera.id for camera in config.cameras})
+    if unknown:  # a typo would otherwise start a producer with nothing to read
+        raise ConfigError(f"--camera names cameras that are not configured: {', '.join(unknown)} "
+                          f"(known: {', '.join(camera.id for camera in config.cameras) or 'none'})")
     configure_reader_process()
     servers = require_bootstrap(config)
     serve_metrics(config, config.metrics.producer_port if metrics_port is None else metrics_port, "producer")

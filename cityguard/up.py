@@ -26,8 +26,10 @@ from kafka.errors import KafkaError
 
 from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
+from infra.listeners import http_url
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
+from schemas.settings.base import env_value
 from schemas.settings.config import Config
 
 MEMORY_CHECK_INTERVAL_S = 10.0
@@ -77,10 +79,10 @@ def console_access(config: Config) -> tuple[str, list[str], str]:
     up here (when none is configured) reaches the console through its environment, never a log file."""
     settings = config.console
     port = settings.port or free_port(settings.host)
-    configured = os.environ.get(settings.token_env)
+    configured = env_value(settings.token_env, "console.token_env")
     token = configured or secrets.token_urlsafe(24)
     shown = f" (token in ${settings.token_env})" if configured else f"?token={token}"
-    return f"console: http://{settings.host}:{port}/{shown}", ["--port", str(port)], token
+    return f"console: {http_url(settings.host, port)}{shown}", ["--port", str(port)], token
 
 
 def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str,
@@ -194,7 +196,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                 stage_args = console_args if stage == "console" else []
                 children[stage] = spawn(stage, config_path, env, log_dir, *stage_args)
             metrics = config.metrics
-            print(f"metrics: http://{metrics.host}:{metrics.exporter_port}/metrics (zones, detections), "
+            print(f"metrics: {http_url(metrics.host, metrics.exporter_port, '/metrics')} (zones, detections), "
                   f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
                   f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(console_line, flush=True)

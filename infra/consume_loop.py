@@ -22,8 +22,13 @@ if TYPE_CHECKING:  # only the inference stage loads librdkafka
 log = logging.getLogger(__name__)
 
 
+class RetryBatch(Exception):  # noqa: N818 - an instruction to the loop, not a failure of the batch's records
+    """Raised by a batch's handler when something the batch needs is away for now (a shared frame store): the batch
+    is rewound and comes again, as after a failed send, instead of its records being dead-lettered."""
+
+
 def process_batch(consumer: KafkaConsumer | FrameConsumer, producer: KafkaProducer, records: list,
-                  handle: Callable[[list], list]) -> KafkaError | None:
+                  handle: Callable[[list], list]) -> KafkaError | RetryBatch | None:
     """Runs `handle(records)`, which returns the futures of every send it made, then confirms and commits.
 
     Returns None once the batch is confirmed (its offsets committed, left to the partitions' new owner after a
@@ -32,7 +37,8 @@ def process_batch(consumer: KafkaConsumer | FrameConsumer, producer: KafkaProduc
     """
     try:
         flush_confirmed(producer, handle(records))
-    except KafkaError as exc:  # a send refused at once, or one that failed in flight (ProduceFailed)
+    except (KafkaError, RetryBatch) as exc:
+        # A send refused at once or failed in flight (ProduceFailed), or the handler asking for the batch again.
         rewind(consumer, records)
         return exc
     try:

@@ -12,3 +12,8 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def http_url(host: str, port: int, path: str = "/") -> str:
+    """The URL of a listener, for people to open: an IPv6 address goes in brackets."""
+    return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"

@@ -4,10 +4,15 @@ msgpack keeps JPEG bytes as raw binary (no base64 inflation) and is ~2x smaller 
 """
 from __future__ import annotations
 
-from typing import ClassVar, TypeVar
+from typing import Annotated, ClassVar, TypeVar
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Ids (of cameras, zones, events) travel as keys, metric labels and store columns, and outputs repeat them: bounded,
+# so that no input can make an output too large to send, which would stop its partition behind it.
+ID_MAX_CHARS = 100
+Identifier = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
 
 
 class SchemaError(ValueError):

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pydantic import Field, FiniteFloat, model_validator
 
-from schemas.base import Message
+from schemas.base import Identifier, Message
+
+FRAME_REF_MAX_CHARS = 300  # a store path: the camera id and a sequence number
 
 
 class Frame(Message):
@@ -10,7 +12,7 @@ class Frame(Message):
 
     schema_name = "frame"
 
-    camera_id: str = Field(min_length=1)
+    camera_id: Identifier
     seq: int = Field(ge=0, description="per-camera sequence number, never reused (also across producer restarts)")
     captured_at: FiniteFloat = Field(gt=0, description="capture time, unix seconds")
     width: int = Field(gt=0, description="of the JPEG")
@@ -23,8 +25,8 @@ class Frame(Message):
     source_height: int | None = Field(default=None, gt=0, description="its height, with source_width")
     jpeg: bytes | None = Field(default=None, description="JPEG-encoded image")
     frame_ref: str | None = Field(
-        default=None, description="claim-check reference into the frame store, used instead of jpeg for large frames"
-    )
+        default=None, max_length=FRAME_REF_MAX_CHARS,
+        description="claim-check reference into the frame store, used instead of jpeg for large frames")
 
     @property
     def source_size(self) -> tuple[int, int]:

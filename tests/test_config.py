@@ -46,10 +46,37 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
 
 
 def test_cross_field_checks(tmp_path):
-    with pytest.raises(ConfigError, match="duplicate camera id: cam1"):
+    with pytest.raises(ConfigError, match="cameras: duplicate camera id: cam1"):
         load_config(write(tmp_path, {"cameras": [CAMERA, CAMERA]}))
     with pytest.raises(ConfigError, match="unknown cameras: nope"):
         load_config(write(tmp_path, {"cameras": [CAMERA], "model": {"tiling": {"cameras": ["nope"]}}}))
+
+
+def test_a_route_naming_a_camera_or_zone_that_does_not_exist_is_refused(tmp_path):
+    def site(match: dict) -> dict:
+        return {"cameras": [CAMERA], "alerting": {
+            "channels": [{"id": "alarm", "kind": "sound", "file": "alarm.wav"}],
+            "routes": [{"id": "night", "match": match, "broadcast": ["alarm"]}]}}
+
+    assert load_config(write(tmp_path, site({"cameras": ["cam1"], "zones": ["z1"]}))).alerting.routes
+    with pytest.raises(ConfigError, match=r"alerting.routes\[night\].match.cameras names unknown cameras: cam-2"):
+        load_config(write(tmp_path, site({"cameras": ["cam1", "cam-2"]})))
+    with pytest.raises(ConfigError, match=r"alerting.routes\[night\].match.zones names unknown zones: plaza"):
+        load_config(write(tmp_path, site({"zones": ["plaza"]})))
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("site: a\ncameras:\n  - id: cam1\n    source: video.mp4\n    fps: 5\n    fps: 50\n")
+    with pytest.raises(ConfigError, match="duplicate key 'fps' at line 6"):
+        load_config(path)
+
+
+def test_a_producer_asked_for_a_camera_that_is_not_configured_refuses_to_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    path = write(tmp_path, {"cameras": [CAMERA]})
+    assert main(["produce", "--config", str(path), "--camera", "cam1", "--camera", "nope"]) == 2
+    assert "--camera names cameras that are not configured: nope (known: cam1)" in capsys.readouterr().err
 
 
 def test_environment_overrides_bootstrap_servers(tmp_path, monkeypatch):

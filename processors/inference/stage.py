@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from kafka import KafkaProducer
+from kafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge, Histogram
 
-from infra.consume_loop import process_batch
+from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
@@ -365,8 +366,12 @@ class InferenceWorker:
                 log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
                 self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
                 continue
-            self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
-                                                 value=encode(message)))
+            try:
+                self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
+                                                     value=encode(message)))
+            except MessageSizeTooLargeError as exc:  # this frame's output; sending it again would fail again
+                self.reject(record, f"detections too large to send: {exc}")
+                continue
             FRAMES_CONSUMED.labels(self.camera_label(item.frame.camera_id)).inc()
             INFERENCE_SECONDS.observe(result.inference_ms / 1000)
             for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
@@ -393,6 +398,10 @@ class InferenceWorker:
                     decoded.append((frame_image(frame, decode_image, self.resolve_frame), record))
             except SchemaError as exc:
                 self.reject(record, str(exc))
+            except OSError as exc:
+                # The frame store cannot be read (a shared mount away): its frames are still there, so the batch
+                # waits for it. A reference to no stored frame is FrameNotFound, dead-lettered below.
+                raise RetryBatch(f"frame store unreadable: {type(exc).__name__}: {exc}") from exc
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
                 self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
         return decoded

@@ -13,11 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from schemas.event import Severity
-from schemas.settings.base import ID_PATTERN, EnvName, Frozen, require_unique
+from schemas.settings.base import EnvName, Frozen, Identifier, require_unique
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
 WEBHOOK_URL_PATTERN = r"^https?://[^/?#\s]+"  # a scheme and a host
 TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "ref", "site"})
 
@@ -25,7 +24,7 @@ TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "
 class ContactConfig(Frozen):
     """A person on call; routes list contacts in escalation order."""
 
-    id: Id
+    id: Identifier
     name: str = ""
     phone: str | None = Field(default=None, pattern=E164_PATTERN,
                               description="E.164 number for SMS, e.g. +821012345678")
@@ -51,7 +50,7 @@ class SmsChannelConfig(Frozen):
     """Twilio Programmable Messaging."""
 
     kind: Literal["sms"]
-    id: Id
+    id: Identifier
     account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     from_number_env: EnvName = "TWILIO_FROM_NUMBER"
@@ -89,7 +88,7 @@ class WebhookChannelConfig(Frozen):
     """JSON POST of the alert to an HTTP endpoint (an incident system, a chat bridge)."""
 
     kind: Literal["webhook"]
-    id: Id
+    id: Identifier
     url: str | None = Field(default=None, pattern=WEBHOOK_URL_PATTERN, description="endpoint receiving the alert as "
                             "JSON (one of url and url_env)")
     url_env: EnvName | None = Field(default=None, description="variable holding the endpoint, for URLs that carry a "
@@ -108,7 +107,7 @@ class SoundChannelConfig(Frozen):
     """An audible alarm on the operator machine."""
 
     kind: Literal["sound"]
-    id: Id
+    id: Identifier
     file: str = Field(min_length=1, description="sound file to play (relative to the config file)")
     players: list[list[str]] = Field(
         default_factory=lambda: [["paplay", "{file}"], ["aplay", "-q", "{file}"],
@@ -151,7 +150,7 @@ class RouteMatch(Frozen):
 
 
 class RouteConfig(Frozen):
-    id: Id
+    id: Identifier
     match: RouteMatch = RouteMatch()
     channels: list[str] = Field(default_factory=list,
                                 description="per contact, tried in order until one delivers (e.g. sms, then webhook)")

@@ -1,16 +1,23 @@
 """Pieces every configuration module shares."""
 from __future__ import annotations
 
+import os
+import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.base import ID_MAX_CHARS
+from schemas.geometry import polygon_area, polygon_is_simple
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
 # Upper case only, as environment variables are conventionally named: a secret pasted where its variable's name
 # belongs (mixed case, digits first) is refused, and refusals never repeat the value.
 ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
 Point = tuple[float, float]
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConfigError(ValueError):
@@ -27,3 +34,25 @@ def require_unique(ids: list[str], what: str) -> None:
     duplicates = sorted({value for value in ids if ids.count(value) > 1})
     if duplicates:
         raise ValueError(f"duplicate {what}: {', '.join(duplicates)}")
+
+
+def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
+    """A polygon whose edges do not cross (checked first: a symmetric bow tie also has zero signed area) and that
+    encloses an area."""
+    if not polygon_is_simple(polygon):
+        raise ValueError("polygon edges cross each other")
+    if polygon_area(polygon) <= 0:
+        raise ValueError("polygon has zero area (collinear or repeated points)")
+    return polygon
+
+
+def env_value(name: str, where: str) -> str | None:
+    """A secret or URL from the environment, without the newline a file or `echo` leaves around it; None when unset.
+
+    A control character within is refused at start, naming the variable but never quoting its value: sent in a
+    header, it would fail every request with an error quoting the secret, or be refused by the other side.
+    """
+    value = os.environ.get(name, "").strip()
+    if CONTROL_CHARACTER.search(value):
+        raise ConfigError(f"{where}: environment variable {name} holds a control character")
+    return value or None

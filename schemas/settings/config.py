@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from schemas.settings.alerting import AlertingConfig
-from schemas.settings.base import ID_PATTERN, ConfigError, Frozen, Point, require_unique
+from schemas.settings.base import ConfigError, Frozen, Identifier, Point, require_unique
 from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
@@ -161,8 +161,20 @@ def _image_points(model: BaseModel, where: str) -> Iterator[tuple[str, list[Poin
                     yield from _image_points(item, f"{path}[{getattr(item, 'id', '')}]")
 
 
+def _item_ids(model: BaseModel) -> Iterator[str]:
+    """The ids of every listed item within a configuration (zones, lanes, lines, regions), at any depth."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, BaseModel):
+                if isinstance(value, list) and isinstance(getattr(item, "id", None), str):
+                    yield item.id
+                yield from _item_ids(item)
+
+
 class CameraConfig(Frozen):
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    id: Identifier
     name: str = ""
     source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, "
                         "or webcam index; for an ITS camera the last URL the API gave (re-resolved when it fails)")
@@ -184,6 +196,10 @@ class CameraConfig(Frozen):
         """The camera's zones, lines, regions and calibration points in image pixels, each with where it is in the
         configuration (`scene.lanes[away].polygon`)."""
         return list(_image_points(self, ""))
+
+    def place_ids(self) -> set[str]:
+        """The ids of the camera's zones, lanes, lines and regions: what an event's zone_id may name."""
+        return set(_item_ids(self))
 
     def geometry_outside(self, width: int, height: int) -> list[str]:
         """Where the camera's geometry leaves a picture of this size (by more than GEOMETRY_MARGIN of it): drawn on
@@ -228,9 +244,23 @@ class Config(Frozen):
     cameras: list[CameraConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True, description="directory relative paths are resolved from")
 
+    @field_validator("cameras")
+    @classmethod
+    def verify_unique_camera_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        require_unique([camera.id for camera in cameras], "camera id")
+        return cameras
+
     @model_validator(mode="after")
-    def verify_unique_camera_ids(self) -> "Config":
-        require_unique([camera.id for camera in self.cameras], "camera id")
+    def verify_routes_name_known_places(self) -> "Config":
+        """A route naming a camera or zone that does not exist never matches: its alerts would go by unnoticed."""
+        known = {"cameras": {camera.id for camera in self.cameras},
+                 "zones": set().union(*(camera.place_ids() for camera in self.cameras))}
+        for route in self.alerting.routes:
+            for field, ids in known.items():
+                unknown = sorted(set(getattr(route.match, field)) - ids)
+                if unknown:
+                    raise ValueError(f"alerting.routes[{route.id}].match.{field} names unknown {field}: "
+                                     f"{', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")
@@ -267,9 +297,14 @@ class Config(Frozen):
 
 
 def validation_problems(exc: ValidationError, section: str = "") -> list[str]:
-    """`field.path: message` for each error; never the offending value (it may be a secret put in the wrong field)."""
-    return [f"{'.'.join(str(part) for part in (section, *error['loc']) if part != '') or '<root>'}: {error['msg']}"
-            for error in exc.errors()]
+    """`field.path: message` for each error; never the offending value (it may be a secret put in the wrong field).
+    A check across fields names the fields in its own message."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in (section, *error["loc"]) if part != "")
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems
 
 
 def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:
@@ -280,14 +315,35 @@ def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping: PyYAML would keep the last one silently, so an operator's
+    second `cameras:` block or a repeated `fps:` would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are refused by the mapping itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"configuration {path} is not UTF-8 text (a binary file?)") from None
+    except yaml.MarkedYAMLError as exc:
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part)
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"configuration {path} is not valid YAML: {problem}{where}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"configuration {path} is not valid YAML: {exc}") from None
     except RecursionError:

@@ -4,8 +4,6 @@ Image pixels are those of the camera's own picture (x right, y down), whatever s
 """
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
@@ -15,13 +13,13 @@ from schemas.calibration import (
     fit_homography,
     reprojection_errors,
 )
-from schemas.geometry import polygon_area, polygon_is_simple
-from schemas.settings.base import ID_PATTERN, Frozen, Point, require_unique
+from schemas.geometry import polygon_area
+from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
 
 
 class ZoneConfig(Frozen):
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
+    id: Identifier
     polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels")
     area_m2: float | None = Field(
         default=None, gt=0, le=1_000_000,
@@ -32,14 +30,7 @@ class ZoneConfig(Frozen):
         default_factory=list, description="counting lines across the zone's entrances, for inflow and outflow"
     )
 
-    @field_validator("polygon")
-    @classmethod
-    def verify_polygon(cls, polygon: list[Point]) -> list[Point]:
-        if polygon_area(polygon) <= 0:
-            raise ValueError("polygon has zero area (collinear or repeated points)")
-        if not polygon_is_simple(polygon):
-            raise ValueError("polygon edges cross each other")
-        return polygon
+    _polygon = field_validator("polygon")(verify_simple_polygon)
 
     @model_validator(mode="after")
     def verify_unique_entrance_ids(self) -> ZoneConfig:

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from schemas.settings.base import ID_PATTERN, Frozen, Point
-
-Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+from schemas.settings.base import Frozen, Identifier, Point
 
 
 class Anchor(str, Enum):

@@ -6,24 +6,11 @@ size capture scales frames to (`max_width`). Metres come only from the camera's
 """
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from schemas.geometry import polygon_area, polygon_is_simple
-from schemas.settings.base import ID_PATTERN, Frozen, Point, require_unique
+from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
-
-Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
-
-
-def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
-    if polygon_area(polygon) <= 0:
-        raise ValueError("polygon has zero area (collinear or repeated points)")
-    if not polygon_is_simple(polygon):
-        raise ValueError("polygon edges cross each other")
-    return polygon
 
 
 class LaneConfig(Frozen):
