@@ -33,6 +33,7 @@ from schemas.settings.alerting import (
     SoundChannelConfig,
     WebhookChannelConfig,
 )
+from schemas.settings.base import env_value
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 
@@ -119,8 +120,8 @@ class RateLimiter:
 
 
 def required_env(name: str, channel_id: str) -> str:
-    value = os.environ.get(name)
-    if not value:
+    value = env_value(name, f"alert channel {channel_id}")
+    if value is None:
         raise SystemExit(f"alert channel {channel_id}: environment variable {name} is not set")
     return value
 
@@ -212,7 +213,7 @@ class TwilioSmsChannel:
 
 
 class ReconcileError(RuntimeError):
-    """The provider could not tell whether an earlier send went out; the delivery stays pending."""
+    """The provider could not tell whether an earlier send went out; the delivery is tried again, asking first."""
 
 
 class ListingLag(ReconcileError):

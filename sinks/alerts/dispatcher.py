@@ -7,13 +7,15 @@ escalation tick) such a row is reconciled with the provider instead of being bli
 tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
 and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
 with that SID. While the listing may still lag behind the try (SmsChannelConfig.listing_lag_s) the delivery waits;
-only a tag still missing after that is sent again. A duplicate needs a listing slower than listing_lag_s or one
-that cannot be read at all, and the window for a loss is nil: we prefer a rare duplicate alarm to a silent one.
-Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
+only a tag still missing after that is sent again. A listing that cannot be read at all counts as a failed try: the
+delivery is retried, asking first, and fails for good after its tries. A duplicate needs a listing slower than
+listing_lag_s or one that cannot be read at all, and the window for a loss is nil: we prefer a rare duplicate alarm
+to a silent one. Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
 
 Retries never wait inline: a retryable failure (429, 5xx, network) records the delivery as `retrying` with its
 `next_attempt_at` (doubling back-off), and `retry_due` makes the next try when it is due, so one recipient's
-outage never holds up the other alerts, the Alertmanager webhook or the Kafka consumer. After an ambiguous try
+outage never holds up the other alerts, the Alertmanager webhook or the Kafka consumer. A due retry is taken in the
+store before it is made: of dispatchers sharing a store, one makes it. After an ambiguous try
 (the request may have reached the provider) the retry reconciles first, as a restart does. A contact's next channel
 is a fallback: it is tried only once the delivery on the channel before it has failed for good.
 
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Gauge
@@ -35,6 +38,7 @@ from schemas import Alert, EventState, Severity
 from schemas.settings.alerting import AlertingConfig, ContactConfig, RouteConfig
 from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError, backoff_delay
 from sinks.alerts.notice import SEVERITY_RANK, Notice
+from sinks.alerts.redact import describe_error
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (
     FAILED,
@@ -77,7 +81,10 @@ class AlertDispatcher:
     # -- notices --------------------------------------------------------------------------------------------------
 
     def handle(self, notice: Notice) -> AlertRow | None:
-        """Records one state change and notifies as the routes say; safe to call again with the same notice."""
+        """Records one state change and notifies as the routes say; safe to call again with the same notice.
+
+        Returns the notice's alert, for publish_once; None for a resolved or closed incident.
+        """
         now = self.clock()
         new = self.store.record_notice(notice, now)
         NOTICES.labels(notice.source, "new" if new else "duplicate").inc()
@@ -87,11 +94,18 @@ class AlertDispatcher:
         alert_id = f"{notice.incident_id}:{notice.severity.value}"
         alert = self.store.get_alert(alert_id) or self.decide(notice, alert_id, now)
         if alert.status == NOTIFYING:
-            self.notify(alert)  # before publishing: a broker outage must not hold back an SMS
-            if alert.published_at is None:
-                self.publish(to_message(alert))  # raises when the broker did not confirm: the notice is redelivered
-                self.store.mark_published(alert.id, self.clock())
+            self.notify(alert)
         return alert
+
+    def publish_once(self, alert: AlertRow) -> None:
+        """Puts a notifying alert on the alerts topic unless it is there already; raises when the broker did not
+        confirm it, and its notice, redelivered, publishes it then.
+
+        Called once every notice at hand has notified: a broker outage must not hold back an SMS.
+        """
+        if alert.status == NOTIFYING and alert.published_at is None:
+            self.publish(to_message(alert))
+            self.store.mark_published(alert.id, self.clock())
 
     def decide(self, notice: Notice, alert_id: str, now: float) -> AlertRow:
         local = datetime.fromtimestamp(now, self.timezone).time()
@@ -158,9 +172,16 @@ class AlertDispatcher:
         """A delivery left `sending` by a crash: ask the provider before sending again."""
         try:
             provider_id = channel.reconcile(message, row.body, self.store.last_try_at(row.id), self.clock())
-        except ReconcileError as exc:
-            log.warning("delivery %s stays pending: %s", row.key, exc)
+        except ListingLag as lag:
+            log.warning("delivery %s stays pending: %s", row.key, lag)
             return SENDING
+        except ReconcileError as exc:
+            # The provider cannot say whether the try went out: it counts as a failed try, and the next one asks
+            # again before sending, as after any ambiguous try.
+            if row.attempt_count >= channel.retry.max_attempts:
+                return self.fail(row, str(exc))
+            log.warning("delivery %s: %s; asking again after the back-off", row.key, exc)
+            return self.retry_later(row, channel, max(row.attempt_count, 1), reconcile_first=True)
         if provider_id is not None:
             self.store.record_attempt(row.id, "reconciled", None, None, self.clock())
             log.info("delivery %s had gone out before the restart (%s)", row.key, provider_id)
@@ -169,7 +190,7 @@ class AlertDispatcher:
 
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """One try; a retryable failure is scheduled for `retry_due` instead of waited for here."""
-        number = self.store.start_attempt(row.id).attempt_count
+        number = self.store.start_attempt(row.id, self.clock()).attempt_count
         result = channel.send(message, row.body)
         if result.delivered:
             self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
@@ -178,10 +199,12 @@ class AlertDispatcher:
         self.store.record_attempt(row.id, FAILED if final else "retry", result.status_code, result.error,
                                   self.clock())
         if final:
-            log.warning("delivery %s failed: %s", row.key, result.error)
-            return self.finish(row, FAILED, None, result.error)
+            return self.fail(row, result.error)
+        return self.retry_later(row, channel, number, result.ambiguous)
+
+    def retry_later(self, row: DeliveryRow, channel: Channel, tries: int, reconcile_first: bool) -> str:
         RETRIES.labels(channel.id).inc()
-        self.store.schedule_retry(row.id, self.clock() + backoff_delay(number, channel.retry), result.ambiguous)
+        self.store.schedule_retry(row.id, self.clock() + backoff_delay(tries, channel.retry), reconcile_first)
         return RETRYING
 
     def retry(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
@@ -200,6 +223,10 @@ class AlertDispatcher:
                 return self.finish(row, SENT, provider_id, None)
         return self.attempt(row, channel, message)
 
+    def fail(self, row: DeliveryRow, error: str) -> str:
+        log.warning("delivery %s failed: %s", row.key, error)
+        return self.finish(row, FAILED, None, error)
+
     def finish(self, row: DeliveryRow, status: str, provider_id: str | None, error: str | None) -> str:
         self.store.finish_delivery(row.id, status, provider_id, error, self.clock())
         DELIVERIES.labels(row.channel_id, status).inc()
@@ -207,45 +234,63 @@ class AlertDispatcher:
 
     # -- periodic work --------------------------------------------------------------------------------------------
 
-    def message_for(self, row: DeliveryRow, alert: AlertRow) -> Message:
-        contact = self.contacts.get(row.contact_id) if row.contact_id else None
-        return Message(to_message(alert), alert.id, self.site, contact, row.key)
+    def unreachable(self, row: DeliveryRow) -> str | None:
+        """Why a delivery recorded earlier cannot be made with the configuration of now, or None."""
+        channel = self.channels.get(row.channel_id)
+        if channel is None:
+            return f"channel {row.channel_id} is no longer configured"
+        if row.contact_id is not None and row.contact_id not in self.contacts:
+            return f"contact {row.contact_id} is no longer configured"
+        return channel.accepts(self.contacts.get(row.contact_id))
+
+    def carry_on(self, row: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:
+        """Takes a delivery recorded earlier one step on (resume or retry); one that fails for good moves its
+        contact to the next channel."""
+        alert = self.store.alert_by_ref(row.alert_ref)
+        reason = self.unreachable(row)
+        if reason is not None:
+            status = self.fail(row, reason)
+        else:
+            contact = self.contacts.get(row.contact_id)
+            status = step(row, self.channels[row.channel_id],
+                          Message(to_message(alert), alert.id, self.site, contact, row.key))
+        if status == FAILED:
+            self.notify(alert)
 
     def resume_pending(self) -> None:
-        """Deliveries left `sending` by an earlier process (this one never leaves one behind between calls)."""
+        """Deliveries left `sending` by an earlier process, or by a try of this one that raised."""
         for row in self.store.deliveries(status=SENDING):
-            alert = self.store.alert_by_ref(row.alert_ref)
-            channel = self.channels.get(row.channel_id)
-            if channel is None:
-                self.finish(row, FAILED, None, f"channel {row.channel_id} is no longer configured")
-                continue
-            self.resume(row, channel, self.message_for(row, alert))
+            with skipped_on_error(f"delivery {row.key}"):
+                self.carry_on(row, self.resume)
 
     def retry_due(self) -> None:
-        """Retries whose back-off has passed; a delivery that fails for good moves its contact to the next channel."""
-        for row in self.store.due_retries(self.clock()):
-            alert = self.store.alert_by_ref(row.alert_ref)
-            channel = self.channels.get(row.channel_id)
-            if channel is None:
-                status = self.finish(row, FAILED, None, f"channel {row.channel_id} is no longer configured")
-            else:
-                status = self.retry(row, channel, self.message_for(row, alert))
-            if status == FAILED:
-                self.notify(alert)
+        """Retries whose back-off has passed, each taken by one dispatcher of those sharing the store."""
+        now = self.clock()
+        for row in self.store.due_retries(now):
+            claimed = self.store.claim_retry(row.id, now)
+            if claimed is not None:
+                with skipped_on_error(f"delivery {row.key}"):
+                    self.carry_on(claimed, self.retry)
 
     def escalate_due(self) -> None:
         now = self.clock()
         for alert in self.store.due_escalations(now):
-            routes = self.alert_routes(alert)
-            step = alert.escalation_step + 1
-            if not self.store.incident_is_open(alert.incident_id) or not any(
-                    len(route.escalation) > step for route in routes):
-                self.store.set_escalation(alert.id, alert.escalation_step, None)
-                continue
-            self.store.set_escalation(alert.id, step, self.next_escalation(routes, step, now))
-            ESCALATIONS.inc()
-            log.info("alert %s not acknowledged: escalating to step %d", alert.id, step)
-            self.notify(self.store.get_alert(alert.alert_id))
+            with skipped_on_error(f"escalation of alert {alert.id}"):
+                self.escalate(alert, now)
+
+    def escalate(self, alert: AlertRow, now: float) -> None:
+        routes = self.alert_routes(alert)
+        step = alert.escalation_step + 1
+        if not self.store.incident_is_open(alert.incident_id) or not any(
+                len(route.escalation) > step for route in routes):
+            self.store.set_escalation(alert.id, alert.escalation_step, alert.escalation_step, None)
+            return
+        if not self.store.set_escalation(alert.id, alert.escalation_step, step,
+                                         self.next_escalation(routes, step, now)):
+            return  # another dispatcher escalated it, or it was acknowledged meanwhile
+        ESCALATIONS.inc()
+        log.info("alert %s not acknowledged: escalating to step %d", alert.id, step)
+        self.notify(self.store.get_alert(alert.alert_id))
 
     @staticmethod
     def next_escalation(routes: list[RouteConfig], step: int, now: float) -> float | None:
@@ -260,6 +305,18 @@ class AlertDispatcher:
             UNACKNOWLEDGED.labels(severity.value).set(0)
         for severity, count in self.store.open_unacknowledged().items():
             UNACKNOWLEDGED.labels(severity).set(count)
+
+
+@contextmanager
+def skipped_on_error(what: str) -> Iterator[None]:
+    """Logs and skips one piece of periodic work that fails: the others still go out, and the process does not die
+    on it, which it would again on every start."""
+    try:
+        yield
+    except Exception as exc:
+        # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
+        log.error("%s skipped: %s", what, describe_error(exc))
+        log.debug("%s skipped", what, exc_info=True)
 
 
 def to_message(alert: AlertRow) -> Alert:

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas import Event, EventState, Severity
+from schemas.base import ID_MAX_CHARS
+from schemas.event import EVENT_ID_MAX_CHARS
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 EVENTS = "events"
@@ -64,6 +66,13 @@ def _text_map(value: object, where: str) -> dict[str, str]:
     return value
 
 
+def _bounded(value: str | None, max_chars: int, where: str) -> str | None:
+    """The value, unless longer than the incident store's column for it: such a request is refused, not retried."""
+    if value is not None and len(value) > max_chars:
+        raise ValueError(f"{where} is longer than {max_chars} characters")
+    return value
+
+
 def notices_from_alertmanager(payload: object) -> list[Notice]:
     """Alertmanager webhook JSON (version 4): one notice per alert, keyed by the alert's fingerprint.
 
@@ -95,9 +104,11 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
         fingerprint = fingerprint or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
         runbook = annotations.get("runbook_url")
         notices.append(Notice(
-            incident_id=f"am-{fingerprint}", source=ALERTMANAGER, type=name,
+            incident_id=_bounded(f"am-{fingerprint}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
+            source=ALERTMANAGER, type=_bounded(name, ID_MAX_CHARS, f"{where}.labels.alertname"),
             state=EventState.RESOLVED if resolved else EventState.OPENED, severity=severity,
-            camera_id=labels.get("camera"), zone_id=labels.get("zone"),
+            camera_id=_bounded(labels.get("camera"), ID_MAX_CHARS, f"{where}.labels.camera"),
+            zone_id=_bounded(labels.get("zone"), ID_MAX_CHARS, f"{where}.labels.zone"),
             title=annotations.get("summary", name),
             message=annotations.get("description", "") + (f" Runbook: {runbook}" if runbook else ""),
             at=ended or started,

@@ -2,14 +2,15 @@
 
 Client exceptions quote the request: urllib3's MaxRetryError names the path /2010-04-01/Accounts/<Account SID>/...,
 requests errors name the full URL (a webhook URL may carry a token, a proxy URL user:password@). Only the exception
-type and its message with URLs, paths, credentials and Account SIDs replaced are kept.
+type and its message with URLs, paths, credentials, bearer tokens and Account SIDs replaced are kept.
 """
 from __future__ import annotations
 
 import re
 
 REDACTIONS = (
-    # user:password@, in a URL or not; first, because a password may hold characters that end a URL here
+    (re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE), "Bearer <token>"),  # an Authorization header quoted
+    # user:password@, in a URL or not; before URLs, because a password may hold characters that end a URL here
     (re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@"), "<credentials>@"),
     (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",)]+"), "<url>"),  # scheme://host/path?query
     (re.compile(r"(?<![\w.])/[^\s'\",)]*"), "<path>"),  # a request path without its host

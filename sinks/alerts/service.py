@@ -4,15 +4,16 @@ HTTP handler threads (a bounded number) only authenticate and parse; they hand n
 200 once those are recorded and their deliveries made or scheduled for retry (500 otherwise, so Alertmanager
 retries). Kafka offsets are committed
 after the batch's alerts are recorded, delivered and published and its dead letters acknowledged by the broker; when
-the broker confirms not every send, the consumer is rewound to the batch's first offsets instead, so the batch comes
-again and the store drops the repeat.
+the broker confirms not every send, or the incident store is away, the consumer is rewound to the batch's first
+offsets instead, so the batch comes again and the store drops the repeat. A request's or a batch's notices all
+notify before their alerts are published: a broker outage holds back no SMS. A record the store refuses (a value
+too long for its column) is a dead letter.
 """
 from __future__ import annotations
 
 import hmac
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,16 +22,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from infra.consume_loop import process_batch
+from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
 from infra.listeners import is_loopback
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
+from schemas.settings.base import env_value
 from schemas.settings.config import TopicNames
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
@@ -260,7 +261,7 @@ def read_within(rfile, length: int, deadline: float) -> bytes:
 
 def receiver_token(config: ReceiverConfig) -> str | None:
     """The webhook's bearer token from the environment; without one only a loopback receiver may start."""
-    token = os.environ.get(config.token_env) or None
+    token = env_value(config.token_env, "alerting.receiver")
     if token is None and not is_loopback(config.host):
         raise SystemExit(f"alerting.receiver: {config.token_env} is not set; a receiver on {config.host} needs a "
                          "bearer token (bind it to 127.0.0.1 to run without Alertmanager intake)")
@@ -279,7 +280,7 @@ class DispatcherService:
         self.receiver = receiver
         self.tick_interval_s = tick_interval_s
         self.failures = 0
-        self.paused_until = 0.0  # after an unconfirmed batch: the broker gets time before the batch comes again
+        self.paused_until = 0.0  # after a batch not done: the broker or the store gets time before it comes again
 
     def consume(self) -> None:
         if time.monotonic() < self.paused_until:
@@ -288,39 +289,75 @@ class DispatcherService:
         records = [record for partition_records in batches.values() for record in partition_records]
         if records:
             error = process_batch(self.consumer, self.producer, records, self.process)
-            if error is not None:  # ProduceFailed, or a send that found no broker within max_block_ms
+            # ProduceFailed, a send that found no broker within max_block_ms, or the incident store away (RetryBatch)
+            if error is not None:
                 self.failures += 1
                 delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (self.failures - 1))
                 self.paused_until = time.monotonic() + delay
-                log.warning("output not confirmed by the broker, the batch comes again in %.1f s: %s", delay,
-                            describe_error(error))
+                log.warning("the batch comes again in %.1f s: %s", delay, describe_error(error))
             else:
                 self.failures = 0
         reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
     def process(self, records: list) -> list:
-        """Handles every record; returns the futures of the dead letters it sent."""
-        sends = []
+        """Handles every record, then publishes their alerts; returns the futures of the dead letters it sent.
+
+        Raises when a publish is not confirmed or the incident store is away (RetryBatch): the batch comes again.
+        """
+        try:
+            return self.handle_records(records)
+        except SQLAlchemyError as exc:
+            raise RetryBatch(f"incident store: {describe_error(exc)}") from exc
+
+    def handle_records(self, records: list) -> list:
+        sends, alerts = [], []
         for record in records:
             try:
                 event = decode(record.value, Event)
             except SchemaError as exc:
-                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key,
-                                     record.value, str(exc))
-                sends.append(self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter)))
+                sends.append(self.send_dead_letter(record, str(exc)))
                 continue
             try:
-                self.dispatcher.handle(notice_from_event(event))
-            except (KafkaError, SQLAlchemyError):
-                raise  # the broker or the incident store is away, not this event: the batch comes again
-            except Exception as exc:  # this event breaks the dispatcher: keep it as a dead letter and go on
+                alerts.append(self.dispatcher.handle(notice_from_event(event)))
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError) and not isinstance(exc, (DataError, IntegrityError)):
+                    raise  # the incident store is away, not this event
+                # This event breaks the dispatcher, or the store refuses it: keep it as a dead letter and go on.
                 log.exception("event at %s[%d]@%d could not be handled", record.topic, record.partition,
                               record.offset)
-                letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value,
-                                     f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}")
-                sends.append(self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter)))
+                sends.append(self.send_dead_letter(
+                    record, f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}"))
+        for alert in alerts:
+            if alert is not None:
+                self.dispatcher.publish_once(alert)
         return sends
+
+    def send_dead_letter(self, record, reason: str):
+        letter = dead_letter(STAGE, record.topic, record.partition, record.offset, record.key, record.value, reason)
+        return self.producer.send(self.topics.dead_letter, key=letter.key, value=encode(letter))
+
+    def handle_notices(self, notices: list[Notice]) -> str | None:
+        """Notifies every notice, then publishes their alerts; returns the first failure, answered with 500 so that
+        Alertmanager sends the request again (what went out is not repeated: the store knows it)."""
+        failures: list[Exception] = []
+        alerts = []
+        for notice in notices:
+            try:
+                alerts.append(self.dispatcher.handle(notice))
+            except Exception as exc:  # the other notices still notify
+                failures.append(exc)
+                log_webhook_failure(exc)
+        for alert in alerts:
+            if alert is None:
+                continue
+            try:
+                self.dispatcher.publish_once(alert)
+            except Exception as exc:
+                failures.append(exc)
+                log_webhook_failure(exc)
+                break  # the broker is away: the next publish would wait as long, past the request's deadline
+        return describe_error(failures[0]) if failures else None
 
     def answer_webhooks(self, wait_s: float) -> None:
         try:
@@ -328,14 +365,7 @@ class DispatcherService:
         except queue.Empty:
             return
         while True:
-            try:
-                for notice in pending.notices:
-                    self.dispatcher.handle(notice)
-            except Exception as exc:  # answered 500 so Alertmanager retries; the dispatcher keeps running
-                # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
-                log.error("alertmanager notification failed: %s", describe_error(exc))
-                log.debug("alertmanager notification failed", exc_info=True)
-                pending.error = describe_error(exc)
+            pending.error = self.handle_notices(pending.notices)
             pending.done.set()
             try:
                 pending = self.receiver.inbox.get_nowait()
@@ -352,6 +382,12 @@ class DispatcherService:
             if time.monotonic() - last_tick >= self.tick_interval_s:
                 self.dispatcher.tick()
                 last_tick = time.monotonic()
+
+
+def log_webhook_failure(exc: Exception) -> None:
+    # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
+    log.error("alertmanager notification failed: %s", describe_error(exc))
+    log.debug("alertmanager notification failed", exc_info=True)
 
 
 def publisher(producer: KafkaProducer, topic: str):

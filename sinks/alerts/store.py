@@ -11,11 +11,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from schemas.base import ID_MAX_CHARS
+from schemas.event import EVENT_ID_MAX_CHARS
 from sinks.alerts.notice import Notice
 
 OPEN, RESOLVED = "open", "resolved"
@@ -30,11 +47,11 @@ class Base(DeclarativeBase):
 
 class IncidentRow(Base):
     __tablename__ = "incidents"
-    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    id: Mapped[str] = mapped_column(String(EVENT_ID_MAX_CHARS), primary_key=True)
     source: Mapped[str] = mapped_column(String(20))
-    type: Mapped[str] = mapped_column(String(100), index=True)
-    camera_id: Mapped[str | None] = mapped_column(String(100))
-    zone_id: Mapped[str | None] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(ID_MAX_CHARS), index=True)
+    camera_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
+    zone_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
     severity: Mapped[str] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(20), index=True)
     title: Mapped[str] = mapped_column(Text)
@@ -65,8 +82,8 @@ class AlertRow(Base):
     alert_id: Mapped[str] = mapped_column(String(250), unique=True)
     incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
     severity: Mapped[str] = mapped_column(String(20))
-    camera_id: Mapped[str | None] = mapped_column(String(100))
-    zone_id: Mapped[str | None] = mapped_column(String(100))
+    camera_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
+    zone_id: Mapped[str | None] = mapped_column(String(ID_MAX_CHARS))
     subject: Mapped[str] = mapped_column(String(300), index=True)
     routes: Mapped[list] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20))
@@ -101,6 +118,7 @@ class DeliveryRow(Base):
     finished_at: Mapped[float | None] = mapped_column(Float)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, index=True)
+    tried_at: Mapped[float | None] = mapped_column(Float)  # when the latest try began
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
@@ -169,13 +187,14 @@ class IncidentStore:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _create_tables(self, attempts: int = 5) -> None:
-        # The dispatcher and the console start together: both may find a table missing and one CREATE then fails
-        # because the other's went first. Looking again finds it.
+        # The dispatcher and the console start together: both may find a table or column missing and one CREATE or
+        # ALTER then fails because the other's went first. Looking again finds it.
         for attempt in range(attempts):
             try:
                 Base.metadata.create_all(self.engine)
+                _add_missing_columns(self.engine)
                 return
-            except OperationalError:
+            except (OperationalError, ProgrammingError):
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
@@ -255,10 +274,14 @@ class IncidentStore:
             return list(session.scalars(select(AlertRow).where(
                 AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), AlertRow.next_escalation_at <= now)))
 
-    def set_escalation(self, alert_ref: int, step: int, next_at: float | None) -> None:
+    def set_escalation(self, alert_ref: int, from_step: int, step: int, next_at: float | None) -> bool:
+        """Moves a pending escalation on from `from_step`; False when another dispatcher moved it first or it was
+        acknowledged or resolved meanwhile."""
         with self.sessions.begin() as session:
-            alert = session.get(AlertRow, alert_ref)
-            alert.escalation_step, alert.next_escalation_at = step, next_at
+            moved = session.execute(update(AlertRow).where(
+                AlertRow.id == alert_ref, AlertRow.escalation_step == from_step,
+                AlertRow.next_escalation_at.is_not(None)).values(escalation_step=step, next_escalation_at=next_at))
+            return moved.rowcount == 1
 
     def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
         """Acknowledges an alert by its number, or every alert of an incident by the incident id."""
@@ -311,11 +334,11 @@ class IncidentStore:
             with self.sessions() as session:
                 return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
 
-    def start_attempt(self, delivery_id: int) -> DeliveryRow:
+    def start_attempt(self, delivery_id: int, now: float) -> DeliveryRow:
         """Marks the delivery `sending` and counts the try, committed before the request goes out."""
         with self.sessions.begin() as session:
             row = session.get(DeliveryRow, delivery_id)
-            row.status, row.next_attempt_at = SENDING, None
+            row.status, row.next_attempt_at, row.tried_at = SENDING, None, now
             row.attempt_count += 1
             return row
 
@@ -329,13 +352,25 @@ class IncidentStore:
             return list(session.scalars(select(DeliveryRow).where(
                 DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now).order_by(DeliveryRow.id)))
 
+    def claim_retry(self, delivery_id: int, now: float) -> DeliveryRow | None:
+        """Takes a due retry for this process by marking it `sending`; None when another dispatcher on the same
+        store took it first."""
+        with self.sessions.begin() as session:
+            claimed = session.execute(update(DeliveryRow).where(
+                DeliveryRow.id == delivery_id, DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now,
+            ).values(status=SENDING, next_attempt_at=None))
+            return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
+
     def last_try_at(self, delivery_id: int) -> float:
-        """When the delivery's latest try began, as far as the store knows: its start or the latest recorded try's
-        end (a try cut short by a crash began one back-off after the try recorded before it)."""
+        """When the delivery's latest try began, recorded as the try starts so that a crash during it leaves it; for
+        a row without it (no try yet, or one from before tries were timed) its start or its latest recorded try's
+        end, whichever is later."""
         with self.sessions() as session:
-            started = session.get(DeliveryRow, delivery_id).started_at
+            row = session.get(DeliveryRow, delivery_id)
+            if row.tried_at is not None:
+                return row.tried_at
             last = session.scalar(select(func.max(AttemptRow.at)).where(AttemptRow.delivery_id == delivery_id))
-            return max(started, last or started)
+            return max(row.started_at, last or row.started_at)
 
     def record_attempt(self, delivery_id: int, outcome: str, status_code: int | None, error: str | None,
                        now: float) -> None:
@@ -405,6 +440,19 @@ def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> li
             alert.acked_at = now
         alert.next_escalation_at = None
     return alerts
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Adds the columns a store created by an earlier version lacks; they are nullable, so its rows hold NULL."""
+    inspector = inspect(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    connection.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
+                                            f"{column.type.compile(engine.dialect)}"))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

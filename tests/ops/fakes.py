@@ -5,8 +5,9 @@ FakeTwilio implements the two Programmable Messaging calls the dispatcher makes
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
-It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag, and a trial
-account's prefix ("Sent from your Twilio trial account - ") before every body.
+It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag or cannot be read
+at all (an API key without the right to list), and a trial account's prefix ("Sent from your Twilio trial account -
+") before every body.
 Scripted answers can also take the RFC 9457 problem-details format of Twilio's newer APIs (twilio-python raises
 TwilioServiceException for it) or be an HTML page, as a proxy in the way answers.
 """
@@ -74,6 +75,7 @@ class FakeTwilio:
     script: list[Scripted] = field(default_factory=list)  # consumed one per POST before messages are created
     hold_after_create: threading.Event | None = None  # when set: create, then wait on it before answering
     listing_lag_s: float = 0.0  # a created message appears in GET listings only this long after its creation
+    listing_error: Scripted | None = None  # every GET is answered with it
     body_prefix: str = ""  # put before every body, as Twilio does for trial accounts
     created: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -162,6 +164,9 @@ def _twilio_handler(fake: FakeTwilio):
         def do_GET(self):
             if self.route() is None:
                 return
+            if fake.listing_error is not None:
+                self.scripted(fake.listing_error)
+                return
             query = parse_qs(urlsplit(self.path).query)
             page_size = int(query.get("PageSize", ["50"])[0])
             listed_before = time.time() - fake.listing_lag_s
@@ -190,6 +195,9 @@ class FakeWebhook:
     headers: list[dict] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
+    hold_next: threading.Event | None = None  # the next POST is answered only once it is set
+    arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def serve(self) -> LocalServer:
         fake = self
@@ -197,6 +205,11 @@ class FakeWebhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with fake.lock:
+                    hold, fake.hold_next = fake.hold_next, None
+                fake.arrived.set()
+                if hold is not None:
+                    hold.wait(30)
                 status = fake.script.pop(0) if fake.script else 200
                 if status == 200:
                     fake.received.append(body)

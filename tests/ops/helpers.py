@@ -4,11 +4,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from schemas import Alert, Event, EventState, Severity
 from schemas.settings.config import Config, parse_config
-from sinks.alerts.channels import build_channels
-from sinks.alerts.dispatcher import AlertDispatcher
+from sinks.alerts.channels import Message, build_channels
+from sinks.alerts.dispatcher import AlertDispatcher, to_message
+from sinks.alerts.notice import Notice, notice_from_event
 from sinks.alerts.store import IncidentStore
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -65,13 +67,14 @@ class Harness:
         self.dispatcher.retry_due()
 
 
-def make_dispatcher(config: Config) -> Harness:
+def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None) -> Harness:
+    """A dispatcher whose alerts are published to `harness.published`, or by `publish`."""
     store = IncidentStore(config.alerting.store_url)
     clock = Clock()
     harness = Harness(None, store, clock)
     harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
-                                         harness.published.append, clock=clock)
+                                         publish or harness.published.append, clock=clock)
     return harness
 
 
@@ -80,3 +83,16 @@ def danger_event(event_id: str = "plaza/north/risk-1", severity: Severity = Seve
     return Event(event_id=event_id, type="risk_level_changed", state=state, severity=severity, camera_id="plaza",
                  zone_id=zone, started_at=at, updated_at=at, ended_at=at if state == EventState.RESOLVED else None,
                  confidence=0.9, reason="밀도 5.6명/m² — 위험 단계 (danger)", details={"density_per_m2": 5.6})
+
+
+def left_sending_by_a_crash(harness: Harness) -> tuple[Notice, Message, str]:
+    """What a process killed right after recording a delivery as `sending` leaves behind: (notice, message, body)."""
+    dispatcher = harness.dispatcher
+    notice = notice_from_event(danger_event())
+    harness.store.record_notice(notice, harness.clock())
+    alert = dispatcher.decide(notice, "plaza/north/risk-1:critical", harness.clock())
+    key = "plaza/north/risk-1:critical|sms|duty"
+    message = Message(to_message(alert), alert.id, "test", dispatcher.contacts["duty"], key)
+    body = dispatcher.channels["sms"].render(message)
+    harness.store.begin_delivery(key, alert.id, "sms", "duty", body, harness.clock())
+    return notice, message, body

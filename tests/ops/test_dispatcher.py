@@ -8,57 +8,30 @@ import pytest
 from infra.broker import free_port
 from schemas import EventState, Severity
 from schemas.settings.alerting import RetryConfig
-from sinks.alerts.channels import Message, RateLimiter, backoff_delay, delivery_tag
-from sinks.alerts.dispatcher import to_message
+from sinks.alerts.channels import RateLimiter, backoff_delay, delivery_tag
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
 from sinks.alerts.store import FAILED, RETRYING, SENT, SUPPRESSED
-from tests.ops.fakes import FakeTwilio, FakeWebhook, Scripted
+from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     CHIEF_PHONE,
     DUTY_PHONE,
     FROM_NUMBER,
-    TWILIO_ENV,
     alerting_section,
     danger_event,
+    left_sending_by_a_crash,
     make_config,
     make_dispatcher,
 )
 
 
-@pytest.fixture
-def twilio(monkeypatch):
-    for name, value in TWILIO_ENV.items():
-        monkeypatch.setenv(name, value)
-    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
-    with fake.serve() as server:
-        fake.url = server.url
-        yield fake
-
-
-@pytest.fixture
-def webhook():
-    fake = FakeWebhook()
-    with fake.serve() as server:
-        fake.url = server.url + "/hook"
-        yield fake
-
-
-@pytest.fixture
-def harness(tmp_path, twilio, webhook):
-    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
-    built = make_dispatcher(config)
-    yield built
-    built.store.close()
-
-
 def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(harness, twilio):
     event = notice_from_event(danger_event())
     for _ in range(3):
-        harness.dispatcher.handle(event)
+        harness.dispatcher.publish_once(harness.dispatcher.handle(event))
     assert len(twilio.messages) == 1
     message = twilio.messages[0]
     assert (message["to"], message["from"]) == (DUTY_PHONE, FROM_NUMBER)
@@ -194,19 +167,6 @@ def test_a_gateway_timeout_after_twilio_created_the_message_is_reconciled_not_se
     assert len(twilio.messages) == 1 and twilio.posts() == 1
     deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
     assert [(d.status, d.provider_id) for d in deliveries] == [(SENT, twilio.messages[0]["sid"])]
-
-
-def left_sending_by_a_crash(harness) -> tuple:
-    """What a process killed right after recording a delivery as `sending` leaves behind: (notice, message, body)."""
-    dispatcher = harness.dispatcher
-    notice = notice_from_event(danger_event())
-    harness.store.record_notice(notice, harness.clock())
-    alert = dispatcher.decide(notice, "plaza/north/risk-1:critical", harness.clock())
-    key = "plaza/north/risk-1:critical|sms|duty"
-    message = Message(to_message(alert), alert.id, "test", dispatcher.contacts["duty"], key)
-    body = dispatcher.channels["sms"].render(message)
-    harness.store.begin_delivery(key, alert.id, "sms", "duty", body, harness.clock())
-    return notice, message, body
 
 
 def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_the_listing_had_time(harness, twilio):

@@ -277,7 +277,7 @@ def test_an_alertmanager_alert_about_the_system_itself_is_published_and_the_next
                           ("lag", {"alertname": "CityguardConsumerLagGrowing", "severity": "critical"}),
                           ("zone", {"alertname": "CityguardZoneDanger", "severity": "critical", "camera": "c1"}))]
             for notice in notices_from_alertmanager({"version": "4", "status": "firing", "alerts": alerts}):
-                dispatcher.handle(notice)
+                dispatcher.publish_once(dispatcher.handle(notice))
             consumer = KafkaConsumer(topics.alerts, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
                                      consumer_timeout_ms=3000)
             records = list(consumer)

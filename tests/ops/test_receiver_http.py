@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from schemas.settings.alerting import ReceiverConfig
+from schemas.settings.base import ConfigError
 from sinks.alerts.dispatcher import ALERTS
 from sinks.alerts.service import WEBHOOK_PATH, AlertmanagerReceiver, receiver_token
 
@@ -242,3 +243,16 @@ def test_the_token_is_required_to_listen_beyond_loopback(monkeypatch):
     assert receiver_token(ReceiverConfig(host="127.0.0.1")) is None
     monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", TOKEN)
     assert receiver_token(ReceiverConfig(host="0.0.0.0")) == TOKEN
+
+
+def test_a_token_from_the_environment_loses_the_newline_around_it_and_holds_no_control_character(monkeypatch):
+    monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", TOKEN + "\n")  # as `echo` writes it into a file
+    running = Running(token=receiver_token(ReceiverConfig(host="0.0.0.0")))
+    try:
+        assert running.post(payload())[0] == 200
+    finally:
+        running.stop()
+    monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", "webhook\x1btoken")
+    with pytest.raises(ConfigError, match="^alerting.receiver: environment variable CITYGUARD_ALERTMANAGER_TOKEN "
+                                         "holds a control character$"):
+        receiver_token(ReceiverConfig(host="0.0.0.0"))

@@ -1,0 +1,318 @@
+"""The dispatcher when its surroundings fail: a configuration changed under stored deliveries, the broker or the
+incident store away, a provider that cannot say what it sent, a second dispatcher on the same store, secrets as
+shells and files leave them, and a crash in the middle of a retry."""
+import sqlite3
+import threading
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from infra.consume_loop import RetryBatch
+from infra.kafka import ProduceFailed
+from schemas import Alert, DeadLetter, Event, decode, encode
+from schemas.settings.alerting import ReceiverConfig
+from schemas.settings.base import ConfigError
+from schemas.settings.config import TopicNames
+from sinks.alerts.channels import Message
+from sinks.alerts.dispatcher import to_message
+from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
+from sinks.alerts.redact import redact
+from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, PendingNotices
+from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT
+from tests.ops.fakes import Scripted
+from tests.ops.helpers import (
+    AUTH_TOKEN,
+    DUTY_PHONE,
+    alerting_section,
+    danger_event,
+    left_sending_by_a_crash,
+    make_config,
+    make_dispatcher,
+)
+
+NIGHT_PHONE = "+821055556666"
+UNAVAILABLE = Scripted(503, 20503, "Service unavailable")
+
+
+class Broker:
+    """The alerts topic as the publisher sees it: every alert refused while `down` (not confirmed), kept otherwise."""
+
+    def __init__(self):
+        self.down = True
+        self.alerts: list[Alert] = []
+
+    def publish(self, alert: Alert) -> None:
+        if self.down:
+            raise ProduceFailed("produce failed: KafkaTimeoutError")
+        self.alerts.append(alert)
+
+
+class DeadLetterProducer:
+    """Stands in for the KafkaProducer the service sends dead letters with; keeps them."""
+
+    def __init__(self):
+        self.letters: list[DeadLetter] = []
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> DeadLetter:
+        self.letters.append(decode(value, DeadLetter))
+        return self.letters[-1]
+
+
+def records(*events: Event) -> list:
+    return [SimpleNamespace(topic="cityguard.events.v1", partition=0, offset=offset, key=b"plaza", value=encode(event))
+            for offset, event in enumerate(events)]
+
+
+def kafka_service(harness, producer=None) -> DispatcherService:
+    return DispatcherService(harness.dispatcher, None, producer, TopicNames(), None, 60)
+
+
+def sqlite(tmp_path, statement: str) -> None:
+    database = create_engine(f"sqlite:///{tmp_path}/incidents.db")
+    with database.begin() as connection:
+        connection.execute(text(statement))
+    database.dispose()
+
+
+# -- a configuration changed under stored deliveries -------------------------------------------------------------------
+
+def test_a_retry_for_a_contact_removed_from_the_config_fails_and_the_route_goes_on(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    before = make_dispatcher(make_config(tmp_path, section))
+    twilio.script = [Scripted(429, 20429, "Too Many Requests")]
+    before.dispatcher.handle(notice_from_event(danger_event()))  # duty's SMS waits for its retry
+    # The duty officer is replaced by the night officer, and the dispatcher restarted.
+    section["contacts"] = [{"id": "night", "phone": NIGHT_PHONE}, section["contacts"][1]]
+    section["routes"][0]["escalation"] = ["night", "chief"]
+    after = make_dispatcher(make_config(tmp_path, section))
+    after.clock.now += 60
+    after.dispatcher.resume_pending()
+    after.dispatcher.retry_due()
+    after.dispatcher.resume_pending()
+    deliveries = after.store.deliveries()
+    assert [(d.contact_id, d.status) for d in deliveries] == [("duty", FAILED), ("night", SENT)]
+    assert deliveries[0].error == "contact duty is no longer configured"
+    assert [message["to"] for message in twilio.messages] == [NIGHT_PHONE]
+
+
+def test_a_delivery_that_breaks_the_dispatcher_is_skipped_and_the_others_still_go_out(tmp_path, twilio, webhook,
+                                                                                      caplog):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    harness = make_dispatcher(make_config(tmp_path, section))
+    twilio.script = [UNAVAILABLE]
+    harness.dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
+    # A store edited by hand (or half restored from a backup): the retrying delivery's alert is gone.
+    with create_engine(f"sqlite:///{tmp_path}/incidents.db").begin() as connection:
+        connection.execute(text("UPDATE deliveries SET alert_ref = 999"))
+    harness.dispatcher.handle(notice_from_event(danger_event("plaza/south/risk-2", zone="south")))
+    harness.clock.now += 1
+    harness.dispatcher.tick()
+    assert [message["body"].split(":")[0] for message in twilio.messages] == [
+        "[CRITICAL] risk level changed at plaza/south"]
+    assert "delivery plaza/north/risk-1:critical|sms|duty skipped: AttributeError" in caplog.text
+
+
+# -- the broker away ---------------------------------------------------------------------------------------------------
+
+def test_every_alert_of_a_webhook_request_is_notified_while_the_broker_is_down(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"] = [{"id": "sre", "channels": ["sms"], "escalation": ["duty"]}]
+    broker = Broker()
+    harness = make_dispatcher(make_config(tmp_path, section), broker.publish)
+    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+    service = DispatcherService(harness.dispatcher, None, None, TopicNames(), receiver, 60)
+    names = ["ConsumerLag", "KafkaDown", "StageDown"]
+    payload = {"version": "4", "alerts": [
+        {"status": "firing", "fingerprint": name, "labels": {"alertname": name, "severity": "critical"},
+         "startsAt": "2027-01-15T10:00:00Z"} for name in names]}
+    answers, sms = [], []
+    try:
+        for down in (True, False):  # Alertmanager sends the request again after the 500
+            broker.down = down
+            pending = PendingNotices(notices_from_alertmanager(payload))
+            receiver.inbox.put(pending)
+            service.answer_webhooks(0)
+            answers.append(pending.error)
+            sms.append(sorted(message["body"].split(":")[0] for message in twilio.messages))
+    finally:
+        receiver.server.server_close()
+    assert "ProduceFailed" in answers[0] and answers[1] is None
+    assert sms == [[f"[CRITICAL] {name}" for name in names]] * 2
+    assert sorted(alert.event_id for alert in broker.alerts) == [f"am-{name}" for name in names]
+
+
+def test_every_event_of_a_batch_is_notified_before_an_unconfirmed_publish_sends_the_batch_again(tmp_path, twilio,
+                                                                                                  webhook):
+    broker = Broker()
+    harness = make_dispatcher(make_config(tmp_path, alerting_section(
+        twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")), broker.publish)
+    service = kafka_service(harness)
+    batch = records(danger_event("plaza/north/risk-1"), danger_event("plaza/south/risk-2", zone="south"))
+    with pytest.raises(ProduceFailed):
+        service.process(batch)
+    assert len(twilio.sent_to(DUTY_PHONE)) == 2
+    broker.down = False
+    assert service.process(batch) == []
+    assert len(twilio.messages) == 2 and len(broker.alerts) == 2
+
+
+# -- records the incident store cannot take, and the store away --------------------------------------------------------
+
+def test_an_event_whose_ids_exceed_the_store_columns_is_a_dead_letter_and_the_batch_goes_on(harness, twilio):
+    producer = DeadLetterProducer()
+    too_long = danger_event().model_copy(update={"event_id": "plaza/north/" + "x" * 200})  # as another producer sent
+    kafka_service(harness, producer).process(records(too_long, danger_event("plaza/south/risk-2", zone="south")))
+    assert [letter.offset for letter in producer.letters] == [0]
+    assert "event_id" in producer.letters[0].reason
+    assert ["plaza/south" in message["body"] for message in twilio.messages] == [True]
+
+
+def test_an_alertmanager_alert_whose_ids_exceed_the_store_columns_is_refused_naming_the_field():
+    alert = {"status": "firing", "fingerprint": "f1", "labels": {"alertname": "CityguardZoneDanger", "zone": "z" * 101},
+             "startsAt": "2027-01-15T10:00:00Z"}
+    with pytest.raises(ValueError, match=r"^alerts\[0\]\.labels\.zone is longer than 100 characters$"):
+        notices_from_alertmanager({"version": "4", "alerts": [alert]})
+    with pytest.raises(ValueError, match=r"^alerts\[0\]\.fingerprint is longer than 200 characters$"):
+        notices_from_alertmanager({"version": "4", "alerts": [{**alert, "labels": {}, "fingerprint": "f" * 198}]})
+
+
+def test_an_event_the_store_refuses_is_a_dead_letter_and_a_store_outage_sends_the_batch_again(tmp_path, harness,
+                                                                                               twilio):
+    # What Postgres does with a value too long for its column, on the SQLite store: refuses this one row.
+    sqlite(tmp_path, "CREATE TRIGGER refuse BEFORE INSERT ON incidents WHEN NEW.id LIKE '%refused%' "
+                     "BEGIN SELECT RAISE(ABORT, 'value too long for type character varying(200)'); END")
+    producer = DeadLetterProducer()
+    service = kafka_service(harness, producer)
+    service.process(records(danger_event("plaza/north/refused"), danger_event("plaza/south/risk-2", zone="south")))
+    assert [letter.offset for letter in producer.letters] == [0]
+    assert "IntegrityError" in producer.letters[0].reason
+    assert ["plaza/south" in message["body"] for message in twilio.messages] == [True]
+    # The store goes away: every write fails. Not the events' fault: no dead letter, the batch comes again.
+    sqlite(tmp_path, "CREATE TRIGGER away BEFORE INSERT ON events BEGIN INSERT INTO no_such_table VALUES (1); END")
+    with pytest.raises(RetryBatch):
+        service.process(records(danger_event("plaza/east/risk-3", zone="east")))
+    assert len(producer.letters) == 1
+    sqlite(tmp_path, "DROP TRIGGER away")
+    assert service.process(records(danger_event("plaza/east/risk-3", zone="east"))) == []
+    assert len(twilio.messages) == 2
+
+
+# -- a provider that cannot say what it sent ---------------------------------------------------------------------------
+
+def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back_once_it_fails(harness, twilio,
+                                                                                                webhook):
+    twilio.listing_error = Scripted(403, 20003, "Permission denied")  # an API key without the right to list
+    left_sending_by_a_crash(harness)
+    harness.dispatcher.resume_pending()
+    assert [d.status for d in harness.store.deliveries()] == [RETRYING]
+    twilio.script = [UNAVAILABLE] * 3  # max_attempts is 3
+    for _ in range(3):
+        harness.retry_after(1)
+    deliveries = harness.store.deliveries()
+    assert [(d.channel_id, d.status) for d in deliveries] == [("sms", FAILED), ("ops", SENT)]
+    assert twilio.posts() == 3 and len(webhook.received) == 1
+
+
+# -- a second dispatcher on the same store -----------------------------------------------------------------------------
+
+def test_two_dispatchers_on_one_store_make_a_due_retry_once(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["broadcast"] = ["ops"]
+    first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
+    webhook.script, twilio.script = [503], [UNAVAILABLE]
+    first.dispatcher.handle(notice_from_event(danger_event()))  # the broadcast and duty's SMS both wait to retry
+    first.clock.now = second.clock.now = first.clock.now + 1
+    # The first dispatcher reads both due retries and waits on the webhook's answer to the first; meanwhile the
+    # second dispatcher makes the SMS retry.
+    hold = webhook.hold_next = threading.Event()
+    webhook.arrived.clear()
+    retrying = threading.Thread(target=first.dispatcher.retry_due)
+    retrying.start()
+    try:
+        assert webhook.arrived.wait(10)
+        second.dispatcher.retry_due()
+    finally:
+        hold.set()
+        retrying.join(10)
+    assert len(twilio.messages) == 1
+    assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
+        ("ops", SENT, 2), ("sms", SENT, 2)]
+
+
+def test_an_escalation_is_moved_on_once_and_not_after_an_acknowledgement(harness):
+    alert = harness.dispatcher.handle(notice_from_event(danger_event()))
+    store, later = harness.store, harness.clock() + 60
+    assert store.set_escalation(alert.id, 0, 1, later)
+    assert not store.set_escalation(alert.id, 0, 1, later)  # a second dispatcher that read step 0 before
+    store.acknowledge(str(alert.id), "tester", "", harness.clock())
+    assert not store.set_escalation(alert.id, 1, 2, later)
+    assert store.get_alert(alert.alert_id).escalation_step == 1
+
+
+# -- secrets as shells and files leave them ----------------------------------------------------------------------------
+
+def test_secrets_from_the_environment_lose_the_newline_around_them(tmp_path, twilio, webhook, monkeypatch):
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN + "\n")
+    monkeypatch.setenv("OPS_TOKEN", "s3cret-token\n")
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["bearer_token_env"] = "OPS_TOKEN"
+    section["routes"][0]["broadcast"] = ["ops"]
+    harness = make_dispatcher(make_config(tmp_path, section))
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert [d.status for d in harness.store.deliveries()] == [SENT, SENT]
+    assert webhook.headers[0]["Authorization"] == "Bearer s3cret-token" and len(twilio.messages) == 1
+
+
+def test_a_secret_with_a_control_character_fails_at_start_naming_the_variable_not_the_value(tmp_path, twilio,
+                                                                                             webhook, monkeypatch):
+    monkeypatch.setenv("OPS_TOKEN", "s3cret\rtoken")
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["bearer_token_env"] = "OPS_TOKEN"
+    with pytest.raises(ConfigError, match="^alert channel ops: environment variable OPS_TOKEN holds a control "
+                                         "character$"):
+        make_dispatcher(make_config(tmp_path, section))
+
+
+def test_redact_drops_a_bearer_token_quoted_from_a_header():
+    text = "InvalidHeader: Invalid return character(s) in header value: 'Bearer s3cret-token\\n'"
+    assert redact(text) == "InvalidHeader: Invalid return character(s) in header value: 'Bearer <token>'"
+
+
+# -- a crash in the middle of a retry ----------------------------------------------------------------------------------
+
+def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][0]["retry"] = {"max_attempts": 3, "backoff_initial_s": 20, "timeout_s": 5}
+    config = make_config(tmp_path, section)  # listing_lag_s: 30
+    before = make_dispatcher(config)
+    twilio.script = [Scripted(429, 20429, "Too Many Requests")]
+    alert = before.dispatcher.handle(notice_from_event(danger_event()))
+    twilio.listing_lag_s = 3600  # Twilio's log will not show the retry in time
+    # 20 s later the retry goes out, and the process dies before the answer is recorded.
+    [row] = before.store.deliveries()
+    retried_at = before.clock() + 20
+    before.store.start_attempt(row.id, retried_at)
+    message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
+    assert before.dispatcher.channels["sms"].send(message, row.body).delivered
+    restarted = make_dispatcher(config)
+    restarted.clock.now = retried_at + 25
+    restarted.dispatcher.resume_pending()
+    assert twilio.posts() == 2  # not sent a third time while the listing may still lag behind the retry
+    assert [d.status for d in restarted.store.deliveries()] == [SENDING]
+
+
+def test_a_store_from_before_tries_were_timed_opens_and_settles_its_pending_delivery(tmp_path, harness, twilio,
+                                                                                      webhook):
+    left_sending_by_a_crash(harness)
+    harness.store.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as database:
+        database.execute("ALTER TABLE deliveries DROP COLUMN tried_at")
+    database.close()
+    reopened = make_dispatcher(make_config(tmp_path, alerting_section(
+        twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")))
+    reopened.clock.now = harness.clock.now + 30  # the channel's listing_lag_s
+    reopened.dispatcher.resume_pending()
+    assert [d.status for d in reopened.store.deliveries()] == [SENT] and len(twilio.messages) == 1
+    reopened.store.close()
+
