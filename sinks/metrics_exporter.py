@@ -126,6 +126,11 @@ class LabelBounds:
         return OTHER
 
 
+def retry_delay_s(failures: int) -> float:
+    """Back-off before the next try after `failures` failed ones in a row."""
+    return min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (failures - 1))
+
+
 def zone_stale_after_s(window_seconds: float) -> float:
     """A zone whose windows stopped this long ago (camera down, inference stalled) is UNKNOWN, not its last level."""
     return max(3 * window_seconds, 30.0)
@@ -161,15 +166,13 @@ class OpenEvents:
         self.max_open_seconds = max_open_seconds
         self._open: dict[str, tuple[tuple[str, str, str], float]] = {}
 
-    def apply(self, event: Event) -> bool:
-        """Records the event; returns True when it opened a new incident."""
+    def apply(self, event: Event) -> None:
+        """An incident is open from any message about it until the one that resolves it."""
         labels = (event.camera_id, event.type, event.severity.value)
         if event.state is EventState.RESOLVED:
             self._open.pop(event.event_id, None)
-            return False
-        is_new = event.event_id not in self._open
-        self._open[event.event_id] = (labels, event.updated_at)
-        return is_new
+        else:
+            self._open[event.event_id] = (labels, event.updated_at)
 
     def counts(self, now: float) -> dict[tuple[str, str, str], int]:
         self._open = {key: value for key, value in self._open.items() if now - value[1] <= self.max_open_seconds}
@@ -192,6 +195,8 @@ class MetricsSink:
         self.counted_windows = RecentKeys()
         self.counted_frames = RecentKeys()
         self.counted_letters = RecentKeys()
+        self.counted_openings = RecentKeys()
+        self.forecast_horizons: dict[tuple[str, str], set[str]] = {}  # configured zones only
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         self._open_labels: set[tuple[str, str, str]] = set()
@@ -260,10 +265,16 @@ class MetricsSink:
                 _remove(gauge, labels)  # not measured in this window: no stale value left behind
             else:
                 gauge.labels(*labels).set(value)
+        horizons = set()
         for point in metrics.forecast:
             horizon = self.labels.free("horizon_minutes", f"{point.horizon_s / 60:g}")
+            horizons.add(horizon)
             ZONE_FORECAST.labels(*labels, horizon).set(point.density_per_m2)
             ZONE_FORECAST_UPPER.labels(*labels, horizon).set(point.upper_per_m2)
+        for horizon in self.forecast_horizons.get(labels, set()) - horizons:  # not forecast in this window
+            _remove(ZONE_FORECAST, (*labels, horizon))
+            _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
+        self.forecast_horizons[labels] = horizons
         if self.counted_windows.first_time(("zone", *labels, metrics.window_start)):
             ZONE_CROSSINGS.labels(*labels, "in").inc(metrics.inflow)
             ZONE_CROSSINGS.labels(*labels, "out").inc(metrics.outflow)
@@ -287,11 +298,12 @@ class MetricsSink:
                 LANE_CROSSINGS.labels(camera, lane, class_name, direction).inc(count)
 
     def on_event(self, event: Event) -> None:
-        # Redelivered "opened" messages carry the same event id, so they are not counted twice.
         event = event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),
                                          "type": self.labels.free("event_type", event.type)})
-        if self.open_events.apply(event):
+        # An incident is counted by its "opened" message, once: a rewound batch delivers it again.
+        if event.state is EventState.OPENED and self.counted_openings.first_time((event.event_id,)):
             EVENTS.labels(event.camera_id, event.type, event.severity.value).inc()
+        self.open_events.apply(event)
         counts = self.open_events.counts(time.time())
         for labels in self._open_labels | set(counts):
             EVENTS_OPEN.labels(*labels).set(counts.get(labels, 0))
@@ -327,7 +339,7 @@ class MetricsSink:
                 failures = 0
             except KafkaError as exc:
                 failures += 1
-                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (failures - 1))
+                delay = retry_delay_s(failures)
                 BROKER_CONNECTED.labels("metrics-sink").set(0)
                 log.warning("broker unavailable (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 stop.wait(delay)

@@ -14,10 +14,9 @@ def event(event_id: str, state: EventState, updated_at: float = 100.0) -> Event:
 
 def test_open_events_count_each_incident_once_and_expire():
     open_events = OpenEvents(max_open_seconds=60)
-    assert open_events.apply(event("a", EventState.OPENED))
-    assert not open_events.apply(event("a", EventState.OPENED)), "a redelivered open is not a new incident"
-    assert not open_events.apply(event("a", EventState.UPDATED))
-    assert open_events.apply(event("b", EventState.OPENED))
+    for state in (EventState.OPENED, EventState.OPENED, EventState.UPDATED):  # a redelivered open, an update
+        open_events.apply(event("a", state))
+    open_events.apply(event("b", EventState.OPENED))
     assert open_events.counts(now=110) == {("sink-test", "stopped_vehicle", "warning"): 2}
     open_events.apply(event("a", EventState.RESOLVED))
     assert open_events.counts(now=110) == {("sink-test", "stopped_vehicle", "warning"): 1}
@@ -45,6 +44,15 @@ def test_event_metrics_follow_incidents(sink):
     assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 1
     sink.on_event(event("x", EventState.RESOLVED, updated_at=10**10))
     assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 0
+
+
+def test_an_incident_is_counted_once_by_its_opening_even_after_a_rewound_batch(sink):
+    labels = {"camera": "sink-test", "type": "stopped_vehicle", "severity": "warning"}
+    before = REGISTRY.get_sample_value("cityguard_events_total", labels) or 0
+    for state in (EventState.OPENED, EventState.RESOLVED, EventState.OPENED, EventState.RESOLVED):  # rewound
+        sink.on_event(event("rewound", state, updated_at=10**10))
+    sink.on_event(event("seen-late", EventState.UPDATED, updated_at=10**10))  # its opening was before the sink
+    assert REGISTRY.get_sample_value("cityguard_events_total", labels) == before + 1
 
 
 def test_line_counts_add_up_once_per_window(sink):
@@ -85,6 +93,18 @@ def test_a_zone_whose_windows_stop_turns_unknown(sink):
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
     sink.mark_stale_zones(now=1000.0 + sink.stale_after_s + 1)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1, "a silent zone is unknown, not calm"
+
+
+def test_forecast_series_of_a_window_without_a_forecast_are_removed(sink):
+    from schemas import DensityForecast
+
+    labels = {"camera": "sink-test", "zone": "plaza", "horizon_minutes": "5"}
+    forecast = [DensityForecast(horizon_s=300, density_per_m2=4.0, lower_per_m2=3.0, upper_per_m2=5.0)]
+    sink.on_zone_metrics(zone_window(4000.0).model_copy(update={"forecast": forecast}))
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre", labels) == 4.0
+    sink.on_zone_metrics(zone_window(4010.0))  # the count is not reliable: no forecast
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre", labels) is None
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_upper_density_per_square_metre", labels) is None
 
 
 def test_zone_crossings_count_once_per_window(sink):

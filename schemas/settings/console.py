@@ -1,7 +1,9 @@
 """Operator console settings: where it listens, where its token comes from, how much it keeps in memory."""
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 
 from schemas.settings.base import EnvName, Frozen
 
@@ -12,6 +14,12 @@ class ConsoleConfig(Frozen):
     token_env: EnvName = Field(
         default="CITYGUARD_CONSOLE_TOKEN",
         description="environment variable holding the access token; unset on loopback: a random one per start")
+    require_token_for_reads: bool = Field(
+        default=False, description="pages need the token on loopback too; set it behind a reverse proxy, whose "
+        "requests all come from loopback")
+    public_origins: list[str] = Field(
+        default_factory=list, description="origins the console is also reached at through a reverse proxy "
+        "(https://console.city.example); changes sent from their pages are accepted")
     refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")
     frame_buffer: int = Field(default=60, ge=1, le=1000,
                               description="recent frames kept per camera, to find an incident's evidence frame")
@@ -21,3 +29,17 @@ class ConsoleConfig(Frozen):
         default="../var/hard-negatives",
         description="false alarms' evidence frames are written here (<camera>/<event>.jpg + .json), relative to the "
         "configuration file, as hard negatives for retraining")
+
+    @field_validator("public_origins")
+    @classmethod
+    def verify_origins(cls, origins: list[str]) -> list[str]:
+        """As browsers send them in `Origin`: scheme://host[:port], lower case, nothing after."""
+        normalised = []
+        for origin in origins:
+            parts = urlsplit(origin.strip().lower())
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                    or parts.query or parts.fragment:
+                raise ValueError("an origin is scheme://host[:port] with nothing after, such as "
+                                 "https://console.city.example")
+            normalised.append(f"{parts.scheme}://{parts.netloc}")
+        return normalised

@@ -3,6 +3,9 @@
 The consumer is in the console's own group but takes every partition itself and never commits: each console
 instance sees every camera, starts near the end of each topic (a short backlog so the picture, health and charts
 are there at once) and its pace or absence changes nothing for the stages.
+
+A message that cannot be shown is skipped and counted; a failing pass (the broker away) is retried with back-off.
+Each pass is reported to the state, whose feed health says whether what the console shows is current.
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
+from infra.kafka import reset_positions_past_the_end
 from schemas import CameraStatus, Detections, Event, Frame, LineCounts, SchemaError, ZoneMetrics, decode
-from sinks.console.state import ConsoleState
+from sinks.console.state import ConsoleState, FeedReport
+from sinks.metrics_exporter import retry_delay_s
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +80,29 @@ class TopicFeed:
                     # The stage that owns the topic dead-letters it; the console only skips it.
                     self.unreadable += 1
                     log.debug("unreadable message on %s: %s", record.topic, exc)
+                except Exception as exc:  # one message the console cannot show must not stop it for the others
+                    self.unreadable += 1
+                    log.warning("message on %s skipped: %s: %s", record.topic, type(exc).__name__, exc)
+        # A broker restarted empty starts the topics again at offset 0, below the positions held here.
+        reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         return handled
 
-    def start(self, stop: threading.Event) -> TopicFeed:
-        def run() -> None:
-            while not stop.is_set():
+    def run(self, stop: threading.Event) -> None:
+        """Until stopped; a failing pass is reported and retried with back-off, never a reason to stop reading."""
+        failures = 0
+        while not stop.is_set():
+            try:
                 self.poll_once()
+                failures = 0
+                self.state.on_feed(FeedReport(time.time(), None, self.unreadable))
+            except Exception as exc:
+                failures += 1
+                delay = retry_delay_s(failures)
+                self.state.on_feed(FeedReport(time.time(), f"{type(exc).__name__}: {exc}", self.unreadable))
+                log.warning("reading the topics failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                stop.wait(delay)
 
-        self.thread = threading.Thread(target=run, name="console-feed", daemon=True)
+    def start(self, stop: threading.Event) -> TopicFeed:
+        self.thread = threading.Thread(target=self.run, args=(stop,), name="console-feed", daemon=True)
         self.thread.start()
         return self

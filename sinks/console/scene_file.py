@@ -1,27 +1,48 @@
 """Reads and writes one camera's geometry (zones, calibration, traffic scene) in the site YAML, keeping its comments.
 
 The YAML is edited round-trip (ruamel): mappings and list items that keep their id are updated in place, so the
-comments around them stay; the whole new document is validated by the pipeline's own configuration model before
-the file is replaced, so a save can never leave a configuration the stages would refuse.
+comments around them stay. The stages read the file with PyYAML (YAML 1.1, where a plain `on` or `no` is a boolean):
+new strings that YAML 1.1 would read as anything else are quoted, and the exact text to be written is parsed as the
+stages parse it and validated by their configuration model before the file is replaced, so a save can never leave a
+configuration the stages would refuse.
+
+Saves are serialised, and each names the version of the camera's geometry it edited: a save made from an older
+version than the file's is refused (SceneConflict) instead of undoing the other save.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 EDITABLE_KEYS = ("zones", "calibration", "scene")
 # Editing these changes what a stage computes; the stages read the configuration at start.
 RESTART_FOR = {"zones": ["analyze"], "calibration": ["analyze"], "scene": ["analyze", "infer"]}
+STRING_TAG = "tag:yaml.org,2002:str"
+STAGES_RESOLVER = pyyaml.resolver.Resolver()  # how the stages' loader (PyYAML) types a plain scalar
 
 
 class SceneError(ValueError):
     """The edited geometry cannot be saved; the text says why."""
+
+
+class SceneConflict(SceneError):
+    """The geometry was saved by someone else since the editor read it."""
+
+
+def geometry_version(geometry: dict) -> str:
+    """Names one state of a camera's editable geometry (as `SceneFile.read` returns it)."""
+    return hashlib.sha256(json.dumps(geometry, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _yaml() -> YAML:
@@ -47,7 +68,10 @@ def _is_point_list(value) -> bool:
 
 
 def _commented(value):
-    """A new plain value as ruamel nodes: point lists and short number lists in flow style, [[x, y], ...]."""
+    """A new plain value as ruamel nodes: point lists and short number lists in flow style, [[x, y], ...]; strings
+    the stages would not read back as strings (`on`, `no`, `010`, `2024-01-01`) quoted."""
+    if isinstance(value, str) and STAGES_RESOLVER.resolve(pyyaml.ScalarNode, value, (True, False)) != STRING_TAG:
+        return SingleQuotedScalarString(value)
     if isinstance(value, dict):
         node = CommentedMap()
         for key, item in value.items():
@@ -71,8 +95,10 @@ def _merge(old, new):
         return old
     if (isinstance(old, list) and isinstance(new, list) and all(isinstance(item, dict) for item in new)
             and all(isinstance(item, dict) for item in old)):
-        by_id = {item.get("id"): item for item in old if item.get("id") is not None}
-        merged = [_merge(by_id[item["id"]], item) if item.get("id") in by_id else _commented(item) for item in new]
+        # Only string ids can match (the model requires them); any other id is left for validation to name.
+        by_id = {item["id"]: item for item in old if isinstance(item.get("id"), str)}
+        merged = [_merge(by_id[item["id"]], item) if isinstance(item.get("id"), str) and item["id"] in by_id
+                  else _commented(item) for item in new]
         old[:] = merged
         return old
     if old == new:
@@ -85,6 +111,7 @@ class SceneFile:
         """`validate(plain_document)` returns the validated configuration, or raises ValueError naming the field."""
         self.path = path
         self.validate = validate
+        self.lock = threading.Lock()  # a save reads, edits and replaces the whole file
 
     def _load(self):
         document = _yaml().load(self.path.read_text(encoding="utf-8"))
@@ -99,19 +126,30 @@ class SceneFile:
                 return camera
         raise SceneError(f"camera {camera_id!r} is not in the configuration")
 
-    def read(self, camera_id: str) -> dict:
-        """The camera's zones, calibration and scene as written in the file (no defaults filled in)."""
-        camera = self._camera(self._load(), camera_id)
+    @staticmethod
+    def _geometry(camera) -> dict:
         return {key: _plain(camera.get(key)) for key in EDITABLE_KEYS}
 
-    def write(self, camera_id: str, geometry: dict) -> tuple[list[str], object]:
-        """Validates and saves; returns the stages to restart for the change to take effect (none if unchanged) and
-        the validated configuration (None if unchanged)."""
+    def read(self, camera_id: str) -> dict:
+        """The camera's zones, calibration and scene as written in the file (no defaults filled in)."""
+        return self._geometry(self._camera(self._load(), camera_id))
+
+    def write(self, camera_id: str, geometry: dict, version: str) -> tuple[list[str], object]:
+        """Validates and saves the geometry edited from `version` (`geometry_version` of what `read` gave); returns
+        the stages to restart for the change to take effect (none if unchanged) and the validated configuration
+        (None if unchanged)."""
         unknown = sorted(set(geometry) - set(EDITABLE_KEYS))
         if unknown:
             raise SceneError(f"not editable here: {', '.join(unknown)}")
+        with self.lock:
+            return self._write(camera_id, geometry, version)
+
+    def _write(self, camera_id: str, geometry: dict, version: str) -> tuple[list[str], object]:
         document = self._load()
         camera = self._camera(document, camera_id)
+        if geometry_version(self._geometry(camera)) != version:
+            raise SceneConflict(f"the scene of camera {camera_id!r} was saved by someone else after this editor "
+                                "loaded it: reload it, then make the change again")
         changed = []
         for key in EDITABLE_KEYS:
             if key not in geometry:
@@ -128,15 +166,16 @@ class SceneFile:
                 camera[key] = _commented(value)
         if not changed:
             return [], None
-        config = self.validate(_plain(document))
-        self._replace(document)
-        return sorted({stage for key in changed for stage in RESTART_FOR[key]}), config
-
-    def _replace(self, document) -> None:
         buffer = io.StringIO()
         _yaml().dump(document, buffer)
+        text = buffer.getvalue()
+        config = self.validate(pyyaml.safe_load(text))  # the text as the stages will read it
+        self._replace(text)
+        return sorted({stage for key in changed for stage in RESTART_FOR[key]}), config
+
+    def _replace(self, text: str) -> None:
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
         with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(buffer.getvalue())
+            file.write(text)
         os.chmod(temporary, self.path.stat().st_mode & 0o777)
         os.replace(temporary, self.path)

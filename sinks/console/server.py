@@ -2,12 +2,14 @@
 incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header, the X-Console-Token header or
-the session cookie that opening `/?token=...` sets. Changing anything always needs it; on a non-loopback address
-every request needs it. The store is synchronous (SQLAlchemy), so its calls run in worker threads.
+the session cookie that opening `/?token=...` sets. Changing anything always needs it; on a non-loopback address, or
+with `console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the
+pages. The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -22,14 +24,22 @@ from aiohttp import web
 from infra.listeners import is_loopback
 from schemas.settings.config import Config
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
-from sinks.console.scene_file import SceneError, SceneFile
-from sinks.console.state import ConsoleState
+from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
+from sinks.console.state import ConsoleState, feed_health
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "cityguard_console"
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+FRAME_SEQ = re.compile(r"[0-9]{1,18}")
+# The page loads its scripts, styles and images from here only, and no other page may frame it (clickjacking).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+                               "object-src 'none'",
+    "X-Frame-Options": "DENY",
+}
+json_dumps = functools.partial(json.dumps, allow_nan=False)  # NaN is not JSON: the browser's parser would refuse it
 
 
 @dataclass
@@ -89,8 +99,9 @@ def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | 
 
 def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, summary: dict | None,
                         marked_at: float, by: str) -> Path:
-    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it)."""
-    target = folder / SAFE_NAME.sub("_", camera_id)
+    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it); `camera_id` is a
+    configured camera's, which its pattern keeps a plain folder name (never `.` or `..`)."""
+    target = folder / camera_id
     target.mkdir(parents=True, exist_ok=True)
     stem = SAFE_NAME.sub("_", event_id)
     image = target / f"{stem}.jpg"
@@ -100,6 +111,31 @@ def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, s
     return image
 
 
+def json_response(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=json_dumps)
+
+
+def token_matches(offered: str, token: str) -> bool:
+    # Header values arrive with undecodable bytes as lone surrogates, which plain encode() refuses.
+    return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), token.encode())
+
+
+async def json_object(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="expected a JSON body\n") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="the JSON body is nested too deeply\n") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object\n")
+    return body
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
 class ConsoleServer:
     def __init__(self, site: Site, state: ConsoleState, store: IncidentStore, token: str, host: str,
                  refresh_hz: float, zone_stale_after_s: float, status_silence_s: float):
@@ -107,10 +143,14 @@ class ConsoleServer:
         self.state = state
         self.store = store
         self.token = token
-        self.open_reads = is_loopback(host)  # read-only pages need no token on loopback
+        settings = site.config.console
+        # Read-only pages need no token on loopback, unless a reverse proxy makes every request come from there.
+        self.open_reads = is_loopback(host) and not settings.require_token_for_reads
+        self.public_origins = frozenset(settings.public_origins)
         self.refresh_hz = refresh_hz
         self.zone_stale_after_s = zone_stale_after_s
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
+        state.follow_site(site.config)  # the topic reader starts first: other ids it kept meanwhile go
 
     # -- access ------------------------------------------------------------------------------------------------
 
@@ -118,7 +158,7 @@ class ConsoleServer:
         header = request.headers.get("Authorization", "")
         offered = [header[7:] if header.startswith("Bearer ") else "", request.headers.get("X-Console-Token", ""),
                    request.cookies.get(COOKIE, "")]
-        return any(value and hmac.compare_digest(value.encode(), self.token.encode()) for value in offered)
+        return any(value and token_matches(value, self.token) for value in offered)
 
     @web.middleware
     async def access(self, request: web.Request, handler):
@@ -131,7 +171,7 @@ class ConsoleServer:
             raise web.HTTPForbidden(text="changes are accepted from the console's own pages only\n")
         offered = request.query.get("token")
         if offered is not None:
-            if not hmac.compare_digest(offered.encode(), self.token.encode()):
+            if not token_matches(offered, self.token):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
@@ -141,23 +181,26 @@ class ConsoleServer:
             raise web.HTTPUnauthorized(text="console token required: open the URL with ?token=... printed at start\n")
         return await handler(request)
 
-    @staticmethod
-    def same_origin(request: web.Request) -> bool:
+    def same_origin(self, request: web.Request) -> bool:
         """Not sent by another site's page: browsers name the sender (Sec-Fetch-Site, Origin) on every POST, and a
         SameSite cookie still rides along from other ports of this host or sibling hosts. Clients other than
-        browsers send neither header and authenticate with the token."""
+        browsers send neither header and authenticate with the token. Behind a reverse proxy the page's origin is
+        the public one, not the Host the proxy sends."""
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             return False
         origin = request.headers.get("Origin")
-        return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
+        return (origin is None or origin.lower() in self.public_origins
+                or urlsplit(origin).netloc.lower() == request.host.lower())
 
     # -- application -------------------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.access], client_max_size=1024 * 1024)
+        app.on_response_prepare.append(add_security_headers)
         app.router.add_get("/", self.index)
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/api/session", self.session)
+        app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/cameras", self.cameras)
         app.router.add_get("/api/live", self.live)
         app.router.add_get("/api/cameras/{camera}/frame.jpg", self.frame)
@@ -175,8 +218,12 @@ class ConsoleServer:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def session(self, request: web.Request) -> web.Response:
-        return web.json_response({"site": self.site.config.site, "authenticated": self.authenticated(request),
-                                  "refresh_hz": self.refresh_hz, "server_time": time.time()})
+        return json_response({"site": self.site.config.site, "authenticated": self.authenticated(request),
+                              "refresh_hz": self.refresh_hz, "server_time": time.time()})
+
+    async def health(self, request: web.Request) -> web.Response:
+        now = time.time()
+        return json_response({"now": now, "feed": feed_health(self.state.feed_report(), now)})
 
     def _camera(self, camera_id: str):
         try:
@@ -186,7 +233,7 @@ class ConsoleServer:
 
     async def cameras(self, request: web.Request) -> web.Response:
         thresholds = self.site.config.analytics.thresholds
-        return web.json_response({
+        return json_response({
             "cameras": [camera_geometry(camera) for camera in self.site.config.cameras],
             "thresholds": {level: getattr(thresholds, level) for level in ("caution", "warning", "danger", "critical")},
         })
@@ -215,13 +262,13 @@ class ConsoleServer:
         now = time.time()
         wanted = request.query.get("camera")
         cameras = [self._camera(wanted)] if wanted else self.site.config.cameras
-        return web.json_response({"now": now, "cameras": {camera.id: self._camera_live(camera, now)
-                                                          for camera in cameras}})
+        return json_response({"now": now, "cameras": {camera.id: self._camera_live(camera, now)
+                                                      for camera in cameras}})
 
     async def frame(self, request: web.Request) -> web.Response:
         camera = self._camera(request.match_info["camera"])
         wanted = request.query.get("seq", "")
-        frame = self.state.frame(camera.id, int(wanted) if wanted.isdigit() else None)
+        frame = self.state.frame(camera.id, int(wanted) if FRAME_SEQ.fullmatch(wanted) else None)
         if frame is None:
             raise web.HTTPNotFound(text="no frame yet\n")
         return web.Response(body=frame.jpeg, content_type="image/jpeg", headers={
@@ -235,7 +282,7 @@ class ConsoleServer:
                 zones.append({"camera_id": camera.id, "camera_name": camera.name or camera.id, "zone_id": zone.id,
                               "now": self.state.zone_now(camera.id, zone.id, now),
                               "history": self.state.zone_history_of(camera.id, zone.id)})
-        return web.json_response({"now": now, "stale_after_s": self.zone_stale_after_s, "zones": zones})
+        return json_response({"now": now, "stale_after_s": self.zone_stale_after_s, "zones": zones})
 
     # -- incidents ---------------------------------------------------------------------------------------------
 
@@ -259,7 +306,7 @@ class ConsoleServer:
         return listed
 
     async def incidents(self, request: web.Request) -> web.Response:
-        return web.json_response({"incidents": await asyncio.to_thread(self._incident_list)})
+        return json_response({"incidents": await asyncio.to_thread(self._incident_list)})
 
     async def incident(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["incident"]
@@ -267,7 +314,7 @@ class ConsoleServer:
         if detail is None:
             raise web.HTTPNotFound(text=f"no incident {incident_id!r}\n")
         row, evidence = detail.incident, self.state.evidence_of(incident_id)
-        return web.json_response({
+        return json_response({
             "id": row.id, "type": row.type, "camera_id": row.camera_id, "zone_id": row.zone_id,
             "severity": row.severity, "state": row.state, "title": row.title, "opened_at": row.opened_at,
             "resolved_at": row.resolved_at, "event": self.state.event(incident_id),
@@ -288,33 +335,43 @@ class ConsoleServer:
         return web.Response(body=evidence.frame.jpeg, content_type="image/jpeg")
 
     async def _review_input(self, request: web.Request) -> tuple[str, str]:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text="expected a JSON body\n") from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="expected a JSON object\n")
+        body = await json_object(request)
         by = str(body.get("by") or "console")[:100]
         return by, str(body.get("note") or "")[:2000]
+
+    def _keep_hard_negative(self, incident_id: str, marked_at: float, by: str) -> tuple[str | None, str | None]:
+        """(path, None) once the evidence frame is kept, (None, why not) when it could not be, (None, None) when the
+        console holds no evidence frame for the incident."""
+        evidence = self.state.evidence_of(incident_id)
+        if evidence is None:
+            return None, None
+        try:
+            camera = self.site.config.camera(evidence.camera_id)
+        except KeyError:
+            return None, f"camera {evidence.camera_id!r} of the evidence frame is not configured"
+        try:
+            path = write_hard_negative(self.site.hard_negatives, camera.id, incident_id, evidence,
+                                       self.state.event(incident_id), marked_at, by)
+        except OSError as exc:
+            log.warning("false alarm %s: evidence frame not kept: %s", incident_id, exc)
+            return None, f"the evidence frame could not be kept as a hard negative ({exc.strerror})"
+        return str(path), None
 
     async def _review(self, request: web.Request, verdict: str) -> web.Response:
         incident_id = request.match_info["incident"]
         by, note = await self._review_input(request)
+        if await asyncio.to_thread(self.store.incident_detail, incident_id) is None:
+            raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
         now = time.time()
-        evidence_path = None
-        if verdict == FALSE_ALARM:
-            evidence = self.state.evidence_of(incident_id)
-            if evidence is not None:
-                summary = self.state.event(incident_id)
-                evidence_path = str(await asyncio.to_thread(
-                    write_hard_negative, self.site.hard_negatives, evidence.camera_id,
-                    incident_id, evidence, summary, now, by))
-        recorded = await asyncio.to_thread(self.store.review_incident, incident_id, verdict, by, note, now,
-                                           evidence_path)
+        # The verdict is what matters: keeping the frame is best effort, and its failure is reported, not raised.
+        kept, not_kept = (await asyncio.to_thread(self._keep_hard_negative, incident_id, now, by)
+                          if verdict == FALSE_ALARM else (None, None))
+        recorded = await asyncio.to_thread(self.store.review_incident, incident_id, verdict, by, note, now, kept)
         if not recorded:
             raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
         log.info("incident %s marked %s by %s", incident_id, verdict, by)
-        return web.json_response({"incident": incident_id, "verdict": verdict, "hard_negative": evidence_path})
+        return json_response({"incident": incident_id, "verdict": verdict, "hard_negative": kept,
+                              "hard_negative_error": not_kept})
 
     async def acknowledge(self, request: web.Request) -> web.Response:
         return await self._review(request, ACKNOWLEDGED)
@@ -330,25 +387,34 @@ class ConsoleServer:
             geometry = await asyncio.to_thread(self.site.scene_file.read, camera.id)
         except SceneError as exc:
             raise web.HTTPConflict(text=f"{exc}\n") from None
-        return web.json_response({"camera_id": camera.id, "geometry": geometry})
+        return json_response({"camera_id": camera.id, "geometry": geometry, "version": geometry_version(geometry)})
 
     async def save_scene(self, request: web.Request) -> web.Response:
+        """The body is the edited geometry with the `version` it was edited from (as GET /api/scene/<camera> gave)."""
         camera = self._camera(request.match_info["camera"])
+        geometry = await json_object(request)
+        version = geometry.pop("version", None)
+        if not isinstance(version, str):
+            raise web.HTTPBadRequest(text="expected the version of the scene being edited, as the scene's GET gave "
+                                          "it\n")
+        scene_file = self.site.scene_file
         try:
-            geometry = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text="expected a JSON body\n") from None
-        if not isinstance(geometry, dict):
-            raise web.HTTPBadRequest(text="expected a JSON object\n")
-        try:
-            restart, config = await asyncio.to_thread(self.site.scene_file.write, camera.id, geometry)
+            restart, config = await asyncio.to_thread(scene_file.write, camera.id, geometry, version)
+        except SceneConflict as exc:
+            return json_response({"saved": False, "error": str(exc)}, status=409)
         except (SceneError, ValueError) as exc:
-            return web.json_response({"saved": False, "error": str(exc)}, status=422)
+            log.warning("scene of camera %s not saved: %s", camera.id, exc)
+            # The file's name says which file; where it lies on the server is no business of the page.
+            error = str(exc).replace(str(scene_file.path), scene_file.path.name)
+            return json_response({"saved": False, "error": error}, status=422)
+        except RecursionError:
+            return json_response({"saved": False, "error": "the geometry is nested too deeply"}, status=422)
         if config is not None:
             self.site.config = config  # the console draws the new geometry at once
+            self.state.follow_site(config)
         message = ("saved; restart " + ", ".join(restart) + " to apply it") if restart else "no change"
         log.info("scene of camera %s: %s", camera.id, message)
-        return web.json_response({"saved": bool(restart), "restart": restart, "message": message})
+        return json_response({"saved": bool(restart), "restart": restart, "message": message})
 
 
 async def serve(app: web.Application, host: str, port: int, stop, on_listening) -> None:

@@ -1,9 +1,10 @@
 """What the console shows, as plain bounded state: the latest picture, detections and health per camera, recent
 zone windows per zone, line totals, recent events with their evidence frames.
 
-Every collection has a cap (the console runs for months); nothing here touches Kafka or HTTP, so it is tested with
-plain messages. The topic reader calls the `on_*` methods from its thread, the web server reads snapshots from
-its own: one lock guards both.
+Every collection has a cap (the console runs for months): once the site is known (`follow_site`) only its cameras
+and zones are kept, and line totals keep the first LINES_PER_CAMERA line ids of a camera and as many direction names.
+Nothing here touches Kafka or HTTP, so it is tested with plain messages. The topic reader calls the `on_*` methods
+from its thread, the web server reads snapshots from its own: one lock guards both.
 """
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import CameraStatus, Detections, Event, LineCounts, RiskLevel, ZoneMetrics
-from sinks.metrics_exporter import RecentKeys
+from schemas.settings.config import Config
+from sinks.metrics_exporter import LabelBounds, RecentKeys
 
 HEAT_MAX_CELLS = 48  # the density heat overlay is sent at most this many cells wide or high
 HEAT_MAX_AGE_S = 15.0  # an older density map is not drawn (the density counter runs less often than the detector)
+LINES_PER_CAMERA = 64  # line totals kept per camera, and directions kept in all
+FEED_SILENCE_S = 30.0  # the topic reader reports every fraction of a second: silent this long, it has stopped
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,28 @@ class Evidence:
     camera_id: str
     frame: StoredFrame
     detections: dict | None
+
+
+@dataclass(frozen=True)
+class FeedReport:
+    """The topic reader's last pass."""
+
+    at: float
+    error: str | None  # why the pass failed; None when it read
+    unreadable: int  # messages skipped since the start
+
+
+def feed_health(report: FeedReport | None, now: float) -> dict:
+    """up / down / starting with a reason, and the messages skipped: whether what the console shows is current."""
+    if report is None:
+        return {"state": "starting", "reason": "the topics have not been read yet", "unreadable": 0}
+    if report.error is not None:
+        reason = f"cannot read the topics: {report.error}"
+    elif now - report.at > FEED_SILENCE_S:
+        reason = f"the topics were last read {now - report.at:.0f} s ago"
+    else:
+        reason = ""
+    return {"state": "down" if reason else "up", "reason": reason, "unreadable": report.unreadable}
 
 
 @dataclass
@@ -113,6 +139,25 @@ class ConsoleState:
         self.awaiting_frame: OrderedDict[tuple[str, int], str] = OrderedDict()  # (camera, seq) -> event id
         self.awaiting_detections: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.counted_windows = RecentKeys(10_000)
+        self.bounds: LabelBounds | None = None  # the site's cameras and zones; until known, every id is kept
+        self.feed: FeedReport | None = None
+
+    def follow_site(self, config: Config) -> None:
+        """From now on keeps only the site's cameras and zones, and forgets those of any other already kept."""
+        with self.lock:
+            bounds = LabelBounds(config, limit=LINES_PER_CAMERA)
+            if self.bounds is not None:
+                bounds.seen = self.bounds.seen  # line ids already kept stay counted against the cap
+            self.bounds = bounds
+            self.cameras = {camera_id: view for camera_id, view in self.cameras.items() if self._kept(camera_id)}
+            self.zones = {key: history for key, history in self.zones.items() if self._kept(*key)}
+
+    def _kept(self, camera_id: str, zone_id: str | None = None) -> bool:
+        if self.bounds is None:
+            return True
+        if zone_id is None:
+            return camera_id in self.bounds.cameras
+        return self.bounds.zone(camera_id, zone_id) is not None
 
     def _camera(self, camera_id: str) -> CameraView:
         view = self.cameras.get(camera_id)
@@ -126,6 +171,8 @@ class ConsoleState:
     def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, received_at: float,
                  picture_size: tuple[int, int], jpeg_size: tuple[int, int]) -> None:
         with self.lock:
+            if not self._kept(camera_id):
+                return
             frame = StoredFrame(seq, captured_at, received_at, jpeg, picture_size, jpeg_size)
             self._camera(camera_id).frames.append(frame)
             event_id = self.awaiting_frame.pop((camera_id, seq), None)
@@ -137,6 +184,8 @@ class ConsoleState:
         density = detections.density()
         heat = None if density is None else {**heat_grid(density), "captured_at": detections.captured_at}
         with self.lock:
+            if not self._kept(detections.camera_id):
+                return
             view = self._camera(detections.camera_id)
             view.detections.append(overlay)
             if heat is not None:
@@ -148,10 +197,13 @@ class ConsoleState:
 
     def on_camera_status(self, status: CameraStatus) -> None:
         with self.lock:
-            self._camera(status.camera_id).status = status
+            if self._kept(status.camera_id):
+                self._camera(status.camera_id).status = status
 
     def on_zone_metrics(self, metrics: ZoneMetrics) -> None:
         with self.lock:
+            if not self._kept(metrics.camera_id, metrics.zone_id):
+                return
             history = self.zones.setdefault((metrics.camera_id, metrics.zone_id), deque(maxlen=self.zone_history))
             if history and history[-1]["window_start"] >= metrics.window_start:
                 return  # a redelivered or late window: the chart runs forward in time
@@ -159,11 +211,18 @@ class ConsoleState:
 
     def on_line_counts(self, counts: LineCounts) -> None:
         with self.lock:
+            if not self._kept(counts.camera_id) or not self._within_cap(f"line {counts.camera_id}", counts.line_id):
+                return
             if not self.counted_windows.first_time((counts.camera_id, counts.line_id, counts.window_start)):
                 return
             totals = self._camera(counts.camera_id).line_totals.setdefault(counts.line_id, {})
             for direction, count in zip(counts.direction, counts.count, strict=True):
-                totals[direction] = totals.get(direction, 0) + count
+                if self._within_cap("direction", direction):
+                    totals[direction] = totals.get(direction, 0) + count
+
+    def _within_cap(self, label: str, value: str) -> bool:
+        """True for one of the first values of the label (all of them until the site is known)."""
+        return self.bounds is None or self.bounds.free(label, value) == value
 
     def on_event(self, event: Event) -> None:
         with self.lock:
@@ -247,6 +306,14 @@ class ConsoleState:
     def zone_history_of(self, camera_id: str, zone_id: str) -> list[dict]:
         with self.lock:
             return list(self.zones.get((camera_id, zone_id), ()))
+
+    def on_feed(self, report: FeedReport) -> None:
+        with self.lock:
+            self.feed = report
+
+    def feed_report(self) -> FeedReport | None:
+        with self.lock:
+            return self.feed
 
     def event(self, event_id: str) -> dict | None:
         with self.lock:

@@ -3,15 +3,35 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError
 
 from cityguard.commands_console import validator
-from schemas import Detections, Event, EventState, FrameRef, LineCounts, RiskLevel, Severity, ZoneMetrics
-from sinks.console.scene_file import SceneError, SceneFile
-from sinks.console.state import ConsoleState, heat_grid
+from schemas import (
+    CameraState,
+    CameraStatus,
+    Detections,
+    Event,
+    EventState,
+    Frame,
+    FrameRef,
+    LineCounts,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+    encode,
+)
+from schemas.settings.config import Config, TopicNames, load_config
+from sinks.console.feed import TopicFeed
+from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
+from sinks.console.state import LINES_PER_CAMERA, ConsoleState, feed_health, heat_grid
 
 
 def detections(seq: int, boxes: int = 2, density: np.ndarray | None = None) -> Detections:
@@ -90,6 +110,31 @@ def test_heat_grid_pools_a_large_map_and_keeps_its_total():
     assert heat["peak"] * heat["rows"] * heat["cols"] >= density.sum()
 
 
+def line_window(line_id: str, camera_id: str = "cam") -> LineCounts:
+    return LineCounts(camera_id=camera_id, line_id=line_id, window_start=0, window_end=60, class_name=["car"],
+                      direction=["in"], count=[1])
+
+
+def test_only_the_sites_cameras_and_zones_are_kept_and_line_totals_are_capped():
+    square = [[0, 0], [100, 0], [100, 100]]
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    state.on_frame("ghost", 1, 1000.0, b"jpeg", 1000.0, (640, 480), (640, 480))  # read before the site was known
+    state.follow_site(Config(cameras=[{"id": "cam", "source": "a.mp4",
+                                       "zones": [{"id": "z", "polygon": square, "area_m2": 100}]}]))
+    assert "ghost" not in state.cameras
+    for index in range(1000):  # ids from the topics that the site does not have
+        state.on_frame(f"ghost-{index}", 1, 1000.0, b"jpeg", 1000.0, (640, 480), (640, 480))
+        state.on_detections(detections(index).model_copy(update={"camera_id": f"ghost-{index}"}))
+        state.on_camera_status(CameraStatus(camera_id=f"ghost-{index}", state=CameraState.UP, fps=5.0, reconnects=0,
+                                            dropped_frames=0, at=1000.0))
+        state.on_zone_metrics(window(1000.0).model_copy(update={"zone_id": f"ghost-{index}"}))
+        state.on_line_counts(line_window(f"line-{index}"))
+        state.on_line_counts(line_window("gate", camera_id=f"ghost-{index}"))
+    state.on_zone_metrics(window(1000.0))
+    assert list(state.cameras) == ["cam"] and list(state.zones) == [("cam", "z")]
+    assert len(state.cameras["cam"].line_totals) == LINES_PER_CAMERA
+
+
 SITE = """\
 # Site comment kept.
 site: parts
@@ -110,8 +155,13 @@ def scene_file(tmp_path) -> SceneFile:
     return SceneFile(path, validator(path))
 
 
+def current(scene_file: SceneFile, camera_id: str = "cam") -> str:
+    """The version of the camera's geometry in the file now, as an editor that just loaded it sends back."""
+    return geometry_version(scene_file.read(camera_id))
+
+
 def test_saving_unchanged_geometry_leaves_the_file_alone(scene_file):
-    assert scene_file.write("cam", scene_file.read("cam")) == ([], None)
+    assert scene_file.write("cam", scene_file.read("cam"), current(scene_file)) == ([], None)
     assert scene_file.path.read_text() == SITE
 
 
@@ -119,7 +169,7 @@ def test_a_new_zone_and_scene_are_saved_with_every_comment_and_read_back_identic
     geometry = scene_file.read("cam")
     geometry["zones"].append({"id": "kiosk", "polygon": [[10, 10], [50, 10], [50, 40], [10, 40]], "area_m2": 12.5})
     geometry["scene"] = {"counting_lines": [{"id": "gate", "start": [0, 50], "end": [100, 50]}]}
-    restart, config = scene_file.write("cam", geometry)
+    restart, config = scene_file.write("cam", geometry, current(scene_file))
     assert restart == ["analyze", "infer"]
     assert [zone.id for zone in config.camera("cam").zones] == ["z", "kiosk"]
     text = scene_file.path.read_text()
@@ -132,10 +182,10 @@ def test_invalid_geometry_is_refused_naming_the_field_and_the_file_is_untouched(
     geometry = scene_file.read("cam")
     geometry["zones"][0]["polygon"] = [[0, 0], [10, 10], [20, 20]]  # no area
     with pytest.raises(ValueError, match=r"cameras\.0\.zones\.0\.polygon"):
-        scene_file.write("cam", geometry)
+        scene_file.write("cam", geometry, current(scene_file))
     assert scene_file.path.read_text() == SITE
     with pytest.raises(SceneError, match="not editable"):
-        scene_file.write("cam", {"source": "other.mp4"})
+        scene_file.write("cam", {"source": "other.mp4"}, current(scene_file))
     with pytest.raises(SceneError, match="'nope' is not in the configuration"):
         scene_file.read("nope")
 
@@ -144,7 +194,7 @@ def test_the_file_keeps_its_permissions(scene_file):
     scene_file.path.chmod(0o640)
     geometry = scene_file.read("cam")
     geometry["zones"][0]["area_m2"] = 31
-    scene_file.write("cam", geometry)
+    scene_file.write("cam", geometry, current(scene_file))
     assert Path(scene_file.path).stat().st_mode & 0o777 == 0o640
 
 
@@ -233,3 +283,147 @@ def test_a_false_alarm_blames_the_events_tracks_else_the_frames_main_class():
     halved = Evidence("cam", StoredFrame(5, 1005.0, 1005.1, b"jpeg", (640, 480), (320, 240)), frame_detections)
     assert false_alarm_record("cam", "cam/stopped-4", halved, summary, 1100.0, "ana")["boxes"] == [
         [10.0, 10.0, 30.0, 20.0]]
+
+
+def test_zone_ids_that_yaml_1_1_reads_as_other_types_are_saved_as_the_strings_the_stages_read(scene_file):
+    geometry = scene_file.read("cam")
+    for zone_id in ("on", "no", "010", "2024-01-01"):
+        geometry["zones"].append({"id": zone_id, "polygon": [[10, 10], [50, 10], [50, 40]], "area_m2": 5})
+    scene_file.write("cam", geometry, current(scene_file))
+    assert [zone.id for zone in load_config(scene_file.path).camera("cam").zones] == [
+        "z", "on", "no", "010", "2024-01-01"]
+
+
+def test_a_save_is_refused_when_the_stages_would_refuse_the_text_written(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE + "  - id: gate\n    source: clip.mp4\n    name: yes\n")  # YAML 1.1: a boolean
+    scene_file = SceneFile(path, validator(path))
+    geometry = scene_file.read("cam")
+    geometry["zones"][0]["area_m2"] = 31
+    with pytest.raises(ValueError, match=r"cameras\.1\.name"):
+        scene_file.write("cam", geometry, current(scene_file))
+    assert "area_m2: 30" in path.read_text()
+
+
+def test_a_zone_id_that_is_not_a_string_is_refused_naming_it(scene_file):
+    geometry = scene_file.read("cam")
+    geometry["zones"][0]["id"] = [1]
+    with pytest.raises(ValueError, match=r"cameras\.0\.zones\.0\.id"):
+        scene_file.write("cam", geometry, current(scene_file))
+
+
+SECOND_CAMERA = """\
+  - id: cam2
+    source: clip.mp4
+    zones:
+      - id: z
+        polygon: [[0, 0], [100, 0], [100, 100]]
+        area_m2: 30
+"""
+
+
+def test_saves_of_two_cameras_at_the_same_time_both_reach_the_file(tmp_path):
+    path = tmp_path / "site.yaml"
+
+    def save(scene_file: SceneFile, camera_id: str, area: float) -> None:
+        geometry = scene_file.read(camera_id)
+        version = geometry_version(geometry)
+        geometry["zones"][0]["area_m2"] = area
+        scene_file.write(camera_id, geometry, version)
+
+    for _ in range(10):  # each save reads, edits and replaces the whole file: unserialised, one undoes the other
+        path.write_text(SITE + SECOND_CAMERA)
+        scene_file = SceneFile(path, validator(path))
+        saves = [threading.Thread(target=save, args=(scene_file, camera_id, area))
+                 for camera_id, area in (("cam", 11), ("cam2", 22))]
+        for thread in saves:
+            thread.start()
+        for thread in saves:
+            thread.join()
+        assert [camera.zones[0].area_m2 for camera in load_config(path).cameras] == [11, 22]
+
+
+def test_a_save_edited_from_an_older_version_is_refused_and_the_newer_save_stays(scene_file):
+    version = current(scene_file)
+    first, second = scene_file.read("cam"), scene_file.read("cam")  # two editors open
+    first["zones"][0]["area_m2"] = 31
+    scene_file.write("cam", first, version)
+    second["zones"][0]["area_m2"] = 45
+    with pytest.raises(SceneConflict, match="reload"):
+        scene_file.write("cam", second, version)
+    assert load_config(scene_file.path).camera("cam").zones[0].area_m2 == 31
+
+
+PARTITION = TopicPartition(TopicNames().frames, 0)
+
+
+class FakeConsumer:
+    """Answers each poll with the next of `polls` (an exception is raised, a function is called), then nothing; its
+    one partition lies at `position`, its end at `end`."""
+
+    config = {"group_id": "site-console"}
+
+    def __init__(self, polls: list, position: int = 0, end: int = 0):
+        self.polls = polls
+        self.position_at, self.end = position, end
+        self.rewound: list[TopicPartition] = []
+
+    def poll(self, timeout_ms: int) -> dict:
+        answer = self.polls.pop(0) if self.polls else {}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer() if callable(answer) else answer
+
+    def assignment(self) -> set[TopicPartition]:
+        return {PARTITION}
+
+    def highwater(self, partition: TopicPartition) -> int:
+        return self.end
+
+    def position(self, partition: TopicPartition, timeout_ms: int) -> int:
+        return self.position_at
+
+    def seek_to_beginning(self, partition: TopicPartition) -> None:
+        self.rewound.append(partition)
+        self.position_at = 0
+
+
+def frame_record(seq: int, **where) -> SimpleNamespace:
+    frame = Frame(camera_id="cam", seq=seq, captured_at=1000.0 + seq, width=4, height=4, **where)
+    return SimpleNamespace(topic=TopicNames().frames, value=encode(frame))
+
+
+def unreadable_frame_store(ref: str) -> bytes:
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_message_the_console_cannot_show_is_skipped_and_the_next_ones_are_read():
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    records = [frame_record(1, frame_ref="local:cam/1.jpg"), frame_record(2, jpeg=b"\xff\xd8")]
+    feed = TopicFeed(FakeConsumer([{PARTITION: records}]), TopicNames(), state, unreadable_frame_store, {})
+    assert feed.poll_once() == 1 and feed.unreadable == 1
+    assert [frame.seq for frame in state.cameras["cam"].frames] == [2]
+
+
+def test_the_feed_reads_on_after_a_failed_pass_and_reports_the_failure_meanwhile():
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    stop = threading.Event()
+    health_after_the_failure = []
+    consumer = FakeConsumer([
+        KafkaConnectionError("broker gone"),
+        lambda: health_after_the_failure.append(feed_health(state.feed_report(), time.time()))
+        or {PARTITION: [frame_record(1, jpeg=b"\xff\xd8")]},
+        lambda: stop.set() or {},
+    ])
+    TopicFeed(consumer, TopicNames(), state, unreadable_frame_store, {}).run(stop)
+    [down] = health_after_the_failure
+    assert down["state"] == "down" and "broker gone" in down["reason"]
+    assert feed_health(state.feed_report(), time.time())["state"] == "up"
+    assert [frame.seq for frame in state.cameras["cam"].frames] == [1]
+
+
+def test_the_feed_reads_topics_that_a_restarted_broker_recreated_from_their_start():
+    consumer = FakeConsumer([{}], position=500, end=3)
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    TopicFeed(consumer, TopicNames(), state, unreadable_frame_store, {}).poll_once()
+    assert consumer.rewound == [PARTITION]

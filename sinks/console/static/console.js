@@ -335,7 +335,8 @@ function pageIncidents(root) {
         { by: by.value, note: note.value });
       fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}` }, result.ok
         ? `${verdict} recorded${result.body.hard_negative ? `; frame kept as a hard negative` : ""}`
-        : result.body.error));
+        : result.body.error),
+      result.ok && result.body.hard_negative_error ? el("div", { class: "notice error" }, result.body.hard_negative_error) : null);
       if (result.ok) { refresh(); showDetail(incidentId); }
     };
     const locked = !app.session.authenticated;
@@ -351,7 +352,7 @@ function pageIncidents(root) {
         el("dt", {}, "opened"), el("dd", {}, fmtDateTime(body.opened_at)),
         el("dt", {}, "resolved"), el("dd", {}, fmtDateTime(body.resolved_at)),
         event.track_ids && event.track_ids.length ? [el("dt", {}, "tracks"), el("dd", {}, event.track_ids.join(", "))] : []),
-      el("h2", { style: "padding: 0 10px" }, "Timeline"),
+      el("h2", { class: "section" }, "Timeline"),
       el("ul", { class: "timeline" },
         ...body.timeline.map((e) => el("li", {}, el("time", {}, fmtTime(e.at)), `${e.state} (${e.severity}) ${e.message}`)),
         ...body.acknowledgements.map((a) => el("li", {}, el("time", {}, fmtTime(a.at)), `alert acknowledged by ${a.by} ${a.note}`)),
@@ -404,6 +405,17 @@ function route() {
   (pages[page] || pageLive)(root, arg);
 }
 
+// Whether the server still reads the topics: otherwise every page shows an old picture as if it were current.
+async function checkFeed() {
+  const { ok, body } = await api("/api/health");
+  if (!ok) return;
+  const badge = $("#feed-health"), feed = body.feed;
+  badge.hidden = feed.state === "up";
+  badge.textContent = `topics ${feed.state}`;
+  badge.title = feed.reason;
+  badge.dataset.feed = feed.state;
+}
+
 async function start() {
   const { ok, body } = await api("/api/session");
   if (!ok) {
@@ -415,6 +427,8 @@ async function start() {
   $("#site-name").textContent = body.site;
   $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
   setInterval(() => { $("#clock").textContent = fmtTime(serverNow()); }, 500);
+  checkFeed();
+  setInterval(checkFeed, 5000);
   await loadCameras();
   window.addEventListener("hashchange", route);
   route();

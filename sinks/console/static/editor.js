@@ -39,7 +39,8 @@ function cleanGeometry(geometry, calibration) {
 window.pageEditor = function pageEditor(root, cameraId) {
   cameraId = cameraId || (app.cameras[0] || {}).id;
   if (!cameraId) { root.append(el("div", { class: "empty" }, "No cameras configured.")); return; }
-  let geometry = null, original = null, pairs = [], selected = null, drawing = null, dragging = null, snapshot = null;
+  let geometry = null, original = null, version = null, pairs = [], selected = null, drawing = null, dragging = null,
+    snapshot = null;
   const image = new Image();
   const canvas = el("canvas", { class: "view editor-canvas", width: 768, height: 432 });
   const tools = el("div", { class: "tools" });
@@ -47,7 +48,7 @@ window.pageEditor = function pageEditor(root, cameraId) {
   const form = el("div", { class: "form" });
   const calibrationPanel = el("div", { class: "form" });
   const message = el("div", { id: "editor-message" });
-  const hint = el("div", { class: "reason", style: "padding: 6px 10px" });
+  const hint = el("div", { class: "reason hint" });
   const picker = el("select", { onchange: (e) => { location.hash = `#/editor/${encodeURIComponent(e.target.value)}`; } },
     ...app.cameras.map((c) => el("option", { value: c.id, selected: c.id === cameraId || null }, c.name)));
   const saveButton = el("button", { class: "primary", id: "save-scene", disabled: !app.session.authenticated || null,
@@ -343,10 +344,14 @@ window.pageEditor = function pageEditor(root, cameraId) {
   }
 
   async function save() {
-    const result = await postJson(`/api/scene/${encodeURIComponent(cameraId)}`, cleanGeometry(geometry, calibrationOut()));
+    // The version read with the geometry: a save made over someone else's newer one is refused (409), not merged.
+    const result = await postJson(`/api/scene/${encodeURIComponent(cameraId)}`,
+      { version, ...cleanGeometry(geometry, calibrationOut()) });
     const body = result.body || {};
     fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}`, dataset: { saved: String(!!body.saved) } },
-      result.ok ? body.message : (body.error || "not saved")));
+      result.ok ? body.message : (body.error || "not saved")),
+    result.status === 409 ? el("button", { id: "reload-scene", onclick: () => { fill(message); loadGeometry(); } },
+      "Reload the saved scene (drops this editor's changes)") : null);
     if (result.ok) { await loadCameras(); await loadGeometry(); }
   }
 
@@ -354,6 +359,7 @@ window.pageEditor = function pageEditor(root, cameraId) {
     const { ok, body } = await api(`/api/scene/${encodeURIComponent(cameraId)}`);
     if (!ok) { fill(message, el("div", { class: "notice error" }, body.error)); return; }
     original = body.geometry;
+    version = body.version;
     geometry = JSON.parse(JSON.stringify(body.geometry));
     geometry.zones = geometry.zones || [];
     const calibration = geometry.calibration || {};
