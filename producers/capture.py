@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import cv2
 import numpy as np
+import simplejpeg
 from av.codec.hwaccel import HWAccel
 
 from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
@@ -25,7 +26,11 @@ from schemas.settings.config import CameraConfig
 log = logging.getLogger(__name__)
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+# A path segment holding a long run of letters and digits, or of hex digits, is taken for an access token.
+TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}|[0-9A-Fa-f]{12,}")
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
+MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
 LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
 MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packets of a lossy stream are skipped
 
@@ -42,8 +47,9 @@ class CameraUnavailable(RuntimeError):
 
 
 def shown(source: str) -> str:
-    """The source as logs, camera-status reasons and the console may show it: a URL without its user:password@ and
-    query (camera credentials; ITS stream URLs carry an expiring token there)."""
+    """The source as logs, camera-status reasons and the console may show it: a URL without its user:password@, its
+    query and the path segments that look like tokens (camera credentials; ITS stream URLs carry an expiring token in
+    the path or the query)."""
     if not URL.match(source):
         return source
     try:
@@ -53,7 +59,13 @@ def shown(source: str) -> str:
     except ValueError:
         return source.split("://", 1)[0] + "://<unparsable URL>"
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+    path = "/".join("…" if TOKEN_LIKE.search(segment) else segment for segment in parts.path.split("/"))
+    return urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
+
+
+def redacted(text: str) -> str:
+    """The text with every URL in it as `shown` shows it."""
+    return URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
 
 
 @dataclass(frozen=True)
@@ -236,25 +248,59 @@ class MediaClock:
         return self._offset + media_s
 
 
+TIMESTAMP_JUMP_S = 1.0  # how far a frame's time may stray beyond where the timeline leads before it has jumped
+
+
+class SampleSlots:
+    """The frames to sample, one per `interval` seconds of a stream's own timeline.
+
+    Slots missed while a stream stalled or its reader fell behind are skipped, not caught up in a burst. A frame whose
+    time is more than TIMESTAMP_JUMP_S before its predecessor's, or after the next slot or the predecessor's time plus
+    an interval (a restarted encoder, spliced segments or recordings), starts the timeline afresh.
+    """
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.next_at: float | None = None
+        self.last_at: float | None = None  # the time of the last frame offered
+
+    def jumped(self, media_s: float) -> bool:
+        """Whether the frame at media_s is off its predecessor's timeline."""
+        if self.last_at is None:
+            return False
+        # Frames the decoder did not decode leave gaps of up to an interval, or up to a slot skipped to.
+        due_by = max(self.last_at + self.interval, self.next_at)
+        return not self.last_at - TIMESTAMP_JUMP_S <= media_s <= due_by + TIMESTAMP_JUMP_S
+
+    def take(self, media_s: float) -> bool:
+        """Whether to sample the frame at media_s; the next slot is then after it."""
+        if self.next_at is None or self.jumped(media_s):
+            self.next_at = media_s
+        self.last_at = media_s
+        if media_s + 1e-9 < self.next_at:
+            return False
+        self.next_at += self.interval * max(1, int((media_s - self.next_at) // self.interval) + 1)
+        return True
+
+    def skip_to(self, media_s: float) -> None:
+        """Samples nothing before media_s."""
+        self.next_at = media_s
+
+
 def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
                  clock: Callable[[], float]) -> Iterator[SampledFrame]:
     """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time."""
     decoder = VideoDecoder(source, settings)
-    interval = 1.0 / camera.fps
+    slots = SampleSlots(1.0 / camera.fps)
     media_clock = MediaClock()
     started = clock()
-    next_sample: float | None = None
     try:
         for frame_at, frame in decoder.frames():
             now = clock()
             media_s = frame_at if frame_at is not None else now - started
-            if next_sample is None or media_s < next_sample - 2 * interval - 1.0:  # first frame, or timestamps reset
-                next_sample = media_s
-            if media_s + 1e-9 < next_sample:
+            if not slots.take(media_s):
                 continue
-            # Skip the sampling slots missed while the stream stalled instead of bursting to catch up.
-            next_sample += interval * max(1, int((media_s - next_sample) // interval) + 1)
-            decoder.wanted_from = next_sample if frame_at is not None else None
+            decoder.wanted_from = slots.next_at if frame_at is not None else None
             yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
         raise CameraUnavailable(f"stream ended or broke: {shown(source)}")
     finally:
@@ -264,9 +310,9 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
 def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, realtime: bool,
                  clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
     interval = 1.0 / camera.fps
-    started = clock()
+    slots = SampleSlots(interval)
+    origin = clock()  # wall time of media time 0
     played = 0.0  # media time already played in earlier loops of a looping file
-    next_sample = 0.0
     while True:
         decoder = VideoDecoder(source, settings)
         frame_s = 1.0 / decoder.native_fps
@@ -275,25 +321,28 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
             for frame_at, frame in decoder.frames():
                 position = frame_at if frame_at is not None else (-frame_s if position is None else position) + frame_s
                 media_time = played + position
-                if media_time + 1e-9 < next_sample:
+                if slots.jumped(media_time):
+                    # Play on as if the frame followed the last one, instead of waiting for the time its timestamp
+                    # names or skipping frames until the timeline is back where it was.
+                    origin += slots.last_at + frame_s - media_time
+                if not slots.take(media_time):
                     continue
-                if realtime and clock() - started - media_time > interval:
+                if realtime and clock() - origin - media_time > interval:
                     # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
                     # be, instead of bursting to catch up.
-                    next_sample = clock() - started
-                    decoder.wanted_from = next_sample - played if frame_at is not None else None
+                    slots.skip_to(clock() - origin)
+                    decoder.wanted_from = slots.next_at - played if frame_at is not None else None
                     continue
-                next_sample += interval
-                decoder.wanted_from = next_sample - played if frame_at is not None else None
+                decoder.wanted_from = slots.next_at - played if frame_at is not None else None
                 picture = YuvPicture.from_frame(frame)
                 if realtime:
-                    delay = started + media_time - clock()
+                    delay = origin + media_time - clock()
                     if delay > 0:
                         sleep(delay)
                     yield SampledFrame(clock(), picture)
                 else:
                     # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                    yield SampledFrame(started + media_time, picture)
+                    yield SampledFrame(origin + media_time, picture)
         finally:
             decoder.close()
         if not camera.loop or position is None:
@@ -303,7 +352,8 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
 
 def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int, clock: Callable[[], float],
                sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
-    """A still-image camera: one HTTP GET of its JPEG per sampling interval, each within timeout_s and max_bytes.
+    """A still-image camera: one HTTP GET of its JPEG per sampling interval, each within timeout_s and max_bytes,
+    decoded only when its header declares at most MAX_IMAGE_PIXELS (a few compressed bytes can declare gigabytes).
 
     Every failure is CameraUnavailable; a URL that is not http(s) is a permanent one (a local image is a file)."""
     if urlsplit(url).scheme.lower() not in HTTP_SCHEMES:
@@ -319,8 +369,30 @@ def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int,
             body = fetch(url, max_bytes, timeout_s)
         except FetchError as exc:
             raise CameraUnavailable(f"still-image URL {shown(url)}: {exc.reason}") from None
-        image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
+        size = image_size(body)
+        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise CameraUnavailable(f"still-image URL {shown(url)} returned a {size[0]}x{size[1]} image, more than "
+                                    f"the {MAX_IMAGE_PIXELS} pixels a camera picture may have")
+        image = None if size is None else cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise CameraUnavailable(f"still-image URL {shown(url)} did not return an image ({len(body)} bytes)")
+            raise CameraUnavailable(f"still-image URL {shown(url)} did not return a JPEG, PNG or BMP image "
+                                    f"({len(body)} bytes)")
         next_fetch = max(next_fetch + interval, fetched_at)
         yield SampledFrame(fetched_at, YuvPicture.from_bgr(image))
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as a JPEG, PNG or BMP header declares them, read without decoding; None for other bytes."""
+    if data.startswith(b"\xff\xd8"):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return None
+        return width, height
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(b"BM") and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
+        # BITMAPINFOHEADER and its successors; the height is negative for top-down rows
+        return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+                abs(int.from_bytes(data[22:26], "little", signed=True)))
+    return None

@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
-from producers.capture import CameraUnavailable, sample_frames
+from producers.capture import CameraUnavailable, redacted, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
@@ -147,12 +148,12 @@ class CameraReader:
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
         self.rng = random.Random()
+        self.unstored = LostFrames("not stored")
         self.queued = 0
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.health.connecting()
-            self.quality.reset()
             try:
                 self.read_until_done()
                 return
@@ -162,6 +163,10 @@ class CameraReader:
                     log.error("camera %s is down for good: %s", self.camera.id, exc)
                     return
                 failures = self.health.failed(str(exc))
+            except Exception as exc:  # whatever else went wrong (a bug, the disk), the camera is retried, not lost
+                log.error("camera %s: %s in its reader: %s\n%s", self.camera.id, type(exc).__name__,
+                          redacted(str(exc)), "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+                failures = self.health.failed(f"reader error: {type(exc).__name__}")
             delay = reconnect_delay(failures, self.settings.reconnect_backoff_base_s,
                                     self.settings.reconnect_backoff_max_s, self.settings.reconnect_jitter, self.rng)
             log.warning("camera %s %s (attempt %d): %s; retrying in %.1f s", self.camera.id,
@@ -184,6 +189,9 @@ class CameraReader:
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             self.source = url
+            # Another URL may be another stream: its first frames are not compared with the last one's. Reconnecting
+            # to the same one keeps the history, so a picture frozen across reconnections is still found frozen.
+            self.quality.reset()
 
     def read_until_done(self) -> None:
         """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""
@@ -195,13 +203,18 @@ class CameraReader:
                 jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
             fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
                       "width": width, "height": height, **source_size_fields(sampled.picture, width)}
-            value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
-            dropped = self.queue.put(value, wait=not self.realtime, stop=self.stop)
-            if dropped:
-                self.health.frames_dropped(dropped)
-                CAMERA_DROPPED.labels(self.camera.id).inc(dropped)
+            try:
+                value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
+            except OSError as exc:  # a full disk or an unwritable frame store loses the frame, not the camera
+                self.health.frames_dropped()
+                self.unstored.record(self.camera.id, exc)
+            else:
+                dropped = self.queue.put(value, wait=not self.realtime, stop=self.stop)
+                if dropped:
+                    self.health.frames_dropped(dropped)
+                    CAMERA_DROPPED.labels(self.camera.id).inc(dropped)
+                self.queued += 1
             self.health.frame_captured(sampled.captured_at, stall_reason)
-            self.queued += 1
         if not self.stop.is_set() and (self.max_frames is None or self.queued < self.max_frames):
             self.health.ended("source ended")
             log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
@@ -236,11 +249,12 @@ class InFlightBytes:
             return self._changed.wait_for(self.has_room, timeout_s)
 
 
-class SendFailures:
-    """Counts every frame the client gave up on; logs them per camera at most once per interval, so an outage at
-    hundreds of frames per second does not flood the log (the counter has them all)."""
+class LostFrames:
+    """Counts every frame lost one way (`how`: not delivered, not stored) as dropped; logs them per camera at most once
+    per interval, so an outage at hundreds of frames per second does not flood the log (the counter has them all)."""
 
-    def __init__(self, log_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, how: str, log_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.how = how
         self.log_interval_s = log_interval_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -248,7 +262,6 @@ class SendFailures:
         self._logged_at: dict[str, float] = {}
 
     def record(self, camera_id: str, exc: BaseException) -> None:
-        FRAMES_SEND_FAILED.labels(camera_id).inc()
         CAMERA_DROPPED.labels(camera_id).inc()
         with self._lock:
             count = self._unlogged.get(camera_id, 0) + 1
@@ -258,7 +271,7 @@ class SendFailures:
                 return
             self._unlogged[camera_id] = 0
             self._logged_at[camera_id] = now
-        log.warning("camera %s: %d frame(s) not delivered: %s", camera_id, count, exc)
+        log.warning("camera %s: %d frame(s) %s: %s", camera_id, count, self.how, exc)
 
 
 class FrameSender:
@@ -271,14 +284,14 @@ class FrameSender:
 
     def __init__(self, producer: FrameClient, topic: str, queues: dict[str, FrameQueue],
                  health: dict[str, CameraHealth], ready: threading.Event, max_in_flight_bytes: int,
-                 failures: SendFailures | None = None):
+                 failures: LostFrames | None = None):
         self.producer = producer
         self.topic = topic
         self.queues = queues
         self.health = health
         self.ready = ready
         self.in_flight = InFlightBytes(max_in_flight_bytes)
-        self.failures = failures or SendFailures()
+        self.failures = failures or LostFrames("not delivered")
         self._turns = deque(queues)  # the camera whose frame goes first in the next round
         # Each camera's counters, looked up once: labels() takes a lock, hundreds of times a second here.
         self._metrics = {camera_id: (FRAMES_PRODUCED.labels(camera_id), FRAME_BYTES.labels(camera_id))
@@ -327,6 +340,7 @@ class FrameSender:
         self.in_flight.release(size)
         if error is not None:
             self.health[camera_id].frames_dropped()
+            FRAMES_SEND_FAILED.labels(camera_id).inc()
             self.failures.record(camera_id, error)
             return
         self.health[camera_id].frame_sent()

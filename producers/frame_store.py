@@ -26,7 +26,7 @@ class FrameNotFound(LookupError):
 
 class FrameStore(Protocol):
     def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
-        """Stores the frame; returns the reference to send in Frame.frame_ref."""
+        """Stores the frame; returns the reference to send in Frame.frame_ref. Raises OSError when it cannot."""
 
     def resolve(self, frame_ref: str) -> bytes:
         """The JPEG bytes of a reference; raises FrameNotFound."""

@@ -93,6 +93,7 @@ class CameraHealth:
         self.dropped_frames = 0
         self.last_frame_at: float | None = None
         self.finished = False
+        self._connection_frames_since: float | None = None  # when this connection's first frame arrived
         self._sent_at: deque[float] = deque(maxlen=10_000)  # trimmed to the fps window; maxlen is a backstop
         self._lock = threading.Lock()
 
@@ -101,10 +102,18 @@ class CameraHealth:
         with self._lock:
             if self.consecutive_failures:
                 self.reconnects += 1
+            self._connection_frames_since = None
 
     def frame_captured(self, at: float, stall_reason: str | None) -> None:
+        now = self.clock()
         with self._lock:
-            self.consecutive_failures = 0
+            # Failures count on until the connection has delivered frames for as long as a stall takes to notice: a
+            # source that hands out a burst and then stalls at every attempt (an HLS playlist no longer updated) backs
+            # off further each time and goes down.
+            if self._connection_frames_since is None:
+                self._connection_frames_since = now
+            elif now - self._connection_frames_since >= self.no_frame_stall_s:
+                self.consecutive_failures = 0
             self.last_frame_at = at
             if stall_reason:
                 self.state, self.reason = CameraState.STALLED, stall_reason

@@ -2,11 +2,12 @@
 (refused, DNS, timeout, HTTP status, a cut or oversized body, a malformed URL or answer) is one FetchError."""
 from __future__ import annotations
 
+import base64
 import http.client
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 HTTP_SCHEMES = ("http", "https")
 
@@ -38,7 +39,7 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
         raise FetchError(f"scheme {scheme or '(none)'!r} is not http or https")
     deadline = time.monotonic() + timeout_s
     try:
-        with _OPENER.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s) as response:
+        with _OPENER.open(_request(url, headers or {}), timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
@@ -65,4 +66,26 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         # OSError covers timeouts and resets; HTTPException a cut body or a malformed status line; ValueError a URL
         # urllib cannot use. `from None`: chained texts could carry the URL and its credentials.
-        raise FetchError(f"unreachable: {type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        raise FetchError(f"unreachable: {_failure(exc)}") from None
+
+
+def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:
+    """The GET, with a URL's user:password@ sent as Basic authentication (urllib takes it for a port).
+
+    The credentials go to the URL's own server only: a redirect could lead anywhere."""
+    parts = urlsplit(url)
+    without_credentials = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(without_credentials, headers=headers)
+    if "@" in parts.netloc:
+        credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        request.add_unredirected_header("Authorization",
+                                        "Basic " + base64.b64encode(credentials.encode()).decode("ascii"))
+    return request
+
+
+def _failure(exc: BaseException) -> str:
+    """What kept the GET from its server, without the exception's text: that can quote the URL and its credentials."""
+    cause = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError) else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{type(cause).__name__}: {cause.strerror}"
+    return type(cause).__name__

@@ -126,12 +126,14 @@ def _number(value) -> float | None:
 
 
 def _camera(fields: Mapping) -> ItsCamera | None:
+    """The record's camera; None when it lacks what identifies (name, place) or reaches (URL) a camera."""
+    name = str(fields.get("cctvname") or "").strip()
     lon, lat = _number(fields.get("coordx")), _number(fields.get("coordy"))
     url = str(fields.get("cctvurl") or "").strip()
-    if lon is None or lat is None or not url or not -180 <= lon <= 180 or not -90 <= lat <= 90:
+    if not name or lon is None or lat is None or not url or not -180 <= lon <= 180 or not -90 <= lat <= 90:
         return None
     cctv_type = _number(fields.get("cctvtype"))
-    return ItsCamera(name=str(fields.get("cctvname") or "").strip(), lon=lon, lat=lat, url=url,
+    return ItsCamera(name=name, lon=lon, lat=lat, url=url,
                      cctv_type=int(cctv_type) if cctv_type is not None else None,
                      cctv_format=str(fields.get("cctvformat") or "").strip())
 
@@ -139,7 +141,8 @@ def _camera(fields: Mapping) -> ItsCamera | None:
 def _cameras(records: list[Mapping]) -> list[ItsCamera]:
     cameras = [camera for camera in (_camera(record) for record in records) if camera is not None]
     if len(cameras) < len(records):
-        log.warning("ITS API: skipped %d camera records without coordinates or URL", len(records) - len(cameras))
+        log.warning("ITS API: skipped %d camera records without a name, coordinates or URL",
+                    len(records) - len(cameras))
     return cameras
 
 
@@ -257,26 +260,33 @@ class ItsResolver:
             points = [(ref.lon, ref.lat) for ref in refs if (ref.road_type, ref.cctv_type) == kind]
             self._boxes[kind] = BoundingBox.around(points, margin=0.01)
         self._listings: dict[tuple[str, int], tuple[float, list[ItsCamera]]] = {}  # one per kind: bounded
+        self._handed_out: dict[ItsCameraRef, tuple[str, float]] = {}  # each camera's last URL and when: bounded
         self._lock = threading.Lock()
 
     def resolve(self, ref: ItsCameraRef, failed_url: str | None = None) -> str:
         """The current URL of the camera; raises ItsApiError (ItsCameraGone if it is no longer listed).
 
-        A cached listing is used only while it is recent and does not just hand back the URL that failed.
+        A listing is reused while it is recent. A failed URL that came from that listing (or an older one) is asked
+        for anew; one the listing is newer than (the configured URL, or one handed out before the listing was
+        fetched) is tried once more if the listing still names it, so cameras that fail together cost one call.
         """
         kind = (ref.road_type, ref.cctv_type)
         with self._lock:  # one API call at a time; the others then reuse its listing
             fetched_at, cameras = self._listings.get(kind, (-math.inf, []))
             cached = _find(cameras, ref)
-            if self.clock() - fetched_at >= self.refresh_min_s or cached is None or cached.url == failed_url:
+            handed_url, handed_at = self._handed_out.get(ref, (None, -math.inf))
+            handed_from_listing = (cached is not None and cached.url == failed_url == handed_url
+                                   and fetched_at <= handed_at)
+            if self.clock() - fetched_at >= self.refresh_min_s or cached is None or handed_from_listing:
                 box = self._boxes.get(kind) or BoundingBox.around([(ref.lon, ref.lat)], margin=0.01)
                 cameras = self.client.cctv_info(box, ref.road_type, ref.cctv_type)
                 self._listings[kind] = (self.clock(), cameras)
-        match = _find(cameras, ref)
-        if match is None:
-            raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
-        if match.url_refused is not None:
-            raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
+            match = _find(cameras, ref)
+            if match is None:
+                raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
+            if match.url_refused is not None:
+                raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
+            self._handed_out[ref] = (match.url, self.clock())
         return match.url
 
 

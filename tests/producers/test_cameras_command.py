@@ -1,6 +1,8 @@
 """`cityguard cameras discover` and `cameras list` against the fake ITS API."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import yaml
 
@@ -58,6 +60,16 @@ def test_discover_writes_cameras_with_stable_ids_and_refreshes_them(tmp_path, ap
     assert [camera.id for camera in again.cameras] == [camera.id for camera in config.cameras]
     assert again.cameras[0].source.endswith("/t2") and again.cameras[0].zones[0].id == "ramp"
     assert "0 added, 2 refreshed" in capsys.readouterr().out
+
+
+def test_discover_skips_a_camera_listed_without_a_name(tmp_path, api, monkeypatch, caplog):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    api.listing["cameras"].append(record("", 127.05, 37.45, "http://cctv.example/272/t1"))
+    path = site_file(tmp_path, api)
+    with caplog.at_level(logging.WARNING, logger="producers.its_client"):
+        assert discover(path) == 0
+    assert [camera.name for camera in load_config(path).cameras] == ["[경부선] 금토분기점2", "[경부선] 양재"]
+    assert "skipped 1 camera records without a name" in caplog.text
 
 
 def test_discover_reports_a_rejected_key_without_showing_it(tmp_path, api, monkeypatch, capsys):

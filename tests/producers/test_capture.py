@@ -1,15 +1,19 @@
 """Sampling from real files (the sample clip and clips ffmpeg makes) and a still-image URL served from 127.0.0.1."""
 from __future__ import annotations
 
+import base64
 import http.server
 import itertools
 import subprocess
 import threading
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from infra.broker import free_port
 from producers.capture import CameraUnavailable, VideoDecoder, sample_frames, shown
 from producers.local_streams import RtspServer
 from producers.picture import YuvPicture, encode_jpeg, source_size_fields
@@ -44,6 +48,36 @@ def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
     assert np.diff(times) == pytest.approx([0.2, 0.2, 2.0, 0.2, 0.2], abs=1e-6)
 
 
+@pytest.fixture(scope="module")
+def spliced(tmp_path_factory):
+    """Two 3 s recordings in one file, the second stamped as it was (the clock back at the start) or an hour later."""
+    folder = tmp_path_factory.mktemp("spliced")
+    encoder = ("-c:v", "libx264", "-preset", "ultrafast")
+    first = make_clip(folder / "first.ts", *encoder, seconds=3, rate=10)
+    later = make_clip(folder / "later.ts", *encoder, "-output_ts_offset", "3600", seconds=3, rate=10)
+    clips = {}
+    for name, second in [("back", first), ("ahead", later)]:
+        clips[name] = folder / f"{name}.ts"
+        clips[name].write_bytes(Path(first).read_bytes() + Path(second).read_bytes())
+    return clips
+
+
+@pytest.mark.parametrize("clip", ["back", "ahead"])
+def test_a_file_whose_timestamps_jump_plays_on_at_the_camera_rate(spliced, clip):
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    source = str(spliced[clip])
+    camera = CameraConfig(id="spliced", source=source, fps=2)
+    paced = [frame.captured_at for frame in
+             sample_frames(camera, source, realtime=True, clock=lambda: now[0], sleep=sleep)]
+    unpaced = [frame.captured_at for frame in sample_frames(camera, source, realtime=False, clock=lambda: 0.0)]
+    assert np.diff(paced) == pytest.approx([0.5] * 11) and now[0] == pytest.approx(1005.5)
+    assert np.diff(unpaced) == pytest.approx([0.5] * 11)
+
+
 def test_missing_file_is_a_permanent_failure(tmp_path):
     camera = CameraConfig(id="gone", source="x.avi")
     with pytest.raises(CameraUnavailable, match="no such file") as error:
@@ -67,8 +101,12 @@ def test_a_camera_that_fails_to_open_is_reported_without_its_credentials():
     ("rtsp://u:p@host:99999/x", "rtsp://<unparsable URL>"),
     ("clips/gate.mp4", "clips/gate.mp4"),
     ("0", "0"),
+    # ITS stream URLs carry their token in the path
+    ("http://cctv.example/270/rWSK4DQ8ZAZxCK6lH8C+zUD0ni1ZcCsJIIyLfJrGYrBU==", "http://cctv.example/270/…"),
+    ("http://127.0.0.1:8080/ad6185f4eac5cc26/live.m3u8", "http://127.0.0.1:8080/…/live.m3u8"),
+    ("https://relay.example/cams/north-gate/index.m3u8", "https://relay.example/cams/north-gate/index.m3u8"),
 ])
-def test_sources_are_shown_without_credentials_or_query(source, expected):
+def test_sources_are_shown_without_credentials_query_or_tokens(source, expected):
     assert shown(source) == expected
 
 
@@ -89,6 +127,9 @@ def clips(tmp_path_factory):
                               "-b-pyramid", "none", "-g", "50"),
         # a keyframe every 0.2 s and no B-frames
         "short_gop": make_clip(folder / "gop.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "5"),
+        # keyframes 2 s apart and no B-frames, long enough to skip whole groups
+        "long_gop": make_clip(folder / "long.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "50",
+                              seconds=10),
         # full-range 4:2:2 like many webcams, odd size
         "mjpeg": make_clip(folder / "cam.avi", "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3",
                            size="333x241", seconds=1),
@@ -148,6 +189,22 @@ def test_skipping_leaves_the_sampled_frames_unchanged(clips, clip, fps):
         assert np.array_equal(frame.picture.y, every[round(frame.captured_at, 6)].y)
 
 
+def test_a_file_behind_the_clock_resumes_at_the_clock_where_only_keyframes_were_decoded(clips):
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    camera = CameraConfig(id="c", source=clips["long_gop"], fps=5)
+    frames = sample_frames(camera, clips["long_gop"], realtime=True, clock=lambda: now[0], sleep=sleep)
+    last_before = [next(frames) for _ in range(12)][-1]  # 2.2 s: the decoder has seen two keyframes
+    now[0] += 5.0  # the machine stalled: up to 7.2 s the file is skipped, keyframes only
+    after = [next(frames) for _ in range(3)]
+    assert np.diff([frame.captured_at for frame in [last_before, *after]]) == pytest.approx([5.0, 0.2, 0.2], abs=1e-6)
+    every = all_frames(clips["long_gop"])
+    assert all(np.array_equal(frame.picture.y, every[at].y) for frame, at in zip(after, (7.2, 7.4, 7.6), strict=True))
+
+
 def test_unavailable_hardware_decoding_falls_back_to_the_cpu(clips):
     """This machine may have no NVIDIA GPU: frames come all the same, decoded on the CPU."""
     camera = CameraConfig(id="c", source=clips["short_gop"], fps=5)
@@ -168,13 +225,17 @@ def test_encode_scales_down_to_the_max_width_and_the_frame_keeps_the_cameras_own
 
 @pytest.fixture
 def snapshot_server():
-    state = {"status": 200, "image": np.full((48, 64, 3), 90, np.uint8), "gets": 0}
+    state = {"status": 200, "image": np.full((48, 64, 3), 90, np.uint8), "body": None, "authorization": None,
+             "gets": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             state["gets"] += 1
-            body = cv2.imencode(".jpg", state["image"])[1].tobytes() if state["status"] == 200 else b"gone"
-            self.send_response(state["status"])
+            status = state["status"]
+            if state["authorization"] and self.headers.get("Authorization") != state["authorization"]:
+                status = 401
+            body = state["body"] or cv2.imencode(".jpg", state["image"])[1].tobytes() if status == 200 else b"no"
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -199,6 +260,38 @@ def test_still_image_url_is_polled_at_the_camera_rate(snapshot_server):
     state["status"] = 404  # an expired tokenised URL
     with pytest.raises(CameraUnavailable, match="HTTP 404"):
         next(frames)
+
+
+def test_a_still_image_url_with_credentials_authenticates_and_never_shows_them(snapshot_server):
+    url, state = snapshot_server
+    state["authorization"] = "Basic " + base64.b64encode(b"admin:S3cret pw").decode()
+    with_credentials = url.replace("http://", "http://admin:S3cret%20pw@")
+    frame = next(sample_frames(CameraConfig(id="snap", source=with_credentials), with_credentials))
+    assert (frame.picture.width, frame.picture.height) == (64, 48)
+    nothing_there = f"http://admin:Wr0ngPw@127.0.0.1:{free_port()}/a.jpg"
+    for wrong in [url.replace("http://", "http://admin:Wr0ngPw@"), nothing_there]:
+        with pytest.raises(CameraUnavailable, match="HTTP 401|unreachable: ConnectionRefusedError") as error:
+            next(sample_frames(CameraConfig(id="snap", source=wrong), wrong))
+        assert "Wr0ngPw" not in str(error.value) and "admin" not in str(error.value)
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A grey PNG that compresses width x height pixels into a few kilobytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(bytes(1 + width)) for _ in range(height)) + compressor.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def test_a_still_image_larger_than_a_camera_picture_is_refused_before_decoding(snapshot_server):
+    url, state = snapshot_server
+    state["body"] = png_of_zeros(8000, 4321)
+    assert len(state["body"]) < 100_000
+    with pytest.raises(CameraUnavailable, match="returned a 8000x4321 image, more than the 33177600 pixels"):
+        next(sample_frames(CameraConfig(id="snap", source=url), url))
 
 
 @pytest.mark.skipif(not RtspServer.available(), reason="rtsp-server-perl (Debian) is not installed")

@@ -19,7 +19,7 @@ from infra.kafka import create_topics
 from producers.frame_producer import (
     FrameQueue,
     FrameSender,
-    SendFailures,
+    LostFrames,
     frame_client,
     run_producer,
 )
@@ -69,7 +69,7 @@ def cameras(count: int) -> list[str]:
 
 
 def sender_for(camera_ids: list[str], producer, max_in_flight_bytes: int, queue_frames: int = 4,
-               failures: SendFailures | None = None):
+               failures: LostFrames | None = None):
     ready = threading.Event()
     queues = {camera: FrameQueue(queue_frames, ready) for camera in camera_ids}
     health = {camera: CameraHealth(camera, 3, 5.0, 1.0) for camera in camera_ids}
@@ -137,7 +137,7 @@ def test_failed_sends_free_their_room_and_are_counted_and_logged_once_per_interv
     producer = HeldProducer()
     now = [100.0]
     sender, queues, health = sender_for(camera_ids, producer, max_in_flight_bytes=10 * FRAME_BYTES, queue_frames=10,
-                                        failures=SendFailures(log_interval_s=10, clock=lambda: now[0]))
+                                        failures=LostFrames("not delivered", log_interval_s=10, clock=lambda: now[0]))
     stop = threading.Event()
     for _ in range(6):
         queues[camera].put(b"f" * FRAME_BYTES, wait=False, stop=stop)

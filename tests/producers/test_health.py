@@ -82,6 +82,24 @@ def test_health_goes_reconnecting_then_down_and_back_up():
     assert status.state is CameraState.STALLED and "no frame for 11 s" in status.reason and status.fps == 0
 
 
+def test_a_source_that_stalls_after_every_burst_backs_off_and_goes_down():
+    clock = Clock()
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    failures = []
+    for _ in range(3):  # an HLS playlist no longer updated: its segments at once at every attempt, then nothing
+        health.connecting()
+        for _ in range(8):
+            health.frame_captured(clock.now, None)
+        clock.now += 10
+        failures.append(health.failed("stream ended or broke"))
+    assert failures == [1, 2, 3] and health.status().state is CameraState.DOWN
+    health.connecting()
+    for _ in range(60):  # a connection that keeps delivering
+        clock.now += 0.2
+        health.frame_captured(clock.now, None)
+    assert health.failed("stream ended or broke") == 1
+
+
 def test_stall_reason_and_end_of_source():
     health = CameraHealth("cam", 3, 5, 10, clock=Clock())
     health.frame_captured(1000, "frozen: identical frames for 10 s")

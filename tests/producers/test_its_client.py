@@ -128,3 +128,21 @@ def test_resolver_shares_one_listing_and_refetches_for_a_failed_url():
             resolver.resolve(ItsCameraRef(name="A", lon=127.01, lat=37.5, road_type="ex"))
     finally:
         api.stop()
+
+
+def test_cameras_failing_together_on_urls_the_api_still_lists_cost_one_call():
+    records = [record(f"CAM {index}", 127.0 + index / 100, 37.5, f"http://cctv.example/{index}/token")
+               for index in range(3)]
+    api = FakeItsApi(KEY, cameras=lambda: records).start()
+    try:
+        refs = [ItsCameraRef(name=f"CAM {index}", lon=127.0 + index / 100, lat=37.5, road_type="ex")
+                for index in range(3)]
+        resolver = ItsResolver(client_for(api), refs, refresh_min_s=60)
+        urls = [camera["cctvurl"] for camera in records]
+        # Every stream broke at once (a network blip) on its configured URL, which the API still lists.
+        assert [resolver.resolve(ref, failed_url=url) for ref, url in zip(refs, urls, strict=True)] == urls
+        assert len(api.requests) == 1
+        # The URL handed out fails again: the listing is no newer than it, so the API is asked again.
+        assert resolver.resolve(refs[0], failed_url=urls[0]) == urls[0] and len(api.requests) == 2
+    finally:
+        api.stop()

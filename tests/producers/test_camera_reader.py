@@ -1,0 +1,91 @@
+"""A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
+are retried and reported, and a picture that stays frozen across reconnections is found frozen."""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+
+import cv2
+import numpy as np
+from prometheus_client import REGISTRY
+
+from producers.frame_producer import CameraReader, FrameQueue
+from producers.frame_store import LocalFrameStore
+from producers.health import CameraHealth
+from producers.local_streams import TokenFileServer
+from schemas import CameraState
+from schemas.settings.config import parse_config
+from tests.conftest import VTEST
+
+
+def reader_for(tmp_path, source: str, store, realtime: bool = False, **producer) -> CameraReader:
+    camera_id = f"reader-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    config = parse_config({"site": "s", "producer": {"reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
+                                                     **producer},
+                           "cameras": [{"id": camera_id, "source": source, "fps": 2}]}, tmp_path)
+    settings = config.producer
+    health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s)
+    return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: None,
+                        lambda: store, threading.Event(), realtime, None)
+
+
+def run_until(reader: CameraReader, condition, timeout_s: float = 30) -> list:
+    """Runs the reader in its thread until the condition holds for a status; returns the statuses seen."""
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    statuses = [reader.health.status()]
+    deadline = time.monotonic() + timeout_s
+    while not condition(statuses[-1]) and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+        statuses.append(reader.health.status())
+    reader.stop.set()
+    thread.join(10)
+    return statuses
+
+
+def test_frames_the_store_cannot_take_are_dropped_and_counted_and_the_camera_reads_on(tmp_path):
+    (tmp_path / "not-a-directory").write_text("")
+    store = LocalFrameStore(tmp_path / "not-a-directory" / "frames", ttl_s=60)
+    reader = reader_for(tmp_path, str(VTEST), store, max_message_bytes=10_000)  # every vtest frame is larger
+    reader.run()
+    status = reader.health.status()
+    assert (status.state, status.reason) == (CameraState.DOWN, "source ended")  # played to its end
+    assert status.dropped_frames > 100 and len(reader.queue) == 0
+    dropped = REGISTRY.get_sample_value("cityguard_camera_dropped_frames_total", {"camera": reader.camera.id})
+    assert dropped == status.dropped_frames
+
+
+class FailingStore:
+    """A frame-store backend with a bug."""
+
+    def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
+        raise KeyError("bucket")
+
+
+def test_an_unexpected_error_is_retried_with_backoff_and_reported_by_its_type(tmp_path):
+    reader = reader_for(tmp_path, str(VTEST), FailingStore(), max_message_bytes=10_000, down_after_failures=2)
+    statuses = run_until(reader, lambda status: status.state is CameraState.DOWN)
+    assert (statuses[-1].state, statuses[-1].reason) == (CameraState.DOWN, "reader error: KeyError")
+    assert statuses[-1].reconnects >= 1
+
+
+def test_a_picture_frozen_across_reconnections_is_reported_frozen(tmp_path):
+    # An HLS playlist of a still picture that is no longer updated: each connection gets the same 2 s, then nothing.
+    blocks = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "still.png"), cv2.resize(blocks, (160, 120), interpolation=cv2.INTER_NEAREST))
+    (tmp_path / "hls").mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-loop", "1", "-i", str(tmp_path / "still.png"),
+                    "-t", "2", "-r", "10", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                    "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "omit_endlist",
+                    str(tmp_path / "hls" / "live.m3u8")], check=True, timeout=60)
+    server = TokenFileServer(tmp_path / "hls").start()
+    try:
+        reader = reader_for(tmp_path, server.url("live.m3u8"), None, realtime=True, frozen_after_s=4,
+                            open_timeout_s=5, read_timeout_s=1)
+        statuses = run_until(reader, lambda status: status.reason.startswith("frozen"))
+    finally:
+        server.stop()
+    assert statuses[-1].state is CameraState.STALLED and statuses[-1].reason.startswith("frozen")
+    assert statuses[-1].reconnects >= 1
