@@ -5,9 +5,12 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
-from schemas.base import Message
+from schemas.base import Identifier, Message
 
 PERSON_CLASS_ID = 0  # COCO
+# No picture holds this many people: a map summing to more is broken, and its count would overflow the analytics'
+# windows (their sums and maxima are float64 and rounded to integers).
+MAX_DENSITY_MAP_PEOPLE = 1_000_000
 
 
 class StaticBlob(BaseModel):
@@ -29,7 +32,7 @@ class Detections(Message):
     # JSON (a replay's recording) carries the density map's bytes as base64; the wire format (msgpack) as raw bytes.
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
-    camera_id: str = Field(min_length=1)
+    camera_id: Identifier
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
     captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
     image_width: int = Field(gt=0, description="of the camera's own picture (before capture scaled it down), in "
@@ -74,6 +77,7 @@ class Detections(Message):
             rows, cols = self.density_map_shape
             if len(self.density_map) != rows * cols * 4:
                 raise ValueError(f"density_map has {len(self.density_map)} bytes, shape needs {rows * cols * 4}")
+            verify_density_values(self.density())
         return self
 
     def __len__(self) -> int:
@@ -96,3 +100,14 @@ class Detections(Message):
 
     def class_mask(self, class_id: int) -> np.ndarray:
         return np.asarray(self.class_id, dtype=int) == class_id
+
+
+def verify_density_values(density: np.ndarray) -> None:
+    """People per cell are finite, never negative, and add up to a count a picture can hold."""
+    if not np.isfinite(density).all():
+        raise ValueError("density_map has NaN or infinite cells")
+    if (density < 0).any():
+        raise ValueError("density_map has negative cells")
+    total = float(density.sum(dtype=np.float64))
+    if total > MAX_DENSITY_MAP_PEOPLE:
+        raise ValueError(f"density_map counts {total:.3g} people, more than any picture holds")

@@ -10,12 +10,15 @@ from processors.analytics.ignore_filters import (
     ignored_mask,
     without_ignored,
 )
-from schemas import Detections
-from tests.traffic.scenarios import stopped_in_zone
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
+from schemas import Detections, EventState
+from schemas.settings.config import Config
+from tests.traffic.scenarios import pedestrians, stopped_in_zone
 from tests.traffic.simulator import T0, WB_Y
 from tests.traffic.suite import camera, frames
 
 BUS_STOP = ((900.0, WB_Y - 30), (1100.0, WB_Y - 30), (1100.0, WB_Y + 30), (900.0, WB_Y + 30))
+ROAD = ((0.0, 290.0), (1280.0, 290.0), (1280.0, 470.0), (0.0, 470.0))
 
 
 def a_filter(class_name="person", polygon=((0, 0), (100, 0), (100, 100), (0, 100)), camera_id="cam",
@@ -51,9 +54,6 @@ def test_a_region_with_crossing_edges_is_refused():
 
 
 def traffic_events(filters: list[IgnoreFilter]) -> list[tuple[str, tuple[int, ...]]]:
-    from processors.analytics.traffic.analyzer import TrafficAnalyzer
-    from schemas.settings.config import Config
-
     analyzer = TrafficAnalyzer.restore(camera(), Config(), None)
     events = []
     for detections, blobs in frames(stopped_in_zone(np.random.default_rng(3)), np.random.default_rng(3)):
@@ -85,9 +85,37 @@ def test_store_adds_lists_removes_and_prunes_expired(tmp_path):
     with pytest.raises(KeyError, match="no ignore filter"):
         store.remove("nope")
     reader = IgnoreFilterReader(store, interval_s=0)
-    assert [f.id for f in reader.current()] == [newer.id]
+    assert [f.id for f in reader.current(2000.0)] == [newer.id]
     (tmp_path / "ignore.json").write_text("{broken")
-    assert [f.id for f in reader.current()] == [newer.id] and "not an ignore-filters file" in reader.error
+    assert [f.id for f in reader.current(2000.0)] == [newer.id] and "not an ignore-filters file" in reader.error
+
+
+def test_frames_analysed_again_after_a_restart_are_filtered_as_the_first_time(tmp_path):
+    # The stage checkpointed at frame C and analysed on to frame K, where a person on the roadway raised an
+    # incident; then the operator added a filter for people on the road, and the worker restarted from C.
+    detections = [d.model_copy(update={"static_blobs": b})
+                  for d, b in frames(pedestrians(np.random.default_rng(3)), np.random.default_rng(3))]
+    uninterrupted = TrafficAnalyzer.restore(camera(), Config(), None)
+    opened_at = next(i for i, d in enumerate(detections) if any(
+        e.type == "pedestrian_on_roadway" for e in uninterrupted.update(d).events))
+    checkpoint_at, added_at = opened_at - 5, opened_at + 5
+    store = IgnoreFilterStore(tmp_path / "ignore.json")
+    reader = IgnoreFilterReader(store, interval_s=0)
+    first_run = TrafficAnalyzer.restore(camera(), Config(), None)
+    sent = []
+    for i, d in enumerate(detections[:added_at]):
+        if i == checkpoint_at:
+            checkpoint = first_run.state_bytes()
+        sent += first_run.update(without_ignored(d, reader.current(d.captured_at))).events
+    store.add("sim", "person", ROAD, None, now=detections[added_at].captured_at)
+
+    restarted = TrafficAnalyzer.restore(camera(), Config(), checkpoint)
+    for d in detections[checkpoint_at:]:
+        sent += restarted.update(without_ignored(d, reader.current(d.captured_at))).events
+
+    on_road = [(e.event_id, e.state) for e in sent if e.type == "pedestrian_on_roadway"]
+    assert {state for _, state in on_road} == {EventState.OPENED, EventState.RESOLVED}
+    assert len({event_id for event_id, _ in on_road}) == 1
 
 
 def test_ignore_commands(tmp_path, capsys):
@@ -130,10 +158,12 @@ def test_the_analytics_stage_applies_a_filter_added_while_it_runs(kafka_bootstra
         return [decode(r.value, ZoneMetrics).people_max for r in records]
 
     def publish(first_seq: int, count: int) -> None:
+        # Captured now: a filter applies to frames captured since it was added.
+        started = time.time()
         for seq in range(first_seq, first_seq + count):
-            frame = Detections(camera_id="campus", seq=seq, captured_at=T0 + seq * 0.5, image_width=768,
-                               image_height=576, model="m", inference_ms=1, xyxy=boxes, confidence=[0.9] * 4,
-                               class_id=[0] * 4, class_name=["person"] * 4)
+            frame = Detections(camera_id="campus", seq=seq, captured_at=started + (seq - first_seq) * 0.5,
+                               image_width=768, image_height=576, model="m", inference_ms=1, xyxy=boxes,
+                               confidence=[0.9] * 4, class_id=[0] * 4, class_name=["person"] * 4)
             producer.send(topics.detections, key=b"campus", value=encode(frame))
         producer.flush()
 

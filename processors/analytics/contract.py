@@ -3,7 +3,8 @@
 An analyzer owns the state of one camera for one concern (crowd, traffic). The analytics stage restores it from a
 changelog-backed table, feeds it one Detections message, publishes what it returns, and stores its state again.
 Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
-An analyzer that raised is discarded; the stage restores a fresh one from the last stored state.
+An analyzer that raised is discarded; the stage restores a fresh one from the last stored state, or from no state
+once it has raised on several frames in a row (processors.analytics.stage).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Protocol
 
 from schemas import Detections, Event, LineCounts, ZoneMetrics
 from schemas.settings.config import CameraConfig, Config
+
+UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
 
 
 @dataclass

@@ -4,7 +4,8 @@ filter expires. The fix for a known false alarm (a statue read as a person) that
 A filter drops an object when its class matches and its foot point (bottom-centre, where zones test objects too)
 lies inside the polygon. Expiry is judged by the frame's capture time, so replaying footage gives the same result.
 The filters live in one small JSON file that the `cityguard ignore` commands edit and the analytics stage re-reads
-every few seconds.
+every few seconds; there a filter also applies only to frames captured since it was added, so a frame analysed
+again after a restart is filtered as it was the first time. (A replay applies the file's filters to all its footage.)
 """
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ class IgnoreFilterReader:
         self.filters: list[IgnoreFilter] = []
         self.error: str | None = None
 
-    def current(self) -> list[IgnoreFilter]:
+    def current(self, captured_at: float) -> list[IgnoreFilter]:
+        """The filters that existed when a frame was captured at `captured_at`."""
         if time.monotonic() - self.checked_at >= self.interval_s:
             self.checked_at = time.monotonic()
             try:
@@ -139,4 +141,4 @@ class IgnoreFilterReader:
                 if str(exc) != self.error:
                     log.error("ignore filters: %s; keeping the %d filters last read", exc, len(self.filters))
                 self.error = str(exc)
-        return self.filters
+        return [rule for rule in self.filters if rule.created_at <= captured_at]

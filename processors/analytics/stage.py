@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import faust
 
 from infra.dead_letter import dead_letter
 from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, read_offsets
+from processors.analytics.contract import AnalyticsOutput, CameraAnalyzer
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Position, Verdict, judge
 from processors.analytics.registry import GeometryCheck, analyzers_for
@@ -38,6 +41,9 @@ from schemas.settings.config import Config
 log = logging.getLogger(__name__)
 
 STAGE = "analytics"
+# An analyzer that raises on this many frames of its camera in a row is failing on its own state, not on the frames:
+# restoring that state again would fail every later frame too, so it starts afresh.
+MAX_FAILURES_IN_A_ROW = 5
 
 
 @dataclass
@@ -56,10 +62,42 @@ class LivePartition:
     frames_since_checkpoint: int = 0
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
     before_frame: dict[bytes, bytes | None] = field(default_factory=dict)  # the frame being applied: prior states
+    failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
 
     def newest_state(self, state_key: bytes, stored: bytes | None) -> bytes | None:
         """The analyzer's state after the last frame it took: its live one since the checkpoint, else the stored one."""
         return self.states.get(state_key) or stored or None
+
+    def update(self, state_key: bytes, restore: Callable[[bytes | None], CameraAnalyzer], stored: bytes | None,
+               detections: Detections) -> AnalyticsOutput:
+        """The frame through the live analyzer of `state_key` (restored from its newest state when there is none
+        live; `stored` is the table's state). An analyzer that raises is replaced, from the state after the last
+        frame it took, or afresh once it has raised MAX_FAILURES_IN_A_ROW times in a row; the exception goes on to
+        the caller."""
+        self.taking(state_key)
+        analyzer = self.analyzers.get(state_key)
+        if analyzer is None:
+            analyzer = self.analyzers[state_key] = restore(self.newest_state(state_key, stored))
+        try:
+            output = analyzer.update(detections)
+            self.states[state_key] = analyzer.state_bytes()
+        except Exception:
+            self._failed(state_key, restore, stored)
+            raise
+        self.failures.pop(state_key, None)
+        return output
+
+    def _failed(self, state_key: bytes, restore: Callable[[bytes | None], CameraAnalyzer],
+                stored: bytes | None) -> None:
+        failures = self.failures[state_key] = self.failures.get(state_key, 0) + 1
+        if failures < MAX_FAILURES_IN_A_ROW:
+            self.analyzers[state_key] = restore(self.newest_state(state_key, stored))
+            return
+        log.error("%s: the analyzer failed on %d frames in a row; its state is dropped and it starts afresh",
+                  state_key.decode(), failures)
+        fresh = self.analyzers[state_key] = restore(None)
+        self.states[state_key] = fresh.state_bytes()
+        del self.failures[state_key]
 
     def taking(self, state_key: bytes) -> None:
         """The analyzer is about to take the current frame: its state before it is kept for `undo_frame`."""
@@ -145,21 +183,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             log.warning("%s", mismatch)
         if ignore_filters is not None:
             # Operators' "ignore this": the covered objects never reach the analyzers, so they raise nothing.
-            detections = without_ignored(detections, ignore_filters.current())
+            detections = without_ignored(detections, ignore_filters.current(detections.captured_at))
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
-            live.taking(state_key)
-            analyzer = live.analyzers.get(state_key)
-            if analyzer is None:
-                analyzer = live.analyzers[state_key] = restore(
-                    state_key, camera, factory, live.newest_state(state_key, analyzer_state[state_key]))
             try:
-                output = analyzer.update(detections)
-                live.states[state_key] = analyzer.state_bytes()
+                output = live.update(state_key, partial(restore, state_key, camera, factory),
+                                     analyzer_state[state_key], detections)
             except Exception as exc:  # one bad message must not stop the camera's analytics
-                # the next message starts from the state after the last frame this analyzer took
-                live.analyzers[state_key] = restore(state_key, camera, factory,
-                                                    live.newest_state(state_key, analyzer_state[state_key]))
                 log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
                 await reject(f"{name} analyzer failed: {type(exc).__name__}: {exc}")
                 continue

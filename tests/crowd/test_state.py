@@ -7,7 +7,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.windows import Bucket
-from schemas import Event, EventState
+from schemas import Detections, Event, EventState, SchemaError, decode, encode
 from schemas.settings.crowd import (
     CROWD_STATE_BUDGET_BYTES,
     MAX_TRACKS,
@@ -158,15 +158,25 @@ def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():
     assert len(analyzer.update(last).zone_metrics) == 1
 
 
-def test_density_map_with_non_finite_cells_is_not_counted():
+def with_cells(detections: Detections, value: float) -> Detections:
+    """The frame with its density map's every 7th cell set to `value`, unchecked (as it came off the wire)."""
+    cells = np.frombuffer(detections.density_map, dtype=np.float32).copy()
+    cells[::7] = value
+    return detections.model_copy(update={"density_map": cells.tobytes()})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -0.01, np.finfo(np.float32).max])
+def test_a_density_map_no_picture_can_give_is_refused_alone_and_later_windows_come_as_ever(value):
+    # Negative cells or a total that overflows would only fail when its window closed, on a later frame, and on
+    # every frame after it: the stage restores the state from before each failing frame, which holds the bad count.
     analyzer, frames = steady_crowd(30, density_map_at_seq=12)
     metrics = []
     for detections in frames:
         if detections.density_map is not None:
-            broken = np.frombuffer(detections.density_map, dtype=np.float32).copy()
-            broken[::7] = np.nan
-            detections = detections.model_copy(update={"density_map": broken.tobytes()})
-        metrics += analyzer.update(detections).zone_metrics
+            with pytest.raises(SchemaError, match="density_map"):
+                decode(encode(with_cells(detections, value)), Detections)
+            continue  # dead-lettered by the stage
+        metrics += analyzer.update(decode(encode(detections), Detections)).zone_metrics
 
     assert len(metrics) == 3
-    assert all(np.isfinite(m.people_mean) and m.count_source == CountSource.DETECTOR for m in metrics)
+    assert all(m.people_mean >= 0 and m.count_source == CountSource.DETECTOR for m in metrics)

@@ -1,10 +1,11 @@
 """The crowd analyzer of one camera: counts, density, flow, movement, forecast and risk level per zone.
 
 Pure (no Kafka, no clock): output depends only on the detections stream, so a replay gives the same metrics and a
-restart from `state_bytes` continues the same windows and levels. Windows run on event time (frame capture time)
-and close when the first frame of a later hop arrives. Frames at or below the last sequence number seen are
-redeliveries and are ignored. The pieces live in processors.analytics.crowd; this module composes them per frame
-and window.
+restart from `state_bytes` continues the same windows and levels. Windows run on event time (frame capture time) and
+close when the first frame of a later hop arrives; a capture time more than a window before the open hop (a clock
+set back, or the right time again after a frame stamped far ahead) starts them again from there. Frames at or below
+the last sequence number seen are redeliveries and are ignored. The pieces live in processors.analytics.crowd; this
+module composes them per frame and window.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from processors.analytics.contract import AnalyticsOutput
+from processors.analytics.contract import UNTRACKED, AnalyticsOutput
 from processors.analytics.crowd.counting import fuse_counts
 from processors.analytics.crowd.forecast import (
     HoltState,
@@ -83,6 +84,7 @@ class CrowdState:
     zones: dict[str, ZoneState] = field(default_factory=dict)
     tracks: dict[str, bytes] | None = None  # TrackTable columns
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
+    clock_stepped_at: float | None = None  # capture time of the first frame after the latest clock step
 
     def encode(self) -> bytes:
         """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
@@ -92,13 +94,14 @@ class CrowdState:
                            "surge": vars(zone.surge)}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
-                              self.track_lines])
+                              self.track_lines, self.clock_stepped_at])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> CrowdState:
         if not raw:
             return cls()
-        last_seq, first_captured_at, open_bucket, zones, tracks, track_lines = msgpack.unpackb(raw)
+        # A record stored before clock_stepped_at existed has no `later` fields.
+        last_seq, first_captured_at, open_bucket, zones, tracks, track_lines, *later = msgpack.unpackb(raw)
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
                 buckets=[Bucket(**bucket) for bucket in zone["buckets"]],
@@ -106,7 +109,7 @@ class CrowdState:
                 holt=HoltState(**zone["holt"]) if zone["holt"] else None,
                 risk=RiskState(RiskLevel(zone["risk"][0]), zone["risk"][1], zone["risk"][2]),
                 surge=SurgeState(**zone["surge"]),
-            ) for zone_id, zone in zones.items()}, tracks, track_lines)
+            ) for zone_id, zone in zones.items()}, tracks, track_lines, *later)
 
 
 class ZoneGeometry:
@@ -194,9 +197,14 @@ class CrowdAnalyzer:
         if self.state.first_captured_at is None:
             self.state.first_captured_at = at
         output = AnalyticsOutput()
-        if self.state.open_bucket is not None and start > self.state.open_bucket:
-            output = self._close_windows(self.state.open_bucket + self.step)
-        if self.state.open_bucket is None or start > self.state.open_bucket:
+        open_bucket = self.state.open_bucket
+        # Later is a gap (the camera was away), reported by the windows' frame coverage; earlier is a clock step.
+        stepped = open_bucket is not None and start < open_bucket - self.config.window_seconds
+        if open_bucket is not None and (start > open_bucket or stepped):
+            output = self._close_windows(open_bucket + self.step)
+        if stepped:
+            self._step_clock(at)
+        if open_bucket is None or start > open_bucket or stepped:
             self.state.open_bucket = start
         for zone_id, sample in samples.items():
             buckets = self.state.zones[zone_id].buckets
@@ -205,6 +213,25 @@ class CrowdAnalyzer:
             buckets[-1].add(sample)
         self.state.last_seq = detections.seq
         return output
+
+    def _step_clock(self, at: float) -> None:
+        """The capture time went back by more than a window: the kept buckets belong to the old timeline and go,
+        and windows that began before `at` report UNKNOWN (`_window`)."""
+        log.warning("camera %s: capture time went back from about %.0f to %.0f; windows start again from there",
+                    self.camera.id, self.state.open_bucket, at)
+        self.state.clock_stepped_at = at
+        # Times from a timeline ahead of the new one are brought back to it: frame coverage, ages, dwell times and
+        # the forecast's steps count from there, and tracks expire in the new time.
+        self.state.first_captured_at = min(self.state.first_captured_at, at)
+        for zone in self.state.zones.values():
+            zone.buckets = []
+            if zone.model_at is not None:
+                zone.model_at = min(zone.model_at, at)
+            if zone.risk.since is not None:
+                zone.risk.since = min(zone.risk.since, at)
+            if zone.holt is not None:
+                zone.holt.at = min(zone.holt.at, at)
+        self.tracks.last_seen = np.minimum(self.tracks.last_seen, at)
 
     # -- one frame -------------------------------------------------------------------------------------------
 
@@ -216,17 +243,17 @@ class CrowdAnalyzer:
         crossings = []
         if detections.track_id is not None and len(feet):
             track_ids = np.asarray(detections.track_id, dtype=np.int64)[people]
-            _, first = np.unique(track_ids, return_index=True)  # a tracker should not repeat an id; keep one
-            first.sort()
+            # Unconfirmed detections share one id and are no track: they count as people, but never move or cross.
+            confirmed = np.flatnonzero(track_ids != UNTRACKED)
+            _, first = np.unique(track_ids[confirmed], return_index=True)  # a tracker should not repeat an id
+            rows = confirmed[np.sort(first)]
             movement = self.config.movement
-            velocity_first, crossings = self.tracks.update(
-                detections.captured_at, track_ids[first], feet[first], ground[first], self.lines,
+            velocity_rows, crossings = self.tracks.update(
+                detections.captured_at, track_ids[rows], feet[rows], ground[rows], self.lines,
                 movement.velocity_smoothing, movement.max_speed_m_s, movement.track_ttl_seconds,
                 movement.crossing_debounce_frames, movement.max_tracks)
-            velocity[first] = velocity_first
+            velocity[rows] = velocity_rows
         density = detections.density()
-        if density is not None and not np.isfinite(density).all():
-            density = None  # a broken map (NaN or infinite cells) would poison every window its count falls in
         image_size = (detections.image_width, detections.image_height)
         samples = {}
         for zone_id, zone in self.zones.items():
@@ -283,7 +310,9 @@ class CrowdAnalyzer:
         observed_from = max(window.start, self.state.first_captured_at)
         expected_frames = self.camera.fps * (window_end - observed_from)
         reliable, reason = True, ""
-        if window.frames < config.risk.min_frame_coverage * expected_frames:
+        if self.state.clock_stepped_at is not None and window.start < self.state.clock_stepped_at:
+            reliable, reason = False, "the camera's capture clock jumped within this window"
+        elif window.frames < config.risk.min_frame_coverage * expected_frames:
             reliable, reason = False, (f"camera delivered {window.frames} of ~{expected_frames:.0f} expected frames "
                                        "(down or stalling)")
         elif window.unreliable_frames * 2 > window.frames:

@@ -1,27 +1,33 @@
 """Traffic analyzer of one camera: tracks in, rule events and per-window line counts out. Pure: no Kafka, no clock.
 
-Time is the frames' capture time, so replaying the same detections gives the same events, ids and counts. A frame
-at or below the last sequence number seen is a redelivery and is ignored.
+Time is the frames' capture time, so replaying the same detections gives the same events, ids and counts; a capture
+time more than a count window before the last one is a clock step (`_step_the_clock`). A frame at or below the last
+sequence number seen is a redelivery and is ignored.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
-from processors.analytics.contract import AnalyticsOutput
+import numpy as np
+
+from processors.analytics.contract import UNTRACKED, AnalyticsOutput
 from processors.analytics.traffic import converging, counting, rules, unconfirmed
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area
-from processors.analytics.traffic.state import UNTRACKED, TrackState, TrafficState, VehicleFrame
-from processors.analytics.traffic.static_objects import overlap
+from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
 from schemas import Detections
 from schemas.calibration import Homography
+from schemas.geometry import box_cover
 from schemas.line_counts import LineCounts
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.lines import Anchor
 from schemas.settings.traffic import PedestrianAreaConfig, SceneConfig
+
+log = logging.getLogger(__name__)
 
 # The detector finds a cyclist or cart among walkers in only some frames: an area's frame-level score is the
 # evidence of about the last half second (exponential smoothing, so any frame rate weighs the same time).
@@ -49,12 +55,48 @@ def with_crowd_zones(camera: CameraConfig) -> SceneConfig:
     return scene.model_copy(update={"pedestrian_areas": [*scene.pedestrian_areas, *zones]}) if zones else scene
 
 
+def last_sign(track: TrackState) -> float:
+    """When the track was last seen, by the detector or, where it lost the vehicle, the background model."""
+    return max(track.last_seen, track.held_at or track.last_seen)
+
+
+class LostVehicles:
+    """The vehicle tracks lost at most REACQUIRE_SECONDS before a frame and not found again yet: candidates for the
+    frame's new vehicle tracks, each new box compared with all of them in one array operation."""
+
+    def __init__(self, scene: Scene, state: TrafficState, frame_ids: set[int], now: float):
+        vehicles = scene.vehicle_classes
+        self.tracks = [track for track in state.tracks.values()
+                       if track.track_id not in frame_ids and not track.reacquired
+                       and track.class_name in vehicles and 0 < now - track.last_seen <= REACQUIRE_SECONDS]
+        self.boxes = np.asarray([track.box for track in self.tracks], dtype=float).reshape(-1, 4)
+        self.areas = (self.boxes[:, 2:] - self.boxes[:, :2]).clip(0).prod(axis=1)
+        self.free = np.ones(len(self.tracks), dtype=bool)
+
+    def found_again(self, box: tuple) -> TrackState | None:
+        """The lost track whose last box this new vehicle box most covers, by at least REACQUIRE_OVERLAP of the
+        smaller box, neither box over twice the other's area: the same vehicle found again, taken from the
+        candidates. (Nearness alone is not enough: in a jam the next car stands a box length away.)"""
+        if not self.free.any():
+            return None
+        area = box_area(box)
+        share = box_cover(self.boxes, [box])[:, 0]
+        fits = (self.free & (np.maximum(self.areas, area) <= 2 * np.minimum(self.areas, area))
+                & (share >= REACQUIRE_OVERLAP))
+        if not fits.any():
+            return None
+        best = np.flatnonzero(fits)[np.argmax(share[fits])]
+        self.free[best] = False
+        return self.tracks[best]
+
+
 class TrafficAnalyzer:
     def __init__(self, camera_id: str, scene: SceneConfig, state: TrafficState | None = None,
                  homography: Homography | None = None):
         self.camera_id = camera_id
         self.scene = Scene(scene, homography)
         self.thresholds = scene.thresholds
+        self.max_tracks = max_tracks(scene)
         self.state = state or TrafficState()
 
     @classmethod
@@ -70,12 +112,17 @@ class TrafficAnalyzer:
 
     def update(self, detections: Detections) -> TrafficOutput:
         """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
-        state = self.state
-        if detections.seq <= state.last_seq:
+        if detections.seq <= self.state.last_seq:
             return TrafficOutput()
-        state.last_seq = detections.seq
         now = detections.captured_at
-        output = TrafficOutput(line_counts=self._close_count_window(now))
+        last_time = self.state.last_time
+        # Later is a gap (the camera was away), after which tracks and objects expire as ever; earlier is a clock step.
+        stepped = last_time is not None and now < last_time - self.thresholds.count_window_seconds
+        if stepped:
+            self._step_the_clock(now)
+        state = self.state
+        state.last_seq = detections.seq
+        output = TrafficOutput(line_counts=self._close_count_window(now, stepped))
 
         if detections.view_moved:
             self._forget_the_view(now)
@@ -151,13 +198,29 @@ class TrafficAnalyzer:
         state.static_objects, state.collisions, state.zone_timers = [], [], {}
         state.recent_vehicles = []
 
+    def _step_the_clock(self, now: float) -> None:
+        """The capture time went back by more than a count window (a host clock set back, or the right time again after
+        a frame stamped far ahead): every time learnt before belongs to the old timeline. The analyzer starts afresh,
+        as a restarted camera's would, but for the ids it hands out, the open count window (its tracks' pending
+        crossings counted, as when a track is forgotten) and the open incidents, which go on from now so that they
+        resolve once their condition has been gone for resolve_seconds in the new time."""
+        log.warning("camera %s: capture time jumped from %.0f to %.0f; tracks and rules start again from there",
+                    self.camera_id, self.state.last_time, now)
+        self._evict(math.inf)
+        old = self.state
+        for incident in old.incidents.values():
+            incident.last_true_at = min(incident.last_true_at, now)
+        self.state = TrafficState(last_seq=old.last_seq, fallback_next_id=old.fallback_next_id,
+                                  next_unconfirmed_id=old.next_unconfirmed_id, incidents=old.incidents,
+                                  count_window_start=old.count_window_start, counts=old.counts)
+
     def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
         """Updates each detected track; returns (track, its box in the previous sighting)."""
         boxes = [tuple(map(float, box)) for box in detections.xyxy]
         track_ids = detections.track_id
         if track_ids is None:
             track_ids = assign_track_ids(self.state, boxes, detections.class_name, now)
-        frame_ids = set(track_ids)
+        lost = LostVehicles(self.scene, self.state, set(track_ids), now)
         seen = []
         for box, track_id, class_name, confidence in zip(boxes, track_ids, detections.class_name,
                                                           detections.confidence, strict=True):
@@ -170,17 +233,18 @@ class TrafficAnalyzer:
                     track_id=track_id, class_name=class_name, box=box, first_seen=now, last_seen=now,
                     confidence=confidence, rest_point=point, rest_since=now,
                     vehicle_since=now if class_name in self.scene.vehicle_classes else None)
-                lost = self._lost_here(box, class_name, frame_ids, now)
-                if lost is not None:
+                found = lost.found_again(box) if class_name in self.scene.vehicle_classes else None
+                if found is not None:
                     # The tracker gave a vehicle it lost for a moment a new id: it goes on with its own motion (a
                     # car that skidded to a stop hidden in dust comes back at rest, not first seen there).
-                    lost.reacquired = True
-                    track.history, track.first_seen, track.first_point = list(lost.history), lost.first_seen, \
-                        lost.first_point
-                    track.moved_away, track.vehicle_since = lost.moved_away, lost.vehicle_since
-                    track.rest_point, track.rest_since, track.rest_box = lost.rest_point, lost.rest_since, lost.rest_box
+                    found.reacquired = True
+                    track.history, track.first_seen, track.first_point = list(found.history), found.first_seen, \
+                        found.first_point
+                    track.moved_away, track.vehicle_since = found.moved_away, found.vehicle_since
+                    track.rest_point, track.rest_since, track.rest_box = found.rest_point, found.rest_since, \
+                        found.rest_box
                     for obj in self.state.static_objects:  # and its incident at rest, if it had one
-                        if lost.track_id in obj.track_ids:
+                        if found.track_id in obj.track_ids:
                             obj.track_ids.append(track_id)
                 previous_box = None
             else:
@@ -197,21 +261,6 @@ class TrafficAnalyzer:
             self._record_motion(track, point, now)
             seen.append((track, previous_box))
         return seen
-
-    def _lost_here(self, box: tuple, class_name: str, frame_ids: set[int], now: float) -> TrackState | None:
-        """The vehicle track lost at most REACQUIRE_SECONDS ago whose last box this new vehicle box most covers, by
-        at least REACQUIRE_OVERLAP of the smaller box, neither box over twice the other's area: the same vehicle
-        found again. (Nearness alone is not enough: in a jam the next car stands a box length away.)"""
-        if class_name not in self.scene.vehicle_classes:
-            return None
-        area = box_area(box)
-        candidates = [
-            (share, track) for track in self.state.tracks.values()
-            if track.track_id not in frame_ids and not track.reacquired
-            and track.class_name in self.scene.vehicle_classes and 0 < now - track.last_seen <= REACQUIRE_SECONDS
-            and max(area, box_area(track.box)) <= 2 * min(area, box_area(track.box))
-            and (share := overlap(track.box, box)) >= REACQUIRE_OVERLAP]
-        return max(candidates, key=lambda candidate: candidate[0])[1] if candidates else None
 
     def _vehicle_frame(self, detections: Detections, tracks: list[TrackState], now: float) -> VehicleFrame:
         """This frame's vehicle detections, the tracker's unconfirmed ones included."""
@@ -266,15 +315,16 @@ class TrafficAnalyzer:
         key = f"{class_name}|{direction}"
         line_counts[key] = line_counts.get(key, 0) + 1
 
-    def _close_count_window(self, now: float) -> list[LineCounts]:
-        """Per-window line counts: a window closes when the first frame of a later window arrives."""
+    def _close_count_window(self, now: float, clock_stepped: bool) -> list[LineCounts]:
+        """Per-window line counts: a window closes when the first frame of a later window arrives, or of any other
+        window once the clock stepped."""
         window = self.thresholds.count_window_seconds
         start = math.floor(now / window) * window
         state = self.state
         if state.count_window_start is None:
             state.count_window_start = start
-        if start <= state.count_window_start:
-            return []
+        if start == state.count_window_start or (start < state.count_window_start and not clock_stepped):
+            return []  # the open window's frame, or a late one
         closed = self._window_counts(state.count_window_start + window)
         state.count_window_start, state.counts = start, {}
         return closed
@@ -303,9 +353,14 @@ class TrafficAnalyzer:
         return windows
 
     def _evict(self, now: float) -> None:
+        """Forgets the tracks unseen for track_ttl_seconds, then the longest unseen ones over max_tracks (of those
+        seen last at the same time, the newest: an established track keeps its motion)."""
         ttl = self.thresholds.track_ttl_seconds
-        for track_id in [i for i, track in self.state.tracks.items()
-                         if now - max(track.last_seen, track.held_at or track.last_seen) > ttl]:
+        kept = [track for track in self.state.tracks.values() if now - last_sign(track) <= ttl]
+        if len(kept) > self.max_tracks:
+            kept = sorted(kept, key=lambda track: (last_sign(track), -track.first_seen))[-self.max_tracks:]
+        kept_ids = {track.track_id for track in kept}
+        for track_id in [i for i in self.state.tracks if i not in kept_ids]:
             track = self.state.tracks.pop(track_id)
             for line in self.scene.config.counting_lines:
                 direction = counting.flush_pending(track, line)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 
+from processors.analytics.contract import UNTRACKED
 from processors.analytics.traffic.scene import Scene, box_area, centre, in_box
-from processors.analytics.traffic.state import UNTRACKED, Box, CollisionCandidate, TrafficState, VehicleFrame
+from processors.analytics.traffic.state import Box, CollisionCandidate, TrafficState, VehicleFrame
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
 SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)

@@ -565,20 +565,21 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
               in scene.vehicle_classes and now - track.last_seen <= HIDDEN_STANDING_S and scene.is_stopped(track)]
     candidates = [*vehicles, *hidden]
     overlaps = box_iou([vehicle.box for vehicle in candidates], [vehicle.box for vehicle in candidates])
-    for i, a in enumerate(vehicles):
-        for j in range(i + 1, len(candidates)):
-            b = candidates[j]
-            pair = tuple(sorted((a.track_id, b.track_id)))
-            if pair in known or overlaps[i, j] < thresholds.collision_min_iou:
-                continue
-            speed = max(scene.peak_speed_box_per_s(a, 1.5), scene.peak_speed_box_per_s(b, 1.5))
-            if speed >= thresholds.collision_min_speed_box_per_s:
-                first, second = (a, b) if a.track_id == pair[0] else (b, a)
-                state.collisions.append(CollisionCandidate(
-                    track_ids=pair, contact_at=now, speed_box_per_s=speed,
-                    class_names=(first.class_name, second.class_name),
-                    velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now))))
-                known.add(pair)
+    # Each pair once (a vehicle of this frame first), in one array operation: a jam has many vehicles, few touching.
+    touching = np.triu(overlaps[:len(vehicles)] >= thresholds.collision_min_iou, k=1)
+    for i, j in zip(*np.nonzero(touching), strict=True):
+        a, b = vehicles[i], candidates[j]
+        pair = tuple(sorted((a.track_id, b.track_id)))
+        if pair in known:
+            continue
+        speed = max(scene.peak_speed_box_per_s(a, 1.5), scene.peak_speed_box_per_s(b, 1.5))
+        if speed >= thresholds.collision_min_speed_box_per_s:
+            first, second = (a, b) if a.track_id == pair[0] else (b, a)
+            state.collisions.append(CollisionCandidate(
+                track_ids=pair, contact_at=now, speed_box_per_s=speed,
+                class_names=(first.class_name, second.class_name),
+                velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now))))
+            known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
 

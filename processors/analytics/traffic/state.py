@@ -1,16 +1,33 @@
 """Everything a camera's traffic analyzer remembers between frames, as plain data for the changelog table.
 
 Every map here is bounded: tracks, their line sides and timers go with the track after `track_ttl_seconds`
-unseen (longer only while the background still shows the vehicle where it was lost); static objects go once their
-evidence has been gone for their grace time; collision candidates expire; congestion keeps one bucket per second
-of its window.
+unseen (longer only while the background still shows the vehicle where it was lost), and at most `max_tracks` are
+kept; static objects go once their evidence has been gone for their grace time; collision candidates expire;
+congestion keeps one bucket per second of its window.
 """
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from processors.analytics.contract import UNTRACKED
+from schemas.settings.traffic import SceneConfig
+
 Box = tuple[float, float, float, float]
-UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
+
+# A camera's traffic state is one JSON record on the faust changelog, and faust's producer refuses a record over
+# producer_max_request_size (1,000,000 bytes by default). The tracks grow with the traffic in view, so they get a
+# share of that; worst-case sizes (every number at its longest), checked in tests/traffic/test_state_size.py:
+TRACKS_BUDGET_BYTES = 700_000
+TRACK_STATE_BYTES = 3_400  # one track with a full history, without its counting-line sides and pedestrian-area timers
+LINE_SIDE_BYTES = 60  # a track's side at one counting line, besides the line's id
+AREA_TIMER_BYTES = 60  # a track's timer in one pedestrian area, besides the area's id
+
+
+def max_tracks(scene: SceneConfig) -> int:
+    """The most tracks whose state fits TRACKS_BUDGET_BYTES in this scene."""
+    per_track = (TRACK_STATE_BYTES + sum(LINE_SIDE_BYTES + len(line.id) for line in scene.counting_lines)
+                 + sum(AREA_TIMER_BYTES + len(area.id) for area in scene.pedestrian_areas))
+    return TRACKS_BUDGET_BYTES // per_track
 
 
 class State(BaseModel):
