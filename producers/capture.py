@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import av
 import cv2
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
-# A path segment holding a long run of letters and digits, or of hex digits, is taken for an access token.
-TOKEN_LIKE = re.compile(r"[A-Za-z0-9]{16,}|[0-9A-Fa-f]{12,}")
+# Access tokens in URL paths are base64 or base64url (ITS: with '+', '/' as %2F and '=') or hex; a run that long
+# mixing letters and digits is rare in readable words, numeric ids and timestamps.
+TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}|[0-9A-Fa-f]{12,}")
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
 LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
@@ -59,8 +60,15 @@ def shown(source: str) -> str:
     except ValueError:
         return source.split("://", 1)[0] + "://<unparsable URL>"
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    path = "/".join("…" if TOKEN_LIKE.search(segment) else segment for segment in parts.path.split("/"))
+    path = "/".join("…" if token_like(segment) else segment for segment in parts.path.split("/"))
     return urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
+
+
+def token_like(segment: str) -> bool:
+    """Whether a URL path segment looks like an access token: once its percent-escapes are decoded, it holds a run
+    of 20 base64 characters or 12 hex digits with both letters and digits in it."""
+    return any(any(char.isalpha() for char in run) and any(char.isdigit() for char in run)
+               for run in TOKEN_RUN.findall(unquote(segment)))
 
 
 def redacted(text: str) -> str:
@@ -147,7 +155,7 @@ class VideoDecoder:
         self._time_base = float(self.stream.time_base or 0)
         self._origin: float | None = None  # stream time of the first frame
         self._keyframe_at: float | None = None
-        self._gop_s: float | None = None
+        self.gop_s: float | None = None  # seconds between the last two keyframes; None until two were seen
         self._keyframes_only = False
         self._skip = "DEFAULT"
 
@@ -181,12 +189,12 @@ class VideoDecoder:
             at = packet.pts * self._time_base - self._origin
         if packet.is_keyframe and at is not None:
             if self._keyframe_at is not None and at > self._keyframe_at:
-                self._gop_s = at - self._keyframe_at
+                self.gop_s = at - self._keyframe_at
             self._keyframe_at = at
-            self._keyframes_only = (self._gop_s is not None and self.wanted_from is not None
-                                    and at + self._gop_s <= self.wanted_from + 1e-9)
+            self._keyframes_only = (self.gop_s is not None and self.wanted_from is not None
+                                    and at + self.gop_s <= self.wanted_from + 1e-9)
         elif self._keyframes_only and at is not None and (
-                self.wanted_from is None or at > self.wanted_from + self._gop_s):
+                self.wanted_from is None or at > self.wanted_from + self.gop_s):
             # Nothing wanted, or the keyframe is a whole group overdue (the stream changed its coding): decode on.
             self._keyframes_only = False
         if self._keyframes_only:
@@ -254,32 +262,49 @@ TIMESTAMP_JUMP_S = 1.0  # how far a frame's time may stray beyond where the time
 class SampleSlots:
     """The frames to sample, one per `interval` seconds of a stream's own timeline.
 
-    Slots missed while a stream stalled or its reader fell behind are skipped, not caught up in a burst. A frame whose
-    time is more than TIMESTAMP_JUMP_S before its predecessor's, or after the next slot or the predecessor's time plus
+    Slots missed while a stream stalled or its reader fell behind are skipped, not caught up in a burst. A frame
+    behind its predecessor by less than two intervals or a group of pictures came out of the decoder late and is
+    dropped. A frame further behind, or more than TIMESTAMP_JUMP_S after the next slot or the predecessor's time plus
     an interval (a restarted encoder, spliced segments or recordings), starts the timeline afresh.
     """
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, skip_missed: bool):
         self.interval = interval
+        # A live stream's slots missed while it stalled are gone; a file's frames are all there, and a slot passed
+        # between two unevenly timed frames (a GIF's, a variable frame rate) is made up by the next frame.
+        self.skip_missed = skip_missed
         self.next_at: float | None = None
         self.last_at: float | None = None  # the time of the last frame offered
 
-    def jumped(self, media_s: float) -> bool:
-        """Whether the frame at media_s is off its predecessor's timeline."""
+    def late(self, media_s: float, gop_s: float | None) -> bool:
+        """Whether the frame at media_s is one the decoder handed back after later ones, in a stream whose groups of
+        pictures last gop_s (None: not known yet)."""
+        # When frame skipping switches on or off, a decoder holding B-frames back can release a frame from before the
+        # frames it skipped, as old as the span skipped: about an interval, or a group of pictures.
         if self.last_at is None:
+            return False
+        return self.last_at - max(2 * self.interval, gop_s or 0.0) <= media_s < self.last_at
+
+    def jumped(self, media_s: float, gop_s: float | None) -> bool:
+        """Whether the frame at media_s is off its predecessor's timeline: further behind it than a late frame, or
+        beyond where the timeline leads."""
+        if self.last_at is None or self.late(media_s, gop_s):
             return False
         # Frames the decoder did not decode leave gaps of up to an interval, or up to a slot skipped to.
         due_by = max(self.last_at + self.interval, self.next_at)
-        return not self.last_at - TIMESTAMP_JUMP_S <= media_s <= due_by + TIMESTAMP_JUMP_S
+        return media_s < self.last_at or media_s > due_by + TIMESTAMP_JUMP_S
 
-    def take(self, media_s: float) -> bool:
-        """Whether to sample the frame at media_s; the next slot is then after it."""
-        if self.next_at is None or self.jumped(media_s):
+    def take(self, media_s: float, gop_s: float | None) -> bool:
+        """Whether to sample the frame at media_s; the next slot is then after it. A late frame changes nothing."""
+        if self.late(media_s, gop_s):
+            return False
+        if self.next_at is None or self.jumped(media_s, gop_s):
             self.next_at = media_s
         self.last_at = media_s
         if media_s + 1e-9 < self.next_at:
             return False
-        self.next_at += self.interval * max(1, int((media_s - self.next_at) // self.interval) + 1)
+        missed = int((media_s - self.next_at) // self.interval) if self.skip_missed else 0
+        self.next_at += self.interval * (missed + 1)
         return True
 
     def skip_to(self, media_s: float) -> None:
@@ -291,14 +316,14 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
                  clock: Callable[[], float]) -> Iterator[SampledFrame]:
     """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time."""
     decoder = VideoDecoder(source, settings)
-    slots = SampleSlots(1.0 / camera.fps)
+    slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
     started = clock()
     try:
         for frame_at, frame in decoder.frames():
             now = clock()
             media_s = frame_at if frame_at is not None else now - started
-            if not slots.take(media_s):
+            if not slots.take(media_s, decoder.gop_s):
                 continue
             decoder.wanted_from = slots.next_at if frame_at is not None else None
             yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
@@ -310,7 +335,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
 def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, realtime: bool,
                  clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
     interval = 1.0 / camera.fps
-    slots = SampleSlots(interval)
+    slots = SampleSlots(interval, skip_missed=False)
     origin = clock()  # wall time of media time 0
     played = 0.0  # media time already played in earlier loops of a looping file
     while True:
@@ -321,11 +346,11 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
             for frame_at, frame in decoder.frames():
                 position = frame_at if frame_at is not None else (-frame_s if position is None else position) + frame_s
                 media_time = played + position
-                if slots.jumped(media_time):
+                if slots.jumped(media_time, decoder.gop_s):
                     # Play on as if the frame followed the last one, instead of waiting for the time its timestamp
                     # names or skipping frames until the timeline is back where it was.
                     origin += slots.last_at + frame_s - media_time
-                if not slots.take(media_time):
+                if not slots.take(media_time, decoder.gop_s):
                     continue
                 if realtime and clock() - origin - media_time > interval:
                     # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
@@ -352,37 +377,70 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
 
 def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int, clock: Callable[[], float],
                sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
-    """A still-image camera: one HTTP GET of its JPEG per sampling interval, each within timeout_s and max_bytes,
-    decoded only when its header declares at most MAX_IMAGE_PIXELS (a few compressed bytes can declare gigabytes).
+    """A still-image camera: one HTTP GET of its picture per sampling interval, each within timeout_s and max_bytes.
 
-    Every failure is CameraUnavailable; a URL that is not http(s) is a permanent one (a local image is a file)."""
+    A failed poll after a good one (a request lost, a timeout) misses that picture only; a failed first poll, or a
+    second in a row, is CameraUnavailable. A URL that is not http(s) is a permanent failure (a local image is a
+    file)."""
     if urlsplit(url).scheme.lower() not in HTTP_SCHEMES:
         raise CameraUnavailable(f"still-image source {shown(url)} is not an http(s) URL", permanent=True)
     interval = 1.0 / camera.fps
     next_fetch = clock()
+    last_poll_delivered = False
     while True:
         delay = next_fetch - clock()
         if delay > 0:
             sleep(delay)
         fetched_at = clock()
-        try:
-            body = fetch(url, max_bytes, timeout_s)
-        except FetchError as exc:
-            raise CameraUnavailable(f"still-image URL {shown(url)}: {exc.reason}") from None
-        size = image_size(body)
-        if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-            raise CameraUnavailable(f"still-image URL {shown(url)} returned a {size[0]}x{size[1]} image, more than "
-                                    f"the {MAX_IMAGE_PIXELS} pixels a camera picture may have")
-        image = None if size is None else cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise CameraUnavailable(f"still-image URL {shown(url)} did not return a JPEG, PNG or BMP image "
-                                    f"({len(body)} bytes)")
         next_fetch = max(next_fetch + interval, fetched_at)
+        try:
+            image = fetch_still_image(url, max_bytes, timeout_s)
+        except CameraUnavailable as exc:
+            if not last_poll_delivered:
+                raise
+            log.warning("camera %s: one picture missed: %s", camera.id, exc)
+            last_poll_delivered = False
+            continue
+        last_poll_delivered = True
         yield SampledFrame(fetched_at, YuvPicture.from_bgr(image))
 
 
+def fetch_still_image(url: str, max_bytes: int, timeout_s: float) -> np.ndarray:
+    """The picture at a still-image URL (BGR); raises CameraUnavailable."""
+    try:
+        body = fetch(url, max_bytes, timeout_s)
+    except FetchError as exc:
+        raise CameraUnavailable(f"still-image URL {shown(url)}: {exc.reason}") from None
+    try:
+        return decode_still_image(body)
+    except ValueError as exc:
+        raise CameraUnavailable(f"still-image URL {shown(url)} {exc}") from None
+
+
+def decode_still_image(data: bytes) -> np.ndarray:
+    """The picture in an image file's bytes (BGR), in any format OpenCV reads. ValueError for bytes it cannot read
+    and for a picture of more than MAX_IMAGE_PIXELS: refused before decoding where image_size reads the header (a few
+    compressed bytes can declare gigabytes), else once decoded."""
+    declared = image_size(data)
+    if declared is not None:
+        refuse_larger_than_a_camera(*declared)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"did not return an image ({len(data)} bytes)")
+    refuse_larger_than_a_camera(image.shape[1], image.shape[0])
+    return image
+
+
+def refuse_larger_than_a_camera(width: int, height: int) -> None:
+    """Raises ValueError for a picture of more than MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"returned a {width}x{height} image, more than the {MAX_IMAGE_PIXELS} pixels a camera "
+                         "picture may have")
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) as a JPEG, PNG or BMP header declares them, read without decoding; None for other bytes."""
+    """(width, height) as a JPEG, PNG, BMP or WebP header declares them, read without decoding; None for other
+    bytes."""
     if data.startswith(b"\xff\xd8"):
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -395,4 +453,19 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         # BITMAPINFOHEADER and its successors; the height is negative for top-down rows
         return (abs(int.from_bytes(data[18:22], "little", signed=True)),
                 abs(int.from_bytes(data[22:26], "little", signed=True)))
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return webp_size(data)
+    return None
+
+
+def webp_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a WebP file's first chunk (RFC 9649): extended, lossless or lossy; None if cut short."""
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30:
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
     return None

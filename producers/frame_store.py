@@ -14,10 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from schemas.base import ID_MAX_CHARS
 from schemas.settings.config import Config
 
 LOCAL_PREFIX = "local:"
-LOCAL_REF = re.compile(r"^local:([A-Za-z0-9][A-Za-z0-9_.-]*)/([0-9]+)\.jpg$")
+# A camera id (at most ID_MAX_CHARS) and a sequence number (at most 20 digits, as a 64-bit one has): no reference can
+# name a file the filesystem refuses.
+LOCAL_REF = re.compile(rf"^local:([A-Za-z0-9][A-Za-z0-9_.-]{{0,{ID_MAX_CHARS - 1}}})/([0-9]{{1,20}})\.jpg$")
 
 
 class FrameNotFound(LookupError):

@@ -1,5 +1,6 @@
 """A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
-are retried and reported, and a picture that stays frozen across reconnections is found frozen."""
+are retried and reported, a picture that stays frozen across reconnections is found frozen, and a still-image camera
+that misses single pictures stays up."""
 from __future__ import annotations
 
 import subprocess
@@ -20,11 +21,11 @@ from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 
 
-def reader_for(tmp_path, source: str, store, realtime: bool = False, **producer) -> CameraReader:
+def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, **producer) -> CameraReader:
     camera_id = f"reader-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
     config = parse_config({"site": "s", "producer": {"reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
                                                      **producer},
-                           "cameras": [{"id": camera_id, "source": source, "fps": 2}]}, tmp_path)
+                           "cameras": [{"id": camera_id, "source": source, "fps": fps}]}, tmp_path)
     settings = config.producer
     health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s)
     return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: None,
@@ -89,3 +90,12 @@ def test_a_picture_frozen_across_reconnections_is_reported_frozen(tmp_path):
         server.stop()
     assert statuses[-1].state is CameraState.STALLED and statuses[-1].reason.startswith("frozen")
     assert statuses[-1].reconnects >= 1
+
+
+def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):
+    url, state = snapshot_server
+    state["fail_every"] = 3
+    reader = reader_for(tmp_path, url, None, fps=10)
+    statuses = run_until(reader, lambda status: state["gets"] >= 15)
+    assert state["gets"] >= 15 and statuses[-1].state is CameraState.UP
+    assert {status.state for status in statuses} <= {CameraState.RECONNECTING, CameraState.UP}

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import base64
-import http.server
+import contextlib
 import itertools
 import subprocess
-import threading
 import zlib
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
-from tests.conftest import VTEST, video_frames
+from tests.conftest import LOT_CLIP, VTEST, video_frames
 
 
 def test_file_is_sampled_on_its_own_timeline():
@@ -103,8 +102,16 @@ def test_a_camera_that_fails_to_open_is_reported_without_its_credentials():
     ("0", "0"),
     # ITS stream URLs carry their token in the path
     ("http://cctv.example/270/rWSK4DQ8ZAZxCK6lH8C+zUD0ni1ZcCsJIIyLfJrGYrBU==", "http://cctv.example/270/…"),
+    ("http://cctv.example/270/qA7Ubl5+OwmUqjGjDfxb+I+2fTm%2F0IqjRgErU5+WmeQ=", "http://cctv.example/270/…"),
     ("http://127.0.0.1:8080/ad6185f4eac5cc26/live.m3u8", "http://127.0.0.1:8080/…/live.m3u8"),
+    ("https://relay.example/hls/Xk3_9aB-Qz7LmN0pR2sT4uV/index.m3u8", "https://relay.example/hls/…/index.m3u8"),
+    # readable words, numeric ids and timestamps stay
     ("https://relay.example/cams/north-gate/index.m3u8", "https://relay.example/cams/north-gate/index.m3u8"),
+    ("https://cdn.example/videostreamingservice/270/1.m3u8", "https://cdn.example/videostreamingservice/270/1.m3u8"),
+    ("https://nvr.example/record/20240101123456/1700000000123.jpg",
+     "https://nvr.example/record/20240101123456/1700000000123.jpg"),
+    ("http://cctv.example/%EC%84%9C%EC%9A%B8%EA%B0%95%EB%82%A8/1.jpg",
+     "http://cctv.example/%EC%84%9C%EC%9A%B8%EA%B0%95%EB%82%A8/1.jpg"),
 ])
 def test_sources_are_shown_without_credentials_query_or_tokens(source, expected):
     assert shown(source) == expected
@@ -125,6 +132,9 @@ def clips(tmp_path_factory):
         # B-frames that nothing refers to, keyframes 2 s apart
         "b_frames": make_clip(folder / "b.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3",
                               "-b-pyramid", "none", "-g", "50"),
+        # B-frames, keyframes 2 s apart and one at a scene cut 0.32 s after the second
+        "scene_cut": make_clip(folder / "cut.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-bf", "3",
+                               "-b-pyramid", "none", "-g", "50", "-force_key_frames", "2.32"),
         # a keyframe every 0.2 s and no B-frames
         "short_gop": make_clip(folder / "gop.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "5"),
         # keyframes 2 s apart and no B-frames, long enough to skip whole groups
@@ -189,6 +199,18 @@ def test_skipping_leaves_the_sampled_frames_unchanged(clips, clip, fps):
         assert np.array_equal(frame.picture.y, every[round(frame.captured_at, 6)].y)
 
 
+@pytest.mark.parametrize("kind", ["file", "hls"])
+def test_a_frame_the_decoder_hands_back_late_is_not_sampled(clips, kind):
+    # Skipping to the keyframe after the scene cut, the decoder releases that keyframe after frames a second later.
+    ticks = itertools.count()
+    camera = CameraConfig(id="c", source=clips["scene_cut"], fps=1, kind=kind)
+    sampled = []
+    with contextlib.suppress(CameraUnavailable):  # how a live stream ends
+        sampled.extend(sample_frames(camera, camera.source, realtime=False, clock=lambda: next(ticks) / 1000))
+    times = [frame.captured_at for frame in sampled]
+    assert len(times) == 4 and all(np.diff(times) > 0)  # one a second of the 4 s clip, never back in time
+
+
 def test_a_file_behind_the_clock_resumes_at_the_clock_where_only_keyframes_were_decoded(clips):
     now = [1000.0]
 
@@ -221,33 +243,6 @@ def test_encode_scales_down_to_the_max_width_and_the_frame_keeps_the_cameras_own
                   **source_size_fields(picture, width))
     assert frame.source_size == (768, 576)  # where the site's geometry is drawn
     assert source_size_fields(picture, 768) == {}  # not scaled: nothing to add
-
-
-@pytest.fixture
-def snapshot_server():
-    state = {"status": 200, "image": np.full((48, 64, 3), 90, np.uint8), "body": None, "authorization": None,
-             "gets": 0}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            state["gets"] += 1
-            status = state["status"]
-            if state["authorization"] and self.headers.get("Authorization") != state["authorization"]:
-                status = 401
-            body = state["body"] or cv2.imencode(".jpg", state["image"])[1].tobytes() if status == 200 else b"no"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/snapshot.jpg", state
-    server.shutdown()
-    server.server_close()
 
 
 def test_still_image_url_is_polled_at_the_camera_rate(snapshot_server):
@@ -286,12 +281,29 @@ def png_of_zeros(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
-def test_a_still_image_larger_than_a_camera_picture_is_refused_before_decoding(snapshot_server):
+def black_picture(extension: str, *params: int) -> bytes:
+    """An 8000x4321 black picture as OpenCV writes it."""
+    return cv2.imencode(extension, np.zeros((4321, 8000, 3), np.uint8), params)[1].tobytes()
+
+
+@pytest.mark.parametrize("encode", [
+    pytest.param(lambda: png_of_zeros(8000, 4321), id="png"),  # refused from its header
+    pytest.param(lambda: black_picture(".webp", cv2.IMWRITE_WEBP_QUALITY, 101), id="webp"),  # lossless: 1.4 kB
+    pytest.param(lambda: black_picture(".tiff"), id="tiff"),  # refused once decoded
+])
+def test_a_still_image_larger_than_a_camera_picture_is_refused(snapshot_server, encode):
     url, state = snapshot_server
-    state["body"] = png_of_zeros(8000, 4321)
-    assert len(state["body"]) < 100_000
+    state["body"] = encode()
     with pytest.raises(CameraUnavailable, match="returned a 8000x4321 image, more than the 33177600 pixels"):
         next(sample_frames(CameraConfig(id="snap", source=url), url))
+
+
+@pytest.mark.parametrize("extension", [".webp", ".tiff", ".png", ".bmp"])
+def test_a_still_image_may_be_in_any_format_opencv_reads(snapshot_server, extension):
+    url, state = snapshot_server
+    state["body"] = cv2.imencode(extension, state["image"])[1].tobytes()
+    frame = next(sample_frames(CameraConfig(id="snap", source=url), url))
+    assert (frame.picture.width, frame.picture.height) == (64, 48)
 
 
 @pytest.mark.skipif(not RtspServer.available(), reason="rtsp-server-perl (Debian) is not installed")
@@ -308,3 +320,12 @@ def test_two_rtsp_servers_on_one_host_each_serve_their_own_stream(tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_file_with_uneven_frame_times_keeps_every_frame_at_its_own_average_rate():
+    # The GIF's frames come 0.08 to 0.17 s apart, about 12 a second: a slot passed in a long gap is made up by the
+    # next frame, as the rate averages out, instead of losing a third of the frames.
+    frames = list(sample_frames(CameraConfig(id="lot", source=str(LOT_CLIP), fps=12), str(LOT_CLIP), realtime=False))
+    times = [frame.captured_at for frame in frames]
+    assert np.diff(times).max() > 0.16
+    assert len(frames) == 40 and 11 < len(frames) / (times[-1] - times[0]) < 13

@@ -46,7 +46,15 @@ def test_frames_expire(tmp_path):
 
 
 @pytest.mark.parametrize("reference", ["local:../etc/1.jpg", "local:/etc/1.jpg", "s3://bucket/1.jpg",
-                                       "local:cam/abc.jpg"])
+                                       "local:cam/abc.jpg",
+                                       # no camera id or sequence number is this long: names the filesystem refuses
+                                       f"local:{'c' * 65}/1.jpg", f"local:{'c' * 300}/1.jpg",
+                                       f"local:cam/{'1' * 21}.jpg", f"local:cam/{'1' * 300}.jpg"])
 def test_references_outside_the_store_are_rejected(tmp_path, reference):
     with pytest.raises(FrameNotFound, match="not a local frame-store reference"):
         LocalFrameStore(tmp_path, ttl_s=60).resolve(reference)
+
+
+def test_the_longest_camera_id_and_sequence_number_are_stored_and_resolved(tmp_path):
+    store = LocalFrameStore(tmp_path, ttl_s=60)
+    assert store.resolve(store.put("c" * 64, 2**64 - 1, b"jpeg")) == b"jpeg"
