@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.settings.capture import ProducerConfig, SourceKind
-from schemas.settings.config import Config, ConfigError, parse_config, validation_problems
+from schemas.settings.config import Config, ConfigError, parse_config, read_config_file, validation_problems
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
@@ -71,8 +71,7 @@ def run_discover(args, _config) -> int:
 
     path: Path = args.config
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-        data = data or {}
+        data = read_config_file(path) if path.exists() else {}
         settings = ProducerConfig.model_validate(data.get("producer", {}))
         bbox = BoundingBox.parse(args.bbox)
         client = ItsClient.from_config(settings)

@@ -13,6 +13,7 @@ from schemas.calibration import (
     reprojection_errors,
 )
 from schemas.geometry import polygon_area
+from schemas.settings.config import read_config_file
 from schemas.settings.crowd import CalibrationConfig
 
 
@@ -85,7 +86,7 @@ def run_calibrate(args, config) -> int:
 
 
 def write_calibration(path: Path, camera_id: str, image_points, ground_points, matrix) -> None:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_config_file(path)
     for camera in data.get("cameras", []):
         if camera.get("id") == camera_id:
             calibration = dict(camera.get("calibration") or {})

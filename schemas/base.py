@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Ids (of cameras, zones, events) travel as keys, metric labels and store columns, and outputs repeat them: bounded,
 # so that no input can make an output too large to send, which would stop its partition behind it.
-ID_MAX_CHARS = 100
-Identifier = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
+ID_MAX_CHARS = 64
+BoundedId = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
 
 
 class SchemaError(ValueError):

@@ -4,7 +4,7 @@ from enum import Enum
 
 from pydantic import Field
 
-from schemas.base import Message
+from schemas.base import BoundedId, Message
 
 
 class CameraState(str, Enum):
@@ -19,7 +19,7 @@ class CameraStatus(Message):
 
     schema_name = "camera_status"
 
-    camera_id: str = Field(min_length=1)
+    camera_id: BoundedId
     state: CameraState
     reason: str = ""
     fps: float = Field(ge=0, description="frames published per second over the last interval")

@@ -5,7 +5,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
-from schemas.base import Identifier, Message
+from schemas.base import BoundedId, Message
 
 PERSON_CLASS_ID = 0  # COCO
 # No picture holds this many people: a map summing to more is broken, and its count would overflow the analytics'
@@ -32,7 +32,7 @@ class Detections(Message):
     # JSON (a replay's recording) carries the density map's bytes as base64; the wire format (msgpack) as raw bytes.
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
-    camera_id: Identifier
+    camera_id: BoundedId
     seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
     captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
     image_width: int = Field(gt=0, description="of the camera's own picture (before capture scaled it down), in "

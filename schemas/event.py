@@ -4,7 +4,7 @@ from enum import Enum
 
 from pydantic import Field
 
-from schemas.base import Identifier, Message
+from schemas.base import BoundedId, Message
 
 EVENT_ID_MAX_CHARS = 200  # the incident store's incidents.id is this wide
 
@@ -41,11 +41,11 @@ class Event(Message):
 
     # Printable ASCII: it also travels as an HTTP header (a webhook's Idempotency-Key), which takes nothing else.
     event_id: str = Field(min_length=1, max_length=EVENT_ID_MAX_CHARS, pattern=r"^[!-~]+$")
-    type: Identifier = Field(description="e.g. risk_level_changed, stopped_vehicle, wrong_way")
+    type: BoundedId = Field(description="e.g. risk_level_changed, stopped_vehicle, wrong_way")
     state: EventState
     severity: Severity
-    camera_id: Identifier
-    zone_id: Identifier | None = None
+    camera_id: BoundedId
+    zone_id: BoundedId | None = None
     track_ids: list[int] = Field(default_factory=list)
     started_at: float
     updated_at: float

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from schemas.base import Message
+from schemas.base import BoundedId, Message
 
 
 class LineCounts(Message):
@@ -14,8 +14,8 @@ class LineCounts(Message):
 
     schema_name = "line_counts"
 
-    camera_id: str = Field(min_length=1)
-    line_id: str = Field(min_length=1)
+    camera_id: BoundedId
+    line_id: BoundedId
     lane_id: str | None = Field(default=None, description="lane whose totals these crossings add to")
     window_start: float = Field(description="unix seconds, inclusive")
     window_end: float = Field(description="unix seconds, exclusive")

@@ -4,7 +4,7 @@ from enum import Enum
 
 from pydantic import Field
 
-from schemas.base import Message
+from schemas.base import BoundedId, Message
 
 
 class RiskLevel(str, Enum):
@@ -59,8 +59,8 @@ class ZoneMetrics(Message):
 
     schema_name = "zone_metrics"
 
-    camera_id: str = Field(min_length=1)
-    zone_id: str = Field(min_length=1)
+    camera_id: BoundedId
+    zone_id: BoundedId
     window_start: float = Field(description="unix seconds, inclusive")
     window_end: float = Field(description="unix seconds, exclusive")
     frames: int = Field(ge=0, description="frames that fell in the window")

@@ -72,6 +72,12 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
         load_config(path)
 
 
+def test_anchors_and_merge_keys_still_load(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("cameras:\n  - &cam {id: cam1, source: video.mp4, fps: 5}\n  - <<: *cam\n    id: cam2\n")
+    assert [(camera.id, camera.fps) for camera in load_config(path).cameras] == [("cam1", 5.0), ("cam2", 5.0)]
+
+
 def test_a_producer_asked_for_a_camera_that_is_not_configured_refuses_to_start(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     path = write(tmp_path, {"cameras": [CAMERA]})

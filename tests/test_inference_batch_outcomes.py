@@ -2,6 +2,7 @@
 (nothing dead-lettered, nothing committed); a frame whose detections are too large to send is dead-lettered alone."""
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,14 +76,27 @@ def worker(resolve, producer_limit: int = 10_000_000) -> tuple[InferenceWorker, 
 
 def test_a_frame_store_that_cannot_be_read_brings_the_batch_again_and_loses_nothing():
     def unreadable(ref):
-        raise OSError(5, "Input/output error")
+        raise OSError(errno.EIO, "Input/output error")
 
     stage, consumer, producer = worker(unreadable)
-    batch = records("local:cam/40.jpg", "local:cam/41.jpg")
+    # The first record is dead-lettered only once the batch gets through: nothing is sent while it comes again.
+    batch = [SimpleNamespace(topic=TOPICS.frames, partition=0, offset=39, key=b"cam", value=b"not a frame"),
+             *records("local:cam/40.jpg", "local:cam/41.jpg")]
     error = process_batch(consumer, producer, batch, stage.detect_batch)
     assert isinstance(error, RetryBatch) and "Input/output error" in str(error)
-    assert consumer.seeks == [(0, 40)] and consumer.commits == 0
-    assert not [topic for topic, _ in producer.sent if topic == TOPICS.dead_letter]
+    assert consumer.seeks == [(0, 39)] and consumer.commits == 0
+    assert producer.sent == []
+
+
+def test_a_reference_the_store_refuses_for_itself_is_dead_lettered_and_the_batch_goes_on():
+    def refused(ref):
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+
+    stage, consumer, producer = worker(refused)
+    assert process_batch(consumer, producer, records("local:cam/40.jpg"), stage.detect_batch) is None
+    assert consumer.commits == 1
+    [(topic, value)] = producer.sent
+    assert topic == TOPICS.dead_letter and "File name too long" in decode(value, DeadLetter).reason
 
 
 def test_a_frame_that_is_not_in_the_store_is_dead_lettered_and_the_batch_goes_on():

@@ -5,6 +5,7 @@ crash re-delivers the batch to the next worker of the group instead of losing it
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -31,11 +32,15 @@ from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
+from schemas.detections import verify_density_values
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
 
 STAGE = "inference"
+# Errors of a frame store that is away for now (a network mount), not of the reference read from it.
+STORE_AWAY_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN, errno.EHOSTDOWN,
+                               errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH})
 FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
 FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped under overload: stale, or over their camera's "
                       "rate (processors.inference.shedding)", ["camera", "reason"])
@@ -248,8 +253,10 @@ class ZoneDensityMaps:
                           for i in chosen}
                 made = self.counter.density_maps([images[i] for i in chosen],
                                                  [median_person_height(person_boxes[i]) for i in chosen])
-                maps = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
-                        for index, made_map in zip(chosen, made, strict=True)}
+                finished = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
+                            for index, made_map in zip(chosen, made, strict=True)}
+                maps = {index: density for index, density in finished.items()
+                        if sendable_map(frames[index].frame.camera_id, density)}
             except Exception:  # the model failing on some input must not stop the partition: no maps this batch
                 log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
                 self.schedule.not_made()
@@ -271,6 +278,17 @@ class ZoneDensityMaps:
             DENSITY_FLOOR_PEOPLE.labels(frame.camera_id).set(float(made.sum()) - float(floored.sum()))
             made = floored
         return without_texture(made, person_boxes, image.shape[:2], self.settings)
+
+
+def sendable_map(camera_id: str, density: np.ndarray) -> bool:
+    """Whether the analytics stage will take the map as sent (float32): one it would refuse (a model gone wrong:
+    NaN or negative cells) is left off its frame, whose boxes still go."""
+    try:
+        verify_density_values(density.astype(np.float32))
+    except ValueError as exc:
+        log.warning("density map of camera %s left out: %s", camera_id, exc)
+        return False
+    return True
 
 
 def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:
@@ -383,7 +401,9 @@ class InferenceWorker:
         return camera_id if camera_id in self.cameras else "other"
 
     def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
-        decoded = []
+        """The batch's usable frames; the others are dead-lettered once the whole batch is read, so a batch brought
+        again (RetryBatch) has sent no dead letter yet."""
+        decoded, rejected = [], []
         for record in records:
             try:
                 with STAGE_SECONDS.labels("decode").time():
@@ -397,13 +417,17 @@ class InferenceWorker:
                     decode_image = decoded_on_cpu(self.detectors, self.enricher, frame.camera_id)
                     decoded.append((frame_image(frame, decode_image, self.resolve_frame), record))
             except SchemaError as exc:
-                self.reject(record, str(exc))
+                rejected.append((record, str(exc)))
             except OSError as exc:
-                # The frame store cannot be read (a shared mount away): its frames are still there, so the batch
-                # waits for it. A reference to no stored frame is FrameNotFound, dead-lettered below.
+                if exc.errno not in STORE_AWAY_ERRNOS:  # this reference's own fault (a name too long, no access)
+                    rejected.append((record, f"unreadable frame: {type(exc).__name__}: {exc}"))
+                    continue
+                # The frame store is away for now (a shared mount): its frames are still there, so the batch waits.
                 raise RetryBatch(f"frame store unreadable: {type(exc).__name__}: {exc}") from exc
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
-                self.reject(record, f"unreadable frame: {type(exc).__name__}: {exc}")
+                rejected.append((record, f"unreadable frame: {type(exc).__name__}: {exc}"))
+        for record, reason in rejected:
+            self.reject(record, reason)
         return decoded
 
     def reject(self, record, reason: str) -> None:

@@ -28,7 +28,7 @@ from schemas.settings.crowd import (
 from schemas.settings.traffic import SceneConfig
 
 __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThresholds", "ZoneConfig",
-           "load_config", "parse_config", "validation_problems"]
+           "load_config", "parse_config", "read_config_file", "validation_problems"]
 
 
 class TopicNames(Frozen):
@@ -322,6 +322,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges a mapping whose keys the explicit ones may override
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)):
                 continue  # unhashable keys are refused by the mapping itself
@@ -333,6 +335,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
+    return parse_config(read_config_file(path), path.resolve().parent, str(path))
+
+
+def read_config_file(path: Path) -> dict:
+    """The site file's mapping, as every command that reads or rewrites it sees it; ConfigError in one line."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
@@ -352,7 +359,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"configuration {path} is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"configuration {path} must be a mapping at the top level")
-    return parse_config(data, path.resolve().parent, str(path))
+    return data
 
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

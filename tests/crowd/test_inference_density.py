@@ -94,6 +94,13 @@ def test_zone_cameras_get_maps_when_theirs_are_due():
     assert counter.calls == 2 and age("square") == 0.0
 
 
+def test_a_map_the_analytics_would_refuse_is_left_out_and_the_frame_goes_on():
+    counter = FixedCountDensity(people=float("nan"))  # a model gone wrong (float16 overflow on a GPU)
+    assert zone_maps(counter).make([frame("square", 100.0)], [person_boxes(0)]) == {}
+    counter.people = -16.0
+    assert zone_maps(counter).make([frame("square", 100.0)], [person_boxes(0)]) == {}
+
+
 def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing():
     counter = FixedCountDensity(people=400.0)
     mapper = zone_maps(counter)
