@@ -94,11 +94,6 @@ def retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-def backoff_delay(attempt: int, retry: RetryConfig) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based): doubling from the initial wait, capped."""
-    return min(retry.backoff_max_s, retry.backoff_initial_s * 2 ** (attempt - 1))
-
-
 class RateLimiter:
     """At most `per_second` sends, spaced evenly; thread-safe."""
 

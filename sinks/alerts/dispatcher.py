@@ -2,15 +2,17 @@
 
 Delivery guarantee ("one SMS per incident level and recipient"): every delivery has an idempotency key
 (alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
-call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on restart (and on every
-escalation tick) such a row is reconciled with the provider instead of being blindly re-sent: every SMS carries a
-tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
-and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
-with that SID. While the listing may still lag behind the try (SmsChannelConfig.listing_lag_s) the delivery waits;
-only a tag still missing after that is sent again. A listing that cannot be read at all counts as a failed try: the
-delivery is retried, asking first, and fails for good after its tries. A duplicate needs a listing slower than
-listing_lag_s or one that cannot be read at all, and the window for a loss is nil: we prefer a rare duplicate alarm
-to a silent one. Webhooks are re-sent with the same Idempotency-Key header; sound is replayed.
+call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on every escalation tick such a
+row, once no try of it can still be in flight (`longest_try_s` after a dispatcher last claimed it: one claimed more
+recently may be another dispatcher's try under way), is claimed by one dispatcher and reconciled with the provider
+instead of being blindly re-sent: every SMS carries a tag unique to its delivery (channels.delivery_tag), the
+dispatcher lists the recipient's recent messages at Twilio and, if one holds the tag (whatever Twilio put before
+it, such as a trial account's prefix), marks the delivery sent with that SID. While the listing may still lag behind
+the try (SmsChannelConfig.listing_lag_s) the delivery waits; only a tag still missing after that is sent again. A
+listing that cannot be read at all counts as a failed try: the delivery is retried, asking first, and fails for good
+after its tries. A duplicate needs a listing slower than listing_lag_s or one that cannot be read at all, and the
+window for a loss is nil: we prefer a rare duplicate alarm to a silent one. Webhooks are re-sent with the same
+Idempotency-Key header; sound is replayed.
 
 Retries never wait inline: a retryable failure (429, 5xx, network) records the delivery as `retrying` with its
 `next_attempt_at` (doubling back-off), and `retry_due` makes the next try when it is due, so one recipient's
@@ -35,8 +37,9 @@ from zoneinfo import ZoneInfo
 from prometheus_client import Counter, Gauge
 
 from schemas import Alert, EventState, Severity
-from schemas.settings.alerting import AlertingConfig, ContactConfig, RouteConfig
-from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError, backoff_delay
+from schemas.settings.alerting import AlertingConfig, ContactConfig, RetryConfig, RouteConfig
+from sinks.alerts.backoff import backoff_delay
+from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.redact import describe_error
 from sinks.alerts.routing import select_routes
@@ -63,6 +66,9 @@ RETRIES = Counter("cityguard_alert_delivery_retries_total", "Delivery attempts r
 ESCALATIONS = Counter("cityguard_alert_escalations_total", "Alerts escalated to the next contact")
 UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incidents nobody acknowledged",
                        ["severity"])
+# What a try spends besides waiting for the answer: connecting, a rate limiter slot, the store's lock (busy_timeout
+# 10 s). A try slower still is taken for a crash's: a rare duplicate rather than a long silence after a crash.
+TRY_OVERHEAD_S = 15.0
 
 
 class AlertDispatcher:
@@ -98,14 +104,15 @@ class AlertDispatcher:
         return alert
 
     def publish_once(self, alert: AlertRow) -> None:
-        """Puts a notifying alert on the alerts topic unless it is there already; raises when the broker did not
-        confirm it, and its notice, redelivered, publishes it then.
+        """Puts a notifying alert on the alerts topic unless the store says it is there already; raises when the
+        broker did not confirm it, and its notice, redelivered, publishes it then.
 
         Called once every notice at hand has notified: a broker outage must not hold back an SMS.
         """
-        if alert.status == NOTIFYING and alert.published_at is None:
-            self.publish(to_message(alert))
-            self.store.mark_published(alert.id, self.clock())
+        stored = self.store.alert_by_ref(alert.id)  # `alert` may have been read before another notice published it
+        if stored.status == NOTIFYING and stored.published_at is None:
+            self.publish(to_message(stored))
+            self.store.mark_published(stored.id, self.clock())
 
     def decide(self, notice: Notice, alert_id: str, now: float) -> AlertRow:
         local = datetime.fromtimestamp(now, self.timezone).time()
@@ -163,7 +170,8 @@ class AlertDispatcher:
         if not created:
             if row.status != SENDING:
                 return row.status
-            return self.resume(row, channel, message)
+            left = self.take_over(row)
+            return SENDING if left is None else self.resume(left, channel, message)
         if unreachable is not None:
             return self.finish(row, FAILED, None, unreachable)
         return self.attempt(row, channel, message)
@@ -204,7 +212,8 @@ class AlertDispatcher:
 
     def retry_later(self, row: DeliveryRow, channel: Channel, tries: int, reconcile_first: bool) -> str:
         RETRIES.labels(channel.id).inc()
-        self.store.schedule_retry(row.id, self.clock() + backoff_delay(tries, channel.retry), reconcile_first)
+        delay = backoff_delay(tries, channel.retry.backoff_initial_s, channel.retry.backoff_max_s)
+        self.store.schedule_retry(row.id, self.clock() + delay, reconcile_first)
         return RETRYING
 
     def retry(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
@@ -257,17 +266,31 @@ class AlertDispatcher:
         if status == FAILED:
             self.notify(alert)
 
+    def left_behind(self, row: DeliveryRow, now: float) -> bool:
+        """Whether no dispatcher can still be working on a `sending` delivery: its latest claim is older than a try
+        of its channel lasts. One whose channel is gone from the configuration cannot be made here: it is failed."""
+        channel = self.channels.get(row.channel_id)
+        return channel is None or row.claimed_at is None or now - row.claimed_at > longest_try_s(channel.retry)
+
+    def take_over(self, row: DeliveryRow) -> DeliveryRow | None:
+        """A `sending` delivery left behind, claimed for this process; None while a try of it may be in flight, or
+        when another dispatcher claimed it first."""
+        now = self.clock()
+        return self.store.claim_left_sending(row, now) if self.left_behind(row, now) else None
+
     def resume_pending(self) -> None:
-        """Deliveries left `sending` by an earlier process, or by a try of this one that raised."""
+        """Deliveries left `sending` by a crash, or by a try that raised, each taken by one dispatcher of those
+        sharing the store."""
         for row in self.store.deliveries(status=SENDING):
-            with skipped_on_error(f"delivery {row.key}"):
-                self.carry_on(row, self.resume)
+            left = self.take_over(row)
+            if left is not None:
+                with skipped_on_error(f"delivery {row.key}"):
+                    self.carry_on(left, self.resume)
 
     def retry_due(self) -> None:
         """Retries whose back-off has passed, each taken by one dispatcher of those sharing the store."""
-        now = self.clock()
-        for row in self.store.due_retries(now):
-            claimed = self.store.claim_retry(row.id, now)
+        for row in self.store.due_retries(self.clock()):
+            claimed = self.store.claim_retry(row.id, self.clock())
             if claimed is not None:
                 with skipped_on_error(f"delivery {row.key}"):
                     self.carry_on(claimed, self.retry)
@@ -305,6 +328,11 @@ class AlertDispatcher:
             UNACKNOWLEDGED.labels(severity.value).set(0)
         for severity, count in self.store.open_unacknowledged().items():
             UNACKNOWLEDGED.labels(severity).set(count)
+
+
+def longest_try_s(retry: RetryConfig) -> float:
+    """How long one try may hold its delivery `sending`: the wait for its answer, and what goes around it."""
+    return retry.timeout_s + TRY_OVERHEAD_S
 
 
 @contextmanager

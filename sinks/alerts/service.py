@@ -6,8 +6,9 @@ retries). Kafka offsets are committed
 after the batch's alerts are recorded, delivered and published and its dead letters acknowledged by the broker; when
 the broker confirms not every send, or the incident store is away, the consumer is rewound to the batch's first
 offsets instead, so the batch comes again and the store drops the repeat. A request's or a batch's notices all
-notify before their alerts are published: a broker outage holds back no SMS. A record the store refuses (a value
-too long for its column) is a dead letter.
+notify before their alerts are published, each alert once: a broker outage holds back no SMS. A record the store
+refuses (a value too long for its column) is a dead letter. Periodic work (retries, escalations) that fails, the
+store away, is logged and tried again after a pause: the process stays up.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
@@ -33,16 +35,19 @@ from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
 from schemas.settings.config import TopicNames
+from sinks.alerts.backoff import Pause
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error
+from sinks.alerts.store import AlertRow
 
 log = logging.getLogger(__name__)
 
 STAGE = "alerts"
 WEBHOOK_PATH = "/alertmanager"
 HANDLE_TIMEOUT_S = 60.0
-RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # pause before an unconfirmed batch comes again; doubles per failure
+# Pause before a batch not done comes again, or failed periodic work is tried again; doubles per failure in a row.
+PAUSE_INITIAL_S, PAUSE_MAX_S = 0.5, 10.0
 
 REFUSED = Counter("cityguard_alert_webhook_refused_total", "Alertmanager webhook requests refused", ["code"])
 
@@ -272,18 +277,22 @@ def receiver_token(config: ReceiverConfig) -> str | None:
 
 class DispatcherService:
     def __init__(self, dispatcher: AlertDispatcher, consumer: KafkaConsumer, producer: KafkaProducer,
-                 topics: TopicNames, receiver: AlertmanagerReceiver, tick_interval_s: float):
+                 topics: TopicNames, receiver: AlertmanagerReceiver, tick_interval_s: float,
+                 clock: Callable[[], float] = time.monotonic):
         self.dispatcher = dispatcher
         self.consumer = consumer
         self.producer = producer
         self.topics = topics
         self.receiver = receiver
         self.tick_interval_s = tick_interval_s
-        self.failures = 0
-        self.paused_until = 0.0  # after a batch not done: the broker or the store gets time before it comes again
+        self.clock = clock
+        self.last_tick: float | None = None
+        # The broker or the store gets time before a batch not done comes again, the store before periodic work.
+        self.batch_pause = Pause(PAUSE_INITIAL_S, PAUSE_MAX_S)
+        self.periodic_pause = Pause(PAUSE_INITIAL_S, PAUSE_MAX_S)
 
     def consume(self) -> None:
-        if time.monotonic() < self.paused_until:
+        if self.batch_pause.remaining(self.clock()):
             return
         batches = self.consumer.poll(timeout_ms=200)
         records = [record for partition_records in batches.values() for record in partition_records]
@@ -291,12 +300,10 @@ class DispatcherService:
             error = process_batch(self.consumer, self.producer, records, self.process)
             # ProduceFailed, a send that found no broker within max_block_ms, or the incident store away (RetryBatch)
             if error is not None:
-                self.failures += 1
-                delay = min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (self.failures - 1))
-                self.paused_until = time.monotonic() + delay
+                delay = self.batch_pause.failed(self.clock())
                 log.warning("the batch comes again in %.1f s: %s", delay, describe_error(error))
             else:
-                self.failures = 0
+                self.batch_pause.succeeded()
         reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
 
@@ -328,9 +335,8 @@ class DispatcherService:
                               record.offset)
                 sends.append(self.send_dead_letter(
                     record, f"alert handling failed: {type(exc).__name__}: {describe_error(exc)}"))
-        for alert in alerts:
-            if alert is not None:
-                self.dispatcher.publish_once(alert)
+        for alert in distinct_alerts(alerts):
+            self.dispatcher.publish_once(alert)
         return sends
 
     def send_dead_letter(self, record, reason: str):
@@ -348,9 +354,7 @@ class DispatcherService:
             except Exception as exc:  # the other notices still notify
                 failures.append(exc)
                 log_webhook_failure(exc)
-        for alert in alerts:
-            if alert is None:
-                continue
+        for alert in distinct_alerts(alerts):
             try:
                 self.dispatcher.publish_once(alert)
             except Exception as exc:
@@ -372,16 +376,36 @@ class DispatcherService:
             except queue.Empty:
                 return
 
+    def periodic_work(self) -> None:
+        """Due retries on every pass (about 0.2 s when idle: back-offs start at a second), and the tick (pending
+        deliveries, escalations, gauges) every tick_interval_s, the first at once. Work that fails (the store away) is
+        logged and tried again after a pause; the process stays up, as a restart would not bring the store back."""
+        now = self.clock()
+        if self.periodic_pause.remaining(now):
+            return
+        try:
+            self.dispatcher.retry_due()
+            if self.last_tick is None or now - self.last_tick >= self.tick_interval_s:
+                self.dispatcher.tick()
+                self.last_tick = now
+        except Exception as exc:
+            delay = self.periodic_pause.failed(self.clock())
+            # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
+            log.error("retries and escalations wait %.1f s: %s", delay, describe_error(exc))
+            log.debug("retries and escalations failed", exc_info=True)
+        else:
+            self.periodic_pause.succeeded()
+
     def run(self, stop: threading.Event) -> None:
-        self.dispatcher.resume_pending()
-        last_tick = 0.0
         while not stop.is_set():
             self.consume()
-            self.answer_webhooks(min(0.2, max(0.0, self.paused_until - time.monotonic())))  # no spin while paused
-            self.dispatcher.retry_due()  # every pass (about 0.2 s when idle): back-offs start at a second
-            if time.monotonic() - last_tick >= self.tick_interval_s:
-                self.dispatcher.tick()
-                last_tick = time.monotonic()
+            self.answer_webhooks(min(0.2, self.batch_pause.remaining(self.clock())))  # no spin while paused
+            self.periodic_work()
+
+
+def distinct_alerts(alerts: list[AlertRow | None]) -> list[AlertRow]:
+    """Each alert once, in order: notices of one batch or request may share one (opened, then updated)."""
+    return list({alert.id: alert for alert in alerts if alert is not None}.values())
 
 
 def log_webhook_failure(exc: Exception) -> None:

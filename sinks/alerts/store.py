@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Integer,
@@ -23,11 +24,12 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -101,7 +103,9 @@ class DeliveryRow(Base):
     """One message to one recipient over one channel; `key` is its idempotency key.
 
     `sending` while a try may be in flight (committed before the request), `retrying` while waiting for
-    `next_attempt_at` after a retryable failure, then `sent` or `failed`.
+    `next_attempt_at` after a retryable failure, then `sent` or `failed`. `claimed_at` is when a dispatcher last took
+    it on (recorded it, claimed it, began a try): a `sending` row claimed more recently than a try can last may be
+    another dispatcher's try under way, not a crash's leftover.
     """
 
     __tablename__ = "deliveries"
@@ -119,6 +123,7 @@ class DeliveryRow(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float | None] = mapped_column(Float, index=True)
     tried_at: Mapped[float | None] = mapped_column(Float)  # when the latest try began
+    claimed_at: Mapped[float | None] = mapped_column(Float)
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
@@ -325,7 +330,8 @@ class IncidentStore:
                        now: float) -> tuple[DeliveryRow, bool]:
         """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise."""
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
-                          status=SENDING, body=body, started_at=now, attempt_count=0, reconcile_first=False)
+                          status=SENDING, body=body, started_at=now, claimed_at=now, attempt_count=0,
+                          reconcile_first=False)
         try:
             with self.sessions.begin() as session:
                 session.add(row)
@@ -338,7 +344,7 @@ class IncidentStore:
         """Marks the delivery `sending` and counts the try, committed before the request goes out."""
         with self.sessions.begin() as session:
             row = session.get(DeliveryRow, delivery_id)
-            row.status, row.next_attempt_at, row.tried_at = SENDING, None, now
+            row.status, row.next_attempt_at, row.tried_at, row.claimed_at = SENDING, None, now, now
             row.attempt_count += 1
             return row
 
@@ -358,8 +364,19 @@ class IncidentStore:
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == delivery_id, DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now,
-            ).values(status=SENDING, next_attempt_at=None))
+            ).values(status=SENDING, next_attempt_at=None, claimed_at=now))
             return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
+
+    def claim_left_sending(self, seen: DeliveryRow, now: float) -> DeliveryRow | None:
+        """Takes a `sending` delivery no dispatcher works on any more for this process; None when another one claimed
+        it since it was read as `seen`."""
+        unclaimed_since_seen = (DeliveryRow.claimed_at.is_(None) if seen.claimed_at is None
+                                else DeliveryRow.claimed_at == seen.claimed_at)
+        with self.sessions.begin() as session:
+            claimed = session.execute(update(DeliveryRow).where(
+                DeliveryRow.id == seen.id, DeliveryRow.status == SENDING, unclaimed_since_seen,
+            ).values(claimed_at=now))
+            return session.get(DeliveryRow, seen.id) if claimed.rowcount == 1 else None
 
     def last_try_at(self, delivery_id: int) -> float:
         """When the delivery's latest try began, recorded as the try starts so that a crash during it leaves it; for
@@ -443,7 +460,7 @@ def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> li
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Adds the columns a store created by an earlier version lacks; they are nullable, so its rows hold NULL."""
+    """Adds the columns a store created by an earlier version lacks."""
     inspector = inspect(engine)
     quote = engine.dialect.identifier_preparer.quote
     with engine.begin() as connection:
@@ -451,8 +468,26 @@ def _add_missing_columns(engine: Engine) -> None:
             present = {column["name"] for column in inspector.get_columns(table.name)}
             for column in table.columns:
                 if column.name not in present:
-                    connection.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} "
-                                            f"{column.type.compile(engine.dialect)}"))
+                    connection.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN "
+                                            f"{_added_column_definition(column, engine.dialect)}"))
+
+
+def _added_column_definition(column: Column, dialect: Dialect) -> str:
+    """The column as ALTER TABLE ADD COLUMN takes it: the rows already there take its default, or NULL without one,
+    so a NOT NULL column needs a default (SystemExit otherwise, before any row could break it)."""
+    definition = f"{dialect.identifier_preparer.quote(column.name)} {column.type.compile(dialect)}"
+    has_default = column.default is not None and column.default.is_scalar
+    if has_default:
+        value = literal(column.default.arg, column.type).compile(dialect=dialect,
+                                                                 compile_kwargs={"literal_binds": True})
+        definition += f" DEFAULT {value}"
+    if not column.nullable:
+        if not has_default:
+            raise SystemExit(f"incident store: column {column.table.name}.{column.name} is missing and NOT NULL "
+                             "without a default, so the rows already there would have no value: give it a scalar "
+                             "default or make it nullable")
+        definition += " NOT NULL"
+    return definition
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -9,7 +9,7 @@ from typing import Callable
 from schemas import Alert, Event, EventState, Severity
 from schemas.settings.config import Config, parse_config
 from sinks.alerts.channels import Message, build_channels
-from sinks.alerts.dispatcher import AlertDispatcher, to_message
+from sinks.alerts.dispatcher import AlertDispatcher, longest_try_s, to_message
 from sinks.alerts.notice import Notice, notice_from_event
 from sinks.alerts.store import IncidentStore
 
@@ -65,6 +65,10 @@ class Harness:
         """Lets `seconds` pass and makes the retries then due."""
         self.clock.now += seconds
         self.dispatcher.retry_due()
+
+    def let_every_try_end(self) -> None:
+        """Lets the longest try of any channel pass: a delivery still `sending` then is one no dispatcher works on."""
+        self.clock.now += max(longest_try_s(channel.retry) for channel in self.dispatcher.channels.values()) + 1
 
 
 def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None) -> Harness:

@@ -7,8 +7,8 @@ import pytest
 
 from infra.broker import free_port
 from schemas import EventState, Severity
-from schemas.settings.alerting import RetryConfig
-from sinks.alerts.channels import RateLimiter, backoff_delay, delivery_tag
+from sinks.alerts.backoff import backoff_delay
+from sinks.alerts.channels import RateLimiter, delivery_tag
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
@@ -172,6 +172,9 @@ def test_a_gateway_timeout_after_twilio_created_the_message_is_reconciled_not_se
 def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_the_listing_had_time(harness, twilio):
     notice, _, body = left_sending_by_a_crash(harness)
     harness.dispatcher.resume_pending()
+    assert twilio.messages == []  # the try may still be under way
+    harness.let_every_try_end()
+    harness.dispatcher.resume_pending()
     assert twilio.messages == []  # not listed yet, but the listing may lag: wait rather than risk a second SMS
     harness.clock.now += 30  # the channel's listing_lag_s
     harness.dispatcher.resume_pending()
@@ -186,10 +189,11 @@ def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(
     notice, message, body = left_sending_by_a_crash(harness)
     assert delivery_tag(message.key) in body
     harness.dispatcher.channels["sms"].send(message, body)  # the try that went out before the crash
-    harness.dispatcher.resume_pending()  # at once after the restart: Twilio does not list it yet
+    harness.let_every_try_end()
+    harness.dispatcher.resume_pending()  # Twilio does not list it yet
     assert twilio.posts() == 1 and [d.status for d in harness.store.deliveries()] == ["sending"]
     time.sleep(1.1)
-    harness.clock.now += 1.1
+    harness.let_every_try_end()  # and the claim of that look
     harness.dispatcher.resume_pending()
     harness.dispatcher.handle(notice)
     assert twilio.posts() == 1 and len(twilio.messages) == 1
@@ -340,8 +344,8 @@ def test_alertmanager_webhook_payload_becomes_notices():
 
 
 def test_backoff_doubles_up_to_the_cap_and_the_rate_limiter_spaces_sends():
-    retry = RetryConfig(backoff_initial_s=1, backoff_max_s=5)
-    assert [backoff_delay(n, retry) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    assert [backoff_delay(n, 1, 5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    assert backoff_delay(5000, 0.5, 10.0) == 10.0  # the dispatcher's pauses count failures through a long outage
     now, slept = [0.0], []
     limiter = RateLimiter(2.0, clock=lambda: now[0], sleep=slept.append)
     for _ in range(3):

@@ -1,6 +1,6 @@
 """The dispatcher when its surroundings fail: a configuration changed under stored deliveries, the broker or the
 incident store away, a provider that cannot say what it sent, a second dispatcher on the same store, secrets as
-shells and files leave them, and a crash in the middle of a retry."""
+shells and files leave them, a crash in the middle of a retry, and a store from an earlier version."""
 import sqlite3
 import threading
 from types import SimpleNamespace
@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, text
 
 from infra.consume_loop import RetryBatch
 from infra.kafka import ProduceFailed
-from schemas import Alert, DeadLetter, Event, decode, encode
+from schemas import Alert, DeadLetter, Event, EventState, decode, encode
+from schemas.base import ID_MAX_CHARS
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import ConfigError
 from schemas.settings.config import TopicNames
@@ -18,8 +19,8 @@ from sinks.alerts.channels import Message
 from sinks.alerts.dispatcher import to_message
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import redact
-from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, PendingNotices
-from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT
+from sinks.alerts.service import PAUSE_INITIAL_S, AlertmanagerReceiver, DispatcherService, PendingNotices
+from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT, IncidentStore
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     AUTH_TOKEN,
@@ -57,6 +58,29 @@ class DeadLetterProducer:
     def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> DeadLetter:
         self.letters.append(decode(value, DeadLetter))
         return self.letters[-1]
+
+
+class Passes:
+    """The consumer as DispatcherService.run sees it, without records: each poll begins a pass of the service's loop
+    and first runs the next step; once they are all done, the loop stops."""
+
+    config = {"group_id": "alerts"}
+
+    def __init__(self, stop: threading.Event, *steps):
+        self.stop, self.steps = stop, list(steps)
+
+    def poll(self, timeout_ms: int) -> dict:
+        if self.steps:
+            self.steps.pop(0)()
+        else:
+            self.stop.set()
+        return {}
+
+    def assignment(self) -> set:
+        return set()
+
+    def bootstrap_connected(self) -> bool:
+        return True
 
 
 def records(*events: Event) -> list:
@@ -157,6 +181,28 @@ def test_every_event_of_a_batch_is_notified_before_an_unconfirmed_publish_sends_
     assert len(twilio.messages) == 2 and len(broker.alerts) == 2
 
 
+def test_an_incident_opened_and_updated_in_one_batch_publishes_its_alert_once(tmp_path, twilio, webhook):
+    broker = Broker()
+    broker.down = False
+    harness = make_dispatcher(make_config(tmp_path, alerting_section(
+        twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")), broker.publish)
+    opened = danger_event()
+    updated = danger_event(state=EventState.UPDATED, at=opened.updated_at + 5)
+    assert kafka_service(harness).process(records(opened, updated)) == []
+    assert [alert.alert_id for alert in broker.alerts] == ["plaza/north/risk-1:critical"]
+    assert len(twilio.messages) == 1
+
+
+def test_an_alert_read_before_another_notice_published_it_is_not_published_again(harness):
+    opened = danger_event()
+    first = harness.dispatcher.handle(notice_from_event(opened))
+    second = harness.dispatcher.handle(notice_from_event(danger_event(state=EventState.UPDATED,
+                                                                      at=opened.updated_at + 5)))
+    harness.dispatcher.publish_once(second)
+    harness.dispatcher.publish_once(first)
+    assert [alert.alert_id for alert in harness.published] == ["plaza/north/risk-1:critical"]
+
+
 # -- records the incident store cannot take, and the store away --------------------------------------------------------
 
 def test_an_event_whose_ids_exceed_the_store_columns_is_a_dead_letter_and_the_batch_goes_on(harness, twilio):
@@ -169,9 +215,10 @@ def test_an_event_whose_ids_exceed_the_store_columns_is_a_dead_letter_and_the_ba
 
 
 def test_an_alertmanager_alert_whose_ids_exceed_the_store_columns_is_refused_naming_the_field():
-    alert = {"status": "firing", "fingerprint": "f1", "labels": {"alertname": "CityguardZoneDanger", "zone": "z" * 101},
+    alert = {"status": "firing", "fingerprint": "f1",
+             "labels": {"alertname": "CityguardZoneDanger", "zone": "z" * (ID_MAX_CHARS + 1)},
              "startsAt": "2027-01-15T10:00:00Z"}
-    with pytest.raises(ValueError, match=r"^alerts\[0\]\.labels\.zone is longer than 100 characters$"):
+    with pytest.raises(ValueError, match=rf"^alerts\[0\]\.labels\.zone is longer than {ID_MAX_CHARS} characters$"):
         notices_from_alertmanager({"version": "4", "alerts": [alert]})
     with pytest.raises(ValueError, match=r"^alerts\[0\]\.fingerprint is longer than 200 characters$"):
         notices_from_alertmanager({"version": "4", "alerts": [{**alert, "labels": {}, "fingerprint": "f" * 198}]})
@@ -198,12 +245,38 @@ def test_an_event_the_store_refuses_is_a_dead_letter_and_a_store_outage_sends_th
     assert len(twilio.messages) == 2
 
 
+def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_store_is_back(tmp_path, harness,
+                                                                                             twilio, caplog):
+    twilio.script = [UNAVAILABLE]
+    harness.dispatcher.handle(notice_from_event(danger_event()))  # duty's SMS waits for its retry
+    harness.clock.now += 1
+    monotonic = [0.0]
+
+    def pause_over():
+        monotonic[0] += PAUSE_INITIAL_S
+
+    stop = threading.Event()
+    consumer = Passes(stop, lambda: sqlite(tmp_path, "ALTER TABLE deliveries RENAME TO deliveries_away"),
+                      lambda: sqlite(tmp_path, "ALTER TABLE deliveries_away RENAME TO deliveries"), pause_over)
+    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60,
+                                clock=lambda: monotonic[0])
+    try:
+        service.run(stop)
+    finally:
+        receiver.server.server_close()
+    assert "retries and escalations wait 0.5 s: OperationalError" in caplog.text
+    assert "no such table: deliveries" in caplog.text
+    assert len(twilio.messages) == 1 and [d.status for d in harness.store.deliveries()] == [SENT]
+
+
 # -- a provider that cannot say what it sent ---------------------------------------------------------------------------
 
 def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back_once_it_fails(harness, twilio,
                                                                                                 webhook):
     twilio.listing_error = Scripted(403, 20003, "Permission denied")  # an API key without the right to list
     left_sending_by_a_crash(harness)
+    harness.let_every_try_end()
     harness.dispatcher.resume_pending()
     assert [d.status for d in harness.store.deliveries()] == [RETRYING]
     twilio.script = [UNAVAILABLE] * 3  # max_attempts is 3
@@ -238,6 +311,37 @@ def test_two_dispatchers_on_one_store_make_a_due_retry_once(tmp_path, twilio, we
     assert len(twilio.messages) == 1
     assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
         ("ops", SENT, 2), ("sms", SENT, 2)]
+
+
+def test_a_retry_in_flight_in_one_dispatcher_is_no_crash_leftover_for_another(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["broadcast"] = ["ops"]
+    first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
+    webhook.script = [503]
+    first.dispatcher.handle(notice_from_event(danger_event()))  # the broadcast waits to retry
+    first.clock.now = second.clock.now = first.clock.now + 1
+    # The first dispatcher's tick makes the retry and waits on the webhook's answer; meanwhile the second ticks.
+    hold = webhook.hold_next = threading.Event()
+    webhook.arrived.clear()
+    ticking = threading.Thread(target=first.dispatcher.tick)
+    ticking.start()
+    try:
+        assert webhook.arrived.wait(10)
+        second.dispatcher.tick()
+    finally:
+        hold.set()
+        ticking.join(10)
+    assert len(webhook.received) == 1
+    assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
+        ("ops", SENT, 2), ("sms", SENT, 1)]
+
+
+def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
+    left_sending_by_a_crash(harness)
+    [left] = harness.store.deliveries()
+    harness.let_every_try_end()
+    assert harness.store.claim_left_sending(left, harness.clock()) is not None
+    assert harness.store.claim_left_sending(left, harness.clock()) is None  # a second dispatcher that read it too
 
 
 def test_an_escalation_is_moved_on_once_and_not_after_an_acknowledgement(harness):
@@ -284,7 +388,8 @@ def test_redact_drops_a_bearer_token_quoted_from_a_header():
 def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_path, twilio, webhook):
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["channels"][0]["retry"] = {"max_attempts": 3, "backoff_initial_s": 20, "timeout_s": 5}
-    config = make_config(tmp_path, section)  # listing_lag_s: 30
+    section["channels"][0]["listing_lag_s"] = 60
+    config = make_config(tmp_path, section)
     before = make_dispatcher(config)
     twilio.script = [Scripted(429, 20429, "Too Many Requests")]
     alert = before.dispatcher.handle(notice_from_event(danger_event()))
@@ -296,7 +401,7 @@ def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_pa
     message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
     assert before.dispatcher.channels["sms"].send(message, row.body).delivered
     restarted = make_dispatcher(config)
-    restarted.clock.now = retried_at + 25
+    restarted.clock.now = retried_at + 50  # the retry is over; 70 s after the first try, 50 s after the retry
     restarted.dispatcher.resume_pending()
     assert twilio.posts() == 2  # not sent a third time while the listing may still lag behind the retry
     assert [d.status for d in restarted.store.deliveries()] == [SENDING]
@@ -316,3 +421,27 @@ def test_a_store_from_before_tries_were_timed_opens_and_settles_its_pending_deli
     assert [d.status for d in reopened.store.deliveries()] == [SENT] and len(twilio.messages) == 1
     reopened.store.close()
 
+
+def test_a_store_from_before_a_not_null_column_gains_it_with_its_default(tmp_path, harness):
+    left_sending_by_a_crash(harness)
+    harness.store.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as database:
+        database.execute("ALTER TABLE deliveries DROP COLUMN reconcile_first")
+    database.close()
+    reopened = IncidentStore(f"sqlite:///{tmp_path}/incidents.db")
+    assert [d.reconcile_first for d in reopened.deliveries()] == [False]
+    reopened.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as database:
+        columns = {name: not_null for _, name, _, not_null, _, _ in database.execute("PRAGMA table_info(deliveries)")}
+    database.close()
+    assert columns["reconcile_first"] == 1
+
+
+def test_a_store_lacking_a_not_null_column_without_a_default_is_refused_naming_it(tmp_path, harness):
+    harness.store.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as database:
+        database.execute("ALTER TABLE deliveries DROP COLUMN body")
+    database.close()
+    with pytest.raises(SystemExit, match=r"^incident store: column deliveries\.body is missing and NOT NULL without "
+                                         r"a default"):
+        IncidentStore(f"sqlite:///{tmp_path}/incidents.db")

@@ -82,7 +82,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
                 "contacts": [{"id": "duty", "phone": DUTY_PHONE}],
                 "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio.url, "messages_per_second": 50,
                               "listing_lag_s": 20,
-                              "retry": {"max_attempts": 2, "backoff_initial_s": 0.1, "timeout_s": 20}}],
+                              "retry": {"max_attempts": 2, "backoff_initial_s": 0.1, "timeout_s": 10}}],
                 "routes": [{"id": "crowd", "channels": ["sms"], "escalation": ["duty"]}],
             },
         }
