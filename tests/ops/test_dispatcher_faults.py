@@ -289,6 +289,21 @@ def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back
 
 # -- a second dispatcher on the same store -----------------------------------------------------------------------------
 
+def while_the_webhook_holds_one_request(webhook, first_step, second_step) -> None:
+    """first_step in a thread until its webhook request has arrived and is held unanswered; then second_step; then
+    the webhook answers and first_step finishes."""
+    hold = webhook.hold_next = threading.Event()
+    webhook.arrived.clear()
+    first = threading.Thread(target=first_step)
+    first.start()
+    try:
+        assert webhook.arrived.wait(10)
+        second_step()
+    finally:
+        hold.set()
+        first.join(10)
+
+
 def test_two_dispatchers_on_one_store_make_a_due_retry_once(tmp_path, twilio, webhook):
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["routes"][0]["broadcast"] = ["ops"]
@@ -298,16 +313,7 @@ def test_two_dispatchers_on_one_store_make_a_due_retry_once(tmp_path, twilio, we
     first.clock.now = second.clock.now = first.clock.now + 1
     # The first dispatcher reads both due retries and waits on the webhook's answer to the first; meanwhile the
     # second dispatcher makes the SMS retry.
-    hold = webhook.hold_next = threading.Event()
-    webhook.arrived.clear()
-    retrying = threading.Thread(target=first.dispatcher.retry_due)
-    retrying.start()
-    try:
-        assert webhook.arrived.wait(10)
-        second.dispatcher.retry_due()
-    finally:
-        hold.set()
-        retrying.join(10)
+    while_the_webhook_holds_one_request(webhook, first.dispatcher.retry_due, second.dispatcher.retry_due)
     assert len(twilio.messages) == 1
     assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
         ("ops", SENT, 2), ("sms", SENT, 2)]
@@ -321,16 +327,7 @@ def test_a_retry_in_flight_in_one_dispatcher_is_no_crash_leftover_for_another(tm
     first.dispatcher.handle(notice_from_event(danger_event()))  # the broadcast waits to retry
     first.clock.now = second.clock.now = first.clock.now + 1
     # The first dispatcher's tick makes the retry and waits on the webhook's answer; meanwhile the second ticks.
-    hold = webhook.hold_next = threading.Event()
-    webhook.arrived.clear()
-    ticking = threading.Thread(target=first.dispatcher.tick)
-    ticking.start()
-    try:
-        assert webhook.arrived.wait(10)
-        second.dispatcher.tick()
-    finally:
-        hold.set()
-        ticking.join(10)
+    while_the_webhook_holds_one_request(webhook, first.dispatcher.tick, second.dispatcher.tick)
     assert len(webhook.received) == 1
     assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
         ("ops", SENT, 2), ("sms", SENT, 1)]
