@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
+from infra.backoff import backoff_delay
 from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
@@ -144,7 +145,7 @@ class Supervisor:
             return
         if restarts.due_at is None:
             restarts.count += 1
-            delay = min(RESTART_MAX_S, RESTART_INITIAL_S * 2 ** (restarts.count - 1))
+            delay = backoff_delay(restarts.count, RESTART_INITIAL_S, RESTART_MAX_S)
             restarts.due_at = now + delay
             print(f"{name} exited with code {process.returncode}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from infra.backoff import backoff_delay
 from schemas import CameraState, CameraStatus
 from schemas.settings.capture import ProducerConfig
 
@@ -20,7 +21,7 @@ THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enou
 
 def reconnect_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
     """Exponential backoff for the attempt-th consecutive failure (1-based), randomised by +-jitter."""
-    delay = min(max_s, base_s * 2 ** min(attempt - 1, 30))
+    delay = backoff_delay(attempt, base_s, max_s)
     return delay * (1 + jitter * rng.uniform(-1.0, 1.0))
 
 

@@ -17,6 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
+from infra.backoff import backoff_delay
 from infra.broker import BrokerMemoryWatch
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, reset_positions_past_the_end
 from schemas import (
@@ -128,7 +129,7 @@ class LabelBounds:
 
 def retry_delay_s(failures: int) -> float:
     """Back-off before the next try after `failures` failed ones in a row."""
-    return min(RETRY_MAX_S, RETRY_INITIAL_S * 2 ** (failures - 1))
+    return backoff_delay(failures, RETRY_INITIAL_S, RETRY_MAX_S)
 
 
 def zone_stale_after_s(window_seconds: float) -> float:

@@ -36,9 +36,9 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Gauge
 
+from infra.backoff import backoff_delay
 from schemas import Alert, EventState, Severity
 from schemas.settings.alerting import AlertingConfig, ContactConfig, RetryConfig, RouteConfig
-from sinks.alerts.backoff import backoff_delay
 from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError
 from sinks.alerts.notice import SEVERITY_RANK, Notice
 from sinks.alerts.redact import describe_error

@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
@@ -35,7 +36,6 @@ from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
 from schemas.settings.config import TopicNames
-from sinks.alerts.backoff import Pause
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error

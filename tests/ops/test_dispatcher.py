@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from infra.backoff import backoff_delay
 from infra.broker import free_port
 from schemas import EventState, Severity
-from sinks.alerts.backoff import backoff_delay
 from sinks.alerts.channels import RateLimiter, delivery_tag
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact

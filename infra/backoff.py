@@ -1,4 +1,5 @@
-"""Doubling back-off: the wait before a delivery's next try, and the dispatcher's pause after work that failed."""
+"""Doubling back-off, for every retry of the stages: a camera's reconnect, a sink's next read, an alert's next try,
+the dispatcher's pause after work that failed, a restarted stage."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ def backoff_delay(failures: int, initial_s: float, max_s: float) -> float:
 
 @dataclass
 class Pause:
-    """How long one piece of the dispatcher's work waits after failing `failures` times in a row (monotonic)."""
+    """How long one piece of work waits after failing `failures` times in a row (monotonic)."""
 
     initial_s: float
     max_s: float
