@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas import Detections, SchemaError, ZoneMetrics, decode
 from tests.conftest import REPO, pipeline_config
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.solo]
 
 
 def read_all(bootstrap: str, topic: str, kind) -> list:

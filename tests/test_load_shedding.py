@@ -41,6 +41,7 @@ def test_a_camera_beyond_its_rate_is_held_to_it_and_the_others_are_not():
 
 
 @pytest.mark.broker
+@pytest.mark.solo
 def test_a_flooding_camera_does_not_push_another_cameras_detections_past_the_staleness_bound(
         kafka_bootstrap, tmp_path, detector):
     bound_s = 3.0

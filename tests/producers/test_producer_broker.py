@@ -179,6 +179,7 @@ def small_clip(tmp_path_factory):
     return path
 
 
+@pytest.mark.solo
 def test_fifty_cameras_keep_their_rate_in_bounded_memory_while_dead_ones_are_down(kafka_bootstrap, tmp_path,
                                                                                  small_clip):
     live = [{"id": f"live{index:02d}", "source": str(small_clip), "fps": 5, "loop": True} for index in range(46)]
