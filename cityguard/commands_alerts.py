@@ -49,7 +49,8 @@ def register(commands, add_command) -> None:
                            help="service account token (default: $GRAFANA_TOKEN; the variable keeps it out of ps)")
     provision.add_argument("--prometheus-url", default="http://prometheus:9090",
                            help="created as the datasource when Grafana has none with uid " + DATASOURCE_UID)
-    provision.add_argument("--dashboards", type=Path, default=GRAFANA_DIR / "dashboards")
+    provision.add_argument("--dashboards", type=Path, default=GRAFANA_DIR / "dashboards",
+                           help="folder of dashboard JSON files (default: %(default)s)")
 
 
 def run_alert_dispatch(config: Config, port: int | None = None) -> None:
@@ -158,6 +159,10 @@ def provision_grafana(args, config: None) -> int:
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
+    # An installed package has no infra/ beside it, and pushing no dashboards must not look like success.
+    dashboards = sorted(args.dashboards.glob("*.json")) if args.dashboards.is_dir() else []
+    if not dashboards:
+        raise FileNotFoundError(f"no dashboards (*.json) in {args.dashboards}: give --dashboards DIR")
     token = args.token or env_value("GRAFANA_TOKEN", "grafana")
     if not token:
         print("cityguard: a Grafana token is needed (--token or GRAFANA_TOKEN)", file=sys.stderr)
@@ -174,7 +179,7 @@ def provision_grafana(args, config: None) -> int:
                                                   "type": "prometheus", "access": "proxy",
                                                   "url": args.prometheus_url, "isDefault": True})
             print(f"datasource {DATASOURCE_UID}: created for {args.prometheus_url}")
-        for path in sorted(args.dashboards.glob("*.json")):
+        for path in dashboards:
             dashboard = json.loads(path.read_text(encoding="utf-8"))
             dashboard.pop("id", None)  # Grafana assigns ids; the uid identifies the dashboard
             result = grafana.dashboard.update_dashboard({"dashboard": dashboard, "overwrite": True,

@@ -30,12 +30,14 @@ def register(commands, add_command) -> None:
     bench.description = f"benchmarks that print figures:\n{listing}"
     bench.add_argument("benchmark", choices=sorted(BENCHMARKS))
     bench.add_argument("benchmark_args", nargs=argparse.REMAINDER, help="the benchmark's own options (--help)")
+    # The benchmark's options are parsed like the CLI's own (a mistake is one line); cli sits above this module.
+    bench.set_defaults(parser_class=type(bench))
 
 
 def run_benchmark(args, config) -> int:
     module_name, description = BENCHMARKS[args.benchmark]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"cityguard bench {args.benchmark}", description=description)
+    parser = args.parser_class(prog=f"cityguard bench {args.benchmark}", description=description)
     parser.add_argument("--config", type=Path, default=args.config, help="site configuration YAML")
     module.add_arguments(parser)
     options = parser.parse_args(args.benchmark_args, namespace=argparse.Namespace(**vars(args)))

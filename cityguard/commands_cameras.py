@@ -3,15 +3,14 @@ the configured cameras with the live status the producers publish on the camera-
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from infra.files import replace_file
 from schemas.settings.capture import ProducerConfig, SourceKind
 from schemas.settings.config import Config, ConfigError, parse_config, read_config_file, validation_problems
 
@@ -104,11 +103,7 @@ def run_discover(args, _config) -> int:
 
 def write_yaml(path: Path, data: dict) -> None:
     """Atomic replace, so a crash never leaves half a configuration. Comments in the file are not kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".yaml.part")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        yaml.safe_dump(data, file, allow_unicode=True, sort_keys=False)
-    os.replace(temporary, path)
+    replace_file(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
 
 def latest_statuses(config: Config, wait_s: float) -> dict:

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from infra.files import replace_file
 from schemas.calibration import (
     degeneracy_problems,
     fit_homography,
     reprojection_errors,
 )
 from schemas.geometry import polygon_area
-from schemas.settings.config import read_config_file
+from schemas.settings.config import ConfigError, read_config_file
 from schemas.settings.crowd import CalibrationConfig
 
 
@@ -41,6 +42,9 @@ def parse_pair(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
 
 
 def run_calibrate(args, config) -> int:
+    known = [camera.id for camera in config.cameras]
+    if args.camera not in known:
+        raise ConfigError(f"camera {args.camera!r} is not in {args.config} (cameras: {', '.join(known) or 'none'})")
     camera = config.camera(args.camera)
     if args.pairs:
         image_points = [image for image, _ in args.pairs]
@@ -48,8 +52,7 @@ def run_calibrate(args, config) -> int:
     elif camera.calibration is not None:
         image_points, ground_points = camera.calibration.image_points, camera.calibration.ground_points
     else:
-        print(f"camera {camera.id} has no calibration: give at least 4 --pair X,Y=GX,GY")
-        return 2
+        raise ConfigError(f"camera {camera.id} has no calibration: give at least 4 --pair X,Y=GX,GY")
     problems = degeneracy_problems(image_points, ground_points)
     for problem in problems:
         print(f"{'ERROR' if problem.fatal else 'warning'}: {problem.message}")
@@ -93,6 +96,4 @@ def write_calibration(path: Path, camera_id: str, image_points, ground_points, m
             calibration.update(image_points=[list(map(float, p)) for p in image_points],
                                ground_points=[list(map(float, p)) for p in ground_points], homography=matrix)
             camera["calibration"] = calibration
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    partial.replace(path)
+    replace_file(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

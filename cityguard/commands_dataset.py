@@ -165,13 +165,11 @@ def run_import(args, config) -> int:
     if args.label_format == "coco":
         imported = from_coco(json.loads(args.labels.read_text()), dataset.names, str(args.labels))
     elif args.label_format == "voc":
-        imported = [from_voc_xml(path, dataset.names) for path in sorted(args.labels.glob("*.xml"))]
+        imported = [from_voc_xml(path, dataset.names) for path in folder_label_files(args.labels, ".xml")]
     else:
         sizes = {item.name: dataset.labels(item) for item in dataset.items}
         imported = []
-        for path in sorted(args.labels.glob("*.txt")):
-            if path.name == "classes.txt":
-                continue
+        for path in folder_label_files(args.labels, ".txt"):
             if path.stem not in sizes:
                 raise SystemExit(f"{path}: no image {path.stem}.jpg in {args.dataset}")
             known = sizes[path.stem]
@@ -179,3 +177,14 @@ def run_import(args, config) -> int:
                                         load_yolo_labels(path, known.width, known.height)))
     print(f"imported labels of {replace_labels(dataset, imported)} images into {args.dataset}")
     return 0
+
+
+def folder_label_files(folder: Path, suffix: str) -> list[Path]:
+    """A folder's label files with `suffix` (a YOLO export's classes.txt aside); none at all is an error, so a wrong
+    --labels is not taken for corrections that change nothing."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no labels folder {folder} (--labels)")
+    files = sorted(path for path in folder.glob(f"*{suffix}") if path.name != "classes.txt")
+    if not files:
+        raise FileNotFoundError(f"no *{suffix} label files in {folder} (--labels)")
+    return files

@@ -4,12 +4,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cityguard.stages import tiled_detector
+from infra.assets import mirror_roots
 
+# Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
-HELD_OUT_REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "held-out-sources.md"
+HELD_OUT_NOTE = Path("reference") / "held-out-sources.md"  # inside the shared folder
+
+
+def default_held_out_reference() -> Path:
+    """The held-out note in the shared folder the asset lookup uses (CITYGUARD_SHARED_DIR, else ../shared)."""
+    return mirror_roots()[-1] / HELD_OUT_NOTE
+
+
+def _devset_name(text: str) -> str:
+    known = sorted(manifest.parent.name for manifest in DEVSETS.glob("*/manifest.yaml"))
+    if text not in known:
+        where = f"known: {', '.join(known)}" if known else f"{DEVSETS} holds no manifests (a repository checkout does)"
+        raise argparse.ArgumentTypeError(f"unknown development set {text!r} ({where})")
+    return text
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -83,12 +99,13 @@ def register(commands, add_command) -> None:
     devsets = devset.add_subparsers(dest="devset", required=True)
     build = add_command(devsets, "build", "fetch a development set's files at their pinned commits, verify their "
                         "sha256 and refuse held-out sources", run_devset_build, needs_config=False)
-    build.add_argument("name", choices=sorted(path.name for path in DEVSETS.iterdir() if path.is_dir()))
+    build.add_argument("name", type=_devset_name, help="a folder of tests/devsets, e.g. crowd")
     build.add_argument("--out", type=Path, required=True, help="folder to write images/, annotations/, truth.csv")
     build.add_argument("--from", dest="local", type=Path, default=None,
                        help="copy from a local copy of the source repository instead of downloading")
-    build.add_argument("--held-out", type=Path, default=HELD_OUT_REFERENCE,
-                       help="note listing held-out sha256 digests, used when present (default: %(default)s)")
+    build.add_argument("--held-out", type=Path, default=None,
+                       help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
+                       "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
 
 
 def run_detector_eval(args, config) -> int:
@@ -177,10 +194,19 @@ def run_event_eval(args, config) -> int:
 def run_devset_build(args, config) -> int:
     from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset
 
+    held_out = args.held_out
+    if held_out is None:
+        held_out = default_held_out_reference()
+        if not held_out.is_file():
+            print(f"cityguard: warning: {held_out} is absent, so files are not checked against held-out sha256 "
+                  "digests (give --held-out NOTE)", file=sys.stderr)
+            held_out = None
+    elif not held_out.is_file():
+        raise FileNotFoundError(f"no held-out note {held_out} (--held-out)")
     try:
-        items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, args.held_out)
-    except (DevsetError, OSError) as exc:
-        print(f"cityguard devset: {exc}")
+        items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, held_out)
+    except DevsetError as exc:  # a refused or changed source: not a usage mistake, so status 1
+        print(f"cityguard: error: {exc}", file=sys.stderr)
         return 1
     if items and isinstance(items[0], DevsetClip):
         print(f"{len(items)} clips in {args.out / 'clips'}")

@@ -93,7 +93,8 @@ def register_training(actions, add_command) -> None:
     registered.add_argument("weights", type=Path)
     registered.add_argument("--note", default="", help="where it comes from")
     registered.add_argument("--serve", action="store_true",
-                            help="make it the serving model at once, without the gate (the site's first model)")
+                            help="make it the serving model at once, without the gate (the site's first model: refused "
+                            "while another serves)")
     add_registry_option(registered)
 
     listing = add_command(actions, "list", "registered versions, the serving one marked", run_list)
@@ -162,6 +163,10 @@ def run_train(args, config) -> int:
 def run_register(args, config) -> int:
 
     registry = model_registry(args, config)
+    serving = registry.pointer()["version"] if args.serve else None
+    if serving is not None:
+        raise SystemExit(f"--serve is for the site's first model and {serving} is serving; "
+                         "register without it, then `cityguard model gate <version> --images ... --promote`")
     model = registry.register(args.weights, {"kind": "imported", "source": str(args.weights.resolve()),
                                              "note": args.note, "created": time.time()})
     print(f"registered {model.version}: {model.weights}")

@@ -13,7 +13,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from infra.backoff import backoff_delay
-from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded
+from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded, free_port
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
@@ -67,12 +66,6 @@ class CameraStatusLine:
         else:
             zone_text = "zones: waiting for the first window"
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def console_access(config: Config) -> tuple[str, list[str], str]:

@@ -55,7 +55,12 @@ def process_batch(consumer: KafkaConsumer | FrameConsumer, producer: KafkaProduc
 
 def rewind(consumer: KafkaConsumer | FrameConsumer, records: list) -> None:
     """Seeks each partition of the batch back to the batch's first offset on it; a partition a rebalance has taken
-    away meanwhile is left to its new owner, which starts from the last commit (before this batch)."""
+    away meanwhile is left to its new owner, which starts from the last commit (before this batch).
+
+    A seek the client refuses is logged and the other partitions are still rewound: librdkafka refuses one on a
+    partition assigned again during the batch's polls and not yet fetched ("Erroneous state"), which starts from
+    its committed offset anyway, at or before the batch. Raising here would end the stage from its error path.
+    """
     first: dict[TopicPartition, int] = {}
     for record in records:
         key = TopicPartition(record.topic, record.partition)
@@ -63,4 +68,8 @@ def rewind(consumer: KafkaConsumer | FrameConsumer, records: list) -> None:
     assigned = consumer.assignment()
     for partition, offset in first.items():
         if partition in assigned:
-            consumer.seek(partition, offset)
+            try:
+                consumer.seek(partition, offset)
+            except KafkaError as exc:
+                log.warning("rewind of %s[%d] to offset %d refused; it goes on from its committed offset: %s",
+                            partition.topic, partition.partition, offset, exc)

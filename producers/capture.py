@@ -439,8 +439,8 @@ def refuse_larger_than_a_camera(width: int, height: int) -> None:
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) as a JPEG, PNG, BMP or WebP header declares them, read without decoding; None for other
-    bytes."""
+    """(width, height) as a JPEG, PNG, BMP, WebP, GIF or TIFF header declares them, read without decoding; None for
+    other bytes."""
     if data.startswith(b"\xff\xd8"):
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -455,7 +455,25 @@ def image_size(data: bytes) -> tuple[int, int] | None:
                 abs(int.from_bytes(data[22:26], "little", signed=True)))
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
         return webp_size(data)
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:  # the logical screen holds every frame
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if data[:4] in (b"II*\0", b"MM\0*"):
+        return tiff_size(data)
     return None
+
+
+def tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a TIFF file's first image directory (TIFF 6.0: tags 256 and 257, SHORT or LONG); None if
+    cut short or either tag is missing."""
+    order = "little" if data.startswith(b"II") else "big"
+    directory = int.from_bytes(data[4:8], order)
+    entries = int.from_bytes(data[directory:directory + 2], order)
+    found = {}
+    for start in range(directory + 2, min(directory + 2 + 12 * entries, len(data) - 11), 12):
+        tag, kind = int.from_bytes(data[start:start + 2], order), int.from_bytes(data[start + 2:start + 4], order)
+        if tag in (256, 257) and kind in (3, 4):
+            found[tag] = int.from_bytes(data[start + 8:start + (10 if kind == 3 else 12)], order)
+    return (found[256], found[257]) if len(found) == 2 else None
 
 
 def webp_size(data: bytes) -> tuple[int, int] | None:

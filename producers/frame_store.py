@@ -6,14 +6,13 @@ shared mount) is the default. An object-store backend only needs the same three 
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from infra.files import replace_file
 from schemas.base import ID_MAX_CHARS
 from schemas.settings.config import Config
 
@@ -49,11 +48,7 @@ class LocalFrameStore:
     def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
         folder = self.directory / camera_id
         folder.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a consumer never reads half a file.
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
-        with os.fdopen(handle, "wb") as file:
-            file.write(jpeg)
-        os.replace(temporary, folder / f"{seq}.jpg")
+        replace_file(folder / f"{seq}.jpg", jpeg)  # a consumer never reads half a file
         return f"{LOCAL_PREFIX}{camera_id}/{seq}.jpg"
 
     def resolve(self, frame_ref: str) -> bytes:

@@ -63,13 +63,16 @@ def test_a_redelivered_frame_gets_its_ids_again_and_disturbs_no_track():
 
 
 def test_pool_keeps_cameras_apart_and_evicts_idle_ones():
-    pool = TrackerPool(TrackingConfig(idle_camera_seconds=60), {"a": 10, "b": 10})
+    now = [0.0]
+    pool = TrackerPool(TrackingConfig(idle_camera_seconds=60), {"a": 10, "b": 10}, clock=lambda: now[0])
     ids_a = ids_b = None
     for seq in range(10):
-        ids_a = pool.update(walker(seq, "a"), now=seq).track_id
-        ids_b = pool.update(walker(seq, "b"), now=seq).track_id
+        now[0] = seq
+        ids_a = pool.update(walker(seq, "a")).track_id
+        ids_b = pool.update(walker(seq, "b")).track_id
     assert set(ids_a).isdisjoint(ids_b), "two cameras with identical scenes never share track ids"
-    pool.update(walker(50, "a"), now=100)
+    now[0] = 100
+    pool.update(walker(50, "a"))
     assert len(pool) == 1, "camera b fell silent for longer than idle_camera_seconds"
 
 

@@ -74,7 +74,7 @@ class Manifest:
     name: str
     items: list[DevsetItem]
     denied_repos: frozenset[str]  # owner/name, compared case-insensitively
-    denied_path_patterns: list[re.Pattern]  # held-out datasets and sequences, matched against file paths
+    denied_path_patterns: list[re.Pattern]  # held-out datasets and sequences, matched against repo/path
     clips: list[DevsetClip] = ()
     labels: str | None = None  # a file beside the manifest, copied into the built set
     frames: list[DevsetFrame] = ()
@@ -105,10 +105,10 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def held_out_digests(reference: Path | None) -> frozenset[str]:
-    """The sha256 digests listed in a held-out-sources note; none when the note is absent."""
-    if reference is None or not reference.exists():
+    """The sha256 digests listed in a held-out-sources note; none without a note (a missing file is an error)."""
+    if reference is None:
         return frozenset()
-    return frozenset(SHA256.findall(reference.read_text()))
+    return frozenset(SHA256.findall(Path(reference).read_text()))
 
 
 Source = DevsetItem | DevsetClip | DevsetFrame
@@ -126,8 +126,10 @@ def refusal(item: Source, manifest: Manifest, digests: frozenset[str]) -> str | 
         if repo.lower() in manifest.denied_repos:
             return f"{item.id}: repository {repo} is held out"
     for file in _files(item):
-        if any(pattern.search(file.path) for pattern in manifest.denied_path_patterns):
-            return f"{item.id}: {file.path} belongs to a held-out dataset or sequence"
+        # With the repository in front, a copy of a held-out dataset in a repository named after it is caught too.
+        where = f"{file.repo or item.repo}/{file.path}"
+        if any(pattern.search(where) for pattern in manifest.denied_path_patterns):
+            return f"{item.id}: {where} belongs to a held-out dataset or sequence"
         if file.sha256 in digests:
             return f"{item.id}: {file.path} has a held-out sha256"
     return None

@@ -2,8 +2,9 @@
 confusion matrix, and ROC/AUC of scored outputs over time segments.
 
 Matching: a predicted and a labelled event of the same camera match when their intervals overlap, or are at most
-`tolerance_s` apart; pairs are taken one-to-one, longest overlap first (ties: closest start). Detection delay is
-predicted start minus labelled start (negative: raised before the labelled start, within the tolerance).
+`tolerance_s` apart; pairs are one-to-one, as many as any pairing allows (a maximum matching), among those the
+most overlap in total, then the closest starts. Detection delay is predicted start minus labelled start (negative:
+raised before the labelled start, within the tolerance).
 
 ROC needs negatives, which intervals alone do not have, so scored outputs are judged per time segment (the
 segment-based scheme of sound-event detection): each `segment_s` slice of a camera's timeline is positive when a
@@ -12,6 +13,7 @@ labelled event covers it, and scores the highest score of the predictions coveri
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,23 +43,37 @@ def overlap_s(a: EventInterval, b: EventInterval) -> float:
 
 def match_events(truth: list[EventInterval], predicted: list[EventInterval], tolerance_s: float = 0.0,
                  same_type: bool = True) -> list[tuple[int, int]]:
-    """One-to-one (truth index, predicted index) pairs."""
-    candidates = []
+    """One-to-one (truth index, predicted index) pairs: as many as any pairing allows, then the most overlap in
+    total, then the closest starts."""
+    from scipy.optimize import linear_sum_assignment
+
+    groups: dict[tuple[str, str], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
     for t, label in enumerate(truth):
-        for p, guess in enumerate(predicted):
-            if label.camera != guess.camera or (same_type and label.type != guess.type):
-                continue
-            shared = overlap_s(label, guess)
-            if shared >= -tolerance_s:
-                candidates.append((-shared, abs(guess.start - label.start), t, p))
-    candidates.sort()
-    truth_taken, predicted_taken, pairs = set(), set(), []
-    for _, _, t, p in candidates:
-        if t not in truth_taken and p not in predicted_taken:
-            truth_taken.add(t)
-            predicted_taken.add(p)
-            pairs.append((t, p))
+        groups[(label.camera, label.type if same_type else "")][0].append(t)
+    for p, guess in enumerate(predicted):
+        groups[(guess.camera, guess.type if same_type else "")][1].append(p)
+    pairs = []
+    for truth_ids, predicted_ids in groups.values():
+        if not truth_ids or not predicted_ids:
+            continue
+        shared = np.array([[overlap_s(truth[t], predicted[p]) for p in predicted_ids] for t in truth_ids])
+        start_gap = np.array([[abs(predicted[p].start - truth[t].start) for p in predicted_ids] for t in truth_ids])
+        eligible = shared >= -tolerance_s
+        # Every eligible pair is worth 1; overlap (then close starts), scaled into [0, 1], adds under 1 / (n + 1) per
+        # pair, so over any n pairs it never outweighs one more pair.
+        step = 1.0 / (min(shared.shape) + 1)
+        weight = 1.0 + step * (_unit(shared, eligible) + step * (1.0 - _unit(start_gap, eligible)))
+        rows, columns = linear_sum_assignment(np.where(eligible, weight, 0.0), maximize=True)
+        pairs += [(truth_ids[r], predicted_ids[c]) for r, c in zip(rows, columns, strict=True) if eligible[r, c]]
     return sorted(pairs)
+
+
+def _unit(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`values` mapped linearly onto [0, 1] over the entries in `where`."""
+    if not where.any():
+        return np.zeros_like(values)
+    low, high = values[where].min(), values[where].max()
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from cityguard.evaluation.detection import Boxes
@@ -26,6 +27,13 @@ def image_files(folder: Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return image
 
 
 def default_labels_folder(images: Path) -> Path:
@@ -143,17 +151,22 @@ def load_event_csv(path: Path) -> list[EventInterval]:
     path = Path(path)
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"camera", "type", "start", "end"} - set(reader.fieldnames or [])
+        required = ("camera", "type", "start", "end")
+        missing = set(required) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need camera,type,start,end[,score])")
         events = []
-        for number, row in enumerate(reader, 2):
+        for row in reader:
+            absent = [name for name in required if row[name] is None]  # DictReader's filler for a short row
+            if absent:
+                raise ValueError(f"{path}:{reader.line_num}: no {', '.join(absent)} (need camera,type,start,end"
+                                 "[,score])")
             try:
                 score = row.get("score")
                 events.append(EventInterval(row["camera"].strip(), row["type"].strip(), float(row["start"]),
                                             float(row["end"]), float(score) if score not in (None, "") else None))
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
+                raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
     return events
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cityguard.evaluation.counting import DEFAULT_SIZE_EDGES, CountErrors, count_errors, count_errors_by_size
@@ -19,6 +18,7 @@ from cityguard.evaluation.loaders import (
     load_mot_counts,
     load_shanghaitech_points,
     load_yolo_labels,
+    read_image,
     shanghaitech_truth_file,
 )
 from processors.inference.stage import Detector
@@ -35,13 +35,6 @@ class ImageResult:
     height: int
     predicted: Boxes
     class_names: dict[int, str]
-
-
-def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image
 
 
 def evaluation_detector(config: Config, confidence: float, weights: Path | None = None) -> Detector:
@@ -74,6 +67,8 @@ def evaluate_detector(detector: Detector, images_dir: Path, labels_dir: Path, co
     Class ids in the labels must be the model's (COCO: 0 person, 2 car, ...); a class the model never reported is
     named by its id.
     """
+    if not Path(labels_dir).is_dir():
+        raise FileNotFoundError(f"no labels folder {labels_dir} (--labels)")
     pairs, names = [], {}
     started = time.perf_counter()
     for image in detect_images(detector, image_files(images_dir), batch_size):
@@ -116,13 +111,6 @@ def true_counts(images: list[Path], truth: Path, truth_format: str, mot_min_visi
         counts = load_mot_counts(truth, len(images), mot_min_visibility)
         return [float(counts.get(int(image.stem), 0)) for image in images]
     raise ValueError(f"unknown truth format {truth_format!r}; use one of {', '.join(TRUTH_FORMATS)}")
-
-
-def detector_counts(detector: Detector, images: list[Path], confidence: float, class_id: int = PERSON_CLASS_ID,
-                    batch_size: int = 8) -> list[float]:
-    """Objects of `class_id` at or above `confidence` per image: what the detector-based counter reports."""
-    return [float(((image.predicted.class_id == class_id) & (image.predicted.confidence >= confidence)).sum())
-            for image in detect_images(detector, images, batch_size)]
 
 
 COUNTERS = ("detector", "tiled", "density", "fused")

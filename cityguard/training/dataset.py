@@ -34,6 +34,7 @@ from cityguard.evaluation.loaders import (
     IMAGE_SUFFIXES,
     load_event_csv,
     load_yolo_labels,
+    read_image,
 )
 from cityguard.training.labels import ImageLabels, class_id_of, yolo_text
 from processors.inference.detector import Detector
@@ -41,6 +42,7 @@ from processors.inference.detector import Detector
 SPLITS = ("train", "val")
 SOURCES = ("false-alarm", "missed", "background")
 MANIFEST_FIELDS = ["name", "split", "camera", "captured_at", "source", "reviewed"]
+DATASET_ENTRIES = ("images", "labels", "manifest.csv", "data.yaml")  # all a dataset folder holds
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,6 @@ class DatasetItem:
             return self.image.shape[1], self.image.shape[0]
         image = read_image(self.image)
         return image.shape[1], image.shape[0]
-
-
-def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image
 
 
 def detector_boxes(detector: Detector, images: list[np.ndarray], confidence: float) -> list[Boxes]:
@@ -278,30 +273,62 @@ def verify_no_leakage(items: list[DatasetItem], plan: SplitPlan) -> None:
 
 
 def write_dataset(root: Path, items: list[DatasetItem], names: dict[int, str]) -> Path:
-    """Writes images, labels, data.yaml and manifest.csv (replacing a dataset already there); returns data.yaml."""
+    """Writes images, labels, data.yaml and manifest.csv (replacing a dataset already there); returns data.yaml.
+
+    The new dataset is written beside `root` and renamed into place, so an interruption leaves the previous one
+    whole (at worst under its `.previous` name for a moment, which the next load or write puts back)."""
     root = Path(root)
-    for folder in ("images", "labels"):
-        shutil.rmtree(root / folder, ignore_errors=True)
+    restore_interrupted_write(root)
+    foreign = sorted(path.name for path in root.iterdir() if path.name not in DATASET_ENTRIES) if root.is_dir() else []
+    if foreign:
+        raise ValueError(f"{root} holds more than a dataset ({', '.join(foreign[:3])}): give an empty or dataset "
+                         "folder")
+    staging = root.parent / f".{root.name}.building"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a build that was killed
+    staging.mkdir(parents=True)
+    try:
+        _write_dataset_files(staging, items, names)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = _previous_folder(root)
+    shutil.rmtree(previous, ignore_errors=True)  # still there only when a write stopped after its swap
+    if root.exists():
+        root.rename(previous)
+    staging.rename(root)
+    shutil.rmtree(previous, ignore_errors=True)
+    return root / "data.yaml"
+
+
+def _write_dataset_files(folder: Path, items: list[DatasetItem], names: dict[int, str]) -> None:
     for split in SPLITS:
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-    placed = []
+        (folder / "images" / split).mkdir(parents=True)
+        (folder / "labels" / split).mkdir(parents=True)
     for item in items:
-        image_path = root / "images" / item.split / f"{item.name}.jpg"
+        image_path = folder / "images" / item.split / f"{item.name}.jpg"
         if isinstance(item.image, np.ndarray):
             if not cv2.imwrite(str(image_path), item.image):
                 raise OSError(f"could not write {image_path}")
         else:
             shutil.copyfile(item.image, image_path)
         width, height = item.size()
-        (root / "labels" / item.split / f"{item.name}.txt").write_text(
+        (folder / "labels" / item.split / f"{item.name}.txt").write_text(
             yolo_text(ImageLabels(image_path.name, width, height, item.boxes)))
-        placed.append(replace(item, image=image_path))
-    write_manifest(Dataset(root, names, placed))
+    write_manifest(Dataset(folder, names, items))
     # No `path` key: ultralytics then resolves train/val against this file's folder.
     data = {"train": "images/train", "val": "images/val", "names": dict(sorted(names.items()))}
-    (root / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return root / "data.yaml"
+    (folder / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _previous_folder(root: Path) -> Path:
+    return root.parent / f".{root.name}.previous"
+
+
+def restore_interrupted_write(root: Path) -> None:
+    """Puts back the previous dataset when a write stopped between moving it aside and renaming the new one in."""
+    previous = _previous_folder(Path(root))
+    if previous.is_dir() and not Path(root).exists():
+        previous.rename(root)
 
 
 @dataclass
@@ -325,6 +352,7 @@ class Dataset:
 
 def load_dataset(root: Path) -> Dataset:
     root = Path(root)
+    restore_interrupted_write(root)
     try:
         names = {int(k): str(v) for k, v in yaml.safe_load((root / "data.yaml").read_text())["names"].items()}
         with (root / "manifest.csv").open(newline="") as handle:

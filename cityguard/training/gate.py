@@ -85,7 +85,12 @@ def decide(serving: DetectionResult, candidate: DetectionResult, rule_classes: l
            false_alarms: tuple[int, int] | None, tolerance: float = 0.0, serving_name: str = "serving",
            candidate_name: str = "candidate") -> GateReport:
     """The verdict from both models' scores on the same labelled set, and (serving, candidate) counts of repeated
-    false alarms (None: no false-alarm set, that check is left out)."""
+    false alarms (None: no false-alarm set, that check is left out). A set without a labelled box refuses: both
+    models would score 0 on it, and 0 is not below 0, so any candidate would pass."""
+    labelled = sum(c.truth_count for c in serving.classes)
+    if not labelled:
+        reason = f"no labelled boxes in the {serving.images} validation images: nothing to compare (check --labels)"
+        return GateReport(serving_name, candidate_name, False, [Check("labelled boxes", 0.0, 0.0, False, reason)])
     checks = [not_worse("mAP@0.5", serving.mean_average_precision, candidate.mean_average_precision, tolerance),
               not_worse(f"recall@{serving.confidence:g}", overall_recall(serving), overall_recall(candidate),
                         tolerance)]

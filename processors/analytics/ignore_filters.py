@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.files import replace_file
 from schemas import Detections
 from schemas.geometry import Point, points_in_polygon, polygon_is_simple
 
@@ -97,9 +97,7 @@ class IgnoreFilterStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             filters = self.load()
             yield filters
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"filters": [asdict(f) for f in filters]}, indent=2) + "\n")
-            os.replace(temporary, self.path)
+            replace_file(self.path, json.dumps({"filters": [asdict(f) for f in filters]}, indent=2) + "\n")
 
     def add(self, camera: str, class_name: str, polygon: Sequence[Point], expires_in_s: float | None,
             note: str = "", now: float | None = None) -> IgnoreFilter:

@@ -241,15 +241,6 @@ class DenseRegion:
         return combined
 
 
-def multi_scale(reduced: np.ndarray, full_width_map: Callable[[slice, slice], np.ndarray],
-                dense_cell_people: float) -> np.ndarray:
-    """The reduced-width map, with the full-width map's counts in its locally dense cells. `full_width_map(rows,
-    cols)` makes the full-width map of the part of the frame under those cells of the reduced grid; it is called
-    only when there are dense cells, for the region around them (dense_region)."""
-    region = DenseRegion.of(reduced, dense_cell_people)
-    return reduced if region is None else region.merged(reduced, full_width_map(region.rows, region.cols))
-
-
 class OpenVinoNetwork:
     """CSRNet through OpenVINO on the CPU: one request per image (CPU latency per map is what bounds the schedule),
     one compiled model per input shape (static shapes run ~2x faster than a dynamic one here)."""
@@ -340,18 +331,10 @@ class DensityMapCounter:
             narrowest = min(narrowest, NARROWEST_WIDTH)
         return narrowest >= OUTPUT_STRIDE and height * narrowest / width >= OUTPUT_STRIDE
 
-    def density_map(self, bgr_image: np.ndarray, max_width: int | None = None) -> np.ndarray:
-        """People per cell, float32 (rows, cols), covering the whole image at 1/8 of its (scaled) resolution.
-
-        Frames wider than `max_width` (default: the counter's) are scaled down first; the map still covers the whole
-        image, and `schemas.geometry.integrate_polygon` maps between the two by their size ratio.
-        """
-        return self.scaled_maps([bgr_image], max_width or self.max_width)[0]
-
     def multi_scale_map(self, bgr_image: np.ndarray, person_height: float | None = None) -> np.ndarray:
         """The map the inference stage sends: at the reduced width (`max_width`), which keeps sparse and moderate
         scenes from being over-counted; where that map finds a locally dense crowd, also at `dense_max_width` over
-        the region around those cells, whose counts replace the reduced map's there (multi_scale). A scene without
+        the region around those cells, whose counts replace the reduced map's there (DenseRegion). A scene without
         dense cells costs one reduced-width map, one with them also a full-width map of that region (44 % of the
         frame for the median dev-set image that has one). On the grid of the reduced-width map.
 
@@ -388,7 +371,7 @@ class DensityMapCounter:
         return narrowed_width(frame_width, reduced_width, person_height, self.person_height_px)
 
     def _with_dense_crowds(self, bgr_images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
-        """Each map with the full-width counts in its locally dense cells (multi_scale), the full-width maps of all
+        """Each map with the full-width counts in its locally dense cells (DenseRegion), the full-width maps of all
         dense regions made together."""
         if self.dense_max_width is None or self.dense_cell_people is None:
             return maps
@@ -411,7 +394,8 @@ class DensityMapCounter:
 
     def scaled_maps(self, bgr_images: list[np.ndarray], max_widths: int | None | list[int]) -> list[np.ndarray]:
         """Each image scaled down to its max width (one for all, or one each) and mapped; equal input shapes go
-        through the network together."""
+        through the network together. A map is people per cell, float32 (rows, cols), covering the whole image at
+        1/8 of its scaled resolution: `schemas.geometry.integrate_polygon` maps between the two by their size ratio."""
         import cv2
 
         inputs = []

@@ -34,9 +34,14 @@ class DensitySchedule:
         self.replaced: dict[str, float | None] = {}  # the last choice's cameras and their map times before it
 
     def age(self, camera_id: str, at: float) -> float:
-        """Seconds between capture time `at` and the camera's newest map; infinite before its first one."""
+        """Seconds between capture time `at` and the camera's newest map; infinite before its first one, and when that
+        map's frame is more than a refresh interval later than `at` (the camera's clock stepped back, or that frame
+        was stamped in the future): such a map says nothing about the time of this frame, which would otherwise
+        never find the camera due."""
         last = self.last_map_at.get(camera_id)
-        return math.inf if last is None else max(0.0, at - last)
+        if last is None or at < last - self.refresh_seconds:
+            return math.inf
+        return max(0.0, at - last)
 
     def choose(self, frames: Sequence[tuple[str, float]], now: float) -> list[int]:
         """Indices of the (camera id, capture time) frames to map, given the worker's clock `now` (seconds); records
@@ -61,8 +66,13 @@ class DensitySchedule:
             self.last_map_at[camera_id] = frames[index][1]
         return sorted(index for _, _, index in chosen)
 
+    def made(self) -> None:
+        """The maps the last `choose` picked went out: a later `not_made` leaves them."""
+        self.replaced = {}
+
     def not_made(self) -> None:
-        """The maps the last `choose` picked were not made (the model failed): those cameras keep their map ages."""
+        """The maps the last `choose` picked were not made (the model failed) or did not go out (their batch is
+        rewound): those cameras keep their map ages, so the frames that come again find them due."""
         for camera_id, last in self.replaced.items():
             if last is None:
                 self.last_map_at.pop(camera_id, None)

@@ -8,12 +8,13 @@ temporary file and a rename, so an inference worker polling it never reads half 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra.files import replace_file
 
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
 RUN_FILE = "run.json"
@@ -28,9 +29,7 @@ class ModelVersion:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 class ModelRegistry:
@@ -85,19 +84,26 @@ class ModelRegistry:
             return {"version": None, "history": []}
         try:
             pointer = json.loads(path.read_text())
-            return {"history": [], **pointer, "version": pointer["version"]}
+            version = pointer["version"]
         except (ValueError, KeyError, TypeError) as exc:
             problem = f"{path}: not a serving pointer ({exc}); restore it, or delete it and promote again"
             raise ValueError(problem) from None
+        if version is not None and not isinstance(version, str):
+            raise ValueError(f"{path}: field 'version' must be a version name such as \"v2\" or null, not "
+                             f"{json.dumps(version)}; restore it, or delete it and promote again")
+        return {"history": [], **pointer}
 
     def serving(self) -> ModelVersion | None:
         version = self.pointer()["version"]
         return self.get(version) if version else None
 
     def promote(self, version: str, reason: str) -> ModelVersion:
-        """Makes `version` the serving model; the one before stays in the history for roll-back."""
+        """Makes `version` the serving model; the one before stays in the history for roll-back. Promoting the
+        version already serving changes nothing: a second entry for it would make a roll-back return to it."""
         model = self.get(version)
         pointer = self.pointer()
+        if pointer["version"] == version:
+            return model
         history = [*pointer["history"], {"version": version, "promoted_at": time.time(), "reason": reason}]
         write_json_atomically(self.root / POINTER_FILE, {"version": version, "history": history})
         return model

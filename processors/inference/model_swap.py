@@ -47,11 +47,6 @@ class ModelSwapper(Generic[Loaded]):
                 self.loading.start()
         return None
 
-    def wait_loaded(self, timeout_s: float) -> None:
-        """Blocks until a load in progress has finished (for an orderly stop and for tests)."""
-        if self.loading is not None:
-            self.loading.join(timeout_s)
-
     def _load(self, model: ModelVersion) -> None:
         try:
             loaded = self.load(model)

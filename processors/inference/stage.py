@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from kafka import KafkaProducer
 from kafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge, Histogram
@@ -42,8 +43,8 @@ STAGE = "inference"
 STORE_AWAY_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN, errno.EHOSTDOWN,
                                errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH})
 FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
-FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped under overload: stale, or over their camera's "
-                      "rate (processors.inference.shedding)", ["camera", "reason"])
+FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped: stale, over their camera's rate, or stamped in "
+                      "the future (processors.inference.shedding)", ["camera", "reason"])
 FRAME_AGE = Gauge("cityguard_inference_frame_age_seconds",
                   "Age of the camera's latest frame when the inference stage reached it", ["camera"])
 INFERENCE_SECONDS = Histogram(
@@ -62,6 +63,10 @@ DENSITY_FLOOR_PEOPLE = Gauge("cityguard_density_background_floor_people",
                              ["camera"])
 BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+DENSITY_MAPS_LEFT_OUT = Counter("cityguard_density_maps_left_out_total",
+                                "Density maps made but left off their frame, whose boxes still go: invalid (NaN or "
+                                "negative cells), or too_large (the message would pass MAX_DETECTIONS_BYTES)",
+                                ["camera", "reason"])
 SERVING_MODEL = Gauge("cityguard_inference_model_info", "1 for the model registry version this worker serves "
                       "(none: a model outside the registry)", ["version"])
 
@@ -71,6 +76,14 @@ class DecodedFrame:
     frame: Frame
     image: np.ndarray | None  # None when the detector decodes the JPEG itself
 
+
+# Kafka's default per-record limit (max.message.bytes) is 1,048,588 bytes of record batch: a detections message up to
+# this size leaves room for its key and the batch's framing. The broker refuses a larger one, and its batch would be
+# rewound for ever.
+MAX_DETECTIONS_BYTES = 1_000_000
+# GPU faults: the device, not a frame, failed. They stop the worker (its batch uncommitted) instead of dead-lettering
+# every frame that meets them.
+GPU_FAULTS = (torch.OutOfMemoryError, torch.AcceleratorError)
 
 FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
 
@@ -95,7 +108,9 @@ def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameRes
         if not frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise SchemaError("jpeg field is not a JPEG image (end marker missing)")
         return DecodedFrame(frame, None)
-    image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # Pixels as stored, as the GPU decoder gives them: an EXIF orientation would turn the image against its
+    # declared size and the boxes against the camera's zones.
+    image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise SchemaError("jpeg field is not a decodable JPEG image")
     return DecodedFrame(frame, image)
@@ -170,14 +185,23 @@ class CameraDetectors:
         jpegs = [f.frame.jpeg for f in frames]
         try:
             return detector.detect_jpegs(jpegs)
-        except RuntimeError:
+        except GPU_FAULTS:
+            raise
+        except RuntimeError as batch_error:
             # One corrupt JPEG fails the whole GPU batch: retry one by one to find it, keep the rest.
             outcomes: list[ImageDetections | str] = []
             for jpeg in jpegs:
                 try:
                     outcomes.extend(detector.detect_jpegs([jpeg]))
+                except GPU_FAULTS:
+                    raise
                 except RuntimeError as exc:
                     outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
+            if len(jpegs) > 1 and all(isinstance(outcome, str) for outcome in outcomes) and any(
+                    cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR) is not None for jpeg in jpegs):
+                # Not one frame of the batch goes through alone, yet the CPU reads them: the device is failing, not
+                # the JPEGs.
+                raise batch_error
             return outcomes
 
 
@@ -287,8 +311,21 @@ def sendable_map(camera_id: str, density: np.ndarray) -> bool:
         verify_density_values(density.astype(np.float32))
     except ValueError as exc:
         log.warning("density map of camera %s left out: %s", camera_id, exc)
+        DENSITY_MAPS_LEFT_OUT.labels(camera_id, "invalid").inc()
         return False
     return True
+
+
+def sendable_value(message: Detections) -> bytes:
+    """The encoded message; a density map that would take it past MAX_DETECTIONS_BYTES (a camera of many megapixels)
+    is left off, and the frame's boxes still go."""
+    value = encode(message)
+    if len(value) > MAX_DETECTIONS_BYTES and message.density_map is not None:
+        log.warning("density map of camera %s left out: the detections message would be %d bytes, over %d",
+                    message.camera_id, len(value), MAX_DETECTIONS_BYTES)
+        DENSITY_MAPS_LEFT_OUT.labels(message.camera_id, "too_large").inc()
+        value = encode(message.model_copy(update={"density_map": None, "density_map_shape": None}))
+    return value
 
 
 def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:
@@ -318,6 +355,8 @@ class InferenceWorker:
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
+        self.sent_frames: list[tuple[str, float]] = []  # (camera label, model ms) of the current batch's detections
+        self.lag_labels: set[tuple[str, str, str]] = set()  # the consumer lag series this worker exports
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
         self.model_swapper = model_swapper
         SERVING_MODEL.labels(detectors.version or "none").set(1)
@@ -352,14 +391,22 @@ class InferenceWorker:
         """
         error = process_batch(self.consumer, self.producer, records, self.detect_batch)
         if error is not None:
+            if self.zone_maps is not None:  # the frames that come again find their cameras' maps still due
+                self.zone_maps.schedule.not_made()
             log.error("%s; rewound so the batch is processed again in 1 s", error)
             time.sleep(1)  # the broker is likely away: do not spin the model on the same batch
             return 0
+        if self.zone_maps is not None:
+            self.zone_maps.schedule.made()
+        # Counted once confirmed: a rewound batch is detected again, and would be counted again.
+        for camera, inference_ms in self.sent_frames:
+            FRAMES_CONSUMED.labels(camera).inc()
+            INFERENCE_SECONDS.observe(inference_ms / 1000)
         return self.decoded
 
     def detect_batch(self, records: list) -> list:
         """Sends the detections and dead letters of one batch; returns the futures of those sends."""
-        self.sends = []
+        self.sends, self.sent_frames = [], []
         decoded = self.decode_batch(records)
         if decoded:
             self.detect_and_send(decoded)
@@ -386,12 +433,11 @@ class InferenceWorker:
                 continue
             try:
                 self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
-                                                     value=encode(message)))
+                                                     value=sendable_value(message)))
             except MessageSizeTooLargeError as exc:  # this frame's output; sending it again would fail again
                 self.reject(record, f"detections too large to send: {exc}")
                 continue
-            FRAMES_CONSUMED.labels(self.camera_label(item.frame.camera_id)).inc()
-            INFERENCE_SECONDS.observe(result.inference_ms / 1000)
+            self.sent_frames.append((self.camera_label(item.frame.camera_id), result.inference_ms))
             for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
                               ("postprocess", result.postprocess_ms)):
                 STAGE_SECONDS.labels(stage).observe(ms / 1000)
@@ -437,8 +483,14 @@ class InferenceWorker:
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
         reset_positions_past_the_end(self.consumer, self.group_id)
+        exported = set()
         for (topic, partition), lag in partition_lag(self.consumer).items():
-            CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
+            labels = (self.group_id, topic, str(partition))
+            CONSUMER_LAG.labels(*labels).set(lag)
+            exported.add(labels)
+        for labels in self.lag_labels - exported:  # a partition a rebalance took away: its new owner reports it
+            CONSUMER_LAG.remove(*labels)
+        self.lag_labels = exported
 
     def swap_model(self) -> None:
         """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""

@@ -22,6 +22,8 @@ The inference stage feeds it decoded frames (it needs images; the analyzer gets 
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -148,15 +150,15 @@ class StaticBlobDetector:
 class StaticBlobPool:
     """One StaticBlobDetector per camera with a traffic scene; a camera silent for `idle_seconds` is dropped."""
 
-    def __init__(self, camera_ids: set[str], idle_seconds: float = 300.0):
+    def __init__(self, camera_ids: set[str], idle_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
         self.camera_ids = camera_ids
-        self._detectors = KeyedPool(lambda camera_id: StaticBlobDetector(), idle_seconds)
+        self._detectors = KeyedPool(lambda camera_id: StaticBlobDetector(), idle_seconds, clock)
 
     def update(self, camera_id: str, image: np.ndarray, captured_at: float) -> BackgroundView | None:
         """Static blobs in this frame and whether the view moved, or None for cameras without a scene."""
         if camera_id not in self.camera_ids:
             return None
-        return self._detectors.get(camera_id, captured_at).update(image, captured_at)
+        return self._detectors.get(camera_id).update(image, captured_at)
 
     def __len__(self) -> int:
         return len(self._detectors)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,18 +159,18 @@ class CameraTracker:
 class TrackerPool:
     """One CameraTracker per camera, created on first sight and dropped after the camera falls silent."""
 
-    def __init__(self, config: TrackingConfig, fps_by_camera: dict[str, float], default_fps: float = 5.0):
+    def __init__(self, config: TrackingConfig, fps_by_camera: dict[str, float], default_fps: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.fps_by_camera = fps_by_camera
         self.default_fps = default_fps
-        self._trackers = KeyedPool(self._new_tracker, config.idle_camera_seconds)
+        self._trackers = KeyedPool(self._new_tracker, config.idle_camera_seconds, clock)
 
     def _new_tracker(self, camera_id: str) -> CameraTracker:
         return CameraTracker(camera_id, self.fps_by_camera.get(camera_id, self.default_fps), self.config)
 
-    def update(self, detections: Detections, now: float | None = None) -> Detections:
-        now = time.monotonic() if now is None else now
-        return self._trackers.get(detections.camera_id, now).update(detections)
+    def update(self, detections: Detections) -> Detections:
+        return self._trackers.get(detections.camera_id).update(detections)
 
     def __len__(self) -> int:
         return len(self._trackers)

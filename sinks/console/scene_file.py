@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +22,8 @@ import yaml as pyyaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+from infra.files import replace_file
 
 EDITABLE_KEYS = ("zones", "calibration", "scene")
 # Editing these changes what a stage computes; the stages read the configuration at start.
@@ -170,12 +170,5 @@ class SceneFile:
         _yaml().dump(document, buffer)
         text = buffer.getvalue()
         config = self.validate(pyyaml.safe_load(text))  # the text as the stages will read it
-        self._replace(text)
+        replace_file(self.path, text)
         return sorted({stage for key in changed for stage in RESTART_FOR[key]}), config
-
-    def _replace(self, text: str) -> None:
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, self.path.stat().st_mode & 0o777)
-        os.replace(temporary, self.path)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from processors.inference.density_map import (
+    DenseRegion,
     DensityMapCounter,
     OpenVinoNetwork,
     TorchNetwork,
@@ -14,7 +15,6 @@ from processors.inference.density_map import (
     dense_cells,
     dense_region,
     median_person_height,
-    multi_scale,
     narrowed_width,
     packaged_weights,
 )
@@ -36,7 +36,7 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
     ok, image = capture.read()
     capture.release()
     assert ok
-    density = counter.density_map(image)
+    density = counter.scaled_maps([image], None)[0]
     height, width = image.shape[:2]
     count = float(density.sum())
     report("CSRNet on vtest.avi frame 0", f"{count:.1f} people (sparse scene of ~10: an over-count is expected)")
@@ -67,7 +67,7 @@ def first_vtest_frame() -> np.ndarray:
 
 def test_a_sparse_frame_gets_only_the_reduced_width_map(counter):
     image = first_vtest_frame()
-    reduced = counter.density_map(image, 512)
+    reduced = counter.scaled_maps([image], 512)[0]
     assert not dense_cells(reduced, 0.35).any()
     sparse = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35)
     np.testing.assert_array_equal(sparse.multi_scale_map(image), reduced)
@@ -77,14 +77,14 @@ def test_the_full_width_map_of_the_dense_region_matches_the_whole_frames_there(c
     """A threshold only the busiest cells of a real frame pass: the full-width map is made for the region around
     them, and their counts are those of the whole frame's full-width map (the margin keeps the crop's edge away)."""
     image = first_vtest_frame()
-    reduced = counter.density_map(image, 512)
+    reduced = counter.scaled_maps([image], 512)[0]
     threshold = 0.8 * float(cv2.blur(reduced, (3, 3)).max())
     dense = dense_cells(reduced, threshold)
     rows, cols = dense_region(dense)
     assert (rows.stop - rows.start) * (cols.stop - cols.start) < reduced.size  # only part of the frame
     partial = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
     combined = partial.multi_scale_map(image)
-    whole = combine_scales(reduced, counter.density_map(image, 768), dense)
+    whole = combine_scales(reduced, counter.scaled_maps([image], 768)[0], dense)
     assert combined.shape == reduced.shape and combined.dtype == np.float32
     np.testing.assert_array_equal(combined[~dense], reduced[~dense])
     assert float(combined[dense].sum()) == pytest.approx(float(whole[dense].sum()), rel=0.03)
@@ -110,7 +110,7 @@ def test_the_accelerator_path_maps_a_batch_in_one_pass_per_shape(counter):
     frames = video_frames(VTEST, 60, step=20)
     images = [cv2.resize(frames[0], (384, 288)), cv2.resize(frames[1], (384, 288)), cv2.resize(frames[2], (320, 160))]
     network = CountingNetwork(TorchNetwork(packaged_weights(), "cpu"))
-    reduced = DensityMapCounter(network, max_width=256).density_map(images[0])
+    reduced = DensityMapCounter(network).scaled_maps([images[0]], 256)[0]
     threshold = 0.6 * float(cv2.blur(reduced, (3, 3)).max())  # only the busiest cells of the first image are dense
     batched = DensityMapCounter(network, max_width=256, dense_max_width=384, dense_cell_people=threshold)
     network.passes.clear()
@@ -147,16 +147,10 @@ def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_on
     np.testing.assert_allclose(combined[:, :3], 0.8, rtol=1e-5)
     np.testing.assert_allclose(combined[:, 3:], 0.05)
 
-    def full_width_map(rows: slice, cols: slice) -> np.ndarray:
-        return full[2 * rows.start:2 * rows.stop, 2 * cols.start:2 * cols.stop]
-
-    np.testing.assert_array_equal(multi_scale(reduced, full_width_map, 0.35), combined)
-
-    def no_full_map(rows: slice, cols: slice):
-        raise AssertionError("the full-width map is made only for a map with dense cells")
-
-    calm = reduced[:, 3:]
-    np.testing.assert_array_equal(multi_scale(calm, no_full_map, 0.35), calm)
+    region = DenseRegion.of(reduced, 0.35)  # as the inference stage merges a dense region's full-width map
+    full_of_region = full[2 * region.rows.start:2 * region.rows.stop, 2 * region.cols.start:2 * region.cols.stop]
+    np.testing.assert_array_equal(region.merged(reduced, full_of_region), combined)
+    assert DenseRegion.of(reduced[:, 3:], 0.35) is None  # no dense cells: no full-width map is made
 
 
 def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(counter):
@@ -165,12 +159,12 @@ def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(co
     resampled onto the 512 px map's grid, keeping its count. A crowd the reduced map counts above
     narrowed_max_people, one with dense cells, or people too small keep the reduced width."""
     image = first_vtest_frame()
-    reduced = counter.density_map(image, 512)
+    reduced = counter.scaled_maps([image], 512)[0]
     narrowing = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
                                   person_height_px=90, narrowed_max_people=80)
     narrowed = narrowing.multi_scale_map(image, person_height=240.0)
     assert narrowed.shape == reduced.shape and narrowed.dtype == np.float32
-    assert float(narrowed.sum()) == pytest.approx(float(counter.density_map(image, 256).sum()), rel=1e-4)
+    assert float(narrowed.sum()) == pytest.approx(float(counter.scaled_maps([image], 256)[0].sum()), rel=1e-4)
     assert float(narrowed.sum()) < float(reduced.sum())
     np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=120.0), reduced)  # 80 px at 512
     np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=None), reduced)

@@ -14,7 +14,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from processors.analytics.crowd.risk import density_level
-from processors.inference.density_map import dense_cells, multi_scale
+from processors.inference.density_map import DenseRegion
 from schemas import Detections, RiskLevel
 from schemas.settings.config import parse_config
 
@@ -65,14 +65,12 @@ def test_without_a_density_map_a_packed_crowd_is_never_reported_calm(image):
 def multi_scale_map(outputs: dict, dense_cell_people: float) -> np.ndarray:
     """What DensityMapCounter.multi_scale_map makes of the image, from the recorded maps."""
     reduced, full = (outputs[f"map_{width}"].astype(np.float32) for width in (512, 1024))
-    assert dense_cells(reduced, dense_cell_people).any()  # packed crowds: the full-width map is made
+    region = DenseRegion.of(reduced, dense_cell_people)
+    assert region is not None  # packed crowds: the full-width map is made
     ratio = full.shape[0] / reduced.shape[0], full.shape[1] / reduced.shape[1]
-
-    def full_width_map(rows: slice, cols: slice) -> np.ndarray:  # the recorded map's part under those cells
-        return full[round(rows.start * ratio[0]):round(rows.stop * ratio[0]),
-                    round(cols.start * ratio[1]):round(cols.stop * ratio[1])]
-
-    return multi_scale(reduced, full_width_map, dense_cell_people)
+    full_of_region = full[round(region.rows.start * ratio[0]):round(region.rows.stop * ratio[0]),
+                          round(region.cols.start * ratio[1]):round(region.cols.stop * ratio[1])]
+    return region.merged(reduced, full_of_region)
 
 
 @pytest.mark.parametrize("image", IMAGES)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cityguard.commands_eval import HELD_OUT_REFERENCE
+from cityguard.commands_eval import default_held_out_reference
 from cityguard.evaluation.devset import DevsetError, build_devset, held_out_digests, load_manifest
 from tests.conftest import REPO
 
@@ -84,6 +84,18 @@ def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
         build_devset(manifest, tmp_path / "out", tmp_path / "mirror", note)
 
 
+def test_a_copy_of_a_held_out_dataset_in_a_repository_named_after_it_is_refused(tmp_path):
+    manifest = write_source(tmp_path, FILES, repo="someone/UCSD-Ped2")
+    with pytest.raises(DevsetError, match="refused: item0: someone/UCSD-Ped2/img/0.jpg belongs to a held-out"):
+        build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+
+
+def test_a_held_out_note_that_is_not_there_is_an_error_not_an_empty_list(tmp_path):
+    assert held_out_digests(None) == frozenset()
+    with pytest.raises(FileNotFoundError):
+        held_out_digests(tmp_path / "held-out-sourcse.md")
+
+
 def write_video_source(tmp_path: Path, frames: int) -> tuple[Path, bytes]:
     """A local copy of a repository holding a short video whose frame n is a flat image of grey level 40 n."""
     import cv2
@@ -134,7 +146,8 @@ def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     assert len(mot) == 60 and {item.source for item in mot} == {
         "mot15-pets09-s2l1", "mot15-tud-campus", "mot15-tud-stadtmitte"}
     assert min(item.count for item in mot) == 3 and max(item.count for item in mot) == 8
-    digests = held_out_digests(HELD_OUT_REFERENCE)
+    note = default_held_out_reference()
+    digests = held_out_digests(note if note.is_file() else None)
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos
         assert (item.annotation.repo or item.repo).lower() not in manifest.denied_repos

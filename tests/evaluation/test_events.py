@@ -75,3 +75,22 @@ def test_unscored_predictions_give_no_roc():
 def test_an_interval_that_ends_before_it_starts_is_rejected():
     with pytest.raises(ValueError, match="ends"):
         ev("crowd", 5, 4)
+
+
+def test_matching_pairs_as_many_events_as_any_pairing_allows():
+    # longest overlap first would pair [0,10] with [0,10] and leave [8,10] and [0,3] apart
+    truth = [ev("crowd", 0, 10), ev("crowd", 8, 10)]
+    predicted = [ev("crowd", 0, 10), ev("crowd", 0, 3)]
+    assert match_events(truth, predicted) == [(0, 1), (1, 0)]
+    counts = evaluate_events(truth, predicted).types[0].counts
+    assert (counts.true_positives, counts.false_positives, counts.false_negatives) == (2, 0, 0)
+
+
+def test_among_the_largest_pairings_the_one_with_most_overlap_wins():
+    truth = [ev("crowd", 0, 10), ev("crowd", 20, 30)]
+    predicted = [ev("crowd", 2, 10), ev("crowd", 9, 21)]  # the second touches both labelled events
+    assert match_events(truth, predicted) == [(0, 0), (1, 1)]
+    truth = [ev("crowd", 0, 10)]
+    predicted = [ev("crowd", 5, 9), ev("crowd", 1, 9), ev("crowd", 6, 14)]
+    assert match_events(truth, predicted) == [(0, 1)]
+    assert match_events([ev("crowd", 0, 10)], [ev("crowd", 4, 8), ev("crowd", 1, 5)]) == [(0, 1)]  # closer start

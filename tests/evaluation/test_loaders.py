@@ -129,3 +129,13 @@ def test_event_messages_collapse_into_one_interval_per_event(tmp_path):
     resolved, still_open = sorted(load_event_messages(path), key=lambda e: e.score, reverse=True)
     assert (resolved.start, resolved.end, resolved.score) == (100, 125, 0.9)
     assert (still_open.start, still_open.end, still_open.score) == (100, 200, 0.5)
+
+
+def test_a_short_event_row_names_its_line_and_the_missing_fields(tmp_path):
+    path = tmp_path / "truth.csv"
+    path.write_text("camera,type,start,end\ncam1,crowd,10,20\n\ncam1,crowd\n")
+    with pytest.raises(ValueError, match=r"truth.csv:4: no start, end \(need camera,type,start,end"):
+        load_event_csv(path)
+    path.write_text("camera,type,start,end\ncam1,crowd,10,soon\n")
+    with pytest.raises(ValueError, match=r"truth.csv:2: could not convert"):
+        load_event_csv(path)

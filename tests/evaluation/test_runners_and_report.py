@@ -8,7 +8,7 @@ import pytest
 
 from cityguard.evaluation.events import EventInterval, evaluate_events
 from cityguard.evaluation.report import count_comparison_report, detector_report, event_report
-from cityguard.evaluation.runners import detector_counts, evaluate_counts, evaluate_detector
+from cityguard.evaluation.runners import CounterSet, counter_counts, evaluate_counts, evaluate_detector
 from processors.inference.detector import ImageDetections
 from processors.inference.tiling import TiledDetector
 
@@ -72,8 +72,16 @@ def test_tiled_detection_is_evaluated_through_the_same_interface(labelled_folder
 def test_detector_counts_respect_the_confidence(labelled_folder):
     images, _ = labelled_folder
     paths = sorted(images.iterdir())
-    assert detector_counts(BrightSquareDetector(), paths, confidence=0.25) == [2, 0]
-    assert detector_counts(BrightSquareDetector(), paths, confidence=0.1) == [2, 1]
+    for confidence, expected in ((0.25, [2, 0]), (0.1, [2, 1])):
+        counters = CounterSet(detector=BrightSquareDetector(), tiled=None, density=None, counting=None,
+                              density_model=None, confidence=confidence)
+        assert counter_counts(["detector"], paths, counters) == {"detector": expected}
+
+
+def test_a_missing_labels_folder_is_an_error_not_an_unlabelled_set(labelled_folder, tmp_path):
+    images, _ = labelled_folder
+    with pytest.raises(FileNotFoundError, match="no labels folder .*lables"):
+        evaluate_detector(BrightSquareDetector(), images, tmp_path / "lables", confidence=0.25)
 
 
 def assert_png(path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from infra.broker import free_port
-from producers.capture import CameraUnavailable, VideoDecoder, sample_frames, shown
+from producers.capture import CameraUnavailable, VideoDecoder, decode_still_image, image_size, sample_frames, shown
 from producers.local_streams import RtspServer
 from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
@@ -289,13 +289,42 @@ def black_picture(extension: str, *params: int) -> bytes:
 @pytest.mark.parametrize("encode", [
     pytest.param(lambda: png_of_zeros(8000, 4321), id="png"),  # refused from its header
     pytest.param(lambda: black_picture(".webp", cv2.IMWRITE_WEBP_QUALITY, 101), id="webp"),  # lossless: 1.4 kB
-    pytest.param(lambda: black_picture(".tiff"), id="tiff"),  # refused once decoded
+    pytest.param(lambda: black_picture(".tiff"), id="tiff"),
+    pytest.param(lambda: black_picture(".gif"), id="gif"),
 ])
 def test_a_still_image_larger_than_a_camera_picture_is_refused(snapshot_server, encode):
     url, state = snapshot_server
     state["body"] = encode()
     with pytest.raises(CameraUnavailable, match="returned a 8000x4321 image, more than the 33177600 pixels"):
         next(sample_frames(CameraConfig(id="snap", source=url), url))
+
+
+def tiff_header(order: str, width: int, height: int, width_kind: int = 4) -> bytes:
+    """A TIFF's header and first image directory, declaring a picture with no pixel data after it."""
+    def number(value: int, size: int) -> bytes:
+        return value.to_bytes(size, order)
+
+    def entry(tag: int, kind: int, value: int) -> bytes:
+        size = 2 if kind == 3 else 4
+        return number(tag, 2) + number(kind, 2) + number(1, 4) + number(value, size) + bytes(4 - size)
+
+    mark = b"II*\0" if order == "little" else b"MM\0*"
+    return (mark + number(8, 4) + number(3, 2) + entry(254, 4, 0) + entry(256, width_kind, width)
+            + entry(257, 3, height) + number(0, 4))
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(tiff_header("little", 100_000, 50_000), id="tiff-little-endian"),
+    pytest.param(tiff_header("big", 100_000, 50_000), id="tiff-big-endian"),
+    pytest.param(tiff_header("little", 65_000, 60_000, width_kind=3), id="tiff-short-width"),
+    pytest.param(b"GIF89a" + (65_000).to_bytes(2, "little") + (60_000).to_bytes(2, "little") + bytes(3), id="gif"),
+])
+def test_a_huge_tiff_or_gif_is_refused_from_its_header_before_any_decoding(body):
+    """Headers alone, with no pixels behind them: were they decoded first, OpenCV would find no image in them."""
+    width, height = image_size(body)
+    assert width * height >= 3_000_000_000
+    with pytest.raises(ValueError, match=f"returned a {width}x{height} image, more than"):
+        decode_still_image(body)
 
 
 @pytest.mark.parametrize("extension", [".webp", ".tiff", ".png", ".bmp"])

@@ -205,3 +205,48 @@ def test_frames_around_missed_events_come_from_the_cameras_clip(tmp_path):
     seconds = [item.captured_at for item in items]
     assert seconds[:7] == times["campus"][:7] and max(seconds) < 79.5  # the 79.5 s clip has no frames past its end
     assert all(item.image.shape == (576, 768, 3) and not item.reviewed for item in items)
+
+
+def test_an_interrupted_rebuild_leaves_the_previous_dataset_whole(tmp_path):
+    items, _ = assign_splits(frames("north", range(0, 180, 30)), SplitPlan(block_seconds=60, guard_seconds=0))
+    write_dataset(tmp_path / "ds", items, NAMES)
+    replace_labels(load_dataset(tmp_path / "ds"), [ImageLabels(f"{items[0].name}.jpg", 64, 48,
+                                                               Boxes.of([[1, 1, 9, 9]], [2]))])
+    before = sorted(path.relative_to(tmp_path) for path in (tmp_path / "ds").rglob("*"))
+    unreadable = replace(items[-1], image=tmp_path / "gone.jpg")  # the copy fails half way through the build
+    with pytest.raises(OSError):
+        write_dataset(tmp_path / "ds", [*items[:-1], unreadable], NAMES)
+    assert sorted(path.relative_to(tmp_path) for path in (tmp_path / "ds").rglob("*")) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ds"]  # no half-written folder beside it
+    reviewed = [item for item in load_dataset(tmp_path / "ds").items if item.reviewed]
+    assert [item.boxes.class_id.tolist() for item in reviewed] == [[2]]
+
+
+def test_a_dataset_moved_aside_by_an_interrupted_swap_is_put_back(tmp_path):
+    items, _ = assign_splits(frames("north", range(0, 180, 30)), SplitPlan(block_seconds=60, guard_seconds=0))
+    write_dataset(tmp_path / "ds", items, NAMES)
+    (tmp_path / "ds").rename(tmp_path / ".ds.previous")  # as a build stopped between its two renames leaves it
+    assert len(load_dataset(tmp_path / "ds").items) == len(items)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_folder_holding_more_than_a_dataset_is_not_replaced(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds more than a dataset \(notes.txt\)"):
+        write_dataset(tmp_path, frames("north", range(3)), NAMES)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_importing_from_a_wrong_labels_folder_is_one_line_and_changes_nothing(tmp_path, capsys):
+    items, _ = assign_splits(frames("north", range(0, 180, 30)), SplitPlan(block_seconds=60, guard_seconds=0))
+    write_dataset(tmp_path / "ds", items, NAMES)
+    manifest = (tmp_path / "ds" / "manifest.csv").read_bytes()
+    (tmp_path / "empty").mkdir()
+    for label_format in ("voc", "yolo"):
+        for labels, says in ((tmp_path / "nope", "no labels folder"), (tmp_path / "empty", "label files in")):
+            assert main(["dataset", "import", str(tmp_path / "ds"), "--format", label_format,
+                         "--labels", str(labels)]) == 2
+            error = capsys.readouterr().err
+            assert error.startswith("cityguard: error: ") and error.count("\n") == 1
+            assert says in error and str(labels) in error and "--labels" in error
+    assert (tmp_path / "ds" / "manifest.csv").read_bytes() == manifest

@@ -79,3 +79,16 @@ def test_a_candidate_that_changes_nothing_is_refused_for_keeping_the_false_alarm
     report = gate(site, SquareDetector("serving"), SquareDetector("candidate"))
     assert not report.promoted
     assert report.reason == "refused: repeats 1 marked false alarms, serving 1: none removed"
+
+
+def test_a_validation_set_without_labels_refuses_any_candidate(site, tmp_path):
+    """Both models score 0 where nothing is labelled, and 0 is not below 0: the gate must not read that as a pass."""
+    images, _, _ = site
+    unlabelled = tmp_path / "no-labels"
+    unlabelled.mkdir()  # every image's label file missing
+    results = [evaluate_detector(detector, images, unlabelled, 0.25)
+               for detector in (SquareDetector("serving"), SquareDetector("candidate"))]
+    report = decide(*results, ["person"], None, 0.0, "serving", "candidate")
+    assert not report.promoted
+    assert report.reason == ("refused: no labelled boxes in the 3 validation images: nothing to compare "
+                             "(check --labels)")

@@ -31,7 +31,7 @@ def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
     assert swapper.poll() is None  # loading: the old model keeps serving
     assert swapper.poll() is None
     release.set()
-    swapper.wait_loaded(5)
+    swapper.loading.join(5)
     model, loaded = swapper.poll()
     assert (model.version, loaded) == ("v2", "detector for v2")
     assert swapper.poll() is None
@@ -48,7 +48,7 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_serving(tmp_path, caplog)
     swapper = ModelSwapper(watcher, load)
     registry.promote("v2", "gate passed")
     swapper.poll()
-    swapper.wait_loaded(5)
+    swapper.loading.join(5)
     assert swapper.poll() is None
     assert "v2 could not be loaded" in caplog.text
 
@@ -65,5 +65,15 @@ def test_a_damaged_pointer_keeps_the_current_model_until_it_is_repaired(tmp_path
     pointer.unlink()
     registry.promote("v2", "repaired")
     swapper.poll()
-    swapper.wait_loaded(5)
+    swapper.loading.join(5)
     assert swapper.poll()[1] == "v2"
+
+
+def test_a_pointer_with_a_number_for_its_version_keeps_the_current_model(tmp_path, caplog):
+    registry = registry_with(tmp_path, 2)
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, lambda model: model.version)
+    (registry.root / "serving.json").write_text('{"version": 3, "history": []}')
+    assert swapper.poll() is None
+    assert "pointer unreadable" in caplog.text and "field 'version'" in caplog.text

@@ -54,3 +54,30 @@ def test_watcher_reports_each_new_serving_version_once(tmp_path):
     assert watcher.changed() is None
     registry.rollback()
     assert watcher.changed().version == "v1"
+
+
+def test_promoting_the_serving_version_again_keeps_the_roll_back_target(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt"):
+        registry.register(weights(tmp_path, name), {})
+    registry.promote("v1", "first")
+    registry.promote("v2", "gate passed")
+    assert registry.promote("v2", "gate passed again").version == "v2"  # a second `gate v2 --promote`
+    assert [entry["version"] for entry in registry.pointer()["history"]] == ["v1", "v2"]
+    assert registry.rollback().version == "v1"
+
+
+@pytest.mark.parametrize("version", [3, ["v2"], {"name": "v2"}, True])
+def test_a_pointer_whose_version_is_not_a_name_is_refused_naming_the_file_and_field(tmp_path, version):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    (registry.root / "serving.json").write_text(json.dumps({"version": version, "history": []}))
+    with pytest.raises(ValueError, match=r"serving\.json: field 'version' must be a version name"):
+        registry.serving()
+
+
+def test_a_pointer_naming_no_version_serves_none(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    (tmp_path / "registry").mkdir()
+    (registry.root / "serving.json").write_text(json.dumps({"version": None}))
+    assert registry.serving() is None and registry.pointer()["history"] == []

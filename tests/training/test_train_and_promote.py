@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cityguard.cli import main
+from processors.inference.model_registry import ModelRegistry
 from tests.conftest import OFFLINE_MODEL, REPO
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -60,8 +61,11 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     refused = json.loads((out / "v1" / "gate.json").read_text())
     assert not refused["promoted"] and refused["reason"].startswith("refused: mAP@0.5 0.000 below serving")
     assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
-    # the other way round: the one-epoch model serving, the real model as candidate is promoted
-    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 0
+    # the other way round: the one-epoch model serving (set here without the gate, which --serve refuses now that a
+    # model serves), the real model as candidate is promoted
+    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 1
+    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 0
+    ModelRegistry(trained).promote("v3", "the one-epoch model serving, for the test")
     assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
     assert main(["model", "gate", "v4", "--config", str(DEMO), "--images", val, "--promote", "--registry", registry,
                  "--out", str(out / "v4")]) == 0

@@ -63,8 +63,6 @@ def create_detector(config: Config) -> Detector:
     The model runs at the lowest configured confidence; CameraDetectors then applies the per-class thresholds.
     """
     model = config.model
-    build = BACKENDS.get(model.backend)
-    if build is None:
-        raise ValueError(f"unknown detector backend {model.backend!r}; known: {', '.join(sorted(BACKENDS))}")
+    build = BACKENDS[model.backend]  # the configuration accepts only these names (ModelConfig.backend)
     floor = min([model.confidence, *model.class_confidence.values()])
     return build((resolve_weights(config), model.image_size, floor, model.iou, model.classes), model)

@@ -1,0 +1,104 @@
+"""Commands of the evaluation, dataset, bench, calibration and Grafana areas: what an installed package lacks and what
+a user gets wrong end in one line on stderr, never a traceback or a silent success."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from cityguard import commands_alerts, commands_eval
+from cityguard.cli import build_parser, main
+from tests.evaluation.test_devset import FILES, write_source
+
+
+def one_line_error(capsys, *fragments: str) -> None:
+    error = capsys.readouterr().err
+    assert error.startswith("cityguard: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error and all(fragment in error for fragment in fragments), error
+
+
+@pytest.fixture
+def without_repository_folders(tmp_path, monkeypatch):
+    """As in an installed package: no tests/devsets and no infra/grafana beside the code."""
+    monkeypatch.setattr(commands_eval, "DEVSETS", tmp_path / "no-tests" / "devsets")
+    monkeypatch.setattr(commands_alerts, "GRAFANA_DIR", tmp_path / "no-infra" / "grafana")
+    return tmp_path
+
+
+def test_commands_parse_without_the_repositorys_devsets_and_dashboards(without_repository_folders, capsys):
+    assert build_parser().parse_args(["check-config"]).command == "check-config"
+    with pytest.raises(SystemExit) as stopped:
+        main(["devset", "build", "crowd", "--out", str(without_repository_folders / "out")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unknown development set 'crowd'" in error and "no-tests" in error
+
+
+def test_grafana_provision_without_dashboards_fails_naming_the_folder_and_option(without_repository_folders,
+                                                                                   capsys):
+    assert main(["grafana", "provision", "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
+    one_line_error(capsys, str(without_repository_folders / "no-infra" / "grafana" / "dashboards"), "--dashboards")
+
+
+def test_an_unknown_development_set_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["devset", "build", "crwod", "--out", "x"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unknown development set 'crwod' (known: crowd, traffic)" in error
+
+
+@pytest.fixture
+def small_devset(tmp_path, monkeypatch):
+    """A development set `small` with a local copy of its source, and an empty shared folder."""
+    write_source(tmp_path / "devsets" / "small", FILES)
+    monkeypatch.setattr(commands_eval, "DEVSETS", tmp_path / "devsets")
+    monkeypatch.setenv("CITYGUARD_SHARED_DIR", str(tmp_path / "shared"))
+    return ["devset", "build", "small", "--out", str(tmp_path / "out"),
+            "--from", str(tmp_path / "devsets" / "small" / "mirror")]
+
+
+def test_a_mistyped_held_out_note_is_an_error(small_devset, tmp_path, capsys):
+    assert main([*small_devset, "--held-out", str(tmp_path / "held-out-sourcse.md")]) == 2
+    one_line_error(capsys, "held-out-sourcse.md", "--held-out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_the_default_held_out_note_the_build_warns_that_the_check_is_off(small_devset, tmp_path, capsys):
+    assert main(small_devset) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("cityguard: warning: ")
+    assert str(tmp_path / "shared" / "reference" / "held-out-sources.md") in captured.err
+    assert "2 images with counts" in captured.out
+
+
+def test_a_refused_source_is_an_error_on_stderr(small_devset, tmp_path, capsys):
+    note = tmp_path / "shared" / "reference" / "held-out-sources.md"  # found through CITYGUARD_SHARED_DIR
+    note.parent.mkdir(parents=True)
+    note.write_text(f"{hashlib.sha256(b'image one').hexdigest()}\n")
+    assert main(small_devset) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "cityguard: error: refused: item1: img/1.jpg has a held-out sha256\n"
+
+
+def test_a_short_row_of_an_events_csv_names_its_line(tmp_path, capsys):
+    (tmp_path / "truth.csv").write_text("camera,type,start,end\ncam,crowd,0,10\ncam,crowd\n")
+    (tmp_path / "predicted.csv").write_text("camera,type,start,end\ncam,crowd,2,9\n")
+    assert main(["eval", "events", "--truth", str(tmp_path / "truth.csv"), "--predicted",
+                 str(tmp_path / "predicted.csv"), "--out", str(tmp_path / "report")]) == 2
+    one_line_error(capsys, "truth.csv:3: no start, end")
+
+
+def test_a_benchmark_option_mistake_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "analytics", "--frames", "abc"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error == ("cityguard bench analytics: error: argument --frames: invalid int value: 'abc' "
+                     "(see cityguard bench analytics --help)\n")
+
+
+def test_calibrating_a_camera_that_is_not_configured_is_one_line(capsys):
+    assert main(["calibrate", "--camera", "nope"]) == 2
+    one_line_error(capsys, "camera 'nope' is not in", "(cameras: ")

@@ -1,0 +1,36 @@
+"""The model registry's commands: --serve only for a site's first model, and a damaged serving pointer stops a
+start in one line."""
+from __future__ import annotations
+
+import json
+
+from cityguard.cli import main
+from processors.inference.model_registry import ModelRegistry
+from tests.conftest import pipeline_config
+from tests.test_cli_errors import assert_one_line_error, cityguard
+
+
+def weights(tmp_path, name: str):
+    path = tmp_path / name
+    path.write_bytes(name.encode())
+    return path
+
+
+def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
+    registry = tmp_path / "registry"
+    assert main(["model", "register", str(weights(tmp_path, "first.pt")), "--serve", "--registry", str(registry)]) == 0
+    capsys.readouterr()
+    assert main(["model", "register", str(weights(tmp_path, "second.pt")), "--serve",
+                 "--registry", str(registry)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "v1 is serving" in error and "model gate <version>" in error
+    assert ModelRegistry(registry).versions() == ["v1"]  # nothing registered by the refused command
+    assert json.loads((registry / "serving.json").read_text())["version"] == "v1"
+
+
+def test_an_inference_start_with_a_number_for_the_serving_version_fails_in_one_line(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "model.pt"), {})
+    (registry.root / "serving.json").write_text('{"version": 3, "history": []}')
+    config, path = pipeline_config(tmp_path, "pointer", "127.0.0.1:1", model={"registry": str(registry.root)})
+    assert_one_line_error(cityguard("infer", "--config", str(path)), 2, "serving.json: field 'version'")
