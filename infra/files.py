@@ -11,20 +11,25 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def replace_file(path: Path, data: bytes | str) -> None:
+def replace_file(path: Path, data: bytes | str, mode: int | None = None) -> None:
     """Writes `data` (text as UTF-8) to a temporary file beside `path`, then renames it over `path`: a reader or a
-    crash never meets half a file. A file replaced keeps its permissions; a new one gets what open() would give."""
+    crash never meets half a file. The file gets `mode`; without one, a file replaced keeps its permissions and a new
+    one gets what open() would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if mode is None:
+            try:
+                mode = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                mode = 0o666 & ~_UMASK
         try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
-        os.chmod(temporary, mode)
+            os.chmod(temporary, mode)
+        except PermissionError:  # a file system without permission bits (vfat): the contents are what count
+            pass
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

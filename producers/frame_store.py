@@ -48,7 +48,8 @@ class LocalFrameStore:
     def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
         folder = self.directory / camera_id
         folder.mkdir(parents=True, exist_ok=True)
-        replace_file(folder / f"{seq}.jpg", jpeg)  # a consumer never reads half a file
+        # Whole or not at all, so a consumer never reads half a file; the camera's pictures for its user alone.
+        replace_file(folder / f"{seq}.jpg", jpeg, mode=0o600)
         return f"{LOCAL_PREFIX}{camera_id}/{seq}.jpg"
 
     def resolve(self, frame_ref: str) -> bytes:

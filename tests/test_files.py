@@ -26,3 +26,11 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(TypeError):
         replace_file(path, 12)  # neither bytes nor text
     assert path.read_text() == "{}" and [entry.name for entry in tmp_path.iterdir()] == ["filters.json"]
+
+
+def test_a_mode_given_is_the_files_whatever_was_there(tmp_path):
+    path = tmp_path / "17.jpg"
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    replace_file(path, b"\xff\xd8", mode=0o600)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == b"\xff\xd8"

@@ -153,6 +153,27 @@ def test_frames_that_all_fail_alone_on_the_gpu_but_read_on_the_cpu_are_a_device_
         detectors.detect([decoded(JPEG), decoded(JPEG)])
 
 
+class RefusesTheseJpegs:
+    """A GPU decoder that refuses some JPEGs the CPU reads (arithmetic-coded or 12-bit ones) and reads the rest."""
+
+    name = "picky"
+
+    def __init__(self, refused: set[bytes]):
+        self.refused = refused
+
+    def detect_jpegs(self, jpegs):
+        if any(jpeg in self.refused for jpeg in jpegs):
+            raise RuntimeError("nvjpeg: unsupported jpeg")
+        return [no_boxes() for _ in jpegs]
+
+
+def test_a_batch_of_jpegs_only_the_cpu_reads_is_dead_lettered_not_taken_for_a_device_fault():
+    other = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
+    detectors = CameraDetectors(RefusesTheseJpegs({JPEG, other}))
+    outcomes = detectors.detect([decoded(JPEG), decoded(other)])
+    assert all("could not be decoded on the GPU" in outcome for outcome in outcomes)
+
+
 def test_corrupt_jpegs_are_still_found_one_by_one_even_when_the_whole_batch_is_corrupt():
     detectors = CameraDetectors(FailingGpu())
     good, bad, also_good = detectors.detect([decoded(JPEG), decoded(CORRUPT), decoded(JPEG)])

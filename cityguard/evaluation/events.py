@@ -32,6 +32,8 @@ class EventInterval:
     score: float | None = None  # risk score or event confidence, for ROC
 
     def __post_init__(self):
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise ValueError(f"event {self.camera}/{self.type} needs finite times, not {self.start}..{self.end}")
         if not self.end >= self.start:
             raise ValueError(f"event {self.camera}/{self.type} ends ({self.end}) before it starts ({self.start})")
 

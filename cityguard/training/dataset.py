@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import shutil
 from collections import Counter, defaultdict
@@ -277,7 +278,10 @@ def write_dataset(root: Path, items: list[DatasetItem], names: dict[int, str]) -
 
     The new dataset is written beside `root` and renamed into place, so an interruption leaves the previous one
     whole (at worst under its `.previous` name for a moment, which the next load or write puts back)."""
-    root = Path(root)
+    root = Path(root).resolve()  # a link to a bigger disk: the dataset is swapped there, and the link stays
+    if os.path.ismount(root):
+        raise ValueError(f"{root} is a mount point, and a dataset is swapped in beside its folder: give a folder "
+                         "inside it")
     restore_interrupted_write(root)
     foreign = sorted(path.name for path in root.iterdir() if path.name not in DATASET_ENTRIES) if root.is_dir() else []
     if foreign:
@@ -326,8 +330,9 @@ def _previous_folder(root: Path) -> Path:
 
 def restore_interrupted_write(root: Path) -> None:
     """Puts back the previous dataset when a write stopped between moving it aside and renaming the new one in."""
-    previous = _previous_folder(Path(root))
-    if previous.is_dir() and not Path(root).exists():
+    root = Path(root).resolve()  # as write_dataset swaps it: a link's target, even while the link dangles
+    previous = _previous_folder(root)
+    if previous.is_dir() and not root.exists():
         previous.rename(root)
 
 

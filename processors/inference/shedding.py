@@ -4,10 +4,8 @@ A frame is worth detecting only while it is fresh: one older than `max_age_s` wh
 skipped (its camera's zones then age towards "unknown", which is the truth, instead of showing a late picture).
 And one camera cannot take a shared partition's capacity from the others: frames of a configured camera beyond
 `rate_factor` x its configured fps (per second of capture time) are skipped too, so a flooding camera's surplus
-costs a message parse each, not a model run, and the frames queued behind it stay fresh. A frame stamped more than
-`MAX_AHEAD_S` after the worker's clock is skipped as well: its producer's clock is wrong, and a capture time from
-the future would hold per-camera state (the density map schedule, the trackers) at that time. Every skipped frame is
-counted per camera and reason; none is dead-lettered (nothing is wrong with its picture).
+costs a message parse each, not a model run, and the frames queued behind it stay fresh. Every skipped frame is
+counted per camera and reason; none is dead-lettered (nothing is wrong with it).
 """
 from __future__ import annotations
 
@@ -17,10 +15,7 @@ from collections.abc import Callable
 
 from schemas import Frame
 
-STALE, OVER_RATE, FUTURE = "stale", "over_rate", "future"
-# How far a producer's clock may run ahead of the worker's: NTP keeps hosts well within a second of each other, so
-# this is only ever passed by a clock gone wrong, never by a frame in transit.
-MAX_AHEAD_S = 5.0
+STALE, OVER_RATE = "stale", "over_rate"
 
 
 class FrameShedder:
@@ -35,11 +30,8 @@ class FrameShedder:
 
     def reason(self, frame: Frame) -> str | None:
         """None when the frame is to be processed, else why it is skipped."""
-        age = self.age(frame)
-        if age > self.max_age_s:
+        if self.age(frame) > self.max_age_s:
             return STALE
-        if age < -MAX_AHEAD_S:
-            return FUTURE
         allowance = self.allowance.get(frame.camera_id)
         if allowance is None:
             return None  # not a configured camera: analytics rejects it, shedding has no rate to hold it to

@@ -84,6 +84,10 @@ MAX_DETECTIONS_BYTES = 1_000_000
 # GPU faults: the device, not a frame, failed. They stop the worker (its batch uncommitted) instead of dead-lettering
 # every frame that meets them.
 GPU_FAULTS = (torch.OutOfMemoryError, torch.AcceleratorError)
+# A plain baseline JPEG every decoder reads: when a whole batch fails frame by frame, it failing too means the device
+# is at fault, and the batch stays uncommitted; it going through means the JPEGs are (arithmetic-coded or 12-bit ones
+# that the CPU reads and nvJPEG does not), and they are dead-lettered.
+PROBE_JPEG = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
 
 FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
 
@@ -197,11 +201,11 @@ class CameraDetectors:
                     raise
                 except RuntimeError as exc:
                     outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
-            if len(jpegs) > 1 and all(isinstance(outcome, str) for outcome in outcomes) and any(
-                    cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR) is not None for jpeg in jpegs):
-                # Not one frame of the batch goes through alone, yet the CPU reads them: the device is failing, not
-                # the JPEGs.
-                raise batch_error
+            if len(jpegs) > 1 and all(isinstance(outcome, str) for outcome in outcomes):
+                try:  # not one frame went through alone: a picture known to be good tells the device from the JPEGs
+                    detector.detect_jpegs([PROBE_JPEG])
+                except RuntimeError:
+                    raise batch_error from None
             return outcomes
 
 

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -94,3 +96,8 @@ def test_among_the_largest_pairings_the_one_with_most_overlap_wins():
     predicted = [ev("crowd", 5, 9), ev("crowd", 1, 9), ev("crowd", 6, 14)]
     assert match_events(truth, predicted) == [(0, 1)]
     assert match_events([ev("crowd", 0, 10)], [ev("crowd", 4, 8), ev("crowd", 1, 5)]) == [(0, 1)]  # closer start
+
+
+def test_an_event_without_end_is_refused_not_matched():
+    with pytest.raises(ValueError, match="needs finite times"):
+        EventInterval("cam", "collision", 5.0, math.inf)

@@ -58,3 +58,11 @@ def test_references_outside_the_store_are_rejected(tmp_path, reference):
 def test_the_longest_camera_id_and_sequence_number_are_stored_and_resolved(tmp_path):
     store = LocalFrameStore(tmp_path, ttl_s=60)
     assert store.resolve(store.put("c" * 64, 2**64 - 1, b"jpeg")) == b"jpeg"
+
+
+def test_a_stored_picture_is_readable_by_the_producers_user_alone_and_leaves_no_temporary(tmp_path):
+    store = LocalFrameStore(tmp_path, ttl_s=60)
+    reference = store.put("campus", 7, b"\xff\xd8\xff\xd9")
+    assert store.resolve(reference) == b"\xff\xd8\xff\xd9"
+    [stored] = (tmp_path / "campus").iterdir()
+    assert stored.name == "7.jpg" and stored.stat().st_mode & 0o777 == 0o600

@@ -230,6 +230,18 @@ def test_a_dataset_moved_aside_by_an_interrupted_swap_is_put_back(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ds"]
 
 
+def test_a_dataset_folder_that_is_a_link_to_another_disk_is_rebuilt_there_and_the_link_stays(tmp_path):
+    (tmp_path / "big-disk").mkdir()
+    (tmp_path / "site").symlink_to(tmp_path / "big-disk" / "ds")
+    items, _ = assign_splits(frames("north", range(0, 180, 30)), SplitPlan(block_seconds=60, guard_seconds=0))
+    for _ in range(2):
+        write_dataset(tmp_path / "site", items, NAMES)
+        assert (tmp_path / "site").is_symlink() and (tmp_path / "big-disk" / "ds" / "data.yaml").is_file()
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["big-disk", "site"]
+        assert sorted(path.name for path in (tmp_path / "big-disk").iterdir()) == ["ds"]
+    assert len(load_dataset(tmp_path / "site").items) == len(items)
+
+
 def test_a_folder_holding_more_than_a_dataset_is_not_replaced(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"holds more than a dataset \(notes.txt\)"):
