@@ -15,13 +15,22 @@ Point = tuple[float, float]
 
 
 class Homography:
-    """3x3 image -> ground matrix with its inverse; points are (N, 2) arrays."""
+    """3x3 image -> ground matrix with its inverse; points are (N, 2) arrays.
 
-    def __init__(self, matrix: np.ndarray):
+    `ground_image_points` are image points known to lie on the ground plane (the calibration's own): the sign of
+    their projective depth is the ground side of the horizon. Without them `on_ground` cannot be answered.
+    """
+
+    def __init__(self, matrix: np.ndarray, ground_image_points: Sequence[Point] | np.ndarray | None = None):
         matrix = np.asarray(matrix, dtype=float)
         # Scale is arbitrary: unit norm, and a positive last entry when it has one, for a readable, stable form.
         self.matrix = matrix / np.linalg.norm(matrix) * (-1 if matrix[2, 2] < 0 else 1)
         self.inverse = np.linalg.inv(self.matrix)
+        self.ground_sign: float | None = None
+        if ground_image_points is not None:
+            # The majority, so that one calibration point drawn past the horizon does not turn the plane over.
+            depth = self._apply(self.matrix, np.asarray(ground_image_points, dtype=float))[1]
+            self.ground_sign = 1.0 if np.sign(depth).sum() >= 0 else -1.0
 
     @staticmethod
     def _apply(matrix: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,10 +47,14 @@ class Homography:
         return self._apply(self.inverse, ground_points)[0]
 
     def on_ground(self, image_points: np.ndarray) -> np.ndarray:
-        """Mask of image points below the horizon: same depth sign as the image centre of mass of the plane."""
+        """Mask of image points below the horizon: the same depth sign as the calibration's own image points.
+
+        Not the ground origin's: coordinates measured from a landmark behind the camera put the origin on the far
+        side of the horizon, which would turn every verdict over."""
+        if self.ground_sign is None:
+            raise ValueError("on_ground needs the image points the homography was calibrated from")
         _, depth = self._apply(self.matrix, image_points)
-        reference = np.sign(self._apply(self.matrix, self.to_image(np.zeros((1, 2))))[1][0])
-        return np.sign(depth) == reference
+        return np.sign(depth) == self.ground_sign
 
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]
@@ -70,7 +83,7 @@ def fit_homography(image_points: Sequence[Point], ground_points: Sequence[Point]
         rows.append([0, 0, 0, -x, -y, -1, v * x, v * y, v])
     _, _, vt = np.linalg.svd(np.asarray(rows))
     normalised = vt[-1].reshape(3, 3)
-    return Homography(np.linalg.inv(target_norm) @ normalised @ source_norm)
+    return Homography(np.linalg.inv(target_norm) @ normalised @ source_norm, source)
 
 
 def reprojection_errors(homography: Homography, image_points: Sequence[Point],

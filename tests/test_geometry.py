@@ -6,6 +6,7 @@ from schemas.geometry import (
     box_cover,
     points_in_polygon,
     polygon_area,
+    polygon_cell_weights,
     polygon_is_simple,
     segments_intersect,
 )
@@ -54,3 +55,47 @@ def test_box_cover_is_the_share_of_the_smaller_box_inside_the_other():
     whole = [0, 0, 10, 30]
     cover = box_cover([whole], [[0, 0, 10, 15], [5, 0, 15, 30], [20, 0, 30, 30], [3, 3, 3, 9]])
     np.testing.assert_allclose(cover, [[1.0, 0.5, 0.0, 0.0]])  # the top half, half beside, apart, no area
+
+
+@pytest.mark.parametrize("top", [94.5, 100.0, 117.0])
+def test_cell_weights_are_the_exact_area_of_a_zone_thinner_than_a_cell(top):
+    # A 300 x 6 px strip in a 1080p picture under maps of 30 and 60 px cells: wherever it falls within a cell row.
+    strip = [(600, top), (900, top), (900, top + 6), (600, top + 6)]
+    for rows, cols in ((36, 64), (18, 32)):
+        weights = polygon_cell_weights(strip, (1920, 1080), (rows, cols))
+        assert weights.dtype == np.float32 and weights.shape == (rows, cols)
+        assert weights.sum() * (1920 / cols) * (1080 / rows) == pytest.approx(1800, rel=1e-5)
+
+
+def test_cell_weights_of_a_concave_zone_partly_outside_the_picture_match_fine_sampling():
+    rng = np.random.default_rng(3)
+    angles, radii = np.sort(rng.uniform(0, 2 * np.pi, 40)), rng.uniform(100, 1000, 40)
+    star = np.column_stack((900 + radii * np.cos(angles), 500 + radii * np.sin(angles)))
+    assert polygon_is_simple(star.tolist())
+    weights = polygon_cell_weights(star, (1920, 1080), (9, 16))
+    samples = 64  # per cell side: each sample stands for 1/4096 of a cell
+    xs = (np.arange(16 * samples) + 0.5) * (1920 / 16 / samples)
+    ys = (np.arange(9 * samples) + 0.5) * (1080 / 9 / samples)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    sampled = points_in_polygon(np.column_stack((grid_x.ravel(), grid_y.ravel())), star)
+    sampled = sampled.reshape(9, samples, 16, samples).mean(axis=(1, 3))
+    assert weights.min() == 0 and weights.max() == 1 and ((0 < weights) & (weights < 1)).sum() > 20
+    np.testing.assert_allclose(weights, sampled, atol=2e-3)
+    assert polygon_cell_weights(star[::-1], (1920, 1080), (9, 16)) == pytest.approx(weights)  # either orientation
+
+
+def test_cell_weights_are_zero_outside_the_polygon_and_the_picture():
+    assert polygon_cell_weights([(200, 0), (300, 0), (300, 100)], (100, 100), (4, 4)).sum() == 0
+    wider = [(-50, -10), (150, -10), (150, 110), (-50, 110)]
+    assert polygon_cell_weights(wider, (100, 100), (4, 4)) == pytest.approx(np.ones((4, 4)))
+
+
+def test_the_zone_side_of_a_segment_on_its_edge_holds_for_concave_zones():
+    # An L shape whose vertices' mean (40, 40) lies outside it, beyond its inner edge y = 20.
+    l_shape = PolygonZone([(0, 0), (100, 0), (100, 20), (20, 20), (20, 100), (0, 100)])
+    assert l_shape.side_of_segment((40, 20), (90, 20)) == -1  # the normal (0, 50) points out of the zone
+    assert l_shape.side_of_segment((90, 20), (40, 20)) == 1
+    square = PolygonZone(SQUARE)
+    assert square.side_of_segment((2, 0), (8, 0)) == 1  # on the edge
+    assert square.side_of_segment((2, -1.5), (8, -1.5)) == 1  # drawn a little outside it
+    assert square.side_of_segment((6, 4), (4, 4)) == -1  # in the middle: the side of the vertices' mean

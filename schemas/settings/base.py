@@ -25,9 +25,12 @@ class ConfigError(ValueError):
 
 
 class Frozen(BaseModel):
-    """Strict and immutable: unknown fields are errors, nothing changes after validation."""
+    """Strict and immutable: unknown fields are errors, nothing changes after validation.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Non-finite numbers are errors too: YAML reads `.nan` and `.inf` as floats, and a NaN vertex or bound slips
+    through every comparison (a zone would read 0 p/m² forever, a `.inf` level never be reached)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def require_unique(ids: list[str], what: str) -> None:

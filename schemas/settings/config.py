@@ -24,6 +24,7 @@ from schemas.settings.crowd import (
     ZoneConfig,
     verify_crowd_state_size,
     verify_zone_areas,
+    verify_zone_grids,
 )
 from schemas.settings.traffic import SceneConfig
 
@@ -266,7 +267,13 @@ class Config(Frozen):
     @model_validator(mode="after")
     def verify_crowd_state_fits(self) -> "Config":
         for camera in self.cameras:
-            verify_crowd_state_size(self.analytics, camera.zones)
+            verify_crowd_state_size(self.analytics, camera.zones, camera.id)
+        return self
+
+    @model_validator(mode="after")
+    def verify_zone_grids_fit(self) -> "Config":
+        for camera in self.cameras:
+            verify_zone_grids(camera.id, camera.zones, camera.calibration, self.analytics.movement)
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,9 @@ Image pixels are those of the camera's own picture (x right, y down), whatever s
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
@@ -17,13 +20,16 @@ from schemas.geometry import polygon_area
 from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
 
+# A zone's area divides its count: a sliver of a square metre would turn a handful of people into an absurd density.
+MIN_ZONE_AREA_M2 = 1.0
+
 
 class ZoneConfig(Frozen):
     id: Identifier
     polygon: list[Point] = Field(min_length=3, description="zone outline in image pixels")
     area_m2: float | None = Field(
-        default=None, gt=0, le=1_000_000,
-        description="measured ground area in square metres (e.g. read off a web map); "
+        default=None, ge=MIN_ZONE_AREA_M2, le=1_000_000,
+        description="measured ground area in square metres (e.g. read off a web map), at least 1; "
         "may be left out when the camera has a calibration, which then gives the area",
     )
     entrances: list[CountingLineConfig] = Field(
@@ -80,7 +86,7 @@ class CalibrationConfig(Frozen):
 
     def to_homography(self) -> Homography:
         if self.homography is not None:
-            return Homography(np.asarray(self.homography, dtype=float))
+            return Homography(np.asarray(self.homography, dtype=float), self.image_points)
         return fit_homography(self.image_points, self.ground_points)
 
 
@@ -94,13 +100,22 @@ def zone_ground_area_m2(zone: ZoneConfig, calibration: CalibrationConfig | None)
 
 
 def verify_zone_areas(zones: list[ZoneConfig], calibration: CalibrationConfig | None) -> None:
-    """Camera-level check: every zone has an area, and no zone reaches over the horizon of the calibration."""
+    """Camera-level check: every zone has an area of at least MIN_ZONE_AREA_M2, and no zone reaches over the horizon
+    of the calibration."""
     homography = calibration.to_homography() if calibration else None
     for zone in zones:
         if zone.area_m2 is None and homography is None:
             raise ValueError(f"zone {zone.id}: needs area_m2 or a camera calibration")
-        if homography is not None and not homography.on_ground(np.asarray(zone.polygon, dtype=float)).all():
+        if homography is None:
+            continue
+        polygon = np.asarray(zone.polygon, dtype=float)
+        if not homography.on_ground(polygon).all():
             raise ValueError(f"zone {zone.id}: polygon reaches above the calibrated ground plane's horizon")
+        if zone.area_m2 is None:
+            area = polygon_area(homography.to_ground(polygon))
+            if not area >= MIN_ZONE_AREA_M2:  # also refuses NaN
+                raise ValueError(f"zone {zone.id}: the calibration gives it {area:.3g} m², under the "
+                                 f"{MIN_ZONE_AREA_M2:g} m² a zone needs; draw it larger or give area_m2")
 
 
 class RiskThresholds(Frozen):
@@ -138,7 +153,7 @@ class RiskPolicyConfig(Frozen):
     early_warning_seconds: float = Field(
         default=600, ge=0, le=3600,
         description="a level expected within this time raises the zone to the level below it now "
-        "(danger expected in 6 min -> warning)",
+        "(danger expected in 6 min -> warning); at most analytics.forecast.max_horizon_minutes x 60",
     )
     min_frame_coverage: float = Field(
         default=0.5, gt=0, le=1,
@@ -175,12 +190,27 @@ ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state an
 MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES) // TRACK_STATE_BYTES
 
 
+# The local-density grid of a calibrated zone (processors.analytics.crowd.local_density): the zone's ground box and
+# a margin of GRID_MARGIN_RADII x R around it, in cells of grid_cell_m, coarsened for a long zone to keep each side
+# within MAX_GRID_SIDE_CELLS but never beyond R / 2: coarser cells misplace people by a good part of R and inflate
+# the peak (a uniform 3 p/m² crowd read 5.4 in cells of 2 R, 11.5 in cells of 3 R).
+GRID_MARGIN_RADII = 2.0
+MAX_GRID_CELL_RADII = 0.5
+# The smoothing holds a side x side matrix for each side (2 MB at 512), and works side³ a field at most.
+MAX_GRID_SIDE_CELLS = 512
+
+
 class MovementConfig(Frozen):
     """Tracks in metres: local density, speed, velocity variance, crowd pressure, flow regime (needs calibration)."""
 
-    local_density_radius_m: float = Field(default=1.0, gt=0.1, le=10,
-                                          description="R of Helbing's Gaussian weight exp(-d²/R²)/(πR²)")
-    grid_cell_m: float = Field(default=0.25, gt=0.01, le=5, description="ground grid the local fields are evaluated on")
+    local_density_radius_m: float = Field(
+        default=1.0, ge=0.5, le=10,
+        description="R of Helbing's Gaussian weight exp(-d²/R²)/(πR²); under 0.5 m one person alone reads as a packed "
+        "spot (R = 0.25: 5.1 p/m²)")
+    grid_cell_m: float = Field(
+        default=0.25, gt=0.01, le=5,
+        description="ground grid the local fields are evaluated on; at most half of local_density_radius_m (coarser "
+        "cells inflate the peak)")
     track_ttl_seconds: float = Field(default=10, gt=0, le=600, description="a track unseen this long is forgotten")
     max_tracks: int = Field(
         default=4_000, ge=10, le=MAX_TRACKS,
@@ -203,6 +233,53 @@ class MovementConfig(Frozen):
         if self.stop_and_go_speed_m_s >= self.congested_speed_m_s:
             raise ValueError("stop_and_go_speed_m_s must be below congested_speed_m_s")
         return self
+
+    @model_validator(mode="after")
+    def verify_cells_resolve_the_radius(self) -> MovementConfig:
+        if self.grid_cell_m > MAX_GRID_CELL_RADII * self.local_density_radius_m:
+            raise ValueError(f"grid_cell_m ({self.grid_cell_m:g}) must be at most half of "
+                             f"local_density_radius_m ({self.local_density_radius_m:g}): "
+                             "coarser cells inflate the peak local density")
+        return self
+
+
+@dataclass(frozen=True)
+class GroundGridLayout:
+    origin: np.ndarray  # ground (x, y) of the grid's lower corner, metres
+    cell_m: float
+    shape: tuple[int, int]  # rows (y), cols (x)
+
+
+def ground_grid_layout(ground_polygon: np.ndarray, radius_m: float, cell_m: float) -> GroundGridLayout:
+    """The grid a zone's local fields are evaluated on; ValueError when a side needs more than MAX_GRID_SIDE_CELLS
+    cells even at R / 2."""
+    ground_polygon = np.asarray(ground_polygon, dtype=float)
+    low = ground_polygon.min(axis=0) - GRID_MARGIN_RADII * radius_m
+    extent = ground_polygon.max(axis=0) + GRID_MARGIN_RADII * radius_m - low
+    coarsest_m = MAX_GRID_CELL_RADII * radius_m
+    longest_m = float(extent.max())
+    if not longest_m <= MAX_GRID_SIDE_CELLS * coarsest_m:  # also refuses NaN
+        raise ValueError(f"its ground box of {extent[0]:.0f} x {extent[1]:.0f} m is over the "
+                         f"{MAX_GRID_SIDE_CELLS * coarsest_m:g} m a side that {MAX_GRID_SIDE_CELLS} local-density "
+                         f"cells of {coarsest_m:g} m (half of analytics.movement.local_density_radius_m) cover: split "
+                         "the zone or raise that radius")
+    cell_m = min(max(cell_m, longest_m / MAX_GRID_SIDE_CELLS), coarsest_m)
+    shape = tuple(min(math.ceil(side / cell_m), MAX_GRID_SIDE_CELLS) for side in (extent[1], extent[0]))
+    return GroundGridLayout(low, cell_m, shape)
+
+
+def verify_zone_grids(camera_id: str, zones: list[ZoneConfig], calibration: CalibrationConfig | None,
+                      movement: MovementConfig) -> None:
+    """Camera-level check: each zone of a calibrated camera has a local-density grid of bounded size."""
+    if calibration is None:
+        return
+    homography = calibration.to_homography()
+    for zone in zones:
+        try:
+            ground_grid_layout(homography.to_ground(np.asarray(zone.polygon, dtype=float)),
+                               movement.local_density_radius_m, movement.grid_cell_m)
+        except ValueError as error:
+            raise ValueError(f"camera {camera_id}: zone {zone.id}: {error}") from None
 
 
 class ForecastConfig(Frozen):
@@ -239,7 +316,9 @@ class SurgeConfig(Frozen):
     """Sudden inflow surge: a window's inflow rate far above its running baseline."""
 
     factor: float = Field(default=2.5, gt=1, le=100, description="inflow over baseline that counts as a surge")
-    min_inflow_per_minute: float = Field(default=30, ge=0, description="surges below this rate are ignored")
+    min_inflow_per_minute: float = Field(
+        default=30, gt=0, description="surges below this rate are ignored; above 0, or an empty entrance would open "
+        "a surge")
     baseline_smoothing: float = Field(default=0.1, gt=0, le=1, description="EMA weight of each window in the baseline")
     min_windows: int = Field(default=6, ge=1, description="windows before the baseline is trusted")
 
@@ -369,6 +448,15 @@ class AnalyticsConfig(Frozen):
         return self
 
     @model_validator(mode="after")
+    def verify_early_warning_within_the_forecast(self) -> AnalyticsConfig:
+        horizon_s = self.forecast.max_horizon_minutes * 60
+        if self.risk.early_warning_seconds > horizon_s:
+            raise ValueError(f"analytics.risk.early_warning_seconds ({self.risk.early_warning_seconds:g}) must be at "
+                             f"most analytics.forecast.max_horizon_minutes x 60 ({horizon_s:g}): crossings further "
+                             "ahead are never forecast")
+        return self
+
+    @model_validator(mode="after")
     def verify_hop_divides_window(self) -> AnalyticsConfig:
         if self.hop_seconds is None:
             return self
@@ -391,13 +479,14 @@ def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> in
             + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES))
 
 
-def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> None:
+def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig], camera_id: str = "") -> None:
     """Camera-level check: the camera's crowd state fits one changelog record."""
     if not zones:
         return
     size = crowd_state_bytes(analytics, zones)
     if size > CROWD_STATE_BUDGET_BYTES:
+        where = f"camera {camera_id}: " if camera_id else ""
         raise ValueError(
-            f"the camera's crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that fit one "
-            f"changelog record: lower analytics.movement.max_tracks (now {analytics.movement.max_tracks}) or the "
-            "buckets per window (window_seconds / hop_seconds)")
+            f"{where}the camera's crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that "
+            f"fit one changelog record: lower analytics.movement.max_tracks (now {analytics.movement.max_tracks}) or "
+            "the buckets per window (window_seconds / hop_seconds)")

@@ -19,7 +19,7 @@ class Anchor(str, Enum):
 class InwardSide(str, Enum):
     """Which side of a counting line is inside the zone, looking from its start towards its end (image axes)."""
 
-    AUTO = "auto"  # the side holding the zone polygon's centroid
+    AUTO = "auto"  # the side the zone lies on just beside the entrance's midpoint (concave zones too)
     LEFT = "left"
     RIGHT = "right"
 

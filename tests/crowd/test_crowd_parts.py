@@ -100,13 +100,26 @@ def test_count_fusion_rule():
 def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():
     config, state = ForecastConfig(), None
     for window in range(60):  # 0.2 p/m² per minute in 10 s windows, from 1 p/m²
-        state = holt_update(state, window * 10.0, 1 + 0.2 * window / 6, config)
+        state = holt_update(state, window * 10.0, 1 + 0.2 * window / 6, config, 10.0)
     now = state.level
     expected = seconds_to_thresholds(state, config, RiskThresholds())
     assert now == pytest.approx(1 + 0.2 * 59 / 6, abs=0.05)
     assert expected["danger"] == pytest.approx((5 - now) / 0.2 * 60, rel=0.05)
     points = forecast_points(state, config, 10.0)
     assert points[0].lower_per_m2 <= points[0].density_per_m2 <= points[0].upper_per_m2
+
+
+@pytest.mark.parametrize("per_minute", [0.1, -0.1])
+def test_holt_forecast_starts_again_after_a_gap_instead_of_extrapolating_across_it(per_minute):
+    config, state = ForecastConfig(), None
+    for window in range(60):  # a steady trend in 10 s windows, from 3 p/m²
+        state = holt_update(state, window * 10.0, 3 + per_minute * window / 6, config, 10.0)
+    bridged = holt_update(state, state.at + 20.0, 3 + per_minute * 61 / 6, config, 10.0)  # one window skipped
+    assert bridged.windows == 61 and bridged.trend_per_s == pytest.approx(per_minute / 60, rel=0.05)
+
+    resumed = holt_update(state, state.at + 3600.0, 1.5, config, 10.0)  # an hour's outage
+    assert (resumed.level, resumed.trend_per_s, resumed.windows) == (1.5, 0.0, 1)
+    assert seconds_to_thresholds(resumed, config, RiskThresholds()) == {}
 
 
 def test_levels_rise_at_once_and_fall_only_after_dwell_and_hysteresis():

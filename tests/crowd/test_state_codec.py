@@ -1,7 +1,9 @@
 """The crowd state record: what comes back from it is exactly what went in, and can be updated further."""
 from __future__ import annotations
 
+import msgpack
 import numpy as np
+import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.tracks import TrackTable
@@ -30,3 +32,18 @@ def test_state_record_round_trip_keeps_every_field():
     assert restored.state_bytes() == record
     state = CrowdState.decode(record)
     assert state.last_seq == analyzer.state.last_seq and state.zones == analyzer.state.zones
+
+
+def test_state_whose_buckets_lack_the_reliable_counts_is_refused_not_read_as_zero():
+    # Stored by the version before reliable frames' counts were kept apart: read as zero they would make a window's
+    # people figure nothing, so the analytics stage's restore starts the camera afresh instead.
+    config = site_config(SQUARE, 2.0)
+    _, analyzer = run_scenario(CrowdSimulator(SQUARE, 2.0, seed=4, target_density=lambda _: 1.5), config, frames=25)
+    record = msgpack.unpackb(analyzer.state_bytes())
+    for zone in record[3].values():
+        assert zone["buckets"]
+        for bucket in zone["buckets"]:
+            del bucket["reliable_people_sum"], bucket["reliable_people_frames"]
+
+    with pytest.raises(ValueError, match="older version"):
+        CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))

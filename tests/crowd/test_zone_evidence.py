@@ -1,0 +1,103 @@
+"""What a zone's figures rest on: only trustworthy frames, only the part of the zone the picture shows, windows
+that hold every frame of their span, and entrances that know which side is in."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from schemas import Detections, RiskLevel, ZoneMetrics
+from schemas.settings.config import CameraConfig
+from schemas.settings.crowd import AnalyticsConfig
+
+T0 = 1_700_000_000.0
+FPS = 5
+WIDTH, HEIGHT = 1280, 720
+PICTURE = [[0, 0], [WIDTH, 0], [WIDTH, HEIGHT], [0, HEIGHT]]
+
+
+def camera(polygon: list, area_m2: float = 100, entrances: list | None = None) -> CameraConfig:
+    return CameraConfig.model_validate({"id": "c", "source": "x.mp4", "fps": FPS, "zones": [
+        {"id": "z", "polygon": polygon, "area_m2": area_m2, "entrances": entrances or []}]})
+
+
+def frame(seq: int, boxes: list, people_in_map: float | None, track_ids: list[int] | None = None) -> Detections:
+    """A frame at T0 + seq / FPS; `people_in_map` spread evenly over a density map of the picture (None: no map)."""
+    density = None if people_in_map is None else np.full((9, 16), people_in_map / 144, dtype=np.float32)
+    return Detections(camera_id="c", seq=seq, captured_at=T0 + seq / FPS, image_width=WIDTH, image_height=HEIGHT,
+                      model="t", inference_ms=0, xyxy=boxes, confidence=[0.5] * len(boxes),
+                      class_id=[0] * len(boxes), class_name=["person"] * len(boxes), track_id=track_ids,
+                      density_map=None if density is None else density.tobytes(),
+                      density_map_shape=None if density is None else density.shape)
+
+
+def person(x: float, foot_y: float) -> tuple[float, float, float, float]:
+    return (x - 10, foot_y - 50, x + 10, foot_y)
+
+
+def run(analyzer: CrowdAnalyzer, frames) -> list[ZoneMetrics]:
+    return [metrics for detections in frames for metrics in analyzer.update(detections).zone_metrics]
+
+
+def test_a_windows_people_come_from_its_reliable_frames_only():
+    # 560 people in 100 m², a density map every 18 s (it goes stale after 15 s), the detector sees 30 of them: a
+    # window with a few stale frames is still reliable, and its density is the maps', not pulled down by the 30.
+    seen = [person(x, 400) for x in range(30, 1230, 40)]
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    metrics = run(analyzer, (frame(seq, seen, 560 if seq % (18 * FPS) == 0 else None) for seq in range(180 * FPS)))
+
+    assert len(metrics) == 17 and all(m.count_reliable for m in metrics)
+    assert all(m.density_mean_per_m2 == pytest.approx(5.6, rel=1e-5) for m in metrics)
+    assert all(m.risk_level == RiskLevel.DANGER for m in metrics)
+
+
+@pytest.mark.parametrize("polygon, share", [
+    ([[0, 0], [2 * WIDTH, 0], [2 * WIDTH, HEIGHT], [0, HEIGHT]], "50%"),  # twice the picture's width
+    ([[WIDTH + 100, 0], [WIDTH + 700, 0], [WIDTH + 700, HEIGHT], [WIDTH + 100, HEIGHT]], "0%"),  # beside it
+])
+def test_a_zone_reaching_out_of_the_picture_reads_unknown_with_the_reason(polygon, share, caplog):
+    # 6 p/m² in the picture (600 people in its 100 m²): what the zone holds beyond it nobody sees.
+    analyzer = CrowdAnalyzer(camera(polygon, area_m2=200), AnalyticsConfig())
+    with caplog.at_level(logging.WARNING):
+        metrics = run(analyzer, (frame(seq, [], 600) for seq in range(60 * FPS)))
+
+    assert len(metrics) == 5
+    assert all(m.risk_level == RiskLevel.UNKNOWN and not m.count_reliable for m in metrics)
+    assert all(f"only {share} of the zone lies inside the picture" in m.risk_reason for m in metrics)
+    warnings = [record for record in caplog.records if "lies inside the" in record.getMessage()]
+    assert len(warnings) == 1 and "zone z" in warnings[0].getMessage()
+
+
+def test_a_zone_almost_wholly_in_the_picture_still_counts():
+    inside = [[0, 0], [WIDTH, 0], [WIDTH, HEIGHT + 20], [0, HEIGHT + 20]]  # 97 % in the picture
+    analyzer = CrowdAnalyzer(camera(inside), AnalyticsConfig())
+    metrics = run(analyzer, (frame(seq, [], 100) for seq in range(30 * FPS)))
+    assert all(m.count_reliable and m.risk_level == RiskLevel.NORMAL for m in metrics)
+
+
+def test_hopping_windows_hold_every_frame_of_their_span_whatever_the_hop():
+    # A hop of 0.7 s is no binary fraction: window edges and bucket starts differ in the last bit as floats.
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig(window_seconds=7, hop_seconds=0.7))
+    frames = (frame(seq, [], 100).model_copy(update={"captured_at": T0 + seq / FPS + 0.01})
+              for seq in range(130 * FPS))
+    metrics = run(analyzer, frames)
+
+    full = [m for m in metrics if m.window_start >= T0 + 7]
+    assert len(full) > 150
+    assert Counter(m.frames for m in full) == {7 * FPS: len(full)}
+
+
+def test_an_automatic_entrance_side_holds_in_a_concave_zone():
+    # An L-shaped zone, its entrance on the inner edge: the mean of its vertices (40, 40) lies outside it, beyond
+    # the entrance. A walker crosses from outside (below the entrance) into the zone.
+    l_shape = [[0, 0], [100, 0], [100, 20], [20, 20], [20, 100], [0, 100]]
+    entrance = {"id": "gate", "start": [40, 20], "end": [90, 20]}
+    analyzer = CrowdAnalyzer(camera(l_shape, area_m2=10, entrances=[entrance]), AnalyticsConfig())
+    walk = [40 - 2 * step for step in range(18)] + [5] * (60 * FPS)
+    metrics = run(analyzer, (frame(seq, [person(65, y)], 1, [7]) for seq, y in enumerate(walk)))
+
+    assert sum(m.inflow for m in metrics) == 1
+    assert sum(m.outflow for m in metrics) == 0
