@@ -116,6 +116,10 @@ def test_holt_forecast_starts_again_after_a_gap_instead_of_extrapolating_across_
         state = holt_update(state, window * 10.0, 3 + per_minute * window / 6, config, 10.0)
     bridged = holt_update(state, state.at + 20.0, 3 + per_minute * 61 / 6, config, 10.0)  # one window skipped
     assert bridged.windows == 61 and bridged.trend_per_s == pytest.approx(per_minute / 60, rel=0.05)
+    # A stall of the camera: a hopping window holds it in each of its hops, so several windows in a row are
+    # unreliable; the forecast goes on across them rather than going blank for min_windows hops.
+    stalled = holt_update(state, state.at + 40.0, 3 + per_minute * 63 / 6, config, 10.0)
+    assert stalled.windows == 61 and stalled.trend_per_s == pytest.approx(per_minute / 60, rel=0.05)
 
     resumed = holt_update(state, state.at + 3600.0, 1.5, config, 10.0)  # an hour's outage
     assert (resumed.level, resumed.trend_per_s, resumed.windows) == (1.5, 0.0, 1)

@@ -18,10 +18,13 @@ from schemas.settings.crowd import ForecastConfig, RiskThresholds
 from schemas.zone_metrics import DensityForecast
 
 RESIDUAL_MEMORY = 20  # windows over which the one-step error variance is averaged
-# Longest gap between folded-in windows, in hops, that the model bridges: one window skipped (unreliable) is bridged;
-# across a longer gap (a camera down) the trend would be extrapolated over time nobody saw (an hour at +0.1 p/m² a
-# minute is +6 p/m²), so the model starts again from the window after it.
+# The longest gap between folded-in windows that the model bridges: the longer of these hops and these seconds. A
+# stall of a camera or a busy stage makes a few windows in a row unreliable (a hopping window holds a stall in each
+# of its hops), and restarting would drop the forecast for `min_windows` hops just when a crowd is busy. Across a
+# longer gap (a camera down) the trend would be extrapolated over time nobody saw (an hour at +0.1 p/m² a minute is
+# +6 p/m²), so the model starts again from the window after it.
 MAX_GAP_HOPS = 2
+MAX_GAP_S = 180.0
 
 
 @dataclass
@@ -37,7 +40,7 @@ class HoltState:
 def holt_update(state: HoltState | None, at: float, density: float, config: ForecastConfig, step_s: float,
                 net_inflow_per_s: float | None = None) -> HoltState:
     """Folds one window's density into the model (the window's end time is `at`, windows end every `step_s`)."""
-    if state is None or round((at - state.at) / step_s) > MAX_GAP_HOPS:
+    if state is None or at - state.at > max(MAX_GAP_HOPS * step_s, MAX_GAP_S) + step_s / 2:
         return HoltState(at, density, 0.0, 0.0, 1, net_inflow_per_s)
     elapsed = at - state.at
     if elapsed <= 0:
