@@ -16,9 +16,9 @@ lock:
 run: setup
 	$(VENV)/bin/cityguard up $(ARGS)
 
-# Most tests wait on processes, the broker or the model, so two workers overlap the waits (13.5 -> about 9 minutes
-# on 2 cores); the few that assert a rate or a latency of the whole machine run after them, alone. Exit status 5
-# (nothing selected, e.g. a PYTEST_ARGS `-k` that names no solo test) is not a failure.
+# Most tests wait on processes, the broker or the model, so two workers overlap the waits; the few that assert a rate
+# or a latency of the whole machine run after them, alone. Exit status 5 (nothing selected, e.g. a PYTEST_ARGS `-k`
+# that names no solo test) is not a failure.
 TEST_WORKERS ?= 2
 
 test: setup

@@ -1,5 +1,5 @@
-"""Replacing a file whole: the one write-then-rename of the project (site configuration, calibration, the model
-registry's pointer, ignore filters, the frame store's pictures)."""
+"""Replacing a single file whole by write-then-rename (site configuration, calibration, the model registry's pointer,
+ignore filters, the frame store's pictures)."""
 from __future__ import annotations
 
 import os

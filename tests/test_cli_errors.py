@@ -20,6 +20,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fra
     assert all(fragment in result.stderr for fragment in fragments), result.stderr
 
 
+def assert_one_line_error_printed(capsys, *fragments: str) -> None:
+    """The same for a command run in this process (`cityguard.cli.main`), its output captured by pytest."""
+    error = capsys.readouterr().err
+    assert error.startswith("cityguard: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error and all(fragment in error for fragment in fragments), error
+
+
 @pytest.mark.parametrize(("content", "says"), [
     (b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe binary", "is not UTF-8 text"),
     (("cameras: " + "[" * 5000 + "]" * 5000 + "\n").encode(), "nested too deeply"),

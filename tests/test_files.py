@@ -1,4 +1,4 @@
-"""The one write-then-rename: whole files, permissions kept, nothing left behind."""
+"""replace_file: whole files, permissions kept, nothing left behind."""
 import pytest
 
 from infra.files import replace_file

@@ -255,4 +255,3 @@ def test_a_jpeg_with_an_exif_orientation_is_decoded_as_stored_like_the_gpu_does(
                                       jpeg=jpeg)).image
     assert decoded_image.shape == (40, 80, 3)
     assert decoded_image[:, :30].mean() > 200 and decoded_image[:, 50:].mean() < 50
-

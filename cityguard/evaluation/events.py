@@ -64,13 +64,14 @@ def match_events(truth: list[EventInterval], predicted: list[EventInterval], tol
         # Every eligible pair is worth 1; overlap (then close starts), scaled into [0, 1], adds under 1 / (n + 1) per
         # pair, so over any n pairs it never outweighs one more pair.
         step = 1.0 / (min(shared.shape) + 1)
-        weight = 1.0 + step * (_unit(shared, eligible) + step * (1.0 - _unit(start_gap, eligible)))
+        overlap, closeness = _scaled_to_unit_range(shared, eligible), 1.0 - _scaled_to_unit_range(start_gap, eligible)
+        weight = 1.0 + step * (overlap + step * closeness)
         rows, columns = linear_sum_assignment(np.where(eligible, weight, 0.0), maximize=True)
         pairs += [(truth_ids[r], predicted_ids[c]) for r, c in zip(rows, columns, strict=True) if eligible[r, c]]
     return sorted(pairs)
 
 
-def _unit(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+def _scaled_to_unit_range(values: np.ndarray, where: np.ndarray) -> np.ndarray:
     """`values` mapped linearly onto [0, 1] over the entries in `where`."""
     if not where.any():
         return np.zeros_like(values)

@@ -17,9 +17,7 @@ a crowd-safety count must never read calm where it is packed:
 """
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,15 +106,12 @@ class DensityFloor:
 class DensityFloorPool:
     """One DensityFloor per zone camera; a camera silent for a whole window starts again empty."""
 
-    def __init__(self, settings: BackgroundFloorConfig, dense_cell_people: float,
-                 clock: Callable[[], float] = time.monotonic):
-        self._floors = KeyedPool(lambda camera_id: DensityFloor(settings, dense_cell_people), settings.window_seconds,
-                                 clock)
+    def __init__(self, settings: BackgroundFloorConfig, dense_cell_people: float):
+        self._floors = KeyedPool(lambda camera_id: DensityFloor(settings, dense_cell_people), settings.window_seconds)
 
     def update(self, camera_id: str, density: np.ndarray, detector_people: int, image: np.ndarray,
                captured_at: float) -> np.ndarray:
-        return self._floors.get(camera_id).update(density, detector_people,
-                                                               grey_image(image), captured_at)
+        return self._floors.get(camera_id).update(density, detector_people, grey_image(image), captured_at)
 
     def __len__(self) -> int:
         return len(self._floors)

@@ -43,8 +43,8 @@ STAGE = "inference"
 STORE_AWAY_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN, errno.ETIMEDOUT, errno.EAGAIN, errno.EHOSTDOWN,
                                errno.EHOSTUNREACH, errno.ENETDOWN, errno.ENETUNREACH})
 FRAMES_CONSUMED = Counter("cityguard_frames_consumed_total", "Frames turned into detections", ["camera"])
-FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped: stale, over their camera's rate, or stamped in "
-                      "the future (processors.inference.shedding)", ["camera", "reason"])
+FRAMES_SHED = Counter("cityguard_frames_shed_total", "Frames skipped under overload: stale, or over their camera's "
+                      "rate (processors.inference.shedding)", ["camera", "reason"])
 FRAME_AGE = Gauge("cityguard_inference_frame_age_seconds",
                   "Age of the camera's latest frame when the inference stage reached it", ["camera"])
 INFERENCE_SECONDS = Histogram(

@@ -487,6 +487,6 @@ def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig],
     if size > CROWD_STATE_BUDGET_BYTES:
         where = f"camera {camera_id}: " if camera_id else ""
         raise ValueError(
-            f"{where}the camera's crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that "
+            f"{where}its crowd state could reach {size:,} bytes, over the {CROWD_STATE_BUDGET_BYTES:,} that "
             f"fit one changelog record: lower analytics.movement.max_tracks (now {analytics.movement.max_tracks}) or "
             "the buckets per window (window_seconds / hop_seconds)")

@@ -35,8 +35,8 @@ def test_state_record_round_trip_keeps_every_field():
 
 
 def test_state_whose_buckets_lack_the_reliable_counts_is_refused_not_read_as_zero():
-    # Stored by the version before reliable frames' counts were kept apart: read as zero they would make a window's
-    # people figure nothing, so the analytics stage's restore starts the camera afresh instead.
+    # Buckets without the reliable-frame counters: read as zero they would make a window's people figure nothing,
+    # so the analytics stage's restore starts the camera afresh instead.
     config = site_config(SQUARE, 2.0)
     _, analyzer = run_scenario(CrowdSimulator(SQUARE, 2.0, seed=4, target_density=lambda _: 1.5), config, frames=25)
     record = msgpack.unpackb(analyzer.state_bytes())

@@ -9,12 +9,7 @@ import pytest
 from cityguard import commands_alerts, commands_eval
 from cityguard.cli import build_parser, main
 from tests.evaluation.test_devset import FILES, write_source
-
-
-def one_line_error(capsys, *fragments: str) -> None:
-    error = capsys.readouterr().err
-    assert error.startswith("cityguard: error: ") and error.count("\n") == 1, error
-    assert "Traceback" not in error and all(fragment in error for fragment in fragments), error
+from tests.test_cli_errors import assert_one_line_error_printed
 
 
 @pytest.fixture
@@ -37,7 +32,8 @@ def test_commands_parse_without_the_repositorys_devsets_and_dashboards(without_r
 def test_grafana_provision_without_dashboards_fails_naming_the_folder_and_option(without_repository_folders,
                                                                                    capsys):
     assert main(["grafana", "provision", "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
-    one_line_error(capsys, str(without_repository_folders / "no-infra" / "grafana" / "dashboards"), "--dashboards")
+    dashboards = without_repository_folders / "no-infra" / "grafana" / "dashboards"
+    assert_one_line_error_printed(capsys, str(dashboards), "--dashboards")
 
 
 def test_an_unknown_development_set_is_a_usage_error(capsys):
@@ -60,7 +56,7 @@ def small_devset(tmp_path, monkeypatch):
 
 def test_a_mistyped_held_out_note_is_an_error(small_devset, tmp_path, capsys):
     assert main([*small_devset, "--held-out", str(tmp_path / "held-out-sourcse.md")]) == 2
-    one_line_error(capsys, "held-out-sourcse.md", "--held-out")
+    assert_one_line_error_printed(capsys, "held-out-sourcse.md", "--held-out")
     assert not (tmp_path / "out").exists()
 
 
@@ -87,7 +83,7 @@ def test_a_short_row_of_an_events_csv_names_its_line(tmp_path, capsys):
     (tmp_path / "predicted.csv").write_text("camera,type,start,end\ncam,crowd,2,9\n")
     assert main(["eval", "events", "--truth", str(tmp_path / "truth.csv"), "--predicted",
                  str(tmp_path / "predicted.csv"), "--out", str(tmp_path / "report")]) == 2
-    one_line_error(capsys, "truth.csv:3: no start, end")
+    assert_one_line_error_printed(capsys, "truth.csv:3: no start, end")
 
 
 def test_a_benchmark_option_mistake_is_one_line(capsys):
@@ -101,4 +97,4 @@ def test_a_benchmark_option_mistake_is_one_line(capsys):
 
 def test_calibrating_a_camera_that_is_not_configured_is_one_line(capsys):
     assert main(["calibrate", "--camera", "nope"]) == 2
-    one_line_error(capsys, "camera 'nope' is not in", "(cameras: ")
+    assert_one_line_error_printed(capsys, "camera 'nope' is not in", "(cameras: ")

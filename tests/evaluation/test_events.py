@@ -80,7 +80,7 @@ def test_an_interval_that_ends_before_it_starts_is_rejected():
 
 
 def test_matching_pairs_as_many_events_as_any_pairing_allows():
-    # longest overlap first would pair [0,10] with [0,10] and leave [8,10] and [0,3] apart
+    # a greedy pairing by longest overlap would take [0,10]-[0,10] and leave [8,10] and [0,3] unmatched
     truth = [ev("crowd", 0, 10), ev("crowd", 8, 10)]
     predicted = [ev("crowd", 0, 10), ev("crowd", 0, 3)]
     assert match_events(truth, predicted) == [(0, 1), (1, 0)]

@@ -29,6 +29,7 @@ from cityguard.training.labels import (
     to_voc_xml,
 )
 from processors.inference.detector import ImageDetections
+from tests.test_cli_errors import assert_one_line_error_printed
 
 NAMES = {0: "person", 1: "bicycle", 2: "car"}
 
@@ -258,7 +259,5 @@ def test_importing_from_a_wrong_labels_folder_is_one_line_and_changes_nothing(tm
         for labels, says in ((tmp_path / "nope", "no labels folder"), (tmp_path / "empty", "label files in")):
             assert main(["dataset", "import", str(tmp_path / "ds"), "--format", label_format,
                          "--labels", str(labels)]) == 2
-            error = capsys.readouterr().err
-            assert error.startswith("cityguard: error: ") and error.count("\n") == 1
-            assert says in error and str(labels) in error and "--labels" in error
+            assert_one_line_error_printed(capsys, says, str(labels), "--labels")
     assert (tmp_path / "ds" / "manifest.csv").read_bytes() == manifest

@@ -7,7 +7,7 @@ import json
 from cityguard.cli import main
 from processors.inference.model_registry import ModelRegistry
 from tests.conftest import pipeline_config
-from tests.test_cli_errors import assert_one_line_error, cityguard
+from tests.test_cli_errors import assert_one_line_error, assert_one_line_error_printed, cityguard
 
 
 def weights(tmp_path, name: str):
@@ -22,8 +22,7 @@ def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
     capsys.readouterr()
     assert main(["model", "register", str(weights(tmp_path, "second.pt")), "--serve",
                  "--registry", str(registry)]) == 1
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "v1 is serving" in error and "model gate <version>" in error
+    assert_one_line_error_printed(capsys, "v1 is serving", "model gate <version>")
     assert ModelRegistry(registry).versions() == ["v1"]  # nothing registered by the refused command
     assert json.loads((registry / "serving.json").read_text())["version"] == "v1"
 

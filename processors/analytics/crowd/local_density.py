@@ -77,7 +77,8 @@ class GroundGrid:
         cell indices and shares, (N, 4) each; a corner off the grid has share 0.
 
         Put whole into its own cell, a person moves up to half a cell, and an evenly spaced crowd beats against the
-        grid: with cells of R / 2 it read up to 30% above its density, shared it reads within a few percent."""
+        grid: put whole, a crowd reads up to 30% above its density with cells of R / 2; shared, within a few
+        percent."""
         rows, cols = self.shape
         scaled = (positions - self.origin) / self.cell_m - 0.5  # in cells, from the first cell's centre
         # Off the grid either way (a foot point at the horizon maps to infinity), within the range of an int.
@@ -95,7 +96,8 @@ class GroundGrid:
         return np.stack(indices, axis=1), np.stack(shares, axis=1)
 
     def bin(self, indices: np.ndarray, shares: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-        """Per cell, the sum of each person's share of it times their value (1 by default), from `cells`."""
+        """Per cell, the sum of each person's share of it times their value (1 by default), given the (indices,
+        shares) that `cells` returns."""
         weights = shares if values is None else shares * values[:, None]
         return np.bincount(indices.ravel(), weights.ravel(), minlength=self.shape[0] * self.shape[1]) \
             .reshape(self.shape)
