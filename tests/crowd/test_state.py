@@ -108,7 +108,7 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
         zone.buckets = [
             Bucket(start=1_700_000_000 + rng.random(), frames=99_999, last_seq=np.iinfo(np.int64).max,
                    people_sum=-rng.random() / 3e4, people_max=-rng.random() / 3e4,
-                   reliable_people_sum=-rng.random() / 3e4, reliable_people_frames=99_999, detector_sum=99_999,
+                   reliable_people_sum=-rng.random() / 3e4, detector_sum=99_999,
                    model_sum=-rng.random() / 3e4, model_frames=99_999, confidence_sum=-rng.random() / 3e4,
                    unreliable_frames=99_999,
                    unreliable_reason="100% of person boxes are mostly hidden by others and no density map",

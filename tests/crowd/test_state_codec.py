@@ -34,8 +34,8 @@ def test_state_record_round_trip_keeps_every_field():
     assert state.last_seq == analyzer.state.last_seq and state.zones == analyzer.state.zones
 
 
-def test_state_whose_buckets_lack_the_reliable_counts_is_refused_not_read_as_zero():
-    # Buckets without the reliable-frame counters: read as zero they would make a window's people figure nothing,
+def test_state_whose_buckets_lack_the_reliable_people_sum_is_refused_not_read_as_zero():
+    # Buckets without the reliable frames' people sum: read as zero it would make a window's people figure nothing,
     # so the analytics stage's restore starts the camera afresh instead.
     config = site_config(SQUARE, 2.0)
     _, analyzer = run_scenario(CrowdSimulator(SQUARE, 2.0, seed=4, target_density=lambda _: 1.5), config, frames=25)
@@ -43,7 +43,7 @@ def test_state_whose_buckets_lack_the_reliable_counts_is_refused_not_read_as_zer
     for zone in record[3].values():
         assert zone["buckets"]
         for bucket in zone["buckets"]:
-            del bucket["reliable_people_sum"], bucket["reliable_people_frames"]
+            del bucket["reliable_people_sum"]
 
     with pytest.raises(ValueError, match="older version"):
         CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))

@@ -38,7 +38,6 @@ class Bucket:
     people_sum: float = 0.0
     people_max: float = 0.0
     reliable_people_sum: float = 0.0  # the reliable frames' counts apart: a window's people figure is theirs
-    reliable_people_frames: int = 0
     detector_sum: int = 0
     model_sum: float = 0.0
     model_frames: int = 0
@@ -69,7 +68,6 @@ class Bucket:
         self.confidence_sum += sample.confidence
         if sample.reliable:
             self.reliable_people_sum += sample.people
-            self.reliable_people_frames += 1
         else:
             self.unreliable_frames += 1
             self.unreliable_reason = sample.unreliable_reason
@@ -112,7 +110,12 @@ class Bucket:
         return total
 
     def mean(self, name: str) -> float | None:
-        frames = self.frames if name in ("people", "detector", "confidence") else getattr(self, f"{name}_frames")
+        if name in ("people", "detector", "confidence"):
+            frames = self.frames
+        elif name == "reliable_people":
+            frames = self.frames - self.unreliable_frames
+        else:
+            frames = getattr(self, f"{name}_frames")
         return getattr(self, f"{name}_sum") / frames if frames else None
 
 
