@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 import time
@@ -34,6 +35,10 @@ IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
 LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
 MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packets of a lossy stream are skipped
+# A live HLS playlist read again after a reconnection serves its last segments again, and one no longer updated serves
+# the same ones at every attempt; their timestamps carry on across connections. A connection's first frames up to
+# this far behind the last one published are such repeats; further behind is a restarted encoder's new timeline.
+REPEAT_WINDOW_S = 60.0
 
 
 class CameraUnavailable(RuntimeError):
@@ -80,6 +85,16 @@ def redacted(text: str) -> str:
 class SampledFrame:
     captured_at: float  # unix seconds
     picture: YuvPicture
+
+
+@dataclass
+class PublishedUpTo:
+    """How far a camera's HLS stream has been published, in the stream's own time, across its connections."""
+
+    stream_s: float | None = None
+
+    def repeats(self, stream_s: float) -> bool:
+        return self.stream_s is not None and self.stream_s - REPEAT_WINDOW_S <= stream_s <= self.stream_s
 
 
 def source_kind(camera: CameraConfig, source: str) -> SourceKind:
@@ -153,7 +168,7 @@ class VideoDecoder:
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         self.wanted_from: float | None = None
         self._time_base = float(self.stream.time_base or 0)
-        self._origin: float | None = None  # stream time of the first frame
+        self.origin: float | None = None  # stream time of the first frame
         self._keyframe_at: float | None = None
         self.gop_s: float | None = None  # seconds between the last two keyframes; None until two were seen
         self._keyframes_only = False
@@ -176,17 +191,17 @@ class VideoDecoder:
                     if frame.time is None:
                         yield None, frame
                         continue
-                    if self._origin is None:
-                        self._origin = frame.time
-                    yield frame.time - self._origin, frame
+                    if self.origin is None:
+                        self.origin = frame.time
+                    yield frame.time - self.origin, frame
         except av.FFmpegError as exc:
             reason = exc.strerror or type(exc).__name__  # not str(exc): it quotes the URL
             raise CameraUnavailable(f"stream broke: {shown(self.source)}: {reason}") from None
 
     def _choose_skipping(self, packet: av.Packet) -> None:
         at = None
-        if packet.pts is not None and self._origin is not None and self._time_base:
-            at = packet.pts * self._time_base - self._origin
+        if packet.pts is not None and self.origin is not None and self._time_base:
+            at = packet.pts * self._time_base - self.origin
         if packet.is_keyframe and at is not None:
             if self._keyframe_at is not None and at > self._keyframe_at:
                 self.gop_s = at - self._keyframe_at
@@ -218,20 +233,22 @@ def sample_frames(
     settings: ProducerConfig | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    published: PublishedUpTo | None = None,
 ) -> Iterator[SampledFrame]:
     """Frames from one source at `camera.fps`; raises CameraUnavailable when the source fails.
 
     Files are sampled on their own timeline (frame timestamps), so a 10 fps clip sampled at 5 fps keeps every second
     frame whether or not playback is paced; with `realtime` the file plays at its natural speed, like a camera. Live
     sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline. Frames
-    that are not sampled are decoded only where later frames need them, and never converted.
+    that are not sampled are decoded only where later frames need them, and never converted. An HLS stream leaves
+    out the frames that `published` (the camera's, kept across its connections) says were published already.
     """
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
     if kind is SourceKind.IMAGE:
         yield from poll_image(camera, source, settings.read_timeout_s, settings.image_max_bytes, clock, sleep)
     elif kind in LIVE_KINDS:
-        yield from _sample_live(camera, source, settings, clock)
+        yield from _sample_live(camera, source, settings, clock, published if kind is SourceKind.HLS else None)
     else:
         yield from _sample_file(camera, source, settings, realtime, clock, sleep)
 
@@ -257,6 +274,9 @@ class MediaClock:
 
 
 TIMESTAMP_JUMP_S = 1.0  # how far a frame's time may stray beyond where the timeline leads before it has jumped
+# A frame this close before its slot takes it: timestamps rounded to milliseconds (or 90 kHz ticks) and summed slot
+# times land a little either side, and at a camera rate equal to the stream's a miss would skip every other frame.
+SLOT_TOLERANCE_S = 0.001
 
 
 class SampleSlots:
@@ -301,9 +321,10 @@ class SampleSlots:
         if self.next_at is None or self.jumped(media_s, gop_s):
             self.next_at = media_s
         self.last_at = media_s
-        if media_s + 1e-9 < self.next_at:
+        if media_s + SLOT_TOLERANCE_S < self.next_at:
             return False
-        missed = int((media_s - self.next_at) // self.interval) if self.skip_missed else 0
+        missed = max(0, math.floor((media_s + SLOT_TOLERANCE_S - self.next_at) / self.interval)) \
+            if self.skip_missed else 0
         self.next_at += self.interval * (missed + 1)
         return True
 
@@ -312,21 +333,40 @@ class SampleSlots:
         self.next_at = media_s
 
 
-def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig,
-                 clock: Callable[[], float]) -> Iterator[SampledFrame]:
-    """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time."""
+def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, clock: Callable[[], float],
+                 published: PublishedUpTo | None) -> Iterator[SampledFrame]:
+    """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time. With
+    `published`, the connection's first frames that repeat what it says was published are left out, and it is kept
+    up to date."""
     decoder = VideoDecoder(source, settings)
     slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
     started = clock()
+    repeats = sampled = 0
+    resuming = published is not None and published.stream_s is not None
     try:
         for frame_at, frame in decoder.frames():
             now = clock()
+            if resuming and frame_at is not None:
+                stream_s = decoder.origin + frame_at
+                if published.repeats(stream_s):
+                    repeats += 1
+                    decoder.wanted_from = published.stream_s - decoder.origin
+                    continue
+                resuming = False
+                if stream_s > published.stream_s:  # right after the last frame published: its rate goes on evenly
+                    slots.skip_to(published.stream_s + slots.interval - decoder.origin)
             media_s = frame_at if frame_at is not None else now - started
             if not slots.take(media_s, decoder.gop_s):
                 continue
             decoder.wanted_from = slots.next_at if frame_at is not None else None
+            if published is not None and frame_at is not None:
+                published.stream_s = decoder.origin + frame_at
+            sampled += 1
             yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
+        if repeats and not sampled:
+            raise CameraUnavailable(f"no new frames, only {repeats} already published (a playlist no longer "
+                                    f"updated?): {shown(source)}")
         raise CameraUnavailable(f"stream ended or broke: {shown(source)}")
     finally:
         decoder.close()

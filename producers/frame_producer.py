@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
-from producers.capture import CameraUnavailable, redacted, sample_frames
+from producers.capture import CameraUnavailable, PublishedUpTo, redacted, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
@@ -147,6 +147,7 @@ class CameraReader:
         self.max_frames = max_frames
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
+        self.published = PublishedUpTo()  # so does how far its stream was published
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
         self.queued = 0
@@ -189,13 +190,16 @@ class CameraReader:
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             self.source = url
-            # Another URL may be another stream: its first frames are not compared with the last one's. Reconnecting
-            # to the same one keeps the history, so a picture frozen across reconnections is still found frozen.
+            # Another URL may be another stream: its first frames are not compared with the last one's, nor its
+            # timeline with the last one's. Reconnecting to the same one keeps both, so a picture frozen across
+            # reconnections is still found frozen, and a playlist served again is not published again.
             self.quality.reset()
+            self.published = PublishedUpTo()
 
     def read_until_done(self) -> None:
         """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""
-        for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.stop.wait):
+        for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.stop.wait,
+                                     published=self.published):
             if self.stop.is_set() or (self.max_frames is not None and self.queued >= self.max_frames):
                 return
             stall_reason = self.quality.check(sampled.picture.y, sampled.captured_at)

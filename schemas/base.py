@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # so that no input can make an output too large to send, which would stop its partition behind it.
 ID_MAX_CHARS = 64
 BoundedId = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
+# A frame's per-camera sequence number: an int64 everywhere it is stored or compared as an array.
+Seq = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 class SchemaError(ValueError):

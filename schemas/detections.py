@@ -5,12 +5,22 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
-from schemas.base import BoundedId, Message
+from schemas.base import BoundedId, Message, Seq
 
 PERSON_CLASS_ID = 0  # COCO
 # No picture holds this many people: a map summing to more is broken, and its count would overflow the analytics'
 # windows (their sums and maxima are float64 and rounded to integers).
 MAX_DENSITY_MAP_PEOPLE = 1_000_000
+# Objects per frame: above what tiled detection of a packed crowd gives (where the density map carries the count), and
+# a bound on the analyzers' per-frame work, which grows faster than the number of objects.
+MAX_OBJECTS = 2000
+Box = tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]
+
+
+def verify_box_corners(boxes: np.ndarray) -> None:
+    """x1 <= x2 and y1 <= y2: a box given corner-swapped would stand on its top edge in every zone test."""
+    if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+        raise ValueError("a box's corners are not (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")
 
 
 class StaticBlob(BaseModel):
@@ -19,10 +29,14 @@ class StaticBlob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    xyxy: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] = Field(
-        description="pixels of the camera's own picture")
+    xyxy: Box = Field(description="pixels of the camera's own picture")
     static_since: FiniteFloat = Field(description="capture time since when it has been there unchanged")
     fill_ratio: float = Field(ge=0, le=1, description="share of the box's cells that are static foreground")
+
+    @model_validator(mode="after")
+    def _corners_in_order(self) -> "StaticBlob":
+        verify_box_corners(np.array([self.xyxy]))
+        return self
 
 
 class Detections(Message):
@@ -33,7 +47,7 @@ class Detections(Message):
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
     camera_id: BoundedId
-    seq: int = Field(ge=0, description="sequence number of the frame these detections came from")
+    seq: Seq = Field(description="sequence number of the frame these detections came from")
     captured_at: FiniteFloat = Field(gt=0, description="capture time of the frame, unix seconds")
     image_width: int = Field(gt=0, description="of the camera's own picture (before capture scaled it down), in "
                              "whose pixels the boxes and the site's geometry are")
@@ -43,15 +57,15 @@ class Detections(Message):
         default=None, description="model registry version (e.g. v3) that produced them; None outside the registry")
     inference_ms: FiniteFloat = Field(ge=0, description="model time spent on this frame, milliseconds")
     # Finite numbers only: one NaN box would poison every analyzer state it reaches.
-    xyxy: list[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
-        default_factory=list, description="boxes in pixels of the camera's own picture")
-    confidence: list[FiniteFloat] = Field(default_factory=list)
-    class_id: list[int] = Field(default_factory=list, description="COCO class ids")
+    xyxy: list[Box] = Field(default_factory=list, max_length=MAX_OBJECTS,
+                            description="boxes in pixels of the camera's own picture")
+    confidence: list[Annotated[FiniteFloat, Field(ge=0, le=1)]] = Field(default_factory=list)
+    class_id: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
     track_id: list[Annotated[int, Field(ge=-1, lt=2**63)]] | None = Field(
         default=None, description="per-camera track ids, when tracking is on; -1 for a detection not yet tracked")
     static_blobs: list[StaticBlob] | None = Field(
-        default=None, description="static unknown objects, for cameras with a traffic scene"
+        default=None, max_length=MAX_OBJECTS, description="static unknown objects, for cameras with a traffic scene"
     )
     view_moved: bool | None = Field(
         default=None, description="the camera's view moved at this frame (pan, tilt, strong shake, cut; not a "
@@ -71,6 +85,7 @@ class Detections(Message):
         for name, column in columns.items():
             if len(column) != n:
                 raise ValueError(f"{name} has {len(column)} entries, xyxy has {n}")
+        verify_box_corners(self.boxes())
         if (self.density_map is None) != (self.density_map_shape is None):
             raise ValueError("density_map and density_map_shape go together")
         if self.density_map is not None:

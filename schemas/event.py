@@ -4,9 +4,11 @@ from enum import Enum
 
 from pydantic import Field
 
-from schemas.base import BoundedId, Message
+from schemas.base import BoundedId, Message, Seq
 
 EVENT_ID_MAX_CHARS = 200  # the incident store's incidents.id is this wide
+# details["closed_by"] of a resolved event whose incident did not end but whose analyzer was reset, its state lost
+CLOSED_BY_RESET = "analyzer_reset"
 
 
 class EventState(str, Enum):
@@ -27,7 +29,7 @@ class FrameRef(Message):
     schema_name = "frame_ref"
 
     camera_id: str
-    seq: int = Field(ge=0)
+    seq: Seq
 
 
 class Event(Message):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, FiniteFloat, model_validator
 
-from schemas.base import BoundedId, Message
+from schemas.base import BoundedId, Message, Seq
 
 FRAME_REF_MAX_CHARS = 300  # a store path: the camera id and a sequence number
 
@@ -13,7 +13,7 @@ class Frame(Message):
     schema_name = "frame"
 
     camera_id: BoundedId
-    seq: int = Field(ge=0, description="per-camera sequence number, never reused (also across producer restarts)")
+    seq: Seq = Field(description="per-camera sequence number, never reused (also across producer restarts)")
     captured_at: FiniteFloat = Field(gt=0, description="capture time, unix seconds")
     width: int = Field(gt=0, description="of the JPEG")
     height: int = Field(gt=0, description="of the JPEG")

@@ -4,7 +4,7 @@ from enum import Enum
 
 from pydantic import Field
 
-from schemas.base import BoundedId, Message
+from schemas.base import BoundedId, Message, Seq
 
 
 class RiskLevel(str, Enum):
@@ -71,7 +71,7 @@ class ZoneMetrics(Message):
     density_max_per_m2: float = Field(ge=0)
     risk_level: RiskLevel
     risk_reason: str = Field(description="why the zone is at this level, in words")
-    last_seq: int = Field(ge=0, description="sequence number of the last frame in the window")
+    last_seq: Seq = Field(description="sequence number of the last frame in the window")
     # Counting: both counters stay visible; people_mean above is the fused count.
     detector_people_mean: float | None = Field(default=None, ge=0, description="people per frame, box detector")
     density_model_people_mean: float | None = Field(

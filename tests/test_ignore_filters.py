@@ -1,4 +1,7 @@
 """Operator ignore filters: exactly their camera, class and region, until they expire; stored, listed, removed."""
+import json
+import math
+
 import numpy as np
 import pytest
 
@@ -7,6 +10,7 @@ from processors.analytics.ignore_filters import (
     IgnoreFilter,
     IgnoreFilterReader,
     IgnoreFilterStore,
+    UnusableRegion,
     ignored_mask,
     without_ignored,
 )
@@ -48,9 +52,25 @@ def test_a_filter_stops_at_its_expiry_judged_by_capture_time():
     assert not ignored_mask(frame(at=T0 + 60), [rule]).any()
 
 
-def test_a_region_with_crossing_edges_is_refused():
-    with pytest.raises(ValueError, match="crossing edges"):
-        a_filter(polygon=((0, 0), (100, 100), (100, 0), (0, 100)))
+@pytest.mark.parametrize(("polygon", "reason"), [
+    (((0, 0), (100, 100), (100, 0), (0, 100)), "edges cross"),
+    (((0, 50), (100, 50), (50, 50)), "zero area"),  # collinear: it would cover no one
+    (((0, 0), (math.inf, 0), (math.inf, 100), (0, 100)), "finite"),
+    (((0, 0), (math.nan, 0), (0, 100)), "finite"),
+    (((0, 0), (100, 0)), "3 or more points"),
+])
+def test_a_region_that_covers_nothing_is_refused(polygon, reason):
+    with pytest.raises(UnusableRegion, match=reason):
+        a_filter(polygon=polygon)
+
+
+def test_a_stored_region_that_covers_nothing_is_left_out_and_the_rest_still_apply(tmp_path):
+    store = IgnoreFilterStore(tmp_path / "ignore.json")
+    kept = store.add("cam", "car", [(0, 0), (9, 0), (9, 9)], None, now=1000.0)
+    stored = json.loads(store.path.read_text())  # as an earlier version let a collinear region through
+    stored["filters"].append({**stored["filters"][0], "id": "flat", "polygon": [[0, 5], [9, 5], [4, 5]]})
+    store.path.write_text(json.dumps(stored))
+    assert [f.id for f in store.load()] == [kept.id]
 
 
 def traffic_events(filters: list[IgnoreFilter]) -> list[tuple[str, tuple[int, ...]]]:

@@ -1,16 +1,24 @@
 """The analytics stage's per-partition live analyzers: a frame whose outputs the broker did not confirm does not
 count as applied, so the analyzers that took it go back to their states before it and take it again; an analyzer
-that raised goes on from its state before the frame, unless that state is what keeps failing."""
+that raised goes on from its state before the frame, unless that state is what keeps failing: then it starts afresh,
+and what it had open is resolved."""
 from __future__ import annotations
 
 from functools import partial
 
+import pytest
 from pydantic import ValidationError
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
-from processors.analytics.stage import MAX_FAILURES_IN_A_ROW, LivePartition
-from tests.crowd.scenarios import ZONE_ID, site_config, steady_crowd
-from tests.crowd.simulator import SQUARE
+from processors.analytics.stage import MAX_FAILURES_IN_A_ROW, AnalyzerReset, LivePartition
+from processors.analytics.traffic.analyzer import TrafficAnalyzer
+from schemas import EventState
+from schemas.event import CLOSED_BY_RESET
+from schemas.settings.config import CameraConfig, Config
+from tests.crowd.scenarios import ZONE_ID, run_scenario, site_config, steady_crowd
+from tests.crowd.simulator import SQUARE, CrowdSimulator
+from tests.traffic.simulator import SCENE, T0
+from tests.traffic.test_objects_at_rest import frame, opened
 
 
 class SeqCounter:
@@ -86,11 +94,91 @@ def test_an_analyzer_failing_on_its_own_state_starts_afresh_and_the_camera_goes_
     for detections in frames[5:]:
         try:
             windows += live.update(key, restore, table[key], detections).zone_metrics
-        except ValidationError:
+        except (ValidationError, AnalyzerReset) as exc:
             failed.append(detections.seq)
+            assert isinstance(exc, AnalyzerReset) == (len(failed) == MAX_FAILURES_IN_A_ROW)
         live.frame_done()
 
     first_close = next(d.seq for d in frames if d.captured_at >= analyzer.state.open_bucket + 10)
     assert failed == list(range(first_close, first_close + MAX_FAILURES_IN_A_ROW))
     assert windows and all(window.window_start > frames[failed[-1]].captured_at - 10 for window in windows)
     assert all(window.people_mean >= 0 for window in windows)
+
+
+def failing_until_reset(live: LivePartition, key: bytes, restore, stored: bytes, frames: list
+                        ) -> tuple[AnalyzerReset, list]:
+    """The reset the frames lead to, and the frames after the one that caused it."""
+    for taken, detections in enumerate(frames, 1):
+        try:
+            live.update(key, restore, stored, detections)
+        except AnalyzerReset as reset:
+            live.frame_done()
+            return reset, frames[taken:]
+        except ValidationError:
+            pass
+        live.frame_done()
+    raise AssertionError("the analyzer was never reset")
+
+
+def test_a_reset_crowd_analyzer_resolves_its_open_risk_episode_and_a_new_one_opens():
+    config = site_config(SQUARE, 1.0)
+    simulator = CrowdSimulator(SQUARE, 1.0, seed=2, target_density=lambda _: 4.0)
+    run, analyzer = run_scenario(simulator, config, 40)
+    episode = {e.event_id for e in run.events if e.type == "risk_level_changed"}
+    assert len(episode) == 1 and analyzer.state.zones[ZONE_ID].risk.level.value != "normal"
+    bucket = analyzer.state.zones[ZONE_ID].buckets[-1]
+    bucket.people_sum = bucket.reliable_people_sum = -1e6  # a count no window can report
+    key, restore = b"cam/crowd", partial(CrowdAnalyzer.restore, config.cameras[0], config)
+    live, stored = LivePartition(next_offset=0, stored_position=None), analyzer.state_bytes()
+    frames = []
+    for _ in range(60):
+        simulator.step()
+        frames.append(simulator.detections("cam", with_density_map=simulator.seq % 8 == 0))
+
+    reset, after = failing_until_reset(live, key, restore, stored, frames)
+    assert [(e.event_id, e.state) for e in reset.resolved] == [(*episode, EventState.RESOLVED)]
+    assert "reset" in reset.resolved[0].reason and reset.resolved[0].details["closed_by"] == CLOSED_BY_RESET
+    reopened = [e for detections in after for e in live.update(key, restore, stored, detections).events]
+    assert reopened[0].state == EventState.OPENED and reopened[0].event_id not in episode
+
+
+def test_a_reset_traffic_analyzer_resolves_its_open_incidents_once():
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="sim", source="sim.mp4", scene=SCENE), Config(), None)
+    events = [e for seq in range(150) for e in analyzer.update(
+        frame(seq, [], [((800.0, 320.0, 880.0, 360.0), T0)])).events]  # debris in a lane
+    assert [e.type for e in opened(events)] == ["obstacle_in_lane"]
+
+    resolved = analyzer.resolve_open(T0 + 31, "reset")
+    assert [(e.event_id, e.state, e.camera_id) for e in resolved] == [(opened(events)[0].event_id,
+                                                                       EventState.RESOLVED, "sim")]
+    assert resolved[0].ended_at < resolved[0].updated_at == T0 + 31
+    assert analyzer.resolve_open(T0 + 32, "reset") == []
+
+
+def test_a_reset_whose_outputs_were_not_confirmed_comes_again_with_the_frame():
+    config = site_config(SQUARE, 1.0)
+    simulator = CrowdSimulator(SQUARE, 1.0, seed=2, target_density=lambda _: 4.0)
+    analyzer = run_scenario(simulator, config, 40)[1]
+    bucket = analyzer.state.zones[ZONE_ID].buckets[-1]
+    bucket.people_sum = bucket.reliable_people_sum = -1e6
+    key, restore = b"cam/crowd", partial(CrowdAnalyzer.restore, config.cameras[0], config)
+    live, stored = LivePartition(next_offset=0, stored_position=None), analyzer.state_bytes()
+    frames = []
+    for _ in range(30):
+        simulator.step()
+        frames.append(simulator.detections("cam"))
+    resets = []
+    for detections in frames:
+        try:
+            live.update(key, restore, stored, detections)
+        except AnalyzerReset as reset:
+            resets.append((detections.seq, [e.event_id for e in reset.resolved]))
+            if len(resets) == 1:
+                live.undo_frame()  # its dead letter and resolved events were not confirmed: the frame comes again
+                with pytest.raises(AnalyzerReset) as again:
+                    live.update(key, restore, stored, detections)
+                resets.append((detections.seq, [e.event_id for e in again.value.resolved]))
+        except ValidationError:
+            pass
+        live.frame_done()
+    assert len(resets) == 2 and resets[0] == resets[1] and resets[0][1]

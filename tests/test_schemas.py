@@ -22,6 +22,7 @@ from schemas import (
     decode,
     encode,
 )
+from schemas.detections import MAX_OBJECTS
 
 
 def detections(**overrides) -> Detections:
@@ -99,6 +100,31 @@ def test_detection_columns_must_align():
         detections(confidence=[0.5])
     with pytest.raises(ValueError, match="track_id"):
         detections(track_id=[1])
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"confidence": [0.9, 1.4]}, "confidence"),  # an analyzer would carry it into an event's confidence
+    ({"confidence": [-0.2, 0.6]}, "confidence"),
+    ({"class_id": [0, 2**63]}, "class_id"),  # beyond the int64 arrays the analyzers compare class ids in
+    ({"class_id": [-1, 2]}, "class_id"),
+    ({"seq": 2**63}, "seq"),
+    ({"xyxy": [(30, 20, 10, 60), (100, 100, 140, 200)]}, "corners"),  # would stand on its top edge
+    ({"xyxy": [(10, 60, 30, 20), (100, 100, 140, 200)]}, "corners"),
+    ({"static_blobs": [{"xyxy": (50, 50, 40, 60), "static_since": 1.0, "fill_ratio": 0.5}]}, "corners"),
+])
+def test_detections_that_analyzers_would_misread_are_rejected(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        detections(**overrides)
+
+
+def test_a_frame_holds_at_most_max_objects():
+    def boxes(count: int) -> Detections:
+        return detections(xyxy=[(0, 0, 1, 1)] * count, confidence=[0.5] * count, class_id=[0] * count,
+                          class_name=["person"] * count, track_id=None)
+
+    assert len(boxes(MAX_OBJECTS)) == MAX_OBJECTS
+    with pytest.raises(ValueError, match="xyxy"):
+        boxes(MAX_OBJECTS + 1)
 
 
 def test_frame_needs_exactly_one_payload():

@@ -7,7 +7,10 @@ import pytest
 
 from processors.inference.backends.ultralytics import YoloDetector
 from processors.inference.detector import ImageDetections
+from processors.inference.stage import to_message
 from processors.inference.tiling import TiledDetector, cut_by_tile, merge_by_nms, tile_origins
+from schemas import Frame
+from schemas.detections import MAX_OBJECTS
 from tests.conftest import ONNX_MODEL, VTEST, video_frames
 
 
@@ -140,3 +143,16 @@ def test_per_class_thresholds_override_the_default():
     kept = keep_confident(result, default=0.25, per_class={0: 0.5, 2: 0.1})
     assert kept.class_names == ("person", "car", "car") and kept.confidence.tolist() == [0.6, 0.3, 0.15]
     assert keep_confident(result, 0.25, {}) is result
+
+
+def test_a_message_keeps_the_most_confident_max_objects_in_their_order():
+    count = MAX_OBJECTS + 3
+    confidence = np.full(count, 0.5)
+    confidence[[1, 5, 9]] = 0.1  # the three left out
+    boxes = np.column_stack([np.arange(count), np.zeros(count), np.arange(count) + 1, np.ones(count)])
+    result = ImageDetections(boxes, confidence, np.zeros(count, dtype=int), ("person",) * count, 1.0)
+    frame = Frame(camera_id="cam", seq=1, captured_at=1.0, width=4000, height=10, jpeg=b"\xff\xd8")
+    message = to_message(frame, result, "yolo11n")
+    kept = [box[0] for box in message.xyxy]
+    assert len(message) == MAX_OBJECTS and min(message.confidence) == 0.5
+    assert kept == sorted(set(range(count)) - {1, 5, 9})

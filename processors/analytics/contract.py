@@ -4,7 +4,8 @@ An analyzer owns the state of one camera for one concern (crowd, traffic). The a
 changelog-backed table, feeds it one Detections message, publishes what it returns, and stores its state again.
 Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
 An analyzer that raised is discarded; the stage restores a fresh one from the last stored state, or from no state
-once it has raised on several frames in a row (processors.analytics.stage).
+once it has raised on several frames in a row (processors.analytics.stage). Its state is then dropped, so the stage
+first asks it to resolve what it has open: nothing else would ever close those incidents.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class CameraAnalyzer(Protocol):
     def update(self, detections: Detections) -> AnalyticsOutput: ...
 
     def state_bytes(self) -> bytes: ...
+
+    def resolve_open(self, at: float, reason: str) -> list[Event]:
+        """A resolved event for every incident now open, as of `at`, saying `reason`."""
+        ...
 
 
 class AnalyzerFactory(Protocol):

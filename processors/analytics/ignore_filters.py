@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -23,9 +24,14 @@ import numpy as np
 
 from infra.files import replace_file
 from schemas import Detections
-from schemas.geometry import Point, points_in_polygon, polygon_is_simple
+from schemas.geometry import Point, points_in_polygon
+from schemas.settings.base import verify_simple_polygon
 
 log = logging.getLogger(__name__)
+
+
+class UnusableRegion(ValueError):
+    """A filter's region cannot cover anything: too few points, crossing edges, no area or a non-finite vertex."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,12 @@ class IgnoreFilter:
     note: str = ""
 
     def __post_init__(self):
-        if len(self.polygon) < 3 or not polygon_is_simple(self.polygon):
-            raise ValueError(f"ignore filter {self.id}: the region needs 3 or more points without crossing edges")
+        try:
+            if len(self.polygon) < 3 or not all(math.isfinite(value) for point in self.polygon for value in point):
+                raise ValueError("the region needs 3 or more points with finite coordinates")
+            verify_simple_polygon(list(self.polygon))  # as a zone's: a region of no area would cover nothing
+        except ValueError as exc:
+            raise UnusableRegion(f"ignore filter {self.id}: {exc}") from None
 
     def active(self, at: float) -> bool:
         return self.expires_at is None or at < self.expires_at
@@ -81,14 +91,23 @@ class IgnoreFilterStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._left_out: set[str] = set()  # reasons already logged: the analytics stage reads the file every few s
 
     def load(self) -> list[IgnoreFilter]:
         if not self.path.exists():
             return []
+        filters = []
         try:
-            return [IgnoreFilter.from_json(entry) for entry in json.loads(self.path.read_text())["filters"]]
+            for entry in json.loads(self.path.read_text())["filters"]:
+                try:
+                    filters.append(IgnoreFilter.from_json(entry))
+                except UnusableRegion as exc:  # stored by an earlier version, which let it through: it covers nothing
+                    if str(exc) not in self._left_out:
+                        self._left_out.add(str(exc))
+                        log.warning("%s: %s; left out", self.path, exc)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{self.path}: not an ignore-filters file: {exc}") from None
+        return filters
 
     @contextmanager
     def _editing(self) -> Iterator[list[IgnoreFilter]]:

@@ -35,7 +35,8 @@ from processors.analytics.contract import AnalyticsOutput, CameraAnalyzer
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Position, Verdict, judge
 from processors.analytics.registry import GeometryCheck, analyzers_for
-from schemas import Detections, SchemaError, decode, encode
+from schemas import Detections, Event, SchemaError, decode, encode
+from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ STAGE = "analytics"
 # An analyzer that raises on this many frames of its camera in a row is failing on its own state, not on the frames:
 # restoring that state again would fail every later frame too, so it starts afresh.
 MAX_FAILURES_IN_A_ROW = 5
+
+
+class AnalyzerReset(Exception):
+    """An analyzer kept failing, so it starts afresh: `resolved` closes what it had open (its cause: the failure)."""
+
+    def __init__(self, resolved: list[Event]):
+        super().__init__(f"analyzer reset; {len(resolved)} open incidents resolved")
+        self.resolved = resolved
 
 
 @dataclass
@@ -61,7 +70,8 @@ class LivePartition:
     states: dict[bytes, bytes] = field(default_factory=dict)
     frames_since_checkpoint: int = 0
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
-    before_frame: dict[bytes, bytes | None] = field(default_factory=dict)  # the frame being applied: prior states
+    # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
+    before_frame: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
     failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
 
     def newest_state(self, state_key: bytes, stored: bytes | None) -> bytes | None:
@@ -73,7 +83,7 @@ class LivePartition:
         """The frame through the live analyzer of `state_key` (restored from its newest state when there is none
         live; `stored` is the table's state). An analyzer that raises is replaced, from the state after the last
         frame it took, or afresh once it has raised MAX_FAILURES_IN_A_ROW times in a row; the exception goes on to
-        the caller."""
+        the caller, as the cause of an AnalyzerReset in the second case."""
         self.taking(state_key)
         analyzer = self.analyzers.get(state_key)
         if analyzer is None:
@@ -81,27 +91,36 @@ class LivePartition:
         try:
             output = analyzer.update(detections)
             self.states[state_key] = analyzer.state_bytes()
-        except Exception:
-            self._failed(state_key, restore, stored)
-            raise
+        except Exception as exc:
+            failures = self.failures[state_key] = self.failures.get(state_key, 0) + 1
+            dropped = self.analyzers[state_key] = restore(self.newest_state(state_key, stored))
+            if failures < MAX_FAILURES_IN_A_ROW:
+                raise
+            raise self._reset(state_key, restore, dropped, detections.captured_at) from exc
         self.failures.pop(state_key, None)
         return output
 
-    def _failed(self, state_key: bytes, restore: Callable[[bytes | None], CameraAnalyzer],
-                stored: bytes | None) -> None:
-        failures = self.failures[state_key] = self.failures.get(state_key, 0) + 1
-        if failures < MAX_FAILURES_IN_A_ROW:
-            self.analyzers[state_key] = restore(self.newest_state(state_key, stored))
-            return
+    def _reset(self, state_key: bytes, restore: Callable[[bytes | None], CameraAnalyzer], dropped: CameraAnalyzer,
+               at: float) -> AnalyzerReset:
         log.error("%s: the analyzer failed on %d frames in a row; its state is dropped and it starts afresh",
-                  state_key.decode(), failures)
+                  state_key.decode(), MAX_FAILURES_IN_A_ROW)
+        try:
+            resolved = [event.model_copy(update={"details": {**event.details, "closed_by": CLOSED_BY_RESET}})
+                        for event in dropped.resolve_open(at, "the camera's analyzer was reset after failing "
+                                                          "repeatedly")]
+        except Exception:
+            log.exception("%s: the incidents open before the reset could not be read; they stay open",
+                          state_key.decode())
+            resolved = []
         fresh = self.analyzers[state_key] = restore(None)
         self.states[state_key] = fresh.state_bytes()
         del self.failures[state_key]
+        return AnalyzerReset(resolved)
 
     def taking(self, state_key: bytes) -> None:
-        """The analyzer is about to take the current frame: its state before it is kept for `undo_frame`."""
-        self.before_frame.setdefault(state_key, self.states.get(state_key))
+        """The analyzer is about to take the current frame: its state and failures before it are kept for
+        `undo_frame`."""
+        self.before_frame.setdefault(state_key, (self.states.get(state_key), self.failures.get(state_key, 0)))
 
     def frame_done(self) -> None:
         self.before_frame = {}
@@ -109,12 +128,16 @@ class LivePartition:
     def undo_frame(self) -> None:
         """The frame's outputs were not confirmed, so it does not count as applied: its analyzers go back to their
         states before it and take it again when it is read again (they drop a frame they have already seen)."""
-        for state_key, before in self.before_frame.items():
+        for state_key, (before, failures) in self.before_frame.items():
             self.analyzers.pop(state_key, None)
             if before is None:
                 self.states.pop(state_key, None)
             else:
                 self.states[state_key] = before
+            if failures:
+                self.failures[state_key] = failures
+            else:
+                self.failures.pop(state_key, None)
         self.before_frame = {}
 
 
@@ -190,9 +213,12 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 output = live.update(state_key, partial(restore, state_key, camera, factory),
                                      analyzer_state[state_key], detections)
             except Exception as exc:  # one bad message must not stop the camera's analytics
-                log.exception("%s analyzer failed on %s seq %d", name, camera.id, detections.seq)
-                await reject(f"{name} analyzer failed: {type(exc).__name__}: {exc}")
-                continue
+                failure = exc.__cause__ if isinstance(exc, AnalyzerReset) else exc
+                log.error("%s analyzer failed on %s seq %d", name, camera.id, detections.seq, exc_info=failure)
+                await reject(f"{name} analyzer failed: {type(failure).__name__}: {failure}")
+                if not isinstance(exc, AnalyzerReset):
+                    continue
+                output = AnalyticsOutput(events=exc.resolved)
             for metrics in output.zone_metrics:
                 await send(zone_metrics_topic, encode(metrics), key)
             for incident in output.events:

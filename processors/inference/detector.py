@@ -21,6 +21,13 @@ class ImageDetections:
     preprocess_ms: float = 0.0  # letterbox + normalisation
     postprocess_ms: float = 0.0  # NMS + box scaling
 
+    def subset(self, keep: np.ndarray) -> ImageDetections:
+        """The detections `keep` selects (a boolean mask or ascending indices), with the same timings."""
+        indices = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return ImageDetections(self.xyxy[indices], self.confidence[indices], self.class_id[indices],
+                               tuple(self.class_names[i] for i in indices), self.inference_ms, self.preprocess_ms,
+                               self.postprocess_ms)
+
     def person_boxes(self) -> np.ndarray:
         """(M, 4) xyxy of the people found: what a density map of the image is told about it."""
         return self.xyxy[self.class_id == PERSON_CLASS_ID]
@@ -43,7 +50,4 @@ def keep_confident(result: ImageDetections, default: float, per_class: dict[int,
     if not per_class or len(result.confidence) == 0:
         return result
     thresholds = np.array([per_class.get(int(c), default) for c in result.class_id])
-    keep = result.confidence >= thresholds
-    return ImageDetections(result.xyxy[keep], result.confidence[keep], result.class_id[keep],
-                           tuple(name for name, kept in zip(result.class_names, keep, strict=True) if kept),
-                           result.inference_ms, result.preprocess_ms, result.postprocess_ms)
+    return result.subset(result.confidence >= thresholds)

@@ -33,7 +33,7 @@ from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
 from processors.inference.tracking import TrackerPool
 from schemas import Detections, Frame, SchemaError, decode, encode
-from schemas.detections import verify_density_values
+from schemas.detections import MAX_OBJECTS, verify_density_values
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameRes
 
 
 def to_message(frame: Frame, result: ImageDetections, model_name: str, model_version: str | None = None) -> Detections:
+    """The frame's detections as a message: the MAX_OBJECTS most confident where there are more."""
+    if len(result.confidence) > MAX_OBJECTS:
+        result = result.subset(np.sort(np.argsort(-result.confidence, kind="stable")[:MAX_OBJECTS]))
     return Detections(
         camera_id=frame.camera_id, seq=frame.seq, captured_at=frame.captured_at,
         image_width=frame.width, image_height=frame.height, model=model_name, model_version=model_version,

@@ -93,9 +93,10 @@ class TrafficThresholds(Frozen):
         "of its box diagonal (scale-free, absorbs box jitter)")
     min_stationary_seconds: float = Field(default=1.0, gt=0, le=60,
                                           description="stationary this long counts as stopped")
-    queue_head_distance_px: float = Field(
-        default=60, gt=0, description="a queue's head waits at a stop line (a red-light queue stands), the "
-        "intersection, a crosswalk, its lane's end or the frame edge when its box is this close to it")
+    queue_head_distance_boxes: float = Field(
+        default=1.5, gt=0, le=20, description="a queue's head waits at a stop line (a red-light queue stands), the "
+        "intersection, a crosswalk, its lane's end or the frame edge when its box is this close to it, in heights of "
+        "its box (the gap in front of a vehicle scales with its box, at any resolution and in perspective)")
     max_red_light_seconds: float = Field(
         default=180, gt=0, le=3600, description="a red-light queue standing longer, or a lone vehicle "
         "waiting longer at the junction, excuses nobody")
@@ -152,7 +153,7 @@ class TrafficThresholds(Frozen):
     crash_stop_speed_box_per_s: float = Field(
         default=0.8, gt=0, description="speed over the second before coming to rest, in box heights per second, "
         "above which a stop was abrupt: off the roadway or after a contact, a crash (not a vehicle pulling over or a "
-        "queue braking)")
+        "queue braking); after a contact, its speed over the half second before the contact must be as high")
     crash_into_standing_speed_box_per_s: float = Field(
         default=1.6, gt=0, description="the same for a vehicle coming to rest against one that stood there before "
         "(parked, waiting): a crash into it only above this speed, since a queue's vehicles close up on each other in "

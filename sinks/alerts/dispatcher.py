@@ -23,7 +23,8 @@ is a fallback: it is tried only once the delivery on the channel before it has f
 
 Alerts: one per incident and severity (alert id `<incident>:<severity>`), decided once and stored. A lower or equal
 severity on the same camera/zone/type within the cooldown is recorded as suppressed, as is a downgrade of an
-incident already alerted higher. Escalation state (step, deadline) lives in the store, so a restart continues it.
+incident already alerted higher. An incident closed by an analyzer reset starts no cooldown: what it was about may go
+on under a new incident. Escalation state (step, deadline) lives in the store, so a restart continues it.
 """
 from __future__ import annotations
 

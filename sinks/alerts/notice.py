@@ -6,7 +6,7 @@ from datetime import datetime
 
 from schemas import Event, EventState, Severity
 from schemas.base import ID_MAX_CHARS
-from schemas.event import EVENT_ID_MAX_CHARS
+from schemas.event import CLOSED_BY_RESET, EVENT_ID_MAX_CHARS
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 EVENTS = "events"
@@ -25,6 +25,7 @@ class Notice:
     title: str
     message: str
     at: float  # unix seconds of this state change
+    closed_by_reset: bool = False  # resolved because the analyzer lost its state, not because it ended
 
     @property
     def dedupe_key(self) -> str:
@@ -46,6 +47,7 @@ def notice_from_event(event: Event) -> Notice:
         title=f"{event.type.replace('_', ' ')} at {place}",
         message=event.reason + (f" ({details})" if details else ""),
         at=event.ended_at if event.state == EventState.RESOLVED and event.ended_at else event.updated_at,
+        closed_by_reset=event.state == EventState.RESOLVED and event.details.get("closed_by") == CLOSED_BY_RESET,
     )
 
 

@@ -60,6 +60,8 @@ class IncidentRow(Base):
     opened_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     resolved_at: Mapped[float | None] = mapped_column(Float)
+    # Resolved because its analyzer was reset: it may go on under a new id, whose alert no cooldown may hold back.
+    closed_by_reset: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
 
 
 class EventRow(Base):
@@ -226,8 +228,9 @@ class IncidentStore:
                 incident.severity, incident.title, incident.updated_at = notice.severity.value, notice.title, notice.at
             if notice.state.value == "resolved":
                 incident.state, incident.resolved_at = RESOLVED, notice.at
+                incident.closed_by_reset = notice.closed_by_reset
             elif incident.state == RESOLVED and notice.at > (incident.resolved_at or 0):
-                incident.state, incident.resolved_at = OPEN, None  # reopened
+                incident.state, incident.resolved_at, incident.closed_by_reset = OPEN, None, False  # reopened
             session.add(EventRow(dedupe_key=notice.dedupe_key, incident_id=notice.incident_id,
                                  state=notice.state.value, severity=notice.severity.value, at=notice.at,
                                  received_at=now, message=notice.message))
@@ -255,8 +258,9 @@ class IncidentStore:
     def last_notifying_alert(self, subject: str, since: float) -> AlertRow | None:
         with self.sessions() as session:
             return session.scalar(select(AlertRow)
+                                  .join(IncidentRow, IncidentRow.id == AlertRow.incident_id)
                                   .where(AlertRow.subject == subject, AlertRow.status == NOTIFYING,
-                                         AlertRow.created_at >= since)
+                                         AlertRow.created_at >= since, IncidentRow.closed_by_reset.is_(False))
                                   .order_by(AlertRow.created_at.desc()).limit(1))
 
     def create_alert(self, row: AlertRow) -> AlertRow:

@@ -8,11 +8,12 @@ import pytest
 from infra.backoff import backoff_delay
 from infra.broker import free_port
 from schemas import EventState, Severity
+from schemas.event import CLOSED_BY_RESET
 from sinks.alerts.channels import RateLimiter, delivery_tag
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, RETRYING, SENT, SUPPRESSED
+from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENT, SUPPRESSED
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -248,6 +249,26 @@ def test_cooldown_suppresses_a_flapping_subject_but_not_a_higher_severity(tmp_pa
     harness.clock.now += 601
     dispatcher.handle(notice_from_event(danger_event("risk-3", severity=Severity.WARNING, at=harness.clock.now)))
     assert len(twilio.messages) == 3  # the cooldown is over
+    harness.store.close()
+
+
+@pytest.mark.parametrize(("closed_by", "next_alert"), [(CLOSED_BY_RESET, NOTIFYING), (None, SUPPRESSED)])
+def test_an_incident_closed_by_an_analyzer_reset_holds_no_cooldown(tmp_path, twilio, webhook, closed_by, next_alert):
+    """The crowd is still there when the reset analyzer opens a new episode: its alert goes out, where a real end
+    followed by a new start within the cooldown is a flapping subject."""
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["match"] = {}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher = harness.dispatcher
+    dispatcher.handle(notice_from_event(danger_event("risk-1")))
+    resolved = danger_event("risk-1", state=EventState.RESOLVED, at=harness.clock.now + 30)
+    if closed_by:
+        resolved = resolved.model_copy(update={"details": {**resolved.details, "closed_by": closed_by}})
+    dispatcher.handle(notice_from_event(resolved))
+    harness.clock.now += 60
+    second = dispatcher.handle(notice_from_event(danger_event("risk-2", at=harness.clock.now)))
+    assert second.status == next_alert
+    assert len(twilio.messages) == (2 if next_alert == NOTIFYING else 1)
     harness.store.close()
 
 

@@ -1,6 +1,6 @@
 """A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
-are retried and reported, a picture that stays frozen across reconnections is found frozen, and a still-image camera
-that misses single pictures stays up."""
+are retried and reported, a picture that stays frozen across reconnections is found frozen, a playlist no longer
+updated is not published again, and a still-image camera that misses single pictures stays up."""
 from __future__ import annotations
 
 import subprocess
@@ -21,14 +21,16 @@ from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 
 
-def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, **producer) -> CameraReader:
+def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, kind: str = "auto",
+               its: dict | None = None, resolver=None, **producer) -> CameraReader:
     camera_id = f"reader-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    camera = {"id": camera_id, "source": source, "fps": fps, "kind": kind, **({"its": its} if its else {})}
     config = parse_config({"site": "s", "producer": {"reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
                                                      **producer},
-                           "cameras": [{"id": camera_id, "source": source, "fps": fps}]}, tmp_path)
+                           "cameras": [camera]}, tmp_path)
     settings = config.producer
     health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s)
-    return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: None,
+    return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: resolver,
                         lambda: store, threading.Event(), realtime, None)
 
 
@@ -72,24 +74,59 @@ def test_an_unexpected_error_is_retried_with_backoff_and_reported_by_its_type(tm
     assert statuses[-1].reconnects >= 1
 
 
-def test_a_picture_frozen_across_reconnections_is_reported_frozen(tmp_path):
-    # An HLS playlist of a still picture that is no longer updated: each connection gets the same 2 s, then nothing.
+def still_clip(tmp_path, *output: str) -> None:
+    """Two seconds of one still picture at 10 fps, encoded with the given output options."""
     blocks = np.random.default_rng(0).integers(0, 255, (12, 16, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "still.png"), cv2.resize(blocks, (160, 120), interpolation=cv2.INTER_NEAREST))
-    (tmp_path / "hls").mkdir()
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-loop", "1", "-i", str(tmp_path / "still.png"),
                     "-t", "2", "-r", "10", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-                    "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "omit_endlist",
-                    str(tmp_path / "hls" / "live.m3u8")], check=True, timeout=60)
-    server = TokenFileServer(tmp_path / "hls").start()
-    try:
-        reader = reader_for(tmp_path, server.url("live.m3u8"), None, realtime=True, frozen_after_s=4,
-                            open_timeout_s=5, read_timeout_s=1)
-        statuses = run_until(reader, lambda status: status.reason.startswith("frozen"))
-    finally:
-        server.stop()
+                    *output], check=True, timeout=60)
+
+
+def test_a_picture_frozen_across_reconnections_is_reported_frozen(tmp_path):
+    # A live stream that breaks every 2 s and shows the same still picture again after each reconnection.
+    still_clip(tmp_path, str(tmp_path / "still.mp4"))
+    reader = reader_for(tmp_path, str(tmp_path / "still.mp4"), None, realtime=True, kind="rtsp", frozen_after_s=4)
+    statuses = run_until(reader, lambda status: status.reason.startswith("frozen"))
     assert statuses[-1].state is CameraState.STALLED and statuses[-1].reason.startswith("frozen")
     assert statuses[-1].reconnects >= 1
+
+
+def test_a_playlist_no_longer_updated_is_published_once_and_reported_down(tmp_path):
+    # Each connection gets the same 2 s of segments, then nothing: they are repeats, not new frames.
+    (tmp_path / "hls").mkdir()
+    still_clip(tmp_path, "-f", "hls", "-hls_time", "1", "-hls_list_size", "0", "-hls_flags", "omit_endlist",
+               str(tmp_path / "hls" / "live.m3u8"))
+    server = TokenFileServer(tmp_path / "hls").start()
+    try:
+        reader = reader_for(tmp_path, server.url("live.m3u8"), None, realtime=True, fps=5, open_timeout_s=5,
+                            read_timeout_s=1)
+        statuses = run_until(reader, lambda status: status.state is CameraState.DOWN)
+    finally:
+        server.stop()
+    assert statuses[-1].state is CameraState.DOWN and "already published" in statuses[-1].reason
+    assert statuses[-1].reconnects >= 1
+    assert len(reader.queue) == 10  # the 2 s at 5 fps, once
+
+
+class OneUrlResolver:
+    def __init__(self, url: str):
+        self.url = url
+
+    def resolve(self, its, failed_url: str) -> str:
+        return self.url
+
+
+def test_an_its_camera_given_another_url_starts_a_new_timeline_and_the_same_url_keeps_it(tmp_path):
+    its = {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}
+    reader = reader_for(tmp_path, "http://relay.example/a/live.m3u8", None, its=its,
+                        resolver=OneUrlResolver("http://relay.example/a/live.m3u8"))
+    reader.published.stream_s = 500.0
+    reader.re_resolve()
+    assert reader.published.stream_s == 500.0  # the same stream: what it serves again is not published again
+    reader.resolver = lambda: OneUrlResolver("http://relay.example/b/live.m3u8")
+    reader.re_resolve()
+    assert reader.source.endswith("/b/live.m3u8") and reader.published.stream_s is None
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):

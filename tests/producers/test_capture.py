@@ -13,7 +13,17 @@ import numpy as np
 import pytest
 
 from infra.broker import free_port
-from producers.capture import CameraUnavailable, VideoDecoder, decode_still_image, image_size, sample_frames, shown
+from producers.capture import (
+    REPEAT_WINDOW_S,
+    CameraUnavailable,
+    PublishedUpTo,
+    SampleSlots,
+    VideoDecoder,
+    decode_still_image,
+    image_size,
+    sample_frames,
+    shown,
+)
 from producers.local_streams import RtspServer
 from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
@@ -143,6 +153,9 @@ def clips(tmp_path_factory):
         # full-range 4:2:2 like many webcams, odd size
         "mjpeg": make_clip(folder / "cam.avi", "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3",
                            size="333x241", seconds=1),
+        # an HLS playlist of 1 s MPEG-TS segments, whose timestamps start at 1.4 s as live encoders' do
+        "playlist": make_clip(folder / "live.m3u8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+                              "-f", "hls", "-hls_time", "1", "-hls_list_size", "0"),
     }
 
 
@@ -209,6 +222,63 @@ def test_a_frame_the_decoder_hands_back_late_is_not_sampled(clips, kind):
         sampled.extend(sample_frames(camera, camera.source, realtime=False, clock=lambda: next(ticks) / 1000))
     times = [frame.captured_at for frame in sampled]
     assert len(times) == 4 and all(np.diff(times) > 0)  # one a second of the 4 s clip, never back in time
+
+
+def test_a_live_frame_a_rounding_error_before_its_slot_takes_that_slot_once():
+    slots = SampleSlots(0.2, skip_missed=True)
+    slots.skip_to(3.2000000000000006)  # five slots summed from 2.2
+    assert slots.take(4.6 - 1.4, None)  # 3.1999999999999997
+    assert not slots.take(3.24, None) and slots.take(3.4, None)
+
+
+def test_a_camera_at_its_streams_rate_takes_every_frame_of_rounded_timestamps():
+    for rate, ticks in ((30, 1000), (7, 90_000), (30000 / 1001, 1000)):  # milliseconds, or MPEG-TS 90 kHz ticks
+        slots = SampleSlots(1 / rate, skip_missed=True)
+        times = [round((95_000 + index / rate) * ticks) / ticks for index in range(3000)]
+        assert sum(slots.take(at, None) for at in times) == 3000
+
+
+def published_times(camera: CameraConfig, published: PublishedUpTo, limit: int | None = None) -> list[float]:
+    """The stream time `published` holds after each frame one connection samples, up to `limit` frames."""
+    times = []
+    with contextlib.suppress(CameraUnavailable):  # how a live stream ends
+        for _ in itertools.islice(sample_frames(camera, camera.source, realtime=False, published=published), limit):
+            times.append(published.stream_s)
+    return times
+
+
+def test_a_playlist_no_longer_updated_is_not_published_again(clips):
+    camera = CameraConfig(id="c", source=clips["playlist"], fps=5, kind="hls")
+    published = PublishedUpTo()
+    first = published_times(camera, published)
+    assert len(first) == 20 and first[0] >= 1.0  # 4 s at 5 fps, on the stream's own timeline
+    with pytest.raises(CameraUnavailable, match=r"no new frames, only \d+ already published"):
+        list(sample_frames(camera, camera.source, realtime=False, published=published))
+    assert published.stream_s == first[-1]
+
+
+def test_a_reconnected_stream_goes_on_after_the_last_frame_published_at_the_camera_rate(clips):
+    camera = CameraConfig(id="c", source=clips["playlist"], fps=5, kind="hls")
+    published = PublishedUpTo()
+    before = published_times(camera, published, limit=8)
+    after = published_times(camera, published)  # the playlist served from its start again
+    assert len(before) == 8 and len(after) == 12
+    assert np.allclose(np.diff(before + after), 0.2)
+
+
+@pytest.mark.parametrize("shift", [REPEAT_WINDOW_S + 10, -1000.0])
+def test_a_stream_far_from_the_last_frame_published_is_a_new_timeline(clips, shift):
+    """An encoder restarted from zero (the last frame published far ahead) or a stream far ahead of it: every frame
+    is sampled."""
+    camera = CameraConfig(id="c", source=clips["playlist"], fps=5, kind="hls")
+    fresh = published_times(camera, PublishedUpTo())
+    assert published_times(camera, PublishedUpTo(fresh[-1] + shift)) == fresh
+
+
+def test_a_rtsp_or_file_source_ignores_what_was_published(clips):
+    camera = CameraConfig(id="c", source=clips["long_gop"], fps=5, kind="rtsp")
+    published = PublishedUpTo(5.0)
+    assert len(published_times(camera, published)) > 40 and published.stream_s == 5.0
 
 
 def test_a_file_behind_the_clock_resumes_at_the_clock_where_only_keyframes_were_decoded(clips):

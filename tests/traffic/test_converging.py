@@ -110,3 +110,12 @@ def test_a_car_closing_up_on_a_queue_and_detected_as_one_box_with_it_stays_quiet
                    else [(UNTRACKED, "car", standing), (UNTRACKED, "car", closing_up)])
         frames.append(frame(seq, objects))
     assert opened(run(frames, CROSSROADS)) == []
+
+
+def test_a_box_without_height_closing_fast_on_another_is_skipped_not_a_failure():
+    """A detection clipped to a line (zero height) closing fast on another vehicle, then one large box where both were
+    heading: a box without size has no speed in box heights to measure; the frame goes through."""
+    frames = [[(UNTRACKED, "car", (500.0, 400.0, 560.0, 400.0)), (UNTRACKED, "car", (700.0, 390.0, 780.0, 430.0))],
+              [(UNTRACKED, "car", (540.0, 400.0, 600.0, 400.0)), (UNTRACKED, "car", (660.0, 390.0, 740.0, 430.0))],
+              [(UNTRACKED, "car", (560.0, 370.0, 760.0, 440.0))]]
+    assert opened(run([frame(seq, objects) for seq, objects in enumerate(frames)], CROSSROADS)) == []

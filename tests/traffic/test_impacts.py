@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import Detections, EventState
+from schemas.settings.traffic import SceneConfig
 from tests.traffic.simulator import EB_Y, T0, WB_Y
 from tests.traffic.test_objects_at_rest import STEP, frame, opened, run
 
@@ -195,3 +196,99 @@ def test_a_second_smaller_box_on_a_car_that_just_stopped_is_no_collision():
             objects.append((2, "car", (x - 40, EB_Y - 38, x, EB_Y - 2)))
         frames.append(frame(seq, objects))
     assert [e.type for e in opened(run(frames))] == []
+
+
+@pytest.mark.parametrize("braking", [1.5, 2.0, 3.0])
+def test_a_car_braking_to_rest_behind_one_waiting_at_the_stop_line_is_no_collision(braking):
+    """Car 1 waits at the eastbound stop line; car 2 comes along at 5 box heights per second and brakes evenly at
+    `braking` box heights per second squared (ordinary to firm braking), coming to rest with its box 10 px into car
+    1's in perspective. Fast over the second before it stopped, it was slow by the time the boxes touched."""
+    speed, deceleration = 200.0, 40.0 * braking  # px/s, px/s^2 (40 px boxes)
+    rest_x, rest_at = 390.0, 8.0
+    frames = []
+    for seq in range(100):  # 20 s
+        left = max(0.0, rest_at - seq * STEP)  # time until car 2 is at rest
+        braking_s = speed / deceleration
+        behind = deceleration * left**2 / 2 if left <= braking_s else speed**2 / (2 * deceleration) + speed * (
+            left - braking_s)
+        frames.append(frame(seq, [car(1, 460.0, 440.0), (2, "car", (rest_x - behind - 40, 405.0, rest_x - behind + 40,
+                                                                     445.0))]))
+    assert [e.type for e in opened(run(frames))] == []
+
+
+def rear_end(lead_speed: float, shove: float) -> list[Detections]:
+    """Car 2 at 3 box heights per second runs into car 1 ahead of it in the eastbound lane, moving at `lead_speed`
+    box heights per second, at 5 s; the hit shoves car 1 `shove` px on, and both are at rest 0.4 s later."""
+    frames = []
+    for seq in range(125):  # 25 s
+        t = seq * STEP
+        pushed = shove * min(max(t - 5.0, 0.0), 0.4) / 0.4
+        lead = 500 + 40 * lead_speed * min(t, 5.0) + pushed
+        follower = 500 + 40 * lead_speed * 5.0 - 75 + 120 * (min(t, 5.0) - 5.0) + pushed
+        frames.append(frame(seq, [car(1, lead, EB_Y), car(2, follower, EB_Y)]))
+    return frames
+
+
+@pytest.mark.parametrize(("lead_speed", "shove"), [(0.0, 40.0), (0.0, 80.0), (0.4, 30.0), (1.0, 30.0)])
+def test_a_car_rear_ended_standing_or_in_slow_traffic_and_shoved_on_is_one_collision(lead_speed, shove):
+    """Neither car is at rest at the contact (the struck one is moving, or is shoved on and comes to rest after
+    it), but the struck one was much slower than the one that hit it."""
+    assert [(e.type, e.severity.value) for e in opened(run(rear_end(lead_speed, shove)))] == [
+        ("collision", "critical")]
+
+
+def test_cars_braking_to_rest_side_by_side_in_adjacent_lanes_are_no_collision():
+    """Two cars in adjacent eastbound lanes brake normally to a stop, the farther one pulling level with the nearer
+    one as their boxes start to overlap in perspective: both were moving when they touched, and neither stopped
+    dead at it."""
+    scene = SceneConfig.model_validate({"lanes": [
+        {"id": "near", "polygon": [[0, 400], [1280, 400], [1280, 470], [0, 470]], "direction": [1, 0]},
+        {"id": "far", "polygon": [[0, 330], [1280, 330], [1280, 400], [0, 400]], "direction": [1, 0]}]})
+
+    def foot_x(t: float, speed: float, brake_at: float, deceleration: float, start: float) -> float:
+        braking = min(max(t - brake_at, 0.0), speed / deceleration)
+        return start + speed * min(t, brake_at) + speed * braking - deceleration * braking**2 / 2
+
+    frames = []
+    for seq in range(75):  # 15 s
+        t = seq * STEP
+        near = foot_x(t, 100, 5.0, 100, 0)  # 80 x 50 px: 2 box heights per second, braking at 2 per second squared
+        far = foot_x(t, 130, 5.4, 110, -184)  # 80 x 40 px: 3.25 box heights per second, braking at 2.75
+        frames.append(frame(seq, [(1, "car", (near - 40, 390.0, near + 40, 440.0)),
+                                  (2, "car", (far - 40, 355.0, far + 40, 395.0))]))
+    assert [e.type for e in opened(run(frames, scene))] == []
+
+
+@pytest.mark.parametrize("track_ids", [
+    {},
+    {100: 9},  # the tracker gives the car a new id at the shake
+    {60: 8},  # it was lost for a frame and found again under a new id before the shake
+])
+def test_a_stopped_car_keeps_its_incident_through_a_shake_of_the_camera(track_ids):
+    """A car stopped in the eastbound lane has its stopped-vehicle event open; one frame flags the view as moved (a
+    gust shakes the pole) and the picture is back in place at once: after the view settles the car is where it
+    stood, and its event goes on."""
+    frames, track_id = [], 7
+    for seq in range(200):  # 40 s
+        track_id = track_ids.get(seq, track_id)
+        detections = frame(seq, [] if seq == 59 else [car(track_id, 800 - 60 * max(0.0, 3 - seq * STEP), 430.0)])
+        if seq == 100:  # 20 s
+            detections = detections.model_copy(update={"view_moved": True})
+        frames.append(detections)
+    events = run(frames)
+    assert [e.type for e in opened(events)] == ["stopped_vehicle"]
+    assert not [e for e in events if e.state is EventState.RESOLVED]
+
+
+def test_a_stopped_car_the_camera_pans_away_from_ends_its_incident():
+    """The same car, but the view pans for good: after it settles the car is elsewhere in the picture, a new view;
+    its incident ends and nothing holds over from the old view."""
+    frames = []
+    for seq in range(200):  # 40 s
+        x = 800 - 60 * max(0.0, 3 - seq * STEP) - (300 if seq >= 100 else 0)
+        detections = frame(seq, [car(7, x, 430.0)])
+        if seq == 100:
+            detections = detections.model_copy(update={"view_moved": True})
+        frames.append(detections)
+    events = run(frames)
+    assert [e.state for e in events][:2] == [EventState.OPENED, EventState.RESOLVED]

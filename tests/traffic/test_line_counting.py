@@ -135,3 +135,11 @@ def test_at_the_end_of_footage_pending_crossings_count_and_closed_windows_do_not
     [last] = analyzer.end_of_footage_counts(end)
     assert dict(zip(last.direction, last.count, strict=True)) == {"down": 1, "up": 1}
     assert last.window_start == closed[0].window_end and last.window_end == end
+
+
+def test_a_vehicle_whose_track_id_switches_as_it_crosses_counts_once():
+    """The tracker gives the car a new id between its last frame before the line and its first after it; the
+    analyzer takes the new track for the same vehicle found again, crossing and all."""
+    ys = [372, 380, 388, 396, 404, 412, 420, 428, 436]  # crosses y 400 between the 4th and 5th frame
+    frames = [[(1 if y < 400 else 2, car_at(500, y))] for y in ys]
+    assert feed(analyzer_for(HORIZONTAL), frames) == {"down": 1}

@@ -428,3 +428,66 @@ def test_a_car_stopping_dead_against_a_standing_car_the_detector_misses_at_the_c
     for hidden in (False, True):
         events = opened(run(car_stopping_dead_against_a_parked_car(hidden)))
         assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")], hidden
+
+
+def test_a_cyclist_in_a_plaza_whose_crowd_the_detector_counts_one_short_every_other_frame_is_one_steady_event():
+    """Five people stand in the plaza (crowded_people 5); the detector misses one of them in every other frame. The
+    event is critical from the start and stays so: its severity does not follow each frame's head count."""
+    frames = [frame(seq, [(1, "bicycle", (100.0 + 30 * seq, 300.0, 140.0 + 30 * seq, 360.0)),
+                          *crowd(5)[seq % 2:]]) for seq in range(30)]
+    events = run(frames, PLAZA)
+    assert [(e.state, e.severity.value) for e in events] == [(EventState.OPENED, "critical")]
+
+
+def test_a_car_misread_as_a_boat_in_two_frames_far_apart_is_no_obstacle():
+    """A car waiting at the red light is read as a boat in one frame, and again 16 s later: each misreading is a
+    frame long, not an obstacle standing in the lane since the first."""
+    frames = [frame(seq, [(3, "boat" if seq in (10, 90) else "car", (380.0, 390.0, 460.0, 430.0))])
+              for seq in range(200)]
+    assert [e.type for e in opened(run(frames))] == []
+
+
+def test_a_bus_reported_in_the_lane_that_pulls_into_its_stop_ends_its_event_there():
+    """The bus stands in the westbound lane beside its stop (reported after 10 s), then at 20 s pulls 100 px on
+    into the stop, where buses may stand 60 s: it has moved, not jittered across the stop's edge."""
+    frames = [frame(seq, [(5, "bus", (x - 80, 310.0, x + 80, 370.0))])
+              for seq in range(250) for x in [1180 - 50 * min(max(seq * STEP - 20, 0), 2)]]
+    events = run(frames)
+    assert [(e.type, e.state, e.zone_id) for e in events] == [
+        ("stopped_vehicle", EventState.OPENED, "wb"), ("stopped_vehicle", EventState.RESOLVED, "wb")]
+    assert events[1].updated_at - T0 < 30
+
+
+def test_a_suitcase_misread_as_a_person_now_and_then_is_still_an_obstacle():
+    """A suitcase lies in the westbound lane from 1 s; the detector reads it as a person in one frame every 8 s."""
+    frames = [frame(seq, [(4, "person" if seq % 40 == 0 else "suitcase", (800.0, 330.0, 830.0, 360.0))])
+              for seq in range(5, 300)]
+    assert [(e.type, round(e.started_at - T0)) for e in opened(run(frames))] == [("obstacle_in_lane", 16)]
+
+
+def test_a_stopped_car_on_the_line_between_two_lanes_stays_one_stopped_vehicle_through_box_jitter():
+    """A car broke down across the line between the lanes, its foot point 3-4 px inside the eastbound lane; once its
+    event is open, one frame's box 6 px higher puts the foot point in the westbound lane. The car has not moved."""
+    frames = []
+    for seq in range(300):  # 60 s
+        t = seq * STEP
+        x = 800 - 60 * max(0.0, 3 - t)  # arrives at 60 px/s, at rest from 3 s
+        foot_y = 378.0 if seq == 125 else 383.5 + (0.5 if seq % 2 else -0.5)
+        frames.append(frame(seq, [(7, "car", (x - 40, foot_y - 40, x + 40, foot_y))]))
+    events = run(frames)
+    assert [(e.type, e.state) for e in events] == [("stopped_vehicle", EventState.OPENED)]
+    assert events[0].zone_id == "eb"
+
+
+def test_the_event_that_resolves_a_stopped_vehicle_says_how_long_it_stood():
+    """A car stands 25 s in the bus stop and drives off: the event closing it says so, not the 10 s of its
+    opening."""
+    frames = []
+    for seq in range(175):  # 35 s
+        t = seq * STEP
+        x = 950 - 60 * max(0.0, t - 25)  # at rest from the start, pulls away west at 25 s
+        frames.append(frame(seq, [(7, "car", (x, 310.0, x + 80, 350.0))] if x > 0 else []))
+    events = run(frames)
+    assert [e.state for e in events] == [EventState.OPENED, EventState.RESOLVED]
+    stood = events[1].details["stopped_seconds"]
+    assert "stopped 10 s" in events[0].reason and stood >= 25 and f"stopped {stood:.0f} s" in events[1].reason

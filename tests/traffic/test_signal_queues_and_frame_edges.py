@@ -115,3 +115,25 @@ def test_a_person_on_the_roadway_found_again_under_a_new_track_id_is_the_same_in
     assert [(e.type, e.track_ids) for e in opened(switched)] == [("pedestrian_on_roadway", [1])]
     joined = next(e for e in switched if e.track_ids == [1, 2])
     assert joined.details["seconds_on_roadway"] >= 9  # since person 1 stepped onto the roadway, not person 2
+
+
+def test_a_red_light_queue_whose_head_stops_short_of_the_line_is_excused_at_any_resolution():
+    """Three cars wait 60 s at the red light, the head's front 40 px (its box height, a metre or so) short of the stop
+    line; the same scene drawn and seen by a 4K camera (3 times the pixels) is the same queue."""
+    for scale in (1, 3):
+        lane = [[x * scale, y * scale] for x, y in APPROACH]
+        scene = SceneConfig.model_validate({
+            "lanes": [{"id": "approach", "polygon": lane, "direction": [1, 0]}],
+            "stop_lines": [{"id": "stop", "start": [470 * scale, 380 * scale], "end": [470 * scale, 460 * scale],
+                            "queue_area": lane}]})
+        frames = []
+        for seq in range(int(90 / STEP)):
+            t = seq * STEP
+            objects = []
+            for i in range(3):  # 120 x 40 px cars arriving at 60 px/s, at rest from 5 s, pulling away at 65 s
+                x = 310 - 140 * i - 60 * max(0.0, 5 - t) + 60 * max(0.0, t - 65)
+                if x <= 470:
+                    objects.append((i + 1, "car", (x * scale, 410 * scale, (x + 120) * scale, 450 * scale)))
+            frames.append(frame(seq, objects).model_copy(
+                update={"image_width": 1280 * scale, "image_height": 720 * scale}))
+        assert opened(run(frames, scene)) == [], scale

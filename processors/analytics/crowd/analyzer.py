@@ -198,6 +198,28 @@ class CrowdAnalyzer:
         self.state.tracks = self.tracks.to_columns()
         return self.state.encode()
 
+    def resolve_open(self, at: float, reason: str) -> list[Event]:
+        """Each zone's risk episode and inflow surge still open, resolved at `at`."""
+        evidence = FrameRef(camera_id=self.camera.id, seq=self.state.last_seq) if self.state.last_seq >= 0 else None
+        events = []
+        for zone_id, zone in self.state.zones.items():
+            risk, surge = zone.risk, zone.surge
+            if risk.level != RiskLevel.NORMAL and risk.episode_started is not None:
+                events.append(Event(
+                    event_id=self._risk_id(zone_id, risk.episode_started), type="risk_level_changed",
+                    state=EventState.RESOLVED, severity=SEVERITY[RiskLevel.NORMAL], camera_id=self.camera.id,
+                    zone_id=zone_id, started_at=risk.episode_started, updated_at=at, ended_at=at, confidence=1.0,
+                    evidence=evidence, reason=f"{risk.level.value} until {reason}",
+                    details={"from_level": risk.level.value}))
+            if surge.active and surge.started_at is not None:
+                events.append(Event(
+                    event_id=self._surge_id(zone_id, surge.started_at), type="inflow_surge",
+                    state=EventState.RESOLVED, severity=Severity.WARNING, camera_id=self.camera.id, zone_id=zone_id,
+                    started_at=surge.started_at, updated_at=at, ended_at=at, confidence=1.0, evidence=evidence,
+                    reason=f"surge until {reason}"))
+            zone.risk, zone.surge = RiskState(), SurgeState()
+        return events
+
     def update(self, detections: Detections) -> AnalyticsOutput:
         """Adds one frame's detections; returns the metrics (and level changes) of windows this frame closed.
 
@@ -416,14 +438,20 @@ class CrowdAnalyzer:
         reason = (f"inflow {rate:.0f}/min is {rate / max(surge.baseline_per_minute, 1e-9):.1f}x its baseline"
                   if now_active else f"inflow back to {rate:.0f}/min")
         return [Event(
-            # one id per surge, opened to resolved, from its start in event time: the same after a redelivery
-            event_id=f"{self.camera.id}:{zone_id}:inflow_surge:{round(started_at * 1000)}", type="inflow_surge",
+            event_id=self._surge_id(zone_id, started_at), type="inflow_surge",
             state=EventState.OPENED if now_active else EventState.RESOLVED, severity=Severity.WARNING,
             camera_id=self.camera.id, zone_id=zone_id, started_at=started_at, updated_at=window_end,
             ended_at=None if now_active else window_end, confidence=0.8,
             evidence=FrameRef(camera_id=self.camera.id, seq=window.last_seq), reason=reason,
             details={"inflow_per_minute": rate, "baseline_per_minute": surge.baseline_per_minute},
         )]
+
+    # One id per episode, opened to resolved, from its start in event time: the same after a redelivery or restart.
+    def _risk_id(self, zone_id: str, episode_started: float) -> str:
+        return f"{self.camera.id}:{zone_id}:crowd_risk:{round(episode_started * 1000)}"
+
+    def _surge_id(self, zone_id: str, started_at: float) -> str:
+        return f"{self.camera.id}:{zone_id}:inflow_surge:{round(started_at * 1000)}"
 
     def _level_event(self, zone_id: str, previous: RiskState, risk: RiskState, reason: str,
                      metrics: ZoneMetrics) -> Event:
@@ -438,9 +466,8 @@ class CrowdAnalyzer:
         }
         details.update({f"seconds_to_{name}": value for name, value in metrics.seconds_to_threshold.items()})
         return Event(
-            # One incident per episode (leaving NORMAL until back to NORMAL), so consumers can close what they
-            # opened; the episode's start in event time keeps the id the same after a redelivery or restart.
-            event_id=f"{self.camera.id}:{zone_id}:crowd_risk:{round(episode_started * 1000)}",
+            # One incident per episode (leaving NORMAL until back to NORMAL), so consumers can close what they opened.
+            event_id=self._risk_id(zone_id, episode_started),
             type="risk_level_changed", state=state, severity=SEVERITY[risk.level], camera_id=self.camera.id,
             zone_id=zone_id, started_at=episode_started, updated_at=metrics.window_end,
             ended_at=metrics.window_end if state == EventState.RESOLVED else None,

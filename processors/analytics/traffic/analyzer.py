@@ -16,10 +16,10 @@ from processors.analytics.contract import UNTRACKED, AnalyticsOutput
 from processors.analytics.traffic import converging, counting, rules, unconfirmed
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
-from processors.analytics.traffic.incidents import reconcile
+from processors.analytics.traffic.incidents import reconcile, resolve_all
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
-from schemas import Detections
+from schemas import Detections, Event
 from schemas.calibration import Homography
 from schemas.geometry import box_cover
 from schemas.line_counts import LineCounts
@@ -110,6 +110,9 @@ class TrafficAnalyzer:
     def state_bytes(self) -> bytes:
         return self.state.model_dump_json().encode()
 
+    def resolve_open(self, at: float, reason: str) -> list[Event]:
+        return resolve_all(self.state, self.camera_id, at, reason)
+
     def update(self, detections: Detections) -> TrafficOutput:
         """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
         if detections.seq <= self.state.last_seq:
@@ -127,7 +130,7 @@ class TrafficAnalyzer:
         if detections.view_moved:
             self._forget_the_view(now)
         seen = self._observe_tracks(detections, now)
-        if state.view_moved_at is not None and now - state.view_moved_at < self.thresholds.view_settle_seconds:
+        if self._settling(now):
             # The camera is moving: lanes and zones no longer lie where they were drawn and every track's motion
             # is the camera's. No rule runs; open incidents are kept, not resolved, until it keeps still again.
             for incident in state.incidents.values():
@@ -135,6 +138,8 @@ class TrafficAnalyzer:
             self._evict(now)
             state.last_time = now
             return output
+        if self._settling(state.last_time):
+            self._keep_what_stayed(now)  # the first frame since the view settled
         for track, previous_box in seen:
             for line in self.scene.config.counting_lines:
                 direction = counting.observe_line(track, line, previous_box, self.thresholds.crossing_debounce_frames)
@@ -162,7 +167,7 @@ class TrafficAnalyzer:
             *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
-            *rules.vehicles_in_pedestrian_areas(self.scene, tracks, riding, now),
+            *rules.vehicles_in_pedestrian_areas(self.scene, state, tracks, riding, now),
         ]
         track_ids = detections.track_id if detections.track_id is not None else []
         untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
@@ -174,6 +179,11 @@ class TrafficAnalyzer:
         self._evict(now)
         state.last_time = now
         return output
+
+    def _settling(self, at: float | None) -> bool:
+        """Whether the camera's view was still settling at time `at`, after it last moved."""
+        moved_at = self.state.view_moved_at
+        return moved_at is not None and at is not None and at - moved_at < self.thresholds.view_settle_seconds
 
     def _smooth_area_scores(self, scores: dict[str, float], now: float) -> dict[str, float]:
         state = self.state
@@ -188,15 +198,41 @@ class TrafficAnalyzer:
 
     def _forget_the_view(self, now: float) -> None:
         """The camera's view moved: what was learnt in image coordinates (motion, rest, contacts, objects at rest,
-        queues) no longer holds. Tracks keep their ids and start their motion again from here."""
+        queues) no longer holds. Tracks keep their ids and start their motion again from here. Vehicles at rest are
+        kept until the view has settled: one found back where it stood goes on at rest (`_keep_what_stayed`)."""
         state = self.state
         state.view_moved_at = now
         for track in state.tracks.values():
             point = anchor_point(track.box, Anchor.BOTTOM_CENTER)
             track.history, track.timers, track.first_point = [], {}, point
             track.rest_point, track.rest_since, track.rest_box = point, now, None
-        state.static_objects, state.collisions, state.zone_timers = [], [], {}
+        state.static_objects = [obj for obj in state.static_objects if obj.class_name is not None and obj.track_ids]
+        state.collisions, state.zone_timers = [], {}
         state.recent_vehicles = []
+
+    def _keep_what_stayed(self, now: float) -> None:
+        """Once the view has settled after moving, the vehicles at rest before it moved whose track is seen again
+        within the stationary tolerance of where it stood keep their object at rest, its time and its incident: the
+        camera shook and came back. Any other (the camera panned, the vehicle left) is forgotten."""
+        state = self.state
+
+        def stood_still(track_id: int, box: tuple) -> bool:
+            track = state.tracks.get(track_id)
+            if track is None or track.last_seen < state.view_moved_at:
+                return False
+            x1, y1, x2, y2 = track.box
+            tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
+            return max(abs(a - b) for a, b in zip(track.box, box, strict=True)) <= tolerance
+
+        kept = []
+        for obj in state.static_objects:
+            # Any of its tracks, or any track seen since the move: the tracker may have given it a new id.
+            if any(stood_still(track_id, obj.box) for track_id in obj.track_ids) or any(
+                    stood_still(track_id, obj.box) for track_id, track in state.tracks.items()
+                    if track.class_name == obj.class_name and track.first_seen >= state.view_moved_at):
+                obj.last_evidence = now
+                kept.append(obj)
+        state.static_objects = kept
 
     def _step_the_clock(self, now: float) -> None:
         """The capture time went back by more than a count window (a host clock set back, or the right time again after
@@ -246,7 +282,10 @@ class TrafficAnalyzer:
                     for obj in self.state.static_objects:  # and its incident at rest, if it had one
                         if found.track_id in obj.track_ids:
                             obj.track_ids.append(track_id)
-                previous_box = None
+                    # and its sides of the counting lines, so a crossing between its last box and this one counts,
+                    # once: the old track has none left to count when it is forgotten.
+                    track.lines, found.lines = found.lines, {}
+                previous_box = found.box if found is not None else None
             else:
                 previous_box = track.box
                 if class_name in self.scene.vehicle_classes and track.vehicle_since is None:

@@ -81,7 +81,8 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
     previous = previous_of(first, second)
     moving = []  # (index in `second`, its centre's velocity in px/s)
     for i, j in enumerate(previous):
-        if j is not None:
+        # A box without area (clipped away, inverted) has no size to measure speed or growth against.
+        if j is not None and box_area(second.boxes[i]) > 0:
             (x0, y0), (x1, y1) = centre(first.boxes[j]), centre(second.boxes[i])
             moving.append((i, ((x1 - x0) / step, (y1 - y0) / step)))
     known = {track_id for candidate in state.collisions for track_id in candidate.track_ids if track_id != UNTRACKED}
@@ -106,16 +107,17 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
                     or any(track_id != UNTRACKED and track_id in frame.track_ids
                            and frame.boxes[frame.track_ids.index(track_id)] != largest for track_id in pair)):
                 continue
+            speed_a = math.hypot(*velocity_a) / (box_a[3] - box_a[1])
+            speed_b = math.hypot(*velocity_b) / (box_b[3] - box_b[1])
             # Ordered by track id, as contacts are.
-            (id_a, name_a, v_a), (id_b, name_b, v_b) = sorted(
-                [(pair[0], second.class_names[a], velocity_a), (pair[1], second.class_names[b], velocity_b)],
-                key=lambda party: party[0])
-            speeds = [math.hypot(*velocity_a) / (box_a[3] - box_a[1]), math.hypot(*velocity_b) / (box_b[3] - box_b[1])]
+            (id_a, name_a, v_a, speed_a), (id_b, name_b, v_b, speed_b) = sorted(
+                [(pair[0], second.class_names[a], velocity_a, speed_a),
+                 (pair[1], second.class_names[b], velocity_b, speed_b)], key=lambda party: party[0])
             state.collisions.append(CollisionCandidate(
-                track_ids=(id_a, id_b), contact_at=frame.time, speed_box_per_s=max(speeds),
+                track_ids=(id_a, id_b), contact_at=frame.time, speed_box_per_s=max(speed_a, speed_b),
                 class_names=(name_a, name_b),
                 velocities_before=((v_a[0] / height, v_a[1] / height), (v_b[0] / height, v_b[1] / height)),
-                merged_box=largest,
+                speeds_at_contact=(speed_a, speed_b), merged_box=largest,
                 reason=f"{name_a} and {name_b} collided: closing at {closing / height:.1f} box/s, then seen as one "
                        f"box {box_area(largest) / max(box_area(box_a), box_area(box_b)):.1f} times the larger"))
             known.update(track_id for track_id in pair if track_id != UNTRACKED)

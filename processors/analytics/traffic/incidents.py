@@ -46,7 +46,8 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
             events.append(_event(incident, camera_id, EventState.OPENED, now))
             continue
         incident.last_true_at = now
-        incident.details = condition.details
+        # What it says now (how long a vehicle has stood, how far it went), also in the event that resolves it.
+        incident.reason, incident.details = condition.reason, condition.details
         incident.confidence = max(incident.confidence, condition.confidence)
         joined = set(condition.track_ids) - set(incident.track_ids)
         if condition.level != incident.level or condition.severity.value != incident.severity or joined:
@@ -61,6 +62,16 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
                 if key not in holding and now - incident.last_true_at >= resolve_seconds]:
         incident = state.incidents.pop(key)
         events.append(_event(incident, camera_id, EventState.RESOLVED, now, ended_at=incident.last_true_at))
+    return events
+
+
+def resolve_all(state: TrafficState, camera_id: str, now: float, reason: str) -> list[Event]:
+    """Every open incident resolved at `now`, ending when its condition last held, with `reason` added."""
+    events = []
+    for incident in state.incidents.values():
+        incident.reason = f"{incident.reason}; {reason}"
+        events.append(_event(incident, camera_id, EventState.RESOLVED, now, ended_at=incident.last_true_at))
+    state.incidents.clear()
     return events
 
 

@@ -29,6 +29,9 @@ STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, rel
 HIDDEN_STANDING_S = 1.0  # a vehicle at rest missed by the detector this long is still where it was last seen
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 WALKING_KEY = "pedestrian_on_roadway:"  # key prefix of a person (or people walking together) on the roadway
+IMPACT_SPEED_SECONDS = 0.5  # a vehicle's speed at a contact is its speed over this long before it
+# A vehicle at most this share of the other's speed at a contact was struck by it, not braking alongside it.
+STRUCK_SPEED_SHARE = 0.5
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
 # Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
@@ -71,13 +74,19 @@ def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[P
     return moves
 
 
+def queue_head_reach(scene: Scene, box: Box) -> float:
+    """How close (pixels) a vehicle's box must come to a place where a queue's head waits: queue_head_distance_boxes
+    of its own height, which scales with the resolution and the perspective as the gap in front of it does."""
+    return scene.thresholds.queue_head_distance_boxes * max(box[3] - box[1], 1.0)
+
+
 def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> set[str]:
     """Stop lines where a red-light queue stands now: a stopped vehicle at the head, for a plausible red time. The
     head is measured by its box, whose front may be a vehicle's length from its foot point."""
     standing = set()
     for line in scene.stop_lines.values():
         head = any(scene.is_stopped(v) and scene.is_in(foot(v), line.queue_area)
-                   and box_segment_distance(v.box, line.start, line.end) <= scene.thresholds.queue_head_distance_px
+                   and box_segment_distance(v.box, line.start, line.end) <= queue_head_reach(scene, v.box)
                    for v in vehicles)
         key = f"queue:{line.id}"
         if not head:
@@ -112,9 +121,21 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         if obj not in state.static_objects:  # merged into another below
             continue
         region = _region_of(scene, obj)
-        if region != obj.region:
+        reported = obj.region is not None and (obj.incident_key or f"at_rest:{obj.key}") in state.incidents
+        if region == obj.region:
+            obj.moving_to_since = None
+        elif reported and (obj.moving_to_since is None or obj.moving_to != region
+                           or now - obj.moving_to_since < thresholds.resolve_seconds):
+            # Reported where it stands: it has moved elsewhere once it has been there for as long as ends an event.
+            # Box jitter on the region's edge moves its foot point across for a frame or two, not the object.
+            if obj.moving_to_since is None or obj.moving_to != region:
+                obj.moving_to, obj.moving_to_since = region, now
+            region = obj.region
+        else:
             # Its clock in a region starts when it got there, or when it came to rest if it rested there from the start.
-            obj.region, obj.region_since = region, now if obj.region_since is not None else obj.since
+            got_there = obj.moving_to_since if reported else now
+            obj.region, obj.region_since = region, got_there if obj.region_since is not None else obj.since
+            obj.moving_to_since = None
         if region is None:
             continue
         kind, zone_id = region.split(":", 1)
@@ -258,9 +279,9 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
 
 
 def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
-    """Whether a vehicle's box reaches (within queue_head_distance_px) a place ahead of it in its lane where traffic
-    waits its turn: a stop line, the intersection or a crosswalk (one it has driven past is behind it)."""
-    reach = scene.thresholds.queue_head_distance_px
+    """Whether a vehicle's box reaches (within queue_head_reach) a place ahead of it in its lane where traffic waits
+    its turn: a stop line, the intersection or a crosswalk (one it has driven past is behind it)."""
+    reach = queue_head_reach(scene, box)
     direction = scene.lane_directions[lane_id]
     centre_at = float(np.dot(anchor_point(box, Anchor.CENTER), direction))
     return any(box_segment_distance(box, start, end) <= reach
@@ -269,9 +290,9 @@ def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
 
 
 def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
-    """Whether a vehicle's box reaches (within queue_head_distance_px) a place where the head of a queue waits: a
-    yield point, the downstream end of its lane or the frame edge."""
-    reach = scene.thresholds.queue_head_distance_px
+    """Whether a vehicle's box reaches (within queue_head_reach) a place where the head of a queue waits: a yield
+    point, the downstream end of its lane or the frame edge."""
+    reach = queue_head_reach(scene, box)
     if touches_edge(box, frame_size) or _at_yield_point(scene, box, lane_id):
         return True
     direction = scene.lane_directions[lane_id]
@@ -318,10 +339,22 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
         if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
-        # One that came to rest through it stopped abruptly: a queue's vehicles touching in perspective roll to rest
-        # slowly.
+        # One of them stood (or had just stopped) when they touched, or went much slower than the other (a car
+        # rear-ended in slow traffic; one shoved forward by the hit comes to rest again after it). Two vehicles
+        # at similar speeds at the contact that come to rest after it are traffic braking side by side or nose to
+        # tail, touching in perspective; two moving vehicles that collided show it in their motion (impacts).
+        slower, faster = sorted(candidate.speeds_at_contact)
+        if not (any(obj.since <= candidate.contact_at for obj in involved)
+                or slower <= STRUCK_SPEED_SHARE * faster):
+            continue
+        # One that came to rest through it hit the other fast (speeds_at_contact) and stopped abruptly: a vehicle
+        # braking behind or beside another touches it in perspective only as it closes up, slow by then, even when
+        # the second before it came to rest was fast.
         abrupt = thresholds.crash_into_standing_speed_box_per_s if standing else thresholds.crash_stop_speed_box_per_s
-        if not any(scene.speed_before_rest(track) >= abrupt for obj in came_to_rest for track in whole_in_view(obj)):
+        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
+        if not any(max((at_contact[i] for i in obj.track_ids if i in at_contact), default=0.0) >= abrupt
+                   and any(scene.speed_before_rest(track) >= abrupt for track in whole_in_view(obj))
+                   for obj in came_to_rest):
             continue
         keep = min(involved, key=lambda obj: obj.since)
         keep.crash = True
@@ -540,7 +573,12 @@ def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condit
     conditions = []
     for track in tracks:
         if track.class_name in scene.road_classes:
+            # Read as a road user for as long as ends an event: it is one (the obstacle reading was the misread),
+            # and its time as an obstacle starts afresh. A frame or two as a road user is the misread.
+            if hold(track, "road_user", True, now) >= scene.thresholds.resolve_seconds:
+                hold(track, "obstacle", False, now)
             continue
+        hold(track, "road_user", False, now)
         lane_id = scene.lane_of(foot(track))
         in_lane_for = hold(track, "obstacle", lane_id is not None, now)
         if lane_id is not None and in_lane_for >= limit:
@@ -575,10 +613,12 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         speed = max(scene.peak_speed_box_per_s(a, 1.5), scene.peak_speed_box_per_s(b, 1.5))
         if speed >= thresholds.collision_min_speed_box_per_s:
             first, second = (a, b) if a.track_id == pair[0] else (b, a)
+            velocities = [scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now) for vehicle in (first, second)]
             state.collisions.append(CollisionCandidate(
                 track_ids=pair, contact_at=now, speed_box_per_s=speed,
                 class_names=(first.class_name, second.class_name),
-                velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now))))
+                velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now)),
+                speeds_at_contact=tuple(math.hypot(*v) if v else 0.0 for v in velocities)))
             known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
@@ -681,7 +721,7 @@ def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -
     return scene.in_any(points[0], scene.stopping_zones) or scene.lane_of(points[0])
 
 
-def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], riding: set[int],
+def vehicles_in_pedestrian_areas(scene: Scene, state: TrafficState, tracks: list[TrackState], riding: set[int],
                                  now: float) -> list[Condition]:
     """A vehicle or cyclist moving inside a pedestrian area, or a person moving there faster than people walk (on
     wheels the detector does not see); critical when the area is crowded. The rider of a detected bicycle or
@@ -690,7 +730,14 @@ def vehicles_in_pedestrian_areas(scene: Scene, tracks: list[TrackState], riding:
     fast_person = scene.thresholds.pedestrian_area_fast_person_box_per_s
     for area in scene.config.pedestrian_areas:
         people = sum(1 for track in tracks if track.class_name == "person" and scene.is_in(foot(track), area.polygon))
-        crowded = people >= area.crowded_people
+        # The detector misses someone in a crowd now and then: the area stays crowded until its head count has been
+        # under the limit for resolve_seconds, as an event ends only once its condition has been gone that long.
+        key = f"crowded:{area.id}"
+        if people >= area.crowded_people:
+            state.zone_timers[key] = now
+        crowded = now - state.zone_timers.get(key, -math.inf) <= scene.thresholds.resolve_seconds
+        if not crowded:
+            state.zone_timers.pop(key, None)
         for track in tracks:
             inside = (_scored_in_pedestrian_areas(scene, track) and track.track_id not in riding
                       and scene.is_in(foot(track), area.polygon))

@@ -93,6 +93,8 @@ class StaticObject(State):
     contact_at: float | None = Field(default=None, description="time of that collision's contact")
     region: str | None = Field(default=None, description="the lane or zone it stands in")
     region_since: float | None = None
+    moving_to: str | None = Field(default=None, description="another region its reported position is in")
+    moving_to_since: float | None = Field(default=None, description="since when; None: none")
     excused_at: float | None = Field(default=None, description="last time a queue excused it (a vehicle) or a moving "
                                      "vehicle drove over it (an unknown object)")
 
@@ -106,6 +108,9 @@ class CollisionCandidate(State):
     velocities_before: tuple[tuple[float, float] | None, tuple[float, float] | None] = Field(
         default=(None, None), description="each vehicle's velocity over the second before the contact (box heights "
         "per second), taken at contact: the history sample at contact is overwritten at more than 5 frames per second")
+    speeds_at_contact: tuple[float, float] = Field(
+        default=(0.0, 0.0), description="each vehicle's speed over about the last half second before the contact (box "
+        "heights per second), taken at contact: the speed it hit with (one braking to rest has slowed by then)")
     confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
                                        "showed the impact (a collision raised at contact, before any standstill)")
     reason: str = Field(default="", description="what the impact evidence was, once confirmed")
@@ -164,7 +169,8 @@ class TrafficState(State):
     recent_vehicles: list[VehicleFrame] = Field(default_factory=list, description="the vehicle detections of the last "
                                                 "two sampled frames, oldest first (vehicles converging into one box)")
     incidents: dict[str, OpenIncident] = Field(default_factory=dict)
-    zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue stands")
+    zone_timers: dict[str, float] = Field(default_factory=dict, description="per stop line: since when a queue "
+                                          "stands; per pedestrian area: when it was last crowded")
     area_scores: dict[str, float] = Field(default_factory=dict, description="pedestrian area id -> its "
                                           "vehicle-in-area score, smoothed over about AREA_SCORE_SECONDS")
     # lane id -> per-second buckets [second, occupancy sum, queued vehicles sum, samples, speed sum, speed samples]
