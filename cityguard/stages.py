@@ -187,11 +187,12 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
                              topics.events, topics.line_counts, topics.dead_letter, enable_auto_commit=True)
-    analytics_group = config.group_id("analytics")
-    readers = {analytics_group: make_consumer(servers, analytics_group)}
+    # The analytics stage has no endpoint of its own, and a dispatcher falling behind delays every SMS.
+    readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
+               for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
     try:
         MetricsSink(config, consumer, readers).run(stop_on_signals())
     finally:
         consumer.close()
-        for reader in readers.values():
+        for _, reader in readers.values():
             reader.close(autocommit=False)

@@ -76,14 +76,27 @@ def make_producer(bootstrap_servers: str, **overrides) -> KafkaProducer:
     return KafkaProducer(**{**producer_settings(bootstrap_servers), **overrides})
 
 
-def make_consumer(bootstrap_servers: str, group_id: str | None, *topics: str, **overrides) -> KafkaConsumer:
-    return KafkaConsumer(*topics, **{**consumer_settings(bootstrap_servers, group_id), **overrides})
+class Consumer(KafkaConsumer):
+    def bootstrap_connected(self) -> bool:
+        """Whether the client is connected to a broker of the cluster now: what the stages export as
+        cityguard_broker_connected. (kafka-python's own answer is true only while its first connection is being
+        set up, so a working stage would read as cut off.)"""
+        client = self._client
+        return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
+
+
+def make_consumer(bootstrap_servers: str, group_id: str | None, *topics: str, **overrides) -> Consumer:
+    return Consumer(*topics, **{**consumer_settings(bootstrap_servers, group_id), **overrides})
 
 
 BROKER_CONNECTED = Gauge("cityguard_broker_connected", "1 while the stage's Kafka client reaches the broker",
                          ["stage"])
 CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the high-watermark",
                      ["group", "topic", "partition"])
+# A stage whose loop hangs (a model call, a store read) keeps serving its last lag and connection state: its loop's
+# own time is what shows it stuck.
+STAGE_LOOP = Gauge("cityguard_stage_loop_timestamp_seconds",
+                   "Unix time the stage's consume loop last went round", ["stage"])
 
 
 class ProduceFailed(KafkaError):

@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
-from producers.capture import CameraUnavailable, PublishedUpTo, redacted, sample_frames
+from producers.capture import CameraUnavailable, PublishedUpTo, redacted, sample_frames, shown
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
@@ -189,12 +189,13 @@ class CameraReader:
             return
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
+            if shown(url) != shown(self.source):
+                # Another stream (not the same one under a fresh token): its first frames are not compared with the
+                # last one's, nor its timeline with the last one's. The same stream keeps both, so a picture frozen
+                # across reconnections is still found frozen, and a playlist served again is not published again.
+                self.quality.reset()
+                self.published = PublishedUpTo()
             self.source = url
-            # Another URL may be another stream: its first frames are not compared with the last one's, nor its
-            # timeline with the last one's. Reconnecting to the same one keeps both, so a picture frozen across
-            # reconnections is still found frozen, and a playlist served again is not published again.
-            self.quality.reset()
-            self.published = PublishedUpTo()
 
     def read_until_done(self) -> None:
         """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from infra.backoff import backoff_delay
 from infra.broker import BrokerMemoryWatch
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, STAGE_LOOP, reset_positions_past_the_end
 from schemas import (
     PERSON_CLASS_ID,
     DeadLetter,
@@ -184,13 +184,15 @@ class OpenEvents:
 
 
 class MetricsSink:
-    def __init__(self, config: Config, consumer: KafkaConsumer, group_readers: dict[str, KafkaConsumer]):
+    def __init__(self, config: Config, consumer: KafkaConsumer,
+                 group_readers: dict[str, tuple[str, KafkaConsumer]]):
         self.topics = config.broker.topics
         self.labels = LabelBounds(config)
         self.group = config.group_id("metrics-sink")
         self.broker_memory = BrokerMemoryWatch.from_env(config)  # only under `cityguard up` with the embedded broker
         self.consumer = consumer
-        # One idle consumer per watched group (never subscribed), used only to read that group's committed offsets.
+        # Per watched group, the topic it consumes (one this sink reads too) and an idle consumer (never subscribed)
+        # used only to read that group's committed offsets.
         self.group_readers = group_readers
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
@@ -200,6 +202,11 @@ class MetricsSink:
         self.forecast_horizons: dict[tuple[str, str], set[str]] = {}  # configured zones only
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
+        # Until its first window, a zone counts from the sink's start: one whose windows never come (analytics was
+        # down when this sink restarted) still goes stale and unknown, and CityguardZoneStale fires for it.
+        self.started_at = time.time()
+        for labels in self.labels.zones:
+            ZONE_WINDOW_END.labels(*labels).set(self.started_at)
         self._open_labels: set[tuple[str, str, str]] = set()
         for camera in config.cameras:
             if camera.lat is not None and camera.lon is not None:
@@ -281,8 +288,8 @@ class MetricsSink:
             ZONE_CROSSINGS.labels(*labels, "out").inc(metrics.outflow)
 
     def mark_stale_zones(self, now: float) -> None:
-        for labels, window_end in self.last_window_end.items():
-            if now - window_end > self.stale_after_s:
+        for labels in self.labels.zones:
+            if now - self.last_window_end.get(labels, self.started_at) > self.stale_after_s:
                 ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
 
     def on_line_counts(self, counts: LineCounts) -> None:
@@ -310,10 +317,10 @@ class MetricsSink:
             EVENTS_OPEN.labels(*labels).set(counts.get(labels, 0))
         self._open_labels |= set(counts)
 
-    def update_lag(self, group: str, group_reader: KafkaConsumer) -> None:
-        """Lag of another group on the detections topic: our fetch high-watermark minus its committed offset."""
+    def update_lag(self, group: str, topic: str, group_reader: KafkaConsumer) -> None:
+        """Lag of another group on the topic it consumes: our fetch high-watermark minus its committed offset."""
         for tp in self.consumer.assignment():
-            if tp.topic != self.topics.detections:
+            if tp.topic != topic:
                 continue
             highwater = self.consumer.highwater(tp)
             committed = group_reader.committed(TopicPartition(tp.topic, tp.partition)) or 0
@@ -324,6 +331,7 @@ class MetricsSink:
         """Until stopped; a lost broker is waited for with back-off (the clients reconnect), never a reason to exit."""
         last_lag, failures = 0.0, 0
         while not stop.is_set():
+            STAGE_LOOP.labels("metrics-sink").set_to_current_time()
             try:
                 for records in self.consumer.poll(timeout_ms=500).values():
                     for record in records:
@@ -335,8 +343,8 @@ class MetricsSink:
                     self.mark_stale_zones(time.time())
                     if self.broker_memory is not None:
                         self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
-                    for group, group_reader in self.group_readers.items():
-                        self.update_lag(group, group_reader)
+                    for group, (topic, group_reader) in self.group_readers.items():
+                        self.update_lag(group, topic, group_reader)
                 failures = 0
             except KafkaError as exc:
                 failures += 1

@@ -61,8 +61,9 @@ def test_a_traffic_cameras_frames_are_still_decoded_for_its_background_model(cpu
     stage = InferenceWorker(config, None, None, CameraDetectors(cpu_jpeg_detector), "group",
                             static_blobs=StaticBlobPool({"road"}))
     jpeg = cv2.imencode(".jpg", video_frames(VTEST, 1)[0])[1].tobytes()
-    records = [SimpleNamespace(value=encode(Frame(camera_id=camera, seq=1, captured_at=time.time(), width=768,
-                                                  height=576, jpeg=jpeg))) for camera in ("road", "cam")]
+    records = [SimpleNamespace(topic="frames", partition=0, offset=seq, key=camera.encode(), value=encode(Frame(
+        camera_id=camera, seq=1, captured_at=time.time(), width=768, height=576, jpeg=jpeg)))
+        for seq, camera in enumerate(("road", "cam"))]
     (road, _), (other, _) = stage.decode_batch(records)
     assert road.image is not None  # the background model (stopped vehicles, obstacles) sees every frame
     assert other.image is None

@@ -240,6 +240,21 @@ def test_the_lag_of_a_partition_taken_away_by_a_rebalance_is_no_longer_exported(
     assert (lag(0), lag(1)) == (10, None)
 
 
+def test_the_frame_age_of_a_camera_on_a_partition_taken_away_is_no_longer_exported():
+    consumer = Consumer(partitions=(0, 1))
+    stage = InferenceWorker(CONFIG, consumer, Broker(), CameraDetectors(NoBoxes()), "age-group")
+
+    def age() -> float | None:
+        return REGISTRY.get_sample_value("cityguard_inference_frame_age_seconds", {"camera": "square"})
+
+    stage.process(records(time.time() - 8))  # a lagging worker: its last frame of the camera was 8 s old
+    stage.update_lag()
+    assert age() >= 8
+    consumer.partitions = {TopicPartition(TOPICS.frames, 1)}  # partition 0 went to a new worker
+    stage.update_lag()
+    assert age() is None
+
+
 def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
     """The JPEG with an APP1 Exif segment holding one tag, Orientation (0x0112), right after its start marker."""
     tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)

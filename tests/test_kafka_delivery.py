@@ -1,8 +1,11 @@
-"""A failed produce must surface, so stages never commit input whose output was lost."""
+"""A failed produce must surface, so stages never commit input whose output was lost; a consumer says whether it
+reaches the broker."""
+import time
+
 import pytest
 
 from infra.broker import EmbeddedBroker
-from infra.kafka import ProduceFailed, create_topics, flush_confirmed, make_producer
+from infra.kafka import ProduceFailed, create_topics, flush_confirmed, make_consumer, make_producer
 
 pytestmark = pytest.mark.broker
 
@@ -20,4 +23,25 @@ def test_flush_confirmed_passes_acknowledged_sends_and_raises_for_lost_ones(tmp_
             flush_confirmed(producer, [lost], timeout_s=10)
         producer.close(timeout=1)
     finally:
+        broker.stop()
+
+
+def test_a_consumer_is_connected_while_it_reads_and_not_once_the_broker_is_gone(tmp_path):
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    consumer = make_consumer(broker.bootstrap_servers, "connected-test", "connected-test")
+    try:
+        create_topics(broker.bootstrap_servers, ["connected-test"], 1)
+        deadline = time.monotonic() + 30
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, "never assigned"
+            consumer.poll(timeout_ms=200)
+        consumer.poll(timeout_ms=200)
+        assert consumer.bootstrap_connected()
+        broker.stop()
+        deadline = time.monotonic() + 30
+        while consumer.bootstrap_connected():
+            assert time.monotonic() < deadline, "still connected with the broker gone"
+            consumer.poll(timeout_ms=200)
+    finally:
+        consumer.close()
         broker.stop()

@@ -1,5 +1,8 @@
 """The metrics sink's handling of events and zone metrics, without Kafka (the e2e test covers the wiring)."""
+import time
+
 import pytest
+from kafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from schemas import Event, EventState, Severity, encode
@@ -95,6 +98,15 @@ def test_a_zone_whose_windows_stop_turns_unknown(sink):
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1, "a silent zone is unknown, not calm"
 
 
+def test_a_zone_whose_windows_never_come_after_a_restart_turns_unknown():
+    before = time.time()
+    sink = MetricsSink(CONFIG, consumer=None, group_readers={})
+    labels = {"camera": "sink-test", "zone": "plaza"}
+    assert before <= REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", labels) <= time.time()
+    sink.mark_stale_zones(now=time.time() + sink.stale_after_s + 1)
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1
+
+
 def test_forecast_series_of_a_window_without_a_forecast_are_removed(sink):
     from schemas import DensityForecast
 
@@ -158,3 +170,25 @@ def test_a_flood_of_forged_label_values_adds_no_series(sink):
     counted = REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"})
     flood(20_000, 1_000)  # the same records dead-lettered again (a rewound batch): not counted twice
     assert REGISTRY.get_sample_value("cityguard_dead_letters_total", {"stage": "other", "topic": "other"}) == counted
+
+
+def test_each_watched_group_s_lag_is_on_the_topic_it_consumes():
+    class Sink:
+        def assignment(self):
+            return {TopicPartition("detections-t", 0), TopicPartition("events-t", 0)}
+
+        def highwater(self, partition):
+            return {"detections-t": 100, "events-t": 40}[partition.topic]
+
+    class Group:
+        def committed(self, partition):
+            return 30
+
+    sink = MetricsSink(CONFIG, consumer=Sink(), group_readers={})
+    sink.update_lag("s-alerts", "events-t", Group())
+
+    def lag(topic: str) -> float | None:
+        return REGISTRY.get_sample_value("cityguard_consumer_lag_messages",
+                                         {"group": "s-alerts", "topic": topic, "partition": "0"})
+
+    assert (lag("events-t"), lag("detections-t")) == (10, None)

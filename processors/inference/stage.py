@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, partition_lag, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, STAGE_LOOP, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter, median_person_height, without_texture
 from processors.inference.density_schedule import DensitySchedule
@@ -364,6 +364,7 @@ class InferenceWorker:
         self.decoded = 0  # frames of the current batch that were readable
         self.sent_frames: list[tuple[str, float]] = []  # (camera label, model ms) of the current batch's detections
         self.lag_labels: set[tuple[str, str, str]] = set()  # the consumer lag series this worker exports
+        self.frame_age_cameras: dict[int, set[str]] = {}  # frames partition -> the cameras whose age it exports
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
         self.model_swapper = model_swapper
         SERVING_MODEL.labels(detectors.version or "none").set(1)
@@ -463,6 +464,7 @@ class InferenceWorker:
                     frame = decode(record.value, Frame)
                     camera = self.camera_label(frame.camera_id)
                     FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
+                    self.frame_age_cameras.setdefault(record.partition, set()).add(camera)
                     shed = self.shedder.reason(frame)
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
@@ -498,6 +500,13 @@ class InferenceWorker:
         for labels in self.lag_labels - exported:  # a partition a rebalance took away: its new owner reports it
             CONSUMER_LAG.remove(*labels)
         self.lag_labels = exported
+        # So are its cameras' frame ages: the last one seen here, often a high one (lag is what moves partitions),
+        # would stand beside the new owner's for ever.
+        owned = {int(partition) for _, topic, partition in exported if topic == self.topics.frames}
+        for partition in set(self.frame_age_cameras) - owned:
+            for camera in self.frame_age_cameras.pop(partition) - {
+                    camera for kept in owned for camera in self.frame_age_cameras.get(kept, ())}:
+                FRAME_AGE.remove(camera)
 
     def swap_model(self) -> None:
         """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""
@@ -510,6 +519,7 @@ class InferenceWorker:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            STAGE_LOOP.labels(STAGE).set_to_current_time()
             self.swap_model()
             records = self.gather(stop)
             if records:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, flush_confirmed, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, STAGE_LOOP, flush_confirmed, reset_positions_past_the_end
 from infra.listeners import is_loopback
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
@@ -398,6 +398,7 @@ class DispatcherService:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            STAGE_LOOP.labels(STAGE).set_to_current_time()
             self.consume()
             self.answer_webhooks(min(0.2, self.batch_pause.remaining(self.clock())))  # no spin while paused
             self.periodic_work()

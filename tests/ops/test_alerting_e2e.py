@@ -124,7 +124,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
                                       topics.zone_metrics, topics.events, topics.line_counts, topics.dead_letter,
                                       enable_auto_commit=True)
         reader = make_consumer(kafka_bootstrap, config.group_id("analytics"))
-        sink = MetricsSink(config, sink_consumer, {config.group_id("analytics"): reader})
+        sink = MetricsSink(config, sink_consumer, {config.group_id("analytics"): (topics.detections, reader)})
         threading.Thread(target=sink.run, args=(stop,), daemon=True).start()
 
         stand_ins = StandIns()

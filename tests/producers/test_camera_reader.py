@@ -117,16 +117,20 @@ class OneUrlResolver:
         return self.url
 
 
-def test_an_its_camera_given_another_url_starts_a_new_timeline_and_the_same_url_keeps_it(tmp_path):
+def test_an_its_camera_given_another_stream_starts_a_new_timeline_and_a_fresh_token_keeps_it(tmp_path):
     its = {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}
-    reader = reader_for(tmp_path, "http://relay.example/a/live.m3u8", None, its=its,
-                        resolver=OneUrlResolver("http://relay.example/a/live.m3u8"))
+    first = "http://cctvsec.example/270/rWSK4DQ8ZAZxCK6lH8C+zUD0ni1ZcCsJIIyLfJrGYrBU=="
+    reader = reader_for(tmp_path, first, None, its=its, resolver=OneUrlResolver(first))
     reader.published.stream_s = 500.0
     reader.re_resolve()
     assert reader.published.stream_s == 500.0  # the same stream: what it serves again is not published again
-    reader.resolver = lambda: OneUrlResolver("http://relay.example/b/live.m3u8")
+    fresh_token = "http://cctvsec.example/270/qA7Ubl5+OwmUqjGjDfxb+I+2fTm%2F0IqjRgErU5+WmeQ="
+    reader.resolver = lambda: OneUrlResolver(fresh_token)
     reader.re_resolve()
-    assert reader.source.endswith("/b/live.m3u8") and reader.published.stream_s is None
+    assert reader.source == fresh_token and reader.published.stream_s == 500.0
+    reader.resolver = lambda: OneUrlResolver("http://cctvsec.example/271/qA7Ubl5+OwmUqjGjDfxb+I+2fTm%2F0IqjRgErU5+Wm")
+    reader.re_resolve()
+    assert "/271/" in reader.source and reader.published.stream_s is None
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):
