@@ -250,6 +250,9 @@ def test_the_frame_age_of_a_camera_on_a_partition_taken_away_is_no_longer_export
     stage.process(records(time.time() - 8))  # a lagging worker: its last frame of the camera was 8 s old
     stage.update_lag()
     assert age() >= 8
+    consumer.highwater = lambda partition: None  # just reassigned: no fetch has given the partitions' ends yet
+    stage.update_lag()
+    assert age() >= 8, "still owned: its frame age stays"
     consumer.partitions = {TopicPartition(TOPICS.frames, 1)}  # partition 0 went to a new worker
     stage.update_lag()
     assert age() is None

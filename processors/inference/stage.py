@@ -502,7 +502,7 @@ class InferenceWorker:
         self.lag_labels = exported
         # So are its cameras' frame ages: the last one seen here, often a high one (lag is what moves partitions),
         # would stand beside the new owner's for ever.
-        owned = {int(partition) for _, topic, partition in exported if topic == self.topics.frames}
+        owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topics.frames}
         for partition in set(self.frame_age_cameras) - owned:
             for camera in self.frame_age_cameras.pop(partition) - {
                     camera for kept in owned for camera in self.frame_age_cameras.get(kept, ())}:
