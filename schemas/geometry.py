@@ -67,9 +67,7 @@ def segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
 
 
 def polygon_is_simple(polygon: Sequence[Point]) -> bool:
-    """True when no two non-adjacent edges of the closed polygon touch (and every vertex is finite)."""
-    if not np.isfinite(np.asarray(polygon, dtype=float)).all():
-        return False
+    """True when no two non-adjacent edges of the closed polygon touch."""
     n = len(polygon)
     edges = [(polygon[i], polygon[(i + 1) % n]) for i in range(n)]
     for i in range(n):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -46,8 +45,8 @@ class IgnoreFilter:
 
     def __post_init__(self):
         try:
-            if len(self.polygon) < 3 or not all(math.isfinite(value) for point in self.polygon for value in point):
-                raise ValueError("the region needs 3 or more points with finite coordinates")
+            if len(self.polygon) < 3:
+                raise ValueError("the region needs 3 or more points")
             verify_simple_polygon(list(self.polygon))  # as a zone's: a region of no area would cover nothing
         except ValueError as exc:
             raise UnusableRegion(f"ignore filter {self.id}: {exc}") from None

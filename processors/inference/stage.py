@@ -503,9 +503,10 @@ class InferenceWorker:
         # So are its cameras' frame ages: the last one seen here, often a high one (lag is what moves partitions),
         # would stand beside the new owner's for ever.
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topics.frames}
-        for partition in set(self.frame_age_cameras) - owned:
-            for camera in self.frame_age_cameras.pop(partition) - {
-                    camera for kept in owned for camera in self.frame_age_cameras.get(kept, ())}:
+        gone = set(self.frame_age_cameras) - owned
+        if gone:
+            kept = set().union(*(self.frame_age_cameras.get(partition, ()) for partition in owned))
+            for camera in set().union(*(self.frame_age_cameras.pop(partition) for partition in gone)) - kept:
                 FRAME_AGE.remove(camera)
 
     def swap_model(self) -> None:

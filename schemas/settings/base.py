@@ -1,6 +1,7 @@
 """Pieces every configuration module shares."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Annotated
@@ -42,6 +43,8 @@ def require_unique(ids: list[str], what: str) -> None:
 def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     """A polygon whose edges do not cross (checked first: a symmetric bow tie also has zero signed area) and that
     encloses an area."""
+    if not all(math.isfinite(value) for point in polygon for value in point):
+        raise ValueError("polygon has a coordinate that is not a finite number")
     if not polygon_is_simple(polygon):
         raise ValueError("polygon edges cross each other")
     if polygon_area(polygon) <= 0:

@@ -17,7 +17,7 @@ from processors.analytics.traffic import converging, counting, rules, unconfirme
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile, resolve_all
-from processors.analytics.traffic.scene import Scene, anchor_point, box_area
+from processors.analytics.traffic.scene import Scene, anchor_point, box_area, edges_moved
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
 from schemas import Detections, Event
 from schemas.calibration import Homography
@@ -218,11 +218,8 @@ class TrafficAnalyzer:
 
         def stood_still(track_id: int, box: tuple) -> bool:
             track = state.tracks.get(track_id)
-            if track is None or track.last_seen < state.view_moved_at:
-                return False
-            x1, y1, x2, y2 = track.box
-            tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
-            return max(abs(a - b) for a, b in zip(track.box, box, strict=True)) <= tolerance
+            return track is not None and track.last_seen >= state.view_moved_at \
+                and edges_moved(track.box, box) <= self.scene.stationary_tolerance(track.box)
 
         kept = []
         for obj in state.static_objects:
@@ -326,14 +323,13 @@ class TrafficAnalyzer:
 
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:
         x1, y1, x2, y2 = track.box
-        tolerance = self.thresholds.stationary_box_fraction * math.hypot(x2 - x1, y2 - y1)
-        rest_box = track.rest_box or track.box
-        edges_moved = max(abs(a - b) for a, b in zip(track.box, rest_box, strict=True))
+        tolerance = self.scene.stationary_tolerance(track.box)
         if track.first_point is None:
             track.first_point = point
         elif not track.moved_away and math.dist(point, track.first_point) >= 0.5 * (y2 - y1):
             track.moved_away = True
-        if math.dist(point, track.rest_point) > tolerance or edges_moved > tolerance:
+        if math.dist(point, track.rest_point) > tolerance or edges_moved(track.box, track.rest_box or track.box) \
+                > tolerance:
             track.rest_point, track.rest_since, track.rest_box = point, now, track.box
         elif track.rest_box is None:
             track.rest_box = track.box

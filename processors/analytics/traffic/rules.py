@@ -68,8 +68,7 @@ def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[P
             continue
         box = second.boxes[i]
         before, after = anchor_point(first.boxes[j], Anchor.BOTTOM_CENTER), anchor_point(box, Anchor.BOTTOM_CENTER)
-        if math.dist(before, after) > scene.thresholds.stationary_box_fraction * math.hypot(box[2] - box[0],
-                                                                                         box[3] - box[1]):
+        if math.dist(before, after) > scene.stationary_tolerance(box):
             moves.append((before, after))
     return moves
 

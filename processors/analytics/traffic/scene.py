@@ -42,6 +42,11 @@ def segment_meets_box(start: tuple[float, float], end: tuple[float, float], box:
         segments_intersect(start, end, corners[i], corners[i - 1]) for i in range(4))
 
 
+def edges_moved(box: Box, other: Box) -> float:
+    """The largest shift of any edge between two boxes (pixels)."""
+    return max(abs(a - b) for a, b in zip(box, other, strict=True))
+
+
 def box_segment_distance(box: Box, start: tuple[float, float], end: tuple[float, float]) -> float:
     """Shortest distance between a box and a segment, 0 where they meet."""
     if segment_meets_box(start, end, box):
@@ -121,6 +126,10 @@ class Scene:
         return None
 
     # --- motion from a track's history -------------------------------------------------------------------------
+
+    def stationary_tolerance(self, box: Box) -> float:
+        """How far (pixels) a vehicle's box may move and the vehicle still stand: a share of its diagonal."""
+        return self.thresholds.stationary_box_fraction * math.hypot(box[2] - box[0], box[3] - box[1])
 
     def stationary_seconds(self, track: TrackState) -> float:
         return track.last_seen - track.rest_since
