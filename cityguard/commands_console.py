@@ -75,7 +75,7 @@ def run_console(args, config: Config) -> int:
     store = open_store(config)
     site = Site(config, SceneFile(Path(args.config), validator(Path(args.config))),
                 Path(config.resolve_path(settings.hard_negatives_dir)))
-    server = ConsoleServer(site, state, store, token, host, settings.refresh_hz, stale_after_s,
+    server = ConsoleServer(site, state, store, token, host, settings.refresh_hz,
                            status_silence_s=max(60.0, 3 * config.producer.status_interval_s))
 
     def announce(actual_port: int) -> None:

@@ -11,16 +11,20 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def replace_file(path: Path, data: bytes | str, mode: int | None = None) -> None:
+def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable: bool = True) -> None:
     """Writes `data` (text as UTF-8) to a temporary file beside `path`, then renames it over `path`: a reader or a
-    crash never meets half a file. The file gets `mode`; without one, a file replaced keeps its permissions and a new
-    one gets what open() would give."""
+    crash never meets half a file. When `durable`, the data reach the disk before the rename and the rename before
+    the return, so a power cut leaves the old file or the new one, never an empty one. The file gets `mode`; without
+    one, a file replaced keeps its permissions and a new one gets what open() would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         if mode is None:
             try:
                 mode = path.stat().st_mode & 0o777
@@ -34,3 +38,20 @@ def replace_file(path: Path, data: bytes | str, mode: int | None = None) -> None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if durable:
+        _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Makes a rename in `folder` durable; best effort, as some systems cannot open or sync a folder (Windows,
+    some network file systems), where the rename is as durable as they make it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

@@ -48,8 +48,10 @@ class LocalFrameStore:
     def put(self, camera_id: str, seq: int, jpeg: bytes) -> str:
         folder = self.directory / camera_id
         folder.mkdir(parents=True, exist_ok=True)
-        # Whole or not at all, so a consumer never reads half a file; the camera's pictures for its user alone.
-        replace_file(folder / f"{seq}.jpg", jpeg, mode=0o600)
+        # Whole or not at all, so a consumer never reads half a file; the camera's pictures for its user alone. Not
+        # synced to disk: a picture lives for minutes, a power cut loses the unsent messages that name it anyway, and
+        # two syncs per frame would cost capture its rate.
+        replace_file(folder / f"{seq}.jpg", jpeg, mode=0o600, durable=False)
         return f"{LOCAL_PREFIX}{camera_id}/{seq}.jpg"
 
     def resolve(self, frame_ref: str) -> bytes:

@@ -1,4 +1,8 @@
-"""replace_file: whole files, permissions kept, nothing left behind."""
+"""replace_file: whole files, on the disk, permissions kept, nothing left behind."""
+import errno
+import os
+from pathlib import Path
+
 import pytest
 
 from infra.files import replace_file
@@ -34,3 +38,37 @@ def test_a_mode_given_is_the_files_whatever_was_there(tmp_path):
     path.chmod(0o644)
     replace_file(path, b"\xff\xd8", mode=0o600)
     assert path.stat().st_mode & 0o777 == 0o600 and path.read_bytes() == b"\xff\xd8"
+
+
+def test_the_data_and_the_rename_reach_the_disk_before_the_file_is_replaced(tmp_path, monkeypatch):
+    synced, renamed = [], []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(handle):
+        synced.append((os.path.realpath(f"/proc/self/fd/{handle}"), bool(renamed)))
+        real_fsync(handle)
+
+    def replace(source, target):
+        renamed.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "site.yaml"
+    replace_file(path, "new: 2\n")
+    [(temporary, before_rename), (folder, after_rename)] = synced
+    assert Path(temporary).name.startswith(".site.yaml.") and not before_rename
+    assert folder == str(tmp_path) and after_rename
+
+
+def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatch):
+    real_fsync = os.fsync
+
+    def fsync(handle):
+        if os.path.isdir(f"/proc/self/fd/{handle}"):
+            raise OSError(errno.EINVAL, "Invalid argument")  # as some file systems answer for a folder
+        real_fsync(handle)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    replace_file(tmp_path / "serving.json", b"{}")
+    assert (tmp_path / "serving.json").read_bytes() == b"{}"

@@ -31,27 +31,33 @@ class TopicFeed:
         self.state = state
         self.resolve_frame = resolve_frame
         self.backlog = backlog  # topic -> messages per partition read from before the end at start
+        self.live_from: dict[TopicPartition, int] = {}  # each partition's end at start: the backlog lies before it
         self.handlers = {
             topics.frames: self.on_frame,
-            topics.detections: lambda value: state.on_detections(decode(value, Detections)),
-            topics.zone_metrics: lambda value: state.on_zone_metrics(decode(value, ZoneMetrics)),
-            topics.events: lambda value: state.on_event(decode(value, Event)),
-            topics.line_counts: lambda value: state.on_line_counts(decode(value, LineCounts)),
-            topics.camera_status: lambda value: state.on_camera_status(decode(value, CameraStatus)),
+            topics.detections: lambda record: state.on_detections(decode(record.value, Detections)),
+            topics.zone_metrics: self.on_zone_metrics,
+            topics.events: lambda record: state.on_event(decode(record.value, Event)),
+            topics.line_counts: lambda record: state.on_line_counts(decode(record.value, LineCounts)),
+            topics.camera_status: lambda record: state.on_camera_status(decode(record.value, CameraStatus)),
         }
         self.unreadable = 0
         self.thread: threading.Thread | None = None
 
-    def on_frame(self, value: bytes) -> None:
-        frame = decode(value, Frame)
+    def on_frame(self, record) -> None:
+        frame = decode(record.value, Frame)
         jpeg = frame.jpeg
         if jpeg is None:
             try:
                 jpeg = self.resolve_frame(frame.frame_ref)
             except LookupError:
                 return  # expired from the frame store: a later frame will do
-        self.state.on_frame(frame.camera_id, frame.seq, frame.captured_at, jpeg, time.time(), frame.source_size,
+        self.state.on_frame(frame.camera_id, frame.seq, frame.captured_at, jpeg, frame.source_size,
                             (frame.width, frame.height))
+
+    def on_zone_metrics(self, record) -> None:
+        # One of the backlog read at start may have been sent long ago, which the state cannot tell from its arrival.
+        backlog = record.offset < self.live_from.get(TopicPartition(record.topic, record.partition), 0)
+        self.state.on_zone_metrics(decode(record.value, ZoneMetrics), time.time(), backlog)
 
     def assign(self, timeout_s: float = 10.0) -> None:
         """Every partition of every topic, positioned `backlog` messages before its end."""
@@ -66,6 +72,7 @@ class TopicFeed:
         self.consumer.assign(partitions)
         beginnings = self.consumer.beginning_offsets(partitions)
         ends = self.consumer.end_offsets(partitions)
+        self.live_from = dict(ends)
         for tp in partitions:
             self.consumer.seek(tp, max(beginnings[tp], ends[tp] - self.backlog.get(tp.topic, 0)))
 
@@ -74,7 +81,7 @@ class TopicFeed:
         for records in self.consumer.poll(timeout_ms=timeout_ms).values():
             for record in records:
                 try:
-                    self.handlers[record.topic](record.value)
+                    self.handlers[record.topic](record)
                     handled += 1
                 except SchemaError as exc:
                     # The stage that owns the topic dead-letters it; the console only skips it.
@@ -83,8 +90,9 @@ class TopicFeed:
                 except Exception as exc:  # one message the console cannot show must not stop it for the others
                     self.unreadable += 1
                     log.warning("message on %s skipped: %s: %s", record.topic, type(exc).__name__, exc)
-        # A broker restarted empty starts the topics again at offset 0, below the positions held here.
-        reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
+        # A broker restarted empty starts the topics again at offset 0, below the positions held here: all new.
+        for tp in reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"]):
+            self.live_from.pop(tp, None)
         return handled
 
     def run(self, stop: threading.Event) -> None:

@@ -1,26 +1,32 @@
 """The console's web server (aiohttp): the page, the latest JPEG per camera, live overlays and charts as JSON,
 incident reviews and the scene editor's save.
 
-Access: a token, compared in constant time, from the `Authorization: Bearer` header, the X-Console-Token header or
-the session cookie that opening `/?token=...` sets. Changing anything always needs it; on a non-loopback address, or
-with `console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the
-pages. The store is synchronous (SQLAlchemy), so its calls run in worker threads.
+Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
+or the session cookie that opening `/?token=...` sets (derived from the token, never the token itself). Changing
+anything always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse
+proxy), every request needs it. No other site may frame the pages. The store is synchronous (SQLAlchemy), so its
+calls run in worker threads.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from infra.files import replace_file
 from infra.listeners import is_loopback
 from schemas.settings.config import Config
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
@@ -31,6 +37,10 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "cityguard_console"
+SESSION_LABEL = b"cityguard-console-session"
+# The most characters each may have (`by`: the store's column); request_id: the page's id of one verdict.
+REVIEW_FIELDS = {"by": 100, "note": 2000, "request_id": 100}
+ANSWERS_KEPT = 1000  # answers to recent verdicts kept for a request sent again
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 FRAME_SEQ = re.compile(r"[0-9]{1,18}")
 # The page loads its scripts, styles and images from here only, and no other page may frame it (clickjacking).
@@ -73,7 +83,8 @@ def in_jpeg_pixels(box: list[float], frame) -> list[float]:
 
 def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | None, marked_at: float,
                        by: str) -> dict:
-    """The sidecar `cityguard dataset build` reads: camera, time, the wrong boxes and their class.
+    """The sidecar `cityguard dataset build` reads: camera, time, and the wrong boxes, each with its class
+    (`"wrong": [{"class": name, "xyxy": [x1, y1, x2, y2]}, ...]`, in the kept JPEG's pixels).
 
     The wrong boxes are the detections of the event's tracks; an event that names no tracks (a zone's density)
     blames every detection of the frame's most frequent class. The frame's other detections stay as they are."""
@@ -86,29 +97,49 @@ def false_alarm_record(camera_id: str, event_id: str, evidence, summary: dict | 
         names = detections["class_name"]
         dominant = max(set(names), key=names.count) if names else None
         wrong = [index for index, name in enumerate(names) if name == dominant]
-    classes = [detections["class_name"][index] for index in wrong]
     return {
         "camera": camera_id, "time": evidence.frame.captured_at, "event_id": event_id,
-        "boxes": [in_jpeg_pixels(detections["boxes"][index], evidence.frame) for index in wrong],
-        "class": max(set(classes), key=classes.count) if classes else "person",
+        "wrong": [{"class": detections["class_name"][index],
+                   "xyxy": in_jpeg_pixels(detections["boxes"][index], evidence.frame)} for index in wrong],
         "seq": evidence.frame.seq, "marked_at": marked_at, "by": by,
         "event_type": summary["type"] if summary else None, "reason": summary["reason"] if summary else None,
         "detections": evidence.detections,
     }
 
 
+def private_folder(folder: Path) -> None:
+    """Makes the folder; readable by this user only where this user owns it (one an earlier console left readable to
+    all), left as it is where another user owns it (an administrator's folder shared with the console's group, a
+    volume's). A refused change (some network file systems) stops no write: the files are this user's only."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid != os.geteuid():
+        return
+    try:
+        folder.chmod(0o700)
+    except PermissionError:
+        log.warning("cannot make %s readable by the console's user only", folder)
+
+
 def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, summary: dict | None,
                         marked_at: float, by: str) -> Path:
-    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it); `camera_id` is a
-    configured camera's, which its pattern keeps a plain folder name (never `.` or `..`)."""
+    """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it), each replaced whole
+    and readable by this user only, as the frame store keeps camera pictures; `camera_id` is a configured camera's,
+    which its pattern keeps a plain folder name (never `.` or `..`)."""
     target = folder / camera_id
-    target.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
+    private_folder(target)
     stem = SAFE_NAME.sub("_", event_id)
     image = target / f"{stem}.jpg"
-    image.write_bytes(evidence.frame.jpeg)
+    replace_file(image, evidence.frame.jpeg, mode=0o600)
     record = false_alarm_record(camera_id, event_id, evidence, summary, marked_at, by)
-    (target / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    replace_file(target / f"{stem}.json", json.dumps(record, indent=2), mode=0o600)
     return image
+
+
+def remove_hard_negative(image: Path) -> None:
+    """Removes a hard negative's record, then its frame (`cityguard dataset build` reads the record)."""
+    for path in (image.with_suffix(".json"), image):
+        path.unlink(missing_ok=True)
 
 
 def json_response(data, status: int = 200) -> web.Response:
@@ -118,6 +149,23 @@ def json_response(data, status: int = 200) -> web.Response:
 def token_matches(offered: str, token: str) -> bool:
     # Header values arrive with undecodable bytes as lone surrogates, which plain encode() refuses.
     return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), token.encode())
+
+
+def session_cookie(token: str) -> str:
+    """The session cookie's value: derived from the token, so the cookie, which browsers also send to the other
+    ports of the host, never carries the token itself; it stays valid across console restarts for as long as the
+    token does, and a new token ends every session."""
+    return hmac.new(token.encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
+
+
+def host_and_port(authority: str) -> tuple[str, int | None] | None:
+    """The host name and port of a `Host` header or an origin's host[:port]; None when it is not one (a port that
+    is no number or out of range, an unclosed IPv6 bracket)."""
+    try:
+        parts = urlsplit(f"//{authority}")
+        return parts.hostname or "", parts.port
+    except ValueError:
+        return None
 
 
 async def json_object(request: web.Request) -> dict:
@@ -132,23 +180,30 @@ async def json_object(request: web.Request) -> dict:
     return body
 
 
+def review_summary(review) -> dict:
+    return {"at": review.at, "verdict": review.verdict, "by": review.by, "note": review.note,
+            "evidence_path": review.evidence_path}
+
+
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(SECURITY_HEADERS)
 
 
 class ConsoleServer:
     def __init__(self, site: Site, state: ConsoleState, store: IncidentStore, token: str, host: str,
-                 refresh_hz: float, zone_stale_after_s: float, status_silence_s: float):
+                 refresh_hz: float, status_silence_s: float):
         self.site = site
         self.state = state
         self.store = store
         self.token = token
+        self.session_cookie = session_cookie(token)
+        self.reviewing = asyncio.Lock()
+        self.answered: OrderedDict[tuple[str, str], dict] = OrderedDict()  # (request id, incident) -> answer
         settings = site.config.console
         # Read-only pages need no token on loopback, unless a reverse proxy makes every request come from there.
         self.open_reads = is_loopback(host) and not settings.require_token_for_reads
         self.public_origins = frozenset(settings.public_origins)
         self.refresh_hz = refresh_hz
-        self.zone_stale_after_s = zone_stale_after_s
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
         state.follow_site(site.config)  # the topic reader starts first: other ids it kept meanwhile go
 
@@ -156,13 +211,17 @@ class ConsoleServer:
 
     def authenticated(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
-        offered = [header[7:] if header.startswith("Bearer ") else "", request.headers.get("X-Console-Token", ""),
-                   request.cookies.get(COOKIE, "")]
-        return any(value and token_matches(value, self.token) for value in offered)
+        offered = [header[7:] if header.startswith("Bearer ") else "", request.headers.get("X-Console-Token", "")]
+        cookie = request.cookies.get(COOKIE, "")
+        return (any(value and token_matches(value, self.token) for value in offered)
+                or bool(cookie) and token_matches(cookie, self.session_cookie))
 
     @web.middleware
     async def access(self, request: web.Request, handler):
-        if self.open_reads and not is_loopback(request.url.host or ""):
+        host = host_and_port(request.host)
+        if host is None:
+            raise web.HTTPBadRequest(text="the Host header is not a host name with an optional port\n")
+        if self.open_reads and not is_loopback(host[0]):
             # A loopback console answers only to loopback names: another name is a web page whose DNS now points
             # here (rebinding), trying to read what loopback serves without a token.
             raise web.HTTPForbidden(text="this console answers to localhost and loopback addresses only\n")
@@ -175,7 +234,7 @@ class ConsoleServer:
                 raise web.HTTPUnauthorized(text="wrong console token\n")
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
-            response.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
+            response.set_cookie(COOKIE, self.session_cookie, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the URL with ?token=... printed at start\n")
@@ -189,8 +248,12 @@ class ConsoleServer:
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             return False
         origin = request.headers.get("Origin")
-        return (origin is None or origin.lower() in self.public_origins
-                or urlsplit(origin).netloc.lower() == request.host.lower())
+        if origin is None or origin.lower() in self.public_origins:
+            return True
+        try:
+            return urlsplit(origin).netloc.lower() == request.host.lower()
+        except ValueError:  # not a URL (an unclosed IPv6 bracket): no page of this console sent it
+            return False
 
     # -- application -------------------------------------------------------------------------------------------
 
@@ -254,8 +317,9 @@ class ConsoleServer:
             return {"state": status["state"], "reason": status["reason"], "fps": status["fps"]}
         if frame is None:
             return {"state": "unknown", "reason": "no frame received yet", "fps": None}
-        if frame["age_s"] > 10:
-            return {"state": "stalled", "reason": f"no frame for {frame['age_s']:.0f} s", "fps": None}
+        newest_age_s = frame["age_s"] - frame["behind_s"]  # the frame shown is older while the detector lags
+        if newest_age_s > 10:
+            return {"state": "stalled", "reason": f"no frame for {newest_age_s:.0f} s", "fps": None}
         return {"state": "up", "reason": "", "fps": None}
 
     async def live(self, request: web.Request) -> web.Response:
@@ -282,7 +346,7 @@ class ConsoleServer:
                 zones.append({"camera_id": camera.id, "camera_name": camera.name or camera.id, "zone_id": zone.id,
                               "now": self.state.zone_now(camera.id, zone.id, now),
                               "history": self.state.zone_history_of(camera.id, zone.id)})
-        return json_response({"now": now, "stale_after_s": self.zone_stale_after_s, "zones": zones})
+        return json_response({"now": now, "zones": zones})
 
     # -- incidents ---------------------------------------------------------------------------------------------
 
@@ -321,8 +385,7 @@ class ConsoleServer:
             "timeline": [{"at": event.at, "state": event.state, "severity": event.severity, "message": event.message}
                          for event in detail.events],
             "acknowledgements": [{"at": ack.at, "by": ack.by, "note": ack.note} for ack in detail.acknowledgements],
-            "reviews": [{"at": review.at, "verdict": review.verdict, "by": review.by, "note": review.note,
-                         "evidence_path": review.evidence_path} for review in detail.reviews],
+            "reviews": [review_summary(review) for review in detail.reviews],
             "evidence": None if evidence is None else {
                 "seq": evidence.frame.seq, "captured_at": evidence.frame.captured_at,
                 "detections": evidence.detections},
@@ -334,17 +397,24 @@ class ConsoleServer:
             raise web.HTTPNotFound(text="no evidence frame kept for this incident\n")
         return web.Response(body=evidence.frame.jpeg, content_type="image/jpeg")
 
-    async def _review_input(self, request: web.Request) -> tuple[str, str]:
+    async def _review_input(self, request: web.Request) -> tuple[str, str, str]:
+        """`by` (who acts; "console" when not given), `note` and `request_id` (empty when not given), each text within
+        its REVIEW_FIELDS length."""
         body = await json_object(request)
-        by = str(body.get("by") or "console")[:100]
-        return by, str(body.get("note") or "")[:2000]
+        values = {}
+        for name, limit in REVIEW_FIELDS.items():
+            value = "" if body.get(name) is None else body[name]
+            if not isinstance(value, str) or len(value) > limit:
+                raise web.HTTPUnprocessableEntity(text=f"{name} must be text of at most {limit} characters\n")
+            values[name] = value
+        return values["by"] or "console", values["note"], values["request_id"]
 
     def _keep_hard_negative(self, incident_id: str, marked_at: float, by: str) -> tuple[str | None, str | None]:
-        """(path, None) once the evidence frame is kept, (None, why not) when it could not be, (None, None) when the
-        console holds no evidence frame for the incident."""
+        """(path, None) once the evidence frame is kept, else (None, why not): the console holds no evidence frame
+        for the incident, or it could not be written."""
         evidence = self.state.evidence_of(incident_id)
         if evidence is None:
-            return None, None
+            return None, "the console holds no evidence frame of this incident: no hard negative was kept"
         try:
             camera = self.site.config.camera(evidence.camera_id)
         except KeyError:
@@ -357,21 +427,60 @@ class ConsoleServer:
             return None, f"the evidence frame could not be kept as a hard negative ({exc.strerror})"
         return str(path), None
 
+    async def _withdraw_hard_negative(self, kept: str | None, earlier_reviews) -> None:
+        """Removes the hard negative kept for a verdict the store did not record, or `cityguard dataset build` would
+        learn from a false alarm that nobody recorded; one that an earlier recorded false alarm names stays."""
+        if kept is None or any(review.evidence_path == kept for review in earlier_reviews):
+            return
+        try:
+            await asyncio.to_thread(remove_hard_negative, Path(kept))
+        except OSError as exc:
+            log.error("the false alarm was not recorded, yet its hard negative %s stays: %s", kept, exc)
+
     async def _review(self, request: web.Request, verdict: str) -> web.Response:
         incident_id = request.match_info["incident"]
-        by, note = await self._review_input(request)
-        if await asyncio.to_thread(self.store.incident_detail, incident_id) is None:
-            raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
-        now = time.time()
-        # The verdict is what matters: keeping the frame is best effort, and its failure is reported, not raised.
-        kept, not_kept = (await asyncio.to_thread(self._keep_hard_negative, incident_id, now, by)
-                          if verdict == FALSE_ALARM else (None, None))
-        recorded = await asyncio.to_thread(self.store.review_incident, incident_id, verdict, by, note, now, kept)
-        if not recorded:
-            raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
+        by, note, request_id = await self._review_input(request)
+        # A repeat is a request sent again with the same request id (the page keeps one until a verdict is answered
+        # as recorded): it gets the first answer and adds nothing, and one whose verdict, `by` or note changed since
+        # is refused, as the same click would record a second verdict. Any other verdict is recorded, however like
+        # the last one, and so is every request without an id: since the last one the incident may have a new alert
+        # to acknowledge, or have opened again, which the store's records could tell only by comparing the clocks of
+        # different machines.
+        asked = (request_id, incident_id)
+        # One review at a time, so that a request sent again finds the first one's answer.
+        async with self.reviewing:
+            if asked in self.answered:
+                first = self.answered[asked]
+                if itemgetter("verdict", "by", "note")(first["review"]) != (verdict, by, note):
+                    raise web.HTTPConflict(text="this request id was recorded before with another verdict, by or "
+                                                "note; this one is not: send it with a new request id to record "
+                                                "it\n")
+                return json_response({**first, "repeated": True})
+            detail = await asyncio.to_thread(self.store.incident_detail, incident_id)
+            if detail is None:
+                raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
+            now = time.time()
+            # The verdict is what matters: keeping the frame is best effort, and its failure is reported, not raised.
+            kept, not_kept = (await asyncio.to_thread(self._keep_hard_negative, incident_id, now, by)
+                              if verdict == FALSE_ALARM else (None, None))
+            try:
+                recorded = await asyncio.to_thread(self.store.review_incident, incident_id, verdict, by, note, now,
+                                                   kept)
+            except Exception:
+                await self._withdraw_hard_negative(kept, detail.reviews)
+                raise
+            if not recorded:
+                await self._withdraw_hard_negative(kept, detail.reviews)
+                raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
+            answer = {"incident": incident_id, "verdict": verdict, "repeated": False, "hard_negative": kept,
+                      "hard_negative_error": not_kept,
+                      "review": {"at": now, "verdict": verdict, "by": by, "note": note, "evidence_path": kept}}
+            if request_id:
+                self.answered[asked] = answer
+                while len(self.answered) > ANSWERS_KEPT:
+                    self.answered.popitem(last=False)
         log.info("incident %s marked %s by %s", incident_id, verdict, by)
-        return json_response({"incident": incident_id, "verdict": verdict, "hard_negative": kept,
-                              "hard_negative_error": not_kept})
+        return json_response(answer)
 
     async def acknowledge(self, request: web.Request) -> web.Response:
         return await self._review(request, ACKNOWLEDGED)
@@ -386,7 +495,7 @@ class ConsoleServer:
         try:
             geometry = await asyncio.to_thread(self.site.scene_file.read, camera.id)
         except SceneError as exc:
-            raise web.HTTPConflict(text=f"{exc}\n") from None
+            raise web.HTTPConflict(text=f"{self._scene_error(exc)}\n") from None
         return json_response({"camera_id": camera.id, "geometry": geometry, "version": geometry_version(geometry)})
 
     async def save_scene(self, request: web.Request) -> web.Response:
@@ -399,22 +508,28 @@ class ConsoleServer:
                                           "it\n")
         scene_file = self.site.scene_file
         try:
-            restart, config = await asyncio.to_thread(scene_file.write, camera.id, geometry, version)
+            saved = await asyncio.to_thread(scene_file.write, camera.id, geometry, version)
         except SceneConflict as exc:
             return json_response({"saved": False, "error": str(exc)}, status=409)
         except (SceneError, ValueError) as exc:
             log.warning("scene of camera %s not saved: %s", camera.id, exc)
-            # The file's name says which file; where it lies on the server is no business of the page.
-            error = str(exc).replace(str(scene_file.path), scene_file.path.name)
-            return json_response({"saved": False, "error": error}, status=422)
+            return json_response({"saved": False, "error": self._scene_error(exc)}, status=422)
         except RecursionError:
             return json_response({"saved": False, "error": "the geometry is nested too deeply"}, status=422)
-        if config is not None:
-            self.site.config = config  # the console draws the new geometry at once
-            self.state.follow_site(config)
-        message = ("saved; restart " + ", ".join(restart) + " to apply it") if restart else "no change"
+        if saved.config is not None:
+            self.site.config = saved.config  # the console draws the new geometry at once
+            self.state.follow_site(saved.config)
+        message = ("saved; restart " + ", ".join(saved.restart) + " to apply it") if saved.restart else "no change"
+        if saved.written_out:
+            message += (f"; {', '.join(saved.written_out)} no longer shared with other entries through a YAML anchor "
+                        "or merge key: written out in full for this camera")
         log.info("scene of camera %s: %s", camera.id, message)
-        return json_response({"saved": bool(restart), "restart": restart, "message": message})
+        return json_response({"saved": bool(saved.restart), "restart": saved.restart, "message": message})
+
+    def _scene_error(self, exc: Exception) -> str:
+        # The file's name says which file; where it lies on the server is no business of the page.
+        path = self.site.scene_file.path
+        return str(exc).replace(str(path), path.name)
 
 
 async def serve(app: web.Application, host: str, port: int, stop, on_listening) -> None:

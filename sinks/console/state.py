@@ -2,25 +2,47 @@
 zone windows per zone, line totals, recent events with their evidence frames.
 
 Every collection has a cap (the console runs for months): once the site is known (`follow_site`) only its cameras
-and zones are kept, and line totals keep the first LINES_PER_CAMERA line ids of a camera and as many direction names.
+and zones are kept; line totals keep the configured lines and direction names, and up to a cap per camera of others
+(an analyzer counts under the names it started with until it is restarted).
 Nothing here touches Kafka or HTTP, so it is tested with plain messages. The topic reader calls the `on_*` methods
 from its thread, the web server reads snapshots from its own: one lock guards both.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas import CameraStatus, Detections, Event, LineCounts, RiskLevel, ZoneMetrics
+from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
+from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
 from sinks.metrics_exporter import LabelBounds, RecentKeys
 
 HEAT_MAX_CELLS = 48  # the density heat overlay is sent at most this many cells wide or high
 HEAT_MAX_AGE_S = 15.0  # an older density map is not drawn (the density counter runs less often than the detector)
-LINES_PER_CAMERA = 64  # line totals kept per camera, and directions kept in all
+# Sequence numbers count a camera's published frames one by one (producers/frame_producer.py), so a gap is a number
+# of frames. An event's own frame missing from the buffer (expired from the frame store before the console read it,
+# or dropped from a full send queue) is stood in for by a neighbour at most this many frames away: a fraction of a
+# second at the sampling rates used, the same scene. Further away the picture may show other people or none of the
+# event, and a false alarm marked on it would teach the detector from an unrelated picture.
+EVIDENCE_MAX_SEQ_GAP = 2
+# Boxes are drawn on the live frame only from detections captured at most this long before or after it: the
+# detector runs a fraction of a second behind the frames, and in a second more a walking person has moved about a
+# metre and a car far more, so older boxes would mark where nobody is any more.
+LIVE_BOXES_MAX_LAG_S = 1.0
+# The detector may run further behind the frames (inference on CPU, batching): the newest frame it has boxes of is
+# shown then, at most this much older than the newest frame. Further behind, it counts as stopped, and the newest
+# frame is shown without boxes.
+LIVE_MAX_DETECTOR_LAG_S = 5.0
+# Line totals kept per camera, and direction names per line: the configured ones always, and others while fewer than
+# this many are held (those an analyzer started before a scene save still counts under until it is restarted, lines
+# added to the site file since the console read it).
+LINES_PER_CAMERA = 64
+DIRECTIONS_PER_LINE = 8
 FEED_SILENCE_S = 30.0  # the topic reader reports every fraction of a second: silent this long, it has stopped
 
 
@@ -28,7 +50,6 @@ FEED_SILENCE_S = 30.0  # the topic reader reports every fraction of a second: si
 class StoredFrame:
     seq: int
     captured_at: float
-    received_at: float
     jpeg: bytes
     picture_size: tuple[int, int]  # the camera's own picture (Frame.source_size), in whose pixels the boxes are
     jpeg_size: tuple[int, int]  # the JPEG's, smaller where capture scaled the picture down
@@ -86,6 +107,27 @@ def detections_overlay(detections: Detections) -> dict:
     }
 
 
+def live_frame(frames: deque[StoredFrame], detections: deque[dict]) -> tuple[StoredFrame, dict | None]:
+    """The frame to show and its boxes: the newest frame, with its own detections or those of a frame captured
+    within LIVE_BOXES_MAX_LAG_S of it; else the newest frame with detections of its own, captured at most
+    LIVE_MAX_DETECTOR_LAG_S before the newest; else the newest frame, without boxes."""
+    newest = frames[-1]
+
+    def lag(item: dict) -> float:
+        return abs(item["captured_at"] - newest.captured_at)
+
+    near = [item for item in detections if lag(item) <= LIVE_BOXES_MAX_LAG_S]
+    if near:
+        return newest, min(near, key=lambda item: (item["seq"] != newest.seq, lag(item)))
+    own = {item["seq"]: item for item in detections}
+    for frame in reversed(frames):
+        if abs(newest.captured_at - frame.captured_at) > LIVE_MAX_DETECTOR_LAG_S:
+            break
+        if frame.seq in own:
+            return frame, own[frame.seq]
+    return newest, None
+
+
 def heat_grid(density: np.ndarray) -> dict:
     """The density map pooled to at most HEAT_MAX_CELLS a side and scaled to 0..255 of its own peak."""
     rows, cols = density.shape
@@ -111,7 +153,35 @@ def zone_point(metrics: ZoneMetrics) -> dict:
         "forecast": [{"horizon_s": point.horizon_s, "density": point.density_per_m2, "lower": point.lower_per_m2,
                       "upper": point.upper_per_m2} for point in metrics.forecast],
         "seconds_to": dict(metrics.seconds_to_threshold),
+        "last_seq": metrics.last_seq,
     }
+
+
+def clock_stepped_back(newest: dict, metrics: ZoneMetrics) -> bool:
+    """Whether a window not held yet means that the camera's clock stepped back: it starts more than a window length
+    before the newest window held, yet covers newer frames (sequence numbers never go back). A window sent again by
+    an analyzer restarted from its checkpoint covers no newer frames: it is an old window, not a new time."""
+    return (metrics.last_seq > newest["last_seq"]
+            and metrics.window_start < newest["window_start"] - (metrics.window_end - metrics.window_start))
+
+
+def heard_at(metrics: ZoneMetrics, received_at: float, backlog: bool) -> float:
+    """When a zone window counts as heard of, which the zone's silence is measured from: when it arrived, as the
+    camera's clock may be ahead of the console's or behind it; for one of the backlog read at start, which may have
+    been sent long before, its end where that is earlier (the only time it carries)."""
+    return min(metrics.window_end, received_at) if backlog else received_at
+
+
+def replayed(newest: dict, metrics: ZoneMetrics) -> bool:
+    """Whether a window that would become the newest covers older frames than the newest window held: one sent again
+    by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with the time
+    the clock showed then, later than the windows since."""
+    return metrics.last_seq < newest["last_seq"]
+
+
+def kept_name(name: str, held: dict, configured: Collection[str], cap: int) -> bool:
+    """Whether counts under `name` are kept: a configured name always, another while fewer than `cap` are held."""
+    return name in held or name in configured or len(held) < cap
 
 
 def event_summary(event: Event) -> dict:
@@ -132,7 +202,8 @@ class ConsoleState:
         self.zone_stale_after_s = zone_stale_after_s
         self.lock = threading.Lock()
         self.cameras: dict[str, CameraView] = {}
-        self.zones: dict[tuple[str, str], deque[dict]] = {}
+        self.zones: dict[tuple[str, str], deque[dict]] = {}  # windows in the order of their start
+        self.zone_received: dict[tuple[str, str], float] = {}  # the zone's newest window's `heard_at`
         self.events: OrderedDict[str, dict] = OrderedDict()  # event id -> latest summary, oldest first
         self.evidence: OrderedDict[str, Evidence] = OrderedDict()
         # The topics are read together, so an event can come before its frame, a frame before its detections.
@@ -140,17 +211,19 @@ class ConsoleState:
         self.awaiting_detections: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.counted_windows = RecentKeys(10_000)
         self.bounds: LabelBounds | None = None  # the site's cameras and zones; until known, every id is kept
+        self.lines: dict[str, dict[str, set[str]]] = {}  # camera -> its counting lines -> their two direction names
         self.feed: FeedReport | None = None
 
     def follow_site(self, config: Config) -> None:
-        """From now on keeps only the site's cameras and zones, and forgets those of any other already kept."""
+        """From now on keeps only the site's cameras and zones, and forgets those of any other already kept; the
+        site's counting lines and direction names are kept beyond LINES_PER_CAMERA."""
         with self.lock:
-            bounds = LabelBounds(config, limit=LINES_PER_CAMERA)
-            if self.bounds is not None:
-                bounds.seen = self.bounds.seen  # line ids already kept stay counted against the cap
-            self.bounds = bounds
+            self.bounds = LabelBounds(config)
+            self.lines = {camera.id: {line.id: {line.forward, line.backward} for line in camera.scene.counting_lines}
+                          for camera in config.cameras if camera.scene is not None}
             self.cameras = {camera_id: view for camera_id, view in self.cameras.items() if self._kept(camera_id)}
             self.zones = {key: history for key, history in self.zones.items() if self._kept(*key)}
+            self.zone_received = {key: at for key, at in self.zone_received.items() if key in self.zones}
 
     def _kept(self, camera_id: str, zone_id: str | None = None) -> bool:
         if self.bounds is None:
@@ -168,16 +241,18 @@ class ConsoleState:
 
     # -- from the topics -----------------------------------------------------------------------------------------
 
-    def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, received_at: float,
-                 picture_size: tuple[int, int], jpeg_size: tuple[int, int]) -> None:
+    def on_frame(self, camera_id: str, seq: int, captured_at: float, jpeg: bytes, picture_size: tuple[int, int],
+                 jpeg_size: tuple[int, int]) -> None:
         with self.lock:
             if not self._kept(camera_id):
                 return
-            frame = StoredFrame(seq, captured_at, received_at, jpeg, picture_size, jpeg_size)
-            self._camera(camera_id).frames.append(frame)
-            event_id = self.awaiting_frame.pop((camera_id, seq), None)
-            if event_id is not None and event_id in self.events:
-                self._attach(event_id, camera_id, frame)
+            self._camera(camera_id).frames.append(StoredFrame(seq, captured_at, jpeg, picture_size, jpeg_size))
+            # Frames come in the order of their numbers: one awaited and not come by now never will (it expired
+            # from the frame store), and a neighbour may stand in for it.
+            for key in [key for key in self.awaiting_frame if key[0] == camera_id and key[1] <= seq]:
+                event_id = self.awaiting_frame.pop(key)
+                if event_id in self.events:
+                    self._find_evidence(event_id, camera_id, key[1])
 
     def on_detections(self, detections: Detections) -> None:
         overlay = detections_overlay(detections)
@@ -200,32 +275,58 @@ class ConsoleState:
             if self._kept(status.camera_id):
                 self._camera(status.camera_id).status = status
 
-    def on_zone_metrics(self, metrics: ZoneMetrics) -> None:
+    def on_zone_metrics(self, metrics: ZoneMetrics, received_at: float, backlog: bool = False) -> None:
+        """Keeps the windows in the order of their start; `backlog`: the window is one of those read at start. A
+        window already kept (redelivered) is dropped, and so is one that would be the newest but is `replayed`.
+        After the camera's clock stepped back, the analyzer starts its windows again from the new time
+        (processors/analytics/crowd/analyzer.py): so does the zone's history, or a window stamped ahead would stay
+        the newest for as long as the clock was ahead."""
+        key, start = (metrics.camera_id, metrics.zone_id), metrics.window_start
         with self.lock:
-            if not self._kept(metrics.camera_id, metrics.zone_id):
+            if not self._kept(*key):
                 return
-            history = self.zones.setdefault((metrics.camera_id, metrics.zone_id), deque(maxlen=self.zone_history))
-            if history and history[-1]["window_start"] >= metrics.window_start:
-                return  # a redelivered or late window: the chart runs forward in time
-            history.append(zone_point(metrics))
+            history = self.zones.setdefault(key, deque(maxlen=self.zone_history))
+            index = bisect.bisect(history, start, key=lambda point: point["window_start"])
+            if index and history[index - 1]["window_start"] == start:
+                return
+            if history and clock_stepped_back(history[-1], metrics):
+                history.clear()
+                index = 0
+            elif index == len(history) and history and replayed(history[-1], metrics):
+                return
+            if len(history) == history.maxlen:
+                if index == 0:
+                    return  # older than every window kept
+                history.popleft()
+                index -= 1
+            history.insert(index, zone_point(metrics))
+            if index == len(history) - 1:
+                self.zone_received[key] = heard_at(metrics, received_at, backlog)
 
     def on_line_counts(self, counts: LineCounts) -> None:
+        """Adds a window's crossings to the line's totals, under the line and direction names the window carries
+        (see LINES_PER_CAMERA)."""
         with self.lock:
-            if not self._kept(counts.camera_id) or not self._within_cap(f"line {counts.camera_id}", counts.line_id):
+            if not self._kept(counts.camera_id):
+                return
+            lines = self.lines.get(counts.camera_id, {})
+            view = self._camera(counts.camera_id)
+            if not kept_name(counts.line_id, view.line_totals, lines, LINES_PER_CAMERA):
                 return
             if not self.counted_windows.first_time((counts.camera_id, counts.line_id, counts.window_start)):
                 return
-            totals = self._camera(counts.camera_id).line_totals.setdefault(counts.line_id, {})
+            totals = view.line_totals.setdefault(counts.line_id, {})
+            directions = lines.get(counts.line_id, set())
             for direction, count in zip(counts.direction, counts.count, strict=True):
-                if self._within_cap("direction", direction):
+                if kept_name(direction, totals, directions, DIRECTIONS_PER_LINE):
                     totals[direction] = totals.get(direction, 0) + count
-
-    def _within_cap(self, label: str, value: str) -> bool:
-        """True for one of the first values of the label (all of them until the site is known)."""
-        return self.bounds is None or self.bounds.free(label, value) == value
 
     def on_event(self, event: Event) -> None:
         with self.lock:
+            kept = self.events.get(event.event_id)
+            if (kept is not None and kept["state"] == EventState.RESOLVED.value
+                    and event.details.get("closed_by") == CLOSED_BY_RESET):
+                return  # what a reset analyzer last stored as open: this incident really ended, as shown
             self.events[event.event_id] = event_summary(event)
             self.events.move_to_end(event.event_id)
             if event.evidence is not None and event.event_id not in self.evidence:
@@ -235,12 +336,15 @@ class ConsoleState:
                 self.evidence.pop(dropped, None)
 
     def _find_evidence(self, event_id: str, camera_id: str, seq: int) -> None:
-        """The buffered frame `seq`; a newer one is waited for; an older one gone from the buffer: the nearest."""
+        """The buffered frame `seq`; a newer one is waited for; one not in the buffer: the nearest buffered frame
+        at most EVIDENCE_MAX_SEQ_GAP frames away, else none."""
         view = self.cameras.get(camera_id)
         if view is None or not view.frames or seq > view.frames[-1].seq:
             self._remember(self.awaiting_frame, (camera_id, seq), event_id)
             return
-        self._attach(event_id, camera_id, min(view.frames, key=lambda stored: abs(stored.seq - seq)))
+        nearest = min(view.frames, key=lambda stored: abs(stored.seq - seq))
+        if abs(nearest.seq - seq) <= EVIDENCE_MAX_SEQ_GAP:
+            self._attach(event_id, camera_id, nearest)
 
     def _attach(self, event_id: str, camera_id: str, frame: StoredFrame) -> None:
         view = self.cameras[camera_id]
@@ -269,21 +373,20 @@ class ConsoleState:
             return view.frames[-1]
 
     def camera_live(self, camera_id: str, now: float) -> dict:
-        """The latest frame's identity, its detections (those of the same frame when present), health, heat, lines."""
+        """The identity of the frame to show (`live_frame`), with how much older it is than the newest frame
+        (`behind_s`), its detections, health, heat, line totals."""
         with self.lock:
             view = self.cameras.get(camera_id)
             if view is None:
                 return {"frame": None, "detections": None, "status": None, "heat": None, "line_totals": {}}
-            frame = view.frames[-1] if view.frames else None
-            detections = None
-            if view.detections:
-                same = [item for item in view.detections if frame is not None and item["seq"] == frame.seq]
-                detections = same[-1] if same else view.detections[-1]
+            frame, detections = live_frame(view.frames, view.detections) if view.frames else (None, None)
             heat = view.heat if view.heat and now - view.heat["captured_at"] <= HEAT_MAX_AGE_S else None
             status = view.status.model_dump(mode="json") if view.status else None
             return {
                 "frame": None if frame is None else {"seq": frame.seq, "captured_at": frame.captured_at,
                                                      "age_s": round(max(0.0, now - frame.captured_at), 2),
+                                                     "behind_s": round(view.frames[-1].captured_at
+                                                                       - frame.captured_at, 2),
                                                      # the browser draws boxes and geometry at this size
                                                      "width": frame.picture_size[0],
                                                      "height": frame.picture_size[1]},
@@ -292,15 +395,16 @@ class ConsoleState:
             }
 
     def zone_now(self, camera_id: str, zone_id: str, now: float) -> dict | None:
-        """The zone's last window, with its level turned UNKNOWN when windows stopped arriving."""
+        """The zone's newest window, with its level turned UNKNOWN when windows stopped arriving (see `heard_at`)."""
         with self.lock:
             history = self.zones.get((camera_id, zone_id))
             if not history:
                 return None
             latest = dict(history[-1])
-        if now - latest["window_end"] > self.zone_stale_after_s:
+            silent_s = now - self.zone_received[camera_id, zone_id]
+        if silent_s > self.zone_stale_after_s:
             latest["level"] = RiskLevel.UNKNOWN.value
-            latest["reason"] = f"no zone window for {now - latest['window_end']:.0f} s"
+            latest["reason"] = f"no zone window for {silent_s:.0f} s"
         return latest
 
     def zone_history_of(self, camera_id: str, zone_id: str) -> list[dict]:

@@ -37,7 +37,8 @@ from schemas import (
     ZoneMetrics,
     encode,
 )
-from sinks.console.server import COOKIE
+from sinks.console.server import COOKIE, session_cookie
+from sinks.console.state import LIVE_MAX_DETECTOR_LAG_S
 from tests.conftest import REPO, VTEST, video_frames
 from tests.pipeline_helpers import StageProcess
 
@@ -135,8 +136,9 @@ class Site:
         self.producer.flush()
 
     def frame(self, camera_id: str, jpeg: bytes, people: int = 3, density_map: bool = False,
-              scaled_to: tuple[int, int] | None = None) -> int:
-        """scaled_to: the JPEG's size when capture scaled the camera's 768x576 picture down (max_width)."""
+              scaled_to: tuple[int, int] | None = None, detected: bool = True) -> int:
+        """scaled_to: the JPEG's size when capture scaled the camera's 768x576 picture down (max_width); detected:
+        whether the frame's detections are published too."""
         self.seq += 1
         now = time.time()
         size = {"width": 768, "height": 576}
@@ -146,6 +148,8 @@ class Site:
             size = {"width": scaled_to[0], "height": scaled_to[1], "source_width": 768, "source_height": 576}
         self.publish("frames", camera_id, Frame(camera_id=camera_id, seq=self.seq, captured_at=now, jpeg=jpeg,
                                                 **size))
+        if not detected:
+            return self.seq
         boxes = [(100.0 + 90 * i, 330.0, 140.0 + 90 * i, 430.0) for i in range(people)]
         extra = {}
         if density_map:
@@ -331,13 +335,99 @@ def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, 
     described = json.loads(hard_negative.with_suffix(".json").read_text())
     assert described["event_id"] == "plaza/square/risk-false" and len(described["detections"]["boxes"]) == 4
     # The kept JPEG is the half-size frame: the blamed boxes are in its pixels, the detections in the camera's.
-    assert described["boxes"][0] == [50.0, 165.0, 70.0, 215.0] and described["detections"]["boxes"][0] == [
-        100.0, 330.0, 140.0, 430.0]
+    assert described["wrong"][0] == {"class": "person", "xyxy": [50.0, 165.0, 70.0, 215.0]}
+    assert described["detections"]["boxes"][0] == [100.0, 330.0, 140.0, 430.0]
     # What `cityguard dataset build` reads: the event names no tracks, so every person in the frame is blamed.
     from cityguard.training.dataset import read_false_alarms
 
     [record] = read_false_alarms(site.hard_negatives, {0: "person"})
     assert record.camera == "plaza" and record.image == hard_negative and len(record.wrong.xyxy) == 4
+
+
+def test_the_incident_detail_follows_the_store_and_keeps_the_answer_to_a_verdict(site, page):
+    from sinks.alerts.notice import notice_from_event
+
+    store = site.store()
+    try:
+        event = site.event("plaza/square/risk-no-frame", 10**15)  # a frame the console never receives
+        store.record_notice(notice_from_event(event), time.time())
+        operator(page, site, "/incidents")
+        shown = "section[data-incident='plaza/square/risk-no-frame']"
+        page.click(".incident-item[data-incident='plaza/square/risk-no-frame']")
+        page.click(f"{shown} #false-alarm:not([disabled])")
+        page.wait_for_selector(f"{shown} .timeline li[data-verdict=false_alarm]", timeout=10_000)
+        page.wait_for_timeout(2500)  # the list and the open detail refresh every 2 s
+        assert "no hard negative was kept" in page.text_content(shown)
+        verdicts = f"document.querySelectorAll(\"{shown} .timeline li[data-verdict=false_alarm]\").length"
+        page.click(f"{shown} #false-alarm:not([disabled])")  # once answered, a click is a verdict of its own
+        page.wait_for_function(f"{verdicts} === 2", timeout=10_000)
+
+        def answer_lost(route):  # the server records the verdict, its answer never reaches the page
+            route.fetch()
+            route.abort()
+
+        page.route("**/false-alarm", answer_lost)
+        page.click(f"{shown} #false-alarm:not([disabled])")
+        page.wait_for_selector(f"{shown} .notice.error:has-text('cannot be reached')", timeout=10_000)
+        page.unroute("**/false-alarm")
+        page.click(f"{shown} #false-alarm:not([disabled])")  # clicked again: the same request, not a new verdict
+        page.wait_for_selector(f"{shown} .notice.ok:has-text('false alarm was already recorded')", timeout=10_000)
+        page.wait_for_timeout(2500)
+        assert page.evaluate(verdicts) == 3
+        page.route("**/false-alarm", answer_lost)
+        page.click(f"{shown} #false-alarm:not([disabled])")
+        page.wait_for_selector(f"{shown} .notice.error:has-text('cannot be reached')", timeout=10_000)
+        page.unroute("**/false-alarm")
+        page.fill(f"{shown} .actions input[placeholder^=note]", "crowd cleared")  # typed before clicking again
+        page.click(f"{shown} #false-alarm:not([disabled])")  # not the request recorded: the page says so
+        page.wait_for_selector(f"{shown} .notice.error:has-text('click again to record it')", timeout=10_000)
+        page.wait_for_function(f"{verdicts} === 4", timeout=10_000)
+        page.click(f"{shown} #false-alarm:not([disabled])")  # a verdict of its own, with the note
+        page.wait_for_selector(f"{shown} .timeline li[data-verdict=false_alarm]:has-text('crowd cleared')",
+                               timeout=10_000)
+        assert page.evaluate(verdicts) == 5
+        ended = time.time()
+        store.record_notice(notice_from_event(event.model_copy(update={
+            "state": EventState.RESOLVED, "updated_at": ended, "ended_at": ended})), ended)
+        page.wait_for_selector(f"{shown} .card-head [data-state=resolved]", timeout=10_000)
+    finally:
+        store.close()
+    page.route("**/api/incidents", lambda route: route.fulfill(status=503, body="incident store unavailable"))
+    page.wait_for_selector("#incident-list.stale #incidents-stale", timeout=10_000)
+    assert "incident store unavailable" in page.text_content("#incidents-stale")
+    page.unroute("**/api/incidents")
+    page.wait_for_selector("#incident-list:not(.stale)", timeout=10_000)
+
+
+def test_a_lagging_detector_shows_its_newest_frame_with_boxes_and_a_stopped_one_the_newest_without(site, page):
+    with_boxes = site.frame("junction", frame_jpeg(3), people=2)
+    page.goto(site.url + "#/camera/junction")
+    page.wait_for_function("document.querySelector('.tile-head')?.textContent.includes('2 objects')", timeout=15_000)
+    time.sleep(1.5)  # the next frame's detections are more than a second late
+    site.frame("junction", frame_jpeg(4), detected=False)
+    page.wait_for_selector(".tile-head [data-detections=behind]", timeout=15_000)
+    page.wait_for_selector(f"canvas.view[data-seq='{with_boxes}']", timeout=15_000)
+    assert "2 objects" in page.text_content(".tile-head")
+    time.sleep(LIVE_MAX_DETECTOR_LAG_S)  # none come: the detector stopped
+    newest = site.frame("junction", frame_jpeg(5), detected=False)
+    page.wait_for_selector(".tile-head [data-detections=none]", timeout=15_000)
+    page.wait_for_selector(f"canvas.view[data-seq='{newest}']", timeout=15_000)
+
+
+def test_a_cancelled_direction_redraw_keeps_the_lane(site, page):
+    site.frame("junction", frame_jpeg(5))
+    before = site.config_path.read_text()
+    operator(page, site, "/editor/junction")
+    page.wait_for_selector(".items li[data-id=northbound]")
+    for cancel in (lambda: page.keyboard.press("Escape"), lambda: page.click("button[data-tool=crosswalk]")):
+        page.click(".items li[data-id=northbound]")
+        page.click("text=Redraw direction")
+        cancel()
+    page.keyboard.press("Escape")  # and no crosswalk either
+    page.click("#save-scene")
+    page.wait_for_selector("#editor-message .notice.ok", timeout=10_000)
+    assert page.text_content("#editor-message") == "no change"
+    assert site.config_path.read_text() == before
 
 
 def test_a_zone_drawn_in_the_editor_is_saved_to_the_yaml_and_reloads_identically(site, page):
@@ -440,7 +530,7 @@ def test_changes_need_the_token(site):
 def test_changes_sent_by_another_sites_page_are_refused_even_with_the_cookie(site, sender):
     request = urllib.request.Request(
         f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST", data=b"{}",
-        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={TOKEN}", **sender})
+        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={session_cookie(TOKEN)}", **sender})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403

@@ -3,23 +3,29 @@ input, false alarms, scene saves and feed health."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import pwd
+import stat
 import time
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from cityguard.commands_console import validator
-from schemas import Event, EventState, FrameRef, Severity
+from schemas import Detections, Event, EventState, FrameRef, Severity
 from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
-from sinks.alerts.store import FALSE_ALARM, IncidentStore
+from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
 from sinks.console.scene_file import SceneFile
-from sinks.console.server import ConsoleServer, Site, json_response
+from sinks.console.server import COOKIE, ConsoleServer, Site, json_response, session_cookie
 from sinks.console.state import ConsoleState, FeedReport
 
 TOKEN = "server-test-token"
@@ -60,7 +66,7 @@ def make_console(tmp_path):
         store = IncidentStore(f"sqlite:///{tmp_path}/incidents.sqlite")
         stores.append(store)
         site = Site(config, SceneFile(config_path, validator(config_path)), tmp_path / hard_negatives)
-        server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 30.0, 60.0)
+        server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 60.0)
         return Console(server, state, store, config_path, tmp_path / hard_negatives)
 
     yield make
@@ -106,7 +112,7 @@ def risk_event(event_id: str, evidence_camera: str = "cam") -> Event:
 
 def hold_evidence(state: ConsoleState, event: Event) -> None:
     """The event and its evidence frame as the topic reader hands them to the state."""
-    state.on_frame(event.evidence.camera_id, event.evidence.seq, 1000.0, b"\xff\xd8jpeg", 1000.0, (640, 480),
+    state.on_frame(event.evidence.camera_id, event.evidence.seq, 1000.0, b"\xff\xd8jpeg", (640, 480),
                    (640, 480))
     state.on_event(event)
 
@@ -142,7 +148,7 @@ def test_unreadable_bodies_are_refused_with_a_reason(make_console, method, path,
 
 def test_odd_input_is_answered_as_a_refusal_never_a_server_error(make_console):
     console = make_console()
-    console.state.on_frame("cam", 7, 1000.0, b"\xff\xd8latest", 1000.0, (640, 480), (640, 480))
+    console.state.on_frame("cam", 7, 1000.0, b"\xff\xd8latest", (640, 480), (640, 480))
     status, _, body = call(console, "GET", "/api/cameras/cam/frame.jpg?seq=%C2%B2")  # '²' is a digit to isdigit()
     assert (status, body) == (200, b"\xff\xd8latest")
     assert raw_status(console, b"POST /api/incidents/x/ack HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -244,3 +250,193 @@ def test_the_health_answer_says_when_the_topics_cannot_be_read(make_console):
                     "unreadable": 3}
     console.state.on_feed(FeedReport(time.time() - 120, None, 3))  # the reader stopped reporting
     assert "last read 120 s ago" in strict_json(call(console, "GET", "/api/health")[2])["feed"]["reason"]
+
+
+def test_a_verdict_sent_again_with_its_request_id_records_nothing_more_and_gets_the_first_answer(make_console):
+    console = make_console()
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    answers = [call(console, "POST", f"/api/incidents/cam%2Fz%2Frisk/{verdict}", headers=AUTH,
+                    json={"by": "ana", "note": note, "request_id": request_id})
+               for verdict, note, request_id in (
+                   ("ack", "", "r1"), ("ack", "", "r1"), ("false-alarm", "", "r2"), ("false-alarm", "", "r2"),
+                   # clicked again after no answer came, with another verdict or a note typed meanwhile
+                   ("ack", "", "r2"), ("false-alarm", "crowd cleared", "r2"))]
+    assert [status for status, _, _ in answers] == [200] * 4 + [409] * 2
+    first_false_alarm, repeated = strict_json(answers[2][2]), strict_json(answers[3][2])
+    assert repeated == {**first_false_alarm, "repeated": True} and repeated["hard_negative"] is not None
+    assert "send it with a new request id" in answers[5][2].decode()
+    assert [review.verdict for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == [
+        ACKNOWLEDGED, FALSE_ALARM]
+
+
+@pytest.mark.parametrize("marked_before", [False, True])
+def test_a_false_alarm_the_store_fails_to_record_leaves_no_new_hard_negative(make_console, monkeypatch,
+                                                                             marked_before):
+    console = make_console()
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    if marked_before:
+        assert call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})[0] == 200
+
+    def store_fails(*args, **kwargs):
+        raise OperationalError("INSERT INTO reviews", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(console.store, "review_incident", store_fails)
+    status, _, _ = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    assert status == 500
+    # `cityguard dataset build` reads what is there as false alarms: only the one recorded before may stay
+    kept = sorted(path.name for path in console.hard_negatives.glob("*/*"))
+    assert kept == (["cam_z_risk.jpg", "cam_z_risk.json"] if marked_before else [])
+
+
+def test_acknowledging_again_acknowledges_the_alert_the_incident_escalated_to_since(make_console):
+    console = make_console()
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    now = time.time()
+
+    def alert(severity: str, created_at: float) -> None:  # as the alert dispatcher raises them
+        console.store.create_alert(AlertRow(
+            alert_id=f"cam/z/risk/{severity}", incident_id="cam/z/risk", severity=severity, camera_id="cam",
+            zone_id="z", subject=subject_key(notice_from_event(event).subject), routes=[], status=NOTIFYING,
+            title="t", message="m", created_at=created_at, escalation_step=0, next_escalation_at=created_at + 300))
+
+    alert("warning", now)
+    for request_id in ("r1", "r2", ""):  # two clicks on the page, then a client that sends no request id
+        if request_id == "r2":
+            alert("critical", now + 60)
+        status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/ack", headers=AUTH,
+                               json={"request_id": request_id})
+        assert status == 200 and not strict_json(body)["repeated"]
+    assert console.store.get_alert("cam/z/risk/critical").acked_at is not None
+    assert console.store.due_escalations(now + 3600) == []
+    assert [review.by for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == ["console"] * 3
+
+
+@pytest.mark.parametrize("body, field", [({"by": {"name": "ana"}}, "by"), ({"by": 0}, "by"), ({"by": "b" * 101}, "by"),
+                                         ({"note": ["x"]}, "note"), ({"note": False}, "note"),
+                                         ({"note": "n" * 2001}, "note")])
+def test_a_review_whose_fields_are_not_short_text_is_refused_naming_the_field(make_console, body, field):
+    console = make_console()
+    record_incident(console, risk_event("cam/z/risk"))
+    status, _, text = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/ack", headers=AUTH, json=body)
+    assert status == 422 and text.decode().splitlines() == [f"{field} must be text of at most "
+                                                            f"{100 if field == 'by' else 2000} characters"]
+    assert console.store.reviews(["cam/z/risk"]) == {}
+
+
+def test_a_false_alarm_without_an_evidence_frame_says_that_no_frame_was_kept(make_console):
+    console = make_console()
+    for seq in range(5000, 5010):  # long after the event's frame 5
+        console.state.on_frame("cam", seq, 2000.0 + seq, b"\xff\xd8later", (640, 480), (640, 480))
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    console.state.on_event(event)
+    status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    answer = strict_json(body)
+    assert status == 200 and answer["hard_negative"] is None and "no evidence frame" in answer["hard_negative_error"]
+    assert not console.hard_negatives.exists()
+
+
+@pytest.mark.parametrize("made_before", [False, True])  # folders an earlier console left readable to all
+def test_a_hard_negative_is_readable_by_this_user_only_and_blames_each_box_with_its_class(make_console, made_before):
+    console = make_console()
+    for folder in (console.hard_negatives, console.hard_negatives / "cam") if made_before else ():
+        folder.mkdir()
+        folder.chmod(0o755)
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    console.state.on_detections(Detections(
+        camera_id="cam", seq=5, captured_at=1000.0, image_width=640, image_height=480, model="m", inference_ms=1.0,
+        xyxy=[(10.0, 10.0, 20.0, 40.0), (30.0, 10.0, 40.0, 40.0)], confidence=[0.9, 0.8], class_id=[0, 0],
+        class_name=["person", "person"], track_id=[1, 2]))
+    old_umask = os.umask(0o022)
+    try:
+        status, _, _ = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    finally:
+        os.umask(old_umask)
+    folder = console.hard_negatives / "cam"
+    assert status == 200 and sorted(entry.name for entry in folder.iterdir()) == ["cam_z_risk.jpg", "cam_z_risk.json"]
+    for path in (console.hard_negatives, folder):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    record = json.loads((folder / "cam_z_risk.json").read_text())
+    assert record["wrong"] == [{"class": "person", "xyxy": [10.0, 10.0, 20.0, 40.0]},
+                               {"class": "person", "xyxy": [30.0, 10.0, 40.0, 40.0]}]
+
+
+def mark_false_alarm(console: Console) -> dict:
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    assert status == 200
+    return strict_json(body)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_hard_negatives_folder_that_another_user_shares_with_the_console_keeps_its_mode(make_console):
+    console = make_console()
+    console.hard_negatives.mkdir()
+    os.chown(console.hard_negatives, pwd.getpwnam("nobody").pw_uid, -1)
+    console.hard_negatives.chmod(0o2770)  # an administrator's folder, shared with the console's group
+    assert mark_false_alarm(console)["hard_negative"] is not None
+    assert stat.S_IMODE(console.hard_negatives.stat().st_mode) == 0o2770
+    assert stat.S_IMODE((console.hard_negatives / "cam").stat().st_mode) == 0o700
+
+
+def test_a_hard_negative_is_kept_where_the_file_system_refuses_to_change_a_folders_mode(make_console, monkeypatch):
+    real_chmod = os.chmod
+
+    def refused_for_folders(path, mode, **kwargs):  # as some network file systems answer
+        if Path(path).is_dir():
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        real_chmod(path, mode, **kwargs)
+
+    console = make_console()
+    monkeypatch.setattr(os, "chmod", refused_for_folders)
+    answer = mark_false_alarm(console)
+    assert answer["hard_negative"] is not None and answer["hard_negative_error"] is None
+
+
+def test_the_session_cookie_is_derived_from_the_token_and_the_token_itself_is_no_cookie(make_console):
+    console = make_console()
+    status, headers, _ = call(console, "GET", f"/?token={TOKEN}", allow_redirects=False)
+    cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE]
+    assert status == 302 and cookie.value == session_cookie(TOKEN) and TOKEN not in headers["Set-Cookie"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    change = {"path": "/api/incidents/x/ack", "json": {}}
+    assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={cookie.value}"})[0] == 404  # let in
+    assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={TOKEN}"})[0] == 401
+    assert call(console, "POST", **change, headers={"X-Console-Token": cookie.value})[0] == 401
+
+
+@pytest.mark.parametrize("host, status", [(b"[::1", 400), (b"127.0.0.1:99999", 400), (b"127.0.0.1:abc", 400),
+                                          (b"[zz]:80", 400), (b"\xff", 403), (b"", 403)])
+def test_an_odd_host_header_is_refused_never_a_server_error(make_console, host, status):
+    assert raw_status(make_console(), b"GET /api/live HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n") \
+        == status
+
+
+@pytest.mark.parametrize("origin", [b"http://[::1", b"http://127.0.0.1:99999", b"\xff", b"null"])
+def test_a_change_from_an_odd_origin_is_refused_never_a_server_error(make_console, origin):
+    assert raw_status(make_console(), b"POST /api/incidents/x/ack HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: " + origin +
+                      b"\r\nX-Console-Token: " + TOKEN.encode() + b"\r\nContent-Length: 2\r\nConnection: close"
+                      b"\r\n\r\n{}") == 403
+
+
+def test_a_site_file_that_cannot_be_read_is_answered_with_the_reason_not_where_it_lies(make_console):
+    console = make_console()
+    version = strict_json(call(console, "GET", "/api/scene/cam", headers=AUTH)[2])["version"]
+    console.config_path.write_text(console.config_path.read_text() + "  - id: [unclosed\n")
+    status, _, text = call(console, "GET", "/api/scene/cam", headers=AUTH)
+    assert status == 409 and text.decode().startswith("configuration site.yaml is not valid YAML")
+    console.config_path.unlink()
+    status, _, body = call(console, "POST", "/api/scene/cam", headers=AUTH, json={"version": version, "zones": []})
+    error = strict_json(body)["error"]
+    assert status == 422 and error == "cannot read configuration site.yaml: No such file or directory"

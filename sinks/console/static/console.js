@@ -55,6 +55,10 @@ const postJson = (path, payload) => api(path, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload),
 });
 
+// A random id for one request that may be sent again (crypto.randomUUID needs https, which a console may lack).
+const newRequestId = () => Array.from(crypto.getRandomValues(new Uint32Array(4)),
+  (part) => part.toString(16).padStart(8, "0")).join("");
+
 function every(ms, fn) {
   fn();
   app.timers.push(setInterval(fn, ms));
@@ -137,6 +141,18 @@ function ageText(frame) {
   return el("span", { class: `age${frame.age_s > 5 ? " stale" : ""}` }, `frame age ${frame.age_s.toFixed(1)} s`);
 }
 
+// The server sends the boxes of the frame shown, or of one captured within a second of it. While the detector lags,
+// the frame shown is the newest it has boxes of, older than the newest frame (`behind_s`); when it has stopped, the
+// picture is shown without boxes rather than with boxes of another moment.
+function detectionsText(live, counted) {
+  if (!live.frame) return null;
+  if (!live.detections) return el("span", { class: "age stale", dataset: { detections: "none" } }, "no detections");
+  return [
+    live.frame.behind_s > 0 ? el("span", { class: "age stale", dataset: { detections: "behind" } },
+      `detector ${live.frame.behind_s.toFixed(1)} s behind`) : null,
+    counted ? el("span", { class: "age" }, `${live.detections.boxes.length} objects`) : null];
+}
+
 function pageLive(root) {
   const layers = { boxes: true, zones: true, scene: true, heat: true };
   const tiles = {};
@@ -161,7 +177,7 @@ function pageLive(root) {
       const worst = worstLevel(live.zones);
       fill(tile.head, el("span", { class: "name" }, tile.view.geometry.name), healthBadge(live.health),
         live.health.fps ? el("span", { class: "age" }, `${live.health.fps.toFixed(1)} fps`) : null,
-        el("span", { class: "spacer" }), ageText(live.frame), worst ? levelBadge(worst) : null);
+        el("span", { class: "spacer" }), detectionsText(live, false), ageText(live.frame), worst ? levelBadge(worst) : null);
       const zones = Object.entries(live.zones);
       fill(tile.foot, ...zones.map(([zoneId, zone]) => el("span", {
         class: `chip level-${zone ? zone.level : "unknown"}`, dataset: { zone: zoneId, level: zone ? zone.level : "unknown" },
@@ -191,10 +207,8 @@ function pageCamera(root, cameraId) {
     app.clockSkew = body.now - Date.now() / 1000;
     const live = body.cameras[cameraId];
     view.update(live);
-    const detections = live.detections;
     fill(head, el("span", { class: "name" }, geometry.name), healthBadge(live.health),
-      el("span", { class: "spacer" }),
-      detections ? el("span", { class: "age" }, `${detections.boxes.length} objects`) : null, ageText(live.frame));
+      el("span", { class: "spacer" }), detectionsText(live, true), ageText(live.frame));
     fill(zonesPanel, el("div", { class: "card-head" }, el("h2", {}, "Zones")),
       ...geometry.zones.map((zone) => {
         const now = live.zones[zone.id];
@@ -209,7 +223,10 @@ function pageCamera(root, cameraId) {
       lines.length ? el("dl", { class: "kv" }, ...lines.flatMap((line) => {
         const totals = live.line_totals[line.id] || {};
         const forward = line.forward || "in", backward = line.backward || "out";
-        return [el("dt", {}, line.id), el("dd", {}, `${forward} ${totals[forward] || 0} · ${backward} ${totals[backward] || 0}`)];
+        // Names no longer configured, which an analyzer started before a rename counts under until it restarts.
+        const others = Object.keys(totals).filter((name) => name !== forward && name !== backward);
+        return [el("dt", {}, line.id), el("dd", {}, [forward, backward, ...others].map(
+          (name) => `${name} ${totals[name] || 0}`).join(" · "))];
       })) : el("div", { class: "reason zone-row" }, "none configured"));
   };
   every(1000 / app.session.refresh_hz, refresh);
@@ -305,47 +322,78 @@ function pageZones(root) {
 // -- incidents -------------------------------------------------------------------------------------------------
 
 function pageIncidents(root) {
-  let selected = null;
-  const list = el("section", { class: "card" });
+  let selected = null, shown = null, refreshedAt = null;
+  const listState = el("div");
+  const list = el("section", { class: "card", id: "incident-list" }, listState);
   const detail = el("section", { class: "card" }, el("div", { class: "empty" }, "Select an incident."));
   root.append(el("div", { class: "incidents" }, list, detail));
   const operator = () => localStorage.getItem("cityguard-operator") || "console";
 
-  const showDetail = async (incidentId) => {
-    selected = incidentId;
-    const { ok, body } = await api(`/api/incidents/${encodeURIComponent(incidentId)}`);
-    if (!ok) { fill(detail, el("div", { class: "notice error" }, body.error)); return; }
+  // The parts of an incident's detail that stay while it is selected: its picture, what the operator types, the
+  // answer to the last verdict. The facts (state, timeline) are redrawn from each refresh.
+  const openDetail = (incidentId) => {
+    const parts = { id: incidentId, head: el("div", { class: "card-head" }), picture: el("div"), facts: el("div"),
+      message: el("div"), evidence: false };
+    const note = el("input", { placeholder: "note (optional)", size: 30 });
+    const by = el("input", { value: operator(), size: 12, title: "who acts",
+      onchange: (e) => localStorage.setItem("cityguard-operator", e.target.value) });
+    const locked = !app.session.authenticated;
+    // Every click sends the same id until a verdict is answered as recorded: one clicked again after an error or no
+    // answer (it may have been recorded) is never recorded twice. After that, a click is a verdict of its own.
+    let requestId = newRequestId();
+    const act = async (path, verdict) => {
+      for (const button of buttons) button.disabled = true;  // a second click would only repeat the verdict
+      const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
+        { by: by.value, note: note.value, request_id: requestId });
+      for (const button of buttons) button.disabled = locked;
+      // 409: the id's first request, whose answer did not come, was recorded, and this one differs from it (a note
+      // typed meanwhile): the first stands, as the timeline shows, and the next click is a verdict of its own.
+      const recordedBefore = result.status === 409;
+      if (result.ok || recordedBefore) {
+        requestId = newRequestId();
+        if (selected === incidentId) await showDetail(incidentId);
+        refresh();
+      }
+      // After the redraw, which leaves this part alone: the answer stays until the next verdict.
+      fill(parts.message, el("div", { class: `notice ${result.ok ? "ok" : "error"}` }, result.ok
+        ? `${verdict} ${result.body.repeated ? "was already recorded" : "recorded"}` +
+          (result.body.hard_negative ? "; frame kept as a hard negative" : "")
+        : recordedBefore
+          ? "the earlier click was recorded, as the timeline shows; this changed one was not: click again to record it"
+          : result.body.error),
+      result.ok && result.body.hard_negative_error ? el("div", { class: "notice error" }, result.body.hard_negative_error) : null);
+    };
+    const buttons = [
+      el("button", { class: "primary", id: "ack", disabled: locked || null, onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
+      el("button", { class: "danger", id: "false-alarm", disabled: locked || null,
+        onclick: () => act("false-alarm", "false alarm") }, "False alarm")];
     detail.dataset.incident = incidentId;  // which incident the buttons below act on
-    const canvas = el("canvas", { class: "view" });
-    if (body.evidence) {
-      const image = new Image();
+    fill(detail, parts.head, parts.picture, parts.facts,
+      el("div", { class: "actions" }, by, note, ...buttons,
+        locked ? el("span", { class: "reason" }, "open the console URL with its token to act") : null),
+      parts.message);
+    return parts;
+  };
+
+  const drawDetail = (parts, body) => {
+    fill(parts.head, el("span", { class: `badge sev-${body.severity}` }, body.severity), el("b", {}, body.title),
+      el("span", { class: "spacer" }), el("span", { class: "age", dataset: { state: body.state } }, body.state));
+    if (body.evidence && !parts.evidence) {
+      parts.evidence = true;
+      const canvas = el("canvas", { class: "view" }), image = new Image();
       image.onload = () => {
         const camera = app.cameras.find((c) => c.id === body.camera_id) || { zones: [], scene: null };
         drawAnnotated(canvas, image, camera, { detections: body.evidence.detections, zones: {}, line_totals: {} },
           { boxes: true, zones: false, scene: false, heat: false });
       };
-      image.src = `/api/incidents/${encodeURIComponent(incidentId)}/evidence.jpg`;
+      image.src = `/api/incidents/${encodeURIComponent(parts.id)}/evidence.jpg`;
+      fill(parts.picture, canvas);
+    } else if (!parts.evidence) {
+      fill(parts.picture, el("div", { class: "empty" }, "No evidence frame kept (the console did not hold the " +
+        "incident's frame)."));
     }
-    const note = el("input", { placeholder: "note (optional)", size: 30 });
-    const by = el("input", { value: operator(), size: 12, title: "who acts",
-      onchange: (e) => localStorage.setItem("cityguard-operator", e.target.value) });
-    const message = el("div");
-    const act = async (path, verdict) => {
-      const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
-        { by: by.value, note: note.value });
-      fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}` }, result.ok
-        ? `${verdict} recorded${result.body.hard_negative ? `; frame kept as a hard negative` : ""}`
-        : result.body.error),
-      result.ok && result.body.hard_negative_error ? el("div", { class: "notice error" }, result.body.hard_negative_error) : null);
-      if (result.ok) { refresh(); showDetail(incidentId); }
-    };
-    const locked = !app.session.authenticated;
     const event = body.event || {};
-    fill(detail, 
-      el("div", { class: "card-head" }, el("span", { class: `badge sev-${body.severity}` }, body.severity),
-        el("b", {}, body.title), el("span", { class: "spacer" }), el("span", { class: "age" }, body.state)),
-      body.evidence ? canvas : el("div", { class: "empty" }, "No evidence frame kept (the console was not running " +
-        "when the incident opened)."),
+    fill(parts.facts,
       el("dl", { class: "kv" },
         el("dt", {}, "reason"), el("dd", {}, event.reason || (body.timeline[0] || {}).message || "-"),
         el("dt", {}, "camera / zone"), el("dd", {}, `${body.camera_id || "-"} / ${body.zone_id || "-"}`),
@@ -357,29 +405,46 @@ function pageIncidents(root) {
         ...body.timeline.map((e) => el("li", {}, el("time", {}, fmtTime(e.at)), `${e.state} (${e.severity}) ${e.message}`)),
         ...body.acknowledgements.map((a) => el("li", {}, el("time", {}, fmtTime(a.at)), `alert acknowledged by ${a.by} ${a.note}`)),
         ...body.reviews.map((r) => el("li", { dataset: { verdict: r.verdict } }, el("time", {}, fmtTime(r.at)),
-          `${r.verdict.replace("_", " ")} by ${r.by} ${r.note}`))),
-      el("div", { class: "actions" }, by, note,
-        el("button", { class: "primary", id: "ack", disabled: locked || null, onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
-        el("button", { class: "danger", id: "false-alarm", disabled: locked || null,
-          onclick: () => act("false-alarm", "false alarm") }, "False alarm"),
-        locked ? el("span", { class: "reason" }, "open the console URL with its token to act") : null),
-      message);
+          `${r.verdict.replace("_", " ")} by ${r.by} ${r.note}`))));
+  };
+
+  const showDetail = async (incidentId) => {
+    selected = incidentId;
+    const { ok, body } = await api(`/api/incidents/${encodeURIComponent(incidentId)}`);
+    if (selected !== incidentId) return;  // another incident was picked meanwhile
+    if (!ok && shown && shown.id === incidentId) return;  // the list says the page is not current
+    if (!ok) { shown = null; fill(detail, el("div", { class: "notice error" }, body.error)); return; }
+    if (!shown || shown.id !== incidentId) shown = openDetail(incidentId);
+    drawDetail(shown, body);
   };
 
   const refresh = async () => {
     const { ok, body } = await api("/api/incidents");
-    if (!ok) return;
+    if (!ok) {
+      // The list and the detail stay as they were, marked as such, until a refresh succeeds.
+      list.classList.add("stale");
+      fill(listState, el("div", { class: "notice error", id: "incidents-stale" },
+        `Not current: ${refreshedAt ? `last refreshed at ${fmtTime(refreshedAt)}` : "never loaded"} (${body.error})`));
+      return;
+    }
+    refreshedAt = serverNow();
+    list.classList.remove("stale");
+    fill(listState);
     const open = body.incidents.filter((i) => i.state === "open").length;
     $("#open-count").textContent = open ? String(open) : "";
-    fill(list, el("div", { class: "card-head" }, el("h2", {}, "Open and recent incidents")),
+    fill(list, el("div", { class: "card-head" }, el("h2", {}, "Open and recent incidents")), listState,
       ...body.incidents.map((incident) => el("div", {
         class: `incident-item${incident.id === selected ? " selected" : ""}`, dataset: { incident: incident.id },
-        onclick: () => { showDetail(incident.id); refresh(); },
+        onclick: (e) => {
+          for (const item of list.querySelectorAll(".incident-item")) item.classList.toggle("selected", item === e.currentTarget);
+          showDetail(incident.id);
+        },
       }, el("div", {}, el("span", { class: `badge sev-${incident.severity}` }, incident.severity), " ",
         el("span", { class: "title" }, incident.title)),
       el("div", { class: "reason" }, `${incident.state} · opened ${fmtTime(incident.opened_at)}` +
         (incident.review ? ` · ${incident.review.replace("_", " ")}` : "") + (incident.reason ? ` · ${incident.reason}` : "")))));
     if (!body.incidents.length) list.append(el("div", { class: "empty" }, "No incidents."));
+    if (selected) showDetail(selected);
   };
   every(2000, refresh);
 }

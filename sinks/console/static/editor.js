@@ -192,7 +192,10 @@ window.pageEditor = function pageEditor(root, cameraId) {
     } else if (drawing.stage === "direction") {
       drawing.obj.direction = [points[1][0] - points[0][0], points[1][1] - points[0][1]];
     }
-    spec.list(geometry).push(drawing.obj);
+    // A lane whose direction is redrawn is in its list already, and stays there until then: a cancelled redraw
+    // (Esc, another tool) keeps the lane as it was.
+    const list = spec.list(geometry);
+    if (!list.includes(drawing.obj)) list.push(drawing.obj);
     selected = { kind, obj: drawing.obj };
     drawing = null;
     hint.textContent = "Drag the white handles to adjust. Save writes the site YAML.";
@@ -291,7 +294,6 @@ window.pageEditor = function pageEditor(root, cameraId) {
     if (kind === "lane") {
       parts.push(el("div", { class: "reason" }, `direction (dx, dy): ${obj.direction.join(", ")}`),
         el("button", { onclick: () => { drawing = { kind: "lane", stage: "direction", points: [], obj };
-          KINDS.lane.list(geometry).splice(KINDS.lane.list(geometry).indexOf(obj), 1);
           hint.textContent = "Click two points along the allowed direction of travel."; } }, "Redraw direction"));
     }
     if (kind === "counting_line") {
