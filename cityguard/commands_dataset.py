@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cityguard.training.labels import LABEL_FORMATS
 from infra import assets
+
+if TYPE_CHECKING:
+    from cityguard.training.dataset import Dataset, SplitPlan
 
 
 def _camera_path(text: str) -> tuple[str, Path]:
@@ -24,8 +29,9 @@ def register(commands, add_command) -> None:
     build = add_command(actions, "build", "collect marked false alarms, frames around missed events and background "
                         "samples into a YOLO dataset split by camera and time", run_build)
     build.add_argument("--out", type=Path, default=Path("var/datasets/site"))
-    build.add_argument("--false-alarms", type=Path, default=Path("var/hard-negatives"),
-                       help="folder of <camera>/<frame>.jpg + .json false-alarm records (skipped if absent)")
+    build.add_argument("--false-alarms", type=Path, default=None,
+                       help="folder of <camera>/<frame>.jpg + .json false-alarm records (default: the configured "
+                       "console.hard_negatives_dir, where the console writes them; skipped if absent)")
     build.add_argument("--missed", type=Path, default=None,
                        help="CSV camera,type,start,end of missed events (seconds into each camera's clip)")
     build.add_argument("--window", type=float, default=2.0, help="seconds sampled before and after a missed event")
@@ -34,16 +40,23 @@ def register(commands, add_command) -> None:
     build.add_argument("--clip", type=_camera_path, action="append", default=[],
                        help="CAMERA=VIDEO to read that camera's frames from (default: its configured file source)")
     build.add_argument("--no-prelabel", action="store_true",
-                       help="do not label frames with the configured detector (leave them empty for operators)")
+                       help="do not label frames with the detector (leave them empty for operators)")
     build.add_argument("--label-confidence", type=float, default=None,
-                       help="confidence of detector pre-labels (default: the configured one)")
-    build.add_argument("--val-fraction", type=float, default=0.2)
+                       help="confidence of detector pre-labels (default: the configured one; the configured "
+                       "model.class_confidence applies on top, as in the stages)")
+    build.add_argument("--val-fraction", type=float, default=0.2,
+                       help="share of new time blocks that go to validation (kept for the dataset's life, as are "
+                       "--block-seconds and --seed: another needs a new --out)")
     build.add_argument("--block-seconds", type=float, default=60.0,
                        help="length of the contiguous time blocks that go to one split as a whole")
     build.add_argument("--guard-seconds", type=float, default=2.0,
                        help="validation frames this close to a training frame of the same camera are dropped")
-    build.add_argument("--val-camera", action="append", default=[], help="a camera held out entirely for validation")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--val-camera", action="append", default=[],
+                       help="a camera held out entirely for validation (from the dataset's first build with it)")
+    build.add_argument("--seed", type=int, default=0, help="another division of the time blocks")
+    build.add_argument("--held-out", type=Path, default=None,
+                       help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
+                       "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
 
     stats = add_command(actions, "stats", "images and boxes per split, class, camera and source", run_stats,
                         needs_config=False)
@@ -64,12 +77,46 @@ def register(commands, add_command) -> None:
     imported.add_argument("--labels", type=Path, required=True, help="the COCO JSON file, or the folder of XML/txt")
 
 
-def camera_clips(config, overrides: list[tuple[str, Path]]) -> dict[str, Path]:
-    """Each camera's video file: given on the command line, else its configured source when that is a file."""
+def file_sources(config) -> dict[str, Path]:
+    """Each camera's configured source, where that is a local file."""
     sources = {camera.id: Path(config.resolve_path(assets.resolve(camera.source))) for camera in config.cameras}
-    clips = {camera: source for camera, source in sources.items() if source.is_file()}
-    clips.update(dict(overrides))
-    return clips
+    return {camera: source for camera, source in sources.items() if source.is_file()}
+
+
+# A rebuild keeps its blocks' splits only under the plan the dataset was first built with (plan_record).
+PLAN_OPTIONS = {"block_seconds": "--block-seconds", "val_fraction": "--val-fraction", "seed": "--seed"}
+
+
+def refuse_plan_change(previous: Dataset, plan: SplitPlan) -> None:
+    """Raises ValueError when `plan` would split `previous` otherwise than it was split, stop holding out a camera it
+    holds out (its new frames would train), or hold out a camera whose frames it has for training (a model may have
+    trained on them)."""
+    from cityguard.training.dataset import plan_record
+
+    recorded = previous.split_plan or {}
+    record = plan_record(plan)
+    for name, option in PLAN_OPTIONS.items():
+        if name in recorded and recorded[name] != record[name]:
+            raise ValueError(f"{option} {record[name]:g} differs from the {recorded[name]:g} {previous.root} "
+                             "was built with, under which its frames keep their split: give a new --out for another")
+    released = sorted(set(recorded.get("val_cameras", [])) - plan.val_cameras)
+    if released:
+        raise ValueError(f"--val-camera {released[0]} is missing: {previous.root} holds that camera out for "
+                         "validation, and its new frames would go to training: give it again")
+    trained = sorted(plan.val_cameras & {item.camera for item in previous.items if item.split == "train"})
+    if trained:
+        raise ValueError(f"--val-camera {trained[0]}: {previous.root} holds training frames of it, which a model may "
+                         "have trained on: give a new --out to hold it out")
+
+
+def serving_weights(config) -> Path | None:
+    """The registry's serving model when model.registry has one (what inference runs), else None."""
+    from processors.inference.model_registry import ModelRegistry
+
+    if config.model.registry is None:
+        return None
+    serving = ModelRegistry(Path(config.resolve_path(config.model.registry))).serving()
+    return serving.weights if serving is not None else None
 
 
 def run_build(args, config) -> int:
@@ -79,42 +126,67 @@ def run_build(args, config) -> int:
         assign_splits,
         background_times,
         deduplicate,
+        dropped_false_alarms,
         false_alarm_items,
         keep_reviewed,
         labelled_clip_items,
         load_dataset,
         missed_event_times,
         read_false_alarms,
+        restore_interrupted_write,
         statistics,
         verify_no_leakage,
         write_dataset,
     )
+    from cityguard.training.held_out import check_held_out
 
+    plan = SplitPlan(args.val_fraction, args.block_seconds, args.guard_seconds, frozenset(args.val_camera), args.seed)
+    restore_interrupted_write(args.out)  # else a build killed mid-swap would leave the previous one unseen
+    previous = load_dataset(args.out) if (args.out / "manifest.csv").exists() else None
+    if previous is not None:
+        refuse_plan_change(previous, plan)
     confidence = config.model.confidence if args.label_confidence is None else args.label_confidence
-    detector = evaluation_detector(config, confidence)
+    class_confidence = config.model.class_confidence
+    weights = serving_weights(config)
+    detector = evaluation_detector(config, confidence, weights)
+    if not args.no_prelabel:
+        print(f"pre-labels: {detector.name}" + (" (the model registry's serving version)" if weights else ""))
     names = detector.names
     prelabeller = None if args.no_prelabel else detector
-    clips = camera_clips(config, args.clip)
-    items = []
-    if args.false_alarms.is_dir():
-        items += false_alarm_items(read_false_alarms(args.false_alarms, names), prelabeller, confidence)
-    if args.missed:
-        for camera, times in missed_event_times(args.missed, args.window, args.step).items():
-            if camera not in clips:
-                raise SystemExit(f"missed events of camera {camera!r} but no clip for it: give --clip {camera}=VIDEO")
-            items += labelled_clip_items(camera, clips[camera], times, "missed", prelabeller, confidence)
+    sources = file_sources(config)
+    clips = sources | dict(args.clip)
+    missed = missed_event_times(args.missed, args.window, args.step) if args.missed else {}
+    for camera in missed:
+        if camera not in clips:
+            raise SystemExit(f"missed events of camera {camera!r} but no clip for it: give --clip {camera}=VIDEO")
+    # The console writes them to console.hard_negatives_dir, relative to the configuration file.
+    folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))
+    records = read_false_alarms(folder, names) if folder.is_dir() else []
+    print(f"false alarms: {len(records)} records read from {folder}" + ("" if folder.is_dir() else " (absent)"))
+    used_clips = [clip for camera, clip in clips.items() if args.background or camera in missed]
+    # A false alarm is a frame of its camera's source: held-out footage must not come in that way either.
+    alarm_sources = [sources[camera] for camera in sorted({record.camera for record in records}) if camera in sources]
+    warning = check_held_out([*used_clips, *alarm_sources, *(record.image for record in records)], args.held_out)
+    if warning:
+        print(f"cityguard: warning: {warning}", file=sys.stderr)
+    items = false_alarm_items(records, prelabeller, confidence, class_confidence)
+    for camera, times in missed.items():
+        items += labelled_clip_items(camera, clips[camera], times, "missed", prelabeller, confidence,
+                                     class_confidence)
     for camera, clip in clips.items():
         items += labelled_clip_items(camera, clip, background_times(clip, args.background), "background", prelabeller,
-                                     confidence)
+                                     confidence, class_confidence)
     if not items:
         raise SystemExit("nothing to build from: no false-alarm records, missed events or camera clips")
-    plan = SplitPlan(args.val_fraction, args.block_seconds, args.guard_seconds, frozenset(args.val_camera), args.seed)
-    previous = load_dataset(args.out) if (args.out / "manifest.csv").exists() else None
-    items, dropped = assign_splits(keep_reviewed(deduplicate(items), previous), plan)
-    verify_no_leakage(items, plan)
-    data_yaml = write_dataset(args.out, items, names)
+    kept_splits = {item.name: item.split for item in previous.items} if previous else {}
+    candidates = keep_reviewed(deduplicate(items), previous)
+    unlike = set()
+    items, dropped = assign_splits(candidates, plan, kept_splits, unlike)
+    verify_no_leakage(items, plan, unlike)
+    data_yaml = write_dataset(args.out, items, names, plan, dropped_false_alarms(candidates, items))
     figures = statistics(load_dataset(args.out))
-    print(f"dataset: {data_yaml} ({figures['images']}; {dropped} validation frames dropped next to training frames)")
+    print(f"dataset: {data_yaml} ({figures['images']}; {dropped} validation frames dropped next to or looking like "
+          "training frames)")
     return 0
 
 
@@ -162,19 +234,20 @@ def run_import(args, config) -> int:
     from cityguard.training.labels import ImageLabels, from_coco, from_voc_xml
 
     dataset = load_dataset(args.dataset)
+    # Boxes are measured against each image itself, whatever size the labelling tool declares.
+    sizes = {f"{item.name}.jpg": item.size() for item in dataset.items}
     if args.label_format == "coco":
-        imported = from_coco(json.loads(args.labels.read_text()), dataset.names, str(args.labels))
+        imported = from_coco(json.loads(args.labels.read_text()), dataset.names, str(args.labels), sizes)
     elif args.label_format == "voc":
-        imported = [from_voc_xml(path, dataset.names) for path in folder_label_files(args.labels, ".xml")]
+        imported = [from_voc_xml(path, dataset.names, sizes) for path in folder_label_files(args.labels, ".xml")]
     else:
-        sizes = {item.name: dataset.labels(item) for item in dataset.items}
         imported = []
         for path in folder_label_files(args.labels, ".txt"):
-            if path.stem not in sizes:
+            if f"{path.stem}.jpg" not in sizes:
                 raise SystemExit(f"{path}: no image {path.stem}.jpg in {args.dataset}")
-            known = sizes[path.stem]
-            imported.append(ImageLabels(known.name, known.width, known.height,
-                                        load_yolo_labels(path, known.width, known.height)))
+            width, height = sizes[f"{path.stem}.jpg"]
+            imported.append(ImageLabels(f"{path.stem}.jpg", width, height,
+                                        load_yolo_labels(path, width, height, dataset.names)))
     print(f"imported labels of {replace_labels(dataset, imported)} images into {args.dataset}")
     return 0
 

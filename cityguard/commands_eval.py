@@ -8,16 +8,9 @@ import sys
 from pathlib import Path
 
 from cityguard.stages import tiled_detector
-from infra.assets import mirror_roots
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
-HELD_OUT_NOTE = Path("reference") / "held-out-sources.md"  # inside the shared folder
-
-
-def default_held_out_reference() -> Path:
-    """The held-out note in the shared folder the asset lookup uses (CITYGUARD_SHARED_DIR, else ../shared)."""
-    return mirror_roots()[-1] / HELD_OUT_NOTE
 
 
 def _devset_name(text: str) -> str:
@@ -192,17 +185,11 @@ def run_event_eval(args, config) -> int:
 
 
 def run_devset_build(args, config) -> int:
-    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset
+    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset, held_out_note, unchecked_warning
 
-    held_out = args.held_out
+    held_out = held_out_note(args.held_out)
     if held_out is None:
-        held_out = default_held_out_reference()
-        if not held_out.is_file():
-            print(f"cityguard: warning: {held_out} is absent, so files are not checked against held-out sha256 "
-                  "digests (give --held-out NOTE)", file=sys.stderr)
-            held_out = None
-    elif not held_out.is_file():
-        raise FileNotFoundError(f"no held-out note {held_out} (--held-out)")
+        print(f"cityguard: warning: {unchecked_warning()}", file=sys.stderr)
     try:
         items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, held_out)
     except DevsetError as exc:  # a refused or changed source: not a usage mistake, so status 1

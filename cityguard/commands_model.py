@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -105,13 +106,22 @@ def register_training(actions, add_command) -> None:
     gate.add_argument("version", help="the candidate version, e.g. v3")
     gate.add_argument("--images", type=Path, required=True, help="the site's labelled images (e.g. dataset images/val)")
     gate.add_argument("--labels", type=Path, default=None, help="their YOLO labels (default: images -> labels)")
-    gate.add_argument("--false-alarms", type=Path, default=Path("var/hard-negatives"),
-                      help="folder of marked false alarms (the check is left out if absent)")
+    gate.add_argument("--false-alarms", type=Path, default=None,
+                      help="folder of marked false alarms (default: the configured console.hard_negatives_dir; the "
+                      "check is reported as not checked if absent); those the candidate trained on are not scored")
+    gate.add_argument("--dataset", type=Path, default=None,
+                      help="folder of the dataset the candidate was trained on, when it has moved since (default: "
+                      "the one its training run names, else the one --images are in when its content is the same)")
+    gate.add_argument("--allow-unreviewed", action="store_true",
+                      help="score on a dataset split whose labels operators have not reviewed (detector pre-labels)")
     gate.add_argument("--rule-classes", type=_names, default=None,
                       help="class names whose AP must not drop (default: those the site's rules use)")
     gate.add_argument("--tolerance", type=float, default=0.0, help="how far a figure may fall and still pass")
     gate.add_argument("--promote", action="store_true", help="make the candidate the serving model if it passes")
     gate.add_argument("--out", type=Path, default=None, help="report folder (default: var/models/gate/<version>)")
+    gate.add_argument("--held-out", type=Path, default=None,
+                      help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
+                      "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
     add_registry_option(gate)
 
     rollback = add_command(actions, "rollback", "serve the previously promoted version again", run_rollback)
@@ -129,11 +139,11 @@ def model_registry(args, config):
 
 
 def run_train(args, config) -> int:
-    from cityguard.training.train import TrainSettings, register_run, resume, train
+    from cityguard.training.train import RUN_RECORD, TrainSettings, register_run, resume, train_new_run
 
     if args.resume:
         try:
-            recorded = json.loads((args.resume / "cityguard-train.json").read_text())
+            recorded = json.loads((args.resume / RUN_RECORD).read_text())
             settings, data = TrainSettings(**recorded["settings"]), Path(recorded["data"])
             run = resume(args.resume)
         except (OSError, ValueError) as exc:
@@ -145,13 +155,7 @@ def run_train(args, config) -> int:
         except ValueError as exc:
             raise SystemExit(f"cityguard model train: {exc}") from None
         data = args.data
-        name = args.name or time.strftime("%Y%m%d-%H%M%S")
-        run_dir = args.runs / name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # What resume needs to register the run the same way (ultralytics keeps its own args in the checkpoint).
-        (run_dir / "cityguard-train.json").write_text(json.dumps(
-            {"data": str(data.resolve()), "settings": settings.__dict__}, indent=2))
-        run = train(data, settings, args.runs, name)
+        run = train_new_run(data, settings, args.runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
     model = register_run(model_registry(args, config), run, data, settings)
     print(f"registered candidate {model.version}: {model.weights} (curves: {run.curves})")
     for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)"):
@@ -199,33 +203,86 @@ def rule_class_names(config) -> list[str]:
     return names
 
 
+def candidate_dataset(args, run: dict, scored_images: list[Path]) -> Path | None:
+    """The folder of the dataset the candidate was trained on (None: not trained here). Refuses images it trained on,
+    and warns when the dataset has changed since: its split is then today's, not the one trained on."""
+    from cityguard.training.gate import changed_since_training, trained_images, training_dataset
+
+    trained_on = training_dataset(run, args.images, args.dataset)
+    if trained_on is None:
+        return None
+    seen = trained_images(scored_images, trained_on)
+    if seen:
+        raise ValueError(f"refused: {len(seen)} of the {len(scored_images)} images in {args.images} are in the "
+                         f"training split of {trained_on}, which {args.version} was trained on (e.g. {seen[0].name}): "
+                         f"gate on images it has not seen, e.g. {trained_on / 'images' / 'val'}")
+    if changed_since_training(run, trained_on):
+        print(f"cityguard: warning: {trained_on} has changed since {args.version} was trained on it (its content no "
+              "longer matches the run's data_hash): the frames and false alarms it trained on are taken from the "
+              "dataset as it is now", file=sys.stderr)
+    return trained_on
+
+
 def run_gate(args, config) -> int:
-    from cityguard.evaluation.loaders import default_labels_folder
+    from cityguard.evaluation.loaders import default_labels_folder, image_files
     from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
     from cityguard.training.dataset import read_false_alarms
-    from cityguard.training.gate import decide, repeated_false_alarms, write_report
+    from cityguard.training.gate import (
+        dataset_label_files,
+        decide,
+        labelled_class_ids,
+        repeated_false_alarms,
+        reported_classes,
+        unreviewed_images,
+        unseen_false_alarms,
+        write_report,
+    )
+    from cityguard.training.held_out import check_held_out
     registry = model_registry(args, config)
     try:
         candidate_model = registry.get(args.version)
     except KeyError as exc:
         raise SystemExit(f"cityguard model gate: {exc.args[0]}") from None
+    scored_images = image_files(args.images)
+    trained_on = candidate_dataset(args, candidate_model.run, scored_images)
+    labels = args.labels or default_labels_folder(args.images)
+    unreviewed, images = unreviewed_images(args.images, labels)
+    if unreviewed:
+        problem = (f"{args.images}: {unreviewed} of {images} images carry only the detector's pre-labels (manifest.csv "
+                   "reviewed 0)")
+        if not args.allow_unreviewed:
+            raise ValueError(f"{problem}: review them (cityguard dataset export/import) or pass --allow-unreviewed")
+        print(f"cityguard: warning: {problem}; both models are scored against the pre-labelling model's boxes",
+              file=sys.stderr)
     serving_model = registry.serving()
     # Both keep boxes down to 0.001, the usual mAP floor, so the PR curves are complete. Without a serving version
     # the candidate is compared with the configured model.
     serving = evaluation_detector(config, 0.001, serving_model.weights if serving_model else None)
     candidate = evaluation_detector(config, 0.001, candidate_model.weights)
     serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
-    confidence = config.model.confidence
-    labels = args.labels or default_labels_folder(args.images)
-    results = [evaluate_detector(detector, args.images, labels, confidence) for detector in (serving, candidate)]
-    false_alarms = None
-    if args.false_alarms.is_dir():
-        marked = [(record.image, record.wrong) for record in read_false_alarms(args.false_alarms, serving.names)]
-        if marked:
-            false_alarms = (repeated_false_alarms(serving, marked, confidence),
-                            repeated_false_alarms(candidate, marked, confidence))
+    confidence, class_confidence = config.model.confidence, config.model.class_confidence
+    # The console writes them to console.hard_negatives_dir, relative to the configuration file.
+    folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))
+    records = read_false_alarms(folder, serving.names) if folder.is_dir() else []
+    scored = unseen_false_alarms(records, trained_on)
+    print(f"false alarms: {len(records)} records read from {folder}" + ("" if folder.is_dir() else " (absent)")
+          + (f", {len(scored)} scored (not in the training split of {trained_on} nor dropped from its validation "
+             "split)" if trained_on and records else ""))
+    warning = check_held_out([*scored_images, *(record.image for record in scored)], args.held_out)
+    if warning:
+        print(f"cityguard: warning: {warning}", file=sys.stderr)
     rule_classes = args.rule_classes if args.rule_classes is not None else rule_class_names(config)
-    report = decide(*results, rule_classes, false_alarms, args.tolerance, serving_name, args.version)
+    label_files = [labels / f"{image.stem}.txt" for image in scored_images]
+    labelled = labelled_class_ids([*label_files, *(dataset_label_files(trained_on) if trained_on else [])])
+    results = [evaluate_detector(detector, args.images, labels, confidence, class_ids=sorted(labelled))
+               for detector in (serving, candidate)]
+    false_alarms = None
+    if scored:
+        marked = [(record.image, record.wrong) for record in scored]
+        false_alarms = tuple(repeated_false_alarms(detector, marked, confidence, class_confidence)
+                             for detector in (serving, candidate))
+    classes = reported_classes(rule_classes, class_confidence, serving.names, labelled)
+    report = decide(*results, classes, false_alarms, args.tolerance, serving_name, args.version, class_confidence)
     path = write_report(report, args.out or Path("var/models/gate") / args.version)
     print(f"{args.version}: {report.reason}")
     print(f"report: {path}")

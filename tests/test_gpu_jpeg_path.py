@@ -47,7 +47,9 @@ def test_stage_skips_cpu_decode_but_still_rejects_non_jpeg(cpu_jpeg_detector):
 
 def test_one_corrupt_jpeg_does_not_fail_the_batch(cpu_jpeg_detector):
     jpeg = cv2.imencode(".jpg", video_frames(VTEST, 1)[0])[1].tobytes()
-    corrupt = jpeg[:200] + b"\x00" * 500 + b"\xff\xd9"  # valid markers, broken body
+    corrupt = bytearray(jpeg)  # whole, with its size in its header, but no decoder takes it:
+    corrupt[jpeg.find(b"\xff\xc0") + 11] = 0  # the first component's sampling factors, 0 (bogus)
+    corrupt = bytes(corrupt)
     detectors = CameraDetectors(cpu_jpeg_detector)
     frames = [decode_frame(encode(frame(i, data)), decode_image=False) for i, data in enumerate([jpeg, corrupt, jpeg])]
     outcomes = detectors.detect(frames)

@@ -1,9 +1,9 @@
 """Detector accuracy: IoU matching, precision/recall/F1 per class, the PR curve, AP@0.5 and the confusion matrix.
 
-Matching follows COCO/VOC: per class, predictions in descending confidence take the unmatched ground-truth box of
-the same class with the highest IoU, if that IoU reaches the threshold; each box is matched at most once. Because
-matching runs in confidence order, the outcome of a prediction does not depend on any less confident one, so the
-figures at any confidence are read off one matching done at the lowest confidence.
+Matching follows COCO/VOC: per class, predictions in descending confidence (ties by their box) take the unmatched
+ground-truth box of the same class with the highest IoU, if that IoU reaches the threshold; each box is matched at
+most once. Because matching runs in confidence order, the outcome of a prediction does not depend on any less
+confident one, so the figures at any confidence are read off one matching done at the lowest confidence.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def match_predictions(truth: Boxes, predicted: Boxes, iou_threshold: float = 0.5
     iou = box_iou(predicted.xyxy, truth.xyxy)
     iou[predicted.class_id[:, None] != truth.class_id[None, :]] = 0.0
     taken = np.zeros(len(truth), dtype=bool)
-    for index in np.argsort(-predicted.confidence, kind="mergesort"):
+    for index in matching_order(predicted):
         candidates = np.where(taken, -1.0, iou[index])
         best = int(np.argmax(candidates))
         if candidates[best] >= iou_threshold:
@@ -58,13 +58,23 @@ def match_predictions(truth: Boxes, predicted: Boxes, iou_threshold: float = 0.5
     return is_true_positive
 
 
+def matching_order(predicted: Boxes) -> np.ndarray:
+    """Descending confidence; equal confidences by their box, so which of two tied predictions takes a labelled box
+    never depends on the order a model happened to list them in."""
+    x1, y1, x2, y2 = predicted.xyxy.T
+    return np.lexsort((y2, x2, y1, x1, predicted.class_id, -predicted.confidence))
+
+
 @dataclass(frozen=True)
 class PrCurve:
-    """Precision and recall after each prediction in descending confidence."""
+    """Precision and recall at each distinct confidence, highest first: what keeping the detections at or above it
+    gives (with the true positives and detections kept, counted)."""
 
     confidence: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
+    true_positives: np.ndarray
+    detections: np.ndarray
 
     def to_json(self) -> dict:
         return {"confidence": self.confidence.tolist(), "precision": self.precision.tolist(),
@@ -72,12 +82,25 @@ class PrCurve:
 
 
 def pr_curve(confidence: np.ndarray, is_true_positive: np.ndarray, truth_count: int) -> PrCurve:
-    order = np.argsort(-np.asarray(confidence, dtype=float), kind="mergesort")
-    hits = np.asarray(is_true_positive, dtype=bool)[order]
-    true_positives = np.cumsum(hits)
-    precision = true_positives / np.arange(1, len(hits) + 1)
-    recall = true_positives / truth_count if truth_count else np.zeros(len(hits))
-    return PrCurve(np.asarray(confidence, dtype=float)[order], precision, recall)
+    """One point per distinct confidence. Detections of equal confidence are one step, as a threshold sees them
+    (scikit-learn's precision_recall_curve does the same): ranked one by one, the order a model lists tied boxes in
+    (int8 models tie often) would move the curve and AP, so the same detections could pass or fail the gate."""
+    confidence = np.asarray(confidence, dtype=float)
+    order = np.argsort(-confidence, kind="mergesort")
+    ranked = confidence[order]
+    true_positives = np.cumsum(np.asarray(is_true_positive, dtype=bool)[order])
+    step_ends = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True]) if len(ranked) else np.zeros(0, dtype=int)
+    true_positives, detections = true_positives[step_ends], step_ends + 1
+    recall = true_positives / truth_count if truth_count else np.zeros(len(step_ends))
+    return PrCurve(ranked[step_ends], true_positives / detections, recall, true_positives, detections)
+
+
+def counts_at(curve: PrCurve, truth_count: int, threshold: float) -> PrecisionRecall:
+    """True/false positives and misses when the detections at or above `threshold` are kept."""
+    steps = int(np.sum(curve.confidence >= threshold))
+    found = int(curve.true_positives[steps - 1]) if steps else 0
+    reported = int(curve.detections[steps - 1]) if steps else 0
+    return PrecisionRecall(found, reported - found, truth_count - found)
 
 
 def average_precision(curve: PrCurve) -> float:
@@ -179,11 +202,8 @@ def evaluate_detections(pairs: list[tuple[Boxes, Boxes]], class_names: dict[int,
         mine = all_predicted == class_id
         truth_count = int((all_truth == class_id).sum())
         curve = pr_curve(all_confidence[mine], all_hits[mine], truth_count)
-        kept = all_confidence[mine] >= confidence
-        true_positives = int(all_hits[mine][kept].sum())
-        counts = PrecisionRecall(true_positives, int(kept.sum()) - true_positives, truth_count - true_positives)
-        classes.append(ClassResult(class_id, class_names.get(class_id, str(class_id)), truth_count, counts,
-                                   average_precision(curve), curve))
+        classes.append(ClassResult(class_id, class_names.get(class_id, str(class_id)), truth_count,
+                                   counts_at(curve, truth_count, confidence), average_precision(curve), curve))
     names = [c.name for c in classes]
     return DetectionResult(confidence, iou_threshold, len(pairs), classes,
                            confusion_matrix(pairs, class_ids, names, confidence, iou_threshold))

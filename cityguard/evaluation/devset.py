@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from infra.assets import mirror_roots
+
 RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
 DOWNLOAD_TIMEOUT_S = 60
@@ -102,6 +104,30 @@ def load_manifest(path: Path) -> Manifest:
     if len(set(ids)) != len(ids):
         raise DevsetError(f"{path}: item ids repeat")
     return Manifest(data["name"], items, denied, patterns, clips, data.get("labels"), frames)
+
+
+HELD_OUT_NOTE = Path("reference") / "held-out-sources.md"  # inside the shared folder
+
+
+def default_held_out_note() -> Path:
+    """The held-out note in the shared folder the asset lookup uses (CITYGUARD_SHARED_DIR, else ../shared)."""
+    return mirror_roots()[-1] / HELD_OUT_NOTE
+
+
+def held_out_note(given: Path | None) -> Path | None:
+    """The note to check against: the one given (which must exist), else the default one when it is there; None when
+    there is none, so nothing can be checked (`unchecked_warning` says so)."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"no held-out note {given} (--held-out)")
+        return Path(given)
+    default = default_held_out_note()
+    return default if default.is_file() else None
+
+
+def unchecked_warning() -> str:
+    return (f"{default_held_out_note()} is absent, so files are not checked against held-out sha256 digests "
+            "(give --held-out NOTE)")
 
 
 def held_out_digests(reference: Path | None) -> frozenset[str]:

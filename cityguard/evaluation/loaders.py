@@ -14,11 +14,16 @@ import numpy as np
 
 from cityguard.evaluation.detection import Boxes
 from cityguard.evaluation.events import EventInterval
+from processors.inference.jpeg_header import jpeg_is_whole
 from schemas import Event, EventState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MOT_PEDESTRIAN_CLASSES = (1,)  # MOT16/17/20; MOT15 files hold only pedestrians
 MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position); MOT16/17/20 rows have 9
+JPEG_START = b"\xff\xd8\xff"
+# How far a labelled box may reach past the image's edge and be clipped to it: labelling tools round to whole pixels
+# (Pascal VOC counts them from 1) and YOLO text to 6 decimals; anything further is a box from another image or size.
+EDGE_TOLERANCE_PX = 1.0
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -30,7 +35,11 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """The image's BGR pixels. A JPEG must be whole: a cut one would go into a dataset as it is."""
+    data = Path(path).read_bytes()
+    if data.startswith(JPEG_START) and not jpeg_is_whole(data):
+        raise ValueError(f"{path}: a cut JPEG (no end-of-image marker)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     return image
@@ -46,12 +55,36 @@ def default_labels_folder(images: Path) -> Path:
     return Path(images).parent / "labels"
 
 
-def load_yolo_labels(path: Path, width: int, height: int) -> Boxes:
-    """One image's YOLO label file (`class cx cy w h`, normalised); a missing file means no objects."""
+def checked_box(xyxy, class_id, width: int, height: int,
+                names: dict[int, str] | None = None) -> tuple[list[float], int]:
+    """A labelled box [x1, y1, x2, y2] in pixels, clipped to the width x height image, and its class id (one of
+    `names` when given); ValueError saying what is wrong, for the caller to put the file and line in front of."""
+    try:
+        x1, y1, x2, y2 = (float(value) for value in xyxy)
+    except (TypeError, ValueError):
+        raise ValueError(f"box {xyxy!r} is not four numbers") from None
+    if not np.isfinite([x1, y1, x2, y2]).all():
+        raise ValueError(f"box {[x1, y1, x2, y2]} is not four finite numbers")
+    if isinstance(class_id, bool) or not isinstance(class_id, int | float | np.number) \
+            or not float(class_id).is_integer():
+        raise ValueError(f"class {class_id!r} is not a class id")
+    if names is not None and int(class_id) not in names:
+        raise ValueError(f"class {int(class_id)} is not one of the dataset's class ids {sorted(names)}")
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"box {[x1, y1, x2, y2]} has no area")
+    reach = EDGE_TOLERANCE_PX
+    if x1 < -reach or y1 < -reach or x2 > width + reach or y2 > height + reach:
+        raise ValueError(f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} is outside the {width}x{height} image")
+    return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)], int(class_id)
+
+
+def load_yolo_labels(path: Path, width: int, height: int, names: dict[int, str] | None = None) -> Boxes:
+    """One image's YOLO label file (`class cx cy w h`, normalised); a missing file means no objects. Every box must
+    lie in the image (and its class be one of `names`, when given)."""
     path = Path(path)
     if not path.exists():
         return Boxes.of(np.zeros((0, 4)), [])
-    rows = []
+    xyxy, class_ids = [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -59,12 +92,17 @@ def load_yolo_labels(path: Path, width: int, height: int) -> Boxes:
         if len(fields) != 5:
             raise ValueError(f"{path}:{number}: expected 'class cx cy w h', got {len(fields)} fields")
         try:
-            rows.append([float(value) for value in fields])
+            class_id, cx, cy, w, h = (float(value) for value in fields)
         except ValueError:
             raise ValueError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
-    table = np.asarray(rows, dtype=float).reshape(-1, 5)
-    centre, size = table[:, 1:3] * (width, height), table[:, 3:5] * (width, height)
-    return Boxes.of(np.hstack((centre - size / 2, centre + size / 2)), table[:, 0].astype(int))
+        box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+        try:
+            box, class_id = checked_box(box, class_id, width, height, names)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+        xyxy.append(box)
+        class_ids.append(class_id)
+    return Boxes.of(np.asarray(xyxy, dtype=float).reshape(-1, 4), class_ids)
 
 
 def load_count_csv(path: Path) -> dict[str, float]:

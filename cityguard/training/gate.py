@@ -2,11 +2,18 @@
 set and removes false alarms operators marked.
 
 Checks, each with both figures and a verdict:
-- mAP@0.5 over the labelled classes, and recall at the configured confidence, not below the serving model's by
-  more than the tolerance;
-- AP@0.5 of every class the site's rules use (that has labels), likewise;
-- on the false-alarm set, fewer detections repeating a marked false alarm (same class, IoU >= 0.5) than the serving
-  model, or none when the serving model had none.
+- mAP@0.5 over the labelled classes, and recall and precision at the operating point (the configured confidence,
+  and each class's own where model.class_confidence sets one, as the stages report), not below the serving
+  model's by more than the tolerance;
+- AP@0.5 of every class the site's rules use, likewise (a class without labels is reported as not checked);
+- on the false-alarm set, fewer detections repeating a marked false alarm (same class, IoU >= 0.5, reported at the
+  operating point) than the serving model, or none when the serving model had none. Only false alarms the
+  candidate did not train on count: all but those in its dataset's training split or dropped from its validation
+  split as beside or looking like a training frame (none left: reported as not checked).
+Precision counts the detections of every class labelled in the scored images or the candidate's dataset, so false
+detections of a class the scored images happen not to hold count too. A detection of a class labelled nowhere
+cannot be told right or wrong: such a class the rules act on or with its own confidence is reported as not checked
+(reported_classes).
 The scoring is cityguard.evaluation's; this module only compares.
 """
 from __future__ import annotations
@@ -17,17 +24,34 @@ from pathlib import Path
 
 import numpy as np
 
-from cityguard.evaluation.detection import Boxes, DetectionResult, box_iou
-from cityguard.evaluation.runners import detect_images
+from cityguard.evaluation.detection import Boxes, DetectionResult, box_iou, counts_at
+from cityguard.evaluation.loaders import read_image
+from cityguard.evaluation.scoring import PrecisionRecall
+from cityguard.training.dataset import (
+    FalseAlarm,
+    detector_boxes,
+    read_dropped_false_alarms,
+    read_manifest,
+    restore_interrupted_write,
+)
+from cityguard.training.train import dataset_hash
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    serving: float
-    candidate: float
+    serving: float | None  # None: not checked, nothing to measure it on
+    candidate: float | None
     passed: bool
     reason: str
+
+    @property
+    def checked(self) -> bool:
+        return self.serving is not None
+
+    @property
+    def verdict(self) -> str:
+        return "not checked" if not self.checked else "pass" if self.passed else "FAIL"
 
 
 @dataclass(frozen=True)
@@ -39,10 +63,11 @@ class GateReport:
 
     @property
     def reason(self) -> str:
-        failed = [check for check in self.checks if not check.passed]
-        if not failed:
+        """The verdict with every check's reason when promoted, else those that failed; either way those that could
+        not be checked."""
+        if self.promoted:
             return "promoted: " + "; ".join(check.reason for check in self.checks)
-        return "refused: " + "; ".join(check.reason for check in failed)
+        return "refused: " + "; ".join(check.reason for check in self.checks if not check.passed or not check.checked)
 
     def to_json(self) -> dict:
         return {"serving": self.serving, "candidate": self.candidate, "promoted": self.promoted,
@@ -52,15 +77,21 @@ class GateReport:
         lines = [f"# Promotion gate: {self.candidate} against {self.serving}", "",
                  f"**{self.reason[0].upper()}{self.reason[1:]}**", "",
                  "| check | serving | candidate | verdict |", "|---|---|---|---|"]
-        lines += [f"| {c.name} | {c.serving:.4g} | {c.candidate:.4g} | {'pass' if c.passed else 'FAIL'} |"
-                  for c in self.checks]
+        lines += [f"| {c.name} | {_figure(c.serving)} | {_figure(c.candidate)} | {c.verdict} |" for c in self.checks]
         return "\n".join(lines) + "\n"
 
 
-def overall_recall(result: DetectionResult) -> float:
-    found = sum(c.counts.true_positives for c in result.classes)
-    labelled = sum(c.truth_count for c in result.classes)
-    return found / labelled if labelled else 0.0
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def operating_counts(result: DetectionResult, class_confidence: dict[int, float]) -> PrecisionRecall:
+    """True/false positives and misses over the scored classes (those labelled), each class at the confidence the
+    stages report it at (its own in class_confidence, else the result's)."""
+    counts = [counts_at(c.curve, c.truth_count, class_confidence.get(c.class_id, result.confidence))
+              for c in result.classes]
+    return PrecisionRecall(sum(c.true_positives for c in counts), sum(c.false_positives for c in counts),
+                           sum(c.false_negatives for c in counts))
 
 
 def not_worse(name: str, serving: float, candidate: float, tolerance: float) -> Check:
@@ -69,6 +100,10 @@ def not_worse(name: str, serving: float, candidate: float, tolerance: float) -> 
     allowance = f" - {tolerance:g}" if tolerance else ""
     reason = f"{name} {candidate:.3f} {relation} serving {serving:.3f}{allowance}"
     return Check(name, serving, candidate, passed, reason)
+
+
+def not_checked(name: str, why: str) -> Check:
+    return Check(name, None, None, True, why)
 
 
 def false_alarm_check(serving: int, candidate: int) -> Check:
@@ -81,42 +116,143 @@ def false_alarm_check(serving: int, candidate: int) -> Check:
     return Check("false alarms repeated", float(serving), float(candidate), passed, reason)
 
 
-def decide(serving: DetectionResult, candidate: DetectionResult, rule_classes: list[str],
+def decide(serving: DetectionResult, candidate: DetectionResult, classes: list[str],
            false_alarms: tuple[int, int] | None, tolerance: float = 0.0, serving_name: str = "serving",
-           candidate_name: str = "candidate") -> GateReport:
+           candidate_name: str = "candidate", class_confidence: dict[int, float] | None = None) -> GateReport:
     """The verdict from both models' scores on the same labelled set, and (serving, candidate) counts of repeated
-    false alarms (None: no false-alarm set, that check is left out). A set without a labelled box refuses: both
-    models would score 0 on it, and 0 is not below 0, so any candidate would pass."""
+    false alarms (None: no held-out false alarm to score, that check is reported as not checked). Each of `classes`
+    (reported_classes) has its AP compared where the set labels it, else is reported as not checked. A set without
+    a labelled box refuses: both models would score 0 on it, and 0 is not below 0, so any candidate would pass."""
     labelled = sum(c.truth_count for c in serving.classes)
     if not labelled:
         reason = f"no labelled boxes in the {serving.images} validation images: nothing to compare (check --labels)"
         return GateReport(serving_name, candidate_name, False, [Check("labelled boxes", 0.0, 0.0, False, reason)])
+    class_confidence = class_confidence or {}
+    operating = f"@{serving.confidence:g}" + (" (class thresholds)" if class_confidence else "")
+    serving_counts, candidate_counts = (operating_counts(r, class_confidence) for r in (serving, candidate))
     checks = [not_worse("mAP@0.5", serving.mean_average_precision, candidate.mean_average_precision, tolerance),
-              not_worse(f"recall@{serving.confidence:g}", overall_recall(serving), overall_recall(candidate),
-                        tolerance)]
+              not_worse(f"recall{operating}", serving_counts.recall, candidate_counts.recall, tolerance),
+              not_worse(f"precision{operating}", serving_counts.precision, candidate_counts.precision, tolerance)]
     serving_ap = {c.name: c.average_precision for c in serving.classes if c.truth_count}
     candidate_ap = {c.name: c.average_precision for c in candidate.classes if c.truth_count}
-    for name in rule_classes:
-        if name in serving_ap:
-            checks.append(not_worse(f"AP@0.5 {name}", serving_ap[name], candidate_ap.get(name, 0.0), tolerance))
-    if false_alarms is not None:
-        checks.append(false_alarm_check(*false_alarms))
+    for name in classes:
+        check = f"AP@0.5 {name}"
+        checks.append(not_worse(check, serving_ap[name], candidate_ap.get(name, 0.0), tolerance) if name in serving_ap
+                      else not_checked(check, f"{check} not checked (no labels)"))
+    checks.append(false_alarm_check(*false_alarms) if false_alarms is not None
+                  else not_checked("false alarms repeated", "no held-out false alarms: not checked"))
     return GateReport(serving_name, candidate_name, all(check.passed for check in checks), checks)
 
 
 def repeated_false_alarms(detector, marked: list[tuple[Path, Boxes]], confidence: float,
-                          iou_threshold: float = 0.5) -> int:
-    """How many marked false-alarm boxes the detector still reports (same class, IoU >= threshold, at or above the
-    confidence)."""
-    by_path = dict(marked)
+                          class_confidence: dict[int, float] | None = None, iou_threshold: float = 0.5,
+                          batch_size: int = 8) -> int:
+    """How many marked false-alarm boxes the detector still reports as the stages would (same class, IoU >=
+    threshold, at or above the confidence, or the class's own in class_confidence)."""
     repeated = 0
-    for image in detect_images(detector, list(by_path)):
-        wrong = by_path[image.path]
-        found = image.predicted.select(image.predicted.confidence >= confidence)
-        overlaps = box_iou(wrong.xyxy, found.xyxy)
-        same_class = wrong.class_id[:, None] == found.class_id[None, :]
-        repeated += int(((overlaps >= iou_threshold) & same_class).any(axis=1).sum())
+    for first in range(0, len(marked), batch_size):
+        batch = marked[first:first + batch_size]
+        found = detector_boxes(detector, [read_image(path) for path, _ in batch], confidence, class_confidence)
+        for (_, wrong), boxes in zip(batch, found, strict=True):
+            overlaps = box_iou(wrong.xyxy, boxes.xyxy)
+            same_class = wrong.class_id[:, None] == boxes.class_id[None, :]
+            repeated += int(((overlaps >= iou_threshold) & same_class).any(axis=1).sum())
     return repeated
+
+
+def dataset_split(images: Path) -> tuple[Path, str] | None:
+    """(dataset folder, split) when `images` is a built dataset's images/<split> folder, else None."""
+    images = Path(images).resolve()
+    root = images.parent.parent
+    if images.parent.name == "images" and (root / "manifest.csv").is_file():
+        return root, images.name
+    return None
+
+
+def unreviewed_images(images: Path, labels: Path) -> tuple[int, int]:
+    """(unreviewed, all) images of a built dataset's split when `labels` are its labels: the unreviewed ones carry
+    only the detector's pre-labels, so scoring on them scores both models against the pre-labelling model."""
+    built = dataset_split(images)
+    if built is None or Path(labels).resolve() != built[0] / "labels" / built[1]:
+        return 0, 0
+    rows = [row for row in read_manifest(built[0]) if row["split"] == built[1]]
+    return sum(row["reviewed"] != "1" for row in rows), len(rows)
+
+
+def unseen_false_alarms(records: list[FalseAlarm], trained_on: Path | None) -> list[FalseAlarm]:
+    """The false alarms a candidate is gated on: all but those the dataset it was trained on (its folder) has in its
+    training split or dropped from validation as beside or looking like a training frame; those marked since it was
+    built count too. All of them for a model not trained here (None)."""
+    if trained_on is None or not records:
+        return records
+    try:
+        seen = {row["name"] for row in read_manifest(trained_on) if row["split"] == "train"}
+        seen |= read_dropped_false_alarms(trained_on)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; it is the dataset the candidate was trained on, and without it the false alarms "
+                         "it did not train on are unknown") from None
+    return [record for record in records if record.name not in seen]
+
+
+def training_dataset(run: dict, images: Path, given: Path | None) -> Path | None:
+    """The folder of the dataset a candidate was trained on: `given` (--dataset), else the one its run record names,
+    else, when that is gone (moved to another disk), the dataset `images` are in when its content is the very one
+    trained on (the run's data_hash); None for a model not trained here. ValueError when it cannot be found."""
+    if given is not None or not run.get("data"):
+        return given
+    named = Path(run["data"]).parent
+    restore_interrupted_write(named)
+    if (named / "manifest.csv").is_file():
+        return named
+    built = dataset_split(images)
+    if built is not None and run.get("data_hash") == dataset_hash(built[0] / "data.yaml"):
+        return built[0]
+    raise ValueError(f"{named}: the dataset the candidate was trained on is not there, and {images} is not in a copy "
+                     "of it (same content): give the dataset's folder with --dataset")
+
+
+def changed_since_training(run: dict, dataset: Path) -> bool:
+    """Whether the dataset's content differs from what the run trained on (rebuilt or relabelled since)."""
+    return bool(run.get("data_hash")) and dataset_hash(dataset / "data.yaml") != run["data_hash"]
+
+
+def trained_images(images: list[Path], dataset: Path) -> list[Path]:
+    """Those of `images` that are frames in the dataset's training folder, what ultralytics trains on (by name,
+    wherever they were copied)."""
+    training = dataset / "images" / "train"
+    names = {path.stem for path in training.iterdir()} if training.is_dir() else set()
+    return [image for image in images if image.stem in names]
+
+
+def labelled_class_ids(label_files: list[Path]) -> set[int]:
+    """The classes with a box in these YOLO label files (missing ones have none); each line's class field only, the
+    files are checked in full when scored."""
+    class_ids = set()
+    for path in (path for path in label_files if path.exists()):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                class_ids.add(int(float(fields[0])))
+            except (ValueError, OverflowError):
+                raise ValueError(f"{path}:{number}: class {fields[0]!r} is not a class id") from None
+    return class_ids
+
+
+def dataset_label_files(dataset: Path) -> list[Path]:
+    """Every label file of a built dataset, both splits."""
+    return [dataset / "labels" / row["split"] / f"{row['name']}.txt" for row in read_manifest(dataset)]
+
+
+def reported_classes(rule_classes: list[str], class_confidence: dict[int, float], names: dict[int, str],
+                     labelled: set[int]) -> list[str]:
+    """The classes with a row of their own in the report (decide): those the rules act on, and those with their own
+    confidence that nothing labels (`labelled`: the classes of the scored set and the candidate's dataset), which
+    no figure counts and which are reported as not checked."""
+    unlabelled = [names[class_id] for class_id in sorted(class_confidence)
+                  if class_id in names and class_id not in labelled]
+    return list(dict.fromkeys([*rule_classes, *unlabelled]))
 
 
 def write_report(report: GateReport, out: Path) -> Path:

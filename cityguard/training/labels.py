@@ -2,7 +2,9 @@
 
 Everything is converted through `ImageLabels` (pixel boxes with the dataset's class ids). Class names decide the id
 on import, so a file from another tool that numbers classes differently still lands on the right class; a name the
-dataset does not have is an error naming the file.
+dataset does not have is an error naming the file. Imported boxes are measured against the size of the image itself
+(`sizes`), not the size the file declares: LabelImg writes 0 x 0 when it could not read an image, and a size from
+another copy of the image would rescale every box. A box outside its image is an error naming the file and box.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from xml.etree import ElementTree
 import numpy as np
 
 from cityguard.evaluation.detection import Boxes
+from cityguard.evaluation.loaders import checked_box
 
 LABEL_FORMATS = ("yolo", "coco", "voc")
+
+Sizes = dict[str, tuple[int, int]]  # image file name -> (width, height) of the image itself
 
 
 @dataclass(frozen=True)
@@ -58,22 +63,54 @@ def to_coco(images: list[ImageLabels], names: dict[int, str]) -> dict:
     return document
 
 
-def from_coco(document: dict, names: dict[int, str], source: str) -> list[ImageLabels]:
+def image_size(name: str, declared: tuple[int, int] | None, sizes: Sizes | None) -> tuple[int, int]:
+    """The size boxes are checked and normalised against: the image's own (`sizes`, by file name: tools write the
+    folder they found it in before it), else the one declared."""
+    if sizes is not None:
+        if Path(name).name not in sizes:
+            raise ValueError(f"image {name} is not in the dataset")
+        return sizes[Path(name).name]
+    width, height = declared
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image {name} has size {width}x{height}")
+    return width, height
+
+
+def labelled_boxes(boxes: list[tuple[str, list, int]], width: int, height: int) -> Boxes:
+    """(where in the file, xyxy, class id) of each box, checked against the width x height image."""
+    checked = []
+    for where, xyxy, class_id in boxes:
+        try:
+            checked.append(checked_box(xyxy, class_id, width, height))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return Boxes.of([xyxy for xyxy, _ in checked], [class_id for _, class_id in checked])
+
+
+def from_coco(document: dict, names: dict[int, str], source: str, sizes: Sizes | None = None) -> list[ImageLabels]:
     """Every image of a COCO document, with its boxes; categories are matched to the dataset by name."""
     try:
         categories = {c["id"]: class_id_of(c["name"], names, source) for c in document["categories"]}
-        boxes: dict[int, list[tuple[list[float], int]]] = {image["id"]: [] for image in document["images"]}
+        boxes: dict[int, list[tuple[str, list, int]]] = {image["id"]: [] for image in document["images"]}
         for annotation in document["annotations"]:
-            x, y, w, h = (float(v) for v in annotation["bbox"])
             if annotation["image_id"] not in boxes:
                 raise ValueError(f"annotation {annotation['id']} names unknown image {annotation['image_id']}")
             if annotation["category_id"] not in categories:
                 raise ValueError(f"annotation {annotation['id']} names unknown category {annotation['category_id']}")
-            boxes[annotation["image_id"]].append(([x, y, x + w, y + h], categories[annotation["category_id"]]))
-        return [ImageLabels(image["file_name"], int(image["width"]), int(image["height"]),
-                            Boxes.of([xyxy for xyxy, _ in boxes[image["id"]]],
-                                     [class_id for _, class_id in boxes[image["id"]]]))
-                for image in document["images"]]
+            try:
+                x, y, w, h = (float(value) for value in annotation["bbox"])
+            except (TypeError, ValueError):
+                raise ValueError(f"annotation {annotation['id']}: bbox {annotation['bbox']!r} is not x, y, w, h "
+                                 "numbers") from None
+            boxes[annotation["image_id"]].append((f"annotation {annotation['id']}", [x, y, x + w, y + h],
+                                                  categories[annotation["category_id"]]))
+        images = []
+        for image in document["images"]:
+            declared = (int(image["width"]), int(image["height"])) if sizes is None else None
+            width, height = image_size(image["file_name"], declared, sizes)
+            images.append(ImageLabels(image["file_name"], width, height,
+                                      labelled_boxes(boxes[image["id"]], width, height)))
+        return images
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{source}: not a COCO detection document (missing or malformed {exc})") from None
     except ValueError as exc:
@@ -102,19 +139,25 @@ def to_voc_xml(labels: ImageLabels, names: dict[int, str]) -> str:
     return ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
-def from_voc_xml(path: Path, names: dict[int, str]) -> ImageLabels:
+def from_voc_xml(path: Path, names: dict[int, str], sizes: Sizes | None = None) -> ImageLabels:
     """One Pascal VOC annotation file (LabelImg's save format)."""
     try:
         root = ElementTree.parse(path).getroot()
-        size = root.find("size")
-        xyxy, class_ids = [], []
-        for item in root.iter("object"):
+        name = root.findtext("filename", "").strip() or f"{Path(path).stem}.jpg"
+        boxes = []
+        for number, item in enumerate(root.iter("object"), 1):
             box = item.find("bndbox")
-            xyxy.append([float(box.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax")])
-            class_ids.append(class_id_of(item.findtext("name", "").strip(), names, str(path)))
-        return ImageLabels(root.findtext("filename", "").strip() or f"{Path(path).stem}.jpg",
-                           int(size.findtext("width")), int(size.findtext("height")), Boxes.of(xyxy, class_ids))
+            boxes.append((f"object {number}", [box.findtext(tag) for tag in ("xmin", "ymin", "xmax", "ymax")],
+                          class_id_of(item.findtext("name", "").strip(), names, str(path))))
+        size = root.find("size")
+        declared = (int(size.findtext("width")), int(size.findtext("height"))) if sizes is None else None
+        width, height = image_size(name, declared, sizes)
+        return ImageLabels(name, width, height, labelled_boxes(boxes, width, height))
     except ElementTree.ParseError as exc:
         raise ValueError(f"{path}: not XML: {exc}") from None
     except (AttributeError, TypeError) as exc:
         raise ValueError(f"{path}: not a Pascal VOC annotation (size or bndbox missing: {exc})") from None
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: {exc}") from None

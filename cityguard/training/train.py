@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from infra.files import replace_file
 from processors.inference.model_registry import ModelRegistry, ModelVersion
 
 # Ultralytics' augmentation hyperparameters that may be passed through (name=value).
 AUGMENTATION_ARGS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
                      "fliplr", "bgr", "mosaic", "mixup", "cutmix", "copy_paste", "erasing", "close_mosaic")
+# In a run folder: the data and settings it started with, what `--resume` needs to register the run the same way
+# (ultralytics keeps its own arguments in the checkpoint).
+RUN_RECORD = "cityguard-train.json"
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,22 @@ def train(data_yaml: Path, settings: TrainSettings, runs_root: Path, run_name: s
                 workers=settings.workers, seed=settings.seed, project=str(Path(runs_root).resolve()),
                 name=run_name, exist_ok=True, plots=False, verbose=False, **settings.augmentation)
     return finished_run(Path(model.trainer.save_dir))
+
+
+def train_new_run(data_yaml: Path, settings: TrainSettings, runs_root: Path, run_name: str) -> TrainingRun:
+    """`train` into a new run folder holding RUN_RECORD. A run that fails before its first checkpoint leaves no
+    folder behind (there is nothing to resume); a folder that was there before stays."""
+    run_dir = Path(runs_root) / run_name
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    replace_file(run_dir / RUN_RECORD, json.dumps({"data": str(Path(data_yaml).resolve()),
+                                                   "settings": asdict(settings)}, indent=2))
+    try:
+        return train(data_yaml, settings, runs_root, run_name)
+    except BaseException:
+        if created and not (run_dir / "weights" / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def resume(run_dir: Path) -> TrainingRun:

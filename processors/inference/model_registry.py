@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.backoff import Pause
 from infra.files import replace_file
 
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
@@ -124,30 +125,56 @@ class ModelRegistry:
 
 
 class ServingWatcher:
-    """Tells a long-running worker when the serving pointer names another version (read at most every
-    `interval_s`: one small file)."""
+    """Tells a long-running worker when the serving pointer names another version than the one it runs (read at
+    most every `interval_s`: one small file).
 
-    def __init__(self, registry: ModelRegistry, interval_s: float = 2.0):
+    A version counts as running only once the worker says it loaded it (`loaded`): one that failed to load (out of
+    memory beside the old model, weights still being copied) is offered again after a doubling pause (`failed`), so
+    a passing fault heals and a broken model is not reloaded without end."""
+
+    def __init__(self, registry: ModelRegistry, interval_s: float = 2.0, retry_initial_s: float = 5.0,
+                 retry_max_s: float = 300.0):
         self.registry = registry
         self.interval_s = interval_s
         self.checked_at = float("-inf")
-        self.version: str | None = None
+        self.version: str | None = None  # the version the worker runs
+        self.offered: str | None = None  # handed out by changed(), its load not yet reported
+        self.failing: str | None = None  # the version whose loads keep failing, paused by `retry`
+        self.retry = Pause(retry_initial_s, retry_max_s)
 
     def current(self) -> ModelVersion | None:
-        """The serving version now (also remembered as seen)."""
+        """The serving version now (also remembered as running: the worker loads it before it starts)."""
         model = self.registry.serving()
         self.version = model.version if model else None
         self.checked_at = time.monotonic()
         return model
 
     def changed(self) -> ModelVersion | None:
-        """The newly serving version, if the pointer moved to another one since the last look."""
-        if time.monotonic() - self.checked_at < self.interval_s:
+        """The newly serving version to load, if the pointer names another one than the worker runs; offered once,
+        and again after a failed load only once its pause is over."""
+        now = time.monotonic()
+        if now - self.checked_at < self.interval_s:
             return None
-        self.checked_at = time.monotonic()
+        self.checked_at = now
         version = self.registry.pointer()["version"]
-        if version is None or version == self.version:
+        if version is None or version in (self.version, self.offered):
+            return None
+        if version == self.failing and self.retry.remaining(now) > 0:
             return None
         model = self.registry.get(version)
-        self.version = version
+        self.offered = version
         return model
+
+    def loaded(self, version: str) -> None:
+        self.version, self.offered = version, None
+        if version == self.failing:
+            self.failing = None
+            self.retry.succeeded()
+
+    def failed(self, version: str) -> float:
+        """Records a failed load of `version`; returns the seconds until it is offered again."""
+        self.offered = None
+        if version != self.failing:
+            self.failing = version
+            self.retry.succeeded()  # another version's failures say nothing about this one
+        return self.retry.failed(time.monotonic())

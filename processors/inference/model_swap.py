@@ -2,7 +2,8 @@
 
 The new model is loaded on a background thread while the old one keeps serving; the stage asks between batches
 and swaps only then, so every batch is detected, produced and committed by one model: the swap itself loses and
-repeats no frame. A model that fails to load is logged and the old one keeps serving.
+repeats no frame. A model that fails to load is logged, the old one keeps serving, and the load is tried again after
+a doubling pause (ServingWatcher).
 """
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ class ModelSwapper(Generic[Loaded]):
         try:
             loaded = self.load(model)
         except Exception:
-            log.exception("model %s could not be loaded; the previous model keeps serving", model.version)
+            retry_s = self.watcher.failed(model.version)
+            log.exception("model %s could not be loaded; the previous model keeps serving (next try in %.0f s)",
+                          model.version, retry_s)
             return
+        self.watcher.loaded(model.version)
         with self.lock:
             self.ready = (model, loaded)

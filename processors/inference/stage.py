@@ -27,7 +27,7 @@ from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter, median_person_height, without_texture
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
-from processors.inference.jpeg_header import verify_frame_jpeg
+from processors.inference.jpeg_header import jpeg_is_whole, verify_frame_jpeg
 from processors.inference.model_swap import ModelSwapper
 from processors.inference.shedding import FrameShedder
 from processors.inference.static_blobs import StaticBlobPool
@@ -109,7 +109,7 @@ def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameRes
             raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
     verify_frame_jpeg(frame.jpeg, frame.width, frame.height)  # before any decoder, on the CPU or the GPU
     if not decode_image:
-        if not frame.jpeg.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        if not jpeg_is_whole(frame.jpeg):
             raise SchemaError("jpeg field is not a JPEG image (end marker missing)")
         return DecodedFrame(frame, None)
     # Pixels as stored, as the GPU decoder gives them: an EXIF orientation would turn the image against its

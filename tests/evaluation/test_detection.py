@@ -117,3 +117,47 @@ def test_only_the_requested_classes_are_evaluated():
 def test_pr_curve_serialises_to_plain_lists():
     curve = pr_curve(np.array([0.5]), np.array([True]), 1)
     assert isinstance(curve, PrCurve) and curve.to_json() == {"confidence": [0.5], "precision": [1.0], "recall": [1.0]}
+
+
+def test_ap_of_tied_confidences_does_not_depend_on_the_order_they_are_listed_in():
+    # a hit and a miss at the same confidence are one threshold step: precision 1/2 at recall 1, in either order
+    truth = [Boxes.of([[10, 10, 50, 90]], [PERSON])]
+    hit, ghost = [10, 10, 50, 90], [200, 10, 240, 90]
+    listed = [evaluate_detections(list(zip(truth, [Boxes.of(boxes, [PERSON, PERSON], [0.5, 0.5])], strict=True)),
+                                  NAMES, 0.25).mean_average_precision
+              for boxes in ([hit, ghost], [ghost, hit])]
+    assert listed == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_average_precision_with_ties_matches_the_interpolated_scikit_learn_curve(seed):
+    # confidences rounded to one decimal: many ties, which scikit-learn also takes as one threshold each
+    rng = np.random.default_rng(seed)
+    hits = rng.random(60) < 0.6
+    confidence = np.round(rng.random(60), 1)
+    curve = pr_curve(confidence, hits, truth_count=int(hits.sum()))
+    precision, recall, _ = precision_recall_curve(hits, confidence)
+    precision, recall = precision[::-1], recall[::-1]
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    assert average_precision(curve) == pytest.approx(float(np.sum(np.diff(recall) * envelope[1:])))
+    shuffled = rng.permutation(60)
+    assert average_precision(pr_curve(confidence[shuffled], hits[shuffled], int(hits.sum()))) == pytest.approx(
+        average_precision(curve))
+
+
+def test_which_of_two_tied_predictions_takes_a_labelled_box_does_not_depend_on_their_order():
+    # the first box overlaps both people; listed first it takes the left one and leaves the right one unmatched
+    truth = Boxes.of([[0, 0, 10, 20], [4, 0, 14, 20]], [PERSON, PERSON])
+    wide, narrow = [2, 0, 12, 20], [0, 0, 10, 20]
+    found = [int(match_predictions(truth, Boxes.of(boxes, [PERSON, PERSON], [0.7, 0.7])).sum())
+             for boxes in ([wide, narrow], [narrow, wide])]
+    assert found[0] == found[1]
+
+
+def test_counts_at_a_threshold_are_read_off_the_curve():
+    from cityguard.evaluation.detection import counts_at
+
+    curve = pr_curve(np.array([0.9, 0.6, 0.6, 0.3]), np.array([True, False, True, True]), truth_count=5)
+    assert [(c.true_positives, c.false_positives, c.false_negatives)
+            for c in (counts_at(curve, 5, t) for t in (0.95, 0.9, 0.6, 0.5, 0.1))] == [
+        (0, 0, 5), (1, 0, 4), (2, 1, 3), (2, 1, 3), (3, 1, 2)]

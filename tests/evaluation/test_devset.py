@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from cityguard.commands_eval import default_held_out_reference
-from cityguard.evaluation.devset import DevsetError, build_devset, held_out_digests, load_manifest
+from cityguard.evaluation.devset import (
+    DevsetError,
+    build_devset,
+    default_held_out_note,
+    held_out_digests,
+    load_manifest,
+)
 from tests.conftest import REPO
 
 CROWD = REPO / "tests" / "devsets" / "crowd"
@@ -146,7 +151,7 @@ def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     assert len(mot) == 60 and {item.source for item in mot} == {
         "mot15-pets09-s2l1", "mot15-tud-campus", "mot15-tud-stadtmitte"}
     assert min(item.count for item in mot) == 3 and max(item.count for item in mot) == 8
-    note = default_held_out_reference()
+    note = default_held_out_note()
     digests = held_out_digests(note if note.is_file() else None)
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos

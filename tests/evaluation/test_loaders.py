@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from scipy.io import savemat
@@ -139,3 +141,37 @@ def test_a_short_event_row_names_its_line_and_the_missing_fields(tmp_path):
     path.write_text("camera,type,start,end\ncam1,crowd,10,soon\n")
     with pytest.raises(ValueError, match=r"truth.csv:2: could not convert"):
         load_event_csv(path)
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("0 1.5 0.5 0.8 0.2", "outside the 200x100 image"),
+    ("0 0.5 0.5 nan 0.2", "not four finite numbers"),
+    ("0 0.5 0.5 0 0.2", "has no area"),
+    ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not a class id"),
+    ("7 0.5 0.5 0.2 0.2", "class 7 is not one of the dataset's class ids [0, 2]"),
+])
+def test_a_label_outside_its_image_or_the_classes_is_refused_with_its_place(tmp_path, line, says):
+    labels = tmp_path / "frame.txt"
+    labels.write_text(f"0 0.5 0.5 0.2 0.4\n{line}\n")
+    with pytest.raises(ValueError, match=rf"frame.txt:2: .*{re.escape(says)}"):
+        load_yolo_labels(labels, 200, 100, names={0: "person", 2: "car"})
+
+
+def test_a_box_reaching_a_rounding_error_past_the_edge_is_clipped_to_it(tmp_path):
+    labels = tmp_path / "frame.txt"
+    labels.write_text("0 0.9 0.5 0.201 0.2\n")  # right edge at 200.1 of 200 pixels
+    assert load_yolo_labels(labels, 200, 100).xyxy.tolist() == [[159.9, 40.0, 200.0, 60.0]]
+
+
+def test_a_jpeg_cut_short_is_refused_and_a_whole_one_read(tmp_path):
+    import cv2
+
+    from cityguard.evaluation.loaders import read_image
+
+    jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8))[1].tobytes()
+    for after in (b"\x00\x00", b"\n", b"CAMERA-TRAILER01"):  # padding, a newline, a camera's trailer
+        (tmp_path / "whole.jpg").write_bytes(jpeg + after)
+        assert read_image(tmp_path / "whole.jpg").shape == (240, 320, 3)
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    with pytest.raises(ValueError, match="cut.jpg: a cut JPEG"):
+        read_image(tmp_path / "cut.jpg")

@@ -1,12 +1,14 @@
 """The promotion gate with stand-in detectors on drawn images: fewer repeated false alarms and no loss promotes,
 a lost object refuses."""
+import json
+
 import cv2
 import numpy as np
 import pytest
 
-from cityguard.evaluation.detection import Boxes
+from cityguard.evaluation.detection import Boxes, evaluate_detections
 from cityguard.evaluation.runners import evaluate_detector
-from cityguard.training.gate import decide, repeated_false_alarms, write_report
+from cityguard.training.gate import decide, repeated_false_alarms, reported_classes, write_report
 from processors.inference.detector import ImageDetections
 
 STATUE = (8, 8, 40, 40)  # a white square the site's people are not
@@ -92,3 +94,90 @@ def test_a_validation_set_without_labels_refuses_any_candidate(site, tmp_path):
     assert not report.promoted
     assert report.reason == ("refused: no labelled boxes in the 3 validation images: nothing to compare "
                              "(check --labels)")
+
+
+def scored(truth, predicted):
+    return evaluate_detections(list(zip(truth, predicted, strict=True)), {0: "person"}, 0.25)
+
+
+def test_a_candidate_with_more_false_detections_at_the_operating_point_is_refused_on_precision():
+    # the extra boxes rank below every true positive: AP and recall stay the same, precision at 0.25 falls
+    truth = [Boxes.of([[10, 10, 50, 90], [100, 10, 140, 90]], [0, 0]) for _ in range(10)]
+    serving = [Boxes.of(t.xyxy, [0, 0], [0.9, 0.9]) for t in truth]
+    ghosts = [[200, 10, 240, 90], [260, 10, 300, 90], [320, 10, 360, 90]]
+    candidate = [Boxes.of(np.vstack([t.xyxy, ghosts]), [0] * 5, [0.9, 0.9, 0.5, 0.5, 0.5]) for t in truth]
+    report = decide(scored(truth, serving), scored(truth, candidate), ["person"], None, 0.0)
+    assert not report.promoted
+    assert report.reason == ("refused: precision@0.25 0.400 below serving 1.000; no held-out false alarms: not "
+                             "checked")
+    assert decide(scored(truth, serving), scored(truth, candidate), ["person"], None, 0.6).promoted  # tolerance
+
+
+def test_recall_and_precision_are_taken_at_each_class_own_confidence():
+    # class_confidence {0: 0.6}: the candidate's person at 0.5 is not reported in service, the serving one's is
+    truth = [Boxes.of([[10, 10, 50, 90]], [0])]
+    serving, candidate = [Boxes.of(truth[0].xyxy, [0], [0.9])], [Boxes.of(truth[0].xyxy, [0], [0.5])]
+    assert decide(scored(truth, serving), scored(truth, candidate), [], None, 0.0).promoted
+    report = decide(scored(truth, serving), scored(truth, candidate), [], None, 0.0, class_confidence={0: 0.6})
+    assert not report.promoted
+    assert "recall@0.25 (class thresholds) 0.000 below serving 1.000" in report.reason
+
+
+class Scores:
+    """Reports the statue as a person at a fixed confidence."""
+
+    name = "scores"
+
+    def __init__(self, score: float):
+        self.score = score
+
+    def detect(self, images):
+        return [ImageDetections(np.array([STATUE], float), np.array([self.score]), np.array([0]), ("person",), 1.0)
+                for _ in images]
+
+
+def test_a_repeat_below_its_class_own_confidence_is_not_counted(site):
+    *_, marked = site
+    assert [repeated_false_alarms(Scores(score), marked, 0.25) for score in (0.9, 0.4)] == [1, 1]
+    assert [repeated_false_alarms(Scores(score), marked, 0.25, {0: 0.6}) for score in (0.9, 0.4)] == [1, 0]
+    assert repeated_false_alarms(Scores(0.2), marked, 0.25, {2: 0.1}) == 0  # other classes' thresholds aside
+
+
+def test_a_rule_class_without_labels_and_a_missing_false_alarm_set_are_reported_as_not_checked(tmp_path):
+    truth = [Boxes.of([[10, 10, 50, 90]], [0])]
+    both = scored(truth, [Boxes.of(truth[0].xyxy, [0], [0.9])])
+    report = decide(both, both, ["person", "car"], None, 0.0)
+    assert report.promoted
+    assert report.reason.endswith("; AP@0.5 car not checked (no labels); no held-out false alarms: not checked")
+    write_report(report, tmp_path)
+    assert "| AP@0.5 car | - | - | not checked |" in (tmp_path / "gate.md").read_text()
+    assert "| false alarms repeated | - | - | not checked |" in (tmp_path / "gate.md").read_text()
+    checks = {check["name"]: check for check in json.loads((tmp_path / "gate.json").read_text())["checks"]}
+    assert checks["AP@0.5 car"]["reason"] == "AP@0.5 car not checked (no labels)"
+    assert checks["false alarms repeated"]["serving"] is None
+    refused = decide(both, scored(truth, [Boxes.of(truth[0].xyxy, [0], [0.1])]), ["person", "car"], None, 0.0)
+    assert refused.reason.endswith("; AP@0.5 car not checked (no labels); no held-out false alarms: not checked")
+
+
+def test_cars_nobody_labelled_count_in_no_figure_whether_a_candidate_forgets_them_or_finds_more():
+    """The scored images label persons only, each beside a parked car the rules act on: the serving model finds 30 of
+    40 persons and 20 cars. Counted as false, cars would promote a candidate that stopped finding them and refuse one
+    that finds them all."""
+    names, person, car = {0: "person", 2: "car", 7: "truck"}, [10, 10, 50, 120], [200, 100, 320, 180]
+
+    def scored_model(persons: int, cars: int):
+        pairs = []
+        for index in range(40):
+            found = [(person, 0)] * (index < persons) + [(car, 2)] * (index < cars)
+            pairs.append((Boxes.of([person], [0]), Boxes.of(np.asarray([box for box, _ in found], float).reshape(-1, 4),
+                                                            [c for _, c in found], [0.9] * len(found))))
+        return evaluate_detections(pairs, names, 0.25, class_ids=[0])
+
+    classes = reported_classes(["person", "car"], {7: 0.5}, names, labelled={0})
+    assert classes == ["person", "car", "truck"]
+    for cars in (0, 40):
+        report = decide(scored_model(30, 20), scored_model(30, cars), classes, None, 0.0)
+        assert report.promoted, report.reason
+        assert report.reason.endswith("; AP@0.5 car not checked (no labels); AP@0.5 truck not checked (no labels); no "
+                                      "held-out false alarms: not checked")
+    assert reported_classes(["person"], {7: 0.5}, names, labelled={0, 7}) == ["person"]  # labelled: counted

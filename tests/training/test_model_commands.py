@@ -33,3 +33,22 @@ def test_an_inference_start_with_a_number_for_the_serving_version_fails_in_one_l
     (registry.root / "serving.json").write_text('{"version": 3, "history": []}')
     config, path = pipeline_config(tmp_path, "pointer", "127.0.0.1:1", model={"registry": str(registry.root)})
     assert_one_line_error(cityguard("infer", "--config", str(path)), 2, "serving.json: field 'version'")
+
+
+def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    def fails(data, settings, runs, name, checkpoint=False):
+        if checkpoint:  # ultralytics got as far as saving an epoch: the run can be resumed
+            (runs / name / "weights").mkdir(parents=True)
+            (runs / name / "weights" / "last.pt").write_bytes(b"epoch 1")
+        raise RuntimeError(f"{data}: no images")
+
+    monkeypatch.setattr("cityguard.training.train.train", fails)
+    command = ["model", "train", "--data", str(tmp_path / "data.yaml"), "--runs", str(tmp_path / "runs"),
+               "--registry", str(tmp_path / "registry")]
+    assert main([*command, "--name", "first"]) == 1
+    assert_one_line_error_printed(capsys, "data.yaml: no images")
+    assert not (tmp_path / "runs" / "first").exists()
+    monkeypatch.setattr("cityguard.training.train.train",
+                        lambda *args: fails(*args, checkpoint=True))
+    assert main([*command, "--name", "second"]) == 1
+    assert (tmp_path / "runs" / "second" / "cityguard-train.json").exists()  # what --resume reads

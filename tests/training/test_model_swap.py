@@ -77,3 +77,39 @@ def test_a_pointer_with_a_number_for_its_version_keeps_the_current_model(tmp_pat
     (registry.root / "serving.json").write_text('{"version": 3, "history": []}')
     assert swapper.poll() is None
     assert "pointer unreadable" in caplog.text and "field 'version'" in caplog.text
+
+
+def test_a_model_that_failed_to_load_is_tried_again_after_a_pause_and_then_served(tmp_path, monkeypatch):
+    registry = registry_with(tmp_path, 2)
+    now = [1000.0]
+    monkeypatch.setattr("processors.inference.model_registry.time.monotonic", lambda: now[0])
+    attempts = []
+
+    def load(model):
+        attempts.append(model.version)
+        if len(attempts) < 3:
+            raise RuntimeError("CUDA out of memory")  # passing: there is room once the old model's batch is done
+        return f"detector for {model.version}"
+
+    watcher = ServingWatcher(registry, interval_s=0, retry_initial_s=5, retry_max_s=60)
+    watcher.current()
+    swapper = ModelSwapper(watcher, load)
+    registry.promote("v2", "gate passed")
+
+    def poll():
+        swapped = swapper.poll()
+        if swapper.loading is not None:
+            swapper.loading.join(5)
+        return swapped or swapper.poll()
+
+    assert poll() is None and attempts == ["v2"]
+    now[0] += 4.9
+    assert poll() is None and attempts == ["v2"]  # a broken model is not reloaded on every batch
+    now[0] += 0.2
+    assert poll() is None and attempts == ["v2", "v2"]
+    now[0] += 5.0
+    assert poll() is None and attempts == ["v2", "v2"]  # the pause doubles: 10 s after the second failure
+    now[0] += 5.1
+    model, loaded = poll()
+    assert (model.version, loaded, attempts) == ("v2", "detector for v2", ["v2"] * 3)
+    assert watcher.version == "v2" and poll() is None

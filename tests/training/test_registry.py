@@ -51,6 +51,8 @@ def test_watcher_reports_each_new_serving_version_once(tmp_path):
     assert watcher.changed() is None
     registry.promote("v2", "better")
     assert watcher.changed().version == "v2"
+    assert watcher.changed() is None  # offered: the worker is loading it
+    watcher.loaded("v2")
     assert watcher.changed() is None
     registry.rollback()
     assert watcher.changed().version == "v1"

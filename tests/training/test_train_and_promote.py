@@ -7,6 +7,7 @@ import pytest
 from cityguard.cli import main
 from processors.inference.model_registry import ModelRegistry
 from tests.conftest import OFFLINE_MODEL, REPO
+from tests.test_cli_errors import assert_one_line_error_printed
 
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -54,10 +55,16 @@ def test_resuming_a_finished_run_says_so(trained, capsys):
 def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(trained, dataset, capsys):
     registry, val = str(trained), str(dataset / "images" / "val")
     out = trained.parent / "gates"
+    gate = ["--config", str(DEMO), "--images", val, "--registry", registry, "--false-alarms", str(out / "none")]
     # serving: the shared COCO model; the one-epoch candidate finds nobody and must be refused
     assert main(["model", "register", str(OFFLINE_MODEL), "--serve", "--registry", registry]) == 0
-    assert main(["model", "gate", "v1", "--config", str(DEMO), "--images", val, "--promote", "--registry", registry,
-                 "--out", str(out / "v1")]) == 1
+    capsys.readouterr()
+    # the validation labels are the shared model's own pre-labels, which no operator has reviewed
+    assert main(["model", "gate", "v1", *gate, "--out", str(out / "v1")]) == 2
+    assert_one_line_error_printed(capsys, "images/val: ", "carry only the detector's pre-labels", "--allow-unreviewed")
+    assert not (out / "v1").exists()
+    assert main(["model", "gate", "v1", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v1")]) == 1
+    assert "warning: " in capsys.readouterr().err
     refused = json.loads((out / "v1" / "gate.json").read_text())
     assert not refused["promoted"] and refused["reason"].startswith("refused: mAP@0.5 0.000 below serving")
     assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
@@ -67,8 +74,7 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 0
     ModelRegistry(trained).promote("v3", "the one-epoch model serving, for the test")
     assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
-    assert main(["model", "gate", "v4", "--config", str(DEMO), "--images", val, "--promote", "--registry", registry,
-                 "--out", str(out / "v4")]) == 0
+    assert main(["model", "gate", "v4", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v4")]) == 0
     assert json.loads((out / "v4" / "gate.json").read_text())["promoted"]
     assert "Promoted" in (out / "v4" / "gate.md").read_text()
     assert json.loads((trained / "serving.json").read_text())["version"] == "v4"
