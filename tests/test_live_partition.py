@@ -10,7 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
-from processors.analytics.stage import MAX_FAILURES_IN_A_ROW, AnalyzerReset, LivePartition
+from processors.analytics.stage import (
+    MAX_FAILURES_IN_A_ROW,
+    AnalyzerReset,
+    LivePartition,
+    closed_by_reset,
+    pack_events,
+    unpack_events,
+)
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import EventState
 from schemas.event import CLOSED_BY_RESET
@@ -182,3 +189,28 @@ def test_a_reset_whose_outputs_were_not_confirmed_comes_again_with_the_frame():
             pass
         live.frame_done()
     assert len(resets) == 2 and resets[0] == resets[1] and resets[0][1]
+
+
+def test_what_an_analyzer_has_open_is_stored_as_the_events_resolving_it_and_read_back_whole():
+    config = site_config(SQUARE, 1.0)
+    simulator = CrowdSimulator(SQUARE, 1.0, seed=2, target_density=lambda _: 4.0)
+    analyzer = run_scenario(simulator, config, 40)[1]  # a packed zone: its risk episode is open
+    open_incidents = closed_by_reset(CrowdAnalyzer.restore(config.cameras[0], config, analyzer.state_bytes())
+                                     .resolve_open(T0, "lost"))
+    assert open_incidents and all(event.state is EventState.RESOLVED
+                                  and event.details["closed_by"] == CLOSED_BY_RESET for event in open_incidents)
+    assert unpack_events(pack_events(open_incidents)) == open_incidents
+    assert unpack_events(b"") == []  # the table's default: nothing stored, as by versions before this record
+    assert unpack_events(pack_events(open_incidents)[:40]) == []  # a damaged record: those incidents stay open
+
+
+def test_what_an_analyzer_has_open_is_recorded_once_after_a_takeover_then_while_open_or_after_an_event():
+    live, key = LivePartition(next_offset=0, stored_position=None), b"cam/crowd"
+    assert live.open_record_due(key)  # an incident open since before this worker (or version) started has no record
+    live.open_recorded[key] = False
+    assert not live.open_record_due(key)  # nothing open and no event since: the record still holds
+    live.sent_events.add(key)
+    assert live.open_record_due(key)  # an event opens or ends an incident
+    live.sent_events.clear()
+    live.open_recorded[key] = True
+    assert live.open_record_due(key)  # open: its times follow the checkpoints

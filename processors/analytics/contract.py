@@ -5,7 +5,8 @@ changelog-backed table, feeds it one Detections message, publishes what it retur
 Analyzers must ignore a redelivered frame (sequence number already seen) so at-least-once input gives one output.
 An analyzer that raised is discarded; the stage restores a fresh one from the last stored state, or from no state
 once it has raised on several frames in a row (processors.analytics.stage). Its state is then dropped, so the stage
-first asks it to resolve what it has open: nothing else would ever close those incidents.
+first asks it to resolve what it has open: nothing else would ever close those incidents. For the same reason the
+stage stores, beside the state, what a copy of the analyzer would resolve, for a version that cannot read the state.
 """
 from __future__ import annotations
 

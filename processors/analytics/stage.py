@@ -16,6 +16,11 @@ Checkpoints: the worker keeps its analyzers live in memory and stores their stat
 changelog per frame cost more than analysing the frame. A restarted worker resumes from the last checkpoint and the
 same gap read brings it up to date, re-sending those frames' outputs: identical repeats, which every consumer of
 these topics already tolerates under at-least-once.
+
+Beside each analyzer's state, the table keeps what it has open as the events that would resolve it (`open_key`),
+rewritten at a checkpoint while it has something open or after it sent an event (`LivePartition.open_record_due`). A
+version that cannot read a stored state (a format changed by an upgrade, a corrupt record) starts that analyzer afresh
+and sends those events, so what the old one had open at its last checkpoint is not left open for ever.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import faust
+import msgpack
 
 from infra.dead_letter import dead_letter
 from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, read_offsets
@@ -45,6 +51,39 @@ STAGE = "analytics"
 # An analyzer that raises on this many frames of its camera in a row is failing on its own state, not on the frames:
 # restoring that state again would fail every later frame too, so it starts afresh.
 MAX_FAILURES_IN_A_ROW = 5
+STATE_LOST_REASON = "its analyzer's stored state could not be read, so it started afresh"
+
+
+def open_key(state_key: bytes) -> bytes:
+    """The table key of what the analyzer of `state_key` has open ("/" cannot occur in a camera id)."""
+    return state_key + b"/open"
+
+
+def closed_by_reset(events: list[Event]) -> list[Event]:
+    """The resolved events marked as closing incidents that did not end but whose analyzer lost its state, so that a
+    new episode the fresh analyzer opens is alerted at once, not held back as a repeat."""
+    return [event.model_copy(update={"details": {**event.details, "closed_by": CLOSED_BY_RESET}}) for event in events]
+
+
+def pack_events(events: list[Event]) -> bytes:
+    return msgpack.packb([encode(event) for event in events])
+
+
+def unpack_events(value: bytes | None) -> list[Event]:
+    """The events of an `open_key` record; none when there is none, and one that does not decode is left out (its
+    incident stays open: nothing else is known of it)."""
+    try:
+        encoded = msgpack.unpackb(value) if value else []
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        log.error("a stored list of open incidents could not be read; they stay open: %s", exc)
+        return []
+    events = []
+    for raw in encoded:
+        try:
+            events.append(decode(raw, Event))
+        except SchemaError as exc:
+            log.error("a stored open incident could not be read; it stays open: %s", exc)
+    return events
 
 
 class AnalyzerReset(Exception):
@@ -70,6 +109,17 @@ class LivePartition:
     states: dict[bytes, bytes] = field(default_factory=dict)
     frames_since_checkpoint: int = 0
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
+    captured_at: dict[bytes, float] = field(default_factory=dict)  # state key -> capture time of its newest frame
+    sent_events: set[bytes] = field(default_factory=set)  # state keys whose analyzer sent events since the checkpoint
+    # state key -> whether its open record, as last written here, lists anything (see `open_record_due`)
+    open_recorded: dict[bytes, bool] = field(default_factory=dict)
+
+    def open_record_due(self, state_key: bytes) -> bool:
+        """Whether the checkpoint rewrites what the analyzer has open: after it sent an event (nothing else opens or
+        ends an incident), while it has something open (so the record's times stay those of the last checkpoint), and
+        once after this worker took the partition (an incident open since before this version started has no record
+        yet)."""
+        return state_key in self.sent_events or self.open_recorded.get(state_key, True)
     # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
     before_frame: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
     failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
@@ -105,9 +155,8 @@ class LivePartition:
         log.error("%s: the analyzer failed on %d frames in a row; its state is dropped and it starts afresh",
                   state_key.decode(), MAX_FAILURES_IN_A_ROW)
         try:
-            resolved = [event.model_copy(update={"details": {**event.details, "closed_by": CLOSED_BY_RESET}})
-                        for event in dropped.resolve_open(at, "the camera's analyzer was reset after failing "
-                                                          "repeatedly")]
+            resolved = closed_by_reset(dropped.resolve_open(at, "the camera's analyzer was reset after failing "
+                                                            "repeatedly"))
         except Exception:
             log.exception("%s: the incidents open before the reset could not be read; they stay open",
                           state_key.decode())
@@ -170,13 +219,28 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     # input partition -> what this worker has applied beyond the table (see LivePartition)
     live_partitions: dict[int, LivePartition] = {}
 
-    def restore(state_key: bytes, camera, factory, state: bytes | None):
+    def restore(state_key: bytes, camera, factory, lost: list[Event], state: bytes | None):
+        """The analyzer from `state` (its live state or the table's). One this version cannot read (or a corrupt one)
+        starts afresh, and the events resolving what it had open go to `lost`: losing the state beats muting the
+        camera for good, and those incidents must not stay open for ever."""
         try:
             return factory(camera, config, state)
         except Exception:
-            # A state this version cannot read (or a corrupt one): losing it beats muting the camera for good.
-            log.exception("stored %s state unreadable; starting afresh", state_key.decode())
+            lost[:] = unpack_events(analyzer_state[open_key(state_key)])  # once, however often the frame restores it
+            log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open",
+                          state_key.decode(), len(lost))
             return factory(camera, config, None)
+
+    def open_incidents(state_key: bytes, state: bytes, at: float) -> list[Event]:
+        """What the analyzer whose state this is has open, as the events that would resolve it as of `at` (from a
+        copy: resolving changes an analyzer)."""
+        camera_id, name = state_key.decode().split("/", 1)
+        camera, factories = cameras[camera_id]
+        try:
+            return closed_by_reset(factories[name](camera, config, state).resolve_open(at, STATE_LOST_REASON))
+        except Exception:  # the state itself is stored all the same: the analyzer goes on from it
+            log.exception("%s: the incidents its state has open could not be listed", state_key.decode())
+            return []
 
     async def apply(message, live: LivePartition) -> list[asyncio.Future]:
         """Runs one frame (a faust message or a record read to fill a gap) through its camera's live analyzers; the
@@ -209,19 +273,20 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             detections = without_ignored(detections, ignore_filters.current(detections.captured_at))
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
+            live.captured_at[state_key] = detections.captured_at
+            lost: list[Event] = []
             try:
-                output = live.update(state_key, partial(restore, state_key, camera, factory),
+                output = live.update(state_key, partial(restore, state_key, camera, factory, lost),
                                      analyzer_state[state_key], detections)
             except Exception as exc:  # one bad message must not stop the camera's analytics
                 failure = exc.__cause__ if isinstance(exc, AnalyzerReset) else exc
                 log.error("%s analyzer failed on %s seq %d", name, camera.id, detections.seq, exc_info=failure)
                 await reject(f"{name} analyzer failed: {type(failure).__name__}: {failure}")
-                if not isinstance(exc, AnalyzerReset):
-                    continue
-                output = AnalyticsOutput(events=exc.resolved)
+                output = AnalyticsOutput(events=exc.resolved if isinstance(exc, AnalyzerReset) else [])
             for metrics in output.zone_metrics:
                 await send(zone_metrics_topic, encode(metrics), key)
-            for incident in output.events:
+            for incident in [*lost, *output.events]:
+                live.sent_events.add(state_key)
                 await send(events_topic, encode(incident), key)
             for counts in output.line_counts:
                 await send(line_counts_topic, encode(counts), key)
@@ -242,9 +307,14 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         if live.frames_since_checkpoint >= checkpoint_frames:
             for state_key, state in live.states.items():
                 analyzer_state[state_key] = state
+                if live.open_record_due(state_key):
+                    incidents = open_incidents(state_key, state, live.captured_at[state_key])
+                    analyzer_state[open_key(state_key)] = pack_events(incidents)
+                    live.open_recorded[state_key] = bool(incidents)
             # Written after the states, to the same changelog partition: recovery never sees it without them.
             live.stored_position = analyzer_state[position_key] = Position(live.next_offset, live.topic_id).encode()
             live.states.clear()
+            live.sent_events.clear()
             live.frames_since_checkpoint = 0
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)

@@ -217,6 +217,10 @@ class IncidentStore:
             if session.scalar(select(EventRow.id).where(EventRow.dedupe_key == notice.dedupe_key)) is not None:
                 return False
             incident = session.get(IncidentRow, notice.incident_id)
+            if incident is not None and incident.state == RESOLVED and notice.closed_by_reset:
+                # A reset closes what its analyzer last stored as open; an incident that really ended since stays
+                # as it ended (with its cooldown), and its history holds its own end only.
+                return False
             if incident is None:
                 incident = IncidentRow(id=notice.incident_id, source=notice.source, type=notice.type,
                                        camera_id=notice.camera_id, zone_id=notice.zone_id,

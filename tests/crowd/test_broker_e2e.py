@@ -9,7 +9,9 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from infra.kafka import create_topics, make_consumer, make_producer
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
-from schemas import Event, ZoneMetrics, decode, encode
+from processors.analytics.stage import open_key, unpack_events
+from schemas import Event, EventState, ZoneMetrics, decode, encode
+from schemas.event import CLOSED_BY_RESET
 from tests.conftest import pipeline_config
 from tests.crowd.scenarios import CAMERA_ID, MAP_EVERY_SECONDS, Run
 from tests.crowd.simulator import SQUARE, CrowdSimulator
@@ -21,6 +23,7 @@ FPS = 2.0
 WINDOW_S = 5
 FRAMES = 240  # two minutes: 24 windows
 COMMIT_AHEAD = 5  # frames the group's committed offset is moved past what the stopped worker applied
+CHECKPOINT_FRAMES = 100  # analytics.checkpoint_frames by default
 
 
 def crowd_site(tmp_path, bootstrap):
@@ -132,3 +135,76 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
     # Same windows, values and levels as one uninterrupted pure run: nothing reset, nothing lost or doubled.
     assert [windows[start] for start in sorted(windows)] == reference.metrics
     assert sorted(events.values(), key=lambda e: e.updated_at) == reference.events
+
+
+def last_value(bootstrap: str, topic: str, key: bytes) -> bytes:
+    """The newest value of `key` in a compacted topic (one partition here), read to its end."""
+    consumer = make_consumer(bootstrap, None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        value, deadline = None, time.monotonic() + 30
+        while time.monotonic() < deadline:
+            records = [r for batch in consumer.poll(timeout_ms=500).values() for r in batch]
+            value = next((r.value for r in reversed(records) if r.key == key), value)
+            if not records and value is not None:
+                return value
+        raise AssertionError(f"no {key!r} in {topic}")
+    finally:
+        consumer.close()
+
+
+def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it_had_open(kafka_bootstrap, tmp_path):
+    """What an upgrade that changed an analyzer's state format meets: the analyzer starts afresh, and the risk
+    episode the old state had open is resolved (not left open in the incident store for ever), marked as closed by
+    a reset so that the fresh analyzer's own episode is alerted at once."""
+    config, path = crowd_site(tmp_path, kafka_bootstrap)
+    topics = config.broker.topics
+    create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
+    simulator = CrowdSimulator(SQUARE, FPS, seed=21, target_density=lambda t: 0.3 + t / 120)
+    frames = []
+    for _ in range(FRAMES):
+        simulator.step()
+        frames.append(simulator.detections(CAMERA_ID,
+                                           with_density_map=simulator.seq % round(MAP_EVERY_SECONDS * FPS) == 0))
+    producer = make_producer(kafka_bootstrap)
+    for detections in frames[:CHECKPOINT_FRAMES]:
+        producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(detections))
+    producer.flush()
+    events_reader = TopicReader(kafka_bootstrap, topics.events)
+    changelog = f"{config.group_id('analytics')}-analyzer-state-changelog"
+    state_key = f"{CAMERA_ID}/crowd".encode()
+    try:
+        worker = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
+        try:
+            events_reader.wait_for(lambda records: any(decode(r.value, Event).state is EventState.OPENED
+                                                       for r in records), 90, [worker], "a risk episode opened")
+            stored = unpack_events(last_value(kafka_bootstrap, changelog, open_key(state_key)))  # at the checkpoint
+        finally:
+            worker.stop()
+        opened = {decode(r.value, Event).event_id for r in events_reader.poll()
+                  if decode(r.value, Event).state is EventState.OPENED}
+        assert {event.event_id for event in stored} == opened
+        producer.send(changelog, key=state_key, value=b"\xc1 a state format of another version")
+        for detections in frames[CHECKPOINT_FRAMES:]:
+            producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(detections))
+        producer.flush()
+        worker = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
+        try:
+            events_reader.wait_for(lambda records: {decode(r.value, Event).event_id for r in records
+                                                    if decode(r.value, Event).state is EventState.RESOLVED} >= opened,
+                                   90, [worker], "the open episode resolved")
+            events_reader.wait_for(lambda records: len({decode(r.value, Event).event_id for r in records
+                                                        if decode(r.value, Event).state is EventState.OPENED}) > 1,
+                                   90, [worker], "the fresh analyzer's own episode")
+        finally:
+            worker.stop()
+        assert f"stored {CAMERA_ID}/crowd state unreadable" in worker.log()
+    finally:
+        producer.close()
+        events_reader.close()
+    events = [decode(r.value, Event) for r in events_reader.records]
+    closed = [e for e in events if e.event_id in opened and e.state is EventState.RESOLVED]
+    assert closed and all(event == stored[0] for event in closed)  # as stored: any copy sent again is identical
+    assert closed[0].details["closed_by"] == CLOSED_BY_RESET and "could not be read" in closed[0].reason

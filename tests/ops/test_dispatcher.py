@@ -272,6 +272,25 @@ def test_an_incident_closed_by_an_analyzer_reset_holds_no_cooldown(tmp_path, twi
     harness.store.close()
 
 
+def test_a_late_copy_closing_by_reset_never_undoes_the_end_an_incident_really_had(tmp_path, twilio, webhook):
+    """An analyzer's stored list of open incidents is as of its last checkpoint: an incident that really ended after
+    it keeps that end, and its cooldown, when a new version resets the analyzer and sends the list."""
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["match"] = {}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher = harness.dispatcher
+    dispatcher.handle(notice_from_event(danger_event("risk-1")))
+    dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=harness.clock.now + 50)))
+    stale = danger_event("risk-1", state=EventState.RESOLVED, at=harness.clock.now + 20)
+    dispatcher.handle(notice_from_event(stale.model_copy(update={"details": {**stale.details,
+                                                                             "closed_by": CLOSED_BY_RESET}})))
+    [incident] = harness.store.list_incidents()
+    assert incident.resolved_at == harness.clock.now + 50 and not incident.closed_by_reset
+    harness.clock.now += 60
+    assert dispatcher.handle(notice_from_event(danger_event("risk-2", at=harness.clock.now))).status == SUPPRESSED
+    harness.store.close()
+
+
 def test_notices_matching_no_route_are_recorded_without_notifying(harness, twilio):
     alert = harness.dispatcher.handle(notice_from_event(danger_event(severity=Severity.INFO)))
     assert alert.status == SUPPRESSED and alert.reason == "no route matches"
