@@ -39,6 +39,17 @@ def crowd_site(tmp_path, bootstrap):
     return pipeline_config(tmp_path, "crowd", bootstrap, analytics=analytics, cameras=[camera])
 
 
+def building_crowd() -> list:
+    """Two minutes of a crowd building up from 0.3 p/m², with density maps as the inference schedule sends them."""
+    simulator = CrowdSimulator(SQUARE, FPS, seed=21, target_density=lambda t: 0.3 + t / 120)
+    frames = []
+    for _ in range(FRAMES):
+        simulator.step()
+        frames.append(simulator.detections(CAMERA_ID,
+                                           with_density_map=simulator.seq % round(MAP_EVERY_SECONDS * FPS) == 0))
+    return frames
+
+
 def unique(records, schema, key):
     """Messages by key; at-least-once may repeat one, but a repeat must be identical."""
     seen = {}
@@ -77,12 +88,7 @@ def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, 
     config, path = crowd_site(tmp_path, kafka_bootstrap)
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
-    simulator = CrowdSimulator(SQUARE, FPS, seed=21, target_density=lambda t: 0.3 + t / 120)
-    frames = []
-    for _ in range(FRAMES):
-        simulator.step()
-        frames.append(simulator.detections(CAMERA_ID,
-                                           with_density_map=simulator.seq % round(MAP_EVERY_SECONDS * FPS) == 0))
+    frames = building_crowd()
     reference = Run()
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
     for detections in frames:
@@ -162,12 +168,7 @@ def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it
     config, path = crowd_site(tmp_path, kafka_bootstrap)
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
-    simulator = CrowdSimulator(SQUARE, FPS, seed=21, target_density=lambda t: 0.3 + t / 120)
-    frames = []
-    for _ in range(FRAMES):
-        simulator.step()
-        frames.append(simulator.detections(CAMERA_ID,
-                                           with_density_map=simulator.seq % round(MAP_EVERY_SECONDS * FPS) == 0))
+    frames = building_crowd()
     producer = make_producer(kafka_bootstrap)
     for detections in frames[:CHECKPOINT_FRAMES]:
         producer.send(topics.detections, key=CAMERA_ID.encode(), value=encode(detections))
