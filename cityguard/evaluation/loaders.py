@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -78,13 +79,30 @@ def checked_box(xyxy, class_id, width: int, height: int,
     return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)], int(class_id)
 
 
+def checked_boxes(rows: Iterable[tuple[str, object, object]], width: int, height: int,
+                  names: dict[int, str] | None = None) -> Boxes:
+    """Boxes from (place, [x1, y1, x2, y2], class id) rows, each checked by checked_box; an error names its place."""
+    xyxy, class_ids = [], []
+    for place, box, class_id in rows:
+        try:
+            box, class_id = checked_box(box, class_id, width, height, names)
+        except ValueError as exc:
+            raise ValueError(f"{place}: {exc}") from None
+        xyxy.append(box)
+        class_ids.append(class_id)
+    return Boxes.of(np.asarray(xyxy, dtype=float).reshape(-1, 4), class_ids)
+
+
 def load_yolo_labels(path: Path, width: int, height: int, names: dict[int, str] | None = None) -> Boxes:
     """One image's YOLO label file (`class cx cy w h`, normalised); a missing file means no objects. Every box must
     lie in the image (and its class be one of `names`, when given)."""
     path = Path(path)
     if not path.exists():
         return Boxes.of(np.zeros((0, 4)), [])
-    xyxy, class_ids = [], []
+    return checked_boxes(_yolo_rows(path, width, height), width, height, names)
+
+
+def _yolo_rows(path: Path, width: int, height: int) -> Iterator[tuple[str, list[float], float]]:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -95,14 +113,8 @@ def load_yolo_labels(path: Path, width: int, height: int, names: dict[int, str] 
             class_id, cx, cy, w, h = (float(value) for value in fields)
         except ValueError:
             raise ValueError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
-        box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
-        try:
-            box, class_id = checked_box(box, class_id, width, height, names)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
-        xyxy.append(box)
-        class_ids.append(class_id)
-    return Boxes.of(np.asarray(xyxy, dtype=float).reshape(-1, 4), class_ids)
+        yield (f"{path}:{number}", [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
+                                    (cy + h / 2) * height], class_id)
 
 
 def load_count_csv(path: Path) -> dict[str, float]:

@@ -40,6 +40,7 @@ from cityguard.evaluation.detection import Boxes, box_iou
 from cityguard.evaluation.loaders import (
     IMAGE_SUFFIXES,
     checked_box,
+    checked_boxes,
     load_event_csv,
     load_yolo_labels,
     read_image,
@@ -108,22 +109,17 @@ def _feedback_boxes(entries, names: dict[int, str], width: int, height: int, whe
     """Boxes listed as [{"class": name or id, "xyxy": [x1, y1, x2, y2]}, ...], each checked against the image."""
     if not isinstance(entries, list):
         raise ValueError(f"{where}: expected a list of {{class, xyxy}} boxes, got {json.dumps(entries)}")
-    xyxy, class_ids = [], []
-    for number, entry in enumerate(entries, 1):
-        place = f"{where}[{number}]"
-        if not isinstance(entry, dict) or not {"class", "xyxy"} <= set(entry):
-            raise ValueError(f"{place}: expected {{\"class\": name, \"xyxy\": [x1, y1, x2, y2]}}, got "
-                             f"{json.dumps(entry)}")
-        class_id = entry["class"]
-        if isinstance(class_id, str):
-            class_id = class_id_of(class_id, names, place)
-        try:
-            box, class_id = checked_box(entry["xyxy"], class_id, width, height, names)
-        except ValueError as exc:
-            raise ValueError(f"{place}: {exc}") from None
-        xyxy.append(box)
-        class_ids.append(class_id)
-    return Boxes.of(np.asarray(xyxy, dtype=float).reshape(-1, 4), class_ids)
+
+    def rows():
+        for number, entry in enumerate(entries, 1):
+            place = f"{where}[{number}]"
+            if not isinstance(entry, dict) or not {"class", "xyxy"} <= set(entry):
+                raise ValueError(f"{place}: expected {{\"class\": name, \"xyxy\": [x1, y1, x2, y2]}}, got "
+                                 f"{json.dumps(entry)}")
+            class_id = entry["class"]
+            yield place, entry["xyxy"], class_id_of(class_id, names, place) if isinstance(class_id, str) else class_id
+
+    return checked_boxes(rows(), width, height, names)
 
 
 def _wrong_entries(record: dict) -> tuple[str, list]:
