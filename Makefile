@@ -17,8 +17,8 @@ run: setup
 	$(VENV)/bin/cityguard up $(ARGS)
 
 # Most tests wait on processes, the broker or the model, so two workers overlap the waits; the few that load the whole
-# machine run after them, alone. Exit status 5 (nothing selected, e.g. a PYTEST_ARGS `-k`
-# that names no solo test) is not a failure.
+# machine run after them, alone. Exit status 5 (nothing selected, e.g. a PYTEST_ARGS `-k` that names no solo test) is
+# not a failure.
 TEST_WORKERS ?= 2
 
 test: setup

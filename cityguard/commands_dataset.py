@@ -50,7 +50,7 @@ def register(commands, add_command) -> None:
     build.add_argument("--block-seconds", type=float, default=60.0,
                        help="length of the contiguous time blocks that go to one split as a whole")
     build.add_argument("--guard-seconds", type=float, default=2.0,
-                       help="validation frames this close to a training frame of the same camera are dropped")
+                       help="validation frames this close to a training frame of the same camera and clock are dropped")
     build.add_argument("--val-camera", action="append", default=[],
                        help="a camera held out entirely for validation (from the dataset's first build with it)")
     build.add_argument("--seed", type=int, default=0, help="another division of the time blocks")

@@ -15,13 +15,12 @@ import numpy as np
 
 from cityguard.evaluation.detection import Boxes
 from cityguard.evaluation.events import EventInterval
-from processors.inference.jpeg_header import jpeg_is_whole
+from processors.inference.jpeg_header import START_OF_IMAGE, jpeg_is_whole
 from schemas import Event, EventState
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MOT_PEDESTRIAN_CLASSES = (1,)  # MOT16/17/20; MOT15 files hold only pedestrians
 MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position); MOT16/17/20 rows have 9
-JPEG_START = b"\xff\xd8\xff"
 # How far a labelled box may reach past the image's edge and be clipped to it: labelling tools round to whole pixels
 # (Pascal VOC counts them from 1) and YOLO text to 6 decimals; anything further is a box from another image or size.
 EDGE_TOLERANCE_PX = 1.0
@@ -38,7 +37,7 @@ def image_files(folder: Path) -> list[Path]:
 def read_image(path: Path) -> np.ndarray:
     """The image's BGR pixels. A JPEG must be whole: a cut one would go into a dataset as it is."""
     data = Path(path).read_bytes()
-    if data.startswith(JPEG_START) and not jpeg_is_whole(data):
+    if data.startswith(START_OF_IMAGE) and not jpeg_is_whole(data):
         raise ValueError(f"{path}: a cut JPEG (no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:

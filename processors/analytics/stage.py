@@ -18,9 +18,10 @@ same gap read brings it up to date, re-sending those frames' outputs: identical 
 these topics already tolerates under at-least-once.
 
 Beside each analyzer's state, the table keeps what it has open as the events that would resolve it (`open_key`),
-rewritten at a checkpoint while it has something open or after it sent an event (`LivePartition.open_record_due`). A
-version that cannot read a stored state (a format changed by an upgrade, a corrupt record) starts that analyzer afresh
-and sends those events, so what the old one had open at its last checkpoint is not left open for ever.
+rewritten at a checkpoint while it has something open, after it sent an event, and once after a worker takes the
+partition (`LivePartition.open_record_due`). A version that cannot read a stored state (a format changed by an upgrade,
+a corrupt record) starts that analyzer afresh and sends those events, so what the old one had open at its last
+checkpoint is not left open for ever.
 """
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ class LivePartition:
     sent_events: set[bytes] = field(default_factory=set)  # state keys whose analyzer sent events since the checkpoint
     # state key -> whether its open record, as last written here, lists anything (see `open_record_due`)
     open_recorded: dict[bytes, bool] = field(default_factory=dict)
+    # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
+    before_frame: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
+    failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
 
     def open_record_due(self, state_key: bytes) -> bool:
         """Whether the checkpoint rewrites what the analyzer has open: after it sent an event (nothing else opens or
@@ -120,9 +124,6 @@ class LivePartition:
         once after this worker took the partition (an incident open since before this version started has no record
         yet)."""
         return state_key in self.sent_events or self.open_recorded.get(state_key, True)
-    # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
-    before_frame: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
-    failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
 
     def newest_state(self, state_key: bytes, stored: bytes | None) -> bytes | None:
         """The analyzer's state after the last frame it took: its live one since the checkpoint, else the stored one."""

@@ -158,12 +158,13 @@ def session_cookie(token: str) -> str:
     return hmac.new(token.encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
 
 
-def host_and_port(authority: str) -> tuple[str, int | None] | None:
-    """The host name and port of a `Host` header or an origin's host[:port]; None when it is not one (a port that
-    is no number or out of range, an unclosed IPv6 bracket)."""
+def request_host_name(authority: str) -> str | None:
+    """The host name of a `Host` header or an origin's host[:port]; None when it is not one (a port that is no
+    number or out of range, an unclosed IPv6 bracket)."""
     try:
         parts = urlsplit(f"//{authority}")
-        return parts.hostname or "", parts.port
+        parts.port  # noqa: B018 - parsed only to refuse a bad one
+        return parts.hostname or ""
     except ValueError:
         return None
 
@@ -218,10 +219,10 @@ class ConsoleServer:
 
     @web.middleware
     async def access(self, request: web.Request, handler):
-        host = host_and_port(request.host)
+        host = request_host_name(request.host)
         if host is None:
             raise web.HTTPBadRequest(text="the Host header is not a host name with an optional port\n")
-        if self.open_reads and not is_loopback(host[0]):
+        if self.open_reads and not is_loopback(host):
             # A loopback console answers only to loopback names: another name is a web page whose DNS now points
             # here (rebinding), trying to read what loopback serves without a token.
             raise web.HTTPForbidden(text="this console answers to localhost and loopback addresses only\n")
