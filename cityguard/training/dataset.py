@@ -39,7 +39,6 @@ import yaml
 from cityguard.evaluation.detection import Boxes, box_iou
 from cityguard.evaluation.loaders import (
     IMAGE_SUFFIXES,
-    checked_box,
     checked_boxes,
     load_event_csv,
     load_yolo_labels,
@@ -76,11 +75,12 @@ class DatasetItem:
     def name(self) -> str:
         return item_name(self.camera, self.captured_at, self.source)
 
+    def pixels(self) -> np.ndarray:
+        return self.image if isinstance(self.image, np.ndarray) else read_image(self.image)
+
     def size(self) -> tuple[int, int]:
-        if isinstance(self.image, np.ndarray):
-            return self.image.shape[1], self.image.shape[0]
-        image = read_image(self.image)
-        return image.shape[1], image.shape[0]
+        height, width = self.pixels().shape[:2]
+        return width, height
 
 
 def as_served(result: ImageDetections, confidence: float, class_confidence: dict[int, float]) -> ImageDetections:
@@ -353,8 +353,7 @@ PICTURE_BATCH = 64
 
 
 def thumbnail(item: DatasetItem) -> np.ndarray:
-    image = item.image if isinstance(item.image, np.ndarray) else read_image(item.image)
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    grey = cv2.cvtColor(item.pixels(), cv2.COLOR_BGR2GRAY)
     return cv2.resize(grey, THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
 
 
@@ -711,13 +710,9 @@ def checked_labels(labels: ImageLabels, item: DatasetItem, names: dict[int, str]
     if (labels.width, labels.height) != (width, height):
         raise ValueError(f"labels of {labels.name} are for a {labels.width}x{labels.height} image; it is "
                          f"{width}x{height}")
-    xyxy = []
-    for number, (box, class_id) in enumerate(zip(labels.boxes.xyxy, labels.boxes.class_id.tolist(), strict=True), 1):
-        try:
-            xyxy.append(checked_box(box, class_id, width, height, names)[0])
-        except ValueError as exc:
-            raise ValueError(f"labels of {labels.name}, box {number}: {exc}") from None
-    return replace(labels, boxes=Boxes.of(np.asarray(xyxy).reshape(-1, 4), labels.boxes.class_id))
+    rows = ((f"labels of {labels.name}, box {number}", box, class_id) for number, (box, class_id)
+            in enumerate(zip(labels.boxes.xyxy, labels.boxes.class_id.tolist(), strict=True), 1))
+    return replace(labels, boxes=checked_boxes(rows, width, height, names))
 
 
 def write_manifest(dataset: Dataset) -> None:
