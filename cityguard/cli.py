@@ -66,6 +66,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def one_line(message: str) -> str:
+    """A multi-line message on one line: its lines joined by "; ", a line ending in ":" by a space (it introduces
+    the next)."""
+    text = ""
+    for line in (line.strip() for line in message.splitlines()):
+        if line:
+            text += (" " if text.endswith(":") else "; ") + line if text else line
+    return text
+
+
 def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     """Runs a command; a failure becomes one line `cityguard: error: ...` on stderr and an exit status: 2 for what the
     user gave (configuration, paths, values, asset names), 1 for failures while running. --debug re-raises instead."""
@@ -84,7 +94,7 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
-        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        text = one_line(str(exc))
         if isinstance(exc, OSError) and exc.strerror and exc.filename:
             text = f"{exc.strerror}: {exc.filename}"
         elif type(exc).__module__.split(".")[0] in ("kafka", "aiokafka"):

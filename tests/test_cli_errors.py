@@ -34,7 +34,9 @@ def assert_one_line_error_printed(capsys, *fragments: str) -> None:
     (b"- id: campus\n- id: gate\n", "must be a mapping at the top level"),
     (b"cameras: [unclosed\n", "is not valid YAML"),
     (b"cameras:\n  - id: campus\n    jpeg_quality: 500\n", "cameras.0.jpeg_quality"),
-], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field"])
+    (b"cameras:\n  - id: campus\n    source: a.mp4\n    jpeg_quality: 500\n    fps: 0\n",
+     "site.yaml: cameras.0.fps: Input should be greater than 0; cameras.0.jpeg_quality"),
+], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field", "two-invalid-fields"])
 def test_a_bad_configuration_file_is_one_line_and_status_2(tmp_path, content, says):
     path = tmp_path / "site.yaml"
     path.write_bytes(content)

@@ -204,13 +204,14 @@ def test_what_an_analyzer_has_open_is_stored_as_the_events_resolving_it_and_read
     assert unpack_events(pack_events(open_incidents)[:40]) == []  # a damaged record: those incidents stay open
 
 
-def test_what_an_analyzer_has_open_is_recorded_once_after_a_takeover_then_while_open_or_after_an_event():
+def test_a_checkpoint_records_what_an_analyzer_has_open_once_after_a_takeover_then_while_open():
+    """(A frame that sent events records it as soon as they are confirmed; the broker test shows that.)"""
     live, key = LivePartition(next_offset=0, stored_position=None), b"cam/crowd"
     assert live.open_record_due(key)  # an incident open since before this worker (or version) started has no record
     live.open_recorded[key] = False
     assert not live.open_record_due(key)  # nothing open and no event since: the record still holds
-    live.sent_events.add(key)
-    assert live.open_record_due(key)  # an event opens or ends an incident
-    live.sent_events.clear()
     live.open_recorded[key] = True
     assert live.open_record_due(key)  # open: its times follow the checkpoints
+    live.sent_events.add(key)
+    live.frame_done()
+    assert not live.sent_events  # the events of one frame only

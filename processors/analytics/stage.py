@@ -17,11 +17,11 @@ changelog per frame cost more than analysing the frame. A restarted worker resum
 same gap read brings it up to date, re-sending those frames' outputs: identical repeats, which every consumer of
 these topics already tolerates under at-least-once.
 
-Beside each analyzer's state, the table keeps what it has open as the events that would resolve it (`open_key`),
-rewritten at a checkpoint while it has something open, after it sent an event, and once after a worker takes the
-partition (`LivePartition.open_record_due`). A version that cannot read a stored state (a format changed by an upgrade,
-a corrupt record) starts that analyzer afresh and sends those events, so what the old one had open at its last
-checkpoint is not left open for ever.
+Beside each analyzer's state, the table keeps what it has open as the events that would resolve it (`open_key`).
+It is rewritten as soon as the broker has confirmed a frame's events (an incident opened since the last checkpoint is
+in it at once), and at a checkpoint while something is open or once after a worker takes the partition
+(`LivePartition.open_record_due`). A version that cannot read a stored state (a format changed by an upgrade, a corrupt
+record) starts that analyzer afresh and sends those events, so nothing the old one had open is left open for ever.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class LivePartition:
     frames_since_checkpoint: int = 0
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
     captured_at: dict[bytes, float] = field(default_factory=dict)  # state key -> capture time of its newest frame
-    sent_events: set[bytes] = field(default_factory=set)  # state keys whose analyzer sent events since the checkpoint
+    sent_events: set[bytes] = field(default_factory=set)  # state keys whose analyzer sent events for the current frame
     # state key -> whether its open record, as last written here, lists anything (see `open_record_due`)
     open_recorded: dict[bytes, bool] = field(default_factory=dict)
     # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
@@ -119,11 +119,10 @@ class LivePartition:
     failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
 
     def open_record_due(self, state_key: bytes) -> bool:
-        """Whether the checkpoint rewrites what the analyzer has open: after it sent an event (nothing else opens or
-        ends an incident), while it has something open (so the record's times stay those of the last checkpoint), and
-        once after this worker took the partition (an incident open since before this version started has no record
-        yet)."""
-        return state_key in self.sent_events or self.open_recorded.get(state_key, True)
+        """Whether the checkpoint rewrites what the analyzer has open: while it has something open (so the record's
+        times stay those of the last checkpoint), and once after this worker took the partition (an incident open
+        since before this version started has no record yet). A frame that sent events has rewritten it already."""
+        return self.open_recorded.get(state_key, True)
 
     def newest_state(self, state_key: bytes, stored: bytes | None) -> bytes | None:
         """The analyzer's state after the last frame it took: its live one since the checkpoint, else the stored one."""
@@ -174,6 +173,7 @@ class LivePartition:
 
     def frame_done(self) -> None:
         self.before_frame = {}
+        self.sent_events.clear()
 
     def undo_frame(self) -> None:
         """The frame's outputs were not confirmed, so it does not count as applied: its analyzers go back to their
@@ -189,6 +189,7 @@ class LivePartition:
             else:
                 self.failures.pop(state_key, None)
         self.before_frame = {}
+        self.sent_events.clear()
 
 
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
@@ -232,9 +233,11 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                           state_key.decode(), len(lost))
             return factory(camera, config, None)
 
-    def open_incidents(state_key: bytes, state: bytes, at: float) -> list[Event]:
+    def open_incidents(state_key: bytes, state: bytes | None, at: float) -> list[Event]:
         """What the analyzer whose state this is has open, as the events that would resolve it as of `at` (from a
         copy: resolving changes an analyzer)."""
+        if not state:
+            return []
         camera_id, name = state_key.decode().split("/", 1)
         camera, factories = cameras[camera_id]
         try:
@@ -242,6 +245,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         except Exception:  # the state itself is stored all the same: the analyzer goes on from it
             log.exception("%s: the incidents its state has open could not be listed", state_key.decode())
             return []
+
+    def record_open(live: LivePartition, state_key: bytes) -> None:
+        """Stores what the live analyzer of `state_key` has open (`open_key`)."""
+        state = live.newest_state(state_key, analyzer_state[state_key] or None)
+        incidents = open_incidents(state_key, state, live.captured_at[state_key])
+        analyzer_state[open_key(state_key)] = pack_events(incidents)
+        live.open_recorded[state_key] = bool(incidents)
 
     async def apply(message, live: LivePartition) -> list[asyncio.Future]:
         """Runs one frame (a faust message or a record read to fill a gap) through its camera's live analyzers; the
@@ -302,6 +312,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         except Exception:
             live.undo_frame()
             raise
+        for state_key in live.sent_events:  # what the frame opened or ended is on record before the next checkpoint
+            record_open(live, state_key)
         live.frame_done()
         live.next_offset = message.offset + 1
         live.frames_since_checkpoint += 1
@@ -309,13 +321,10 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             for state_key, state in live.states.items():
                 analyzer_state[state_key] = state
                 if live.open_record_due(state_key):
-                    incidents = open_incidents(state_key, state, live.captured_at[state_key])
-                    analyzer_state[open_key(state_key)] = pack_events(incidents)
-                    live.open_recorded[state_key] = bool(incidents)
+                    record_open(live, state_key)
             # Written after the states, to the same changelog partition: recovery never sees it without them.
             live.stored_position = analyzer_state[position_key] = Position(live.next_offset, live.topic_id).encode()
             live.states.clear()
-            live.sent_events.clear()
             live.frames_since_checkpoint = 0
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)

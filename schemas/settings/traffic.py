@@ -100,7 +100,9 @@ class TrafficThresholds(Frozen):
     max_red_light_seconds: float = Field(
         default=180, gt=0, le=3600, description="a red-light queue standing longer, or a lone vehicle "
         "waiting longer at the junction, excuses nobody")
-    wrong_way_min_distance_px: float = Field(default=80, gt=0, description="distance against the lane direction")
+    wrong_way_min_distance_diagonals: float = Field(
+        default=0.115, gt=0, le=1, description="distance against the lane direction, in diagonals of the picture "
+        "(the same view at any resolution: 92 px at 640x480, 253 px at 1920x1080)")
     wrong_way_min_seconds: float = Field(default=1.5, gt=0, le=10, description="time spent moving against it")
     # Someone crossing a single lane on foot is on it about 2.5 s (3.5 m at 1.4 m/s); a rider whose two-wheeler the
     # detector misses for a moment in a waiting queue reads as a person on the roadway for under 1.5 s.

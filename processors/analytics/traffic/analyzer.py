@@ -163,7 +163,7 @@ class TrafficAnalyzer:
         conditions = [
             *impacts,
             *at_rest,
-            *rules.wrong_way(self.scene, vehicles),
+            *rules.wrong_way(self.scene, vehicles, frame_size),
             *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),

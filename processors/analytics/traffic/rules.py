@@ -443,8 +443,11 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
 WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
 
 
-def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
+def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, int]) -> list[Condition]:
     thresholds = scene.thresholds
+    # In diagonals of the picture, so that the same view decides alike at any resolution: the detector's box jitter
+    # and a vehicle's travel both scale with it.
+    min_distance = thresholds.wrong_way_min_distance_diagonals * math.hypot(*frame_size)
     conditions = []
     for vehicle in vehicles:
         lane_id = scene.lane_of(foot(vehicle))
@@ -464,7 +467,7 @@ def wrong_way(scene: Scene, vehicles: list[TrackState]) -> list[Condition]:
         moved = np.asarray([stretch[0][1] - stretch[-1][1], stretch[0][2] - stretch[-1][2]])
         along = float(moved @ scene.lane_directions[lane_id])
         distance = float(np.linalg.norm(moved))
-        if along <= -thresholds.wrong_way_min_distance_px and along <= -0.7 * distance:
+        if along <= -min_distance and along <= -0.7 * distance:
             conditions.append(Condition(
                 key=f"wrong_way:{vehicle.track_id}", type="wrong_way", severity=Severity.CRITICAL,
                 reason=f"{vehicle.class_name} moved {-along:.0f} px against the direction of lane {lane_id}",
