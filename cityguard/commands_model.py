@@ -206,17 +206,18 @@ def rule_class_names(config) -> list[str]:
 def candidate_dataset(args, run: dict, scored_images: list[Path]) -> Path | None:
     """The folder of the dataset the candidate was trained on (None: not trained here). Refuses images it trained on,
     and warns when the dataset has changed since: its split is then today's, not the one trained on."""
-    from cityguard.training.gate import changed_since_training, trained_images, training_dataset
+    from cityguard.training.gate import trained_images, training_dataset
 
-    trained_on = training_dataset(run, args.images, args.dataset)
-    if trained_on is None:
+    dataset = training_dataset(run, args.images, args.dataset)
+    if dataset is None:
         return None
+    trained_on = dataset.folder
     seen = trained_images(scored_images, trained_on)
     if seen:
         raise ValueError(f"refused: {len(seen)} of the {len(scored_images)} images in {args.images} are in the "
                          f"training split of {trained_on}, which {args.version} was trained on (e.g. {seen[0].name}): "
                          f"gate on images it has not seen, e.g. {trained_on / 'images' / 'val'}")
-    if changed_since_training(run, trained_on):
+    if dataset.changed:
         print(f"cityguard: warning: {trained_on} has changed since {args.version} was trained on it (its content no "
               "longer matches the run's data_hash): the frames and false alarms it trained on are taken from the "
               "dataset as it is now", file=sys.stderr)

@@ -1,6 +1,8 @@
 """User mistakes end in one line on stderr and an exit status (2: what the user gave), not a traceback."""
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
@@ -67,3 +69,25 @@ def test_debug_shows_the_traceback(tmp_path):
     for args in (["--debug", "check-config", *config], ["check-config", "--debug", *config]):
         result = cityguard(*args)
         assert result.returncode != 0 and "Traceback" in result.stderr and "is empty" in result.stderr
+
+
+def resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(resolves("github.com"), reason="a connected machine would download the model")
+def test_a_model_that_cannot_be_downloaded_names_the_offline_switch(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=5",
+                    "-t", "1", str(clip)], check=True, timeout=60)
+    (tmp_path / "site.yaml").write_text("cameras:\n  - id: cam\n    source: clip.mp4\n")
+    environment = {name: value for name, value in os.environ.items() if name != "YOLO_OFFLINE"}
+    result = subprocess.run([sys.executable, "-m", "cityguard", "replay", "--config", str(tmp_path / "site.yaml"),
+                             "--camera", "cam", str(clip)], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert_one_line_error(result, 1, "model yolo11n.pt is not on this machine and could not be downloaded",
+                          "YOLO_OFFLINE=1 uses model.offline_weights (asset:yolo11n_int8_openvino_model)")

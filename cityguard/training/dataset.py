@@ -532,13 +532,15 @@ def verify_no_leakage(items: list[DatasetItem], plan: SplitPlan, unlike: UnlikeP
     for (camera, base, block), splits in splits_of_block.items():
         if len(splits) > 1:
             raise AssertionError(f"camera {camera} {base}-clock block {block} is in {sorted(splits)}")
-    for camera in sorted({item.camera for item in items}):
-        training = TrainingFrames([item for item in items if item.camera == camera and item.split == "train"])
-        for item in items:
-            if item.camera == camera and item.split == "val":
-                reason = training.leak(item, plan, unlike)
-                if reason:
-                    raise AssertionError(f"camera {camera}: validation frame {item.name} {reason}")
+    by_camera: dict[str, dict[str, list[DatasetItem]]] = defaultdict(lambda: defaultdict(list))
+    for item in items:
+        by_camera[item.camera][item.split].append(item)
+    for camera in sorted(by_camera):
+        training = TrainingFrames(by_camera[camera]["train"])
+        for item in by_camera[camera]["val"]:
+            reason = training.leak(item, plan, unlike)
+            if reason:
+                raise AssertionError(f"camera {camera}: validation frame {item.name} {reason}")
 
 
 def write_dataset(root: Path, items: list[DatasetItem], names: dict[int, str], plan: SplitPlan | None = None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -194,25 +195,31 @@ def unseen_false_alarms(records: list[FalseAlarm], trained_on: Path | None) -> l
     return [record for record in records if record.name not in seen]
 
 
-def training_dataset(run: dict, images: Path, given: Path | None) -> Path | None:
-    """The folder of the dataset a candidate was trained on: `given` (--dataset), else the one its run record names,
-    else, when that is gone (moved to another disk), the dataset `images` are in when its content is the very one
-    trained on (the run's data_hash); None for a model not trained here. ValueError when it cannot be found."""
-    if given is not None or not run.get("data"):
-        return given
+class TrainingDataset(NamedTuple):
+    folder: Path
+    changed: bool  # its content differs from what the run trained on (rebuilt or relabelled since)
+
+
+def training_dataset(run: dict, images: Path, given: Path | None) -> TrainingDataset | None:
+    """The dataset a candidate was trained on: `given` (--dataset), else the one its run record names, else, when
+    that is gone (moved to another disk), the dataset `images` are in when its content is the very one trained on
+    (the run's data_hash); None for a model not trained here. ValueError when it cannot be found."""
+    if given is not None:
+        return TrainingDataset(given, _changed_since_training(run, given))
+    if not run.get("data"):
+        return None
     named = Path(run["data"]).parent
     restore_interrupted_write(named)
     if (named / "manifest.csv").is_file():
-        return named
+        return TrainingDataset(named, _changed_since_training(run, named))
     built = dataset_split(images)
     if built is not None and run.get("data_hash") == dataset_hash(built[0] / "data.yaml"):
-        return built[0]
+        return TrainingDataset(built[0], False)
     raise ValueError(f"{named}: the dataset the candidate was trained on is not there, and {images} is not in a copy "
                      "of it (same content): give the dataset's folder with --dataset")
 
 
-def changed_since_training(run: dict, dataset: Path) -> bool:
-    """Whether the dataset's content differs from what the run trained on (rebuilt or relabelled since)."""
+def _changed_since_training(run: dict, dataset: Path) -> bool:
     return bool(run.get("data_hash")) and dataset_hash(dataset / "data.yaml") != run["data_hash"]
 
 

@@ -65,4 +65,10 @@ def create_detector(config: Config) -> Detector:
     model = config.model
     build = BACKENDS[model.backend]  # the configuration accepts only these names (ModelConfig.backend)
     floor = min([model.confidence, *model.class_confidence.values()])
-    return build((resolve_weights(config), model.image_size, floor, model.iou, model.classes), model)
+    weights = resolve_weights(config)
+    try:
+        return build((weights, model.image_size, floor, model.iou, model.classes), model)
+    except ConnectionError as exc:  # ultralytics downloads a model it knows by name on first use
+        hint = (f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
+                if model.offline_weights and os.environ.get("YOLO_OFFLINE") != "1" else "")
+        raise ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}") from exc
