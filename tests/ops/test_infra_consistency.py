@@ -91,6 +91,42 @@ def test_kubernetes_prometheus_has_the_compose_jobs_and_finds_each_stage_by_its_
     assert binding["metadata"]["namespace"] == namespace
 
 
+
+def test_kubernetes_prometheus_runs_that_configuration_with_the_rules_as_the_service_account_the_role_binds():
+    docs = load_all(INFRA / "k8s" / "prometheus.yaml")
+    by_kind = {doc["kind"]: doc for doc in docs}
+    [config_map] = [doc for doc in docs if doc["kind"] == "ConfigMap"]
+    config = yaml.safe_load(config_map["data"]["prometheus.yml"])
+    deployment, service, claim = by_kind["Deployment"], by_kind["Service"], by_kind["PersistentVolumeClaim"]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    config_file = next(arg.split("=", 1)[1] for arg in container["args"] if arg.startswith("--config.file="))
+    config_mount = next(mount for mount in mounts.values() if mount["mountPath"] == config_file)
+    assert volumes[config_mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_mount["subPath"] == "prometheus.yml"
+    [rules_glob] = config["rule_files"]
+    rules_mount = next(mount for mount in mounts.values() if mount["mountPath"] == str(Path(rules_glob).parent))
+    assert volumes[rules_mount["name"]]["configMap"]["name"] == "prometheus-rules"  # the README's kubectl command
+    data_path = next(arg.split("=", 1)[1] for arg in container["args"] if arg.startswith("--storage.tsdb.path="))
+    data_mount = next(mount for mount in mounts.values() if mount["mountPath"] == data_path)
+    assert volumes[data_mount["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "--web.enable-lifecycle" not in container["args"]  # its endpoints take no credentials
+    account = by_kind["ServiceAccount"]["metadata"]["name"]
+    assert pod["spec"]["serviceAccountName"] == by_kind["RoleBinding"]["subjects"][0]["name"] == account
+    # The dispatcher's NetworkPolicy admits these pods to its /metrics port, and the Service finds them.
+    stages = load_all(INFRA / "k8s" / "cityguard.yaml")
+    policy = next(doc for doc in stages if doc["kind"] == "NetworkPolicy")
+    admitted = [peer["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert any(labels.items() <= pod["metadata"]["labels"].items() for labels in admitted)
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    compose = load_yaml(INFRA / "compose" / "compose.yaml")
+    assert container["image"] == compose["services"]["prometheus"]["image"]
+    namespace = next(doc for doc in stages if doc["kind"] == "Namespace")["metadata"]["name"]
+    assert {doc["metadata"]["namespace"] for doc in docs} == {namespace}
+
 def test_alertmanager_delivers_to_the_dispatcher_receiver():
     config = load_yaml(INFRA / "alertmanager" / "alertmanager.yml")
     urls = [hook["url"] for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])]
