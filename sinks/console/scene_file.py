@@ -276,9 +276,11 @@ class SceneFile:
         self.lock = threading.Lock()  # a save reads, edits and replaces the whole file
 
     def _load(self):
+        """The document, and the line ending the file uses (a file edited on Windows keeps its CRLF)."""
         try:
             read_config_file(self.path)  # as the stages read it: a typo, a repeated key, no file, named in one line
-            document = _yaml().load(self.path.read_text(encoding="utf-8"))
+            raw = self.path.read_bytes()
+            document = _yaml().load(raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n"))
         except ConfigError as exc:
             raise SceneError(str(exc)) from None
         except OSError as exc:  # gone since the line above
@@ -287,7 +289,7 @@ class SceneFile:
             raise SceneError(f"configuration {self.path} cannot be read: {str(exc).splitlines()[0]}") from None
         if not isinstance(document, dict) or not isinstance(document.get("cameras"), list):
             raise SceneError(f"{self.path} has no cameras list")
-        return document
+        return document, "\r\n" if b"\r\n" in raw[:raw.find(b"\n") + 1] else "\n"
 
     @staticmethod
     def _camera(document, camera_id: str) -> int:
@@ -303,7 +305,7 @@ class SceneFile:
 
     def read(self, camera_id: str) -> dict:
         """The camera's zones, calibration and scene as written in the file (no defaults filled in)."""
-        document = self._load()
+        document, _ = self._load()
         return self._geometry(document["cameras"][self._camera(document, camera_id)])
 
     def write(self, camera_id: str, geometry: dict, version: str) -> Saved:
@@ -315,7 +317,7 @@ class SceneFile:
             return self._write(camera_id, geometry, version)
 
     def _write(self, camera_id: str, geometry: dict, version: str) -> Saved:
-        document = self._load()
+        document, newline = self._load()
         _anchor_comments_on_key_lines(document)
         cameras = document["cameras"]
         position = self._camera(document, camera_id)
@@ -340,7 +342,7 @@ class SceneFile:
         except pyyaml.YAMLError as exc:
             raise SceneError(f"the edited {self.path} would not read back: {str(exc).splitlines()[0]}") from None
         try:
-            replace_file(self.path, text)
+            replace_file(self.path, text.replace("\n", newline))
         except OSError as exc:
             raise SceneError(f"cannot write configuration {self.path}: {exc.strerror}") from None
         return Saved(stages_to_restart(before, after, config.analytics.density_model.enabled), config,
