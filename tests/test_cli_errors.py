@@ -38,7 +38,10 @@ def assert_one_line_error_printed(capsys, *fragments: str) -> None:
     (b"cameras:\n  - id: campus\n    jpeg_quality: 500\n", "cameras.0.jpeg_quality"),
     (b"cameras:\n  - id: campus\n    source: a.mp4\n    jpeg_quality: 500\n    fps: 0\n",
      "site.yaml: cameras.0.fps: Input should be greater than 0; cameras.0.jpeg_quality"),
-], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field", "two-invalid-fields"])
+    (b"cameras:\n  - id: campus\n    source: a.mp4\n    scene:\n      thresholds: {wrong_way_min_distance_px: 80}\n",
+     "wrong_way_min_distance_px is no longer read: give wrong_way_min_distance_diagonals"),
+], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field", "two-invalid-fields",
+        "renamed-field"])
 def test_a_bad_configuration_file_is_one_line_and_status_2(tmp_path, content, says):
     path = tmp_path / "site.yaml"
     path.write_bytes(content)

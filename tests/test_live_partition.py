@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import msgpack
 import pytest
 from pydantic import ValidationError
 
@@ -14,12 +15,11 @@ from processors.analytics.stage import (
     MAX_FAILURES_IN_A_ROW,
     AnalyzerReset,
     LivePartition,
+    OpenRecord,
     closed_by_reset,
-    pack_events,
-    unpack_events,
 )
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
-from schemas import EventState
+from schemas import Event, EventState, Severity, encode
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import CameraConfig, Config
 from tests.crowd.scenarios import ZONE_ID, run_scenario, site_config, steady_crowd
@@ -199,9 +199,23 @@ def test_what_an_analyzer_has_open_is_stored_as_the_events_resolving_it_and_read
                                      .resolve_open(T0, "lost"))
     assert open_incidents and all(event.state is EventState.RESOLVED
                                   and event.details["closed_by"] == CLOSED_BY_RESET for event in open_incidents)
-    assert unpack_events(pack_events(open_incidents)) == open_incidents
-    assert unpack_events(b"") == []  # the table's default: nothing stored, as by versions before this record
-    assert unpack_events(pack_events(open_incidents)[:40]) == []  # a damaged record: those incidents stay open
+    record = OpenRecord(open_incidents, until=120)
+    assert OpenRecord.unpack(record.pack()) == record
+    assert OpenRecord.unpack(b"") == OpenRecord([])  # the table's default: nothing stored
+    assert OpenRecord.unpack(record.pack()[:40]) == OpenRecord([])  # a damaged record: those incidents stay open
+    # As written before the record kept its offset: a bare list, sent as soon as the fresh analyzer takes a frame.
+    older = OpenRecord.unpack(msgpack.packb([encode(event) for event in open_incidents]))
+    assert older == OpenRecord(open_incidents) and older.due(0)
+
+
+def test_what_an_unreadable_state_had_open_waits_for_the_frames_it_covers_and_leaves_out_what_is_found_again():
+    first, second = (Event(event_id=f"cam:z:crowd_risk:{i}", type="risk_level_changed", state=EventState.RESOLVED,
+                           severity=Severity.INFO, camera_id="cam", started_at=T0, updated_at=T0 + 10, confidence=0.9,
+                           reason="lost") for i in (1, 2))
+    record = OpenRecord([first, second], until=120)
+    assert not record.due(118) and record.due(119)  # the frame at offset 119 is the last one it covers
+    record.found_again.add(second.event_id)  # the fresh analyzer opened the same incident itself
+    assert record.unresolved() == [first]
 
 
 def test_a_checkpoint_records_what_an_analyzer_has_open_once_after_a_takeover_then_while_open():

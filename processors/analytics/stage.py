@@ -17,11 +17,13 @@ changelog per frame cost more than analysing the frame. A restarted worker resum
 same gap read brings it up to date, re-sending those frames' outputs: identical repeats, which every consumer of
 these topics already tolerates under at-least-once.
 
-Beside each analyzer's state, the table keeps what it has open as the events that would resolve it (`open_key`).
-It is rewritten as soon as the broker has confirmed a frame's events (an incident opened since the last checkpoint is
-in it at once), and at a checkpoint while something is open or once after a worker takes the partition
-(`LivePartition.open_record_due`). A version that cannot read a stored state (a format changed by an upgrade, a corrupt
-record) starts that analyzer afresh and sends those events, so nothing the old one had open is left open for ever.
+Beside each analyzer's state, the table keeps what it has open as the events that would resolve it, with the input
+offset they hold up to (`open_key`, `OpenRecord`). It is rewritten as soon as the broker has confirmed a frame's events
+(an incident opened since the last checkpoint is in it at once), and at a checkpoint while something is open or once
+after a worker takes the partition (`LivePartition.open_record_due`). A version that cannot read a stored state (a
+format changed by an upgrade, a corrupt record) starts that analyzer afresh, and once the fresh one has taken the
+frames up to that offset it sends those events, leaving out the incidents the fresh one found again itself (the same
+ids: they are its own now). So nothing the old one had open is left open for ever, nor closed while still open.
 """
 from __future__ import annotations
 
@@ -66,25 +68,44 @@ def closed_by_reset(events: list[Event]) -> list[Event]:
     return [event.model_copy(update={"details": {**event.details, "closed_by": CLOSED_BY_RESET}}) for event in events]
 
 
-def pack_events(events: list[Event]) -> bytes:
-    return msgpack.packb([encode(event) for event in events])
+@dataclass
+class OpenRecord:
+    """What an analyzer had open, as the events resolving it, as of the input offset `until` (the next one its state
+    expected then; None: as of the stored state, in records written before offsets were kept)."""
 
+    events: list[Event]
+    until: int | None = None
+    # ids of the events a fresh analyzer sent since it replaced the unreadable state: incidents it found itself
+    found_again: set[str] = field(default_factory=set)
 
-def unpack_events(value: bytes | None) -> list[Event]:
-    """The events of an `open_key` record; none when there is none, and one that does not decode is left out (its
-    incident stays open: nothing else is known of it)."""
-    try:
-        encoded = msgpack.unpackb(value) if value else []
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        log.error("a stored list of open incidents could not be read; they stay open: %s", exc)
-        return []
-    events = []
-    for raw in encoded:
+    def pack(self) -> bytes:
+        return msgpack.packb({"until": self.until, "events": [encode(event) for event in self.events]})
+
+    @classmethod
+    def unpack(cls, value: bytes | None) -> OpenRecord:
+        """The record stored under an `open_key`; an empty one when there is none, and an event that does not decode
+        is left out (its incident stays open: nothing else is known of it)."""
         try:
-            events.append(decode(raw, Event))
-        except SchemaError as exc:
-            log.error("a stored open incident could not be read; it stays open: %s", exc)
-    return events
+            stored = msgpack.unpackb(value) if value else []
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            log.error("a stored list of open incidents could not be read; they stay open: %s", exc)
+            return cls([])
+        until, encoded = (stored.get("until"), stored.get("events", [])) if isinstance(stored, dict) else (None, stored)
+        events = []
+        for raw in encoded:
+            try:
+                events.append(decode(raw, Event))
+            except SchemaError as exc:
+                log.error("a stored open incident could not be read; it stays open: %s", exc)
+        return cls(events, until if isinstance(until, int) else None)
+
+    def due(self, offset: int) -> bool:
+        """Whether the fresh analyzer has taken every frame the record covers once it has taken the one at `offset`."""
+        return self.until is None or offset + 1 >= self.until
+
+    def unresolved(self) -> list[Event]:
+        """The events to send: those of incidents the fresh analyzer did not find again."""
+        return [event for event in self.events if event.event_id not in self.found_again]
 
 
 class AnalyzerReset(Exception):
@@ -112,6 +133,9 @@ class LivePartition:
     topic_id: str | None = None  # the id of the topic next_offset counts in (processors.analytics.input_positions)
     captured_at: dict[bytes, float] = field(default_factory=dict)  # state key -> capture time of its newest frame
     sent_events: set[bytes] = field(default_factory=set)  # state keys whose analyzer sent events for the current frame
+    # state key -> what its unreadable stored state had open, until the fresh analyzer has caught up with it
+    lost: dict[bytes, OpenRecord] = field(default_factory=dict)
+    lost_sent: set[bytes] = field(default_factory=set)  # state keys whose `lost` the current frame sent
     # state key -> whether its open record, as last written here, lists anything (see `open_record_due`)
     open_recorded: dict[bytes, bool] = field(default_factory=dict)
     # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
@@ -174,6 +198,9 @@ class LivePartition:
     def frame_done(self) -> None:
         self.before_frame = {}
         self.sent_events.clear()
+        for state_key in self.lost_sent:
+            del self.lost[state_key]
+        self.lost_sent.clear()
 
     def undo_frame(self) -> None:
         """The frame's outputs were not confirmed, so it does not count as applied: its analyzers go back to their
@@ -190,6 +217,7 @@ class LivePartition:
                 self.failures.pop(state_key, None)
         self.before_frame = {}
         self.sent_events.clear()
+        self.lost_sent.clear()
 
 
 def create_app(config: Config, bootstrap_servers: str) -> faust.App:
@@ -221,16 +249,17 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     # input partition -> what this worker has applied beyond the table (see LivePartition)
     live_partitions: dict[int, LivePartition] = {}
 
-    def restore(state_key: bytes, camera, factory, lost: list[Event], state: bytes | None):
+    def restore(live: LivePartition, state_key: bytes, camera, factory, state: bytes | None):
         """The analyzer from `state` (its live state or the table's). One this version cannot read (or a corrupt one)
-        starts afresh, and the events resolving what it had open go to `lost`: losing the state beats muting the
-        camera for good, and those incidents must not stay open for ever."""
+        starts afresh, and what it had open goes to `live.lost`: losing the state beats muting the camera for good,
+        and those incidents must not stay open for ever."""
         try:
             return factory(camera, config, state)
         except Exception:
-            lost[:] = unpack_events(analyzer_state[open_key(state_key)])  # once, however often the frame restores it
-            log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open",
-                          state_key.decode(), len(lost))
+            if state_key not in live.lost:  # once, however often the frame restores it
+                live.lost[state_key] = OpenRecord.unpack(analyzer_state[open_key(state_key)])
+            log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open "
+                          "that it does not find again", state_key.decode(), len(live.lost[state_key].events))
             return factory(camera, config, None)
 
     def open_incidents(state_key: bytes, state: bytes | None, at: float) -> list[Event]:
@@ -247,10 +276,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return []
 
     def record_open(live: LivePartition, state_key: bytes) -> None:
-        """Stores what the live analyzer of `state_key` has open (`open_key`)."""
+        """Stores what the live analyzer of `state_key` has open (`open_key`), as of `live.next_offset`. Not while
+        what an unreadable state had open is still to be sent: the record stays that state's until then."""
+        if state_key in live.lost:
+            return
         state = live.newest_state(state_key, analyzer_state[state_key] or None)
         incidents = open_incidents(state_key, state, live.captured_at[state_key])
-        analyzer_state[open_key(state_key)] = pack_events(incidents)
+        analyzer_state[open_key(state_key)] = OpenRecord(incidents, live.next_offset).pack()
         live.open_recorded[state_key] = bool(incidents)
 
     async def apply(message, live: LivePartition) -> list[asyncio.Future]:
@@ -285,9 +317,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
             live.captured_at[state_key] = detections.captured_at
-            lost: list[Event] = []
             try:
-                output = live.update(state_key, partial(restore, state_key, camera, factory, lost),
+                output = live.update(state_key, partial(restore, live, state_key, camera, factory),
                                      analyzer_state[state_key], detections)
             except Exception as exc:  # one bad message must not stop the camera's analytics
                 failure = exc.__cause__ if isinstance(exc, AnalyzerReset) else exc
@@ -296,7 +327,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 output = AnalyticsOutput(events=exc.resolved if isinstance(exc, AnalyzerReset) else [])
             for metrics in output.zone_metrics:
                 await send(zone_metrics_topic, encode(metrics), key)
-            for incident in [*lost, *output.events]:
+            resolving_lost = []
+            if (lost := live.lost.get(state_key)) is not None:
+                lost.found_again.update(event.event_id for event in output.events)
+                if lost.due(message.offset):
+                    resolving_lost = lost.unresolved()
+                    live.lost_sent.add(state_key)
+            for incident in [*resolving_lost, *output.events]:
                 live.sent_events.add(state_key)
                 await send(events_topic, encode(incident), key)
             for counts in output.line_counts:
@@ -312,10 +349,11 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         except Exception:
             live.undo_frame()
             raise
-        for state_key in live.sent_events:  # what the frame opened or ended is on record before the next checkpoint
-            record_open(live, state_key)
+        changed = set(live.sent_events)
         live.frame_done()
         live.next_offset = message.offset + 1
+        for state_key in changed:  # what the frame opened or ended is on record before the next checkpoint
+            record_open(live, state_key)
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:
             for state_key, state in live.states.items():

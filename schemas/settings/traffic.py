@@ -208,6 +208,14 @@ class TrafficThresholds(Frozen):
             raise ValueError("levels must be positive")
         return levels
 
+    @model_validator(mode="before")
+    @classmethod
+    def verify_no_pixel_wrong_way_distance(cls, data: object) -> object:
+        if isinstance(data, dict) and "wrong_way_min_distance_px" in data:
+            raise ValueError("wrong_way_min_distance_px is no longer read: give wrong_way_min_distance_diagonals, in "
+                             "diagonals of the picture (80 px in a 640x480 picture is 0.1)")
+        return data
+
 
 VEHICLE_CLASSES = ["bicycle", "car", "motorcycle", "bus", "truck"]
 # Classes that belong on or beside a road; any other COCO class inside a lane is an obstacle.

@@ -355,7 +355,6 @@ def test_the_file_keeps_its_permissions(scene_file):
     assert Path(scene_file.path).stat().st_mode & 0o777 == 0o640
 
 
-
 @pytest.mark.parametrize("newline", ["\r\n", "\n"])
 def test_the_file_keeps_its_line_endings(tmp_path, newline):
     """A site file written on Windows stays CRLF throughout, comments and all; others stay LF."""
@@ -367,6 +366,7 @@ def test_the_file_keeps_its_line_endings(tmp_path, newline):
     scene_file.write("cam", geometry, current(scene_file))
     written = path.read_bytes().decode()
     assert written == SITE.replace("area_m2: 30", "area_m2: 31").replace("\n", newline)
+
 
 @pytest.mark.parametrize("edit, restart", [
     (lambda geometry: geometry["zones"][0].update(polygon=[[0, 0], [90, 0], [90, 90]]), ["analyze"]),

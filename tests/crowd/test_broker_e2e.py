@@ -9,7 +9,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from infra.kafka import create_topics, make_consumer, make_producer
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
-from processors.analytics.stage import open_key, unpack_events
+from processors.analytics.stage import OpenRecord, open_key
 from schemas import Event, EventState, ZoneMetrics, decode, encode
 from schemas.event import CLOSED_BY_RESET
 from tests.conftest import pipeline_config
@@ -162,12 +162,18 @@ def last_value(bootstrap: str, topic: str, key: bytes) -> bytes:
         consumer.close()
 
 
-def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it_had_open(kafka_bootstrap, tmp_path):
-    """What an upgrade that changed an analyzer's state format meets: the analyzer starts afresh, and the risk
-    episode the old state had open is resolved (not left open in the incident store for ever), marked as closed by
-    a reset so that the fresh analyzer's own episode is alerted at once. The episode opens after the last checkpoint
-    (at frame 9, checkpoints every 8 frames) and the old worker stops before the next one."""
-    checkpoint_frames, first_run = 8, 14
+@pytest.mark.parametrize("checkpoint_frames, found_again", [(9, False), (8, True)],
+                         ids=["episode-lost", "episode-found-again"])
+def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it_had_open(
+        kafka_bootstrap, tmp_path, checkpoint_frames, found_again):
+    """What an upgrade that changed an analyzer's state format meets: the analyzer starts afresh from the last
+    checkpoint. The risk episode opens at frame 9, after that checkpoint, and the old worker stops before the next one.
+    - From frame 9 on (checkpoint after 9 frames) the fresh analyzer has too little history to see the episode: it is
+      resolved (not left open in the incident store for ever), marked as closed by a reset so that the fresh
+      analyzer's own episode is alerted at once.
+    - From frame 8 on it finds the same episode again (same id, same frame): that episode is its own, and no reset
+      closes it while it is still open."""
+    first_run = 14
     config, path = crowd_site(tmp_path, kafka_bootstrap, checkpoint_frames)
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
@@ -188,7 +194,7 @@ def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it
                       if decode(r.value, Event).state is EventState.OPENED}
             deadline = time.monotonic() + 30
             while True:  # recorded as soon as its event is confirmed, not at the next checkpoint
-                stored = unpack_events(last_value(kafka_bootstrap, changelog, open_key(state_key)))
+                stored = OpenRecord.unpack(last_value(kafka_bootstrap, changelog, open_key(state_key))).events
                 if {event.event_id for event in stored} == opened:
                     break
                 assert time.monotonic() < deadline, f"the open episode was never recorded: {stored}"
@@ -215,7 +221,10 @@ def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it
         events_reader.close()
     events = [decode(r.value, Event) for r in events_reader.records]
     closed = [e for e in events if e.event_id in opened and e.state is EventState.RESOLVED]
-    # The fresh analyzer's first window is the old episode's, so its own episode may carry the same id; the reset's
-    # copies are those marked closed by it, all as stored (any copy sent again is identical).
-    closed = [e for e in closed if e.details.get("closed_by") == CLOSED_BY_RESET]
-    assert closed and all(event == stored[0] for event in closed) and "could not be read" in closed[0].reason
+    by_reset = [e for e in closed if e.details.get("closed_by") == CLOSED_BY_RESET]
+    if found_again:
+        assert closed and not by_reset  # resolved when the fresh analyzer saw the episode end
+    else:
+        # As stored: any copy sent again is identical.
+        assert closed == by_reset and all(event == stored[0] for event in closed)
+        assert "could not be read" in closed[0].reason

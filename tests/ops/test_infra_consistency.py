@@ -91,7 +91,6 @@ def test_kubernetes_prometheus_has_the_compose_jobs_and_finds_each_stage_by_its_
     assert binding["metadata"]["namespace"] == namespace
 
 
-
 def test_kubernetes_prometheus_runs_that_configuration_with_the_rules_as_the_service_account_the_role_binds():
     docs = load_all(INFRA / "k8s" / "prometheus.yaml")
     by_kind = {doc["kind"]: doc for doc in docs}
@@ -126,6 +125,7 @@ def test_kubernetes_prometheus_runs_that_configuration_with_the_rules_as_the_ser
     assert container["image"] == compose["services"]["prometheus"]["image"]
     namespace = next(doc for doc in stages if doc["kind"] == "Namespace")["metadata"]["name"]
     assert {doc["metadata"]["namespace"] for doc in docs} == {namespace}
+
 
 def test_alertmanager_delivers_to_the_dispatcher_receiver():
     config = load_yaml(INFRA / "alertmanager" / "alertmanager.yml")

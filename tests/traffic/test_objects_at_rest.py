@@ -121,7 +121,6 @@ def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_back
     assert events[0].started_at - T0 <= 10.5  # within 10 s of standstill (plus the 1 s it takes to call it stopped)
 
 
-
 def test_a_box_over_a_reported_stopped_car_is_part_of_it_not_a_queue_or_a_second_vehicle():
     """Its open door, its driver getting out or a second detection of it, each seen as a car standing in its lane,
     neither restarts its clock (a queue excuses only a vehicle not yet reported) nor opens an event of its own."""
@@ -407,7 +406,6 @@ def test_a_track_found_again_only_every_1_4_s_further_back_is_no_wrong_way_drive
     assert [e.type for e in opened(run(sparse))] == []
     continuous = [frame(seq, [(6, "car", (1000 - 8 * seq, 400, 1080 - 8 * seq, 440))]) for seq in range(50)]
     assert [e.type for e in opened(run(continuous))] == ["wrong_way"]
-
 
 
 def test_wrong_way_is_judged_alike_at_every_resolution_of_the_same_view():

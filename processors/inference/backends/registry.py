@@ -68,7 +68,14 @@ def create_detector(config: Config) -> Detector:
     weights = resolve_weights(config)
     try:
         return build((weights, model.image_size, floor, model.iou, model.classes), model)
-    except ConnectionError as exc:  # ultralytics downloads a model it knows by name on first use
-        hint = (f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
-                if model.offline_weights and os.environ.get("YOLO_OFFLINE") != "1" else "")
+    except ConnectionError as exc:
+        if Path(weights).exists():
+            raise
+        # Not on disk: ultralytics tried to download a model it knows by name.
+        if not model.offline_weights:
+            hint = ""
+        elif os.environ.get("YOLO_OFFLINE") == "1":
+            hint = f"; model.offline_weights ({model.offline_weights}) is not there either"
+        else:
+            hint = f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
         raise ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}") from exc
