@@ -83,6 +83,24 @@ def file_sources(config) -> dict[str, Path]:
     return {camera: source for camera, source in sources.items() if source.is_file()}
 
 
+def camera_clips(config, sources: dict[str, Path], given: list[tuple[str, Path]]) -> dict[str, Path]:
+    """The clip each camera's frames are read from: its configured file, or the one given for it (--clip). Raises
+    ValueError for a camera the configuration does not have, or a clip two cameras would read: the split keeps one
+    camera's time blocks apart, so the same frames under two names could land in training and validation both."""
+    known = {camera.id for camera in config.cameras}
+    unknown = sorted({camera for camera, _ in given} - known)
+    if unknown:
+        raise ValueError(f"--clip names camera {unknown[0]!r}, which is not in the configuration")
+    clips = sources | dict(given)
+    readers: dict[Path, str] = {}
+    for camera, clip in sorted(clips.items()):
+        first = readers.setdefault(clip.resolve(), camera)
+        if first != camera:
+            raise ValueError(f"cameras {first!r} and {camera!r} would both read {clip}: give each its own clip with "
+                             "--clip CAMERA=VIDEO")
+    return clips
+
+
 # A rebuild keeps its blocks' splits only under the plan the dataset was first built with (plan_record).
 PLAN_OPTIONS = {"block_seconds": "--block-seconds", "val_fraction": "--val-fraction", "seed": "--seed"}
 
@@ -154,7 +172,7 @@ def run_build(args, config) -> int:
     names = detector.names
     prelabeller = None if args.no_prelabel else detector
     sources = file_sources(config)
-    clips = sources | dict(args.clip)
+    clips = camera_clips(config, sources, args.clip)
     missed = missed_event_times(args.missed, args.window, args.step) if args.missed else {}
     for camera in missed:
         if camera not in clips:

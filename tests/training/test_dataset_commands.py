@@ -117,6 +117,19 @@ def test_build_without_a_serving_model_prelabels_with_the_configured_one(site, m
     assert f"false alarms: 0 records read from {site / 'var' / 'hard-negatives'} (absent)" in capsys.readouterr().out
 
 
+def test_build_refuses_a_clip_for_an_unknown_camera_or_one_clip_for_two(site, monkeypatch, capsys):
+    """The same frames under two camera names would be split as two cameras: into training and validation both."""
+    stand_ins(monkeypatch, {None: Stand("configured")})
+    capsys.readouterr()
+    assert build(site, "--clip", f"campsu={VTEST}") == 2
+    assert_one_line_error_printed(capsys, "--clip names camera 'campsu', which is not in the configuration")
+    config = site / "etc" / "site.yaml"
+    config.write_text(config.read_text() + f"  - id: gate\n    source: {VTEST}\n    fps: 10\n")
+    assert build(site) == 2
+    assert_one_line_error_printed(capsys, f"cameras 'campus' and 'gate' would both read {VTEST}")
+    assert not (site / "ds").exists()
+
+
 @pytest.mark.parametrize("held_out, extra", [("false alarm", []), ("clip", []), ("clip", ["--background", "0"])],
                          ids=["false alarm", "clip", "clip of the false alarms' camera, sampling no frames of it"])
 def test_build_refuses_held_out_media_naming_the_file(site, monkeypatch, capsys, held_out, extra):
