@@ -76,6 +76,22 @@ def one_line(message: str) -> str:
     return text
 
 
+# The project's own packages: an error one of them raises on purpose says what was wrong in its own words.
+OWN_PACKAGES = frozenset({"cityguard", "schemas", "processors", "producers", "sinks", "infra"})
+
+
+def raised_here(exc: BaseException) -> bool:
+    """Whether the project's own code raised `exc`, a ValueError or RuntimeError, to say what went wrong (a library's
+    error keeps its name and the --debug hint: its message alone may not say what it is about)."""
+    if (not isinstance(exc, ValueError | RuntimeError) or isinstance(exc, RecursionError | NotImplementedError)
+            or exc.__traceback__ is None):
+        return False
+    frame = exc.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
+
+
 def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     """Runs a command; a failure becomes one line `cityguard: error: ...` on stderr and an exit status: 2 for what the
     user gave (configuration, paths, values, asset names), 1 for failures while running. --debug re-raises instead."""
@@ -100,7 +116,7 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
         elif type(exc).__module__.split(".")[0] in ("kafka", "aiokafka"):
             text = (f"Kafka: {text.removeprefix(type(exc).__name__ + ': ') or type(exc).__name__} (is the broker "
                     "in broker.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS running?)")
-        elif not isinstance(exc, self_explaining) or not text:
+        elif not (isinstance(exc, self_explaining) or raised_here(exc)) or not text:
             text = f"{type(exc).__name__}: {text} (--debug shows the traceback)" if text else type(exc).__name__
         print(f"cityguard: error: {text}", file=sys.stderr)
         return 2 if isinstance(exc, usage_errors) else 1

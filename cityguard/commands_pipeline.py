@@ -71,12 +71,12 @@ def check_config(args, config) -> int:
 
 
 def run_replay(args, config) -> int:
+    import errno
     import sys
 
     from cityguard.replay import (
         CLIP_ORIGIN_S,
         CameraAnalytics,
-        ReplayError,
         at_source_rate,
         clip_detections,
         clip_rate,
@@ -90,11 +90,14 @@ def run_replay(args, config) -> int:
     )
 
     if (args.clip is None) == (args.detections is None):
-        print("cityguard replay: give either a CLIP or --detections", file=sys.stderr)
-        return 2
+        raise ValueError("give either a CLIP or --detections")
+    if args.start_time is not None and args.detections is not None:
+        raise ValueError("--start-time is for a clip: a recording keeps the capture times it was recorded with")
     if args.start_time is not None and args.start_time <= 0:
-        print("cityguard replay: --start-time must be positive unix seconds", file=sys.stderr)
-        return 2
+        raise ValueError("--start-time must be positive unix seconds")
+    configured = find_camera(config, args.camera)
+    if args.clip is not None and not args.clip.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such clip", str(args.clip))
     origin = CLIP_ORIGIN_S if args.start_time is None else args.start_time
     offset = CLIP_ORIGIN_S if args.start_time is None else 0.0
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
@@ -113,18 +116,17 @@ def run_replay(args, config) -> int:
             line_counts.writelines(shift_window(window, first, offset).model_dump_json() + "\n" for window in closed)
 
     try:
-        configured = find_camera(config, args.camera)
-        if args.clip is not None and not args.clip.is_file():
-            raise ReplayError(f"no such clip: {args.clip}")
         if args.detections:
             recorded = list(recorded_detections(args.detections, configured.id))
+            if not recorded:
+                raise ValueError(f"{args.detections} holds no Detections of camera {configured.id}")
             camera = at_source_rate(configured, recorded_rate(recorded))
             source = iter(recorded)
         else:
             camera = at_source_rate(configured, clip_rate(config, args.clip))
             source = clip_detections(config, camera, args.clip, origin)
         if camera.fps < configured.fps:
-            print(f"cityguard replay: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
+            print(f"cityguard: warning: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
                   f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
         interval = 1.0 / camera.fps
         analytics = CameraAnalytics(camera, config)
@@ -135,7 +137,7 @@ def run_replay(args, config) -> int:
             latest = max(latest or 0.0, detections.captured_at + interval)
             keep_windows(replayed.line_counts)
             for warning in replayed.warnings:
-                print(f"cityguard replay: {warning}", file=sys.stderr)
+                print(f"cityguard: warning: {warning}", file=sys.stderr)
             if scores:
                 start = replayed.detections.captured_at - offset
                 for score in replayed.area_scores.values():
@@ -151,9 +153,6 @@ def run_replay(args, config) -> int:
                     events.write(event.model_dump_json() + "\n")
         if latest is not None:
             keep_windows(analytics.end_of_footage_counts(latest))
-    except ReplayError as exc:
-        print(f"cityguard replay: {exc}", file=sys.stderr)
-        return 1
     finally:
         for handle in (events, recording, scores, line_counts):
             if handle:

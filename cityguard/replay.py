@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from cityguard.stages import (
     build_density_counter,
@@ -29,7 +30,7 @@ from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_fr
 from producers.capture import VideoDecoder, sample_frames
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import Detections, Event, Frame, LineCounts, encode
-from schemas.settings.config import CameraConfig, Config
+from schemas.settings.config import CameraConfig, Config, validation_problems
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
 SOURCE_RATE_TOLERANCE = 0.2  # footage this much below a camera's fps still has its rate (at_source_rate)
@@ -125,16 +126,23 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
 def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
     """Detections messages recorded by an earlier replay (one JSON object per line, gzip-compressed when the name
     ends in .gz), for this camera."""
-    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                detections = Detections.model_validate_json(line)
-            except ValueError as exc:
-                raise ReplayError(f"{path}:{number}: not a Detections message: {exc}") from None
-            if detections.camera_id == camera_id:
-                yield detections
+    number = 0
+    try:
+        with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    detections = Detections.model_validate_json(line)
+                except ValidationError as exc:
+                    problems = validation_problems(exc)
+                    raise ValueError(f"{path}:{number}: not a Detections message: {problems[0]}"
+                                     + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")) from None
+                if detections.camera_id == camera_id:
+                    yield detections
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        raise ValueError(f"{path}: not a Detections recording (JSON lines, gzip-compressed when named .gz): "
+                         f"unreadable after line {number}: {exc}") from None
 
 
 def shift_event(event: Event, offset_s: float) -> Event:
@@ -191,4 +199,4 @@ def find_camera(config: Config, camera_id: str) -> CameraConfig:
         if camera.id == camera_id:
             return camera
     known = ", ".join(camera.id for camera in config.cameras)
-    raise ReplayError(f"camera {camera_id!r} is not in the site configuration (cameras: {known})")
+    raise ValueError(f"camera {camera_id!r} is not in the site configuration (cameras: {known})")

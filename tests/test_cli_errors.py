@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from cityguard.cli import run_reporting_errors
+from schemas.settings.config import Config
 from tests.conftest import REPO
 
 
@@ -94,3 +96,16 @@ def test_a_model_that_cannot_be_downloaded_names_the_offline_switch(tmp_path):
                             text=True, timeout=120, check=False)
     assert_one_line_error(result, 1, "model yolo11n.pt is not on this machine and could not be downloaded",
                           "YOLO_OFFLINE=1 uses model.offline_weights (asset:yolo11n_int8_openvino_model)")
+
+
+def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_keeps_its_name(capsys):
+    import numpy as np
+
+    from cityguard.replay import find_camera
+
+    assert run_reporting_errors(lambda: find_camera(Config(), "gate"), debug=False) == 2
+    assert capsys.readouterr().err == ("cityguard: error: camera 'gate' is not in the site configuration "
+                                       "(cameras: )\n")
+    assert run_reporting_errors(lambda: np.linalg.inv(np.zeros((2, 2))), debug=False) == 2
+    assert capsys.readouterr().err == ("cityguard: error: LinAlgError: Singular matrix (--debug shows the "
+                                       "traceback)\n")

@@ -109,14 +109,30 @@ def test_a_crowd_camera_whose_density_model_cannot_be_loaded_is_a_clear_error(tm
     assert "the density model for camera street's zones cannot be loaded" in error and "missing.npz" in error
 
 
-def test_replay_needs_exactly_one_input_and_a_known_camera(tmp_path, capsys):
+def test_replay_needs_exactly_one_input_of_a_known_camera(tmp_path, capsys):
+    """Each mistake is one line naming it, status 2."""
     config = site(tmp_path)
-    assert main(["replay", "--config", str(config), "--camera", "lot"]) == 2
-    assert "either a CLIP or --detections" in capsys.readouterr().err
-    assert main(["replay", "--config", str(config), "--camera", "nope", str(LOT_CLIP)]) == 1
-    assert "camera 'nope' is not in the site configuration (cameras: lot)" in capsys.readouterr().err
-    assert main(["replay", "--config", str(config), "--camera", "lot", str(tmp_path / "missing.mp4")]) == 1
-    assert "no such clip" in capsys.readouterr().err
+
+    def refused(*args: str) -> str:
+        assert main(["replay", "--config", str(config), *args]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("cityguard: error: ") and error.count("\n") == 1, error
+        return error
+
+    assert "give either a CLIP or --detections" in refused("--camera", "lot")
+    assert "camera 'nope' is not in the site configuration (cameras: lot)" in refused("--camera", "nope", str(LOT_CLIP))
+    assert f"no such clip: {tmp_path / 'missing.mp4'}" in refused("--camera", "lot", str(tmp_path / "missing.mp4"))
+    recording = tmp_path / "other.jsonl"
+    recording.write_text(Detections(camera_id="gate", seq=0, captured_at=1.0, image_width=64, image_height=48,
+                                    model="m", inference_ms=0.0).model_dump_json() + "\n")
+    assert f"{recording} holds no Detections of camera lot" in refused("--camera", "lot", "--detections",
+                                                                       str(recording))
+    assert "--start-time is for a clip" in refused("--camera", "lot", "--detections", str(recording),
+                                                   "--start-time", "1700000000")
+    assert f"{LOT_CLIP}: not a Detections recording" in refused("--camera", "lot", "--detections", str(LOT_CLIP))
+    recording.write_text('{"camera_id": "lot"}\n')
+    assert f"{recording}:1: not a Detections message: seq: Field required (and " in refused(
+        "--camera", "lot", "--detections", str(recording))
 
 
 @pytest.mark.slow
