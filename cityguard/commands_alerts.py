@@ -91,8 +91,7 @@ def acknowledge(args, config: Config) -> int:
     finally:
         store.close()
     if not alerts:
-        print(f"cityguard: no alert or incident {args.id!r} to acknowledge", file=sys.stderr)
-        return 1
+        raise ValueError(f"no alert or incident {args.id!r} to acknowledge")
     for alert in alerts:
         print(f"acknowledged alert {alert.id} ({alert.alert_id}): {alert.title}")
     return 0
@@ -124,8 +123,7 @@ def show_incident(args, config: Config) -> int:
     finally:
         store.close()
     if detail is None:
-        print(f"cityguard: no incident {args.id!r}", file=sys.stderr)
-        return 1
+        raise ValueError(f"no incident {args.id!r}")
     incident = detail.incident
     print(f"incident {incident.id} ({incident.source}): {incident.title}")
     print(f"  type {incident.type}, camera {incident.camera_id or '-'}, zone {incident.zone_id or '-'}, "

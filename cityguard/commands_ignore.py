@@ -61,7 +61,7 @@ def filter_store(args, config):
     if args.store is not None:
         return IgnoreFilterStore(args.store)
     if config.analytics.ignore_filters is None:
-        raise SystemExit("cityguard ignore: set analytics.ignore_filters in the configuration, or pass --store")
+        raise ValueError("set analytics.ignore_filters in the configuration, or pass --store")
     return IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters)))
 
 
@@ -72,12 +72,12 @@ def _when(seconds: float | None) -> str:
 def run_add(args, config) -> int:
     known = {camera.id for camera in config.cameras}
     if args.camera not in known:
-        raise SystemExit(f"cityguard ignore add: camera {args.camera!r} is not configured "
+        raise ValueError(f"camera {args.camera!r} is not configured "
                          f"(known: {', '.join(sorted(known)) or 'none'})")
     try:
         rule = filter_store(args, config).add(args.camera, args.class_name, args.polygon, args.expires, args.note)
     except ValueError as exc:
-        raise SystemExit(f"cityguard ignore add: {exc}") from None
+        raise ValueError(str(exc)) from None
     print(f"ignore filter {rule.id}: {rule.class_name} on {rule.camera} until {_when(rule.expires_at)}")
     return 0
 
@@ -97,6 +97,6 @@ def run_remove(args, config) -> int:
     try:
         rule = filter_store(args, config).remove(args.filter_id)
     except KeyError as exc:
-        raise SystemExit(f"cityguard ignore remove: {exc.args[0]}") from None
+        raise ValueError(exc.args[0]) from None
     print(f"removed ignore filter {rule.id} ({rule.class_name} on {rule.camera})")
     return 0

@@ -134,7 +134,7 @@ def model_registry(args, config):
     if args.registry is not None:
         return ModelRegistry(args.registry)
     if config.model.registry is None:
-        raise SystemExit("cityguard model: set model.registry in the configuration, or pass --registry")
+        raise ValueError("set model.registry in the configuration, or pass --registry")
     return ModelRegistry(Path(config.resolve_path(config.model.registry)))
 
 
@@ -147,13 +147,13 @@ def run_train(args, config) -> int:
             settings, data = TrainSettings(**recorded["settings"]), Path(recorded["data"])
             run = resume(args.resume)
         except (OSError, ValueError) as exc:
-            raise SystemExit(f"cityguard model train: {exc}") from None
+            raise ValueError(str(exc)) from None
     else:
         try:
             settings = TrainSettings(args.base, args.epochs, args.imgsz, args.batch, args.freeze, args.patience,
                                      args.device, args.workers, args.seed, dict(args.augment))
         except ValueError as exc:
-            raise SystemExit(f"cityguard model train: {exc}") from None
+            raise ValueError(str(exc)) from None
         data = args.data
         run = train_new_run(data, settings, args.runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
     model = register_run(model_registry(args, config), run, data, settings)
@@ -169,7 +169,7 @@ def run_register(args, config) -> int:
     registry = model_registry(args, config)
     serving = registry.pointer()["version"] if args.serve else None
     if serving is not None:
-        raise SystemExit(f"--serve is for the site's first model and {serving} is serving; "
+        raise ValueError(f"--serve is for the site's first model and {serving} is serving; "
                          "register without it, then `cityguard model gate <version> --images ... --promote`")
     model = registry.register(args.weights, {"kind": "imported", "source": str(args.weights.resolve()),
                                              "note": args.note, "created": time.time()})
@@ -243,7 +243,7 @@ def run_gate(args, config) -> int:
     try:
         candidate_model = registry.get(args.version)
     except KeyError as exc:
-        raise SystemExit(f"cityguard model gate: {exc.args[0]}") from None
+        raise ValueError(exc.args[0]) from None
     scored_images = image_files(args.images)
     trained_on = candidate_dataset(args, candidate_model.run, scored_images)
     labels = args.labels or default_labels_folder(args.images)
@@ -298,6 +298,6 @@ def run_rollback(args, config) -> int:
     try:
         model = model_registry(args, config).rollback()
     except ValueError as exc:
-        raise SystemExit(f"cityguard model rollback: {exc}") from None
+        raise ValueError(str(exc)) from None
     print(f"serving {model.version} again: {model.weights}")
     return 0

@@ -21,7 +21,7 @@ def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
     assert main(["model", "register", str(weights(tmp_path, "first.pt")), "--serve", "--registry", str(registry)]) == 0
     capsys.readouterr()
     assert main(["model", "register", str(weights(tmp_path, "second.pt")), "--serve",
-                 "--registry", str(registry)]) == 1
+                 "--registry", str(registry)]) == 2
     assert_one_line_error_printed(capsys, "v1 is serving", "model gate <version>")
     assert ModelRegistry(registry).versions() == ["v1"]  # nothing registered by the refused command
     assert json.loads((registry / "serving.json").read_text())["version"] == "v1"

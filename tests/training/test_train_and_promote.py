@@ -48,7 +48,7 @@ def test_one_epoch_registers_a_candidate_with_its_data_settings_and_curves(train
 
 def test_resuming_a_finished_run_says_so(trained, capsys):
     run = str(trained.parent / "runs" / "one-epoch")
-    assert main(["model", "train", "--resume", run, "--registry", str(trained)]) == 1
+    assert main(["model", "train", "--resume", run, "--registry", str(trained)]) == 2
     assert "training to 1 epochs is finished, nothing to resume" in capsys.readouterr().err
 
 
@@ -70,7 +70,7 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
     # the other way round: the one-epoch model serving (set here without the gate, which --serve refuses now that a
     # model serves), the real model as candidate is promoted
-    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 1
+    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 2
     assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 0
     ModelRegistry(trained).promote("v3", "the one-epoch model serving, for the test")
     assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
