@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cityguard.arguments import FRACTION, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE
 from cityguard.training.labels import LABEL_FORMATS
 from infra import assets
 
@@ -34,22 +35,24 @@ def register(commands, add_command) -> None:
                        "console.hard_negatives_dir, where the console writes them; skipped if absent)")
     build.add_argument("--missed", type=Path, default=None,
                        help="CSV camera,type,start,end of missed events (seconds into each camera's clip)")
-    build.add_argument("--window", type=float, default=2.0, help="seconds sampled before and after a missed event")
-    build.add_argument("--step", type=float, default=0.5, help="seconds between frames around a missed event")
-    build.add_argument("--background", type=int, default=20, help="frames sampled evenly from each camera's clip")
+    build.add_argument("--window", type=NON_NEGATIVE, default=2.0,
+                       help="seconds sampled before and after a missed event")
+    build.add_argument("--step", type=POSITIVE, default=0.5, help="seconds between frames around a missed event")
+    build.add_argument("--background", type=NON_NEGATIVE_COUNT, default=20,
+                       help="frames sampled evenly from each camera's clip")
     build.add_argument("--clip", type=_camera_path, action="append", default=[],
                        help="CAMERA=VIDEO to read that camera's frames from (default: its configured file source)")
     build.add_argument("--no-prelabel", action="store_true",
                        help="do not label frames with the detector (leave them empty for operators)")
-    build.add_argument("--label-confidence", type=float, default=None,
+    build.add_argument("--label-confidence", type=FRACTION, default=None,
                        help="confidence of detector pre-labels (default: the configured one; the configured "
                        "model.class_confidence applies on top, as in the stages)")
-    build.add_argument("--val-fraction", type=float, default=0.2,
+    build.add_argument("--val-fraction", type=FRACTION, default=0.2,
                        help="share of new time blocks that go to validation (kept for the dataset's life, as are "
                        "--block-seconds and --seed: another needs a new --out)")
-    build.add_argument("--block-seconds", type=float, default=60.0,
+    build.add_argument("--block-seconds", type=POSITIVE, default=60.0,
                        help="length of the contiguous time blocks that go to one split as a whole")
-    build.add_argument("--guard-seconds", type=float, default=2.0,
+    build.add_argument("--guard-seconds", type=NON_NEGATIVE, default=2.0,
                        help="validation frames this close to a training frame of the same camera and clock are dropped")
     build.add_argument("--val-camera", action="append", default=[],
                        help="a camera held out entirely for validation (from the dataset's first build with it)")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cityguard.arguments import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
 from cityguard.stages import tiled_detector
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
@@ -53,9 +54,9 @@ def register(commands, add_command) -> None:
                           help="folder of YOLO .txt labels with the model's class ids (default: images -> labels)")
     detector.add_argument("--classes", type=_class_ids, default=None,
                           help="class ids to evaluate, e.g. 0,2 (default: those in the labels)")
-    detector.add_argument("--confidence", type=float, default=None,
+    detector.add_argument("--confidence", type=FRACTION, default=None,
                           help="confidence for precision/recall/F1/confusion (default: the configured one)")
-    detector.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
+    detector.add_argument("--iou", type=OPEN_FRACTION, default=0.5, help="IoU for a match (default: %(default)s)")
     detector.add_argument("--tiling", action="store_true", help="also evaluate tiled inference (model.tiling)")
     detector.add_argument("--out", type=Path, default=Path("var/eval/detector"))
 
@@ -68,9 +69,9 @@ def register(commands, add_command) -> None:
                         help="default: from --truth (folder: shanghaitech, .csv, .txt: mot)")
     counts.add_argument("--predictions", type=Path, default=None,
                         help="file,count CSV of another counter's output instead of running the detector")
-    counts.add_argument("--confidence", type=float, default=None, help="default: the configured one")
+    counts.add_argument("--confidence", type=FRACTION, default=None, help="default: the configured one")
     counts.add_argument("--size-edges", type=_numbers, default=None, help="crowd-size bin edges (default: 10,50,200)")
-    counts.add_argument("--mot-min-visibility", type=float, default=0.0)
+    counts.add_argument("--mot-min-visibility", type=FRACTION, default=0.0)
     counts.add_argument("--counter", type=_counter_names, default=["detector"],
                         help="comma-separated counters to score: detector (whole frame), tiled (model.tiling), "
                         "density (the density-map model), fused (the analytics' zone counter: detector boxes and a "
@@ -84,8 +85,9 @@ def register(commands, add_command) -> None:
     events.add_argument("--truth", type=Path, required=True, help="CSV camera,type,start,end")
     events.add_argument("--predicted", type=Path, required=True,
                         help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic")
-    events.add_argument("--tolerance", type=float, default=0.0, help="seconds two intervals may be apart and match")
-    events.add_argument("--segment", type=float, default=1.0, help="segment length in seconds for ROC")
+    events.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0,
+                        help="seconds two intervals may be apart and match")
+    events.add_argument("--segment", type=POSITIVE, default=1.0, help="segment length in seconds for ROC")
     events.add_argument("--out", type=Path, default=Path("var/eval/events"))
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")

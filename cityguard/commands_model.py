@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from cityguard.arguments import COUNT, NON_NEGATIVE, NON_NEGATIVE_COUNT
 from cityguard.training.train import AUGMENTATION_ARGS
 
 
@@ -23,14 +24,14 @@ def register(commands, add_command) -> None:
     precision.add_argument("--half", action="store_true", help="FP16 weights")
     precision.add_argument("--int8", action="store_true", help="int8 quantisation; needs --data")
     export.add_argument("--data", help="calibration dataset yaml for --int8")
-    export.add_argument("--imgsz", type=int, default=640)
-    export.add_argument("--batch", type=int, default=1, help="static batch size baked into the export")
+    export.add_argument("--imgsz", type=COUNT, default=640)
+    export.add_argument("--batch", type=COUNT, default=1, help="static batch size baked into the export")
 
     calibration = add_command(actions, "calibration-set", "build an int8 calibration set from local videos",
                               run_calibration_set, needs_config=False)
     calibration.add_argument("videos", nargs="+")
     calibration.add_argument("--out", type=Path, default=Path("var/calibration"))
-    calibration.add_argument("--frames", type=int, default=100)
+    calibration.add_argument("--frames", type=COUNT, default=100)
     register_training(actions, add_command)
 
 
@@ -75,13 +76,14 @@ def register_training(actions, add_command) -> None:
     source.add_argument("--resume", type=Path, help="a run folder to continue from its last checkpoint")
     train.add_argument("--base", default="yolo11n.pt",
                        help="weights to fine-tune, or a model .yaml to train from scratch (default: %(default)s)")
-    train.add_argument("--epochs", type=int, default=50)
-    train.add_argument("--imgsz", type=int, default=640)
-    train.add_argument("--batch", type=int, default=16)
-    train.add_argument("--freeze", type=int, default=None, help="keep the first N layers' weights (10: the backbone)")
-    train.add_argument("--patience", type=int, default=50, help="stop after this many epochs without improvement")
+    train.add_argument("--epochs", type=COUNT, default=50)
+    train.add_argument("--imgsz", type=COUNT, default=640)
+    train.add_argument("--batch", type=COUNT, default=16)
+    train.add_argument("--freeze", type=NON_NEGATIVE_COUNT, default=None,
+                       help="keep the first N layers' weights (10: the backbone)")
+    train.add_argument("--patience", type=COUNT, default=50, help="stop after this many epochs without improvement")
     train.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: ultralytics picks)")
-    train.add_argument("--workers", type=int, default=2, help="data loader processes")
+    train.add_argument("--workers", type=NON_NEGATIVE_COUNT, default=2, help="data loader processes")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment", type=_setting, action="append", default=[],
                        help=f"NAME=VALUE augmentation setting; names: {', '.join(AUGMENTATION_ARGS)}")
@@ -116,7 +118,7 @@ def register_training(actions, add_command) -> None:
                       help="score on a dataset split whose labels operators have not reviewed (detector pre-labels)")
     gate.add_argument("--rule-classes", type=_names, default=None,
                       help="class names whose AP must not drop (default: those the site's rules use)")
-    gate.add_argument("--tolerance", type=float, default=0.0, help="how far a figure may fall and still pass")
+    gate.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0, help="how far a figure may fall and still pass")
     gate.add_argument("--promote", action="store_true", help="make the candidate the serving model if it passes")
     gate.add_argument("--out", type=Path, default=None, help="report folder (default: var/models/gate/<version>)")
     gate.add_argument("--held-out", type=Path, default=None,

@@ -109,3 +109,23 @@ def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_keeps_its_
     assert run_reporting_errors(lambda: np.linalg.inv(np.zeros((2, 2))), debug=False) == 2
     assert capsys.readouterr().err == ("cityguard: error: LinAlgError: Singular matrix (--debug shows the "
                                        "traceback)\n")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["eval", "detector", "--images", "x", "--confidence", "1.5"], "--confidence: expected a value at least 0 and at "
+                                                                   "most 1, got 1.5"),
+    (["eval", "events", "--truth", "a", "--predicted", "b", "--tolerance", "-5"], "--tolerance: expected a value at "
+                                                                                 "least 0, got -5"),
+    (["eval", "events", "--truth", "a", "--predicted", "b", "--segment", "nan"], "--segment: expected a value above "
+                                                                                "0, got nan"),
+    (["model", "calibration-set", "clip.mp4", "--frames", "0"], "--frames: expected a value at least 1, got 0"),
+    (["model", "calibration-set", "clip.mp4", "--frames", "many"], "--frames: expected an integer, got 'many'"),
+])
+def test_an_option_outside_its_range_is_refused_before_anything_runs(capsys, args, says):
+    from cityguard.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and says in error, error

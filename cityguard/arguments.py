@@ -1,0 +1,32 @@
+"""Number types for command-line options that name the range they take, so that a value outside it is refused in
+one line by argparse instead of producing a meaningless figure."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def number_in(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False
+              ) -> Callable[[str], float | int]:
+    """An argparse type: `kind` (int or float) within [low, high] (`low_open`: above low, not equal)."""
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)) or (
+                high is not None and value > high):
+            bounds = [f"{'above' if low_open else 'at least'} {low:g}" if low is not None else "",
+                      f"at most {high:g}" if high is not None else ""]
+            raise argparse.ArgumentTypeError(f"expected a value {' and '.join(b for b in bounds if b)}, got {text}")
+        return value
+    return parse
+
+
+FRACTION = number_in(float, 0.0, 1.0)  # a confidence, an IoU, a share
+OPEN_FRACTION = number_in(float, 0.0, 1.0, low_open=True)  # the same, above zero
+NON_NEGATIVE = number_in(float, 0.0)  # seconds of tolerance or guard
+POSITIVE = number_in(float, 0.0, low_open=True)  # a length of time
+COUNT = number_in(int, 1)  # frames, epochs, a batch
+NON_NEGATIVE_COUNT = number_in(int, 0)
