@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 from schemas.settings.base import env_value
-from schemas.settings.config import Config, ConfigError, parse_config
+from schemas.settings.config import Config, ConfigError
 
 
 def register(commands, add_command) -> None:
@@ -28,16 +28,6 @@ def console_token(config: Config, host: str) -> tuple[str, bool]:
         raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
                           "(the console needs a token there)")
     return secrets.token_urlsafe(24), True
-
-
-def validator(config_path: Path):
-    def validate(document: dict) -> Config:
-        try:
-            return parse_config(document, config_path.resolve().parent, str(config_path))
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-
-    return validate
 
 
 def run_console(args, config: Config) -> int:
@@ -73,7 +63,7 @@ def run_console(args, config: Config) -> int:
     feed.assign()
     feed.start(stop)
     store = open_store(config)
-    site = Site(config, SceneFile(Path(args.config), validator(Path(args.config))),
+    site = Site(config, SceneFile(Path(args.config)),
                 Path(config.resolve_path(settings.hard_negatives_dir)))
     server = ConsoleServer(site, state, store, token, host, settings.refresh_hz,
                            status_silence_s=max(60.0, 3 * config.producer.status_interval_s))

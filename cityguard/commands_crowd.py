@@ -5,16 +5,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from infra.files import replace_file
 from schemas.calibration import (
     degeneracy_problems,
     fit_homography,
     reprojection_errors,
 )
 from schemas.geometry import polygon_area
-from schemas.settings.config import ConfigError, read_config_file
+from schemas.settings.config import ConfigError
 from schemas.settings.crowd import CalibrationConfig
 
 
@@ -28,7 +26,7 @@ def register(commands, add_command) -> None:
                            help="image pixel X,Y of a ground point and its position GX,GY in metres (repeat >= 4 "
                                 "times); default: the pairs already in the camera's calibration")
     calibrate.add_argument("--write", action="store_true",
-                           help="write the pairs and the matrix into the site YAML (PyYAML drops its comments)")
+                           help="write the pairs and the matrix into the site YAML (its comments and layout kept)")
 
 
 def parse_pair(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -83,17 +81,21 @@ def run_calibrate(args, config) -> int:
         print(f"ERROR: a pair is off by {errors.max():.2f} m, over max_reprojection_error_m {limit:g}")
         return 1
     if args.write:
-        write_calibration(Path(args.config), camera.id, image_points, ground_points, homography.as_lists())
-        print(f"wrote calibration of camera {camera.id} into {args.config}")
+        saved = write_calibration(Path(args.config), camera.id, image_points, ground_points, homography.as_lists())
+        print(f"wrote calibration of camera {camera.id} into {args.config}"
+              + (f"; restart {', '.join(saved.restart)} for it to take effect" if saved.restart else " (unchanged)"))
     return 0
 
 
-def write_calibration(path: Path, camera_id: str, image_points, ground_points, matrix) -> None:
-    data = read_config_file(path)
-    for camera in data.get("cameras", []):
-        if camera.get("id") == camera_id:
-            calibration = dict(camera.get("calibration") or {})
-            calibration.update(image_points=[list(map(float, p)) for p in image_points],
-                               ground_points=[list(map(float, p)) for p in ground_points], homography=matrix)
-            camera["calibration"] = calibration
-    replace_file(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+def write_calibration(path: Path, camera_id: str, image_points, ground_points, matrix):
+    """The pairs and the fitted matrix into the camera's calibration, edited in place as the console's scene editor
+    does (comments, anchors and the rest of the file as they were); what the save did (`Saved`)."""
+    from sinks.console.scene_file import SceneFile, geometry_version
+
+    scene_file = SceneFile(path)
+    geometry = scene_file.read(camera_id)
+    version = geometry_version(geometry)
+    geometry["calibration"] = {**(geometry.get("calibration") or {}),
+                               "image_points": [list(map(float, p)) for p in image_points],
+                               "ground_points": [list(map(float, p)) for p in ground_points], "homography": matrix}
+    return scene_file.write(camera_id, geometry, version)

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import threading
-from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from infra.files import replace_file
 from schemas.settings.base import ConfigError
-from schemas.settings.config import Config, read_config_file
+from schemas.settings.config import Config, parse_config, read_config_file
 
 EDITABLE_KEYS = ("zones", "calibration", "scene")
 STRING_TAG = "tag:yaml.org,2002:str"
@@ -269,11 +268,19 @@ class Saved:
 
 
 class SceneFile:
-    def __init__(self, path: Path, validate: Callable[[dict], Config]):
-        """`validate(plain_document)` returns the validated configuration, or raises ValueError naming the field."""
-        self.path = path
-        self.validate = validate
+    """A site file whose cameras' zones, calibration and scene are edited in place (the console's scene editor,
+    `cityguard calibrate --write`)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.lock = threading.Lock()  # a save reads, edits and replaces the whole file
+
+    def validate(self, document: dict) -> Config:
+        """The configuration a plain document makes, as the stages will read this file; ValueError naming the field."""
+        try:
+            return parse_config(document, self.path.resolve().parent, str(self.path))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     def _load(self):
         """The document, and the line ending the file uses (a file edited on Windows keeps its CRLF)."""

@@ -13,7 +13,6 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError
 
-from cityguard.commands_console import validator
 from schemas import (
     CameraState,
     CameraStatus,
@@ -309,7 +308,7 @@ cameras:
 def scene_file(tmp_path) -> SceneFile:
     path = tmp_path / "site.yaml"
     path.write_text(SITE)
-    return SceneFile(path, validator(path))
+    return SceneFile(path)
 
 
 def current(scene_file: SceneFile, camera_id: str = "cam") -> str:
@@ -360,7 +359,7 @@ def test_the_file_keeps_its_line_endings(tmp_path, newline):
     """A site file written on Windows stays CRLF throughout, comments and all; others stay LF."""
     path = tmp_path / "site.yaml"
     path.write_bytes(SITE.replace("\n", newline).encode())
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read("cam")
     geometry["zones"][0]["area_m2"] = 31
     scene_file.write("cam", geometry, current(scene_file))
@@ -411,7 +410,7 @@ cameras:
 def test_an_edit_of_a_node_shared_through_an_anchor_or_merge_key_reaches_this_camera_only(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text(SHARED)
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read("a")
     geometry["calibration"]["ground_points"] = [[0, 0], [20, 0], [20, 20], [0, 20]]  # camera a measured again
     geometry["zones"][0]["area_m2"] = 35  # zb takes its area from za through the merge key
@@ -434,7 +433,7 @@ def test_an_edit_of_a_node_shared_through_an_anchor_or_merge_key_reaches_this_ca
 def test_the_comment_after_an_anchor_stays_on_its_key_line(tmp_path, camera, edit, line):
     path = tmp_path / "site.yaml"
     path.write_text(SHARED)
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read(camera)
     edit(geometry)
     scene_file.write(camera, geometry, current(scene_file, camera))
@@ -474,7 +473,7 @@ cameras:
 def test_an_edit_of_a_shared_list_or_scalar_writes_each_comment_once(tmp_path, camera):
     path = tmp_path / "site.yaml"
     path.write_text(SHARED_ZONES)
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read(camera)
     geometry["zones"][0]["area_m2"] = 45
     scene_file.write(camera, geometry, current(scene_file, camera))
@@ -487,7 +486,7 @@ def test_an_edit_of_a_shared_list_or_scalar_writes_each_comment_once(tmp_path, c
 def test_a_value_taken_through_a_merge_key_that_the_operator_blanks_is_gone(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text(SHARED)
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read("a")
     del geometry["zones"][1]["area_m2"]  # zb's area from the calibration, not from za
     assert scene_file.write("a", geometry, current(scene_file, "a")).written_out == ["a.zones.zb"]
@@ -611,7 +610,7 @@ def test_zone_ids_that_yaml_1_1_reads_as_other_types_are_saved_as_the_strings_th
 def test_a_save_is_refused_when_the_stages_would_refuse_the_text_written(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text(SITE + "  - id: gate\n    source: clip.mp4\n    name: yes\n")  # YAML 1.1: a boolean
-    scene_file = SceneFile(path, validator(path))
+    scene_file = SceneFile(path)
     geometry = scene_file.read("cam")
     geometry["zones"][0]["area_m2"] = 31
     with pytest.raises(ValueError, match=r"cameras\.1\.name"):
@@ -647,7 +646,7 @@ def test_saves_of_two_cameras_at_the_same_time_both_reach_the_file(tmp_path):
 
     for _ in range(10):  # each save reads, edits and replaces the whole file: unserialised, one undoes the other
         path.write_text(SITE + SECOND_CAMERA)
-        scene_file = SceneFile(path, validator(path))
+        scene_file = SceneFile(path)
         saves = [threading.Thread(target=save, args=(scene_file, camera_id, area))
                  for camera_id, area in (("cam", 11), ("cam2", 22))]
         for thread in saves:

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from cityguard.commands_console import validator
 from schemas import Detections, Event, EventState, FrameRef, Severity
 from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
@@ -65,7 +64,7 @@ def make_console(tmp_path):
         state = state or ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
         store = IncidentStore(f"sqlite:///{tmp_path}/incidents.sqlite")
         stores.append(store)
-        site = Site(config, SceneFile(config_path, validator(config_path)), tmp_path / hard_negatives)
+        site = Site(config, SceneFile(config_path), tmp_path / hard_negatives)
         server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 60.0)
         return Console(server, state, store, config_path, tmp_path / hard_negatives)
 

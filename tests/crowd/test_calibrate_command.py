@@ -1,0 +1,35 @@
+"""`cityguard calibrate --write`: the fitted calibration goes into the site file as the console's scene editor writes
+it, the file's comments and layout kept."""
+from __future__ import annotations
+
+from cityguard.cli import main
+from schemas.settings.config import load_config
+
+SITE = """\
+# Site comment kept.
+site: calibrated
+cameras:
+  - id: alley
+    source: clip.mp4
+    calibration:
+      # measured on site
+      image_points: [[340, 650], [940, 650], [700, 130], [580, 130], [640, 325]]
+      ground_points: [[0.0, 0.0], [3.2, 0.0], [3.2, 40.0], [0.0, 40.0], [1.6, 10.0]]
+    zones:
+      - id: alley
+        polygon: [[340, 650], [940, 650], [700, 130], [580, 130]]   # area from the calibration
+"""
+
+
+def test_writing_the_calibration_keeps_the_files_comments_and_layout(tmp_path, capsys):
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE)
+    assert main(["calibrate", "--config", str(path), "--camera", "alley", "--write"]) == 0
+    assert "wrote calibration of camera alley" in capsys.readouterr().out
+    written = path.read_text()
+    assert written.startswith(SITE.split("    zones:")[0].rstrip("\n"))  # up to the new matrix, as it was
+    assert "# area from the calibration" in written and "      homography: [[" in written
+    calibration = load_config(path).camera("alley").calibration
+    assert calibration.homography is not None and len(calibration.image_points) == 5
+    assert main(["calibrate", "--config", str(path), "--camera", "alley", "--write"]) == 0
+    assert "(unchanged)" in capsys.readouterr().out and path.read_text() == written
