@@ -184,10 +184,16 @@ def evaluate_events(truth: list[EventInterval], predicted: list[EventInterval], 
     return EventResult(tolerance_s, segment_s, types, total, labels, matrix)
 
 
+# Segments of each kind a ROC curve needs: a timeline spanning little more than its events (event messages cover only
+# when something happened) gives a handful of negatives, and an AUC from those is noise, not a figure.
+MIN_ROC_SEGMENTS = 20
+
+
 def _type_roc(truth: list[EventInterval], predicted: list[EventInterval], segment_s: float) -> RocCurve | None:
+    """The type's ROC over time segments; None without scores or with under MIN_ROC_SEGMENTS of either kind."""
     if not predicted or any(e.score is None for e in predicted):
         return None
     labels, scores = segment_labels_and_scores(truth, predicted, segment_s)
-    if labels.all() or not labels.any():
+    if min(labels.sum(), (~labels).sum()) < MIN_ROC_SEGMENTS:
         return None
     return roc_curve(labels, scores)

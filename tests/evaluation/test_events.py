@@ -69,6 +69,12 @@ def test_event_roc_auc_matches_scikit_learn_on_the_segments():
     assert 0.5 < result.types[0].roc.auc <= 1.0
 
 
+def test_a_timeline_of_a_few_segments_gives_no_roc():
+    """Event messages cover only when something happened: two events 5 s apart leave a handful of negatives."""
+    result = evaluate_events([ev("crowd", 0, 5)], [ev("crowd", 1, 4, score=0.9), ev("crowd", 10, 12, score=0.3)])
+    assert result.types[0].roc is None
+
+
 def test_unscored_predictions_give_no_roc():
     result = evaluate_events([ev("crowd", 0, 5)], [ev("crowd", 1, 4), ev("crowd", 10, 12)])
     assert result.types[0].roc is None

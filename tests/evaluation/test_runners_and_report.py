@@ -105,8 +105,8 @@ def test_reports_render_markdown_json_and_png_plots(labelled_folder, tmp_path):
     assert figures["overall"]["mae"] == 0.5 and set(figures["by_crowd_size"]) == {"0-2", "2+"}
     assert (tmp_path / "counts" / "per_image.csv").read_text().splitlines()[0] == "image,true,detector"
 
-    truth = [EventInterval("cam", "crowd", 0, 5), EventInterval("cam", "crowd", 20, 25)]
-    predicted = [EventInterval("cam", "crowd", 1, 6, 0.9), EventInterval("cam", "crowd", 10, 12, 0.4)]
+    truth = [EventInterval("cam", "crowd", 0, 25), EventInterval("cam", "crowd", 50, 75)]
+    predicted = [EventInterval("cam", "crowd", 1, 26, 0.9), EventInterval("cam", "crowd", 30, 35, 0.4)]
     event_report(evaluate_events(truth, predicted), tmp_path / "events")
     for name in ("confusion_events.png", "roc.png"):
         assert_png(tmp_path / "events" / name)
