@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cityguard import stages
+from schemas.settings.config import ConfigError
 
 
 def register(commands, add_command) -> None:
@@ -65,6 +66,24 @@ def run_up(args, config) -> int:
 
 
 def check_config(args, config) -> int:
+    """The configuration validated (load_config did that), then each camera's source where it can be checked here:
+    an asset name must be one the project knows (a typo fails), a file should exist (a warning: it may be mounted
+    later); streams and webcams are checked by the producer when it connects."""
+    import sys
+
+    from infra import assets
+
+    for camera in config.cameras:
+        if assets.is_asset(camera.source):
+            name = camera.source.removeprefix(assets.PREFIX)
+            if name not in assets.CATALOGUE:
+                raise ConfigError(f"invalid configuration in {args.config}: camera {camera.id}: source: unknown asset "
+                                  f"{name!r} (known: {', '.join(sorted(assets.CATALOGUE))})")
+        elif "://" not in camera.source and not camera.source.isdigit():
+            path = Path(config.resolve_path(camera.source))
+            if not path.is_file():
+                print(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this machine",
+                      file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0

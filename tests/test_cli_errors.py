@@ -129,3 +129,15 @@ def test_an_option_outside_its_range_is_refused_before_anything_runs(capsys, arg
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and says in error, error
+
+
+def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")
+    assert_one_line_error(cityguard("check-config", "--config", str(path)), 2,
+                          "camera walk: source: unknown asset 'vtest2.avi' (known: ", "vtest.avi")
+    path.write_text("cameras:\n  - id: walk\n    source: clips/walk.mp4\n  - id: gate\n    source: rtsp://cam/gate\n")
+    result = cityguard("check-config", "--config", str(path))
+    assert result.returncode == 0 and "2 cameras, 0 zones: OK" in result.stdout
+    assert result.stderr == (f"cityguard: warning: camera walk: source {tmp_path / 'clips' / 'walk.mp4'} is not a "
+                             "file on this machine\n")
