@@ -106,6 +106,7 @@ def run_replay(args, config) -> int:
         recorded_rate,
         shift_event,
         shift_window,
+        zone_summaries,
     )
 
     if (args.clip is None) == (args.detections is None):
@@ -127,6 +128,7 @@ def run_replay(args, config) -> int:
         scores.write("camera,type,start,end,score\n")
     frames = opened = 0
     windows = []  # the counting lines' closed windows, then the one open at the end
+    zone_windows = []  # the crowd zones' windows
     first = latest = None  # capture times of the footage's first frame and of the end of its latest
 
     def keep_windows(closed: list) -> None:
@@ -155,6 +157,7 @@ def run_replay(args, config) -> int:
             first = detections.captured_at if first is None else first
             latest = max(latest or 0.0, detections.captured_at + interval)
             keep_windows(replayed.line_counts)
+            zone_windows.extend(replayed.zone_metrics)
             for warning in replayed.warnings:
                 print(f"cityguard: warning: {warning}", file=sys.stderr)
             if scores:
@@ -177,6 +180,8 @@ def run_replay(args, config) -> int:
             if handle:
                 handle.close()
     print(f"{frames} frames, {opened} events opened")
+    for summary in zone_summaries(zone_windows):
+        print(summary)
     totals = line_totals(windows)
     for line in (camera.scene.counting_lines if camera.scene else []):
         crossed = totals.get(line.id, {})

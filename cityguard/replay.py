@@ -29,7 +29,7 @@ from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import VideoDecoder, sample_frames
 from producers.picture import encode_jpeg, source_size_fields
-from schemas import Detections, Event, Frame, LineCounts, encode
+from schemas import Detections, Event, Frame, LineCounts, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import CameraConfig, Config, validation_problems
 
 CLIP_ORIGIN_S = 1_000_000.0  # capture time of a clip's first frame when no start time is given
@@ -47,6 +47,7 @@ class ReplayedFrame:
     area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
     warnings: list[str] = field(default_factory=list)  # for the operator: the camera's geometry misfits its picture
     line_counts: list[LineCounts] = field(default_factory=list)  # counting-line windows closed at this frame
+    zone_metrics: list[ZoneMetrics] = field(default_factory=list)  # crowd zones' windows closed at this frame
 
 
 class CameraAnalytics:
@@ -71,6 +72,7 @@ class CameraAnalytics:
             output = analyzer.update(detections)
             replayed.events.extend(output.events)
             replayed.line_counts.extend(output.line_counts)
+            replayed.zone_metrics.extend(output.zone_metrics)
             replayed.area_scores.update(getattr(output, "area_scores", {}))
         return replayed
 
@@ -79,6 +81,26 @@ class CameraAnalytics:
         frame), its pending crossings included."""
         return [counts for analyzer in self.analyzers if isinstance(analyzer, TrafficAnalyzer)
                 for counts in analyzer.end_of_footage_counts(until)]
+
+
+def zone_summaries(windows: list[ZoneMetrics]) -> list[str]:
+    """One line per crowd zone over its windows: people and density at their peak, the highest risk level reached,
+    and how many windows were unknown (no fresh density map, an unreliable count)."""
+    lines = []
+    for zone_id in sorted({window.zone_id for window in windows}):
+        own = [window for window in windows if window.zone_id == zone_id]
+        judged = [window for window in own if window.risk_level is not RiskLevel.UNKNOWN]
+        if judged:
+            peak = max(judged, key=lambda window: window.density_max_per_m2)
+            highest = max(judged, key=lambda window: window.risk_level.rank).risk_level.value
+            text = (f"people up to {max(window.people_max for window in judged)}, density up to "
+                    f"{peak.density_max_per_m2:.2f} p/m², highest level {highest}")
+        else:
+            text = "never judged"
+        unknown = len(own) - len(judged)
+        lines.append(f"zone {zone_id}: {len(own)} window{'s' * (len(own) != 1)}, {text}"
+                     + (f", {unknown} unknown" if unknown else ""))
+    return lines
 
 
 def line_totals(windows: list[LineCounts]) -> dict[str, dict[tuple[str, str], int]]:

@@ -10,8 +10,8 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from cityguard.replay import CLIP_ORIGIN_S
-from schemas import Detections, Event, LineCounts
+from cityguard.replay import CLIP_ORIGIN_S, zone_summaries
+from schemas import Detections, Event, LineCounts, RiskLevel, ZoneMetrics
 from schemas.geometry import box_iou
 from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
 
@@ -201,3 +201,16 @@ def test_a_recordings_line_counts_are_printed_and_written_in_clip_time(tmp_path,
     assert "line l: 1 crossings (car down 1)" in capsys.readouterr().out
     [window] = [LineCounts.model_validate_json(line) for line in windows.read_text().splitlines()]
     assert (window.window_start, window.window_end) == (0, pytest.approx(1.2)) and window.total() == 1
+
+
+def test_a_replay_sums_up_each_crowd_zone():
+    def window(zone: str, start: float, people: int, level: RiskLevel) -> ZoneMetrics:
+        return ZoneMetrics(camera_id="cam", zone_id=zone, window_start=start, window_end=start + 10, frames=50,
+                           area_m2=20, people_mean=people, people_max=people, density_mean_per_m2=people / 20,
+                           density_max_per_m2=people / 20, risk_level=level, risk_reason="-", last_seq=int(start))
+
+    windows = [window("plaza", 0, 5, RiskLevel.UNKNOWN), window("plaza", 10, 60, RiskLevel.CAUTION),
+               window("plaza", 20, 90, RiskLevel.WARNING), window("gate", 0, 0, RiskLevel.UNKNOWN)]
+    assert zone_summaries(windows) == [
+        "zone gate: 1 window, never judged, 1 unknown",
+        "zone plaza: 3 windows, people up to 90, density up to 4.50 p/m², highest level warning, 1 unknown"]
