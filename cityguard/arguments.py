@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 
 def number_in(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False
@@ -30,3 +31,28 @@ NON_NEGATIVE = number_in(float, 0.0)  # seconds of tolerance or guard
 POSITIVE = number_in(float, 0.0, low_open=True)  # a length of time
 COUNT = number_in(int, 1)  # frames, epochs, a batch
 NON_NEGATIVE_COUNT = number_in(int, 0)
+
+
+def existing(kind: str) -> Callable[[str], Path]:
+    """An argparse type: a path that exists as a `kind` ("folder", "file", or "model": a weights file or an exported
+    model's folder)."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if kind == "folder" and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"no folder {text}")
+        if kind == "file" and not path.is_file():
+            raise argparse.ArgumentTypeError(f"no file {text}")
+        if kind == "model":
+            if not path.exists():
+                raise argparse.ArgumentTypeError(f"no model {text}")
+            if not (path.is_dir() or path.suffix.lower() in MODEL_SUFFIXES):
+                raise argparse.ArgumentTypeError(f"{text} is not a model: give a weights file "
+                                                 f"({', '.join(sorted(MODEL_SUFFIXES))}) or an exported model's folder")
+        return path
+    return parse
+
+
+MODEL_SUFFIXES = frozenset({".pt", ".onnx", ".engine", ".xml", ".torchscript", ".tflite"})
+FOLDER = existing("folder")
+FILE = existing("file")
+MODEL = existing("model")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ def parse_pair(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
         gx, gy = (float(v) for v in ground.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not X,Y=GX,GY (image pixels = ground metres)") from None
+    if not all(math.isfinite(value) for value in (x, y, gx, gy)):
+        raise argparse.ArgumentTypeError(f"{text!r} has a number that is not finite")
     return (x, y), (gx, gy)
 
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityguard.arguments import FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
+from cityguard.arguments import FOLDER, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
 from cityguard.stages import tiled_detector
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
@@ -49,7 +49,7 @@ def register(commands, add_command) -> None:
 
     detector = add_command(kinds, "detector", "precision, recall, F1, mAP@0.5, PR curve and confusion matrix of the "
                            "configured model on a folder of images with YOLO-format labels", run_detector_eval)
-    detector.add_argument("--images", type=Path, required=True, help="folder of images")
+    detector.add_argument("--images", type=FOLDER, required=True, help="folder of images")
     detector.add_argument("--labels", type=Path, default=None,
                           help="folder of YOLO .txt labels with the model's class ids (default: images -> labels)")
     detector.add_argument("--classes", type=_class_ids, default=None,
@@ -62,7 +62,7 @@ def register(commands, add_command) -> None:
 
     counts = add_command(kinds, "counts", "MAE, RMSE and relative error of people counts, by crowd size",
                          run_count_eval)
-    counts.add_argument("--images", type=Path, required=True, help="folder of images")
+    counts.add_argument("--images", type=FOLDER, required=True, help="folder of images")
     counts.add_argument("--truth", type=Path, required=True,
                         help="file,count CSV; ShanghaiTech ground-truth folder (GT_<image>.mat); MOTChallenge gt.txt")
     counts.add_argument("--truth-format", choices=("csv", "shanghaitech", "mot"), default=None,
@@ -96,7 +96,7 @@ def register(commands, add_command) -> None:
                         "sha256 and refuse held-out sources", run_devset_build, needs_config=False)
     build.add_argument("name", type=_devset_name, help="a folder of tests/devsets, e.g. crowd")
     build.add_argument("--out", type=Path, required=True, help="folder to write images/, annotations/, truth.csv")
-    build.add_argument("--from", dest="local", type=Path, default=None,
+    build.add_argument("--from", dest="local", type=FOLDER, default=None,
                        help="copy from a local copy of the source repository instead of downloading")
     build.add_argument("--held-out", type=Path, default=None,
                        help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "

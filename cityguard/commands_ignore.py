@@ -84,12 +84,14 @@ def run_add(args, config) -> int:
 
 def run_list(args, config) -> int:
     now = time.time()
-    for rule in filter_store(args, config).load():
-        if rule.active(now) or args.all:
-            points = " ".join(f"{x:g},{y:g}" for x, y in rule.polygon)
-            state = "" if rule.active(now) else " (expired)"
-            print(f"{rule.id} {rule.camera} {rule.class_name} until {_when(rule.expires_at)}{state} [{points}]"
-                  + (f" {rule.note}" if rule.note else ""))
+    rules = [rule for rule in filter_store(args, config).load() if rule.active(now) or args.all]
+    if not rules:
+        print("no ignore filters" if args.all else "no active ignore filters (--all shows expired ones)")
+    for rule in rules:
+        points = " ".join(f"{x:g},{y:g}" for x, y in rule.polygon)
+        state = "" if rule.active(now) else " (expired)"
+        print(f"{rule.id} {rule.camera} {rule.class_name} until {_when(rule.expires_at)}{state} [{points}]"
+              + (f" {rule.note}" if rule.note else ""))
     return 0
 
 

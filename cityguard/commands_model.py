@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cityguard.arguments import COUNT, NON_NEGATIVE, NON_NEGATIVE_COUNT
+from cityguard.arguments import COUNT, FILE, FOLDER, MODEL, NON_NEGATIVE, NON_NEGATIVE_COUNT
 from cityguard.training.train import AUGMENTATION_ARGS
 
 
@@ -29,7 +29,7 @@ def register(commands, add_command) -> None:
 
     calibration = add_command(actions, "calibration-set", "build an int8 calibration set from local videos",
                               run_calibration_set, needs_config=False)
-    calibration.add_argument("videos", nargs="+")
+    calibration.add_argument("videos", nargs="+", type=FILE)
     calibration.add_argument("--out", type=Path, default=Path("var/calibration"))
     calibration.add_argument("--frames", type=COUNT, default=100)
     register_training(actions, add_command)
@@ -46,7 +46,7 @@ def run_export(args, config) -> int:
 def run_calibration_set(args, config) -> int:
     from processors.inference.export import build_calibration_set
 
-    dataset = build_calibration_set(args.videos, args.out, args.frames)
+    dataset = build_calibration_set([str(video) for video in args.videos], args.out, args.frames)
     print(f"calibration set: {dataset} (use with: cityguard model export --int8 --data {dataset})")
     return 0
 
@@ -93,7 +93,7 @@ def register_training(actions, add_command) -> None:
 
     registered = add_command(actions, "register", "add an existing model (e.g. an OpenVINO export) to the registry",
                              run_register)
-    registered.add_argument("weights", type=Path)
+    registered.add_argument("weights", type=MODEL)
     registered.add_argument("--note", default="", help="where it comes from")
     registered.add_argument("--serve", action="store_true",
                             help="make it the serving model at once, without the gate (the site's first model: refused "
@@ -106,7 +106,8 @@ def register_training(actions, add_command) -> None:
     gate = add_command(actions, "gate", "compare a candidate with the serving model on the site's labelled set and "
                        "false alarms; with --promote, serve it if it passes", run_gate)
     gate.add_argument("version", help="the candidate version, e.g. v3")
-    gate.add_argument("--images", type=Path, required=True, help="the site's labelled images (e.g. dataset images/val)")
+    gate.add_argument("--images", type=FOLDER, required=True,
+                      help="the site's labelled images (e.g. dataset images/val)")
     gate.add_argument("--labels", type=Path, default=None, help="their YOLO labels (default: images -> labels)")
     gate.add_argument("--false-alarms", type=Path, default=None,
                       help="folder of marked false alarms (default: the configured console.hard_negatives_dir; the "
@@ -186,6 +187,8 @@ def run_list(args, config) -> int:
 
     registry = model_registry(args, config)
     serving = registry.pointer()["version"]
+    if not registry.versions():
+        print(f"no models registered in {registry.root}")
     for version in registry.versions():
         run = registry.get(version).run
         mark = "*" if version == serving else " "

@@ -59,11 +59,11 @@ def test_a_wrong_images_folder_for_count_evaluation(tmp_path):
     truth = tmp_path / "truth.csv"
     truth.write_text("a.jpg,3\n")
     result = cityguard("eval", "counts", "--images", str(tmp_path / "nonexistent"), "--truth", str(truth))
-    assert_one_line_error(result, 2, "cityguard: error: ", "nonexistent")
+    assert_one_line_error(result, 2, "cityguard eval counts: error: argument --images: no folder ", "nonexistent")
 
 
 def test_a_usage_mistake_is_one_line_naming_the_help():
-    result = cityguard("eval", "counts", "--images", "somewhere")
+    result = cityguard("eval", "counts", "--images", "tests")
     assert_one_line_error(result, 2, "required: --truth", "cityguard eval counts --help")
 
 
@@ -112,18 +112,22 @@ def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_keeps_its_
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["eval", "detector", "--images", "x", "--confidence", "1.5"], "--confidence: expected a value at least 0 and at "
-                                                                   "most 1, got 1.5"),
+    (["eval", "detector", "--images", "tests", "--confidence", "1.5"], "--confidence: expected a value at least 0 and "
+                                                                       "at most 1, got 1.5"),
     (["eval", "events", "--truth", "a", "--predicted", "b", "--tolerance", "-5"], "--tolerance: expected a value at "
                                                                                  "least 0, got -5"),
     (["eval", "events", "--truth", "a", "--predicted", "b", "--segment", "nan"], "--segment: expected a value above "
                                                                                 "0, got nan"),
-    (["model", "calibration-set", "clip.mp4", "--frames", "0"], "--frames: expected a value at least 1, got 0"),
-    (["model", "calibration-set", "clip.mp4", "--frames", "many"], "--frames: expected an integer, got 'many'"),
+    (["model", "calibration-set", "README.md", "--frames", "0"], "--frames: expected a value at least 1, got 0"),
+    (["model", "calibration-set", "README.md", "--frames", "many"], "--frames: expected an integer, got 'many'"),
+    (["model", "calibration-set", "clip.mp4"], "argument videos: no file clip.mp4"),
+    (["model", "register", "README.md"], "README.md is not a model: give a weights file (.engine, .onnx, .pt"),
+    (["eval", "detector", "--images", "nowhere"], "argument --images: no folder nowhere"),
 ])
-def test_an_option_outside_its_range_is_refused_before_anything_runs(capsys, args, says):
+def test_an_option_outside_its_range_or_a_missing_path_is_refused_before_anything_runs(capsys, monkeypatch, args, says):
     from cityguard.cli import main
 
+    monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2

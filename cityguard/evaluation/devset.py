@@ -170,8 +170,13 @@ def _fetch(item: Source, file: DevsetFile, local: Path | None) -> bytes:
                 return candidate.read_bytes()
         raise DevsetError(f"{item.id}: {file.path} is not under {local}")
     url = RAW_URL.format(repo=repo, commit=commit, path=file.path)
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        return response.read()
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            return response.read()
+    except OSError as exc:  # URLError, HTTPError, a timeout: which file, from where, and what to do offline
+        reason = getattr(exc, "reason", None) or exc
+        raise DevsetError(f"{item.id}: {file.path} could not be downloaded from {url}: {reason} (offline: give "
+                          "a local copy of the repositories with --from)") from None
 
 
 def _verified(item: Source, file: DevsetFile, local: Path | None, digests: frozenset[str]) -> bytes:
