@@ -729,7 +729,8 @@ def write_manifest(dataset: Dataset) -> None:
 
 
 def statistics(dataset: Dataset) -> dict:
-    """Images and boxes per split, class, camera and source; background images (no boxes) counted apart."""
+    """Images and boxes per split, class, camera and source; per camera, images without boxes counted apart (not
+    the "background" source: frames sampled evenly from a clip, which may hold boxes)."""
     per_class: dict[str, Counter] = defaultdict(Counter)
     per_camera: dict[str, Counter] = defaultdict(Counter)
     per_source: Counter = Counter()
@@ -740,7 +741,7 @@ def statistics(dataset: Dataset) -> dict:
         camera = per_camera[item.camera]
         camera[f"{item.split}_images"] += 1
         camera["boxes"] += len(item.boxes)
-        camera["background_images"] += not len(item.boxes)
+        camera["images_without_boxes"] += not len(item.boxes)
         camera["unreviewed_images"] += not item.reviewed
         for class_id in set(item.boxes.class_id.tolist()):
             per_class[dataset.names.get(class_id, str(class_id))][f"{item.split}_images"] += 1

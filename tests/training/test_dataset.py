@@ -168,7 +168,7 @@ def test_written_dataset_has_yolo_layout_and_statistics(tmp_path):
     figures = statistics(load_dataset(tmp_path / "ds"))
     north = sum(item.camera == "north" for item in items)
     assert figures["images"]["train"] + figures["images"]["val"] == len(items)
-    assert figures["cameras"]["south"]["background_images"] == len(items) - north
+    assert figures["cameras"]["south"]["images_without_boxes"] == len(items) - north
     person = figures["classes"]["person"]
     assert person["train_boxes"] + person["val_boxes"] == 2 * north
 
