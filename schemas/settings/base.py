@@ -34,6 +34,16 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def refuse_retired(data: object, retired: dict[str, str]) -> object:
+    """`data` as it is, unless it gives a setting no longer read (name -> what to give instead): ValueError naming
+    both, rather than the bare "extra inputs are not permitted" of a misspelt name."""
+    if isinstance(data, dict):
+        for name, instead in retired.items():
+            if name in data:
+                raise ValueError(f"{name} is no longer read: {instead}")
+    return data
+
+
 def require_unique(ids: list[str], what: str) -> None:
     duplicates = sorted({value for value in ids if ids.count(value) > 1})
     if duplicates:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
+from schemas.settings.base import Frozen, Identifier, Point, refuse_retired, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
 
 
@@ -211,10 +211,8 @@ class TrafficThresholds(Frozen):
     @model_validator(mode="before")
     @classmethod
     def verify_no_pixel_wrong_way_distance(cls, data: object) -> object:
-        if isinstance(data, dict) and "wrong_way_min_distance_px" in data:
-            raise ValueError("wrong_way_min_distance_px is no longer read: give wrong_way_min_distance_diagonals, in "
-                             "diagonals of the picture (80 px in a 640x480 picture is 0.1)")
-        return data
+        return refuse_retired(data, {"wrong_way_min_distance_px": "give wrong_way_min_distance_diagonals, in "
+                                     "diagonals of the picture (80 px in a 640x480 picture is 0.1)"})
 
 
 VEHICLE_CLASSES = ["bicycle", "car", "motorcycle", "bus", "truck"]
@@ -241,10 +239,9 @@ class SceneConfig(Frozen):
     @model_validator(mode="before")
     @classmethod
     def verify_no_own_calibration(cls, data: object) -> object:
-        if isinstance(data, dict) and "image_to_ground" in data:
-            raise ValueError("scene.image_to_ground is no longer read: give the camera a `calibration` (image_points "
-                             "and ground_points, optionally the fitted 3x3 homography), which crowd and traffic share")
-        return data
+        return refuse_retired(data, {"image_to_ground": "give the camera a `calibration` (image_points and "
+                                     "ground_points, optionally the fitted 3x3 homography), which crowd and traffic "
+                                     "share"})
 
     @model_validator(mode="after")
     def verify_unique_ids(self) -> "SceneConfig":
