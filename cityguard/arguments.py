@@ -52,7 +52,8 @@ def existing(kind: str) -> Callable[[str], Path]:
     return parse
 
 
-MODEL_SUFFIXES = frozenset({".pt", ".onnx", ".engine", ".xml", ".torchscript", ".tflite"})
+# Weights files ultralytics loads; an OpenVINO model is a folder (its .xml needs the .bin and metadata beside it).
+MODEL_SUFFIXES = frozenset({".pt", ".onnx", ".engine", ".torchscript", ".tflite"})
 FOLDER = existing("folder")
 FILE = existing("file")
 MODEL = existing("model")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import linecache
 import logging
 import os
 import sys
@@ -81,15 +82,18 @@ OWN_PACKAGES = frozenset({"cityguard", "schemas", "processors", "producers", "si
 
 
 def raised_here(exc: BaseException) -> bool:
-    """Whether the project's own code raised `exc`, a ValueError or RuntimeError, to say what went wrong (a library's
-    error keeps its name and the --debug hint: its message alone may not say what it is about)."""
+    """Whether a `raise` statement of the project's own code raised `exc`, a ValueError or RuntimeError, to say what
+    went wrong. Anything else keeps its name and the --debug hint: a library's error, or one from a built-in called
+    in our code (`int()`, unpacking), whose message alone may not say what it is about."""
     if (not isinstance(exc, ValueError | RuntimeError) or isinstance(exc, RecursionError | NotImplementedError)
             or exc.__traceback__ is None):
         return False
     frame = exc.__traceback__
     while frame.tb_next is not None:
         frame = frame.tb_next
-    return frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
+    code = frame.tb_frame.f_code
+    return (frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
+            and linecache.getline(code.co_filename, frame.tb_lineno).lstrip().startswith("raise "))
 
 
 def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:

@@ -87,21 +87,24 @@ def file_sources(config) -> dict[str, Path]:
 
 
 def camera_clips(config, sources: dict[str, Path], given: list[tuple[str, Path]]) -> dict[str, Path]:
-    """The clip each camera's frames are read from: its configured file, or the one given for it (--clip). Raises
-    ValueError for a camera the configuration does not have, or a clip two cameras would read: the split keeps one
-    camera's time blocks apart, so the same frames under two names could land in training and validation both."""
+    """The clip each camera's frames are read from: its configured file, or the one given for it (--clip); ValueError
+    for a camera the configuration does not have."""
     known = {camera.id for camera in config.cameras}
     unknown = sorted({camera for camera, _ in given} - known)
     if unknown:
         raise ValueError(f"--clip names camera {unknown[0]!r}, which is not in the configuration")
-    clips = sources | dict(given)
+    return sources | dict(given)
+
+
+def refuse_shared_clips(read: dict[str, Path]) -> None:
+    """ValueError when two cameras would read frames from one clip: the split keeps one camera's time blocks apart,
+    so the same frames under two names could land in training and validation both."""
     readers: dict[Path, str] = {}
-    for camera, clip in sorted(clips.items()):
+    for camera, clip in sorted(read.items()):
         first = readers.setdefault(clip.resolve(), camera)
         if first != camera:
             raise ValueError(f"cameras {first!r} and {camera!r} would both read {clip}: give each its own clip with "
                              "--clip CAMERA=VIDEO")
-    return clips
 
 
 # A rebuild keeps its blocks' splits only under the plan the dataset was first built with (plan_record).
@@ -166,6 +169,14 @@ def run_build(args, config) -> int:
     previous = load_dataset(args.out) if (args.out / "manifest.csv").exists() else None
     if previous is not None:
         refuse_plan_change(previous, plan)
+    sources = file_sources(config)
+    clips = camera_clips(config, sources, args.clip)
+    missed = missed_event_times(args.missed, args.window, args.step) if args.missed else {}
+    for camera in missed:
+        if camera not in clips:
+            raise ValueError(f"missed events of camera {camera!r} but no clip for it: give --clip {camera}=VIDEO")
+    read = {camera: clip for camera, clip in clips.items() if args.background or camera in missed}
+    refuse_shared_clips(read)
     confidence = config.model.confidence if args.label_confidence is None else args.label_confidence
     class_confidence = config.model.class_confidence
     weights = serving_weights(config)
@@ -174,20 +185,13 @@ def run_build(args, config) -> int:
         print(f"pre-labels: {detector.name}" + (" (the model registry's serving version)" if weights else ""))
     names = detector.names
     prelabeller = None if args.no_prelabel else detector
-    sources = file_sources(config)
-    clips = camera_clips(config, sources, args.clip)
-    missed = missed_event_times(args.missed, args.window, args.step) if args.missed else {}
-    for camera in missed:
-        if camera not in clips:
-            raise SystemExit(f"missed events of camera {camera!r} but no clip for it: give --clip {camera}=VIDEO")
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.
     folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))
     records = read_false_alarms(folder, names) if folder.is_dir() else []
     print(f"false alarms: {len(records)} records read from {folder}" + ("" if folder.is_dir() else " (absent)"))
-    used_clips = [clip for camera, clip in clips.items() if args.background or camera in missed]
     # A false alarm is a frame of its camera's source: held-out footage must not come in that way either.
     alarm_sources = [sources[camera] for camera in sorted({record.camera for record in records}) if camera in sources]
-    warning = check_held_out([*used_clips, *alarm_sources, *(record.image for record in records)], args.held_out)
+    warning = check_held_out([*read.values(), *alarm_sources, *(record.image for record in records)], args.held_out)
     if warning:
         print(f"cityguard: warning: {warning}", file=sys.stderr)
     items = false_alarm_items(records, prelabeller, confidence, class_confidence)

@@ -78,10 +78,11 @@ def register_training(actions, add_command) -> None:
                        help="weights to fine-tune, or a model .yaml to train from scratch (default: %(default)s)")
     train.add_argument("--epochs", type=COUNT, default=50)
     train.add_argument("--imgsz", type=COUNT, default=640)
-    train.add_argument("--batch", type=COUNT, default=16)
+    train.add_argument("--batch", type=int, default=16, help="images per batch (-1: ultralytics AutoBatch)")
     train.add_argument("--freeze", type=NON_NEGATIVE_COUNT, default=None,
                        help="keep the first N layers' weights (10: the backbone)")
-    train.add_argument("--patience", type=COUNT, default=50, help="stop after this many epochs without improvement")
+    train.add_argument("--patience", type=NON_NEGATIVE_COUNT, default=50,
+                       help="stop after this many epochs without improvement (0: never stop early)")
     train.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: ultralytics picks)")
     train.add_argument("--workers", type=NON_NEGATIVE_COUNT, default=2, help="data loader processes")
     train.add_argument("--seed", type=int, default=0)
@@ -148,15 +149,13 @@ def run_train(args, config) -> int:
         try:
             recorded = json.loads((args.resume / RUN_RECORD).read_text())
             settings, data = TrainSettings(**recorded["settings"]), Path(recorded["data"])
-            run = resume(args.resume)
-        except (OSError, ValueError) as exc:
-            raise ValueError(str(exc)) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{args.resume} is not a run that can be resumed ({RUN_RECORD}: "
+                             f"{exc.strerror if isinstance(exc, OSError) else exc})") from None
+        run = resume(args.resume)
     else:
-        try:
-            settings = TrainSettings(args.base, args.epochs, args.imgsz, args.batch, args.freeze, args.patience,
-                                     args.device, args.workers, args.seed, dict(args.augment))
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        settings = TrainSettings(args.base, args.epochs, args.imgsz, args.batch, args.freeze, args.patience,
+                                 args.device, args.workers, args.seed, dict(args.augment))
         data = args.data
         run = train_new_run(data, settings, args.runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
     model = register_run(model_registry(args, config), run, data, settings)

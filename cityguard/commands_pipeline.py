@@ -104,6 +104,7 @@ def run_replay(args, config) -> int:
         line_totals,
         recorded_detections,
         recorded_rate,
+        recording_offset,
         shift_event,
         shift_window,
         zone_summaries,
@@ -112,14 +113,18 @@ def run_replay(args, config) -> int:
     if (args.clip is None) == (args.detections is None):
         raise ValueError("give either a CLIP or --detections")
     if args.start_time is not None and args.detections is not None:
-        raise ValueError("--start-time is for a clip: a recording keeps the capture times it was recorded with")
+        raise ValueError("--start-time is for a clip: a recording replays in its own times (seconds from its clip's "
+                         "start, or the unix times it was captured at)")
     if args.start_time is not None and args.start_time <= 0:
         raise ValueError("--start-time must be positive unix seconds")
     configured = find_camera(config, args.camera)
     if args.clip is not None and not args.clip.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such clip", str(args.clip))
+    recorded = list(recorded_detections(args.detections, configured.id)) if args.detections else []
+    if args.detections and not recorded:
+        raise ValueError(f"{args.detections} holds no Detections of camera {configured.id}")
     origin = CLIP_ORIGIN_S if args.start_time is None else args.start_time
-    offset = CLIP_ORIGIN_S if args.start_time is None else 0.0
+    offset = recording_offset(recorded) if recorded else CLIP_ORIGIN_S if args.start_time is None else 0.0
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
     recording = open(args.record_detections, "w") if args.record_detections else None  # noqa: SIM115
     scores = open(args.frame_scores, "w") if args.frame_scores else None  # noqa: SIM115
@@ -138,9 +143,6 @@ def run_replay(args, config) -> int:
 
     try:
         if args.detections:
-            recorded = list(recorded_detections(args.detections, configured.id))
-            if not recorded:
-                raise ValueError(f"{args.detections} holds no Detections of camera {configured.id}")
             camera = at_source_rate(configured, recorded_rate(recorded))
             source = iter(recorded)
         else:

@@ -10,6 +10,7 @@ start time the clip plays from an internal origin that is taken off again in eve
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +163,15 @@ def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
                                      + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")) from None
                 if detections.camera_id == camera_id:
                     yield detections
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"{path}: not a Detections recording (JSON lines, gzip-compressed when named .gz): "
                          f"unreadable after line {number}: {exc}") from None
+
+
+def recording_offset(recording: list[Detections]) -> float:
+    """What a recording's times are printed from: one made from a clip without a start time counts from CLIP_ORIGIN_S
+    (its events print in seconds from the clip's start); any other carries unix capture times, printed as they are."""
+    return CLIP_ORIGIN_S if recording[0].captured_at < 2 * CLIP_ORIGIN_S else 0.0
 
 
 def shift_event(event: Event, offset_s: float) -> Event:

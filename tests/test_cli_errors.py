@@ -98,7 +98,7 @@ def test_a_model_that_cannot_be_downloaded_names_the_offline_switch(tmp_path):
                           "YOLO_OFFLINE=1 uses model.offline_weights (asset:yolo11n_int8_openvino_model)")
 
 
-def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_keeps_its_name(capsys):
+def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_or_a_builtins_keeps_its_name(tmp_path, capsys):
     import numpy as np
 
     from cityguard.replay import find_camera
@@ -109,6 +109,13 @@ def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_keeps_its_
     assert run_reporting_errors(lambda: np.linalg.inv(np.zeros((2, 2))), debug=False) == 2
     assert capsys.readouterr().err == ("cityguard: error: LinAlgError: Singular matrix (--debug shows the "
                                        "traceback)\n")
+    # A bug in the project's own code, raised by a built-in it called: the name stays.
+    module = tmp_path / "unpacking.py"
+    module.write_text("def frame_size(text):\n    width, height = text.split('x')\n    return width, height\n")
+    namespace = {"__name__": "cityguard.unpacking"}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    assert run_reporting_errors(lambda: namespace["frame_size"]("640x480x3"), debug=False) == 2
+    assert capsys.readouterr().err.startswith("cityguard: error: ValueError: too many values to unpack")
 
 
 @pytest.mark.parametrize(("args", "says"), [

@@ -199,21 +199,23 @@ def test_what_an_analyzer_has_open_is_stored_as_the_events_resolving_it_and_read
                                      .resolve_open(T0, "lost"))
     assert open_incidents and all(event.state is EventState.RESOLVED
                                   and event.details["closed_by"] == CLOSED_BY_RESET for event in open_incidents)
-    record = OpenRecord(open_incidents, until=120)
+    record = OpenRecord(open_incidents, until=120, topic_id="topic-1")
     assert OpenRecord.unpack(record.pack()) == record
     assert OpenRecord.unpack(b"") == OpenRecord([])  # the table's default: nothing stored
     assert OpenRecord.unpack(record.pack()[:40]) == OpenRecord([])  # a damaged record: those incidents stay open
+    assert OpenRecord.unpack(msgpack.packb(1)) == OpenRecord.unpack(msgpack.packb({"events": None})) == OpenRecord([])
     # As written before the record kept its offset: a bare list, sent as soon as the fresh analyzer takes a frame.
     older = OpenRecord.unpack(msgpack.packb([encode(event) for event in open_incidents]))
-    assert older == OpenRecord(open_incidents) and older.due(0)
+    assert older == OpenRecord(open_incidents) and older.due(0, "topic-1")
 
 
 def test_what_an_unreadable_state_had_open_waits_for_the_frames_it_covers_and_leaves_out_what_is_found_again():
     first, second = (Event(event_id=f"cam:z:crowd_risk:{i}", type="risk_level_changed", state=EventState.RESOLVED,
                            severity=Severity.INFO, camera_id="cam", started_at=T0, updated_at=T0 + 10, confidence=0.9,
                            reason="lost") for i in (1, 2))
-    record = OpenRecord([first, second], until=120)
-    assert not record.due(118) and record.due(119)  # the frame at offset 119 is the last one it covers
+    record = OpenRecord([first, second], until=120, topic_id="topic-1")
+    assert not record.due(118, "topic-1") and record.due(119, "topic-1")  # offset 119 is the last one it covers
+    assert record.due(0, "topic-2")  # the topic was recreated since: its offsets cover none of it
     record.found_again.add(second.event_id)  # the fresh analyzer opened the same incident itself
     assert record.unresolved() == [first]
 

@@ -186,7 +186,7 @@ def evaluate_events(truth: list[EventInterval], predicted: list[EventInterval], 
 
 # Segments of each kind a ROC curve needs: a timeline spanning little more than its events (event messages cover only
 # when something happened) gives a handful of negatives, and an AUC from those is noise, not a figure.
-MIN_ROC_SEGMENTS = 20
+MIN_ROC_SEGMENTS = 10
 
 
 def _type_roc(truth: list[EventInterval], predicted: list[EventInterval], segment_s: float) -> RocCurve | None:

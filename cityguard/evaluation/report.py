@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cityguard.evaluation.detection import DetectionResult, PrCurve
-from cityguard.evaluation.events import EventResult
+from cityguard.evaluation.events import MIN_ROC_SEGMENTS, EventResult
 from cityguard.evaluation.runners import CountResult
 from cityguard.evaluation.scoring import RocCurve
 
@@ -138,7 +138,8 @@ def event_report(result: EventResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_png = plot_confusion(result.confusion_labels, result.confusion, out_dir / "confusion_events.png",
                                    "Event types")
-    lines = [f"Temporal matching with {result.tolerance_s:g} s tolerance; ROC over {result.segment_s:g} s segments.",
+    lines = [f"Temporal matching with {result.tolerance_s:g} s tolerance; ROC over {result.segment_s:g} s segments "
+             f"(AUC n/a: unscored predictions, or under {MIN_ROC_SEGMENTS} segments with the event or without it).",
              "", "| type | TP | FP | FN | precision | recall | F1 | mean delay (s) | AUC |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in result.types:

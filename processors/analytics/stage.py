@@ -22,8 +22,10 @@ offset they hold up to (`open_key`, `OpenRecord`). It is rewritten as soon as th
 (an incident opened since the last checkpoint is in it at once), and at a checkpoint while something is open or once
 after a worker takes the partition (`LivePartition.open_record_due`). A version that cannot read a stored state (a
 format changed by an upgrade, a corrupt record) starts that analyzer afresh, and once the fresh one has taken the
-frames up to that offset it sends those events, leaving out the incidents the fresh one found again itself (the same
-ids: they are its own now). So nothing the old one had open is left open for ever, nor closed while still open.
+frames up to that offset (or of a topic recreated since) it sends those events, leaving out the incidents the fresh
+one found again itself (the same ids: they are its own now). Until then the unreadable state and its record stay
+stored, so a restart meanwhile finds them again. So nothing the old one had open is left open for ever, nor closed
+while still open.
 """
 from __future__ import annotations
 
@@ -75,11 +77,13 @@ class OpenRecord:
 
     events: list[Event]
     until: int | None = None
+    topic_id: str | None = None  # of the topic `until` counts in (processors.analytics.input_positions)
     # ids of the events a fresh analyzer sent since it replaced the unreadable state: incidents it found itself
     found_again: set[str] = field(default_factory=set)
 
     def pack(self) -> bytes:
-        return msgpack.packb({"until": self.until, "events": [encode(event) for event in self.events]})
+        return msgpack.packb({"until": self.until, "topic_id": self.topic_id,
+                              "events": [encode(event) for event in self.events]})
 
     @classmethod
     def unpack(cls, value: bytes | None) -> OpenRecord:
@@ -90,18 +94,26 @@ class OpenRecord:
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             log.error("a stored list of open incidents could not be read; they stay open: %s", exc)
             return cls([])
-        until, encoded = (stored.get("until"), stored.get("events", [])) if isinstance(stored, dict) else (None, stored)
+        if isinstance(stored, dict):
+            until, topic_id, encoded = stored.get("until"), stored.get("topic_id"), stored.get("events")
+        else:
+            until, topic_id, encoded = None, None, stored
+        if not isinstance(encoded, list):
+            log.error("a stored list of open incidents has no list of events; they stay open")
+            return cls([])
         events = []
         for raw in encoded:
             try:
                 events.append(decode(raw, Event))
-            except SchemaError as exc:
+            except (SchemaError, TypeError) as exc:
                 log.error("a stored open incident could not be read; it stays open: %s", exc)
-        return cls(events, until if isinstance(until, int) else None)
+        return cls(events, until if isinstance(until, int) else None, topic_id if isinstance(topic_id, str) else None)
 
-    def due(self, offset: int) -> bool:
-        """Whether the fresh analyzer has taken every frame the record covers once it has taken the one at `offset`."""
-        return self.until is None or offset + 1 >= self.until
+    def due(self, offset: int, topic_id: str | None) -> bool:
+        """Whether the fresh analyzer has taken every frame the record covers once it has taken the one at `offset`
+        of the topic `topic_id` (a topic recreated since counts its offsets afresh: nothing of it is covered)."""
+        return (self.until is None or offset + 1 >= self.until
+                or (None not in (topic_id, self.topic_id) and topic_id != self.topic_id))
 
     def unresolved(self) -> list[Event]:
         """The events to send: those of incidents the fresh analyzer did not find again."""
@@ -282,7 +294,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return
         state = live.newest_state(state_key, analyzer_state[state_key] or None)
         incidents = open_incidents(state_key, state, live.captured_at[state_key])
-        analyzer_state[open_key(state_key)] = OpenRecord(incidents, live.next_offset).pack()
+        analyzer_state[open_key(state_key)] = OpenRecord(incidents, live.next_offset, live.topic_id).pack()
         live.open_recorded[state_key] = bool(incidents)
 
     async def apply(message, live: LivePartition) -> list[asyncio.Future]:
@@ -330,7 +342,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             resolving_lost = []
             if (lost := live.lost.get(state_key)) is not None:
                 lost.found_again.update(event.event_id for event in output.events)
-                if lost.due(message.offset):
+                if lost.due(message.offset, live.topic_id):
                     resolving_lost = lost.unresolved()
                     live.lost_sent.add(state_key)
             for incident in [*resolving_lost, *output.events]:
@@ -357,6 +369,10 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:
             for state_key, state in live.states.items():
+                if state_key in live.lost:
+                    # The unreadable state stays stored until what it had open is sent: a restart before then
+                    # finds it again, and with it the record of what to send.
+                    continue
                 analyzer_state[state_key] = state
                 if live.open_record_due(state_key):
                     record_open(live, state_key)

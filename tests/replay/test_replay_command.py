@@ -10,7 +10,7 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from cityguard.replay import CLIP_ORIGIN_S, zone_summaries
+from cityguard.replay import CLIP_ORIGIN_S, recording_offset, zone_summaries
 from schemas import Detections, Event, LineCounts, RiskLevel, ZoneMetrics
 from schemas.geometry import box_iou
 from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
@@ -214,3 +214,13 @@ def test_a_replay_sums_up_each_crowd_zone():
     assert zone_summaries(windows) == [
         "zone gate: 1 window, never judged, 1 unknown",
         "zone plaza: 3 windows, people up to 90, density up to 4.50 p/m², highest level warning, 1 unknown"]
+
+
+def test_a_recording_replays_in_its_own_times():
+    """Made from a clip without a start time: seconds from the clip's start; with unix capture times: as they are."""
+    def recording(first: float) -> list[Detections]:
+        return [Detections(camera_id="lot", seq=0, captured_at=first, image_width=64, image_height=48, model="m",
+                           inference_ms=0.0)]
+
+    assert recording_offset(recording(CLIP_ORIGIN_S)) == CLIP_ORIGIN_S
+    assert recording_offset(recording(1_764_000_000.0)) == 0.0

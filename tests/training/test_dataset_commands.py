@@ -128,6 +128,8 @@ def test_build_refuses_a_clip_for_an_unknown_camera_or_one_clip_for_two(site, mo
     assert build(site) == 2
     assert_one_line_error_printed(capsys, f"cameras 'campus' and 'gate' would both read {VTEST}")
     assert not (site / "ds").exists()
+    assert build(site, "--background", "0") != 2  # no clip is read: nothing to keep apart
+    assert "would both read" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("held_out, extra", [("false alarm", []), ("clip", []), ("clip", ["--background", "0"])],
