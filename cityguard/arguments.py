@@ -29,7 +29,7 @@ FRACTION = number_in(float, 0.0, 1.0)  # a confidence, an IoU, a share
 OPEN_FRACTION = number_in(float, 0.0, 1.0, low_open=True)  # the same, above zero
 NON_NEGATIVE = number_in(float, 0.0)  # seconds of tolerance or guard
 POSITIVE = number_in(float, 0.0, low_open=True)  # a length of time
-COUNT = number_in(int, 1)  # frames, epochs, a batch
+COUNT = number_in(int, 1)  # frames, epochs, an export's batch
 NON_NEGATIVE_COUNT = number_in(int, 0)
 
 

@@ -93,7 +93,8 @@ def raised_here(exc: BaseException) -> bool:
         frame = frame.tb_next
     code = frame.tb_frame.f_code
     return (frame.tb_frame.f_globals.get("__name__", "").split(".")[0] in OWN_PACKAGES
-            and linecache.getline(code.co_filename, frame.tb_lineno).lstrip().startswith("raise "))
+            and linecache.getline(code.co_filename, frame.tb_lineno, frame.tb_frame.f_globals).lstrip()
+            .startswith("raise "))
 
 
 def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:

@@ -171,7 +171,7 @@ def recorded_detections(path: Path, camera_id: str) -> Iterator[Detections]:
 def recording_offset(recording: list[Detections]) -> float:
     """What a recording's times are printed from: one made from a clip without a start time counts from CLIP_ORIGIN_S
     (its events print in seconds from the clip's start); any other carries unix capture times, printed as they are."""
-    return CLIP_ORIGIN_S if recording[0].captured_at < 2 * CLIP_ORIGIN_S else 0.0
+    return CLIP_ORIGIN_S if CLIP_ORIGIN_S <= recording[0].captured_at < 2 * CLIP_ORIGIN_S else 0.0
 
 
 def shift_event(event: Event, offset_s: float) -> Event:

@@ -217,7 +217,8 @@ def test_what_an_unreadable_state_had_open_waits_for_the_frames_it_covers_and_le
     assert not record.due(118, "topic-1") and record.due(119, "topic-1")  # offset 119 is the last one it covers
     assert record.due(0, "topic-2")  # the topic was recreated since: its offsets cover none of it
     record.found_again.add(second.event_id)  # the fresh analyzer opened the same incident itself
-    assert record.unresolved() == [first]
+    assert record.unresolved(set()) == [first]
+    assert record.unresolved({first.event_id}) == []  # open in the fresh analyzer now: its own
 
 
 def test_a_checkpoint_records_what_an_analyzer_has_open_once_after_a_takeover_then_while_open():

@@ -139,7 +139,8 @@ def event_report(result: EventResult, out_dir: Path) -> Path:
     confusion_png = plot_confusion(result.confusion_labels, result.confusion, out_dir / "confusion_events.png",
                                    "Event types")
     lines = [f"Temporal matching with {result.tolerance_s:g} s tolerance; ROC over {result.segment_s:g} s segments "
-             f"(AUC n/a: unscored predictions, or under {MIN_ROC_SEGMENTS} segments with the event or without it).",
+             f"(AUC n/a: no or unscored predictions, or under {MIN_ROC_SEGMENTS} segments with the event or without "
+             "it).",
              "", "| type | TP | FP | FN | precision | recall | F1 | mean delay (s) | AUC |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in result.types:

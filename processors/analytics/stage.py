@@ -23,9 +23,9 @@ offset they hold up to (`open_key`, `OpenRecord`). It is rewritten as soon as th
 after a worker takes the partition (`LivePartition.open_record_due`). A version that cannot read a stored state (a
 format changed by an upgrade, a corrupt record) starts that analyzer afresh, and once the fresh one has taken the
 frames up to that offset (or of a topic recreated since) it sends those events, leaving out the incidents the fresh
-one found again itself (the same ids: they are its own now). Until then the unreadable state and its record stay
-stored, so a restart meanwhile finds them again. So nothing the old one had open is left open for ever, nor closed
-while still open.
+one found again itself (the same ids: they are its own now). Until then they are kept under their own key
+(`lost_key`), so a worker that takes over meanwhile, from the fresh analyzer's checkpointed state, still sends them.
+So nothing the old one had open is left open for ever, nor closed while still open.
 """
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ STATE_LOST_REASON = "its analyzer's stored state could not be read, so it starte
 def open_key(state_key: bytes) -> bytes:
     """The table key of what the analyzer of `state_key` has open ("/" cannot occur in a camera id)."""
     return state_key + b"/open"
+
+
+def lost_key(state_key: bytes) -> bytes:
+    """The table key of what an unreadable stored state of `state_key` had open, kept until it has been sent."""
+    return state_key + b"/lost"
 
 
 def closed_by_reset(events: list[Event]) -> list[Event]:
@@ -115,9 +120,10 @@ class OpenRecord:
         return (self.until is None or offset + 1 >= self.until
                 or (None not in (topic_id, self.topic_id) and topic_id != self.topic_id))
 
-    def unresolved(self) -> list[Event]:
-        """The events to send: those of incidents the fresh analyzer did not find again."""
-        return [event for event in self.events if event.event_id not in self.found_again]
+    def unresolved(self, open_now: set[str]) -> list[Event]:
+        """The events to send: those of incidents the fresh analyzer did not find again (it sent events of them, or
+        has them open now)."""
+        return [event for event in self.events if event.event_id not in self.found_again | open_now]
 
 
 class AnalyzerReset(Exception):
@@ -263,13 +269,21 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     def restore(live: LivePartition, state_key: bytes, camera, factory, state: bytes | None):
         """The analyzer from `state` (its live state or the table's). One this version cannot read (or a corrupt one)
-        starts afresh, and what it had open goes to `live.lost`: losing the state beats muting the camera for good,
-        and those incidents must not stay open for ever."""
+        starts afresh, and what it had open goes to `live.lost` and to the table (`lost_key`, so that a worker that
+        takes over before it is sent still sends it): losing the state beats muting the camera for good, and those
+        incidents must not stay open for ever."""
+        if state_key not in live.lost and (pending := analyzer_state[lost_key(state_key)]):
+            live.lost[state_key] = OpenRecord.unpack(pending)
         try:
             return factory(camera, config, state)
         except Exception:
             if state_key not in live.lost:  # once, however often the frame restores it
-                live.lost[state_key] = OpenRecord.unpack(analyzer_state[open_key(state_key)])
+                record = OpenRecord.unpack(analyzer_state[open_key(state_key)])
+                if record.topic_id is None:  # written before records kept it: the stored position's topic
+                    stored = Position.decode(live.stored_position)
+                    record.topic_id = stored.topic_id if stored else None
+                live.lost[state_key] = record
+                analyzer_state[lost_key(state_key)] = record.pack()
             log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open "
                           "that it does not find again", state_key.decode(), len(live.lost[state_key].events))
             return factory(camera, config, None)
@@ -288,10 +302,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return []
 
     def record_open(live: LivePartition, state_key: bytes) -> None:
-        """Stores what the live analyzer of `state_key` has open (`open_key`), as of `live.next_offset`. Not while
-        what an unreadable state had open is still to be sent: the record stays that state's until then."""
-        if state_key in live.lost:
-            return
+        """Stores what the live analyzer of `state_key` has open (`open_key`), as of `live.next_offset`."""
         state = live.newest_state(state_key, analyzer_state[state_key] or None)
         incidents = open_incidents(state_key, state, live.captured_at[state_key])
         analyzer_state[open_key(state_key)] = OpenRecord(incidents, live.next_offset, live.topic_id).pack()
@@ -343,7 +354,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             if (lost := live.lost.get(state_key)) is not None:
                 lost.found_again.update(event.event_id for event in output.events)
                 if lost.due(message.offset, live.topic_id):
-                    resolving_lost = lost.unresolved()
+                    open_now = open_incidents(state_key, live.states.get(state_key), detections.captured_at)
+                    resolving_lost = lost.unresolved({event.event_id for event in open_now})
                     live.lost_sent.add(state_key)
             for incident in [*resolving_lost, *output.events]:
                 live.sent_events.add(state_key)
@@ -361,18 +373,16 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         except Exception:
             live.undo_frame()
             raise
-        changed = set(live.sent_events)
+        changed, lost_sent = set(live.sent_events), set(live.lost_sent)
         live.frame_done()
         live.next_offset = message.offset + 1
+        for state_key in lost_sent:
+            analyzer_state[lost_key(state_key)] = b""
         for state_key in changed:  # what the frame opened or ended is on record before the next checkpoint
             record_open(live, state_key)
         live.frames_since_checkpoint += 1
         if live.frames_since_checkpoint >= checkpoint_frames:
             for state_key, state in live.states.items():
-                if state_key in live.lost:
-                    # The unreadable state stays stored until what it had open is sent: a restart before then
-                    # finds it again, and with it the record of what to send.
-                    continue
                 analyzer_state[state_key] = state
                 if live.open_record_due(state_key):
                     record_open(live, state_key)
