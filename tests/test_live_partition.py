@@ -219,6 +219,13 @@ def test_what_an_unreadable_state_had_open_waits_for_the_frames_it_covers_and_le
     record.found_again.add(second.event_id)  # the fresh analyzer opened the same incident itself
     assert record.unresolved(set()) == [first]
     assert record.unresolved({first.event_id}) == []  # open in the fresh analyzer now: its own
+    assert OpenRecord.unpack(record.pack()).found_again == {second.event_id}  # a worker taking over knows it too
+    # What a second unreadable state had open joins what the first still waits to send.
+    later = OpenRecord([second, first.model_copy(update={"event_id": "cam:z:crowd_risk:3"})], until=150)
+    merged = record.merged(later)
+    assert [event.event_id for event in merged.events] == [first.event_id, second.event_id, "cam:z:crowd_risk:3"]
+    assert (merged.until, merged.topic_id, merged.found_again) == (150, "topic-1", {second.event_id})
+    assert record.merged(record) == record
 
 
 def test_a_checkpoint_records_what_an_analyzer_has_open_once_after_a_takeover_then_while_open():

@@ -87,7 +87,7 @@ class OpenRecord:
     found_again: set[str] = field(default_factory=set)
 
     def pack(self) -> bytes:
-        return msgpack.packb({"until": self.until, "topic_id": self.topic_id,
+        return msgpack.packb({"until": self.until, "topic_id": self.topic_id, "found_again": sorted(self.found_again),
                               "events": [encode(event) for event in self.events]})
 
     @classmethod
@@ -101,8 +101,9 @@ class OpenRecord:
             return cls([])
         if isinstance(stored, dict):
             until, topic_id, encoded = stored.get("until"), stored.get("topic_id"), stored.get("events")
+            found_again = stored.get("found_again")
         else:
-            until, topic_id, encoded = None, None, stored
+            until, topic_id, encoded, found_again = None, None, stored, None
         if not isinstance(encoded, list):
             log.error("a stored list of open incidents has no list of events; they stay open")
             return cls([])
@@ -112,7 +113,17 @@ class OpenRecord:
                 events.append(decode(raw, Event))
             except (SchemaError, TypeError) as exc:
                 log.error("a stored open incident could not be read; it stays open: %s", exc)
-        return cls(events, until if isinstance(until, int) else None, topic_id if isinstance(topic_id, str) else None)
+        found = {value for value in found_again if isinstance(value, str)} if isinstance(found_again, list) else set()
+        return cls(events, until if isinstance(until, int) else None, topic_id if isinstance(topic_id, str) else None,
+                   found)
+
+    def merged(self, other: OpenRecord) -> OpenRecord:
+        """This record with the incidents of `other` it lacks, holding up to the later of the two offsets."""
+        known = {event.event_id for event in self.events}
+        untils = [until for until in (self.until, other.until) if until is not None]
+        return OpenRecord([*self.events, *(event for event in other.events if event.event_id not in known)],
+                          max(untils) if untils else None, self.topic_id or other.topic_id,
+                          self.found_again | other.found_again)
 
     def due(self, offset: int, topic_id: str | None) -> bool:
         """Whether the fresh analyzer has taken every frame the record covers once it has taken the one at `offset`
@@ -277,13 +288,17 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         try:
             return factory(camera, config, state)
         except Exception:
-            if state_key not in live.lost:  # once, however often the frame restores it
-                record = OpenRecord.unpack(analyzer_state[open_key(state_key)])
-                if record.topic_id is None:  # written before records kept it: the stored position's topic
-                    stored = Position.decode(live.stored_position)
-                    record.topic_id = stored.topic_id if stored else None
-                live.lost[state_key] = record
-                analyzer_state[lost_key(state_key)] = record.pack()
+            record = OpenRecord.unpack(analyzer_state[open_key(state_key)])
+            if record.topic_id is None:  # written before records kept it: the stored position's topic
+                stored = Position.decode(live.stored_position)
+                record.topic_id = stored.topic_id if stored else None
+            # Merged, not replaced: a fresh analyzer's checkpointed state can itself become unreadable while what the
+            # first one had open still waits. However often the frame restores it, the merge is the same.
+            waiting = live.lost.get(state_key)
+            merged = record if waiting is None else waiting.merged(record)
+            if merged != waiting:
+                live.lost[state_key] = merged
+                analyzer_state[lost_key(state_key)] = merged.pack()
             log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open "
                           "that it does not find again", state_key.decode(), len(live.lost[state_key].events))
             return factory(camera, config, None)
@@ -352,9 +367,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 await send(zone_metrics_topic, encode(metrics), key)
             resolving_lost = []
             if (lost := live.lost.get(state_key)) is not None:
-                lost.found_again.update(event.event_id for event in output.events)
+                found = {event.event_id for event in output.events} & {event.event_id for event in lost.events}
+                if not found <= lost.found_again:  # kept with the record: a worker taking over must know it too
+                    lost.found_again |= found
+                    analyzer_state[lost_key(state_key)] = lost.pack()
                 if lost.due(message.offset, live.topic_id):
-                    open_now = open_incidents(state_key, live.states.get(state_key), detections.captured_at)
+                    newest = live.newest_state(state_key, analyzer_state[state_key] or None)
+                    open_now = open_incidents(state_key, newest, detections.captured_at)
                     resolving_lost = lost.unresolved({event.event_id for event in open_now})
                     live.lost_sent.add(state_key)
             for incident in [*resolving_lost, *output.events]:
@@ -377,7 +396,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         live.frame_done()
         live.next_offset = message.offset + 1
         for state_key in lost_sent:
-            analyzer_state[lost_key(state_key)] = b""
+            analyzer_state.pop(lost_key(state_key), None)
         for state_key in changed:  # what the frame opened or ended is on record before the next checkpoint
             record_open(live, state_key)
         live.frames_since_checkpoint += 1
