@@ -67,19 +67,22 @@ def run_up(args, config) -> int:
 
 def check_config(args, config) -> int:
     """The configuration validated (load_config did that), then each camera's source where it can be checked here:
-    an asset name must be one the project knows (a typo fails), a file should exist (a warning: it may be mounted
-    later); streams and webcams are checked by the producer when it connects."""
+    an asset name must be one the project knows (a typo fails), a local file should exist (a warning: it may be
+    mounted later); streams, remote files and webcams are checked by the producer when it connects."""
     import sys
 
     from infra import assets
+    from producers.capture import source_kind
+    from schemas.settings.capture import SourceKind
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
-            name = camera.source.removeprefix(assets.PREFIX)
-            if name not in assets.CATALOGUE:
-                raise ConfigError(f"invalid configuration in {args.config}: camera {camera.id}: source: unknown asset "
-                                  f"{name!r} (known: {', '.join(sorted(assets.CATALOGUE))})")
-        elif "://" not in camera.source and not camera.source.isdigit():
+            try:
+                assets.catalogued(camera.source.removeprefix(assets.PREFIX))
+            except assets.UnknownAssetError as exc:
+                raise ConfigError(f"invalid configuration in {args.config}: camera {camera.id}: source: "
+                                  f"{exc}") from None
+        elif source_kind(camera, camera.source) is SourceKind.FILE and "://" not in camera.source:
             path = Path(config.resolve_path(camera.source))
             if not path.is_file():
                 print(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this machine",

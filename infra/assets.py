@@ -89,11 +89,17 @@ def resolve(value: str, catalogue: dict[str, Asset] = CATALOGUE) -> str:
     return str(asset_path(value[len(PREFIX):], catalogue))
 
 
-def asset_path(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Path:
-    """Where the asset lies on this machine: a mirror, the cache, or the cache after a download."""
+def catalogued(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Asset:
+    """The asset of that name; UnknownAssetError naming the known ones (nothing is fetched)."""
     asset = catalogue.get(name)
     if asset is None:
         raise UnknownAssetError(f"unknown asset {name!r} (known: {', '.join(sorted(catalogue))})")
+    return asset
+
+
+def asset_path(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Path:
+    """Where the asset lies on this machine: a mirror, the cache, or the cache after a download."""
+    asset = catalogued(name, catalogue)
     for root in mirror_roots():
         candidate = root / asset.mirror_path
         if is_complete(asset, candidate):

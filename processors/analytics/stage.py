@@ -92,8 +92,8 @@ class OpenRecord:
 
     @classmethod
     def unpack(cls, value: bytes | None) -> OpenRecord:
-        """The record stored under an `open_key`; an empty one when there is none, and an event that does not decode
-        is left out (its incident stays open: nothing else is known of it)."""
+        """The record stored under an `open_key` or `lost_key`; an empty one when there is none, and an event that does
+        not decode is left out (its incident stays open: nothing else is known of it)."""
         try:
             stored = msgpack.unpackb(value) if value else []
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
