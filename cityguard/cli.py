@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--config", type=Path,
                              default=Path(os.environ.get("CITYGUARD_CONFIG", DEFAULT_CONFIG)),
                              help="site configuration YAML (default: %(default)s)")
-        sub.set_defaults(handler=handler, needs_config=needs_config)
+        sub.set_defaults(handler=handler, needs_config=needs_config, command_parser=sub)
         return sub
 
     for module_name in COMMAND_MODULES:
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command they were given to, whose --help lists what it takes
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "handler"):
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

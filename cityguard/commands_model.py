@@ -26,6 +26,8 @@ def register(commands, add_command) -> None:
     export.add_argument("--data", help="calibration dataset yaml for --int8")
     export.add_argument("--imgsz", type=COUNT, default=640)
     export.add_argument("--batch", type=COUNT, default=1, help="static batch size baked into the export")
+    export.add_argument("--out", type=Path, default=None,
+                        help="folder to put the export in (default: beside the weights)")
 
     calibration = add_command(actions, "calibration-set", "build an int8 calibration set from local videos",
                               run_calibration_set, needs_config=False)
@@ -38,7 +40,8 @@ def register(commands, add_command) -> None:
 def run_export(args, config) -> int:
     from processors.inference.export import export_model
 
-    path = export_model(args.weights, args.export_format, args.imgsz, args.half, args.int8, args.data, args.batch)
+    path = export_model(args.weights, args.export_format, args.imgsz, args.half, args.int8, args.data, args.batch,
+                        args.out)
     print(f"exported: {path}")
     return 0
 

@@ -5,6 +5,7 @@ calibration set is built from the site's own sample frames (the right data to ca
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -47,13 +48,24 @@ def _coco_names() -> dict[int, str]:
 
 
 def export_model(weights: str, export_format: str, image_size: int = 640, half: bool = False, int8: bool = False,
-                 data: str | None = None, batch: int = 1) -> str:
-    """Exports with ultralytics and returns the path of the exported model."""
+                 data: str | None = None, batch: int = 1, out_dir: Path | None = None) -> str:
+    """Exports with ultralytics and returns the path of the exported model: beside the weights (where a bare name
+    such as yolo11n.pt was downloaded: the current directory), or moved into out_dir, replacing an earlier export of
+    the same name there."""
     if export_format not in FORMATS:
         raise ValueError(f"unknown format {export_format!r}; choose one of {', '.join(FORMATS)}")
     if int8 and data is None:
         raise ValueError("int8 export needs --data CALIB.yaml (make one with `cityguard model calibration-set`)")
     from ultralytics import YOLO
 
-    return str(YOLO(weights).export(format=export_format, imgsz=image_size, half=half, int8=int8, data=data,
-                                    batch=batch, dynamic=False))
+    exported = Path(YOLO(weights).export(format=export_format, imgsz=image_size, half=half, int8=int8, data=data,
+                                         batch=batch, dynamic=False))
+    if out_dir is None or exported.parent.resolve() == Path(out_dir).resolve():
+        return str(exported)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir) / exported.name
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    return str(shutil.move(exported, target))

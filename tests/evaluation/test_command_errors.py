@@ -95,6 +95,14 @@ def test_a_benchmark_option_mistake_is_one_line(capsys):
                      "(see cityguard bench analytics --help)\n")
 
 
+def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["check-config", "--bogus", "1"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("cityguard check-config: error: unrecognized arguments: --bogus 1 "
+                                       "(see cityguard check-config --help)\n")
+
+
 def test_calibrating_a_camera_that_is_not_configured_is_one_line(capsys):
     assert main(["calibrate", "--camera", "nope"]) == 2
     assert_one_line_error_printed(capsys, "camera 'nope' is not in", "(cameras: ")
