@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infra.assets import AssetError, UnknownAssetError
+from infra.redaction import configure_logging
 from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 # Modules with a `register(commands, add_command)` function, in the order their commands are listed.
@@ -22,6 +23,7 @@ COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "c
                    "cityguard.commands_alerts", "cityguard.commands_eval", "cityguard.commands_cameras",
                    "cityguard.commands_crowd", "cityguard.commands_dataset", "cityguard.commands_ignore",
                    "cityguard.commands_console"]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "handler"):
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, LOG_FORMAT)
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config_path = args.config if args.needs_config else None

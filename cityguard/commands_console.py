@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 
-from schemas.settings.base import env_value
-from schemas.settings.config import Config, ConfigError
+from schemas.settings.config import Config
 
 
 def register(commands, add_command) -> None:
@@ -14,20 +12,6 @@ def register(commands, add_command) -> None:
                           "scene editor (web)", run_console)
     console.add_argument("--host", default=None, help="listen address (default console.host)")
     console.add_argument("--port", type=int, default=None, help="listen port (default console.port)")
-
-
-def console_token(config: Config, host: str) -> tuple[str, bool]:
-    """(token, generated): the configured token, or a random one for this run on loopback; exits on any other
-    address without one."""
-    from infra.listeners import is_loopback
-
-    token = env_value(config.console.token_env, "console.token_env")
-    if token:
-        return token, False
-    if not is_loopback(host):
-        raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
-                          "(the console needs a token there)")
-    return secrets.token_urlsafe(24), True
 
 
 def run_console(args, config: Config) -> int:
@@ -38,9 +22,9 @@ def run_console(args, config: Config) -> int:
     from producers.frame_store import open_frame_store
     from sinks.console.feed import TopicFeed
     from sinks.console.scene_file import SceneFile
-    from sinks.console.server import ConsoleServer, Site, serve
+    from sinks.console.server import ConsoleServer, Site, console_token, serve
     from sinks.console.state import ConsoleState
-    from sinks.metrics_exporter import zone_stale_after_s
+    from sinks.topic_reading import zone_stale_after_s
 
     settings, topics = config.console, config.broker.topics
     host = args.host or settings.host

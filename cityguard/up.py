@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from infra.kafka import create_topics, make_consumer, reset_positions_past_the_e
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
-from schemas.settings.base import env_value
 from schemas.settings.config import Config
+from sinks.console.server import console_token
 
 MEMORY_CHECK_INTERVAL_S = 10.0
 RESTART_INITIAL_S, RESTART_MAX_S = 1.0, 30.0  # back-off before restarting a stage that exited; doubles per restart
@@ -70,12 +69,12 @@ class CameraStatusLine:
 
 def console_access(config: Config) -> tuple[str, list[str], str]:
     """(line to print, console arguments, token): the port is fixed here so the URL can be printed, and a token made
-    up here (when none is configured) reaches the console through its environment, never a log file."""
+    up here (when none is configured, on loopback only) reaches the console through its environment, never a log
+    file."""
     settings = config.console
+    token, generated = console_token(config, settings.host)
     port = settings.port or free_port(settings.host)
-    configured = env_value(settings.token_env, "console.token_env")
-    token = configured or secrets.token_urlsafe(24)
-    shown = f" (token in ${settings.token_env})" if configured else f"?token={token}"
+    shown = f"?token={token}" if generated else f" (token in ${settings.token_env})"
     return f"console: {http_url(settings.host, port)}{shown}", ["--port", str(port)], token
 
 
@@ -149,6 +148,7 @@ class Supervisor:
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
+    console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
     children: dict[str, subprocess.Popen] = {}
@@ -181,7 +181,6 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                 print("warning: the embedded broker restarted empty: every topic, message and offset before it "
                       "is gone", flush=True)
 
-        console_line, console_args, token = console_access(config)
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")

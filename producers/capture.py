@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import cv2
@@ -19,6 +19,7 @@ import numpy as np
 import simplejpeg
 from av.codec.hwaccel import HWAccel
 
+from infra.redaction import URL, shown
 from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
 from producers.picture import YuvPicture
 from schemas.settings.capture import ProducerConfig, SourceKind
@@ -26,11 +27,6 @@ from schemas.settings.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
-URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
-# Access tokens in URL paths are base64 or base64url (ITS: with '+', '/' as %2F and '=') or hex; a run that long
-# mixing letters and digits is rare in readable words, numeric ids and timestamps.
-TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}|[0-9A-Fa-f]{12,}")
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
 LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
@@ -50,35 +46,6 @@ class CameraUnavailable(RuntimeError):
     def __init__(self, message: str, permanent: bool = False):
         super().__init__(message)
         self.permanent = permanent
-
-
-def shown(source: str) -> str:
-    """The source as logs, camera-status reasons and the console may show it: a URL without its user:password@, its
-    query and the path segments that look like tokens (camera credentials; ITS stream URLs carry an expiring token in
-    the path or the query)."""
-    if not URL.match(source):
-        return source
-    try:
-        parts = urlsplit(source)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return source.split("://", 1)[0] + "://<unparsable URL>"
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    path = "/".join("…" if token_like(segment) else segment for segment in parts.path.split("/"))
-    return urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
-
-
-def token_like(segment: str) -> bool:
-    """Whether a URL path segment looks like an access token: once its percent-escapes are decoded, it holds a run
-    of 20 base64 characters or 12 hex digits with both letters and digits in it."""
-    return any(any(char.isalpha() for char in run) and any(char.isdigit() for char in run)
-               for run in TOKEN_RUN.findall(unquote(segment)))
-
-
-def redacted(text: str) -> str:
-    """The text with every URL in it as `shown` shows it."""
-    return URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
 
 
 @dataclass(frozen=True)

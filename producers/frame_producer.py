@@ -26,7 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
-from producers.capture import CameraUnavailable, PublishedUpTo, redacted, sample_frames, shown
+from infra.redaction import redacted, shown
+from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
@@ -504,9 +505,3 @@ def lazy(factory: Callable):
             return built[0]
 
     return get
-
-
-def publish_camera(camera: CameraConfig, config: Config, producer: FrameClient, stop: threading.Event,
-                   realtime: bool = True, max_frames: int | None = None) -> int:
-    """Reads one camera until it ends, `stop` is set or max_frames are sent; returns frames sent."""
-    return run_producer(config, producer, stop, realtime, max_frames, [camera.id]).get(camera.id, 0)

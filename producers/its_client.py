@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 import urllib.parse
@@ -22,6 +21,7 @@ from xml.etree import ElementTree
 
 from producers.camera_urls import CameraUrlPolicy
 from producers.http_fetch import FetchError, fetch
+from schemas.settings.base import env_value
 from schemas.settings.capture import ItsCameraRef, ProducerConfig
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,6 @@ class ItsCamera:
     lat: float
     url: str
     cctv_type: int | None
-    cctv_format: str
     url_refused: str | None = None  # why the URL must not be opened, if it must not
 
     def ref(self, road_type: RoadType, requested_cctv_type: int) -> ItsCameraRef:
@@ -134,8 +133,7 @@ def _camera(fields: Mapping) -> ItsCamera | None:
         return None
     cctv_type = _number(fields.get("cctvtype"))
     return ItsCamera(name=name, lon=lon, lat=lat, url=url,
-                     cctv_type=int(cctv_type) if cctv_type is not None else None,
-                     cctv_format=str(fields.get("cctvformat") or "").strip())
+                     cctv_type=int(cctv_type) if cctv_type is not None else None)
 
 
 def _cameras(records: list[Mapping]) -> list[ItsCamera]:
@@ -189,8 +187,8 @@ class ItsClient:
         self._api_key = api_key
 
     @classmethod
-    def from_config(cls, settings: ProducerConfig, environ: Mapping[str, str] = os.environ) -> ItsClient:
-        key = environ.get(settings.its_api_key_env, "").strip()
+    def from_config(cls, settings: ProducerConfig) -> ItsClient:
+        key = env_value(settings.its_api_key_env, "producer.its_api_key_env")
         if not key:
             raise ItsAuthError(f"no ITS API key: set the environment variable {settings.its_api_key_env}")
         return cls(settings.its_api_url, key, settings.its_timeout_s,

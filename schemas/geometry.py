@@ -221,9 +221,3 @@ def _mean_clipped(start: np.ndarray, end: np.ndarray, upper: float) -> np.ndarra
     rise = end - start
     level = np.abs(rise) < 1e-6  # a run this flat is its midpoint's value to well within float32
     return np.where(level, np.clip((start + end) / 2, 0.0, upper), integral / np.where(level, 1.0, rise))
-
-
-def integrate_polygon(density: np.ndarray, polygon: Sequence[Point], image_size: tuple[int, int]) -> float:
-    """People in a zone: the density map (covering the whole image) summed over the polygon (image pixels)."""
-    weights = polygon_cell_weights(polygon, image_size, density.shape)
-    return float((density * weights).sum())

@@ -11,13 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
-from infra.backoff import backoff_delay
 from infra.broker import BrokerMemoryWatch
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, STAGE_LOOP, reset_positions_past_the_end
 from schemas import (
@@ -33,6 +31,7 @@ from schemas import (
     decode,
 )
 from schemas.settings.config import Config
+from sinks.topic_reading import OTHER, LabelBounds, RecentKeys, retry_delay_s, zone_stale_after_s
 
 log = logging.getLogger(__name__)
 
@@ -85,56 +84,6 @@ ZONE_MODEL_PEOPLE = Gauge("cityguard_zone_density_model_people", "People per fra
 ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's count is trusted", ["camera", "zone"])
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
-OTHER = "other"
-RETRY_INITIAL_S, RETRY_MAX_S = 0.5, 10.0  # back-off while the broker is unreachable
-STAGES = ("producer", "inference", "analytics", "alerts", "metrics-sink")
-
-
-class LabelBounds:
-    """The label values the sink may create series for; anything else is `other`.
-
-    Cameras and zones must be configured, stages and topics known; free-text labels (class, event type, line, lane,
-    direction, horizon) keep the first `limit` distinct values seen each. A flood of forged ids thus adds one series.
-    """
-
-    def __init__(self, config: Config, limit: int = 64):
-        self.cameras = {camera.id for camera in config.cameras}
-        self.zones = {(camera.id, zone.id) for camera in config.cameras for zone in camera.zones}
-        self.topics = set(config.broker.topics.all())
-        self.limit = limit
-        self.seen: dict[str, set[str]] = {}
-
-    def camera(self, camera_id: str) -> str:
-        return camera_id if camera_id in self.cameras else OTHER
-
-    def zone(self, camera_id: str, zone_id: str) -> tuple[str, str] | None:
-        """(camera, zone) for a configured zone, else None: a zone's gauges mean nothing pooled under `other`."""
-        return (camera_id, zone_id) if (camera_id, zone_id) in self.zones else None
-
-    def stage(self, stage: str) -> str:
-        return stage if stage in STAGES else OTHER
-
-    def topic(self, topic: str) -> str:
-        return topic if topic in self.topics else OTHER
-
-    def free(self, label: str, value: str) -> str:
-        values = self.seen.setdefault(label, set())
-        if value in values:
-            return value
-        if len(values) < self.limit:
-            values.add(value)
-            return value
-        return OTHER
-
-
-def retry_delay_s(failures: int) -> float:
-    """Back-off before the next try after `failures` failed ones in a row."""
-    return backoff_delay(failures, RETRY_INITIAL_S, RETRY_MAX_S)
-
-
-def zone_stale_after_s(window_seconds: float) -> float:
-    """A zone whose windows stopped this long ago (camera down, inference stalled) is UNKNOWN, not its last level."""
-    return max(3 * window_seconds, 30.0)
 
 
 def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
@@ -142,22 +91,6 @@ def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
         gauge.remove(*labels)
     except KeyError:
         pass  # never set
-
-
-class RecentKeys:
-    """The last `capacity` keys seen, to drop redelivered copies of messages that add to counters."""
-
-    def __init__(self, capacity: int = 100_000):
-        self.capacity = capacity
-        self._keys: OrderedDict[tuple, None] = OrderedDict()
-
-    def first_time(self, key: tuple) -> bool:
-        if key in self._keys:
-            return False
-        self._keys[key] = None
-        if len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
-        return True
 
 
 class OpenEvents:

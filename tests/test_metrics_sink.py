@@ -7,7 +7,8 @@ from prometheus_client import REGISTRY
 
 from schemas import Event, EventState, Severity, encode
 from schemas.settings.config import Config
-from sinks.metrics_exporter import MetricsSink, OpenEvents, RecentKeys
+from sinks.metrics_exporter import MetricsSink, OpenEvents
+from sinks.topic_reading import RecentKeys
 
 
 def event(event_id: str, state: EventState, updated_at: float = 100.0) -> Event:

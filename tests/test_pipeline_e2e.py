@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import free_port
 from infra.kafka import create_topics, make_producer
-from producers.frame_producer import frame_client, publish_camera
+from producers.frame_producer import frame_client, run_producer
 from schemas import DeadLetter, Detections, Frame, SchemaError, ZoneMetrics, decode, encode
 from tests.conftest import VTEST, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
@@ -30,7 +30,7 @@ def produce_clip(config, bootstrap: str, frames: int) -> None:
     producer = frame_client(bootstrap, config.producer)
     try:
         for camera in config.cameras:
-            publish_camera(camera, config, producer, threading.Event(), realtime=False, max_frames=frames)
+            run_producer(config, producer, threading.Event(), realtime=False, max_frames=frames, camera_ids=[camera.id])
     finally:
         producer.close()
 

@@ -453,5 +453,6 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 def run_worker(config: Config, bootstrap_servers: str, loglevel: str = "warning") -> None:
     """Runs the faust worker until SIGTERM/SIGINT (blocks; faust owns the event loop and signal handling)."""
     app = create_app(config, bootstrap_servers)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # The command's own logging stays (its formatter redacts secrets); faust would replace it with its own.
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()

@@ -395,7 +395,8 @@ class DensityMapCounter:
     def scaled_maps(self, bgr_images: list[np.ndarray], max_widths: int | None | list[int]) -> list[np.ndarray]:
         """Each image scaled down to its max width (one for all, or one each) and mapped; equal input shapes go
         through the network together. A map is people per cell, float32 (rows, cols), covering the whole image at
-        1/8 of its scaled resolution: `schemas.geometry.integrate_polygon` maps between the two by their size ratio."""
+        1/8 of its scaled resolution: `schemas.geometry.polygon_cell_weights` maps between the two by their size
+        ratio."""
         import cv2
 
         inputs = []

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 
+from infra.redaction import ACCOUNT_SID, BEARER, CREDENTIALS
+
 REDACTIONS = (
-    (re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE), "Bearer <token>"),  # an Authorization header quoted
-    # user:password@, in a URL or not; before URLs, because a password may hold characters that end a URL here
-    (re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@"), "<credentials>@"),
+    (BEARER, "Bearer <token>"),
+    (CREDENTIALS, "<credentials>@"),  # before URLs: see CREDENTIALS
     (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",)]+"), "<url>"),  # scheme://host/path?query
     (re.compile(r"(?<![\w.])/[^\s'\",)]*"), "<path>"),  # a request path without its host
-    (re.compile(r"\bAC[0-9a-fA-F]{32}\b"), "<account-sid>"),  # wherever else it is quoted
+    (ACCOUNT_SID, "<account-sid>"),  # wherever else it is quoted
 )
 MAX_ERROR_CHARS = 500
 

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from infra.kafka import reset_positions_past_the_end
 from schemas import CameraStatus, Detections, Event, Frame, LineCounts, SchemaError, ZoneMetrics, decode
 from sinks.console.state import ConsoleState, FeedReport
-from sinks.metrics_exporter import retry_delay_s
+from sinks.topic_reading import retry_delay_s
 
 log = logging.getLogger(__name__)
 

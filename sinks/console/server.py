@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from aiohttp import web
 
 from infra.files import replace_file
 from infra.listeners import is_loopback
-from schemas.settings.config import Config
+from schemas.settings.base import env_value
+from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
@@ -144,6 +146,18 @@ def remove_hard_negative(image: Path) -> None:
 
 def json_response(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=json_dumps)
+
+
+def console_token(config: Config, host: str) -> tuple[str, bool]:
+    """(token, generated): the configured token, or a random one for this run on loopback; exits on any other
+    address without one."""
+    token = env_value(config.console.token_env, "console.token_env")
+    if token:
+        return token, False
+    if not is_loopback(host):
+        raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
+                          "(the console needs a token there)")
+    return secrets.token_urlsafe(24), True
 
 
 def token_matches(offered: str, token: str) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
-from sinks.metrics_exporter import LabelBounds, RecentKeys
+from sinks.topic_reading import LabelBounds, RecentKeys
 
 HEAT_MAX_CELLS = 48  # the density heat overlay is sent at most this many cells wide or high
 HEAT_MAX_AGE_S = 15.0  # an older density map is not drawn (the density counter runs less often than the detector)

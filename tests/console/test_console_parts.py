@@ -770,3 +770,20 @@ def test_the_feed_reads_topics_that_a_restarted_broker_recreated_from_their_star
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
     TopicFeed(consumer, TopicNames(), state, unreadable_frame_store, {}).poll_once()
     assert consumer.rewound == [PARTITION]
+
+
+def test_up_refuses_a_console_open_beyond_loopback_without_a_configured_token(monkeypatch):
+    from cityguard.up import console_access
+    from schemas.settings.config import ConfigError
+    from schemas.settings.console import ConsoleConfig
+
+    monkeypatch.delenv("CITYGUARD_CONSOLE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="console.host 0.0.0.0 is not a loopback address"):
+        console_access(Config().model_copy(update={"console": ConsoleConfig(host="0.0.0.0", port=8099)}))
+    line, arguments, token = console_access(
+        Config().model_copy(update={"console": ConsoleConfig(host="127.0.0.1", port=8099)}))
+    assert line == f"console: http://127.0.0.1:8099/?token={token}" and arguments == ["--port", "8099"]
+    monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "configured-token-0123456789")
+    line, _, token = console_access(
+        Config().model_copy(update={"console": ConsoleConfig(host="0.0.0.0", port=8099)}))
+    assert token == "configured-token-0123456789" and "configured-token" not in line

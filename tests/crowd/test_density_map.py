@@ -18,7 +18,7 @@ from processors.inference.density_map import (
     narrowed_width,
     packaged_weights,
 )
-from schemas.geometry import integrate_polygon
+from schemas.geometry import polygon_cell_weights
 from tests.conftest import VTEST, video_frames
 
 
@@ -29,6 +29,11 @@ def counter(tmp_path_factory):
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     return DensityMapCounter(OpenVinoNetwork(convert_to_openvino(weights, tmp_path_factory.mktemp("csrnet"))))
+
+
+def integrate_polygon(density, polygon, image_size):
+    """People in a zone as the crowd analyzer counts them: the map summed under the polygon's cell weights."""
+    return float((density * polygon_cell_weights(polygon, image_size, density.shape)).sum())
 
 
 def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from infra.broker import free_port
+from infra.redaction import shown
 from producers.capture import (
     REPEAT_WINDOW_S,
     CameraUnavailable,
@@ -22,14 +23,13 @@ from producers.capture import (
     decode_still_image,
     image_size,
     sample_frames,
-    shown,
 )
-from producers.local_streams import RtspServer
 from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
 from tests.conftest import LOT_CLIP, VTEST, video_frames
+from tests.producers.rtsp_server import RtspServer
 
 
 def test_file_is_sampled_on_its_own_timeline():

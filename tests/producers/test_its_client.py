@@ -17,6 +17,7 @@ from producers.its_client import (
     stable_camera_id,
 )
 from schemas.settings.capture import ItsCameraRef, ProducerConfig
+from schemas.settings.config import ConfigError
 from tests.producers.fake_its import FakeItsApi, record
 
 KEY = "s3cr3t-key/+="  # characters that URL-encoding changes, so masking must cover the encoded form too
@@ -92,11 +93,16 @@ def test_bad_parameters_fail_before_sending(api):
     assert api.requests == []
 
 
-def test_key_comes_from_the_named_environment_variable(api):
+def test_key_comes_from_the_named_environment_variable(api, monkeypatch):
     settings = ProducerConfig(its_api_url=api.url, its_api_key_env="CITYGUARD_TEST_ITS_KEY")
+    monkeypatch.delenv("CITYGUARD_TEST_ITS_KEY", raising=False)
     with pytest.raises(ItsAuthError, match="CITYGUARD_TEST_ITS_KEY"):
-        ItsClient.from_config(settings, environ={})
-    client = ItsClient.from_config(settings, environ={"CITYGUARD_TEST_ITS_KEY": KEY})
+        ItsClient.from_config(settings)
+    monkeypatch.setenv("CITYGUARD_TEST_ITS_KEY", "bad\x07key")
+    with pytest.raises(ConfigError, match="CITYGUARD_TEST_ITS_KEY holds a control character"):
+        ItsClient.from_config(settings)
+    monkeypatch.setenv("CITYGUARD_TEST_ITS_KEY", f"{KEY}\n")  # as `echo` leaves it in a file
+    client = ItsClient.from_config(settings)
     assert len(client.cctv_info(SEOUL)) == 2
     assert client.mask(f"GET {api.url}?apiKey=s3cr3t-key%2F%2B%3D") == f"GET {api.url}?apiKey=***"
 

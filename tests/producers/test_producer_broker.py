@@ -16,11 +16,12 @@ import pytest
 from infra.kafka import create_topics, make_consumer
 from producers.frame_producer import frame_client, run_producer
 from producers.frame_store import open_frame_store
-from producers.local_streams import HlsEncoder, RtspServer, TokenFileServer
+from producers.local_streams import HlsEncoder, TokenFileServer
 from schemas import CameraState, CameraStatus, Frame, decode
 from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 from tests.producers.fake_its import FakeItsApi, record
+from tests.producers.rtsp_server import RtspServer
 
 pytestmark = pytest.mark.broker
 

@@ -8,7 +8,7 @@ import pytest
 
 from cityguard.replay import CameraAnalytics, clip_detections, find_camera
 from infra.kafka import create_topics
-from producers.frame_producer import frame_client, publish_camera
+from producers.frame_producer import frame_client, run_producer
 from schemas import Detections, Event, Frame
 from tests.conftest import LOT_CLIP, OFFLINE_MODEL, pipeline_config
 from tests.pipeline_helpers import StageProcess, TopicReader
@@ -39,7 +39,7 @@ def test_replay_gives_the_pipelines_detections_and_events(kafka_bootstrap, tmp_p
                (("frames", topics.frames), ("detections", topics.detections), ("events", topics.events))}
     try:
         producer = frame_client(kafka_bootstrap, config.producer)
-        publish_camera(config.cameras[0], config, producer, threading.Event(), realtime=False, max_frames=None)
+        run_producer(config, producer, threading.Event(), realtime=False, camera_ids=[config.cameras[0].id])
         producer.close()
         frames = parsed(readers["frames"].wait_for(lambda rs: len(rs) >= 30, 30, what="frames"), Frame)
         records = readers["detections"].wait_for(lambda rs: len(rs) >= len(frames), 180, stages, "detections")

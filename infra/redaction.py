@@ -1,0 +1,67 @@
+"""Text that is safe to log: URLs without their credentials, queries and token-like path segments, and no bearer
+tokens, user:password@ pairs or Twilio Account SIDs anywhere. Every stage's log lines, tracebacks included, pass
+through `RedactingFormatter`, so an exception that quotes a request (a webhook URL with a token, a camera URL with
+a password, an ITS stream URL with its key) cannot put a secret in a log at any level.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+# Access tokens in URL paths are base64 or base64url (ITS: with '+', '/' as %2F and '=') or hex; a run that long
+# mixing letters and digits is rare in readable words, numeric ids and timestamps.
+TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}|[0-9A-Fa-f]{12,}")
+BEARER = re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE)  # an Authorization header quoted
+# user:password@, in a URL or not; for stored error texts replaced before URLs are read, because a password may hold
+# characters that end a URL there
+CREDENTIALS = re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@")
+ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")  # Twilio's, part of its API paths
+
+
+def shown(source: str) -> str:
+    """The source as logs, camera-status reasons and the console may show it: a URL without its user:password@, its
+    query and the path segments that look like tokens (camera credentials; ITS stream URLs carry an expiring token in
+    the path or the query)."""
+    if not URL.match(source):
+        return source
+    try:
+        parts = urlsplit(source)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return source.split("://", 1)[0] + "://<unparsable URL>"
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    path = "/".join("…" if token_like(segment) else segment for segment in parts.path.split("/"))
+    return urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
+
+
+def token_like(segment: str) -> bool:
+    """Whether a URL path segment looks like an access token: once its percent-escapes are decoded, it holds a run
+    of 20 base64 characters or 12 hex digits with both letters and digits in it."""
+    return any(any(char.isalpha() for char in run) and any(char.isdigit() for char in run)
+               for run in TOKEN_RUN.findall(unquote(segment)))
+
+
+def redacted(text: str) -> str:
+    """The text with bearer tokens and user:password@ pairs masked, every URL as `shown` shows it, and no Account
+    SID."""
+    text = URL_IN_TEXT.sub(lambda match: shown(match.group()), BEARER.sub("Bearer <token>", text))
+    return ACCOUNT_SID.sub("<account-sid>", CREDENTIALS.sub("<credentials>@", text))
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose whole output, message and traceback, is `redacted`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redacted(super().format(record))
+
+
+def configure_logging(level: str | int, fmt: str) -> None:
+    """logging.basicConfig with a RedactingFormatter on its stderr handler (nothing changes when the root logger
+    has handlers already, as with basicConfig)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])

@@ -1,0 +1,51 @@
+"""No secret reaches a log line at any level: the message and the traceback are redacted as they are formatted."""
+import io
+import logging
+import subprocess
+import sys
+
+from infra.redaction import RedactingFormatter, redacted
+from tests.conftest import REPO
+
+SECRETS = ("hunter2", "s3cr3t-hook-token", "AC0123456789abcdef0123456789abcdef", "eyJhbGciOiJIUzI1NiJ9abc123",
+           "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5")
+
+
+def failing_request():
+    raise ConnectionError("POST https://ops:hunter2@hooks.example.net/alert?token=s3cr3t-hook-token failed; "
+                          "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abc123; "
+                          "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json; "
+                          "stream http://its.example.kr/live/Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5/playlist.m3u8")
+
+
+def test_a_debug_traceback_of_a_request_error_shows_no_secret():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("tests.redaction")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        failing_request()
+    except ConnectionError as exc:
+        log.debug("delivery to %s failed: %s", "https://ops:hunter2@hooks.example.net/alert", exc, exc_info=True)
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Traceback" in text and "ConnectionError" in text and "hooks.example.net" in text
+    assert not [secret for secret in SECRETS if secret in text]
+
+
+def test_urls_keep_their_host_and_plain_path():
+    assert redacted("GET http://127.0.0.1:9100/metrics ok") == "GET http://127.0.0.1:9100/metrics ok"
+    assert redacted("rtsp://cam:pw@10.0.0.5:554/stream1?channel=2") == "rtsp://10.0.0.5:554/stream1?…"
+
+
+def test_every_command_logs_through_the_redacting_formatter():
+    script = ("import logging, sys; from cityguard.cli import main; "
+              "sys.exit(main(['--log-level', 'DEBUG', 'check-config', '--config', sys.argv[1]]) or "
+              "logging.getLogger('probe').debug('webhook https://u:hunter2@h.example/x?token=s3cr3t-hook-token'))")
+    done = subprocess.run([sys.executable, "-c", script, str(REPO / "configs" / "demo.yaml")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "webhook https://h.example/x?…" in done.stderr and "hunter2" not in done.stderr
