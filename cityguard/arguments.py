@@ -1,9 +1,10 @@
 """Number types for command-line options that name the range they take, so that a value outside it is refused in
-one line by argparse instead of producing a meaningless figure."""
+one line by argparse instead of producing a meaningless figure; path types; and how the commands print a time."""
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 
@@ -57,3 +58,8 @@ MODEL_SUFFIXES = frozenset({".pt", ".onnx", ".engine", ".torchscript", ".tflite"
 FOLDER = existing("folder")
 FILE = existing("file")
 MODEL = existing("model")
+
+
+def shown_time(seconds: float | None, missing: str = "-") -> str:
+    """A unix time as the commands print it: this machine's local time, with its zone."""
+    return missing if seconds is None else datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -5,9 +5,9 @@ import getpass
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
+from cityguard.arguments import shown_time
 from cityguard.stages import open_store
 from infra.listeners import http_url
 from schemas.settings.base import env_value
@@ -97,10 +97,6 @@ def acknowledge(args, config: Config) -> int:
     return 0
 
 
-def when(timestamp: float | None) -> str:
-    return "-" if timestamp is None else datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def list_incidents(args, config: Config) -> int:
     store = open_store(config)
     try:
@@ -111,7 +107,7 @@ def list_incidents(args, config: Config) -> int:
         print("no incidents")
     for incident in incidents:
         place = "/".join(part for part in (incident.camera_id, incident.zone_id) if part) or "-"
-        print(f"{incident.id}  {incident.state:8}  {incident.severity:8}  {when(incident.opened_at)}  "
+        print(f"{incident.id}  {incident.state:8}  {incident.severity:8}  {shown_time(incident.opened_at)}  "
               f"{incident.type}  {place}  {incident.title}")
     return 0
 
@@ -127,13 +123,13 @@ def show_incident(args, config: Config) -> int:
     incident = detail.incident
     print(f"incident {incident.id} ({incident.source}): {incident.title}")
     print(f"  type {incident.type}, camera {incident.camera_id or '-'}, zone {incident.zone_id or '-'}, "
-          f"severity {incident.severity}, {incident.state}, opened {when(incident.opened_at)}, "
-          f"resolved {when(incident.resolved_at)}")
+          f"severity {incident.severity}, {incident.state}, opened {shown_time(incident.opened_at)}, "
+          f"resolved {shown_time(incident.resolved_at)}")
     for row in detail.events:
-        print(f"  event   {when(row.at)}  {row.state:8}  {row.severity:8}  {row.message}")
+        print(f"  event   {shown_time(row.at)}  {row.state:8}  {row.severity:8}  {row.message}")
     for alert in detail.alerts:
         print(f"  alert {alert.id}  {alert.alert_id}  {alert.status}{' (' + alert.reason + ')' if alert.reason else ''}"
-              f"  step {alert.escalation_step}  acked {when(alert.acked_at)}")
+              f"  step {alert.escalation_step}  acked {shown_time(alert.acked_at)}")
     attempts = {}
     for attempt in detail.attempts:
         attempts.setdefault(attempt.delivery_id, []).append(attempt)
@@ -142,12 +138,12 @@ def show_incident(args, config: Config) -> int:
               f"{delivery.contact_id or 'broadcast'}  {delivery.status}  {delivery.provider_id or ''}"
               f"{'  ' + delivery.error if delivery.error else ''}")
         for attempt in attempts.get(delivery.id, []):
-            print(f"    attempt {when(attempt.at)}  {attempt.outcome}  {attempt.status_code or ''}  "
+            print(f"    attempt {shown_time(attempt.at)}  {attempt.outcome}  {attempt.status_code or ''}  "
                   f"{attempt.error or ''}")
     for ack in detail.acknowledgements:
-        print(f"  ack     {when(ack.at)}  alert {ack.alert_ref}  by {ack.by}  {ack.note}")
+        print(f"  ack     {shown_time(ack.at)}  alert {ack.alert_ref}  by {ack.by}  {ack.note}")
     for review in detail.reviews:
-        print(f"  review  {when(review.at)}  {review.verdict}  by {review.by}  {review.note}"
+        print(f"  review  {shown_time(review.at)}  {review.verdict}  by {review.by}  {review.note}"
               f"{'  evidence ' + review.evidence_path if review.evidence_path else ''}")
     return 0
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from cityguard.arguments import shown_time
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -65,10 +66,6 @@ def filter_store(args, config):
     return IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters)))
 
 
-def _when(seconds: float | None) -> str:
-    return "never" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def run_add(args, config) -> int:
     known = {camera.id for camera in config.cameras}
     if args.camera not in known:
@@ -78,7 +75,8 @@ def run_add(args, config) -> int:
         rule = filter_store(args, config).add(args.camera, args.class_name, args.polygon, args.expires, args.note)
     except ValueError as exc:
         raise ValueError(str(exc)) from None
-    print(f"ignore filter {rule.id}: {rule.class_name} on {rule.camera} until {_when(rule.expires_at)}")
+    until = shown_time(rule.expires_at, "never")
+    print(f"ignore filter {rule.id}: {rule.class_name} on {rule.camera} until {until}")
     return 0
 
 
@@ -89,8 +87,8 @@ def run_list(args, config) -> int:
         print("no ignore filters" if args.all else "no active ignore filters (--all shows expired ones)")
     for rule in rules:
         points = " ".join(f"{x:g},{y:g}" for x, y in rule.polygon)
-        state = "" if rule.active(now) else " (expired)"
-        print(f"{rule.id} {rule.camera} {rule.class_name} until {_when(rule.expires_at)}{state} [{points}]"
+        until = shown_time(rule.expires_at, "never") + ("" if rule.active(now) else " (expired)")
+        print(f"{rule.id} {rule.camera} {rule.class_name} until {until} [{points}]"
               + (f" {rule.note}" if rule.note else ""))
     return 0
 

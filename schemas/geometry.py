@@ -1,6 +1,7 @@
 """Plane geometry over plain numbers and numpy arrays: polygons in image pixels or ground metres."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,12 +25,11 @@ def side_of(points: np.ndarray, start: Point | np.ndarray, end: Point | np.ndarr
     start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
     if start.ndim == 2:
         points = points[:, None, :]
-    cross = ((end[..., 0] - start[..., 0]) * (points[..., 1] - start[..., 1])
-             - (end[..., 1] - start[..., 1]) * (points[..., 0] - start[..., 0]))
-    return np.sign(cross).astype(np.int8)
+    return _orientation(start, end, points).astype(np.int8)
 
 
 def _orientation(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The sign of cross(b - a, c - a), elementwise: which side of the line a->b each c is on (see side_of)."""
     return np.sign((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1])
                    - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
 
@@ -135,6 +135,11 @@ def point_segment_distance(point: Point, start: Point, end: Point) -> float:
     p, a, b = np.asarray(point, float), np.asarray(start, float), np.asarray(end, float)
     t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0.0, 1.0)
     return float(np.linalg.norm(p - (a + t * (b - a))))
+
+
+def box_diagonal(box: Sequence[float]) -> float:
+    """Length of an (x1, y1, x2, y2) box's diagonal: the object's size in the thresholds that scale with it."""
+    return math.hypot(box[2] - box[0], box[3] - box[1])
 
 
 def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -66,9 +66,9 @@ ZONE_PEAK_LOCAL_DENSITY = Gauge("cityguard_zone_peak_local_density_per_square_me
                                 "Highest Gaussian-weighted local density around any person (Helbing et al.)",
                                 ["camera", "zone"])
 ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast mean density",
-                      ["camera", "zone", "horizon_minutes"])
+                      ["camera", "zone", "horizon_seconds"])
 ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
-                            "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_minutes"])
+                            "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_seconds"])
 ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_time_to_danger_seconds",
                                "Seconds until the forecast reaches the danger threshold (absent: not expected)",
                                ["camera", "zone"])
@@ -208,7 +208,7 @@ class MetricsSink:
                 gauge.labels(*labels).set(value)
         horizons = set()
         for point in metrics.forecast:
-            horizon = self.labels.free("horizon_minutes", f"{point.horizon_s / 60:g}")
+            horizon = self.labels.free("horizon_seconds", f"{point.horizon_s:g}")
             horizons.add(horizon)
             ZONE_FORECAST.labels(*labels, horizon).set(point.density_per_m2)
             ZONE_FORECAST_UPPER.labels(*labels, horizon).set(point.upper_per_m2)

@@ -111,7 +111,7 @@ def test_a_zone_whose_windows_never_come_after_a_restart_turns_unknown():
 def test_forecast_series_of_a_window_without_a_forecast_are_removed(sink):
     from schemas import DensityForecast
 
-    labels = {"camera": "sink-test", "zone": "plaza", "horizon_minutes": "5"}
+    labels = {"camera": "sink-test", "zone": "plaza", "horizon_seconds": "300"}
     forecast = [DensityForecast(horizon_s=300, density_per_m2=4.0, lower_per_m2=3.0, upper_per_m2=5.0)]
     sink.on_zone_metrics(zone_window(4000.0).model_copy(update={"forecast": forecast}))
     assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre", labels) == 4.0

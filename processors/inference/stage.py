@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import MessageSizeTooLargeError
 from prometheus_client import Counter, Gauge, Histogram
 
+from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
@@ -51,8 +52,9 @@ INFERENCE_SECONDS = Histogram(
     "cityguard_inference_seconds", "Model time per frame",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0),
 )
-STAGE_SECONDS = Histogram(
-    "cityguard_inference_stage_seconds", "Time per frame in each step of the inference stage", ["stage"],
+# The model's own time is cityguard_inference_seconds, counted once the frame's detections are confirmed.
+STEP_SECONDS = Histogram(
+    "cityguard_inference_step_seconds", "Time per frame in each other step of the inference stage", ["step"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
@@ -230,10 +232,10 @@ class FrameEnricher:
             message = message.model_copy(update={"density_map": density.astype("float32").tobytes(),
                                                   "density_map_shape": density.shape})
         if self.trackers is not None:
-            with STAGE_SECONDS.labels("tracking").time():
+            with STEP_SECONDS.labels("tracking").time():
                 message = self.trackers.update(message)
         if self.static_blobs is not None and item.image is not None:
-            with STAGE_SECONDS.labels("background").time():
+            with STEP_SECONDS.labels("background").time():
                 view = self.static_blobs.update(message.camera_id, item.image, message.captured_at)
             if view is not None:
                 message = message.model_copy(update={"static_blobs": view.blobs, "view_moved": view.view_moved})
@@ -294,7 +296,7 @@ class ZoneDensityMaps:
             elapsed = time.perf_counter() - started
             if not self.video_time:
                 self.schedule.spent(elapsed)
-            STAGE_SECONDS.labels("density_map").observe(elapsed / len(chosen))
+            STEP_SECONDS.labels("density_map").observe(elapsed / len(chosen))
         for item in frames:
             camera_id = item.frame.camera_id
             if camera_id in self.schedule.cameras:
@@ -353,6 +355,7 @@ class InferenceWorker:
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
+        self.failure_pause = Pause(1.0, 10.0)  # a batch that failed comes again after it: the broker is likely away
         self.consumer = consumer
         self.producer = producer
         self.detectors = detectors
@@ -401,9 +404,11 @@ class InferenceWorker:
         if error is not None:
             if self.zone_maps is not None:  # the frames that come again find their cameras' maps still due
                 self.zone_maps.schedule.not_made()
-            log.error("%s; rewound so the batch is processed again in 1 s", error)
-            time.sleep(1)  # the broker is likely away: do not spin the model on the same batch
+            delay = self.failure_pause.failed(time.monotonic())
+            log.error("%s; rewound so the batch is processed again in %g s", error, delay)
+            time.sleep(delay)  # do not spin the model on the same batch
             return 0
+        self.failure_pause.succeeded()
         if self.zone_maps is not None:
             self.zone_maps.schedule.made()
         # Counted once confirmed: a rewound batch is detected again, and would be counted again.
@@ -446,9 +451,8 @@ class InferenceWorker:
                 self.reject(record, f"detections too large to send: {exc}")
                 continue
             self.sent_frames.append((self.camera_label(item.frame.camera_id), result.inference_ms))
-            for stage, ms in (("preprocess", result.preprocess_ms), ("inference", result.inference_ms),
-                              ("postprocess", result.postprocess_ms)):
-                STAGE_SECONDS.labels(stage).observe(ms / 1000)
+            for step, ms in (("preprocess", result.preprocess_ms), ("postprocess", result.postprocess_ms)):
+                STEP_SECONDS.labels(step).observe(ms / 1000)
 
     def camera_label(self, camera_id: str) -> str:
         """Metric label values only for configured cameras: frame content must not create series."""
@@ -460,7 +464,7 @@ class InferenceWorker:
         decoded, rejected = [], []
         for record in records:
             try:
-                with STAGE_SECONDS.labels("decode").time():
+                with STEP_SECONDS.labels("decode").time():
                     frame = decode(record.value, Frame)
                     camera = self.camera_label(frame.camera_id)
                     FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))

@@ -1,6 +1,8 @@
 """The one typed configuration model: site, broker, model, cameras, zones, thresholds. Validated at start.
 
-Models hold no I/O and no runtime state; `load_config` is the only place that reads files or the environment.
+Models hold no I/O and no runtime state; `load_config` reads the files. The environment is read where a setting
+names a variable (`env_value`: secrets and URLs) and for KAFKA_BOOTSTRAP_SERVERS, when asked, so a worker started
+with another broker in its environment needs no other site file.
 """
 from __future__ import annotations
 

@@ -124,8 +124,8 @@ def required_env(name: str, channel_id: str) -> str:
 class BaseUrlHttpClient(TwilioHttpClient):
     """Sends the Twilio library's requests to another scheme and host (a local test server, an egress proxy).
 
-    A custom http_client is the library's documented extension point (twilio-python advanced-examples/
-    custom-http-client.md); paths, form fields and basic auth stay exactly as the library builds them.
+    A custom http_client is the library's documented extension point; paths, form fields and basic auth stay
+    exactly as the library builds them.
     """
 
     def __init__(self, base_url: str, timeout: float):

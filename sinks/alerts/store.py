@@ -33,6 +33,7 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from infra.backoff import backoff_delay
 from schemas.base import ID_MAX_CHARS
 from schemas.event import EVENT_ID_MAX_CHARS
 from sinks.alerts.notice import Notice
@@ -204,7 +205,7 @@ class IncidentStore:
             except (OperationalError, ProgrammingError):
                 if attempt == attempts - 1:
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(backoff_delay(attempt + 1, 0.2, 1.0))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -86,3 +86,16 @@ def test_after_the_clock_is_set_back_a_stalling_camera_and_a_stale_map_still_sho
     stale, stalled = sum(without_maps[25 * FPS:], []), sum(stalling[10:], [])
     assert stale and all(m.risk_level == RiskLevel.UNKNOWN and "density map" in m.risk_reason for m in stale)
     assert stalled and all(m.risk_level == RiskLevel.UNKNOWN and "expected frames" in m.risk_reason for m in stalled)
+
+
+def test_the_first_window_is_not_called_stalling_while_the_pipeline_starts_but_a_later_gap_is():
+    analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
+    start = T0 + 7.5  # within a window: the model was loading and the frames that aged meanwhile were shed
+    times = [start, start + 2.0] + [T0 + 10 + k / FPS for k in range(20 * FPS)]  # then every frame
+    times += [T0 + 30 + k for k in range(10)] + [T0 + 40 + k / FPS for k in range(10 * FPS + 1)]  # 1 fps, then 5
+    metrics = sum((analyzer.update(standing(seq, at)).zone_metrics for seq, at in enumerate(times)), [])
+
+    by_start = {round(m.window_start - T0): m for m in metrics}
+    assert by_start[0].frames == 2 and by_start[0].risk_level == RiskLevel.NORMAL
+    assert by_start[10].risk_level == by_start[20].risk_level == RiskLevel.NORMAL
+    assert by_start[30].risk_level == RiskLevel.UNKNOWN and "expected frames" in by_start[30].risk_reason

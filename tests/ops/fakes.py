@@ -1,7 +1,6 @@
 """Local stand-ins for services that cannot exist offline, speaking their documented wire formats on 127.0.0.1.
 
-FakeTwilio implements the two Programmable Messaging calls the dispatcher makes
-(https://www.twilio.com/docs/messaging/api/message-resource):
+FakeTwilio implements the two Programmable Messaging calls (the Message resource) the dispatcher makes:
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
@@ -227,8 +226,8 @@ class FakeWebhook:
 
 @dataclass
 class FakeGrafana:
-    """The Grafana HTTP API calls `cityguard grafana provision` makes (https://grafana.com/docs/grafana/latest/
-    developers/http_api/): GET/POST /api/datasources[/uid/{uid}], POST /api/dashboards/db; Bearer token auth."""
+    """The Grafana HTTP API calls `cityguard grafana provision` makes: GET/POST /api/datasources[/uid/{uid}],
+    POST /api/dashboards/db; Bearer token auth."""
 
     token: str
     datasources: dict[str, dict] = field(default_factory=dict)

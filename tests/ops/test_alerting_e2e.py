@@ -62,7 +62,7 @@ class StandIns:
         r = self.registry
         labels = ["camera"]
         self.forecast = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast density",
-                              ["camera", "zone", "horizon_minutes"], registry=r)
+                              ["camera", "zone", "horizon_seconds"], registry=r)
         self.to_danger = Gauge("cityguard_zone_forecast_time_to_danger_seconds", "Forecast time to danger",
                                ["camera", "zone"], registry=r)
         self.crossings = Counter("cityguard_zone_crossings_total", "Zone crossings", ["camera", "zone", "direction"],
@@ -84,8 +84,8 @@ class StandIns:
         self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
 
     def step(self, tick: int) -> None:
-        for horizon in (5, 10, 15):
-            self.forecast.labels(CAMERA, ZONE, str(horizon)).set(5.6 + 0.1 * horizon)
+        for horizon in (300, 600, 900):
+            self.forecast.labels(CAMERA, ZONE, str(horizon)).set(5.6 + 0.1 * horizon / 60)
         self.crossings.labels(CAMERA, ZONE, "in").inc(3)
         self.crossings.labels(CAMERA, ZONE, "out").inc(1)
         self.produced.labels(CAMERA).inc(2)

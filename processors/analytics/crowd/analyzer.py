@@ -358,10 +358,14 @@ class CrowdAnalyzer:
         density = people_mean / zone.area_m2
         observed_from = max(window.start, self.state.first_captured_at)
         expected_frames = self.camera.fps * (window_end - observed_from)
+        # A window holding the camera's first frame is judged on the frames it has: while the pipeline starts (the
+        # inference stage loads its model and sheds the frames that aged meanwhile) few arrive, which says nothing
+        # about the camera, and calling that "down or stalling" would page someone at every start.
+        starting = window.start < self.state.first_captured_at
         reliable, reason = True, ""
         if self.state.clock_stepped_at is not None and window.start < self.state.clock_stepped_at:
             reliable, reason = False, "the camera's capture clock jumped within this window"
-        elif window.frames < config.risk.min_frame_coverage * expected_frames:
+        elif not starting and window.frames < config.risk.min_frame_coverage * expected_frames:
             reliable, reason = False, (f"camera delivered {window.frames} of ~{expected_frames:.0f} expected frames "
                                        "(down or stalling)")
         elif window.unreliable_frames * 2 > window.frames:

@@ -17,6 +17,7 @@ import math
 from processors.analytics.contract import UNTRACKED
 from processors.analytics.traffic.scene import Scene, box_area, centre, in_box
 from processors.analytics.traffic.state import Box, CollisionCandidate, TrafficState, VehicleFrame
+from schemas.geometry import box_diagonal
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
 SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)
@@ -29,8 +30,7 @@ def _disjoint(a: Box, b: Box) -> bool:
 
 def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
     """How far a box lies from an earlier one, in box diagonals, when it can be the same vehicle; else None."""
-    diagonal = max(math.hypot(box[2] - box[0], box[3] - box[1]),
-                   math.hypot(before[2] - before[0], before[3] - before[1]))
+    diagonal = max(box_diagonal(box), box_diagonal(before))
     distance = math.dist(centre(box), centre(before)) / diagonal if diagonal > 0 else math.inf
     sizes = sorted((box_area(box), box_area(before)))
     return distance if distance < SAME_VEHICLE_DIAGONALS and sizes[1] <= SAME_VEHICLE_AREA_RATIO * sizes[0] else None

@@ -9,7 +9,7 @@ import math
 
 from processors.analytics.traffic.scene import centre
 from processors.analytics.traffic.state import Box, FallbackTrack, TrafficState
-from schemas.geometry import box_iou
+from schemas.geometry import box_diagonal, box_iou
 
 MIN_IOU = 0.3
 MAX_CENTROID_JUMP = 0.6  # of the previous box diagonal
@@ -40,7 +40,7 @@ def assign_track_ids(state: TrafficState, boxes: list[Box], class_names: list[st
         for t, track in enumerate(tracks):
             if t in used_tracks or track.class_name != class_names[d]:
                 continue
-            limit = MAX_CENTROID_JUMP * math.hypot(track.box[2] - track.box[0], track.box[3] - track.box[1])
+            limit = MAX_CENTROID_JUMP * box_diagonal(track.box)
             distance = math.dist(centre(track.box), centre(box))
             if distance <= limit and distance < best_distance:
                 best, best_distance = t, distance

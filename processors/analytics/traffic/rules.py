@@ -22,7 +22,7 @@ from processors.analytics.traffic.static_objects import (
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
-from schemas.geometry import Point, box_intersection, box_iou
+from schemas.geometry import Point, box_diagonal, box_intersection, box_iou
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -428,7 +428,7 @@ def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackStat
 
 def _near(a, b) -> bool:
     """Within the scene of one crash: centres closer than CRASH_SCENE_DIAGONALS of the larger box's diagonal."""
-    diagonal = max(math.hypot(a[2] - a[0], a[3] - a[1]), math.hypot(b[2] - b[0], b[3] - b[1]))
+    diagonal = max(box_diagonal(a), box_diagonal(b))
     return math.dist(anchor_point(a, Anchor.CENTER), anchor_point(b, Anchor.CENTER)) <= CRASH_SCENE_DIAGONALS * diagonal
 
 

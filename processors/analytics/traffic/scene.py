@@ -8,7 +8,7 @@ import numpy as np
 
 from processors.analytics.traffic.state import Box, TrackState
 from schemas.calibration import Homography
-from schemas.geometry import PolygonZone, point_segment_distance, points_in_polygon, segments_intersect
+from schemas.geometry import PolygonZone, box_diagonal, point_segment_distance, points_in_polygon, segments_intersect
 from schemas.settings.lines import Anchor
 from schemas.settings.traffic import SceneConfig
 
@@ -129,7 +129,7 @@ class Scene:
 
     def stationary_tolerance(self, box: Box) -> float:
         """How far (pixels) a vehicle's box may move and the vehicle still stand: a share of its diagonal."""
-        return self.thresholds.stationary_box_fraction * math.hypot(box[2] - box[0], box[3] - box[1])
+        return self.thresholds.stationary_box_fraction * box_diagonal(box)
 
     def stationary_seconds(self, track: TrackState) -> float:
         return track.last_seen - track.rest_since

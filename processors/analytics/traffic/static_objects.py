@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area
 from processors.analytics.traffic.state import Box, StaticObject, TrackState, TrafficState
 from schemas import StaticBlob
-from schemas.geometry import box_cover, box_intersection
+from schemas.geometry import box_cover, box_diagonal, box_intersection
 from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
@@ -121,7 +121,7 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
                 obj.class_name = item.track.class_name
                 boxes_now[obj.key] = item.box
                 point = anchor_point(item.box, Anchor.BOTTOM_CENTER)
-                diagonal = math.hypot(item.box[2] - item.box[0], item.box[3] - item.box[1])
+                diagonal = box_diagonal(item.box)
                 tolerance = diagonal * (stationary_fraction + CREEP_DIAGONALS_PER_S * max(now - obj.since, 0.0))
                 if obj.rest_point is None or math.dist(point, obj.rest_point) > tolerance:
                     obj.rest_point, obj.since = point, item.since
