@@ -291,13 +291,14 @@ def run_gate(args, config) -> int:
                              for detector in (serving, candidate))
     classes = reported_classes(rule_classes, class_confidence, serving.names, labelled)
     report = decide(*results, classes, false_alarms, args.tolerance, serving_name, args.version, class_confidence)
-    path = write_report(report, args.out or Path("var/models/gate") / args.version)
-    print(f"{args.version}: {report.reason}")
-    print(f"report: {path}")
-    if report.promoted and args.promote:
+    promoted = report.passed and args.promote
+    if promoted:
         registry.promote(args.version, report.reason)
-        print(f"serving {args.version}")
-    return 0 if report.promoted else 1
+    path = write_report(report, args.out or Path("var/models/gate") / args.version, promoted)
+    print(f"{args.version}: {report.reason}")
+    print(f"{args.version}: {report.outcome(promoted)}")
+    print(f"report: {path}")
+    return 0 if report.passed else 1
 
 
 def run_rollback(args, config) -> int:

@@ -59,24 +59,30 @@ class Check:
 class GateReport:
     serving: str
     candidate: str
-    promoted: bool
+    passed: bool
     checks: list[Check]
 
     @property
     def reason(self) -> str:
-        """The verdict with every check's reason when promoted, else those that failed; either way those that could
+        """The verdict with every check's reason when passed, else those that failed; either way those that could
         not be checked."""
-        if self.promoted:
-            return "promoted: " + "; ".join(check.reason for check in self.checks)
+        if self.passed:
+            return "passed: " + "; ".join(check.reason for check in self.checks)
         return "refused: " + "; ".join(check.reason for check in self.checks if not check.passed or not check.checked)
 
-    def to_json(self) -> dict:
-        return {"serving": self.serving, "candidate": self.candidate, "promoted": self.promoted,
+    def outcome(self, promoted: bool) -> str:
+        """What became of the candidate: serving, or why not."""
+        if promoted:
+            return f"promoted: {self.candidate} serves now"
+        return "not promoted: run the gate with --promote to serve it" if self.passed else "not promoted"
+
+    def to_json(self, promoted: bool) -> dict:
+        return {"serving": self.serving, "candidate": self.candidate, "passed": self.passed, "promoted": promoted,
                 "reason": self.reason, "checks": [asdict(check) for check in self.checks]}
 
-    def markdown(self) -> str:
+    def markdown(self, promoted: bool) -> str:
         lines = [f"# Promotion gate: {self.candidate} against {self.serving}", "",
-                 f"**{self.reason[0].upper()}{self.reason[1:]}**", "",
+                 f"**{self.reason[0].upper()}{self.reason[1:]}**", "", f"{self.outcome(promoted).capitalize()}.", "",
                  "| check | serving | candidate | verdict |", "|---|---|---|---|"]
         lines += [f"| {c.name} | {_figure(c.serving)} | {_figure(c.candidate)} | {c.verdict} |" for c in self.checks]
         return "\n".join(lines) + "\n"
@@ -262,11 +268,11 @@ def reported_classes(rule_classes: list[str], class_confidence: dict[int, float]
     return list(dict.fromkeys([*rule_classes, *unlabelled]))
 
 
-def write_report(report: GateReport, out: Path) -> Path:
+def write_report(report: GateReport, out: Path, promoted: bool) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gate.json").write_text(json.dumps(report.to_json(), indent=2, default=_plain) + "\n")
-    (out / "gate.md").write_text(report.markdown())
+    (out / "gate.json").write_text(json.dumps(report.to_json(promoted), indent=2, default=_plain) + "\n")
+    (out / "gate.md").write_text(report.markdown(promoted))
     return out / "gate.md"
 
 

@@ -61,17 +61,19 @@ def gate(site, serving, candidate):
     return decide(*results, ["person"], repeats, 0.0, serving.name, candidate.name)
 
 
-def test_a_candidate_that_drops_the_marked_false_alarm_and_keeps_everything_else_is_promoted(site, tmp_path):
+def test_a_candidate_that_drops_the_marked_false_alarm_and_keeps_everything_else_passes(site, tmp_path):
     report = gate(site, SquareDetector("serving"), SquareDetector("candidate", ignores=[STATUE[:2]]))
-    assert report.promoted, report.reason
-    assert report.reason.startswith("promoted:") and "repeats 0 of 1 marked false alarms" in report.reason
-    markdown = write_report(report, tmp_path / "gate").read_text()
-    assert "Promoted" in markdown and (tmp_path / "gate" / "gate.json").exists()
+    assert report.passed, report.reason
+    assert report.reason.startswith("passed:") and "repeats 0 of 1 marked false alarms" in report.reason
+    markdown = write_report(report, tmp_path / "gate", promoted=False).read_text()
+    assert "**Passed: " in markdown and "Not promoted: run the gate with --promote to serve it." in markdown
+    saved = json.loads((tmp_path / "gate" / "gate.json").read_text())
+    assert saved["passed"] and not saved["promoted"]
 
 
 def test_a_candidate_that_misses_people_is_refused_even_without_the_false_alarm(site):
     report = gate(site, SquareDetector("serving"), SquareDetector("candidate", ignores=[STATUE[:2], (10, 80)]))
-    assert not report.promoted
+    assert not report.passed
     failed = {check.name for check in report.checks if not check.passed}
     assert failed == {"mAP@0.5", "recall@0.25", "AP@0.5 person"}
     assert "recall@0.25 0.500 below serving 1.000" in report.reason
@@ -79,7 +81,7 @@ def test_a_candidate_that_misses_people_is_refused_even_without_the_false_alarm(
 
 def test_a_candidate_that_changes_nothing_is_refused_for_keeping_the_false_alarm(site):
     report = gate(site, SquareDetector("serving"), SquareDetector("candidate"))
-    assert not report.promoted
+    assert not report.passed
     assert report.reason == "refused: repeats 1 marked false alarms, serving 1: none removed"
 
 
@@ -91,7 +93,7 @@ def test_a_validation_set_without_labels_refuses_any_candidate(site, tmp_path):
     results = [evaluate_detector(detector, images, unlabelled, 0.25)
                for detector in (SquareDetector("serving"), SquareDetector("candidate"))]
     report = decide(*results, ["person"], None, 0.0, "serving", "candidate")
-    assert not report.promoted
+    assert not report.passed
     assert report.reason == ("refused: no labelled boxes in the 3 validation images: nothing to compare "
                              "(check --labels)")
 
@@ -107,19 +109,19 @@ def test_a_candidate_with_more_false_detections_at_the_operating_point_is_refuse
     ghosts = [[200, 10, 240, 90], [260, 10, 300, 90], [320, 10, 360, 90]]
     candidate = [Boxes.of(np.vstack([t.xyxy, ghosts]), [0] * 5, [0.9, 0.9, 0.5, 0.5, 0.5]) for t in truth]
     report = decide(scored(truth, serving), scored(truth, candidate), ["person"], None, 0.0)
-    assert not report.promoted
+    assert not report.passed
     assert report.reason == ("refused: precision@0.25 0.400 below serving 1.000; no held-out false alarms: not "
                              "checked")
-    assert decide(scored(truth, serving), scored(truth, candidate), ["person"], None, 0.6).promoted  # tolerance
+    assert decide(scored(truth, serving), scored(truth, candidate), ["person"], None, 0.6).passed  # tolerance
 
 
 def test_recall_and_precision_are_taken_at_each_class_own_confidence():
     # class_confidence {0: 0.6}: the candidate's person at 0.5 is not reported in service, the serving one's is
     truth = [Boxes.of([[10, 10, 50, 90]], [0])]
     serving, candidate = [Boxes.of(truth[0].xyxy, [0], [0.9])], [Boxes.of(truth[0].xyxy, [0], [0.5])]
-    assert decide(scored(truth, serving), scored(truth, candidate), [], None, 0.0).promoted
+    assert decide(scored(truth, serving), scored(truth, candidate), [], None, 0.0).passed
     report = decide(scored(truth, serving), scored(truth, candidate), [], None, 0.0, class_confidence={0: 0.6})
-    assert not report.promoted
+    assert not report.passed
     assert "recall@0.25 (class thresholds) 0.000 below serving 1.000" in report.reason
 
 
@@ -147,9 +149,9 @@ def test_a_rule_class_without_labels_and_a_missing_false_alarm_set_are_reported_
     truth = [Boxes.of([[10, 10, 50, 90]], [0])]
     both = scored(truth, [Boxes.of(truth[0].xyxy, [0], [0.9])])
     report = decide(both, both, ["person", "car"], None, 0.0)
-    assert report.promoted
+    assert report.passed
     assert report.reason.endswith("; AP@0.5 car not checked (no labels); no held-out false alarms: not checked")
-    write_report(report, tmp_path)
+    write_report(report, tmp_path, promoted=False)
     assert "| AP@0.5 car | - | - | not checked |" in (tmp_path / "gate.md").read_text()
     assert "| false alarms repeated | - | - | not checked |" in (tmp_path / "gate.md").read_text()
     checks = {check["name"]: check for check in json.loads((tmp_path / "gate.json").read_text())["checks"]}
@@ -177,7 +179,7 @@ def test_cars_nobody_labelled_count_in_no_figure_whether_a_candidate_forgets_the
     assert classes == ["person", "car", "truck"]
     for cars in (0, 40):
         report = decide(scored_model(30, 20), scored_model(30, cars), classes, None, 0.0)
-        assert report.promoted, report.reason
+        assert report.passed, report.reason
         assert report.reason.endswith("; AP@0.5 car not checked (no labels); AP@0.5 truck not checked (no labels); no "
                                       "held-out false alarms: not checked")
     assert reported_classes(["person"], {7: 0.5}, names, labelled={0, 7}) == ["person"]  # labelled: counted

@@ -75,8 +75,9 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     ModelRegistry(trained).promote("v3", "the one-epoch model serving, for the test")
     assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
     assert main(["model", "gate", "v4", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v4")]) == 0
-    assert json.loads((out / "v4" / "gate.json").read_text())["promoted"]
-    assert "Promoted" in (out / "v4" / "gate.md").read_text()
+    report = json.loads((out / "v4" / "gate.json").read_text())
+    assert report["passed"] and report["promoted"] and report["reason"].startswith("passed: ")
+    assert "Promoted: v4 serves now." in (out / "v4" / "gate.md").read_text()
     assert json.loads((trained / "serving.json").read_text())["version"] == "v4"
     assert main(["model", "rollback", "--registry", registry]) == 0
     assert json.loads((trained / "serving.json").read_text())["version"] == "v3"
