@@ -50,7 +50,7 @@ class SmsChannelConfig(Frozen):
     """Twilio Programmable Messaging."""
 
     kind: Literal["sms"]
-    id: Identifier
+    id: Identifier = Field(description="the name routes give for this channel")
     account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     from_number_env: EnvName = "TWILIO_FROM_NUMBER"
@@ -88,7 +88,7 @@ class WebhookChannelConfig(Frozen):
     """JSON POST of the alert to an HTTP endpoint (an incident system, a chat bridge)."""
 
     kind: Literal["webhook"]
-    id: Identifier
+    id: Identifier = Field(description="the name routes give for this channel")
     url: str | None = Field(default=None, pattern=WEBHOOK_URL_PATTERN, description="endpoint receiving the alert as "
                             "JSON (one of url and url_env)")
     url_env: EnvName | None = Field(default=None, description="variable holding the endpoint, for URLs that carry a "
@@ -107,7 +107,7 @@ class SoundChannelConfig(Frozen):
     """An audible alarm on the operator machine."""
 
     kind: Literal["sound"]
-    id: Identifier
+    id: Identifier = Field(description="the name routes give for this channel")
     file: str = Field(min_length=1, description="sound file to play (relative to the config file)")
     players: list[list[str]] = Field(
         default_factory=lambda: [["paplay", "{file}"], ["aplay", "-q", "{file}"],
