@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
 from infra.listeners import http_url
+from infra.redaction import redacted, shown
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 
@@ -37,11 +38,22 @@ def stop_on_signals() -> threading.Event:
 
 def open_store(config: Config):
     """The incident store (the alert dispatcher, the console and the operator commands share it)."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
     from sinks.alerts.store import IncidentStore, resolve_store_url
 
     alerting = config.alerting
-    url = env_value(alerting.store_url_env, "alerting.store_url_env") or alerting.store_url
-    return IncidentStore(resolve_store_url(url, config.base_dir))
+    from_env = env_value(alerting.store_url_env, "alerting.store_url_env")
+    url = from_env or alerting.store_url
+    where = f"incident store ({'$' + alerting.store_url_env if from_env else 'alerting.store_url'})"
+    try:
+        return IncidentStore(resolve_store_url(url, config.base_dir))
+    except (NoSuchModuleError, ArgumentError):
+        raise ConfigError(f"{where}: not a database URL this installation knows: {shown(url)}") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None
+    except OperationalError as exc:
+        raise RuntimeError(f"{where}: cannot open {shown(url)}: {redacted(str(exc.orig)).splitlines()[0]}") from None
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:

@@ -152,3 +152,19 @@ def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_p
     assert result.returncode == 0 and "2 cameras, 0 zones: OK" in result.stdout
     assert result.stderr == (f"cityguard: warning: camera walk: source {tmp_path / 'clips' / 'walk.mp4'} is not a "
                              "file on this machine\n")
+
+
+@pytest.mark.parametrize(("url", "status", "says"), [
+    ("postgresql+psycopg://ops:hunter2@127.0.0.1:1/incidents", 1,
+     "cannot open postgresql+psycopg://127.0.0.1:1/incidents: connection failed"),
+    ("bogus://x", 2, "not a database URL this installation knows: bogus://x"),
+    ("mysql://ops:hunter2@db.example/incidents", 2, "the driver for mysql://db.example/incidents is not installed"),
+], ids=["no server", "unknown scheme", "driver missing"])
+def test_an_incident_store_that_cannot_be_opened_is_named_in_one_line(monkeypatch, capsys, url, status, says):
+    from cityguard.cli import main
+
+    monkeypatch.setenv("CITYGUARD_INCIDENT_STORE_URL", url)
+    assert main(["incidents", "list", "--config", str(REPO / "configs" / "demo.yaml")]) == status
+    error = capsys.readouterr().err
+    assert "hunter2" not in error
+    assert error.startswith("cityguard: error: incident store ($CITYGUARD_INCIDENT_STORE_URL): ") and says in error
