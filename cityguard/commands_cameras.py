@@ -3,16 +3,23 @@ the configured cameras with the live status the producers publish on the camera-
 """
 from __future__ import annotations
 
+import io
+import json
 import sys
 import time
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from ruamel.yaml import YAML
 
+from cityguard.arguments import POSITIVE
 from infra.files import replace_file
 from schemas.settings.capture import ProducerConfig, SourceKind
 from schemas.settings.config import Config, ConfigError, parse_config, read_config_file, validation_problems
+
+round_trip = YAML()  # keeps comments, key order and flow style where the file has them
+round_trip.width = 120
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
@@ -35,7 +42,7 @@ def register(commands, add_command) -> None:
     discover.add_argument("--fps", type=float, default=5.0, help="sampling rate for new cameras")
 
     listing = add_command(actions, "list", "configured cameras with their live status", run_list)
-    listing.add_argument("--wait", type=float, default=3.0, help="seconds to read the camera-status topic")
+    listing.add_argument("--wait", type=POSITIVE, default=3.0, help="seconds to read the camera-status topic")
 
 
 def discovered_camera(camera, road_type: str, cctv_type: int, fps: float) -> dict:
@@ -49,20 +56,20 @@ def discovered_camera(camera, road_type: str, cctv_type: int, fps: float) -> dic
     }
 
 
-def merge_cameras(existing: list[dict], discovered: list[dict]) -> tuple[list[dict], int, int]:
-    """Discovered cameras added; ones already there get the fresh URL and reference and keep everything else
-    (zones, calibration, fps). Returns the list and the counts added and refreshed."""
+def merge_cameras(existing: list, discovered: list[dict]) -> tuple[int, int]:
+    """Adds the discovered cameras to `existing`, in place; ones already there get the fresh URL and reference and
+    keep everything else (zones, calibration, fps, the comments around them). Returns the counts added and
+    refreshed."""
     by_id = {camera["id"]: camera for camera in discovered}
-    merged, refreshed = [], 0
+    refreshed = 0
     for camera in existing:
         update = by_id.pop(camera.get("id"), None)
         if update is not None:
-            camera = {**camera, "source": update["source"], "its": update["its"], "lat": update["lat"],
-                      "lon": update["lon"]}
+            for key in ("source", "its", "lat", "lon"):
+                camera[key] = update[key]
             refreshed += 1
-        merged.append(camera)
-    merged.extend(by_id.values())
-    return merged, len(by_id), refreshed
+    existing.extend(by_id.values())
+    return len(by_id), refreshed
 
 
 def run_discover(args, _config) -> int:
@@ -88,32 +95,35 @@ def run_discover(args, _config) -> int:
     discovered = list({camera["id"]: camera for camera in
                        (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found
                         if camera.url_refused is None)}.values())
-    cameras, added, refreshed = merge_cameras(list(data.get("cameras") or []), discovered)
-    updated = {**data, "cameras": cameras}
-    try:
-        parse_config(updated, path.resolve().parent, str(path))  # never write a configuration that cannot start
+    # Edited round-trip, so the operator's comments and layout stay; the plain copy is only validated.
+    document = round_trip.load(path.read_text()) if data else None
+    if not isinstance(document, dict):
+        document = {}
+    if not document.get("cameras"):
+        document["cameras"] = []
+    added, refreshed = merge_cameras(document["cameras"], discovered)
+    try:  # never write a configuration that cannot start
+        parse_config(json.loads(json.dumps(document)), path.resolve().parent, str(path))
     except ConfigError as exc:
         print(f"cityguard cameras discover: the result would not be valid, {path} left unchanged:\n{exc}",
               file=sys.stderr)
         return 2
-    write_yaml(path, updated)
-    print(f"{path}: {len(found)} cameras found, {added} added, {refreshed} refreshed, {len(cameras)} configured")
+    text = io.StringIO()
+    round_trip.dump(document, text)
+    replace_file(path, text.getvalue())  # atomic: a crash never leaves half a configuration
+    print(f"{path}: {len(found)} cameras found, {added} added, {refreshed} refreshed, "
+          f"{len(document['cameras'])} configured")
     return 0
 
 
-def write_yaml(path: Path, data: dict) -> None:
-    """Atomic replace, so a crash never leaves half a configuration. Comments in the file are not kept."""
-    replace_file(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
-
-
-def latest_statuses(config: Config, wait_s: float) -> dict:
-    """The newest CameraStatus per camera on the camera-status topic, or {} when no broker is reachable."""
+def latest_statuses(config: Config, wait_s: float) -> dict | None:
+    """The newest CameraStatus per camera on the camera-status topic, or None when no broker is reachable."""
     from infra.kafka import broker_reachable, make_consumer
     from schemas import CameraStatus, SchemaError, decode
 
     servers = config.bootstrap_servers()
     if not servers or not broker_reachable(servers, timeout_s=min(wait_s, 5)):
-        return {}
+        return None
     consumer = make_consumer(servers, None, config.broker.topics.camera_status)
     latest: dict[str, CameraStatus] = {}
     deadline = time.monotonic() + wait_s
@@ -134,6 +144,8 @@ def latest_statuses(config: Config, wait_s: float) -> dict:
 
 def run_list(args, config: Config) -> int:
     statuses = latest_statuses(config, args.wait)
+    reachable = statuses is not None
+    statuses = statuses or {}
     now = time.time()
     print(f"{'id':<20} {'kind':<7} {'status':<13} {'fps':>5} {'age':>6}  name / place / reason")
     for camera in config.cameras:
@@ -150,5 +162,8 @@ def run_list(args, config: Config) -> int:
         details = f"{camera.name}{place}" + (f" - {reason}" if reason else "")
         print(f"{camera.id:<20} {camera.kind.value:<7} {state:<13} {fps:>5} {age:>6}  {details}")
     if not statuses:
-        print("(no live status: no broker reachable or no producer has reported yet)")
+        servers = config.bootstrap_servers()
+        print("(no live status: " + (f"no producer has reported to {servers} yet)" if reachable
+                                     else f"the broker {servers} is not reachable)" if servers
+                                     else "no broker configured: set KAFKA_BOOTSTRAP_SERVERS)"))
     return 0

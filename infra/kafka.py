@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Protocol
 
@@ -201,6 +202,18 @@ def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, ti
 
 
 def broker_reachable(bootstrap_servers: str, timeout_s: float = 5) -> bool:
+    """Whether a bootstrap server answers as a Kafka broker within about `timeout_s`. A TCP connection is tried
+    first: the Kafka client alone retries a refused one for half a minute, logging each try."""
+    def accepts(server: str) -> bool:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    if not any(accepts(server) for server in bootstrap_servers.split(",")):
+        return False
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
     except KafkaError:

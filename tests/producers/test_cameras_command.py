@@ -52,7 +52,8 @@ def test_discover_writes_cameras_with_stable_ids_and_refreshes_them(tmp_path, ap
     # The operator adds a zone; a later discovery refreshes the URL and keeps it.
     data = yaml.safe_load(path.read_text())
     data["cameras"][0]["zones"] = [{"id": "ramp", "polygon": [[0, 0], [10, 0], [10, 10]], "area_m2": 50}]
-    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    path.write_text("# Seoul south, expressway cameras\n" + yaml.safe_dump(data, allow_unicode=True)
+                    .replace("  zones:", "  # drawn by the operator\n  zones:"))
     api.listing["cameras"] = [{**camera, "cctvurl": camera["cctvurl"].replace("t1", "t2")}
                               for camera in api.listing["cameras"]]
     assert discover(path) == 0
@@ -60,6 +61,8 @@ def test_discover_writes_cameras_with_stable_ids_and_refreshes_them(tmp_path, ap
     assert [camera.id for camera in again.cameras] == [camera.id for camera in config.cameras]
     assert again.cameras[0].source.endswith("/t2") and again.cameras[0].zones[0].id == "ramp"
     assert "0 added, 2 refreshed" in capsys.readouterr().out
+    kept = path.read_text()
+    assert kept.startswith("# Seoul south, expressway cameras\n") and "  # drawn by the operator\n  zones:" in kept
 
 
 def test_discover_skips_a_camera_listed_without_a_name(tmp_path, api, monkeypatch, caplog):
@@ -108,3 +111,14 @@ def test_list_shows_configured_cameras_without_a_broker(tmp_path, api, monkeypat
     assert main(["cameras", "list", "--config", str(path), "--wait", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "[경부선] 양재 @ 37.47050,127.03810" in out and "unknown" in out and "no live status" in out
+
+
+def test_list_says_when_the_broker_is_not_reachable(tmp_path, api, monkeypatch, capsys):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens on port 1
+    path = site_file(tmp_path, api)
+    discover(path)
+    capsys.readouterr()
+    assert main(["cameras", "list", "--config", str(path), "--wait", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "(no live status: the broker 127.0.0.1:1 is not reachable)"
