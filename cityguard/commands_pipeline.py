@@ -87,9 +87,34 @@ def check_config(args, config) -> int:
             if not path.is_file():
                 print(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this machine",
                       file=sys.stderr)
+    for problem in start_problems(config):
+        print(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0
+
+
+def start_problems(config) -> list[str]:
+    """What the stages check when they start, against this machine's environment and files: the alert channels'
+    variables and sound files, and a token for the Alertmanager receiver and the console where they listen beyond
+    loopback. Warnings here, as the configuration may be checked away from where it runs."""
+    from infra.listeners import is_loopback
+    from sinks.alerts.channels import build_channels
+    from sinks.alerts.service import receiver_token
+    from sinks.console.server import console_token
+
+    checks = [*(lambda channel=channel: build_channels([channel], config.resolve_path)
+                for channel in config.alerting.channels),
+              lambda: console_token(config, config.console.host)]
+    if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
+        checks.append(lambda: receiver_token(config.alerting.receiver))
+    problems = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def run_replay(args, config) -> int:

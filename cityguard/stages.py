@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def require_bootstrap(config: Config) -> str:
     servers = config.bootstrap_servers()
     if not servers:
-        raise SystemExit("no broker configured: set KAFKA_BOOTSTRAP_SERVERS (or broker.bootstrap_servers), "
+        raise ConfigError("no broker configured: set KAFKA_BOOTSTRAP_SERVERS (or broker.bootstrap_servers), "
                          "or start everything with `cityguard up`")
     return servers
 

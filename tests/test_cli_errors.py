@@ -168,3 +168,21 @@ def test_an_incident_store_that_cannot_be_opened_is_named_in_one_line(monkeypatc
     error = capsys.readouterr().err
     assert "hunter2" not in error
     assert error.startswith("cityguard: error: incident store ($CITYGUARD_INCIDENT_STORE_URL): ") and says in error
+
+
+def test_check_config_warns_of_what_a_stage_would_refuse_at_start_here(tmp_path, monkeypatch, capsys):
+    from cityguard.cli import main
+
+    for name in ("CITYGUARD_CONSOLE_TOKEN", "CITYGUARD_ALERTMANAGER_TOKEN", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN",
+                 "TWILIO_FROM_NUMBER"):
+        monkeypatch.delenv(name, raising=False)
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\nconsole: {host: 0.0.0.0}\n"
+                    "alerting:\n  receiver: {host: 0.0.0.0}\n"
+                    "  channels:\n    - {kind: sound, id: alarm, file: nope.wav}\n    - {kind: sms, id: text}\n")
+    assert main(["check-config", "--config", str(site)]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[2].strip() for line in warnings] == [
+        "alert channel alarm", "alert channel text", "console.host 0.0.0.0 is not a loopback address",
+        "alerting.receiver"]
+    assert all(line.startswith("cityguard: warning: ") for line in warnings)

@@ -34,6 +34,7 @@ from schemas.settings.alerting import (
     WebhookChannelConfig,
 )
 from schemas.settings.base import env_value
+from schemas.settings.config import ConfigError
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 
@@ -117,7 +118,7 @@ class RateLimiter:
 def required_env(name: str, channel_id: str) -> str:
     value = env_value(name, f"alert channel {channel_id}")
     if value is None:
-        raise SystemExit(f"alert channel {channel_id}: environment variable {name} is not set")
+        raise ConfigError(f"alert channel {channel_id}: environment variable {name} is not set")
     return value
 
 
@@ -228,7 +229,7 @@ class WebhookChannel:
         self.retry = config.retry
         self.url = config.url or required_env(config.url_env, config.id)
         if not re.match(WEBHOOK_URL_PATTERN, self.url):  # never quoted: such a URL may hold a token
-            raise SystemExit(f"alert channel {config.id}: {config.url_env} does not hold an http(s) URL with a host")
+            raise ConfigError(f"alert channel {config.id}: {config.url_env} does not hold an http(s) URL with a host")
         self.headers = {"Content-Type": "application/json"}
         if config.bearer_token_env:
             self.headers["Authorization"] = f"Bearer {required_env(config.bearer_token_env, config.id)}"
@@ -267,7 +268,7 @@ class SoundChannel:
         self.id = config.id
         self.file = resolve_path(config.file)
         if not os.path.isfile(self.file):  # an alarm that would stay silent until the night it is needed
-            raise SystemExit(f"alert channel {config.id}: sound file {self.file} does not exist")
+            raise ConfigError(f"alert channel {config.id}: sound file {self.file} does not exist")
         self.players = config.players
         self.playing: list[subprocess.Popen] = []
 

@@ -35,7 +35,7 @@ from infra.listeners import is_loopback
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
-from schemas.settings.config import TopicNames
+from schemas.settings.config import ConfigError, TopicNames
 from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error
@@ -268,7 +268,7 @@ def receiver_token(config: ReceiverConfig) -> str | None:
     """The webhook's bearer token from the environment; without one only a loopback receiver may start."""
     token = env_value(config.token_env, "alerting.receiver")
     if token is None and not is_loopback(config.host):
-        raise SystemExit(f"alerting.receiver: {config.token_env} is not set; a receiver on {config.host} needs a "
+        raise ConfigError(f"alerting.receiver: {config.token_env} is not set; a receiver on {config.host} needs a "
                          "bearer token (bind it to 127.0.0.1 to run without Alertmanager intake)")
     if token is None:
         log.warning("%s is not set: the Alertmanager webhook refuses every request (401)", config.token_env)

@@ -9,6 +9,7 @@ from infra.backoff import backoff_delay
 from infra.broker import free_port
 from schemas import EventState, Severity
 from schemas.event import CLOSED_BY_RESET
+from schemas.settings.base import ConfigError
 from sinks.alerts.channels import RateLimiter, delivery_tag
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
@@ -330,7 +331,7 @@ def test_a_webhook_variable_without_a_url_fails_at_start_without_quoting_it(tmp_
     monkeypatch.setenv("OPS_WEBHOOK_URL", "s3cret-not-a-url")
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["channels"][1] = {"kind": "webhook", "id": "ops", "url_env": "OPS_WEBHOOK_URL"}
-    with pytest.raises(SystemExit, match="^alert channel ops: OPS_WEBHOOK_URL does not hold an http") as error:
+    with pytest.raises(ConfigError, match="^alert channel ops: OPS_WEBHOOK_URL does not hold an http") as error:
         make_dispatcher(make_config(tmp_path, section))
     assert "s3cret" not in str(error.value)
 
@@ -339,7 +340,7 @@ def test_a_sound_alarm_whose_file_is_missing_fails_at_start_naming_it(tmp_path, 
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["channels"].append({"kind": "sound", "id": "alarm", "file": "alarm.wav"})
     section["routes"][0]["broadcast"] = ["alarm"]
-    with pytest.raises(SystemExit, match=r"^alert channel alarm: sound file .*alarm\.wav does not exist$"):
+    with pytest.raises(ConfigError, match=r"^alert channel alarm: sound file .*alarm\.wav does not exist$"):
         make_dispatcher(make_config(tmp_path, section))
 
 

@@ -238,7 +238,7 @@ def test_one_incident_flooding_its_notices_is_rate_limited(receiver):
 
 def test_the_token_is_required_to_listen_beyond_loopback(monkeypatch):
     monkeypatch.delenv("CITYGUARD_ALERTMANAGER_TOKEN", raising=False)
-    with pytest.raises(SystemExit, match="CITYGUARD_ALERTMANAGER_TOKEN is not set"):
+    with pytest.raises(ConfigError, match="CITYGUARD_ALERTMANAGER_TOKEN is not set"):
         receiver_token(ReceiverConfig(host="0.0.0.0"))
     assert receiver_token(ReceiverConfig(host="127.0.0.1")) is None
     monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", TOKEN)
