@@ -31,7 +31,7 @@ from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, STAGE_LOOP, flush_confirmed, reset_positions_past_the_end
-from infra.listeners import is_loopback
+from infra.listeners import is_loopback, verify_token_length
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
@@ -272,6 +272,8 @@ def receiver_token(config: ReceiverConfig) -> str | None:
                          "bearer token (bind it to 127.0.0.1 to run without Alertmanager intake)")
     if token is None:
         log.warning("%s is not set: the Alertmanager webhook refuses every request (401)", config.token_env)
+    else:
+        verify_token_length(token, config.host, config.token_env)
     return token
 
 

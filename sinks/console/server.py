@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from infra.files import replace_file
-from infra.listeners import is_loopback
+from infra.listeners import is_loopback, verify_token_length
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
@@ -153,6 +153,7 @@ def console_token(config: Config, host: str) -> tuple[str, bool]:
     address without one."""
     token = env_value(config.console.token_env, "console.token_env")
     if token:
+        verify_token_length(token, host, config.console.token_env)
         return token, False
     if not is_loopback(host):
         raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
@@ -252,7 +253,8 @@ class ConsoleServer:
             response.set_cookie(COOKIE, self.session_cookie, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
-            raise web.HTTPUnauthorized(text="console token required: open the URL with ?token=... printed at start\n")
+            raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
+                                            "(printed at start when none is configured)\n")
         return await handler(request)
 
     def same_origin(self, request: web.Request) -> bool:

@@ -787,3 +787,6 @@ def test_up_refuses_a_console_open_beyond_loopback_without_a_configured_token(mo
     line, _, token = console_access(
         Config().model_copy(update={"console": ConsoleConfig(host="0.0.0.0", port=8099)}))
     assert token == "configured-token-0123456789" and "configured-token" not in line
+    monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "a")
+    with pytest.raises(ConfigError, match="CITYGUARD_CONSOLE_TOKEN is too short for a listener on 0.0.0.0"):
+        console_access(Config().model_copy(update={"console": ConsoleConfig(host="0.0.0.0", port=8099)}))

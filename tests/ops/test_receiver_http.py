@@ -243,6 +243,12 @@ def test_the_token_is_required_to_listen_beyond_loopback(monkeypatch):
     assert receiver_token(ReceiverConfig(host="127.0.0.1")) is None
     monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", TOKEN)
     assert receiver_token(ReceiverConfig(host="0.0.0.0")) == TOKEN
+    monkeypatch.setenv("CITYGUARD_ALERTMANAGER_TOKEN", "letmein")  # guessable from the network
+    with pytest.raises(ConfigError, match="^CITYGUARD_ALERTMANAGER_TOKEN is too short for a listener on 0.0.0.0: "
+                                         "give it 16 characters or more") as refused:
+        receiver_token(ReceiverConfig(host="0.0.0.0"))
+    assert "letmein" not in str(refused.value)
+    assert receiver_token(ReceiverConfig(host="127.0.0.1")) == "letmein"  # only this machine can try it
 
 
 def test_a_token_from_the_environment_loses_the_newline_around_it_and_holds_no_control_character(monkeypatch):
