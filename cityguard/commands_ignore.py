@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def duration_seconds(text: str) -> float | None:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 30m, 2h, 7d or 'never', got {text!r}")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a filter that holds for {text} would have expired already")
+    return seconds
 
 
 def polygon_points(text: str) -> list[tuple[float, float]]:
@@ -60,10 +64,23 @@ def filter_store(args, config):
     from processors.analytics.ignore_filters import IgnoreFilterStore
 
     if args.store is not None:
+        if not args.store.parent.is_dir():  # a mistyped path: never make folders for it
+            raise ValueError(f"--store {args.store}: no folder {args.store.parent}")
         return IgnoreFilterStore(args.store)
     if config.analytics.ignore_filters is None:
         raise ValueError("set analytics.ignore_filters in the configuration, or pass --store")
     return IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters)))
+
+
+def site_class_names(config) -> set[str]:
+    """The class names the COCO models report and those the site's traffic scenes name."""
+    from processors.inference.export import coco_names
+
+    names = set(coco_names().values())
+    for camera in config.cameras:
+        if camera.scene is not None:
+            names |= {*camera.scene.vehicle_classes, *camera.scene.road_classes}
+    return names
 
 
 def run_add(args, config) -> int:
@@ -71,6 +88,10 @@ def run_add(args, config) -> int:
     if args.camera not in known:
         raise ValueError(f"camera {args.camera!r} is not configured "
                          f"(known: {', '.join(sorted(known)) or 'none'})")
+    known_classes = site_class_names(config)
+    if args.class_name not in known_classes:  # a fine-tuned model may name others: warned, not refused
+        print(f"cityguard: warning: class {args.class_name!r} is neither a COCO class nor one the site's scenes "
+              "name: the filter matches only if the serving model reports it so", file=sys.stderr)
     try:
         rule = filter_store(args, config).add(args.camera, args.class_name, args.polygon, args.expires, args.note)
     except ValueError as exc:

@@ -152,6 +152,21 @@ def test_ignore_commands(tmp_path, capsys):
     assert IgnoreFilterStore(tmp_path / "ignore.json").load() == []
 
 
+def test_ignore_mistakes_are_refused_in_one_line(tmp_path, capsys):
+    add = ["ignore", "add", "--camera", "campus", "--class", "person", "--polygon", "10,10 60,10 60,120"]
+    with pytest.raises(SystemExit) as refused:
+        main([*add, "--store", str(tmp_path / "ignore.json"), "--expires", "0s"])
+    assert refused.value.code == 2 and "would have expired already" in capsys.readouterr().err
+    typo = tmp_path / "nowhere" / "ignore.json"
+    assert main([*add, "--store", str(typo)]) == 2
+    assert capsys.readouterr().err == f"cityguard: error: --store {typo}: no folder {typo.parent}\n"
+    assert main(["ignore", "list", "--store", str(typo)]) == 2
+    assert not typo.parent.exists()
+    capsys.readouterr()
+    assert main([*add[:4], "persn", *add[5:], "--store", str(tmp_path / "ignore.json")]) == 0
+    assert "warning: class 'persn' is neither a COCO class nor one the site's scenes name" in capsys.readouterr().err
+
+
 @pytest.mark.broker
 def test_the_analytics_stage_applies_a_filter_added_while_it_runs(kafka_bootstrap, tmp_path):
     """Four people on the walkway, two of them standing where a filter is added mid-stream: the zone counts four,

@@ -5,6 +5,7 @@ calibration set is built from the site's own sample frames (the right data to ca
 """
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -34,17 +35,18 @@ def build_calibration_set(videos: list[str], out_dir: Path, frames: int = 100) -
         capture.release()
     if written == 0:
         raise ValueError(f"no frames could be read from {videos}")
-    names = _coco_names()
+    names = coco_names()
     data = {"path": str(out_dir.resolve()), "train": "images", "val": "images", "names": names}
     dataset_yaml = out_dir / "calibration.yaml"
     dataset_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
     return dataset_yaml
 
 
-def _coco_names() -> dict[int, str]:
-    from ultralytics.utils import ROOT
-
-    return yaml.safe_load((ROOT / "cfg" / "datasets" / "coco8.yaml").read_text())["names"]
+def coco_names() -> dict[int, str]:
+    """The COCO class names, from the dataset file ultralytics ships (read without importing ultralytics, which
+    takes seconds)."""
+    package = importlib.util.find_spec("ultralytics").submodule_search_locations[0]
+    return yaml.safe_load((Path(package) / "cfg" / "datasets" / "coco8.yaml").read_text())["names"]
 
 
 def export_model(weights: str, export_format: str, image_size: int = 640, half: bool = False, int8: bool = False,
