@@ -163,7 +163,7 @@ def test_ignore_mistakes_are_refused_in_one_line(tmp_path, capsys):
     assert main(["ignore", "list", "--store", str(typo)]) == 2
     assert not typo.parent.exists()
     capsys.readouterr()
-    assert main([*add[:4], "persn", *add[5:], "--store", str(tmp_path / "ignore.json")]) == 0
+    assert main([*add[:5], "persn", *add[6:], "--store", str(tmp_path / "ignore.json")]) == 0
     assert "warning: class 'persn' is neither a COCO class nor one the site's scenes name" in capsys.readouterr().err
 
 
