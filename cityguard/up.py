@@ -149,6 +149,9 @@ class Supervisor:
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
+    receiver = config.alerting.receiver
+    receiver_port = receiver.port or free_port(receiver.host)  # fixed here, so the address printed is the one it listens on
+    stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
     children: dict[str, subprocess.Popen] = {}
@@ -186,16 +189,15 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                                         config.broker.topics.zone_metrics, auto_offset_reset="latest")
         try:
             for stage in STAGES:
-                stage_args = console_args if stage == "console" else []
-                children[stage] = spawn(stage, config_path, env, log_dir, *stage_args)
+                children[stage] = spawn(stage, config_path, env, log_dir, *stage_args.get(stage, []))
             metrics = config.metrics
             print(f"metrics: {http_url(metrics.host, metrics.exporter_port, '/metrics')} (zones, detections), "
                   f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
-                  f":{config.alerting.receiver.port} (alert dispatcher, Alertmanager webhook)", flush=True)
+                  f":{receiver_port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             supervisor = Supervisor(children, lambda stage: spawn(
-                stage, config_path, env, log_dir, *(console_args if stage == "console" else [])),
+                stage, config_path, env, log_dir, *stage_args.get(stage, [])),
                 broker, restart_broker)
             return watch(config, supervisor, status_consumer, duration_s, lambda: interrupted, memory_watch)
         finally:
