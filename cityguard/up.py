@@ -150,7 +150,7 @@ class Supervisor:
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
-    receiver_port = receiver.port or free_port(receiver.host)  # fixed here, so the address printed is the one it listens on
+    receiver_port = receiver.port or free_port(receiver.host)  # fixed here: the port printed is the one it listens on
     stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
