@@ -125,7 +125,8 @@ def register_training(actions, add_command) -> None:
                       help="class names whose AP must not drop (default: those the site's rules use)")
     gate.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0, help="how far a figure may fall and still pass")
     gate.add_argument("--promote", action="store_true", help="make the candidate the serving model if it passes")
-    gate.add_argument("--out", type=Path, default=None, help="report folder (default: var/models/gate/<version>)")
+    gate.add_argument("--out", type=Path, default=None,
+                      help="report folder (default: var/models/gate/<version> beside the configuration file)")
     gate.add_argument("--held-out", type=Path, default=None,
                       help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
                       "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
@@ -294,7 +295,8 @@ def run_gate(args, config) -> int:
     promoted = report.passed and args.promote
     if promoted:
         registry.promote(args.version, report.reason)
-    path = write_report(report, args.out or Path("var/models/gate") / args.version, promoted)
+    out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
+    path = write_report(report, out, promoted)
     print(f"{args.version}: {report.reason}")
     print(f"{args.version}: {report.outcome(promoted)}")
     print(f"report: {path}")
