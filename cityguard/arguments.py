@@ -60,6 +60,14 @@ FILE = existing("file")
 MODEL = existing("model")
 
 
+def weights_or_name(text: str) -> str:
+    """An argparse type: a bare ultralytics name (yolo11n.pt, yolo11n.yaml; ultralytics downloads or builds it) or
+    a path to weights, which must exist (a mistyped path would otherwise be taken for a name to download)."""
+    if Path(text).name != text and not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"no model {text}")
+    return text
+
+
 def shown_time(seconds: float | None, missing: str = "-") -> str:
     """A unix time as the commands print it: this machine's local time, with its zone."""
     return missing if seconds is None else datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

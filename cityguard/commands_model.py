@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cityguard.arguments import COUNT, FILE, FOLDER, MODEL, NON_NEGATIVE, NON_NEGATIVE_COUNT
+from cityguard.arguments import COUNT, FILE, FOLDER, MODEL, NON_NEGATIVE, NON_NEGATIVE_COUNT, weights_or_name
 from cityguard.training.train import AUGMENTATION_ARGS
 
 
@@ -18,7 +18,8 @@ def register(commands, add_command) -> None:
 
     export = add_command(actions, "export", "export a model with ultralytics (openvino, onnx, TensorRT engine)",
                          run_export, needs_config=False)
-    export.add_argument("--weights", required=True, help="a .pt file (or an ultralytics yaml for a random-init test)")
+    export.add_argument("--weights", required=True, type=weights_or_name,
+                        help="a .pt file (or an ultralytics yaml for a random-init test)")
     export.add_argument("--format", dest="export_format", required=True, choices=["openvino", "onnx", "engine"])
     precision = export.add_mutually_exclusive_group()
     precision.add_argument("--half", action="store_true", help="FP16 weights")
@@ -75,9 +76,9 @@ def register_training(actions, add_command) -> None:
     train = add_command(actions, "train", "fine-tune with ultralytics on a dataset and register the result as a "
                         "candidate version", run_train)
     source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="the dataset's data.yaml (cityguard dataset build)")
-    source.add_argument("--resume", type=Path, help="a run folder to continue from its last checkpoint")
-    train.add_argument("--base", default="yolo11n.pt",
+    source.add_argument("--data", type=FILE, help="the dataset's data.yaml (cityguard dataset build)")
+    source.add_argument("--resume", type=FOLDER, help="a run folder to continue from its last checkpoint")
+    train.add_argument("--base", default="yolo11n.pt", type=weights_or_name,
                        help="weights to fine-tune, or a model .yaml to train from scratch (default: %(default)s)")
     train.add_argument("--epochs", type=COUNT, default=50)
     train.add_argument("--imgsz", type=COUNT, default=640)

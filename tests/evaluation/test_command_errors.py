@@ -106,3 +106,14 @@ def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
 def test_calibrating_a_camera_that_is_not_configured_is_one_line(capsys):
     assert main(["calibrate", "--camera", "nope"]) == 2
     assert_one_line_error_printed(capsys, "camera 'nope' is not in", "(cameras: ")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["model", "train", "--data", "/nonexistent/data.yaml"], "argument --data: no file /nonexistent/data.yaml"),
+    (["model", "export", "--weights", "/nonexistent/best.pt", "--format", "onnx"],
+     "argument --weights: no model /nonexistent/best.pt"),
+], ids=["train", "export"])
+def test_a_missing_dataset_or_weights_path_is_named_before_any_download(args, says, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
