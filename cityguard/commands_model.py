@@ -172,12 +172,21 @@ def run_train(args, config) -> int:
 
 
 def run_register(args, config) -> int:
+    from cityguard.evaluation.runners import evaluation_detector
 
     registry = model_registry(args, config)
     serving = registry.pointer()["version"] if args.serve else None
     if serving is not None:
         raise ValueError(f"--serve is for the site's first model and {serving} is serving; "
                          "register without it, then `cityguard model gate <version> --images ... --promote`")
+    same = registry.holding(args.weights)
+    if same is not None:
+        raise ValueError(f"{args.weights} is registered already, as {same}")
+    try:  # what the inference stage would load, refused here rather than when it is promoted
+        evaluation_detector(config, config.model.confidence, args.weights)
+    except Exception as exc:
+        raise ValueError(f"{args.weights} cannot be loaded as a model by the {config.model.backend} backend: "
+                         f"{str(exc).strip() or type(exc).__name__}") from None
     model = registry.register(args.weights, {"kind": "imported", "source": str(args.weights.resolve()),
                                              "note": args.note, "created": time.time()})
     print(f"registered {model.version}: {model.weights}")
@@ -199,7 +208,8 @@ def run_list(args, config) -> int:
         map50 = run.get("metrics", {}).get("metrics/mAP50(B)")
         print(f"{mark} {version} {run.get('kind', '')} {run['weights']}"
               + (f" mAP50(train val) {map50:.3f}" if map50 is not None else "")
-              + (f" parent {run['parent']}" if run.get("parent") else ""))
+              + (f" parent {run['parent']}" if run.get("parent") else "")
+              + (f" - {run['note']}" if run.get("note") else ""))
     return 0
 
 

@@ -7,6 +7,7 @@ temporary file and a rename, so an inference worker polling it never reads half 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -44,6 +45,12 @@ class ModelRegistry:
         found = [(int(m.group(1)), p.name) for p in self.root.iterdir()
                  if p.is_dir() and (m := VERSION_PATTERN.match(p.name)) and (p / RUN_FILE).exists()]
         return [name for _, name in sorted(found)]
+
+    def holding(self, weights: Path) -> str | None:
+        """The registered version whose model is byte for byte `weights` (a file or an exported model's folder)."""
+        digest = weights_digest(Path(weights))
+        return next((version for version in self.versions() if weights_digest(self.get(version).weights) == digest),
+                    None)
 
     def get(self, version: str) -> ModelVersion:
         folder = self.root / version
@@ -178,3 +185,15 @@ class ServingWatcher:
             self.failing = version
             self.retry.succeeded()  # another version's failures say nothing about this one
         return self.retry.failed(time.monotonic())
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of a weights file, or of an exported model's folder (its files' relative paths and contents)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

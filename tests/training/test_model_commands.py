@@ -6,7 +6,7 @@ import json
 
 from cityguard.cli import main
 from processors.inference.model_registry import ModelRegistry
-from tests.conftest import pipeline_config
+from tests.conftest import OFFLINE_MODEL, pipeline_config
 from tests.test_cli_errors import assert_one_line_error, assert_one_line_error_printed, cityguard
 
 
@@ -18,13 +18,23 @@ def weights(tmp_path, name: str):
 
 def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
     registry = tmp_path / "registry"
-    assert main(["model", "register", str(weights(tmp_path, "first.pt")), "--serve", "--registry", str(registry)]) == 0
+    assert main(["model", "register", str(OFFLINE_MODEL), "--serve", "--note", "the shared COCO model",
+                 "--registry", str(registry)]) == 0
     capsys.readouterr()
     assert main(["model", "register", str(weights(tmp_path, "second.pt")), "--serve",
                  "--registry", str(registry)]) == 2
     assert_one_line_error_printed(capsys, "v1 is serving", "model gate <version>")
     assert ModelRegistry(registry).versions() == ["v1"]  # nothing registered by the refused command
     assert json.loads((registry / "serving.json").read_text())["version"] == "v1"
+    assert main(["model", "list", "--registry", str(registry)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("- the shared COCO model")
+
+
+def test_a_file_that_is_not_a_loadable_model_is_not_registered(tmp_path, capsys):
+    registry = tmp_path / "registry"
+    assert main(["model", "register", str(weights(tmp_path, "junk.pt")), "--serve", "--registry", str(registry)]) == 2
+    assert_one_line_error_printed(capsys, "junk.pt cannot be loaded as a model by the ultralytics backend")
+    assert ModelRegistry(registry).versions() == [] and not (registry / "serving.json").exists()
 
 
 def test_an_inference_start_with_a_number_for_the_serving_version_fails_in_one_line(tmp_path):
@@ -43,6 +53,7 @@ def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
         raise RuntimeError(f"{data}: no images")
 
     monkeypatch.setattr("cityguard.training.train.train", fails)
+    (tmp_path / "data.yaml").write_text("path: .\n")
     command = ["model", "train", "--data", str(tmp_path / "data.yaml"), "--runs", str(tmp_path / "runs"),
                "--registry", str(tmp_path / "registry")]
     assert main([*command, "--name", "first"]) == 1

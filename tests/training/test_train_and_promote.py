@@ -69,18 +69,19 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     assert not refused["promoted"] and refused["reason"].startswith("refused: mAP@0.5 0.000 below serving")
     assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
     # the other way round: the one-epoch model serving (set here without the gate, which --serve refuses now that a
-    # model serves), the real model as candidate is promoted
+    # model serves), the real model as candidate is promoted; a model registered already is not registered again
     assert main(["model", "register", str(trained / "v1" / "best.pt"), "--serve", "--registry", registry]) == 2
-    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 0
-    ModelRegistry(trained).promote("v3", "the one-epoch model serving, for the test")
-    assert main(["model", "register", str(OFFLINE_MODEL), "--registry", registry]) == 0
-    assert main(["model", "gate", "v4", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v4")]) == 0
-    report = json.loads((out / "v4" / "gate.json").read_text())
+    capsys.readouterr()
+    assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 2
+    assert_one_line_error_printed(capsys, "best.pt is registered already, as v1")
+    ModelRegistry(trained).promote("v1", "the one-epoch model serving, for the test")
+    assert main(["model", "gate", "v2", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v2")]) == 0
+    report = json.loads((out / "v2" / "gate.json").read_text())
     assert report["passed"] and report["promoted"] and report["reason"].startswith("passed: ")
-    assert "Promoted: v4 serves now." in (out / "v4" / "gate.md").read_text()
-    assert json.loads((trained / "serving.json").read_text())["version"] == "v4"
+    assert "Promoted: v2 serves now." in (out / "v2" / "gate.md").read_text()
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
     assert main(["model", "rollback", "--registry", registry]) == 0
-    assert json.loads((trained / "serving.json").read_text())["version"] == "v3"
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v1"
     capsys.readouterr()
     assert main(["model", "list", "--registry", registry]) == 0
-    assert "* v3" in capsys.readouterr().out
+    assert "* v1" in capsys.readouterr().out
