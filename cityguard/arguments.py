@@ -32,6 +32,7 @@ NON_NEGATIVE = number_in(float, 0.0)  # seconds of tolerance or guard
 POSITIVE = number_in(float, 0.0, low_open=True)  # a length of time
 COUNT = number_in(int, 1)  # frames, epochs, an export's batch
 NON_NEGATIVE_COUNT = number_in(int, 0)
+PORT = number_in(int, 0, 65535)  # a TCP port; 0 lets the system pick a free one
 
 
 def existing(kind: str) -> Callable[[str], Path]:

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from cityguard.arguments import shown_time
+from cityguard.arguments import PORT, shown_time
 from cityguard.stages import open_store
 from infra.listeners import http_url
 from schemas.settings.base import env_value
@@ -23,7 +23,7 @@ def register(commands, add_command) -> None:
     dispatch = add_command(alert_commands, "dispatch",
                            "alert dispatcher: events topic + Alertmanager webhook -> SMS, webhook, sound",
                            lambda args, config: run_alert_dispatch(config, args.port))
-    dispatch.add_argument("--port", type=int, default=None, help="receiver port (default alerting.receiver.port)")
+    dispatch.add_argument("--port", type=PORT, default=None, help="receiver port (default alerting.receiver.port)")
     ack = add_command(alert_commands, "ack", "acknowledge an alert (its number) or all alerts of an incident (its id); "
                       "stops escalation", acknowledge)
     ack.add_argument("id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from cityguard.arguments import PORT
 from schemas.settings.config import Config
 
 
@@ -11,7 +12,7 @@ def register(commands, add_command) -> None:
     console = add_command(commands, "console", "operator console: live annotated cameras, zone risk, incidents, "
                           "scene editor (web)", run_console)
     console.add_argument("--host", default=None, help="listen address (default console.host)")
-    console.add_argument("--port", type=int, default=None, help="listen port (default console.port)")
+    console.add_argument("--port", type=PORT, default=None, help="listen port (default console.port)")
 
 
 def run_console(args, config: Config) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cityguard import stages
+from cityguard.arguments import PORT
 from schemas.settings.config import ConfigError
 
 
@@ -14,7 +15,7 @@ def register(commands, add_command) -> None:
 
     broker = add_command(commands, "broker", "run the embedded Kafka broker (Tansu) on 127.0.0.1, create the topics",
                          lambda args, config: stages.run_broker(config, args.port))
-    broker.add_argument("--port", type=int, default=0)
+    broker.add_argument("--port", type=PORT, default=0, help="listen port (default broker.embedded_port)")
 
     produce = add_command(
         commands, "produce", "frame producer: cameras -> frames topic",

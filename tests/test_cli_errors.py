@@ -186,3 +186,17 @@ def test_check_config_warns_of_what_a_stage_would_refuse_at_start_here(tmp_path,
         "alert channel alarm", "alert channel text", "console.host 0.0.0.0 is not a loopback address",
         "alerting.receiver"]
     assert all(line.startswith("cityguard: warning: ") for line in warnings)
+
+
+def test_a_broker_asked_for_a_port_in_use_says_so_before_claiming_it(capsys):
+    from cityguard.cli import main
+
+    with socket.socket() as other:  # another program listening there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert main(["broker", "--port", str(port), "--config", str(REPO / "configs" / "demo.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"cityguard: error: 127.0.0.1:{port} is in use (another broker, or another program "
+                            "listens there)\n")
