@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from cityguard.arguments import PORT, shown_time
 from cityguard.stages import open_store
 from infra.listeners import http_url
 from schemas.settings.base import env_value
-from schemas.settings.config import Config
+from schemas.settings.config import Config, ConfigError
 
 GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
 DATASOURCE_UID = "cityguard-prometheus"
@@ -159,13 +158,15 @@ def provision_grafana(args, config: None) -> int:
         raise FileNotFoundError(f"no dashboards (*.json) in {args.dashboards}: give --dashboards DIR")
     token = args.token or env_value("GRAFANA_TOKEN", "grafana")
     if not token:
-        print("cityguard: a Grafana token is needed (--token or GRAFANA_TOKEN)", file=sys.stderr)
-        return 2
+        raise ConfigError("a Grafana token is needed (--token or GRAFANA_TOKEN)")
     grafana = GrafanaApi.from_url(args.url, credential=token)
     try:
         try:
-            grafana.datasource.get_datasource_by_uid(DATASOURCE_UID)
-            print(f"datasource {DATASOURCE_UID}: present")
+            present = grafana.datasource.get_datasource_by_uid(DATASOURCE_UID)
+            url = present.get("url") if isinstance(present, dict) else None
+            print(f"datasource {DATASOURCE_UID}: present" + (
+                f", kept with its URL {url} (not {args.prometheus_url}: change it in Grafana)"
+                if url and url != args.prometheus_url else ""))
         except GrafanaClientError as exc:
             if exc.status_code != 404:
                 raise
@@ -180,6 +181,5 @@ def provision_grafana(args, config: None) -> int:
                                                          "message": "cityguard grafana provision"})
             print(f"dashboard {dashboard['uid']}: {result.get('status', 'ok')} {result.get('url', '')}")
     except GrafanaException as exc:
-        print(f"cityguard: Grafana refused: {exc}", file=sys.stderr)
-        return 1
+        raise RuntimeError(f"Grafana refused: {exc}") from None
     return 0

@@ -83,15 +83,12 @@ def run_discover(args, _config) -> int:
         client = ItsClient.from_config(settings)
         found = client.cctv_info(bbox, args.road_type, args.cctv_type)
     except ValidationError as exc:
-        problems = "; ".join(validation_problems(exc, "producer"))
-        print(f"cityguard cameras discover: invalid settings in {path}: {problems}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"invalid settings in {path}: {'; '.join(validation_problems(exc, 'producer'))}") from None
     except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:
-        print(f"cityguard cameras discover: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigError(str(exc)) from None
     for camera in found:
         if camera.url_refused is not None:
-            print(f"cityguard cameras discover: skipped {camera.name!r}: {camera.url_refused}", file=sys.stderr)
+            print(f"cityguard: warning: skipped {camera.name!r}: {camera.url_refused}", file=sys.stderr)
     discovered = list({camera["id"]: camera for camera in
                        (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found
                         if camera.url_refused is None)}.values())
@@ -105,9 +102,7 @@ def run_discover(args, _config) -> int:
     try:  # never write a configuration that cannot start
         parse_config(json.loads(json.dumps(document)), path.resolve().parent, str(path))
     except ConfigError as exc:
-        print(f"cityguard cameras discover: the result would not be valid, {path} left unchanged:\n{exc}",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"the result would not be valid, {path} left unchanged: {exc}") from None
     text = io.StringIO()
     round_trip.dump(document, text)
     replace_file(path, text.getvalue())  # atomic: a crash never leaves half a configuration

@@ -105,6 +105,9 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
         ended = _timestamp(alert.get("endsAt"), f"{where}.endsAt") if resolved else None
         fingerprint = fingerprint or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
         runbook = annotations.get("runbook_url")
+        # Without a description the labels say where it fires (an SMS would otherwise end "frames stale: ").
+        description = annotations.get("description") or ", ".join(
+            f"{key}={value}" for key, value in sorted(labels.items()) if key not in ("alertname", "severity"))
         notices.append(Notice(
             incident_id=_bounded(f"am-{fingerprint}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
             source=ALERTMANAGER, type=_bounded(name, ID_MAX_CHARS, f"{where}.labels.alertname"),
@@ -112,7 +115,7 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
             camera_id=_bounded(labels.get("camera"), ID_MAX_CHARS, f"{where}.labels.camera"),
             zone_id=_bounded(labels.get("zone"), ID_MAX_CHARS, f"{where}.labels.zone"),
             title=annotations.get("summary", name),
-            message=annotations.get("description", "") + (f" Runbook: {runbook}" if runbook else ""),
+            message=(description + (f" Runbook: {runbook}" if runbook else "")).strip(),
             at=ended or started,
         ))
     return notices

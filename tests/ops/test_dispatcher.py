@@ -370,7 +370,8 @@ def test_alertmanager_webhook_payload_becomes_notices():
              "annotations": {"summary": "Zone north at danger", "description": "5.6 p/m²",
                              "runbook_url": "https://runbooks/zone-danger"},
              "startsAt": "2027-01-15T10:00:00.000Z", "endsAt": "0001-01-01T00:00:00Z"},
-            {"status": "resolved", "fingerprint": "def456", "labels": {"alertname": "CityguardStageDown"},
+            {"status": "resolved", "fingerprint": "def456",
+             "labels": {"alertname": "CityguardStageDown", "job": "cityguard-inference", "instance": "10.0.0.6:9102"},
              "annotations": {}, "startsAt": "2027-01-15T09:00:00Z", "endsAt": "2027-01-15T09:30:00Z"},
         ],
     }
@@ -379,6 +380,7 @@ def test_alertmanager_webhook_payload_becomes_notices():
         "am-abc123", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
     assert firing.state == EventState.OPENED and "Runbook: https://runbooks/zone-danger" in firing.message
     assert resolved.state == EventState.RESOLVED and resolved.severity == Severity.WARNING
+    assert resolved.message == "instance=10.0.0.6:9102, job=cityguard-inference"  # no description: where it fires
     assert firing.at - resolved.at == 1800.0  # started 10:00, the other ended 09:30
     with pytest.raises(ValueError):
         notices_from_alertmanager({"version": "3", "alerts": []})
