@@ -189,7 +189,8 @@ class ReceiverConfig(Frozen):
     max_connections: int = Field(default=16, ge=1, le=1024,
                                  description="connections served at once; more are answered 503 and closed")
     request_timeout_s: float = Field(default=10.0, gt=0, le=300,
-                                     description="longest wait for a request's headers or whole body; then 408")
+                                     description="longest wait for a request's headers (then the connection is "
+                                     "closed) or its whole body (then 408)")
     incident_requests_per_minute: int = Field(default=12, ge=1, le=6000,
                                               description="webhook notices of one incident accepted per minute; "
                                               "more are answered 429 (Alertmanager retries them later)")
