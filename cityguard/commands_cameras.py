@@ -3,23 +3,16 @@ the configured cameras with the live status the producers publish on the camera-
 """
 from __future__ import annotations
 
-import io
-import json
 import sys
 import time
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 
 from cityguard.arguments import POSITIVE
-from infra.files import replace_file
 from schemas.settings.capture import ProducerConfig, SourceKind
-from schemas.settings.config import Config, ConfigError, parse_config, read_config_file, validation_problems
-
-round_trip = YAML()  # keeps comments, key order and flow style where the file has them
-round_trip.width = 120
+from schemas.settings.config import Config, ConfigError, read_config_file, validation_problems
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
@@ -73,7 +66,10 @@ def merge_cameras(existing: list, discovered: list[dict]) -> tuple[int, int]:
 
 
 def run_discover(args, _config) -> int:
+    from ruamel.yaml.comments import CommentedSeq
+
     from producers.its_client import BoundingBox, ItsApiError, ItsClient
+    from sinks.console.scene_file import SceneError, SceneFile, as_yaml_nodes
 
     path: Path = args.config
     try:
@@ -92,22 +88,21 @@ def run_discover(args, _config) -> int:
     discovered = list({camera["id"]: camera for camera in
                        (discovered_camera(camera, args.road_type, args.cctv_type, args.fps) for camera in found
                         if camera.url_refused is None)}.values())
-    # Edited round-trip, so the operator's comments and layout stay; the plain copy is only validated.
-    document = round_trip.load(path.read_text()) if data else None
-    if not isinstance(document, dict):
-        document = {}
-    if not document.get("cameras"):
-        document["cameras"] = []
-    added, refreshed = merge_cameras(document["cameras"], discovered)
-    try:  # never write a configuration that cannot start
-        parse_config(json.loads(json.dumps(document)), path.resolve().parent, str(path))
-    except ConfigError as exc:
+    counts = {}
+
+    def add_cameras(document) -> None:
+        if not document.get("cameras"):
+            document["cameras"] = CommentedSeq()  # in block style, as the cameras added to it
+        counts["added"], counts["refreshed"] = merge_cameras(document["cameras"],
+                                                             [as_yaml_nodes(camera) for camera in discovered])
+        counts["configured"] = len(document["cameras"])
+
+    try:  # round-trip, comments and layout kept; never a configuration that cannot start
+        SceneFile(path).edit(add_cameras)
+    except SceneError as exc:
         raise ConfigError(f"the result would not be valid, {path} left unchanged: {exc}") from None
-    text = io.StringIO()
-    round_trip.dump(document, text)
-    replace_file(path, text.getvalue())  # atomic: a crash never leaves half a configuration
-    print(f"{path}: {len(found)} cameras found, {added} added, {refreshed} refreshed, "
-          f"{len(document['cameras'])} configured")
+    print(f"{path}: {len(found)} cameras found, {counts['added']} added, {counts['refreshed']} refreshed, "
+          f"{counts['configured']} configured")
     return 0
 
 

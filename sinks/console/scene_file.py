@@ -1,4 +1,5 @@
-"""Reads and writes one camera's geometry (zones, calibration, traffic scene) in the site YAML, keeping its comments.
+"""Reads and writes one camera's geometry (zones, calibration, traffic scene) in the site YAML, keeping its comments;
+`SceneFile.edit` makes any other change to the file the same way (`cityguard cameras discover` adds cameras).
 
 The YAML is edited round-trip (ruamel): mappings and list items that keep their id are updated in place, so the
 comments around them stay. A node that is shared with another place of the file (an anchor's aliases, or the
@@ -18,6 +19,7 @@ import hashlib
 import io
 import json
 import threading
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,7 @@ def _is_point_list(value) -> bool:
             and all(isinstance(item, list) and all(isinstance(x, (int, float)) for x in item) for item in value))
 
 
-def _commented(value):
+def as_yaml_nodes(value):
     """A new plain value as ruamel nodes: point lists and short number lists in flow style, [[x, y], ...]; strings
     the stages would not read back as strings (`on`, `no`, `010`, `2024-01-01`) quoted."""
     if isinstance(value, str) and STAGES_RESOLVER.resolve(pyyaml.ScalarNode, value, (True, False)) != STRING_TAG:
@@ -80,10 +82,10 @@ def _commented(value):
     if isinstance(value, dict):
         node = CommentedMap()
         for key, item in value.items():
-            node[key] = _commented(item)
+            node[key] = as_yaml_nodes(item)
         return node
     if isinstance(value, list):
-        node = CommentedSeq(_commented(item) for item in value)
+        node = CommentedSeq(as_yaml_nodes(item) for item in value)
         if _is_point_list(value) or all(isinstance(item, (int, float, str)) for item in value):
             node.fa.set_flow_style()
         return node
@@ -243,7 +245,7 @@ class _Merge:
                 del old[key]
             for key, value in new.items():
                 if key not in old:
-                    old[key] = _commented(value)
+                    old[key] = as_yaml_nodes(value)
                 elif _plain(old[key]) != value:
                     old[key] = self(old[key], value, f"{where}.{key}")
             return old
@@ -253,9 +255,10 @@ class _Merge:
             # Only string ids can match (the model requires them); any other id is left for validation to name.
             by_id = {item["id"]: item for item in old if isinstance(item.get("id"), str)}
             old[:] = [self(by_id[item["id"]], item, f"{where}.{item['id']}")
-                      if isinstance(item.get("id"), str) and item["id"] in by_id else _commented(item) for item in new]
+                      if isinstance(item.get("id"), str) and item["id"] in by_id else as_yaml_nodes(item)
+                      for item in new]
             return old
-        return _commented(new)
+        return as_yaml_nodes(new)
 
 
 @dataclass(frozen=True)
@@ -282,8 +285,10 @@ class SceneFile:
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
-    def _load(self):
+    def _load(self, cameras_required: bool = True):
         """The document, and the line ending the file uses (a file edited on Windows keeps its CRLF)."""
+        if not cameras_required and not self.path.exists():
+            return CommentedMap(), "\n"
         try:
             read_config_file(self.path)  # as the stages read it: a typo, a repeated key, no file, named in one line
             raw = self.path.read_bytes()
@@ -294,7 +299,7 @@ class SceneFile:
             raise SceneError(f"cannot read configuration {self.path}: {exc.strerror}") from None
         except (YAMLError, UnicodeDecodeError) as exc:  # changed since the line above
             raise SceneError(f"configuration {self.path} cannot be read: {str(exc).splitlines()[0]}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("cameras"), list):
+        if not isinstance(document, dict) or (cameras_required and not isinstance(document.get("cameras"), list)):
             raise SceneError(f"{self.path} has no cameras list")
         return document, "\r\n" if b"\r\n" in raw[:raw.find(b"\n") + 1] else "\n"
 
@@ -340,6 +345,21 @@ class SceneFile:
         after = self._geometry(cameras[position])
         if after == before:
             return Saved([], None, [])
+        config = self._save(document, newline)
+        return Saved(stages_to_restart(before, after, config.analytics.density_model.enabled), config,
+                     merge.written_out)
+
+    def edit(self, change: Callable[[CommentedMap], None]) -> Config:
+        """Applies `change` to the whole document, round-trip (values it adds made with `as_yaml_nodes`), and saves
+        it as `write` does; a file that does not exist yet starts empty. Returns the configuration saved."""
+        with self.lock:
+            document, newline = self._load(cameras_required=False)
+            _anchor_comments_on_key_lines(document)
+            change(document)
+            return self._save(document, newline)
+
+    def _save(self, document, newline: str) -> Config:
+        """Writes the document once its exact text, read as the stages read it, is a valid configuration."""
         buffer = io.StringIO()
         _alias_comments_as_at_anchor(document)
         _yaml().dump(document, buffer)
@@ -352,5 +372,4 @@ class SceneFile:
             replace_file(self.path, text.replace("\n", newline))
         except OSError as exc:
             raise SceneError(f"cannot write configuration {self.path}: {exc.strerror}") from None
-        return Saved(stages_to_restart(before, after, config.analytics.density_model.enabled), config,
-                     merge.written_out)
+        return config

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import yaml
@@ -62,7 +63,18 @@ def test_discover_writes_cameras_with_stable_ids_and_refreshes_them(tmp_path, ap
     assert again.cameras[0].source.endswith("/t2") and again.cameras[0].zones[0].id == "ramp"
     assert "0 added, 2 refreshed" in capsys.readouterr().out
     kept = path.read_text()
-    assert kept.startswith("# Seoul south, expressway cameras\n") and "  # drawn by the operator\n  zones:" in kept
+    assert kept.startswith("# Seoul south, expressway cameras\n")
+    assert re.search(r"\n +# drawn by the operator\n +zones:", kept), kept  # at the column it was written at
+
+
+def test_discover_keeps_the_quotes_the_stages_need(tmp_path, api, monkeypatch):
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    path = tmp_path / "site.yaml"
+    path.write_text(f"site: seoul\nproducer:\n  its_api_url: {api.url}\n  its_api_key_env: CITYGUARD_ITS_KEY\n"
+                    "cameras:\n  - id: ramp\n    name: 'On'  # the ramp's sign; unquoted, YAML 1.1 reads true\n"
+                    "    source: asset:vtest.avi\n")
+    assert discover(path) == 0
+    assert load_config(path).cameras[0].name == "On" and "name: 'On'  # the ramp's sign" in path.read_text()
 
 
 def test_discover_skips_a_camera_listed_without_a_name(tmp_path, api, monkeypatch, caplog):
