@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infra.assets import AssetError, UnknownAssetError
-from infra.redaction import configure_logging
+from infra.redaction import configure_logging, redacted
 from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 # Modules with a `register(commands, add_command)` function, in the order their commands are listed.
@@ -114,7 +114,7 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     except SystemExit as exc:  # SystemExit("reason") from a stage; numeric exit codes pass through
         if debug or not isinstance(exc.code, str):
             raise
-        print(f"cityguard: error: {exc.code}", file=sys.stderr)
+        print(f"cityguard: error: {redacted(exc.code)}", file=sys.stderr)
         return 1
     except Exception as exc:
         if debug:
@@ -127,5 +127,5 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
                     "in broker.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS running?)")
         elif not (isinstance(exc, self_explaining) or raised_here(exc)) or not text:
             text = f"{type(exc).__name__}: {text} (--debug shows the traceback)" if text else type(exc).__name__
-        print(f"cityguard: error: {text}", file=sys.stderr)
+        print(f"cityguard: error: {redacted(text)}", file=sys.stderr)  # exception texts can quote URLs
         return 2 if isinstance(exc, usage_errors) else 1

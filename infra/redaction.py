@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import traceback
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -17,7 +19,7 @@ TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_-]{20,}|[0-9A-Fa-f]{12,}")
 BEARER = re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE)  # an Authorization header quoted
 # user:password@, in a URL or not; for stored error texts replaced before URLs are read, because a password may hold
 # characters that end a URL there
-CREDENTIALS = re.compile(r"[^\s/'\"@:]+:[^\s/'\"@]+@")
+CREDENTIALS = re.compile(r"(?<![^\s/'\"@])[^\s/'\"@:]++:[^\s/'\"@]++@")  # possessive: linear on any line
 ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")  # Twilio's, part of its API paths
 
 
@@ -45,10 +47,16 @@ def token_like(segment: str) -> bool:
                for run in TOKEN_RUN.findall(unquote(segment)))
 
 
+def _shown_in_text(match: re.Match) -> str:
+    url = match.group()
+    bare = url.rstrip(".,;:)]")  # punctuation after a URL in a sentence ("stream broke: rtsp://host:554: ...")
+    return shown(bare) + url[len(bare):]
+
+
 def redacted(text: str) -> str:
     """The text with bearer tokens and user:password@ pairs masked, every URL as `shown` shows it, and no Account
     SID."""
-    text = URL_IN_TEXT.sub(lambda match: shown(match.group()), BEARER.sub("Bearer <token>", text))
+    text = URL_IN_TEXT.sub(_shown_in_text, BEARER.sub("Bearer <token>", text))
     return ACCOUNT_SID.sub("<account-sid>", CREDENTIALS.sub("<credentials>@", text))
 
 
@@ -59,9 +67,25 @@ class RedactingFormatter(logging.Formatter):
         return redacted(super().format(record))
 
 
+class RedactingFilter(logging.Filter):
+    """Redacts each record of a logger that keeps handlers of its own (ultralytics), before they format it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redacted(record.getMessage()), None
+        return True
+
+
 def configure_logging(level: str | int, fmt: str) -> None:
     """logging.basicConfig with a RedactingFormatter on its stderr handler (nothing changes when the root logger
-    has handlers already, as with basicConfig)."""
+    has handlers already, as with basicConfig). urllib3 logs a request's path and query at debug level without its
+    scheme, where no URL can be recognised: it logs from INFO up."""
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, logging.getLogger().level))
+    logging.getLogger("ultralytics").addFilter(RedactingFilter())
+    sys.excepthook = print_redacted_traceback  # --debug lets an error end the process with its traceback
+
+
+def print_redacted_traceback(kind, value, trace) -> None:
+    sys.stderr.write(redacted("".join(traceback.format_exception(kind, value, trace))))

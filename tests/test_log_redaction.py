@@ -49,3 +49,35 @@ def test_every_command_logs_through_the_redacting_formatter():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "webhook https://h.example/x?…" in done.stderr and "hunter2" not in done.stderr
+
+
+def test_a_url_ending_a_clause_keeps_its_host_and_a_long_line_is_redacted_at_once():
+    assert redacted("stream broke: rtsp://10.0.0.5:554: timeout") == "stream broke: rtsp://10.0.0.5:554: timeout"
+    assert redacted("see (http://u:p@h.example/a?x=1).") == "see (http://h.example/a?…)."
+    assert redacted("a:" * 16_000).startswith("a:a:")  # no backtracking blow-up on a pathological line
+
+
+def test_the_error_line_a_command_ends_with_shows_no_secret(capsys):
+    from cityguard.cli import run_reporting_errors
+
+    def failing():
+        raise ConnectionError("POST https://ops:hunter2@hooks.example.net/alert?token=s3cr3t-hook-token failed")
+
+    assert run_reporting_errors(failing, debug=False) == 1
+    error = capsys.readouterr().err
+    assert "hooks.example.net/alert" in error and "hunter2" not in error and "s3cr3t-hook-token" not in error
+
+
+def test_libraries_that_log_request_lines_or_keep_their_own_handlers_show_no_secret():
+    script = ("import logging, sys; from cityguard.cli import main; main(['--log-level', 'DEBUG', 'check-config', "
+              "'--config', sys.argv[1]]); "
+              "logging.getLogger('urllib3.connectionpool').debug('\"POST /hook/T0/B0?token=s3cr3t-hook-token\" 200'); "
+              "logging.getLogger('ultralytics').addHandler(logging.StreamHandler(sys.stderr)); "
+              "logging.getLogger('ultralytics').propagate = False; "
+              "logging.getLogger('ultralytics').warning('download https://u:hunter2@h.example/w.pt failed'); "
+              "raise RuntimeError('at https://u:hunter2@h.example/x')")
+    done = subprocess.run([sys.executable, "-c", script, str(REPO / "configs" / "demo.yaml")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert "download https://h.example/w.pt failed" in done.stderr
+    assert "RuntimeError: at https://h.example/x" in done.stderr  # the traceback of an uncaught error
+    assert "hunter2" not in done.stderr and "s3cr3t-hook-token" not in done.stderr

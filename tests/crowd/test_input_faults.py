@@ -99,3 +99,12 @@ def test_the_first_window_is_not_called_stalling_while_the_pipeline_starts_but_a
     assert by_start[0].frames == 2 and by_start[0].risk_level == RiskLevel.NORMAL
     assert by_start[10].risk_level == by_start[20].risk_level == RiskLevel.NORMAL
     assert by_start[30].risk_level == RiskLevel.UNKNOWN and "expected frames" in by_start[30].risk_reason
+
+
+def test_the_start_grace_is_bounded_a_long_window_with_a_stall_after_the_first_frame_is_unknown():
+    config = Config.model_validate({"analytics": {"window_seconds": 60, "hop_seconds": 10}})
+    analyzer = CrowdAnalyzer.restore(CAMERA, config, None)
+    times = [T0 + 20, T0 + 50] + [T0 + 60 + k / FPS for k in range(60 * FPS)]  # one frame, a 30 s stall, then all
+    metrics = sum((analyzer.update(standing(seq, at)).zone_metrics for seq, at in enumerate(times)), [])
+    stalled = [m for m in metrics if m.window_start - T0 in (0, 10, 20)]
+    assert stalled and all(m.risk_level == RiskLevel.UNKNOWN and "expected frames" in m.risk_reason for m in stalled)

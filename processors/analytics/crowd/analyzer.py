@@ -54,6 +54,9 @@ RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts 
 # A zone's density is the people seen over its whole area: with more of it outside the picture than this allows, a
 # packed crowd there would read calm (the map and the detector see only the picture).
 MIN_SHARE_IN_PICTURE = 0.95
+# How long the pipeline takes to reach a camera's live frames once it starts: the inference stage loads its model,
+# then sheds the frames that aged past model.max_frame_age_s (10 s by default) meanwhile.
+STARTUP_GRACE_S = 10.0
 SEVERITY = {RiskLevel.UNKNOWN: Severity.WARNING, RiskLevel.NORMAL: Severity.INFO, RiskLevel.CAUTION: Severity.INFO,
             RiskLevel.WARNING: Severity.WARNING, RiskLevel.DANGER: Severity.CRITICAL,
             RiskLevel.CRITICAL: Severity.CRITICAL}
@@ -356,16 +359,14 @@ class CrowdAnalyzer:
         if people_mean is None:  # no frame is reliable, so neither is the window (below): the detector's figure
             people_mean = window.mean("people")
         density = people_mean / zone.area_m2
-        observed_from = max(window.start, self.state.first_captured_at)
-        expected_frames = self.camera.fps * (window_end - observed_from)
-        # A window holding the camera's first frame is judged on the frames it has: while the pipeline starts (the
-        # inference stage loads its model and sheds the frames that aged meanwhile) few arrive, which says nothing
-        # about the camera, and calling that "down or stalling" would page someone at every start.
-        starting = window.start < self.state.first_captured_at
+        # Frames are expected from STARTUP_GRACE_S after the camera's first one: while the pipeline starts few
+        # arrive, which says nothing about the camera, and "down or stalling" then would page someone at every start.
+        observed_from = max(window.start, self.state.first_captured_at + STARTUP_GRACE_S)
+        expected_frames = self.camera.fps * max(0.0, window_end - observed_from)
         reliable, reason = True, ""
         if self.state.clock_stepped_at is not None and window.start < self.state.clock_stepped_at:
             reliable, reason = False, "the camera's capture clock jumped within this window"
-        elif not starting and window.frames < config.risk.min_frame_coverage * expected_frames:
+        elif window.frames < config.risk.min_frame_coverage * expected_frames:
             reliable, reason = False, (f"camera delivered {window.frames} of ~{expected_frames:.0f} expected frames "
                                        "(down or stalling)")
         elif window.unreliable_frames * 2 > window.frames:
