@@ -62,9 +62,9 @@ MODEL = existing("model")
 
 
 def weights_or_name(text: str) -> str:
-    """An argparse type: a bare ultralytics name (yolo11n.pt, yolo11n.yaml; ultralytics downloads or builds it) or
-    a path to weights, which must exist (a mistyped path would otherwise be taken for a name to download)."""
-    if Path(text).name != text and not Path(text).exists():
+    """An argparse type: a bare ultralytics name (yolo11n.pt, yolo11n.yaml; ultralytics downloads or builds it), a
+    URL, or a path to weights, which must exist (a mistyped path would otherwise be taken for a name to download)."""
+    if "://" not in text and Path(text).name != text and not Path(text).exists():
         raise argparse.ArgumentTypeError(f"no model {text}")
     return text
 

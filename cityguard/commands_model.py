@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,9 @@ def register_training(actions, add_command) -> None:
                              run_register)
     registered.add_argument("weights", type=MODEL)
     registered.add_argument("--note", default="", help="where it comes from")
+    registered.add_argument("--no-load-check", action="store_true",
+                            help="register without loading it with the site's backend (a model built for other "
+                            "hardware); a TensorRT engine is never loaded here")
     registered.add_argument("--serve", action="store_true",
                             help="make it the serving model at once, without the gate (the site's first model: refused "
                             "while another serves)")
@@ -182,11 +186,16 @@ def run_register(args, config) -> int:
     same = registry.holding(args.weights)
     if same is not None:
         raise ValueError(f"{args.weights} is registered already, as {same}")
-    try:  # what the inference stage would load, refused here rather than when it is promoted
-        evaluation_detector(config, config.model.confidence, args.weights)
-    except Exception as exc:
-        raise ValueError(f"{args.weights} cannot be loaded as a model by the {config.model.backend} backend: "
-                         f"{str(exc).strip() or type(exc).__name__}") from None
+    # What the inference stage would load, refused here rather than when it is promoted. An engine loads only on
+    # the GPU it was built for; nothing is installed for the check.
+    if not args.no_load_check and args.weights.suffix.lower() != ".engine":
+        os.environ["YOLO_AUTOINSTALL"] = "false"
+        try:
+            evaluation_detector(config, config.model.confidence, args.weights)
+        except Exception as exc:
+            raise ValueError(f"{args.weights} cannot be loaded as a model by the {config.model.backend} backend "
+                             f"{args.config} configures ({str(exc).strip() or type(exc).__name__}): give the site's "
+                             "--config, or --no-load-check for a model built for other hardware") from None
     model = registry.register(args.weights, {"kind": "imported", "source": str(args.weights.resolve()),
                                              "note": args.note, "created": time.time()})
     print(f"registered {model.version}: {model.weights}")
@@ -303,11 +312,12 @@ def run_gate(args, config) -> int:
                              for detector in (serving, candidate))
     classes = reported_classes(rule_classes, class_confidence, serving.names, labelled)
     report = decide(*results, classes, false_alarms, args.tolerance, serving_name, args.version, class_confidence)
+    out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
+    path = write_report(report, out, promoted=False)  # first: a report that cannot be written promotes nothing
     promoted = report.passed and args.promote
     if promoted:
         registry.promote(args.version, report.reason)
-    out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
-    path = write_report(report, out, promoted)
+        write_report(report, out, promoted=True)
     print(f"{args.version}: {report.reason}")
     print(f"{args.version}: {report.outcome(promoted)}")
     print(f"report: {path}")

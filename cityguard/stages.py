@@ -53,7 +53,8 @@ def open_store(config: Config):
     except ModuleNotFoundError as exc:
         raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None
     except OperationalError as exc:
-        raise RuntimeError(f"{where}: cannot open {shown(url)}: {redacted(str(exc.orig)).splitlines()[0]}") from None
+        reason = (redacted(str(exc.orig)).strip().splitlines() or [type(exc.orig).__name__])[0]
+        raise RuntimeError(f"{where}: cannot open {shown(url)}: {reason}") from None
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:

@@ -205,7 +205,10 @@ def broker_reachable(bootstrap_servers: str, timeout_s: float = 5) -> bool:
     """Whether a bootstrap server answers as a Kafka broker within about `timeout_s`. A TCP connection is tried
     first: the Kafka client alone retries a refused one for half a minute, logging each try."""
     def accepts(server: str) -> bool:
-        host, _, port = server.strip().rpartition(":")
+        address = server.strip().split("://")[-1]  # PLAINTEXT://host:port as some clusters list them
+        host, colon, port = address.rpartition(":")
+        if not colon or host.endswith(":"):  # a host alone (an IPv6 address among them): Kafka's own port
+            host, port = address, "9092"
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
                 return True

@@ -49,8 +49,13 @@ class ModelRegistry:
     def holding(self, weights: Path) -> str | None:
         """The registered version whose model is byte for byte `weights` (a file or an exported model's folder)."""
         digest = weights_digest(Path(weights))
-        return next((version for version in self.versions() if weights_digest(self.get(version).weights) == digest),
-                    None)
+        for version in self.versions():
+            try:
+                if weights_digest(self.get(version).weights) == digest:
+                    return version
+            except OSError:  # a version whose files were pruned holds nothing to compare
+                continue
+        return None
 
     def get(self, version: str) -> ModelVersion:
         folder = self.root / version
@@ -188,11 +193,12 @@ class ServingWatcher:
 
 
 def weights_digest(path: Path) -> str:
-    """sha256 of a weights file, or of an exported model's folder (its files' relative paths and contents)."""
+    """sha256 of a weights file's bytes, or of an exported model's folder (its files' relative paths and bytes)."""
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

@@ -404,9 +404,8 @@ class InferenceWorker:
         if error is not None:
             if self.zone_maps is not None:  # the frames that come again find their cameras' maps still due
                 self.zone_maps.schedule.not_made()
-            delay = self.failure_pause.failed(time.monotonic())
+            delay = self.failure_pause.failed(time.monotonic())  # `run` waits it out: no spinning on the batch
             log.error("%s; rewound so the batch is processed again in %g s", error, delay)
-            time.sleep(delay)  # do not spin the model on the same batch
             return 0
         self.failure_pause.succeeded()
         if self.zone_maps is not None:
@@ -529,4 +528,5 @@ class InferenceWorker:
             records = self.gather(stop)
             if records:
                 self.process(records)
+                stop.wait(self.failure_pause.remaining(time.monotonic()))
             self.update_lag()

@@ -33,8 +33,12 @@ def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
 def test_a_file_that_is_not_a_loadable_model_is_not_registered(tmp_path, capsys):
     registry = tmp_path / "registry"
     assert main(["model", "register", str(weights(tmp_path, "junk.pt")), "--serve", "--registry", str(registry)]) == 2
-    assert_one_line_error_printed(capsys, "junk.pt cannot be loaded as a model by the ultralytics backend")
+    assert_one_line_error_printed(capsys, "junk.pt cannot be loaded as a model by the ultralytics backend",
+                                  "--no-load-check")
     assert ModelRegistry(registry).versions() == [] and not (registry / "serving.json").exists()
+    assert main(["model", "register", str(weights(tmp_path, "junk.pt")), "--no-load-check",
+                 "--registry", str(registry)]) == 0  # its owner says it is built for other hardware
+    assert ModelRegistry(registry).versions() == ["v1"]
 
 
 def test_an_inference_start_with_a_number_for_the_serving_version_fails_in_one_line(tmp_path):
