@@ -30,6 +30,7 @@ from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config
 from sinks.console.server import console_token
+from sinks.topic_reading import zone_stale_after_s
 
 MEMORY_CHECK_INTERVAL_S = 10.0
 RESTART_INITIAL_S, RESTART_MAX_S = 1.0, 30.0  # back-off before restarting a stage that exited; doubles per restart
@@ -55,15 +56,23 @@ class CameraStatusLine:
     people: int = 0
     zones: dict[str, ZoneMetrics] = field(default_factory=dict)
 
-    def render(self, camera_id: str, now: float) -> str:
+    def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True) -> str:
+        """The line; a zone whose windows stopped `stale_after_s` ago reads unknown, as the metrics say, never its
+        last level."""
         recent = [t for t in self.seen_at if now - t <= 5.0]
         fps = len(recent) / 5.0
-        if self.zones:
+        stale = [m for m in self.zones.values() if now - m.window_end > stale_after_s]
+        if not zoned:
+            zone_text = "no zones"
+        elif not self.zones:
+            zone_text = "zones: waiting for the first window"
+        elif stale:
+            oldest = min(stale, key=lambda m: m.window_end)
+            zone_text = f"zone {oldest.zone_id}: no window for {now - oldest.window_end:.0f} s, risk unknown"
+        else:
             worst = max(self.zones.values(), key=lambda m: (m.risk_level.rank, m.density_mean_per_m2))
             zone_text = (f"zone {worst.zone_id}: {worst.people_mean:.1f} people, "
                          f"{worst.density_mean_per_m2:.3f} p/m², risk {worst.risk_level.value}")
-        else:
-            zone_text = "zones: waiting for the first window"
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
@@ -210,6 +219,8 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
           interrupted, memory_watch: BrokerMemoryWatch | None = None) -> int:
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
+    stale_after_s = zone_stale_after_s(config.analytics.window_seconds)  # as the metrics sink judges it
+    zoned = {camera.id for camera in config.cameras if camera.zones}
     last_print = last_memory_check = -math.inf
     while not interrupted():
         if memory_watch is not None and time.monotonic() - last_memory_check >= MEMORY_CHECK_INTERVAL_S:
@@ -232,7 +243,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         now = time.time()
         if now - last_print >= 2 and lines:
             for camera_id in sorted(lines):
-                print(lines[camera_id].render(camera_id, now), flush=True)
+                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned), flush=True)
             last_print = now
     return 0
 

@@ -1,0 +1,23 @@
+"""The live status line `cityguard up` prints: a zone whose windows stopped reads unknown there too, never the level
+its last window had."""
+from cityguard.up import CameraStatusLine
+from schemas import RiskLevel, ZoneMetrics
+
+
+def window(end: float) -> ZoneMetrics:
+    return ZoneMetrics(camera_id="campus", zone_id="walkway", window_start=end - 10, window_end=end, frames=50,
+                       area_m2=260, people_mean=6.8, people_max=8, density_mean_per_m2=0.026,
+                       density_max_per_m2=0.031, risk_level=RiskLevel.NORMAL, risk_reason="", last_seq=1)
+
+
+def test_a_zone_whose_windows_stopped_reads_unknown_not_its_last_level():
+    line = CameraStatusLine(people=6, zones={"walkway": window(1000.0)})
+    assert line.render("campus", 1010.0, stale_after_s=30).endswith(
+        "zone walkway: 6.8 people, 0.026 p/m², risk normal")
+    assert line.render("campus", 1045.0, stale_after_s=30).endswith(
+        "zone walkway: no window for 45 s, risk unknown")
+
+
+def test_a_camera_without_zones_says_so():
+    assert CameraStatusLine().render("gate", 0.0, stale_after_s=30, zoned=False).endswith("| no zones")
+    assert CameraStatusLine().render("campus", 0.0, stale_after_s=30).endswith("zones: waiting for the first window")
