@@ -55,10 +55,11 @@ def run_calibrate(args, config) -> int:
     else:
         raise ConfigError(f"camera {camera.id} has no calibration: give at least 4 --pair X,Y=GX,GY")
     problems = degeneracy_problems(image_points, ground_points)
+    fatal = [problem.message for problem in problems if problem.fatal]
+    if fatal:
+        raise ValueError(f"camera {camera.id}: no homography can be fitted: {'; '.join(fatal)}")
     for problem in problems:
-        print(f"{'ERROR' if problem.fatal else 'warning'}: {problem.message}")
-    if any(problem.fatal for problem in problems):
-        return 1
+        print(f"warning: {problem.message}")
     homography = fit_homography(image_points, ground_points)
     errors = reprojection_errors(homography, image_points, ground_points)
     print(f"homography (image -> ground metres) of camera {camera.id}:")
@@ -81,8 +82,8 @@ def run_calibrate(args, config) -> int:
             if zone.area_m2 else ""
         print(f"zone {zone.id}: {area:.1f} m² on the ground{measured}")
     if errors.max() > limit:
-        print(f"ERROR: a pair is off by {errors.max():.2f} m, over max_reprojection_error_m {limit:g}")
-        return 1
+        raise ValueError(f"camera {camera.id}: a pair is off by {errors.max():.2f} m, over max_reprojection_error_m "
+                         f"{limit:g}: check the pairs (nothing written)")
     if args.write:
         saved = write_calibration(Path(args.config), camera.id, image_points, ground_points, homography.as_lists())
         print(f"wrote calibration of camera {camera.id} into {args.config}"

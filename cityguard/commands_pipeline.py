@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cityguard import stages
-from cityguard.arguments import PORT
+from cityguard.arguments import COUNT, PORT, POSITIVE
 from schemas.settings.config import ConfigError
 
 
 def register(commands, add_command) -> None:
     up = add_command(commands, "up", "run broker, producer, inference, analytics and metrics sink together", run_up)
-    up.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    up.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     up.add_argument("--log-dir", type=Path, default=Path("var/log"))
 
     broker = add_command(commands, "broker", "run the embedded Kafka broker (Tansu) on 127.0.0.1, create the topics",
@@ -22,20 +22,20 @@ def register(commands, add_command) -> None:
         lambda args, config: stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime,
                                                 args.metrics_port))
     produce.add_argument("--camera", action="append", dest="cameras", help="only this camera id (repeatable)")
-    produce.add_argument("--max-frames", type=int, default=None, help="per camera")
+    produce.add_argument("--max-frames", type=COUNT, default=None, help="per camera")
     produce.add_argument("--no-realtime", action="store_true", help="replay files as fast as possible")
-    produce.add_argument("--metrics-port", type=int, default=None)
+    produce.add_argument("--metrics-port", type=PORT, default=None)
 
     infer = add_command(commands, "infer", "inference worker: frames -> detections (run several to scale out)",
                         lambda args, config: stages.run_infer(config, args.metrics_port))
-    infer.add_argument("--metrics-port", type=int, default=None)
+    infer.add_argument("--metrics-port", type=PORT, default=None)
 
     add_command(commands, "analyze", "analytics worker (faust): detections -> zone metrics and events",
                 lambda args, config: stages.run_analyze(config, args.log_level.lower()))
 
     export = add_command(commands, "export-metrics", "metrics sink: topics -> Prometheus exporter",
                          lambda args, config: stages.run_export_metrics(config, args.metrics_port))
-    export.add_argument("--metrics-port", type=int, default=None)
+    export.add_argument("--metrics-port", type=PORT, default=None)
 
     add_command(commands, "check-config", "validate a site configuration and print a summary", check_config)
 
@@ -48,7 +48,8 @@ def register(commands, add_command) -> None:
     replay.add_argument("--start-time", type=float, default=None,
                         help="capture time of the first frame, unix seconds (default: times from the clip start)")
     replay.add_argument("--record-detections", type=Path, default=None,
-                        help="also write every frame's Detections message here, one JSON per line")
+                        help="also write every frame's Detections message here, one JSON per line "
+                        "(gzip-compressed when the name ends in .gz)")
     replay.add_argument("--frame-scores", type=Path, default=None,
                         help="write each frame's vehicle-in-pedestrian-area score per area as CSV "
                         "camera,type,start,end,score (for `cityguard eval events` ROC/AUC)")
@@ -120,6 +121,7 @@ def start_problems(config) -> list[str]:
 
 def run_replay(args, config) -> int:
     import errno
+    import gzip
     import sys
 
     from cityguard.replay import (
@@ -155,7 +157,10 @@ def run_replay(args, config) -> int:
     origin = CLIP_ORIGIN_S if args.start_time is None else args.start_time
     offset = recording_offset(recorded) if recorded else CLIP_ORIGIN_S if args.start_time is None else 0.0
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
-    recording = open(args.record_detections, "w") if args.record_detections else None  # noqa: SIM115
+    recording = None  # gzip-compressed when named .gz, as recordings are read
+    if args.record_detections:
+        recording = (gzip.open(args.record_detections, "wt") if args.record_detections.suffix == ".gz"  # noqa: SIM115
+                     else open(args.record_detections, "w"))  # noqa: SIM115
     scores = open(args.frame_scores, "w") if args.frame_scores else None  # noqa: SIM115
     line_counts = open(args.line_counts, "w") if args.line_counts else None  # noqa: SIM115
     if scores:

@@ -58,7 +58,11 @@ def open_store(config: Config):
 
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:
-    server, _ = start_http_server(port, addr=config.metrics.host)
+    try:
+        server, _ = start_http_server(port, addr=config.metrics.host)
+    except OSError as exc:  # a second worker on one machine: each needs its own port
+        raise ConfigError(f"{stage} metrics: cannot listen on {config.metrics.host}:{port} ({exc.strerror}): give "
+                          "this process another --metrics-port, or 0 for any free one") from None
     actual = server.server_port
     log.info("%s metrics on http://%s:%d/metrics", stage, config.metrics.host, actual)
     print(f"{stage} metrics: {http_url(config.metrics.host, actual, '/metrics')}", flush=True)

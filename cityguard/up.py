@@ -23,12 +23,19 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from infra.backoff import backoff_delay
-from infra.broker import BROKER_PID_FILE_ENV, BrokerMemoryWatch, EmbeddedBroker, configured_or_embedded, free_port
+from infra.broker import (
+    BROKER_PID_FILE_ENV,
+    BrokerMemoryWatch,
+    EmbeddedBroker,
+    configured_or_embedded,
+    free_port,
+    port_free,
+)
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
-from schemas.settings.config import Config
+from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
 from sinks.topic_reading import zone_stale_after_s
 
@@ -85,6 +92,22 @@ def console_access(config: Config) -> tuple[str, list[str], str]:
     port = settings.port or free_port(settings.host)
     shown = f"?token={token}" if generated else f" (token in ${settings.token_env})"
     return f"console: {http_url(settings.host, port)}{shown}", ["--port", str(port)], token
+
+
+def refuse_busy_ports(config: Config) -> None:
+    """ConfigError naming every fixed port the stages would listen on that something holds already (another `up`):
+    its stages would fail to start and be restarted for ever."""
+    metrics, console, receiver = config.metrics, config.console, config.alerting.receiver
+    listeners = [("metrics sink", metrics.host, metrics.exporter_port, "metrics.exporter_port"),
+                 ("producer metrics", metrics.host, metrics.producer_port, "metrics.producer_port"),
+                 ("inference metrics", metrics.host, metrics.inference_port, "metrics.inference_port"),
+                 ("console", console.host, console.port, "console.port"),
+                 ("Alertmanager receiver", receiver.host, receiver.port, "alerting.receiver.port")]
+    busy = [f"{what} {host}:{port} ({setting})" for what, host, port, setting in listeners
+            if port and not port_free(host, port)]
+    if busy:
+        raise ConfigError(f"in use: {'; '.join(busy)}: another cityguard up, or another program, listens there "
+                          "(0 picks a free port)")
 
 
 def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: str,
@@ -157,6 +180,7 @@ class Supervisor:
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
+    refuse_busy_ports(config)
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
     receiver_port = receiver.port or free_port(receiver.host)  # fixed here: the port printed is the one it listens on

@@ -50,10 +50,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def port_free(host: str, port: int) -> bool:
     """Whether a listener could bind host:port now (a port left in TIME_WAIT by a stopped one counts as free)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False
+    with socket.socket(family, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
+            probe.bind(address)
         except OSError:
             return False
     return True

@@ -200,3 +200,29 @@ def test_a_broker_asked_for_a_port_in_use_says_so_before_claiming_it(capsys):
     assert captured.out == ""
     assert captured.err == (f"cityguard: error: 127.0.0.1:{port} is in use (another broker, or another program "
                             "listens there)\n")
+
+
+def test_a_second_metrics_listener_on_a_port_in_use_names_it():
+    from cityguard.stages import serve_metrics
+    from schemas.settings.base import ConfigError
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^inference metrics: cannot listen on 127.0.0.1:{port} \(Address "
+                                              r"already in use\): give this process another --metrics-port"):
+            serve_metrics(Config(), port, "inference")
+
+
+def test_up_refuses_ports_another_up_holds_before_starting_anything():
+    from cityguard.up import refuse_busy_ports
+    from schemas.settings.base import ConfigError
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        config = Config.model_validate({"metrics": {"exporter_port": port}})
+        with pytest.raises(ConfigError, match=rf"in use: metrics sink 127.0.0.1:{port} \(metrics.exporter_port\)"):
+            refuse_busy_ports(config)

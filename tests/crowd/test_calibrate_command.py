@@ -33,3 +33,15 @@ def test_writing_the_calibration_keeps_the_files_comments_and_layout(tmp_path, c
     assert calibration.homography is not None and len(calibration.image_points) == 5
     assert main(["calibrate", "--config", str(path), "--camera", "alley", "--write"]) == 0
     assert "(unchanged)" in capsys.readouterr().out and path.read_text() == written
+
+
+def test_pairs_no_homography_fits_or_that_miss_the_limit_end_in_one_line_and_write_nothing(tmp_path, capsys):
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE)
+    assert main(["calibrate", "--config", str(path), "--camera", "alley", "--pair", "1,2=3,4", "--write"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cityguard: error: camera alley: no homography can be fitted: ") and error.count("\n") == 1
+    pairs = ["--pair", "340,650=0,0", "--pair", "940,650=3.2,0", "--pair", "700,130=3.2,40", "--pair", "580,130=0,40",
+             "--pair", "640,325=9,25"]  # the fifth measured wrong, 7 m off
+    assert main(["calibrate", "--config", str(path), "--camera", "alley", *pairs, "--write"]) == 2
+    assert "a pair is off by" in capsys.readouterr().err and path.read_text() == SITE

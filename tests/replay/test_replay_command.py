@@ -10,7 +10,7 @@ import yaml
 
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-from cityguard.replay import CLIP_ORIGIN_S, recording_offset, zone_summaries
+from cityguard.replay import CLIP_ORIGIN_S, recorded_detections, recording_offset, zone_summaries
 from schemas import Detections, Event, LineCounts, RiskLevel, ZoneMetrics
 from schemas.geometry import box_iou
 from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
@@ -148,10 +148,10 @@ def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(t
         config.write_text(yaml.safe_dump({
             "site": "replay-scaled", "model": {"offline_weights": str(OFFLINE_MODEL)},
             "cameras": [{"id": "street", "source": str(clip), "fps": 2, "max_width": max_width}]}))
-        recording = tmp_path / f"detections-{max_width}.jsonl"
+        recording = tmp_path / f"detections-{max_width}.jsonl{'.gz' if max_width == 384 else ''}"  # as named
         assert main(["replay", "--config", str(config), "--camera", "street", str(clip),
                      "--record-detections", str(recording)]) == 0
-        recorded[max_width] = [Detections.model_validate_json(line) for line in recording.read_text().splitlines()]
+        recorded[max_width] = list(recorded_detections(recording, "street"))
     full, scaled = recorded[768], recorded[384]
     assert len(full) == len(scaled) == 20
     assert {(d.image_width, d.image_height) for d in scaled} == {(768, 576)}
