@@ -226,3 +226,19 @@ def test_up_refuses_ports_another_up_holds_before_starting_anything():
         config = Config.model_validate({"metrics": {"exporter_port": port}})
         with pytest.raises(ConfigError, match=rf"in use: metrics sink 127.0.0.1:{port} \(metrics.exporter_port\)"):
             refuse_busy_ports(config)
+
+
+def test_a_backend_given_a_model_it_cannot_run_says_what_it_needs(tmp_path):
+    import torch
+
+    from processors.inference.backends.registry import create_detector
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    openvino = Config.model_validate({"model": {"backend": "openvino", "weights": str(onnx), "offline_weights": None}})
+    with pytest.raises(ValueError, match=r"openvino needs an OpenVINO export folder .*model\.onnx is not one"):
+        create_detector(openvino)
+    if not torch.cuda.is_available():
+        gpu = Config.model_validate({"model": {"backend": "gpu-nvjpeg", "weights": "yolo11n.pt"}})
+        with pytest.raises(RuntimeError, match="gpu-nvjpeg needs a CUDA GPU, and torch finds none"):
+            create_detector(gpu)

@@ -28,12 +28,23 @@ def _ultralytics(args: DetectorArgs, model: ModelConfig) -> Detector:
 def _openvino(args: DetectorArgs, model: ModelConfig) -> Detector:
     from processors.inference.backends.openvino import OpenVinoDetector
 
+    folder = Path(args[0])
+    if not (folder.is_dir() and any(folder.glob("*.xml")) and (folder / "metadata.yaml").is_file()):
+        raise ValueError(f"model.backend openvino needs an OpenVINO export folder (its .xml, .bin and metadata.yaml, "
+                         f"as `cityguard model export --format openvino` writes it): {folder} is not one")
     return OpenVinoDetector(*args, performance_hint=model.openvino_hint)
 
 
 def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
+    import torch
+
     from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector  # needs torch with CUDA
 
+    if not torch.cuda.is_available():
+        raise RuntimeError("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use "
+                           "the ultralytics or openvino backend here")
+    if Path(args[0]).suffix.lower() not in (".pt", ".yaml"):
+        raise ValueError(f"model.backend gpu-nvjpeg runs PyTorch weights (.pt): {args[0]} is an export")
     return GpuJpegDetector(*args, largest_batch=model.max_batch_size)
 
 
