@@ -26,6 +26,7 @@ import psutil
 import yaml
 from kafka import TopicPartition
 
+from cityguard.arguments import COUNT
 from cityguard.bench import cpu_seconds
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
@@ -48,7 +49,7 @@ START_AT = 1_700_000_000.0
 def add_arguments(parser) -> None:
     parser.add_argument("--people", type=int, default=100, help="people in view in every frame")
     parser.add_argument("--fps", type=float, default=5.0, help="frames a second of the synthetic camera")
-    parser.add_argument("--frames", type=int, default=3_000, help="frames in the measured run")
+    parser.add_argument("--frames", type=COUNT, default=3_000, help="frames in the measured run")
     parser.add_argument("--window", type=float, default=10.0, help="analytics window, seconds")
     parser.add_argument("--no-stage", action="store_true", help="only the pure loop (no broker, no faust worker)")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the pure loop here")

@@ -3,21 +3,34 @@
 that map has locally dense cells), and maps per second when a batch of frames is mapped together (on a GPU)."""
 from __future__ import annotations
 
+import argparse
 import time
 
 import cv2
 
+from cityguard.arguments import COUNT
 from infra import assets
+
+
+def widths(text: str) -> list[int]:
+    """An argparse type: comma-separated widths of 32 pixels or more (the map is 1/8 of the input)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 384,512, got {text!r}") from None
+    if not values or min(values) < 32:
+        raise argparse.ArgumentTypeError(f"expected widths of 32 pixels or more, got {text!r}")
+    return values
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--video", default="asset:vtest.avi", help="frames to time: a path (relative to cwd) or asset")
-    parser.add_argument("--widths", default="384,512,768,1024",
+    parser.add_argument("--widths", type=widths, default="384,512,768,1024",
                         help="comma-separated input widths; frames are resized to each first")
-    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--frames", type=COUNT, default=10)
     parser.add_argument("--device", default=None,
                         help="cpu or cuda[:N] (default: analytics.density_model.device of the config)")
-    parser.add_argument("--batch", type=int, default=1, help="frames mapped together in one call")
+    parser.add_argument("--batch", type=COUNT, default=1, help="frames mapped together in one call")
 
 
 def run(args, config) -> int:
@@ -40,10 +53,9 @@ def run(args, config) -> int:
         frames.append(image)
     capture.release()
     if not frames:
-        print(f"no frames read from {args.video}")
-        return 1
+        raise ValueError(f"--video {args.video}: no frames could be read")
     batch = max(1, min(args.batch, len(frames)))
-    for width in (int(part) for part in args.widths.split(",") if part.strip()):
+    for width in args.widths:
         images = [cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1]))) for image in frames]
         counter.scaled_maps(images[:batch], width)  # compiles this shape, warms the device
         started = time.perf_counter()

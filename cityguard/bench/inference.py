@@ -16,6 +16,7 @@ import uuid
 import cv2
 import numpy as np
 
+from cityguard.arguments import COUNT
 from cityguard.bench import BACKLOG_MODEL_SETTINGS
 from infra import assets
 from infra.broker import broker_for
@@ -30,7 +31,7 @@ from schemas.settings.config import Config, TopicNames
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--frames", type=int, default=300, help="frames in the throughput phase")
+    parser.add_argument("--frames", type=COUNT, default=300, help="frames in the throughput phase")
     parser.add_argument("--latency-frames", type=int, default=100, help="frames in the paced latency phase")
     parser.add_argument("--latency-load", type=float, default=0.5, help="paced rate as a fraction of bare fps")
     parser.add_argument("--camera", default=None, help="camera whose source supplies the frames (default: first)")

@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 import yaml
 
+from cityguard.arguments import COUNT
 from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
 from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
 from cityguard.up import spawn, stop_children
@@ -41,7 +42,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stage", choices=("analytics", "inference"), default="analytics")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (e.g. 1,2,4,8)")
     parser.add_argument("--cameras", type=int, default=16, help="cameras the input is spread over")
-    parser.add_argument("--frames", type=int, default=200, help="frames per camera")
+    parser.add_argument("--frames", type=COUNT, default=200, help="frames per camera")
     parser.add_argument("--people", type=int, default=100, help="analytics: people per camera")
     parser.add_argument("--jpegs", type=Path, default=None,
                         help="inference: a folder of .jpg frames to queue instead of the configured camera's clip")
@@ -51,7 +52,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", default=None,
                         help="inference: model.backend for this run, e.g. gpu-nvjpeg (default: the configured one)")
     parser.add_argument("--weights", default=None, help="inference: model.weights for this run")
-    parser.add_argument("--batch", type=int, default=None, help="inference: model.max_batch_size for this run")
+    parser.add_argument("--batch", type=COUNT, default=None, help="inference: model.max_batch_size for this run")
     parser.add_argument("--warm-up", type=float, default=20.0,
                         help="seconds the workers get to start and join the group before the input is queued")
     parser.add_argument("--producers", type=int, default=1,
