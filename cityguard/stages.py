@@ -7,18 +7,32 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 from prometheus_client import start_http_server
 
 from infra.broker import EmbeddedBroker
-from infra.kafka import create_topics, make_consumer, make_producer
+from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer
 from infra.listeners import http_url
 from infra.redaction import redacted, shown
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
+
+
+BROKER_WAIT_S = 30.0  # how long a stage waits at start for a broker that is not up yet
+
+
+def wait_for_broker(servers: str, timeout_s: float) -> bool:
+    """Whether a broker answers at `servers` within `timeout_s`, trying every 2 s."""
+    deadline = time.monotonic() + timeout_s
+    while not broker_reachable(servers, timeout_s=2):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    return True
 
 
 def require_bootstrap(config: Config) -> str:
@@ -193,7 +207,12 @@ def run_analyze(config: Config, loglevel: str) -> None:
     # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
     # and spin on cores the other workers need. Analytics scales by worker processes instead.
     threadpool_limits(1)
-    run_worker(config, require_bootstrap(config), loglevel)
+    servers = require_bootstrap(config)
+    # faust ends at once with a traceback when no broker answers; wait as the other stages' clients do
+    if not wait_for_broker(servers, BROKER_WAIT_S):
+        raise RuntimeError(f"no Kafka broker answers at {servers} (waited {BROKER_WAIT_S:g} s): start it first "
+                           "(cityguard broker, or cityguard up for everything)")
+    run_worker(config, servers, loglevel)
 
 
 def run_export_metrics(config: Config, metrics_port: int | None) -> None:

@@ -178,6 +178,6 @@ class BrokerMemoryWatch:
             self.warned_multiple = multiple  # lower after a restart emptied it: warn again when it grows back
             return None
         self.warned_multiple = multiple
-        return (f"embedded broker uses {used / 1024**3:.1f} GiB of RAM (bound {self.warn_bytes / 1024**3:.1f} GiB) "
+        return (f"embedded broker uses {used / 1024**2:,.0f} MiB of RAM (bound {self.warn_bytes / 1024**2:,.0f} MiB) "
                 "and keeps growing: it holds every message in memory and loses them on restart; point "
                 "KAFKA_BOOTSTRAP_SERVERS at a Kafka cluster with retention (README, Broker)")
