@@ -35,6 +35,22 @@ NON_NEGATIVE_COUNT = number_in(int, 0)
 PORT = number_in(int, 0, 65535)  # a TCP port; 0 lets the system pick a free one
 
 
+def numbers_from(low: int) -> Callable[[str], list[int]]:
+    """An argparse type: comma-separated whole numbers of `low` or more (counts to try, widths), as a list."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+        if not values or min(values) < low:
+            raise argparse.ArgumentTypeError(f"expected numbers of {low} or more, got {text!r}")
+        return values
+    return parse
+
+
+COUNTS = numbers_from(1)
+
+
 def existing(kind: str) -> Callable[[str], Path]:
     """An argparse type: a path that exists as a `kind` ("folder", "file", or "model": a weights file or an exported
     model's folder)."""

@@ -75,8 +75,8 @@ def serve_metrics(config: Config, port: int, stage: str) -> int:
     try:
         server, _ = start_http_server(port, addr=config.metrics.host)
     except OSError as exc:  # a second worker on one machine: each needs its own port
-        raise ConfigError(f"{stage} metrics: cannot listen on {config.metrics.host}:{port} ({exc.strerror}): give "
-                          "this process another --metrics-port, or 0 for any free one") from None
+        raise ConfigError(f"{stage} metrics: cannot listen on {config.metrics.host}:{port} ({exc.strerror}): give this "
+                          f"process another --metrics-port (or metrics.{stage}_port), 0 for any free one") from None
     actual = server.server_port
     log.info("%s metrics on http://%s:%d/metrics", stage, config.metrics.host, actual)
     print(f"{stage} metrics: {http_url(config.metrics.host, actual, '/metrics')}", flush=True)
@@ -183,9 +183,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
-    serving, model_swapper = serving_model(config)
-    detectors = build_detectors(config, serving)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
+    serving, model_swapper = serving_model(config)  # after the port: a taken one is named before the model loads
+    detectors = build_detectors(config, serving)
     group = config.group_id("inference")
     consumer = FrameConsumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)

@@ -68,18 +68,22 @@ class CameraStatusLine:
         last level."""
         recent = [t for t in self.seen_at if now - t <= 5.0]
         fps = len(recent) / 5.0
+        fresh = [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
         stale = [m for m in self.zones.values() if now - m.window_end > stale_after_s]
+        parts = []
+        if fresh:
+            worst = max(fresh, key=lambda m: (m.risk_level.rank, m.density_mean_per_m2))
+            parts.append(f"zone {worst.zone_id}: {worst.people_mean:.1f} people, "
+                         f"{worst.density_mean_per_m2:.3f} p/m², risk {worst.risk_level.value}")
+        if stale:
+            oldest = min(stale, key=lambda m: m.window_end)
+            parts.append(f"zone {oldest.zone_id}: no window for {now - oldest.window_end:.0f} s, risk unknown")
         if not zoned:
             zone_text = "no zones"
         elif not self.zones:
             zone_text = "zones: waiting for the first window"
-        elif stale:
-            oldest = min(stale, key=lambda m: m.window_end)
-            zone_text = f"zone {oldest.zone_id}: no window for {now - oldest.window_end:.0f} s, risk unknown"
         else:
-            worst = max(self.zones.values(), key=lambda m: (m.risk_level.rank, m.density_mean_per_m2))
-            zone_text = (f"zone {worst.zone_id}: {worst.people_mean:.1f} people, "
-                         f"{worst.density_mean_per_m2:.3f} p/m², risk {worst.risk_level.value}")
+            zone_text = " | ".join(parts)
         return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
@@ -103,6 +107,11 @@ def refuse_busy_ports(config: Config) -> None:
                  ("inference metrics", metrics.host, metrics.inference_port, "metrics.inference_port"),
                  ("console", console.host, console.port, "console.port"),
                  ("Alertmanager receiver", receiver.host, receiver.port, "alerting.receiver.port")]
+    fixed = [(port, setting) for _, _, port, setting in listeners if port]
+    shared = sorted({port for port, _ in fixed if [p for p, _ in fixed].count(port) > 1})
+    if shared:  # two stages would fight over it and be restarted for ever
+        raise ConfigError("one port for two listeners: " + "; ".join(
+            f"{port} ({', '.join(setting for p, setting in fixed if p == port)})" for port in shared))
     busy = [f"{what} {host}:{port} ({setting})" for what, host, port, setting in listeners
             if port and not port_free(host, port)]
     if busy:
@@ -281,6 +290,9 @@ def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
             line.people = int(detections.class_mask(PERSON_CLASS_ID).sum())
         else:
             metrics = decode(record.value, ZoneMetrics)
-            lines[metrics.camera_id].zones[metrics.zone_id] = metrics
+            zones = lines[metrics.camera_id].zones
+            shown = zones.get(metrics.zone_id)
+            if shown is None or metrics.window_end >= shown.window_end:  # a window sent again is not news
+                zones[metrics.zone_id] = metrics
     except SchemaError:
         pass  # the stages dead-letter bad messages; the status line just skips them

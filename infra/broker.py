@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
@@ -49,17 +50,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_free(host: str, port: int) -> bool:
-    """Whether a listener could bind host:port now (a port left in TIME_WAIT by a stopped one counts as free)."""
+    """Whether host:port is free of other listeners now (a port left in TIME_WAIT by a stopped one counts as free;
+    an address this machine cannot bind is left to the listener to report)."""
     try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
     except socket.gaierror:
-        return False
+        return True  # not this machine's to judge: the listener itself says what is wrong with the address
     with socket.socket(family, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
-        except OSError:
-            return False
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
     return True
 
 

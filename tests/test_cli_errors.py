@@ -226,6 +226,9 @@ def test_up_refuses_ports_another_up_holds_before_starting_anything():
         config = Config.model_validate({"metrics": {"exporter_port": port}})
         with pytest.raises(ConfigError, match=rf"in use: metrics sink 127.0.0.1:{port} \(metrics.exporter_port\)"):
             refuse_busy_ports(config)
+    twice = Config.model_validate({"console": {"port": 9100}})  # the metrics sink's default port
+    with pytest.raises(ConfigError, match=r"one port for two listeners: 9100 \(metrics.exporter_port, console.port\)"):
+        refuse_busy_ports(twice)
 
 
 def test_a_backend_given_a_model_it_cannot_run_says_what_it_needs(tmp_path):

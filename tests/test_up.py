@@ -71,7 +71,7 @@ def run_up_until_status(path, tmp_path, env):
                 console_lines.append(line)
             if line.startswith("[campus]"):
                 status_lines.append(line)
-                if "zone walkway:" in line and "people" in line and len(status_lines) >= 3:
+                if "zone walkway:" in line and " p/m², risk " in line and len(status_lines) >= 3:
                     break
             assert time.monotonic() < deadline, "no status line with zone figures within 120 s"
         descendants = psutil.Process(up.pid).children(recursive=True)

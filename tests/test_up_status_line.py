@@ -21,3 +21,11 @@ def test_a_zone_whose_windows_stopped_reads_unknown_not_its_last_level():
 def test_a_camera_without_zones_says_so():
     assert CameraStatusLine().render("gate", 0.0, stale_after_s=30, zoned=False).endswith("| no zones")
     assert CameraStatusLine().render("campus", 0.0, stale_after_s=30).endswith("zones: waiting for the first window")
+
+
+def test_a_stale_zone_does_not_hide_a_fresh_worse_one():
+    critical = window(1000.0).model_copy(update={"zone_id": "gate", "risk_level": RiskLevel.CRITICAL,
+                                                 "density_mean_per_m2": 6.1, "people_mean": 410})
+    line = CameraStatusLine(zones={"gate": critical, "walkway": window(900.0)})
+    assert line.render("campus", 1005.0, stale_after_s=30).endswith(
+        "zone gate: 410.0 people, 6.100 p/m², risk critical | zone walkway: no window for 105 s, risk unknown")

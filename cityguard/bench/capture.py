@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from cityguard.arguments import COUNTS, POSITIVE
 from cityguard.bench import cpu_seconds
 from infra import assets
 from infra.broker import broker_for
@@ -34,9 +35,9 @@ from schemas.settings.config import CameraConfig, Config, parse_config
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--cameras", default="10,25,50,75", help="camera counts to try, comma-separated")
+    parser.add_argument("--cameras", type=COUNTS, default="10,25,50,75", help="camera counts to try, comma-separated")
     parser.add_argument("--fps", type=float, default=5.0, help="sampling rate per camera")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per camera count")
+    parser.add_argument("--duration", type=POSITIVE, default=20.0, help="seconds per camera count")
     parser.add_argument("--video", default="asset:vtest.avi", help="clip every camera plays in a loop")
     parser.add_argument("--outages", type=int, default=3, help="stream outages to time (0: none)")
     parser.add_argument("--outage-seconds", type=float, default=3.0, help="length of each outage")
@@ -192,7 +193,7 @@ def _drain(consumer, idle_s: float = 2.0):
 
 
 def run(args, config: Config) -> int:
-    counts = [int(value) for value in args.cameras.split(",") if value.strip()]
+    counts = args.cameras
     video = Path(assets.resolve(args.video))
     configure_reader_process()  # this process runs the producer's readers, as `cityguard produce` does
     if args.client == "discard":

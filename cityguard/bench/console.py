@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from cityguard.arguments import POSITIVE
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--duration", type=float, default=60, help="seconds `cityguard up` runs")
+    parser.add_argument("--duration", type=POSITIVE, default=60, help="seconds `cityguard up` runs")
     parser.add_argument("--warmup", type=float, default=20, help="seconds before measuring (model load, first frames)")
     parser.add_argument("--log-dir", type=Path, default=Path("var/log/bench-console"))
 

@@ -3,29 +3,17 @@
 that map has locally dense cells), and maps per second when a batch of frames is mapped together (on a GPU)."""
 from __future__ import annotations
 
-import argparse
 import time
 
 import cv2
 
-from cityguard.arguments import COUNT
+from cityguard.arguments import COUNT, numbers_from
 from infra import assets
-
-
-def widths(text: str) -> list[int]:
-    """An argparse type: comma-separated widths of 32 pixels or more (the map is 1/8 of the input)."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths like 384,512, got {text!r}") from None
-    if not values or min(values) < 32:
-        raise argparse.ArgumentTypeError(f"expected widths of 32 pixels or more, got {text!r}")
-    return values
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--video", default="asset:vtest.avi", help="frames to time: a path (relative to cwd) or asset")
-    parser.add_argument("--widths", type=widths, default="384,512,768,1024",
+    parser.add_argument("--widths", type=numbers_from(32), default="384,512,768,1024",
                         help="comma-separated input widths; frames are resized to each first")
     parser.add_argument("--frames", type=COUNT, default=10)
     parser.add_argument("--device", default=None,

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from cityguard.arguments import COUNTS
 from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector, letterbox_gpu
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jpegs", type=Path, required=True)
     parser.add_argument("--weights", default="yolo11n.yaml")
-    parser.add_argument("--batches", default="1,8,32,64")
+    parser.add_argument("--batches", type=COUNTS, default="1,8,32,64")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--confidence", type=float, default=0.25)
     parser.add_argument("--json", type=Path, default=None)
@@ -47,7 +48,7 @@ def main() -> None:
     torch.manual_seed(0)
     jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))]
     decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = args.batches
     # Captured at the largest batch, as the stage captures at its own (GpuJpegDetector.forward says which batches
     # replay it).
     gpu = GpuJpegDetector(args.weights, confidence=args.confidence, largest_batch=max(batches))

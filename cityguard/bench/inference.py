@@ -32,7 +32,7 @@ from schemas.settings.config import Config, TopicNames
 
 def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=COUNT, default=300, help="frames in the throughput phase")
-    parser.add_argument("--latency-frames", type=int, default=100, help="frames in the paced latency phase")
+    parser.add_argument("--latency-frames", type=COUNT, default=100, help="frames in the paced latency phase")
     parser.add_argument("--latency-load", type=float, default=0.5, help="paced rate as a fraction of bare fps")
     parser.add_argument("--camera", default=None, help="camera whose source supplies the frames (default: first)")
     parser.add_argument("--tiling", action="store_true",

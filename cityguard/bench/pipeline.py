@@ -47,7 +47,7 @@ import psutil
 import yaml
 from kafka import TopicPartition
 
-from cityguard.arguments import COUNT
+from cityguard.arguments import COUNT, POSITIVE
 from cityguard.up import spawn, stop_children
 from infra import assets
 from infra.broker import EmbeddedBroker
@@ -65,7 +65,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--video", type=Path, default=None,
                         help="clip to replay instead of the camera's source (needed when the camera is live)")
     parser.add_argument("--frames", type=COUNT, default=None, help="stop after this many frames")
-    parser.add_argument("--duration", type=float, default=None, help="stop producing after this many seconds")
+    parser.add_argument("--duration", type=POSITIVE, default=None, help="stop producing after this many seconds")
     parser.add_argument("--no-realtime", action="store_true",
                         help="replay as fast as possible (capacity) instead of at the camera's pace (latency)")
     parser.add_argument("--window-seconds", type=float, default=None,

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from cityguard.arguments import COUNT
+from cityguard.arguments import COUNT, COUNTS
 from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
 from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
 from cityguard.up import spawn, stop_children
@@ -40,8 +40,9 @@ from schemas.settings.config import Config, TopicNames, parse_config
 
 def add_arguments(parser) -> None:
     parser.add_argument("--stage", choices=("analytics", "inference"), default="analytics")
-    parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (e.g. 1,2,4,8)")
-    parser.add_argument("--cameras", type=int, default=16, help="cameras the input is spread over")
+    parser.add_argument("--workers", type=COUNTS, default="1,2",
+                        help="worker counts to run, comma-separated (e.g. 1,2,4,8)")
+    parser.add_argument("--cameras", type=COUNT, default=16, help="cameras the input is spread over")
     parser.add_argument("--frames", type=COUNT, default=200, help="frames per camera")
     parser.add_argument("--people", type=int, default=100, help="analytics: people per camera")
     parser.add_argument("--jpegs", type=Path, default=None,
@@ -55,7 +56,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=COUNT, default=None, help="inference: model.max_batch_size for this run")
     parser.add_argument("--warm-up", type=float, default=20.0,
                         help="seconds the workers get to start and join the group before the input is queued")
-    parser.add_argument("--producers", type=int, default=1,
+    parser.add_argument("--producers", type=COUNT, default=1,
                         help="processes queueing the input once the workers have joined (a GPU drains frames faster "
                         "than one can queue them)")
     parser.add_argument("--queue-first", action="store_true",
@@ -221,7 +222,7 @@ def run(args, config: Config) -> int:
 
         if not torch.cuda.is_available():
             raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
-    counts = [int(value) for value in args.workers.split(",") if value.strip()]
+    counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
           f"{psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -159,6 +159,9 @@ class GpuJpegDetector:
         from ultralytics import YOLO
 
         yolo = YOLO(weights, task="detect")
+        if not isinstance(yolo.model, torch.nn.Module):  # an export: ultralytics keeps only its path
+            raise ValueError(f"model.backend gpu-nvjpeg runs PyTorch weights (.pt): {weights} is an exported model "
+                             "(with YOLO_OFFLINE=1, model.offline_weights is used where it exists)")
         self.names = yolo.names
         self.name = f"{weights}-cuda-{'fp16' if half else 'fp32'}"
         self.device = torch.device(device)

@@ -43,8 +43,6 @@ def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
     if not torch.cuda.is_available():
         raise RuntimeError("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use "
                            "the ultralytics or openvino backend here")
-    if Path(args[0]).suffix.lower() not in (".pt", ".yaml"):
-        raise ValueError(f"model.backend gpu-nvjpeg runs PyTorch weights (.pt): {args[0]} is an export")
     return GpuJpegDetector(*args, largest_batch=model.max_batch_size)
 
 
