@@ -91,7 +91,7 @@ def test_a_benchmark_option_mistake_is_one_line(capsys):
         main(["bench", "analytics", "--frames", "abc"])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert error == ("cityguard bench analytics: error: argument --frames: invalid int value: 'abc' "
+    assert error == ("cityguard bench analytics: error: argument --frames: expected an integer, got 'abc' "
                      "(see cityguard bench analytics --help)\n")
 
 
