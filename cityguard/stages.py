@@ -183,9 +183,9 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
     servers = require_bootstrap(config)
     stop = stop_on_signals()
+    serving, model_swapper = serving_model(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
-    serving, model_swapper = serving_model(config)  # after the port: a taken one is named before the model loads
-    detectors = build_detectors(config, serving)
+    detectors = build_detectors(config, serving)  # after the port: a taken one is named before the model loads
     group = config.group_id("inference")
     consumer = FrameConsumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)
