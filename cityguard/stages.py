@@ -229,6 +229,6 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     try:
         MetricsSink(config, consumer, readers).run(stop_on_signals())
     finally:
-        consumer.close()
+        consumer.close(timeout_ms=5000)  # its last commit: bounded, so a broker already gone does not hold a stop
         for _, reader in readers.values():
             reader.close(autocommit=False)
