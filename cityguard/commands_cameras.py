@@ -95,14 +95,13 @@ def run_discover(args, _config) -> int:
             document["cameras"] = CommentedSeq()  # in block style, as the cameras added to it
         counts["added"], counts["refreshed"] = merge_cameras(document["cameras"],
                                                              [as_yaml_nodes(camera) for camera in discovered])
-        counts["configured"] = len(document["cameras"])
 
     try:  # round-trip, comments and layout kept; never a configuration that cannot start
-        SceneFile(path).edit(add_cameras)
+        saved = SceneFile(path).edit(add_cameras)
     except SceneError as exc:
         raise ConfigError(f"the result would not be valid, {path} left unchanged: {exc}") from None
     print(f"{path}: {len(found)} cameras found, {counts['added']} added, {counts['refreshed']} refreshed, "
-          f"{counts['configured']} configured")
+          f"{len(saved.cameras)} configured")
     return 0
 
 

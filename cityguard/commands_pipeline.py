@@ -105,17 +105,19 @@ def start_problems(config) -> list[str]:
     from sinks.alerts.service import receiver_token
     from sinks.console.server import console_token
 
-    checks = [*(lambda channel=channel: build_channels([channel], config.resolve_path)
-                for channel in config.alerting.channels),
-              lambda: console_token(config, config.console.host)]
-    if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
-        checks.append(lambda: receiver_token(config.alerting.receiver))
     problems = []
-    for check in checks:
+
+    def check(start_check, *args) -> None:
         try:
-            check()
+            start_check(*args)
         except ConfigError as exc:
             problems.append(str(exc))
+
+    for channel in config.alerting.channels:
+        check(build_channels, [channel], config.resolve_path)
+    check(console_token, config, config.console.host)
+    if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
+        check(receiver_token, config.alerting.receiver)
     return problems
 
 

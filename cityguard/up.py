@@ -107,11 +107,14 @@ def refuse_busy_ports(config: Config) -> None:
                  ("inference metrics", metrics.host, metrics.inference_port, "metrics.inference_port"),
                  ("console", console.host, console.port, "console.port"),
                  ("Alertmanager receiver", receiver.host, receiver.port, "alerting.receiver.port")]
-    fixed = [(port, setting) for _, _, port, setting in listeners if port]
-    shared = sorted({port for port, _ in fixed if [p for p, _ in fixed].count(port) > 1})
+    settings_by_port = defaultdict(list)
+    for _, _, port, setting in listeners:
+        if port:
+            settings_by_port[port].append(setting)
+    shared = [f"{port} ({', '.join(settings)})" for port, settings in sorted(settings_by_port.items())
+              if len(settings) > 1]
     if shared:  # two stages would fight over it and be restarted for ever
-        raise ConfigError("one port for two listeners: " + "; ".join(
-            f"{port} ({', '.join(setting for p, setting in fixed if p == port)})" for port in shared))
+        raise ConfigError("one port for two listeners: " + "; ".join(shared))
     busy = [f"{what} {host}:{port} ({setting})" for what, host, port, setting in listeners
             if port and not port_free(host, port)]
     if busy:

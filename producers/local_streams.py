@@ -27,10 +27,6 @@ def start_ffmpeg(*arguments: str, log_path: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec)  # noqa: PLW1509 - prctl only
 
 
-def stop_process(process: subprocess.Popen | None) -> None:
-    terminate(process, 5)
-
-
 class HlsEncoder:
     """ffmpeg playing a video file in a loop at its natural speed into a live playlist (1 s segments, last 4 kept)."""
 
@@ -61,7 +57,7 @@ class HlsEncoder:
             return 0
 
     def stop(self) -> None:
-        stop_process(self.process)
+        terminate(self.process, 5)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -272,7 +272,7 @@ class Saved:
 
 class SceneFile:
     """A site file whose cameras' zones, calibration and scene are edited in place (the console's scene editor,
-    `cityguard calibrate --write`)."""
+    `cityguard calibrate --write`), or which `edit` changes otherwise (`cityguard cameras discover`)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from infra.broker import free_port, wait_for_port
-from infra.process import child_preexec
-from producers.local_streams import start_ffmpeg, stop_process
+from infra.process import child_preexec, terminate
+from producers.local_streams import start_ffmpeg
 
 
 class RtspServer:
@@ -75,8 +75,8 @@ class RtspServer:
         raise TimeoutError(f"no stream mounted on {self.url} within {timeout_s:.0f} s (log: {self.work_dir})")
 
     def stop(self) -> None:
-        stop_process(self.publisher)
-        stop_process(self.server)
+        terminate(self.publisher, 5)
+        terminate(self.server, 5)
 
 
 # The Debian script with one change: whenever no stream is mounted (after any connection closes, such as a reader
