@@ -377,13 +377,31 @@ def test_alertmanager_webhook_payload_becomes_notices():
     }
     firing, resolved = notices_from_alertmanager(payload)
     assert (firing.incident_id, firing.type, firing.severity, firing.camera_id, firing.zone_id) == (
-        "am-abc123", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
+        "am-abc123-1800007200", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
     assert firing.state == EventState.OPENED and "Runbook: https://runbooks/zone-danger" in firing.message
     assert resolved.state == EventState.RESOLVED and resolved.severity == Severity.WARNING
     assert resolved.message == "instance=10.0.0.6:9102, job=cityguard-inference"  # no description: where it fires
     assert firing.at - resolved.at == 1800.0  # started 10:00, the other ended 09:30
     with pytest.raises(ValueError):
         notices_from_alertmanager({"version": "3", "alerts": []})
+
+
+def test_an_alertmanager_alert_firing_again_after_it_resolved_pages_again(harness, twilio):
+    def notify(status: str, starts: str, ends: str = "0001-01-01T00:00:00Z") -> None:
+        payload = {"version": "4", "alerts": [{
+            "status": status, "fingerprint": "fp1", "startsAt": starts, "endsAt": ends,
+            "labels": {"alertname": "CityguardZoneStale", "severity": "critical", "camera": "plaza", "zone": "north"}}]}
+        for notice in notices_from_alertmanager(payload):
+            harness.dispatcher.handle(notice)
+
+    notify("firing", "2027-01-15T10:00:00Z")
+    notify("firing", "2027-01-15T10:00:00Z")  # Alertmanager's repeat of the same firing
+    notify("resolved", "2027-01-15T10:00:00Z", "2027-01-15T10:05:00Z")
+    assert len(twilio.sent_to(DUTY_PHONE)) == 1
+    harness.clock.now += 86400  # the same labels fire again the next day: a new incident
+    notify("firing", "2027-01-16T10:00:00Z")
+    assert len(twilio.sent_to(DUTY_PHONE)) == 2
+    assert {incident.id for incident in harness.store.list_incidents()} == {"am-fp1-1800007200", "am-fp1-1800093600"}
 
 
 def test_backoff_doubles_up_to_the_cap_and_the_rate_limiter_spaces_sends():
