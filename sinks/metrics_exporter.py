@@ -224,6 +224,11 @@ class MetricsSink:
         for labels in self.labels.zones:
             if now - self.last_window_end.get(labels, self.started_at) > self.stale_after_s:
                 ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
+                # A stale zone's last forecast would keep its forecast alert firing with a frozen time to danger.
+                _remove(ZONE_SECONDS_TO_DANGER, labels)
+                for horizon in self.forecast_horizons.pop(labels, set()):
+                    _remove(ZONE_FORECAST, (*labels, horizon))
+                    _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
 
     def on_line_counts(self, counts: LineCounts) -> None:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):

@@ -89,14 +89,23 @@ def zone_window(window_end: float):
                        inflow=4, outflow=1)
 
 
-def test_a_zone_whose_windows_stop_turns_unknown(sink):
+def test_a_zone_whose_windows_stop_turns_unknown_and_loses_its_forecast(sink):
+    from schemas import DensityForecast
+
     labels = {"camera": "sink-test", "zone": "plaza"}
-    sink.on_zone_metrics(zone_window(1000.0))
+    forecast = [DensityForecast(horizon_s=300, density_per_m2=4.0, lower_per_m2=3.0, upper_per_m2=5.0)]
+    sink.on_zone_metrics(zone_window(1000.0).model_copy(update={"forecast": forecast,
+                                                                "seconds_to_threshold": {"danger": 420.0}}))
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
     sink.mark_stale_zones(now=1000.0 + sink.stale_after_s / 2)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_time_to_danger_seconds", labels) == 420.0
     sink.mark_stale_zones(now=1000.0 + sink.stale_after_s + 1)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1, "a silent zone is unknown, not calm"
+    # Its forecast alert must not go on firing with a frozen time to danger.
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_time_to_danger_seconds", labels) is None
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre",
+                                     {**labels, "horizon_seconds": "300"}) is None
 
 
 def test_a_zone_whose_windows_never_come_after_a_restart_turns_unknown():
