@@ -206,8 +206,9 @@ class AlertingConfig(Frozen):
                                    description="variable that overrides store_url (keeps database passwords out)")
     timezone: str | None = Field(default=None, description="IANA zone for route hours, e.g. Asia/Seoul; unset: local")
     cooldown_s: float = Field(default=600.0, ge=0, le=86_400,
-                              description="after an alert on a camera/zone/type, no new alert of the same or lower "
-                              "severity for this long (stops flapping incidents from paging again)")
+                              description="after an alert on a camera/zone/type (an Alertmanager alert: with the same "
+                              "labels), no new alert of the same or lower severity for this long (stops flapping "
+                              "incidents from paging again)")
     escalation_check_interval_s: float = Field(default=5.0, gt=0, le=300)
     receiver: ReceiverConfig = ReceiverConfig()
     contacts: list[ContactConfig] = Field(default_factory=list)

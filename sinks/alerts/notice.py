@@ -1,6 +1,7 @@
 """The one shape the dispatcher decides on: an incident's state change, from an event or from Alertmanager."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,7 @@ class Notice:
     message: str
     at: float  # unix seconds of this state change
     closed_by_reset: bool = False  # resolved because the analyzer lost its state, not because it ended
+    labels_digest: str = ""  # an Alertmanager alert's label set, which camera and zone alone do not tell apart
 
     @property
     def dedupe_key(self) -> str:
@@ -33,9 +35,11 @@ class Notice:
         return f"{self.incident_id}|{self.state.value}|{self.severity.value}|{self.at:.3f}"
 
     @property
-    def subject(self) -> tuple[str, str, str]:
-        """What the cooldown is keyed on: the same kind of trouble at the same place."""
-        return self.type, self.camera_id or "", self.zone_id or ""
+    def subject(self) -> tuple[str, ...]:
+        """What the cooldown is keyed on: the same kind of trouble at the same place (for an Alertmanager alert,
+        with the same labels: one stage going down does not hold back another's page)."""
+        place = self.type, self.camera_id or "", self.zone_id or ""
+        return (*place, self.labels_digest) if self.labels_digest else place
 
 
 def notice_from_event(event: Event) -> Notice:
@@ -120,5 +124,6 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
             title=annotations.get("summary", name),
             message=(description + (f" Runbook: {runbook}" if runbook else "")).strip(),
             at=ended or started,
+            labels_digest=hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest(),
         ))
     return notices

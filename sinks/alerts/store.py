@@ -507,5 +507,5 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def subject_key(subject: tuple[str, str, str]) -> str:
+def subject_key(subject: tuple[str, ...]) -> str:
     return json.dumps(list(subject))

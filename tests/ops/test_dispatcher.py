@@ -404,6 +404,21 @@ def test_an_alertmanager_alert_firing_again_after_it_resolved_pages_again(harnes
     assert {incident.id for incident in harness.store.list_incidents()} == {"am-fp1-1800007200", "am-fp1-1800093600"}
 
 
+def test_an_alertmanager_alert_is_cooled_down_per_label_set(harness, twilio):
+    def firing(fingerprint: str, job: str) -> dict:
+        return {"status": "firing", "fingerprint": fingerprint, "startsAt": "2027-01-15T10:00:00Z",
+                "labels": {"alertname": "CityguardStageDown", "severity": "critical", "job": job}}
+
+    payload = {"version": "4", "alerts": [firing("a1", "cityguard-inference"), firing("b2", "cityguard-alerts")]}
+    for notice in notices_from_alertmanager(payload):
+        harness.dispatcher.handle(notice)
+    assert len(twilio.sent_to(DUTY_PHONE)) == 2  # two stages down: neither page holds back the other
+    flapped = {"version": "4", "alerts": [{**firing("a1", "cityguard-inference"), "startsAt": "2027-01-15T10:03:00Z"}]}
+    for notice in notices_from_alertmanager(flapped):
+        harness.dispatcher.handle(notice)
+    assert len(twilio.sent_to(DUTY_PHONE)) == 2  # the same stage again within the cooldown
+
+
 def test_backoff_doubles_up_to_the_cap_and_the_rate_limiter_spaces_sends():
     assert [backoff_delay(n, 1, 5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
     assert backoff_delay(5000, 0.5, 10.0) == 10.0  # the dispatcher's pauses count failures through a long outage
