@@ -54,6 +54,8 @@ ZONE_RISK = Gauge("cityguard_zone_risk_level",
                   "Risk level: -1 unknown, 0 normal, 1 caution, 2 warning, 3 danger, 4 critical", ["camera", "zone"])
 ZONE_WINDOW_END = Gauge("cityguard_zone_window_end_timestamp_seconds", "End of the last window reported",
                         ["camera", "zone"])
+ZONE_STALE_AFTER = Gauge("cityguard_zone_stale_after_seconds",
+                         "A zone without a window for this long is reported unknown (risk level -1)")
 EVENTS = Counter("cityguard_events_total", "Incidents opened", ["camera", "type", "severity"])
 EVENTS_OPEN = Gauge("cityguard_events_open", "Incidents open now", ["camera", "type", "severity"])
 LINE_CROSSINGS = Counter("cityguard_line_crossings_total", "Objects that crossed a counting line",
@@ -134,12 +136,17 @@ class MetricsSink:
         self.counted_openings = RecentKeys()
         self.forecast_horizons: dict[tuple[str, str], set[str]] = {}  # configured zones only
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
+        ZONE_STALE_AFTER.set(self.stale_after_s)  # the alert rules' measure of a late window
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         # Until its first window, a zone counts from the sink's start: one whose windows never come (analytics was
         # down when this sink restarted) still goes stale and unknown, and CityguardZoneStale fires for it.
         self.started_at = time.time()
         for labels in self.labels.zones:
             ZONE_WINDOW_END.labels(*labels).set(self.started_at)
+        # At 0 from the start, so the alert rule's increase() sees a stage's very first dead letter.
+        for stage, topic in (("inference", self.topics.frames), ("analytics", self.topics.detections),
+                             ("alerts", self.topics.events)):
+            DEAD_LETTERS.labels(stage, topic)
         self._open_labels: set[tuple[str, str, str]] = set()
         for camera in config.cameras:
             if camera.lat is not None and camera.lon is not None:

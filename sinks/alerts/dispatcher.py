@@ -79,6 +79,8 @@ class AlertDispatcher:
         self.site = site
         self.store = store
         self.channels = channels
+        for channel_id in channels:  # at 0 from the start, so the alert rule's increase() sees the first failure
+            DELIVERIES.labels(channel_id, FAILED)
         self.publish = publish
         self.clock = clock
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None

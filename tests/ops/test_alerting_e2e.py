@@ -1,5 +1,7 @@
-"""A danger-level zone, end to end on real services: broker -> metrics sink -> Prometheus rule -> Alertmanager ->
-dispatcher -> one SMS at the fake Twilio; then every Grafana panel query runs against that Prometheus.
+"""A danger-level zone and a lost event, end to end on real services. The zone: its analytics event pages once
+through the dispatcher while its Prometheus rule fires for the dashboards only. The event the dispatcher
+dead-lettered: broker -> metrics sink -> Prometheus rule -> Alertmanager -> dispatcher -> one SMS at the fake
+Twilio. Then every Grafana panel query runs against that Prometheus.
 
 The metrics sink is the real one (sinks.metrics_exporter.MetricsSink fed through the broker). Metrics of stages not
 running here (producer, inference) and exporter metrics still planned (density forecast, zone crossings) are served
@@ -46,7 +48,7 @@ def site_config(tmp_path, twilio_url: str, suffix: str, receiver_port: int) -> d
             "channels": [{"kind": "sms", "id": "sms", "api_base_url": twilio_url, "messages_per_second": 50,
                           "template": "[{severity}] {title} — 확인: cityguard alerts ack {ref}",
                           "retry": {"max_attempts": 3, "backoff_initial_s": 0.1, "timeout_s": 5}}],
-            "routes": [{"id": "zone-danger", "match": {"types": ["CityguardZoneDanger"]},
+            "routes": [{"id": "safety-critical", "match": {"severities": ["critical"]},
                         "channels": ["sms"], "escalation": ["duty"]}],
         },
         "cameras": [{"id": CAMERA, "name": "Plaza", "source": "0", "lat": 37.5665, "lon": 126.978,
@@ -163,6 +165,10 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         producer.send(topics.dead_letter, value=encode(DeadLetter(
             stage="inference", source_topic=topics.frames, partition=0, offset=7, key=None, reason="not msgpack",
             original=b"\x00", at=now)))
+        producer.send(topics.events, key=CAMERA.encode(), value=encode(Event(  # as analytics sends a danger level
+            event_id=f"{CAMERA}/{ZONE}/risk-{suffix}", type="risk_level_changed", state=EventState.OPENED,
+            severity=Severity.CRITICAL, camera_id=CAMERA, zone_id=ZONE, started_at=now, updated_at=now,
+            confidence=0.9, reason="5.6 p/m² >= danger 5.0")))
         producer.flush()
 
         dispatcher = stack.start_dispatcher(config_path, receiver_port,
@@ -180,6 +186,14 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
             "cityguard-alerts": [f"127.0.0.1:{receiver_port}"],
         }, alertmanager_url, log)
         processes.append(prometheus)
+        # The dispatcher's dead letter once Prometheus holds its series at 0, as the sink exports it from its start.
+        stack.wait_until(lambda: requests.get(prometheus_url + "/api/v1/query", timeout=5, params={
+            "query": 'cityguard_dead_letters_total{stage="alerts"}'}).json()["data"]["result"], 30,
+            "the dispatcher's dead-letter series at 0")
+        producer.send(topics.dead_letter, key=CAMERA.encode(), value=encode(DeadLetter(
+            stage="alerts", source_topic=topics.events, partition=0, offset=3, key=CAMERA.encode(),
+            reason="not msgpack", original=b"\x00", at=time.time())))
+        producer.flush()
         yield {"twilio": fake, "prometheus": prometheus_url, "config_path": config_path, "config": config,
                "directory": directory}
     finally:
@@ -192,26 +206,31 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         log.close()
 
 
-def test_a_danger_zone_fires_the_rule_and_sends_exactly_one_sms(pipeline, capsys):
+def test_a_danger_zone_pages_once_and_a_lost_event_pages_through_alertmanager(pipeline, capsys):
     fake, config = pipeline["twilio"], pipeline["config"]
-    stack.wait_until(lambda: fake.messages, 60, "the SMS at the fake Twilio")
+    stack.wait_until(lambda: len(fake.messages) >= 2, 60, "two SMS at the fake Twilio")
     time.sleep(4)  # Alertmanager re-notifies the group every second meanwhile; the dispatcher must drop repeats
     sent = fake.sent_to(DUTY_PHONE)
-    assert len(sent) == 1, [message["body"] for message in fake.messages]
-    assert sent[0]["from"] == TWILIO_ENV["TWILIO_FROM_NUMBER"]
-    assert "Zone walkway on camera plaza is at danger" in sent[0]["body"] and "확인" in sent[0]["body"]
+    bodies = sorted(message["body"] for message in sent)
+    assert len(sent) == 2, bodies
+    assert all(message["from"] == TWILIO_ENV["TWILIO_FROM_NUMBER"] and "확인" in message["body"] for message in sent)
+    # The zone's one page is its analytics event; CityguardZoneDanger fires (below) but pages no one.
+    assert sum("risk level changed at plaza/walkway" in body for body in bodies) == 1, bodies
+    assert not any("is at danger" in body for body in bodies), bodies
+    [lost] = [message for message in sent if "dead-lettered events" in message["body"]]
     store = IncidentStore(config.alerting.store_url)
     try:
-        incidents = [row for row in store.list_incidents() if row.type == "CityguardZoneDanger"]
-        assert len(incidents) == 1 and (incidents[0].camera_id, incidents[0].zone_id) == (CAMERA, ZONE)
+        incidents = [row for row in store.list_incidents() if row.type == "CityguardAlertEventsDeadLettered"]
+        assert len(incidents) == 1
         detail = store.incident_detail(incidents[0].id)
-        assert [(d.channel_id, d.status, d.provider_id) for d in detail.deliveries] == [("sms", SENT, sent[0]["sid"])]
+        assert [(d.channel_id, d.status, d.provider_id) for d in detail.deliveries] == [("sms", SENT, lost["sid"])]
+        assert not [row for row in store.list_incidents() if row.type == "CityguardZoneDanger"]
     finally:
         store.close()
     config_arg = argparse.Namespace(id=incidents[0].id, by="tester", note="")
     assert show_incident(config_arg, config) == 0
     shown = capsys.readouterr().out
-    assert "CityguardZoneDanger" in shown and sent[0]["sid"] in shown
+    assert "CityguardAlertEventsDeadLettered" in shown and lost["sid"] in shown
     assert acknowledge(config_arg, config) == 0
     assert "acknowledged alert" in capsys.readouterr().out
 
