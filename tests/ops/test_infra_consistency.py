@@ -145,7 +145,7 @@ def test_compose_stages_share_the_broker_env_and_run_real_commands():
     advertised = kafka_env["KAFKA_ADVERTISED_LISTENERS"].split("://", 1)[1]
     site = load_config(INFRA / "compose" / "cityguard.yaml")
     stages = {name: service for name, service in services.items() if service.get("image") == "cityguard:latest"}
-    assert set(stages) == {"exporter", "analytics", "inference", "producer", "alerts"}
+    assert set(stages) == {"exporter", "analytics", "inference", "producer", "alerts", "console"}
     for name, service in stages.items():
         assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == advertised, name
         assert service["environment"]["CITYGUARD_CONFIG"] == str(STATE_DIR / "cityguard.yaml")
@@ -157,6 +157,15 @@ def test_compose_stages_share_the_broker_env_and_run_real_commands():
                   "inference": site.metrics.inference_port, "alerts": site.alerting.receiver.port}
     assert configured == STAGE_PORTS
     assert site.metrics.host == "0.0.0.0" and site.alerting.receiver.host == "0.0.0.0"  # reachable in containers
+    # The console: on the host's loopback only, with its token, reading the dispatcher's store and writing its hard
+    # negatives inside that volume (beside the configuration file).
+    console = stages["console"]
+    assert console["ports"] == [f"127.0.0.1:{site.console.port}:{site.console.port}"]
+    assert site.console.token_env in console["environment"]
+    assert f"incidents:{STATE_DIR}" in console["volumes"] and f"incidents:{STATE_DIR}" in stages["alerts"]["volumes"]
+    assert site.alerting.store_url.startswith(f"sqlite:///{STATE_DIR}/")
+    hard_negatives = Path(site.console.hard_negatives_dir)  # relative to the configuration file's folder
+    assert not hard_negatives.is_absolute() and ".." not in hard_negatives.parts
     alerts_env = stages["alerts"]["environment"]
     sms = site.alerting.channel("sms")
     for variable in (sms.account_sid_env, sms.auth_token_env, sms.from_number_env):
