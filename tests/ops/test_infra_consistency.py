@@ -196,6 +196,15 @@ def test_kubernetes_manifests_match_the_code():
     alerts_env = {item["name"] for item in deployments["alerts"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     sms = site.alerting.channel("sms")
     assert {sms.account_sid_env, sms.auth_token_env, sms.from_number_env} <= alerts_env
+    # The console beside the dispatcher: the same incident store volume, on the pod's loopback, with its token.
+    pod = deployments["alerts"]["spec"]["template"]["spec"]
+    [console] = [container for container in pod["containers"] if container["name"] == "console"]
+    assert is_command(console["args"]) and console["args"] == ["console"]
+    assert site.console.host == "127.0.0.1" and "ports" not in console
+    assert site.console.token_env in {item["name"] for item in console["env"]}
+    assert {mount["name"] for mount in console["volumeMounts"]} == {"incidents", "config"}
+    hard_negatives = Path(site.console.hard_negatives_dir)
+    assert not hard_negatives.is_absolute() and ".." not in hard_negatives.parts
     service = next(doc for doc in docs if doc["kind"] == "Service" and doc["metadata"]["name"] == "alerts")
     assert service["spec"]["ports"][0]["port"] == site.alerting.receiver.port
 
@@ -274,7 +283,7 @@ def test_stages_keep_their_config_where_the_image_user_can_write():
     assert f"mkdir -p {frames}" in dockerfile  # a named volume mounted there takes the folder's owner
 
     services = load_yaml(INFRA / "compose" / "compose.yaml")["services"]
-    for name in ("exporter", "analytics", "inference", "producer", "alerts"):
+    for name in ("exporter", "analytics", "inference", "producer", "alerts", "console"):
         config = services[name]["environment"]["CITYGUARD_CONFIG"]
         assert f"./cityguard.yaml:{config}:ro" in services[name]["volumes"], name
     for name in ("producer", "inference"):  # frames too large for a message go through the store
@@ -286,12 +295,12 @@ def test_stages_keep_their_config_where_the_image_user_can_write():
         pod = deployment["spec"]["template"]["spec"]
         security = pod["securityContext"]
         assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (IMAGE_UID,) * 3, name
-        [container] = pod["containers"]
-        config = {item["name"]: item.get("value") for item in container["env"]}["CITYGUARD_CONFIG"]
-        assert Path(config).parent == STATE_DIR, name
-        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
-        assert mounts[config]["subPath"] == Path(config).name, name
-        volumes = {volume["name"]: volume for volume in pod["volumes"]}
-        assert "configMap" in volumes[mounts[config]["name"]], name
-        state = volumes[mounts[str(STATE_DIR)]["name"]]
-        assert "emptyDir" in state or "persistentVolumeClaim" in state, name
+        for container in pod["containers"]:
+            config = {item["name"]: item.get("value") for item in container["env"]}["CITYGUARD_CONFIG"]
+            assert Path(config).parent == STATE_DIR, name
+            mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+            assert mounts[config]["subPath"] == Path(config).name, name
+            volumes = {volume["name"]: volume for volume in pod["volumes"]}
+            assert "configMap" in volumes[mounts[config]["name"]], name
+            state = volumes[mounts[str(STATE_DIR)]["name"]]
+            assert "emptyDir" in state or "persistentVolumeClaim" in state, name
