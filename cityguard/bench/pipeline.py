@@ -48,6 +48,7 @@ import yaml
 from kafka import TopicPartition
 
 from cityguard.arguments import COUNT, POSITIVE
+from cityguard.bench import BACKLOG_MODEL_SETTINGS
 from cityguard.up import spawn, stop_children
 from infra import assets
 from infra.broker import EmbeddedBroker
@@ -266,13 +267,16 @@ def replay_source(config: Config, camera: CameraConfig, video: Path | None) -> s
 
 def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, source: str,
                        window_seconds: float | None) -> Path:
-    """The site configuration with the camera replaying `source` once, the bench's window, free metrics ports.
+    """The site configuration with the camera replaying `source` once, the bench's window, free metrics ports, and
+    no frame shed: the warm-up frames are dated in windows already over, and --no-realtime sends faster than the
+    camera's rate.
 
     Written beside the original so every relative path in it still resolves; validated by loading it back.
     """
     cameras = [c.model_copy(update={"source": source, "loop": False}) if c.id == camera.id else c
                for c in config.cameras]
     updates: dict = {"cameras": cameras,
+                     "model": config.model.model_copy(update=BACKLOG_MODEL_SETTINGS),
                      "metrics": config.metrics.model_copy(update={"exporter_port": 0, "producer_port": 0,
                                                                   "inference_port": 0})}
     if window_seconds is not None:
