@@ -218,7 +218,7 @@ def run_replay(args, config) -> int:
             if handle:
                 handle.close()
     print(f"{frames} frames, {opened} events opened")
-    for summary in zone_summaries(zone_windows):
+    for summary in zone_summaries(zone_windows, [zone.id for zone in camera.zones], latest):
         print(summary)
     totals = line_totals(windows)
     for line in (camera.scene.counting_lines if camera.scene else []):

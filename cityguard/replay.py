@@ -84,12 +84,16 @@ class CameraAnalytics:
                 for counts in analyzer.end_of_footage_counts(until)]
 
 
-def zone_summaries(windows: list[ZoneMetrics]) -> list[str]:
+def zone_summaries(windows: list[ZoneMetrics], zone_ids: list[str], footage_end: float | None) -> list[str]:
     """One line per crowd zone over its windows: people and density at their peak, the highest risk level reached,
-    and how many windows were unknown (no fresh density map, an unreliable count)."""
+    how many windows were unknown (no fresh density map, an unreliable count), and the footage after the last closed
+    window, which no window judged (a window closes with the first frame after it)."""
     lines = []
-    for zone_id in sorted({window.zone_id for window in windows}):
+    for zone_id in sorted(set(zone_ids) | {window.zone_id for window in windows}):
         own = [window for window in windows if window.zone_id == zone_id]
+        if not own:
+            lines.append(f"zone {zone_id}: no window closed (the footage is shorter than the analytics window)")
+            continue
         judged = [window for window in own if window.risk_level is not RiskLevel.UNKNOWN]
         if judged:
             peak = max(judged, key=lambda window: window.density_max_per_m2)
@@ -99,8 +103,10 @@ def zone_summaries(windows: list[ZoneMetrics]) -> list[str]:
         else:
             text = "never judged"
         unknown = len(own) - len(judged)
+        unjudged = (footage_end or 0.0) - max(window.window_end for window in own)
         lines.append(f"zone {zone_id}: {len(own)} window{'s' * (len(own) != 1)}, {text}"
-                     + (f", {unknown} unknown" if unknown else ""))
+                     + (f", {unknown} unknown" if unknown else "")
+                     + (f"; the last {unjudged:.1f} s of footage not judged" if unjudged >= 0.05 else ""))
     return lines
 
 

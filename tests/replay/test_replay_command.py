@@ -211,9 +211,12 @@ def test_a_replay_sums_up_each_crowd_zone():
 
     windows = [window("plaza", 0, 5, RiskLevel.UNKNOWN), window("plaza", 10, 60, RiskLevel.CAUTION),
                window("plaza", 20, 90, RiskLevel.WARNING), window("gate", 0, 0, RiskLevel.UNKNOWN)]
-    assert zone_summaries(windows) == [
-        "zone gate: 1 window, never judged, 1 unknown",
-        "zone plaza: 3 windows, people up to 90, density up to 4.50 p/m², highest level warning, 1 unknown"]
+    assert zone_summaries(windows, ["plaza", "gate", "exit"], footage_end=37.5) == [
+        "zone exit: no window closed (the footage is shorter than the analytics window)",
+        "zone gate: 1 window, never judged, 1 unknown; the last 27.5 s of footage not judged",
+        "zone plaza: 3 windows, people up to 90, density up to 4.50 p/m², highest level warning, 1 unknown; "
+        "the last 7.5 s of footage not judged"]
+    assert zone_summaries(windows[1:3], ["plaza"], footage_end=30.0)[0].endswith("highest level warning")
 
 
 def test_a_recording_replays_in_its_own_times():
