@@ -42,7 +42,7 @@ def register(commands, add_command) -> None:
     replay = add_command(commands, "replay", "play a recorded clip through detector, tracker, background model and "
                          "the camera's analyzers in video time, without a broker; prints and writes the events",
                          run_replay)
-    replay.add_argument("clip", type=Path, nargs="?", help="video file of the camera (or use --detections)")
+    replay.add_argument("clip", nargs="?", help="video file of the camera, or asset:NAME (or use --detections)")
     replay.add_argument("--camera", required=True, help="camera id in the site configuration (its fps and scene)")
     replay.add_argument("--events", type=Path, default=None, help="write the Event messages here, one JSON per line")
     replay.add_argument("--start-time", type=float, default=None,
@@ -142,6 +142,7 @@ def run_replay(args, config) -> int:
         shift_window,
         zone_summaries,
     )
+    from infra import assets
 
     if (args.clip is None) == (args.detections is None):
         raise ValueError("give either a CLIP or --detections")
@@ -151,8 +152,9 @@ def run_replay(args, config) -> int:
     if args.start_time is not None and args.start_time <= 0:
         raise ValueError("--start-time must be positive unix seconds")
     configured = find_camera(config, args.camera)
-    if args.clip is not None and not args.clip.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no such clip", str(args.clip))
+    clip = None if args.clip is None else Path(assets.resolve(args.clip))
+    if clip is not None and not clip.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such clip", str(clip))
     recorded = list(recorded_detections(args.detections, configured.id)) if args.detections else []
     if args.detections and not recorded:
         raise ValueError(f"{args.detections} holds no Detections of camera {configured.id}")
@@ -182,8 +184,8 @@ def run_replay(args, config) -> int:
             camera = at_source_rate(configured, recorded_rate(recorded))
             source = iter(recorded)
         else:
-            camera = at_source_rate(configured, clip_rate(config, args.clip))
-            source = clip_detections(config, camera, args.clip, origin)
+            camera = at_source_rate(configured, clip_rate(config, clip))
+            source = clip_detections(config, camera, clip, origin)
         if camera.fps < configured.fps:
             print(f"cityguard: warning: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
                   f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)

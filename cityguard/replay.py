@@ -28,7 +28,7 @@ from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignor
 from processors.analytics.registry import GeometryCheck, analyzers_for
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
-from producers.capture import VideoDecoder, sample_frames
+from producers.capture import CameraUnavailable, VideoDecoder, sample_frames
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import Detections, Event, Frame, LineCounts, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import CameraConfig, Config, validation_problems
@@ -203,8 +203,11 @@ def describe(event: Event) -> str:
 
 
 def clip_rate(config: Config, clip: Path) -> float:
-    """Frames per second the clip holds (its container's rate)."""
-    decoder = VideoDecoder(str(clip), config.producer)
+    """Frames per second the clip holds (its container's rate); ValueError for a file that is not a video."""
+    try:
+        decoder = VideoDecoder(str(clip), config.producer)
+    except CameraUnavailable as exc:
+        raise ValueError(f"{clip} is not a video this decoder reads ({exc})") from None
     try:
         return decoder.native_fps
     finally:

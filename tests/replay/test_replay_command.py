@@ -122,6 +122,10 @@ def test_replay_needs_exactly_one_input_of_a_known_camera(tmp_path, capsys):
     assert "give either a CLIP or --detections" in refused("--camera", "lot")
     assert "camera 'nope' is not in the site configuration (cameras: lot)" in refused("--camera", "nope", str(LOT_CLIP))
     assert f"no such clip: {tmp_path / 'missing.mp4'}" in refused("--camera", "lot", str(tmp_path / "missing.mp4"))
+    assert "unknown asset 'nope.mp4'" in refused("--camera", "lot", "asset:nope.mp4")
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    assert f"{not_video} is not a video this decoder reads" in refused("--camera", "lot", str(not_video))
     recording = tmp_path / "other.jsonl"
     recording.write_text(Detections(camera_id="gate", seq=0, captured_at=1.0, image_width=64, image_height=48,
                                     model="m", inference_ms=0.0).model_dump_json() + "\n")
