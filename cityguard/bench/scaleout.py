@@ -75,6 +75,9 @@ def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, byt
         messages = crowd_frames(args.people, fps, args.frames, seed=index, camera=camera)
         records += [(camera, encode(message)) for message in messages]
         windows += windows_closed(messages, window)
+    if windows < 2:  # the rate is timed between the first and the last window's output
+        raise ValueError(f"--frames {args.frames} closes {windows} analytics window{'s' * (windows != 1)} "
+                         f"({window:g} s at {fps:g} fps): give more than {2 * window * fps:.0f}")
     return data, records, windows
 
 
@@ -222,6 +225,8 @@ def run(args, config: Config) -> int:
 
         if not torch.cuda.is_available():
             raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
+    if args.stage == "analytics":
+        analytics_input(args, TopicNames())  # refuses an input that closes too few windows, before any output
     counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
