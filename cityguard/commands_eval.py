@@ -64,13 +64,16 @@ def register(commands, add_command) -> None:
                          run_count_eval)
     counts.add_argument("--images", type=FOLDER, required=True, help="folder of images")
     counts.add_argument("--truth", type=Path, required=True,
-                        help="file,count CSV; ShanghaiTech ground-truth folder (GT_<image>.mat); MOTChallenge gt.txt")
+                        help="file,count CSV (the images it lists are scored); ShanghaiTech ground-truth folder "
+                        "(GT_<image>.mat); MOTChallenge gt.txt")
     counts.add_argument("--truth-format", choices=("csv", "shanghaitech", "mot"), default=None,
                         help="default: from --truth (folder: shanghaitech, .csv, .txt: mot)")
     counts.add_argument("--predictions", type=Path, default=None,
                         help="file,count CSV of another counter's output instead of running the detector")
     counts.add_argument("--confidence", type=FRACTION, default=None, help="default: the configured one")
-    counts.add_argument("--size-edges", type=_numbers, default=None, help="crowd-size bin edges (default: 10,50,200)")
+    counts.add_argument("--size-edges", type=_numbers, default=None,
+                        help="crowd-size bin edges, each in the bin below it (default: 10,50,200: bins 0-10, 11-50, "
+                        "51-200, 201+)")
     counts.add_argument("--mot-min-visibility", type=FRACTION, default=0.0)
     counts.add_argument("--counter", type=_counter_names, default=["detector"],
                         help="comma-separated counters to score: detector (whole frame), tiled (model.tiling), "
@@ -130,8 +133,17 @@ def run_count_eval(args, config) -> int:
     from cityguard.evaluation.runners import counter_counts, evaluate_counts, infer_truth_format, true_counts
 
     images = image_files(args.images)
-    truth = true_counts(images, args.truth, args.truth_format or infer_truth_format(args.truth),
-                        args.mot_min_visibility)
+    truth_format = args.truth_format or infer_truth_format(args.truth)
+    if truth_format == "csv":  # the images it lists: one truth file per regime of a folder that holds several
+        listed = load_count_csv(args.truth)
+        absent = sorted(set(listed) - {image.name for image in images})
+        if absent:
+            raise FileNotFoundError(f"{args.truth} counts {len(absent)} images not in {args.images}, e.g. {absent[0]}")
+        if len(listed) < len(images):
+            print(f"scoring the {len(listed)} images {args.truth.name} lists ({len(images) - len(listed)} other images "
+                  f"in {args.images} are not scored)")
+        images = [image for image in images if image.name in listed]
+    truth = true_counts(images, args.truth, truth_format, args.mot_min_visibility)
     edges = args.size_edges or DEFAULT_SIZE_EDGES
     if args.predictions:
         predicted_by_name = load_count_csv(args.predictions)

@@ -36,7 +36,8 @@ def count_errors(true: np.ndarray, predicted: np.ndarray) -> CountErrors:
 
 
 def size_bins(edges: tuple[float, ...]) -> list[tuple[float, float]]:
-    """[lower, upper) ranges of true count: 0..edges[0], edges[0]..edges[1], ..., edges[-1]..inf."""
+    """(lower, upper] ranges of true count, each edge in the bin below it as in "60 people or fewer":
+    0..edges[0] (0 included), edges[0]..edges[1], ..., edges[-1]..inf."""
     bounds = [0.0, *map(float, edges), math.inf]
     if any(upper <= lower for lower, upper in pairwise(bounds)):
         raise ValueError(f"size edges must be positive and increasing, got {edges}")
@@ -44,7 +45,9 @@ def size_bins(edges: tuple[float, ...]) -> list[tuple[float, float]]:
 
 
 def bin_label(lower: float, upper: float) -> str:
-    return f"{lower:g}+" if math.isinf(upper) else f"{lower:g}-{upper:g}"
+    """`0-60`, `61-250`, `251+` for whole-number edges (people are counted whole); `>2.5-10` otherwise."""
+    low = "0" if lower == 0 else f"{lower + 1:g}" if lower.is_integer() else f">{lower:g}"
+    return f"{low}+" if math.isinf(upper) else f"{low}-{upper:g}"
 
 
 def count_errors_by_size(true: np.ndarray, predicted: np.ndarray,
@@ -54,7 +57,7 @@ def count_errors_by_size(true: np.ndarray, predicted: np.ndarray,
     predicted = np.asarray(predicted, dtype=float)
     result = {}
     for lower, upper in size_bins(edges):
-        inside = (true >= lower) & (true < upper)
+        inside = (true >= lower if lower == 0 else true > lower) & (true <= upper)
         if inside.any():
             result[bin_label(lower, upper)] = count_errors(true[inside], predicted[inside])
     return result

@@ -212,18 +212,25 @@ def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
         return _build_clips(manifest, Path(manifest_path).parent, out, local, digests)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: dict[str, list[tuple[str, int]]] = {}  # per regime: the source's family (shanghaitech, mot15), frames
     for item in manifest.items:
         for file, folder in ((item.image, "images"), (item.annotation, "annotations")):
             (out / folder / f"{item.id}{Path(file.path).suffix}").write_bytes(_verified(item, file, local, digests))
-        rows.append((f"{item.id}{Path(item.image.path).suffix}", item.count))
+        rows.setdefault(item.source.split("-")[0], []).append((f"{item.id}{Path(item.image.path).suffix}", item.count))
     for frame in _write_frames(manifest.frames, out / "images", local, digests):
-        rows.append((f"{frame.id}.png", frame.count))
-    with (out / "truth.csv").open("w", newline="") as handle:
+        rows.setdefault("frames", []).append((f"{frame.id}.png", frame.count))
+    _write_truth(out / "truth.csv", [row for regime in rows.values() for row in regime])
+    if len(rows) > 1:  # scored apart: `eval counts` scores the images its truth file lists
+        for regime, regime_rows in rows.items():
+            _write_truth(out / f"truth-{regime}.csv", regime_rows)
+    return [*manifest.items, *manifest.frames]
+
+
+def _write_truth(path: Path, rows: list[tuple[str, int]]) -> None:
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(("file", "count"))
         writer.writerows(rows)
-    return [*manifest.items, *manifest.frames]
 
 
 def _write_frames(frames: list[DevsetFrame], folder: Path, local: Path | None,

@@ -26,11 +26,12 @@ def test_errors_match_scikit_learn():
 
 
 def test_errors_split_by_crowd_size_of_the_true_count():
-    by_size = count_errors_by_size([3, 8, 30, 500], [4, 8, 20, 400], edges=(10, 50, 200))
-    assert list(by_size) == ["0-10", "10-50", "200+"]  # the empty 50-200 bin is left out
-    assert by_size["0-10"].images == 2 and by_size["0-10"].mean_absolute_error == pytest.approx(0.5)
-    assert by_size["10-50"].mean_absolute_error == pytest.approx(10)
-    assert by_size["200+"].mean_relative_error == pytest.approx(0.2)
+    by_size = count_errors_by_size([0, 3, 10, 30, 500], [1, 4, 10, 20, 400], edges=(10, 50, 200))
+    assert list(by_size) == ["0-10", "11-50", "201+"]  # the empty 51-200 bin is left out
+    assert by_size["0-10"].images == 3 and by_size["0-10"].mean_absolute_error == pytest.approx(2 / 3)  # 10 is in it
+    assert by_size["11-50"].mean_absolute_error == pytest.approx(10)
+    assert by_size["201+"].mean_relative_error == pytest.approx(0.2)
+    assert list(count_errors_by_size([2, 3], [2, 3], edges=(2.5,))) == ["0-2.5", ">2.5+"]
 
 
 def test_only_images_without_people_have_no_relative_error():

@@ -52,6 +52,24 @@ def test_builds_images_annotations_and_truth_from_a_local_copy(tmp_path):
     assert rows == [["file", "count"], ["item0.jpg", "10"], ["item1.jpg", "20"]]
 
 
+def test_a_set_of_several_regimes_gets_a_truth_file_for_each(tmp_path):
+    import cv2
+
+    manifest = write_source(tmp_path, FILES)
+    data = yaml.safe_load(manifest.read_text())
+    data["items"][0]["source"], data["items"][1]["source"] = "shanghaitech-a", "mot15-campus"
+    _, video = write_video_source(tmp_path, frames=2)
+    data["frames"] = yaml.safe_load(frames_manifest(tmp_path, video, [1]).read_text())["frames"]
+    manifest.write_text(yaml.safe_dump(data))
+    build_devset(manifest, tmp_path / "out", tmp_path / "mirror")
+    truth = {path.name: list(csv.reader(path.open())) for path in (tmp_path / "out").glob("truth*.csv")}
+    assert truth == {"truth.csv": [["file", "count"], ["item0.jpg", "10"], ["item1.jpg", "20"], ["street-f1.png", "4"]],
+                     "truth-shanghaitech.csv": [["file", "count"], ["item0.jpg", "10"]],
+                     "truth-mot15.csv": [["file", "count"], ["item1.jpg", "20"]],
+                     "truth-frames.csv": [["file", "count"], ["street-f1.png", "4"]]}
+    assert cv2.imread(str(tmp_path / "out" / "images" / "street-f1.png")) is not None
+
+
 def test_a_changed_file_is_refused(tmp_path):
     manifest = write_source(tmp_path, FILES)
     (tmp_path / "mirror" / "img" / "1.jpg").write_bytes(b"another image")
