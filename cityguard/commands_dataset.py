@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityguard.arguments import FRACTION, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE
+from cityguard.arguments import FRACTION, HELD_OUT_HELP, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE
 from cityguard.training.labels import LABEL_FORMATS
 from infra import assets
 
@@ -58,8 +58,7 @@ def register(commands, add_command) -> None:
                        help="a camera held out entirely for validation (from the dataset's first build with it)")
     build.add_argument("--seed", type=int, default=0, help="another division of the time blocks")
     build.add_argument("--held-out", type=Path, default=None,
-                       help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
-                       "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
+                       help=HELD_OUT_HELP)
 
     stats = add_command(actions, "stats", "images and boxes per split, class, camera and source", run_stats,
                         needs_config=False)

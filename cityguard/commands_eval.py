@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityguard.arguments import FOLDER, FRACTION, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
+from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
 from cityguard.stages import tiled_detector
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
@@ -102,8 +102,7 @@ def register(commands, add_command) -> None:
     build.add_argument("--from", dest="local", type=FOLDER, default=None,
                        help="copy from a local copy of the source repository instead of downloading")
     build.add_argument("--held-out", type=Path, default=None,
-                       help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
-                       "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
+                       help=HELD_OUT_HELP)
 
 
 def run_detector_eval(args, config) -> int:

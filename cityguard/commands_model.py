@@ -9,7 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from cityguard.arguments import COUNT, FILE, FOLDER, MODEL, NON_NEGATIVE, NON_NEGATIVE_COUNT, weights_or_name
+from cityguard.arguments import (
+    COUNT,
+    FILE,
+    FOLDER,
+    HELD_OUT_HELP,
+    MODEL,
+    NON_NEGATIVE,
+    NON_NEGATIVE_COUNT,
+    weights_or_name,
+)
 from cityguard.training.train import AUGMENTATION_ARGS
 
 
@@ -133,8 +142,7 @@ def register_training(actions, add_command) -> None:
     gate.add_argument("--out", type=Path, default=None,
                       help="report folder (default: var/models/gate/<version> beside the configuration file)")
     gate.add_argument("--held-out", type=Path, default=None,
-                      help="note listing held-out sha256 digests (default: shared/reference/held-out-sources.md "
-                      "beside the repository or under CITYGUARD_SHARED_DIR, used when present)")
+                      help=HELD_OUT_HELP)
     add_registry_option(gate)
 
     rollback = add_command(actions, "rollback", "serve the previously promoted version again", run_rollback)

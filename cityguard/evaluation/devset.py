@@ -110,8 +110,10 @@ HELD_OUT_NOTE = Path("reference") / "held-out-sources.md"  # inside the shared f
 
 
 def default_held_out_note() -> Path:
-    """The held-out note in the shared folder the asset lookup uses (CITYGUARD_SHARED_DIR, else ../shared)."""
-    return mirror_roots()[-1] / HELD_OUT_NOTE
+    """The held-out note of the first folder the asset lookup reads that holds one (CITYGUARD_ASSET_MIRROR, then
+    CITYGUARD_SHARED_DIR or ../shared); the shared folder's, absent, when none does."""
+    candidates = [root / HELD_OUT_NOTE for root in mirror_roots()]
+    return next((note for note in candidates if note.is_file()), candidates[-1])
 
 
 def held_out_note(given: Path | None) -> Path | None:
@@ -168,7 +170,8 @@ def _fetch(item: Source, file: DevsetFile, local: Path | None) -> bytes:
         for candidate in (mirror / file.path for mirror in mirrors):
             if candidate.exists():
                 return candidate.read_bytes()
-        raise DevsetError(f"{item.id}: {file.path} is not under {local}")
+        raise DevsetError(f"{item.id}: {file.path} is not under {local} (looked in {local}, {local / repo} and "
+                          f"{local / repo.replace('/', '+')})")
     url = RAW_URL.format(repo=repo, commit=commit, path=file.path)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:

@@ -68,8 +68,11 @@ def test_without_the_default_held_out_note_the_build_warns_that_the_check_is_off
     assert "2 images with counts" in captured.out
 
 
-def test_a_refused_source_is_an_error_on_stderr(small_devset, tmp_path, capsys):
-    note = tmp_path / "shared" / "reference" / "held-out-sources.md"  # found through CITYGUARD_SHARED_DIR
+@pytest.mark.parametrize("folder", ["shared", "mirror"])
+def test_a_refused_source_is_an_error_on_stderr(small_devset, tmp_path, capsys, monkeypatch, folder):
+    # The note is found where the asset lookup reads: CITYGUARD_SHARED_DIR, or an asset mirror folder before it.
+    monkeypatch.setenv("CITYGUARD_ASSET_MIRROR", str(tmp_path / "mirror"))
+    note = tmp_path / folder / "reference" / "held-out-sources.md"
     note.parent.mkdir(parents=True)
     note.write_text(f"{hashlib.sha256(b'image one').hexdigest()}\n")
     assert main(small_devset) == 1

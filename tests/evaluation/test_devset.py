@@ -141,6 +141,22 @@ def frames_manifest(tmp_path: Path, video: bytes, indices: list[int]) -> Path:
     return manifest
 
 
+@pytest.mark.parametrize("devset", ["crowd", "traffic"])
+def test_the_manifests_deny_every_copy_of_the_held_out_sequences(devset):
+    manifest = load_manifest(REPO / "tests" / "devsets" / devset / "manifest.yaml")
+
+    def denied(path: str) -> bool:
+        return any(pattern.search(path) for pattern in manifest.denied_path_patterns)
+
+    for path in ("MOT17-02-FRCNN/img1/000001.jpg", "data/MOT17/train/04/img1/000001.jpg", "clips/mot17_09.mp4",
+                 "MOT17-09.avi", "someone/MOT17-4-SDP/gt.txt", "UCSDped2/Test/Test001/001.tif",
+                 "datasets/ucsd/ped2/testing/frames/01/000.jpg"):
+        assert denied(path), path
+    for path in ("MOT17-05-FRCNN/img1/000001.jpg", "MOT17-10.avi", "MOT17/train/11/x.jpg", "MOT17-020.mp4",
+                 "UCSDped1/Test/Test001/001.tif", "MOT20-02/img1/000001.jpg"):
+        assert not denied(path), path
+
+
 def test_hand_counted_frames_are_decoded_from_the_verified_video(tmp_path):
     import cv2
 
