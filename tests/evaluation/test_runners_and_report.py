@@ -98,11 +98,11 @@ def test_reports_render_markdown_json_and_png_plots(labelled_folder, tmp_path):
     for name in ("pr_plain.png", "confusion_plain.png"):
         assert_png(tmp_path / "detector" / name)
 
-    counts = evaluate_counts(sorted(images.iterdir()), [2, 1], [2, 0], (2,))
+    counts = evaluate_counts(sorted(images.iterdir()), [3, 1], [3, 0], (2,))
     count_comparison_report({"detector": counts}, tmp_path / "counts")
     assert_png(tmp_path / "counts" / "count_scatter.png")
     figures = json.loads((tmp_path / "counts" / "report.json").read_text())["detector"]
-    assert figures["overall"]["mae"] == 0.5 and set(figures["by_crowd_size"]) == {"0-2", "2+"}
+    assert figures["overall"]["mae"] == 0.5 and set(figures["by_crowd_size"]) == {"0-2", "3+"}
     assert (tmp_path / "counts" / "per_image.csv").read_text().splitlines()[0] == "image,true,detector"
 
     truth = [EventInterval("cam", "crowd", 0, 25), EventInterval("cam", "crowd", 50, 75)]
