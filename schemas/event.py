@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 from pydantic import Field
 
-from schemas.base import BoundedId, Message, Seq
+from schemas.base import ID_MAX_CHARS, BoundedId, Message, Seq
 
 EVENT_ID_MAX_CHARS = 200  # the incident store's incidents.id is this wide
+# Far above what an analyzer writes, and low enough that an event, and the alert made from it, stays a small
+# message: one that could not be published would hold up every event behind it on its partition.
+REASON_MAX_CHARS = 4_000
+DETAILS_MAX_ITEMS = 64
+DETAIL_TEXT_MAX_CHARS = 1_000
+TRACK_IDS_MAX = 10_000
+DetailValue = float | int | Annotated[str, Field(max_length=DETAIL_TEXT_MAX_CHARS)]
 # details["closed_by"] of a resolved event whose incident did not end but whose analyzer was reset, its state lost
 CLOSED_BY_RESET = "analyzer_reset"
 
@@ -48,11 +56,12 @@ class Event(Message):
     severity: Severity
     camera_id: BoundedId
     zone_id: BoundedId | None = None
-    track_ids: list[int] = Field(default_factory=list)
+    track_ids: list[int] = Field(default_factory=list, max_length=TRACK_IDS_MAX)
     started_at: float
     updated_at: float
     ended_at: float | None = None
     confidence: float = Field(ge=0, le=1)
     evidence: FrameRef | None = None
-    reason: str = Field(description="why the event was raised, in words")
-    details: dict[str, float | int | str] = Field(default_factory=dict)
+    reason: str = Field(max_length=REASON_MAX_CHARS, description="why the event was raised, in words")
+    details: dict[Annotated[str, Field(max_length=ID_MAX_CHARS)], DetailValue] = Field(
+        default_factory=dict, max_length=DETAILS_MAX_ITEMS)

@@ -10,8 +10,16 @@ from schemas.base import ID_MAX_CHARS
 from schemas.event import CLOSED_BY_RESET, EVENT_ID_MAX_CHARS
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+# An alert's text is cut to these: an Alertmanager description is as long as its request allows, and an alert too
+# large to publish would be retried for ever. An SMS shows far less, a webhook's reader no more.
+TITLE_MAX_CHARS = 300
+MESSAGE_MAX_CHARS = 4_000
 EVENTS = "events"
 ALERTMANAGER = "alertmanager"
+
+
+def clipped(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[:max_chars - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,8 @@ def notice_from_event(event: Event) -> Notice:
     return Notice(
         incident_id=event.event_id, source=EVENTS, type=event.type, state=event.state, severity=event.severity,
         camera_id=event.camera_id, zone_id=event.zone_id,
-        title=f"{event.type.replace('_', ' ')} at {place}",
-        message=event.reason + (f" ({details})" if details else ""),
+        title=clipped(f"{event.type.replace('_', ' ')} at {place}", TITLE_MAX_CHARS),
+        message=clipped(event.reason + (f" ({details})" if details else ""), MESSAGE_MAX_CHARS),
         at=event.ended_at if event.state == EventState.RESOLVED and event.ended_at else event.updated_at,
         closed_by_reset=event.state == EventState.RESOLVED and event.details.get("closed_by") == CLOSED_BY_RESET,
     )
@@ -121,8 +129,9 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
             state=EventState.RESOLVED if resolved else EventState.OPENED, severity=severity,
             camera_id=_bounded(labels.get("camera"), ID_MAX_CHARS, f"{where}.labels.camera"),
             zone_id=_bounded(labels.get("zone"), ID_MAX_CHARS, f"{where}.labels.zone"),
-            title=annotations.get("summary", name),
-            message=(description + (f" Runbook: {runbook}" if runbook else "")).strip(),
+            title=clipped(annotations.get("summary", name), TITLE_MAX_CHARS),
+            message=(clipped(description, MESSAGE_MAX_CHARS - 300)  # room for the runbook
+                     + (f" Runbook: {clipped(runbook, 280)}" if runbook else "")).strip(),
             at=ended or started,
             labels_digest=hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest(),
         ))

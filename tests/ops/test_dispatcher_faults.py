@@ -17,7 +17,7 @@ from schemas.settings.base import ConfigError
 from schemas.settings.config import TopicNames
 from sinks.alerts.channels import Message
 from sinks.alerts.dispatcher import to_message
-from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
+from sinks.alerts.notice import MESSAGE_MAX_CHARS, TITLE_MAX_CHARS, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import redact
 from sinks.alerts.service import PAUSE_INITIAL_S, AlertmanagerReceiver, DispatcherService, PendingNotices
 from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT, IncidentStore
@@ -212,6 +212,25 @@ def test_an_event_whose_ids_exceed_the_store_columns_is_a_dead_letter_and_the_ba
     assert [letter.offset for letter in producer.letters] == [0]
     assert "event_id" in producer.letters[0].reason
     assert ["plaza/south" in message["body"] for message in twilio.messages] == [True]
+
+
+def test_an_event_too_large_to_alert_on_is_a_dead_letter_and_the_batch_goes_on(harness, twilio):
+    """Its alert could not be published, and the batch would come again for ever behind it."""
+    producer = DeadLetterProducer()
+    huge = danger_event().model_copy(update={"details": {f"k{n}": n for n in range(200_000)}})
+    kafka_service(harness, producer).process(records(huge, danger_event("plaza/south/risk-2", zone="south")))
+    assert [letter.offset for letter in producer.letters] == [0]
+    assert "details" in producer.letters[0].reason
+    assert ["plaza/south" in message["body"] for message in twilio.messages] == [True]
+
+
+def test_an_alertmanager_alerts_text_is_cut_to_a_publishable_size():
+    alert = {"status": "firing", "fingerprint": "f1", "startsAt": "2027-01-15T10:00:00Z",
+             "labels": {"alertname": "CityguardStageDown", "severity": "critical"},
+             "annotations": {"summary": "s" * 5_000, "description": "d" * 2_000_000, "runbook_url": "https://rb/x"}}
+    [notice] = notices_from_alertmanager({"version": "4", "alerts": [alert]})
+    assert len(notice.title) == TITLE_MAX_CHARS and notice.title.endswith("…")
+    assert len(notice.message) <= MESSAGE_MAX_CHARS and notice.message.endswith("… Runbook: https://rb/x")
 
 
 def test_an_alertmanager_alert_whose_ids_exceed_the_store_columns_is_refused_naming_the_field():
