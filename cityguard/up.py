@@ -293,6 +293,9 @@ def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
             line.people = int(detections.class_mask(PERSON_CLASS_ID).sum())
         else:
             metrics = decode(record.value, ZoneMetrics)
+            # A window dated ahead of this clock (a camera's clock running fast) counts as ending now: it must not
+            # keep a later real window off the line, nor keep the zone fresh once its windows stop.
+            metrics = metrics.model_copy(update={"window_end": min(metrics.window_end, time.time())})
             zones = lines[metrics.camera_id].zones
             shown = zones.get(metrics.zone_id)
             if shown is None or metrics.window_end >= shown.window_end:  # a window sent again is not news

@@ -200,8 +200,11 @@ class MetricsSink:
         ZONE_DENSITY_MAX.labels(*labels).set(metrics.density_max_per_m2)
         ZONE_AREA.labels(*labels).set(metrics.area_m2)
         ZONE_RISK.labels(*labels).set(metrics.risk_level.rank)
-        ZONE_WINDOW_END.labels(*labels).set(metrics.window_end)
-        self.last_window_end[labels] = max(metrics.window_end, self.last_window_end.get(labels, 0.0))
+        # A window dated ahead of this clock (a camera's clock running fast) counts as ending when it arrived: it
+        # must not keep the zone from going stale once its windows stop.
+        window_end = min(metrics.window_end, time.time())
+        ZONE_WINDOW_END.labels(*labels).set(window_end)
+        self.last_window_end[labels] = max(window_end, self.last_window_end.get(labels, 0.0))
         ZONE_COUNT_RELIABLE.labels(*labels).set(1 if metrics.count_reliable else 0)
         optional_gauges = ((ZONE_PEAK_LOCAL_DENSITY, metrics.peak_local_density_per_m2),
                            (ZONE_SPEED, metrics.mean_speed_m_per_s), (ZONE_PRESSURE, metrics.crowd_pressure_per_s2),

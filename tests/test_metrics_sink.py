@@ -202,3 +202,11 @@ def test_each_watched_group_s_lag_is_on_the_topic_it_consumes():
                                          {"group": "s-alerts", "topic": topic, "partition": "0"})
 
     assert (lag("events-t"), lag("detections-t")) == (10, None)
+
+
+def test_a_window_dated_ahead_of_the_clock_does_not_keep_its_zone_from_going_stale(sink):
+    labels = {"camera": "sink-test", "zone": "plaza"}
+    sink.on_zone_metrics(zone_window(4_102_444_800.0))  # the year 2100: a camera whose clock runs far ahead
+    assert REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", labels) <= time.time()
+    sink.mark_stale_zones(now=time.time() + sink.stale_after_s + 1)
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1

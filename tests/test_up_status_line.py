@@ -1,7 +1,11 @@
 """The live status line `cityguard up` prints: a zone whose windows stopped reads unknown there too, never the level
 its last window had."""
-from cityguard.up import CameraStatusLine
-from schemas import RiskLevel, ZoneMetrics
+import time
+from types import SimpleNamespace
+
+from cityguard.up import CameraStatusLine, absorb
+from schemas import RiskLevel, ZoneMetrics, encode
+from schemas.settings.config import Config
 
 
 def window(end: float) -> ZoneMetrics:
@@ -29,3 +33,17 @@ def test_a_stale_zone_does_not_hide_a_fresh_worse_one():
     line = CameraStatusLine(zones={"gate": critical, "walkway": window(900.0)})
     assert line.render("campus", 1005.0, stale_after_s=30).endswith(
         "zone gate: 410.0 people, 6.100 p/m², risk critical | zone walkway: no window for 105 s, risk unknown")
+
+
+def test_a_window_dated_ahead_of_the_clock_holds_the_line_neither_against_a_real_window_nor_once_windows_stop():
+    config = Config(cameras=[{"id": "campus", "source": "a.mp4"}])
+    lines = {"campus": CameraStatusLine()}
+
+    def arrives(metrics: ZoneMetrics) -> None:
+        absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics, value=encode(metrics)), config, lines)
+
+    arrives(window(4_102_444_800.0))  # the year 2100: a camera whose clock runs far ahead
+    now = time.time()
+    assert lines["campus"].render("campus", now + 45, stale_after_s=30).endswith("risk unknown")
+    arrives(window(now + 1).model_copy(update={"risk_level": RiskLevel.CRITICAL}))
+    assert lines["campus"].render("campus", now + 2, stale_after_s=30).endswith("risk critical")
