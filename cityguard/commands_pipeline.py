@@ -76,6 +76,7 @@ def check_config(args, config) -> int:
     from infra import assets
     from producers.capture import source_kind
     from schemas.settings.capture import SourceKind
+    from sinks.start_checks import start_problems
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
@@ -94,31 +95,6 @@ def check_config(args, config) -> int:
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0
-
-
-def start_problems(config) -> list[str]:
-    """What the stages check when they start, against this machine's environment and files: the alert channels'
-    variables and sound files, and a token for the Alertmanager receiver and the console where they listen beyond
-    loopback. Warnings here, as the configuration may be checked away from where it runs."""
-    from infra.listeners import is_loopback
-    from sinks.alerts.channels import build_channels
-    from sinks.alerts.service import receiver_token
-    from sinks.console.server import console_token
-
-    problems = []
-
-    def check(start_check, *args) -> None:
-        try:
-            start_check(*args)
-        except ConfigError as exc:
-            problems.append(str(exc))
-
-    for channel in config.alerting.channels:
-        check(build_channels, [channel], config.resolve_path)
-    check(console_token, config, config.console.host)
-    if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
-        check(receiver_token, config.alerting.receiver)
-    return problems
 
 
 def run_replay(args, config) -> int:

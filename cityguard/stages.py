@@ -16,7 +16,6 @@ from infra.broker import EmbeddedBroker
 from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer
 from infra.listeners import http_url
 from infra.redaction import redacted, shown
-from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,20 +51,14 @@ def stop_on_signals() -> threading.Event:
 
 def open_store(config: Config):
     """The incident store (the alert dispatcher, the console and the operator commands share it)."""
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import OperationalError
 
-    from sinks.alerts.store import IncidentStore, resolve_store_url
+    from sinks.alerts.store import IncidentStore, check_store_url, configured_store_url, resolve_store_url
 
-    alerting = config.alerting
-    from_env = env_value(alerting.store_url_env, "alerting.store_url_env")
-    url = from_env or alerting.store_url
-    where = f"incident store ({'$' + alerting.store_url_env if from_env else 'alerting.store_url'})"
+    check_store_url(config.alerting)
+    url, where = configured_store_url(config.alerting)
     try:
         return IncidentStore(resolve_store_url(url, config.base_dir))
-    except (NoSuchModuleError, ArgumentError):
-        raise ConfigError(f"{where}: not a database URL this installation knows: {shown(url)}") from None
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None
     except OperationalError as exc:
         reason = (redacted(str(exc.orig)).strip().splitlines() or [type(exc.orig).__name__])[0]
         raise RuntimeError(f"{where}: cannot open {shown(url)}: {reason}") from None

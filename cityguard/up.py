@@ -37,6 +37,7 @@ from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
+from sinks.start_checks import start_problems
 from sinks.topic_reading import zone_stale_after_s
 
 MEMORY_CHECK_INTERVAL_S = 10.0
@@ -151,15 +152,33 @@ class Restarts:
     started_at: float = field(default_factory=time.monotonic)
 
 
+class StageRefused(ConfigError):
+    """A stage exited with status 2, a mistake in what it was given: starting it again would only repeat it."""
+
+
+def last_line(log: Path) -> str:
+    """The last line a stage wrote to its log (its error), or '' when there is none."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
 class Supervisor:
     """Keeps every stage (and an embedded broker) running: one that exits is started again after a back-off, so a
     crash or a broker restart costs that stage seconds instead of stopping the pipeline. A producer that exits 0
-    has finished its (file) sources and stays stopped."""
+    has finished its (file) sources and stays stopped; a stage that exits 2 refused what it was given, and stops
+    everything (StageRefused, naming its log's last line)."""
 
     def __init__(self, children: dict[str, subprocess.Popen], start_stage: Callable[[str], subprocess.Popen],
-                 broker: EmbeddedBroker | None = None, restart_broker: Callable[[], None] | None = None):
+                 broker: EmbeddedBroker | None = None, restart_broker: Callable[[], None] | None = None,
+                 log_dir: Path | None = None):
         self.children, self.start_stage = children, start_stage
         self.broker, self.restart_broker = broker, restart_broker
+        self.log_dir = log_dir
         self.restarts: dict[str, Restarts] = defaultdict(Restarts)
 
     def check(self, now: float) -> None:
@@ -168,6 +187,12 @@ class Supervisor:
         for stage, process in list(self.children.items()):
             if stage == "produce" and process.poll() == 0:
                 continue
+            if process.poll() == 2:
+                log = self.log_dir / f"{stage}.log" if self.log_dir else None
+                said = last_line(log) if log else ""
+                raise StageRefused(f"{stage} exited with status 2, refusing what it was given"
+                                   + (f": {said.removeprefix('cityguard: error: ')}" if said else "")
+                                   + (f" (its log: {log})" if log else ""))
             self.keep(stage, process, now, lambda stage=stage: self.restart_stage(stage))
 
     def restart_stage(self, stage: str) -> None:
@@ -192,6 +217,10 @@ class Supervisor:
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
+    problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"
+                                         if len(problems) > 1 else ""))
     refuse_busy_ports(config)
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
@@ -243,7 +272,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             supervisor = Supervisor(children, lambda stage: spawn(
                 stage, config_path, env, log_dir, *stage_args.get(stage, [])),
-                broker, restart_broker)
+                broker, restart_broker, log_dir)
             return watch(config, supervisor, status_consumer, duration_s, lambda: interrupted, memory_watch)
         finally:
             status_consumer.close()

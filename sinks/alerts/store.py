@@ -30,12 +30,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from infra.backoff import backoff_delay
+from infra.redaction import shown
 from schemas.base import ID_MAX_CHARS
 from schemas.event import EVENT_ID_MAX_CHARS
+from schemas.settings.alerting import AlertingConfig
+from schemas.settings.base import ConfigError, env_value
 from sinks.alerts.notice import Notice
 
 OPEN, RESOLVED = "open", "resolved"
@@ -171,6 +174,26 @@ class IncidentDetail:
     attempts: list[AttemptRow]
     acknowledgements: list[AcknowledgementRow]
     reviews: list[ReviewRow]
+
+
+def configured_store_url(alerting: AlertingConfig) -> tuple[str, str]:
+    """The incident store's URL (its variable's value, else alerting.store_url), and where it comes from, for errors
+    (which show the URL without its password)."""
+    from_env = env_value(alerting.store_url_env, "alerting.store_url_env")
+    where = f"incident store ({'$' + alerting.store_url_env if from_env else 'alerting.store_url'})"
+    return from_env or alerting.store_url, where
+
+
+def check_store_url(alerting: AlertingConfig) -> None:
+    """ConfigError, in one line, for a store URL that no installed database dialect and driver can open; nothing is
+    connected to."""
+    url, where = configured_store_url(alerting)
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except (NoSuchModuleError, ArgumentError):
+        raise ConfigError(f"{where}: not a database URL this installation knows: {shown(url)}") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None
 
 
 def resolve_store_url(url: str, base_dir: Path) -> str:

@@ -557,6 +557,19 @@ def test_up_restarts_an_exited_console_and_keeps_the_pipeline_running(capsys):
     assert out.count("console exited with code 3; restarting it in 1 s") == 1 and out.count("console restarted") == 1
 
 
+def test_up_stops_at_a_stage_that_refuses_what_it_was_given(tmp_path):
+    from cityguard.up import StageRefused, Supervisor
+
+    (tmp_path / "alerts.log").write_text("starting\ncityguard: error: alert channel hook: environment variable "
+                                         "HOOK_URL is not set\n")
+    children = {"alerts": subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])}
+    children["alerts"].wait()
+    supervisor = Supervisor(children, start_stage=lambda stage: pytest.fail("started again"), log_dir=tmp_path)
+    with pytest.raises(StageRefused, match=r"^alerts exited with status 2, refusing what it was given: alert channel "
+                                           r"hook: environment variable HOOK_URL is not set \(its log: "):
+        supervisor.check(now=100.0)
+
+
 def open_and_close_store(url: str) -> str:
     from sinks.alerts.store import IncidentStore
 

@@ -1,0 +1,33 @@
+"""What the alert dispatcher and the console check when they start, against this machine's environment and files,
+gathered so that a command can check them all before anything starts."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from infra.listeners import is_loopback
+from schemas.settings.config import Config, ConfigError
+from sinks.alerts.channels import build_channels
+from sinks.alerts.service import receiver_token
+from sinks.alerts.store import check_store_url
+from sinks.console.server import console_token
+
+
+def start_problems(config: Config) -> list[str]:
+    """One line per problem: the alert channels' variables and sound files, the incident store's URL (its dialect
+    and driver; nothing is connected to), and a token for the Alertmanager receiver and the console where they
+    listen beyond loopback."""
+    problems = []
+
+    def check(start_check: Callable, *args) -> None:
+        try:
+            start_check(*args)
+        except ConfigError as exc:
+            problems.append(str(exc))
+
+    for channel in config.alerting.channels:
+        check(build_channels, [channel], config.resolve_path)
+    check(check_store_url, config.alerting)
+    check(console_token, config, config.console.host)
+    if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
+        check(receiver_token, config.alerting.receiver)
+    return problems
