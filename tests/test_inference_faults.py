@@ -24,7 +24,7 @@ from processors.inference.stage import (
     InferenceWorker,
     frame_image,
 )
-from schemas import Detections, Frame, decode, encode
+from schemas import DeadLetter, Detections, Frame, decode, encode
 from schemas.settings.config import parse_config
 
 ZONE = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
@@ -193,6 +193,25 @@ def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes
     assert sent.density_map is None and sent.camera_id == "square"
     assert REGISTRY.get_sample_value("cityguard_density_maps_left_out_total", left_out) == before + 1
     assert MAX_DETECTIONS_BYTES < BROKER_RECORD_LIMIT
+
+
+def test_a_frame_of_a_camera_not_in_the_configuration_is_a_dead_letter_without_a_model_run():
+    class CountsRuns(NoBoxes):
+        runs = 0
+
+        def detect(self, images):
+            CountsRuns.runs += len(images)
+            return super().detect(images)
+
+    consumer, broker = Consumer(), Broker()
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(CountsRuns()), "group")
+    made_up = [SimpleNamespace(**{**vars(record), "value": encode(decode(record.value, Frame).model_copy(
+        update={"camera_id": f"ghost-{record.offset}"}))}) for record in records(time.time(), time.time())]
+    assert process_batch(consumer, broker, [*made_up, *records(time.time())], stage.detect_batch) is None
+    letters = [decode(value, DeadLetter) for topic, value in broker.sent if topic == TOPICS.dead_letter]
+    assert [letter.reason for letter in letters] == [
+        "camera 'ghost-40' is not in the site configuration", "camera 'ghost-41' is not in the site configuration"]
+    assert [sent.camera_id for sent in detections(broker)] == ["square"] and CountsRuns.runs == 1
 
 
 def test_a_rewound_batch_is_counted_once_and_its_frames_still_get_their_maps(monkeypatch):

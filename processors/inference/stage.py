@@ -465,6 +465,10 @@ class InferenceWorker:
             try:
                 with STEP_SECONDS.labels("decode").time():
                     frame = decode(record.value, Frame)
+                    if frame.camera_id not in self.cameras:
+                        # Analytics refuses its detections anyway; a flood of made-up ids must not cost model runs.
+                        rejected.append((record, f"camera {frame.camera_id!r} is not in the site configuration"))
+                        continue
                     camera = self.camera_label(frame.camera_id)
                     FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
                     self.frame_age_cameras.setdefault(record.partition, set()).add(camera)
