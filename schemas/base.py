@@ -15,6 +15,17 @@ ID_MAX_CHARS = 64
 BoundedId = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
 # A frame's per-camera sequence number: an int64 everywhere it is stored or compared as an array.
 Seq = Annotated[int, Field(ge=0, lt=2**63)]
+# Producers count a camera's frames from their start time in microseconds, by the clock that also times the frames,
+# so a sequence number stays below its frame's capture time in microseconds; a day's slack covers anything else.
+SEQ_SLACK_S = 86_400.0
+
+
+def verify_seq(seq: int, captured_at: float) -> None:
+    """ValueError for a sequence number no producer can have reached by the frame's capture time: it would make
+    every later frame of the camera look like one the analyzers have seen."""
+    if seq > (captured_at + SEQ_SLACK_S) * 1_000_000:
+        raise ValueError(f"seq {seq} is ahead of what any producer reaches by capture time {captured_at:.0f} "
+                         "(sequence numbers count microseconds from the producer's start)")
 
 
 class SchemaError(ValueError):

@@ -5,7 +5,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
-from schemas.base import BoundedId, Message, Seq
+from schemas.base import BoundedId, Message, Seq, verify_seq
 
 PERSON_CLASS_ID = 0  # COCO
 # No picture holds this many people: a map summing to more is broken, and its count would overflow the analytics'
@@ -78,6 +78,7 @@ class Detections(Message):
 
     @model_validator(mode="after")
     def _columns_align(self) -> "Detections":
+        verify_seq(self.seq, self.captured_at)
         n = len(self.xyxy)
         columns = {"confidence": self.confidence, "class_id": self.class_id, "class_name": self.class_name}
         if self.track_id is not None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field, FiniteFloat, model_validator
 
-from schemas.base import BoundedId, Message, Seq
+from schemas.base import BoundedId, Message, Seq, verify_seq
 
 FRAME_REF_MAX_CHARS = 300  # a store path: the camera id and a sequence number
 
@@ -37,6 +37,7 @@ class Frame(Message):
 
     @model_validator(mode="after")
     def _one_payload(self) -> "Frame":
+        verify_seq(self.seq, self.captured_at)
         if (self.jpeg is None) == (self.frame_ref is None):
             raise ValueError("exactly one of jpeg and frame_ref must be set")
         if (self.source_width is None) != (self.source_height is None):

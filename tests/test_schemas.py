@@ -108,6 +108,8 @@ def test_detection_columns_must_align():
     ({"class_id": [0, 2**63]}, "class_id"),  # beyond the int64 arrays the analyzers compare class ids in
     ({"class_id": [-1, 2]}, "class_id"),
     ({"seq": 2**63}, "seq"),
+    # ahead of any producer's count by then: every later frame of the camera would look like a repeat
+    ({"seq": 2**63 - 1, "captured_at": 1_800_000_000.0}, "seq .* is ahead of what any producer reaches"),
     ({"xyxy": [(30, 20, 10, 60), (100, 100, 140, 200)]}, "corners"),  # would stand on its top edge
     ({"xyxy": [(10, 60, 30, 20), (100, 100, 140, 200)]}, "corners"),
     ({"static_blobs": [{"xyxy": (50, 50, 40, 60), "static_since": 1.0, "fill_ratio": 0.5}]}, "corners"),
@@ -227,3 +229,12 @@ def test_every_schema_has_its_times_checked():
                                ("Event", "ended_at"), ("Alert", "created_at"), ("CameraStatus", "at"),
                                ("DeadLetter", "at"), ("LineCounts", "window_end")]:
         assert (schema, time_field) in checked
+
+
+def test_a_producers_sequence_numbers_are_below_its_capture_times_in_microseconds():
+    start = 1_800_000_000.0
+    assert detections(seq=int(start * 1_000_000) + 10**6, captured_at=start).seq  # a fast producer, clocks apart
+    assert detections(seq=0, captured_at=1.0).seq == 0  # a replay's own count
+    with pytest.raises(ValueError, match="seq"):
+        Frame(camera_id="c", seq=int((start + 2 * 86_400) * 1_000_000), captured_at=start, width=8, height=8,
+              jpeg=b"x")
