@@ -73,10 +73,10 @@ def check_config(args, config) -> int:
     mounted later); streams, remote files and webcams are checked by the producer when it connects."""
     import sys
 
+    from cityguard.start_checks import start_problems
     from infra import assets
     from producers.capture import source_kind
     from schemas.settings.capture import SourceKind
-    from sinks.start_checks import start_problems
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
@@ -85,6 +85,9 @@ def check_config(args, config) -> int:
             except assets.UnknownAssetError as exc:
                 raise ConfigError(f"invalid configuration in {args.config}: camera {camera.id}: source: "
                                   f"{exc}") from None
+        elif written_password(camera.source):
+            print(f"cityguard: warning: camera {camera.id}: source holds a password in the configuration file: "
+                  "name an environment variable there instead (user:${CAMERA_PASSWORD}@host)", file=sys.stderr)
         elif source_kind(camera, camera.source) is SourceKind.FILE and "://" not in camera.source:
             path = Path(config.resolve_path(camera.source))
             if not path.is_file():
@@ -95,6 +98,19 @@ def check_config(args, config) -> int:
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0
+
+
+def written_password(source: str) -> bool:
+    """Whether a source URL carries a password as such, not as a ${NAME} placeholder."""
+    from urllib.parse import urlsplit
+
+    from schemas.settings.base import SOURCE_VARIABLE
+
+    try:
+        password = urlsplit(source).password if "://" in source else None
+    except ValueError:
+        return False
+    return bool(password) and not SOURCE_VARIABLE.fullmatch(password)
 
 
 def run_replay(args, config) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
+from cityguard.start_checks import start_problems
 from infra.backoff import backoff_delay
 from infra.broker import (
     BROKER_PID_FILE_ENV,
@@ -37,7 +38,6 @@ from infra.process import child_preexec, terminate
 from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
-from sinks.start_checks import start_problems
 from sinks.topic_reading import zone_stale_after_s
 
 MEMORY_CHECK_INTERVAL_S = 10.0

@@ -33,6 +33,7 @@ from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import CameraState, CameraStatus, Frame, encode
+from schemas.settings.base import source_with_variables
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig, Config
 
@@ -138,7 +139,8 @@ class CameraReader:
                  realtime: bool, max_frames: int | None):
         self.camera = camera
         self.settings = config.producer
-        self.source = config.resolve_path(assets.resolve(camera.source))
+        self.source = config.resolve_path(assets.resolve(source_with_variables(camera.source,
+                                                                               f"camera {camera.id}: source")))
         self.queue = queue
         self.health = health
         self.resolver = resolver

@@ -177,22 +177,28 @@ def test_check_config_warns_of_what_a_stage_would_refuse_at_start_here(tmp_path,
                  "TWILIO_FROM_NUMBER"):
         monkeypatch.delenv(name, raising=False)
     site = tmp_path / "site.yaml"
-    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\nconsole: {host: 0.0.0.0}\n"
+    monkeypatch.delenv("GATE_CAMERA_PASSWORD", raising=False)
+    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\n"
+                    "  - {id: gate, source: 'rtsp://viewer:${GATE_CAMERA_PASSWORD}@10.0.0.5/s'}\n"
+                    "  - {id: alley, source: 'rtsp://viewer:hunter2@10.0.0.6/s'}\n"
+                    "console: {host: 0.0.0.0}\n"
                     "alerting:\n  receiver: {host: 0.0.0.0}\n  store_url: notaurl\n"
                     "  channels:\n    - {kind: sound, id: alarm, file: nope.wav}\n    - {kind: sms, id: text}\n")
     assert main(["check-config", "--config", str(site)]) == 0
     warnings = capsys.readouterr().err.splitlines()
     assert [line.split(":")[2].strip() for line in warnings] == [
-        "alert channel alarm", "alert channel text", "incident store (alerting.store_url)",
-        "console.host 0.0.0.0 is not a loopback address", "alerting.receiver"]
+        "camera alley", "camera gate", "alert channel alarm", "alert channel text",
+        "incident store (alerting.store_url)", "console.host 0.0.0.0 is not a loopback address", "alerting.receiver"]
     assert all(line.startswith("cityguard: warning: ") for line in warnings)
+    assert "source holds a password in the configuration file" in warnings[0] and "hunter2" not in warnings[0]
+    assert "environment variable GATE_CAMERA_PASSWORD is not set" in warnings[1]
 
     # `up` refuses what a stage would, before it starts anything.
     assert main(["up", "--config", str(site), "--duration", "1", "--log-dir", str(tmp_path / "logs")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
-    assert captured.err.startswith("cityguard: error: alert channel alarm: ")
-    assert captured.err.endswith(" (and 4 more: cityguard check-config lists them)\n")
+    assert captured.err.startswith("cityguard: error: camera gate: source: environment variable "
+                                   "GATE_CAMERA_PASSWORD is not set (and 5 more: cityguard check-config lists them)\n")
     assert not (tmp_path / "logs").exists()
 
 

@@ -36,6 +36,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),
     (lambda d: d.update(model={"tracking": {"low_confidence": 0.5, "high_confidence": 0.3}}), "model.tracking"),
     (lambda d: d.update(analytics={"density_model": {"device": "gpu"}}), "analytics.density_model.device"),
+    (lambda d: d["cameras"][0].update(source="rtsp://viewer:${camera password}@10.0.0.5/s"), "cameras.0.source"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
@@ -125,3 +126,16 @@ def test_geometry_that_leaves_the_cameras_picture_is_named():
         "camera bangkok-jam: scene.lanes[away].polygon reaches (400, 1080); scene.sidewalks")
     demo = load_config(DEFAULT_CONFIG).cameras[0]
     assert demo.geometry_outside(768, 576) == [] and demo.geometry_outside(768 * 0.99, 576 * 0.99) == []
+
+
+def test_a_sources_variables_are_read_from_the_environment_at_start(monkeypatch):
+    from schemas.settings.base import source_with_variables
+
+    monkeypatch.setenv("ALLEY_CAMERA_PASSWORD", "s3cr%40t\n")
+    assert source_with_variables("rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1", "camera a: source") == (
+        "rtsp://viewer:s3cr%40t@10.0.0.5/stream1")
+    monkeypatch.delenv("ALLEY_CAMERA_PASSWORD")
+    with pytest.raises(ConfigError, match=r"^camera a: source: environment variable ALLEY_CAMERA_PASSWORD is not "
+                                          r"set$"):
+        source_with_variables("rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1", "camera a: source")
+    assert source_with_variables("clips/$5 walk.mp4", "camera a: source") == "clips/$5 walk.mp4"

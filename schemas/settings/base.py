@@ -62,6 +62,30 @@ def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     return polygon
 
 
+SOURCE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def verify_source_variables(source: str) -> str:
+    """A source's `${NAME}` placeholders must name environment variables (upper case, as the *_env settings)."""
+    for name in SOURCE_VARIABLE.findall(source):
+        if not re.match(ENV_NAME_PATTERN, name):
+            raise ValueError(f"${{{name}}} does not name an environment variable (upper case letters, digits, _)")
+    return source
+
+
+def source_with_variables(source: str, where: str) -> str:
+    """The source with each `${NAME}` replaced by that environment variable, so that a camera's password stays out
+    of the configuration file (rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1); ConfigError naming the
+    variable, never a value, when it is unset."""
+    def value(match: re.Match) -> str:
+        found = env_value(match.group(1), where)
+        if found is None:
+            raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
+        return found
+
+    return SOURCE_VARIABLE.sub(value, source)
+
+
 def env_value(name: str, where: str) -> str | None:
     """A secret or URL from the environment, without the newline a file or `echo` leaves around it; None when unset.
 

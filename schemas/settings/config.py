@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from schemas.settings.alerting import AlertingConfig
-from schemas.settings.base import ConfigError, Frozen, Identifier, Point, require_unique
+from schemas.settings.base import ConfigError, Frozen, Identifier, Point, require_unique, verify_source_variables
 from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
@@ -179,8 +179,11 @@ def _item_ids(model: BaseModel) -> Iterator[str]:
 class CameraConfig(Frozen):
     id: Identifier
     name: str = ""
-    source: str = Field(description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, "
-                        "or webcam index; for an ITS camera the last URL the API gave (re-resolved when it fails)")
+    source: Annotated[str, AfterValidator(verify_source_variables)] = Field(
+        description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, or webcam index; for "
+        "an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
+        "environment variable (a password: rtsp://viewer:${CAMERA_PASSWORD}@host/stream, reserved characters "
+        "percent-encoded in it)")
     kind: SourceKind = Field(default=SourceKind.AUTO, description="how the source is read; auto infers it")
     its: ItsCameraRef | None = Field(default=None, description="ITS national CCTV camera this source comes from")
     fps: float = Field(default=5.0, gt=0, le=60, description="frames sampled per second")

@@ -1,10 +1,11 @@
-"""What the alert dispatcher and the console check when they start, against this machine's environment and files,
-gathered so that a command can check them all before anything starts."""
+"""What the stages check when they start, against this machine's environment and files, gathered so that a command
+can check them all before anything starts (`cityguard up` refuses them, `cityguard check-config` warns of them)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from infra.listeners import is_loopback
+from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
 from sinks.alerts.service import receiver_token
@@ -13,9 +14,9 @@ from sinks.console.server import console_token
 
 
 def start_problems(config: Config) -> list[str]:
-    """One line per problem: the alert channels' variables and sound files, the incident store's URL (its dialect
-    and driver; nothing is connected to), and a token for the Alertmanager receiver and the console where they
-    listen beyond loopback."""
+    """One line per problem: the variables the cameras' sources name, the alert channels' variables and sound files,
+    the incident store's URL (its dialect and driver; nothing is connected to), and a token for the Alertmanager
+    receiver and the console where they listen beyond loopback."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -24,6 +25,8 @@ def start_problems(config: Config) -> list[str]:
         except ConfigError as exc:
             problems.append(str(exc))
 
+    for camera in config.cameras:
+        check(source_with_variables, camera.source, f"camera {camera.id}: source")
     for channel in config.alerting.channels:
         check(build_channels, [channel], config.resolve_path)
     check(check_store_url, config.alerting)
