@@ -91,6 +91,9 @@ def register(commands, add_command) -> None:
     events.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0,
                         help="seconds two intervals may be apart and match")
     events.add_argument("--segment", type=POSITIVE, default=1.0, help="segment length in seconds for ROC")
+    events.add_argument("--cameras", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+                        default=None, help="comma-separated camera ids: score only these (the ones replayed; a "
+                        "labelled camera without predictions otherwise scores as missed)")
     events.add_argument("--out", type=Path, default=Path("var/eval/events"))
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
@@ -190,11 +193,33 @@ def run_event_eval(args, config) -> int:
     truth = load_event_csv(args.truth)
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
+    if args.cameras is not None:
+        truth = [event for event in truth if event.camera in args.cameras]
+        predicted = [event for event in predicted if event.camera in args.cameras]
+    for warning in scoring_warnings(truth, predicted, args.cameras is None):
+        print(f"cityguard: warning: {warning}", file=sys.stderr)
     result = evaluate_events(truth, predicted, args.tolerance, args.segment)
     o = result.overall
     print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
     return 0
+
+
+def scoring_warnings(truth: list, predicted: list, all_cameras: bool) -> list[str]:
+    """What makes a score mean less than it seems: labelled types no prediction has (a misspelt label scores as
+    missed) and, when every camera is scored, labelled cameras without any prediction (not replayed?)."""
+    warnings = []
+    predicted_types = {event.type for event in predicted}
+    for kind in sorted({event.type for event in truth} - predicted_types):
+        labelled = sum(event.type == kind for event in truth)
+        warnings.append(f"no predicted event has type {kind!r} ({labelled} labelled): "
+                        f"predicted types are {', '.join(sorted(predicted_types)) or 'none'}")
+    silent = sorted({event.camera for event in truth} - {event.camera for event in predicted})
+    if all_cameras and silent:
+        warnings.append(f"{len(silent)} labelled cameras have no predicted event ({', '.join(silent[:5])}"
+                        f"{', ...' if len(silent) > 5 else ''}): one not replayed scores as missed; --cameras scores "
+                        "only those given")
+    return warnings
 
 
 def run_devset_build(args, config) -> int:

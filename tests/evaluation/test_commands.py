@@ -30,6 +30,25 @@ def test_eval_events_writes_a_report(tmp_path):
     assert (out / "roc.png").exists() and (out / "report.md").exists()
 
 
+def test_eval_events_scores_the_cameras_given_and_warns_of_what_would_mislead(tmp_path):
+    (tmp_path / "truth.csv").write_text("camera,type,start,end\ncam,crowd,0,10\nother,crowd,0,10\n"
+                                        "cam,colision,20,30\n")
+    (tmp_path / "predicted.csv").write_text("camera,type,start,end,score\ncam,crowd,2,9,0.9\n"
+                                            "cam,collision,21,25,0.8\n")
+    out = tmp_path / "report"
+    result = cityguard("eval", "events", "--truth", str(tmp_path / "truth.csv"),
+                       "--predicted", str(tmp_path / "predicted.csv"), "--out", str(out))
+    assert "3 labelled, 2 predicted: P 0.500 R 0.333" in result.stdout
+    assert result.stderr.splitlines() == [
+        "cityguard: warning: no predicted event has type 'colision' (1 labelled): predicted types are collision, "
+        "crowd",
+        "cityguard: warning: 1 labelled cameras have no predicted event (other): one not replayed scores as missed; "
+        "--cameras scores only those given"]
+    result = cityguard("eval", "events", "--truth", str(tmp_path / "truth.csv"), "--cameras", "cam",
+                       "--predicted", str(tmp_path / "predicted.csv"), "--out", str(out))
+    assert "2 labelled, 2 predicted: P 0.500 R 0.500" in result.stdout
+
+
 def test_eval_counts_from_another_counters_csv(tmp_path):
     import cv2
 
