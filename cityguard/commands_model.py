@@ -102,7 +102,8 @@ def register_training(actions, add_command) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment", type=_setting, action="append", default=[],
                        help=f"NAME=VALUE augmentation setting; names: {', '.join(AUGMENTATION_ARGS)}")
-    train.add_argument("--runs", type=Path, default=Path("var/models/runs"), help="folder of training runs")
+    train.add_argument("--runs", type=Path, default=None,
+                       help="folder of training runs (default: var/models/runs beside the configuration file)")
     train.add_argument("--name", default=None, help="run folder name (default: the start time)")
     add_registry_option(train)
 
@@ -159,6 +160,18 @@ def model_registry(args, config):
     return ModelRegistry(Path(config.resolve_path(config.model.registry)))
 
 
+def check_base(base: str) -> None:
+    """ValueError for a --base ultralytics cannot train from here: an export, or a name it would download offline."""
+    suffix = Path(base).suffix.lower()
+    if suffix not in (".pt", ".yaml", ".yml"):
+        raise ValueError(f"--base {base}: training starts from PyTorch weights (.pt) or a model .yaml, not an "
+                         "export (an OpenVINO folder, .onnx, .engine)")
+    if (os.environ.get("YOLO_OFFLINE") == "1" and suffix == ".pt" and Path(base).name == base
+            and not Path(base).exists()):
+        raise ValueError(f"--base {base} would be downloaded, and YOLO_OFFLINE=1 says this machine has no internet: "
+                         "give weights that are here (--base PATH.pt), or train from scratch (--base yolo11n.yaml)")
+
+
 def run_train(args, config) -> int:
     from cityguard.training.train import RUN_RECORD, TrainSettings, register_run, resume, train_new_run
 
@@ -171,15 +184,19 @@ def run_train(args, config) -> int:
                              f"{exc.strerror if isinstance(exc, OSError) else exc})") from None
         run = resume(args.resume)
     else:
+        check_base(args.base)
         settings = TrainSettings(args.base, args.epochs, args.imgsz, args.batch, args.freeze, args.patience,
                                  args.device, args.workers, args.seed, dict(args.augment))
         data = args.data
-        run = train_new_run(data, settings, args.runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
+        runs = args.runs or Path(config.resolve_path("var/models/runs"))
+        run = train_new_run(data, settings, runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
     model = register_run(model_registry(args, config), run, data, settings)
     print(f"registered candidate {model.version}: {model.weights} (curves: {run.curves})")
     for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)"):
         if key in run.metrics:
             print(f"  {key}: {run.metrics[key]:.3f}")
+    print(f"next: cityguard model gate {model.version} --images {Path(data).parent / 'images' / 'val'} "
+          "(add --promote to serve it if it passes)")
     return 0
 
 

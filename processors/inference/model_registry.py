@@ -126,7 +126,12 @@ class ModelRegistry:
         pointer = self.pointer()
         history = pointer["history"]
         if len(history) < 2:
-            promoted = f"only {history[-1]['version']} was ever promoted" if history else "none promoted"
+            if not history:
+                promoted = "none promoted"
+            elif pointer.get("rolled_back"):
+                promoted = f"{history[-1]['version']} is the first promoted version still in the history"
+            else:
+                promoted = f"only {history[-1]['version']} was ever promoted"
             raise ValueError(f"nothing to roll back to in {self.root}: {promoted}")
         history = history[:-1]
         write_json_atomically(self.root / POINTER_FILE, {"version": history[-1]["version"], "history": history,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cityguard.cli import main
 from processors.inference.model_registry import ModelRegistry
 from tests.conftest import OFFLINE_MODEL, pipeline_config
@@ -59,7 +61,7 @@ def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
     monkeypatch.setattr("cityguard.training.train.train", fails)
     (tmp_path / "data.yaml").write_text("path: .\n")
     command = ["model", "train", "--data", str(tmp_path / "data.yaml"), "--runs", str(tmp_path / "runs"),
-               "--registry", str(tmp_path / "registry")]
+               "--registry", str(tmp_path / "registry"), "--base", "yolo11n.yaml"]
     assert main([*command, "--name", "first"]) == 1
     assert_one_line_error_printed(capsys, "data.yaml: no images")
     assert not (tmp_path / "runs" / "first").exists()
@@ -67,3 +69,15 @@ def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
                         lambda *args: fails(*args, checkpoint=True))
     assert main([*command, "--name", "second"]) == 1
     assert (tmp_path / "runs" / "second" / "cityguard-train.json").exists()  # what --resume reads
+
+
+@pytest.mark.parametrize(("base", "says"), [
+    ("yolo11n.pt", "--base yolo11n.pt would be downloaded, and YOLO_OFFLINE=1 says this machine has no internet"),
+    (str(OFFLINE_MODEL), "training starts from PyTorch weights (.pt) or a model .yaml, not an export"),
+])
+def test_a_base_that_cannot_be_trained_from_here_is_refused_before_training(tmp_path, capsys, base, says):
+    (tmp_path / "data.yaml").write_text("path: .\n")
+    assert main(["model", "train", "--data", str(tmp_path / "data.yaml"), "--base", base, "--runs",
+                 str(tmp_path / "runs"), "--registry", str(tmp_path / "registry")]) == 2
+    assert_one_line_error_printed(capsys, says)
+    assert not (tmp_path / "runs").exists()

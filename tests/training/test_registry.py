@@ -37,8 +37,13 @@ def test_promote_and_roll_back_follow_the_history(tmp_path):
     assert registry.rollback().version == "v1"
     assert registry.serving().version == "v1"
     assert registry.pointer()["rolled_back"][0]["version"] == "v3"
-    with pytest.raises(ValueError, match="only v1 was ever promoted"):
+    with pytest.raises(ValueError, match="v1 is the first promoted version still in the history"):
         registry.rollback()
+    fresh = ModelRegistry(tmp_path / "fresh")
+    fresh.register(weights(tmp_path, "a.pt"), {})
+    fresh.promote("v1", "first")
+    with pytest.raises(ValueError, match="only v1 was ever promoted"):
+        fresh.rollback()
 
 
 def test_watcher_reports_each_new_serving_version_once(tmp_path):
