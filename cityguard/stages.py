@@ -10,11 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
 from infra.broker import EmbeddedBroker
 from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer
 from infra.listeners import http_url
+from infra.metrics_http import start_metrics_server
 from infra.redaction import redacted, shown
 from schemas.settings.config import Config, ConfigError
 
@@ -66,7 +65,7 @@ def open_store(config: Config):
 
 def serve_metrics(config: Config, port: int, stage: str) -> int:
     try:
-        server, _ = start_http_server(port, addr=config.metrics.host)
+        server = start_metrics_server(config.metrics.host, port)
     except OSError as exc:  # a second worker on one machine: each needs its own port
         raise ConfigError(f"{stage} metrics: cannot listen on {config.metrics.host}:{port} ({exc.strerror}): give this "
                           f"process another --metrics-port (or metrics.{stage}_port), 0 for any free one") from None

@@ -98,6 +98,21 @@ CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the hig
 # own time is what shows it stuck.
 STAGE_LOOP = Gauge("cityguard_stage_loop_timestamp_seconds",
                    "Unix time the stage's consume loop last went round", ["stage"])
+LOOP_STUCK_AFTER_S = 120.0  # far beyond a loop's slowest healthy round (a batch of model calls, a broker timeout)
+_loop_times: dict[str, float] = {}
+
+
+def loop_went_round(stage: str) -> None:
+    """Marks the stage's consume loop as going round: the metric, and what `stuck_loops` reads for /healthz."""
+    STAGE_LOOP.labels(stage).set_to_current_time()
+    _loop_times[stage] = time.time()
+
+
+def stuck_loops(now: float, after_s: float = LOOP_STUCK_AFTER_S) -> list[str]:
+    """The loops of this process that have not gone round for `after_s`, in words; none before a loop's first
+    round (a stage still loading its model)."""
+    return [f"{stage} loop last went round {now - at:.0f} s ago" for stage, at in sorted(_loop_times.items())
+            if now - at > after_s]
 
 
 class ProduceFailed(KafkaError):

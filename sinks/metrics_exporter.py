@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from infra.broker import BrokerMemoryWatch
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, STAGE_LOOP, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, reset_positions_past_the_end
 from schemas import (
     PERSON_CLASS_ID,
     DeadLetter,
@@ -279,7 +279,7 @@ class MetricsSink:
         """Until stopped; a lost broker is waited for with back-off (the clients reconnect), never a reason to exit."""
         last_lag, failures = 0.0, 0
         while not stop.is_set():
-            STAGE_LOOP.labels("metrics-sink").set_to_current_time()
+            loop_went_round("metrics-sink")
             try:
                 for records in self.consumer.poll(timeout_ms=500).values():
                     for record in records:

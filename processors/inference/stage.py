@@ -23,7 +23,7 @@ from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, STAGE_LOOP, partition_lag, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter, median_person_height, without_texture
 from processors.inference.density_schedule import DensitySchedule
@@ -527,7 +527,7 @@ class InferenceWorker:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            STAGE_LOOP.labels(STAGE).set_to_current_time()
+            loop_went_round(STAGE)
             self.swap_model()
             records = self.gather(stop)
             if records:

@@ -30,8 +30,9 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, STAGE_LOOP, flush_confirmed, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, flush_confirmed, loop_went_round, reset_positions_past_the_end
 from infra.listeners import is_loopback, verify_token_length
+from infra.metrics_http import HEALTH_PATH, health_answer
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
@@ -201,6 +202,9 @@ class AlertmanagerReceiver:
             timeout = receiver.config.request_timeout_s  # per socket read: idle and slow clients let go of the slot
 
             def do_GET(self):
+                if self.path == HEALTH_PATH:
+                    self.reply(*health_answer(), "text/plain; charset=utf-8")
+                    return
                 if self.path != "/metrics":
                     self.send_error(404)
                     return
@@ -400,7 +404,7 @@ class DispatcherService:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            STAGE_LOOP.labels(STAGE).set_to_current_time()
+            loop_went_round(STAGE)
             self.consume()
             self.answer_webhooks(min(0.2, self.batch_pause.remaining(self.clock())))  # no spin while paused
             self.periodic_work()

@@ -8,6 +8,7 @@ import yaml
 
 from cityguard.cli import build_parser
 from cityguard.commands_alerts import DATASOURCE_UID
+from infra.metrics_http import HEALTH_PATH
 from schemas.settings.config import Config, load_config, parse_config
 from sinks.alerts.service import WEBHOOK_PATH
 
@@ -193,6 +194,12 @@ def test_kubernetes_manifests_match_the_code():
             annotations = deployment["spec"]["template"]["metadata"]["annotations"]
             assert int(annotations["prometheus.io/port"]) == STAGE_PORTS[name]
             assert container["ports"][0]["containerPort"] == STAGE_PORTS[name]
+    for name, deployment in deployments.items():  # the stages with a listener are restarted when their loop hangs
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        if name in STAGE_PORTS:
+            probe = container["livenessProbe"]["httpGet"]
+            port = next(port for port in container["ports"] if port["name"] == probe["port"])
+            assert (probe["path"], port["containerPort"]) == (HEALTH_PATH, STAGE_PORTS[name]), name
     alerts_env = {item["name"] for item in deployments["alerts"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     sms = site.alerting.channel("sms")
     assert {sms.account_sid_env, sms.auth_token_env, sms.from_number_env} <= alerts_env

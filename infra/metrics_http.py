@@ -1,0 +1,46 @@
+"""A stage's metrics listener: /metrics in the Prometheus text format, and /healthz for an orchestrator's liveness
+probe (200, or 503 naming a consume loop of the process that stopped going round: a hung model call or store read
+that only a restart ends)."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from infra.kafka import stuck_loops
+
+HEALTH_PATH = "/healthz"
+
+
+def health_answer() -> tuple[int, bytes]:
+    stuck = stuck_loops(time.time())
+    return (503, ("; ".join(stuck) + "\n").encode()) if stuck else (200, b"ok\n")
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass  # a scrape every few seconds is not news
+
+
+def start_metrics_server(host: str, port: int) -> WSGIServer:
+    """Serves both paths from a daemon thread; OSError when the port cannot be had."""
+    metrics = make_wsgi_app()
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != HEALTH_PATH:
+            return metrics(environ, start_response)
+        status, body = health_answer()
+        start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
+                       [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, port, app, Server, handler_class=QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
