@@ -208,6 +208,8 @@ def run_analyze(config: Config, loglevel: str) -> None:
 
 
 def run_export_metrics(config: Config, metrics_port: int | None) -> None:
+    from kafka.errors import KafkaError
+
     from sinks.metrics_exporter import MetricsSink
 
     servers = require_bootstrap(config)
@@ -219,7 +221,15 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
                for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
     try:
-        MetricsSink(config, consumer, readers).run(stop_on_signals())
+        sink = MetricsSink(config, consumer, readers)
+        recovery = make_consumer(servers, None)
+        try:  # the gauges of incidents opened before this start, which a restart would otherwise report closed
+            log.info("recovered %d events of incidents still open", sink.recover_open_events(recovery))
+        except KafkaError as exc:
+            log.warning("open incidents not recovered (%s): the gauges show those opened from now", exc)
+        finally:
+            recovery.close()
+        sink.run(stop_on_signals())
     finally:
         consumer.close(timeout_ms=5000)  # its last commit: bounded, so a broker already gone does not hold a stop
         for _, reader in readers.values():

@@ -253,17 +253,52 @@ class MetricsSink:
                 lane = bound.free("lane", counts.lane_id) if camera != OTHER else OTHER
                 LANE_CROSSINGS.labels(camera, lane, class_name, direction).inc(count)
 
+    def _bounded(self, event: Event) -> Event:
+        return event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),
+                                        "type": self.labels.free("event_type", event.type)})
+
     def on_event(self, event: Event) -> None:
-        event = event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),
-                                         "type": self.labels.free("event_type", event.type)})
+        event = self._bounded(event)
         # An incident is counted by its "opened" message, once: a rewound batch delivers it again.
         if event.state is EventState.OPENED and self.counted_openings.first_time((event.event_id,)):
             EVENTS.labels(event.camera_id, event.type, event.severity.value).inc()
         self.open_events.apply(event)
+        self.export_open_events()
+
+    def export_open_events(self) -> None:
         counts = self.open_events.counts(time.time())
         for labels in self._open_labels | set(counts):
             EVENTS_OPEN.labels(*labels).set(counts.get(labels, 0))
         self._open_labels |= set(counts)
+
+    def recover_open_events(self, reader: KafkaConsumer, timeout_s: float = 30.0) -> int:
+        """The incidents still open when this sink started: the events topic from its start up to where this sink's
+        group goes on, applied to the open-incident gauges only (counters counted those events before). `reader` is
+        a consumer of no group, for this alone. Returns the events read."""
+        topic = self.topics.events
+        partitions = [TopicPartition(topic, number) for number in sorted(reader.partitions_for_topic(topic) or ())]
+        until = {tp: self.consumer.committed(tp) or 0 for tp in partitions}
+        pending = [tp for tp in partitions if until[tp] > 0]
+        if not pending:
+            return 0
+        reader.assign(pending)
+        reader.seek_to_beginning(*pending)
+        read, deadline = 0, time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            for tp, records in reader.poll(timeout_ms=500).items():
+                for record in records:
+                    if record.offset < until[tp]:
+                        read += 1
+                        try:
+                            self.open_events.apply(self._bounded(decode(record.value, Event)))
+                        except SchemaError:
+                            pass  # counted as unreadable when it was first read
+            pending = [tp for tp in pending if reader.position(tp) < until[tp]]
+        if pending:
+            log.warning("open incidents recovered only in part: the events topic was not read back in %.0f s",
+                        timeout_s)
+        self.export_open_events()
+        return read
 
     def update_lag(self, group: str, topic: str, group_reader: KafkaConsumer) -> None:
         """Lag of another group on the topic it consumes: our fetch high-watermark minus its committed offset."""

@@ -1,0 +1,61 @@
+"""A restarted metrics sink still shows the incidents opened before it started (read back from the events topic)."""
+import time
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+
+from infra.kafka import create_topics, make_consumer, make_producer
+from schemas import Event, EventState, Severity, encode
+from schemas.settings.config import Config, TopicNames
+from sinks.metrics_exporter import EVENTS_OPEN, MetricsSink
+
+pytestmark = pytest.mark.broker
+
+
+def event(event_id: str, state: EventState, at: float) -> Event:
+    return Event(event_id=event_id, type="stopped_vehicle", state=state, severity=Severity.WARNING,
+                 camera_id="recovery-cam", started_at=at, updated_at=at, confidence=0.9, reason="stopped in lane")
+
+
+def test_incidents_open_before_a_restart_are_open_after_it(kafka_bootstrap):
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicNames(**{name: f"{value}.{suffix}" for name, value in TopicNames().model_dump().items()})
+    config = Config(site=f"recovery-{suffix}", broker={"partitions": 1, "topics": topics.model_dump()},
+                    cameras=[{"id": "recovery-cam", "source": "a.mp4"}])
+    create_topics(kafka_bootstrap, topics.all(), 1)
+    now = time.time()
+    producer = make_producer(kafka_bootstrap)
+    for message in (event("a", EventState.OPENED, now), event("b", EventState.OPENED, now),
+                    event("b", EventState.RESOLVED, now + 1)):
+        producer.send(topics.events, key=b"recovery-cam", value=encode(message))
+    producer.flush()
+    producer.close()
+
+    def sink() -> MetricsSink:
+        consumer = make_consumer(kafka_bootstrap, config.group_id("metrics-sink"), topics.events,
+                                 enable_auto_commit=False)
+        return MetricsSink(config, consumer, {})
+
+    labels = {"camera": "recovery-cam", "type": "stopped_vehicle", "severity": "warning"}
+    first = sink()  # the sink before the restart: reads the three events and commits past them
+    read = 0
+    deadline = time.monotonic() + 30
+    while read < 3 and time.monotonic() < deadline:
+        for records in first.consumer.poll(timeout_ms=500).values():
+            for record in records:
+                first.handle(record.topic, record.value)
+                read += 1
+    first.consumer.commit()
+    first.consumer.close()
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 1
+
+    EVENTS_OPEN.labels(*labels.values()).set(0)  # what a new process starts from
+    restarted = sink()
+    reader = make_consumer(kafka_bootstrap, None)
+    try:
+        assert restarted.recover_open_events(reader) == 3
+    finally:
+        reader.close()
+        restarted.consumer.close()
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 1  # a, still open; b resolved
