@@ -60,7 +60,8 @@ def decode(raw: bytes | None, message_type: type[M]) -> M:
     try:
         body = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types for garbage input
-        raise SchemaError(f"not a msgpack message: {type(exc).__name__}: {exc}") from exc
+        said = f": {exc}" if str(exc) else " (nested too deep)" if isinstance(exc, msgpack.StackError) else ""
+        raise SchemaError(f"not a msgpack message: {type(exc).__name__}{said}") from exc
     if not isinstance(body, dict):
         raise SchemaError(f"message body is a {type(body).__name__}, expected a map")
     schema, version = body.pop("schema", None), body.pop("v", None)

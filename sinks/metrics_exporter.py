@@ -169,7 +169,9 @@ class MetricsSink:
                                                      letter.offset)):
                     DEAD_LETTERS.labels(self.labels.stage(letter.stage), self.labels.topic(letter.source_topic)).inc()
         except SchemaError as exc:
-            # Not re-dead-lettered: the stage that owns this topic already does that.
+            # Counted, not dead-lettered: frames, detections and events are dead-lettered by the stage that reads
+            # them as its input; zone metrics and line counts are read by no stage after this sink, so this count
+            # (and CityguardUnreadableMessages) is where they show.
             UNREADABLE.labels(topic).inc()
             log.debug("unreadable message on %s: %s", topic, exc)
         except Exception as exc:  # one record that breaks a handler must not stop the sink for the others

@@ -64,6 +64,7 @@ def test_round_trip(message):
 
 @pytest.mark.parametrize("raw, reason", [
     (b"\xc1garbage", "not a msgpack message"),
+    (b"\x91" * 100_000 + b"\x00", r"^not a msgpack message: StackError \(nested too deep\)$"),
     (msgpack.packb([1, 2]), "is a list, expected a map"),
     (msgpack.packb({"schema": "frame", "v": 1}), "expected 'detections'"),
     (msgpack.packb({"schema": "detections", "v": 2}), "version 2 is not supported"),
