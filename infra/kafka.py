@@ -98,7 +98,9 @@ CONSUMER_LAG = Gauge("cityguard_consumer_lag_messages", "Messages behind the hig
 # own time is what shows it stuck.
 STAGE_LOOP = Gauge("cityguard_stage_loop_timestamp_seconds",
                    "Unix time the stage's consume loop last went round", ["stage"])
-LOOP_STUCK_AFTER_S = 120.0  # far beyond a loop's slowest healthy round (a batch of model calls, a broker timeout)
+# Far beyond a loop's slowest healthy round (a batch of model calls, sends waiting a minute for a broker that is
+# away), as long as a consumer group waits for a member before it hands the member's partitions to the others.
+LOOP_STUCK_AFTER_S = 300.0
 _loop_times: dict[str, float] = {}
 
 

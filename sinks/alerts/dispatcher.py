@@ -72,6 +72,12 @@ UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incide
 TRY_OVERHEAD_S = 15.0
 
 
+def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
+    """One alert per incident, level and time it opened: an incident opened again after it resolved (an
+    Alertmanager alert firing again) is alerted anew."""
+    return f"{incident_id}:{severity.value}" + (f"#{episode}" if episode else "")
+
+
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
                  publish: Callable[[Alert], None], clock: Callable[[], float] = time.time):
@@ -98,10 +104,11 @@ class AlertDispatcher:
         new = self.store.record_notice(notice, now)
         NOTICES.labels(notice.source, "new" if new else "duplicate").inc()
         # A duplicate still goes on: the run that recorded it may have died before its deliveries finished.
-        if notice.state == EventState.RESOLVED or not self.store.incident_is_open(notice.incident_id):
+        episode = None if notice.state == EventState.RESOLVED else self.store.open_episode(notice.incident_id)
+        if episode is None:
             return None
-        alert_id = f"{notice.incident_id}:{notice.severity.value}"
-        alert = self.store.get_alert(alert_id) or self.decide(notice, alert_id, now)
+        alert_id = alert_key(notice.incident_id, notice.severity, episode)
+        alert = self.store.get_alert(alert_id) or self.decide(notice, alert_id, now, episode)
         if alert.status == NOTIFYING:
             self.notify(alert)
         return alert
@@ -117,7 +124,7 @@ class AlertDispatcher:
             self.publish(to_message(stored))
             self.store.mark_published(stored.id, self.clock())
 
-    def decide(self, notice: Notice, alert_id: str, now: float) -> AlertRow:
+    def decide(self, notice: Notice, alert_id: str, now: float, episode: int = 0) -> AlertRow:
         local = datetime.fromtimestamp(now, self.timezone).time()
         routes = select_routes(self.config.routes, notice, local)
         status, reason = NOTIFYING, ""
@@ -125,7 +132,7 @@ class AlertDispatcher:
             status, reason = SUPPRESSED, "no route matches"
         else:
             higher = [severity for severity in Severity if SEVERITY_RANK[severity] > SEVERITY_RANK[notice.severity]]
-            if any(self.store.get_alert(f"{notice.incident_id}:{severity.value}") for severity in higher):
+            if any(self.store.get_alert(alert_key(notice.incident_id, severity, episode)) for severity in higher):
                 status, reason = SUPPRESSED, "incident already alerted at a higher severity"
             else:
                 last = self.store.last_notifying_alert(subject_key(notice.subject), now - self.config.cooldown_s)
@@ -307,7 +314,7 @@ class AlertDispatcher:
     def escalate(self, alert: AlertRow, now: float) -> None:
         routes = self.alert_routes(alert)
         step = alert.escalation_step + 1
-        if not self.store.incident_is_open(alert.incident_id) or not any(
+        if self.store.open_episode(alert.incident_id) is None or not any(
                 len(route.escalation) > step for route in routes):
             self.store.set_escalation(alert.id, alert.escalation_step, alert.escalation_step, None)
             return

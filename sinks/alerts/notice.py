@@ -88,10 +88,8 @@ def _bounded(value: str | None, max_chars: int, where: str) -> str | None:
 
 
 def notices_from_alertmanager(payload: object) -> list[Notice]:
-    """Alertmanager webhook JSON (version 4): one notice per alert, keyed by its fingerprint and start.
-
-    The fingerprint is a hash of the labels, the same every time that alert fires; its start time tells one firing
-    from the next, so an alert that fires again after it resolved is a new incident and pages again.
+    """Alertmanager webhook JSON (version 4): one notice per alert, keyed by its fingerprint (a hash of its labels,
+    the same every time it fires: the incident opens again when it fires after it resolved, and is alerted anew).
 
     Raises ValueError naming the first field that does not fit the format, so the sender gets a 400 with the reason.
     """
@@ -124,7 +122,7 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
         description = annotations.get("description") or ", ".join(
             f"{key}={value}" for key, value in sorted(labels.items()) if key not in ("alertname", "severity"))
         notices.append(Notice(
-            incident_id=_bounded(f"am-{fingerprint}-{started:.0f}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
+            incident_id=_bounded(f"am-{fingerprint}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
             source=ALERTMANAGER, type=_bounded(name, ID_MAX_CHARS, f"{where}.labels.alertname"),
             state=EventState.RESOLVED if resolved else EventState.OPENED, severity=severity,
             camera_id=_bounded(labels.get("camera"), ID_MAX_CHARS, f"{where}.labels.camera"),

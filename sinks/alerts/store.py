@@ -66,6 +66,9 @@ class IncidentRow(Base):
     resolved_at: Mapped[float | None] = mapped_column(Float)
     # Resolved because its analyzer was reset: it may go on under a new id, whose alert no cooldown may hold back.
     closed_by_reset: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Times it opened again after it resolved (an Alertmanager alert whose labels fire again): each time is alerted
+    # anew.
+    reopened: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
 class EventRow(Base):
@@ -258,7 +261,8 @@ class IncidentStore:
                 incident.state, incident.resolved_at = RESOLVED, notice.at
                 incident.closed_by_reset = notice.closed_by_reset
             elif incident.state == RESOLVED and notice.at > (incident.resolved_at or 0):
-                incident.state, incident.resolved_at, incident.closed_by_reset = OPEN, None, False  # reopened
+                incident.state, incident.resolved_at, incident.closed_by_reset = OPEN, None, False
+                incident.reopened = (incident.reopened or 0) + 1
             session.add(EventRow(dedupe_key=notice.dedupe_key, incident_id=notice.incident_id,
                                  state=notice.state.value, severity=notice.severity.value, at=notice.at,
                                  received_at=now, message=notice.message))
@@ -268,10 +272,11 @@ class IncidentStore:
                                 .values(next_escalation_at=None))
         return True
 
-    def incident_is_open(self, incident_id: str) -> bool:
+    def open_episode(self, incident_id: str) -> int | None:
+        """How many times the incident opened again after it resolved (0: never); None when it is not open."""
         with self.sessions() as session:
             incident = session.get(IncidentRow, incident_id)
-            return incident is not None and incident.state == OPEN
+            return incident.reopened or 0 if incident is not None and incident.state == OPEN else None
 
     # -- alerts -------------------------------------------------------------------------------------------------
 

@@ -377,7 +377,7 @@ def test_alertmanager_webhook_payload_becomes_notices():
     }
     firing, resolved = notices_from_alertmanager(payload)
     assert (firing.incident_id, firing.type, firing.severity, firing.camera_id, firing.zone_id) == (
-        "am-abc123-1800007200", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
+        "am-abc123", "CityguardZoneDanger", Severity.CRITICAL, "plaza", "north")
     assert firing.state == EventState.OPENED and "Runbook: https://runbooks/zone-danger" in firing.message
     assert resolved.state == EventState.RESOLVED and resolved.severity == Severity.WARNING
     assert resolved.message == "instance=10.0.0.6:9102, job=cityguard-inference"  # no description: where it fires
@@ -398,10 +398,16 @@ def test_an_alertmanager_alert_firing_again_after_it_resolved_pages_again(harnes
     notify("firing", "2027-01-15T10:00:00Z")  # Alertmanager's repeat of the same firing
     notify("resolved", "2027-01-15T10:00:00Z", "2027-01-15T10:05:00Z")
     assert len(twilio.sent_to(DUTY_PHONE)) == 1
-    harness.clock.now += 86400  # the same labels fire again the next day: a new incident
+    harness.clock.now += 86400  # the same labels fire again the next day: the incident opens again
     notify("firing", "2027-01-16T10:00:00Z")
     assert len(twilio.sent_to(DUTY_PHONE)) == 2
-    assert {incident.id for incident in harness.store.list_incidents()} == {"am-fp1-1800007200", "am-fp1-1800093600"}
+    # Fired again before Alertmanager sent the resolve (within a group interval): still the one open incident.
+    notify("firing", "2027-01-16T10:00:30Z")
+    assert len(twilio.sent_to(DUTY_PHONE)) == 2
+    notify("resolved", "2027-01-16T10:00:30Z", "2027-01-16T10:06:00Z")
+    [incident] = harness.store.list_incidents()
+    assert (incident.id, incident.state) == ("am-fp1", "resolved")  # no incident left open behind it
+    assert harness.store.get_alert("am-fp1:critical") and harness.store.get_alert("am-fp1:critical#1")
 
 
 def test_an_alertmanager_alert_is_cooled_down_per_label_set(harness, twilio):
