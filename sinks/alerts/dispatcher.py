@@ -72,6 +72,9 @@ UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incide
 TRY_OVERHEAD_S = 15.0
 
 
+UNREACHABLE = "unreachable"  # the metric's status of a delivery the channel cannot make to its contact (no phone)
+
+
 def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
     """One alert per incident, level and time it opened: an incident opened again after it resolved (an
     Alertmanager alert firing again) is alerted anew."""
@@ -182,8 +185,8 @@ class AlertDispatcher:
                 return row.status
             left = self.take_over(row)
             return SENDING if left is None else self.resume(left, channel, message)
-        if unreachable is not None:
-            return self.finish(row, FAILED, None, unreachable)
+        if unreachable is not None:  # failed for the fallback, but no provider failed: counted apart from those
+            return self.finish(row, FAILED, None, unreachable, counted_as=UNREACHABLE)
         return self.attempt(row, channel, message)
 
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
@@ -246,9 +249,10 @@ class AlertDispatcher:
         log.warning("delivery %s failed: %s", row.key, error)
         return self.finish(row, FAILED, None, error)
 
-    def finish(self, row: DeliveryRow, status: str, provider_id: str | None, error: str | None) -> str:
+    def finish(self, row: DeliveryRow, status: str, provider_id: str | None, error: str | None,
+               counted_as: str | None = None) -> str:
         self.store.finish_delivery(row.id, status, provider_id, error, self.clock())
-        DELIVERIES.labels(row.channel_id, status).inc()
+        DELIVERIES.labels(row.channel_id, counted_as or status).inc()
         return status
 
     # -- periodic work --------------------------------------------------------------------------------------------

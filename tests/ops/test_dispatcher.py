@@ -425,6 +425,24 @@ def test_an_alertmanager_alert_is_cooled_down_per_label_set(harness, twilio):
     assert len(twilio.sent_to(DUTY_PHONE)) == 2  # the same stage again within the cooldown
 
 
+def test_a_contact_without_a_phone_goes_to_the_fallback_and_counts_as_unreachable_not_failed(tmp_path, twilio,
+                                                                                            webhook):
+    from prometheus_client import REGISTRY
+
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db",
+                               contacts=[{"id": "duty", "name": "Duty officer"}])  # no phone: the webhook reaches them
+    section["routes"][0]["escalation"] = ["duty"]
+    harness = make_dispatcher(make_config(tmp_path, section))
+
+    def count(status: str) -> float:
+        return REGISTRY.get_sample_value("cityguard_alert_deliveries_total", {"channel": "sms", "status": status}) or 0
+
+    before = count("failed"), count("unreachable")
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert twilio.messages == [] and len(webhook.received) == 1
+    assert (count("failed"), count("unreachable")) == (before[0], before[1] + 1)  # no provider failed: no SRE page
+
+
 def test_backoff_doubles_up_to_the_cap_and_the_rate_limiter_spaces_sends():
     assert [backoff_delay(n, 1, 5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
     assert backoff_delay(5000, 0.5, 10.0) == 10.0  # the dispatcher's pauses count failures through a long outage
