@@ -128,6 +128,13 @@ def test_geometry_that_leaves_the_cameras_picture_is_named():
     assert demo.geometry_outside(768, 576) == [] and demo.geometry_outside(768 * 0.99, 576 * 0.99) == []
 
 
+def test_a_password_pasted_into_a_sources_placeholder_is_not_repeated_in_the_error(tmp_path):
+    camera = {**CAMERA, "source": "rtsp://viewer:${Hunter2-Secret}@10.0.0.5/stream1"}
+    with pytest.raises(ConfigError, match=r"cameras\.0\.source: placeholder 1") as refused:
+        load_config(write(tmp_path, {"cameras": [camera]}))
+    assert "Hunter2" not in str(refused.value)
+
+
 def test_a_sources_variables_are_read_from_the_environment_at_start(monkeypatch):
     from schemas.settings.base import source_with_variables
 

@@ -66,10 +66,12 @@ SOURCE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
 def verify_source_variables(source: str) -> str:
-    """A source's `${NAME}` placeholders must name environment variables (upper case, as the *_env settings)."""
-    for name in SOURCE_VARIABLE.findall(source):
+    """A source's `${NAME}` placeholders must name environment variables (upper case, as the *_env settings); the
+    error does not quote one that does not, which may be a password pasted in its place."""
+    for position, name in enumerate(SOURCE_VARIABLE.findall(source), start=1):
         if not re.match(ENV_NAME_PATTERN, name):
-            raise ValueError(f"${{{name}}} does not name an environment variable (upper case letters, digits, _)")
+            raise ValueError(f"placeholder {position} (${{...}}) does not name an environment variable (upper case "
+                             "letters, digits, _)")
     return source
 
 
