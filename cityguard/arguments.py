@@ -85,9 +85,9 @@ def weights_or_name(text: str) -> str:
     return text
 
 
-HELD_OUT_HELP = ("note listing held-out sha256 digests (default: reference/held-out-sources.md in the first of "
-                 "CITYGUARD_ASSET_MIRROR, CITYGUARD_SHARED_DIR or the shared folder beside the repository that has "
-                 "one; without one the check is off, with a warning)")
+HELD_OUT_HELP = ("note listing held-out sha256 digests (default: reference/held-out-sources.md in each of "
+                 "CITYGUARD_ASSET_MIRROR and CITYGUARD_SHARED_DIR, or the shared folder beside the repository, that "
+                 "has one; without one the check is off, with a warning)")
 
 
 def shown_time(seconds: float | None, missing: str = "-") -> str:

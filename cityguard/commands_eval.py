@@ -223,10 +223,10 @@ def scoring_warnings(truth: list, predicted: list, all_cameras: bool) -> list[st
 
 
 def run_devset_build(args, config) -> int:
-    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset, held_out_note, unchecked_warning
+    from cityguard.evaluation.devset import DevsetClip, DevsetError, build_devset, held_out_notes, unchecked_warning
 
-    held_out = held_out_note(args.held_out)
-    if held_out is None:
+    held_out = held_out_notes(args.held_out)
+    if not held_out:
         print(f"cityguard: warning: {unchecked_warning()}", file=sys.stderr)
     try:
         items = build_devset(DEVSETS / args.name / "manifest.yaml", args.out, args.local, held_out)

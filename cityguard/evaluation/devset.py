@@ -109,34 +109,26 @@ def load_manifest(path: Path) -> Manifest:
 HELD_OUT_NOTE = Path("reference") / "held-out-sources.md"  # inside the shared folder
 
 
-def default_held_out_note() -> Path:
-    """The held-out note of the first folder the asset lookup reads that holds one (CITYGUARD_ASSET_MIRROR, then
-    CITYGUARD_SHARED_DIR or ../shared); the shared folder's, absent, when none does."""
-    candidates = [root / HELD_OUT_NOTE for root in mirror_roots()]
-    return next((note for note in candidates if note.is_file()), candidates[-1])
-
-
-def held_out_note(given: Path | None) -> Path | None:
-    """The note to check against: the one given (which must exist), else the default one when it is there; None when
-    there is none, so nothing can be checked (`unchecked_warning` says so)."""
+def held_out_notes(given: Path | None) -> list[Path]:
+    """The notes to check against: the one given (which must exist), else every one of the folders the asset lookup
+    reads (CITYGUARD_ASSET_MIRROR, CITYGUARD_SHARED_DIR or ../shared), so that an older copy cannot hide a newer
+    one; none when there is none, so nothing can be checked (`unchecked_warning` says so)."""
     if given is not None:
         if not Path(given).is_file():
             raise FileNotFoundError(f"no held-out note {given} (--held-out)")
-        return Path(given)
-    default = default_held_out_note()
-    return default if default.is_file() else None
+        return [Path(given)]
+    return [note for note in (root / HELD_OUT_NOTE for root in mirror_roots()) if note.is_file()]
 
 
 def unchecked_warning() -> str:
-    return (f"{default_held_out_note()} is absent, so files are not checked against held-out sha256 digests "
+    places = " or ".join(str(root / HELD_OUT_NOTE) for root in mirror_roots())
+    return (f"no held-out note ({places}), so files are not checked against held-out sha256 digests "
             "(give --held-out NOTE)")
 
 
-def held_out_digests(reference: Path | None) -> frozenset[str]:
-    """The sha256 digests listed in a held-out-sources note; none without a note (a missing file is an error)."""
-    if reference is None:
-        return frozenset()
-    return frozenset(SHA256.findall(Path(reference).read_text()))
+def held_out_digests(notes: list[Path]) -> frozenset[str]:
+    """The sha256 digests the held-out-sources notes list; none without a note (a missing file is an error)."""
+    return frozenset(digest for note in notes for digest in SHA256.findall(Path(note).read_text()))
 
 
 Source = DevsetItem | DevsetClip | DevsetFrame
@@ -203,10 +195,10 @@ def _build_clips(manifest: Manifest, folder: Path, out: Path, local: Path | None
 
 
 def build_devset(manifest_path: Path, out: Path, local: Path | None = None,
-                 held_out_reference: Path | None = None) -> list[Source]:
+                 held_out: list[Path] = ()) -> list[Source]:
     """Writes the set under `out`; raises DevsetError on the first refused or mismatching file, before writing it."""
     manifest = load_manifest(manifest_path)
-    digests = held_out_digests(held_out_reference)
+    digests = held_out_digests(held_out)
     for item in [*manifest.items, *manifest.clips, *manifest.frames]:
         reason = refusal(item, manifest, digests)
         if reason:

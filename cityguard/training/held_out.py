@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from cityguard.evaluation.devset import held_out_digests, held_out_note, unchecked_warning
+from cityguard.evaluation.devset import held_out_digests, held_out_notes, unchecked_warning
 
 
 def file_sha256(path: Path) -> str:
@@ -19,18 +19,18 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def refuse_held_out(paths: Iterable[Path], note: Path | None) -> None:
-    """Raises ValueError naming the first file whose sha256 the note lists (nothing to check without a note)."""
-    digests = held_out_digests(note)
+def refuse_held_out(paths: Iterable[Path], notes: list[Path]) -> None:
+    """Raises ValueError naming the first file whose sha256 a note lists (nothing to check without a note)."""
+    digests = held_out_digests(notes)
     for path in dict.fromkeys(paths) if digests else ():
         if file_sha256(path) in digests:
-            raise ValueError(f"refused: {path} has a held-out sha256 (listed in {note}): held-out evaluation media "
-                             "must not train or gate a model")
+            raise ValueError(f"refused: {path} has a held-out sha256 (listed in {' or '.join(map(str, notes))}): "
+                             "held-out evaluation media must not train or gate a model")
 
 
 def check_held_out(paths: Iterable[Path], given: Path | None) -> str | None:
-    """Refuses held-out media among `paths` (`given`: the --held-out note, else the default one); returns the warning
-    to give when there is no note, so the check is off."""
-    note = held_out_note(given)
-    refuse_held_out(paths, note)
-    return unchecked_warning() if note is None else None
+    """Refuses held-out media among `paths` (`given`: the --held-out note, else the default ones); returns the
+    warning to give when there is no note, so the check is off."""
+    notes = held_out_notes(given)
+    refuse_held_out(paths, notes)
+    return None if notes else unchecked_warning()

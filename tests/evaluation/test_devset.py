@@ -13,8 +13,8 @@ import yaml
 from cityguard.evaluation.devset import (
     DevsetError,
     build_devset,
-    default_held_out_note,
     held_out_digests,
+    held_out_notes,
     load_manifest,
 )
 from tests.conftest import REPO
@@ -104,7 +104,7 @@ def test_held_out_sources_are_refused_before_anything_is_written(tmp_path):
     note = tmp_path / "held-out.md"
     note.write_text(f"# held out\n{hashlib.sha256(b'image one').hexdigest()}\n")
     with pytest.raises(DevsetError, match="refused: item1: img/1.jpg has a held-out sha256"):
-        build_devset(manifest, tmp_path / "out", tmp_path / "mirror", note)
+        build_devset(manifest, tmp_path / "out", tmp_path / "mirror", [note])
 
 
 def test_a_copy_of_a_held_out_dataset_in_a_repository_named_after_it_is_refused(tmp_path):
@@ -114,9 +114,19 @@ def test_a_copy_of_a_held_out_dataset_in_a_repository_named_after_it_is_refused(
 
 
 def test_a_held_out_note_that_is_not_there_is_an_error_not_an_empty_list(tmp_path):
-    assert held_out_digests(None) == frozenset()
+    assert held_out_digests([]) == frozenset()
     with pytest.raises(FileNotFoundError):
-        held_out_digests(tmp_path / "held-out-sourcse.md")
+        held_out_digests([tmp_path / "held-out-sourcse.md"])
+
+
+def test_every_held_out_note_the_asset_lookup_reads_counts(tmp_path, monkeypatch):
+    """An older copy of the note in the asset mirror must not hide the shared one's newer digests."""
+    for folder, digest in (("mirror", "a" * 64), ("shared", "b" * 64)):
+        (tmp_path / folder / "reference").mkdir(parents=True)
+        (tmp_path / folder / "reference" / "held-out-sources.md").write_text(f"{digest}\n")
+    monkeypatch.setenv("CITYGUARD_ASSET_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("CITYGUARD_SHARED_DIR", str(tmp_path / "shared"))
+    assert held_out_digests(held_out_notes(None)) == {"a" * 64, "b" * 64}
 
 
 def write_video_source(tmp_path: Path, frames: int) -> tuple[Path, bytes]:
@@ -185,8 +195,7 @@ def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     assert len(mot) == 60 and {item.source for item in mot} == {
         "mot15-pets09-s2l1", "mot15-tud-campus", "mot15-tud-stadtmitte"}
     assert min(item.count for item in mot) == 3 and max(item.count for item in mot) == 8
-    note = default_held_out_note()
-    digests = held_out_digests(note if note.is_file() else None)
+    digests = held_out_digests(held_out_notes(None))
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos
         assert (item.annotation.repo or item.repo).lower() not in manifest.denied_repos
