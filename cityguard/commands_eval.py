@@ -64,8 +64,8 @@ def register(commands, add_command) -> None:
                          run_count_eval)
     counts.add_argument("--images", type=FOLDER, required=True, help="folder of images")
     counts.add_argument("--truth", type=Path, required=True,
-                        help="file,count CSV (the images it lists are scored); ShanghaiTech ground-truth folder "
-                        "(GT_<image>.mat); MOTChallenge gt.txt")
+                        help="file,count CSV (the images it counts in --images are scored); ShanghaiTech "
+                        "ground-truth folder (GT_<image>.mat); MOTChallenge gt.txt")
     counts.add_argument("--truth-format", choices=("csv", "shanghaitech", "mot"), default=None,
                         help="default: from --truth (folder: shanghaitech, .csv, .txt: mot)")
     counts.add_argument("--predictions", type=Path, default=None,
@@ -136,15 +136,16 @@ def run_count_eval(args, config) -> int:
 
     images = image_files(args.images)
     truth_format = args.truth_format or infer_truth_format(args.truth)
-    if truth_format == "csv":  # the images it lists: one truth file per regime of a folder that holds several
+    if truth_format == "csv":  # the images both hold: one truth file per regime of a folder holding several
         listed = load_count_csv(args.truth)
-        absent = sorted(set(listed) - {image.name for image in images})
-        if absent:
-            raise FileNotFoundError(f"{args.truth} counts {len(absent)} images not in {args.images}, e.g. {absent[0]}")
-        if len(listed) < len(images):
-            print(f"scoring the {len(listed)} images {args.truth.name} lists ({len(images) - len(listed)} other images "
-                  f"in {args.images} are not scored)")
-        images = [image for image in images if image.name in listed]
+        scored = [image for image in images if image.name in listed]
+        if not scored:
+            raise ValueError(f"{args.truth} counts none of the images in {args.images}")
+        if len(scored) < len(images) or len(scored) < len(listed):
+            print(f"scoring the {len(scored)} images {args.truth.name} counts in {args.images} "
+                  f"({len(images) - len(scored)} other images there, {len(listed) - len(scored)} counted images not "
+                  "there)")
+        images = scored
     truth = true_counts(images, args.truth, truth_format, args.mot_min_visibility)
     edges = args.size_edges or DEFAULT_SIZE_EDGES
     if args.predictions:

@@ -66,19 +66,19 @@ def test_eval_counts_from_another_counters_csv(tmp_path):
     assert figures["by_crowd_size"]["51-200"]["mean_relative_error"] == pytest.approx(0.1)
     assert (out / "count_scatter.png").exists()
 
-    # A truth file of one regime of the folder scores the images it lists, and says so.
-    (tmp_path / "truth-part.csv").write_text("file,count\nb.jpg,100\n")
+    # A truth file of one regime of the folder, or of a larger set, scores the images both hold, and says so.
+    (tmp_path / "truth-part.csv").write_text("file,count\nb.jpg,100\nc.jpg,4\n")
     result = cityguard("eval", "counts", "--images", str(images), "--truth", str(tmp_path / "truth-part.csv"),
                        "--predictions", str(tmp_path / "predicted.csv"), "--out", str(out))
-    assert f"scoring the 1 images truth-part.csv lists (1 other images in {images} are not scored)" in result.stdout
+    assert (f"scoring the 1 images truth-part.csv counts in {images} (1 other images there, 1 counted images not "
+            "there)") in result.stdout
     assert json.loads((out / "report.json").read_text())["predictions"]["overall"]["mae"] == 10.0
-    (tmp_path / "truth-part.csv").write_text("file,count\nb.jpg,100\nc.jpg,4\n")
+    (tmp_path / "truth-part.csv").write_text("file,count\nc.jpg,4\n")
     refused = subprocess.run([sys.executable, "-m", "cityguard", "eval", "counts", "--images", str(images), "--truth",
                               str(tmp_path / "truth-part.csv"), "--predictions", str(tmp_path / "predicted.csv")],
                              check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
-    assert refused.stderr == (f"cityguard: error: {tmp_path / 'truth-part.csv'} counts 1 images not in {images}, "
-                              "e.g. c.jpg\n")
+    assert refused.stderr == f"cityguard: error: {tmp_path / 'truth-part.csv'} counts none of the images in {images}\n"
 
 
 @pytest.mark.slow
