@@ -279,7 +279,7 @@ class MetricsSink:
         a consumer of no group, for this alone. Returns the events read."""
         topic = self.topics.events
         partitions = [TopicPartition(topic, number) for number in sorted(reader.partitions_for_topic(topic) or ())]
-        until = {tp: self.consumer.committed(tp) or 0 for tp in partitions}
+        until = {tp: self.consumer.committed(tp, timeout_ms=int(timeout_s * 1000)) or 0 for tp in partitions}
         pending = [tp for tp in partitions if until[tp] > 0]
         if not pending:
             return 0
