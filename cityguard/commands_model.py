@@ -160,14 +160,21 @@ def model_registry(args, config):
     return ModelRegistry(Path(config.resolve_path(config.model.registry)))
 
 
+def ultralytics_weights_dir() -> Path:
+    """Where ultralytics looks for a bare weights name before it downloads one."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["weights_dir"])
+
+
 def check_base(base: str) -> None:
     """ValueError for a --base ultralytics cannot train from here: an export, or a name it would download offline."""
     suffix = Path(base).suffix.lower()
     if suffix not in (".pt", ".yaml", ".yml"):
         raise ValueError(f"--base {base}: training starts from PyTorch weights (.pt) or a model .yaml, not an "
                          "export (an OpenVINO folder, .onnx, .engine)")
-    if (os.environ.get("YOLO_OFFLINE") == "1" and suffix == ".pt" and Path(base).name == base
-            and not Path(base).exists()):
+    if os.environ.get("YOLO_OFFLINE") == "1" and suffix == ".pt" and Path(base).name == base and not any(
+            place.is_file() for place in (Path(base), ultralytics_weights_dir() / base)):
         raise ValueError(f"--base {base} would be downloaded, and YOLO_OFFLINE=1 says this machine has no internet: "
                          "give weights that are here (--base PATH.pt), or train from scratch (--base yolo11n.yaml)")
 
