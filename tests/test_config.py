@@ -37,6 +37,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(model={"tracking": {"low_confidence": 0.5, "high_confidence": 0.3}}), "model.tracking"),
     (lambda d: d.update(analytics={"density_model": {"device": "gpu"}}), "analytics.density_model.device"),
     (lambda d: d["cameras"][0].update(source="rtsp://viewer:${camera password}@10.0.0.5/s"), "cameras.0.source"),
+    (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
+    (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}

@@ -34,17 +34,22 @@ __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThre
            "load_config", "parse_config", "read_config_file", "validation_problems"]
 
 
+# What Kafka takes in a topic name (a consumer group id takes more), kept for the site name too, which prefixes the
+# analytics stage's changelog topic; well below Kafka's 249 characters with the longest suffix added to it.
+KafkaName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
+
+
 class TopicNames(Frozen):
     """Topic names; the .v1 suffix is the schema major version carried by the topic's messages."""
 
-    frames: str = "cityguard.frames.v1"
-    detections: str = "cityguard.detections.v1"
-    zone_metrics: str = "cityguard.zone-metrics.v1"
-    events: str = "cityguard.events.v1"
-    line_counts: str = "cityguard.line-counts.v1"
-    alerts: str = "cityguard.alerts.v1"
-    camera_status: str = "cityguard.camera-status.v1"
-    dead_letter: str = "cityguard.dead-letter.v1"
+    frames: KafkaName = "cityguard.frames.v1"
+    detections: KafkaName = "cityguard.detections.v1"
+    zone_metrics: KafkaName = "cityguard.zone-metrics.v1"
+    events: KafkaName = "cityguard.events.v1"
+    line_counts: KafkaName = "cityguard.line-counts.v1"
+    alerts: KafkaName = "cityguard.alerts.v1"
+    camera_status: KafkaName = "cityguard.camera-status.v1"
+    dead_letter: KafkaName = "cityguard.dead-letter.v1"
 
     def all(self) -> list[str]:
         return list(self.model_dump().values())
@@ -239,7 +244,8 @@ class MetricsConfig(Frozen):
 
 
 class Config(Frozen):
-    site: str = Field(default="cityguard", min_length=1, description="site name; prefixes consumer group ids")
+    site: KafkaName = Field(default="cityguard", description="site name; prefixes consumer group ids and the "
+                             "analytics state topic (letters, digits, . _ -)")
     broker: BrokerConfig = BrokerConfig()
     model: ModelConfig = ModelConfig()
     analytics: AnalyticsConfig = AnalyticsConfig()
