@@ -30,7 +30,9 @@ def produce_clip(config, bootstrap: str, frames: int) -> None:
     producer = frame_client(bootstrap, config.producer)
     try:
         for camera in config.cameras:
-            run_producer(config, producer, threading.Event(), realtime=False, max_frames=frames, camera_ids=[camera.id])
+            if camera.id != "hostile":  # the hostile test input's camera: configured, never produced
+                run_producer(config, producer, threading.Event(), realtime=False, max_frames=frames,
+                             camera_ids=[camera.id])
     finally:
         producer.close()
 
@@ -66,7 +68,12 @@ def stop_all(stages: list[StageProcess]) -> None:
 
 
 def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, tmp_path):
-    config, path = pipeline_config(tmp_path, "e2e", kafka_bootstrap)
+    campus = {"id": "campus", "source": str(VTEST), "fps": 10,
+              "zones": [{"id": "walkway", "polygon": [[0, 0], [768, 0], [768, 576], [0, 576]], "area_m2": 200}]}
+    # A configured camera that no producer runs: the hostile frames below are its (an unconfigured one's are
+    # dead-lettered before their JPEG is looked at).
+    hostile = {"id": "hostile", "source": str(VTEST)}
+    config, path = pipeline_config(tmp_path, "e2e", kafka_bootstrap, cameras=[campus, hostile])
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
     exporter_port = free_port()
