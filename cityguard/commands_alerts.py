@@ -58,7 +58,7 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     from infra.kafka import create_topics, make_consumer, make_producer
     from sinks.alerts.channels import build_channels
     from sinks.alerts.dispatcher import AlertDispatcher
-    from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher, receiver_token
+    from sinks.alerts.service import AlertmanagerReceiver, BrokerLink, DispatcherService, publisher, receiver_token
 
     servers = require_bootstrap(config)
     alerting, topics = config.alerting, config.broker.topics
@@ -66,20 +66,28 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     channels = build_channels(alerting.channels, config.resolve_path)  # fails now if a secret variable is unset
     token = receiver_token(alerting.receiver)  # likewise, unless the receiver is on loopback
     store = open_store(config)
-    create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions)
-    producer = make_producer(servers)
-    consumer = make_consumer(servers, config.group_id("alerts"), topics.events)
     receiver = AlertmanagerReceiver(alerting.receiver, token, port).start()
     print(f"alerts: Alertmanager webhook {http_url(alerting.receiver.host, receiver.port, '/alertmanager')}, "
           f"metrics /metrics", flush=True)
-    dispatcher = AlertDispatcher(alerting, config.site, store, channels, publisher(producer, topics.alerts))
+
+    def connect():
+        create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions)
+        producer = make_producer(servers)
+        return make_consumer(servers, config.group_id("alerts"), topics.events), producer
+
+    # Alerts are published with the producer the link makes (none yet: the publish fails as in an outage).
+    dispatcher = AlertDispatcher(alerting, config.site, store, channels,
+                                 publisher(lambda: service.producer, topics.alerts))
+    service = DispatcherService(dispatcher, None, None, topics, receiver, alerting.escalation_check_interval_s)
+    link = BrokerLink(connect, service).start(stop)  # the receiver answers meanwhile: a broker outage pages too
     try:
-        DispatcherService(dispatcher, consumer, producer, topics, receiver,
-                          alerting.escalation_check_interval_s).run(stop)
+        service.run(stop)
     finally:
         receiver.stop()
-        consumer.close()
-        producer.close()
+        link.thread.join(timeout=5)
+        for client in (service.consumer, service.producer):
+            if client is not None:
+                client.close()
         store.close()
 
 

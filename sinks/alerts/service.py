@@ -24,13 +24,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from infra.backoff import Pause
+from infra.backoff import Pause, backoff_delay
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
-from infra.kafka import BROKER_CONNECTED, flush_confirmed, loop_went_round, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, ProduceFailed, flush_confirmed, loop_went_round, reset_positions_past_the_end
 from infra.listeners import is_loopback, verify_token_length
 from infra.metrics_http import HEALTH_PATH, health_answer
 from schemas import Event, SchemaError, decode, encode
@@ -297,7 +298,16 @@ class DispatcherService:
         self.batch_pause = Pause(PAUSE_INITIAL_S, PAUSE_MAX_S)
         self.periodic_pause = Pause(PAUSE_INITIAL_S, PAUSE_MAX_S)
 
+    def attach(self, consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+        """The Kafka clients, made once the broker answered (BrokerLink): until then no event is read. The producer
+        first: the loop reads events once it sees the consumer, and their outputs need the producer."""
+        self.producer = producer
+        self.consumer = consumer
+
     def consume(self) -> None:
+        if self.consumer is None:  # the broker not reached since the start: webhooks are still answered
+            BROKER_CONNECTED.labels(STAGE).set(0)
+            return
         if self.batch_pause.remaining(self.clock()):
             return
         batches = self.consumer.poll(timeout_ms=200)
@@ -421,11 +431,47 @@ def log_webhook_failure(exc: Exception) -> None:
     log.debug("alertmanager notification failed", exc_info=True)
 
 
-def publisher(producer: KafkaProducer, topic: str):
+def publisher(producer: KafkaProducer | Callable[[], KafkaProducer | None], topic: str):
+    """Publishes an alert with the producer, or with the one a callable gives (None: the broker has not been reached
+    yet, which fails the publish as an outage does)."""
     def publish(alert) -> None:
+        current = producer() if callable(producer) else producer
+        if current is None:
+            raise ProduceFailed("the broker has not been reached since the dispatcher started")
         # Raises ProduceFailed unless the broker acknowledged it: only then is the alert recorded as published.
         # Alertmanager's alerts about the system itself (lag, a stage down) name no camera: no key.
         key = alert.camera_id.encode() if alert.camera_id else None
-        flush_confirmed(producer, [producer.send(topic, key=key, value=encode(alert))])
+        flush_confirmed(current, [current.send(topic, key=key, value=encode(alert))])
 
     return publish
+
+
+class BrokerLink:
+    """Makes the dispatcher's Kafka clients in a thread of its own, retrying until the broker answers, so that the
+    stage starts (and takes Alertmanager's webhooks, whose SMS go out) through a broker outage that began before it;
+    events are read and alerts published from then on."""
+
+    def __init__(self, connect: Callable[[], tuple[KafkaConsumer, KafkaProducer]], service: "DispatcherService"):
+        self.connect, self.service = connect, service
+        self.thread: threading.Thread | None = None
+
+    def start(self, stop: threading.Event) -> "BrokerLink":
+        self.thread = threading.Thread(target=self.run, args=(stop,), name="broker-link", daemon=True)
+        self.thread.start()
+        return self
+
+    def run(self, stop: threading.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                consumer, producer = self.connect()
+            except KafkaError as exc:
+                failures += 1
+                delay = backoff_delay(failures, PAUSE_INITIAL_S, PAUSE_MAX_S)
+                log.warning("broker not reached (%s); trying again in %.0f s: webhooks are answered meanwhile, events "
+                            "wait", describe_error(exc), delay)
+                stop.wait(delay)
+                continue
+            self.service.attach(consumer, producer)
+            log.info("broker reached: reading events")
+            return

@@ -289,3 +289,50 @@ def test_an_alertmanager_alert_about_the_system_itself_is_published_and_the_next
         finally:
             producer.close()
             store.close()
+
+
+def test_a_dispatcher_started_while_the_broker_is_away_pages_from_alertmanager_then_reads_events(tmp_path):
+    """An outage that began before the dispatcher (a restart, a node moved) must not take Alertmanager's pages with
+    it: the receiver answers and sends the SMS at once; events are read once the broker is there."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    suffix = uuid.uuid4().hex[:8]
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    log = open(tmp_path / "dispatcher.log", "ab")
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log")  # its port, nothing listening there yet
+    with fake.serve() as twilio:
+        port = free_port()
+        data = sms_site(f"late-{suffix}", suffix, tmp_path, twilio.url)
+        data["alerting"]["receiver"]["port"] = port
+        config_path = tmp_path / "site.yaml"
+        config_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        topics = parse_config(data, tmp_path).broker.topics
+        env = {**TWILIO_ENV, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+               "CITYGUARD_ALERTMANAGER_TOKEN": stack.WEBHOOK_TOKEN}
+        dispatcher = stack.start_dispatcher(config_path, port, env, log)
+        try:
+            payload = {"version": "4", "alerts": [{
+                "status": "firing", "fingerprint": "broker", "startsAt": "2027-01-15T10:00:00Z",
+                "labels": {"alertname": "CityguardBrokerUnreachable", "severity": "critical", "stage": "inference"},
+                "annotations": {"summary": "Stage inference cannot reach the Kafka broker"}}]}
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/alertmanager", json.dumps(payload).encode(), method="POST",
+                headers={"Authorization": f"Bearer {stack.WEBHOOK_TOKEN}", "Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as answered:  # not published: Alertmanager asks again
+                urllib.request.urlopen(request, timeout=120)
+            assert answered.value.code == 500
+            assert ["cannot reach the Kafka broker" in message["body"] for message in fake.messages] == [True]
+
+            broker.start()
+            producer = make_producer(broker.bootstrap_servers)
+            create_topics(broker.bootstrap_servers, [topics.events, topics.alerts, topics.dead_letter], 1)
+            producer.send(topics.events, key=b"plaza", value=encode(danger_event(f"plaza/north/{suffix}")))
+            producer.flush()
+            producer.close()
+            stack.wait_until(lambda: len(fake.messages) == 2, 90, "the event's SMS once the broker is there")
+        finally:
+            stack.stop(dispatcher)
+            broker.stop()
+    log.close()
