@@ -52,10 +52,9 @@ def open_store(config: Config):
     """The incident store (the alert dispatcher, the console and the operator commands share it)."""
     from sqlalchemy.exc import OperationalError
 
-    from sinks.alerts.store import IncidentStore, check_store_url, configured_store_url, resolve_store_url
+    from sinks.alerts.store import IncidentStore, checked_store_url, resolve_store_url
 
-    check_store_url(config.alerting)
-    url, where = configured_store_url(config.alerting)
+    url, where = checked_store_url(config.alerting)
     try:
         return IncidentStore(resolve_store_url(url, config.base_dir))
     except OperationalError as exc:

@@ -9,7 +9,7 @@ from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
 from sinks.alerts.service import receiver_token
-from sinks.alerts.store import check_store_url
+from sinks.alerts.store import checked_store_url
 from sinks.console.server import console_token
 
 
@@ -29,7 +29,7 @@ def start_problems(config: Config) -> list[str]:
         check(source_with_variables, camera.source, f"camera {camera.id}: source")
     for channel in config.alerting.channels:
         check(build_channels, [channel], config.resolve_path)
-    check(check_store_url, config.alerting)
+    check(checked_store_url, config.alerting)
     check(console_token, config, config.console.host)
     if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
         check(receiver_token, config.alerting.receiver)

@@ -179,24 +179,20 @@ class IncidentDetail:
     reviews: list[ReviewRow]
 
 
-def configured_store_url(alerting: AlertingConfig) -> tuple[str, str]:
-    """The incident store's URL (its variable's value, else alerting.store_url), and where it comes from, for errors
-    (which show the URL without its password)."""
+def checked_store_url(alerting: AlertingConfig) -> tuple[str, str]:
+    """The incident store's URL (its variable's value, else alerting.store_url) and where it comes from, for errors
+    (which show the URL without its password); ConfigError, in one line, for a URL that no installed database
+    dialect and driver can open. Nothing is connected to."""
     from_env = env_value(alerting.store_url_env, "alerting.store_url_env")
+    url = from_env or alerting.store_url
     where = f"incident store ({'$' + alerting.store_url_env if from_env else 'alerting.store_url'})"
-    return from_env or alerting.store_url, where
-
-
-def check_store_url(alerting: AlertingConfig) -> None:
-    """ConfigError, in one line, for a store URL that no installed database dialect and driver can open; nothing is
-    connected to."""
-    url, where = configured_store_url(alerting)
     try:
         make_url(url).get_dialect().import_dbapi()
     except (NoSuchModuleError, ArgumentError):
         raise ConfigError(f"{where}: not a database URL this installation knows: {shown(url)}") from None
     except ModuleNotFoundError as exc:
         raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None
+    return url, where
 
 
 def resolve_store_url(url: str, base_dir: Path) -> str:
