@@ -387,6 +387,12 @@ class CrowdAnalyzer:
                             pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected)
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
+        level = state.risk.level
+        if changed and level == RiskLevel.UNKNOWN and previous.level == RiskLevel.NORMAL and self._starting(window_end):
+            # Unknown because the camera's analytics are starting, which is no news for an operator: the window
+            # says so, but no incident opens. Maps that do not come in time open one (and the zone-unknown alert
+            # pages).
+            state.risk, changed = previous, False
         if regime == FlowRegime.STOP_AND_GO:
             level_reason += f"; stop-and-go: speed {window.mean('speed'):.2f} m/s while density rises"
         if state.surge.active:
@@ -397,7 +403,7 @@ class CrowdAnalyzer:
             frames=window.frames, area_m2=zone.area_m2, people_mean=people_mean,
             people_max=round(window.people_max), density_mean_per_m2=density,
             density_max_per_m2=window.people_max / zone.area_m2,
-            risk_level=state.risk.level, risk_reason=level_reason, last_seq=window.last_seq,
+            risk_level=level, risk_reason=level_reason, last_seq=window.last_seq,
             detector_people_mean=window.mean("detector"), density_model_people_mean=window.mean("model"),
             count_source=CountSource(max(sources, key=sources.get)) if sources else CountSource.DETECTOR,
             count_confidence=window.mean("confidence"), count_reliable=reliable,
@@ -411,6 +417,14 @@ class CrowdAnalyzer:
         if changed:
             events.append(self._level_event(zone_id, previous, state.risk, level_reason, metrics))
         return metrics, events
+
+    def _starting(self, window_end: float) -> bool:
+        """Whether a window ends while the camera's first density maps may still be on their way: the inference
+        stage needs STARTUP_GRACE_S to reach live frames, and its schedule gives each camera a map within the maximum
+        age. Until then a window may have too few frames with a map to be judged."""
+        config = self.config
+        return config.density_model.enabled and window_end <= (
+            self.state.first_captured_at + STARTUP_GRACE_S + config.counting.density_map_max_age_seconds)
 
     def _regime(self, speed: float | None, density: float, holt: HoltState | None) -> FlowRegime:
         movement = self.config.movement
