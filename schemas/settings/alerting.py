@@ -194,6 +194,11 @@ class ReceiverConfig(Frozen):
     incident_requests_per_minute: int = Field(default=12, ge=1, le=6000,
                                               description="webhook notices of one incident accepted per minute; "
                                               "more are answered 429 (Alertmanager retries them later)")
+    runbook_base_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s?#]+$", max_length=200,
+        description="where the runbooks are published, e.g. https://git.example.org/cityguard/blob/main/: an "
+        "alert's relative runbook_url (infra/prometheus/runbooks.md#zone-stale) is sent as a link under it; unset, "
+        "as the repository path")
 
 
 class AlertingConfig(Frozen):

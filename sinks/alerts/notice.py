@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,7 @@ TITLE_MAX_CHARS = 300
 MESSAGE_MAX_CHARS = 4_000
 EVENTS = "events"
 ALERTMANAGER = "alertmanager"
+ABSOLUTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def clipped(text: str, max_chars: int) -> str:
@@ -87,11 +89,12 @@ def _bounded(value: str | None, max_chars: int, where: str) -> str | None:
     return value
 
 
-def notices_from_alertmanager(payload: object) -> list[Notice]:
+def notices_from_alertmanager(payload: object, runbook_base_url: str | None = None) -> list[Notice]:
     """Alertmanager webhook JSON (version 4): one notice per alert, keyed by its fingerprint (a hash of its labels,
     the same every time it fires: the incident opens again when it fires after it resolved, and is alerted anew).
 
-    Raises ValueError naming the first field that does not fit the format, so the sender gets a 400 with the reason.
+    A relative runbook_url is sent under runbook_base_url when one is given. Raises ValueError naming the first field
+    that does not fit the format, so the sender gets a 400 with the reason.
     """
     if not isinstance(payload, dict) or str(payload.get("version")) != "4" or not isinstance(payload.get("alerts"),
                                                                                               list):
@@ -118,6 +121,8 @@ def notices_from_alertmanager(payload: object) -> list[Notice]:
         ended = _timestamp(alert.get("endsAt"), f"{where}.endsAt") if resolved else None
         fingerprint = fingerprint or "-".join(f"{k}={v}" for k, v in sorted(labels.items()))
         runbook = annotations.get("runbook_url")
+        if runbook and runbook_base_url and not ABSOLUTE_URL.match(runbook):
+            runbook = f"{runbook_base_url.rstrip('/')}/{runbook.lstrip('/')}"
         # Without a description the labels say where it fires (an SMS would otherwise end "frames stale: ").
         description = annotations.get("description") or ", ".join(
             f"{key}={value}" for key, value in sorted(labels.items()) if key not in ("alertname", "severity"))

@@ -186,7 +186,7 @@ class AlertmanagerReceiver:
             raise RequestRefused(413, f"body of {length} bytes exceeds {config.max_body_bytes}")
         raw = read_within(rfile, length, time.monotonic() + config.request_timeout_s)
         try:
-            notices = notices_from_alertmanager(json.loads(raw))
+            notices = notices_from_alertmanager(json.loads(raw), config.runbook_base_url)
         except RecursionError:
             raise RequestRefused(400, "bad webhook payload: nested too deeply") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -122,6 +122,27 @@ def test_an_authenticated_alertmanager_notification_is_recorded(receiver):
     assert [notice.incident_id for notice in receiver.recorded] == ["am-f1"]
 
 
+def test_a_relative_runbook_is_sent_as_a_link_under_the_configured_base():
+    published = Running(runbook_base_url="https://git.example.org/cityguard/blob/main")
+    try:
+        relative, absolute, none = alert("f1"), alert("f2"), alert("f3")
+        relative["annotations"]["runbook_url"] = "infra/prometheus/runbooks.md#zone-danger"
+        absolute["annotations"]["runbook_url"] = "https://wiki.example.org/zone-danger"
+        assert published.post(payload(relative, absolute, none))[0] == 200
+        assert [notice.message.partition("Runbook: ")[2] for notice in published.recorded] == [
+            "https://git.example.org/cityguard/blob/main/infra/prometheus/runbooks.md#zone-danger",
+            "https://wiki.example.org/zone-danger", ""]
+    finally:
+        published.stop()
+
+
+def test_without_a_runbook_base_the_runbook_path_is_sent_as_written(receiver):
+    relative = alert()
+    relative["annotations"]["runbook_url"] = "infra/prometheus/runbooks.md#zone-danger"
+    assert receiver.post(payload(relative))[0] == 200
+    assert receiver.recorded[0].message.endswith("Runbook: infra/prometheus/runbooks.md#zone-danger")
+
+
 @pytest.mark.parametrize("token", [None, "wrong-token", ""])
 def test_a_forged_alert_without_the_token_is_refused_and_never_reaches_the_dispatcher(receiver, token):
     status, body, _ = receiver.post(payload(), token=token)
