@@ -54,6 +54,33 @@ def test_a_windows_people_come_from_its_reliable_frames_only():
     assert all(m.risk_level == RiskLevel.DANGER for m in metrics)
 
 
+def events_of(analyzer: CrowdAnalyzer, frames) -> tuple[list[ZoneMetrics], list]:
+    outputs = [analyzer.update(detections) for detections in frames]
+    return [m for o in outputs for m in o.zone_metrics], [e for o in outputs for e in o.events]
+
+
+def test_a_camera_starting_without_its_first_map_reads_unknown_without_an_incident():
+    # The first map comes 12 s after the camera's first frame (the inference stage starting): the first window
+    # reads unknown, but nobody is told of an incident; the zone is normal from the map on.
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    metrics, events = events_of(analyzer, (frame(seq, [], 50 if seq % (12 * FPS) == 0 and seq else None)
+                                           for seq in range(60 * FPS)))
+
+    assert [m.risk_level for m in metrics] == [RiskLevel.UNKNOWN] + [RiskLevel.NORMAL] * 4
+    assert "no density map yet" in metrics[0].risk_reason and events == []
+
+
+def test_a_zone_whose_maps_never_come_opens_an_incident_once_the_first_map_is_overdue():
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    metrics, events = events_of(analyzer, (frame(seq, [], None) for seq in range(60 * FPS)))
+
+    assert all(m.risk_level == RiskLevel.UNKNOWN for m in metrics)
+    # 10 s to reach live frames plus the maps' 15 s maximum age: the window ending at 30 s is the first past it.
+    [opened] = events
+    assert (opened.state.value, opened.severity.value, opened.updated_at) == ("opened", "warning", T0 + 30)
+    assert "no density map yet" in opened.reason
+
+
 @pytest.mark.parametrize("polygon, share", [
     ([[0, 0], [2 * WIDTH, 0], [2 * WIDTH, HEIGHT], [0, HEIGHT]], "50%"),  # twice the picture's width
     ([[WIDTH + 100, 0], [WIDTH + 700, 0], [WIDTH + 700, HEIGHT], [WIDTH + 100, HEIGHT]], "0%"),  # beside it
