@@ -152,8 +152,9 @@ class RiskPolicyConfig(Frozen):
                                      description="shortest stay at a level before going down")
     early_warning_seconds: float = Field(
         default=600, ge=0, le=3600,
-        description="a level expected within this time raises the zone to the level below it now "
-        "(danger expected in 6 min -> warning); at most analytics.forecast.max_horizon_minutes x 60",
+        description="a level expected within this time, at the slope the last 5 minutes bear out, raises the zone "
+        "to the level below it now, at most to warning (danger expected in 6 min -> warning); at most "
+        "analytics.forecast.max_horizon_minutes x 60",
     )
     min_frame_coverage: float = Field(
         default=0.5, gt=0, le=1,
@@ -186,8 +187,18 @@ TRACK_STATE_BYTES = 64  # one track's columns, without counting lines: id, last 
 TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
 BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
 ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
-# the most tracks that fit beside one tumbling-window zone without counting lines
-MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES) // TRACK_STATE_BYTES
+TREND_EVIDENCE_S = 300.0  # the windows a forecast must stand on before it raises a level (crowd.forecast)
+TREND_POINT_STATE_BYTES = 20  # one window's [end, density] among them
+
+
+def trend_points(step_seconds: float) -> int:
+    """The most windows a zone keeps as the forecast's evidence."""
+    return math.ceil(TREND_EVIDENCE_S / step_seconds) + 1
+
+
+# the most tracks that fit beside one zone of the default 10 s tumbling windows, without counting lines
+MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES
+              - trend_points(10.0) * TREND_POINT_STATE_BYTES) // TRACK_STATE_BYTES
 
 
 # The local-density grid of a calibrated zone (processors.analytics.crowd.local_density): the zone's ground box and
@@ -476,7 +487,8 @@ def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> in
     lines = sum(len(zone.entrances) for zone in zones)
     buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
     return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)
-            + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES))
+            + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES
+                            + trend_points(analytics.step_seconds) * TREND_POINT_STATE_BYTES))
 
 
 def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig], camera_id: str = "") -> None:

@@ -9,6 +9,7 @@ from processors.analytics.crowd.forecast import (
     forecast_points,
     holt_update,
     seconds_to_thresholds,
+    seconds_to_thresholds_surely,
 )
 from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
@@ -142,10 +143,34 @@ def test_levels_rise_at_once_and_fall_only_after_dwell_and_hysteresis():
     assert changed and state.level == RiskLevel.UNKNOWN and "camera down" in reason
 
 
-def test_forecast_raises_the_level_below_the_expected_one():
-    level, _, _ = next_level(RiskState(), RiskInputs(3.0, seconds_to_threshold={"danger": 300.0}), 10,
-                             RiskThresholds(), RiskPolicyConfig())
-    assert level.level == RiskLevel.WARNING
+def test_forecast_raises_the_level_below_the_expected_one_at_the_slope_borne_out_and_never_past_warning():
+    def level(centre: dict, surely: dict) -> RiskLevel:
+        state, _, _ = next_level(RiskState(), RiskInputs(3.0, seconds_to_threshold=centre,
+                                                         surely_seconds_to_threshold=surely),
+                                 10, RiskThresholds(), RiskPolicyConfig())
+        return state.level
+
+    assert level({"danger": 300.0}, {"danger": 500.0}) == RiskLevel.WARNING
+    assert level({"danger": 300.0}, {}) == RiskLevel.CAUTION  # a trend the last minutes do not bear out
+    # Critical expected: danger pages, so it needs the density measured; the forecast raises to warning only.
+    assert level({"critical": 120.0, "danger": 60.0}, {"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
+
+
+def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():
+    config, thresholds = ForecastConfig(), RiskThresholds()
+
+    def surely(densities: list[float]) -> dict[str, float]:
+        state = None
+        for index, density in enumerate(densities):
+            state = holt_update(state, 10.0 * index, density, config, 10.0)
+        return seconds_to_thresholds_surely(state, config, thresholds)
+
+    calm, spike = [1.5] * 30, [1.5] * 29 + [3.5]  # a group passing through the last window
+    ramp = [1.0 + 0.04 * index for index in range(30)]  # +0.24 p/m² a minute
+    assert surely(calm) == {}
+    assert surely(spike) == {"caution": 0.0}  # the smoothed level is there already; nothing beyond it is expected
+    # 4 p/m² in about (4 - 2.16) / 0.24 = 7.7 minutes, danger in 11.8: the lower bound is a little later.
+    assert 7 * 60 <= surely(ramp)["warning"] <= 9 * 60 and 11 * 60 <= surely(ramp)["danger"] <= 13 * 60
 
 
 @pytest.mark.parametrize("zone, calibration, field", [

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
+from processors.analytics.crowd.forecast import HoltState
 from processors.analytics.crowd.windows import Bucket
 from schemas import Detections, Event, EventState, SchemaError, decode, encode
 from schemas.settings.crowd import (
@@ -13,6 +14,7 @@ from schemas.settings.crowd import (
     MAX_TRACKS,
     AnalyticsConfig,
     crowd_state_bytes,
+    trend_points,
     verify_crowd_state_size,
 )
 from schemas.zone_metrics import CountSource
@@ -104,7 +106,13 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
     table.side = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending_frames = np.full((tracks, lines), 30, dtype=np.int16)
+    step = analytics.step_seconds
     for zone in analyzer.state.zones.values():
+        zone.holt = HoltState(at=1_700_000_000 + rng.random(), level=-rng.random() / 3e4,
+                              trend_per_s=-rng.random() / 3e4, residual_variance=-rng.random() / 3e4,
+                              windows=np.iinfo(np.int64).max, net_inflow_per_s=-rng.random() / 3e4,
+                              recent=[[1_700_000_000 + rng.random(), -rng.random() / 3e4]
+                                      for _ in range(trend_points(step))])
         zone.buckets = [
             Bucket(start=1_700_000_000 + rng.random(), frames=99_999, last_seq=np.iinfo(np.int64).max,
                    people_sum=-rng.random() / 3e4, people_max=-rng.random() / 3e4,

@@ -22,6 +22,7 @@ from processors.analytics.crowd.forecast import (
     forecast_points,
     holt_update,
     seconds_to_thresholds,
+    seconds_to_thresholds_surely,
     slope_per_s,
 )
 from processors.analytics.crowd.local_density import GroundGrid
@@ -375,16 +376,18 @@ class CrowdAnalyzer:
         if reliable:
             net_rate = (window.inflow - window.outflow) / seconds / zone.area_m2 if zone.lines else None
             state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate)
-        forecast, expected = [], {}
+        forecast, expected, surely = [], {}, {}
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
             forecast = forecast_points(holt, config.forecast, self.step)
             expected = seconds_to_thresholds(holt, config.forecast, config.thresholds)
+            surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
         inputs = RiskInputs(density_per_m2=density, reliable=reliable, unreliable_reason=reason,
                             peak_local_density_per_m2=window.mean("peak_local"),
-                            pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected)
+                            pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
+                            surely_seconds_to_threshold=surely)
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
         level = state.risk.level

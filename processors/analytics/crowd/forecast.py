@@ -8,13 +8,24 @@ ones) need long training histories per zone that a newly configured camera does 
 
 Where a zone's entrances have counting lines, inflow minus outflow over the area is a direct, physical measure of
 dρ/dt; it is blended into the slope so a surge at the door shows in the forecast before the density series bends.
+
+Holt's trend answers the last few windows, which is right for the figures shown and wrong for raising a level on:
+with 10 s windows, one window 1.5 p/m² above a steady 1.5 (a group passing through, one map reading high) forecast
+critical within 7 minutes, and the zone went to danger, which pages, for two minutes; on a 20-minute build-up from 1
+to 6 p/m² with counting noise the level reached warning 11.5-13.7 minutes before 5 p/m² (at 1.6 p/m²) and danger
+8-10 minutes before. So a level is raised on the slope the windows of the last TREND_EVIDENCE_S bear out
+(`seconds_to_thresholds_surely`), and to warning at most: that spike now leaves the zone at caution (its measured
+density), the build-up reaches warning 8-10 minutes before 5 p/m² and danger when the density does, and a steady
+1->9 p/m² build-up over 40 minutes still has its danger forecast 11.7 minutes ahead (tests/crowd).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from schemas.settings.crowd import ForecastConfig, RiskThresholds
+import numpy as np
+
+from schemas.settings.crowd import TREND_EVIDENCE_S, ForecastConfig, RiskThresholds
 from schemas.zone_metrics import DensityForecast
 
 RESIDUAL_MEMORY = 20  # windows over which the one-step error variance is averaged
@@ -25,6 +36,8 @@ RESIDUAL_MEMORY = 20  # windows over which the one-step error variance is averag
 # +6 p/m²), so the model starts again from the window after it.
 MAX_GAP_HOPS = 2
 MAX_GAP_S = 180.0
+LEVELS = ("caution", "warning", "danger", "critical")
+MIN_TREND_POINTS = 6  # windows of the last TREND_EVIDENCE_S a forecast needs before it may raise a level
 
 
 @dataclass
@@ -35,13 +48,14 @@ class HoltState:
     residual_variance: float  # of one-window-ahead errors, (p/m²)²
     windows: int
     net_inflow_per_s: float | None = None  # smoothed (inflow - outflow) / area, p/m² per second
+    recent: list[list[float]] = field(default_factory=list)  # [window end, density] within TREND_EVIDENCE_S
 
 
 def holt_update(state: HoltState | None, at: float, density: float, config: ForecastConfig, step_s: float,
                 net_inflow_per_s: float | None = None) -> HoltState:
     """Folds one window's density into the model (the window's end time is `at`, windows end every `step_s`)."""
     if state is None or at - state.at > max(MAX_GAP_HOPS * step_s, MAX_GAP_S) + step_s / 2:
-        return HoltState(at, density, 0.0, 0.0, 1, net_inflow_per_s)
+        return HoltState(at, density, 0.0, 0.0, 1, net_inflow_per_s, [[at, density]])
     elapsed = at - state.at
     if elapsed <= 0:
         return state
@@ -58,7 +72,8 @@ def holt_update(state: HoltState | None, at: float, density: float, config: Fore
         net = net_inflow_per_s
     else:
         net = beta * net_inflow_per_s + (1 - beta) * state.net_inflow_per_s
-    return HoltState(at, level, trend, variance, state.windows + 1, net)
+    recent = [point for point in state.recent if point[0] > at - TREND_EVIDENCE_S] + [[at, density]]
+    return HoltState(at, level, trend, variance, state.windows + 1, net, recent)
 
 
 def slope_per_s(state: HoltState, config: ForecastConfig) -> float:
@@ -95,10 +110,47 @@ def seconds_to_thresholds(state: HoltState, config: ForecastConfig,
     slope = slope_per_s(state, config)
     horizon = config.max_horizon_minutes * 60
     expected = {}
-    for name in ("caution", "warning", "danger", "critical"):
+    for name in LEVELS:
         bound = getattr(thresholds, name)
         if state.level >= bound:
             expected[name] = 0.0
         elif slope > 0 and (bound - state.level) / slope <= horizon:
             expected[name] = (bound - state.level) / slope
     return expected
+
+
+
+def seconds_to_thresholds_surely(state: HoltState, config: ForecastConfig,
+                                 thresholds: RiskThresholds) -> dict[str, float]:
+    """Seconds until each threshold at the slope the zone's recent windows bear out, within the horizon.
+
+    What a forecast may raise a level on. Holt's trend answers the last few windows, so a group passing through, or
+    one density map reading high, bends it towards a threshold for a minute or two. The slope used here is the lower
+    bound (band_z standard errors) of a least-squares line through the windows of the last TREND_EVIDENCE_S, and no
+    more than the forecast's own: noise and a lone spike leave it near zero, a build-up of minutes does not."""
+    lower = slope_lower_bound_per_s(state.recent, config.band_z)
+    slope = min(slope_per_s(state, config), lower) if lower is not None else 0.0
+    horizon = config.max_horizon_minutes * 60
+    expected = {}
+    for name in LEVELS:
+        bound = getattr(thresholds, name)
+        if state.level >= bound:
+            expected[name] = 0.0
+        elif slope > 0 and (bound - state.level) / slope <= horizon:
+            expected[name] = (bound - state.level) / slope
+    return expected
+
+
+def slope_lower_bound_per_s(points: list[list[float]], z: float) -> float | None:
+    """The least-squares slope of density over time through (time, density) points, less z standard errors; None
+    with fewer than MIN_TREND_POINTS."""
+    if len(points) < MIN_TREND_POINTS:
+        return None
+    times, densities = np.asarray(points, dtype=float).T
+    centred = times - times.mean()
+    spread = float(centred @ centred)
+    if spread <= 0:
+        return None
+    slope = float(centred @ (densities - densities.mean())) / spread
+    residuals = densities - densities.mean() - slope * centred
+    return slope - z * math.sqrt(float(residuals @ residuals) / (len(points) - 2) / spread)

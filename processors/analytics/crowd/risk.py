@@ -6,7 +6,9 @@ Rules, strongest wins, each with its reason in words:
 - a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
 - crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
   disasters);
-- a level the forecast expects within `early_warning_seconds` raises the zone to the level below it now.
+- a level the forecast expects within `early_warning_seconds`, at a slope the last minutes bear out
+  (processors.analytics.crowd.forecast.seconds_to_thresholds_surely), raises the zone to the level below it now, at
+  most to warning: danger and critical, which page, need the density or the pressure measured, never a trend alone.
 Levels go up at once. They go down only after `min_dwell_seconds` at the current level, and only as far as the
 rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so noise near a bound does not
 flap. UNKNOWN is entered and left at once: saying "we cannot see" must not wait.
@@ -28,7 +30,8 @@ class RiskInputs:
     unreliable_reason: str = ""
     peak_local_density_per_m2: float | None = None
     pressure_per_s2: float | None = None
-    seconds_to_threshold: dict[str, float] = field(default_factory=dict)
+    seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # the forecast's centre line
+    surely_seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # at the slope borne out
 
 
 @dataclass
@@ -77,14 +80,17 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
         reason = (f"crowd pressure {pressure:.3f}/s² >= threshold {thresholds.pressure_per_s2:g} "
                   f"(turbulent motion at {inputs.density_per_m2:.2f} p/m²)")
     for expected in ESCALATION:
-        seconds = inputs.seconds_to_threshold.get(expected.value)
-        if seconds is None or seconds > policy.early_warning_seconds:
+        surely = inputs.surely_seconds_to_threshold.get(expected.value)
+        if surely is None or surely > policy.early_warning_seconds:
             continue
-        raised = one_below(expected)
+        raised = min(one_below(expected), RiskLevel.WARNING, key=lambda candidate: candidate.rank)
         if raised.rank > level.rank:
             level = raised
-            reason = (f"{expected.value} ({threshold(expected, thresholds):g} p/m²) expected in "
-                      f"{seconds / 60:.1f} min; density now {inputs.density_per_m2:.2f} p/m²")
+            centre = inputs.seconds_to_threshold.get(expected.value, surely)
+            borne_out = "" if f"{surely / 60:.1f}" == f"{centre / 60:.1f}" else \
+                f" (within {surely / 60:.1f} min at the slope of the last minutes)"
+            reason = (f"{expected.value} ({threshold(expected, thresholds):g} p/m²) expected in {centre / 60:.1f} "
+                      f"min{borne_out}; density now {inputs.density_per_m2:.2f} p/m²")
         break
     return level, reason
 
