@@ -1,11 +1,18 @@
 """Subcommands that run the pipeline: up, broker and one per stage."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cityguard import stages
-from cityguard.arguments import COUNT, PORT, POSITIVE
+from cityguard.arguments import COUNT, NON_NEGATIVE_COUNT, PORT, POSITIVE, number_in
+from schemas.settings.capture import MAX_SHARDS
 from schemas.settings.config import ConfigError
+
+# A producer's shard from its environment, where each replica of one workload gets its own value (a StatefulSet's
+# pod index) but all share one command line.
+SHARD_INDEX_ENV = "CITYGUARD_PRODUCER_SHARD_INDEX"
+SHARD_COUNT_ENV = "CITYGUARD_PRODUCER_SHARD_COUNT"
 
 
 def register(commands, add_command) -> None:
@@ -17,14 +24,17 @@ def register(commands, add_command) -> None:
                          lambda args, config: stages.run_broker(config, args.port))
     broker.add_argument("--port", type=PORT, default=0, help="listen port (default broker.embedded_port)")
 
-    produce = add_command(
-        commands, "produce", "frame producer: cameras -> frames topic",
-        lambda args, config: stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime,
-                                                args.metrics_port))
+    produce = add_command(commands, "produce", "frame producer: cameras -> frames topic", run_produce)
     produce.add_argument("--camera", action="append", dest="cameras", help="only this camera id (repeatable)")
     produce.add_argument("--max-frames", type=COUNT, default=None, help="per camera")
     produce.add_argument("--no-realtime", action="store_true", help="replay files as fast as possible")
     produce.add_argument("--metrics-port", type=PORT, default=None)
+    produce.add_argument("--shard-index", type=NON_NEGATIVE_COUNT, default=os.environ.get(SHARD_INDEX_ENV),
+                         help="read this share of the cameras, 0 to --shard-count - 1, with --shard-count "
+                         f"(default: ${SHARD_INDEX_ENV}, else producer.shard_index)")
+    produce.add_argument("--shard-count", type=number_in(int, 1, MAX_SHARDS), default=os.environ.get(SHARD_COUNT_ENV),
+                         help="producer processes the cameras are split across, each with its own --shard-index "
+                         f"(default: ${SHARD_COUNT_ENV}, else producer.shard_count)")
 
     infer = add_command(commands, "infer", "inference worker: frames -> detections (run several to scale out)",
                         lambda args, config: stages.run_infer(config, args.metrics_port))
@@ -65,6 +75,21 @@ def run_up(args, config) -> int:
     from cityguard.up import run_up as up
 
     return up(config, args.config, args.duration, args.log_dir)
+
+
+def run_produce(args, config) -> int:
+    if (args.shard_index is None) != (args.shard_count is None):  # one alone would pair with the file's other
+        args.command_parser.error(f"--shard-index and --shard-count go together (or {SHARD_INDEX_ENV} and "
+                                  f"{SHARD_COUNT_ENV})")
+    if args.shard_index is not None:
+        if args.shard_index >= args.shard_count:
+            args.command_parser.error(f"argument --shard-index: {args.shard_index} must be below --shard-count "
+                                      f"{args.shard_count}")
+        producer = config.producer.model_copy(update={"shard_index": args.shard_index,
+                                                      "shard_count": args.shard_count})
+        config = config.model_copy(update={"producer": producer})
+    stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime, args.metrics_port)
+    return 0
 
 
 def check_config(args, config) -> int:

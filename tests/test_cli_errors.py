@@ -10,7 +10,7 @@ import pytest
 
 from cityguard.cli import run_reporting_errors
 from schemas.settings.config import Config
-from tests.conftest import REPO
+from tests.conftest import REPO, VTEST
 
 
 def cityguard(*args: str) -> subprocess.CompletedProcess:
@@ -140,6 +140,28 @@ def test_an_option_outside_its_range_or_a_missing_path_is_refused_before_anythin
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and says in error, error
+
+
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["--shard-index", "2", "--shard-count", "2"], {}, "argument --shard-index: 2 must be below --shard-count 2"),
+    (["--shard-index", "1"], {}, "--shard-index and --shard-count go together"),
+    (["--shard-index", "0", "--shard-count", "0"], {}, "argument --shard-count: expected a value at least 1"),
+    # A pod-index label the cluster does not set arrives empty: refused, not read as shard 0 of the file's count.
+    ([], {"CITYGUARD_PRODUCER_SHARD_INDEX": "", "CITYGUARD_PRODUCER_SHARD_COUNT": "2"},
+     "argument --shard-index: expected an integer, got ''"),
+], ids=["index-not-below-count", "index-alone", "no-shards", "empty-index-in-environment"])
+def test_a_producer_shard_outside_its_count_is_refused_naming_the_flag(tmp_path, capsys, monkeypatch, args, env, says):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"cameras:\n  - id: walk\n    source: {VTEST}\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        main(["produce", "--config", str(site), *args])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cityguard produce: error: ") and error.count("\n") == 1 and says in error, error
 
 
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):

@@ -31,11 +31,16 @@ class ItsCameraRef(Frozen):
     cctv_type: int = Field(default=1, ge=1, le=4, description="1 HLS, 2 MP4 file, 3 still image, 4 HLS over HTTPS")
 
 
+MAX_SHARDS = 4096  # producer processes one site's cameras can be split across
+
+
 class ProducerConfig(Frozen):
     """Settings of the frame producer processes (shared by all their cameras)."""
 
-    shard_index: int = Field(default=0, ge=0, description="which share of the cameras this producer process reads")
-    shard_count: int = Field(default=1, ge=1, le=4096, description="producer processes the cameras are split across")
+    shard_index: int = Field(default=0, ge=0, description="which share of the cameras this producer process reads, "
+                             "0 to shard_count - 1 (`cityguard produce --shard-index` overrides it)")
+    shard_count: int = Field(default=1, ge=1, le=MAX_SHARDS, description="producer processes the cameras are split "
+                             "across (`cityguard produce --shard-count` overrides it)")
     reconnect_backoff_base_s: float = Field(default=0.5, gt=0, le=60, description="first wait after a failure")
     reconnect_backoff_max_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait between attempts")
     reconnect_jitter: float = Field(

@@ -8,6 +8,7 @@ import yaml
 
 from cityguard.cli import build_parser
 from cityguard.commands_alerts import DATASOURCE_UID
+from cityguard.commands_pipeline import SHARD_COUNT_ENV, SHARD_INDEX_ENV
 from infra.metrics_http import HEALTH_PATH
 from schemas.settings.config import Config, load_config, parse_config
 from sinks.alerts.service import WEBHOOK_PATH
@@ -22,6 +23,8 @@ STAGE_PORTS = {  # compose service / k8s component -> the port the code serves m
     "inference": DEFAULTS.metrics.inference_port,
     "alerts": DEFAULTS.alerting.receiver.port,
 }
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")  # the stages' pod templates (the producers' a StatefulSet)
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"  # a StatefulSet pod's ordinal, set by Kubernetes 1.28 and later
 
 
 def load_yaml(path: Path):
@@ -30,6 +33,11 @@ def load_yaml(path: Path):
 
 def load_all(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def workloads(docs: list[dict]) -> dict[str, dict]:
+    """The stages' Deployments and StatefulSets by name."""
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] in WORKLOAD_KINDS}
 
 
 @functools.cache
@@ -76,7 +84,7 @@ def test_kubernetes_prometheus_has_the_compose_jobs_and_finds_each_stage_by_its_
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     docs = load_all(INFRA / "k8s" / "cityguard.yaml")
     namespace = next(doc for doc in docs if doc["kind"] == "Namespace")["metadata"]["name"]
-    deployments = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Deployment"}
+    deployments = workloads(docs)
     for stage, port in STAGE_PORTS.items():
         [sd] = jobs[f"cityguard-{stage}"]["kubernetes_sd_configs"]
         assert sd["role"] == "pod" and sd["namespaces"]["names"] == [namespace], stage
@@ -182,7 +190,7 @@ def test_kubernetes_manifests_match_the_code():
     docs = load_all(INFRA / "k8s" / "cityguard.yaml")
     config_map = next(doc for doc in docs if doc["kind"] == "ConfigMap")
     site = parse_config(yaml.safe_load(config_map["data"]["cityguard.yaml"]), Path("."))
-    deployments = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Deployment"}
+    deployments = workloads(docs)
     assert set(deployments) == {"exporter", "analytics", "inference", "producer", "alerts"}
     bootstrap = set()
     for name, deployment in deployments.items():
@@ -228,6 +236,40 @@ def test_kubernetes_manifests_match_the_code():
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["imagePullPolicy"] == "IfNotPresent", name  # :latest would be pulled from Docker Hub
+
+
+def test_every_producer_reads_its_own_shard_of_the_cameras(monkeypatch):
+    """Each producer replica takes its own shard through the flags and environment variables the command reads: on
+    Kubernetes a StatefulSet's pods from their ordinal (a rollout stops a pod before its replacement starts, so no
+    camera is read twice), with compose one service per shard, all answering to the name Prometheus looks up."""
+    docs = load_all(INFRA / "k8s" / "cityguard.yaml")
+    producer = workloads(docs)["producer"]
+    assert producer["kind"] == "StatefulSet"
+    pod = producer["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env[SHARD_INDEX_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == f"metadata.labels['{POD_INDEX_LABEL}']"
+    replicas = producer["spec"]["replicas"]
+    for ordinal in range(replicas):
+        monkeypatch.setenv(SHARD_INDEX_ENV, str(ordinal))
+        monkeypatch.setenv(SHARD_COUNT_ENV, env[SHARD_COUNT_ENV]["value"])
+        args = build_parser().parse_args(container["args"])  # a new parser: the defaults are read from the environment
+        assert (args.shard_index, args.shard_count) == (ordinal, replicas)
+    service = next(doc for doc in docs if doc["kind"] == "Service"
+                   and doc["metadata"]["name"] == producer["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+    services = load_yaml(INFRA / "compose" / "compose.yaml")["services"]
+    producers = {name: service for name, service in services.items() if service.get("command", [""])[0] == "produce"}
+    shards = []
+    for name, service in producers.items():
+        args = parser().parse_args(service["command"])
+        assert args.shard_index is not None, name  # the flags, not whatever the site file says
+        shards.append((args.shard_index, args.shard_count))
+        assert "producer" in service["networks"]["default"]["aliases"], name
+    [count] = {count for _, count in shards}
+    assert sorted(index for index, _ in shards) == list(range(count))
 
 
 def test_grafana_dashboards_use_the_provisioned_datasource():
@@ -298,7 +340,7 @@ def test_stages_keep_their_config_where_the_image_user_can_write():
         assert f"frames:{frames}" in services[name]["volumes"], name
 
     docs = load_all(INFRA / "k8s" / "cityguard.yaml")
-    for deployment in (doc for doc in docs if doc["kind"] == "Deployment"):
+    for deployment in workloads(docs).values():
         name = deployment["metadata"]["name"]
         pod = deployment["spec"]["template"]["spec"]
         security = pod["securityContext"]
