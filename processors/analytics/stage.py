@@ -433,6 +433,13 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 current_id = await detections_identity.answer(fresh=True)
                 verdict = judge(expected, message.offset, current_id)
             live.topic_id = current_id or live.topic_id
+            if expected is None:
+                # Where the partition's state begins (empty, until the first checkpoint): a worker that takes it
+                # over before that checkpoint then fills the gap from here, as after any checkpoint, instead of
+                # starting fresh analyzers at the group's committed offset, which may have run ahead and would open
+                # the incidents this worker had open a second time.
+                live.stored_position = analyzer_state[position_key] = Position(message.offset,
+                                                                              live.topic_id).encode()
             if verdict is Verdict.ALREADY_APPLIED:
                 continue
             if verdict is Verdict.TOPIC_RECREATED:

@@ -86,8 +86,10 @@ def move_committed_offset(bootstrap: str, group: str, partition: TopicPartition,
         consumer.close()
 
 
-def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, report):
-    config, path = crowd_site(tmp_path, kafka_bootstrap)
+@pytest.mark.parametrize("checkpoint_frames", [CHECKPOINT_FRAMES, 4 * FRAMES],
+                         ids=["after-a-checkpoint", "before-the-first-checkpoint"])
+def test_worker_restart_continues_windows_and_levels(kafka_bootstrap, tmp_path, report, checkpoint_frames):
+    config, path = crowd_site(tmp_path, kafka_bootstrap, checkpoint_frames)
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
     frames = building_crowd()
