@@ -26,12 +26,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from sqlalchemy import select
 
 from infra.files import replace_file
 from infra.listeners import is_loopback, verify_token_length
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
-from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, IncidentStore
+from sinks.alerts.store import (
+    ACKNOWLEDGED,
+    FALSE_ALARM,
+    NOTIFYING,
+    OPEN,
+    AlertRow,
+    IncidentRow,
+    IncidentStore,
+    ReviewRow,
+)
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
 
@@ -51,6 +61,9 @@ SECURITY_HEADERS = {
                                "object-src 'none'",
     "X-Frame-Options": "DENY",
 }
+OPEN_LISTED = 100  # open incidents listed, the most urgent first; the summary counts them all
+RECENT_LISTED = 50  # incidents listed beside the open ones, whatever their state
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}  # the list's order: critical first
 json_dumps = functools.partial(json.dumps, allow_nan=False)  # NaN is not JSON: the browser's parser would refuse it
 
 
@@ -144,6 +157,51 @@ def remove_hard_negative(image: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class OpenIncident:
+    row: IncidentRow
+    acknowledged: bool
+
+
+def open_incidents(store: IncidentStore) -> list[OpenIncident]:
+    """Every open incident, the most urgent first: unacknowledged, then critical before warning before info, then
+    the most recently changed.
+
+    Acknowledged: an operator gave a verdict in the console, or someone acknowledged its alerts (an SMS reply), and
+    no alert raised since (the incident rose to a higher severity, or opened again) waits for an acknowledgement. A
+    verdict acknowledges every alert of the incident, so this needs no comparison of different machines' clocks."""
+    with store.sessions() as session:
+        rows = list(session.scalars(select(IncidentRow).where(IncidentRow.state == OPEN)))
+        alerts = session.execute(select(AlertRow.incident_id, AlertRow.status, AlertRow.acked_at)
+                                 .join(IncidentRow, IncidentRow.id == AlertRow.incident_id)
+                                 .where(IncidentRow.state == OPEN)).all()
+        reviewed = set(session.scalars(select(ReviewRow.incident_id)
+                                       .join(IncidentRow, IncidentRow.id == ReviewRow.incident_id)
+                                       .where(IncidentRow.state == OPEN)))
+    acknowledged = reviewed | {incident_id for incident_id, _, acked_at in alerts if acked_at is not None}
+    waiting = {incident_id for incident_id, status, acked_at in alerts if status == NOTIFYING and acked_at is None}
+    listed = [OpenIncident(row, row.id in acknowledged and row.id not in waiting) for row in rows]
+    return sorted(listed, key=lambda incident: (incident.acknowledged, SEVERITY_RANK.get(incident.row.severity, 3),
+                                                -incident.row.updated_at))
+
+
+def incident_summary(incidents: list[OpenIncident]) -> dict:
+    """How many incidents are open, and how many of them unacknowledged: in all and by severity."""
+    summary: dict[str, dict[str, int]] = {"open": {"total": 0}, "unacknowledged": {"total": 0}}
+    for incident in incidents:
+        for counted in ["open"] + ([] if incident.acknowledged else ["unacknowledged"]):
+            counts = summary[counted]
+            counts["total"] += 1
+            counts[incident.row.severity] = counts.get(incident.row.severity, 0) + 1
+    return summary
+
+
+def stall_after_s(config: Config, camera) -> float:
+    """No frame for longer than this: the camera has stalled, as its producer counts it (the longest wait for a
+    frame, or three frame intervals of a slow camera)."""
+    return max(config.producer.read_timeout_s, 3 / camera.fps)
+
+
 def json_response(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=json_dumps)
 
@@ -221,6 +279,7 @@ class ConsoleServer:
         self.public_origins = frozenset(settings.public_origins)
         self.refresh_hz = refresh_hz
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
+        self.started_at = time.time()
         state.follow_site(site.config)  # the topic reader starts first: other ids it kept meanwhile go
 
     # -- access ------------------------------------------------------------------------------------------------
@@ -286,6 +345,7 @@ class ConsoleServer:
         app.router.add_get("/api/cameras/{camera}/frame.jpg", self.frame)
         app.router.add_get("/api/zones", self.zones)
         app.router.add_get("/api/incidents", self.incidents)
+        app.router.add_get("/api/incident-summary", self.incident_summary)
         app.router.add_get("/api/incidents/{incident}", self.incident)
         app.router.add_get("/api/incidents/{incident}/evidence.jpg", self.evidence)
         app.router.add_post("/api/incidents/{incident}/ack", self.acknowledge)
@@ -298,8 +358,11 @@ class ConsoleServer:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def session(self, request: web.Request) -> web.Response:
+        # The site's time zone (the alert routes' hours are in it), so every operator reads the same times; None:
+        # the server's local time, which the browser cannot know, so the page uses its own.
         return json_response({"site": self.site.config.site, "authenticated": self.authenticated(request),
-                              "refresh_hz": self.refresh_hz, "server_time": time.time()})
+                              "refresh_hz": self.refresh_hz, "server_time": time.time(),
+                              "timezone": self.site.config.alerting.timezone})
 
     async def health(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -321,23 +384,32 @@ class ConsoleServer:
     def _camera_live(self, camera, now: float) -> dict:
         live = self.state.camera_live(camera.id, now)
         live["zones"] = {zone.id: self.state.zone_now(camera.id, zone.id, now) for zone in camera.zones}
-        live["health"] = self._health(live, now)
+        live["health"] = self._health(camera, live, now)
         return live
 
-    def _health(self, live: dict, now: float) -> dict:
-        """up / reconnecting / stalled / down with a reason: the producer's report, or the frames' absence."""
+    def _health(self, camera, live: dict, now: float) -> dict:
+        """up / reconnecting / stalled / down with a reason: the producer's report, unless the frames say otherwise.
+        A producer that hangs or dies may leave "up" as its last report for minutes, while its frames stop."""
         status, frame = live["status"], live["frame"]
         if status is not None and now - status["at"] > self.status_silence_s:
             return {"state": "down", "reason": f"no report from the producer for {now - status['at']:.0f} s",
                     "fps": None}
-        if status is not None:
-            return {"state": status["state"], "reason": status["reason"], "fps": status["fps"]}
-        if frame is None:
+        if frame is None and status is None:
             return {"state": "unknown", "reason": "no frame received yet", "fps": None}
-        newest_age_s = frame["age_s"] - frame["behind_s"]  # the frame shown is older while the detector lags
-        if newest_age_s > 10:
-            return {"state": "stalled", "reason": f"no frame for {newest_age_s:.0f} s", "fps": None}
-        return {"state": "up", "reason": "", "fps": None}
+        # Without a report, frames that arrive are all there is to go by.
+        reported = {"state": "up", "reason": "", "fps": None} if status is None else \
+            {"state": status["state"], "reason": status["reason"], "fps": status["fps"]}
+        if frame is not None:
+            silent_s = frame["age_s"] - frame["behind_s"]  # the frame shown is older while the detector lags
+            silence = f"no frame for {silent_s:.0f} s"
+        else:
+            silent_s = now - self.started_at
+            silence = f"no frame since the console started {silent_s:.0f} s ago"
+        if silent_s <= stall_after_s(self.site.config, camera):
+            return reported
+        if reported["state"] == "up":
+            return {"state": "stalled", "reason": silence, "fps": None}
+        return {**reported, "reason": "; ".join(filter(None, [reported["reason"], silence]))}
 
     async def live(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -367,27 +439,37 @@ class ConsoleServer:
 
     # -- incidents ---------------------------------------------------------------------------------------------
 
-    def _incident_list(self) -> list[dict]:
-        incidents = {row.id: row for row in self.store.list_incidents(only_open=True, limit=100)}
-        for row in self.store.list_incidents(limit=50):
-            incidents.setdefault(row.id, row)
-        reviews = self.store.reviews(list(incidents))
-        listed = []
-        for row in sorted(incidents.values(), key=lambda row: (row.state != "open", -row.updated_at)):
+    def _incident_list(self) -> dict:
+        """The open incidents, the most urgent first (at most OPEN_LISTED), then other recent ones, newest first,
+        with the summary of every open incident."""
+        opened = open_incidents(self.store)
+        # id -> (row, acknowledged); None for one no longer open, which waits for nobody
+        listed: dict[str, tuple[IncidentRow, bool | None]] = {
+            incident.row.id: (incident.row, incident.acknowledged) for incident in opened[:OPEN_LISTED]}
+        for row in self.store.list_incidents(limit=RECENT_LISTED):
+            if row.state != OPEN:
+                listed.setdefault(row.id, (row, None))
+        reviews = self.store.reviews(list(listed))
+        rows = []
+        for row, acknowledged in listed.values():
             verdicts = reviews.get(row.id, [])
             event = self.state.event(row.id)
-            listed.append({
+            rows.append({
                 "id": row.id, "type": row.type, "camera_id": row.camera_id, "zone_id": row.zone_id,
                 "severity": row.severity, "state": row.state, "title": row.title, "opened_at": row.opened_at,
-                "updated_at": row.updated_at, "resolved_at": row.resolved_at,
+                "updated_at": row.updated_at, "resolved_at": row.resolved_at, "acknowledged": acknowledged,
                 "reason": event["reason"] if event else None,
                 "review": verdicts[-1].verdict if verdicts else None,
                 "has_evidence": self.state.evidence_of(row.id) is not None,
             })
-        return listed
+        return {"incidents": rows, "summary": incident_summary(opened)}
 
     async def incidents(self, request: web.Request) -> web.Response:
-        return json_response({"incidents": await asyncio.to_thread(self._incident_list)})
+        return json_response(await asyncio.to_thread(self._incident_list))
+
+    async def incident_summary(self, request: web.Request) -> web.Response:
+        opened = await asyncio.to_thread(open_incidents, self.store)
+        return json_response(incident_summary(opened))
 
     async def incident(self, request: web.Request) -> web.Response:
         incident_id = request.match_info["incident"]

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -63,6 +64,7 @@ analytics:
   window_seconds: 2
 alerting:
   store_url: sqlite:///{store}
+  timezone: Asia/Seoul
 console:
   port: 0
   hard_negatives_dir: {hard_negatives}
@@ -164,7 +166,8 @@ class Site:
 
     def zone_window(self, level: RiskLevel, density: float, end: float, forecast: bool = False,
                     camera_id: str = "plaza", zone_id: str = "square", area_m2: float = 40,
-                    seconds: float = 2) -> None:
+                    seconds: float = 2, danger_in_s: float | None = 240.0) -> None:
+        """forecast: with a forecast, which reaches danger in `danger_in_s` (None: not within its horizon)."""
         points = [DensityForecast(horizon_s=h, density_per_m2=density + h / 250, lower_per_m2=density + h / 600,
                                   upper_per_m2=density + h / 150) for h in (60, 180, 300)] if forecast else []
         self.publish("zone_metrics", camera_id, ZoneMetrics(
@@ -173,7 +176,7 @@ class Site:
             density_mean_per_m2=density, density_max_per_m2=density * 1.1, risk_level=level,
             risk_reason=f"density {density:.2f} p/m²" + (", danger expected in 4 min" if forecast else ""),
             last_seq=self.seq, inflow=12, outflow=7, net_accumulation_per_minute=150.0, forecast=points,
-            seconds_to_threshold={"danger": 240.0} if forecast else {}))
+            seconds_to_threshold={"danger": danger_in_s} if forecast and danger_in_s is not None else {}))
 
     def event(self, event_id: str, evidence_seq: int, camera_id: str = "plaza", zone_id: str = "square",
               severity: Severity = Severity.CRITICAL,
@@ -514,6 +517,159 @@ def test_every_page_works_under_the_consoles_content_security_policy(site, stric
     page.goto(f"{site.url}#/editor/plaza")
     page.wait_for_selector(".items li[data-id=square]")
     page.wait_for_selector(".editor-canvas[width='768']")
+
+
+def record(site: Site, event: Event) -> None:
+    """As the alert dispatcher records the event's incident."""
+    from sinks.alerts.notice import notice_from_event
+
+    store = site.store()
+    try:
+        store.record_notice(notice_from_event(event), time.time())
+    finally:
+        store.close()
+
+
+def api_answer(site: Site, path: str, data: bytes | None = None):
+    request = urllib.request.Request(f"{site.url}{path}", data=data, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_an_unacknowledged_incident_shows_on_every_page_and_a_critical_one_in_red_and_in_the_title(site, page):
+    for incident in api_answer(site, "api/incidents")["incidents"]:  # those of earlier tests
+        if incident["acknowledged"] is False:
+            api_answer(site, f"api/incidents/{urllib.parse.quote(incident['id'], safe='')}/ack", b"{}")
+    page.goto(site.url + "#/live")
+    title = f"cityguard {site.name}"
+    badge = "document.querySelector('#open-count')"
+    page.wait_for_function(f"{badge}.textContent === '' && document.title === '{title}'", timeout=10_000)
+    seq = site.frame("plaza", frame_jpeg(12))
+    record(site, site.event("plaza/square/risk-badge-warning", seq, severity=Severity.WARNING))
+    page.wait_for_function(f"{badge}.textContent === '1'", timeout=10_000)
+    assert not page.eval_on_selector("#open-count", "badge => badge.classList.contains('critical')")
+    assert page.title() == f"(1) {title}"
+    page.goto(site.url + "#/zones")
+    record(site, site.event("plaza/square/risk-badge-critical", seq, severity=Severity.CRITICAL))
+    page.wait_for_function(f"{badge}.textContent === '2' && {badge}.classList.contains('critical')",
+                           timeout=10_000)
+    assert page.evaluate("getComputedStyle(document.querySelector('#open-count')).backgroundColor") == \
+        "rgb(224, 49, 49)"
+    page.wait_for_function(f"document.title === '(2) {title}'", timeout=5_000)
+    page.wait_for_function("document.title === '(2) CRITICAL incident'", timeout=5_000)  # it flashes
+    api_answer(site, "api/incidents/plaza%2Fsquare%2Frisk-badge-critical/ack", b"{}")
+    page.wait_for_function(f"{badge}.textContent === '1' && !{badge}.classList.contains('critical')",
+                           timeout=10_000)
+    page.wait_for_function(f"document.title === '(1) {title}'", timeout=5_000)
+
+
+def test_a_page_whose_server_cannot_be_reached_is_greyed_out_and_says_since_when(site, page):
+    site.frame("plaza", frame_jpeg(2))
+    page.goto(site.url + "#/camera/plaza")
+    page.wait_for_selector(".tile-head [data-captured-at]", timeout=15_000)
+    page.route("**/api/**", lambda route: route.abort())
+    page.wait_for_selector("body.offline #connection:not([hidden])", timeout=10_000)
+    assert page.evaluate("getComputedStyle(document.querySelector('main')).filter") == "grayscale(1)"
+
+    def shown() -> tuple[float, int]:
+        connection = page.text_content("#connection")
+        assert re.fullmatch(r"offline · last update \d\d:\d\d:\d\d \(\d+ s ago\)", connection), connection
+        age = re.search(r"frame age ([0-9.]+) s", page.text_content(".tile-head")).group(1)
+        return float(age), int(re.search(r"\((\d+) s ago", connection).group(1))
+
+    age, silent = shown()
+    page.wait_for_timeout(2100)
+    later_age, later_silent = shown()
+    assert later_age >= age + 1.5 and later_silent >= silent + 1  # counted on in the browser
+    page.unroute("**/api/**")
+    page.wait_for_selector("body:not(.offline) #connection[hidden]", state="attached", timeout=10_000)
+
+
+def test_incidents_are_links_that_the_keyboard_reaches_and_selects_and_a_reload_keeps(site, page):
+    first, second = "plaza/square/risk-keys-1", "plaza/square/risk-keys-2"
+    seq = site.frame("plaza", frame_jpeg(14))
+    for incident_id in (first, second):
+        record(site, site.event(incident_id, seq, severity=Severity.INFO))
+    page.goto(site.url + "#/incidents")
+    page.wait_for_selector(f".incident-item[data-incident='{second}']", timeout=10_000)
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('incident-item')"):
+            break
+    else:
+        raise AssertionError("Tab never reaches an incident")
+    page.focus(f".incident-item[data-incident='{first}']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"section[data-incident='{first}'] .timeline", timeout=10_000)
+    assert page.evaluate("location.hash") == "#/incidents/" + urllib.parse.quote(first, safe="")
+    page.focus(f".incident-item[data-incident='{second}']")
+    page.keyboard.press(" ")
+    page.wait_for_selector(f"section[data-incident='{second}'] .timeline", timeout=10_000)
+    page.wait_for_timeout(2500)  # the list is drawn anew every 2 s: the keyboard stays where it was
+    assert page.evaluate("document.activeElement.dataset.incident") == second
+    page.reload()
+    page.wait_for_selector(f"section[data-incident='{second}'] .timeline", timeout=10_000)
+    page.wait_for_selector(f".incident-item.selected[data-incident='{second}'][aria-current=true]")
+
+    def more_open_than_listed(route):
+        response = route.fetch()
+        body = response.json()
+        body["summary"]["open"]["total"] += 30
+        route.fulfill(response=response, json=body)
+
+    page.route("**/api/incidents", more_open_than_listed)
+    shown = page.wait_for_selector("#open-shown", timeout=10_000)
+    listed = len(page.query_selector_all(".incident-item:has-text('open ·')"))
+    assert shown.text_content() == f"showing {listed} of {listed + 30} open, the most urgent first"
+    page.unroute("**/api/incidents")
+
+
+def test_time_to_danger_is_now_at_danger_and_said_unknown_without_a_level_or_a_forecast(site, page):
+    page.goto(site.url + "#/zones")
+    figure = "section.card[data-zone=stairs] .figure[data-figure='time to danger'] .value"
+    for level, forecast, danger_in_s, shown in ((RiskLevel.NORMAL, False, None, "no forecast yet"),
+                                                 (RiskLevel.CAUTION, True, None, "not expected within 5 min"),
+                                                 (RiskLevel.WARNING, True, 240.0, "4 min"),
+                                                 (RiskLevel.DANGER, True, None, "now"),
+                                                 (RiskLevel.UNKNOWN, False, None, "unknown")):
+        site.zone_window(level, 2.0, time.time(), forecast=forecast, danger_in_s=danger_in_s, camera_id="station",
+                         zone_id="stairs", area_m2=25)
+        page.wait_for_function(f"document.querySelector(\"{figure}\")?.textContent === '{shown}'", timeout=10_000)
+
+
+def test_times_of_another_day_show_their_date_and_every_time_is_in_the_sites_zone(site, page):
+    from zoneinfo import ZoneInfo
+
+    then = time.time() - 3 * 86400
+    event = site.event("plaza/square/risk-days-ago", site.frame("plaza", frame_jpeg(16)), severity=Severity.INFO)
+    record(site, event.model_copy(update={"started_at": then, "updated_at": then}))
+    opened = datetime.fromtimestamp(then, ZoneInfo("Asia/Seoul"))
+    day = f"{opened:%b} {opened.day}, {opened.year}"
+    page.goto(site.url + "#/incidents/" + urllib.parse.quote(event.event_id, safe=""))
+    page.wait_for_function("/^\\d\\d:\\d\\d:\\d\\d GMT\\+9$/.test(document.querySelector('#clock').textContent)")
+    item = page.wait_for_selector(f".incident-item[data-incident='{event.event_id}']", timeout=10_000)
+    assert f"opened {day} {opened:%H:%M:%S}" in item.text_content()
+    facts = page.wait_for_selector(f"section[data-incident='{event.event_id}'] .kv", timeout=10_000)
+    assert f"{day} {opened:%H:%M:%S} GMT+9" in facts.text_content()
+
+
+def test_long_text_stays_inside_its_card_and_track_labels_are_short(site, page):
+    from sinks.alerts.notice import Notice
+
+    store = site.store()
+    try:
+        store.record_notice(Notice(
+            incident_id="plaza/square/long-title", source="events", type="risk_level_changed",
+            state=EventState.OPENED, severity=Severity.INFO, camera_id="plaza", zone_id="square",
+            title="unbroken-" + "x" * 300, message="m", at=time.time()), time.time())
+    finally:
+        store.close()
+    page.goto(site.url + "#/incidents/plaza%2Fsquare%2Flong-title")
+    page.wait_for_selector("section[data-incident='plaza/square/long-title'] .card-head b")
+    for card in ("#incident-list", "section[data-incident='plaza/square/long-title']"):
+        assert page.eval_on_selector(card, "card => card.scrollWidth <= card.clientWidth"), card
+    assert page.evaluate("shortTrackId(1714567890123456)") == "3456"
 
 
 def test_changes_need_the_token(site):

@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from schemas import Detections, Event, EventState, FrameRef, Severity
+from schemas import CameraState, CameraStatus, Detections, Event, EventState, FrameRef, Severity
 from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
 from sinks.console.scene_file import SceneFile
-from sinks.console.server import COOKIE, ConsoleServer, Site, json_response, session_cookie
+from sinks.console.server import COOKIE, OPEN_LISTED, ConsoleServer, Site, json_response, session_cookie
 from sinks.console.state import ConsoleState, FeedReport
 
 TOKEN = "server-test-token"
@@ -119,6 +119,15 @@ def hold_evidence(state: ConsoleState, event: Event) -> None:
 def record_incident(console: Console, event: Event) -> None:
     """As the alert dispatcher records it."""
     console.store.record_notice(notice_from_event(event), 1000.0)
+
+
+def raise_alert(console: Console, event: Event, created_at: float) -> None:
+    """As the alert dispatcher raises one for the incident at its severity."""
+    console.store.create_alert(AlertRow(
+        alert_id=f"{event.event_id}/{event.severity.value}", incident_id=event.event_id,
+        severity=event.severity.value, camera_id="cam", zone_id="z",
+        subject=subject_key(notice_from_event(event).subject), routes=[], status=NOTIFYING, title="t", message="m",
+        created_at=created_at, escalation_step=0, next_escalation_at=created_at + 300))
 
 
 def test_every_answer_forbids_other_pages_to_frame_the_console(make_console):
@@ -296,17 +305,10 @@ def test_acknowledging_again_acknowledges_the_alert_the_incident_escalated_to_si
     event = risk_event("cam/z/risk")
     record_incident(console, event)
     now = time.time()
-
-    def alert(severity: str, created_at: float) -> None:  # as the alert dispatcher raises them
-        console.store.create_alert(AlertRow(
-            alert_id=f"cam/z/risk/{severity}", incident_id="cam/z/risk", severity=severity, camera_id="cam",
-            zone_id="z", subject=subject_key(notice_from_event(event).subject), routes=[], status=NOTIFYING,
-            title="t", message="m", created_at=created_at, escalation_step=0, next_escalation_at=created_at + 300))
-
-    alert("warning", now)
+    raise_alert(console, event, now)
     for request_id in ("r1", "r2", ""):  # two clicks on the page, then a client that sends no request id
         if request_id == "r2":
-            alert("critical", now + 60)
+            raise_alert(console, event.model_copy(update={"severity": Severity.CRITICAL}), now + 60)
         status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/ack", headers=AUTH,
                                json={"request_id": request_id})
         assert status == 200 and not strict_json(body)["repeated"]
@@ -439,3 +441,82 @@ def test_a_site_file_that_cannot_be_read_is_answered_with_the_reason_not_where_i
     status, _, body = call(console, "POST", "/api/scene/cam", headers=AUTH, json={"version": version, "zones": []})
     error = strict_json(body)["error"]
     assert status == 422 and error == "cannot read configuration site.yaml: No such file or directory"
+
+
+def open_incident(console: Console, incident_id: str, severity: Severity, at: float) -> Event:
+    event = risk_event(incident_id).model_copy(update={"severity": severity, "started_at": at, "updated_at": at})
+    record_incident(console, event)
+    return event
+
+
+def test_open_incidents_are_counted_in_full_and_listed_the_most_urgent_first(make_console):
+    console = make_console()
+    for index in range(OPEN_LISTED + 31):  # more open incidents than are listed
+        open_incident(console, f"cam/z/info-{index}", Severity.INFO, 1000.0 + index)
+    open_incident(console, "cam/z/old-critical", Severity.CRITICAL, 900.0)
+    open_incident(console, "cam/z/new-critical", Severity.CRITICAL, 2000.0)
+    open_incident(console, "cam/z/warning", Severity.WARNING, 1500.0)
+    open_incident(console, "cam/z/acknowledged-critical", Severity.CRITICAL, 2500.0)
+    assert call(console, "POST", "/api/incidents/cam%2Fz%2Facknowledged-critical/ack", headers=AUTH, json={})[0] == 200
+    ended = risk_event("cam/z/ended").model_copy(update={"state": EventState.RESOLVED, "ended_at": 3000.0})
+    record_incident(console, ended)
+
+    answer = strict_json(call(console, "GET", "/api/incidents")[2])
+    listed = answer["incidents"]
+    assert [incident["id"] for incident in listed[:4]] == ["cam/z/new-critical", "cam/z/old-critical", "cam/z/warning",
+                                                          f"cam/z/info-{OPEN_LISTED + 30}"]
+    assert [incident["acknowledged"] for incident in listed[:4]] == [False] * 4
+    open_listed = [incident for incident in listed if incident["state"] == "open"]
+    assert len(open_listed) == OPEN_LISTED and "cam/z/acknowledged-critical" not in {i["id"] for i in open_listed}
+    assert listed[-1]["id"] == "cam/z/ended" and listed[-1]["acknowledged"] is None
+    summary = {"open": {"total": OPEN_LISTED + 35, "info": OPEN_LISTED + 31, "critical": 3, "warning": 1},
+               "unacknowledged": {"total": OPEN_LISTED + 34, "info": OPEN_LISTED + 31, "critical": 2, "warning": 1}}
+    assert answer["summary"] == summary
+    assert strict_json(call(console, "GET", "/api/incident-summary")[2]) == summary
+
+
+def test_an_incident_is_unacknowledged_again_once_an_alert_is_raised_after_its_verdict(make_console):
+    console = make_console()
+    event = open_incident(console, "cam/z/risk", Severity.WARNING, 1000.0)
+    raise_alert(console, event, 1000.0)
+
+    def waiting() -> dict:
+        return strict_json(call(console, "GET", "/api/incident-summary")[2])["unacknowledged"]
+
+    assert waiting() == {"total": 1, "warning": 1}
+    assert call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/ack", headers=AUTH, json={})[0] == 200
+    assert waiting() == {"total": 0}
+    escalated = event.model_copy(update={"state": EventState.UPDATED, "severity": Severity.CRITICAL,
+                                         "updated_at": 1060.0})
+    record_incident(console, escalated)
+    raise_alert(console, escalated, 1060.0)
+    assert waiting() == {"total": 1, "critical": 1}
+    console.store.acknowledge("cam/z/risk", "duty officer", "by SMS", 1070.0)  # acknowledged outside the console
+    assert waiting() == {"total": 0}
+
+
+def test_a_camera_whose_frames_stopped_is_stalled_whatever_its_producer_last_reported(make_console):
+    console = make_console()
+    now = time.time()
+
+    def health() -> dict:
+        return strict_json(call(console, "GET", "/api/live")[2])["cameras"]["cam"]["health"]
+
+    def report(state: CameraState, reason: str = "") -> None:
+        console.state.on_camera_status(CameraStatus(camera_id="cam", state=state, fps=5.0, reason=reason,
+                                                    reconnects=0, dropped_frames=0, at=time.time()))
+
+    report(CameraState.UP)
+    console.state.on_frame("cam", 1, now - 25, b"\xff\xd8jpeg", (640, 480), (640, 480))  # none since
+    assert health() == {"state": "stalled", "reason": "no frame for 25 s", "fps": None}
+    report(CameraState.RECONNECTING, "rtsp: connection refused")
+    assert health() == {"state": "reconnecting", "reason": "rtsp: connection refused; no frame for 25 s", "fps": 5.0}
+    report(CameraState.UP)
+    console.state.on_frame("cam", 2, time.time(), b"\xff\xd8jpeg", (640, 480), (640, 480))
+    assert health() == {"state": "up", "reason": "", "fps": 5.0}
+
+
+def test_the_session_names_the_sites_time_zone(make_console):
+    assert strict_json(call(make_console(), "GET", "/api/session")[2])["timezone"] is None
+    console = make_console("alerting:\n  timezone: Asia/Seoul")
+    assert strict_json(call(console, "GET", "/api/session")[2])["timezone"] == "Asia/Seoul"

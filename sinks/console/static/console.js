@@ -3,7 +3,9 @@
 "use strict";
 
 const app = {
-  session: null, cameras: [], thresholds: {}, timers: [], clockSkew: 0,
+  session: null, cameras: [], thresholds: {}, timers: [], clockSkew: 0, title: document.title,
+  page: null, follow: null,  // the page shown, and how it follows a change of its argument (an incident picked)
+  lastAnswerAt: null, summary: null,  // when the server last answered (its clock); the open incidents' counts
   // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
   probe: { offered: 0, displayed: 0, delays: [], firstAt: null, lastAt: null },
 };
@@ -29,16 +31,22 @@ function fill(node, ...children) {
   node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
 }
 
-// Never throws: a console that cannot be reached shows as "offline" in the header and the pages keep their last view.
+// Never throws: a console that cannot be reached shows as "offline" in the header, with when it last answered, and
+// the pages keep their last view, greyed out. 502 and 504 come from a reverse proxy whose console does not answer.
 async function api(path, options = {}) {
   let response, text;
   try {
     response = await fetch(path, { credentials: "same-origin", cache: "no-store", ...options });
     text = await response.text();
   } catch {
-    setOnline(false);
-    return { ok: false, status: 0, body: { error: "the console server cannot be reached" } };
+    response = null;
   }
+  if (!response || response.status === 502 || response.status === 504) {
+    setOnline(false);
+    return { ok: false, status: response ? response.status : 0,
+      body: { error: "the console server cannot be reached" } };
+  }
+  app.lastAnswerAt = serverNow();
   setOnline(true);
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = { error: text.trim() }; }
@@ -47,8 +55,16 @@ async function api(path, options = {}) {
 }
 
 function setOnline(online) {
-  const badge = $("#connection");
-  if (badge) badge.hidden = online;
+  document.body.classList.toggle("offline", !online);
+  $("#connection").hidden = online;
+  showOffline();
+}
+
+function showOffline() {
+  if (!document.body.classList.contains("offline")) return;
+  $("#connection").textContent = app.lastAnswerAt
+    ? `offline · last update ${fmtTime(app.lastAnswerAt)} (${fmtDuration(serverNow() - app.lastAnswerAt)} ago)`
+    : "offline · no answer yet";
 }
 
 const postJson = (path, payload) => api(path, {
@@ -65,8 +81,23 @@ function every(ms, fn) {
 }
 
 const serverNow = () => Date.now() / 1000 + app.clockSkew;
-const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleTimeString([], { hour12: false }) : "-");
-const fmtDateTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { hour12: false }) : "-");
+
+// Times are shown in the site's time zone (alerting.timezone), else the browser's, with the date when not today.
+const formats = {};
+function dateFormat(name, options) {
+  if (!formats[name]) {
+    formats[name] = new Intl.DateTimeFormat([], { timeZone: (app.session && app.session.timezone) || undefined,
+      ...options });
+  }
+  return formats[name];
+}
+const clockTime = (t) => dateFormat("time", { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" })
+  .format(new Date(t * 1000));
+const dayOf = (t) => dateFormat("day", { year: "numeric", month: "short", day: "numeric" }).format(new Date(t * 1000));
+const zoneName = (t) => dateFormat("zone", { timeZoneName: "short" }).formatToParts(new Date(t * 1000))
+  .find((part) => part.type === "timeZoneName").value;
+const fmtTime = (t) => (t ? (dayOf(t) === dayOf(serverNow()) ? clockTime(t) : `${dayOf(t)} ${clockTime(t)}`) : "-");
+const fmtDateTime = (t) => (t ? `${dayOf(t)} ${clockTime(t)} ${zoneName(t)}` : "-");
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined) return "-";
   if (seconds < 90) return `${Math.round(seconds)} s`;
@@ -136,9 +167,19 @@ function healthBadge(health) {
   return el("span", { class: `badge health-${state}`, dataset: { health: state }, title: text }, text);
 }
 
+// The age is counted here from the capture time and the server's clock, so it goes on growing while the server
+// cannot be reached.
 function ageText(frame) {
   if (!frame) return el("span", { class: "age stale" }, "no frame");
-  return el("span", { class: `age${frame.age_s > 5 ? " stale" : ""}` }, `frame age ${frame.age_s.toFixed(1)} s`);
+  const age = el("span", { class: "age", dataset: { capturedAt: frame.captured_at } });
+  showAge(age);
+  return age;
+}
+
+function showAge(age) {
+  const seconds = Math.max(0, serverNow() - Number(age.dataset.capturedAt));
+  age.classList.toggle("stale", seconds > 5);
+  age.textContent = `frame age ${seconds.toFixed(1)} s`;
 }
 
 // The server sends the boxes of the frame shown, or of one captured within a second of it. While the detector lags,
@@ -291,7 +332,19 @@ function zoneChart(history, thresholds, now) {
 }
 
 function figure(labelText, value) {
-  return el("div", { class: "figure" }, el("div", { class: "label" }, labelText), el("div", { class: "value" }, value));
+  return el("div", { class: "figure", dataset: { figure: labelText } }, el("div", { class: "label" }, labelText),
+    el("div", { class: "value" }, value));
+}
+
+// When the forecast reaches the danger threshold: "now" at danger or above; "not expected" only from a forecast
+// that stays below it over its whole horizon.
+function timeToDanger(now) {
+  const level = now ? now.level : "unknown";
+  if (level === "unknown") return "unknown";
+  if (LEVEL_ORDER.indexOf(level) >= LEVEL_ORDER.indexOf("danger") || now.seconds_to.danger === 0) return "now";
+  if (now.seconds_to.danger !== undefined) return fmtDuration(now.seconds_to.danger);
+  if (!now.forecast.length) return "no forecast yet";
+  return `not expected within ${fmtDuration(Math.max(...now.forecast.map((point) => point.horizon_s)))}`;
 }
 
 function pageZones(root) {
@@ -302,7 +355,6 @@ function pageZones(root) {
     if (!ok) return;
     fill(container, ...body.zones.map((zone) => {
       const now = zone.now, level = now ? now.level : "unknown";
-      const toDanger = now && now.seconds_to.danger !== undefined ? fmtDuration(now.seconds_to.danger) : "not expected";
       return el("section", { class: "card", dataset: { zone: zone.zone_id, level } },
         el("div", { class: "card-head" }, el("b", {}, `${zone.camera_name} / ${zone.zone_id}`), levelBadge(level),
           el("span", { class: "reason" }, now ? now.reason : "waiting for the first window")),
@@ -310,7 +362,7 @@ function pageZones(root) {
         el("div", { class: "figures" },
           figure("density", now ? `${now.density.toFixed(2)} p/m²` : "-"),
           figure("people", now ? fmtPeople(now.people) : "-"),
-          figure("time to danger", toDanger),
+          figure("time to danger", timeToDanger(now)),
           figure("inflow / outflow", now ? `${now.inflow} / ${now.outflow}` : "-"),
           figure("net per min", now ? `${now.net_per_minute > 0 ? "+" : ""}${now.net_per_minute}` : "-")));
     }));
@@ -321,7 +373,8 @@ function pageZones(root) {
 
 // -- incidents -------------------------------------------------------------------------------------------------
 
-function pageIncidents(root) {
+// An incident is picked through its link (#/incidents/<id>), so a reload keeps it and it can be sent to others.
+function pageIncidents(root, incidentId) {
   let selected = null, shown = null, refreshedAt = null;
   const listState = el("div");
   const list = el("section", { class: "card", id: "incident-list" }, listState);
@@ -430,23 +483,48 @@ function pageIncidents(root) {
     refreshedAt = serverNow();
     list.classList.remove("stale");
     fill(listState);
-    const open = body.incidents.filter((i) => i.state === "open").length;
-    $("#open-count").textContent = open ? String(open) : "";
-    fill(list, el("div", { class: "card-head" }, el("h2", {}, "Open and recent incidents")), listState,
-      ...body.incidents.map((incident) => el("div", {
-        class: `incident-item${incident.id === selected ? " selected" : ""}`, dataset: { incident: incident.id },
-        onclick: (e) => {
-          for (const item of list.querySelectorAll(".incident-item")) item.classList.toggle("selected", item === e.currentTarget);
-          showDetail(incident.id);
-        },
+    showIncidentSummary(body.summary);
+    const listedOpen = body.incidents.filter((i) => i.state === "open").length, open = body.summary.open.total;
+    const focused = document.activeElement && list.contains(document.activeElement)
+      ? document.activeElement.dataset.incident : null;
+    fill(list, el("div", { class: "card-head" }, el("h2", {}, "Open and recent incidents"),
+      listedOpen < open ? el("span", { class: "reason", id: "open-shown" },
+        `showing ${listedOpen} of ${open} open, the most urgent first`) : null), listState,
+      ...body.incidents.map((incident) => el("a", {
+        class: `incident-item${incident.id === selected ? " selected" : ""}` +
+          (incident.acknowledged === false ? " unacknowledged" : ""),
+        href: `#/incidents/${encodeURIComponent(incident.id)}`,
+        "aria-current": incident.id === selected ? "true" : null,
+        dataset: { incident: incident.id },
+        // Links follow Enter; Space too, as it does on a button.
+        onkeydown: (e) => { if (e.key === " ") { e.preventDefault(); e.currentTarget.click(); } },
       }, el("div", {}, el("span", { class: `badge sev-${incident.severity}` }, incident.severity), " ",
         el("span", { class: "title" }, incident.title)),
-      el("div", { class: "reason" }, `${incident.state} · opened ${fmtTime(incident.opened_at)}` +
-        (incident.review ? ` · ${incident.review.replace("_", " ")}` : "") + (incident.reason ? ` · ${incident.reason}` : "")))));
+      el("div", { class: "reason" }, incident.state + (incident.acknowledged === false ? " · not acknowledged" : "") +
+        ` · opened ${fmtTime(incident.opened_at)}` +
+        (incident.review ? ` · ${incident.review.replace("_", " ")}` : "") +
+        (incident.reason ? ` · ${incident.reason}` : "")))));
     if (!body.incidents.length) list.append(el("div", { class: "empty" }, "No incidents."));
+    // The list is drawn anew: the keyboard stays on the incident it was on.
+    const item = [...list.querySelectorAll(".incident-item")].find((i) => focused && i.dataset.incident === focused);
+    if (item) item.focus();
     if (selected) showDetail(selected);
   };
+
+  const select = (picked) => {
+    for (const item of list.querySelectorAll(".incident-item")) {
+      item.classList.toggle("selected", item.dataset.incident === picked);
+      if (item.dataset.incident === picked) item.setAttribute("aria-current", "true");
+      else item.removeAttribute("aria-current");
+    }
+    if (picked) { showDetail(picked); return; }
+    selected = shown = null;
+    delete detail.dataset.incident;
+    fill(detail, el("div", { class: "empty" }, "Select an incident."));
+  };
+  selected = incidentId || null;
   every(2000, refresh);
+  return select;
 }
 
 // -- router ------------------------------------------------------------------------------------------------------
@@ -458,16 +536,49 @@ async function loadCameras() {
 }
 
 function route() {
+  const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (page === app.page && app.follow) { app.follow(arg); return; }
   for (const timer of app.timers) clearInterval(timer);
   app.timers = [];
-  const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.dataset.page === page || (page === "camera" && link.dataset.page === "live"));
   }
   const root = $("#page");
   fill(root);
   const pages = { live: pageLive, camera: pageCamera, zones: pageZones, incidents: pageIncidents, editor: window.pageEditor };
-  (pages[page] || pageLive)(root, arg);
+  app.page = page;
+  app.follow = (pages[page] || pageLive)(root, arg) || null;
+}
+
+// The open incidents' counts, on every page: the badge counts those nobody has acknowledged, red while one of them
+// is critical, when the title also flashes (the console may be in a background tab).
+async function checkIncidents() {
+  const { ok, body } = await api("/api/incident-summary");
+  if (ok) showIncidentSummary(body);
+}
+
+function showIncidentSummary(summary) {
+  app.summary = summary;
+  const badge = $("#open-count"), waiting = summary.unacknowledged;
+  badge.textContent = waiting.total ? String(waiting.total) : "";
+  badge.classList.toggle("critical", Boolean(waiting.critical));
+  badge.title = `${waiting.total} unacknowledged (${waiting.critical || 0} critical) of ${summary.open.total} open`;
+  showTitle();
+}
+
+function showTitle() {
+  const waiting = app.summary ? app.summary.unacknowledged : { total: 0 };
+  const flash = waiting.critical && Math.floor(Date.now() / 1000) % 2;
+  document.title = !waiting.total ? app.title : `(${waiting.total}) ${flash ? "CRITICAL incident" : app.title}`;
+}
+
+// Twice a second: the clock, the ages of the frames shown, how long the server has not answered, the title.
+function tick() {
+  const now = serverNow();
+  $("#clock").textContent = `${fmtTime(now)} ${zoneName(now)}`;
+  for (const age of document.querySelectorAll("[data-captured-at]")) showAge(age);
+  showOffline();
+  showTitle();
 }
 
 // Whether the server still reads the topics: otherwise every page shows an old picture as if it were current.
@@ -490,10 +601,13 @@ async function start() {
   app.session = body;
   app.clockSkew = body.server_time - Date.now() / 1000;
   $("#site-name").textContent = body.site;
+  app.title = `cityguard ${body.site}`;
   $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
-  setInterval(() => { $("#clock").textContent = fmtTime(serverNow()); }, 500);
+  setInterval(tick, 500);
   checkFeed();
   setInterval(checkFeed, 5000);
+  checkIncidents();
+  setInterval(checkIncidents, 3000);
   await loadCameras();
   window.addEventListener("hashchange", route);
   route();

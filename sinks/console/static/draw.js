@@ -153,6 +153,9 @@ function boxColor(className) {
   return "#b197fc";
 }
 
+// Track ids are long (16 digits); the last four tell apart the boxes of one picture and fit on a small box.
+const shortTrackId = (track) => String(track).slice(-4);
+
 function drawDetections(ctx, detections, scale) {
   if (!detections) return;
   ctx.setLineDash([]);
@@ -162,7 +165,8 @@ function drawDetections(ctx, detections, scale) {
     ctx.strokeStyle = color;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     const track = detections.track_id ? detections.track_id[i] : -1;
-    label(ctx, track >= 0 ? `#${track} ${name}` : name, x1, Math.max(14 * scale, y1), color, scale * 0.85);
+    const text = track >= 0 ? `#${shortTrackId(track)} ${name}` : name;
+    label(ctx, text, x1, Math.max(14 * scale, y1), color, scale * 0.85);
   });
 }
 
