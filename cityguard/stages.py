@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from infra.broker import EmbeddedBroker
-from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer
+from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer, partition_counts
 from infra.listeners import http_url
 from infra.metrics_http import start_metrics_server
 from infra.redaction import redacted, shown
@@ -193,7 +193,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 def run_analyze(config: Config, loglevel: str) -> None:
     from threadpoolctl import threadpool_limits
 
-    from processors.analytics.stage import run_worker
+    from processors.analytics.stage import partition_problem, run_worker, state_changelog
 
     # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
     # and spin on cores the other workers need. Analytics scales by worker processes instead.
@@ -203,6 +203,10 @@ def run_analyze(config: Config, loglevel: str) -> None:
     if not wait_for_broker(servers, BROKER_WAIT_S):
         raise RuntimeError(f"no Kafka broker answers at {servers} (waited {BROKER_WAIT_S:g} s): start it first "
                            "(cityguard broker, or cityguard up for everything)")
+    problem = partition_problem(config, partition_counts(servers, [config.broker.topics.detections,
+                                                                   state_changelog(config)]))
+    if problem:
+        raise ConfigError(problem)
     run_worker(config, servers, loglevel)
 
 

@@ -218,6 +218,17 @@ def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, ti
         admin.close()
 
 
+def partition_counts(bootstrap_servers: str, topics: list[str]) -> dict[str, int]:
+    """How many partitions each of `topics` that exists has (one that does not is left out)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    try:
+        existing = [name for name in topics if name in set(admin.list_topics())]
+        return {description["name"]: len(description["partitions"])
+                for description in admin.describe_topics(existing)} if existing else {}
+    finally:
+        admin.close()
+
+
 def broker_reachable(bootstrap_servers: str, timeout_s: float = 5) -> bool:
     """Whether a bootstrap server answers as a Kafka broker within about `timeout_s`. A TCP connection is tried
     first: the Kafka client alone retries a refused one for half a minute, logging each try."""

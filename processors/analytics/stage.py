@@ -57,6 +57,34 @@ STAGE = "analytics"
 # restoring that state again would fail every later frame too, so it starts afresh.
 MAX_FAILURES_IN_A_ROW = 5
 STATE_LOST_REASON = "its analyzer's stored state could not be read, so it started afresh"
+STATE_TABLE = "analyzer-state"
+
+
+def state_changelog(config: Config) -> str:
+    """The topic faust keeps the analyzers' states in (named after the app, which is the consumer group)."""
+    return f"{config.group_id(STAGE)}-{STATE_TABLE}-changelog"
+
+
+def partition_problem(config: Config, counts: dict[str, int]) -> str | None:
+    """Why the worker cannot run on topics with these partition counts, or None.
+
+    A camera's state lives in the changelog partition numbered as its input partition, so faust refuses (and keeps
+    restarting its agent, inside a live process) when the counts differ; and existing topics are never resized, so
+    a raised broker.partitions would make the changelog disagree with the input."""
+    detections, changelog = config.broker.topics.detections, state_changelog(config)
+    if detections not in counts:
+        return None
+    count = counts[detections]
+    if changelog in counts and counts[changelog] != count:
+        return (f"topic {detections} has {count} partitions but the analytics state's changelog {changelog} has "
+                f"{counts[changelog]}: grow the changelog to {count} with every analytics worker stopped "
+                f"(kafka-topics --alter --topic {changelog} --partitions {count}); cameras whose partition changes "
+                "start their analytics afresh")
+    if count != config.broker.partitions:
+        return (f"broker.partitions is {config.broker.partitions} but topic {detections} has {count} partitions "
+                f"(topics that exist are never resized): set broker.partitions to {count}, or grow every topic and "
+                "the analytics state's changelog to the new count with the analytics workers stopped")
+    return None
 
 
 def open_key(state_key: bytes) -> bytes:
@@ -268,7 +296,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     line_counts_topic = app.topic(topics.line_counts, key_type=bytes, value_type=bytes)
     dead_letter_topic = app.topic(topics.dead_letter, key_type=bytes, value_type=bytes)
     # "<camera id>/<analyzer>" -> that analyzer's encoded state; recovered from the changelog on restart.
-    analyzer_state = app.Table("analyzer-state", default=bytes, partitions=config.broker.partitions,
+    analyzer_state = app.Table(STATE_TABLE, default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
     geometry_check = GeometryCheck()
