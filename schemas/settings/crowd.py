@@ -183,7 +183,7 @@ class CountingConfig(Frozen):
 # every frame, and faust's producer refuses a record over producer_max_request_size (1,000,000 bytes by default).
 # Worst-case sizes of its parts (the longest reasons, counters at their widest), checked in tests/crowd/test_state.py:
 CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
-TRACK_STATE_BYTES = 64  # one track's columns, without counting lines: id, last seen, three (x, y) pairs
+TRACK_STATE_BYTES = 88  # one track's columns, without counting lines: id, two times, four (x, y) pairs
 TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
 BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
 ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
@@ -226,11 +226,12 @@ class MovementConfig(Frozen):
     max_tracks: int = Field(
         default=4_000, ge=10, le=MAX_TRACKS,
         description="hard cap on remembered tracks per camera; the tracks are part of the camera's state record on "
-        "the changelog (64 bytes each plus 4 per counting line), which must stay under faust's 1,000,000-byte "
+        "the changelog (88 bytes each plus 4 per counting line), which must stay under faust's 1,000,000-byte "
         "record limit",
     )
     velocity_smoothing: float = Field(default=0.5, gt=0, le=1,
-                                      description="weight of the newest step in each track's velocity (EMA)")
+                                      description="weight of the newest step (at least 1 s of ground displacement) "
+                                      "in each track's velocity (EMA)")
     max_speed_m_s: float = Field(default=4.0, gt=0, description="faster steps are tracking errors and ignored")
     crossing_debounce_frames: int = Field(
         default=2, ge=1, le=30, description="frames a track must stay across a counting line before it counts"

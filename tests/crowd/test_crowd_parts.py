@@ -85,6 +85,25 @@ def test_track_leaving_view_right_after_the_line_is_counted_at_eviction():
     assert table.ids.tolist() == [8]
 
 
+def test_velocity_is_ground_displacement_over_a_second_not_box_jitter_or_a_swapped_id():
+    def speeds(positions: list[tuple[float, float]], fps: float = 5.0) -> list[float]:
+        table, found = TrackTable(0), []
+        for frame, ground in enumerate(positions):
+            velocity, _ = table.update(frame / fps, np.array([7]), np.zeros((1, 2)), np.array([ground]), [],
+                                       0.5, 4.0, 10.0, 2, 100)
+            found.append(float(np.hypot(*velocity[0])))
+        return found
+
+    rng = np.random.default_rng(0)
+    standing = [tuple(rng.normal(0, 0.05, 2)) for _ in range(50)]  # a few pixels of box jitter, in metres
+    assert max(speed for speed in speeds(standing) if np.isfinite(speed)) < 0.15  # frame to frame: about 0.5 m/s
+    walking = [(0.0, frame * 0.2) for frame in range(50)]  # 1 m/s
+    assert np.isnan(speeds(walking)[0]) and speeds(walking)[-1] == pytest.approx(1.0)
+    # The tracker gives the id to someone 3 m away for good: no 3 m/s step, the walk goes on from there.
+    swapped = walking[:20] + [(3.0, y) for _, y in walking[20:]]
+    assert max(speeds(swapped)[20:]) == pytest.approx(1.0)
+
+
 def test_count_fusion_rule():
     config = CountingConfig(density_map_max_age_seconds=15)
     dense = fuse_counts(20, 800.0, config, model_age_s=3.0)

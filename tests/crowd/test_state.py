@@ -100,6 +100,8 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
     table = analyzer.tracks
     table.ids = np.iinfo(np.int64).max - np.arange(tracks, dtype=np.int64)[::-1]
     table.last_seen = 1_700_000_000 + rng.random(tracks)
+    table.step_at = 1_700_000_000 + rng.random(tracks)
+    table.step_xy = -1000 * rng.random((tracks, 2))
     table.image_xy = -1000 * rng.random((tracks, 2))
     table.ground_xy = -1000 * rng.random((tracks, 2))
     table.velocity = -1e-5 * rng.random((tracks, 2))

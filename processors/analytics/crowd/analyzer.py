@@ -276,6 +276,7 @@ class CrowdAnalyzer:
             if zone.holt is not None:
                 zone.holt.at = min(zone.holt.at, at)
         self.tracks.last_seen = np.minimum(self.tracks.last_seen, at)
+        self.tracks.step_at = np.minimum(self.tracks.step_at, at)
 
     # -- one frame -------------------------------------------------------------------------------------------
 

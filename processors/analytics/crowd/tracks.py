@@ -38,22 +38,32 @@ def line_ends(lines: Sequence[CountingLine]) -> tuple[np.ndarray, np.ndarray]:
             np.asarray([line.end for line in lines], dtype=float).reshape(-1, 2))
 
 
+# A track's velocity is its ground displacement over at least this long, not from frame to frame: a detector's boxes
+# jitter by a few pixels, and over one frame that reads as walking (at 5 fps, 3 px of jitter made a standing crowd
+# at 4.5 p/m² move at 0.5 m/s, its velocity variance a crowd pressure at the danger threshold).
+VELOCITY_BASE_S = 1.0
+
+
 class TrackTable:
     """What the analyzer remembers of each track between frames."""
 
-    COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "velocity", "side", "pending", "pending_frames")
-    DTYPES = {"ids": "<i8", "last_seen": "<f8", "image_xy": "<f8", "ground_xy": "<f8", "velocity": "<f8",
-              "side": "i1", "pending": "i1", "pending_frames": "<i2"}
+    COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "step_xy", "step_at", "velocity", "side", "pending",
+               "pending_frames")
+    DTYPES = {"ids": "<i8", "last_seen": "<f8", "image_xy": "<f8", "ground_xy": "<f8", "step_xy": "<f8",
+              "step_at": "<f8", "velocity": "<f8", "side": "i1", "pending": "i1", "pending_frames": "<i2"}
 
     def __init__(self, line_count: int, columns: dict | None = None):
         self.line_count = line_count
         if columns is None:
-            columns = {"ids": [], "last_seen": [], "image_xy": [], "ground_xy": [], "velocity": [],
-                       "side": [], "pending": [], "pending_frames": []}
+            columns = {name: [] for name in self.COLUMNS}
         self.ids = np.asarray(columns["ids"], dtype=np.int64).reshape(-1)
         self.last_seen = np.asarray(columns["last_seen"], dtype=float).reshape(-1)
         self.image_xy = np.asarray(columns["image_xy"], dtype=float).reshape(-1, 2)
         self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
+        # Where and when the track's current velocity step began; a state stored before steps spanned
+        # VELOCITY_BASE_S begins them where the track was last seen.
+        self.step_xy = np.asarray(columns.get("step_xy", self.ground_xy), dtype=float).reshape(-1, 2)
+        self.step_at = np.asarray(columns.get("step_at", self.last_seen), dtype=float).reshape(-1)
         self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
         self.side = np.asarray(columns["side"], dtype=np.int8).reshape(len(self.ids), line_count)
         self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(len(self.ids), line_count)
@@ -71,7 +81,7 @@ class TrackTable:
     def from_columns(cls, line_count: int, columns: dict[str, bytes]) -> TrackTable:
         # copies: arrays over the message's bytes would be read-only
         return cls(line_count, {name: np.frombuffer(columns[name], dtype=dtype).copy()
-                                for name, dtype in cls.DTYPES.items()})
+                                for name, dtype in cls.DTYPES.items() if name in columns})
 
     def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, ground_xy: np.ndarray,
                lines: Sequence[CountingLine], smoothing: float, max_speed: float, ttl_seconds: float,
@@ -85,11 +95,15 @@ class TrackTable:
         velocity = np.full((len(track_ids), 2), np.nan)
         crossings: list[Crossing] = []
         if known.any():
-            elapsed = at - self.last_seen[rows]
+            here = ground_xy[known]
             with np.errstate(divide="ignore", invalid="ignore"):
-                step = (ground_xy[known] - self.ground_xy[rows]) / elapsed[:, None]
-            speed = np.hypot(step[:, 0], step[:, 1])
-            valid = (elapsed > 0) & np.isfinite(speed) & (speed <= max_speed)
+                # Faster than anyone walks since the last frame: the tracker gave the id to someone else (or lost
+                # the ground position); the step starts again from here.
+                jumped = ~(np.hypot(*(here - self.ground_xy[rows]).T) <= max_speed * (at - self.last_seen[rows]))
+                elapsed = at - self.step_at[rows]
+                step = (here - self.step_xy[rows]) / elapsed[:, None]
+            done = ~jumped & (elapsed >= VELOCITY_BASE_S)  # else the velocity stays what it was
+            valid = done & np.isfinite(step).all(axis=1) & (np.hypot(step[:, 0], step[:, 1]) <= max_speed)
             previous = self.velocity[rows]
             blended = np.where(np.isfinite(previous), previous * (1 - smoothing) + step * smoothing, step)
             new_velocity = np.where(valid[:, None], blended, previous)
@@ -97,9 +111,12 @@ class TrackTable:
             self.velocity[rows] = new_velocity
             crossings = self._cross_lines(rows, track_ids[known], self.image_xy[rows], image_xy[known], lines,
                                           debounce_frames)
+            restart = done | jumped
+            self.step_xy[rows] = np.where(restart[:, None], here, self.step_xy[rows])
+            self.step_at[rows] = np.where(restart, at, self.step_at[rows])
             self.last_seen[rows] = at
             self.image_xy[rows] = image_xy[known]
-            self.ground_xy[rows] = ground_xy[known]
+            self.ground_xy[rows] = here
         fresh = ~known
         if fresh.any():
             starts, ends = line_ends(lines)
@@ -133,6 +150,8 @@ class TrackTable:
         self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
         self.image_xy = np.concatenate((self.image_xy, image_xy))
         self.ground_xy = np.concatenate((self.ground_xy, ground_xy))
+        self.step_xy = np.concatenate((self.step_xy, ground_xy))
+        self.step_at = np.concatenate((self.step_at, np.full(count, at)))
         self.velocity = np.concatenate((self.velocity, np.full((count, 2), np.nan)))
         self.side = np.concatenate((self.side, sides.astype(np.int8)))
         self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
