@@ -175,6 +175,27 @@ def test_forecast_raises_the_level_below_the_expected_one_at_the_slope_borne_out
     assert level({"critical": 120.0, "danger": 60.0}, {"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
 
 
+def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_it():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig()  # danger 5 p/m², hysteresis 0.3, dwell 120 s
+    unseen = RiskInputs(4.0, reliable=False, unreliable_reason="density map stale")
+
+    def after(*steps: tuple[float, RiskInputs]) -> tuple[RiskState, str]:
+        state, reason = RiskState(), ""
+        for at, inputs in steps:
+            state, reason, _ = next_level(state, inputs, at, thresholds, policy)
+        return state, reason
+
+    # Within the band below danger after a map gap: still danger, as without the gap.
+    state, reason = after((0, RiskInputs(5.3)), (200, RiskInputs(4.85)), (210, unseen), (230, RiskInputs(4.85)))
+    assert (state.level, state.since) == (RiskLevel.DANGER, 0) and "hysteresis" in reason
+    # Well below it, but danger was entered 50 s ago: its dwell holds.
+    state, reason = after((0, RiskInputs(5.3)), (30, unseen), (50, RiskInputs(3.0)))
+    assert state.level == RiskLevel.DANGER and "minimum dwell" in reason
+    # After the dwell it goes down as far as the density allows, in the same episode.
+    state, _ = after((0, RiskInputs(5.3)), (130, unseen), (150, RiskInputs(3.0)))
+    assert (state.level, state.since, state.episode_started) == (RiskLevel.CAUTION, 150, 0)
+
+
 def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():
     config, thresholds = ForecastConfig(), RiskThresholds()
 

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import Detections, RiskLevel, ZoneMetrics
 from schemas.settings.config import CameraConfig
 from schemas.settings.crowd import AnalyticsConfig
@@ -128,3 +128,19 @@ def test_an_automatic_entrance_side_holds_in_a_concave_zone():
 
     assert sum(m.inflow for m in metrics) == 1
     assert sum(m.outflow for m in metrics) == 0
+
+
+def test_a_zone_removed_while_at_danger_has_its_incident_resolved_with_the_next_frame():
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    _, events = events_of(analyzer, (frame(seq, [], 600) for seq in range(60 * FPS)))  # 6 p/m²
+    [opened] = [event for event in events if event.state.value == "opened"]
+    assert opened.zone_id == "z" and opened.severity.value == "critical"
+
+    renamed = CameraConfig.model_validate({"id": "c", "source": "x.mp4", "fps": FPS, "zones": [
+        {"id": "z2", "polygon": PICTURE, "area_m2": 100}]})
+    restored = CrowdAnalyzer(renamed, AnalyticsConfig(), CrowdState.decode(analyzer.state_bytes()))
+    _, later = events_of(restored, (frame(seq, [], 600) for seq in range(60 * FPS, 61 * FPS)))
+
+    [resolved] = [event for event in later if event.zone_id == "z"]
+    assert (resolved.event_id, resolved.state.value) == (opened.event_id, "resolved")
+    assert "removed from the configuration" in resolved.reason and resolved.updated_at == T0 + 60

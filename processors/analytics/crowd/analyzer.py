@@ -97,7 +97,8 @@ class CrowdState:
         """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
         zones = {zone_id: {"buckets": [vars(bucket) for bucket in zone.buckets], "model_people": zone.model_people,
                            "model_at": zone.model_at, "holt": vars(zone.holt) if zone.holt else None,
-                           "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started],
+                           "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started,
+                                    zone.risk.known.value if zone.risk.known else None, zone.risk.known_since],
                            "surge": vars(zone.surge)}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
@@ -114,9 +115,15 @@ class CrowdState:
                 buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],
                 model_people=zone["model_people"], model_at=zone["model_at"],
                 holt=HoltState(**zone["holt"]) if zone["holt"] else None,
-                risk=RiskState(RiskLevel(zone["risk"][0]), zone["risk"][1], zone["risk"][2]),
+                risk=risk_state(*zone["risk"]),
                 surge=SurgeState(**zone["surge"]),
             ) for zone_id, zone in zones.items()}, tracks, track_lines, *later)
+
+
+def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
+               known_since: float | None = None) -> RiskState:
+    """A zone's stored risk state; one stored before UNKNOWN remembered the level before it has no `known`."""
+    return RiskState(RiskLevel(level), since, episode_started, RiskLevel(known) if known else None, known_since)
 
 
 class ZoneGeometry:
@@ -182,7 +189,9 @@ class CrowdAnalyzer:
         self.lines = [line for zone in self.zones.values() for line in zone.lines]
         self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
         self.state = state or CrowdState()
-        # zones removed from the configuration are forgotten, new ones start empty
+        # Zones removed from the configuration are forgotten once what they had open is resolved (with the next
+        # frame: nothing else would ever close it); new ones start empty.
+        self.removed_zones = {zone_id: zone for zone_id, zone in self.state.zones.items() if zone_id not in self.zones}
         self.state.zones = {zone_id: self.state.zones.get(zone_id) or ZoneState() for zone_id in self.zones}
         if self.state.tracks and self.state.track_lines != self.line_keys:
             # Track columns hold one side/pending entry per counting line, by position: after lines were added,
@@ -204,9 +213,12 @@ class CrowdAnalyzer:
 
     def resolve_open(self, at: float, reason: str) -> list[Event]:
         """Each zone's risk episode and inflow surge still open, resolved at `at`."""
+        return self._resolve(self.state.zones, at, reason)
+
+    def _resolve(self, zones: dict[str, ZoneState], at: float, reason: str) -> list[Event]:
         evidence = FrameRef(camera_id=self.camera.id, seq=self.state.last_seq) if self.state.last_seq >= 0 else None
         events = []
-        for zone_id, zone in self.state.zones.items():
+        for zone_id, zone in zones.items():
             risk, surge = zone.risk, zone.surge
             if risk.level != RiskLevel.NORMAL and risk.episode_started is not None:
                 events.append(Event(
@@ -239,6 +251,8 @@ class CrowdAnalyzer:
         samples = self._measure(detections)
         if self.state.first_captured_at is None:
             self.state.first_captured_at = at
+        removed = self._resolve(self.removed_zones, at, "the zone was removed from the configuration")
+        self.removed_zones = {}
         output = AnalyticsOutput()
         open_bucket = self.state.open_bucket
         # Later is a gap (the camera was away), reported by the windows' frame coverage; earlier is a clock step.
@@ -256,6 +270,7 @@ class CrowdAnalyzer:
                 buckets.append(Bucket(start=self.state.open_bucket))
             buckets[-1].add(sample)
         self.state.last_seq = detections.seq
+        output.events[:0] = removed
         return output
 
     def _step_clock(self, at: float) -> None:
@@ -273,6 +288,8 @@ class CrowdAnalyzer:
                 zone.model_at = min(zone.model_at, at)
             if zone.risk.since is not None:
                 zone.risk.since = min(zone.risk.since, at)
+            if zone.risk.known_since is not None:
+                zone.risk.known_since = min(zone.risk.known_since, at)
             if zone.holt is not None:
                 zone.holt.at = min(zone.holt.at, at)
         self.tracks.last_seen = np.minimum(self.tracks.last_seen, at)

@@ -11,7 +11,8 @@ Rules, strongest wins, each with its reason in words:
   most to warning: danger and critical, which page, need the density or the pressure measured, never a trend alone.
 Levels go up at once. They go down only after `min_dwell_seconds` at the current level, and only as far as the
 rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so noise near a bound does not
-flap. UNKNOWN is entered and left at once: saying "we cannot see" must not wait.
+flap. UNKNOWN is entered and left at once: saying "we cannot see" must not wait; left for a level below the one before
+it, that level's dwell and hysteresis apply as if UNKNOWN had not been.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class RiskState:
     level: RiskLevel = RiskLevel.NORMAL
     since: float | None = None  # when the current level was entered
     episode_started: float | None = None  # when the zone last left NORMAL
+    # While UNKNOWN: the level before it and when that was entered, whose dwell and hysteresis still hold after it
+    known: RiskLevel | None = None
+    known_since: float | None = None
 
 
 def threshold(level: RiskLevel, thresholds: RiskThresholds) -> float:
@@ -102,6 +106,12 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
     current = state.level
     if target == current:
         return state, reason, False
+    if current == RiskLevel.UNKNOWN and state.known is not None and target.rank < state.known.rank:
+        # Back from a spell of not seeing to below the level before it: a map gap must not cut that level's
+        # minimum dwell short, nor skip its hysteresis.
+        known = RiskState(state.known, state.known_since, state.episode_started)
+        moved, reason, _ = next_level(known, inputs, at, thresholds, policy)
+        return moved, reason, True
     if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
         return _enter(state, target, at), reason, True
     if at - state.since < policy.min_dwell_seconds:
@@ -119,4 +129,6 @@ def _enter(state: RiskState, level: RiskLevel, at: float) -> RiskState:
         episode = at
     else:
         episode = state.episode_started
+    if level == RiskLevel.UNKNOWN:  # entered from a known level: a level is never entered from itself
+        return RiskState(level=level, since=at, episode_started=episode, known=state.level, known_since=state.since)
     return RiskState(level=level, since=at, episode_started=episode)
