@@ -9,6 +9,7 @@ serves what is derived from the data topics, plus the analytics group's lag on t
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -196,10 +197,13 @@ class MetricsSink:
                 ZONE_CROSSINGS.labels(OTHER, OTHER, "in").inc(metrics.inflow)
                 ZONE_CROSSINGS.labels(OTHER, OTHER, "out").inc(metrics.outflow)
             return
-        ZONE_PEOPLE.labels(*labels).set(metrics.people_mean)
-        ZONE_PEOPLE_MAX.labels(*labels).set(metrics.people_max)
-        ZONE_DENSITY.labels(*labels).set(metrics.density_mean_per_m2)
-        ZONE_DENSITY_MAX.labels(*labels).set(metrics.density_max_per_m2)
+        # An unreliable window's figures are the detector's, which misses most of a packed crowd: on a dashboard
+        # they would read as calm, so they are not known (NaN, a gap on a graph); the detector's own count stays.
+        known = 1.0 if metrics.count_reliable else math.nan
+        ZONE_PEOPLE.labels(*labels).set(metrics.people_mean * known)
+        ZONE_PEOPLE_MAX.labels(*labels).set(metrics.people_max * known)
+        ZONE_DENSITY.labels(*labels).set(metrics.density_mean_per_m2 * known)
+        ZONE_DENSITY_MAX.labels(*labels).set(metrics.density_max_per_m2 * known)
         ZONE_AREA.labels(*labels).set(metrics.area_m2)
         ZONE_RISK.labels(*labels).set(metrics.risk_level.rank)
         # A window dated ahead of this clock (a camera's clock running fast) counts as ending when it arrived: it

@@ -210,3 +210,20 @@ def test_a_window_dated_ahead_of_the_clock_does_not_keep_its_zone_from_going_sta
     assert REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", labels) <= time.time()
     sink.mark_stale_zones(now=time.time() + sink.stale_after_s + 1)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1
+
+
+def test_an_unreliable_windows_people_and_density_are_not_known_rather_than_calm(sink):
+    import math
+
+    from schemas import RiskLevel
+
+    labels = {"camera": "sink-test", "zone": "plaza"}
+    packed_but_unseen = zone_window(2000.0).model_copy(update={
+        "people_mean": 6, "people_max": 7, "density_mean_per_m2": 0.06, "density_max_per_m2": 0.07,
+        "detector_people_mean": 6.0, "count_reliable": False, "risk_level": RiskLevel.UNKNOWN})
+    sink.on_zone_metrics(packed_but_unseen)
+    for name in ("cityguard_zone_density_per_square_metre", "cityguard_zone_people"):
+        assert math.isnan(REGISTRY.get_sample_value(name, labels)), name
+    assert REGISTRY.get_sample_value("cityguard_zone_detector_people", labels) == 6.0
+    sink.on_zone_metrics(zone_window(2010.0))
+    assert REGISTRY.get_sample_value("cityguard_zone_density_per_square_metre", labels) == 2.5
