@@ -175,6 +175,19 @@ def test_forecast_raises_the_level_below_the_expected_one_at_the_slope_borne_out
     assert level({"critical": 120.0, "danger": 60.0}, {"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
 
 
+def test_counted_net_inflow_moves_the_forecast_by_its_change_not_by_what_the_lines_miss():
+    config, thresholds = ForecastConfig(), RiskThresholds()
+    # A steady 1.5 p/m² whose exit has no counting line: 0.05 p/m² a second come in, and nobody is counted out.
+    state = None
+    for window in range(60):
+        state = holt_update(state, window * 10.0, 1.5, config, 10.0, net_inflow_per_s=0.05)
+    assert seconds_to_thresholds(state, config, thresholds) == {}
+    # Twice the usual inflow at the door, before the density shows it: the forecast rises at once.
+    for window in range(60, 63):
+        state = holt_update(state, window * 10.0, 1.5, config, 10.0, net_inflow_per_s=0.10)
+    assert "warning" in seconds_to_thresholds(state, config, thresholds)
+
+
 def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_it():
     thresholds, policy = RiskThresholds(), RiskPolicyConfig()  # danger 5 p/m², hysteresis 0.3, dwell 120 s
     unseen = RiskInputs(4.0, reliable=False, unreliable_reason="density map stale")
