@@ -149,7 +149,8 @@ class RiskPolicyConfig(Frozen):
     hysteresis_per_m2: float = Field(default=0.3, ge=0, le=5,
                                       description="density must fall this far below a level's bound to leave it")
     min_dwell_seconds: float = Field(default=120, ge=0, le=3600,
-                                     description="shortest stay at a level before going down")
+                                     description="a level is left for a lower one only once every window of this "
+                                     "long has allowed it")
     early_warning_seconds: float = Field(
         default=600, ge=0, le=3600,
         description="a level expected within this time, at the slope the last 5 minutes bear out, raises the zone "

@@ -60,7 +60,8 @@ def test_risk_episode_keeps_one_event_id_from_opened_to_resolved():
 
     split = episodes(run.events, "risk_level_changed")
     assert_one_id_per_episode(split, 2)
-    assert all(len(episode) >= 3 for episode in split)  # opened, updated at least once, resolved
+    assert all(len(episode) >= 2 for episode in split)  # opened, resolved
+    assert any(len(episode) >= 3 for episode in split)  # and updated between them
 
 
 def test_inflow_surge_keeps_one_event_id_from_opened_to_resolved():

@@ -98,7 +98,8 @@ class CrowdState:
         zones = {zone_id: {"buckets": [vars(bucket) for bucket in zone.buckets], "model_people": zone.model_people,
                            "model_at": zone.model_at, "holt": vars(zone.holt) if zone.holt else None,
                            "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started,
-                                    zone.risk.known.value if zone.risk.known else None, zone.risk.known_since],
+                                    zone.risk.known.value if zone.risk.known else None, zone.risk.known_since,
+                                    zone.risk.lower_since],
                            "surge": vars(zone.surge)}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
@@ -121,9 +122,10 @@ class CrowdState:
 
 
 def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
-               known_since: float | None = None) -> RiskState:
-    """A zone's stored risk state; one stored before UNKNOWN remembered the level before it has no `known`."""
-    return RiskState(RiskLevel(level), since, episode_started, RiskLevel(known) if known else None, known_since)
+               known_since: float | None = None, lower_since: float | None = None) -> RiskState:
+    """A zone's stored risk state; one stored by an earlier version lacks the fields after `episode_started`."""
+    return RiskState(RiskLevel(level), since, episode_started, RiskLevel(known) if known else None, known_since,
+                     lower_since)
 
 
 class ZoneGeometry:
@@ -290,6 +292,8 @@ class CrowdAnalyzer:
                 zone.risk.since = min(zone.risk.since, at)
             if zone.risk.known_since is not None:
                 zone.risk.known_since = min(zone.risk.known_since, at)
+            if zone.risk.lower_since is not None:
+                zone.risk.lower_since = min(zone.risk.lower_since, at)
             if zone.holt is not None:
                 zone.holt.at = min(zone.holt.at, at)
         self.tracks.last_seen = np.minimum(self.tracks.last_seen, at)

@@ -9,14 +9,15 @@ Rules, strongest wins, each with its reason in words:
 - a level the forecast expects within `early_warning_seconds`, at a slope the last minutes bear out
   (processors.analytics.crowd.forecast.seconds_to_thresholds_surely), raises the zone to the level below it now, at
   most to warning: danger and critical, which page, need the density or the pressure measured, never a trend alone.
-Levels go up at once. They go down only after `min_dwell_seconds` at the current level, and only as far as the
-rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so noise near a bound does not
-flap. UNKNOWN is entered and left at once: saying "we cannot see" must not wait; left for a level below the one before
-it, that level's dwell and hysteresis apply as if UNKNOWN had not been.
+Levels go up at once. They go down only once every window of the last `min_dwell_seconds` has allowed it, and only as
+far as the rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so a zone hovering at a
+bound does not flap: judging one window after the dwell, a steady 5 p/m² with 5 % counting noise went from danger to
+warning and back 8-15 times an hour. UNKNOWN is entered and left at once: saying "we cannot see" must not wait; left for
+a level below the one before it, that level's dwell and hysteresis apply as if UNKNOWN had not been.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from schemas import RiskLevel
 from schemas.settings.crowd import RiskPolicyConfig, RiskThresholds
@@ -43,6 +44,7 @@ class RiskState:
     # While UNKNOWN: the level before it and when that was entered, whose dwell and hysteresis still hold after it
     known: RiskLevel | None = None
     known_since: float | None = None
+    lower_since: float | None = None  # end of the first of the windows in a row that have all allowed a lower level
 
 
 def threshold(level: RiskLevel, thresholds: RiskThresholds) -> float:
@@ -105,7 +107,7 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
     target, reason = assess(inputs, thresholds, policy)
     current = state.level
     if target == current:
-        return state, reason, False
+        return replace(state, lower_since=None), reason, False
     if current == RiskLevel.UNKNOWN and state.known is not None and target.rank < state.known.rank:
         # Back from a spell of not seeing to below the level before it: a map gap must not cut that level's
         # minimum dwell short, nor skip its hysteresis.
@@ -114,11 +116,13 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
         return moved, reason, True
     if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
         return _enter(state, target, at), reason, True
-    if at - state.since < policy.min_dwell_seconds:
-        return state, f"holding {current.value} (minimum dwell): {reason}", False
     relaxed, _ = assess(inputs, thresholds, policy, margin_per_m2=policy.hysteresis_per_m2)
     if relaxed.rank >= current.rank:
-        return state, f"holding {current.value} (hysteresis {policy.hysteresis_per_m2:g} p/m²): {reason}", False
+        return replace(state, lower_since=None), \
+            f"holding {current.value} (hysteresis {policy.hysteresis_per_m2:g} p/m²): {reason}", False
+    lower_since = at if state.lower_since is None else state.lower_since
+    if at - lower_since < policy.min_dwell_seconds:
+        return replace(state, lower_since=lower_since), f"holding {current.value} (minimum dwell): {reason}", False
     return _enter(state, relaxed if relaxed.rank > target.rank else target, at), reason, True
 
 
