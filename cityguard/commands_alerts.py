@@ -71,7 +71,8 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
           f"metrics /metrics", flush=True)
 
     def connect():
-        create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions)
+        create_topics(servers, [topics.events, topics.alerts, topics.dead_letter], config.broker.partitions,
+                      replication_factor=config.broker.replication_factor)
         producer = make_producer(servers)
         return make_consumer(servers, config.group_id("alerts"), topics.events), producer
 

@@ -37,7 +37,7 @@ def run_console(args, config: Config) -> int:
     state = ConsoleState(settings.frame_buffer, settings.zone_history, settings.recent_events, stale_after_s)
     watched = [topics.frames, topics.detections, topics.zone_metrics, topics.events, topics.line_counts,
                topics.camera_status]
-    create_topics(servers, watched, config.broker.partitions)
+    create_topics(servers, watched, config.broker.partitions, replication_factor=config.broker.replication_factor)
     # Only partitions assigned by the feed itself and no commits: see sinks/console/feed.py.
     # A short fetch wait: a fetch that waits for data on every partition would hold the newest frame back.
     consumer = make_consumer(servers, config.group_id("console"), enable_auto_commit=False,

@@ -127,7 +127,8 @@ def configured_or_embedded(config: Config, log_path: Path | None = None
         broker = EmbeddedBroker(config.broker.embedded_port, log_path).start()
         servers = broker.bootstrap_servers
     try:
-        create_topics(servers, config.broker.topics.all(), config.broker.partitions)
+        create_topics(servers, config.broker.topics.all(), config.broker.partitions,
+                      replication_factor=config.broker.replication_factor)
         yield servers, broker
     finally:
         if broker is not None:

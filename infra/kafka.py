@@ -54,9 +54,10 @@ def consumer_settings(bootstrap_servers: str, group_id: str | None) -> dict:
     }
 
 
-def faust_settings(bootstrap_servers: str) -> dict:
+def faust_settings(bootstrap_servers: str, replication_factor: int = 1) -> dict:
     return {
         "broker": ",".join(f"kafka://{server}" for server in bootstrap_servers.split(",")),
+        "topic_replication_factor": replication_factor,  # the tables' changelogs
         "broker_session_timeout": SESSION_TIMEOUT_MS / 1000,
         "broker_heartbeat_interval": HEARTBEAT_INTERVAL_MS / 1000,
         "producer_max_batch_size": 1,
@@ -195,7 +196,8 @@ def reset_positions_past_the_end(consumer: Positioned, group: str) -> list[Topic
     return reset
 
 
-def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30) -> None:
+def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, timeout_s: float = 30,
+                  replication_factor: int = 1) -> None:
     """Creates missing topics; existing ones are left as they are."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -208,7 +210,7 @@ def create_topics(bootstrap_servers: str, topics: list[str], partitions: int, ti
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name in topics if name not in existing]
+        missing = [NewTopic(name, partitions, replication_factor) for name in topics if name not in existing]
         if missing:
             try:
                 admin.create_topics(missing)

@@ -164,6 +164,19 @@ def test_a_producer_shard_outside_its_count_is_refused_naming_the_flag(tmp_path,
     assert error.startswith("cityguard produce: error: ") and error.count("\n") == 1 and says in error, error
 
 
+def test_check_config_warns_of_replicas_the_embedded_broker_cannot_keep(tmp_path, monkeypatch):
+    from cityguard.start_checks import start_problems
+    from schemas.settings.config import parse_config
+
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    site = {"broker": {"replication_factor": 3}, "cameras": [{"id": "walk", "source": str(VTEST)}]}
+    assert start_problems(parse_config(site, tmp_path)) == [
+        "broker.replication_factor is 3 but the embedded broker is one node: set it to 1, or name a cluster "
+        "(KAFKA_BOOTSTRAP_SERVERS)"]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092,kafka-3:9092")
+    assert start_problems(parse_config(site, tmp_path)) == []
+
+
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")

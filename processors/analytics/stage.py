@@ -284,7 +284,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     os.makedirs(state_dir, exist_ok=True)
     app = faust.App(
         config.group_id(STAGE),  # the faust app id is its consumer group
-        **faust_settings(bootstrap_servers),
+        **faust_settings(bootstrap_servers, config.broker.replication_factor),
         datadir=os.path.join(state_dir, "{conf.id}-data"),
         topic_partitions=config.broker.partitions,
         key_serializer="raw",

@@ -65,6 +65,10 @@ class BrokerConfig(Frozen):
                                description="port for the embedded broker; 0 picks a free one")
     partitions: int = Field(
         default=6, ge=1, le=1024, description="partitions per topic, the ceiling on parallel consumers")
+    replication_factor: int = Field(
+        default=1, ge=1, le=16,
+        description="copies the cluster keeps of each topic the stages create, the analytics state's changelog "
+        "included (3 on a production cluster); 1 with the embedded broker, which is one node")
     topics: TopicNames = TopicNames()
     embedded_memory_warn_bytes: int = Field(
         default=4 * 1024**3, ge=1024**2,
