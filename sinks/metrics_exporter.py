@@ -43,12 +43,16 @@ DETECTION_LATENCY = Histogram(
     "cityguard_capture_to_detection_seconds", "Time from frame capture to its detections reaching the sink",
     ["camera"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
-ZONE_PEOPLE = Gauge("cityguard_zone_people", "Mean people in the zone over the last window", ["camera", "zone"])
-ZONE_PEOPLE_MAX = Gauge("cityguard_zone_people_max", "Most people in the zone in one frame of the last window",
+ZONE_PEOPLE = Gauge("cityguard_zone_people", "Mean people in the zone over the last window (NaN: count unreliable)",
+                    ["camera", "zone"])
+ZONE_PEOPLE_MAX = Gauge("cityguard_zone_people_max", "Most people in the zone in one frame of the last window (NaN: "
+                        "count unreliable)",
                         ["camera", "zone"])
-ZONE_DENSITY = Gauge("cityguard_zone_density_per_square_metre", "Mean people per m² over the last window",
+ZONE_DENSITY = Gauge("cityguard_zone_density_per_square_metre", "Mean people per m² over the last window (NaN: "
+                     "count unreliable)",
                      ["camera", "zone"])
-ZONE_DENSITY_MAX = Gauge("cityguard_zone_peak_density_per_square_metre", "Highest people per m² in the last window",
+ZONE_DENSITY_MAX = Gauge("cityguard_zone_peak_density_per_square_metre", "Highest people per m² in the last window "
+                         "(NaN: count unreliable)",
                          ["camera", "zone"])
 ZONE_AREA = Gauge("cityguard_zone_area_square_metres", "Ground area of the zone", ["camera", "zone"])
 ZONE_RISK = Gauge("cityguard_zone_risk_level",
