@@ -40,8 +40,9 @@ def register(commands, add_command) -> None:
                         lambda args, config: stages.run_infer(config, args.metrics_port))
     infer.add_argument("--metrics-port", type=PORT, default=None)
 
-    add_command(commands, "analyze", "analytics worker (faust): detections -> zone metrics and events",
-                lambda args, config: stages.run_analyze(config, args.log_level.lower()))
+    analyze = add_command(commands, "analyze", "analytics worker (faust): detections -> zone metrics and events",
+                          lambda args, config: stages.run_analyze(config, args.log_level.lower(), args.metrics_port))
+    analyze.add_argument("--metrics-port", type=PORT, default=None)
 
     export = add_command(commands, "export-metrics", "metrics sink: topics -> Prometheus exporter",
                          lambda args, config: stages.run_export_metrics(config, args.metrics_port))

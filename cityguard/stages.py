@@ -190,7 +190,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
         producer.close()
 
 
-def run_analyze(config: Config, loglevel: str) -> None:
+def run_analyze(config: Config, loglevel: str, metrics_port: int | None) -> None:
     from threadpoolctl import threadpool_limits
 
     from processors.analytics.stage import partition_problem, run_worker, state_changelog
@@ -207,6 +207,7 @@ def run_analyze(config: Config, loglevel: str) -> None:
                                                                    state_changelog(config)]))
     if problem:
         raise ConfigError(problem)
+    serve_metrics(config, config.metrics.analytics_port if metrics_port is None else metrics_port, "analytics")
     run_worker(config, servers, loglevel)
 
 

@@ -106,6 +106,7 @@ def refuse_busy_ports(config: Config) -> None:
     listeners = [("metrics sink", metrics.host, metrics.exporter_port, "metrics.exporter_port"),
                  ("producer metrics", metrics.host, metrics.producer_port, "metrics.producer_port"),
                  ("inference metrics", metrics.host, metrics.inference_port, "metrics.inference_port"),
+                 ("analytics metrics", metrics.host, metrics.analytics_port, "metrics.analytics_port"),
                  ("console", console.host, console.port, "console.port"),
                  ("Alertmanager receiver", receiver.host, receiver.port, "alerting.receiver.port")]
     settings_by_port = defaultdict(list)
@@ -266,7 +267,8 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
                 children[stage] = spawn(stage, config_path, env, log_dir, *stage_args.get(stage, []))
             metrics = config.metrics
             print(f"metrics: {http_url(metrics.host, metrics.exporter_port, '/metrics')} (zones, detections), "
-                  f":{metrics.inference_port} (inference), :{metrics.producer_port} (producer), "
+                  f":{metrics.inference_port} (inference), :{metrics.analytics_port} (analytics), "
+                  f":{metrics.producer_port} (producer), "
                   f":{receiver_port} (alert dispatcher, Alertmanager webhook)", flush=True)
             print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)

@@ -55,7 +55,7 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
         # Tests produce a backlog before the stages are ready (model loading takes seconds): none of it is stale.
         "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "max_frame_age_s": 3600},
         "analytics": {"window_seconds": 2},
-        "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0},
+        "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0, "analytics_port": 0},
         "console": {"port": 0},
         "cameras": [{
             "id": "campus", "source": str(VTEST), "fps": 10,

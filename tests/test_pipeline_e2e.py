@@ -76,10 +76,10 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
     config, path = pipeline_config(tmp_path, "e2e", kafka_bootstrap, cameras=[campus, hostile])
     topics = config.broker.topics
     create_topics(kafka_bootstrap, topics.all(), config.broker.partitions)
-    exporter_port = free_port()
+    exporter_port, analytics_port = free_port(), free_port()
     stages = [
         StageProcess("export-metrics", path, kafka_bootstrap, tmp_path, "--metrics-port", str(exporter_port)),
-        StageProcess("analyze", path, kafka_bootstrap, tmp_path),
+        StageProcess("analyze", path, kafka_bootstrap, tmp_path, "--metrics-port", str(analytics_port)),
         StageProcess("infer", path, kafka_bootstrap, tmp_path, "--metrics-port", "0"),
     ]
     readers = {name: TopicReader(kafka_bootstrap, topic) for name, topic in
@@ -170,6 +170,15 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
         assert density_key in samples, "the exporter exposes the zone density gauge"
         assert samples.get(frames_key) == 2 * CLIP_FRAMES
         assert samples.get(inference_dead_key) == 5 and samples.get(analytics_dead_key) == 2
+        # The analytics worker's own endpoint: every frame of the configured camera taken, and alive.
+        taken_key = ("cityguard_analytics_frames_total", (("camera", "campus"),))
+        analytics = scrape(analytics_port)
+        while analytics.get(taken_key, 0) < 2 * CLIP_FRAMES and time.monotonic() < deadline + 30:
+            time.sleep(0.5)
+            analytics = scrape(analytics_port)
+        assert analytics.get(taken_key) == 2 * CLIP_FRAMES
+        assert analytics.get(("cityguard_stage_loop_timestamp_seconds", (("stage", "analytics"),))) > time.time() - 60
+        assert urllib.request.urlopen(f"http://127.0.0.1:{analytics_port}/healthz", timeout=5).status == 200
     finally:
         stop_all(stages)
         for reader in readers.values():

@@ -69,6 +69,7 @@ def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras:
                           {"id": "north", "start": exit_[0], "end": exit_[1]}]}
     calibration = {"image_points": [list(p) for p in IMAGE], "ground_points": [list(p) for p in GROUND]}
     data = {"site": "bench-analytics", "analytics": {"window_seconds": window_s},
+            "metrics": {"analytics_port": 0},  # any free port: the bench may run beside a pipeline
             "cameras": [{"id": camera_id(index, cameras), "source": "0", "fps": fps, "calibration": calibration,
                          "zones": [zone]} for index in range(cameras)]}
     if topics is not None:

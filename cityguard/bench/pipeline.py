@@ -278,7 +278,7 @@ def write_bench_config(config: Config, config_path: Path, camera: CameraConfig, 
     updates: dict = {"cameras": cameras,
                      "model": config.model.model_copy(update=BACKLOG_MODEL_SETTINGS),
                      "metrics": config.metrics.model_copy(update={"exporter_port": 0, "producer_port": 0,
-                                                                  "inference_port": 0})}
+                                                                  "inference_port": 0, "analytics_port": 0})}
     if window_seconds is not None:
         updates["analytics"] = config.analytics.model_copy(update={"window_seconds": window_seconds})
     path = config_path.resolve().parent / f".bench-pipeline-{os.getpid()}.yaml"

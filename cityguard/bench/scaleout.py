@@ -144,8 +144,8 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
             queue(servers, input_topic, records, args.producers)
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
         for index in range(workers):
-            # several inference workers on one machine: each its own free metrics port
-            extra = ("--metrics-port", "0") if stage == "infer" else ()
+            # several workers of the stage on one machine: each its own free metrics port
+            extra = ("--metrics-port", "0")
             children[f"{stage}-{index}"] = spawn(stage, config_path, env, log_dir, *extra)
         processes = [psutil.Process(child.pid) for child in children.values()]
         if not args.queue_first:

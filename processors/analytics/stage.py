@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,9 +40,10 @@ from pathlib import Path
 
 import faust
 import msgpack
+from prometheus_client import Counter, Histogram
 
 from infra.dead_letter import dead_letter
-from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, read_offsets
+from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, loop_went_round, read_offsets
 from processors.analytics.contract import AnalyticsOutput, CameraAnalyzer
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Position, Verdict, judge
@@ -58,6 +60,18 @@ STAGE = "analytics"
 MAX_FAILURES_IN_A_ROW = 5
 STATE_LOST_REASON = "its analyzer's stored state could not be read, so it started afresh"
 STATE_TABLE = "analyzer-state"
+# How often the worker marks its event loop as going round when no frame comes (its /healthz reads it): analyzers
+# run on that loop, so one stuck in a frame stops it.
+ALIVE_INTERVAL_S = 5.0
+
+FRAMES_APPLIED = Counter("cityguard_analytics_frames_total", "Frames the camera's analyzers took", ["camera"])
+ANALYSIS_SECONDS = Histogram("cityguard_analytics_seconds", "Time of all of a camera's analyzers on one frame",
+                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0))
+GAP_FRAMES = Counter("cityguard_analytics_gap_frames_total",
+                     "Frames read by offset to fill a gap between the stored state and what the consumer delivered")
+ANALYZER_RESETS = Counter("cityguard_analytics_analyzer_resets_total",
+                          "Analysers started afresh: their stored state could not be read, or they failed on frames "
+                          "in a row", ["camera"])
 
 
 def state_changelog(config: Config) -> str:
@@ -327,6 +341,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             if merged != waiting:
                 live.lost[state_key] = merged
                 analyzer_state[lost_key(state_key)] = merged.pack()
+            ANALYZER_RESETS.labels(camera.id).inc()
             log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open "
                           "that it does not find again", state_key.decode(), len(live.lost[state_key].events))
             return factory(camera, config, None)
@@ -375,6 +390,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return deliveries
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
+        FRAMES_APPLIED.labels(camera.id).inc()
+        analysing = 0.0
         if mismatch := geometry_check.mismatch(camera, detections):
             log.warning("%s", mismatch)
         if ignore_filters is not None:
@@ -383,14 +400,18 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         for name, factory in factories.items():
             state_key = f"{camera.id}/{name}".encode()
             live.captured_at[state_key] = detections.captured_at
+            begun = time.perf_counter()
             try:
                 output = live.update(state_key, partial(restore, live, state_key, camera, factory),
                                      analyzer_state[state_key], detections)
             except Exception as exc:  # one bad message must not stop the camera's analytics
                 failure = exc.__cause__ if isinstance(exc, AnalyzerReset) else exc
+                if isinstance(exc, AnalyzerReset):
+                    ANALYZER_RESETS.labels(camera.id).inc()
                 log.error("%s analyzer failed on %s seq %d", name, camera.id, detections.seq, exc_info=failure)
                 await reject(f"{name} analyzer failed: {type(failure).__name__}: {failure}")
                 output = AnalyticsOutput(events=exc.resolved if isinstance(exc, AnalyzerReset) else [])
+            analysing += time.perf_counter() - begun
             for metrics in output.zone_metrics:
                 await send(zone_metrics_topic, encode(metrics), key)
             resolving_lost = []
@@ -409,6 +430,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 await send(events_topic, encode(incident), key)
             for counts in output.line_counts:
                 await send(line_counts_topic, encode(counts), key)
+        ANALYSIS_SECONDS.observe(analysing)
         return deliveries
 
     async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
@@ -440,9 +462,14 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
 
+    @app.timer(interval=ALIVE_INTERVAL_S)
+    async def alive() -> None:
+        loop_went_round(STAGE)
+
     @app.agent(detections_topic)
     async def analyze(stream):
         async for event in stream.events():
+            loop_went_round(STAGE)
             message = event.message
             # "_" cannot start a camera id, so this key never meets a camera's state key.
             position_key = f"_position/{message.partition}".encode()
@@ -478,6 +505,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                                              message.offset)
                 log.info("%s[%d]: offset %d arrived but the state expects %d; applied %d frames read directly",
                          message.topic, message.partition, message.offset, live.next_offset, len(missing))
+                GAP_FRAMES.inc(len(missing))
                 for record in missing:
                     await apply_in_order(record, live, position_key)
             await apply_in_order(message, live, position_key)

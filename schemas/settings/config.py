@@ -245,6 +245,7 @@ class MetricsConfig(Frozen):
         default=9100, ge=0, le=65535, description="metrics sink (zones, detections, dead letters)")
     producer_port: int = Field(default=9101, ge=0, le=65535)
     inference_port: int = Field(default=9102, ge=0, le=65535)
+    analytics_port: int = Field(default=9104, ge=0, le=65535)
 
 
 class Config(Frozen):

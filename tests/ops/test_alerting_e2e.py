@@ -183,6 +183,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
             "cityguard-exporter": [f"127.0.0.1:{exporter_server.server_port}", stand_in],
             "cityguard-producer": [stand_in],
             "cityguard-inference": [stand_in],
+            "cityguard-analytics": [stand_in],
             "cityguard-alerts": [f"127.0.0.1:{receiver_port}"],
         }, alertmanager_url, log)
         processes.append(prometheus)

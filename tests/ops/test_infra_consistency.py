@@ -21,6 +21,7 @@ STAGE_PORTS = {  # compose service / k8s component -> the port the code serves m
     "exporter": DEFAULTS.metrics.exporter_port,
     "producer": DEFAULTS.metrics.producer_port,
     "inference": DEFAULTS.metrics.inference_port,
+    "analytics": DEFAULTS.metrics.analytics_port,
     "alerts": DEFAULTS.alerting.receiver.port,
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")  # the stages' pod templates (the producers' a StatefulSet)
@@ -163,7 +164,8 @@ def test_compose_stages_share_the_broker_env_and_run_real_commands():
             assert service["expose"] == [str(STAGE_PORTS[name])], name
     assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == site.broker.partitions  # topics the broker creates on first use
     configured = {"exporter": site.metrics.exporter_port, "producer": site.metrics.producer_port,
-                  "inference": site.metrics.inference_port, "alerts": site.alerting.receiver.port}
+                  "inference": site.metrics.inference_port, "analytics": site.metrics.analytics_port,
+                  "alerts": site.alerting.receiver.port}
     assert configured == STAGE_PORTS
     assert site.metrics.host == "0.0.0.0" and site.alerting.receiver.host == "0.0.0.0"  # reachable in containers
     # The console: on the host's loopback only, with its token, reading the dispatcher's store and writing its hard
