@@ -186,13 +186,16 @@ def open_incidents(store: IncidentStore) -> list[OpenIncident]:
 
 
 def incident_summary(incidents: list[OpenIncident]) -> dict:
-    """How many incidents are open, and how many of them unacknowledged: in all and by severity."""
-    summary: dict[str, dict[str, int]] = {"open": {"total": 0}, "unacknowledged": {"total": 0}}
+    """How many incidents are open, and how many of them unacknowledged: in all and by severity; and which of them
+    are critical and unacknowledged, whose alarm every page sounds until it is acknowledged or silenced by id."""
+    summary: dict = {"open": {"total": 0}, "unacknowledged": {"total": 0}, "unacknowledged_critical_ids": []}
     for incident in incidents:
         for counted in ["open"] + ([] if incident.acknowledged else ["unacknowledged"]):
             counts = summary[counted]
             counts["total"] += 1
             counts[incident.row.severity] = counts.get(incident.row.severity, 0) + 1
+        if not incident.acknowledged and incident.row.severity == "critical":
+            summary["unacknowledged_critical_ids"].append(incident.row.id)
     return summary
 
 

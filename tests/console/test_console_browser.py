@@ -224,17 +224,34 @@ def site(kafka_bootstrap, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright_driver():
     if not CHROMIUM.exists():
         pytest.fail("Debian chromium is needed for the console tests: apt-get install chromium (infra/setup.sh)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
+        yield playwright
+
+
+def launch_chromium(playwright, *args: str):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", *args])
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver):
+    browser = launch_chromium(playwright_driver)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def audible_browser(playwright_driver):
+    """Chromium that lets a page play sound before any click, as one whose operator allowed the console's sound."""
+    browser = launch_chromium(playwright_driver, "--autoplay-policy=no-user-gesture-required")
+    yield browser
+    browser.close()
 
 
 def fresh_page(browser, bypass_csp: bool):
@@ -261,6 +278,11 @@ def page(browser):
 @pytest.fixture
 def strict_page(browser):
     yield from fresh_page(browser, bypass_csp=False)
+
+
+@pytest.fixture
+def audible_page(audible_browser):
+    yield from fresh_page(audible_browser, bypass_csp=True)
 
 
 def operator(page, site: Site, hash_path: str):
@@ -537,10 +559,15 @@ def api_answer(site: Site, path: str, data: bytes | None = None):
         return json.loads(answer.read())
 
 
-def test_an_unacknowledged_incident_shows_on_every_page_and_a_critical_one_in_red_and_in_the_title(site, page):
-    for incident in api_answer(site, "api/incidents")["incidents"]:  # those of earlier tests
+def acknowledge_every_open_incident(site: Site) -> None:
+    """Acknowledges the incidents earlier tests left unacknowledged."""
+    for incident in api_answer(site, "api/incidents")["incidents"]:
         if incident["acknowledged"] is False:
             api_answer(site, f"api/incidents/{urllib.parse.quote(incident['id'], safe='')}/ack", b"{}")
+
+
+def test_an_unacknowledged_incident_shows_on_every_page_and_a_critical_one_in_red_and_in_the_title(site, page):
+    acknowledge_every_open_incident(site)
     page.goto(site.url + "#/live")
     title = f"cityguard {site.name}"
     badge = "document.querySelector('#open-count')"
@@ -562,6 +589,59 @@ def test_an_unacknowledged_incident_shows_on_every_page_and_a_critical_one_in_re
     page.wait_for_function(f"{badge}.textContent === '1' && !{badge}.classList.contains('critical')",
                            timeout=10_000)
     page.wait_for_function(f"document.title === '(1) {title}'", timeout=5_000)
+
+
+def test_sound_is_asked_for_until_a_click_allows_it_and_turned_off_stays_off(site, page):
+    page.goto(site.url + "#/live")
+    page.wait_for_selector("#sound[data-sound=blocked][aria-pressed=false]:has-text('click to enable sound')",
+                           timeout=10_000)
+    page.click("#sound")  # the click the browser waits for before it plays sound
+    page.wait_for_selector("#sound[data-sound=on][aria-pressed=true]:has-text('sound on')", timeout=5_000)
+    page.click("#sound")
+    page.wait_for_selector("#sound[data-sound=off][aria-pressed=false]:has-text('sound off')", timeout=5_000)
+    page.reload()
+    page.wait_for_selector("#sound[data-sound=off]:has-text('sound off')", timeout=10_000)
+
+
+def test_an_unacknowledged_critical_incident_sounds_until_acknowledged_or_silenced(site, audible_page):
+    page = audible_page
+    acknowledge_every_open_incident(site)
+    page.goto(site.url + "#/live")
+    sounding = "#sound[data-sound=sounding][aria-pressed=true]:has-text('alarm sounding')"
+    quiet = "#sound[data-sound=on]:has-text('sound on')"
+    page.wait_for_selector(quiet, timeout=10_000)
+    assert page.is_hidden("#silence")
+    seq = site.frame("plaza", frame_jpeg(16))
+    record(site, site.event("plaza/square/risk-alarm-warning", seq, severity=Severity.WARNING))
+    record(site, site.event("plaza/square/risk-alarm-acknowledged", seq))
+    page.wait_for_selector(sounding, timeout=10_000)
+    page.wait_for_selector("#silence:visible:has-text('silence alarm (1 critical)')")
+    api_answer(site, "api/incidents/plaza%2Fsquare%2Frisk-alarm-acknowledged/ack", b"{}")
+    page.wait_for_selector(quiet, timeout=10_000)  # the warning, still unacknowledged, does not sound
+    assert page.is_hidden("#silence")
+
+    record(site, site.event("plaza/square/risk-alarm-silenced", seq))
+    page.wait_for_selector(sounding, timeout=10_000)
+    for _ in range(20):  # the header's controls are reached with the keyboard
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "silence":
+            break
+    else:
+        raise AssertionError("Tab never reaches the silence button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(quiet, timeout=5_000)
+    assert page.is_hidden("#silence")
+    record(site, site.event("plaza/square/risk-alarm-new", seq))  # a new one sounds again
+    page.wait_for_selector(sounding, timeout=10_000)
+    page.click("#silence")
+    page.wait_for_selector(quiet, timeout=5_000)
+
+    page.reload()  # neither the acknowledged incident nor the silenced ones sound again
+    page.wait_for_function("document.querySelector('#open-count').textContent === '3'", timeout=10_000)
+    assert page.get_attribute("#sound", "data-sound") == "on"
+    assert page.is_hidden("#silence")
+    for incident_id in ("plaza/square/risk-alarm-silenced", "plaza/square/risk-alarm-new"):
+        api_answer(site, f"api/incidents/{urllib.parse.quote(incident_id, safe='')}/ack", b"{}")
 
 
 def test_a_page_whose_server_cannot_be_reached_is_greyed_out_and_says_since_when(site, page):

@@ -470,7 +470,8 @@ def test_open_incidents_are_counted_in_full_and_listed_the_most_urgent_first(mak
     assert len(open_listed) == OPEN_LISTED and "cam/z/acknowledged-critical" not in {i["id"] for i in open_listed}
     assert listed[-1]["id"] == "cam/z/ended" and listed[-1]["acknowledged"] is None
     summary = {"open": {"total": OPEN_LISTED + 35, "info": OPEN_LISTED + 31, "critical": 3, "warning": 1},
-               "unacknowledged": {"total": OPEN_LISTED + 34, "info": OPEN_LISTED + 31, "critical": 2, "warning": 1}}
+               "unacknowledged": {"total": OPEN_LISTED + 34, "info": OPEN_LISTED + 31, "critical": 2, "warning": 1},
+               "unacknowledged_critical_ids": ["cam/z/new-critical", "cam/z/old-critical"]}
     assert answer["summary"] == summary
     assert strict_json(call(console, "GET", "/api/incident-summary")[2]) == summary
 

@@ -563,7 +563,104 @@ function showIncidentSummary(summary) {
   badge.textContent = waiting.total ? String(waiting.total) : "";
   badge.classList.toggle("critical", Boolean(waiting.critical));
   badge.title = `${waiting.total} unacknowledged (${waiting.critical || 0} critical) of ${summary.open.total} open`;
+  // Silenced ids of incidents since acknowledged or resolved are forgotten: one alerting again sounds again.
+  const silenced = silencedIncidents().filter((id) => summary.unacknowledged_critical_ids.includes(id));
+  localStorage.setItem(SILENCED_KEY, JSON.stringify(silenced));
   showTitle();
+  showAlarm();
+}
+
+// -- audible alarm -------------------------------------------------------------------------------------------------
+
+// A tone repeats while an unacknowledged critical incident is open and not silenced. Whether sound is wanted and which
+// incidents were silenced are kept in the browser, so a reload keeps the choice and stays quiet for those incidents.
+const SOUND_KEY = "cityguard-sound", SILENCED_KEY = "cityguard-silenced-incidents";
+const ALARM_REPEAT_MS = 3000;
+const alarm = { context: null, lastToneAt: 0 };
+
+const soundWanted = () => localStorage.getItem(SOUND_KEY) !== "off";
+
+function silencedIncidents() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(SILENCED_KEY) || "[]");
+    return Array.isArray(stored) ? stored : [];
+  } catch {
+    return [];
+  }
+}
+
+function alarmingIncidents() {
+  const silenced = silencedIncidents();
+  return app.summary ? app.summary.unacknowledged_critical_ids.filter((id) => !silenced.includes(id)) : [];
+}
+
+// Browsers start an audio context suspended until the page has been clicked or typed in: "blocked" until then.
+function soundState() {
+  if (!soundWanted()) return "off";
+  if (alarm.context.state !== "running") return "blocked";
+  return alarmingIncidents().length ? "sounding" : "on";
+}
+
+const SOUND_LABELS = { off: "sound off", blocked: "click to enable sound", on: "sound on",
+  sounding: "sound on · alarm sounding" };
+
+function showAlarm() {
+  const state = soundState(), control = $("#sound");
+  control.dataset.sound = state;
+  control.textContent = SOUND_LABELS[state];
+  control.setAttribute("aria-pressed", String(state === "on" || state === "sounding"));
+  const alarming = alarmingIncidents().length;
+  $("#silence").hidden = !alarming;
+  $("#silence").textContent = `silence alarm (${alarming} critical)`;
+  if (state === "sounding" && Date.now() - alarm.lastToneAt >= ALARM_REPEAT_MS) {
+    alarm.lastToneAt = Date.now();
+    playTone(alarm.context);
+  }
+}
+
+// Two short falling beeps, faded in and out so they do not click.
+function playTone(context) {
+  const start = context.currentTime;
+  for (const [offset, frequency] of [[0, 880], [0.25, 660]]) {
+    const oscillator = context.createOscillator(), gain = context.createGain();
+    oscillator.type = "square";
+    oscillator.frequency.value = frequency;
+    gain.gain.setValueAtTime(0, start + offset);
+    gain.gain.linearRampToValueAtTime(0.15, start + offset + 0.02);
+    gain.gain.linearRampToValueAtTime(0, start + offset + 0.2);
+    oscillator.connect(gain).connect(context.destination);
+    oscillator.start(start + offset);
+    oscillator.stop(start + offset + 0.2);
+  }
+}
+
+function toggleSound() {
+  if (soundState() === "on" || soundState() === "sounding") {
+    localStorage.setItem(SOUND_KEY, "off");
+  } else {
+    localStorage.setItem(SOUND_KEY, "on");
+    alarm.context.resume();
+  }
+  showAlarm();
+}
+
+function silenceAlarm() {
+  localStorage.setItem(SILENCED_KEY, JSON.stringify([...silencedIncidents(), ...alarmingIncidents()]));
+  showAlarm();
+}
+
+function startAlarm() {
+  alarm.context = new AudioContext();
+  alarm.context.addEventListener("statechange", showAlarm);
+  $("#sound").addEventListener("click", toggleSound);
+  $("#silence").addEventListener("click", silenceAlarm);
+  // Any click or key on the page lets the browser play sound; the sound control decides for itself.
+  for (const gesture of ["pointerdown", "keydown"]) {
+    document.addEventListener(gesture, (event) => {
+      if (soundWanted() && !$("#sound").contains(event.target)) alarm.context.resume();
+    });
+  }
+  showAlarm();
 }
 
 function showTitle() {
@@ -572,13 +669,15 @@ function showTitle() {
   document.title = !waiting.total ? app.title : `(${waiting.total}) ${flash ? "CRITICAL incident" : app.title}`;
 }
 
-// Twice a second: the clock, the ages of the frames shown, how long the server has not answered, the title.
+// Twice a second: the clock, the ages of the frames shown, how long the server has not answered, the title, the
+// alarm's next tone.
 function tick() {
   const now = serverNow();
   $("#clock").textContent = `${fmtTime(now)} ${zoneName(now)}`;
   for (const age of document.querySelectorAll("[data-captured-at]")) showAge(age);
   showOffline();
   showTitle();
+  showAlarm();
 }
 
 // Whether the server still reads the topics: otherwise every page shows an old picture as if it were current.
@@ -603,6 +702,7 @@ async function start() {
   $("#site-name").textContent = body.site;
   app.title = `cityguard ${body.site}`;
   $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
+  startAlarm();
   setInterval(tick, 500);
   checkFeed();
   setInterval(checkFeed, 5000);
