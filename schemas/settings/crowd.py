@@ -188,18 +188,24 @@ TRACK_STATE_BYTES = 88  # one track's columns, without counting lines: id, two t
 TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
 BUCKET_STATE_BYTES = 800  # one hop bucket of one zone
 ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state and its lines' identities, no buckets
-TREND_EVIDENCE_S = 300.0  # the windows a forecast must stand on before it raises a level (crowd.forecast)
+TREND_EVIDENCE_S = 300.0  # the windows a forecast must stand on before it raises a level (crowd.forecast)...
+MIN_TREND_POINTS = 6  # ...and at least this many windows that do not overlap
 TREND_POINT_STATE_BYTES = 20  # one window's [end, density] among them
 
 
-def trend_points(step_seconds: float) -> int:
+def trend_evidence_s(window_seconds: float) -> float:
+    """How far back a zone's windows are the forecast's evidence."""
+    return max(TREND_EVIDENCE_S, MIN_TREND_POINTS * window_seconds)
+
+
+def trend_points(step_seconds: float, window_seconds: float) -> int:
     """The most windows a zone keeps as the forecast's evidence."""
-    return math.ceil(TREND_EVIDENCE_S / step_seconds) + 1
+    return math.ceil(trend_evidence_s(window_seconds) / step_seconds) + 1
 
 
 # the most tracks that fit beside one zone of the default 10 s tumbling windows, without counting lines
 MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES
-              - trend_points(10.0) * TREND_POINT_STATE_BYTES) // TRACK_STATE_BYTES
+              - trend_points(10.0, 10.0) * TREND_POINT_STATE_BYTES) // TRACK_STATE_BYTES
 
 
 # The local-density grid of a calibrated zone (processors.analytics.crowd.local_density): the zone's ground box and
@@ -490,7 +496,8 @@ def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> in
     buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
     return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)
             + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES
-                            + trend_points(analytics.step_seconds) * TREND_POINT_STATE_BYTES))
+                            + trend_points(analytics.step_seconds, analytics.window_seconds)
+                            * TREND_POINT_STATE_BYTES))
 
 
 def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig], camera_id: str = "") -> None:

@@ -104,6 +104,17 @@ def test_velocity_is_ground_displacement_over_a_second_not_box_jitter_or_a_swapp
     assert max(speeds(swapped)[20:]) == pytest.approx(1.0)
 
 
+def test_tracks_stored_before_velocity_steps_spanned_a_second_go_on_moving():
+    # The columns an earlier version stored: no step start, which begins where each track was last seen.
+    earlier = TrackTable(0)
+    earlier.update(0.0, np.array([7]), np.zeros((1, 2)), np.array([[0.0, 0.0]]), [], 0.5, 4.0, 10.0, 2, 100)
+    columns = {name: value for name, value in earlier.to_columns().items() if name not in ("step_xy", "step_at")}
+    table = TrackTable.from_columns(0, columns)
+    speeds = [float(np.hypot(*table.update(frame / 5, np.array([7]), np.zeros((1, 2)), np.array([[0.0, frame / 5]]),
+                                           [], 0.5, 4.0, 10.0, 2, 100)[0][0])) for frame in range(1, 16)]
+    assert speeds[-1] == pytest.approx(1.0)
+
+
 def test_count_fusion_rule():
     config = CountingConfig(density_map_max_age_seconds=15)
     dense = fuse_counts(20, 800.0, config, model_age_s=3.0)
@@ -189,6 +200,21 @@ def test_forecast_raises_the_level_below_the_expected_one_at_the_slope_borne_out
     assert level({"critical": 120.0, "danger": 60.0}, {"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
 
 
+def test_a_burst_held_in_overlapping_windows_is_no_slope_borne_out():
+    config, thresholds = ForecastConfig(), RiskThresholds()
+
+    def surely(densities: list[float]) -> dict[str, float]:  # 60 s windows every 10 s
+        state = None
+        for index, density in enumerate(densities):
+            state = holt_update(state, 10.0 * index, density, config, 10.0, window_s=60.0)
+        return seconds_to_thresholds_surely(state, config, thresholds, hops_per_window=6)
+
+    burst = [1.5] * 60 + [3.0] * 6  # one 10 s burst of +9 p/m² is in the six windows that span it
+    ramp = [1.0 + 0.04 * index for index in range(66)]  # +0.24 p/m² a minute
+    assert "warning" not in surely(burst) and "danger" not in surely(burst)
+    assert 4 * 60 <= surely(ramp)["danger"] <= 8 * 60  # (5 - 3.6) / 0.24: about 6 minutes
+
+
 def test_counted_net_inflow_moves_the_forecast_by_its_change_not_by_what_the_lines_miss():
     config, thresholds = ForecastConfig(), RiskThresholds()
     # A steady 1.5 p/m² whose exit has no counting line: 0.05 p/m² a second come in, and nobody is counted out.
@@ -218,6 +244,10 @@ def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_i
     # Well below it, but danger was entered 50 s ago: its dwell holds.
     state, reason = after((0, RiskInputs(5.3)), (30, unseen), (50, RiskInputs(3.0)))
     assert state.level == RiskLevel.DANGER and "minimum dwell" in reason
+    # The windows before it that allowed a lower level still count: as if it had not been.
+    state, _ = after((0, RiskInputs(5.3)), *((at, RiskInputs(3.0)) for at in range(10, 110, 10)), (110, unseen),
+                     (120, RiskInputs(3.0)), (130, RiskInputs(3.0)))
+    assert (state.level, state.since) == (RiskLevel.CAUTION, 130)
     # Once the windows after it have allowed a lower level for the dwell, it goes down as far as the density
     # allows, in the same episode.
     state, _ = after((0, RiskInputs(5.3)), (130, unseen), *((at, RiskInputs(3.0)) for at in range(150, 280, 10)))

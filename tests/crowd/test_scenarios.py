@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import RiskLevel, Severity
-from tests.crowd.scenarios import Run, run_scenario, site_config, steady_crowd
+from tests.crowd.scenarios import CAMERA_ID, Run, run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
 BUILD_UP_SECONDS = 40 * 60
@@ -127,3 +128,26 @@ def test_redelivered_frames_are_ignored():
     again = [m for d in frames for m in analyzer.update(d).zone_metrics]
     assert len(once) == 4 and again == []  # frames at 1..40 s close the windows ending at 10, 20, 30 and 40 s
     assert CrowdState.decode(state).last_seq == frames[-1].seq
+
+
+def test_a_capture_clock_set_back_as_a_build_up_starts_keeps_its_early_warning():
+    """The windows before the step belong to another timeline: the forecast's evidence must not mix them in."""
+    def first_warning(back_s: float) -> tuple[float, float]:
+        config = site_config(SQUARE, 1.0, analytics={"window_seconds": 10,
+                                                     "risk": {"packed_spot_raises_to_warning": False}})
+        simulator = CrowdSimulator(SQUARE, 1.0, seed=3, target_density=lambda t: float(
+            np.interp(t, [0, 600, 1500], [1.0, 1.0, 4.5])))
+        analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+        for _ in range(1500):
+            simulator.step()
+            frame = simulator.detections(CAMERA_ID, 0.0, 0.0, simulator.seq % 8 == 0)
+            if simulator.elapsed > 600:
+                frame = frame.model_copy(update={"captured_at": frame.captured_at - back_s})
+            for metrics in analyzer.update(frame).zone_metrics:
+                if metrics.risk_level == RiskLevel.WARNING:
+                    return simulator.elapsed, metrics.density_mean_per_m2
+        raise AssertionError("never warned")
+
+    steady = first_warning(0.0)
+    assert steady[1] < 3.0  # forecast, well before the measured 4 p/m²
+    assert first_warning(1800.0) == steady

@@ -115,7 +115,7 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
                               trend_per_s=-rng.random() / 3e4, residual_variance=-rng.random() / 3e4,
                               windows=np.iinfo(np.int64).max, net_inflow_per_s=-rng.random() / 3e4,
                               recent=[[1_700_000_000 + rng.random(), -rng.random() / 3e4]
-                                      for _ in range(trend_points(step))])
+                                      for _ in range(trend_points(step, analytics.window_seconds))])
         zone.buckets = [
             Bucket(start=1_700_000_000 + rng.random(), frames=99_999, last_seq=np.iinfo(np.int64).max,
                    people_sum=-rng.random() / 3e4, people_max=-rng.random() / 3e4,

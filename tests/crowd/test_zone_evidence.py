@@ -144,3 +144,29 @@ def test_a_zone_removed_while_at_danger_has_its_incident_resolved_with_the_next_
     [resolved] = [event for event in later if event.zone_id == "z"]
     assert (resolved.event_id, resolved.state.value) == (opened.event_id, "resolved")
     assert "removed from the configuration" in resolved.reason and resolved.updated_at == T0 + 60
+
+
+def test_a_zone_added_to_a_running_camera_waits_for_its_first_map_without_an_incident():
+    def maps_every_12_s(seqs):  # 50 people on the whole picture, a map every 12 s
+        return (frame(seq, [], 50 if seq % (12 * FPS) == 0 else None) for seq in seqs)
+
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    events_of(analyzer, maps_every_12_s(range(1, 61 * FPS)))
+    two_zones = CameraConfig.model_validate({"id": "c", "source": "x.mp4", "fps": FPS, "zones": [
+        {"id": "z", "polygon": PICTURE, "area_m2": 100}, {"id": "z2", "polygon": PICTURE, "area_m2": 100}]})
+    restored = CrowdAnalyzer(two_zones, AnalyticsConfig(), CrowdState.decode(analyzer.state_bytes()))
+    metrics, events = events_of(restored, maps_every_12_s(range(61 * FPS, 120 * FPS)))
+
+    added = [m.risk_level for m in metrics if m.zone_id == "z2"]
+    assert added[0] == RiskLevel.UNKNOWN and set(added[1:]) == {RiskLevel.NORMAL}  # no map until 72 s
+    assert events == []
+
+
+def test_resolving_what_an_analyzer_has_open_includes_a_removed_zones_incident():
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    _, events = events_of(analyzer, (frame(seq, [], 600) for seq in range(60 * FPS)))
+    renamed = CameraConfig.model_validate({"id": "c", "source": "x.mp4", "fps": FPS, "zones": [
+        {"id": "z2", "polygon": PICTURE, "area_m2": 100}]})
+    restored = CrowdAnalyzer(renamed, AnalyticsConfig(), CrowdState.decode(analyzer.state_bytes()))
+    [resolved] = restored.resolve_open(T0 + 60, "reset")  # before any frame of the new configuration
+    assert (resolved.zone_id, resolved.state.value) == ("z", "resolved")

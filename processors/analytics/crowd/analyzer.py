@@ -79,6 +79,7 @@ class ZoneState:
     holt: HoltState | None = None
     risk: RiskState = field(default_factory=RiskState)
     surge: SurgeState = field(default_factory=SurgeState)
+    first_at: float | None = None  # capture time of the zone's first frame (a zone added later starts later)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class CrowdState:
                            "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started,
                                     zone.risk.known.value if zone.risk.known else None, zone.risk.known_since,
                                     zone.risk.lower_since],
-                           "surge": vars(zone.surge)}
+                           "surge": vars(zone.surge), "first_at": zone.first_at}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
                               self.track_lines, self.clock_stepped_at])
@@ -118,6 +119,8 @@ class CrowdState:
                 holt=HoltState(**zone["holt"]) if zone["holt"] else None,
                 risk=risk_state(*zone["risk"]),
                 surge=SurgeState(**zone["surge"]),
+                # a zone stored before zones kept their own start has been there since the camera's
+                first_at=zone.get("first_at", first_captured_at),
             ) for zone_id, zone in zones.items()}, tracks, track_lines, *later)
 
 
@@ -214,8 +217,9 @@ class CrowdAnalyzer:
         return self.state.encode()
 
     def resolve_open(self, at: float, reason: str) -> list[Event]:
-        """Each zone's risk episode and inflow surge still open, resolved at `at`."""
-        return self._resolve(self.state.zones, at, reason)
+        """Each zone's risk episode and inflow surge still open, resolved at `at` (a removed zone's too)."""
+        removed, self.removed_zones = self.removed_zones, {}
+        return self._resolve({**removed, **self.state.zones}, at, reason)
 
     def _resolve(self, zones: dict[str, ZoneState], at: float, reason: str) -> list[Event]:
         evidence = FrameRef(camera_id=self.camera.id, seq=self.state.last_seq) if self.state.last_seq >= 0 else None
@@ -267,6 +271,8 @@ class CrowdAnalyzer:
         if open_bucket is None or start > open_bucket or stepped:
             self.state.open_bucket = start
         for zone_id, sample in samples.items():
+            if self.state.zones[zone_id].first_at is None:
+                self.state.zones[zone_id].first_at = at
             buckets = self.state.zones[zone_id].buckets
             if not buckets or buckets[-1].start != self.state.open_bucket:
                 buckets.append(Bucket(start=self.state.open_bucket))
@@ -286,6 +292,8 @@ class CrowdAnalyzer:
         self.state.first_captured_at = min(self.state.first_captured_at, at)
         for zone in self.state.zones.values():
             zone.buckets = []
+            if zone.first_at is not None:
+                zone.first_at = min(zone.first_at, at)
             if zone.model_at is not None:
                 zone.model_at = min(zone.model_at, at)
             if zone.risk.since is not None:
@@ -296,6 +304,8 @@ class CrowdAnalyzer:
                 zone.risk.lower_since = min(zone.risk.lower_since, at)
             if zone.holt is not None:
                 zone.holt.at = min(zone.holt.at, at)
+                # the trend's evidence from the timeline ahead would be fitted together with the new one's
+                zone.holt.recent = [point for point in zone.holt.recent if point[0] <= at]
         self.tracks.last_seen = np.minimum(self.tracks.last_seen, at)
         self.tracks.step_at = np.minimum(self.tracks.step_at, at)
 
@@ -397,13 +407,14 @@ class CrowdAnalyzer:
         net_per_minute = (window.inflow - window.outflow) / seconds * 60
         if reliable:
             net_rate = (window.inflow - window.outflow) / seconds / zone.area_m2 if zone.lines else None
-            state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate)
+            state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate,
+                                     seconds)
         forecast, expected, surely = [], {}, {}
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
             forecast = forecast_points(holt, config.forecast, self.step)
             expected = seconds_to_thresholds(holt, config.forecast, config.thresholds)
-            surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds)
+            surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, self.hops_per_window)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
         inputs = RiskInputs(density_per_m2=density, reliable=reliable, unreliable_reason=reason,
@@ -413,7 +424,8 @@ class CrowdAnalyzer:
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
         level = state.risk.level
-        if changed and level == RiskLevel.UNKNOWN and previous.level == RiskLevel.NORMAL and self._starting(window_end):
+        if changed and level == RiskLevel.UNKNOWN and previous.level == RiskLevel.NORMAL \
+                and self._starting(state, window_end):
             # Unknown because the camera's analytics are starting, which is no news for an operator: the window
             # says so, but no incident opens. Maps that do not come in time open one (and the zone-unknown alert
             # pages).
@@ -443,13 +455,14 @@ class CrowdAnalyzer:
             events.append(self._level_event(zone_id, previous, state.risk, level_reason, metrics))
         return metrics, events
 
-    def _starting(self, window_end: float) -> bool:
-        """Whether a window ends while the camera's first density maps may still be on their way: the inference
+    def _starting(self, zone: ZoneState, window_end: float) -> bool:
+        """Whether a zone's window ends while its first density maps may still be on their way: the inference
         stage needs STARTUP_GRACE_S to reach live frames, and its schedule gives each camera a map within the maximum
-        age. Until then a window may have too few frames with a map to be judged."""
+        age (a zone added to a running camera waits for the next). Until then a window may have too few frames with
+        a map to be judged."""
         config = self.config
         return config.density_model.enabled and window_end <= (
-            self.state.first_captured_at + STARTUP_GRACE_S + config.counting.density_map_max_age_seconds)
+            zone.first_at + STARTUP_GRACE_S + config.counting.density_map_max_age_seconds)
 
     def _regime(self, speed: float | None, density: float, holt: HoltState | None) -> FlowRegime:
         movement = self.config.movement

@@ -13,7 +13,7 @@ Holt's trend answers the last few windows, which is right for the figures shown 
 with 10 s windows, one window 1.5 p/m² above a steady 1.5 (a group passing through, one map reading high) forecast
 critical within 7 minutes, and the zone went to danger, which pages, for two minutes; on a 20-minute build-up from 1
 to 6 p/m² with counting noise the level reached warning 11.5-13.7 minutes before 5 p/m² (at 1.6 p/m²) and danger
-8-10 minutes before. So a level is raised on the slope the windows of the last TREND_EVIDENCE_S bear out
+8-10 minutes before. So a level is raised on the slope the windows of the last minutes bear out
 (`seconds_to_thresholds_surely`), and to warning at most: that spike now leaves the zone at caution (its measured
 density), the build-up reaches warning 8-10 minutes before 5 p/m² and danger when the density does, and a steady
 1->9 p/m² build-up over 40 minutes still has its danger forecast 11.7 minutes ahead (tests/crowd).
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.settings.crowd import TREND_EVIDENCE_S, ForecastConfig, RiskThresholds
+from schemas.settings.crowd import MIN_TREND_POINTS, ForecastConfig, RiskThresholds, trend_evidence_s
 from schemas.zone_metrics import DensityForecast
 
 RESIDUAL_MEMORY = 20  # windows over which the one-step error variance is averaged
@@ -38,7 +38,6 @@ NET_BIAS_MEMORY = 30  # windows over which the counted net inflow's excess over 
 MAX_GAP_HOPS = 2
 MAX_GAP_S = 180.0
 LEVELS = ("caution", "warning", "danger", "critical")
-MIN_TREND_POINTS = 6  # windows of the last TREND_EVIDENCE_S a forecast needs before it may raise a level
 
 
 @dataclass
@@ -51,12 +50,13 @@ class HoltState:
     net_inflow_per_s: float | None = None  # smoothed (inflow - outflow) / area, p/m² per second
     # what the counted net inflow usually runs above the density's trend, p/m² per second (`holt_update` says why)
     net_bias_per_s: float = 0.0
-    recent: list[list[float]] = field(default_factory=list)  # [window end, density] within TREND_EVIDENCE_S
+    recent: list[list[float]] = field(default_factory=list)  # [window end, density] within trend_evidence_s
 
 
 def holt_update(state: HoltState | None, at: float, density: float, config: ForecastConfig, step_s: float,
-                net_inflow_per_s: float | None = None) -> HoltState:
-    """Folds one window's density into the model (the window's end time is `at`, windows end every `step_s`)."""
+                net_inflow_per_s: float | None = None, window_s: float | None = None) -> HoltState:
+    """Folds one window's density into the model (the window's end time is `at`, windows of `window_s`, the step by
+    default, end every `step_s`)."""
     if state is None or at - state.at > max(MAX_GAP_HOPS * step_s, MAX_GAP_S) + step_s / 2:
         return HoltState(at, density, 0.0, 0.0, 1, net_inflow_per_s, 0.0, [[at, density]])
     elapsed = at - state.at
@@ -80,7 +80,8 @@ def holt_update(state: HoltState | None, at: float, density: float, config: Fore
         # only its entrance counted forecast 67 p/m² in 15 minutes). What the counts usually run above the trend,
         # over the last NET_BIAS_MEMORY windows, is taken off, so only a change in the flow moves the forecast.
         bias += (net_inflow_per_s - trend - bias) / min(state.windows, NET_BIAS_MEMORY)
-    recent = [point for point in state.recent if point[0] > at - TREND_EVIDENCE_S] + [[at, density]]
+    span = trend_evidence_s(window_s or step_s)
+    recent = [point for point in state.recent if point[0] > at - span] + [[at, density]]
     return HoltState(at, level, trend, variance, state.windows + 1, net, bias, recent)
 
 
@@ -116,49 +117,51 @@ def seconds_to_thresholds(state: HoltState, config: ForecastConfig,
                           thresholds: RiskThresholds) -> dict[str, float]:
     """Seconds until the forecast reaches each level's threshold, for those within the horizon (0: reached)."""
     slope = slope_per_s(state, config)
-    horizon = config.max_horizon_minutes * 60
-    expected = {}
-    for name in LEVELS:
-        bound = getattr(thresholds, name)
-        if state.level >= bound:
-            expected[name] = 0.0
-        elif slope > 0 and (bound - state.level) / slope <= horizon:
-            expected[name] = (bound - state.level) / slope
-    return expected
+    return crossings(state.level, slope, config.max_horizon_minutes * 60, thresholds)
 
 
-
-def seconds_to_thresholds_surely(state: HoltState, config: ForecastConfig,
-                                 thresholds: RiskThresholds) -> dict[str, float]:
+def seconds_to_thresholds_surely(state: HoltState, config: ForecastConfig, thresholds: RiskThresholds,
+                                 hops_per_window: int = 1) -> dict[str, float]:
     """Seconds until each threshold at the slope the zone's recent windows bear out, within the horizon.
 
     What a forecast may raise a level on. Holt's trend answers the last few windows, so a group passing through, or
     one density map reading high, bends it towards a threshold for a minute or two. The slope used here is the lower
-    bound (band_z standard errors) of a least-squares line through the windows of the last TREND_EVIDENCE_S, and no
-    more than the forecast's own: noise and a lone spike leave it near zero, a build-up of minutes does not."""
-    lower = slope_lower_bound_per_s(state.recent, config.band_z)
+    bound (band_z standard errors) of a least-squares line through the windows of the recent evidence
+    (`trend_evidence_s`), and no more than the forecast's own: noise and a lone spike leave it near zero, a build-up
+    of minutes does not. Hopping windows overlap, so one burst is in several of them: only windows that do not
+    overlap count."""
+    lower = slope_lower_bound_per_s(state.recent, config.band_z, hops_per_window)
     slope = min(slope_per_s(state, config), lower) if lower is not None else 0.0
-    horizon = config.max_horizon_minutes * 60
-    expected = {}
-    for name in LEVELS:
-        bound = getattr(thresholds, name)
-        if state.level >= bound:
-            expected[name] = 0.0
-        elif slope > 0 and (bound - state.level) / slope <= horizon:
-            expected[name] = (bound - state.level) / slope
-    return expected
+    return crossings(state.level, slope, config.max_horizon_minutes * 60, thresholds)
 
 
-def slope_lower_bound_per_s(points: list[list[float]], z: float) -> float | None:
-    """The least-squares slope of density over time through (time, density) points, less z standard errors; None
-    with fewer than MIN_TREND_POINTS."""
-    if len(points) < MIN_TREND_POINTS:
+def slope_lower_bound_per_s(points: list[list[float]], z: float, overlap: int = 1) -> float | None:
+    """How fast density rises by (time, density) points of windows that each share their span with `overlap` - 1
+    others, at the least: of every `overlap`-th point back from the newest (windows that do not overlap), the lower
+    of the least-squares slope less z standard errors and the median of the slopes between pairs of them, which a
+    burst in the newest few leaves where the rest put it. None with fewer than MIN_TREND_POINTS such windows."""
+    independent = np.asarray(points[::-1][::overlap], dtype=float)
+    if len(independent) < MIN_TREND_POINTS:
         return None
-    times, densities = np.asarray(points, dtype=float).T
+    times, densities = independent.T
     centred = times - times.mean()
     spread = float(centred @ centred)
     if spread <= 0:
         return None
     slope = float(centred @ (densities - densities.mean())) / spread
     residuals = densities - densities.mean() - slope * centred
-    return slope - z * math.sqrt(float(residuals @ residuals) / (len(points) - 2) / spread)
+    least_squares = slope - z * math.sqrt(float(residuals @ residuals) / (len(independent) - 2) / spread)
+    first, second = np.triu_indices(len(independent), k=1)
+    median = float(np.median((densities[first] - densities[second]) / (times[first] - times[second])))
+    return min(least_squares, median)
+
+def crossings(level: float, slope: float, horizon_s: float, thresholds: RiskThresholds) -> dict[str, float]:
+    """Seconds from `level` to each threshold at `slope`, for those within the horizon (0: reached)."""
+    expected = {}
+    for name in LEVELS:
+        bound = getattr(thresholds, name)
+        if level >= bound:
+            expected[name] = 0.0
+        elif slope > 0 and (bound - level) / slope <= horizon_s:
+            expected[name] = (bound - level) / slope
+    return expected

@@ -106,12 +106,12 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
     """The zone's level after one window ending at `at`: (new state, reason, changed)."""
     target, reason = assess(inputs, thresholds, policy)
     current = state.level
-    if target == current:
-        return replace(state, lower_since=None), reason, False
+    if target == current:  # (a spell of UNKNOWN keeps the lower_since of the level before it)
+        return (state if current == RiskLevel.UNKNOWN else replace(state, lower_since=None)), reason, False
     if current == RiskLevel.UNKNOWN and state.known is not None and target.rank < state.known.rank:
         # Back from a spell of not seeing to below the level before it: a map gap must not cut that level's
         # minimum dwell short, nor skip its hysteresis.
-        known = RiskState(state.known, state.known_since, state.episode_started)
+        known = RiskState(state.known, state.known_since, state.episode_started, lower_since=state.lower_since)
         moved, reason, _ = next_level(known, inputs, at, thresholds, policy)
         return moved, reason, True
     if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
@@ -134,5 +134,6 @@ def _enter(state: RiskState, level: RiskLevel, at: float) -> RiskState:
     else:
         episode = state.episode_started
     if level == RiskLevel.UNKNOWN:  # entered from a known level: a level is never entered from itself
-        return RiskState(level=level, since=at, episode_started=episode, known=state.level, known_since=state.since)
+        return RiskState(level=level, since=at, episode_started=episode, known=state.level, known_since=state.since,
+                         lower_since=state.lower_since)
     return RiskState(level=level, since=at, episode_started=episode)

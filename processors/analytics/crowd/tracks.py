@@ -62,8 +62,8 @@ class TrackTable:
         self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
         # Where and when the track's current velocity step began; a state stored before steps spanned
         # VELOCITY_BASE_S begins them where the track was last seen.
-        self.step_xy = np.asarray(columns.get("step_xy", self.ground_xy), dtype=float).reshape(-1, 2)
-        self.step_at = np.asarray(columns.get("step_at", self.last_seen), dtype=float).reshape(-1)
+        self.step_xy = np.array(columns.get("step_xy", self.ground_xy), dtype=float).reshape(-1, 2)  # copies
+        self.step_at = np.array(columns.get("step_at", self.last_seen), dtype=float).reshape(-1)
         self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
         self.side = np.asarray(columns["side"], dtype=np.int8).reshape(len(self.ids), line_count)
         self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(len(self.ids), line_count)
