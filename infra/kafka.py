@@ -224,9 +224,11 @@ def partition_counts(bootstrap_servers: str, topics: list[str]) -> dict[str, int
     """How many partitions each of `topics` that exists has (one that does not is left out)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     try:
-        existing = [name for name in topics if name in set(admin.list_topics())]
-        return {description["name"]: len(description["partitions"])
-                for description in admin.describe_topics(existing)} if existing else {}
+        listed = set(admin.list_topics())
+        existing = [name for name in topics if name in listed]
+        # a topic being deleted or not yet ready describes with an error and no partitions: not counted
+        return {description["name"]: len(description["partitions"]) for description in admin.describe_topics(existing)
+                if not description["error_code"]} if existing else {}
     finally:
         admin.close()
 

@@ -9,21 +9,16 @@ from tests.conftest import pipeline_config
 from tests.pipeline_helpers import StageProcess
 
 
-@pytest.fixture
-def site(tmp_path, kafka_bootstrap):
-    return pipeline_config(tmp_path, "partitions", kafka_bootstrap)  # broker.partitions: 3
-
-
-def test_partition_counts_that_agree_or_topics_not_made_yet_are_no_problem(site):
-    config, _ = site
+def test_partition_counts_that_agree_or_topics_not_made_yet_are_no_problem(tmp_path):
+    config, _ = pipeline_config(tmp_path, "partitions", "unused")  # broker.partitions: 3
     detections, changelog = config.broker.topics.detections, state_changelog(config)
     assert partition_problem(config, {}) is None
     assert partition_problem(config, {detections: 3}) is None
     assert partition_problem(config, {detections: 3, changelog: 3}) is None
 
 
-def test_a_changelog_that_disagrees_with_the_input_is_named_with_the_command_that_grows_it(site):
-    config, _ = site
+def test_a_changelog_that_disagrees_with_the_input_is_named_with_the_command_that_grows_it(tmp_path):
+    config, _ = pipeline_config(tmp_path, "partitions", "unused")
     changelog = state_changelog(config)
     problem = partition_problem(config, {config.broker.topics.detections: 6, changelog: 3})
     assert f"changelog {changelog} has 3" in problem and f"--topic {changelog} --partitions 6" in problem
@@ -31,8 +26,8 @@ def test_a_changelog_that_disagrees_with_the_input_is_named_with_the_command_tha
 
 @pytest.mark.broker
 def test_the_worker_exits_2_naming_the_counts_when_broker_partitions_was_raised_over_existing_topics(
-        site, kafka_bootstrap, tmp_path):
-    config, path = site
+        kafka_bootstrap, tmp_path):
+    config, path = pipeline_config(tmp_path, "partitions", kafka_bootstrap)
     create_topics(kafka_bootstrap, [config.broker.topics.detections], 2)  # made before broker.partitions was 3
     worker = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
     assert worker.process.wait(timeout=60) == 2

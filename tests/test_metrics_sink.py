@@ -1,11 +1,12 @@
 """The metrics sink's handling of events and zone metrics, without Kafka (the e2e test covers the wiring)."""
+import math
 import time
 
 import pytest
 from kafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from schemas import Event, EventState, Severity, encode
+from schemas import Event, EventState, RiskLevel, Severity, encode
 from schemas.settings.config import Config
 from sinks.metrics_exporter import MetricsSink, OpenEvents
 from sinks.topic_reading import RecentKeys
@@ -81,7 +82,7 @@ def test_recent_keys_are_bounded():
 
 
 def zone_window(window_end: float):
-    from schemas import RiskLevel, ZoneMetrics
+    from schemas import ZoneMetrics
 
     return ZoneMetrics(camera_id="sink-test", zone_id="plaza", window_start=window_end - 10, window_end=window_end,
                        frames=10, area_m2=100, people_mean=250, people_max=260, density_mean_per_m2=2.5,
@@ -213,10 +214,6 @@ def test_a_window_dated_ahead_of_the_clock_does_not_keep_its_zone_from_going_sta
 
 
 def test_an_unreliable_windows_people_and_density_are_not_known_rather_than_calm(sink):
-    import math
-
-    from schemas import RiskLevel
-
     labels = {"camera": "sink-test", "zone": "plaza"}
     packed_but_unseen = zone_window(2000.0).model_copy(update={
         "people_mean": 6, "people_max": 7, "density_mean_per_m2": 0.06, "density_max_per_m2": 0.07,

@@ -557,12 +557,20 @@ async function checkIncidents() {
   if (ok) showIncidentSummary(body);
 }
 
+// Unacknowledged warnings and criticals: an info incident (a zone at caution) is alerted to nobody and waits for no
+// one's acknowledgement, so it would keep the badge from ever going empty.
+function awaitingAcknowledgement() {
+  const waiting = app.summary ? app.summary.unacknowledged : { total: 0 };
+  return { total: waiting.total - (waiting.info || 0), critical: waiting.critical || 0 };
+}
+
 function showIncidentSummary(summary) {
   app.summary = summary;
-  const badge = $("#open-count"), waiting = summary.unacknowledged;
+  const badge = $("#open-count"), waiting = awaitingAcknowledgement();
   badge.textContent = waiting.total ? String(waiting.total) : "";
   badge.classList.toggle("critical", Boolean(waiting.critical));
-  badge.title = `${waiting.total} unacknowledged (${waiting.critical || 0} critical) of ${summary.open.total} open`;
+  badge.title = `${waiting.total} warnings or criticals unacknowledged (${waiting.critical} critical) of ` +
+    `${summary.open.total} open`;
   // Silenced ids of incidents since acknowledged or resolved are forgotten: one alerting again sounds again.
   const silenced = silencedIncidents().filter((id) => summary.unacknowledged_critical_ids.includes(id));
   localStorage.setItem(SILENCED_KEY, JSON.stringify(silenced));
@@ -664,7 +672,7 @@ function startAlarm() {
 }
 
 function showTitle() {
-  const waiting = app.summary ? app.summary.unacknowledged : { total: 0 };
+  const waiting = awaitingAcknowledgement();
   const flash = waiting.critical && Math.floor(Date.now() / 1000) % 2;
   document.title = !waiting.total ? app.title : `(${waiting.total}) ${flash ? "CRITICAL incident" : app.title}`;
 }
