@@ -103,6 +103,7 @@ def check_config(args, config) -> int:
     from infra import assets
     from producers.capture import source_kind
     from schemas.settings.capture import SourceKind
+    from schemas.settings.crowd import area_disagreements
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
@@ -121,6 +122,9 @@ def check_config(args, config) -> int:
                       file=sys.stderr)
     for problem in start_problems(config):
         print(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)", file=sys.stderr)
+    for camera in config.cameras:
+        for disagreement in area_disagreements(camera.zones, camera.calibration):
+            print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0

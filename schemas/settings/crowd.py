@@ -99,6 +99,27 @@ def zone_ground_area_m2(zone: ZoneConfig, calibration: CalibrationConfig | None)
     return polygon_area(calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float)))
 
 
+# A measured area and the calibration's further apart than this factor: one of them is wrong (a zone's density is
+# only as right as its area), which a calibration's own error does not explain.
+AREA_DISAGREEMENT_FACTOR = 1.5
+
+
+def area_disagreements(zones: list[ZoneConfig], calibration: CalibrationConfig | None) -> list[str]:
+    """One line per zone whose area_m2 the calibration contradicts (the density uses area_m2)."""
+    if calibration is None:
+        return []
+    homography = calibration.to_homography()
+    lines = []
+    for zone in zones:
+        if zone.area_m2 is None:
+            continue
+        calibrated = polygon_area(homography.to_ground(np.asarray(zone.polygon, dtype=float)))
+        if not 1 / AREA_DISAGREEMENT_FACTOR <= zone.area_m2 / calibrated <= AREA_DISAGREEMENT_FACTOR:
+            lines.append(f"zone {zone.id}: area_m2 is {zone.area_m2:g} m² but the calibration gives it "
+                         f"{calibrated:.3g} m²: one of them is wrong, and its density uses area_m2")
+    return lines
+
+
 def verify_zone_areas(zones: list[ZoneConfig], calibration: CalibrationConfig | None) -> None:
     """Camera-level check: every zone has an area of at least MIN_ZONE_AREA_M2, and no zone reaches over the horizon
     of the calibration."""

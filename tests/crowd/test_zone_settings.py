@@ -9,16 +9,19 @@ import numpy as np
 import pytest
 import yaml
 
+from cityguard.cli import main
 from processors.analytics.crowd.local_density import GroundGrid
 from schemas.calibration import fit_homography
-from schemas.settings.config import ConfigError, load_config, parse_config
+from schemas.settings.config import CameraConfig, ConfigError, load_config, parse_config
 from schemas.settings.crowd import (
     MAX_GRID_CELL_RADII,
     MAX_GRID_SIDE_CELLS,
     CalibrationConfig,
     ZoneConfig,
+    area_disagreements,
     verify_zone_areas,
 )
+from tests.crowd.simulator import SQUARE as SIMULATED
 
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
 
@@ -215,3 +218,18 @@ def test_shipped_configurations_load(tmp_path):
     config_map = next(document for document in yaml.safe_load_all((root / "infra/k8s/cityguard.yaml").read_text())
                       if document["kind"] == "ConfigMap" and document["metadata"]["name"] == "cityguard-config")
     load_yaml(tmp_path, config_map["data"]["cityguard.yaml"])
+
+
+def test_a_measured_area_the_calibration_contradicts_is_named(tmp_path, capsys):
+    def camera_with(area_m2: float) -> dict:
+        return {"id": "plaza", "source": "0", "calibration": SIMULATED.calibration(),
+                "zones": [{"id": "square", "polygon": SIMULATED.zone_polygon(), "area_m2": area_m2}]}
+
+    close = CameraConfig.model_validate(camera_with(SIMULATED.area_m2 * 1.1))
+    assert area_disagreements(close.zones, close.calibration) == []  # within what a calibration is off by
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"cameras": [camera_with(SIMULATED.area_m2 / 3)]}))
+    assert main(["check-config", "--config", str(site)]) == 0
+    warning = capsys.readouterr().err
+    assert (f"camera plaza: zone square: area_m2 is {SIMULATED.area_m2 / 3:g} m² but the calibration gives it"
+            in warning)
