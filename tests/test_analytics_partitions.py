@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from infra.kafka import create_topics
-from processors.analytics.stage import partition_problem, state_changelog
+from processors.analytics.stage import MAX_AGENT_CRASHES_IN_A_ROW, AgentHealth, partition_problem, state_changelog
 from tests.conftest import pipeline_config
 from tests.pipeline_helpers import StageProcess
 
@@ -33,3 +33,14 @@ def test_the_worker_exits_2_naming_the_counts_when_broker_partitions_was_raised_
     assert worker.process.wait(timeout=60) == 2
     assert (f"broker.partitions is 3 but topic {config.broker.topics.detections} has 2 partitions"
             in worker.log()), worker.log()
+
+
+def test_an_agent_crashing_again_and_again_without_a_frame_stops_counting_as_going_round():
+    health = AgentHealth()
+    for _ in range(MAX_AGENT_CRASHES_IN_A_ROW - 1):
+        health.crashed()
+    assert health.going_round()  # faust restarts it; a crash now and then is no hang
+    health.crashed()
+    assert not health.going_round()  # /healthz fails once the loop has not gone round for long enough
+    health.took_frame()
+    assert health.going_round()

@@ -51,6 +51,7 @@ from processors.analytics.registry import GeometryCheck, analyzers_for
 from schemas import Detections, Event, SchemaError, decode, encode
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
+from schemas.settings.crowd import area_disagreements
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ STATE_TABLE = "analyzer-state"
 # How often the worker marks its event loop as going round when no frame comes (its /healthz reads it): analyzers
 # run on that loop, so one stuck in a frame stops it.
 ALIVE_INTERVAL_S = 5.0
+# faust restarts a crashed agent inside the live process; one that crashes this often in a row without taking a frame
+# (its topics disagree, say) is as stuck as a hung one.
+MAX_AGENT_CRASHES_IN_A_ROW = 3
 
 FRAMES_APPLIED = Counter("cityguard_analytics_frames_total", "Frames the camera's analyzers took", ["camera"])
 ANALYSIS_SECONDS = Histogram("cityguard_analytics_seconds", "Time of all of a camera's analyzers on one frame",
@@ -188,6 +192,23 @@ class AnalyzerReset(Exception):
 
 
 @dataclass
+class AgentHealth:
+    """Whether the worker's agent counts as going round: its event loop turns (the timer runs) and it is not
+    crashing again and again without taking a frame."""
+
+    crashes_in_a_row: int = 0
+
+    def took_frame(self) -> None:
+        self.crashes_in_a_row = 0
+
+    def crashed(self) -> None:
+        self.crashes_in_a_row += 1
+
+    def going_round(self) -> bool:
+        return self.crashes_in_a_row < MAX_AGENT_CRASHES_IN_A_ROW
+
+
+@dataclass
 class LivePartition:
     """A worker's analyzers for the cameras of one input partition, ahead of the table by up to checkpoint_frames.
 
@@ -212,6 +233,7 @@ class LivePartition:
     # the frame being applied: each analyzer's state before it and the frames in a row it had raised on
     before_frame: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
     failures: dict[bytes, int] = field(default_factory=dict)  # state key -> frames in a row its analyzer raised on
+    analysed: tuple[str, float] | None = None  # the frame being applied: its camera and its analyzers' seconds
 
     def open_record_due(self, state_key: bytes) -> bool:
         """Whether the checkpoint rewrites what the analyzer has open: while it has something open (so the record's
@@ -276,6 +298,7 @@ class LivePartition:
     def undo_frame(self) -> None:
         """The frame's outputs were not confirmed, so it does not count as applied: its analyzers go back to their
         states before it and take it again when it is read again (they drop a frame they have already seen)."""
+        self.analysed = None
         for state_key, (before, failures) in self.before_frame.items():
             self.analyzers.pop(state_key, None)
             if before is None:
@@ -313,6 +336,9 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     analyzer_state = app.Table(STATE_TABLE, default=bytes, partitions=config.broker.partitions,
                                key_type=bytes, value_type=bytes)
     cameras = {camera.id: (camera, analyzers_for(camera)) for camera in config.cameras}
+    for camera in config.cameras:
+        for disagreement in area_disagreements(camera.zones, camera.calibration):
+            log.warning("camera %s: %s", camera.id, disagreement)
     geometry_check = GeometryCheck()
     ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
                       if config.analytics.ignore_filters else None)
@@ -341,7 +367,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             if merged != waiting:
                 live.lost[state_key] = merged
                 analyzer_state[lost_key(state_key)] = merged.pack()
-            ANALYZER_RESETS.labels(camera.id).inc()
+                ANALYZER_RESETS.labels(camera.id).inc()  # once: restoring the same state again is no new reset
             log.exception("stored %s state unreadable; starting afresh and resolving the %d incidents it had open "
                           "that it does not find again", state_key.decode(), len(live.lost[state_key].events))
             return factory(camera, config, None)
@@ -390,7 +416,6 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             return deliveries
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
-        FRAMES_APPLIED.labels(camera.id).inc()
         analysing = 0.0
         if mismatch := geometry_check.mismatch(camera, detections):
             log.warning("%s", mismatch)
@@ -430,7 +455,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 await send(events_topic, encode(incident), key)
             for counts in output.line_counts:
                 await send(line_counts_topic, encode(counts), key)
-        ANALYSIS_SECONDS.observe(analysing)
+        live.analysed = (camera.id, analysing)
         return deliveries
 
     async def apply_in_order(message, live: LivePartition, position_key: bytes) -> None:
@@ -443,6 +468,11 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             live.undo_frame()
             raise
         changed, lost_sent = set(live.sent_events), set(live.lost_sent)
+        if live.analysed is not None:  # counted once its outputs are confirmed: a frame taken again counts once
+            camera_id, seconds = live.analysed
+            FRAMES_APPLIED.labels(camera_id).inc()
+            ANALYSIS_SECONDS.observe(seconds)
+            live.analysed = None
         live.frame_done()
         live.next_offset = message.offset + 1
         for state_key in lost_sent:
@@ -462,14 +492,27 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
 
     detections_identity = TopicIdentity(bootstrap_servers, topics.detections)
 
+    health = AgentHealth()
+
     @app.timer(interval=ALIVE_INTERVAL_S)
     async def alive() -> None:
-        loop_went_round(STAGE)
+        if health.going_round():
+            loop_went_round(STAGE)
 
     @app.agent(detections_topic)
     async def analyze(stream):
+        try:
+            await analyze_frames(stream)
+        except Exception as exc:  # faust logs it and restarts the agent
+            health.crashed()
+            log.error("the analytics agent crashed (%d in a row without a frame): %s", health.crashes_in_a_row,
+                      type(exc).__name__)
+            raise
+
+    async def analyze_frames(stream):
         async for event in stream.events():
-            loop_went_round(STAGE)
+            if health.going_round():
+                loop_went_round(STAGE)
             message = event.message
             # "_" cannot start a camera id, so this key never meets a camera's state key.
             position_key = f"_position/{message.partition}".encode()
@@ -496,6 +539,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 live.stored_position = analyzer_state[position_key] = Position(message.offset,
                                                                               live.topic_id).encode()
             if verdict is Verdict.ALREADY_APPLIED:
+                health.took_frame()
                 continue
             if verdict is Verdict.TOPIC_RECREATED:
                 log.warning("%s[%d] was recreated (id %s, the state counted in %s): its offsets start afresh at %d",
@@ -509,6 +553,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
                 for record in missing:
                     await apply_in_order(record, live, position_key)
             await apply_in_order(message, live, position_key)
+            health.took_frame()
 
     return app
 

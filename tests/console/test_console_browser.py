@@ -592,6 +592,19 @@ def test_an_unacknowledged_incident_shows_on_every_page_and_a_critical_one_in_re
     page.wait_for_function(f"document.title === '(1) {title}'", timeout=5_000)
 
 
+def test_without_web_audio_or_storage_the_console_still_shows_criticals(site, page):
+    # A locked-down kiosk: no Web Audio, and the page's storage refused.
+    page.add_init_script("delete window.AudioContext; Object.defineProperty(window, 'localStorage', "
+                         "{get() { throw new DOMException('denied', 'SecurityError'); }});")
+    acknowledge_every_open_incident(site)
+    page.goto(site.url + "#/live")
+    page.wait_for_selector("#sound[data-sound=unavailable]:has-text('no sound in this browser')", timeout=10_000)
+    record(site, site.event("plaza/square/risk-kiosk-critical", site.frame("plaza", frame_jpeg(13))))
+    page.wait_for_function("document.querySelector('#open-count').textContent === '1'", timeout=10_000)
+    page.wait_for_function("document.querySelector('#clock').textContent !== ''", timeout=5_000)
+    api_answer(site, "api/incidents/plaza%2Fsquare%2Frisk-kiosk-critical/ack", b"{}")
+
+
 def test_sound_is_asked_for_until_a_click_allows_it_and_turned_off_stays_off(site, page):
     page.goto(site.url + "#/live")
     page.wait_for_selector("#sound[data-sound=blocked][aria-pressed=false]:has-text('click to enable sound')",

@@ -44,7 +44,6 @@ from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
     AnalyticsConfig,
     ZoneConfig,
-    area_disagreements,
     zone_ground_area_m2,
 )
 from schemas.settings.lines import InwardSide
@@ -189,8 +188,6 @@ class CrowdAnalyzer:
         self.hops_per_window = round(analytics.window_seconds / self.step)
         self.homography = camera.calibration.to_homography() if camera.calibration else None
         self.zones: dict[str, ZoneGeometry] = {}
-        for disagreement in area_disagreements(camera.zones, camera.calibration):
-            log.warning("camera %s: %s", camera.id, disagreement)
         for zone in camera.zones:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
                                                sum(len(z.lines) for z in self.zones.values()))

@@ -380,7 +380,7 @@ function pageIncidents(root, incidentId) {
   const list = el("section", { class: "card", id: "incident-list" }, listState);
   const detail = el("section", { class: "card" }, el("div", { class: "empty" }, "Select an incident."));
   root.append(el("div", { class: "incidents" }, list, detail));
-  const operator = () => localStorage.getItem("cityguard-operator") || "console";
+  const operator = () => storage.get("cityguard-operator") || "console";
 
   // The parts of an incident's detail that stay while it is selected: its picture, what the operator types, the
   // answer to the last verdict. The facts (state, timeline) are redrawn from each refresh.
@@ -389,7 +389,7 @@ function pageIncidents(root, incidentId) {
       message: el("div"), evidence: false };
     const note = el("input", { placeholder: "note (optional)", size: 30 });
     const by = el("input", { value: operator(), size: 12, title: "who acts",
-      onchange: (e) => localStorage.setItem("cityguard-operator", e.target.value) });
+      onchange: (e) => storage.set("cityguard-operator", e.target.value) });
     const locked = !app.session.authenticated;
     // Every click sends the same id until a verdict is answered as recorded: one clicked again after an error or no
     // answer (it may have been recorded) is never recorded twice. After that, a click is a verdict of its own.
@@ -573,7 +573,7 @@ function showIncidentSummary(summary) {
     `${summary.open.total} open`;
   // Silenced ids of incidents since acknowledged or resolved are forgotten: one alerting again sounds again.
   const silenced = silencedIncidents().filter((id) => summary.unacknowledged_critical_ids.includes(id));
-  localStorage.setItem(SILENCED_KEY, JSON.stringify(silenced));
+  storage.set(SILENCED_KEY, JSON.stringify(silenced));
   showTitle();
   showAlarm();
 }
@@ -586,11 +586,30 @@ const SOUND_KEY = "cityguard-sound", SILENCED_KEY = "cityguard-silenced-incident
 const ALARM_REPEAT_MS = 3000;
 const alarm = { context: null, lastToneAt: 0 };
 
-const soundWanted = () => localStorage.getItem(SOUND_KEY) !== "off";
+// The browser's storage, where a kiosk's policy may refuse it: then choices last as long as the page.
+const remembered = new Map();
+const storage = {
+  get(key) {
+    try {
+      return localStorage.getItem(key);
+    } catch {
+      return remembered.has(key) ? remembered.get(key) : null;
+    }
+  },
+  set(key, value) {
+    try {
+      localStorage.setItem(key, value);
+    } catch {
+      remembered.set(key, value);
+    }
+  },
+};
+
+const soundWanted = () => storage.get(SOUND_KEY) !== "off";
 
 function silencedIncidents() {
   try {
-    const stored = JSON.parse(localStorage.getItem(SILENCED_KEY) || "[]");
+    const stored = JSON.parse(storage.get(SILENCED_KEY) || "[]");
     return Array.isArray(stored) ? stored : [];
   } catch {
     return [];
@@ -604,13 +623,14 @@ function alarmingIncidents() {
 
 // Browsers start an audio context suspended until the page has been clicked or typed in: "blocked" until then.
 function soundState() {
+  if (!alarm.context) return "unavailable";
   if (!soundWanted()) return "off";
   if (alarm.context.state !== "running") return "blocked";
   return alarmingIncidents().length ? "sounding" : "on";
 }
 
 const SOUND_LABELS = { off: "sound off", blocked: "click to enable sound", on: "sound on",
-  sounding: "sound on · alarm sounding" };
+  sounding: "sound on · alarm sounding", unavailable: "no sound in this browser" };
 
 function showAlarm() {
   const state = soundState(), control = $("#sound");
@@ -643,29 +663,34 @@ function playTone(context) {
 }
 
 function toggleSound() {
+  if (!alarm.context) return;
   if (soundState() === "on" || soundState() === "sounding") {
-    localStorage.setItem(SOUND_KEY, "off");
+    storage.set(SOUND_KEY, "off");
   } else {
-    localStorage.setItem(SOUND_KEY, "on");
+    storage.set(SOUND_KEY, "on");
     alarm.context.resume();
   }
   showAlarm();
 }
 
 function silenceAlarm() {
-  localStorage.setItem(SILENCED_KEY, JSON.stringify([...silencedIncidents(), ...alarmingIncidents()]));
+  storage.set(SILENCED_KEY, JSON.stringify([...silencedIncidents(), ...alarmingIncidents()]));
   showAlarm();
 }
 
 function startAlarm() {
-  alarm.context = new AudioContext();
-  alarm.context.addEventListener("statechange", showAlarm);
+  try {
+    alarm.context = new AudioContext();
+  } catch {
+    alarm.context = null; // no Web Audio here (a locked-down kiosk): the badge and the title still show criticals
+  }
+  alarm.context?.addEventListener("statechange", showAlarm);
   $("#sound").addEventListener("click", toggleSound);
   $("#silence").addEventListener("click", silenceAlarm);
   // Any click or key on the page lets the browser play sound; the sound control decides for itself.
   for (const gesture of ["pointerdown", "keydown"]) {
     document.addEventListener(gesture, (event) => {
-      if (soundWanted() && !$("#sound").contains(event.target)) alarm.context.resume();
+      if (alarm.context && soundWanted() && !$("#sound").contains(event.target)) alarm.context.resume();
     });
   }
   showAlarm();
