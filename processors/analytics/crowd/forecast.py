@@ -16,7 +16,9 @@ to 6 p/m² with counting noise the level reached warning 11.5-13.7 minutes befor
 8-10 minutes before. So a level is raised on the slope the windows of the last minutes bear out
 (`seconds_to_thresholds_surely`), and to warning at most: that spike now leaves the zone at caution (its measured
 density), the build-up reaches warning 8-10 minutes before 5 p/m² and danger when the density does, and a steady
-1->9 p/m² build-up over 40 minutes still has its danger forecast 11.7 minutes ahead (tests/crowd).
+1->9 p/m² build-up over 40 minutes still has danger forecast within 10 minutes 9.5 minutes ahead (tests/crowd).
+The cost is on a very fast surge (2 -> 8 p/m² in 10 minutes): warning 1-1.5 minutes before 4 p/m², and danger when it
+is measured.
 """
 from __future__ import annotations
 
