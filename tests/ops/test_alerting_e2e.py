@@ -81,6 +81,13 @@ class StandIns:
         self.batch = Histogram("cityguard_inference_batch_size", "Batch size", registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.lag = Gauge("cityguard_consumer_lag_messages", "Lag", ["group", "topic", "partition"], registry=r)
+        self.shed = Counter("cityguard_frames_shed_total", "Shed", ["camera", "reason"], registry=r)
+        self.inference_age = Gauge("cityguard_inference_frame_age_seconds", "Frame age at inference", labels,
+                                   registry=r)
+        self.analysed = Counter("cityguard_analytics_frames_total", "Frames analysed", labels, registry=r)
+        self.analysis = Histogram("cityguard_analytics_seconds", "Analyzer time", registry=r,
+                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02))
+        self.gap_frames = Counter("cityguard_analytics_gap_frames_total", "Gap frames", registry=r)
         self.to_danger.labels(CAMERA, ZONE).set(420)
         self.camera_up.labels(CAMERA).set(1)
         self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
@@ -98,6 +105,11 @@ class StandIns:
         self.dropped.labels(CAMERA).inc(tick % 3)
         self.inference.observe(0.02 + 0.01 * (tick % 5))
         self.batch.observe(1 + tick % 4)
+        self.shed.labels(CAMERA, "stale").inc(tick % 2)
+        self.inference_age.labels(CAMERA).set(0.3)
+        self.analysed.labels(CAMERA).inc(2)
+        self.analysis.observe(0.002 + 0.001 * (tick % 3))
+        self.gap_frames.inc(tick % 2)
 
 
 @pytest.fixture(scope="module")
