@@ -215,7 +215,10 @@ def test_a_frame_of_a_camera_not_in_the_configuration_is_a_dead_letter_without_a
 
 
 def test_a_rewound_batch_is_counted_once_and_its_frames_still_get_their_maps(monkeypatch):
-    monkeypatch.setattr("processors.inference.stage.time.sleep", lambda seconds: None)
+    # The worker's clock moves only by the pause it waits out after a failed batch (`run` does): the map budget,
+    # refilled by that clock, then does not depend on how fast this machine happens to run the test.
+    clock = [1000.0]
+    monkeypatch.setattr("processors.inference.stage.time.monotonic", lambda: clock[0])
     consumer, broker, counter = Consumer(), Broker(), MapOfShape((4, 4))
     stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(NoBoxes()), "group", density_counter=counter)
 
@@ -230,6 +233,7 @@ def test_a_rewound_batch_is_counted_once_and_its_frames_still_get_their_maps(mon
     broker.away = True
     assert stage.process(batch) == 0 and consumer.seeks == [(0, 40)]
     assert consumed() == before and timed() == timed_before  # nothing reached the broker
+    clock[0] += 1.0
     broker.away = False
     assert stage.process(batch) == 1
     assert consumed() == before + 1 and timed() == timed_before + 1
