@@ -244,10 +244,14 @@ def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_i
     # Well below it, but danger was entered 50 s ago: its dwell holds.
     state, reason = after((0, RiskInputs(5.3)), (30, unseen), (50, RiskInputs(3.0)))
     assert state.level == RiskLevel.DANGER and "minimum dwell" in reason
-    # The windows before it that allowed a lower level still count: as if it had not been.
+    # The windows before it that allowed a lower level still count, the blind spell does not.
     state, _ = after((0, RiskInputs(5.3)), *((at, RiskInputs(3.0)) for at in range(10, 110, 10)), (110, unseen),
-                     (120, RiskInputs(3.0)), (130, RiskInputs(3.0)))
-    assert (state.level, state.since) == (RiskLevel.CAUTION, 130)
+                     *((at, RiskInputs(3.0)) for at in range(120, 150, 10)))
+    assert (state.level, state.since) == (RiskLevel.CAUTION, 140)
+    # One window that allowed it, then nearly five minutes unseen: not a dwell.
+    state, reason = after((0, RiskInputs(5.3)), (10, RiskInputs(3.0)), *((at, unseen) for at in range(20, 300, 10)),
+                          (300, RiskInputs(3.0)))
+    assert state.level == RiskLevel.DANGER and "minimum dwell" in reason
     # Once the windows after it have allowed a lower level for the dwell, it goes down as far as the density
     # allows, in the same episode.
     state, _ = after((0, RiskInputs(5.3)), (130, unseen), *((at, RiskInputs(3.0)) for at in range(150, 280, 10)))

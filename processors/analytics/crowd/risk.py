@@ -110,8 +110,10 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
         return (state if current == RiskLevel.UNKNOWN else replace(state, lower_since=None)), reason, False
     if current == RiskLevel.UNKNOWN and state.known is not None and target.rank < state.known.rank:
         # Back from a spell of not seeing to below the level before it: a map gap must not cut that level's
-        # minimum dwell short, nor skip its hysteresis.
-        known = RiskState(state.known, state.known_since, state.episode_started, lower_since=state.lower_since)
+        # minimum dwell short, nor skip its hysteresis. The windows before it that allowed a lower level still
+        # count, the spell itself does not: nobody saw whether those windows allowed it.
+        lower_since = None if state.lower_since is None else state.lower_since + (at - state.since)
+        known = RiskState(state.known, state.known_since, state.episode_started, lower_since=lower_since)
         moved, reason, _ = next_level(known, inputs, at, thresholds, policy)
         return moved, reason, True
     if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
