@@ -12,9 +12,8 @@ from schemas.calibration import (
     fit_homography,
     reprojection_errors,
 )
-from schemas.geometry import polygon_area
 from schemas.settings.config import ConfigError
-from schemas.settings.crowd import CalibrationConfig
+from schemas.settings.crowd import CalibrationConfig, calibrated_area_m2
 
 
 def register(commands, add_command) -> None:
@@ -77,7 +76,7 @@ def run_calibrate(args, config) -> int:
         if not homography.on_ground(polygon).all():
             print(f"ERROR: zone {zone.id} reaches above the horizon of this ground plane")
             continue
-        area = polygon_area(homography.to_ground(polygon))
+        area = calibrated_area_m2(zone.polygon, homography)
         measured = f", configured area_m2 {zone.area_m2:g} ({(area - zone.area_m2) / zone.area_m2:+.0%})" \
             if zone.area_m2 else ""
         print(f"zone {zone.id}: {area:.1f} m² on the ground{measured}")

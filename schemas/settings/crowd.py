@@ -90,13 +90,18 @@ class CalibrationConfig(Frozen):
         return fit_homography(self.image_points, self.ground_points)
 
 
+def calibrated_area_m2(polygon: list[Point], homography: Homography) -> float:
+    """An image polygon's area on the calibrated ground plane, in m²."""
+    return polygon_area(homography.to_ground(np.asarray(polygon, dtype=float)))
+
+
 def zone_ground_area_m2(zone: ZoneConfig, calibration: CalibrationConfig | None) -> float:
     """The zone's area in m²: the measured area when given, else the polygon projected onto the ground."""
     if zone.area_m2 is not None:
         return zone.area_m2
     if calibration is None:
         raise ValueError(f"zone {zone.id}: needs area_m2 or a camera calibration")
-    return polygon_area(calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float)))
+    return calibrated_area_m2(zone.polygon, calibration.to_homography())
 
 
 # A measured area and the calibration's further apart than this factor: one of them is wrong (a zone's density is
@@ -113,7 +118,7 @@ def area_disagreements(zones: list[ZoneConfig], calibration: CalibrationConfig |
     for zone in zones:
         if zone.area_m2 is None:
             continue
-        calibrated = polygon_area(homography.to_ground(np.asarray(zone.polygon, dtype=float)))
+        calibrated = calibrated_area_m2(zone.polygon, homography)
         if not 1 / AREA_DISAGREEMENT_FACTOR <= zone.area_m2 / calibrated <= AREA_DISAGREEMENT_FACTOR:
             lines.append(f"zone {zone.id}: area_m2 is {zone.area_m2:g} m² but the calibration gives it "
                          f"{calibrated:.3g} m²: one of them is wrong, and its density uses area_m2")
@@ -133,7 +138,7 @@ def verify_zone_areas(zones: list[ZoneConfig], calibration: CalibrationConfig | 
         if not homography.on_ground(polygon).all():
             raise ValueError(f"zone {zone.id}: polygon reaches above the calibrated ground plane's horizon")
         if zone.area_m2 is None:
-            area = polygon_area(homography.to_ground(polygon))
+            area = calibrated_area_m2(zone.polygon, homography)
             if not area >= MIN_ZONE_AREA_M2:  # also refuses NaN
                 raise ValueError(f"zone {zone.id}: the calibration gives it {area:.3g} m², under the "
                                  f"{MIN_ZONE_AREA_M2:g} m² a zone needs; draw it larger or give area_m2")
