@@ -357,6 +357,23 @@ class IncidentStore:
             ).group_by(AlertRow.severity))
             return {severity: count for severity, count in rows}
 
+    def open_incidents(self) -> list[tuple[IncidentRow, bool]]:
+        """Every open incident, and whether it is acknowledged: an operator gave a verdict, or someone acknowledged
+        its alerts (an SMS reply), and none of its alerts waits for an acknowledgement (as `open_unacknowledged`
+        counts them: one raised since, when the incident rose to a higher severity or opened again). A verdict
+        acknowledges every alert of the incident, so this needs no comparison of different machines' clocks."""
+        with self.sessions() as session:
+            rows = list(session.scalars(select(IncidentRow).where(IncidentRow.state == OPEN)))
+            alerts = session.execute(select(AlertRow.incident_id, AlertRow.status, AlertRow.acked_at)
+                                     .join(IncidentRow, IncidentRow.id == AlertRow.incident_id)
+                                     .where(IncidentRow.state == OPEN)).all()
+            reviewed = set(session.scalars(select(ReviewRow.incident_id)
+                                           .join(IncidentRow, IncidentRow.id == ReviewRow.incident_id)
+                                           .where(IncidentRow.state == OPEN)))
+        acknowledged = reviewed | {incident_id for incident_id, _, acked_at in alerts if acked_at is not None}
+        waiting = {incident_id for incident_id, status, acked_at in alerts if status == NOTIFYING and acked_at is None}
+        return [(row, row.id in acknowledged and row.id not in waiting) for row in rows]
+
     # -- deliveries ---------------------------------------------------------------------------------------------
 
     def begin_delivery(self, key: str, alert_ref: int, channel_id: str, contact_id: str | None, body: str,

@@ -26,22 +26,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from sqlalchemy import select
 
 from infra.files import replace_file
 from infra.listeners import is_loopback, verify_token_length
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
-from sinks.alerts.store import (
-    ACKNOWLEDGED,
-    FALSE_ALARM,
-    NOTIFYING,
-    OPEN,
-    AlertRow,
-    IncidentRow,
-    IncidentStore,
-    ReviewRow,
-)
+from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
 
@@ -164,23 +154,9 @@ class OpenIncident:
 
 
 def open_incidents(store: IncidentStore) -> list[OpenIncident]:
-    """Every open incident, the most urgent first: unacknowledged, then critical before warning before info, then
-    the most recently changed.
-
-    Acknowledged: an operator gave a verdict in the console, or someone acknowledged its alerts (an SMS reply), and
-    no alert raised since (the incident rose to a higher severity, or opened again) waits for an acknowledgement. A
-    verdict acknowledges every alert of the incident, so this needs no comparison of different machines' clocks."""
-    with store.sessions() as session:
-        rows = list(session.scalars(select(IncidentRow).where(IncidentRow.state == OPEN)))
-        alerts = session.execute(select(AlertRow.incident_id, AlertRow.status, AlertRow.acked_at)
-                                 .join(IncidentRow, IncidentRow.id == AlertRow.incident_id)
-                                 .where(IncidentRow.state == OPEN)).all()
-        reviewed = set(session.scalars(select(ReviewRow.incident_id)
-                                       .join(IncidentRow, IncidentRow.id == ReviewRow.incident_id)
-                                       .where(IncidentRow.state == OPEN)))
-    acknowledged = reviewed | {incident_id for incident_id, _, acked_at in alerts if acked_at is not None}
-    waiting = {incident_id for incident_id, status, acked_at in alerts if status == NOTIFYING and acked_at is None}
-    listed = [OpenIncident(row, row.id in acknowledged and row.id not in waiting) for row in rows]
+    """Every open incident (IncidentStore.open_incidents says when one is acknowledged), the most urgent first:
+    unacknowledged, then critical before warning before info, then the most recently changed."""
+    listed = [OpenIncident(row, acknowledged) for row, acknowledged in store.open_incidents()]
     return sorted(listed, key=lambda incident: (incident.acknowledged, SEVERITY_RANK.get(incident.row.severity, 3),
                                                 -incident.row.updated_at))
 
