@@ -74,7 +74,7 @@ ANALYSIS_SECONDS = Histogram("cityguard_analytics_seconds", "Time of all of a ca
 GAP_FRAMES = Counter("cityguard_analytics_gap_frames_total",
                      "Frames read by offset to fill a gap between the stored state and what the consumer delivered")
 ANALYZER_RESETS = Counter("cityguard_analytics_analyzer_resets_total",
-                          "Analysers started afresh: their stored state could not be read, or they failed on frames "
+                          "Analyzers started afresh: their stored state could not be read, or they failed on frames "
                           "in a row", ["camera"])
 
 
