@@ -184,6 +184,22 @@ def test_a_stopped_vehicle_whose_id_switches_every_few_seconds_stays_one_stopped
     assert 10 <= events[0].started_at - T0 <= 11
 
 
+
+def test_cars_passing_a_spot_where_the_detector_finds_one_every_2_s_under_one_track_are_no_stopped_vehicle():
+    """On a busy road the detector may find a car at one spot only now and then, and the tracker match each to the
+    same lost track: seen there again and again, it would stand there all along. A stopped car missed for a second at
+    a time, or held by the background model while unseen, still stands."""
+    box = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop (no stopping), westbound lane
+
+    def opened_for(seen, blobs: bool = False) -> list[Event]:
+        return opened(run([frame(seq, [(7, "car", box)] if seen(seq * STEP) else [],
+                                 [((935.0, 312.0, 1000.0, 348.0), T0)] if blobs else [])
+                           for seq in range(int(30 / STEP))]))
+
+    assert opened_for(lambda t: t % 2 < 0.4) == []  # two frames every 2 s
+    assert [e.type for e in opened_for(lambda t: t % 2 < 0.4, blobs=True)] == ["stopped_vehicle"]
+    assert [e.type for e in opened_for(lambda t: t % 2 < 1.2)] == ["stopped_vehicle"]  # unseen 0.8 s at a time
+
 def edging_along_the_bus_stop(px_per_s: float, moves_on_at: float | None = None) -> list[Event]:
     """A car (80x40, diagonal 89 px) drives into the bus stop at 2 s and from there edges west at `px_per_s`; from
     `moves_on_at` it drives 100 px on in 2 s and edges again."""

@@ -36,6 +36,9 @@ SAMPLE_SPACING_S = 0.2  # history keeps at most ~5 samples per second whatever t
 HISTORY_SECONDS = 6.0
 REACQUIRE_SECONDS = 1.0
 REACQUIRE_OVERLAP = 0.7
+# A vehicle unseen longer than this many frame intervals (or REACQUIRE_SECONDS, whichever is longer), without the
+# background model holding it where it was lost, may not have stood there all along when a box appears there again.
+MISSED_FRAMES_AT_REST = 2.5
 
 
 @dataclass
@@ -129,7 +132,8 @@ class TrafficAnalyzer:
 
         if detections.view_moved:
             self._forget_the_view(now)
-        seen = self._observe_tracks(detections, now)
+        frame_interval = now - last_time if last_time is not None and not stepped else 0.0
+        seen = self._observe_tracks(detections, now, max(REACQUIRE_SECONDS, MISSED_FRAMES_AT_REST * frame_interval))
         if self._settling(now):
             # The camera is moving: lanes and zones no longer lie where they were drawn and every track's motion
             # is the camera's. No rule runs; open incidents are kept, not resolved, until it keeps still again.
@@ -247,8 +251,10 @@ class TrafficAnalyzer:
                                   next_unconfirmed_id=old.next_unconfirmed_id, incidents=old.incidents,
                                   count_window_start=old.count_window_start, counts=old.counts)
 
-    def _observe_tracks(self, detections: Detections, now: float) -> list[tuple[TrackState, tuple | None]]:
-        """Updates each detected track; returns (track, its box in the previous sighting)."""
+    def _observe_tracks(self, detections: Detections, now: float,
+                        longest_unseen_at_rest: float) -> list[tuple[TrackState, tuple | None]]:
+        """Updates each detected track; returns (track, its box in the previous sighting). A track unseen longer than
+        `longest_unseen_at_rest` (and not held by the background model) starts its rest again where it is seen."""
         boxes = [tuple(map(float, box)) for box in detections.xyxy]
         track_ids = detections.track_id
         if track_ids is None:
@@ -285,6 +291,11 @@ class TrafficAnalyzer:
                 previous_box = found.box if found is not None else None
             else:
                 previous_box = track.box
+                if now - last_sign(track) > longest_unseen_at_rest:
+                    # Where the detector finds a vehicle only now and then, the tracker may match the next one
+                    # passing the spot to a lost track: a box found there again is not evidence that anything
+                    # stood there in between.
+                    track.rest_point, track.rest_since, track.rest_box = point, now, None
                 if class_name in self.scene.vehicle_classes and track.vehicle_since is None:
                     track.vehicle_since = now
                     if track.class_name not in self.scene.road_classes:
