@@ -3,7 +3,7 @@ from schemas.alert import Alert
 from schemas.base import Message, SchemaError, decode, encode
 from schemas.camera_status import CameraState, CameraStatus
 from schemas.dead_letter import DeadLetter
-from schemas.detections import PERSON_CLASS_ID, Detections, StaticBlob
+from schemas.detections import PERSON_CLASS_ID, UNTRACKED, Detections, StaticBlob
 from schemas.event import Event, EventState, FrameRef, Severity
 from schemas.frame import Frame
 from schemas.line_counts import LineCounts
@@ -12,5 +12,5 @@ from schemas.zone_metrics import CountSource, DensityForecast, FlowRegime, RiskL
 __all__ = [
     "Alert", "CameraState", "CameraStatus", "CountSource", "DeadLetter", "DensityForecast", "Detections", "Event",
     "EventState", "FlowRegime", "Frame", "FrameRef", "LineCounts", "Message", "PERSON_CLASS_ID", "RiskLevel",
-    "SchemaError", "Severity", "StaticBlob", "ZoneMetrics", "decode", "encode",
+    "SchemaError", "Severity", "StaticBlob", "UNTRACKED", "ZoneMetrics", "decode", "encode",
 ]

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, mod
 from schemas.base import BoundedId, Message, Seq, verify_seq
 
 PERSON_CLASS_ID = 0  # COCO
+UNTRACKED = -1  # track id of a detection the tracker has not (yet) confirmed
 # No picture holds this many people: a map summing to more is broken, and its count would overflow the analytics'
 # windows (their sums and maxima are float64 and rounded to integers).
 MAX_DENSITY_MAP_PEOPLE = 1_000_000
@@ -62,7 +63,7 @@ class Detections(Message):
     confidence: list[Annotated[FiniteFloat, Field(ge=0, le=1)]] = Field(default_factory=list)
     class_id: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=list, description="COCO class ids")
     class_name: list[str] = Field(default_factory=list)
-    track_id: list[Annotated[int, Field(ge=-1, lt=2**63)]] | None = Field(
+    track_id: list[Annotated[int, Field(ge=UNTRACKED, lt=2**63)]] | None = Field(
         default=None, description="per-camera track ids, when tracking is on; -1 for a detection not yet tracked")
     static_blobs: list[StaticBlob] | None = Field(
         default=None, max_length=MAX_OBJECTS, description="static unknown objects, for cameras with a traffic scene"

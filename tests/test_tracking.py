@@ -8,8 +8,8 @@ from ultralytics.trackers.basetrack import TrackState
 from ultralytics.trackers.byte_tracker import BYTETracker
 
 from processors.inference.stage import to_message
-from processors.inference.tracking import UNTRACKED, CameraTracker, TrackerPool, _ByteTracker, _TrackerInput
-from schemas import Detections, Frame
+from processors.inference.tracking import CameraTracker, TrackerPool, _ByteTracker, _TrackerInput
+from schemas import UNTRACKED, Detections, Frame
 from schemas.settings.config import TrackingConfig
 from tests.conftest import VTEST, video_frames
 

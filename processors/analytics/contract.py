@@ -16,8 +16,6 @@ from typing import Protocol
 from schemas import Detections, Event, LineCounts, ZoneMetrics
 from schemas.settings.config import CameraConfig, Config
 
-UNTRACKED = -1  # track id the inference stage's tracker gives detections it has not confirmed
-
 
 @dataclass
 class AnalyticsOutput:

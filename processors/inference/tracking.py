@@ -18,10 +18,9 @@ from ultralytics.trackers.basetrack import TrackState
 from ultralytics.trackers.byte_tracker import BYTETracker
 
 from infra.keyed_pool import KeyedPool
-from schemas import Detections
+from schemas import UNTRACKED, Detections
 from schemas.settings.config import TrackingConfig
 
-UNTRACKED = -1  # track_id of a detection the tracker did not (yet) confirm
 RECENT_FRAMES = 256  # per camera: frames whose track ids a redelivery gets again (a rewound batch is far fewer)
 
 

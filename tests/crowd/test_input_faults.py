@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processors.analytics.contract import UNTRACKED
 from processors.analytics.crowd.analyzer import CrowdAnalyzer
-from schemas import Detections, RiskLevel, ZoneMetrics
+from schemas import UNTRACKED, Detections, RiskLevel, ZoneMetrics
 from schemas.settings.config import CameraConfig, Config
 
 T0 = 1_700_000_000.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cityguard.replay import CLIP_ORIGIN_S
-from processors.analytics.contract import UNTRACKED
+from schemas import UNTRACKED
 from tests.replay.test_dev_clips import opened_events
 from tests.traffic.simulator import T0
 from tests.traffic.test_converging import CROSSROADS, box_at

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import msgpack
 import numpy as np
 
-from processors.analytics.contract import UNTRACKED, AnalyticsOutput
+from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
 from processors.analytics.crowd.forecast import (
     HoltState,
@@ -31,6 +31,7 @@ from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start, hop_index
 from schemas import (
     PERSON_CLASS_ID,
+    UNTRACKED,
     Detections,
     Event,
     EventState,

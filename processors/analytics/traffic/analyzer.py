@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from processors.analytics.contract import UNTRACKED, AnalyticsOutput
+from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.traffic import converging, counting, rules, unconfirmed
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile, resolve_all
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area, edges_moved
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
-from schemas import Detections, Event
+from schemas import UNTRACKED, Detections, Event
 from schemas.calibration import Homography
 from schemas.geometry import box_cover
 from schemas.line_counts import LineCounts

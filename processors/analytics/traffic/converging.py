@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-from processors.analytics.contract import UNTRACKED
 from processors.analytics.traffic.scene import Scene, box_area, centre, in_box
 from processors.analytics.traffic.state import Box, CollisionCandidate, TrafficState, VehicleFrame
+from schemas import UNTRACKED
 from schemas.geometry import box_diagonal
 
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from processors.analytics.contract import UNTRACKED
+from schemas import UNTRACKED
 from schemas.settings.traffic import SceneConfig
 
 Box = tuple[float, float, float, float]

@@ -7,11 +7,11 @@ counts; a vehicle that drives on is detected again and a flicker is not lost for
 """
 from __future__ import annotations
 
-from processors.analytics.contract import UNTRACKED
 from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.scene import Scene, anchor_point
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame
 from processors.analytics.traffic.static_objects import touches_edge
+from schemas import UNTRACKED
 from schemas.settings.lines import Anchor
 
 
