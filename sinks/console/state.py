@@ -23,7 +23,6 @@ from schemas.settings.config import Config
 from sinks.topic_reading import LabelBounds, RecentKeys
 
 HEAT_MAX_CELLS = 48  # the density heat overlay is sent at most this many cells wide or high
-HEAT_MAX_AGE_S = 15.0  # an older density map is not drawn (the density counter runs less often than the detector)
 # Sequence numbers count a camera's published frames one by one (producers/frame_producer.py), so a gap is a number
 # of frames. An event's own frame missing from the buffer (expired from the frame store before the console read it,
 # or dropped from a full send queue) is stood in for by a neighbour at most this many frames away: a fraction of a
@@ -211,6 +210,8 @@ class ConsoleState:
         self.awaiting_detections: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.counted_windows = RecentKeys(10_000)
         self.bounds: LabelBounds | None = None  # the site's cameras and zones; until known, every id is kept
+        # A density map older than the analytics use is not drawn either (maps come less often than detections).
+        self.heat_max_age_s = Config().analytics.counting.density_map_max_age_seconds
         self.lines: dict[str, dict[str, set[str]]] = {}  # camera -> its counting lines -> their two direction names
         self.feed: FeedReport | None = None
 
@@ -219,6 +220,7 @@ class ConsoleState:
         site's counting lines and direction names are kept beyond LINES_PER_CAMERA."""
         with self.lock:
             self.bounds = LabelBounds(config)
+            self.heat_max_age_s = config.analytics.counting.density_map_max_age_seconds
             self.lines = {camera.id: {line.id: {line.forward, line.backward} for line in camera.scene.counting_lines}
                           for camera in config.cameras if camera.scene is not None}
             self.cameras = {camera_id: view for camera_id, view in self.cameras.items() if self._kept(camera_id)}
@@ -380,7 +382,7 @@ class ConsoleState:
             if view is None:
                 return {"frame": None, "detections": None, "status": None, "heat": None, "line_totals": {}}
             frame, detections = live_frame(view.frames, view.detections) if view.frames else (None, None)
-            heat = view.heat if view.heat and now - view.heat["captured_at"] <= HEAT_MAX_AGE_S else None
+            heat = view.heat if view.heat and now - view.heat["captured_at"] <= self.heat_max_age_s else None
             status = view.status.model_dump(mode="json") if view.status else None
             return {
                 "frame": None if frame is None else {"seq": frame.seq, "captured_at": frame.captured_at,
