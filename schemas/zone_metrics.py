@@ -78,7 +78,8 @@ class ZoneMetrics(Message):
         default=None, ge=0, description="people per frame, density-map model (absent when no map was fresh)")
     count_source: CountSource = CountSource.DETECTOR
     count_confidence: float = Field(default=1.0, ge=0, le=1, description="roughly 1 - expected relative error")
-    count_reliable: bool = Field(default=True, description="false: occlusion, saturation or missing frames")
+    count_reliable: bool = Field(default=True, description="false: no fresh density map, the zone partly outside "
+                                "the picture, a capture-clock jump or too few frames")
     # Local density (Helbing et al. 2007) and movement, from tracks in metres (calibrated cameras only).
     peak_local_density_per_m2: float | None = Field(default=None, ge=0)
     mean_speed_m_per_s: float | None = Field(default=None, ge=0)

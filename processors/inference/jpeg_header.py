@@ -2,7 +2,7 @@
 
 A decoder allocates what the header declares: 631 bytes declaring 30000x30000 pixels cost gigabytes to decode, and
 OpenCV's (and the GPU's) decoder would as readily take a PNG or another format. So a frame is decoded only when its
-bytes are a baseline/progressive JPEG whose frame header (SOF) declares exactly the width and height its Frame
+bytes are a JPEG whose frame header (SOF, of any coding) declares exactly the width and height its Frame
 message states, within MAX_FRAME_PIXELS.
 """
 from __future__ import annotations

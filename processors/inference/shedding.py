@@ -34,7 +34,7 @@ class FrameShedder:
             return STALE
         allowance = self.allowance.get(frame.camera_id)
         if allowance is None:
-            return None  # not a configured camera: analytics rejects it, shedding has no rate to hold it to
+            return None  # not a configured camera: no rate to hold it to (the inference stage rejects it before this)
         second = math.floor(frame.captured_at)
         kept_second, kept = self.kept.get(frame.camera_id, (second, set()))
         if kept_second != second:

@@ -12,10 +12,10 @@ The background learns only where there is no foreground, so slow light changes a
 objects.
 
 The camera moving (a pan, tilt or zoom, a strong shake) makes every cell differ: the view is compared with a
-reference view (view_motion), and once it has shifted by `view_shift_share` of the frame, or most cells
-changed at once (a cut, the light switched), the model starts again from the new view and reports that the view
-moved, so the traffic rules can stand aside until it is still again. A slight shake, well under the share, is not
-a move.
+reference view (view_motion), and once it has shifted by `view_shift_share` of the frame the model starts again
+from the new view and reports that the view moved, so the traffic rules can stand aside until it is still again. A
+slight shake, well under the share, is not a move. Over `max_foreground_share` of the cells changing at once (a cut,
+the light switched, a lorry filling the view) starts the model again without reporting a move.
 
 The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
 `StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).

@@ -206,9 +206,10 @@ class CountingConfig(Frozen):
     )
 
 
-# A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written after
-# every frame, and faust's producer refuses a record over producer_max_request_size (1,000,000 bytes by default).
-# Worst-case sizes of its parts (the longest reasons, counters at their widest), checked in tests/crowd/test_state.py:
+# A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written at each
+# checkpoint (analytics.checkpoint_frames), and faust's producer refuses a record over producer_max_request_size
+# (1,000,000 bytes by default). Worst-case sizes of its parts (the longest reasons, counters at their widest),
+# checked in tests/crowd/test_state.py:
 CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
 TRACK_STATE_BYTES = 88  # one track's columns, without counting lines: id, two times, four (x, y) pairs
 TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line

@@ -1,10 +1,11 @@
 """Zone density forecast: Holt's linear-trend exponential smoothing, with the counted net inflow in the trend.
 
-Why Holt: a crowd build-up is locally a trend (Itaewon: hours of steady rise), and the horizon that matters is
-1-15 minutes, where a level-plus-slope model is what the data can support. Holt needs two numbers of state per
-zone (restart-safe in a changelog table), adapts without refitting, copes with uneven window spacing (the slope is
-per second), and has a known prediction-interval formula for the band. Heavier models (ARIMA, Prophet, learned
-ones) need long training histories per zone that a newly configured camera does not have.
+Why Holt: a crowd build-up is locally a trend (Itaewon: hours of steady rise), and the horizon that matters is 1-15
+minutes, where a level-plus-slope model is what the data can support. Holt needs two numbers of state per zone
+(restart-safe in a changelog table; the check below keeps the last minutes' windows beside them), adapts without
+refitting, copes with uneven window spacing (the slope is per second), and has a known prediction-interval formula
+for the band. Heavier models (ARIMA, Prophet, learned ones) need long training histories per zone that a newly
+configured camera does not have.
 
 Where a zone's entrances have counting lines, inflow minus outflow over the area is a direct, physical measure of
 dρ/dt; it is blended into the slope so a surge at the door shows in the forecast before the density series bends.

@@ -1,7 +1,8 @@
 """Risk levels from density, local peaks, crowd pressure and the forecast, with hysteresis and a minimum dwell.
 
 Rules, strongest wins, each with its reason in words:
-- count unreliable (occlusion, saturation, missing frames): UNKNOWN, never a falsely calm level;
+- count unreliable (no fresh density map, the zone partly outside the picture, a capture-clock jump, too few
+  frames): UNKNOWN, never a falsely calm level;
 - zone density against the thresholds (normal < caution <= ... critical);
 - a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
 - crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes

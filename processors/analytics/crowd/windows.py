@@ -1,6 +1,6 @@
 """Per-zone window aggregates over event time: tumbling (hop = window) or hopping windows built from hop buckets.
 
-Each hop of time gets one Bucket (initialize / add / merge); a window is the merge of the buckets it spans. Only
+Each hop of time gets one Bucket (created, then `add`, `merge`); a window is the merge of the buckets it spans. Only
 buckets still inside some future window are kept, so state is bounded by window / hop.
 """
 from __future__ import annotations

@@ -101,7 +101,8 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                     seq: int, frame_size: tuple[int, int]) -> tuple[list[Condition], set[str]]:
     """One condition per physical object at rest where it should not be: a crashed or stopped vehicle, or an unknown
     object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
-    abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds`.
+    abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds` (or its
+    no-stopping zone's `allowed_seconds` for a class the zone allows).
     Also returns the stop lines where a red-light queue stands (standing_queues)."""
     thresholds = scene.thresholds
     evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
@@ -785,9 +786,9 @@ def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
 
 def pedestrian_area_score(scene: Scene, track: TrackState) -> float:
     """How surely a vehicle, cyclist or person on wheels is moving through a pedestrian area: detection confidence
-    times a speed factor. A vehicle's is 1 at walking-or-faster speeds and falls to a floor for one standing still (a
-    parked bicycle); a person's is 0 at walking speed and grows to 1 at pedestrian_area_fast_person_box_per_s (a
-    cyclist or skater the detector sees only as a person)."""
+    times a speed factor. A vehicle's is 1 from pedestrian_area_moving_box_per_s up and falls to a floor for one
+    standing still (a parked bicycle); a person's is 0 at walking speed and grows to 1 at
+    pedestrian_area_fast_person_box_per_s (a cyclist or skater the detector sees only as a person)."""
     thresholds = scene.thresholds
     speed = scene.speed_box_per_s(track)
     if track.class_name == "person":
