@@ -58,7 +58,14 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     from infra.kafka import create_topics, make_consumer, make_producer
     from sinks.alerts.channels import build_channels
     from sinks.alerts.dispatcher import AlertDispatcher
-    from sinks.alerts.service import AlertmanagerReceiver, BrokerLink, DispatcherService, publisher, receiver_token
+    from sinks.alerts.service import (
+        WEBHOOK_PATH,
+        AlertmanagerReceiver,
+        BrokerLink,
+        DispatcherService,
+        publisher,
+        receiver_token,
+    )
 
     servers = require_bootstrap(config)
     alerting, topics = config.alerting, config.broker.topics
@@ -67,7 +74,7 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     token = receiver_token(alerting.receiver)  # likewise, unless the receiver is on loopback
     store = open_store(config)
     receiver = AlertmanagerReceiver(alerting.receiver, token, port).start()
-    print(f"alerts: Alertmanager webhook {http_url(alerting.receiver.host, receiver.port, '/alertmanager')}, "
+    print(f"alerts: Alertmanager webhook {http_url(alerting.receiver.host, receiver.port, WEBHOOK_PATH)}, "
           f"metrics /metrics", flush=True)
 
     def connect():

@@ -16,7 +16,8 @@ SHARD_COUNT_ENV = "CITYGUARD_PRODUCER_SHARD_COUNT"
 
 
 def register(commands, add_command) -> None:
-    up = add_command(commands, "up", "run broker, producer, inference, analytics and metrics sink together", run_up)
+    up = add_command(commands, "up", "run broker, producer, inference, analytics, metrics sink, alert dispatcher and "
+                     "console together", run_up)
     up.add_argument("--duration", type=POSITIVE, default=None, help="stop after this many seconds")
     up.add_argument("--log-dir", type=Path, default=Path("var/log"))
 

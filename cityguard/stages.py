@@ -221,7 +221,7 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
                              topics.events, topics.line_counts, topics.dead_letter, enable_auto_commit=True)
-    # The analytics stage has no endpoint of its own, and a dispatcher falling behind delays every SMS.
+    # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every SMS.
     readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
                for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
     try:

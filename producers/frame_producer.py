@@ -443,9 +443,8 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
         cameras = [camera for camera in config.cameras if camera.id in camera_ids]
     ready = threading.Event()
     queues = {camera.id: FrameQueue(settings.queue_max_frames, ready) for camera in cameras}
-    no_frame_stall_s = settings.read_timeout_s
     health = {camera.id: CameraHealth(camera.id, settings.down_after_failures, settings.status_interval_s,
-                                      max(no_frame_stall_s, 3 / camera.fps)) for camera in cameras}
+                                      settings.stall_after_s(camera.fps)) for camera in cameras}
     resolver = lazy(lambda: its_resolver(config, cameras))
     store = lazy(lambda: open_frame_store(config))
     readers = [CameraReader(camera, config, queues[camera.id], health[camera.id], resolver, store, stop, realtime,

@@ -31,6 +31,9 @@ class Severity(str, Enum):
     CRITICAL = "critical"
 
 
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}  # higher is more severe
+
+
 class FrameRef(Message):
     """Points at the frame that shows the evidence (camera + sequence number on the frames topic)."""
 

@@ -1,10 +1,11 @@
-"""Metrics sink: detections, zone metrics and dead letters from their topics -> Prometheus gauges and counters.
+"""Metrics sink: detections, zone metrics, line counts, events and dead letters from their topics -> Prometheus gauges
+and counters.
 
-Labels are camera, zone, class and stage only (never a track id), so series stay bounded as the system runs; and
-since label values come from message content, only configured cameras and zones, known stages and topics, and the
+Labels never carry a track id, so series stay bounded as the system runs; and since label values come from message
+content, only configured cameras and zones, known stages and topics, and the
 first few values of every other label become series: the rest count under `other` (LabelBounds).
 Each stage process also serves its own operational metrics (frames produced, inference latency, lag); this sink
-serves what is derived from the data topics, plus the analytics group's lag on the detections topic.
+serves what is derived from the data topics, plus the analytics and alerts groups' lag on the topics they consume.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from schemas.settings.base import EnvName, Frozen, Identifier, require_unique
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 WEBHOOK_URL_PATTERN = r"^https?://[^/?#\s]+"  # a scheme and a host
+TWILIO_API = "https://api.twilio.com"
 TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "ref", "site"})
 
 
@@ -54,7 +55,7 @@ class SmsChannelConfig(Frozen):
     account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     from_number_env: EnvName = "TWILIO_FROM_NUMBER"
-    api_base_url: str = Field(default="https://api.twilio.com", pattern=r"^https?://[^/]+$",
+    api_base_url: str = Field(default=TWILIO_API, pattern=r"^https?://[^/]+$",
                               description="scheme and host of the Twilio REST API; tests point it at a local server")
     max_segments: int = Field(default=2, ge=1, le=10,
                               description="longer texts are cut to fit: 160 GSM-7 / 70 UCS-2 (Korean) chars for one")

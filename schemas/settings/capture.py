@@ -96,6 +96,11 @@ class ProducerConfig(Frozen):
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3,
                                  description="a still-image camera's answer larger than this is refused")
 
+    def stall_after_s(self, fps: float) -> float:
+        """No frame for longer than this and a camera has stalled: the longest wait for a frame, or three frame
+        intervals of a slow camera."""
+        return max(self.read_timeout_s, 3 / fps)
+
     @model_validator(mode="after")
     def verify_shard_index_below_count(self) -> ProducerConfig:
         if self.shard_index >= self.shard_count:

@@ -26,6 +26,7 @@ from twilio.rest import Client as TwilioClient
 
 from schemas import Alert
 from schemas.settings.alerting import (
+    TWILIO_API,
     WEBHOOK_URL_PATTERN,
     ContactConfig,
     RetryConfig,
@@ -39,7 +40,6 @@ from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 
 log = logging.getLogger(__name__)
-TWILIO_API = "https://api.twilio.com"
 # Answers that may follow a message Twilio did create (it failed after taking the request, or a gateway gave up
 # waiting): the message log is asked before sending again. 503 and 429 are refusals: nothing was created.
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})

@@ -40,9 +40,10 @@ from prometheus_client import Counter, Gauge
 
 from infra.backoff import backoff_delay
 from schemas import Alert, EventState, Severity
+from schemas.event import SEVERITY_RANK
 from schemas.settings.alerting import AlertingConfig, ContactConfig, RetryConfig, RouteConfig
 from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError
-from sinks.alerts.notice import SEVERITY_RANK, Notice
+from sinks.alerts.notice import Notice
 from sinks.alerts.redact import describe_error
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (

@@ -10,7 +10,6 @@ from schemas import Event, EventState, Severity
 from schemas.base import ID_MAX_CHARS
 from schemas.event import CLOSED_BY_RESET, EVENT_ID_MAX_CHARS
 
-SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 # An alert's text is cut to these: an Alertmanager description is as long as its request allows, and an alert too
 # large to publish would be retried for ever. An SMS shows far less, a webhook's reader no more.
 TITLE_MAX_CHARS = 300

@@ -28,7 +28,7 @@ from kafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from infra.backoff import Pause, backoff_delay
+from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, ProduceFailed, flush_confirmed, loop_went_round, reset_positions_past_the_end
@@ -42,6 +42,7 @@ from sinks.alerts.dispatcher import AlertDispatcher
 from sinks.alerts.notice import Notice, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error
 from sinks.alerts.store import AlertRow
+from sinks.topic_reading import retry_delay_s
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +468,7 @@ class BrokerLink:
                 consumer, producer = self.connect()
             except KafkaError as exc:
                 failures += 1
-                delay = backoff_delay(failures, PAUSE_INITIAL_S, PAUSE_MAX_S)
+                delay = retry_delay_s(failures)
                 log.warning("broker not reached (%s); trying again in %.0f s: webhooks are answered meanwhile, events "
                             "wait", describe_error(exc), delay)
                 stop.wait(delay)

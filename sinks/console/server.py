@@ -29,6 +29,7 @@ from aiohttp import web
 
 from infra.files import replace_file
 from infra.listeners import is_loopback, verify_token_length
+from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
@@ -53,7 +54,6 @@ SECURITY_HEADERS = {
 }
 OPEN_LISTED = 100  # open incidents listed, the most urgent first; the summary counts them all
 RECENT_LISTED = 50  # incidents listed beside the open ones, whatever their state
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}  # the list's order: critical first
 json_dumps = functools.partial(json.dumps, allow_nan=False)  # NaN is not JSON: the browser's parser would refuse it
 
 
@@ -157,7 +157,7 @@ def open_incidents(store: IncidentStore) -> list[OpenIncident]:
     """Every open incident (IncidentStore.open_incidents says when one is acknowledged), the most urgent first:
     unacknowledged, then critical before warning before info, then the most recently changed."""
     listed = [OpenIncident(row, acknowledged) for row, acknowledged in store.open_incidents()]
-    return sorted(listed, key=lambda incident: (incident.acknowledged, SEVERITY_RANK.get(incident.row.severity, 3),
+    return sorted(listed, key=lambda incident: (incident.acknowledged, -SEVERITY_RANK.get(incident.row.severity, -1),
                                                 -incident.row.updated_at))
 
 
@@ -173,12 +173,6 @@ def incident_summary(incidents: list[OpenIncident]) -> dict:
         if not incident.acknowledged and incident.row.severity == "critical":
             summary["unacknowledged_critical_ids"].append(incident.row.id)
     return summary
-
-
-def stall_after_s(config: Config, camera) -> float:
-    """No frame for longer than this: the camera has stalled, as its producer counts it (the longest wait for a
-    frame, or three frame intervals of a slow camera)."""
-    return max(config.producer.read_timeout_s, 3 / camera.fps)
 
 
 def json_response(data, status: int = 200) -> web.Response:
@@ -384,7 +378,7 @@ class ConsoleServer:
         else:
             silent_s = now - self.started_at
             silence = f"no frame since the console started {silent_s:.0f} s ago"
-        if silent_s <= stall_after_s(self.site.config, camera):
+        if silent_s <= self.site.config.producer.stall_after_s(camera.fps):
             return reported
         if reported["state"] == "up":
             return {"state": "stalled", "reason": silence, "fps": None}
