@@ -235,6 +235,11 @@ def test_a_vehicle_that_leaves_the_road_and_stops_dead_is_one_critical_collision
     assert [(e.type, e.severity.value, e.zone_id) for e in events] == [("collision", "critical", "south-walk")]
     rest_at = T0 + 30 * STEP
     assert events[0].started_at - rest_at <= 5
+    # Hidden in its dust for 2 s from 0.6 s after it stopped, before the background model shows anything there: seen
+    # again where it stood, it came to rest the way it did.
+    hidden = [frame(seq, [] if 33 <= seq < 43 else [(3, "car", (x - 40, y - 40, x + 40, y))])
+              for seq, (x, y) in enumerate(path)]
+    assert [(e.type, e.severity.value) for e in opened(run(hidden))] == [("collision", "critical")]
 
 
 def test_a_vehicle_the_tracker_finds_again_at_rest_under_a_new_id_keeps_its_motion():

@@ -38,7 +38,9 @@ REACQUIRE_SECONDS = 1.0
 REACQUIRE_OVERLAP = 0.7
 # A vehicle unseen longer than this many frame intervals (or REACQUIRE_SECONDS, whichever is longer), without the
 # background model holding it where it was lost, may not have stood there all along when a box appears there again.
+# The interval is the last one, up to LONGEST_FRAME_INTERVAL_S: a gap in the camera's frames is not its frame rate.
 MISSED_FRAMES_AT_REST = 2.5
+LONGEST_FRAME_INTERVAL_S = 2.0
 
 
 @dataclass
@@ -132,7 +134,7 @@ class TrafficAnalyzer:
 
         if detections.view_moved:
             self._forget_the_view(now)
-        frame_interval = now - last_time if last_time is not None and not stepped else 0.0
+        frame_interval = 0.0 if last_time is None or stepped else min(now - last_time, LONGEST_FRAME_INTERVAL_S)
         seen = self._observe_tracks(detections, now, max(REACQUIRE_SECONDS, MISSED_FRAMES_AT_REST * frame_interval))
         if self._settling(now):
             # The camera is moving: lanes and zones no longer lie where they were drawn and every track's motion
@@ -227,10 +229,11 @@ class TrafficAnalyzer:
 
         kept = []
         for obj in state.static_objects:
-            # Any of its tracks, or any track seen since the move: the tracker may have given it a new id.
+            # Any of its tracks, or any vehicle track seen since the move: the tracker may have given it a new id,
+            # and the detector another vehicle class (a car read as a truck).
             if any(stood_still(track_id, obj.box) for track_id in obj.track_ids) or any(
                     stood_still(track_id, obj.box) for track_id, track in state.tracks.items()
-                    if track.class_name == obj.class_name and track.first_seen >= state.view_moved_at):
+                    if track.class_name in self.scene.vehicle_classes and track.first_seen >= state.view_moved_at):
                 obj.last_evidence = now
                 kept.append(obj)
         state.static_objects = kept
@@ -291,10 +294,12 @@ class TrafficAnalyzer:
                 previous_box = found.box if found is not None else None
             else:
                 previous_box = track.box
-                if now - last_sign(track) > longest_unseen_at_rest:
+                if (now - last_sign(track) > longest_unseen_at_rest and self.scene.speed_before_rest(track)
+                        < self.thresholds.crash_stop_speed_box_per_s):
                     # Where the detector finds a vehicle only now and then, the tracker may match the next one
                     # passing the spot to a lost track: a box found there again is not evidence that anything
-                    # stood there in between.
+                    # stood there in between. (One that stopped dead before it was lost, hidden in its own dust,
+                    # keeps how it came to rest.)
                     track.rest_point, track.rest_since, track.rest_box = point, now, None
                 if class_name in self.scene.vehicle_classes and track.vehicle_since is None:
                     track.vehicle_since = now
