@@ -17,19 +17,23 @@ DEVSET = Path(__file__).resolve().parents[1] / "devsets" / "traffic"
 RECORDED = DEVSET / "detections"
 
 
-def all_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index, seconds: False) -> list:
-    """`lost(index, seconds)`: whether the frame at that position and time in the clip never arrives."""
+def all_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index, seconds: False,
+               variant: str | None = None) -> list:
+    """`lost(index, seconds)`: whether the frame at that position and time in the clip never arrives; `variant`: the
+    recording of a perturbed copy of the clip instead (detections/perturbed, manifest.yaml says how each was made)."""
     config = load_config(DEVSET / "site.yaml")
     camera = find_camera(config, camera_id)
-    recorded = recorded_detections(RECORDED / f"{camera_id}.jsonl.gz", camera_id)
+    path = RECORDED / "perturbed" / f"{camera_id}.{variant}.jsonl.gz" if variant else RECORDED / f"{camera_id}.jsonl.gz"
+    recorded = recorded_detections(path, camera_id)
     arriving = (detections for index, detections in enumerate(recorded)
                 if not lost(index, detections.captured_at - CLIP_ORIGIN_S))
     analytics = CameraAnalytics(camera, config)
     return [event for detections in arriving for event in analytics.update(detections).events]
 
 
-def opened_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index, seconds: False) -> list:
-    return [event for event in all_events(camera_id, lost) if event.state is EventState.OPENED]
+def opened_events(camera_id: str, lost: Callable[[int, float], bool] = lambda index, seconds: False,
+                  variant: str | None = None) -> list:
+    return [event for event in all_events(camera_id, lost, variant) if event.state is EventState.OPENED]
 
 
 def test_the_crash_is_one_critical_collision_within_10_s_of_standstill():

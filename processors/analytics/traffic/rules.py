@@ -30,6 +30,10 @@ HIDDEN_STANDING_S = 1.0  # a vehicle at rest missed by the detector this long is
 CRASH_SCENE_DIAGONALS = 2.0  # vehicles at rest within this many crash-box diagonals belong to the crash
 WALKING_KEY = "pedestrian_on_roadway:"  # key prefix of a person (or people walking together) on the roadway
 IMPACT_SPEED_SECONDS = 0.5  # a vehicle's speed at a contact is its speed over this long before it
+# A track followed for less than this has a speed from one or two sample steps, where a slight shake of the camera
+# reads as motion (a car 20 px tall moved 4 px in 0.2 s is at 1 box height per second): its contact speed is its
+# speed relative to the other vehicle's over those steps, in which the shake, moving every box alike, cancels out.
+CONTACT_SPEED_MIN_TRACKED_S = 0.4
 # A vehicle at most this share of the other's speed at a contact was struck by it, not braking alongside it.
 STRUCK_SPEED_SHARE = 0.5
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
@@ -612,8 +616,9 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         a, b = vehicles[i], candidates[j]
         pair = tuple(sorted((a.track_id, b.track_id)))
         if pair in known:
+            _measure_first_seen_at_contact(scene, state, pair, (a, b), now)
             continue
-        speed = max(scene.peak_speed_box_per_s(a, 1.5), scene.peak_speed_box_per_s(b, 1.5))
+        speed = max(_contact_speed(scene, a, b, now), _contact_speed(scene, b, a, now))
         if speed >= thresholds.collision_min_speed_box_per_s:
             first, second = (a, b) if a.track_id == pair[0] else (b, a)
             velocities = [scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now) for vehicle in (first, second)]
@@ -625,6 +630,34 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
             known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
+
+
+def _contact_speed(scene: Scene, vehicle: TrackState, other: TrackState, now: float) -> float:
+    """A vehicle's speed as it touches `other` (box heights per second): its peak speed over the last 1.5 s, or, for a
+    track followed under CONTACT_SPEED_MIN_TRACKED_S, its speed relative to the other's over that short history."""
+    if now - vehicle.first_seen >= CONTACT_SPEED_MIN_TRACKED_S or not vehicle.history:
+        return scene.peak_speed_box_per_s(vehicle, 1.5)
+    own = scene.velocity(vehicle, vehicle.history[0][0], now)
+    theirs = scene.velocity(other, vehicle.history[0][0], now) or (0.0, 0.0)
+    return math.hypot(own[0] - theirs[0], own[1] - theirs[1]) if own else 0.0
+
+
+def _measure_first_seen_at_contact(scene: Scene, state: TrafficState, pair: tuple[int, int],
+                                   touching: tuple[TrackState, TrackState], now: float) -> None:
+    """A vehicle first seen at the contact (it came into view, or out of the other's shadow, as they met) had no speed
+    to take then: while the pair still touches and is not yet a collision, its speed since (`_contact_speed`) stands
+    in for it."""
+    candidate = next((c for c in state.collisions if c.track_ids == pair), None)
+    if candidate is None or candidate.confirmed_at is not None:
+        return
+    by_id = {vehicle.track_id: vehicle for vehicle in touching}
+    speeds = []
+    for track_id, other_id, speed in zip(pair, pair[::-1], candidate.speeds_at_contact, strict=True):
+        vehicle = by_id[track_id]
+        if speed == 0.0 and vehicle.first_seen >= candidate.contact_at:
+            speed = _contact_speed(scene, vehicle, by_id[other_id], now)
+        speeds.append(speed)
+    candidate.speeds_at_contact = (speeds[0], speeds[1])
 
 
 def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int]) -> list[Condition]:

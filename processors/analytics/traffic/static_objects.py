@@ -82,8 +82,8 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
             evidence.append(Evidence(track.box, track.rest_since, track, track.confidence))
     for track in state.tracks.values():
         if (track.track_id in seen_ids or track.track_id in held or track.class_name not in scene.vehicle_classes
-                or touches_edge(track.box, frame_size)):
-            continue
+                or track.reacquired or touches_edge(track.box, frame_size)):
+            continue  # (a track another went on from is that vehicle's past, not a vehicle lost)
         # Lost while moving, away from the frame edge, and something has stood where it was since about then:
         # it stopped there, hidden (dust, smoke, debris, occlusion), instead of driving on.
         since_then = [blob for blob in blobs if blob.static_since >= track.last_seen - 1.0]
