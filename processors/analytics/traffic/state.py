@@ -110,7 +110,8 @@ class CollisionCandidate(State):
         "per second), taken at contact: the history sample at contact is overwritten at more than 5 frames per second")
     speeds_at_contact: tuple[float, float] = Field(
         default=(0.0, 0.0), description="each vehicle's speed over about the last half second before the contact (box "
-        "heights per second), taken at contact: the speed it hit with (one braking to rest has slowed by then)")
+        "heights per second), taken at contact: the speed it hit with (one braking to rest has slowed by then); for "
+        "one first seen at the contact, its speed in the frames after, while the two still touch")
     confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
                                        "showed the impact (a collision raised at contact, before any standstill)")
     reason: str = Field(default="", description="what the impact evidence was, once confirmed")
