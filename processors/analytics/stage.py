@@ -290,6 +290,7 @@ class LivePartition:
 
     def frame_done(self) -> None:
         self.before_frame = {}
+        self.analysed = None
         self.sent_events.clear()
         for state_key in self.lost_sent:
             del self.lost[state_key]
@@ -472,7 +473,6 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             camera_id, seconds = live.analysed
             FRAMES_APPLIED.labels(camera_id).inc()
             ANALYSIS_SECONDS.observe(seconds)
-            live.analysed = None
         live.frame_done()
         live.next_offset = message.offset + 1
         for state_key in lost_sent:

@@ -22,10 +22,10 @@ store before it is made: of dispatchers sharing a store, one makes it. After an 
 is a fallback: it is tried only once the delivery on the channel before it has failed for good.
 
 Alerts: one per incident, severity and opening (alert id `<incident>:<severity>`, with `#<n>` once the incident has
-opened again), decided once and stored. A lower or equal
-severity on the same camera/zone/type within the cooldown is recorded as suppressed, as is a downgrade of an
-incident already alerted higher. An incident closed by an analyzer reset starts no cooldown: what it was about may go
-on under a new incident. Escalation state (step, deadline) lives in the store, so a restart continues it.
+opened again), decided once and stored. A lower or equal severity on the same camera/zone/type within the cooldown is
+recorded as suppressed, as is a downgrade of an incident already alerted higher. An incident closed by an analyzer
+reset starts no cooldown: what it was about may go on under a new incident. Escalation state (step, deadline) lives in
+the store, so a restart continues it.
 """
 from __future__ import annotations
 

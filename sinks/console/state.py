@@ -20,6 +20,7 @@ import numpy as np
 from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
+from schemas.settings.crowd import CountingConfig
 from sinks.topic_reading import LabelBounds, RecentKeys
 
 HEAT_MAX_CELLS = 48  # the density heat overlay is sent at most this many cells wide or high
@@ -211,7 +212,7 @@ class ConsoleState:
         self.counted_windows = RecentKeys(10_000)
         self.bounds: LabelBounds | None = None  # the site's cameras and zones; until known, every id is kept
         # A density map older than the analytics use is not drawn either (maps come less often than detections).
-        self.heat_max_age_s = Config().analytics.counting.density_map_max_age_seconds
+        self.heat_max_age_s = CountingConfig().density_map_max_age_seconds
         self.lines: dict[str, dict[str, set[str]]] = {}  # camera -> its counting lines -> their two direction names
         self.feed: FeedReport | None = None
 

@@ -158,6 +158,7 @@ def slope_lower_bound_per_s(points: list[list[float]], z: float, overlap: int = 
     median = float(np.median((densities[first] - densities[second]) / (times[first] - times[second])))
     return min(least_squares, median)
 
+
 def crossings(level: float, slope: float, horizon_s: float, thresholds: RiskThresholds) -> dict[str, float]:
     """Seconds from `level` to each threshold at `slope`, for those within the horizon (0: reached)."""
     expected = {}
