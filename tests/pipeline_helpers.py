@@ -31,7 +31,12 @@ class StageProcess:
             )
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        """Everything the stage wrote: what a test looks for may be followed by any amount of shutdown logging."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        """The end of the log, for a failure message."""
+        return self.log()[-4000:]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -72,8 +77,8 @@ class TopicReader:
                 return self.records
             for stage in stages:
                 if not stage.alive():
-                    raise AssertionError(f"stage {stage.stage} died:\n{stage.log()}")
-        logs = "\n".join(f"--- {s.stage}\n{s.log()}" for s in stages)
+                    raise AssertionError(f"stage {stage.stage} died:\n{stage.log_tail()}")
+        logs = "\n".join(f"--- {s.stage}\n{s.log_tail()}" for s in stages)
         raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; have {len(self.records)}\n{logs}")
 
     def close(self) -> None:

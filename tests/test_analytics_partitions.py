@@ -32,7 +32,7 @@ def test_the_worker_exits_2_naming_the_counts_when_broker_partitions_was_raised_
     worker = StageProcess("analyze", path, kafka_bootstrap, tmp_path)
     assert worker.process.wait(timeout=60) == 2
     assert (f"broker.partitions is 3 but topic {config.broker.topics.detections} has 2 partitions"
-            in worker.log()), worker.log()
+            in worker.log()), worker.log_tail()
 
 
 def test_an_agent_crashing_again_and_again_without_a_frame_stops_counting_as_going_round():

@@ -204,9 +204,9 @@ def start_console(site: Site, log_dir: Path, bootstrap: str, *extra: str) -> tup
         match = re.search(r"console: (http://[0-9.]+:\d+/)", console.log())
         if match:
             return console, match.group(1).replace("0.0.0.0", "127.0.0.1")
-        assert console.alive(), console.log()
+        assert console.alive(), console.log_tail()
         time.sleep(0.2)
-    raise AssertionError(f"the console printed no URL:\n{console.log()}")
+    raise AssertionError(f"the console printed no URL:\n{console.log_tail()}")
 
 
 @pytest.fixture(scope="module")

@@ -51,8 +51,8 @@ class LiveCamera:
                 self.producer.send(self.topic, key=b"campus", value=encode(frame))
                 self.sent += 1
             time.sleep(0.1)
-            assert self.infer.alive(), self.infer.log()
-            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{self.infer.log()}"
+            assert self.infer.alive(), self.infer.log_tail()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}\n{self.infer.log_tail()}"
         self.producer.flush()
 
     def close(self) -> None:
