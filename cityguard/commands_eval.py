@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
+from cityguard.evaluation.degrade import DEGRADATIONS
 from cityguard.stages import tiled_detector
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
+DEGRADATION_NAMES = tuple(DEGRADATIONS)
 
 
 def _devset_name(text: str) -> str:
@@ -36,6 +38,14 @@ def _counter_names(text: str) -> list[str]:
     unknown = [name for name in names if name not in COUNTERS]
     if not names or unknown:
         raise argparse.ArgumentTypeError(f"counters are {', '.join(COUNTERS)}; got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _degradation_names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in DEGRADATION_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"copies are {', '.join(DEGRADATION_NAMES)}; got {text!r}")
     return list(dict.fromkeys(names))
 
 
@@ -106,6 +116,13 @@ def register(commands, add_command) -> None:
                        help="copy from a local copy of the source repository instead of downloading")
     build.add_argument("--held-out", type=Path, default=None,
                        help=HELD_OUT_HELP)
+    degrade = add_command(devsets, "degrade", "copies of a set's images as a worse camera delivers them (narrower, "
+                          "compressed, dark, blurred), one folder each, to score with `eval counts`",
+                          run_devset_degrade, needs_config=False)
+    degrade.add_argument("--images", type=FOLDER, required=True, help="folder of images (a built set's images/)")
+    degrade.add_argument("--out", type=Path, required=True, help="folder to write one folder per copy into")
+    degrade.add_argument("--copies", type=_degradation_names, default=None,
+                         help="comma-separated copies (default: all): " + ", ".join(DEGRADATION_NAMES))
 
 
 def run_detector_eval(args, config) -> int:
@@ -238,4 +255,13 @@ def run_devset_build(args, config) -> int:
         print(f"{len(items)} clips in {args.out / 'clips'}")
     else:
         print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
+    return 0
+
+
+def run_devset_degrade(args, config) -> int:
+    from cityguard.evaluation.degrade import write_degraded_copies
+
+    names = args.copies or list(DEGRADATION_NAMES)
+    count = write_degraded_copies(args.images, args.out, names)
+    print(f"{count} images x {len(names)} copies in {args.out} ({', '.join(names)})")
     return 0

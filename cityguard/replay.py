@@ -25,7 +25,7 @@ from cityguard.stages import (
     build_trackers,
 )
 from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
-from processors.analytics.registry import GeometryCheck, analyzers_for
+from processors.analytics.registry import PictureCheck, analyzers_for
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import CameraUnavailable, VideoDecoder, sample_frames
@@ -46,7 +46,7 @@ class ReplayedFrame:
     detections: Detections
     events: list[Event] = field(default_factory=list)
     area_scores: dict[str, float] = field(default_factory=dict)  # frame-level score per pedestrian area
-    warnings: list[str] = field(default_factory=list)  # for the operator: the camera's geometry misfits its picture
+    warnings: list[str] = field(default_factory=list)  # for the operator: the camera's settings misfit its picture
     line_counts: list[LineCounts] = field(default_factory=list)  # counting-line windows closed at this frame
     zone_metrics: list[ZoneMetrics] = field(default_factory=list)  # crowd zones' windows closed at this frame
 
@@ -54,19 +54,18 @@ class ReplayedFrame:
 class CameraAnalytics:
     """The analyzers the analytics stage runs for one camera, fed in order, after the operators' ignore filters (read
     once: a replay is short; judged at each frame's capture time, as the stage does), with the stage's check of the
-    camera's geometry against its picture."""
+    camera's configuration against its picture."""
 
     def __init__(self, camera: CameraConfig, config: Config):
         self.camera = camera
-        self.geometry_check = GeometryCheck()
+        self.picture_check = PictureCheck()
         self.analyzers = [restore(camera, config, None) for restore in analyzers_for(camera).values()]
         filters_file = config.analytics.ignore_filters
         self.ignore_filters = IgnoreFilterStore(Path(config.resolve_path(filters_file))).load() if filters_file else []
 
     def update(self, detections: Detections) -> ReplayedFrame:
         replayed = ReplayedFrame(detections)
-        if mismatch := self.geometry_check.mismatch(self.camera, detections):
-            replayed.warnings.append(mismatch)
+        replayed.warnings.extend(self.picture_check.warnings(self.camera, detections))
         if self.ignore_filters:
             detections = without_ignored(detections, self.ignore_filters)
         for analyzer in self.analyzers:

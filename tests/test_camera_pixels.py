@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.analytics.registry import GeometryCheck, geometry_mismatch
+from processors.analytics.registry import PictureCheck, geometry_mismatch, narrow_crowd_picture
 from processors.inference.stage import in_source_pixels
 from schemas import Detections, Frame, decode, encode
 from schemas.detections import StaticBlob
@@ -59,10 +59,27 @@ def test_geometry_drawn_on_the_scaled_frame_is_named_with_the_factor_once_per_pi
     warning = geometry_mismatch(on_scaled_frame, 1920, 1080)
     assert "1280x720 frame capture scales its 1920x1080 picture to" in warning and "multiply" in warning
     assert "by 1.5 " in warning
-    check = GeometryCheck()
-    assert check.mismatch(on_scaled_frame, detections(1920, 1080)) == warning
-    assert check.mismatch(on_scaled_frame, detections(1920, 1080)) is None  # said once
-    assert check.mismatch(camera, detections(1280, 720)).startswith("camera bangkok-jam: scene.lanes[away]")
+    check = PictureCheck()
+    assert check.warnings(on_scaled_frame, detections(1920, 1080)) == [warning]
+    assert check.warnings(on_scaled_frame, detections(1920, 1080)) == []  # said once
+    [outside] = check.warnings(camera, detections(1280, 720))
+    assert outside.startswith("camera bangkok-jam: scene.lanes[away]")
+
+
+def test_a_crowd_camera_counted_on_a_narrow_picture_is_named_once():
+    zone = {"id": "z", "area_m2": 10, "polygon": [[0, 0], [300, 0], [300, 200]]}
+    crowd = CameraConfig.model_validate({"id": "c", "source": "c.mp4", "zones": [zone]})
+    assert narrow_crowd_picture(crowd, 640) is None and narrow_crowd_picture(crowd, 1920) is None
+    warning = narrow_crowd_picture(crowd, 352)
+    assert warning.startswith("camera c: its crowd zones are counted on a picture 352 px wide: below 640 px")
+    # The picture the models see is the one capture scales the stream to.
+    scaled = CameraConfig.model_validate({"id": "c", "source": "c.mp4", "max_width": 512, "zones": [zone]})
+    assert "a picture 512 px wide" in narrow_crowd_picture(scaled, 1920)
+    no_zones = CameraConfig.model_validate({"id": "t", "source": "t.mp4"})
+    assert narrow_crowd_picture(no_zones, 352) is None
+    check = PictureCheck()
+    assert check.warnings(crowd, detections(352, 288)) == [narrow_crowd_picture(crowd, 352)]
+    assert check.warnings(crowd, detections(352, 288)) == []
 
 
 def test_every_kind_of_image_point_is_checked_against_the_picture():

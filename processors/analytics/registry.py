@@ -7,6 +7,10 @@ from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Detections
 from schemas.settings.config import GEOMETRY_MARGIN, CameraConfig
 
+# Narrower pictures lose the heads the density model counts: on the crowd dev set's packed images the zone count
+# runs 23 % low at 640 px wide and 37 % at 352 px (tests/devsets/crowd/README.md, measurements_degraded.csv).
+CROWD_MIN_WIDTH_PX = 640
+
 
 def analyzers_for(camera: CameraConfig) -> dict[str, AnalyzerFactory]:
     """Analyzers a camera needs, by name (the name scopes its state in the table)."""
@@ -37,22 +41,34 @@ def geometry_mismatch(camera: CameraConfig, width: int, height: int) -> str | No
             f"by {width / scaled[0]:.4g} (they are in the pixels of the camera's own picture)")
 
 
+def narrow_crowd_picture(camera: CameraConfig, width: int) -> str | None:
+    """A one-line warning when a camera with crowd zones is counted on a picture narrower than CROWD_MIN_WIDTH_PX
+    (its own width, or the max_width capture scales it to), else None."""
+    counted = min(width, camera.max_width)
+    if not camera.zones or counted >= CROWD_MIN_WIDTH_PX:
+        return None
+    return (f"camera {camera.id}: its crowd zones are counted on a picture {counted} px wide: below "
+            f"{CROWD_MIN_WIDTH_PX} px the density model loses small heads and counts a packed crowd low (a lower "
+            "risk level than the crowd's); give it a stream at least that wide")
+
+
 def _reaches_border(camera: CameraConfig, size: tuple[int, int]) -> bool:
     """Whether some point of the camera's geometry lies on the right or bottom edge of a picture of this size."""
     margin = GEOMETRY_MARGIN * max(size)
     return any(x >= size[0] - margin or y >= size[1] - margin for _, points in camera.geometry() for x, y in points)
 
 
-class GeometryCheck:
-    """The analytics stage's and replay's check of each camera's geometry against the picture its detections
-    describe: once per camera and picture size."""
+class PictureCheck:
+    """The analytics stage's and replay's check of each camera's configuration against the picture its detections
+    describe (geometry_mismatch, narrow_crowd_picture): once per camera and picture size."""
 
     def __init__(self):
         self.checked: dict[str, tuple[int, int]] = {}  # camera id -> the size last checked
 
-    def mismatch(self, camera: CameraConfig, detections: Detections) -> str | None:
+    def warnings(self, camera: CameraConfig, detections: Detections) -> list[str]:
         size = (detections.image_width, detections.image_height)
         if self.checked.get(camera.id) == size:
-            return None
+            return []
         self.checked[camera.id] = size
-        return geometry_mismatch(camera, *size)
+        return [warning for warning in (geometry_mismatch(camera, *size), narrow_crowd_picture(camera, size[0]))
+                if warning]

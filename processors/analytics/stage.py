@@ -47,7 +47,7 @@ from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, loo
 from processors.analytics.contract import AnalyticsOutput, CameraAnalyzer
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
 from processors.analytics.input_positions import Position, Verdict, judge
-from processors.analytics.registry import GeometryCheck, analyzers_for
+from processors.analytics.registry import PictureCheck, analyzers_for
 from schemas import Detections, Event, SchemaError, decode, encode
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
@@ -340,7 +340,7 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
     for camera in config.cameras:
         for disagreement in area_disagreements(camera.zones, camera.calibration):
             log.warning("camera %s: %s", camera.id, disagreement)
-    geometry_check = GeometryCheck()
+    picture_check = PictureCheck()
     ignore_filters = (IgnoreFilterReader(IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))))
                       if config.analytics.ignore_filters else None)
     checkpoint_frames = config.analytics.checkpoint_frames
@@ -418,8 +418,8 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
         camera, factories = cameras[detections.camera_id]
         key = camera.id.encode()
         analysing = 0.0
-        if mismatch := geometry_check.mismatch(camera, detections):
-            log.warning("%s", mismatch)
+        for warning in picture_check.warnings(camera, detections):
+            log.warning("%s", warning)
         if ignore_filters is not None:
             # Operators' "ignore this": the covered objects never reach the analyzers, so they raise nothing.
             detections = without_ignored(detections, ignore_filters.current(detections.captured_at))
