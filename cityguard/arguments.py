@@ -3,7 +3,7 @@ one line by argparse instead of producing a meaningless figure; path types; and 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -49,6 +49,16 @@ def numbers_from(low: int) -> Callable[[str], list[int]]:
 
 
 COUNTS = numbers_from(1)
+
+
+def names_among(text: str, choices: Iterable[str], what: str) -> list[str]:
+    """Comma-separated names, each one of `choices`, in the order given without repeats (an argparse type's body;
+    `what` names them in the error, e.g. "counters")."""
+    known = list(choices)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or any(name not in known for name in names):
+        raise argparse.ArgumentTypeError(f"{what} are {', '.join(known)}; got {text!r}")
+    return list(dict.fromkeys(names))
 
 
 def existing(kind: str) -> Callable[[str], Path]:

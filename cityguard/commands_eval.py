@@ -7,13 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE
-from cityguard.evaluation.degrade import DEGRADATIONS
+from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, names_among
+from cityguard.evaluation.degrade import DEGRADATIONS, write_degraded_copies
 from cityguard.stages import tiled_detector
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
-DEGRADATION_NAMES = tuple(DEGRADATIONS)
 
 
 def _devset_name(text: str) -> str:
@@ -34,19 +33,11 @@ def _numbers(text: str) -> tuple[float, ...]:
 def _counter_names(text: str) -> list[str]:
     from cityguard.evaluation.runners import COUNTERS
 
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in COUNTERS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"counters are {', '.join(COUNTERS)}; got {text!r}")
-    return list(dict.fromkeys(names))
+    return names_among(text, COUNTERS, "counters")
 
 
 def _degradation_names(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in DEGRADATION_NAMES]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"copies are {', '.join(DEGRADATION_NAMES)}; got {text!r}")
-    return list(dict.fromkeys(names))
+    return names_among(text, DEGRADATIONS, "copies")
 
 
 def _class_ids(text: str) -> list[int]:
@@ -122,7 +113,7 @@ def register(commands, add_command) -> None:
     degrade.add_argument("--images", type=FOLDER, required=True, help="folder of images (a built set's images/)")
     degrade.add_argument("--out", type=Path, required=True, help="folder to write one folder per copy into")
     degrade.add_argument("--copies", type=_degradation_names, default=None,
-                         help="comma-separated copies (default: all): " + ", ".join(DEGRADATION_NAMES))
+                         help="comma-separated copies (default: all): " + ", ".join(DEGRADATIONS))
 
 
 def run_detector_eval(args, config) -> int:
@@ -259,9 +250,7 @@ def run_devset_build(args, config) -> int:
 
 
 def run_devset_degrade(args, config) -> int:
-    from cityguard.evaluation.degrade import write_degraded_copies
-
-    names = args.copies or list(DEGRADATION_NAMES)
+    names = args.copies or list(DEGRADATIONS)
     count = write_degraded_copies(args.images, args.out, names)
     print(f"{count} images x {len(names)} copies in {args.out} ({', '.join(names)})")
     return 0

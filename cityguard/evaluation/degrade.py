@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# A copy of a BGR image (given a noise source) and the JPEG quality it is saved at.
+Degradation = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, int]]
 SAVED_QUALITY = 85  # a camera stream's usual JPEG quality, for every copy but the compressed one
 
 
-def _narrower(width: int) -> Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, int]]:
+def _narrower(width: int) -> Degradation:
     def scaled(image: np.ndarray, _: np.random.Generator) -> tuple[np.ndarray, int]:
         import cv2
 
@@ -23,8 +24,10 @@ def _narrower(width: int) -> Callable[[np.ndarray, np.random.Generator], tuple[n
     return scaled
 
 
-def _compressed(image: np.ndarray, _: np.random.Generator) -> tuple[np.ndarray, int]:
-    return image, 20
+def _saved_at(quality: int) -> Degradation:
+    def saved(image: np.ndarray, _: np.random.Generator) -> tuple[np.ndarray, int]:
+        return image, quality
+    return saved
 
 
 def _dark(image: np.ndarray, noise: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -38,11 +41,11 @@ def _blurred(image: np.ndarray, _: np.random.Generator) -> tuple[np.ndarray, int
     return cv2.GaussianBlur(image, (0, 0), 2.0), SAVED_QUALITY
 
 
-# copy name -> what it does to a BGR image, and the JPEG quality it is saved at
-DEGRADATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, int]]] = {
-    "w640": _narrower(640),  # a D1 stream: scaled down (area) to 640 px wide
+DEGRADATIONS: dict[str, Degradation] = {
+    "jpeg85": _saved_at(SAVED_QUALITY),  # the control: only saved again, as every other copy is
+    "w640": _narrower(640),  # a D1 stream: scaled down (area) to 640 px wide; narrower images are left as they are
     "w352": _narrower(352),  # a CIF sub-stream: 352 px wide
-    "jpeg20": _compressed,  # saved at JPEG quality 20
+    "jpeg20": _saved_at(20),  # hard compression
     "dark": _dark,  # dusk: every channel x 0.4 with Gaussian noise of 6 grey levels
     "blur2": _blurred,  # a soft focus: Gaussian blur of sigma 2 px
 }
@@ -61,15 +64,15 @@ def write_degraded_copies(images: Path, out: Path, names: list[str]) -> int:
     PNG keeps the JPEG's pixels)."""
     import cv2
 
-    paths = sorted(path for path in images.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    from cityguard.evaluation.loaders import image_files, read_image
+
+    paths = image_files(images)
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path} is not an image OpenCV can read")
+        image = read_image(path)
         for name in names:
             copy, quality = degraded(name, image, path.name)
-            encoded, jpeg = cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if not encoded:
+            ok, jpeg = cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
                 raise ValueError(f"could not encode the {name} copy of {path}")
             target = out / name / path.name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Detections
 from schemas.settings.config import GEOMETRY_MARGIN, CameraConfig
 
-# Narrower pictures lose the heads the density model counts: on the crowd dev set's packed images the zone count
-# runs 23 % low at 640 px wide and 37 % at 352 px (tests/devsets/crowd/README.md, measurements_degraded.csv).
+# Narrower pictures lose the heads a crowd is counted by: on the crowd dev set's packed images the zone count's error
+# rises from 17.5 % to 23 % at 640 px wide and 37 % at 352 px, nearly all of it counting low
+# (tests/devsets/crowd/README.md, measurements_degraded.csv).
 CROWD_MIN_WIDTH_PX = 640
 
 
@@ -43,13 +44,14 @@ def geometry_mismatch(camera: CameraConfig, width: int, height: int) -> str | No
 
 def narrow_crowd_picture(camera: CameraConfig, width: int) -> str | None:
     """A one-line warning when a camera with crowd zones is counted on a picture narrower than CROWD_MIN_WIDTH_PX
-    (its own width, or the max_width capture scales it to), else None."""
+    (its own width, or the max_width capture scales it to), else None. Judged on the width, as max_width and the
+    density model's input sizes are, a portrait picture included."""
     counted = min(width, camera.max_width)
     if not camera.zones or counted >= CROWD_MIN_WIDTH_PX:
         return None
     return (f"camera {camera.id}: its crowd zones are counted on a picture {counted} px wide: below "
-            f"{CROWD_MIN_WIDTH_PX} px the density model loses small heads and counts a packed crowd low (a lower "
-            "risk level than the crowd's); give it a stream at least that wide")
+            f"{CROWD_MIN_WIDTH_PX} px the counters lose small heads and count a packed crowd low (a lower risk level "
+            "than the crowd's); give it a stream at least that wide")
 
 
 def _reaches_border(camera: CameraConfig, size: tuple[int, int]) -> bool:

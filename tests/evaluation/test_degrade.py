@@ -37,6 +37,7 @@ def test_every_copy_keeps_the_file_names_so_the_sets_truth_scores_it(images, tmp
         assert sorted(path.name for path in (out / name).iterdir()) == ["narrow.png", "street.jpg"]
     read = {name: cv2.imread(str(out / name / "street.jpg")) for name in DEGRADATIONS}
     original = cv2.imread(str(images / "street.jpg"))
+    assert read["jpeg85"].shape == original.shape  # the control: only saved again
     assert read["w640"].shape == (480, 640, 3) and read["w352"].shape == (264, 352, 3)
     assert cv2.imread(str(out / "w640" / "narrow.png")).shape == (360, 480, 3)  # never widened
     at_85 = cv2.imencode(".jpg", original, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].size
@@ -45,6 +46,11 @@ def test_every_copy_keeps_the_file_names_so_the_sets_truth_scores_it(images, tmp
     assert sharpness(read["blur2"]) < 0.2 * sharpness(original)
     # A PNG keeps its format and gets the JPEG's pixels.
     assert not np.array_equal(cv2.imread(str(out / "jpeg20" / "narrow.png")), cv2.imread(str(images / "narrow.png")))
+
+
+def test_a_folder_without_images_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no images"):
+        write_degraded_copies(tmp_path, tmp_path / "out", ["w352"])
 
 
 def test_a_rebuilt_set_gets_the_same_copies(images, tmp_path):
