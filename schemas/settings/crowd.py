@@ -444,7 +444,7 @@ class DensityModelConfig(Frozen):
         default=80, gt=0, description="only frames whose max_width map counts at most this many people are narrowed "
         "for person_height_px (a packed crowd never is)")
     min_people_per_person_box: float = Field(
-        default=0.5, ge=0,
+        default=0.4, ge=0,
         description="a sparse frame's map (at least 3 detected people, no dense cells, at most narrowed_max_people) "
         "that puts fewer people than this under each of the detector's person boxes, on average, does not see this "
         "camera's people: its faint cells around the boxes are the scene's texture and lose up to 8 people "

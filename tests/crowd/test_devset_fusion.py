@@ -190,7 +190,7 @@ def test_fixed_camera_frames_show_the_map_over_counting_and_what_takes_it_off(
     the box detector is nearly exact, the density map adds about five people of background (grass, cones, a tripod)
     at 512 px and a zone count from it follows it (map_zone); the camera's background floor, learnt from the clip's
     other frames, takes most of that off, leaving at most one person too few on two frames; and the map puts only
-    0.1-0.4 of a person under each person box, so the stage takes the texture around them off (without_texture) and
+    0.17-0.36 of a person under each person box, so the stage takes the texture around them off (without_texture) and
     the zone counts the detector's people (fused). Car park (nobody): the map reads 13 to 18 people of speckled
     asphalt; no person box, so nothing tells texture from people in one frame, and this 30 s clip is shorter than the
     floor's min_span_seconds (and its camera drifts 16 px in it, which forgets the floor), so nothing is subtracted.
@@ -221,14 +221,13 @@ def test_fixed_camera_frames_show_the_map_over_counting_and_what_takes_it_off(
 @pytest.mark.parametrize(("sequence", "detector", "map_zone", "fused"), [
     ("pets09-s2l1", 1.10, 5.82, 1.10),
     ("tud-campus", 3.10, 8.78, 8.78),
-    ("tud-stadtmitte", 0.80, 3.25, 3.39),
+    ("tud-stadtmitte", 0.80, 3.25, 3.25),
 ])
 def test_fixed_camera_pedestrian_frames_counted_by_the_zone_counter(sequence, detector, map_zone, fused):
     """20 frames of each of three 2D MOT 2015 sequences (measurements_mot.csv, 3-8 annotated people). PETS09 is a
-    campus walkway from above, like the street camera above: the map puts 0.1-0.4 of a person under each person box
+    campus walkway from above, like the street camera above: the map puts 0.16-0.36 of a person under each person box
     and 5-8 people's worth on the paving, so the zone counts the detector's people. The TUD views are at eye level
-    with people 180-230 px tall: the map sees them (0.5-1.3 under each box on all but two frames) and over-counts
-    their bodies; there the
+    with people 180-230 px tall: the map sees them (0.44-1.26 under each box) and over-counts their bodies; there the
     zone count stays the map's, and the detector remains the better counter (figures in the counting module)."""
     rows = [row for row in csv.DictReader(TABLE.with_name("measurements_mot.csv").open())
             if row["id"].startswith(f"mot15-{sequence}-")]
@@ -245,3 +244,38 @@ def test_fixed_camera_pedestrian_frames_counted_by_the_zone_counter(sequence, de
     assert mae(mot["detector"]) == pytest.approx(detector, abs=0.01)
     assert mae(zone) == pytest.approx(map_zone, abs=0.01)
     assert mae(zone_fused) == pytest.approx(fused, abs=0.01)
+
+
+def test_mall_frames_keep_the_far_people_the_detector_misses():
+    """80 frames of the Mall dataset (measurements_mall.csv; a fixed camera over a shopping mall's walkway, 640x480,
+    16-50 people from 20 to 100 px tall). The detector misses the far people (12.6 low on average). The map puts
+    0.33-0.70 of a person under each person box, and its faint cells hold those far people as well as the floor's
+    texture: at the shipped min_people_per_person_box, above the street cameras' 0.16-0.36 (so their texture still
+    goes), the frames whose map sees its people keep them; the rest still lose up to 8 of them. Figures quoted in the
+    counting module."""
+    rows = list(csv.DictReader(TABLE.with_name("measurements_mall.csv").open()))
+    mall = {key: np.array([float(row[key]) for row in rows]) for key in rows[0] if key != "id"}
+    mall["person_boxes"] = mall["detector"]
+    assert len(rows) == 80 and mall["true"].min() == 16 and mall["true"].max() == 50
+    street = [csv.DictReader(TABLE.with_name(name).open())
+              for name in ("measurements_cctv.csv", "measurements_mot.csv")]
+    street_per_box = [float(row["people_under_person_boxes"]) / float(row.get("person_boxes") or row["detector"])
+                      for rows_of in street for row in rows_of
+                      if not row["id"].startswith(("carpark-", "mot15-tud-"))]
+    assert max(street_per_box) < SHIPPED.min_people_per_person_box
+
+    def zone_mae(settings: DensityModelConfig) -> float:
+        blind = np.array([not sees_people(people, under, int(boxes), local, settings) for people, under, boxes, local
+                          in zip(mall["multi_scale_0.35"], mall["people_under_person_boxes"], mall["person_boxes"],
+                                 mall["max_local_people"], strict=True)])
+        map_people = mall["multi_scale_0.35"] - np.where(blind, np.minimum(mall["texture_people"], TEXTURE_MAX_PEOPLE),
+                                                         0.0)
+        return float(np.abs(zone_counts(mall, map_people) - mall["true"]).mean())
+
+    shipped = zone_mae(SHIPPED)
+    assert shipped == pytest.approx(4.83, abs=0.01)
+    assert zone_mae(SHIPPED.model_copy(update={"min_people_per_person_box": 0.5})) == pytest.approx(6.75, abs=0.01)
+    assert float(np.abs(mall["detector"] - mall["true"]).mean()) == pytest.approx(12.64, abs=0.01)
+    # Taking no texture off at all would do better here (the map with the detector floor), and worse on the street.
+    untouched = np.maximum(mall["multi_scale_0.35"], mall["detector"])
+    assert float(np.abs(untouched - mall["true"]).mean()) == pytest.approx(4.13, abs=0.01)

@@ -195,6 +195,10 @@ def test_the_crowd_manifest_is_complete_and_clear_of_held_out_sources():
     assert len(mot) == 60 and {item.source for item in mot} == {
         "mot15-pets09-s2l1", "mot15-tud-campus", "mot15-tud-stadtmitte"}
     assert min(item.count for item in mot) == 3 and max(item.count for item in mot) == 8
+    # shopping-mall CCTV frames with the dataset's own head annotations: 80 of its 2,000, 16-50 people
+    mall = [item for item in manifest.items if item.source == "mall"]
+    assert len(mall) == 80 and {item.repo for item in mall} == {"jeremiastraub/CountNet"}
+    assert min(item.count for item in mall) == 16 and max(item.count for item in mall) == 50
     digests = held_out_digests(held_out_notes(None))
     for item in manifest.items:
         assert item.repo.lower() not in manifest.denied_repos
@@ -235,3 +239,8 @@ def test_the_built_crowd_set_reproduces_the_committed_measurements():
     people = float(counter.multi_scale_map(image, float(row["median_box_height"]) * image.shape[0]).sum())
     assert people == pytest.approx(float(row["multi_scale_w320"]), rel=0.02)
     assert float(row["multi_scale_w320"]) < 0.7 * float(row[column])
+    # a mall frame in steep perspective (measurements_mall.csv)
+    mall = {row["id"]: row for row in csv.DictReader((CROWD / "measurements_mall.csv").open())}
+    image = cv2.imread(str(Path(folder) / "images" / "mall-000406.jpg"))
+    people = float(counter.multi_scale_map(image, None).sum())
+    assert people == pytest.approx(float(mall["mall-000406"]["multi_scale_0.35"]), rel=0.02)
