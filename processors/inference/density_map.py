@@ -160,7 +160,7 @@ def sees_people(map_people: float, people_under_boxes: float, person_boxes: int,
     people each, on average. The model learnt heads a few pixels wide; on fixed street cameras whose people are
     large and apart it puts 0.16-0.36 of a person under each detected one and 5-10 people's worth on the paving,
     parked cars and foliage around them, where on photographs of crowds it puts 0.63 or more under each, and on a
-    mall camera in steep perspective 0.33-0.70, its faint cells holding the far people the detector misses
+    mall camera in steep perspective 0.28-0.75, its faint cells holding the far people the detector misses
     (tests/devsets/crowd)."""
     return (not settings.min_people_per_person_box or person_boxes < MIN_PEOPLE_FOR_HEIGHT
             or map_people > settings.narrowed_max_people or max_local_people >= settings.dense_cell_people
