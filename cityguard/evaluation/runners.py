@@ -132,12 +132,12 @@ class CounterSet:
 
 def counter_counts(counters: list[str], images: list[Path], runners: CounterSet) -> dict[str, list[float]]:
     """People per image by each named counter. `density` is the density-map counter as the inference stage runs it
-    (the multi-scale map: reduced width, full width in locally dense cells, narrower where the camera's detector
-    finds tall people in a sparse scene, without the texture around them where it does not see them); `fused` is the
-    analytics' zone counter (processors.analytics.crowd.counting.fuse_counts) on a zone covering the whole image,
-    fed what the inference stage sends: the camera's detector's person boxes and a fresh density map."""
+    (the multi-scale map: reduced width, full width in locally dense cells, rescaled for the height of the people
+    the camera's detector finds in a sparse scene, without the texture around them where it does not see them);
+    `fused` is the analytics' zone counter (processors.analytics.crowd.counting.fuse_counts) on a zone covering the
+    whole image, fed what the inference stage sends: the camera's detector's person boxes and a fresh density map."""
     from processors.analytics.crowd.counting import fuse_counts
-    from processors.inference.density_map import median_person_height, without_texture
+    from processors.inference.density_map import without_texture
 
     unknown = sorted(set(counters) - set(COUNTERS))
     if unknown:
@@ -155,7 +155,7 @@ def counter_counts(counters: list[str], images: list[Path], runners: CounterSet)
         model_people = None
         if "density" in counters or "fused" in counters:
             zone_boxes = boxes[fused_detector]
-            made = runners.density.multi_scale_map(image, median_person_height(zone_boxes))
+            made = runners.density.multi_scale_map(image, zone_boxes)
             model_people = float(without_texture(made, zone_boxes, image.shape[:2], runners.density_model).sum())
         for name in counters:
             if name == "density":

@@ -110,12 +110,17 @@ def convert_to_openvino(weights: Path, cache_dir: Path) -> Path:
     return target
 
 
+def dense_cell_means(density: np.ndarray) -> np.ndarray:
+    """Each cell's 3x3 neighbourhood mean: how dense the crowd is around it, in people per cell."""
+    import cv2
+
+    return cv2.blur(density, (3, 3))
+
+
 def dense_cells(reduced: np.ndarray, people_per_cell: float) -> np.ndarray:
     """Cells of a reduced-width map inside a locally dense crowd: their 3x3 neighbourhood averages at least
     `people_per_cell`. Heads there are only a few pixels wide at the reduced width and the model misses many."""
-    import cv2
-
-    return cv2.blur(reduced, (3, 3)) >= people_per_cell
+    return dense_cell_means(reduced) >= people_per_cell
 
 
 def combine_scales(reduced: np.ndarray, full: np.ndarray, dense: np.ndarray) -> np.ndarray:
@@ -152,18 +157,38 @@ def dense_region(dense: np.ndarray) -> tuple[slice, slice]:
     return span(rows, dense.shape[0]), span(cols, dense.shape[1])
 
 
+def cells_under_boxes(shape: tuple[int, int], person_boxes: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """Which cells of a map on a grid of `shape` (rows, cols) over a frame (height, width) lie under any of the
+    person boxes (N, 4 xyxy in frame pixels)."""
+    rows, cols = shape
+    height, width = frame_size
+    under = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in person_boxes:
+        under[max(0, math.floor(y0 * rows / height)):max(0, math.ceil(y1 * rows / height)),
+              max(0, math.floor(x0 * cols / width)):max(0, math.ceil(x1 * cols / width))] = True
+    return under
+
+
+def is_sparse(map_people: float, person_boxes: int, max_local_people: float, max_people: float,
+              dense_cell_people: float) -> bool:
+    """A frame whose map and detector describe a few people apart: MIN_PEOPLE_FOR_HEIGHT person boxes or more, at
+    most `max_people` in the map, no dense cell (`max_local_people`, the highest 3x3 cell mean, under
+    `dense_cell_people`). Only such a frame is mapped at another width or has texture taken off."""
+    return (person_boxes >= MIN_PEOPLE_FOR_HEIGHT and map_people <= max_people
+            and max_local_people < dense_cell_people)
+
+
 def sees_people(map_people: float, people_under_boxes: float, person_boxes: int, max_local_people: float,
                 settings: DensityModelConfig) -> bool:
-    """Whether a frame's map responds to the people its detector found. Not in a sparse frame (MIN_PEOPLE_FOR_HEIGHT
-    person boxes or more, no dense cell: `max_local_people`, the highest 3x3 cell mean, under `dense_cell_people`;
-    at most `narrowed_max_people` in the map) whose boxes hold fewer than `min_people_per_person_box` of the map's
-    people each, on average. The model learnt heads a few pixels wide; on fixed street cameras whose people are
-    large and apart it puts 0.16-0.36 of a person under each detected one and 5-10 people's worth on the paving,
-    parked cars and foliage around them, where on photographs of crowds it puts 0.63 or more under each, and on a
-    mall camera in steep perspective 0.28-0.75, its faint cells holding the far people the detector misses
-    (tests/devsets/crowd)."""
-    return (not settings.min_people_per_person_box or person_boxes < MIN_PEOPLE_FOR_HEIGHT
-            or map_people > settings.narrowed_max_people or max_local_people >= settings.dense_cell_people
+    """Whether a frame's map responds to the people its detector found. Not in a sparse frame (is_sparse, with
+    `rescaled_max_people`) whose boxes hold fewer than `min_people_per_person_box` of the map's people each, on
+    average. The model learnt heads a few pixels wide; on fixed street cameras whose people are large and apart it
+    puts 0.16-0.36 of a person under each detected one and 5-10 people's worth on the paving, parked cars and foliage
+    around them, where on photographs of crowds it puts 0.63 or more under each, and on a mall camera in steep
+    perspective 0.28-0.75, its faint cells holding the far people the detector misses (tests/devsets/crowd)."""
+    return (not settings.min_people_per_person_box
+            or not is_sparse(map_people, person_boxes, max_local_people, settings.rescaled_max_people,
+                             settings.dense_cell_people)
             or people_under_boxes >= settings.min_people_per_person_box * person_boxes)
 
 
@@ -180,15 +205,8 @@ def without_texture(density: np.ndarray, person_boxes: np.ndarray, frame_size: t
     """The map of a frame (height, width) whose detector found `person_boxes` (N, 4 xyxy), without the scene's
     texture where it does not see the frame's people (sees_people): its cells under the boxes and those dense enough
     to be a group the detector missed are kept, the others lose up to TEXTURE_MAX_PEOPLE in all."""
-    import cv2
-
-    rows, cols = density.shape
-    height, width = frame_size
-    under_boxes = np.zeros(density.shape, dtype=bool)
-    for x0, y0, x1, y1 in person_boxes:
-        under_boxes[max(0, math.floor(y0 * rows / height)):max(0, math.ceil(y1 * rows / height)),
-                    max(0, math.floor(x0 * cols / width)):max(0, math.ceil(x1 * cols / width))] = True
-    local = cv2.blur(density, (3, 3))
+    under_boxes = cells_under_boxes(density.shape, person_boxes, frame_size)
+    local = dense_cell_means(density)
     if sees_people(float(density.sum()), float(density[under_boxes].sum()), len(person_boxes), float(local.max()),
                    settings):
         return density
@@ -200,7 +218,7 @@ def without_texture(density: np.ndarray, person_boxes: np.ndarray, frame_size: t
     return np.where(texture, density * kept_share, density).astype(np.float32)
 
 
-NARROWED_WIDTH_STEP = 64  # narrowed widths on this grid: few input shapes to compile
+RESCALED_WIDTH_STEP = 64  # rescaled widths on this grid: few input shapes to compile
 NARROWEST_WIDTH = 256
 MIN_PEOPLE_FOR_HEIGHT = 3  # fewer boxes say little about how large the frame's people are
 
@@ -212,13 +230,14 @@ def median_person_height(person_boxes: np.ndarray) -> float | None:
     return float(np.median(person_boxes[:, 3] - person_boxes[:, 1]))
 
 
-def narrowed_width(frame_width: int, reduced_width: int, person_height: float, target_height: float) -> int | None:
-    """The width (on the NARROWED_WIDTH_STEP grid, at least NARROWEST_WIDTH) at which people `person_height` pixels
-    tall in a frame `frame_width` wide are `target_height` tall, when that is narrower than `reduced_width`; None
-    when it is not."""
-    width = round(frame_width * target_height / person_height / NARROWED_WIDTH_STEP) * NARROWED_WIDTH_STEP
-    width = max(width, NARROWEST_WIDTH)
-    return width if width < reduced_width else None
+def rescaled_width(frame_width: int, reduced_width: int, widest: int, person_height: float,
+                   target_height: float) -> int | None:
+    """The width (on the RESCALED_WIDTH_STEP grid, from NARROWEST_WIDTH up to `widest`) at which people
+    `person_height` pixels tall in a frame `frame_width` wide are `target_height` tall; None when that is
+    `reduced_width`, the width the frame is mapped at anyway."""
+    width = round(frame_width * target_height / person_height / RESCALED_WIDTH_STEP) * RESCALED_WIDTH_STEP
+    width = min(max(width, NARROWEST_WIDTH), max(widest, reduced_width))
+    return None if width == reduced_width else width
 
 
 @dataclass(frozen=True)
@@ -297,13 +316,15 @@ class DensityMapCounter:
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], max_width: int | None = None,
                  dense_max_width: int | None = None, dense_cell_people: float | None = None,
-                 person_height_px: float | None = None, narrowed_max_people: float | None = None):
+                 person_height_px: float | None = None, rescaled_max_people: float | None = None,
+                 min_people_per_person_box: float = 0.0):
         self.network = network  # OpenVinoNetwork or TorchNetwork
         self.max_width = max_width
         self.dense_max_width = dense_max_width
         self.dense_cell_people = dense_cell_people
         self.person_height_px = person_height_px
-        self.narrowed_max_people = narrowed_max_people
+        self.rescaled_max_people = rescaled_max_people
+        self.min_people_per_person_box = min_people_per_person_box
         self.name = network.name
 
     @classmethod
@@ -322,54 +343,69 @@ class DensityMapCounter:
                                    "device on this machine (use cpu)")
             network = TorchNetwork(weights, settings.device)
         return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people,
-                   settings.person_height_px, settings.narrowed_max_people)
+                   settings.person_height_px, settings.rescaled_max_people, settings.min_people_per_person_box)
 
     def can_map(self, height: int, width: int) -> bool:
         """Whether a frame of this size keeps at least one output cell (OUTPUT_STRIDE pixels) on each side at the
         narrowest width this counter may scale it to; the network fails on smaller inputs."""
         narrowest = min(self.max_width or width, width)
-        if self.person_height_px is not None and self.narrowed_max_people is not None:
+        if self.person_height_px is not None and self.rescaled_max_people is not None:
             narrowest = min(narrowest, NARROWEST_WIDTH)
         return narrowest >= OUTPUT_STRIDE and height * narrowest / width >= OUTPUT_STRIDE
 
-    def multi_scale_map(self, bgr_image: np.ndarray, person_height: float | None = None) -> np.ndarray:
+    def multi_scale_map(self, bgr_image: np.ndarray, person_boxes: np.ndarray | None = None) -> np.ndarray:
         """The map the inference stage sends: at the reduced width (`max_width`), which keeps sparse and moderate
         scenes from being over-counted; where that map finds a locally dense crowd, also at `dense_max_width` over
         the region around those cells, whose counts replace the reduced map's there (DenseRegion). A scene without
         dense cells costs one reduced-width map, one with them also a full-width map of that region (44 % of the
         frame for the median dev-set image that has one). On the grid of the reduced-width map.
 
-        person_height: the frame's median person box height in pixels (median_person_height), None when unknown.
-        Where the reduced-width map counts at most `narrowed_max_people`, has no dense cells and the frame's people
-        are taller than `person_height_px` at the reduced width, the map is made again, the same way, at the
-        narrower width that makes them that tall (narrowed_width) and resampled onto the reduced grid: the model,
-        trained on small heads, counts large people more than once. A packed crowd, or a locally dense one, is
-        never narrowed (a narrower input loses small heads there); people smaller than that are never widened
-        (texture would be counted as people)."""
-        return self.density_maps([bgr_image], [person_height])[0]
+        person_boxes: the detector's person boxes in the frame (N, 4 xyxy), None when unknown. In a sparse frame
+        (is_sparse: the reduced-width map counts at most `rescaled_max_people`, no dense cells) whose people (median
+        box) are not `person_height_px` tall at the reduced width, the map is made again, the same way, at the width
+        that makes them that tall (rescaled_width) and resampled onto the reduced grid, keeping its count:
+        - narrower where they are taller: the model, trained on small heads, counts a large person more than once;
+        - wider, up to the frame's own width and `dense_max_width`, where they are shorter and the reduced map puts
+          from `min_people_per_person_box` to one person under each person box: it sees the people, but not all
+          (the far ones' heads are lost at the reduced width). A map that puts less under them does not see this
+          camera's people and would count more texture wider; one that puts more counts them whole already.
+        A packed crowd, or a locally dense one, is never rescaled (a narrower input loses small heads there)."""
+        return self.density_maps([bgr_image], [person_boxes])[0]
 
     def density_maps(self, bgr_images: list[np.ndarray],
-                     person_heights: list[float | None] | None = None) -> list[np.ndarray]:
-        """multi_scale_map of each image (person_heights: as there, per image), in order: the reduced-width maps of
-        all images, then the narrowed maps, then the full-width maps of their dense regions, each set run through
+                     person_boxes: list[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """multi_scale_map of each image (person_boxes: as there, per image), in order: the reduced-width maps of
+        all images, then the rescaled maps, then the full-width maps of their dense regions, each set run through
         the network in batches of equal input shape."""
-        heights = person_heights or [None] * len(bgr_images)
+        boxes = person_boxes or [None] * len(bgr_images)
         reduced = self.scaled_maps(bgr_images, self.max_width)
-        widths = {i: width for i, (image, one, height) in enumerate(zip(bgr_images, reduced, heights, strict=True))
-                  if (width := self._narrowed_width(image.shape[1], one, height)) is not None}
-        narrowed = dict(zip(widths, self.scaled_maps([bgr_images[i] for i in widths], list(widths.values())),
+        widths = {i: width for i, (image, one, some) in enumerate(zip(bgr_images, reduced, boxes, strict=True))
+                  if (width := self._rescaled_width(image.shape[:2], one, some)) is not None}
+        rescaled = dict(zip(widths, self.scaled_maps([bgr_images[i] for i in widths], list(widths.values())),
                             strict=True))
-        maps = self._with_dense_crowds(bgr_images, [narrowed.get(i, one) for i, one in enumerate(reduced)])
-        return [resampled_keeping_total(one, reduced[i].shape) if i in narrowed else one
+        maps = self._with_dense_crowds(bgr_images, [rescaled.get(i, one) for i, one in enumerate(reduced)])
+        return [resampled_keeping_total(one, reduced[i].shape) if i in rescaled else one
                 for i, one in enumerate(maps)]
 
-    def _narrowed_width(self, frame_width: int, reduced: np.ndarray, person_height: float | None) -> int | None:
-        if (person_height is None or self.person_height_px is None or self.narrowed_max_people is None
-                or float(reduced.sum()) > self.narrowed_max_people
-                or (self.dense_cell_people is not None and dense_cells(reduced, self.dense_cell_people).any())):
+    def _rescaled_width(self, frame_size: tuple[int, int], reduced: np.ndarray,
+                        person_boxes: np.ndarray | None) -> int | None:
+        if person_boxes is None or self.person_height_px is None or self.rescaled_max_people is None:
             return None
+        person_height = median_person_height(person_boxes)
+        map_people = float(reduced.sum())
+        max_local_people = float(dense_cell_means(reduced).max())
+        if person_height is None or not is_sparse(map_people, len(person_boxes), max_local_people,
+                                                  self.rescaled_max_people, self.dense_cell_people or math.inf):
+            return None
+        frame_width = frame_size[1]
         reduced_width = min(self.max_width or frame_width, frame_width)
-        return narrowed_width(frame_width, reduced_width, person_height, self.person_height_px)
+        widest = min(frame_width, self.dense_max_width or frame_width)
+        width = rescaled_width(frame_width, reduced_width, widest, person_height, self.person_height_px)
+        if width is None or width < reduced_width:
+            return width
+        under_boxes = float(reduced[cells_under_boxes(reduced.shape, person_boxes, frame_size)].sum())
+        seen_in_part = self.min_people_per_person_box * len(person_boxes) <= under_boxes < len(person_boxes)
+        return width if seen_in_part else None
 
     def _with_dense_crowds(self, bgr_images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
         """Each map with the full-width counts in its locally dense cells (DenseRegion), the full-width maps of all

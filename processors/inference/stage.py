@@ -25,7 +25,7 @@ from infra.dead_letter import dead_letter
 from infra.frame_client import FrameConsumer
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
-from processors.inference.density_map import DensityMapCounter, median_person_height, without_texture
+from processors.inference.density_map import DensityMapCounter, without_texture
 from processors.inference.density_schedule import DensitySchedule
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from processors.inference.jpeg_header import jpeg_is_whole, verify_frame_jpeg
@@ -284,8 +284,7 @@ class ZoneDensityMaps:
                 # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
                 images = {i: frame_image(frames[i].frame).image if frames[i].image is None else frames[i].image
                           for i in chosen}
-                made = self.counter.density_maps([images[i] for i in chosen],
-                                                 [median_person_height(person_boxes[i]) for i in chosen])
+                made = self.counter.density_maps([images[i] for i in chosen], [person_boxes[i] for i in chosen])
                 finished = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
                             for index, made_map in zip(chosen, made, strict=True)}
                 maps = {index: density for index, density in finished.items()

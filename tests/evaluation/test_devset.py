@@ -222,25 +222,39 @@ def test_the_built_crowd_set_reproduces_the_committed_measurements():
                     "CITYGUARD_CROWD_DEVSET=DIR")
     import cv2
 
+    from cityguard.evaluation.runners import evaluation_detector
     from processors.inference.density_map import DensityMapCounter
     from schemas.settings.config import Config
 
     config = Config()
     counter = DensityMapCounter.from_config(config)
+    detector = evaluation_detector(config, config.model.confidence)
+
+    def read(image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The image and the detector's person boxes in it, as the inference stage gives them to the map."""
+        image = cv2.imread(str(next((Path(folder) / "images").glob(f"{image_id}.*"))))
+        result = detector.detect([image])[0]
+        return image, result.xyxy[(result.class_id == 0) & (result.confidence >= config.model.confidence)]
+
     column = f"multi_scale_{config.analytics.density_model.dense_cell_people:.2f}"
     measured = {row["id"]: row for row in csv.DictReader((CROWD / "measurements.csv").open())}
     for image_id in ("shtA-test-IMG_2", "shtB-test-IMG_219", "shtB-test-IMG_63"):
-        image = cv2.imread(str(Path(folder) / "images" / f"{image_id}.jpg"))
+        image, _ = read(image_id)
         people = float(counter.multi_scale_map(image).sum())
         assert people == pytest.approx(float(measured[image_id][column]), rel=0.02)
     # a sparse street of tall people (median box 273 px of 768): narrowed to 1024 * 90 / 273 = 338 -> 320 px
-    row = measured["shtB-test-IMG_198"]
-    image = cv2.imread(str(Path(folder) / "images" / "shtB-test-IMG_198.jpg"))
-    people = float(counter.multi_scale_map(image, float(row["median_box_height"]) * image.shape[0]).sum())
-    assert people == pytest.approx(float(row["multi_scale_w320"]), rel=0.02)
-    assert float(row["multi_scale_w320"]) < 0.7 * float(row[column])
-    # a mall frame in steep perspective (measurements_mall.csv)
+    image, boxes = read("shtB-test-IMG_198")
+    people = float(counter.multi_scale_map(image, boxes).sum())
+    assert people == pytest.approx(float(measured["shtB-test-IMG_198"]["multi_scale_w320"]), rel=0.02)
+    assert people < 0.7 * float(measured["shtB-test-IMG_198"][column])
+    # a sparse street of small people the 512 px map sees in part (0.93 under each box): widened to 640 px
+    image, boxes = read("shtB-test-IMG_13")
+    people = float(counter.multi_scale_map(image, boxes).sum())
+    assert people == pytest.approx(float(measured["shtB-test-IMG_13"]["multi_scale_w640"]), rel=0.02)
+    # mall frames in steep perspective (measurements_mall.csv): one widened to its own width, one the map does not see
     mall = {row["id"]: row for row in csv.DictReader((CROWD / "measurements_mall.csv").open())}
-    image = cv2.imread(str(Path(folder) / "images" / "mall-000406.jpg"))
-    people = float(counter.multi_scale_map(image, None).sum())
-    assert people == pytest.approx(float(mall["mall-000406"]["multi_scale_0.35"]), rel=0.02)
+    for image_id, width in (("mall-000406", "640"), ("mall-000052", "0")):
+        assert mall[image_id]["rescaled_width"] == width
+        image, boxes = read(image_id)
+        people = float(counter.multi_scale_map(image, boxes).sum())
+        assert people == pytest.approx(float(mall[image_id]["multi_scale_0.35"]), rel=0.02)
