@@ -79,7 +79,8 @@ def run_discover(args, _config) -> int:
         client = ItsClient.from_config(settings)
         found = client.cctv_info(bbox, args.road_type, args.cctv_type)
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings in {path}: {'; '.join(validation_problems(exc, 'producer'))}") from None
+        problems = validation_problems(exc, "producer", ProducerConfig)
+        raise ConfigError(f"invalid settings in {path}: {'; '.join(problems)}") from None
     except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:
         raise ConfigError(str(exc)) from None
     for camera in found:

@@ -185,7 +185,7 @@ def counters_for(args, config):
     if "fused" in wanted:
         wanted.add("density")
     if "density" in wanted:
-        wanted.add(args.fused_detector)  # how tall its people are sets the map's width, as in the inference stage
+        wanted.add(args.fused_detector)  # its person boxes choose the map's width, as in the inference stage
     detector = evaluation_detector(config, confidence) if wanted & {"detector", "tiled"} else None
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,

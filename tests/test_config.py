@@ -48,6 +48,26 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
     assert field in str(error.value)
 
 
+def test_a_mistyped_or_renamed_field_is_named_with_the_closest_known_one(tmp_path):
+    camera = {**CAMERA, "fsp": 5, "zones": [{**CAMERA["zones"][0], "are_m2": 50}]}
+    data = {"cameras": [camera], "analytics": {"density_model": {"narrowed_max_people": 80}}, "alertng": {}}
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, data))
+    problems = str(error.value).splitlines()[1:]
+    assert sorted(problem.strip() for problem in problems) == [
+        "alertng: Extra inputs are not permitted (did you mean alerting?)",
+        "analytics.density_model.narrowed_max_people: Extra inputs are not permitted (did you mean "
+        "rescaled_max_people?)",
+        "cameras.0.fsp: Extra inputs are not permitted (did you mean fps?)",
+        "cameras.0.zones.0.are_m2: Extra inputs are not permitted (did you mean area_m2?)",
+    ]
+    del data["alertng"]
+    data["frobnicate"] = 1  # nothing like it: no guess
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, data))
+    assert "  frobnicate: Extra inputs are not permitted" in str(error.value).splitlines()
+
+
 def test_cross_field_checks(tmp_path):
     with pytest.raises(ConfigError, match="cameras: duplicate camera id: cam1"):
         load_config(write(tmp_path, {"cameras": [CAMERA, CAMERA]}))

@@ -110,7 +110,7 @@ def convert_to_openvino(weights: Path, cache_dir: Path) -> Path:
     return target
 
 
-def dense_cell_means(density: np.ndarray) -> np.ndarray:
+def neighbourhood_means(density: np.ndarray) -> np.ndarray:
     """Each cell's 3x3 neighbourhood mean: how dense the crowd is around it, in people per cell."""
     import cv2
 
@@ -120,7 +120,7 @@ def dense_cell_means(density: np.ndarray) -> np.ndarray:
 def dense_cells(reduced: np.ndarray, people_per_cell: float) -> np.ndarray:
     """Cells of a reduced-width map inside a locally dense crowd: their 3x3 neighbourhood averages at least
     `people_per_cell`. Heads there are only a few pixels wide at the reduced width and the model misses many."""
-    return dense_cell_means(reduced) >= people_per_cell
+    return neighbourhood_means(reduced) >= people_per_cell
 
 
 def combine_scales(reduced: np.ndarray, full: np.ndarray, dense: np.ndarray) -> np.ndarray:
@@ -169,12 +169,12 @@ def cells_under_boxes(shape: tuple[int, int], person_boxes: np.ndarray, frame_si
     return under
 
 
-def is_sparse(map_people: float, person_boxes: int, max_local_people: float, max_people: float,
+def is_sparse(map_people: float, person_box_count: int, max_local_people: float, max_people: float,
               dense_cell_people: float) -> bool:
     """A frame whose map and detector describe a few people apart: MIN_PEOPLE_FOR_HEIGHT person boxes or more, at
     most `max_people` in the map, no dense cell (`max_local_people`, the highest 3x3 cell mean, under
     `dense_cell_people`). Only such a frame is mapped at another width or has texture taken off."""
-    return (person_boxes >= MIN_PEOPLE_FOR_HEIGHT and map_people <= max_people
+    return (person_box_count >= MIN_PEOPLE_FOR_HEIGHT and map_people <= max_people
             and max_local_people < dense_cell_people)
 
 
@@ -206,7 +206,7 @@ def without_texture(density: np.ndarray, person_boxes: np.ndarray, frame_size: t
     texture where it does not see the frame's people (sees_people): its cells under the boxes and those dense enough
     to be a group the detector missed are kept, the others lose up to TEXTURE_MAX_PEOPLE in all."""
     under_boxes = cells_under_boxes(density.shape, person_boxes, frame_size)
-    local = dense_cell_means(density)
+    local = neighbourhood_means(density)
     if sees_people(float(density.sum()), float(density[under_boxes].sum()), len(person_boxes), float(local.max()),
                    settings):
         return density
@@ -232,12 +232,59 @@ def median_person_height(person_boxes: np.ndarray) -> float | None:
 
 def rescaled_width(frame_width: int, reduced_width: int, widest: int, person_height: float,
                    target_height: float) -> int | None:
-    """The width (on the RESCALED_WIDTH_STEP grid, from NARROWEST_WIDTH up to `widest`) at which people
-    `person_height` pixels tall in a frame `frame_width` wide are `target_height` tall; None when that is
-    `reduced_width`, the width the frame is mapped at anyway."""
-    width = round(frame_width * target_height / person_height / RESCALED_WIDTH_STEP) * RESCALED_WIDTH_STEP
-    width = min(max(width, NARROWEST_WIDTH), max(widest, reduced_width))
-    return None if width == reduced_width else width
+    """The width on the RESCALED_WIDTH_STEP grid, at least NARROWEST_WIDTH and at most `widest` (down to the grid),
+    at which people `person_height` pixels tall in a frame `frame_width` wide are `target_height` tall; None where
+    that is not narrower or wider than `reduced_width`, the width the frame is mapped at anyway."""
+    step = RESCALED_WIDTH_STEP
+    width = max(round(frame_width * target_height / person_height / step) * step, NARROWEST_WIDTH)
+    if width < reduced_width:
+        return width
+    width = min(width, widest // step * step)
+    return width if width > reduced_width else None
+
+
+def sees_people_in_part(people_under_boxes: float, person_box_count: int, min_people_per_person_box: float) -> bool:
+    """Whether a sparse frame's map puts from `min_people_per_person_box` (above 0) to under one person under each of
+    the detector's person boxes, on average: it responds to them, but not to all (sees_people; a map that puts a
+    person or more under each counts them whole already)."""
+    return (min_people_per_person_box > 0
+            and min_people_per_person_box * person_box_count <= people_under_boxes < person_box_count)
+
+
+@dataclass(frozen=True)
+class Rescaling:
+    """Which width a sparse frame's map is made at again, from its reduced-width map and its person boxes
+    (DensityMapCounter.multi_scale_map says why)."""
+
+    person_height_px: float
+    max_people: float  # rescaled_max_people
+    min_people_per_person_box: float
+    max_width: int | None  # the reduced width
+    widest: int | None  # dense_max_width
+    dense_cell_people: float | None
+
+    @classmethod
+    def of(cls, settings: DensityModelConfig) -> Rescaling | None:
+        if settings.person_height_px is None:
+            return None
+        return cls(settings.person_height_px, settings.rescaled_max_people, settings.min_people_per_person_box,
+                   settings.max_width, settings.dense_max_width, settings.dense_cell_people)
+
+    def width(self, frame_width: int, person_height: float | None, person_box_count: int, map_people: float,
+              max_local_people: float, people_under_boxes: float) -> int | None:
+        """The width for a frame `frame_width` wide whose detector found `person_box_count` people of median height
+        `person_height` (None: too few to tell), whose reduced-width map counts `map_people`, `people_under_boxes`
+        of them under the boxes, with a highest 3x3 cell mean of `max_local_people`; None: not rescaled."""
+        if person_height is None or not is_sparse(map_people, person_box_count, max_local_people, self.max_people,
+                                                  self.dense_cell_people or math.inf):
+            return None
+        reduced_width = min(self.max_width or frame_width, frame_width)
+        width = rescaled_width(frame_width, reduced_width, min(frame_width, self.widest or frame_width), person_height,
+                               self.person_height_px)
+        if width is None or width < reduced_width:
+            return width
+        return width if sees_people_in_part(people_under_boxes, person_box_count,
+                                            self.min_people_per_person_box) else None
 
 
 @dataclass(frozen=True)
@@ -316,15 +363,12 @@ class DensityMapCounter:
 
     def __init__(self, network: Callable[[np.ndarray], np.ndarray], max_width: int | None = None,
                  dense_max_width: int | None = None, dense_cell_people: float | None = None,
-                 person_height_px: float | None = None, rescaled_max_people: float | None = None,
-                 min_people_per_person_box: float = 0.0):
+                 rescaling: Rescaling | None = None):
         self.network = network  # OpenVinoNetwork or TorchNetwork
         self.max_width = max_width
         self.dense_max_width = dense_max_width
         self.dense_cell_people = dense_cell_people
-        self.person_height_px = person_height_px
-        self.rescaled_max_people = rescaled_max_people
-        self.min_people_per_person_box = min_people_per_person_box
+        self.rescaling = rescaling
         self.name = network.name
 
     @classmethod
@@ -343,13 +387,13 @@ class DensityMapCounter:
                                    "device on this machine (use cpu)")
             network = TorchNetwork(weights, settings.device)
         return cls(network, settings.max_width, settings.dense_max_width, settings.dense_cell_people,
-                   settings.person_height_px, settings.rescaled_max_people, settings.min_people_per_person_box)
+                   Rescaling.of(settings))
 
     def can_map(self, height: int, width: int) -> bool:
         """Whether a frame of this size keeps at least one output cell (OUTPUT_STRIDE pixels) on each side at the
         narrowest width this counter may scale it to; the network fails on smaller inputs."""
         narrowest = min(self.max_width or width, width)
-        if self.person_height_px is not None and self.rescaled_max_people is not None:
+        if self.rescaling is not None:
             narrowest = min(narrowest, NARROWEST_WIDTH)
         return narrowest >= OUTPUT_STRIDE and height * narrowest / width >= OUTPUT_STRIDE
 
@@ -363,12 +407,13 @@ class DensityMapCounter:
         person_boxes: the detector's person boxes in the frame (N, 4 xyxy), None when unknown. In a sparse frame
         (is_sparse: the reduced-width map counts at most `rescaled_max_people`, no dense cells) whose people (median
         box) are not `person_height_px` tall at the reduced width, the map is made again, the same way, at the width
-        that makes them that tall (rescaled_width) and resampled onto the reduced grid, keeping its count:
+        that makes them that tall (Rescaling) and resampled onto the reduced grid, keeping its count:
         - narrower where they are taller: the model, trained on small heads, counts a large person more than once;
         - wider, up to the frame's own width and `dense_max_width`, where they are shorter and the reduced map puts
-          from `min_people_per_person_box` to one person under each person box: it sees the people, but not all
-          (the far ones' heads are lost at the reduced width). A map that puts less under them does not see this
-          camera's people and would count more texture wider; one that puts more counts them whole already.
+          from `min_people_per_person_box` to one person under each person box (sees_people_in_part): it sees the
+          people, but not all (the far ones' heads are lost at the reduced width). A map that puts less under them
+          does not see this camera's people and would count more texture wider; one that puts more counts them
+          whole already.
         A packed crowd, or a locally dense one, is never rescaled (a narrower input loses small heads there)."""
         return self.density_maps([bgr_image], [person_boxes])[0]
 
@@ -377,10 +422,11 @@ class DensityMapCounter:
         """multi_scale_map of each image (person_boxes: as there, per image), in order: the reduced-width maps of
         all images, then the rescaled maps, then the full-width maps of their dense regions, each set run through
         the network in batches of equal input shape."""
-        boxes = person_boxes or [None] * len(bgr_images)
+        boxes_per_image = person_boxes or [None] * len(bgr_images)
         reduced = self.scaled_maps(bgr_images, self.max_width)
-        widths = {i: width for i, (image, one, some) in enumerate(zip(bgr_images, reduced, boxes, strict=True))
-                  if (width := self._rescaled_width(image.shape[:2], one, some)) is not None}
+        widths = {i: width for i, (image, one, boxes) in enumerate(zip(bgr_images, reduced, boxes_per_image,
+                                                                       strict=True))
+                  if (width := self._rescaled_width(image.shape[:2], one, boxes)) is not None}
         rescaled = dict(zip(widths, self.scaled_maps([bgr_images[i] for i in widths], list(widths.values())),
                             strict=True))
         maps = self._with_dense_crowds(bgr_images, [rescaled.get(i, one) for i, one in enumerate(reduced)])
@@ -389,23 +435,11 @@ class DensityMapCounter:
 
     def _rescaled_width(self, frame_size: tuple[int, int], reduced: np.ndarray,
                         person_boxes: np.ndarray | None) -> int | None:
-        if person_boxes is None or self.person_height_px is None or self.rescaled_max_people is None:
+        if person_boxes is None or self.rescaling is None:
             return None
-        person_height = median_person_height(person_boxes)
-        map_people = float(reduced.sum())
-        max_local_people = float(dense_cell_means(reduced).max())
-        if person_height is None or not is_sparse(map_people, len(person_boxes), max_local_people,
-                                                  self.rescaled_max_people, self.dense_cell_people or math.inf):
-            return None
-        frame_width = frame_size[1]
-        reduced_width = min(self.max_width or frame_width, frame_width)
-        widest = min(frame_width, self.dense_max_width or frame_width)
-        width = rescaled_width(frame_width, reduced_width, widest, person_height, self.person_height_px)
-        if width is None or width < reduced_width:
-            return width
         under_boxes = float(reduced[cells_under_boxes(reduced.shape, person_boxes, frame_size)].sum())
-        seen_in_part = self.min_people_per_person_box * len(person_boxes) <= under_boxes < len(person_boxes)
-        return width if seen_in_part else None
+        return self.rescaling.width(frame_size[1], median_person_height(person_boxes), len(person_boxes),
+                                    float(reduced.sum()), float(neighbourhood_means(reduced).max()), under_boxes)
 
     def _with_dense_crowds(self, bgr_images: list[np.ndarray], maps: list[np.ndarray]) -> list[np.ndarray]:
         """Each map with the full-width counts in its locally dense cells (DenseRegion), the full-width maps of all

@@ -244,8 +244,9 @@ class FrameEnricher:
 
 class ZoneDensityMaps:
     """The zone cameras' density maps: which frames get one (DensitySchedule: the map-heavy model cannot run on every
-    frame), each made knowing how tall the frame's detected people are, less the camera's learnt background floor,
-    then without the texture of a frame whose people it does not see (without_texture).
+    frame), each made knowing where the frame's detected people are (their height and what the map puts under them
+    choose its width), less the camera's learnt background floor, then without the texture of a frame whose people
+    it does not see (without_texture).
 
     The inference worker schedules by its own clock and charges each batch's measured map time, so that maps take at
     most `max_busy_fraction` of it. `cityguard replay` schedules in video time and charges nothing: a map every

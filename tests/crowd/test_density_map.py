@@ -9,6 +9,7 @@ from processors.inference.density_map import (
     DenseRegion,
     DensityMapCounter,
     OpenVinoNetwork,
+    Rescaling,
     TorchNetwork,
     combine_scales,
     convert_to_openvino,
@@ -56,7 +57,7 @@ def test_counter_gives_a_plausible_map_for_a_real_frame(counter, report):
                                                            (72, 2304, True), (71, 2304, False), (64, 7, False)])
 def test_frames_too_small_for_the_network_are_refused_before_it_fails_on_them(counter, height, width, mappable):
     # As shipped: mapped at 512 px wide or narrowed down to 256 px, where a 2304 x 71 strip is 7.9 px tall.
-    shipped = DensityMapCounter(counter.network, max_width=512, person_height_px=40.0, rescaled_max_people=80.0)
+    shipped = DensityMapCounter(counter.network, max_width=512, rescaling=rescaling(512, None, None, 40.0))
     assert shipped.can_map(height, width) is mappable
     image = np.zeros((height, width, 3), np.uint8)
     if mappable:
@@ -64,6 +65,12 @@ def test_frames_too_small_for_the_network_are_refused_before_it_fails_on_them(co
     elif height * min(width, 512) / width < 8 or width < 8:  # what the network itself refuses
         with pytest.raises(RuntimeError):
             shipped.density_maps([image], [None])
+
+
+def rescaling(max_width: int, widest: int | None, dense_cell_people: float | None, person_height_px: float = 90.0,
+              max_people: float = 80.0, min_people_per_person_box: float = 0.4) -> Rescaling:
+    """The rescaling of a counter with these widths and dense_cell_people (the shipped targets by default)."""
+    return Rescaling(person_height_px, max_people, min_people_per_person_box, max_width, widest, dense_cell_people)
 
 
 def first_vtest_frame() -> np.ndarray:
@@ -171,8 +178,7 @@ def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(co
     rescaled_max_people, one with dense cells, or too few boxes to tell keep the reduced width."""
     image = first_vtest_frame()
     reduced = counter.scaled_maps([image], 512)[0]
-    narrowing = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
-                                  person_height_px=90, rescaled_max_people=80)
+    narrowing = DensityMapCounter(counter.network, 512, 768, 0.35, rescaling(512, 768, 0.35))
     narrowed = narrowing.multi_scale_map(image, people_boxes(240.0))
     assert narrowed.shape == reduced.shape and narrowed.dtype == np.float32
     assert float(narrowed.sum()) == pytest.approx(float(counter.scaled_maps([image], 256)[0].sum()), rel=1e-4)
@@ -180,12 +186,11 @@ def test_a_sparse_frame_of_tall_people_is_mapped_narrower_on_the_reduced_grid(co
     np.testing.assert_array_equal(narrowing.multi_scale_map(image, people_boxes(135.0)), reduced)  # 90 px at 512
     np.testing.assert_array_equal(narrowing.multi_scale_map(image, people_boxes(240.0, count=2)), reduced)
     np.testing.assert_array_equal(narrowing.multi_scale_map(image, None), reduced)
-    packed = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=0.35,
-                               person_height_px=90, rescaled_max_people=0.5 * float(reduced.sum()))
+    packed = DensityMapCounter(counter.network, 512, 768, 0.35,
+                               rescaling(512, 768, 0.35, max_people=0.5 * float(reduced.sum())))
     np.testing.assert_array_equal(packed.multi_scale_map(image, people_boxes(240.0)), reduced)
     threshold = 0.8 * float(cv2.blur(reduced, (3, 3)).max())  # only the busiest cells are dense
-    locally_dense = DensityMapCounter(counter.network, max_width=512, dense_max_width=768,
-                                      dense_cell_people=threshold, person_height_px=90, rescaled_max_people=80)
+    locally_dense = DensityMapCounter(counter.network, 512, 768, threshold, rescaling(512, 768, threshold))
     unrescaled = DensityMapCounter(counter.network, max_width=512, dense_max_width=768, dense_cell_people=threshold)
     np.testing.assert_array_equal(locally_dense.multi_scale_map(image, people_boxes(240.0)),
                                   unrescaled.multi_scale_map(image))
@@ -207,18 +212,20 @@ class EvenNetwork:
         return np.full((len(batch), rows, cols), 64 * self.people_per_pixel, dtype=np.float32)
 
 
-@pytest.mark.parametrize(("box_width", "widened"), [
-    (64.0, True),  # the map puts 0.64 of a person under each box: it sees them, but not all
-    (32.0, False),  # 0.32: under min_people_per_person_box, it does not see them (texture would grow wider)
-    (128.0, False),  # 1.28: it counts each one whole already
+@pytest.mark.parametrize(("box_width", "min_people_per_person_box", "widened"), [
+    (64.0, 0.4, True),  # the map puts 0.64 of a person under each box: it sees them, but not all
+    (32.0, 0.4, False),  # 0.32: under min_people_per_person_box, it does not see them (texture would grow wider)
+    (128.0, 0.4, False),  # 1.28: it counts each one whole already
+    (64.0, 0.0, False),  # no per-box check configured: nothing tells the map sees them
 ])
-def test_a_sparse_frame_of_small_people_is_mapped_wider_only_where_the_map_sees_them_in_part(box_width, widened):
+def test_a_sparse_frame_of_small_people_is_mapped_wider_only_where_the_map_sees_them_in_part(
+        box_width, min_people_per_person_box, widened):
     """A 1024 x 768 frame whose 3 people are 120 px tall: 60 px at 512 px wide, so a map at 1024 * 90 / 120 = 768
     px would make them 90 px tall. A box 64 px wide at 512 px covers 8 x 8 cells of the 512 px map, 0.01 person
     each with this stand-in model: 0.64 people per box."""
     network = EvenNetwork(0.01 / 64)  # 0.01 person per 8x8 cell
-    widening = DensityMapCounter(network, max_width=512, dense_max_width=1024, dense_cell_people=0.35,
-                                 person_height_px=90, rescaled_max_people=80, min_people_per_person_box=0.4)
+    widening = DensityMapCounter(network, 512, 1024, 0.35, rescaling(
+        512, 1024, 0.35, min_people_per_person_box=min_people_per_person_box))
     image = np.zeros((768, 1024, 3), np.uint8)
     boxes = people_boxes(120.0, width=box_width * 2)  # frame pixels: twice the 512 px map's
     reduced = widening.scaled_maps([image], 512)[0]
@@ -233,15 +240,18 @@ def test_a_sparse_frame_of_small_people_is_mapped_wider_only_where_the_map_sees_
         np.testing.assert_array_equal(density, reduced)
 
 
-def test_a_frame_is_never_widened_past_its_own_width_or_the_dense_crowd_width():
+@pytest.mark.parametrize(("frame_width", "dense_max_width", "widest"), [
+    (640, 1024, 640), (640, 576, 576), (700, 1024, 640), (540, 1024, None)])
+def test_a_frame_is_never_widened_past_its_own_width_or_the_dense_crowd_width_on_the_grid(
+        frame_width, dense_max_width, widest):
+    """People 32 px tall at 512 px, whom 1440 px would make 90 px tall: widened as far as the frame's width and
+    dense_max_width allow, down to the 64 px grid; a frame that leaves no wider width on it is mapped at 512 px."""
     network = EvenNetwork(0.01 / 64)
-    image = np.zeros((480, 640, 3), np.uint8)
-    boxes = people_boxes(40.0, width=128.0)  # 32 px tall at 512: 1440 px would make them 90
-    for dense_max_width, widest in ((1024, 640), (576, 576)):
-        DensityMapCounter(network, max_width=512, dense_max_width=dense_max_width, dense_cell_people=0.35,
-                          person_height_px=90, rescaled_max_people=80,
-                          min_people_per_person_box=0.4).multi_scale_map(image, boxes)
-        assert network.widths[-1] == widest
+    image = np.zeros((frame_width * 3 // 4, frame_width, 3), np.uint8)
+    boxes = people_boxes(32.0 * frame_width / 512, width=128.0 * frame_width / 512)  # 0.52 people under each
+    DensityMapCounter(network, 512, dense_max_width, 0.35,
+                      rescaling(512, dense_max_width, 0.35)).multi_scale_map(image, boxes)
+    assert network.widths == [512] + ([widest] if widest else [])
 
 
 def test_the_rescaled_width_makes_people_the_target_height_on_a_coarse_grid():
@@ -254,6 +264,8 @@ def test_the_rescaled_width_makes_people_the_target_height_on_a_coarse_grid():
     assert rescaled_width(1024, 512, 1024, person_height=900, target_height=90) == 256  # at least the narrowest
     assert rescaled_width(460, 460, 460, person_height=150, target_height=90) == 256  # 276 -> 256
     assert rescaled_width(460, 460, 460, person_height=50, target_height=90) is None  # never past the frame's width
+    assert rescaled_width(520, 512, 520, person_height=60, target_height=90) is None  # 768, but 520 -> 512 on the grid
+    assert rescaled_width(700, 512, 700, person_height=60, target_height=90) == 640
 
 
 def test_the_frames_person_height_needs_a_few_boxes():
