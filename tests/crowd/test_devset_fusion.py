@@ -15,7 +15,6 @@ import pytest
 
 from processors.analytics.crowd.counting import CONFIDENCE_BY_SIZE, fuse_counts
 from processors.inference.density_map import (
-    MIN_PEOPLE_FOR_HEIGHT,
     TEXTURE_MAX_CELL_PEOPLE,
     TEXTURE_MAX_PEOPLE,
     Rescaling,
@@ -48,11 +47,9 @@ def rescaled_widths(table: dict[str, np.ndarray], dense_cell_people: float,
     choice = Rescaling.of(SHIPPED.model_copy(update={
         "person_height_px": person_height_px, "rescaled_max_people": rescaled_max_people,
         "dense_cell_people": dense_cell_people}))
-    boxes = table["detector"].astype(int)
+    boxes = table["detector"].astype(int)  # under 3 boxes a frame is never sparse (is_sparse): its height goes unread
     return np.array([
-        choice.width(int(table["image_width"][i]),
-                     table["median_box_height"][i] * table["image_height"][i] if boxes[i] >= MIN_PEOPLE_FOR_HEIGHT
-                     else None,
+        choice.width(int(table["image_width"][i]), table["median_box_height"][i] * table["image_height"][i],
                      int(boxes[i]), table["density_512"][i], table["max_local_people_512"][i],
                      table["people_under_person_boxes_512"][i]) or 0
         for i in range(len(boxes))])
