@@ -131,6 +131,9 @@ def frame_message(frame_fields: dict, jpeg: bytes, max_message_bytes: int, store
     return encode(Frame(**frame_fields, frame_ref=reference))
 
 
+STOP_CHECK_S = 0.25  # how soon a pacing reader notices that it is stopped
+
+
 class CameraReader:
     """Reads one camera until stopped, reconnecting after failures; runs in its own thread."""
 
@@ -154,6 +157,7 @@ class CameraReader:
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
         self.queued = 0
+        self.encode_seconds = ENCODE_SECONDS.labels(camera.id)  # labels() takes a lock that every reader shares
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -200,14 +204,21 @@ class CameraReader:
                 self.published = PublishedUpTo()
             self.source = url
 
+    def pause(self, seconds: float) -> None:
+        """Waits `seconds`, or until stopped. Not on the stop event: waiting on it takes its lock, which every reader
+        would take for every frame it paces, so readers queued for that lock as well as for the GIL."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_S))
+
     def read_until_done(self) -> None:
         """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""
-        for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.stop.wait,
+        for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.pause,
                                      published=self.published):
             if self.stop.is_set() or (self.max_frames is not None and self.queued >= self.max_frames):
                 return
             stall_reason = self.quality.check(sampled.picture.y, sampled.captured_at)
-            with ENCODE_SECONDS.labels(self.camera.id).time():
+            with self.encode_seconds.time():
                 jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
             fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
                       "width": width, "height": height, **source_size_fields(sampled.picture, width)}
@@ -372,14 +383,23 @@ def frame_client(bootstrap_servers: str, settings: ProducerConfig) -> FrameClien
                        max_queued_bytes=2 * (settings.max_in_flight_bytes + settings.max_message_bytes))
 
 
-def export_status(status: CameraStatus) -> None:
-    camera = status.camera_id
-    CAMERA_UP.labels(camera).set(1 if status.state is CameraState.UP else 0)
-    for state in CameraState:
-        CAMERA_STATE.labels(camera, state.value).set(1 if state is status.state else 0)
-    CAMERA_FPS.labels(camera).set(status.fps)
-    if status.last_frame_age_s is not None:
-        CAMERA_FRAME_AGE.labels(camera).set(status.last_frame_age_s)
+class CameraGauges:
+    """One camera's status gauges, looked up once: labels() takes a lock and formats its labels, and the reporter
+    sets seven gauges per camera twice a second, holding the GIL that the camera readers wait for."""
+
+    def __init__(self, camera_id: str):
+        self.up = CAMERA_UP.labels(camera_id)
+        self.states = {state: CAMERA_STATE.labels(camera_id, state.value) for state in CameraState}
+        self.fps = CAMERA_FPS.labels(camera_id)
+        self.frame_age = CAMERA_FRAME_AGE.labels(camera_id)
+
+    def export(self, status: CameraStatus) -> None:
+        self.up.set(1 if status.state is CameraState.UP else 0)
+        for state, gauge in self.states.items():
+            gauge.set(1 if state is status.state else 0)
+        self.fps.set(status.fps)
+        if status.last_frame_age_s is not None:
+            self.frame_age.set(status.last_frame_age_s)
 
 
 class StatusReporter:
@@ -391,12 +411,13 @@ class StatusReporter:
         self.health = health
         self.interval_s = interval_s
         self._published: dict[str, tuple[CameraState, str, float]] = {}  # one per configured camera
+        self._gauges = {camera_id: CameraGauges(camera_id) for camera_id in health}
 
     def report(self, force: bool = False) -> list[CameraStatus]:
         reported = []
         for camera_id, health in self.health.items():
             status = health.status()
-            export_status(status)
+            self._gauges[camera_id].export(status)
             state, reason, at = self._published.get(camera_id, (None, None, 0.0))
             if force or (status.state, status.reason) != (state, reason) or status.at - at >= self.interval_s:
                 self._published[camera_id] = (status.state, status.reason, status.at)

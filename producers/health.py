@@ -56,9 +56,11 @@ class FrameQualityMonitor:
         # A sparse grid, still at least 4 x 4 pixels averaged into each thumbnail pixel so that sensor noise does not
         # look like motion, costs a fifth of averaging every pixel.
         step = max(1, min(grey.shape[1] // (4 * THUMBNAIL_SIZE[0]), grey.shape[0] // (4 * THUMBNAIL_SIZE[1])))
-        thumbnail = cv2.resize(grey[::step, ::step], THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+        thumbnail = cv2.resize(grey[::step, ::step], THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
         previous, self._previous = self._previous, thumbnail
-        mean, stddev = float(thumbnail.mean()), float(thumbnail.std())
+        # One OpenCV call per figure: NumPy's mean and std take several passes, each releasing and taking back the
+        # GIL, which a hundred camera readers contend for.
+        mean, stddev = (float(value[0, 0]) for value in cv2.meanStdDev(thumbnail))
         if stddev < self.blank_max_stddev:
             self._frozen_since = None  # a blank picture is reported as blank, not as frozen
             self._blank_since = at if self._blank_since is None else self._blank_since
@@ -67,7 +69,7 @@ class FrameQualityMonitor:
                 return f"{what} frames for {at - self._blank_since:.0f} s"
             return None
         self._blank_since = None
-        if previous is None or float(np.abs(thumbnail - previous).mean()) > self.frozen_max_difference:
+        if previous is None or cv2.norm(thumbnail, previous, cv2.NORM_L1) / thumbnail.size > self.frozen_max_difference:
             self._frozen_since = None
             return None
         self._frozen_since = at if self._frozen_since is None else self._frozen_since

@@ -1,6 +1,7 @@
 """A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
 are retried and reported, a picture that stays frozen across reconnections is found frozen, a playlist no longer
-updated is not published again, and a still-image camera that misses single pictures stays up."""
+updated is not published again, a still-image camera that misses single pictures stays up, and a reader waiting to
+pace its next frame stops when told."""
 from __future__ import annotations
 
 import subprocess
@@ -58,6 +59,18 @@ def test_frames_the_store_cannot_take_are_dropped_and_counted_and_the_camera_rea
     assert status.dropped_frames > 100 and len(reader.queue) == 0
     dropped = REGISTRY.get_sample_value("cityguard_camera_dropped_frames_total", {"camera": reader.camera.id})
     assert dropped == status.dropped_frames
+
+
+def test_a_reader_waiting_for_its_next_frame_stops_when_told(tmp_path):
+    reader = reader_for(tmp_path, str(VTEST), store=None, realtime=True, fps=0.1)  # frames 10 s apart
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not len(reader.queue) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and len(reader.queue) == 1
 
 
 class FailingStore:
