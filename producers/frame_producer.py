@@ -388,10 +388,12 @@ class CameraGauges:
     sets seven gauges per camera twice a second, holding the GIL that the camera readers wait for."""
 
     def __init__(self, camera_id: str):
+        self.camera_id = camera_id
         self.up = CAMERA_UP.labels(camera_id)
         self.states = {state: CAMERA_STATE.labels(camera_id, state.value) for state in CameraState}
         self.fps = CAMERA_FPS.labels(camera_id)
-        self.frame_age = CAMERA_FRAME_AGE.labels(camera_id)
+        # Made at the first frame: a series made earlier would read 0 s, a fresh frame from a camera that sent none.
+        self.frame_age = None
 
     def export(self, status: CameraStatus) -> None:
         self.up.set(1 if status.state is CameraState.UP else 0)
@@ -399,6 +401,8 @@ class CameraGauges:
             gauge.set(1 if state is status.state else 0)
         self.fps.set(status.fps)
         if status.last_frame_age_s is not None:
+            if self.frame_age is None:
+                self.frame_age = CAMERA_FRAME_AGE.labels(self.camera_id)
             self.frame_age.set(status.last_frame_age_s)
 
 

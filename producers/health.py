@@ -58,8 +58,8 @@ class FrameQualityMonitor:
         step = max(1, min(grey.shape[1] // (4 * THUMBNAIL_SIZE[0]), grey.shape[0] // (4 * THUMBNAIL_SIZE[1])))
         thumbnail = cv2.resize(grey[::step, ::step], THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
         previous, self._previous = self._previous, thumbnail
-        # One OpenCV call per figure: NumPy's mean and std take several passes, each releasing and taking back the
-        # GIL, which a hundred camera readers contend for.
+        # Two OpenCV calls, each releasing the GIL once, instead of NumPy's several passes that each release it and
+        # take it back: a hundred camera readers contend for it.
         mean, stddev = (float(value[0, 0]) for value in cv2.meanStdDev(thumbnail))
         if stddev < self.blank_max_stddev:
             self._frozen_since = None  # a blank picture is reported as blank, not as frozen

@@ -65,10 +65,12 @@ def test_a_reader_waiting_for_its_next_frame_stops_when_told(tmp_path):
     reader = reader_for(tmp_path, str(VTEST), store=None, realtime=True, fps=0.1)  # frames 10 s apart
     thread = threading.Thread(target=reader.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not len(reader.queue) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    reader.stop.set()
+    try:
+        deadline = time.monotonic() + 30
+        while not len(reader.queue) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        reader.stop.set()
     thread.join(5)
     assert not thread.is_alive() and len(reader.queue) == 1
 

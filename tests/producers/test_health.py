@@ -1,14 +1,17 @@
-"""Camera health, frozen/blank detection, backoff, queues, sharding and source kinds: pure, no broker."""
+"""Camera health and its gauges, frozen/blank detection, backoff, queues, sharding and source kinds: pure, no
+broker."""
 from __future__ import annotations
 
 import random
 import threading
+import uuid
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from producers.capture import MediaClock, source_kind
-from producers.frame_producer import FrameQueue, cameras_for_shard
+from producers.frame_producer import FrameQueue, StatusReporter, cameras_for_shard
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from schemas import CameraState
 from schemas.settings.capture import SourceKind
@@ -21,6 +24,13 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class UnansweredClient:
+    """A Kafka client whose sends are never acknowledged: the reporter only hands it statuses."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, acknowledged=None) -> None:
+        pass
 
 
 def monitor() -> FrameQualityMonitor:
@@ -80,6 +90,26 @@ def test_health_goes_reconnecting_then_down_and_back_up():
     clock.now += 11
     status = health.status()
     assert status.state is CameraState.STALLED and "no frame for 11 s" in status.reason and status.fps == 0
+
+
+def test_gauges_follow_the_status_and_a_camera_without_frames_has_no_frame_age():
+    clock = Clock()
+    camera = f"gauges-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    health = CameraHealth(camera, down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    reporter = StatusReporter(UnansweredClient(), "camera-status", {camera: health}, interval_s=5)
+
+    def gauge(name: str, **labels) -> float | None:
+        return REGISTRY.get_sample_value(name, {"camera": camera, **labels})
+
+    reporter.report()
+    assert gauge("cityguard_camera_up") == 0 and gauge("cityguard_camera_state", state="reconnecting") == 1
+    assert gauge("cityguard_camera_last_frame_age_seconds") is None  # not 0 s, a fresh frame
+    health.connecting()
+    health.frame_captured(clock.now, None)
+    clock.now += 2
+    reporter.report()
+    assert gauge("cityguard_camera_up") == 1 and gauge("cityguard_camera_state", state="reconnecting") == 0
+    assert gauge("cityguard_camera_state", state="up") == 1 and gauge("cityguard_camera_last_frame_age_seconds") == 2
 
 
 def test_a_source_that_stalls_after_every_burst_backs_off_and_goes_down():
