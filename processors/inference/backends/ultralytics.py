@@ -16,9 +16,13 @@ class YoloDetector:
         self.weights = weights
         self.name = Path(weights).name
         self.model = YOLO(weights, task="detect")
-        self.names = {int(k): str(v) for k, v in self.model.names.items()}
         self.predict_args = {"imgsz": image_size, "conf": confidence, "iou": iou, "classes": classes,
                              "verbose": False}
+        # An exported model (OpenVINO, ONNX, TensorRT) knows its class names only once a predictor has loaded it,
+        # and asking before the first prediction loads it into a throwaway predictor: a second load of the model
+        # (1-2 s on a CPU). A first prediction on a blank image sets up the predictor every later call uses.
+        self.model.predict(np.zeros((image_size, image_size, 3), np.uint8), **self.predict_args)
+        self.names = {int(k): str(v) for k, v in self.model.names.items()}
 
 
     def detect(self, images: list[np.ndarray]) -> list[ImageDetections]:
