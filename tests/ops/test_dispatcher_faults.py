@@ -6,6 +6,8 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from kafka.errors import KafkaConnectionError
+from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
 from infra.consume_loop import RetryBatch
@@ -81,6 +83,21 @@ class Passes:
 
     def bootstrap_connected(self) -> bool:
         return True
+
+
+class LosesTheBrokerOnce(Passes):
+    """The consumer when the broker goes away under its first poll, which raises as kafka-python's can once it loses
+    its group coordinator; the broker is back for every later poll."""
+
+    def __init__(self):
+        super().__init__(threading.Event())
+        self.polls = 0
+
+    def poll(self, timeout_ms: int) -> dict:
+        self.polls += 1
+        if self.polls == 1:
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return {}
 
 
 def records(*events: Event) -> list:
@@ -201,6 +218,19 @@ def test_an_alert_read_before_another_notice_published_it_is_not_published_again
     harness.dispatcher.publish_once(second)
     harness.dispatcher.publish_once(first)
     assert [alert.alert_id for alert in harness.published] == ["plaza/north/risk-1:critical"]
+
+
+def test_a_poll_that_loses_the_broker_pauses_reading_and_the_dispatcher_reads_on_after_it(harness):
+    clock = [0.0]
+    consumer = LosesTheBrokerOnce()
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), None, 60, clock=lambda: clock[0])
+    service.consume()  # raised inside: the dispatcher is still up
+    assert consumer.polls == 1 and REGISTRY.get_sample_value("cityguard_broker_connected", {"stage": "alerts"}) == 0
+    service.consume()
+    assert consumer.polls == 1  # paused
+    clock[0] += PAUSE_INITIAL_S
+    service.consume()
+    assert consumer.polls == 2 and REGISTRY.get_sample_value("cityguard_broker_connected", {"stage": "alerts"}) == 1
 
 
 # -- records the incident store cannot take, and the store away --------------------------------------------------------
