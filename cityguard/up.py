@@ -217,6 +217,22 @@ class Supervisor:
             print(f"{name} restarted", flush=True)
 
 
+def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Config) -> None:
+    """Starts the embedded broker again on its port (the stages' clients reconnect to it) with every topic. One that
+    cannot start or take the topics is left stopped, for the supervisor to start again after its back-off: `up`
+    goes on supervising the stages meanwhile."""
+    try:
+        broker.start()
+        pid_file.write_text(str(broker.process.pid), encoding="ascii")
+        create_topics(broker.bootstrap_servers, config.broker.topics.all(), config.broker.partitions)
+    except (RuntimeError, TimeoutError, KafkaError) as exc:
+        broker.stop(timeout_s=0)
+        print(f"warning: the embedded broker did not come back ({exc}); trying again", flush=True)
+        return
+    print("warning: the embedded broker restarted empty: every topic, message and offset before it is gone",
+          flush=True)
+
+
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
     if problems:
@@ -253,11 +269,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
             memory_watch = BrokerMemoryWatch(pid_file, config.broker.embedded_memory_warn_bytes)
 
             def restart_broker() -> None:
-                broker.start()  # the same port: the stages' clients reconnect to it
-                pid_file.write_text(str(broker.process.pid), encoding="ascii")
-                create_topics(servers, config.broker.topics.all(), config.broker.partitions)
-                print("warning: the embedded broker restarted empty: every topic, message and offset before it "
-                      "is gone", flush=True)
+                restart_embedded_broker(broker, pid_file, config)
 
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,

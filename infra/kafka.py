@@ -190,7 +190,12 @@ def reset_positions_past_the_end(consumer: Positioned, group: str) -> list[Topic
         if position is not None and position > highwater:
             log.warning("%s[%d]: position %d is past the end %d (topic recreated or truncated): reading it from "
                         "the start", tp.topic, tp.partition, position, highwater)
-            consumer.seek_to_beginning(tp)
+            try:
+                consumer.seek_to_beginning(tp)
+            except KafkaError as exc:  # librdkafka refuses a seek while the partition's fetcher changes state
+                log.warning("%s[%d]: the seek to the start was refused (%s); the next pass tries again", tp.topic,
+                            tp.partition, exc)
+                continue
             POSITION_RESETS.labels(group, tp.topic).inc()
             reset.append(tp)
     return reset

@@ -192,7 +192,7 @@ def test_each_watched_group_s_lag_is_on_the_topic_it_consumes():
             return {"detections-t": 100, "events-t": 40}[partition.topic]
 
     class Group:
-        def committed(self, partition):
+        def committed(self, partition, timeout_ms=None):
             return 30
 
     sink = MetricsSink(CONFIG, consumer=Sink(), group_readers={})
