@@ -175,7 +175,7 @@ class Supervisor:
     everything (StageRefused, naming its log's last line)."""
 
     def __init__(self, children: dict[str, subprocess.Popen], start_stage: Callable[[str], subprocess.Popen],
-                 broker: EmbeddedBroker | None = None, restart_broker: Callable[[], None] | None = None,
+                 broker: EmbeddedBroker | None = None, restart_broker: Callable[[], bool] | None = None,
                  log_dir: Path | None = None):
         self.children, self.start_stage = children, start_stage
         self.broker, self.restart_broker = broker, restart_broker
@@ -196,10 +196,12 @@ class Supervisor:
                                    + (f" (its log: {log})" if log else ""))
             self.keep(stage, process, now, lambda stage=stage: self.restart_stage(stage))
 
-    def restart_stage(self, stage: str) -> None:
+    def restart_stage(self, stage: str) -> bool:
         self.children[stage] = self.start_stage(stage)
+        return True
 
-    def keep(self, name: str, process: subprocess.Popen, now: float, start: Callable[[], None]) -> None:
+    def keep(self, name: str, process: subprocess.Popen, now: float, start: Callable[[], bool]) -> None:
+        """`start` says whether it started the process; one that did not is tried again after the next back-off."""
         restarts = self.restarts[name]
         if process.poll() is None:
             if restarts.count and now - restarts.started_at >= STABLE_AFTER_S:
@@ -212,25 +214,31 @@ class Supervisor:
             print(f"{name} exited with code {process.returncode}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)
         elif now >= restarts.due_at:
-            start()
+            if not start():
+                restarts.count += 1
+                delay = backoff_delay(restarts.count, RESTART_INITIAL_S, RESTART_MAX_S)
+                restarts.due_at = now + delay
+                print(f"{name} did not start; trying again in {delay:g} s (try {restarts.count})", flush=True)
+                return
             restarts.due_at, restarts.started_at = None, now
             print(f"{name} restarted", flush=True)
 
 
-def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Config) -> None:
-    """Starts the embedded broker again on its port (the stages' clients reconnect to it) with every topic. One that
-    cannot start or take the topics is left stopped, for the supervisor to start again after its back-off: `up`
-    goes on supervising the stages meanwhile."""
+def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Config) -> bool:
+    """Starts the embedded broker again on its port (the stages' clients reconnect to it) with every topic; says
+    whether it did. One that cannot start or take the topics is left stopped, for the supervisor to try again after
+    its back-off: `up` goes on supervising the stages meanwhile."""
     try:
         broker.start()
         pid_file.write_text(str(broker.process.pid), encoding="ascii")
         create_topics(broker.bootstrap_servers, config.broker.topics.all(), config.broker.partitions)
-    except (RuntimeError, TimeoutError, KafkaError) as exc:
+    except (RuntimeError, OSError, KafkaError) as exc:
         broker.stop(timeout_s=0)
-        print(f"warning: the embedded broker did not come back ({exc}); trying again", flush=True)
-        return
+        print(f"warning: the embedded broker did not come back: {exc}", flush=True)
+        return False
     print("warning: the embedded broker restarted empty: every topic, message and offset before it is gone",
           flush=True)
+    return True
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
@@ -268,8 +276,8 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
             env[BROKER_PID_FILE_ENV] = str(pid_file)  # the metrics sink exports the broker's memory
             memory_watch = BrokerMemoryWatch(pid_file, config.broker.embedded_memory_warn_bytes)
 
-            def restart_broker() -> None:
-                restart_embedded_broker(broker, pid_file, config)
+            def restart_broker() -> bool:
+                return restart_embedded_broker(broker, pid_file, config)
 
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,

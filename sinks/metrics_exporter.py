@@ -37,7 +37,7 @@ from sinks.topic_reading import OTHER, LabelBounds, RecentKeys, retry_delay_s, z
 
 log = logging.getLogger(__name__)
 
-LAG_LOOKUP_MS = 2_000  # a group's committed offset, asked every 5 s for the lag gauge
+LAG_LOOKUP_MS = 2_000  # the longest wait for a group's committed offset (asked every 5 s for the lag gauge)
 
 DETECTED_OBJECTS = Counter("cityguard_detected_objects_total", "Objects detected", ["camera", "class_name"])
 FRAMES_DETECTED = Counter("cityguard_frames_detected_total", "Detections messages seen", ["camera"])
@@ -319,7 +319,7 @@ class MetricsSink:
             if tp.topic != topic:
                 continue
             highwater = self.consumer.highwater(tp)
-            # Bounded: without a timeout it waits out a whole broker outage, and the zones' staleness with it.
+            # Bounded: without a timeout it waits out a whole broker outage, and the next stale-zone marking with it.
             committed = group_reader.committed(TopicPartition(tp.topic, tp.partition), timeout_ms=LAG_LOOKUP_MS) or 0
             if highwater is not None:
                 CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - committed))

@@ -29,11 +29,15 @@ def test_a_broker_that_cannot_come_back_is_tried_again_after_the_back_off(tmp_pa
             supervisor.check(now=100.0)
             supervisor.check(now=101.0)  # the first try, after a second
             assert broker.process.poll() is not None
-            assert "the embedded broker did not come back" in capsys.readouterr().out
-        supervisor.check(now=102.0)
-        supervisor.check(now=104.0)  # the second try, two seconds later
+            out = capsys.readouterr().out
+            assert "the embedded broker did not come back: 127.0.0.1" in out and "in use" in out
+            assert "embedded broker did not start; trying again in 2 s" in out and "broker restarted" not in out
+        supervisor.check(now=102.9)
+        assert broker.process.poll() is not None
+        supervisor.check(now=103.0)  # the second try
         assert broker.process.poll() is None
-        assert "restarted empty" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "restarted empty" in out and "embedded broker restarted" in out
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
         try:
             assert set(config.broker.topics.all()) <= set(admin.list_topics())

@@ -314,23 +314,28 @@ class DispatcherService:
         try:
             batches = self.consumer.poll(timeout_ms=200)
             records = [record for partition_records in batches.values() for record in partition_records]
+            connected = self.consumer.bootstrap_connected()
             if records:
                 error = process_batch(self.consumer, self.producer, records, self.process)
-                # ProduceFailed, a send that found no broker within max_block_ms, or the incident store away
-                # (RetryBatch)
+                # ProduceFailed, a send that found no broker in time, or the incident store away (RetryBatch)
                 if error is not None:
                     delay = self.batch_pause.failed(self.clock())
                     log.warning("the batch comes again in %.1f s: %s", delay, describe_error(error))
                 else:
                     self.batch_pause.succeeded()
+            elif connected:  # back after an outage on a quiet topic: the next failure pauses briefly again
+                self.batch_pause.succeeded()
             reset_positions_past_the_end(self.consumer, self.consumer.config["group_id"])
-            BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
+            BROKER_CONNECTED.labels(STAGE).set(1 if connected else 0)
         except KafkaError as exc:
             # A poll can raise when the broker goes away under it (its coordinator lost). The clients reconnect by
             # themselves, webhooks are answered meanwhile, and nothing was committed: the events are read again.
-            BROKER_CONNECTED.labels(STAGE).set(0)
+            # Other errors (authorization, a closed consumer) will not pass by waiting: they end the stage.
+            if not exc.retriable:
+                raise
+            BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
             delay = self.batch_pause.failed(self.clock())
-            log.warning("broker lost (%s); reading events again in %.1f s", describe_error(exc), delay)
+            log.warning("reading events failed (%s); trying again in %.1f s", describe_error(exc), delay)
 
     def process(self, records: list) -> list:
         """Handles every record, then publishes their alerts; returns the futures of the dead letters it sent.

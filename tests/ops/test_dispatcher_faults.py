@@ -6,7 +6,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, text
 
@@ -98,6 +98,19 @@ class LosesTheBrokerOnce(Passes):
         if self.polls == 1:
             raise KafkaConnectionError("111 ECONNREFUSED")
         return {}
+
+    def bootstrap_connected(self) -> bool:
+        return self.polls != 1
+
+
+class NotAuthorised(Passes):
+    """The consumer when the broker refuses the group the events topic: an error that waiting will not pass."""
+
+    def __init__(self):
+        super().__init__(threading.Event())
+
+    def poll(self, timeout_ms: int) -> dict:
+        raise TopicAuthorizationFailedError("cityguard.events.v1")
 
 
 def records(*events: Event) -> list:
@@ -231,6 +244,13 @@ def test_a_poll_that_loses_the_broker_pauses_reading_and_the_dispatcher_reads_on
     clock[0] += PAUSE_INITIAL_S
     service.consume()
     assert consumer.polls == 2 and REGISTRY.get_sample_value("cityguard_broker_connected", {"stage": "alerts"}) == 1
+    assert service.batch_pause.failures == 0  # the next failure pauses briefly again
+
+
+def test_a_poll_refused_for_good_ends_the_dispatcher_naming_why(harness):
+    service = DispatcherService(harness.dispatcher, NotAuthorised(), None, TopicNames(), None, 60)
+    with pytest.raises(TopicAuthorizationFailedError):  # waiting would not pass it: the stage ends, saying so
+        service.consume()
 
 
 # -- records the incident store cannot take, and the store away --------------------------------------------------------

@@ -20,7 +20,8 @@ class YoloDetector:
                              "verbose": False}
         # An exported model (OpenVINO, ONNX, TensorRT) knows its class names only once a predictor has loaded it,
         # and asking before the first prediction loads it into a throwaway predictor: a second load of the model
-        # (1-2 s on a CPU). A first prediction on a blank image sets up the predictor every later call uses.
+        # (1-2 s on a CPU). A first prediction on a blank image sets up the predictor every later call uses; a .pt
+        # model, which has its names anyway, pays one inference for it.
         self.model.predict(np.zeros((image_size, image_size, 3), np.uint8), **self.predict_args)
         self.names = {int(k): str(v) for k, v in self.model.names.items()}
 
