@@ -1,10 +1,12 @@
 """A consumer whose topic was recreated under it (a broker restart) reads the new messages instead of waiting for
-the offsets to catch up with its old position, or taking them for messages it already had."""
+the offsets to catch up with its old position, or taking them for messages it already had; a client that refuses the
+seek back for a moment is asked again."""
 import asyncio
 import socket
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import REGISTRY
 
 from infra.kafka import TopicIdentity, create_topics, make_consumer, make_producer, reset_positions_past_the_end
@@ -37,6 +39,38 @@ def test_a_position_past_the_end_is_moved_to_the_start(kafka_bootstrap):
     finally:
         consumer.close()
         producer.close()
+
+
+class RefusesTheFirstSeek:
+    """A consumer past the end of a recreated topic whose client refuses the first seek, as librdkafka does while the
+    partition's fetcher changes state."""
+
+    def __init__(self, tp: TopicPartition):
+        self.tp, self.seeks, self.at = tp, 0, 290
+
+    def assignment(self) -> set:
+        return {self.tp}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 3
+
+    def position(self, tp: TopicPartition, timeout_ms: int) -> int:
+        return self.at
+
+    def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.seeks += 1
+        if self.seeks == 1:
+            raise KafkaError("seek on refused-seek[0] failed: Local: Erroneous state")
+        self.at = 0
+
+
+def test_a_refused_seek_to_the_start_is_tried_again_on_the_next_pass():
+    tp = TopicPartition("refused-seek", 0)
+    consumer = RefusesTheFirstSeek(tp)
+    assert reset_positions_past_the_end(consumer, "refusing-group") == []  # the stage goes on
+    assert reset_positions_past_the_end(consumer, "refusing-group") == [tp] and consumer.at == 0
+    assert REGISTRY.get_sample_value("cityguard_consumer_position_resets_total",
+                                     {"group": "refusing-group", "topic": "refused-seek"}) == 1
 
 
 def test_a_fresh_topic_id_is_waited_for_while_the_broker_cannot_answer(kafka_bootstrap):
