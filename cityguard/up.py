@@ -9,6 +9,7 @@ PR_SET_PDEATHSIG, so even a SIGKILLed `up` leaves no orphans.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -152,6 +153,13 @@ class Restarts:
     due_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+    def schedule(self, now: float) -> float:
+        """Counts one more restart and makes the next due after its back-off; returns the back-off in seconds."""
+        self.count += 1
+        delay = backoff_delay(self.count, RESTART_INITIAL_S, RESTART_MAX_S)
+        self.due_at = now + delay
+        return delay
+
 
 class StageRefused(ConfigError):
     """A stage exited with status 2, a mistake in what it was given: starting it again would only repeat it."""
@@ -208,16 +216,12 @@ class Supervisor:
                 restarts.count = 0
             return
         if restarts.due_at is None:
-            restarts.count += 1
-            delay = backoff_delay(restarts.count, RESTART_INITIAL_S, RESTART_MAX_S)
-            restarts.due_at = now + delay
+            delay = restarts.schedule(now)
             print(f"{name} exited with code {process.returncode}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)
         elif now >= restarts.due_at:
             if not start():
-                restarts.count += 1
-                delay = backoff_delay(restarts.count, RESTART_INITIAL_S, RESTART_MAX_S)
-                restarts.due_at = now + delay
+                delay = restarts.schedule(now)
                 print(f"{name} did not start; trying again in {delay:g} s (try {restarts.count})", flush=True)
                 return
             restarts.due_at, restarts.started_at = None, now
@@ -275,9 +279,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
             pid_file.write_text(str(broker.process.pid), encoding="ascii")
             env[BROKER_PID_FILE_ENV] = str(pid_file)  # the metrics sink exports the broker's memory
             memory_watch = BrokerMemoryWatch(pid_file, config.broker.embedded_memory_warn_bytes)
-
-            def restart_broker() -> bool:
-                return restart_embedded_broker(broker, pid_file, config)
+            restart_broker = functools.partial(restart_embedded_broker, broker, pid_file, config)
 
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
