@@ -15,8 +15,9 @@ def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable
     """Writes `data` (text as UTF-8) to a temporary file beside `path`, then renames it over `path`: a reader or a
     crash never meets half a file. When `durable`, the data reach the disk before the rename and the rename before
     the return, so a power cut leaves the old file or the new one, never an empty one. The file gets `mode`; without
-    one, a file replaced keeps its permissions and a new one gets what open() would give."""
-    path = Path(path)
+    one, a file replaced keeps its permissions and a new one gets what open() would give. A link is followed: the
+    file it names is replaced and the link stays (a site file linked from a configuration repository)."""
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:

@@ -12,6 +12,7 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from infra.kafka import stuck_loops
+from infra.listeners import HeaderDeadline, LoggedRequestErrors
 
 HEALTH_PATH = "/healthz"
 
@@ -21,7 +22,9 @@ def health_answer() -> tuple[int, bytes]:
     return (503, ("; ".join(stuck) + "\n").encode()) if stuck else (200, b"ok\n")
 
 
-class QuietHandler(WSGIRequestHandler):
+class QuietHandler(HeaderDeadline, WSGIRequestHandler):
+    timeout = 10.0  # per socket read: an idle connection lets go of its thread
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass  # a scrape every few seconds is not news
 
@@ -38,7 +41,7 @@ def start_metrics_server(host: str, port: int) -> WSGIServer:
                        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
         return [body]
 
-    class Server(ThreadingWSGIServer):
+    class Server(LoggedRequestErrors, ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     server = make_server(host, port, app, Server, handler_class=QuietHandler)

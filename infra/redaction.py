@@ -9,7 +9,7 @@ import logging
 import re
 import sys
 import traceback
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
@@ -21,6 +21,24 @@ BEARER = re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE)  # an Authorizatio
 # characters that end a URL there
 CREDENTIALS = re.compile(r"(?<![^\s/'\"@])[^\s/'\"@:]++:[^\s/'\"@]++@")  # possessive: linear on any line
 ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")  # Twilio's, part of its API paths
+QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every control character but tab and newline
+# Values this process knows to be secret (keep_out_of_logs); shorter ones would mask ordinary words and numbers.
+MIN_KNOWN_SECRET_CHARS = 4
+_known_secrets: set[str] = set()
+
+
+def keep_out_of_logs(secret: str) -> None:
+    """Masks this value, as written and percent-encoded, wherever `shown` or `redacted` meet it from now on: a camera
+    password from the environment can hold characters that no URL pattern can tell from the URL around it."""
+    if len(secret) >= MIN_KNOWN_SECRET_CHARS:
+        _known_secrets.update({secret, quote(secret, safe="")})
+
+
+def _without_known_secrets(text: str) -> str:
+    for secret in sorted(_known_secrets, key=len, reverse=True):  # a longer secret first: one may hold another
+        text = text.replace(secret, "<secret>")
+    return text
 
 
 def shown(source: str) -> str:
@@ -29,6 +47,13 @@ def shown(source: str) -> str:
     the path or the query)."""
     if not URL.match(source):
         return source
+    source = _without_known_secrets(source)
+    scheme, rest = source.split("://", 1)
+    # user:password@ ends at the last @ before the path, but a password may hold a '/', where the path seems to start:
+    # everything up to the last @ before any query or fragment goes (at worst an @ in a path takes part of it along).
+    before_query = QUERY_OR_FRAGMENT.split(rest, maxsplit=1)[0]
+    if "@" in before_query:
+        source = f"{scheme}://{rest[before_query.rindex('@') + 1:]}"
     try:
         parts = urlsplit(source)
         host = parts.hostname or ""
@@ -54,14 +79,21 @@ def _shown_in_text(match: re.Match) -> str:
 
 
 def redacted(text: str) -> str:
-    """The text with bearer tokens and user:password@ pairs masked, every URL as `shown` shows it, and no Account
-    SID."""
-    text = URL_IN_TEXT.sub(_shown_in_text, BEARER.sub("Bearer <token>", text))
+    """The text with the secrets this process knows (keep_out_of_logs), bearer tokens and user:password@ pairs masked,
+    every URL as `shown` shows it, and no Account SID."""
+    text = URL_IN_TEXT.sub(_shown_in_text, BEARER.sub("Bearer <token>", _without_known_secrets(text)))
     return ACCOUNT_SID.sub("<account-sid>", CREDENTIALS.sub("<credentials>@", text))
 
 
 class RedactingFormatter(logging.Formatter):
-    """A log formatter whose whole output, message and traceback, is `redacted`."""
+    """A log formatter whose whole output, message and traceback, is `redacted`, and whose message cannot start a
+    line of its own: text from a request (a reviewer's name, an alert's id) could otherwise forge a log line. Its
+    control characters are escaped, and the lines after its first are indented."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", record.message)
+        record.message = record.message.replace("\n", "\n    ")
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redacted(super().format(record))

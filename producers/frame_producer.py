@@ -26,14 +26,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
-from infra.redaction import redacted, shown
+from infra.redaction import keep_out_of_logs, redacted, shown
 from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import CameraState, CameraStatus, Frame, encode
-from schemas.settings.base import source_with_variables
+from schemas.settings.base import source_variable_values, source_with_variables
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig, Config
 
@@ -142,8 +142,10 @@ class CameraReader:
                  realtime: bool, max_frames: int | None):
         self.camera = camera
         self.settings = config.producer
-        self.source = config.resolve_path(assets.resolve(source_with_variables(camera.source,
-                                                                               f"camera {camera.id}: source")))
+        where = f"camera {camera.id}: source"
+        for secret in source_variable_values(camera.source, where):
+            keep_out_of_logs(secret)
+        self.source = config.resolve_path(assets.resolve(source_with_variables(camera.source, where)))
         self.queue = queue
         self.health = health
         self.resolver = resolver

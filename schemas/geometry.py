@@ -67,16 +67,15 @@ def segments_intersect(p1: Point, p2: Point, q1: Point, q2: Point) -> bool:
 
 
 def polygon_is_simple(polygon: Sequence[Point]) -> bool:
-    """True when no two non-adjacent edges of the closed polygon touch."""
+    """True when no two non-adjacent edges of the closed polygon touch (every pair at once: a drawn outline of a
+    few hundred points is tens of thousands of pairs)."""
     n = len(polygon)
-    edges = [(polygon[i], polygon[(i + 1) % n]) for i in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            if j == i + 1 or (i == 0 and j == n - 1):
-                continue  # adjacent edges share a vertex by construction
-            if segments_intersect(*edges[i], *edges[j]):
-                return False
-    return True
+    starts = np.asarray(polygon, dtype=float).reshape(-1, 2)
+    ends = np.roll(starts, -1, axis=0)
+    first, second = np.triu_indices(n, k=2)  # edge i ends where edge i + 1 starts: adjacent edges always share it
+    apart = ~((first == 0) & (second == n - 1))  # nor do the last and the first, which close the outline
+    first, second = first[apart], second[apart]
+    return not steps_cross_segment(starts[first], ends[first], starts[second], ends[second]).any()
 
 
 def points_in_polygon(points: np.ndarray, polygon: Sequence[Point]) -> np.ndarray:

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0]["zones"][0].update(area_m2=0), "cameras.0.zones.0.area_m2"),
     (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[0, 0], [10, 10], [10, 0], [0, 10]]),
      "cameras.0.zones.0.polygon"),
+    (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[100 + 50 * math.cos(i / 50), 100 + 50 * math.sin(i / 50)]
+                                                           for i in range(300)]),  # a circle of 300 points
+     "cameras.0.zones.0.polygon: polygon has 300 points; at most 256"),
     (lambda d: d["cameras"][0].update(fps=0), "cameras.0.fps"),
     (lambda d: d["cameras"][0].update(colour="red"), "cameras.0.colour"),
     (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),

@@ -72,3 +72,11 @@ def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatc
     monkeypatch.setattr(os, "fsync", fsync)
     replace_file(tmp_path / "serving.json", b"{}")
     assert (tmp_path / "serving.json").read_bytes() == b"{}"
+
+
+def test_a_file_replaced_through_a_link_keeps_the_link(tmp_path):
+    (tmp_path / "repository").mkdir()
+    (tmp_path / "repository" / "site.yaml").write_text("old")
+    (tmp_path / "site.yaml").symlink_to(tmp_path / "repository" / "site.yaml")
+    replace_file(tmp_path / "site.yaml", "new")
+    assert (tmp_path / "site.yaml").is_symlink() and (tmp_path / "repository" / "site.yaml").read_text() == "new"

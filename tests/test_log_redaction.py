@@ -4,7 +4,7 @@ import logging
 import subprocess
 import sys
 
-from infra.redaction import RedactingFormatter, redacted
+from infra.redaction import RedactingFormatter, keep_out_of_logs, redacted, shown
 from tests.conftest import REPO
 
 SECRETS = ("hunter2", "s3cr3t-hook-token", "AC0123456789abcdef0123456789abcdef", "eyJhbGciOiJIUzI1NiJ9abc123",
@@ -39,6 +39,25 @@ def test_a_debug_traceback_of_a_request_error_shows_no_secret():
 def test_urls_keep_their_host_and_plain_path():
     assert redacted("GET http://127.0.0.1:9100/metrics ok") == "GET http://127.0.0.1:9100/metrics ok"
     assert redacted("rtsp://cam:pw@10.0.0.5:554/stream1?channel=2") == "rtsp://10.0.0.5:554/stream1?…"
+
+
+def test_a_password_holding_a_slash_or_an_at_sign_is_not_taken_for_the_path_or_the_host():
+    assert shown("rtsp://viewer:2024/Spring!cam@10.0.0.5/stream1") == "rtsp://10.0.0.5/stream1"
+    assert shown("rtsp://viewer:p@ss/word@10.0.0.5:554/s?channel=1") == "rtsp://10.0.0.5:554/s?…"
+    assert shown("rtsp://u:pa?ss@10.0.0.5/x") == "rtsp://<unparsable URL>"  # a query mark in it: no host
+
+
+def test_a_secret_this_process_was_given_is_masked_wherever_it_appears():
+    keep_out_of_logs("Winter/2026#cam")
+    assert redacted("retrying with Winter/2026#cam and Winter%2F2026%23cam") == "retrying with <secret> and <secret>"
+    assert shown("rtsp://10.0.0.5/Winter/2026#cam") == "rtsp://10.0.0.5/<secret>"
+
+
+def test_a_logged_value_cannot_start_a_log_line_of_its_own():
+    record = logging.LogRecord("tests", logging.INFO, __file__, 1, "incident %s marked by %s", ("x", "ann\nERROR forged"
+                               "\r\x1b[31m"), None)
+    assert RedactingFormatter("%(levelname)s %(message)s").format(record) == (
+        "INFO incident x marked by ann\n    ERROR forged\\x0d\\x1b[31m")
 
 
 def test_every_command_logs_through_the_redacting_formatter():

@@ -50,9 +50,16 @@ def require_unique(ids: list[str], what: str) -> None:
         raise ValueError(f"duplicate {what}: {', '.join(duplicates)}")
 
 
+# A drawn outline needs far fewer; the cap bounds the edge-crossing check, which compares every pair of edges, for
+# a file saved from the console or written by hand.
+MAX_POLYGON_POINTS = 256
+
+
 def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
-    """A polygon whose edges do not cross (checked first: a symmetric bow tie also has zero signed area) and that
-    encloses an area."""
+    """A polygon of at most MAX_POLYGON_POINTS points whose edges do not cross (checked first: a symmetric bow tie
+    also has zero signed area) and that encloses an area."""
+    if len(polygon) > MAX_POLYGON_POINTS:
+        raise ValueError(f"polygon has {len(polygon)} points; at most {MAX_POLYGON_POINTS} are allowed")
     if not all(math.isfinite(value) for point in polygon for value in point):
         raise ValueError("polygon has a coordinate that is not a finite number")
     if not polygon_is_simple(polygon):
@@ -79,13 +86,19 @@ def source_with_variables(source: str, where: str) -> str:
     """The source with each `${NAME}` replaced by that environment variable, so that a camera's password stays out
     of the configuration file (rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1); ConfigError naming the
     variable, never a value, when it is unset."""
-    def value(match: re.Match) -> str:
-        found = env_value(match.group(1), where)
-        if found is None:
-            raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
-        return found
+    return SOURCE_VARIABLE.sub(lambda match: _source_variable(match.group(1), where), source)
 
-    return SOURCE_VARIABLE.sub(value, source)
+
+def source_variable_values(source: str, where: str) -> list[str]:
+    """The values `source_with_variables` puts into the source: secrets, to be kept out of every log line."""
+    return [_source_variable(name, where) for name in SOURCE_VARIABLE.findall(source)]
+
+
+def _source_variable(name: str, where: str) -> str:
+    found = env_value(name, where)
+    if found is None:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return found
 
 
 def env_value(name: str, where: str) -> str | None:

@@ -32,7 +32,7 @@ from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, ProduceFailed, flush_confirmed, loop_went_round, reset_positions_past_the_end
-from infra.listeners import is_loopback, verify_token_length
+from infra.listeners import HeaderDeadline, LoggedRequestErrors, is_loopback, verify_token_length
 from infra.metrics_http import HEALTH_PATH, health_answer
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
@@ -97,7 +97,7 @@ class IncidentRateLimit:
                 self.seen.setdefault(incident, deque()).append(now)
 
 
-class BoundedHTTPServer(ThreadingHTTPServer):
+class BoundedHTTPServer(LoggedRequestErrors, ThreadingHTTPServer):
     """A thread per connection, at most `max_connections` at once; a connection over the bound gets 503."""
 
     daemon_threads = True
@@ -200,8 +200,9 @@ class AlertmanagerReceiver:
     def _handler(self):
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            timeout = receiver.config.request_timeout_s  # per socket read: idle and slow clients let go of the slot
+        class Handler(HeaderDeadline, BaseHTTPRequestHandler):
+            timeout = receiver.config.request_timeout_s  # per socket read: idle clients let go of the slot
+            header_timeout_s = receiver.config.request_timeout_s  # and slow ones: the headers in all
 
             def do_GET(self):
                 if self.path == HEALTH_PATH:

@@ -51,6 +51,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
                                "object-src 'none'",
     "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",  # a picture or JSON answer is never run as a script or a page
 }
 OPEN_LISTED = 100  # open incidents listed, the most urgent first; the summary counts them all
 RECENT_LISTED = 50  # incidents listed beside the open ones, whatever their state
@@ -133,12 +134,20 @@ def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, s
     target = folder / camera_id
     private_folder(folder)
     private_folder(target)
-    stem = SAFE_NAME.sub("_", event_id)
+    stem = hard_negative_stem(event_id)
     image = target / f"{stem}.jpg"
     replace_file(image, evidence.frame.jpeg, mode=0o600)
     record = false_alarm_record(camera_id, event_id, evidence, summary, marked_at, by)
     replace_file(target / f"{stem}.json", json.dumps(record, indent=2), mode=0o600)
     return image
+
+
+def hard_negative_stem(event_id: str) -> str:
+    """The file name of an incident's hard negative: the event id, with what a file name cannot hold replaced and
+    then a digest of the id, so that two ids differing only there (a crowd zone's `cam:zone:...` and `cam_zone_...`)
+    keep their own files."""
+    stem = SAFE_NAME.sub("_", event_id)
+    return stem if stem == event_id else f"{stem}-{hashlib.sha256(event_id.encode()).hexdigest()[:12]}"
 
 
 def remove_hard_negative(image: Path) -> None:
@@ -218,7 +227,7 @@ def request_host_name(authority: str) -> str | None:
 async def json_object(request: web.Request) -> dict:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: a charset Python does not know
         raise web.HTTPBadRequest(text="expected a JSON body\n") from None
     except RecursionError:
         raise web.HTTPBadRequest(text="the JSON body is nested too deeply\n") from None
@@ -258,8 +267,9 @@ class ConsoleServer:
     # -- access ------------------------------------------------------------------------------------------------
 
     def authenticated(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        offered = [header[7:] if header.startswith("Bearer ") else "", request.headers.get("X-Console-Token", "")]
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        offered = [credentials.strip() if scheme.lower() == "bearer" else "",
+                   request.headers.get("X-Console-Token", "")]
         cookie = request.cookies.get(COOKIE, "")
         return (any(value and token_matches(value, self.token) for value in offered)
                 or bool(cookie) and token_matches(cookie, self.session_cookie))

@@ -24,7 +24,15 @@ from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
 from sinks.console.scene_file import SceneFile
-from sinks.console.server import COOKIE, OPEN_LISTED, ConsoleServer, Site, json_response, session_cookie
+from sinks.console.server import (
+    COOKIE,
+    OPEN_LISTED,
+    ConsoleServer,
+    Site,
+    hard_negative_stem,
+    json_response,
+    session_cookie,
+)
 from sinks.console.state import ConsoleState, FeedReport
 
 TOKEN = "server-test-token"
@@ -130,13 +138,24 @@ def raise_alert(console: Console, event: Event, created_at: float) -> None:
         created_at=created_at, escalation_step=0, next_escalation_at=created_at + 300))
 
 
-def test_every_answer_forbids_other_pages_to_frame_the_console(make_console):
+def test_every_answer_forbids_other_pages_to_frame_the_console_or_to_run_it_as_another_type(make_console):
     console = make_console()
     for method, path in [("GET", "/"), ("GET", "/static/console.js"), ("GET", "/api/live"), ("GET", "/api/nope"),
                          ("POST", "/api/incidents/x/ack")]:
         status, headers, _ = call(console, method, path)
         assert headers["X-Frame-Options"] == "DENY", (method, path, status)
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], (method, path, status)
+        assert headers["X-Content-Type-Options"] == "nosniff", (method, path, status)
+
+
+def test_the_bearer_scheme_is_read_in_any_case_and_an_unknown_charset_is_refused(make_console):
+    console = make_console()
+    for scheme in ("bearer", "BEARER"):
+        assert call(console, "POST", "/api/incidents/x/ack", data=b"{}", headers={
+            "Authorization": f"{scheme} {TOKEN}", "Content-Type": "application/json"})[0] == 404  # past the checks
+    status, _, body = call(console, "POST", "/api/incidents/x/ack", data=b"{}",
+                           headers={**AUTH, "Content-Type": "application/json; charset=bogus"})
+    assert status == 400 and b"JSON" in body
 
 
 def test_the_console_never_answers_nan_which_browsers_cannot_parse():
@@ -228,6 +247,24 @@ def test_an_evidence_camera_id_from_the_topics_never_leaves_the_hard_negatives_f
     assert not (tmp_path / "escape.jpg").exists() and not console.hard_negatives.exists()
 
 
+def test_event_ids_that_differ_only_in_characters_a_file_name_cannot_hold_keep_their_own_hard_negatives(
+        make_console):
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    events = [risk_event("a/b"), risk_event("a:b")]  # both would be a_b
+    for event in events:
+        hold_evidence(state, event)
+    console = make_console(state=state)
+    kept = []
+    for event in events:
+        record_incident(console, event)
+        status, _, body = call(console, "POST", f"/api/incidents/{event.event_id.replace('/', '%2F')}/false-alarm",
+                               headers=AUTH, json={})
+        assert status == 200, body
+        kept.append(strict_json(body)["hard_negative"])
+    assert len(set(kept)) == 2 and all(Path(path).exists() for path in kept)
+    assert {json.loads(Path(path).with_suffix(".json").read_text())["event_id"] for path in kept} == {"a/b", "a:b"}
+
+
 def test_behind_a_reverse_proxy_pages_need_the_token_and_its_public_origin_may_change(make_console):
     console = make_console(settings="  require_token_for_reads: true\n"
                                     "  public_origins: [https://Console.City.Example/]")
@@ -297,7 +334,8 @@ def test_a_false_alarm_the_store_fails_to_record_leaves_no_new_hard_negative(mak
     assert status == 500
     # `cityguard dataset build` reads what is there as false alarms: only the one recorded before may stay
     kept = sorted(path.name for path in console.hard_negatives.glob("*/*"))
-    assert kept == (["cam_z_risk.jpg", "cam_z_risk.json"] if marked_before else [])
+    stem = hard_negative_stem("cam/z/risk")
+    assert kept == ([f"{stem}.jpg", f"{stem}.json"] if marked_before else [])
 
 
 def test_acknowledging_again_acknowledges_the_alert_the_incident_escalated_to_since(make_console):
@@ -361,12 +399,13 @@ def test_a_hard_negative_is_readable_by_this_user_only_and_blames_each_box_with_
     finally:
         os.umask(old_umask)
     folder = console.hard_negatives / "cam"
-    assert status == 200 and sorted(entry.name for entry in folder.iterdir()) == ["cam_z_risk.jpg", "cam_z_risk.json"]
+    stem = hard_negative_stem("cam/z/risk")
+    assert status == 200 and sorted(entry.name for entry in folder.iterdir()) == [f"{stem}.jpg", f"{stem}.json"]
     for path in (console.hard_negatives, folder):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
     for path in folder.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    record = json.loads((folder / "cam_z_risk.json").read_text())
+    record = json.loads((folder / f"{stem}.json").read_text())
     assert record["wrong"] == [{"class": "person", "xyxy": [10.0, 10.0, 20.0, 40.0]},
                                {"class": "person", "xyxy": [30.0, 10.0, 40.0, 40.0]}]
 

@@ -223,6 +223,34 @@ def test_a_slow_body_times_out_with_408():
         slow.stop()
 
 
+def test_headers_sent_a_byte_at_a_time_cannot_hold_the_only_connection_slot():
+    """Each byte comes well within the socket's timeout, so only a deadline on the headers in all lets go of it."""
+    bounded = Running(max_connections=1, request_timeout_s=0.5)
+    slow = socket.create_connection(("127.0.0.1", bounded.receiver.port), timeout=5)
+    trickling = threading.Event()
+
+    def trickle() -> None:
+        try:
+            for byte in head("10"):
+                slow.sendall(bytes([byte]))
+                trickling.set()
+                time.sleep(0.1)
+        except OSError:
+            pass  # cut off
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    try:
+        sender.start()
+        trickling.wait(5)
+        time.sleep(1.0)  # past the deadline, though the client still sends
+        assert bounded.post(payload())[0] == 200
+        assert read_all(slow) == b""  # closed without an answer
+    finally:
+        slow.close()
+        sender.join(5)
+        bounded.stop()
+
+
 def test_connections_beyond_the_bound_are_refused_and_threads_stay_bounded():
     bounded = Running(max_connections=4, request_timeout_s=5)
     held = []

@@ -4,6 +4,7 @@ updated is not published again, a still-image camera that misses single pictures
 pace its next frame stops when told."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 from prometheus_client import REGISTRY
 
+from infra.redaction import RedactingFormatter
 from producers.frame_producer import CameraReader, FrameQueue
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
@@ -87,6 +89,20 @@ def test_an_unexpected_error_is_retried_with_backoff_and_reported_by_its_type(tm
     statuses = run_until(reader, lambda status: status.state is CameraState.DOWN)
     assert (statuses[-1].state, statuses[-1].reason) == (CameraState.DOWN, "reader error: KeyError")
     assert statuses[-1].reconnects >= 1
+
+
+def test_a_camera_password_with_characters_that_end_a_url_reaches_no_status_and_no_log_line(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """A '/' in the password seems to start the URL's path, so the URL alone cannot say where the password ends."""
+    monkeypatch.setenv("READER_TEST_PASSWORD", "2024/Spring!cam")
+    reader = reader_for(tmp_path, "rtsp://viewer:${READER_TEST_PASSWORD}@127.0.0.1:1/stream1", LocalFrameStore(
+        tmp_path / "frames", ttl_s=60), down_after_failures=1)
+    with caplog.at_level(logging.DEBUG):
+        statuses = run_until(reader, lambda status: status.state is CameraState.DOWN)
+    assert statuses[-1].state is CameraState.DOWN and "127.0.0.1" in statuses[-1].reason
+    formatter = RedactingFormatter("%(message)s")
+    shown = [status.reason or "" for status in statuses] + [formatter.format(record) for record in caplog.records]
+    assert not [text for text in shown if "Spring" in text]
 
 
 def still_clip(tmp_path, *output: str) -> None:
