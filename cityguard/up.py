@@ -338,9 +338,14 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
 
 
 def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
+    """One detections or zone-metrics message into the status lines; the site's cameras only: a message naming
+    another (a forged one, a camera removed from the site) would add a line for the rest of the run."""
+    configured = {camera.id for camera in config.cameras}
     try:
         if record.topic == config.broker.topics.detections:
             detections = decode(record.value, Detections)
+            if detections.camera_id not in configured:
+                return
             line = lines[detections.camera_id]
             line.seen_at.append(time.time())
             line.people = int(detections.class_mask(PERSON_CLASS_ID).sum())
@@ -349,6 +354,8 @@ def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
             # A window dated ahead of this clock (a camera's clock running fast) counts as ending now: it must not
             # keep a later real window off the line, nor keep the zone fresh once its windows stop.
             metrics = metrics.model_copy(update={"window_end": min(metrics.window_end, time.time())})
+            if metrics.camera_id not in configured:
+                return
             zones = lines[metrics.camera_id].zones
             shown = zones.get(metrics.zone_id)
             if shown is None or metrics.window_end >= shown.window_end:  # a window sent again is not news

@@ -28,6 +28,19 @@ def verify_seq(seq: int, captured_at: float) -> None:
                          "(sequence numbers count microseconds from the producer's start)")
 
 
+# Frames that come again (one a producer sends twice, those an analyzer re-reads from its checkpoint: at most
+# analytics.checkpoint_frames) lie within this many of the newest one seen. A number further back is no repeat: a
+# producer started again with its clock set back numbers afresh from there, as it must after a frame stamped far ahead.
+REPEAT_WINDOW_FRAMES = 100_000
+
+
+def seen_before(seq: int, newest_seq: int) -> bool:
+    """Whether a camera's frame numbered `seq` is one already seen, the newest seen being `newest_seq`: not newer, and
+    not so far back that only a producer numbering afresh explains it (which, taken for a repeat, would silence the
+    camera until its numbers caught up: for years, after one frame stamped in the future)."""
+    return newest_seq - REPEAT_WINDOW_FRAMES <= seq <= newest_seq
+
+
 class SchemaError(ValueError):
     """A message that cannot be parsed as the schema the consumer expects; the text is the dead-letter reason."""
 

@@ -109,17 +109,21 @@ class OpenEvents:
     def __init__(self, max_open_seconds: float = 24 * 3600):
         self.max_open_seconds = max_open_seconds
         self._open: dict[str, tuple[tuple[str, str, str], float]] = {}
+        self._resolved: dict[str, float] = {}  # event id -> when it was resolved, for as long as one may stay open
 
     def apply(self, event: Event) -> None:
-        """An incident is open from any message about it until the one that resolves it."""
+        """An incident is open from any message about it until the one that resolves it; a copy of an earlier message
+        that comes after that one (sent again) does not open it again."""
         labels = (event.camera_id, event.type, event.severity.value)
         if event.state is EventState.RESOLVED:
             self._open.pop(event.event_id, None)
-        else:
+            self._resolved[event.event_id] = event.updated_at
+        elif event.updated_at > self._resolved.get(event.event_id, -math.inf):
             self._open[event.event_id] = (labels, event.updated_at)
 
     def counts(self, now: float) -> dict[tuple[str, str, str], int]:
         self._open = {key: value for key, value in self._open.items() if now - value[1] <= self.max_open_seconds}
+        self._resolved = {key: at for key, at in self._resolved.items() if now - at <= self.max_open_seconds}
         counts: dict[tuple[str, str, str], int] = {}
         for labels, _ in self._open.values():
             counts[labels] = counts.get(labels, 0) + 1

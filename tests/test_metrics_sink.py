@@ -28,6 +28,14 @@ def test_open_events_count_each_incident_once_and_expire():
     assert open_events.counts(now=1000) == {}, "an incident never resolved expires"
 
 
+def test_a_copy_of_an_earlier_message_that_comes_after_the_resolve_does_not_open_the_incident_again():
+    open_events = OpenEvents(max_open_seconds=60)
+    open_events.apply(event("a", EventState.OPENED, updated_at=100))
+    open_events.apply(event("a", EventState.RESOLVED, updated_at=105))
+    open_events.apply(event("a", EventState.OPENED, updated_at=100))  # sent again, arriving late
+    assert open_events.counts(now=110) == {}
+
+
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
 CONFIG = Config(cameras=[
     {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}]},

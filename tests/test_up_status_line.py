@@ -1,6 +1,7 @@
 """The live status line `cityguard up` prints: a zone whose windows stopped reads unknown there too, never the level
 its last window had."""
 import time
+from collections import defaultdict
 from types import SimpleNamespace
 
 from cityguard.up import CameraStatusLine, absorb
@@ -47,3 +48,12 @@ def test_a_window_dated_ahead_of_the_clock_holds_the_line_neither_against_a_real
     assert lines["campus"].render("campus", now + 45, stale_after_s=30).endswith("risk unknown")
     arrives(window(now + 1).model_copy(update={"risk_level": RiskLevel.CRITICAL}))
     assert lines["campus"].render("campus", now + 2, stale_after_s=30).endswith("risk critical")
+
+
+def test_a_message_naming_a_camera_the_site_does_not_have_adds_no_line():
+    config = Config(cameras=[{"id": "campus", "source": "a.mp4"}])
+    lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
+    absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics,
+                           value=encode(window(1000.0).model_copy(update={"camera_id": "ghost"}))), config, lines)
+    absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics, value=encode(window(1000.0))), config, lines)
+    assert list(lines) == ["campus"]

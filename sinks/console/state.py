@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
+from schemas.base import seen_before
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
 from schemas.settings.crowd import CountingConfig
@@ -159,9 +160,9 @@ def zone_point(metrics: ZoneMetrics) -> dict:
 
 def clock_stepped_back(newest: dict, metrics: ZoneMetrics) -> bool:
     """Whether a window not held yet means that the camera's clock stepped back: it starts more than a window length
-    before the newest window held, yet covers newer frames (sequence numbers never go back). A window sent again by
+    before the newest window held, yet covers frames not seen before (schemas.base.seen_before). A window sent again by
     an analyzer restarted from its checkpoint covers no newer frames: it is an old window, not a new time."""
-    return (metrics.last_seq > newest["last_seq"]
+    return (not seen_before(metrics.last_seq, newest["last_seq"])
             and metrics.window_start < newest["window_start"] - (metrics.window_end - metrics.window_start))
 
 
@@ -176,7 +177,7 @@ def replayed(newest: dict, metrics: ZoneMetrics) -> bool:
     """Whether a window that would become the newest covers older frames than the newest window held: one sent again
     by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with the time
     the clock showed then, later than the windows since."""
-    return metrics.last_seq < newest["last_seq"]
+    return metrics.last_seq < newest["last_seq"] and seen_before(metrics.last_seq, newest["last_seq"])
 
 
 def kept_name(name: str, held: dict, configured: Collection[str], cap: int) -> bool:
@@ -327,9 +328,12 @@ class ConsoleState:
     def on_event(self, event: Event) -> None:
         with self.lock:
             kept = self.events.get(event.event_id)
-            if (kept is not None and kept["state"] == EventState.RESOLVED.value
-                    and event.details.get("closed_by") == CLOSED_BY_RESET):
-                return  # what a reset analyzer last stored as open: this incident really ended, as shown
+            if kept is not None and kept["state"] == EventState.RESOLVED.value and (
+                    event.details.get("closed_by") == CLOSED_BY_RESET
+                    or event.state is not EventState.RESOLVED and event.updated_at <= kept["updated_at"]):
+                # What a reset analyzer last stored as open, or a late copy of a message from before the end (sent
+                # again): this incident really ended, as shown.
+                return
             self.events[event.event_id] = event_summary(event)
             self.events.move_to_end(event.event_id)
             if event.evidence is not None and event.event_id not in self.evidence:

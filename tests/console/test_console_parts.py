@@ -82,6 +82,16 @@ def test_an_incident_that_really_ended_keeps_its_end_when_a_reset_analyzer_sends
     assert state.events["risk-2"]["state"] == "resolved"  # one still open is closed by it
 
 
+def test_a_copy_of_an_earlier_message_that_comes_after_the_end_leaves_the_incident_ended():
+    state = ConsoleState(frame_buffer=3, zone_history=4, recent_events=5, zone_stale_after_s=30)
+    opened = event("risk-1", 1)
+    state.on_event(opened)
+    state.on_event(opened.model_copy(update={"state": EventState.RESOLVED, "updated_at": opened.updated_at + 50,
+                                             "ended_at": opened.updated_at + 50, "reason": "over"}))
+    state.on_event(opened)  # sent again, arriving late
+    assert state.events["risk-1"]["state"] == "resolved" and state.events["risk-1"]["reason"] == "over"
+
+
 def test_evidence_is_the_events_frame_even_when_the_event_arrives_first():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
     state.on_frame("cam", 1, 1001.0, b"one", (640, 480), (640, 480))
@@ -166,6 +176,18 @@ def test_a_camera_clock_stepped_back_starts_the_zones_history_again():
     state.on_zone_metrics(window(ahead, RiskLevel.NORMAL, last_seq=100), 1010.0)
     for start, last_seq in ((1000.0, 150), (1010.0, 200)):  # the analyzer starts its windows again from the new time
         state.on_zone_metrics(window(start, RiskLevel.DANGER, last_seq), start + 10)
+    assert [point["window_start"] for point in state.zone_history_of("cam", "z")] == [1000.0, 1010.0]
+    assert state.zone_now("cam", "z", now=1025.0)["level"] == "danger"
+
+
+def test_a_producer_started_again_with_its_clock_set_back_starts_the_zones_history_again():
+    """Its frames are numbered afresh from its new start time, far below the numbers before: new windows, not old ones
+    sent again."""
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    ahead, numbered_then = 1000.0 + 3600, 4_600_000_000 * 1_000_000
+    state.on_zone_metrics(window(ahead, RiskLevel.NORMAL, last_seq=numbered_then), 1010.0)
+    for start in (1000.0, 1010.0):
+        state.on_zone_metrics(window(start, RiskLevel.DANGER, int(start * 1_000_000)), start + 10)
     assert [point["window_start"] for point in state.zone_history_of("cam", "z")] == [1000.0, 1010.0]
     assert state.zone_now("cam", "z", now=1025.0)["level"] == "danger"
 

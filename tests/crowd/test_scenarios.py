@@ -8,6 +8,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import RiskLevel, Severity
+from schemas.base import REPEAT_WINDOW_FRAMES
 from tests.crowd.scenarios import CAMERA_ID, Run, run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
@@ -128,6 +129,22 @@ def test_redelivered_frames_are_ignored():
     again = [m for d in frames for m in analyzer.update(d).zone_metrics]
     assert len(once) == 4 and again == []  # frames at 1..40 s close the windows ending at 10, 20, 30 and 40 s
     assert CrowdState.decode(state).last_seq == frames[-1].seq
+
+
+def test_a_frame_stamped_far_ahead_or_a_producer_numbering_afresh_does_not_silence_the_camera():
+    """Both leave the frames after them numbered far below the newest seen: no repeats, as the windows show."""
+    analyzer, frames = steady_crowd(40)
+    expected = [(m.window_start, m.window_end, m.frames) for d in frames for m in analyzer.update(d).zone_metrics]
+    analyzer, frames = steady_crowd(40)
+    ahead = 50 * 365 * 86_400.0
+    stamped_ahead = frames[9].model_copy(update={"captured_at": frames[9].captured_at + ahead,
+                                                 "seq": int((frames[9].captured_at + ahead) * 1_000_000)})
+    # A producer numbered the first 20 frames from a clock set ahead, then started again with it set right.
+    first_run = [frame.model_copy(update={"seq": frame.seq + 10 * REPEAT_WINDOW_FRAMES}) for frame in frames[:20]]
+    windows = [(m.window_start, m.window_end, m.frames)
+               for d in [*first_run[:10], stamped_ahead, *first_run[10:], *frames[20:]]
+               for m in analyzer.update(d).zone_metrics]
+    assert windows[0] == expected[0] and windows[-2:] == expected[-2:]  # the last two after the renumbering
 
 
 def test_a_capture_clock_set_back_as_a_build_up_starts_keeps_its_early_warning():

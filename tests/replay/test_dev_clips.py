@@ -292,6 +292,21 @@ def test_the_car_sliding_into_the_parked_car_is_a_collision_with_the_frames_of_t
     assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
 
 
+def test_a_crash_is_still_one_collision_after_a_frame_stamped_decades_ahead():
+    """One frame that passes every check, numbered and stamped 50 years ahead (a forged message, a producer whose
+    clock was wrong), a second before the crash: the frames after it are numbered far below it, which only a producer
+    numbering afresh explains, so they are analysed, not dropped as repeats."""
+    config = load_config(DEVSET / "site.yaml")
+    recorded = list(recorded_detections(RECORDED / "sochi-street-crash.jsonl.gz", "sochi-street-crash"))
+    ahead = 50 * 365 * 86_400.0
+    forged = recorded[5].model_copy(update={"captured_at": recorded[5].captured_at + ahead,
+                                            "seq": int((recorded[5].captured_at + ahead) * 1_000_000)})
+    analytics = CameraAnalytics(find_camera(config, "sochi-street-crash"), config)
+    events = [event for detections in [*recorded[:5], forged, *recorded[5:]]
+              for event in analytics.update(detections).events if event.state is EventState.OPENED]
+    assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
+
+
 @pytest.mark.parametrize("camera_id", ["sochi-street-crash", "kirzhach-wet-junction-crash"])
 def test_a_crash_is_still_one_collision_with_one_frame_in_ten_lost(camera_id):
     for phase in range(10):

@@ -40,6 +40,7 @@ from schemas import (
     Severity,
     ZoneMetrics,
 )
+from schemas.base import seen_before
 from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
@@ -250,7 +251,7 @@ class CrowdAnalyzer:
         when it comes again. An exception can leave the analyzer partly updated: the caller discards it and
         restores the last stored state (processors.analytics.stage does).
         """
-        if detections.seq <= self.state.last_seq:
+        if seen_before(detections.seq, self.state.last_seq):
             return AnalyticsOutput()
         at = detections.captured_at
         start = bucket_start(at, self.step)

@@ -20,6 +20,7 @@ from processors.analytics.traffic.incidents import reconcile, resolve_all
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area, edges_moved
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
 from schemas import UNTRACKED, Detections, Event
+from schemas.base import seen_before
 from schemas.calibration import Homography
 from schemas.geometry import box_cover
 from schemas.line_counts import LineCounts
@@ -120,7 +121,7 @@ class TrafficAnalyzer:
 
     def update(self, detections: Detections) -> TrafficOutput:
         """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
-        if detections.seq <= self.state.last_seq:
+        if seen_before(detections.seq, self.state.last_seq):
             return TrafficOutput()
         now = detections.captured_at
         last_time = self.state.last_time
