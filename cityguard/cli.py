@@ -24,12 +24,13 @@ COMMAND_MODULES = ["cityguard.commands_pipeline", "cityguard.commands_bench", "c
                    "cityguard.commands_crowd", "cityguard.commands_dataset", "cityguard.commands_ignore",
                    "cityguard.commands_console"]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="cityguard", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("CITYGUARD_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("CITYGUARD_LOG_LEVEL", "INFO").upper(),
+                        choices=LOG_LEVELS)
     parser.add_argument("--debug", action="store_true", default=os.environ.get("CITYGUARD_DEBUG") == "1",
                         help="show the traceback of an error instead of one line")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "handler"):
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
+    if args.log_level not in LOG_LEVELS:  # argparse checks a given value against its choices, not the default
+        parser.error(f"CITYGUARD_LOG_LEVEL: invalid choice: {args.log_level!r} (choose from {', '.join(LOG_LEVELS)})")
     configure_logging(args.log_level, LOG_FORMAT)
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

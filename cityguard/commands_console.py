@@ -17,7 +17,7 @@ def register(commands, add_command) -> None:
 
 def run_console(args, config: Config) -> int:
     """Composition root: topic feed thread, incident store, web server; stops on SIGINT/SIGTERM."""
-    from cityguard.stages import open_store, require_bootstrap, stop_on_signals
+    from cityguard.stages import open_store, require_broker, stop_on_signals
     from infra.kafka import create_topics, make_consumer
     from infra.listeners import http_url
     from producers.frame_store import open_frame_store
@@ -31,7 +31,7 @@ def run_console(args, config: Config) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     token, generated = console_token(config, host)
-    servers = require_bootstrap(config)
+    servers = require_broker(config)
     stop = stop_on_signals()
     stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
     state = ConsoleState(settings.frame_buffer, settings.zone_history, settings.recent_events, stale_after_s)

@@ -11,6 +11,7 @@ from pathlib import Path
 from cityguard.arguments import shown_time
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 3650 * 86400.0
 
 
 def duration_seconds(text: str) -> float | None:
@@ -23,6 +24,8 @@ def duration_seconds(text: str) -> float | None:
     seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"a filter that holds for {text} would have expired already")
+    if seconds > MAX_DURATION_S:  # its end would be no date a file or a clock can hold
+        raise argparse.ArgumentTypeError(f"a filter holds for at most 3650d (or 'never'), not {text}")
     return seconds
 
 

@@ -102,6 +102,7 @@ def check_config(args, config) -> int:
 
     from cityguard.start_checks import start_problems
     from infra import assets
+    from infra.redaction import redacted
     from producers.capture import source_kind
     from schemas.settings.capture import SourceKind
     from schemas.settings.crowd import area_disagreements
@@ -119,10 +120,12 @@ def check_config(args, config) -> int:
         elif source_kind(camera, camera.source) is SourceKind.FILE and "://" not in camera.source:
             path = Path(config.resolve_path(camera.source))
             if not path.is_file():
-                print(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this machine",
-                      file=sys.stderr)
+                # A scheme mistyped (rtsp//viewer:pw@host) makes a URL read as a path: shown redacted all the same.
+                print(redacted(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this "
+                               "machine"), file=sys.stderr)
     for problem in start_problems(config):
-        print(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)", file=sys.stderr)
+        print(redacted(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)"),
+              file=sys.stderr)
     for camera in config.cameras:
         for disagreement in area_disagreements(camera.zones, camera.calibration):
             print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)

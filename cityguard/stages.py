@@ -41,6 +41,16 @@ def require_bootstrap(config: Config) -> str:
     return servers
 
 
+def require_broker(config: Config) -> str:
+    """The configured broker's address once it answers: a stage started before its broker waits for it, and one that
+    never answers is an error in one line, not a Kafka client's retries logged at length."""
+    servers = require_bootstrap(config)
+    if not wait_for_broker(servers, BROKER_WAIT_S):
+        raise RuntimeError(f"no Kafka broker answers at {servers} (waited {BROKER_WAIT_S:g} s): start it first "
+                           "(cityguard broker, or cityguard up for everything)")
+    return servers
+
+
 def stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -50,13 +60,18 @@ def stop_on_signals() -> threading.Event:
 
 def open_store(config: Config):
     """The incident store (the alert dispatcher, the console and the operator commands share it)."""
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
     from sinks.alerts.store import IncidentStore, checked_store_url, resolve_store_url
 
     url, where = checked_store_url(config.alerting)
+    resolved = resolve_store_url(url, config.base_dir)
+    database = make_url(resolved).database if resolved.startswith("sqlite") else None
+    if database and Path(database).is_dir():  # no restart opens a folder: a mistake in the setting
+        raise ConfigError(f"{where}: {database} is a folder, not a database file")
     try:
-        return IncidentStore(resolve_store_url(url, config.base_dir))
+        return IncidentStore(resolved)
     except OperationalError as exc:
         reason = (redacted(str(exc.orig)).strip().splitlines() or [type(exc.orig).__name__])[0]
         raise RuntimeError(f"{where}: cannot open {shown(url)}: {reason}") from None
@@ -172,7 +187,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
-    servers = require_bootstrap(config)
+    servers = require_broker(config)
     stop = stop_on_signals()
     serving, model_swapper = serving_model(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
@@ -198,11 +213,7 @@ def run_analyze(config: Config, loglevel: str, metrics_port: int | None) -> None
     # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
     # and spin on cores the other workers need. Analytics scales by worker processes instead.
     threadpool_limits(1)
-    servers = require_bootstrap(config)
-    # faust ends at once with a traceback when no broker answers; wait as the other stages' clients do
-    if not wait_for_broker(servers, BROKER_WAIT_S):
-        raise RuntimeError(f"no Kafka broker answers at {servers} (waited {BROKER_WAIT_S:g} s): start it first "
-                           "(cityguard broker, or cityguard up for everything)")
+    servers = require_broker(config)  # faust would end at once with a traceback
     problem = partition_problem(config, partition_counts(servers, [config.broker.topics.detections,
                                                                    state_changelog(config)]))
     if problem:
@@ -216,7 +227,7 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
 
     from sinks.metrics_exporter import MetricsSink
 
-    servers = require_bootstrap(config)
+    servers = require_broker(config)
     topics = config.broker.topics
     serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,

@@ -36,7 +36,7 @@ from infra.broker import (
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
-from schemas import PERSON_CLASS_ID, Detections, SchemaError, ZoneMetrics, decode
+from schemas import PERSON_CLASS_ID, CameraState, CameraStatus, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
 from sinks.topic_reading import zone_stale_after_s
@@ -59,11 +59,12 @@ STAGES = {
 
 @dataclass
 class CameraStatusLine:
-    """What the live status line shows for one camera, from the detections and zone-metrics topics."""
+    """What the live status line shows for one camera, from the detections, zone-metrics and camera-status topics."""
 
     seen_at: deque = field(default_factory=lambda: deque(maxlen=200))
     people: int = 0
     zones: dict[str, ZoneMetrics] = field(default_factory=dict)
+    camera: CameraStatus | None = None  # as its producer last reported it
 
     def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True) -> str:
         """The line; a zone whose windows stopped `stale_after_s` ago reads unknown, as the metrics say, never its
@@ -86,7 +87,9 @@ class CameraStatusLine:
             zone_text = "zones: waiting for the first window"
         else:
             zone_text = " | ".join(parts)
-        return f"[{camera_id}] {fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
+        camera = self.camera
+        state = "" if camera is None or camera.state is CameraState.UP else f"{camera.state.value}: {camera.reason} | "
+        return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
 def console_access(config: Config) -> tuple[str, list[str], str]:
@@ -283,7 +286,8 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
 
         env[config.console.token_env] = token
         status_consumer = make_consumer(servers, None, config.broker.topics.detections,
-                                        config.broker.topics.zone_metrics, auto_offset_reset="latest")
+                                        config.broker.topics.zone_metrics, config.broker.topics.camera_status,
+                                        auto_offset_reset="latest")
         try:
             for stage in STAGES:
                 children[stage] = spawn(stage, config_path, env, log_dir, *stage_args.get(stage, []))
@@ -338,11 +342,15 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
 
 
 def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
-    """One detections or zone-metrics message into the status lines; the site's cameras only: a message naming
-    another (a forged one, a camera removed from the site) would add a line for the rest of the run."""
+    """One detections, zone-metrics or camera-status message into the status lines; the site's cameras only: a
+    message naming another (a forged one, a camera removed from the site) would add a line for the rest of the run."""
     configured = {camera.id for camera in config.cameras}
     try:
-        if record.topic == config.broker.topics.detections:
+        if record.topic == config.broker.topics.camera_status:
+            status = decode(record.value, CameraStatus)
+            if status.camera_id in configured:
+                lines[status.camera_id].camera = status
+        elif record.topic == config.broker.topics.detections:
             detections = decode(record.value, Detections)
             if detections.camera_id not in configured:
                 return

@@ -62,6 +62,8 @@ def shown(source: str) -> str:
         return source.split("://", 1)[0] + "://<unparsable URL>"
     netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     path = "/".join("…" if token_like(segment) else segment for segment in parts.path.split("/"))
+    if not netloc:  # sqlite:////var/db: urlunsplit would take the path's first slashes for an empty host's
+        return f"{parts.scheme}://{path}" + ("?…" if parts.query else "")
     return urlunsplit((parts.scheme, netloc, path, "…" if parts.query else "", ""))
 
 

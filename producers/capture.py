@@ -377,7 +377,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     yield SampledFrame(origin + media_time, picture)
         finally:
             decoder.close()
-        if not camera.loop or position is None:
+        if position is None:  # a file whose container opens but holds nothing decodable (a text file named .jpg)
+            raise CameraUnavailable(f"no frame could be decoded: {shown(source)}", permanent=True)
+        if not camera.loop:
             return
         played += position + frame_s
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cityguard.cli import run_reporting_errors
-from schemas.settings.config import Config
+from schemas.settings.config import Config, ConfigError
 from tests.conftest import REPO, VTEST
 
 
@@ -292,5 +292,52 @@ def test_a_backend_given_a_model_it_cannot_run_says_what_it_needs(tmp_path):
         create_detector(openvino)
     if not torch.cuda.is_available():
         gpu = Config.model_validate({"model": {"backend": "gpu-nvjpeg", "weights": "yolo11n.pt"}})
-        with pytest.raises(RuntimeError, match="gpu-nvjpeg needs a CUDA GPU, and torch finds none"):
-            create_detector(gpu)
+        with pytest.raises(ConfigError, match="gpu-nvjpeg needs a CUDA GPU, and torch finds none"):
+            create_detector(gpu)  # status 2: `up` refuses it instead of restarting the stage for ever
+
+
+def test_offline_weights_that_are_not_there_are_a_setting_to_correct_not_a_failure_to_retry(tmp_path, monkeypatch):
+    from processors.inference.backends.registry import create_detector
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    config = Config.model_validate({"model": {"weights": "yolo11n.pt", "offline_weights": str(tmp_path / "missing")}})
+    with pytest.raises(ConfigError, match="model yolo11n.pt is not on this machine, and model.offline_weights"):
+        create_detector(config)
+
+
+def test_mistakes_that_used_to_end_in_a_traceback_or_an_answer_are_one_line(tmp_path, monkeypatch, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  - {id: cam, source: 'rtsp//viewer:CamSecret8@10.0.0.5/s'}\n"  # its scheme mistyped
+                    "alerting: {store_url: 'postgresql://ops:Secret99@db.example:notaport/incidents'}\n")
+    assert main(["check-config", "--config", str(site)]) == 0
+    warnings = capsys.readouterr().err
+    assert "is not a file on this machine" in warnings and "not a database URL this installation knows" in warnings
+    assert "CamSecret8" not in warnings and "Secret99" not in warnings
+
+    monkeypatch.setenv("CITYGUARD_LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-config", "--config", str(site)])
+    assert exit_.value.code == 2 and "CITYGUARD_LOG_LEVEL: invalid choice: 'LOUD'" in capsys.readouterr().err
+    monkeypatch.delenv("CITYGUARD_LOG_LEVEL")
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["ignore", "add", "--camera", "cam", "--class", "person", "--polygon", "0,0 10,0 10,10", "--expires",
+              "99999999999d", "--store", str(tmp_path / "ignore.json"), "--config", str(site)])
+    assert exit_.value.code == 2 and "at most 3650d" in capsys.readouterr().err
+    assert not (tmp_path / "ignore.json").exists()
+
+    truth, predicted = tmp_path / "truth.csv", tmp_path / "predicted.csv"
+    truth.write_text("camera,type,start,end\ncam,collision,1,5\n")  # seconds from the clip's start
+    predicted.write_text("camera,type,start,end,score\ncam,collision,1796000000,1796000005,0.9\n")  # unix times
+    assert main(["eval", "events", "--truth", str(truth), "--predicted", str(predicted), "--out",
+                 str(tmp_path / "report")]) == 2
+    assert_one_line_error_printed(capsys, "are the truth and the predictions in the same times?")
+
+
+def test_a_file_that_holds_no_decodable_frame_is_an_error_not_an_empty_replay(tmp_path):
+    (tmp_path / "site.yaml").write_text("cameras:\n  - id: cam\n    source: clip.jpg\n")
+    (tmp_path / "clip.jpg").write_text("not a picture")
+    result = cityguard("replay", "--config", str(tmp_path / "site.yaml"), "--camera", "cam", str(tmp_path / "clip.jpg"))
+    assert result.returncode != 0 and "no frame could be decoded" in result.stderr.splitlines()[-1], result.stderr

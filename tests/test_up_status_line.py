@@ -5,7 +5,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from cityguard.up import CameraStatusLine, absorb
-from schemas import RiskLevel, ZoneMetrics, encode
+from schemas import CameraState, CameraStatus, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import Config
 
 
@@ -57,3 +57,16 @@ def test_a_message_naming_a_camera_the_site_does_not_have_adds_no_line():
                            value=encode(window(1000.0).model_copy(update={"camera_id": "ghost"}))), config, lines)
     absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics, value=encode(window(1000.0))), config, lines)
     assert list(lines) == ["campus"]
+
+
+def test_a_camera_its_producer_reports_down_says_so_with_the_reason():
+    config = Config(cameras=[{"id": "gate", "source": "missing.mp4"}])
+    lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
+    status = CameraStatus(camera_id="gate", state=CameraState.DOWN, reason="no such file: missing.mp4", fps=0,
+                          reconnects=3, dropped_frames=0, at=1000.0)
+    absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(status)), config, lines)
+    assert lines["gate"].render("gate", 1001.0, stale_after_s=30, zoned=False) == (
+        "[gate] down: no such file: missing.mp4 |  0.0 fps |  0 people in frame | no zones")
+    up = status.model_copy(update={"state": CameraState.UP, "reason": ""})
+    absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(up)), config, lines)
+    assert lines["gate"].render("gate", 1001.0, stale_after_s=30, zoned=False).startswith("[gate]  0.0 fps")

@@ -21,6 +21,8 @@ import numpy as np
 from cityguard.evaluation.scoring import PrecisionRecall, RocCurve, roc_curve
 
 NONE = "none"  # the confusion-matrix label for "no event"
+# A day of 0.1 s segments per camera: more is a unit mistake, and would take gigabytes.
+MAX_SEGMENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ def segment_labels_and_scores(truth: list[EventInterval], predicted: list[EventI
         own_predicted = [e for e in predicted if e.camera == camera]
         start = min(e.start for e in own_truth + own_predicted)
         end = max(e.end for e in own_truth + own_predicted)
+        if (end - start) / segment_s > MAX_SEGMENTS:
+            raise ValueError(f"camera {camera}: {end - start:.0f} s from the first event to the last is over "
+                             f"{MAX_SEGMENTS:,} segments of {segment_s:g} s (are the truth and the predictions "
+                             "in the same times? seconds from a clip's start against unix times would be this)")
         edges = start + segment_s * np.arange(max(1, math.ceil((end - start) / segment_s)) + 1)
         lower, upper = edges[:-1], edges[1:]
         covered = np.zeros(len(lower), dtype=bool)

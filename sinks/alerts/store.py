@@ -188,7 +188,7 @@ def checked_store_url(alerting: AlertingConfig) -> tuple[str, str]:
     where = f"incident store ({'$' + alerting.store_url_env if from_env else 'alerting.store_url'})"
     try:
         make_url(url).get_dialect().import_dbapi()
-    except (NoSuchModuleError, ArgumentError):
+    except (NoSuchModuleError, ArgumentError, ValueError):  # ValueError: a port that is no number
         raise ConfigError(f"{where}: not a database URL this installation knows: {shown(url)}") from None
     except ModuleNotFoundError as exc:
         raise ConfigError(f"{where}: the driver for {shown(url)} is not installed ({exc.name})") from None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from infra import assets
 from processors.inference.detector import Detector
+from schemas.settings.base import ConfigError
 
 if TYPE_CHECKING:
     from schemas.settings.config import Config, ModelConfig
@@ -40,9 +41,9 @@ def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
 
     from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector  # needs torch with CUDA
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use "
-                           "the ultralytics or openvino backend here")
+    if not torch.cuda.is_available():  # a setting for another machine: no restart makes one appear
+        raise ConfigError("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use "
+                          "the ultralytics or openvino backend here")
     return GpuJpegDetector(*args, largest_batch=model.max_batch_size)
 
 
@@ -84,7 +85,9 @@ def create_detector(config: Config) -> Detector:
         if not model.offline_weights:
             hint = ""
         elif os.environ.get("YOLO_OFFLINE") == "1":
-            hint = f"; model.offline_weights ({model.offline_weights}) is not there either"
+            # Offline, nothing will be downloaded however often the stage is started again: a mistake in the setting.
+            raise ConfigError(f"model {weights} is not on this machine, and model.offline_weights "
+                              f"({model.offline_weights}) is not there either") from exc
         else:
             hint = f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
         raise ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}") from exc
