@@ -41,6 +41,10 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(model={"tracking": {"low_confidence": 0.5, "high_confidence": 0.3}}), "model.tracking"),
     (lambda d: d.update(analytics={"density_model": {"device": "gpu"}}), "analytics.density_model.device"),
     (lambda d: d["cameras"][0].update(source="rtsp://viewer:${camera password}@10.0.0.5/s"), "cameras.0.source"),
+    (lambda d: d["cameras"][0].update(source="rstp://10.0.0.5/s"), "cameras.0.source: unknown URL scheme 'rstp' "
+                                                                   "(did you mean rtp or rtsp?)"),
+    (lambda d: d["cameras"][0].update(source=""), "cameras.0.source"),  # would read the configuration's folder
+    (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
 ])

@@ -1,6 +1,7 @@
 """Pieces every configuration module shares."""
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -79,6 +80,21 @@ def verify_source_variables(source: str) -> str:
         if not re.match(ENV_NAME_PATTERN, name):
             raise ValueError(f"placeholder {position} (${{...}}) does not name an environment variable (upper case "
                              "letters, digits, _)")
+    return source
+
+
+# What FFmpeg reads cameras over; a scheme outside them is a typo (rstp://), which would be read as a live playlist.
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "file")
+
+
+def verify_source_scheme(source: str) -> str:
+    """A URL source's scheme must be one cameras are read over, the error suggesting the closest."""
+    scheme, separator, _ = source.partition("://")
+    if separator and scheme.lower() not in SOURCE_SCHEMES:
+        closest = difflib.get_close_matches(scheme.lower(), SOURCE_SCHEMES, n=2)
+        raise ValueError(f"unknown URL scheme {scheme!r}" + (f" (did you mean {' or '.join(closest)}?)" if closest
+                                                             else "")
+                         + f"; cameras are read over {', '.join(SOURCE_SCHEMES)}")
     return source
 
 

@@ -18,7 +18,15 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from schemas.settings.alerting import AlertingConfig
-from schemas.settings.base import ConfigError, Frozen, Identifier, Point, require_unique, verify_source_variables
+from schemas.settings.base import (
+    ConfigError,
+    Frozen,
+    Identifier,
+    Point,
+    require_unique,
+    verify_source_scheme,
+    verify_source_variables,
+)
 from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
@@ -132,7 +140,8 @@ class ModelConfig(Frozen):
     image_size: int = Field(default=640, ge=32, le=4096, description="model input size in pixels")
     confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
     iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold")
-    classes: list[int] | None = Field(default=None, description="COCO class ids to keep; null keeps all")
+    classes: list[Annotated[int, Field(ge=0, le=999)]] | None = Field(
+        default=None, description="COCO class ids to keep; null keeps all")
     class_confidence: dict[Annotated[int, Field(ge=0, le=999)], Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=dict,
         description="per-class minimum confidence (COCO id -> confidence) overriding `confidence` for that class",
@@ -190,7 +199,8 @@ def _item_ids(model: BaseModel) -> Iterator[str]:
 class CameraConfig(Frozen):
     id: Identifier
     name: str = ""
-    source: Annotated[str, AfterValidator(verify_source_variables)] = Field(
+    source: Annotated[str, AfterValidator(verify_source_scheme), AfterValidator(verify_source_variables)] = Field(
+        min_length=1,
         description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, or webcam index; for "
         "an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
         "environment variable (a password: rtsp://viewer:${CAMERA_PASSWORD}@host/stream, reserved characters "
