@@ -187,11 +187,12 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     from processors.inference.stage import InferenceWorker
     from producers.frame_store import open_frame_store
 
-    servers = require_broker(config)
+    require_bootstrap(config)
     stop = stop_on_signals()
     serving, model_swapper = serving_model(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
     detectors = build_detectors(config, serving)  # after the port: a taken one is named before the model loads
+    servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     group = config.group_id("inference")
     consumer = FrameConsumer(servers, group, config.broker.topics.frames)
     producer = make_producer(servers)

@@ -84,7 +84,7 @@ def verify_source_variables(source: str) -> str:
 
 
 # What FFmpeg reads cameras over; a scheme outside them is a typo (rstp://), which would be read as a live playlist.
-SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "file")
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "ftp", "file")
 
 
 def verify_source_scheme(source: str) -> str:
