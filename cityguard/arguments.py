@@ -19,11 +19,16 @@ def number_in(kind: type, low: float | None = None, high: float | None = None, l
                                              f"got {text!r}") from None
         if value != value or (low is not None and (value <= low if low_open else value < low)) or (
                 high is not None and value > high):
-            bounds = [f"{'above' if low_open else 'at least'} {low:g}" if low is not None else "",
-                      f"at most {high:g}" if high is not None else ""]
+            bounds = [f"{'above' if low_open else 'at least'} {_bound(low)}" if low is not None else "",
+                      f"at most {_bound(high)}" if high is not None else ""]
             raise argparse.ArgumentTypeError(f"expected a value {' and '.join(b for b in bounds if b)}, got {text}")
         return value
     return parse
+
+
+def _bound(value: float) -> str:
+    """A bound as people write it: 4,102,444,800 rather than 4.10244e+09."""
+    return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 1e6 else f"{value:g}"
 
 
 FRACTION = number_in(float, 0.0, 1.0)  # a confidence, an IoU, a share

@@ -57,7 +57,7 @@ def register(commands, add_command) -> None:
     replay.add_argument("clip", nargs="?", help="video file of the camera, or asset:NAME (or use --detections)")
     replay.add_argument("--camera", required=True, help="camera id in the site configuration (its fps and scene)")
     replay.add_argument("--events", type=Path, default=None, help="write the Event messages here, one JSON per line")
-    replay.add_argument("--start-time", type=float, default=None,
+    replay.add_argument("--start-time", type=number_in(float, 0.0, 4_102_444_800.0, low_open=True), default=None,
                         help="capture time of the first frame, unix seconds (default: times from the clip start)")
     replay.add_argument("--record-detections", type=Path, default=None,
                         help="also write every frame's Detections message here, one JSON per line "
@@ -175,8 +175,6 @@ def run_replay(args, config) -> int:
     if args.start_time is not None and args.detections is not None:
         raise ValueError("--start-time is for a clip: a recording replays in its own times (seconds from its clip's "
                          "start, or the unix times it was captured at)")
-    if args.start_time is not None and args.start_time <= 0:
-        raise ValueError("--start-time must be positive unix seconds")
     configured = find_camera(config, args.camera)
     clip = None if args.clip is None else Path(assets.resolve(args.clip))
     if clip is not None and not clip.is_file():
