@@ -31,7 +31,8 @@ def run_console(args, config: Config) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     token, generated = console_token(config, host)
-    servers = require_broker(config)
+    store = open_store(config)
+    servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     stop = stop_on_signals()
     stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
     state = ConsoleState(settings.frame_buffer, settings.zone_history, settings.recent_events, stale_after_s)
@@ -47,7 +48,6 @@ def run_console(args, config: Config) -> int:
     feed = TopicFeed(consumer, topics, state, open_frame_store(config).resolve, backlog)
     feed.assign()
     feed.start(stop)
-    store = open_store(config)
     site = Site(config, SceneFile(Path(args.config)),
                 Path(config.resolve_path(settings.hard_negatives_dir)))
     server = ConsoleServer(site, state, store, token, host, settings.refresh_hz,

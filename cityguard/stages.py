@@ -214,12 +214,13 @@ def run_analyze(config: Config, loglevel: str, metrics_port: int | None) -> None
     # The analyzers' matrices are small (a zone's ground grid): BLAS threads cost more in hand-offs than they save,
     # and spin on cores the other workers need. Analytics scales by worker processes instead.
     threadpool_limits(1)
+    require_bootstrap(config)
+    serve_metrics(config, config.metrics.analytics_port if metrics_port is None else metrics_port, "analytics")
     servers = require_broker(config)  # faust would end at once with a traceback
     problem = partition_problem(config, partition_counts(servers, [config.broker.topics.detections,
                                                                    state_changelog(config)]))
     if problem:
         raise ConfigError(problem)
-    serve_metrics(config, config.metrics.analytics_port if metrics_port is None else metrics_port, "analytics")
     run_worker(config, servers, loglevel)
 
 
@@ -228,9 +229,10 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
 
     from sinks.metrics_exporter import MetricsSink
 
-    servers = require_broker(config)
+    require_bootstrap(config)
     topics = config.broker.topics
     serve_metrics(config, config.metrics.exporter_port if metrics_port is None else metrics_port, "exporter")
+    servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
                              topics.events, topics.line_counts, topics.dead_letter, enable_auto_commit=True)
     # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every SMS.

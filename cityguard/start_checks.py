@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infra.listeners import is_loopback
+from processors.inference.backends.registry import gpu_missing
 from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
@@ -16,7 +17,8 @@ from sinks.console.server import console_token
 def start_problems(config: Config) -> list[str]:
     """One line per problem: the variables the cameras' sources name, the alert channels' variables and sound files,
     the incident store's URL (its dialect and driver; nothing is connected to), a token for the Alertmanager
-    receiver and the console where they listen beyond loopback, and replicas the embedded broker cannot keep."""
+    receiver and the console where they listen beyond loopback, a GPU backend on a machine without one, and replicas
+    the embedded broker cannot keep."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -33,6 +35,9 @@ def start_problems(config: Config) -> list[str]:
     check(console_token, config, config.console.host)
     if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
         check(receiver_token, config.alerting.receiver)
+    missing_gpu = gpu_missing(config)
+    if missing_gpu:
+        problems.append(missing_gpu)
     if config.broker.replication_factor > 1 and not config.bootstrap_servers():
         problems.append(f"broker.replication_factor is {config.broker.replication_factor} but the embedded broker "
                         "is one node: set it to 1, or name a cluster (KAFKA_BOOTSTRAP_SERVERS)")

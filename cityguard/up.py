@@ -57,6 +57,15 @@ STAGES = {
 }
 
 
+REASON_SHOWN_CHARS = 160  # of a camera's reason on its status line: one line, whatever the topic carried
+
+
+def printable(text: str, limit: int) -> str:
+    """The text on one terminal line: control characters (a newline, an escape sequence) as '?', cut at `limit`."""
+    text = "".join("?" if not char.isprintable() else char for char in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 @dataclass
 class CameraStatusLine:
     """What the live status line shows for one camera, from the detections, zone-metrics and camera-status topics."""
@@ -88,7 +97,8 @@ class CameraStatusLine:
         else:
             zone_text = " | ".join(parts)
         camera = self.camera
-        state = "" if camera is None or camera.state is CameraState.UP else f"{camera.state.value}: {camera.reason} | "
+        state = "" if camera is None or camera.state is CameraState.UP else (
+            f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | ")
         return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 

@@ -11,13 +11,16 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable: bool = True) -> None:
+def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable: bool = True,
+                 follow_link: bool = False) -> None:
     """Writes `data` (text as UTF-8) to a temporary file beside `path`, then renames it over `path`: a reader or a
     crash never meets half a file. When `durable`, the data reach the disk before the rename and the rename before
     the return, so a power cut leaves the old file or the new one, never an empty one. The file gets `mode`; without
-    one, a file replaced keeps its permissions and a new one gets what open() would give. A link is followed: the
-    file it names is replaced and the link stays (a site file linked from a configuration repository)."""
-    path = Path(path).resolve()
+    one, a file replaced keeps its permissions and a new one gets what open() would give. With `follow_link`, a link
+    is followed: the file it names is replaced and the link stays (a site file linked from a configuration
+    repository); without, the link is replaced, so that a link planted where the stages write (frames, hard
+    negatives) cannot make them overwrite another file."""
+    path = Path(path).resolve() if follow_link else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:

@@ -3,6 +3,7 @@ probe (200, or 503 naming a consume loop of the process that stopped going round
 that only a restart ends)."""
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -14,6 +15,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from infra.kafka import stuck_loops
 from infra.listeners import HeaderDeadline, LoggedRequestErrors
 
+log = logging.getLogger(__name__)
+
 HEALTH_PATH = "/healthz"
 
 
@@ -23,10 +26,28 @@ def health_answer() -> tuple[int, bytes]:
 
 
 class QuietHandler(HeaderDeadline, WSGIRequestHandler):
-    timeout = 10.0  # per socket read: an idle connection lets go of its thread
+    timeout = 10.0  # per socket read or write: an idle connection, or a scraper that stops reading, lets go
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass  # a scrape every few seconds is not news
+
+    def get_stderr(self):
+        return LOGGED_ERRORS  # wsgiref writes a failed answer's traceback here: the redacting log, not stderr
+
+
+class _LogStream:
+    """A file-like `stderr` for wsgiref that writes to the log at debug level."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("metrics request failed: %s", text.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+LOGGED_ERRORS = _LogStream()
 
 
 def start_metrics_server(host: str, port: int) -> WSGIServer:

@@ -21,17 +21,18 @@ BEARER = re.compile(r"\bBearer\s+[^\s'\",)]+", re.IGNORECASE)  # an Authorizatio
 # characters that end a URL there
 CREDENTIALS = re.compile(r"(?<![^\s/'\"@])[^\s/'\"@:]++:[^\s/'\"@]++@")  # possessive: linear on any line
 ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")  # Twilio's, part of its API paths
-QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every control character but tab and newline
-# Values this process knows to be secret (keep_out_of_logs); shorter ones would mask ordinary words and numbers.
-MIN_KNOWN_SECRET_CHARS = 4
+# Values this process knows to be secret (keep_out_of_logs). A shorter one, or digits alone, would be masked in
+# ordinary words, numbers and times, garbling the logs and giving itself away by what is missing.
+MIN_KNOWN_SECRET_CHARS = 8
 _known_secrets: set[str] = set()
 
 
 def keep_out_of_logs(secret: str) -> None:
     """Masks this value, as written and percent-encoded, wherever `shown` or `redacted` meet it from now on: a camera
-    password from the environment can hold characters that no URL pattern can tell from the URL around it."""
-    if len(secret) >= MIN_KNOWN_SECRET_CHARS:
+    password from the environment can hold characters ('/', '@') that no URL pattern can tell from the URL around
+    it."""
+    if len(secret) >= MIN_KNOWN_SECRET_CHARS and not secret.isdigit():
         _known_secrets.update({secret, quote(secret, safe="")})
 
 
@@ -47,13 +48,9 @@ def shown(source: str) -> str:
     the path or the query)."""
     if not URL.match(source):
         return source
+    # A password may hold a '/' or an '@', which no parser can tell from the URL's own: this process's camera
+    # passwords are masked first (keep_out_of_logs).
     source = _without_known_secrets(source)
-    scheme, rest = source.split("://", 1)
-    # user:password@ ends at the last @ before the path, but a password may hold a '/', where the path seems to start:
-    # everything up to the last @ before any query or fragment goes (at worst an @ in a path takes part of it along).
-    before_query = QUERY_OR_FRAGMENT.split(rest, maxsplit=1)[0]
-    if "@" in before_query:
-        source = f"{scheme}://{rest[before_query.rindex('@') + 1:]}"
     try:
         parts = urlsplit(source)
         host = parts.hostname or ""

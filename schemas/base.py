@@ -4,6 +4,7 @@ msgpack keeps JPEG bytes as raw binary (no base64 inflation) and is ~2x smaller 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated, ClassVar, TypeVar
 
 import msgpack
@@ -28,17 +29,30 @@ def verify_seq(seq: int, captured_at: float) -> None:
                          "(sequence numbers count microseconds from the producer's start)")
 
 
-# Frames that come again (one a producer sends twice, those an analyzer re-reads from its checkpoint: at most
-# analytics.checkpoint_frames) lie within this many of the newest one seen. A number further back is no repeat: a
-# producer started again with its clock set back numbers afresh from there, as it must after a frame stamped far ahead.
-REPEAT_WINDOW_FRAMES = 100_000
+# A producer numbers a camera's frames one apart from its start time in microseconds: started again it numbers far above
+# its last run (about a million a second later), started with its clock set back, far below. So the numbers seen
+# form a few runs, and a frame is a repeat (sent again, from this run or an earlier one) only inside one of them.
+# A frame up to this many past a run continues it (frames skipped or shed between); one further starts a run of its
+# own, so that a frame numbered far ahead (forged, or from a wrong clock) is a run of one that the frames after it do
+# not continue, instead of making every later frame look like a repeat.
+RUN_GAP_FRAMES = 100_000
+RUNS_KEPT = 8  # a frame sent again from before that many producer restarts is taken for a new one
 
 
-def seen_before(seq: int, newest_seq: int) -> bool:
-    """Whether a camera's frame numbered `seq` is one already seen, the newest seen being `newest_seq`: not newer, and
-    not so far back that only a producer numbering afresh explains it (which, taken for a repeat, would silence the
-    camera until its numbers caught up: for years, after one frame stamped in the future)."""
-    return newest_seq - REPEAT_WINDOW_FRAMES <= seq <= newest_seq
+def frame_seen(runs: Iterable[Sequence[int]], seq: int) -> bool:
+    """Whether frame number `seq` lies inside one of the runs (low, high) of numbers already seen."""
+    return any(low <= seq <= high for low, high in runs)
+
+
+def with_frame(runs: Iterable[Sequence[int]], seq: int) -> list[tuple[int, int]]:
+    """The runs once frame number `seq` is seen: it extends the run it follows by at most RUN_GAP_FRAMES, else it
+    starts a run; the RUNS_KEPT runs used last are kept, the one used now last."""
+    runs = [(low, high) for low, high in runs]
+    before = [run for run in runs if run[1] < seq <= run[1] + RUN_GAP_FRAMES]
+    extended = max(before, key=lambda run: run[1]) if before else None
+    if extended is not None:
+        runs.remove(extended)
+    return [*runs, ((extended[0] if extended else seq), seq)][-RUNS_KEPT:]
 
 
 class SchemaError(ValueError):

@@ -123,7 +123,8 @@ class OpenEvents:
 
     def counts(self, now: float) -> dict[tuple[str, str, str], int]:
         self._open = {key: value for key, value in self._open.items() if now - value[1] <= self.max_open_seconds}
-        self._resolved = {key: at for key, at in self._resolved.items() if now - at <= self.max_open_seconds}
+        # Either way: a resolve stamped far ahead (a camera's clock, a forged message) must not be kept for ever.
+        self._resolved = {key: at for key, at in self._resolved.items() if abs(now - at) <= self.max_open_seconds}
         counts: dict[tuple[str, str, str], int] = {}
         for labels, _ in self._open.values():
             counts[labels] = counts.get(labels, 0) + 1

@@ -74,9 +74,12 @@ def test_a_folder_that_cannot_be_synced_still_gets_the_file(tmp_path, monkeypatc
     assert (tmp_path / "serving.json").read_bytes() == b"{}"
 
 
-def test_a_file_replaced_through_a_link_keeps_the_link(tmp_path):
+def test_a_file_replaced_through_a_link_keeps_the_link_only_when_asked(tmp_path):
     (tmp_path / "repository").mkdir()
     (tmp_path / "repository" / "site.yaml").write_text("old")
     (tmp_path / "site.yaml").symlink_to(tmp_path / "repository" / "site.yaml")
-    replace_file(tmp_path / "site.yaml", "new")
+    replace_file(tmp_path / "site.yaml", "new", follow_link=True)  # a site file linked from a repository
     assert (tmp_path / "site.yaml").is_symlink() and (tmp_path / "repository" / "site.yaml").read_text() == "new"
+    (tmp_path / "frame.jpg").symlink_to(tmp_path / "repository" / "site.yaml")  # planted where frames are written
+    replace_file(tmp_path / "frame.jpg", "picture")
+    assert not (tmp_path / "frame.jpg").is_symlink() and (tmp_path / "repository" / "site.yaml").read_text() == "new"

@@ -34,11 +34,12 @@ class ContactConfig(Frozen):
 class RetryConfig(Frozen):
     """Tries of one delivery; retries are scheduled in the incident store, nothing waits for their back-off."""
 
-    # The defaults keep trying for about four minutes (1 + 2 + ... + 32 s, then every minute), so that a receiver
-    # restarted or a provider briefly down loses no alert; five tries in 15 s gave up within an ordinary restart.
-    max_attempts: int = Field(default=10, ge=1, le=20, description="tries per delivery, the first included")
+    # The defaults keep trying for half a minute (1 + 2 + 4 + 8 + 16 s), so that a receiver restarted or a provider
+    # briefly away loses no alert (five tries in 15 s gave up within an ordinary restart), and no longer: a contact's
+    # next channel is tried only once these are spent.
+    max_attempts: int = Field(default=6, ge=1, le=20, description="tries per delivery, the first included")
     backoff_initial_s: float = Field(default=1.0, gt=0, le=60, description="wait before the second try; doubles")
-    backoff_max_s: float = Field(default=60.0, gt=0, le=600, description="longest wait between two tries")
+    backoff_max_s: float = Field(default=30.0, gt=0, le=600, description="longest wait between two tries")
     timeout_s: float = Field(default=10.0, gt=0, le=120,
                              description="HTTP request timeout: the longest one try holds up the other alerts")
 

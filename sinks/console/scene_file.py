@@ -369,7 +369,7 @@ class SceneFile:
         except pyyaml.YAMLError as exc:
             raise SceneError(f"the edited {self.path} would not read back: {str(exc).splitlines()[0]}") from None
         try:
-            replace_file(self.path, text.replace("\n", newline))
+            replace_file(self.path, text.replace("\n", newline), follow_link=True)
         except OSError as exc:
             raise SceneError(f"cannot write configuration {self.path}: {exc.strerror}") from None
         return config

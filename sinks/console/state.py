@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
-from schemas.base import seen_before
+from schemas.base import frame_seen, with_frame
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
 from schemas.settings.crowd import CountingConfig
@@ -158,11 +158,12 @@ def zone_point(metrics: ZoneMetrics) -> dict:
     }
 
 
-def clock_stepped_back(newest: dict, metrics: ZoneMetrics) -> bool:
+def clock_stepped_back(newest: dict, metrics: ZoneMetrics, runs: list[tuple[int, int]]) -> bool:
     """Whether a window not held yet means that the camera's clock stepped back: it starts more than a window length
-    before the newest window held, yet covers frames not seen before (schemas.base.seen_before). A window sent again by
-    an analyzer restarted from its checkpoint covers no newer frames: it is an old window, not a new time."""
-    return (not seen_before(metrics.last_seq, newest["last_seq"])
+    before the newest window held, yet covers frames not seen before (its last frame in none of the zone's `runs` of
+    windows' last frames, schemas.base.with_frame). A window sent again by an analyzer restarted from its checkpoint
+    covers frames seen: it is an old window, not a new time."""
+    return (not frame_seen(runs, metrics.last_seq)
             and metrics.window_start < newest["window_start"] - (metrics.window_end - metrics.window_start))
 
 
@@ -173,11 +174,11 @@ def heard_at(metrics: ZoneMetrics, received_at: float, backlog: bool) -> float:
     return min(metrics.window_end, received_at) if backlog else received_at
 
 
-def replayed(newest: dict, metrics: ZoneMetrics) -> bool:
-    """Whether a window that would become the newest covers older frames than the newest window held: one sent again
-    by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with the time
-    the clock showed then, later than the windows since."""
-    return metrics.last_seq < newest["last_seq"] and seen_before(metrics.last_seq, newest["last_seq"])
+def replayed(newest: dict, metrics: ZoneMetrics, runs: list[tuple[int, int]]) -> bool:
+    """Whether a window that would become the newest covers frames seen before the newest window held's: one sent
+    again by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with the
+    time the clock showed then, later than the windows since."""
+    return frame_seen(runs, metrics.last_seq) and metrics.last_seq < newest["last_seq"]
 
 
 def kept_name(name: str, held: dict, configured: Collection[str], cap: int) -> bool:
@@ -205,6 +206,7 @@ class ConsoleState:
         self.cameras: dict[str, CameraView] = {}
         self.zones: dict[tuple[str, str], deque[dict]] = {}  # windows in the order of their start
         self.zone_received: dict[tuple[str, str], float] = {}  # the zone's newest window's `heard_at`
+        self.zone_runs: dict[tuple[str, str], list[tuple[int, int]]] = {}  # its windows' last frames, as runs
         self.events: OrderedDict[str, dict] = OrderedDict()  # event id -> latest summary, oldest first
         self.evidence: OrderedDict[str, Evidence] = OrderedDict()
         # The topics are read together, so an event can come before its frame, a frame before its detections.
@@ -228,6 +230,7 @@ class ConsoleState:
             self.cameras = {camera_id: view for camera_id, view in self.cameras.items() if self._kept(camera_id)}
             self.zones = {key: history for key, history in self.zones.items() if self._kept(*key)}
             self.zone_received = {key: at for key, at in self.zone_received.items() if key in self.zones}
+            self.zone_runs = {key: runs for key, runs in self.zone_runs.items() if key in self.zones}
 
     def _kept(self, camera_id: str, zone_id: str | None = None) -> bool:
         if self.bounds is None:
@@ -293,11 +296,13 @@ class ConsoleState:
             index = bisect.bisect(history, start, key=lambda point: point["window_start"])
             if index and history[index - 1]["window_start"] == start:
                 return
-            if history and clock_stepped_back(history[-1], metrics):
+            runs = self.zone_runs.get(key, [])
+            if history and clock_stepped_back(history[-1], metrics, runs):
                 history.clear()
                 index = 0
-            elif index == len(history) and history and replayed(history[-1], metrics):
+            elif index == len(history) and history and replayed(history[-1], metrics, runs):
                 return
+            self.zone_runs[key] = with_frame(runs, metrics.last_seq)
             if len(history) == history.maxlen:
                 if index == 0:
                     return  # older than every window kept

@@ -38,7 +38,7 @@ from schemas import (
     ZoneMetrics,
     encode,
 )
-from sinks.console.server import COOKIE, session_cookie
+from sinks.console.server import COOKIE, hard_negative_stem, session_cookie
 from sinks.console.state import LIVE_MAX_DETECTOR_LAG_S
 from tests.conftest import REPO, VTEST, video_frames
 from tests.pipeline_helpers import StageProcess
@@ -355,7 +355,7 @@ def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, 
             assert [review.verdict for review in reviews] == [verdict]
     finally:
         store.close()
-    hard_negative = site.hard_negatives / "plaza" / "plaza_square_risk-false.jpg"
+    hard_negative = site.hard_negatives / "plaza" / f"{hard_negative_stem('plaza/square/risk-false')}.jpg"
     assert hard_negative.read_bytes()[:2] == b"\xff\xd8", "the false alarm's evidence frame is kept as a JPEG"
     described = json.loads(hard_negative.with_suffix(".json").read_text())
     assert described["event_id"] == "plaza/square/risk-false" and len(described["detections"]["boxes"]) == 4

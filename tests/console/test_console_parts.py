@@ -192,6 +192,19 @@ def test_a_producer_started_again_with_its_clock_set_back_starts_the_zones_histo
     assert state.zone_now("cam", "z", now=1025.0)["level"] == "danger"
 
 
+def test_a_window_sent_again_from_before_a_producer_restart_leaves_the_zones_history_as_it_was():
+    """The restarted producer numbers its frames far above its first run; the analyzer, restarted from a checkpoint
+    of before that, sends a window of the first run again, older than every window held."""
+    state = ConsoleState(frame_buffer=10, zone_history=3, recent_events=10, zone_stale_after_s=30)
+    first_run = [window(1000.0 + 10 * index, last_seq=50 * index) for index in range(3)]
+    second_run = [window(1030.0 + 10 * index, last_seq=5_000_000 + 50 * index) for index in range(3)]
+    for metrics in [*first_run, *second_run]:
+        state.on_zone_metrics(metrics, metrics.window_end)
+    held = state.zone_history_of("cam", "z")
+    state.on_zone_metrics(first_run[1], 1070.0)
+    assert state.zone_history_of("cam", "z") == held
+
+
 def test_windows_sent_again_by_a_restarted_analyzer_leave_the_zones_history_as_it_was():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
     for index in range(20):

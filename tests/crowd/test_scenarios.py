@@ -8,7 +8,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import RiskLevel, Severity
-from schemas.base import REPEAT_WINDOW_FRAMES
+from schemas.base import RUN_GAP_FRAMES
 from tests.crowd.scenarios import CAMERA_ID, Run, run_scenario, site_config, steady_crowd
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
@@ -140,11 +140,23 @@ def test_a_frame_stamped_far_ahead_or_a_producer_numbering_afresh_does_not_silen
     stamped_ahead = frames[9].model_copy(update={"captured_at": frames[9].captured_at + ahead,
                                                  "seq": int((frames[9].captured_at + ahead) * 1_000_000)})
     # A producer numbered the first 20 frames from a clock set ahead, then started again with it set right.
-    first_run = [frame.model_copy(update={"seq": frame.seq + 10 * REPEAT_WINDOW_FRAMES}) for frame in frames[:20]]
+    first_run = [frame.model_copy(update={"seq": frame.seq + 10 * RUN_GAP_FRAMES}) for frame in frames[:20]]
     windows = [(m.window_start, m.window_end, m.frames)
                for d in [*first_run[:10], stamped_ahead, *first_run[10:], *frames[20:]]
                for m in analyzer.update(d).zone_metrics]
     assert windows[0] == expected[0] and windows[-2:] == expected[-2:]  # the last two after the renumbering
+
+
+def test_frames_sent_again_from_both_sides_of_a_producer_restart_are_not_applied_twice():
+    """A restarted producer numbers far above its last run: frames of either run that come again (a batch rewound
+    across the restart) are still repeats."""
+    analyzer, frames = steady_crowd(40)
+    restarted = [*frames[:20], *(frame.model_copy(update={"seq": frame.seq + 5_000_000}) for frame in frames[20:])]
+    expected = [(m.window_start, m.window_end, m.frames) for d in restarted for m in analyzer.update(d).zone_metrics]
+    analyzer, _ = steady_crowd(0)
+    again = [*restarted[:25], *restarted[15:25], *restarted[25:]]
+    assert [(m.window_start, m.window_end, m.frames) for d in again for m in analyzer.update(d).zone_metrics] == (
+        expected)
 
 
 def test_a_capture_clock_set_back_as_a_build_up_starts_keeps_its_early_warning():

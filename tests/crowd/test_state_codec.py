@@ -7,6 +7,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.tracks import TrackTable
+from schemas.base import frame_seen
 from tests.crowd.scenarios import run_scenario, site_config
 from tests.crowd.simulator import SQUARE, CrowdSimulator
 
@@ -47,3 +48,12 @@ def test_state_whose_buckets_lack_the_reliable_people_sum_is_refused_not_read_as
 
     with pytest.raises(ValueError, match="older version"):
         CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))
+
+
+def test_a_state_stored_before_frame_runs_were_kept_has_seen_the_frames_up_to_its_last():
+    config = site_config(SQUARE, 2.0)
+    _, analyzer = run_scenario(CrowdSimulator(SQUARE, 2.0, seed=4, target_density=lambda _: 1.5), config, frames=25)
+    record = msgpack.unpackb(analyzer.state_bytes())
+    state = CrowdState.decode(msgpack.packb(record[:7]))  # as an earlier version wrote it
+    assert frame_seen(state.seen_runs, state.last_seq) and frame_seen(state.seen_runs, state.last_seq - 20)
+    assert not frame_seen(state.seen_runs, state.last_seq + 1)

@@ -321,6 +321,25 @@ def test_a_crash_is_still_one_collision_after_a_frame_stamped_decades_ahead():
     assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
 
 
+def test_a_batch_sent_again_across_a_producer_restart_before_the_crash_changes_nothing():
+    """The producer restarts 0.6 s before the contact (its frame numbers jump by 5 s of microseconds); then the 20
+    frames around the restart come again, as a rewound batch does. The same one collision, and nothing else."""
+    config = load_config(DEVSET / "site.yaml")
+    recorded = list(recorded_detections(RECORDED / "sochi-street-crash.jsonl.gz", "sochi-street-crash"))
+    restart = next(index for index, frame in enumerate(recorded) if frame.captured_at - CLIP_ORIGIN_S >= 1.4)
+    renumbered = [*recorded[:restart],
+                  *(frame.model_copy(update={"seq": frame.seq + 5_000_000}) for frame in recorded[restart:])]
+
+    def events(stream) -> list:
+        analytics = CameraAnalytics(find_camera(config, "sochi-street-crash"), config)
+        return [event for detections in stream for event in analytics.update(detections).events]
+
+    again = [*renumbered[:restart + 10], *renumbered[restart - 10:restart + 10], *renumbered[restart + 10:]]
+    assert events(again) == events(renumbered)
+    assert [(e.type, e.severity.value) for e in events(again) if e.state is EventState.OPENED] == [
+        ("collision", "critical")]
+
+
 @pytest.mark.parametrize("camera_id", ["sochi-street-crash", "kirzhach-wet-junction-crash"])
 def test_a_crash_is_still_one_collision_with_one_frame_in_ten_lost(camera_id):
     for phase in range(10):

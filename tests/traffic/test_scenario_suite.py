@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.analytics.traffic.state import TrafficState
+from schemas.base import frame_seen
 from tests.traffic.scenarios import BUILDERS, collisions, obstacles, red_light_queue
 from tests.traffic.suite import EVENT_TYPES, new_scores, run, score
 
@@ -52,3 +54,10 @@ def test_each_incident_is_one_event_with_a_life():
     assert by_id, "expected the lone stopped car's event"
     for states in by_id.values():
         assert states[0] == "opened" and states[-1] == "resolved" and states.count("opened") == 1
+
+
+def test_a_state_stored_before_frame_runs_were_kept_has_seen_the_frames_up_to_its_last():
+    state = TrafficState.model_validate_json('{"last_seq": 700000}')  # as an earlier version wrote it, in part
+    assert frame_seen(state.seen_runs, 700000) and frame_seen(state.seen_runs, 699000)
+    assert not frame_seen(state.seen_runs, 700001)
+    assert TrafficState().seen_runs == []

@@ -40,7 +40,7 @@ from schemas import (
     Severity,
     ZoneMetrics,
 )
-from schemas.base import seen_before
+from schemas.base import RUN_GAP_FRAMES, frame_seen, with_frame
 from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
@@ -95,6 +95,7 @@ class CrowdState:
     tracks: dict[str, bytes] | None = None  # TrackTable columns
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
     clock_stepped_at: float | None = None  # capture time of the first frame after the latest clock step
+    seen_runs: list[tuple[int, int]] = field(default_factory=list)  # frame numbers applied (schemas.base.with_frame)
 
     def encode(self) -> bytes:
         """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
@@ -106,14 +107,18 @@ class CrowdState:
                            "surge": vars(zone.surge), "first_at": zone.first_at}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
-                              self.track_lines, self.clock_stepped_at])
+                              self.track_lines, self.clock_stepped_at, self.seen_runs])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> CrowdState:
         if not raw:
             return cls()
-        # A record stored before clock_stepped_at existed has no `later` fields.
+        # A record stored before clock_stepped_at or seen_runs existed lacks those `later` fields; one without runs
+        # has seen the frames up to last_seq, as far back as a run reaches.
         last_seq, first_captured_at, open_bucket, zones, tracks, track_lines, *later = msgpack.unpackb(raw)
+        clock_stepped_at, seen_runs = [*later, None, None][:2]
+        if seen_runs is None:
+            seen_runs = [(max(0, last_seq - RUN_GAP_FRAMES), last_seq)] if last_seq >= 0 else []
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
                 buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],
@@ -123,7 +128,8 @@ class CrowdState:
                 surge=SurgeState(**zone["surge"]),
                 # a zone stored before zones kept their own start has been there since the camera's
                 first_at=zone.get("first_at", first_captured_at),
-            ) for zone_id, zone in zones.items()}, tracks, track_lines, *later)
+            ) for zone_id, zone in zones.items()}, tracks, track_lines, clock_stepped_at,
+            [tuple(run) for run in seen_runs])
 
 
 def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
@@ -251,7 +257,7 @@ class CrowdAnalyzer:
         when it comes again. An exception can leave the analyzer partly updated: the caller discards it and
         restores the last stored state (processors.analytics.stage does).
         """
-        if seen_before(detections.seq, self.state.last_seq):
+        if frame_seen(self.state.seen_runs, detections.seq):
             return AnalyticsOutput()
         at = detections.captured_at
         start = bucket_start(at, self.step)
@@ -280,6 +286,7 @@ class CrowdAnalyzer:
                 buckets.append(Bucket(start=self.state.open_bucket))
             buckets[-1].add(sample)
         self.state.last_seq = detections.seq
+        self.state.seen_runs = with_frame(self.state.seen_runs, detections.seq)
         output.events[:0] = removed
         return output
 

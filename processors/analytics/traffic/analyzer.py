@@ -20,7 +20,7 @@ from processors.analytics.traffic.incidents import reconcile, resolve_all
 from processors.analytics.traffic.scene import Scene, anchor_point, box_area, edges_moved
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
 from schemas import UNTRACKED, Detections, Event
-from schemas.base import seen_before
+from schemas.base import frame_seen, with_frame
 from schemas.calibration import Homography
 from schemas.geometry import box_cover
 from schemas.line_counts import LineCounts
@@ -121,7 +121,7 @@ class TrafficAnalyzer:
 
     def update(self, detections: Detections) -> TrafficOutput:
         """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
-        if seen_before(detections.seq, self.state.last_seq):
+        if frame_seen(self.state.seen_runs, detections.seq):
             return TrafficOutput()
         now = detections.captured_at
         last_time = self.state.last_time
@@ -131,6 +131,7 @@ class TrafficAnalyzer:
             self._step_the_clock(now)
         state = self.state
         state.last_seq = detections.seq
+        state.seen_runs = with_frame(state.seen_runs, detections.seq)
         output = TrafficOutput(line_counts=self._close_count_window(now, stepped))
 
         if detections.view_moved:
@@ -251,7 +252,7 @@ class TrafficAnalyzer:
         old = self.state
         for incident in old.incidents.values():
             incident.last_true_at = min(incident.last_true_at, now)
-        self.state = TrafficState(last_seq=old.last_seq, fallback_next_id=old.fallback_next_id,
+        self.state = TrafficState(last_seq=old.last_seq, seen_runs=old.seen_runs, fallback_next_id=old.fallback_next_id,
                                   next_unconfirmed_id=old.next_unconfirmed_id, incidents=old.incidents,
                                   count_window_start=old.count_window_start, counts=old.counts)
 

@@ -7,9 +7,10 @@ congestion keeps one bucket per second of its window.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import UNTRACKED
+from schemas.base import RUN_GAP_FRAMES
 from schemas.settings.traffic import SceneConfig
 
 Box = tuple[float, float, float, float]
@@ -157,6 +158,15 @@ class OpenIncident(State):
 
 class TrafficState(State):
     last_seq: int = -1
+    seen_runs: list[tuple[int, int]] = Field(default_factory=list, description="frame numbers applied, as runs "
+                                             "(schemas.base.with_frame)")
+
+    @model_validator(mode="after")
+    def runs_of_a_state_stored_without_them(self) -> "TrafficState":
+        """A state stored before runs were kept has seen the frames up to last_seq, as far back as a run reaches."""
+        if not self.seen_runs and self.last_seq >= 0:
+            self.seen_runs = [(max(0, self.last_seq - RUN_GAP_FRAMES), self.last_seq)]
+        return self
     last_time: float | None = None
     view_moved_at: float | None = Field(default=None, description="last time the camera's view moved")
     tracks: dict[int, TrackState] = Field(default_factory=dict)

@@ -36,14 +36,26 @@ def _openvino(args: DetectorArgs, model: ModelConfig) -> Detector:
     return OpenVinoDetector(*args, performance_hint=model.openvino_hint)
 
 
+GPU_MISSING = ("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use the ultralytics "
+               "or openvino backend here")
+
+
+def gpu_missing(config: Config) -> str | None:
+    """Why the configured backend cannot run on this machine at all, for the checks before anything starts."""
+    if config.model.backend != "gpu-nvjpeg":
+        return None
+    import torch
+
+    return None if torch.cuda.is_available() else GPU_MISSING
+
+
 def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
     import torch
 
     from processors.inference.backends.gpu_nvjpeg import GpuJpegDetector  # needs torch with CUDA
 
-    if not torch.cuda.is_available():  # a setting for another machine: no restart makes one appear
-        raise ConfigError("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none on this machine: use "
-                          "the ultralytics or openvino backend here")
+    if not torch.cuda.is_available():  # not a ConfigError: a GPU that faulted may come back after a restart
+        raise RuntimeError(GPU_MISSING)
     return GpuJpegDetector(*args, largest_batch=model.max_batch_size)
 
 
