@@ -354,7 +354,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
 def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
     """One detections, zone-metrics or camera-status message into the status lines; the site's cameras only: a
     message naming another (a forged one, a camera removed from the site) would add a line for the rest of the run."""
-    configured = {camera.id for camera in config.cameras}
+    configured = {camera.id: {zone.id for zone in camera.zones} for camera in config.cameras}
     try:
         if record.topic == config.broker.topics.camera_status:
             status = decode(record.value, CameraStatus)
@@ -372,7 +372,7 @@ def absorb(record, config: Config, lines: dict[str, CameraStatusLine]) -> None:
             # A window dated ahead of this clock (a camera's clock running fast) counts as ending now: it must not
             # keep a later real window off the line, nor keep the zone fresh once its windows stop.
             metrics = metrics.model_copy(update={"window_end": min(metrics.window_end, time.time())})
-            if metrics.camera_id not in configured:
+            if metrics.zone_id not in configured.get(metrics.camera_id, ()):
                 return
             zones = lines[metrics.camera_id].zones
             shown = zones.get(metrics.zone_id)

@@ -23,8 +23,11 @@ CREDENTIALS = re.compile(r"(?<![^\s/'\"@])[^\s/'\"@:]++:[^\s/'\"@]++@")  # posse
 ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")  # Twilio's, part of its API paths
 UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every control character but tab and newline
 # Values this process knows to be secret (keep_out_of_logs). A shorter one, or digits alone, would be masked in
-# ordinary words, numbers and times, garbling the logs and giving itself away by what is missing.
+# ordinary words, numbers and times, garbling the logs and giving itself away by what is missing; one holding a
+# character that ends a URL's parts is masked from 4, as no parser finds its end.
 MIN_KNOWN_SECRET_CHARS = 8
+MIN_KNOWN_SECRET_CHARS_WITH_DELIMITER = 4
+URL_DELIMITERS = set("/@:?#")
 _known_secrets: set[str] = set()
 
 
@@ -32,7 +35,9 @@ def keep_out_of_logs(secret: str) -> None:
     """Masks this value, as written and percent-encoded, wherever `shown` or `redacted` meet it from now on: a camera
     password from the environment can hold characters ('/', '@') that no URL pattern can tell from the URL around
     it."""
-    if len(secret) >= MIN_KNOWN_SECRET_CHARS and not secret.isdigit():
+    long_enough = len(secret) >= (MIN_KNOWN_SECRET_CHARS_WITH_DELIMITER if URL_DELIMITERS & set(secret)
+                                  else MIN_KNOWN_SECRET_CHARS)
+    if long_enough and not secret.isdigit():
         _known_secrets.update({secret, quote(secret, safe="")})
 
 

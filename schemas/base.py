@@ -4,7 +4,7 @@ msgpack keeps JPEG bytes as raw binary (no base64 inflation) and is ~2x smaller 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, TypeVar
 
 import msgpack
@@ -36,23 +36,54 @@ def verify_seq(seq: int, captured_at: float) -> None:
 # own, so that a frame numbered far ahead (forged, or from a wrong clock) is a run of one that the frames after it do
 # not continue, instead of making every later frame look like a repeat.
 RUN_GAP_FRAMES = 100_000
-RUNS_KEPT = 8  # a frame sent again from before that many producer restarts is taken for a new one
+# A frame sent again from before this many producer restarts is taken for a new one; a producer restarting every
+# few frames could otherwise push the runs a rewound batch spans out of the list.
+RUNS_KEPT = 32
 
 
-def frame_seen(runs: Iterable[Sequence[int]], seq: int) -> bool:
-    """Whether frame number `seq` lies inside one of the runs (low, high) of numbers already seen."""
+def frame_seen(runs: Sequence[Sequence[int]], seq: int) -> bool:
+    """Whether frame number `seq` is a repeat: inside one of the runs (low, high) already seen, runs[-1] the one used
+    last. A number that continues that run is new even inside an older run: a producer restarted with its clock set
+    back has numbered up into the numbers of its earlier run."""
+    if runs and runs[-1][1] < seq <= runs[-1][1] + RUN_GAP_FRAMES:
+        return False
     return any(low <= seq <= high for low, high in runs)
 
 
-def with_frame(runs: Iterable[Sequence[int]], seq: int) -> list[tuple[int, int]]:
-    """The runs once frame number `seq` is seen: it extends the run it follows by at most RUN_GAP_FRAMES, else it
-    starts a run; the RUNS_KEPT runs used last are kept, the one used now last."""
+def with_frame(runs: Sequence[Sequence[int]], seq: int) -> list[tuple[int, int]]:
+    """The runs once frame number `seq` is seen, the run it lies in or extends last. A new number extends the run it
+    follows by at most RUN_GAP_FRAMES (the run used last first), else it starts a run; any older run the new or
+    extended one now overlaps (a producer restarted with its clock set back, numbering up into its earlier run) keeps
+    only its numbers outside it. Over RUNS_KEPT runs, the lowest go: restarts number upwards, so those are the oldest,
+    and a frame of one of them sent again then costs only its own run, not the others in turn."""
     runs = [(low, high) for low, high in runs]
-    before = [run for run in runs if run[1] < seq <= run[1] + RUN_GAP_FRAMES]
-    extended = max(before, key=lambda run: run[1]) if before else None
+    if frame_seen(runs, seq):
+        inside = next(run for run in reversed(runs) if run[0] <= seq <= run[1])
+        runs.remove(inside)
+        return [*runs, inside]
+    following = [run for run in runs if run[1] < seq <= run[1] + RUN_GAP_FRAMES]
+    extended = runs[-1] if runs and runs[-1] in following else max(following, key=lambda run: run[1], default=None)
     if extended is not None:
         runs.remove(extended)
-    return [*runs, ((extended[0] if extended else seq), seq)][-RUNS_KEPT:]
+    low = extended[0] if extended else seq
+    rest = []
+    for other_low, other_high in runs:
+        if other_high < low or other_low > seq:
+            rest.append((other_low, other_high))
+            continue
+        if other_low < low:
+            rest.append((other_low, low - 1))
+        if other_high > seq:
+            rest.append((seq + 1, other_high))
+    rest = sorted(rest)[len(rest) + 1 - RUNS_KEPT:] if len(rest) >= RUNS_KEPT else rest
+    kept = set(rest)
+    return [run for run in _in_use_order(runs, rest) if run in kept] + [(low, seq)]
+
+
+def _in_use_order(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`after` (the runs kept, some trimmed) in the order of use their runs had in `before`."""
+    order = {run: index for index, run in enumerate(before)}
+    return sorted(after, key=lambda run: order.get(run, -1))
 
 
 class SchemaError(ValueError):

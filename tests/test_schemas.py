@@ -22,6 +22,7 @@ from schemas import (
     decode,
     encode,
 )
+from schemas.base import RUNS_KEPT, frame_seen, with_frame
 from schemas.detections import MAX_OBJECTS
 
 
@@ -239,3 +240,38 @@ def test_a_producers_sequence_numbers_are_below_its_capture_times_in_microsecond
     with pytest.raises(ValueError, match="seq"):
         Frame(camera_id="c", seq=int((start + 2 * 86_400) * 1_000_000), captured_at=start, width=8, height=8,
               jpeg=b"x")
+
+
+def applied(numbers, runs=()):
+    """The frame numbers taken as new, in order, and the runs after them."""
+    runs, new = list(runs), []
+    for seq in numbers:
+        if not frame_seen(runs, seq):
+            new.append(seq)
+        runs = with_frame(runs, seq)
+    return new, runs
+
+
+def test_frames_sent_again_are_repeats_on_either_side_of_a_producer_restart():
+    first, second = list(range(100, 110)), list(range(5_000_000, 5_000_010))  # restarted 5 s later
+    new, _ = applied([*first, *second, *first[5:], *second[:5], 5_000_010])
+    assert new == [*first, *second, 5_000_010]
+
+
+def test_a_frame_numbered_far_ahead_is_a_run_of_one_that_the_frames_after_it_do_not_continue():
+    new, runs = applied([1, 2, 3, 10**15, 4, 5, 10**15])
+    assert new == [1, 2, 3, 10**15, 4, 5] and runs == [(1, 5), (10**15, 10**15)]
+
+
+def test_a_producer_restarted_with_its_clock_set_back_numbers_up_into_its_earlier_run_as_new_frames():
+    earlier, later = list(range(1000, 1010)), list(range(990, 1015))
+    new, runs = applied([*earlier, *later])
+    assert new == [*earlier, *later] and runs == [(990, 1014)]
+
+
+def test_the_runs_stay_few_and_frames_sent_again_from_runs_no_longer_kept_cost_only_those():
+    numbers = [restart * 1_000_000 + frame for restart in range(RUNS_KEPT + 8) for frame in range(5)]
+    _, runs = applied(numbers)
+    again, runs = applied(numbers, runs)
+    assert len(runs) == RUNS_KEPT and len(again) <= 9 * 5  # the 8 runs let go, and one more at most
+    assert with_frame([(100, 200)], 150) == [(100, 200)]  # a repeat adds no run

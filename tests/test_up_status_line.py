@@ -8,6 +8,8 @@ from cityguard.up import CameraStatusLine, absorb
 from schemas import CameraState, CameraStatus, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import Config
 
+WALKWAY = {"id": "walkway", "polygon": [[0, 0], [100, 0], [100, 100]], "area_m2": 260}
+
 
 def window(end: float) -> ZoneMetrics:
     return ZoneMetrics(camera_id="campus", zone_id="walkway", window_start=end - 10, window_end=end, frames=50,
@@ -37,7 +39,7 @@ def test_a_stale_zone_does_not_hide_a_fresh_worse_one():
 
 
 def test_a_window_dated_ahead_of_the_clock_holds_the_line_neither_against_a_real_window_nor_once_windows_stop():
-    config = Config(cameras=[{"id": "campus", "source": "a.mp4"}])
+    config = Config(cameras=[{"id": "campus", "source": "a.mp4", "zones": [WALKWAY]}])
     lines = {"campus": CameraStatusLine()}
 
     def arrives(metrics: ZoneMetrics) -> None:
@@ -51,10 +53,13 @@ def test_a_window_dated_ahead_of_the_clock_holds_the_line_neither_against_a_real
 
 
 def test_a_message_naming_a_camera_the_site_does_not_have_adds_no_line():
-    config = Config(cameras=[{"id": "campus", "source": "a.mp4"}])
+    config = Config(cameras=[{"id": "campus", "source": "a.mp4", "zones": [WALKWAY]}])
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics,
                            value=encode(window(1000.0).model_copy(update={"camera_id": "ghost"}))), config, lines)
+    absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics,
+                           value=encode(window(1000.0).model_copy(update={"zone_id": "\x1b[2Jghost"}))), config, lines)
+    assert list(lines) == []  # nor a zone the camera does not have
     absorb(SimpleNamespace(topic=config.broker.topics.zone_metrics, value=encode(window(1000.0))), config, lines)
     assert list(lines) == ["campus"]
 

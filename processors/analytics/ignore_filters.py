@@ -115,7 +115,8 @@ class IgnoreFilterStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             filters = self.load()
             yield filters
-            replace_file(self.path, json.dumps({"filters": [asdict(f) for f in filters]}, indent=2) + "\n")
+            replace_file(self.path, json.dumps({"filters": [asdict(f) for f in filters]}, indent=2) + "\n",
+                         follow_link=True)
 
     def add(self, camera: str, class_name: str, polygon: Sequence[Point], expires_in_s: float | None,
             note: str = "", now: float | None = None) -> IgnoreFilter:

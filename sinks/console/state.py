@@ -175,10 +175,16 @@ def heard_at(metrics: ZoneMetrics, received_at: float, backlog: bool) -> float:
 
 
 def replayed(newest: dict, metrics: ZoneMetrics, runs: list[tuple[int, int]]) -> bool:
-    """Whether a window that would become the newest covers frames seen before the newest window held's: one sent
-    again by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with the
-    time the clock showed then, later than the windows since."""
-    return frame_seen(runs, metrics.last_seq) and metrics.last_seq < newest["last_seq"]
+    """Whether a window that would become the newest covers frames seen already, before the newest window held's: one
+    sent again by an analyzer restarted from a checkpoint taken before the camera's clock stepped back, stamped with
+    the time the clock showed then, later than the windows since. Its last frame lies in one of the zone's `runs`,
+    below the newest's or in another run (an earlier producer's, numbered higher before its clock was set back). A
+    window ending on the newest's last frame is a new one: the camera sent nothing since (a short gap)."""
+    if not frame_seen(runs, metrics.last_seq):
+        return False
+    newest_run = next((run for run in runs if run[0] <= newest["last_seq"] <= run[1]), None)
+    return metrics.last_seq < newest["last_seq"] or not newest_run or not (
+        newest_run[0] <= metrics.last_seq <= newest_run[1])
 
 
 def kept_name(name: str, held: dict, configured: Collection[str], cap: int) -> bool:

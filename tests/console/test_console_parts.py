@@ -205,6 +205,21 @@ def test_a_window_sent_again_from_before_a_producer_restart_leaves_the_zones_his
     assert state.zone_history_of("cam", "z") == held
 
 
+def test_a_window_sent_again_from_before_a_clock_set_back_is_not_taken_for_the_newest():
+    """The producer restarted with its clock set back numbers far below its first run; the analyzer, restored from a
+    checkpoint of before that, then sends a window of the first run again, stamped later than the new windows."""
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    for index in range(3):
+        state.on_zone_metrics(window(2020.0 + 10 * index, last_seq=5_000_000 + 50 * index), 2030.0 + 10 * index)
+    for index in range(3):
+        state.on_zone_metrics(window(1000.0 + 10 * index, last_seq=1_000 + 50 * index), 2060.0 + index)
+    held = state.zone_history_of("cam", "z")
+    state.on_zone_metrics(window(2040.0, last_seq=5_000_100), 2070.0)
+    assert state.zone_history_of("cam", "z") == held
+    state.on_zone_metrics(window(1030.0, last_seq=1_150), 2071.0)
+    assert [point["window_start"] for point in state.zone_history_of("cam", "z")] == [1000, 1010, 1020, 1030]
+
+
 def test_windows_sent_again_by_a_restarted_analyzer_leave_the_zones_history_as_it_was():
     state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
     for index in range(20):

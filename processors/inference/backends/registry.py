@@ -40,13 +40,20 @@ GPU_MISSING = ("model.backend gpu-nvjpeg needs a CUDA GPU, and torch finds none 
                "or openvino backend here")
 
 
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")  # there once the kernel driver is loaded, GPU working or not
+
+
 def gpu_missing(config: Config) -> str | None:
-    """Why the configured backend cannot run on this machine at all, for the checks before anything starts."""
+    """Why the configured backend cannot run on this machine at all, for the checks before anything starts: no
+    NVIDIA driver, or a torch built without CUDA. A GPU that is not usable now under a loaded driver (one that
+    faulted) is left to the worker, which is restarted until it is."""
     if config.model.backend != "gpu-nvjpeg":
         return None
-    import torch
-
-    return None if torch.cuda.is_available() else GPU_MISSING
+    try:
+        import torch
+    except ImportError:
+        return "model.backend gpu-nvjpeg needs PyTorch, which is not installed here"
+    return GPU_MISSING if torch.version.cuda is None or not NVIDIA_DRIVER.exists() else None
 
 
 def _gpu_nvjpeg(args: DetectorArgs, model: ModelConfig) -> Detector:
