@@ -107,8 +107,8 @@ def raised_here(exc: BaseException) -> bool:
 def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     """Runs a command; a failure becomes one line `cityguard: error: ...` on stderr and an exit status: 2 for what the
     user gave (configuration, paths, values, asset names), 1 for failures while running. --debug re-raises instead."""
-    usage_errors = (ConfigError, UnknownAssetError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                    ValueError)
+    usage_errors = (ConfigError, UnknownAssetError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                    IsADirectoryError, ValueError)
     self_explaining = (ConfigError, AssetError, OSError)  # messages that need no exception name
     try:
         return int(command() or 0)

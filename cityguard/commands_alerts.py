@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from cityguard.arguments import PORT, shown_time
+from cityguard.arguments import PORT, number_in, shown_time
 from cityguard.stages import open_store
 from infra.listeners import http_url
 from schemas.settings.base import env_value
@@ -33,7 +33,7 @@ def register(commands, add_command) -> None:
     incident_commands = incidents.add_subparsers(dest="incidents_command", required=True)
     listing = add_command(incident_commands, "list", "recent incidents, newest first", list_incidents)
     listing.add_argument("--open", action="store_true", help="only incidents not resolved")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=number_in(int, 1, 100_000), default=50, help="incidents listed at most")
     show = add_command(incident_commands, "show", "one incident with its events, alerts, deliveries and acks",
                        show_incident)
     show.add_argument("id")

@@ -203,6 +203,10 @@ def run_event_eval(args, config) -> int:
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
     if args.cameras is not None:
+        unknown = sorted(set(args.cameras) - {event.camera for event in [*truth, *predicted]})
+        if unknown:  # a typo would score nothing and report it as a result
+            raise ValueError(f"--cameras names cameras that neither {args.truth} nor {args.predicted} holds: "
+                             f"{', '.join(unknown)}")
         truth = [event for event in truth if event.camera in args.cameras]
         predicted = [event for event in predicted if event.camera in args.cameras]
     for warning in scoring_warnings(truth, predicted, args.cameras is None):

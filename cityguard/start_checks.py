@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from infra import assets
 from infra.listeners import is_loopback
 from processors.inference.backends.registry import gpu_missing
 from schemas.settings.base import source_with_variables
@@ -15,10 +16,10 @@ from sinks.console.server import console_token
 
 
 def start_problems(config: Config) -> list[str]:
-    """One line per problem: the variables the cameras' sources name, the alert channels' variables and sound files,
-    the incident store's URL (its dialect and driver; nothing is connected to), a token for the Alertmanager
-    receiver and the console where they listen beyond loopback, a GPU backend on a machine without one, and replicas
-    the embedded broker cannot keep."""
+    """One line per problem: the variables the cameras' sources name, asset names the model settings give that no
+    catalogue entry has, the alert channels' variables and sound files, the incident store's URL (its dialect and
+    driver; nothing is connected to), a token for the Alertmanager receiver and the console where they listen beyond
+    loopback, a GPU backend on a machine without one, and replicas the embedded broker cannot keep."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -35,6 +36,13 @@ def start_problems(config: Config) -> list[str]:
     check(console_token, config, config.console.host)
     if not is_loopback(config.alerting.receiver.host):  # on loopback the receiver starts without one
         check(receiver_token, config.alerting.receiver)
+    for field, value in (("model.weights", config.model.weights), ("model.offline_weights",
+                                                                   config.model.offline_weights)):
+        if value and assets.is_asset(value):
+            try:
+                assets.catalogued(value.removeprefix(assets.PREFIX))
+            except assets.UnknownAssetError as exc:
+                problems.append(f"{field}: {exc}")
     missing_gpu = gpu_missing(config)
     if missing_gpu:
         problems.append(missing_gpu)

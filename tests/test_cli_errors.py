@@ -339,6 +339,27 @@ def test_mistakes_that_used_to_end_in_a_traceback_or_an_answer_are_one_line(tmp_
     assert_one_line_error_printed(capsys, "are the truth and the predictions in the same times?")
 
 
+def test_more_mistakes_are_refused_in_one_line_naming_what_was_given(tmp_path, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("model: {offline_weights: 'asset:nope_model'}\ncameras:\n  - {id: cam, source: asset:vtest.avi}\n")
+    assert main(["check-config", "--config", str(site)]) == 0
+    assert "model.offline_weights: unknown asset 'nope_model'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["incidents", "list", "--limit", "99999999999999999999", "--config", str(site)])
+    assert exit_.value.code == 2 and "--limit: expected a value at least 1" in capsys.readouterr().err
+    truth = tmp_path / "truth.csv"
+    truth.write_text("camera,type,start,end\ncam,collision,1,5\n")
+    assert main(["eval", "events", "--truth", str(truth), "--predicted", str(truth), "--cameras", "nosuch", "--out",
+                 str(tmp_path / "report")]) == 2
+    assert_one_line_error_printed(capsys, "--cameras names cameras that neither")
+    (tmp_path / "logs").write_text("")
+    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\n")
+    assert main(["up", "--config", str(site), "--log-dir", str(tmp_path / "logs"), "--duration", "1"]) == 2
+    assert_one_line_error_printed(capsys, "File exists")
+
+
 def test_a_file_that_holds_no_decodable_frame_is_an_error_not_an_empty_replay(tmp_path):
     (tmp_path / "site.yaml").write_text("cameras:\n  - id: cam\n    source: clip.jpg\n")
     (tmp_path / "clip.jpg").write_text("not a picture")
