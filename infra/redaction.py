@@ -28,7 +28,7 @@ UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # every control character
 MIN_KNOWN_SECRET_CHARS = 8
 MIN_KNOWN_SECRET_CHARS_WITH_DELIMITER = 4
 URL_DELIMITERS = set("/@:?#")
-_known_secrets: set[str] = set()
+_known_secrets: tuple[str, ...] = ()  # the longest first: one may hold another
 
 
 def keep_out_of_logs(secret: str) -> None:
@@ -38,11 +38,12 @@ def keep_out_of_logs(secret: str) -> None:
     long_enough = len(secret) >= (MIN_KNOWN_SECRET_CHARS_WITH_DELIMITER if URL_DELIMITERS & set(secret)
                                   else MIN_KNOWN_SECRET_CHARS)
     if long_enough and not secret.isdigit():
-        _known_secrets.update({secret, quote(secret, safe="")})
+        global _known_secrets
+        _known_secrets = tuple(sorted({*_known_secrets, secret, quote(secret, safe="")}, key=len, reverse=True))
 
 
 def _without_known_secrets(text: str) -> str:
-    for secret in sorted(_known_secrets, key=len, reverse=True):  # a longer secret first: one may hold another
+    for secret in _known_secrets:
         text = text.replace(secret, "<secret>")
     return text
 

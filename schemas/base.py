@@ -41,13 +41,18 @@ RUN_GAP_FRAMES = 100_000
 RUNS_KEPT = 32
 
 
+def run_of(runs: Sequence[Sequence[int]], seq: int) -> tuple[int, int] | None:
+    """The run (low, high) that frame number `seq` lies in, the one used last where runs overlap; None outside all."""
+    return next(((low, high) for low, high in reversed(runs) if low <= seq <= high), None)
+
+
 def frame_seen(runs: Sequence[Sequence[int]], seq: int) -> bool:
     """Whether frame number `seq` is a repeat: inside one of the runs (low, high) already seen, runs[-1] the one used
     last. A number that continues that run is new even inside an older run: a producer restarted with its clock set
     back has numbered up into the numbers of its earlier run."""
     if runs and runs[-1][1] < seq <= runs[-1][1] + RUN_GAP_FRAMES:
         return False
-    return any(low <= seq <= high for low, high in runs)
+    return run_of(runs, seq) is not None
 
 
 def with_frame(runs: Sequence[Sequence[int]], seq: int) -> list[tuple[int, int]]:
@@ -58,7 +63,7 @@ def with_frame(runs: Sequence[Sequence[int]], seq: int) -> list[tuple[int, int]]
     and a frame of one of them sent again then costs only its own run, not the others in turn."""
     runs = [(low, high) for low, high in runs]
     if frame_seen(runs, seq):
-        inside = next(run for run in reversed(runs) if run[0] <= seq <= run[1])
+        inside = run_of(runs, seq)
         runs.remove(inside)
         return [*runs, inside]
     following = [run for run in runs if run[1] < seq <= run[1] + RUN_GAP_FRAMES]
@@ -66,7 +71,7 @@ def with_frame(runs: Sequence[Sequence[int]], seq: int) -> list[tuple[int, int]]
     if extended is not None:
         runs.remove(extended)
     low = extended[0] if extended else seq
-    rest = []
+    rest = []  # the other runs in their order of use, less what the new run covers
     for other_low, other_high in runs:
         if other_high < low or other_low > seq:
             rest.append((other_low, other_high))
@@ -75,15 +80,14 @@ def with_frame(runs: Sequence[Sequence[int]], seq: int) -> list[tuple[int, int]]
             rest.append((other_low, low - 1))
         if other_high > seq:
             rest.append((seq + 1, other_high))
-    rest = sorted(rest)[len(rest) + 1 - RUNS_KEPT:] if len(rest) >= RUNS_KEPT else rest
-    kept = set(rest)
-    return [run for run in _in_use_order(runs, rest) if run in kept] + [(low, seq)]
+    lowest = set(sorted(rest)[:max(0, len(rest) + 1 - RUNS_KEPT)])
+    return [run for run in rest if run not in lowest] + [(low, seq)]
 
 
-def _in_use_order(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """`after` (the runs kept, some trimmed) in the order of use their runs had in `before`."""
-    order = {run: index for index, run in enumerate(before)}
-    return sorted(after, key=lambda run: order.get(run, -1))
+def runs_up_to(last_seq: int) -> list[tuple[int, int]]:
+    """The runs of an analyzer state stored before runs were kept: the frames up to its last one, as far back as a
+    run reaches (none before its first frame)."""
+    return [(max(0, last_seq - RUN_GAP_FRAMES), last_seq)] if last_seq >= 0 else []
 
 
 class SchemaError(ValueError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas import CameraStatus, Detections, Event, EventState, LineCounts, RiskLevel, ZoneMetrics
-from schemas.base import frame_seen, with_frame
+from schemas.base import frame_seen, run_of, with_frame
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config
 from schemas.settings.crowd import CountingConfig
@@ -182,9 +182,7 @@ def replayed(newest: dict, metrics: ZoneMetrics, runs: list[tuple[int, int]]) ->
     window ending on the newest's last frame is a new one: the camera sent nothing since (a short gap)."""
     if not frame_seen(runs, metrics.last_seq):
         return False
-    newest_run = next((run for run in runs if run[0] <= newest["last_seq"] <= run[1]), None)
-    return metrics.last_seq < newest["last_seq"] or not newest_run or not (
-        newest_run[0] <= metrics.last_seq <= newest_run[1])
+    return metrics.last_seq < newest["last_seq"] or run_of(runs, metrics.last_seq) != run_of(runs, newest["last_seq"])
 
 
 def kept_name(name: str, held: dict, configured: Collection[str], cap: int) -> bool:

@@ -40,7 +40,7 @@ from schemas import (
     Severity,
     ZoneMetrics,
 )
-from schemas.base import RUN_GAP_FRAMES, frame_seen, with_frame
+from schemas.base import frame_seen, runs_up_to, with_frame
 from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
@@ -118,7 +118,7 @@ class CrowdState:
         last_seq, first_captured_at, open_bucket, zones, tracks, track_lines, *later = msgpack.unpackb(raw)
         clock_stepped_at, seen_runs = [*later, None, None][:2]
         if seen_runs is None:
-            seen_runs = [(max(0, last_seq - RUN_GAP_FRAMES), last_seq)] if last_seq >= 0 else []
+            seen_runs = runs_up_to(last_seq)
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
                 buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import UNTRACKED
-from schemas.base import RUN_GAP_FRAMES
+from schemas.base import runs_up_to
 from schemas.settings.traffic import SceneConfig
 
 Box = tuple[float, float, float, float]
@@ -160,13 +160,6 @@ class TrafficState(State):
     last_seq: int = -1
     seen_runs: list[tuple[int, int]] = Field(default_factory=list, description="frame numbers applied, as runs "
                                              "(schemas.base.with_frame)")
-
-    @model_validator(mode="after")
-    def runs_of_a_state_stored_without_them(self) -> "TrafficState":
-        """A state stored before runs were kept has seen the frames up to last_seq, as far back as a run reaches."""
-        if not self.seen_runs and self.last_seq >= 0:
-            self.seen_runs = [(max(0, self.last_seq - RUN_GAP_FRAMES), self.last_seq)]
-        return self
     last_time: float | None = None
     view_moved_at: float | None = Field(default=None, description="last time the camera's view moved")
     tracks: dict[int, TrackState] = Field(default_factory=dict)
@@ -188,3 +181,10 @@ class TrafficState(State):
     congestion: dict[str, list[list[float]]] = Field(default_factory=dict)
     count_window_start: float | None = None
     counts: dict[str, dict[str, int]] = Field(default_factory=dict, description="line id -> 'class|direction' -> n")
+
+    @model_validator(mode="after")
+    def runs_of_a_state_stored_without_them(self) -> "TrafficState":
+        """A state stored before runs were kept has seen the frames up to last_seq (schemas.base.runs_up_to)."""
+        if not self.seen_runs:
+            self.seen_runs = runs_up_to(self.last_seq)
+        return self
