@@ -3,9 +3,11 @@ can check them all before anything starts (`cityguard up` refuses them, `citygua
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from infra import assets
 from infra.listeners import is_loopback
+from processors.analytics.ignore_filters import IgnoreFilterStore
 from processors.inference.backends.registry import gpu_missing
 from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
@@ -19,7 +21,8 @@ def start_problems(config: Config) -> list[str]:
     """One line per problem: the variables the cameras' sources name, asset names the model settings give that no
     catalogue entry has, the alert channels' variables and sound files, the incident store's URL (its dialect and
     driver; nothing is connected to), a token for the Alertmanager receiver and the console where they listen beyond
-    loopback, a GPU backend on a machine without one, and replicas the embedded broker cannot keep."""
+    loopback, folders the settings name that are files, an ignore-filters file that cannot be read, a GPU backend on a
+    machine without one, and replicas the embedded broker cannot keep."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -43,6 +46,16 @@ def start_problems(config: Config) -> list[str]:
                 assets.catalogued(value.removeprefix(assets.PREFIX))
             except assets.UnknownAssetError as exc:
                 problems.append(f"{field}: {exc}")
+    for field, folder in (("model.registry", config.model.registry),
+                          ("console.hard_negatives_dir", config.console.hard_negatives_dir)):
+        path = Path(config.resolve_path(folder)) if folder else None
+        if path is not None and path.exists() and not path.is_dir():
+            problems.append(f"{field}: {path} is a file, not a folder")
+    if config.analytics.ignore_filters:
+        try:
+            IgnoreFilterStore(Path(config.resolve_path(config.analytics.ignore_filters))).load()
+        except (OSError, ValueError) as exc:
+            problems.append(f"analytics.ignore_filters: {exc}")
     missing_gpu = gpu_missing(config)
     if missing_gpu:
         problems.append(missing_gpu)

@@ -177,6 +177,27 @@ def test_check_config_warns_of_replicas_the_embedded_broker_cannot_keep(tmp_path
     assert start_problems(parse_config(site, tmp_path)) == []
 
 
+def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot_be_read(tmp_path):
+    from cityguard.start_checks import start_problems
+    from schemas.settings.config import parse_config
+
+    (tmp_path / "models").write_text("")
+    (tmp_path / "negatives").write_text("")
+    (tmp_path / "filters.json").write_text("{not json")
+    site = {"cameras": [{"id": "walk", "source": str(VTEST)}], "model": {"registry": "models"},
+            "console": {"hard_negatives_dir": "negatives"}, "analytics": {"ignore_filters": "filters.json"}}
+    problems = start_problems(parse_config(site, tmp_path))
+    assert problems[:2] == [f"model.registry: {tmp_path / 'models'} is a file, not a folder",
+                            f"console.hard_negatives_dir: {tmp_path / 'negatives'} is a file, not a folder"]
+    assert problems[2].startswith(f"analytics.ignore_filters: {tmp_path / 'filters.json'}: not an ignore-filters file")
+    assert len(problems) == 3
+
+    # Folders and a filters file not made yet are what a first start has.
+    for name in ("models", "negatives", "filters.json"):
+        (tmp_path / name).unlink()
+    assert start_problems(parse_config(site, tmp_path)) == []
+
+
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")
