@@ -262,14 +262,16 @@ class MetricsSink:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
             return  # a redelivered window must not be counted twice
         bound = self.labels
-        camera = bound.camera(counts.camera_id)
-        line = bound.free("line", counts.line_id) if camera != OTHER else OTHER
         for class_name, direction, count in zip(counts.class_name, counts.direction, counts.count, strict=True):
-            class_name, direction = bound.free("class_name", class_name), bound.free("direction", direction)
-            LINE_CROSSINGS.labels(camera, line, class_name, direction).inc(count)
-            if counts.lane_id is not None:
-                lane = bound.free("lane", counts.lane_id) if camera != OTHER else OTHER
-                LANE_CROSSINGS.labels(camera, lane, class_name, direction).inc(count)
+            class_name = bound.free("class_name", class_name)
+            configured = bound.line(counts.camera_id, counts.line_id, counts.lane_id, direction)
+            if configured is None:  # pooled, as a zone the site does not have
+                LINE_CROSSINGS.labels(OTHER, OTHER, class_name, OTHER).inc(count)
+                continue
+            line, lane, direction = configured
+            LINE_CROSSINGS.labels(counts.camera_id, line, class_name, direction).inc(count)
+            if lane is not None:
+                LANE_CROSSINGS.labels(counts.camera_id, lane, class_name, direction).inc(count)
 
     def _bounded(self, event: Event) -> Event:
         return event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),

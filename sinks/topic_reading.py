@@ -15,13 +15,16 @@ STAGES = ("producer", "inference", "analytics", "alerts", "metrics-sink")
 class LabelBounds:
     """The label values the sink may create series for; anything else is `other`.
 
-    Cameras and zones must be configured, stages and topics known; free-text labels (class, event type, line, lane,
-    direction, horizon) keep the first `limit` distinct values seen each. A flood of forged ids thus adds one series.
+    Cameras, zones and counting lines (with their lane and direction names) must be configured, stages and topics
+    known; free-text labels (class, event type, horizon) keep the first `limit` distinct values seen each. A flood of
+    forged ids thus adds one series.
     """
 
     def __init__(self, config: Config, limit: int = 64):
         self.cameras = {camera.id for camera in config.cameras}
         self.zones = {(camera.id, zone.id) for camera in config.cameras for zone in camera.zones}
+        self.lines = {(camera.id, line.id): line for camera in config.cameras if camera.scene
+                      for line in camera.scene.counting_lines}
         self.topics = set(config.broker.topics.all())
         self.limit = limit
         self.seen: dict[str, set[str]] = {}
@@ -32,6 +35,15 @@ class LabelBounds:
     def zone(self, camera_id: str, zone_id: str) -> tuple[str, str] | None:
         """(camera, zone) for a configured zone, else None: a zone's gauges mean nothing pooled under `other`."""
         return (camera_id, zone_id) if (camera_id, zone_id) in self.zones else None
+
+    def line(self, camera_id: str, line_id: str, lane_id: str | None,
+             direction: str) -> tuple[str, str | None, str] | None:
+        """(line, lane, direction) of a configured counting line, as configured, else None: crossings of a line the
+        site does not have mean nothing pooled, and each of its labels free would multiply into their product."""
+        line = self.lines.get((camera_id, line_id))
+        if line is None or lane_id != line.lane or direction not in (line.forward, line.backward):
+            return None
+        return line_id, lane_id, direction
 
     def stage(self, stage: str) -> str:
         return stage if stage in STAGES else OTHER

@@ -38,7 +38,9 @@ def test_a_copy_of_an_earlier_message_that_comes_after_the_resolve_does_not_open
 
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
 CONFIG = Config(cameras=[
-    {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}]},
+    {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}],
+     "scene": {"lanes": [{"id": "lane1", "polygon": SQUARE, "direction": [0, 1]}],
+               "counting_lines": [{"id": "north", "start": [0, 50], "end": [100, 50], "lane": "lane1"}]}},
     {"id": "cam", "source": "b.mp4"},
 ])
 
@@ -80,6 +82,31 @@ def test_line_counts_add_up_once_per_window(sink):
     assert REGISTRY.get_sample_value("cityguard_line_crossings_total", labels) == before + 3
     lane = {"camera": "sink-test", "lane": "lane1", "class_name": "truck", "direction": "in"}
     assert REGISTRY.get_sample_value("cityguard_lane_crossings_total", lane) >= 1
+
+
+def test_crossings_of_a_line_lane_or_direction_the_site_does_not_have_are_pooled(sink):
+    """Each forged line, lane or direction would otherwise be a series of its own, and together their product."""
+    from prometheus_client import generate_latest
+
+    from schemas import LineCounts
+
+    pooled = {"camera": "other", "line": "other", "class_name": "car", "direction": "other"}
+    before = REGISTRY.get_sample_value("cityguard_line_crossings_total", pooled) or 0
+
+    def series() -> int:
+        lines = generate_latest(REGISTRY).splitlines()
+        return sum(line.startswith(b"cityguard_line_crossings_total{") for line in lines)
+
+    before_series = series()
+    for index in range(16):
+        forged = ((f"forged-{index}", "lane1", "in"), ("north", f"lane-{index}", "in"),
+                  ("north", "lane1", f"to-{index}"), ("north", None, "in"))
+        for window, (line_id, lane_id, direction) in enumerate(forged, start=4 * index):
+            sink.on_line_counts(LineCounts(camera_id="sink-test", line_id=line_id, lane_id=lane_id, window_start=window,
+                                           window_end=window + 1, class_name=["car"], direction=[direction],
+                                           count=[1]))
+    assert REGISTRY.get_sample_value("cityguard_line_crossings_total", pooled) == before + 64
+    assert series() <= before_series + 1  # the pooled series
 
 
 def test_recent_keys_are_bounded():

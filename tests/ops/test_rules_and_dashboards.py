@@ -60,6 +60,32 @@ def test_amtool_check_config():
     assert "SUCCESS" in output
 
 
+@pytest.mark.parametrize(("labels", "receivers"), [
+    # The dispatcher cannot page about itself: these also go past it.
+    ("alertname=CityguardStageDown job=cityguard-alerts severity=critical team=sre",
+     "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardStageStuck job=cityguard-alerts stage=alerts severity=critical team=sre",
+     "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardStageAbsent job=cityguard-alerts severity=critical team=sre",
+     "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardConsumerLagGrowing job=cityguard-exporter stage=alerts severity=warning team=sre",
+     "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardStageDown job=cityguard-inference severity=critical team=sre", "cityguard-dispatcher"),
+    ("alertname=CityguardZoneStale job=cityguard-exporter camera=c zone=z severity=critical team=operations",
+     "cityguard-dispatcher"),
+    # Paged by the analytics' own events: a second page from here would be a second SMS for one incident.
+    ("alertname=CityguardTrafficIncidentOpen camera=c type=stopped_vehicle severity=warning team=operations",
+     "dashboards-only"),
+    ("alertname=CityguardZoneDanger camera=c zone=z severity=critical team=operations", "dashboards-only"),
+    ("alertname=CityguardWatchdog severity=info team=sre", "dead-mans-switch"),
+], ids=["dispatcher-down", "dispatcher-stuck", "dispatcher-absent", "dispatcher-lag", "inference-down", "zone-stale",
+        "traffic-incident", "zone-danger", "watchdog"])
+def test_alertmanager_routes_each_alert_to_the_receivers_that_can_deliver_it(labels, receivers):
+    output = run(tool("amtool"), "config", "routes", "test",
+                 f"--config.file={INFRA / 'alertmanager' / 'alertmanager.yml'}", *labels.split())
+    assert output.splitlines()[0] == receivers, output
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=[path.stem for path in DASHBOARDS])
 def test_dashboard_structure(path):
     dashboard = json.loads(path.read_text(encoding="utf-8"))
