@@ -735,7 +735,7 @@ PARTITION = TopicPartition(TopicNames().frames, 0)
 
 class FakeConsumer:
     """Answers each poll with the next of `polls` (an exception is raised, a function is called), then nothing; its
-    one partition lies at `position`, its end at `end`."""
+    one partition lies at `position`, its end at `end`; it reaches a broker while `connected`."""
 
     config = {"group_id": "site-console"}
 
@@ -743,6 +743,10 @@ class FakeConsumer:
         self.polls = polls
         self.position_at, self.end = position, end
         self.rewound: list[TopicPartition] = []
+        self.connected = True
+
+    def bootstrap_connected(self) -> bool:
+        return self.connected
 
     def poll(self, timeout_ms: int) -> dict:
         answer = self.polls.pop(0) if self.polls else {}
@@ -811,6 +815,24 @@ def test_the_feed_reads_on_after_a_failed_pass_and_reports_the_failure_meanwhile
     assert down["state"] == "down" and "broker gone" in down["reason"]
     assert feed_health(state.feed_report(), time.time())["state"] == "up"
     assert [frame.seq for frame in state.cameras["cam"].frames] == [1]
+
+
+def test_the_feed_reports_down_while_no_broker_can_be_reached_and_up_once_one_is_again():
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    stop = threading.Event()
+    health = []
+
+    def broker_reached(reached: bool) -> dict:
+        health.append(feed_health(state.feed_report(), time.time()))
+        consumer.connected = reached
+        return {}  # as kafka-python's poll answers with no broker: nothing, no error
+
+    consumer = FakeConsumer([lambda: broker_reached(False), lambda: broker_reached(True), lambda: broker_reached(True),
+                             lambda: stop.set() or {}])
+    TopicFeed(consumer, TopicNames(), state, unreadable_frame_store, {}).run(stop)
+    _, down, up = health
+    assert down["state"] == "down" and "no broker can be reached" in down["reason"]
+    assert up["state"] == "up"
 
 
 def test_zone_windows_read_at_start_count_from_their_end_and_live_ones_from_their_arrival():
