@@ -1,6 +1,8 @@
 """The console's parts without Kafka or a browser: its bounded state and the round-trip scene file."""
 from __future__ import annotations
 
+import fcntl
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ from schemas import (
 )
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config, TopicNames, load_config
+from sinks.console import scene_file as scene_module
 from sinks.console.feed import TopicFeed
 from sinks.console.scene_file import Saved, SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import DIRECTIONS_PER_LINE, LINES_PER_CAMERA, ConsoleState, feed_health, heat_grid
@@ -727,6 +730,50 @@ def test_a_save_edited_from_an_older_version_is_refused_and_the_newer_save_stays
     second["zones"][0]["area_m2"] = 45
     with pytest.raises(SceneConflict, match="reload"):
         scene_file.write("cam", second, version)
+    assert load_config(scene_file.path).camera("cam").zones[0].area_m2 == 31
+
+
+def save_held_before_its_replace(path: Path, version: str, area: float, checked, go) -> None:
+    """Another process's save (a second console, `calibrate --write`): it sets `checked` once it has found `version`
+    current, and replaces the file once `go` is set."""
+    from sinks.console import scene_file as module
+
+    replace_file = module.replace_file
+
+    def held(*args, **kwargs):
+        checked.set()
+        go.wait(60)
+        replace_file(*args, **kwargs)
+
+    module.replace_file = held
+    geometry = SceneFile(path).read("cam")
+    geometry["zones"][0]["area_m2"] = area
+    SceneFile(path).write("cam", geometry, version)
+
+
+def test_a_save_from_the_version_another_process_is_saving_from_is_refused_and_the_other_save_stays(
+        scene_file, monkeypatch):
+    version = current(scene_file)
+    processes = multiprocessing.get_context("fork")
+    checked, go = processes.Event(), processes.Event()
+    other = processes.Process(target=save_held_before_its_replace,
+                              args=(scene_file.path, version, 31, checked, go))
+    other.start()
+    assert checked.wait(60)
+    # Lets the other save go on once this one waits for its turn or, where nothing makes it wait, is about to replace
+    # the file: either way this save has got as far as it can before the other one's replace.
+    flock, replace_file = fcntl.flock, scene_module.replace_file
+    monkeypatch.setattr(fcntl, "flock", lambda *args: go.set() or flock(*args))
+    monkeypatch.setattr(scene_module, "replace_file", lambda *args, **kwargs: go.set() or replace_file(*args, **kwargs))
+    mine = scene_file.read("cam")
+    mine["zones"][0]["area_m2"] = 45
+    try:
+        with pytest.raises(SceneConflict, match="reload"):
+            scene_file.write("cam", mine, version)
+    finally:
+        go.set()
+        other.join()
+    assert other.exitcode == 0
     assert load_config(scene_file.path).camera("cam").zones[0].area_m2 == 31
 
 
