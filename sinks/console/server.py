@@ -10,6 +10,7 @@ calls run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import hmac
@@ -130,9 +131,12 @@ def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, s
                         marked_at: float, by: str) -> Path:
     """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it), each replaced whole
     and readable by this user only, as the frame store keeps camera pictures; `camera_id` is a configured camera's,
-    which its pattern keeps a plain folder name (never `.` or `..`)."""
+    which its pattern keeps a plain folder name (never `.` or `..`). A camera's folder that is a link is refused:
+    whoever may write a shared hard-negatives folder could point it at any folder the console may write to."""
     target = folder / camera_id
     private_folder(folder)
+    if target.is_symlink():
+        raise OSError(errno.ELOOP, "the camera's folder is a link, which the console does not follow", str(target))
     private_folder(target)
     stem = hard_negative_stem(event_id)
     image = target / f"{stem}.jpg"
@@ -504,8 +508,8 @@ class ConsoleServer:
         try:
             path = write_hard_negative(self.site.hard_negatives, camera.id, incident_id, evidence,
                                        self.state.event(incident_id), marked_at, by)
-        except OSError as exc:
-            log.warning("false alarm %s: evidence frame not kept: %s", incident_id, exc)
+        except OSError as exc:  # the training data lost until someone fixes the folder
+            log.error("false alarm %s: evidence frame not kept: %s", incident_id, exc)
             return None, f"the evidence frame could not be kept as a hard negative ({exc.strerror})"
         return str(path), None
 

@@ -228,6 +228,24 @@ def test_a_false_alarm_is_recorded_even_when_its_frame_cannot_be_kept(make_conso
     assert [review.verdict for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == [FALSE_ALARM]
 
 
+def test_a_camera_folder_replaced_by_a_link_is_not_followed_and_the_false_alarm_is_still_recorded(
+        make_console, tmp_path, caplog):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    console = make_console()
+    console.hard_negatives.mkdir()
+    (console.hard_negatives / "cam").symlink_to(elsewhere)  # by whoever else may write a shared folder
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    answer = strict_json(body)
+    assert status == 200 and answer["hard_negative"] is None and "is a link" in answer["hard_negative_error"]
+    assert list(elsewhere.iterdir()) == [] and stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert [record.levelname for record in caplog.records if "not kept" in record.getMessage()] == ["ERROR"]
+    assert [review.verdict for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == [FALSE_ALARM]
+
+
 def test_a_false_alarm_for_an_incident_the_store_does_not_know_keeps_no_frame(make_console):
     console = make_console()
     hold_evidence(console.state, risk_event("cam/z/unknown"))  # never recorded in the store
