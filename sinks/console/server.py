@@ -485,13 +485,18 @@ class ConsoleServer:
 
     async def _review_input(self, request: web.Request) -> tuple[str, str, str]:
         """`by` (who acts; "console" when not given), `note` and `request_id` (empty when not given), each text within
-        its REVIEW_FIELDS length."""
+        its REVIEW_FIELDS length that UTF-8 can encode."""
         body = await json_object(request)
         values = {}
         for name, limit in REVIEW_FIELDS.items():
             value = "" if body.get(name) is None else body[name]
             if not isinstance(value, str) or len(value) > limit:
                 raise web.HTTPUnprocessableEntity(text=f"{name} must be text of at most {limit} characters\n")
+            try:
+                value.encode("utf-8")  # JSON may carry half of a surrogate pair (\ud800), which the store cannot hold
+            except UnicodeEncodeError:
+                raise web.HTTPUnprocessableEntity(
+                    text=f"{name} must be text that UTF-8 can encode (no lone surrogates)\n") from None
             values[name] = value
         return values["by"] or "console", values["note"], values["request_id"]
 

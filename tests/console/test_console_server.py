@@ -385,6 +385,19 @@ def test_a_review_whose_fields_are_not_short_text_is_refused_naming_the_field(ma
     assert console.store.reviews(["cam/z/risk"]) == {}
 
 
+@pytest.mark.parametrize("verdict", ["ack", "false-alarm"])
+@pytest.mark.parametrize("field", ["by", "note", "request_id"])
+def test_a_review_field_holding_half_a_surrogate_pair_is_refused_naming_the_field(make_console, verdict, field):
+    console = make_console()
+    record_incident(console, risk_event("cam/z/risk"))
+    body = f'{{"{field}": "ana \\ud800"}}'  # valid JSON, yet no UTF-8 text
+    status, _, text = call(console, "POST", f"/api/incidents/cam%2Fz%2Frisk/{verdict}", data=body,
+                           headers={**AUTH, "Content-Type": "application/json"})
+    assert status == 422
+    assert text.decode().splitlines() == [f"{field} must be text that UTF-8 can encode (no lone surrogates)"]
+    assert console.store.reviews(["cam/z/risk"]) == {}
+
+
 def test_a_false_alarm_without_an_evidence_frame_says_that_no_frame_was_kept(make_console):
     console = make_console()
     for seq in range(5000, 5010):  # long after the event's frame 5
