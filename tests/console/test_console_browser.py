@@ -778,9 +778,10 @@ def test_changes_need_the_token(site):
                                     {"Origin": "http://wiki.city.local"},
                                     {"Sec-Fetch-Site": "same-site"}])
 def test_changes_sent_by_another_sites_page_are_refused_even_with_the_cookie(site, sender):
+    cookie = session_cookie(TOKEN, int(time.time()))
     request = urllib.request.Request(
         f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST", data=b"{}",
-        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={session_cookie(TOKEN)}", **sender})
+        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={cookie}", **sender})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403

@@ -475,16 +475,30 @@ def test_a_hard_negative_is_kept_where_the_file_system_refuses_to_change_a_folde
     assert answer["hard_negative"] is not None and answer["hard_negative_error"] is None
 
 
-def test_the_session_cookie_is_derived_from_the_token_and_the_token_itself_is_no_cookie(make_console):
+def test_the_session_cookie_is_signed_with_the_token_and_the_token_itself_is_no_cookie(make_console):
     console = make_console()
+    before = int(time.time())
     status, headers, _ = call(console, "GET", f"/?token={TOKEN}", allow_redirects=False)
     cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE]
-    assert status == 302 and cookie.value == session_cookie(TOKEN) and TOKEN not in headers["Set-Cookie"]
-    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    issued = int(cookie.value.partition(".")[0])
+    assert status == 302 and before <= issued <= time.time() and TOKEN not in headers["Set-Cookie"]
+    assert cookie.value == session_cookie(TOKEN, issued)
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["max-age"] == str(12 * 3600)
     change = {"path": "/api/incidents/x/ack", "json": {}}
     assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={cookie.value}"})[0] == 404  # let in
     assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={TOKEN}"})[0] == 401
     assert call(console, "POST", **change, headers={"X-Console-Token": cookie.value})[0] == 401
+    forged = f"{issued + 3600}.{cookie.value.partition('.')[2]}"  # a later time under the first one's signature
+    assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={forged}"})[0] == 401
+
+
+@pytest.mark.parametrize("settings, age_s, status", [("", 12 * 3600 - 60, 404), ("", 12 * 3600 + 60, 401),
+                                                     ("  session_hours: 1", 3600 + 60, 401),
+                                                     ("  session_hours: 48", 12 * 3600 + 60, 404)])
+def test_a_session_cookie_is_refused_once_the_session_lifetime_has_passed(make_console, settings, age_s, status):
+    console = make_console(settings)
+    cookie = session_cookie(TOKEN, int(time.time() - age_s))  # as the console issued it that long ago
+    assert call(console, "POST", "/api/incidents/x/ack", json={}, headers={"Cookie": f"{COOKIE}={cookie}"})[0] == status
 
 
 @pytest.mark.parametrize("host, status", [(b"[::1", 400), (b"127.0.0.1:99999", 400), (b"127.0.0.1:abc", 400),
