@@ -1,9 +1,12 @@
 """Replacing a single file whole by write-then-rename (site configuration, calibration, the model registry's pointer,
-ignore filters, the frame store's pictures)."""
+ignore filters, the frame store's pictures), and taking turns with the other writers of a file."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # The permissions a new file gets from open(): read once, as reading the umask means setting it.
@@ -44,6 +47,17 @@ def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable
         raise
     if durable:
         _sync_folder(path.parent)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on `.<name>.lock` beside `path` while the block runs, so that writers which read, change
+    and replace the file take turns, in this process and in any other. The lock file stays: one removed could be
+    locked anew by a writer while another still holds the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _sync_folder(folder: Path) -> None:

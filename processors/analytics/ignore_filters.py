@@ -9,7 +9,6 @@ again after a restart is filtered as it was the first time. (A replay applies th
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import secrets
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.files import replace_file
+from infra.files import locked, replace_file
 from schemas import Detections
 from schemas.geometry import Point, points_in_polygon
 from schemas.settings.base import verify_simple_polygon
@@ -110,9 +109,7 @@ class IgnoreFilterStore:
 
     @contextmanager
     def _editing(self) -> Iterator[list[IgnoreFilter]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.path):
             filters = self.load()
             yield filters
             replace_file(self.path, json.dumps({"filters": [asdict(f) for f in filters]}, indent=2) + "\n",

@@ -17,6 +17,10 @@ class ConsoleConfig(Frozen):
     require_token_for_reads: bool = Field(
         default=False, description="pages need the token on loopback too; set it behind a reverse proxy, whose "
         "requests all come from loopback")
+    session_hours: float = Field(
+        default=12.0, ge=0.25, le=720, description="how long the session cookie that opening the console URL with "
+        "?token= sets is accepted; browsers send it to every port of the host, so this bounds how long another web "
+        "server there could use it")
     public_origins: list[str] = Field(
         default_factory=list, description="origins the console is also reached at through a reverse proxy "
         "(https://console.city.example); changes sent from their pages are accepted")

@@ -4,8 +4,9 @@ The consumer is in the console's own group but takes every partition itself and 
 instance sees every camera, starts near the end of each topic (a short backlog so the picture, health and charts
 are there at once) and its pace or absence changes nothing for the stages.
 
-A message that cannot be shown is skipped and counted; a failing pass (the broker away) is retried with back-off.
-Each pass is reported to the state, whose feed health says whether what the console shows is current.
+A message that cannot be shown is skipped and counted; a failing pass is retried with back-off. Each pass is reported
+to the state, whose feed health says whether what the console shows is current: a pass while no broker can be reached
+is reported as failed, as kafka-python's poll answers nothing then instead of raising.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from infra.kafka import reset_positions_past_the_end
+from infra.kafka import Consumer, reset_positions_past_the_end
 from schemas import CameraStatus, Detections, Event, Frame, LineCounts, SchemaError, ZoneMetrics, decode
 from sinks.console.state import ConsoleState, FeedReport
 from sinks.topic_reading import retry_delay_s
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class TopicFeed:
-    def __init__(self, consumer: KafkaConsumer, topics, state: ConsoleState, resolve_frame: Callable[[str], bytes],
+    def __init__(self, consumer: Consumer, topics, state: ConsoleState, resolve_frame: Callable[[str], bytes],
                  backlog: dict[str, int]):
         self.consumer = consumer
         self.state = state
@@ -98,11 +99,17 @@ class TopicFeed:
     def run(self, stop: threading.Event) -> None:
         """Until stopped; a failing pass is reported and retried with back-off, never a reason to stop reading."""
         failures = 0
+        reached = True
         while not stop.is_set():
             try:
                 self.poll_once()
                 failures = 0
-                self.state.on_feed(FeedReport(time.time(), None, self.unreadable))
+                was_reached, reached = reached, self.consumer.bootstrap_connected()
+                if reached != was_reached:
+                    log.log(logging.INFO if reached else logging.WARNING, "the broker is %s",
+                            "reached again" if reached else "out of reach; the clients keep trying")
+                self.state.on_feed(FeedReport(time.time(), None if reached else "no broker can be reached",
+                                              self.unreadable))
             except Exception as exc:
                 failures += 1
                 delay = retry_delay_s(failures)

@@ -10,15 +10,15 @@ that YAML 1.1 would read as anything else are quoted, and the exact text to be w
 it and validated by their configuration model before the file is replaced, so a save can never leave a
 configuration the stages would refuse.
 
-Saves are serialised, and each names the version of the camera's geometry it edited: a save made from an older
-version than the file's is refused (SceneConflict) instead of undoing the other save.
+Saves take turns under a lock file beside the site file, which every writer of it takes (each console, `cityguard
+calibrate --write`, `cityguard cameras discover`), and each names the version of the camera's geometry it edited: a save
+made from an older version than the file's is refused (SceneConflict) instead of undoing the other save.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import threading
 from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ from ruamel.yaml.comments import Comment, CommentedMap, CommentedSeq, Format, me
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
-from infra.files import replace_file
+from infra.files import locked, replace_file
 from schemas.settings.base import ConfigError
 from schemas.settings.config import Config, parse_config, read_config_file
 
@@ -276,7 +276,10 @@ class SceneFile:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.lock = threading.Lock()  # a save reads, edits and replaces the whole file
+
+    def _locked(self):
+        """A save reads, edits and replaces the whole file; locked beside the file a link names, which is replaced."""
+        return locked(self.path.resolve())
 
     def validate(self, document: dict) -> Config:
         """The configuration a plain document makes, as the stages will read this file; ValueError naming the field."""
@@ -325,7 +328,7 @@ class SceneFile:
         unknown = sorted(set(geometry) - set(EDITABLE_KEYS))
         if unknown:
             raise SceneError(f"not editable here: {', '.join(unknown)}")
-        with self.lock:
+        with self._locked():
             return self._write(camera_id, geometry, version)
 
     def _write(self, camera_id: str, geometry: dict, version: str) -> Saved:
@@ -352,7 +355,7 @@ class SceneFile:
     def edit(self, change: Callable[[CommentedMap], None]) -> Config:
         """Applies `change` to the whole document, round-trip (values it adds made with `as_yaml_nodes`), and saves
         it as `write` does; a file that does not exist yet starts empty. Returns the configuration saved."""
-        with self.lock:
+        with self._locked():
             document, newline = self._load(cameras_required=False)
             _anchor_comments_on_key_lines(document)
             change(document)

@@ -2,7 +2,8 @@
 incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
-or the session cookie that opening `/?token=...` sets (derived from the token, never the token itself). Changing
+or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, and accepted for
+`console.session_hours`). Changing
 anything always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse
 proxy), every request needs it. No other site may frame the pages. The store is synchronous (SQLAlchemy), so its
 calls run in worker threads.
@@ -10,6 +11,7 @@ calls run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import hmac
@@ -46,6 +48,8 @@ REVIEW_FIELDS = {"by": 100, "note": 2000, "request_id": 100}
 ANSWERS_KEPT = 1000  # answers to recent verdicts kept for a request sent again
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 FRAME_SEQ = re.compile(r"[0-9]{1,18}")
+ISSUED_AT = re.compile(r"[0-9]{1,12}")  # a session cookie's issue time, whole seconds
+CLOCK_SKEW_S = 60  # how far ahead of this console's clock another console's may be
 # The page loads its scripts, styles and images from here only, and no other page may frame it (clickjacking).
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
@@ -130,9 +134,12 @@ def write_hard_negative(folder: Path, camera_id: str, event_id: str, evidence, s
                         marked_at: float, by: str) -> Path:
     """The evidence frame (<camera>/<event>.jpg) and its false-alarm record (.json beside it), each replaced whole
     and readable by this user only, as the frame store keeps camera pictures; `camera_id` is a configured camera's,
-    which its pattern keeps a plain folder name (never `.` or `..`)."""
+    which its pattern keeps a plain folder name (never `.` or `..`). A camera's folder that is a link is refused:
+    whoever may write a shared hard-negatives folder could point it at any folder the console may write to."""
     target = folder / camera_id
     private_folder(folder)
+    if target.is_symlink():
+        raise OSError(errno.ELOOP, "the camera's folder is a link, which the console does not follow", str(target))
     private_folder(target)
     stem = hard_negative_stem(event_id)
     image = target / f"{stem}.jpg"
@@ -206,11 +213,22 @@ def token_matches(offered: str, token: str) -> bool:
     return hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), token.encode())
 
 
-def session_cookie(token: str) -> str:
-    """The session cookie's value: derived from the token, so the cookie, which browsers also send to the other
-    ports of the host, never carries the token itself; it stays valid across console restarts for as long as the
-    token does, and a new token ends every session."""
-    return hmac.new(token.encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
+def session_cookie(token: str, issued_at: int) -> str:
+    """The session cookie's value: the time it was issued and an HMAC of that time keyed by the token. The cookie,
+    which browsers also send to the other ports of the host, never carries the token itself; the time lets the
+    server end the session however long a browser keeps it; it stays valid across console restarts, and a new token
+    ends every session."""
+    signature = hmac.new(token.encode(), SESSION_LABEL + str(issued_at).encode(), hashlib.sha256).hexdigest()
+    return f"{issued_at}.{signature}"
+
+
+def session_valid(cookie: str, token: str, lifetime_s: float, now: float) -> bool:
+    """Whether the cookie is one `session_cookie` made with this token, issued at most `lifetime_s` ago (or a moment
+    ahead of this clock: by another console of the same token, behind the same address)."""
+    issued, _, _ = cookie.partition(".")
+    if not ISSUED_AT.fullmatch(issued) or not -CLOCK_SKEW_S <= now - int(issued) <= lifetime_s:
+        return False
+    return token_matches(cookie, session_cookie(token, int(issued)))
 
 
 def request_host_name(authority: str) -> str | None:
@@ -252,13 +270,13 @@ class ConsoleServer:
         self.state = state
         self.store = store
         self.token = token
-        self.session_cookie = session_cookie(token)
         self.reviewing = asyncio.Lock()
         self.answered: OrderedDict[tuple[str, str], dict] = OrderedDict()  # (request id, incident) -> answer
         settings = site.config.console
         # Read-only pages need no token on loopback, unless a reverse proxy makes every request come from there.
         self.open_reads = is_loopback(host) and not settings.require_token_for_reads
         self.public_origins = frozenset(settings.public_origins)
+        self.session_s = settings.session_hours * 3600
         self.refresh_hz = refresh_hz
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
         self.started_at = time.time()
@@ -272,7 +290,7 @@ class ConsoleServer:
                    request.headers.get("X-Console-Token", "")]
         cookie = request.cookies.get(COOKIE, "")
         return (any(value and token_matches(value, self.token) for value in offered)
-                or bool(cookie) and token_matches(cookie, self.session_cookie))
+                or bool(cookie) and session_valid(cookie, self.token, self.session_s, time.time()))
 
     @web.middleware
     async def access(self, request: web.Request, handler):
@@ -292,7 +310,8 @@ class ConsoleServer:
                 raise web.HTTPUnauthorized(text="wrong console token\n")
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
-            response.set_cookie(COOKIE, self.session_cookie, httponly=True, samesite="Strict", max_age=30 * 24 * 3600)
+            response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
+                                max_age=int(self.session_s))
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
@@ -481,13 +500,18 @@ class ConsoleServer:
 
     async def _review_input(self, request: web.Request) -> tuple[str, str, str]:
         """`by` (who acts; "console" when not given), `note` and `request_id` (empty when not given), each text within
-        its REVIEW_FIELDS length."""
+        its REVIEW_FIELDS length that UTF-8 can encode."""
         body = await json_object(request)
         values = {}
         for name, limit in REVIEW_FIELDS.items():
             value = "" if body.get(name) is None else body[name]
             if not isinstance(value, str) or len(value) > limit:
                 raise web.HTTPUnprocessableEntity(text=f"{name} must be text of at most {limit} characters\n")
+            try:
+                value.encode("utf-8")  # JSON may carry half of a surrogate pair (\ud800), which the store cannot hold
+            except UnicodeEncodeError:
+                raise web.HTTPUnprocessableEntity(
+                    text=f"{name} must be text that UTF-8 can encode (no lone surrogates)\n") from None
             values[name] = value
         return values["by"] or "console", values["note"], values["request_id"]
 
@@ -504,8 +528,8 @@ class ConsoleServer:
         try:
             path = write_hard_negative(self.site.hard_negatives, camera.id, incident_id, evidence,
                                        self.state.event(incident_id), marked_at, by)
-        except OSError as exc:
-            log.warning("false alarm %s: evidence frame not kept: %s", incident_id, exc)
+        except OSError as exc:  # the training data lost until someone fixes the folder
+            log.error("false alarm %s: evidence frame not kept: %s", incident_id, exc)
             return None, f"the evidence frame could not be kept as a hard negative ({exc.strerror})"
         return str(path), None
 

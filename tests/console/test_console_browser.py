@@ -766,6 +766,15 @@ def test_long_text_stays_inside_its_card_and_track_labels_are_short(site, page):
     assert page.evaluate("shortTrackId(1714567890123456)") == "3456"
 
 
+def test_a_link_with_a_malformed_escape_shows_the_page_and_says_it_names_no_incident(site, page):
+    listed = site.event("plaza/square/risk-listed", site.frame("plaza", frame_jpeg(17)), severity=Severity.INFO)
+    record(site, listed)
+    page.goto(site.url + "#/incidents/%E0%A4%A")  # an uncaught error would fail the test (the page fixture)
+    page.wait_for_selector(f".incident-item[data-incident='{listed.event_id}']", timeout=10_000)
+    error = page.wait_for_selector("section .notice.error", timeout=10_000)
+    assert "no incident '%E0%A4%A'" in error.text_content()
+
+
 def test_changes_need_the_token(site):
     request = urllib.request.Request(f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST",
                                      data=b"{}", headers={"Content-Type": "application/json"})
@@ -778,9 +787,10 @@ def test_changes_need_the_token(site):
                                     {"Origin": "http://wiki.city.local"},
                                     {"Sec-Fetch-Site": "same-site"}])
 def test_changes_sent_by_another_sites_page_are_refused_even_with_the_cookie(site, sender):
+    cookie = session_cookie(TOKEN, int(time.time()))
     request = urllib.request.Request(
         f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST", data=b"{}",
-        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={session_cookie(TOKEN)}", **sender})
+        headers={"Content-Type": "text/plain", "Cookie": f"{COOKIE}={cookie}", **sender})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403

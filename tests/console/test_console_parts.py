@@ -1,6 +1,8 @@
 """The console's parts without Kafka or a browser: its bounded state and the round-trip scene file."""
 from __future__ import annotations
 
+import fcntl
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ from schemas import (
 )
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.config import Config, TopicNames, load_config
+from sinks.console import scene_file as scene_module
 from sinks.console.feed import TopicFeed
 from sinks.console.scene_file import Saved, SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import DIRECTIONS_PER_LINE, LINES_PER_CAMERA, ConsoleState, feed_health, heat_grid
@@ -730,12 +733,56 @@ def test_a_save_edited_from_an_older_version_is_refused_and_the_newer_save_stays
     assert load_config(scene_file.path).camera("cam").zones[0].area_m2 == 31
 
 
+def save_held_before_its_replace(path: Path, version: str, area: float, checked, go) -> None:
+    """Another process's save (a second console, `calibrate --write`): it sets `checked` once it has found `version`
+    current, and replaces the file once `go` is set."""
+    from sinks.console import scene_file as module
+
+    replace_file = module.replace_file
+
+    def held(*args, **kwargs):
+        checked.set()
+        go.wait(60)
+        replace_file(*args, **kwargs)
+
+    module.replace_file = held
+    geometry = SceneFile(path).read("cam")
+    geometry["zones"][0]["area_m2"] = area
+    SceneFile(path).write("cam", geometry, version)
+
+
+def test_a_save_from_the_version_another_process_is_saving_from_is_refused_and_the_other_save_stays(
+        scene_file, monkeypatch):
+    version = current(scene_file)
+    processes = multiprocessing.get_context("fork")
+    checked, go = processes.Event(), processes.Event()
+    other = processes.Process(target=save_held_before_its_replace,
+                              args=(scene_file.path, version, 31, checked, go))
+    other.start()
+    assert checked.wait(60)
+    # Lets the other save go on once this one waits for its turn or, where nothing makes it wait, is about to replace
+    # the file: either way this save has got as far as it can before the other one's replace.
+    flock, replace_file = fcntl.flock, scene_module.replace_file
+    monkeypatch.setattr(fcntl, "flock", lambda *args: go.set() or flock(*args))
+    monkeypatch.setattr(scene_module, "replace_file", lambda *args, **kwargs: go.set() or replace_file(*args, **kwargs))
+    mine = scene_file.read("cam")
+    mine["zones"][0]["area_m2"] = 45
+    try:
+        with pytest.raises(SceneConflict, match="reload"):
+            scene_file.write("cam", mine, version)
+    finally:
+        go.set()
+        other.join()
+    assert other.exitcode == 0
+    assert load_config(scene_file.path).camera("cam").zones[0].area_m2 == 31
+
+
 PARTITION = TopicPartition(TopicNames().frames, 0)
 
 
 class FakeConsumer:
     """Answers each poll with the next of `polls` (an exception is raised, a function is called), then nothing; its
-    one partition lies at `position`, its end at `end`."""
+    one partition lies at `position`, its end at `end`; it reaches a broker while `connected`."""
 
     config = {"group_id": "site-console"}
 
@@ -743,6 +790,10 @@ class FakeConsumer:
         self.polls = polls
         self.position_at, self.end = position, end
         self.rewound: list[TopicPartition] = []
+        self.connected = True
+
+    def bootstrap_connected(self) -> bool:
+        return self.connected
 
     def poll(self, timeout_ms: int) -> dict:
         answer = self.polls.pop(0) if self.polls else {}
@@ -811,6 +862,24 @@ def test_the_feed_reads_on_after_a_failed_pass_and_reports_the_failure_meanwhile
     assert down["state"] == "down" and "broker gone" in down["reason"]
     assert feed_health(state.feed_report(), time.time())["state"] == "up"
     assert [frame.seq for frame in state.cameras["cam"].frames] == [1]
+
+
+def test_the_feed_reports_down_while_no_broker_can_be_reached_and_up_once_one_is_again():
+    state = ConsoleState(frame_buffer=10, zone_history=10, recent_events=10, zone_stale_after_s=30)
+    stop = threading.Event()
+    health = []
+
+    def broker_reached(reached: bool) -> dict:
+        health.append(feed_health(state.feed_report(), time.time()))
+        consumer.connected = reached
+        return {}  # as kafka-python's poll answers with no broker: nothing, no error
+
+    consumer = FakeConsumer([lambda: broker_reached(False), lambda: broker_reached(True), lambda: broker_reached(True),
+                             lambda: stop.set() or {}])
+    TopicFeed(consumer, TopicNames(), state, unreadable_frame_store, {}).run(stop)
+    _, down, up = health
+    assert down["state"] == "down" and "no broker can be reached" in down["reason"]
+    assert up["state"] == "up"
 
 
 def test_zone_windows_read_at_start_count_from_their_end_and_live_ones_from_their_arrival():

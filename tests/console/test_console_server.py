@@ -228,6 +228,24 @@ def test_a_false_alarm_is_recorded_even_when_its_frame_cannot_be_kept(make_conso
     assert [review.verdict for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == [FALSE_ALARM]
 
 
+def test_a_camera_folder_replaced_by_a_link_is_not_followed_and_the_false_alarm_is_still_recorded(
+        make_console, tmp_path, caplog):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    console = make_console()
+    console.hard_negatives.mkdir()
+    (console.hard_negatives / "cam").symlink_to(elsewhere)  # by whoever else may write a shared folder
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    status, _, body = call(console, "POST", "/api/incidents/cam%2Fz%2Frisk/false-alarm", headers=AUTH, json={})
+    answer = strict_json(body)
+    assert status == 200 and answer["hard_negative"] is None and "is a link" in answer["hard_negative_error"]
+    assert list(elsewhere.iterdir()) == [] and stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert [record.levelname for record in caplog.records if "not kept" in record.getMessage()] == ["ERROR"]
+    assert [review.verdict for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == [FALSE_ALARM]
+
+
 def test_a_false_alarm_for_an_incident_the_store_does_not_know_keeps_no_frame(make_console):
     console = make_console()
     hold_evidence(console.state, risk_event("cam/z/unknown"))  # never recorded in the store
@@ -367,6 +385,19 @@ def test_a_review_whose_fields_are_not_short_text_is_refused_naming_the_field(ma
     assert console.store.reviews(["cam/z/risk"]) == {}
 
 
+@pytest.mark.parametrize("verdict", ["ack", "false-alarm"])
+@pytest.mark.parametrize("field", ["by", "note", "request_id"])
+def test_a_review_field_holding_half_a_surrogate_pair_is_refused_naming_the_field(make_console, verdict, field):
+    console = make_console()
+    record_incident(console, risk_event("cam/z/risk"))
+    body = f'{{"{field}": "ana \\ud800"}}'  # valid JSON, yet no UTF-8 text
+    status, _, text = call(console, "POST", f"/api/incidents/cam%2Fz%2Frisk/{verdict}", data=body,
+                           headers={**AUTH, "Content-Type": "application/json"})
+    assert status == 422
+    assert text.decode().splitlines() == [f"{field} must be text that UTF-8 can encode (no lone surrogates)"]
+    assert console.store.reviews(["cam/z/risk"]) == {}
+
+
 def test_a_false_alarm_without_an_evidence_frame_says_that_no_frame_was_kept(make_console):
     console = make_console()
     for seq in range(5000, 5010):  # long after the event's frame 5
@@ -444,16 +475,30 @@ def test_a_hard_negative_is_kept_where_the_file_system_refuses_to_change_a_folde
     assert answer["hard_negative"] is not None and answer["hard_negative_error"] is None
 
 
-def test_the_session_cookie_is_derived_from_the_token_and_the_token_itself_is_no_cookie(make_console):
+def test_the_session_cookie_is_signed_with_the_token_and_the_token_itself_is_no_cookie(make_console):
     console = make_console()
+    before = int(time.time())
     status, headers, _ = call(console, "GET", f"/?token={TOKEN}", allow_redirects=False)
     cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE]
-    assert status == 302 and cookie.value == session_cookie(TOKEN) and TOKEN not in headers["Set-Cookie"]
-    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    issued = int(cookie.value.partition(".")[0])
+    assert status == 302 and before <= issued <= time.time() and TOKEN not in headers["Set-Cookie"]
+    assert cookie.value == session_cookie(TOKEN, issued)
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["max-age"] == str(12 * 3600)
     change = {"path": "/api/incidents/x/ack", "json": {}}
     assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={cookie.value}"})[0] == 404  # let in
     assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={TOKEN}"})[0] == 401
     assert call(console, "POST", **change, headers={"X-Console-Token": cookie.value})[0] == 401
+    forged = f"{issued + 3600}.{cookie.value.partition('.')[2]}"  # a later time under the first one's signature
+    assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={forged}"})[0] == 401
+
+
+@pytest.mark.parametrize("settings, age_s, status", [("", 12 * 3600 - 60, 404), ("", 12 * 3600 + 60, 401),
+                                                     ("  session_hours: 1", 3600 + 60, 401),
+                                                     ("  session_hours: 48", 12 * 3600 + 60, 404)])
+def test_a_session_cookie_is_refused_once_the_session_lifetime_has_passed(make_console, settings, age_s, status):
+    console = make_console(settings)
+    cookie = session_cookie(TOKEN, int(time.time() - age_s))  # as the console issued it that long ago
+    assert call(console, "POST", "/api/incidents/x/ack", json={}, headers={"Cookie": f"{COOKIE}={cookie}"})[0] == status
 
 
 @pytest.mark.parametrize("host, status", [(b"[::1", 400), (b"127.0.0.1:99999", 400), (b"127.0.0.1:abc", 400),

@@ -535,8 +535,14 @@ async function loadCameras() {
   app.thresholds = body.thresholds;
 }
 
+// A link's part with a malformed escape (%E0%A4%A) is taken as written: it names no page or incident, which the page
+// then says, instead of an error leaving it blank.
+function decodedLinkPart(part) {
+  try { return decodeURIComponent(part); } catch { return part; }
+}
+
 function route() {
-  const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodedLinkPart);
   if (page === app.page && app.follow) { app.follow(arg); return; }
   for (const timer of app.timers) clearInterval(timer);
   app.timers = [];
