@@ -3,10 +3,9 @@ incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
 or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, and accepted for
-`console.session_hours`). Changing
-anything always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse
-proxy), every request needs it. No other site may frame the pages. The store is synchronous (SQLAlchemy), so its
-calls run in worker threads.
+`console.session_hours`). Changing anything always needs it; on a non-loopback address, or with
+`console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the pages.
+The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
 from __future__ import annotations
 
@@ -543,6 +542,18 @@ class ConsoleServer:
         except OSError as exc:
             log.error("the false alarm was not recorded, yet its hard negative %s stays: %s", kept, exc)
 
+    async def _withdraw_false_alarms(self, earlier_reviews) -> None:
+        """Removes the hard negatives of the incident's earlier false-alarm verdicts once an operator acknowledges it
+        after all: the incident was real, and `cityguard dataset build` would train the model not to see it."""
+        folder = self.site.hard_negatives.resolve()
+        for path in {review.evidence_path for review in earlier_reviews if review.evidence_path}:
+            if not Path(path).resolve().is_relative_to(folder):  # written while another folder was configured
+                continue
+            try:
+                await asyncio.to_thread(remove_hard_negative, Path(path))
+            except OSError as exc:
+                log.error("the incident was acknowledged as real, yet its hard negative %s stays: %s", path, exc)
+
     async def _review(self, request: web.Request, verdict: str) -> web.Response:
         incident_id = request.match_info["incident"]
         by, note, request_id = await self._review_input(request)
@@ -578,6 +589,8 @@ class ConsoleServer:
             if not recorded:
                 await self._withdraw_hard_negative(kept, detail.reviews)
                 raise web.HTTPNotFound(text=f"no incident {incident_id!r} in the incident store\n")
+            if verdict == ACKNOWLEDGED:
+                await self._withdraw_false_alarms(detail.reviews)
             answer = {"incident": incident_id, "verdict": verdict, "repeated": False, "hard_negative": kept,
                       "hard_negative_error": not_kept,
                       "review": {"at": now, "verdict": verdict, "by": by, "note": note, "evidence_path": kept}}

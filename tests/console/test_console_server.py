@@ -334,6 +334,21 @@ def test_a_verdict_sent_again_with_its_request_id_records_nothing_more_and_gets_
         ACKNOWLEDGED, FALSE_ALARM]
 
 
+def test_an_incident_acknowledged_after_a_false_alarm_verdict_is_no_longer_a_hard_negative(make_console):
+    console = make_console()
+    event = risk_event("cam/z/risk")
+    record_incident(console, event)
+    hold_evidence(console.state, event)
+    url = "/api/incidents/cam%2Fz%2Frisk"
+    assert call(console, "POST", f"{url}/false-alarm", headers=AUTH, json={})[0] == 200
+    assert len(list(console.hard_negatives.glob("cam/*"))) == 2
+    # The operator looks again: it was real. Training on it would teach the model not to see it.
+    assert call(console, "POST", f"{url}/ack", headers=AUTH, json={"note": "it was real after all"})[0] == 200
+    assert not list(console.hard_negatives.glob("cam/*"))
+    assert call(console, "POST", f"{url}/false-alarm", headers=AUTH, json={})[0] == 200  # and a false alarm again
+    assert len(list(console.hard_negatives.glob("cam/*"))) == 2
+
+
 @pytest.mark.parametrize("marked_before", [False, True])
 def test_a_false_alarm_the_store_fails_to_record_leaves_no_new_hard_negative(make_console, monkeypatch,
                                                                              marked_before):
