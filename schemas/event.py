@@ -3,7 +3,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.base import ID_MAX_CHARS, BoundedId, Message, Seq
 
@@ -68,3 +68,11 @@ class Event(Message):
     reason: str = Field(max_length=REASON_MAX_CHARS, description="why the event was raised, in words")
     details: dict[Annotated[str, Field(max_length=ID_MAX_CHARS)], DetailValue] = Field(
         default_factory=dict, max_length=DETAILS_MAX_ITEMS)
+
+    @field_validator("event_id")
+    @classmethod
+    def verify_not_a_dot_segment(cls, event_id: str) -> str:
+        # The console's URLs name an incident in one path segment, and browsers resolve "." and ".." away there.
+        if event_id in (".", ".."):
+            raise ValueError(f"{event_id!r} is not an event id")
+        return event_id
