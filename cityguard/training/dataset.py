@@ -2,8 +2,9 @@
 
 Sources, each frame tagged with its camera and capture time:
 - false alarms an operator marked (JPEG + JSON under a feedback folder, see read_false_alarms): kept as hard
-  negatives, with the operator's corrected labels if given, else the detector's boxes minus the false ones (no boxes
-  at all: a background image with an empty label file); their time is the producer's wall clock (unix seconds);
+  negatives (the records of one frame as one), with the operator's corrected labels if given, else the detector's
+  boxes minus the false ones (no boxes at all: a background image with an empty label file); their time is the
+  producer's wall clock (unix seconds);
 - frames around missed events (intervals as in `cityguard eval events` truth CSVs), read from the camera's clip;
 - an even sample of each camera's footage, so the model keeps seeing the normal scene; clip frames' times are
   seconds from the clip's start.
@@ -26,6 +27,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 from collections import Counter, defaultdict
@@ -35,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from cityguard.evaluation.detection import Boxes, box_iou
 from cityguard.evaluation.loaders import (
@@ -47,6 +50,8 @@ from cityguard.evaluation.loaders import (
 from cityguard.training.labels import ImageLabels, class_id_of, yolo_text
 from infra.files import replace_file
 from processors.inference.detector import Detector, ImageDetections, keep_confident
+from schemas.base import ID_MAX_CHARS
+from schemas.settings.base import Identifier
 
 SPLITS = ("train", "val")
 SOURCES = ("false-alarm", "missed", "background")
@@ -55,6 +60,7 @@ DATASET_ENTRIES = ("images", "labels", "manifest.csv", "data.yaml")  # all a dat
 WALL_CLOCK_SOURCES = frozenset({"false-alarm"})  # the others are clip frames, timed from the clip's start
 # data.yaml's list of the false alarms the guards dropped: a model trained on the dataset has as good as seen them.
 DROPPED_ALARMS_KEY = "dropped_false_alarms"
+CAMERA_ID = TypeAdapter(Identifier)
 
 
 def item_name(camera: str, captured_at: float, source: str) -> str:
@@ -148,33 +154,77 @@ class FalseAlarm:
 
 
 def read_false_alarms(folder: Path, names: dict[int, str]) -> list[FalseAlarm]:
-    """The records under <folder>/<camera>/: <stem>.jpg with <stem>.json {"camera", "time" (unix seconds),
-    "event_id", "wrong": [{"class": name, "xyxy": [x1, y1, x2, y2]}, ...], optional "labels": the corrected labels
-    as the same entries}. A record written before `wrong` existed gives `boxes` ([[x1, y1, x2, y2], ...]) and one
-    `class` for all of them instead. Boxes are in the JPEG's pixels and must lie in it; classes are the dataset's."""
-    records = []
+    """The records under <folder>/<camera>/: <stem>.jpg with <stem>.json {"camera" (the folder's), "time" (unix
+    seconds), "event_id", "wrong": [{"class": name, "xyxy": [x1, y1, x2, y2]}, ...], optional "labels": the corrected
+    labels as the same entries}. A record written before `wrong` existed gives `boxes` ([[x1, y1, x2, y2], ...]) and
+    one `class` for all of them instead. Boxes are in the JPEG's pixels and must lie in it; classes are the
+    dataset's. The records of one frame (two incidents on it: same camera and time) come back as one
+    (merged_false_alarm)."""
+    by_frame: dict[str, list[FalseAlarm]] = defaultdict(list)
     for sidecar in sorted(Path(folder).glob("*/*.json")):
-        image = next((sidecar.with_suffix(s) for s in IMAGE_SUFFIXES if sidecar.with_suffix(s).exists()), None)
-        if image is None:
-            raise ValueError(f"{sidecar}: no image with the same name beside it")
-        height, width = read_image(image).shape[:2]
-        try:
-            record = json.loads(sidecar.read_text())
-            camera, captured_at = str(record["camera"]), float(record["time"])
-            field_name, wrong = _wrong_entries(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{sidecar}: not a false-alarm record (camera, time, wrong or boxes and class): "
-                             f"{exc}") from None
-        records.append(FalseAlarm(
-            camera, captured_at, image, _feedback_boxes(wrong, names, width, height, f"{sidecar}: {field_name}"),
-            _feedback_boxes(record["labels"], names, width, height, f"{sidecar}: labels")
-            if "labels" in record else None))
-    return records
+        record = read_false_alarm(sidecar, names)
+        by_frame[record.name].append(record)
+    return [merged_false_alarm(records) for records in by_frame.values()]
+
+
+def read_false_alarm(sidecar: Path, names: dict[int, str]) -> FalseAlarm:
+    """One record of read_false_alarms. Its camera becomes part of file names in the dataset, so it must be a camera
+    id and the folder's."""
+    image = next((sidecar.with_suffix(s) for s in IMAGE_SUFFIXES if sidecar.with_suffix(s).exists()), None)
+    if image is None:
+        raise ValueError(f"{sidecar}: no image with the same name beside it")
+    height, width = read_image(image).shape[:2]
+    try:
+        record = json.loads(sidecar.read_text())
+        camera, captured_at = record["camera"], float(record["time"])
+        field_name, wrong = _wrong_entries(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{sidecar}: not a false-alarm record (camera, time, wrong or boxes and class): "
+                         f"{exc}") from None
+    if camera != sidecar.parent.name:
+        raise ValueError(f"{sidecar}: field 'camera' must be {json.dumps(sidecar.parent.name)}, the camera folder it "
+                         f"is in, not {json.dumps(camera)}")
+    try:
+        CAMERA_ID.validate_python(camera)
+    except ValidationError:
+        raise ValueError(f"{sidecar}: field 'camera' {json.dumps(camera)} is not a camera id (letters, digits, _ . -, "
+                         f"starting with a letter or digit, at most {ID_MAX_CHARS} characters)") from None
+    if not math.isfinite(captured_at):
+        raise ValueError(f"{sidecar}: field 'time' must be a finite number of unix seconds, not "
+                         f"{json.dumps(record['time'])}")
+    return FalseAlarm(
+        camera, captured_at, image, _feedback_boxes(wrong, names, width, height, f"{sidecar}: {field_name}"),
+        _feedback_boxes(record["labels"], names, width, height, f"{sidecar}: labels") if "labels" in record else None)
+
+
+def merged_false_alarm(records: list[FalseAlarm]) -> FalseAlarm:
+    """The records of one frame as one false alarm: every record's wrong boxes, and the corrected labels they give
+    (a box repeating one already taken counts once), less those any record marks wrong. One record's alone would
+    leave the box another blamed labelled as a true detection."""
+    wrong = joined([record.wrong for record in records])
+    corrected = None
+    for labels in (record.corrected for record in records if record.corrected is not None):
+        corrected = labels if corrected is None else joined(
+            [corrected, labels.select(~repeats(labels, corrected).any(axis=1))])
+    if corrected is not None:
+        corrected = corrected.select(~repeats(corrected, wrong).any(axis=1))
+    return replace(records[0], wrong=wrong, corrected=corrected)
+
+
+def joined(parts: list[Boxes]) -> Boxes:
+    return Boxes.of(np.concatenate([part.xyxy for part in parts]), np.concatenate([part.class_id for part in parts]),
+                    np.concatenate([part.confidence for part in parts]))
+
+
+def repeats(boxes: Boxes, marked: Boxes, iou_threshold: float = 0.5) -> np.ndarray:
+    """(boxes, marked) matrix: whether a box repeats a marked one (same class, IoU >= threshold)."""
+    return ((box_iou(boxes.xyxy, marked.xyxy) >= iou_threshold)
+            & (boxes.class_id[:, None] == marked.class_id[None, :]))
 
 
 def false_alarm_items(records: list[FalseAlarm], detector: Detector | None = None, confidence: float = 0.25,
                       class_confidence: dict[int, float] | None = None) -> list[DatasetItem]:
-    """Hard negatives: the operator's corrected labels as they are; else the detector's boxes that do not repeat a
+    """Hard negatives: the operator's corrected labels; else the detector's boxes that do not repeat a
     marked false alarm (the rest of the scene stays labelled); without a detector, a background image."""
     items = []
     for record in records:
@@ -182,9 +232,7 @@ def false_alarm_items(records: list[FalseAlarm], detector: Detector | None = Non
             boxes, reviewed = record.corrected, True
         elif detector is not None:
             detected = detector_boxes(detector, [read_image(record.image)], confidence, class_confidence)[0]
-            overlaps = box_iou(detected.xyxy, record.wrong.xyxy)
-            same_class = detected.class_id[:, None] == record.wrong.class_id[None, :]
-            boxes, reviewed = detected.select(~((overlaps >= 0.5) & same_class).any(axis=1)), False
+            boxes, reviewed = detected.select(~repeats(detected, record.wrong).any(axis=1)), False
         else:
             boxes, reviewed = Boxes.of(np.zeros((0, 4)), []), True
         items.append(DatasetItem(record.camera, record.captured_at, "false-alarm", record.image, boxes, reviewed))

@@ -8,8 +8,9 @@ Checks, each with both figures and a verdict:
 - AP@0.5 of every class the site's rules use, likewise (a class without labels is reported as not checked);
 - on the false-alarm set, fewer detections repeating a marked false alarm (same class, IoU >= 0.5, reported at the
   operating point) than the serving model, or none when the serving model had none. Only false alarms the
-  candidate did not train on count: all but those in its dataset's training split or dropped from its validation
-  split as beside or looking like a training frame (none left: reported as not checked).
+  candidate did not train on count: all but those in its dataset's training split (unless the frame's labels there
+  hold the wrong box) or dropped from its validation split as beside or looking like a training frame (none left:
+  reported as not checked).
 Precision counts the detections of every class labelled in the scored images or the candidate's dataset, so false
 detections of a class the scored images happen not to hold count too. A detection of a class labelled nowhere
 cannot be told right or wrong: such a class the rules act on or with its own confidence is reported as not checked
@@ -19,20 +20,21 @@ The scoring is cityguard.evaluation's; this module only compares.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from cityguard.evaluation.detection import Boxes, DetectionResult, box_iou, counts_at
-from cityguard.evaluation.loaders import read_image
+from cityguard.evaluation.detection import Boxes, DetectionResult, counts_at
+from cityguard.evaluation.loaders import load_yolo_labels, read_image
 from cityguard.evaluation.scoring import PrecisionRecall
 from cityguard.training.dataset import (
     FalseAlarm,
     detector_boxes,
     read_dropped_false_alarms,
     read_manifest,
+    repeats,
     restore_interrupted_write,
 )
 from cityguard.training.train import dataset_hash
@@ -129,11 +131,18 @@ def decide(serving: DetectionResult, candidate: DetectionResult, classes: list[s
     """The verdict from both models' scores on the same labelled set, and (serving, candidate) counts of repeated
     false alarms (None: no held-out false alarm to score, that check is reported as not checked). Each of `classes`
     (reported_classes) has its AP compared where the set labels it, else is reported as not checked. A set without
-    a labelled box refuses: both models would score 0 on it, and 0 is not below 0, so any candidate would pass."""
+    a labelled box refuses, and so does one on which the serving model finds none of the labelled boxes: 0 is not
+    below 0, so any candidate would pass."""
     labelled = sum(c.truth_count for c in serving.classes)
     if not labelled:
         reason = f"no labelled boxes in the {serving.images} validation images: nothing to compare (check --labels)"
         return GateReport(serving_name, candidate_name, False, [Check("labelled boxes", 0.0, 0.0, False, reason)])
+    if not serving.mean_average_precision:
+        reason = (f"{serving_name} scores mAP@0.5 0 on the {labelled} labelled boxes of the {serving.images} "
+                  "validation images: the set gives the serving model nothing to compare against (check --labels "
+                  "and their class ids)")
+        return GateReport(serving_name, candidate_name, False, [
+            Check("mAP@0.5", 0.0, candidate.mean_average_precision, False, reason)])
     class_confidence = class_confidence or {}
     operating = f"@{serving.confidence:g}" + (" (class thresholds)" if class_confidence else "")
     serving_counts, candidate_counts = (operating_counts(r, class_confidence) for r in (serving, candidate))
@@ -161,9 +170,7 @@ def repeated_false_alarms(detector, marked: list[tuple[Path, Boxes]], confidence
         batch = marked[first:first + batch_size]
         found = detector_boxes(detector, [read_image(path) for path, _ in batch], confidence, class_confidence)
         for (_, wrong), boxes in zip(batch, found, strict=True):
-            overlaps = box_iou(wrong.xyxy, boxes.xyxy)
-            same_class = wrong.class_id[:, None] == boxes.class_id[None, :]
-            repeated += int(((overlaps >= iou_threshold) & same_class).any(axis=1).sum())
+            repeated += int(repeats(wrong, boxes, iou_threshold).any(axis=1).sum())
     return repeated
 
 
@@ -187,18 +194,35 @@ def unreviewed_images(images: Path, labels: Path) -> tuple[int, int]:
 
 
 def unseen_false_alarms(records: list[FalseAlarm], trained_on: Path | None) -> list[FalseAlarm]:
-    """The false alarms a candidate is gated on: all but those the dataset it was trained on (its folder) has in its
-    training split or dropped from validation as beside or looking like a training frame; those marked since it was
-    built count too. All of them for a model not trained here (None)."""
+    """The false alarms a candidate is gated on, each with the wrong boxes it did not train on as such: all but those
+    of frames the dataset it was trained on (its folder) dropped from validation as beside or looking like a
+    training frame, and, on a frame of its training split, those its labels leave out (a box marked wrong after the
+    build, on a frame already there, was trained on as a true detection); those marked since it was built count too.
+    All of them for a model not trained here (None)."""
     if trained_on is None or not records:
         return records
     try:
-        seen = {row["name"] for row in read_manifest(trained_on) if row["split"] == "train"}
-        seen |= read_dropped_false_alarms(trained_on)
+        training = {row["name"] for row in read_manifest(trained_on) if row["split"] == "train"}
+        dropped = read_dropped_false_alarms(trained_on)
     except ValueError as exc:
         raise ValueError(f"{exc}; it is the dataset the candidate was trained on, and without it the false alarms "
                          "it did not train on are unknown") from None
-    return [record for record in records if record.name not in seen]
+    unseen = []
+    for record in records:
+        if record.name in dropped:
+            continue
+        wrong = record.wrong
+        if record.name in training:
+            wrong = wrong.select(repeats(wrong, training_labels(trained_on, record.name)).any(axis=1))
+        if len(wrong):
+            unseen.append(replace(record, wrong=wrong))
+    return unseen
+
+
+def training_labels(dataset: Path, name: str) -> Boxes:
+    """The labels a dataset's training frame `name` was trained with."""
+    height, width = read_image(dataset / "images" / "train" / f"{name}.jpg").shape[:2]
+    return load_yolo_labels(dataset / "labels" / "train" / f"{name}.txt", width, height)
 
 
 class TrainingDataset(NamedTuple):

@@ -3,15 +3,19 @@
 <root>/<version>/ holds the model (a .pt file or an export folder, under its own name) and run.json (how it was
 made: data hash, base weights, settings, metrics, parent version). <root>/serving.json names the serving version
 and the promotions before it, so a roll-back is one step back in that history. The pointer is replaced through a
-temporary file and a rename, so an inference worker polling it never reads half of one.
+temporary file and a rename, so an inference worker polling it never reads half of one; promotions and roll-backs
+hold a lock beside it while they read, change and replace it.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +63,17 @@ class ModelRegistry:
 
     def get(self, version: str) -> ModelVersion:
         folder = self.root / version
+        path = folder / RUN_FILE
         try:
-            run = json.loads((folder / RUN_FILE).read_text())
+            text = path.read_text()
         except FileNotFoundError:
             known = ", ".join(self.versions()) or "none"
             raise KeyError(f"model version {version!r} is not in {self.root} (registered: {known})") from None
-        return ModelVersion(version, folder / run["weights"], run)
+        try:
+            run = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a run record ({exc}); restore it from a backup") from None
+        return ModelVersion(version, folder / checked_run(run, path)["weights"], run)
 
     def register(self, weights: Path, run: dict) -> ModelVersion:
         """Copies the model into the next version folder with its run record; returns the new version."""
@@ -110,35 +119,73 @@ class ModelRegistry:
         version = self.pointer()["version"]
         return self.get(version) if version else None
 
+    @contextmanager
+    def _pointer_lock(self) -> Iterator[None]:
+        """Held while the pointer is read, changed and replaced: two promotions or roll-backs at once would each
+        write the history they read, and the one written first would be lost."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f".{POINTER_FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def promote(self, version: str, reason: str) -> ModelVersion:
         """Makes `version` the serving model; the one before stays in the history for roll-back. Promoting the
         version already serving changes nothing: a second entry for it would make a roll-back return to it."""
         model = self.get(version)
-        pointer = self.pointer()
-        if pointer["version"] == version:
-            return model
-        history = [*pointer["history"], {"version": version, "promoted_at": time.time(), "reason": reason}]
-        write_json_atomically(self.root / POINTER_FILE, {"version": version, "history": history})
+        with self._pointer_lock():
+            pointer = self.pointer()
+            if pointer["version"] == version:
+                return model
+            history = [*pointer["history"], {"version": version, "promoted_at": time.time(), "reason": reason}]
+            write_json_atomically(self.root / POINTER_FILE, {"version": version, "history": history})
         return model
 
     def rollback(self) -> ModelVersion:
-        """Serves the version promoted before the current one again."""
-        pointer = self.pointer()
-        history = pointer["history"]
-        if len(history) < 2:
-            if not history:
-                promoted = "none promoted"
-            elif pointer.get("rolled_back"):
-                promoted = f"{history[-1]['version']} is the first promoted version still in the history"
-            else:
-                promoted = f"only {history[-1]['version']} was ever promoted"
-            raise ValueError(f"nothing to roll back to in {self.root}: {promoted}")
-        history = history[:-1]
-        write_json_atomically(self.root / POINTER_FILE, {"version": history[-1]["version"], "history": history,
-                                                        "rolled_back": [*pointer.get("rolled_back", []),
-                                                                        {"version": pointer["version"],
-                                                                         "at": time.time()}]})
-        return self.get(history[-1]["version"])
+        """Serves the version promoted before the current one again; refused, the pointer unchanged, when that
+        version is no longer registered."""
+        with self._pointer_lock():
+            pointer = self.pointer()
+            history = pointer["history"]
+            if len(history) < 2:
+                if not history:
+                    promoted = "none promoted"
+                elif pointer.get("rolled_back"):
+                    promoted = f"{history[-1]['version']} is the first promoted version still in the history"
+                else:
+                    promoted = f"only {history[-1]['version']} was ever promoted"
+                raise ValueError(f"nothing to roll back to in {self.root}: {promoted}")
+            history = history[:-1]
+            try:
+                model = self.get(history[-1]["version"])
+            except KeyError as exc:
+                raise ValueError(f"cannot roll back: {exc.args[0]}; {pointer['version']} still serves") from None
+            write_json_atomically(self.root / POINTER_FILE, {
+                "version": model.version, "history": history,
+                "rolled_back": [*pointer.get("rolled_back", []), {"version": pointer["version"], "at": time.time()}]})
+        return model
+
+
+def checked_run(run, path: Path) -> dict:
+    """`run`, a version's run record read from `path`, once its fields are found usable: ValueError naming the file
+    and field otherwise. The weights must lie inside the version's folder, so that promoting a version serves
+    only what was registered as it."""
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: not a run record (a JSON object), got {json.dumps(run)[:80]}")
+    weights = run.get("weights")
+    folder = path.parent.resolve()
+    inside = isinstance(weights, str) and (folder / weights).resolve() != folder and (
+        folder / weights).resolve().is_relative_to(folder)
+    if not inside:
+        raise ValueError(f"{path}: field 'weights' must name the model inside {path.parent}, not "
+                         f"{json.dumps(weights)}")
+    for name in ("kind", "note", "parent", "data", "data_hash"):
+        if not isinstance(run.get(name), str | None):
+            raise ValueError(f"{path}: field {name!r} must be text, not {json.dumps(run[name])[:80]}")
+    metrics = run.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(value, int | float) and not isinstance(value, bool)
+                                                for value in metrics.values()):
+        raise ValueError(f"{path}: field 'metrics' must map names to numbers, not {json.dumps(metrics)[:80]}")
+    return run
 
 
 class ServingWatcher:

@@ -473,10 +473,50 @@ def test_a_record_listing_wrong_boxes_gives_each_its_own_class(tmp_path):
     ({"wrong": [{"class": "statue", "xyxy": [1, 2, 3, 4]}]}, "f1.json: wrong[1]: class 'statue' is not one of"),
     ({"wrong": [[1, 2, 3, 4]]}, "f1.json: wrong[1]: expected {\"class\": name, \"xyxy\""),
     ({"time": "noon"}, "f1.json: not a false-alarm record"),
+    ({"time": float("nan")}, "f1.json: field 'time' must be a finite number of unix seconds, not NaN"),
+    ({"time": float("inf")}, "f1.json: field 'time' must be a finite number of unix seconds, not Infinity"),
+    # the camera names the frame's files in the dataset: a path there would write outside it
+    ({"camera": "../../../../escaped"}, "f1.json: field 'camera' must be \"campus\", the camera folder it is in, "
+                                        "not \"../../../../escaped\""),
+    ({"camera": "gate"}, "f1.json: field 'camera' must be \"campus\""),
 ])
 def test_a_false_alarm_record_with_a_wrong_class_box_or_field_is_refused_naming_it(tmp_path, extra, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         read_false_alarms(false_alarm_folder(tmp_path, **extra), NAMES)
+
+
+def test_a_false_alarm_in_a_folder_that_is_no_camera_id_is_refused_naming_it(tmp_path):
+    folder = false_alarm_folder(tmp_path)
+    (folder / "campus").rename(folder / "camp us")
+    (folder / "camp us" / "f1.json").write_text(json.dumps({"camera": "camp us", "time": 12.5, "wrong": []}))
+    with pytest.raises(ValueError, match=re.escape("f1.json: field 'camera' \"camp us\" is not a camera id")):
+        read_false_alarms(folder, NAMES)
+
+
+def test_false_alarms_on_one_frame_are_one_record_and_no_blamed_box_stays_a_positive_label(tmp_path):
+    """Two incidents on one frame (two zones, two tracks): each record blames its own box."""
+    folder = false_alarm_folder(tmp_path)
+    cv2.imwrite(str(folder / "campus" / "f2.jpg"), np.zeros((240, 320, 3), dtype=np.uint8))
+    blamed = [{"class": "person", "xyxy": [200, 100, 260, 200]}]
+    (folder / "campus" / "f2.json").write_text(json.dumps({"camera": "campus", "time": 12.5, "wrong": blamed}))
+    (record,) = read_false_alarms(folder, NAMES)
+    assert record.wrong.xyxy.tolist() == [[100, 50, 140, 150], [200, 100, 260, 200]]
+    detector = FixedDetector([[101, 52, 139, 149], [200, 100, 260, 200], [10, 10, 50, 90]], [0, 0, 0])
+    (item,) = false_alarm_items([record], detector)
+    assert item.boxes.xyxy.tolist() == [[10, 10, 50, 90]]
+
+
+def test_corrected_labels_of_one_frame_are_merged_without_any_box_a_record_blames(tmp_path):
+    first = [{"class": "person", "xyxy": [10, 10, 50, 90]}, {"class": "person", "xyxy": [200, 100, 260, 200]}]
+    folder = false_alarm_folder(tmp_path, labels=first)
+    cv2.imwrite(str(folder / "campus" / "f2.jpg"), np.zeros((240, 320, 3), dtype=np.uint8))
+    (folder / "campus" / "f2.json").write_text(json.dumps({
+        "camera": "campus", "time": 12.5, "event_id": "e2",
+        "wrong": [{"class": "person", "xyxy": [200, 100, 260, 200]}],
+        "labels": [{"class": "person", "xyxy": [11, 10, 50, 91]}, {"class": "car", "xyxy": [5, 150, 95, 230]}]}))
+    (item,) = false_alarm_items(read_false_alarms(folder, NAMES))
+    # the person both give once, the car the second adds; the box the second blames goes from the first's labels
+    assert item.boxes.xyxy.tolist() == [[10, 10, 50, 90], [5, 150, 95, 230]] and item.reviewed
 
 
 def test_a_false_alarm_frame_cut_short_is_refused_naming_it(tmp_path):

@@ -132,6 +132,29 @@ def test_build_refuses_a_clip_for_an_unknown_camera_or_one_clip_for_two(site, mo
     assert "would both read" not in capsys.readouterr().err
 
 
+def test_build_refuses_a_false_alarm_whose_camera_is_a_path_and_writes_nothing(site, monkeypatch, capsys):
+    sidecar = mark_false_alarm(site, "e1", 1_760_000_000.0, STATUE).with_suffix(".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "camera": "../../../../escaped"}))
+    stand_ins(monkeypatch, {None: Stand("configured")})
+    capsys.readouterr()
+    assert build(site) == 2
+    assert_one_line_error_printed(capsys, f"{sidecar}: field 'camera' must be \"campus\"")
+    assert not (site / "ds").exists() and not list(site.parent.glob("escaped*")) and not list(site.rglob("escaped*"))
+
+
+def test_build_trains_on_no_box_any_false_alarm_of_the_frame_blamed(site, monkeypatch):
+    """Two incidents whose evidence is one frame: the console keeps a record of each, blaming its own box."""
+    image = np.zeros((128, 128, 3), np.uint8)
+    for statue in (STATUE, ELSEWHERE_STATUE):
+        cv2.rectangle(image, statue[:2], (statue[2] - 1, statue[3] - 1), (255, 255, 255), -1)
+    mark_false_alarm(site, "e1", 1_760_000_000.0, STATUE, image)
+    mark_false_alarm(site, "e2", 1_760_000_000.0, ELSEWHERE_STATUE, image)
+    stand_ins(monkeypatch, {None: Stand("configured")})
+    assert build(site, "--background", "0") == 0
+    (item,) = load_dataset(site / "ds").items
+    assert item.source == "false-alarm" and len(item.boxes) == 0
+
+
 @pytest.mark.parametrize("held_out, extra", [("false alarm", []), ("clip", []), ("clip", ["--background", "0"])],
                          ids=["false alarm", "clip", "clip of the false alarms' camera, sampling no frames of it"])
 def test_build_refuses_held_out_media_naming_the_file(site, monkeypatch, capsys, held_out, extra):

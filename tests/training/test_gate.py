@@ -8,7 +8,14 @@ import pytest
 
 from cityguard.evaluation.detection import Boxes, evaluate_detections
 from cityguard.evaluation.runners import evaluate_detector
-from cityguard.training.gate import decide, repeated_false_alarms, reported_classes, write_report
+from cityguard.training.dataset import DatasetItem, FalseAlarm, write_dataset
+from cityguard.training.gate import (
+    decide,
+    repeated_false_alarms,
+    reported_classes,
+    unseen_false_alarms,
+    write_report,
+)
 from processors.inference.detector import ImageDetections
 
 STATUE = (8, 8, 40, 40)  # a white square the site's people are not
@@ -96,6 +103,37 @@ def test_a_validation_set_without_labels_refuses_any_candidate(site, tmp_path):
     assert not report.passed
     assert report.reason == ("refused: no labelled boxes in the 3 validation images: nothing to compare "
                              "(check --labels)")
+
+
+def test_a_set_the_serving_model_finds_nothing_of_refuses_any_candidate(site, tmp_path):
+    """Labels the serving model matches nowhere (another class numbering): 0 is not below 0 on every figure."""
+    images, labels, _ = site
+    elsewhere = tmp_path / "elsewhere-labels"
+    elsewhere.mkdir()
+    for label in labels.iterdir():
+        (elsewhere / label.name).write_text("0 0.9 0.1 0.1 0.1\n")
+    results = [evaluate_detector(detector, images, elsewhere, 0.25)
+               for detector in (SquareDetector("serving"), SquareDetector("candidate"))]
+    report = decide(*results, ["person"], None, 0.0, "v1", "v2")
+    assert not report.passed
+    assert report.reason == ("refused: v1 scores mAP@0.5 0 on the 3 labelled boxes of the 3 validation images: the "
+                             "set gives the serving model nothing to compare against (check --labels and their class "
+                             "ids)")
+
+
+def test_a_false_alarm_on_a_training_frame_is_scored_for_the_boxes_its_labels_held(tmp_path):
+    """The frame trained with a box marked wrong since (its second incident, marked after the build) as a true
+    detection: the candidate has not learnt that false alarm."""
+    image = tmp_path / "frame.jpg"
+    cv2.imwrite(str(image), np.zeros((128, 128, 3), np.uint8))
+    blamed_since, blamed_before = Boxes.of([[60, 60, 90, 100]], [0]), Boxes.of([STATUE], [0])
+    trained = DatasetItem("campus", 1_760_000_000.0, "false-alarm", image, blamed_since, False, "train")
+    write_dataset(tmp_path / "ds", [trained], {0: "person"})
+    untrained = FalseAlarm("campus", 1_760_000_100.0, image, blamed_before, None)
+    marked = FalseAlarm("campus", 1_760_000_000.0, image,
+                        Boxes.of([[60, 60, 90, 100], STATUE], [0, 0]), None)
+    (still, other) = unseen_false_alarms([marked, untrained], tmp_path / "ds")
+    assert still.wrong.xyxy.tolist() == [[60, 60, 90, 100]] and other.wrong.xyxy.tolist() == [list(STATUE)]
 
 
 def scored(truth, predicted):

@@ -3,6 +3,7 @@ start in one line."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -81,3 +82,25 @@ def test_a_base_that_cannot_be_trained_from_here_is_refused_before_training(tmp_
                  str(tmp_path / "runs"), "--registry", str(tmp_path / "registry")]) == 2
     assert_one_line_error_printed(capsys, says)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_roll_back_to_a_pruned_version_fails_in_one_line_and_the_site_still_starts(tmp_path, capsys):
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt"):
+        registry.register(weights(tmp_path, name), {})
+    registry.promote("v1", "first")
+    registry.promote("v2", "gate passed")
+    shutil.rmtree(registry.root / "v1")
+    capsys.readouterr()
+    assert main(["model", "rollback", "--registry", str(registry.root)]) == 2
+    assert_one_line_error_printed(capsys, "cannot roll back: model version 'v1' is not in", "v2 still serves")
+    assert registry.serving().version == "v2"
+
+
+def test_a_damaged_run_record_stops_the_listing_in_one_line_naming_it(tmp_path, capsys):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    (registry.root / "v1" / "run.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["model", "list", "--registry", str(registry.root)]) == 2
+    assert_one_line_error_printed(capsys, f"{registry.root / 'v1' / 'run.json'}: field 'weights'")

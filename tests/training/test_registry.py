@@ -1,5 +1,8 @@
 """The model registry: numbered versions, the serving pointer, roll-back, and the watcher workers poll."""
 import json
+import multiprocessing
+import re
+import shutil
 
 import pytest
 
@@ -88,3 +91,62 @@ def test_a_pointer_naming_no_version_serves_none(tmp_path):
     (tmp_path / "registry").mkdir()
     (registry.root / "serving.json").write_text(json.dumps({"version": None}))
     assert registry.serving() is None and registry.pointer()["history"] == []
+
+
+def test_a_roll_back_to_a_version_no_longer_registered_is_refused_and_the_pointer_stays(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt"):
+        registry.register(weights(tmp_path, name), {})
+    registry.promote("v1", "first")
+    registry.promote("v2", "gate passed")
+    before = (registry.root / "serving.json").read_text()
+    shutil.rmtree(registry.root / "v1")  # pruned by hand to free disk
+    with pytest.raises(ValueError, match="cannot roll back: model version 'v1' is not in .*; v2 still serves"):
+        registry.rollback()
+    assert (registry.root / "serving.json").read_text() == before
+
+
+def promote_behind(barrier, root, version: str) -> None:
+    barrier.wait()
+    ModelRegistry(root).promote(version, "gate passed")
+
+
+def test_promotions_at_once_each_keep_their_history_entry(tmp_path):
+    """Two gates finishing together: each reads the pointer, adds itself and writes it back."""
+    processes = multiprocessing.get_context("fork")
+    for trial in range(10):
+        registry = ModelRegistry(tmp_path / f"registry{trial}")
+        for name in ("a.pt", "b.pt", "c.pt"):
+            registry.register(weights(tmp_path, name), {})
+        registry.promote("v1", "first")
+        barrier = processes.Barrier(2)
+        promotions = [processes.Process(target=promote_behind, args=(barrier, registry.root, version))
+                      for version in ("v2", "v3")]
+        for promotion in promotions:
+            promotion.start()
+        for promotion in promotions:
+            promotion.join()
+        history = [entry["version"] for entry in registry.pointer()["history"]]
+        assert sorted(history) == ["v1", "v2", "v3"] and registry.serving().version == history[-1]
+
+
+@pytest.mark.parametrize(("record", "says"), [
+    ("", "not a run record (Expecting value"),
+    ("{}", "field 'weights' must name the model inside"),
+    ("[]", "not a run record (a JSON object), got []"),
+    ('{"weights": 5}', "field 'weights' must name the model inside"),
+    ('{"weights": "/elsewhere/a.pt"}', "field 'weights' must name the model inside"),
+    ('{"weights": "../v1/a.pt"}', "field 'weights' must name the model inside"),
+    ('{"weights": "."}', "field 'weights' must name the model inside"),
+    ('{"weights": "b.pt", "metrics": {"metrics/mAP50(B)": "high"}}', "field 'metrics' must map names to "
+                                                                     "numbers"),
+    ('{"weights": "b.pt", "parent": 2}', "field 'parent' must be text, not 2"),
+])
+def test_a_damaged_run_record_is_refused_naming_the_file_and_field(tmp_path, record, says):
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt"):
+        registry.register(weights(tmp_path, name), {})
+    (registry.root / "v2" / "run.json").write_text(record)
+    with pytest.raises(ValueError, match=re.escape(f"{registry.root / 'v2' / 'run.json'}: {says}")):
+        registry.get("v2")
+    assert registry.get("v1").weights.read_bytes() == b"a.pt"

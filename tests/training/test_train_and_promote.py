@@ -6,7 +6,7 @@ import pytest
 
 from cityguard.cli import main
 from processors.inference.model_registry import ModelRegistry
-from tests.conftest import OFFLINE_MODEL, REPO
+from tests.conftest import OFFLINE_MODEL, ONNX_MODEL, REPO
 from tests.test_cli_errors import assert_one_line_error_printed
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -75,13 +75,20 @@ def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(tr
     assert main(["model", "register", str(trained / "v1" / "best.pt"), "--registry", registry]) == 2
     assert_one_line_error_printed(capsys, "best.pt is registered already, as v1")
     ModelRegistry(trained).promote("v1", "the one-epoch model serving, for the test")
+    # it finds none of the labelled people: no figure of the real model could be below its zeros
+    assert main(["model", "gate", "v2", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v2")]) == 1
+    assert "the set gives the serving model nothing to compare against" in capsys.readouterr().out
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v1"
+    # another detector serving, which finds some of the people
+    assert main(["model", "register", str(ONNX_MODEL), "--no-load-check", "--registry", registry]) == 0
+    ModelRegistry(trained).promote("v3", "another model serving, for the test")
     assert main(["model", "gate", "v2", *gate, "--promote", "--allow-unreviewed", "--out", str(out / "v2")]) == 0
     report = json.loads((out / "v2" / "gate.json").read_text())
     assert report["passed"] and report["promoted"] and report["reason"].startswith("passed: ")
     assert "Promoted: v2 serves now." in (out / "v2" / "gate.md").read_text()
     assert json.loads((trained / "serving.json").read_text())["version"] == "v2"
     assert main(["model", "rollback", "--registry", registry]) == 0
-    assert json.loads((trained / "serving.json").read_text())["version"] == "v1"
+    assert json.loads((trained / "serving.json").read_text())["version"] == "v3"
     capsys.readouterr()
     assert main(["model", "list", "--registry", registry]) == 0
-    assert "* v1" in capsys.readouterr().out
+    assert "* v3" in capsys.readouterr().out
