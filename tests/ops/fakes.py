@@ -195,6 +195,7 @@ class FakeWebhook:
     paths: list[str] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
     hold_next: threading.Event | None = None  # the next POST is answered only once it is set
+    hold_all: threading.Event | None = None  # every POST is answered only once it is set: a receiver that hangs
     arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -207,8 +208,9 @@ class FakeWebhook:
                 with fake.lock:
                     hold, fake.hold_next = fake.hold_next, None
                 fake.arrived.set()
-                if hold is not None:
-                    hold.wait(30)
+                for held in (hold, fake.hold_all):
+                    if held is not None:
+                        held.wait(30)
                 status = fake.script.pop(0) if fake.script else 200
                 if status == 200:
                     fake.received.append(body)
