@@ -11,12 +11,13 @@ from infra.broker import free_port
 from schemas import EventState, Severity
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.base import ConfigError
+from sinks.alerts import channels
 from sinks.alerts.channels import RateLimiter, delivery_tag
 from sinks.alerts.dispatcher import DeliveryTries
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED
+from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, DeliveryRow
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -187,6 +188,36 @@ def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_th
     harness.dispatcher.handle(notice)  # and the redelivered event afterwards
     assert [m["body"] for m in twilio.messages] == [body]
     assert [d.status for d in harness.store.deliveries()] == [SENT]
+
+
+def crashed_after_twilio_took_it_then_paged(harness, others: int) -> DeliveryRow:
+    """A try that Twilio took before the process died, then `others` SMS to the same person (a page storm): the
+    delivery left `sending`, as read before it is resumed."""
+    _, message, body = left_sending_by_a_crash(harness)
+    [row] = harness.store.deliveries()
+    harness.store.start_attempt(row.id, harness.clock())
+    assert harness.dispatcher.channels["sms"].send(message, body).delivered
+    for number in range(others):
+        harness.dispatcher.handle(notice_from_event(danger_event(f"plaza/z{number}/risk-1", zone=f"z{number}")))
+    harness.clock.now += 30  # the channel's listing_lag_s
+    harness.let_every_try_end()
+    return harness.store.deliveries()[0]
+
+
+def test_a_send_found_behind_more_than_a_page_of_other_messages_is_not_repeated(harness, twilio):
+    row = crashed_after_twilio_took_it_then_paged(harness, 55)
+    harness.dispatcher.resume_pending()
+    assert [m for m in twilio.messages if delivery_tag(row.key) in m["body"]] == [twilio.messages[0]]
+    assert (harness.store.deliveries()[0].status, harness.store.deliveries()[0].provider_id) == (
+        SENT, twilio.messages[0]["sid"])
+
+
+def test_a_listing_longer_than_can_be_read_is_asked_again_not_taken_for_not_sent(harness, twilio, monkeypatch):
+    monkeypatch.setattr(channels, "LISTING_MAX_PAGES", 1)
+    row = crashed_after_twilio_took_it_then_paged(harness, 55)
+    harness.dispatcher.resume_pending()
+    assert [m for m in twilio.messages if delivery_tag(row.key) in m["body"]] == [twilio.messages[0]]
+    assert harness.store.deliveries()[0].status == RETRYING
 
 
 def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(harness, twilio):
