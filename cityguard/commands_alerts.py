@@ -86,7 +86,8 @@ def run_alert_dispatch(config: Config, port: int | None = None) -> None:
     # Alerts are published with the producer the link makes (none yet: the publish fails as in an outage).
     dispatcher = AlertDispatcher(alerting, config.site, store, channels,
                                  publisher(lambda: service.producer, topics.alerts))
-    service = DispatcherService(dispatcher, None, None, topics, receiver, alerting.escalation_check_interval_s)
+    service = DispatcherService(dispatcher, None, None, topics, receiver, alerting.escalation_check_interval_s,
+                               [camera.id for camera in config.cameras])
     link = BrokerLink(connect, service).start(stop)  # the receiver answers meanwhile: a broker outage pages too
     try:
         service.run(stop)

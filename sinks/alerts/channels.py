@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 # Answers that may follow a message Twilio did create (it failed after taking the request, or a gateway gave up
 # waiting): the message log is asked before sending again. 503 and 429 are refusals: nothing was created.
 AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+# Twilio's clock against ours, when a listed message is compared with the time its try began.
+CLOCK_SKEW_S = 60.0
+# Reconciling reads the recipient's messages newest first, page by page, back to the try. More pages than this (a
+# storm of other messages to the same person) cannot be read in time: the delivery is asked about again later.
+LISTING_PAGE_SIZE = 50
+LISTING_MAX_PAGES = 20
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,8 @@ class Channel(Protocol):
 def delivery_tag(key: str) -> str:
     """A short reference unique to one delivery, put in the text it sends so the provider's log can be searched
     for it: it survives text added before it (Twilio trial accounts prefix every body) and character substitution
-    (hex digits are in every encoding). Six digits: it is only compared within one recipient's latest messages,
-    and every character costs SMS length."""
+    (hex digits are in every encoding). Six digits: it is only compared within one recipient's messages since the
+    try, and every character costs SMS length."""
     return "#" + hashlib.sha256(key.encode()).hexdigest()[:6]
 
 
@@ -190,17 +196,31 @@ class TwilioSmsChannel:
         return Attempt(True, provider_id=sent.sid, status_code=201)
 
     def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
-        """Looks for the delivery's tag in Twilio's log of messages to the contact; a send not listed yet counts as
-        not sent only once the listing has had `listing_lag_s` to show it."""
-        tag = delivery_tag(message.key)
+        """Looks for the delivery's tag in Twilio's log of messages to the contact, newest first, back to the try
+        (`sent_since`); a send not listed yet counts as not sent only once the listing has had `listing_lag_s` to
+        show it. A listing longer than LISTING_MAX_PAGES counts as unreadable, never as "not sent".
+
+        Bounded by each message's date_created, not by the DateSent> filter: a message still queued has no
+        date_sent, and the filter could hide the very message looked for."""
+        tag, since = delivery_tag(message.key), sent_since - CLOCK_SKEW_S
         try:
-            recent = self.client.messages.list(to=message.contact.phone, from_=self.from_number, limit=50)
+            page = self.client.messages.page(to=message.contact.phone, from_=self.from_number,
+                                             page_size=LISTING_PAGE_SIZE)
+            for _ in range(LISTING_MAX_PAGES):
+                reached_the_try = False
+                for sent in page:
+                    before_the_try = sent.date_created is not None and sent.date_created.timestamp() < since
+                    if tag in (sent.body or "") and not before_the_try:
+                        return sent.sid
+                    reached_the_try = reached_the_try or before_the_try
+                page = None if reached_the_try else page.next_page()
+                if page is None:
+                    break
+            else:
+                raise ReconcileError(f"more than {LISTING_MAX_PAGES * LISTING_PAGE_SIZE} messages to the contact "
+                                     f"since the try: {tag} not found among them yet")
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
             raise ReconcileError(f"cannot list Twilio messages: {describe_error(exc)}") from exc
-        for sent in recent:
-            if tag in (sent.body or "") and (sent.date_created is None
-                                             or sent.date_created.timestamp() >= sent_since - 60):
-                return sent.sid
         listed_by = sent_since + self.config.listing_lag_s
         if now < listed_by:
             raise ListingLag(f"{tag} not listed by Twilio yet; sent again only if still missing at {listed_by:.0f}",

@@ -14,22 +14,32 @@ after its tries. A duplicate needs a listing slower than listing_lag_s or one th
 window for a loss is nil: we prefer a rare duplicate alarm to a silent one. Webhooks are re-sent with the same
 Idempotency-Key header; sound is replayed.
 
-Retries never wait inline: a retryable failure (429, 5xx, network) records the delivery as `retrying` with its
-`next_attempt_at` (doubling back-off), and `retry_due` makes the next try when it is due, so one recipient's
-outage never holds up the other alerts, the Alertmanager webhook or the Kafka consumer. A due retry is taken in the
-store before it is made: of dispatchers sharing a store, one makes it. After an ambiguous try
-(the request may have reached the provider) the retry reconciles first, as a restart does. A contact's next channel
-is a fallback: it is tried only once the delivery on the channel before it has failed for good.
+No try is made on the dispatcher's loop: the loop records a delivery (`sending`, or `retrying` with its
+`next_attempt_at` after a retryable failure: 429, 5xx, network, doubling back-off) and hands the try to
+DeliveryTries, a few threads per channel. So one recipient's outage never holds up the other alerts, the Alertmanager
+webhook or the Kafka consumer, and a channel whose receiver hangs holds up only its own tries. Once an alert's
+deliveries are recorded, its event may be committed: a try that a crash cut short or never began is a `sending` row,
+resumed from the store as above. Every try first claims its row in the store (a due retry from `retrying`, any other
+from `sending` as last claimed when the try was queued): of dispatchers sharing a store, one makes it, and within one
+dispatcher a delivery has at most one try queued or running. After an ambiguous try (the request may have reached the
+provider) the retry reconciles first, as a restart does. A contact's next channel is a fallback: it is tried only
+once the delivery on the channel before it has failed for good.
 
 Alerts: one per incident, severity and opening (alert id `<incident>:<severity>`, with `#<n>` once the incident has
 opened again), decided once and stored. A lower or equal severity on the same camera/zone/type within the cooldown is
-recorded as suppressed, as is a downgrade of an incident already alerted higher. An incident closed by an analyzer
-reset starts no cooldown: what it was about may go on under a new incident. Escalation state (step, deadline) lives in
-the store, so a restart continues it.
+recorded as suppressed, as is a downgrade of an incident already alerted higher, except when the alert within the
+cooldown belongs to an incident (or opening) that has ended and nobody acknowledged it: the trouble came back before
+anyone answered, so the new alert continues that one. It pages nobody that alert paged (its deliveries are keyed
+under the first alert's id), and its escalation goes on from that alert's step, the next contact due escalate_after_s
+after that step was reached (the first page, or the latest escalation), not after the re-opening: a zone that flaps
+faster than escalate_after_s still escalates. An incident closed by an analyzer reset starts no cooldown: what it was
+about may go on under a new incident. Escalation state (step, deadline) lives in the store, so a restart continues it.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -75,6 +85,9 @@ TRY_OVERHEAD_S = 15.0
 
 
 UNREACHABLE = "unreachable"  # the metric's status of a delivery the channel cannot make to its contact (no phone)
+# Tries of one channel at once: a burst of alerts is not sent one by one, and the store's connection pool (5 + 10
+# overflow by default) stays ahead of the threads of a few channels and the loop.
+TRIES_PER_CHANNEL = 3
 
 
 def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
@@ -83,9 +96,59 @@ def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
     return f"{incident_id}:{severity.value}" + (f"#{episode}" if episode else "")
 
 
+class DeliveryTries:
+    """Runs delivery tries off the dispatcher's loop: `threads_per_channel` daemon threads per channel, so a receiver
+    that hangs holds up its own channel's tries only. A delivery has at most one try queued or running here. With
+    0 threads a try runs in the caller, which lets tests step deliveries one by one.
+
+    Threads are daemons: a try cut short by the process ending is a crash's leftover, which the store resumes."""
+
+    def __init__(self, threads_per_channel: int = TRIES_PER_CHANNEL):
+        self.threads_per_channel = threads_per_channel
+        self.queues: dict[str, queue.SimpleQueue] = {}
+        self.in_flight: set[int] = set()
+        self.changed = threading.Condition()
+
+    def submit(self, delivery: DeliveryRow, work: Callable[[], None]) -> None:
+        """Queues a try of the delivery, unless one is queued or running already."""
+        with self.changed:
+            if delivery.id in self.in_flight:
+                return
+            self.in_flight.add(delivery.id)
+            tries = self.queues.get(delivery.channel_id)
+            if tries is None and self.threads_per_channel:
+                tries = self.queues[delivery.channel_id] = queue.SimpleQueue()
+                for number in range(self.threads_per_channel):
+                    threading.Thread(target=self.serve, args=(tries,), daemon=True,
+                                     name=f"deliveries-{delivery.channel_id}-{number}").start()
+        if tries is None:
+            self.run(delivery, work)
+        else:
+            tries.put((delivery, work))
+
+    def serve(self, tries: queue.SimpleQueue) -> None:
+        while True:
+            self.run(*tries.get())
+
+    def run(self, delivery: DeliveryRow, work: Callable[[], None]) -> None:
+        try:
+            with skipped_on_error(f"delivery {delivery.key}"):  # left `sending` or `retrying`: resumed from the store
+                work()
+        finally:
+            with self.changed:
+                self.in_flight.discard(delivery.id)
+                self.changed.notify_all()
+
+    def wait_until_idle(self, timeout_s: float) -> bool:
+        """Whether every try queued or running has ended within `timeout_s`."""
+        with self.changed:
+            return self.changed.wait_for(lambda: not self.in_flight, timeout_s)
+
+
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
-                 publish: Callable[[Alert], None], clock: Callable[[], float] = time.time):
+                 publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
+                 tries: DeliveryTries | None = None):
         self.config = config
         self.site = site
         self.store = store
@@ -94,6 +157,7 @@ class AlertDispatcher:
             DELIVERIES.labels(channel_id, FAILED)
         self.publish = publish
         self.clock = clock
+        self.tries = DeliveryTries() if tries is None else tries
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None
         self.routes = {route.id: route for route in config.routes}
         self.contacts = {contact.id: contact for contact in config.contacts}
@@ -132,7 +196,7 @@ class AlertDispatcher:
     def decide(self, notice: Notice, alert_id: str, now: float, episode: int = 0) -> AlertRow:
         local = datetime.fromtimestamp(now, self.timezone).time()
         routes = select_routes(self.config.routes, notice, local)
-        status, reason = NOTIFYING, ""
+        status, reason, continues, step, escalated_at = NOTIFYING, "", None, 0, now
         if not routes:
             status, reason = SUPPRESSED, "no route matches"
         else:
@@ -142,17 +206,28 @@ class AlertDispatcher:
             else:
                 last = self.store.last_notifying_alert(subject_key(notice.subject), now - self.config.cooldown_s)
                 if last is not None and SEVERITY_RANK[Severity(last.severity)] >= SEVERITY_RANK[notice.severity]:
-                    status, reason = SUPPRESSED, f"cooldown after alert {last.id} ({last.alert_id})"
+                    if last.acked_at is None and self.ended(last):
+                        continues, step = last.continues or last.alert_id, last.escalation_step
+                        escalated_at = last.escalated_at or last.created_at
+                        reason = f"continues alert {last.id} ({last.alert_id}) within the cooldown"
+                    else:
+                        status, reason = SUPPRESSED, f"cooldown after alert {last.id} ({last.alert_id})"
         alert = self.store.create_alert(AlertRow(
             alert_id=alert_id, incident_id=notice.incident_id, severity=notice.severity.value,
             camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject),
             routes=[route.id for route in routes], status=status, reason=reason,
-            title=notice.title, message=notice.message, created_at=now, escalation_step=0,
-            next_escalation_at=self.next_escalation(routes, 0, now) if status == NOTIFYING else None,
+            title=notice.title, message=notice.message, created_at=now, escalation_step=step,
+            next_escalation_at=self.next_escalation(routes, step, escalated_at) if status == NOTIFYING else None,
+            escalated_at=escalated_at, continues=continues,
         ))
         ALERTS.labels(alert.severity, alert.status).inc()
         log.info("alert %s (%s): %s%s", alert.id, alert.alert_id, alert.status, f", {reason}" if reason else "")
         return alert
+
+    def ended(self, alert: AlertRow) -> bool:
+        """Whether the incident opening the alert was about has ended (resolved, or opened again since)."""
+        episode = self.store.open_episode(alert.incident_id)
+        return episode is None or alert_key(alert.incident_id, Severity(alert.severity), episode) != alert.alert_id
 
     # -- deliveries -----------------------------------------------------------------------------------------------
 
@@ -160,9 +235,11 @@ class AlertDispatcher:
         return [self.routes[route_id] for route_id in alert.routes if route_id in self.routes]
 
     def notify(self, alert: AlertRow) -> None:
-        """Broadcast channels once, then every contact up to the current escalation step (each idempotent).
+        """Records a delivery to the broadcast channels once, then to every contact up to the current escalation step
+        (each idempotent), and hands their tries to self.tries.
 
-        A contact's next channel is tried only when the one before has failed for good, not while it is retrying.
+        A contact's next channel is recorded only when the one before has failed for good, not while it is retrying:
+        the try that fails it for good notifies again.
         """
         message = to_message(alert)
         for route in self.alert_routes(alert):
@@ -175,21 +252,26 @@ class AlertDispatcher:
                         break  # the next channel is only a fallback
 
     def deliver(self, alert: AlertRow, alert_message: Alert, channel_id: str, contact: ContactConfig | None) -> str:
+        """The delivery's status once recorded; a new one, or one left behind, `sending` with its try handed on."""
         channel = self.channels[channel_id]
-        key = f"{alert.alert_id}|{channel_id}|{contact.id if contact else '*'}"
+        key = f"{alert.continues or alert.alert_id}|{channel_id}|{contact.id if contact else '*'}"
         message = Message(alert_message, alert.id, self.site, contact, key)
         unreachable = channel.accepts(contact)
         body = channel.render(message) if unreachable is None else ""
         row, created = self.store.begin_delivery(key, alert.id, channel_id, contact.id if contact else None, body,
                                                  self.clock())
         if not created:
-            if row.status != SENDING:
-                return row.status
-            left = self.take_over(row)
-            return SENDING if left is None else self.resume(left, channel, message)
+            if row.status == SENDING and self.left_behind(row, self.clock()):
+                self.start(row, self.resume)
+            return row.status
         if unreachable is not None:  # failed for the fallback, but no provider failed: counted apart from those
             return self.finish(row, FAILED, None, unreachable, counted_as=UNREACHABLE)
-        return self.attempt(row, channel, message)
+        self.start(row, self.attempt)
+        return SENDING
+
+    def start(self, seen: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:
+        """Hands a recorded delivery's next step (a try, a resume, a retry) to the delivery threads."""
+        self.tries.submit(seen, lambda: self.carry_on(seen, step))
 
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """A delivery left `sending` by a crash: ask the provider before sending again."""
@@ -268,9 +350,20 @@ class AlertDispatcher:
             return f"contact {row.contact_id} is no longer configured"
         return channel.accepts(self.contacts.get(row.contact_id))
 
-    def carry_on(self, row: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:
-        """Takes a delivery recorded earlier one step on (resume or retry); one that fails for good moves its
-        contact to the next channel."""
+    def claim(self, seen: DeliveryRow) -> DeliveryRow | None:
+        """Takes the delivery, as it was read when its step was handed on, for this process's step; None when another
+        dispatcher took it since (a `sending` one whose try was queued past longest_try_s may have been resumed)."""
+        now = self.clock()
+        if seen.status == RETRYING:
+            return self.store.claim_retry(seen.id, now)
+        return self.store.claim_sending(seen, now)
+
+    def carry_on(self, seen: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:
+        """Claims a recorded delivery and takes it one step on (try, resume or retry); one that fails for good moves
+        its contact to the next channel."""
+        row = self.claim(seen)
+        if row is None:
+            return
         alert = self.store.alert_by_ref(row.alert_ref)
         reason = self.unreachable(row)
         if reason is not None:
@@ -288,28 +381,18 @@ class AlertDispatcher:
         channel = self.channels.get(row.channel_id)
         return channel is None or row.claimed_at is None or now - row.claimed_at > longest_try_s(channel.retry)
 
-    def take_over(self, row: DeliveryRow) -> DeliveryRow | None:
-        """A `sending` delivery left behind, claimed for this process; None while a try of it may be in flight, or
-        when another dispatcher claimed it first."""
-        now = self.clock()
-        return self.store.claim_left_sending(row, now) if self.left_behind(row, now) else None
-
     def resume_pending(self) -> None:
-        """Deliveries left `sending` by a crash, or by a try that raised, each taken by one dispatcher of those
+        """Deliveries left `sending` by a crash, or by a try that raised, each resumed by one dispatcher of those
         sharing the store."""
+        now = self.clock()
         for row in self.store.deliveries(status=SENDING):
-            left = self.take_over(row)
-            if left is not None:
-                with skipped_on_error(f"delivery {row.key}"):
-                    self.carry_on(left, self.resume)
+            if self.left_behind(row, now):
+                self.start(row, self.resume)
 
     def retry_due(self) -> None:
-        """Retries whose back-off has passed, each taken by one dispatcher of those sharing the store."""
+        """Retries whose back-off has passed, each made by one dispatcher of those sharing the store."""
         for row in self.store.due_retries(self.clock()):
-            claimed = self.store.claim_retry(row.id, self.clock())
-            if claimed is not None:
-                with skipped_on_error(f"delivery {row.key}"):
-                    self.carry_on(claimed, self.retry)
+            self.start(row, self.retry)
 
     def escalate_due(self) -> None:
         now = self.clock()
@@ -322,10 +405,10 @@ class AlertDispatcher:
         step = alert.escalation_step + 1
         if self.store.open_episode(alert.incident_id) is None or not any(
                 len(route.escalation) > step for route in routes):
-            self.store.set_escalation(alert.id, alert.escalation_step, alert.escalation_step, None)
+            self.store.set_escalation(alert.id, alert.escalation_step, alert.escalation_step, None, now)
             return
         if not self.store.set_escalation(alert.id, alert.escalation_step, step,
-                                         self.next_escalation(routes, step, now)):
+                                         self.next_escalation(routes, step, now), now):
             return  # another dispatcher escalated it, or it was acknowledged meanwhile
         ESCALATIONS.inc()
         log.info("alert %s not acknowledged: escalating to step %d", alert.id, step)

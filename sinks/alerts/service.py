@@ -1,14 +1,16 @@
 """The dispatcher process: the events topic and the Alertmanager webhook in, one thread deciding and delivering.
 
 HTTP handler threads (a bounded number) only authenticate and parse; they hand notices to the main loop and answer
-200 once those are recorded and their deliveries made or scheduled for retry (500 otherwise, so Alertmanager
-retries). Kafka offsets are committed
-after the batch's alerts are recorded, delivered and published and its dead letters acknowledged by the broker; when
+200 once those are recorded and their deliveries recorded with their tries handed to the delivery threads (500
+otherwise, so Alertmanager retries). Kafka offsets are committed after the batch's alerts are recorded, their
+deliveries recorded (a try cut short by a crash is resumed from the store) and the alerts published, and its dead
+letters acknowledged by the broker; when
 the broker confirms not every send, or the incident store is away, the consumer is rewound to the batch's first
 offsets instead, so the batch comes again and the store drops the repeat. A request's or a batch's notices all
 notify before their alerts are published, each alert once: a broker outage holds back no SMS. A record the store
-refuses (a value too long for its column) is a dead letter. Periodic work (retries, escalations) that fails, the
-store away, is logged and tried again after a pause: the process stays up.
+refuses (a value too long for its column) is a dead letter, as is an event of a camera the site configuration does
+not have: made-up camera ids would page, each past the cooldown of the others. Periodic work (retries,
+escalations) that fails, the store away, is logged and tried again after a pause: the process stays up.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Collection
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -286,9 +288,10 @@ def receiver_token(config: ReceiverConfig) -> str | None:
 
 class DispatcherService:
     def __init__(self, dispatcher: AlertDispatcher, consumer: KafkaConsumer, producer: KafkaProducer,
-                 topics: TopicNames, receiver: AlertmanagerReceiver, tick_interval_s: float,
+                 topics: TopicNames, receiver: AlertmanagerReceiver, tick_interval_s: float, cameras: Collection[str],
                  clock: Callable[[], float] = time.monotonic):
         self.dispatcher = dispatcher
+        self.cameras = frozenset(cameras)
         self.consumer = consumer
         self.producer = producer
         self.topics = topics
@@ -355,6 +358,10 @@ class DispatcherService:
                 event = decode(record.value, Event)
             except SchemaError as exc:
                 sends.append(self.send_dead_letter(record, str(exc)))
+                continue
+            if event.camera_id not in self.cameras:
+                sends.append(self.send_dead_letter(
+                    record, f"camera {event.camera_id!r} is not in the site configuration"))
                 continue
             try:
                 alerts.append(self.dispatcher.handle(notice_from_event(event)))

@@ -104,6 +104,13 @@ class AlertRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
     next_escalation_at: Mapped[float | None] = mapped_column(Float, index=True)
+    # When the escalation reached its step (the first page, or the latest escalation); None in stores from before it
+    # was kept, where created_at stands for it.
+    escalated_at: Mapped[float | None] = mapped_column(Float)
+    # The alert id of the first alert of the same trouble, for an alert that continues it: an incident that ended and
+    # came back within the cooldown. Its deliveries are keyed under that id, so nobody paged already is paged again,
+    # and acknowledging any alert of the chain acknowledges them all.
+    continues: Mapped[str | None] = mapped_column(String(250), index=True)
     acked_at: Mapped[float | None] = mapped_column(Float)
     published_at: Mapped[float | None] = mapped_column(Float)
 
@@ -312,17 +319,20 @@ class IncidentStore:
             return list(session.scalars(select(AlertRow).where(
                 AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), AlertRow.next_escalation_at <= now)))
 
-    def set_escalation(self, alert_ref: int, from_step: int, step: int, next_at: float | None) -> bool:
-        """Moves a pending escalation on from `from_step`; False when another dispatcher moved it first or it was
-        acknowledged or resolved meanwhile."""
+    def set_escalation(self, alert_ref: int, from_step: int, step: int, next_at: float | None, now: float) -> bool:
+        """Moves a pending escalation on from `from_step` (a step reached now); False when another dispatcher moved
+        it first or it was acknowledged or resolved meanwhile."""
+        reached = {"escalated_at": now} if step != from_step else {}
         with self.sessions.begin() as session:
             moved = session.execute(update(AlertRow).where(
                 AlertRow.id == alert_ref, AlertRow.escalation_step == from_step,
-                AlertRow.next_escalation_at.is_not(None)).values(escalation_step=step, next_escalation_at=next_at))
+                AlertRow.next_escalation_at.is_not(None)).values(escalation_step=step, next_escalation_at=next_at,
+                                                                 **reached))
             return moved.rowcount == 1
 
     def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
-        """Acknowledges an alert by its number, or every alert of an incident by the incident id."""
+        """Acknowledges an alert by its number, or every alert of an incident by the incident id, each with the alerts
+        of the same trouble (the one it continues and those continuing it)."""
         with self.sessions.begin() as session:
             return _acknowledge_alerts(session, ref, by, note, now)
 
@@ -417,9 +427,9 @@ class IncidentStore:
             ).values(status=SENDING, next_attempt_at=None, claimed_at=now))
             return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
 
-    def claim_left_sending(self, seen: DeliveryRow, now: float) -> DeliveryRow | None:
-        """Takes a `sending` delivery no dispatcher works on any more for this process; None when another one claimed
-        it since it was read as `seen`."""
+    def claim_sending(self, seen: DeliveryRow, now: float) -> DeliveryRow | None:
+        """Takes a `sending` delivery for this process's try; None when a dispatcher claimed it since it was read as
+        `seen`."""
         unclaimed_since_seen = (DeliveryRow.claimed_at.is_(None) if seen.claimed_at is None
                                 else DeliveryRow.claimed_at == seen.claimed_at)
         with self.sessions.begin() as session:
@@ -500,7 +510,10 @@ def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> li
         query = query.where(AlertRow.id == int(ref))
     else:
         query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
-    alerts = list(session.scalars(query))
+    chains = {alert.continues or alert.alert_id for alert in session.scalars(query)}
+    alerts = list(session.scalars(select(AlertRow).where(
+        AlertRow.status == NOTIFYING, AlertRow.alert_id.in_(chains) | AlertRow.continues.in_(chains))
+        .order_by(AlertRow.id)))
     for alert in alerts:
         session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))
         if alert.acked_at is None:

@@ -2,7 +2,8 @@
 
 FakeTwilio implements the two Programmable Messaging calls (the Message resource) the dispatcher makes:
   POST /2010-04-01/Accounts/{AccountSid}/Messages.json  form fields To, From, Body; HTTP basic auth SID:token
-  GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=  newest first
+  GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=&Page=  newest first, in pages linked
+       by next_page_uri (null on the last page)
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
 It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag or cannot be read
 at all (an API key without the right to list), and a trial account's prefix ("Sent from your Twilio trial account -
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json$")
 
@@ -168,17 +169,24 @@ def _twilio_handler(fake: FakeTwilio):
                 return
             query = parse_qs(urlsplit(self.path).query)
             page_size = int(query.get("PageSize", ["50"])[0])
+            page = int(query.get("Page", ["0"])[0])
             listed_before = time.time() - fake.listing_lag_s
             with fake.lock:
                 found = [message for message in reversed(fake.messages)
                          if message["created_at"] <= listed_before
                          and message["to"] == query.get("To", [message["to"]])[0]
                          and message["from"] == query.get("From", [message["from"]])[0]]
-            messages = [{k: v for k, v in m.items() if k != "created_at"} for m in found[:page_size]]
+            start = page * page_size
+            shown = found[start:start + page_size]
+            messages = [{k: v for k, v in m.items() if k != "created_at"} for m in shown]
+            filters = "&".join(f"{name}={quote(query[name][0])}" for name in ("To", "From") if name in query)
+            path = urlsplit(self.path).path
+            next_page = (f"{path}?{filters}&PageSize={page_size}&Page={page + 1}&PageToken=PA{shown[-1]['sid']}"
+                         if len(found) > start + page_size else None)
             self.answer(200, {"messages": messages,
-                              "page": 0, "page_size": page_size, "first_page_uri": self.path,
-                              "next_page_uri": None, "previous_page_uri": None, "uri": self.path,
-                              "start": 0, "end": max(0, len(found[:page_size]) - 1)})
+                              "page": page, "page_size": page_size, "first_page_uri": self.path,
+                              "next_page_uri": next_page, "previous_page_uri": None, "uri": self.path,
+                              "start": start, "end": start + max(0, len(shown) - 1)})
 
         def log_message(self, *args):
             pass
@@ -195,6 +203,7 @@ class FakeWebhook:
     paths: list[str] = field(default_factory=list)
     script: list[int] = field(default_factory=list)
     hold_next: threading.Event | None = None  # the next POST is answered only once it is set
+    hold_all: threading.Event | None = None  # every POST is answered only once it is set: a receiver that hangs
     arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -207,8 +216,9 @@ class FakeWebhook:
                 with fake.lock:
                     hold, fake.hold_next = fake.hold_next, None
                 fake.arrived.set()
-                if hold is not None:
-                    hold.wait(30)
+                for held in (hold, fake.hold_all):
+                    if held is not None:
+                        held.wait(30)
                 status = fake.script.pop(0) if fake.script else 200
                 if status == 200:
                     fake.received.append(body)

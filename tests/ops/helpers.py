@@ -9,7 +9,7 @@ from typing import Callable
 from schemas import Alert, Event, EventState, Severity
 from schemas.settings.config import Config, parse_config
 from sinks.alerts.channels import Message, build_channels
-from sinks.alerts.dispatcher import AlertDispatcher, longest_try_s, to_message
+from sinks.alerts.dispatcher import AlertDispatcher, DeliveryTries, longest_try_s, to_message
 from sinks.alerts.notice import Notice, notice_from_event
 from sinks.alerts.store import IncidentStore
 
@@ -71,14 +71,17 @@ class Harness:
         self.clock.now += max(longest_try_s(channel.retry) for channel in self.dispatcher.channels.values()) + 1
 
 
-def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None) -> Harness:
-    """A dispatcher whose alerts are published to `harness.published`, or by `publish`."""
+def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None,
+                    tries: DeliveryTries | None = None) -> Harness:
+    """A dispatcher whose alerts are published to `harness.published`, or by `publish`; its tries run in the caller
+    unless `tries` says otherwise, so a test sees each one's outcome as the call that made it returns."""
     store = IncidentStore(config.alerting.store_url)
     clock = Clock()
     harness = Harness(None, store, clock)
     harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
-                                         publish or harness.published.append, clock=clock)
+                                         publish or harness.published.append, clock=clock,
+                                         tries=DeliveryTries(0) if tries is None else tries)
     return harness
 
 

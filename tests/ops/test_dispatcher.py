@@ -4,17 +4,20 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from infra.backoff import backoff_delay
 from infra.broker import free_port
 from schemas import EventState, Severity
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.base import ConfigError
+from sinks.alerts import channels
 from sinks.alerts.channels import RateLimiter, delivery_tag
+from sinks.alerts.dispatcher import DeliveryTries
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENT, SUPPRESSED
+from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, DeliveryRow
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -28,6 +31,7 @@ from tests.ops.helpers import (
     make_config,
     make_dispatcher,
 )
+from tests.ops.stack import wait_until
 
 
 def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(harness, twilio):
@@ -186,6 +190,36 @@ def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_th
     assert [d.status for d in harness.store.deliveries()] == [SENT]
 
 
+def crashed_after_twilio_took_it_then_paged(harness, others: int) -> DeliveryRow:
+    """A try that Twilio took before the process died, then `others` SMS to the same person (a page storm): the
+    delivery left `sending`, as read before it is resumed."""
+    _, message, body = left_sending_by_a_crash(harness)
+    [row] = harness.store.deliveries()
+    harness.store.start_attempt(row.id, harness.clock())
+    assert harness.dispatcher.channels["sms"].send(message, body).delivered
+    for number in range(others):
+        harness.dispatcher.handle(notice_from_event(danger_event(f"plaza/z{number}/risk-1", zone=f"z{number}")))
+    harness.clock.now += 30  # the channel's listing_lag_s
+    harness.let_every_try_end()
+    return harness.store.deliveries()[0]
+
+
+def test_a_send_found_behind_more_than_a_page_of_other_messages_is_not_repeated(harness, twilio):
+    row = crashed_after_twilio_took_it_then_paged(harness, 55)
+    harness.dispatcher.resume_pending()
+    assert [m for m in twilio.messages if delivery_tag(row.key) in m["body"]] == [twilio.messages[0]]
+    assert (harness.store.deliveries()[0].status, harness.store.deliveries()[0].provider_id) == (
+        SENT, twilio.messages[0]["sid"])
+
+
+def test_a_listing_longer_than_can_be_read_is_asked_again_not_taken_for_not_sent(harness, twilio, monkeypatch):
+    monkeypatch.setattr(channels, "LISTING_MAX_PAGES", 1)
+    row = crashed_after_twilio_took_it_then_paged(harness, 55)
+    harness.dispatcher.resume_pending()
+    assert [m for m in twilio.messages if delivery_tag(row.key) in m["body"]] == [twilio.messages[0]]
+    assert harness.store.deliveries()[0].status == RETRYING
+
+
 def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(harness, twilio):
     twilio.listing_lag_s, twilio.body_prefix = 1.0, "Sent from your Twilio trial account - "
     notice, message, body = left_sending_by_a_crash(harness)
@@ -253,10 +287,10 @@ def test_cooldown_suppresses_a_flapping_subject_but_not_a_higher_severity(tmp_pa
     harness.store.close()
 
 
-@pytest.mark.parametrize(("closed_by", "next_alert"), [(CLOSED_BY_RESET, NOTIFYING), (None, SUPPRESSED)])
-def test_an_incident_closed_by_an_analyzer_reset_holds_no_cooldown(tmp_path, twilio, webhook, closed_by, next_alert):
+@pytest.mark.parametrize(("closed_by", "continues"), [(CLOSED_BY_RESET, None), (None, "risk-1:critical")])
+def test_an_incident_closed_by_an_analyzer_reset_holds_no_cooldown(tmp_path, twilio, webhook, closed_by, continues):
     """The crowd is still there when the reset analyzer opens a new episode: its alert goes out, where a real end
-    followed by a new start within the cooldown is a flapping subject."""
+    followed by a new start within the cooldown is a flapping subject, whose alert continues the first one."""
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["routes"][0]["match"] = {}
     harness = make_dispatcher(make_config(tmp_path, section))
@@ -268,9 +302,95 @@ def test_an_incident_closed_by_an_analyzer_reset_holds_no_cooldown(tmp_path, twi
     dispatcher.handle(notice_from_event(resolved))
     harness.clock.now += 60
     second = dispatcher.handle(notice_from_event(danger_event("risk-2", at=harness.clock.now)))
-    assert second.status == next_alert
-    assert len(twilio.messages) == (2 if next_alert == NOTIFYING else 1)
+    assert (second.status, second.continues) == (NOTIFYING, continues)
+    assert len(twilio.messages) == (1 if continues else 2)
     harness.store.close()
+
+
+def unacknowledged(severity: str) -> float:
+    return REGISTRY.get_sample_value("cityguard_alerts_unacknowledged", {"severity": severity})
+
+
+def test_a_subject_back_within_the_cooldown_before_anyone_answered_escalates_on_without_paging_again(harness, twilio):
+    """The zone dips below danger for a moment and is back as a new incident: the duty officer is not paged again,
+    the chief is paged escalate_after_s after the first page, and the alert counts as unacknowledged until the duty
+    officer acknowledges the page they got."""
+    dispatcher, clock = harness.dispatcher, harness.clock
+    start = clock.now
+    first = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start)))
+    dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=start + 20)))
+    clock.now = start + 30
+    back = dispatcher.handle(notice_from_event(danger_event("risk-2", at=start + 30)))
+    assert (back.status, back.continues) == (NOTIFYING, first.alert_id)
+    clock.now = start + 59
+    dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE]
+    assert unacknowledged("critical") == 1
+    clock.now = start + 61
+    dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]
+    assert f"ack {back.id}" in twilio.messages[1]["body"]
+    harness.store.acknowledge(str(first.id), "duty", "", clock())  # the reference in the SMS the duty officer got
+    dispatcher.tick()
+    assert harness.store.get_alert(back.alert_id).acked_at is not None
+    assert unacknowledged("critical") == 0
+
+
+def test_an_alertmanager_alert_firing_again_within_the_cooldown_escalates_on(harness, twilio):
+    def notify(status: str, ends_at: str = "0001-01-01T00:00:00Z") -> None:
+        payload = {"version": "4", "alerts": [{"status": status, "fingerprint": "fp1", "startsAt": starts_at,
+                                               "endsAt": ends_at, "labels": {"alertname": "CityguardZoneStale",
+                                                                             "severity": "critical"}}]}
+        for notice in notices_from_alertmanager(payload):
+            harness.dispatcher.handle(notice)
+
+    starts_at = "2027-01-16T10:00:00Z"
+    notify("firing")
+    notify("resolved", "2027-01-16T10:00:15Z")  # one evaluation's resolve, as during an exporter's restart
+    starts_at = "2027-01-16T10:00:30Z"
+    notify("firing")
+    harness.clock.now += 61
+    harness.dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]
+
+
+def test_a_hung_webhook_holds_up_neither_the_dispatcher_nor_the_sms_of_other_alerts(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section), tries=DeliveryTries())
+    webhook.hold_all = threading.Event()
+    try:
+        for zone in ("north", "south", "east"):
+            harness.dispatcher.handle(notice_from_event(danger_event(f"plaza/{zone}/risk-1", zone=zone)))
+        # Every alert was decided and its deliveries recorded while the webhook had answered none of its tries.
+        assert [d.status for d in harness.store.deliveries() if d.channel_id == "ops"] == [SENDING] * 3
+        wait_until(lambda: len(twilio.sent_to(DUTY_PHONE)) == 3, 10, "the three SMS")
+        assert webhook.received == []
+    finally:
+        webhook.hold_all.set()
+        assert harness.dispatcher.tries.wait_until_idle(30)
+        harness.store.close()
+    assert len(webhook.received) == 3
+
+
+def test_a_due_retry_is_made_off_the_dispatchers_loop(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section), tries=DeliveryTries())
+    webhook.script = [503]
+    try:
+        harness.dispatcher.handle(notice_from_event(danger_event()))
+        assert harness.dispatcher.tries.wait_until_idle(30)
+        webhook.hold_all = threading.Event()
+        webhook.arrived.clear()
+        harness.retry_after(1)  # returns with the retry handed on, not made
+        assert webhook.arrived.wait(10)
+        assert [(d.channel_id, d.status) for d in harness.store.deliveries()] == [("ops", SENDING), ("sms", SENT)]
+    finally:
+        webhook.hold_all.set()
+        assert harness.dispatcher.tries.wait_until_idle(30)
+        harness.store.close()
+    assert [(d.channel_id, d.status) for d in harness.store.deliveries()] == [("ops", SENT), ("sms", SENT)]
 
 
 def test_a_late_copy_closing_by_reset_never_undoes_the_end_an_incident_really_had(tmp_path, twilio, webhook):
@@ -288,7 +408,9 @@ def test_a_late_copy_closing_by_reset_never_undoes_the_end_an_incident_really_ha
     [incident] = harness.store.list_incidents()
     assert incident.resolved_at == harness.clock.now + 50 and not incident.closed_by_reset
     harness.clock.now += 60
-    assert dispatcher.handle(notice_from_event(danger_event("risk-2", at=harness.clock.now))).status == SUPPRESSED
+    assert dispatcher.handle(notice_from_event(danger_event("risk-2", at=harness.clock.now))).continues == (
+        "risk-1:critical")
+    assert len(twilio.messages) == 1
     harness.store.close()
 
 

@@ -119,7 +119,7 @@ def records(*events: Event) -> list:
 
 
 def kafka_service(harness, producer=None) -> DispatcherService:
-    return DispatcherService(harness.dispatcher, None, producer, TopicNames(), None, 60)
+    return DispatcherService(harness.dispatcher, None, producer, TopicNames(), None, 60, ["plaza"])
 
 
 def sqlite(tmp_path, statement: str) -> None:
@@ -175,7 +175,7 @@ def test_every_alert_of_a_webhook_request_is_notified_while_the_broker_is_down(t
     broker = Broker()
     harness = make_dispatcher(make_config(tmp_path, section), broker.publish)
     receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
-    service = DispatcherService(harness.dispatcher, None, None, TopicNames(), receiver, 60)
+    service = DispatcherService(harness.dispatcher, None, None, TopicNames(), receiver, 60, ["plaza"])
     names = ["ConsumerLag", "KafkaDown", "StageDown"]
     payload = {"version": "4", "alerts": [
         {"status": "firing", "fingerprint": name, "labels": {"alertname": name, "severity": "critical"},
@@ -236,7 +236,8 @@ def test_an_alert_read_before_another_notice_published_it_is_not_published_again
 def test_a_poll_that_loses_the_broker_pauses_reading_and_the_dispatcher_reads_on_after_it(harness):
     clock = [0.0]
     consumer = LosesTheBrokerOnce()
-    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), None, 60, clock=lambda: clock[0])
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), None, 60, ["plaza"],
+                                clock=lambda: clock[0])
     service.consume()  # raised inside: the dispatcher is still up
     assert consumer.polls == 1 and REGISTRY.get_sample_value("cityguard_broker_connected", {"stage": "alerts"}) == 0
     service.consume()
@@ -248,7 +249,7 @@ def test_a_poll_that_loses_the_broker_pauses_reading_and_the_dispatcher_reads_on
 
 
 def test_a_poll_refused_for_good_ends_the_dispatcher_naming_why(harness):
-    service = DispatcherService(harness.dispatcher, NotAuthorised(), None, TopicNames(), None, 60)
+    service = DispatcherService(harness.dispatcher, NotAuthorised(), None, TopicNames(), None, 60, ["plaza"])
     with pytest.raises(TopicAuthorizationFailedError):  # waiting would not pass it: the stage ends, saying so
         service.consume()
 
@@ -262,6 +263,17 @@ def test_an_event_whose_ids_exceed_the_store_columns_is_a_dead_letter_and_the_ba
     assert [letter.offset for letter in producer.letters] == [0]
     assert "event_id" in producer.letters[0].reason
     assert ["plaza/south" in message["body"] for message in twilio.messages] == [True]
+
+
+def test_an_event_of_a_camera_the_site_does_not_have_is_a_dead_letter_and_pages_nobody(harness, twilio):
+    forged = [danger_event(f"ghost{number}/z/risk-1").model_copy(update={"camera_id": f"ghost{number}"})
+              for number in range(3)]
+    producer = DeadLetterProducer()
+    kafka_service(harness, producer).handle_records(records(*forged, danger_event()))
+    assert [letter.reason for letter in producer.letters] == [
+        f"camera 'ghost{number}' is not in the site configuration" for number in range(3)]
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE]
+    assert [incident.id for incident in harness.store.list_incidents()] == ["plaza/north/risk-1"]
 
 
 def test_an_event_too_large_to_alert_on_is_a_dead_letter_and_the_batch_goes_on(harness, twilio):
@@ -328,7 +340,7 @@ def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_st
     consumer = Passes(stop, lambda: sqlite(tmp_path, "ALTER TABLE deliveries RENAME TO deliveries_away"),
                       lambda: sqlite(tmp_path, "ALTER TABLE deliveries_away RENAME TO deliveries"), pause_over)
     receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
-    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60,
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60, ["plaza"],
                                 clock=lambda: monotonic[0])
     try:
         service.run(stop)
@@ -406,17 +418,17 @@ def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
     left_sending_by_a_crash(harness)
     [left] = harness.store.deliveries()
     harness.let_every_try_end()
-    assert harness.store.claim_left_sending(left, harness.clock()) is not None
-    assert harness.store.claim_left_sending(left, harness.clock()) is None  # a second dispatcher that read it too
+    assert harness.store.claim_sending(left, harness.clock()) is not None
+    assert harness.store.claim_sending(left, harness.clock()) is None  # a second dispatcher that read it too
 
 
 def test_an_escalation_is_moved_on_once_and_not_after_an_acknowledgement(harness):
     alert = harness.dispatcher.handle(notice_from_event(danger_event()))
     store, later = harness.store, harness.clock() + 60
-    assert store.set_escalation(alert.id, 0, 1, later)
-    assert not store.set_escalation(alert.id, 0, 1, later)  # a second dispatcher that read step 0 before
+    assert store.set_escalation(alert.id, 0, 1, later, harness.clock())
+    assert not store.set_escalation(alert.id, 0, 1, later, harness.clock())  # another dispatcher read step 0 before
     store.acknowledge(str(alert.id), "tester", "", harness.clock())
-    assert not store.set_escalation(alert.id, 1, 2, later)
+    assert not store.set_escalation(alert.id, 1, 2, later, harness.clock())
     assert store.get_alert(alert.alert_id).escalation_step == 1
 
 

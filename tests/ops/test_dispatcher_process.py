@@ -17,7 +17,7 @@ from schemas import Alert, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.config import parse_config
 from sinks.alerts.channels import build_channels
-from sinks.alerts.dispatcher import AlertDispatcher
+from sinks.alerts.dispatcher import AlertDispatcher, DeliveryTries
 from sinks.alerts.notice import notices_from_alertmanager
 from sinks.alerts.service import AlertmanagerReceiver, DispatcherService, publisher
 from sinks.alerts.store import SENT, IncidentStore
@@ -41,6 +41,7 @@ def sms_site(site: str, suffix: str, tmp_path, twilio_url: str) -> dict:
     """A dispatcher site on topics of its own that routes crowd events to the duty phone by SMS."""
     return {
         "site": site,
+        "cameras": [{"id": "plaza", "source": "rtsp://10.0.0.5/stream"}],
         "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
                                                "alerts": f"cityguard.alerts.v1.{suffix}",
                                                "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
@@ -72,6 +73,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
         port = free_port()
         data = {
             "site": f"restart-{suffix}",
+            "cameras": [{"id": "plaza", "source": "rtsp://10.0.0.5/stream"}],
             "broker": {"partitions": 1, "topics": {"events": f"cityguard.events.v1.{suffix}",
                                                    "alerts": f"cityguard.alerts.v1.{suffix}",
                                                    "dead_letter": f"cityguard.dead-letter.v1.{suffix}"}},
@@ -113,7 +115,7 @@ def test_a_dispatcher_killed_mid_send_and_restarted_sends_no_second_sms(kafka_bo
             try:
                 stack.wait_until(lambda: [d for d in store.deliveries() if d.status == SENT], 60,
                                  "the restarted dispatcher to settle the delivery")
-                # The events were redelivered to the new process (nothing had been committed) and it got past them.
+                # The events were committed once the delivery was recorded, or redelivered to the new process.
                 stack.wait_until(lambda: committed_offset(kafka_bootstrap, config.group_id("alerts"),
                                                           topics.events) == 2, 60, "the redelivered events")
                 detail = store.incident_detail(event.event_id)
@@ -165,8 +167,8 @@ def test_a_batch_whose_output_the_broker_did_not_confirm_is_not_committed_but_co
 
             def service(output) -> DispatcherService:
                 dispatcher = AlertDispatcher(config.alerting, config.site, store, channels,
-                                             publisher(output, topics.alerts))
-                return DispatcherService(dispatcher, consumer, output, topics, receiver, 60)
+                                             publisher(output, topics.alerts), tries=DeliveryTries(0))
+                return DispatcherService(dispatcher, consumer, output, topics, receiver, 60, ["plaza"])
 
             unconfirmed = service(failing)
             stack.wait_until(lambda: unconfirmed.consume() or store.list_incidents(), 30, "the first batch")
@@ -232,8 +234,8 @@ def test_hostile_events_are_dead_lettered_and_the_next_event_still_alerts(kafka_
         try:
             dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
-                                         publisher(producer, topics.alerts))
-            service = DispatcherService(dispatcher, consumer, producer, topics, receiver, 60)
+                                         publisher(producer, topics.alerts), tries=DeliveryTries(0))
+            service = DispatcherService(dispatcher, consumer, producer, topics, receiver, 60, ["plaza"])
             polls = 0
 
             def consumed_all() -> bool:
@@ -323,6 +325,7 @@ def test_a_dispatcher_started_while_the_broker_is_away_pages_from_alertmanager_t
             with pytest.raises(urllib.error.HTTPError) as answered:  # not published: Alertmanager asks again
                 urllib.request.urlopen(request, timeout=120)
             assert answered.value.code == 500
+            stack.wait_until(lambda: fake.messages, 30, "the SMS")  # made off the loop that answered
             assert ["cannot reach the Kafka broker" in message["body"] for message in fake.messages] == [True]
 
             broker.start()
