@@ -8,19 +8,16 @@ hold a lock beside it while they read, change and replace it.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.backoff import Pause
-from infra.files import replace_file
+from infra.files import locked, replace_file
 
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
 RUN_FILE = "run.json"
@@ -119,20 +116,11 @@ class ModelRegistry:
         version = self.pointer()["version"]
         return self.get(version) if version else None
 
-    @contextmanager
-    def _pointer_lock(self) -> Iterator[None]:
-        """Held while the pointer is read, changed and replaced: two promotions or roll-backs at once would each
-        write the history they read, and the one written first would be lost."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{POINTER_FILE}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
     def promote(self, version: str, reason: str) -> ModelVersion:
         """Makes `version` the serving model; the one before stays in the history for roll-back. Promoting the
         version already serving changes nothing: a second entry for it would make a roll-back return to it."""
         model = self.get(version)
-        with self._pointer_lock():
+        with locked(self.root / POINTER_FILE):
             pointer = self.pointer()
             if pointer["version"] == version:
                 return model
@@ -143,7 +131,7 @@ class ModelRegistry:
     def rollback(self) -> ModelVersion:
         """Serves the version promoted before the current one again; refused, the pointer unchanged, when that
         version is no longer registered."""
-        with self._pointer_lock():
+        with locked(self.root / POINTER_FILE):
             pointer = self.pointer()
             history = pointer["history"]
             if len(history) < 2:

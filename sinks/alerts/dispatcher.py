@@ -419,7 +419,16 @@ class AlertDispatcher:
         waits = [route.escalate_after_s for route in routes if len(route.escalation) > step + 1]
         return now + min(waits) if waits else None
 
+    def notify_unanswered(self) -> None:
+        """Notifies every alert still waiting for an acknowledgement again, which records only the deliveries it
+        lacks: a contact's fallback channel is recorded by the try that fails the channel before it for good, and a
+        crash between the two would otherwise leave the contact unreached."""
+        for alert in self.store.unanswered_alerts():
+            with skipped_on_error(f"alert {alert.alert_id}"):
+                self.notify(alert)
+
     def tick(self) -> None:
+        self.notify_unanswered()
         self.resume_pending()
         self.retry_due()
         self.escalate_due()

@@ -367,6 +367,13 @@ class IncidentStore:
             ).group_by(AlertRow.severity))
             return {severity: count for severity, count in rows}
 
+    def unanswered_alerts(self) -> list[AlertRow]:
+        """The alerts that wait for an acknowledgement: notifying, not acknowledged, their incident open."""
+        with self.sessions() as session:
+            return list(session.scalars(select(AlertRow).join(
+                IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
+                AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)))
+
     def open_incidents(self) -> list[tuple[IncidentRow, bool]]:
         """Every open incident, and whether it is acknowledged: an operator gave a verdict, or someone acknowledged
         its alerts (an SMS reply), and none of its alerts waits for an acknowledgement (as `open_unacknowledged`

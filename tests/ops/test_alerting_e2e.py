@@ -52,7 +52,11 @@ def site_config(tmp_path, twilio_url: str, suffix: str, receiver_port: int) -> d
                         "channels": ["sms"], "escalation": ["duty"]}],
         },
         "cameras": [{"id": CAMERA, "name": "Plaza", "source": "0", "lat": 37.5665, "lon": 126.978,
-                     "zones": [{"id": ZONE, "polygon": [[0, 0], [10, 0], [10, 10]], "area_m2": 100}]}],
+                     "zones": [{"id": ZONE, "polygon": [[0, 0], [10, 0], [10, 10]], "area_m2": 100}],
+                     "scene": {"lanes": [{"id": "northbound-1", "polygon": [[0, 0], [10, 0], [10, 10]],
+                                          "direction": [0, -1]}],
+                               "counting_lines": [{"id": "stop-line-1", "start": [0, 5], "end": [10, 5],
+                                                   "lane": "northbound-1"}]}}],
     }
 
 

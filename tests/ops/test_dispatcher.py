@@ -89,6 +89,19 @@ def test_an_sms_failing_every_try_falls_back_to_the_next_channel(harness, twilio
     assert twilio.messages == [] and len(webhook.received) == 1
 
 
+def test_a_fallback_that_a_crash_kept_from_being_recorded_is_sent_on_the_next_tick(harness, twilio, webhook):
+    twilio.script = [Scripted(503, 20503, "Service unavailable")]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    [sms] = harness.store.deliveries()
+    # The last try failed for good and the process ended before it recorded the next channel.
+    harness.store.finish_delivery(sms.id, FAILED, None, "503", harness.clock())
+    harness.dispatcher.tick()
+    deliveries = harness.store.incident_detail("plaza/north/risk-1").deliveries
+    assert [(d.channel_id, d.status) for d in deliveries] == [("sms", FAILED), ("ops", SENT)]
+    harness.dispatcher.tick()
+    assert len(webhook.received) == 1 and twilio.posts() == 1  # nothing is sent twice
+
+
 def test_twilio_problem_details_errors_and_unreadable_replies_are_failed_attempts(harness, twilio):
     twilio.script = [Scripted(503, 20503, "Service Unavailable", style="problem"),
                      Scripted(200, 0, "Proxy login required", style="html")]
