@@ -45,8 +45,9 @@ class GroundGrid:
         centres_x = self.origin[0] + (np.arange(cols) + 0.5) * self.cell_m
         centres_y = self.origin[1] + (np.arange(rows) + 0.5) * self.cell_m
         grid_x, grid_y = np.meshgrid(centres_x, centres_y)
-        self.inside = points_in_polygon(np.column_stack((grid_x.ravel(), grid_y.ravel())),
-                                        [tuple(p) for p in ground_polygon]).reshape(self.shape)
+        centres = np.column_stack((grid_x.ravel(), grid_y.ravel()))
+        self.inside = points_in_polygon(centres, [tuple(p) for p in ground_polygon]).reshape(self.shape)
+        self.inside_centres = centres[self.inside.ravel()]  # ground (x, y) of the cells in the zone
         # exp(-(dx² + dy²)/R²) = exp(-dx²/R²) exp(-dy²/R²): two 1-D kernels applied as matrices.
         self._kernel_rows = self._kernel(centres_y)
         self._kernel_cols = self._kernel(centres_x)
