@@ -359,14 +359,22 @@ class ForecastConfig(Frozen):
 
 
 class SurgeConfig(Frozen):
-    """Sudden inflow surge: a window's inflow rate far above its running baseline."""
+    """Sudden inflow surge: a window's inflow rate `factor` times its running baseline or more.
+
+    It stays open until the rate falls below halfway between the baseline and that bound."""
 
     factor: float = Field(default=2.5, gt=1, le=100, description="inflow over baseline that counts as a surge")
     min_inflow_per_minute: float = Field(
         default=30, gt=0, description="surges below this rate are ignored; above 0, or an empty entrance would open "
         "a surge")
-    baseline_smoothing: float = Field(default=0.1, gt=0, le=1, description="EMA weight of each window in the baseline")
+    baseline_smoothing: float = Field(default=0.1, gt=0, le=1,
+                                      description="EMA weight of each window in the baseline; windows while a surge "
+                                      "is open are not learnt from (the baseline would absorb the surge)")
     min_windows: int = Field(default=6, ge=1, description="windows before the baseline is trusted")
+    new_baseline_after_minutes: float = Field(
+        default=30, gt=0, le=1440,
+        description="a surge open this long is taken as the entrance's new usual inflow: it is resolved and its rate "
+        "becomes the baseline")
 
 
 class BackgroundFloorConfig(Frozen):

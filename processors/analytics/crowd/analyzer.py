@@ -518,18 +518,33 @@ class CrowdAnalyzer:
             return []
         config = self.config.surge
         rate = window.inflow / self.config.window_seconds * 60
-        now_active = (surge.windows >= config.min_windows and rate >= config.min_inflow_per_minute
-                      and rate >= config.factor * surge.baseline_per_minute)
-        surge.baseline_per_minute = rate if surge.windows == 0 else \
-            surge.baseline_per_minute + config.baseline_smoothing * (rate - surge.baseline_per_minute)
+        baseline = surge.baseline_per_minute
+        accepted = surge.active and window_end - surge.started_at >= config.new_baseline_after_minutes * 60
+        if surge.active:
+            # Open until the rate is back below halfway to the bound, so a surge hovering at it does not flap.
+            now_active = (not accepted and rate >= config.min_inflow_per_minute
+                          and rate >= (1 + config.factor) / 2 * baseline)
+        else:
+            now_active = (surge.windows >= config.min_windows and rate >= config.min_inflow_per_minute
+                          and rate >= config.factor * baseline)
+        # Learning from a surge's windows would absorb it: a sustained surge was resolved at its peak.
+        if accepted or surge.windows == 0:
+            surge.baseline_per_minute = rate
+        elif not now_active:
+            surge.baseline_per_minute = baseline + config.baseline_smoothing * (rate - baseline)
         surge.windows += 1
         if now_active == surge.active:
             return []
         surge.active = now_active
         started_at = window_end if now_active else surge.started_at
         surge.started_at = window_end if now_active else None
-        reason = (f"inflow {rate:.0f}/min is {rate / max(surge.baseline_per_minute, 1e-9):.1f}x its baseline"
-                  if now_active else f"inflow back to {rate:.0f}/min")
+        if now_active:
+            reason = f"inflow {rate:.0f}/min is {rate / max(baseline, 1e-9):.1f}x its baseline"
+        elif accepted:
+            reason = (f"inflow {rate:.0f}/min for {config.new_baseline_after_minutes:g} min: taken as the new "
+                      "baseline")
+        else:
+            reason = f"inflow back to {rate:.0f}/min (baseline {baseline:.0f}/min)"
         return [Event(
             event_id=self._surge_id(zone_id, started_at), type="inflow_surge",
             state=EventState.OPENED if now_active else EventState.RESOLVED, severity=Severity.WARNING,
