@@ -189,8 +189,9 @@ class RiskPolicyConfig(Frozen):
         "down and the zone is UNKNOWN",
     )
     packed_spot_raises_to_warning: bool = Field(
-        default=True, description="a peak local density at the danger threshold raises the zone to at least warning"
-    )
+        default=True, description="a peak local density at the danger threshold, and above the peak a crowd spread "
+        "uniformly at random at the zone's density reaches by chance in a zone that size, raises the zone to at least "
+        "warning")
 
 
 class CountingConfig(Frozen):

@@ -11,6 +11,7 @@ from processors.analytics.crowd.forecast import (
     seconds_to_thresholds,
     seconds_to_thresholds_surely,
 )
+from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
 from processors.analytics.crowd.risk import RiskInputs, RiskState, assess, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from schemas import RiskLevel
@@ -292,6 +293,24 @@ def test_a_zone_at_danger_holds_it_through_unreliable_windows_for_the_dwell():
     # A zone at a calm level says at once that it cannot see.
     calm, _, _ = next_level(RiskState(), RiskInputs(2.5), 0, thresholds, policy)
     assert next_level(calm, unseen, 10, thresholds, policy)[0].level == RiskLevel.UNKNOWN
+
+
+def test_a_packed_spot_must_stand_out_from_what_a_uniform_crowd_reaches():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig()
+    rng = np.random.default_rng(2)
+    grid = GroundGrid(np.array([[0, 0], [16, 0], [16, 8], [0, 8]], float), 1.0, 0.25)
+
+    def level(positions: np.ndarray) -> tuple[RiskLevel, str]:
+        density = len(positions) / 128
+        inputs = RiskInputs(density, peak_local_density_per_m2=grid.fields(positions).peak_density_per_m2,
+                            uniform_peak_per_m2=uniform_peak_per_m2(density, 128, 1.0))
+        return assess(inputs, thresholds, policy)
+
+    uniform = rng.uniform((0, 0), (16, 8), (384, 2))  # 3 p/m²: its peak reaches 5 by chance alone
+    assert grid.fields(uniform).peak_density_per_m2 >= 5 and level(uniform)[0] == RiskLevel.CAUTION
+    # 7.5 p/m² more on 4 x 4 m of a 1.75 p/m² crowd
+    packed = np.concatenate((rng.uniform((0, 0), (16, 8), (224, 2)), rng.uniform((6, 2), (10, 6), (120, 2))))
+    assert level(packed)[0] == RiskLevel.WARNING and "packed spot" in level(packed)[1]
 
 
 def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():

@@ -83,6 +83,15 @@ def test_sudden_inflow_surge_is_flagged_within_one_window(report):
     assert 5 <= sum(baseline) / len(baseline) <= 15  # ~1 person/s through a 10 s window: the lines count
 
 
+@pytest.mark.parametrize("camera", [SQUARE, ALLEY])
+def test_a_steady_crowd_below_warning_is_not_raised_by_sampling_noise_in_its_local_density(camera):
+    """A steady 3.5 p/m² spread at random peaks at 5 p/m² somewhere by chance: no packed spot."""
+    config = site_config(camera, 2.0)
+    simulator = CrowdSimulator(camera, 2.0, seed=11, target_density=lambda _: 3.5)
+    run, _ = run_scenario(simulator, config, frames=2 * 300)
+    assert {m.risk_level for m in run.metrics[3:]} == {RiskLevel.CAUTION}
+
+
 def test_a_sustained_inflow_surge_stays_open_until_inflow_is_back_near_its_old_baseline():
     """Inflow steps from 40 to 160 a minute (a station's exits) for ten minutes: the surge is not learnt as the
     baseline while it is open."""

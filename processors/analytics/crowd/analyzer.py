@@ -25,7 +25,7 @@ from processors.analytics.crowd.forecast import (
     seconds_to_thresholds_surely,
     slope_per_s,
 )
-from processors.analytics.crowd.local_density import GroundGrid
+from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
 from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start, hop_index
@@ -455,6 +455,8 @@ class CrowdAnalyzer:
         inputs = RiskInputs(density_per_m2=density if reliable else window.mean("detector") / area_m2,
                             reliable=reliable, unreliable_reason=reason,
                             peak_local_density_per_m2=window.mean("peak_local"),
+                            uniform_peak_per_m2=uniform_peak_per_m2(window.mean("detector") / area_m2, area_m2,
+                                                                    config.movement.local_density_radius_m),
                             pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
                             surely_seconds_to_threshold=surely)
         previous = state.risk

@@ -6,7 +6,9 @@ Rules, strongest wins, each with its reason in words:
   warning or above (a packed crowd the detector sees into is not hidden by a late map), else UNKNOWN, never a
   falsely calm level;
 - zone density against the thresholds (normal < caution <= ... critical);
-- a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
+- a packed spot (peak local density at the danger threshold, and above the peak a crowd spread uniformly at random
+  at the zone's detected density would reach there: local_density.uniform_peak_per_m2) raises the zone to at least
+  warning;
 - crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
   disasters);
 - a level the forecast expects within `early_warning_seconds`, at a slope the last minutes bear out
@@ -41,6 +43,7 @@ class RiskInputs:
     reliable: bool = True
     unreliable_reason: str = ""
     peak_local_density_per_m2: float | None = None
+    uniform_peak_per_m2: float | None = None  # the peak that sampling noise alone reaches (local_density)
     pressure_per_s2: float | None = None
     seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # the forecast's centre line
     surely_seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # at the slope borne out
@@ -90,10 +93,12 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
     else:
         reason = f"density {inputs.density_per_m2:.2f} p/m² >= {level.value} threshold {threshold(level, thresholds):g}"
     peak = inputs.peak_local_density_per_m2
-    if (policy.packed_spot_raises_to_warning and peak is not None and peak + margin_per_m2 >= thresholds.danger
-            and level.rank < RiskLevel.WARNING.rank):
+    noise = inputs.uniform_peak_per_m2 or 0.0
+    if (policy.packed_spot_raises_to_warning and peak is not None
+            and peak + margin_per_m2 >= max(thresholds.danger, noise) and level.rank < RiskLevel.WARNING.rank):
         level = RiskLevel.WARNING
-        reason = f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}"
+        reason = (f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}, above "
+                  f"the {noise:.2f} a uniform crowd would reach")
     pressure = inputs.pressure_per_s2
     if (pressure is not None and pressure >= thresholds.pressure_per_s2 and density >= thresholds.pressure_min_density
             and level.rank < RiskLevel.DANGER.rank):
