@@ -189,8 +189,9 @@ class RiskPolicyConfig(Frozen):
         "down and the zone is UNKNOWN",
     )
     packed_spot_raises_to_warning: bool = Field(
-        default=True, description="a peak local density at the danger threshold raises the zone to at least warning"
-    )
+        default=True, description="a peak local density at the danger threshold, and above the peak a crowd spread "
+        "uniformly at random at the zone's density reaches by chance in a zone that size, raises the zone to at least "
+        "warning")
 
 
 class CountingConfig(Frozen):
@@ -359,14 +360,22 @@ class ForecastConfig(Frozen):
 
 
 class SurgeConfig(Frozen):
-    """Sudden inflow surge: a window's inflow rate far above its running baseline."""
+    """Sudden inflow surge: a window's inflow rate `factor` times its running baseline or more.
+
+    It stays open until the rate falls below halfway between the baseline and that bound."""
 
     factor: float = Field(default=2.5, gt=1, le=100, description="inflow over baseline that counts as a surge")
     min_inflow_per_minute: float = Field(
         default=30, gt=0, description="surges below this rate are ignored; above 0, or an empty entrance would open "
         "a surge")
-    baseline_smoothing: float = Field(default=0.1, gt=0, le=1, description="EMA weight of each window in the baseline")
+    baseline_smoothing: float = Field(default=0.1, gt=0, le=1,
+                                      description="EMA weight of each window in the baseline; windows while a surge "
+                                      "is open are not learnt from (the baseline would absorb the surge)")
     min_windows: int = Field(default=6, ge=1, description="windows before the baseline is trusted")
+    new_baseline_after_minutes: float = Field(
+        default=30, gt=0, le=1440,
+        description="a surge open this long is taken as the entrance's new usual inflow: it is resolved and its rate "
+        "becomes the baseline")
 
 
 class BackgroundFloorConfig(Frozen):

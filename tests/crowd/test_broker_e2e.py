@@ -34,7 +34,7 @@ def crowd_site(tmp_path, bootstrap, checkpoint_frames: int = CHECKPOINT_FRAMES):
                       {"id": "out", "start": exit_[0], "end": exit_[1]}]}]}
     # Low thresholds and short forecast warm-up so two minutes of build-up cross several levels.
     analytics = {"window_seconds": WINDOW_S,
-                 "thresholds": {"caution": 0.5, "warning": 0.8, "danger": 1.1, "critical": 1.4},
+                 "thresholds": {"caution": 0.3, "warning": 0.8, "danger": 1.1, "critical": 1.4},
                  "risk": {"min_dwell_seconds": 10}, "forecast": {"min_windows": 4},
                  "checkpoint_frames": checkpoint_frames}
     return pipeline_config(tmp_path, "crowd", bootstrap, analytics=analytics, cameras=[camera])
@@ -170,7 +170,7 @@ def last_value(bootstrap: str, topic: str, key: bytes) -> bytes:
 def test_a_stored_state_this_version_cannot_read_still_resolves_the_incidents_it_had_open(
         kafka_bootstrap, tmp_path, checkpoint_frames, found_again):
     """What an upgrade that changed an analyzer's state format meets: the analyzer starts afresh from the last
-    checkpoint. The camera's first density map comes with frame 14; the risk episode (a packed spot) opens at frame
+    checkpoint. The camera's first density map comes with frame 14; the risk episode (caution) opens at frame
     19, after that checkpoint, and the old worker stops before the next one.
     - From frame 19 on (checkpoint after 19 frames) the fresh analyzer has too little history to see the episode: it
       is resolved (not left open in the incident store for ever), marked as closed by a reset so that the fresh

@@ -11,7 +11,8 @@ from processors.analytics.crowd.forecast import (
     seconds_to_thresholds,
     seconds_to_thresholds_surely,
 )
-from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
+from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
+from processors.analytics.crowd.risk import RiskInputs, RiskState, assess, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from schemas import RiskLevel
 from schemas.calibration import (
@@ -230,7 +231,7 @@ def test_counted_net_inflow_moves_the_forecast_by_its_change_not_by_what_the_lin
 
 def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_it():
     thresholds, policy = RiskThresholds(), RiskPolicyConfig()  # danger 5 p/m², hysteresis 0.3, dwell 120 s
-    unseen = RiskInputs(4.0, reliable=False, unreliable_reason="density map stale")
+    unseen = RiskInputs(1.0, reliable=False, unreliable_reason="density map stale")  # a floor that proves nothing
 
     def after(*steps: tuple[float, RiskInputs]) -> tuple[RiskState, str]:
         state, reason = RiskState(), ""
@@ -256,6 +257,60 @@ def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_i
     # allows, in the same episode.
     state, _ = after((0, RiskInputs(5.3)), (130, unseen), *((at, RiskInputs(3.0)) for at in range(150, 280, 10)))
     assert (state.level, state.since, state.episode_started) == (RiskLevel.CAUTION, 270, 0)
+
+
+def test_an_unreliable_count_reports_the_level_its_detector_floor_proves():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig()
+
+    def unseen(floor: float) -> RiskInputs:
+        return RiskInputs(floor, reliable=False, unreliable_reason="density map stale (26 s old, more than 15 s)")
+
+    level, reason = assess(unseen(7.5), thresholds, policy)
+    assert level == RiskLevel.CRITICAL and "lower bound" in reason and "density map stale" in reason
+    assert assess(unseen(5.2), thresholds, policy)[0] == RiskLevel.DANGER
+    assert assess(unseen(4.1), thresholds, policy)[0] == RiskLevel.WARNING
+    # Below warning the floor says nothing a calm level may stand on: the zone cannot be judged.
+    assert assess(unseen(3.0), thresholds, policy)[0] == RiskLevel.UNKNOWN
+    assert assess(unseen(0.0), thresholds, policy)[0] == RiskLevel.UNKNOWN
+
+
+def test_a_zone_at_danger_holds_it_through_unreliable_windows_for_the_dwell():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig()  # dwell 120 s
+    unseen = RiskInputs(3.0, reliable=False, unreliable_reason="density map stale")
+    state, _, _ = next_level(RiskState(), RiskInputs(6.0), 0, thresholds, policy)
+    changes = []
+    # Maps renewed every 24 s against a maximum age of 15: every other window is unreliable.
+    for at in range(10, 600, 10):
+        state, _, changed = next_level(state, unseen if at % 20 else RiskInputs(6.0), at, thresholds, policy)
+        changes += [at] if changed else []
+    assert state.level == RiskLevel.DANGER and changes == []
+    # Unreliable for the whole dwell, the zone goes to what is known: nothing (the floor proves less than warning).
+    for at in range(600, 710, 10):  # unreliable since the window ending at 590
+        state, reason, changed = next_level(state, unseen, at, thresholds, policy)
+        assert (state.level, changed) == (RiskLevel.DANGER, False) and "minimum dwell" in reason
+    state, _, changed = next_level(state, unseen, 710, thresholds, policy)
+    assert (state.level, changed, state.known) == (RiskLevel.UNKNOWN, True, RiskLevel.DANGER)
+    # A zone at a calm level says at once that it cannot see.
+    calm, _, _ = next_level(RiskState(), RiskInputs(2.5), 0, thresholds, policy)
+    assert next_level(calm, unseen, 10, thresholds, policy)[0].level == RiskLevel.UNKNOWN
+
+
+def test_a_packed_spot_must_stand_out_from_what_a_uniform_crowd_reaches():
+    thresholds, policy = RiskThresholds(), RiskPolicyConfig()
+    rng = np.random.default_rng(2)
+    grid = GroundGrid(np.array([[0, 0], [16, 0], [16, 8], [0, 8]], float), 1.0, 0.25)
+
+    def level(positions: np.ndarray) -> tuple[RiskLevel, str]:
+        density = len(positions) / 128
+        inputs = RiskInputs(density, peak_local_density_per_m2=grid.fields(positions).peak_density_per_m2,
+                            uniform_peak_per_m2=uniform_peak_per_m2(density, 128, 1.0))
+        return assess(inputs, thresholds, policy)
+
+    uniform = rng.uniform((0, 0), (16, 8), (384, 2))  # 3 p/m²: its peak reaches 5 by chance alone
+    assert grid.fields(uniform).peak_density_per_m2 >= 5 and level(uniform)[0] == RiskLevel.CAUTION
+    # 7.5 p/m² more on 4 x 4 m of a 1.75 p/m² crowd
+    packed = np.concatenate((rng.uniform((0, 0), (16, 8), (224, 2)), rng.uniform((6, 2), (10, 6), (120, 2))))
+    assert level(packed)[0] == RiskLevel.WARNING and "packed spot" in level(packed)[1]
 
 
 def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():

@@ -92,11 +92,13 @@ def test_with_density_maps_the_level_follows_the_measured_density(image):
         assert window.risk_level in (RiskLevel.WARNING, RiskLevel.DANGER)
 
 
-def test_a_map_that_goes_stale_turns_the_zone_unknown():
+def test_a_map_that_goes_stale_turns_the_zone_unknown_after_holding_its_level_for_the_dwell():
     outputs = recorded(IMAGES[0])
     analyzer, _ = analyzer_for(outputs)
     dense = outputs["map_1024"].astype(np.float32)
-    metrics = [m for seq in range(SECONDS)
+    # The detector finds too few of these people to prove anything: danger is held for the dwell (120 s), no longer.
+    metrics = [m for seq in range(SECONDS + 120)
                for m in analyzer.update(frame(outputs, seq, dense if seq == 0 else None)).zone_metrics]
     assert metrics[0].risk_level == RiskLevel.DANGER
+    assert metrics[3].risk_level == RiskLevel.DANGER and "minimum dwell" in metrics[3].risk_reason
     assert metrics[-1].risk_level == RiskLevel.UNKNOWN and "density map stale" in metrics[-1].risk_reason

@@ -83,6 +83,44 @@ def test_sudden_inflow_surge_is_flagged_within_one_window(report):
     assert 5 <= sum(baseline) / len(baseline) <= 15  # ~1 person/s through a 10 s window: the lines count
 
 
+@pytest.mark.parametrize("camera", [SQUARE, ALLEY])
+def test_a_steady_crowd_below_warning_is_not_raised_by_sampling_noise_in_its_local_density(camera):
+    """A steady 3.5 p/m² spread at random peaks at 5 p/m² somewhere by chance: no packed spot."""
+    config = site_config(camera, 2.0)
+    simulator = CrowdSimulator(camera, 2.0, seed=11, target_density=lambda _: 3.5)
+    run, _ = run_scenario(simulator, config, frames=2 * 300)
+    assert {m.risk_level for m in run.metrics[3:]} == {RiskLevel.CAUTION}
+
+
+def test_a_sustained_inflow_surge_stays_open_until_inflow_is_back_near_its_old_baseline():
+    """Inflow steps from 40 to 160 a minute (a station's exits) for ten minutes: the surge is not learnt as the
+    baseline while it is open."""
+    fps, start_s, end_s = 2.0, 300.0, 900.0
+    config = site_config(SQUARE, fps)
+    simulator = CrowdSimulator(SQUARE, fps, seed=3,
+                               inflow_per_s=lambda t: 160 / 60 if start_s <= t < end_s else 40 / 60)
+    run, _ = run_scenario(simulator, config, frames=int(1200 * fps))
+
+    start = simulator.start_at
+    surges = [e for e in run.events if e.type == "inflow_surge"]
+    assert [e.state.value for e in surges] == ["opened", "resolved"]
+    opened_at, resolved_at = (e.updated_at - start for e in surges)
+    assert start_s < opened_at <= start_s + 20 and end_s < resolved_at <= end_s + 20
+    assert "back to" in surges[1].reason
+    assert all(m.inflow_surge for m in run.metrics if opened_at <= m.window_end - start < end_s)
+
+
+def test_a_surge_lasting_past_its_limit_is_taken_as_the_new_baseline():
+    fps = 2.0
+    config = site_config(SQUARE, fps, analytics={"window_seconds": 10, "surge": {"new_baseline_after_minutes": 5}})
+    simulator = CrowdSimulator(SQUARE, fps, seed=3, inflow_per_s=lambda t: 160 / 60 if t >= 300 else 40 / 60)
+    run, _ = run_scenario(simulator, config, frames=int(1200 * fps))
+
+    surges = [e for e in run.events if e.type == "inflow_surge"]
+    assert [e.state.value for e in surges] == ["opened", "resolved"]
+    assert surges[1].updated_at - surges[0].updated_at == 300 and "new baseline" in surges[1].reason
+
+
 @pytest.mark.parametrize("miss_rate", [0.0, 0.2])
 def test_density_accuracy_with_perfect_and_missed_detections(miss_rate, report):
     fps = 1.0

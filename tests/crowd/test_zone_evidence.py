@@ -12,6 +12,8 @@ from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from schemas import Detections, RiskLevel, ZoneMetrics
 from schemas.settings.config import CameraConfig
 from schemas.settings.crowd import AnalyticsConfig
+from tests.crowd.scenarios import run_scenario, site_config
+from tests.crowd.simulator import ALLEY, CrowdSimulator, SimCamera
 
 T0 = 1_700_000_000.0
 FPS = 5
@@ -103,6 +105,44 @@ def test_a_zone_almost_wholly_in_the_picture_still_counts():
     analyzer = CrowdAnalyzer(camera(inside), AnalyticsConfig())
     metrics = run(analyzer, (frame(seq, [], 100) for seq in range(30 * FPS)))
     assert all(m.count_reliable and m.risk_level == RiskLevel.NORMAL for m in metrics)
+
+
+def test_a_calibrated_zone_partly_above_the_picture_is_measured_over_the_ground_it_shows():
+    # A 3.2 x 40 m alley seen along its length, its far end 12 px above the picture: 99.9 % of its pixels but only
+    # 66 % of its ground are in view.
+    alley = SimCamera(3.2, 40.0, ((340, 700), (940, 700), (650, -12), (630, -12)))
+    config = site_config(alley, 5.0, entrances=())
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    assert analyzer.zones["zone"].in_view((WIDTH, HEIGHT)).share == pytest.approx(0.66, abs=0.01)
+    simulator = CrowdSimulator(alley, 5.0, seed=3, target_density=lambda _: 6.0)
+    runs, _ = run_scenario(simulator, config, 5 * 120, analyzer=analyzer)
+    late = runs.metrics[-3:]
+    # The density is the ground in view's, and the zone, mostly but not wholly seen, is unreliable at the level
+    # the people seen prove.
+    assert all(m.density_mean_per_m2 == pytest.approx(6.0, rel=0.05) for m in late)
+    assert all(not m.count_reliable and m.risk_level == RiskLevel.DANGER for m in late)
+
+
+def test_a_packed_zone_whose_maps_stop_keeps_the_level_its_detector_proves():
+    """The detector alone sees 7.5 p/m²: a late map must not turn a critical zone unknown (a lower severity)."""
+    config = site_config(ALLEY, 2.0)
+    simulator = CrowdSimulator(ALLEY, 2.0, seed=3, target_density=lambda _: 7.5)
+    runs, analyzer = run_scenario(simulator, config, 2 * 90)
+    runs, _ = run_scenario(simulator, config, 2 * 60, runs, analyzer, density_map_every=0)
+    stale = [m for m in runs.metrics if not m.count_reliable]
+    assert stale and all(m.risk_level == RiskLevel.CRITICAL for m in stale)
+    assert "lower bound" in stale[-1].risk_reason and "density map stale" in stale[-1].risk_reason
+    assert [(e.state.value, e.severity.value) for e in runs.events] == [("opened", "critical")]
+
+
+def test_maps_renewed_slower_than_their_maximum_age_do_not_make_a_danger_zone_flap():
+    # Every 24 s against a maximum age of 15 s, and the detector sees half the crowd (3 p/m²: it proves nothing).
+    config = site_config(ALLEY, 2.0)
+    simulator = CrowdSimulator(ALLEY, 2.0, seed=3, target_density=lambda _: 6.0)
+    runs, _ = run_scenario(simulator, config, 2 * 900, density_map_every=2 * 24, miss_rate=0.5)
+    assert any(not m.count_reliable for m in runs.metrics)
+    assert Counter(m.risk_level for m in runs.metrics[3:]) == {RiskLevel.DANGER: len(runs.metrics) - 3}
+    assert [e.details["to_level"] for e in runs.events if e.type == "risk_level_changed"] == ["danger"]
 
 
 def test_hopping_windows_hold_every_frame_of_their_span_whatever_the_hop():

@@ -25,7 +25,7 @@ from processors.analytics.crowd.forecast import (
     seconds_to_thresholds_surely,
     slope_per_s,
 )
-from processors.analytics.crowd.local_density import GroundGrid
+from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
 from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start, hop_index
@@ -44,6 +44,7 @@ from schemas.base import frame_seen, runs_up_to, with_frame
 from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
+    MIN_ZONE_AREA_M2,
     AnalyticsConfig,
     ZoneConfig,
     zone_ground_area_m2,
@@ -54,8 +55,8 @@ from schemas.zone_metrics import CountSource, FlowRegime
 log = logging.getLogger(__name__)
 
 RISING_PER_MINUTE = 0.05  # p/m² per minute: a density trend above this counts as rising (stop-and-go rule)
-# A zone's density is the people seen over its whole area: with more of it outside the picture than this allows, a
-# packed crowd there would read calm (the map and the detector see only the picture).
+# A zone's density stands for all of it: with more of it outside the picture than this allows, a packed crowd there
+# would go unseen (the map and the detector see only the picture).
 MIN_SHARE_IN_PICTURE = 0.95
 # How long the pipeline takes to reach a camera's live frames once it starts: the inference stage loads its model,
 # then sheds the frames that aged past model.max_frame_age_s (10 s by default) meanwhile.
@@ -103,7 +104,7 @@ class CrowdState:
                            "model_at": zone.model_at, "holt": vars(zone.holt) if zone.holt else None,
                            "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started,
                                     zone.risk.known.value if zone.risk.known else None, zone.risk.known_since,
-                                    zone.risk.lower_since],
+                                    zone.risk.lower_since, zone.risk.unseen_since],
                            "surge": vars(zone.surge), "first_at": zone.first_at}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
@@ -133,10 +134,17 @@ class CrowdState:
 
 
 def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
-               known_since: float | None = None, lower_since: float | None = None) -> RiskState:
+               known_since: float | None = None, lower_since: float | None = None,
+               unseen_since: float | None = None) -> RiskState:
     """A zone's stored risk state; one stored by an earlier version lacks the fields after `episode_started`."""
     return RiskState(RiskLevel(level), since, episode_started, RiskLevel(known) if known else None, known_since,
-                     lower_since)
+                     lower_since, unseen_since)
+
+
+@dataclass(frozen=True)
+class InView:
+    share: float  # of the zone's ground inside the picture (of its polygon's pixels without a calibration)
+    area_m2: float  # what a density is measured over: the ground in the picture (the whole area without a calibration)
 
 
 class ZoneGeometry:
@@ -148,8 +156,9 @@ class ZoneGeometry:
         self.polygon = PolygonZone(zone.polygon)
         self.area_m2 = zone_ground_area_m2(zone, camera.calibration)
         self.grid = None
-        if camera.calibration is not None:
-            ground = camera.calibration.to_homography().to_ground(np.asarray(zone.polygon, dtype=float))
+        self.homography = camera.calibration.to_homography() if camera.calibration else None
+        if self.homography is not None:
+            ground = self.homography.to_ground(np.asarray(zone.polygon, dtype=float))
             movement = analytics.movement
             self.grid = GroundGrid(ground, movement.local_density_radius_m, movement.grid_cell_m)
         self.lines = []
@@ -165,19 +174,32 @@ class ZoneGeometry:
                           for entrance, line in zip(zone.entrances, self.lines, strict=True)]
         self.line_indices = range(first_line, first_line + len(self.lines))
         self._map_weights: dict[tuple, np.ndarray] = {}
-        self._shares_in_picture: dict[tuple[int, int], float] = {}
+        self._in_view: dict[tuple[int, int], InView] = {}
 
-    def share_in_picture(self, image_size: tuple[int, int]) -> float:
-        """The share of the zone's polygon inside the picture (logged once per picture size when too small)."""
-        if image_size not in self._shares_in_picture:
+    def in_view(self, image_size: tuple[int, int]) -> InView:
+        """How much of the zone the picture shows (logged once per picture size when too little).
+
+        Measured on the ground where the camera is calibrated, as the share of the zone's ground cells whose centre
+        the picture shows: seen along its length, a zone's far metres take few pixels, and an alley whose far end
+        lies 12 px above the picture keeps 99.9 % of its pixels but 66 % of its ground. The density is then the
+        people seen over the ground seen, which holds for the part in view whatever the share. Without a
+        calibration only the pixels tell, and the density stays over the whole area."""
+        if image_size not in self._in_view:
             width, height = image_size
-            inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
-            share = self._shares_in_picture[image_size] = inside / polygon_area(self.config.polygon)
+            cells = self.grid.inside_centres if self.grid is not None else np.empty((0, 2))
+            if len(cells):
+                x, y = self.homography.to_image(cells).T
+                share = float(((x >= 0) & (x <= width) & (y >= 0) & (y <= height)).mean())
+                area_m2 = max(self.area_m2 * share, MIN_ZONE_AREA_M2)  # a sliver in view would inflate a few people
+            else:
+                inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
+                share, area_m2 = inside / polygon_area(self.config.polygon), self.area_m2
+            self._in_view[image_size] = InView(share, area_m2)
             if share < MIN_SHARE_IN_PICTURE:
-                log.warning("camera %s zone %s: only %.0f%% of the zone's polygon lies inside the %dx%d picture; "
-                            "the zone reads unknown until it is redrawn inside", self.camera_id, self.config.id,
-                            share * 100, width, height)
-        return self._shares_in_picture[image_size]
+                log.warning("camera %s zone %s: only %.0f%% of the zone lies inside the %dx%d picture; its count is "
+                            "unreliable until it is redrawn inside", self.camera_id, self.config.id, share * 100,
+                            width, height)
+        return self._in_view[image_size]
 
     def model_people(self, density: np.ndarray, image_size: tuple[int, int]) -> float:
         key = (image_size, density.shape)
@@ -202,6 +224,7 @@ class CrowdAnalyzer:
         self.lines = [line for zone in self.zones.values() for line in zone.lines]
         self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
         self.state = state or CrowdState()
+        self.in_view: dict[str, InView] = {}  # each zone's, in the latest frame's picture
         # Zones removed from the configuration are forgotten once what they had open is resolved (with the next
         # frame: nothing else would ever close it); new ones start empty.
         self.removed_zones = {zone_id: zone for zone_id, zone in self.state.zones.items() if zone_id not in self.zones}
@@ -350,10 +373,11 @@ class CrowdAnalyzer:
             age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
                                 self.config.density_model.enabled)
-            share = zone.share_in_picture(image_size)
-            if share < MIN_SHARE_IN_PICTURE:
+            in_view = self.in_view[zone_id] = zone.in_view(image_size)
+            if in_view.share < MIN_SHARE_IN_PICTURE:
                 fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
-                                reason=f"only {share:.0%} of the zone lies inside the picture (the rest is not seen)")
+                                reason=f"only {in_view.share:.0%} of the zone lies inside the picture (the rest is "
+                                "not seen)")
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,
@@ -396,11 +420,12 @@ class CrowdAnalyzer:
                 window_end: float) -> tuple[ZoneMetrics, list[Event]]:
         config = self.config
         seconds = config.window_seconds
+        area_m2 = self.in_view[zone_id].area_m2
         # Unreliable frames carry only the detector's count, which misses most of a packed crowd.
         people_mean = window.mean("reliable_people")
         if people_mean is None:  # no frame is reliable, so neither is the window (below): the detector's figure
             people_mean = window.mean("people")
-        density = people_mean / zone.area_m2
+        density = people_mean / area_m2
         # Frames are expected from STARTUP_GRACE_S after the camera's first one: while the pipeline starts few
         # arrive, which says nothing about the camera, and "down or stalling" then would page someone at every start.
         observed_from = max(window.start, self.state.first_captured_at + STARTUP_GRACE_S)
@@ -415,7 +440,7 @@ class CrowdAnalyzer:
             reliable, reason = False, window.unreliable_reason
         net_per_minute = (window.inflow - window.outflow) / seconds * 60
         if reliable:
-            net_rate = (window.inflow - window.outflow) / seconds / zone.area_m2 if zone.lines else None
+            net_rate = (window.inflow - window.outflow) / seconds / area_m2 if zone.lines else None
             state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate,
                                      seconds)
         forecast, expected, surely = [], {}, {}
@@ -426,8 +451,12 @@ class CrowdAnalyzer:
             surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, self.hops_per_window)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
-        inputs = RiskInputs(density_per_m2=density, reliable=reliable, unreliable_reason=reason,
+        # Unreliable, the window's density is only a floor: the people the detector saw, whom no count can undo.
+        inputs = RiskInputs(density_per_m2=density if reliable else window.mean("detector") / area_m2,
+                            reliable=reliable, unreliable_reason=reason,
                             peak_local_density_per_m2=window.mean("peak_local"),
+                            uniform_peak_per_m2=uniform_peak_per_m2(window.mean("detector") / area_m2, area_m2,
+                                                                    config.movement.local_density_radius_m),
                             pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
                             surely_seconds_to_threshold=surely)
         previous = state.risk
@@ -446,9 +475,9 @@ class CrowdAnalyzer:
         sources = window.source_frames
         metrics = ZoneMetrics(
             camera_id=self.camera.id, zone_id=zone_id, window_start=window.start, window_end=window_end,
-            frames=window.frames, area_m2=zone.area_m2, people_mean=people_mean,
+            frames=window.frames, area_m2=area_m2, people_mean=people_mean,
             people_max=round(window.people_max), density_mean_per_m2=density,
-            density_max_per_m2=window.people_max / zone.area_m2,
+            density_max_per_m2=window.people_max / area_m2,
             risk_level=level, risk_reason=level_reason, last_seq=window.last_seq,
             detector_people_mean=window.mean("detector"), density_model_people_mean=window.mean("model"),
             count_source=CountSource(max(sources, key=sources.get)) if sources else CountSource.DETECTOR,
@@ -491,18 +520,33 @@ class CrowdAnalyzer:
             return []
         config = self.config.surge
         rate = window.inflow / self.config.window_seconds * 60
-        now_active = (surge.windows >= config.min_windows and rate >= config.min_inflow_per_minute
-                      and rate >= config.factor * surge.baseline_per_minute)
-        surge.baseline_per_minute = rate if surge.windows == 0 else \
-            surge.baseline_per_minute + config.baseline_smoothing * (rate - surge.baseline_per_minute)
+        baseline = surge.baseline_per_minute
+        accepted = surge.active and window_end - surge.started_at >= config.new_baseline_after_minutes * 60
+        if surge.active:
+            # Open until the rate is back below halfway to the bound, so a surge hovering at it does not flap.
+            now_active = (not accepted and rate >= config.min_inflow_per_minute
+                          and rate >= (1 + config.factor) / 2 * baseline)
+        else:
+            now_active = (surge.windows >= config.min_windows and rate >= config.min_inflow_per_minute
+                          and rate >= config.factor * baseline)
+        # Learning from a surge's windows would absorb it: a sustained surge was resolved at its peak.
+        if accepted or surge.windows == 0:
+            surge.baseline_per_minute = rate
+        elif not now_active:
+            surge.baseline_per_minute = baseline + config.baseline_smoothing * (rate - baseline)
         surge.windows += 1
         if now_active == surge.active:
             return []
         surge.active = now_active
         started_at = window_end if now_active else surge.started_at
         surge.started_at = window_end if now_active else None
-        reason = (f"inflow {rate:.0f}/min is {rate / max(surge.baseline_per_minute, 1e-9):.1f}x its baseline"
-                  if now_active else f"inflow back to {rate:.0f}/min")
+        if now_active:
+            reason = f"inflow {rate:.0f}/min is {rate / max(baseline, 1e-9):.1f}x its baseline"
+        elif accepted:
+            reason = (f"inflow {rate:.0f}/min for {config.new_baseline_after_minutes:g} min: taken as the new "
+                      "baseline")
+        else:
+            reason = f"inflow back to {rate:.0f}/min (baseline {baseline:.0f}/min)"
         return [Event(
             event_id=self._surge_id(zone_id, started_at), type="inflow_surge",
             state=EventState.OPENED if now_active else EventState.RESOLVED, severity=Severity.WARNING,

@@ -78,8 +78,9 @@ evidence too thin to trust. Hence:
   dense crowd;
 - a zone's count is its map count, or the detector's count when that is higher (the boxes are people the map
   missed: a floor, never a reason to count fewer);
-- without a density map younger than `density_map_max_age_seconds` the count is UNRELIABLE and the zone's level is
-  UNKNOWN with the reason: no other evidence tells a calm scene from a packed one the detector cannot see into.
+- without a density map younger than `density_map_max_age_seconds` the count is UNRELIABLE: no other evidence tells a
+  calm scene from a packed one the detector cannot see into. The detector's count is then a floor, and the zone's
+  level is what that floor proves from warning up, else UNKNOWN, with the reason (processors.analytics.crowd.risk).
 Confidence is 1 - the rule's relative error on the development set in the count's regime.
 """
 from __future__ import annotations

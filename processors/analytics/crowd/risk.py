@@ -2,9 +2,13 @@
 
 Rules, strongest wins, each with its reason in words:
 - count unreliable (no fresh density map, the zone partly outside the picture, a capture-clock jump, too few
-  frames): UNKNOWN, never a falsely calm level;
+  frames): the density is then only the people the detector saw, a lower bound. The level it proves when that is
+  warning or above (a packed crowd the detector sees into is not hidden by a late map), else UNKNOWN, never a
+  falsely calm level;
 - zone density against the thresholds (normal < caution <= ... critical);
-- a packed spot (peak local density at the danger threshold) raises the zone to at least warning;
+- a packed spot (peak local density at the danger threshold, and above the peak a crowd spread uniformly at random
+  at the zone's detected density would reach there: local_density.uniform_peak_per_m2) raises the zone to at least
+  warning;
 - crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
   disasters);
 - a level the forecast expects within `early_warning_seconds`, at a slope the last minutes bear out
@@ -14,7 +18,11 @@ Levels go up at once. They go down only once every window of the last `min_dwell
 far as the rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so a zone hovering at a
 bound does not flap: judging one window after the dwell, a steady 5 p/m² with 5 % counting noise went from danger to
 warning and back 8-15 times an hour. UNKNOWN is entered and left at once: saying "we cannot see" must not wait; left for
-a level below the one before it, that level's dwell and hysteresis apply as if UNKNOWN had not been.
+a level below the one before it, that level's dwell and hysteresis apply as if UNKNOWN had not been. A zone at warning
+or above is already watched, and an unreliable window cannot show that its crowd thinned: it holds its level through
+unreliable windows for `min_dwell_seconds` before going to what the floor proves (or UNKNOWN), so maps renewed a little
+slower than their maximum age (every 24 s against 15) keep a steady danger zone at danger instead of alternating
+danger and UNKNOWN every window; the held spell counts for no dwell.
 """
 from __future__ import annotations
 
@@ -24,6 +32,9 @@ from schemas import RiskLevel
 from schemas.settings.crowd import RiskPolicyConfig, RiskThresholds
 
 ESCALATION = (RiskLevel.CRITICAL, RiskLevel.DANGER, RiskLevel.WARNING, RiskLevel.CAUTION)
+# The lowest level an unreliable count can prove: below it the detector's floor says nothing a calm level may stand on
+# (a detector finds few people in a packed crowd).
+LOWEST_PROVEN = RiskLevel.WARNING
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class RiskInputs:
     reliable: bool = True
     unreliable_reason: str = ""
     peak_local_density_per_m2: float | None = None
+    uniform_peak_per_m2: float | None = None  # the peak that sampling noise alone reaches (local_density)
     pressure_per_s2: float | None = None
     seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # the forecast's centre line
     surely_seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # at the slope borne out
@@ -46,6 +58,7 @@ class RiskState:
     known: RiskLevel | None = None
     known_since: float | None = None
     lower_since: float | None = None  # end of the first of the windows in a row that have all allowed a lower level
+    unseen_since: float | None = None  # end of the first of the unreliable windows in a row holding the level
 
 
 def threshold(level: RiskLevel, thresholds: RiskThresholds) -> float:
@@ -67,19 +80,25 @@ def one_below(level: RiskLevel) -> RiskLevel:
 def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyConfig,
            margin_per_m2: float = 0.0) -> tuple[RiskLevel, str]:
     """The level the rules call for (densities raised by margin_per_m2 when judging a step down)."""
-    if not inputs.reliable:
-        return RiskLevel.UNKNOWN, f"count unreliable: {inputs.unreliable_reason}"
     density = inputs.density_per_m2 + margin_per_m2
+    if not inputs.reliable:
+        floor = density_level(density, thresholds)
+        if floor.rank >= LOWEST_PROVEN.rank:
+            return floor, (f"at least {floor.value}: the detector alone counts {inputs.density_per_m2:.2f} p/m², a "
+                           f"lower bound (count unreliable: {inputs.unreliable_reason})")
+        return RiskLevel.UNKNOWN, f"count unreliable: {inputs.unreliable_reason}"
     level = density_level(density, thresholds)
     if level == RiskLevel.NORMAL:
         reason = f"density {inputs.density_per_m2:.2f} p/m² below caution threshold {thresholds.caution:g}"
     else:
         reason = f"density {inputs.density_per_m2:.2f} p/m² >= {level.value} threshold {threshold(level, thresholds):g}"
     peak = inputs.peak_local_density_per_m2
-    if (policy.packed_spot_raises_to_warning and peak is not None and peak + margin_per_m2 >= thresholds.danger
-            and level.rank < RiskLevel.WARNING.rank):
+    noise = inputs.uniform_peak_per_m2 or 0.0
+    if (policy.packed_spot_raises_to_warning and peak is not None
+            and peak + margin_per_m2 >= max(thresholds.danger, noise) and level.rank < RiskLevel.WARNING.rank):
         level = RiskLevel.WARNING
-        reason = f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}"
+        reason = (f"packed spot: peak local density {peak:.2f} p/m² >= danger threshold {thresholds.danger:g}, above "
+                  f"the {noise:.2f} a uniform crowd would reach")
     pressure = inputs.pressure_per_s2
     if (pressure is not None and pressure >= thresholds.pressure_per_s2 and density >= thresholds.pressure_min_density
             and level.rank < RiskLevel.DANGER.rank):
@@ -107,6 +126,13 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
     """The zone's level after one window ending at `at`: (new state, reason, changed)."""
     target, reason = assess(inputs, thresholds, policy)
     current = state.level
+    if not inputs.reliable and current.rank >= LOWEST_PROVEN.rank and target.rank < current.rank:
+        unseen_since = at if state.unseen_since is None else state.unseen_since
+        if at - unseen_since < policy.min_dwell_seconds:
+            return (replace(state, unseen_since=unseen_since), f"holding {current.value} (minimum dwell): {reason}",
+                    False)
+        return _enter(_after_unseen(state, at), target, at), reason, True
+    state = _after_unseen(state, at)
     if target == current:  # (a spell of UNKNOWN keeps the lower_since of the level before it)
         return (state if current == RiskLevel.UNKNOWN else replace(state, lower_since=None)), reason, False
     if current == RiskLevel.UNKNOWN and state.known is not None and target.rank < state.known.rank:
@@ -127,6 +153,15 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
     if at - lower_since < policy.min_dwell_seconds:
         return replace(state, lower_since=lower_since), f"holding {current.value} (minimum dwell): {reason}", False
     return _enter(state, relaxed if relaxed.rank > target.rank else target, at), reason, True
+
+
+def _after_unseen(state: RiskState, at: float) -> RiskState:
+    """The state once a spell of unreliable windows holding its level has ended at `at`: the windows before the spell
+    that allowed a lower level still count, the spell itself does not (nobody saw whether it allowed one)."""
+    if state.unseen_since is None:
+        return state
+    lower_since = None if state.lower_since is None else state.lower_since + (at - state.unseen_since)
+    return replace(state, unseen_since=None, lower_since=lower_since)
 
 
 def _enter(state: RiskState, level: RiskLevel, at: float) -> RiskState:
