@@ -56,6 +56,29 @@ class Homography:
         _, depth = self._apply(self.matrix, image_points)
         return np.sign(depth) == self.ground_sign
 
+    def standing_height_px(self, image_points: np.ndarray, height_m: float) -> np.ndarray:
+        """Image pixels, straight up, between ground points seen at `image_points` (N, 2) and a point `height_m`
+        above each (a standing person's head over the feet); 0 where the point is not on the ground or the view is
+        from straight above.
+
+        A ground homography holds no camera height, so this is the local pinhole view: a vertical length shows
+        cos(depression) as long as the same length across the view, and the ground's foreshortening along the view
+        is sin(depression). Exact for a short length; for a person 10 to 20 m from a camera 4 to 20 m up it reads
+        5-15 % short, as the head is nearer the camera than the feet.
+        """
+        points = np.asarray(image_points, dtype=float).reshape(-1, 2)
+        ground = self.to_ground(points)
+        across = self.to_ground(points + (1.0, 0.0)) - ground  # metres per image pixel along x
+        down = self.to_ground(points + (0.0, 1.0)) - ground
+        across_m = np.hypot(*across.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # along the view: the part of an image row's step not across it
+            along_m = np.hypot(*(down - (np.sum(down * across, axis=1) / across_m ** 2)[:, None] * across).T)
+            sin_depression = np.clip(across_m / along_m, 0.0, 1.0)
+            height_px = height_m / across_m * np.sqrt(1.0 - sin_depression ** 2)
+        seen = np.isfinite(height_px) if self.ground_sign is None else np.isfinite(height_px) & self.on_ground(points)
+        return np.where(seen, height_px, 0.0)
+
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]
 

@@ -21,10 +21,11 @@ def test_lines_stepped_together_match_lines_stepped_one_by_one():
         # Big steps, some rounding a line's end, and a few points exactly on a line.
         after = points + rng.normal(0, 60, points.shape)
         after[:3] = [[500.0, 400.0], [400.0, 300.0], [250.0, 350.0]]
-        step = step_lines(starts, ends, points, after, *together, debounce_frames=2)
+        heights = rng.uniform(20, 200, len(points))
+        step = step_lines(starts, ends, points, after, heights, *together, debounce_frames=2)
         together = [step.side, step.pending, step.pending_frames]
         for index, (start, end) in enumerate(LINES):
-            single = step_line(start, end, points, after, *alone[index], debounce_frames=2)
+            single = step_line(start, end, points, after, heights, *alone[index], debounce_frames=2)
             alone[index] = [single.side, single.pending, single.pending_frames]
             for column, expected in zip((step.side, step.pending, step.pending_frames, step.crossed),
                                         (single.side, single.pending, single.pending_frames, single.crossed),
@@ -44,3 +45,20 @@ def test_side_of_several_lines_is_side_of_each_line():
     for index, (start, end) in enumerate(LINES):
         assert np.array_equal(sides[:, index], side_of(points, start, end))
     assert sides[0, 0] == 0 and sides[0, 1] == 0 and sides[3, 2] == 0  # on the line itself
+
+
+def test_an_object_standing_on_a_line_while_its_box_jitters_counts_nothing_and_one_walking_over_counts_once():
+    start, end = np.asarray([[0.0, 300.0]]), np.asarray([[800.0, 300.0]])
+    state = [np.zeros((2, 1), dtype=dtype) for dtype in (np.int8, np.int8, np.int16)]
+    heights = np.asarray([100.0, 100.0])  # a person 100 px tall: the margin is 10 px
+    rng = np.random.default_rng(5)
+    points = np.asarray([[400.0, 296.0], [200.0, 250.0]])
+    crossed = np.zeros(2, dtype=int)
+    for frame in range(25 * 60):  # a minute at 25 fps
+        after = np.asarray([[400.0, 300.0 + rng.uniform(-4, 4)],  # feet on the line, the box edge wandering
+                            [200.0, 250.0 + min(frame, 100)]])  # walks from 50 px before the line to 50 px past it
+        step = step_lines(start, end, points, after, heights, *state, debounce_frames=2)
+        state = [step.side, step.pending, step.pending_frames]
+        crossed += step.crossed[:, 0]
+        points = after
+    assert crossed.tolist() == [0, 1]

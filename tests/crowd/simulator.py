@@ -4,7 +4,8 @@ Agents enter a walking area through its entrance edge (y = 0), walk towards the 
 that falls with density (Weidmann's fundamental diagram), and leave. New agents are seen once outside the
 entrance before they step in, so counting lines see a real crossing. Population follows either a target density
 inside the zone (build-ups) or an inflow rate (surges). Each frame becomes a schemas.Detections message with
-image boxes and track ids, optionally with missed detections, pixel jitter and a perfect density map.
+image boxes and track ids, optionally with missed detections, pixel jitter and a perfect density map (each person
+on the head, as a model trained on head annotations puts them).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
+from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M
 from schemas import Detections
 from schemas.calibration import Homography, fit_homography
 
@@ -145,8 +147,11 @@ class CrowdSimulator:
         density_map = shape = None
         if with_density_map:
             rows, cols = height // 8, width // 8
+            heads = feet[seen] - np.column_stack((np.zeros(int(seen.sum())),
+                                                  homography.standing_height_px(feet[seen], HEAD_HEIGHT_M)))
+            heads = np.clip(heads, 0, np.array([width, height]) - 1)
             cells = np.zeros((rows, cols), dtype=np.float32)
-            np.add.at(cells, ((feet[seen, 1] // 8).astype(int), (feet[seen, 0] // 8).astype(int)), 1.0)
+            np.add.at(cells, ((heads[:, 1] // 8).astype(int), (heads[:, 0] // 8).astype(int)), 1.0)
             density_map, shape = cells.tobytes(), (rows, cols)
         message = Detections(
             camera_id=camera_id, seq=self.seq, captured_at=self.start_at + self.elapsed, image_width=width,

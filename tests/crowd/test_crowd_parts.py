@@ -56,13 +56,14 @@ def test_degenerate_point_sets_are_refused(image, fatal):
 def walk(table, line, points, start_at=0.0, debounce=2):
     crossings = []
     for frame, point in enumerate(points):
-        _, found = table.update(start_at + frame, np.array([7]), np.array([point], dtype=float),
+        _, found = table.update(start_at + frame, np.array([7]), np.array([point], dtype=float), PERSON_HEIGHT,
                                 np.full((1, 2), np.nan), [line], 0.5, 4.0, 10.0, debounce, 100)
         crossings += found
     return crossings
 
 
 LINE = CountingLine((0.0, 50.0), (100.0, 50.0), inward_sign=1)  # inside is y > 50 (below, in image axes)
+PERSON_HEIGHT = np.array([20.0])  # box height, pixels: a crossing counts once 2 px past the line
 
 
 def test_line_counts_a_crossing_once_in_its_direction():
@@ -80,8 +81,8 @@ def test_one_frame_flicker_and_passing_beside_the_segment_count_nothing():
 def test_track_leaving_view_right_after_the_line_is_counted_at_eviction():
     table = TrackTable(1)
     walk(table, LINE, [(50, 40), (50, 55)])
-    _, crossings = table.update(30.0, np.array([8]), np.array([[0.0, 0.0]]), np.full((1, 2), np.nan), [LINE],
-                                0.5, 4.0, 10.0, 2, 100)
+    _, crossings = table.update(30.0, np.array([8]), np.array([[0.0, 0.0]]), PERSON_HEIGHT, np.full((1, 2), np.nan),
+                                [LINE], 0.5, 4.0, 10.0, 2, 100)
     assert [(c.track_id, c.inward) for c in crossings] == [(7, True)]
     assert table.ids.tolist() == [8]
 
@@ -90,8 +91,8 @@ def test_velocity_is_ground_displacement_over_a_second_not_box_jitter_or_a_swapp
     def speeds(positions: list[tuple[float, float]], fps: float = 5.0) -> list[float]:
         table, found = TrackTable(0), []
         for frame, ground in enumerate(positions):
-            velocity, _ = table.update(frame / fps, np.array([7]), np.zeros((1, 2)), np.array([ground]), [],
-                                       0.5, 4.0, 10.0, 2, 100)
+            velocity, _ = table.update(frame / fps, np.array([7]), np.zeros((1, 2)), PERSON_HEIGHT,
+                                       np.array([ground]), [], 0.5, 4.0, 10.0, 2, 100)
             found.append(float(np.hypot(*velocity[0])))
         return found
 
@@ -108,11 +109,13 @@ def test_velocity_is_ground_displacement_over_a_second_not_box_jitter_or_a_swapp
 def test_tracks_stored_before_velocity_steps_spanned_a_second_go_on_moving():
     # The columns an earlier version stored: no step start, which begins where each track was last seen.
     earlier = TrackTable(0)
-    earlier.update(0.0, np.array([7]), np.zeros((1, 2)), np.array([[0.0, 0.0]]), [], 0.5, 4.0, 10.0, 2, 100)
+    earlier.update(0.0, np.array([7]), np.zeros((1, 2)), PERSON_HEIGHT, np.array([[0.0, 0.0]]), [], 0.5, 4.0, 10.0,
+                   2, 100)
     columns = {name: value for name, value in earlier.to_columns().items() if name not in ("step_xy", "step_at")}
     table = TrackTable.from_columns(0, columns)
-    speeds = [float(np.hypot(*table.update(frame / 5, np.array([7]), np.zeros((1, 2)), np.array([[0.0, frame / 5]]),
-                                           [], 0.5, 4.0, 10.0, 2, 100)[0][0])) for frame in range(1, 16)]
+    speeds = [float(np.hypot(*table.update(frame / 5, np.array([7]), np.zeros((1, 2)), PERSON_HEIGHT,
+                                           np.array([[0.0, frame / 5]]), [], 0.5, 4.0, 10.0, 2, 100)[0][0]))
+              for frame in range(1, 16)]
     assert speeds[-1] == pytest.approx(1.0)
 
 

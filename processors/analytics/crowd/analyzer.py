@@ -17,6 +17,7 @@ import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
+from processors.analytics.crowd.feet_map import FeetMap
 from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
@@ -217,6 +218,7 @@ class CrowdAnalyzer:
         self.step = analytics.step_seconds
         self.hops_per_window = round(analytics.window_seconds / self.step)
         self.homography = camera.calibration.to_homography() if camera.calibration else None
+        self.feet_map = FeetMap(self.homography) if self.homography else None
         self.zones: dict[str, ZoneGeometry] = {}
         for zone in camera.zones:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
@@ -346,6 +348,8 @@ class CrowdAnalyzer:
     def _measure(self, detections: Detections) -> dict[str, FrameSample]:
         people = detections.class_mask(PERSON_CLASS_ID)
         feet = detections.foot_points()[people]
+        boxes = detections.boxes()[people]
+        heights = boxes[:, 3] - boxes[:, 1]
         ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
         velocity = np.full_like(feet, np.nan)
         crossings = []
@@ -357,12 +361,14 @@ class CrowdAnalyzer:
             rows = confirmed[np.sort(first)]
             movement = self.config.movement
             velocity_rows, crossings = self.tracks.update(
-                detections.captured_at, track_ids[rows], feet[rows], ground[rows], self.lines,
+                detections.captured_at, track_ids[rows], feet[rows], heights[rows], ground[rows], self.lines,
                 movement.velocity_smoothing, movement.max_speed_m_s, movement.track_ttl_seconds,
                 movement.crossing_debounce_frames, movement.max_tracks)
             velocity[rows] = velocity_rows
         density = detections.density()
         image_size = (detections.image_width, detections.image_height)
+        if density is not None and self.feet_map is not None:
+            density = self.feet_map.moved(density, image_size)
         samples = {}
         for zone_id, zone in self.zones.items():
             state = self.state.zones[zone_id]

@@ -83,10 +83,11 @@ class TrackTable:
         return cls(line_count, {name: np.frombuffer(columns[name], dtype=dtype).copy()
                                 for name, dtype in cls.DTYPES.items() if name in columns})
 
-    def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, ground_xy: np.ndarray,
-               lines: Sequence[CountingLine], smoothing: float, max_speed: float, ttl_seconds: float,
-               debounce_frames: int, max_tracks: int) -> tuple[np.ndarray, list[Crossing]]:
-        """Adds one frame; returns each current track's ground velocity (NaN when unknown) and line crossings."""
+    def update(self, at: float, track_ids: np.ndarray, image_xy: np.ndarray, box_heights: np.ndarray,
+               ground_xy: np.ndarray, lines: Sequence[CountingLine], smoothing: float, max_speed: float,
+               ttl_seconds: float, debounce_frames: int, max_tracks: int) -> tuple[np.ndarray, list[Crossing]]:
+        """Adds one frame (each track's foot point, box height and ground position); returns each current track's
+        ground velocity (NaN when unknown) and line crossings."""
         track_ids = np.asarray(track_ids, dtype=np.int64)
         position = np.searchsorted(self.ids, track_ids)
         known = (position < len(self.ids)) & (self.ids[np.minimum(position, len(self.ids) - 1)] == track_ids) \
@@ -109,8 +110,8 @@ class TrackTable:
             new_velocity = np.where(valid[:, None], blended, previous)
             velocity[known] = new_velocity
             self.velocity[rows] = new_velocity
-            crossings = self._cross_lines(rows, track_ids[known], self.image_xy[rows], image_xy[known], lines,
-                                          debounce_frames)
+            crossings = self._cross_lines(rows, track_ids[known], self.image_xy[rows], image_xy[known],
+                                          np.asarray(box_heights)[known], lines, debounce_frames)
             restart = done | jumped
             self.step_xy[rows] = np.where(restart[:, None], here, self.step_xy[rows])
             self.step_at[rows] = np.where(restart, at, self.step_at[rows])
@@ -126,10 +127,10 @@ class TrackTable:
         return velocity, crossings
 
     def _cross_lines(self, rows: np.ndarray, ids: np.ndarray, before: np.ndarray, after: np.ndarray,
-                     lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
+                     box_heights: np.ndarray, lines: Sequence[CountingLine], debounce_frames: int) -> list[Crossing]:
         starts, ends = line_ends(lines)
-        step = step_lines(starts, ends, before, after, self.side[rows], self.pending[rows], self.pending_frames[rows],
-                          debounce_frames)
+        step = step_lines(starts, ends, before, after, box_heights, self.side[rows], self.pending[rows],
+                          self.pending_frames[rows], debounce_frames)
         self.side[rows] = step.side
         self.pending[rows] = step.pending
         self.pending_frames[rows] = step.pending_frames

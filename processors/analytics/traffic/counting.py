@@ -19,8 +19,10 @@ def observe_line(track: TrackState, line: CountingLineConfig, previous_box: Box 
     point = anchor_point(track.box, line.anchor)
     previous = anchor_point(previous_box, line.anchor) if previous_box is not None else point
     state = track.lines.get(line.id) or LineSide()
-    step = step_line(line.start, line.end, np.asarray([previous]), np.asarray([point]), np.asarray([state.side]),
-                     np.asarray([state.pending]), np.asarray([state.pending_frames]), debounce_frames)
+    height = track.box[3] - track.box[1]
+    step = step_line(line.start, line.end, np.asarray([previous]), np.asarray([point]), np.asarray([height]),
+                     np.asarray([state.side]), np.asarray([state.pending]), np.asarray([state.pending_frames]),
+                     debounce_frames)
     side = int(step.side[0])
     if side != 0:
         track.lines[line.id] = LineSide(side=side, pending=int(step.pending[0]),

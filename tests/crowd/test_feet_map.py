@@ -1,0 +1,65 @@
+"""Density maps moved from the heads, where a model trained on head annotations puts people, to the feet, where zones
+and the detector's people are: the standing height a calibration gives, and the counts of a crowd in a ground zone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from processors.analytics.crowd.analyzer import ZoneGeometry
+from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M, FeetMap
+from schemas.calibration import fit_homography
+from tests.crowd.scenarios import site_config
+from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
+
+
+def pinhole(height_m: float, depression_deg: float, focal_px: float = 1000.0, size=(1280, 720)):
+    """A level camera `height_m` above the ground looking down by `depression_deg`: world point (x, y, z) -> pixel."""
+    tilt = np.radians(depression_deg)
+    forward = np.array([0.0, np.cos(tilt), -np.sin(tilt)])
+    right = np.array([1.0, 0.0, 0.0])
+    rotation = np.vstack((right, np.cross(forward, right), forward))
+    intrinsics = np.array([[focal_px, 0, size[0] / 2], [0, focal_px, size[1] / 2], [0, 0, 1]])
+
+    def project(points):
+        image = intrinsics @ (rotation @ (np.atleast_2d(points) - [0.0, 0.0, height_m]).T)
+        return (image[:2] / image[2]).T
+    return project
+
+
+@pytest.mark.parametrize(("height_m", "depression_deg"), [(4, 10), (6, 30), (10, 45), (20, 60)])
+def test_a_standing_height_from_a_ground_calibration_is_the_pinhole_cameras_within_a_fifth(height_m, depression_deg):
+    project = pinhole(height_m, depression_deg)
+    ground = np.array([[-3, 5, 0], [3, 5, 0], [3, 30, 0], [-3, 30, 0], [0, 12, 0], [1, 20, 0]], dtype=float)
+    homography = fit_homography(project(ground).tolist(), ground[:, :2].tolist())
+    feet = np.array([[0, 8, 0], [2, 10, 0], [-2.5, 15, 0], [0, 25, 0]], dtype=float)
+    true = project(feet)[:, 1] - project(feet + [0, 0, HEAD_HEIGHT_M])[:, 1]
+    estimated = homography.standing_height_px(project(feet), HEAD_HEIGHT_M)
+    assert np.all(estimated <= true) and np.all(estimated >= 0.8 * true), (estimated, true)
+
+
+def test_a_view_from_straight_above_puts_the_head_over_the_feet():
+    assert np.allclose(SQUARE.homography.standing_height_px(np.array([[640.0, 400.0]]), HEAD_HEIGHT_M), 0.0)
+
+
+def zone_density(camera, simulator: CrowdSimulator, moved: bool) -> float:
+    config = site_config(camera, 5.0)
+    zone = ZoneGeometry(config.cameras[0].zones[0], config.cameras[0], config.analytics, 0)
+    detections = simulator.detections("cam", with_density_map=True)
+    density = detections.density()
+    if moved:
+        density = FeetMap(camera.homography).moved(density, camera.image_size)
+    return zone.model_people(density, camera.image_size) / zone.area_m2
+
+
+def test_a_crowd_in_an_alley_seen_along_it_reads_its_density_once_the_map_is_moved_to_the_feet():
+    simulator = CrowdSimulator(ALLEY, fps=5, seed=3, target_density=lambda t: 5.0)
+    truth = simulator.true_density()
+    assert zone_density(ALLEY, simulator, moved=False) < 0.5 * truth  # heads of the near people beside the far zone
+    assert zone_density(ALLEY, simulator, moved=True) == pytest.approx(truth, rel=0.1)
+
+
+def test_moving_a_map_keeps_its_total():
+    density = np.random.default_rng(1).random((90, 160)).astype(np.float32)
+    moved = FeetMap(ALLEY.homography).moved(density, ALLEY.image_size)
+    assert moved.dtype == density.dtype and moved.sum() == pytest.approx(density.sum(), rel=1e-5)
+    assert moved[-1].sum() > density[-1].sum()  # the near people's feet below the picture stay on its last row
