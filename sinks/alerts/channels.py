@@ -46,7 +46,7 @@ AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 # Twilio's clock against ours, when a listed message is compared with the time its try began.
 CLOCK_SKEW_S = 60.0
 # Reconciling reads the recipient's messages newest first, page by page, back to the try. More pages than this (a
-# storm of other messages to the same person) cannot be read in time: the delivery is asked about again later.
+# storm of other messages to the same person) cannot be read in time: the listing counts as unreadable.
 LISTING_PAGE_SIZE = 50
 LISTING_MAX_PAGES = 20
 
@@ -198,7 +198,8 @@ class TwilioSmsChannel:
     def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         """Looks for the delivery's tag in Twilio's log of messages to the contact, newest first, back to the try
         (`sent_since`); a send not listed yet counts as not sent only once the listing has had `listing_lag_s` to
-        show it. A listing longer than LISTING_MAX_PAGES counts as unreadable, never as "not sent".
+        show it. A listing longer than LISTING_MAX_PAGES counts as unreadable (ReconcileError), for which the
+        dispatcher prefers a rare duplicate to a silent page.
 
         Bounded by each message's date_created, not by the DateSent> filter: a message still queued has no
         date_sent, and the filter could hide the very message looked for."""

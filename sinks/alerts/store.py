@@ -517,10 +517,16 @@ def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> li
         query = query.where(AlertRow.id == int(ref))
     else:
         query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
-    chains = {alert.continues or alert.alert_id for alert in session.scalars(query)}
-    alerts = list(session.scalars(select(AlertRow).where(
-        AlertRow.status == NOTIFYING, AlertRow.alert_id.in_(chains) | AlertRow.continues.in_(chains))
-        .order_by(AlertRow.id)))
+    named = list(session.scalars(query))
+    chains = {alert.continues or alert.alert_id for alert in named}
+    in_chain = AlertRow.alert_id.in_(chains) | AlertRow.continues.in_(chains)
+    if named and not ref.isdigit() and all(alert.alert_id != ref for alert in named):
+        # A verdict on an incident: its alerts and those of the chain before them, never a later incident's alert
+        # that continues them, which nobody has seen. An alert named by its number or id (an SMS reply) was paged
+        # for the whole chain: all of it.
+        in_chain &= AlertRow.id <= max(alert.id for alert in named)
+    alerts = list(session.scalars(select(AlertRow).where(AlertRow.status == NOTIFYING, in_chain)
+                                  .order_by(AlertRow.id)))
     for alert in alerts:
         session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))
         if alert.acked_at is None:

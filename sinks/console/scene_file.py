@@ -96,12 +96,17 @@ def stages_to_restart(before: dict, after: dict, density_maps: bool) -> list[str
     """The stages, as `cityguard up` names them, that read at their start something of the camera's geometry that
     changed between `before` and `after` (as `SceneFile.read` gives them): the analyzer reads all of it; inference
     which cameras get density maps (those with crowd zones, when the density model runs) and which keep a
-    background model (those with a traffic scene); the metrics sink which zones it exports."""
+    background model (those with a traffic scene); the metrics sink which zones and counting lines (with their lane
+    and direction names) it exports."""
     def infer_reads(geometry: dict):
         return density_maps and bool(geometry["zones"]), geometry["scene"] is not None
 
     def metrics_reads(geometry: dict):
-        return {str(zone.get("id")) for zone in geometry["zones"] or [] if isinstance(zone, dict)}
+        zones = {str(zone.get("id")) for zone in geometry["zones"] or [] if isinstance(zone, dict)}
+        scene = geometry["scene"] if isinstance(geometry["scene"], dict) else {}
+        lines = {tuple(str(line.get(key)) for key in ("id", "lane", "forward", "backward"))
+                 for line in scene.get("counting_lines") or [] if isinstance(line, dict)}
+        return zones, lines
 
     reads = {"analyze": lambda geometry: geometry, "infer": infer_reads, "export-metrics": metrics_reads}
     return [stage for stage, read in reads.items() if read(before) != read(after)]

@@ -431,6 +431,11 @@ def test_the_file_keeps_its_line_endings(tmp_path, newline):
     (lambda geometry: geometry.update(scene={"lanes": [{"id": "north", "polygon": [[0, 0], [50, 0], [50, 90]],
                                                         "direction": [0, -1]}]}),
      ["analyze", "infer"]),  # inference keeps a background model for each camera with a traffic scene
+    (lambda geometry: geometry.update(scene={"lanes": [{"id": "north", "polygon": [[0, 0], [50, 0], [50, 90]],
+                                                        "direction": [0, -1]}],
+                                             "counting_lines": [{"id": "stop", "start": [0, 40], "end": [50, 40],
+                                                                 "lane": "north"}]}),
+     ["analyze", "infer", "export-metrics"]),  # and the metrics sink exports the counting lines it started with
 ])
 def test_a_save_names_every_stage_that_reads_what_changed_at_its_start(scene_file, edit, restart):
     geometry = scene_file.read("cam")

@@ -349,6 +349,25 @@ def test_a_subject_back_within_the_cooldown_before_anyone_answered_escalates_on_
     assert unacknowledged("critical") == 0
 
 
+def test_a_verdict_on_the_incident_that_ended_leaves_the_one_continuing_it_unacknowledged(harness, twilio):
+    dispatcher, clock = harness.dispatcher, harness.clock
+    start = clock.now
+    first = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start)))
+    dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=start + 20)))
+    clock.now = start + 30
+    back = dispatcher.handle(notice_from_event(danger_event("risk-2", at=start + 30)))
+    assert back.continues == first.alert_id
+    # The console's operator marks the incident that ended a false alarm: nobody has looked at risk-2, still open.
+    harness.store.review_incident("risk-1", "false_alarm", "ana", "a blip", clock())
+    assert harness.store.get_alert(first.alert_id).acked_at is not None
+    clock.now = start + 61
+    dispatcher.tick()
+    assert harness.store.get_alert(back.alert_id).acked_at is None
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]  # risk-2 escalates on
+    harness.store.review_incident("risk-2", "acknowledged", "ana", "", clock())
+    assert harness.store.get_alert(back.alert_id).acked_at is not None
+
+
 def test_an_alertmanager_alert_firing_again_within_the_cooldown_escalates_on(harness, twilio):
     def notify(status: str, ends_at: str = "0001-01-01T00:00:00Z") -> None:
         payload = {"version": "4", "alerts": [{"status": status, "fingerprint": "fp1", "startsAt": starts_at,
