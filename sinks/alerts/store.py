@@ -374,6 +374,14 @@ class IncidentStore:
                 IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
                 AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)))
 
+    def failed_delivery_chains(self, since: float) -> set[str]:
+        """The alert ids (those a delivery key starts with: the first alert of a chain) with a delivery begun since
+        `since` that failed for good."""
+        with self.sessions() as session:
+            keys = session.scalars(select(DeliveryRow.key).where(DeliveryRow.status == FAILED,
+                                                                 DeliveryRow.started_at >= since))
+            return {key.rsplit("|", 2)[0] for key in keys}
+
     def open_incidents(self) -> list[tuple[IncidentRow, bool]]:
         """Every open incident, and whether it is acknowledged: an operator gave a verdict, or someone acknowledged
         its alerts (an SMS reply), and none of its alerts waits for an acknowledgement (as `open_unacknowledged`
