@@ -5,6 +5,7 @@ from pydantic import Field, FiniteFloat, model_validator
 from schemas.base import BoundedId, Message, Seq, verify_seq
 
 FRAME_REF_MAX_CHARS = 300  # a store path: the camera id and a sequence number
+MAX_SIDE_PX = 65_535  # the most a JPEG can hold; boxes scaled to a picture larger than any camera's are nonsense
 
 
 class Frame(Message):
@@ -15,14 +16,15 @@ class Frame(Message):
     camera_id: BoundedId
     seq: Seq = Field(description="per-camera sequence number, never reused (also across producer restarts)")
     captured_at: FiniteFloat = Field(gt=0, description="capture time, unix seconds")
-    width: int = Field(gt=0, description="of the JPEG")
-    height: int = Field(gt=0, description="of the JPEG")
+    width: int = Field(gt=0, le=MAX_SIDE_PX, description="of the JPEG")
+    height: int = Field(gt=0, le=MAX_SIDE_PX, description="of the JPEG")
     # The site's geometry is drawn on the camera's own picture; capture may scale it down (max_width), and the
     # inference stage sends boxes in the camera's pixels so that geometry holds whatever that setting.
-    source_width: int | None = Field(default=None, gt=0,
+    source_width: int | None = Field(default=None, gt=0, le=MAX_SIDE_PX,
                                      description="the camera's own picture width before capture scaled it down; "
                                      "None: not scaled")
-    source_height: int | None = Field(default=None, gt=0, description="its height, with source_width")
+    source_height: int | None = Field(default=None, gt=0, le=MAX_SIDE_PX,
+                                      description="its height, with source_width")
     jpeg: bytes | None = Field(default=None, description="JPEG-encoded image")
     frame_ref: str | None = Field(
         default=None, max_length=FRAME_REF_MAX_CHARS,

@@ -58,8 +58,32 @@ def test_a_redelivered_frame_gets_its_ids_again_and_disturbs_no_track():
     after = [tracker.update(walker(seq)).track_id[0] for seq in range(10, 15)]
     assert redelivered == before[7:10] and UNTRACKED not in redelivered[0]
     assert set(after) == {before[-1][0]}, "the same person keeps the same id after the redelivery"
-    # Older than the frames it remembers, or not the same detections: tracked once, so no ids rather than new ones.
-    assert tracker.update(walker(9).model_copy(update={"seq": 99_999})).track_id == [UNTRACKED, UNTRACKED]
+
+
+def test_a_batch_sent_again_from_further_back_than_lost_tracks_are_kept_keeps_its_ids_and_the_tracks():
+    tracker = CameraTracker("cam", fps=2, config=TrackingConfig(lost_track_seconds=3))
+    first = [tracker.update(walker(seq, fps=2)).track_id for seq in range(20)]
+    again = [tracker.update(walker(seq, fps=2)).track_id for seq in range(8, 20)]  # 6 s of frames, rewound
+    assert again == first[8:20]
+    assert tracker.update(walker(20, fps=2)).track_id == first[-1], "the tracks go on with the same ids"
+
+
+def test_a_frame_sent_again_gets_its_ids_by_box_whatever_the_order_or_number_of_its_detections():
+    tracker = CameraTracker("cam", fps=10, config=TrackingConfig())
+    first = [tracker.update(walker(seq)).track_id for seq in range(10)]
+    person, car = first[9]
+    # A model swapped in before the frame came again: the car first, and a third object the first model missed.
+    again = walker(9).model_copy(update={"xyxy": [(400, 300, 520, 380), (145, 100, 185, 200), (10, 10, 30, 50)],
+                                         "confidence": [0.8, 0.9, 0.5], "class_id": [2, 0, 0],
+                                         "class_name": ["car", "person", "person"]})
+    assert tracker.update(again).track_id == [car, person, UNTRACKED]
+    # Older than the frames it remembers: tracked once, so no ids rather than new ones, and no track disturbed.
+    tracker_with_few = CameraTracker("cam", fps=10, config=TrackingConfig())
+    for seq in range(300):
+        tracker_with_few.update(walker(seq, x0=-5 * seq + 100))
+    assert tracker_with_few.update(walker(0)).track_id == [UNTRACKED, UNTRACKED]
+    ids = tracker_with_few.update(walker(300, x0=-1400)).track_id
+    assert UNTRACKED not in ids and ids == tracker_with_few.update(walker(301, x0=-1405)).track_id
 
 
 def test_pool_keeps_cameras_apart_and_evicts_idle_ones():

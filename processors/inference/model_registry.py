@@ -217,6 +217,18 @@ class ServingWatcher:
         self.offered = version
         return model
 
+    def still_serving(self, version: str) -> bool:
+        """Whether the pointer still names `version`, offered earlier; when it no longer does, the offer is withdrawn
+        and the next `changed` compares the pointer with the version the worker runs. An unreadable pointer changes
+        nothing: the load goes on as offered."""
+        try:
+            serving = self.registry.pointer()["version"]
+        except (OSError, ValueError, KeyError):
+            return True
+        if serving != version:
+            self.offered = None
+        return serving == version
+
     def loaded(self, version: str) -> None:
         self.version, self.offered = version, None
         if version == self.failing:

@@ -56,6 +56,9 @@ class ModelSwapper(Generic[Loaded]):
             log.exception("model %s could not be loaded; the previous model keeps serving (next try in %.0f s)",
                           model.version, retry_s)
             return
+        if not self.watcher.still_serving(model.version):  # rolled back or promoted past it while it loaded
+            log.info("model %s loaded, but the serving pointer has moved on since: not served", model.version)
+            return
         self.watcher.loaded(model.version)
         with self.lock:
             self.ready = (model, loaded)

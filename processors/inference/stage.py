@@ -465,6 +465,11 @@ class InferenceWorker:
             try:
                 with STEP_SECONDS.labels("decode").time():
                     frame = decode(record.value, Frame)
+                    if record.key is not None and record.key != frame.camera_id.encode():
+                        # The key places the camera's frames on one partition, so on one worker's tracker and
+                        # background model: a frame under another camera's key would split them between workers.
+                        rejected.append((record, f"frame of camera {frame.camera_id!r} under the key {record.key!r}"))
+                        continue
                     if frame.camera_id not in self.cameras:
                         # Analytics refuses its detections anyway; a flood of made-up ids must not cost model runs.
                         rejected.append((record, f"camera {frame.camera_id!r} is not in the site configuration"))

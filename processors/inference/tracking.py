@@ -19,9 +19,12 @@ from ultralytics.trackers.byte_tracker import BYTETracker
 
 from infra.keyed_pool import KeyedPool
 from schemas import UNTRACKED, Detections
+from schemas.base import frame_seen, with_frame
+from schemas.geometry import box_iou
 from schemas.settings.config import TrackingConfig
 
 RECENT_FRAMES = 256  # per camera: frames whose track ids a redelivery gets again (a rewound batch is far fewer)
+REDELIVERED_MIN_IOU = 0.5  # a box of a frame tracked again takes an id only from a box it is plainly the same as
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class CameraTracker:
         self.buffer_frames = max(1, round(config.lost_track_seconds * fps))
         self.last_captured_at: float | None = None
         self._tracker = self._new_tracker()
-        self._recent: dict[int, list[int]] = {}  # seq -> the track ids it was given, oldest first
+        self.runs: list[tuple[int, int]] = []  # the frame numbers tracked (schemas.base.frame_seen)
+        self._recent: dict[int, tuple[np.ndarray, list[int]]] = {}  # seq -> its boxes and the track ids they got
 
     def _new_tracker(self) -> _ByteTracker:
         args = Namespace(track_high_thresh=self.config.high_confidence, track_low_thresh=self.config.low_confidence,
@@ -114,45 +118,54 @@ class CameraTracker:
         # Microseconds since the epoch: later trackers for this camera always start above earlier ids.
         return _ByteTracker(args, id_base=time.time_ns() // 1000)
 
-    def _advance_clock(self, captured_at: float) -> bool:
-        """Bridges missing frames; False for a frame at or before the last one (a redelivery: not tracked again).
-
-        A long gap, or time running far backwards (a clock step), restarts the tracker with a new id range.
-        """
+    def _advance_clock(self, captured_at: float) -> None:
+        """Bridges the frames missing before a new one. A long gap, or time running back further than the tracker
+        keeps lost tracks (a clock step), restarts the tracker with a new id range; a frame a little before the last
+        (a clock set back a moment) follows it directly."""
         if self.last_captured_at is None:
-            return True
+            return
         lost_after_s = self.buffer_frames * self.frame_interval_s
-        if self.last_captured_at - lost_after_s < captured_at <= self.last_captured_at:
-            return False
         elapsed_frames = round((captured_at - self.last_captured_at) / self.frame_interval_s)
-        if elapsed_frames <= 0 or elapsed_frames > self.buffer_frames:
+        if elapsed_frames > self.buffer_frames or captured_at < self.last_captured_at - lost_after_s:
             self._tracker = self._new_tracker()
-            return True
+            return
         empty = _TrackerInput.from_detections(None)
         for _ in range(elapsed_frames - 1):
             self._tracker.update(empty)
-        return True
 
     def update(self, detections: Detections) -> Detections:
-        track_ids = [UNTRACKED] * len(detections)
-        if not self._advance_clock(detections.captured_at):
-            # Already tracked once; re-running it would rebuild the tracker and renumber every object. A recent
-            # frame gets its ids again: after a rewound batch (its first output never reached the broker) the
-            # analytics must see the tracks, and a duplicate they drop anyway.
-            given = self._recent.get(detections.seq)
-            if given is not None and len(given) == len(detections):
-                track_ids = given
-            return detections.model_copy(update={"track_id": list(track_ids)})
+        if frame_seen(self.runs, detections.seq):
+            # Already tracked once (a rewound batch, a partition read again); tracking it again would move the
+            # tracker back and renumber every object. A recent frame's boxes get their ids again, matched by box, as
+            # the analytics must see the tracks; a box matching none stays untracked.
+            return detections.model_copy(update={"track_id": self._given(detections)})
+        self.runs = with_frame(self.runs, detections.seq)
+        self._advance_clock(detections.captured_at)
         self.last_captured_at = detections.captured_at
         self._tracker.update(_TrackerInput.from_detections(detections))
+        track_ids = [UNTRACKED] * len(detections)
         # Read ids from the tracks, not from update()'s float32 array, which cannot hold 16-digit ids exactly.
         for track in self._tracker.tracked_stracks:
             if track.is_activated and track.frame_id == self._tracker.frame_id:
                 track_ids[int(track.idx)] = int(track.track_id)
-        self._recent[detections.seq] = track_ids
+        self._recent[detections.seq] = (detections.boxes(), track_ids)
         if len(self._recent) > RECENT_FRAMES:
             del self._recent[next(iter(self._recent))]
         return detections.model_copy(update={"track_id": list(track_ids)})
+
+    def _given(self, detections: Detections) -> list[int]:
+        """The ids a frame tracked before gave its boxes, each box taking the id of the box it overlaps most (at
+        least REDELIVERED_MIN_IOU): a model swapped in between may find the objects in another order, or others."""
+        track_ids = [UNTRACKED] * len(detections)
+        if detections.seq not in self._recent or not len(detections):
+            return track_ids
+        boxes, given = self._recent[detections.seq]
+        overlap = box_iou(detections.boxes(), boxes) if len(boxes) else np.zeros((len(detections), 0))
+        while overlap.size and overlap.max() >= REDELIVERED_MIN_IOU:
+            box, earlier = np.unravel_index(int(overlap.argmax()), overlap.shape)
+            track_ids[box] = given[earlier]
+            overlap[box, :] = overlap[:, earlier] = 0
+        return track_ids
 
 
 class TrackerPool:

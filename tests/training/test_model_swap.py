@@ -37,6 +37,30 @@ def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
     assert swapper.poll() is None
 
 
+def test_a_model_rolled_back_while_it_loads_is_never_served(tmp_path):
+    registry = registry_with(tmp_path, 3)
+    release = threading.Event()
+
+    def load(model):
+        release.wait(5)
+        return f"detector for {model.version}"
+
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, load)
+    registry.promote("v2", "gate passed")
+    assert swapper.poll() is None  # v2 loading
+    registry.rollback()  # v1 serves again before v2 is loaded
+    release.set()
+    swapper.loading.join(5)
+    assert swapper.poll() is None and swapper.poll() is None  # v1 runs already: nothing to load or serve
+    registry.promote("v3", "gate passed")
+    swapper.poll()
+    swapper.loading.join(5)
+    model, _ = swapper.poll()
+    assert model.version == "v3"
+
+
 def test_a_model_that_fails_to_load_leaves_the_old_one_serving(tmp_path, caplog):
     registry = registry_with(tmp_path, 2)
 
