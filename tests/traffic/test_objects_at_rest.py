@@ -429,6 +429,21 @@ def test_a_track_found_again_only_every_1_4_s_further_back_is_no_wrong_way_drive
     assert [e.type for e in opened(run(continuous))] == ["wrong_way"]
 
 
+def test_two_trucks_standing_nose_to_tail_whose_ids_the_tracker_swaps_are_no_wrong_way_driver():
+    """Two 180 px trucks wait nose to tail at the eastbound stop line; at 20 s the tracker swaps their ids once, so
+    each track jumps a truck's length (195 px) in one frame, past the wrong-way distance and as fast as a crash knocks
+    a vehicle back. Nothing moved. The same distance covered step by step in 3 s is a truck reversing up the lane."""
+    def truck(foot_x: float) -> tuple:
+        return foot_x - 90, 380.0, foot_x + 90, 450.0
+
+    swapped = [frame(seq, [(1, "truck", truck(380.0)), (2, "truck", truck(185.0))] if seq * STEP < 20
+                     else [(2, "truck", truck(380.0)), (1, "truck", truck(185.0))]) for seq in range(int(40 / STEP))]
+    assert opened(run(swapped)) == []
+    reversing = [frame(seq, [(1, "truck", truck(1000.0 - 65 * min(max(seq * STEP - 2, 0.0), 3.0)))])
+                 for seq in range(int(7 / STEP))]
+    assert [(e.type, e.track_ids) for e in opened(run(reversing))] == [("wrong_way", [1])]
+
+
 def test_wrong_way_is_judged_alike_at_every_resolution_of_the_same_view():
     """One two-lane view recorded at 640x360, 1280x720 and 1920x1080: a car reversing a fifth of the picture's width
     up the eastbound lane in 4 s is a wrong-way driver at each; one whose box creeps back 8 % of the width (a tracker

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import pairwise
 
 import numpy as np
 
@@ -420,7 +421,10 @@ def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
     if scene.speed_before_rest(track) < scene.thresholds.crash_moving_back_speed_box_per_s:
         return False
     motion = scene.velocity(track, track.rest_since - 1.0, track.rest_since)
-    return motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
+    # From the sample before that second on, as the velocity is measured.
+    start = max((s[0] for s in track.history if s[0] <= track.rest_since - 1.0), default=track.rest_since - 1.0)
+    return (motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
+            and moved_back_step_by_step([s for s in track.history if start <= s[0] <= track.rest_since], direction))
 
 
 def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
@@ -443,6 +447,20 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
     point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
     return (scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
             or scene.in_any(point, scene.config.crosswalks) is not None)
+
+
+# Largest share of a distance moved back along a lane that one history step may carry: a vehicle moving back covers
+# it step by step (a second hidden within a 1.5 s stretch is two thirds of it); a track jumping a vehicle's length at
+# once is the tracker swapping the ids of two vehicles standing nose to tail.
+MAX_STEP_SHARE_BACK = 0.75
+
+
+def moved_back_step_by_step(samples: list[tuple[float, float, float, float]], direction) -> bool:
+    """Whether track history samples (oldest first) went back along a lane `direction` over several steps rather
+    than in one jump: no step carried more than MAX_STEP_SHARE_BACK of the distance they went back."""
+    back = [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction))
+            for older, newer in pairwise(samples)]
+    return bool(back) and max(back) <= MAX_STEP_SHARE_BACK * sum(back)
 
 
 WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
@@ -469,10 +487,11 @@ def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, i
             stretch.append(sample)
         if len(stretch) < 2 or stretch[0][0] - stretch[-1][0] < thresholds.wrong_way_min_seconds:
             continue
+        direction = scene.lane_directions[lane_id]
         moved = np.asarray([stretch[0][1] - stretch[-1][1], stretch[0][2] - stretch[-1][2]])
-        along = float(moved @ scene.lane_directions[lane_id])
+        along = float(moved @ direction)
         distance = float(np.linalg.norm(moved))
-        if along <= -min_distance and along <= -0.7 * distance:
+        if along <= -min_distance and along <= -0.7 * distance and moved_back_step_by_step(stretch[::-1], direction):
             conditions.append(Condition(
                 key=f"wrong_way:{vehicle.track_id}", type="wrong_way", severity=Severity.CRITICAL,
                 reason=f"{vehicle.class_name} moved {-along:.0f} px against the direction of lane {lane_id}",
