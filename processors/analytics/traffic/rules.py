@@ -38,6 +38,10 @@ CONTACT_SPEED_MIN_TRACKED_S = 0.4
 # A vehicle at most this share of the other's speed at a contact was struck by it, not braking alongside it.
 STRUCK_SPEED_SHARE = 0.5
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
+# The hardest braking, in box heights per second squared (a car's box about 1.5 m tall: some 7.5 m/s^2, an emergency
+# stop): two vehicles braking to rest side by side, touching in perspective, lose speed no faster; an impact stops a
+# vehicle within a frame or two.
+BRAKING_MAX_BOX_PER_S2 = 5.0
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
 # Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
 # driver); cars queued one behind the other overlap less in perspective.
@@ -344,19 +348,22 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
         if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
-        # One of them stood (or had just stopped) when they touched, or went much slower than the other (a car
+        # One of them stood when they touched (at rest by then, barely moving over the half second before: one
+        # that came to rest just then was braking with the other), or went much slower than the other (a car
         # rear-ended in slow traffic; one shoved forward by the hit comes to rest again after it). Two vehicles
         # at similar speeds at the contact that come to rest after it are traffic braking side by side or nose to
         # tail, touching in perspective; two moving vehicles that collided show it in their motion (impacts).
+        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         slower, faster = sorted(candidate.speeds_at_contact)
-        if not (any(obj.since <= candidate.contact_at for obj in involved)
+        if not (any(obj.since <= candidate.contact_at
+                    and all(at_contact[i] < thresholds.collision_min_speed_box_per_s / 2
+                            for i in obj.track_ids if i in at_contact) for obj in involved)
                 or slower <= STRUCK_SPEED_SHARE * faster):
             continue
         # One that came to rest through it hit the other fast (speeds_at_contact) and stopped abruptly: a vehicle
         # braking behind or beside another touches it in perspective only as it closes up, slow by then, even when
         # the second before it came to rest was fast.
         abrupt = thresholds.crash_into_standing_speed_box_per_s if standing else thresholds.crash_stop_speed_box_per_s
-        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         if not any(max((at_contact[i] for i in obj.track_ids if i in at_contact), default=0.0) >= abrupt
                    and any(scene.speed_before_rest(track) >= abrupt for track in whole_in_view(obj))
                    for obj in came_to_rest):
@@ -692,8 +699,10 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
         if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
-            breaks = [_motion_break(scene, state.tracks.get(track_id), before, candidate.contact_at, now, frame_size)
-                      for track_id, before in zip(candidate.track_ids, candidate.velocities_before, strict=True)]
+            breaks = [_motion_break(scene, state.tracks.get(track_id), before, hit_with, candidate.contact_at, now,
+                                    frame_size)
+                      for track_id, before, hit_with in zip(candidate.track_ids, candidate.velocities_before,
+                                                            candidate.speeds_at_contact, strict=True)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
             if all(breaks) and any(b != "vanished" for b in breaks):
@@ -716,10 +725,11 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     return conditions
 
 
-def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, contact_at: float,
-                  now: float, frame_size: tuple[int, int]) -> str | None:
-    """How a vehicle's motion broke off at a contact (`before`: its velocity up to the contact), in words, or None
-    while it carries on (or it is too early to tell)."""
+def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, hit_with: float,
+                  contact_at: float, now: float, frame_size: tuple[int, int]) -> str | None:
+    """How a vehicle's motion broke off at a contact (`before`: its velocity over the second up to the contact,
+    `hit_with`: its speed over the IMPACT_SPEED_SECONDS before it), in words, or None while it carries on (or it is
+    too early to tell). Stopping dead is losing speed at the contact faster than brakes slow a vehicle."""
     if track is None:
         return None
     thresholds = scene.thresholds
@@ -738,7 +748,11 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
         return None
     speed_after = math.hypot(*after)
     if speed_before >= fast and speed_after <= IMPACT_STOP_SHARE * speed_before:
-        return "stopped dead"
+        # Speeds over as long just before and just after the contact, so their windows' middles are that far apart.
+        right_after = scene.velocity(track, contact_at, contact_at + IMPACT_SPEED_SECONDS)
+        slowing = (hit_with - math.hypot(*right_after)) / IMPACT_SPEED_SECONDS if right_after else 0.0
+        if slowing > BRAKING_MAX_BOX_PER_S2:
+            return "stopped dead"
     if min(speed_before, speed_after) >= fast / 2:
         turn = math.degrees(abs(math.atan2(before[0] * after[1] - before[1] * after[0],
                                            before[0] * after[0] + before[1] * after[1])))
