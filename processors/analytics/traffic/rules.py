@@ -473,7 +473,8 @@ def moved_back_step_by_step(samples: list[tuple[float, float, float, float]], di
 WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
 
 
-def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, int]) -> list[Condition]:
+def wrong_way(scene: Scene, state: TrafficState, vehicles: list[TrackState],
+              frame_size: tuple[int, int]) -> list[Condition]:
     thresholds = scene.thresholds
     # In diagonals of the picture, so that the same view decides alike at any resolution: the detector's box jitter
     # and a vehicle's travel both scale with it.
@@ -485,11 +486,14 @@ def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, i
             continue
         # The longest recent stretch of history spent inside this lane, up to now, seen without a long gap: a track
         # the detector keeps losing may be taken over by the next vehicle behind each time it is found again, and
-        # so seem to creep backwards.
+        # so seem to creep backwards. A driver already found going the wrong way is the same one when found again
+        # after any gap its track outlived (hidden behind a passing truck): its event goes on.
+        key = f"wrong_way:{vehicle.track_id}"
+        max_gap = thresholds.track_ttl_seconds if key in state.incidents else WRONG_WAY_MAX_GAP_S
         stretch = []
         for sample in reversed(vehicle.history):
             if scene.lane_of((sample[1], sample[2])) != lane_id or (
-                    stretch and stretch[-1][0] - sample[0] > WRONG_WAY_MAX_GAP_S):
+                    stretch and stretch[-1][0] - sample[0] > max_gap):
                 break
             stretch.append(sample)
         if len(stretch) < 2 or stretch[0][0] - stretch[-1][0] < thresholds.wrong_way_min_seconds:
@@ -500,10 +504,10 @@ def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, i
         distance = float(np.linalg.norm(moved))
         if along <= -min_distance and along <= -0.7 * distance and moved_back_step_by_step(stretch[::-1], direction):
             conditions.append(Condition(
-                key=f"wrong_way:{vehicle.track_id}", type="wrong_way", severity=Severity.CRITICAL,
+                key=key, type="wrong_way", severity=Severity.CRITICAL,
                 reason=f"{vehicle.class_name} moved {-along:.0f} px against the direction of lane {lane_id}",
                 confidence=vehicle.confidence, zone_id=lane_id, track_ids=[vehicle.track_id],
-                details={"distance_against_px": round(-along, 1)}))
+                details={"distance_against_px": round(-along, 1)}, track_bound=True))
     return conditions
 
 
@@ -568,7 +572,7 @@ def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[Track
                 key=key, type="pedestrian_on_roadway",
                 severity=Severity.WARNING, reason=f"person on the roadway outside crosswalks for {on_road_for:.0f} s",
                 confidence=person.confidence, zone_id=zone, track_ids=[person.track_id],
-                details={"seconds_on_roadway": round(on_road_for, 1)})
+                details={"seconds_on_roadway": round(on_road_for, 1)}, track_bound=True)
         elif crosswalk is not None and scene.calibrated:
             walk = next(c for c in config.crosswalks if c.id == crosswalk)
             fast = [(v, speed) for v in vehicles if scene.is_in(foot(v), walk.polygon)

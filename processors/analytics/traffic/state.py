@@ -154,6 +154,8 @@ class OpenIncident(State):
     reason: str
     details: dict[str, float | int | str]
     evidence_seq: int
+    track_bound: bool = Field(default=False, description="about its tracks' own behaviour: stays open while one of "
+                              "them is followed but unseen")
 
 
 class TrafficState(State):
