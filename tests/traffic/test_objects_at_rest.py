@@ -474,6 +474,20 @@ def test_a_person_crossing_the_roadway_hidden_for_a_moment_is_one_event(hidden_s
     assert [e.state.value for e in events] == ["opened", "resolved"]
 
 
+def test_a_car_driving_the_wrong_way_slowly_is_a_wrong_way_driver_once_it_has_gone_the_distance():
+    """A car creeps west up the eastbound lane at 25 px/s (a distant car at walking pace in the image): it covers the
+    wrong-way distance (169 px at 1280x720) in under 7 s, more than the track history keeps. A car that drove east
+    for 20 s and then reverses as fast is one too, from where it began reversing."""
+    creeping = [frame(seq, [(3, "car", (1160 - 25 * seq * STEP, 390.0, 1240 - 25 * seq * STEP, 430.0))])
+                for seq in range(int(12 / STEP))]
+    [event] = opened(run(creeping))
+    assert event.type == "wrong_way" and 6.7 <= event.started_at - T0 <= 8
+    turned = [frame(seq, [(3, "car", (x - 40, 390.0, x + 40, 430.0))])
+              for seq in range(int(30 / STEP)) if (x := 200 + 25 * min(seq * STEP, 20) - 25 * max(seq * STEP - 20, 0))]
+    [event] = opened(run(turned))
+    assert event.type == "wrong_way" and 26.7 <= event.started_at - T0 <= 28
+
+
 def test_wrong_way_is_judged_alike_at_every_resolution_of_the_same_view():
     """One two-lane view recorded at 640x360, 1280x720 and 1920x1080: a car reversing a fifth of the picture's width
     up the eastbound lane in 4 s is a wrong-way driver at each; one whose box creeps back 8 % of the width (a tracker

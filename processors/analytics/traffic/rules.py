@@ -13,7 +13,14 @@ import numpy as np
 from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
-from processors.analytics.traffic.state import Box, CollisionCandidate, StaticObject, TrackState, TrafficState
+from processors.analytics.traffic.state import (
+    Box,
+    CollisionCandidate,
+    LaneStretch,
+    StaticObject,
+    TrackState,
+    TrafficState,
+)
 from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
     gather_evidence,
@@ -428,10 +435,12 @@ def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
     if scene.speed_before_rest(track) < scene.thresholds.crash_moving_back_speed_box_per_s:
         return False
     motion = scene.velocity(track, track.rest_since - 1.0, track.rest_since)
+    if motion is None or float(np.dot(motion, direction)) >= -AGAINST_LANE_COSINE * math.hypot(*motion):
+        return False
     # From the sample before that second on, as the velocity is measured.
     start = max((s[0] for s in track.history if s[0] <= track.rest_since - 1.0), default=track.rest_since - 1.0)
-    return (motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
-            and moved_back_step_by_step([s for s in track.history if start <= s[0] <= track.rest_since], direction))
+    back = steps_back([s for s in track.history if start <= s[0] <= track.rest_since], direction)
+    return moved_back_step_by_step(max(back, default=0.0), sum(back))
 
 
 def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
@@ -462,12 +471,15 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
 MAX_STEP_SHARE_BACK = 0.75
 
 
-def moved_back_step_by_step(samples: list[tuple[float, float, float, float]], direction) -> bool:
-    """Whether track history samples (oldest first) went back along a lane `direction` over several steps rather
-    than in one jump: no step carried more than MAX_STEP_SHARE_BACK of the distance they went back."""
-    back = [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction))
-            for older, newer in pairwise(samples)]
-    return bool(back) and max(back) <= MAX_STEP_SHARE_BACK * sum(back)
+def steps_back(samples: list[tuple[float, float, float, float]], direction) -> list[float]:
+    """How far each step between track history samples (oldest first) went back along a lane `direction`, in px."""
+    return [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction)) for older, newer in pairwise(samples)]
+
+
+def moved_back_step_by_step(largest_step_back: float, back: float) -> bool:
+    """Whether a distance `back` moved back along a lane was covered over several steps rather than in one jump: no
+    step carried more than MAX_STEP_SHARE_BACK of it."""
+    return back > 0 and largest_step_back <= MAX_STEP_SHARE_BACK * back
 
 
 WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
@@ -483,6 +495,7 @@ def wrong_way(scene: Scene, state: TrafficState, vehicles: list[TrackState],
     for vehicle in vehicles:
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is None:
+            vehicle.lane_stretch = None
             continue
         # The longest recent stretch of history spent inside this lane, up to now, seen without a long gap: a track
         # the detector keeps losing may be taken over by the next vehicle behind each time it is found again, and
@@ -496,19 +509,42 @@ def wrong_way(scene: Scene, state: TrafficState, vehicles: list[TrackState],
                     stretch and stretch[-1][0] - sample[0] > max_gap):
                 break
             stretch.append(sample)
-        if len(stretch) < 2 or stretch[0][0] - stretch[-1][0] < thresholds.wrong_way_min_seconds:
+        if len(stretch) < 2:
             continue
         direction = scene.lane_directions[lane_id]
-        moved = np.asarray([stretch[0][1] - stretch[-1][1], stretch[0][2] - stretch[-1][2]])
+        start = _follow_lane_stretch(vehicle, stretch, direction)
+        moved = np.asarray([stretch[0][1] - start.x, stretch[0][2] - start.y])
         along = float(moved @ direction)
-        distance = float(np.linalg.norm(moved))
-        if along <= -min_distance and along <= -0.7 * distance and moved_back_step_by_step(stretch[::-1], direction):
+        if (stretch[0][0] - start.since >= thresholds.wrong_way_min_seconds and along <= -min_distance
+                and along <= -0.7 * float(np.linalg.norm(moved))
+                and moved_back_step_by_step(start.largest_step_back, -along)):
             conditions.append(Condition(
                 key=key, type="wrong_way", severity=Severity.CRITICAL,
                 reason=f"{vehicle.class_name} moved {-along:.0f} px against the direction of lane {lane_id}",
                 confidence=vehicle.confidence, zone_id=lane_id, track_ids=[vehicle.track_id],
                 details={"distance_against_px": round(-along, 1)}, track_bound=True))
     return conditions
+
+
+def _follow_lane_stretch(vehicle: TrackState, stretch: list[tuple[float, float, float, float]],
+                         direction) -> LaneStretch:
+    """Where the vehicle's stretch in its lane (`stretch`: the history's part of it, newest first) reached furthest
+    along the lane's `direction`, whence any wrong-way driving in it began, and the most it went back in one step
+    since. The history keeps a few seconds; when the stretch reaches back to the oldest sample it keeps and was
+    followed last while that sample was in it, the stretch goes on from further back."""
+    samples = stretch[::-1]
+    positions = [float(np.dot(sample[1:3], direction)) for sample in samples]
+    furthest = int(np.argmax(positions))
+    kept = vehicle.lane_stretch
+    if (kept is not None and stretch[-1] is vehicle.history[0] and kept.followed_at >= stretch[-1][0]
+            and float(np.dot((kept.x, kept.y), direction)) >= positions[furthest]):
+        kept.followed_at = samples[-1][0]
+        kept.largest_step_back = max(kept.largest_step_back, *steps_back(samples, direction))
+        return kept
+    since, x, y, _ = samples[furthest]
+    vehicle.lane_stretch = LaneStretch(since=since, x=x, y=y, followed_at=samples[-1][0],
+                                       largest_step_back=max(steps_back(samples[furthest:], direction), default=0.0))
+    return vehicle.lane_stretch
 
 
 TWO_WHEELERS = frozenset({"bicycle", "motorcycle"})
