@@ -277,9 +277,11 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
                   and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP]
         if not others:
             # Alone at the intersection or a crosswalk, it may wait at a signal (or for people crossing) where no
-            # stop line is drawn; for no longer than a red light lasts.
+            # stop line is drawn, and with its front out of the picture at one out of view, as a queue's head may;
+            # for no longer than a red light lasts.
             return (now - obj.since <= scene.thresholds.max_red_light_seconds
-                    and _at_yield_point(scene, obj.box, zone_id))
+                    and (_at_yield_point(scene, obj.box, zone_id)
+                         or _front_out_of_view(obj.box, scene.lane_directions[zone_id], frame_size)))
         # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
         # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
         # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
@@ -303,6 +305,14 @@ def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
     return any(box_segment_distance(box, start, end) <= reach
                and max(float(np.dot(start, direction)), float(np.dot(end, direction))) > centre_at
                for start, end in scene.yield_segments)
+
+
+def _front_out_of_view(box: Box, direction, frame_size: tuple[int, int]) -> bool:
+    """Whether the frame edge cuts a vehicle's box on the side its lane's `direction` leads to."""
+    width, height = frame_size
+    cut = [(box[0] <= EDGE_MARGIN_PX, (-1.0, 0.0)), (box[1] <= EDGE_MARGIN_PX, (0.0, -1.0)),
+           (box[2] >= width - EDGE_MARGIN_PX, (1.0, 0.0)), (box[3] >= height - EDGE_MARGIN_PX, (0.0, 1.0))]
+    return any(at_edge and float(np.dot(outward, direction)) > 0 for at_edge, outward in cut)
 
 
 def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
