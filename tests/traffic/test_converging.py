@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cityguard.replay import CLIP_ORIGIN_S
-from schemas import UNTRACKED
+from processors.analytics.traffic.converging import CONVERGED_MIN_SECONDS
+from schemas import UNTRACKED, Detections
 from schemas.settings.traffic import SceneConfig
 from tests.replay.test_dev_clips import opened_events
 from tests.traffic.simulator import T0
@@ -54,8 +55,8 @@ def converging_frames(ids: tuple[int, int] = (UNTRACKED, UNTRACKED), merged_id: 
 def test_two_fast_vehicles_converging_into_one_box_that_stays_one_are_a_collision(ids, merged_id):
     collisions = opened(run(converging_frames(ids, merged_id), CROSSROADS))
     assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
-    # Seen as one box at 1.4 s, and still one box a frame later.
-    assert collisions[0].started_at - T0 == pytest.approx(CONTACT_S + STEP)
+    # Seen as one box at 1.4 s, and still one box, come to rest, 0.4 s later.
+    assert collisions[0].started_at - T0 == pytest.approx(CONTACT_S + CONVERGED_MIN_SECONDS)
     assert "closing at" in collisions[0].reason
 
 
@@ -87,6 +88,51 @@ def test_vehicles_passing_each_other_in_perspective_stay_quiet(detected_as, fram
             objects = [(UNTRACKED, "car", a if detected_as == "the nearer car" else union(a, b))]
         else:
             objects = [(UNTRACKED, "car", a), (UNTRACKED, "car", b)]
+        frames.append(frame(seq, objects))
+    assert opened(run(frames, CROSSROADS)) == []
+
+
+def opposite_lanes_passing(fps: float, phase: float, merged_over_px: float) -> list[Detections]:
+    """Two cars (80 x 40 px) passing each other at 200 px/s in adjacent opposite lanes, 8 s at `fps`, starting
+    `phase` seconds in: while their boxes overlap by more than `merged_over_px`, the detector reports one box over both
+    under the near car's id; then they come apart and drive on."""
+    frames = []
+    for seq in range(int(8 * fps)):
+        t = seq / fps + phase
+        east, west = box_at(140 + 200 * t, 400.0), box_at(1140 - 200 * t, 350.0)
+        if min(east[2], west[2]) - max(east[0], west[0]) > merged_over_px:
+            objects = [(1, "car", union(east, west))]
+        else:
+            objects = [(1, "car", east), (2, "car", west)]
+        frames.append(Detections(
+            camera_id="sim", seq=seq, captured_at=T0 + seq / fps, image_width=1280, image_height=720, model="test",
+            inference_ms=0.0, xyxy=[box for _, _, box in objects], confidence=[0.8] * len(objects),
+            class_id=[0] * len(objects), class_name=[name for _, name, _ in objects],
+            track_id=[track_id for track_id, _, _ in objects]))
+    return frames
+
+
+@pytest.mark.parametrize(("fps", "merged_over_px"), [(25, 60), (25, 20), (10, 40), (5, 10)],
+                         ids=["25 fps, one box 1-2 frames", "25 fps, one box 0.3 s", "10 fps", "5 fps, one box 0.35 s"])
+@pytest.mark.parametrize("phase", [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.18])
+def test_cars_passing_in_opposite_lanes_seen_as_one_box_for_a_moment_stay_quiet(fps, merged_over_px, phase):
+    assert opened(run(opposite_lanes_passing(fps, phase, merged_over_px), CROSSROADS)) == []
+
+
+def test_two_vehicles_converging_into_one_box_that_drives_on_at_speed_stay_quiet():
+    """One box where both were heading, that goes on at their speed: one vehicle passing over the other in the image
+    (a bridge above a road), not two locked together."""
+    frames = []
+    for seq in range(20):
+        t = seq * STEP
+        if t < CONTACT_S - 1e-9:
+            a, b = crossing_cars(t)
+            objects = [(UNTRACKED, "car", a), (UNTRACKED, "car", b)]
+        else:
+            a, b = crossing_cars(CONTACT_S)
+            drive_on = (t - CONTACT_S) * 250  # eastward at car A's speed
+            one = union(a, b)
+            objects = [(UNTRACKED, "car", (one[0] + drive_on, one[1], one[2] + drive_on, one[3]))]
         frames.append(frame(seq, objects))
     assert opened(run(frames, CROSSROADS)) == []
 

@@ -292,3 +292,47 @@ def test_a_stopped_car_the_camera_pans_away_from_ends_its_incident():
         frames.append(detections)
     events = run(frames)
     assert [e.state for e in events][:2] == [EventState.OPENED, EventState.RESOLVED]
+
+
+def braking_side_by_side(brake_at: float, stop_s: float) -> list[Detections]:
+    """A far car (80 x 40 px) at 3.75 box heights per second and a near one (110 x 100 px) at 2, overlapping in
+    perspective from about 1.2 s as the near one draws level, both brake evenly from `brake_at` to rest in `stop_s`
+    (from 3.75 box heights per second in 1 s: firm braking)."""
+    def foot_x(t: float, start: float, speed: float) -> float:
+        braking = min(max(t - brake_at, 0.0), stop_s)
+        return start + speed * min(t, brake_at) + speed * braking - speed / stop_s * braking**2 / 2
+
+    frames = []
+    for seq in range(50):  # 10 s: both stand from 4 s at the latest, as long as a collision's standstill takes
+        t = seq * STEP
+        far, near = foot_x(t, 100, 150), foot_x(t, -50, 200)
+        frames.append(frame(seq, [(1, "car", (far - 40, 400.0, far + 40, 440.0)),
+                                  (2, "car", (near - 55, 420.0, near + 55, 520.0))]))
+    return frames
+
+
+@pytest.mark.parametrize("stop_s", [1.0, 1.5, 2.0])
+@pytest.mark.parametrize("brake_at", [0.8, 1.0, 1.2, 1.4, 2.0])
+def test_cars_overlapping_in_perspective_braking_firmly_to_rest_side_by_side_are_no_collision(brake_at, stop_s):
+    """Each keeps its lane and heading and loses speed no faster than brakes slow a car, whenever the braking starts
+    against the moment their boxes first touch."""
+    scene = SceneConfig.model_validate({"lanes": [
+        {"id": "far", "polygon": [[0, 380], [1280, 380], [1280, 460], [0, 460]], "direction": [1, 0]},
+        {"id": "near", "polygon": [[0, 460], [1280, 460], [1280, 560], [0, 560]], "direction": [1, 0]}]})
+    assert opened(run(braking_side_by_side(brake_at, stop_s), scene)) == []
+
+
+def test_two_cars_stopping_dead_where_they_meet_are_a_collision_at_contact():
+    """Car 1 eastbound and car 2 southbound, both at 4 box heights per second, meet in the junction at 3 s and stand
+    there from that frame on: they lost their speed far faster than brakes do, so the collision is raised at the
+    contact, before their standstill would raise it."""
+    frames = []
+    for seq in range(int(6 / STEP)):
+        t = min(seq * STEP, 3.0)
+        objects = [car(1, 640 - 160 * (3.0 - t), EB_Y)]
+        if seq * STEP >= 1.5:
+            objects.append(car(2, 650.0, 410 - 160 * (3.0 - t)))
+        frames.append(frame(seq, objects))
+    collisions = opened(run(frames))
+    assert [(e.type, e.severity.value) for e in collisions] == [("collision", "critical")]
+    assert collisions[0].started_at - T0 < 4.0 and "stopped dead" in collisions[0].reason

@@ -2,6 +2,8 @@
 (the scene of tests/traffic/simulator.py: eastbound lane y 380-460, westbound lane y 300-380, sidewalks beyond)."""
 from __future__ import annotations
 
+import pytest
+
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from schemas import Detections, Event, EventState, StaticBlob
 from schemas.settings.config import CameraConfig, Config
@@ -427,6 +429,63 @@ def test_a_track_found_again_only_every_1_4_s_further_back_is_no_wrong_way_drive
     assert [e.type for e in opened(run(sparse))] == []
     continuous = [frame(seq, [(6, "car", (1000 - 8 * seq, 400, 1080 - 8 * seq, 440))]) for seq in range(50)]
     assert [e.type for e in opened(run(continuous))] == ["wrong_way"]
+
+
+def test_two_trucks_standing_nose_to_tail_whose_ids_the_tracker_swaps_are_no_wrong_way_driver():
+    """Two 180 px trucks wait nose to tail at the eastbound stop line; at 20 s the tracker swaps their ids once, so
+    each track jumps a truck's length (195 px) in one frame, past the wrong-way distance and as fast as a crash knocks
+    a vehicle back. Nothing moved. The same distance covered step by step in 3 s is a truck reversing up the lane."""
+    def truck(foot_x: float) -> tuple:
+        return foot_x - 90, 380.0, foot_x + 90, 450.0
+
+    swapped = [frame(seq, [(1, "truck", truck(380.0)), (2, "truck", truck(185.0))] if seq * STEP < 20
+                     else [(2, "truck", truck(380.0)), (1, "truck", truck(185.0))]) for seq in range(int(40 / STEP))]
+    assert opened(run(swapped)) == []
+    reversing = [frame(seq, [(1, "truck", truck(1000.0 - 65 * min(max(seq * STEP - 2, 0.0), 3.0)))])
+                 for seq in range(int(7 / STEP))]
+    assert [(e.type, e.track_ids) for e in opened(run(reversing))] == [("wrong_way", [1])]
+
+
+@pytest.mark.parametrize("hidden_s", [1.0, 2.2])
+def test_a_wrong_way_driver_hidden_for_a_moment_is_one_event(hidden_s):
+    """A car drives west up the eastbound lane at 100 px/s; a truck passing in front hides it from the detector for
+    `hidden_s` at 5 s, and it is found again under its track id. One offender, one event, which ends once the car has
+    left the picture."""
+    frames = []
+    for seq in range(int(20 / STEP)):
+        t, x = seq * STEP, 1250 - 100 * seq * STEP
+        seen = x > 40 and not 5.0 <= t < 5.0 + hidden_s
+        frames.append(frame(seq, [(9, "car", (x - 40, 390.0, x + 40, 430.0))] if seen else []))
+    events = [e for e in run(frames) if e.type == "wrong_way"]
+    assert [e.state.value for e in events] == ["opened", "resolved"]
+    assert events[1].ended_at - T0 > 10
+
+
+@pytest.mark.parametrize("hidden_s", [2.2, 3.0])
+def test_a_person_crossing_the_roadway_hidden_for_a_moment_is_one_event(hidden_s):
+    """A person jaywalks north across both lanes at 15 px/s, hidden behind a bus for `hidden_s` from 8 s and found
+    again under the same track id."""
+    frames = []
+    for seq in range(int(25 / STEP)):
+        t, foot_y = seq * STEP, 480 - 15 * seq * STEP
+        seen = not 8.0 <= t < 8.0 + hidden_s
+        frames.append(frame(seq, [(5, "person", (790.0, foot_y - 50, 810.0, foot_y))] if seen else []))
+    events = [e for e in run(frames) if e.type == "pedestrian_on_roadway"]
+    assert [e.state.value for e in events] == ["opened", "resolved"]
+
+
+def test_a_car_driving_the_wrong_way_slowly_is_a_wrong_way_driver_once_it_has_gone_the_distance():
+    """A car creeps west up the eastbound lane at 25 px/s (a distant car at walking pace in the image): it covers the
+    wrong-way distance (169 px at 1280x720) in under 7 s, more than the track history keeps. A car that drove east
+    for 20 s and then reverses as fast is one too, from where it began reversing."""
+    creeping = [frame(seq, [(3, "car", (1160 - 25 * seq * STEP, 390.0, 1240 - 25 * seq * STEP, 430.0))])
+                for seq in range(int(12 / STEP))]
+    [event] = opened(run(creeping))
+    assert event.type == "wrong_way" and 6.7 <= event.started_at - T0 <= 8
+    turned = [frame(seq, [(3, "car", (x - 40, 390.0, x + 40, 430.0))])
+              for seq in range(int(30 / STEP)) if (x := 200 + 25 * min(seq * STEP, 20) - 25 * max(seq * STEP - 20, 0))]
+    [event] = opened(run(turned))
+    assert event.type == "wrong_way" and 26.7 <= event.started_at - T0 <= 28
 
 
 def test_wrong_way_is_judged_alike_at_every_resolution_of_the_same_view():

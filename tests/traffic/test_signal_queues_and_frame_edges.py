@@ -137,3 +137,21 @@ def test_a_red_light_queue_whose_head_stops_short_of_the_line_is_excused_at_any_
             frames.append(frame(seq, objects).model_copy(
                 update={"image_width": 1280 * scale, "image_height": 720 * scale}))
         assert opened(run(frames, scene)) == [], scale
+
+
+def test_a_lone_car_waiting_with_its_front_out_of_the_picture_is_excused_as_long_as_a_red_light_lasts():
+    """A car drives east and stops with its front cut off by the right frame edge, where the signal it waits for is
+    out of view, as the head of a queue there would be: excused for up to max_red_light_seconds (180 s). One standing
+    with its back cut off by the left edge has nothing out of view ahead of it."""
+    def waiting(seconds: float) -> list:
+        frames = []
+        for seq in range(int(seconds / STEP)):
+            foot_x = 1260.0 - max(0.0, 2 - seq * STEP) * 100  # arriving at 100 px/s, at rest from 2 s
+            frames.append(frame(seq, [(7, "car", (foot_x - 40, 390.0, min(foot_x + 40, 1280.0), 430.0))]))
+        return frames
+
+    assert opened(run(waiting(60))) == []
+    [event] = opened(run(waiting(200)))
+    assert event.type == "stopped_vehicle" and 180 <= event.started_at - T0 <= 193
+    back_cut = [frame(seq, [(7, "car", (0.0, 390.0, 60.0, 430.0))]) for seq in range(int(15 / STEP))]
+    assert [e.type for e in opened(run(back_cut))] == ["stopped_vehicle"]

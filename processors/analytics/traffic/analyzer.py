@@ -171,7 +171,7 @@ class TrafficAnalyzer:
         conditions = [
             *impacts,
             *at_rest,
-            *rules.wrong_way(self.scene, vehicles, frame_size),
+            *rules.wrong_way(self.scene, state, vehicles, frame_size),
             *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
@@ -182,8 +182,9 @@ class TrafficAnalyzer:
                      in zip(detections.xyxy, track_ids, detections.class_name, detections.confidence, strict=False)
                      if track_id == UNTRACKED]
         output.area_scores = self._smooth_area_scores(rules.pedestrian_area_scores(self.scene, tracks, untracked), now)
+        in_view = {track.track_id for track in tracks}
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
-                                  self.thresholds.resolve_seconds)
+                                  self.thresholds.resolve_seconds, set(state.tracks) - in_view)
         self._evict(now)
         state.last_time = now
         return output

@@ -3,10 +3,11 @@
 At a few frames per second, two vehicles crossing fast can be apart in one frame and one locked-together detection
 in the next (at night their headlights and bodies blend into one box). What shows the impact is their motion just
 before: two separate vehicles closing on each other fast, then a single box where both were heading, clearly larger
-than either, neither seen apart from it, and still one box in the frame after. Vehicles passing each other in
-perspective close slowly in the image, and the nearer one hides the farther behind a box of its own size; two boxes
-on one vehicle (a duplicate detection) overlap from the start; a queue closes up at walking pace; two vehicles
-detected as one box while they pass come apart again.
+than either, neither seen apart from it, and what came after: still one box in every frame for CONVERGED_MIN_SECONDS,
+that lost most of their speed. Vehicles passing each other in perspective close slowly in the image, and the nearer
+one hides the farther behind a box of its own size; two boxes on one vehicle (a duplicate detection) overlap from the
+start; a queue closes up at walking pace; two vehicles detected as one box while they pass come apart again within a
+moment and drive on.
 
 Unconfirmed detections count: such vehicles are often too fast for the tracker to confirm before they meet.
 """
@@ -22,6 +23,11 @@ from schemas.geometry import box_diagonal
 SAME_VEHICLE_DIAGONALS = 1.0  # an unconfirmed detection continues one of the frame before whose centre is this close
 SAME_VEHICLE_AREA_RATIO = 4.0  # ... and whose box is at most this many times larger or smaller (entering the view)
 MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) say nothing about motion between them
+# Two vehicles passing close in the image are one box only while they overlap heavily: under 0.4 s at the closing
+# speeds watched here (at 4 box heights per second, two cars twice as long as high overlap by two thirds for 0.33 s).
+CONVERGED_MIN_SECONDS = 0.4
+# The one box moves at most this share of the faster vehicle's speed before: locked together, they lost their speed.
+CONVERGED_SPEED_SHARE = 0.5
 
 
 def _disjoint(a: Box, b: Box) -> bool:
@@ -62,15 +68,26 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
 
 
 def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
-    """Confirms the vehicles that converged into one box in an earlier frame as a collision when this frame still
-    shows them as that one box (else forgets them), and remembers each pair of vehicles of the previous frame that
-    converged into one box of this frame; `state.recent_vehicles` holds the two sampled frames before this one."""
+    """Confirms the vehicles that converged into one box in an earlier frame as a collision once that box has stayed
+    one for CONVERGED_MIN_SECONDS and lost their speed (forgets them as soon as it is not one box), and remembers each
+    pair of vehicles of the previous frame that converged into one box of this frame; `state.recent_vehicles` holds
+    the two sampled frames before this one."""
     for candidate in [c for c in state.collisions if c.merged_box is not None and c.confirmed_at is None]:
         around = [box for box in frame.boxes if not _disjoint(box, candidate.merged_box)]
-        if len(around) == 1 and _distance_as_same_vehicle(around[0], candidate.merged_box) is not None:
+        if len(around) != 1 or _distance_as_same_vehicle(around[0], candidate.merged_box) is None:
+            state.collisions.remove(candidate)  # came apart (passed each other) or lost
+            continue
+        since_contact = frame.time - candidate.contact_at
+        if since_contact < CONVERGED_MIN_SECONDS - 1e-6:
+            continue
+        # Speeds in box heights per second, the one box's by its own height (taller than either vehicle's: lenient).
+        (x0, y0), (x1, y1) = centre(candidate.merged_box), centre(around[0])
+        speed = math.hypot(x1 - x0, y1 - y0) / since_contact / max(around[0][3] - around[0][1], 1.0)
+        faster = max(math.hypot(*velocity) for velocity in candidate.velocities_before if velocity is not None)
+        if speed <= CONVERGED_SPEED_SHARE * faster:
             candidate.confirmed_at = frame.time
         else:
-            state.collisions.remove(candidate)
+            state.collisions.remove(candidate)  # one box driving on: overlapping in the image, not locked together
     if len(state.recent_vehicles) < 2:
         return
     first, second = state.recent_vehicles

@@ -1,9 +1,10 @@
 """Event life cycle: conditions that hold now become one event each (opened, updated on a level change, resolved).
 
 A condition is identified by a key (rule and subject, e.g. "wrong_way:17"); while it keeps holding, the same event
-continues. It is resolved once the condition has been gone for `resolve_seconds` (hysteresis against flicker). The
-event id hashes camera, key and the sequence number of the opening frame, so reprocessing the same stream yields the
-same ids and a consumer can drop duplicates.
+continues. It is resolved once the condition has been gone for `resolve_seconds` (hysteresis against flicker), and
+for a condition about its tracks' own behaviour not while one of them is followed but unseen. The event id hashes
+camera, key and the sequence number of the opening frame, so reprocessing the same stream yields the same ids and a
+consumer can drop duplicates.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class Condition:
     track_ids: list[int] = field(default_factory=list)
     level: int = 0  # a change of level (e.g. congestion heavy -> jammed) updates the event
     details: dict[str, float | int | str] = field(default_factory=dict)
+    # About its tracks' own behaviour (wrong-way driving, a person on the roadway): while one of them is still
+    # followed but unseen (hidden behind a passing vehicle), the event stays open, so one offender is one event.
+    track_bound: bool = False
 
 
 def event_id(camera_id: str, key: str, opening_seq: int) -> str:
@@ -32,7 +36,8 @@ def event_id(camera_id: str, key: str, opening_seq: int) -> str:
 
 
 def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], now: float, seq: int,
-              resolve_seconds: float) -> list[Event]:
+              resolve_seconds: float, hidden: set[int]) -> list[Event]:
+    """`hidden`: the track ids still followed but not seen in this frame."""
     events: list[Event] = []
     holding = {condition.key: condition for condition in conditions}
     for key, condition in holding.items():
@@ -42,7 +47,8 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
                 event_id=event_id(camera_id, key, seq), key=key, type=condition.type,
                 severity=condition.severity.value, zone_id=condition.zone_id, track_ids=sorted(condition.track_ids),
                 started_at=now, last_true_at=now, level=condition.level, confidence=condition.confidence,
-                reason=condition.reason, details=condition.details, evidence_seq=seq)
+                reason=condition.reason, details=condition.details, evidence_seq=seq,
+                track_bound=condition.track_bound)
             events.append(_event(incident, camera_id, EventState.OPENED, now))
             continue
         incident.last_true_at = now
@@ -59,7 +65,8 @@ def reconcile(state: TrafficState, camera_id: str, conditions: list[Condition], 
             incident.evidence_seq = seq
             events.append(_event(incident, camera_id, EventState.UPDATED, now))
     for key in [key for key, incident in state.incidents.items()
-                if key not in holding and now - incident.last_true_at >= resolve_seconds]:
+                if key not in holding and now - incident.last_true_at >= resolve_seconds
+                and not (incident.track_bound and hidden.intersection(incident.track_ids))]:
         incident = state.incidents.pop(key)
         events.append(_event(incident, camera_id, EventState.RESOLVED, now, ended_at=incident.last_true_at))
     return events

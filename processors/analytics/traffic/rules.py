@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import pairwise
 
 import numpy as np
 
 from processors.analytics.traffic.converging import previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
-from processors.analytics.traffic.state import Box, CollisionCandidate, StaticObject, TrackState, TrafficState
+from processors.analytics.traffic.state import (
+    Box,
+    CollisionCandidate,
+    LaneStretch,
+    StaticObject,
+    TrackState,
+    TrafficState,
+)
 from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
     gather_evidence,
@@ -37,6 +45,10 @@ CONTACT_SPEED_MIN_TRACKED_S = 0.4
 # A vehicle at most this share of the other's speed at a contact was struck by it, not braking alongside it.
 STRUCK_SPEED_SHARE = 0.5
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
+# The hardest braking, in box heights per second squared (a car's box about 1.5 m tall: some 7.5 m/s^2, an emergency
+# stop): two vehicles braking to rest side by side, touching in perspective, lose speed no faster; an impact stops a
+# vehicle within a frame or two.
+BRAKING_MAX_BOX_PER_S2 = 5.0
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
 # Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
 # driver); cars queued one behind the other overlap less in perspective.
@@ -265,9 +277,11 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
                   and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP]
         if not others:
             # Alone at the intersection or a crosswalk, it may wait at a signal (or for people crossing) where no
-            # stop line is drawn; for no longer than a red light lasts.
+            # stop line is drawn, and with its front out of the picture at one out of view, as a queue's head may;
+            # for no longer than a red light lasts.
             return (now - obj.since <= scene.thresholds.max_red_light_seconds
-                    and _at_yield_point(scene, obj.box, zone_id))
+                    and (_at_yield_point(scene, obj.box, zone_id)
+                         or _front_out_of_view(obj.box, scene.lane_directions[zone_id], frame_size)))
         # A queue waits behind something: a vehicle stopped ahead, a stop line, the end of the drawn lane or the
         # edge of the picture (its head out of sight). The head of a queue with none of these in front of it, seen
         # arriving, stalled there, and the queue is the traffic it holds up; a row of vehicles standing where they
@@ -291,6 +305,14 @@ def _at_yield_point(scene: Scene, box: Box, lane_id: str) -> bool:
     return any(box_segment_distance(box, start, end) <= reach
                and max(float(np.dot(start, direction)), float(np.dot(end, direction))) > centre_at
                for start, end in scene.yield_segments)
+
+
+def _front_out_of_view(box: Box, direction, frame_size: tuple[int, int]) -> bool:
+    """Whether the frame edge cuts a vehicle's box on the side its lane's `direction` leads to."""
+    width, height = frame_size
+    cut = [(box[0] <= EDGE_MARGIN_PX, (-1.0, 0.0)), (box[1] <= EDGE_MARGIN_PX, (0.0, -1.0)),
+           (box[2] >= width - EDGE_MARGIN_PX, (1.0, 0.0)), (box[3] >= height - EDGE_MARGIN_PX, (0.0, 1.0))]
+    return any(at_edge and float(np.dot(outward, direction)) > 0 for at_edge, outward in cut)
 
 
 def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int, int]) -> bool:
@@ -343,19 +365,22 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
         if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
-        # One of them stood (or had just stopped) when they touched, or went much slower than the other (a car
+        # One of them stood when they touched (at rest by then, barely moving over the half second before: one
+        # that came to rest just then was braking with the other), or went much slower than the other (a car
         # rear-ended in slow traffic; one shoved forward by the hit comes to rest again after it). Two vehicles
         # at similar speeds at the contact that come to rest after it are traffic braking side by side or nose to
         # tail, touching in perspective; two moving vehicles that collided show it in their motion (impacts).
+        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         slower, faster = sorted(candidate.speeds_at_contact)
-        if not (any(obj.since <= candidate.contact_at for obj in involved)
+        if not (any(obj.since <= candidate.contact_at
+                    and all(at_contact[i] < thresholds.collision_min_speed_box_per_s / 2
+                            for i in obj.track_ids if i in at_contact) for obj in involved)
                 or slower <= STRUCK_SPEED_SHARE * faster):
             continue
         # One that came to rest through it hit the other fast (speeds_at_contact) and stopped abruptly: a vehicle
         # braking behind or beside another touches it in perspective only as it closes up, slow by then, even when
         # the second before it came to rest was fast.
         abrupt = thresholds.crash_into_standing_speed_box_per_s if standing else thresholds.crash_stop_speed_box_per_s
-        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         if not any(max((at_contact[i] for i in obj.track_ids if i in at_contact), default=0.0) >= abrupt
                    and any(scene.speed_before_rest(track) >= abrupt for track in whole_in_view(obj))
                    for obj in came_to_rest):
@@ -420,7 +445,12 @@ def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
     if scene.speed_before_rest(track) < scene.thresholds.crash_moving_back_speed_box_per_s:
         return False
     motion = scene.velocity(track, track.rest_since - 1.0, track.rest_since)
-    return motion is not None and float(np.dot(motion, direction)) < -AGAINST_LANE_COSINE * math.hypot(*motion)
+    if motion is None or float(np.dot(motion, direction)) >= -AGAINST_LANE_COSINE * math.hypot(*motion):
+        return False
+    # From the sample before that second on, as the velocity is measured.
+    start = max((s[0] for s in track.history if s[0] <= track.rest_since - 1.0), default=track.rest_since - 1.0)
+    back = steps_back([s for s in track.history if start <= s[0] <= track.rest_since], direction)
+    return moved_back_step_by_step(max(back, default=0.0), sum(back))
 
 
 def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
@@ -445,10 +475,28 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
             or scene.in_any(point, scene.config.crosswalks) is not None)
 
 
+# Largest share of a distance moved back along a lane that one history step may carry: a vehicle moving back covers
+# it step by step (a second hidden within a 1.5 s stretch is two thirds of it); a track jumping a vehicle's length at
+# once is the tracker swapping the ids of two vehicles standing nose to tail.
+MAX_STEP_SHARE_BACK = 0.75
+
+
+def steps_back(samples: list[tuple[float, float, float, float]], direction) -> list[float]:
+    """How far each step between track history samples (oldest first) went back along a lane `direction`, in px."""
+    return [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction)) for older, newer in pairwise(samples)]
+
+
+def moved_back_step_by_step(largest_step_back: float, back: float) -> bool:
+    """Whether a distance `back` moved back along a lane was covered over several steps rather than in one jump: no
+    step carried more than MAX_STEP_SHARE_BACK of it."""
+    return back > 0 and largest_step_back <= MAX_STEP_SHARE_BACK * back
+
+
 WRONG_WAY_MAX_GAP_S = 1.0  # longest time a track may go unseen within a stretch of wrong-way driving
 
 
-def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, int]) -> list[Condition]:
+def wrong_way(scene: Scene, state: TrafficState, vehicles: list[TrackState],
+              frame_size: tuple[int, int]) -> list[Condition]:
     thresholds = scene.thresholds
     # In diagonals of the picture, so that the same view decides alike at any resolution: the detector's box jitter
     # and a vehicle's travel both scale with it.
@@ -457,28 +505,56 @@ def wrong_way(scene: Scene, vehicles: list[TrackState], frame_size: tuple[int, i
     for vehicle in vehicles:
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is None:
+            vehicle.lane_stretch = None
             continue
         # The longest recent stretch of history spent inside this lane, up to now, seen without a long gap: a track
         # the detector keeps losing may be taken over by the next vehicle behind each time it is found again, and
-        # so seem to creep backwards.
+        # so seem to creep backwards. A driver already found going the wrong way is the same one when found again
+        # after any gap its track outlived (hidden behind a passing truck): its event goes on.
+        key = f"wrong_way:{vehicle.track_id}"
+        max_gap = thresholds.track_ttl_seconds if key in state.incidents else WRONG_WAY_MAX_GAP_S
         stretch = []
         for sample in reversed(vehicle.history):
             if scene.lane_of((sample[1], sample[2])) != lane_id or (
-                    stretch and stretch[-1][0] - sample[0] > WRONG_WAY_MAX_GAP_S):
+                    stretch and stretch[-1][0] - sample[0] > max_gap):
                 break
             stretch.append(sample)
-        if len(stretch) < 2 or stretch[0][0] - stretch[-1][0] < thresholds.wrong_way_min_seconds:
+        if len(stretch) < 2:
             continue
-        moved = np.asarray([stretch[0][1] - stretch[-1][1], stretch[0][2] - stretch[-1][2]])
-        along = float(moved @ scene.lane_directions[lane_id])
-        distance = float(np.linalg.norm(moved))
-        if along <= -min_distance and along <= -0.7 * distance:
+        direction = scene.lane_directions[lane_id]
+        start = _follow_lane_stretch(vehicle, stretch, direction)
+        moved = np.asarray([stretch[0][1] - start.x, stretch[0][2] - start.y])
+        along = float(moved @ direction)
+        if (stretch[0][0] - start.since >= thresholds.wrong_way_min_seconds and along <= -min_distance
+                and along <= -0.7 * float(np.linalg.norm(moved))
+                and moved_back_step_by_step(start.largest_step_back, -along)):
             conditions.append(Condition(
-                key=f"wrong_way:{vehicle.track_id}", type="wrong_way", severity=Severity.CRITICAL,
+                key=key, type="wrong_way", severity=Severity.CRITICAL,
                 reason=f"{vehicle.class_name} moved {-along:.0f} px against the direction of lane {lane_id}",
                 confidence=vehicle.confidence, zone_id=lane_id, track_ids=[vehicle.track_id],
-                details={"distance_against_px": round(-along, 1)}))
+                details={"distance_against_px": round(-along, 1)}, track_bound=True))
     return conditions
+
+
+def _follow_lane_stretch(vehicle: TrackState, stretch: list[tuple[float, float, float, float]],
+                         direction) -> LaneStretch:
+    """Where the vehicle's stretch in its lane (`stretch`: the history's part of it, newest first) reached furthest
+    along the lane's `direction`, whence any wrong-way driving in it began, and the most it went back in one step
+    since. The history keeps a few seconds; when the stretch reaches back to the oldest sample it keeps and was
+    followed last while that sample was in it, the stretch goes on from further back."""
+    samples = stretch[::-1]
+    positions = [float(np.dot(sample[1:3], direction)) for sample in samples]
+    furthest = int(np.argmax(positions))
+    kept = vehicle.lane_stretch
+    if (kept is not None and stretch[-1] is vehicle.history[0] and kept.followed_at >= stretch[-1][0]
+            and float(np.dot((kept.x, kept.y), direction)) >= positions[furthest]):
+        kept.followed_at = samples[-1][0]
+        kept.largest_step_back = max(kept.largest_step_back, *steps_back(samples, direction))
+        return kept
+    since, x, y, _ = samples[furthest]
+    vehicle.lane_stretch = LaneStretch(since=since, x=x, y=y, followed_at=samples[-1][0],
+                                       largest_step_back=max(steps_back(samples[furthest:], direction), default=0.0))
+    return vehicle.lane_stretch
 
 
 TWO_WHEELERS = frozenset({"bicycle", "motorcycle"})
@@ -542,7 +618,7 @@ def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[Track
                 key=key, type="pedestrian_on_roadway",
                 severity=Severity.WARNING, reason=f"person on the roadway outside crosswalks for {on_road_for:.0f} s",
                 confidence=person.confidence, zone_id=zone, track_ids=[person.track_id],
-                details={"seconds_on_roadway": round(on_road_for, 1)})
+                details={"seconds_on_roadway": round(on_road_for, 1)}, track_bound=True)
         elif crosswalk is not None and scene.calibrated:
             walk = next(c for c in config.crosswalks if c.id == crosswalk)
             fast = [(v, speed) for v in vehicles if scene.is_in(foot(v), walk.polygon)
@@ -673,8 +749,10 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
         if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
-            breaks = [_motion_break(scene, state.tracks.get(track_id), before, candidate.contact_at, now, frame_size)
-                      for track_id, before in zip(candidate.track_ids, candidate.velocities_before, strict=True)]
+            breaks = [_motion_break(scene, state.tracks.get(track_id), before, hit_with, candidate.contact_at, now,
+                                    frame_size)
+                      for track_id, before, hit_with in zip(candidate.track_ids, candidate.velocities_before,
+                                                            candidate.speeds_at_contact, strict=True)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
             if all(breaks) and any(b != "vanished" for b in breaks):
@@ -697,10 +775,11 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     return conditions
 
 
-def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, contact_at: float,
-                  now: float, frame_size: tuple[int, int]) -> str | None:
-    """How a vehicle's motion broke off at a contact (`before`: its velocity up to the contact), in words, or None
-    while it carries on (or it is too early to tell)."""
+def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, hit_with: float,
+                  contact_at: float, now: float, frame_size: tuple[int, int]) -> str | None:
+    """How a vehicle's motion broke off at a contact (`before`: its velocity over the second up to the contact,
+    `hit_with`: its speed over the IMPACT_SPEED_SECONDS before it), in words, or None while it carries on (or it is
+    too early to tell). Stopping dead is losing speed at the contact faster than brakes slow a vehicle."""
     if track is None:
         return None
     thresholds = scene.thresholds
@@ -719,7 +798,11 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
         return None
     speed_after = math.hypot(*after)
     if speed_before >= fast and speed_after <= IMPACT_STOP_SHARE * speed_before:
-        return "stopped dead"
+        # Speeds over as long just before and just after the contact, so their windows' middles are that far apart.
+        right_after = scene.velocity(track, contact_at, contact_at + IMPACT_SPEED_SECONDS)
+        slowing = (hit_with - math.hypot(*right_after)) / IMPACT_SPEED_SECONDS if right_after else 0.0
+        if slowing > BRAKING_MAX_BOX_PER_S2:
+            return "stopped dead"
     if min(speed_before, speed_after) >= fast / 2:
         turn = math.degrees(abs(math.atan2(before[0] * after[1] - before[1] * after[0],
                                            before[0] * after[0] + before[1] * after[1])))

@@ -43,6 +43,16 @@ class LineSide(State):
     pending_frames: int = Field(default=0, description="frames spent on the pending side so far")
 
 
+class LaneStretch(State):
+    """Where a track's current stretch in one lane, seen without a long gap, began, kept after the history drops it
+    (slow wrong-way driving adds up however long it takes), and the most it went back along the lane in one step."""
+    since: float
+    x: float
+    y: float
+    followed_at: float = Field(description="last time the stretch was followed")
+    largest_step_back: float = Field(description="px against the lane's direction in one history step")
+
+
 class TrackState(State):
     track_id: int
     class_name: str
@@ -58,6 +68,7 @@ class TrackState(State):
                                  "must stay near it: a box clipped by the frame edge can keep its anchor still)")
     held_at: float | None = Field(default=None, description="last time the background model still showed this "
                                   "vehicle where the detector lost it")
+    lane_stretch: LaneStretch | None = None
     vehicle_since: float | None = Field(default=None, description="when it was first read as a vehicle")
     first_point: tuple[float, float] | None = Field(default=None, description="the anchor where it was first seen "
                                                     "(since the view last moved)")
@@ -154,6 +165,8 @@ class OpenIncident(State):
     reason: str
     details: dict[str, float | int | str]
     evidence_seq: int
+    track_bound: bool = Field(default=False, description="about its tracks' own behaviour: stays open while one of "
+                              "them is followed but unseen")
 
 
 class TrafficState(State):
