@@ -420,19 +420,12 @@ class AlertDispatcher:
         return now + min(waits) if waits else None
 
     def notify_unanswered(self) -> None:
-        """Notifies again each alert still waiting for an acknowledgement that has a delivery failed for good, which
-        records only the deliveries it lacks: a contact's fallback channel is recorded by the try that fails the
-        channel before it for good, and a crash between the two would otherwise leave the contact unreached."""
-        alerts = self.store.unanswered_alerts()
-        if not alerts:
-            return
-        # a chain's deliveries are keyed under its first alert's id, and began no earlier than that alert
-        firsts = [self.store.get_alert(alert_id) for alert_id in {alert.continues for alert in alerts} - {None}]
-        failed = self.store.failed_delivery_chains(min(alert.created_at for alert in alerts + firsts if alert))
-        for alert in alerts:
-            if (alert.continues or alert.alert_id) in failed:
-                with skipped_on_error(f"alert {alert.alert_id}"):
-                    self.notify(alert)
+        """Notifies every alert still waiting for an acknowledgement again, which records only the deliveries it
+        lacks: a contact's fallback channel is recorded by the try that fails the channel before it for good, and an
+        escalation's contacts after its step is stored; a crash between the two would leave the contact unreached."""
+        for alert in self.store.unanswered_alerts():
+            with skipped_on_error(f"alert {alert.alert_id}"):
+                self.notify(alert)
 
     def tick(self) -> None:
         self.notify_unanswered()

@@ -22,9 +22,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     func,
     inspect,
     literal,
+    or_,
     select,
     text,
     update,
@@ -374,14 +376,6 @@ class IncidentStore:
                 IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
                 AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)))
 
-    def failed_delivery_chains(self, since: float) -> set[str]:
-        """The alert ids (those a delivery key starts with: the first alert of a chain) with a delivery begun since
-        `since` that failed for good."""
-        with self.sessions() as session:
-            keys = session.scalars(select(DeliveryRow.key).where(DeliveryRow.status == FAILED,
-                                                                 DeliveryRow.started_at >= since))
-            return {key.rsplit("|", 2)[0] for key in keys}
-
     def open_incidents(self) -> list[tuple[IncidentRow, bool]]:
         """Every open incident, and whether it is acknowledged: an operator gave a verdict, or someone acknowledged
         its alerts (an SMS reply), and none of its alerts waits for an acknowledgement (as `open_unacknowledged`
@@ -403,7 +397,13 @@ class IncidentStore:
 
     def begin_delivery(self, key: str, alert_ref: int, channel_id: str, contact_id: str | None, body: str,
                        now: float) -> tuple[DeliveryRow, bool]:
-        """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise."""
+        """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise.
+        Looked up first: most calls find it (every tick notifies the unanswered alerts again), and a refused insert
+        is an error in the database's own log."""
+        with self.sessions() as session:
+            existing = session.scalar(select(DeliveryRow).where(DeliveryRow.key == key))
+        if existing is not None:
+            return existing, False
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
                           status=SENDING, body=body, started_at=now, claimed_at=now, attempt_count=0,
                           reconcile_first=False)
@@ -526,14 +526,19 @@ def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> li
     else:
         query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
     named = list(session.scalars(query))
-    chains = {alert.continues or alert.alert_id for alert in named}
-    in_chain = AlertRow.alert_id.in_(chains) | AlertRow.continues.in_(chains)
-    if named and not ref.isdigit() and all(alert.alert_id != ref for alert in named):
-        # A verdict on an incident: its alerts and those of the chain before them, never a later incident's alert
-        # that continues them, which nobody has seen. An alert named by its number or id (an SMS reply) was paged
-        # for the whole chain: all of it.
-        in_chain &= AlertRow.id <= max(alert.id for alert in named)
-    alerts = list(session.scalars(select(AlertRow).where(AlertRow.status == NOTIFYING, in_chain)
+    by_incident = not ref.isdigit() and all(alert.alert_id != ref for alert in named)
+    # Each chain up to its newest alert named. A verdict on an incident covers its alerts and those of the chain before
+    # them, never a later incident's alert that continues them, which nobody has seen; an alert named by its number or
+    # id (an SMS reply) was paged for the whole chain: all of it.
+    newest: dict[str, int] = {}
+    for alert in named:
+        chain = alert.continues or alert.alert_id
+        newest[chain] = max(newest.get(chain, 0), alert.id)
+    in_chains = []
+    for chain, newest_id in newest.items():
+        in_chain = (AlertRow.alert_id == chain) | (AlertRow.continues == chain)
+        in_chains.append(in_chain & (AlertRow.id <= newest_id) if by_incident else in_chain)
+    alerts = list(session.scalars(select(AlertRow).where(AlertRow.status == NOTIFYING, or_(false(), *in_chains))
                                   .order_by(AlertRow.id)))
     for alert in alerts:
         session.add(AcknowledgementRow(alert_ref=alert.id, at=now, by=by, note=note))

@@ -17,7 +17,7 @@ from sinks.alerts.dispatcher import DeliveryTries
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, DeliveryRow
+from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -366,6 +366,35 @@ def test_a_verdict_on_the_incident_that_ended_leaves_the_one_continuing_it_unack
     assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]  # risk-2 escalates on
     harness.store.review_incident("risk-2", "acknowledged", "ana", "", clock())
     assert harness.store.get_alert(back.alert_id).acked_at is not None
+
+
+def test_a_verdict_on_an_incident_with_alerts_in_two_chains_stops_each_chain_at_its_own_alerts(harness):
+    store, clock = harness.store, harness.clock
+    first = harness.dispatcher.handle(notice_from_event(danger_event("risk-1", at=clock.now)))
+    harness.dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=clock.now)))
+    second = harness.dispatcher.handle(notice_from_event(danger_event("risk-2", at=clock.now)))
+    harness.dispatcher.handle(notice_from_event(danger_event("risk-2", state=EventState.RESOLVED, at=clock.now)))
+    third = harness.dispatcher.handle(notice_from_event(danger_event("risk-3", at=clock.now)))
+    assert second.continues == third.continues == first.alert_id
+    # risk-2 also has an alert of a chain of its own, created after risk-3's
+    store.create_alert(AlertRow(alert_id="risk-2:danger-again", incident_id="risk-2", severity="critical",
+                                camera_id=second.camera_id, zone_id=second.zone_id, subject="elsewhere",
+                                routes=second.routes, status=NOTIFYING, reason="", title="t", message="m",
+                                created_at=clock(), escalation_step=0))
+    store.review_incident("risk-2", "false_alarm", "ana", "", clock())
+    assert store.get_alert(third.alert_id).acked_at is None  # a later incident in the first chain: nobody saw it
+    assert store.get_alert(first.alert_id).acked_at is not None
+
+
+def test_an_escalation_a_crash_kept_from_paging_is_paged_on_the_next_tick(harness, twilio):
+    dispatcher, clock = harness.dispatcher, harness.clock
+    alert = dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
+    clock.now += 61
+    # escalate() stored the step, then the process ended before it recorded the chief's delivery
+    assert harness.store.set_escalation(alert.id, 0, 1, None, clock())
+    dispatcher.tick()
+    dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]
 
 
 def test_an_alertmanager_alert_firing_again_within_the_cooldown_escalates_on(harness, twilio):
