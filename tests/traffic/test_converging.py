@@ -165,3 +165,26 @@ def test_a_box_without_height_closing_fast_on_another_is_skipped_not_a_failure()
               [(UNTRACKED, "car", (540.0, 400.0, 600.0, 400.0)), (UNTRACKED, "car", (660.0, 390.0, 740.0, 430.0))],
               [(UNTRACKED, "car", (560.0, 370.0, 760.0, 440.0))]]
     assert opened(run([frame(seq, objects) for seq, objects in enumerate(frames)], CROSSROADS)) == []
+
+
+@pytest.mark.parametrize("fps", [25, 10, 5])
+def test_a_wreck_the_detector_splits_into_its_two_cars_for_one_frame_is_still_a_collision(fps):
+    """One box from the contact on, but for one frame 0.2 s after it that shows the two cars again: a detector's
+    lapse, which the more frames a second the likelier it is within CONVERGED_MIN_SECONDS."""
+    a_end, b_end = crossing_cars(CONTACT_S)
+    wreck = union(a_end, b_end)
+    frames = []
+    for seq in range(int(4 * fps)):
+        t = seq / fps
+        if t < CONTACT_S - 1e-9:
+            objects = [(UNTRACKED, "car", box) for box in crossing_cars(t)]
+        elif abs(t - (CONTACT_S + 0.2)) < 0.5 / fps:
+            objects = [(UNTRACKED, "car", a_end), (UNTRACKED, "car", b_end)]
+        else:
+            shift = min(t - CONTACT_S, 0.6) * 40
+            objects = [(UNTRACKED, "car", (wreck[0] + shift, wreck[1], wreck[2] + shift, wreck[3]))]
+        frames.append(Detections(camera_id="sim", seq=seq, captured_at=T0 + t, image_width=1280, image_height=720,
+                                 model="test", inference_ms=0.0, xyxy=[box for _, _, box in objects],
+                                 confidence=[0.8] * len(objects), class_id=[0] * len(objects),
+                                 class_name=["car"] * len(objects), track_id=[i for i, _, _ in objects]))
+    assert [(e.type, e.severity.value) for e in opened(run(frames, CROSSROADS))] == [("collision", "critical")]

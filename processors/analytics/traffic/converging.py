@@ -1,13 +1,13 @@
 """Two vehicles converging into one box: a collision never seen as two touching boxes.
 
-At a few frames per second, two vehicles crossing fast can be apart in one frame and one locked-together detection
-in the next (at night their headlights and bodies blend into one box). What shows the impact is their motion just
-before: two separate vehicles closing on each other fast, then a single box where both were heading, clearly larger
-than either, neither seen apart from it, and what came after: still one box in every frame for CONVERGED_MIN_SECONDS,
-that lost most of their speed. Vehicles passing each other in perspective close slowly in the image, and the nearer
-one hides the farther behind a box of its own size; two boxes on one vehicle (a duplicate detection) overlap from the
-start; a queue closes up at walking pace; two vehicles detected as one box while they pass come apart again within a
-moment and drive on.
+At a few frames per second, two vehicles crossing fast can be apart in one frame and one locked-together detection in
+the next (at night their headlights and bodies blend into one box). What shows the impact is their motion just before:
+two separate vehicles closing on each other fast, then a single box where both were heading, clearly larger than either,
+neither seen apart from it, and what came after: one box CONVERGED_MIN_SECONDS later (a frame split in between is a
+detector's lapse), that lost most of their speed. Vehicles passing each other in perspective close slowly in the image,
+and the nearer one hides the farther behind a box of its own size; two boxes on one vehicle (a duplicate detection)
+overlap from the start; a queue closes up at walking pace; two vehicles detected as one box while they pass come apart
+again within a moment and drive on.
 
 Unconfirmed detections count: such vehicles are often too fast for the tracker to confirm before they meet.
 """
@@ -26,6 +26,7 @@ MAX_FRAME_GAP_S = 1.0  # frames further apart (dropped frames, a paused camera) 
 # Two vehicles passing close in the image are one box only while they overlap heavily: under 0.4 s at the closing
 # speeds watched here (at 4 box heights per second, two cars twice as long as high overlap by two thirds for 0.33 s).
 CONVERGED_MIN_SECONDS = 0.4
+CONVERGED_WAIT_SECONDS = 1.0  # how long a pair seen apart again after merging is still waited for as one box
 # The one box moves at most this share of the faster vehicle's speed before: locked together, they lost their speed.
 CONVERGED_SPEED_SHARE = 0.5
 
@@ -68,16 +69,20 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
 
 
 def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
-    """Confirms the vehicles that converged into one box in an earlier frame as a collision once that box has stayed
-    one for CONVERGED_MIN_SECONDS and lost their speed (forgets them as soon as it is not one box), and remembers each
+    """Confirms the vehicles that converged into one box in an earlier frame as a collision once that box is one
+    CONVERGED_MIN_SECONDS later and has lost their speed (forgets them when it is not, or when they are still apart
+    CONVERGED_WAIT_SECONDS after), and remembers each
     pair of vehicles of the previous frame that converged into one box of this frame; `state.recent_vehicles` holds
     the two sampled frames before this one."""
     for candidate in [c for c in state.collisions if c.merged_box is not None and c.confirmed_at is None]:
         around = [box for box in frame.boxes if not _disjoint(box, candidate.merged_box)]
-        if len(around) != 1 or _distance_as_same_vehicle(around[0], candidate.merged_box) is None:
-            state.collisions.remove(candidate)  # came apart (passed each other) or lost
-            continue
         since_contact = frame.time - candidate.contact_at
+        if len(around) != 1 or _distance_as_same_vehicle(around[0], candidate.merged_box) is None:
+            # Not one box now: a detector splits a locked pair for a frame now and then, so only a pair apart (or
+            # lost) until CONVERGED_WAIT_SECONDS is forgotten; one that passed and drives on fails the speed test.
+            if since_contact >= CONVERGED_WAIT_SECONDS - 1e-6:
+                state.collisions.remove(candidate)
+            continue
         if since_contact < CONVERGED_MIN_SECONDS - 1e-6:
             continue
         # Speeds in box heights per second, the one box's by its own height (taller than either vehicle's: lenient).

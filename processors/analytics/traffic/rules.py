@@ -365,16 +365,14 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
         if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
-        # One of them stood when they touched (at rest by then, barely moving over the half second before: one
-        # that came to rest just then was braking with the other), or went much slower than the other (a car
+        # One of them stood (or had just stopped) when they touched, or went much slower than the other (a car
         # rear-ended in slow traffic; one shoved forward by the hit comes to rest again after it). Two vehicles
         # at similar speeds at the contact that come to rest after it are traffic braking side by side or nose to
         # tail, touching in perspective; two moving vehicles that collided show it in their motion (impacts).
+        # (Not "barely moving over the half second before": at 2 fps that half second is the step before the hit.)
         at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         slower, faster = sorted(candidate.speeds_at_contact)
-        if not (any(obj.since <= candidate.contact_at
-                    and all(at_contact[i] < thresholds.collision_min_speed_box_per_s / 2
-                            for i in obj.track_ids if i in at_contact) for obj in involved)
+        if not (any(obj.since <= candidate.contact_at for obj in involved)
                 or slower <= STRUCK_SPEED_SHARE * faster):
             continue
         # One that came to rest through it hit the other fast (speeds_at_contact) and stopped abruptly: a vehicle
@@ -449,8 +447,9 @@ def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
         return False
     # From the sample before that second on, as the velocity is measured.
     start = max((s[0] for s in track.history if s[0] <= track.rest_since - 1.0), default=track.rest_since - 1.0)
-    back = steps_back([s for s in track.history if start <= s[0] <= track.rest_since], direction)
-    return moved_back_step_by_step(max(back, default=0.0), sum(back))
+    samples = [s for s in track.history if start <= s[0] <= track.rest_since]
+    return moved_back_step_by_step(max(steps_back(samples, direction, jumps_only=True), default=0.0),
+                                   sum(steps_back(samples, direction)))
 
 
 def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackState) -> bool:
@@ -479,11 +478,17 @@ def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
 # it step by step (a second hidden within a 1.5 s stretch is two thirds of it); a track jumping a vehicle's length at
 # once is the tracker swapping the ids of two vehicles standing nose to tail.
 MAX_STEP_SHARE_BACK = 0.75
+# A step at least this long (2.5 frames per second or fewer) is no jump whatever it carries: a crash's knock back, or
+# a stretch of driving, falls between two such frames, and a swap of ids is then not told from motion.
+JUMP_MAX_STEP_S = 0.4
 
 
-def steps_back(samples: list[tuple[float, float, float, float]], direction) -> list[float]:
-    """How far each step between track history samples (oldest first) went back along a lane `direction`, in px."""
-    return [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction)) for older, newer in pairwise(samples)]
+def steps_back(samples: list[tuple[float, float, float, float]], direction,
+               jumps_only: bool = False) -> list[float]:
+    """How far each step between track history samples (oldest first) went back along a lane `direction`, in px;
+    with `jumps_only`, only the steps shorter than JUMP_MAX_STEP_S."""
+    return [float(np.dot((older[1] - newer[1], older[2] - newer[2]), direction))
+            for older, newer in pairwise(samples) if not jumps_only or newer[0] - older[0] < JUMP_MAX_STEP_S - 1e-6]
 
 
 def moved_back_step_by_step(largest_step_back: float, back: float) -> bool:
@@ -549,11 +554,12 @@ def _follow_lane_stretch(vehicle: TrackState, stretch: list[tuple[float, float, 
     if (kept is not None and stretch[-1] is vehicle.history[0] and kept.followed_at >= stretch[-1][0]
             and float(np.dot((kept.x, kept.y), direction)) >= positions[furthest]):
         kept.followed_at = samples[-1][0]
-        kept.largest_step_back = max(kept.largest_step_back, *steps_back(samples, direction))
+        kept.largest_step_back = max([kept.largest_step_back, *steps_back(samples, direction, jumps_only=True)])
         return kept
     since, x, y, _ = samples[furthest]
     vehicle.lane_stretch = LaneStretch(since=since, x=x, y=y, followed_at=samples[-1][0],
-                                       largest_step_back=max(steps_back(samples[furthest:], direction), default=0.0))
+                                       largest_step_back=max(steps_back(samples[furthest:], direction, jumps_only=True),
+                                                             default=0.0))
     return vehicle.lane_stretch
 
 
