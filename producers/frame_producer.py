@@ -156,6 +156,7 @@ class CameraReader:
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
         self.published = PublishedUpTo()  # so does how far its stream was published
+        self.lookup_failure: str | None = None  # why the last ITS lookup failed, until one succeeds
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
         self.queued = 0
@@ -172,7 +173,7 @@ class CameraReader:
                     self.health.ended(str(exc))
                     log.error("camera %s is down for good: %s", self.camera.id, exc)
                     return
-                failures = self.health.failed(str(exc))
+                failures = self.health.failed(self.failure_reason(exc))
             except Exception as exc:  # whatever else went wrong (a bug, the disk), the camera is retried, not lost
                 log.error("camera %s: %s in its reader: %s\n%s", self.camera.id, type(exc).__name__,
                           redacted(str(exc)), "".join(traceback.format_tb(exc.__traceback__)).rstrip())
@@ -186,6 +187,13 @@ class CameraReader:
             CAMERA_RECONNECTS.labels(self.camera.id).inc()
             self.re_resolve()
 
+    def failure_reason(self, exc: CameraUnavailable) -> str:
+        """The status reason for a failed attempt: an ITS lookup's failure first, since the last URL tried after it
+        was likely to fail (the camera renamed or moved, its token expired)."""
+        if self.lookup_failure is None:
+            return str(exc)
+        return f"{self.lookup_failure}; the last URL failed: {exc}"
+
     def re_resolve(self) -> None:
         """ITS URLs are tokenised and expire: ask the API for the current one before retrying."""
         resolver = self.resolver() if self.camera.its is not None else None
@@ -195,7 +203,9 @@ class CameraReader:
             url = resolver.resolve(self.camera.its, failed_url=self.source)
         except ItsApiError as exc:  # try the last URL anyway; the status says why it may not work
             log.warning("camera %s: re-resolution failed, retrying the last URL: %s", self.camera.id, exc)
+            self.lookup_failure = str(exc)
             return
+        self.lookup_failure = None
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             if shown(url) != shown(self.source):
