@@ -7,6 +7,7 @@ import random
 import threading
 import uuid
 
+import cv2
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
@@ -112,6 +113,30 @@ def test_gauges_follow_the_status_and_a_camera_without_frames_has_no_frame_age()
     reporter.report()
     assert gauge("cityguard_camera_up") == 1 and gauge("cityguard_camera_state", state="reconnecting") == 0
     assert gauge("cityguard_camera_state", state="up") == 1 and gauge("cityguard_camera_last_frame_age_seconds") == 2
+
+
+def dark_picture(seed: int, level: int, noise: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(level, noise, (360, 640)), 0, 255).astype(np.uint8)
+
+
+def test_black_frames_with_a_caption_and_sensor_noise_are_black():
+    quality = monitor()
+    reasons = []
+    for at in (0, 1, 2.5):
+        picture = dark_picture(int(at * 10), level=3, noise=6)
+        cv2.putText(picture, f"CAM-07 12:00:0{at:.0f}", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
+        reasons.append(quality.check(picture, at))
+    assert reasons[:2] == [None, None] and reasons[2].startswith("black frames")
+
+
+def test_a_dark_night_scene_is_not_black():
+    quality = monitor()
+    for at in np.arange(0, 5, 0.5):
+        picture = dark_picture(int(at * 10), level=6, noise=4)
+        picture[324:, :] = 45  # the lit road, a tenth of the picture
+        picture[40:60, 100:120] = 230  # a street lamp
+        assert quality.check(picture, at) is None
 
 
 class UnreachableBrokerClient:
