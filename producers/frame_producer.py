@@ -156,6 +156,7 @@ class CameraReader:
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
         self.published = PublishedUpTo()  # so does how far its stream was published
+        self.lookup_failure: str | None = None  # why the last ITS lookup failed, until one succeeds
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
         self.queued = 0
@@ -172,7 +173,7 @@ class CameraReader:
                     self.health.ended(str(exc))
                     log.error("camera %s is down for good: %s", self.camera.id, exc)
                     return
-                failures = self.health.failed(str(exc))
+                failures = self.health.failed(self.failure_reason(exc))
             except Exception as exc:  # whatever else went wrong (a bug, the disk), the camera is retried, not lost
                 log.error("camera %s: %s in its reader: %s\n%s", self.camera.id, type(exc).__name__,
                           redacted(str(exc)), "".join(traceback.format_tb(exc.__traceback__)).rstrip())
@@ -186,6 +187,13 @@ class CameraReader:
             CAMERA_RECONNECTS.labels(self.camera.id).inc()
             self.re_resolve()
 
+    def failure_reason(self, exc: CameraUnavailable) -> str:
+        """The status reason for a failed attempt: an ITS lookup's failure first, since the last URL tried after it
+        was likely to fail (the camera renamed or moved, its token expired)."""
+        if self.lookup_failure is None:
+            return str(exc)
+        return f"{self.lookup_failure}; the last URL failed: {exc}"
+
     def re_resolve(self) -> None:
         """ITS URLs are tokenised and expire: ask the API for the current one before retrying."""
         resolver = self.resolver() if self.camera.its is not None else None
@@ -195,7 +203,9 @@ class CameraReader:
             url = resolver.resolve(self.camera.its, failed_url=self.source)
         except ItsApiError as exc:  # try the last URL anyway; the status says why it may not work
             log.warning("camera %s: re-resolution failed, retrying the last URL: %s", self.camera.id, exc)
+            self.lookup_failure = str(exc)
             return
+        self.lookup_failure = None
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             if shown(url) != shown(self.source):
@@ -270,29 +280,42 @@ class InFlightBytes:
             return self._changed.wait_for(self.has_room, timeout_s)
 
 
+class LogLimit:
+    """Lets a warning about a camera through at most once per interval, with the count of the occurrences held back
+    since, so an outage repeating it for every camera and every frame or status does not flood the log."""
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._held_back: dict[str, int] = {}  # keys: this process's configured cameras
+        self._logged_at: dict[str, float] = {}
+
+    def occurred(self, camera_id: str) -> int:
+        """Counts one occurrence; returns how many to log now (this one and those held back), or 0 to log none."""
+        with self._lock:
+            count = self._held_back.get(camera_id, 0) + 1
+            now = self.clock()
+            if now - self._logged_at.get(camera_id, -self.interval_s) < self.interval_s:
+                self._held_back[camera_id] = count
+                return 0
+            self._held_back[camera_id] = 0
+            self._logged_at[camera_id] = now
+            return count
+
+
 class LostFrames:
     """Counts every frame lost one way (`how`: not delivered, not stored) as dropped; logs them per camera at most once
-    per interval, so an outage at hundreds of frames per second does not flood the log (the counter has them all)."""
+    per interval (the counter has them all)."""
 
     def __init__(self, how: str, log_interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.how = how
-        self.log_interval_s = log_interval_s
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._unlogged: dict[str, int] = {}  # keys: this process's configured cameras
-        self._logged_at: dict[str, float] = {}
+        self.log_limit = LogLimit(log_interval_s, clock)
 
     def record(self, camera_id: str, exc: BaseException) -> None:
         CAMERA_DROPPED.labels(camera_id).inc()
-        with self._lock:
-            count = self._unlogged.get(camera_id, 0) + 1
-            now = self.clock()
-            if now - self._logged_at.get(camera_id, -self.log_interval_s) < self.log_interval_s:
-                self._unlogged[camera_id] = count
-                return
-            self._unlogged[camera_id] = 0
-            self._logged_at[camera_id] = now
-        log.warning("camera %s: %d frame(s) %s: %s", camera_id, count, self.how, exc)
+        if count := self.log_limit.occurred(camera_id):
+            log.warning("camera %s: %d frame(s) %s: %s", camera_id, count, self.how, exc)
 
 
 class FrameSender:
@@ -411,11 +434,13 @@ class CameraGauges:
 class StatusReporter:
     """Camera status to Prometheus and the camera-status topic: at once on a state change, else every interval."""
 
-    def __init__(self, producer: FrameClient, topic: str, health: dict[str, CameraHealth], interval_s: float):
+    def __init__(self, producer: FrameClient, topic: str, health: dict[str, CameraHealth], interval_s: float,
+                 undelivered_log: LogLimit | None = None):
         self.producer = producer
         self.topic = topic
         self.health = health
         self.interval_s = interval_s
+        self.undelivered_log = undelivered_log or LogLimit()
         self._published: dict[str, tuple[CameraState, str, float]] = {}  # one per configured camera
         self._gauges = {camera_id: CameraGauges(camera_id) for camera_id in health}
 
@@ -436,8 +461,10 @@ class StatusReporter:
         """A status the client gave up on (the broker away for longer than the delivery timeout) is sent again at
         the next report."""
         if error is not None:
-            log.warning("camera %s: status not delivered (%s); sending it again at the next report", camera_id, error)
             self._published.pop(camera_id, None)
+            if count := self.undelivered_log.occurred(camera_id):
+                log.warning("camera %s: %d status(es) not delivered (%s); sending the status again at the next report",
+                            camera_id, count, error)
 
 
 READER_SWITCH_INTERVAL_S = 0.0005

@@ -17,6 +17,9 @@ from schemas import CameraState, CameraStatus
 from schemas.settings.capture import ProducerConfig
 
 THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enough for every frame
+# A picture this much of which is darker than black_max_mean is black: a camera name or a clock burned into it, and
+# sensor noise, spread its grey levels but cover far less, while a night scene's lit road and lamps cover more.
+BLACK_SHARE = 0.95
 
 
 def reconnect_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
@@ -61,11 +64,12 @@ class FrameQualityMonitor:
         # Two OpenCV calls, each releasing the GIL once, instead of NumPy's several passes that each release it and
         # take it back: a hundred camera readers contend for it.
         mean, stddev = (float(value[0, 0]) for value in cv2.meanStdDev(thumbnail))
-        if stddev < self.blank_max_stddev:
+        black = self.is_black(thumbnail, mean)
+        if black or stddev < self.blank_max_stddev:
             self._frozen_since = None  # a blank picture is reported as blank, not as frozen
             self._blank_since = at if self._blank_since is None else self._blank_since
             if at - self._blank_since >= self.blank_after_s:
-                what = "black" if mean <= self.black_max_mean else f"blank (uniform grey level {mean:.0f})"
+                what = "black" if black or mean <= self.black_max_mean else f"blank (uniform grey level {mean:.0f})"
                 return f"{what} frames for {at - self._blank_since:.0f} s"
             return None
         self._blank_since = None
@@ -76,6 +80,15 @@ class FrameQualityMonitor:
         if at - self._frozen_since >= self.frozen_after_s:
             return f"frozen: identical frames for {at - self._frozen_since:.0f} s"
         return None
+
+
+    def is_black(self, thumbnail: np.ndarray, mean: float) -> bool:
+        """Whether at least BLACK_SHARE of the thumbnail is darker than black_max_mean (counted only where the mean
+        allows it, so a lit picture costs no more OpenCV calls)."""
+        if mean > BLACK_SHARE * self.black_max_mean + (1 - BLACK_SHARE) * 255:
+            return False
+        dark = cv2.countNonZero(cv2.compare(thumbnail, self.black_max_mean, cv2.CMP_LE))
+        return dark >= BLACK_SHARE * thumbnail.size
 
 
 class CameraHealth:

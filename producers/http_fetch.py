@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -20,16 +23,89 @@ class FetchError(Exception):
         self.reason, self.status, self.detail = reason, status, detail
 
 
+class _Deadline:
+    """When a GET must be complete."""
+
+    def __init__(self, timeout_s: float):
+        self.at = time.monotonic() + timeout_s
+
+    def left(self) -> float:
+        """Seconds left; raises TimeoutError once there are none (a socket timeout of 0 would mean non-blocking)."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reader whose every wait is cut to the time left: a socket timeout alone bounds each read, and a
+    server trickling its status line, headers or body a byte at a time would never reach it."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline):
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # holds the socket open until closed, as a response's reader must
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An answer whose status line, headers and body are all read within the deadline."""
+
+    def __init__(self, sock: socket.socket, *args, deadline: _Deadline, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        plain, self.fp = self.fp, io.BufferedReader(_DeadlineReader(sock, deadline))
+        plain.close()
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """Connects within the time left and reads its answer within the deadline."""
+
+    def __init__(self, host: str, *, deadline: _Deadline, **kwargs):
+        super().__init__(host, **kwargs)
+        self.deadline = deadline
+        self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
+
+    def connect(self) -> None:
+        self.timeout = self.deadline.left()  # a TLS handshake and sending the request wait at most this long too
+        super().connect()
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http and https connections bound by the request's deadline, redirects included."""
+
+    def do_open(self, http_class, req, **http_conn_args):
+        secure = issubclass(http_class, http.client.HTTPSConnection)
+        bounded = _DeadlineHTTPSConnection if secure else _DeadlineConnection
+        return super().do_open(functools.partial(bounded, deadline=req.deadline), req, **http_conn_args)
+
+
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects to http and https only (urllib would also follow one to ftp)."""
+    """Follows redirects to http and https only (urllib would also follow one to ftp), within the first deadline."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in HTTP_SCHEMES:
             raise FetchError(f"redirected to a {urlsplit(newurl).scheme or 'relative'} URL")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None:
+            redirected.deadline = req.deadline
+        return redirected
 
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+_OPENER = urllib.request.build_opener(_DeadlineHandler, _HttpOnlyRedirects)
 
 
 def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | None = None) -> bytes:
@@ -37,9 +113,10 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
     scheme = urlsplit(url).scheme.lower()
     if scheme not in HTTP_SCHEMES:
         raise FetchError(f"scheme {scheme or '(none)'!r} is not http or https")
-    deadline = time.monotonic() + timeout_s
+    request = _request(url, headers or {})
+    request.deadline = _Deadline(timeout_s)
     try:
-        with _OPENER.open(_request(url, headers or {}), timeout=timeout_s) as response:
+        with _OPENER.open(request, timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
@@ -48,8 +125,6 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError(f"body exceeds the {max_bytes}-byte cap")
-                if time.monotonic() > deadline:
-                    raise FetchError(f"body not complete within {timeout_s:g} s")
                 chunks.append(chunk)
             if declared.isdigit() and size < int(declared):
                 raise FetchError(f"body cut off at {size} of {declared} bytes")
@@ -66,6 +141,8 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         # OSError covers timeouts and resets; HTTPException a cut body or a malformed status line; ValueError a URL
         # urllib cannot use. `from None`: chained texts could carry the URL and its credentials.
+        if isinstance(_cause(exc), TimeoutError):
+            raise FetchError(f"answer not complete within {timeout_s:g} s") from None
         raise FetchError(f"unreachable: {_failure(exc)}") from None
 
 
@@ -85,7 +162,12 @@ def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:
 
 def _failure(exc: BaseException) -> str:
     """What kept the GET from its server, without the exception's text: that can quote the URL and its credentials."""
-    cause = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError) else exc
+    cause = _cause(exc)
     if isinstance(cause, OSError) and cause.strerror:
         return f"{type(cause).__name__}: {cause.strerror}"
     return type(cause).__name__
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error itself, or the OSError that urllib wrapped in a URLError."""
+    return exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError) else exc

@@ -245,7 +245,9 @@ class ItsResolver:
     """Fresh stream URLs for configured ITS cameras.
 
     One listing per (road type, cctv type) covers every configured camera of that kind, and is reused for
-    `refresh_min_s`, so a hundred cameras failing together cost one API call, not a hundred.
+    `refresh_min_s`, so a hundred cameras failing together cost one API call, not a hundred. A failed call is
+    remembered as long, and cameras that ask while a call is under way wait for it and take its answer: a hung or
+    failing API holds each camera up for one call at most, not for one call per camera before it.
     """
 
     def __init__(self, client: ItsClient, refs: list[ItsCameraRef], refresh_min_s: float,
@@ -257,35 +259,68 @@ class ItsResolver:
         for kind in {(ref.road_type, ref.cctv_type) for ref in refs}:
             points = [(ref.lon, ref.lat) for ref in refs if (ref.road_type, ref.cctv_type) == kind]
             self._boxes[kind] = BoundingBox.around(points, margin=0.01)
-        self._listings: dict[tuple[str, int], tuple[float, list[ItsCamera]]] = {}  # one per kind: bounded
+        # One entry per kind (bounded): its last listing, its last failed call, whether a call is under way.
+        self._listings: dict[tuple[str, int], tuple[float, list[ItsCamera]]] = {}
+        self._failures: dict[tuple[str, int], tuple[float, ItsApiError]] = {}
+        self._calling: set[tuple[str, int]] = set()
         self._handed_out: dict[ItsCameraRef, tuple[str, float]] = {}  # each camera's last URL and when: bounded
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def resolve(self, ref: ItsCameraRef, failed_url: str | None = None) -> str:
         """The current URL of the camera; raises ItsApiError (ItsCameraGone if it is no longer listed).
 
-        A listing is reused while it is recent. A failed URL that came from that listing (or an older one) is asked
-        for anew; one the listing is newer than (the configured URL, or one handed out before the listing was
-        fetched) is tried once more if the listing still names it, so cameras that fail together cost one call.
+        A listing is reused while it is recent, also for a camera it does not list. A failed URL that came from that
+        listing (or an older one) is asked for anew; one the listing is newer than (the configured URL, or one handed
+        out before the listing was fetched) is tried once more if the listing still names it, so cameras that fail
+        together cost one call.
         """
         kind = (ref.road_type, ref.cctv_type)
-        with self._lock:  # one API call at a time; the others then reuse its listing
+        with self._changed:
+            while True:
+                failed_at, failure = self._failures.get(kind, (-math.inf, None))
+                if failure is not None and self.clock() - failed_at < self.refresh_min_s:
+                    # A copy: threads raising one exception object would each add to its one traceback.
+                    raise type(failure)(*failure.args)
+                if kind not in self._calling:
+                    break
+                self._changed.wait()  # for the call under way, whose listing or failure then serves this camera
             fetched_at, cameras = self._listings.get(kind, (-math.inf, []))
             cached = _find(cameras, ref)
             handed_url, handed_at = self._handed_out.get(ref, (None, -math.inf))
             handed_from_listing = (cached is not None and cached.url == failed_url == handed_url
                                    and fetched_at <= handed_at)
-            if self.clock() - fetched_at >= self.refresh_min_s or cached is None or handed_from_listing:
-                box = self._boxes.get(kind) or BoundingBox.around([(ref.lon, ref.lat)], margin=0.01)
-                cameras = self.client.cctv_info(box, ref.road_type, ref.cctv_type)
-                self._listings[kind] = (self.clock(), cameras)
-            match = _find(cameras, ref)
-            if match is None:
-                raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
-            if match.url_refused is not None:
-                raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
+            call = self.clock() - fetched_at >= self.refresh_min_s or handed_from_listing
+            if call:
+                self._calling.add(kind)
+        if call:
+            cameras = self._listing(kind, self._boxes.get(kind) or BoundingBox.around([(ref.lon, ref.lat)], 0.01))
+        match = _find(cameras, ref)
+        if match is None:
+            raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
+        if match.url_refused is not None:
+            raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
+        with self._changed:
             self._handed_out[ref] = (match.url, self.clock())
         return match.url
+
+    def _listing(self, kind: tuple[str, int], box: BoundingBox) -> list[ItsCamera]:
+        """Calls the API for the kind's cameras, outside the lock, and records the listing or the failure."""
+        road_type, cctv_type = kind
+        try:
+            cameras = self.client.cctv_info(box, road_type, cctv_type)
+        except ItsApiError as exc:
+            with self._changed:
+                self._failures[kind] = (self.clock(), exc)
+            raise
+        else:
+            with self._changed:
+                self._listings[kind] = (self.clock(), cameras)
+                self._failures.pop(kind, None)
+            return cameras
+        finally:  # whatever happened, so that no camera waits for a call that will never report
+            with self._changed:
+                self._calling.discard(kind)
+                self._changed.notify_all()
 
 
 def _find(cameras: list[ItsCamera], ref: ItsCameraRef) -> ItsCamera | None:

@@ -18,6 +18,7 @@ from infra.redaction import RedactingFormatter
 from producers.frame_producer import CameraReader, FrameQueue
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
+from producers.its_client import ItsCameraGone
 from producers.local_streams import TokenFileServer
 from schemas import CameraState
 from schemas.settings.config import parse_config
@@ -162,6 +163,20 @@ def test_an_its_camera_given_another_stream_starts_a_new_timeline_and_a_fresh_to
     reader.resolver = lambda: OneUrlResolver("http://cctvsec.example/271/qA7Ubl5+OwmUqjGjDfxb+I+2fTm%2F0IqjRgErU5+Wm")
     reader.re_resolve()
     assert "/271/" in reader.source and reader.published.stream_s is None
+
+
+class UnlistedResolver:
+    def resolve(self, its, failed_url: str) -> str:
+        raise ItsCameraGone(f"ITS API no longer lists {its.name!r} at {its.lon:.5f},{its.lat:.5f}")
+
+
+def test_an_its_camera_the_api_no_longer_lists_says_so_in_its_status(tmp_path):
+    its = {"name": "CAM OLD", "lon": 127.0, "lat": 37.5, "road_type": "ex"}
+    reader = reader_for(tmp_path, "http://127.0.0.1:9/old.m3u8", None, its=its, resolver=UnlistedResolver(),
+                        open_timeout_s=1)
+    statuses = run_until(reader, lambda status: "no longer lists" in status.reason or status.state is CameraState.DOWN)
+    assert "ITS API no longer lists 'CAM OLD'" in statuses[-1].reason
+    assert "the last URL failed: cannot open" in statuses[-1].reason
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):

@@ -2,16 +2,19 @@
 broker."""
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import uuid
 
+import cv2
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from infra.frame_client import NotDelivered
 from producers.capture import MediaClock, source_kind
-from producers.frame_producer import FrameQueue, StatusReporter, cameras_for_shard
+from producers.frame_producer import FrameQueue, LogLimit, StatusReporter, cameras_for_shard
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from schemas import CameraState
 from schemas.settings.capture import SourceKind
@@ -110,6 +113,53 @@ def test_gauges_follow_the_status_and_a_camera_without_frames_has_no_frame_age()
     reporter.report()
     assert gauge("cityguard_camera_up") == 1 and gauge("cityguard_camera_state", state="reconnecting") == 0
     assert gauge("cityguard_camera_state", state="up") == 1 and gauge("cityguard_camera_last_frame_age_seconds") == 2
+
+
+def dark_picture(seed: int, level: int, noise: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(level, noise, (360, 640)), 0, 255).astype(np.uint8)
+
+
+def test_black_frames_with_a_caption_and_sensor_noise_are_black():
+    quality = monitor()
+    reasons = []
+    for at in (0, 1, 2.5):
+        picture = dark_picture(int(at * 10), level=3, noise=6)
+        cv2.putText(picture, f"CAM-07 12:00:0{at:.0f}", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 255, 3)
+        reasons.append(quality.check(picture, at))
+    assert reasons[:2] == [None, None] and reasons[2].startswith("black frames")
+
+
+def test_a_dark_night_scene_is_not_black():
+    quality = monitor()
+    for at in np.arange(0, 5, 0.5):
+        picture = dark_picture(int(at * 10), level=6, noise=4)
+        picture[324:, :] = 45  # the lit road, a tenth of the picture
+        picture[40:60, 100:120] = 230  # a street lamp
+        assert quality.check(picture, at) is None
+
+
+class UnreachableBrokerClient:
+    """A Kafka client that gives up on every status at once, as after a delivery timeout with the broker away."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, acknowledged=None) -> None:
+        acknowledged(NotDelivered("Local: Message timed out"))
+
+
+def test_statuses_not_delivered_are_sent_again_and_logged_once_per_interval(caplog):
+    clock = Clock()
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    reporter = StatusReporter(UnreachableBrokerClient(), "camera-status", {"cam": health}, interval_s=5,
+                              undelivered_log=LogLimit(10, clock))
+    with caplog.at_level(logging.WARNING, logger="producers.frame_producer"):
+        for _ in range(12):  # a report a second, each status given up on: each is sent again at the next report
+            assert len(reporter.report()) == 1
+            clock.now += 1
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == ["camera cam: 1 status(es) not delivered (Local: Message timed out); sending the status again "
+                        "at the next report",
+                        "camera cam: 10 status(es) not delivered (Local: Message timed out); sending the status again "
+                        "at the next report"]
 
 
 def test_a_source_that_stalls_after_every_burst_backs_off_and_goes_down():

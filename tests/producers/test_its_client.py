@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -77,7 +78,7 @@ def test_server_error_and_slow_answer_are_unavailable(api):
         client_for(api).cctv_info(SEOUL)
     api.fail_status, api.delay_s = None, 2.0
     started = time.monotonic()
-    with pytest.raises(ItsUnavailable, match="unreachable") as error:
+    with pytest.raises(ItsUnavailable, match="not complete within 0.3 s") as error:
         client_for(api, timeout_s=0.3).cctv_info(SEOUL)
     assert time.monotonic() - started < 1.5
     assert KEY not in str(error.value) and error.value.__cause__ is None  # nothing chained could print the URL
@@ -150,5 +151,74 @@ def test_cameras_failing_together_on_urls_the_api_still_lists_cost_one_call():
         assert len(api.requests) == 1
         # The URL handed out fails again: the listing is no newer than it, so the API is asked again.
         assert resolver.resolve(refs[0], failed_url=urls[0]) == urls[0] and len(api.requests) == 2
+    finally:
+        api.stop()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cameras_asking_while_the_api_hangs_share_its_one_call():
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS, delay_s=3.0).start()
+    try:
+        refs = [ItsCameraRef(name=f"CAM {index}", lon=127.0 + index / 100, lat=37.5, road_type="ex")
+                for index in range(4)]
+        resolver = ItsResolver(client_for(api, timeout_s=0.5), refs, refresh_min_s=60)
+        together = threading.Barrier(len(refs))
+        failures = []
+
+        def reconnect(ref: ItsCameraRef) -> None:
+            together.wait()
+            try:
+                resolver.resolve(ref)
+            except ItsUnavailable as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=reconnect, args=(ref,)) for ref in refs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(failures) == len(refs) and len(api.requests) == 1
+    finally:
+        api.stop()
+
+
+def test_a_failed_call_is_remembered_until_the_next_refresh():
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS, fail_status=500).start()
+    try:
+        refs = [ItsCameraRef(name="[경부선] 금토분기점2", lon=127.086135, lat=37.414184, road_type="ex"),
+                ItsCameraRef(name="[경부선] 양재", lon=127.0381, lat=37.4705, road_type="ex")]
+        clock = FakeClock()
+        resolver = ItsResolver(client_for(api), refs, refresh_min_s=10, clock=clock)
+        for ref in refs:
+            with pytest.raises(ItsUnavailable, match="HTTP 500"):
+                resolver.resolve(ref)
+        assert len(api.requests) == 1
+        api.fail_status, clock.now = None, clock.now + 10
+        assert resolver.resolve(refs[1]).endswith("tokenB") and len(api.requests) == 2
+    finally:
+        api.stop()
+
+
+def test_a_camera_the_api_no_longer_lists_waits_for_the_next_refresh():
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS).start()
+    try:
+        renamed = ItsCameraRef(name="[경부선] 옛 이름", lon=127.0381, lat=37.4705, road_type="ex")
+        clock = FakeClock()
+        resolver = ItsResolver(client_for(api), [renamed], refresh_min_s=10, clock=clock)
+        for _ in range(3):
+            with pytest.raises(ItsCameraGone, match="no longer lists"):
+                resolver.resolve(renamed, failed_url="http://cctv.example/271/old")
+        assert len(api.requests) == 1
+        clock.now += 10
+        with pytest.raises(ItsCameraGone):
+            resolver.resolve(renamed, failed_url="http://cctv.example/271/old")
+        assert len(api.requests) == 2
     finally:
         api.stop()
