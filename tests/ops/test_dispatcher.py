@@ -324,16 +324,24 @@ def unacknowledged(severity: str) -> float:
     return REGISTRY.get_sample_value("cityguard_alerts_unacknowledged", {"severity": severity})
 
 
-def test_a_subject_back_within_the_cooldown_before_anyone_answered_escalates_on_without_paging_again(harness, twilio):
-    """The zone dips below danger for a moment and is back as a new incident: the duty officer is not paged again,
-    the chief is paged escalate_after_s after the first page, and the alert counts as unacknowledged until the duty
-    officer acknowledges the page they got."""
+def back_within_the_cooldown(harness):
+    """A zone at danger (risk-1) dips below it 20 s later and is back as a new incident (risk-2) at 30 s, before
+    anyone answered the page: (start, the first alert, the one continuing it)."""
     dispatcher, clock = harness.dispatcher, harness.clock
     start = clock.now
     first = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start)))
     dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=start + 20)))
     clock.now = start + 30
     back = dispatcher.handle(notice_from_event(danger_event("risk-2", at=start + 30)))
+    return start, first, back
+
+
+def test_a_subject_back_within_the_cooldown_before_anyone_answered_escalates_on_without_paging_again(harness, twilio):
+    """The zone dips below danger for a moment and is back as a new incident: the duty officer is not paged again,
+    the chief is paged escalate_after_s after the first page, and the alert counts as unacknowledged until the duty
+    officer acknowledges the page they got."""
+    dispatcher, clock = harness.dispatcher, harness.clock
+    start, first, back = back_within_the_cooldown(harness)
     assert (back.status, back.continues) == (NOTIFYING, first.alert_id)
     clock.now = start + 59
     dispatcher.tick()
@@ -351,11 +359,7 @@ def test_a_subject_back_within_the_cooldown_before_anyone_answered_escalates_on_
 
 def test_a_verdict_on_the_incident_that_ended_leaves_the_one_continuing_it_unacknowledged(harness, twilio):
     dispatcher, clock = harness.dispatcher, harness.clock
-    start = clock.now
-    first = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start)))
-    dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=start + 20)))
-    clock.now = start + 30
-    back = dispatcher.handle(notice_from_event(danger_event("risk-2", at=start + 30)))
+    start, first, back = back_within_the_cooldown(harness)
     assert back.continues == first.alert_id
     # The console's operator marks the incident that ended a false alarm: nobody has looked at risk-2, still open.
     harness.store.review_incident("risk-1", "false_alarm", "ana", "a blip", clock())

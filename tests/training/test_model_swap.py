@@ -15,8 +15,8 @@ def registry_with(tmp_path, count: int) -> ModelRegistry:
     return registry
 
 
-def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
-    registry = registry_with(tmp_path, 2)
+def held_swapper(registry: ModelRegistry) -> tuple[ModelSwapper, threading.Event]:
+    """A swapper serving the registry's version now, whose loads finish once the event is set."""
     release = threading.Event()
 
     def load(model):
@@ -25,7 +25,12 @@ def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
 
     watcher = ServingWatcher(registry, interval_s=0)
     watcher.current()
-    swapper = ModelSwapper(watcher, load)
+    return ModelSwapper(watcher, load), release
+
+
+def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
+    registry = registry_with(tmp_path, 2)
+    swapper, release = held_swapper(registry)
     assert swapper.poll() is None
     registry.promote("v2", "gate passed")
     assert swapper.poll() is None  # loading: the old model keeps serving
@@ -39,15 +44,7 @@ def test_a_promotion_is_loaded_in_the_background_and_handed_over_once(tmp_path):
 
 def test_a_model_rolled_back_while_it_loads_is_never_served(tmp_path):
     registry = registry_with(tmp_path, 3)
-    release = threading.Event()
-
-    def load(model):
-        release.wait(5)
-        return f"detector for {model.version}"
-
-    watcher = ServingWatcher(registry, interval_s=0)
-    watcher.current()
-    swapper = ModelSwapper(watcher, load)
+    swapper, release = held_swapper(registry)
     registry.promote("v2", "gate passed")
     assert swapper.poll() is None  # v2 loading
     registry.rollback()  # v1 serves again before v2 is loaded

@@ -15,6 +15,15 @@ def weights(tmp_path, name: str):
     return path
 
 
+def v2_promoted_after_v1(tmp_path) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "registry")
+    for name in ("a.pt", "b.pt"):
+        registry.register(weights(tmp_path, name), {})
+    registry.promote("v1", "first")
+    registry.promote("v2", "gate passed")
+    return registry
+
+
 def test_versions_are_numbered_copies_with_their_run_record(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
     first = registry.register(weights(tmp_path, "a.pt"), {"kind": "trained", "data_hash": "abc"})
@@ -67,11 +76,7 @@ def test_watcher_reports_each_new_serving_version_once(tmp_path):
 
 
 def test_promoting_the_serving_version_again_keeps_the_roll_back_target(tmp_path):
-    registry = ModelRegistry(tmp_path / "registry")
-    for name in ("a.pt", "b.pt"):
-        registry.register(weights(tmp_path, name), {})
-    registry.promote("v1", "first")
-    registry.promote("v2", "gate passed")
+    registry = v2_promoted_after_v1(tmp_path)
     assert registry.promote("v2", "gate passed again").version == "v2"  # a second `gate v2 --promote`
     assert [entry["version"] for entry in registry.pointer()["history"]] == ["v1", "v2"]
     assert registry.rollback().version == "v1"
@@ -94,11 +99,7 @@ def test_a_pointer_naming_no_version_serves_none(tmp_path):
 
 
 def test_a_roll_back_to_a_version_no_longer_registered_is_refused_and_the_pointer_stays(tmp_path):
-    registry = ModelRegistry(tmp_path / "registry")
-    for name in ("a.pt", "b.pt"):
-        registry.register(weights(tmp_path, name), {})
-    registry.promote("v1", "first")
-    registry.promote("v2", "gate passed")
+    registry = v2_promoted_after_v1(tmp_path)
     before = (registry.root / "serving.json").read_text()
     shutil.rmtree(registry.root / "v1")  # pruned by hand to free disk
     with pytest.raises(ValueError, match="cannot roll back: model version 'v1' is not in .*; v2 still serves"):
