@@ -102,8 +102,10 @@ def test_frames_flow_to_detections_zone_metrics_and_prometheus(kafka_bootstrap, 
         huge_frame = os.urandom(5 * 1024 * 1024)
         bad_detections = encode(Frame(camera_id="campus", seq=2, captured_at=1e9, width=8, height=8, jpeg=b"x"))
         huge_detections = os.urandom(1536 * 1024)
-        for value in (garbage, broken_jpeg, bomb, png, huge_frame):
+        for value in (garbage, huge_frame):
             producer.send(topics.frames, key=b"campus", value=value)
+        for value in (broken_jpeg, bomb, png):  # under their camera's key, as a producer sends a frame
+            producer.send(topics.frames, key=b"hostile", value=value)
         for value in (bad_detections, huge_detections):
             producer.send(topics.detections, key=b"campus", value=value)
         producer.flush()
