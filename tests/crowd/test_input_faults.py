@@ -107,3 +107,14 @@ def test_the_start_grace_is_bounded_a_long_window_with_a_stall_after_the_first_f
     metrics = sum((analyzer.update(standing(seq, at)).zone_metrics for seq, at in enumerate(times)), [])
     stalled = [m for m in metrics if m.window_start - T0 in (0, 10, 20)]
     assert stalled and all(m.risk_level == RiskLevel.UNKNOWN and "expected frames" in m.risk_reason for m in stalled)
+
+
+def test_a_clock_set_back_brings_a_held_levels_unseen_spell_back_to_the_new_time():
+    """A zone holding its level through unreliable windows has the spell's start on the timeline ahead: kept there,
+    the hold would last an hour past its minimum dwell instead of ending at it."""
+    analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
+    analyzer.update(standing(0, T0))
+    risk = analyzer.state.zones["z"].risk
+    risk.unseen_since = risk.lower_since = T0
+    analyzer._step_clock(T0 - HOUR)
+    assert (risk.unseen_since, risk.lower_since) == (T0 - HOUR, T0 - HOUR)

@@ -336,6 +336,8 @@ class CrowdAnalyzer:
                 zone.risk.known_since = min(zone.risk.known_since, at)
             if zone.risk.lower_since is not None:
                 zone.risk.lower_since = min(zone.risk.lower_since, at)
+            if zone.risk.unseen_since is not None:
+                zone.risk.unseen_since = min(zone.risk.unseen_since, at)
             if zone.holt is not None:
                 zone.holt.at = min(zone.holt.at, at)
                 # the trend's evidence from the timeline ahead would be fitted together with the new one's
