@@ -294,7 +294,7 @@ class ItsResolver:
                 self._calling.add(kind)
         if call:
             cameras = self._listing(kind, self._boxes.get(kind) or BoundingBox.around([(ref.lon, ref.lat)], 0.01))
-        match = _find(cameras, ref)
+        match = _find(cameras, ref) if call else cached
         if match is None:
             raise ItsCameraGone(f"ITS API no longer lists {ref.name!r} at {ref.lon:.5f},{ref.lat:.5f}")
         if match.url_refused is not None:

@@ -21,17 +21,27 @@ def side_of(points: np.ndarray, start: Point | np.ndarray, end: Point | np.ndarr
 
     With the starts and ends of L lines as (L, 2) arrays, every point against every line at once: (N, L).
     """
+    return np.sign(line_cross(points, start, end)).astype(np.int8)
+
+
+def line_cross(points: np.ndarray, start: Point | np.ndarray, end: Point | np.ndarray) -> np.ndarray:
+    """cross(end - start, p - start) for each (N, 2) point, shaped as `side_of` gives its sign: the point's distance
+    from the line times the line's length, positive on the side the normal (-dy, dx) points to."""
     points = np.asarray(points, dtype=float).reshape(-1, 2)
     start, end = np.asarray(start, dtype=float), np.asarray(end, dtype=float)
     if start.ndim == 2:
         points = points[:, None, :]
-    return _orientation(start, end, points).astype(np.int8)
+    return _cross(start, end, points)
+
+
+def _cross(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """cross(b - a, c - a), elementwise."""
+    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
 
 
 def _orientation(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The sign of cross(b - a, c - a), elementwise: which side of the line a->b each c is on (see side_of)."""
-    return np.sign((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1])
-                   - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
+    return np.sign(_cross(a, b, c))
 
 
 def _within_box(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

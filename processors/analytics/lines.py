@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.geometry import Point, side_of, steps_cross_segment
+from schemas.geometry import Point, line_cross, steps_cross_segment
 
 # How far past the line, in the object's box heights, a crossing must go before it counts: a detector's box edge
 # wanders a few per cent of the box height from frame to frame on an object standing still.
@@ -53,11 +53,10 @@ def step_lines(starts: np.ndarray, ends: np.ndarray, before: np.ndarray, after: 
     L lines at once: `starts` and `ends` are (L, 2), the state columns and the returned ones (N, L)."""
     before = np.asarray(before, dtype=float).reshape(-1, 2)
     after = np.asarray(after, dtype=float).reshape(-1, 2)
-    now = side_of(after, starts, ends)
-    direction = ends - starts
+    cross = line_cross(after, starts, ends)
+    now = np.sign(cross).astype(np.int8)
     with np.errstate(invalid="ignore"):
-        past_line = np.abs(direction[:, 0] * (after[:, None, 1] - starts[:, 1])
-                           - direction[:, 1] * (after[:, None, 0] - starts[:, 0])) / np.hypot(*direction.T)
+        past_line = np.abs(cross) / np.hypot(*(ends - starts).T)
     clear = past_line >= CROSSING_MARGIN_BOX_HEIGHTS * np.asarray(box_heights, dtype=float).reshape(-1, 1)
     frames = np.asarray(pending_frames).astype(int)
     confirmed = np.where(side == 0, now, side)  # first time off the line itself

@@ -161,9 +161,8 @@ def checked_run(run, path: Path) -> dict:
         raise ValueError(f"{path}: not a run record (a JSON object), got {json.dumps(run)[:80]}")
     weights = run.get("weights")
     folder = path.parent.resolve()
-    inside = isinstance(weights, str) and (folder / weights).resolve() != folder and (
-        folder / weights).resolve().is_relative_to(folder)
-    if not inside:
+    target = (folder / weights).resolve() if isinstance(weights, str) else None
+    if target is None or target == folder or not target.is_relative_to(folder):
         raise ValueError(f"{path}: field 'weights' must name the model inside {path.parent}, not "
                          f"{json.dumps(weights)}")
     for name in ("kind", "note", "parent", "data", "data_hash"):

@@ -157,10 +157,10 @@ class CameraTracker:
         """The ids a frame tracked before gave its boxes, each box taking the id of the box it overlaps most (at
         least REDELIVERED_MIN_IOU): a model swapped in between may find the objects in another order, or others."""
         track_ids = [UNTRACKED] * len(detections)
-        if detections.seq not in self._recent or not len(detections):
+        if detections.seq not in self._recent:
             return track_ids
         boxes, given = self._recent[detections.seq]
-        overlap = box_iou(detections.boxes(), boxes) if len(boxes) else np.zeros((len(detections), 0))
+        overlap = box_iou(detections.boxes(), boxes)
         while overlap.size and overlap.max() >= REDELIVERED_MIN_IOU:
             box, earlier = np.unravel_index(int(overlap.argmax()), overlap.shape)
             track_ids[box] = given[earlier]

@@ -333,8 +333,8 @@ class IncidentStore:
             return moved.rowcount == 1
 
     def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
-        """Acknowledges an alert by its number, or every alert of an incident by the incident id, each with the alerts
-        of the same trouble (the one it continues and those continuing it)."""
+        """Acknowledges an alert by its number or id, with every alert of its chain (the trouble it was paged for), or
+        every alert of an incident by the incident id, with the alerts of their chains before them."""
         with self.sessions.begin() as session:
             return _acknowledge_alerts(session, ref, by, note, now)
 
@@ -362,19 +362,15 @@ class IncidentStore:
             return reviews
 
     def open_unacknowledged(self) -> dict[str, int]:
+        """The unanswered alerts (`unanswered_alerts`) counted by severity."""
         with self.sessions() as session:
-            rows = session.execute(select(AlertRow.severity, func.count()).join(
-                IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
-                AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN,
-            ).group_by(AlertRow.severity))
+            rows = session.execute(_unanswered(select(AlertRow.severity, func.count())).group_by(AlertRow.severity))
             return {severity: count for severity, count in rows}
 
     def unanswered_alerts(self) -> list[AlertRow]:
         """The alerts that wait for an acknowledgement: notifying, not acknowledged, their incident open."""
         with self.sessions() as session:
-            return list(session.scalars(select(AlertRow).join(
-                IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
-                AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)))
+            return list(session.scalars(_unanswered(select(AlertRow))))
 
     def open_incidents(self) -> list[tuple[IncidentRow, bool]]:
         """Every open incident, and whether it is acknowledged: an operator gave a verdict, or someone acknowledged
@@ -517,6 +513,12 @@ class IncidentStore:
                 reviews=list(session.scalars(select(ReviewRow).where(ReviewRow.incident_id == incident_id)
                                              .order_by(ReviewRow.id))),
             )
+
+
+def _unanswered(query):
+    """`query` over the alerts limited to those that wait for an acknowledgement."""
+    return query.join(IncidentRow, IncidentRow.id == AlertRow.incident_id).where(
+        AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)
 
 
 def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> list[AlertRow]:

@@ -226,7 +226,7 @@ class CrowdAnalyzer:
         self.lines = [line for zone in self.zones.values() for line in zone.lines]
         self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
         self.state = state or CrowdState()
-        self.in_view: dict[str, InView] = {}  # each zone's, in the latest frame's picture
+        self.image_size: tuple[int, int] | None = None  # the latest frame's picture
         # Zones removed from the configuration are forgotten once what they had open is resolved (with the next
         # frame: nothing else would ever close it); new ones start empty.
         self.removed_zones = {zone_id: zone for zone_id, zone in self.state.zones.items() if zone_id not in self.zones}
@@ -368,7 +368,7 @@ class CrowdAnalyzer:
                 movement.crossing_debounce_frames, movement.max_tracks)
             velocity[rows] = velocity_rows
         density = detections.density()
-        image_size = (detections.image_width, detections.image_height)
+        image_size = self.image_size = (detections.image_width, detections.image_height)
         if density is not None and self.feet_map is not None:
             density = self.feet_map.moved(density, image_size)
         samples = {}
@@ -381,7 +381,7 @@ class CrowdAnalyzer:
             age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
                                 self.config.density_model.enabled)
-            in_view = self.in_view[zone_id] = zone.in_view(image_size)
+            in_view = zone.in_view(image_size)
             if in_view.share < MIN_SHARE_IN_PICTURE:
                 fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
                                 reason=f"only {in_view.share:.0%} of the zone lies inside the picture (the rest is "
@@ -428,7 +428,7 @@ class CrowdAnalyzer:
                 window_end: float) -> tuple[ZoneMetrics, list[Event]]:
         config = self.config
         seconds = config.window_seconds
-        area_m2 = self.in_view[zone_id].area_m2
+        area_m2 = zone.in_view(self.image_size).area_m2
         # Unreliable frames carry only the detector's count, which misses most of a packed crowd.
         people_mean = window.mean("reliable_people")
         if people_mean is None:  # no frame is reliable, so neither is the window (below): the detector's figure
@@ -460,10 +460,11 @@ class CrowdAnalyzer:
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
         # Unreliable, the window's density is only a floor: the people the detector saw, whom no count can undo.
-        inputs = RiskInputs(density_per_m2=density if reliable else window.mean("detector") / area_m2,
+        detected = window.mean("detector") / area_m2
+        inputs = RiskInputs(density_per_m2=density if reliable else detected,
                             reliable=reliable, unreliable_reason=reason,
                             peak_local_density_per_m2=window.mean("peak_local"),
-                            uniform_peak_per_m2=uniform_peak_per_m2(window.mean("detector") / area_m2, area_m2,
+                            uniform_peak_per_m2=uniform_peak_per_m2(detected, area_m2,
                                                                     config.movement.local_density_radius_m),
                             pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
                             surely_seconds_to_threshold=surely)

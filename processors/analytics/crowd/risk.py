@@ -139,8 +139,8 @@ def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: Risk
         # Back from a spell of not seeing to below the level before it: a map gap must not cut that level's
         # minimum dwell short, nor skip its hysteresis. The windows before it that allowed a lower level still
         # count, the spell itself does not: nobody saw whether those windows allowed it.
-        lower_since = None if state.lower_since is None else state.lower_since + (at - state.since)
-        known = RiskState(state.known, state.known_since, state.episode_started, lower_since=lower_since)
+        known = RiskState(state.known, state.known_since, state.episode_started,
+                          lower_since=_past_spell(state.lower_since, state.since, at))
         moved, reason, _ = next_level(known, inputs, at, thresholds, policy)
         return moved, reason, True
     if RiskLevel.UNKNOWN in (target, current) or target.rank > current.rank or state.since is None:
@@ -160,8 +160,12 @@ def _after_unseen(state: RiskState, at: float) -> RiskState:
     that allowed a lower level still count, the spell itself does not (nobody saw whether it allowed one)."""
     if state.unseen_since is None:
         return state
-    lower_since = None if state.lower_since is None else state.lower_since + (at - state.unseen_since)
-    return replace(state, unseen_since=None, lower_since=lower_since)
+    return replace(state, unseen_since=None, lower_since=_past_spell(state.lower_since, state.unseen_since, at))
+
+
+def _past_spell(lower_since: float | None, spell_began: float, at: float) -> float | None:
+    """`lower_since` moved on by a spell of windows from `spell_began` to `at` that count for no dwell."""
+    return None if lower_since is None else lower_since + (at - spell_began)
 
 
 def _enter(state: RiskState, level: RiskLevel, at: float) -> RiskState:

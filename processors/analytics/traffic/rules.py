@@ -370,11 +370,11 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # at similar speeds at the contact that come to rest after it are traffic braking side by side or nose to
         # tail, touching in perspective; two moving vehicles that collided show it in their motion (impacts).
         # (Not "barely moving over the half second before": at 2 fps that half second is the step before the hit.)
-        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         slower, faster = sorted(candidate.speeds_at_contact)
         if not (any(obj.since <= candidate.contact_at for obj in involved)
                 or slower <= STRUCK_SPEED_SHARE * faster):
             continue
+        at_contact = dict(zip(candidate.track_ids, candidate.speeds_at_contact, strict=True))
         # One that came to rest through it hit the other fast (speeds_at_contact) and stopped abruptly: a vehicle
         # braking behind or beside another touches it in perspective only as it closes up, slow by then, even when
         # the second before it came to rest was fast.
