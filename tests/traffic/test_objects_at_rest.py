@@ -355,6 +355,17 @@ def test_a_person_faster_than_anyone_walks_in_a_plaza_is_an_event_and_a_walker_i
     assert max(analyzer.update(detections).area_scores["plaza"] for detections in person_crossing_plaza(4)) == 0.0
 
 
+def test_a_walker_leaving_through_the_bottom_of_the_picture_is_no_faster_than_walking():
+    """Cut off by the frame edge, a walker's box shrinks from 60 to 5 px tall in a second while its foot stays on the
+    edge: measured in its own shrinking height, its box would move several box heights a second. Its speed is not
+    scored while the edge cuts it."""
+    frames = [frame(seq, [(1, "person", (600.0 + 4 * seq, 659.0 + 11 * min(seq, 5), 625.0 + 4 * seq, 719.0)),
+                          *crowd(6)]) for seq in range(8)]
+    analyzer = TrafficAnalyzer.restore(CameraConfig(id="sim", source="sim.mp4", scene=PLAZA), Config(), None)
+    assert max(analyzer.update(detections).area_scores["plaza"] for detections in frames) == 0.0
+    assert opened(run(frames, PLAZA)) == []
+
+
 def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
     """The detector loses a truck in its own dust as it stops; the background model finds it standing there."""
     frames = []

@@ -175,13 +175,14 @@ class TrafficAnalyzer:
             *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
-            *rules.vehicles_in_pedestrian_areas(self.scene, state, tracks, riding, now),
+            *rules.vehicles_in_pedestrian_areas(self.scene, state, tracks, riding, now, frame_size),
         ]
         track_ids = detections.track_id if detections.track_id is not None else []
         untracked = [(tuple(box), class_name, confidence) for box, track_id, class_name, confidence
                      in zip(detections.xyxy, track_ids, detections.class_name, detections.confidence, strict=False)
                      if track_id == UNTRACKED]
-        output.area_scores = self._smooth_area_scores(rules.pedestrian_area_scores(self.scene, tracks, untracked), now)
+        output.area_scores = self._smooth_area_scores(
+            rules.pedestrian_area_scores(self.scene, tracks, untracked, frame_size), now)
         in_view = {track.track_id for track in tracks}
         output.events = reconcile(state, self.camera_id, conditions, now, detections.seq,
                                   self.thresholds.resolve_seconds, set(state.tracks) - in_view)

@@ -847,7 +847,7 @@ def _zone_at(scene: Scene, state: TrafficState, candidate: CollisionCandidate) -
 
 
 def vehicles_in_pedestrian_areas(scene: Scene, state: TrafficState, tracks: list[TrackState], riding: set[int],
-                                 now: float) -> list[Condition]:
+                                 now: float, frame_size: tuple[int, int]) -> list[Condition]:
     """A vehicle or cyclist moving inside a pedestrian area, or a person moving there faster than people walk (on
     wheels the detector does not see); critical when the area is crowded. The rider of a detected bicycle or
     motorcycle (`riding`: track ids, `riders`) is not a second event: the two-wheeler is the event."""
@@ -869,8 +869,8 @@ def vehicles_in_pedestrian_areas(scene: Scene, state: TrafficState, tracks: list
             if not inside:
                 hold(track, f"in_pedestrian_area:{area.id}", False, now)
                 continue
-            score = pedestrian_area_score(scene, track)
-            speed = scene.speed_box_per_s(track)
+            score = pedestrian_area_score(scene, track, frame_size)
+            speed = _speed_in_view(scene, track, frame_size)
             moving = score >= scene.thresholds.pedestrian_area_min_score and (
                 track.class_name != "person" or speed >= fast_person)
             inside_for = hold(track, f"in_pedestrian_area:{area.id}", moving, now)
@@ -886,14 +886,14 @@ def vehicles_in_pedestrian_areas(scene: Scene, state: TrafficState, tracks: list
     return conditions
 
 
-def pedestrian_area_scores(scene: Scene, tracks: list[TrackState],
-                           untracked: list[tuple[tuple, str, float]]) -> dict[str, float]:
+def pedestrian_area_scores(scene: Scene, tracks: list[TrackState], untracked: list[tuple[tuple, str, float]],
+                           frame_size: tuple[int, int]) -> dict[str, float]:
     """Per pedestrian area, the highest score of a vehicle, cyclist or fast-moving person in it this frame (0 when
     there is none): the frame-level anomaly score. Vehicles the tracker has not confirmed yet count as standing
     still."""
     scores = {}
     for area in scene.config.pedestrian_areas:
-        tracked = [pedestrian_area_score(scene, track) for track in tracks
+        tracked = [pedestrian_area_score(scene, track, frame_size) for track in tracks
                    if _scored_in_pedestrian_areas(scene, track) and scene.is_in(foot(track), area.polygon)]
         unconfirmed = [confidence * STANDING_FACTOR for box, class_name, confidence in untracked
                        if class_name in scene.vehicle_classes
@@ -906,13 +906,20 @@ def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
     return track.class_name in scene.vehicle_classes or track.class_name == "person"
 
 
-def pedestrian_area_score(scene: Scene, track: TrackState) -> float:
+def _speed_in_view(scene: Scene, track: TrackState, frame_size: tuple[int, int]) -> float:
+    """A track's speed in box heights per second, 0 while its box is cut off by the frame edge: the cut box shrinks
+    as its object leaves or grows as it enters, so its anchor and height move with the cut (someone walking out of
+    the bottom of the picture reads as several box heights a second)."""
+    return 0.0 if touches_edge(track.box, frame_size) else scene.speed_box_per_s(track)
+
+
+def pedestrian_area_score(scene: Scene, track: TrackState, frame_size: tuple[int, int]) -> float:
     """How surely a vehicle, cyclist or person on wheels is moving through a pedestrian area: detection confidence
     times a speed factor. A vehicle's is 1 from pedestrian_area_moving_box_per_s up and falls to a floor for one
     standing still (a parked bicycle); a person's is 0 at walking speed and grows to 1 at
     pedestrian_area_fast_person_box_per_s (a cyclist or skater the detector sees only as a person)."""
     thresholds = scene.thresholds
-    speed = scene.speed_box_per_s(track)
+    speed = _speed_in_view(scene, track, frame_size)
     if track.class_name == "person":
         walking, fast = thresholds.pedestrian_area_walking_box_per_s, thresholds.pedestrian_area_fast_person_box_per_s
         return track.confidence * min(1.0, max(0.0, (speed - walking) / (fast - walking)))
