@@ -229,6 +229,9 @@ def test_shard_index_must_be_below_the_count(tmp_path):
     ("rtsp://10.0.0.5/stream1", SourceKind.RTSP), ("http://cctv.example/live/playlist.m3u8?t=1", SourceKind.HLS),
     ("http://cctvsec.ktict.co.kr/270/opaque", SourceKind.HLS), ("https://x.example/snap.jpg?t=2", SourceKind.IMAGE),
     ("https://x.example/clip.mp4", SourceKind.FILE), ("videos/a.avi", SourceKind.FILE), ("0", SourceKind.WEBCAM),
+    ("http://cam.example/mjpg/video.mjpg", SourceKind.MJPEG), ("http://cam.example/live.mjpeg?fps=5", SourceKind.MJPEG),
+    ("http://cam.example/axis-cgi/mjpg/video.cgi?resolution=640x480", SourceKind.MJPEG),
+    ("http://cam.example:8080/?action=stream", SourceKind.MJPEG),
 ])
 def test_source_kind_is_inferred(source, kind):
     assert source_kind(CameraConfig(id="c", source=source), source) is kind
