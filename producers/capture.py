@@ -56,6 +56,7 @@ class CameraUnavailable(RuntimeError):
 class SampledFrame:
     captured_at: float  # unix seconds
     picture: YuvPicture
+    source_fps: float | None = None  # the frame rate the source itself declares; None where it declares none
 
 
 @dataclass
@@ -315,6 +316,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
     `published`, the connection's first frames that repeat what it says was published are left out, and it is kept
     up to date."""
     decoder = VideoDecoder(source, settings)
+    source_fps = decoder.native_fps if decoder.timed else None  # a rate FFmpeg guessed is not the camera's
     slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
     started = clock()
@@ -339,7 +341,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
             if published is not None and frame_at is not None:
                 published.stream_s = decoder.origin + frame_at
             sampled += 1
-            yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
+            yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame), source_fps)
         if repeats and not sampled:
             raise CameraUnavailable(f"no new frames, only {repeats} already published (a playlist no longer "
                                     f"updated?): {shown(source)}")
@@ -380,10 +382,10 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     delay = origin + media_time - clock()
                     if delay > 0:
                         sleep(delay)
-                    yield SampledFrame(clock(), picture)
+                    yield SampledFrame(clock(), picture, decoder.native_fps)
                 else:
                     # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                    yield SampledFrame(origin + media_time, picture)
+                    yield SampledFrame(origin + media_time, picture, decoder.native_fps)
         finally:
             decoder.close()
         if position is None:  # a file whose container opens but holds nothing decodable (a text file named .jpg)

@@ -35,7 +35,8 @@ def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float 
                                                      **producer},
                            "cameras": [camera]}, tmp_path)
     settings = config.producer
-    health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s)
+    health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s,
+                          fps)
     return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: resolver,
                         lambda: store, threading.Event(), realtime, None)
 

@@ -353,6 +353,7 @@ def test_an_mjpeg_camera_is_sampled_on_arrival_not_on_the_rate_ffmpeg_guesses(mj
             frames.append(frame)
     assert [grey_part(frame.picture.y) for frame in frames] == list(range(0, 20, 2))
     assert np.diff([frame.captured_at for frame in frames]) == pytest.approx([0.2] * 9)
+    assert {frame.source_fps for frame in frames} == {None}  # no rate of its own: held to the camera's
 
 
 def png_of_zeros(width: int, height: int) -> bytes:
