@@ -1,5 +1,5 @@
-"""Reading cameras: video files, HLS and HTTP streams, RTSP and capture devices decoded with FFmpeg (PyAV), still-image
-URLs over HTTP; sampling at a configured rate. No Kafka here.
+"""Reading cameras: video files, HLS and MJPEG streams over HTTP, RTSP and capture devices decoded with FFmpeg (PyAV),
+still-image URLs over HTTP; sampling at a configured rate. No Kafka here.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import simplejpeg
 from av.codec.hwaccel import HWAccel
+from av.format import Flags
 
 from infra.redaction import URL, shown
 from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
@@ -28,8 +29,11 @@ from schemas.settings.config import CameraConfig
 log = logging.getLogger(__name__)
 
 IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
+# How IP cameras name their MJPEG streams: /mjpg/video.mjpg, /axis-cgi/mjpg/video.cgi, mjpg-streamer's ?action=stream.
+# Others (an opaque /video.cgi) are told by their answer: FFmpeg reads what it is sent, and MJPEG has no timestamps.
+MJPEG_URL = re.compile(r"\.mjpe?g(\?|$)|/mjpe?g(/|\?|$)|[?&]action=stream(&|$)", re.IGNORECASE)
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
-LIVE_KINDS = (SourceKind.HLS, SourceKind.RTSP, SourceKind.WEBCAM)
+LIVE_KINDS = (SourceKind.HLS, SourceKind.MJPEG, SourceKind.RTSP, SourceKind.WEBCAM)
 MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packets of a lossy stream are skipped
 # A live HLS playlist read again after a reconnection serves its last segments again, and one no longer updated serves
 # the same ones at every attempt; their timestamps carry on across connections. A connection's first frames up to
@@ -52,6 +56,7 @@ class CameraUnavailable(RuntimeError):
 class SampledFrame:
     captured_at: float  # unix seconds
     picture: YuvPicture
+    source_fps: float | None = None  # the frame rate the source itself declares; None where it declares none
 
 
 @dataclass
@@ -76,6 +81,8 @@ def source_kind(camera: CameraConfig, source: str) -> SourceKind:
     if URL.match(source):
         if path.lower().endswith(".m3u8"):
             return SourceKind.HLS
+        if MJPEG_URL.search(source):
+            return SourceKind.MJPEG
         if IMAGE_PATH.search(path):
             return SourceKind.IMAGE
         if path.lower().endswith((".mp4", ".avi", ".mkv", ".mov")):
@@ -98,7 +105,8 @@ def hardware_decoder(device_type: str) -> HWAccel | None:
 
 class VideoDecoder:
     """One video stream opened with FFmpeg; `frames()` yields each decoded frame with its time in seconds from the
-    stream's first frame (None where the stream has no timestamps).
+    stream's first frame (None where the stream has no timestamps: FFmpeg makes them up at a guessed rate for formats
+    without any, such as MJPEG over HTTP, and those say nothing of when a live camera took its pictures).
 
     Frames presented before `wanted_from` (same timeline) are not decoded where the codec allows: non-reference
     frames are skipped, and a group of pictures is reduced to its keyframe when the next keyframe is due by
@@ -133,6 +141,7 @@ class VideoDecoder:
                      self.codec.name)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
+        self.timed = not self.container.format.flags & Flags.no_timestamps.value
         self.wanted_from: float | None = None
         self._time_base = float(self.stream.time_base or 0)
         self.origin: float | None = None  # stream time of the first frame
@@ -155,7 +164,7 @@ class VideoDecoder:
                     continue
                 undecodable = 0
                 for frame in decoded:
-                    if frame.time is None:
+                    if frame.time is None or not self.timed:
                         yield None, frame
                         continue
                     if self.origin is None:
@@ -206,9 +215,10 @@ def sample_frames(
 
     Files are sampled on their own timeline (frame timestamps), so a 10 fps clip sampled at 5 fps keeps every second
     frame whether or not playback is paced; with `realtime` the file plays at its natural speed, like a camera. Live
-    sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline. Frames
-    that are not sampled are decoded only where later frames need them, and never converted. An HLS stream leaves
-    out the frames that `published` (the camera's, kept across its connections) says were published already.
+    sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline, or on
+    arrival where the stream has no timestamps (MJPEG). Frames that are not sampled are decoded only where later
+    frames need them, and never converted. An HLS stream leaves out the frames that `published` (the camera's, kept
+    across its connections) says were published already.
     """
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
@@ -306,6 +316,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
     `published`, the connection's first frames that repeat what it says was published are left out, and it is kept
     up to date."""
     decoder = VideoDecoder(source, settings)
+    source_fps = decoder.native_fps if decoder.timed else None  # a rate FFmpeg guessed is not the camera's
     slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
     started = clock()
@@ -330,7 +341,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
             if published is not None and frame_at is not None:
                 published.stream_s = decoder.origin + frame_at
             sampled += 1
-            yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame))
+            yield SampledFrame(media_clock.captured_at(media_s, now), YuvPicture.from_frame(frame), source_fps)
         if repeats and not sampled:
             raise CameraUnavailable(f"no new frames, only {repeats} already published (a playlist no longer "
                                     f"updated?): {shown(source)}")
@@ -371,10 +382,10 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     delay = origin + media_time - clock()
                     if delay > 0:
                         sleep(delay)
-                    yield SampledFrame(clock(), picture)
+                    yield SampledFrame(clock(), picture, decoder.native_fps)
                 else:
                     # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                    yield SampledFrame(origin + media_time, picture)
+                    yield SampledFrame(origin + media_time, picture, decoder.native_fps)
         finally:
             decoder.close()
         if position is None:  # a file whose container opens but holds nothing decodable (a text file named .jpg)

@@ -245,7 +245,7 @@ class CameraReader:
                     self.health.frames_dropped(dropped)
                     CAMERA_DROPPED.labels(self.camera.id).inc(dropped)
                 self.queued += 1
-            self.health.frame_captured(sampled.captured_at, stall_reason)
+            self.health.frame_captured(sampled.captured_at, stall_reason, sampled.source_fps)
         if not self.stop.is_set() and (self.max_frames is None or self.queued < self.max_frames):
             self.health.ended("source ended")
             log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
@@ -498,7 +498,7 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
     ready = threading.Event()
     queues = {camera.id: FrameQueue(settings.queue_max_frames, ready) for camera in cameras}
     health = {camera.id: CameraHealth(camera.id, settings.down_after_failures, settings.status_interval_s,
-                                      settings.stall_after_s(camera.fps)) for camera in cameras}
+                                      settings.stall_after_s(camera.fps), camera.fps) for camera in cameras}
     resolver = lazy(lambda: its_resolver(config, cameras))
     store = lazy(lambda: open_frame_store(config))
     readers = [CameraReader(camera, config, queues[camera.id], health[camera.id], resolver, store, stop, realtime,

@@ -1,5 +1,5 @@
-"""Camera health as plain state: up / reconnecting / stalled / down with a reason, achieved fps, reconnects, dropped
-frames, last frame age; frozen and blank frame detection; reconnect backoff. No Kafka, no Prometheus here.
+"""Camera health as plain state: up / degraded / reconnecting / stalled / down with a reason, achieved fps, reconnects,
+dropped frames, last frame age; frozen and blank frame detection; reconnect backoff. No Kafka, no Prometheus here.
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enou
 # A picture this much of which is darker than black_max_mean is black: a camera name or a clock burned into it, and
 # sensor noise, spread its grey levels but cover far less, while a night scene's lit road and lamps cover more.
 BLACK_SHARE = 0.95
+# A camera is degraded while it delivers under DEGRADED_BELOW of the rate it should deliver: its configured fps, or
+# the rate the source itself declares where that is lower (a 2 fps stream); a source that declares none (a still
+# image, MJPEG) is held to its fps. The window spans several HLS segments (2-10 s, each arriving at once), so a burst
+# moves the measured rate by a segment's share at most. A few per cent (a frame every 10-30 s at 5 fps) is far below the
+# bound, while a source offering a fifth of its configured rate (a still image answered once a second, polled at 5 fps)
+# is twice above it. A degraded camera is up again only from RECOVERED_FROM, so a rate at the bound does not flap.
+RATE_WINDOW_S = 60.0
+DEGRADED_BELOW = 0.1
+RECOVERED_FROM = 0.2
 
 
 def reconnect_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
@@ -95,11 +104,12 @@ class CameraHealth:
     """What the producer knows about one camera. Written by its reader and by the sender, read by the reporter."""
 
     def __init__(self, camera_id: str, down_after_failures: int, fps_window_s: float, no_frame_stall_s: float,
-                 clock: Callable[[], float] = time.time):
+                 configured_fps: float, clock: Callable[[], float] = time.time):
         self.camera_id = camera_id
         self.down_after_failures = down_after_failures
         self.fps_window_s = fps_window_s
         self.no_frame_stall_s = no_frame_stall_s
+        self.configured_fps = configured_fps
         self.clock = clock
         self.started_at = clock()
         self.state = CameraState.RECONNECTING
@@ -111,6 +121,9 @@ class CameraHealth:
         self.finished = False
         self._connection_frames_since: float | None = None  # when this connection's first frame arrived
         self._sent_at: deque[float] = deque(maxlen=10_000)  # trimmed to the fps window; maxlen is a backstop
+        self._captured_at: deque[float] = deque(maxlen=10_000)  # trimmed to RATE_WINDOW_S; maxlen is a backstop
+        self._source_fps: float | None = None
+        self._degraded = False
         self._lock = threading.Lock()
 
     def connecting(self) -> None:
@@ -119,10 +132,14 @@ class CameraHealth:
             if self.consecutive_failures:
                 self.reconnects += 1
             self._connection_frames_since = None
+            self._degraded = False
 
-    def frame_captured(self, at: float, stall_reason: str | None) -> None:
+    def frame_captured(self, at: float, stall_reason: str | None, source_fps: float | None) -> None:
+        """A frame was read (captured at `at`) from a source that declares source_fps (None: declares none)."""
         now = self.clock()
         with self._lock:
+            self._captured_at.append(now)
+            self._source_fps = source_fps
             # Failures count on until the connection has delivered frames for as long as a stall takes to notice: a
             # source that hands out a burst and then stalls at every attempt (an HLS playlist no longer updated) backs
             # off further each time and goes down.
@@ -168,6 +185,24 @@ class CameraHealth:
             age = None if self.last_frame_at is None else max(0.0, now - self.last_frame_at)
             if state is CameraState.UP and age is not None and age > self.no_frame_stall_s:
                 state, reason = CameraState.STALLED, f"no frame for {age:.0f} s"
+            elif state is CameraState.UP and (shortfall := self._too_few_frames(now)):
+                state, reason = CameraState.DEGRADED, shortfall
             return CameraStatus(camera_id=self.camera_id, state=state, reason=reason,
                                 fps=len(self._sent_at) / window, reconnects=self.reconnects,
                                 dropped_frames=self.dropped_frames, last_frame_age_s=age, at=now)
+
+    def _too_few_frames(self, now: float) -> str | None:
+        """Why the camera delivers too few frames, or None; judged once its connection has delivered frames for a
+        whole RATE_WINDOW_S. Called with the lock held."""
+        while self._captured_at and now - self._captured_at[0] > RATE_WINDOW_S:
+            self._captured_at.popleft()
+        if self._connection_frames_since is None or now - self._connection_frames_since < RATE_WINDOW_S:
+            return None
+        expected = min(self.configured_fps, self._source_fps or self.configured_fps)
+        delivered = len(self._captured_at) / RATE_WINDOW_S
+        self._degraded = delivered < (RECOVERED_FROM if self._degraded else DEGRADED_BELOW) * expected
+        if not self._degraded:
+            return None
+        source = f", the source's own {expected:g} fps" if expected < self.configured_fps else ""
+        return (f"too few frames: {delivered:.2f} fps over the last {RATE_WINDOW_S:.0f} s, {self.configured_fps:g} "
+                f"fps configured{source}")

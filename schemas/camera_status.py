@@ -9,6 +9,7 @@ from schemas.base import BoundedId, Message
 
 class CameraState(str, Enum):
     UP = "up"
+    DEGRADED = "degraded"  # delivers frames, far fewer than its rate: too few to track or count by
     RECONNECTING = "reconnecting"
     STALLED = "stalled"
     DOWN = "down"

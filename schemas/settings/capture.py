@@ -15,6 +15,7 @@ class SourceKind(str, Enum):
     AUTO = "auto"
     FILE = "file"  # a video file or an http(s) MP4 (read once, or looped)
     HLS = "hls"  # http(s) .m3u8 live playlist
+    MJPEG = "mjpeg"  # http(s) multipart/x-mixed-replace JPEG stream (IP cameras' MJPEG), timed by arrival
     RTSP = "rtsp"
     IMAGE = "image"  # a still-image URL fetched periodically (HTTP GET of a JPEG)
     WEBCAM = "webcam"  # a local capture device index

@@ -201,8 +201,8 @@ class CameraConfig(Frozen):
     name: str = ""
     source: Annotated[str, AfterValidator(verify_source_scheme), AfterValidator(verify_source_variables)] = Field(
         min_length=1,
-        description="video file path, rtsp:// or http(s):// (HLS .m3u8, MP4, still JPEG) URL, or webcam index; for "
-        "an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
+        description="video file path, rtsp:// or http(s):// (HLS .m3u8, MJPEG, MP4, still JPEG) URL, or webcam index; "
+        "for an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
         "environment variable (a password: rtsp://viewer:${CAMERA_PASSWORD}@host/stream, reserved characters "
         "percent-encoded in it)")
     kind: SourceKind = Field(default=SourceKind.AUTO, description="how the source is read; auto infers it")

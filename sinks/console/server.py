@@ -389,8 +389,9 @@ class ConsoleServer:
         return live
 
     def _health(self, camera, live: dict, now: float) -> dict:
-        """up / reconnecting / stalled / down with a reason: the producer's report, unless the frames say otherwise.
-        A producer that hangs or dies may leave "up" as its last report for minutes, while its frames stop."""
+        """The camera's state (up, degraded, reconnecting, stalled, down) with a reason: the producer's report, unless
+        the frames say otherwise. A producer that hangs or dies may leave "up" as its last report for minutes, while
+        its frames stop."""
         status, frame = live["status"], live["frame"]
         if status is not None and now - status["at"] > self.status_silence_s:
             return {"state": "down", "reason": f"no report from the producer for {now - status['at']:.0f} s",

@@ -1,8 +1,9 @@
-"""A still-image camera served from 127.0.0.1."""
+"""A still-image camera and an MJPEG camera served from 127.0.0.1."""
 from __future__ import annotations
 
 import http.server
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -36,5 +37,50 @@ def snapshot_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/snapshot.jpg", state
+    server.shutdown()
+    server.server_close()
+
+
+MJPEG_BOUNDARY = "cityguardframe"
+
+
+def mjpeg_level(part: int) -> int:
+    """The grey level of the part-th picture an MJPEG camera serves (counted over all its connections, up to 30)."""
+    return 16 + 8 * part
+
+
+def grey_part(picture: np.ndarray) -> int:
+    """Which part's picture a decoded grey picture is."""
+    return round((float(picture.mean()) - 16) / 8)
+
+
+@pytest.fixture
+def mjpeg_server():
+    """The URL of an MJPEG camera at a path that names no kind, and the state that decides its answers: every
+    connection gets `parts` JPEG parts of multipart/x-mixed-replace, `every_s` apart, after which the camera drops
+    it; the pictures are uniform grey at mjpeg_level of the part's number; `connections` counts connections."""
+    state = {"parts": 20, "every_s": 0.0, "connections": 0, "served": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["connections"] += 1
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")
+            self.end_headers()
+            for _ in range(state["parts"]):
+                picture = np.full((48, 64, 3), mjpeg_level(state["served"]), np.uint8)
+                jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+                self.wfile.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                                 "\r\n".encode() + jpeg + b"\r\n")
+                self.wfile.flush()
+                state["served"] += 1
+                time.sleep(state["every_s"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/video.cgi", state
     server.shutdown()
     server.server_close()

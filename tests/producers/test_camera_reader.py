@@ -1,7 +1,8 @@
 """A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
 are retried and reported, a picture that stays frozen across reconnections is found frozen, a playlist no longer
-updated is not published again, a still-image camera that misses single pictures stays up, and a reader waiting to
-pace its next frame stops when told."""
+updated is not published again, an MJPEG camera that drops its connections goes on after each reconnection, a
+still-image camera that misses single pictures stays up, and a reader waiting to pace its next frame stops when
+told."""
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,10 @@ from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
 from producers.its_client import ItsCameraGone
 from producers.local_streams import TokenFileServer
-from schemas import CameraState
+from schemas import CameraState, Frame, decode
 from schemas.settings.config import parse_config
 from tests.conftest import VTEST
+from tests.producers.conftest import grey_part
 
 
 def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, kind: str = "auto",
@@ -33,7 +35,8 @@ def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float 
                                                      **producer},
                            "cameras": [camera]}, tmp_path)
     settings = config.producer
-    health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s)
+    health = CameraHealth(camera_id, settings.down_after_failures, settings.status_interval_s, settings.read_timeout_s,
+                          fps)
     return CameraReader(config.cameras[0], config, FrameQueue(1000, threading.Event()), health, lambda: resolver,
                         lambda: store, threading.Event(), realtime, None)
 
@@ -139,6 +142,18 @@ def test_a_playlist_no_longer_updated_is_published_once_and_reported_down(tmp_pa
     assert statuses[-1].state is CameraState.DOWN and "already published" in statuses[-1].reason
     assert statuses[-1].reconnects >= 1
     assert len(reader.queue) == 10  # the 2 s at 5 fps, once
+
+
+def test_an_mjpeg_camera_that_drops_its_connection_goes_on_after_each_reconnection(tmp_path, mjpeg_server):
+    url, state = mjpeg_server
+    state.update(parts=5, every_s=0.1)  # each connection 0.5 s of a 10 fps camera, then dropped
+    reader = reader_for(tmp_path, url.replace("/video.cgi", "/mjpg/video.mjpg"), None, realtime=True, fps=10)
+    statuses = run_until(reader, lambda status: state["connections"] >= 3)
+    assert state["connections"] >= 3 and statuses[-1].reconnects >= 2
+    parts = [grey_part(cv2.imdecode(np.frombuffer(decode(value, Frame).jpeg, np.uint8), cv2.IMREAD_GRAYSCALE))
+             for value in iter(reader.queue.take, None)]
+    served_by_connection = {part // 5 for part in parts}
+    assert {0, 1} <= served_by_connection  # frames from after the first reconnection were published
 
 
 class OneUrlResolver:

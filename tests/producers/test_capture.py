@@ -29,6 +29,7 @@ from schemas import Frame
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
 from tests.conftest import LOT_CLIP, VTEST, video_frames
+from tests.producers.conftest import grey_part
 from tests.producers.rtsp_server import RtspServer
 
 
@@ -338,6 +339,21 @@ def test_a_still_image_url_with_credentials_authenticates_and_never_shows_them(s
         with pytest.raises(CameraUnavailable, match="HTTP 401|unreachable: ConnectionRefusedError") as error:
             next(sample_frames(CameraConfig(id="snap", source=wrong), wrong))
         assert "Wr0ngPw" not in str(error.value) and "admin" not in str(error.value)
+
+
+def test_an_mjpeg_camera_is_sampled_on_arrival_not_on_the_rate_ffmpeg_guesses(mjpeg_server):
+    """MJPEG parts carry no timestamps (FFmpeg numbers them at 25 fps): sampled by when they arrive, at the camera
+    rate, also at a URL that names no kind."""
+    url, state = mjpeg_server
+    camera = CameraConfig(id="mjpeg", source=url, fps=5)
+    ticks = itertools.count()
+    frames = []
+    with pytest.raises(CameraUnavailable, match="stream"):  # the camera drops the connection after its 20 parts
+        for frame in sample_frames(camera, url, clock=lambda: next(ticks) / 10):  # a part every 0.1 s
+            frames.append(frame)
+    assert [grey_part(frame.picture.y) for frame in frames] == list(range(0, 20, 2))
+    assert np.diff([frame.captured_at for frame in frames]) == pytest.approx([0.2] * 9)
+    assert {frame.source_fps for frame in frames} == {None}  # no rate of its own: held to the camera's
 
 
 def png_of_zeros(width: int, height: int) -> bytes:

@@ -72,7 +72,7 @@ def sender_for(camera_ids: list[str], producer, max_in_flight_bytes: int, queue_
                failures: LostFrames | None = None):
     ready = threading.Event()
     queues = {camera: FrameQueue(queue_frames, ready) for camera in camera_ids}
-    health = {camera: CameraHealth(camera, 3, 5.0, 1.0) for camera in camera_ids}
+    health = {camera: CameraHealth(camera, 3, 5.0, 1.0, 5.0) for camera in camera_ids}
     return FrameSender(producer, "frames", queues, health, ready, max_in_flight_bytes, failures), queues, health
 
 

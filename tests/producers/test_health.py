@@ -16,7 +16,7 @@ from infra.frame_client import NotDelivered
 from producers.capture import MediaClock, source_kind
 from producers.frame_producer import FrameQueue, LogLimit, StatusReporter, cameras_for_shard
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
-from schemas import CameraState
+from schemas import CameraState, CameraStatus
 from schemas.settings.capture import SourceKind
 from schemas.settings.config import CameraConfig, ConfigError, parse_config
 
@@ -72,7 +72,8 @@ def test_blank_frames(level, expected):
 
 def test_health_goes_reconnecting_then_down_and_back_up():
     clock = Clock()
-    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
     assert health.status().state is CameraState.RECONNECTING
     health.connecting()
     assert health.failed("cannot open") == 1 and health.status().state is CameraState.RECONNECTING
@@ -84,7 +85,7 @@ def test_health_goes_reconnecting_then_down_and_back_up():
     health.connecting()
     for _ in range(10):
         clock.now += 0.2
-        health.frame_captured(clock.now, None)
+        health.frame_captured(clock.now, None, None)
         health.frame_sent()
     health.frames_dropped(4)
     status = health.status()
@@ -98,7 +99,8 @@ def test_health_goes_reconnecting_then_down_and_back_up():
 def test_gauges_follow_the_status_and_a_camera_without_frames_has_no_frame_age():
     clock = Clock()
     camera = f"gauges-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
-    health = CameraHealth(camera, down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    health = CameraHealth(camera, down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
     reporter = StatusReporter(UnansweredClient(), "camera-status", {camera: health}, interval_s=5)
 
     def gauge(name: str, **labels) -> float | None:
@@ -108,7 +110,7 @@ def test_gauges_follow_the_status_and_a_camera_without_frames_has_no_frame_age()
     assert gauge("cityguard_camera_up") == 0 and gauge("cityguard_camera_state", state="reconnecting") == 1
     assert gauge("cityguard_camera_last_frame_age_seconds") is None  # not 0 s, a fresh frame
     health.connecting()
-    health.frame_captured(clock.now, None)
+    health.frame_captured(clock.now, None, None)
     clock.now += 2
     reporter.report()
     assert gauge("cityguard_camera_up") == 1 and gauge("cityguard_camera_state", state="reconnecting") == 0
@@ -148,7 +150,8 @@ class UnreachableBrokerClient:
 
 def test_statuses_not_delivered_are_sent_again_and_logged_once_per_interval(caplog):
     clock = Clock()
-    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
     reporter = StatusReporter(UnreachableBrokerClient(), "camera-status", {"cam": health}, interval_s=5,
                               undelivered_log=LogLimit(10, clock))
     with caplog.at_level(logging.WARNING, logger="producers.frame_producer"):
@@ -164,25 +167,75 @@ def test_statuses_not_delivered_are_sent_again_and_logged_once_per_interval(capl
 
 def test_a_source_that_stalls_after_every_burst_backs_off_and_goes_down():
     clock = Clock()
-    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, clock=clock)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
     failures = []
     for _ in range(3):  # an HLS playlist no longer updated: its segments at once at every attempt, then nothing
         health.connecting()
         for _ in range(8):
-            health.frame_captured(clock.now, None)
+            health.frame_captured(clock.now, None, None)
         clock.now += 10
         failures.append(health.failed("stream ended or broke"))
     assert failures == [1, 2, 3] and health.status().state is CameraState.DOWN
     health.connecting()
     for _ in range(60):  # a connection that keeps delivering
         clock.now += 0.2
-        health.frame_captured(clock.now, None)
+        health.frame_captured(clock.now, None, None)
     assert health.failed("stream ended or broke") == 1
 
 
+def statuses_while_delivering(health: CameraHealth, clock: Clock, arrivals: list[float],
+                              source_fps: float | None = None) -> list[tuple[float, CameraStatus]]:
+    """(time, status) after each frame arriving at the given clock times, and at every whole second between."""
+    seconds = [float(at) for at in range(int(clock.now) + 1, int(max(arrivals)) + 1)]
+    statuses = []
+    for at, tick in sorted([(at, False) for at in arrivals] + [(at, True) for at in seconds]):
+        clock.now = at
+        if not tick:
+            health.frame_captured(at, None, source_fps)
+        statuses.append((at, health.status()))
+    return statuses
+
+
+def test_a_camera_delivering_a_few_per_cent_of_its_rate_is_degraded_until_it_delivers_again():
+    clock = Clock(1000.0)
+    camera = f"degraded-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    health = CameraHealth(camera, down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    reporter = StatusReporter(UnansweredClient(), "camera-status", {camera: health}, interval_s=5)
+    health.connecting()
+    steady = statuses_while_delivering(health, clock, [1000 + 0.2 * index for index in range(1, 451)])  # 90 s
+    assert {status.state for _, status in steady} == {CameraState.UP}
+    rare = statuses_while_delivering(health, clock, [1090.0 + 20 * index for index in range(1, 7)])  # one per 20 s
+    assert {status.state for at, status in rare if at >= 1150} == {CameraState.DEGRADED, CameraState.STALLED}
+    assert rare[-1][1].reason == "too few frames: 0.07 fps over the last 60 s, 5 fps configured"  # 4 frames
+    reporter.report()
+    assert REGISTRY.get_sample_value("cityguard_camera_state", {"camera": camera, "state": "degraded"}) == 1
+    assert REGISTRY.get_sample_value("cityguard_camera_up", {"camera": camera}) == 0  # CityguardCameraDown fires
+    back = statuses_while_delivering(health, clock, [1210 + 0.2 * index for index in range(1, 101)])
+    # Degraded below a tenth of the rate (30 frames a minute), up again only from a fifth (60 frames): 12 s.
+    assert {status.state for at, status in back if at < 1221} == {CameraState.DEGRADED}
+    assert {status.state for at, status in back if at >= 1222} == {CameraState.UP}
+
+
+@pytest.mark.parametrize("every_s, at_once, source_fps", [
+    (2.5, 1, 0.4),  # a stream that declares 0.4 fps, configured at 5
+    (1.0, 1, None),  # a still image answered once a second, polled at 5 fps
+    (6.0, 30, 25.0),  # HLS: 6 s segments of 5 fps arriving at once
+])
+def test_a_camera_delivering_what_its_source_offers_stays_up(every_s, at_once, source_fps):
+    clock = Clock(1000.0)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    health.connecting()
+    arrivals = [1000 + every_s * index for index in range(1, int(300 / every_s)) for _ in range(at_once)]
+    statuses = statuses_while_delivering(health, clock, arrivals, source_fps)
+    assert {status.state for at, status in statuses if at >= arrivals[0]} == {CameraState.UP}
+
+
 def test_stall_reason_and_end_of_source():
-    health = CameraHealth("cam", 3, 5, 10, clock=Clock())
-    health.frame_captured(1000, "frozen: identical frames for 10 s")
+    health = CameraHealth("cam", 3, 5, 10, 5, clock=Clock())
+    health.frame_captured(1000, "frozen: identical frames for 10 s", None)
     assert (health.status().state, health.status().reason) == (CameraState.STALLED, "frozen: identical frames for 10 s")
     health.ended("source ended")
     assert health.status().state is CameraState.DOWN and health.finished
@@ -229,6 +282,9 @@ def test_shard_index_must_be_below_the_count(tmp_path):
     ("rtsp://10.0.0.5/stream1", SourceKind.RTSP), ("http://cctv.example/live/playlist.m3u8?t=1", SourceKind.HLS),
     ("http://cctvsec.ktict.co.kr/270/opaque", SourceKind.HLS), ("https://x.example/snap.jpg?t=2", SourceKind.IMAGE),
     ("https://x.example/clip.mp4", SourceKind.FILE), ("videos/a.avi", SourceKind.FILE), ("0", SourceKind.WEBCAM),
+    ("http://cam.example/mjpg/video.mjpg", SourceKind.MJPEG), ("http://cam.example/live.mjpeg?fps=5", SourceKind.MJPEG),
+    ("http://cam.example/axis-cgi/mjpg/video.cgi?resolution=640x480", SourceKind.MJPEG),
+    ("http://cam.example:8080/?action=stream", SourceKind.MJPEG),
 ])
 def test_source_kind_is_inferred(source, kind):
     assert source_kind(CameraConfig(id="c", source=source), source) is kind
