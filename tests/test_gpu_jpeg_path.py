@@ -66,7 +66,7 @@ def test_a_traffic_cameras_frames_are_still_decoded_for_its_background_model(cpu
     records = [SimpleNamespace(topic="frames", partition=0, offset=seq, key=camera.encode(), value=encode(Frame(
         camera_id=camera, seq=1, captured_at=time.time(), width=768, height=576, jpeg=jpeg)))
         for seq, camera in enumerate(("road", "cam"))]
-    (road, _), (other, _) = stage.decode_batch(records)
+    (road, _), (other, _) = stage.decode_part(stage.read_batch(records))
     assert road.image is not None  # the background model (stopped vehicles, obstacles) sees every frame
     assert other.image is None
     assert all(isinstance(outcome, tuple) for outcome in stage.detectors.detect([road, other]))  # one mixed batch

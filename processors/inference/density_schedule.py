@@ -31,7 +31,9 @@ class DensitySchedule:
         self.last_map_at: dict[str, float] = {}  # capture time of the frame each camera's newest map was made from
         self.credit_s = 0.0  # map time the budget allows now; negative after a costly map, until repaid
         self.clock_s: float | None = None  # the worker's clock at the last call
-        self.replaced: dict[str, float | None] = {}  # the last choice's cameras and their map times before it
+        # The cameras chosen since the last made or not_made (a batch detected in parts chooses once per part), and
+        # their map times before the first of those choices.
+        self.replaced: dict[str, float | None] = {}
 
     def age(self, camera_id: str, at: float) -> float:
         """Seconds between capture time `at` and the camera's newest map; infinite before its first one, and when that
@@ -61,18 +63,18 @@ class DensitySchedule:
                if self.age(camera_id, frames[index][1]) >= self.refresh_seconds]
         due.sort(key=lambda entry: (-entry[0], entry[1]))
         chosen = due[:self.maps_per_batch]
-        self.replaced = {camera_id: self.last_map_at.get(camera_id) for _, camera_id, _ in chosen}
         for _, camera_id, index in chosen:
+            self.replaced.setdefault(camera_id, self.last_map_at.get(camera_id))
             self.last_map_at[camera_id] = frames[index][1]
         return sorted(index for _, _, index in chosen)
 
     def made(self) -> None:
-        """The maps the last `choose` picked went out: a later `not_made` leaves them."""
+        """The maps picked since the last made or not_made went out: a later `not_made` leaves them."""
         self.replaced = {}
 
     def not_made(self) -> None:
-        """The maps the last `choose` picked were not made (the model failed) or did not go out (their batch is
-        rewound): those cameras keep their map ages, so the frames that come again find them due."""
+        """The maps picked since the last made or not_made were not made (the model failed) or did not go out (their
+        batch is rewound): those cameras keep their map ages, so the frames that come again find them due."""
         for camera_id, last in self.replaced.items():
             if last is None:
                 self.last_map_at.pop(camera_id, None)

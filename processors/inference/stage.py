@@ -9,7 +9,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -63,8 +63,8 @@ DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
 DENSITY_FLOOR_PEOPLE = Gauge("cityguard_density_background_floor_people",
                              "People the zone camera's learnt background floor took off its newest density map",
                              ["camera"])
-BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch",
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+BATCH_SIZE = Histogram("cityguard_inference_batch_size", "Frames per inference batch, or per part of one where its "
+                       "decoded pixels would pass model.max_batch_decoded_bytes", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 DENSITY_MAPS_LEFT_OUT = Counter("cityguard_density_maps_left_out_total",
                                 "Density maps made but left off their frame, whose boxes still go: invalid (NaN or "
                                 "negative cells), or too_large (the message would pass MAX_DETECTIONS_BYTES)",
@@ -102,6 +102,12 @@ def decode_frame(raw: bytes | None, decode_image: bool = True,
 
 def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameResolver | None = None) -> DecodedFrame:
     """The frame with its JPEG checked and, when asked, decoded; raises SchemaError for anything unusable."""
+    return with_image(checked_frame(frame, resolve_frame), decode_image)
+
+
+def checked_frame(frame: Frame, resolve_frame: FrameResolver | None = None) -> Frame:
+    """The frame with its JPEG (fetched from the frame store for a claim-check frame) and its JPEG header checked;
+    decodes nothing. Raises SchemaError for anything unusable."""
     if frame.jpeg is None:
         if resolve_frame is None:
             raise SchemaError("frame_ref frames need a frame store, none is configured")
@@ -110,6 +116,11 @@ def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameRes
         except LookupError as exc:  # expired, or written to another store
             raise SchemaError(f"frame_ref {frame.frame_ref}: {exc}") from exc
     verify_frame_jpeg(frame.jpeg, frame.width, frame.height)  # before any decoder, on the CPU or the GPU
+    return frame
+
+
+def with_image(frame: Frame, decode_image: bool = True) -> DecodedFrame:
+    """A checked frame (checked_frame) with its JPEG decoded when asked; raises SchemaError for an unusable one."""
     if not decode_image:
         if not jpeg_is_whole(frame.jpeg):
             raise SchemaError("jpeg field is not a JPEG image (end marker missing)")
@@ -120,6 +131,37 @@ def frame_image(frame: Frame, decode_image: bool = True, resolve_frame: FrameRes
     if image is None:
         raise SchemaError("jpeg field is not a decodable JPEG image")
     return DecodedFrame(frame, image)
+
+
+def decoded_bytes(frame: Frame) -> int:
+    """Bytes of the frame's decoded pixels, on the CPU (BGR) or the GPU (RGB); its JPEG header declares its size
+    (checked_frame)."""
+    return frame.width * frame.height * 3
+
+
+def within_budget(frames: list[tuple[Frame, object]], budget_bytes: int) -> Iterator[list[tuple[Frame, object]]]:
+    """Consecutive runs of the (frame, record) pairs, in their order, each of at most `budget_bytes` decoded
+    (decoded_bytes); a frame larger than the budget is a run of its own, decoded whole: the header check bounds it at
+    MAX_FRAME_PIXELS, and a reduced decode would change what the detector, tracker and background model see (nvJPEG
+    has none), as refusing it would lose a frame the schema allows."""
+    part: list[tuple[Frame, object]] = []
+    held = 0
+    for pair in frames:
+        size = decoded_bytes(pair[0])
+        if part and held + size > budget_bytes:
+            yield part
+            part, held = [], 0
+        part.append(pair)
+        held += size
+    if part:
+        yield part
+
+
+def unusable_reason(exc: Exception) -> str:
+    """The dead letter's reason for a frame that raised `exc` while read or decoded."""
+    if isinstance(exc, SchemaError):
+        return str(exc)
+    return f"unreadable frame: {type(exc).__name__}: {exc}"
 
 
 def to_message(frame: Frame, result: ImageDetections, model_name: str, model_version: str | None = None) -> Detections:
@@ -283,7 +325,7 @@ class ZoneDensityMaps:
             started = time.perf_counter()
             try:
                 # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
-                images = {i: frame_image(frames[i].frame).image if frames[i].image is None else frames[i].image
+                images = {i: with_image(frames[i].frame).image if frames[i].image is None else frames[i].image
                           for i in chosen}
                 made = self.counter.density_maps([images[i] for i in chosen], [person_boxes[i] for i in chosen])
                 finished = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
@@ -294,7 +336,9 @@ class ZoneDensityMaps:
                 log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
                 self.schedule.not_made()
             elapsed = time.perf_counter() - started
-            if not self.video_time:
+            if self.video_time:
+                self.schedule.made()  # a replay's maps go out as made: nothing confirms them later
+            else:
                 self.schedule.spent(elapsed)
             STEP_SECONDS.labels("density_map").observe(elapsed / len(chosen))
         for item in frames:
@@ -355,6 +399,7 @@ class InferenceWorker:
         self.topics = config.broker.topics
         self.max_batch = config.model.max_batch_size
         self.max_wait_s = config.model.max_batch_wait_ms / 1000
+        self.max_decoded_bytes = config.model.max_batch_decoded_bytes
         self.failure_pause = Pause(1.0, 10.0)  # a batch that failed comes again after it: the broker is likely away
         self.consumer = consumer
         self.producer = producer
@@ -417,13 +462,23 @@ class InferenceWorker:
         return self.decoded
 
     def detect_batch(self, records: list) -> list:
-        """Sends the detections and dead letters of one batch; returns the futures of those sends."""
-        self.sends, self.sent_frames = [], []
-        decoded = self.decode_batch(records)
+        """Sends the detections and dead letters of one batch; returns the futures of those sends.
+
+        The frames are decoded and detected in consecutive parts of at most model.max_batch_decoded_bytes of pixels,
+        each part's images let go before the next is decoded: a batch of large frames would otherwise take a small
+        machine's memory, and the worker, killed with the batch uncommitted, would meet it again on restart. In
+        order, so each camera's tracker and background model see its frames as captured."""
+        self.sends, self.sent_frames, self.decoded = [], [], 0
+        for part in within_budget(self.read_batch(records), self.max_decoded_bytes):
+            self.detect_part(part)
+        return self.sends
+
+    def detect_part(self, part: list[tuple[Frame, object]]) -> None:
+        """Decodes, detects and sends one part of the batch; its images go when it returns."""
+        decoded = self.decode_part(part)
         if decoded:
             self.detect_and_send(decoded)
-        self.decoded = len(decoded)
-        return self.sends
+        self.decoded += len(decoded)
 
     def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
         BATCH_SIZE.observe(len(decoded))
@@ -457,13 +512,14 @@ class InferenceWorker:
         """Metric label values only for configured cameras: frame content must not create series."""
         return camera_id if camera_id in self.cameras else "other"
 
-    def decode_batch(self, records: list) -> list[tuple[DecodedFrame, object]]:
-        """The batch's usable frames; the others are dead-lettered once the whole batch is read, so a batch brought
-        again (RetryBatch) has sent no dead letter yet."""
-        decoded, rejected = [], []
+    def read_batch(self, records: list) -> list[tuple[Frame, object]]:
+        """The batch's usable frames, their JPEGs fetched and their headers checked, none decoded; the others are
+        dead-lettered once the whole batch is read, so a batch brought again (RetryBatch) has sent no dead letter
+        yet."""
+        frames, rejected = [], []
         for record in records:
             try:
-                with STEP_SECONDS.labels("decode").time():
+                with STEP_SECONDS.labels("read").time():
                     frame = decode(record.value, Frame)
                     if record.key is not None and record.key != frame.camera_id.encode():
                         # The key places the camera's frames on one partition, so on one worker's tracker and
@@ -481,20 +537,31 @@ class InferenceWorker:
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue
-                    decode_image = decoded_on_cpu(self.detectors, self.enricher, frame.camera_id)
-                    decoded.append((frame_image(frame, decode_image, self.resolve_frame), record))
-            except SchemaError as exc:
-                rejected.append((record, str(exc)))
+                    frames.append((checked_frame(frame, self.resolve_frame), record))
             except OSError as exc:
                 if exc.errno not in STORE_AWAY_ERRNOS:  # this reference's own fault (a name too long, no access)
-                    rejected.append((record, f"unreadable frame: {type(exc).__name__}: {exc}"))
+                    rejected.append((record, unusable_reason(exc)))
                     continue
                 # The frame store is away for now (a shared mount): its frames are still there, so the batch waits.
                 raise RetryBatch(f"frame store unreadable: {type(exc).__name__}: {exc}") from exc
             except Exception as exc:  # anything else a hostile message triggers must not kill the worker
-                rejected.append((record, f"unreadable frame: {type(exc).__name__}: {exc}"))
+                rejected.append((record, unusable_reason(exc)))
         for record, reason in rejected:
             self.reject(record, reason)
+        return frames
+
+    def decode_part(self, part: list[tuple[Frame, object]]) -> list[tuple[DecodedFrame, object]]:
+        """The part's frames, decoded on the CPU where the detector or the background model needs their pixels
+        (decoded_on_cpu); one that does not decode is dead-lettered. Nothing here brings the batch again, so its
+        dead letters may go at once."""
+        decoded = []
+        for frame, record in part:
+            try:
+                with STEP_SECONDS.labels("decode").time():
+                    decode_image = decoded_on_cpu(self.detectors, self.enricher, frame.camera_id)
+                    decoded.append((with_image(frame, decode_image), record))
+            except Exception as exc:  # what a hostile JPEG triggers in the decoder must not kill the worker
+                self.reject(record, unusable_reason(exc))
         return decoded
 
     def reject(self, record, reason: str) -> None:

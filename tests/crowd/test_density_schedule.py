@@ -83,9 +83,20 @@ def test_a_spent_budget_waits_until_repaid():
 def test_maps_that_were_not_made_leave_their_cameras_ages_as_they_were():
     schedule = DensitySchedule(["a", "b"], REFRESH_S)
     assert schedule.choose([("a", 0.0)], now=0.0) == [0]
+    schedule.made()
     assert schedule.choose([("a", 8.0), ("b", 8.0)], now=8.0) == [1]  # b has none yet; one per batch
     schedule.not_made()
     assert math.isinf(schedule.age("b", 8.0)) and schedule.age("a", 8.0) == 8.0
     assert schedule.choose([("b", 9.0)], now=9.0) == [0]
     schedule.not_made()
     assert math.isinf(schedule.age("b", 9.0))
+
+
+def test_a_batch_detected_in_parts_that_is_rewound_leaves_every_parts_cameras_due():
+    schedule = DensitySchedule(["a", "b"], REFRESH_S)
+    assert schedule.choose([("a", 0.0)], now=0.0) == [0]
+    schedule.made()
+    assert schedule.choose([("a", 8.0)], now=8.0) == [0]  # the batch's first part
+    assert schedule.choose([("b", 8.2)], now=8.2) == [0]  # its second
+    schedule.not_made()  # the batch is rewound: neither map went out
+    assert schedule.age("a", 8.0) == 8.0 and math.isinf(schedule.age("b", 8.2))

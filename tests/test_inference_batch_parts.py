@@ -1,0 +1,121 @@
+"""A batch whose frames would decode to more than model.max_batch_decoded_bytes is detected in consecutive parts
+within it, each part's images let go before the next is decoded, and every frame still gets its detections, in
+order; a frame larger than the budget is detected alone, at its own size.
+
+The memory held is what tracemalloc traces (numpy's and OpenCV's arrays), beside a margin for the rest."""
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from kafka import TopicPartition
+
+from infra.consume_loop import process_batch
+from processors.inference.detector import ImageDetections
+from processors.inference.stage import CameraDetectors, InferenceWorker
+from schemas import Detections, Frame, decode, encode
+from schemas.settings.config import parse_config
+
+BUDGET = 2**23  # three 1280x720 frames (2,764,800 bytes decoded each); a 2560x1440 one (11,059,200) is over it alone
+CONFIG = parse_config({"site": "t", "cameras": [{"id": "cam", "source": "0"}],
+                       "model": {"max_frame_age_s": 3600, "max_batch_decoded_bytes": BUDGET}}, Path("."))
+TOPICS = CONFIG.broker.topics
+SIZES = [(1280, 720)] * 3 + [(2560, 1440)] + [(1280, 720)] * 4  # (width, height) of frames 0..7
+PARTS = [[0, 1, 2], [3], [4, 5, 6], [7]]
+MARGIN = 2**20  # bytes: the JPEGs, messages and the detector's own
+
+
+def decoded(size: tuple[int, int]) -> int:
+    return size[0] * size[1] * 3
+
+
+def no_boxes() -> ImageDetections:
+    return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), (), 1.0)
+
+
+class DecodedOnTheCpu:
+    """A detector of decoded images that notes each batch's image sizes."""
+
+    name = "cpu"
+
+    def __init__(self):
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def detect(self, images):
+        self.batches.append([(image.shape[1], image.shape[0]) for image in images])
+        return [no_boxes() for _ in images]
+
+
+class DecodedOnTheGpu:
+    """A detector that decodes the JPEGs itself (the GPU backend): the budget holds for what it decodes too."""
+
+    name = "gpu"
+
+    def __init__(self):
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def detect_jpegs(self, jpegs):
+        self.batches.append([tuple(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[1::-1])
+                             for jpeg in jpegs])
+        return [no_boxes() for _ in jpegs]
+
+
+class Consumer:
+    def __init__(self):
+        self.commits = 0
+
+    def assignment(self):
+        return {TopicPartition(TOPICS.frames, 0)}
+
+    def seek(self, partition, offset):
+        raise AssertionError("the batch went through: nothing to rewind")
+
+    def commit(self):
+        self.commits += 1
+
+
+class Producer:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, key=None, value=None):
+        self.sent.append((topic, value))
+        return SimpleNamespace(is_done=True, get=lambda timeout=None: None)
+
+    def flush(self, timeout=None):
+        pass
+
+
+def records() -> list:
+    start = time.time() - 10
+    return [SimpleNamespace(topic=TOPICS.frames, partition=0, offset=seq, key=b"cam", value=encode(Frame(
+        camera_id="cam", seq=seq, captured_at=start + seq / 5, width=width, height=height,
+        jpeg=cv2.imencode(".jpg", np.full((height, width, 3), 30 * seq, np.uint8))[1].tobytes())))
+        for seq, (width, height) in enumerate(SIZES)]
+
+
+@pytest.mark.parametrize("detector", [DecodedOnTheCpu(), DecodedOnTheGpu()], ids=["cpu", "gpu"])
+def test_a_batch_over_the_budget_is_detected_in_parts_within_it_and_every_frame_in_order(detector):
+    consumer, producer = Consumer(), Producer()
+    stage = InferenceWorker(CONFIG, consumer, producer, CameraDetectors(detector), "group")
+    batch = records()
+    tracemalloc.start()
+    try:
+        assert process_batch(consumer, producer, batch, stage.detect_batch) is None
+        _, held = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert detector.batches == [[SIZES[seq] for seq in part] for part in PARTS]
+    for part in detector.batches:
+        assert len(part) == 1 or sum(map(decoded, part)) <= BUDGET
+    # One part's images at a time: the largest frame alone is what goes past the budget.
+    assert held <= max(BUDGET, *map(decoded, SIZES)) + MARGIN
+    sent = [decode(value, Detections) for topic, value in producer.sent if topic == TOPICS.detections]
+    assert [(message.seq, message.image_width, message.image_height) for message in sent] == [
+        (seq, *size) for seq, size in enumerate(SIZES)]
+    assert len(sent) == len(producer.sent) and consumer.commits == 1
