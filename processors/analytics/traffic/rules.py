@@ -781,6 +781,8 @@ def impacts(scene: Scene, state: TrafficState, now: float, blobs: list[StaticBlo
                                     f"then the {off_road.class_name} left the roadway and stopped out of sight")
         if candidate.confirmed_at is None:
             continue
+        if candidate.confirmed_at == now:
+            _join_earlier_collision(state, candidate)
         if not _watched(scene, state, candidate):
             continue
         zone_id = _zone_at(scene, state, candidate)
@@ -828,6 +830,20 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
         if turn >= thresholds.impact_turn_degrees:
             return f"swerved {turn:.0f} degrees"
     return None
+
+
+def _join_earlier_collision(state: TrafficState, candidate: CollisionCandidate) -> None:
+    """A collision just confirmed that shares a vehicle with one confirmed before it, or lies within that one's crash
+    scene (`_near`), is that incident: a vehicle thrown off the road touched several boxes on its way (the other
+    vehicle, a second detection of itself, the vehicle behind), each a contact of its own."""
+    boxes = [track.box for track in _tracks_of(state, candidate.track_ids)]
+    for other in state.collisions:
+        if other is candidate or other.confirmed_at is None or other.confirmed_at > candidate.confirmed_at:
+            continue
+        others = [track.box for track in _tracks_of(state, other.track_ids)]
+        if set(other.track_ids) & set(candidate.track_ids) or any(_near(a, b) for a in boxes for b in others):
+            candidate.part_of = other.key
+            return
 
 
 def _ran_off_the_road(scene: Scene, track: TrackState, contact_at: float, now: float, blobs: list[StaticBlob],
