@@ -1,6 +1,7 @@
 """A batch whose frames would decode to more than model.max_batch_decoded_bytes is detected in consecutive parts
 within it, each part's images let go before the next is decoded, and every frame still gets its detections, in
-order; a frame larger than the budget is detected alone, at its own size.
+order; a frame larger than the budget is detected alone, at its own size. The zone cameras' density maps of a batch
+in parts are bounded and kept as those of a whole batch.
 
 The memory held is what tracemalloc traces (numpy's and OpenCV's arrays), beside a margin for the rest."""
 from __future__ import annotations
@@ -20,6 +21,7 @@ from processors.inference.detector import ImageDetections
 from processors.inference.stage import CameraDetectors, InferenceWorker
 from schemas import Detections, Frame, decode, encode
 from schemas.settings.config import parse_config
+from tests.crowd.test_inference_density import FixedCountDensity
 
 BUDGET = 2**23  # three 1280x720 frames (2,764,800 bytes decoded each); a 2560x1440 one (11,059,200) is over it alone
 CONFIG = parse_config({"site": "t", "cameras": [{"id": "cam", "source": "0"}],
@@ -119,3 +121,66 @@ def test_a_batch_over_the_budget_is_detected_in_parts_within_it_and_every_frame_
     assert [(message.seq, message.image_width, message.image_height) for message in sent] == [
         (seq, *size) for seq, size in enumerate(SIZES)]
     assert len(sent) == len(producer.sent) and consumer.commits == 1
+
+
+CROWD_CAMERAS = ["a", "b", "c", "d"]
+
+
+def crowd_stage(density_counter, maps_per_batch: int) -> tuple[InferenceWorker, Producer]:
+    """A worker of four zone cameras whose 640x360 frames (691,200 bytes decoded) are detected a part each."""
+    zone = {"id": "z", "polygon": [[0, 0], [600, 0], [600, 300]], "area_m2": 10}
+    config = parse_config({
+        "site": "t", "cameras": [{"id": camera, "source": str(index), "zones": [zone]}
+                                 for index, camera in enumerate(CROWD_CAMERAS)],
+        "model": {"max_frame_age_s": 3600, "max_batch_decoded_bytes": 2**20},
+        # the whole worker's time for maps: the wall time between parts always repays the last part's map
+        "analytics": {"density_model": {"maps_per_batch": maps_per_batch, "max_busy_fraction": 1.0}}}, Path("."))
+    producer = Producer()
+    return InferenceWorker(config, Consumer(), producer, CameraDetectors(DecodedOnTheCpu()), "group",
+                           density_counter=density_counter), producer
+
+
+def crowd_batch(captured_at: float, first_offset: int) -> list:
+    """A frame of each zone camera."""
+    jpeg = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
+    return [SimpleNamespace(topic=TOPICS.frames, partition=0, offset=first_offset + index, key=camera.encode(),
+                            value=encode(Frame(camera_id=camera, seq=first_offset, width=640, height=360,
+                                               captured_at=captured_at + index / 100, jpeg=jpeg)))
+            for index, camera in enumerate(CROWD_CAMERAS)]
+
+
+def cameras_sent_with_maps(producer: Producer) -> list[str]:
+    messages = [decode(value, Detections) for _, value in producer.sent]
+    producer.sent.clear()
+    return [message.camera_id for message in messages if message.density_map is not None]
+
+
+def test_maps_per_batch_bounds_a_batch_detected_in_parts():
+    counter = FixedCountDensity(people=100.0)
+    stage, producer = crowd_stage(counter, maps_per_batch=2)
+    assert stage.process(crowd_batch(time.time() - 5, 0)) == 4
+    assert counter.calls == 2 and cameras_sent_with_maps(producer) == ["a", "b"]  # the oldest maps (none) first
+
+
+class FailsOnItsSecondCall(FixedCountDensity):
+    """Stands in for the density model raising on the input of one part of the batch."""
+
+    def __init__(self, people: float):
+        super().__init__(people)
+        self.tries = 0
+
+    def density_maps(self, images, person_boxes):
+        self.tries += 1
+        if self.tries == 2:
+            raise RuntimeError("model failed on this input")
+        return super().density_maps(images, person_boxes)
+
+
+def test_a_map_that_failed_in_a_later_part_leaves_the_maps_the_earlier_parts_sent():
+    stage, producer = crowd_stage(FailsOnItsSecondCall(people=100.0), maps_per_batch=4)
+    start = time.time() - 5
+    assert stage.process(crowd_batch(start, 0)) == 4
+    assert cameras_sent_with_maps(producer) == ["a", "c", "d"]  # b's part failed to map; its boxes still went
+    # A second later only b is due: the maps sent stay fresh and take no map from it.
+    assert stage.process(crowd_batch(start + 1, 4)) == 4
+    assert cameras_sent_with_maps(producer) == ["b"]

@@ -5,7 +5,9 @@ A density map costs as much as dozens of detector passes, so it cannot run on ev
 a zone's last map for at most `analytics.counting.density_map_max_age_seconds` (capture time) and reports the zone
 UNKNOWN ("density map stale") after that. The schedule:
 - renews maps earliest-deadline-first: among the zone cameras with a frame in the batch, those whose map is at least
-  `refresh_seconds` old (or that have none) are due, and the `maps_per_batch` oldest of them get one;
+  `refresh_seconds` old (or that have none) are due, and the `maps_per_batch` oldest of them get one; a batch
+  detected in parts (model.max_batch_decoded_bytes) chooses in each part from what its earlier parts left of
+  `maps_per_batch`, so it makes no more maps than it would whole;
 - spends at most `busy_fraction` of the worker's time on maps (a budget refilled with elapsed worker time and
   charged with each map's measured time), so detection keeps up with the cameras. When the zone cameras need more
   map time than that, maps are renewed less often, their ages pass the bound and the zones say UNKNOWN instead of
@@ -31,9 +33,11 @@ class DensitySchedule:
         self.last_map_at: dict[str, float] = {}  # capture time of the frame each camera's newest map was made from
         self.credit_s = 0.0  # map time the budget allows now; negative after a costly map, until repaid
         self.clock_s: float | None = None  # the worker's clock at the last call
-        # The cameras chosen since the last made or not_made (a batch detected in parts chooses once per part), and
-        # their map times before the first of those choices.
-        self.replaced: dict[str, float | None] = {}
+        # The cameras of the batch's choices (one per part of a batch detected in parts) and of its last one, each
+        # with its map time before them: what a rewound batch and a failed map give back.
+        self.batch_replaced: dict[str, float | None] = {}
+        self.last_replaced: dict[str, float | None] = {}
+        self.batch_chosen = 0  # maps chosen in the batch, made or not: a model that failed took its time too
 
     def age(self, camera_id: str, at: float) -> float:
         """Seconds between capture time `at` and the camera's newest map; infinite before its first one, and when that
@@ -45,9 +49,13 @@ class DensitySchedule:
             return math.inf
         return max(0.0, at - last)
 
-    def choose(self, frames: Sequence[tuple[str, float]], now: float) -> list[int]:
+    def choose(self, frames: Sequence[tuple[str, float]], now: float, later_part: bool = False) -> list[int]:
         """Indices of the (camera id, capture time) frames to map, given the worker's clock `now` (seconds); records
-        them as mapped. One frame per camera at most (its newest in the batch), oldest maps first."""
+        them as mapped. One frame per camera at most (its newest in the frames), oldest maps first. The frames are a
+        batch, or with `later_part` a later part of the batch the last choose was for: then at most what its earlier
+        parts left of `maps_per_batch` are chosen."""
+        if not later_part:
+            self.batch_replaced, self.batch_chosen = {}, 0
         if self.clock_s is not None:
             # unspent budget is capped at one refresh interval's share, so an idle spell does not buy a long burst
             self.credit_s = min(self.credit_s + (now - self.clock_s) * self.busy_fraction,
@@ -62,25 +70,37 @@ class DensitySchedule:
         due = [(self.age(camera_id, frames[index][1]), camera_id, index) for camera_id, index in newest.items()
                if self.age(camera_id, frames[index][1]) >= self.refresh_seconds]
         due.sort(key=lambda entry: (-entry[0], entry[1]))
-        chosen = due[:self.maps_per_batch]
+        chosen = due[:self.maps_per_batch - self.batch_chosen]
+        self.batch_chosen += len(chosen)
+        self.last_replaced = {camera_id: self.last_map_at.get(camera_id) for _, camera_id, _ in chosen}
         for _, camera_id, index in chosen:
-            self.replaced.setdefault(camera_id, self.last_map_at.get(camera_id))
+            self.batch_replaced.setdefault(camera_id, self.last_map_at.get(camera_id))
             self.last_map_at[camera_id] = frames[index][1]
         return sorted(index for _, _, index in chosen)
 
-    def made(self) -> None:
-        """The maps picked since the last made or not_made went out: a later `not_made` leaves them."""
-        self.replaced = {}
-
     def not_made(self) -> None:
-        """The maps picked since the last made or not_made were not made (the model failed) or did not go out (their
-        batch is rewound): those cameras keep their map ages, so the frames that come again find them due."""
-        for camera_id, last in self.replaced.items():
+        """The maps the last `choose` picked were not made (the model failed): those cameras get back the map ages
+        they had before it, so their next frames find them due; the maps of the batch's earlier parts stand."""
+        self._give_back(self.last_replaced)
+        self.last_replaced = {}
+
+    def batch_sent(self) -> None:
+        """The batch's maps went out: a later rewind leaves them."""
+        self.batch_replaced, self.last_replaced, self.batch_chosen = {}, {}, 0
+
+    def batch_rewound(self) -> None:
+        """The batch did not go out and comes again: every camera chosen in it gets back the map age it had before
+        the batch, so the frames that come again find it due."""
+        self._give_back(self.batch_replaced)
+        self.batch_replaced, self.last_replaced, self.batch_chosen = {}, {}, 0
+
+    def _give_back(self, replaced: dict[str, float | None]) -> None:
+        """Sets each camera's map time back to the one given (None: it had no map)."""
+        for camera_id, last in replaced.items():
             if last is None:
                 self.last_map_at.pop(camera_id, None)
             else:
                 self.last_map_at[camera_id] = last
-        self.replaced = {}
 
     def spent(self, seconds: float) -> None:
         """Charges the time the chosen maps took."""

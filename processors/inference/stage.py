@@ -306,10 +306,11 @@ class ZoneDensityMaps:
         if settings.background_floor.enabled:
             self.floors = DensityFloorPool(settings.background_floor, settings.dense_cell_people)
 
-    def make(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
+    def make(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None],
+             later_part: bool = False) -> dict[int, np.ndarray]:
         """Density maps for the frames the schedule picks, by index in `frames`; person_boxes: each frame's person
-        boxes (N, 4 xyxy), None where its detection failed (the frame is not sent). Sets each zone camera's map
-        age."""
+        boxes (N, 4 xyxy), None where its detection failed (the frame is not sent); later_part: the frames are a
+        later part of the batch the last call was for (DensitySchedule.choose). Sets each zone camera's map age."""
         # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
         # never calm, and the frame's detections still go out. A frame whose detection failed is not sent: no map.
         mappable = [i for i, item in enumerate(frames) if person_boxes[i] is not None
@@ -319,7 +320,7 @@ class ZoneDensityMaps:
         else:
             now = time.monotonic()
         chosen = [mappable[i] for i in self.schedule.choose(
-            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], now)]
+            [(frames[i].frame.camera_id, frames[i].frame.captured_at) for i in mappable], now, later_part)]
         maps = {}
         if chosen:
             started = time.perf_counter()
@@ -337,7 +338,7 @@ class ZoneDensityMaps:
                 self.schedule.not_made()
             elapsed = time.perf_counter() - started
             if self.video_time:
-                self.schedule.made()  # a replay's maps go out as made: nothing confirms them later
+                self.schedule.batch_sent()  # a replay's maps go out as made: nothing confirms them later
             else:
                 self.schedule.spent(elapsed)
             STEP_SECONDS.labels("density_map").observe(elapsed / len(chosen))
@@ -448,13 +449,13 @@ class InferenceWorker:
         error = process_batch(self.consumer, self.producer, records, self.detect_batch)
         if error is not None:
             if self.zone_maps is not None:  # the frames that come again find their cameras' maps still due
-                self.zone_maps.schedule.not_made()
+                self.zone_maps.schedule.batch_rewound()
             delay = self.failure_pause.failed(time.monotonic())  # `run` waits it out: no spinning on the batch
             log.error("%s; rewound so the batch is processed again in %g s", error, delay)
             return 0
         self.failure_pause.succeeded()
         if self.zone_maps is not None:
-            self.zone_maps.schedule.made()
+            self.zone_maps.schedule.batch_sent()
         # Counted once confirmed: a rewound batch is detected again, and would be counted again.
         for camera, inference_ms in self.sent_frames:
             FRAMES_CONSUMED.labels(camera).inc()
@@ -469,23 +470,23 @@ class InferenceWorker:
         machine's memory, and the worker, killed with the batch uncommitted, would meet it again on restart. In
         order, so each camera's tracker and background model see its frames as captured."""
         self.sends, self.sent_frames, self.decoded = [], [], 0
-        for part in within_budget(self.read_batch(records), self.max_decoded_bytes):
-            self.detect_part(part)
+        for index, part in enumerate(within_budget(self.read_batch(records), self.max_decoded_bytes)):
+            self.detect_part(part, later_part=index > 0)
         return self.sends
 
-    def detect_part(self, part: list[tuple[Frame, object]]) -> None:
+    def detect_part(self, part: list[tuple[Frame, object]], later_part: bool) -> None:
         """Decodes, detects and sends one part of the batch; its images go when it returns."""
         decoded = self.decode_part(part)
         if decoded:
-            self.detect_and_send(decoded)
+            self.detect_and_send(decoded, later_part)
         self.decoded += len(decoded)
 
-    def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]]) -> None:
+    def detect_and_send(self, decoded: list[tuple[DecodedFrame, object]], later_part: bool) -> None:
         BATCH_SIZE.observe(len(decoded))
         frames = [item for item, _ in decoded]
         outcomes = self.detectors.detect(frames)
         person_boxes = [None if isinstance(outcome, str) else outcome[0].person_boxes() for outcome in outcomes]
-        density_maps = {} if self.zone_maps is None else self.zone_maps.make(frames, person_boxes)
+        density_maps = {} if self.zone_maps is None else self.zone_maps.make(frames, person_boxes, later_part)
         for index, ((item, record), outcome) in enumerate(zip(decoded, outcomes, strict=True)):
             if isinstance(outcome, str):
                 self.reject(record, outcome)

@@ -83,7 +83,7 @@ def test_a_spent_budget_waits_until_repaid():
 def test_maps_that_were_not_made_leave_their_cameras_ages_as_they_were():
     schedule = DensitySchedule(["a", "b"], REFRESH_S)
     assert schedule.choose([("a", 0.0)], now=0.0) == [0]
-    schedule.made()
+    schedule.batch_sent()
     assert schedule.choose([("a", 8.0), ("b", 8.0)], now=8.0) == [1]  # b has none yet; one per batch
     schedule.not_made()
     assert math.isinf(schedule.age("b", 8.0)) and schedule.age("a", 8.0) == 8.0
@@ -93,10 +93,34 @@ def test_maps_that_were_not_made_leave_their_cameras_ages_as_they_were():
 
 
 def test_a_batch_detected_in_parts_that_is_rewound_leaves_every_parts_cameras_due():
-    schedule = DensitySchedule(["a", "b"], REFRESH_S)
+    schedule = DensitySchedule(["a", "b"], REFRESH_S, maps_per_batch=2)
     assert schedule.choose([("a", 0.0)], now=0.0) == [0]
-    schedule.made()
+    schedule.batch_sent()
     assert schedule.choose([("a", 8.0)], now=8.0) == [0]  # the batch's first part
-    assert schedule.choose([("b", 8.2)], now=8.2) == [0]  # its second
-    schedule.not_made()  # the batch is rewound: neither map went out
+    assert schedule.choose([("b", 8.2)], now=8.2, later_part=True) == [0]  # its second
+    schedule.batch_rewound()  # neither map went out
     assert schedule.age("a", 8.0) == 8.0 and math.isinf(schedule.age("b", 8.2))
+
+
+def test_a_map_that_failed_in_a_later_part_leaves_the_earlier_parts_maps():
+    schedule = DensitySchedule(["a", "b"], REFRESH_S, maps_per_batch=3)
+    assert schedule.choose([("a", 0.0)], now=0.0) == [0]
+    assert schedule.choose([("b", 0.2)], now=0.2, later_part=True) == [0]
+    schedule.not_made()  # b's map failed; a's was made and sent
+    assert schedule.age("a", 0.2) == pytest.approx(0.2) and math.isinf(schedule.age("b", 0.2))
+    # A camera mapped again in a later part of a batch spanning a refresh interval: its failure gives back the
+    # earlier part's map, a rewind the map it had before the batch.
+    assert schedule.choose([("a", 8.0)], now=8.0, later_part=True) == [0]
+    schedule.not_made()
+    assert schedule.age("a", 8.0) == 8.0
+    schedule.batch_rewound()
+    assert math.isinf(schedule.age("a", 8.0))
+
+
+def test_maps_per_batch_bounds_a_batch_detected_in_parts():
+    schedule = DensitySchedule(["a", "b", "c"], REFRESH_S, maps_per_batch=2)
+    assert schedule.choose([("a", 0.0)], now=0.0) == [0]
+    assert schedule.choose([("b", 0.1)], now=0.1, later_part=True) == [0]
+    assert schedule.choose([("c", 0.2)], now=0.2, later_part=True) == []  # the batch has had its two
+    schedule.batch_sent()
+    assert schedule.choose([("c", 0.3)], now=0.3) == [0]  # the next batch
