@@ -154,7 +154,7 @@ class ModelConfig(Frozen):
     max_batch_decoded_bytes: int = Field(
         default=512 * 2**20, ge=2**20,
         description="most bytes of decoded pixels (3 a pixel, on the CPU or the GPU) a worker holds at once: a batch "
-        "of more is detected in consecutive parts within it, a larger frame alone; the default holds 64 frames of "
+        "of more is detected in consecutive parts within it, a larger frame alone; the default holds 86 frames of "
         "1080p, or 5 of 8K")
     max_frame_age_s: float = Field(default=10.0, gt=0, le=3600,
                                    description="frames older than this when inference reaches them are skipped and "
