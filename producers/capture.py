@@ -21,9 +21,9 @@ from av.codec.hwaccel import HWAccel
 from av.format import Flags
 
 from infra.redaction import URL, shown
-from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
+from producers.http_fetch import FetchError, fetch
 from producers.picture import YuvPicture
-from schemas.settings.capture import ProducerConfig, SourceKind
+from schemas.settings.capture import HTTP_SCHEMES, ProducerConfig, SourceKind
 from schemas.settings.config import CameraConfig
 
 log = logging.getLogger(__name__)
