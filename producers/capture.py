@@ -21,9 +21,9 @@ from av.codec.hwaccel import HWAccel
 from av.format import Flags
 
 from infra.redaction import URL, shown
-from producers.http_fetch import HTTP_SCHEMES, FetchError, fetch
+from producers.http_fetch import FetchError, fetch
 from producers.picture import YuvPicture
-from schemas.settings.capture import ProducerConfig, SourceKind
+from schemas.settings.capture import HTTP_SCHEMES, ProducerConfig, SourceKind
 from schemas.settings.config import CameraConfig
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,20 @@ def hardware_decoder(device_type: str) -> HWAccel | None:
 class VideoDecoder:
     """One video stream opened with FFmpeg; `frames()` yields each decoded frame with its time in seconds from the
     stream's first frame (None where the stream has no timestamps: FFmpeg makes them up at a guessed rate for formats
-    without any, such as MJPEG over HTTP, and those say nothing of when a live camera took its pictures).
+    without any, such as MJPEG over HTTP, and those say nothing of when a live camera took its pictures), and
+    `arrived_at` is when, on `clock`, its packet was read.
 
-    Frames presented before `wanted_from` (same timeline) are not decoded where the codec allows: non-reference
-    frames are skipped, and a group of pictures is reduced to its keyframe when the next keyframe is due by
-    `wanted_from`. Full decoding resumes at a keyframe, so no frame is decoded from a skipped one (unless the
-    keyframe is a whole group late).
+    Frames presented before `wanted_from` (same timeline; for a stream without timestamps, seconds of arrival from
+    `opened_at`) are not decoded where the codec allows: non-reference frames are skipped, and a group of pictures is
+    reduced to its keyframe when the next keyframe is due by `wanted_from`. Full decoding resumes at a keyframe, so no
+    frame is decoded from a skipped one (unless the keyframe is a whole group late). Where the stream has no
+    timestamps and every packet is a whole picture (MJPEG), the packets that arrive before `wanted_from` are dropped
+    undecoded.
     """
 
-    def __init__(self, source: str, settings: ProducerConfig):
+    def __init__(self, source: str, settings: ProducerConfig, clock: Callable[[], float] = time.time):
         self.source = source
+        self.clock = clock
         url, format_name, options = source, None, {}
         if source.isdigit():  # a capture device index, as OpenCV numbers them
             url, format_name = f"/dev/video{source}", "v4l2"
@@ -142,6 +146,14 @@ class VideoDecoder:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         self.timed = not self.container.format.flags & Flags.no_timestamps.value
+        # Every packet of an intra-only codec (MJPEG) is a whole picture that no other needs: where the stream has no
+        # timestamps to skip frames by, one that arrives before it is wanted is dropped undecoded.
+        self._drop_by_arrival = not self.timed and self.codec.codec.intra_only
+        # A single picture (a snapshot URL): FFmpeg's image demuxers, image2 and one <format>_pipe for each format.
+        self.single_picture = self.container.format.name in ("image2", "image2pipe") \
+            or self.container.format.name.endswith("_pipe")
+        self.opened_at = clock()
+        self.arrived_at = self.opened_at
         self.wanted_from: float | None = None
         self._time_base = float(self.stream.time_base or 0)
         self.origin: float | None = None  # stream time of the first frame
@@ -154,6 +166,10 @@ class VideoDecoder:
         undecodable = 0
         try:
             for packet in self.container.demux(self.stream):
+                self.arrived_at = self.clock()
+                if self._drop_by_arrival and self.wanted_from is not None \
+                        and self.arrived_at - self.opened_at + SLOT_TOLERANCE_S < self.wanted_from:
+                    continue
                 self._choose_skipping(packet)
                 try:
                     decoded = packet.decode()
@@ -218,14 +234,16 @@ def sample_frames(
     sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline, or on
     arrival where the stream has no timestamps (MJPEG). Frames that are not sampled are decoded only where later
     frames need them, and never converted. An HLS stream leaves out the frames that `published` (the camera's, kept
-    across its connections) says were published already.
+    across its connections) says were published already. A live source that answers with a single picture is polled
+    as a still image.
     """
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
     if kind is SourceKind.IMAGE:
         yield from poll_image(camera, source, settings.read_timeout_s, settings.image_max_bytes, clock, sleep)
     elif kind in LIVE_KINDS:
-        yield from _sample_live(camera, source, settings, clock, published if kind is SourceKind.HLS else None)
+        yield from _sample_live(camera, source, settings, clock, sleep,
+                                published if kind is SourceKind.HLS else None)
     else:
         yield from _sample_file(camera, source, settings, realtime, clock, sleep)
 
@@ -311,20 +329,27 @@ class SampleSlots:
 
 
 def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, clock: Callable[[], float],
-                 published: PublishedUpTo | None) -> Iterator[SampledFrame]:
+                 sleep: Callable[[float], None], published: PublishedUpTo | None) -> Iterator[SampledFrame]:
     """Sampled on the stream's own timeline (presentation timestamps) where it has one, else on arrival time. With
     `published`, the connection's first frames that repeat what it says was published are left out, and it is kept
-    up to date."""
-    decoder = VideoDecoder(source, settings)
+    up to date. A source that answers with a single picture is a still-image camera, polled."""
+    decoder = VideoDecoder(source, settings, clock)
+    if decoder.single_picture:
+        # Read as a stream, its one frame would end every connection and the camera would go down. Polled, a snapshot
+        # URL that names no kind (a CGI, an ITS camera's) works without the operator having to know what it serves.
+        log.info("camera %s answers with a single picture (%s): polled as a still image", camera.id,
+                 decoder.container.format.name)
+        decoder.close()
+        yield from poll_image(camera, source, settings.read_timeout_s, settings.image_max_bytes, clock, sleep)
+        return
     source_fps = decoder.native_fps if decoder.timed else None  # a rate FFmpeg guessed is not the camera's
     slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
-    started = clock()
     repeats = sampled = 0
     resuming = published is not None and published.stream_s is not None
     try:
         for frame_at, frame in decoder.frames():
-            now = clock()
+            now = decoder.arrived_at
             if resuming and frame_at is not None:
                 stream_s = decoder.origin + frame_at
                 if published.repeats(stream_s):
@@ -334,10 +359,10 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
                 resuming = False
                 if stream_s > published.stream_s:  # right after the last frame published: its rate goes on evenly
                     slots.skip_to(published.stream_s + slots.interval - decoder.origin)
-            media_s = frame_at if frame_at is not None else now - started
+            media_s = frame_at if frame_at is not None else now - decoder.opened_at
             if not slots.take(media_s, decoder.gop_s):
                 continue
-            decoder.wanted_from = slots.next_at if frame_at is not None else None
+            decoder.wanted_from = slots.next_at if frame_at is not None or not decoder.timed else None
             if published is not None and frame_at is not None:
                 published.stream_s = decoder.origin + frame_at
             sampled += 1

@@ -26,6 +26,10 @@ BLACK_SHARE = 0.95
 # moves the measured rate by a segment's share at most. A few per cent (a frame every 10-30 s at 5 fps) is far below the
 # bound, while a source offering a fifth of its configured rate (a still image answered once a second, polled at 5 fps)
 # is twice above it. A degraded camera is up again only from RECOVERED_FROM, so a rate at the bound does not flap.
+# The window is the last RATE_WINDOW_S the camera was connected (from a connection's first frame to its failure), so it
+# and the hysteresis carry over reconnections (a server closing the stream every minute), and the time spent
+# reconnecting, reported as such, does not count as time without frames. After an outage longer than the window, what
+# the camera delivered before says nothing of it: its rate is measured afresh.
 RATE_WINDOW_S = 60.0
 DEGRADED_BELOW = 0.1
 RECOVERED_FROM = 0.2
@@ -121,7 +125,10 @@ class CameraHealth:
         self.finished = False
         self._connection_frames_since: float | None = None  # when this connection's first frame arrived
         self._sent_at: deque[float] = deque(maxlen=10_000)  # trimmed to the fps window; maxlen is a backstop
-        self._captured_at: deque[float] = deque(maxlen=10_000)  # trimmed to RATE_WINDOW_S; maxlen is a backstop
+        self._connected_s = 0.0  # seconds the earlier connections were connected since the rate was measured afresh
+        self._disconnected_at: float | None = None  # when the last connection that delivered frames failed
+        # Each frame's time connected (_connected_clock), trimmed to RATE_WINDOW_S; maxlen is a backstop.
+        self._captured_at: deque[float] = deque(maxlen=10_000)
         self._source_fps: float | None = None
         self._degraded = False
         self._lock = threading.Lock()
@@ -131,22 +138,25 @@ class CameraHealth:
         with self._lock:
             if self.consecutive_failures:
                 self.reconnects += 1
-            self._connection_frames_since = None
-            self._degraded = False
 
     def frame_captured(self, at: float, stall_reason: str | None, source_fps: float | None) -> None:
         """A frame was read (captured at `at`) from a source that declares source_fps (None: declares none)."""
         now = self.clock()
         with self._lock:
-            self._captured_at.append(now)
             self._source_fps = source_fps
             # Failures count on until the connection has delivered frames for as long as a stall takes to notice: a
             # source that hands out a burst and then stalls at every attempt (an HLS playlist no longer updated) backs
             # off further each time and goes down.
             if self._connection_frames_since is None:
                 self._connection_frames_since = now
+                if self._disconnected_at is not None and now - self._disconnected_at > RATE_WINDOW_S:  # a long outage
+                    self._captured_at.clear()
+                    self._connected_s = 0.0
+                    self._degraded = False
+                self._disconnected_at = None
             elif now - self._connection_frames_since >= self.no_frame_stall_s:
                 self.consecutive_failures = 0
+            self._captured_at.append(self._connected_clock(now))
             self.last_frame_at = at
             if stall_reason:
                 self.state, self.reason = CameraState.STALLED, stall_reason
@@ -163,7 +173,12 @@ class CameraHealth:
 
     def failed(self, reason: str) -> int:
         """Records a failed read or connection attempt; returns the number of consecutive failures."""
+        now = self.clock()
         with self._lock:
+            if self._connection_frames_since is not None:
+                self._connected_s += now - self._connection_frames_since
+                self._connection_frames_since = None
+                self._disconnected_at = now
             self.consecutive_failures += 1
             down = self.consecutive_failures >= self.down_after_failures
             self.state = CameraState.DOWN if down else CameraState.RECONNECTING
@@ -191,12 +206,18 @@ class CameraHealth:
                                 fps=len(self._sent_at) / window, reconnects=self.reconnects,
                                 dropped_frames=self.dropped_frames, last_frame_age_s=age, at=now)
 
+    def _connected_clock(self, now: float) -> float:
+        """Seconds the camera has been connected since its rate was last measured afresh. Called with the lock held."""
+        current = 0.0 if self._connection_frames_since is None else now - self._connection_frames_since
+        return self._connected_s + current
+
     def _too_few_frames(self, now: float) -> str | None:
-        """Why the camera delivers too few frames, or None; judged once its connection has delivered frames for a
-        whole RATE_WINDOW_S. Called with the lock held."""
-        while self._captured_at and now - self._captured_at[0] > RATE_WINDOW_S:
+        """Why the camera delivers too few frames, or None; judged once it has been connected for a whole
+        RATE_WINDOW_S. Called with the lock held."""
+        connected = self._connected_clock(now)
+        while self._captured_at and connected - self._captured_at[0] > RATE_WINDOW_S:
             self._captured_at.popleft()
-        if self._connection_frames_since is None or now - self._connection_frames_since < RATE_WINDOW_S:
+        if connected < RATE_WINDOW_S:
             return None
         expected = min(self.configured_fps, self._source_fps or self.configured_fps)
         delivered = len(self._captured_at) / RATE_WINDOW_S

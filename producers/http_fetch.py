@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-HTTP_SCHEMES = ("http", "https")
+from schemas.settings.capture import HTTP_SCHEMES
 
 
 class FetchError(Exception):

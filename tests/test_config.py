@@ -44,6 +44,12 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="rstp://10.0.0.5/s"), "cameras.0.source: unknown URL scheme 'rstp' "
                                                                    "(did you mean rtp or rtsp?)"),
     (lambda d: d["cameras"][0].update(source=""), "cameras.0.source"),  # would read the configuration's folder
+    # A file read as a live stream would be read again from its start at every reconnection.
+    (lambda d: d["cameras"][0].update(kind="mjpeg"), "cameras.0.kind: mjpeg is read over http(s), not a file path"),
+    (lambda d: d["cameras"][0].update(kind="hls"), "cameras.0.kind: hls is read over http(s) or from a local .m3u8 "
+                                                   "playlist, not a file path"),
+    (lambda d: d["cameras"][0].update(source="rtsp://10.0.0.5/s", kind="mjpeg"), "cameras.0.kind: mjpeg is read over "
+                                                                                 "http(s), not rtsp://"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
@@ -54,6 +60,15 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, data))
     assert field in str(error.value)
+
+
+@pytest.mark.parametrize("source, kind", [
+    ("http://10.0.0.5/mjpg/1", "mjpeg"), ("HTTPS://cctv.example/live", "hls"), ("${CAMERA_URL}", "mjpeg"),
+    ("recorder/live.m3u8", "hls"),  # a live playlist a local encoder writes
+])
+def test_a_live_stream_kind_takes_a_source_it_reads_or_one_known_only_at_start(tmp_path, source, kind):
+    config = load_config(write(tmp_path, {"cameras": [{**CAMERA, "source": source, "kind": kind}]}))
+    assert config.cameras[0].kind == kind
 
 
 def test_a_mistyped_or_renamed_field_is_named_with_the_closest_known_one(tmp_path):

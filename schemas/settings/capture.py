@@ -21,6 +21,9 @@ class SourceKind(str, Enum):
     WEBCAM = "webcam"  # a local capture device index
 
 
+HTTP_SCHEMES = ("http", "https")
+
+
 class ItsCameraRef(Frozen):
     """What identifies a camera of the ITS national CCTV API, which has no stable id and hands out expiring URLs."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from schemas.settings.alerting import AlertingConfig
 from schemas.settings.base import (
@@ -27,7 +27,7 @@ from schemas.settings.base import (
     verify_source_scheme,
     verify_source_variables,
 )
-from schemas.settings.capture import ItsCameraRef, ProducerConfig, SourceKind
+from schemas.settings.capture import HTTP_SCHEMES, ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
 from schemas.settings.crowd import (
     AnalyticsConfig,
@@ -244,6 +244,25 @@ class CameraConfig(Frozen):
             if far:
                 outside.append(f"{where} reaches ({far[0][0]:g}, {far[0][1]:g})")
         return outside
+
+    @field_validator("kind")
+    @classmethod
+    def verify_kind_reads_the_source(cls, kind: SourceKind, info: ValidationInfo) -> SourceKind:
+        """MJPEG is read over http(s), HLS also from a live playlist a local encoder writes: a video file read as
+        either would end, and be read again from its start at every reconnection. A source that starts with a
+        ${NAME} is known only at start."""
+        source = info.data.get("source")  # absent where it was refused itself
+        if kind not in (SourceKind.HLS, SourceKind.MJPEG) or source is None or source.startswith("${"):
+            return kind
+        scheme, separator, _ = source.partition("://")
+        if separator and scheme.lower() in HTTP_SCHEMES:
+            return kind
+        if kind is SourceKind.HLS and not separator and source.lower().endswith(".m3u8"):
+            return kind
+        what = f"{scheme}://" if separator else "a file path or webcam index"
+        playlist = " or from a local .m3u8 playlist" if kind is SourceKind.HLS else ""
+        raise ValueError(f"{kind.value} is read over http(s){playlist}, not {what} (kind auto tells from the source "
+                         "how to read it)")
 
     @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":

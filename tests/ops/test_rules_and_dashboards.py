@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from schemas import CameraState
+
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 DASHBOARDS = sorted((INFRA / "grafana" / "dashboards").glob("*.json"))
 RULE_FILES = sorted((INFRA / "prometheus" / "rules").glob("*.yml"))
@@ -134,3 +136,17 @@ def test_every_risk_level_panel_shows_minus_one_as_unknown():
                  if mapping["type"] == "value" for value, option in mapping["options"].items()}
         assert texts.get("-1") == "unknown", panel["title"]
         assert texts.get("0") == "normal", panel["title"]
+
+
+def test_the_camera_health_panel_shows_every_camera_state_by_name():
+    """A degraded, stalled or reconnecting camera is not up, but neither is it down: the panel shows the state the
+    producer reports, each number the query makes of one named as the state it stands for."""
+    dashboard = json.loads((INFRA / "grafana" / "dashboards" / "sre.json").read_text(encoding="utf-8"))
+    panel = next(panel for panel in dashboard["panels"] if panel["title"] == "Camera health")
+    texts = {value: option["text"] for mapping in panel["fieldConfig"]["defaults"]["mappings"]
+             if mapping["type"] == "value" for value, option in mapping["options"].items()}
+    [target] = panel["targets"]
+    codes = {state: code or "1" for state, code in
+             re.findall(r'cityguard_camera_state\{[^}]*state="(\w+)"\}(?: \* (\d+))?', target["expr"])}
+    assert sorted(codes) == sorted(state.value for state in CameraState)
+    assert all(texts.get(code) == state for state, code in codes.items())  # so no two states share a number

@@ -45,8 +45,8 @@ MJPEG_BOUNDARY = "cityguardframe"
 
 
 def mjpeg_level(part: int) -> int:
-    """The grey level of the part-th picture an MJPEG camera serves (counted over all its connections, up to 30)."""
-    return 16 + 8 * part
+    """The grey level of the part-th picture an MJPEG camera serves (counted over all its connections, modulo 30)."""
+    return 16 + 8 * (part % 30)
 
 
 def grey_part(picture: np.ndarray) -> int:
@@ -58,8 +58,9 @@ def grey_part(picture: np.ndarray) -> int:
 def mjpeg_server():
     """The URL of an MJPEG camera at a path that names no kind, and the state that decides its answers: every
     connection gets `parts` JPEG parts of multipart/x-mixed-replace, `every_s` apart, after which the camera drops
-    it; the pictures are uniform grey at mjpeg_level of the part's number; `connections` counts connections."""
-    state = {"parts": 20, "every_s": 0.0, "connections": 0, "served": 0}
+    it; the pictures are uniform grey at mjpeg_level of the part's number, but for the part numbers in `corrupt`,
+    which are not JPEG; `connections` counts connections."""
+    state = {"parts": 20, "every_s": 0.0, "corrupt": range(0), "connections": 0, "served": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -70,6 +71,8 @@ def mjpeg_server():
             for _ in range(state["parts"]):
                 picture = np.full((48, 64, 3), mjpeg_level(state["served"]), np.uint8)
                 jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+                if state["served"] in state["corrupt"]:
+                    jpeg = b"not a picture"
                 self.wfile.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
                                  "\r\n".encode() + jpeg + b"\r\n")
                 self.wfile.flush()

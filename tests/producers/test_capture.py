@@ -15,6 +15,7 @@ import pytest
 from infra.broker import free_port
 from infra.redaction import shown
 from producers.capture import (
+    MAX_UNDECODABLE_PACKETS,
     REPEAT_WINDOW_S,
     CameraUnavailable,
     PublishedUpTo,
@@ -213,7 +214,7 @@ def test_skipping_leaves_the_sampled_frames_unchanged(clips, clip, fps):
         assert np.array_equal(frame.picture.y, every[round(frame.captured_at, 6)].y)
 
 
-@pytest.mark.parametrize("kind", ["file", "hls"])
+@pytest.mark.parametrize("kind", ["file", "rtsp"])  # rtsp: the file read as a live stream
 def test_a_frame_the_decoder_hands_back_late_is_not_sampled(clips, kind):
     # Skipping to the keyframe after the scene cut, the decoder releases that keyframe after frames a second later.
     ticks = itertools.count()
@@ -341,6 +342,27 @@ def test_a_still_image_url_with_credentials_authenticates_and_never_shows_them(s
         assert "Wr0ngPw" not in str(error.value) and "admin" not in str(error.value)
 
 
+@pytest.mark.parametrize("path, kind, extension", [
+    ("/cgi-bin/snapshot.cgi", "auto", ".jpg"),  # read as a live stream: FFmpeg's jpeg_pipe
+    ("/cgi-bin/snapshot.cgi", "auto", ".png"),  # png_pipe
+    ("/cam/snapshot.jpg", "mjpeg", ".jpg"),  # image2
+])
+def test_a_stream_url_that_answers_with_a_single_picture_is_polled_as_a_still_image(snapshot_server, path, kind,
+                                                                                     extension):
+    """Read as a stream, its one picture would end every connection and the camera would go down."""
+    url, state = snapshot_server
+    url = url.replace("/snapshot.jpg", path)
+    state["body"] = cv2.imencode(extension, state["image"])[1].tobytes()
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    camera = CameraConfig(id="snap", source=url, fps=2, kind=kind)
+    frames = list(itertools.islice(sample_frames(camera, url, clock=lambda: now[0], sleep=sleep), 4))
+    assert [frame.captured_at for frame in frames] == [1000.0, 1000.5, 1001.0, 1001.5]
+    assert all((frame.picture.width, frame.picture.height) == (64, 48) for frame in frames)
+
 def test_an_mjpeg_camera_is_sampled_on_arrival_not_on_the_rate_ffmpeg_guesses(mjpeg_server):
     """MJPEG parts carry no timestamps (FFmpeg numbers them at 25 fps): sampled by when they arrive, at the camera
     rate, also at a URL that names no kind."""
@@ -353,6 +375,21 @@ def test_an_mjpeg_camera_is_sampled_on_arrival_not_on_the_rate_ffmpeg_guesses(mj
             frames.append(frame)
     assert [grey_part(frame.picture.y) for frame in frames] == list(range(0, 20, 2))
     assert np.diff([frame.captured_at for frame in frames]) == pytest.approx([0.2] * 9)
+
+
+def test_the_mjpeg_parts_that_arrive_between_samples_are_not_decoded(mjpeg_server):
+    """Every part is a whole picture, so one that arrives before the next sample is due is dropped undecoded: a 25 fps
+    camera sampled at 5 fps decodes a fifth of its parts. Those between two samples here are corrupt, so many in a
+    row that decoding them would fail the stream as undecodable."""
+    url, state = mjpeg_server
+    state.update(parts=401, corrupt=range(1, 1 + MAX_UNDECODABLE_PACKETS))
+    camera = CameraConfig(id="mjpeg", source=url, fps=0.25)
+    ticks = itertools.count()
+    frames = []
+    with pytest.raises(CameraUnavailable, match="^stream (broke|ended)"):  # the camera drops it after 401 parts
+        for frame in sample_frames(camera, url, clock=lambda: next(ticks) / 100):  # a part every 0.01 s
+            frames.append(frame)
+    assert [grey_part(frame.picture.y) for frame in frames] == [0, 400 % 30]  # parts 0 and 400, 4 s apart
     assert {frame.source_fps for frame in frames} == {None}  # no rate of its own: held to the camera's
 
 

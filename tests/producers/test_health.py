@@ -218,6 +218,45 @@ def test_a_camera_delivering_a_few_per_cent_of_its_rate_is_degraded_until_it_del
     assert {status.state for at, status in back if at >= 1222} == {CameraState.UP}
 
 
+
+def test_a_camera_delivering_too_few_frames_stays_degraded_across_reconnections():
+    """Its server closes the stream every 45 s (a stream limit, a proxy's timeout, an expiring token) and the camera
+    reconnects at once: degraded all along, never up for a moment between connections."""
+    clock = Clock(1000.0)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    statuses = []
+    for _ in range(13):  # 10 minutes
+        health.connecting()
+        first = clock.now + 0.5
+        statuses += statuses_while_delivering(health, clock, [first + 3 * index for index in range(15)])  # 0.33 fps
+        clock.now = first + 44.5
+        health.failed("stream ended or broke")
+        statuses.append((clock.now, health.status()))
+    later = [status.state for at, status in statuses if at >= 1065]  # connected for a minute
+    assert set(later) == {CameraState.DEGRADED, CameraState.RECONNECTING}
+    assert later.count(CameraState.RECONNECTING) == 12  # each only while the camera was reconnecting
+
+
+@pytest.mark.parametrize("every_s_before, outage_s", [
+    (0.2, 58.0),  # at its rate, then a reconnection that takes most of a minute
+    (3.0, 3600.0),  # degraded, then down for an hour
+])
+def test_a_camera_back_at_its_rate_after_an_outage_is_up(every_s_before, outage_s):
+    """The time spent reconnecting, reported as such, does not count as time without frames; after an outage longer
+    than the rate's window, the rate before it says nothing of the camera."""
+    clock = Clock(1000.0)
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    health.connecting()
+    statuses_while_delivering(health, clock, [1000 + every_s_before * index for index in range(1, 601)])
+    assert health.status().state is (CameraState.UP if every_s_before == 0.2 else CameraState.DEGRADED)
+    health.failed("stream ended or broke")
+    clock.now += outage_s
+    health.connecting()
+    back = statuses_while_delivering(health, clock, [clock.now + 0.2 * index for index in range(1, 301)])
+    assert {status.state for _, status in back} == {CameraState.UP}
+
 @pytest.mark.parametrize("every_s, at_once, source_fps", [
     (2.5, 1, 0.4),  # a stream that declares 0.4 fps, configured at 5
     (1.0, 1, None),  # a still image answered once a second, polled at 5 fps
