@@ -1,13 +1,32 @@
 """A still-image camera and an MJPEG camera served from 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import pytest
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """Serves the handler on 127.0.0.1 from a thread; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -17,7 +36,7 @@ def snapshot_server():
     state = {"status": 200, "image": np.full((48, 64, 3), 90, np.uint8), "body": None, "authorization": None,
              "fail_every": None, "gets": 0}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             state["gets"] += 1
             status = state["status"]
@@ -31,14 +50,8 @@ def snapshot_server():
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/snapshot.jpg", state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/snapshot.jpg", state
 
 
 MJPEG_BOUNDARY = "cityguardframe"
@@ -62,7 +75,7 @@ def mjpeg_server():
     which are not JPEG; `connections` counts connections."""
     state = {"parts": 20, "every_s": 0.0, "corrupt": range(0), "connections": 0, "served": 0}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             state["connections"] += 1
             self.send_response(200)
@@ -79,11 +92,5 @@ def mjpeg_server():
                 state["served"] += 1
                 time.sleep(state["every_s"])
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/video.cgi", state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/video.cgi", state

@@ -251,20 +251,21 @@ def test_a_side_impact_in_the_rain_is_one_collision():
     assert 1.9 <= events[0].started_at - CLIP_ORIGIN_S <= 4.0 + 10  # labelled: contact 1.9 s, standstill 4.0 s
 
 
-def test_a_lorry_thrown_off_the_road_in_a_head_on_collision_and_lost_in_its_dust_is_one_collision():
-    """The flatbed lorry leaves the road after the contact, crosses the verge and the forecourt and is lost in the
-    dust against the building, outside every region drawn; the box truck it hit lies on the far verge."""
-    events = opened_events("forecourt-lorry-crash")
-    assert [(e.type, e.severity.value) for e in events] == [("collision", "critical")]
-    assert 24.5 <= events[0].started_at - CLIP_ORIGIN_S <= 27.0 + 10  # labelled: contact 24.5 s, standstill 27.0 s
-
-
 CRASHES_MISSED = {
     # camera: (contact, clip end, why the collision is not raised today)
     "istock-junction-crash": (3.0, 9.6, "the minivan enters cut off by the frame's right edge and is first tracked at "
                               "the contact, so it has no speed before it; both stand 6 s, under stopped_seconds"),
     "stark-street-crash": (15.8, 20.5, "the motorcycle and its two riders are never tracked (untracked detections at "
                            "0.27-0.54, sometimes read as a car): only one vehicle of the pair is seen"),
+    "forecourt-lorry-crash": (24.5, 41.1, "a head-on collision of two lorries across the road beyond a forecourt, "
+                              "half hidden in dust: the box truck thrown over onto the far verge is raised only "
+                              "as a stopped vehicle (a bus) at 39.0 s; the lorry, tracked across the verge at 1-2 box "
+                              "heights per second, is lost in the dust on the forecourt (outside every region "
+                              "drawn) a second before it stops against the building, and its track there was "
+                              "born after the contact (the detector read the lorry afresh as it turned); confirming "
+                              "a contact by a vehicle lost off the road where the background then shows something "
+                              "standing caught this crash on two copies of four, and also paged for a van turning "
+                              "into a driveway as a car passed it, or a bus pulling into a bay"),
     "gate-crash": (5.2, 10.0, "the SUV is behind the railings until it breaks through the gate (tracked from 5.8 s); "
                    "it hits a gate, not a vehicle, and reverses out, never coming to rest"),
 }

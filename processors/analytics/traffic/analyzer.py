@@ -163,7 +163,7 @@ class TrafficAnalyzer:
         self._remember(vehicle_frame, frame_size)
         # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
         # incident, carries the later evidence under the same key.
-        impacts = rules.impacts(self.scene, state, now, detections.static_blobs or [], frame_size)
+        impacts = rules.impacts(self.scene, state, now, frame_size)
         at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
                                                          detections.seq, frame_size)
         output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues)

@@ -23,7 +23,6 @@ from processors.analytics.traffic.state import (
 )
 from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
-    SAME_OBJECT_OVERLAP,
     gather_evidence,
     merge_objects,
     overlap,
@@ -214,11 +213,8 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
 def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id: str, stopped_for: float,
                      now: float) -> Condition:
     """The collision an object at rest is part of, naming the kinds of vehicle in it (the one that came to rest
-    first first, then any other of the collision seen at contact, such as one lost off the road) and, when the
-    collision was seen at contact, when that was."""
-    seen_at_contact = next((c.track_ids for c in state.collisions if c.key == obj.incident_key), ())
-    track_ids = [*obj.track_ids, *(track_id for track_id in seen_at_contact if track_id not in obj.track_ids)]
-    names = [track.class_name for track in _tracks_of(state, track_ids)]
+    first first) and, when the collision was seen at contact, when that was."""
+    names = [track.class_name for track in _tracks_of(state, obj.track_ids)]
     vehicles = " and ".join(dict.fromkeys(names)) or obj.class_name or "vehicle"  # each class once, in order
     if obj.contact_at is not None:
         # Whatever stood there before the contact (a waiting motorcycle that was hit) has been in the crash since it.
@@ -231,7 +227,7 @@ def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id
         details = {"stopped_seconds": round(stopped_for, 1)}
     return Condition(
         key=obj.incident_key or f"at_rest:{obj.key}", type="collision", severity=Severity.CRITICAL, level=2,
-        reason=reason, confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(track_ids), details=details)
+        reason=reason, confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids), details=details)
 
 
 def _region_of(scene: Scene, obj: StaticObject) -> str | None:
@@ -342,9 +338,9 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
 
     by_track = {track_id: obj for obj in objects if obj.class_name is not None for track_id in obj.track_ids}
     for candidate in [c for c in state.collisions if c.confirmed_at is not None]:
-        # A collision seen at contact: whichever of its vehicles is at rest after it, come to rest through it or
-        # struck where it stood, is that incident.
-        involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
+        # A collision seen at contact: whichever of its vehicles comes to rest after it is that incident.
+        involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track
+                    and by_track[track_id].since >= candidate.contact_at - 1.0]
         if not involved:
             continue
         keep = next((obj for obj in involved if obj.incident_key == candidate.key), involved[0])
@@ -393,8 +389,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
             if other in state.static_objects:
                 merge_objects(state, keep, other)
     for obj in objects:
-        if (obj.crash or obj.class_name is None or obj not in state.static_objects
-                or _on_travel_path(scene, anchor_point(obj.box, Anchor.BOTTOM_CENTER))):
+        if obj.crash or obj.class_name is None or obj not in state.static_objects or _on_travel_path(scene, obj):
             continue
         # Left the travel path and stopped dead (on a shoulder, a sidewalk, against a building): a crash, not a
         # vehicle pulling over, which slows down first. Leaving the travel path is the evidence here, so a vehicle
@@ -471,9 +466,10 @@ def _near(a, b) -> bool:
     return math.dist(anchor_point(a, Anchor.CENTER), anchor_point(b, Anchor.CENTER)) <= CRASH_SCENE_DIAGONALS * diagonal
 
 
-def _on_travel_path(scene: Scene, point: Point) -> bool:
+def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
     """On a lane, in the intersection box, in a no-stopping zone or on a crosswalk (roadway, where a queue may stand),
     rather than on a sidewalk, a shoulder marked as one, a pedestrian area or outside every configured region."""
+    point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
     return (scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
             or scene.in_any(point, scene.config.crosswalks) is not None)
 
@@ -746,21 +742,18 @@ def _measure_first_seen_at_contact(scene: Scene, state: TrafficState, pair: tupl
     candidate.speeds_at_contact = (speeds[0], speeds[1])
 
 
-def impacts(scene: Scene, state: TrafficState, now: float, blobs: list[StaticBlob],
-            frame_size: tuple[int, int]) -> list[Condition]:
+def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int]) -> list[Condition]:
     """Collisions seen at contact, before anything comes to rest: after touching at speed, both vehicles' motion
     broke off at once (each stopped dead, swerved, or vanished mid-view while moving fast: overturned, in dust,
-    behind debris), or one of them ran off the road and stopped out of sight (`_ran_off_the_road`). Vehicles passing
-    each other, or overlapping in perspective, keep their speed and heading; a queue brakes over seconds and pulls
-    away together (a car set moving is no evidence: so does a queue at a green light); an occluded vehicle vanishes
-    but the one in front drives on unchanged.
+    behind debris). Vehicles passing each other, or overlapping in perspective, keep their speed and heading; a
+    queue brakes over seconds and pulls away together (a car set moving is no evidence: so does a queue at a green
+    light); an occluded vehicle vanishes but the one in front drives on unchanged.
     One condition per collision while its contact is remembered; what comes to rest through it continues the same
     incident (objects_at_rest)."""
     thresholds = scene.thresholds
     conditions = []
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
-        first, second = candidate.class_names
         if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
             breaks = [_motion_break(scene, state.tracks.get(track_id), before, hit_with, candidate.contact_at, now,
                                     frame_size)
@@ -770,19 +763,11 @@ def impacts(scene: Scene, state: TrafficState, now: float, blobs: list[StaticBlo
             # detected twice, or both hidden).
             if all(breaks) and any(b != "vanished" for b in breaks):
                 candidate.confirmed_at = now
+                first, second = candidate.class_names
                 candidate.reason = (f"{first} and {second} collided: contact at {candidate.speed_box_per_s:.1f} box/s, "
                                     f"then the {first} {breaks[0]} and the {second} {breaks[1]}")
         if candidate.confirmed_at is None:
-            off_road = next((track for track in _tracks_of(state, candidate.track_ids)
-                             if _ran_off_the_road(scene, track, candidate.contact_at, now, blobs, frame_size)), None)
-            if off_road is not None:
-                candidate.confirmed_at = now
-                candidate.reason = (f"{first} and {second} collided: contact at {candidate.speed_box_per_s:.1f} box/s, "
-                                    f"then the {off_road.class_name} left the roadway and stopped out of sight")
-        if candidate.confirmed_at is None:
             continue
-        if candidate.confirmed_at == now:
-            _join_earlier_collision(state, candidate)
         if not _watched(scene, state, candidate):
             continue
         zone_id = _zone_at(scene, state, candidate)
@@ -830,38 +815,6 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
         if turn >= thresholds.impact_turn_degrees:
             return f"swerved {turn:.0f} degrees"
     return None
-
-
-def _join_earlier_collision(state: TrafficState, candidate: CollisionCandidate) -> None:
-    """A collision just confirmed that shares a vehicle with one confirmed before it, or lies within that one's crash
-    scene (`_near`), is that incident: a vehicle thrown off the road touched several boxes on its way (the other
-    vehicle, a second detection of itself, the vehicle behind), each a contact of its own."""
-    boxes = [track.box for track in _tracks_of(state, candidate.track_ids)]
-    for other in state.collisions:
-        if other is candidate or other.confirmed_at is None or other.confirmed_at > candidate.confirmed_at:
-            continue
-        others = [track.box for track in _tracks_of(state, other.track_ids)]
-        if set(other.track_ids) & set(candidate.track_ids) or any(_near(a, b) for a in boxes for b in others):
-            candidate.part_of = other.key
-            return
-
-
-def _ran_off_the_road(scene: Scene, track: TrackState, contact_at: float, now: float, blobs: list[StaticBlob],
-                      frame_size: tuple[int, int]) -> bool:
-    """Whether the vehicle, soon after the contact, was lost off the travel path, away from the frame edge, where the
-    background model now shows something standing that has been still only since the contact: it left the road and
-    came to rest hidden (in its own dust, against a wall, down a bank), which the detector no longer sees. A vehicle
-    turning off into a side road and out of sight leaves nothing standing where it was last seen, and one lost on
-    the road is a queue's business (hidden by the vehicles queued behind it)."""
-    thresholds = scene.thresholds
-    if not contact_at < track.last_seen <= contact_at + thresholds.collision_stop_within_seconds:
-        return False
-    if now - track.last_seen < thresholds.impact_min_seconds or touches_edge(track.box, frame_size):
-        return False
-    if _on_travel_path(scene, foot(track)):
-        return False
-    return any(blob.static_since >= contact_at and overlap(track.box, blob.xyxy) >= SAME_OBJECT_OVERLAP
-               for blob in blobs)
 
 
 def _collision_points(state: TrafficState, candidate: CollisionCandidate) -> list[tuple[float, float]]:
@@ -953,19 +906,32 @@ def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
     return track.class_name in scene.vehicle_classes or track.class_name == "person"
 
 
+# A box at the frame edge whose height changed by this factor over the last second is being cut by the edge.
+CUT_HEIGHT_CHANGE = 1.25
+
+
+def _cut_by_the_edge(track: TrackState, now: float, frame_size: tuple[int, int]) -> bool:
+    """Whether the frame edge is cutting the track's box as its object leaves or enters the view: the box touches
+    the edge and its height has shrunk or grown by CUT_HEIGHT_CHANGE over the last second. Then its anchor and its
+    height move with the cut (someone walking out of the bottom of the picture reads as several box heights a
+    second); a box that merely runs along the edge keeps its height and its motion."""
+    if not touches_edge(track.box, frame_size):
+        return False
+    heights = [sample[3] for sample in track.history if sample[0] >= now - 1.0]
+    return bool(heights) and max(heights) >= CUT_HEIGHT_CHANGE * max(min(heights), 1.0)
+
+
 def pedestrian_area_score(scene: Scene, track: TrackState, frame_size: tuple[int, int]) -> float:
     """How surely a vehicle, cyclist or person on wheels is moving through a pedestrian area: detection confidence
     times a speed factor. A vehicle's is 1 from pedestrian_area_moving_box_per_s up and falls to a floor for one
     standing still (a parked bicycle); a person's is 0 at walking speed and grows to 1 at
     pedestrian_area_fast_person_box_per_s (a cyclist or skater the detector sees only as a person), and 0 while the
-    frame edge cuts its box: the cut box shrinks as the person leaves or grows as they enter, so its anchor and height
-    move with the cut (someone walking out of the bottom of the picture reads as several box heights a second). A
-    vehicle's class is the evidence there, and its speed only tells it from a parked one, so a vehicle along the edge
-    is still scored."""
+    frame edge cuts its box (`_cut_by_the_edge`). A vehicle's class is the evidence, its speed only telling it from a
+    parked one, so a vehicle entering the view is scored as it enters."""
     thresholds = scene.thresholds
     speed = scene.speed_box_per_s(track)
     if track.class_name == "person":
-        if touches_edge(track.box, frame_size):
+        if _cut_by_the_edge(track, track.last_seen, frame_size):
             return 0.0
         walking, fast = thresholds.pedestrian_area_walking_box_per_s, thresholds.pedestrian_area_fast_person_box_per_s
         return track.confidence * min(1.0, max(0.0, (speed - walking) / (fast - walking)))

@@ -130,13 +130,9 @@ class CollisionCandidate(State):
     merged_box: Box | None = Field(default=None, description="the one box the two vehicles converged into, for a "
                                    "collision never seen as two touching boxes (a party may be an unconfirmed "
                                    "detection, whose track id is UNTRACKED)")
-    part_of: str | None = Field(default=None, description="key of the collision confirmed before it that this one "
-                                "belongs to (a vehicle of both, or one crash scene): one incident")
 
     @property
     def key(self) -> str:
-        if self.part_of is not None:
-            return self.part_of
         if self.merged_box is not None:
             # Unconfirmed parties share one id: the contact time tells such collisions apart.
             return f"collision:{self.track_ids[0]}:{self.track_ids[1]}:{self.contact_at:.1f}"
