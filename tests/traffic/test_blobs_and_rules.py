@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
 from processors.analytics.traffic import rules
@@ -50,94 +49,6 @@ def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
             image[100:160, 100:180] = 200
         found.append(bool(detector.update(image, T0 + frame * 0.2).blobs))
     assert any(found[:45]) and not any(found[-20:])
-
-
-def asphalt() -> np.ndarray:
-    """A 640 x 360 road with the fine grain of asphalt, the same in every frame."""
-    grain = ndimage.gaussian_filter(np.random.default_rng(3).normal(0, 1, (360, 640)), 1.5)
-    return 110 + 12 * grain / grain.std()
-
-
-def patch(rows: slice, cols: slice, soft_px: float = 0.0) -> np.ndarray:
-    """1 over the patch, 0 elsewhere; its edge falls off over about `soft_px`."""
-    mask = np.zeros((360, 640))
-    mask[rows, cols] = 1.0
-    return ndimage.gaussian_filter(mask, soft_px) if soft_px else mask
-
-
-def blobs_seen(scene, seconds: float = 10.0, **settings) -> list[list]:
-    """The static blobs at each frame (5 fps) of `scene(t)`, a float grey view, seen with per-frame noise."""
-    rng = np.random.default_rng(0)
-    detector = StaticBlobDetector(warmup_seconds=1.6, **settings)
-    seen = []
-    for frame in range(int(seconds * 5)):
-        view = scene(frame * 0.2) + rng.normal(0, 2, (360, 640))
-        seen.append(detector.update(view.clip(0, 255).astype(np.uint8), T0 + frame * 0.2).blobs)
-    return seen
-
-
-LIGHT = patch(slice(120, 256), slice(300, 436))  # 8 % of the view, a sharp edge: a lit shop sign, a wall's shadow
-
-
-@pytest.mark.parametrize(("gain", "offset"), [(1.4, 15.0), (0.6, -5.0)], ids=["brighter", "darker"])
-def test_a_light_that_changes_in_part_of_the_view_and_stays_is_no_static_blob(gain, offset):
-    road_view = asphalt()
-    lit = road_view * gain + offset
-    seen = blobs_seen(lambda t: np.where(LIGHT > 0, lit, road_view) if t >= 2.0 else road_view)
-    assert not any(seen), "the structure of the road shows through the light: it is learnt, not reported"
-
-
-def test_light_falling_off_gently_over_plain_asphalt_is_no_static_blob():
-    pool = patch(slice(120, 256), slice(300, 436), soft_px=15.0)  # a street light switching on
-    seen = blobs_seen(lambda t: 90 + 60 * pool * (t >= 2.0))
-    assert not any(seen)
-
-
-@pytest.mark.parametrize("kind", ["flat on asphalt", "textured on asphalt", "flat on plain road"])
-def test_an_object_put_down_is_still_a_static_blob(kind):
-    road_view = np.full((360, 640), 90.0) if kind == "flat on plain road" else asphalt()
-    if kind == "textured on asphalt":
-        box = 170 + 25 * ndimage.gaussian_filter(np.random.default_rng(4).normal(0, 1, (40, 56)), 1.0)
-    else:
-        box = np.full((40, 56), 160.0)
-
-    def scene(t: float) -> np.ndarray:
-        view = road_view.copy()
-        if t >= 2.0:
-            view[203:243, 301:357] = box
-        return view
-
-    seen = blobs_seen(scene)
-    assert not any(seen[:20]) and all(len(blobs) == 1 for blobs in seen[30:])
-    x1, y1, x2, y2 = seen[-1][0].xyxy
-    assert all(abs(got - want) <= 8 for got, want in zip((x1, y1, x2, y2), (301, 203, 357, 243), strict=True))
-
-
-def test_an_object_in_a_light_that_came_on_with_it_is_a_static_blob_of_its_own():
-    road_view = asphalt()
-    light = patch(slice(100, 260), slice(260, 460), soft_px=10.0)
-
-    def scene(t: float) -> np.ndarray:
-        if t < 2.0:
-            return road_view
-        view = road_view * (1 + 0.5 * light)
-        view[160:200, 320:376] = 40  # fallen cargo, under the street light that came on at the same moment
-        return view
-
-    seen = blobs_seen(scene)
-    assert len(seen[-1]) == 1
-    x1, y1, x2, y2 = seen[-1][0].xyxy
-    assert all(abs(got - want) <= 8 for got, want in zip((x1, y1, x2, y2), (320, 160, 376, 200), strict=True)), \
-        "the box is the cargo's, not the light's"
-
-
-def test_lighting_that_changes_across_the_view_trips_nothing():
-    road_view = asphalt()
-    across = np.clip(np.linspace(-1.0, 1.0, 640), 0.0, 1.0)[None, :]  # brighter towards the right, none on the left
-    # Sun coming out over the right of the view in 2 s and staying; then dusk over the whole view for 20 s.
-    seen = blobs_seen(lambda t: road_view * (1 + 0.5 * across * min(max(t - 2.0, 0.0) / 2.0, 1.0))
-                      * (1 - 0.4 * min(max(t - 10.0, 0.0) / 20.0, 1.0)), seconds=32.0)
-    assert not any(seen)
 
 
 def test_speed_beyond_the_physical_bound_is_discarded():
