@@ -50,6 +50,9 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
                                                    "playlist, not a file path"),
     (lambda d: d["cameras"][0].update(source="rtsp://10.0.0.5/s", kind="mjpeg"), "cameras.0.kind: mjpeg is read over "
                                                                                  "http(s), not rtsp://"),
+    # A still image is fetched over http(s): a file path polled as one fails at every try.
+    (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
+                                                                                 "http(s), not a file path"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
@@ -65,6 +68,7 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
 @pytest.mark.parametrize("source, kind", [
     ("http://10.0.0.5/mjpg/1", "mjpeg"), ("HTTPS://cctv.example/live", "hls"), ("${CAMERA_URL}", "mjpeg"),
     ("recorder/live.m3u8", "hls"),  # a live playlist a local encoder writes
+    ("http://10.0.0.5/cgi-bin/snapshot.cgi", "image"),
 ])
 def test_a_live_stream_kind_takes_a_source_it_reads_or_one_known_only_at_start(tmp_path, source, kind):
     config = load_config(write(tmp_path, {"cameras": [{**CAMERA, "source": source, "kind": kind}]}))

@@ -248,11 +248,12 @@ class CameraConfig(Frozen):
     @field_validator("kind")
     @classmethod
     def verify_kind_reads_the_source(cls, kind: SourceKind, info: ValidationInfo) -> SourceKind:
-        """MJPEG is read over http(s), HLS also from a live playlist a local encoder writes: a video file read as
-        either would end, and be read again from its start at every reconnection. A source that starts with a
-        ${NAME} is known only at start."""
+        """MJPEG and still images are read over http(s), HLS also from a live playlist a local encoder writes: a
+        video file read as a stream would end, and be read again from its start at every reconnection, and one
+        polled as an image cannot be fetched at all. A source that starts with a ${NAME} is known only at start."""
         source = info.data.get("source")  # absent where it was refused itself
-        if kind not in (SourceKind.HLS, SourceKind.MJPEG) or source is None or source.startswith("${"):
+        if (kind not in (SourceKind.HLS, SourceKind.MJPEG, SourceKind.IMAGE) or source is None
+                or source.startswith("${")):
             return kind
         scheme, separator, _ = source.partition("://")
         if separator and scheme.lower() in HTTP_SCHEMES:
