@@ -24,7 +24,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from cityguard.commands_alerts import acknowledge, show_incident
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
-from schemas import DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, Severity, ZoneMetrics, encode
+from schemas import (
+    CameraState,
+    DeadLetter,
+    Detections,
+    Event,
+    EventState,
+    LineCounts,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+    encode,
+)
 from schemas.settings.config import TopicNames, parse_config
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
@@ -75,6 +86,7 @@ class StandIns:
                                  registry=r)
         self.produced = Counter("cityguard_frames_produced_total", "Frames produced", labels, registry=r)
         self.camera_up = Gauge("cityguard_camera_up", "Camera up", labels, registry=r)
+        self.camera_state = Gauge("cityguard_camera_state", "Camera state", ["camera", "state"], registry=r)
         self.fps = Gauge("cityguard_camera_fps", "Camera fps", labels, registry=r)
         self.reconnects = Counter("cityguard_camera_reconnects_total", "Reconnects", labels, registry=r)
         self.dropped = Counter("cityguard_camera_dropped_frames_total", "Dropped", labels, registry=r)
@@ -94,6 +106,8 @@ class StandIns:
         self.gap_frames = Counter("cityguard_analytics_gap_frames_total", "Gap frames", registry=r)
         self.to_danger.labels(CAMERA, ZONE).set(420)
         self.camera_up.labels(CAMERA).set(1)
+        for state in CameraState:  # as the producer exports them: 1 for the current state, 0 for the others
+            self.camera_state.labels(CAMERA, state.value).set(int(state is CameraState.UP))
         self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
 
     def step(self, tick: int) -> None:
