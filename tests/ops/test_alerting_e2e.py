@@ -24,18 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from cityguard.commands_alerts import acknowledge, show_incident
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
-from schemas import (
-    CameraState,
-    DeadLetter,
-    Detections,
-    Event,
-    EventState,
-    LineCounts,
-    RiskLevel,
-    Severity,
-    ZoneMetrics,
-    encode,
-)
+from schemas import DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, Severity, ZoneMetrics, encode
+from schemas.camera_status import CameraState
 from schemas.settings.config import TopicNames, parse_config
 from sinks.alerts.store import SENT, IncidentStore
 from tests.ops import stack
