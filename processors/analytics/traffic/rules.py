@@ -910,14 +910,14 @@ def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
 CUT_HEIGHT_CHANGE = 1.25
 
 
-def _cut_by_the_edge(track: TrackState, now: float, frame_size: tuple[int, int]) -> bool:
+def _cut_by_the_edge(track: TrackState, frame_size: tuple[int, int]) -> bool:
     """Whether the frame edge is cutting the track's box as its object leaves or enters the view: the box touches
-    the edge and its height has shrunk or grown by CUT_HEIGHT_CHANGE over the last second. Then its anchor and its
-    height move with the cut (someone walking out of the bottom of the picture reads as several box heights a
-    second); a box that merely runs along the edge keeps its height and its motion."""
+    the edge and its height has shrunk or grown by CUT_HEIGHT_CHANGE over the second up to its last sighting. Then
+    its anchor and its height move with the cut (someone walking out of the bottom of the picture reads as several
+    box heights a second); a box that merely runs along the edge keeps its height and its motion."""
     if not touches_edge(track.box, frame_size):
         return False
-    heights = [sample[3] for sample in track.history if sample[0] >= now - 1.0]
+    heights = [sample[3] for sample in track.history if sample[0] >= track.last_seen - 1.0]
     return bool(heights) and max(heights) >= CUT_HEIGHT_CHANGE * max(min(heights), 1.0)
 
 
@@ -931,7 +931,7 @@ def pedestrian_area_score(scene: Scene, track: TrackState, frame_size: tuple[int
     thresholds = scene.thresholds
     speed = scene.speed_box_per_s(track)
     if track.class_name == "person":
-        if _cut_by_the_edge(track, track.last_seen, frame_size):
+        if _cut_by_the_edge(track, frame_size):
             return 0.0
         walking, fast = thresholds.pedestrian_area_walking_box_per_s, thresholds.pedestrian_area_fast_person_box_per_s
         return track.confidence * min(1.0, max(0.0, (speed - walking) / (fast - walking)))
