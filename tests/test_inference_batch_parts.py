@@ -1,7 +1,8 @@
 """A batch whose frames would decode to more than model.max_batch_decoded_bytes is detected in consecutive parts
 within it, each part's images let go before the next is decoded, and every frame still gets its detections, in
-order; a frame larger than the budget is detected alone, at its own size. The zone cameras' density maps of a batch
-in parts are bounded and kept as those of a whole batch.
+order; a frame larger than the budget is detected alone, at its own size, and failing alone on the GPU it is told from
+a failing device as a whole batch's frames are. The zone cameras' density maps of a batch in parts are bounded and kept
+as those of a whole batch.
 
 The memory held is what tracemalloc traces (numpy's and OpenCV's arrays), beside a margin for the rest."""
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kafka import TopicPartition
 from infra.consume_loop import process_batch
 from processors.inference.detector import ImageDetections
 from processors.inference.stage import CameraDetectors, InferenceWorker
-from schemas import Detections, Frame, decode, encode
+from schemas import DeadLetter, Detections, Frame, decode, encode
 from schemas.settings.config import parse_config
 from tests.crowd.test_inference_density import FixedCountDensity
 
@@ -121,6 +122,52 @@ def test_a_batch_over_the_budget_is_detected_in_parts_within_it_and_every_frame_
     assert [(message.seq, message.image_width, message.image_height) for message in sent] == [
         (seq, *size) for seq, size in enumerate(SIZES)]
     assert len(sent) == len(producer.sent) and consumer.commits == 1
+
+
+LARGE = SIZES[3]
+
+
+class FailsOnTheLargeFrame:
+    """Stands in for the GPU detector meeting the large frame, which is detected alone: either the device fails there
+    and stays failed (every later call raises, a known-good picture included), or it cannot read that one JPEG and
+    reads the rest."""
+
+    name = "gpu"
+
+    def __init__(self, device_fails: bool):
+        self.device_fails = device_fails
+        self.failed = False
+
+    def detect_jpegs(self, jpegs):
+        sizes = [cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[1::-1] for jpeg in jpegs]
+        if LARGE in sizes:
+            self.failed = self.device_fails
+            raise RuntimeError("CUDA driver error: unknown error" if self.device_fails else "nvjpeg: unsupported jpeg")
+        if self.failed:
+            raise RuntimeError("CUDA driver error: unknown error")
+        return [no_boxes() for _ in jpegs]
+
+
+def test_a_device_that_fails_on_a_frame_detected_alone_stops_the_batch_without_dead_lettering_the_frame():
+    consumer, producer = Consumer(), Producer()
+    stage = InferenceWorker(CONFIG, consumer, producer, CameraDetectors(FailsOnTheLargeFrame(device_fails=True)),
+                            "group")
+    with pytest.raises(RuntimeError, match="unknown error"):
+        process_batch(consumer, producer, records(), stage.detect_batch)
+    assert [topic for topic, _ in producer.sent] == [TOPICS.detections] * 3  # the first part's, before the large frame
+    assert consumer.commits == 0
+
+
+def test_a_frame_detected_alone_that_only_the_gpu_cannot_read_is_dead_lettered_and_the_batch_goes_on():
+    consumer, producer = Consumer(), Producer()
+    stage = InferenceWorker(CONFIG, consumer, producer, CameraDetectors(FailsOnTheLargeFrame(device_fails=False)),
+                            "group")
+    assert process_batch(consumer, producer, records(), stage.detect_batch) is None
+    [letter] = [decode(value, DeadLetter) for topic, value in producer.sent if topic == TOPICS.dead_letter]
+    assert letter.offset == 3 and "unsupported jpeg" in letter.reason
+    assert [decode(value, Detections).seq for topic, value in producer.sent if topic == TOPICS.detections] == [
+        0, 1, 2, 4, 5, 6, 7]
+    assert consumer.commits == 1
 
 
 CROWD_CAMERAS = ["a", "b", "c", "d"]

@@ -147,10 +147,11 @@ def test_a_gpu_fault_stops_the_batch_uncommitted_instead_of_dead_lettering_its_f
     assert consumer.commits == 0 and broker.sent == []
 
 
-def test_frames_that_all_fail_alone_on_the_gpu_but_read_on_the_cpu_are_a_device_fault():
+@pytest.mark.parametrize("frames", [1, 2])
+def test_frames_that_all_fail_alone_on_the_gpu_but_read_on_the_cpu_are_a_device_fault(frames):
     detectors = CameraDetectors(FailingGpu(RuntimeError("CUDA driver error: unknown error")))
     with pytest.raises(RuntimeError, match="unknown error"):
-        detectors.detect([decoded(JPEG), decoded(JPEG)])
+        detectors.detect([decoded(JPEG)] * frames)
 
 
 class RefusesTheseJpegs:

@@ -86,9 +86,10 @@ MAX_DETECTIONS_BYTES = 1_000_000
 # GPU faults: the device, not a frame, failed. They stop the worker (its batch uncommitted) instead of dead-lettering
 # every frame that meets them.
 GPU_FAULTS = (torch.OutOfMemoryError, torch.AcceleratorError)
-# A plain baseline JPEG every decoder reads: when a whole batch fails frame by frame, it failing too means the device
-# is at fault, and the batch stays uncommitted; it going through means the JPEGs are (arithmetic-coded or 12-bit ones
-# that the CPU reads and nvJPEG does not), and they are dead-lettered.
+# A plain baseline JPEG every decoder reads: when every frame of a detector call fails alone (a batch, a part of one,
+# or a single frame: a frame larger than model.max_batch_decoded_bytes is always detected alone), it failing too means
+# the device is at fault, and the batch stays uncommitted; it going through means the JPEGs are (corrupt ones, or
+# arithmetic-coded or 12-bit ones that the CPU reads and nvJPEG does not), and they are dead-lettered.
 PROBE_JPEG = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
 
 FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
@@ -248,7 +249,7 @@ class CameraDetectors:
                     raise
                 except RuntimeError as exc:
                     outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
-            if len(jpegs) > 1 and all(isinstance(outcome, str) for outcome in outcomes):
+            if all(isinstance(outcome, str) for outcome in outcomes):
                 try:  # not one frame went through alone: a picture known to be good tells the device from the JPEGs
                     detector.detect_jpegs([PROBE_JPEG])
                 except RuntimeError:
