@@ -173,13 +173,14 @@ def test_a_frame_detected_alone_that_only_the_gpu_cannot_read_is_dead_lettered_a
 CROWD_CAMERAS = ["a", "b", "c", "d"]
 
 
-def crowd_stage(density_counter, maps_per_batch: int) -> tuple[InferenceWorker, Producer]:
-    """A worker of four zone cameras whose 640x360 frames (691,200 bytes decoded) are detected a part each."""
+def crowd_stage(density_counter, maps_per_batch: int, budget: int = 2**20) -> tuple[InferenceWorker, Producer]:
+    """A worker of four zone cameras whose 640x360 frames (691,200 bytes decoded) are detected a part each, or as many
+    as `budget` holds."""
     zone = {"id": "z", "polygon": [[0, 0], [600, 0], [600, 300]], "area_m2": 10}
     config = parse_config({
         "site": "t", "cameras": [{"id": camera, "source": str(index), "zones": [zone]}
                                  for index, camera in enumerate(CROWD_CAMERAS)],
-        "model": {"max_frame_age_s": 3600, "max_batch_decoded_bytes": 2**20},
+        "model": {"max_frame_age_s": 3600, "max_batch_decoded_bytes": budget},
         # the whole worker's time for maps: the wall time between parts always repays the last part's map
         "analytics": {"density_model": {"maps_per_batch": maps_per_batch, "max_busy_fraction": 1.0}}}, Path("."))
     producer = Producer()
@@ -207,6 +208,25 @@ def test_maps_per_batch_bounds_a_batch_detected_in_parts():
     stage, producer = crowd_stage(counter, maps_per_batch=2)
     assert stage.process(crowd_batch(time.time() - 5, 0)) == 4
     assert counter.calls == 2 and cameras_sent_with_maps(producer) == ["a", "b"]  # the oldest maps (none) first
+
+
+class NotesEachCall(FixedCountDensity):
+    """Notes how many pictures each call of the density model is given."""
+
+    def __init__(self, people: float):
+        super().__init__(people)
+        self.pictures_per_call: list[int] = []
+
+    def density_maps(self, images, person_boxes):
+        self.pictures_per_call.append(len(images))
+        return super().density_maps(images, person_boxes)
+
+
+def test_a_batch_in_parts_makes_each_parts_maps_in_one_call_from_that_parts_pictures():
+    counter = NotesEachCall(people=100.0)
+    stage, producer = crowd_stage(counter, maps_per_batch=4, budget=3 * 691_200)  # parts of cameras a-c, then d
+    assert stage.process(crowd_batch(time.time() - 5, 0)) == 4
+    assert counter.pictures_per_call == [3, 1] and cameras_sent_with_maps(producer) == CROWD_CAMERAS
 
 
 class FailsOnItsSecondCall(FixedCountDensity):

@@ -7,7 +7,8 @@ cell holding people per cell, so a zone's count is the map integrated over the z
 
 On the CPU, torch is used once to build the graph; the converted OpenVINO model is cached on disk and is what runs,
 one image per request. On an accelerator (`analytics.density_model.device`: cuda) the torch model runs in FP16, and
-the maps of a batch are made in one forward pass per input shape.
+the maps of one call (an inference batch, or a part of one detected in parts) are made in one forward pass per input
+shape.
 """
 from __future__ import annotations
 

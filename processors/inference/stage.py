@@ -469,7 +469,10 @@ class InferenceWorker:
         The frames are decoded and detected in consecutive parts of at most model.max_batch_decoded_bytes of pixels,
         each part's images let go before the next is decoded: a batch of large frames would otherwise take a small
         machine's memory, and the worker, killed with the batch uncommitted, would meet it again on restart. In
-        order, so each camera's tracker and background model see its frames as captured."""
+        order, so each camera's tracker and background model see its frames as captured. A part's density maps are
+        made from its pictures before they go, in one call per part rather than per batch: the maps' wider passes and
+        background floor read the whole pictures, and keeping the chosen ones for a call at the batch's end would
+        hold up to maps_per_batch frames beyond the budget."""
         self.sends, self.sent_frames, self.decoded = [], [], 0
         for index, part in enumerate(within_budget(self.read_batch(records), self.max_decoded_bytes)):
             self.detect_part(part, later_part=index > 0)

@@ -466,7 +466,8 @@ class DensityModelConfig(Frozen):
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
                         description="cpu: OpenVINO, one map at a time; cuda or cuda:N: torch in FP16 on that GPU, the "
-                        "maps of an inference batch in one pass per input shape (raise maps_per_batch with it)")
+                        "maps of an inference batch in one pass per input shape, of a batch detected in parts "
+                        "(model.max_batch_decoded_bytes) one pass per part (raise maps_per_batch with it)")
     background_floor: BackgroundFloorConfig = BackgroundFloorConfig()
 
     @model_validator(mode="after")
