@@ -112,9 +112,10 @@ class VideoDecoder:
     Frames presented before `wanted_from` (same timeline; for a stream without timestamps, seconds of arrival from
     `opened_at`) are not decoded where the codec allows: non-reference frames are skipped, and a group of pictures is
     reduced to its keyframe when the next keyframe is due by `wanted_from`. Full decoding resumes at a keyframe, so no
-    frame is decoded from a skipped one (unless the keyframe is a whole group late). Where the stream has no
-    timestamps and every packet is a whole picture (MJPEG), the packets that arrive before `wanted_from` are dropped
-    undecoded.
+    frame is decoded from a skipped one (unless the keyframe is a whole group late). Where every packet is a whole
+    picture (an intra-only codec: MJPEG), a packet presented (or, without timestamps, arriving) before `wanted_from`
+    and not behind the one before it is not decoded at all: it is yielded with its time and None for the frame, so
+    the sampler sees every picture's time as if it had been decoded.
     """
 
     def __init__(self, source: str, settings: ProducerConfig, clock: Callable[[], float] = time.time):
@@ -146,9 +147,9 @@ class VideoDecoder:
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         self.timed = not self.container.format.flags & Flags.no_timestamps.value
-        # Every packet of an intra-only codec (MJPEG) is a whole picture that no other needs: where the stream has no
-        # timestamps to skip frames by, one that arrives before it is wanted is dropped undecoded.
-        self._drop_by_arrival = not self.timed and self.codec.codec.intra_only
+        # Every packet of an intra-only codec (MJPEG) is a whole picture that no other needs: one not wanted yet can
+        # go undecoded, which the skip_frame modes do not do for a keyframe.
+        self._intra_only = self.codec.codec.intra_only
         # A single picture (a snapshot URL): FFmpeg's image demuxers, image2 and one <format>_pipe for each format.
         self.single_picture = self.container.format.name in ("image2", "image2pipe") \
             or self.container.format.name.endswith("_pipe")
@@ -158,19 +159,26 @@ class VideoDecoder:
         self._time_base = float(self.stream.time_base or 0)
         self.origin: float | None = None  # stream time of the first frame
         self._keyframe_at: float | None = None
+        self._packet_at: float | None = None  # time of the last packet that had one, on the frames' timeline
         self.gop_s: float | None = None  # seconds between the last two keyframes; None until two were seen
         self._keyframes_only = False
         self._skip = "DEFAULT"
 
-    def frames(self) -> Iterator[tuple[float | None, av.VideoFrame]]:
+    def frames(self) -> Iterator[tuple[float | None, av.VideoFrame | None]]:
         undecodable = 0
         try:
             for packet in self.container.demux(self.stream):
                 self.arrived_at = self.clock()
-                if self._drop_by_arrival and self.wanted_from is not None \
-                        and self.arrived_at - self.opened_at + SLOT_TOLERANCE_S < self.wanted_from:
+                at = None
+                if packet.pts is not None and self.origin is not None and self._time_base:
+                    at = packet.pts * self._time_base - self.origin
+                self._choose_skipping(packet, at)
+                not_wanted = self._whole_picture_not_wanted(at, self._packet_at)
+                if at is not None:
+                    self._packet_at = at
+                if not_wanted:
+                    yield at, None
                     continue
-                self._choose_skipping(packet)
                 try:
                     decoded = packet.decode()
                 except av.InvalidDataError:
@@ -190,10 +198,17 @@ class VideoDecoder:
             reason = exc.strerror or type(exc).__name__  # not str(exc): it quotes the URL
             raise CameraUnavailable(f"stream broke: {shown(self.source)}: {reason}") from None
 
-    def _choose_skipping(self, packet: av.Packet) -> None:
-        at = None
-        if packet.pts is not None and self.origin is not None and self._time_base:
-            at = packet.pts * self._time_base - self.origin
+    def _whole_picture_not_wanted(self, at: float | None, previous_at: float | None) -> bool:
+        """Whether a packet of an intra-only stream presented at `at` (or arriving now, without timestamps) comes
+        before `wanted_from`, where the sampler takes no frame. One behind the packet before it (at previous_at) is
+        decoded: where the timeline went back, the sampler starts it afresh from that frame."""
+        if not self._intra_only or self.wanted_from is None:
+            return False
+        if not self.timed:
+            return before_slot(self.arrived_at - self.opened_at, self.wanted_from)
+        return at is not None and previous_at is not None and at >= previous_at and before_slot(at, self.wanted_from)
+
+    def _choose_skipping(self, packet: av.Packet, at: float | None) -> None:
         if packet.is_keyframe and at is not None:
             if self._keyframe_at is not None and at > self._keyframe_at:
                 self.gop_s = at - self._keyframe_at
@@ -274,6 +289,11 @@ TIMESTAMP_JUMP_S = 1.0  # how far a frame's time may stray beyond where the time
 SLOT_TOLERANCE_S = 0.001
 
 
+def before_slot(media_s: float, slot_s: float) -> bool:
+    """Whether a frame at media_s comes before the slot at slot_s, by more than a rounding error."""
+    return media_s + SLOT_TOLERANCE_S < slot_s
+
+
 class SampleSlots:
     """The frames to sample, one per `interval` seconds of a stream's own timeline.
 
@@ -316,7 +336,7 @@ class SampleSlots:
         if self.next_at is None or self.jumped(media_s, gop_s):
             self.next_at = media_s
         self.last_at = media_s
-        if media_s + SLOT_TOLERANCE_S < self.next_at:
+        if before_slot(media_s, self.next_at):
             return False
         missed = max(0, math.floor((media_s + SLOT_TOLERANCE_S - self.next_at) / self.interval)) \
             if self.skip_missed else 0

@@ -61,26 +61,29 @@ def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
 
 @pytest.fixture(scope="module")
 def spliced(tmp_path_factory):
-    """Two 3 s recordings in one file, the second stamped as it was (the clock back at the start) or an hour later."""
+    """Two 3 s recordings in one file, the second stamped as it was (the clock back at the start) or an hour later:
+    H.264 in MPEG-TS, and MJPEG in Matroska (whose demuxer reads on into a second file's segment)."""
     folder = tmp_path_factory.mktemp("spliced")
-    encoder = ("-c:v", "libx264", "-preset", "ultrafast")
-    first = make_clip(folder / "first.ts", *encoder, seconds=3, rate=10)
-    later = make_clip(folder / "later.ts", *encoder, "-output_ts_offset", "3600", seconds=3, rate=10)
     clips = {}
-    for name, second in [("back", first), ("ahead", later)]:
-        clips[name] = folder / f"{name}.ts"
-        clips[name].write_bytes(Path(first).read_bytes() + Path(second).read_bytes())
+    for codec, extension, encoder in [("h264", "ts", ("-c:v", "libx264", "-preset", "ultrafast")),
+                                      ("mjpeg", "mkv", ("-c:v", "mjpeg"))]:
+        first = make_clip(folder / f"first.{extension}", *encoder, seconds=3, rate=10)
+        later = make_clip(folder / f"later.{extension}", *encoder, "-output_ts_offset", "3600", seconds=3, rate=10)
+        for name, second in [("back", first), ("ahead", later)]:
+            clips[codec, name] = folder / f"{name}.{extension}"
+            clips[codec, name].write_bytes(Path(first).read_bytes() + Path(second).read_bytes())
     return clips
 
 
+@pytest.mark.parametrize("codec", ["h264", "mjpeg"])
 @pytest.mark.parametrize("clip", ["back", "ahead"])
-def test_a_file_whose_timestamps_jump_plays_on_at_the_camera_rate(spliced, clip):
+def test_a_file_whose_timestamps_jump_plays_on_at_the_camera_rate(spliced, clip, codec):
     now = [1000.0]
 
     def sleep(seconds):
         now[0] += seconds
 
-    source = str(spliced[clip])
+    source = str(spliced[codec, clip])
     camera = CameraConfig(id="spliced", source=source, fps=2)
     paced = [frame.captured_at for frame in
              sample_frames(camera, source, realtime=True, clock=lambda: now[0], sleep=sleep)]
@@ -155,6 +158,8 @@ def clips(tmp_path_factory):
         # full-range 4:2:2 like many webcams, odd size
         "mjpeg": make_clip(folder / "cam.avi", "-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3",
                            size="333x241", seconds=1),
+        # every one of the 25 frames a second its own picture (ffmpeg would leave out the repeats of the 10 fps source)
+        "mjpeg_25": make_clip(folder / "cam25.avi", "-c:v", "mjpeg", "-q:v", "3", "-fps_mode", "cfr"),
         # an HLS playlist of 1 s MPEG-TS segments, whose timestamps start at 1.4 s as live encoders' do
         "playlist": make_clip(folder / "live.m3u8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
                               "-f", "hls", "-hls_time", "1", "-hls_list_size", "0"),
@@ -201,6 +206,30 @@ def test_frames_before_the_next_sample_are_not_decoded_where_the_codec_allows(cl
     short_gop.close()
     assert all(round(at * 25) % 5 == 0 for at in times if 0.4 < at < 3.0 - 0.2)  # keyframes only, once the GOP is known
     assert [round(at, 2) for at in times if at >= 3.0] == [round(3 + index / 25, 2) for index in range(25)]
+
+
+def test_the_pictures_of_an_intra_only_stream_before_the_next_sample_are_not_decoded(clips):
+    """Every MJPEG packet is a whole picture: one presented before the next sample is due is passed over undecoded,
+    with its time (the sampler sees every picture's)."""
+    decoder = VideoDecoder(clips["mjpeg_25"], ProducerConfig())
+    decoder.wanted_from = 1.0
+    frames = [(round(at, 2), frame is not None) for at, frame in decoder.frames()]
+    decoder.close()
+    assert [at for at, _ in frames] == [round(index / 25, 2) for index in range(100)]
+    decoded = [at for at, was_decoded in frames if was_decoded]
+    assert len([at for at in decoded if at < 1.0]) <= 2  # the first, before the stream's timeline is known
+    assert [at for at in decoded if at >= 1.0] == [round(1 + index / 25, 2) for index in range(75)]
+
+
+def test_an_intra_only_file_publishes_the_frames_it_would_if_every_frame_were_decoded(clips):
+    """A 25 fps MJPEG file sampled at 5 fps decodes a fifth of its frames, and samples the same ones at the same
+    times, also across a loop (which goes on from the file's last frame, decoded or not)."""
+    camera = CameraConfig(id="c", source=clips["mjpeg_25"], fps=5, loop=True)
+    every = all_frames(clips["mjpeg_25"])
+    sampled = list(itertools.islice(sample_frames(camera, camera.source, realtime=False, clock=lambda: 0.0), 40))
+    assert [round(frame.captured_at, 6) for frame in sampled] == [round(index / 5, 6) for index in range(40)]
+    for frame in sampled:
+        assert np.array_equal(frame.picture.y, every[round(frame.captured_at % 4, 6)].y)
 
 
 @pytest.mark.parametrize("clip, fps", [("b_frames", 5), ("short_gop", 0.5), ("short_gop", 5)])
