@@ -23,8 +23,8 @@ def register(commands, add_command) -> None:
                            "alert dispatcher: events topic + Alertmanager webhook -> SMS, webhook, sound",
                            lambda args, config: run_alert_dispatch(config, args.port))
     dispatch.add_argument("--port", type=PORT, default=None, help="receiver port (default alerting.receiver.port)")
-    ack = add_command(alert_commands, "ack", "acknowledge an alert (its number) or all alerts of an incident (its id); "
-                      "stops escalation", acknowledge)
+    ack = add_command(alert_commands, "ack", "acknowledge an alert (its number or id) with the other alerts of its "
+                      "incident, or all alerts of an incident (its id); stops escalation", acknowledge)
     ack.add_argument("id")
     ack.add_argument("--by", default=None, help="who acknowledges (default: the login name)")
     ack.add_argument("--note", default="")
@@ -106,8 +106,10 @@ def acknowledge(args, config: Config) -> int:
         alerts = store.acknowledge(args.id, args.by or getpass.getuser(), args.note, time.time())
     finally:
         store.close()
+    if alerts is None:
+        raise ValueError(f"no alert or incident {args.id!r} in the incident store")
     if not alerts:
-        raise ValueError(f"no alert or incident {args.id!r} to acknowledge")
+        raise ValueError(f"nothing to acknowledge for {args.id!r}: no alert of it notified anyone")
     for alert in alerts:
         print(f"acknowledged alert {alert.id} ({alert.alert_id}): {alert.title}")
     return 0

@@ -104,6 +104,7 @@ def check_config(args, config) -> int:
     from infra import assets
     from infra.redaction import redacted
     from producers.capture import source_kind
+    from schemas.settings.alerting import WebhookChannelConfig
     from schemas.settings.capture import SourceKind
     from schemas.settings.crowd import area_disagreements
 
@@ -123,6 +124,10 @@ def check_config(args, config) -> int:
                 # A scheme mistyped (rtsp//viewer:pw@host) makes a URL read as a path: shown redacted all the same.
                 print(redacted(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this "
                                "machine"), file=sys.stderr)
+    for channel in config.alerting.channels:
+        if isinstance(channel, WebhookChannelConfig) and channel.url and written_password(channel.url):
+            print(f"cityguard: warning: alert channel {channel.id}: url holds a password in the configuration file: "
+                  "give the URL in an environment variable instead (url_env)", file=sys.stderr)
     for problem in start_problems(config):
         print(redacted(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)"),
               file=sys.stderr)

@@ -258,6 +258,20 @@ def test_check_config_warns_of_what_a_stage_would_refuse_at_start_here(tmp_path,
     assert not (tmp_path / "logs").exists()
 
 
+def test_check_config_warns_of_a_webhook_url_with_a_password_in_the_configuration_file(tmp_path, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\n"
+                    "alerting:\n  channels:\n"
+                    "    - {kind: webhook, id: ops, url: 'https://bob:Hunter2Secret@hooks.example.com/x'}\n"
+                    "    - {kind: webhook, id: desk, url: 'https://hooks.example.com/desk'}\n")
+    assert main(["check-config", "--config", str(site)]) == 0
+    assert capsys.readouterr().err == ("cityguard: warning: alert channel ops: url holds a password in the "
+                                       "configuration file: give the URL in an environment variable instead "
+                                       "(url_env)\n")
+
+
 def test_a_broker_asked_for_a_port_in_use_says_so_before_claiming_it(capsys):
     from cityguard.cli import main
 

@@ -162,7 +162,9 @@ class RouteConfig(Frozen):
                                  description="channels notified once per alert, whoever is on call (sound, webhook)")
     escalation: list[str] = Field(default_factory=list, description="contact ids; the next one is notified when the "
                                   "alert is not acknowledged within escalate_after_s")
-    escalate_after_s: float = Field(default=300.0, ge=10, le=86_400)
+    escalate_after_s: float = Field(default=300.0, ge=10, le=86_400,
+                                    description="wait for an acknowledgement before this route's next contact; each "
+                                    "route of an alert escalates after its own")
     continue_matching: bool = Field(default=False, description="also try the routes after this one when it matches")
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
 """Delivery channels: Twilio SMS, HTTP webhook and a local sound alarm, each one attempt at a time.
 
-Retrying, rate limiting and recording are the dispatcher's; a channel says per attempt whether it worked and whether
-trying again could help (429 and 5xx can, other 4xx cannot). Error texts are redacted (sinks.alerts.redact): they
-are logged and stored, and client errors quote URLs with the Twilio Account SID or a webhook's token.
+Retrying, rate limiting and recording are the dispatcher's; a channel says per attempt whether it worked, whether
+trying again could help (429 and 5xx can, other 4xx and redirects cannot) and how long the receiver asked it to wait
+before trying again (Retry-After). Error texts are redacted (sinks.alerts.redact): they are logged and stored, and
+client errors quote URLs with the Twilio Account SID or a webhook's token.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Callable, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
+from infra.redaction import shown
 from schemas import Alert
 from schemas.settings.alerting import (
     TWILIO_API,
@@ -59,6 +63,7 @@ class Attempt:
     provider_id: str | None = None
     status_code: int | None = None
     error: str | None = None
+    retry_after_s: float | None = None  # the wait the answer asked for before another try (Retry-After)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,40 @@ def required_env(name: str, channel_id: str) -> str:
     return value
 
 
+def required_header_env(name: str, channel_id: str) -> str:
+    """A secret sent in an HTTP header (a bearer token, basic auth): HTTP headers carry Latin-1 only, and a character
+    beyond it (a typographic quote pasted with the token) would fail every try, at the start rather than never."""
+    value = required_env(name, channel_id)
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:  # not chained: its text quotes the value
+        raise ConfigError(f"alert channel {channel_id}: environment variable {name} holds a character an HTTP header "
+                          "cannot carry (only Latin-1; a typographic quote or dash pasted with it?)") from None
+    return value
+
+
+def asked_wait_s(response: requests.Response) -> float | None:
+    """The wait before another try that an answer asks for in its Retry-After: seconds, or an HTTP date, counted from
+    the answer's own Date when it has one so that the receiver's clock and ours need not agree; None without one that
+    can be read."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    until = http_date(value)
+    if until is None:
+        return None
+    return max(0.0, until - (http_date(response.headers.get("Date", "")) or time.time()))
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`) as unix seconds; None for anything else."""
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
 class BaseUrlHttpClient(TwilioHttpClient):
     """Sends the Twilio library's requests to another scheme and host (a local test server, an egress proxy).
 
@@ -161,8 +200,8 @@ class TwilioSmsChannel:
         # The library logs query strings (phone numbers) at INFO; recipients are personal data.
         logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
         keep_request_lines_out_of_logs()
-        self.client = TwilioClient(required_env(config.account_sid_env, config.id),
-                                   required_env(config.auth_token_env, config.id), http_client=http_client)
+        self.client = TwilioClient(required_header_env(config.account_sid_env, config.id),
+                                   required_header_env(config.auth_token_env, config.id), http_client=http_client)
         self.limiter = RateLimiter(config.messages_per_second)
 
     def accepts(self, contact: ContactConfig | None) -> str | None:
@@ -253,7 +292,7 @@ class WebhookChannel:
             raise ConfigError(f"alert channel {config.id}: {config.url_env} does not hold an http(s) URL with a host")
         self.headers = {"Content-Type": "application/json"}
         if config.bearer_token_env:
-            self.headers["Authorization"] = f"Bearer {required_env(config.bearer_token_env, config.id)}"
+            self.headers["Authorization"] = f"Bearer {required_header_env(config.bearer_token_env, config.id)}"
         self.session = requests.Session()
         keep_request_lines_out_of_logs()
 
@@ -264,17 +303,37 @@ class WebhookChannel:
         return f"{message.alert.title}: {message.alert.message}"
 
     def send(self, message: Message, body: str) -> Attempt:
+        """One POST. A redirect is not followed: requests would follow a 301 or 302 with a GET without the alert, and
+        take that GET's answer for the delivery's; it is a failure that trying again cannot mend (the url needs
+        changing), naming where it points."""
         payload = {**message.alert.model_dump(mode="json"), "ref": message.ref, "site": message.site, "text": body,
                    "contact": message.contact.model_dump(mode="json") if message.contact else None}
         try:
             response = self.session.post(self.url, json=payload, timeout=self.config.retry.timeout_s,
-                                         headers={**self.headers, "Idempotency-Key": message.key})
+                                         headers={**self.headers, "Idempotency-Key": message.key},
+                                         allow_redirects=False)
         except requests.RequestException as exc:
             return Attempt(False, retryable=True, error=describe_error(exc))
-        if response.ok:
-            return Attempt(True, status_code=response.status_code)
-        return Attempt(False, retryable=retryable_status(response.status_code), status_code=response.status_code,
-                       error=redact(f"HTTP {response.status_code}: {response.text[:200]}"))
+        status = response.status_code
+        if 200 <= status < 300:
+            return Attempt(True, status_code=status)
+        if 300 <= status < 400:
+            return Attempt(False, status_code=status, error=f"HTTP {status}: redirected to "
+                           f"{self.redirect_target(response.headers.get('Location'))}, which is not followed: give "
+                           "the channel the URL the webhook has now")
+        return Attempt(False, retryable=retryable_status(status), status_code=status,
+                       retry_after_s=asked_wait_s(response), error=redact(f"HTTP {status}: {response.text[:200]}"))
+
+    def redirect_target(self, location: str | None) -> str:
+        """Where a redirect points, as far as an error text may say it: its scheme and host (an http URL moved to
+        https, another host), never its credentials, path or query, where a token may lie."""
+        if not location:
+            return "no Location"
+        try:
+            target = urlsplit(urljoin(self.url, location))
+        except ValueError:
+            return "an address that cannot be read"
+        return shown(urlunsplit((target.scheme, target.netloc, "", "", ""))) + "/<path>"
 
     def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         return None  # send again: the Idempotency-Key lets the receiver drop it

@@ -15,9 +15,10 @@ window for a loss is nil: we prefer a rare duplicate alarm to a silent one. Webh
 Idempotency-Key header; sound is replayed.
 
 No try is made on the dispatcher's loop: the loop records a delivery (`sending`, or `retrying` with its
-`next_attempt_at` after a retryable failure: 429, 5xx, network, doubling back-off) and hands the try to
-DeliveryTries, a few threads per channel. So one recipient's outage never holds up the other alerts, the Alertmanager
-webhook or the Kafka consumer, and a channel whose receiver hangs holds up only its own tries. Once an alert's
+`next_attempt_at` after a retryable failure: 429, 5xx, network, an error the channel did not foresee; doubling
+back-off, or the longer wait a Retry-After asks for) and hands the try to DeliveryTries, a few threads per channel.
+So one recipient's outage never holds up the other alerts, the Alertmanager webhook or the Kafka consumer, and a
+channel whose receiver hangs holds up only its own tries. Once an alert's
 deliveries are recorded, its event may be committed: a try that a crash cut short or never began is a `sending` row,
 resumed from the store as above. Every try first claims its row in the store (a due retry from `retrying`, any other
 from `sending` as last claimed when the try was queued): of dispatchers sharing a store, one makes it, and within one
@@ -30,10 +31,12 @@ opened again), decided once and stored. A lower or equal severity on the same ca
 recorded as suppressed, as is a downgrade of an incident already alerted higher, except when the alert within the
 cooldown belongs to an incident (or opening) that has ended and nobody acknowledged it: the trouble came back before
 anyone answered, so the new alert continues that one. It pages nobody that alert paged (its deliveries are keyed
-under the first alert's id), and its escalation goes on from that alert's step, the next contact due escalate_after_s
-after that step was reached (the first page, or the latest escalation), not after the re-opening: a zone that flaps
-faster than escalate_after_s still escalates. An incident closed by an analyzer reset starts no cooldown: what it was
-about may go on under a new incident. Escalation state (step, deadline) lives in the store, so a restart continues it.
+under the first alert's id), and its escalation goes on from that alert's steps, each route's next contact due that
+route's escalate_after_s after its step was reached (the first page, or its latest escalation), not after the
+re-opening: a zone that flaps faster than escalate_after_s still escalates. An incident closed by an analyzer reset
+starts no cooldown: what it was about may go on under a new incident. Escalation state (each route's step, when the
+next falls due) lives in the store, so a restart continues it; two routes that take one alert escalate each on its own
+time.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ from infra.backoff import backoff_delay
 from schemas import Alert, EventState, Severity
 from schemas.event import SEVERITY_RANK
 from schemas.settings.alerting import AlertingConfig, ContactConfig, RetryConfig, RouteConfig
-from sinks.alerts.channels import Channel, ListingLag, Message, ReconcileError
+from sinks.alerts.channels import Attempt, Channel, ListingLag, Message, ReconcileError
 from sinks.alerts.notice import Notice
 from sinks.alerts.redact import describe_error
 from sinks.alerts.routing import select_routes
@@ -66,6 +69,7 @@ from sinks.alerts.store import (
     AlertRow,
     DeliveryRow,
     IncidentStore,
+    alert_key,
     subject_key,
 )
 
@@ -82,18 +86,16 @@ UNACKNOWLEDGED = Gauge("cityguard_alerts_unacknowledged", "Alerts of open incide
 # What a try spends besides waiting for the answer: connecting, a rate limiter slot, the store's lock (busy_timeout
 # 10 s). A try slower still is taken for a crash's: a rare duplicate rather than a long silence after a crash.
 TRY_OVERHEAD_S = 15.0
+# The longest wait a receiver's Retry-After is granted (one asking for more waits this long): an alert held longer is
+# hardly one. Each such wait spends a try, so a receiver that keeps asking holds the contact's next channel back for
+# at most max_attempts - 1 of them.
+RETRY_AFTER_MAX_S = 600.0
 
 
 UNREACHABLE = "unreachable"  # the metric's status of a delivery the channel cannot make to its contact (no phone)
 # Tries of one channel at once: a burst of alerts is not sent one by one, and the store's connection pool (5 + 10
 # overflow by default) stays ahead of the threads of a few channels and the loop.
 TRIES_PER_CHANNEL = 3
-
-
-def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
-    """One alert per incident, level and time it opened: an incident opened again after it resolved (an
-    Alertmanager alert firing again) is alerted anew."""
-    return f"{incident_id}:{severity.value}" + (f"#{episode}" if episode else "")
 
 
 class DeliveryTries:
@@ -196,7 +198,7 @@ class AlertDispatcher:
     def decide(self, notice: Notice, alert_id: str, now: float, episode: int = 0) -> AlertRow:
         local = datetime.fromtimestamp(now, self.timezone).time()
         routes = select_routes(self.config.routes, notice, local)
-        status, reason, continues, step, escalated_at = NOTIFYING, "", None, 0, now
+        status, reason, continues, carried_on = NOTIFYING, "", None, {}
         if not routes:
             status, reason = SUPPRESSED, "no route matches"
         else:
@@ -207,18 +209,21 @@ class AlertDispatcher:
                 last = self.store.last_notifying_alert(subject_key(notice.subject), now - self.config.cooldown_s)
                 if last is not None and SEVERITY_RANK[Severity(last.severity)] >= SEVERITY_RANK[notice.severity]:
                     if last.acked_at is None and self.ended(last):
-                        continues, step = last.continues or last.alert_id, last.escalation_step
-                        escalated_at = last.escalated_at or last.created_at
+                        continues, carried_on = last.continues or last.alert_id, last.route_escalation()
                         reason = f"continues alert {last.id} ({last.alert_id}) within the cooldown"
                     else:
                         status, reason = SUPPRESSED, f"cooldown after alert {last.id} ({last.alert_id})"
+        # A route that escalated the alert this one continues goes on from its step there; any other starts now.
+        steps = {route.id: carried_on.get(route.id, (0, now)) for route in routes}
         alert = self.store.create_alert(AlertRow(
             alert_id=alert_id, incident_id=notice.incident_id, severity=notice.severity.value,
             camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject),
             routes=[route.id for route in routes], status=status, reason=reason,
-            title=notice.title, message=notice.message, created_at=now, escalation_step=step,
-            next_escalation_at=self.next_escalation(routes, step, escalated_at) if status == NOTIFYING else None,
-            escalated_at=escalated_at, continues=continues,
+            title=notice.title, message=notice.message, created_at=now,
+            escalation_step=max((step for step, _ in steps.values()), default=0),
+            next_escalation_at=next_escalation(routes, steps) if status == NOTIFYING else None,
+            escalated_at=max((at for _, at in steps.values()), default=now), continues=continues,
+            route_steps={route: list(reached) for route, reached in steps.items()},
         ))
         ALERTS.labels(alert.severity, alert.status).inc()
         log.info("alert %s (%s): %s%s", alert.id, alert.alert_id, alert.status, f", {reason}" if reason else "")
@@ -242,10 +247,12 @@ class AlertDispatcher:
         the try that fails it for good notifies again.
         """
         message = to_message(alert)
+        steps = alert.route_escalation()
         for route in self.alert_routes(alert):
             for channel_id in route.broadcast:
                 self.deliver(alert, message, channel_id, None)
-            for contact_id in route.escalation[:alert.escalation_step + 1]:
+            step, _ = steps[route.id]
+            for contact_id in route.escalation[:step + 1]:
                 contact = self.contacts.get(contact_id)
                 for channel_id in route.channels:
                     if contact is not None and self.deliver(alert, message, channel_id, contact) != FAILED:
@@ -273,10 +280,21 @@ class AlertDispatcher:
         """Hands a recorded delivery's next step (a try, a resume, a retry) to the delivery threads."""
         self.tries.submit(seen, lambda: self.carry_on(seen, step))
 
+    def ask_provider(self, row: DeliveryRow, channel: Channel, message: Message) -> str | None:
+        """channel.reconcile for the delivery's latest try; an error the channel did not foresee (a listing the
+        client library cannot read) is an answer that cannot be read, as its own are (ReconcileError)."""
+        sent_since = self.store.last_try_at(row.id)
+        try:
+            return channel.reconcile(message, row.body, sent_since, self.clock())
+        except ReconcileError:
+            raise
+        except Exception as exc:
+            raise ReconcileError(f"cannot ask the provider: {describe_error(exc)}") from exc
+
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """A delivery left `sending` by a crash: ask the provider before sending again."""
         try:
-            provider_id = channel.reconcile(message, row.body, self.store.last_try_at(row.id), self.clock())
+            provider_id = self.ask_provider(row, channel, message)
         except ListingLag as lag:
             log.warning("delivery %s stays pending: %s", row.key, lag)
             return SENDING
@@ -296,7 +314,13 @@ class AlertDispatcher:
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """One try; a retryable failure is scheduled for `retry_due` instead of waited for here."""
         number = self.store.start_attempt(row.id, self.clock()).attempt_count
-        result = channel.send(message, row.body)
+        try:
+            result = channel.send(message, row.body)
+        except Exception as exc:
+            # A failure the channel did not foresee (a reply the client library cannot read): a failed try like any
+            # other, or the delivery would stay `sending`, tried again without end, and the contact's next channel
+            # never tried. It may have come after the request went out: the next try asks the provider first.
+            result = Attempt(False, retryable=True, ambiguous=True, error=describe_error(exc))
         if result.delivered:
             self.store.record_attempt(row.id, SENT, result.status_code, None, self.clock())
             return self.finish(row, SENT, result.provider_id, None)
@@ -305,11 +329,16 @@ class AlertDispatcher:
                                   self.clock())
         if final:
             return self.fail(row, result.error)
-        return self.retry_later(row, channel, number, result.ambiguous)
+        return self.retry_later(row, channel, number, result.ambiguous, result.retry_after_s)
 
-    def retry_later(self, row: DeliveryRow, channel: Channel, tries: int, reconcile_first: bool) -> str:
+    def retry_later(self, row: DeliveryRow, channel: Channel, tries: int, reconcile_first: bool,
+                    asked_wait_s: float | None = None) -> str:
+        """Schedules the next try after the back-off, or after the wait the receiver asked for (Retry-After) when
+        that is longer, up to RETRY_AFTER_MAX_S."""
         RETRIES.labels(channel.id).inc()
         delay = backoff_delay(tries, channel.retry.backoff_initial_s, channel.retry.backoff_max_s)
+        if asked_wait_s is not None:
+            delay = max(delay, min(asked_wait_s, RETRY_AFTER_MAX_S))
         self.store.schedule_retry(row.id, self.clock() + delay, reconcile_first)
         return RETRYING
 
@@ -317,7 +346,7 @@ class AlertDispatcher:
         """The next try of a `retrying` delivery; after an ambiguous try, ask the provider before sending again."""
         if row.reconcile_first:
             try:
-                provider_id = channel.reconcile(message, row.body, self.store.last_try_at(row.id), self.clock())
+                provider_id = self.ask_provider(row, channel, message)
             except ListingLag as lag:
                 self.store.schedule_retry(row.id, lag.ask_again_at, reconcile_first=True)
                 return RETRYING
@@ -401,23 +430,26 @@ class AlertDispatcher:
                 self.escalate(alert, now)
 
     def escalate(self, alert: AlertRow, now: float) -> None:
+        """Moves each route whose contact has had its escalate_after_s on to its next contact, and pages them."""
         routes = self.alert_routes(alert)
-        step = alert.escalation_step + 1
-        if self.store.open_episode(alert.incident_id) is None or not any(
-                len(route.escalation) > step for route in routes):
-            self.store.set_escalation(alert.id, alert.escalation_step, alert.escalation_step, None, now)
+        steps = alert.route_escalation()
+        if self.store.open_episode(alert.incident_id) is None:
+            self.store.set_escalation(alert.id, alert.next_escalation_at, steps, None)
             return
-        if not self.store.set_escalation(alert.id, alert.escalation_step, step,
-                                         self.next_escalation(routes, step, now), now):
+        escalated = []
+        for route in routes:
+            due_at = escalation_due_at(route, *steps[route.id])
+            if due_at is not None and due_at <= now:
+                steps[route.id] = (steps[route.id][0] + 1, now)
+                escalated.append(route)
+        if not self.store.set_escalation(alert.id, alert.next_escalation_at, steps, next_escalation(routes, steps)):
             return  # another dispatcher escalated it, or it was acknowledged meanwhile
-        ESCALATIONS.inc()
-        log.info("alert %s not acknowledged: escalating to step %d", alert.id, step)
-        self.notify(self.store.get_alert(alert.alert_id))
-
-    @staticmethod
-    def next_escalation(routes: list[RouteConfig], step: int, now: float) -> float | None:
-        waits = [route.escalate_after_s for route in routes if len(route.escalation) > step + 1]
-        return now + min(waits) if waits else None
+        for route in escalated:
+            ESCALATIONS.inc()
+            log.info("alert %s not acknowledged: route %s escalating to step %d", alert.id, route.id,
+                     steps[route.id][0])
+        if escalated:
+            self.notify(self.store.get_alert(alert.alert_id))
 
     def notify_unanswered(self) -> None:
         """Notifies every alert still waiting for an acknowledgement again, which records only the deliveries it
@@ -436,6 +468,17 @@ class AlertDispatcher:
             UNACKNOWLEDGED.labels(severity.value).set(0)
         for severity, count in self.store.open_unacknowledged().items():
             UNACKNOWLEDGED.labels(severity).set(count)
+
+
+def escalation_due_at(route: RouteConfig, step: int, reached_at: float) -> float | None:
+    """When the route at `step` (reached at `reached_at`) moves on to its next contact; None when it has none left."""
+    return reached_at + route.escalate_after_s if len(route.escalation) > step + 1 else None
+
+
+def next_escalation(routes: list[RouteConfig], steps: dict[str, tuple[int, float]]) -> float | None:
+    """When the first of the routes, each at its own step, moves on; None when none has a contact left."""
+    return min((at for at in (escalation_due_at(route, *steps[route.id]) for route in routes) if at is not None),
+               default=None)
 
 
 def longest_try_s(retry: RetryConfig) -> float:

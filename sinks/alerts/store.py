@@ -7,6 +7,7 @@ makes "one SMS per incident level and recipient" hold across restarts (see dispa
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from infra.backoff import backoff_delay
 from infra.redaction import shown
 from schemas.base import ID_MAX_CHARS
-from schemas.event import EVENT_ID_MAX_CHARS
+from schemas.event import EVENT_ID_MAX_CHARS, Severity
 from schemas.settings.alerting import AlertingConfig
 from schemas.settings.base import ConfigError, env_value
 from sinks.alerts.notice import Notice
@@ -47,6 +48,16 @@ OPEN, RESOLVED = "open", "resolved"
 ACKNOWLEDGED, FALSE_ALARM = "acknowledged", "false_alarm"
 NOTIFYING, SUPPRESSED = "notifying", "suppressed"
 SENDING, RETRYING, SENT, FAILED = "sending", "retrying", "sent", "failed"
+# The largest alert number a lookup may name: SQLite's integers (and Postgres' bigint) end there, and a larger one
+# is refused by the driver rather than found missing.
+ALERT_NUMBER_MAX = 2**63 - 1
+ALERT_NUMBER = re.compile(r"[1-9][0-9]*")  # as alerts are numbered in texts: no sign, no leading zero
+
+
+def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
+    """One alert per incident, level and time it opened: an incident opened again after it resolved (an
+    Alertmanager alert firing again) is alerted anew (AlertRow.episode reads it back)."""
+    return f"{incident_id}:{severity.value}" + (f"#{episode}" if episode else "")
 
 
 class Base(DeclarativeBase):
@@ -104,17 +115,37 @@ class AlertRow(Base):
     title: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+    # The furthest step any of its routes reached, as `incidents show` prints it; each route's own is in route_steps.
     escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next route's step falls due (the earliest of them); None once no route has a contact left, or the
+    # alert was acknowledged or its incident resolved.
     next_escalation_at: Mapped[float | None] = mapped_column(Float, index=True)
-    # When the escalation reached its step (the first page, or the latest escalation); None in stores from before it
+    # When a route last reached a step (the first page, or the latest escalation); None in stores from before it
     # was kept, where created_at stands for it.
     escalated_at: Mapped[float | None] = mapped_column(Float)
+    # Each route's escalation, {route id: [step, when it reached it]}: routes escalate each after its own
+    # escalate_after_s. None in stores from before routes escalated apart (route_escalation reads those).
+    route_steps: Mapped[dict | None] = mapped_column(JSON)
     # The alert id of the first alert of the same trouble, for an alert that continues it: an incident that ended and
     # came back within the cooldown. Its deliveries are keyed under that id, so nobody paged already is paged again,
     # and acknowledging any alert of the chain acknowledges them all.
     continues: Mapped[str | None] = mapped_column(String(250), index=True)
     acked_at: Mapped[float | None] = mapped_column(Float)
     published_at: Mapped[float | None] = mapped_column(Float)
+
+    def route_escalation(self) -> dict[str, tuple[int, float]]:
+        """Each of its routes' step and when the route reached it; an alert stored before routes escalated apart has
+        its one step, reached at escalated_at, on every route."""
+        if self.route_steps is not None:
+            return {route: (step, at) for route, (step, at) in self.route_steps.items()}
+        reached = self.escalated_at or self.created_at
+        return {route: (self.escalation_step or 0, reached) for route in self.routes}
+
+    @property
+    def episode(self) -> int:
+        """The opening of its incident it was raised in (alert_key's `#n`); 0 for an id not made by alert_key."""
+        opened_again = self.alert_id.removeprefix(f"{self.incident_id}:{self.severity}#")
+        return int(opened_again) if opened_again != self.alert_id and opened_again.isdecimal() else 0
 
 
 class DeliveryRow(Base):
@@ -321,22 +352,35 @@ class IncidentStore:
             return list(session.scalars(select(AlertRow).where(
                 AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), AlertRow.next_escalation_at <= now)))
 
-    def set_escalation(self, alert_ref: int, from_step: int, step: int, next_at: float | None, now: float) -> bool:
-        """Moves a pending escalation on from `from_step` (a step reached now); False when another dispatcher moved
-        it first or it was acknowledged or resolved meanwhile."""
-        reached = {"escalated_at": now} if step != from_step else {}
+    def set_escalation(self, alert_ref: int, due_at: float, steps: dict[str, tuple[int, float]],
+                       next_at: float | None) -> bool:
+        """Moves an escalation that fell due at `due_at` on to each route's `steps` (step, when reached), the next
+        due at `next_at`; False when another dispatcher moved it first (it is due at another time now) or it was
+        acknowledged or resolved meanwhile (it is due at none)."""
         with self.sessions.begin() as session:
             moved = session.execute(update(AlertRow).where(
-                AlertRow.id == alert_ref, AlertRow.escalation_step == from_step,
-                AlertRow.next_escalation_at.is_not(None)).values(escalation_step=step, next_escalation_at=next_at,
-                                                                 **reached))
+                AlertRow.id == alert_ref, AlertRow.next_escalation_at == due_at).values(
+                route_steps={route: list(reached) for route, reached in steps.items()}, next_escalation_at=next_at,
+                escalation_step=max((step for step, _ in steps.values()), default=0),
+                escalated_at=max((at for _, at in steps.values()), default=None)))
             return moved.rowcount == 1
 
-    def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
-        """Acknowledges an alert by its number or id, with every alert of its chain (the trouble it was paged for), or
-        every alert of an incident by the incident id, with the alerts of their chains before them."""
+    def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow] | None:
+        """Acknowledges what `cityguard alerts ack` names: an alert by its number or id (_acknowledge_alert), or else
+        an incident by its id, as a verdict does (_acknowledge_incident); None when the ref names neither.
+
+        A number names an alert only as alerts are numbered (no leading zero) and when that alert exists: an incident
+        id may be digits alone (a traffic incident's, one in about 79,000), never mistaken for a number it is not."""
         with self.sessions.begin() as session:
-            return _acknowledge_alerts(session, ref, by, note, now)
+            alert = None
+            if ALERT_NUMBER.fullmatch(ref) and int(ref) <= ALERT_NUMBER_MAX:
+                alert = session.get(AlertRow, int(ref))
+            alert = alert or session.scalar(select(AlertRow).where(AlertRow.alert_id == ref))
+            if alert is not None:
+                return _acknowledge_alert(session, alert, by, note, now)
+            if session.get(IncidentRow, ref) is not None:
+                return _acknowledge_incident(session, ref, by, note, now)
+            return None
 
     def review_incident(self, incident_id: str, verdict: str, by: str, note: str, now: float,
                         evidence_path: str | None = None) -> bool:
@@ -349,7 +393,7 @@ class IncidentStore:
                 return False
             session.add(ReviewRow(incident_id=incident_id, verdict=verdict, at=now, by=by, note=note,
                                   evidence_path=evidence_path))
-            _acknowledge_alerts(session, incident_id, by, note, now)
+            _acknowledge_incident(session, incident_id, by, note, now)
         return True
 
     def reviews(self, incident_ids: list[str]) -> dict[str, list[ReviewRow]]:
@@ -521,25 +565,38 @@ def _unanswered(query):
         AlertRow.status == NOTIFYING, AlertRow.acked_at.is_(None), IncidentRow.state == OPEN)
 
 
-def _acknowledge_alerts(session, ref: str, by: str, note: str, now: float) -> list[AlertRow]:
-    query = select(AlertRow).where(AlertRow.status == NOTIFYING)
-    if ref.isdigit():
-        query = query.where(AlertRow.id == int(ref))
-    else:
-        query = query.where((AlertRow.incident_id == ref) | (AlertRow.alert_id == ref))
-    named = list(session.scalars(query))
-    by_incident = not ref.isdigit() and all(alert.alert_id != ref for alert in named)
-    # Each chain up to its newest alert named. A verdict on an incident covers its alerts and those of the chain before
-    # them, never a later incident's alert that continues them, which nobody has seen; an alert named by its number or
-    # id (an SMS reply) was paged for the whole chain: all of it.
-    newest: dict[str, int] = {}
-    for alert in named:
+def _acknowledge_alert(session, alert: AlertRow, by: str, note: str, now: float) -> list[AlertRow]:
+    """An alert named by its number or id (an SMS reply) was paged for its whole chain: all of it is acknowledged.
+    So are the other alerts of its incident raised in the same opening or an earlier one, as far as their chains go
+    up to them: whoever answers the critical page of an incident has seen its warning, and the incident stays
+    unacknowledged only for an alert of a later opening, which nobody has seen yet."""
+    incident_alerts = session.scalars(select(AlertRow).where(AlertRow.incident_id == alert.incident_id,
+                                                             AlertRow.status == NOTIFYING, AlertRow.id != alert.id))
+    return _acknowledge_chains(session, [alert], [other for other in incident_alerts if other.episode <= alert.episode],
+                               by, note, now)
+
+
+def _acknowledge_incident(session, incident_id: str, by: str, note: str, now: float) -> list[AlertRow]:
+    """A verdict on an incident covers its alerts and those of the chains before them, never a later incident's alert
+    that continues them, which nobody has seen."""
+    named = session.scalars(select(AlertRow).where(AlertRow.incident_id == incident_id, AlertRow.status == NOTIFYING))
+    return _acknowledge_chains(session, [], list(named), by, note, now)
+
+
+def _acknowledge_chains(session, whole: list[AlertRow], up_to: list[AlertRow], by: str, note: str,
+                        now: float) -> list[AlertRow]:
+    """Acknowledges the chains of the `whole` alerts entirely, and those of the `up_to` alerts up to the newest of
+    them in each chain."""
+    newest: dict[str, int | None] = {}  # each chain up to its newest alert named; None: all of it
+    for alert in up_to:
         chain = alert.continues or alert.alert_id
         newest[chain] = max(newest.get(chain, 0), alert.id)
+    for alert in whole:
+        newest[alert.continues or alert.alert_id] = None
     in_chains = []
     for chain, newest_id in newest.items():
         in_chain = (AlertRow.alert_id == chain) | (AlertRow.continues == chain)
-        in_chains.append(in_chain & (AlertRow.id <= newest_id) if by_incident else in_chain)
+        in_chains.append(in_chain if newest_id is None else in_chain & (AlertRow.id <= newest_id))
     alerts = list(session.scalars(select(AlertRow).where(AlertRow.status == NOTIFYING, or_(false(), *in_chains))
                                   .order_by(AlertRow.id)))
     for alert in alerts:

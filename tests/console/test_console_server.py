@@ -388,6 +388,22 @@ def test_acknowledging_again_acknowledges_the_alert_the_incident_escalated_to_si
     assert [review.by for review in console.store.reviews(["cam/z/risk"])["cam/z/risk"]] == ["console"] * 3
 
 
+def test_an_incident_whose_id_is_digits_alone_is_acknowledged_as_that_incident(make_console):
+    """Traffic incident ids are 24 hex digits, decimal digits alone in about one in 79,000: the console's verdict is
+    always on the incident, never on an alert those digits might number."""
+    console = make_console()
+    events = [risk_event(event_id) for event_id in ("cam/z/risk", "602127156173416216829113",
+                                                     "000000000000000000000001")]  # to int(): too large, and 1
+    for event in events:
+        record_incident(console, event)
+        raise_alert(console, event, time.time())
+    for event in events[1:]:
+        assert call(console, "POST", f"/api/incidents/{event.event_id}/ack", headers=AUTH, json={})[0] == 200
+        assert console.store.get_alert(f"{event.event_id}/warning").acked_at is not None
+    assert console.store.get_alert("cam/z/risk/warning").acked_at is None  # alert 1's incident
+    assert console.store.reviews(["cam/z/risk"]) == {}
+
+
 @pytest.mark.parametrize("body, field", [({"by": {"name": "ana"}}, "by"), ({"by": 0}, "by"), ({"by": "b" * 101}, "by"),
                                          ({"note": ["x"]}, "note"), ({"note": False}, "note"),
                                          ({"note": "n" * 2001}, "note")])

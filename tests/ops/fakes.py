@@ -9,7 +9,9 @@ It can also behave as Twilio does at its edges: a listing that shows new message
 at all (an API key without the right to list), and a trial account's prefix ("Sent from your Twilio trial account -
 ") before every body.
 Scripted answers can also take the RFC 9457 problem-details format of Twilio's newer APIs (twilio-python raises
-TwilioServiceException for it) or be an HTML page, as a proxy in the way answers.
+TwilioServiceException for it), or be an HTML page or JSON of another shape, as a proxy in the way answers.
+FakeWebhook answers POSTs with scripted statuses (and headers: Retry-After, Location) before 200, and GETs with a page,
+as a web server at a webhook's address may.
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ class Scripted:
     status: int
     code: int
     message: str
-    style: str = "twilio"  # "twilio" (the Messaging API's JSON error), "problem" (RFC 9457) or "html"
+    # "twilio" (the Messaging API's JSON error), "problem" (RFC 9457), "html", or "json": `message` itself as the
+    # JSON body, such as one no Twilio answer has (a proxy's, a gateway's)
+    style: str = "twilio"
     after_create: bool = False  # the message is created first (a gateway gave up waiting for Twilio's answer)
 
 
@@ -110,6 +114,8 @@ def _twilio_handler(fake: FakeTwilio):
                                   "title": scripted.message, "status": scripted.status, "code": scripted.code,
                                   "detail": f"{scripted.message} (request {self.path})"}).encode()
                 content_type = "application/problem+json"
+            elif scripted.style == "json":
+                raw, content_type = scripted.message.encode(), "application/json"
             else:
                 raw = f"<html><body>{scripted.message}</body></html>".encode()
                 content_type = "text/html"
@@ -196,12 +202,13 @@ def _twilio_handler(fake: FakeTwilio):
 
 @dataclass
 class FakeWebhook:
-    """Records JSON POSTs; answers with scripted statuses first, then 200."""
+    """Records JSON POSTs; answers with scripted statuses first, then 200. Records GETs and answers them with a page."""
 
     received: list[dict] = field(default_factory=list)
     headers: list[dict] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    script: list[int] = field(default_factory=list)
+    script: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)  # a status, or one with headers
+    gets: list[str] = field(default_factory=list)  # paths asked for with GET
     hold_next: threading.Event | None = None  # the next POST is answered only once it is set
     hold_all: threading.Event | None = None  # every POST is answered only once it is set: a receiver that hangs
     arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
@@ -219,14 +226,21 @@ class FakeWebhook:
                 for held in (hold, fake.hold_all):
                     if held is not None:
                         held.wait(30)
-                status = fake.script.pop(0) if fake.script else 200
+                scripted = fake.script.pop(0) if fake.script else 200
+                status, headers = scripted if isinstance(scripted, tuple) else (scripted, {})
                 if status == 200:
                     fake.received.append(body)
                     fake.headers.append(dict(self.headers))
                     fake.paths.append(self.path)
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self):
+                fake.gets.append(self.path)
+                respond(self, 200, "text/html", b"<html><body>incident desk</body></html>")
 
             def log_message(self, *args):
                 pass

@@ -2,6 +2,7 @@
 import logging
 import threading
 import time
+from email.utils import formatdate
 
 import pytest
 from prometheus_client import REGISTRY
@@ -25,6 +26,8 @@ from tests.ops.helpers import (
     CHIEF_PHONE,
     DUTY_PHONE,
     FROM_NUMBER,
+    OPS1_PHONE,
+    OPS2_PHONE,
     alerting_section,
     danger_event,
     left_sending_by_a_crash,
@@ -147,6 +150,80 @@ def test_redact_keeps_the_error_and_drops_urls_credentials_and_account_sids():
     assert redact(text) == ("Max retries exceeded with url: <path> (proxy <url>, account <account-sid>, relay "
                             "<credentials>@relay) 5.6 p/m²")
     assert describe_error(ConnectionError("refused")) == "ConnectionError: refused"
+
+
+def test_an_sms_whose_replies_the_twilio_library_cannot_read_fails_after_its_tries_and_falls_back(harness, twilio,
+                                                                                                 webhook):
+    twilio.script = [Scripted(201, 0, "[]", style="json")] * 3  # max_attempts is 3; no message is created
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    for _ in range(2):
+        harness.retry_after(30)  # the back-off, and the listing_lag_s for the message such a reply may hide
+    detail = harness.store.incident_detail("plaza/north/risk-1")
+    assert [(d.channel_id, d.status, d.attempt_count) for d in detail.deliveries] == [("sms", FAILED, 3),
+                                                                                      ("ops", SENT, 1)]
+    sms_attempts = [a for a in detail.attempts if a.delivery_id == detail.deliveries[0].id]
+    assert [a.outcome for a in sms_attempts] == ["retry", "retry", FAILED]
+    assert all(a.error.startswith("AttributeError: ") for a in sms_attempts)
+    assert ("GET", 200) in twilio.requests  # each retry asked Twilio first
+    assert twilio.messages == [] and len(webhook.received) == 1
+
+
+def test_an_sms_reply_the_twilio_library_cannot_read_is_reconciled_not_sent_again(harness, twilio):
+    twilio.script = [Scripted(201, 0, "null", style="json", after_create=True)]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.retry_after(30)  # the channel's listing_lag_s
+    assert len(twilio.messages) == 1 and twilio.posts() == 1
+    assert [(d.status, d.provider_id) for d in harness.store.deliveries()] == [(SENT, twilio.messages[0]["sid"])]
+
+
+@pytest.mark.parametrize("status, location, says", [
+    (301, "/v2/hook", "http://127.0.0.1:{port}/<path>"),  # moved on the same host: requests would GET it
+    (302, "https://bob:hunter2@hooks.example.com/T0123/s3cretpath?token=x", "https://hooks.example.com/<path>"),
+    (307, "/v2/hook", "http://127.0.0.1:{port}/<path>"),  # requests would POST it there: still a url to correct
+    (300, None, "no Location"),
+])
+def test_a_webhook_that_redirects_is_not_followed_and_fails_naming_only_the_new_host(tmp_path, twilio, webhook,
+                                                                                       status, location, says):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    webhook.script = [(status, {"Location": location} if location else {})]
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
+    assert (ops.status, ops.attempt_count) == (FAILED, 1)  # a redirect is not retried
+    port = webhook.url.split(":")[2].split("/")[0]
+    assert ops.error == (f"HTTP {status}: redirected to {says.format(port=port)}, which is not followed: give the "
+                         "channel the URL the webhook has now")
+    assert webhook.gets == [] and webhook.received == [] and len(webhook.script) == 0
+    harness.store.close()
+
+
+def test_a_webhook_asking_to_wait_is_retried_after_the_wait_it_asked_for_up_to_ten_minutes(tmp_path, twilio,
+                                                                                            webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["retry"] = {"max_attempts": 5, "backoff_initial_s": 1, "backoff_max_s": 30}
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    # An HTTP date counts from the answer's own Date (the server's clock, to the second), not from ours.
+    webhook.script = [(429, {"Retry-After": "120"}), (503, {"Retry-After": formatdate(time.time() + 300, usegmt=True)}),
+                      (429, {"Retry-After": "86400"}), (429, {"Retry-After": "soon"})]
+
+    def ops() -> DeliveryRow:
+        return next(d for d in harness.store.deliveries() if d.channel_id == "ops")
+
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    assert ops().next_attempt_at - harness.clock() == 120
+    harness.retry_after(119)
+    assert len(webhook.script) == 3  # not tried again before the wait is over
+    harness.retry_after(1)
+    assert ops().next_attempt_at - harness.clock() == pytest.approx(300, abs=1)
+    harness.retry_after(301)
+    assert ops().next_attempt_at - harness.clock() == 600  # a day asked for: ten minutes at most
+    harness.retry_after(600)
+    assert ops().next_attempt_at - harness.clock() == 8  # nothing readable asked for: the back-off of a 4th try
+    harness.retry_after(8)
+    assert (ops().status, ops().attempt_count) == (SENT, 5)  # every wait spent a try
+    harness.store.close()
 
 
 def test_a_twilio_400_fails_the_delivery_with_the_error_and_the_next_channel_is_tried(harness, twilio, webhook):
@@ -390,15 +467,98 @@ def test_a_verdict_on_an_incident_with_alerts_in_two_chains_stops_each_chain_at_
     assert store.get_alert(first.alert_id).acked_at is not None
 
 
+def test_alerts_ack_takes_a_number_for_an_alert_only_as_alerts_are_numbered(tmp_path, harness, monkeypatch, capsys):
+    """Traffic incident ids are 24 hex digits, about one in 79,000 of them decimal digits alone: such an id names its
+    incident, never an alert its digits would read as (too large for the store, or with leading zeros)."""
+    from cityguard.cli import main
+
+    monkeypatch.delenv("CITYGUARD_INCIDENT_STORE_URL", raising=False)
+    site = tmp_path / "site.yaml"
+    site.write_text(f"alerting: {{store_url: 'sqlite:///{tmp_path}/incidents.db'}}\n"
+                    "cameras:\n  - {id: plaza, source: clip.mp4}\n")
+    digits, padded = "602127156173416216829113", "000000000000000000000001"  # the second reads as alert 1 to int()
+    first = harness.dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
+    for incident_id, zone in ((digits, "south"), (padded, "east")):
+        harness.dispatcher.handle(notice_from_event(danger_event(incident_id, zone=zone)))
+    for ref in (digits, padded):
+        assert main(["alerts", "ack", "--by", "duty", "--config", str(site), ref]) == 0
+        assert harness.store.get_alert(f"{ref}:critical").acked_at is not None
+    assert harness.store.get_alert(first.alert_id).acked_at is None
+    assert main(["alerts", "ack", "--by", "duty", "--config", str(site), str(first.id)]) == 0
+    assert harness.store.get_alert(first.alert_id).acked_at is not None
+    capsys.readouterr()
+    assert main(["alerts", "ack", "--config", str(site), "99999999999999999999999"]) == 2
+    assert capsys.readouterr().err == ("cityguard: error: no alert or incident '99999999999999999999999' in the "
+                                       "incident store\n")
+
+
 def test_an_escalation_a_crash_kept_from_paging_is_paged_on_the_next_tick(harness, twilio):
     dispatcher, clock = harness.dispatcher, harness.clock
     alert = dispatcher.handle(notice_from_event(danger_event("plaza/north/risk-1")))
     clock.now += 61
     # escalate() stored the step, then the process ended before it recorded the chief's delivery
-    assert harness.store.set_escalation(alert.id, 0, 1, None, clock())
+    assert harness.store.set_escalation(alert.id, alert.next_escalation_at, {"crowd": (1, clock())}, None)
     dispatcher.tick()
     dispatcher.tick()
     assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]
+
+
+def test_two_routes_of_one_alert_escalate_each_after_its_own_wait(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["contacts"] += [{"id": "ops1", "phone": OPS1_PHONE}, {"id": "ops2", "phone": OPS2_PHONE}]
+    section["routes"] = [
+        {"id": "duty", "channels": ["sms"], "escalation": ["duty", "chief"], "escalate_after_s": 60,
+         "continue_matching": True},
+        {"id": "cityops", "channels": ["sms"], "escalation": ["ops1", "ops2"], "escalate_after_s": 600}]
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher, clock = harness.dispatcher, harness.clock
+
+    def paged_at(seconds: float) -> list[str]:
+        clock.now = start + seconds
+        dispatcher.tick()
+        dispatcher.tick()
+        return [message["to"] for message in twilio.messages]
+
+    start = clock.now
+    dispatcher.handle(notice_from_event(danger_event()))
+    assert paged_at(61) == [DUTY_PHONE, OPS1_PHONE, CHIEF_PHONE]  # the duty route's wait is over, not the desk's
+    assert paged_at(599) == [DUTY_PHONE, OPS1_PHONE, CHIEF_PHONE]
+    assert paged_at(601) == [DUTY_PHONE, OPS1_PHONE, CHIEF_PHONE, OPS2_PHONE]
+    harness.store.close()
+
+
+def test_acknowledging_an_alert_acknowledges_the_other_alerts_of_its_incident_but_a_later_openings(tmp_path, twilio,
+                                                                                                 webhook):
+    """The duty officer answers the critical page of an incident first paged as a warning: the warning's escalation
+    stops too, and the incident is acknowledged. An alert of a later opening waits for its own answer, which covers
+    what an earlier opening left unanswered."""
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["match"] = {"severities": ["warning", "critical"]}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher, store, clock = harness.dispatcher, harness.store, harness.clock
+
+    def opened_again(days: int):
+        dispatcher.handle(notice_from_event(danger_event("risk-1", state=EventState.RESOLVED, at=clock.now + 1)))
+        clock.now = start + days * 86_400  # past the cooldown: alerted anew, not as the alert before continued
+        return dispatcher.handle(notice_from_event(danger_event("risk-1", at=clock.now)))
+
+    start = clock.now
+    warning = dispatcher.handle(notice_from_event(danger_event("risk-1", severity=Severity.WARNING, at=start)))
+    critical = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start + 5)))
+    acknowledged = store.acknowledge(str(critical.id), "duty", "on it", clock())  # the ref of the critical SMS
+    assert [alert.alert_id for alert in acknowledged] == [warning.alert_id, critical.alert_id]
+    clock.now = start + 61
+    dispatcher.tick()
+    dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, DUTY_PHONE]  # nobody escalated to
+    assert [acked for _, acked in store.open_incidents()] == [True] and store.open_unacknowledged() == {}
+    second = opened_again(1)
+    store.acknowledge(str(warning.id), "duty", "late", clock())
+    assert store.get_alert(second.alert_id).acked_at is None
+    third = opened_again(2)
+    store.acknowledge(third.alert_id, "duty", "", clock())
+    assert store.get_alert(second.alert_id).acked_at is not None and store.open_unacknowledged() == {}
+    harness.store.close()
 
 
 def test_an_alertmanager_alert_firing_again_within_the_cooldown_escalates_on(harness, twilio):

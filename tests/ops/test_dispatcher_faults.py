@@ -26,6 +26,7 @@ from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT, IncidentStore
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     AUTH_TOKEN,
+    CHIEF_PHONE,
     DUTY_PHONE,
     alerting_section,
     danger_event,
@@ -353,9 +354,12 @@ def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_st
 
 # -- a provider that cannot say what it sent ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("listing", [Scripted(403, 20003, "Permission denied"),  # an API key without the right to list
+                                     Scripted(200, 0, "[]", style="json")],  # a listing twilio-python cannot read
+                         ids=["refused", "unreadable"])
 def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back_once_it_fails(harness, twilio,
-                                                                                                webhook):
-    twilio.listing_error = Scripted(403, 20003, "Permission denied")  # an API key without the right to list
+                                                                                                webhook, listing):
+    twilio.listing_error = listing
     left_sending_by_a_crash(harness)
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()
@@ -424,11 +428,11 @@ def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
 
 def test_an_escalation_is_moved_on_once_and_not_after_an_acknowledgement(harness):
     alert = harness.dispatcher.handle(notice_from_event(danger_event()))
-    store, later = harness.store, harness.clock() + 60
-    assert store.set_escalation(alert.id, 0, 1, later, harness.clock())
-    assert not store.set_escalation(alert.id, 0, 1, later, harness.clock())  # another dispatcher read step 0 before
-    store.acknowledge(str(alert.id), "tester", "", harness.clock())
-    assert not store.set_escalation(alert.id, 1, 2, later, harness.clock())
+    store, due_at = harness.store, alert.next_escalation_at
+    assert store.set_escalation(alert.id, due_at, {"crowd": (1, due_at)}, due_at + 60)
+    assert not store.set_escalation(alert.id, due_at, {"crowd": (1, due_at)}, due_at + 60)  # another dispatcher's
+    store.acknowledge(str(alert.id), "tester", "", due_at)
+    assert not store.set_escalation(alert.id, due_at + 60, {"crowd": (2, due_at + 60)}, None)
     assert store.get_alert(alert.alert_id).escalation_step == 1
 
 
@@ -454,6 +458,19 @@ def test_a_secret_with_a_control_character_fails_at_start_naming_the_variable_no
     with pytest.raises(ConfigError, match="^alert channel ops: environment variable OPS_TOKEN holds a control "
                                          "character$"):
         make_dispatcher(make_config(tmp_path, section))
+
+
+@pytest.mark.parametrize("variable, channel", [("OPS_TOKEN", "ops"), ("TWILIO_AUTH_TOKEN", "sms")])
+def test_a_secret_an_http_header_cannot_carry_fails_at_start_naming_the_variable_not_the_value(
+        tmp_path, twilio, webhook, monkeypatch, variable, channel):
+    monkeypatch.setenv("OPS_TOKEN", "s3cret-token")
+    monkeypatch.setenv(variable, "s3cret\u2019token")  # a typographic quote pasted with it
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["bearer_token_env"] = "OPS_TOKEN"
+    with pytest.raises(ConfigError, match=f"^alert channel {channel}: environment variable {variable} holds a "
+                                          "character an HTTP header cannot carry") as error:
+        make_dispatcher(make_config(tmp_path, section))
+    assert "s3cret" not in str(error.value)
 
 
 def test_redact_drops_a_bearer_token_quoted_from_a_header():
@@ -497,6 +514,21 @@ def test_a_store_from_before_tries_were_timed_opens_and_settles_its_pending_deli
     reopened.clock.now = harness.clock.now + 30  # the channel's listing_lag_s
     reopened.dispatcher.resume_pending()
     assert [d.status for d in reopened.store.deliveries()] == [SENT] and len(twilio.messages) == 1
+    reopened.store.close()
+
+
+def test_an_escalation_stored_before_routes_escalated_apart_goes_on_after_an_upgrade(tmp_path, harness, twilio):
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.store.close()
+    with sqlite3.connect(tmp_path / "incidents.db") as database:
+        database.execute("ALTER TABLE alerts DROP COLUMN route_steps")
+    database.close()
+    reopened = make_dispatcher(make_config(tmp_path, alerting_section(
+        twilio.url, "http://127.0.0.1:1/hook", f"sqlite:///{tmp_path}/incidents.db")))
+    reopened.clock.now = harness.clock.now + 61
+    reopened.dispatcher.tick()
+    reopened.dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, CHIEF_PHONE]
     reopened.store.close()
 
 
