@@ -536,7 +536,7 @@ class InferenceWorker:
                     camera = self.camera_label(frame.camera_id)
                     FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
                     self.frame_age_cameras.setdefault(record.partition, set()).add(camera)
-                    shed = self.shedder.reason(frame)
+                    shed = self.shedder.reason(frame, record.offset)
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue
