@@ -22,7 +22,8 @@ def start_problems(config: Config) -> list[str]:
     catalogue entry has, the alert channels' variables and sound files, the incident store's URL (its dialect and
     driver; nothing is connected to), a token for the Alertmanager receiver and the console where they listen beyond
     loopback, folders the settings name that are files, an ignore-filters file that cannot be read, a GPU backend on a
-    machine without one, and replicas the embedded broker cannot keep."""
+    machine without one, a KAFKA_BOOTSTRAP_SERVERS that names no servers, and replicas the embedded broker cannot
+    keep."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -59,7 +60,12 @@ def start_problems(config: Config) -> list[str]:
     missing_gpu = gpu_missing(config)
     if missing_gpu:
         problems.append(missing_gpu)
-    if config.broker.replication_factor > 1 and not config.bootstrap_servers():
-        problems.append(f"broker.replication_factor is {config.broker.replication_factor} but the embedded broker "
-                        "is one node: set it to 1, or name a cluster (KAFKA_BOOTSTRAP_SERVERS)")
+    try:
+        servers = config.bootstrap_servers()
+    except ConfigError as exc:  # KAFKA_BOOTSTRAP_SERVERS, from this environment
+        problems.append(str(exc))
+    else:
+        if config.broker.replication_factor > 1 and not servers:
+            problems.append(f"broker.replication_factor is {config.broker.replication_factor} but the embedded "
+                            "broker is one node: set it to 1, or name a cluster (KAFKA_BOOTSTRAP_SERVERS)")
     return problems

@@ -35,3 +35,15 @@ def dead_letter(stage: str, topic: str, partition: int, offset: int, key: bytes 
         original_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
         original_truncated=truncated,
     )
+
+
+def wrong_key(kind: str, camera_id: str, key: bytes | None) -> str | None:
+    """Why a `kind` message of `camera_id` under `key` is refused, or None: a camera's messages are keyed by its id,
+    which places them all on one partition and so on one worker's state of that camera (its tracker, its analyzers and
+    their record of the frames they took). One under another key, or none, lands on another partition, where a second
+    copy of that state would take it again."""
+    if key is None:
+        return f"{kind} of camera {camera_id!r} without a key (its camera id)"
+    if key != camera_id.encode():
+        return f"{kind} of camera {camera_id!r} under the key {key!r}"
+    return None

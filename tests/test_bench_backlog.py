@@ -34,10 +34,10 @@ def test_the_scaleout_backlog_is_neither_rejected_nor_shed_by_the_inference_stag
                            config.model.camera_rate_factor, clock=lambda: time.time() + 120)
     assert expected == len(records) == 900
     assert all(camera.zones for camera in config.cameras)  # the density model maps them as on a crowd site
-    for _, value in records:
+    for offset, (_, value) in enumerate(records):
         frame = decode(value, Frame)
         verify_frame_jpeg(frame.jpeg, frame.width, frame.height)
-        assert shedder.reason(frame) is None
+        assert shedder.reason(frame, offset) is None
 
 
 @pytest.mark.broker

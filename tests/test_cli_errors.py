@@ -177,6 +177,21 @@ def test_check_config_warns_of_replicas_the_embedded_broker_cannot_keep(tmp_path
     assert start_problems(parse_config(site, tmp_path)) == []
 
 
+def test_a_bootstrap_server_port_out_of_range_in_the_environment_stops_a_stage_at_start_naming_the_variable(
+        tmp_path, monkeypatch, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"cameras:\n  - id: walk\n    source: {VTEST}\n")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:99999")
+    problem = ("environment variable KAFKA_BOOTSTRAP_SERVERS: server 1 of 1 has a port that is not a number from 1 to "
+               "65535")
+    assert main(["check-config", "--config", str(site)]) == 0  # the file is right; this environment is not
+    assert capsys.readouterr().err == f"cityguard: warning: {problem} (the stage that needs it refuses to start here)\n"
+    # Not half a minute of waiting for a broker at a port no client can use, then status 1 as if it were down.
+    assert_one_line_error(cityguard("analyze", "--config", str(site)), 2, f"cityguard: error: {problem}")
+
+
 def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot_be_read(tmp_path):
     from cityguard.start_checks import start_problems
     from schemas.settings.config import parse_config

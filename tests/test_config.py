@@ -56,6 +56,19 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
+    # A dead-letter topic that is also an input would feed each letter back to be dead-lettered again, for ever.
+    (lambda d: d.update(broker={"topics": {"frames": "x.v1", "dead_letter": "x.v1"}}),
+     "broker.topics: frames and dead_letter name the same topic; each needs its own"),
+    (lambda d: d.update(broker={"topics": {"events": "cityguard.detections.v1"}}),
+     "broker.topics: detections and events name the same topic"),
+    # A client would retry a port it cannot use until the stage gave up on the broker, half a minute later.
+    (lambda d: d.update(broker={"bootstrap_servers": "localhost:notaport"}),
+     "broker.bootstrap_servers: server 1 of 1 has a port that is not a number from 1 to 65535"),
+    (lambda d: d.update(broker={"bootstrap_servers": "kafka-1:9092,kafka-2:99999"}),
+     "broker.bootstrap_servers: server 2 of 2 has a port that is not a number from 1 to 65535"),
+    (lambda d: d.update(broker={"bootstrap_servers": "kafka-1:9092,"}),
+     "broker.bootstrap_servers: server 2 of 2 is not host:port ([address]:port for IPv6)"),
+    (lambda d: d.update(broker={"bootstrap_servers": "::1:9092"}), "broker.bootstrap_servers: server 1 of 1 is not"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
@@ -140,6 +153,22 @@ def test_environment_overrides_bootstrap_servers(tmp_path, monkeypatch):
     assert config.bootstrap_servers() == "a:9092"
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "b:9092")
     assert config.bootstrap_servers() == "b:9092"
+
+
+@pytest.mark.parametrize("servers", ["kafka", "kafka-1.cluster.local:9092,kafka-2.cluster.local:9093", "[::1]:9092",
+                                     "[fd00::5]", "10.0.0.5:65535", "PLAINTEXT://kafka:9092, SASL_SSL://kafka:9094"])
+def test_bootstrap_servers_take_what_the_kafka_clients_read(tmp_path, monkeypatch, servers):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers)
+    assert load_config(write(tmp_path, {"broker": {"bootstrap_servers": servers}})).bootstrap_servers() == servers
+
+
+def test_a_bootstrap_server_in_the_environment_with_a_port_out_of_range_is_refused_naming_the_variable(
+        tmp_path, monkeypatch):
+    config = load_config(write(tmp_path, {"broker": {"bootstrap_servers": "a:9092"}}))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:99999")
+    with pytest.raises(ConfigError, match=r"^environment variable KAFKA_BOOTSTRAP_SERVERS: server 1 of 1 has a port "
+                                          r"that is not a number from 1 to 65535$"):
+        config.bootstrap_servers()
 
 
 def test_cli_fails_at_start_naming_the_field(tmp_path, capsys):

@@ -196,7 +196,7 @@ def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes
     assert MAX_DETECTIONS_BYTES < BROKER_RECORD_LIMIT
 
 
-def test_a_frame_of_a_camera_not_in_the_configuration_or_under_another_key_is_a_dead_letter_without_a_model_run():
+def test_a_frame_of_a_camera_not_in_the_configuration_or_not_under_its_key_is_a_dead_letter_without_a_model_run():
     class CountsRuns(NoBoxes):
         runs = 0
 
@@ -210,13 +210,18 @@ def test_a_frame_of_a_camera_not_in_the_configuration_or_under_another_key_is_a_
                                   "value": encode(decode(record.value, Frame).model_copy(
                                       update={"camera_id": f"ghost-{record.offset}"}))})
                for record in records(time.time(), time.time())]
-    # A configured camera's frame under another camera's key would put its frames on two workers' trackers.
+    # A configured camera's frame under another camera's key, or none (on any partition), would put its frames on two
+    # workers' trackers.
     misplaced = SimpleNamespace(**{**vars(records(time.time())[0]), "key": b"gate", "offset": 7})
-    assert process_batch(consumer, broker, [*made_up, misplaced, *records(time.time())], stage.detect_batch) is None
+    unkeyed = SimpleNamespace(**{**vars(records(time.time())[0]), "key": None, "partition": 1, "offset": 8})
+    batch = [*made_up, misplaced, unkeyed, *records(time.time())]
+    assert process_batch(consumer, broker, batch, stage.detect_batch) is None
     letters = [decode(value, DeadLetter) for topic, value in broker.sent if topic == TOPICS.dead_letter]
     assert [letter.reason for letter in letters] == [
         "camera 'ghost-40' is not in the site configuration", "camera 'ghost-41' is not in the site configuration",
-        "frame of camera 'square' under the key b'gate'"]
+        "frame of camera 'square' under the key b'gate'", "frame of camera 'square' without a key (its camera id)"]
+    assert [(letter.stage, letter.partition, letter.offset, letter.key) for letter in letters[2:]] == [
+        ("inference", 0, 7, b"gate"), ("inference", 1, 8, None)]
     assert [sent.camera_id for sent in detections(broker)] == ["square"] and CountsRuns.runs == 1
 
 

@@ -1,7 +1,9 @@
 """Overload: stale frames and a flooding camera's surplus are skipped (and counted), so another camera on the same
 partition keeps its frames fresh enough to be detected."""
+import math
 import threading
 import time
+from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -10,10 +12,11 @@ from prometheus_client import REGISTRY
 
 from infra.frame_client import FrameConsumer
 from infra.kafka import create_topics, make_producer
-from processors.inference.shedding import OVER_RATE, STALE, FrameShedder
+from processors.inference.shedding import OVER_RATE, RECENT_SECONDS, STALE, FrameShedder
 from processors.inference.stage import CameraDetectors, InferenceWorker
 from schemas import Detections, Frame, decode, encode
 from tests.conftest import VTEST, pipeline_config, video_frames
+from tests.test_inference_faults import CONFIG, JPEG, TOPICS, Broker, Consumer, NoBoxes
 
 
 def frame(camera: str, captured_at: float, seq: int = 0) -> Frame:
@@ -22,22 +25,61 @@ def frame(camera: str, captured_at: float, seq: int = 0) -> Frame:
 
 def test_frames_older_than_the_bound_are_stale():
     shedder = FrameShedder(max_age_s=5, camera_fps={"cam": 10}, rate_factor=1.5, clock=lambda: 1000.0)
-    assert shedder.reason(frame("cam", 996.0)) is None
-    assert shedder.reason(frame("cam", 994.9)) == STALE
-    assert shedder.reason(frame("unconfigured", 990.0)) == STALE
+    assert shedder.reason(frame("cam", 996.0), offset=0) is None
+    assert shedder.reason(frame("cam", 994.9), offset=1) == STALE
+    assert shedder.reason(frame("unconfigured", 990.0), offset=2) == STALE
 
 
 def test_a_camera_beyond_its_rate_is_held_to_it_and_the_others_are_not():
     shedder = FrameShedder(max_age_s=60, camera_fps={"flood": 10, "quiet": 2}, rate_factor=1.5,
                            clock=lambda: 1001.0)
-    flood = [shedder.reason(frame("flood", 1000 + index / 150, seq=index)) for index in range(150)]  # 150 fps
+    flood = [shedder.reason(frame("flood", 1000 + index / 150, seq=index), offset=index)
+             for index in range(150)]  # 150 fps
     assert flood.count(None) == 15 and flood.count(OVER_RATE) == 135
     # A rewound batch brings kept frames again: still kept, and the allowance is not spent twice.
-    assert [shedder.reason(frame("flood", 1000 + index / 150, seq=index)) for index in range(16)] == [None] * 15 + [
+    assert [shedder.reason(frame("flood", 1000 + index / 150, seq=index), offset=index)
+            for index in range(16)] == [None] * 15 + [OVER_RATE]
+    quiet = [shedder.reason(frame("quiet", 1000.2 + index / 2), offset=150 + index) for index in range(2)]
+    assert quiet == [None, None]
+    assert shedder.reason(frame("flood", 1001.05, seq=150), offset=152) is None  # the next second has its own
+    assert all(shedder.reason(frame("unconfigured", 1000.5), offset=153) is None
+               for _ in range(100))  # no rate to hold it to
+
+
+def test_a_flood_repeating_one_seq_or_alternating_capture_seconds_is_held_to_its_rate_all_the_same():
+    shedder = FrameShedder(max_age_s=60, camera_fps={"flood": 10}, rate_factor=1.5, clock=lambda: 1020.0)
+    # New records all numbered 7: only a record read again at its offset is a rewind of one already kept.
+    repeated = [shedder.reason(frame("flood", 1000.5, seq=7), offset=offset) for offset in range(150)]
+    assert repeated.count(None) == 15 and repeated.count(OVER_RATE) == 135
+    assert [shedder.reason(frame("flood", 1000.5, seq=7), offset=offset) for offset in range(16)] == [None] * 15 + [
         OVER_RATE]
-    assert [shedder.reason(frame("quiet", 1000.2 + index / 2)) for index in range(2)] == [None, None]
-    assert shedder.reason(frame("flood", 1001.05, seq=150)) is None  # the next second has its own allowance
-    assert all(shedder.reason(frame("unconfigured", 1000.5)) is None for _ in range(100))  # no rate to hold it to
+    # Capture times alternating between seconds, as many as a camera's recent ones: each second keeps its allowance.
+    cycled = [shedder.reason(frame("flood", 1001.5 + index % RECENT_SECONDS, seq=index), offset=200 + index)
+              for index in range(150 * RECENT_SECONDS)]
+    assert cycled.count(None) == 15 * RECENT_SECONDS
+
+
+
+def test_the_stage_runs_the_model_on_a_repeated_seq_only_up_to_the_rate_and_counts_the_rest_shed():
+    class CountsRuns(NoBoxes):
+        runs = 0
+
+        def detect(self, images):
+            CountsRuns.runs += len(images)
+            return super().detect(images)
+
+    [camera] = CONFIG.cameras
+    allowance = math.ceil(camera.fps * CONFIG.model.camera_rate_factor)
+    worker = InferenceWorker(CONFIG, Consumer(), Broker(), CameraDetectors(CountsRuns()), "group")
+    labels = {"camera": camera.id, "reason": OVER_RATE}
+    before = REGISTRY.get_sample_value("cityguard_frames_shed_total", labels) or 0
+    captured_at = math.floor(time.time()) + 0.5
+    worker.process([SimpleNamespace(topic=TOPICS.frames, partition=0, offset=offset, key=camera.id.encode(),
+                                    value=encode(Frame(camera_id=camera.id, seq=7, captured_at=captured_at, width=8,
+                                                       height=8, jpeg=JPEG)))
+                    for offset in range(10 * allowance)])
+    assert CountsRuns.runs == allowance
+    assert REGISTRY.get_sample_value("cityguard_frames_shed_total", labels) - before == 9 * allowance
 
 
 @pytest.mark.broker

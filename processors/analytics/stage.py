@@ -42,7 +42,7 @@ import faust
 import msgpack
 from prometheus_client import Counter, Histogram
 
-from infra.dead_letter import dead_letter
+from infra.dead_letter import dead_letter, wrong_key
 from infra.kafka import TopicIdentity, deliveries_confirmed, faust_settings, loop_went_round, read_offsets
 from processors.analytics.contract import AnalyticsOutput, CameraAnalyzer
 from processors.analytics.ignore_filters import IgnoreFilterReader, IgnoreFilterStore, without_ignored
@@ -411,6 +411,11 @@ def create_app(config: Config, bootstrap_servers: str) -> faust.App:
             detections = decode(message.value, Detections)
         except SchemaError as exc:
             await reject(str(exc))
+            return deliveries
+        if (misrouted := wrong_key("detections", detections.camera_id, message.key)) is not None:
+            # On a partition other than its camera's, it would meet a second copy of the camera's analyzers, restored
+            # from the table's state without this partition's record of the frames taken: windows and events again.
+            await reject(misrouted)
             return deliveries
         if detections.camera_id not in cameras:
             await reject(f"camera {detections.camera_id!r} is not in the site configuration")

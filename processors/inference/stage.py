@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
-from infra.dead_letter import dead_letter
+from infra.dead_letter import dead_letter, wrong_key
 from infra.frame_client import FrameConsumer
 from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, partition_lag, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
@@ -526,10 +526,8 @@ class InferenceWorker:
             try:
                 with STEP_SECONDS.labels("read").time():
                     frame = decode(record.value, Frame)
-                    if record.key is not None and record.key != frame.camera_id.encode():
-                        # The key places the camera's frames on one partition, so on one worker's tracker and
-                        # background model: a frame under another camera's key would split them between workers.
-                        rejected.append((record, f"frame of camera {frame.camera_id!r} under the key {record.key!r}"))
+                    if (misrouted := wrong_key("frame", frame.camera_id, record.key)) is not None:
+                        rejected.append((record, misrouted))  # it would split the camera's tracker between workers
                         continue
                     if frame.camera_id not in self.cameras:
                         # Analytics refuses its detections anyway; a flood of made-up ids must not cost model runs.
@@ -538,7 +536,7 @@ class InferenceWorker:
                     camera = self.camera_label(frame.camera_id)
                     FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
                     self.frame_age_cameras.setdefault(record.partition, set()).add(camera)
-                    shed = self.shedder.reason(frame)
+                    shed = self.shedder.reason(frame, record.offset)
                     if shed is not None:
                         FRAMES_SHED.labels(camera, shed).inc()
                         continue

@@ -7,6 +7,7 @@ with another broker in its environment needs no other site file.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import typing
@@ -50,7 +51,7 @@ KafkaName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
 
 
 class TopicNames(Frozen):
-    """Topic names; the .v1 suffix is the schema major version carried by the topic's messages."""
+    """Topic names, no two alike; the .v1 suffix is the schema major version carried by the topic's messages."""
 
     frames: KafkaName = "cityguard.frames.v1"
     detections: KafkaName = "cityguard.detections.v1"
@@ -64,11 +65,53 @@ class TopicNames(Frozen):
     def all(self) -> list[str]:
         return list(self.model_dump().values())
 
+    @model_validator(mode="after")
+    def verify_names_differ(self) -> "TopicNames":
+        """Each topic carries one schema: a stage reading another's output as its input refuses every message, and
+        a dead-letter topic that is also an input feeds each letter back to be dead-lettered again, for ever."""
+        seen: dict[str, str] = {}
+        for field, name in self.model_dump().items():
+            if name in seen:
+                raise ValueError(f"{seen[name]} and {field} name the same topic; each needs its own")
+            seen[name] = field
+        return self
+
+
+# One bootstrap server as the Kafka clients read it: an optional SECURITY_PROTOCOL:// (as some clusters list them),
+# then a host name or IPv4 address, or an IPv6 address in brackets, and the port (Kafka's 9092 when left out).
+BOOTSTRAP_SERVER = re.compile(r"(?:[A-Za-z_]+://)?(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9._-]+)"
+                              r"(?::(?P<port>[^:]*))?")
+
+
+def verify_bootstrap_servers(servers: str) -> str:
+    """Comma-separated servers a Kafka client can be pointed at. A client given a port it cannot use retries it until
+    the stage gives up waiting for its broker, half a minute later, as if the broker were down."""
+    entries = servers.split(",")
+    for position, entry in enumerate(entries, start=1):
+        server = BOOTSTRAP_SERVER.fullmatch(entry.strip())
+        if server is None or (server["ipv6"] is not None and not is_ipv6(server["ipv6"])):
+            problem = "is not host:port ([address]:port for IPv6)"
+        elif server["port"] is not None and not (re.fullmatch(r"[0-9]{1,5}", server["port"])
+                                                 and 1 <= int(server["port"]) <= 65535):
+            problem = "has a port that is not a number from 1 to 65535"
+        else:
+            continue
+        raise ValueError(f"server {position} of {len(entries)} {problem}")
+    return servers
+
+
+def is_ipv6(address: str) -> bool:
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
+
 
 class BrokerConfig(Frozen):
     bootstrap_servers: str | None = Field(
         default=None,
-        description="host:port[,host:port]; unset starts the embedded Tansu broker. "
+        description="host:port[,host:port] ([address]:port for IPv6); unset starts the embedded Tansu broker. "
         "The KAFKA_BOOTSTRAP_SERVERS environment variable overrides it.",
     )
     embedded_port: int = Field(default=0, ge=0, le=65535,
@@ -84,6 +127,11 @@ class BrokerConfig(Frozen):
         default=4 * 1024**3, ge=1024**2,
         description="the embedded broker keeps every message in RAM and never deletes one (about 2.6-3.1 GB per "
         "camera-hour at 10 fps): above this resident size `cityguard up` warns and CityguardBrokerMemoryHigh fires")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def verify_servers(cls, servers: str | None) -> str | None:
+        return None if servers is None else verify_bootstrap_servers(servers)
 
 
 class TrackingConfig(Frozen):
@@ -353,7 +401,15 @@ class Config(Frozen):
         return f"{self.site}-{stage}"
 
     def bootstrap_servers(self) -> str | None:
-        return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or self.broker.bootstrap_servers
+        """KAFKA_BOOTSTRAP_SERVERS, else broker.bootstrap_servers; ConfigError naming the variable where its value is
+        no list of servers, which the file's check cannot see."""
+        servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not servers:
+            return self.broker.bootstrap_servers
+        try:
+            return verify_bootstrap_servers(servers)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable KAFKA_BOOTSTRAP_SERVERS: {exc}") from None
 
 
 def model_fields_at(model: type[BaseModel], location: tuple) -> list[str]:
