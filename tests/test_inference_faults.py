@@ -24,7 +24,7 @@ from processors.inference.stage import (
     InferenceWorker,
     frame_image,
 )
-from schemas import DeadLetter, Detections, Frame, decode, encode
+from schemas import DeadLetter, Detections, Frame, PictureFault, decode, encode
 from schemas.settings.config import parse_config
 
 ZONE = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
@@ -196,6 +196,18 @@ def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes
     assert MAX_DETECTIONS_BYTES < BROKER_RECORD_LIMIT
     # No map reached the analytics: none is counted as fresh.
     assert REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": "square"}) == float("inf")
+
+
+@pytest.mark.parametrize("fault", list(PictureFault))
+def test_a_frozen_or_blank_pictures_detections_say_so_and_get_no_density_map(fault):
+    consumer, broker, counter = Consumer(), Broker(), MapOfShape((4, 4))
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(NoBoxes()), "group", density_counter=counter)
+    [record] = records(time.time())
+    marked = SimpleNamespace(**{**vars(record), "value": encode(
+        decode(record.value, Frame).model_copy(update={"picture_fault": fault}))})
+    assert process_batch(consumer, broker, [marked], stage.detect_batch) is None
+    [sent] = detections(broker)
+    assert sent.picture_fault is fault and sent.density_map is None and counter.calls == 0
 
 
 def test_a_frame_of_a_camera_not_in_the_configuration_or_under_another_key_is_a_dead_letter_without_a_model_run():

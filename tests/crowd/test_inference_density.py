@@ -17,7 +17,7 @@ import torch
 from prometheus_client import REGISTRY
 
 from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker, ZoneDensityMaps
-from schemas import Frame, PictureFault, encode
+from schemas import Frame, encode
 from schemas.settings.config import parse_config
 
 
@@ -227,15 +227,6 @@ def test_a_device_fault_in_the_density_model_stops_the_worker(fault, calls_befor
     with pytest.raises(type(fault)):
         mapper.make([frame("a", 100.0), frame("b", 100.0)], [person_boxes(0)] * 2)
 
-
-def test_a_frozen_or_blank_picture_gets_no_map():
-    counter = FixedCountDensity(people=40.0)
-    mapper = zone_maps(counter)
-    for fault in PictureFault:
-        still = DecodedFrame(frame("square", 100.0).frame.model_copy(update={"picture_fault": fault}),
-                             np.zeros((8, 8, 3), dtype=np.uint8))
-        assert mapper.make([still], [person_boxes(0)]) == {}
-    assert counter.calls == 0 and age("square") == float("inf")
 
 
 def test_the_model_is_told_where_the_frames_people_were_detected():
