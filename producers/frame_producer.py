@@ -233,7 +233,8 @@ class CameraReader:
             with self.encode_seconds.time():
                 jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
             fields = {"camera_id": self.camera.id, "seq": self.sequence.next(), "captured_at": sampled.captured_at,
-                      "width": width, "height": height, **source_size_fields(sampled.picture, width)}
+                      "width": width, "height": height, **source_size_fields(sampled.picture, width),
+                      "picture_fault": self.quality.fault}
             try:
                 value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
             except OSError as exc:  # a full disk or an unwritable frame store loses the frame, not the camera

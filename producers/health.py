@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from infra.backoff import backoff_delay
-from schemas import CameraState, CameraStatus
+from schemas import CameraState, CameraStatus, PictureFault
 from schemas.settings.capture import ProducerConfig
 
 THUMBNAIL_SIZE = (64, 36)  # enough to see a frozen or blank picture, cheap enough for every frame
@@ -54,6 +54,7 @@ class FrameQualityMonitor:
         self._previous: np.ndarray | None = None
         self._frozen_since: float | None = None
         self._blank_since: float | None = None
+        self.fault: PictureFault | None = None  # what the last check found, whose reason it returned
 
     @classmethod
     def from_config(cls, settings: ProducerConfig) -> FrameQualityMonitor:
@@ -65,10 +66,12 @@ class FrameQualityMonitor:
         self._previous = None
         self._frozen_since = None
         self._blank_since = None
+        self.fault = None
 
     def check(self, grey: np.ndarray, at: float) -> str | None:
         """The reason the picture is unusable as of this frame (its grey levels: a decoded frame's luma plane), or
-        None while it is fine."""
+        None while it is fine; `fault` says which fault it is."""
+        self.fault = None
         # A sparse grid, still at least 4 x 4 pixels averaged into each thumbnail pixel so that sensor noise does not
         # look like motion, costs a fifth of averaging every pixel.
         step = max(1, min(grey.shape[1] // (4 * THUMBNAIL_SIZE[0]), grey.shape[0] // (4 * THUMBNAIL_SIZE[1])))
@@ -82,6 +85,7 @@ class FrameQualityMonitor:
             self._frozen_since = None  # a blank picture is reported as blank, not as frozen
             self._blank_since = at if self._blank_since is None else self._blank_since
             if at - self._blank_since >= self.blank_after_s:
+                self.fault = PictureFault.BLANK
                 what = "black" if black or mean <= self.black_max_mean else f"blank (uniform grey level {mean:.0f})"
                 return f"{what} frames for {at - self._blank_since:.0f} s"
             return None
@@ -91,6 +95,7 @@ class FrameQualityMonitor:
             return None
         self._frozen_since = at if self._frozen_since is None else self._frozen_since
         if at - self._frozen_since >= self.frozen_after_s:
+            self.fault = PictureFault.FROZEN
             return f"frozen: identical frames for {at - self._frozen_since:.0f} s"
         return None
 

@@ -103,6 +103,9 @@ class Message(BaseModel):
 
     schema_name: ClassVar[str]
     schema_version: ClassVar[int] = 1
+    # Fields added to the schema since its version first shipped, left out of a message while None (their default):
+    # a stage not yet upgraded, which refuses fields it does not know, still reads every message not using them.
+    added_fields: ClassVar[tuple[str, ...]] = ()
 
 
 M = TypeVar("M", bound=Message)
@@ -110,6 +113,9 @@ M = TypeVar("M", bound=Message)
 
 def encode(message: Message) -> bytes:
     body = message.model_dump(mode="python")
+    for name in message.added_fields:
+        if body[name] is None:
+            del body[name]
     body["schema"] = message.schema_name
     body["v"] = message.schema_version
     return msgpack.packb(body, use_bin_type=True)

@@ -6,6 +6,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PositiveInt, model_validator
 
 from schemas.base import BoundedId, Message, Seq, verify_seq
+from schemas.frame import PictureFault
 
 PERSON_CLASS_ID = 0  # COCO
 UNTRACKED = -1  # track id of a detection the tracker has not (yet) confirmed
@@ -44,6 +45,7 @@ class Detections(Message):
     """All objects found in one frame, column-wise (one list entry per object), keyed by camera_id."""
 
     schema_name = "detections"
+    added_fields = ("picture_fault",)
     # JSON (a replay's recording) carries the density map's bytes as base64; the wire format (msgpack) as raw bytes.
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -71,6 +73,9 @@ class Detections(Message):
     view_moved: bool | None = Field(
         default=None, description="the camera's view moved at this frame (pan, tilt, strong shake, cut; not a "
         "zoom), by the background model of cameras with a traffic scene; None where none runs")
+    picture_fault: PictureFault | None = Field(
+        default=None, description="the frame's picture_fault (frozen or blank): what its picture shows is not the "
+        "present; None: a normal picture")
     density_map: bytes | None = Field(
         default=None, description="crowd density map (float32, row-major, people per cell) from the density counter"
     )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from enum import Enum
+
 from pydantic import Field, FiniteFloat, model_validator
 
 from schemas.base import BoundedId, Message, Seq, verify_seq
@@ -8,10 +10,18 @@ FRAME_REF_MAX_CHARS = 300  # a store path: the camera id and a sequence number
 MAX_SIDE_PX = 65_535  # the most a JPEG can hold; boxes scaled to a picture larger than any camera's are nonsense
 
 
+class PictureFault(str, Enum):
+    """Why a camera's picture shows nothing of the present, by the producer's check of its frames."""
+
+    FROZEN = "frozen"  # identical frames for producer.frozen_after_s: an old picture sent again and again
+    BLANK = "blank"  # black or uniform frames for producer.blank_after_s
+
+
 class Frame(Message):
     """One sampled camera frame, keyed by camera_id on the frames topic."""
 
     schema_name = "frame"
+    added_fields = ("picture_fault",)
 
     camera_id: BoundedId
     seq: Seq = Field(description="per-camera sequence number, never reused (also across producer restarts)")
@@ -25,6 +35,9 @@ class Frame(Message):
                                      "None: not scaled")
     source_height: int | None = Field(default=None, gt=0, le=MAX_SIDE_PX,
                                       description="its height, with source_width")
+    picture_fault: PictureFault | None = Field(
+        default=None, description="what the producer's check found wrong with the picture as of this frame; None: "
+        "a normal picture")
     jpeg: bytes | None = Field(default=None, description="JPEG-encoded image")
     frame_ref: str | None = Field(
         default=None, max_length=FRAME_REF_MAX_CHARS,

@@ -248,6 +248,8 @@ def test_a_map_that_failed_in_a_later_part_leaves_the_maps_the_earlier_parts_sen
     start = time.time() - 5
     assert stage.process(crowd_batch(start, 0)) == 4
     assert cameras_sent_with_maps(producer) == ["a", "c", "d"]  # b's part failed to map; its boxes still went
-    # A second later only b is due: the maps sent stay fresh and take no map from it.
+    # A second later none is due: the maps sent stay fresh, and b is tried again a refresh interval after its try.
     assert stage.process(crowd_batch(start + 1, 4)) == 4
-    assert cameras_sent_with_maps(producer) == ["b"]
+    assert cameras_sent_with_maps(producer) == []
+    assert stage.process(crowd_batch(start + 7.5, 8)) == 4
+    assert cameras_sent_with_maps(producer) == CROWD_CAMERAS

@@ -24,7 +24,7 @@ from processors.inference.stage import (
     InferenceWorker,
     frame_image,
 )
-from schemas import DeadLetter, Detections, Frame, decode, encode
+from schemas import DeadLetter, Detections, Frame, PictureFault, decode, encode
 from schemas.settings.config import parse_config
 
 ZONE = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
@@ -194,6 +194,20 @@ def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes
     assert sent.density_map is None and sent.camera_id == "square"
     assert REGISTRY.get_sample_value("cityguard_density_maps_left_out_total", left_out) == before + 1
     assert MAX_DETECTIONS_BYTES < BROKER_RECORD_LIMIT
+    # No map reached the analytics: none is counted as fresh.
+    assert REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": "square"}) == float("inf")
+
+
+@pytest.mark.parametrize("fault", list(PictureFault))
+def test_a_frozen_or_blank_pictures_detections_say_so_and_get_no_density_map(fault):
+    consumer, broker, counter = Consumer(), Broker(), MapOfShape((4, 4))
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(NoBoxes()), "group", density_counter=counter)
+    [record] = records(time.time())
+    marked = SimpleNamespace(**{**vars(record), "value": encode(
+        decode(record.value, Frame).model_copy(update={"picture_fault": fault}))})
+    assert process_batch(consumer, broker, [marked], stage.detect_batch) is None
+    [sent] = detections(broker)
+    assert sent.picture_fault is fault and sent.density_map is None and counter.calls == 0
 
 
 def test_a_frame_of_a_camera_not_in_the_configuration_or_not_under_its_key_is_a_dead_letter_without_a_model_run():
@@ -274,22 +288,24 @@ def test_the_lag_of_a_partition_taken_away_by_a_rebalance_is_no_longer_exported(
     assert (lag(0), lag(1)) == (10, None)
 
 
-def test_the_frame_age_of_a_camera_on_a_partition_taken_away_is_no_longer_exported():
+def test_the_frame_and_map_ages_of_a_camera_on_a_partition_taken_away_are_no_longer_exported():
     consumer = Consumer(partitions=(0, 1))
-    stage = InferenceWorker(CONFIG, consumer, Broker(), CameraDetectors(NoBoxes()), "age-group")
+    stage = InferenceWorker(CONFIG, consumer, Broker(), CameraDetectors(NoBoxes()), "age-group",
+                            density_counter=MapOfShape((4, 4)))
 
-    def age() -> float | None:
-        return REGISTRY.get_sample_value("cityguard_inference_frame_age_seconds", {"camera": "square"})
+    def ages() -> tuple[float | None, float | None]:
+        return tuple(REGISTRY.get_sample_value(name, {"camera": "square"}) for name in (
+            "cityguard_inference_frame_age_seconds", "cityguard_density_map_age_seconds"))
 
     stage.process(records(time.time() - 8))  # a lagging worker: its last frame of the camera was 8 s old
     stage.update_lag()
-    assert age() >= 8
+    assert ages()[0] >= 8 and ages()[1] == 0.0
     consumer.highwater = lambda partition: None  # just reassigned: no fetch has given the partitions' ends yet
     stage.update_lag()
-    assert age() >= 8, "still owned: its frame age stays"
+    assert ages()[0] >= 8 and ages()[1] == 0.0, "still owned: its ages stay"
     consumer.partitions = {TopicPartition(TOPICS.frames, 1)}  # partition 0 went to a new worker
     stage.update_lag()
-    assert age() is None
+    assert ages() == (None, None)
 
 
 def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:

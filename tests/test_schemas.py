@@ -14,6 +14,7 @@ from schemas import (
     Frame,
     FrameRef,
     LineCounts,
+    PictureFault,
     RiskLevel,
     SchemaError,
     Severity,
@@ -41,6 +42,18 @@ def test_frame_round_trip_keeps_jpeg_bytes_raw():
     assert decode(raw, Frame) == frame
     # Raw binary, not base64: the message is barely larger than the image.
     assert len(raw) < len(jpeg) + 200
+
+
+@pytest.mark.parametrize("message", [
+    Frame(camera_id="cam", seq=1, captured_at=1.5e9, width=64, height=48, jpeg=b"\xff\xd8\xff\xd9"), detections()])
+def test_a_normal_picture_travels_as_before_the_picture_fault_field_and_a_frozen_one_says_so(message):
+    # An older stage refuses fields it does not know: a message of a normal picture has none it did not know, and
+    # one from an older stage, without the field, is of a normal picture.
+    body = msgpack.unpackb(encode(message))
+    assert "picture_fault" not in body and decode(encode(message), type(message)).picture_fault is None
+    frozen = message.model_copy(update={"picture_fault": PictureFault.FROZEN})
+    assert msgpack.unpackb(encode(frozen))["picture_fault"] == "frozen"
+    assert decode(encode(frozen), type(message)) == frozen
 
 
 def test_every_message_carries_schema_name_and_version():

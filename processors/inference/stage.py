@@ -58,8 +58,12 @@ STEP_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 DENSITY_MAP_AGE = Gauge("cityguard_density_map_age_seconds",
-                        "Capture-time age of the zone camera's newest density map at its latest frame (+Inf: none yet)",
-                        ["camera"])
+                        "Capture-time age of the zone camera's newest density map sent, at its latest frame (+Inf: "
+                        "none yet)", ["camera"])
+DENSITY_MAP_STALE_FRAMES = Counter("cityguard_density_map_stale_frames_total",
+                                   "Frames of the zone camera detected while its newest density map sent was older "
+                                   "than analytics.counting.density_map_max_age_seconds: its zones' counts are "
+                                   "unreliable at them", ["camera"])
 DENSITY_FLOOR_PEOPLE = Gauge("cityguard_density_background_floor_people",
                              "People the zone camera's learnt background floor took off its newest density map",
                              ["camera"])
@@ -172,7 +176,7 @@ def to_message(frame: Frame, result: ImageDetections, model_name: str, model_ver
     return Detections(
         camera_id=frame.camera_id, seq=frame.seq, captured_at=frame.captured_at,
         image_width=frame.width, image_height=frame.height, model=model_name, model_version=model_version,
-        inference_ms=result.inference_ms,
+        inference_ms=result.inference_ms, picture_fault=frame.picture_fault,
         xyxy=[tuple(box) for box in result.xyxy.tolist()], confidence=result.confidence.tolist(),
         class_id=result.class_id.tolist(), class_name=list(result.class_names),
     )
@@ -306,6 +310,9 @@ class ZoneDensityMaps:
         self.floors = None  # each camera's learnt background response, taken off its maps
         if settings.background_floor.enabled:
             self.floors = DensityFloorPool(settings.background_floor, settings.dense_cell_people)
+        self.max_age_s = config.analytics.counting.density_map_max_age_seconds
+        for camera_id in self.schedule.cameras:  # from 0, so that the first stale frames show as an increase
+            DENSITY_MAP_STALE_FRAMES.labels(camera_id)
 
     def make(self, frames: list[DecodedFrame], person_boxes: list[np.ndarray | None],
              later_part: bool = False) -> dict[int, np.ndarray]:
@@ -314,8 +321,9 @@ class ZoneDensityMaps:
         later part of the batch the last call was for (DensitySchedule.choose). Sets each zone camera's map age."""
         # A frame too small for the network (a few pixels tall) gets no map: its zones' counts go stale (unknown),
         # never calm, and the frame's detections still go out. A frame whose detection failed is not sent: no map.
+        # Nor does a frozen or blank picture, which shows nothing of the zone now (the analytics take no map from it).
         mappable = [i for i, item in enumerate(frames) if person_boxes[i] is not None
-                    and self.counter.can_map(item.frame.height, item.frame.width)]
+                    and item.frame.picture_fault is None and self.counter.can_map(item.frame.height, item.frame.width)]
         if self.video_time:
             now = max((frames[i].frame.captured_at for i in mappable), default=0.0)
         else:
@@ -325,29 +333,64 @@ class ZoneDensityMaps:
         maps = {}
         if chosen:
             started = time.perf_counter()
-            try:
-                # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
-                images = {i: with_image(frames[i].frame).image if frames[i].image is None else frames[i].image
-                          for i in chosen}
-                made = self.counter.density_maps([images[i] for i in chosen], [person_boxes[i] for i in chosen])
-                finished = {index: self._finished(frames[index].frame, made_map, person_boxes[index], images[index])
-                            for index, made_map in zip(chosen, made, strict=True)}
-                maps = {index: density for index, density in finished.items()
-                        if sendable_map(frames[index].frame.camera_id, density)}
-            except Exception:  # the model failing on some input must not stop the partition: no maps this batch
-                log.exception("density maps failed for cameras %s", sorted({frames[i].frame.camera_id for i in chosen}))
-                self.schedule.not_made()
+            maps = {index: density for index, density in self._maps(frames, chosen, person_boxes).items()
+                    if sendable_map(frames[index].frame.camera_id, density)}
+            self.schedule.not_made(frames[index].frame.camera_id for index in chosen if index not in maps)
             elapsed = time.perf_counter() - started
             if self.video_time:
                 self.schedule.batch_sent()  # a replay's maps go out as made: nothing confirms them later
             else:
                 self.schedule.spent(elapsed)
             STEP_SECONDS.labels("density_map").observe(elapsed / len(chosen))
-        for item in frames:
+        for item, boxes in zip(frames, person_boxes, strict=True):
             camera_id = item.frame.camera_id
             if camera_id in self.schedule.cameras:
-                DENSITY_MAP_AGE.labels(camera_id).set(self.schedule.age(camera_id, item.frame.captured_at))
+                age = self.schedule.age(camera_id, item.frame.captured_at)
+                DENSITY_MAP_AGE.labels(camera_id).set(age)
+                if boxes is not None and age > self.max_age_s:  # a frame that goes out, its zones unreliable
+                    DENSITY_MAP_STALE_FRAMES.labels(camera_id).inc()
         return maps
+
+    def left_off(self, frame: Frame) -> None:
+        """The map made for `frame` was left off its message (too large to send): its camera keeps the map age of its
+        last map sent, and is tried again a refresh interval later, as after a failed map."""
+        self.schedule.not_made([frame.camera_id])
+        DENSITY_MAP_AGE.labels(frame.camera_id).set(self.schedule.age(frame.camera_id, frame.captured_at))
+
+    def _maps(self, frames: list[DecodedFrame], chosen: list[int],
+              person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
+        """The chosen frames' finished maps by index, made in one call of the model; where that fails, in one call
+        per frame, so that a picture the model fails on costs its own map, not the others'. The model failing on some
+        input must not stop the partition; a device fault does stop the worker, as the detector's do."""
+        try:
+            return self._made(frames, chosen, person_boxes)
+        except GPU_FAULTS:
+            raise
+        except Exception as exc:
+            cameras = sorted({frames[index].frame.camera_id for index in chosen})
+            if len(chosen) == 1:
+                log.exception("density map failed for camera %s", cameras[0])
+                return {}
+            log.warning("density maps failed for cameras %s (%s: %s); making them one at a time", cameras,
+                        type(exc).__name__, exc)
+        maps = {}
+        for index in chosen:
+            try:
+                maps.update(self._made(frames, [index], person_boxes))
+            except GPU_FAULTS:
+                raise
+            except Exception:
+                log.exception("density map failed for camera %s", frames[index].frame.camera_id)
+        return maps
+
+    def _made(self, frames: list[DecodedFrame], indices: list[int],
+              person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
+        """The frames' maps by index, made in one call of the model and finished."""
+        # Frames the GPU detector took as JPEGs are decoded on the CPU now, the chosen ones alone.
+        images = [with_image(frames[i].frame).image if frames[i].image is None else frames[i].image for i in indices]
+        made = self.counter.density_maps(images, [person_boxes[i] for i in indices])
+        return {index: self._finished(frames[index].frame, made_map, person_boxes[index], image)
+                for index, made_map, image in zip(indices, made, images, strict=True)}
 
     def _finished(self, frame: Frame, made: np.ndarray, person_boxes: np.ndarray, image: np.ndarray) -> np.ndarray:
         """A made map less the camera's background floor (learnt from the maps as made), then without the texture of
@@ -371,16 +414,16 @@ def sendable_map(camera_id: str, density: np.ndarray) -> bool:
     return True
 
 
-def sendable_value(message: Detections) -> bytes:
-    """The encoded message; a density map that would take it past MAX_DETECTIONS_BYTES (a camera of many megapixels)
-    is left off, and the frame's boxes still go."""
+def sendable_value(message: Detections) -> tuple[bytes, bool]:
+    """The encoded message, and whether its density map was left off: one that would take it past
+    MAX_DETECTIONS_BYTES (a camera of many megapixels) is, and the frame's boxes still go."""
     value = encode(message)
     if len(value) > MAX_DETECTIONS_BYTES and message.density_map is not None:
         log.warning("density map of camera %s left out: the detections message would be %d bytes, over %d",
                     message.camera_id, len(value), MAX_DETECTIONS_BYTES)
         DENSITY_MAPS_LEFT_OUT.labels(message.camera_id, "too_large").inc()
-        value = encode(message.model_copy(update={"density_map": None, "density_map_shape": None}))
-    return value
+        return encode(message.model_copy(update={"density_map": None, "density_map_shape": None})), True
+    return value, False
 
 
 def decoded_on_cpu(detectors: CameraDetectors, enricher: FrameEnricher, camera_id: str) -> bool:
@@ -503,9 +546,12 @@ class InferenceWorker:
                 log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
                 self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
                 continue
+            value, map_left_off = sendable_value(message)
+            if map_left_off:
+                self.zone_maps.left_off(item.frame)
             try:
                 self.sends.append(self.producer.send(self.topics.detections, key=item.frame.camera_id.encode(),
-                                                     value=sendable_value(message)))
+                                                     value=value))
             except MessageSizeTooLargeError as exc:  # this frame's output; sending it again would fail again
                 self.reject(record, f"detections too large to send: {exc}")
                 continue
@@ -582,14 +628,15 @@ class InferenceWorker:
         for labels in self.lag_labels - exported:  # a partition a rebalance took away: its new owner reports it
             CONSUMER_LAG.remove(*labels)
         self.lag_labels = exported
-        # So are its cameras' frame ages: the last one seen here, often a high one (lag is what moves partitions),
-        # would stand beside the new owner's for ever.
+        # So are its cameras' frame and density map ages: the last ones seen here, often high ones (lag is what moves
+        # partitions), would stand beside the new owner's for ever.
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topics.frames}
         gone = set(self.frame_age_cameras) - owned
         if gone:
             kept = set().union(*(self.frame_age_cameras.get(partition, ()) for partition in owned))
             for camera in set().union(*(self.frame_age_cameras.pop(partition) for partition in gone)) - kept:
                 FRAME_AGE.remove(camera)
+                DENSITY_MAP_AGE.remove(camera)
 
     def swap_model(self) -> None:
         """Between batches: serve a newly promoted (or rolled-back) model once it has finished loading."""

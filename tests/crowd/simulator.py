@@ -149,7 +149,7 @@ class CrowdSimulator:
             rows, cols = height // 8, width // 8
             heads = feet[seen] - np.column_stack((np.zeros(int(seen.sum())),
                                                   homography.standing_height_px(feet[seen], HEAD_HEIGHT_M)))
-            heads = np.clip(heads, 0, np.array([width, height]) - 1)
+            heads = heads[heads[:, 1] >= 0]  # the model counts the heads it sees: none above the picture
             cells = np.zeros((rows, cols), dtype=np.float32)
             np.add.at(cells, ((heads[:, 1] // 8).astype(int), (heads[:, 0] // 8).astype(int)), 1.0)
             density_map, shape = cells.tobytes(), (rows, cols)

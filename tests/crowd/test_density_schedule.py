@@ -80,16 +80,22 @@ def test_a_spent_budget_waits_until_repaid():
     assert schedule.choose([("b", 4.1)], now=4.1) == [0]
 
 
-def test_maps_that_were_not_made_leave_their_cameras_ages_as_they_were():
+def test_a_camera_whose_map_was_not_made_keeps_its_age_and_is_tried_again_a_refresh_interval_later():
     schedule = DensitySchedule(["a", "b"], REFRESH_S)
     assert schedule.choose([("a", 0.0)], now=0.0) == [0]
     schedule.batch_sent()
     assert schedule.choose([("a", 8.0), ("b", 8.0)], now=8.0) == [1]  # b has none yet; one per batch
-    schedule.not_made()
+    schedule.not_made(["b"])
     assert math.isinf(schedule.age("b", 8.0)) and schedule.age("a", 8.0) == 8.0
-    assert schedule.choose([("b", 9.0)], now=9.0) == [0]
-    schedule.not_made()
-    assert math.isinf(schedule.age("b", 9.0))
+    schedule.batch_sent()
+    # b, still without a map, would come first at every batch: a picture the model always fails on would take every
+    # map slot. It waits a refresh interval from its try, and a, due too, gets its map meanwhile.
+    assert schedule.choose([("b", 9.0), ("a", 9.0)], now=9.0) == [1]
+    schedule.batch_sent()
+    assert schedule.choose([("b", 15.4)], now=15.4) == []
+    assert schedule.choose([("b", 15.5)], now=15.5) == [0]
+    schedule.not_made(["b"])
+    assert math.isinf(schedule.age("b", 15.5))
 
 
 def test_a_batch_detected_in_parts_that_is_rewound_leaves_every_parts_cameras_due():
@@ -100,18 +106,19 @@ def test_a_batch_detected_in_parts_that_is_rewound_leaves_every_parts_cameras_du
     assert schedule.choose([("b", 8.2)], now=8.2, later_part=True) == [0]  # its second
     schedule.batch_rewound()  # neither map went out
     assert schedule.age("a", 8.0) == 8.0 and math.isinf(schedule.age("b", 8.2))
+    assert schedule.choose([("a", 8.0), ("b", 8.2)], now=8.4) == [0, 1]  # the batch again: both are due
 
 
 def test_a_map_that_failed_in_a_later_part_leaves_the_earlier_parts_maps():
     schedule = DensitySchedule(["a", "b"], REFRESH_S, maps_per_batch=3)
     assert schedule.choose([("a", 0.0)], now=0.0) == [0]
     assert schedule.choose([("b", 0.2)], now=0.2, later_part=True) == [0]
-    schedule.not_made()  # b's map failed; a's was made and sent
+    schedule.not_made(["a", "b"])  # b's map failed; a's, chosen in an earlier part, was made and sent
     assert schedule.age("a", 0.2) == pytest.approx(0.2) and math.isinf(schedule.age("b", 0.2))
     # A camera mapped again in a later part of a batch spanning a refresh interval: its failure gives back the
     # earlier part's map, a rewind the map it had before the batch.
     assert schedule.choose([("a", 8.0)], now=8.0, later_part=True) == [0]
-    schedule.not_made()
+    schedule.not_made(["a"])
     assert schedule.age("a", 8.0) == 8.0
     schedule.batch_rewound()
     assert math.isinf(schedule.age("a", 8.0))

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import torch
 from prometheus_client import REGISTRY
 
 from processors.inference.stage import CameraDetectors, DecodedFrame, InferenceWorker, ZoneDensityMaps
@@ -99,8 +100,13 @@ def test_zone_cameras_get_maps_when_theirs_are_due():
 def test_a_map_the_analytics_would_refuse_is_left_out_and_the_frame_goes_on():
     counter = FixedCountDensity(people=float("nan"))  # a model gone wrong (float16 overflow on a GPU)
     assert zone_maps(counter).make([frame("square", 100.0)], [person_boxes(0)]) == {}
+    assert age("square") == float("inf")  # no map reached the analytics: none is counted as fresh
     counter.people = -16.0
-    assert zone_maps(counter).make([frame("square", 100.0)], [person_boxes(0)]) == {}
+    mapper = zone_maps(counter, video_time=True)
+    assert mapper.make([frame("square", 100.0)], [person_boxes(0)]) == {}
+    counter.people = 40.0
+    assert mapper.make([frame("square", 101.0)], [person_boxes(0)]) == {}  # tried again a refresh interval later
+    assert mapper.make([frame("square", 107.5)], [person_boxes(0)]).keys() == {0} and age("square") == 0.0
 
 
 def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing():
@@ -109,6 +115,21 @@ def test_a_frame_too_small_for_the_model_gets_no_map_and_its_age_keeps_growing()
     assert mapper.make([frame("square", 200.0)], [person_boxes(0)]).keys() == {0}
     assert mapper.make([frame("square", 260.0, height=7)], [person_boxes(0)]) == {}
     assert counter.calls == 1 and age("square") == 60.0
+
+
+def test_frames_that_go_out_with_their_cameras_newest_map_past_the_maximum_age_are_counted():
+    def stale_frames() -> float:
+        return REGISTRY.get_sample_value("cityguard_density_map_stale_frames_total", {"camera": "square"})
+
+    mapper = zone_maps(FixedCountDensity(people=40.0), video_time=True)
+    before = stale_frames()  # exported from 0
+    mapper.make([frame("square", 100.0)], [person_boxes(0)])
+    # too small to map: 15 s after the map is at the bound, past it is stale; a frame whose detection failed does
+    # not go out
+    mapper.make([frame("square", 115.0, height=7), frame("square", 115.2, height=7)], [person_boxes(0), None])
+    assert stale_frames() == before
+    mapper.make([frame("square", 115.4, height=7), frame("square", 116.0, height=7)], [person_boxes(0), None])
+    assert stale_frames() == before + 1
 
 
 class SlowDensity(FixedCountDensity):
@@ -130,10 +151,82 @@ def test_the_worker_spends_at_most_its_share_on_maps_and_a_replay_maps_every_int
     assert replayed.calls == len(captured)  # video time: a map per interval_seconds whatever the CPU's speed
 
 
-def test_a_model_failure_costs_the_batch_its_maps_not_the_partition():
+def test_a_model_failure_costs_the_frame_its_map_not_the_partition():
     mapper = zone_maps(FailingDensity(people=400.0))
     assert mapper.make([frame("square", 300.0)], [person_boxes(0)]) == {}
-    assert age("square") == float("inf")  # no map was made: none is counted as fresh, and the camera stays due
+    assert age("square") == float("inf")  # no map was made: none is counted as fresh
+
+
+def crowd_cameras_maps(counter, cameras: list[str], maps_per_batch: int) -> ZoneDensityMaps:
+    """The maps of a site whose cameras all have a zone, scheduled in video time."""
+    zone = {"id": "z", "polygon": [[0, 0], [8, 0], [8, 8]], "area_m2": 10}
+    config = parse_config({"site": "t", "cameras": [{"id": camera, "source": str(index), "zones": [zone]}
+                                                     for index, camera in enumerate(cameras)],
+                           "analytics": {"density_model": {"maps_per_batch": maps_per_batch}}}, Path("."))
+    return ZoneDensityMaps(config, counter, video_time=True)
+
+
+class FailsOnBrightPictures(FixedCountDensity):
+    """Stands in for a density model that fails on one camera's pictures (all white here), whatever else the call
+    holds."""
+
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
+        if any(image.min() == 255 for image in images):
+            raise RuntimeError("Check 'cmp::le(kernel, dim)' failed")
+        return super().density_maps(images, person_boxes)
+
+
+@pytest.mark.parametrize("maps_per_batch", [1, 8])
+def test_a_camera_whose_maps_always_fail_leaves_the_other_cameras_maps_fresh(maps_per_batch):
+    cameras = ["bad", *(f"good{index}" for index in range(7))]
+    counter = FailsOnBrightPictures(people=40.0)
+    mapper = crowd_cameras_maps(counter, cameras, maps_per_batch)
+    oldest = dict.fromkeys(cameras, 0.0)
+    for step in range(300):  # 60 s, a batch every 0.2 s with a frame of each camera
+        at = 1000.0 + step * 0.2
+        frames = [DecodedFrame(Frame(camera_id=camera, seq=step, captured_at=at, width=8, height=8, jpeg=b"\xff\xd9"),
+                               np.full((8, 8, 3), 255 if camera == "bad" else 0, dtype=np.uint8)) for camera in cameras]
+        mapper.make(frames, [person_boxes(0)] * len(cameras))
+        if step >= 50:  # past the first 10 s, each camera's map no older than the bound (15 s)
+            oldest = {camera: max(oldest[camera], age(camera)) for camera in cameras}
+    assert oldest.pop("bad") == float("inf")
+    assert max(oldest.values()) <= 15.0
+    # the bad camera's picture is tried once a refresh interval (7.5 s), alone after a call that failed with it
+    assert counter.calls == pytest.approx(7 * 60 / 7.5, abs=7)
+
+
+def test_a_call_that_fails_on_one_picture_loses_that_pictures_map_only():
+    counter = FailsOnBrightPictures(people=40.0)
+    mapper = crowd_cameras_maps(counter, ["a", "b", "c"], maps_per_batch=3)
+    frames = [DecodedFrame(Frame(camera_id=camera, seq=0, captured_at=100.0, width=8, height=8, jpeg=b"\xff\xd9"),
+                           np.full((8, 8, 3), 255 if camera == "b" else 0, dtype=np.uint8)) for camera in "abc"]
+    assert mapper.make(frames, [person_boxes(0)] * 3).keys() == {0, 2}
+    assert (age("a"), age("b"), age("c")) == (0.0, float("inf"), 0.0)
+
+
+class DeviceFault(FixedCountDensity):
+    """Stands in for a density model on a failing GPU: `fault` on every call after `calls_before` of them fail as a
+    picture would."""
+
+    def __init__(self, fault: Exception, calls_before: int = 0):
+        super().__init__(people=40.0)
+        self.fault, self.calls_before = fault, calls_before
+
+    def density_maps(self, images: list[np.ndarray], person_boxes: list[np.ndarray | None]) -> list[np.ndarray]:
+        if self.calls_before:
+            self.calls_before -= 1
+            raise RuntimeError("model failed on this input")
+        raise self.fault
+
+
+@pytest.mark.parametrize("fault", [torch.OutOfMemoryError("CUDA out of memory"),
+                                   torch.AcceleratorError("CUDA error: an illegal memory access was encountered")])
+@pytest.mark.parametrize("calls_before", [0, 1])  # on the call for all, or on a call for one picture after it
+def test_a_device_fault_in_the_density_model_stops_the_worker(fault, calls_before):
+    mapper = crowd_cameras_maps(DeviceFault(fault, calls_before), ["a", "b"], maps_per_batch=2)
+    with pytest.raises(type(fault)):
+        mapper.make([frame("a", 100.0), frame("b", 100.0)], [person_boxes(0)] * 2)
+
 
 
 def test_the_model_is_told_where_the_frames_people_were_detected():

@@ -7,6 +7,7 @@ import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.tracks import TrackTable
+from processors.analytics.crowd.windows import Bucket
 from schemas.base import frame_seen
 from tests.crowd.scenarios import run_scenario, site_config
 from tests.crowd.simulator import SQUARE, CrowdSimulator
@@ -48,6 +49,12 @@ def test_state_whose_buckets_lack_the_reliable_people_sum_is_refused_not_read_as
 
     with pytest.raises(ValueError, match="older version"):
         CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))
+
+
+def test_a_bucket_stored_before_its_latest_frames_reliability_was_kept_has_it_only_where_every_frame_was_reliable():
+    older = {name: value for name, value in vars(Bucket(start=10.0, frames=50)).items() if name != "latest_reliable"}
+    assert Bucket.from_record({**older, "unreliable_frames": 0}).latest_reliable
+    assert not Bucket.from_record({**older, "unreliable_frames": 1}).latest_reliable
 
 
 def test_a_state_stored_before_frame_runs_were_kept_has_seen_the_frames_up_to_its_last():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
-from schemas import Detections, RiskLevel, ZoneMetrics
+from schemas import Detections, PictureFault, RiskLevel, ZoneMetrics
 from schemas.settings.config import CameraConfig
 from schemas.settings.crowd import AnalyticsConfig
 from tests.crowd.scenarios import run_scenario, site_config
@@ -46,14 +46,17 @@ def run(analyzer: CrowdAnalyzer, frames) -> list[ZoneMetrics]:
 
 def test_a_windows_people_come_from_its_reliable_frames_only():
     # 560 people in 100 m², a density map every 18 s (it goes stale after 15 s), the detector sees 30 of them: a
-    # window with a few stale frames is still reliable, and its density is the maps', not pulled down by the 30.
+    # window with a few stale frames is still reliable while its latest frame's map is fresh, and its density is the
+    # maps', not pulled down by the 30.
     seen = [person(x, 400) for x in range(30, 1230, 40)]
     analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
     metrics = run(analyzer, (frame(seq, seen, 560 if seq % (18 * FPS) == 0 else None) for seq in range(180 * FPS)))
 
-    assert len(metrics) == 17 and all(m.count_reliable for m in metrics)
+    stale_at_end = [(m.window_end - 1 / FPS - T0) % 18 > 15 for m in metrics]  # the latest frame's map age
+    assert len(metrics) == 17 and 0 < sum(stale_at_end) < 17
+    assert [m.count_reliable for m in metrics] == [not stale for stale in stale_at_end]
     assert all(m.density_mean_per_m2 == pytest.approx(5.6, rel=1e-5) for m in metrics)
-    assert all(m.risk_level == RiskLevel.DANGER for m in metrics)
+    assert all(m.risk_level == RiskLevel.DANGER for m in metrics)  # held through the unreliable windows
 
 
 def events_of(analyzer: CrowdAnalyzer, frames) -> tuple[list[ZoneMetrics], list]:
@@ -83,6 +86,40 @@ def test_a_zone_whose_maps_never_come_opens_an_incident_once_the_first_map_is_ov
     assert "no density map yet" in opened.reason
 
 
+@pytest.mark.parametrize("fault, reason", [(PictureFault.FROZEN, "picture frozen"),
+                                           (PictureFault.BLANK, "picture blank")])
+def test_a_frozen_or_blank_picture_makes_the_zone_unknown_with_the_reason_whatever_it_shows(fault, reason):
+    # A calm zone (20 people in 100 m², a map every 7.5 s) whose picture goes bad after a minute; the maps, made of
+    # the bad picture, still say 20, and the frozen picture shows a packed crowd to the detector (600 boxes: 6 p/m²).
+    packed = [person(x, y) for x in range(30, 1230, 40) for y in range(100, 700, 30)]
+    analyzer = CrowdAnalyzer(camera(PICTURE), AnalyticsConfig())
+    frames = [frame(seq, [] if seq < 60 * FPS else packed, 20 if seq % (7.5 * FPS) == 0 else None)
+              for seq in range(600 * FPS)]
+    metrics, events = events_of(analyzer, (detections.model_copy(update={"picture_fault": fault})
+                                           if detections.captured_at >= T0 + 60 else detections
+                                           for detections in frames))
+
+    assert len(packed) == 600 and len(metrics) == 59
+    assert all(m.risk_level == RiskLevel.NORMAL and m.count_reliable for m in metrics[:6])
+    assert all(m.risk_level == RiskLevel.UNKNOWN and not m.count_reliable and reason in m.risk_reason
+               for m in metrics[6:])
+    assert all(m.detector_people_mean == 0 and m.density_model_people_mean is None for m in metrics[6:])
+    [opened] = events  # the zone-unknown path: an incident and CityguardZoneUnknown
+    assert (opened.state.value, opened.updated_at, opened.details["to_level"]) == ("opened", T0 + 70, "unknown")
+
+
+def test_a_window_is_reliable_only_while_its_latest_frames_map_is_within_the_maximum_age():
+    # Calm maps every 5 s until 60 s, then none: the level may stand on a map up to 15 s old, not on most of a
+    # window's frames having had one (a 30 s window read normal until 40 s after the last map).
+    for analytics in (AnalyticsConfig(), AnalyticsConfig(window_seconds=30, hop_seconds=10)):
+        analyzer = CrowdAnalyzer(camera(PICTURE), analytics)
+        metrics = run(analyzer, (frame(seq, [], 50 if seq % (5 * FPS) == 0 and seq <= 60 * FPS else None)
+                                 for seq in range(120 * FPS)))
+        ends = {round(m.window_end - T0): (m.risk_level, m.count_reliable) for m in metrics}
+        assert ends[70] == (RiskLevel.NORMAL, True)  # its latest frame's map 9.8 s old
+        assert all(ends[end] == (RiskLevel.UNKNOWN, False) for end in range(80, 111, 10))  # 19.8 s and older
+
+
 @pytest.mark.parametrize("polygon, share", [
     ([[0, 0], [2 * WIDTH, 0], [2 * WIDTH, HEIGHT], [0, HEIGHT]], "50%"),  # twice the picture's width
     ([[WIDTH + 100, 0], [WIDTH + 700, 0], [WIDTH + 700, HEIGHT], [WIDTH + 100, HEIGHT]], "0%"),  # beside it
@@ -108,19 +145,35 @@ def test_a_zone_almost_wholly_in_the_picture_still_counts():
 
 
 def test_a_calibrated_zone_partly_above_the_picture_is_measured_over_the_ground_it_shows():
-    # A 3.2 x 40 m alley seen along its length, its far end 12 px above the picture: 99.9 % of its pixels but only
-    # 66 % of its ground are in view.
+    # A 3.2 x 40 m alley seen along its length, its far end 12 px above the picture: 99.9 % of its pixels and 66 % of
+    # its ground are in view, but only 39 % of it with the heads of the people standing there, which the density map
+    # counts (the detector's people beyond, their heads cut off, count no more).
     alley = SimCamera(3.2, 40.0, ((340, 700), (940, 700), (650, -12), (630, -12)))
     config = site_config(alley, 5.0, entrances=())
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
-    assert analyzer.zones["zone"].in_view((WIDTH, HEIGHT)).share == pytest.approx(0.66, abs=0.01)
+    assert analyzer.zones["zone"].in_view((WIDTH, HEIGHT)).share == pytest.approx(0.39, abs=0.01)
     simulator = CrowdSimulator(alley, 5.0, seed=3, target_density=lambda _: 6.0)
     runs, _ = run_scenario(simulator, config, 5 * 120, analyzer=analyzer)
     late = runs.metrics[-3:]
     # The density is the ground in view's, and the zone, mostly but not wholly seen, is unreliable at the level
     # the people seen prove.
-    assert all(m.density_mean_per_m2 == pytest.approx(6.0, rel=0.05) for m in late)
+    assert np.mean([m.density_mean_per_m2 for m in late]) == pytest.approx(6.0, rel=0.05)
     assert all(not m.count_reliable and m.risk_level == RiskLevel.DANGER for m in late)
+
+
+def test_a_calibrated_zone_whose_far_end_meets_the_top_of_the_picture_is_seen_only_where_the_heads_are():
+    # The alley drawn wholly inside the picture, its far end 1 px below the top: every foot point is in view, but the
+    # far people's heads, by which the density map counts them, are above it. 6 p/m², the detector finding a tenth
+    # of the people: read over all its ground, the packed zone was at caution, reliable.
+    alley = SimCamera(3.2, 40.0, ((340, 700), (940, 700), (650, 1), (630, 1)))
+    config = site_config(alley, 5.0, entrances=())
+    simulator = CrowdSimulator(alley, 5.0, seed=3, target_density=lambda _: 6.0)
+    runs, analyzer = run_scenario(simulator, config, 5 * 90, miss_rate=0.9)
+    assert analyzer.zones["zone"].in_view((WIDTH, HEIGHT)).share == pytest.approx(0.6, abs=0.02)
+    late = runs.metrics[-3:]
+    assert all(not m.count_reliable and m.risk_level == RiskLevel.UNKNOWN for m in late)
+    assert all("of the zone's ground (with the heads of people standing on it) lies inside the picture"
+               in m.risk_reason for m in late)
 
 
 def test_a_packed_zone_whose_maps_stop_keeps_the_level_its_detector_proves():

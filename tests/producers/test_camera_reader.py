@@ -21,7 +21,7 @@ from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
 from producers.its_client import ItsCameraGone
 from producers.local_streams import TokenFileServer
-from schemas import CameraState, Frame, decode
+from schemas import CameraState, Frame, PictureFault, decode
 from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 from tests.producers.conftest import grey_part
@@ -125,6 +125,9 @@ def test_a_picture_frozen_across_reconnections_is_reported_frozen(tmp_path):
     statuses = run_until(reader, lambda status: status.reason.startswith("frozen"))
     assert statuses[-1].state is CameraState.STALLED and statuses[-1].reason.startswith("frozen")
     assert statuses[-1].reconnects >= 1
+    # Its frames say so, once it is found frozen: the stages after it must not take the old picture for the present.
+    faults = [decode(value, Frame).picture_fault for value in iter(reader.queue.take, None)]
+    assert faults[0] is None and faults[-1] is PictureFault.FROZEN
 
 
 def test_a_playlist_no_longer_updated_is_published_once_and_reported_down(tmp_path):

@@ -16,7 +16,7 @@ from infra.frame_client import NotDelivered
 from producers.capture import MediaClock, source_kind
 from producers.frame_producer import FrameQueue, LogLimit, StatusReporter, cameras_for_shard
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
-from schemas import CameraState, CameraStatus
+from schemas import CameraState, CameraStatus, PictureFault
 from schemas.settings.capture import SourceKind
 from schemas.settings.config import CameraConfig, ConfigError, parse_config
 
@@ -47,9 +47,10 @@ def scene(seed: int) -> np.ndarray:
 
 def test_identical_frames_for_long_enough_are_frozen():
     quality, still = monitor(), scene(1)
-    reasons = [quality.check(still, at) for at in np.arange(0, 5, 0.5)]
-    assert reasons[:7] == [None] * 7  # identical since 0.5 s: frozen from 3.5 s on
-    assert reasons[7].startswith("frozen")
+    verdicts = [(quality.check(still, at), quality.fault) for at in np.arange(0, 5, 0.5)]
+    assert verdicts[:7] == [(None, None)] * 7  # identical since 0.5 s: frozen from 3.5 s on
+    assert verdicts[7][0].startswith("frozen") and verdicts[7][1] is PictureFault.FROZEN
+    assert quality.check(scene(2), 5) is None and quality.fault is None
 
 
 def test_moving_picture_is_never_frozen_and_reset_forgets():
@@ -66,8 +67,8 @@ def test_moving_picture_is_never_frozen_and_reset_forgets():
 def test_blank_frames(level, expected):
     quality, blank = monitor(), np.full((72, 128), level, dtype=np.uint8)
     assert quality.check(blank, 0) is None and quality.check(blank, 1) is None
-    assert quality.check(blank, 2.5).startswith(expected)
-    assert quality.check(scene(3), 3) is None
+    assert quality.check(blank, 2.5).startswith(expected) and quality.fault is PictureFault.BLANK
+    assert quality.check(scene(3), 3) is None and quality.fault is None
 
 
 def test_health_goes_reconnecting_then_down_and_back_up():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
-from schemas import Detections, Event, EventState, StaticBlob
+from schemas import Detections, Event, EventState, PictureFault, StaticBlob
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.traffic import SceneConfig
 from tests.traffic.simulator import FPS, SCENE, T0
@@ -613,3 +613,15 @@ def test_the_event_that_resolves_a_stopped_vehicle_says_how_long_it_stood():
     assert [e.state for e in events] == [EventState.OPENED, EventState.RESOLVED]
     stood = events[1].details["stopped_seconds"]
     assert "stopped 10 s" in events[0].reason and stood >= 25 and f"stopped {stood:.0f} s" in events[1].reason
+
+
+def test_a_frozen_or_blank_picture_raises_no_stopped_vehicle_and_no_obstacle():
+    """In a frozen picture every vehicle stands still and what was foreground stays: the same frames as a live
+    picture raise both."""
+    car = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop (no stopping), westbound lane
+    debris = ((800.0, 320.0, 880.0, 360.0), T0 + 1.0)
+    frames = [frame(seq, [(7, "car", car)], [debris] if seq >= 5 else []) for seq in range(150)]  # 30 s
+
+    assert sorted(e.type for e in opened(run(frames))) == ["obstacle_in_lane", "stopped_vehicle"]
+    for fault in PictureFault:
+        assert run([detections.model_copy(update={"picture_fault": fault}) for detections in frames]) == []

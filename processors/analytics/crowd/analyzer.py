@@ -17,7 +17,7 @@ import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
-from processors.analytics.crowd.feet_map import FeetMap
+from processors.analytics.crowd.feet_map import FeetMap, heads_above
 from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
@@ -146,6 +146,7 @@ def risk_state(level: str, since: float | None, episode_started: float | None, k
 class InView:
     share: float  # of the zone's ground inside the picture (of its polygon's pixels without a calibration)
     area_m2: float  # what a density is measured over: the ground in the picture (the whole area without a calibration)
+    of: str  # what the share is of, in words
 
 
 class ZoneGeometry:
@@ -181,24 +182,29 @@ class ZoneGeometry:
         """How much of the zone the picture shows (logged once per picture size when too little).
 
         Measured on the ground where the camera is calibrated, as the share of the zone's ground cells whose centre
-        the picture shows: seen along its length, a zone's far metres take few pixels, and an alley whose far end
-        lies 12 px above the picture keeps 99.9 % of its pixels but 66 % of its ground. The density is then the
-        people seen over the ground seen, which holds for the part in view whatever the share. Without a
-        calibration only the pixels tell, and the density stays over the whole area."""
+        the picture shows with the head of a person standing there: seen along its length, a zone's far metres take
+        few pixels, and an alley whose far end lies 12 px above the picture keeps 99.9 % of its pixels but 66 % of
+        its ground. The density map counts people by their heads, so a cell whose feet are in the picture but whose
+        heads are above it is not seen either (an alley drawn to 1 px below the top read a packed crowd as caution).
+        The density is then the people seen over the ground seen, which holds for the part in view whatever the
+        share. Without a calibration only the pixels tell, and the density stays over the whole area."""
         if image_size not in self._in_view:
             width, height = image_size
             cells = self.grid.inside_centres if self.grid is not None else np.empty((0, 2))
             if len(cells):
-                x, y = self.homography.to_image(cells).T
-                share = float(((x >= 0) & (x <= width) & (y >= 0) & (y <= height)).mean())
+                feet = self.homography.to_image(cells)
+                x, y = feet.T
+                head_y = heads_above(self.homography, feet)[:, 1]
+                share = float(((x >= 0) & (x <= width) & (head_y >= 0) & (y <= height)).mean())
                 area_m2 = max(self.area_m2 * share, MIN_ZONE_AREA_M2)  # a sliver in view would inflate a few people
+                of = "the zone's ground (with the heads of people standing on it)"
             else:
                 inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
-                share, area_m2 = inside / polygon_area(self.config.polygon), self.area_m2
-            self._in_view[image_size] = InView(share, area_m2)
+                share, area_m2, of = inside / polygon_area(self.config.polygon), self.area_m2, "the zone"
+            self._in_view[image_size] = InView(share, area_m2, of)
             if share < MIN_SHARE_IN_PICTURE:
-                log.warning("camera %s zone %s: only %.0f%% of the zone lies inside the %dx%d picture; its count is "
-                            "unreliable until it is redrawn inside", self.camera_id, self.config.id, share * 100,
+                log.warning("camera %s zone %s: only %.0f%% of %s lies inside the %dx%d picture; its count is "
+                            "unreliable until it is redrawn inside", self.camera_id, self.config.id, share * 100, of,
                             width, height)
         return self._in_view[image_size]
 
@@ -348,11 +354,16 @@ class CrowdAnalyzer:
     # -- one frame -------------------------------------------------------------------------------------------
 
     def _measure(self, detections: Detections) -> dict[str, FrameSample]:
-        people = detections.class_mask(PERSON_CLASS_ID)
+        # A frozen or blank picture shows nothing of the zone now: nobody in it counts, moves or crosses a line, and a
+        # density map of it is not taken (processors.analytics.crowd.counting).
+        fault = detections.picture_fault
+        people = detections.class_mask(PERSON_CLASS_ID) & (fault is None)
         feet = detections.foot_points()[people]
         boxes = detections.boxes()[people]
         heights = boxes[:, 3] - boxes[:, 1]
         ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
+        # A person counts where the picture shows the ground they stand on whole, head too (ZoneGeometry.in_view).
+        counted = heads_above(self.homography, feet)[:, 1] >= 0 if self.homography else np.ones(len(feet), bool)
         velocity = np.full_like(feet, np.nan)
         crossings = []
         if detections.track_id is not None and len(feet):
@@ -367,7 +378,7 @@ class CrowdAnalyzer:
                 movement.velocity_smoothing, movement.max_speed_m_s, movement.track_ttl_seconds,
                 movement.crossing_debounce_frames, movement.max_tracks)
             velocity[rows] = velocity_rows
-        density = detections.density()
+        density = detections.density() if fault is None else None
         image_size = self.image_size = (detections.image_width, detections.image_height)
         if density is not None and self.feet_map is not None:
             density = self.feet_map.moved(density, image_size)
@@ -375,17 +386,17 @@ class CrowdAnalyzer:
         for zone_id, zone in self.zones.items():
             state = self.state.zones[zone_id]
             inside = zone.polygon.contains(feet)
-            detector_people = int(inside.sum())
+            detector_people = int((inside & counted).sum())
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
             age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
-                                self.config.density_model.enabled)
+                                self.config.density_model.enabled, fault)
             in_view = zone.in_view(image_size)
             if in_view.share < MIN_SHARE_IN_PICTURE:
                 fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
-                                reason=f"only {in_view.share:.0%} of the zone lies inside the picture (the rest is "
-                                "not seen)")
+                                reason=f"only {in_view.share:.0%} of {in_view.of} lies inside the picture (the rest "
+                                "is not seen)")
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,
@@ -444,7 +455,9 @@ class CrowdAnalyzer:
         elif window.frames < config.risk.min_frame_coverage * expected_frames:
             reliable, reason = False, (f"camera delivered {window.frames} of ~{expected_frames:.0f} expected frames "
                                        "(down or stalling)")
-        elif window.unreliable_frames * 2 > window.frames:
+        elif not window.latest_reliable or window.unreliable_frames * 2 > window.frames:
+            # A level stands on the window's latest frame: a map gone stale or a picture frozen in its last seconds
+            # leaves nothing that vouches for it at the window's end, however many frames before did.
             reliable, reason = False, window.unreliable_reason
         net_per_minute = (window.inflow - window.outflow) / seconds * 60
         if reliable:

@@ -80,19 +80,26 @@ evidence too thin to trust. Hence:
   missed: a floor, never a reason to count fewer);
 - without a density map younger than `density_map_max_age_seconds` the count is UNRELIABLE: no other evidence tells a
   calm scene from a packed one the detector cannot see into. The detector's count is then a floor, and the zone's
-  level is what that floor proves from warning up, else UNKNOWN, with the reason (processors.analytics.crowd.risk).
+  level is what that floor proves from warning up, else UNKNOWN, with the reason (processors.analytics.crowd.risk);
+- a frame whose picture the producer found frozen or blank (Frame.picture_fault) counts no one and is UNRELIABLE: what
+  it shows is not the zone now, and a map of it, however fresh, says nothing of the crowd in front of the camera.
 Confidence is 1 - the rule's relative error on the development set in the count's regime.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas import PictureFault
 from schemas.settings.crowd import CountingConfig
 from schemas.zone_metrics import CountSource
 
 # (upper bound of the regime in people, confidence) from the development set's relative errors above
 CONFIDENCE_BY_SIZE = ((60, 0.91), (250, 0.72), (float("inf"), 0.82))
 CONFIDENCE_UNRELIABLE = 0.2
+PICTURE_FAULTS = {
+    PictureFault.FROZEN: "picture frozen (the camera sends the same old picture again and again)",
+    PictureFault.BLANK: "picture blank (the camera sends black or uniform frames)",
+}
 
 
 @dataclass(frozen=True)
@@ -109,13 +116,17 @@ def confidence_for(people: float) -> float:
 
 
 def fuse_counts(detector_people: int, model_people: float | None, config: CountingConfig,
-                model_age_s: float | None = None, maps_enabled: bool = True) -> FusedCount:
+                model_age_s: float | None = None, maps_enabled: bool = True,
+                picture_fault: PictureFault | None = None) -> FusedCount:
     """The count a zone reports for one frame.
 
     model_people: the zone's count in the newest density map, None when there is none; model_age_s: how old that
     map is at this frame (capture time). A map older than the configured maximum is not used. maps_enabled: whether
-    the density model is configured to run (only changes the reason given when there is no map).
+    the density model is configured to run (only changes the reason given when there is no map). picture_fault: the
+    frame's (None: a normal picture).
     """
+    if picture_fault is not None:
+        return FusedCount(0, CountSource.DETECTOR, CONFIDENCE_UNRELIABLE, False, PICTURE_FAULTS[picture_fault])
     if model_people is None or model_age_s is None:
         missing = "no density map yet" if maps_enabled else "density model off (analytics.density_model.enabled)"
         return FusedCount(detector_people, CountSource.DETECTOR, CONFIDENCE_UNRELIABLE, False,

@@ -19,6 +19,14 @@ HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annota
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
 
 
+def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
+    """Where in the picture the head of a person standing at each feet point (N, 2) is: one standing height (taken at
+    the feet) straight above them."""
+    heads = np.array(feet, dtype=float).reshape(-1, 2)
+    heads[:, 1] -= homography.standing_height_px(heads, HEAD_HEIGHT_M)
+    return heads
+
+
 class FeetMap:
     def __init__(self, homography: Homography):
         self.homography = homography
@@ -37,9 +45,10 @@ class FeetMap:
         rows, columns = shape
         row, column = np.mgrid[0:rows, 0:columns]
         heads = np.column_stack(((column.ravel() + 0.5) * width / columns, (row.ravel() + 0.5) * height / rows))
-        # The feet lie one standing height below the head, a height taken at the feet: y = head y + height(y).
+        # The feet lie where the head above them is the cell's: each step moves them down by how far that head still
+        # lies above the cell's (y = head y + height(y), the height taken at the feet).
         feet = heads.copy()
         for _ in range(SETTLE_STEPS):
-            feet[:, 1] = heads[:, 1] + self.homography.standing_height_px(feet, HEAD_HEIGHT_M)
+            feet[:, 1] += heads[:, 1] - heads_above(self.homography, feet)[:, 1]
         feet_row = np.clip((feet[:, 1] * rows / height).astype(int), 0, rows - 1)
         return feet_row * columns + column.ravel()

@@ -1,10 +1,10 @@
 """Risk levels from density, local peaks, crowd pressure and the forecast, with hysteresis and a minimum dwell.
 
 Rules, strongest wins, each with its reason in words:
-- count unreliable (no fresh density map, the zone partly outside the picture, a capture-clock jump, too few
-  frames): the density is then only the people the detector saw, a lower bound. The level it proves when that is
-  warning or above (a packed crowd the detector sees into is not hidden by a late map), else UNKNOWN, never a
-  falsely calm level;
+- count unreliable (no fresh density map, the camera's picture frozen or blank, the zone partly outside the picture,
+  a capture-clock jump, too few frames): the density is then only the people the detector saw, a lower bound (none,
+  in a frozen or blank picture). The level it proves when that is warning or above (a packed crowd the detector sees
+  into is not hidden by a late map), else UNKNOWN, never a falsely calm level;
 - zone density against the thresholds (normal < caution <= ... critical);
 - a packed spot (peak local density at the danger threshold, and above the peak a crowd spread uniformly at random
   at the zone's detected density would reach there: local_density.uniform_peak_per_m2) raises the zone to at least

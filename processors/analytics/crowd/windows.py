@@ -44,6 +44,7 @@ class Bucket:
     confidence_sum: float = 0.0
     unreliable_frames: int = 0
     unreliable_reason: str = ""
+    latest_reliable: bool = True  # whether the latest frame's count was reliable (vacuously, before any frame)
     source_frames: dict[str, int] = field(default_factory=dict)
     speed_sum: float = 0.0
     speed_frames: int = 0
@@ -66,6 +67,7 @@ class Bucket:
             self.model_sum += sample.model_people
             self.model_frames += 1
         self.confidence_sum += sample.confidence
+        self.latest_reliable = sample.reliable
         if sample.reliable:
             self.reliable_people_sum += sample.people
         else:
@@ -83,7 +85,10 @@ class Bucket:
     @classmethod
     def from_record(cls, record: dict) -> Bucket:
         """The bucket `vars(bucket)` stored. A record lacking a counter (stored by an older version) is refused
-        rather than read as zero: the analytics stage then starts the camera afresh."""
+        rather than read as zero: the analytics stage then starts the camera afresh. One stored before the latest
+        frame's reliability was kept has it reliable only where all its frames were."""
+        if "latest_reliable" not in record and "unreliable_frames" in record:
+            record = {**record, "latest_reliable": record["unreliable_frames"] == 0}
         missing = {item.name for item in fields(cls)} - record.keys()
         if missing:
             raise ValueError(f"window bucket record without {sorted(missing)}: stored by an older version")
@@ -95,7 +100,7 @@ class Bucket:
         for bucket in buckets:
             for item in fields(cls):
                 name = item.name
-                if name in ("start", "unreliable_reason"):
+                if name in ("start", "unreliable_reason", "latest_reliable"):
                     continue
                 if name == "last_seq":
                     total.last_seq = max(total.last_seq, bucket.last_seq)
@@ -107,6 +112,8 @@ class Bucket:
                 else:
                     setattr(total, name, getattr(total, name) + getattr(bucket, name))
             total.unreliable_reason = bucket.unreliable_reason or total.unreliable_reason
+            if bucket.frames:  # the buckets come in time order: the latest frame is the last one's
+                total.latest_reliable = bucket.latest_reliable
         return total
 
     def mean(self, name: str) -> float | None:

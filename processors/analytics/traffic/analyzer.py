@@ -120,8 +120,12 @@ class TrafficAnalyzer:
         return resolve_all(self.state, self.camera_id, at, reason)
 
     def update(self, detections: Detections) -> TrafficOutput:
-        """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera."""
-        if frame_seen(self.state.seen_runs, detections.seq):
+        """One frame; its static blobs come from the inference stage's StaticBlobDetector for this camera.
+
+        A frame whose picture is frozen or blank is taken as no frame at all, as when the camera is down: in a frozen
+        picture every vehicle stands still and what was foreground stays, which would read as stopped vehicles and
+        obstacles. Open incidents wait for the picture to come back, and resolve then if their condition has gone."""
+        if detections.picture_fault is not None or frame_seen(self.state.seen_runs, detections.seq):
             return TrafficOutput()
         now = detections.captured_at
         last_time = self.state.last_time
