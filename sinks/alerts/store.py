@@ -39,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from infra.backoff import backoff_delay
 from infra.redaction import shown
 from schemas.base import ID_MAX_CHARS
-from schemas.event import EVENT_ID_MAX_CHARS, Severity
+from schemas.event import EVENT_ID_MAX_CHARS, SEVERITY_RANK, Severity
 from schemas.settings.alerting import AlertingConfig
 from schemas.settings.base import ConfigError, env_value
 from sinks.alerts.notice import Notice
@@ -567,13 +567,16 @@ def _unanswered(query):
 
 def _acknowledge_alert(session, alert: AlertRow, by: str, note: str, now: float) -> list[AlertRow]:
     """An alert named by its number or id (an SMS reply) was paged for its whole chain: all of it is acknowledged.
-    So are the other alerts of its incident raised in the same opening or an earlier one, as far as their chains go
-    up to them: whoever answers the critical page of an incident has seen its warning, and the incident stays
-    unacknowledged only for an alert of a later opening, which nobody has seen yet."""
+    So are the other alerts of its incident raised in the same opening or an earlier one at the same or a lower
+    severity, as far as their chains go up to them: whoever answers the critical page of an incident has seen its
+    warning, but whoever answers the warning has not seen the critical page, which escalates on, nor an alert of a
+    later opening."""
+    rank = SEVERITY_RANK[Severity(alert.severity)]
     incident_alerts = session.scalars(select(AlertRow).where(AlertRow.incident_id == alert.incident_id,
                                                              AlertRow.status == NOTIFYING, AlertRow.id != alert.id))
-    return _acknowledge_chains(session, [alert], [other for other in incident_alerts if other.episode <= alert.episode],
-                               by, note, now)
+    covered = [other for other in incident_alerts
+               if other.episode <= alert.episode and SEVERITY_RANK[Severity(other.severity)] <= rank]
+    return _acknowledge_chains(session, [alert], covered, by, note, now)
 
 
 def _acknowledge_incident(session, incident_id: str, by: str, note: str, now: float) -> list[AlertRow]:

@@ -561,6 +561,26 @@ def test_acknowledging_an_alert_acknowledges_the_other_alerts_of_its_incident_bu
     harness.store.close()
 
 
+def test_acknowledging_the_warning_of_an_incident_leaves_its_critical_alert_escalating(tmp_path, twilio, webhook):
+    """Whoever answers the warning SMS has not seen the critical page the incident rose to: that one escalates on."""
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["match"] = {"severities": ["warning", "critical"]}
+    harness = make_dispatcher(make_config(tmp_path, section))
+    dispatcher, store, clock = harness.dispatcher, harness.store, harness.clock
+    start = clock.now
+    warning = dispatcher.handle(notice_from_event(danger_event("risk-1", severity=Severity.WARNING, at=start)))
+    critical = dispatcher.handle(notice_from_event(danger_event("risk-1", at=start + 5)))
+    acknowledged = store.acknowledge(str(warning.id), "duty", "", clock())  # the ref of the warning SMS
+    assert [alert.alert_id for alert in acknowledged] == [warning.alert_id]
+    clock.now = start + 66
+    dispatcher.tick()
+    dispatcher.tick()
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE, DUTY_PHONE, CHIEF_PHONE]
+    assert [acked for _, acked in store.open_incidents()] == [False]
+    assert store.open_unacknowledged() == {"critical": 1} and store.get_alert(critical.alert_id).acked_at is None
+    harness.store.close()
+
+
 def test_an_alertmanager_alert_firing_again_within_the_cooldown_escalates_on(harness, twilio):
     def notify(status: str, ends_at: str = "0001-01-01T00:00:00Z") -> None:
         payload = {"version": "4", "alerts": [{"status": status, "fingerprint": "fp1", "startsAt": starts_at,
