@@ -159,7 +159,8 @@ class VideoDecoder:
         self._time_base = float(self.stream.time_base or 0)
         self.origin: float | None = None  # stream time of the first frame
         self._keyframe_at: float | None = None
-        self._packet_at: float | None = None  # time of the last packet that had one, on the frames' timeline
+        # Time of the last packet that had one, on the sampler's timeline (arrival, for a stream without timestamps).
+        self._packet_at: float | None = None
         self.gop_s: float | None = None  # seconds between the last two keyframes; None until two were seen
         self._keyframes_only = False
         self._skip = "DEFAULT"
@@ -173,9 +174,10 @@ class VideoDecoder:
                 if packet.pts is not None and self.origin is not None and self._time_base:
                     at = packet.pts * self._time_base - self.origin
                 self._choose_skipping(packet, at)
-                not_wanted = self._whole_picture_not_wanted(at, self._packet_at)
-                if at is not None:
-                    self._packet_at = at
+                packet_at = at if self.timed else self.arrived_at - self.opened_at
+                not_wanted = self._whole_picture_not_wanted(packet_at, self._packet_at)
+                if packet_at is not None:
+                    self._packet_at = packet_at
                 if not_wanted:
                     yield at, None
                     continue
@@ -199,14 +201,12 @@ class VideoDecoder:
             raise CameraUnavailable(f"stream broke: {shown(self.source)}: {reason}") from None
 
     def _whole_picture_not_wanted(self, at: float | None, previous_at: float | None) -> bool:
-        """Whether a packet of an intra-only stream presented at `at` (or arriving now, without timestamps) comes
+        """Whether a packet of an intra-only stream presented at `at` (or, without timestamps, arriving then) comes
         before `wanted_from`, where the sampler takes no frame. One behind the packet before it (at previous_at) is
-        decoded: where the timeline went back, the sampler starts it afresh from that frame."""
-        if not self._intra_only or self.wanted_from is None:
-            return False
-        if not self.timed:
-            return before_slot(self.arrived_at - self.opened_at, self.wanted_from)
-        return at is not None and previous_at is not None and at >= previous_at and before_slot(at, self.wanted_from)
+        decoded: where the timeline went back (the stream's timestamps, or the wall clock stepping back), the sampler
+        starts it afresh from that frame."""
+        return (self._intra_only and self.wanted_from is not None and at is not None and previous_at is not None
+                and at >= previous_at and before_slot(at, self.wanted_from))
 
     def _choose_skipping(self, packet: av.Packet, at: float | None) -> None:
         if packet.is_keyframe and at is not None:
@@ -329,14 +329,15 @@ class SampleSlots:
         due_by = max(self.last_at + self.interval, self.next_at)
         return media_s < self.last_at or media_s > due_by + TIMESTAMP_JUMP_S
 
-    def take(self, media_s: float, gop_s: float | None) -> bool:
-        """Whether to sample the frame at media_s; the next slot is then after it. A late frame changes nothing."""
+    def take(self, media_s: float, gop_s: float | None, decoded: bool = True) -> bool:
+        """Whether to sample the frame at media_s; the next slot is then after it. A late frame changes nothing. A
+        frame that was not `decoded` is never sampled: the slot it would take is left to the frame after it."""
         if self.late(media_s, gop_s):
             return False
         if self.next_at is None or self.jumped(media_s, gop_s):
             self.next_at = media_s
         self.last_at = media_s
-        if before_slot(media_s, self.next_at):
+        if before_slot(media_s, self.next_at) or not decoded:
             return False
         missed = max(0, math.floor((media_s + SLOT_TOLERANCE_S - self.next_at) / self.interval)) \
             if self.skip_missed else 0
@@ -380,9 +381,11 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
                 if stream_s > published.stream_s:  # right after the last frame published: its rate goes on evenly
                     slots.skip_to(published.stream_s + slots.interval - decoder.origin)
             media_s = frame_at if frame_at is not None else now - decoder.opened_at
-            if not slots.take(media_s, decoder.gop_s):
-                continue
+            taken = slots.take(media_s, decoder.gop_s, decoded=frame is not None)
+            # Set after every frame, not only a sampled one: an undecoded frame can start a new timeline.
             decoder.wanted_from = slots.next_at if frame_at is not None or not decoder.timed else None
+            if not taken:
+                continue
             if published is not None and frame_at is not None:
                 published.stream_s = decoder.origin + frame_at
             sampled += 1
@@ -413,15 +416,16 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     # Play on as if the frame followed the last one, instead of waiting for the time its timestamp
                     # names or skipping frames until the timeline is back where it was.
                     origin += slots.last_at + frame_s - media_time
-                if not slots.take(media_time, decoder.gop_s):
-                    continue
-                if realtime and clock() - origin - media_time > interval:
+                taken = slots.take(media_time, decoder.gop_s, decoded=frame is not None)
+                if taken and realtime and clock() - origin - media_time > interval:
                     # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
                     # be, instead of bursting to catch up.
                     slots.skip_to(clock() - origin)
-                    decoder.wanted_from = slots.next_at - played if frame_at is not None else None
-                    continue
+                    taken = False
+                # Set after every frame, not only a sampled one: an undecoded frame can start a new timeline.
                 decoder.wanted_from = slots.next_at - played if frame_at is not None else None
+                if not taken:
+                    continue
                 picture = YuvPicture.from_frame(frame)
                 if realtime:
                     delay = origin + media_time - clock()

@@ -262,6 +262,14 @@ def test_a_live_frame_a_rounding_error_before_its_slot_takes_that_slot_once():
     assert not slots.take(3.24, None) and slots.take(3.4, None)
 
 
+def test_a_frame_that_was_not_decoded_is_never_sampled_and_leaves_its_slot_to_the_next():
+    slots = SampleSlots(0.2, skip_missed=True)
+    assert slots.take(10.0, None)
+    assert not slots.take(10.2, None, decoded=False) and slots.take(10.24, None)
+    assert not slots.take(3.0, None, decoded=False)  # a new timeline starts at a frame that was not decoded
+    assert slots.take(3.04, None) and not slots.take(3.08, None) and slots.take(3.24, None)
+
+
 def test_a_camera_at_its_streams_rate_takes_every_frame_of_rounded_timestamps():
     for rate, ticks in ((30, 1000), (7, 90_000), (30000 / 1001, 1000)):  # milliseconds, or MPEG-TS 90 kHz ticks
         slots = SampleSlots(1 / rate, skip_missed=True)
@@ -420,6 +428,26 @@ def test_the_mjpeg_parts_that_arrive_between_samples_are_not_decoded(mjpeg_serve
             frames.append(frame)
     assert [grey_part(frame.picture.y) for frame in frames] == [0, 400 % 30]  # parts 0 and 400, 4 s apart
     assert {frame.source_fps for frame in frames} == {None}  # no rate of its own: held to the camera's
+
+
+def test_an_mjpeg_camera_goes_on_sampling_when_the_wall_clock_steps_back(mjpeg_server):
+    """Sampled on arrival, the first part after the clock stepped back 5 s (an NTP correction) starts a new timeline:
+    it is decoded, though it arrives before the next sample was due on the old one."""
+    url, state = mjpeg_server
+    state.update(parts=50)
+    camera = CameraConfig(id="mjpeg", source=url, fps=5)
+    ticks = itertools.count()
+
+    def clock() -> float:  # a part every 0.1 s, the clock 5 s back from part 25 on
+        tick = next(ticks)
+        return tick / 10 - (5.0 if tick > 25 else 0.0)
+
+    frames = []
+    with pytest.raises(CameraUnavailable, match="stream"):  # the camera drops the connection after its 50 parts
+        for frame in sample_frames(camera, url, clock=clock):
+            frames.append(frame)
+    expected = [*range(0, 25, 2), *range(25, 50, 2)]
+    assert [grey_part(frame.picture.y) for frame in frames] == [part % 30 for part in expected]
 
 
 def png_of_zeros(width: int, height: int) -> bytes:
