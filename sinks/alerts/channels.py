@@ -53,6 +53,12 @@ CLOCK_SKEW_S = 60.0
 # storm of other messages to the same person) cannot be read in time: the listing counts as unreadable.
 LISTING_PAGE_SIZE = 50
 LISTING_MAX_PAGES = 20
+# How many 307 and 308 redirects one webhook try follows: an http URL moved to https, then a moved path, and one to
+# spare. A longer chain (or a loop) is a URL to correct.
+MAX_WEBHOOK_REDIRECTS = 3
+# The wait a request still gets where the answers before it in its try spent the try's timeout_s (requests takes no
+# wait of 0): it times out, and the delivery is tried again.
+MIN_REQUEST_TIMEOUT_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -303,40 +309,68 @@ class WebhookChannel:
         return f"{message.alert.title}: {message.alert.message}"
 
     def send(self, message: Message, body: str) -> Attempt:
-        """One POST. A redirect is not followed: requests would follow a 301 or 302 with a GET without the alert, and
-        take that GET's answer for the delivery's; it is a failure that trying again cannot mend (the url needs
+        """One POST. A 307 or 308 (which keep the method and the body) is followed to the same host, by the same
+        scheme or from http to https, at most MAX_WEBHOOK_REDIRECTS times, all within the try's timeout_s. Any other
+        redirect is not followed: requests would follow a 301, 302 or 303 with a GET without the alert and take that
+        GET's answer for the delivery's, and another host (or http after https) must never get the bearer token.
+        Such a redirect, or one more than are followed, is a failure that trying again cannot mend (the url needs
         changing), naming where it points."""
         payload = {**message.alert.model_dump(mode="json"), "ref": message.ref, "site": message.site, "text": body,
                    "contact": message.contact.model_dump(mode="json") if message.contact else None}
-        try:
-            response = self.session.post(self.url, json=payload, timeout=self.config.retry.timeout_s,
-                                         headers={**self.headers, "Idempotency-Key": message.key},
-                                         allow_redirects=False)
-        except requests.RequestException as exc:
-            return Attempt(False, retryable=True, error=describe_error(exc))
-        status = response.status_code
+        headers = {**self.headers, "Idempotency-Key": message.key}
+        deadline = time.monotonic() + self.config.retry.timeout_s  # one try's wait, however many answers it takes
+        url, redirects = self.url, 0
+        while True:
+            try:
+                response = self.session.post(url, json=payload, headers=headers, allow_redirects=False,
+                                             timeout=max(deadline - time.monotonic(), MIN_REQUEST_TIMEOUT_S))
+            except requests.RequestException as exc:
+                return Attempt(False, retryable=True, error=describe_error(exc))
+            status = response.status_code
+            target = same_host_target(url, response.headers.get("Location")) if status in (307, 308) else None
+            if target is None or redirects == MAX_WEBHOOK_REDIRECTS:
+                break
+            url, redirects = target, redirects + 1
         if 200 <= status < 300:
             return Attempt(True, status_code=status)
         if 300 <= status < 400:
+            followed = ", which is not followed" if target is None else \
+                f" after {redirects} redirects, as many as are followed"
             return Attempt(False, status_code=status, error=f"HTTP {status}: redirected to "
-                           f"{self.redirect_target(response.headers.get('Location'))}, which is not followed: give "
-                           "the channel the URL the webhook has now")
+                           f"{redirect_target(url, response.headers.get('Location'))}{followed}: give the channel "
+                           "the URL the webhook has now")
         return Attempt(False, retryable=retryable_status(status), status_code=status,
                        retry_after_s=asked_wait_s(response), error=redact(f"HTTP {status}: {response.text[:200]}"))
 
-    def redirect_target(self, location: str | None) -> str:
-        """Where a redirect points, as far as an error text may say it: its scheme and host (an http URL moved to
-        https, another host), never its credentials, path or query, where a token may lie."""
-        if not location:
-            return "no Location"
-        try:
-            target = urlsplit(urljoin(self.url, location))
-        except ValueError:
-            return "an address that cannot be read"
-        return shown(urlunsplit((target.scheme, target.netloc, "", "", ""))) + "/<path>"
-
     def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         return None  # send again: the Idempotency-Key lets the receiver drop it
+
+
+def same_host_target(url: str, location: str | None) -> str | None:
+    """The URL a redirect from `url` points to, where the webhook's headers (its bearer token) may go: the same host,
+    by the same scheme or from http to https; None elsewhere, or without a Location that can be read."""
+    if not location:
+        return None
+    try:
+        source, target = urlsplit(url), urlsplit(urljoin(url, location))
+    except ValueError:
+        return None
+    upgraded = (source.scheme, target.scheme) == ("http", "https")
+    if target.hostname != source.hostname or not (target.scheme == source.scheme or upgraded):
+        return None
+    return target.geturl()
+
+
+def redirect_target(url: str, location: str | None) -> str:
+    """Where a redirect from `url` points, as far as an error text may say it: its scheme and host (an http URL moved
+    to https, another host), never its credentials, path or query, where a token may lie."""
+    if not location:
+        return "no Location"
+    try:
+        target = urlsplit(urljoin(url, location))
+    except ValueError:
+        return "an address that cannot be read"
+    return shown(urlunsplit((target.scheme, target.netloc, "", "", ""))) + "/<path>"
 
 
 class SoundChannel:

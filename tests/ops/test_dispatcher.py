@@ -168,6 +168,54 @@ def test_an_sms_whose_replies_the_twilio_library_cannot_read_fails_after_its_tri
     assert twilio.messages == [] and len(webhook.received) == 1
 
 
+def webhook_broadcast(tmp_path, twilio, url: str, monkeypatch) -> DeliveryRow:
+    """The delivery of one alert broadcast to the webhook at `url`, with OPS_TOKEN as its bearer token."""
+    monkeypatch.setenv("OPS_TOKEN", "s3cret-token")
+    section = alerting_section(twilio.url, url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["bearer_token_env"] = "OPS_TOKEN"
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
+    harness.store.close()
+    return ops
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_webhook_redirect_that_keeps_the_post_is_followed_on_its_host_with_the_alert_and_its_headers(
+        tmp_path, twilio, webhook, monkeypatch, status):
+    webhook.script = [(status, {"Location": "/v2/hook"}), (status, {"Location": "/v3/hook?token=x"})]
+    ops = webhook_broadcast(tmp_path, twilio, webhook.url, monkeypatch)
+    assert (ops.status, ops.attempt_count) == (SENT, 1) and webhook.paths == ["/v3/hook?token=x"]
+    assert [alert["alert_id"] for alert in webhook.received] == ["plaza/north/risk-1:critical"]
+    assert webhook.headers[0]["Authorization"] == "Bearer s3cret-token"
+    assert webhook.headers[0]["Idempotency-Key"] == ops.key and webhook.gets == []
+
+
+def test_an_http_webhook_moved_to_https_on_its_host_is_followed_and_never_back(tmp_path, twilio, webhook,
+                                                                               https_webhook, monkeypatch):
+    webhook.script = [(308, {"Location": https_webhook.url.replace("/hook", "/v2/hook")})]
+    ops = webhook_broadcast(tmp_path, twilio, webhook.url, monkeypatch)
+    assert ops.status == SENT and https_webhook.paths == ["/v2/hook"] and webhook.received == []
+    assert https_webhook.headers[0]["Authorization"] == "Bearer s3cret-token"
+    https_webhook.script = [(307, {"Location": webhook.url})]
+    (tmp_path / "downgraded").mkdir()
+    ops = webhook_broadcast(tmp_path / "downgraded", twilio, https_webhook.url, monkeypatch)
+    port = webhook.url.split(":")[2].split("/")[0]
+    assert ops.status == FAILED and webhook.received == [] and ops.error.startswith(
+        f"HTTP 307: redirected to http://127.0.0.1:{port}/<path>, which is not followed")
+
+
+def test_a_webhook_redirected_more_times_than_are_followed_fails_naming_the_last_host(tmp_path, twilio, webhook,
+                                                                                    monkeypatch):
+    webhook.script = [(307, {"Location": f"/v{version}/hook"}) for version in range(2, 2 + 4)]
+    ops = webhook_broadcast(tmp_path, twilio, webhook.url, monkeypatch)
+    port = webhook.url.split(":")[2].split("/")[0]
+    assert (ops.status, ops.attempt_count) == (FAILED, 1) and webhook.received == [] and webhook.script == []
+    assert ops.error == (f"HTTP 307: redirected to http://127.0.0.1:{port}/<path> after 3 redirects, as many as are "
+                         "followed: give the channel the URL the webhook has now")
+
+
 def test_an_sms_reply_the_twilio_library_cannot_read_is_reconciled_not_sent_again(harness, twilio):
     twilio.script = [Scripted(201, 0, "null", style="json", after_create=True)]
     harness.dispatcher.handle(notice_from_event(danger_event()))
@@ -179,7 +227,9 @@ def test_an_sms_reply_the_twilio_library_cannot_read_is_reconciled_not_sent_agai
 @pytest.mark.parametrize("status, location, says", [
     (301, "/v2/hook", "http://127.0.0.1:{port}/<path>"),  # moved on the same host: requests would GET it
     (302, "https://bob:hunter2@hooks.example.com/T0123/s3cretpath?token=x", "https://hooks.example.com/<path>"),
-    (307, "/v2/hook", "http://127.0.0.1:{port}/<path>"),  # requests would POST it there: still a url to correct
+    (303, "/v2/hook", "http://127.0.0.1:{port}/<path>"),
+    (307, "http://localhost:{port}/v2/hook", "http://localhost:{port}/<path>"),  # another host: no bearer token there
+    (308, "ftp://127.0.0.1/hook", "ftp://127.0.0.1/<path>"),
     (300, None, "no Location"),
 ])
 def test_a_webhook_that_redirects_is_not_followed_and_fails_naming_only_the_new_host(tmp_path, twilio, webhook,
@@ -187,11 +237,11 @@ def test_a_webhook_that_redirects_is_not_followed_and_fails_naming_only_the_new_
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     section["routes"][0].update(channels=["sms"], broadcast=["ops"])
     harness = make_dispatcher(make_config(tmp_path, section))
-    webhook.script = [(status, {"Location": location} if location else {})]
+    port = webhook.url.split(":")[2].split("/")[0]
+    webhook.script = [(status, {"Location": location.format(port=port)} if location else {})]
     harness.dispatcher.handle(notice_from_event(danger_event()))
     [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
     assert (ops.status, ops.attempt_count) == (FAILED, 1)  # a redirect is not retried
-    port = webhook.url.split(":")[2].split("/")[0]
     assert ops.error == (f"HTTP {status}: redirected to {says.format(port=port)}, which is not followed: give the "
                          "channel the URL the webhook has now")
     assert webhook.gets == [] and webhook.received == [] and len(webhook.script) == 0
