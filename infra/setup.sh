@@ -37,10 +37,11 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
-# System packages for the services the tests start (Prometheus, Alertmanager, promtool, ffmpeg for HLS).
+# System packages for the services the tests start (Prometheus, Alertmanager, promtool, ffmpeg for HLS; openssl
+# makes the certificate of the test webhook served over TLS).
 if [ "${CITYGUARD_SKIP_APT:-0}" != 1 ]; then
     missing=()
-    for bin in ffmpeg:ffmpeg prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager rtsp-server-perl:rtsp-server-perl chromium:chromium; do
+    for bin in ffmpeg:ffmpeg prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager rtsp-server-perl:rtsp-server-perl chromium:chromium openssl:openssl; do
         command -v "${bin%%:*}" >/dev/null 2>&1 || missing+=("${bin##*:}")
     done
     if [ ${#missing[@]} -gt 0 ]; then
