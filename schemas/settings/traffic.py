@@ -108,7 +108,7 @@ class TrafficThresholds(Frozen):
     # detector misses for a moment in a waiting queue reads as a person on the roadway for under 1.5 s.
     pedestrian_min_seconds: float = Field(default=2.0, ge=0, le=60, description="on the roadway this long: event")
     # The background model's passing blobs on real footage (distant traffic at the horizon, a slowly drifting view
-    # over lane markings, shadows) stood up to 12 s; fallen cargo stays until someone clears it.
+    # over lane markings, shadows) were shown standing for up to 12.6 s; fallen cargo stays until someone clears it.
     obstacle_min_seconds: float = Field(default=15.0, ge=0, le=600,
                                         description="obstacle in a lane this long: event")
     crossing_debounce_frames: int = Field(

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from processors.analytics.traffic.converging import previous_of
+from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
 from processors.analytics.traffic.state import (
@@ -50,9 +50,11 @@ IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before
 # vehicle within a frame or two.
 BRAKING_MAX_BOX_PER_S2 = 5.0
 AGAINST_LANE_COSINE = math.cos(math.radians(45))  # motion within 45 degrees of the reverse of the lane: moving back
-# Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door, the
-# driver); cars queued one behind the other overlap less in perspective.
+# Share of the smaller box over a vehicle at rest that makes a box part of it (a second detection, an open door), with
+# their foot points at most SAME_VEHICLE_FOOT_HEIGHTS of the smaller box's height apart: cars queued one behind the
+# other overlap less in perspective, and a tall vehicle that covers the car ahead stands a vehicle's length nearer.
 SAME_VEHICLE_OVERLAP = 0.6
+SAME_VEHICLE_FOOT_HEIGHTS = 0.5
 
 
 def hold(track: TrackState, name: str, holds: bool, now: float) -> float:
@@ -72,18 +74,30 @@ def _tracks_of(state: TrafficState, track_ids: Iterable[int]) -> list[TrackState
     return [state.tracks[track_id] for track_id in track_ids if track_id in state.tracks]
 
 
-def vehicle_moves(scene: Scene, state: TrafficState, now: float) -> list[tuple[Point, Point]]:
-    """Where each vehicle detection, confirmed or not, that moved since the sampled frame before went on the ground
-    (foot point before, now); empty unless this frame is a sampled one."""
-    if len(state.recent_vehicles) < 2 or state.recent_vehicles[-1].time != now:
-        return []
-    first, second = state.recent_vehicles
+def _one_vehicle(a: Box, b: Box) -> bool:
+    """Whether two vehicle boxes at one place are one vehicle (a second detection of it, its open door): one largely
+    over the other, their foot points together."""
+    feet_apart = math.dist(anchor_point(a, Anchor.BOTTOM_CENTER), anchor_point(b, Anchor.BOTTOM_CENTER))
+    return (overlap(a, b) >= SAME_VEHICLE_OVERLAP
+            and feet_apart <= SAME_VEHICLE_FOOT_HEIGHTS * min(a[3] - a[1], b[3] - b[1]))
+
+
+def vehicle_moves(scene: Scene, state: TrafficState, seen: list[TrackState], now: float) -> list[tuple[Point, Point]]:
+    """Where vehicles that moved went on the ground (foot point before, now): on a sampled frame each vehicle
+    detection, confirmed or not, since the sampled frame before, and each vehicle track seen now since its history's
+    sample before, however many frames the detector missed it in between (up to MAX_FRAME_GAP_S)."""
+    steps = []
+    if len(state.recent_vehicles) == 2 and state.recent_vehicles[-1].time == now:
+        first, second = state.recent_vehicles
+        steps = [(anchor_point(first.boxes[j], Anchor.BOTTOM_CENTER), second.boxes[i])
+                 for i, j in enumerate(previous_of(first, second)) if j is not None]
+    for track in seen:
+        if track.class_name in scene.vehicle_classes and len(track.history) >= 2 \
+                and now - track.history[-2][0] <= MAX_FRAME_GAP_S:
+            steps.append((track.history[-2][1:3], track.box))
     moves = []
-    for i, j in enumerate(previous_of(first, second)):
-        if j is None:
-            continue
-        box = second.boxes[i]
-        before, after = anchor_point(first.boxes[j], Anchor.BOTTOM_CENTER), anchor_point(box, Anchor.BOTTOM_CENTER)
+    for before, box in steps:
+        after = anchor_point(box, Anchor.BOTTOM_CENTER)
         if math.dist(before, after) > scene.stationary_tolerance(box):
             moves.append((before, after))
     return moves
@@ -128,7 +142,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     vehicles = [track for track in seen if track.class_name in scene.vehicle_classes] + [
         track for track in state.tracks.values() if track.held_at == now and track.track_id not in in_view]
     queues = standing_queues(scene, state, vehicles, now)
-    moves = vehicle_moves(scene, state, now)
+    moves = vehicle_moves(scene, state, seen, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects, frame_size)
@@ -137,26 +151,26 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         if obj not in state.static_objects:  # merged into another below
             continue
         region = _region_of(scene, obj)
-        reported = obj.region is not None and (obj.incident_key or f"at_rest:{obj.key}") in state.incidents
-        if region == obj.region:
+        reported = (obj.incident_key or f"at_rest:{obj.key}") in state.incidents
+        if obj.region_since is None:  # it has rested where it is first seen at rest
+            obj.region, obj.region_since, obj.moving_to_since = region, obj.since, None
+        elif region == obj.region:
             obj.moving_to_since = None
-        elif reported and (obj.moving_to_since is None or obj.moving_to != region
-                           or now - obj.moving_to_since < thresholds.resolve_seconds):
-            # Reported where it stands: it has moved elsewhere once it has been there for as long as ends an event.
-            # Box jitter on the region's edge moves its foot point across for a frame or two, not the object.
-            if obj.moving_to_since is None or obj.moving_to != region:
-                obj.moving_to, obj.moving_to_since = region, now
-            region = obj.region
-        else:
-            # Its clock in a region starts when it got there, or when it came to rest if it rested there from the start.
-            got_there = obj.moving_to_since if reported else now
-            obj.region, obj.region_since = region, got_there if obj.region_since is not None else obj.since
-            obj.moving_to_since = None
+        elif obj.moving_to_since is None or obj.moving_to != region:
+            obj.moving_to, obj.moving_to_since = region, now
+        elif now - obj.moving_to_since >= thresholds.resolve_seconds:
+            # It has moved elsewhere once it has been there for as long as ends an event, and its clock there starts
+            # when it got there. Box jitter on a region's edge moves its foot point across for a frame or two, not
+            # the object (a car parked beside a lane, or stopped on the line between two).
+            obj.region, obj.region_since, obj.moving_to_since = region, obj.moving_to_since, None
+        region = obj.region
         if region is None:
             continue
         kind, zone_id = region.split(":", 1)
         if obj.class_name is None:
-            static_for = now - max(obj.since, obj.excused_at or obj.since)
+            # It has stood as long as the background model has shown it (update_objects leaves out the longer
+            # gaps): a blob seen for a frame or two, then gone, stood no longer than that.
+            static_for = obj.last_evidence - max(obj.since, obj.excused_at or obj.since)
             # Traffic drives over road (a marking, a repair strip, asphalt under a stale background) and around an
             # obstacle: the clock restarts while a moving vehicle's ground point passes over the object. Once
             # reported, a vehicle hitting it or squeezing past does not end it.
@@ -175,25 +189,26 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             continue
         older = None if obj.crash else next(
             (other for other in state.static_objects if other is not obj and other.class_name is not None
-             and other.since < obj.since and overlap(other.box, obj.box) >= SAME_VEHICLE_OVERLAP), None)
+             and other.since < obj.since and _one_vehicle(other.box, obj.box)), None)
         if older is not None:
-            # Largely over a vehicle at rest since earlier: a second detection of it, its open door, its driver
-            # getting out; one incident.
+            # Over a vehicle at rest since earlier, standing where it stands: a second detection of it, its open
+            # door; one incident.
             merge_objects(state, older, obj, same_object=False)
             continue
         # A vehicle that waited in a queue starts its clock when the queue dissolves; one that rolled into the zone
         # when it got there (a vehicle at rest on the zone's edge flickers in and out with box jitter). Once reported,
         # a vehicle stopping beside it does not make it part of a queue.
         stopped_for = now - max(obj.since, obj.excused_at or obj.since, obj.region_since or obj.since)
+        if not obj.crash and not reported and _driving_off(scene, state, obj, in_view, now):
+            continue
         tracks = _tracks_of(state, obj.track_ids)
-        arrived = any(track.moved_away for track in tracks)
-        if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not arrived:
+        if not obj.crash and kind in ("sidewalk", "pedestrian") and tracks and not obj.arrived:
             # Off the road only a vehicle seen arriving stopped there: one that has stood where it first appeared is
             # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
             continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
         if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size,
-                                                             arrived, now):
+                                                             now):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:
@@ -208,6 +223,15 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                 confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids),
                 details={"stopped_seconds": round(stopped_for, 1)}))
     return conditions, queues
+
+
+def _driving_off(scene: Scene, state: TrafficState, obj: StaticObject, in_view: set[int], now: float) -> bool:
+    """Whether the vehicle of an object at rest is in view, no longer at rest, further from where it last stood still
+    than box jitter takes it: it is driving off, its box still over where it stood."""
+    track = state.tracks.get(obj.track_ids[0])
+    if obj.last_evidence == now or track is None or track.track_id not in in_view:
+        return False
+    return math.dist(foot(track), anchor_point(obj.box, Anchor.BOTTOM_CENTER)) > scene.stationary_tolerance(track.box)
 
 
 def _crash_condition(state: TrafficState, obj: StaticObject, where: str, zone_id: str, stopped_for: float,
@@ -259,10 +283,10 @@ def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) ->
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
-            vehicles: list[TrackState], frame_size: tuple[int, int], arrived: bool, now: float) -> bool:
+            vehicles: list[TrackState], frame_size: tuple[int, int], now: float) -> bool:
     """Whether the vehicle waits in a queue: behind a red light (a stop line's queue area, or a zone that names the
     line), with other vehicles stopped in its lane (a queue at a signal or a jam, not a lone stalled vehicle), or
-    alone at a signal no stop line marks. `arrived`: it was seen coming to where it stands."""
+    alone at a signal no stop line marks."""
     if kind == "zone":
         zone = scene.stopping_zone_by_id[zone_id]
         return bool(queues.intersection(zone.queue_stop_lines))
@@ -270,11 +294,10 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
         if scene.in_queue_area(point, queues):
             return True  # in a red-light queue, alone or not, for as long as a red light lasts
-        # A box largely over this vehicle's own (a second detection of it, its open door, its driver getting out)
-        # is no other vehicle queued beside it.
+        # A second detection of this vehicle, or its open door, is no other vehicle queued beside it.
         others = [vehicle for vehicle in vehicles
                   if vehicle.track_id not in obj.track_ids and scene.is_stopped(vehicle)
-                  and scene.lane_of(foot(vehicle)) == zone_id and overlap(vehicle.box, obj.box) < SAME_VEHICLE_OVERLAP]
+                  and scene.lane_of(foot(vehicle)) == zone_id and not _one_vehicle(vehicle.box, obj.box)]
         if not others:
             # Alone at the intersection or a crosswalk, it may wait at a signal (or for people crossing) where no
             # stop line is drawn, and with its front out of the picture at one out of view, as a queue's head may;
@@ -291,7 +314,7 @@ def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: se
         jam = len(others) + 1 >= scene.thresholds.congestion_queue_levels[scene.thresholds.congestion_event_level - 1]
         direction = scene.lane_directions[zone_id]
         position = float(np.dot(point, direction))
-        return (not arrived or jam or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
+        return (not obj.arrived or jam or any(float(np.dot(foot(vehicle), direction)) > position for vehicle in others)
                 or _at_queue_front(scene, obj.box, zone_id, frame_size))
     return False
 

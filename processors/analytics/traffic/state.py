@@ -95,7 +95,12 @@ class StaticObject(State):
     since: float = Field(description="at rest since (the earliest evidence)")
     last_evidence: float
     track_ids: list[int] = Field(default_factory=list, description="vehicle tracks that are this object")
-    class_name: str | None = Field(default=None, description="the vehicle's class; None for an unknown object")
+    class_name: str | None = Field(default=None, description="the class its vehicle was read as most often at rest; "
+                                   "None for an unknown object")
+    class_frames: dict[str, int] = Field(default_factory=dict, description="class -> frames its vehicle was read as "
+                                         "it since it came to rest")
+    arrived: bool = Field(default=False, description="its vehicle was seen coming to where it rests (it had moved "
+                          "away from where it was first seen by the time it came to rest)")
     rest_point: tuple[float, float] | None = Field(default=None, description="where its vehicle came to rest "
                                                    "(bottom centre); moving away from it restarts the clock")
     confidence: float
@@ -104,8 +109,10 @@ class StaticObject(State):
                                      "object came to rest through: its standstill continues that incident")
     contact_at: float | None = Field(default=None, description="time of that collision's contact")
     region: str | None = Field(default=None, description="the lane or zone it stands in")
-    region_since: float | None = None
-    moving_to: str | None = Field(default=None, description="another region its reported position is in")
+    region_since: float | None = Field(default=None, description="since when it stands in that region; None: where "
+                                       "it stands is to be judged (it has just come to rest)")
+    moving_to: str | None = Field(default=None, description="another region its foot point is in (it has moved "
+                                  "there once it has stayed there resolve_seconds)")
     moving_to_since: float | None = Field(default=None, description="since when; None: none")
     excused_at: float | None = Field(default=None, description="last time a queue excused it (a vehicle) or a moving "
                                      "vehicle drove over it (an unknown object)")

@@ -35,6 +35,8 @@ HIDDEN_VEHICLE_BLOB_SHARE = 0.5
 # A vehicle whose anchor has moved on average less than this (box diagonals per second, about 0.7 km/h for a car)
 # since it came to rest is still at rest: its box drifts as it edges forward or as the detector's box grows.
 CREEP_DIAGONALS_PER_S = 0.04
+# Evidence of an unknown object gone longer than this (five frames at 5 fps) is a gap in it, not a missed frame.
+BLOB_GAP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -117,18 +119,29 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
             if item.track.track_id == obj.track_ids[0]:
                 # The first vehicle's own box (not debris, not a vehicle that stopped beside it after a crash). Its
                 # rest time stays through box jitter and a crawl slower than CREEP_DIAGONALS_PER_S (a car edging
-                # along the shoulder); a vehicle that moved on further and stopped again restarts it.
-                obj.class_name = item.track.class_name
+                # along the shoulder); a vehicle that moved on further and stopped again restarts it, and where it
+                # stands is judged afresh. Whether it was seen arriving is settled as it comes to rest: driving off, a
+                # parked car moves away too.
                 boxes_now[obj.key] = item.box
                 point = anchor_point(item.box, Anchor.BOTTOM_CENTER)
                 diagonal = box_diagonal(item.box)
                 tolerance = diagonal * (stationary_fraction + CREEP_DIAGONALS_PER_S * max(now - obj.since, 0.0))
                 if obj.rest_point is None or math.dist(point, obj.rest_point) > tolerance:
-                    obj.rest_point, obj.since = point, item.since
+                    obj.rest_point, obj.since, obj.class_frames = point, item.since, {}
+                    obj.arrived, obj.region_since = item.track.moved_away, None
                 obj.since = min(obj.since, item.since)
+                # Its class is the one it is read as most often at rest: a bus at its stop read as a truck in a
+                # frame is still a bus, which the stop allows.
+                name = item.track.class_name
+                obj.class_frames[name] = obj.class_frames.get(name, 0) + 1
+                obj.class_name = max(obj.class_frames, key=obj.class_frames.__getitem__)
             else:
                 boxes_now.setdefault(obj.key, obj.box)
         elif obj.class_name is None:
+            if obj.last_evidence >= 0 and now - obj.last_evidence > BLOB_GAP_S:
+                # The background model lost it for a while (traffic passing over a patch of road, or the thing was
+                # hidden): the time it went unseen is no time seen standing there. Its incident stays one.
+                obj.since += now - obj.last_evidence
             boxes_now[obj.key] = union(boxes_now[obj.key], item.box) if obj.key in boxes_now else item.box
             obj.since = min(obj.since, item.since)
         obj.last_evidence = now
