@@ -144,7 +144,8 @@ class TrafficThresholds(Frozen):
     impact_window_seconds: float = Field(
         default=2.0, gt=0, le=30, description="a contact can be confirmed as a collision this long after it")
     impact_turn_degrees: float = Field(
-        default=45.0, gt=0, le=180, description="heading change across a contact that counts as swerving")
+        default=45.0, gt=0, le=180, description="heading change across a contact, within impact_min_seconds of it "
+        "and beyond the turn the vehicle was already making (on the ground where calibrated), that counts as swerving")
     converging_min_closing_box_per_s: float = Field(
         default=4.0, gt=0, description="two separate vehicles closing on each other at least this fast (in mean box "
         "heights per second), then seen as one box where both were heading, collided: at a few frames per second a "

@@ -38,7 +38,7 @@ def worst_case_track(track_id: int, scene: SceneConfig) -> TrackState:
         track_id=track_id, class_name="x" * 20, box=box, first_seen=LONGEST_TIME, last_seen=LONGEST_TIME,
         confidence=0.12345678901234567, history=[(LONGEST_TIME, LONGEST, LONGEST, LONGEST)] * MOST_SAMPLES,
         rest_point=(LONGEST, LONGEST), rest_since=LONGEST_TIME, rest_box=box, held_at=LONGEST_TIME,
-        vehicle_since=LONGEST_TIME, first_point=(LONGEST, LONGEST), moved_away=True, reacquired=True,
+        vehicle_since=LONGEST_TIME, first_point=(LONGEST, LONGEST), moved_away=True, reacquired=True, doubles=-(2**63),
         lines={line.id: LineSide(side=-1, pending=-1, pending_frames=30) for line in scene.counting_lines},
         timers=timers)
 

@@ -75,18 +75,22 @@ class LostVehicles:
         self.tracks = [track for track in state.tracks.values()
                        if track.track_id not in frame_ids and not track.reacquired
                        and track.class_name in vehicles and 0 < now - track.last_seen <= REACQUIRE_SECONDS]
-        self.boxes = np.asarray([track.box for track in self.tracks], dtype=float).reshape(-1, 4)
-        self.areas = (self.boxes[:, 2:] - self.boxes[:, :2]).clip(0).prod(axis=1)
+        # Where each was last seen, and where it would be now had it driven on as it went.
+        self.boxes = np.asarray([track.box for track in self.tracks] + [scene.box_ahead(track, now)
+                                                                         for track in self.tracks],
+                                dtype=float).reshape(-1, 4)
+        self.areas = (self.boxes[:len(self.tracks), 2:] - self.boxes[:len(self.tracks), :2]).clip(0).prod(axis=1)
         self.free = np.ones(len(self.tracks), dtype=bool)
 
     def found_again(self, box: tuple) -> TrackState | None:
-        """The lost track whose last box this new vehicle box most covers, by at least REACQUIRE_OVERLAP of the
-        smaller box, neither box over twice the other's area: the same vehicle found again, taken from the
-        candidates. (Nearness alone is not enough: in a jam the next car stands a box length away.)"""
+        """The lost track whose last box, or the box it would have driven on to by now (Scene.box_ahead: a vehicle
+        at speed moves most of its length between two frames), this new vehicle box most covers, by at least
+        REACQUIRE_OVERLAP of the smaller box, neither box over twice the other's area: the same vehicle found again,
+        taken from the candidates. (Nearness alone is not enough: in a jam the next car stands a box length away.)"""
         if not self.free.any():
             return None
         area = box_area(box)
-        share = box_cover(self.boxes, [box])[:, 0]
+        share = box_cover(self.boxes, [box])[:, 0].reshape(2, -1).max(axis=0)
         fits = (self.free & (np.maximum(self.areas, area) <= 2 * np.minimum(self.areas, area))
                 & (share >= REACQUIRE_OVERLAP))
         if not fits.any():
@@ -141,6 +145,7 @@ class TrafficAnalyzer:
         if detections.view_moved:
             self._forget_the_view(now)
         frame_interval = 0.0 if last_time is None or stepped else min(now - last_time, LONGEST_FRAME_INTERVAL_S)
+        known = set(state.tracks)
         seen = self._observe_tracks(detections, now, max(REACQUIRE_SECONDS, MISSED_FRAMES_AT_REST * frame_interval))
         if self._settling(now):
             # The camera is moving: lanes and zones no longer lie where they were drawn and every track's motion
@@ -160,7 +165,7 @@ class TrafficAnalyzer:
         tracks = [track for track, _ in seen]
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
-        rules.record_contacts(self.scene, state, vehicles, now)
+        rules.record_contacts(self.scene, state, vehicles, {track.track_id for track in vehicles} - known, now)
         frame_size = (detections.image_width, detections.image_height)
         vehicle_frame = self._vehicle_frame(detections, tracks, now)
         converging.record_converging(self.scene, state, vehicle_frame)
@@ -222,7 +227,7 @@ class TrafficAnalyzer:
             track.rest_point, track.rest_since, track.rest_box = point, now, None
         state.static_objects = [obj for obj in state.static_objects if obj.class_name is not None and obj.track_ids]
         state.collisions, state.zone_timers = [], {}
-        state.recent_vehicles = []
+        state.recent_vehicles, state.missed_unconfirmed = [], []
 
     def _keep_what_stayed(self, now: float) -> None:
         """Once the view has settled after moving, the vehicles at rest before it moved whose track is seen again

@@ -7,9 +7,12 @@ neither seen apart from it, and what came after: one box CONVERGED_MIN_SECONDS l
 detector's lapse), that lost most of their speed. Vehicles passing each other in perspective close slowly in the image,
 and the nearer one hides the farther behind a box of its own size; two boxes on one vehicle (a duplicate detection)
 overlap from the start; a queue closes up at walking pace; two vehicles detected as one box while they pass come apart
-again within a moment and drive on.
+again within a moment and drive on, and one seen where it was heading has passed the other (the box where they met
+may then be the other, waiting, or a vehicle come up behind).
 
-Unconfirmed detections count: such vehicles are often too fast for the tracker to confirm before they meet.
+Unconfirmed detections count: such vehicles are often too fast for the tracker to confirm before they meet. Their
+motion comes from the nearest detection of about their size in the frame before, trusted only where no other lies
+nearly as near (riders packed in a queue).
 """
 from __future__ import annotations
 
@@ -29,13 +32,16 @@ CONVERGED_MIN_SECONDS = 0.4
 CONVERGED_WAIT_SECONDS = 1.0  # how long a pair seen apart again after merging is still waited for as one box
 # The one box moves at most this share of the faster vehicle's speed before: locked together, they lost their speed.
 CONVERGED_SPEED_SHARE = 0.5
+# An unconfirmed detection continues the nearest of about its size in the frame before only when the next nearest
+# lies at least this many times as far.
+CLEAR_MATCH_RATIO = 1.5
 
 
 def _disjoint(a: Box, b: Box) -> bool:
     return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
 
 
-def _distance_as_same_vehicle(box: Box, before: Box) -> float | None:
+def distance_as_same_vehicle(box: Box, before: Box) -> float | None:
     """How far a box lies from an earlier one, in box diagonals, when it can be the same vehicle; else None."""
     diagonal = max(box_diagonal(box), box_diagonal(before))
     distance = math.dist(centre(box), centre(before)) / diagonal if diagonal > 0 else math.inf
@@ -58,7 +64,7 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
         for j, (before, before_id) in enumerate(zip(earlier.boxes, earlier.track_ids, strict=True)):
             if j in claimed or (track_id != UNTRACKED and before_id != UNTRACKED):
                 continue
-            distance = _distance_as_same_vehicle(box, before)
+            distance = distance_as_same_vehicle(box, before)
             if distance is not None:
                 options.append((distance, i, j))
     for _, i, j in sorted(options):
@@ -66,6 +72,32 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
             matched[i] = j
             claimed.add(j)
     return matched
+
+
+def _clearly_continues(earlier: VehicleFrame, later: VehicleFrame, i: int, j: int) -> bool:
+    """Whether `later`'s detection i, matched to `earlier`'s j (previous_of), is that vehicle beyond doubt: by track
+    id, or, unconfirmed, with no other detection of `earlier` nearly as near (CLEAR_MATCH_RATIO). Among two-wheelers
+    packed in a queue the nearest box of about its size is as often a neighbour's, and a mix-up reads as riders
+    closing on each other fast."""
+    if later.track_ids[i] != UNTRACKED:
+        return True
+    box = later.boxes[i]
+    nearest = distance_as_same_vehicle(box, earlier.boxes[j])
+    return not any(distance is not None and distance <= CLEAR_MATCH_RATIO * nearest
+                   for k, before in enumerate(earlier.boxes) if k != j
+                   for distance in [distance_as_same_vehicle(box, before)])
+
+
+def _drove_on(candidate: CollisionCandidate, frame: VehicleFrame, wreck: Box) -> bool:
+    """Whether a box of about one party's size lies in `frame` where that party would be by now had it driven on as
+    it did before the contact (`CollisionCandidate.converged_from`), other than the one box where they met: it
+    passed the other, and the box there now is a vehicle come up behind."""
+    since_contact = frame.time - candidate.contact_at
+    for x1, y1, x2, y2, vx, vy in candidate.converged_from or ():
+        ahead = (x1 + vx * since_contact, y1 + vy * since_contact, x2 + vx * since_contact, y2 + vy * since_contact)
+        if any(box != wreck and distance_as_same_vehicle(box, ahead) is not None for box in frame.boxes):
+            return True
+    return False
 
 
 def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
@@ -77,13 +109,16 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
     for candidate in [c for c in state.collisions if c.merged_box is not None and c.confirmed_at is None]:
         around = [box for box in frame.boxes if not _disjoint(box, candidate.merged_box)]
         since_contact = frame.time - candidate.contact_at
-        if len(around) != 1 or _distance_as_same_vehicle(around[0], candidate.merged_box) is None:
+        if len(around) != 1 or distance_as_same_vehicle(around[0], candidate.merged_box) is None:
             # Not one box now: a detector splits a locked pair for a frame now and then, so only a pair apart (or
             # lost) until CONVERGED_WAIT_SECONDS is forgotten; one that passed and drives on fails the speed test.
             if since_contact >= CONVERGED_WAIT_SECONDS - 1e-6:
                 state.collisions.remove(candidate)
             continue
         if since_contact < CONVERGED_MIN_SECONDS - 1e-6:
+            continue
+        if _drove_on(candidate, frame, around[0]):
+            state.collisions.remove(candidate)  # passed each other: one box a moment, another vehicle there now
             continue
         # Speeds in box heights per second, the one box's by its own height (taller than either vehicle's: lenient).
         (x0, y0), (x1, y1) = centre(candidate.merged_box), centre(around[0])
@@ -104,7 +139,7 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
     moving = []  # (index in `second`, its centre's velocity in px/s)
     for i, j in enumerate(previous):
         # A box without area (clipped away, inverted) has no size to measure speed or growth against.
-        if j is not None and box_area(second.boxes[i]) > 0:
+        if j is not None and box_area(second.boxes[i]) > 0 and _clearly_continues(first, second, i, j):
             (x0, y0), (x1, y1) = centre(first.boxes[j]), centre(second.boxes[i])
             moving.append((i, ((x1 - x0) / step, (y1 - y0) / step)))
     known = {track_id for candidate in state.collisions for track_id in candidate.track_ids if track_id != UNTRACKED}
@@ -135,11 +170,14 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
             (id_a, name_a, v_a, speed_a), (id_b, name_b, v_b, speed_b) = sorted(
                 [(pair[0], second.class_names[a], velocity_a, speed_a),
                  (pair[1], second.class_names[b], velocity_b, speed_b)], key=lambda party: party[0])
+            # Where each would have been at the contact had it driven on: the merged box's frame.
+            converged_from = tuple((box[0] + vx * ahead, box[1] + vy * ahead, box[2] + vx * ahead, box[3] + vy * ahead,
+                                    vx, vy) for box, (vx, vy) in ((box_a, velocity_a), (box_b, velocity_b)))
             state.collisions.append(CollisionCandidate(
                 track_ids=(id_a, id_b), contact_at=frame.time, speed_box_per_s=max(speed_a, speed_b),
                 class_names=(name_a, name_b),
                 velocities_before=((v_a[0] / height, v_a[1] / height), (v_b[0] / height, v_b[1] / height)),
-                speeds_at_contact=(speed_a, speed_b), merged_box=largest,
+                speeds_at_contact=(speed_a, speed_b), merged_box=largest, converged_from=converged_from,
                 reason=f"{name_a} and {name_b} collided: closing at {closing / height:.1f} box/s, then seen as one "
                        f"box {box_area(largest) / max(box_area(box_a), box_area(box_b)):.1f} times the larger"))
             known.update(track_id for track_id in pair if track_id != UNTRACKED)

@@ -42,6 +42,9 @@ IMPACT_SPEED_SECONDS = 0.5  # a vehicle's speed at a contact is its speed over t
 # reads as motion (a car 20 px tall moved 4 px in 0.2 s is at 1 box height per second): its contact speed is its
 # speed relative to the other vehicle's over those steps, in which the shake, moving every box alike, cancels out.
 CONTACT_SPEED_MIN_TRACKED_S = 0.4
+# Capture times of frames sampled at a steady rate from a camera's own rate wander (every fifth frame at 24 fps is
+# 0.208 s apart): a frame this much later than a time still counts as at it.
+CAPTURE_SLACK_S = 0.05
 # A vehicle at most this share of the other's speed at a contact was struck by it, not braking alongside it.
 STRUCK_SPEED_SHARE = 0.5
 IMPACT_STOP_SHARE = 0.3  # speed after a contact, as a share of the speed before, below which a vehicle stopped dead
@@ -373,19 +376,19 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
                 merge_objects(state, keep, other)
     for candidate in state.collisions:
         involved = [by_track[track_id] for track_id in candidate.track_ids if track_id in by_track]
-        if len(involved) == 2 and involved[0] is involved[1]:
-            continue  # both boxes are one vehicle at rest (a second, smaller detection of it): no second party
+        if len(involved) == 2 and involved[0] is involved[1] or _second_detection_in(state, candidate):
+            continue  # both boxes are one vehicle (a second, smaller detection of it): no second party
         # Every vehicle of the pair came to rest because of the contact (not a car rolling up to a parked one).
         # A vehicle already at rest when first seen (the camera or its tracker just started, a queue confirmed
         # while standing) did not come to rest through this contact: its rest time is only when it was first seen.
-        came_to_rest = [obj for obj in involved
-                        if candidate.contact_at - 1.0 <= obj.since
-                        <= candidate.contact_at + thresholds.collision_stop_within_seconds
-                        and any(track.first_seen < obj.since for track in _tracks_of(state, obj.track_ids))]
         # A partner may also have stood there before (a parked or waiting vehicle that was hit). Both must be at
         # rest, seen or held by the background where the detector lost them; a partner that is not drove on (or out
         # of view).
-        standing = [obj for obj in involved if obj.since < candidate.contact_at - 1.0]
+        standing = [obj for obj in involved if _stood_there(candidate, obj)]
+        came_to_rest = [obj for obj in involved if obj not in standing
+                        and candidate.contact_at - 1.0 <= obj.since
+                        <= candidate.contact_at + thresholds.collision_stop_within_seconds
+                        and any(track.first_seen < obj.since for track in _tracks_of(state, obj.track_ids))]
         if not came_to_rest or len(came_to_rest) + len(standing) < len(candidate.track_ids):
             continue
         # One of them stood (or had just stopped) when they touched, or went much slower than the other (a car
@@ -412,12 +415,16 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
             if other in state.static_objects:
                 merge_objects(state, keep, other)
     for obj in objects:
-        if obj.crash or obj.class_name is None or obj not in state.static_objects or _on_travel_path(scene, obj):
+        if (obj.crash or obj.class_name is None or obj not in state.static_objects
+                or _on_travel_path(scene, anchor_point(obj.box, Anchor.BOTTOM_CENTER))):
             continue
         # Left the travel path and stopped dead (on a shoulder, a sidewalk, against a building): a crash, not a
         # vehicle pulling over, which slows down first. Leaving the travel path is the evidence here, so a vehicle
-        # the frame edge cuts (come to rest right in front of the camera) counts too.
-        obj.crash = any(scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
+        # the frame edge cuts (come to rest right in front of the camera) counts too; but it must have come off the
+        # travel path, and be at rest now: a car coming out of a driveway waits on the sidewalk, a box on one
+        # parked on the footway shifts, and one pulling away from there starts its time at rest anew each frame.
+        obj.crash = any(scene.is_stopped(track) and _came_off_travel_path(scene, track)
+                        and scene.speed_before_rest(track) >= thresholds.crash_stop_speed_box_per_s
                         for track in _tracks_of(state, obj.track_ids))
     for obj in objects:
         if obj.crash or obj.class_name is None or obj not in state.static_objects:
@@ -459,6 +466,33 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
                 merge_objects(state, crash, other, same_object=False)
 
 
+def _stood_there(candidate: CollisionCandidate, obj: StaticObject) -> bool:
+    """Whether the vehicle at rest stood where it is over the second before the contact: at rest since before then,
+    or seen only there since (CollisionCandidate.still_before). The detector missing a waiting car for a moment, or
+    the car creeping up to its spot before that, starts its time at rest anew, but a car pulling up beside it in
+    perspective did not hit a car that had just stopped."""
+    return obj.since < candidate.contact_at - 1.0 or any(
+        still >= 1.0 for track_id, still in zip(candidate.track_ids, candidate.still_before, strict=True)
+        if track_id in obj.track_ids)
+
+
+# Two history samples of a track further apart than this have frames between them that the detector missed it in
+# (two at 5 frames per second, one at 2).
+MISSED_GAP_S = 0.6
+
+
+def _still_for(scene: Scene, track: TrackState) -> float:
+    """How long the track has stood where it is now: since it came to rest, or since the sample before that when the
+    detector then missed it for a while and that sample lies within the stationary tolerance of where it is (a
+    waiting car missed for a second while it settled on its spot starts its time at rest anew when found again)."""
+    since = track.rest_since
+    before = [sample for sample in track.history if sample[0] < since]
+    if (before and since - before[-1][0] >= MISSED_GAP_S
+            and math.dist(before[-1][1:3], track.history[-1][1:3]) <= scene.stationary_tolerance(track.box)):
+        since = before[-1][0]
+    return track.last_seen - since
+
+
 def _stopped_dead_against(scene: Scene, track: TrackState, direction) -> bool:
     """Whether the track came to rest abruptly (crash_moving_back_speed_box_per_s over the second before) while moving
     back along its lane (within 45 degrees of the opposite of the lane direction; traffic crossing or turning
@@ -483,16 +517,21 @@ def _among_standing_vehicles(scene: Scene, state: TrafficState, track: TrackStat
                for other in state.tracks.values())
 
 
+def _came_off_travel_path(scene: Scene, track: TrackState) -> bool:
+    """Whether the track was on the travel path (`_on_travel_path`) at some point before it came to rest."""
+    return any(_on_travel_path(scene, (sample[1], sample[2])) for sample in track.history
+               if sample[0] < track.rest_since)
+
+
 def _near(a, b) -> bool:
     """Within the scene of one crash: centres closer than CRASH_SCENE_DIAGONALS of the larger box's diagonal."""
     diagonal = max(box_diagonal(a), box_diagonal(b))
     return math.dist(anchor_point(a, Anchor.CENTER), anchor_point(b, Anchor.CENTER)) <= CRASH_SCENE_DIAGONALS * diagonal
 
 
-def _on_travel_path(scene: Scene, obj: StaticObject) -> bool:
+def _on_travel_path(scene: Scene, point: tuple[float, float]) -> bool:
     """On a lane, in the intersection box, in a no-stopping zone or on a crosswalk (roadway, where a queue may stand),
     rather than on a sidewalk, a shoulder marked as one, a pedestrian area or outside every configured region."""
-    point = anchor_point(obj.box, Anchor.BOTTOM_CENTER)
     return (scene.lane_of(point) is not None or any(scene.is_in(point, zone.polygon) for zone in scene.stopping_zones)
             or scene.in_any(point, scene.config.crosswalks) is not None)
 
@@ -702,10 +741,12 @@ def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condit
     return conditions
 
 
-def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float) -> None:
+def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState], appeared: set[int],
+                    now: float) -> None:
     """Remembers pairs of vehicles whose boxes touched while one was moving fast: if their motion right after
     shows the impact (`impacts`), or one of them comes to rest soon after (objects_at_rest), it is a collision.
-    Contacts expire once that can no longer happen."""
+    Contacts expire once that can no longer happen. `appeared`: the ids of the tracks first seen in this frame (one
+    found again as a vehicle lost a moment ago included)."""
     thresholds = scene.thresholds
     known = {candidate.track_ids for candidate in state.collisions}
     # A vehicle at rest that the detector misses in this frame (hidden by the one hitting it, a frame lost) still
@@ -715,6 +756,7 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
               in scene.vehicle_classes and now - track.last_seen <= HIDDEN_STANDING_S and scene.is_stopped(track)]
     candidates = [*vehicles, *hidden]
     overlaps = box_iou([vehicle.box for vehicle in candidates], [vehicle.box for vehicle in candidates])
+    _note_second_detections(vehicles, overlaps[:len(vehicles), :len(vehicles)], appeared)
     # Each pair once (a vehicle of this frame first), in one array operation: a jam has many vehicles, few touching.
     touching = np.triu(overlaps[:len(vehicles)] >= thresholds.collision_min_iou, k=1)
     for i, j in zip(*np.nonzero(touching), strict=True):
@@ -727,14 +769,62 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         if speed >= thresholds.collision_min_speed_box_per_s:
             first, second = (a, b) if a.track_id == pair[0] else (b, a)
             velocities = [scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now) for vehicle in (first, second)]
+            turning = [_turning(scene, vehicle, now) for vehicle in (first, second)]
             state.collisions.append(CollisionCandidate(
                 track_ids=pair, contact_at=now, speed_box_per_s=speed,
                 class_names=(first.class_name, second.class_name),
                 velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now)),
-                speeds_at_contact=tuple(math.hypot(*v) if v else 0.0 for v in velocities)))
+                speeds_at_contact=tuple(math.hypot(*v) if v else 0.0 for v in velocities),
+                headings_before=(turning[0][0], turning[1][0]), turn_rates_before=(turning[0][1], turning[1][1]),
+                still_before=(_still_for(scene, first), _still_for(scene, second))))
             known.add(pair)
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
+
+
+def _note_second_detections(vehicles: list[TrackState], overlaps: np.ndarray, appeared: set[int]) -> None:
+    """Marks each vehicle track first seen in this frame (`appeared`) with its box largely over another vehicle's (by
+    SAME_VEHICLE_OVERLAP of the smaller box) as a possible second detection of that vehicle (`TrackState.doubles`),
+    and forgets the mark once the two boxes overlap less: two vehicles after all, one having come out from behind
+    the other or driven on past it. `overlaps`: the vehicles' boxes' pairwise IoU."""
+    by_id = {vehicle.track_id: index for index, vehicle in enumerate(vehicles)}
+    for index, vehicle in enumerate(vehicles):
+        doubled = by_id.get(vehicle.doubles)
+        if doubled is not None and overlap(vehicle.box, vehicles[doubled].box) < SAME_VEHICLE_OVERLAP:
+            vehicle.doubles = None
+        if vehicle.track_id not in appeared:
+            continue
+        shares = [(overlap(vehicle.box, other.box), other.track_id) for other in vehicles
+                  if other is not vehicle and overlaps[index, by_id[other.track_id]] > 0]
+        share, other_id = max(shares, default=(0.0, None))
+        if share >= SAME_VEHICLE_OVERLAP:
+            vehicle.doubles = other_id
+
+
+def _second_detection_in(state: TrafficState, candidate: CollisionCandidate) -> bool:
+    """Whether one of a contact's tracks may be a second detection of a vehicle (`_note_second_detections`): it
+    appeared over that vehicle and has stayed largely over it. A duplicate box under an id of its own moves with the
+    vehicle and vanishes while the vehicle drives on, which read as a vehicle in contact with it, or with another
+    vehicle the duplicate's box touched, that swerved or vanished."""
+    return any(track.doubles in state.tracks for track in _tracks_of(state, candidate.track_ids))
+
+
+def _turning(scene: Scene, vehicle: TrackState, now: float) -> tuple[tuple[float, float] | None, float]:
+    """Which way a vehicle went over the IMPACT_SPEED_SECONDS up to now (Scene.heading), and how fast it was turning
+    (degrees per second: the change from its heading over the IMPACT_SPEED_SECONDS before; 0 without one, or when
+    it moved too slowly in either for its heading to be more than box jitter)."""
+    windows = [(now - 2 * IMPACT_SPEED_SECONDS, now - IMPACT_SPEED_SECONDS), (now - IMPACT_SPEED_SECONDS, now)]
+    earlier, heading = (scene.heading(vehicle, *window) for window in windows)
+    moving = all(math.hypot(*velocity) >= scene.thresholds.collision_min_speed_box_per_s / 2
+                 for velocity in (scene.velocity(vehicle, *window) or (0.0, 0.0) for window in windows))
+    rate = _turn_degrees(earlier, heading) / IMPACT_SPEED_SECONDS if heading and earlier and moving else 0.0
+    return heading, rate
+
+
+def _turn_degrees(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The signed angle from one heading to another, in degrees (-180 to 180)."""
+    return math.degrees(math.atan2(before[0] * after[1] - before[1] * after[0],
+                                   before[0] * after[0] + before[1] * after[1]))
 
 
 def _contact_speed(scene: Scene, vehicle: TrackState, other: TrackState, now: float) -> float:
@@ -768,23 +858,24 @@ def _measure_first_seen_at_contact(scene: Scene, state: TrafficState, pair: tupl
 def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int]) -> list[Condition]:
     """Collisions seen at contact, before anything comes to rest: after touching at speed, both vehicles' motion
     broke off at once (each stopped dead, swerved, or vanished mid-view while moving fast: overturned, in dust,
-    behind debris). Vehicles passing each other, or overlapping in perspective, keep their speed and heading; a
-    queue brakes over seconds and pulls away together (a car set moving is no evidence: so does a queue at a green
-    light); an occluded vehicle vanishes but the one in front drives on unchanged.
+    behind debris). Vehicles passing each other, or overlapping in perspective, keep their speed and heading (or the
+    turn they were making); a queue brakes over seconds and pulls away together (a car set moving is no evidence: so
+    does a queue at a green light); an occluded vehicle vanishes but the one in front drives on unchanged; two
+    vehicles whose ids the tracker swapped as they passed each went on where the other was heading.
     One condition per collision while its contact is remembered; what comes to rest through it continues the same
     incident (objects_at_rest)."""
     thresholds = scene.thresholds
     conditions = []
     for candidate in state.collisions:
         since_contact = now - candidate.contact_at
-        if candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds:
-            breaks = [_motion_break(scene, state.tracks.get(track_id), before, hit_with, candidate.contact_at, now,
-                                    frame_size)
-                      for track_id, before, hit_with in zip(candidate.track_ids, candidate.velocities_before,
-                                                            candidate.speeds_at_contact, strict=True)]
+        if (candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds
+                and not _second_detection_in(state, candidate)):
+            tracks = [state.tracks.get(track_id) for track_id in candidate.track_ids]
+            breaks = [_motion_break(scene, track, candidate, party, now, frame_size)
+                      for party, track in enumerate(tracks)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
-            if all(breaks) and any(b != "vanished" for b in breaks):
+            if all(breaks) and any(b != "vanished" for b in breaks) and not _swapped_places(scene, tracks, candidate):
                 candidate.confirmed_at = now
                 first, second = candidate.class_names
                 candidate.reason = (f"{first} and {second} collided: contact at {candidate.speed_box_per_s:.1f} box/s, "
@@ -804,14 +895,17 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
     return conditions
 
 
-def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, float] | None, hit_with: float,
-                  contact_at: float, now: float, frame_size: tuple[int, int]) -> str | None:
-    """How a vehicle's motion broke off at a contact (`before`: its velocity over the second up to the contact,
-    `hit_with`: its speed over the IMPACT_SPEED_SECONDS before it), in words, or None while it carries on (or it is
-    too early to tell). Stopping dead is losing speed at the contact faster than brakes slow a vehicle."""
+def _motion_break(scene: Scene, track: TrackState | None, candidate: CollisionCandidate, party: int, now: float,
+                  frame_size: tuple[int, int]) -> str | None:
+    """How the motion of the candidate's `party` (0 or 1) broke off at the contact, in words, or None while it
+    carries on (or it is too early to tell). Stopping dead is losing speed at the contact faster than brakes slow a
+    vehicle; swerving is turning by impact_turn_degrees within impact_min_seconds of the contact, besides any turn it
+    was already making (a vehicle turning through a junction goes on turning; one seen again only later may have
+    turned any way meanwhile)."""
     if track is None:
         return None
     thresholds = scene.thresholds
+    contact_at, before = candidate.contact_at, candidate.velocities_before[party]
     fast = thresholds.collision_min_speed_box_per_s
     speed_before = math.hypot(*before) if before else 0.0
     if now - track.last_seen >= thresholds.impact_min_seconds:
@@ -829,15 +923,61 @@ def _motion_break(scene: Scene, track: TrackState | None, before: tuple[float, f
     if speed_before >= fast and speed_after <= IMPACT_STOP_SHARE * speed_before:
         # Speeds over as long just before and just after the contact, so their windows' middles are that far apart.
         right_after = scene.velocity(track, contact_at, contact_at + IMPACT_SPEED_SECONDS)
-        slowing = (hit_with - math.hypot(*right_after)) / IMPACT_SPEED_SECONDS if right_after else 0.0
+        slowing = (candidate.speeds_at_contact[party] - math.hypot(*right_after)) / IMPACT_SPEED_SECONDS \
+            if right_after else 0.0
         if slowing > BRAKING_MAX_BOX_PER_S2:
             return "stopped dead"
-    if min(speed_before, speed_after) >= fast / 2:
-        turn = math.degrees(abs(math.atan2(before[0] * after[1] - before[1] * after[0],
-                                           before[0] * after[0] + before[1] * after[1])))
-        if turn >= thresholds.impact_turn_degrees:
-            return f"swerved {turn:.0f} degrees"
+    turn = _swerve(scene, track, candidate, party)
+    if turn is not None and abs(turn) >= thresholds.impact_turn_degrees:
+        return f"swerved {abs(turn):.0f} degrees"
     return None
+
+
+def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, party: int) -> float | None:
+    """How far (degrees, signed) a vehicle's heading over the impact_min_seconds after the contact turned from its
+    heading just before it, less what the turn it was making then (CollisionCandidate.turn_rates_before) explains; None
+    when it moved too slowly either side, or was followed under CONTACT_SPEED_MIN_TRACKED_S either side, for its
+    heading to be more than box jitter (on a camera shaking by a few pixels, cars 20 px tall moving 5 px a step)."""
+    contact_at, fast = candidate.contact_at, scene.thresholds.collision_min_speed_box_per_s
+    if contact_at - track.first_seen < CONTACT_SPEED_MIN_TRACKED_S:
+        return None
+    before, heading = candidate.velocities_before[party], candidate.headings_before[party]
+    end = contact_at + scene.thresholds.impact_min_seconds + CAPTURE_SLACK_S
+    after, heading_after = scene.velocity(track, contact_at, end), scene.heading(track, contact_at, end)
+    if (before is None or heading is None or after is None or heading_after is None
+            or min(math.hypot(*before), math.hypot(*after)) < fast / 2):
+        return None
+    seen_until = max(sample[0] for sample in track.history if sample[0] <= end)
+    if seen_until - contact_at < CONTACT_SPEED_MIN_TRACKED_S - CAPTURE_SLACK_S:
+        return None
+    turn = _turn_degrees(heading, heading_after)
+    # From the middle of the half second before the contact to the middle of the time after it looked at. Only a
+    # turn the same way counts against it, and no more than it: a vehicle going straight, box jitter read as a turn
+    # before, did not swerve by that.
+    going_on = candidate.turn_rates_before[party] * ((seen_until - contact_at) / 2 + IMPACT_SPEED_SECONDS / 2)
+    return turn - (min(max(going_on, 0.0), turn) if turn >= 0 else max(min(going_on, 0.0), turn))
+
+
+# Each of two tracks ended within this share of the distance between where each would be had it kept on: the
+# tracker swapped their ids as they passed (each box jumps onto the other's path), where an impact leaves neither
+# where the other would have been.
+SWAPPED_SHARE = 1 / 3
+
+
+def _swapped_places(scene: Scene, tracks: list[TrackState | None], candidate: CollisionCandidate) -> bool:
+    """Whether each of the two vehicles was last seen (after the contact) about where the other would be by then had
+    it kept the velocity it had up to the contact, and not where it would be itself."""
+    if any(track is None or track.last_seen <= candidate.contact_at for track in tracks):
+        return False
+    for track in tracks:
+        own, other = (scene.point_ahead(vehicle, candidate.contact_at, track.last_seen) for vehicle in
+                      (track, tracks[1] if track is tracks[0] else tracks[0]))
+        if own is None or other is None:
+            return False
+        seen = track.history[-1][1:3]
+        if not math.dist(seen, other) < min(math.dist(seen, own), SWAPPED_SHARE * math.dist(own, other)):
+            return False
+    return True
 
 
 def _collision_points(state: TrafficState, candidate: CollisionCandidate) -> list[tuple[float, float]]:

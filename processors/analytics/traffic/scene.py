@@ -171,13 +171,43 @@ class Scene:
     def velocity(self, track: TrackState, start: float, end: float) -> tuple[float, float] | None:
         """Mean anchor velocity between the samples nearest `start` and `end` (at or before each), in box heights per
         second; None when the history holds no two such samples."""
-        history = track.history
-        last = next((s for s in reversed(history) if s[0] <= end), None)
-        first = next((s for s in reversed(history) if s[0] <= start), history[0] if history else None)
-        if last is None or first is None or last[0] <= first[0]:
+        samples = _samples_spanning(track, start, end)
+        if samples is None:
             return None
+        first, last = samples
         scale = max(first[3], last[3], 1.0) * (last[0] - first[0])
         return (last[1] - first[1]) / scale, (last[2] - first[2]) / scale
+
+    def heading(self, track: TrackState, start: float, end: float) -> tuple[float, float] | None:
+        """Which way the anchor went between the same samples as `velocity`'s: on the ground where the camera is
+        calibrated (seen along a road, the picture sharpens every turn), else in the picture; None likewise."""
+        samples = _samples_spanning(track, start, end)
+        if samples is None:
+            return None
+        points = np.asarray([sample[1:3] for sample in samples], float)
+        if self.homography is not None:
+            points = self.homography.to_ground(points)
+        return float(points[1][0] - points[0][0]), float(points[1][1] - points[0][1])
+
+    def point_ahead(self, track: TrackState, since: float, at: float) -> tuple[float, float] | None:
+        """Where the track's anchor would be at `at` had it kept the velocity of its half second up to `since`; None
+        without two history samples to tell it."""
+        samples = _samples_spanning(track, since - 0.5, since)
+        if samples is None:
+            return None
+        first, last = samples
+        share = (at - last[0]) / (last[0] - first[0])
+        return last[1] + (last[1] - first[1]) * share, last[2] + (last[2] - first[2]) * share
+
+    def box_ahead(self, track: TrackState, at: float) -> Box:
+        """Where the track's box would be at `at` had the vehicle kept the velocity of its last half second: one lost
+        at speed and detected again has driven on by then."""
+        ahead = self.point_ahead(track, track.last_seen, at)
+        if ahead is None:
+            return track.box
+        dx, dy = ahead[0] - track.history[-1][1], ahead[1] - track.history[-1][2]
+        x1, y1, x2, y2 = track.box
+        return x1 + dx, y1 + dy, x2 + dx, y2 + dy
 
     def ground_speed_mps(self, track: TrackState, span_s: float = 1.0) -> float | None:
         """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound."""
@@ -192,6 +222,17 @@ class Scene:
         ground = self.homography.to_ground(np.asarray([[earlier[1], earlier[2]], [now[1], now[2]]]))
         speed = float(np.linalg.norm(ground[1] - ground[0]) / (now[0] - earlier[0]))
         return speed if speed <= self.thresholds.max_plausible_speed_mps else None
+
+
+def _samples_spanning(track: TrackState, start: float, end: float):
+    """The history samples nearest `start` and `end` (at or before each; the oldest for a `start` before it), or None
+    when they are not two."""
+    history = track.history
+    last = next((s for s in reversed(history) if s[0] <= end), None)
+    first = next((s for s in reversed(history) if s[0] <= start), history[0] if history else None)
+    if last is None or first is None or last[0] <= first[0]:
+        return None
+    return first, last
 
 
 def _sample_before(track: TrackState, time: float):

@@ -76,6 +76,8 @@ class TrackState(State):
                              "post or sign read as a person never is)")
     reacquired: bool = Field(default=False, description="a new track went on with its motion (the same vehicle "
                              "found again under a new id)")
+    doubles: int | None = Field(default=None, description="the vehicle track whose box this one's lay over in the "
+                                "frame it first appeared: a second detection of that vehicle, until the two part")
     lines: dict[str, LineSide] = Field(default_factory=dict)
     timers: dict[str, float] = Field(default_factory=dict, description="condition name -> since when it holds")
 
@@ -131,12 +133,24 @@ class CollisionCandidate(State):
         default=(0.0, 0.0), description="each vehicle's speed over about the last half second before the contact (box "
         "heights per second), taken at contact: the speed it hit with (one braking to rest has slowed by then); for "
         "one first seen at the contact, its speed in the frames after, while the two still touch")
+    headings_before: tuple[tuple[float, float] | None, tuple[float, float] | None] = Field(
+        default=(None, None), description="which way each vehicle went over about the half second before the contact "
+        "(Scene.heading), taken at contact")
+    turn_rates_before: tuple[float, float] = Field(
+        default=(0.0, 0.0), description="how fast each vehicle was turning as it met the other (degrees per second, "
+        "from its heading over the half second before that): a turn it goes on with is no swerve")
+    still_before: tuple[float, float] = Field(
+        default=(0.0, 0.0), description="how long each vehicle had been seen only where it stood at the contact "
+        "(seconds; across frames the detector missed it), taken at contact")
     confirmed_at: float | None = Field(default=None, description="when both parties' motion after the contact "
                                        "showed the impact (a collision raised at contact, before any standstill)")
     reason: str = Field(default="", description="what the impact evidence was, once confirmed")
     merged_box: Box | None = Field(default=None, description="the one box the two vehicles converged into, for a "
                                    "collision never seen as two touching boxes (a party may be an unconfirmed "
                                    "detection, whose track id is UNTRACKED)")
+    converged_from: tuple[tuple[float, float, float, float, float, float], ...] | None = Field(
+        default=None, description="for such a collision, each vehicle's box as it would have been in the merged box's "
+        "frame had it driven on, and its velocity (x1, y1, x2, y2, vx, vy; pixels, pixels per second)")
 
     @property
     def key(self) -> str:
@@ -187,6 +201,10 @@ class TrafficState(State):
     next_unconfirmed_id: int = Field(default=UNTRACKED - 1, description="track id for the next vehicle lost before "
                                      "the tracker confirmed it (counting down below UNTRACKED, apart from the "
                                      "tracker's ids)")
+    missed_unconfirmed: list[TrackState] = Field(default_factory=list, description="vehicles the tracker had not "
+                                                 "confirmed, moving fast in the sampled frame before the last and "
+                                                 "missing from the last (unconfirmed.keep_lost; at most one frame's "
+                                                 "detections)")
     fallback_tracks: list[FallbackTrack] = Field(default_factory=list)
     static_objects: list[StaticObject] = Field(default_factory=list)
     collisions: list[CollisionCandidate] = Field(default_factory=list)
