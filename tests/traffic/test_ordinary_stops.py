@@ -35,6 +35,26 @@ def test_a_lorry_queued_behind_a_car_at_a_red_light_is_no_stopped_vehicle_when_t
     assert opened(run(frames, UP_APPROACH)) == []
 
 
+def test_a_motorcycle_queued_beside_a_patch_shown_since_long_before_waits_in_the_queue():
+    """A car waits at the stop line from the start; a motorcycle drives up the lane's left edge and stops behind it
+    at 22 s, beside a patch just outside the lane that the background model has shown since 1 s (the road under a
+    stale background, a vehicle the detector misses). As it comes to rest the background model shows a fragment
+    between them that overlaps both, and the patch joins the motorcycle's object, timed from 1 s: past the limit
+    the first time it is judged, it still waits in the red-light queue."""
+    patch = ((340.0, 330.0, 410.0, 400.0), T0 + 1.0)
+    between = ((400.0, 360.0, 425.0, 390.0), T0 + 22.0)
+    frames = []
+    for seq in range(int(40 / STEP)):
+        t = seq * STEP
+        motorcycle_foot = 400 + 100 * max(0.0, 22 - t)  # drives up from the bottom of the picture from 19 s
+        objects = [(1, "car", (560.0, 160.0, 640.0, 220.0))]
+        if motorcycle_foot < 720:
+            objects.append((2, "motorcycle", (420.0, motorcycle_foot - 60, 450.0, motorcycle_foot)))
+        blobs = [patch] if t >= 5 else []
+        frames.append(frame(seq, objects, blobs + [between] if t >= 22.6 else blobs))
+    assert opened(run(frames, UP_APPROACH)) == []
+
+
 # The north sidewalk left out: cars park along the westbound lane's north edge (y 300) outside every region.
 PARKING_BESIDE_THE_LANE = SCENE.model_copy(update={"sidewalks": [s for s in SCENE.sidewalks if s.id != "north-walk"]})
 
@@ -68,6 +88,39 @@ def test_a_bus_at_its_stop_read_as_a_truck_now_and_then_may_dwell_and_a_truck_re
     assert opened_for("bus", misread_as="truck") == []
     [event] = opened_for("truck", misread_as="bus")
     assert event.type == "stopped_vehicle" and 10 <= event.started_at - T0 <= 11
+
+
+def test_a_bus_that_pulls_in_where_the_detector_lost_a_car_dwells_as_a_bus():
+    """The detector finds a car at the far end of the bus stop for 1.4 s and loses it (it left unseen, or was never
+    there); a bus drives in from the east and stops over its place 2.6 s later, and the background model shows part
+    of the bus standing just beside where the car's box was (where its shadow would lie). The bus is no car found
+    again under a new id, nor is that fragment the car: the bus dwells 25 s of the stop's 60 s and nothing is
+    reported."""
+    frames = []
+    for seq in range(int(30 / STEP)):
+        t = seq * STEP
+        objects = [(7, "car", (1040.0, 320.0, 1080.0, 350.0))] if 1 <= t < 2.5 else []
+        if t >= 3:
+            x = 1030 + 100 * max(0.0, 5 - t)  # at rest from 5 s
+            objects.append((8, "bus", (x - 80, 290.0, x + 80, 360.0)))
+        frames.append(frame(seq, objects, [((1075.0, 325.0, 1105.0, 355.0), T0 + 5.0)] if t >= 6.5 else []))
+    assert opened(run(frames)) == []
+
+
+def test_a_car_stopped_in_the_bus_stop_that_a_bus_pulls_in_beside_and_hides_is_still_reported():
+    """The car stands in the stop from 1 s; a bus drives in from the east and stops beside it at 5 s, hiding it from
+    the detector, while the background model still shows the car's place: the car has not left."""
+    frames = []
+    for seq in range(int(20 / STEP)):
+        t = seq * STEP
+        objects = [(7, "car", (1040.0, 320.0, 1080.0, 350.0))] if 1 <= t < 5 else []
+        if t >= 3:
+            x = 1030 + 100 * max(0.0, 5 - t)
+            objects.append((8, "bus", (x - 80, 290.0, x + 80, 360.0)))
+        frames.append(frame(seq, objects, [((1042.0, 322.0, 1078.0, 348.0), T0 + 1.0)] if t >= 3 else []))
+    [event] = opened(run(frames))
+    assert (event.type, event.track_ids) == ("stopped_vehicle", [7])
+    assert 11 <= event.started_at - T0 <= 12
 
 
 BLOB = (800.0, 330.0, 850.0, 360.0)  # a patch of the westbound lane (y 300-380)

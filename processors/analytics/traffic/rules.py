@@ -210,8 +210,10 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             # parked (a motorcycle on a footway) or street furniture read as a vehicle (a signal head).
             continue
         limit = thresholds.collision_stopped_seconds if obj.crash else _stopping_limit(scene, obj, kind, zone_id)
-        if not obj.crash and stopped_for < limit and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size,
-                                                             now):
+        # A queue excuses a vehicle not reported yet however long it has been timed: the first time it is judged,
+        # its clock may be past the limit already (a patch the background model showed beside it since long before
+        # joined it as it came to rest).
+        if not obj.crash and not reported and _queued(scene, obj, kind, zone_id, queues, vehicles, frame_size, now):
             obj.excused_at, stopped_for = now, 0.0
         # A collision already raised at contact goes on without waiting: its vehicles' standstill is that incident.
         if stopped_for < limit and obj.incident_key is None:

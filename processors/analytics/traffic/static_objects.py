@@ -186,22 +186,30 @@ def _object_for(state: TrafficState, item: Evidence, seen_ids: set[int], seq: in
             return own
         # Another object here whose vehicle was lost before this track was first seen (the detector re-found it
         # under a new id), or that is no vehicle: the same thing. A vehicle tracked alongside this one, missed for a
-        # frame (hidden behind the car queued behind it), is another vehicle.
+        # frame (hidden behind the car queued behind it), is another vehicle, as is one that drove up to where the
+        # lost one stood (a bus pulling in over a car's place at its stop): a vehicle re-found is first seen there.
         candidates = [obj for obj in objects if overlap(obj.box, item.box) >= SAME_OBJECT_OVERLAP
                       and not seen_ids.intersection(obj.track_ids)
+                      and (obj.class_name is None or not item.track.moved_away)
                       and all(state.tracks[track_id].last_seen < item.track.first_seen for track_id in obj.track_ids
                               if track_id in state.tracks)]
     else:
         # A vehicle's shadow and the road it darkens lie just outside its box: a fragment there is the vehicle.
-        candidates = [obj for obj in objects if overlap(_with_margin(obj.box) if obj.class_name else obj.box,
-                                                        item.box) >= SAME_OBJECT_OVERLAP]
+        share = {obj.key: overlap(_with_margin(obj.box) if obj.class_name else obj.box, item.box) for obj in objects}
+        candidates = [obj for obj in objects if share[obj.key] >= SAME_OBJECT_OVERLAP]
     if not candidates:
         key = f"vehicle-{item.track.track_id}" if item.track is not None else f"blob-{seq}-{index}"
         obj = StaticObject(key=key, box=item.box, since=item.since, last_evidence=-1.0, confidence=item.confidence)
         objects.append(obj)
         return obj
-    # The oldest keeps its key, so the incident it may already have raised continues.
-    keep = min(candidates, key=lambda obj: (obj.class_name is None, obj.since))
+    vehicles = [obj for obj in candidates if obj.class_name is not None]
+    if item.track is None and vehicles:
+        # A fragment by several vehicles is the one it lies over most: the bus standing over it, not the car beside
+        # whose place it also lies, lost by the detector, which it would keep there.
+        keep = max(vehicles, key=lambda obj: (share[obj.key], -obj.since))
+    else:
+        # The oldest keeps its key, so the incident it may already have raised continues.
+        keep = min(candidates, key=lambda obj: (obj.class_name is None, obj.since))
     if item.track is None:
         for other in candidates:
             # A fragment touching two vehicles does not make them one; it does join loose fragments together.
