@@ -47,6 +47,17 @@ class NoBoxes:
         return [no_boxes() for _ in images]
 
 
+class CountsRuns(NoBoxes):
+    """NoBoxes that counts the pictures the model was run on."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def detect(self, images):
+        self.runs += len(images)
+        return super().detect(images)
+
+
 class FailingGpu:
     """Stands in for the GPU detector: `fault` raised on every batch, or a decode error for a batch holding a JPEG
     the decoder cannot read."""
@@ -211,15 +222,9 @@ def test_a_frozen_or_blank_pictures_detections_say_so_and_get_no_density_map(fau
 
 
 def test_a_frame_of_a_camera_not_in_the_configuration_or_not_under_its_key_is_a_dead_letter_without_a_model_run():
-    class CountsRuns(NoBoxes):
-        runs = 0
-
-        def detect(self, images):
-            CountsRuns.runs += len(images)
-            return super().detect(images)
-
+    model = CountsRuns()
     consumer, broker = Consumer(), Broker()
-    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(CountsRuns()), "group")
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(model), "group")
     made_up = [SimpleNamespace(**{**vars(record), "key": f"ghost-{record.offset}".encode(),
                                   "value": encode(decode(record.value, Frame).model_copy(
                                       update={"camera_id": f"ghost-{record.offset}"}))})
@@ -236,7 +241,7 @@ def test_a_frame_of_a_camera_not_in_the_configuration_or_not_under_its_key_is_a_
         "frame of camera 'square' under the key b'gate'", "frame of camera 'square' without a key (its camera id)"]
     assert [(letter.stage, letter.partition, letter.offset, letter.key) for letter in letters[2:]] == [
         ("inference", 0, 7, b"gate"), ("inference", 1, 8, None)]
-    assert [sent.camera_id for sent in detections(broker)] == ["square"] and CountsRuns.runs == 1
+    assert [sent.camera_id for sent in detections(broker)] == ["square"] and model.runs == 1
 
 
 def test_a_rewound_batch_is_counted_once_and_its_frames_still_get_their_maps(monkeypatch):

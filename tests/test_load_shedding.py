@@ -16,7 +16,7 @@ from processors.inference.shedding import OVER_RATE, RECENT_SECONDS, STALE, Fram
 from processors.inference.stage import CameraDetectors, InferenceWorker
 from schemas import Detections, Frame, decode, encode
 from tests.conftest import VTEST, pipeline_config, video_frames
-from tests.test_inference_faults import CONFIG, JPEG, TOPICS, Broker, Consumer, NoBoxes
+from tests.test_inference_faults import CONFIG, JPEG, TOPICS, Broker, Consumer, CountsRuns
 
 
 def frame(camera: str, captured_at: float, seq: int = 0) -> Frame:
@@ -61,16 +61,10 @@ def test_a_flood_repeating_one_seq_or_alternating_capture_seconds_is_held_to_its
 
 
 def test_the_stage_runs_the_model_on_a_repeated_seq_only_up_to_the_rate_and_counts_the_rest_shed():
-    class CountsRuns(NoBoxes):
-        runs = 0
-
-        def detect(self, images):
-            CountsRuns.runs += len(images)
-            return super().detect(images)
-
+    model = CountsRuns()
     [camera] = CONFIG.cameras
     allowance = math.ceil(camera.fps * CONFIG.model.camera_rate_factor)
-    worker = InferenceWorker(CONFIG, Consumer(), Broker(), CameraDetectors(CountsRuns()), "group")
+    worker = InferenceWorker(CONFIG, Consumer(), Broker(), CameraDetectors(model), "group")
     labels = {"camera": camera.id, "reason": OVER_RATE}
     before = REGISTRY.get_sample_value("cityguard_frames_shed_total", labels) or 0
     captured_at = math.floor(time.time()) + 0.5
@@ -78,7 +72,7 @@ def test_the_stage_runs_the_model_on_a_repeated_seq_only_up_to_the_rate_and_coun
                                     value=encode(Frame(camera_id=camera.id, seq=7, captured_at=captured_at, width=8,
                                                        height=8, jpeg=JPEG)))
                     for offset in range(10 * allowance)])
-    assert CountsRuns.runs == allowance
+    assert model.runs == allowance
     assert REGISTRY.get_sample_value("cityguard_frames_shed_total", labels) - before == 9 * allowance
 
 
