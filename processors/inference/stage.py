@@ -373,15 +373,8 @@ class ZoneDensityMaps:
                 return {}
             log.warning("density maps failed for cameras %s (%s: %s); making them one at a time", cameras,
                         type(exc).__name__, exc)
-        maps = {}
-        for index in chosen:
-            try:
-                maps.update(self._made(frames, [index], person_boxes))
-            except GPU_FAULTS:
-                raise
-            except Exception:
-                log.exception("density map failed for camera %s", frames[index].frame.camera_id)
-        return maps
+        return {index: density for single in chosen
+                for index, density in self._maps(frames, [single], person_boxes).items()}
 
     def _made(self, frames: list[DecodedFrame], indices: list[int],
               person_boxes: list[np.ndarray | None]) -> dict[int, np.ndarray]:
