@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from processors.analytics.traffic.scene import Scene, box_area, centre, in_box
+from processors.analytics.traffic.scene import Scene, box_area, centre, in_box, shifted
 from processors.analytics.traffic.state import Box, CollisionCandidate, TrafficState, VehicleFrame
 from schemas import UNTRACKED
 from schemas.geometry import box_diagonal
@@ -94,7 +94,7 @@ def _drove_on(candidate: CollisionCandidate, frame: VehicleFrame, wreck: Box) ->
     passed the other, and the box there now is a vehicle come up behind."""
     since_contact = frame.time - candidate.contact_at
     for x1, y1, x2, y2, vx, vy in candidate.converged_from or ():
-        ahead = (x1 + vx * since_contact, y1 + vy * since_contact, x2 + vx * since_contact, y2 + vy * since_contact)
+        ahead = shifted((x1, y1, x2, y2), vx * since_contact, vy * since_contact)
         if any(box != wreck and distance_as_same_vehicle(box, ahead) is not None for box in frame.boxes):
             return True
     return False
@@ -171,8 +171,8 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
                 [(pair[0], second.class_names[a], velocity_a, speed_a),
                  (pair[1], second.class_names[b], velocity_b, speed_b)], key=lambda party: party[0])
             # Where each would have been at the contact had it driven on: the merged box's frame.
-            converged_from = tuple((box[0] + vx * ahead, box[1] + vy * ahead, box[2] + vx * ahead, box[3] + vy * ahead,
-                                    vx, vy) for box, (vx, vy) in ((box_a, velocity_a), (box_b, velocity_b)))
+            converged_from = tuple((*shifted(box, vx * ahead, vy * ahead), vx, vy)
+                                   for box, (vx, vy) in ((box_a, velocity_a), (box_b, velocity_b)))
             state.collisions.append(CollisionCandidate(
                 track_ids=(id_a, id_b), contact_at=frame.time, speed_box_per_s=max(speed_a, speed_b),
                 class_names=(name_a, name_b),

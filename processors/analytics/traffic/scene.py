@@ -30,6 +30,11 @@ def box_area(box: Box) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
+def shifted(box: Box, dx: float, dy: float) -> Box:
+    """The box moved by (dx, dy) pixels."""
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
 def in_box(point: tuple[float, float], box: Box) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
@@ -205,9 +210,7 @@ class Scene:
         ahead = self.point_ahead(track, track.last_seen, at)
         if ahead is None:
             return track.box
-        dx, dy = ahead[0] - track.history[-1][1], ahead[1] - track.history[-1][2]
-        x1, y1, x2, y2 = track.box
-        return x1 + dx, y1 + dy, x2 + dx, y2 + dy
+        return shifted(track.box, ahead[0] - track.history[-1][1], ahead[1] - track.history[-1][2])
 
     def ground_speed_mps(self, track: TrackState, span_s: float = 1.0) -> float | None:
         """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound."""
