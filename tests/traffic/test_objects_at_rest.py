@@ -56,6 +56,32 @@ def test_a_blob_that_splits_vanishes_and_re_forms_is_one_obstacle():
     assert not [e for e in events if e.state is EventState.RESOLVED]
 
 
+@pytest.mark.parametrize(("apart", "events"), [(8.0, 1), (200.0, 2)])
+def test_pieces_of_an_obstacle_found_apart_are_one_incident(apart, events):
+    """The background model finds a fallen load as one piece, later as a second piece one cell beside it, standing
+    since the first was (its cells differed from the road all along, too faintly at first): one event, not a second
+    one the moment the piece is found. Pieces as far apart as the road is wide are two obstacles."""
+    since = T0 + 1.0
+    first = ((800.0, 340.0, 840.0, 372.0), since)  # in the westbound lane, y 300-380
+    beside = ((840.0 + apart, 340.0, 880.0 + apart, 372.0), since)
+    frames = [frame(seq, [], ([first] if 5 <= seq * STEP < 30 else []) + ([beside] if 22 <= seq * STEP < 30 else []))
+              for seq in range(250)]  # 50 s: cleared away at 30 s
+    found = run(frames)
+    assert [e.type for e in opened(found)] == ["obstacle_in_lane"] * events
+    if events == 1:  # what it says as it ends covers both pieces
+        (resolved,) = [e for e in found if e.state is EventState.RESOLVED]
+        assert (resolved.details["x1"], resolved.details["x2"]) == (800.0, 888.0)
+
+
+def test_an_obstacle_split_in_pieces_as_it_is_first_found_is_one_incident():
+    """Found as three pieces one cell apart, all standing as long: one event over all three."""
+    since = T0 + 1.0
+    pieces = [((800.0, y, 840.0, y + 16.0), since) for y in (320.0, 344.0, 368.0)]
+    found = opened(run([frame(seq, [], pieces if seq * STEP >= 5 else []) for seq in range(120)]))
+    assert [e.type for e in found] == ["obstacle_in_lane"]
+    assert (found[0].details["y1"], found[0].details["y2"]) == (320.0, 384.0)
+
+
 def test_an_unknown_object_at_the_frame_edge_is_no_obstacle():
     """Partly out of view (a vehicle waiting half in the picture, the camera's caption along the border): the same
     blob a little further in is an obstacle."""

@@ -17,16 +17,19 @@ from processors.analytics.traffic.state import (
     Box,
     CollisionCandidate,
     LaneStretch,
+    OpenIncident,
     StaticObject,
     TrackState,
     TrafficState,
 )
 from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
+    fragments_of_one,
     gather_evidence,
     merge_objects,
     overlap,
     touches_edge,
+    union,
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
@@ -150,6 +153,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                              thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects, frame_size)
     conditions = []
+    obstacles_now: dict[str, Condition] = {}
     for obj in list(objects):
         if obj not in state.static_objects:  # merged into another below
             continue
@@ -183,12 +187,20 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             # Something unknown at the frame edge is partly out of view: a vehicle waiting half in the picture, or
             # the camera's own caption or logo along the border. The view cannot tell either from an obstacle.
             if static_for >= thresholds.obstacle_min_seconds and not touches_edge(obj.box, frame_size):
-                conditions.append(Condition(
-                    key=f"at_rest:{obj.key}", type="obstacle_in_lane", severity=Severity.WARNING,
+                key = _obstacle_incident(state, obj, obstacles_now)
+                box, confidence = obj.box, obj.confidence
+                earlier = obstacles_now.get(key)
+                if earlier is not None:  # another piece of the same obstacle: one condition over all of them
+                    conditions.remove(earlier)
+                    static_for = max(static_for, float(earlier.details["seconds_in_lane"]))
+                    box, confidence = union(box, _obstacle_box(earlier)), max(confidence, earlier.confidence)
+                obstacles_now[key] = Condition(
+                    key=key, type="obstacle_in_lane", severity=Severity.WARNING,
                     reason=f"unknown static object in {kind} {zone_id} for {static_for:.0f} s",
-                    confidence=obj.confidence, zone_id=zone_id,
-                    details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1), "x1": obj.box[0],
-                             "y1": obj.box[1], "x2": obj.box[2], "y2": obj.box[3]}))
+                    confidence=confidence, zone_id=zone_id,
+                    details={"class_name": "unknown", "seconds_in_lane": round(static_for, 1), "x1": box[0],
+                             "y1": box[1], "x2": box[2], "y2": box[3]})
+                conditions.append(obstacles_now[key])
             continue
         older = None if obj.crash else next(
             (other for other in state.static_objects if other is not obj and other.class_name is not None
@@ -228,6 +240,25 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                 confidence=obj.confidence, zone_id=zone_id, track_ids=sorted(obj.track_ids),
                 details={"stopped_seconds": round(stopped_for, 1)}))
     return conditions, queues
+
+
+def _obstacle_incident(state: TrafficState, obj: StaticObject, obstacles_now: dict[str, Condition]) -> str:
+    """The key of the obstacle incident an unknown object is: its own, or one open or raised in this frame that it
+    lies over or beside (fragments_of_one). The background model splits an obstacle and re-forms it from frame to
+    frame, and a piece found apart from the others is an object of its own, already standing for as long as the
+    background shows it: it would open a second event at once."""
+    own = f"at_rest:{obj.key}"
+    if own in state.incidents or own in obstacles_now:
+        return own
+    shown = [(key, _obstacle_box(incident)) for key, incident in state.incidents.items()
+             if key.startswith("at_rest:") and incident.type == "obstacle_in_lane"]  # (not a detected dog's)
+    shown += [(key, _obstacle_box(condition)) for key, condition in obstacles_now.items()]
+    return next((key for key, box in shown if fragments_of_one(box, obj.box)), own)
+
+
+def _obstacle_box(incident: Condition | OpenIncident) -> Box:
+    details = incident.details
+    return (float(details["x1"]), float(details["y1"]), float(details["x2"]), float(details["y2"]))
 
 
 def _driving_off(scene: Scene, state: TrafficState, obj: StaticObject, in_view: set[int], now: float) -> bool:

@@ -9,7 +9,9 @@ incident. Here the pieces are merged in space and time:
   last position while static-blob evidence overlaps that position;
 - a blob fragment joins the object it overlaps most; fragments that overlap several objects merge them;
 - an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object;
-- a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id).
+- a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id);
+- an unknown object over or beside an obstacle raised already (closer than its own size: fragments_of_one) is part of
+  that incident, which the rules report once over all its pieces.
 
 Pure functions over the analyzer state; the rules decide which objects are incidents.
 """
@@ -55,6 +57,13 @@ def overlap(a: Box, b: Box) -> float:
 def _with_margin(box: Box) -> Box:
     dx, dy = VEHICLE_MARGIN * (box[2] - box[0]), VEHICLE_MARGIN * (box[3] - box[1])
     return (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
+
+
+def fragments_of_one(a: Box, b: Box) -> bool:
+    """Two unknown objects overlapping, or apart, across and along, by no more than the smaller one's shorter side:
+    pieces of one thing the background model split."""
+    gap = max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3])
+    return gap <= min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
 
 
 def union(a: Box, b: Box) -> Box:
