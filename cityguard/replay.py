@@ -1,10 +1,10 @@
 """`cityguard replay`: a recorded clip through the code the inference and analytics stages run, in video time,
 as fast as the CPU allows, without a broker.
 
-Each frame goes the way it goes in the pipeline: sampled at the camera's fps on the clip's own timeline, JPEG-encoded
-as the producer does and decoded as the inference stage does, detected, enriched (tracker, background model, a
-crowd camera's density map every `analytics.density_model.interval_seconds` of video) and fed to the camera's
-analyzers. Capture times are video times; the messages need positive capture times, so without a
+Each frame goes the way it goes in the pipeline: sampled at the camera's fps on the clip's own timeline, checked for a
+frozen or blank picture and JPEG-encoded as the producer does, decoded as the inference stage does, detected, enriched
+(tracker, background model, a crowd camera's density map every `analytics.density_model.interval_seconds` of video) and
+fed to the camera's analyzers. Capture times are video times; the messages need positive capture times, so without a
 start time the clip plays from an internal origin that is taken off again in everything reported.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from processors.analytics.registry import PictureCheck, analyzers_for
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.inference.stage import FrameEnricher, ZoneDensityMaps, decode_frame, decoded_on_cpu, to_message
 from producers.capture import CameraUnavailable, VideoDecoder, sample_frames
+from producers.health import FrameQualityMonitor
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import Detections, Event, Frame, LineCounts, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import CameraConfig, Config, validation_problems
@@ -136,10 +137,13 @@ def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: 
     zone_maps = None if counter is None else ZoneDensityMaps(config, counter, video_time=True)
     camera = camera.model_copy(update={"loop": False})
     frames = sample_frames(camera, str(clip), realtime=False, settings=config.producer, clock=lambda: origin_s)
+    # The producer's check of the picture, so a frozen or blank stretch of footage is marked as it would be live.
+    quality = FrameQualityMonitor.from_config(config.producer)
     for seq, sampled in enumerate(frames):
+        quality.check(sampled.picture.y, sampled.captured_at)
         jpeg, width, height = encode_jpeg(sampled.picture, camera.max_width, camera.jpeg_quality)
         frame = Frame(camera_id=camera.id, seq=seq, captured_at=sampled.captured_at, width=width, height=height,
-                      jpeg=jpeg, **source_size_fields(sampled.picture, width))
+                      jpeg=jpeg, picture_fault=quality.fault, **source_size_fields(sampled.picture, width))
         item = decode_frame(encode(frame), decoded_on_cpu(detectors, enricher, camera.id))
         outcome = detectors.detect([item])[0]
         if isinstance(outcome, str):

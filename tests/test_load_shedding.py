@@ -60,6 +60,20 @@ def test_a_flood_repeating_one_seq_or_alternating_capture_seconds_is_held_to_its
 
 
 
+def test_a_flood_stamped_with_ever_new_future_seconds_is_held_to_its_rate():
+    """Each frame a second later than the one before, all in the future: they count as of the latest second a
+    producer's clock may show now, not each in a second of its own. A clock slightly ahead loses nothing."""
+    now = 1000.0
+    shedder = FrameShedder(max_age_s=60, camera_fps={"flood": 10}, rate_factor=1.5, clock=lambda: now)
+    flood = [shedder.reason(frame("flood", 2000.0 + index, seq=index), offset=index) for index in range(150)]
+    assert flood.count(None) == 15 and flood.count(OVER_RATE) == 135
+    shedder = FrameShedder(max_age_s=60, camera_fps={"skewed": 10}, rate_factor=1.5, clock=lambda: now)
+    for second in range(5):  # 10 fps, stamped 0.8 s ahead
+        now = 1000.0 + second
+        assert [shedder.reason(frame("skewed", now + 0.8 + index / 10, seq=index), offset=10 * second + index)
+                for index in range(10)] == [None] * 10
+
+
 def test_the_stage_runs_the_model_on_a_repeated_seq_only_up_to_the_rate_and_counts_the_rest_shed():
     model = CountsRuns()
     [camera] = CONFIG.cameras

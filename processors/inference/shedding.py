@@ -10,7 +10,8 @@ counted per camera and reason; none is dead-lettered (nothing is wrong with it).
 A kept frame that comes again at the same offset (a rewound batch) is kept again without counting twice: the rewind
 must not lose frames the first pass kept. Any other record counts, whatever its sequence number says (a flood may
 repeat one), and so does a frame of any of the camera's last RECENT_SECONDS capture seconds (a flood may alternate
-between them).
+between them). A frame stamped later than FUTURE_SLACK_S from now counts in that second (a flood stamped with ever
+new future seconds would otherwise get a fresh allowance with each).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ STALE, OVER_RATE = "stale", "over_rate"
 # in capture order, so only a flood alternating between seconds, or a rewound batch, meets an earlier one again; a
 # second forgotten and met again starts afresh, which keeps a rewound batch's frames all the same.
 RECENT_SECONDS = 16
+# Clock skew between a producer and this stage that a capture time may show without its frames being counted as of
+# a later second than now's; a timely frame is never stamped ahead by more.
+FUTURE_SLACK_S = 1.0
 
 
 class FrameShedder:
@@ -46,7 +50,7 @@ class FrameShedder:
         if allowance is None:
             return None  # not a configured camera: no rate to hold it to (the inference stage rejects it before this)
         seconds = self.kept.setdefault(frame.camera_id, {})
-        second = math.floor(frame.captured_at)
+        second = math.floor(min(frame.captured_at, self.clock() + FUTURE_SLACK_S))
         if second not in seconds:
             seconds[second] = set()
             if len(seconds) > RECENT_SECONDS:

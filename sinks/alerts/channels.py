@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable, Protocol
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
@@ -349,16 +349,11 @@ class WebhookChannel:
 def same_host_target(url: str, location: str | None) -> str | None:
     """The URL a redirect from `url` points to, where the webhook's headers (its bearer token) may go: the same host,
     by the same scheme or from http to https; None elsewhere, or without a Location that can be read."""
-    if not location:
-        return None
-    try:
-        source, target = urlsplit(url), urlsplit(urljoin(url, location))
-    except ValueError:
+    source, target = urlsplit(url), _redirected_to(url, location)
+    if target is None or target.hostname != source.hostname:
         return None
     upgraded = (source.scheme, target.scheme) == ("http", "https")
-    if target.hostname != source.hostname or not (target.scheme == source.scheme or upgraded):
-        return None
-    return target.geturl()
+    return target.geturl() if target.scheme == source.scheme or upgraded else None
 
 
 def redirect_target(url: str, location: str | None) -> str:
@@ -366,11 +361,21 @@ def redirect_target(url: str, location: str | None) -> str:
     to https, another host), never its credentials, path or query, where a token may lie."""
     if not location:
         return "no Location"
-    try:
-        target = urlsplit(urljoin(url, location))
-    except ValueError:
+    target = _redirected_to(url, location)
+    if target is None:
         return "an address that cannot be read"
     return shown(urlunsplit((target.scheme, target.netloc, "", "", ""))) + "/<path>"
+
+
+def _redirected_to(url: str, location: str | None) -> SplitResult | None:
+    """A redirect's Location read against the URL it answered; None without one, or where it cannot be read (a
+    malformed address)."""
+    if not location:
+        return None
+    try:
+        return urlsplit(urljoin(url, location))
+    except ValueError:
+        return None
 
 
 class SoundChannel:

@@ -70,6 +70,7 @@ from sinks.alerts.store import (
     DeliveryRow,
     IncidentStore,
     alert_key,
+    escalation_columns,
     subject_key,
 )
 
@@ -219,11 +220,9 @@ class AlertDispatcher:
             alert_id=alert_id, incident_id=notice.incident_id, severity=notice.severity.value,
             camera_id=notice.camera_id, zone_id=notice.zone_id, subject=subject_key(notice.subject),
             routes=[route.id for route in routes], status=status, reason=reason,
-            title=notice.title, message=notice.message, created_at=now,
-            escalation_step=max((step for step, _ in steps.values()), default=0),
+            title=notice.title, message=notice.message, created_at=now, continues=continues,
             next_escalation_at=next_escalation(routes, steps) if status == NOTIFYING else None,
-            escalated_at=max((at for _, at in steps.values()), default=now), continues=continues,
-            route_steps={route: list(reached) for route, reached in steps.items()},
+            **escalation_columns(steps),
         ))
         ALERTS.labels(alert.severity, alert.status).inc()
         log.info("alert %s (%s): %s%s", alert.id, alert.alert_id, alert.status, f", {reason}" if reason else "")

@@ -98,6 +98,14 @@ class EventRow(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+def escalation_columns(steps: dict[str, tuple[int, float]]) -> dict:
+    """An alert's escalation columns for each route's (step, when reached): route_steps, and the furthest step and the
+    latest time any route reached one."""
+    return {"route_steps": {route: list(reached) for route, reached in steps.items()},
+            "escalation_step": max((step for step, _ in steps.values()), default=0),
+            "escalated_at": max((at for _, at in steps.values()), default=None)}
+
+
 class AlertRow(Base):
     """A decision to notify (or not, with the reason) for one incident at one severity; id is the short ack ref."""
 
@@ -360,9 +368,7 @@ class IncidentStore:
         with self.sessions.begin() as session:
             moved = session.execute(update(AlertRow).where(
                 AlertRow.id == alert_ref, AlertRow.next_escalation_at == due_at).values(
-                route_steps={route: list(reached) for route, reached in steps.items()}, next_escalation_at=next_at,
-                escalation_step=max((step for step, _ in steps.values()), default=0),
-                escalated_at=max((at for _, at in steps.values()), default=None)))
+                next_escalation_at=next_at, **escalation_columns(steps)))
             return moved.rowcount == 1
 
     def acknowledge(self, ref: str, by: str, note: str, now: float) -> list[AlertRow] | None:

@@ -11,7 +11,7 @@ import yaml
 from cityguard.cli import main
 from cityguard.evaluation.loaders import load_event_csv, load_event_messages
 from cityguard.replay import CLIP_ORIGIN_S, recorded_detections, recording_offset, zone_summaries
-from schemas import Detections, Event, LineCounts, RiskLevel, ZoneMetrics
+from schemas import Detections, Event, LineCounts, PictureFault, RiskLevel, ZoneMetrics
 from schemas.geometry import box_iou
 from tests.conftest import CAR_CLIP, LOT_CLIP, OFFLINE_MODEL, REPO, VTEST
 
@@ -164,6 +164,31 @@ def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(t
         box_iou(small.boxes()[people], wide.boxes()).max(axis=1) for small, wide in zip(scaled, full, strict=True)
         if len(wide) and (people := np.array(small.class_name) == "person").any()])
     assert len(overlaps) >= 20 and np.median(overlaps) > 0.6, "the same people in the same place"
+
+
+@pytest.mark.slow
+def test_frozen_footage_is_marked_as_the_producer_marks_it_live(tmp_path):
+    """A recorded outage where the camera's encoder repeated its last picture: the frames from `frozen_after_s` into
+    it carry the producer's verdict, so the zones read unknown and the traffic rules skip them, as they would live."""
+    clip = tmp_path / "freezes.mp4"  # 4 s of street, then its last picture for 14 s
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-t", "4", "-i", str(VTEST), "-vf",
+                    "tpad=stop_mode=clone:stop_duration=14", "-r", "2", "-an", "-c:v", "libx264", "-preset",
+                    "ultrafast", str(clip)], check=True, timeout=60)
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "site": "replay-frozen", "model": {"offline_weights": str(OFFLINE_MODEL)},
+        "producer": {"frozen_after_s": 5}, "cameras": [{"id": "street", "source": str(clip), "fps": 2}]}))
+    recording = tmp_path / "detections.jsonl"
+    assert main(["replay", "--config", str(config), "--camera", "street", str(clip),
+                 "--record-detections", str(recording)]) == 0
+    recorded = list(recorded_detections(recording, "street"))
+    start = recorded[0].captured_at
+    faults = {round(d.captured_at - start, 1): d.picture_fault for d in recorded}
+    assert max(faults) >= 17
+    marked = [t for t, fault in faults.items() if fault is not None]
+    assert {faults[t] for t in marked} == {PictureFault.FROZEN}
+    # From 5 s after the last change of picture (about 4 s in, as the encoder ends the clip) to the end.
+    assert 9.0 <= marked[0] <= 10.5 and marked == [t for t in faults if t >= marked[0]]
 
 
 @pytest.mark.slow
