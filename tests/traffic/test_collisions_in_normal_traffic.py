@@ -249,3 +249,24 @@ def test_a_van_pulling_away_from_where_it_parked_on_the_footway_is_no_collision(
     """It is not at rest while it pulls away, though its time at rest starts anew each frame, a second after
     moving at 2 box heights per second."""
     assert collisions(parking_on_the_footway_and_leaving(), SCENE) == []
+
+
+def crawling_nose_to_tail_on_a_shaking_camera() -> list:
+    """Two distant cars (40 x 20 px) crawl nose to tail in the eastbound lane at half a box height per second, their
+    boxes overlapping by 3 px; the camera jolts 3 px right for a frame at 2 s (a step of 1.25 box heights a second)
+    and then hangs 7 px lower for a second."""
+    frames = []
+    for seq in range(40):
+        t = seq * STEP
+        dx, dy = (3, 0) if seq == 10 else (0, 7) if 10 < seq <= 15 else (0, 0)
+        x = 300 + 10 * t + dx
+        frames.append(frame(seq, [(1, "car", (x - 37, 420 + dy, x + 3, 440 + dy)),
+                                  (2, "car", (x, 420 + dy, x + 40, 440 + dy))]))
+    return frames
+
+
+def test_cars_crawling_nose_to_tail_on_a_shaking_camera_are_no_collision():
+    """A few pixels of shake turn the heading of a car crawling 2 px a frame any way: a swerve is a turn of a vehicle
+    moving at collision_min_speed_box_per_s both before and after the contact."""
+    assert collisions(crawling_nose_to_tail_on_a_shaking_camera(), SCENE) == []
+

@@ -1,6 +1,7 @@
 """A queue at a signal is not congestion, however full its lane; a person cut off by the frame's bottom edge is not
-placed on the roadway, nor is a "person" that never goes anywhere (a post). Hand-built
-frames on an approach lane drawn only up to its stop line (x 0-470, y 380-460, traffic eastbound)."""
+placed on the roadway, nor is a "person" that never goes anywhere (a post), nor is a box cut by a side edge driving
+the wrong way. Hand-built frames on an approach lane drawn only up to its stop line (x 0-470, y 380-460, traffic
+eastbound), unless said otherwise."""
 from __future__ import annotations
 
 from schemas.settings.traffic import SceneConfig
@@ -155,3 +156,40 @@ def test_a_lone_car_waiting_with_its_front_out_of_the_picture_is_excused_as_long
     assert event.type == "stopped_vehicle" and 180 <= event.started_at - T0 <= 193
     back_cut = [frame(seq, [(7, "car", (0.0, 390.0, 60.0, 430.0))]) for seq in range(int(15 / STEP))]
     assert [e.type for e in opened(run(back_cut))] == ["stopped_vehicle"]
+
+
+EDGE_LANE = SceneConfig.model_validate({"lanes": [
+    {"id": "towards", "polygon": [[0, 200], [400, 200], [400, 700], [0, 700]], "direction": [0, 1]}]})
+
+
+def handed_on_at_the_frame_edge() -> list:
+    """A lorry in a lane coming down the picture turns out of view at its left edge over 2 s (its box cut by the
+    edge, ever narrower); the tracker hands its id to a bus standing behind it at the edge, whose box's bottom rises
+    by 240 px over 3 s as the lorry leaving in front of it hides its lower part."""
+    frames = []
+    for seq in range(40):
+        t = seq * STEP
+        if t < 2:
+            box = (0.0, 420.0, 300 - 120 * t, 620.0)
+        else:
+            box = (0.0, 200.0, 220.0, 620 - 80 * min(t - 2, 3.0))
+        frames.append(frame(seq, [(5, "truck" if t < 2 else "bus", box)]))
+    return frames
+
+
+def test_a_box_cut_by_the_frame_edge_handed_from_vehicle_to_vehicle_is_not_driving_the_wrong_way():
+    assert [e.type for e in opened(run(handed_on_at_the_frame_edge(), EDGE_LANE))] == []
+
+
+def test_a_patch_in_a_standing_red_light_queue_is_vehicles_queued_not_an_obstacle():
+    """A car waits at the stop line for 30 s; behind it the background model shows a patch the detector boxes
+    nothing in (motorcycles packed in the queue) from 1 s until the queue leaves at 30 s: it waits in the queue as
+    the car does, and is timed from when the queue leaves."""
+    frames = []
+    for seq in range(int(40 / STEP)):
+        t = seq * STEP
+        head = 420 + 100 * max(0.0, t - 30)  # pulls away at green
+        objects = [(1, "car", (head - 40, 410.0, head + 40, 450.0))] if head < 470 else []
+        blobs = [((200.0, 400.0, 330.0, 450.0), T0 + 1.0)] if 1 <= t < 31 else []
+        frames.append(frame(seq, objects, blobs))
+    assert opened(run(frames, approach(stop_line=True))) == []

@@ -178,6 +178,11 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
             # It has stood as long as the background model has shown it (update_objects leaves out the longer
             # gaps): a blob seen for a frame or two, then gone, stood no longer than that.
             static_for = obj.last_evidence - max(obj.since, obj.excused_at or obj.since)
+            # In a standing red-light queue's area it is most likely vehicles packed in the queue that the detector
+            # leaves unboxed (two-wheelers): timed from when the queue leaves, as a queued vehicle is. Once reported,
+            # a queue forming behind it does not end it.
+            if not reported and scene.in_queue_area(anchor_point(obj.box, Anchor.BOTTOM_CENTER), queues):
+                obj.excused_at, static_for = now, 0.0
             # Traffic drives over road (a marking, a repair strip, asphalt under a stale background) and around an
             # obstacle: the clock restarts while a moving vehicle's ground point passes over the object. Once
             # reported, a vehicle hitting it or squeezing past does not end it.
@@ -603,6 +608,10 @@ def wrong_way(scene: Scene, state: TrafficState, vehicles: list[TrackState],
     min_distance = thresholds.wrong_way_min_distance_diagonals * math.hypot(*frame_size)
     conditions = []
     for vehicle in vehicles:
+        if touches_edge(vehicle.box, frame_size):
+            # A box cut by the frame edge moves with the cut, not with the vehicle, and the tracker hands it on from
+            # one vehicle at the edge to the next: its foot may rise up the lane while no vehicle goes back.
+            continue
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is None:
             vehicle.lane_stretch = None
@@ -970,7 +979,9 @@ def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, part
     """How far (degrees, signed) a vehicle's heading over the impact_min_seconds after the contact turned from its
     heading just before it, less what the turn it was making then (CollisionCandidate.turn_rates_before) explains; None
     when it moved too slowly either side, or was followed under CONTACT_SPEED_MIN_TRACKED_S either side, for its
-    heading to be more than box jitter (on a camera shaking by a few pixels, cars 20 px tall moving 5 px a step)."""
+    heading to be more than box jitter (on a camera shaking by a few pixels, cars 20 px tall moving 5 px a step).
+    Too slowly is under collision_min_speed_box_per_s: a few pixels of shake turn a distant car crawling in a queue
+    any way at all, where a vehicle deflected at collision speed goes on faster than that."""
     contact_at, fast = candidate.contact_at, scene.thresholds.collision_min_speed_box_per_s
     if contact_at - track.first_seen < CONTACT_SPEED_MIN_TRACKED_S:
         return None
@@ -978,7 +989,7 @@ def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, part
     end = contact_at + scene.thresholds.impact_min_seconds + CAPTURE_SLACK_S
     after, heading_after = scene.velocity(track, contact_at, end), scene.heading(track, contact_at, end)
     if (before is None or heading is None or after is None or heading_after is None
-            or min(math.hypot(*before), math.hypot(*after)) < fast / 2):
+            or min(math.hypot(*before), math.hypot(*after)) < fast):
         return None
     seen_until = max(sample[0] for sample in track.history if sample[0] <= end)
     if seen_until - contact_at < CONTACT_SPEED_MIN_TRACKED_S - CAPTURE_SLACK_S:
