@@ -193,3 +193,24 @@ def test_a_patch_in_a_standing_red_light_queue_is_vehicles_queued_not_an_obstacl
         blobs = [((200.0, 400.0, 330.0, 450.0), T0 + 1.0)] if 1 <= t < 31 else []
         frames.append(frame(seq, objects, blobs))
     assert opened(run(frames, approach(stop_line=True))) == []
+
+
+LANE_OUT_AT_THE_EDGE = SceneConfig.model_validate({"lanes": [
+    {"id": "out", "polygon": [[0, 300], [200, 300], [200, 460], [0, 460]], "direction": [-1, 0]}]})
+
+
+def turning_out_at_the_left_edge() -> list:
+    """Lorries turn out of the picture across its left edge one after another, each over 4 s: its box, cut by the
+    edge, narrows from 400 px to nothing and, as the lorry turns away, its height falls from 150 px to 45."""
+    frames = []
+    for seq in range(int(40 / STEP)):
+        lorry, into_turn = divmod(seq * STEP, 4.0)
+        share = into_turn / 4.0
+        frames.append(frame(seq, [(1 + int(lorry), "truck", (0.0, 450 - 150 * (1 - 0.7 * share),
+                                                            400 * (1 - share), 450.0))]))
+    return frames
+
+
+def test_vehicles_leaving_across_the_frame_edge_are_not_congestion():
+    """A box the edge cuts moves with the cut: its foot point crawls while the lorry drives out of view."""
+    assert opened(run(turning_out_at_the_left_edge(), LANE_OUT_AT_THE_EDGE)) == []

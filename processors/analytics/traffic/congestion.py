@@ -14,7 +14,7 @@ from enum import IntEnum
 import numpy as np
 
 from processors.analytics.traffic.incidents import Condition
-from processors.analytics.traffic.rules import foot
+from processors.analytics.traffic.rules import cut_by_the_edge, foot
 from processors.analytics.traffic.scene import Scene
 from processors.analytics.traffic.state import TrackState, TrafficState
 from schemas import Severity
@@ -45,17 +45,19 @@ def level_of(occupancy: float, queued: float, scene: Scene) -> CongestionLevel:
 
 
 def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float,
-                  standing_queues: set[str]) -> list[LaneTraffic]:
+                  standing_queues: set[str], frame_size: tuple[int, int]) -> list[LaneTraffic]:
     """Adds this frame to every lane's window; returns each lane's window figures.
 
     Vehicles waiting in a red-light queue (the queue area of a stop line in `standing_queues`) are left out: a queue
     at a signal is the junction working, not congestion. A queue that stands longer than a red light can
-    (`max_red_light_seconds`) is no longer in `standing_queues`, and counts."""
+    (`max_red_light_seconds`) is no longer in `standing_queues`, and counts. So are vehicles whose box the frame edge
+    is cutting as they leave or enter the view (rules.cut_by_the_edge): the box moves with the cut, so a large
+    vehicle driving out of the picture reads as one standing over much of the lane."""
     window = scene.thresholds.congestion_window_seconds
     second = math.floor(now)
     by_lane: dict[str, list[TrackState]] = {lane_id: [] for lane_id in scene.lanes}
     for vehicle in vehicles:
-        if scene.in_queue_area(foot(vehicle), standing_queues):
+        if scene.in_queue_area(foot(vehicle), standing_queues) or cut_by_the_edge(vehicle, frame_size):
             continue
         lane_id = scene.lane_of(foot(vehicle))
         if lane_id is not None:

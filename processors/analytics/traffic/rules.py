@@ -1117,7 +1117,7 @@ def _scored_in_pedestrian_areas(scene: Scene, track: TrackState) -> bool:
 CUT_HEIGHT_CHANGE = 1.25
 
 
-def _cut_by_the_edge(track: TrackState, frame_size: tuple[int, int]) -> bool:
+def cut_by_the_edge(track: TrackState, frame_size: tuple[int, int]) -> bool:
     """Whether the frame edge is cutting the track's box as its object leaves or enters the view: the box touches
     the edge and its height has shrunk or grown by CUT_HEIGHT_CHANGE over the second up to its last sighting. Then
     its anchor and its height move with the cut (someone walking out of the bottom of the picture reads as several
@@ -1133,12 +1133,12 @@ def pedestrian_area_score(scene: Scene, track: TrackState, frame_size: tuple[int
     times a speed factor. A vehicle's is 1 from pedestrian_area_moving_box_per_s up and falls to a floor for one
     standing still (a parked bicycle); a person's is 0 at walking speed and grows to 1 at
     pedestrian_area_fast_person_box_per_s (a cyclist or skater the detector sees only as a person), and 0 while the
-    frame edge cuts its box (`_cut_by_the_edge`). A vehicle's class is the evidence, its speed only telling it from a
+    frame edge cuts its box (`cut_by_the_edge`). A vehicle's class is the evidence, its speed only telling it from a
     parked one, so a vehicle entering the view is scored as it enters."""
     thresholds = scene.thresholds
     speed = scene.speed_box_per_s(track)
     if track.class_name == "person":
-        if _cut_by_the_edge(track, frame_size):
+        if cut_by_the_edge(track, frame_size):
             return 0.0
         walking, fast = thresholds.pedestrian_area_walking_box_per_s, thresholds.pedestrian_area_fast_person_box_per_s
         return track.confidence * min(1.0, max(0.0, (speed - walking) / (fast - walking)))
