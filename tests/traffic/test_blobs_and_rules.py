@@ -7,7 +7,7 @@ from scipy import ndimage
 from processors.analytics.traffic import rules
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
 from processors.analytics.traffic.scene import Scene
-from processors.analytics.traffic.state import TrackState
+from processors.analytics.traffic.state import TrackState, TrafficState
 from processors.inference.static_blobs import StaticBlobDetector
 from schemas import Detections
 from schemas.settings.config import CameraConfig, Config
@@ -142,6 +142,23 @@ def test_a_person_over_a_two_wheeler_is_a_rider_for_the_rest_of_the_track():
 
     rider, passer_by = person(1, (100, 100, 130, 170)), person(2, (200, 100, 230, 170))
     motorcycles = np.array([[95, 140, 135, 190], [225, 150, 270, 200]], dtype=float)  # the second barely touched
-    assert rules.riders([rider, passer_by], motorcycles, T0) == {1}
+    assert rules.riders(TrafficState(), [rider, passer_by], motorcycles, T0) == {1}
     # The detector misses the motorcycle under its rider later on: still a rider.
-    assert rules.riders([rider, passer_by], np.zeros((0, 4)), T0 + 1) == {1}
+    assert rules.riders(TrafficState(), [rider, passer_by], np.zeros((0, 4)), T0 + 1) == {1}
+
+
+def test_a_track_handed_the_place_of_a_rider_lost_just_now_is_that_rider():
+    """A rider waits in a queue, his motorcycle hidden by the one ahead; the tracker loses his track and hands his
+    box to the id of someone it lost earlier: still a rider (a pedestrian on the roadway otherwise). Someone seen
+    there a second later, or beside it, is not."""
+    def person(track_id: int, box, seen: float) -> TrackState:
+        return TrackState(track_id=track_id, class_name="person", box=box, first_seen=T0, last_seen=seen,
+                          confidence=0.8, rest_point=(0, 0), rest_since=T0)
+
+    state = TrafficState()
+    state.tracks[1] = person(1, (100, 100, 130, 170), T0)
+    assert rules.riders(state, [state.tracks[1]], np.array([[95, 140, 135, 190]], dtype=float), T0) == {1}
+    handed, beside = person(7, (102, 101, 131, 171), T0 + 0.4), person(8, (140, 100, 170, 170), T0 + 0.4)
+    assert rules.riders(state, [handed, beside], np.zeros((0, 4)), T0 + 0.4) == {7}
+    later = person(9, (100, 100, 130, 170), T0 + 1.2)
+    assert rules.riders(state, [later], np.zeros((0, 4)), T0 + 1.2) == set()

@@ -176,7 +176,7 @@ class TrafficAnalyzer:
         at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
                                                          detections.seq, frame_size)
         output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues, frame_size)
-        riding = rules.riders(people, rules.two_wheeler_boxes(detections), now)
+        riding = rules.riders(state, people, rules.two_wheeler_boxes(detections), now)
         conditions = [
             *impacts,
             *at_rest,

@@ -670,6 +670,10 @@ def _follow_lane_stretch(vehicle: TrackState, stretch: list[tuple[float, float, 
 TWO_WHEELERS = frozenset({"bicycle", "motorcycle"})
 RIDER_MIN_OVERLAP = 0.2  # of the person's box over a two-wheeler's: a rider sits on it, a passer-by barely touches it
 SEEN_RIDING = "seen_riding"  # timer name: since when the person track was first seen on a two-wheeler
+# A person track seen where a rider's track was lost no longer ago than this (two frames at 5 fps), over as much of
+# that place as this IoU, is that rider under another id.
+RIDER_HANDED_ON_S = 0.5
+RIDER_PLACE_IOU = 0.5
 
 
 def two_wheeler_boxes(detections: Detections) -> np.ndarray:
@@ -678,16 +682,25 @@ def two_wheeler_boxes(detections: Detections) -> np.ndarray:
     return np.asarray(boxes, dtype=float).reshape(-1, 4)
 
 
-def riders(people: list[TrackState], two_wheelers: np.ndarray, now: float) -> set[int]:
+def riders(state: TrafficState, people: list[TrackState], two_wheelers: np.ndarray, now: float) -> set[int]:
     """Track ids of the people who ride a bicycle or motorcycle: their box lies largely over one detected in this
     frame (`two_wheelers`, xyxy, tracked or not), now or earlier in the track (the detector misses a two-wheeler
-    under its rider in some frames)."""
+    under its rider in some frames), or the track took over the place of a rider lost just now (the tracker hands a
+    rider waiting in a queue, his two-wheeler hidden, the id of someone it lost earlier)."""
     if people and len(two_wheelers):
         overlap = box_intersection([person.box for person in people], two_wheelers)
         areas = np.asarray([max((x2 - x1) * (y2 - y1), 1e-9) for x1, y1, x2, y2 in (p.box for p in people)])
         for person, share in zip(people, overlap.max(axis=1) / areas, strict=True):
             if share >= RIDER_MIN_OVERLAP:
                 person.timers.setdefault(SEEN_RIDING, now)
+    lost_riders = [track.box for track in state.tracks.values() if SEEN_RIDING in track.timers
+                   and 0 < now - track.last_seen <= RIDER_HANDED_ON_S]
+    taking_over = [person for person in people if SEEN_RIDING not in person.timers]
+    if lost_riders and taking_over:
+        places = box_iou([person.box for person in taking_over], lost_riders).max(axis=1)
+        for person, iou in zip(taking_over, places, strict=True):
+            if iou >= RIDER_PLACE_IOU:
+                person.timers[SEEN_RIDING] = now
     return {person.track_id for person in people if SEEN_RIDING in person.timers}
 
 
