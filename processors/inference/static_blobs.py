@@ -8,14 +8,16 @@ vehicle does, which is why the traffic rules merge blobs with the vehicle they l
 median of frames spread over the first `warmup_seconds`, so traffic passing at start-up does not leave a ghost; a
 ghost that slips through anyway (a slow truck in most warm-up frames) shows the road when it leaves, so a static
 region that looks like the road around it, where the background did not, is learnt at once instead of reported.
-The background learns only where there is no foreground, so slow light changes are followed without swallowing
-objects.
+The background learns only where there is no foreground, so slow light changes are followed without swallowing objects.
+A sudden one is followed too: each frame is compared with the background scaled by their median ratio (an exposure step
+changes the whole picture by one factor), and a static region that is its background times one moderate factor (a
+shadow, the road showing through it) is learnt at once, as a ghost is.
 
 The camera moving (a pan, tilt or zoom, a strong shake) makes every cell differ: the view is compared with a
-reference view (view_motion), and once it has shifted by `view_shift_share` of the frame the model starts again
-from the new view and reports that the view moved, so the traffic rules can stand aside until it is still again. A
-slight shake, well under the share, is not a move. Over `max_foreground_share` of the cells changing at once (a cut,
-the light switched, a lorry filling the view) starts the model again without reporting a move.
+reference view (view_motion), and once it has shifted by `view_shift_share` of the frame, and by a cell at least,
+the model starts again from the new view and reports that the view moved, so the traffic rules can stand aside until
+it is still again. A slight shake, well under that, is not a move. Over `max_foreground_share` of the cells changing
+at once (a cut, the light switched, a lorry filling the view) starts the model again without reporting a move.
 
 The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
 `StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).
@@ -32,6 +34,15 @@ from scipy import ndimage
 from infra.keyed_pool import KeyedPool
 from processors.inference.view_motion import ViewMotion, grey_cells, grey_image
 from schemas import StaticBlob
+
+# A frame's ratio to the background within this of 1 is no exposure step but the view's own noise (a shake, traffic):
+# scaling by it would only tip cells at the difference threshold in and out of the foreground.
+EXPOSURE_TOLERANCE = 0.03
+# A camera's exposure steps by at most this factor; a larger one is a cut (a title card to the road) or the light
+# switched, which no factor maps onto the background: the model starts again from it instead.
+EXPOSURE_STEP = 4 / 3
+LIGHT_CHANGE_FACTOR = 2.0  # a shadow or light change scales the road's brightness by at most this, either way
+LIGHT_CHANGE_SPREAD = 0.06  # relative spread of the brightness ratio over a region that one factor scaled
 
 
 class BackgroundView(NamedTuple):
@@ -65,14 +76,23 @@ class StaticBlobDetector:
         """Feeds one frame (grey or BGR uint8); returns the static blobs present now and whether the view moved."""
         grey = grey_image(image)
         cells = grey_cells(grey, self.cell_px)
-        if self.view.moved(grey, captured_at, self.view_shift_share * max(grey.shape)):
+        # A shift smaller than a cell barely changes the cells' means: the background still lies under the view. On
+        # small pictures the share alone is a few pixels, which a shaking or swaying pole reaches again and again.
+        if self.view.moved(grey, captured_at, max(self.view_shift_share * max(grey.shape), self.cell_px)):
             # The camera moved: the background no longer lies under the view; learn it again from here.
             self._start_over(cells)
             return BackgroundView([], True)
         if (self.background is None or self.background.shape != cells.shape) and not self._warm_up(cells, captured_at):
             return BackgroundView([], False)
+        # An exposure step or the light changing scales the whole picture by one factor: the frame is compared with the
+        # background scaled by it, so the step neither lights up the road nor restarts the model. The background
+        # itself still learns the frame as it is: scaling it, or the frame, every frame would let its level wander
+        # with each frame's factor where it does not learn (under a queue).
+        gain = float(np.median(np.maximum(cells, 1.0) / np.maximum(self.background, 1.0)))
+        if abs(gain - 1.0) < EXPOSURE_TOLERANCE or not 1.0 / EXPOSURE_STEP <= gain <= EXPOSURE_STEP:
+            gain = 1.0
         threshold = self.difference_threshold
-        foreground = np.abs(cells - self.background) > threshold
+        foreground = np.abs(cells - gain * self.background) > threshold
         if foreground.mean() > self.max_foreground_share:
             # Most of the view changed at once: the light switched, the camera moved, or a large vehicle fills the
             # view close to the camera (so this alone is not reported as a move). Nothing in it is static.
@@ -124,6 +144,14 @@ class StaticBlobDetector:
         before_contrast = abs(self.background[region].mean() - self.background[ring].mean())
         return now_contrast < self.difference_threshold / 2 <= before_contrast / 2
 
+    def _is_light_change(self, region: np.ndarray, cells: np.ndarray) -> bool:
+        """A static region that is its background times one moderate factor: a shadow or light falling on the road,
+        which shows through it, where an object would replace it (a dark car on a grey road dims it far more)."""
+        ratio = cells[region] / np.maximum(self.background[region], 1.0)
+        factor = float(ratio.mean())
+        return 1.0 / LIGHT_CHANGE_FACTOR <= factor <= LIGHT_CHANGE_FACTOR \
+            and float(ratio.std()) < LIGHT_CHANGE_SPREAD * factor
+
     def _blobs(self, static: np.ndarray, cells: np.ndarray) -> list[StaticBlob]:
         labels, _ = ndimage.label(static)
         blobs = []
@@ -132,7 +160,7 @@ class StaticBlobDetector:
             if member.sum() < self.min_cells:
                 continue
             region = labels == index
-            if self._is_ghost(region, cells):
+            if self._is_ghost(region, cells) or self._is_light_change(region, cells):
                 self.background[region] = cells[region]
                 self.foreground_since[region] = np.nan
                 continue

@@ -51,6 +51,58 @@ def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
     assert any(found[:45]) and not any(found[-20:])
 
 
+def sloped_road(rng) -> np.ndarray:
+    """A view brightening from 100 at the left to 250 at the right (a shaded verge, a sunlit road), so a change of the
+    light by a share moves the bright part by more than the difference threshold and the dim part by less."""
+    return np.linspace(100, 250, 768)[None, :] + rng.normal(0, 3, (432, 768))
+
+
+CAR = (100, 300, 160, 340)  # x1, y1, x2, y2 of a dark car parked on the dim part, where the light changes least
+
+
+def blobs_under(change, seed: int) -> list[list]:
+    """Static blob boxes, frame by frame over 12 s at 5 fps, of a sloped road where the car parks at 2 s and
+    `change(image)` alters the light from 3 s on."""
+    rng = np.random.default_rng(seed)
+    detector = StaticBlobDetector(static_seconds=3.0, warmup_seconds=1.6)
+    found = []
+    x1, y1, x2, y2 = CAR
+    for frame in range(60):
+        image = sloped_road(rng)
+        if frame >= 10:
+            image[y1:y2, x1:x2] = 30
+        if frame >= 15:
+            image = change(image)
+        view = detector.update(image.clip(0, 255).astype(np.uint8), T0 + frame * 0.2)
+        found.append([blob.xyxy for blob in view.blobs])
+    return found
+
+
+def is_the_car(box) -> bool:
+    return all(abs(got - want) <= 8 for got, want in zip(box, CAR, strict=True))  # resolved to 8 px cells
+
+
+def test_an_exposure_step_over_the_whole_view_is_no_static_blob_and_a_parked_car_still_is():
+    """The camera's exposure drops 15 %: the bright third of the road darkens by more than the difference threshold.
+    It is the light, not an object: the model neither starts again from the darkened view (which would take the car
+    for background) nor finds the road a blob; the car is one from 3 s after it parked to the end."""
+    found = blobs_under(lambda image: image * 0.85, seed=2)
+    assert all(is_the_car(box) for blobs in found for box in blobs), "the darkened road is no blob"
+    assert all(len(blobs) == 1 for blobs in found[26:]), "the car stays a blob"
+
+
+def test_a_shadow_over_part_of_the_view_is_no_static_blob_and_a_parked_car_still_is():
+    """A cloud's shadow dims 15 % of the view (bright road) to three quarters and stays: the road shows through it,
+    scaled by one factor, so it is learnt as background at once; the car, which replaces the road, is a blob."""
+    def shadow(image):
+        image[100:300, 400:640] *= 0.75
+        return image
+
+    found = blobs_under(shadow, seed=3)
+    assert all(is_the_car(box) for blobs in found for box in blobs), "the shadow is no blob"
+    assert len(found[-1]) == 1
+
+
 def test_speed_beyond_the_physical_bound_is_discarded():
     scene = Scene(SCENE, CALIBRATION.to_homography())  # 10 px per metre
     track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
@@ -112,11 +164,11 @@ def test_track_state_is_evicted_after_its_ttl():
     assert len(analyzer.state_bytes()) < 20_000
 
 
-def textured_view(rng, shift_x: int = 0, shift_y: int = 0) -> np.ndarray:
-    """A 640 x 360 street-like view (smooth texture), moved by (shift_x, shift_y) px as a camera pan would."""
-    base = ndimage.gaussian_filter(rng.normal(0, 1, (400, 700)), 4)
+def textured_view(rng, shift_x: int = 0, shift_y: int = 0, height: int = 360, width: int = 640) -> np.ndarray:
+    """A street-like view (smooth texture), moved by (shift_x, shift_y) px as a camera pan would."""
+    base = ndimage.gaussian_filter(rng.normal(0, 1, (height + 40, width + 60)), 4)
     base = (128 + 60 * base / base.std()).clip(0, 255)
-    return base[20 + shift_y:380 + shift_y, 30 + shift_x:670 + shift_x].astype(np.uint8)
+    return base[20 + shift_y:20 + height + shift_y, 30 + shift_x:30 + width + shift_x].astype(np.uint8)
 
 
 def test_the_background_model_reports_a_pan_but_not_a_shake_or_a_large_vehicle():
@@ -133,6 +185,21 @@ def test_the_background_model_reports_a_pan_but_not_a_shake_or_a_large_vehicle()
               for step in range(1, 11)]  # a pan of 3 px per frame: a move every few frames, and no blobs
     assert 2 <= sum(view.view_moved for view in panned) <= 5
     assert all(view.blobs == [] for view in panned)
+
+
+def test_a_small_view_shaking_by_3_px_every_frame_has_not_moved_but_one_shifted_and_held_has():
+    """On a 320 x 240 picture the shift share is 3.2 px, which a pole shaking by 3 px reaches between two frames
+    again and again; a shift smaller than a cell leaves the background under the view. A jolt held is a move."""
+    detector = StaticBlobDetector(warmup_seconds=1.6)
+    rng = np.random.default_rng(4)
+    angles = rng.uniform(0, 2 * np.pi, 60)
+    shaken = [textured_view(np.random.default_rng(1), round(3 * np.cos(angle)), round(3 * np.sin(angle)),
+                            height=240, width=320) for angle in angles]
+    moved = [detector.update(view, T0 + frame * 0.2).view_moved for frame, view in enumerate(shaken)]
+    assert not any(moved), "a shake of 3 px is no move"
+    jolted = textured_view(np.random.default_rng(1), 10, 6, height=240, width=320)
+    moved = [detector.update(jolted, T0 + (60 + frame) * 0.2).view_moved for frame in range(5)]
+    assert moved == [True, False, False, False, False]
 
 
 def test_a_person_over_a_two_wheeler_is_a_rider_for_the_rest_of_the_track():
