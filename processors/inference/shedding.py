@@ -44,13 +44,14 @@ class FrameShedder:
 
     def reason(self, frame: Frame, offset: int) -> str | None:
         """None when the frame, read at `offset` of its partition, is to be processed, else why it is skipped."""
-        if self.age(frame) > self.max_age_s:
+        now = self.clock()  # one reading: the age and the bound on future capture times must agree
+        if now - frame.captured_at > self.max_age_s:
             return STALE
         allowance = self.allowance.get(frame.camera_id)
         if allowance is None:
             return None  # not a configured camera: no rate to hold it to (the inference stage rejects it before this)
         seconds = self.kept.setdefault(frame.camera_id, {})
-        second = math.floor(min(frame.captured_at, self.clock() + FUTURE_SLACK_S))
+        second = math.floor(min(frame.captured_at, now + FUTURE_SLACK_S))
         if second not in seconds:
             seconds[second] = set()
             if len(seconds) > RECENT_SECONDS:
