@@ -168,6 +168,10 @@ class TrafficThresholds(Frozen):
     static_object_grace_seconds: float = Field(
         default=5.0, ge=0, le=600, description="evidence of an object at rest may vanish this long (dust, "
         "occlusion, a blob that splits and re-forms) and it is still the same object")
+    reported_object_grace_seconds: float = Field(
+        default=15.0, ge=0, le=600, description="the same for an object at rest already reported: hidden this long (a "
+        "wreck in smoke, a stalled car behind a bus stopped beside it) and found again where it was, it is the same "
+        "incident; its event ends this much later once it has been cleared away")
     pedestrian_area_min_seconds: float = Field(
         default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
     pedestrian_area_moving_box_per_s: float = Field(
@@ -196,6 +200,8 @@ class TrafficThresholds(Frozen):
         if self.impact_window_seconds > self.collision_stop_within_seconds + self.collision_stopped_seconds:
             raise ValueError("impact_window_seconds must not exceed collision_stop_within_seconds + "
                              "collision_stopped_seconds (how long a contact is remembered)")
+        if self.reported_object_grace_seconds < self.static_object_grace_seconds:
+            raise ValueError("reported_object_grace_seconds must not be shorter than static_object_grace_seconds")
         if not self.pedestrian_area_walking_box_per_s < self.pedestrian_area_fast_person_box_per_s:
             raise ValueError("pedestrian_area_walking_box_per_s must be below pedestrian_area_fast_person_box_per_s")
         return self

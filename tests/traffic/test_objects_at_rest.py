@@ -56,6 +56,29 @@ def test_a_blob_that_splits_vanishes_and_re_forms_is_one_obstacle():
     assert not [e for e in events if e.state is EventState.RESOLVED]
 
 
+@pytest.mark.parametrize(("hidden_s", "events"), [(12.0, 1), (40.0, 2)])
+def test_an_obstacle_reported_then_hidden_for_a_while_is_still_one_incident(hidden_s, events):
+    """A fallen load raised as an obstacle, then hidden for longer than an unreported object's grace (a lorry
+    stopped beside it, smoke), found again where it was with a new static-since: the same incident, not a second
+    event once it has stood there again for obstacle_min_seconds. Gone for longer than a reported object's grace, it
+    was cleared away, and what stands there later is another obstacle."""
+    load = (800.0, 320.0, 880.0, 360.0)  # in the westbound lane
+    back = 25.0 + hidden_s
+    frames = [frame(seq, [], [(load, T0 + 1.0)] if 1 <= seq * STEP < 25 else [(load, T0 + back)] if seq * STEP >= back
+                    else []) for seq in range(int((back + 25) * FPS))]
+    found = run(frames)
+    assert [e.type for e in opened(found)] == ["obstacle_in_lane"] * events
+
+
+def test_a_stopped_car_hidden_for_a_while_and_found_again_under_a_new_id_is_still_one_stopped_vehicle():
+    """Reported, then hidden behind a bus stopped alongside for 12 s with nothing of it for the background model to
+    show: found again where it stood, under a new id, it is the same stopped vehicle."""
+    box = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop (no stopping), westbound lane
+    frames = [frame(seq, [(7, "car", box)] if seq * STEP < 15 else [(8, "car", box)] if seq * STEP >= 27 else [])
+              for seq in range(int(45 * FPS))]
+    assert [(e.type, e.track_ids) for e in opened(run(frames))] == [("stopped_vehicle", [7])]
+
+
 @pytest.mark.parametrize(("apart", "events"), [(8.0, 1), (200.0, 2)])
 def test_pieces_of_an_obstacle_found_apart_are_one_incident(apart, events):
     """The background model finds a fallen load as one piece, later as a second piece one cell beside it, standing

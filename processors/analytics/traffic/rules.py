@@ -26,6 +26,7 @@ from processors.analytics.traffic.static_objects import (
     EDGE_MARGIN_PX,
     fragments_of_one,
     gather_evidence,
+    incident_open,
     merge_objects,
     overlap,
     touches_edge,
@@ -150,7 +151,8 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     queues = standing_queues(scene, state, vehicles, now)
     moves = vehicle_moves(scene, state, seen, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
-                             thresholds.static_object_grace_seconds, thresholds.stationary_box_fraction)
+                             thresholds.static_object_grace_seconds, thresholds.reported_object_grace_seconds,
+                             thresholds.stationary_box_fraction)
     _mark_crashes(scene, state, objects, frame_size)
     conditions = []
     obstacles_now: dict[str, Condition] = {}
@@ -158,7 +160,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
         if obj not in state.static_objects:  # merged into another below
             continue
         region = _region_of(scene, obj)
-        reported = (obj.incident_key or f"at_rest:{obj.key}") in state.incidents
+        reported = incident_open(state, obj)
         if obj.region_since is None:  # it has rested where it is first seen at rest
             obj.region, obj.region_since, obj.moving_to_since = region, obj.since, None
         elif region == obj.region:
@@ -251,14 +253,18 @@ def _obstacle_incident(state: TrafficState, obj: StaticObject, obstacles_now: di
     """The key of the obstacle incident an unknown object is: its own, or one open or raised in this frame that it
     lies over or beside (fragments_of_one). The background model splits an obstacle and re-forms it from frame to
     frame, and a piece found apart from the others is an object of its own, already standing for as long as the
-    background shows it: it would open a second event at once."""
+    background shows it: it would open a second event at once. The incident it joins is remembered (piece_of): the
+    piece keeps it open while hidden for as long as a reported object does."""
     own = f"at_rest:{obj.key}"
-    if own in state.incidents or own in obstacles_now:
-        return own
+    for key in (own, obj.piece_of):
+        if key in state.incidents or key in obstacles_now:
+            return key
     shown = [(key, _obstacle_box(incident)) for key, incident in state.incidents.items()
              if key.startswith("at_rest:") and incident.type == "obstacle_in_lane"]  # (not a detected dog's)
     shown += [(key, _obstacle_box(condition)) for key, condition in obstacles_now.items()]
-    return next((key for key, box in shown if fragments_of_one(box, obj.box)), own)
+    key = next((key for key, box in shown if fragments_of_one(box, obj.box)), own)
+    obj.piece_of = None if key == own else key
+    return key
 
 
 def _obstacle_box(incident: Condition | OpenIncident) -> Box:

@@ -110,6 +110,8 @@ class StaticObject(State):
     incident_key: str | None = Field(default=None, description="key of the collision seen at contact that this "
                                      "object came to rest through: its standstill continues that incident")
     contact_at: float | None = Field(default=None, description="time of that collision's contact")
+    piece_of: str | None = Field(default=None, description="key of the obstacle incident this unknown object was last "
+                                 "raised as a piece of, when not its own")
     region: str | None = Field(default=None, description="the lane or zone it stands in")
     region_since: float | None = Field(default=None, description="since when it stands in that region; None: where "
                                        "it stands is to be judged (it has just come to rest)")

@@ -8,7 +8,8 @@ incident. Here the pieces are merged in space and time:
 - a stopped vehicle track is an object (keyed by the vehicle), and a track the detector lost keeps it alive at its
   last position while static-blob evidence overlaps that position;
 - a blob fragment joins the object it overlaps most; fragments that overlap several objects merge them;
-- an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object;
+- an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object,
+  and a longer one once it has been reported (hidden in smoke or behind a bus, it is still that incident);
 - a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id);
 - an unknown object over or beside an obstacle raised already (closer than its own size: fragments_of_one) is part of
   that incident, which the rules report once over all its pieces.
@@ -114,9 +115,10 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
 
 
 def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int, Box], now: float, seq: int,
-                   grace_s: float, stationary_fraction: float) -> list[StaticObject]:
+                   grace_s: float, reported_grace_s: float, stationary_fraction: float) -> list[StaticObject]:
     """Folds this frame's evidence into the objects at rest (`seen`: this frame's track boxes by track id); returns
-    the objects alive now."""
+    the objects alive now. An object outlives a gap in its evidence by `grace_s`, or by `reported_grace_s` once its
+    incident is open: found again where it was, it continues that incident instead of opening another."""
     seen_ids = set(seen)
     boxes_now: dict[str, Box] = {}
     # Vehicles first, so blob fragments find the vehicle they belong to.
@@ -159,10 +161,16 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
         obj.box = boxes_now.get(obj.key, obj.box)
     # Gone: no evidence for the grace time, or its vehicle is in view somewhere else (it drove off). A vehicle
     # still in place whose box jitters (partly occluded, half out of the frame) is not at rest for a moment: it stays.
-    state.static_objects = [obj for obj in state.static_objects if now - obj.last_evidence <= grace_s
+    state.static_objects = [obj for obj in state.static_objects
+                            if now - obj.last_evidence <= (reported_grace_s if incident_open(state, obj) else grace_s)
                             and (obj.key in boxes_now or not obj.track_ids or obj.track_ids[0] not in seen
                                  or overlap(seen[obj.track_ids[0]], obj.box) >= SAME_OBJECT_OVERLAP)]
     return state.static_objects
+
+
+def incident_open(state: TrafficState, obj: StaticObject) -> bool:
+    """Whether an incident the object is, or is a piece of, is open."""
+    return any(key in state.incidents for key in (obj.incident_key or f"at_rest:{obj.key}", obj.piece_of) if key)
 
 
 def merge_objects(state: TrafficState, keep: StaticObject, other: StaticObject, same_object: bool = True) -> None:
