@@ -438,6 +438,22 @@ def test_a_cyclist_riding_along_the_bottom_edge_of_the_picture_is_still_an_event
     assert [e.type for e in opened(run(frames, PLAZA))] == ["vehicle_in_pedestrian_area"]
 
 
+def test_a_vehicle_lost_where_the_next_car_then_drives_is_no_crash():
+    """The detector loses a car as it drives on (the tracker hands its id to another, or one passing hides it), and
+    the next car in the lane drives through where it was lost; later the background model shows a patch there that
+    it took for background while traffic covered it. A car standing hidden there would have been driven into."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 200.0 + 80 * min(t, 4.0)
+        objects = [(9, "car", (x - 40, 400.0, x + 40, 440.0))] if t < 4 else []
+        if 1 <= t < 9:  # the next car, 2 s behind it, over the place from 5.5 s to 6.5 s
+            objects.append((10, "car", (80 * t, 400.0, 80 * t + 80, 440.0)))
+        blobs = [((505.0, 402.0, 545.0, 438.0), T0 + 4.4), ((548.0, 404.0, 578.0, 436.0), T0 + 4.4)] if t >= 7.4 else []
+        frames.append(frame(seq, objects, blobs))
+    assert not [e for e in opened(run(frames)) if e.type in ("collision", "stopped_vehicle")]
+
+
 def test_a_vehicle_lost_over_a_small_blob_is_no_crash():
     """A lane dash under a stale background stands where the detector lost a passing car: a blob a fifth of the
     car's size is no car hidden there."""

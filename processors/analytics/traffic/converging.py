@@ -88,6 +88,14 @@ def _clearly_continues(earlier: VehicleFrame, later: VehicleFrame, i: int, j: in
                    for distance in [distance_as_same_vehicle(box, before)])
 
 
+def _continued_apart(box: Box, frame: VehicleFrame, merged: list[Box]) -> bool:
+    """Whether a box of `frame` outside `merged` (the boxes where two vehicles met) continues the vehicle at `box` more
+    nearly than the largest of them does: that vehicle is seen apart from it."""
+    to_merged = distance_as_same_vehicle(max(merged, key=box_area), box)
+    return any(other not in merged and distance is not None and (to_merged is None or distance < to_merged)
+               for other in frame.boxes for distance in [distance_as_same_vehicle(other, box)])
+
+
 def _drove_on(candidate: CollisionCandidate, frame: VehicleFrame, wreck: Box) -> bool:
     """Whether a box of about one party's size lies in `frame` where that party would be by now had it driven on as
     it did before the contact (`CollisionCandidate.converged_from`), other than the one box where they met: it
@@ -159,7 +167,10 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
             merged = [box for box in frame.boxes if all(in_box(point, box) for point in heading)]
             apart = [box for box in frame.boxes if box not in merged and any(in_box(p, box) for p in heading)]
             largest = max(merged, key=box_area, default=None)
-            if (largest is None or apart
+            # Seen apart: at a point where one was heading, or going on from where it was (its motion read from a
+            # neighbour's box in the frame before, the detector having missed it there, while the other's box grew
+            # with the detector's jitter).
+            if (largest is None or apart or any(_continued_apart(box, frame, merged) for box in (box_a, box_b))
                     or box_area(largest) < thresholds.converging_min_growth * max(box_area(box_a), box_area(box_b))
                     or any(track_id != UNTRACKED and track_id in frame.track_ids
                            and frame.boxes[frame.track_ids.index(track_id)] != largest for track_id in pair)):

@@ -142,14 +142,14 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     no-stopping zone's `allowed_seconds` for a class the zone allows).
     Also returns the stop lines where a red-light queue stands (standing_queues)."""
     thresholds = scene.thresholds
-    evidence = gather_evidence(scene, state, seen, blobs, now, frame_size)
+    moves = vehicle_moves(scene, state, seen, now)
+    evidence = gather_evidence(scene, state, seen, blobs, moves, now, frame_size)
     # A queue's vehicles are those in view and those the detector lost that the background model still shows where
     # they stood (in perspective the cars queued behind hide the ones ahead, the head at the stop line included).
     in_view = {track.track_id for track in seen}
     vehicles = [track for track in seen if track.class_name in scene.vehicle_classes] + [
         track for track in state.tracks.values() if track.held_at == now and track.track_id not in in_view]
     queues = standing_queues(scene, state, vehicles, now)
-    moves = vehicle_moves(scene, state, seen, now)
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.reported_object_grace_seconds,
                              thresholds.stationary_box_fraction)

@@ -42,6 +42,9 @@ def in_box(point: tuple[float, float], box: Box) -> bool:
 def segment_meets_box(start: tuple[float, float], end: tuple[float, float], box: Box) -> bool:
     """Whether the segment has a point in the box (an end inside, or crossing an edge)."""
     x1, y1, x2, y2 = box
+    if (max(start[0], end[0]) < x1 or min(start[0], end[0]) > x2
+            or max(start[1], end[1]) < y1 or min(start[1], end[1]) > y2):
+        return False  # the segment's own bounding box lies apart: most segments and boxes, told without edge tests
     corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
     return in_box(start, box) or in_box(end, box) or any(
         segments_intersect(start, end, corners[i], corners[i - 1]) for i in range(4))

@@ -68,6 +68,8 @@ class TrackState(State):
                                  "must stay near it: a box clipped by the frame edge can keep its anchor still)")
     held_at: float | None = Field(default=None, description="last time the background model still showed this "
                                   "vehicle where the detector lost it")
+    driven_over_at: float | None = Field(default=None, description="last time a moving vehicle's ground point went "
+                                         "over its box while the detector did not see it")
     lane_stretch: LaneStretch | None = None
     vehicle_since: float | None = Field(default=None, description="when it was first read as a vehicle")
     first_point: tuple[float, float] | None = Field(default=None, description="the anchor where it was first seen "

@@ -21,10 +21,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from processors.analytics.traffic.scene import Scene, anchor_point, box_area
+from processors.analytics.traffic.scene import Scene, anchor_point, box_area, segment_meets_box
 from processors.analytics.traffic.state import Box, StaticObject, TrackState, TrafficState
 from schemas import StaticBlob
-from schemas.geometry import box_cover, box_diagonal, box_intersection
+from schemas.geometry import Point, box_cover, box_diagonal, box_intersection
 from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
@@ -78,8 +78,9 @@ def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = EDGE_
 
 
 def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob],
-                    now: float, frame_size: tuple[int, int]) -> list[Evidence]:
-    """This frame's evidence of objects at rest."""
+                    moves: list[tuple[Point, Point]], now: float, frame_size: tuple[int, int]) -> list[Evidence]:
+    """This frame's evidence of objects at rest (`moves`: where moving vehicles went on the ground since the frame
+    before, foot point before and now)."""
     seen_ids = {track.track_id for track in seen}
     evidence = [Evidence(track.box, track.rest_since, track, track.confidence) for track in seen
                 if track.class_name in scene.vehicle_classes and scene.is_stopped(track)]
@@ -96,6 +97,13 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
         if (track.track_id in seen_ids or track.track_id in held or track.class_name not in scene.vehicle_classes
                 or track.reacquired or touches_edge(track.box, frame_size)):
             continue  # (a track another went on from is that vehicle's past, not a vehicle lost)
+        # A vehicle driving over the place where the detector lost one shows that it did not stop there (it was
+        # hidden behind one passing, or the tracker handed its id on): whatever the background model shows there
+        # later (a ghost of traffic it took for background) is no vehicle hidden in its dust.
+        if any(segment_meets_box(before, after, track.box) for before, after in moves):
+            track.driven_over_at = now
+        if track.driven_over_at is not None and track.driven_over_at > track.last_seen:
+            continue
         # Lost while moving, away from the frame edge, and something has stood where it was since about then:
         # it stopped there, hidden (dust, smoke, debris, occlusion), instead of driving on.
         since_then = [blob for blob in blobs if blob.static_since >= track.last_seen - 1.0]
