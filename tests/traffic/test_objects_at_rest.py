@@ -454,6 +454,22 @@ def test_a_vehicle_lost_where_the_next_car_then_drives_is_no_crash():
     assert not [e for e in opened(run(frames)) if e.type in ("collision", "stopped_vehicle")]
 
 
+def test_a_truck_lost_in_its_dust_is_one_collision_while_traffic_passes_behind_it():
+    """A tall truck stops hidden in its dust in the eastbound lane; westbound cars pass beyond it, their ground points
+    inside the upper part of its box (in perspective it covers the far lane), never over the road it stands on."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 200.0 + 240 * min(t, 2.0)  # 2 box heights per second until lost at 2 s, at x 680
+        objects = [(9, "truck", (x - 40, 320.0, x + 40, 440.0))] if t < 2 else []
+        if 2 <= t < 10:  # westbound, its ground point at y 370, past x 640-720 from 4.5 s to 5.5 s
+            objects.append((10, "car", (1040 - 80 * t, 330.0, 1120 - 80 * t, 370.0)))
+        blobs = [((645.0, 330.0, 715.0, 438.0), T0 + 2.4)] if t >= 5.4 else []
+        frames.append(frame(seq, objects, blobs))
+    events = opened(run(frames))
+    assert [(e.type, e.severity.value, e.track_ids) for e in events] == [("collision", "critical", [9])]
+
+
 def test_a_vehicle_lost_over_a_small_blob_is_no_crash():
     """A lane dash under a stale background stands where the detector lost a passing car: a blob a fifth of the
     car's size is no car hidden there."""

@@ -99,8 +99,11 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
             continue  # (a track another went on from is that vehicle's past, not a vehicle lost)
         # A vehicle driving over the place where the detector lost one shows that it did not stop there (it was
         # hidden behind one passing, or the tracker handed its id on): whatever the background model shows there
-        # later (a ghost of traffic it took for background) is no vehicle hidden in its dust.
-        if any(segment_meets_box(before, after, track.box) for before, after in moves):
+        # later (a ghost of traffic it took for background) is no vehicle hidden in its dust. Over the road it stood
+        # on, the lower half of its box: in perspective the upper half covers the road beyond it, where traffic
+        # passes behind a vehicle standing there.
+        x1, y1, x2, y2 = track.box
+        if any(segment_meets_box(before, after, (x1, (y1 + y2) / 2, x2, y2)) for before, after in moves):
             track.driven_over_at = now
         if track.driven_over_at is not None and track.driven_over_at > track.last_seen:
             continue
