@@ -41,3 +41,17 @@ def test_a_slow_tilt_is_a_move_each_time_it_adds_up_to_one():
     scene = texture(0, shape=(640, 768))
     moves = [at for at in range(0, 180) if view.moved(scene[at // 3:at // 3 + 576], float(at), MOVE_PX)]
     assert len(moves) >= 3, moves  # 60 px over the 3 minutes
+
+
+def test_a_view_shaking_about_where_it_rests_has_not_moved_but_a_jump_from_there_has_at_once():
+    """The view rests 10 px from the reference (a drift short of a move) and shakes by 6 px about there: from the
+    reference a frame at the far end of the shake is shifted by a move, but from where the view rests by 6 px. A pan
+    of 48 px from there is a move in its first frame."""
+    view = ViewMotion()
+    scene = texture(0)
+    assert not view.moved(scene, 0.0, MOVE_PX)
+    swings = [0, 6, -6, 0, 6, -6, 6, 0, -6, 6] * 2
+    moved = [view.moved(np.roll(scene, 10 + swing, axis=1), 0.2 * (1 + frame), MOVE_PX)
+             for frame, swing in enumerate([0] * 5 + swings)]
+    assert not any(moved), moved
+    assert view.moved(np.roll(scene, 58, axis=1), 5.2, MOVE_PX)

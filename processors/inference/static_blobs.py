@@ -14,10 +14,12 @@ changes the whole picture by one factor), and a static region that is its backgr
 shadow, the road showing through it) is learnt at once, as a ghost is.
 
 The camera moving (a pan, tilt or zoom, a strong shake) makes every cell differ: the view is compared with a
-reference view (view_motion), and once it has shifted by `view_shift_share` of the frame, and by a cell at least,
-the model starts again from the new view and reports that the view moved, so the traffic rules can stand aside until
-it is still again. A slight shake, well under that, is not a move. Over `max_foreground_share` of the cells changing
-at once (a cut, the light switched, a lorry filling the view) starts the model again without reporting a move.
+reference view (view_motion), and once it has moved by `view_shift_share` of the frame, and by a cell at least (jumped
+that far from where it rested and still there in the next frame, or come to rest that far from the reference), the
+model starts again from the new view and reports that the view moved, so the traffic rules can stand aside until it
+is still again. A shake, swinging about where the view rests and back within a frame, is not a move. Over
+`max_foreground_share` of the cells changing at once (a cut, the light switched, a lorry filling the view) starts the
+model again without reporting a move.
 
 The inference stage feeds it decoded frames (it needs images; the analyzer gets only detections) through
 `StaticBlobPool` and attaches the blobs to the Detections message (`Detections.static_blobs`).
@@ -65,7 +67,8 @@ class StaticBlobDetector:
         self.warmup_seconds = warmup_seconds
         self.max_foreground_share = max_foreground_share
         self.view_shift_share = view_shift_share  # of the frame's larger side: a view shifted this far has moved
-        self.view = ViewMotion()
+        # Compared frame by frame, a knocked camera shows it again in the next frame; a shaking one swings back.
+        self.view = ViewMotion(held_frames=2)
         self._warmup: list[np.ndarray] = []  # early frames; their median is the first background, free of traffic
         self._warmup_times: list[float] = []
         self.background: np.ndarray | None = None

@@ -189,7 +189,8 @@ def test_the_background_model_reports_a_pan_but_not_a_shake_or_a_large_vehicle()
 
 def test_a_small_view_shaking_by_3_px_every_frame_has_not_moved_but_one_shifted_and_held_has():
     """On a 320 x 240 picture the shift share is 3.2 px, which a pole shaking by 3 px reaches between two frames
-    again and again; a shift smaller than a cell leaves the background under the view. A jolt held is a move."""
+    again and again; a shift smaller than a cell leaves the background under the view. A jolt held is a move, found
+    in its second frame (a shake swings back by then)."""
     detector = StaticBlobDetector(warmup_seconds=1.6)
     rng = np.random.default_rng(4)
     angles = rng.uniform(0, 2 * np.pi, 60)
@@ -199,7 +200,23 @@ def test_a_small_view_shaking_by_3_px_every_frame_has_not_moved_but_one_shifted_
     assert not any(moved), "a shake of 3 px is no move"
     jolted = textured_view(np.random.default_rng(1), 10, 6, height=240, width=320)
     moved = [detector.update(jolted, T0 + (60 + frame) * 0.2).view_moved for frame in range(5)]
-    assert moved == [True, False, False, False, False]
+    assert moved == [False, True, False, False, False]
+
+
+def test_a_small_view_shaking_by_4_px_about_where_it_rests_has_not_moved_but_a_knock_while_it_shakes_has():
+    """A 640 x 360 picture shaking by up to 4.5 px each way, at random every frame (two sines a pole's shake
+    adds up to): from a reference frame at one end of the shake a frame at the other is shifted by more than a cell,
+    but the view still rests where it did and swings back at once. A knock of 12 px while it shakes is one move, found
+    in its second frame."""
+    detector = StaticBlobDetector(warmup_seconds=1.6)
+    phases = np.random.default_rng(2).uniform(0, 2 * np.pi, (140, 4))
+    offsets = [(round(2.7 * np.sin(a) + 1.8 * np.sin(b)), round(2.7 * np.sin(c) + 1.8 * np.sin(d)))
+               for a, b, c, d in phases]
+    views = [textured_view(np.random.default_rng(1), dx + 12 * (frame >= 100), dy)
+             for frame, (dx, dy) in enumerate(offsets)]
+    moved = [detector.update(view, T0 + frame * 0.2).view_moved for frame, view in enumerate(views)]
+    assert not any(moved[:100]), "a shake of 4.5 px is no move"
+    assert [frame - 100 for frame in range(100, 140) if moved[frame]] == [1]
 
 
 def test_a_person_over_a_two_wheeler_is_a_rider_for_the_rest_of_the_track():
