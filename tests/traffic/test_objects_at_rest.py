@@ -470,6 +470,23 @@ def test_a_truck_lost_in_its_dust_is_one_collision_while_traffic_passes_behind_i
     assert [(e.type, e.severity.value, e.track_ids) for e in events] == [("collision", "critical", [9])]
 
 
+@pytest.mark.parametrize(("height", "collisions"), [(12.0, 0), (20.0, 1)])
+def test_a_distant_car_lost_where_a_ghost_of_two_cells_then_stands_is_no_crash(height, collisions):
+    """A car far down the road, a dozen pixels high, is lost as it drives on at 5 box heights per second; later the
+    background model shows a blob two cells (16 px) high there, a ghost of the traffic under a swaying camera: it
+    covers the whole car and as much road again, and a pixel of box jitter is a tenth of the car. No car hidden in its
+    dust. A car 20 px high lost the same way over a blob its own size is one."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 200.0 + 5 * height * min(t, 4.0)
+        objects = [(9, "car", (x - 0.65 * height, 440.0 - height, x + 0.65 * height, 440.0))] if t < 4 else []
+        side = max(height, 16.0)
+        blob = (x - 0.8 * side, 438.0 - side, x + 0.8 * side, 442.0)
+        frames.append(frame(seq, objects, [(blob, T0 + 4.4)] if t >= 7.4 else []))
+    assert len([e for e in opened(run(frames)) if e.type == "collision"]) == collisions
+
+
 def test_a_vehicle_lost_over_a_small_blob_is_no_crash():
     """A lane dash under a stale background stands where the detector lost a passing car: a blob a fifth of the
     car's size is no car hidden there."""

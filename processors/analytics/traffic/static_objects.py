@@ -35,6 +35,10 @@ VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
 # the picture over most of it, while a lane marking or a patch of road under a stale background is a fraction of it
 # (a third and a quarter on the dev set's freeway, against 1.4 and 8.6 for the crashed cars hidden in dust).
 HIDDEN_VEHICLE_BLOB_SHARE = 0.5
+# Nor can a vehicle narrower or lower than this be told to stand hidden by a blob: two cells of the background model
+# (8 px each), whose smallest blob covers all of such a vehicle and as much road again (distant traffic under a
+# swaying camera leaves such ghosts), and whose speed is a pixel or two of box jitter per frame.
+HIDDEN_VEHICLE_MIN_PX = 16.0
 # A vehicle whose anchor has moved on average less than this (box diagonals per second, about 0.7 km/h for a car)
 # since it came to rest is still at rest: its box drifts as it edges forward or as the detector's box grows.
 CREEP_DIAGONALS_PER_S = 0.04
@@ -95,7 +99,8 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
             evidence.append(Evidence(track.box, track.rest_since, track, track.confidence))
     for track in state.tracks.values():
         if (track.track_id in seen_ids or track.track_id in held or track.class_name not in scene.vehicle_classes
-                or track.reacquired or touches_edge(track.box, frame_size)):
+                or track.reacquired or touches_edge(track.box, frame_size)
+                or min(track.box[2] - track.box[0], track.box[3] - track.box[1]) < HIDDEN_VEHICLE_MIN_PX):
             continue  # (a track another went on from is that vehicle's past, not a vehicle lost)
         # A vehicle driving over the place where the detector lost one shows that it did not stop there (it was
         # hidden behind one passing, or the tracker handed its id on): whatever the background model shows there
