@@ -119,7 +119,9 @@ class OpenEvents:
             self._open.pop(event.event_id, None)
             self._resolved[event.event_id] = event.updated_at
         elif event.updated_at > self._resolved.get(event.event_id, -math.inf):
-            self._open[event.event_id] = (labels, event.updated_at)
+            # One stamped ahead of this clock (a camera's clock, a forged message) expires counting from its arrival:
+            # its own time would keep a lost resolve pinning the gauge for as long as that clock is ahead.
+            self._open[event.event_id] = (labels, min(event.updated_at, time.time()))
 
     def counts(self, now: float) -> dict[tuple[str, str, str], int]:
         self._open = {key: value for key, value in self._open.items() if now - value[1] <= self.max_open_seconds}

@@ -36,6 +36,13 @@ def test_a_copy_of_an_earlier_message_that_comes_after_the_resolve_does_not_open
     assert open_events.counts(now=110) == {}
 
 
+
+def test_an_incident_stamped_ahead_of_the_clock_expires_when_its_resolve_is_lost():
+    open_events = OpenEvents(max_open_seconds=60)
+    open_events.apply(event("ahead", EventState.OPENED, updated_at=4_102_444_800.0))  # the year 2100: a clock far ahead
+    assert open_events.counts(now=time.time()) == {("sink-test", "stopped_vehicle", "warning"): 1}
+    assert open_events.counts(now=time.time() + 61) == {}, "a lost resolve must not pin the gauge"
+
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
 CONFIG = Config(cameras=[
     {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}],
