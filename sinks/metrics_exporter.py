@@ -347,6 +347,7 @@ class MetricsSink:
                     last_lag = time.monotonic()
                     BROKER_CONNECTED.labels("metrics-sink").set(1 if self.consumer.bootstrap_connected() else 0)
                     self.mark_stale_zones(time.time())
+                    self.export_open_events()  # an incident whose resolve was lost expires while no event comes
                     if self.broker_memory is not None:
                         self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
                     for group, (topic, group_reader) in self.group_readers.items():
