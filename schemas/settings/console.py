@@ -45,5 +45,7 @@ class ConsoleConfig(Frozen):
                     or parts.query or parts.fragment:
                 raise ValueError("an origin is scheme://host[:port] with nothing after, such as "
                                  "https://console.city.example")
-            normalised.append(f"{parts.scheme}://{parts.netloc}")
+            # Browsers leave the scheme's default port out: https://host:443 would match no page's changes.
+            netloc = parts.netloc.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
+            normalised.append(f"{parts.scheme}://{netloc}")
         return normalised

@@ -304,6 +304,17 @@ def test_public_origins_are_origins_only():
             ConsoleConfig(public_origins=[wrong])
 
 
+
+def test_a_public_origin_written_with_its_schemes_default_port_is_the_origin_browsers_send(make_console):
+    console = make_console(settings="  require_token_for_reads: true\n"
+                                    "  public_origins: ['https://console.city.example:443']")
+    browser = {**AUTH, "Sec-Fetch-Site": "same-origin", "Content-Type": "application/json",
+               "Origin": "https://console.city.example"}  # as browsers write it, without the default port
+    assert call(console, "POST", "/api/incidents/x/ack", data=b"{}", headers=browser)[0] == 404  # past the checks
+    assert ConsoleConfig(public_origins=["http://console.city.example:80/", "https://[::1]:443",
+                                         "https://console.city.example:8443"]).public_origins == [
+        "http://console.city.example", "https://[::1]", "https://console.city.example:8443"]
+
 def test_the_health_answer_says_when_the_topics_cannot_be_read(make_console):
     console = make_console()
     assert strict_json(call(console, "GET", "/api/health")[2])["feed"]["state"] == "starting"
