@@ -206,6 +206,23 @@ def test_a_failed_call_is_remembered_until_the_next_refresh():
         api.stop()
 
 
+@pytest.mark.parametrize("body", [b'{"response": {"datacount": ' + b"9" * 5000 + b"}}",
+                                  b'{"response": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
+                         ids=["a number too long", "nesting too deep"])
+def test_an_answer_json_cannot_parse_is_unavailable_and_remembered(body):
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS, body=body).start()
+    try:
+        refs = [ItsCameraRef(name="[경부선] 금토분기점2", lon=127.086135, lat=37.414184, road_type="ex"),
+                ItsCameraRef(name="[경부선] 양재", lon=127.0381, lat=37.4705, road_type="ex")]
+        resolver = ItsResolver(client_for(api), refs, refresh_min_s=10, clock=FakeClock())
+        for ref in refs:
+            with pytest.raises(ItsUnavailable, match="not JSON"):
+                resolver.resolve(ref)
+        assert len(api.requests) == 1
+    finally:
+        api.stop()
+
+
 def test_a_camera_the_api_no_longer_lists_waits_for_the_next_refresh():
     api = FakeItsApi(KEY, cameras=lambda: CAMERAS).start()
     try:
