@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 from prometheus_client import REGISTRY
 
+from cityguard.bench.capture import DiscardingClient
 from infra.redaction import RedactingFormatter
-from producers.frame_producer import CameraReader, FrameQueue
+from producers.frame_producer import CameraReader, FrameQueue, run_producer
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
 from producers.its_client import ItsCameraGone, ItsClient, ItsResolver
@@ -211,6 +212,34 @@ def test_an_its_camera_whose_api_answers_unreadable_json_is_retried_and_says_why
         api.stop()
     assert statuses[-1].reconnects >= 3  # its reader is still retrying it
     assert statuses[-1].reason.startswith("ITS API answer is not JSON")
+
+
+def test_its_cameras_whose_api_key_cannot_be_used_are_retried_on_their_urls(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CITYGUARD_TEST_ITS_KEY", "s3cr3t\tkey")  # a tab pasted with it: no request could carry it
+    camera_id = f"reader-{uuid.uuid4().hex[:8]}"
+    config = parse_config({"site": "s", "producer": {"its_api_key_env": "CITYGUARD_TEST_ITS_KEY", "open_timeout_s": 1,
+                                                     "reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
+                                                     "status_interval_s": 0.2},
+                           "cameras": [{"id": camera_id, "source": "http://127.0.0.1:9/old.m3u8",
+                                        "its": {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}}]},
+                          tmp_path)
+    statuses, stop = [], threading.Event()
+
+    def on_status(reported) -> None:
+        statuses.extend(reported)
+        if statuses[-1].reconnects >= 3:
+            stop.set()
+
+    give_up = threading.Timer(30, stop.set)
+    give_up.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="producers.frame_producer"):
+            run_producer(config, DiscardingClient(), stop, on_status=on_status)
+    finally:
+        give_up.cancel()
+    assert statuses[-1].reconnects >= 3  # its reader is still retrying it
+    assert "ITS cameras cannot be re-resolved: producer.its_api_key_env: environment variable CITYGUARD_TEST_ITS_KEY " \
+           "holds a control character" in caplog.text
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):
