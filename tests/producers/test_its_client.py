@@ -84,6 +84,14 @@ def test_server_error_and_slow_answer_are_unavailable(api):
     assert KEY not in str(error.value) and error.value.__cause__ is None  # nothing chained could print the URL
 
 
+def test_an_api_url_that_does_not_parse_is_unavailable_without_the_key():
+    ref = ItsCameraRef(name="[경부선] 양재", lon=127.0381, lat=37.4705, road_type="ex")
+    resolver = ItsResolver(ItsClient("http://[openapi.its.go.kr]:9443/cctvInfo", KEY), [ref], refresh_min_s=10)
+    with pytest.raises(ItsUnavailable, match="not a valid URL") as error:
+        resolver.resolve(ref)
+    assert KEY not in str(error.value)
+
+
 def test_bad_parameters_fail_before_sending(api):
     with pytest.raises(ItsRequestError, match="MINX"):
         BoundingBox.parse("127.2,37.4,126.7,37.7")
