@@ -35,7 +35,7 @@ from producers.picture import encode_jpeg, source_size_fields
 from schemas import CameraState, CameraStatus, Frame, encode
 from schemas.settings.base import source_variable_values, source_with_variables
 from schemas.settings.capture import ProducerConfig
-from schemas.settings.config import CameraConfig, Config
+from schemas.settings.config import CameraConfig, Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +543,7 @@ def its_resolver(config: Config, cameras: list[CameraConfig]) -> ItsResolver | N
         return None
     try:
         client = ItsClient.from_config(config.producer)
-    except ItsApiError as exc:
+    except (ItsApiError, ConfigError) as exc:  # no key, or one no request can carry: the cameras keep their URLs
         log.error("ITS cameras cannot be re-resolved: %s", exc)
         return None
     return ItsResolver(client, refs, config.producer.its_refresh_min_s)

@@ -6,6 +6,7 @@ shared mount) is the default. An object-store backend only needs the same three 
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from typing import Protocol
 from infra.files import replace_file
 from schemas.base import ID_MAX_CHARS
 from schemas.settings.config import Config
+
+log = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "local:"
 # A camera id (at most ID_MAX_CHARS) and a sequence number (at most 20 digits, as a 64-bit one has): no reference can
@@ -67,20 +70,33 @@ class LocalFrameStore:
             raise FrameNotFound(f"frame {frame_ref} is not in the store (expired or never stored)") from None
 
     def expire(self) -> int:
+        """Deletes frames older than the time to live; returns how many. An entry it cannot list or remove (a volume's
+        lost+found, which root alone may read) is left, said in one warning, and the others still expire: the
+        producer process calls this beside all its cameras, and one such entry must not end it."""
         if not self.directory.is_dir():
             return 0
         cutoff = self.clock() - self.ttl_s
-        removed = 0
+        removed, left = 0, []
         for folder in self.directory.iterdir():
             if not folder.is_dir():
                 continue
-            for path in folder.iterdir():
+            try:
+                paths = list(folder.iterdir())
+            except OSError as exc:
+                left.append(exc)
+                continue
+            for path in paths:
                 try:
                     if path.stat().st_mtime < cutoff:
                         path.unlink()
                         removed += 1
                 except FileNotFoundError:
                     pass  # another process expired it first
+                except OSError as exc:
+                    left.append(exc)
+        if left:
+            log.warning("frame store: %d entries could not be expired, left as they are (the first: %s)", len(left),
+                        left[0])
         return removed
 
 

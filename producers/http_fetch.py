@@ -110,7 +110,10 @@ _OPENER = urllib.request.build_opener(_DeadlineHandler, _HttpOnlyRedirects)
 
 def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | None = None) -> bytes:
     """The body of an http(s) GET, at most max_bytes, complete within timeout_s; raises FetchError."""
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # a host in brackets that is no IP address; its text could quote the URL
+        raise FetchError("not a valid URL") from None
     if scheme not in HTTP_SCHEMES:
         raise FetchError(f"scheme {scheme or '(none)'!r} is not http or https")
     request = _request(url, headers or {})

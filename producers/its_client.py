@@ -147,7 +147,9 @@ def _cameras(records: list[Mapping]) -> list[ItsCamera]:
 def parse_json(body: bytes) -> list[ItsCamera]:
     try:
         document = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # Beside JSONDecodeError and UnicodeDecodeError (both ValueErrors), json raises a plain ValueError for a
+        # number of over 4,300 digits and RecursionError for nesting too deep: an answer like any other unreadable one.
         raise ItsUnavailable(f"ITS API answer is not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ItsUnavailable(f"ITS API answer is a JSON {type(document).__name__}, expected an object")

@@ -22,6 +22,7 @@ class FakeItsApi:
     numbers_as_strings: bool = False
     fail_status: int | None = None
     delay_s: float = 0.0
+    body: bytes | None = None  # answered as it is, as JSON, instead of the listing
     requests: list[dict] = field(default_factory=list)
 
     def start(self) -> FakeItsApi:
@@ -46,6 +47,8 @@ class FakeItsApi:
                 records = [record for record in api.cameras() if in_box(record, query)]
                 if api.numbers_as_strings:
                     records = [{key: str(value) for key, value in record.items()} for record in records]
+                if api.body is not None:
+                    return self.reply(200, api.body, "application/json")
                 if query["getType"] == "xml":
                     return self.reply(200, xml_body(records), "application/xml")
                 return self.reply(200, json.dumps(json_body(records, api.shape)).encode(), "application/json")

@@ -15,16 +15,19 @@ import cv2
 import numpy as np
 from prometheus_client import REGISTRY
 
+from cityguard.bench.capture import DiscardingClient
 from infra.redaction import RedactingFormatter
-from producers.frame_producer import CameraReader, FrameQueue
+from producers.frame_producer import CameraReader, FrameQueue, run_producer
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
-from producers.its_client import ItsCameraGone
+from producers.its_client import ItsCameraGone, ItsClient, ItsResolver
 from producers.local_streams import TokenFileServer
 from schemas import CameraState, Frame, PictureFault, decode
+from schemas.settings.capture import ItsCameraRef
 from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 from tests.producers.conftest import grey_part
+from tests.producers.fake_its import FakeItsApi
 
 
 def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, kind: str = "auto",
@@ -195,6 +198,48 @@ def test_an_its_camera_the_api_no_longer_lists_says_so_in_its_status(tmp_path):
     statuses = run_until(reader, lambda status: "no longer lists" in status.reason or status.state is CameraState.DOWN)
     assert "ITS API no longer lists 'CAM OLD'" in statuses[-1].reason
     assert "the last URL failed: cannot open" in statuses[-1].reason
+
+
+def test_an_its_camera_whose_api_answers_unreadable_json_is_retried_and_says_why(tmp_path):
+    its = {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}
+    api = FakeItsApi("key", body=b'{"response": {"datacount": ' + b"9" * 5000 + b"}}").start()
+    try:
+        resolver = ItsResolver(ItsClient(api.url, "key"), [ItsCameraRef(**its)], refresh_min_s=60)
+        reader = reader_for(tmp_path, "http://127.0.0.1:9/old.m3u8", None, its=its, resolver=resolver,
+                            open_timeout_s=1)
+        statuses = run_until(reader, lambda status: status.reconnects >= 3)
+    finally:
+        api.stop()
+    assert statuses[-1].reconnects >= 3  # its reader is still retrying it
+    assert statuses[-1].reason.startswith("ITS API answer is not JSON")
+
+
+def test_its_cameras_whose_api_key_cannot_be_used_are_retried_on_their_urls(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CITYGUARD_TEST_ITS_KEY", "s3cr3t\tkey")  # a tab pasted with it: no request could carry it
+    camera_id = f"reader-{uuid.uuid4().hex[:8]}"
+    config = parse_config({"site": "s", "producer": {"its_api_key_env": "CITYGUARD_TEST_ITS_KEY", "open_timeout_s": 1,
+                                                     "reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
+                                                     "status_interval_s": 0.2},
+                           "cameras": [{"id": camera_id, "source": "http://127.0.0.1:9/old.m3u8",
+                                        "its": {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}}]},
+                          tmp_path)
+    statuses, stop = [], threading.Event()
+
+    def on_status(reported) -> None:
+        statuses.extend(reported)
+        if statuses[-1].reconnects >= 3:
+            stop.set()
+
+    give_up = threading.Timer(30, stop.set)
+    give_up.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="producers.frame_producer"):
+            run_producer(config, DiscardingClient(), stop, on_status=on_status)
+    finally:
+        give_up.cancel()
+    assert statuses[-1].reconnects >= 3  # its reader is still retrying it
+    assert "ITS cameras cannot be re-resolved: producer.its_api_key_env: environment variable CITYGUARD_TEST_ITS_KEY " \
+           "holds a control character" in caplog.text
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):

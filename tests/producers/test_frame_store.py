@@ -1,13 +1,21 @@
 """Claim check: oversized frames go to the frame store, messages carry a reference, references expire."""
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import uuid
+
 import cv2
 import numpy as np
 import pytest
 
-from producers.frame_producer import frame_message
+from cityguard.bench.capture import DiscardingClient
+from producers.frame_producer import frame_message, run_producer
 from producers.frame_store import FrameNotFound, LocalFrameStore
 from schemas import Frame, decode
+from schemas.settings.config import parse_config
+from tests.conftest import VTEST
 
 FIELDS = {"camera_id": "cam-1", "seq": 42, "captured_at": 1_700_000_000.0, "width": 64, "height": 48}
 
@@ -43,6 +51,26 @@ def test_frames_expire(tmp_path):
     assert store.expire() == 2
     with pytest.raises(FrameNotFound, match="not in the store"):
         store.resolve(old)
+
+
+def test_an_entry_the_expiry_cannot_remove_is_left_and_the_producer_reads_on(tmp_path, caplog):
+    camera_id = f"expiry-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    store_dir = tmp_path / "frames"
+    unremovable = store_dir / camera_id / "not-a-frame"  # unlink() refuses a folder, as a file of another user
+    unremovable.mkdir(parents=True)
+    (store_dir / "other").mkdir()
+    expired = store_dir / "other" / "1.jpg"
+    expired.write_bytes(b"jpeg")
+    for path in (unremovable, expired):
+        os.utime(path, (0, 0))
+    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(store_dir), "frame_store_ttl_s": 1},
+                           "cameras": [{"id": camera_id, "source": str(VTEST), "fps": 5, "loop": True}]}, tmp_path)
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()  # the store is expired every tenth of its time to live meanwhile
+    with caplog.at_level(logging.WARNING, logger="producers.frame_store"):
+        queued = run_producer(config, DiscardingClient(), stop)
+    assert queued[camera_id] > 0 and unremovable.exists() and not expired.exists()
+    assert "1 entries could not be expired" in caplog.text and "not-a-frame" in caplog.text
 
 
 @pytest.mark.parametrize("reference", ["local:../etc/1.jpg", "local:/etc/1.jpg", "s3://bucket/1.jpg",

@@ -55,3 +55,9 @@ def test_the_deadline_covers_a_status_line_and_headers_that_trickle_in(trickling
 
 def test_a_trickled_answer_within_the_deadline_is_read(trickling):
     assert fetch(trickling.url, 1024, timeout_s=60) == BODY
+
+
+@pytest.mark.parametrize("url", ["http://[::1/snapshot.jpg", "http://[camera]/snapshot.jpg"])
+def test_a_url_that_does_not_parse_is_a_fetch_error(url):
+    with pytest.raises(FetchError, match="not a valid URL"):
+        fetch(url, 1024, timeout_s=1)

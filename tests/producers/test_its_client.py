@@ -84,6 +84,14 @@ def test_server_error_and_slow_answer_are_unavailable(api):
     assert KEY not in str(error.value) and error.value.__cause__ is None  # nothing chained could print the URL
 
 
+def test_an_api_url_that_does_not_parse_is_unavailable_without_the_key():
+    ref = ItsCameraRef(name="[경부선] 양재", lon=127.0381, lat=37.4705, road_type="ex")
+    resolver = ItsResolver(ItsClient("http://[openapi.its.go.kr]:9443/cctvInfo", KEY), [ref], refresh_min_s=10)
+    with pytest.raises(ItsUnavailable, match="not a valid URL") as error:
+        resolver.resolve(ref)
+    assert KEY not in str(error.value)
+
+
 def test_bad_parameters_fail_before_sending(api):
     with pytest.raises(ItsRequestError, match="MINX"):
         BoundingBox.parse("127.2,37.4,126.7,37.7")
@@ -202,6 +210,23 @@ def test_a_failed_call_is_remembered_until_the_next_refresh():
         assert len(api.requests) == 1
         api.fail_status, clock.now = None, clock.now + 10
         assert resolver.resolve(refs[1]).endswith("tokenB") and len(api.requests) == 2
+    finally:
+        api.stop()
+
+
+@pytest.mark.parametrize("body", [b'{"response": {"datacount": ' + b"9" * 5000 + b"}}",
+                                  b'{"response": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
+                         ids=["a number too long", "nesting too deep"])
+def test_an_answer_json_cannot_parse_is_unavailable_and_remembered(body):
+    api = FakeItsApi(KEY, cameras=lambda: CAMERAS, body=body).start()
+    try:
+        refs = [ItsCameraRef(name="[경부선] 금토분기점2", lon=127.086135, lat=37.414184, road_type="ex"),
+                ItsCameraRef(name="[경부선] 양재", lon=127.0381, lat=37.4705, road_type="ex")]
+        resolver = ItsResolver(client_for(api), refs, refresh_min_s=10, clock=FakeClock())
+        for ref in refs:
+            with pytest.raises(ItsUnavailable, match="not JSON"):
+                resolver.resolve(ref)
+        assert len(api.requests) == 1
     finally:
         api.stop()
 
