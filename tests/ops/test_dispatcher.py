@@ -270,6 +270,23 @@ def test_a_webhook_answer_is_read_no_further_than_its_start_and_the_try_ends(tmp
     harness.store.close()
 
 
+@pytest.mark.parametrize("fingerprint", [None, "지문-1"], ids=["labels", "fingerprint"])
+def test_an_alertmanager_alert_named_beyond_ascii_reaches_the_webhook_under_a_key_a_header_carries(tmp_path, twilio,
+                                                                                                  webhook, fingerprint):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    alert = {"status": "firing", "startsAt": "2027-01-15T10:00:00Z",
+             "labels": {"alertname": "CityguardZoneStale", "severity": "critical", "zone": "강남역 2번 출구"}}
+    [notice] = notices_from_alertmanager({"version": "4", "alerts": [{**alert, "fingerprint": fingerprint}]})
+    harness.dispatcher.handle(notice)
+    [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
+    assert (ops.status, ops.attempt_count) == (SENT, 1)
+    assert webhook.headers[0]["Idempotency-Key"] == ops.key and ops.key.isascii()
+    assert [received["zone_id"] for received in webhook.received] == ["강남역 2번 출구"]
+    harness.store.close()
+
+
 def test_a_webhook_asking_to_wait_is_retried_after_the_wait_it_asked_for_up_to_ten_minutes(tmp_path, twilio,
                                                                                             webhook):
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
