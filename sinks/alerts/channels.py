@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
@@ -59,6 +60,9 @@ MAX_WEBHOOK_REDIRECTS = 3
 # The wait a request still gets where the answers before it in its try spent the try's timeout_s (requests takes no
 # wait of 0): it times out, and the delivery is tried again.
 MIN_REQUEST_TIMEOUT_S = 0.001
+# How much of a webhook's answer is read: the start of an error's text (its first 200 characters are kept). The rest,
+# however large or slow, is never waited for.
+ANSWER_MAX_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -322,10 +326,12 @@ class WebhookChannel:
         url, redirects = self.url, 0
         while True:
             try:
-                response = self.session.post(url, json=payload, headers=headers, allow_redirects=False,
+                response = self.session.post(url, json=payload, headers=headers, allow_redirects=False, stream=True,
                                              timeout=max(deadline - time.monotonic(), MIN_REQUEST_TIMEOUT_S))
             except requests.RequestException as exc:
                 return Attempt(False, retryable=True, error=describe_error(exc))
+            with response:  # closed with its body unread: only an error's first bytes are of use
+                text = answer_start(response, deadline) if response.status_code >= 400 else ""
             status = response.status_code
             target = same_host_target(url, response.headers.get("Location")) if status in (307, 308) else None
             if target is None or redirects == MAX_WEBHOOK_REDIRECTS:
@@ -340,10 +346,26 @@ class WebhookChannel:
                            f"{redirect_target(url, response.headers.get('Location'))}{followed}: give the channel "
                            "the URL the webhook has now")
         return Attempt(False, retryable=retryable_status(status), status_code=status,
-                       retry_after_s=asked_wait_s(response), error=redact(f"HTTP {status}: {response.text[:200]}"))
+                       retry_after_s=asked_wait_s(response), error=redact(f"HTTP {status}: {text[:200]}"))
 
     def reconcile(self, message: Message, body: str, sent_since: float, now: float) -> str | None:
         return None  # send again: the Idempotency-Key lets the receiver drop it
+
+
+def answer_start(response: requests.Response, deadline: float) -> str:
+    """The first ANSWER_MAX_BYTES of an answer's body, as far as they arrive before the try's deadline: a receiver
+    sending an endless or trickling body would otherwise hold the try, and the contact's next channel, as long as it
+    kept sending."""
+    start = b""
+    try:
+        while len(start) < ANSWER_MAX_BYTES and time.monotonic() < deadline:
+            piece = response.raw.read1(ANSWER_MAX_BYTES - len(start), decode_content=True)
+            if not piece:
+                break
+            start += piece
+    except (urllib3.exceptions.HTTPError, OSError):
+        pass  # the answer broke off: its status says what matters, its text is what came
+    return start.decode("utf-8", errors="replace")
 
 
 def same_host_target(url: str, location: str | None) -> str | None:

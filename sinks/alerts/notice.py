@@ -17,6 +17,8 @@ MESSAGE_MAX_CHARS = 4_000
 EVENTS = "events"
 ALERTMANAGER = "alertmanager"
 ABSOLUTE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# What an HTTP header carries: an incident's id travels as one (a webhook's Idempotency-Key), as event ids do.
+HEADER_TEXT = re.compile(r"[ -~]*")
 
 
 def clipped(text: str, max_chars: int) -> str:
@@ -125,8 +127,11 @@ def notices_from_alertmanager(payload: object, runbook_base_url: str | None = No
         # Without a description the labels say where it fires (an SMS would otherwise end "frames stale: ").
         description = annotations.get("description") or ", ".join(
             f"{key}={value}" for key, value in sorted(labels.items()) if key not in ("alertname", "severity"))
+        digest = hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest()
+        # Labels a header cannot carry (Korean, without Alertmanager's own fingerprint) are named by their digest.
+        incident = fingerprint if HEADER_TEXT.fullmatch(fingerprint) else digest
         notices.append(Notice(
-            incident_id=_bounded(f"am-{fingerprint}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
+            incident_id=_bounded(f"am-{incident}", EVENT_ID_MAX_CHARS, f"{where}.fingerprint"),
             source=ALERTMANAGER, type=_bounded(name, ID_MAX_CHARS, f"{where}.labels.alertname"),
             state=EventState.RESOLVED if resolved else EventState.OPENED, severity=severity,
             camera_id=_bounded(labels.get("camera"), ID_MAX_CHARS, f"{where}.labels.camera"),
@@ -135,6 +140,6 @@ def notices_from_alertmanager(payload: object, runbook_base_url: str | None = No
             message=(clipped(description, MESSAGE_MAX_CHARS - 300)  # room for the runbook
                      + (f" Runbook: {clipped(runbook, 280)}" if runbook else "")).strip(),
             at=ended or started,
-            labels_digest=hashlib.blake2b(fingerprint.encode(), digest_size=8).hexdigest(),
+            labels_digest=digest,
         ))
     return notices

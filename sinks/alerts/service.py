@@ -27,7 +27,7 @@ from typing import Callable, Collection
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from infra.backoff import Pause
@@ -55,6 +55,10 @@ HANDLE_TIMEOUT_S = 60.0
 PAUSE_INITIAL_S, PAUSE_MAX_S = 0.5, 10.0
 
 REFUSED = Counter("cityguard_alert_webhook_refused_total", "Alertmanager webhook requests refused", ["code"])
+# The store away stops every page (nothing can be recorded, so nothing is sent), yet the loop goes round and the
+# events wait uncommitted: where they are few, no lag alert would fire. Periodic work asks the store on every pass.
+STORE_UP = Gauge("cityguard_alert_store_up", "Whether the incident store answered the dispatcher's latest periodic "
+                 "work (1) or failed it (0)")
 
 
 @dataclass
@@ -427,11 +431,14 @@ class DispatcherService:
                 self.dispatcher.tick()
                 self.last_tick = now
         except Exception as exc:
+            if isinstance(exc, SQLAlchemyError):
+                STORE_UP.set(0)
             delay = self.periodic_pause.failed(self.clock())
             # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
             log.error("retries and escalations wait %.1f s: %s", delay, describe_error(exc))
             log.debug("retries and escalations failed", exc_info=True)
         else:
+            STORE_UP.set(1)
             self.periodic_pause.succeeded()
 
     def run(self, stop: threading.Event) -> None:

@@ -212,6 +212,14 @@ class FakeWebhook:
     hold_next: threading.Event | None = None  # the next POST is answered only once it is set
     hold_all: threading.Event | None = None  # every POST is answered only once it is set: a receiver that hangs
     arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
+    # Every answer's body: `answer_size` bytes of text, in pieces of `answer_piece` bytes `answer_pause_s` apart (a
+    # receiver answering with far more than a page, or trickling it); `answered` is set once it is sent or cut off
+    # by the client hanging up, counted in `answers_cut_off`.
+    answer_size: int = 0
+    answer_piece: int = 65_536
+    answer_pause_s: float = 0.0
+    answered: threading.Event = field(default_factory=threading.Event)
+    answers_cut_off: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def serve(self) -> LocalServer:
@@ -235,8 +243,22 @@ class FakeWebhook:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(fake.answer_size))
                 self.end_headers()
+                self.send_answer_body()
+                fake.answered.set()
+
+            def send_answer_body(self) -> None:
+                text = b"overloaded, try later. " * (fake.answer_piece // 23 + 1)
+                for start in range(0, fake.answer_size, fake.answer_piece):
+                    try:
+                        self.wfile.write(text[:min(fake.answer_piece, fake.answer_size - start)])
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        with fake.lock:
+                            fake.answers_cut_off += 1
+                        return
+                    time.sleep(fake.answer_pause_s)
 
             def do_GET(self):
                 fake.gets.append(self.path)

@@ -248,6 +248,45 @@ def test_a_webhook_that_redirects_is_not_followed_and_fails_naming_only_the_new_
     harness.store.close()
 
 
+@pytest.mark.parametrize("size, piece, pause_s", [
+    (32 * 1_048_576, 65_536, 0.0),  # far more than an error's text, at once
+    (400, 1, 0.05),  # a byte at a time, for longer than the try's timeout_s
+])
+def test_a_webhook_answer_is_read_no_further_than_its_start_and_the_try_ends(tmp_path, twilio, webhook, size, piece,
+                                                                              pause_s):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["channels"][1]["retry"] = {"max_attempts": 3, "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+                                       "timeout_s": 1}
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    webhook.script = [503]
+    webhook.answer_size, webhook.answer_piece, webhook.answer_pause_s = size, piece, pause_s
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
+    assert ops.status == RETRYING  # the try ended with the answer's status, its body let go
+    assert webhook.answered.wait(30) and webhook.answers_cut_off == 1
+    [attempt] = [a for a in harness.store.incident_detail("plaza/north/risk-1").attempts if a.delivery_id == ops.id]
+    assert attempt.error.startswith("HTTP 503: o") and len(attempt.error) <= len("HTTP 503: ") + 200
+    harness.store.close()
+
+
+@pytest.mark.parametrize("fingerprint", [None, "지문-1"], ids=["labels", "fingerprint"])
+def test_an_alertmanager_alert_named_beyond_ascii_reaches_the_webhook_under_a_key_a_header_carries(tmp_path, twilio,
+                                                                                                  webhook, fingerprint):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0].update(channels=["sms"], broadcast=["ops"])
+    harness = make_dispatcher(make_config(tmp_path, section))
+    alert = {"status": "firing", "startsAt": "2027-01-15T10:00:00Z",
+             "labels": {"alertname": "CityguardZoneStale", "severity": "critical", "zone": "강남역 2번 출구"}}
+    [notice] = notices_from_alertmanager({"version": "4", "alerts": [{**alert, "fingerprint": fingerprint}]})
+    harness.dispatcher.handle(notice)
+    [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
+    assert (ops.status, ops.attempt_count) == (SENT, 1)
+    assert webhook.headers[0]["Idempotency-Key"] == ops.key and ops.key.isascii()
+    assert [received["zone_id"] for received in webhook.received] == ["강남역 2번 출구"]
+    harness.store.close()
+
+
 def test_a_webhook_asking_to_wait_is_retried_after_the_wait_it_asked_for_up_to_ten_minutes(tmp_path, twilio,
                                                                                             webhook):
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")

@@ -352,6 +352,32 @@ def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_st
     assert len(twilio.messages) == 1 and [d.status for d in harness.store.deliveries()] == [SENT]
 
 
+def test_the_incident_store_away_shows_in_its_gauge_until_it_answers_again(tmp_path, harness):
+    seen, monotonic = [], [0.0]
+
+    def away():
+        sqlite(tmp_path, "ALTER TABLE deliveries RENAME TO deliveries_away")
+
+    def back():
+        seen.append(REGISTRY.get_sample_value("cityguard_alert_store_up"))
+        sqlite(tmp_path, "ALTER TABLE deliveries_away RENAME TO deliveries")
+
+    def pause_over():
+        monotonic[0] += PAUSE_INITIAL_S
+
+    stop = threading.Event()
+    consumer = Passes(stop, away, back, pause_over, lambda: seen.append(
+        REGISTRY.get_sample_value("cityguard_alert_store_up")))
+    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60, ["plaza"],
+                                clock=lambda: monotonic[0])
+    try:
+        service.run(stop)
+    finally:
+        receiver.server.server_close()
+    assert seen == [0, 1]
+
+
 # -- a provider that cannot say what it sent ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("listing", [Scripted(403, 20003, "Permission denied"),  # an API key without the right to list

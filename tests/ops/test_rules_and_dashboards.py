@@ -74,6 +74,10 @@ def test_amtool_check_config():
      "alerting-path,cityguard-dispatcher"),
     ("alertname=CityguardAlertDeliveryFailed job=cityguard-alerts channel=sms severity=critical team=sre",
      "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardAlertWebhookRefused job=cityguard-alerts code=401 severity=critical team=sre",
+     "alerting-path,cityguard-dispatcher"),
+    ("alertname=CityguardAlertStoreDown job=cityguard-alerts severity=critical team=sre",
+     "alerting-path,cityguard-dispatcher"),
     ("alertname=CityguardStageDown job=cityguard-inference severity=critical team=sre", "cityguard-dispatcher"),
     ("alertname=CityguardZoneStale job=cityguard-exporter camera=c zone=z severity=critical team=operations",
      "cityguard-dispatcher"),
@@ -83,7 +87,7 @@ def test_amtool_check_config():
     ("alertname=CityguardZoneDanger camera=c zone=z severity=critical team=operations", "dashboards-only"),
     ("alertname=CityguardWatchdog severity=info team=sre", "dead-mans-switch"),
 ], ids=["dispatcher-down", "dispatcher-stuck", "dispatcher-absent", "dispatcher-lag", "delivery-failed",
-        "inference-down", "zone-stale", "traffic-incident", "zone-danger", "watchdog"])
+        "webhook-refused", "store-down", "inference-down", "zone-stale", "traffic-incident", "zone-danger", "watchdog"])
 def test_alertmanager_routes_each_alert_to_the_receivers_that_can_deliver_it(labels, receivers):
     output = run(tool("amtool"), "config", "routes", "test",
                  f"--config.file={INFRA / 'alertmanager' / 'alertmanager.yml'}", *labels.split())
