@@ -121,7 +121,7 @@ def test_a_car_standing_on_the_motorway_shoulder_is_one_stopped_vehicle():
     stopped = [e for e in events if e.type == "stopped_vehicle"]
     assert {e.type for e in events} <= {"stopped_vehicle", "pedestrian_on_roadway"}
     assert [e.zone_id for e in stopped] == ["towards"]
-    assert stopped[0].started_at - CLIP_ORIGIN_S <= 22.0 + 10.5
+    assert stopped[0].started_at - CLIP_ORIGIN_S <= 22.0 + 10.0
     assert all(22.0 <= e.started_at - CLIP_ORIGIN_S <= 92.0 for e in events)  # labelled: stands from 22.0 s to the end
 
 
@@ -152,7 +152,8 @@ def test_a_cyclist_on_the_motorway_shoulder_is_a_person_on_the_roadway():
 def test_a_car_standing_in_a_no_stopping_strip_is_one_stopped_vehicle():
     events = opened_events("school-zone-kerb")
     assert [(e.type, e.zone_id) for e in events] == [("stopped_vehicle", "kerb-strip")]
-    assert 5.6 <= events[0].started_at - CLIP_ORIGIN_S <= 17.2  # labelled: standstill 5.6 s, moves off 17.2 s
+    # labelled: standstill 5.6 s, moves off 17.2 s; flagged within 10 s of its standstill
+    assert 5.6 <= events[0].started_at - CLIP_ORIGIN_S <= 5.6 + 10.0
 
 
 def test_a_motorway_camera_caption_raises_no_obstacle():

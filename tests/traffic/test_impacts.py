@@ -256,7 +256,7 @@ def test_cars_braking_to_rest_side_by_side_in_adjacent_lanes_are_no_collision():
         far = foot_x(t, 130, 5.4, 110, -184)  # 80 x 40 px: 3.25 box heights per second, braking at 2.75
         frames.append(frame(seq, [(1, "car", (near - 40, 390.0, near + 40, 440.0)),
                                   (2, "car", (far - 40, 355.0, far + 40, 395.0))]))
-    assert [e.type for e in opened(run(frames, scene))] == []
+    assert "collision" not in [e.type for e in opened(run(frames, scene))]
 
 
 @pytest.mark.parametrize("track_ids", [
@@ -326,7 +326,7 @@ def test_cars_overlapping_in_perspective_braking_firmly_to_rest_side_by_side_are
     scene = SceneConfig.model_validate({"lanes": [
         {"id": "far", "polygon": [[0, 380], [1280, 380], [1280, 460], [0, 460]], "direction": [1, 0]},
         {"id": "near", "polygon": [[0, 460], [1280, 460], [1280, 560], [0, 560]], "direction": [1, 0]}]})
-    assert opened(run(braking_side_by_side(brake_at, stop_s), scene)) == []
+    assert "collision" not in [e.type for e in opened(run(braking_side_by_side(brake_at, stop_s), scene))]
 
 
 def test_two_cars_stopping_dead_where_they_meet_are_a_collision_at_contact():
