@@ -430,6 +430,22 @@ def test_a_vehicle_lost_at_speed_where_something_then_stands_is_one_collision():
     assert events[0].started_at - (T0 + 4.0) <= 10
 
 
+@pytest.mark.parametrize(("last_step_px", "event_type"), [(4.0, "stopped_vehicle"), (16.0, "collision")])
+def test_a_car_lost_as_it_brakes_to_a_stop_is_a_stopped_vehicle_not_a_crash(last_step_px, event_type):
+    """A car drives east at 2 box heights per second, makes 4 px in its last frame (half a box height per second)
+    and is lost as it stops; the background model then shows it standing there. Over the second before it was lost
+    it still made 1.6 box heights per second, but it was seen braking: it pulled up. One lost still at speed in its
+    last frame (16 px) stopped hidden in its dust."""
+    frames = []
+    for seq in range(100):
+        t = seq * STEP
+        x = 700.0 + 80 * min(t, 3.8) + (last_step_px if t >= 4.0 else 0.0)
+        objects = [(9, "car", (x - 40, 400.0, x + 40, 440.0))] if t <= 4.0 else []
+        blobs = [((x - 38, 402.0, x + 38, 438.0), T0 + 4.2)] if t >= 7.2 else []
+        frames.append(frame(seq, objects, blobs))
+    assert [e.type for e in opened(run(frames))] == [event_type]
+
+
 @pytest.mark.parametrize("class_name", ["bicycle", "person"])
 def test_a_cyclist_riding_along_the_bottom_edge_of_the_picture_is_still_an_event(class_name):
     """Touching the frame edge without being cut by it (its box keeps its height), a cyclist keeps its motion: seen

@@ -396,6 +396,12 @@ def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int,
     return scene.lane_ends[lane_id] - float(np.max(corners @ direction)) <= reach
 
 
+# A vehicle hidden in its own dust was lost at speed: over its last step before it was lost (at most this long; one
+# step at 5 frames per second or fewer), not only over the second before it. One seen braking in that step (a car
+# pulling up at the far end of a junction, lost as it stops and found again standing) stopped as traffic does.
+LAST_STEP_S = 0.2
+
+
 def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], frame_size: tuple[int, int]) -> None:
     """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
     one incident."""
@@ -489,6 +495,7 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and obj.since >= track.last_seen - 1.0
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s
+                        and scene.speed_box_per_s(track, LAST_STEP_S) >= thresholds.crash_stop_speed_box_per_s
                         and not _among_standing_vehicles(scene, state, track)
                         for track in whole_in_view(obj))
     for obj in objects:
