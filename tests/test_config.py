@@ -56,6 +56,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"reported_object_grace_seconds": 2}}),
      "cameras.0.scene.thresholds: reported_object_grace_seconds must not be shorter than static_object_grace_seconds"),
+    (lambda d: d["cameras"][0].update(scene={"thresholds": {"stopped_seconds": 40}}),
+     "cameras.0.scene.thresholds: unseen_stop_seconds must not be below stopped_seconds"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
     # A dead-letter topic that is also an input would feed each letter back to be dead-lettered again, for ever.

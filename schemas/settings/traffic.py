@@ -93,6 +93,11 @@ class TrafficThresholds(Frozen):
     stationary_box_fraction: float = Field(
         default=0.15, gt=0, le=1, description="a track is stationary while its anchor stays within this fraction "
         "of its box diagonal (scale-free, absorbs box jitter)")
+    # A vehicle seen only standing (parked before the camera's view began, or in a loosely drawn lane's edge) has
+    # stood there for an unknown time: its stop is no news at the moment it is first seen.
+    unseen_stop_seconds: float = Field(
+        default=30, gt=0, le=3600, description="a vehicle standing where it was first seen (its stop not seen) is "
+        "flagged after this long at rest instead of stopped_seconds, where it may not stand")
     min_stationary_seconds: float = Field(default=1.0, gt=0, le=60,
                                           description="stationary this long counts as stopped")
     queue_head_distance_boxes: float = Field(
@@ -204,6 +209,8 @@ class TrafficThresholds(Frozen):
                              "collision_stopped_seconds (how long a contact is remembered)")
         if self.reported_object_grace_seconds < self.static_object_grace_seconds:
             raise ValueError("reported_object_grace_seconds must not be shorter than static_object_grace_seconds")
+        if self.unseen_stop_seconds < self.stopped_seconds:
+            raise ValueError("unseen_stop_seconds must not be below stopped_seconds")
         if not self.pedestrian_area_walking_box_per_s < self.pedestrian_area_fast_person_box_per_s:
             raise ValueError("pedestrian_area_walking_box_per_s must be below pedestrian_area_fast_person_box_per_s")
         return self

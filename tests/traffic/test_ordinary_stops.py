@@ -4,7 +4,7 @@ Hand-built frames on the scene of tests/traffic/simulator.py (eastbound lane y 3
 sidewalks beyond) unless a test draws its own."""
 from __future__ import annotations
 
-from schemas.settings.traffic import SceneConfig
+from schemas.settings.traffic import SceneConfig, TrafficThresholds
 from tests.traffic.simulator import SCENE, T0
 from tests.traffic.test_objects_at_rest import STEP, frame, opened, run
 
@@ -157,6 +157,22 @@ def test_a_patch_of_road_the_background_model_loses_for_4_s_and_finds_again_is_n
         blobs = [(BLOB, T0 + 1.0)] if 5 <= t < 10 else [(BLOB, T0 + 14.0)] if 14 <= t < 19 else []
         frames.append(frame(seq, [], blobs))
     assert opened(run(frames)) == []
+
+
+def test_a_car_standing_in_a_lane_from_the_first_frame_is_flagged_later_than_one_seen_stopping():
+    """With the default thresholds, one car stands in the westbound lane from the first frame (parked before the
+    camera's view began, for all anyone knows) and another drives up the eastbound lane and stops at 2 s. The one
+    seen stopping is flagged after stopped_seconds, the other only after unseen_stop_seconds."""
+    defaults = TrafficThresholds()
+    scene = SCENE.model_copy(update={"thresholds": defaults})
+    frames = []
+    for seq in range(int(40 / STEP)):
+        x = 800 + 100 * min(seq * STEP, 2.0)
+        frames.append(frame(seq, [(1, "car", (100.0, 310.0, 180.0, 350.0)),
+                                  (2, "car", (x - 40, 390.0, x + 40, 430.0))]))
+    events = opened(run(frames, scene))
+    assert [(e.track_ids, round(e.started_at - T0)) for e in events] == [
+        ([2], 2 + defaults.stopped_seconds), ([1], defaults.unseen_stop_seconds)]
 
 
 def test_a_car_that_stood_just_under_stopped_seconds_and_drives_off_is_no_stopped_vehicle():

@@ -322,11 +322,12 @@ def _region_of(scene: Scene, obj: StaticObject) -> str | None:
 
 def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) -> float:
     """How long the vehicle may stand where it is: a zone's allowance for its class (a bus at its stop), else
-    stopped_seconds."""
+    stopped_seconds, or unseen_stop_seconds for one not seen arriving (standing where it was first seen)."""
     zone = scene.stopping_zone_by_id[zone_id] if kind == "zone" else None
     if zone is not None and obj.class_name in zone.allowed_classes:
         return zone.allowed_seconds
-    return scene.thresholds.stopped_seconds
+    thresholds = scene.thresholds
+    return thresholds.stopped_seconds if obj.arrived else thresholds.unseen_stop_seconds
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
