@@ -1,7 +1,7 @@
 """A queue at a signal is not congestion, however full its lane; a person cut off by the frame's bottom edge is not
-placed on the roadway, nor is a "person" that never goes anywhere (a post), nor is a box cut by a side edge driving
-the wrong way. Hand-built frames on an approach lane drawn only up to its stop line (x 0-470, y 380-460, traffic
-eastbound), unless said otherwise."""
+placed on the roadway, nor is a "person" that never goes anywhere (a post), nor are "people" flowing along a lane with
+its traffic (riders), nor is a box cut by a side edge driving the wrong way. Hand-built frames on an approach lane
+drawn only up to its stop line (x 0-470, y 380-460, traffic eastbound), unless said otherwise."""
 from __future__ import annotations
 
 from schemas.settings.traffic import SceneConfig
@@ -109,6 +109,16 @@ def test_people_walking_together_on_the_roadway_are_one_incident_and_people_apar
     assert together[-1].track_ids == [1, 2]
     apart = opened(run(people_walking_along_a_lane([(1, 0, 0, 99), (2, 400, 20, 99)]), LANE))
     assert [(e.type, e.track_ids) for e in apart] == [("pedestrian_on_roadway", [1]), ("pedestrian_on_roadway", [2])]
+
+
+def test_three_people_moving_along_a_lane_with_its_traffic_are_riders_and_three_crossing_it_are_not():
+    """At night the detector finds riders but not their motorcycles: three or more "people" flowing along a lane in
+    its direction are a stream of two-wheelers. Two walking along it, or three crossing it, are people on foot."""
+    stream = opened(run(people_walking_along_a_lane([(1, 0, 0, 99), (2, 150, 0, 99), (3, 300, 0, 99)]), LANE))
+    assert stream == []
+    crossing = [frame(seq, [(track_id, "person", (300 + 200 * track_id, 380 + 5 * seq, 320 + 200 * track_id,
+                                                  430 + 5 * seq)) for track_id in (1, 2, 3)]) for seq in range(40)]
+    assert {e.type for e in opened(run(crossing, LANE))} == {"pedestrian_on_roadway"}
 
 
 def test_a_person_on_the_roadway_found_again_under_a_new_track_id_is_the_same_incident():

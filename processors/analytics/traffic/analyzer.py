@@ -177,11 +177,13 @@ class TrafficAnalyzer:
                                                          detections.seq, frame_size)
         output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues, frame_size)
         riding = rules.riders(state, people, rules.two_wheeler_boxes(detections), now)
+        in_traffic = riding | rules.riding_in_streams(self.scene, people, now)
         conditions = [
             *impacts,
             *at_rest,
             *rules.wrong_way(self.scene, state, vehicles, frame_size),
-            *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, riding, now, detections.image_height),
+            *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, in_traffic, now,
+                                          detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, state, tracks, riding, now, frame_size),

@@ -718,13 +718,44 @@ def riders(state: TrafficState, people: list[TrackState], two_wheelers: np.ndarr
     return {person.track_id for person in people if SEEN_RIDING in person.timers}
 
 
+# People riding in a stream of two-wheelers the detector does not see (at night it finds their riders, not their
+# motorcycles): this many or more in one lane, each moving along it, within 30 degrees of its direction.
+STREAM_MIN_RIDERS = 3
+STREAM_COSINE = math.cos(math.radians(30))
+STREAM_MIN_SPEED_BOX_PER_S = 0.2
+IN_STREAM = "in_stream"  # timer name: since when the person track was first seen riding in a stream
+
+
+def riding_in_streams(scene: Scene, people: list[TrackState], now: float) -> set[int]:
+    """Track ids of the people moving along their lane, with its traffic, where STREAM_MIN_RIDERS or more do: riders
+    of two-wheelers the detector misses. People on foot cross a road, or walk along it alone or in twos; a stream of
+    them flowing with the traffic is the traffic. Each is a rider on the roadway from then on (IN_STREAM); not in a
+    pedestrian area, where a cyclist whose bicycle goes unseen is the event itself."""
+    by_lane: dict[str, list[TrackState]] = {}
+    for person in people:
+        lane_id = scene.lane_of(foot(person))
+        motion = scene.velocity(person, person.last_seen - 1.0, person.last_seen) if lane_id is not None else None
+        if motion is None:
+            continue
+        speed = math.hypot(*motion)
+        if speed >= STREAM_MIN_SPEED_BOX_PER_S and \
+                float(np.dot(motion, scene.lane_directions[lane_id])) >= STREAM_COSINE * speed:
+            by_lane.setdefault(lane_id, []).append(person)
+    for stream in by_lane.values():
+        if len(stream) >= STREAM_MIN_RIDERS:
+            for person in stream:
+                person.timers.setdefault(IN_STREAM, now)
+    return {person.track_id for person in people if IN_STREAM in person.timers}
+
+
 def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[TrackState], vehicles: list[TrackState],
                            riding: set[int], now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
     below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
     height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
-    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`).
+    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`, and
+    `riding_in_streams`).
     People walking together on the roadway are one incident, as is a person the tracker loses and finds again under
     a new id: one on the roadway beside a person of an open incident (`_walking_with`) is that incident at once."""
     config, thresholds = scene.config, scene.thresholds
