@@ -656,4 +656,6 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def subject_key(subject: tuple[str, ...]) -> str:
-    return json.dumps(list(subject))
+    # Unescaped: a label of 64 Korean characters (an Alertmanager zone) escaped as \uXXXX made the key six times its
+    # length, past the width of alerts.subject, which a database enforcing it refuses.
+    return json.dumps(list(subject), ensure_ascii=False)

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from infra.backoff import backoff_delay
 from infra.broker import free_port
 from schemas import EventState, Severity
+from schemas.base import ID_MAX_CHARS
 from schemas.event import CLOSED_BY_RESET
 from schemas.settings.base import ConfigError
 from sinks.alerts import channels
@@ -18,7 +19,17 @@ from sinks.alerts.dispatcher import DeliveryTries
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow
+from sinks.alerts.store import (
+    FAILED,
+    NOTIFYING,
+    RETRYING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    AlertRow,
+    DeliveryRow,
+    subject_key,
+)
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -285,6 +296,16 @@ def test_an_alertmanager_alert_named_beyond_ascii_reaches_the_webhook_under_a_ke
     assert webhook.headers[0]["Idempotency-Key"] == ops.key and ops.key.isascii()
     assert [received["zone_id"] for received in webhook.received] == ["강남역 2번 출구"]
     harness.store.close()
+
+
+def test_the_widest_alertmanager_subject_fits_the_column_it_is_stored_in():
+    """Name, camera and zone labels as long as they may be, in Korean: the cooldown's key fits alerts.subject, which a
+    database enforcing column widths would otherwise refuse, leaving the alert to page nobody."""
+    label = "강" * ID_MAX_CHARS
+    alert = {"status": "firing", "startsAt": "2027-01-15T10:00:00Z",
+             "labels": {"alertname": label, "severity": "critical", "camera": label, "zone": label}}
+    [notice] = notices_from_alertmanager({"version": "4", "alerts": [alert]})
+    assert len(subject_key(notice.subject)) <= AlertRow.__table__.c.subject.type.length
 
 
 def test_a_webhook_asking_to_wait_is_retried_after_the_wait_it_asked_for_up_to_ten_minutes(tmp_path, twilio,
