@@ -334,7 +334,8 @@ class MetricsSink:
                 CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - committed))
 
     def run(self, stop: threading.Event) -> None:
-        """Until stopped; a lost broker is waited for with back-off (the clients reconnect), never a reason to exit."""
+        """Until stopped; a lost broker is waited for with back-off (the clients reconnect), and so is any other
+        failure of a pass (the client's, the periodic work's): never a reason to stop exporting."""
         last_lag, failures = 0.0, 0
         while not stop.is_set():
             loop_went_round("metrics-sink")
@@ -353,9 +354,14 @@ class MetricsSink:
                     for group, (topic, group_reader) in self.group_readers.items():
                         self.update_lag(group, topic, group_reader)
                 failures = 0
-            except KafkaError as exc:
+            except Exception as exc:
                 failures += 1
                 delay = retry_delay_s(failures)
-                BROKER_CONNECTED.labels("metrics-sink").set(0)
-                log.warning("broker unavailable (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                if isinstance(exc, KafkaError):
+                    BROKER_CONNECTED.labels("metrics-sink").set(0)
+                    log.warning("broker unavailable (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                else:
+                    log.warning("reading the topics failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc,
+                                delay)
+                    log.debug("the failed pass's traceback", exc_info=True)
                 stop.wait(delay)

@@ -1,6 +1,8 @@
 """The metrics sink's handling of events and zone metrics, without Kafka (the e2e test covers the wiring)."""
 import math
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from kafka import TopicPartition
@@ -266,3 +268,33 @@ def test_an_unreliable_windows_people_and_density_are_not_known_rather_than_calm
     assert REGISTRY.get_sample_value("cityguard_zone_detector_people", labels) == 6.0
     sink.on_zone_metrics(zone_window(2010.0))
     assert REGISTRY.get_sample_value("cityguard_zone_density_per_square_metre", labels) == 2.5
+
+
+def test_a_pass_failing_with_an_error_other_than_kafkas_is_retried_and_the_sink_goes_on(caplog):
+    stop = threading.Event()
+    labels = {"camera": "sink-test", "type": "stopped_vehicle", "severity": "warning"}
+    before = REGISTRY.get_sample_value("cityguard_events_total", labels) or 0
+
+    class Consumer:
+        """Fails its first poll with an error of its own, not a KafkaError; the next one brings an incident."""
+
+        polls = 0
+
+        def poll(self, timeout_ms):
+            self.polls += 1
+            if self.polls == 1:
+                raise RuntimeError("the client broke")
+            stop.set()
+            record = SimpleNamespace(topic=CONFIG.broker.topics.events,
+                                     value=encode(event("after-failure", EventState.OPENED, updated_at=10**10)))
+            return {TopicPartition(CONFIG.broker.topics.events, 0): [record]}
+
+        def assignment(self):
+            return set()
+
+        def bootstrap_connected(self):
+            return True
+
+    MetricsSink(CONFIG, consumer=Consumer(), group_readers={}).run(stop)
+    assert REGISTRY.get_sample_value("cityguard_events_total", labels) == before + 1
+    assert "RuntimeError: the client broke" in caplog.text

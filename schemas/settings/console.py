@@ -23,7 +23,8 @@ class ConsoleConfig(Frozen):
         "server there could use it")
     public_origins: list[str] = Field(
         default_factory=list, description="origins the console is also reached at through a reverse proxy "
-        "(https://console.city.example); changes sent from their pages are accepted")
+        "(https://console.city.example); changes sent from their pages are accepted, and an https one makes the "
+        "session cookie Secure")
     refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")
     frame_buffer: int = Field(default=60, ge=1, le=1000,
                               description="recent frames kept per camera, to find an incident's evidence frame")

@@ -2,9 +2,10 @@
 incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
-or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, and accepted for
-`console.session_hours`). Changing anything always needs it; on a non-loopback address, or with
-`console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the pages.
+or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, accepted for
+`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`). Changing anything
+always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse proxy), every
+request needs it. No other site may frame the pages.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
 from __future__ import annotations
@@ -275,6 +276,14 @@ class ConsoleServer:
         # Read-only pages need no token on loopback, unless a reverse proxy makes every request come from there.
         self.open_reads = is_loopback(host) and not settings.require_token_for_reads
         self.public_origins = frozenset(settings.public_origins)
+        # Published over https, the session cookie is Secure: a plain-http request to the public host (a link that
+        # someone on the path makes the browser follow) would carry it in clear, to be replayed for its lifetime.
+        # Host cannot tell which origin a request came through (a proxy may send the console's loopback address), and
+        # browsers take a Secure cookie from http://localhost and loopback addresses too: only a host listed with
+        # http:// gets it without.
+        self.secure_sessions = any(origin.startswith("https://") for origin in self.public_origins)
+        self.plain_http_hosts = frozenset(urlsplit(origin).netloc for origin in self.public_origins
+                                          if origin.startswith("http://"))
         self.session_s = settings.session_hours * 3600
         self.refresh_hz = refresh_hz
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
@@ -310,7 +319,8 @@ class ConsoleServer:
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
             response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
-                                max_age=int(self.session_s))
+                                max_age=int(self.session_s),
+                                secure=self.secure_sessions and request.host.lower() not in self.plain_http_hosts)
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "

@@ -534,6 +534,18 @@ def test_the_session_cookie_is_signed_with_the_token_and_the_token_itself_is_no_
     assert call(console, "POST", **change, headers={"Cookie": f"{COOKIE}={forged}"})[0] == 401
 
 
+@pytest.mark.parametrize("origins, host, secure", [
+    ("[]", "127.0.0.1:8090", False),  # read on this machine over plain http
+    ("[https://console.city.example]", "127.0.0.1:8090", True),  # a proxy that sends the console's own address
+    ("[https://console.city.example]", "console.city.example", True),  # a proxy that passes the public name on
+    ("[https://console.city.example, 'http://console.lan:8090']", "console.lan:8090", False),  # listed as http
+])
+def test_the_session_cookie_is_secure_once_the_console_is_published_over_https(make_console, origins, host, secure):
+    console = make_console(f"  require_token_for_reads: true\n  public_origins: {origins}")
+    status, headers, _ = call(console, "GET", f"/?token={TOKEN}", headers={"Host": host}, allow_redirects=False)
+    assert status == 302 and bool(SimpleCookie(headers["Set-Cookie"])[COOKIE]["secure"]) is secure
+
+
 @pytest.mark.parametrize("settings, age_s, status", [("", 12 * 3600 - 60, 404), ("", 12 * 3600 + 60, 401),
                                                      ("  session_hours: 1", 3600 + 60, 401),
                                                      ("  session_hours: 48", 12 * 3600 + 60, 404)])
