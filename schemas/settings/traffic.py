@@ -88,7 +88,7 @@ class TrafficThresholds(Frozen):
     # Flagged within 10 s of its standstill: on real footage its time at rest starts up to a fraction of a second
     # after the standstill (box jitter as it settles, frames a second apart at low rates).
     stopped_seconds: float = Field(
-        default=8, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "
+        default=9, gt=0, le=3600, description="a vehicle at rest this long where it should not be (lane outside a "
         "queue, intersection box, no-stopping zone, sidewalk, pedestrian area): event")
     stationary_box_fraction: float = Field(
         default=0.15, gt=0, le=1, description="a track is stationary while its anchor stays within this fraction "
