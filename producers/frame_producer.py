@@ -163,9 +163,12 @@ class CameraReader:
         self.encode_seconds = ENCODE_SECONDS.labels(camera.id)  # labels() takes a lock that every reader shares
 
     def run(self) -> None:
+        reconnecting = False
         while not self.stop.is_set():
             self.health.connecting()
             try:
+                if reconnecting:  # inside the attempt: an error in the lookup fails it, not the reader thread
+                    self.re_resolve()
                 self.read_until_done()
                 return
             except CameraUnavailable as exc:
@@ -185,7 +188,7 @@ class CameraReader:
             if self.stop.wait(delay):
                 return
             CAMERA_RECONNECTS.labels(self.camera.id).inc()
-            self.re_resolve()
+            reconnecting = True
 
     def failure_reason(self, exc: CameraUnavailable) -> str:
         """The status reason for a failed attempt: an ITS lookup's failure first, since the last URL tried after it
