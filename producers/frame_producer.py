@@ -163,9 +163,12 @@ class CameraReader:
         self.encode_seconds = ENCODE_SECONDS.labels(camera.id)  # labels() takes a lock that every reader shares
 
     def run(self) -> None:
+        reconnecting = False
         while not self.stop.is_set():
             self.health.connecting()
             try:
+                if reconnecting:  # inside the attempt: an error in the lookup fails it, not the reader thread
+                    self.re_resolve()
                 self.read_until_done()
                 return
             except CameraUnavailable as exc:
@@ -185,7 +188,7 @@ class CameraReader:
             if self.stop.wait(delay):
                 return
             CAMERA_RECONNECTS.labels(self.camera.id).inc()
-            self.re_resolve()
+            reconnecting = True
 
     def failure_reason(self, exc: CameraUnavailable) -> str:
         """The status reason for a failed attempt: an ITS lookup's failure first, since the last URL tried after it
@@ -516,13 +519,14 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
     for thread in threads:
         thread.start()
     next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
+    expiry_failing = False
     while any(thread.is_alive() for thread in threads) and not stop.wait(min(0.5, settings.status_interval_s)):
         BROKER_CONNECTED.labels("producer").set(1 if producer.bootstrap_connected() else 0)
         statuses = reporter.report()
         if on_status and statuses:
             on_status(statuses)
         if time.monotonic() >= next_expiry:
-            store().expire()
+            expiry_failing = expire_frames(store(), expiry_failing)
             next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
     # Readers notice `stop` between frames; one blocked in a stream read is a daemon and is not waited for.
     deadline = time.monotonic() + 2.0
@@ -535,6 +539,21 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
         on_status(final)
     producer.flush()
     return {reader.camera.id: reader.queued for reader in readers}
+
+
+def expire_frames(store: FrameStore, failing: bool) -> bool:
+    """Expires the store's old frames; returns whether that failed. A store that cannot be read (a network mount gone
+    away) only keeps its old frames while it cannot: the cameras read on, and the failure is logged once until an
+    expiry succeeds again, not at every try."""
+    try:
+        store.expire()
+    except OSError as exc:
+        if not failing:
+            log.error("frame store: old frames cannot be expired, kept until they can: %s", exc)
+        return True
+    if failing:
+        log.info("frame store: old frames are expired again")
+    return False
 
 
 def its_resolver(config: Config, cameras: list[CameraConfig]) -> ItsResolver | None:

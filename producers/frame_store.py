@@ -37,7 +37,7 @@ class FrameStore(Protocol):
         """The JPEG bytes of a reference; raises FrameNotFound."""
 
     def expire(self) -> int:
-        """Deletes frames older than the time to live; returns how many."""
+        """Deletes frames older than the time to live; returns how many. Raises OSError if the store cannot be read."""
 
 
 class LocalFrameStore:
@@ -78,9 +78,9 @@ class LocalFrameStore:
         cutoff = self.clock() - self.ttl_s
         removed, left = 0, []
         for folder in self.directory.iterdir():
-            if not folder.is_dir():
-                continue
             try:
+                if not folder.is_dir():
+                    continue
                 paths = list(folder.iterdir())
             except OSError as exc:
                 left.append(exc)

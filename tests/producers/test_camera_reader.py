@@ -214,6 +214,24 @@ def test_an_its_camera_whose_api_answers_unreadable_json_is_retried_and_says_why
     assert statuses[-1].reason.startswith("ITS API answer is not JSON")
 
 
+class BrokenResolver:
+    """An ITS resolver with a bug."""
+
+    def resolve(self, its, failed_url: str) -> str:
+        raise KeyError("listing")
+
+
+def test_an_unexpected_error_in_an_its_lookup_fails_that_attempt_and_the_camera_is_retried(tmp_path, caplog):
+    its = {"name": "CAM A", "lon": 127.0, "lat": 37.5, "road_type": "ex"}
+    reader = reader_for(tmp_path, "http://127.0.0.1:9/old.m3u8", None, its=its, resolver=BrokenResolver(),
+                        open_timeout_s=1)
+    with caplog.at_level(logging.ERROR, logger="producers.frame_producer"):
+        statuses = run_until(reader, lambda status: status.reconnects >= 3)
+    assert statuses[-1].reconnects >= 3  # its reader is still retrying it
+    assert statuses[-1].reason == "reader error: KeyError"
+    assert f"camera {reader.camera.id}: KeyError in its reader: 'listing'" in caplog.text
+
+
 def test_its_cameras_whose_api_key_cannot_be_used_are_retried_on_their_urls(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("CITYGUARD_TEST_ITS_KEY", "s3cr3t\tkey")  # a tab pasted with it: no request could carry it
     camera_id = f"reader-{uuid.uuid4().hex[:8]}"

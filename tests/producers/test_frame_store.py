@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cityguard.bench.capture import DiscardingClient
-from producers.frame_producer import frame_message, run_producer
+from producers.frame_producer import expire_frames, frame_message, run_producer
 from producers.frame_store import FrameNotFound, LocalFrameStore
 from schemas import Frame, decode
 from schemas.settings.config import parse_config
@@ -71,6 +71,58 @@ def test_an_entry_the_expiry_cannot_remove_is_left_and_the_producer_reads_on(tmp
         queued = run_producer(config, DiscardingClient(), stop)
     assert queued[camera_id] > 0 and unremovable.exists() and not expired.exists()
     assert "1 entries could not be expired" in caplog.text and "not-a-frame" in caplog.text
+
+
+def unreadable(path) -> None:
+    """Makes the path a link no lookup can follow, even root's: its target's name is over the 255 bytes a name may
+    have. Reading it fails as a network mount gone away does, where a missing or plain file would only read empty."""
+    path.symlink_to("n" * 300)
+
+
+def test_an_entry_the_expiry_cannot_look_up_is_left_and_the_others_expire(tmp_path, caplog):
+    clock = Clock()
+    store = LocalFrameStore(tmp_path, ttl_s=60, clock=clock)
+    store.put("cam-1", 1, b"jpeg")
+    unreadable(tmp_path / "cam-2")
+    clock.now = (tmp_path / "cam-1" / "1.jpg").stat().st_mtime + 61
+    with caplog.at_level(logging.WARNING, logger="producers.frame_store"):
+        assert store.expire() == 1
+    assert "1 entries could not be expired" in caplog.text and "File name too long" in caplog.text
+
+
+def test_a_store_the_expiry_cannot_read_is_logged_once_and_the_cameras_read_on(tmp_path, caplog):
+    camera_id = f"expiry-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    store_dir = tmp_path / "frames"
+    unreadable(store_dir)
+    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(store_dir), "frame_store_ttl_s": 1},
+                           "cameras": [{"id": camera_id, "source": str(VTEST), "fps": 5, "loop": True}]}, tmp_path)
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()  # the store is expired every tenth of its time to live meanwhile
+    with caplog.at_level(logging.INFO, logger="producers.frame_producer"):
+        queued = run_producer(config, DiscardingClient(), stop)
+    assert queued[camera_id] > 0
+    assert caplog.text.count("frame store: old frames cannot be expired") == 1
+    assert "File name too long" in caplog.text
+
+
+def test_expiry_failures_are_logged_once_per_streak(tmp_path, caplog):
+    store_dir = tmp_path / "frames"
+    store = LocalFrameStore(store_dir, ttl_s=60)
+    unreadable(store_dir)
+    failing = False
+    with caplog.at_level(logging.INFO, logger="producers.frame_producer"):
+        for _ in range(3):
+            failing = expire_frames(store, failing)
+        store_dir.unlink()
+        store_dir.mkdir()
+        failing = expire_frames(store, failing)
+        store_dir.rmdir()
+        unreadable(store_dir)
+        failing = expire_frames(store, failing)
+    assert failing
+    assert [(record.levelname, record.getMessage().split(": ")[1]) for record in caplog.records] == [
+        ("ERROR", "old frames cannot be expired, kept until they can"), ("INFO", "old frames are expired again"),
+        ("ERROR", "old frames cannot be expired, kept until they can")]
 
 
 @pytest.mark.parametrize("reference", ["local:../etc/1.jpg", "local:/etc/1.jpg", "s3://bucket/1.jpg",
