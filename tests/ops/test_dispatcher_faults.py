@@ -327,6 +327,16 @@ def test_an_event_the_store_refuses_is_a_dead_letter_and_a_store_outage_sends_th
     assert len(twilio.messages) == 2
 
 
+def run_service(harness, consumer, stop: threading.Event, clock) -> None:
+    """The dispatcher service's loop over `consumer` until `stop`, its Alertmanager receiver on a free port."""
+    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
+    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60, ["plaza"], clock=clock)
+    try:
+        service.run(stop)
+    finally:
+        receiver.server.server_close()
+
+
 def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_store_is_back(tmp_path, harness,
                                                                                              twilio, caplog):
     twilio.script = [UNAVAILABLE]
@@ -340,13 +350,7 @@ def test_a_store_outage_pauses_retries_and_the_dispatcher_makes_them_once_the_st
     stop = threading.Event()
     consumer = Passes(stop, lambda: sqlite(tmp_path, "ALTER TABLE deliveries RENAME TO deliveries_away"),
                       lambda: sqlite(tmp_path, "ALTER TABLE deliveries_away RENAME TO deliveries"), pause_over)
-    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
-    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60, ["plaza"],
-                                clock=lambda: monotonic[0])
-    try:
-        service.run(stop)
-    finally:
-        receiver.server.server_close()
+    run_service(harness, consumer, stop, lambda: monotonic[0])
     assert "retries and escalations wait 0.5 s: OperationalError" in caplog.text
     assert "no such table: deliveries" in caplog.text
     assert len(twilio.messages) == 1 and [d.status for d in harness.store.deliveries()] == [SENT]
@@ -368,13 +372,7 @@ def test_the_incident_store_away_shows_in_its_gauge_until_it_answers_again(tmp_p
     stop = threading.Event()
     consumer = Passes(stop, away, back, pause_over, lambda: seen.append(
         REGISTRY.get_sample_value("cityguard_alert_store_up")))
-    receiver = AlertmanagerReceiver(ReceiverConfig(port=0), None)
-    service = DispatcherService(harness.dispatcher, consumer, None, TopicNames(), receiver, 60, ["plaza"],
-                                clock=lambda: monotonic[0])
-    try:
-        service.run(stop)
-    finally:
-        receiver.server.server_close()
+    run_service(harness, consumer, stop, lambda: monotonic[0])
     assert seen == [0, 1]
 
 

@@ -53,6 +53,16 @@ def test_frames_expire(tmp_path):
         store.resolve(old)
 
 
+def read_for_two_seconds(camera_id: str, store_dir, tmp_path) -> dict[str, int]:
+    """One looping camera read by the producer for 2 s, its frames stored in `store_dir` for 1 s: the store is
+    expired every tenth of that meanwhile. Returns the frames queued per camera."""
+    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(store_dir), "frame_store_ttl_s": 1},
+                           "cameras": [{"id": camera_id, "source": str(VTEST), "fps": 5, "loop": True}]}, tmp_path)
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()
+    return run_producer(config, DiscardingClient(), stop)
+
+
 def test_an_entry_the_expiry_cannot_remove_is_left_and_the_producer_reads_on(tmp_path, caplog):
     camera_id = f"expiry-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
     store_dir = tmp_path / "frames"
@@ -63,12 +73,8 @@ def test_an_entry_the_expiry_cannot_remove_is_left_and_the_producer_reads_on(tmp
     expired.write_bytes(b"jpeg")
     for path in (unremovable, expired):
         os.utime(path, (0, 0))
-    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(store_dir), "frame_store_ttl_s": 1},
-                           "cameras": [{"id": camera_id, "source": str(VTEST), "fps": 5, "loop": True}]}, tmp_path)
-    stop = threading.Event()
-    threading.Timer(2.0, stop.set).start()  # the store is expired every tenth of its time to live meanwhile
     with caplog.at_level(logging.WARNING, logger="producers.frame_store"):
-        queued = run_producer(config, DiscardingClient(), stop)
+        queued = read_for_two_seconds(camera_id, store_dir, tmp_path)
     assert queued[camera_id] > 0 and unremovable.exists() and not expired.exists()
     assert "1 entries could not be expired" in caplog.text and "not-a-frame" in caplog.text
 
@@ -94,12 +100,8 @@ def test_a_store_the_expiry_cannot_read_is_logged_once_and_the_cameras_read_on(t
     camera_id = f"expiry-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
     store_dir = tmp_path / "frames"
     unreadable(store_dir)
-    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(store_dir), "frame_store_ttl_s": 1},
-                           "cameras": [{"id": camera_id, "source": str(VTEST), "fps": 5, "loop": True}]}, tmp_path)
-    stop = threading.Event()
-    threading.Timer(2.0, stop.set).start()  # the store is expired every tenth of its time to live meanwhile
     with caplog.at_level(logging.INFO, logger="producers.frame_producer"):
-        queued = run_producer(config, DiscardingClient(), stop)
+        queued = read_for_two_seconds(camera_id, store_dir, tmp_path)
     assert queued[camera_id] > 0
     assert caplog.text.count("frame store: old frames cannot be expired") == 1
     assert "File name too long" in caplog.text
