@@ -1,7 +1,8 @@
 """A queue at a signal is not congestion, however full its lane; a person cut off by the frame's bottom edge is not
 placed on the roadway, nor is a "person" that never goes anywhere (a post), nor are "people" flowing along a lane with
-its traffic (riders), nor is a box cut by a side edge driving the wrong way. Hand-built frames on an approach lane
-drawn only up to its stop line (x 0-470, y 380-460, traffic eastbound), unless said otherwise."""
+its traffic or standing in a waiting red-light queue (riders), nor is a box cut by a side edge driving the wrong way.
+Hand-built frames on an approach lane drawn only up to its stop line (x 0-470, y 380-460, traffic eastbound), unless
+said otherwise."""
 from __future__ import annotations
 
 from schemas.settings.traffic import SceneConfig
@@ -43,6 +44,24 @@ def test_the_same_lane_full_without_a_signal_or_standing_longer_than_a_red_light
     stuck = opened(run(full_queue(90), approach(stop_line=True, max_red_light_seconds=30)))
     assert [e.type for e in stuck] == ["congestion"]
     assert stuck[0].started_at - T0 > 30, "counted once the queue stood longer than a red light can"
+
+
+def test_a_person_standing_in_a_waiting_red_light_queue_is_a_rider_and_one_walking_through_it_is_not():
+    """Beside the queue, a "person" stands in the lane: a rider whose motorcycle the cars around it hide, its box
+    jumping half its height once (the detector's box over a hidden two-wheeler), so it has moved away from where it
+    was first seen. Waiting, it is a rider; one walking along the queue at a body height per second is on foot."""
+    def beside_the_queue(walk_px_per_s: float) -> list:
+        frames = full_queue(60)[:int(30 / STEP)]
+        for seq, detections in enumerate(frames):
+            t = seq * STEP
+            x, jump = 40 + walk_px_per_s * t, -25 if t >= 3 else 0
+            queue = zip(detections.track_id, detections.class_name, map(tuple, detections.xyxy), strict=True)
+            frames[seq] = frame(seq, [*queue, (20, "person", (x, 400 + jump, x + 20, 450 + jump))])
+        return frames
+
+    assert opened(run(beside_the_queue(0), approach(stop_line=True))) == []
+    walking = opened(run(beside_the_queue(50), approach(stop_line=True)))
+    assert [e.type for e in walking] == ["pedestrian_on_roadway"]
 
 
 def lorries_nose_to_tail(speed_px_per_s: float, seconds: float = 40) -> list:

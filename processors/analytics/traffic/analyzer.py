@@ -182,7 +182,7 @@ class TrafficAnalyzer:
             *impacts,
             *at_rest,
             *rules.wrong_way(self.scene, state, vehicles, frame_size),
-            *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, in_traffic, now,
+            *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, in_traffic, standing_queues, now,
                                           detections.image_height),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),

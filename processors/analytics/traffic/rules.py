@@ -748,14 +748,19 @@ def riding_in_streams(scene: Scene, people: list[TrackState], now: float) -> set
     return {person.track_id for person in people if IN_STREAM in person.timers}
 
 
+# A "person" standing in a red-light queue (under this speed) waits in it: a rider whose two-wheeler the queue hides.
+QUEUED_RIDER_MAX_SPEED_BOX_PER_S = 0.3
+
+
 def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[TrackState], vehicles: list[TrackState],
-                           riding: set[int], now: float, frame_height: int) -> list[Condition]:
+                           riding: set[int], queues: set[str], now: float, frame_height: int) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
     below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
     height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
-    post, a sign or a signal head (once it walks it counts). `riding`: the riders' track ids (`riders`, and
-    `riding_in_streams`).
+    post, a sign or a signal head (once it walks it counts), nor one standing in a red-light queue's area while the
+    queue stands (`queues`: its stop lines), a rider whose two-wheeler the vehicles packed around it hide. `riding`:
+    the riders' track ids (`riders`, and `riding_in_streams`).
     People walking together on the roadway are one incident, as is a person the tracker loses and finds again under
     a new id: one on the roadway beside a person of an open incident (`_walking_with`) is that incident at once."""
     config, thresholds = scene.config, scene.thresholds
@@ -766,8 +771,10 @@ def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[Track
             continue
         point = foot(person)
         crosswalk = scene.in_any(point, config.crosswalks)
+        queued = (scene.in_queue_area(point, queues)
+                  and scene.speed_box_per_s(person) < QUEUED_RIDER_MAX_SPEED_BOX_PER_S)
         on_road = (crosswalk is None and scene.in_any(point, config.sidewalks) is None and scene.on_roadway(point)
-                   and person.box[3] < frame_height - EDGE_MARGIN_PX)
+                   and person.box[3] < frame_height - EDGE_MARGIN_PX and not queued)
         off_crossing = on_road and person.moved_away
         on_road_for = hold(person, "on_roadway", off_crossing, now)
         joined = _walking_with(state, person) if on_road else None
