@@ -446,6 +446,25 @@ def test_a_car_lost_as_it_brakes_to_a_stop_is_a_stopped_vehicle_not_a_crash(last
     assert [e.type for e in opened(run(frames))] == [event_type]
 
 
+def test_a_motorcycle_lost_as_it_packs_into_a_waiting_red_light_queue_is_no_crash():
+    """Two cars wait at the eastbound stop line; a motorcycle rides up the lane at 2 box heights per second and is
+    lost in the queue's area, beside them but not touching them, where the background model then shows something:
+    the queue hides it, as vehicles standing around it do. Nor is it judged hidden in its dust once the queue has
+    pulled away at 15 s, long after it was lost."""
+    frames = []
+    for seq in range(int(30 / STEP)):
+        t = seq * STEP
+        x = 200.0 + 60 * min(t, 3.0)  # lost at 3 s, at x 380
+        moved = 60 * max(0.0, t - 15)
+        objects = [(1, "car", (390.0 + moved, 390.0, 470.0 + moved, 430.0)),
+                   (2, "car", (300.0 + moved, 420.0, 380.0 + moved, 460.0))]
+        if t < 3:
+            objects.append((9, "motorcycle", (x - 15, 370.0, x + 15, 400.0)))
+        blobs = [((x - 14, 372.0, x + 14, 398.0), T0 + 3.2)] if t >= 6.2 else []
+        frames.append(frame(seq, objects, blobs))
+    assert "collision" not in [e.type for e in opened(run(frames))]
+
+
 @pytest.mark.parametrize("class_name", ["bicycle", "person"])
 def test_a_cyclist_riding_along_the_bottom_edge_of_the_picture_is_still_an_event(class_name):
     """Touching the frame edge without being cut by it (its box keeps its height), a cyclist keeps its motion: seen

@@ -153,7 +153,7 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
     objects = update_objects(state, evidence, {track.track_id: track.box for track in seen}, now, seq,
                              thresholds.static_object_grace_seconds, thresholds.reported_object_grace_seconds,
                              thresholds.stationary_box_fraction)
-    _mark_crashes(scene, state, objects, frame_size)
+    _mark_crashes(scene, state, objects, queues, now, frame_size)
     conditions = []
     obstacles_now: dict[str, Condition] = {}
     for obj in list(objects):
@@ -401,11 +401,16 @@ def _at_queue_front(scene: Scene, box: Box, lane_id: str, frame_size: tuple[int,
 # step at 5 frames per second or fewer), not only over the second before it. One seen braking in that step (a car
 # pulling up at the far end of a junction, lost as it stops and found again standing) stopped as traffic does.
 LAST_STEP_S = 0.2
+# The background model shows a vehicle hidden where it stopped 3 s later (static_seconds): it is judged hidden in its
+# dust within this long of being lost, not whenever what stands there since then changes (a queue that forms over
+# the spot and leaves).
+HIDDEN_JUDGED_WITHIN_S = 6.0
 
 
-def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], frame_size: tuple[int, int]) -> None:
+def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject], queues: set[str], now: float,
+                  frame_size: tuple[int, int]) -> None:
     """Vehicles at rest that got there through a contact at speed or an abrupt stop; a collision's vehicles are
-    one incident."""
+    one incident. `queues`: the stop lines whose red-light queue stands."""
     thresholds = scene.thresholds
 
     def whole_in_view(obj: StaticObject) -> list[TrackState]:
@@ -492,12 +497,14 @@ def _mark_crashes(scene: Scene, state: TrafficState, objects: list[StaticObject]
         # Lost by the detector while still moving fast, and standing there since (the background model shows it):
         # it stopped within a frame or two, hidden in its own dust or debris. Not a car of a queue pulling away,
         # missed for a frame where it stood long before, nor one that drove out of the picture, nor one that pulled
-        # in among vehicles standing there (a queue packing in hides it).
+        # in among vehicles standing there or into a waiting red-light queue (a queue packing in hides it).
         obj.crash = any(not scene.is_stopped(track) and track.last_seen < obj.last_evidence
                         and obj.since >= track.last_seen - 1.0
                         and scene.speed_box_per_s(track) >= thresholds.crash_stop_speed_box_per_s
                         and scene.speed_box_per_s(track, LAST_STEP_S) >= thresholds.crash_stop_speed_box_per_s
+                        and now - track.last_seen <= HIDDEN_JUDGED_WITHIN_S
                         and not _among_standing_vehicles(scene, state, track)
+                        and not scene.in_queue_area(foot(track), queues)
                         for track in whole_in_view(obj))
     for obj in objects:
         if obj.crash and obj.contact_at is None and obj in state.static_objects:
