@@ -169,13 +169,10 @@ class StaticBlobDetector:
                 continue
             rows, cols = found
             size = self.cell_px
-            # A blob since its min_cells-th cell turned foreground: before that it was too small to be one (a speck
-            # of noise that grew into a region is no object standing since the speck appeared).
-            since = np.sort(self.foreground_since[found][member])[self.min_cells - 1]
             blobs.append(StaticBlob(
                 xyxy=(float(cols.start * size), float(rows.start * size), float(cols.stop * size),
                       float(rows.stop * size)),
-                static_since=float(since),
+                static_since=float(np.nanmin(self.foreground_since[found][member])),
                 fill_ratio=float(member.mean()),
             ))
         return blobs
