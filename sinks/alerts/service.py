@@ -57,8 +57,10 @@ PAUSE_INITIAL_S, PAUSE_MAX_S = 0.5, 10.0
 REFUSED = Counter("cityguard_alert_webhook_refused_total", "Alertmanager webhook requests refused", ["code"])
 # The store away stops every page (nothing can be recorded, so nothing is sent), yet the loop goes round and the
 # events wait uncommitted: where they are few, no lag alert would fire. Periodic work asks the store on every pass.
-STORE_UP = Gauge("cityguard_alert_store_up", "Whether the incident store answered the dispatcher's latest periodic "
-                 "work (1) or failed it (0)")
+# 0 until it fails: a process exports the gauge before it first asks, and any process importing this module exports
+# it without asking at all; neither knows of a failure to page for.
+STORE_FAILING = Gauge("cityguard_alert_store_failing", "Whether the incident store failed the dispatcher's latest "
+                      "periodic work (1) or answered it (0)")
 
 
 @dataclass
@@ -432,13 +434,13 @@ class DispatcherService:
                 self.last_tick = now
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError):
-                STORE_UP.set(0)
+                STORE_FAILING.set(1)
             delay = self.periodic_pause.failed(self.clock())
             # Redacted: exception texts can quote URLs with credentials; the traceback only at debug level.
             log.error("retries and escalations wait %.1f s: %s", delay, describe_error(exc))
             log.debug("retries and escalations failed", exc_info=True)
         else:
-            STORE_UP.set(1)
+            STORE_FAILING.set(0)
             self.periodic_pause.succeeded()
 
     def run(self, stop: threading.Event) -> None:

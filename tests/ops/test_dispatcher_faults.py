@@ -360,10 +360,11 @@ def test_the_incident_store_away_shows_in_its_gauge_until_it_answers_again(tmp_p
     seen, monotonic = [], [0.0]
 
     def away():
+        seen.append(REGISTRY.get_sample_value("cityguard_alert_store_failing"))
         sqlite(tmp_path, "ALTER TABLE deliveries RENAME TO deliveries_away")
 
     def back():
-        seen.append(REGISTRY.get_sample_value("cityguard_alert_store_up"))
+        seen.append(REGISTRY.get_sample_value("cityguard_alert_store_failing"))
         sqlite(tmp_path, "ALTER TABLE deliveries_away RENAME TO deliveries")
 
     def pause_over():
@@ -371,9 +372,9 @@ def test_the_incident_store_away_shows_in_its_gauge_until_it_answers_again(tmp_p
 
     stop = threading.Event()
     consumer = Passes(stop, away, back, pause_over, lambda: seen.append(
-        REGISTRY.get_sample_value("cityguard_alert_store_up")))
+        REGISTRY.get_sample_value("cityguard_alert_store_failing")))
     run_service(harness, consumer, stop, lambda: monotonic[0])
-    assert seen == [0, 1]
+    assert seen == [0, 1, 0]
 
 
 # -- a provider that cannot say what it sent ---------------------------------------------------------------------------
