@@ -19,17 +19,8 @@ from sinks.alerts.dispatcher import DeliveryTries
 from sinks.alerts.notice import notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import count_segments
-from sinks.alerts.store import (
-    FAILED,
-    NOTIFYING,
-    RETRYING,
-    SENDING,
-    SENT,
-    SUPPRESSED,
-    AlertRow,
-    DeliveryRow,
-    subject_key,
-)
+from sinks.alerts.store import FAILED, NOTIFYING, RETRYING, SENDING, SENT, SUPPRESSED, AlertRow, DeliveryRow
+from sinks.alerts.store import subject_key as cooldown_key
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     ACCOUNT_SID,
@@ -305,7 +296,7 @@ def test_the_widest_alertmanager_subject_fits_the_column_it_is_stored_in():
     alert = {"status": "firing", "startsAt": "2027-01-15T10:00:00Z",
              "labels": {"alertname": label, "severity": "critical", "camera": label, "zone": label}}
     [notice] = notices_from_alertmanager({"version": "4", "alerts": [alert]})
-    assert len(subject_key(notice.subject)) <= AlertRow.__table__.c.subject.type.length
+    assert len(cooldown_key(notice.subject)) <= AlertRow.__table__.c.subject.type.length
 
 
 def test_a_webhook_asking_to_wait_is_retried_after_the_wait_it_asked_for_up_to_ten_minutes(tmp_path, twilio,
