@@ -369,13 +369,24 @@ def answer_start(response: requests.Response, deadline: float) -> str:
 
 
 def same_host_target(url: str, location: str | None) -> str | None:
-    """The URL a redirect from `url` points to, where the webhook's headers (its bearer token) may go: the same host,
-    by the same scheme or from http to https; None elsewhere, or without a Location that can be read."""
+    """The URL a redirect from `url` points to, where the webhook's headers (its bearer token) may go: the same host
+    and port by the same scheme, or the same host from http to https (on any port: https has its own); None
+    elsewhere, or without a Location that can be read. Another port on the host may be another service."""
     source, target = urlsplit(url), _redirected_to(url, location)
     if target is None or target.hostname != source.hostname:
         return None
-    upgraded = (source.scheme, target.scheme) == ("http", "https")
-    return target.geturl() if target.scheme == source.scheme or upgraded else None
+    if (source.scheme, target.scheme) == ("http", "https"):
+        return target.geturl()
+    same_port = _port_of(target) == _port_of(source)
+    return target.geturl() if target.scheme == source.scheme and same_port else None
+
+
+def _port_of(url: SplitResult) -> int | None:
+    """The URL's port, its scheme's default where it names none; None where the port cannot be read."""
+    try:
+        return url.port or {"http": 80, "https": 443}.get(url.scheme)
+    except ValueError:
+        return None
 
 
 def redirect_target(url: str, location: str | None) -> str:

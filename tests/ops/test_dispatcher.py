@@ -231,6 +231,7 @@ def test_an_sms_reply_the_twilio_library_cannot_read_is_reconciled_not_sent_agai
     (302, "https://bob:hunter2@hooks.example.com/T0123/s3cretpath?token=x", "https://hooks.example.com/<path>"),
     (303, "/v2/hook", "http://127.0.0.1:{port}/<path>"),
     (307, "http://localhost:{port}/v2/hook", "http://localhost:{port}/<path>"),  # another host: no bearer token there
+    (307, "http://127.0.0.1:{other}/v2/hook", "http://127.0.0.1:{other}/<path>"),  # another port: maybe another service
     (308, "ftp://127.0.0.1/hook", "ftp://127.0.0.1/<path>"),
     (300, None, "no Location"),
 ])
@@ -240,12 +241,13 @@ def test_a_webhook_that_redirects_is_not_followed_and_fails_naming_only_the_new_
     section["routes"][0].update(channels=["sms"], broadcast=["ops"])
     harness = make_dispatcher(make_config(tmp_path, section))
     port = webhook.url.split(":")[2].split("/")[0]
-    webhook.script = [(status, {"Location": location.format(port=port)} if location else {})]
+    other = int(port) + 1
+    webhook.script = [(status, {"Location": location.format(port=port, other=other)} if location else {})]
     harness.dispatcher.handle(notice_from_event(danger_event()))
     [ops] = [d for d in harness.store.deliveries() if d.channel_id == "ops"]
     assert (ops.status, ops.attempt_count) == (FAILED, 1)  # a redirect is not retried
-    assert ops.error == (f"HTTP {status}: redirected to {says.format(port=port)}, which is not followed: give the "
-                         "channel the URL the webhook has now")
+    assert ops.error == (f"HTTP {status}: redirected to {says.format(port=port, other=other)}, which is not followed: "
+                         "give the channel the URL the webhook has now")
     assert webhook.gets == [] and webhook.received == [] and len(webhook.script) == 0
     harness.store.close()
 
