@@ -30,6 +30,13 @@ def test_open_events_count_each_incident_once_and_expire():
     assert open_events.counts(now=1000) == {}, "an incident never resolved expires"
 
 
+def test_an_incident_raised_to_critical_is_counted_once_at_its_new_severity():
+    open_events = OpenEvents(max_open_seconds=60)
+    open_events.apply(event("a", EventState.OPENED))
+    open_events.apply(event("a", EventState.UPDATED).model_copy(update={"severity": Severity.CRITICAL}))
+    assert open_events.counts(now=110) == {("sink-test", "stopped_vehicle", "critical"): 1}
+
+
 def test_a_copy_of_an_earlier_message_that_comes_after_the_resolve_does_not_open_the_incident_again():
     open_events = OpenEvents(max_open_seconds=60)
     open_events.apply(event("a", EventState.OPENED, updated_at=100))
