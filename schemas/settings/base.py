@@ -70,6 +70,9 @@ def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     return polygon
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL of the scheme names no port for (browsers leave it out)
+
+
 SOURCE_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from schemas.settings.base import EnvName, Frozen
+from schemas.settings.base import DEFAULT_PORTS, EnvName, Frozen
 
 
 class ConsoleConfig(Frozen):
@@ -47,6 +47,6 @@ class ConsoleConfig(Frozen):
                 raise ValueError("an origin is scheme://host[:port] with nothing after, such as "
                                  "https://console.city.example")
             # Browsers leave the scheme's default port out: https://host:443 would match no page's changes.
-            netloc = parts.netloc.removesuffix({"http": ":80", "https": ":443"}[parts.scheme])
+            netloc = parts.netloc.removesuffix(f":{DEFAULT_PORTS[parts.scheme]}")
             normalised.append(f"{parts.scheme}://{netloc}")
         return normalised

@@ -39,7 +39,7 @@ from schemas.settings.alerting import (
     SoundChannelConfig,
     WebhookChannelConfig,
 )
-from schemas.settings.base import env_value
+from schemas.settings.base import DEFAULT_PORTS, env_value
 from schemas.settings.config import ConfigError
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
@@ -384,7 +384,7 @@ def same_host_target(url: str, location: str | None) -> str | None:
 def _port_of(url: SplitResult) -> int | None:
     """The URL's port, its scheme's default where it names none; None where the port cannot be read."""
     try:
-        return url.port or {"http": 80, "https": 443}.get(url.scheme)
+        return url.port or DEFAULT_PORTS.get(url.scheme)
     except ValueError:
         return None
 
