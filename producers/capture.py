@@ -437,8 +437,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     yield SampledFrame(origin + media_time, picture, decoder.native_fps)
         finally:
             decoder.close()
-        if position is None:  # a file whose container opens but holds nothing decodable (a text file named .jpg)
-            raise CameraUnavailable(f"no frame could be decoded: {shown(source)}", permanent=True)
+        if position is None:  # a container that opens but holds nothing decodable (a text file named .jpg)
+            # A local file stays that way; a URL may be served whole on the next try (a recording still being written).
+            raise CameraUnavailable(f"no frame could be decoded: {shown(source)}", permanent=not URL.match(source))
         if not camera.loop:
             return
         played += position + frame_s

@@ -29,6 +29,7 @@ from producers.picture import YuvPicture, encode_jpeg, source_size_fields
 from schemas import Frame
 from schemas.settings.capture import ProducerConfig
 from schemas.settings.config import CameraConfig
+from tests.asset_server import serving
 from tests.conftest import LOT_CLIP, VTEST, video_frames
 from tests.producers.conftest import grey_part
 from tests.producers.rtsp_server import RtspServer
@@ -97,6 +98,26 @@ def test_missing_file_is_a_permanent_failure(tmp_path):
     with pytest.raises(CameraUnavailable, match="no such file") as error:
         next(sample_frames(camera, str(tmp_path / "x.avi")))
     assert error.value.permanent
+
+
+def test_a_clip_url_that_opens_but_decodes_nothing_is_retried_and_a_local_one_is_not(tmp_path):
+    # Its index arrives but none of its pictures (a recording still being written, a cut-off transfer): the next try
+    # may find it whole. The same bytes in a local file are what that file holds.
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(VTEST), "-t", "2", "-c:v", "libx264", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    data = whole.read_bytes()
+    index_end = data.index(b"mdat") + 4
+    (tmp_path / "cut.mp4").write_bytes(data[:index_end])
+    with serving(tmp_path) as (base_url, _):
+        source = f"{base_url}/cut.mp4"
+        with pytest.raises(CameraUnavailable, match="no frame could be decoded") as from_url:
+            next(sample_frames(CameraConfig(id="recorder", source=source), source))
+    assert not from_url.value.permanent
+    local = str(tmp_path / "cut.mp4")
+    with pytest.raises(CameraUnavailable, match="no frame could be decoded") as from_file:
+        next(sample_frames(CameraConfig(id="recorder", source=local), local))
+    assert from_file.value.permanent
 
 
 def test_a_camera_that_fails_to_open_is_reported_without_its_credentials():
