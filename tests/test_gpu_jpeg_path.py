@@ -72,6 +72,30 @@ def test_a_traffic_cameras_frames_are_still_decoded_for_its_background_model(cpu
     assert all(isinstance(outcome, tuple) for outcome in stage.detectors.detect([road, other]))  # one mixed batch
 
 
+@pytest.mark.parametrize("size", [(2, 3000), (3000, 2)])
+def test_a_thin_frame_is_letterboxed_as_ultralytics_does_and_detected_on_either_path(cpu_jpeg_detector, size):
+    import torch
+    from ultralytics.data.augment import LetterBox
+
+    image = np.full((*size, 3), 90, np.uint8)
+    expected = LetterBox((640, 640), auto=False)(image=image)[..., ::-1].astype(np.float32) / 255
+    boxed, _ = letterbox_gpu([torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)], 640)
+    assert np.abs(boxed[0].permute(1, 2, 0).numpy() - expected).max() < 0.01
+    # A tiled camera's frames reach the model as pixels: a frame the letterbox refused stopped the worker, and the
+    # batch came back to stop it again. Through the JPEG path it was dead-lettered as undecodable.
+    config = parse_config({"site": "t", "cameras": [{"id": "cam", "source": "0"}, {"id": "wide", "source": "1"}],
+                           "model": {"max_frame_age_s": 3600}}, Path("."))
+    detectors = CameraDetectors(cpu_jpeg_detector, tiled=cpu_jpeg_detector, tiled_cameras=frozenset({"wide"}))
+    stage = InferenceWorker(config, None, None, detectors, "group")
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    records = [SimpleNamespace(topic="frames", partition=0, offset=seq, key=camera.encode(), value=encode(Frame(
+        camera_id=camera, seq=1, captured_at=time.time(), width=size[1], height=size[0], jpeg=jpeg)))
+        for seq, camera in enumerate(("cam", "wide"))]
+    decoded = [item for item, _ in stage.decode_part(stage.read_batch(records))]
+    assert decoded[0].image is None and decoded[1].image is not None
+    assert all(isinstance(outcome, tuple) for outcome in detectors.detect(decoded))
+
+
 def test_boxes_are_mapped_back_into_each_frames_pixels_and_clamped_to_it():
     import torch
 

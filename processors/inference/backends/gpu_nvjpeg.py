@@ -32,7 +32,8 @@ def letterbox_gpu(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, 
     placement: dict[tuple[int, int], tuple[float, float, float]] = {}  # image size -> (scale, pad_x, pad_y)
     for (height, width), indices in by_size.items():
         scale = min(size / height, size / width)
-        new_height, new_width = round(height * scale), round(width * scale)
+        # At least a pixel, as ultralytics keeps a thin picture: an empty resize raises, for the frame and its batch.
+        new_height, new_width = max(round(height * scale), 1), max(round(width * scale), 1)
         pad_y, pad_x = (size - new_height) / 2, (size - new_width) / 2
         top, left = round(pad_y - 0.1), round(pad_x - 0.1)  # same rounding as ultralytics LetterBox
         for first in range(0, len(indices), LETTERBOX_GROUP):
