@@ -193,6 +193,38 @@ def test_corrupt_jpegs_are_still_found_one_by_one_even_when_the_whole_batch_is_c
     assert all("could not be decoded" in outcome for outcome in detectors.detect([decoded(CORRUPT)] * 2))
 
 
+class FailsOnDarkPictures(NoBoxes):
+    """A model that takes decoded pictures and raises on a dark one, or on every picture once `broken`."""
+
+    def __init__(self, broken: bool = False):
+        self.broken = broken
+
+    def detect(self, images):
+        if self.broken or any(image.mean() < 64 for image in images):
+            raise RuntimeError("model input rejected")
+        return super().detect(images)
+
+
+def test_a_picture_the_model_fails_on_is_dead_lettered_and_the_rest_of_its_batch_goes():
+    dark = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    consumer, broker = Consumer(), Broker()
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(FailsOnDarkPictures()), "group")
+    batch = records(time.time(), time.time(), time.time())
+    batch[1] = records(time.time(), time.time(), jpeg=dark)[1]
+    assert process_batch(consumer, broker, batch, stage.detect_batch) is None
+    assert [frame.seq for frame in detections(broker)] == [0, 2] and consumer.commits == 1
+    [letter] = [decode(value, DeadLetter) for topic, value in broker.sent if topic == TOPICS.dead_letter]
+    assert letter.offset == 41 and "model input rejected" in letter.reason
+
+
+def test_a_model_that_fails_on_every_picture_stops_the_batch_uncommitted():
+    consumer, broker = Consumer(), Broker()
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(FailsOnDarkPictures(broken=True)), "group")
+    with pytest.raises(RuntimeError, match="model input rejected"):
+        process_batch(consumer, broker, records(time.time(), time.time()), stage.detect_batch)
+    assert consumer.commits == 0 and broker.sent == []
+
+
 def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes_go():
     consumer, broker = Consumer(), Broker()
     stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(NoBoxes()), "group",

@@ -90,11 +90,13 @@ MAX_DETECTIONS_BYTES = 1_000_000
 # GPU faults: the device, not a frame, failed. They stop the worker (its batch uncommitted) instead of dead-lettering
 # every frame that meets them.
 GPU_FAULTS = (torch.OutOfMemoryError, torch.AcceleratorError)
-# A plain baseline JPEG every decoder reads: when every frame of a detector call fails alone (a batch, a part of one,
-# or a single frame: a frame larger than model.max_batch_decoded_bytes is always detected alone), it failing too means
-# the device is at fault, and the batch stays uncommitted; it going through means the JPEGs are (corrupt ones, or
-# arithmetic-coded or 12-bit ones that the CPU reads and nvJPEG does not), and they are dead-lettered.
+# A plain baseline JPEG every decoder reads, and its pixels for a detector that takes decoded pictures: when every
+# frame of a detector call fails alone (a batch, a part of one, or a single frame: a frame larger than
+# model.max_batch_decoded_bytes is always detected alone), it failing too means the device or the model is at fault,
+# and the batch stays uncommitted; it going through means the frames are (corrupt JPEGs, arithmetic-coded or 12-bit
+# ones that the CPU reads and nvJPEG does not, pictures the model cannot take), and they are dead-lettered.
 PROBE_JPEG = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+PROBE_IMAGE = cv2.imdecode(np.frombuffer(PROBE_JPEG, np.uint8), cv2.IMREAD_COLOR)
 
 FrameResolver = Callable[[str], bytes]  # frame_ref -> JPEG bytes (the producers' frame store)
 
@@ -236,29 +238,39 @@ class CameraDetectors:
     def _run(detector: Detector, frames: list[DecodedFrame]) -> list[ImageDetections | str]:
         # A detector that takes JPEGs gets them even where the CPU decoded a frame for something else (the
         # background model, a density map): one batch may hold both kinds.
-        if not hasattr(detector, "detect_jpegs"):
-            return detector.detect([f.image for f in frames])
-        jpegs = [f.frame.jpeg for f in frames]
-        try:
-            return detector.detect_jpegs(jpegs)
-        except GPU_FAULTS:
-            raise
-        except RuntimeError as batch_error:
-            # One corrupt JPEG fails the whole GPU batch: retry one by one to find it, keep the rest.
-            outcomes: list[ImageDetections | str] = []
-            for jpeg in jpegs:
-                try:
-                    outcomes.extend(detector.detect_jpegs([jpeg]))
-                except GPU_FAULTS:
-                    raise
-                except RuntimeError as exc:
-                    outcomes.append(f"jpeg field could not be decoded on the GPU: {exc}")
-            if all(isinstance(outcome, str) for outcome in outcomes):
-                try:  # not one frame went through alone: a picture known to be good tells the device from the JPEGs
-                    detector.detect_jpegs([PROBE_JPEG])
-                except RuntimeError:
-                    raise batch_error from None
-            return outcomes
+        if hasattr(detector, "detect_jpegs"):
+            return each_alone_on_failure(detector.detect_jpegs, [f.frame.jpeg for f in frames], PROBE_JPEG,
+                                         "jpeg field could not be decoded on the GPU")
+        return each_alone_on_failure(detector.detect, [f.image for f in frames], PROBE_IMAGE,
+                                     "the model failed on the picture")
+
+
+def each_alone_on_failure(detect: Callable[[list], list[ImageDetections]], inputs: list, probe,
+                          failed: str) -> list[ImageDetections | str]:
+    """`detect(inputs)`, or where that call fails but not on the device (GPU_FAULTS), each input detected alone: one
+    frame the decoder or the model cannot take (a corrupt JPEG fails a whole GPU batch) costs its own detections, as
+    the reason `failed` and the error, and the others are kept. Where not one goes through alone, the known-good
+    `probe` tells the device from the frames: it failing too raises the call's error, stopping the worker with its
+    batch uncommitted, as a frame must not stop its partition and a broken device must not dead-letter every frame."""
+    try:
+        return detect(inputs)
+    except GPU_FAULTS:
+        raise
+    except Exception as batch_error:
+        outcomes: list[ImageDetections | str] = []
+        for item in inputs:
+            try:
+                outcomes.extend(detect([item]))
+            except GPU_FAULTS:
+                raise
+            except Exception as exc:
+                outcomes.append(f"{failed}: {exc}")
+        if all(isinstance(outcome, str) for outcome in outcomes):
+            try:
+                detect([probe])
+            except Exception:
+                raise batch_error from None
+        return outcomes
 
 
 class FrameEnricher:
