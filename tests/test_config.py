@@ -44,6 +44,9 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="rstp://10.0.0.5/s"), "cameras.0.source: unknown URL scheme 'rstp' "
                                                                    "(did you mean rtp or rtsp?)"),
     (lambda d: d["cameras"][0].update(source=""), "cameras.0.source"),  # would read the configuration's folder
+    (lambda d: d["cameras"][0].update(source="   "), "cameras.0.source: source is blank"),
+    # A newline pasted into a path names no file, and split check-config's warning about it in two.
+    (lambda d: d["cameras"][0].update(source="clips/a\nb.mp4"), "cameras.0.source: source holds a control character"),
     # A file read as a live stream would be read again from its start at every reconnection.
     (lambda d: d["cameras"][0].update(kind="mjpeg"), "cameras.0.kind: mjpeg is read over http(s), not a file path"),
     (lambda d: d["cameras"][0].update(kind="hls"), "cameras.0.kind: hls is read over http(s) or from a local .m3u8 "

@@ -86,6 +86,16 @@ def verify_source_variables(source: str) -> str:
     return source
 
 
+def verify_source_characters(source: str) -> str:
+    """A source names a file, stream or webcam: one of blanks, or with a control character (a newline or tab pasted
+    with it), names none, and would split each warning and log line that shows it."""
+    if not source.strip():
+        raise ValueError("source is blank")
+    if CONTROL_CHARACTER.search(source):
+        raise ValueError("source holds a control character (a newline or tab?)")
+    return source
+
+
 # What FFmpeg reads cameras over; a scheme outside them is a typo (rstp://), which would be read as a live playlist.
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "ftp", "file")
 

@@ -25,6 +25,7 @@ from schemas.settings.base import (
     Identifier,
     Point,
     require_unique,
+    verify_source_characters,
     verify_source_scheme,
     verify_source_variables,
 )
@@ -252,7 +253,8 @@ def _item_ids(model: BaseModel) -> Iterator[str]:
 class CameraConfig(Frozen):
     id: Identifier
     name: str = ""
-    source: Annotated[str, AfterValidator(verify_source_scheme), AfterValidator(verify_source_variables)] = Field(
+    source: Annotated[str, AfterValidator(verify_source_characters), AfterValidator(verify_source_scheme),
+                      AfterValidator(verify_source_variables)] = Field(
         min_length=1,
         description="video file path, rtsp:// or http(s):// (HLS .m3u8, MJPEG, MP4, still JPEG) URL, or webcam index; "
         "for an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
