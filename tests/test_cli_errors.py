@@ -415,3 +415,13 @@ def test_a_file_that_holds_no_decodable_frame_is_an_error_not_an_empty_replay(tm
     (tmp_path / "clip.jpg").write_text("not a picture")
     result = cityguard("replay", "--config", str(tmp_path / "site.yaml"), "--camera", "cam", str(tmp_path / "clip.jpg"))
     assert result.returncode != 0 and "no frame could be decoded" in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_an_error_that_shows_the_form_a_setting_takes_is_printed_whole(tmp_path, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("console: {public_origins: [console.city.example]}\n")
+    assert main(["check-config", "--config", str(site)]) == 2
+    assert_one_line_error_printed(capsys, "console.public_origins: an origin is a scheme, a host and an optional port "
+                                  "with nothing after, such as https://console.city.example or http://10.0.0.5:8080")
