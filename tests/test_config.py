@@ -57,6 +57,15 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
                                                                                  "http(s), not a file path"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
+    # A row short: numpy's words about an inhomogeneous array named no row.
+    (lambda d: d["cameras"][0].update(calibration={
+        "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],
+        "homography": [[0.1, 0, 0], [0, 0.1], [0, 0, 1]]}),
+     "cameras.0.calibration.homography.1: List should have at least 3 items after validation, not 2"),
+    (lambda d: d["cameras"][0].update(calibration={
+        "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],
+        "homography": [[0.1, 0, 0], [0, 0.1, 0]]}),
+     "cameras.0.calibration.homography: List should have at least 3 items after validation, not 2"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"reported_object_grace_seconds": 2}}),
      "cameras.0.scene.thresholds: reported_object_grace_seconds must not be shorter than static_object_grace_seconds"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"stopped_seconds": 40}}),
