@@ -70,6 +70,9 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
      "cameras.0.scene.thresholds: reported_object_grace_seconds must not be shorter than static_object_grace_seconds"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"stopped_seconds": 40}}),
      "cameras.0.scene.thresholds: unseen_stop_seconds must not be below stopped_seconds"),
+    # Occupancy is a share of the lane: a jammed level of 5 would never be reached.
+    (lambda d: d["cameras"][0].update(scene={"thresholds": {"congestion_occupancy_levels": [0.3, 0.6, 5]}}),
+     "cameras.0.scene.thresholds.congestion_occupancy_levels.2: Input should be less than or equal to 1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
     # A dead-letter topic that is also an input would feed each letter back to be dead-lettered again, for ever.
