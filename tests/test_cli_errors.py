@@ -198,17 +198,20 @@ def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot
 
     (tmp_path / "models").write_text("")
     (tmp_path / "negatives").write_text("")
+    (tmp_path / "frames").write_text("")  # the producer would fail each large frame it stores there, while running
     (tmp_path / "filters.json").write_text("{not json")
     site = {"cameras": [{"id": "walk", "source": str(VTEST)}], "model": {"registry": "models"},
-            "console": {"hard_negatives_dir": "negatives"}, "analytics": {"ignore_filters": "filters.json"}}
+            "console": {"hard_negatives_dir": "negatives"}, "analytics": {"ignore_filters": "filters.json"},
+            "producer": {"frame_store_dir": "frames"}}
     problems = start_problems(parse_config(site, tmp_path))
-    assert problems[:2] == [f"model.registry: {tmp_path / 'models'} is a file, not a folder",
-                            f"console.hard_negatives_dir: {tmp_path / 'negatives'} is a file, not a folder"]
-    assert problems[2].startswith(f"analytics.ignore_filters: {tmp_path / 'filters.json'}: not an ignore-filters file")
-    assert len(problems) == 3
+    assert problems[:3] == [f"model.registry: {tmp_path / 'models'} is a file, not a folder",
+                            f"console.hard_negatives_dir: {tmp_path / 'negatives'} is a file, not a folder",
+                            f"producer.frame_store_dir: {tmp_path / 'frames'} is a file, not a folder"]
+    assert problems[3].startswith(f"analytics.ignore_filters: {tmp_path / 'filters.json'}: not an ignore-filters file")
+    assert len(problems) == 4
 
     # Folders and a filters file not made yet are what a first start has.
-    for name in ("models", "negatives", "filters.json"):
+    for name in ("models", "negatives", "frames", "filters.json"):
         (tmp_path / name).unlink()
     assert start_problems(parse_config(site, tmp_path)) == []
 
