@@ -88,6 +88,12 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(broker={"bootstrap_servers": "kafka-1:9092,"}),
      "broker.bootstrap_servers: server 2 of 2 is not host:port ([address]:port for IPv6)"),
     (lambda d: d.update(broker={"bootstrap_servers": "::1:9092"}), "broker.bootstrap_servers: server 1 of 1 is not"),
+    # Each stage stopped as it began listening there, blaming its port.
+    (lambda d: d.update(metrics={"host": "not a host"}), "metrics.host: not an IP address (IPv6 without brackets) or "
+                                                         "host name"),
+    (lambda d: d.update(console={"host": "999.1.1.1"}), "console.host: not an IP address"),
+    (lambda d: d.update(alerting={"receiver": {"host": "[::1]"}}), "alerting.receiver.host: not an IP address"),
+    (lambda d: d.update(metrics={"host": "http://0.0.0.0"}), "metrics.host: not an IP address"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
@@ -95,6 +101,14 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, data))
     assert field in str(error.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1%eth0", "localhost",
+                                  "exporter.cityguard.svc.cluster.local", "cam-host-1", "host.example."])
+def test_a_listener_takes_an_ip_address_or_a_host_name(tmp_path, host):
+    config = load_config(write(tmp_path, {"metrics": {"host": host}, "console": {"host": host},
+                                          "alerting": {"receiver": {"host": host}}}))
+    assert config.metrics.host == config.console.host == config.alerting.receiver.host == host
 
 
 @pytest.mark.parametrize("source, kind", [

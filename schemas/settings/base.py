@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.base import ID_MAX_CHARS
 from schemas.geometry import polygon_area, polygon_is_simple
@@ -68,6 +69,29 @@ def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     if polygon_area(polygon) <= 0:
         raise ValueError("polygon has zero area (collinear or repeated points)")
     return polygon
+
+
+# One label of a host name (RFC 1123): letters, digits and inner hyphens.
+HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def verify_listen_host(host: str) -> str:
+    """An address to listen on: an IP address (IPv6 without brackets) or a host name. Anything else (a space, a URL,
+    999.1.1.1) stopped each stage as it began listening there, with an error that blamed its port."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if not (0 < len(host) <= 253 and all(HOST_LABEL.match(label) for label in labels)
+            and not all(label.isdigit() for label in labels)):
+        raise ValueError("not an IP address (IPv6 without brackets) or host name; 0.0.0.0 listens on every IPv4 "
+                         "interface, 127.0.0.1 on this machine alone")
+    return host
+
+
+ListenHost = Annotated[str, AfterValidator(verify_listen_host)]
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL of the scheme names no port for (browsers leave it out)

@@ -23,6 +23,7 @@ from schemas.settings.base import (
     ConfigError,
     Frozen,
     Identifier,
+    ListenHost,
     Point,
     require_unique,
     verify_source_characters,
@@ -327,7 +328,7 @@ class CameraConfig(Frozen):
 
 
 class MetricsConfig(Frozen):
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     exporter_port: int = Field(
         default=9100, ge=0, le=65535, description="metrics sink (zones, detections, dead letters)")
     producer_port: int = Field(default=9101, ge=0, le=65535)

@@ -5,11 +5,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from schemas.settings.base import DEFAULT_PORTS, EnvName, Frozen
+from schemas.settings.base import DEFAULT_PORTS, EnvName, Frozen, ListenHost
 
 
 class ConsoleConfig(Frozen):
-    host: str = Field(default="127.0.0.1", description="listen address; any other than loopback requires a token")
+    host: ListenHost = Field(default="127.0.0.1",
+                             description="listen address; any other than loopback requires a token")
     port: int = Field(default=8090, ge=0, le=65535, description="HTTP port; 0 picks a free one")
     token_env: EnvName = Field(
         default="CITYGUARD_CONSOLE_TOKEN",
