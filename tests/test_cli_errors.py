@@ -130,6 +130,7 @@ def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_or_a_built
     (["model", "calibration-set", "clip.mp4"], "argument videos: no file clip.mp4"),
     (["model", "register", "README.md"], "README.md is not a model: give a weights file (.engine, .onnx, .pt"),
     (["eval", "detector", "--images", "nowhere"], "argument --images: no folder nowhere"),
+    (["console", "--host", "0.0.0.0/0"], "argument --host: not an IP address (IPv6 without brackets) or host name"),
 ])
 def test_an_option_outside_its_range_or_a_missing_path_is_refused_before_anything_runs(capsys, monkeypatch, args, says):
     from cityguard.cli import main
