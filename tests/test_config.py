@@ -35,6 +35,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[100 + 50 * math.cos(i / 50), 100 + 50 * math.sin(i / 50)]
                                                            for i in range(300)]),  # a circle of 300 points
      "cameras.0.zones.0.polygon: polygon has 300 points; at most 256"),
+    (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[0, 0], [1e300, 0], [1e300, 1e300], [0, 1e300]]),
+     "cameras.0.zones.0.polygon.1.0: Input should be less than or equal to 10000000"),
     (lambda d: d["cameras"][0].update(fps=0), "cameras.0.fps"),
     (lambda d: d["cameras"][0].update(colour="red"), "cameras.0.colour"),
     (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),

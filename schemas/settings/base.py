@@ -19,7 +19,11 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
 # belongs (mixed case, digits first) is refused, and refusals never repeat the value.
 ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
-Point = tuple[float, float]
+# Beyond any picture's pixels and any site's metres (a UTM northing reaches 1e7): a coordinate past it is a typo, and
+# squared, as areas and edge crossings square them, would overflow to inf, and warn on stderr, before it was refused.
+MAX_COORDINATE = 1e7
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Point = tuple[Coordinate, Coordinate]
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
