@@ -143,6 +143,18 @@ def test_a_mistyped_or_renamed_field_is_named_with_the_closest_known_one(tmp_pat
     assert "  frobnicate: Extra inputs are not permitted" in str(error.value).splitlines()
 
 
+def test_a_mistyped_field_of_an_alert_channel_is_named_with_the_closest_of_its_kind(tmp_path):
+    channels = [{"kind": "webhook", "id": "ops", "url_evn": "OPS_URL"},
+                {"kind": "sound", "id": "alarm", "fiel": "a.wav"}, {"kind": "sms", "id": "text", "templte": "{title}"}]
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, {"alerting": {"channels": channels}}))
+    problems = [problem.strip() for problem in str(error.value).splitlines()[1:]]
+    assert problems == ["alerting.channels.0.webhook.url_evn: Extra inputs are not permitted (did you mean url_env?)",
+                        "alerting.channels.1.sound.file: Field required",
+                        "alerting.channels.1.sound.fiel: Extra inputs are not permitted (did you mean file?)",
+                        "alerting.channels.2.sms.templte: Extra inputs are not permitted (did you mean template?)"]
+
+
 def test_cross_field_checks(tmp_path):
     with pytest.raises(ConfigError, match="cameras: duplicate camera id: cam1"):
         load_config(write(tmp_path, {"cameras": [CAMERA, CAMERA]}))
