@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
+from schemas.settings.base import verify_listen_host
+
 
 def number_in(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False
               ) -> Callable[[str], float | int]:
@@ -38,6 +40,14 @@ POSITIVE = number_in(float, 0.0, low_open=True)  # a length of time
 COUNT = number_in(int, 1)  # frames, epochs, an export's batch
 NON_NEGATIVE_COUNT = number_in(int, 0)
 PORT = number_in(int, 0, 65535)  # a TCP port; 0 lets the system pick a free one
+
+
+def listen_host(text: str) -> str:
+    """An argparse type: an address to listen on, as the settings' hosts take it."""
+    try:
+        return verify_listen_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def numbers_from(low: int) -> Callable[[str], list[int]]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cityguard.arguments import PORT
+from cityguard.arguments import PORT, listen_host
 from schemas.settings.config import Config
 
 
 def register(commands, add_command) -> None:
     console = add_command(commands, "console", "operator console: live annotated cameras, zone risk, incidents, "
                           "scene editor (web)", run_console)
-    console.add_argument("--host", default=None, help="listen address (default console.host)")
+    console.add_argument("--host", type=listen_host, default=None, help="listen address (default console.host)")
     console.add_argument("--port", type=PORT, default=None, help="listen port (default console.port)")
 
 

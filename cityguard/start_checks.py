@@ -48,7 +48,8 @@ def start_problems(config: Config) -> list[str]:
             except assets.UnknownAssetError as exc:
                 problems.append(f"{field}: {exc}")
     for field, folder in (("model.registry", config.model.registry),
-                          ("console.hard_negatives_dir", config.console.hard_negatives_dir)):
+                          ("console.hard_negatives_dir", config.console.hard_negatives_dir),
+                          ("producer.frame_store_dir", config.producer.frame_store_dir)):
         path = Path(config.resolve_path(folder)) if folder else None
         if path is not None and path.exists() and not path.is_dir():
             problems.append(f"{field}: {path} is a file, not a folder")

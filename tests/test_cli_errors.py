@@ -130,6 +130,7 @@ def test_an_error_the_project_raises_speaks_for_itself_and_a_librarys_or_a_built
     (["model", "calibration-set", "clip.mp4"], "argument videos: no file clip.mp4"),
     (["model", "register", "README.md"], "README.md is not a model: give a weights file (.engine, .onnx, .pt"),
     (["eval", "detector", "--images", "nowhere"], "argument --images: no folder nowhere"),
+    (["console", "--host", "0.0.0.0/0"], "argument --host: not an IP address (IPv6 without brackets) or host name"),
 ])
 def test_an_option_outside_its_range_or_a_missing_path_is_refused_before_anything_runs(capsys, monkeypatch, args, says):
     from cityguard.cli import main
@@ -198,17 +199,20 @@ def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot
 
     (tmp_path / "models").write_text("")
     (tmp_path / "negatives").write_text("")
+    (tmp_path / "frames").write_text("")  # the producer would fail each large frame it stores there, while running
     (tmp_path / "filters.json").write_text("{not json")
     site = {"cameras": [{"id": "walk", "source": str(VTEST)}], "model": {"registry": "models"},
-            "console": {"hard_negatives_dir": "negatives"}, "analytics": {"ignore_filters": "filters.json"}}
+            "console": {"hard_negatives_dir": "negatives"}, "analytics": {"ignore_filters": "filters.json"},
+            "producer": {"frame_store_dir": "frames"}}
     problems = start_problems(parse_config(site, tmp_path))
-    assert problems[:2] == [f"model.registry: {tmp_path / 'models'} is a file, not a folder",
-                            f"console.hard_negatives_dir: {tmp_path / 'negatives'} is a file, not a folder"]
-    assert problems[2].startswith(f"analytics.ignore_filters: {tmp_path / 'filters.json'}: not an ignore-filters file")
-    assert len(problems) == 3
+    assert problems[:3] == [f"model.registry: {tmp_path / 'models'} is a file, not a folder",
+                            f"console.hard_negatives_dir: {tmp_path / 'negatives'} is a file, not a folder",
+                            f"producer.frame_store_dir: {tmp_path / 'frames'} is a file, not a folder"]
+    assert problems[3].startswith(f"analytics.ignore_filters: {tmp_path / 'filters.json'}: not an ignore-filters file")
+    assert len(problems) == 4
 
     # Folders and a filters file not made yet are what a first start has.
-    for name in ("models", "negatives", "filters.json"):
+    for name in ("models", "negatives", "frames", "filters.json"):
         (tmp_path / name).unlink()
     assert start_problems(parse_config(site, tmp_path)) == []
 
@@ -415,3 +419,13 @@ def test_a_file_that_holds_no_decodable_frame_is_an_error_not_an_empty_replay(tm
     (tmp_path / "clip.jpg").write_text("not a picture")
     result = cityguard("replay", "--config", str(tmp_path / "site.yaml"), "--camera", "cam", str(tmp_path / "clip.jpg"))
     assert result.returncode != 0 and "no frame could be decoded" in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_an_error_that_shows_the_form_a_setting_takes_is_printed_whole(tmp_path, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("console: {public_origins: [console.city.example]}\n")
+    assert main(["check-config", "--config", str(site)]) == 2
+    assert_one_line_error_printed(capsys, "console.public_origins: an origin is a scheme, a host and an optional port "
+                                  "with nothing after, such as https://console.city.example or http://10.0.0.5:8080")

@@ -35,6 +35,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[100 + 50 * math.cos(i / 50), 100 + 50 * math.sin(i / 50)]
                                                            for i in range(300)]),  # a circle of 300 points
      "cameras.0.zones.0.polygon: polygon has 300 points; at most 256"),
+    (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[0, 0], [1e300, 0], [1e300, 1e300], [0, 1e300]]),
+     "cameras.0.zones.0.polygon.1.0: Input should be less than or equal to 10000000"),
     (lambda d: d["cameras"][0].update(fps=0), "cameras.0.fps"),
     (lambda d: d["cameras"][0].update(colour="red"), "cameras.0.colour"),
     (lambda d: d.update(broker={"partitions": 0}), "broker.partitions"),
@@ -44,6 +46,9 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="rstp://10.0.0.5/s"), "cameras.0.source: unknown URL scheme 'rstp' "
                                                                    "(did you mean rtp or rtsp?)"),
     (lambda d: d["cameras"][0].update(source=""), "cameras.0.source"),  # would read the configuration's folder
+    (lambda d: d["cameras"][0].update(source="   "), "cameras.0.source: source is blank"),
+    # A newline pasted into a path names no file, and split check-config's warning about it in two.
+    (lambda d: d["cameras"][0].update(source="clips/a\nb.mp4"), "cameras.0.source: source holds a control character"),
     # A file read as a live stream would be read again from its start at every reconnection.
     (lambda d: d["cameras"][0].update(kind="mjpeg"), "cameras.0.kind: mjpeg is read over http(s), not a file path"),
     (lambda d: d["cameras"][0].update(kind="hls"), "cameras.0.kind: hls is read over http(s) or from a local .m3u8 "
@@ -54,10 +59,22 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
                                                                                  "http(s), not a file path"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
+    # A row short: numpy's words about an inhomogeneous array named no row.
+    (lambda d: d["cameras"][0].update(calibration={
+        "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],
+        "homography": [[0.1, 0, 0], [0, 0.1], [0, 0, 1]]}),
+     "cameras.0.calibration.homography.1: List should have at least 3 items after validation, not 2"),
+    (lambda d: d["cameras"][0].update(calibration={
+        "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],
+        "homography": [[0.1, 0, 0], [0, 0.1, 0]]}),
+     "cameras.0.calibration.homography: List should have at least 3 items after validation, not 2"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"reported_object_grace_seconds": 2}}),
      "cameras.0.scene.thresholds: reported_object_grace_seconds must not be shorter than static_object_grace_seconds"),
     (lambda d: d["cameras"][0].update(scene={"thresholds": {"stopped_seconds": 40}}),
      "cameras.0.scene.thresholds: unseen_stop_seconds must not be below stopped_seconds"),
+    # Occupancy is a share of the lane: a jammed level of 5 would never be reached.
+    (lambda d: d["cameras"][0].update(scene={"thresholds": {"congestion_occupancy_levels": [0.3, 0.6, 5]}}),
+     "cameras.0.scene.thresholds.congestion_occupancy_levels.2: Input should be less than or equal to 1"),
     (lambda d: d.update(site="Seoul Itaewon"), "site"),  # prefixes a topic: Kafka takes no space in one
     (lambda d: d.update(broker={"topics": {"frames": "frames v1"}}), "broker.topics.frames"),
     # A dead-letter topic that is also an input would feed each letter back to be dead-lettered again, for ever.
@@ -73,6 +90,12 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(broker={"bootstrap_servers": "kafka-1:9092,"}),
      "broker.bootstrap_servers: server 2 of 2 is not host:port ([address]:port for IPv6)"),
     (lambda d: d.update(broker={"bootstrap_servers": "::1:9092"}), "broker.bootstrap_servers: server 1 of 1 is not"),
+    # Each stage stopped as it began listening there, blaming its port.
+    (lambda d: d.update(metrics={"host": "not a host"}), "metrics.host: not an IP address (IPv6 without brackets) or "
+                                                         "host name"),
+    (lambda d: d.update(console={"host": "999.1.1.1"}), "console.host: not an IP address"),
+    (lambda d: d.update(alerting={"receiver": {"host": "[::1]"}}), "alerting.receiver.host: not an IP address"),
+    (lambda d: d.update(metrics={"host": "http://0.0.0.0"}), "metrics.host: not an IP address"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
@@ -80,6 +103,14 @@ def test_bad_configuration_names_the_field(tmp_path, change, field):
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, data))
     assert field in str(error.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1%eth0", "localhost",
+                                  "exporter.cityguard.svc.cluster.local", "cam-host-1", "host.example."])
+def test_a_listener_takes_an_ip_address_or_a_host_name(tmp_path, host):
+    config = load_config(write(tmp_path, {"metrics": {"host": host}, "console": {"host": host},
+                                          "alerting": {"receiver": {"host": host}}}))
+    assert config.metrics.host == config.console.host == config.alerting.receiver.host == host
 
 
 @pytest.mark.parametrize("source, kind", [
@@ -110,6 +141,18 @@ def test_a_mistyped_or_renamed_field_is_named_with_the_closest_known_one(tmp_pat
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, data))
     assert "  frobnicate: Extra inputs are not permitted" in str(error.value).splitlines()
+
+
+def test_a_mistyped_field_of_an_alert_channel_is_named_with_the_closest_of_its_kind(tmp_path):
+    channels = [{"kind": "webhook", "id": "ops", "url_evn": "OPS_URL"},
+                {"kind": "sound", "id": "alarm", "fiel": "a.wav"}, {"kind": "sms", "id": "text", "templte": "{title}"}]
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, {"alerting": {"channels": channels}}))
+    problems = [problem.strip() for problem in str(error.value).splitlines()[1:]]
+    assert problems == ["alerting.channels.0.webhook.url_evn: Extra inputs are not permitted (did you mean url_env?)",
+                        "alerting.channels.1.sound.file: Field required",
+                        "alerting.channels.1.sound.fiel: Extra inputs are not permitted (did you mean file?)",
+                        "alerting.channels.2.sms.templte: Extra inputs are not permitted (did you mean template?)"]
 
 
 def test_cross_field_checks(tmp_path):

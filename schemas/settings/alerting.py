@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from schemas.event import Severity
-from schemas.settings.base import EnvName, Frozen, Identifier, require_unique
+from schemas.settings.base import EnvName, Frozen, Identifier, ListenHost, require_unique
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
@@ -183,7 +183,7 @@ class ReceiverConfig(Frozen):
     told apart from a forger.
     """
 
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     port: int = Field(default=9103, ge=0, le=65535, description="0 picks a free port")
     token_env: EnvName = Field(default="CITYGUARD_ALERTMANAGER_TOKEN",
                                description="variable holding the bearer token Alertmanager sends (its http_config)")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.base import ID_MAX_CHARS
 from schemas.geometry import polygon_area, polygon_is_simple
@@ -18,7 +19,11 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
 # belongs (mixed case, digits first) is refused, and refusals never repeat the value.
 ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
-Point = tuple[float, float]
+# Beyond any picture's pixels and any site's metres (a UTM northing reaches 1e7): a coordinate past it is a typo, and
+# squared, as areas and edge crossings square them, would overflow to inf, and warn on stderr, before it was refused.
+MAX_COORDINATE = 1e7
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Point = tuple[Coordinate, Coordinate]
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -70,6 +75,29 @@ def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     return polygon
 
 
+# One label of a host name (RFC 1123): letters, digits and inner hyphens.
+HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def verify_listen_host(host: str) -> str:
+    """An address to listen on: an IP address (IPv6 without brackets) or a host name. Anything else (a space, a URL,
+    999.1.1.1) stopped each stage as it began listening there, with an error that blamed its port."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.removesuffix(".").split(".")
+    if not (0 < len(host) <= 253 and all(HOST_LABEL.match(label) for label in labels)
+            and not all(label.isdigit() for label in labels)):
+        raise ValueError("not an IP address (IPv6 without brackets) or host name; 0.0.0.0 listens on every IPv4 "
+                         "interface, 127.0.0.1 on this machine alone")
+    return host
+
+
+ListenHost = Annotated[str, AfterValidator(verify_listen_host)]
+
+
 DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL of the scheme names no port for (browsers leave it out)
 
 
@@ -83,6 +111,16 @@ def verify_source_variables(source: str) -> str:
         if not re.match(ENV_NAME_PATTERN, name):
             raise ValueError(f"placeholder {position} (${{...}}) does not name an environment variable (upper case "
                              "letters, digits, _)")
+    return source
+
+
+def verify_source_characters(source: str) -> str:
+    """A source names a file, stream or webcam: one of blanks, or with a control character (a newline or tab pasted
+    with it), names none, and would split each warning and log line that shows it."""
+    if not source.strip():
+        raise ValueError("source is blank")
+    if CONTROL_CHARACTER.search(source):
+        raise ValueError("source holds a control character (a newline or tab?)")
     return source
 
 

@@ -23,8 +23,10 @@ from schemas.settings.base import (
     ConfigError,
     Frozen,
     Identifier,
+    ListenHost,
     Point,
     require_unique,
+    verify_source_characters,
     verify_source_scheme,
     verify_source_variables,
 )
@@ -252,7 +254,8 @@ def _item_ids(model: BaseModel) -> Iterator[str]:
 class CameraConfig(Frozen):
     id: Identifier
     name: str = ""
-    source: Annotated[str, AfterValidator(verify_source_scheme), AfterValidator(verify_source_variables)] = Field(
+    source: Annotated[str, AfterValidator(verify_source_characters), AfterValidator(verify_source_scheme),
+                      AfterValidator(verify_source_variables)] = Field(
         min_length=1,
         description="video file path, rtsp:// or http(s):// (HLS .m3u8, MJPEG, MP4, still JPEG) URL, or webcam index; "
         "for an ITS camera the last URL the API gave (re-resolved when it fails); ${NAME} is replaced by that "
@@ -325,7 +328,7 @@ class CameraConfig(Frozen):
 
 
 class MetricsConfig(Frozen):
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     exporter_port: int = Field(
         default=9100, ge=0, le=65535, description="metrics sink (zones, detections, dead letters)")
     producer_port: int = Field(default=9101, ge=0, le=65535)
@@ -414,16 +417,25 @@ class Config(Frozen):
 
 def model_fields_at(model: type[BaseModel], location: tuple) -> list[str]:
     """The field names of the settings model that holds `location` (an error's loc: field names, list indices, dict
-    keys) below `model`; [] where the path leaves the models."""
+    keys, and the tag by which a union of models names its member, an alert channel's kind) below `model`; [] where
+    the path leaves the models."""
+    models = [model]
     for part in location[:-1]:
-        if isinstance(part, int) or part not in model.model_fields:
-            continue  # a list index or a dict key: the model is the item's
-        nested = [arg for arg in _type_leaves(model.model_fields[part].annotation)
+        holders = [candidate for candidate in models if part in candidate.model_fields]
+        if not holders:  # a list index or a dict key, the model is the item's; or a tag, which picks the member
+            models = [candidate for candidate in models if part in _tags(candidate)] or models
+            continue
+        models = [arg for arg in _type_leaves(holders[0].model_fields[part].annotation)
                   if isinstance(arg, type) and issubclass(arg, BaseModel)]
-        if not nested:
+        if not models:
             return []
-        model = nested[0]
-    return list(model.model_fields)
+    return list(models[0].model_fields)
+
+
+def _tags(model: type[BaseModel]) -> set:
+    """The values of a model's Literal fields: what a union of models tells its members apart by."""
+    return {value for field in model.model_fields.values() if typing.get_origin(field.annotation) is Literal
+            for value in typing.get_args(field.annotation)}
 
 
 def _type_leaves(annotation) -> list:

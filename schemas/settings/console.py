@@ -5,11 +5,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from schemas.settings.base import DEFAULT_PORTS, EnvName, Frozen
+from schemas.settings.base import DEFAULT_PORTS, EnvName, Frozen, ListenHost
 
 
 class ConsoleConfig(Frozen):
-    host: str = Field(default="127.0.0.1", description="listen address; any other than loopback requires a token")
+    host: ListenHost = Field(default="127.0.0.1",
+                             description="listen address; any other than loopback requires a token")
     port: int = Field(default=8090, ge=0, le=65535, description="HTTP port; 0 picks a free one")
     token_env: EnvName = Field(
         default="CITYGUARD_CONSOLE_TOKEN",
@@ -44,8 +45,9 @@ class ConsoleConfig(Frozen):
             parts = urlsplit(origin.strip().lower())
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
                     or parts.query or parts.fragment:
-                raise ValueError("an origin is scheme://host[:port] with nothing after, such as "
-                                 "https://console.city.example")
+                # Worded without a URL pattern: the error is printed redacted, every URL in it parsed.
+                raise ValueError("an origin is a scheme, a host and an optional port with nothing after, such as "
+                                 "https://console.city.example or http://10.0.0.5:8080")
             # Browsers leave the scheme's default port out: https://host:443 would match no page's changes.
             netloc = parts.netloc.removesuffix(f":{DEFAULT_PORTS[parts.scheme]}")
             normalised.append(f"{parts.scheme}://{netloc}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -53,9 +54,9 @@ class CalibrationConfig(Frozen):
 
     image_points: list[Point] = Field(min_length=4, description="points on the ground plane, image pixels")
     ground_points: list[Point] = Field(min_length=4, description="the same points on the ground, metres (x, y)")
-    homography: list[list[float]] | None = Field(
-        default=None, description="3x3 image -> ground matrix; fitted from the point pairs when left out"
-    )
+    homography: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        default=None, min_length=3, max_length=3,
+        description="3x3 image -> ground matrix; fitted from the point pairs when left out")
     max_reprojection_error_m: float = Field(
         default=0.5, gt=0, le=10, description="largest ground error of any point pair the matrix may leave, metres"
     )
@@ -74,8 +75,6 @@ class CalibrationConfig(Frozen):
         if self.homography is None:
             return self
         matrix = np.asarray(self.homography, dtype=float)
-        if matrix.shape != (3, 3):
-            raise ValueError(f"homography must be 3x3, got {matrix.shape}")
         if abs(np.linalg.det(matrix)) < 1e-12:
             raise ValueError("homography is singular")
         worst = float(reprojection_errors(Homography(matrix), self.image_points, self.ground_points).max())

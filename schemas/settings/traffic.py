@@ -6,11 +6,15 @@ size capture scales frames to (`max_width`). Metres come only from the camera's
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from schemas.settings.base import Frozen, Identifier, Point, refuse_retired, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
+
+Share = Annotated[float, Field(le=1)]  # of a whole: a level above 1 would never be reached
 
 
 class LaneConfig(Frozen):
@@ -122,9 +126,9 @@ class TrafficThresholds(Frozen):
         default=2, ge=1, le=30, description="frames on the new side before a crossing counts")
     count_window_seconds: float = Field(default=60, ge=1, le=3600, description="line counts are reported per window")
     congestion_window_seconds: float = Field(default=30, ge=1, le=600)
-    congestion_occupancy_levels: tuple[float, float, float] = Field(
+    congestion_occupancy_levels: tuple[Share, Share, Share] = Field(
         default=(0.25, 0.45, 0.65),
-        description="lane occupancy (share of the lane covered) for moderate, heavy, jammed")
+        description="lane occupancy (share of the lane covered, at most 1) for moderate, heavy, jammed")
     congestion_queue_levels: tuple[int, int, int] = Field(
         default=(3, 6, 10), description="stopped vehicles in the lane for moderate, heavy, jammed")
     congestion_moving_speed_box_per_s: float = Field(

@@ -300,7 +300,7 @@ def test_public_origins_are_origins_only():
     assert ConsoleConfig(public_origins=["HTTPS://Console.City.Example/"]).public_origins == [
         "https://console.city.example"]
     for wrong in ("console.city.example", "https://console.city.example/console", "ftp://console.city.example"):
-        with pytest.raises(ValidationError, match="an origin is scheme://host"):
+        with pytest.raises(ValidationError, match="an origin is a scheme, a host and an optional port"):
             ConsoleConfig(public_origins=[wrong])
 
 
