@@ -159,6 +159,21 @@ def test_a_bus_may_dwell_at_its_stop_for_the_zones_allowance_and_a_car_may_not()
     assert 10 <= event.started_at - T0 <= 11
 
 
+def test_a_bus_read_as_a_truck_most_of_its_stay_may_dwell_at_its_stop_and_a_truck_may_not():
+    box = (930.0, 310.0, 1010.0, 350.0)  # in the bus stop, which allows buses 60 s
+
+    def opened_for(bus_every: int | None) -> list[Event]:
+        """A vehicle standing 30 s, read as a bus in one frame of every `bus_every` (None: never), else a truck."""
+        return opened(run([frame(seq, [(7, "bus" if bus_every and seq % bus_every == 0 else "truck", box)])
+                           for seq in range(int(30 * FPS))]))
+
+    assert opened_for(bus_every=3) == []
+    [event] = opened_for(bus_every=None)
+    assert 10 <= event.started_at - T0 <= 11 and event.type == "stopped_vehicle"
+    [event] = opened_for(bus_every=10)  # a truck read now and then as a bus is still a truck
+    assert 10 <= event.started_at - T0 <= 11
+
+
 def test_a_vehicle_lost_by_the_detector_stays_one_stopped_vehicle_while_the_background_shows_it():
     box = (930.0, 310.0, 1010.0, 350.0)  # stopped in the bus stop (no stopping), westbound lane
     frames = []

@@ -320,14 +320,27 @@ def _region_of(scene: Scene, obj: StaticObject) -> str | None:
     return None
 
 
+# A vehicle read as an allowed class in this share of the frames it has stood is of that class: detectors take a bus
+# for a truck much of the time (and a truck for a bus far less), and a bus at its stop is the zone working.
+ALLOWED_CLASS_SHARE = 0.25
+
+
 def _stopping_limit(scene: Scene, obj: StaticObject, kind: str, zone_id: str) -> float:
-    """How long the vehicle may stand where it is: a zone's allowance for its class (a bus at its stop), else
-    stopped_seconds, or unseen_stop_seconds for one not seen arriving (standing where it was first seen)."""
+    """How long the vehicle may stand where it is: a zone's allowance for its class (a bus at its stop, also read as
+    a truck for most of its stay), else stopped_seconds, or unseen_stop_seconds for one not seen arriving (standing
+    where it was first seen)."""
     zone = scene.stopping_zone_by_id[zone_id] if kind == "zone" else None
-    if zone is not None and obj.class_name in zone.allowed_classes:
+    if zone is not None and _of_allowed_class(obj, zone.allowed_classes):
         return zone.allowed_seconds
     thresholds = scene.thresholds
     return thresholds.stopped_seconds if obj.arrived else thresholds.unseen_stop_seconds
+
+
+def _of_allowed_class(obj: StaticObject, allowed_classes: list[str]) -> bool:
+    if obj.class_name in allowed_classes:
+        return True
+    frames = sum(obj.class_frames.values())
+    return frames > 0 and sum(obj.class_frames.get(name, 0) for name in allowed_classes) >= ALLOWED_CLASS_SHARE * frames
 
 
 def _queued(scene: Scene, obj: StaticObject, kind: str, zone_id: str, queues: set[str],
