@@ -7,11 +7,11 @@ import functools
 import http.client
 import io
 import socket
-import time
 import urllib.error
 import urllib.request
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from infra.deadline import Deadline
 from schemas.settings.capture import HTTP_SCHEMES
 
 
@@ -23,25 +23,11 @@ class FetchError(Exception):
         self.reason, self.status, self.detail = reason, status, detail
 
 
-class _Deadline:
-    """When a GET must be complete."""
-
-    def __init__(self, timeout_s: float):
-        self.at = time.monotonic() + timeout_s
-
-    def left(self) -> float:
-        """Seconds left; raises TimeoutError once there are none (a socket timeout of 0 would mean non-blocking)."""
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("deadline passed")
-        return left
-
-
 class _DeadlineReader(io.RawIOBase):
     """A socket's reader whose every wait is cut to the time left: a socket timeout alone bounds each read, and a
     server trickling its status line, headers or body a byte at a time would never reach it."""
 
-    def __init__(self, sock: socket.socket, deadline: _Deadline):
+    def __init__(self, sock: socket.socket, deadline: Deadline):
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)  # holds the socket open until closed, as a response's reader must
         self._deadline = deadline
@@ -61,7 +47,7 @@ class _DeadlineReader(io.RawIOBase):
 class _DeadlineResponse(http.client.HTTPResponse):
     """An answer whose status line, headers and body are all read within the deadline."""
 
-    def __init__(self, sock: socket.socket, *args, deadline: _Deadline, **kwargs):
+    def __init__(self, sock: socket.socket, *args, deadline: Deadline, **kwargs):
         super().__init__(sock, *args, **kwargs)
         plain, self.fp = self.fp, io.BufferedReader(_DeadlineReader(sock, deadline))
         plain.close()
@@ -70,7 +56,7 @@ class _DeadlineResponse(http.client.HTTPResponse):
 class _DeadlineConnection(http.client.HTTPConnection):
     """Connects within the time left and reads its answer within the deadline."""
 
-    def __init__(self, host: str, *, deadline: _Deadline, **kwargs):
+    def __init__(self, host: str, *, deadline: Deadline, **kwargs):
         super().__init__(host, **kwargs)
         self.deadline = deadline
         self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
@@ -117,7 +103,7 @@ def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | 
     if scheme not in HTTP_SCHEMES:
         raise FetchError(f"scheme {scheme or '(none)'!r} is not http or https")
     request = _request(url, headers or {})
-    request.deadline = _Deadline(timeout_s)
+    request.deadline = Deadline(timeout_s)
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length", "")

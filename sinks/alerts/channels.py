@@ -28,6 +28,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
+from infra.deadline import Deadline
 from infra.redaction import shown
 from schemas import Alert
 from schemas.settings.alerting import (
@@ -41,6 +42,7 @@ from schemas.settings.alerting import (
 )
 from schemas.settings.base import DEFAULT_PORTS, env_value
 from schemas.settings.config import ConfigError
+from sinks.alerts.deadline_http import PerRequestDeadlineSession, session_until
 from sinks.alerts.redact import describe_error, redact
 from sinks.alerts.sms_text import fit_sms
 
@@ -57,11 +59,8 @@ LISTING_MAX_PAGES = 20
 # How many 307 and 308 redirects one webhook try follows: an http URL moved to https, then a moved path, and one to
 # spare. A longer chain (or a loop) is a URL to correct.
 MAX_WEBHOOK_REDIRECTS = 3
-# The wait a request still gets where the answers before it in its try spent the try's timeout_s (requests takes no
-# wait of 0): it times out, and the delivery is tried again.
-MIN_REQUEST_TIMEOUT_S = 0.001
 # How much of a webhook's answer is read: the start of an error's text (its first 200 characters are kept). The rest,
-# however large or slow, is never waited for.
+# however large, is never waited for.
 ANSWER_MAX_BYTES = 1024
 
 
@@ -177,12 +176,20 @@ def http_date(value: str) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
-class BaseUrlHttpClient(TwilioHttpClient):
-    """Sends the Twilio library's requests to another scheme and host (a local test server, an egress proxy).
+class DeadlineHttpClient(TwilioHttpClient):
+    """The Twilio library's requests, each complete within the timeout, its answer read: a socket timeout alone bounds
+    each read, and an answer trickling in a byte at a time would hold the try as long as it kept coming.
 
     A custom http_client is the library's documented extension point; paths, form fields and basic auth stay
-    exactly as the library builds them.
-    """
+    exactly as the library builds them."""
+
+    def __init__(self, timeout: float):
+        super().__init__(pool_connections=False, timeout=timeout)
+        self.session = PerRequestDeadlineSession()
+
+
+class BaseUrlHttpClient(DeadlineHttpClient):
+    """Sends the Twilio library's requests to another scheme and host (a local test server, an egress proxy)."""
 
     def __init__(self, base_url: str, timeout: float):
         super().__init__(timeout=timeout)
@@ -205,7 +212,7 @@ class TwilioSmsChannel:
         self.config = config
         self.retry = config.retry
         self.from_number = required_env(config.from_number_env, config.id)
-        http_client = (TwilioHttpClient(timeout=config.retry.timeout_s) if config.api_base_url == TWILIO_API
+        http_client = (DeadlineHttpClient(config.retry.timeout_s) if config.api_base_url == TWILIO_API
                        else BaseUrlHttpClient(config.api_base_url, config.retry.timeout_s))
         # The library logs query strings (phone numbers) at INFO; recipients are personal data.
         logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
@@ -303,7 +310,6 @@ class WebhookChannel:
         self.headers = {"Content-Type": "application/json"}
         if config.bearer_token_env:
             self.headers["Authorization"] = f"Bearer {required_header_env(config.bearer_token_env, config.id)}"
-        self.session = requests.Session()
         keep_request_lines_out_of_logs()
 
     def accepts(self, contact: ContactConfig | None) -> str | None:
@@ -318,25 +324,27 @@ class WebhookChannel:
         redirect is not followed: requests would follow a 301, 302 or 303 with a GET without the alert and take that
         GET's answer for the delivery's, and another host (or http after https) must never get the bearer token.
         Such a redirect, or one more than are followed, is a failure that trying again cannot mend (the url needs
-        changing), naming where it points."""
+        changing), naming where it points. The try ends at its deadline, however slowly the receiver answers: a
+        socket timeout alone bounds each read, and an answer trickling in a byte at a time would hold the delivery,
+        and the contact's next channel, as long as it kept coming."""
         payload = {**message.alert.model_dump(mode="json"), "ref": message.ref, "site": message.site, "text": body,
                    "contact": message.contact.model_dump(mode="json") if message.contact else None}
         headers = {**self.headers, "Idempotency-Key": message.key}
-        deadline = time.monotonic() + self.config.retry.timeout_s  # one try's wait, however many answers it takes
         url, redirects = self.url, 0
-        while True:
-            try:
-                response = self.session.post(url, json=payload, headers=headers, allow_redirects=False, stream=True,
-                                             timeout=max(deadline - time.monotonic(), MIN_REQUEST_TIMEOUT_S))
-            except requests.RequestException as exc:
-                return Attempt(False, retryable=True, error=describe_error(exc))
-            with response:  # closed with its body unread: only an error's first bytes are of use
-                text = answer_start(response, deadline) if response.status_code >= 400 else ""
-            status = response.status_code
-            target = same_host_target(url, response.headers.get("Location")) if status in (307, 308) else None
-            if target is None or redirects == MAX_WEBHOOK_REDIRECTS:
-                break
-            url, redirects = target, redirects + 1
+        try:
+            # One try's deadline, however many answers it takes.
+            with session_until(Deadline(self.config.retry.timeout_s)) as session:
+                while True:
+                    response = session.post(url, json=payload, headers=headers, allow_redirects=False, stream=True)
+                    with response:  # closed with its body unread: only an error's first bytes are of use
+                        text = answer_start(response) if response.status_code >= 400 else ""
+                    status = response.status_code
+                    target = same_host_target(url, response.headers.get("Location")) if status in (307, 308) else None
+                    if target is None or redirects == MAX_WEBHOOK_REDIRECTS:
+                        break
+                    url, redirects = target, redirects + 1
+        except requests.RequestException as exc:
+            return Attempt(False, retryable=True, error=describe_error(exc))
         if 200 <= status < 300:
             return Attempt(True, status_code=status)
         if 300 <= status < 400:
@@ -352,13 +360,13 @@ class WebhookChannel:
         return None  # send again: the Idempotency-Key lets the receiver drop it
 
 
-def answer_start(response: requests.Response, deadline: float) -> str:
-    """The first ANSWER_MAX_BYTES of an answer's body, as far as they arrive before the try's deadline: a receiver
-    sending an endless or trickling body would otherwise hold the try, and the contact's next channel, as long as it
-    kept sending."""
+def answer_start(response: requests.Response) -> str:
+    """The first ANSWER_MAX_BYTES of an answer's body, as far as they arrive before the try's deadline (session_until
+    cuts a body short there): a receiver sending an endless or trickling body would otherwise hold the try, and the
+    contact's next channel, as long as it kept sending."""
     start = b""
     try:
-        while len(start) < ANSWER_MAX_BYTES and time.monotonic() < deadline:
+        while len(start) < ANSWER_MAX_BYTES:
             piece = response.raw.read1(ANSWER_MAX_BYTES - len(start), decode_content=True)
             if not piece:
                 break

@@ -1,0 +1,115 @@
+"""A channel's try ends at its retry.timeout_s however slowly the receiver answers, against a local server that takes
+the request and then trickles its status line and headers a byte at a time, each byte well within a socket timeout."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from schemas import Alert, Severity
+from schemas.settings.alerting import ContactConfig
+from sinks.alerts.channels import Message, build_channels
+from tests.ops.helpers import DUTY_PHONE, TWILIO_ENV, alerting_section, make_config
+
+MESSAGE_JSON = b'{"sid": "SM' + b"0" * 32 + b'", "status": "queued"}'
+
+
+class TricklingServer:
+    """Reads each request whole, then answers it with its status line and headers a byte every `pause_s`, then a
+    body; `head_sent` is set once a whole head went out."""
+
+    def __init__(self, status_line: bytes, pause_s: float):
+        self.head = status_line + b"\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100 + \
+            b"\r\nContent-Length: " + str(len(MESSAGE_JSON)).encode() + b"\r\nConnection: close\r\n\r\n"
+        self.pause_s = pause_s
+        self.received = threading.Event()
+        self.head_sent = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed at the end of the test
+                return
+            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
+
+    def answer(self, connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as request:
+            length = 0
+            while (line := request.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            request.read(length)
+            self.received.set()
+            try:
+                for byte in self.head:
+                    connection.sendall(bytes([byte]))
+                    time.sleep(self.pause_s)
+                self.head_sent.set()
+                connection.sendall(MESSAGE_JSON)
+            except OSError:  # the client gave up
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def channel_against(server: TricklingServer, channel_id: str, tmp_path, timeout_s: float):
+    section = alerting_section(server.url, server.url + "/hook", f"sqlite:///{tmp_path}/incidents.db")
+    for channel in section["channels"]:
+        channel["retry"] = {"max_attempts": 3, "timeout_s": timeout_s}
+    return build_channels(make_config(tmp_path, section).alerting.channels, str)[channel_id]
+
+
+def message() -> Message:
+    """An alert to the duty officer, whom both the webhook and the SMS channel can reach."""
+    alert = Alert(alert_id="plaza/north/risk-1:critical", event_id="plaza/north/risk-1", severity=Severity.CRITICAL,
+                  camera_id="plaza-cam-1", zone_id="north", title="Crowd risk", message="density 5.1/m²",
+                  created_at=time.time())
+    duty = ContactConfig(id="duty", name="Duty officer", phone=DUTY_PHONE)
+    return Message(alert=alert, ref=1, site="test", contact=duty, key="plaza/north/risk-1:critical|ops|duty")
+
+
+@pytest.fixture(autouse=True)
+def twilio_env(monkeypatch):
+    """The SMS channel's account, which building the channels asks for."""
+    for name, value in TWILIO_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def trickling_head(request):
+    """A receiver whose head would take about 30 s, a byte every 0.2 s; or, given a pause, one byte per pause."""
+    server = TricklingServer(*getattr(request, "param", (b"HTTP/1.1 200 OK", 0.2)))
+    yield server
+    server.close()
+
+
+def test_a_webhook_answer_trickling_in_ends_the_try_at_its_timeout(trickling_head, tmp_path):
+    attempt = channel_against(trickling_head, "ops", tmp_path, timeout_s=1).send(message(), "Crowd risk")
+    assert trickling_head.received.is_set() and not trickling_head.head_sent.is_set()
+    assert (attempt.delivered, attempt.retryable, attempt.status_code) == (False, True, None)
+    assert attempt.error == "ReadTimeout: answer not complete by the deadline"
+
+
+def test_an_sms_answer_trickling_in_ends_the_try_at_its_timeout_and_is_reconciled(trickling_head, tmp_path):
+    attempt = channel_against(trickling_head, "sms", tmp_path, timeout_s=1).send(message(), "Crowd risk")
+    assert trickling_head.received.is_set() and not trickling_head.head_sent.is_set()
+    # The request reached Twilio, which may have created the message: the next try asks first.
+    assert (attempt.delivered, attempt.retryable, attempt.ambiguous) == (False, True, True)
+    assert attempt.error == "ReadTimeout: answer not complete by the deadline"
+
+
+@pytest.mark.parametrize("trickling_head", [(b"HTTP/1.1 201 Created", 0.005)], indirect=True)
+@pytest.mark.parametrize("channel_id", ["ops", "sms"])
+def test_an_answer_trickling_in_within_the_timeout_is_read(trickling_head, tmp_path, channel_id):
+    attempt = channel_against(trickling_head, channel_id, tmp_path, timeout_s=60).send(message(), "Crowd risk")
+    assert attempt.delivered and attempt.status_code == 201
+
+
