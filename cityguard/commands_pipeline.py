@@ -54,7 +54,8 @@ def register(commands, add_command) -> None:
     replay = add_command(commands, "replay", "play a recorded clip through detector, tracker, background model and "
                          "the camera's analyzers in video time, without a broker; prints and writes the events",
                          run_replay)
-    replay.add_argument("clip", nargs="?", help="video file of the camera, or asset:NAME (or use --detections)")
+    replay.add_argument("clip", nargs="?", help="video file of the camera, a folder of its numbered pictures (at the "
+                        "camera's fps), or asset:NAME (or use --detections)")
     replay.add_argument("--camera", required=True, help="camera id in the site configuration (its fps and scene)")
     replay.add_argument("--events", type=Path, default=None, help="write the Event messages here, one JSON per line")
     replay.add_argument("--start-time", type=number_in(float, 0.0, 4_102_444_800.0, low_open=True), default=None,
@@ -120,10 +121,10 @@ def check_config(args, config) -> int:
                   "name an environment variable there instead (user:${CAMERA_PASSWORD}@host)", file=sys.stderr)
         elif source_kind(camera, camera.source) is SourceKind.FILE and "://" not in camera.source:
             path = Path(config.resolve_path(camera.source))
-            if not path.is_file():
+            if not (path.is_file() or path.is_dir()):
                 # A scheme mistyped (rtsp//viewer:pw@host) makes a URL read as a path: shown redacted all the same.
-                print(redacted(f"cityguard: warning: camera {camera.id}: source {path} is not a file on this "
-                               "machine"), file=sys.stderr)
+                print(redacted(f"cityguard: warning: camera {camera.id}: source {path} is not a file or folder "
+                               "on this machine"), file=sys.stderr)
     for channel in config.alerting.channels:
         if isinstance(channel, WebhookChannelConfig) and channel.url and written_password(channel.url):
             print(f"cityguard: warning: alert channel {channel.id}: url holds a password in the configuration file: "
@@ -182,7 +183,7 @@ def run_replay(args, config) -> int:
                          "start, or the unix times it was captured at)")
     configured = find_camera(config, args.camera)
     clip = None if args.clip is None else Path(assets.resolve(args.clip))
-    if clip is not None and not clip.is_file():
+    if clip is not None and not clip.exists():
         raise FileNotFoundError(errno.ENOENT, "no such clip", str(clip))
     recorded = list(recorded_detections(args.detections, configured.id)) if args.detections else []
     if args.detections and not recorded:

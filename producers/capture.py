@@ -4,11 +4,13 @@ still-image URLs over HTTP; sampling at a configured rate. No Kafka here.
 from __future__ import annotations
 
 import functools
+import glob
 import logging
 import math
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -34,6 +36,8 @@ IMAGE_PATH = re.compile(r"\.(jpe?g|png|bmp)$", re.IGNORECASE)
 MJPEG_URL = re.compile(r"\.mjpe?g(\?|$)|/mjpe?g(/|\?|$)|[?&]action=stream(&|$)", re.IGNORECASE)
 MAX_IMAGE_PIXELS = 7680 * 4320  # 8K UHD, the widest a camera may be (CameraConfig.max_width): a still image's cap
 LIVE_KINDS = (SourceKind.HLS, SourceKind.MJPEG, SourceKind.RTSP, SourceKind.WEBCAM)
+# A folder of these is a clip of numbered pictures (frames exported from a recorder, anomaly datasets' frame folders).
+SEQUENCE_PICTURE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packets of a lossy stream are skipped
 # A live HLS playlist read again after a reconnection serves its last segments again, and one no longer updated serves
 # the same ones at every attempt; their timestamps carry on across connections. A connection's first frames up to
@@ -91,6 +95,30 @@ def source_kind(camera: CameraConfig, source: str) -> SourceKind:
     return SourceKind.FILE
 
 
+def picture_sequence(folder: str) -> str:
+    """The pattern FFmpeg reads a folder of numbered pictures by, in the order of their names: those with the folder's
+    most common picture extension. Names numbered without leading zeros (9.jpg before 10.jpg in number, after it in
+    name) are refused, as their order would be read wrong."""
+    try:
+        names = [name for name in os.listdir(folder) if name.lower().endswith(SEQUENCE_PICTURE_EXTENSIONS)]
+    except OSError as exc:
+        raise CameraUnavailable(f"cannot list {shown(folder)}: {exc.strerror}", permanent=True) from None
+    if not names:
+        raise CameraUnavailable(f"no pictures ({', '.join(SEQUENCE_PICTURE_EXTENSIONS)}) in folder {shown(folder)}",
+                                permanent=True)
+    extension = Counter(os.path.splitext(name)[1] for name in names).most_common(1)[0][0]
+    names = sorted(name for name in names if name.endswith(extension))
+    in_number_order = sorted(names, key=lambda name: [int(part) if part.isdigit() else part
+                                                      for part in re.split(r"(\d+)", name)])
+    misplaced = next(((named, numbered) for named, numbered in zip(names, in_number_order, strict=True)
+                      if named != numbered), None)
+    if misplaced is not None:
+        raise CameraUnavailable(f"the pictures in {shown(folder)} are numbered without leading zeros, so their names "
+                                f"are out of order ({misplaced[0]} sorts before {misplaced[1]}): rename them with "
+                                "zeros (0009.jpg, 0010.jpg)", permanent=True)
+    return os.path.join(glob.escape(folder), "*" + glob.escape(extension))
+
+
 @functools.cache
 def hardware_decoder(device_type: str) -> HWAccel | None:
     """Settings that decode on this kind of device, or None (said once) when this machine has no such device."""
@@ -118,12 +146,18 @@ class VideoDecoder:
     the sampler sees every picture's time as if it had been decoded.
     """
 
-    def __init__(self, source: str, settings: ProducerConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, source: str, settings: ProducerConfig, clock: Callable[[], float] = time.time,
+                 frame_rate: float | None = None):
+        """`frame_rate`: the pictures a second of a folder of numbered pictures (25 where not given), which hold no
+        times of their own."""
         self.source = source
         self.clock = clock
         url, format_name, options = source, None, {}
         if source.isdigit():  # a capture device index, as OpenCV numbers them
             url, format_name = f"/dev/video{source}", "v4l2"
+        elif os.path.isdir(source):
+            url, format_name = picture_sequence(source), "image2"
+            options = {"pattern_type": "glob", "framerate": f"{frame_rate or 25.0:g}"}
         elif source.lower().startswith(("rtsp://", "rtsps://")):
             options = {"rtsp_transport": settings.rtsp_transport}
         hwaccel = None if settings.hardware_decoding == "off" else hardware_decoder(settings.hardware_decoding)
@@ -405,7 +439,7 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
     origin = clock()  # wall time of media time 0
     played = 0.0  # media time already played in earlier loops of a looping file
     while True:
-        decoder = VideoDecoder(source, settings)
+        decoder = VideoDecoder(source, settings, frame_rate=camera.fps)
         frame_s = 1.0 / decoder.native_fps
         position: float | None = None  # of the last frame in this loop, seconds from its first frame
         try:

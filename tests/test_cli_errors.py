@@ -226,7 +226,7 @@ def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_p
     result = cityguard("check-config", "--config", str(path))
     assert result.returncode == 0 and "2 cameras, 0 zones: OK" in result.stdout
     assert result.stderr == (f"cityguard: warning: camera walk: source {tmp_path / 'clips' / 'walk.mp4'} is not a "
-                             "file on this machine\n")
+                             "file or folder on this machine\n")
 
 
 @pytest.mark.parametrize(("url", "status", "says"), [
@@ -370,7 +370,8 @@ def test_mistakes_that_used_to_end_in_a_traceback_or_an_answer_are_one_line(tmp_
                     "alerting: {store_url: 'postgresql://ops:Secret99@db.example:notaport/incidents'}\n")
     assert main(["check-config", "--config", str(site)]) == 0
     warnings = capsys.readouterr().err
-    assert "is not a file on this machine" in warnings and "not a database URL this installation knows" in warnings
+    assert "is not a file or folder on this machine" in warnings
+    assert "not a database URL this installation knows" in warnings
     assert "CamSecret8" not in warnings and "Secret99" not in warnings
 
     monkeypatch.setenv("CITYGUARD_LOG_LEVEL", "LOUD")

@@ -100,6 +100,34 @@ def test_missing_file_is_a_permanent_failure(tmp_path):
     assert error.value.permanent
 
 
+def test_a_folder_of_numbered_pictures_is_a_clip_at_the_cameras_rate_in_the_order_of_their_numbers(tmp_path):
+    # A square moving right a step a picture, saved as the frame folders of recorders and anomaly datasets are.
+    for index in range(12):
+        picture = np.full((120, 160, 3), 40, np.uint8)
+        picture[40:80, 10 + 8 * index:30 + 8 * index] = 230
+        cv2.imwrite(str(tmp_path / f"{index:04d}.tif"), picture)
+    (tmp_path / "notes.txt").write_text("not a picture")
+    camera = CameraConfig(id="walkway", source=str(tmp_path), fps=10)
+    frames = list(sample_frames(camera, str(tmp_path), realtime=False, clock=lambda: 0.0))
+    assert [frame.captured_at for frame in frames] == pytest.approx([index / 10 for index in range(12)])
+    square_x = [int(np.argmax(frame.picture.y[60] > 128)) for frame in frames]
+    assert square_x == pytest.approx([10 + 8 * index for index in range(12)], abs=2)
+
+
+def test_a_folder_of_pictures_numbered_without_leading_zeros_or_with_none_is_refused_naming_why(tmp_path):
+    for index in (1, 2, 10):
+        cv2.imwrite(str(tmp_path / f"{index}.png"), np.zeros((8, 8, 3), np.uint8))
+    camera = CameraConfig(id="walkway", source=str(tmp_path))
+    with pytest.raises(CameraUnavailable, match=r"without leading zeros.*\(10.png sorts before 2.png\)") as error:
+        next(sample_frames(camera, str(tmp_path)))
+    assert error.value.permanent
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CameraUnavailable, match="no pictures") as error:
+        next(sample_frames(camera, str(empty)))
+    assert error.value.permanent
+
+
 def test_a_clip_url_that_opens_but_decodes_nothing_is_retried_and_a_local_one_is_not(tmp_path):
     # Its index arrives but none of its pictures (a recording still being written, a cut-off transfer): the next try
     # may find it whole. The same bytes in a local file are what that file holds.

@@ -62,6 +62,21 @@ def test_replay_writes_events_in_clip_time_a_recording_replays_the_same_and_igno
 
 
 @pytest.mark.slow
+def test_a_folder_of_the_clips_pictures_replays_as_the_clip(tmp_path, capsys):
+    pictures = tmp_path / "frames"
+    pictures.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(LOT_CLIP), str(pictures / "%04d.png")], check=True)
+    scores = tmp_path / "scores.csv"
+    assert main(["replay", "--config", str(site(tmp_path)), "--camera", "lot", str(pictures),
+                 "--frame-scores", str(scores)]) == 0
+    assert "opened   vehicle_in_pedestrian_area" in capsys.readouterr().out
+    frame_scores = load_event_csv(scores)
+    assert len(frame_scores) == len(list(pictures.iterdir()))
+    assert [s.start for s in frame_scores] == pytest.approx([index / 12 for index in range(len(frame_scores))],
+                                                            abs=1e-3)  # at the camera's 12 fps
+
+
+@pytest.mark.slow
 def test_a_crowd_camera_replays_with_its_density_maps_in_video_time_at_the_footages_own_rate(tmp_path, capsys):
     # 40 s of a street with 3-9 people (vtest.avi) recorded at 2 fps, for a camera configured at the default 5 fps,
     # in a zone of 3 m^2: about 2 p/m^2 once the map counts them. A map every 20 s of video keeps the test short.
