@@ -59,6 +59,9 @@ class ModelRegistry:
         return None
 
     def get(self, version: str) -> ModelVersion:
+        if not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):  # a path would leave the registry
+            raise KeyError(f"{version!r} is not a model version name (v1, v2, ...; registered in {self.root}: "
+                           f"{', '.join(self.versions()) or 'none'})")
         folder = self.root / version
         path = folder / RUN_FILE
         try:
@@ -107,7 +110,7 @@ class ModelRegistry:
         except (ValueError, KeyError, TypeError) as exc:
             problem = f"{path}: not a serving pointer ({exc}); restore it, or delete it and promote again"
             raise ValueError(problem) from None
-        if version is not None and not isinstance(version, str):
+        if version is not None and not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
             raise ValueError(f"{path}: field 'version' must be a version name such as \"v2\" or null, not "
                              f"{json.dumps(version)}; restore it, or delete it and promote again")
         return {"history": [], **pointer}

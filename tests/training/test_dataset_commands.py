@@ -386,3 +386,14 @@ def test_the_gate_warns_when_the_dataset_has_changed_since_the_candidate_trained
     label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
     assert gate(gated) == 1
     assert f"cityguard: warning: {gated / 'ds'} has changed since v2 was trained on it" in capsys.readouterr().err
+
+
+def test_the_gate_refuses_a_version_given_as_a_path_out_of_the_registry(gated, capsys):
+    """`../elsewhere/v1` would score and promote another registry's model, and write the report outside var/."""
+    elsewhere = ModelRegistry(gated / "elsewhere")
+    elsewhere.register(gated / "candidate.pt", {})
+    capsys.readouterr()
+    assert main(["model", "gate", "../elsewhere/v1", "--config", str(gated / "etc" / "site.yaml"), "--images",
+                 str(gated / "ds" / "images" / "val"), "--promote"]) == 2
+    assert_one_line_error_printed(capsys, "'../elsewhere/v1' is not a model version name", "v1, v2")
+    assert ModelRegistry(gated / "registry").serving().version == "v1"
