@@ -232,7 +232,11 @@ def run_register(args, config) -> int:
                                              "note": args.note, "created": time.time()})
     print(f"registered {model.version}: {model.weights}")
     if args.serve:
-        registry.promote(model.version, "registered as serving without the gate")
+        try:
+            registry.promote(model.version, "registered as serving without the gate", replacing=None)
+        except ValueError as exc:  # another model was served while this one was checked and copied
+            raise ValueError(f"{exc}; it stays registered: `cityguard model gate {model.version} --images ... "
+                             "--promote` to serve it") from None
         print(f"serving {model.version}")
     return 0
 
@@ -348,7 +352,10 @@ def run_gate(args, config) -> int:
     path = write_report(report, out, promoted=False)  # first: a report that cannot be written promotes nothing
     promoted = report.passed and args.promote
     if promoted:
-        registry.promote(args.version, report.reason)
+        try:
+            registry.promote(args.version, report.reason, replacing=serving_model.version if serving_model else None)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: gate it again against the model serving now (report: {path})") from None
         write_report(report, out, promoted=True)
     print(f"{args.version}: {report.reason}")
     print(f"{args.version}: {report.outcome(promoted)}")

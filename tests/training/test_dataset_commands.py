@@ -397,3 +397,28 @@ def test_the_gate_refuses_a_version_given_as_a_path_out_of_the_registry(gated, c
                  str(gated / "ds" / "images" / "val"), "--promote"]) == 2
     assert_one_line_error_printed(capsys, "'../elsewhere/v1' is not a model version name", "v1, v2")
     assert ModelRegistry(gated / "registry").serving().version == "v1"
+
+
+def test_a_candidate_that_passed_against_one_model_is_not_promoted_over_another_promoted_meanwhile(gated, monkeypatch,
+                                                                                                   capsys):
+    """Another gate promotes v3 while this one scores v2 against v1: serving v2 would drop v3, which v2 was never
+    compared with."""
+    shutil.rmtree(gated / "var" / "hard-negatives")  # nothing left to refuse v2 for
+    registry = ModelRegistry(gated / "registry")
+    (gated / "other.pt").write_bytes(b"other")
+    registry.register(gated / "other.pt", {})
+
+    class ScoredWhileAnotherGatePromotes(Stand):
+        def detect(self, images):
+            registry.promote("v3", "another gate passed")
+            return super().detect(images)
+
+    stand_ins(monkeypatch, {"serving.pt": ScoredWhileAnotherGatePromotes("serving"),
+                            "candidate.pt": Stand("candidate")})
+    assert gate(gated, "--promote") == 2
+    assert_one_line_error_printed(capsys, "v2 was not promoted: it was compared with v1, and v3 serves now",
+                                  "gate it again")
+    assert registry.serving().version == "v3"
+    assert [entry["version"] for entry in registry.pointer()["history"]] == ["v1", "v3"]
+    saved = json.loads((gated / "gate" / "gate.json").read_text())
+    assert saved["passed"] and not saved["promoted"]

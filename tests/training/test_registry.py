@@ -107,6 +107,19 @@ def test_a_version_named_by_a_path_is_refused_and_nothing_outside_the_registry_i
     assert not (registry.root / "serving.json").exists()
 
 
+def test_a_promotion_decided_against_one_version_is_refused_once_another_serves(tmp_path):
+    registry = v2_promoted_after_v1(tmp_path)
+    registry.register(weights(tmp_path, "c.pt"), {})
+    before = (registry.root / "serving.json").read_text()
+    # rolled back since; the site's first model, and another served first
+    for gated_against, named in (("v1", "v1"), (None, "no serving model")):
+        with pytest.raises(ValueError, match=f"v3 was not promoted: it was compared with {named}, and v2 serves now"):
+            registry.promote("v3", "gate passed", replacing=gated_against)
+        assert (registry.root / "serving.json").read_text() == before
+    assert registry.promote("v3", "gate passed", replacing="v2").version == "v3"
+    assert registry.promote("v3", "passed again", replacing="v2").version == "v3"  # serving already: no change
+
+
 def test_a_pointer_naming_no_version_serves_none(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
     (tmp_path / "registry").mkdir()
