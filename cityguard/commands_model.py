@@ -293,6 +293,7 @@ def run_gate(args, config) -> int:
     from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
     from cityguard.training.dataset import read_false_alarms
     from cityguard.training.gate import (
+        class_differences,
         dataset_label_files,
         decide,
         labelled_class_ids,
@@ -325,6 +326,12 @@ def run_gate(args, config) -> int:
     serving = evaluation_detector(config, 0.001, serving_model.weights if serving_model else None)
     candidate = evaluation_detector(config, 0.001, candidate_model.weights)
     serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
+    differences = class_differences(serving.names, candidate.names)
+    if differences:
+        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} ({shown}): the site's "
+                         "labels and class thresholds go by class id and its rules by name, so it can neither be "
+                         "compared nor serve in its place; train it on a dataset built here (cityguard dataset build)")
     confidence, class_confidence = config.model.confidence, config.model.class_confidence
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.
     folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))

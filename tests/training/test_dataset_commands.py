@@ -422,3 +422,20 @@ def test_a_candidate_that_passed_against_one_model_is_not_promoted_over_another_
     assert [entry["version"] for entry in registry.pointer()["history"]] == ["v1", "v3"]
     saved = json.loads((gated / "gate" / "gate.json").read_text())
     assert saved["passed"] and not saved["promoted"]
+
+
+def test_a_candidate_for_other_classes_is_refused_naming_them(gated, monkeypatch, capsys):
+    """A people-only model scores as well on people, and the cars the site's rules act on are labelled nowhere: the
+    figures alone would promote a model that sees no car."""
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Stand("candidate", ignores=[STATUE[:2]])})
+    capsys.readouterr()
+    assert gate(gated, "--rule-classes", "person,car", "--promote") == 2
+    assert_one_line_error_printed(capsys, "refused: v2 detects other classes than v1 (2 car missing)")
+    assert not (gated / "gate").exists() and ModelRegistry(gated / "registry").serving().version == "v1"
+
+    class Renumbered(Stand):
+        names = {0: "person", 1: "car"}
+
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Renumbered("candidate")})
+    assert gate(gated, "--promote") == 2
+    assert_one_line_error_printed(capsys, "(1 car added, 2 car missing)")
