@@ -232,7 +232,11 @@ def run_register(args, config) -> int:
                                              "note": args.note, "created": time.time()})
     print(f"registered {model.version}: {model.weights}")
     if args.serve:
-        registry.promote(model.version, "registered as serving without the gate")
+        try:
+            registry.promote(model.version, "registered as serving without the gate", replacing=None)
+        except ValueError as exc:  # another model was served while this one was checked and copied
+            raise ValueError(f"{exc}; it stays registered: `cityguard model gate {model.version} --images ... "
+                             "--promote` to serve it") from None
         print(f"serving {model.version}")
     return 0
 
@@ -289,6 +293,7 @@ def run_gate(args, config) -> int:
     from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
     from cityguard.training.dataset import read_false_alarms
     from cityguard.training.gate import (
+        class_differences,
         dataset_label_files,
         decide,
         labelled_class_ids,
@@ -321,6 +326,12 @@ def run_gate(args, config) -> int:
     serving = evaluation_detector(config, 0.001, serving_model.weights if serving_model else None)
     candidate = evaluation_detector(config, 0.001, candidate_model.weights)
     serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
+    differences = class_differences(serving.names, candidate.names)
+    if differences:
+        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} ({shown}): the site's "
+                         "labels and class thresholds go by class id and its rules by name, so it can neither be "
+                         "compared nor serve in its place; train it on a dataset built here (cityguard dataset build)")
     confidence, class_confidence = config.model.confidence, config.model.class_confidence
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.
     folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))
@@ -348,7 +359,10 @@ def run_gate(args, config) -> int:
     path = write_report(report, out, promoted=False)  # first: a report that cannot be written promotes nothing
     promoted = report.passed and args.promote
     if promoted:
-        registry.promote(args.version, report.reason)
+        try:
+            registry.promote(args.version, report.reason, replacing=serving_model.version if serving_model else None)
+        except ValueError as exc:
+            raise ValueError(f"{exc}: gate it again against the model serving now (report: {path})") from None
         write_report(report, out, promoted=True)
     print(f"{args.version}: {report.reason}")
     print(f"{args.version}: {report.outcome(promoted)}")

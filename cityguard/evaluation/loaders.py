@@ -75,7 +75,11 @@ def checked_box(xyxy, class_id, width: int, height: int,
     reach = EDGE_TOLERANCE_PX
     if x1 < -reach or y1 < -reach or x2 > width + reach or y2 > height + reach:
         raise ValueError(f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} is outside the {width}x{height} image")
-    return [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)], int(class_id)
+    clipped = [max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)]
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:  # wholly within the tolerance past an edge
+        raise ValueError(f"box {[round(v, 2) for v in (x1, y1, x2, y2)]} has no area inside the {width}x{height} "
+                         "image")
+    return clipped, int(class_id)
 
 
 def checked_boxes(rows: Iterable[tuple[str, object, object]], width: int, height: int,

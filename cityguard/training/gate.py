@@ -282,6 +282,19 @@ def dataset_label_files(dataset: Path) -> list[Path]:
     return [dataset / "labels" / row["split"] / f"{row['name']}.txt" for row in read_manifest(dataset)]
 
 
+def class_differences(serving: dict[int, str], candidate: dict[int, str]) -> list[str]:
+    """Where a candidate's classes differ from the serving model's, id by id. Labels, datasets and
+    model.class_confidence give classes by id and the rules act on names, so a candidate that numbers or names them
+    otherwise is scored against labels it does not speak and would leave rules without their classes."""
+    differences = []
+    for class_id in sorted(serving.keys() | candidate.keys()):
+        before, after = serving.get(class_id), candidate.get(class_id)
+        if before != after:
+            differences.append(f"{class_id} {before} missing" if after is None else f"{class_id} {after} added"
+                               if before is None else f"{class_id} {before} is {after}")
+    return differences
+
+
 def reported_classes(rule_classes: list[str], class_confidence: dict[int, float], names: dict[int, str],
                      labelled: set[int]) -> list[str]:
     """The classes with a row of their own in the report (decide): those the rules act on, and those with their own

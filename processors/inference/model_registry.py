@@ -22,6 +22,7 @@ from infra.files import locked, replace_file
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
 RUN_FILE = "run.json"
 POINTER_FILE = "serving.json"
+WHATEVER_SERVES = object()  # promote's `replacing` when the promotion does not depend on the model it replaces
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class ModelRegistry:
         return None
 
     def get(self, version: str) -> ModelVersion:
+        if not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):  # a path would leave the registry
+            raise KeyError(f"{version!r} is not a model version name (v1, v2, ...; registered in {self.root}: "
+                           f"{', '.join(self.versions()) or 'none'})")
         folder = self.root / version
         path = folder / RUN_FILE
         try:
@@ -107,7 +111,7 @@ class ModelRegistry:
         except (ValueError, KeyError, TypeError) as exc:
             problem = f"{path}: not a serving pointer ({exc}); restore it, or delete it and promote again"
             raise ValueError(problem) from None
-        if version is not None and not isinstance(version, str):
+        if version is not None and not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
             raise ValueError(f"{path}: field 'version' must be a version name such as \"v2\" or null, not "
                              f"{json.dumps(version)}; restore it, or delete it and promote again")
         return {"history": [], **pointer}
@@ -116,14 +120,19 @@ class ModelRegistry:
         version = self.pointer()["version"]
         return self.get(version) if version else None
 
-    def promote(self, version: str, reason: str) -> ModelVersion:
+    def promote(self, version: str, reason: str, replacing: str | None | object = WHATEVER_SERVES) -> ModelVersion:
         """Makes `version` the serving model; the one before stays in the history for roll-back. Promoting the
-        version already serving changes nothing: a second entry for it would make a roll-back return to it."""
+        version already serving changes nothing: a second entry for it would make a roll-back return to it.
+        `replacing` is the version the promotion was decided against (None: none served); when another serves by
+        the time the pointer is locked (promoted or rolled back meanwhile), ValueError and the pointer unchanged."""
         model = self.get(version)
         with locked(self.root / POINTER_FILE):
             pointer = self.pointer()
             if pointer["version"] == version:
                 return model
+            if replacing is not WHATEVER_SERVES and pointer["version"] != replacing:
+                raise ValueError(f"{version} was not promoted: it was compared with {replacing or 'no serving model'}, "
+                                 f"and {pointer['version'] or 'none'} serves now (promoted or rolled back since)")
             history = [*pointer["history"], {"version": version, "promoted_at": time.time(), "reason": reason}]
             write_json_atomically(self.root / POINTER_FILE, {"version": version, "history": history})
         return model

@@ -147,6 +147,7 @@ def test_a_short_event_row_names_its_line_and_the_missing_fields(tmp_path):
     ("0 1.5 0.5 0.8 0.2", "outside the 200x100 image"),
     ("0 0.5 0.5 nan 0.2", "not four finite numbers"),
     ("0 0.5 0.5 0 0.2", "has no area"),
+    ("0 1.002 0.5 0.002 0.2", "box [200.2, 40.0, 200.6, 60.0] has no area inside the 200x100 image"),
     ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not a class id"),
     ("7 0.5 0.5 0.2 0.2", "class 7 is not one of the dataset's class ids [0, 2]"),
 ])

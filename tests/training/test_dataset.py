@@ -567,6 +567,7 @@ def voc(name: str, width: int, height: int, box: str = "<xmin>4</xmin><ymin>4</y
 @pytest.mark.parametrize(("label_format", "text", "says"), [
     ("yolo", "0 0.5 0.5 0.2 0.2\n99 0.5 0.5 0.2 0.2\n", ".txt:2: class 99 is not one of the dataset's class ids"),
     ("yolo", "0 1.5 0.5 0.8 0.2\n", ".txt:1: box [70.4, 19.2, 121.6, 28.8] is outside the 64x48 image"),
+    ("yolo", "0 0.5 -0.01 0.2 0.01\n", ".txt:1: box [25.6, -0.72, 38.4, -0.24] has no area inside the 64x48 image"),
     ("voc", voc("{name}", 64, 48, "<xmin>4,5</xmin><ymin>4</ymin><xmax>20</xmax><ymax>30</ymax>"),
      ".xml: object 1: box ['4,5', '4', '20', '30'] is not four numbers"),
     ("voc", voc("{name}", 64, 48, "<xmin>4</xmin><ymin>4</ymin><xmax>90</xmax><ymax>30</ymax>"),

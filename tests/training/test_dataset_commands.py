@@ -386,3 +386,56 @@ def test_the_gate_warns_when_the_dataset_has_changed_since_the_candidate_trained
     label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
     assert gate(gated) == 1
     assert f"cityguard: warning: {gated / 'ds'} has changed since v2 was trained on it" in capsys.readouterr().err
+
+
+def test_the_gate_refuses_a_version_given_as_a_path_out_of_the_registry(gated, capsys):
+    """`../elsewhere/v1` would score and promote another registry's model, and write the report outside var/."""
+    elsewhere = ModelRegistry(gated / "elsewhere")
+    elsewhere.register(gated / "candidate.pt", {})
+    capsys.readouterr()
+    assert main(["model", "gate", "../elsewhere/v1", "--config", str(gated / "etc" / "site.yaml"), "--images",
+                 str(gated / "ds" / "images" / "val"), "--promote"]) == 2
+    assert_one_line_error_printed(capsys, "'../elsewhere/v1' is not a model version name", "v1, v2")
+    assert ModelRegistry(gated / "registry").serving().version == "v1"
+
+
+def test_a_candidate_that_passed_against_one_model_is_not_promoted_over_another_promoted_meanwhile(gated, monkeypatch,
+                                                                                                   capsys):
+    """Another gate promotes v3 while this one scores v2 against v1: serving v2 would drop v3, which v2 was never
+    compared with."""
+    shutil.rmtree(gated / "var" / "hard-negatives")  # nothing left to refuse v2 for
+    registry = ModelRegistry(gated / "registry")
+    (gated / "other.pt").write_bytes(b"other")
+    registry.register(gated / "other.pt", {})
+
+    class ScoredWhileAnotherGatePromotes(Stand):
+        def detect(self, images):
+            registry.promote("v3", "another gate passed")
+            return super().detect(images)
+
+    stand_ins(monkeypatch, {"serving.pt": ScoredWhileAnotherGatePromotes("serving"),
+                            "candidate.pt": Stand("candidate")})
+    assert gate(gated, "--promote") == 2
+    assert_one_line_error_printed(capsys, "v2 was not promoted: it was compared with v1, and v3 serves now",
+                                  "gate it again")
+    assert registry.serving().version == "v3"
+    assert [entry["version"] for entry in registry.pointer()["history"]] == ["v1", "v3"]
+    saved = json.loads((gated / "gate" / "gate.json").read_text())
+    assert saved["passed"] and not saved["promoted"]
+
+
+def test_a_candidate_for_other_classes_is_refused_naming_them(gated, monkeypatch, capsys):
+    """A people-only model scores as well on people, and the cars the site's rules act on are labelled nowhere: the
+    figures alone would promote a model that sees no car."""
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Stand("candidate", ignores=[STATUE[:2]])})
+    capsys.readouterr()
+    assert gate(gated, "--rule-classes", "person,car", "--promote") == 2
+    assert_one_line_error_printed(capsys, "refused: v2 detects other classes than v1 (2 car missing)")
+    assert not (gated / "gate").exists() and ModelRegistry(gated / "registry").serving().version == "v1"
+
+    class Renumbered(Stand):
+        names = {0: "person", 1: "car"}
+
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Renumbered("candidate")})
+    assert gate(gated, "--promote") == 2
+    assert_one_line_error_printed(capsys, "(1 car added, 2 car missing)")

@@ -33,6 +33,23 @@ def test_register_serve_is_refused_while_a_model_serves(tmp_path, capsys):
     assert capsys.readouterr().out.rstrip().endswith("- the shared COCO model")
 
 
+def test_register_serve_is_refused_when_another_model_was_served_while_it_was_checked(tmp_path, monkeypatch, capsys):
+    """Two sites' first models registered at once: each found none serving before its load check, and the second
+    to finish would replace the first without the gate."""
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "first.pt"), {})
+
+    def loaded_while_the_first_is_served(config, confidence, path):
+        registry.promote("v1", "registered as serving without the gate")
+
+    monkeypatch.setattr("cityguard.evaluation.runners.evaluation_detector", loaded_while_the_first_is_served)
+    assert main(["model", "register", str(weights(tmp_path, "second.pt")), "--serve",
+                 "--registry", str(registry.root)]) == 2
+    assert_one_line_error_printed(capsys, "v2 was not promoted: it was compared with no serving model, and v1 serves",
+                                  "stays registered", "model gate v2")
+    assert registry.serving().version == "v1" and registry.versions() == ["v1", "v2"]
+
+
 def test_a_file_that_is_not_a_loadable_model_is_not_registered(tmp_path, capsys):
     registry = tmp_path / "registry"
     assert main(["model", "register", str(weights(tmp_path, "junk.pt")), "--serve", "--registry", str(registry)]) == 2

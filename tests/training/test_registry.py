@@ -82,13 +82,42 @@ def test_promoting_the_serving_version_again_keeps_the_roll_back_target(tmp_path
     assert registry.rollback().version == "v1"
 
 
-@pytest.mark.parametrize("version", [3, ["v2"], {"name": "v2"}, True])
+@pytest.mark.parametrize("version", [3, ["v2"], {"name": "v2"}, True, "../other/v1", "v1/../v1"])
 def test_a_pointer_whose_version_is_not_a_name_is_refused_naming_the_file_and_field(tmp_path, version):
     registry = ModelRegistry(tmp_path / "registry")
     registry.register(weights(tmp_path, "a.pt"), {})
     (registry.root / "serving.json").write_text(json.dumps({"version": version, "history": []}))
     with pytest.raises(ValueError, match=r"serving\.json: field 'version' must be a version name"):
         registry.serving()
+
+
+@pytest.mark.parametrize("version", ["../other/v1", "v1/../../other/v1", "/other/v1", "v1\n"])
+def test_a_version_named_by_a_path_is_refused_and_nothing_outside_the_registry_is_promoted(tmp_path, version):
+    """A gate given `../other/v1` would score, promote and serve another registry's model, and the workers would
+    load it from there."""
+    other = ModelRegistry(tmp_path / "other")
+    other.register(weights(tmp_path, "elsewhere.pt"), {})
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    version = version.replace("/other", str(tmp_path / "other")) if version.startswith("/") else version
+    with pytest.raises(KeyError, match="is not a model version name .*registered in .*: v1"):
+        registry.get(version)
+    with pytest.raises(KeyError, match="is not a model version name"):
+        registry.promote(version, "gate passed")
+    assert not (registry.root / "serving.json").exists()
+
+
+def test_a_promotion_decided_against_one_version_is_refused_once_another_serves(tmp_path):
+    registry = v2_promoted_after_v1(tmp_path)
+    registry.register(weights(tmp_path, "c.pt"), {})
+    before = (registry.root / "serving.json").read_text()
+    # rolled back since; the site's first model, and another served first
+    for gated_against, named in (("v1", "v1"), (None, "no serving model")):
+        with pytest.raises(ValueError, match=f"v3 was not promoted: it was compared with {named}, and v2 serves now"):
+            registry.promote("v3", "gate passed", replacing=gated_against)
+        assert (registry.root / "serving.json").read_text() == before
+    assert registry.promote("v3", "gate passed", replacing="v2").version == "v3"
+    assert registry.promote("v3", "passed again", replacing="v2").version == "v3"  # serving already: no change
 
 
 def test_a_pointer_naming_no_version_serves_none(tmp_path):
