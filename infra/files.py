@@ -1,5 +1,6 @@
 """Replacing a single file whole by write-then-rename (site configuration, calibration, the model registry's pointer,
-ignore filters, the frame store's pictures), and taking turns with the other writers of a file."""
+ignore filters, the frame store's pictures), making a copied tree durable, and taking turns with the other writers of a
+file."""
 from __future__ import annotations
 
 import fcntl
@@ -58,6 +59,18 @@ def locked(path: Path) -> Iterator[None]:
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def sync_tree(path: Path) -> None:
+    """Makes a file, or a folder with everything in it, reach the disk, before a record that says it is complete
+    does: a copy only written out by the system later would leave a power cut a complete-looking empty file."""
+    path = Path(path)
+    inside = sorted(path.rglob("*")) if path.is_dir() else []
+    for file in [path] if path.is_file() else [child for child in inside if child.is_file()]:
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    for folder in [child for child in inside if child.is_dir()] + ([path] if path.is_dir() else []) + [path.parent]:
+        _sync_folder(folder)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.backoff import Pause
-from infra.files import locked, replace_file
+from infra.files import locked, replace_file, sync_tree
 
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
 RUN_FILE = "run.json"
@@ -96,6 +96,7 @@ class ModelRegistry:
             shutil.copytree(weights, target)
         else:
             shutil.copyfile(weights, target)
+        sync_tree(target)  # on disk before the run record that makes the version complete
         record = {**run, "version": version, "weights": weights.name,
                   "registered_at": run.get("registered_at", time.time())}
         write_json_atomically(self.root / version / RUN_FILE, record)  # written last: the version is complete

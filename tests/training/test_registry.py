@@ -1,6 +1,7 @@
 """The model registry: numbered versions, the serving pointer, roll-back, and the watcher workers poll."""
 import json
 import multiprocessing
+import os
 import re
 import shutil
 
@@ -34,6 +35,27 @@ def test_versions_are_numbered_copies_with_their_run_record(tmp_path):
     assert json.loads((tmp_path / "registry" / "v1" / "run.json").read_text())["data_hash"] == "abc"
     with pytest.raises(KeyError, match="v9.*registered: v1, v2"):
         registry.get("v9")
+
+
+def test_a_versions_weights_reach_the_disk_before_its_run_record(tmp_path, monkeypatch):
+    """A power cut after the run record was written must not leave a complete-looking version with empty weights."""
+    export = tmp_path / "best_openvino_model"
+    export.mkdir()
+    (export / "best.xml").write_text("<net/>")
+    (export / "best.bin").write_bytes(b"\0" * 64)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ModelRegistry(tmp_path / "registry").register(export, {})
+    folder = str(tmp_path / "registry" / "v1")
+    files = [synced.index(f"{folder}/best_openvino_model/{name}") for name in ("best.xml", "best.bin")]
+    record = max(index for index, path in enumerate(synced) if path.startswith(f"{folder}/.run.json."))
+    assert max(files) < record
 
 
 def test_promote_and_roll_back_follow_the_history(tmp_path):
