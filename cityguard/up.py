@@ -192,7 +192,8 @@ def last_line(log: Path) -> str:
 class Supervisor:
     """Keeps every stage (and an embedded broker) running: one that exits is started again after a back-off, so a
     crash or a broker restart costs that stage seconds instead of stopping the pipeline. A producer that exits 0
-    has finished its (file) sources and stays stopped; a stage that exits 2 refused what it was given, and stops
+    has finished its (file) sources and stays stopped, said once (stopped by a signal, it exits 128 + the signal's
+    number, and is started again); a stage that exits 2 refused what it was given, and stops
     everything (StageRefused, naming its log's last line)."""
 
     def __init__(self, children: dict[str, subprocess.Popen], start_stage: Callable[[str], subprocess.Popen],
@@ -202,12 +203,17 @@ class Supervisor:
         self.broker, self.restart_broker = broker, restart_broker
         self.log_dir = log_dir
         self.restarts: dict[str, Restarts] = defaultdict(Restarts)
+        self.finished: set[str] = set()  # stages that exited 0 for good, reported once
 
     def check(self, now: float) -> None:
         if self.broker is not None:
             self.keep(BROKER, self.broker.process, now, self.restart_broker)
         for stage, process in list(self.children.items()):
             if stage == "produce" and process.poll() == 0:
+                if stage not in self.finished:
+                    self.finished.add(stage)
+                    print(f"{stage} finished: every source it reads has ended (files played to their end, or missing); "
+                          "not restarted", flush=True)
                 continue
             if process.poll() == 2:
                 log = self.log_dir / f"{stage}.log" if self.log_dir else None
