@@ -113,6 +113,21 @@ def console_access(config: Config) -> tuple[str, list[str], str]:
     return f"console: {http_url(settings.host, port)}{shown}", ["--port", str(port)], token
 
 
+def metrics_ports(config: Config) -> dict[str, int]:
+    """Stage -> the port its metrics listen on: a free one fixed here where the site leaves it to the system (0), so
+    the URL printed is the one it listens on, and a restarted stage listens where it did."""
+    metrics = config.metrics
+    configured = {"export-metrics": metrics.exporter_port, "analyze": metrics.analytics_port,
+                  "infer": metrics.inference_port, "produce": metrics.producer_port}
+    return {stage: port or free_port(metrics.host) for stage, port in configured.items()}
+
+
+def metrics_line(config: Config, ports: dict[str, int], receiver_port: int) -> str:
+    return (f"metrics: {http_url(config.metrics.host, ports['export-metrics'], '/metrics')} (zones, detections), "
+            f":{ports['infer']} (inference), :{ports['analyze']} (analytics), :{ports['produce']} (producer), "
+            f":{receiver_port} (alert dispatcher, Alertmanager webhook)")
+
+
 def refuse_busy_ports(config: Config) -> None:
     """ConfigError naming every fixed port the stages would listen on that something holds already (another `up`):
     its stages would fail to start and be restarted for ever."""
@@ -273,7 +288,9 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
     receiver_port = receiver.port or free_port(receiver.host)  # fixed here: the port printed is the one it listens on
-    stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)]}
+    ports = metrics_ports(config)
+    stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)],
+                  **{stage: ["--metrics-port", str(port)] for stage, port in ports.items()}}
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
     children: dict[str, subprocess.Popen] = {}
@@ -307,11 +324,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
         try:
             for stage in STAGES:
                 children[stage] = spawn(stage, config_path, env, log_dir, *stage_args.get(stage, []))
-            metrics = config.metrics
-            print(f"metrics: {http_url(metrics.host, metrics.exporter_port, '/metrics')} (zones, detections), "
-                  f":{metrics.inference_port} (inference), :{metrics.analytics_port} (analytics), "
-                  f":{metrics.producer_port} (producer), "
-                  f":{receiver_port} (alert dispatcher, Alertmanager webhook)", flush=True)
+            print(metrics_line(config, ports, receiver_port), flush=True)
             print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             supervisor = Supervisor(children, lambda stage: spawn(

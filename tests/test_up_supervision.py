@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cityguard.up import Supervisor
+from cityguard.up import Supervisor, metrics_line, metrics_ports
 from tests.conftest import REPO, VTEST, pipeline_config
 
 
@@ -57,3 +57,16 @@ def test_the_producer_stopped_by_sigterm_exits_with_its_status_not_as_finished(t
             producer.kill()
     assert producer.returncode == 128 + signal.SIGTERM, rest
     assert "producer done" in rest  # it stopped cleanly all the same
+
+
+def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_path):
+    # The URLs `up` prints are the ones the stages listen on (not :0), and a restarted stage listens where it did.
+    config, _ = pipeline_config(tmp_path, "ports", "unused")  # every metrics port 0
+    config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"analytics_port": 9999})})
+    ports = metrics_ports(config)
+    assert set(ports) == {"export-metrics", "produce", "infer", "analyze"}
+    assert ports["analyze"] == 9999 and all(port > 0 for port in ports.values())
+    line = metrics_line(config, ports, receiver_port=9103)
+    assert f"http://127.0.0.1:{ports['export-metrics']}/metrics" in line
+    assert f":{ports['infer']} (inference)" in line and f":{ports['produce']} (producer)" in line
+    assert ":0 " not in line
