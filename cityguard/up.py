@@ -75,9 +75,11 @@ class CameraStatusLine:
     zones: dict[str, ZoneMetrics] = field(default_factory=dict)
     camera: CameraStatus | None = None  # as its producer last reported it
 
-    def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True) -> str:
+    def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True,
+               report_silence_s: float = math.inf) -> str:
         """The line; a zone whose windows stopped `stale_after_s` ago reads unknown, as the metrics say, never its
-        last level."""
+        last level, and a camera whose producer has not reported for `report_silence_s` reads down, as the console
+        says, never its last state."""
         recent = [t for t in self.seen_at if now - t <= 5.0]
         fps = len(recent) / 5.0
         fresh = [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
@@ -97,8 +99,12 @@ class CameraStatusLine:
         else:
             zone_text = " | ".join(parts)
         camera = self.camera
-        state = "" if camera is None or camera.state is CameraState.UP else (
-            f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | ")
+        if camera is not None and now - camera.at > report_silence_s:
+            state = f"{CameraState.DOWN.value}: no report from the producer for {now - camera.at:.0f} s | "
+        elif camera is None or camera.state is CameraState.UP:
+            state = ""
+        else:
+            state = f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | "
         return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
@@ -343,6 +349,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     stale_after_s = zone_stale_after_s(config.analytics.window_seconds)  # as the metrics sink judges it
     zoned = {camera.id for camera in config.cameras if camera.zones}
+    report_silence_s = config.producer.report_silence_s()  # as the console judges it
     last_print = last_memory_check = -math.inf
     while not interrupted():
         if memory_watch is not None and time.monotonic() - last_memory_check >= MEMORY_CHECK_INTERVAL_S:
@@ -365,7 +372,8 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         now = time.time()
         if now - last_print >= 2 and lines:
             for camera_id in sorted(lines):
-                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned), flush=True)
+                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned, report_silence_s),
+                      flush=True)
             last_print = now
     return 0
 
