@@ -51,7 +51,7 @@ def run_console(args, config: Config) -> int:
     site = Site(config, SceneFile(Path(args.config)),
                 Path(config.resolve_path(settings.hard_negatives_dir)))
     server = ConsoleServer(site, state, store, token, host, settings.refresh_hz,
-                           status_silence_s=max(60.0, 3 * config.producer.status_interval_s))
+                           status_silence_s=config.producer.report_silence_s())
 
     def announce(actual_port: int) -> None:
         # The token appears only where this process made it up; a configured one stays in its variable.

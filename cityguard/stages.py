@@ -51,10 +51,20 @@ def require_broker(config: Config) -> str:
     return servers
 
 
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
+class StopSignal(threading.Event):
+    """Set by SIGINT or SIGTERM; `signum` says which (None: not set by a signal)."""
+
+    signum: int | None = None
+
+    def received(self, signum: int, _frame=None) -> None:
+        self.signum = signum
+        self.set()
+
+
+def stop_on_signals() -> StopSignal:
+    stop = StopSignal()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop.received)
     return stop
 
 
@@ -114,11 +124,16 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
     servers = require_bootstrap(config)
     serve_metrics(config, config.metrics.producer_port if metrics_port is None else metrics_port, "producer")
     producer = frame_client(servers, config.producer)
+    stop = stop_on_signals()
     try:
-        sent = run_producer(config, producer, stop_on_signals(), realtime, max_frames, camera_ids)
+        sent = run_producer(config, producer, stop, realtime, max_frames, camera_ids)
         log.info("producer done: %s", sent)
     finally:
         producer.close()
+    if stop.signum is not None:
+        # Exit 0 says every source ended (files played to their end), which a supervisor leaves stopped; stopped from
+        # outside, the producer says so as a shell reports a process that a signal ended, so `up` starts it again.
+        raise SystemExit(128 + stop.signum)
 
 
 def tiled_detector(config: Config, detector):

@@ -75,9 +75,11 @@ class CameraStatusLine:
     zones: dict[str, ZoneMetrics] = field(default_factory=dict)
     camera: CameraStatus | None = None  # as its producer last reported it
 
-    def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True) -> str:
+    def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True,
+               report_silence_s: float = math.inf) -> str:
         """The line; a zone whose windows stopped `stale_after_s` ago reads unknown, as the metrics say, never its
-        last level."""
+        last level, and a camera whose producer has not reported for `report_silence_s` reads down, as the console
+        says, never its last state."""
         recent = [t for t in self.seen_at if now - t <= 5.0]
         fps = len(recent) / 5.0
         fresh = [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
@@ -97,8 +99,12 @@ class CameraStatusLine:
         else:
             zone_text = " | ".join(parts)
         camera = self.camera
-        state = "" if camera is None or camera.state is CameraState.UP else (
-            f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | ")
+        if camera is not None and now - camera.at > report_silence_s:
+            state = f"{CameraState.DOWN.value}: no report from the producer for {now - camera.at:.0f} s | "
+        elif camera is None or camera.state is CameraState.UP:
+            state = ""
+        else:
+            state = f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | "
         return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 
 
@@ -111,6 +117,21 @@ def console_access(config: Config) -> tuple[str, list[str], str]:
     port = settings.port or free_port(settings.host)
     shown = f"?token={token}" if generated else f" (token in ${settings.token_env})"
     return f"console: {http_url(settings.host, port)}{shown}", ["--port", str(port)], token
+
+
+def metrics_ports(config: Config) -> dict[str, int]:
+    """Stage -> the port its metrics listen on: a free one fixed here where the site leaves it to the system (0), so
+    the URL printed is the one it listens on, and a restarted stage listens where it did."""
+    metrics = config.metrics
+    configured = {"export-metrics": metrics.exporter_port, "analyze": metrics.analytics_port,
+                  "infer": metrics.inference_port, "produce": metrics.producer_port}
+    return {stage: port or free_port(metrics.host) for stage, port in configured.items()}
+
+
+def metrics_line(config: Config, ports: dict[str, int], receiver_port: int) -> str:
+    return (f"metrics: {http_url(config.metrics.host, ports['export-metrics'], '/metrics')} (zones, detections), "
+            f":{ports['infer']} (inference), :{ports['analyze']} (analytics), :{ports['produce']} (producer), "
+            f":{receiver_port} (alert dispatcher, Alertmanager webhook)")
 
 
 def refuse_busy_ports(config: Config) -> None:
@@ -192,7 +213,8 @@ def last_line(log: Path) -> str:
 class Supervisor:
     """Keeps every stage (and an embedded broker) running: one that exits is started again after a back-off, so a
     crash or a broker restart costs that stage seconds instead of stopping the pipeline. A producer that exits 0
-    has finished its (file) sources and stays stopped; a stage that exits 2 refused what it was given, and stops
+    has finished its (file) sources and stays stopped, said once (stopped by a signal, it exits 128 + the signal's
+    number, and is started again); a stage that exits 2 refused what it was given, and stops
     everything (StageRefused, naming its log's last line)."""
 
     def __init__(self, children: dict[str, subprocess.Popen], start_stage: Callable[[str], subprocess.Popen],
@@ -202,12 +224,17 @@ class Supervisor:
         self.broker, self.restart_broker = broker, restart_broker
         self.log_dir = log_dir
         self.restarts: dict[str, Restarts] = defaultdict(Restarts)
+        self.finished: set[str] = set()  # stages that exited 0 for good, reported once
 
     def check(self, now: float) -> None:
         if self.broker is not None:
             self.keep(BROKER, self.broker.process, now, self.restart_broker)
         for stage, process in list(self.children.items()):
             if stage == "produce" and process.poll() == 0:
+                if stage not in self.finished:
+                    self.finished.add(stage)
+                    print(f"{stage} finished: every source it reads has ended (files played to their end, or missing); "
+                          "not restarted", flush=True)
                 continue
             if process.poll() == 2:
                 log = self.log_dir / f"{stage}.log" if self.log_dir else None
@@ -267,7 +294,9 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
     receiver_port = receiver.port or free_port(receiver.host)  # fixed here: the port printed is the one it listens on
-    stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)]}
+    ports = metrics_ports(config)
+    stage_args = {"console": console_args, "alerts": ["--port", str(receiver_port)],
+                  **{stage: ["--metrics-port", str(port)] for stage, port in ports.items()}}
     log_dir.mkdir(parents=True, exist_ok=True)
     interrupted = False
     children: dict[str, subprocess.Popen] = {}
@@ -301,11 +330,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
         try:
             for stage in STAGES:
                 children[stage] = spawn(stage, config_path, env, log_dir, *stage_args.get(stage, []))
-            metrics = config.metrics
-            print(f"metrics: {http_url(metrics.host, metrics.exporter_port, '/metrics')} (zones, detections), "
-                  f":{metrics.inference_port} (inference), :{metrics.analytics_port} (analytics), "
-                  f":{metrics.producer_port} (producer), "
-                  f":{receiver_port} (alert dispatcher, Alertmanager webhook)", flush=True)
+            print(metrics_line(config, ports, receiver_port), flush=True)
             print(console_line, flush=True)
             print(f"logs: {log_dir}/  (Ctrl-C stops everything)", flush=True)
             supervisor = Supervisor(children, lambda stage: spawn(
@@ -324,6 +349,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     stale_after_s = zone_stale_after_s(config.analytics.window_seconds)  # as the metrics sink judges it
     zoned = {camera.id for camera in config.cameras if camera.zones}
+    report_silence_s = config.producer.report_silence_s()  # as the console judges it
     last_print = last_memory_check = -math.inf
     while not interrupted():
         if memory_watch is not None and time.monotonic() - last_memory_check >= MEMORY_CHECK_INTERVAL_S:
@@ -346,7 +372,8 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         now = time.time()
         if now - last_print >= 2 and lines:
             for camera_id in sorted(lines):
-                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned), flush=True)
+                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned, report_silence_s),
+                      flush=True)
             last_print = now
     return 0
 

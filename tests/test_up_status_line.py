@@ -75,3 +75,17 @@ def test_a_camera_its_producer_reports_down_says_so_with_the_reason():
     up = status.model_copy(update={"state": CameraState.UP, "reason": ""})
     absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(up)), config, lines)
     assert lines["gate"].render("gate", 1001.0, stale_after_s=30, zoned=False).startswith("[gate]  0.0 fps")
+
+
+def test_a_camera_whose_producer_stopped_reporting_reads_down_not_its_last_state():
+    # A producer that hangs, or is away between a crash and its restart, leaves "up" as its last report; the console
+    # reads such a camera down after the same silence.
+    config = Config(cameras=[{"id": "gate", "source": "a.mp4"}])
+    silence_s = config.producer.report_silence_s()
+    lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
+    status = CameraStatus(camera_id="gate", state=CameraState.UP, reason="", fps=5, reconnects=0, dropped_frames=0,
+                          at=1000.0)
+    absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(status)), config, lines)
+    assert lines["gate"].render("gate", 1000.0 + silence_s, 30, False, silence_s).startswith("[gate]  0.0 fps")
+    assert lines["gate"].render("gate", 1075.0 + silence_s, 30, False, silence_s).startswith(
+        f"[gate] down: no report from the producer for {silence_s + 75:.0f} s |  0.0 fps")

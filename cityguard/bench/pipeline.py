@@ -421,7 +421,7 @@ def run_pipeline(args, config: Config, config_path: Path, camera: CameraConfig, 
             if producer.poll() is None:
                 continue
             if finished_at is None:
-                if producer.returncode not in (0, -signal.SIGTERM):
+                if producer.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
                     raise StageFailed(f"the producer exited with code {producer.returncode}; "
                                       f"see {args.log_dir / 'produce.log'}")
                 finished_at = time.monotonic()

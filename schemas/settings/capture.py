@@ -105,6 +105,11 @@ class ProducerConfig(Frozen):
         intervals of a slow camera."""
         return max(self.read_timeout_s, 3 / fps)
 
+    def report_silence_s(self) -> float:
+        """No camera-status report for longer than this and the producer is gone (hung, or stopped): its cameras'
+        last reported states say nothing any more."""
+        return max(60.0, 3 * self.status_interval_s)
+
     @model_validator(mode="after")
     def verify_shard_index_below_count(self) -> ProducerConfig:
         if self.shard_index >= self.shard_count:

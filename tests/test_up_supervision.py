@@ -1,0 +1,72 @@
+"""What `cityguard up` does with a stage that exits while it supervises: the producer stopped from outside is told
+apart from one whose sources ended, and neither goes unreported."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from cityguard.up import Supervisor, metrics_line, metrics_ports
+from tests.conftest import REPO, VTEST, pipeline_config
+
+
+def exited(code: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+    process.wait()
+    return process
+
+
+def test_a_producer_whose_sources_ended_is_reported_once_and_left_stopped(capsys):
+    started = []
+    supervisor = Supervisor({"produce": exited(0)}, start_stage=lambda stage: started.append(stage) or exited(0))
+    for now in (100.0, 101.0, 200.0):
+        supervisor.check(now)
+    assert started == []
+    out = capsys.readouterr().out
+    assert out.count("produce finished: every source it reads has ended") == 1, out
+
+
+def test_a_producer_stopped_by_a_signal_is_restarted(capsys):
+    started = []
+    supervisor = Supervisor({"produce": exited(128 + signal.SIGTERM)},
+                            start_stage=lambda stage: started.append(stage) or exited(0))
+    supervisor.check(100.0)
+    supervisor.check(101.0)
+    assert started == ["produce"]
+    assert "produce exited with code 143; restarting it in 1 s" in capsys.readouterr().out
+
+
+@pytest.mark.broker
+def test_the_producer_stopped_by_sigterm_exits_with_its_status_not_as_finished(tmp_path, kafka_bootstrap):
+    # A looping camera never ends: only the signal stops it, and its status says so, as a shell reports a process
+    # that a signal ended (`cityguard up` restarts it; one that exits 0 has played its files to their end).
+    cameras = [{"id": "campus", "source": str(VTEST), "fps": 5, "loop": True}]
+    _, path = pipeline_config(tmp_path, "produce-signal", kafka_bootstrap, cameras=cameras)
+    producer = subprocess.Popen([sys.executable, "-m", "cityguard", "produce", "--config", str(path)], cwd=REPO,
+                                env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in producer.stdout:
+            if "producer shard 0/1: 1 cameras" in line:  # its cameras run: the signal stops them
+                break
+        producer.send_signal(signal.SIGTERM)
+        rest = producer.communicate(timeout=60)[0]
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    assert producer.returncode == 128 + signal.SIGTERM, rest
+    assert "producer done" in rest  # it stopped cleanly all the same
+
+
+def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_path):
+    # The URLs `up` prints are the ones the stages listen on (not :0), and a restarted stage listens where it did.
+    config, _ = pipeline_config(tmp_path, "ports", "unused")  # every metrics port 0
+    config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"analytics_port": 9999})})
+    ports = metrics_ports(config)
+    assert set(ports) == {"export-metrics", "produce", "infer", "analyze"}
+    assert ports["analyze"] == 9999 and all(port > 0 for port in ports.values())
+    line = metrics_line(config, ports, receiver_port=9103)
+    assert f"http://127.0.0.1:{ports['export-metrics']}/metrics" in line
+    assert f":{ports['infer']} (inference)" in line and f":{ports['produce']} (producer)" in line
+    assert ":0 " not in line
