@@ -1,8 +1,13 @@
-"""The swapper loads a newly promoted model beside the serving one and hands it over once, between batches."""
+"""The swapper loads a newly promoted model beside the serving one and hands it over once, between batches; a worker
+starting on a serving version that does not load serves the one before it meanwhile."""
+import shutil
 import threading
 
+from cityguard.stages import serving_detectors
 from processors.inference.model_registry import ModelRegistry, ServingWatcher
 from processors.inference.model_swap import ModelSwapper
+from schemas.settings.config import Config
+from tests.conftest import OFFLINE_MODEL
 
 
 def registry_with(tmp_path, count: int) -> ModelRegistry:
@@ -134,3 +139,29 @@ def test_a_model_that_failed_to_load_is_tried_again_after_a_pause_and_then_serve
     model, loaded = poll()
     assert (model.version, loaded, attempts) == ("v2", "detector for v2", ["v2"] * 3)
     assert watcher.version == "v2" and poll() is None
+
+
+def test_a_worker_whose_serving_version_does_not_load_starts_on_the_one_before_and_tries_it_again(tmp_path, caplog):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    damaged = tmp_path / "damaged" / OFFLINE_MODEL.name  # weights spoilt after the gate passed them
+    shutil.copytree(OFFLINE_MODEL, damaged)
+    for part in damaged.glob("*.xml"):
+        part.write_text("not a model")
+    registry.register(damaged, {"kind": "imported"})
+    registry.promote("v1", "first model")
+    registry.promote("v2", "gate passed")
+    config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL), "registry": str(registry.root)}})
+
+    detectors, swapper = serving_detectors(config)
+    assert detectors.version == "v1"
+    assert "model v2 could not be loaded" in caplog.text and "serving v1 until it does" in caplog.text
+    assert swapper.watcher.version == "v1" and swapper.watcher.failing == "v2"  # offered again after its pause
+
+    only_damaged = ModelRegistry(tmp_path / "only-damaged")
+    only_damaged.register(damaged, {"kind": "imported"})
+    only_damaged.promote("v1", "first model")
+    config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL),
+                                              "registry": str(only_damaged.root)}})
+    detectors, _ = serving_detectors(config)
+    assert detectors.version is None  # the configured model
