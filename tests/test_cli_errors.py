@@ -217,6 +217,41 @@ def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot
     assert start_problems(parse_config(site, tmp_path)) == []
 
 
+def test_start_checks_name_a_local_model_the_inference_stage_could_not_load(tmp_path, monkeypatch):
+    from cityguard.start_checks import start_problems
+    from processors.inference.model_registry import ModelRegistry
+    from schemas.settings.config import parse_config
+
+    def problems(model: dict) -> list[str]:
+        return start_problems(parse_config({"cameras": [{"id": "walk", "source": str(VTEST)}], "model": model},
+                                           tmp_path))
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    # Offline, a missing offline model falls back to model.weights, which is then loaded, or tried.
+    assert problems({"weights": "models/best.pt", "offline_weights": "models/best_openvino_model"}) == [
+        f"model.offline_weights: {tmp_path / 'models' / 'best_openvino_model'} does not exist",
+        f"model.weights: {tmp_path / 'models' / 'best.pt'} does not exist"]
+    (tmp_path / "models").mkdir()
+    assert problems({"weights": "./models", "offline_weights": None}) == [
+        f"model.weights: {tmp_path / 'models'} is a folder without the metadata.yaml of a model ultralytics exported"]
+    (tmp_path / "models" / "best_openvino_model").mkdir()
+    (tmp_path / "models" / "best_openvino_model" / "metadata.yaml").write_text("names: {0: person}\n")
+    # Found, the offline model is loaded and model.weights is not.
+    assert problems({"weights": "models/best.pt", "offline_weights": "models/best_openvino_model"}) == []
+    # Names ultralytics downloads, assets fetched when missing, a Triton URL: nothing to find here.
+    assert problems({"weights": "yolo11n.pt", "offline_weights": "asset:yolo11n_int8_openvino_model"}) == []
+    assert problems({"weights": "models/best.pt", "offline_weights": "asset:yolo11n_int8_openvino_model"}) == []
+    assert problems({"weights": "http://triton:8000/yolo", "offline_weights": None}) == []
+    monkeypatch.delenv("YOLO_OFFLINE")
+    assert problems({"weights": "yolo11n.pt", "offline_weights": "models/nope"}) == []  # read only offline
+
+    # A registry's serving version is loaded instead of model.weights.
+    registry = ModelRegistry(tmp_path / "registry")
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    registry.promote(registry.register(tmp_path / "best.pt", {"kind": "imported"}).version, "test")
+    assert problems({"weights": "models/gone.pt", "registry": "registry"}) == []
+
+
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")

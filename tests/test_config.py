@@ -59,6 +59,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
                                                                                  "http(s), not a file path"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
+    (lambda d: d.update(model={"weights": ""}), "model.weights: String should have at least 1 character"),
+    (lambda d: d.update(model={"offline_weights": ""}), "model.offline_weights: String should have at least 1"),
     # A row short: numpy's words about an inhomogeneous array named no row.
     (lambda d: d["cameras"][0].update(calibration={
         "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],

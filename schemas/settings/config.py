@@ -176,11 +176,11 @@ class ModelConfig(Frozen):
         default="THROUGHPUT", description="openvino backend: parallel requests per batch (THROUGHPUT) or one (LATENCY)"
     )
     weights: str = Field(
-        default="yolo11n.pt",
+        default="yolo11n.pt", min_length=1,
         description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",
     )
     offline_weights: str | None = Field(
-        default="asset:yolo11n_int8_openvino_model",
+        default="asset:yolo11n_int8_openvino_model", min_length=1,
         description="used instead of weights when YOLO_OFFLINE=1: a path that exists (relative to the config file) "
         "or an asset name (asset:NAME, fetched when missing)",
     )
