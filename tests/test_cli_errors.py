@@ -252,6 +252,36 @@ def test_start_checks_name_a_local_model_the_inference_stage_could_not_load(tmp_
     assert problems({"weights": "models/gone.pt", "registry": "registry"}) == []
 
 
+def test_check_config_warns_of_scene_classes_the_model_does_not_have(tmp_path, capsys):
+    from cityguard.cli import main
+
+    export = tmp_path / "site_openvino_model"  # a model retrained on the site's own classes
+    export.mkdir()
+    (export / "metadata.yaml").write_text("names: {0: person, 1: car, 2: bus, 3: tram}\n")
+    scene = ("    scene:\n      vehicle_classes: [car, bsu]\n      road_classes: [person, car, bsu, trams]\n"
+             "      counting_lines:\n        - {id: c1, start: [0, 5], end: [5, 5], classes: [cars]}\n")
+    site = tmp_path / "site.yaml"
+
+    def warnings(model: str, scene: str) -> list[str]:
+        site.write_text(f"model: {model}\ncameras:\n  - id: walk\n    source: {VTEST}\n{scene}")
+        assert main(["check-config", "--config", str(site)]) == 0
+        return capsys.readouterr().err.splitlines()
+
+    model = "{weights: ./site_openvino_model, offline_weights: null}"
+    assert warnings(model, scene) == [
+        f"cityguard: warning: camera walk: scene.{field}: the model {export} has no class {classes}"
+        for field, classes in (
+            ("vehicle_classes", "bsu (did you mean bus?)"),
+            ("road_classes", "bsu (did you mean bus?), trams (did you mean tram?)"),
+            ("counting_lines[c1].classes", "cars (did you mean car?)"))]
+    # The lists left to their defaults name COCO's classes: one this model lacks is one it never reports.
+    assert warnings(model, "    scene: {}\n") == []
+    # A .pt file holds its names in the pickled model, and a model ultralytics downloads is not here to read.
+    (tmp_path / "site.pt").write_bytes(b"weights")
+    assert warnings("{weights: ./site.pt, offline_weights: null}", scene) == []
+    assert warnings("{weights: yolo11n.pt, offline_weights: null}", scene) == []
+
+
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")
