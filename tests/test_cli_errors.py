@@ -42,8 +42,14 @@ def assert_one_line_error_printed(capsys, *fragments: str) -> None:
      "site.yaml: cameras.0.fps: Input should be greater than 0; cameras.0.jpeg_quality"),
     (b"cameras:\n  - id: campus\n    source: a.mp4\n    scene:\n      thresholds: {wrong_way_min_distance_px: 80}\n",
      "wrong_way_min_distance_px is no longer read: give wrong_way_min_distance_diagonals"),
+    # Another program's YAML: a problem for each of its keys, the first ten listed.
+    ("".join(f"key{number}: {number}\n" for number in range(60)).encode(),
+     "site.yaml: key0: Extra inputs are not permitted; key1: Extra inputs are not permitted; key2: Extra inputs are "
+     "not permitted; key3: Extra inputs are not permitted; key4: Extra inputs are not permitted; key5: Extra inputs "
+     "are not permitted; key6: Extra inputs are not permitted; key7: Extra inputs are not permitted; key8: Extra "
+     "inputs are not permitted; key9: Extra inputs are not permitted; … and 50 more\n"),
 ], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field", "two-invalid-fields",
-        "renamed-field"])
+        "renamed-field", "not-a-site-file"])
 def test_a_bad_configuration_file_is_one_line_and_status_2(tmp_path, content, says):
     path = tmp_path / "site.yaml"
     path.write_bytes(content)
