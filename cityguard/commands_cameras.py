@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from cityguard.arguments import POSITIVE
 from schemas.settings.capture import ProducerConfig, SourceKind
-from schemas.settings.config import Config, ConfigError, read_config_file, validation_problems
+from schemas.settings.config import Config, ConfigError, first_problems, read_config_file, validation_problems
 
 # cctvType -> how the producer reads it (its-cctv-api.md)
 CCTV_TYPE_KINDS = {1: SourceKind.HLS, 2: SourceKind.FILE, 3: SourceKind.IMAGE, 4: SourceKind.HLS}
@@ -79,7 +79,7 @@ def run_discover(args, _config) -> int:
         client = ItsClient.from_config(settings)
         found = client.cctv_info(bbox, args.road_type, args.cctv_type)
     except ValidationError as exc:
-        problems = validation_problems(exc, "producer", ProducerConfig)
+        problems = first_problems(validation_problems(exc, "producer", ProducerConfig))
         raise ConfigError(f"invalid settings in {path}: {'; '.join(problems)}") from None
     except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:
         raise ConfigError(str(exc)) from None

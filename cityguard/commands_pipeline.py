@@ -101,7 +101,7 @@ def check_config(args, config) -> int:
     mounted later); streams, remote files and webcams are checked by the producer when it connects."""
     import sys
 
-    from cityguard.start_checks import start_problems
+    from cityguard.start_checks import model_class_names, start_problems
     from infra import assets
     from infra.redaction import redacted
     from producers.capture import source_kind
@@ -135,6 +135,13 @@ def check_config(args, config) -> int:
     for camera in config.cameras:
         for disagreement in area_disagreements(camera.zones, camera.calibration):
             print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)
+    model_classes = model_class_names(config)
+    if model_classes is not None:
+        model, names = model_classes
+        for camera in config.cameras:
+            for field, classes in camera.scene.classes_outside(names) if camera.scene else ():
+                print(f"cityguard: warning: camera {camera.id}: scene.{field}: the model {model} has no class "
+                      f"{classes}", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
     print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
     return 0

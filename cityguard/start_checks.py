@@ -2,13 +2,17 @@
 can check them all before anything starts (`cityguard up` refuses them, `cityguard check-config` warns of them)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from infra import assets
 from infra.listeners import is_loopback
 from processors.analytics.ignore_filters import IgnoreFilterStore
-from processors.inference.backends.registry import gpu_missing
+from processors.inference.backends.registry import gpu_missing, names_a_local_model
+from processors.inference.model_registry import ModelRegistry
 from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
@@ -19,11 +23,11 @@ from sinks.console.server import console_token
 
 def start_problems(config: Config) -> list[str]:
     """One line per problem: the variables the cameras' sources name, asset names the model settings give that no
-    catalogue entry has, the alert channels' variables and sound files, the incident store's URL (its dialect and
-    driver; nothing is connected to), a token for the Alertmanager receiver and the console where they listen beyond
-    loopback, folders the settings name that are files, an ignore-filters file that cannot be read, a GPU backend on a
-    machine without one, a KAFKA_BOOTSTRAP_SERVERS that names no servers, and replicas the embedded broker cannot
-    keep."""
+    catalogue entry has, a local model file or folder the inference stage could not load (model_file_problems), the
+    alert channels' variables and sound files, the incident store's URL (its dialect and driver; nothing is connected
+    to), a token for the Alertmanager receiver and the console where they listen beyond loopback, folders the settings
+    name that are files, an ignore-filters file that cannot be read, a GPU backend on a machine without one, a
+    KAFKA_BOOTSTRAP_SERVERS that names no servers, and replicas the embedded broker cannot keep."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -47,6 +51,7 @@ def start_problems(config: Config) -> list[str]:
                 assets.catalogued(value.removeprefix(assets.PREFIX))
             except assets.UnknownAssetError as exc:
                 problems.append(f"{field}: {exc}")
+    problems.extend(model_file_problems(config))
     for field, folder in (("model.registry", config.model.registry),
                           ("console.hard_negatives_dir", config.console.hard_negatives_dir),
                           ("producer.frame_store_dir", config.producer.frame_store_dir)):
@@ -70,3 +75,72 @@ def start_problems(config: Config) -> list[str]:
             problems.append(f"broker.replication_factor is {config.broker.replication_factor} but the embedded "
                             "broker is one node: set it to 1, or name a cluster (KAFKA_BOOTSTRAP_SERVERS)")
     return problems
+
+
+def model_file_problems(config: Config) -> list[str]:
+    """The model the inference stage would load here, where the settings name a file or folder on this machine that
+    is not there, or a folder that holds no exported model: otherwise found only as the stage loads it."""
+    try:
+        tried = models_tried(config)
+    except assets.UnknownAssetError:  # named by the check of asset names
+        return []
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for field, path in tried:
+        if path is None:  # downloaded or fetched first
+            break
+        if not path.exists():  # offline, model.weights is loaded instead, or tried
+            problems.append(f"{field}: {path} does not exist")
+            continue
+        if path.is_dir() and not (path / EXPORT_METADATA).is_file():
+            problems.append(f"{field}: {path} is a folder without the {EXPORT_METADATA} of a model ultralytics "
+                            "exported")
+        break  # the one loaded
+    return problems
+
+
+EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into each model it exports to a folder
+
+
+def models_tried(config: Config) -> list[tuple[str, Path | None]]:
+    """The models the inference stage would try on this machine, in its order, each with the setting that names it
+    and where it lies here (None: a model ultralytics downloads by name, or an asset not fetched yet): the first one
+    found is loaded. A registry's serving version is loaded instead of the settings; ValueError naming the registry
+    where it cannot tell which version serves. Nothing is downloaded."""
+    model = config.model
+    if model.registry:
+        try:
+            serving = ModelRegistry(Path(config.resolve_path(model.registry))).serving()
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"model.registry: {exc.args[0]}") from None
+        if serving is not None:
+            return [(f"model.registry (serving {serving.version})", serving.weights)]
+    tried: list[tuple[str, Path | None]] = []
+    if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
+        if assets.is_asset(model.offline_weights):
+            return [("model.offline_weights", assets.asset_here(model.offline_weights.removeprefix(assets.PREFIX)))]
+        tried.append(("model.offline_weights", Path(config.resolve_path(model.offline_weights))))
+    local = names_a_local_model(model.weights)
+    return [*tried, ("model.weights", Path(config.resolve_path(model.weights)) if local else None)]
+
+
+def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
+    """The model the inference stage would load here and its class names, where they can be read without loading it:
+    from the metadata.yaml of a model exported to a folder (the offline OpenVINO model). None for a model file (a .pt
+    holds its names inside the pickled model, which only torch reads), one downloaded first, or one not there."""
+    try:
+        tried = models_tried(config)
+    except (ValueError, assets.UnknownAssetError):  # named by the start checks
+        return None
+    for _, path in tried:
+        if path is None:
+            return None
+        if not path.exists():  # offline, model.weights is tried next
+            continue
+        try:
+            names = yaml.safe_load((path / EXPORT_METADATA).read_text(encoding="utf-8"))["names"]
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
+            return None
+        return (path, {str(name) for name in names.values()}) if isinstance(names, dict) else None
+    return None

@@ -99,15 +99,24 @@ def catalogued(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Asset:
 
 def asset_path(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Path:
     """Where the asset lies on this machine: a mirror, the cache, or the cache after a download."""
+    found = asset_here(name, catalogue)
+    if found is not None:
+        return found
+    asset = catalogued(name, catalogue)
+    cached = cache_dir() / asset.name
+    download(asset, cached)
+    return cached
+
+
+def asset_here(name: str, catalogue: dict[str, Asset] = CATALOGUE) -> Path | None:
+    """Where the asset lies on this machine already, a mirror or the cache; None where it would be downloaded."""
     asset = catalogued(name, catalogue)
     for root in mirror_roots():
         candidate = root / asset.mirror_path
         if is_complete(asset, candidate):
             return candidate
     cached = cache_dir() / asset.name
-    if not is_complete(asset, cached):
-        download(asset, cached)
-    return cached
+    return cached if is_complete(asset, cached) else None
 
 
 def mirror_roots() -> list[Path]:

@@ -42,8 +42,14 @@ def assert_one_line_error_printed(capsys, *fragments: str) -> None:
      "site.yaml: cameras.0.fps: Input should be greater than 0; cameras.0.jpeg_quality"),
     (b"cameras:\n  - id: campus\n    source: a.mp4\n    scene:\n      thresholds: {wrong_way_min_distance_px: 80}\n",
      "wrong_way_min_distance_px is no longer read: give wrong_way_min_distance_diagonals"),
+    # Another program's YAML: a problem for each of its keys, the first ten listed.
+    ("".join(f"key{number}: {number}\n" for number in range(60)).encode(),
+     "site.yaml: key0: Extra inputs are not permitted; key1: Extra inputs are not permitted; key2: Extra inputs are "
+     "not permitted; key3: Extra inputs are not permitted; key4: Extra inputs are not permitted; key5: Extra inputs "
+     "are not permitted; key6: Extra inputs are not permitted; key7: Extra inputs are not permitted; key8: Extra "
+     "inputs are not permitted; key9: Extra inputs are not permitted; … and 50 more\n"),
 ], ids=["binary", "deeply-nested", "empty", "top-level-list", "bad-yaml", "invalid-field", "two-invalid-fields",
-        "renamed-field"])
+        "renamed-field", "not-a-site-file"])
 def test_a_bad_configuration_file_is_one_line_and_status_2(tmp_path, content, says):
     path = tmp_path / "site.yaml"
     path.write_bytes(content)
@@ -215,6 +221,71 @@ def test_start_checks_name_a_folder_setting_given_a_file_and_filters_that_cannot
     for name in ("models", "negatives", "frames", "filters.json"):
         (tmp_path / name).unlink()
     assert start_problems(parse_config(site, tmp_path)) == []
+
+
+def test_start_checks_name_a_local_model_the_inference_stage_could_not_load(tmp_path, monkeypatch):
+    from cityguard.start_checks import start_problems
+    from processors.inference.model_registry import ModelRegistry
+    from schemas.settings.config import parse_config
+
+    def problems(model: dict) -> list[str]:
+        return start_problems(parse_config({"cameras": [{"id": "walk", "source": str(VTEST)}], "model": model},
+                                           tmp_path))
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    # Offline, a missing offline model falls back to model.weights, which is then loaded, or tried.
+    assert problems({"weights": "models/best.pt", "offline_weights": "models/best_openvino_model"}) == [
+        f"model.offline_weights: {tmp_path / 'models' / 'best_openvino_model'} does not exist",
+        f"model.weights: {tmp_path / 'models' / 'best.pt'} does not exist"]
+    (tmp_path / "models").mkdir()
+    assert problems({"weights": "./models", "offline_weights": None}) == [
+        f"model.weights: {tmp_path / 'models'} is a folder without the metadata.yaml of a model ultralytics exported"]
+    (tmp_path / "models" / "best_openvino_model").mkdir()
+    (tmp_path / "models" / "best_openvino_model" / "metadata.yaml").write_text("names: {0: person}\n")
+    # Found, the offline model is loaded and model.weights is not.
+    assert problems({"weights": "models/best.pt", "offline_weights": "models/best_openvino_model"}) == []
+    # Names ultralytics downloads, assets fetched when missing, a Triton URL: nothing to find here.
+    assert problems({"weights": "yolo11n.pt", "offline_weights": "asset:yolo11n_int8_openvino_model"}) == []
+    assert problems({"weights": "models/best.pt", "offline_weights": "asset:yolo11n_int8_openvino_model"}) == []
+    assert problems({"weights": "http://triton:8000/yolo", "offline_weights": None}) == []
+    monkeypatch.delenv("YOLO_OFFLINE")
+    assert problems({"weights": "yolo11n.pt", "offline_weights": "models/nope"}) == []  # read only offline
+
+    # A registry's serving version is loaded instead of model.weights.
+    registry = ModelRegistry(tmp_path / "registry")
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    registry.promote(registry.register(tmp_path / "best.pt", {"kind": "imported"}).version, "test")
+    assert problems({"weights": "models/gone.pt", "registry": "registry"}) == []
+
+
+def test_check_config_warns_of_scene_classes_the_model_does_not_have(tmp_path, capsys):
+    from cityguard.cli import main
+
+    export = tmp_path / "site_openvino_model"  # a model retrained on the site's own classes
+    export.mkdir()
+    (export / "metadata.yaml").write_text("names: {0: person, 1: car, 2: bus, 3: tram}\n")
+    scene = ("    scene:\n      vehicle_classes: [car, bsu]\n      road_classes: [person, car, bsu, trams]\n"
+             "      counting_lines:\n        - {id: c1, start: [0, 5], end: [5, 5], classes: [cars]}\n")
+    site = tmp_path / "site.yaml"
+
+    def warnings(model: str, scene: str) -> list[str]:
+        site.write_text(f"model: {model}\ncameras:\n  - id: walk\n    source: {VTEST}\n{scene}")
+        assert main(["check-config", "--config", str(site)]) == 0
+        return capsys.readouterr().err.splitlines()
+
+    model = "{weights: ./site_openvino_model, offline_weights: null}"
+    assert warnings(model, scene) == [
+        f"cityguard: warning: camera walk: scene.{field}: the model {export} has no class {classes}"
+        for field, classes in (
+            ("vehicle_classes", "bsu (did you mean bus?)"),
+            ("road_classes", "bsu (did you mean bus?), trams (did you mean tram?)"),
+            ("counting_lines[c1].classes", "cars (did you mean car?)"))]
+    # The lists left to their defaults name COCO's classes: one this model lacks is one it never reports.
+    assert warnings(model, "    scene: {}\n") == []
+    # A .pt file holds its names in the pickled model, and a model ultralytics downloads is not here to read.
+    (tmp_path / "site.pt").write_bytes(b"weights")
+    assert warnings("{weights: ./site.pt, offline_weights: null}", scene) == []
+    assert warnings("{weights: yolo11n.pt, offline_weights: null}", scene) == []
 
 
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):

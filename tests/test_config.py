@@ -59,6 +59,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
                                                                                  "http(s), not a file path"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
+    (lambda d: d.update(model={"weights": ""}), "model.weights: String should have at least 1 character"),
+    (lambda d: d.update(model={"offline_weights": ""}), "model.offline_weights: String should have at least 1"),
     # A row short: numpy's words about an inhomogeneous array named no row.
     (lambda d: d["cameras"][0].update(calibration={
         "image_points": [[0, 0], [100, 0], [100, 100], [0, 100]], "ground_points": [[0, 0], [10, 0], [10, 10], [0, 10]],
@@ -153,6 +155,29 @@ def test_a_mistyped_field_of_an_alert_channel_is_named_with_the_closest_of_its_k
                         "alerting.channels.1.sound.file: Field required",
                         "alerting.channels.1.sound.fiel: Extra inputs are not permitted (did you mean file?)",
                         "alerting.channels.2.sms.templte: Extra inputs are not permitted (did you mean template?)"]
+
+
+def test_a_truth_value_where_a_number_belongs_is_refused_naming_it(tmp_path):
+    """YAML reads yes, no, on and off as true and false, which pydantic would take for 1 and 0: `fps: yes` for 1 fps."""
+    path = tmp_path / "site.yaml"
+    path.write_text("broker: {partitions: off}\n"
+                    "model: {class_confidence: {0: yes}}\n"
+                    "alerting:\n  channels:\n    - {id: ops, kind: webhook, url_env: OPS_URL, retry: {timeout_s: on}}\n"
+                    "cameras:\n  - id: cam1\n    source: video.mp4\n    fps: yes\n"
+                    "    zones:\n      - {id: z1, polygon: [[0, 0], [true, 0], [100, 100]], area_m2: 50}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    fields = [problem.strip().partition(": ")[::2] for problem in str(error.value).splitlines()[1:]]
+    truth_value = "a number, not true/false (YAML reads yes, no, on and off as true/false)"
+    assert sorted(fields) == [("alerting.channels.0.webhook.retry.timeout_s", truth_value),
+                              ("broker.partitions", truth_value), ("cameras.0.fps", truth_value),
+                              ("cameras.0.zones.0.polygon.1.0", truth_value),
+                              ("model.class_confidence.0", truth_value)]
+    # Whole numbers where fractions may be, and points as YAML lists, as before.
+    path.write_text("cameras:\n  - id: cam1\n    source: video.mp4\n    fps: 5\n    loop: yes\n"
+                    "    zones:\n      - {id: z1, polygon: [[0, 0], [100, 0], [100, 100]], area_m2: 50}\n")
+    camera = load_config(path).cameras[0]
+    assert (camera.fps, camera.loop, camera.zones[0].polygon[1]) == (5.0, True, (100.0, 0.0))
 
 
 def test_cross_field_checks(tmp_path):

@@ -8,7 +8,8 @@ import os
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from schemas.base import ID_MAX_CHARS
 from schemas.geometry import polygon_area, polygon_is_simple
@@ -31,13 +32,49 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names every offending field."""
 
 
+def refuse_truth_value(value: object) -> object:
+    """A number as given, unless it is true or false, which pydantic would read as 1 or 0."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "a number, not true/false (YAML reads yes, no, on and off as "
+                                  "true/false)")
+    return value
+
+
+# Keys of a core schema that hold no schema to guard: a default is a value, metadata and serialization are not read
+# when validating.
+NOT_VALIDATING_KEYS = frozenset({"default", "metadata", "serialization"})
+
+
+def numbers_refusing_truth_values(schema: object) -> object:
+    """`schema` with every int and float in it (a field, a list item, a tuple member, a dict key or value, at any
+    depth) refusing true and false, each where it is, so that the error names the field or item."""
+    if isinstance(schema, list | tuple):
+        return type(schema)(numbers_refusing_truth_values(item) for item in schema)
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") in ("int", "float"):
+        return core_schema.no_info_before_validator_function(refuse_truth_value, schema)
+    if schema.get("type") == "function-before" and schema["function"].get("function") is refuse_truth_value:
+        return schema  # a nested model's number, guarded already when its own schema was made
+    return {key: value if key in NOT_VALIDATING_KEYS else numbers_refusing_truth_values(value)
+            for key, value in schema.items()}
+
+
 class Frozen(BaseModel):
     """Strict and immutable: unknown fields are errors, nothing changes after validation.
 
     Non-finite numbers are errors too: YAML reads `.nan` and `.inf` as floats, and a NaN vertex or bound slips
-    through every comparison (a zone would read 0 p/m² forever, a `.inf` level never be reached)."""
+    through every comparison (a zone would read 0 p/m² forever, a `.inf` level never be reached). So are true and
+    false where a number belongs: YAML reads `fps: yes` as true, which pydantic would take for 1 fps, and
+    `partitions: off` for 0. They are refused by type, in the schema pydantic makes of each model, rather than by a
+    validator on every field: one on the Literal field that tells an alert channel's kind apart would keep pydantic
+    from choosing the channel's model by it, and a check of the whole model would name the model, not the field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: type[BaseModel], handler: GetCoreSchemaHandler, /) -> CoreSchema:
+        return numbers_refusing_truth_values(handler(source))
 
 
 def refuse_retired(data: object, retired: dict[str, str]) -> object:

@@ -176,11 +176,11 @@ class ModelConfig(Frozen):
         default="THROUGHPUT", description="openvino backend: parallel requests per batch (THROUGHPUT) or one (LATENCY)"
     )
     weights: str = Field(
-        default="yolo11n.pt",
+        default="yolo11n.pt", min_length=1,
         description="ultralytics model name or path; a connected machine downloads names such as yolo11n.pt",
     )
     offline_weights: str | None = Field(
-        default="asset:yolo11n_int8_openvino_model",
+        default="asset:yolo11n_int8_openvino_model", min_length=1,
         description="used instead of weights when YOLO_OFFLINE=1: a path that exists (relative to the config file) "
         "or an asset name (asset:NAME, fetched when missing)",
     )
@@ -460,11 +460,21 @@ def validation_problems(exc: ValidationError, section: str = "", model: type[Bas
     return problems
 
 
+# Enough for a site file's mistakes; a YAML file that is no site file (another program's) has one for each key.
+MAX_PROBLEMS_LISTED = 10
+
+
+def first_problems(problems: list[str]) -> list[str]:
+    """The first MAX_PROBLEMS_LISTED problems, and how many more there are."""
+    more = len(problems) - MAX_PROBLEMS_LISTED
+    return problems[:MAX_PROBLEMS_LISTED] + ([f"… and {more} more"] if more > 0 else [])
+
+
 def parse_config(data: dict, base_dir: Path, source: str = "<config>") -> Config:
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = [f"  {problem}" for problem in validation_problems(exc, model=Config)]
+        problems = [f"  {problem}" for problem in first_problems(validation_problems(exc, model=Config))]
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(problems)) from None
 
 

@@ -6,6 +6,7 @@ size capture scales frames to (`max_width`). Metres come only from the camera's
 """
 from __future__ import annotations
 
+import difflib
 from typing import Annotated
 
 import numpy as np
@@ -285,6 +286,23 @@ class SceneConfig(Frozen):
             if not_vehicles:
                 raise ValueError(f"zone {zone.id}: allowed_classes not in vehicle_classes: {', '.join(not_vehicles)}")
         return self
+
+    def classes_outside(self, names: set[str]) -> list[tuple[str, str]]:
+        """(field, classes) for each list of classes the scene gives that names classes outside `names` (a model's):
+        a typo, or a model retrained on other classes, whose vehicles would never be vehicles. The lists left to
+        their defaults (COCO's names) are not named: a class a model lacks there is one it never reports."""
+        given = [(field, getattr(self, field)) for field in ("vehicle_classes", "road_classes")
+                 if field in self.model_fields_set]
+        given += [(f"counting_lines[{line.id}].classes", line.classes) for line in self.counting_lines if line.classes]
+        outside = []
+        for field, classes in given:
+            unknown = []
+            for name in dict.fromkeys(name for name in classes if name not in names):
+                closest = difflib.get_close_matches(name, names, n=1)
+                unknown.append(f"{name} (did you mean {closest[0]}?)" if closest else name)
+            if unknown:
+                outside.append((field, ", ".join(unknown)))
+        return outside
 
     @model_validator(mode="after")
     def verify_vehicles_are_road_classes(self) -> "SceneConfig":

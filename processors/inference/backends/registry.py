@@ -73,6 +73,12 @@ BACKENDS: dict[str, Callable[[DetectorArgs, ModelConfig], Detector]] = {
 }
 
 
+def names_a_local_model(weights: str) -> bool:
+    """Whether model.weights names a file or folder on this machine, rather than a model ultralytics knows by name
+    (yolo11n.pt, downloaded when missing) or serves from a URL (Triton)."""
+    return "://" not in weights and (os.path.sep in weights or weights.startswith("."))
+
+
 def resolve_weights(config: Config) -> str:
     """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (an asset name
     is fetched into the cache when no mirror has it)."""
@@ -81,7 +87,7 @@ def resolve_weights(config: Config) -> str:
         offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
         if offline.exists():
             return str(offline)
-    if os.path.sep in model.weights or model.weights.startswith("."):
+    if names_a_local_model(model.weights):
         return config.resolve_path(model.weights)
     return model.weights
 
