@@ -1,17 +1,19 @@
 
-"""Tiled inference and model backends on real images."""
+"""Tiled inference and model backends on real images, and the model they load."""
 from itertools import pairwise
 
 import numpy as np
 import pytest
 
+from processors.inference.backends.registry import resolve_weights
 from processors.inference.backends.ultralytics import YoloDetector
 from processors.inference.detector import ImageDetections
 from processors.inference.stage import to_message
 from processors.inference.tiling import TiledDetector, cut_by_tile, merge_by_nms, tile_origins
 from schemas import Frame
 from schemas.detections import MAX_OBJECTS
-from tests.conftest import ONNX_MODEL, VTEST, video_frames
+from schemas.settings.config import Config
+from tests.conftest import OFFLINE_MODEL, ONNX_MODEL, VTEST, video_frames
 
 
 def test_tiles_cover_the_image_with_overlap():
@@ -156,3 +158,9 @@ def test_a_message_keeps_the_most_confident_max_objects_in_their_order():
     kept = [box[0] for box in message.xyxy]
     assert len(message) == MAX_OBJECTS and min(message.confidence) == 0.5
     assert kept == sorted(set(range(count)) - {1, 5, 9})
+
+
+def test_weights_given_as_an_asset_name_load_that_asset(monkeypatch):
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    config = Config.model_validate({"model": {"weights": f"asset:{OFFLINE_MODEL.name}", "offline_weights": None}})
+    assert resolve_weights(config) == str(OFFLINE_MODEL)

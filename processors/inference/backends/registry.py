@@ -80,16 +80,15 @@ def names_a_local_model(weights: str) -> bool:
 
 
 def resolve_weights(config: Config) -> str:
-    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (an asset name
-    is fetched into the cache when no mirror has it)."""
+    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (either may be an
+    asset name, fetched into the cache when no mirror has it)."""
     model = config.model
     if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
         offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
         if offline.exists():
             return str(offline)
-    if names_a_local_model(model.weights):
-        return config.resolve_path(model.weights)
-    return model.weights
+    weights = assets.resolve(model.weights)  # asset:NAME, fetched into the cache when no mirror has it
+    return config.resolve_path(weights) if names_a_local_model(weights) else weights
 
 
 def create_detector(config: Config) -> Detector:
