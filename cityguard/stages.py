@@ -160,35 +160,38 @@ def build_detectors(config: Config, serving=None):
                            config.model.class_confidence, serving.version if serving is not None else None)
 
 
-def serving_detectors(config: Config):
-    """The detectors of the registry's serving version and a swapper that follows its pointer, or the configured
-    model's and None without a registry.
+def serving_model(config: Config):
+    """The registry's serving version and a swapper that follows its pointer, or (None, None) without a registry."""
+    from processors.inference.model_registry import ModelRegistry, ServingWatcher
+    from processors.inference.model_swap import ModelSwapper
+
+    if config.model.registry is None:
+        return None, None
+    watcher = ServingWatcher(ModelRegistry(Path(config.resolve_path(config.model.registry))))
+    serving = watcher.current()
+    log.info("model registry %s: serving %s", watcher.registry.root, serving.version if serving else "none yet")
+    return serving, ModelSwapper(watcher, lambda model: build_detectors(config, model))
+
+
+def serving_detectors(config: Config, serving, swapper):
+    """The detectors of the serving version (`serving_model`), or the configured model's without one.
 
     A serving version that does not load (its weights damaged since it was promoted) is not the end of the worker: it
     would leave every camera of its partitions without detections. The worker serves the newest version before it in
     the promotion history that loads (else the configured model), as a running worker keeps its model when a newly
     promoted one fails to load, and tries the serving version again after the same doubling pause."""
-    from processors.inference.model_registry import ModelRegistry, ServingWatcher
-    from processors.inference.model_swap import ModelSwapper
-
-    if config.model.registry is None:
-        return build_detectors(config), None
-    watcher = ServingWatcher(ModelRegistry(Path(config.resolve_path(config.model.registry))))
-    serving = watcher.current()
-    log.info("model registry %s: serving %s", watcher.registry.root, serving.version if serving else "none yet")
-    swapper = ModelSwapper(watcher, lambda model: build_detectors(config, model))
     try:
-        return build_detectors(config, serving), swapper
+        return build_detectors(config, serving)
     except Exception as exc:
         if serving is None:
             raise
         failure = exc
+    watcher = swapper.watcher
     served = [entry["version"] for entry in watcher.registry.pointer()["history"]]
     earlier = [version for version in reversed(served) if version != serving.version]
     for fallback in [*dict.fromkeys(earlier), None]:
         try:
-            model = watcher.registry.get(fallback) if fallback else None
-            detectors = build_detectors(config, model)
+            detectors = build_detectors(config, watcher.registry.get(fallback) if fallback else None)
         except Exception:
             continue
         retry_s = watcher.failed(serving.version)
@@ -196,7 +199,7 @@ def serving_detectors(config: Config):
             watcher.loaded(fallback)
         log.error("model %s could not be loaded (%s: %s); serving %s until it does (next try in %.0f s)",
                   serving.version, type(failure).__name__, failure, fallback or "the configured model", retry_s)
-        return detectors, swapper
+        return detectors
     raise failure
 
 
@@ -231,8 +234,10 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
     require_bootstrap(config)
     stop = stop_on_signals()
+    serving, model_swapper = serving_model(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
-    detectors, model_swapper = serving_detectors(config)  # after the port: a taken one is named before the model loads
+    # After the port: a taken one is named before the model loads.
+    detectors = serving_detectors(config, serving, model_swapper)
     servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     group = config.group_id("inference")
     consumer = FrameConsumer(servers, group, config.broker.topics.frames)

@@ -3,7 +3,7 @@ starting on a serving version that does not load serves the one before it meanwh
 import shutil
 import threading
 
-from cityguard.stages import serving_detectors
+from cityguard.stages import serving_detectors, serving_model
 from processors.inference.model_registry import ModelRegistry, ServingWatcher
 from processors.inference.model_swap import ModelSwapper
 from schemas.settings.config import Config
@@ -153,7 +153,8 @@ def test_a_worker_whose_serving_version_does_not_load_starts_on_the_one_before_a
     registry.promote("v2", "gate passed")
     config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL), "registry": str(registry.root)}})
 
-    detectors, swapper = serving_detectors(config)
+    serving, swapper = serving_model(config)
+    detectors = serving_detectors(config, serving, swapper)
     assert detectors.version == "v1"
     assert "model v2 could not be loaded" in caplog.text and "serving v1 until it does" in caplog.text
     assert swapper.watcher.version == "v1" and swapper.watcher.failing == "v2"  # offered again after its pause
@@ -163,5 +164,5 @@ def test_a_worker_whose_serving_version_does_not_load_starts_on_the_one_before_a
     only_damaged.promote("v1", "first model")
     config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL),
                                               "registry": str(only_damaged.root)}})
-    detectors, _ = serving_detectors(config)
+    detectors = serving_detectors(config, *serving_model(config))
     assert detectors.version is None  # the configured model
