@@ -17,6 +17,7 @@ from processors.analytics.traffic.state import (
     TrafficState,
     max_tracks,
 )
+from processors.analytics.traffic.static_objects import overlap
 from schemas import Detections
 from schemas.geometry import box_cover
 from schemas.settings.config import Config
@@ -126,3 +127,50 @@ def test_a_jam_of_vehicles_given_new_ids_at_once_is_found_again_comparing_each_n
     assert all(tracks[i].reacquired for i in range(1, count + 1))
     assert all(tracks[1000 + i].first_seen == T0 and len(tracks[1000 + i].history) == 3 for i in range(1, count + 1))
     assert len(comparisons) == count
+
+
+class ReadsCounted(list):
+    """The contacts remembered, counting how often a frame reads through them."""
+
+    reads = 0
+
+    def __iter__(self):
+        ReadsCounted.reads += 1
+        return super().__iter__()
+
+
+def convoy(seq: int, count: int) -> Detections:
+    # rows of cars 25 px apart driving right together at 150 px/s: each car touches those of the rows beside it
+    boxes = [(20 + i % 8 * 140 + 30 * seq, 100 + i // 8 * 25, 100 + i % 8 * 140 + 30 * seq, 140 + i // 8 * 25)
+             for i in range(count)]
+    return Detections(camera_id="sim", seq=seq, captured_at=T0 + seq * 0.2, image_width=1280, image_height=720,
+                      model="t", inference_ms=0, xyxy=boxes, confidence=[0.9] * count, class_id=[2] * count,
+                      class_name=["car"] * count, track_id=list(range(1, count + 1)))
+
+
+def test_a_frame_of_touching_vehicles_reads_the_contacts_and_compares_new_boxes_at_once_not_per_pair(monkeypatch):
+    import processors.analytics.traffic.rules as traffic_rules
+
+    compared = []
+
+    def counted(a, b):
+        compared.append((a, b))
+        return overlap(a, b)
+
+    monkeypatch.setattr(traffic_rules, "overlap", counted)
+    work = {}
+    for count in (16, 48):
+        analyzer = TrafficAnalyzer.restore(camera(), Config(), None)
+        compared.clear()
+        analyzer.update(convoy(0, count))  # every car new, over the cars beside it
+        first_frame = len(compared)
+        for seq in range(1, 6):
+            analyzer.update(convoy(seq, count))
+        touching = len(analyzer.state.collisions)
+        analyzer.state.collisions = ReadsCounted(analyzer.state.collisions)
+        ReadsCounted.reads = 0
+        analyzer.update(convoy(6, count))  # every remembered contact still touching
+        work[count] = (first_frame, ReadsCounted.reads)
+        assert touching >= count / 2
+
+    assert work[16] == work[48]

@@ -34,7 +34,7 @@ from processors.analytics.traffic.static_objects import (
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
-from schemas.geometry import Point, box_diagonal, box_intersection, box_iou
+from schemas.geometry import Point, box_cover, box_diagonal, box_intersection, box_iou
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -875,7 +875,10 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
     Contacts expire once that can no longer happen. `appeared`: the ids of the tracks first seen in this frame (one
     found again as a vehicle lost a moment ago included)."""
     thresholds = scene.thresholds
-    known = {candidate.track_ids for candidate in state.collisions}
+    # The contact remembered for each pair, found by its pair: a jam has thousands of contacts in a few seconds.
+    known: dict[tuple[int, int], CollisionCandidate] = {}
+    for candidate in state.collisions:
+        known.setdefault(candidate.track_ids, candidate)
     # A vehicle at rest that the detector misses in this frame (hidden by the one hitting it, a frame lost) still
     # stands where it was last seen.
     seen = {vehicle.track_id for vehicle in vehicles}
@@ -890,21 +893,21 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         a, b = vehicles[i], candidates[j]
         pair = tuple(sorted((a.track_id, b.track_id)))
         if pair in known:
-            _measure_first_seen_at_contact(scene, state, pair, (a, b), now)
+            _measure_first_seen_at_contact(scene, known[pair], pair, (a, b), now)
             continue
         speed = max(_contact_speed(scene, a, b, now), _contact_speed(scene, b, a, now))
         if speed >= thresholds.collision_min_speed_box_per_s:
             first, second = (a, b) if a.track_id == pair[0] else (b, a)
             velocities = [scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now) for vehicle in (first, second)]
             turning = [_turning(scene, vehicle, now) for vehicle in (first, second)]
-            state.collisions.append(CollisionCandidate(
+            known[pair] = CollisionCandidate(
                 track_ids=pair, contact_at=now, speed_box_per_s=speed,
                 class_names=(first.class_name, second.class_name),
                 velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now)),
                 speeds_at_contact=tuple(math.hypot(*v) if v else 0.0 for v in velocities),
                 headings_before=(turning[0][0], turning[1][0]), turn_rates_before=(turning[0][1], turning[1][1]),
-                still_before=(_still_for(scene, first), _still_for(scene, second))))
-            known.add(pair)
+                still_before=(_still_for(scene, first), _still_for(scene, second)))
+            state.collisions.append(known[pair])
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
 
@@ -915,14 +918,17 @@ def _note_second_detections(vehicles: list[TrackState], overlaps: np.ndarray, ap
     and forgets the mark once the two boxes overlap less: two vehicles after all, one having come out from behind
     the other or driven on past it. `overlaps`: the vehicles' boxes' pairwise IoU."""
     by_id = {vehicle.track_id: index for index, vehicle in enumerate(vehicles)}
-    for index, vehicle in enumerate(vehicles):
+    for vehicle in vehicles:
         doubled = by_id.get(vehicle.doubles)
         if doubled is not None and overlap(vehicle.box, vehicles[doubled].box) < SAME_VEHICLE_OVERLAP:
             vehicle.doubles = None
-        if vehicle.track_id not in appeared:
-            continue
-        shares = [(overlap(vehicle.box, other.box), other.track_id) for other in vehicles
-                  if other is not vehicle and overlaps[index, by_id[other.track_id]] > 0]
+    # The boxes each new track's box touches, covered in one array operation: a frame may bring many new tracks.
+    rows = [index for index, vehicle in enumerate(vehicles) if vehicle.track_id in appeared]
+    covers = box_cover([vehicles[index].box for index in rows], [vehicle.box for vehicle in vehicles])
+    for index, cover in zip(rows, covers, strict=True):
+        vehicle = vehicles[index]
+        shares = [(float(cover[other]), vehicles[other].track_id) for other in np.flatnonzero(overlaps[index] > 0)
+                  if vehicles[other] is not vehicle]
         share, other_id = max(shares, default=(0.0, None))
         if share >= SAME_VEHICLE_OVERLAP:
             vehicle.doubles = other_id
@@ -964,13 +970,12 @@ def _contact_speed(scene: Scene, vehicle: TrackState, other: TrackState, now: fl
     return math.hypot(own[0] - theirs[0], own[1] - theirs[1]) if own else 0.0
 
 
-def _measure_first_seen_at_contact(scene: Scene, state: TrafficState, pair: tuple[int, int],
+def _measure_first_seen_at_contact(scene: Scene, candidate: CollisionCandidate, pair: tuple[int, int],
                                    touching: tuple[TrackState, TrackState], now: float) -> None:
     """A vehicle first seen at the contact (it came into view, or out of the other's shadow, as they met) had no speed
     to take then: while the pair still touches and is not yet a collision, its speed since (`_contact_speed`) stands
     in for it."""
-    candidate = next((c for c in state.collisions if c.track_ids == pair), None)
-    if candidate is None or candidate.confirmed_at is not None:
+    if candidate.confirmed_at is not None:
         return
     by_id = {vehicle.track_id: vehicle for vehicle in touching}
     speeds = []
