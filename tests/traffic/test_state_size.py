@@ -9,9 +9,13 @@ from processors.analytics.traffic.analyzer import HISTORY_SECONDS, SAMPLE_SPACIN
 from processors.analytics.traffic.rules import SEEN_RIDING
 from processors.analytics.traffic.state import (
     AREA_TIMER_BYTES,
+    COLLISION_CANDIDATE_BYTES,
+    COLLISIONS_BUDGET_BYTES,
     LINE_SIDE_BYTES,
+    MAX_COLLISION_CANDIDATES,
     TRACK_STATE_BYTES,
     TRACKS_BUDGET_BYTES,
+    CollisionCandidate,
     LineSide,
     TrackState,
     TrafficState,
@@ -174,3 +178,32 @@ def test_a_frame_of_touching_vehicles_reads_the_contacts_and_compares_new_boxes_
         assert touching >= count / 2
 
     assert work[16] == work[48]
+
+
+def worst_case_contact() -> CollisionCandidate:
+    box = (LONGEST,) * 4
+    velocity = (LONGEST, LONGEST)
+    return CollisionCandidate(
+        track_ids=(-(2**63), -(2**63)), contact_at=LONGEST_TIME, speed_box_per_s=LONGEST, class_names=("x" * 20,) * 2,
+        velocities_before=(velocity, velocity), speeds_at_contact=(LONGEST, LONGEST),
+        headings_before=(velocity, velocity), turn_rates_before=(LONGEST, LONGEST), still_before=(LONGEST, LONGEST),
+        confirmed_at=LONGEST_TIME, merged_box=box, converged_from=((LONGEST,) * 6,) * 2,
+        reason="x" * 20 + " and " + "x" * 20 + " collided: closing at -1234.6 box/s, then seen as one box -1234.6 "
+               "times the larger (-1234.57 s later), the " + "x" * 20 + " swerving -1234 degrees")
+
+
+def test_the_most_contacts_kept_at_their_largest_fit_their_share_beside_the_tracks():
+    assert len(worst_case_contact().model_dump_json()) <= COLLISION_CANDIDATE_BYTES
+    assert MAX_COLLISION_CANDIDATES * COLLISION_CANDIDATE_BYTES <= COLLISIONS_BUDGET_BYTES
+    assert TRACKS_BUDGET_BYTES + COLLISIONS_BUDGET_BYTES < FAUST_MAX_REQUEST_BYTES
+
+
+def test_a_flood_of_fast_touching_boxes_keeps_the_newest_contacts_and_the_state_one_record():
+    analyzer = TrafficAnalyzer.restore(camera(), Config(), None)
+    for seq in range(10):
+        analyzer.update(convoy(seq, 400))
+        contacts = analyzer.state.collisions
+        assert len(contacts) <= MAX_COLLISION_CANDIDATES
+    assert len(contacts) == MAX_COLLISION_CANDIDATES  # the convoy touches in more pairs than that
+    assert max(c.contact_at for c in contacts) == T0 + 9 * 0.2  # the newest kept
+    assert len(analyzer.state_bytes()) < FAUST_MAX_REQUEST_BYTES

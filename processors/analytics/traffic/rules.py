@@ -14,6 +14,7 @@ from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
 from processors.analytics.traffic.state import (
+    MAX_COLLISION_CANDIDATES,
     Box,
     CollisionCandidate,
     LaneStretch,
@@ -910,6 +911,11 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
             state.collisions.append(known[pair])
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
+    excess = len(state.collisions) - MAX_COLLISION_CANDIDATES
+    if excess > 0:  # the oldest contacts not yet seen to be an impact go first, then the oldest impacts
+        ranked = sorted(state.collisions, key=lambda c: (c.confirmed_at is not None, c.contact_at))
+        dropped = {id(candidate) for candidate in ranked[:excess]}
+        state.collisions = [c for c in state.collisions if id(c) not in dropped]
 
 
 def _note_second_detections(vehicles: list[TrackState], overlaps: np.ndarray, appeared: set[int]) -> None:

@@ -2,8 +2,8 @@
 
 Every map here is bounded: tracks, their line sides and timers go with the track after `track_ttl_seconds`
 unseen (longer only while the background still shows the vehicle where it was lost), and at most `max_tracks` are
-kept; static objects go once their evidence has been gone for their grace time; collision candidates expire;
-congestion keeps one bucket per second of its window.
+kept; static objects go once their evidence has been gone for their grace time; collision candidates expire, and at
+most `MAX_COLLISION_CANDIDATES` are kept; congestion keeps one bucket per second of its window.
 """
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ TRACKS_BUDGET_BYTES = 700_000
 TRACK_STATE_BYTES = 3_400  # one track with a full history, without its counting-line sides and pedestrian-area timers
 LINE_SIDE_BYTES = 60  # a track's side at one counting line, besides the line's id
 AREA_TIMER_BYTES = 60  # a track's timer in one pedestrian area, besides the area's id
+
+
+# Contacts between moving vehicles are kept a few seconds, each until it becomes a collision or expires; the busiest
+# dev-set clip held 57 at once. A flood of fast, overlapping boxes (a detector's ghosts) made thousands in seconds, so
+# they get a share of the record too, the oldest not yet seen to be an impact going first.
+COLLISIONS_BUDGET_BYTES = 200_000
+COLLISION_CANDIDATE_BYTES = 1_600  # one contact at its largest
+MAX_COLLISION_CANDIDATES = COLLISIONS_BUDGET_BYTES // COLLISION_CANDIDATE_BYTES
 
 
 def max_tracks(scene: SceneConfig) -> int:
