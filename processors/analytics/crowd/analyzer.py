@@ -9,6 +9,7 @@ module composes them per frame and window.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +28,7 @@ from processors.analytics.crowd.forecast import (
     slope_per_s,
 )
 from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
+from processors.analytics.crowd.picture_sizes import PerPictureSize
 from processors.analytics.crowd.risk import RiskInputs, RiskState, next_level
 from processors.analytics.crowd.tracks import CountingLine, TrackTable
 from processors.analytics.crowd.windows import Bucket, FrameSample, bucket_start, hop_index
@@ -175,8 +177,8 @@ class ZoneGeometry:
         self.line_keys = [f"{zone.id}/{entrance.id} {line.start}->{line.end} {line.inward_sign:+d}"
                           for entrance, line in zip(zone.entrances, self.lines, strict=True)]
         self.line_indices = range(first_line, first_line + len(self.lines))
-        self._map_weights: dict[tuple, np.ndarray] = {}
-        self._in_view: dict[tuple[int, int], InView] = {}
+        self._map_weights = PerPictureSize(functools.partial(polygon_cell_weights, self.config.polygon))
+        self._in_view = PerPictureSize(self._measure_in_view)
 
     def in_view(self, image_size: tuple[int, int]) -> InView:
         """How much of the zone the picture shows (logged once per picture size when too little).
@@ -188,31 +190,29 @@ class ZoneGeometry:
         heads are above it is not seen either (an alley drawn to 1 px below the top read a packed crowd as caution).
         The density is then the people seen over the ground seen, which holds for the part in view whatever the
         share. Without a calibration only the pixels tell, and the density stays over the whole area."""
-        if image_size not in self._in_view:
-            width, height = image_size
-            cells = self.grid.inside_centres if self.grid is not None else np.empty((0, 2))
-            if len(cells):
-                feet = self.homography.to_image(cells)
-                x, y = feet.T
-                head_y = heads_above(self.homography, feet)[:, 1]
-                share = float(((x >= 0) & (x <= width) & (head_y >= 0) & (y <= height)).mean())
-                area_m2 = max(self.area_m2 * share, MIN_ZONE_AREA_M2)  # a sliver in view would inflate a few people
-                of = "the zone's ground (with the heads of people standing on it)"
-            else:
-                inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
-                share, area_m2, of = inside / polygon_area(self.config.polygon), self.area_m2, "the zone"
-            self._in_view[image_size] = InView(share, area_m2, of)
-            if share < MIN_SHARE_IN_PICTURE:
-                log.warning("camera %s zone %s: only %.0f%% of %s lies inside the %dx%d picture; its count is "
-                            "unreliable until it is redrawn inside", self.camera_id, self.config.id, share * 100, of,
-                            width, height)
-        return self._in_view[image_size]
+        return self._in_view(image_size)
+
+    def _measure_in_view(self, image_size: tuple[int, int]) -> InView:
+        width, height = image_size
+        cells = self.grid.inside_centres if self.grid is not None else np.empty((0, 2))
+        if len(cells):
+            feet = self.homography.to_image(cells)
+            x, y = feet.T
+            head_y = heads_above(self.homography, feet)[:, 1]
+            share = float(((x >= 0) & (x <= width) & (head_y >= 0) & (y <= height)).mean())
+            area_m2 = max(self.area_m2 * share, MIN_ZONE_AREA_M2)  # a sliver in view would inflate a few people
+            of = "the zone's ground (with the heads of people standing on it)"
+        else:
+            inside = float(polygon_cell_weights(self.config.polygon, image_size, (1, 1))[0, 0]) * width * height
+            share, area_m2, of = inside / polygon_area(self.config.polygon), self.area_m2, "the zone"
+        if share < MIN_SHARE_IN_PICTURE:
+            log.warning("camera %s zone %s: only %.0f%% of %s lies inside the %dx%d picture; its count is "
+                        "unreliable until it is redrawn inside", self.camera_id, self.config.id, share * 100, of,
+                        width, height)
+        return InView(share, area_m2, of)
 
     def model_people(self, density: np.ndarray, image_size: tuple[int, int]) -> float:
-        key = (image_size, density.shape)
-        if key not in self._map_weights:
-            self._map_weights[key] = polygon_cell_weights(self.config.polygon, image_size, density.shape)
-        return float((density * self._map_weights[key]).sum())
+        return float((density * self._map_weights(image_size, density.shape)).sum())
 
 
 class CrowdAnalyzer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from processors.analytics.crowd.picture_sizes import PerPictureSize
 from schemas.calibration import Homography
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
@@ -30,14 +31,12 @@ def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
 class FeetMap:
     def __init__(self, homography: Homography):
         self.homography = homography
-        self._targets: dict[tuple, np.ndarray] = {}  # flat cell index of each cell's feet, per picture and map size
+        # The flat cell index of each cell's feet, per picture and map size.
+        self._targets = PerPictureSize(self._feet_cells)
 
     def moved(self, density: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
         """The map with each cell's mass in the cell of the feet below it (the same total)."""
-        key = (image_size, density.shape)
-        if key not in self._targets:
-            self._targets[key] = self._feet_cells(image_size, density.shape)
-        moved = np.bincount(self._targets[key], weights=density.ravel(), minlength=density.size)
+        moved = np.bincount(self._targets(image_size, density.shape), weights=density.ravel(), minlength=density.size)
         return moved.reshape(density.shape).astype(density.dtype)
 
     def _feet_cells(self, image_size: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
