@@ -87,6 +87,27 @@ def test_after_the_clock_is_set_back_a_stalling_camera_and_a_stale_map_still_sho
     assert stalled and all(m.risk_level == RiskLevel.UNKNOWN and "expected frames" in m.risk_reason for m in stalled)
 
 
+def test_a_map_from_before_the_clock_was_set_back_vouches_for_nothing_after_it():
+    # The producer's host was down while a crowd packed in and came back with its clock an hour behind: the last map
+    # before (2 people) is of no known age, and the first map after (560 people, 5.6 p/m²) comes 8 s into the new
+    # time. Read as fresh, the old map made the window after the jump caution, reliable.
+    analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
+    for seq in range(60 * FPS):
+        analyzer.update(standing(seq, T0 + seq / FPS))
+    back = T0 + 65.5 - HOUR
+    packed = np.full((9, 16), 560 / 144, dtype=np.float32)
+    after = []
+    for k in range(40 * FPS):
+        mapped = k >= 8 * FPS and (k - 8 * FPS) % (5 * FPS) == 0
+        detections = standing(60 * FPS + k, back + k / FPS).model_copy(update={
+            "density_map": packed.tobytes() if mapped else None, "density_map_shape": packed.shape if mapped else None})
+        after += analyzer.update(detections).zone_metrics
+
+    new_time = [m for m in after if back <= m.window_start < T0]
+    assert len(new_time) == 3
+    assert all(m.count_reliable and m.risk_level == RiskLevel.DANGER for m in new_time)
+
+
 def test_the_first_window_is_not_called_stalling_while_the_pipeline_starts_but_a_later_gap_is():
     analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
     start = T0 + 7.5  # within a window: the model was loading and the frames that aged meanwhile were shed

@@ -322,8 +322,8 @@ class CrowdAnalyzer:
         return output
 
     def _step_clock(self, at: float) -> None:
-        """The capture time went back by more than a window: the kept buckets belong to the old timeline and go,
-        and windows that began before `at` report UNKNOWN (`_window`)."""
+        """The capture time went back by more than a window: the kept buckets and maps belong to the old timeline and
+        go, and windows that began before `at` report UNKNOWN (`_window`)."""
         log.warning("camera %s: capture time went back from about %.0f to %.0f; windows start again from there",
                     self.camera.id, self.state.open_bucket, at)
         self.state.clock_stepped_at = at
@@ -334,8 +334,10 @@ class CrowdAnalyzer:
             zone.buckets = []
             if zone.first_at is not None:
                 zone.first_at = min(zone.first_at, at)
-            if zone.model_at is not None:
-                zone.model_at = min(zone.model_at, at)
+            if zone.model_at is not None and zone.model_at > at:
+                # A map from the timeline ahead is of no known age: a clock set back as the camera came back from
+                # an outage hides how long ago it was made, and the crowd it counted may have packed since.
+                zone.model_people = zone.model_at = None
             if zone.risk.since is not None:
                 zone.risk.since = min(zone.risk.since, at)
             if zone.risk.known_since is not None:
