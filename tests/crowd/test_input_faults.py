@@ -108,6 +108,22 @@ def test_a_map_from_before_the_clock_was_set_back_vouches_for_nothing_after_it()
     assert all(m.count_reliable and m.risk_level == RiskLevel.DANGER for m in new_time)
 
 
+def test_a_map_made_before_the_clock_was_set_back_a_little_is_not_fresh_for_that_step_longer():
+    # The clock set back 9.9 s (less than a window) as the maps stop: the last map is 0.3 s old then, and stale
+    # (15 s) by 65 s in the new time; taken as made at the frame's time, it stayed fresh until 74.8 s.
+    analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
+    for seq in range(60 * FPS):
+        analyzer.update(standing(seq, T0 + seq / FPS))
+    back = T0 + 60 - 9.9
+    after = []
+    for k in range(40 * FPS):
+        after += analyzer.update(standing(60 * FPS + k, back + k / FPS).model_copy(
+            update={"density_map": None, "density_map_shape": None})).zone_metrics
+
+    later = [m for m in after if m.window_start >= T0 + 60]
+    assert later and all(m.risk_level == RiskLevel.UNKNOWN and "density map" in m.risk_reason for m in later)
+
+
 def test_the_first_window_is_not_called_stalling_while_the_pipeline_starts_but_a_later_gap_is():
     analyzer = CrowdAnalyzer.restore(CAMERA, Config(), None)
     start = T0 + 7.5  # within a window: the model was loading and the frames that aged meanwhile were shed

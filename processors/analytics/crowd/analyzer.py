@@ -391,7 +391,11 @@ class CrowdAnalyzer:
             detector_people = int((inside & counted).sum())
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
-            age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
+            elif state.model_at is not None and detections.captured_at < state.model_at:
+                # The clock went back (by less than a window, or _step_clock would have gone): the map's age can no
+                # longer be told, and counted from the new time it would stay fresh for the step past its maximum.
+                state.model_people = state.model_at = None
+            age = None if state.model_at is None else detections.captured_at - state.model_at
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
                                 self.config.density_model.enabled, fault)
             in_view = zone.in_view(image_size)
