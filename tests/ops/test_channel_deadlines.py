@@ -2,8 +2,6 @@
 the request and then trickles its status line and headers a byte at a time, each byte well within a socket timeout."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
@@ -12,52 +10,14 @@ from schemas import Alert, Severity
 from schemas.settings.alerting import ContactConfig
 from sinks.alerts.channels import Message, build_channels
 from tests.ops.helpers import DUTY_PHONE, TWILIO_ENV, alerting_section, make_config
+from tests.trickling_server import TricklingServer
 
 MESSAGE_JSON = b'{"sid": "SM' + b"0" * 32 + b'", "status": "queued"}'
 
 
-class TricklingServer:
-    """Reads each request whole, then answers it with its status line and headers a byte every `pause_s`, then a
-    body; `head_sent` is set once a whole head went out."""
-
-    def __init__(self, status_line: bytes, pause_s: float):
-        self.head = status_line + b"\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100 + \
-            b"\r\nContent-Length: " + str(len(MESSAGE_JSON)).encode() + b"\r\nConnection: close\r\n\r\n"
-        self.pause_s = pause_s
-        self.received = threading.Event()
-        self.head_sent = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:  # closed at the end of the test
-                return
-            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
-
-    def answer(self, connection: socket.socket) -> None:
-        with connection, connection.makefile("rb") as request:
-            length = 0
-            while (line := request.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            request.read(length)
-            self.received.set()
-            try:
-                for byte in self.head:
-                    connection.sendall(bytes([byte]))
-                    time.sleep(self.pause_s)
-                self.head_sent.set()
-                connection.sendall(MESSAGE_JSON)
-            except OSError:  # the client gave up
-                pass
-
-    def close(self) -> None:
-        self.listener.close()
+def head(status_line: bytes) -> bytes:
+    return (status_line + b"\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100 + b"\r\nContent-Length: "
+            + str(len(MESSAGE_JSON)).encode() + b"\r\nConnection: close\r\n\r\n")
 
 
 def channel_against(server: TricklingServer, channel_id: str, tmp_path, timeout_s: float):
@@ -86,7 +46,8 @@ def twilio_env(monkeypatch):
 @pytest.fixture
 def trickling_head(request):
     """A receiver whose head would take about 30 s, a byte every 0.2 s; or, given a pause, one byte per pause."""
-    server = TricklingServer(*getattr(request, "param", (b"HTTP/1.1 200 OK", 0.2)))
+    status_line, pause_s = getattr(request, "param", (b"HTTP/1.1 200 OK", 0.2))
+    server = TricklingServer(head(status_line), MESSAGE_JSON, pause_s)
     yield server
     server.close()
 

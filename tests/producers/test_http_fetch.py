@@ -1,47 +1,19 @@
 """fetch's total deadline against a local server that answers slowly in each part of the answer."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
 from producers.http_fetch import FetchError, fetch
+from tests.trickling_server import TricklingServer
 
 BODY = b"picture"
 HEAD = b"HTTP/1.0 200 OK\r\nX-Pad: " + b"a" * 200 + b"\r\nContent-Length: 7\r\n\r\n"
 
 
-class TricklingServer:
-    """Answers one GET with its status line and headers a byte every 20 ms (about 5 s in all), then the body."""
-
-    def __init__(self):
-        self.head_sent = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/snapshot.jpg"
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        connection, _ = self.listener.accept()
-        with connection:
-            connection.recv(4096)
-            try:
-                for byte in HEAD:
-                    connection.sendall(bytes([byte]))
-                    time.sleep(0.02)
-                self.head_sent.set()
-                connection.sendall(BODY)
-            except OSError:  # the client gave up
-                pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.fixture
 def trickling():
-    server = TricklingServer()
+    server = TricklingServer(HEAD, BODY, pause_s=0.02)  # about 5 s in all
+    server.url += "/snapshot.jpg"
     yield server
     server.close()
 
