@@ -201,6 +201,13 @@ def windows_closed(messages: list[Detections], step: float) -> int:
     return len(starts) - 1
 
 
+def refuse_too_few_windows(frames: int, windows: int, step: float, fps: float) -> None:
+    """The worker's rate is timed between the first and the last window's output: fewer than two time nothing."""
+    if windows < 2:
+        raise ValueError(f"--frames {frames} closes {windows} analytics window{'s' * (windows != 1)} "
+                         f"({step:g} s at {fps:g} fps): give more than {2 * step * fps:.0f}")
+
+
 def _topic_bytes(servers: str, topic: str) -> tuple[int, int]:
     """Records and value bytes on a topic, every partition, read from the start."""
     consumer = make_consumer(servers, None)
@@ -229,6 +236,9 @@ def run(args, config: Config) -> int:
     data = site(args.window, args.fps, topics)
     bench_config = parse_config(data, Path("."))
     messages = crowd_frames(args.people, args.fps, args.frames)
+    if not args.no_stage:  # refused before any figures
+        step = bench_config.analytics.step_seconds
+        refuse_too_few_windows(args.frames, windows_closed(messages, step), step, args.fps)
     load = os.getloadavg()
     figures: dict = {"people": args.people, "fps": args.fps, "frames": args.frames, "window_seconds": args.window,
                      "load_average_1m": round(load[0], 2), "pure": pure_loop(bench_config, messages, args.profile)}

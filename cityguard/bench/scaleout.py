@@ -29,7 +29,7 @@ import yaml
 
 from cityguard.arguments import COUNT, COUNTS
 from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
-from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
+from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_windows, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -75,9 +75,7 @@ def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, byt
         messages = crowd_frames(args.people, fps, args.frames, seed=index, camera=camera)
         records += [(camera, encode(message)) for message in messages]
         windows += windows_closed(messages, window)
-    if windows < 2:  # the rate is timed between the first and the last window's output
-        raise ValueError(f"--frames {args.frames} closes {windows} analytics window{'s' * (windows != 1)} "
-                         f"({window:g} s at {fps:g} fps): give more than {2 * window * fps:.0f}")
+    refuse_too_few_windows(args.frames, windows, window, fps)
     return data, records, windows
 
 

@@ -107,6 +107,14 @@ def test_an_analytics_scaleout_too_short_to_close_its_windows_is_refused_before_
                             "than 100\n")
 
 
+def test_an_analytics_bench_too_short_to_close_its_windows_is_refused_before_it_starts(capsys):
+    assert main(["bench", "analytics", "--frames", "30"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --frames 30 closes 0 analytics windows (10 s at 5 fps): give more "
+                            "than 100\n")
+
+
 def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["check-config", "--bogus", "1"])
