@@ -115,6 +115,14 @@ def test_an_analytics_bench_too_short_to_close_its_windows_is_refused_before_it_
                             "than 100\n")
 
 
+def test_a_console_bench_that_stops_before_its_warm_up_is_over_is_refused_before_it_starts(capsys):
+    assert main(["bench", "console", "--duration", "15"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --duration 15 leaves no time to measure after the 20 s of --warmup "
+                            "before `cityguard up` stops: give at least 30\n")
+
+
 def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["check-config", "--bogus", "1"])
