@@ -110,23 +110,26 @@ def run(args, config: Config) -> int:
         worker_producer = make_producer(servers)
         worker = InferenceWorker(config, consumer, worker_producer, detectors, "bench", build_trackers(config))
         stop = threading.Event()
-        publish(producer, topics.frames, camera_id, jpegs, 0, None)
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-        thread.start()
-        first_phase = drain_detections(output, len(jpegs), timeout_s=600)
-        # Steady state, from the worker's first output to its last (record timestamps): the one-off consumer-group
-        # join (about half the session timeout) is not throughput.
-        stamps = sorted(record.timestamp for record in first_phase)
-        pipeline_fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
+        try:
+            publish(producer, topics.frames, camera_id, jpegs, 0, None)
+            thread.start()
+            first_phase = drain_detections(output, len(jpegs), timeout_s=600)
+            # Steady state, from the worker's first output to its last (record timestamps): the one-off
+            # consumer-group join (about half the session timeout) is not throughput.
+            stamps = sorted(record.timestamp for record in first_phase)
+            pipeline_fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
 
-        latency_jpegs = jpegs[:args.latency_frames]
-        rate = bare_fps * args.latency_load
-        publish(producer, topics.frames, camera_id, latency_jpegs, len(jpegs), rate)
-        second_phase = drain_detections(output, len(latency_jpegs), timeout_s=120)
-        stop.set()
-        thread.join(10)
-        for closable in (output, consumer, producer, worker_producer):
-            closable.close()
+            latency_jpegs = jpegs[:args.latency_frames]
+            rate = bare_fps * args.latency_load
+            publish(producer, topics.frames, camera_id, latency_jpegs, len(jpegs), rate)
+            second_phase = drain_detections(output, len(latency_jpegs), timeout_s=120)
+        finally:  # on Ctrl-C too: a client still open at exit tries to flush into the broker stopped by then
+            stop.set()
+            if thread.is_alive():
+                thread.join(10)
+            for closable in (output, consumer, producer, worker_producer):
+                closable.close()
     # Capture time is stamped just before publishing; the detections record is stamped when the worker sends it.
     latencies_ms = np.array([record.timestamp - decode(record.value, Detections).captured_at * 1000
                              for record in second_phase])
