@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +27,7 @@ import psutil
 import yaml
 
 from cityguard.arguments import COUNT, COUNTS
-from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
+from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds, log_folder
 from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_windows, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
@@ -62,7 +61,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--queue-first", action="store_true",
                         help="queue the whole input before the workers start, for input one producer cannot queue as "
                         "fast as the workers drain it (a GPU's frames); the rate is timed from their first output")
-    parser.add_argument("--log-dir", type=Path, default=None, help="worker logs (default: a temporary folder)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="worker logs (default: a temporary folder, kept when the run fails)")
 
 
 def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
@@ -234,9 +234,7 @@ def run(args, config: Config) -> int:
               "workers include their rebalances (lower bounds; --producers N queues after they have joined)")
     # queued/s: how fast the input went onto the topic; where it is not above frames/s, the producers set the rate.
     print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9} {'queued/s':>9}")
-    with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
-        log_dir = args.log_dir or Path(scratch)
-        log_dir.mkdir(parents=True, exist_ok=True)
+    with log_folder(args.log_dir, "cityguard-bench-scaleout-") as log_dir:
         for workers in counts:
             row = run_count(args, config, workers, partitions, log_dir)
             print(f"{workers:>7} {row['frames_per_s']:>9.1f} {row['frames_per_s'] / workers:>10.1f} "
