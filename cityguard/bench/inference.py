@@ -84,6 +84,10 @@ def drain_detections(consumer, expected: int, timeout_s: float) -> list:
 def run(args, config: Config) -> int:
     from cityguard.stages import build_detectors, build_trackers
 
+    batch = config.model.max_batch_size
+    if args.frames <= batch:  # refused before any model loads
+        raise ValueError(f"--frames {args.frames} is a single batch of the worker's {batch} (model.max_batch_size), "
+                         f"and its rate is timed from its first batch's output to its last: give more than {batch}")
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),
@@ -91,7 +95,6 @@ def run(args, config: Config) -> int:
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
     width, height = jpeg_dimensions(jpegs[0])
     detectors = build_detectors(config)
-    batch = config.model.max_batch_size
     bare_loop(detectors.detector, jpegs[:2 * batch], batch)  # warm-up: model compilation is not measured
     bare_fps, people_per_frame = bare_loop(detectors.detector, jpegs, batch)
     tiled_figures = {}

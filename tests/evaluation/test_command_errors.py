@@ -145,6 +145,14 @@ def test_the_gpu_bench_refuses_a_machine_without_a_cuda_gpu_in_one_line(tmp_path
                                   "this machine")
 
 
+def test_an_inference_bench_of_a_single_batch_is_refused_before_it_starts(capsys):
+    assert main(["bench", "inference", "--frames", "4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --frames 4 is a single batch of the worker's 4 (model.max_batch_size), "
+                            "and its rate is timed from its first batch's output to its last: give more than 4\n")
+
+
 def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["check-config", "--bogus", "1"])
