@@ -225,6 +225,10 @@ def run(args, config: Config) -> int:
             raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
     if args.stage == "analytics":
         analytics_input(args, TopicNames())  # refuses an input that closes too few windows, before any output
+    elif args.cameras * args.frames <= (batch := args.batch or config.model.max_batch_size):
+        raise ValueError(f"{args.cameras} camera(s) x {args.frames} frames are a single batch of the workers' {batch} "
+                         f"(model.max_batch_size), and the rate is timed from the first output to the last: give "
+                         f"more than {batch} frames in all")
     counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "

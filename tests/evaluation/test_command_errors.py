@@ -153,6 +153,15 @@ def test_an_inference_bench_of_a_single_batch_is_refused_before_it_starts(capsys
                             "and its rate is timed from its first batch's output to its last: give more than 4\n")
 
 
+def test_an_inference_scaleout_of_a_single_batch_is_refused_before_it_starts(capsys):
+    assert main(["bench", "scaleout", "--stage", "inference", "--cameras", "2", "--frames", "2", "--workers", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: 2 camera(s) x 2 frames are a single batch of the workers' 4 "
+                            "(model.max_batch_size), and the rate is timed from the first output to the last: give "
+                            "more than 4 frames in all\n")
+
+
 def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["check-config", "--bogus", "1"])
