@@ -1,6 +1,12 @@
 """Benchmarks: commands that print figures (the tests never time anything)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import psutil
 
 # The inference benchmarks measure a queued backlog, sent earlier and faster than a camera would send it: none of it
@@ -12,3 +18,23 @@ def cpu_seconds(process: psutil.Process) -> float:
     """User plus system CPU time the process has used so far."""
     times = process.cpu_times()
     return times.user + times.system
+
+
+@contextmanager
+def log_folder(given: Path | None, prefix: str) -> Iterator[Path]:
+    """The stage logs' folder: `given` (made if missing), else a temporary one, removed unless an error ends the run,
+    since the error names the folder whose logs say why."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    failed = False
+    try:
+        yield folder
+    except Exception:
+        failed = True
+        raise
+    finally:
+        if not failed:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import cProfile
 import json
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +26,7 @@ import yaml
 from kafka import TopicPartition
 
 from cityguard.arguments import COUNT
-from cityguard.bench import cpu_seconds
+from cityguard.bench import cpu_seconds, log_folder
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -56,7 +55,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile-stage", type=Path, default=None,
                         help="write a cProfile of the analytics worker here (its CPU figures then include profiling)")
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--log-dir", type=Path, default=None, help="stage logs (default: a temporary folder)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="stage logs (default: a temporary folder, kept when the run fails)")
 
 
 def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras: int = 1) -> dict:
@@ -201,6 +201,13 @@ def windows_closed(messages: list[Detections], step: float) -> int:
     return len(starts) - 1
 
 
+def refuse_too_few_windows(frames: int, windows: int, step: float, fps: float) -> None:
+    """The worker's rate is timed between the first and the last window's output: fewer than two time nothing."""
+    if windows < 2:
+        raise ValueError(f"--frames {frames} closes {windows} analytics window{'s' * (windows != 1)} "
+                         f"({step:g} s at {fps:g} fps): give more than {2 * step * fps:.0f}")
+
+
 def _topic_bytes(servers: str, topic: str) -> tuple[int, int]:
     """Records and value bytes on a topic, every partition, read from the start."""
     consumer = make_consumer(servers, None)
@@ -229,14 +236,15 @@ def run(args, config: Config) -> int:
     data = site(args.window, args.fps, topics)
     bench_config = parse_config(data, Path("."))
     messages = crowd_frames(args.people, args.fps, args.frames)
+    if not args.no_stage:  # refused before any figures
+        step = bench_config.analytics.step_seconds
+        refuse_too_few_windows(args.frames, windows_closed(messages, step), step, args.fps)
     load = os.getloadavg()
     figures: dict = {"people": args.people, "fps": args.fps, "frames": args.frames, "window_seconds": args.window,
                      "load_average_1m": round(load[0], 2), "pure": pure_loop(bench_config, messages, args.profile)}
     if not args.no_stage:
-        with tempfile.TemporaryDirectory(prefix="cityguard-bench-analytics-") as scratch:
-            log_dir = args.log_dir or Path(scratch)
-            log_dir.mkdir(parents=True, exist_ok=True)
-            config_path = Path(scratch) / "site.yaml"
+        with log_folder(args.log_dir, "cityguard-bench-analytics-") as log_dir:
+            config_path = log_dir / f"site-{run_id}.yaml"
             config_path.write_text(yaml.safe_dump(data))
             figures["stage"] = run_stage(bench_config, config_path, messages, log_dir, args.profile_stage)
         figures["stage_to_pure_ratio_wall"] = figures["stage"]["fps_wall"] / figures["pure"]["fps_wall"]

@@ -87,10 +87,12 @@ def run_for(config: Config, servers: str | None, seconds: float, on_status=None)
     result: dict[str, int] = {}
     thread = threading.Thread(target=lambda: result.update(run_producer(config, producer, stop, on_status=on_status)))
     thread.start()
-    stop.wait(seconds)
-    stop.set()
-    thread.join()
-    producer.close()
+    try:
+        stop.wait(seconds)
+    finally:  # on Ctrl-C too: the producer's thread runs until stopped and would keep the process alive
+        stop.set()
+        thread.join()
+        producer.close()
     return result
 
 

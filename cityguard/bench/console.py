@@ -49,6 +49,10 @@ def console_process(up: subprocess.Popen) -> psutil.Process:
 
 
 def run(args, config) -> int:
+    # Measured from the warm-up to 5 s before `cityguard up` stops, 5 s at the least.
+    if args.duration < args.warmup + 10:
+        raise ValueError(f"--duration {args.duration:g} leaves no time to measure after the {args.warmup:g} s of "
+                         f"--warmup before `cityguard up` stops: give at least {args.warmup + 10:g}")
     from playwright.sync_api import sync_playwright
 
     up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(args.config), "--duration",

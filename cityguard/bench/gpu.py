@@ -41,12 +41,16 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=0.25)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))]
+    if not jpegs:
+        raise SystemExit(f"--jpegs {args.jpegs}: no .jpg files there")
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark times the GPU path: it needs a CUDA GPU, and torch finds none on this machine")
 
     from ultralytics import YOLO
     from ultralytics.data.augment import LetterBox
 
     torch.manual_seed(0)
-    jpegs = [path.read_bytes() for path in sorted(args.jpegs.glob("*.jpg"))]
     decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
     batches = args.batches
     # Captured at the largest batch, as the stage captures at its own (GpuJpegDetector.forward says which batches

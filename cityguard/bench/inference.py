@@ -84,6 +84,10 @@ def drain_detections(consumer, expected: int, timeout_s: float) -> list:
 def run(args, config: Config) -> int:
     from cityguard.stages import build_detectors, build_trackers
 
+    batch = config.model.max_batch_size
+    if args.frames <= batch:  # refused before any model loads
+        raise ValueError(f"--frames {args.frames} is a single batch of the worker's {batch} (model.max_batch_size), "
+                         f"and its rate is timed from its first batch's output to its last: give more than {batch}")
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),
@@ -91,7 +95,6 @@ def run(args, config: Config) -> int:
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
     width, height = jpeg_dimensions(jpegs[0])
     detectors = build_detectors(config)
-    batch = config.model.max_batch_size
     bare_loop(detectors.detector, jpegs[:2 * batch], batch)  # warm-up: model compilation is not measured
     bare_fps, people_per_frame = bare_loop(detectors.detector, jpegs, batch)
     tiled_figures = {}
@@ -110,23 +113,26 @@ def run(args, config: Config) -> int:
         worker_producer = make_producer(servers)
         worker = InferenceWorker(config, consumer, worker_producer, detectors, "bench", build_trackers(config))
         stop = threading.Event()
-        publish(producer, topics.frames, camera_id, jpegs, 0, None)
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-        thread.start()
-        first_phase = drain_detections(output, len(jpegs), timeout_s=600)
-        # Steady state, from the worker's first output to its last (record timestamps): the one-off consumer-group
-        # join (about half the session timeout) is not throughput.
-        stamps = sorted(record.timestamp for record in first_phase)
-        pipeline_fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
+        try:
+            publish(producer, topics.frames, camera_id, jpegs, 0, None)
+            thread.start()
+            first_phase = drain_detections(output, len(jpegs), timeout_s=600)
+            # Steady state, from the worker's first output to its last (record timestamps): the one-off
+            # consumer-group join (about half the session timeout) is not throughput.
+            stamps = sorted(record.timestamp for record in first_phase)
+            pipeline_fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1000)
 
-        latency_jpegs = jpegs[:args.latency_frames]
-        rate = bare_fps * args.latency_load
-        publish(producer, topics.frames, camera_id, latency_jpegs, len(jpegs), rate)
-        second_phase = drain_detections(output, len(latency_jpegs), timeout_s=120)
-        stop.set()
-        thread.join(10)
-        for closable in (output, consumer, producer, worker_producer):
-            closable.close()
+            latency_jpegs = jpegs[:args.latency_frames]
+            rate = bare_fps * args.latency_load
+            publish(producer, topics.frames, camera_id, latency_jpegs, len(jpegs), rate)
+            second_phase = drain_detections(output, len(latency_jpegs), timeout_s=120)
+        finally:  # on Ctrl-C too: a client still open at exit tries to flush into the broker stopped by then
+            stop.set()
+            if thread.is_alive():
+                thread.join(10)
+            for closable in (output, consumer, producer, worker_producer):
+                closable.close()
     # Capture time is stamped just before publishing; the detections record is stamped when the worker sends it.
     latencies_ms = np.array([record.timestamp - decode(record.value, Detections).captured_at * 1000
                              for record in second_phase])

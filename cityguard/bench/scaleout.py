@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,8 +27,8 @@ import psutil
 import yaml
 
 from cityguard.arguments import COUNT, COUNTS
-from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds
-from cityguard.bench.analytics import camera_id, crowd_frames, site, windows_closed
+from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds, log_folder
+from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_windows, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
@@ -62,7 +61,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--queue-first", action="store_true",
                         help="queue the whole input before the workers start, for input one producer cannot queue as "
                         "fast as the workers drain it (a GPU's frames); the rate is timed from their first output")
-    parser.add_argument("--log-dir", type=Path, default=None, help="worker logs (default: a temporary folder)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="worker logs (default: a temporary folder, kept when the run fails)")
 
 
 def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, bytes]], int]:
@@ -75,9 +75,7 @@ def analytics_input(args, topics: TopicNames) -> tuple[dict, list[tuple[str, byt
         messages = crowd_frames(args.people, fps, args.frames, seed=index, camera=camera)
         records += [(camera, encode(message)) for message in messages]
         windows += windows_closed(messages, window)
-    if windows < 2:  # the rate is timed between the first and the last window's output
-        raise ValueError(f"--frames {args.frames} closes {windows} analytics window{'s' * (windows != 1)} "
-                         f"({window:g} s at {fps:g} fps): give more than {2 * window * fps:.0f}")
+    refuse_too_few_windows(args.frames, windows, window, fps)
     return data, records, windows
 
 
@@ -227,6 +225,10 @@ def run(args, config: Config) -> int:
             raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
     if args.stage == "analytics":
         analytics_input(args, TopicNames())  # refuses an input that closes too few windows, before any output
+    elif args.cameras * args.frames <= (batch := args.batch or config.model.max_batch_size):
+        raise ValueError(f"{args.cameras} camera(s) x {args.frames} frames are a single batch of the workers' {batch} "
+                         f"(model.max_batch_size), and the rate is timed from the first output to the last: give "
+                         f"more than {batch} frames in all")
     counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "
@@ -236,9 +238,7 @@ def run(args, config: Config) -> int:
               "workers include their rebalances (lower bounds; --producers N queues after they have joined)")
     # queued/s: how fast the input went onto the topic; where it is not above frames/s, the producers set the rate.
     print(f"{'workers':>7} {'frames/s':>9} {'per worker':>10} {'CPU ms/frame':>12} {'outputs':>9} {'queued/s':>9}")
-    with tempfile.TemporaryDirectory(prefix="cityguard-bench-scaleout-") as scratch:
-        log_dir = args.log_dir or Path(scratch)
-        log_dir.mkdir(parents=True, exist_ok=True)
+    with log_folder(args.log_dir, "cityguard-bench-scaleout-") as log_dir:
         for workers in counts:
             row = run_count(args, config, workers, partitions, log_dir)
             print(f"{workers:>7} {row['frames_per_s']:>9.1f} {row['frames_per_s'] / workers:>10.1f} "

@@ -3,10 +3,15 @@ a user gets wrong end in one line on stderr, never a traceback or a silent succe
 from __future__ import annotations
 
 import hashlib
+import sys
 
+import cv2
+import numpy as np
 import pytest
+import torch
 
 from cityguard import commands_alerts, commands_eval
+from cityguard.bench import gpu
 from cityguard.cli import build_parser, main
 from tests.evaluation.test_devset import FILES, write_source
 from tests.test_cli_errors import assert_one_line_error_printed
@@ -105,6 +110,56 @@ def test_an_analytics_scaleout_too_short_to_close_its_windows_is_refused_before_
     assert captured.out == ""
     assert captured.err == ("cityguard: error: --frames 50 closes 0 analytics windows (10 s at 5 fps): give more "
                             "than 100\n")
+
+
+def test_an_analytics_bench_too_short_to_close_its_windows_is_refused_before_it_starts(capsys):
+    assert main(["bench", "analytics", "--frames", "30"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --frames 30 closes 0 analytics windows (10 s at 5 fps): give more "
+                            "than 100\n")
+
+
+def test_a_console_bench_that_stops_before_its_warm_up_is_over_is_refused_before_it_starts(capsys):
+    assert main(["bench", "console", "--duration", "15"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --duration 15 leaves no time to measure after the 20 s of --warmup "
+                            "before `cityguard up` stops: give at least 30\n")
+
+
+def test_the_gpu_bench_refuses_a_folder_without_jpegs_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--jpegs", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main()
+    assert stopped.value.code == f"--jpegs {tmp_path}: no .jpg files there"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a machine without a CUDA GPU")
+def test_the_gpu_bench_refuses_a_machine_without_a_cuda_gpu_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "frame.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes())
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--jpegs", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        gpu.main()
+    assert stopped.value.code == ("this benchmark times the GPU path: it needs a CUDA GPU, and torch finds none on "
+                                  "this machine")
+
+
+def test_an_inference_bench_of_a_single_batch_is_refused_before_it_starts(capsys):
+    assert main(["bench", "inference", "--frames", "4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: --frames 4 is a single batch of the worker's 4 (model.max_batch_size), "
+                            "and its rate is timed from its first batch's output to its last: give more than 4\n")
+
+
+def test_an_inference_scaleout_of_a_single_batch_is_refused_before_it_starts(capsys):
+    assert main(["bench", "scaleout", "--stage", "inference", "--cameras", "2", "--frames", "2", "--workers", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("cityguard: error: 2 camera(s) x 2 frames are a single batch of the workers' 4 "
+                            "(model.max_batch_size), and the rate is timed from the first output to the last: give "
+                            "more than 4 frames in all\n")
 
 
 def test_an_option_a_command_does_not_take_points_to_that_commands_help(capsys):

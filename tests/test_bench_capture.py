@@ -1,0 +1,26 @@
+"""The capture benchmark runs the producer on threads of its own process: interrupted, it must stop them, or the
+process never ends."""
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from cityguard.bench.capture import bench_config, run_for
+from schemas.settings.config import load_config
+from tests.conftest import VTEST
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def test_an_interrupted_capture_run_stops_the_producer_threads():
+    config = bench_config(load_config(DEMO), None, [{"id": "cam000", "source": str(VTEST), "fps": 5, "loop": True}],
+                          "interrupted")
+    threads_before = set(threading.enumerate())
+    # Ctrl-C arrives in the main thread while it waits out the run.
+    threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_for(config, None, 60)
+    assert [thread.name for thread in set(threading.enumerate()) - threads_before if thread.is_alive()] == []
