@@ -64,6 +64,10 @@ MIN_SHARE_IN_PICTURE = 0.95
 # How long the pipeline takes to reach a camera's live frames once it starts: the inference stage loads its model,
 # then sheds the frames that aged past model.max_frame_age_s (10 s by default) meanwhile.
 STARTUP_GRACE_S = 10.0
+# A frame stamped this far before its zone's map may leave the map's age unknown: a live stream's reconnection can place
+# its first burst of frames a few seconds back (producers.capture.MediaClock), and counted from such a frame a map
+# stays fresh at most this much past its maximum age, whereas a clock set back further would keep it fresh for the step.
+MAP_CLOCK_STEP_TOLERANCE_S = 5.0
 SEVERITY = {RiskLevel.UNKNOWN: Severity.WARNING, RiskLevel.NORMAL: Severity.INFO, RiskLevel.CAUTION: Severity.INFO,
             RiskLevel.WARNING: Severity.WARNING, RiskLevel.DANGER: Severity.CRITICAL,
             RiskLevel.CRITICAL: Severity.CRITICAL}
@@ -391,11 +395,11 @@ class CrowdAnalyzer:
             detector_people = int((inside & counted).sum())
             if density is not None:
                 state.model_people, state.model_at = zone.model_people(density, image_size), detections.captured_at
-            elif state.model_at is not None and detections.captured_at < state.model_at:
+            elif state.model_at is not None and detections.captured_at < state.model_at - MAP_CLOCK_STEP_TOLERANCE_S:
                 # The clock went back (by less than a window, or _step_clock would have gone): the map's age can no
                 # longer be told, and counted from the new time it would stay fresh for the step past its maximum.
                 state.model_people = state.model_at = None
-            age = None if state.model_at is None else detections.captured_at - state.model_at
+            age = None if state.model_at is None else max(0.0, detections.captured_at - state.model_at)
             fused = fuse_counts(detector_people, state.model_people, self.config.counting, age,
                                 self.config.density_model.enabled, fault)
             in_view = zone.in_view(image_size)
