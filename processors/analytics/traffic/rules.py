@@ -894,7 +894,7 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         a, b = vehicles[i], candidates[j]
         pair = tuple(sorted((a.track_id, b.track_id)))
         if pair in known:
-            _measure_first_seen_at_contact(scene, known[pair], pair, (a, b), now)
+            _measure_first_seen_at_contact(scene, known[pair], (a, b), now)
             continue
         speed = max(_contact_speed(scene, a, b, now), _contact_speed(scene, b, a, now))
         if speed >= thresholds.collision_min_speed_box_per_s:
@@ -976,7 +976,7 @@ def _contact_speed(scene: Scene, vehicle: TrackState, other: TrackState, now: fl
     return math.hypot(own[0] - theirs[0], own[1] - theirs[1]) if own else 0.0
 
 
-def _measure_first_seen_at_contact(scene: Scene, candidate: CollisionCandidate, pair: tuple[int, int],
+def _measure_first_seen_at_contact(scene: Scene, candidate: CollisionCandidate,
                                    touching: tuple[TrackState, TrackState], now: float) -> None:
     """A vehicle first seen at the contact (it came into view, or out of the other's shadow, as they met) had no speed
     to take then: while the pair still touches and is not yet a collision, its speed since (`_contact_speed`) stands
@@ -985,6 +985,7 @@ def _measure_first_seen_at_contact(scene: Scene, candidate: CollisionCandidate, 
         return
     by_id = {vehicle.track_id: vehicle for vehicle in touching}
     speeds = []
+    pair = candidate.track_ids
     for track_id, other_id, speed in zip(pair, pair[::-1], candidate.speeds_at_contact, strict=True):
         vehicle = by_id[track_id]
         if speed == 0.0 and vehicle.first_seen >= candidate.contact_at:
