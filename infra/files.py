@@ -65,12 +65,13 @@ def sync_tree(path: Path) -> None:
     """Makes a file, or a folder with everything in it, reach the disk, before a record that says it is complete
     does: a copy only written out by the system later would leave a power cut a complete-looking empty file."""
     path = Path(path)
-    inside = sorted(path.rglob("*")) if path.is_dir() else []
-    for file in [path] if path.is_file() else [child for child in inside if child.is_file()]:
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
-    for folder in [child for child in inside if child.is_dir()] + ([path] if path.is_dir() else []) + [path.parent]:
-        _sync_folder(folder)
+    for entry in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if entry.is_dir():
+            _sync_folder(entry)
+        else:
+            with open(entry, "rb") as handle:
+                os.fsync(handle.fileno())
+    _sync_folder(path.parent)
 
 
 def _sync_folder(folder: Path) -> None:
