@@ -62,8 +62,9 @@ def test_geometry_drawn_on_the_scaled_frame_is_named_with_the_factor_once_per_pi
     check = PictureCheck()
     assert check.warnings(on_scaled_frame, detections(1920, 1080)) == [warning]
     assert check.warnings(on_scaled_frame, detections(1920, 1080)) == []  # said once
-    [outside] = check.warnings(camera, detections(1280, 720))
+    outside, resized = check.warnings(camera, detections(1280, 720))
     assert outside.startswith("camera bangkok-jam: scene.lanes[away]")
+    assert resized.startswith("camera bangkok-jam: its picture changed from 1920x1080 to 1280x720")
 
 
 def test_a_crowd_camera_counted_on_a_narrow_picture_is_named_once():
@@ -92,3 +93,21 @@ def test_every_kind_of_image_point_is_checked_against_the_picture():
     assert camera.geometry_outside(100, 100) == [
         "zones[z].entrances[e].end reaches (0, 150)", "scene.stop_lines[s].queue_area reaches (90, 300)",
         "scene.counting_lines[n].start reaches (200, 0)"]  # a lane's direction is a vector, not a point
+
+
+def test_a_camera_whose_picture_changes_size_is_named_once_per_new_size():
+    zone = {"id": "z", "area_m2": 10, "polygon": [[0, 0], [600, 0], [600, 300]]}
+    crowd = CameraConfig.model_validate({"id": "c", "source": "c.mp4", "zones": [zone]})
+    check = PictureCheck()
+    assert check.warnings(crowd, detections(1280, 720)) == []
+    [resized] = check.warnings(crowd, detections(1920, 1080))
+    assert resized == ("camera c: its picture changed from 1280x720 to 1920x1080: zones, lines and regions stay in "
+                       "the pixels of the picture they were drawn on, so they now cover another part of the scene; "
+                       "if they were drawn on the 1280x720 picture, multiply their coordinates by 1.5")
+    # A stream alternating between sizes it has sent is not named at every frame.
+    assert [check.warnings(crowd, detections(*size)) for size in [(1280, 720), (1920, 1080)] * 3] == [[]] * 6
+    [other_shape] = check.warnings(crowd, detections(1280, 1024))
+    assert other_shape.endswith("picture, redraw them (the width changed 0.6667-fold, the height 0.9481-fold)")
+    bare = CameraConfig.model_validate({"id": "n", "source": "n.mp4"})
+    check.warnings(bare, detections(1280, 720))
+    assert check.warnings(bare, detections(1920, 1080)) == []  # no geometry to misplace

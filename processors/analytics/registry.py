@@ -62,15 +62,41 @@ def _reaches_border(camera: CameraConfig, size: tuple[int, int]) -> bool:
 
 class PictureCheck:
     """The analytics stage's and replay's check of each camera's configuration against the picture its detections
-    describe (geometry_mismatch, narrow_crowd_picture): once per camera and picture size."""
+    describe (geometry_mismatch, narrow_crowd_picture, resized_picture): once per camera and picture size, a size
+    seen among the camera's last SIZES_REMEMBERED not again (a stream alternating sizes would say it every frame)."""
+
+    SIZES_REMEMBERED = 4
 
     def __init__(self):
-        self.checked: dict[str, tuple[int, int]] = {}  # camera id -> the size last checked
+        self.seen: dict[str, list[tuple[int, int]]] = {}  # camera id -> its sizes checked, the last one last
 
     def warnings(self, camera: CameraConfig, detections: Detections) -> list[str]:
         size = (detections.image_width, detections.image_height)
-        if self.checked.get(camera.id) == size:
+        seen = self.seen.setdefault(camera.id, [])
+        if seen and seen[-1] == size:
             return []
-        self.checked[camera.id] = size
-        return [warning for warning in (geometry_mismatch(camera, *size), narrow_crowd_picture(camera, size[0]))
-                if warning]
+        previous, known = (seen[-1] if seen else None), size in seen
+        if known:
+            seen.remove(size)
+        seen.append(size)
+        del seen[:-self.SIZES_REMEMBERED]
+        if known:
+            return []
+        found = [geometry_mismatch(camera, *size), narrow_crowd_picture(camera, size[0])]
+        if previous is not None:
+            found.append(resized_picture(camera, previous, size))
+        return [warning for warning in found if warning]
+
+
+def resized_picture(camera: CameraConfig, before: tuple[int, int], after: tuple[int, int]) -> str | None:
+    """A one-line warning when a camera with geometry sends a picture of another size than before (its stream
+    changed, say from a sub-stream to the main one), else None: its geometry stays in pixels, so it now covers
+    another part of the scene, and a crowd zone's area_m2 no longer matches the pixels it counts in."""
+    if not camera.geometry():
+        return None
+    factor_x, factor_y = after[0] / before[0], after[1] / before[1]
+    scale = (f"multiply their coordinates by {factor_x:.4g}" if abs(factor_x - factor_y) <= 0.01 * factor_x
+             else f"redraw them (the width changed {factor_x:.4g}-fold, the height {factor_y:.4g}-fold)")
+    return (f"camera {camera.id}: its picture changed from {before[0]}x{before[1]} to {after[0]}x{after[1]}: zones, "
+            "lines and regions stay in the pixels of the picture they were drawn on, so they now cover another part "
+            f"of the scene; if they were drawn on the {before[0]}x{before[1]} picture, {scale}")
