@@ -7,10 +7,12 @@ The API key comes from the environment and never appears in a log line or an exc
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 import urllib.parse
@@ -30,6 +32,7 @@ RoadType = Literal["ex", "its", "all"]
 GetType = Literal["json", "xml"]
 ROAD_TYPES = ("ex", "its", "all")
 CCTV_TYPES = (1, 2, 3, 4)
+XML_DECLARED_ENCODING = re.compile(rb"""\s*<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z][A-Za-z0-9._-]*)["']""")
 # Two listings of the same camera can differ in the last printed digits; ~50 m still tells neighbours apart.
 SAME_PLACE_DEGREES = 0.0005
 
@@ -168,11 +171,27 @@ def parse_json(body: bytes) -> list[ItsCamera]:
 
 def parse_xml(body: bytes) -> list[ItsCamera]:
     try:
-        root = ElementTree.fromstring(body)
+        root = ElementTree.fromstring(_declared_text(body))
     except ElementTree.ParseError as exc:
         raise ItsUnavailable(f"ITS API answer is not XML: {exc}") from None
     records = [{child.tag: (child.text or "") for child in element} for element in root.iter("data")]
     return _cameras([record for record in records if record])
+
+
+def _declared_text(body: bytes) -> bytes | str:
+    """The body as text when its XML declaration names an encoding (without one, as it is): the XML parser itself
+    reads only UTF-8, UTF-16 and single-byte encodings, and a Korean server may answer in EUC-KR or CP949."""
+    declared = XML_DECLARED_ENCODING.match(body)
+    if declared is None:
+        return body
+    name = declared.group(1).decode("ascii")
+    try:
+        return body.decode(codecs.lookup(name).name)
+    except LookupError:
+        raise ItsUnavailable(f"ITS API answer declares an encoding unknown here: {name}") from None
+    except UnicodeDecodeError as exc:
+        raise ItsUnavailable(f"ITS API answer is not in the {name} it declares: {exc.reason} at byte "
+                             f"{exc.start}") from None
 
 
 class ItsClient:

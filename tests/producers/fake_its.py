@@ -23,6 +23,7 @@ class FakeItsApi:
     fail_status: int | None = None
     delay_s: float = 0.0
     body: bytes | None = None  # answered as it is, as JSON, instead of the listing
+    xml_encoding: str = "utf-8"  # what an XML answer is written in, and declares
     requests: list[dict] = field(default_factory=list)
 
     def start(self) -> FakeItsApi:
@@ -50,7 +51,7 @@ class FakeItsApi:
                 if api.body is not None:
                     return self.reply(200, api.body, "application/json")
                 if query["getType"] == "xml":
-                    return self.reply(200, xml_body(records), "application/xml")
+                    return self.reply(200, xml_body(records, api.xml_encoding), "application/xml")
                 return self.reply(200, json.dumps(json_body(records, api.shape)).encode(), "application/json")
 
             def reply(self, status: int, body: bytes, content_type: str) -> None:
@@ -93,7 +94,7 @@ def json_body(records: list[dict], shape: str) -> dict:
     return {"response": response}
 
 
-def xml_body(records: list[dict]) -> bytes:
+def xml_body(records: list[dict], encoding: str = "utf-8") -> bytes:
     root = ElementTree.Element("response")
     ElementTree.SubElement(root, "coordtype").text = "1"
     ElementTree.SubElement(root, "datacount").text = str(len(records))
@@ -101,7 +102,7 @@ def xml_body(records: list[dict]) -> bytes:
         data = ElementTree.SubElement(root, "data")
         for key, value in record.items():
             ElementTree.SubElement(data, key).text = str(value)
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return ElementTree.tostring(root, encoding=encoding, xml_declaration=True)
 
 
 def record(name: str, lon: float, lat: float, url: str, cctv_type: int = 1) -> dict:

@@ -15,6 +15,7 @@ from producers.its_client import (
     ItsRequestError,
     ItsResolver,
     ItsUnavailable,
+    parse_xml,
     stable_camera_id,
 )
 from schemas.settings.capture import ItsCameraRef, ProducerConfig
@@ -63,6 +64,21 @@ def test_numbers_as_strings_and_xml_give_the_same_cameras(api):
     api.numbers_as_strings = True
     assert client_for(api).cctv_info(SEOUL) == plain
     assert client_for(api).cctv_info(SEOUL, get_type="xml") == plain
+
+
+@pytest.mark.parametrize("encoding", ["euc-kr", "cp949", "iso-8859-1"])
+def test_xml_in_a_legacy_encoding_it_declares_gives_the_same_cameras(api, encoding):
+    plain = client_for(api).cctv_info(SEOUL)
+    api.xml_encoding = encoding  # Korean servers' legacy encodings, which the XML parser itself does not read
+    assert client_for(api).cctv_info(SEOUL, get_type="xml") == plain
+
+
+def test_xml_that_its_declared_encoding_cannot_read_is_unavailable_naming_it():
+    body = b'<?xml version="1.0" encoding="EUC-KR"?><response><data><cctvname>\xff\xfe</cctvname></data></response>'
+    with pytest.raises(ItsUnavailable, match="not in the EUC-KR it declares"):
+        parse_xml(body)
+    with pytest.raises(ItsUnavailable, match="declares an encoding unknown here: no-such-codec"):
+        parse_xml('<?xml version="1.0" encoding="no-such-codec"?><response/>'.encode())
 
 
 def test_a_rejected_key_is_an_auth_error_without_the_key(api, caplog):
