@@ -17,6 +17,7 @@ from cityguard.arguments import (
     MODEL,
     NON_NEGATIVE,
     NON_NEGATIVE_COUNT,
+    shown_names,
     weights_or_name,
 )
 from cityguard.training.train import AUGMENTATION_ARGS
@@ -328,8 +329,8 @@ def run_gate(args, config) -> int:
     serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
     differences = class_differences(serving.names, candidate.names)
     if differences:
-        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
-        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} ({shown}): the site's "
+        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} "
+                         f"({shown_names(differences, 5)}): the site's "
                          "labels and class thresholds go by class id and its rules by name, so it can neither be "
                          "compared nor serve in its place; train it on a dataset built here (cityguard dataset build)")
     confidence, class_confidence = config.model.confidence, config.model.class_confidence

@@ -203,7 +203,30 @@ def test_a_rebuild_that_stops_holding_out_a_camera_is_refused_naming_it(site, mo
     assert build(site, "--no-prelabel") == 2
     assert_one_line_error_printed(capsys, "--val-camera campus is missing", str(site / "ds"))
     assert (site / "ds" / "manifest.csv").read_bytes() == manifest
+    add_stream_cameras(site, "gate")
     assert build(site, "--no-prelabel", "--val-camera", "campus", "--val-camera", "gate") == 0
+
+
+def add_stream_cameras(site: Path, *names: str) -> None:
+    """Configures more cameras, each on a stream: nothing to read frames from here."""
+    with (site / "etc" / "site.yaml").open("a") as config:
+        config.writelines(f"  - id: {name}\n    source: rtsp://127.0.0.1/{name}\n" for name in names)
+
+
+def test_a_val_camera_no_camera_has_is_refused_naming_the_cameras_known(site, monkeypatch, capsys):
+    """A misspelt --val-camera would hold out nothing while the camera meant goes on training: refused before
+    anything is read or written, with the configured cameras and those the dataset has frames of."""
+    stand_ins(monkeypatch, {None: Stand("configured")})
+    assert build(site, "--no-prelabel", "--val-camera", "campsu") == 2
+    assert_one_line_error_printed(capsys, "--val-camera campsu: no camera of that name is configured (known: campus)")
+    assert not (site / "ds").exists()
+    assert build(site, "--no-prelabel") == 0
+    (site / "etc" / "site.yaml").write_text((site / "etc" / "site.yaml").read_text().replace("id: campus", "id: hall"))
+    add_stream_cameras(site, *(f"street{number:02d}" for number in range(12)))
+    capsys.readouterr()
+    assert build(site, "--no-prelabel", "--val-camera", "street03", "--val-camera", "Street03") == 2
+    assert_one_line_error_printed(capsys, f"--val-camera Street03: no camera of that name is configured nor has "
+                                  f"frames in {site / 'ds'} (known: campus, hall, street00, ", "street07 and 4 more)")
 
 
 def test_a_build_after_one_killed_between_its_renames_takes_the_previous_dataset_back_first(site, monkeypatch, capsys):
