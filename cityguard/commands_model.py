@@ -333,6 +333,11 @@ def run_gate(args, config) -> int:
                          f"({shown_names(differences, 5)}): the site's "
                          "labels and class thresholds go by class id and its rules by name, so it can neither be "
                          "compared nor serve in its place; train it on a dataset built here (cityguard dataset build)")
+    # A name the model lacks would be reported as not checked, unlabelled, and pass: a misspelt class goes unguarded.
+    unknown = [name for name in args.rule_classes or [] if name not in serving.names.values()]
+    if unknown:
+        raise ValueError(f"--rule-classes {unknown[0]}: {serving_name} detects no class of that name (its classes: "
+                         f"{shown_names(sorted(serving.names.values()))})")
     confidence, class_confidence = config.model.confidence, config.model.class_confidence
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.
     folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))

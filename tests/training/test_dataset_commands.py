@@ -373,6 +373,16 @@ def test_the_gate_counts_no_detection_of_a_class_labelled_nowhere_and_says_it_is
     assert "precision@0.25 1.000 not below serving 0.667" in out and "AP@0.5 car not checked (no labels)" in out
 
 
+def test_a_rule_class_the_models_do_not_detect_is_refused_naming_their_classes(gated, monkeypatch, capsys):
+    """A misspelt --rule-classes name labels nothing, so its AP would be reported as not checked and the candidate
+    promoted without the class meant being compared."""
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Streets("candidate")})
+    assert gate(gated, "--rule-classes", "person,cars", "--promote") == 2
+    assert_one_line_error_printed(capsys, "--rule-classes cars: v1 detects no class of that name (its classes: car, "
+                                  "person)")
+    assert not (gated / "gate").exists() and ModelRegistry(gated / "registry").serving().version == "v1"
+
+
 def test_the_gate_says_so_when_no_held_out_false_alarm_is_left_to_check(gated, capsys):
     shutil.rmtree(gated / "var" / "hard-negatives")
     assert gate(gated) == 0
