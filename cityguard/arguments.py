@@ -76,6 +76,11 @@ def names_among(text: str, choices: Iterable[str], what: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def shown_names(names: list[str], limit: int = 10) -> str:
+    """`names` comma-separated for a one-line message, the first `limit` of them and how many more."""
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def existing(kind: str) -> Callable[[str], Path]:
     """An argparse type: a path that exists as a `kind` ("folder", "file", or "model": a weights file or an exported
     model's folder)."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityguard.arguments import FRACTION, HELD_OUT_HELP, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE
+from cityguard.arguments import FRACTION, HELD_OUT_HELP, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE, shown_names
 from cityguard.training.labels import LABEL_FORMATS
 from infra import assets
 
@@ -132,6 +132,17 @@ def refuse_plan_change(previous: Dataset, plan: SplitPlan) -> None:
                          "have trained on: give a new --out to hold it out")
 
 
+def refuse_unknown_val_cameras(val_cameras: list[str], config, previous: Dataset | None) -> None:
+    """ValueError for a --val-camera that is neither a configured camera nor one `previous` has frames of: a
+    misspelt one would hold out nothing, and the camera meant would go on training."""
+    known = {camera.id for camera in config.cameras} | {item.camera for item in (previous.items if previous else [])}
+    unknown = [camera for camera in val_cameras if camera not in known]
+    if unknown:
+        where = " nor has frames in " + str(previous.root) if previous else ""
+        raise ValueError(f"--val-camera {unknown[0]}: no camera of that name is configured{where} (known: "
+                         f"{shown_names(sorted(known)) or 'none'})")
+
+
 def serving_weights(config) -> Path | None:
     """The registry's serving model when model.registry has one (what inference runs), else None."""
     from processors.inference.model_registry import ModelRegistry
@@ -166,6 +177,7 @@ def run_build(args, config) -> int:
     plan = SplitPlan(args.val_fraction, args.block_seconds, args.guard_seconds, frozenset(args.val_camera), args.seed)
     restore_interrupted_write(args.out)  # else a build killed mid-swap would leave the previous one unseen
     previous = load_dataset(args.out) if (args.out / "manifest.csv").exists() else None
+    refuse_unknown_val_cameras(args.val_camera, config, previous)
     if previous is not None:
         refuse_plan_change(previous, plan)
     sources = file_sources(config)

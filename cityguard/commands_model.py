@@ -17,6 +17,7 @@ from cityguard.arguments import (
     MODEL,
     NON_NEGATIVE,
     NON_NEGATIVE_COUNT,
+    shown_names,
     weights_or_name,
 )
 from cityguard.training.train import AUGMENTATION_ARGS
@@ -328,10 +329,15 @@ def run_gate(args, config) -> int:
     serving_name = serving_model.version if serving_model else f"configured model {serving.name}"
     differences = class_differences(serving.names, candidate.names)
     if differences:
-        shown = ", ".join(differences[:5]) + (f" and {len(differences) - 5} more" if len(differences) > 5 else "")
-        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} ({shown}): the site's "
+        raise ValueError(f"refused: {args.version} detects other classes than {serving_name} "
+                         f"({shown_names(differences, 5)}): the site's "
                          "labels and class thresholds go by class id and its rules by name, so it can neither be "
                          "compared nor serve in its place; train it on a dataset built here (cityguard dataset build)")
+    # A name the model lacks would be reported as not checked, unlabelled, and pass: a misspelt class goes unguarded.
+    unknown = [name for name in args.rule_classes or [] if name not in serving.names.values()]
+    if unknown:
+        raise ValueError(f"--rule-classes {unknown[0]}: {serving_name} detects no class of that name (its classes: "
+                         f"{shown_names(sorted(serving.names.values()))})")
     confidence, class_confidence = config.model.confidence, config.model.class_confidence
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.
     folder = args.false_alarms or Path(config.resolve_path(config.console.hard_negatives_dir))

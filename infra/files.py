@@ -1,12 +1,13 @@
 """Replacing a single file whole by write-then-rename (site configuration, calibration, the model registry's pointer,
-ignore filters, the frame store's pictures), making a copied tree durable, and taking turns with the other writers of a
-file."""
+ignore filters, the frame store's pictures), replacing a folder whole the same way (a dataset, a model export), making
+a copied tree durable, and taking turns with the other writers of a file."""
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +49,48 @@ def replace_file(path: Path, data: bytes | str, mode: int | None = None, durable
         raise
     if durable:
         _sync_folder(path.parent)
+
+
+def replace_tree(target: Path, write: Callable[[Path], object]) -> None:
+    """Has `write` make the new `target`, a folder or a file, at the path it is given: one in a temporary folder
+    beside `target`. Once that is on the disk (sync_tree), the one already at `target` is renamed aside, the new one
+    renamed into place and the old one removed: a reader meets the old one or the new one, never a mix of their
+    files, and an interruption leaves one of them whole (the old one, at worst, under its aside name, which
+    restore_replaced puts back). When `write` fails, the old one stays as it was and nothing temporary is left."""
+    target = Path(target)
+    restore_replaced(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    aside = _aside_path(target)
+    try:
+        write(staging / target.name)
+        sync_tree(staging / target.name)
+        _remove(aside)  # left by a replacement that stopped after its swap
+        if os.path.lexists(target):
+            os.rename(target, aside)
+        os.rename(staging / target.name, target)
+        _sync_folder(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove(aside)
+
+
+def restore_replaced(target: Path) -> None:
+    """Puts back the old `target` when replace_tree stopped between renaming it aside and renaming the new one in."""
+    target, aside = Path(target), _aside_path(Path(target))
+    if os.path.lexists(aside) and not os.path.lexists(target):
+        os.rename(aside, target)
+
+
+def _aside_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.previous"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -1,11 +1,11 @@
-"""replace_file: whole files, on the disk, permissions kept, nothing left behind."""
+"""replace_file and replace_tree: whole files and folders, on the disk, permissions kept, nothing left behind."""
 import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from infra.files import replace_file
+from infra.files import replace_file, replace_tree, restore_replaced
 
 
 def test_a_replaced_file_is_whole_and_keeps_its_permissions(tmp_path):
@@ -83,3 +83,76 @@ def test_a_file_replaced_through_a_link_keeps_the_link_only_when_asked(tmp_path)
     (tmp_path / "frame.jpg").symlink_to(tmp_path / "repository" / "site.yaml")  # planted where frames are written
     replace_file(tmp_path / "frame.jpg", "picture")
     assert not (tmp_path / "frame.jpg").is_symlink() and (tmp_path / "repository" / "site.yaml").read_text() == "new"
+
+
+def write_export(files: dict[str, bytes]):
+    """A writer for replace_tree that makes a folder holding `files`."""
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    return write
+
+
+def test_a_replaced_folder_holds_the_new_files_only_and_nothing_is_left_beside_it(tmp_path):
+    export = tmp_path / "models" / "yolo11n_openvino_model"
+    replace_tree(export, write_export({"model.xml": b"old", "model.bin": b"old", "stale.yaml": b"old"}))
+    replace_tree(export, write_export({"model.xml": b"new", "model.bin": b"new"}))
+    assert {path.name: path.read_bytes() for path in export.iterdir()} == {"model.xml": b"new", "model.bin": b"new"}
+    assert [entry.name for entry in export.parent.iterdir()] == ["yolo11n_openvino_model"]
+
+
+def test_a_write_that_fails_part_way_leaves_the_old_folder_and_no_temporary(tmp_path):
+    export = tmp_path / "yolo11n_openvino_model"
+    replace_tree(export, write_export({"model.xml": b"old", "model.bin": b"old"}))
+
+    def fail_after_one_file(folder: Path) -> None:
+        write_export({"model.xml": b"new"})(folder)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        replace_tree(export, fail_after_one_file)
+    assert {path.name: path.read_bytes() for path in export.iterdir()} == {"model.xml": b"old", "model.bin": b"old"}
+    assert [entry.name for entry in tmp_path.iterdir()] == ["yolo11n_openvino_model"]
+
+
+def test_a_file_replaces_a_file_and_the_new_one_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    export = tmp_path / "yolo11n.onnx"
+    export.write_bytes(b"old")
+    synced, renamed = [], []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(handle):
+        synced.append(os.path.realpath(f"/proc/self/fd/{handle}"))
+        real_fsync(handle)
+
+    def rename(source, target):
+        renamed.append((Path(source).name, Path(target).name, len(synced)))
+        real_rename(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    replace_tree(export, lambda path: path.write_bytes(b"new"))
+    assert export.read_bytes() == b"new" and [entry.name for entry in tmp_path.iterdir()] == ["yolo11n.onnx"]
+    [(_, aside, synced_before), (_, into_place, _)] = renamed
+    assert (aside, into_place) == (".yolo11n.onnx.previous", "yolo11n.onnx")
+    assert any(Path(path).name == "yolo11n.onnx" for path in synced[:synced_before])
+    assert synced[-1] == str(tmp_path)  # the renames themselves
+
+
+def test_a_replacement_stopped_between_its_renames_is_put_back(tmp_path):
+    """Killed after moving the old folder aside: the next replacement, or restore_replaced, finds it again."""
+    export = tmp_path / "yolo11n_openvino_model"
+    replace_tree(export, write_export({"model.xml": b"old"}))
+    export.rename(tmp_path / ".yolo11n_openvino_model.previous")
+    restore_replaced(export)
+    assert (export / "model.xml").read_bytes() == b"old"
+    export.rename(tmp_path / ".yolo11n_openvino_model.previous")
+
+    def fail(folder: Path) -> None:
+        raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError):
+        replace_tree(export, fail)
+    assert (export / "model.xml").read_bytes() == b"old"
+    assert [entry.name for entry in tmp_path.iterdir()] == ["yolo11n_openvino_model"]

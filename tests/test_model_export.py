@@ -26,8 +26,11 @@ def test_onnx_export_loads_in_the_detector(tmp_path, monkeypatch):
     from tests.conftest import video_frames
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yolo11n.onnx").write_bytes(b"an earlier export")
     # No .pt weights exist offline: export the architecture (random init) to prove the export path end to end.
     path = export_model("yolo11n.yaml", "onnx", image_size=320, out_dir=tmp_path / "models")
     assert path == str(tmp_path / "models" / "yolo11n.onnx") and not (tmp_path / "yolo11n.onnx").exists()
+    assert [entry.name for entry in (tmp_path / "models").iterdir()] == ["yolo11n.onnx"]  # replaced whole
     result = YoloDetector(path, image_size=320).detect(video_frames(VTEST, 1))
     assert len(result) == 1 and result[0].xyxy.shape[1] == 4

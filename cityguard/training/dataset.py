@@ -48,7 +48,7 @@ from cityguard.evaluation.loaders import (
     read_image,
 )
 from cityguard.training.labels import ImageLabels, class_id_of, yolo_text
-from infra.files import replace_file
+from infra.files import replace_file, replace_tree, restore_replaced
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from schemas.base import ID_MAX_CHARS
 from schemas.settings.base import Identifier
@@ -607,20 +607,7 @@ def write_dataset(root: Path, items: list[DatasetItem], names: dict[int, str], p
     if foreign:
         raise ValueError(f"{root} holds more than a dataset ({', '.join(foreign[:3])}): give an empty or dataset "
                          "folder")
-    staging = root.parent / f".{root.name}.building"
-    shutil.rmtree(staging, ignore_errors=True)  # left by a build that was killed
-    staging.mkdir(parents=True)
-    try:
-        _write_dataset_files(staging, items, names, plan, dropped_alarms)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = _previous_folder(root)
-    shutil.rmtree(previous, ignore_errors=True)  # still there only when a write stopped after its swap
-    if root.exists():
-        root.rename(previous)
-    staging.rename(root)
-    shutil.rmtree(previous, ignore_errors=True)
+    replace_tree(root, lambda folder: _write_dataset_files(folder, items, names, plan, dropped_alarms))
     return root / "data.yaml"
 
 
@@ -665,16 +652,9 @@ def read_dropped_false_alarms(root: Path) -> set[str]:
     return set(data.get(DROPPED_ALARMS_KEY) or [])
 
 
-def _previous_folder(root: Path) -> Path:
-    return root.parent / f".{root.name}.previous"
-
-
 def restore_interrupted_write(root: Path) -> None:
     """Puts back the previous dataset when a write stopped between moving it aside and renaming the new one in."""
-    root = Path(root).resolve()  # as write_dataset swaps it: a link's target, even while the link dangles
-    previous = _previous_folder(root)
-    if previous.is_dir() and not root.exists():
-        previous.rename(root)
+    restore_replaced(Path(root).resolve())  # as write_dataset swaps it: a link's target, even while the link dangles
 
 
 @dataclass

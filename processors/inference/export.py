@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import yaml
 
+from infra.files import replace_tree
+
 FORMATS = ("openvino", "onnx", "engine")
 
 
@@ -53,7 +55,8 @@ def export_model(weights: str, export_format: str, image_size: int = 640, half: 
                  data: str | None = None, batch: int = 1, out_dir: Path | None = None) -> str:
     """Exports with ultralytics and returns the path of the exported model: beside the weights (where a bare name
     such as yolo11n.pt was downloaded: the current directory), or moved into out_dir, replacing an earlier export of
-    the same name there."""
+    the same name there whole (replace_tree): a registry or an inference worker loading it meets the old export or
+    the new one, and a move that fails leaves the old one."""
     if export_format not in FORMATS:
         raise ValueError(f"unknown format {export_format!r}; choose one of {', '.join(FORMATS)}")
     if int8 and data is None:
@@ -64,10 +67,6 @@ def export_model(weights: str, export_format: str, image_size: int = 640, half: 
                                          batch=batch, dynamic=False))
     if out_dir is None or exported.parent.resolve() == Path(out_dir).resolve():
         return str(exported)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     target = Path(out_dir) / exported.name
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
-    return str(shutil.move(exported, target))
+    replace_tree(target, lambda path: shutil.move(exported, path))
+    return str(target)

@@ -203,7 +203,30 @@ def test_a_rebuild_that_stops_holding_out_a_camera_is_refused_naming_it(site, mo
     assert build(site, "--no-prelabel") == 2
     assert_one_line_error_printed(capsys, "--val-camera campus is missing", str(site / "ds"))
     assert (site / "ds" / "manifest.csv").read_bytes() == manifest
+    add_stream_cameras(site, "gate")
     assert build(site, "--no-prelabel", "--val-camera", "campus", "--val-camera", "gate") == 0
+
+
+def add_stream_cameras(site: Path, *names: str) -> None:
+    """Configures more cameras, each on a stream: nothing to read frames from here."""
+    with (site / "etc" / "site.yaml").open("a") as config:
+        config.writelines(f"  - id: {name}\n    source: rtsp://127.0.0.1/{name}\n" for name in names)
+
+
+def test_a_val_camera_no_camera_has_is_refused_naming_the_cameras_known(site, monkeypatch, capsys):
+    """A misspelt --val-camera would hold out nothing while the camera meant goes on training: refused before
+    anything is read or written, with the configured cameras and those the dataset has frames of."""
+    stand_ins(monkeypatch, {None: Stand("configured")})
+    assert build(site, "--no-prelabel", "--val-camera", "campsu") == 2
+    assert_one_line_error_printed(capsys, "--val-camera campsu: no camera of that name is configured (known: campus)")
+    assert not (site / "ds").exists()
+    assert build(site, "--no-prelabel") == 0
+    (site / "etc" / "site.yaml").write_text((site / "etc" / "site.yaml").read_text().replace("id: campus", "id: hall"))
+    add_stream_cameras(site, *(f"street{number:02d}" for number in range(12)))
+    capsys.readouterr()
+    assert build(site, "--no-prelabel", "--val-camera", "street03", "--val-camera", "Street03") == 2
+    assert_one_line_error_printed(capsys, f"--val-camera Street03: no camera of that name is configured nor has "
+                                  f"frames in {site / 'ds'} (known: campus, hall, street00, ", "street07 and 4 more)")
 
 
 def test_a_build_after_one_killed_between_its_renames_takes_the_previous_dataset_back_first(site, monkeypatch, capsys):
@@ -348,6 +371,16 @@ def test_the_gate_counts_no_detection_of_a_class_labelled_nowhere_and_says_it_is
     assert gate(gated, "--rule-classes", "person,car") == 0
     out = capsys.readouterr().out
     assert "precision@0.25 1.000 not below serving 0.667" in out and "AP@0.5 car not checked (no labels)" in out
+
+
+def test_a_rule_class_the_models_do_not_detect_is_refused_naming_their_classes(gated, monkeypatch, capsys):
+    """A misspelt --rule-classes name labels nothing, so its AP would be reported as not checked and the candidate
+    promoted without the class meant being compared."""
+    stand_ins(monkeypatch, {"serving.pt": Streets("serving"), "candidate.pt": Streets("candidate")})
+    assert gate(gated, "--rule-classes", "person,cars", "--promote") == 2
+    assert_one_line_error_printed(capsys, "--rule-classes cars: v1 detects no class of that name (its classes: car, "
+                                  "person)")
+    assert not (gated / "gate").exists() and ModelRegistry(gated / "registry").serving().version == "v1"
 
 
 def test_the_gate_says_so_when_no_held_out_false_alarm_is_left_to_check(gated, capsys):
