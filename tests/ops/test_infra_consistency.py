@@ -82,6 +82,7 @@ def test_kubernetes_prometheus_has_the_compose_jobs_and_finds_each_stage_by_its_
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {job["job_name"] for job in compose_config["scrape_configs"]}  # the rules' job labels
     assert config["rule_files"] == compose_config["rule_files"]
+    assert config["global"] == compose_config["global"]  # the scrape interval the rules' ranges are sized for
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     docs = load_all(INFRA / "k8s" / "cityguard.yaml")
     namespace = next(doc for doc in docs if doc["kind"] == "Namespace")["metadata"]["name"]
