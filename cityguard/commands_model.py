@@ -105,7 +105,8 @@ def register_training(actions, add_command) -> None:
                        help=f"NAME=VALUE augmentation setting; names: {', '.join(AUGMENTATION_ARGS)}")
     train.add_argument("--runs", type=Path, default=None,
                        help="folder of training runs (default: var/models/runs beside the configuration file)")
-    train.add_argument("--name", default=None, help="run folder name (default: the start time)")
+    train.add_argument("--name", default=None,
+                       help="run folder name, one not in --runs yet (default: the start time)")
     add_registry_option(train)
 
     registered = add_command(actions, "register", "add an existing model (e.g. an OpenVINO export) to the registry",
@@ -183,6 +184,7 @@ def check_base(base: str) -> None:
 def run_train(args, config) -> int:
     from cityguard.training.train import RUN_RECORD, TrainSettings, register_run, resume, train_new_run
 
+    registry = model_registry(args, config)  # before training: an unset registry is said before hours of work
     if args.resume:
         try:
             recorded = json.loads((args.resume / RUN_RECORD).read_text())
@@ -197,8 +199,8 @@ def run_train(args, config) -> int:
                                  args.device, args.workers, args.seed, dict(args.augment))
         data = args.data
         runs = args.runs or Path(config.resolve_path("var/models/runs"))
-        run = train_new_run(data, settings, runs, args.name or time.strftime("%Y%m%d-%H%M%S"))
-    model = register_run(model_registry(args, config), run, data, settings)
+        run = train_new_run(data, settings, runs, args.name or time.strftime("%Y%m%d-%H%M%S"), registry)
+    model = register_run(registry, run, data, settings)
     print(f"registered candidate {model.version}: {model.weights} (curves: {run.curves})")
     for key in ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)"):
         if key in run.metrics:

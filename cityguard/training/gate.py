@@ -38,6 +38,7 @@ from cityguard.training.dataset import (
     restore_interrupted_write,
 )
 from cityguard.training.train import dataset_hash
+from infra.files import replace_file
 
 
 @dataclass(frozen=True)
@@ -307,9 +308,8 @@ def reported_classes(rule_classes: list[str], class_confidence: dict[int, float]
 
 def write_report(report: GateReport, out: Path, promoted: bool) -> Path:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gate.json").write_text(json.dumps(report.to_json(promoted), indent=2, default=_plain) + "\n")
-    (out / "gate.md").write_text(report.markdown(promoted))
+    replace_file(out / "gate.json", json.dumps(report.to_json(promoted), indent=2, default=_plain) + "\n")
+    replace_file(out / "gate.md", report.markdown(promoted))
     return out / "gate.md"
 
 

@@ -105,22 +105,34 @@ def train(data_yaml: Path, settings: TrainSettings, runs_root: Path, run_name: s
     model.train(data=str(Path(data_yaml).resolve()), epochs=settings.epochs, imgsz=settings.image_size,
                 batch=settings.batch, freeze=settings.freeze, patience=settings.patience, device=settings.device,
                 workers=settings.workers, seed=settings.seed, project=str(Path(runs_root).resolve()),
+                # exist_ok: train_new_run made the folder (with its run record), refusing one that was there
                 name=run_name, exist_ok=True, plots=False, verbose=False, **settings.augmentation)
     return finished_run(Path(model.trainer.save_dir))
 
 
-def train_new_run(data_yaml: Path, settings: TrainSettings, runs_root: Path, run_name: str) -> TrainingRun:
+def train_new_run(data_yaml: Path, settings: TrainSettings, runs_root: Path, run_name: str,
+                  registry: ModelRegistry) -> TrainingRun:
     """`train` into a new run folder holding RUN_RECORD. A run that fails before its first checkpoint leaves no
-    folder behind (there is nothing to resume); a folder that was there before stays."""
+    folder behind (there is nothing to resume). An existing folder is refused: ultralytics would train into it,
+    over the weights and curves a registered version's record points to, or mixed with an earlier run's files."""
     run_dir = Path(runs_root) / run_name
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:
+        registered = ", ".join(registered_from(registry, run_dir))
+        if registered:
+            raise FileExistsError(f"{run_dir} is the training run {registered} registered from: training into it "
+                                  f"again would overwrite the weights and curves the registry's record of "
+                                  f"{registered} points to; give a new --name") from None
+        raise FileExistsError(f"{run_dir} exists: training into it would overwrite an earlier run's files and mix "
+                              f"them with the new run's; give a new --name, or --resume {run_dir} to continue an "
+                              "interrupted run") from None
     replace_file(run_dir / RUN_RECORD, json.dumps({"data": str(Path(data_yaml).resolve()),
                                                    "settings": asdict(settings)}, indent=2))
     try:
         return train(data_yaml, settings, runs_root, run_name)
     except BaseException:
-        if created and not (run_dir / "weights" / "last.pt").exists():
+        if not (run_dir / "weights" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -147,6 +159,19 @@ def finished_run(run_dir: Path) -> TrainingRun:
     if not weights.exists():
         weights = run_dir / "weights" / "last.pt"
     return TrainingRun(run_dir, weights, rows[-1] if rows else {}, plot_curves(results, run_dir / "curves.png"))
+
+
+def registered_from(registry: ModelRegistry, run_dir: Path) -> list[str]:
+    """The versions registered from the training run in run_dir (register_run's `run_dir`)."""
+    found = []
+    for version in registry.versions():
+        try:
+            recorded = registry.get(version).run.get("run_dir")
+        except (KeyError, OSError, ValueError):  # pruned or damaged: no record to match
+            continue
+        if isinstance(recorded, str) and recorded and Path(recorded) == Path(run_dir).resolve():
+            found.append(version)
+    return found
 
 
 def register_run(registry: ModelRegistry, run: TrainingRun, data_yaml: Path, settings: TrainSettings) -> ModelVersion:

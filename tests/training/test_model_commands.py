@@ -89,6 +89,42 @@ def test_a_training_that_fails_before_its_first_checkpoint_leaves_no_run_folder(
     assert (tmp_path / "runs" / "second" / "cityguard-train.json").exists()  # what --resume reads
 
 
+def test_training_into_an_existing_run_folder_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """Ultralytics would train into it: over the weights and curves a registered version's record points to, or
+    mixed with an earlier run's files."""
+    trained = []
+    monkeypatch.setattr("cityguard.training.train.train", lambda *args: trained.append(args))
+    (tmp_path / "data.yaml").write_text("path: .\n")
+    runs, registry = tmp_path / "runs", ModelRegistry(tmp_path / "registry")
+    command = ["model", "train", "--data", str(tmp_path / "data.yaml"), "--runs", str(runs),
+               "--registry", str(registry.root), "--base", "yolo11n.yaml"]
+    (runs / "interrupted" / "weights").mkdir(parents=True)
+    (runs / "interrupted" / "weights" / "last.pt").write_bytes(b"epoch 3")
+    assert main([*command, "--name", "interrupted"]) == 2
+    assert_one_line_error_printed(capsys, f"{runs / 'interrupted'} exists",
+                                  f"give a new --name, or --resume {runs / 'interrupted'}")
+    registry.register(weights(tmp_path, "best.pt"), {"kind": "trained", "run_dir": str((runs / "done").resolve())})
+    (runs / "done").mkdir()
+    (runs / "done" / "results.csv").write_text("epoch,metrics/mAP50(B)\n1,0.5\n")
+    assert main([*command, "--name", "done"]) == 2
+    assert_one_line_error_printed(capsys, f"{runs / 'done'} is the training run v1 registered from",
+                                  "give a new --name")
+    assert trained == [] and registry.versions() == ["v1"]
+    assert sorted(path.name for path in runs.rglob("*")) == ["done", "interrupted", "last.pt", "results.csv",
+                                                             "weights"]  # no run record written into either
+
+
+def test_a_training_with_no_registry_to_register_in_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr("cityguard.training.train.train", lambda *args: trained.append(args))
+    (tmp_path / "data.yaml").write_text("path: .\n")
+    config, path = pipeline_config(tmp_path, "unregistered", "127.0.0.1:1")
+    assert main(["model", "train", "--config", str(path), "--data", str(tmp_path / "data.yaml"), "--runs",
+                 str(tmp_path / "runs"), "--base", "yolo11n.yaml"]) == 2
+    assert_one_line_error_printed(capsys, "set model.registry in the configuration, or pass --registry")
+    assert trained == [] and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(("base", "says"), [
     ("yolo11n.pt", "--base yolo11n.pt would be downloaded, and YOLO_OFFLINE=1 says this machine has no internet"),
     (str(OFFLINE_MODEL), "training starts from PyTorch weights (.pt) or a model .yaml, not an export"),

@@ -52,6 +52,12 @@ def test_resuming_a_finished_run_says_so(trained, capsys):
     assert "training to 1 epochs is finished, nothing to resume" in capsys.readouterr().err
 
 
+def test_training_again_into_a_registered_run_is_refused(trained, dataset, capsys):
+    assert main(["model", "train", "--data", str(dataset / "data.yaml"), "--base", "yolo11n.yaml", "--runs",
+                 str(trained.parent / "runs"), "--name", "one-epoch", "--registry", str(trained)]) == 2
+    assert_one_line_error_printed(capsys, "one-epoch is the training run v1 registered from", "give a new --name")
+
+
 def test_the_gate_refuses_the_untrained_candidate_and_promotes_the_real_model(trained, dataset, capsys):
     registry, val = str(trained), str(dataset / "images" / "val")
     out = trained.parent / "gates"
