@@ -4,8 +4,13 @@ from __future__ import annotations
 import ctypes
 import signal
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 _PR_SET_PDEATHSIG = 1
+# The kernel's parent-death signal follows the thread that started a child, not its process: a child started from a
+# thread that then ends (a worker's) is signalled then, however long the process lives on. start_child starts them all
+# from this one thread, which ends only with the process (at its exit, or with it when it is killed).
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-starter")
 
 
 def child_preexec() -> None:
@@ -14,6 +19,12 @@ def child_preexec() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux: cleanup then relies on the parent's own shutdown path
+
+
+def start_child(command: list[str], **popen_kwargs) -> subprocess.Popen:
+    """subprocess.Popen(command, **popen_kwargs), whichever thread asks, the child sent SIGTERM when this process
+    ends (child_preexec)."""
+    return _STARTER.submit(subprocess.Popen, command, preexec_fn=child_preexec, **popen_kwargs).result()
 
 
 def terminate(process: subprocess.Popen | None, timeout_s: float = 10) -> None:

@@ -29,6 +29,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
 from infra.deadline import Deadline
+from infra.process import start_child
 from infra.redaction import shown
 from schemas import Alert
 from schemas.settings.alerting import (
@@ -448,9 +449,10 @@ class SoundChannel:
                 continue
             command = [part.replace("{file}", self.file) for part in player]
             try:
-                # Not waited for: an alarm may last longer than the dispatcher should block.
-                self.playing.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                     stderr=subprocess.DEVNULL))
+                # Not waited for: an alarm may last longer than the dispatcher should block. Ended with the
+                # dispatcher's process, not with the delivery thread that started it.
+                self.playing.append(start_child(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL))
             except OSError as exc:
                 log.warning("sound alarm: %s failed to start: %s", player[0], exc)
                 continue

@@ -7,6 +7,11 @@ HTTP/2 loops of its own: there is no response object whose reads could be cut to
 http_fetch cuts http.client's. So a watchdog ends them instead: at the deadline it shuts down the sockets of every
 connection the session opened, which wakes whatever read or write waits on them. A session serves one caller for one
 deadline and opens connections of its own: no other request shares a socket that is shut down under it.
+
+Before there is a socket to shut down, the host is looked up: socket.getaddrinfo takes no timeout, and a resolver that
+hangs would hold the caller as long as it did. So each connection makes its socket (the lookup, then the connect) in
+a thread of its own, waited for until the deadline only; the library makes it as ever (it connects to what the
+lookup gave, naming the host in the Host header, TLS's SNI and the certificate check).
 """
 from __future__ import annotations
 
@@ -17,15 +22,23 @@ import threading
 from typing import Iterator
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
 
 from infra.deadline import Deadline
+
+# urllib3-future, installed in urllib3's place where niquests is, speaks HTTP/3 to a receiver whose answer offers it
+# (Alt-Svc): QUIC, over a UDP socket, whose waits the watchdog's shutdown of that socket does not end (a QUIC
+# handshake runs on past it). The tries keep to TCP. Plain urllib3 has no HTTP/3.
+_HTTP3 = getattr(getattr(urllib3, "HttpVersion", None), "h3", None)
 
 
 class _Watchdog:
     """Shuts down, at the deadline, the sockets of the connections it watches; until it is stood down."""
 
     def __init__(self, deadline: Deadline):
+        self.deadline = deadline
         self.lock = threading.Lock()
         self.connections: list = []
         self.fired = False
@@ -55,12 +68,35 @@ class _Watchdog:
             self.stood_down = True
 
 
+class _DeadlineConnection:
+    """A urllib3 connection that makes its socket (looks the host up, then connects) by the deadline, or raises
+    ConnectTimeoutError; a lookup given up on ends in its thread, and a socket made then is closed."""
+
+    def __init__(self, *args, deadline: Deadline, **kwargs):
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _new_conn(self):
+        try:
+            return self.deadline.call(super()._new_conn, _close)
+        except TimeoutError:
+            raise ConnectTimeoutError(self, f"{self.host} not looked up and connected to by the deadline") from None
+
+
+def _close(sock: socket.socket | None) -> None:
+    if sock is not None:
+        sock.close()
+
+
 class _WatchedPool:
-    """A urllib3 connection pool whose every new connection is watched by the session's watchdog."""
+    """A urllib3 connection pool whose every new connection is watched by the session's watchdog and connects by its
+    deadline, over TCP."""
 
     def __init__(self, *args, watchdog: _Watchdog, **kwargs):
         self.watchdog = watchdog
-        super().__init__(*args, **kwargs)
+        if _HTTP3 is not None:
+            kwargs["disabled_svn"] = {*kwargs.get("disabled_svn", ()), _HTTP3}
+        super().__init__(*args, deadline=watchdog.deadline, **kwargs)
 
     def _new_conn(self, *args, **kwargs):
         connection = super()._new_conn(*args, **kwargs)
@@ -70,7 +106,9 @@ class _WatchedPool:
 
 @functools.cache
 def _watched(pool_class: type) -> type:
-    return type(f"Watched{pool_class.__name__}", (_WatchedPool, pool_class), {})
+    connection_class = type(f"Deadline{pool_class.ConnectionCls.__name__}",
+                            (_DeadlineConnection, pool_class.ConnectionCls), {})
+    return type(f"Watched{pool_class.__name__}", (_WatchedPool, pool_class), {"ConnectionCls": connection_class})
 
 
 class _DeadlineAdapter(HTTPAdapter):
@@ -113,9 +151,9 @@ class _DeadlineAdapter(HTTPAdapter):
 @contextlib.contextmanager
 def session_until(deadline: Deadline) -> Iterator[requests.Session]:
     """A session whose requests, and the reads of their answers within the block, end by `deadline`: a request begun
-    after it raises ConnectTimeout, one it cuts short ReadTimeout; a read of a streamed body it cuts short ends early
-    or raises as a connection that broke off. The timeout a request names is ignored. Raises TimeoutError where no
-    time is left."""
+    after it, or whose host is not looked up and connected to by then, raises ConnectTimeout, one it cuts short
+    ReadTimeout; a read of a streamed body it cuts short ends early or raises as a connection that broke off. The
+    timeout a request names is ignored. Raises TimeoutError where no time is left."""
     watchdog = _Watchdog(deadline)
     session = requests.Session()
     adapter = _DeadlineAdapter(deadline, watchdog)

@@ -211,6 +211,7 @@ class FakeWebhook:
     gets: list[str] = field(default_factory=list)  # paths asked for with GET
     hold_next: threading.Event | None = None  # the next POST is answered only once it is set
     hold_all: threading.Event | None = None  # every POST is answered only once it is set: a receiver that hangs
+    keep_alive: bool = False  # HTTP/1.1, the connection kept open for more requests; else HTTP/1.0, closed after one
     arrived: threading.Event = field(default_factory=threading.Event)  # set by every POST
     # Every answer's body: `answer_size` bytes of text, in pieces of `answer_piece` bytes `answer_pause_s` apart (a
     # receiver answering with far more than a page, or trickling it); `answered` is set once it is sent or cut off
@@ -226,6 +227,10 @@ class FakeWebhook:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            @property
+            def protocol_version(self) -> str:
+                return "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 with fake.lock:

@@ -1,7 +1,10 @@
 """A channel's try ends at its retry.timeout_s however slowly the receiver answers, against a local server that takes
-the request and then trickles its status line and headers a byte at a time, each byte well within a socket timeout."""
+the request and then trickles its status line and headers a byte at a time, each byte well within a socket timeout;
+and however long the receiver's host name takes to look up."""
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -20,8 +23,8 @@ def head(status_line: bytes) -> bytes:
             + str(len(MESSAGE_JSON)).encode() + b"\r\nConnection: close\r\n\r\n")
 
 
-def channel_against(server: TricklingServer, channel_id: str, tmp_path, timeout_s: float):
-    section = alerting_section(server.url, server.url + "/hook", f"sqlite:///{tmp_path}/incidents.db")
+def channel_against(server_url: str, channel_id: str, tmp_path, timeout_s: float):
+    section = alerting_section(server_url, server_url + "/hook", f"sqlite:///{tmp_path}/incidents.db")
     for channel in section["channels"]:
         channel["retry"] = {"max_attempts": 3, "timeout_s": timeout_s}
     return build_channels(make_config(tmp_path, section).alerting.channels, str)[channel_id]
@@ -53,14 +56,14 @@ def trickling_head(request):
 
 
 def test_a_webhook_answer_trickling_in_ends_the_try_at_its_timeout(trickling_head, tmp_path):
-    attempt = channel_against(trickling_head, "ops", tmp_path, timeout_s=1).send(message(), "Crowd risk")
+    attempt = channel_against(trickling_head.url, "ops", tmp_path, timeout_s=1).send(message(), "Crowd risk")
     assert trickling_head.received.is_set() and not trickling_head.head_sent.is_set()
     assert (attempt.delivered, attempt.retryable, attempt.status_code) == (False, True, None)
     assert attempt.error == "ReadTimeout: answer not complete by the deadline"
 
 
 def test_an_sms_answer_trickling_in_ends_the_try_at_its_timeout_and_is_reconciled(trickling_head, tmp_path):
-    attempt = channel_against(trickling_head, "sms", tmp_path, timeout_s=1).send(message(), "Crowd risk")
+    attempt = channel_against(trickling_head.url, "sms", tmp_path, timeout_s=1).send(message(), "Crowd risk")
     assert trickling_head.received.is_set() and not trickling_head.head_sent.is_set()
     # The request reached Twilio, which may have created the message: the next try asks first.
     assert (attempt.delivered, attempt.retryable, attempt.ambiguous) == (False, True, True)
@@ -70,7 +73,57 @@ def test_an_sms_answer_trickling_in_ends_the_try_at_its_timeout_and_is_reconcile
 @pytest.mark.parametrize("trickling_head", [(b"HTTP/1.1 201 Created", 0.005)], indirect=True)
 @pytest.mark.parametrize("channel_id", ["ops", "sms"])
 def test_an_answer_trickling_in_within_the_timeout_is_read(trickling_head, tmp_path, channel_id):
-    attempt = channel_against(trickling_head, channel_id, tmp_path, timeout_s=60).send(message(), "Crowd risk")
+    attempt = channel_against(trickling_head.url, channel_id, tmp_path, timeout_s=60).send(message(), "Crowd risk")
     assert attempt.delivered and attempt.status_code == 201
 
 
+HANGING_HOST = "receiver.hanging-resolver.test"
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch):
+    """A resolver that hangs on HANGING_HOST (a lookup of it gives up only after 30 s, or once the test has ended);
+    other names are looked up as ever. Set once the lookup was asked for.
+
+    socket.getaddrinfo is replaced: it takes no timeout, and no local DNS server can stand in for the system's
+    without changing its resolver configuration."""
+    asked, test_ended = threading.Event(), threading.Event()
+    lookup = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host != HANGING_HOST:
+            return lookup(host, *args, **kwargs)
+        asked.set()
+        test_ended.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    test_ended.set()
+
+
+@pytest.mark.parametrize("channel_id", ["ops", "sms"])
+def test_a_host_name_whose_lookup_hangs_ends_the_try_at_its_timeout_as_not_sent(hanging_resolver, tmp_path,
+                                                                                 channel_id):
+    attempt = channel_against(f"http://{HANGING_HOST}", channel_id, tmp_path, timeout_s=1).send(message(), "Crowd risk")
+    assert hanging_resolver.is_set()
+    # Nothing went out: an SMS is sent again without asking Twilio first.
+    assert (attempt.delivered, attempt.retryable, attempt.ambiguous, attempt.status_code) == (False, True, False, None)
+    assert attempt.error.startswith("ConnectTimeout: ")
+    assert f"{HANGING_HOST} not looked up and connected to by the deadline" in attempt.error
+
+
+def test_a_webhook_offering_http3_is_answered_over_tcp(https_webhook, tmp_path):
+    """QUIC's waits outlast the try's deadline: a receiver whose answer offers HTTP/3 (Alt-Svc), here on a UDP port
+    that takes packets and never answers, is sent the try's next request over TCP as the first."""
+    quic = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quic.bind(("127.0.0.1", 0))
+    quic.settimeout(0)
+    https_webhook.keep_alive = True  # HTTP/3 takes over a connection kept open, for its next request
+    https_webhook.script = [(307, {"Location": https_webhook.url, "Alt-Svc": f'h3=":{quic.getsockname()[1]}"'})]
+    attempt = channel_against(https_webhook.url.removesuffix("/hook"), "ops", tmp_path, timeout_s=5).send(
+        message(), "Crowd risk")
+    assert attempt.delivered and https_webhook.paths == ["/hook"]
+    with pytest.raises(BlockingIOError):  # no QUIC packet came
+        quic.recv(65_536)
+    quic.close()

@@ -1,8 +1,12 @@
 """The dispatcher against a local fake Twilio and webhook, with a real SQLite incident store."""
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -36,7 +40,7 @@ from tests.ops.helpers import (
     make_config,
     make_dispatcher,
 )
-from tests.ops.stack import wait_until
+from tests.ops.stack import REPO, wait_until
 
 
 def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(harness, twilio):
@@ -829,6 +833,56 @@ def test_sound_alarm_plays_the_file_with_the_first_installed_player(tmp_path, tw
     assert copy.read_bytes() == b"RIFF"
     assert harness.store.deliveries()[0].provider_id == "cp"
     harness.store.close()
+
+
+# A dispatcher process that plays its alarm (`tail -f` standing in for a player that plays on) from a delivery thread
+# that then ends, prints the player's pid once that thread is gone from the system too, and runs on until it is killed.
+DISPATCHER_PLAYING = """
+import os, sys, threading, time
+from schemas import Alert, Severity
+from schemas.settings.alerting import SoundChannelConfig
+from sinks.alerts.channels import Message, SoundChannel
+
+config = SoundChannelConfig(kind="sound", id="alarm", file=sys.argv[1], players=[["tail", "-f", "{file}"]])
+alarm = SoundChannel(config, str)
+alert = Alert(alert_id="plaza/north/risk-1:critical", event_id="plaza/north/risk-1", severity=Severity.CRITICAL,
+              camera_id="plaza", zone_id="north", title="Crowd risk", message="danger", created_at=time.time())
+delivery = threading.Thread(target=alarm.send, args=(Message(alert, 1, "test", None, "key"), sys.argv[1]))
+delivery.start()
+delivery.join()
+while os.path.exists(f"/proc/self/task/{delivery.native_id}"):
+    time.sleep(0.01)
+print(alarm.playing[0].pid, flush=True)
+sys.stdin.read()
+"""
+PF_EXITING = 0x4
+
+
+def running(pid: int) -> bool:
+    """Whether the process is there and not on its way out: not a zombie, not exiting, no SIGTERM or SIGKILL pending
+    (a signal the kernel has sent but the process has not acted on yet)."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    ending = 1 << (signal.SIGTERM - 1) | 1 << (signal.SIGKILL - 1)
+    return after_name[0] != "Z" and not int(after_name[6]) & PF_EXITING and not pending & ending
+
+
+def test_a_sound_alarm_plays_on_after_its_delivery_thread_ends_and_stops_with_the_dispatcher(tmp_path):
+    (tmp_path / "alarm.wav").write_bytes(b"RIFF")
+    dispatcher = subprocess.Popen([sys.executable, "-c", DISPATCHER_PLAYING, str(tmp_path / "alarm.wav")],
+                                  cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        player = int(dispatcher.stdout.readline())
+        assert running(player)  # the thread that started it has ended
+    finally:
+        dispatcher.kill()  # no shutdown code of its own runs
+        dispatcher.wait()
+    wait_until(lambda: not running(player), 10, "the player to end with the dispatcher")
 
 
 def test_alertmanager_webhook_payload_becomes_notices():
