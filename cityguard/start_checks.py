@@ -2,7 +2,6 @@
 can check them all before anything starts (`cityguard up` refuses them, `cityguard check-config` warns of them)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import yaml
 from infra import assets
 from infra.listeners import is_loopback
 from processors.analytics.ignore_filters import IgnoreFilterStore
-from processors.inference.backends.registry import gpu_missing, names_a_local_model
+from processors.inference.backends.registry import gpu_missing, model_candidates
 from processors.inference.model_registry import ModelRegistry
 from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
@@ -82,8 +81,6 @@ def model_file_problems(config: Config) -> list[str]:
     is not there, or a folder that holds no exported model: otherwise found only as the stage loads it."""
     try:
         tried = models_tried(config)
-    except assets.UnknownAssetError:  # named by the check of asset names
-        return []
     except ValueError as exc:
         return [str(exc)]
     problems = []
@@ -116,13 +113,7 @@ def models_tried(config: Config) -> list[tuple[str, Path | None]]:
             raise ValueError(f"model.registry: {exc.args[0]}") from None
         if serving is not None:
             return [(f"model.registry (serving {serving.version})", serving.weights)]
-    tried: list[tuple[str, Path | None]] = []
-    if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
-        if assets.is_asset(model.offline_weights):
-            return [("model.offline_weights", assets.asset_here(model.offline_weights.removeprefix(assets.PREFIX)))]
-        tried.append(("model.offline_weights", Path(config.resolve_path(model.offline_weights))))
-    local = names_a_local_model(model.weights)
-    return [*tried, ("model.weights", Path(config.resolve_path(model.weights)) if local else None)]
+    return [(candidate.setting, candidate.here) for candidate in model_candidates(config)]
 
 
 def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
@@ -131,7 +122,7 @@ def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
     holds its names inside the pickled model, which only torch reads), one downloaded first, or one not there."""
     try:
         tried = models_tried(config)
-    except (ValueError, assets.UnknownAssetError):  # named by the start checks
+    except ValueError:  # named by the start checks
         return None
     for _, path in tried:
         if path is None:

@@ -10,7 +10,7 @@ import pytest
 
 from cityguard.cli import run_reporting_errors
 from schemas.settings.config import Config, ConfigError
-from tests.conftest import REPO, VTEST
+from tests.conftest import OFFLINE_MODEL, REPO, VTEST
 
 
 def cityguard(*args: str) -> subprocess.CompletedProcess:
@@ -286,6 +286,11 @@ def test_check_config_warns_of_scene_classes_the_model_does_not_have(tmp_path, c
     (tmp_path / "site.pt").write_bytes(b"weights")
     assert warnings("{weights: ./site.pt, offline_weights: null}", scene) == []
     assert warnings("{weights: yolo11n.pt, offline_weights: null}", scene) == []
+    # An asset this machine has is the model the stage loads, wherever model.weights or the offline model names it.
+    counting = "    scene:\n      counting_lines:\n        - {id: c1, start: [0, 5], end: [5, 5], classes: [cars]}\n"
+    assert warnings("{weights: 'asset:yolo11n_int8_openvino_model', offline_weights: null}", counting) == [
+        f"cityguard: warning: camera walk: scene.counting_lines[c1].classes: the model {OFFLINE_MODEL} has no class "
+        "cars (did you mean car?)"]
 
 
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):

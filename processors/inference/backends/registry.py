@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from infra import assets
 from processors.inference.detector import Detector
@@ -79,16 +79,44 @@ def names_a_local_model(weights: str) -> bool:
     return "://" not in weights and (os.path.sep in weights or weights.startswith("."))
 
 
-def resolve_weights(config: Config) -> str:
-    """The configured ultralytics model, or the local offline copy when YOLO_OFFLINE=1 and it exists (either may be an
-    asset name, fetched into the cache when no mirror has it)."""
+class ModelCandidate(NamedTuple):
+    setting: str  # the setting that names the model
+    value: str  # as configured
+    here: Path | None  # where it lies on this machine; None: an asset not fetched yet, a name or a URL
+
+
+def model_candidates(config: Config) -> list[ModelCandidate]:
+    """The models the settings name, in the order the inference stage tries them: model.offline_weights under
+    YOLO_OFFLINE=1 (passed over where it is not here, unless it is an asset), then model.weights. Nothing is fetched
+    to list them, so that the checks before anything starts read the order the stage loads by (resolve_weights). A
+    model registry's serving version, where there is one, is loaded instead of all of them."""
+    def here(value: str, is_path: bool) -> Path | None:
+        if assets.is_asset(value):
+            try:
+                return assets.asset_here(value.removeprefix(assets.PREFIX))
+            except assets.UnknownAssetError:  # refused when fetched, and named by the checks before the start
+                return None
+        return Path(config.resolve_path(value)) if is_path else None
+
     model = config.model
-    if os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights:
-        offline = Path(config.resolve_path(assets.resolve(model.offline_weights)))
-        if offline.exists():
-            return str(offline)
-    weights = assets.resolve(model.weights)  # asset:NAME, fetched into the cache when no mirror has it
-    return config.resolve_path(weights) if names_a_local_model(weights) else weights
+    offline = os.environ.get("YOLO_OFFLINE") == "1" and model.offline_weights
+    tried_first = [ModelCandidate("model.offline_weights", model.offline_weights,
+                                  here(model.offline_weights, is_path=True))] if offline else []
+    return [*tried_first, ModelCandidate("model.weights", model.weights,
+                                         here(model.weights, names_a_local_model(model.weights)))]
+
+
+def resolve_weights(config: Config) -> str:
+    """The model the inference stage loads: the first of model_candidates that is here, or that is an asset, fetched
+    into the cache when no mirror has it; else model.weights: a path not there, a name ultralytics downloads, a URL."""
+    candidates = model_candidates(config)
+    for candidate in candidates:
+        if candidate.here is not None and candidate.here.exists():
+            return str(candidate.here)
+        if assets.is_asset(candidate.value):
+            return assets.resolve(candidate.value)
+    last = candidates[-1]
+    return str(last.here) if last.here is not None else last.value
 
 
 def create_detector(config: Config) -> Detector:
