@@ -1,5 +1,6 @@
-"""Bounded HTTP GETs for the producers: every read has a byte cap and a total deadline, and every way it can fail
-(refused, DNS, timeout, HTTP status, a cut or oversized body, a malformed URL or answer) is one FetchError."""
+"""Bounded HTTP GETs for the producers: every read has a byte cap and a total deadline (its host's lookup included),
+and every way it can fail (refused, DNS, timeout, HTTP status, a cut or oversized body, a malformed URL or answer) is
+one FetchError."""
 from __future__ import annotations
 
 import base64
@@ -54,16 +55,25 @@ class _DeadlineResponse(http.client.HTTPResponse):
 
 
 class _DeadlineConnection(http.client.HTTPConnection):
-    """Connects within the time left and reads its answer within the deadline."""
+    """Looks its host up and connects within the time left, and reads its answer within the deadline."""
 
     def __init__(self, host: str, *, deadline: Deadline, **kwargs):
         super().__init__(host, **kwargs)
         self.deadline = deadline
         self.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
+        self._create_connection = self._create_connection_by_deadline  # what http.client makes its socket with
 
     def connect(self) -> None:
         self.timeout = self.deadline.left()  # a TLS handshake and sending the request wait at most this long too
         super().connect()
+
+    def _create_connection_by_deadline(self, address, timeout, source_address) -> socket.socket:
+        """The socket connected to `address`, made in a thread of its own and waited for until the deadline only:
+        the host's lookup (socket.getaddrinfo) takes no timeout. Only the socket is made there; the connection goes on
+        naming the host (the Host header, TLS's SNI and the certificate check). A socket made past the deadline is
+        closed."""
+        return self.deadline.call(lambda: socket.create_connection(address, timeout, source_address),
+                                  socket.socket.close)
 
 
 class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):

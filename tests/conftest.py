@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 VTEST = asset_path("vtest.avi")
 CAR_CLIP = asset_path("car-detection.mp4")
 LOT_CLIP = asset_path("person-bicycle-car-detection.gif")  # 3.4 s, 480x270: a car and a cyclist in a paved lot
+HANGING_HOST = "receiver.hanging-resolver.test"  # the host name that hanging_resolver hangs on
 OFFLINE_MODEL = asset_path("yolo11n_int8_openvino_model")
 ONNX_MODEL = asset_path("yolov8n_dynint8.onnx")
 
@@ -92,3 +95,26 @@ def video_frames(path: Path, count: int, step: int = 1) -> list:
         index += 1
     capture.release()
     return frames
+
+
+@pytest.fixture
+def hanging_resolver(request, monkeypatch):
+    """A resolver that hangs on HANGING_HOST: a lookup of it gives up after 30 s (or as many as the test's indirect
+    parameter says), or once the test has ended; other names are looked up as ever. Set once the lookup was asked for.
+
+    socket.getaddrinfo is replaced: it takes no timeout, and no local DNS server can stand in for the system's
+    without changing its resolver configuration."""
+    hang_s = getattr(request, "param", 30)
+    asked, test_ended = threading.Event(), threading.Event()
+    lookup = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host != HANGING_HOST:
+            return lookup(host, *args, **kwargs)
+        asked.set()
+        test_ended.wait(hang_s)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    test_ended.set()

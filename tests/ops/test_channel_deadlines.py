@@ -4,7 +4,6 @@ and however long the receiver's host name takes to look up."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from schemas import Alert, Severity
 from schemas.settings.alerting import ContactConfig
 from sinks.alerts.channels import Message, build_channels
+from tests.conftest import HANGING_HOST
 from tests.ops.helpers import DUTY_PHONE, TWILIO_ENV, alerting_section, make_config
 from tests.trickling_server import TricklingServer
 
@@ -75,31 +75,6 @@ def test_an_sms_answer_trickling_in_ends_the_try_at_its_timeout_and_is_reconcile
 def test_an_answer_trickling_in_within_the_timeout_is_read(trickling_head, tmp_path, channel_id):
     attempt = channel_against(trickling_head.url, channel_id, tmp_path, timeout_s=60).send(message(), "Crowd risk")
     assert attempt.delivered and attempt.status_code == 201
-
-
-HANGING_HOST = "receiver.hanging-resolver.test"
-
-
-@pytest.fixture
-def hanging_resolver(monkeypatch):
-    """A resolver that hangs on HANGING_HOST (a lookup of it gives up only after 30 s, or once the test has ended);
-    other names are looked up as ever. Set once the lookup was asked for.
-
-    socket.getaddrinfo is replaced: it takes no timeout, and no local DNS server can stand in for the system's
-    without changing its resolver configuration."""
-    asked, test_ended = threading.Event(), threading.Event()
-    lookup = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host != HANGING_HOST:
-            return lookup(host, *args, **kwargs)
-        asked.set()
-        test_ended.wait(30)
-        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield asked
-    test_ended.set()
 
 
 @pytest.mark.parametrize("channel_id", ["ops", "sms"])

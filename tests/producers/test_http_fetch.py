@@ -1,9 +1,15 @@
-"""fetch's total deadline against a local server that answers slowly in each part of the answer."""
+"""fetch's total deadline against a local server that answers slowly in each part of the answer, and against a
+resolver that hangs."""
 from __future__ import annotations
+
+import ssl
+import subprocess
 
 import pytest
 
 from producers.http_fetch import FetchError, fetch
+from tests.conftest import HANGING_HOST
+from tests.producers.conftest import QuietHandler, serving
 from tests.trickling_server import TricklingServer
 
 BODY = b"picture"
@@ -27,6 +33,49 @@ def test_the_deadline_covers_a_status_line_and_headers_that_trickle_in(trickling
 
 def test_a_trickled_answer_within_the_deadline_is_read(trickling):
     assert fetch(trickling.url, 1024, timeout_s=60) == BODY
+
+
+@pytest.mark.parametrize("hanging_resolver", [5], indirect=True)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_deadline_covers_a_host_name_whose_lookup_hangs(hanging_resolver, scheme):
+    # The lookup would fail after 5 s: failing on the deadline instead, the GET gave up before the lookup ended.
+    with pytest.raises(FetchError, match="not complete within 0.5 s"):
+        fetch(f"{scheme}://{HANGING_HOST}/snapshot.jpg", 1024, timeout_s=0.5)
+    assert hanging_resolver.is_set()
+
+
+@pytest.fixture
+def https_localhost(tmp_path, monkeypatch):
+    """An https server on 127.0.0.1 answering BODY, with a trusted certificate for the name localhost only; yields
+    its port and what each request named: the server name (TLS's SNI), the Host header."""
+    certificate, key = tmp_path / "certificate.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True, timeout=60)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    named = {"server_names": [], "hosts": []}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    context.sni_callback = lambda connection, server_name, _: named["server_names"].append(server_name)
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            named["hosts"].append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
+
+    with serving(Handler, tls=context) as port:
+        yield port, named
+
+
+def test_a_host_name_is_connected_to_under_its_name(https_localhost):
+    # The lookup is made apart from the connection: the certificate is still checked for the name, which the
+    # request names to the server too.
+    port, named = https_localhost
+    assert fetch(f"https://localhost:{port}/snapshot.jpg", 1024, timeout_s=10) == BODY
+    assert named == {"server_names": ["localhost"], "hosts": [f"localhost:{port}"]}
 
 
 @pytest.mark.parametrize("url", ["http://[::1/snapshot.jpg", "http://[camera]/snapshot.jpg"])
