@@ -3,9 +3,9 @@ through the dispatcher while its Prometheus rule fires for the dashboards only. 
 dead-lettered: broker -> metrics sink -> Prometheus rule -> Alertmanager -> dispatcher -> one SMS at the fake
 Twilio. Then every Grafana panel query runs against that Prometheus.
 
-The metrics sink is the real one (sinks.metrics_exporter.MetricsSink fed through the broker). Metrics of stages not
-running here (producer, inference) and exporter metrics still planned (density forecast, zone crossings) are served
-by a stand-in registry with the agreed names, types and labels; as the exporter gains them, they move out of StandIns.
+The metrics sink is the real one (sinks.metrics_exporter.MetricsSink fed through the broker): every series it exports,
+the zones' forecast and crossings included, comes from the messages fed to it. Only the metrics of stages not running
+here (producer, inference, analytics) are served by a stand-in registry with their names, types and labels.
 """
 from __future__ import annotations
 
@@ -24,7 +24,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from cityguard.commands_alerts import acknowledge, show_incident
 from infra.broker import free_port
 from infra.kafka import create_topics, make_consumer, make_producer
-from schemas import DeadLetter, Detections, Event, EventState, LineCounts, RiskLevel, Severity, ZoneMetrics, encode
+from schemas import (
+    DeadLetter,
+    DensityForecast,
+    Detections,
+    Event,
+    EventState,
+    LineCounts,
+    RiskLevel,
+    Severity,
+    ZoneMetrics,
+    encode,
+)
 from schemas.camera_status import CameraState
 from schemas.settings.config import TopicNames, parse_config
 from sinks.alerts.store import SENT, IncidentStore
@@ -68,12 +79,6 @@ class StandIns:
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ["camera"]
-        self.forecast = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast density",
-                              ["camera", "zone", "horizon_seconds"], registry=r)
-        self.to_danger = Gauge("cityguard_zone_forecast_time_to_danger_seconds", "Forecast time to danger",
-                               ["camera", "zone"], registry=r)
-        self.crossings = Counter("cityguard_zone_crossings_total", "Zone crossings", ["camera", "zone", "direction"],
-                                 registry=r)
         self.produced = Counter("cityguard_frames_produced_total", "Frames produced", labels, registry=r)
         self.camera_up = Gauge("cityguard_camera_up", "Camera up", labels, registry=r)
         self.camera_state = Gauge("cityguard_camera_state", "Camera state", ["camera", "state"], registry=r)
@@ -94,17 +99,12 @@ class StandIns:
         self.analysis = Histogram("cityguard_analytics_seconds", "Analyzer time", registry=r,
                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.02))
         self.gap_frames = Counter("cityguard_analytics_gap_frames_total", "Gap frames", registry=r)
-        self.to_danger.labels(CAMERA, ZONE).set(420)
         self.camera_up.labels(CAMERA).set(1)
         for state in CameraState:  # as the producer exports them: 1 for the current state, 0 for the others
             self.camera_state.labels(CAMERA, state.value).set(int(state is CameraState.UP))
         self.lag.labels("cityguard-inference", "cityguard.frames.v1", "0").set(3)
 
     def step(self, tick: int) -> None:
-        for horizon in (300, 600, 900):
-            self.forecast.labels(CAMERA, ZONE, str(horizon)).set(5.6 + 0.1 * horizon / 60)
-        self.crossings.labels(CAMERA, ZONE, "in").inc(3)
-        self.crossings.labels(CAMERA, ZONE, "out").inc(1)
         self.produced.labels(CAMERA).inc(2)
         self.consumed.labels(CAMERA).inc(2)
         self.fps.labels(CAMERA).set(10)
@@ -165,7 +165,10 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
                         camera_id=CAMERA, zone_id=ZONE, window_start=now - 10, window_end=now, frames=50,
                         area_m2=100, people_mean=560, people_max=600, density_mean_per_m2=5.6,
                         density_max_per_m2=6.0, risk_level=RiskLevel.DANGER, risk_reason="5.6 p/m² >= danger 5.0",
-                        last_seq=50)))
+                        last_seq=50, inflow=12, outflow=4, seconds_to_threshold={"danger": 420},
+                        forecast=[DensityForecast(horizon_s=horizon, density_per_m2=5.6 + 0.1 * horizon / 60,
+                                                  lower_per_m2=5.0, upper_per_m2=6.0 + 0.1 * horizon / 60)
+                                  for horizon in (300, 600, 900)])))
                 producer.send(topics.detections, key=CAMERA.encode(), value=encode(Detections(
                     camera_id=CAMERA, seq=tick, captured_at=now - 0.2 - 0.01 * (tick % 7), image_width=640,
                     image_height=480, model="stand-in", inference_ms=20.0, xyxy=[(1, 1, 5, 9)], confidence=[0.9],
@@ -200,7 +203,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         processes.append(alertmanager)
         stand_in = f"127.0.0.1:{stand_in_server.server_port}"
         prometheus, prometheus_url = stack.start_prometheus(directory, {
-            "cityguard-exporter": [f"127.0.0.1:{exporter_server.server_port}", stand_in],
+            "cityguard-exporter": [f"127.0.0.1:{exporter_server.server_port}"],
             "cityguard-producer": [stand_in],
             "cityguard-inference": [stand_in],
             "cityguard-analytics": [stand_in],
