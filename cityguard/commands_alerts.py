@@ -12,7 +12,8 @@ from infra.listeners import http_url
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 
-GRAFANA_DIR = Path(__file__).resolve().parent.parent / "infra" / "grafana"
+INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
+GRAFANA_DIR = INFRA_DIR / "grafana"
 DATASOURCE_UID = "cityguard-prometheus"
 
 
@@ -50,6 +51,9 @@ def register(commands, add_command) -> None:
                            help="created as the datasource when Grafana has none with uid " + DATASOURCE_UID)
     provision.add_argument("--dashboards", type=Path, default=GRAFANA_DIR / "dashboards",
                            help="folder of dashboard JSON files (default: %(default)s)")
+    provision.add_argument("--prometheus-config", type=Path, default=INFRA_DIR / "prometheus" / "prometheus.yml",
+                           help="Prometheus configuration whose global scrape_interval a created datasource is given "
+                           "(default: %(default)s)")
 
 
 def run_alert_dispatch(config: Config, port: int | None = None) -> None:
@@ -166,6 +170,22 @@ def show_incident(args, config: Config) -> int:
     return 0
 
 
+def scrape_interval(prometheus_config: Path) -> str:
+    """The global scrape_interval of a Prometheus configuration file, as Prometheus writes durations (15s)."""
+    if not prometheus_config.is_file():
+        raise FileNotFoundError(f"no Prometheus configuration at {prometheus_config}: give --prometheus-config FILE")
+    import yaml
+
+    try:
+        settings = yaml.safe_load(prometheus_config.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{prometheus_config} is not YAML: {exc}") from None
+    global_settings = settings.get("global") if isinstance(settings, dict) else None
+    if not isinstance(global_settings, dict) or "scrape_interval" not in global_settings:
+        raise ConfigError(f"{prometheus_config} has no global scrape_interval")
+    return str(global_settings["scrape_interval"])
+
+
 def provision_grafana(args, config: None) -> int:
     """Datasource (only if missing, so an operator's edits survive) and every dashboard (overwritten)."""
     from grafana_client import GrafanaApi
@@ -189,9 +209,12 @@ def provision_grafana(args, config: None) -> int:
         except GrafanaClientError as exc:
             if exc.status_code != 404:
                 raise
+            # Grafana sizes $__rate_interval, which the dashboards' rates span, on the scrape interval it is told.
+            interval = scrape_interval(args.prometheus_config)
             grafana.datasource.create_datasource({"uid": DATASOURCE_UID, "name": "Prometheus (cityguard)",
                                                   "type": "prometheus", "access": "proxy",
-                                                  "url": args.prometheus_url, "isDefault": True})
+                                                  "url": args.prometheus_url, "isDefault": True,
+                                                  "jsonData": {"timeInterval": interval}})
             print(f"datasource {DATASOURCE_UID}: created for {args.prometheus_url}")
         for path in dashboards:
             dashboard = json.loads(path.read_text(encoding="utf-8"))

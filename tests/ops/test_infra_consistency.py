@@ -278,6 +278,9 @@ def test_every_producer_reads_its_own_shard_of_the_cameras(monkeypatch):
 def test_grafana_dashboards_use_the_provisioned_datasource():
     datasources = load_yaml(INFRA / "grafana" / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
     assert [source["uid"] for source in datasources] == [DATASOURCE_UID]
+    # $__rate_interval is sized on it: the scrape interval of the Prometheus the compose stack runs.
+    scrape_interval = load_yaml(INFRA / "prometheus" / "prometheus.yml")["global"]["scrape_interval"]
+    assert datasources[0]["jsonData"]["timeInterval"] == scrape_interval
     provider = load_yaml(INFRA / "grafana" / "provisioning" / "dashboards" / "cityguard.yml")["providers"][0]
     compose = load_yaml(INFRA / "compose" / "compose.yaml")
     assert f"../grafana/dashboards:{provider['options']['path']}:ro" in compose["services"]["grafana"]["volumes"]
