@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 
 from cityguard.arguments import POSITIVE
+from infra.process import start_child
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,9 +56,10 @@ def run(args, config) -> int:
                          f"--warmup before `cityguard up` stops: give at least {args.warmup + 10:g}")
     from playwright.sync_api import sync_playwright
 
-    up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(args.config), "--duration",
-                           str(args.duration), "--log-dir", str(args.log_dir)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    # Started as every child is: a benchmark killed takes the pipeline it started down with it.
+    up = start_child([sys.executable, "-m", "cityguard", "up", "--config", str(args.config), "--duration",
+                      str(args.duration), "--log-dir", str(args.log_dir)],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     try:
         url = None
         for line in up.stdout:
