@@ -1,5 +1,5 @@
 """Clip development sets (manifests with `clips`): built from a local copy with sha256 checks and held-out refusal,
-and the traffic set's manifest agrees with its scene configurations and labels."""
+and the traffic and walkway sets' manifests agree with their scene configurations and labels."""
 from __future__ import annotations
 
 import hashlib
@@ -49,3 +49,15 @@ def test_the_traffic_manifest_matches_its_scene_configurations_and_labels():
     labelled = {line.split(",")[0] for line in (TRAFFIC / manifest.labels).read_text().splitlines()[1:]}
     assert labelled <= cameras
     assert all(len(clip.clip.sha256) == 64 and len(clip.commit) == 40 for clip in manifest.clips)
+
+
+def test_the_walkway_manifest_matches_its_scene_configurations_and_labels():
+    """Its clips are frame folders, read by no builder: the manifest is checked here instead."""
+    walkway = TRAFFIC / "walkway"
+    manifest = yaml.safe_load((walkway / "manifest.yaml").read_text(encoding="utf-8"))
+    cameras = {camera.id for camera in load_config(walkway / "site.yaml").cameras}
+    listed = [clip["camera"] for clip in manifest["clips"] + manifest["normal_clips"]]
+    assert sorted(listed) == sorted(cameras) and len(set(listed)) == len(listed)
+    labelled = {line.split(",")[0] for line in (walkway / "events.csv").read_text().splitlines()[1:]}
+    assert labelled == {clip["camera"] for clip in manifest["clips"]}  # the normal clips have no label, by their split
+    assert all(len(clip["frames_sha256"]) == 64 for clip in manifest["clips"] + manifest["normal_clips"])
