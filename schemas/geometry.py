@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -180,6 +181,51 @@ def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                          (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)[None, :])
     intersection = box_intersection(a, b)
     return np.divide(intersection, smaller, out=np.zeros_like(intersection), where=smaller > 0)
+
+
+class BoxGrid:
+    """Boxes (points among them) bucketed by the cells of a uniform grid that each covers, to find the few of many (a
+    frame may hold thousands of vehicles) that may share a point with a given box without testing every one. `cell`:
+    the cells' side, about the size of the objects boxed, so that a box covers a few cells and a cell holds a few."""
+
+    MAX_CELLS_PER_BOX = 64  # a box covering more cells than this is not bucketed but offered to every query
+
+    def __init__(self, boxes: Sequence[Sequence[float]], cell: float):
+        if not cell > 0:
+            raise ValueError(f"a grid's cells need a positive size, not {cell}")
+        self.cell = cell
+        self._cells: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
+        self._everywhere: list[int] = []
+        for index, box in enumerate(boxes):
+            (x1, y1), (x2, y2) = self._span(box)
+            if (x2 - x1 + 1) * (y2 - y1 + 1) > self.MAX_CELLS_PER_BOX:
+                self._everywhere.append(index)
+                continue
+            for x in range(x1, x2 + 1):
+                for y in range(y1, y2 + 1):
+                    self._cells[(x, y)].append(index)
+
+    def _span(self, box: Sequence[float]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The first and last cell, by column and row, that the box covers (its corners in either order)."""
+        x1, x2 = sorted((box[0], box[2]))
+        y1, y2 = sorted((box[1], box[3]))
+        return ((math.floor(x1 / self.cell), math.floor(y1 / self.cell)),
+                (math.floor(x2 / self.cell), math.floor(y2 / self.cell)))
+
+    def near(self, box: Sequence[float]) -> set[int]:
+        """Indices of the boxes that may share a point with `box` (edges included): every one that does, and a few
+        that do not."""
+        (x1, y1), (x2, y2) = self._span(box)
+        found = set(self._everywhere)
+        if (x2 - x1 + 1) * (y2 - y1 + 1) > len(self._cells):  # a query box larger than the boxes' cells together
+            for (x, y), indices in self._cells.items():
+                if x1 <= x <= x2 and y1 <= y <= y2:
+                    found.update(indices)
+        else:
+            for x in range(x1, x2 + 1):
+                for y in range(y1, y2 + 1):
+                    found.update(self._cells.get((x, y), ()))
+        return found
 
 
 def polygon_cell_weights(polygon: Sequence[Point], image_size: tuple[int, int],

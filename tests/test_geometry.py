@@ -1,7 +1,10 @@
+import random
+
 import numpy as np
 import pytest
 
 from schemas.geometry import (
+    BoxGrid,
     PolygonZone,
     box_cover,
     points_in_polygon,
@@ -99,3 +102,21 @@ def test_the_zone_side_of_a_segment_on_its_edge_holds_for_concave_zones():
     assert square.side_of_segment((2, 0), (8, 0)) == 1  # on the edge
     assert square.side_of_segment((2, -1.5), (8, -1.5)) == 1  # drawn a little outside it
     assert square.side_of_segment((6, 4), (4, 4)) == -1  # in the middle: the side of the vertices' mean
+
+
+def test_the_grid_offers_every_box_that_shares_a_point_with_the_one_asked_about():
+    rng = random.Random(1)
+    boxes = []
+    for _ in range(400):
+        x, y = rng.uniform(-50, 1300), rng.uniform(-50, 750)
+        width, height = rng.choice([0.0, rng.uniform(1, 120), rng.uniform(300, 3000)]), rng.uniform(0, 90)
+        boxes.append((x, y, x + width, y + height))
+    boxes += [(1e12, 5.0, 1e12 + 10, 15.0), (-1e9, -1e9, 1e9, 1e9), (600.0, 300.0, 500.0, 200.0)]
+    grid = BoxGrid(boxes, cell=50.0)
+    for query in [*boxes, (0.0, 0.0, 0.0, 0.0), (640.0, 360.0, 640.0, 360.0), (-1e6, -1e6, 1e6, 1e6)]:
+        x1, x2 = sorted((query[0], query[2]))
+        y1, y2 = sorted((query[1], query[3]))
+        sharing = [index for index, box in enumerate(boxes)
+                   if min(box[0], box[2]) <= x2 and x1 <= max(box[0], box[2])
+                   and min(box[1], box[3]) <= y2 and y1 <= max(box[1], box[3])]
+        assert set(sharing) <= grid.near(query)

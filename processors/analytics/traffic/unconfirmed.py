@@ -9,7 +9,7 @@ out of the picture by then has left it.
 """
 from __future__ import annotations
 
-from processors.analytics.traffic.converging import distance_as_same_vehicle, previous_of
+from processors.analytics.traffic.converging import FrameIndex, previous_of
 from processors.analytics.traffic.scene import Scene, anchor_point
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame
 from processors.analytics.traffic.static_objects import touches_edge
@@ -22,10 +22,11 @@ def keep_lost(scene: Scene, state: TrafficState, frame: VehicleFrame, frame_size
     that this one, the next sampled frame, does not show either, where it stood or where it would have driven on to,
     and whose path stays in view; then notes the unconfirmed vehicles of the sampled frame before
     (`state.recent_vehicles`) that were moving fast and are gone from this one."""
+    frame_index = FrameIndex(frame.boxes)
     for track in state.missed_unconfirmed:
         ahead = scene.box_ahead(track, frame.time)
-        if not touches_edge(ahead, frame_size) and not any(distance_as_same_vehicle(box, where) is not None
-                                                           for box in frame.boxes for where in (track.box, ahead)):
+        if not touches_edge(ahead, frame_size) and not any(frame_index.as_same_vehicle(where)
+                                                           for where in (track.box, ahead)):
             state.tracks[state.next_unconfirmed_id] = track.model_copy(update={"track_id": state.next_unconfirmed_id})
             state.next_unconfirmed_id -= 1
     state.missed_unconfirmed = []
