@@ -152,34 +152,47 @@ def box_diagonal(box: Sequence[float]) -> float:
     return math.hypot(box[2] - box[0], box[3] - box[1])
 
 
+def _shaped(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[np.ndarray, np.ndarray]:
+    """xyxy boxes a and b as arrays that broadcast to the pairs asked for: a[k] with b[k] (`paired`), else every box
+    of a with every one of b."""
+    a = np.asarray(a, dtype=float).reshape(-1, 4)
+    b = np.asarray(b, dtype=float).reshape(-1, 4)
+    if not paired:
+        return a[:, None, :], b[None, :, :]
+    if len(a) != len(b):
+        raise ValueError(f"boxes are paired one to one, not {len(a)} with {len(b)}")
+    return a, b
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2:] - boxes[..., :2]).clip(0).prod(axis=-1)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(a[..., :2], b[..., :2])
+    bottom_right = np.minimum(a[..., 2:], b[..., 2:])
+    return np.clip(bottom_right - top_left, 0, None).prod(axis=-1)
+
+
 def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) intersection areas of xyxy boxes."""
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    return np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    return _intersections(*_shaped(a, b, paired=False))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of xyxy boxes."""
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    intersection = box_intersection(a, b)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - intersection
+def box_iou(a: np.ndarray, b: np.ndarray, *, paired: bool = False) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of xyxy boxes; `paired`: of a[k] with b[k] only, (len(a),)."""
+    a, b = _shaped(a, b, paired)
+    intersection = _intersections(a, b)
+    union = _areas(a) + _areas(b) - intersection
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
-def box_cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_cover(a: np.ndarray, b: np.ndarray, *, paired: bool = False) -> np.ndarray:
     """(len(a), len(b)) intersection as a share of the smaller of each pair of xyxy boxes (1 when one lies inside
-    the other: a part of an object seen beside the whole of it)."""
-    a = np.asarray(a, dtype=float).reshape(-1, 4)
-    b = np.asarray(b, dtype=float).reshape(-1, 4)
-    smaller = np.minimum((a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)[:, None],
-                         (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)[None, :])
-    intersection = box_intersection(a, b)
+    the other: a part of an object seen beside the whole of it); `paired`: of a[k] with b[k] only, (len(a),)."""
+    a, b = _shaped(a, b, paired)
+    smaller = np.minimum(_areas(a), _areas(b))
+    intersection = _intersections(a, b)
     return np.divide(intersection, smaller, out=np.zeros_like(intersection), where=smaller > 0)
 
 

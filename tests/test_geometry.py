@@ -7,6 +7,7 @@ from schemas.geometry import (
     BoxGrid,
     PolygonZone,
     box_cover,
+    box_iou,
     points_in_polygon,
     polygon_area,
     polygon_cell_weights,
@@ -102,6 +103,18 @@ def test_the_zone_side_of_a_segment_on_its_edge_holds_for_concave_zones():
     assert square.side_of_segment((2, 0), (8, 0)) == 1  # on the edge
     assert square.side_of_segment((2, -1.5), (8, -1.5)) == 1  # drawn a little outside it
     assert square.side_of_segment((6, 4), (4, 4)) == -1  # in the middle: the side of the vertices' mean
+
+
+def test_paired_boxes_measure_as_their_entries_of_every_pair():
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 100, size=(300, 2))
+    sizes = rng.choice([0.0, 5.0, 40.0, -10.0], size=(300, 2)) * rng.uniform(0, 1, size=(300, 2))
+    boxes = np.concatenate([corners, corners + sizes], axis=1)  # some without area, some upside down
+    first, second = rng.integers(0, 300, size=(2, 2000))
+    for measure in (box_iou, box_cover):
+        assert np.array_equal(measure(boxes[first], boxes[second], paired=True), measure(boxes, boxes)[first, second])
+    with pytest.raises(ValueError, match="paired one to one"):
+        box_iou(boxes[:2], boxes[:3], paired=True)
 
 
 def test_the_grid_offers_every_box_that_shares_a_point_with_the_one_asked_about():

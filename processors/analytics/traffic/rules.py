@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, previous_of
+from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, FrameIndex, previous_of
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
 from processors.analytics.traffic.state import (
@@ -886,11 +886,10 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
     hidden = [track for track in state.tracks.values() if track.track_id not in seen and track.class_name
               in scene.vehicle_classes and now - track.last_seen <= HIDDEN_STANDING_S and scene.is_stopped(track)]
     candidates = [*vehicles, *hidden]
-    overlaps = box_iou([vehicle.box for vehicle in candidates], [vehicle.box for vehicle in candidates])
-    _note_second_detections(vehicles, overlaps[:len(vehicles), :len(vehicles)], appeared)
-    # Each pair once (a vehicle of this frame first), in one array operation: a jam has many vehicles, few touching.
-    touching = np.triu(overlaps[:len(vehicles)] >= thresholds.collision_min_iou, k=1)
-    for i, j in zip(*np.nonzero(touching), strict=True):
+    # Each pair once, a vehicle of this frame first.
+    pairs, overlaps = overlapping_pairs([vehicle.box for vehicle in candidates], len(vehicles))
+    _note_second_detections(vehicles, pairs[pairs[:, 1] < len(vehicles)], appeared)
+    for i, j in pairs[overlaps >= thresholds.collision_min_iou]:
         a, b = vehicles[i], candidates[j]
         pair = tuple(sorted((a.track_id, b.track_id)))
         if pair in known:
@@ -918,26 +917,41 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         state.collisions = [c for c in state.collisions if id(c) not in dropped]
 
 
-def _note_second_detections(vehicles: list[TrackState], overlaps: np.ndarray, appeared: set[int]) -> None:
+def overlapping_pairs(boxes: list[Box], firsts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair of the boxes that overlap, once, the first of it among the first `firsts` boxes: their indices (i < j),
+    ordered by i then j, as (N, 2), and their intersection over union, (N,). Only boxes that meet are measured
+    (FrameIndex): a jam has thousands of vehicles, millions of pairs, few of them touching."""
+    index = FrameIndex(boxes)
+    pairs = np.array([(i, j) for i in range(firsts) for j in index.meeting(boxes[i]) if j > i],
+                     dtype=np.intp).reshape(-1, 2)
+    box_array = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    overlaps = box_iou(box_array[pairs[:, 0]], box_array[pairs[:, 1]], paired=True)
+    return pairs[overlaps > 0], overlaps[overlaps > 0]
+
+
+def _note_second_detections(vehicles: list[TrackState], overlapping: np.ndarray, appeared: set[int]) -> None:
     """Marks each vehicle track first seen in this frame (`appeared`) with its box largely over another vehicle's (by
     SAME_VEHICLE_OVERLAP of the smaller box) as a possible second detection of that vehicle (`TrackState.doubles`),
     and forgets the mark once the two boxes overlap less: two vehicles after all, one having come out from behind
-    the other or driven on past it. `overlaps`: the vehicles' boxes' pairwise IoU."""
+    the other or driven on past it. `overlapping`: the pairs of vehicles (their indices, each pair once) whose boxes
+    overlap."""
     by_id = {vehicle.track_id: index for index, vehicle in enumerate(vehicles)}
     for vehicle in vehicles:
         doubled = by_id.get(vehicle.doubles)
         if doubled is not None and overlap(vehicle.box, vehicles[doubled].box) < SAME_VEHICLE_OVERLAP:
             vehicle.doubles = None
-    # The boxes each new track's box touches, covered in one array operation: a frame may bring many new tracks.
-    rows = [index for index, vehicle in enumerate(vehicles) if vehicle.track_id in appeared]
-    covers = box_cover([vehicles[index].box for index in rows], [vehicle.box for vehicle in vehicles])
-    for index, cover in zip(rows, covers, strict=True):
-        vehicle = vehicles[index]
-        shares = [(float(cover[other]), vehicles[other].track_id) for other in np.flatnonzero(overlaps[index] > 0)
-                  if vehicles[other] is not vehicle]
-        share, other_id = max(shares, default=(0.0, None))
+    # The boxes each new track's box overlaps, covered in one array operation: a frame may bring many new tracks.
+    new = [(index, other) for pair in overlapping.tolist() for index, other in (pair, pair[::-1])
+           if vehicles[index].track_id in appeared]
+    covers = box_cover([vehicles[index].box for index, _ in new], [vehicles[other].box for _, other in new],
+                       paired=True)
+    shares: dict[int, list[tuple[float, int]]] = {}
+    for (index, other), cover in zip(new, covers.tolist(), strict=True):
+        shares.setdefault(index, []).append((cover, vehicles[other].track_id))
+    for index, found in shares.items():
+        share, other_id = max(found)
         if share >= SAME_VEHICLE_OVERLAP:
-            vehicle.doubles = other_id
+            vehicles[index].doubles = other_id
 
 
 def _second_detection_in(state: TrafficState, candidate: CollisionCandidate) -> bool:
