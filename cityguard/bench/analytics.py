@@ -1,9 +1,11 @@
 """`cityguard bench analytics`: the analytics stage on one busy camera next to a pure-function loop.
 
 The input is a synthetic crowd (no model, no video): `--people` walkers with track ids crossing a calibrated
-square zone with two counting lines, `--fps` frames a second. Two measurements on the same frames:
+square zone with two counting lines, `--fps` frames a second; with `--vehicles N`, also N vehicles driving both ways
+along a road above the square, bumper to bumper and overlapping when there are many (a jam of thousands is the
+traffic analyzer's heaviest frame). Two measurements on the same frames:
 
-1. the pure loop: `CrowdAnalyzer.update` per frame, in this process, no Kafka and no state encoding;
+1. the pure loop: the camera's analyzers' `update` per frame, in this process, no Kafka and no state encoding;
 2. the stage: the frames are queued on the embedded broker first, then one `cityguard analyze` worker drains them;
    frames/s from its first to its last output, its CPU seconds per frame (robust to other load on the machine),
    and the changelog bytes it wrote per frame (the analyzer state it stores).
@@ -30,7 +32,7 @@ from cityguard.bench import cpu_seconds, log_folder
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
-from processors.analytics.crowd.analyzer import CrowdAnalyzer
+from processors.analytics.registry import analyzers_for
 from schemas import Detections, encode
 from schemas.calibration import fit_homography
 from schemas.settings.config import Config, TopicNames, parse_config
@@ -43,10 +45,16 @@ IMAGE = [(160.0, 680.0), (1120.0, 680.0), (960.0, 220.0), (320.0, 220.0)]
 BOX_HEIGHT_PX = 90.0
 BOX_WIDTH_PX = 30.0
 START_AT = 1_700_000_000.0
+# The road above the square, outside its zone (a vehicle in a crowd zone is an event): eastbound over westbound.
+LANES = [("east", 40.0, 120.0, 1.0), ("west", 120.0, 200.0, -1.0)]  # id, top, bottom, direction along x
+FIRST_VEHICLE_ID = 1_000_000  # above any walker's
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--people", type=int, default=100, help="people in view in every frame")
+    parser.add_argument("--vehicles", type=int, default=0,
+                        help="vehicles driving along a road above the square in every frame (the camera then has a "
+                        "traffic scene and the traffic analyzer runs too)")
     parser.add_argument("--fps", type=float, default=5.0, help="frames a second of the synthetic camera")
     parser.add_argument("--frames", type=COUNT, default=3_000, help="frames in the measured run")
     parser.add_argument("--window", type=float, default=10.0, help="analytics window, seconds")
@@ -59,8 +67,9 @@ def add_arguments(parser) -> None:
                         help="stage logs (default: a temporary folder, kept when the run fails)")
 
 
-def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras: int = 1) -> dict:
-    """The bench site as configuration data: calibrated cameras with one zone each, entrance and exit lines."""
+def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras: int = 1, road: bool = False) -> dict:
+    """The bench site as configuration data: calibrated cameras with one zone each, entrance and exit lines; with
+    `road`, a traffic scene too: the two lanes of LANES."""
     homography = fit_homography(IMAGE, GROUND)
     entrance = homography.to_image(np.array([[-0.5, 1.0], [20.5, 1.0]])).tolist()
     exit_ = homography.to_image(np.array([[-0.5, 11.0], [20.5, 11.0]])).tolist()
@@ -72,6 +81,11 @@ def site(window_s: float, fps: float, topics: TopicNames | None = None, cameras:
             "metrics": {"analytics_port": 0},  # any free port: the bench may run beside a pipeline
             "cameras": [{"id": camera_id(index, cameras), "source": "0", "fps": fps, "calibration": calibration,
                          "zones": [zone]} for index in range(cameras)]}
+    if road:
+        lanes = [{"id": lane, "polygon": [[0, top], [IMAGE_SIZE[0], top], [IMAGE_SIZE[0], bottom], [0, bottom]],
+                  "direction": [direction, 0]} for lane, top, bottom, direction in LANES]
+        for camera in data["cameras"]:
+            camera["scene"] = {"lanes": lanes}
     if topics is not None:
         data["broker"] = {"topics": topics.model_dump()}
     return data
@@ -112,37 +126,80 @@ def crowd_frames(people: int, fps: float, frames: int, seed: int = 7, camera: st
     return messages
 
 
+def with_vehicles(messages: list[Detections], vehicles: int, fps: float, seed: int = 11) -> list[Detections]:
+    """The frames with `vehicles` more boxes, tracked: cars and lorries 40-90 px long driving along LANES at 60-240
+    px/s, each in its lane's direction, bumper to bumper and overlapping when there are many; one that leaves the
+    picture comes back in at the other end as a new track, so the count stays at `vehicles`."""
+    if not vehicles:
+        return messages
+    rng = np.random.default_rng(seed)
+    lane = rng.integers(0, len(LANES), vehicles)
+    top = np.array([LANES[n][1] for n in lane])
+    bottom = np.array([LANES[n][2] for n in lane])
+    direction = np.array([LANES[n][3] for n in lane])
+    length = rng.uniform(40, 90, vehicles)
+    height = np.minimum(rng.uniform(0.45, 0.75, vehicles) * length, bottom - top)
+    x = rng.uniform(0, IMAGE_SIZE[0], vehicles)
+    y = top + rng.uniform(0, 1, vehicles) * (bottom - top - height)
+    speed = direction * rng.uniform(60, 240, vehicles)
+    names = np.where(rng.random(vehicles) < 0.8, "car", "truck")
+    class_ids = np.where(names == "car", 2, 7)
+    ids = np.arange(FIRST_VEHICLE_ID, FIRST_VEHICLE_ID + vehicles)
+    next_id = FIRST_VEHICLE_ID + vehicles
+    result = []
+    for message in messages:
+        x += speed / fps
+        gone = (x < -length) | (x > IMAGE_SIZE[0])
+        if gone.any():
+            x[gone] = np.where(speed[gone] > 0, -length[gone], IMAGE_SIZE[0])
+            ids[gone] = np.arange(next_id, next_id + int(gone.sum()))
+            next_id += int(gone.sum())
+        boxes = np.column_stack((x, y, x + length, y + height)).clip(0, IMAGE_SIZE[0])
+        result.append(message.model_copy(update={
+            "xyxy": [*message.xyxy, *map(tuple, boxes.tolist())],
+            "confidence": [*message.confidence, *[0.8] * vehicles],
+            "class_id": [*message.class_id, *class_ids.tolist()],
+            "class_name": [*message.class_name, *names.tolist()],
+            "track_id": [*message.track_id, *ids.tolist()]}))
+    return result
+
+
 def pure_loop(config: Config, messages: list[Detections], profile: Path | None) -> dict:
-    """The analyzer alone, one frame after another, and separately the cost of encoding its state every frame."""
+    """The camera's analyzers alone, one frame after another, and separately the cost of encoding their state every
+    frame (the bytes, encode and restore times of all of them together)."""
     camera = config.cameras[0]
-    analyzer = CrowdAnalyzer(camera, config.analytics)
+    factories = analyzers_for(camera)
+    analyzers = [factory(camera, config, None) for factory in factories.values()]
     profiler = cProfile.Profile() if profile else None
     windows = 0
     wall, cpu = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     for message in messages:
-        windows += len(analyzer.update(message).zone_metrics)
+        for analyzer in analyzers:
+            windows += len(analyzer.update(message).zone_metrics)
     if profiler:
         profiler.disable()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    encoded = [analyzer.state_bytes() for _ in range(50)]
+    encoded = [[analyzer.state_bytes() for analyzer in analyzers] for _ in range(50)]
     encode_cpu = time.process_time()
     if profiler:
         profiler.enable()
     for _ in range(200):
-        analyzer.state_bytes()
+        for analyzer in analyzers:
+            analyzer.state_bytes()
     if profiler:
         profiler.disable()
         profiler.dump_stats(str(profile))
     encode_cpu = (time.process_time() - encode_cpu) / 200
     restore_cpu = time.process_time()
     for _ in range(50):
-        CrowdAnalyzer.restore(camera, config, encoded[-1])
+        for factory, state in zip(factories.values(), encoded[-1], strict=True):
+            factory(camera, config, state)
     restore_cpu = (time.process_time() - restore_cpu) / 50
     return {"frames": len(messages), "windows": windows, "fps_wall": len(messages) / wall,
             "fps_cpu": len(messages) / cpu, "cpu_ms_per_frame": 1000 * cpu / len(messages),
-            "state_bytes": len(encoded[-1]), "state_encode_ms": 1000 * encode_cpu,
+            "state_bytes": sum(map(len, encoded[-1])), "state_encode_ms": 1000 * encode_cpu,
             "state_restore_ms": 1000 * restore_cpu}
 
 
@@ -233,15 +290,16 @@ def run(args, config: Config) -> int:
     threadpool_limits(1)  # as in the analytics worker (cityguard.stages.run_analyze)
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
-    data = site(args.window, args.fps, topics)
+    data = site(args.window, args.fps, topics, road=args.vehicles > 0)
     bench_config = parse_config(data, Path("."))
-    messages = crowd_frames(args.people, args.fps, args.frames)
+    messages = with_vehicles(crowd_frames(args.people, args.fps, args.frames), args.vehicles, args.fps)
     if not args.no_stage:  # refused before any figures
         step = bench_config.analytics.step_seconds
         refuse_too_few_windows(args.frames, windows_closed(messages, step), step, args.fps)
     load = os.getloadavg()
-    figures: dict = {"people": args.people, "fps": args.fps, "frames": args.frames, "window_seconds": args.window,
-                     "load_average_1m": round(load[0], 2), "pure": pure_loop(bench_config, messages, args.profile)}
+    figures: dict = {"people": args.people, "vehicles": args.vehicles, "fps": args.fps, "frames": args.frames,
+                     "window_seconds": args.window, "load_average_1m": round(load[0], 2),
+                     "pure": pure_loop(bench_config, messages, args.profile)}
     if not args.no_stage:
         with log_folder(args.log_dir, "cityguard-bench-analytics-") as log_dir:
             config_path = log_dir / f"site-{run_id}.yaml"
