@@ -1,5 +1,6 @@
 """Number types for command-line options that name the range they take, so that a value outside it is refused in
-one line by argparse instead of producing a meaningless figure; path types; and how the commands print a time."""
+one line by argparse instead of producing a meaningless figure; path types; and how the commands print a time and
+begin the line of a failure."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from schemas.settings.base import verify_listen_host
+
+ERROR_PREFIX = "cityguard: error: "  # the start of the one line a failed command prints
 
 
 def number_in(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cityguard.arguments import ERROR_PREFIX
 from infra.assets import AssetError, UnknownAssetError
 from infra.redaction import configure_logging, redacted
 from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
@@ -117,7 +118,7 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
     except SystemExit as exc:  # SystemExit("reason") from a stage; numeric exit codes pass through
         if debug or not isinstance(exc.code, str):
             raise
-        print(f"cityguard: error: {redacted(exc.code)}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{redacted(exc.code)}", file=sys.stderr)
         return 1
     except Exception as exc:
         if debug:
@@ -130,5 +131,5 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool) -> int:
                     "in broker.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS running?)")
         elif not (isinstance(exc, self_explaining) or raised_here(exc)) or not text:
             text = f"{type(exc).__name__}: {text} (--debug shows the traceback)" if text else type(exc).__name__
-        print(f"cityguard: error: {redacted(text)}", file=sys.stderr)  # exception texts can quote URLs
+        print(f"{ERROR_PREFIX}{redacted(text)}", file=sys.stderr)  # exception texts can quote URLs
         return 2 if isinstance(exc, usage_errors) else 1

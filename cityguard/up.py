@@ -23,7 +23,9 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
+from cityguard.arguments import ERROR_PREFIX
 from cityguard.start_checks import start_problems
+from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
     BROKER_PID_FILE_ENV,
@@ -36,6 +38,7 @@ from infra.broker import (
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
+from processors.inference.backends.registry import resolve_weights
 from schemas import PERSON_CLASS_ID, CameraState, CameraStatus, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
@@ -240,13 +243,19 @@ class Supervisor:
                 log = self.log_dir / f"{stage}.log" if self.log_dir else None
                 said = last_line(log) if log else ""
                 raise StageRefused(f"{stage} exited with status 2, refusing what it was given"
-                                   + (f": {said.removeprefix('cityguard: error: ')}" if said else "")
+                                   + (f": {said.removeprefix(ERROR_PREFIX)}" if said else "")
                                    + (f" (its log: {log})" if log else ""))
             self.keep(stage, process, now, lambda stage=stage: self.restart_stage(stage))
 
     def restart_stage(self, stage: str) -> bool:
         self.children[stage] = self.start_stage(stage)
         return True
+
+    def error_of(self, stage: str) -> str:
+        """The one-line error the stage ended its log with, as " (why)", or "": the terminal says why a stage keeps
+        exiting (a download that fails, a file it cannot read) instead of only that it does."""
+        said = last_line(self.log_dir / f"{stage}.log") if self.log_dir and stage in self.children else ""
+        return f" ({said.removeprefix(ERROR_PREFIX)})" if said.startswith(ERROR_PREFIX) else ""
 
     def keep(self, name: str, process: subprocess.Popen, now: float, start: Callable[[], bool]) -> None:
         """`start` says whether it started the process; one that did not is tried again after the next back-off."""
@@ -257,7 +266,7 @@ class Supervisor:
             return
         if restarts.due_at is None:
             delay = restarts.schedule(now)
-            print(f"{name} exited with code {process.returncode}; restarting it in {delay:g} s "
+            print(f"{name} exited with code {process.returncode}{self.error_of(name)}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)
         elif now >= restarts.due_at:
             if not start():
@@ -285,12 +294,23 @@ def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Conf
     return True
 
 
+def fetch_assets(config: Config) -> None:
+    """Fetches the assets the stages will read (the cameras' asset sources and the configured model, unless a model
+    registry decides it) into the cache before any stage starts: a download that fails stops `up` with its one line
+    (AssetError), where each stage would fail on it at every restart."""
+    for source in dict.fromkeys(camera.source for camera in config.cameras):
+        assets.resolve(source)
+    if config.model.registry is None:
+        resolve_weights(config)
+
+
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
     problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"
                                          if len(problems) > 1 else ""))
     refuse_busy_ports(config)
+    fetch_assets(config)
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host
     receiver = config.alerting.receiver
     receiver_port = receiver.port or free_port(receiver.host)  # fixed here: the port printed is the one it listens on

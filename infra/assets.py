@@ -9,6 +9,7 @@ replaces the scheme and host of the canonical URLs (the path is kept), so an int
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 PREFIX = "asset:"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -146,6 +149,7 @@ def download_url(url: str) -> str:
 def download(asset: Asset, target: Path) -> None:
     """Fetches every file into a temporary folder beside `target`, checks each sha256, then renames into place, so
     the cache never holds a partial or wrong asset (and concurrent fetches of one asset both end with a good one)."""
+    log.info("fetching asset %s into %s (once: it is kept there)", asset.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{asset.name}.", dir=target.parent))
     try:

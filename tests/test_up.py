@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from infra.assets import CATALOGUE, asset_path
+from infra.broker import free_port
 from tests.asset_server import canonical_tree, serving
 from tests.conftest import REPO, pipeline_config
 
@@ -45,15 +46,35 @@ def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans
     with stand_in_asset_server(tmp_path) as (asset_url, downloads):
         env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
                     "CITYGUARD_ASSET_CACHE": str(tmp_path / "cache"), "CITYGUARD_ASSET_BASE_URL": asset_url})
-        status_lines, console_lines, descendants, rest, up = run_up_until_status(path, tmp_path, env)
-    assert up.returncode == 0, rest
-    assert "stopped: all stages and the broker" in rest
+        status_lines, console_lines, descendants, said, up = run_up_until_status(path, tmp_path, env)
+    assert up.returncode == 0, said
+    assert "stopped: all stages and the broker" in said
     assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
     assert len(console_lines) == 1 and console_lines[0].startswith("console: http://127.0.0.1:")
     assert "?token=" in console_lines[0], "no token configured: up makes one and prints it in the URL"
     survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not survivors, f"left behind: {[p.cmdline()[:4] for p in survivors]}"
-    assert len(downloads) >= 4 and (tmp_path / "cache" / "vtest.avi").is_file()  # the clip and the model's 3 files
+    # `up` fetched the clip and the model's 3 files once, before the broker and the stages started.
+    assert len(downloads) == 4 and (tmp_path / "cache" / "vtest.avi").is_file()
+    assert -1 < said.find("fetching asset vtest.avi") < said.find("\nbroker: "), said
+
+
+def test_up_stops_with_one_line_before_starting_anything_when_an_asset_cannot_be_fetched(tmp_path):
+    # A machine without the shared folder or a connection: each stage would fail on the download and be restarted
+    # for ever, the terminal only saying that they exit.
+    path = site_with_assets_by_name(tmp_path)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("KAFKA_BOOTSTRAP_SERVERS", "CITYGUARD_ASSET_MIRROR")}
+    env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
+                "CITYGUARD_ASSET_CACHE": str(tmp_path / "cache"),
+                "CITYGUARD_ASSET_BASE_URL": f"http://127.0.0.1:{free_port('127.0.0.1')}"})
+    up = subprocess.run([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
+                         str(tmp_path / "logs")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 1, up.stderr
+    error = up.stderr.strip().splitlines()[-1]
+    assert error.startswith("cityguard: error: cannot download asset vtest.avi from http://127.0.0.1:"), up.stderr
+    assert "CITYGUARD_ASSET_MIRROR/data/video/vtest.avi" in error
+    assert "broker: " not in up.stdout and not (tmp_path / "logs").exists()
 
 
 def run_up_until_status(path, tmp_path, env):
@@ -97,4 +118,4 @@ def run_up_until_status(path, tmp_path, env):
     # A bound of 1 MiB is passed at once: the in-memory broker's growth is reported, with the way out.
     assert any(line.startswith("warning: embedded broker uses") and "KAFKA_BOOTSTRAP_SERVERS" in line
                for line in output + rest.splitlines())
-    return status_lines, console_lines, descendants, rest, up
+    return status_lines, console_lines, descendants, "".join(output) + rest, up

@@ -37,6 +37,19 @@ def test_a_producer_stopped_by_a_signal_is_restarted(capsys):
     assert "produce exited with code 143; restarting it in 1 s" in capsys.readouterr().out
 
 
+def test_a_restarted_stage_is_shown_with_the_error_its_log_ends_with(tmp_path, capsys):
+    (tmp_path / "infer.log").write_text("INFO starting\ncityguard: error: cannot download asset m from "
+                                        "http://127.0.0.1:9/m.xml: refused\n")
+    (tmp_path / "console.log").write_text("INFO serving\nINFO stopped\n")  # no error line of its own
+    supervisor = Supervisor({"infer": exited(1), "console": exited(3)}, start_stage=lambda stage: exited(0),
+                            log_dir=tmp_path)
+    supervisor.check(100.0)
+    out = capsys.readouterr().out
+    assert "infer exited with code 1 (cannot download asset m from http://127.0.0.1:9/m.xml: refused); restarting " \
+           "it in 1 s" in out, out
+    assert "console exited with code 3; restarting it in 1 s" in out, out
+
+
 @pytest.mark.broker
 def test_the_producer_stopped_by_sigterm_exits_with_its_status_not_as_finished(tmp_path, kafka_bootstrap):
     # A looping camera never ends: only the signal stops it, and its status says so, as a shell reports a process
