@@ -14,8 +14,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- metrics-reference:start -->", "<!-- metrics-reference:end -->"
 # Every module that defines metrics, the shared ones first: a module's own metrics are those not already found in
 # a module before it (the later ones import them).
-MODULES = ("infra.kafka", "infra.broker", "producers.frame_producer", "processors.inference.stage",
-           "processors.analytics.stage", "sinks.metrics_exporter", "sinks.alerts.service", "sinks.alerts.dispatcher")
+MODULES = ("infra.kafka", "infra.broker", "infra.metrics_http", "producers.frame_producer",
+           "processors.inference.stage", "processors.analytics.stage", "sinks.metrics_exporter", "sinks.alerts.service",
+           "sinks.alerts.dispatcher")
 
 
 def metrics() -> list[tuple[str, str, tuple[str, ...], str, str]]:

@@ -9,7 +9,7 @@ import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
+from prometheus_client import Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from infra.kafka import stuck_loops
@@ -18,6 +18,15 @@ from infra.listeners import HeaderDeadline, LoggedRequestErrors
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
+# What tells one process from another across its restarts, which the address Prometheus scrapes does not: compose may
+# give a restarted container another IP, and so another `instance`, while it keeps its host name (the container's id,
+# as Kubernetes keeps a restarted container's pod name); the port tells the stage's processes on one host apart.
+PROCESS_INFO = Gauge("cityguard_process_info", "1, labelled with this process's host name (its container's or pod's) "
+                     "and the port it serves its metrics on, which its restarts keep", ["hostname", "metrics_port"])
+
+
+def export_process_identity(metrics_port: int) -> None:
+    PROCESS_INFO.labels(socket.gethostname(), str(metrics_port)).set(1)
 
 
 def health_answer() -> tuple[int, bytes]:
@@ -66,5 +75,6 @@ def start_metrics_server(host: str, port: int) -> WSGIServer:
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     server = make_server(host, port, app, Server, handler_class=QuietHandler)
+    export_process_identity(server.server_port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

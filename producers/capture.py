@@ -48,7 +48,8 @@ REPEAT_WINDOW_S = 60.0
 class CameraUnavailable(RuntimeError):
     """The source could not be opened or stopped delivering frames; the text says which and why.
 
-    `permanent` failures (a local file that does not exist) are not retried.
+    `permanent` failures (a local file that does not exist) end a recording's camera for good; a live camera is
+    retried whatever failed.
     """
 
     def __init__(self, message: str, permanent: bool = False):

@@ -27,14 +27,14 @@ from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED
 from infra.redaction import keep_out_of_logs, redacted, shown
-from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames
+from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames, source_kind
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
 from producers.picture import encode_jpeg, source_size_fields
 from schemas import CameraState, CameraStatus, Frame, encode
 from schemas.settings.base import source_variable_values, source_with_variables
-from schemas.settings.capture import ProducerConfig
+from schemas.settings.capture import ProducerConfig, SourceKind
 from schemas.settings.config import CameraConfig, Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,10 @@ class CameraReader:
                 self.read_until_done()
                 return
             except CameraUnavailable as exc:
-                if exc.permanent:
+                # Only a recording ends for good. A live camera (a stream, a still image, a capture device) may come
+                # back whatever failed, a local encoder's playlist not written yet or a device unplugged included:
+                # it is retried and reported down meanwhile, and keeps its producer up to report it.
+                if exc.permanent and source_kind(self.camera, self.source) is SourceKind.FILE:
                     self.health.ended(str(exc))
                     log.error("camera %s is down for good: %s", self.camera.id, exc)
                     return
@@ -490,7 +493,8 @@ def configure_reader_process() -> None:
 def run_producer(config: Config, producer: FrameClient, stop: threading.Event, realtime: bool = True,
                  max_frames: int | None = None, camera_ids: list[str] | None = None,
                  on_status: Callable[[list[CameraStatus]], None] | None = None) -> dict[str, int]:
-    """Runs this shard's cameras (or those named) until every source ends or `stop` is set.
+    """Runs this shard's cameras (or those named) until every source ends or `stop` is set. Only recordings (files,
+    folders of pictures, http(s) MP4s) end: a producer with a live camera runs until stopped.
 
     Returns the frames queued per camera. A camera that cannot be read is reported down, never fatal.
     """

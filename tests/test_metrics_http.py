@@ -1,4 +1,6 @@
-"""A stage's metrics listener: /metrics, and /healthz for a liveness probe that names a consume loop gone still."""
+"""A stage's metrics listener: /metrics, with what tells its process across restarts, and /healthz for a liveness
+probe that names a consume loop gone still."""
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +30,9 @@ def test_healthz_fails_once_a_loop_stops_going_round_and_metrics_are_served(monk
         assert get(base + "/healthz") == (200, "ok\n")
         status, text = get(base + "/metrics")
         assert status == 200 and 'cityguard_stage_loop_timestamp_seconds{stage="inference"}' in text
+        # what tells this process from others across its restarts, which may change the address it is scraped at
+        identity = f'hostname="{socket.gethostname()}",metrics_port="{server.server_port}"'
+        assert f"cityguard_process_info{{{identity}}} 1.0" in text.splitlines()
         monkeypatch.setattr(infra.metrics_http, "time", SimpleNamespace(time=lambda: time.time() + 400))
         assert get(base + "/healthz") == (503, "inference loop last went round 400 s ago\n")
     finally:

@@ -35,7 +35,7 @@ from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter
 from infra.kafka import BROKER_CONNECTED, ProduceFailed, flush_confirmed, loop_went_round, reset_positions_past_the_end
 from infra.listeners import HeaderDeadline, LoggedRequestErrors, is_loopback, verify_token_length
-from infra.metrics_http import HEALTH_PATH, health_answer
+from infra.metrics_http import HEALTH_PATH, export_process_identity, health_answer
 from schemas import Event, SchemaError, decode, encode
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import env_value
@@ -162,6 +162,7 @@ class AlertmanagerReceiver:
         return self.server.server_port
 
     def start(self) -> "AlertmanagerReceiver":
+        export_process_identity(self.port)
         self.thread.start()
         return self
 

@@ -104,11 +104,14 @@ def receiver():
     running.stop()
 
 
-def test_metrics_are_served_in_the_prometheus_text_format(receiver):
+def test_metrics_are_served_in_the_prometheus_text_format_with_what_tells_the_process_across_restarts(receiver):
     ALERTS.labels(severity="danger", status="sent").inc()
     with urllib.request.urlopen(f"{receiver.url}/metrics", timeout=5) as response:
         assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
-        assert 'cityguard_alerts_total{severity="danger",status="sent"}' in response.read().decode()
+        text = response.read().decode()
+    assert 'cityguard_alerts_total{severity="danger",status="sent"}' in text
+    identity = f'hostname="{socket.gethostname()}",metrics_port="{receiver.receiver.port}"'
+    assert f"cityguard_process_info{{{identity}}} 1.0" in text.splitlines()
 
 
 def test_unknown_paths_are_not_found(receiver):

@@ -1,8 +1,8 @@
 """A camera's reader thread keeps its camera: frames the store cannot take are dropped and counted, unexpected errors
 are retried and reported, a picture that stays frozen across reconnections is found frozen, a playlist no longer
 updated is not published again, an MJPEG camera that drops its connections goes on after each reconnection, a
-still-image camera that misses single pictures stays up, and a reader waiting to pace its next frame stops when
-told."""
+still-image camera that misses single pictures stays up, a live camera is never given up (nor is its producer), and
+a reader waiting to pace its next frame stops when told."""
 from __future__ import annotations
 
 import logging
@@ -148,6 +148,47 @@ def test_a_playlist_no_longer_updated_is_published_once_and_reported_down(tmp_pa
     assert statuses[-1].state is CameraState.DOWN and "already published" in statuses[-1].reason
     assert statuses[-1].reconnects >= 1
     assert len(reader.queue) == 10  # the 2 s at 5 fps, once
+
+
+def wait_for(condition, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_live_camera_whose_playlist_is_not_written_yet_is_reported_down_by_a_producer_that_stays_up(tmp_path):
+    """"No such file" ends a recording for good, not a live camera: a local encoder's playlist that is not there yet
+    (the encoder starting after the producer, or restarted) is retried, and the producer, whose only camera it is,
+    stays up reporting it down, so that the camera's alert can fire, until the playlist appears and is read."""
+    camera_id = f"reader-{uuid.uuid4().hex[:8]}"  # the metrics are process-wide
+    playlist = tmp_path / "hls" / "live.m3u8"
+    config = parse_config({"site": "s", "producer": {"reconnect_backoff_base_s": 0.1, "reconnect_backoff_max_s": 0.2,
+                                                     "down_after_failures": 1, "status_interval_s": 0.2},
+                           "cameras": [{"id": camera_id, "source": str(playlist), "kind": "hls", "fps": 5}]},
+                          tmp_path)
+    statuses, stop = [], threading.Event()
+    producer = threading.Thread(target=run_producer, args=(config, DiscardingClient(), stop),
+                                kwargs={"on_status": statuses.extend}, daemon=True)
+    producer.start()
+    try:
+        wait_for(lambda: not producer.is_alive() or (statuses and statuses[-1].reconnects >= 3))
+        assert producer.is_alive()
+        assert statuses[-1].state is CameraState.DOWN and statuses[-1].reason.startswith("no such file")
+        assert REGISTRY.get_sample_value("cityguard_camera_up", {"camera": camera_id}) == 0
+        # The encoder starts: its playlist and segments appear at once, as an encoder writing them in place would not
+        # leave them half written for the reader to find.
+        (tmp_path / "encoding").mkdir()
+        still_clip(tmp_path, "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+                   str(tmp_path / "encoding" / "live.m3u8"))
+        (tmp_path / "encoding").rename(playlist.parent)
+        produced = {"camera": camera_id}
+        wait_for(lambda: not producer.is_alive() or REGISTRY.get_sample_value("cityguard_frames_produced_total",
+                                                                               produced))
+        assert REGISTRY.get_sample_value("cityguard_frames_produced_total", produced)
+    finally:
+        stop.set()
+        producer.join(10)
+    assert not producer.is_alive()
 
 
 def test_an_mjpeg_camera_that_drops_its_connection_goes_on_after_each_reconnection(tmp_path, mjpeg_server):
