@@ -301,6 +301,7 @@ def run_gate(args, config) -> int:
         decide,
         labelled_class_ids,
         repeated_false_alarms,
+        report_folder,
         reported_classes,
         unreviewed_images,
         unseen_false_alarms,
@@ -312,6 +313,8 @@ def run_gate(args, config) -> int:
         candidate_model = registry.get(args.version)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
+    out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
+    report_folder(out)
     scored_images = image_files(args.images)
     trained_on = candidate_dataset(args, candidate_model.run, scored_images)
     labels = args.labels or default_labels_folder(args.images)
@@ -363,7 +366,6 @@ def run_gate(args, config) -> int:
                              for detector in (serving, candidate))
     classes = reported_classes(rule_classes, class_confidence, serving.names, labelled)
     report = decide(*results, classes, false_alarms, args.tolerance, serving_name, args.version, class_confidence)
-    out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
     path = write_report(report, out, promoted=False)  # first: a report that cannot be written promotes nothing
     promoted = report.passed and args.promote
     if promoted:

@@ -1,13 +1,13 @@
 """Replacing a single file whole by write-then-rename (site configuration, calibration, the model registry's pointer,
-ignore filters, the frame store's pictures), replacing a folder whole the same way (a dataset, a model export), making
-a copied tree durable, and taking turns with the other writers of a file."""
+ignore filters, the frame store's pictures), replacing a folder whole the same way (a dataset, a model export, a gate
+report), making a copied tree durable, and taking turns with the other writers of a file."""
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,6 +73,25 @@ def replace_tree(target: Path, write: Callable[[Path], object]) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _remove(aside)
+
+
+def replaceable_folder(folder: Path, entries: Collection[str], holding: str) -> Path:
+    """The folder to give replace_tree for a folder holding `holding` (a dataset, a gate report), made of `entries`:
+    resolved, so that a link to another disk stays and its target is replaced, and put back when a replacement
+    stopped half way (restore_replaced). ValueError for a file and for a folder holding anything else, which the
+    replacement would remove, and for a mount point, which cannot be renamed."""
+    folder = Path(folder).resolve()
+    if os.path.ismount(folder):
+        raise ValueError(f"{folder} is a mount point, and {holding} is swapped in beside its folder: give a folder "
+                         "inside it")
+    restore_replaced(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file: give a folder for {holding}")
+    foreign = sorted(path.name for path in folder.iterdir() if path.name not in entries) if folder.is_dir() else []
+    if foreign:
+        raise ValueError(f"{folder} holds more than {holding} ({', '.join(foreign[:3])}): give an empty folder or one "
+                         f"holding only {holding}")
+    return folder
 
 
 def restore_replaced(target: Path) -> None:

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,6 +99,19 @@ def video_frames(path: Path, count: int, step: int = 1) -> list:
         index += 1
     capture.release()
     return frames
+
+
+@contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """Writing a file past `size` bytes fails (EFBIG), as on a disk that fills up, while the block runs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    signal_action = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel ends the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, signal_action)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,7 @@ from cityguard.evaluation.loaders import (
     read_image,
 )
 from cityguard.training.labels import ImageLabels, class_id_of, yolo_text
-from infra.files import replace_file, replace_tree, restore_replaced
+from infra.files import replace_file, replace_tree, replaceable_folder, restore_replaced
 from processors.inference.detector import Detector, ImageDetections, keep_confident
 from schemas.base import ID_MAX_CHARS
 from schemas.settings.base import Identifier
@@ -598,15 +597,7 @@ def write_dataset(root: Path, items: list[DatasetItem], names: dict[int, str], p
 
     The new dataset is written beside `root` and renamed into place, so an interruption leaves the previous one
     whole (at worst under its `.previous` name for a moment, which the next load or write puts back)."""
-    root = Path(root).resolve()  # a link to a bigger disk: the dataset is swapped there, and the link stays
-    if os.path.ismount(root):
-        raise ValueError(f"{root} is a mount point, and a dataset is swapped in beside its folder: give a folder "
-                         "inside it")
-    restore_interrupted_write(root)
-    foreign = sorted(path.name for path in root.iterdir() if path.name not in DATASET_ENTRIES) if root.is_dir() else []
-    if foreign:
-        raise ValueError(f"{root} holds more than a dataset ({', '.join(foreign[:3])}): give an empty or dataset "
-                         "folder")
+    root = replaceable_folder(root, DATASET_ENTRIES, "a dataset")  # a link to a bigger disk: swapped there
     replace_tree(root, lambda folder: _write_dataset_files(folder, items, names, plan, dropped_alarms))
     return root / "data.yaml"
 

@@ -38,7 +38,9 @@ from cityguard.training.dataset import (
     restore_interrupted_write,
 )
 from cityguard.training.train import dataset_hash
-from infra.files import replace_file
+from infra.files import replace_tree, replaceable_folder
+
+REPORT_FILES = ("gate.json", "gate.md")  # all a gate report folder holds
 
 
 @dataclass(frozen=True)
@@ -306,11 +308,24 @@ def reported_classes(rule_classes: list[str], class_confidence: dict[int, float]
     return list(dict.fromkeys([*rule_classes, *unlabelled]))
 
 
+def report_folder(out: Path) -> Path:
+    """The folder write_report replaces; ValueError for one holding anything but a report, which replace_tree would
+    remove. The gate asks before it scores the models, so a wrong --out costs no scoring."""
+    return replaceable_folder(out, REPORT_FILES, "a gate report")
+
+
 def write_report(report: GateReport, out: Path, promoted: bool) -> Path:
-    out = Path(out)
-    replace_file(out / "gate.json", json.dumps(report.to_json(promoted), indent=2, default=_plain) + "\n")
-    replace_file(out / "gate.md", report.markdown(promoted))
-    return out / "gate.md"
+    """Writes gate.json and gate.md into a new folder and swaps it in for `out` whole (replace_tree), so that a
+    reader (an operator, a script) meets both from one run and one outcome, never a gate.md that disagrees with
+    gate.json, as a failure or a crash between two file replacements would leave them."""
+    replace_tree(report_folder(out), lambda folder: _write_report_files(folder, report, promoted))
+    return Path(out) / "gate.md"
+
+
+def _write_report_files(folder: Path, report: GateReport, promoted: bool) -> None:
+    folder.mkdir()
+    (folder / "gate.json").write_text(json.dumps(report.to_json(promoted), indent=2, default=_plain) + "\n")
+    (folder / "gate.md").write_text(report.markdown(promoted))
 
 
 def _plain(value):

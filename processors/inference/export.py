@@ -6,7 +6,9 @@ calibration set is built from the site's own sample frames (the right data to ca
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -53,20 +55,41 @@ def coco_names() -> dict[int, str]:
 
 def export_model(weights: str, export_format: str, image_size: int = 640, half: bool = False, int8: bool = False,
                  data: str | None = None, batch: int = 1, out_dir: Path | None = None) -> str:
-    """Exports with ultralytics and returns the path of the exported model: beside the weights (where a bare name
-    such as yolo11n.pt was downloaded: the current directory), or moved into out_dir, replacing an earlier export of
-    the same name there whole (replace_tree): a registry or an inference worker loading it meets the old export or
-    the new one, and a move that fails leaves the old one."""
+    """Exports with ultralytics and returns the path of the exported model: beside the weights (a bare name such as
+    yolo11n.pt where ultralytics found or downloaded it, a model built from a .yaml in the current directory), or in
+    out_dir. Either way it is written in a temporary folder there and replaces an earlier export of the same name
+    whole (replace_tree): a registry or an inference worker loading it meets the old export or the new one, and an
+    export that fails or is interrupted leaves the old one."""
     if export_format not in FORMATS:
         raise ValueError(f"unknown format {export_format!r}; choose one of {', '.join(FORMATS)}")
     if int8 and data is None:
         raise ValueError("int8 export needs --data CALIB.yaml (make one with `cityguard model calibration-set`)")
     from ultralytics import YOLO
 
-    exported = Path(YOLO(weights).export(format=export_format, imgsz=image_size, half=half, int8=int8, data=data,
-                                         batch=batch, dynamic=False))
-    if out_dir is None or exported.parent.resolve() == Path(out_dir).resolve():
-        return str(exported)
-    target = Path(out_dir) / exported.name
-    replace_tree(target, lambda path: shutil.move(exported, path))
+    model = YOLO(weights)
+    source = Path(model.ckpt_path) if model.ckpt_path else None  # None: built from a .yaml
+    if source is not None and source.suffix.lower() != ".pt":
+        raise ValueError(f"{weights}: an export cannot be exported again; give PyTorch weights (.pt) or a model .yaml")
+    folder = Path(out_dir) if out_dir is not None else source.parent if source else Path()
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".export.", suffix=".part") as staging:
+        # Ultralytics writes an export beside the .pt it reads (a model built from a .yaml: in the current
+        # directory), so it reads one in the temporary folder: a link to the weights, or the built model saved.
+        staged = Path(staging) / (source.name if source else f"{Path(model.cfg).stem}.pt")
+        if source:
+            _link_or_copy(source, staged)
+        else:
+            model.save(staged)
+        exported = Path(YOLO(staged).export(format=export_format, imgsz=image_size, half=half, int8=int8, data=data,
+                                            batch=batch, dynamic=False))
+        target = folder / exported.name
+        replace_tree(target, lambda path: shutil.move(exported, path))
     return str(target)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A second name for `source` at `target`, or a copy where it cannot have one (another disk)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

@@ -405,6 +405,20 @@ def test_the_gate_finds_a_moved_dataset_by_its_content_and_is_told_where_a_chang
     assert f"cityguard: warning: {gated / 'moved'} has changed since v2 was trained on it" in captured.err
 
 
+def test_the_gate_refuses_a_report_folder_holding_more_than_a_report_before_scoring(gated, capsys):
+    """The report replaces its folder whole: the operator's files there would go with it."""
+    (gated / "gate").mkdir()
+    (gated / "gate" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert gate(gated, "--promote") == 2
+    captured = capsys.readouterr()
+    assert "false alarms:" not in captured.out  # stopped before reading and scoring anything
+    assert captured.err.startswith(f"cityguard: error: {gated / 'gate'} holds more than a gate report (notes.txt)")
+    assert captured.err.count("\n") == 1
+    assert [path.name for path in (gated / "gate").iterdir()] == ["notes.txt"]
+    assert ModelRegistry(gated / "registry").serving().version == "v1"
+
+
 def test_the_gate_refuses_images_the_candidate_trained_on_naming_them(gated, capsys):
     assert gate(gated, images="ds/images/train") == 2
     assert_one_line_error_printed(capsys, "refused: 2 of the 2 images in ", f"training split of {gated / 'ds'}, which "

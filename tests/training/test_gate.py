@@ -17,6 +17,7 @@ from cityguard.training.gate import (
     write_report,
 )
 from processors.inference.detector import ImageDetections
+from tests.conftest import files_limited_to
 
 STATUE = (8, 8, 40, 40)  # a white square the site's people are not
 
@@ -138,6 +139,32 @@ def test_a_false_alarm_on_a_training_frame_is_scored_for_the_boxes_its_labels_he
 
 def scored(truth, predicted):
     return evaluate_detections(list(zip(truth, predicted, strict=True)), {0: "person"}, 0.25)
+
+
+def test_a_report_the_disk_cannot_take_whole_leaves_the_earlier_gate_json_and_gate_md_together(tmp_path):
+    truth = [Boxes.of([[10, 10, 50, 90]], [0])]
+    both = scored(truth, [Boxes.of(truth[0].xyxy, [0], [0.9])])
+    write_report(decide(both, both, ["person"], None, 0.0, "v1", "v2"), tmp_path / "gate", promoted=False)
+    # A promoted candidate is named twice in gate.md and once in gate.json: the disk fills up after gate.json.
+    candidate = "v" * 20_000
+    with files_limited_to(30_000), pytest.raises(OSError, match="too large"):
+        write_report(decide(both, both, ["person"], None, 0.0, "v1", candidate), tmp_path / "gate", promoted=True)
+    assert json.loads((tmp_path / "gate" / "gate.json").read_text())["candidate"] == "v2"
+    assert (tmp_path / "gate" / "gate.md").read_text().startswith("# Promotion gate: v2 against v1")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gate"]  # nothing temporary beside it
+    assert sorted(path.name for path in (tmp_path / "gate").iterdir()) == ["gate.json", "gate.md"]
+
+
+def test_a_report_folder_holding_more_than_a_report_is_not_replaced(tmp_path):
+    truth = [Boxes.of([[10, 10, 50, 90]], [0])]
+    both = scored(truth, [Boxes.of(truth[0].xyxy, [0], [0.9])])
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds more than a gate report \(notes.txt\)"):
+        write_report(decide(both, both, ["person"], None, 0.0), tmp_path, promoted=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+    with pytest.raises(ValueError, match="is a file: give a folder for a gate report"):
+        write_report(decide(both, both, ["person"], None, 0.0), tmp_path / "notes.txt", promoted=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_a_candidate_with_more_false_detections_at_the_operating_point_is_refused_on_precision():
