@@ -143,18 +143,8 @@ def refuse_unknown_val_cameras(val_cameras: list[str], config, previous: Dataset
                          f"{shown_names(sorted(known)) or 'none'})")
 
 
-def serving_weights(config) -> Path | None:
-    """The registry's serving model when model.registry has one (what inference runs), else None."""
-    from processors.inference.model_registry import ModelRegistry
-
-    if config.model.registry is None:
-        return None
-    serving = ModelRegistry(Path(config.resolve_path(config.model.registry))).serving()
-    return serving.weights if serving is not None else None
-
-
 def run_build(args, config) -> int:
-    from cityguard.evaluation.runners import evaluation_detector
+    from cityguard.evaluation.runners import evaluation_model
     from cityguard.training.dataset import (
         SplitPlan,
         assign_splits,
@@ -190,10 +180,10 @@ def run_build(args, config) -> int:
     refuse_shared_clips(read)
     confidence = config.model.confidence if args.label_confidence is None else args.label_confidence
     class_confidence = config.model.class_confidence
-    weights = serving_weights(config)
-    detector = evaluation_detector(config, confidence, weights)
+    served = evaluation_model(config, confidence)
+    detector = served.detector
     if not args.no_prelabel:
-        print(f"pre-labels: {detector.name}" + (" (the model registry's serving version)" if weights else ""))
+        print(f"pre-labels: {served.described}")
     names = detector.names
     prelabeller = None if args.no_prelabel else detector
     # The console writes them to console.hard_negatives_dir, relative to the configuration file.

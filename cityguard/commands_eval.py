@@ -119,9 +119,11 @@ def register(commands, add_command) -> None:
 def run_detector_eval(args, config) -> int:
     from cityguard.evaluation.loaders import default_labels_folder
     from cityguard.evaluation.report import detector_report
-    from cityguard.evaluation.runners import evaluate_detector, evaluation_detector
+    from cityguard.evaluation.runners import evaluate_detector, evaluation_model
 
-    detector = evaluation_detector(config, 0.001)  # the usual mAP floor
+    served = evaluation_model(config, 0.001)  # the usual mAP floor
+    print(f"model: {served.described}")
+    detector = served.detector
     variants = {"plain": detector, **({"tiled": tiled_detector(config, detector)} if args.tiling else {})}
     confidence = config.model.confidence if args.confidence is None else args.confidence
     labels = args.labels or default_labels_folder(args.images)
@@ -177,7 +179,7 @@ def run_count_eval(args, config) -> int:
 
 def counters_for(args, config):
     """The models the asked-for counters need, built from the configuration."""
-    from cityguard.evaluation.runners import CounterSet, evaluation_detector
+    from cityguard.evaluation.runners import CounterSet, evaluation_model
     from processors.inference.density_map import DensityMapCounter
 
     confidence = config.model.confidence if args.confidence is None else args.confidence
@@ -186,7 +188,11 @@ def counters_for(args, config):
         wanted.add("density")
     if "density" in wanted:
         wanted.add(args.fused_detector)  # its person boxes choose the map's width, as in the inference stage
-    detector = evaluation_detector(config, confidence) if wanted & {"detector", "tiled"} else None
+    detector = None
+    if wanted & {"detector", "tiled"}:
+        served = evaluation_model(config, confidence)
+        print(f"model: {served.described}")
+        detector = served.detector
     return CounterSet(
         detector=detector, tiled=tiled_detector(config, detector) if "tiled" in wanted else None,
         density=DensityMapCounter.from_config(config) if "density" in wanted else None,

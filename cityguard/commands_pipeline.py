@@ -101,7 +101,7 @@ def check_config(args, config) -> int:
     mounted later); streams, remote files and webcams are checked by the producer when it connects."""
     import sys
 
-    from cityguard.start_checks import model_class_names, start_problems
+    from cityguard.start_checks import model_class_names, passed_over_models, start_problems
     from infra import assets
     from infra.redaction import redacted
     from producers.capture import source_kind
@@ -132,6 +132,8 @@ def check_config(args, config) -> int:
     for problem in start_problems(config):
         print(redacted(f"cityguard: warning: {problem} (the stage that needs it refuses to start here)"),
               file=sys.stderr)
+    for passed_over in passed_over_models(config):
+        print(redacted(f"cityguard: warning: {passed_over}"), file=sys.stderr)
     for camera in config.cameras:
         for disagreement in area_disagreements(camera.zones, camera.calibration):
             print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from cityguard.stages import (
     build_density_counter,
-    build_detectors,
     build_static_blobs,
     build_trackers,
+    serving_detectors,
 )
 from processors.analytics.ignore_filters import IgnoreFilterStore, without_ignored
 from processors.analytics.registry import PictureCheck, analyzers_for
@@ -122,8 +122,9 @@ def line_totals(windows: list[LineCounts]) -> dict[str, dict[tuple[str, str], in
 
 def clip_detections(config: Config, camera: CameraConfig, clip: Path, origin_s: float,
                     detectors=None) -> Iterator[Detections]:
-    """Detections messages of a clip's frames, as the inference stage would send them."""
-    detectors = detectors or build_detectors(config)
+    """Detections messages of a clip's frames, as the inference stage would send them (with the model it serves
+    here, unless `detectors` are given)."""
+    detectors = detectors or serving_detectors(config)
     # The trackers follow the camera as replayed (its fps may be the footage's, at_source_rate).
     replayed = [camera if other.id == camera.id else other for other in config.cameras]
     enricher = FrameEnricher(build_trackers(config.model_copy(update={"cameras": replayed})),

@@ -144,63 +144,61 @@ def tiled_detector(config: Config, detector):
     return TiledDetector(detector, tiling.tile_size, tiling.overlap, config.model.iou, tiling.whole_frame_pass)
 
 
-def build_detectors(config: Config, serving=None):
-    """The configured detectors, loading the registry version `serving` (a ModelVersion) instead of the configured
-    weights when one is given."""
-    from processors.inference.backends.registry import create_detector
+def camera_detectors(config: Config, detector, version: str | None):
+    """`detector` (of the registry `version`, None: the configured model) as the stage runs it: tiled for the
+    cameras configured so, with the configured thresholds."""
     from processors.inference.stage import CameraDetectors
 
-    if serving is not None:
-        model = config.model.model_copy(update={"weights": str(serving.weights), "offline_weights": None})
-        config = config.model_copy(update={"model": model})
-    detector = create_detector(config)
     tiled_cameras = config.model.tiling.cameras
     tiled = tiled_detector(config, detector) if tiled_cameras else None
     return CameraDetectors(detector, tiled, frozenset(tiled_cameras), config.model.confidence,
-                           config.model.class_confidence, serving.version if serving is not None else None)
+                           config.model.class_confidence, version)
 
 
-def serving_model(config: Config):
-    """The registry's serving version and a swapper that follows its pointer, or (None, None) without a registry."""
+def version_detectors(config: Config, model):
+    """The detectors of the registry version `model` (a ModelVersion), newly promoted."""
+    from processors.inference.backends.registry import create_detector
+
+    return camera_detectors(config, create_detector(config, model.weights), model.version)
+
+
+def model_swapper(config: Config):
+    """A swapper that follows the registry's serving pointer, or None without a registry. The pointer is read here,
+    so that a damaged one is named before the stage takes its port."""
     from processors.inference.model_registry import ModelRegistry, ServingWatcher
     from processors.inference.model_swap import ModelSwapper
 
     if config.model.registry is None:
-        return None, None
+        return None
     watcher = ServingWatcher(ModelRegistry(Path(config.resolve_path(config.model.registry))))
     serving = watcher.current()
     log.info("model registry %s: serving %s", watcher.registry.root, serving.version if serving else "none yet")
-    return serving, ModelSwapper(watcher, lambda model: build_detectors(config, model))
+    return ModelSwapper(watcher, lambda model: version_detectors(config, model))
 
 
-def serving_detectors(config: Config, serving, swapper):
-    """The detectors of the serving version (`serving_model`), or the configured model's without one.
+def serving_detectors(config: Config, swapper=None):
+    """The detectors of the model the inference stage serves here (load_served_model: the registry's serving version
+    where there is one, else the configured model), for the stage, which tells its `swapper` (model_swapper), and
+    for the commands that measure or replay what the site runs.
 
     A serving version that does not load (its weights damaged since it was promoted) is not the end of the worker: it
     would leave every camera of its partitions without detections. The worker serves the newest version before it in
     the promotion history that loads (else the configured model), as a running worker keeps its model when a newly
     promoted one fails to load, and tries the serving version again after the same doubling pause."""
-    try:
-        return build_detectors(config, serving)
-    except Exception as exc:
-        if serving is None:
-            raise
-        failure = exc
-    watcher = swapper.watcher
-    served = [entry["version"] for entry in watcher.registry.pointer()["history"]]
-    earlier = [version for version in reversed(served) if version != serving.version]
-    for fallback in [*dict.fromkeys(earlier), None]:
-        try:
-            detectors = build_detectors(config, watcher.registry.get(fallback) if fallback else None)
-        except Exception:
-            continue
-        retry_s = watcher.failed(serving.version)
-        if fallback:
-            watcher.loaded(fallback)
-        log.error("model %s could not be loaded (%s: %s); serving %s until it does (next try in %.0f s)",
-                  serving.version, type(failure).__name__, failure, fallback or "the configured model", retry_s)
-        return detectors
-    raise failure
+    from processors.inference.backends.registry import load_served_model
+
+    served = load_served_model(config)
+    version = served.version.version if served.version else None
+    retry = ""
+    if swapper is not None:
+        if served.not_loaded:
+            retry = f" (next try in {swapper.watcher.failed(served.not_loaded[0][0].version):.0f} s)"
+        swapper.watcher.loaded(version)
+    if served.not_loaded:
+        serving, failure = served.not_loaded[0]
+        log.error("model %s could not be loaded (%s: %s); serving %s until it does%s", serving.version,
+                  type(failure).__name__, failure, version or "the configured model", retry)
+    return camera_detectors(config, served.detector, version)
 
 
 def build_trackers(config: Config):
@@ -234,10 +232,10 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
 
     require_bootstrap(config)
     stop = stop_on_signals()
-    serving, model_swapper = serving_model(config)
+    swapper = model_swapper(config)
     serve_metrics(config, config.metrics.inference_port if metrics_port is None else metrics_port, "inference")
     # After the port: a taken one is named before the model loads.
-    detectors = serving_detectors(config, serving, model_swapper)
+    detectors = serving_detectors(config, swapper)
     servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     group = config.group_id("inference")
     consumer = FrameConsumer(servers, group, config.broker.topics.frames)
@@ -245,7 +243,7 @@ def run_infer(config: Config, metrics_port: int | None) -> None:
     try:
         InferenceWorker(config, consumer, producer, detectors, group, build_trackers(config),
                         build_static_blobs(config), resolve_frame=open_frame_store(config).resolve,
-                        density_counter=build_density_counter(config), model_swapper=model_swapper).run(stop)
+                        density_counter=build_density_counter(config), model_swapper=swapper).run(stop)
     finally:
         producer.flush()
         consumer.close()

@@ -10,8 +10,7 @@ import yaml
 from infra import assets
 from infra.listeners import is_loopback
 from processors.analytics.ignore_filters import IgnoreFilterStore
-from processors.inference.backends.registry import gpu_missing, model_candidates
-from processors.inference.model_registry import ModelRegistry
+from processors.inference.backends.registry import ModelCandidate, gpu_missing, model_candidates
 from schemas.settings.base import source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
@@ -77,43 +76,51 @@ def start_problems(config: Config) -> list[str]:
 
 
 def model_file_problems(config: Config) -> list[str]:
-    """The model the inference stage would load here, where the settings name a file or folder on this machine that
-    is not there, or a folder that holds no exported model: otherwise found only as the stage loads it."""
+    """The models the settings name that the inference stage could not load here, among those it would try before the
+    one it loads: a local file or folder that is not there, or a folder that holds no exported model; and a registry
+    whose serving version cannot be told. Otherwise found only as the stage loads them. A registry version whose
+    model is gone or holds no export is not among them: the stage serves the next that loads (passed_over_models)."""
     try:
-        tried = models_tried(config)
+        unusable, _ = model_search(config)
     except ValueError as exc:
         return [str(exc)]
-    problems = []
-    for field, path in tried:
-        if path is None:  # downloaded or fetched first
-            break
-        if not path.exists():  # offline, model.weights is loaded instead, or tried
-            problems.append(f"{field}: {path} does not exist")
+    return [problem for candidate, problem in unusable if candidate.version is None]
+
+
+def passed_over_models(config: Config) -> list[str]:
+    """The model registry's versions the inference stage would pass over here, their model gone or holding no export,
+    each with the model it serves instead; a registry that cannot be read is named by model_file_problems."""
+    try:
+        unusable, loaded = model_search(config)
+    except ValueError:
+        return []
+    served = f"{loaded.version.version} serves" if loaded and loaded.version else "the configured model serves"
+    return [f"{problem}: {served} instead until it is back" for candidate, problem in unusable if candidate.version]
+
+
+def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], ModelCandidate | None]:
+    """The models the inference stage would try here before the one it loads (model_candidates: a registry's serving
+    version, the versions served before it, then the settings' models), each with why it is not loaded: a file or
+    folder that is not there, or a folder that holds no exported model (a settings' one is then loaded, and fails);
+    and the one it loads (None: none found here, or one ultralytics downloads by name or an asset not fetched yet,
+    which are not looked for). ValueError naming the registry where it cannot tell which version serves."""
+    unusable = []
+    for candidate in model_candidates(config):
+        if candidate.here is None:  # downloaded or fetched first
+            return unusable, None
+        if not candidate.here.exists():  # offline, model.weights is loaded instead, or tried
+            unusable.append((candidate, f"{candidate.setting}: {candidate.here} does not exist"))
             continue
-        if path.is_dir() and not (path / EXPORT_METADATA).is_file():
-            problems.append(f"{field}: {path} is a folder without the {EXPORT_METADATA} of a model ultralytics "
-                            "exported")
-        break  # the one loaded
-    return problems
+        if candidate.here.is_dir() and not (candidate.here / EXPORT_METADATA).is_file():
+            unusable.append((candidate, f"{candidate.setting}: {candidate.here} is a folder without the "
+                                        f"{EXPORT_METADATA} of a model ultralytics exported"))
+            if candidate.version is not None:  # fails to load: the next one is served
+                continue
+        return unusable, candidate
+    return unusable, None
 
 
 EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into each model it exports to a folder
-
-
-def models_tried(config: Config) -> list[tuple[str, Path | None]]:
-    """The models the inference stage would try on this machine, in its order, each with the setting that names it
-    and where it lies here (None: a model ultralytics downloads by name, or an asset not fetched yet): the first one
-    found is loaded. A registry's serving version is loaded instead of the settings; ValueError naming the registry
-    where it cannot tell which version serves. Nothing is downloaded."""
-    model = config.model
-    if model.registry:
-        try:
-            serving = ModelRegistry(Path(config.resolve_path(model.registry))).serving()
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"model.registry: {exc.args[0]}") from None
-        if serving is not None:
-            return [(f"model.registry (serving {serving.version})", serving.weights)]
-    return [(candidate.setting, candidate.here) for candidate in model_candidates(config)]
 
 
 def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
@@ -121,17 +128,13 @@ def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
     from the metadata.yaml of a model exported to a folder (the offline OpenVINO model). None for a model file (a .pt
     holds its names inside the pickled model, which only torch reads), one downloaded first, or one not there."""
     try:
-        tried = models_tried(config)
+        _, loaded = model_search(config)
     except ValueError:  # named by the start checks
         return None
-    for _, path in tried:
-        if path is None:
-            return None
-        if not path.exists():  # offline, model.weights is tried next
-            continue
-        try:
-            names = yaml.safe_load((path / EXPORT_METADATA).read_text(encoding="utf-8"))["names"]
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
-            return None
-        return (path, {str(name) for name in names.values()}) if isinstance(names, dict) else None
-    return None
+    if loaded is None:
+        return None
+    try:
+        names = yaml.safe_load((loaded.here / EXPORT_METADATA).read_text(encoding="utf-8"))["names"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
+        return None
+    return (loaded.here, {str(name) for name in names.values()}) if isinstance(names, dict) else None

@@ -82,7 +82,7 @@ def drain_detections(consumer, expected: int, timeout_s: float) -> list:
 
 
 def run(args, config: Config) -> int:
-    from cityguard.stages import build_detectors, build_trackers
+    from cityguard.stages import build_trackers, serving_detectors
 
     batch = config.model.max_batch_size
     if args.frames <= batch:  # refused before any model loads
@@ -94,7 +94,7 @@ def run(args, config: Config) -> int:
                                        "model": config.model.model_copy(update=BACKLOG_MODEL_SETTINGS)})
     camera_id, jpegs = sample_jpegs(config, args.camera, args.frames)
     width, height = jpeg_dimensions(jpegs[0])
-    detectors = build_detectors(config)
+    detectors = serving_detectors(config)
     bare_loop(detectors.detector, jpegs[:2 * batch], batch)  # warm-up: model compilation is not measured
     bare_fps, people_per_frame = bare_loop(detectors.detector, jpegs, batch)
     tiled_figures = {}
@@ -137,7 +137,8 @@ def run(args, config: Config) -> int:
     latencies_ms = np.array([record.timestamp - decode(record.value, Detections).captured_at * 1000
                              for record in second_phase])
     figures = {
-        "model": detectors.detector.name, "frames": len(jpegs), "frame_size": f"{width}x{height}", "batch": batch,
+        "model": detectors.detector.name, "model_version": detectors.version, "frames": len(jpegs),
+        "frame_size": f"{width}x{height}", "batch": batch,
         "bare_loop_fps": round(bare_fps, 2), "pipeline_fps": round(pipeline_fps, 2),
         "pipeline_to_bare_ratio": round(pipeline_fps / bare_fps, 3),
         "latency_phase_rate_fps": round(rate, 2),

@@ -23,10 +23,11 @@ Definitions (printed and written to --json):
 - consumer lag: per group, the summed high-watermark minus committed offset over its partitions, sampled every
   0.5 s (max, mean, final).
 - peak memory: highest resident set size of each process, sampled every 0.5 s with psutil.
-- bare loop: the configured detector (processors.inference.backends.registry.create_detector) over the same
-  sampled frames after the same JPEG round trip, batches of
-  model.max_batch_size, after one untimed warm-up batch; frames/s = frames / time inside detect. ratio = infer
-  frames/s / bare-loop frames/s. Model milliseconds per frame (ultralytics' own inference time) are compared too.
+- bare loop: the model the inference stage serves (processors.inference.backends.registry.load_served_model: the
+  model registry's serving version where the site has one, else the configured model) over the same sampled frames
+  after the same JPEG round trip, batches of model.max_batch_size, after one untimed warm-up batch; frames/s =
+  frames / time inside detect. ratio = infer frames/s / bare-loop frames/s. Model milliseconds per frame
+  (ultralytics' own inference time) are compared too.
 """
 from __future__ import annotations
 
@@ -321,10 +322,12 @@ def send_warm_up(servers: str, config: Config, camera: CameraConfig, source: str
 
 
 def bare_loop(config: Config, camera: CameraConfig, source: str, frames: int) -> dict:
-    """The configured model alone on the frames the pipeline saw (same sampling, same JPEG round trip)."""
-    from processors.inference.backends.registry import create_detector
+    """The model the inference stage serves alone on the frames the pipeline saw (same sampling, same JPEG round
+    trip)."""
+    from processors.inference.backends.registry import load_served_model
 
-    detector = create_detector(config)
+    served = load_served_model(config)
+    detector = served.detector
     batch_size = config.model.max_batch_size
     jpegs = [jpeg for jpeg, _ in sampled_jpegs(config, camera, source, frames)]
     detect_s, model_ms = 0.0, []
@@ -338,7 +341,7 @@ def bare_loop(config: Config, camera: CameraConfig, source: str, frames: int) ->
         detect_s += time.perf_counter() - started
         model_ms.extend(result.inference_ms for result in results)
     done = len(jpegs)
-    return {"detector": detector.name, "batch_size": batch_size, "frames": done,
+    return {"detector": detector.name, "model": served.described, "batch_size": batch_size, "frames": done,
             "frames_per_second": done / detect_s if detect_s else None,
             "model_ms_per_frame": float(np.mean(model_ms)) if model_ms else None}
 
@@ -515,7 +518,7 @@ def print_figures(figures: dict) -> None:
                                              for name, peak in figures["peak_memory_bytes"].items()))
     bare = figures["bare_loop"]
     ratio = figures["ratio_to_bare_loop"]
-    print(f"bare loop ({bare['detector']}, batch {bare['batch_size']}, {bare['frames']} frames): "
+    print(f"bare loop ({bare['model']}, batch {bare['batch_size']}, {bare['frames']} frames): "
           f"{_n(bare['frames_per_second'])} frames/s, model {_n(bare['model_ms_per_frame'])} ms/frame; "
           f"in the pipeline model {_n(figures['model_ms_per_frame'])} ms/frame")
     print(f"pipeline / bare loop: frames/s {_n(ratio['frames_per_second'], 3)}, "

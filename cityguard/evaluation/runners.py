@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from processors.inference.stage import Detector
 from schemas import PERSON_CLASS_ID
 from schemas.settings.config import Config
 
+if TYPE_CHECKING:
+    from processors.inference.backends.registry import ServedModel
+
 TRUTH_FORMATS = ("csv", "shanghaitech", "mot")
 
 
@@ -38,14 +42,23 @@ class ImageResult:
 
 
 def evaluation_detector(config: Config, confidence: float, weights: Path | None = None) -> Detector:
-    """The configured backend keeping boxes down to `confidence` (a PR curve needs the low ones), with the
-    configured model or the given `weights` (a candidate from the model registry)."""
+    """The configured backend keeping boxes down to `confidence` (a PR curve needs the low ones), with the given
+    `weights` (a model registry version, a candidate) or else the model the settings name."""
     from processors.inference.backends.registry import create_detector
 
-    update = {"confidence": confidence}
-    if weights is not None:
-        update |= {"weights": str(Path(weights).resolve()), "offline_weights": None}
-    return create_detector(config.model_copy(update={"model": config.model.model_copy(update=update)}))
+    return create_detector(at_confidence(config, confidence), None if weights is None else Path(weights).resolve())
+
+
+def evaluation_model(config: Config, confidence: float) -> ServedModel:
+    """The model the inference stage serves here (the model registry's serving version where the site has one, else
+    the configured model), keeping boxes down to `confidence`: what the site's figures are figures of."""
+    from processors.inference.backends.registry import load_served_model
+
+    return load_served_model(at_confidence(config, confidence))
+
+
+def at_confidence(config: Config, confidence: float) -> Config:
+    return config.model_copy(update={"model": config.model.model_copy(update={"confidence": confidence})})
 
 
 def detect_images(detector: Detector, paths: list[Path], batch_size: int = 8) -> Iterator[ImageResult]:

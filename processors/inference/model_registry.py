@@ -238,7 +238,8 @@ class ServingWatcher:
             self.offered = None
         return serving == version
 
-    def loaded(self, version: str) -> None:
+    def loaded(self, version: str | None) -> None:
+        """Records the version the worker runs now (None: a model outside the registry)."""
         self.version, self.offered = version, None
         if version == self.failing:
             self.failing = None

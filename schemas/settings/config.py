@@ -186,7 +186,8 @@ class ModelConfig(Frozen):
     )
     registry: str | None = Field(
         default=None, description="model registry folder (`cityguard model ...`), relative to the config file; when "
-        "it has a serving version, inference uses it instead of weights and follows promotions and roll-backs")
+        "it has a serving version, inference (and the commands that measure it: eval, bench, replay) uses it instead "
+        "of weights, inference following promotions and roll-backs")
     image_size: int = Field(default=640, ge=32, le=4096, description="model input size in pixels")
     confidence: float = Field(default=0.25, gt=0, lt=1, description="minimum detection confidence")
     iou: float = Field(default=0.7, gt=0, lt=1, description="NMS IoU threshold")

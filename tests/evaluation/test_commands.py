@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import OFFLINE_MODEL, REPO, VTEST
 
 
 def cityguard(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
@@ -111,6 +111,42 @@ def test_eval_detector_with_the_real_model_recovers_its_own_confident_boxes(tmp_
     for person in (c for c in figures["plain"]["classes"] if c["name"] == "person"):
         assert person["recall"] == 1.0 and person["ap50"] == pytest.approx(1.0)
     assert (out / "pr_tiled.png").exists() and (out / "confusion_plain.png").exists()
+
+
+def test_eval_detector_measures_the_model_the_site_serves_and_says_which(tmp_path):
+    """A site with a model registry runs its serving version, so that is the model measured; where that does not
+    load (its weights deleted since it was promoted), the one the inference stage serves instead, named as such."""
+    import shutil
+
+    import cv2
+    import ultralytics
+
+    from processors.inference.model_registry import ModelRegistry
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    shutil.copyfile(Path(ultralytics.__file__).parent / "assets" / "bus.jpg", images / "bus.jpg")
+    assert cv2.imread(str(images / "bus.jpg")) is not None
+    (labels / "bus.txt").write_text("0 0.5 0.5 0.2 0.5\n")
+    registry = ModelRegistry(tmp_path / "registry")
+    served = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    registry.promote(served.version, "first model")
+    site = tmp_path / "site.yaml"  # the configured model is not on this machine: only a registry version loads
+    site.write_text(f"model: {{weights: models/gone.pt, offline_weights: null, registry: registry}}\n"
+                    f"cameras:\n  - id: walk\n    source: {VTEST}\n")
+
+    def measured() -> str:
+        result = cityguard("eval", "detector", "--config", str(site), "--images", str(images), "--labels",
+                           str(labels), "--out", str(tmp_path / "report"), timeout_s=300)
+        return next(line for line in result.stdout.splitlines() if line.startswith("model: "))
+
+    assert measured() == f"model: v1 from the model registry ({served.weights}), serving"
+    gone = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    registry.promote(gone.version, "gate passed")
+    shutil.rmtree(gone.weights)
+    assert measured().startswith(f"model: v1 from the model registry ({served.weights}): the serving version v2 "
+                                 "does not load (")
 
 
 def test_eval_counts_names_the_counters_it_knows():

@@ -81,14 +81,14 @@ def registry_with(site: Path, *weights: str) -> ModelRegistry:
 
 
 def stand_ins(monkeypatch, detectors: dict[str | None, Stand]) -> list:
-    """Replaces the backends: evaluation_detector gives the stand-in for the weights' file name (None: configured)."""
+    """Replaces the backends: create_detector gives the stand-in for the weights' file name (None: configured)."""
     asked = []
 
-    def evaluation_detector(config, confidence, weights=None):
+    def create_detector(config, weights=None):
         asked.append(weights)
         return detectors[Path(weights).name if weights else None]
 
-    monkeypatch.setattr("cityguard.evaluation.runners.evaluation_detector", evaluation_detector)
+    monkeypatch.setattr("processors.inference.backends.registry.create_detector", create_detector)
     return asked
 
 
@@ -106,6 +106,7 @@ def test_build_reads_the_false_alarms_where_the_console_writes_them_and_prelabel
     assert build(site) == 0
     out = capsys.readouterr().out
     assert f"false alarms: 1 records read from {site / 'var' / 'hard-negatives'}\n" in out
+    assert f"pre-labels: v1 from the model registry ({registry.get('v1').weights}), serving\n" in out
     assert asked == [registry.get("v1").weights]
     assert statistics(load_dataset(site / "ds"))["sources"] == {"false-alarm": 1, "background": 2}
 
@@ -114,7 +115,9 @@ def test_build_without_a_serving_model_prelabels_with_the_configured_one(site, m
     asked = stand_ins(monkeypatch, {None: Stand("configured")})
     assert build(site) == 0
     assert asked == [None]
-    assert f"false alarms: 0 records read from {site / 'var' / 'hard-negatives'} (absent)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"false alarms: 0 records read from {site / 'var' / 'hard-negatives'} (absent)" in out
+    assert "pre-labels: configured, the configured model\n" in out
 
 
 def test_build_refuses_a_clip_for_an_unknown_camera_or_one_clip_for_two(site, monkeypatch, capsys):

@@ -3,11 +3,13 @@ starting on a serving version that does not load serves the one before it meanwh
 import shutil
 import threading
 
-from cityguard.stages import serving_detectors, serving_model
+import yaml
+
+from cityguard.stages import model_swapper, serving_detectors
 from processors.inference.model_registry import ModelRegistry, ServingWatcher
 from processors.inference.model_swap import ModelSwapper
 from schemas.settings.config import Config
-from tests.conftest import OFFLINE_MODEL
+from tests.conftest import OFFLINE_MODEL, VTEST
 
 
 def registry_with(tmp_path, count: int) -> ModelRegistry:
@@ -153,8 +155,8 @@ def test_a_worker_whose_serving_version_does_not_load_starts_on_the_one_before_a
     registry.promote("v2", "gate passed")
     config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL), "registry": str(registry.root)}})
 
-    serving, swapper = serving_model(config)
-    detectors = serving_detectors(config, serving, swapper)
+    swapper = model_swapper(config)
+    detectors = serving_detectors(config, swapper)
     assert detectors.version == "v1"
     assert "model v2 could not be loaded" in caplog.text and "serving v1 until it does" in caplog.text
     assert swapper.watcher.version == "v1" and swapper.watcher.failing == "v2"  # offered again after its pause
@@ -164,5 +166,41 @@ def test_a_worker_whose_serving_version_does_not_load_starts_on_the_one_before_a
     only_damaged.promote("v1", "first model")
     config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL),
                                               "registry": str(only_damaged.root)}})
-    detectors = serving_detectors(config, *serving_model(config))
+    swapper = model_swapper(config)
+    detectors = serving_detectors(config, swapper)
     assert detectors.version is None  # the configured model
+    assert swapper.watcher.version is None and swapper.watcher.failing == "v1"  # offered again after its pause
+
+
+def test_the_checks_before_the_start_try_the_models_the_worker_tries_when_the_serving_one_is_gone(tmp_path, capsys):
+    """A promoted version whose weights were deleted since: the worker serves the version before it, so `up` must not
+    refuse the site for it, and check-config names it with what serves instead and reads that model's classes."""
+    from cityguard.cli import main
+    from cityguard.start_checks import model_class_names, start_problems
+    from processors.inference.backends.registry import model_candidates
+    from schemas.settings.config import parse_config
+
+    registry = ModelRegistry(tmp_path / "registry")
+    served_before = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    gone = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    registry.promote("v1", "first model")
+    registry.promote("v2", "gate passed")
+    shutil.rmtree(gone.weights)
+    site = {"cameras": [{"id": "walk", "source": str(VTEST)}],
+            "model": {"weights": "models/gone.pt", "offline_weights": None, "registry": "registry"}}
+    config = parse_config(site, tmp_path)
+
+    assert [candidate.setting for candidate in model_candidates(config)] == [
+        "model.registry (serving v2)", "model.registry (v1)", "model.weights"]
+    assert start_problems(config) == []
+    assert model_class_names(config)[0] == served_before.weights
+    assert serving_detectors(config, model_swapper(config)).version == "v1"
+
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    assert main(["check-config", "--config", str(tmp_path / "site.yaml")]) == 0
+    assert capsys.readouterr().err == (f"cityguard: warning: model.registry (serving v2): {gone.weights} does not "
+                                       "exist: v1 serves instead until it is back\n")
+
+    # With no version that loads, the configured model is the one loaded, and the one the checks look for.
+    shutil.rmtree(served_before.weights)
+    assert start_problems(config) == [f"model.weights: {tmp_path / 'models' / 'gone.pt'} does not exist"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from infra import assets
 from processors.inference.detector import Detector
+from processors.inference.model_registry import ModelRegistry, ModelVersion
 from schemas.settings.base import ConfigError
 
 if TYPE_CHECKING:
@@ -81,15 +82,51 @@ def names_a_local_model(weights: str) -> bool:
 
 class ModelCandidate(NamedTuple):
     setting: str  # the setting that names the model
-    value: str  # as configured
+    value: str  # as configured, or the registry version
     here: Path | None  # where it lies on this machine; None: an asset not fetched yet, a name or a URL
+    version: ModelVersion | None = None  # a model registry version; None: a model the settings name
+
+
+def registry_versions(config: Config) -> list[ModelVersion]:
+    """The model registry's versions the inference stage tries before the settings' models: the serving version,
+    then those promoted before it, newest first (a version whose folder is gone or whose record is damaged is not
+    tried). Empty without a registry or a serving version; ValueError naming model.registry where the serving
+    pointer or the serving version's record cannot be read, which the stage does not start with."""
+    if config.model.registry is None:
+        return []
+    registry = ModelRegistry(Path(config.resolve_path(config.model.registry)))
+    try:
+        pointer = registry.pointer()
+        serving = registry.get(pointer["version"]) if pointer["version"] else None
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"model.registry: {exc.args[0]}") from None
+    if serving is None:
+        return []
+    earlier = [entry["version"] for entry in reversed(pointer["history"]) if entry["version"] != serving.version]
+    versions = [serving]
+    for version in dict.fromkeys(earlier):
+        try:
+            versions.append(registry.get(version))
+        except (KeyError, ValueError, OSError):
+            continue
+    return versions
 
 
 def model_candidates(config: Config) -> list[ModelCandidate]:
-    """The models the settings name, in the order the inference stage tries them: model.offline_weights under
-    YOLO_OFFLINE=1 (passed over where it is not here, unless it is an asset), then model.weights. Nothing is fetched
-    to list them, so that the checks before anything starts read the order the stage loads by (resolve_weights). A
-    model registry's serving version, where there is one, is loaded instead of all of them."""
+    """The models the inference stage tries, in its order: a model registry's serving version, then the versions
+    promoted before it, newest first (registry_versions: a worker starting while the serving version does not load
+    serves the newest that does, load_served_model), then the models the settings name (settings_candidates).
+    Nothing is fetched or loaded to list them, so that the checks before anything starts read the stage's order."""
+    served = [ModelCandidate(f"model.registry ({'serving ' if index == 0 else ''}{version.version})",
+                             version.version, version.weights, version)
+              for index, version in enumerate(registry_versions(config))]
+    return [*served, *settings_candidates(config)]
+
+
+def settings_candidates(config: Config) -> list[ModelCandidate]:
+    """The models the settings name, in the order the inference stage tries them after a registry's versions:
+    model.offline_weights under YOLO_OFFLINE=1 (passed over where it is not here, unless it is an asset), then
+    model.weights."""
     def here(value: str, is_path: bool) -> Path | None:
         if assets.is_asset(value):
             try:
@@ -107,9 +144,10 @@ def model_candidates(config: Config) -> list[ModelCandidate]:
 
 
 def resolve_weights(config: Config) -> str:
-    """The model the inference stage loads: the first of model_candidates that is here, or that is an asset, fetched
-    into the cache when no mirror has it; else model.weights: a path not there, a name ultralytics downloads, a URL."""
-    candidates = model_candidates(config)
+    """The model the settings name that the inference stage loads: the first of settings_candidates that is here, or
+    that is an asset, fetched into the cache when no mirror has it; else model.weights: a path not there, a name
+    ultralytics downloads, a URL. A registry's versions come before it (load_served_model)."""
+    candidates = settings_candidates(config)
     for candidate in candidates:
         if candidate.here is not None and candidate.here.exists():
             return str(candidate.here)
@@ -119,22 +157,24 @@ def resolve_weights(config: Config) -> str:
     return str(last.here) if last.here is not None else last.value
 
 
-def create_detector(config: Config) -> Detector:
-    """The configured backend (config.model.backend), built with the configured model and thresholds.
+def create_detector(config: Config, weights: str | Path | None = None) -> Detector:
+    """The configured backend (config.model.backend), built with the configured thresholds and the model `weights`
+    (a registry version's, a candidate's), else the model the settings name (resolve_weights).
 
     The model runs at the lowest configured confidence; CameraDetectors then applies the per-class thresholds.
     """
     model = config.model
     build = BACKENDS[model.backend]  # the configuration accepts only these names (ModelConfig.backend)
     floor = min([model.confidence, *model.class_confidence.values()])
-    weights = resolve_weights(config)
+    named_by_settings = weights is None
+    weights = resolve_weights(config) if weights is None else str(weights)
     try:
         return build((weights, model.image_size, floor, model.iou, model.classes), model)
     except ConnectionError as exc:
         if Path(weights).exists():
             raise
         # Not on disk: ultralytics tried to download a model it knows by name.
-        if not model.offline_weights:
+        if not (named_by_settings and model.offline_weights):
             hint = ""
         elif os.environ.get("YOLO_OFFLINE") == "1":
             # Offline, nothing will be downloaded however often the stage is started again: a mistake in the setting.
@@ -143,3 +183,40 @@ def create_detector(config: Config) -> Detector:
         else:
             hint = f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
         raise ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}") from exc
+
+
+class ServedModel(NamedTuple):
+    detector: Detector
+    version: ModelVersion | None  # the registry version loaded; None: the model the settings name
+    not_loaded: list[tuple[ModelVersion, Exception]]  # registry versions tried before it, each with its failure
+
+    @property
+    def described(self) -> str:
+        """Which model this is, and why it is not the registry's serving version where it is not."""
+        if self.version is not None:
+            what = f"{self.version.version} from the model registry ({self.version.weights})"
+        else:
+            what = f"{self.detector.name}, the configured model"
+        if not self.not_loaded:
+            return what + (", serving" if self.version is not None else "")
+        serving, failure = self.not_loaded[0]
+        return f"{what}: the serving version {serving.version} does not load ({type(failure).__name__}: {failure})"
+
+
+def load_served_model(config: Config) -> ServedModel:
+    """The model the inference stage serves here: the first of model_candidates that loads. A registry version that
+    does not load (its weights damaged or gone since it was promoted) is passed over for the next; the settings'
+    model is loaded as resolve_weights finds it. Where that fails too, the serving version's failure is raised: the
+    one to mend."""
+    not_loaded: list[tuple[ModelVersion, Exception]] = []
+    for version in registry_versions(config):
+        try:
+            return ServedModel(create_detector(config, version.weights), version, not_loaded)
+        except Exception as exc:
+            not_loaded.append((version, exc))
+    try:
+        return ServedModel(create_detector(config), None, not_loaded)
+    except Exception:
+        if not_loaded:
+            raise not_loaded[0][1] from None
+        raise
