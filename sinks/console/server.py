@@ -6,6 +6,7 @@ or the session cookie that opening `/?token=...` sets (signed with the token, ne
 `console.session_hours`, and Secure once an https origin is listed in `console.public_origins`). Changing anything
 always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse proxy), every
 request needs it. No other site may frame the pages.
+Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
+from sinks.console.connections import ConnectionGuard, GuardedSite
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
 
@@ -242,9 +244,17 @@ def request_host_name(authority: str) -> str | None:
         return None
 
 
-async def json_object(request: web.Request) -> dict:
+async def json_object(request: web.Request, timeout_s: float) -> dict:
+    """The request's body, a JSON object, which must arrive whole within `timeout_s`: the head's deadline ends once
+    the head is in, and a body sent a byte at a time would hold the connection."""
     try:
-        body = await request.json()
+        async with asyncio.timeout(timeout_s):
+            body = await request.json()
+    except TimeoutError:
+        log.warning("request body from %s did not arrive within %g s (console.request_timeout_s): answered 408",
+                    request.remote, timeout_s)
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout_s:g} s\n",
+                                     headers={"Connection": "close"}) from None
     except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: a charset Python does not know
         raise web.HTTPBadRequest(text="expected a JSON body\n") from None
     except RecursionError:
@@ -284,6 +294,7 @@ class ConsoleServer:
         self.secure_sessions = any(origin.startswith("https://") for origin in self.public_origins)
         self.plain_http_hosts = frozenset(urlsplit(origin).netloc for origin in self.public_origins
                                           if origin.startswith("http://"))
+        self.request_timeout_s = settings.request_timeout_s
         self.session_s = settings.session_hours * 3600
         self.refresh_hz = refresh_hz
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
@@ -511,7 +522,7 @@ class ConsoleServer:
     async def _review_input(self, request: web.Request) -> tuple[str, str, str]:
         """`by` (who acts; "console" when not given), `note` and `request_id` (empty when not given), each text within
         its REVIEW_FIELDS length that UTF-8 can encode."""
-        body = await json_object(request)
+        body = await json_object(request, self.request_timeout_s)
         values = {}
         for name, limit in REVIEW_FIELDS.items():
             value = "" if body.get(name) is None else body[name]
@@ -631,7 +642,7 @@ class ConsoleServer:
     async def save_scene(self, request: web.Request) -> web.Response:
         """The body is the edited geometry with the `version` it was edited from (as GET /api/scene/<camera> gave)."""
         camera = self._camera(request.match_info["camera"])
-        geometry = await json_object(request)
+        geometry = await json_object(request, self.request_timeout_s)
         version = geometry.pop("version", None)
         if not isinstance(version, str):
             raise web.HTTPBadRequest(text="expected the version of the scene being edited, as the scene's GET gave "
@@ -662,12 +673,16 @@ class ConsoleServer:
         return str(exc).replace(str(path), path.name)
 
 
-async def serve(app: web.Application, host: str, port: int, stop, on_listening) -> None:
-    """Serves until `stop` (a threading.Event) is set; `on_listening(port)` once the socket is bound."""
+async def serve(server: ConsoleServer, host: str, port: int, stop, on_listening) -> None:
+    """Serves the console until `stop` (a threading.Event) is set, within the connection limits of its settings;
+    `on_listening(port)` once the socket is bound."""
+    guard = ConnectionGuard(server.site.config.console)
+    app = server.app()
+    app.middlewares.insert(0, guard.middleware)  # the outermost: a request's head is in once it runs
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        listener = web.TCPSite(runner, host, port)
+        listener = GuardedSite(runner, host, port, guard)
         await listener.start()
         on_listening(runner.addresses[0][1])
         while not stop.is_set():
