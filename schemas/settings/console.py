@@ -25,7 +25,8 @@ class ConsoleConfig(Frozen):
     public_origins: list[str] = Field(
         default_factory=list, description="origins the console is also reached at through a reverse proxy "
         "(https://console.city.example); changes sent from their pages are accepted, and an https one makes the "
-        "session cookie Secure")
+        "session cookie Secure, so that signing in over plain http is refused except at loopback names and the "
+        "http:// origins listed")
     request_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="longest wait for a request's line and headers, from the "
         "connection's start or its previous answer (then the connection is closed), and for its body (then 408)")

@@ -3,9 +3,9 @@ incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
 or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, accepted for
-`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`). Changing anything
-always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse proxy), every
-request needs it. No other site may frame the pages.
+`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`: a sign-in whose
+browser would drop it is refused, saying why). Changing anything always needs it; on a non-loopback address, or with
+`console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the pages.
 Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
@@ -291,9 +291,13 @@ class ConsoleServer:
         # Host cannot tell which origin a request came through (a proxy may send the console's loopback address), and
         # browsers take a Secure cookie from http://localhost and loopback addresses too: only a host listed with
         # http:// gets it without.
-        self.secure_sessions = any(origin.startswith("https://") for origin in self.public_origins)
+        self.https_origins = sorted(origin for origin in self.public_origins if origin.startswith("https://"))
+        self.secure_sessions = bool(self.https_origins)
         self.plain_http_hosts = frozenset(urlsplit(origin).netloc for origin in self.public_origins
                                           if origin.startswith("http://"))
+        # The Host a proxy passes on from an https origin: as the browser sent it, or without its port (nginx $host).
+        self.https_hosts = frozenset(name for parts in map(urlsplit, self.https_origins)
+                                     for name in (parts.netloc, parts.hostname))
         self.request_timeout_s = settings.request_timeout_s
         self.session_s = settings.session_hours * 3600
         self.refresh_hz = refresh_hz
@@ -327,16 +331,32 @@ class ConsoleServer:
         if offered is not None:
             if not token_matches(offered, self.token):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
+            secure = self.secure_sessions and request.host.lower() not in self.plain_http_hosts
+            if secure and not (is_loopback(host) or request.host.lower() in self.https_hosts):
+                raise self.secure_cookie_dropped(request)
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
             response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
-                                max_age=int(self.session_s),
-                                secure=self.secure_sessions and request.host.lower() not in self.plain_http_hosts)
+                                max_age=int(self.session_s), secure=secure)
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)
+
+    def secure_cookie_dropped(self, request: web.Request) -> web.HTTPForbidden:
+        """The answer to a sign-in whose Secure cookie the browser would drop: the console serves plain http, and a
+        browser keeps a Secure cookie from plain http only at a loopback name. Host names neither loopback nor an
+        https origin's host, so the browser opened this address itself (a proxy from an https origin would pass that
+        host on). Signed in with a cookie it never kept, the operator would face a login prompt again and again."""
+        https = ", ".join(self.https_origins)
+        log.warning("sign-in at http://%s refused: the session cookie is Secure (console.public_origins lists %s) "
+                    "and browsers drop it over plain http there", request.host, https)
+        return web.HTTPForbidden(text=(
+            f"cannot sign in at http://{request.host}: the session cookie is Secure, as console.public_origins lists "
+            f"{https}, and browsers drop a Secure cookie sent over plain http. Open the console at {https}, or list "
+            f"http://{request.host} in console.public_origins to sign in here over plain http. Behind a reverse "
+            "proxy, have it pass the browser's Host on (nginx: proxy_set_header Host $host).\n"))
 
     def same_origin(self, request: web.Request) -> bool:
         """Not sent by another site's page: browsers name the sender (Sec-Fetch-Site, Origin) on every POST, and a

@@ -546,11 +546,32 @@ def test_the_session_cookie_is_signed_with_the_token_and_the_token_itself_is_no_
     ("[https://console.city.example]", "127.0.0.1:8090", True),  # a proxy that sends the console's own address
     ("[https://console.city.example]", "console.city.example", True),  # a proxy that passes the public name on
     ("[https://console.city.example, 'http://console.lan:8090']", "console.lan:8090", False),  # listed as http
+    ("['https://console.city.example:8443']", "console.city.example", True),  # a proxy passing nginx's $host on
+    ("['https://console.city.example:8443']", "console.city.example:8443", True),  # or the Host the browser sent
 ])
 def test_the_session_cookie_is_secure_once_the_console_is_published_over_https(make_console, origins, host, secure):
     console = make_console(f"  require_token_for_reads: true\n  public_origins: {origins}")
     status, headers, _ = call(console, "GET", f"/?token={TOKEN}", headers={"Host": host}, allow_redirects=False)
     assert status == 302 and bool(SimpleCookie(headers["Set-Cookie"])[COOKIE]["secure"]) is secure
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5:8090", "console.city.example:8090", "console.lan:8091"])
+def test_a_sign_in_whose_secure_cookie_the_browser_would_drop_is_refused_saying_why(make_console, host, caplog):
+    """Over plain http, browsers keep a Secure cookie only from loopback names: a browser that opened the console at
+    another address would be asked to sign in again and again, never saying why."""
+    console = make_console("  require_token_for_reads: true\n"
+                           "  public_origins: [https://console.city.example, 'http://console.lan:8090']")
+    with caplog.at_level(logging.WARNING, logger="sinks.console.server"):
+        status, headers, body = call(console, "GET", f"/?token={TOKEN}", headers={"Host": host},
+                                     allow_redirects=False)
+    assert status == 403 and "Set-Cookie" not in headers
+    assert body.decode() == (
+        f"cannot sign in at http://{host}: the session cookie is Secure, as console.public_origins lists "
+        "https://console.city.example, and browsers drop a Secure cookie sent over plain http. Open the console at "
+        f"https://console.city.example, or list http://{host} in console.public_origins to sign in here over plain "
+        "http. Behind a reverse proxy, have it pass the browser's Host on (nginx: proxy_set_header Host $host).\n")
+    assert TOKEN not in caplog.text and f"sign-in at http://{host} refused" in caplog.text
+    assert call(console, "GET", "/?token=wrong", headers={"Host": host}, allow_redirects=False)[0] == 401
 
 
 @pytest.mark.parametrize("settings, age_s, status", [("", 12 * 3600 - 60, 404), ("", 12 * 3600 + 60, 401),
