@@ -60,7 +60,7 @@ def run_console(args, config: Config) -> int:
               f"console: {url} (token in ${settings.token_env})", flush=True)
 
     try:
-        asyncio.run(serve(server.app(), host, port, stop, announce))
+        asyncio.run(serve(server, host, port, stop, announce))
     finally:
         stop.set()
         feed.thread.join(timeout=5)

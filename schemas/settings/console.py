@@ -25,7 +25,17 @@ class ConsoleConfig(Frozen):
     public_origins: list[str] = Field(
         default_factory=list, description="origins the console is also reached at through a reverse proxy "
         "(https://console.city.example); changes sent from their pages are accepted, and an https one makes the "
-        "session cookie Secure")
+        "session cookie Secure, so that signing in over plain http is refused except at loopback names and the "
+        "http:// origins listed")
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="longest wait for a request's line and headers, from the "
+        "connection's start or its previous answer (then the connection is closed), and for its body (then 408)")
+    max_connections: int = Field(default=256, ge=1, le=10_000,
+                                 description="connections held at once by all clients; more are answered 503 and "
+                                 "closed")
+    max_connections_per_client: int = Field(
+        default=32, ge=1, le=10_000, description="connections held at once by one client address (a browser opens "
+        "up to 6; behind a reverse proxy every connection is the proxy's); more are answered 503 and closed")
     refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")
     frame_buffer: int = Field(default=60, ge=1, le=1000,
                               description="recent frames kept per camera, to find an incident's evidence frame")

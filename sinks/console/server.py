@@ -3,9 +3,10 @@ incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
 or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, accepted for
-`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`). Changing anything
-always needs it; on a non-loopback address, or with `console.require_token_for_reads` (behind a reverse proxy), every
-request needs it. No other site may frame the pages.
+`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`: a sign-in whose
+browser would drop it is refused, saying why). Changing anything always needs it; on a non-loopback address, or with
+`console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the pages.
+Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
+from sinks.console.connections import ConnectionGuard, GuardedSite
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
 
@@ -242,9 +244,17 @@ def request_host_name(authority: str) -> str | None:
         return None
 
 
-async def json_object(request: web.Request) -> dict:
+async def json_object(request: web.Request, timeout_s: float) -> dict:
+    """The request's body, a JSON object, which must arrive whole within `timeout_s`: the head's deadline ends once
+    the head is in, and a body sent a byte at a time would hold the connection."""
     try:
-        body = await request.json()
+        async with asyncio.timeout(timeout_s):
+            body = await request.json()
+    except TimeoutError:
+        log.warning("request body from %s did not arrive within %g s (console.request_timeout_s): answered 408",
+                    request.remote, timeout_s)
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout_s:g} s\n",
+                                     headers={"Connection": "close"}) from None
     except (ValueError, UnicodeDecodeError, LookupError):  # LookupError: a charset Python does not know
         raise web.HTTPBadRequest(text="expected a JSON body\n") from None
     except RecursionError:
@@ -281,9 +291,14 @@ class ConsoleServer:
         # Host cannot tell which origin a request came through (a proxy may send the console's loopback address), and
         # browsers take a Secure cookie from http://localhost and loopback addresses too: only a host listed with
         # http:// gets it without.
-        self.secure_sessions = any(origin.startswith("https://") for origin in self.public_origins)
+        self.https_origins = sorted(origin for origin in self.public_origins if origin.startswith("https://"))
+        self.secure_sessions = bool(self.https_origins)
         self.plain_http_hosts = frozenset(urlsplit(origin).netloc for origin in self.public_origins
                                           if origin.startswith("http://"))
+        # The Host a proxy passes on from an https origin: as the browser sent it, or without its port (nginx $host).
+        self.https_hosts = frozenset(name for parts in map(urlsplit, self.https_origins)
+                                     for name in (parts.netloc, parts.hostname))
+        self.request_timeout_s = settings.request_timeout_s
         self.session_s = settings.session_hours * 3600
         self.refresh_hz = refresh_hz
         self.status_silence_s = status_silence_s  # no camera report for this long: the producer is gone
@@ -316,16 +331,32 @@ class ConsoleServer:
         if offered is not None:
             if not token_matches(offered, self.token):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
+            secure = self.secure_sessions and request.host.lower() not in self.plain_http_hosts
+            if secure and not (is_loopback(host) or request.host.lower() in self.https_hosts):
+                raise self.secure_cookie_dropped(request)
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
             response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
-                                max_age=int(self.session_s),
-                                secure=self.secure_sessions and request.host.lower() not in self.plain_http_hosts)
+                                max_age=int(self.session_s), secure=secure)
             raise response
         if not self.authenticated(request) and not (reading and self.open_reads):
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)
+
+    def secure_cookie_dropped(self, request: web.Request) -> web.HTTPForbidden:
+        """The answer to a sign-in whose Secure cookie the browser would drop: the console serves plain http, and a
+        browser keeps a Secure cookie from plain http only at a loopback name. Host names neither loopback nor an
+        https origin's host, so the browser opened this address itself (a proxy from an https origin would pass that
+        host on). Signed in with a cookie it never kept, the operator would face a login prompt again and again."""
+        https = ", ".join(self.https_origins)
+        log.warning("sign-in at http://%s refused: the session cookie is Secure (console.public_origins lists %s) "
+                    "and browsers drop it over plain http there", request.host, https)
+        return web.HTTPForbidden(text=(
+            f"cannot sign in at http://{request.host}: the session cookie is Secure, as console.public_origins lists "
+            f"{https}, and browsers drop a Secure cookie sent over plain http. Open the console at {https}, or list "
+            f"http://{request.host} in console.public_origins to sign in here over plain http. Behind a reverse "
+            "proxy, have it pass the browser's Host on (nginx: proxy_set_header Host $host).\n"))
 
     def same_origin(self, request: web.Request) -> bool:
         """Not sent by another site's page: browsers name the sender (Sec-Fetch-Site, Origin) on every POST, and a
@@ -511,7 +542,7 @@ class ConsoleServer:
     async def _review_input(self, request: web.Request) -> tuple[str, str, str]:
         """`by` (who acts; "console" when not given), `note` and `request_id` (empty when not given), each text within
         its REVIEW_FIELDS length that UTF-8 can encode."""
-        body = await json_object(request)
+        body = await json_object(request, self.request_timeout_s)
         values = {}
         for name, limit in REVIEW_FIELDS.items():
             value = "" if body.get(name) is None else body[name]
@@ -631,7 +662,7 @@ class ConsoleServer:
     async def save_scene(self, request: web.Request) -> web.Response:
         """The body is the edited geometry with the `version` it was edited from (as GET /api/scene/<camera> gave)."""
         camera = self._camera(request.match_info["camera"])
-        geometry = await json_object(request)
+        geometry = await json_object(request, self.request_timeout_s)
         version = geometry.pop("version", None)
         if not isinstance(version, str):
             raise web.HTTPBadRequest(text="expected the version of the scene being edited, as the scene's GET gave "
@@ -662,12 +693,16 @@ class ConsoleServer:
         return str(exc).replace(str(path), path.name)
 
 
-async def serve(app: web.Application, host: str, port: int, stop, on_listening) -> None:
-    """Serves until `stop` (a threading.Event) is set; `on_listening(port)` once the socket is bound."""
+async def serve(server: ConsoleServer, host: str, port: int, stop, on_listening) -> None:
+    """Serves the console until `stop` (a threading.Event) is set, within the connection limits of its settings;
+    `on_listening(port)` once the socket is bound."""
+    guard = ConnectionGuard(server.site.config.console)
+    app = server.app()
+    app.middlewares.insert(0, guard.middleware)  # the outermost: a request's head is in once it runs
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        listener = web.TCPSite(runner, host, port)
+        listener = GuardedSite(runner, host, port, guard)
         await listener.start()
         on_listening(runner.addresses[0][1])
         while not stop.is_set():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -831,6 +832,49 @@ def test_a_console_on_another_address_refuses_without_the_token(site, page, kafk
         assert page.goto(f"{url}?token={TOKEN}").status == 200
         page.wait_for_function("document.querySelector('#auth-state').textContent === 'operator'")
     finally:
+        console.stop()
+
+
+@pytest.fixture(scope="module")
+def named_browser(playwright_driver):
+    """Chromium that finds every *.test name on this machine, as it would find a console's address on the network:
+    unlike loopback names, those are no secure context over plain http."""
+    browser = launch_chromium(playwright_driver, "--host-resolver-rules=MAP *.test 127.0.0.1")
+    yield browser
+    browser.close()
+
+
+def test_over_plain_http_a_console_published_over_https_signs_in_where_listed_and_elsewhere_says_why_not(
+        site, named_browser, kafka_bootstrap, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    config = tmp_path / "site.yaml"
+    config.write_text(site.config_path.read_text().replace("console:\n  port: 0\n", (
+        f"console:\n  port: {port}\n  require_token_for_reads: true\n"
+        f"  public_origins: [https://console.city.example, 'http://console.test:{port}']\n")))
+    os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
+    try:
+        console = StageProcess("console", config, kafka_bootstrap, tmp_path)
+    finally:
+        del os.environ["CITYGUARD_CONSOLE_TOKEN"]
+    # Playwright's wait_for_function evaluates a string, which the console's policy forbids.
+    listed, unlisted = named_browser.new_context(bypass_csp=True), named_browser.new_context()
+    try:
+        started = time.monotonic()
+        while "console: http://" not in console.log():
+            assert console.alive() and time.monotonic() - started < 60, console.log_tail()
+            time.sleep(0.2)
+        page = listed.new_page()
+        page.goto(f"http://console.test:{port}/?token={TOKEN}")
+        page.wait_for_function("document.querySelector('#auth-state').textContent === 'operator'")
+        page = unlisted.new_page()
+        assert page.goto(f"http://lan.test:{port}/?token={TOKEN}").status == 403
+        assert page.text_content("body").startswith(f"cannot sign in at http://lan.test:{port}: the session cookie "
+                                                    "is Secure, as console.public_origins lists "
+                                                    "https://console.city.example")
+    finally:
+        listed.close()
+        unlisted.close()
         console.stop()
 
 

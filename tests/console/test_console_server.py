@@ -1,14 +1,20 @@
-"""The console's web server in-process (aiohttp's test server), without Kafka or a browser: access, answers to bad
-input, false alarms, scene saves and feed health."""
+"""The console's web server in-process (aiohttp's test server, or its own listener where connections matter), without
+Kafka or a browser: access, answers to bad input, slow and greedy clients, false alarms, scene saves and feed
+health."""
 from __future__ import annotations
 
 import asyncio
 import errno
 import json
+import logging
 import os
 import pwd
+import queue
+import socket
 import stat
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -31,6 +37,7 @@ from sinks.console.server import (
     Site,
     hard_negative_stem,
     json_response,
+    serve,
     session_cookie,
 )
 from sinks.console.state import ConsoleState, FeedReport
@@ -539,11 +546,32 @@ def test_the_session_cookie_is_signed_with_the_token_and_the_token_itself_is_no_
     ("[https://console.city.example]", "127.0.0.1:8090", True),  # a proxy that sends the console's own address
     ("[https://console.city.example]", "console.city.example", True),  # a proxy that passes the public name on
     ("[https://console.city.example, 'http://console.lan:8090']", "console.lan:8090", False),  # listed as http
+    ("['https://console.city.example:8443']", "console.city.example", True),  # a proxy passing nginx's $host on
+    ("['https://console.city.example:8443']", "console.city.example:8443", True),  # or the Host the browser sent
 ])
 def test_the_session_cookie_is_secure_once_the_console_is_published_over_https(make_console, origins, host, secure):
     console = make_console(f"  require_token_for_reads: true\n  public_origins: {origins}")
     status, headers, _ = call(console, "GET", f"/?token={TOKEN}", headers={"Host": host}, allow_redirects=False)
     assert status == 302 and bool(SimpleCookie(headers["Set-Cookie"])[COOKIE]["secure"]) is secure
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5:8090", "console.city.example:8090", "console.lan:8091"])
+def test_a_sign_in_whose_secure_cookie_the_browser_would_drop_is_refused_saying_why(make_console, host, caplog):
+    """Over plain http, browsers keep a Secure cookie only from loopback names: a browser that opened the console at
+    another address would be asked to sign in again and again, never saying why."""
+    console = make_console("  require_token_for_reads: true\n"
+                           "  public_origins: [https://console.city.example, 'http://console.lan:8090']")
+    with caplog.at_level(logging.WARNING, logger="sinks.console.server"):
+        status, headers, body = call(console, "GET", f"/?token={TOKEN}", headers={"Host": host},
+                                     allow_redirects=False)
+    assert status == 403 and "Set-Cookie" not in headers
+    assert body.decode() == (
+        f"cannot sign in at http://{host}: the session cookie is Secure, as console.public_origins lists "
+        "https://console.city.example, and browsers drop a Secure cookie sent over plain http. Open the console at "
+        f"https://console.city.example, or list http://{host} in console.public_origins to sign in here over plain "
+        "http. Behind a reverse proxy, have it pass the browser's Host on (nginx: proxy_set_header Host $host).\n")
+    assert TOKEN not in caplog.text and f"sign-in at http://{host} refused" in caplog.text
+    assert call(console, "GET", "/?token=wrong", headers={"Host": host}, allow_redirects=False)[0] == 401
 
 
 @pytest.mark.parametrize("settings, age_s, status", [("", 12 * 3600 - 60, 404), ("", 12 * 3600 + 60, 401),
@@ -659,3 +687,111 @@ def test_the_session_names_the_sites_time_zone(make_console):
     assert strict_json(call(make_console(), "GET", "/api/session")[2])["timezone"] is None
     console = make_console("alerting:\n  timezone: Asia/Seoul")
     assert strict_json(call(console, "GET", "/api/session")[2])["timezone"] == "Asia/Seoul"
+
+
+@contextmanager
+def listening(console: Console):
+    """The console served by its own listener (as `cityguard console` serves it) on 127.0.0.1; yields its port."""
+    stop, ports = threading.Event(), queue.Queue()
+    server = threading.Thread(target=asyncio.run, args=(serve(console.server, "127.0.0.1", 0, stop, ports.put),))
+    server.start()
+    try:
+        yield ports.get(timeout=10)
+    finally:
+        stop.set()
+        server.join(10)
+
+
+def served(port: int, source: str = "127.0.0.1") -> int:
+    """The status of a plain read, sent from `source` (any 127.x.y.z is this machine)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return int(connection.makefile("rb").readline().split()[1])
+
+
+def dribble(connection: socket.socket, data: bytes, pause_s: float) -> threading.Thread:
+    """Sends `data` a byte every `pause_s` from a thread, until it is all sent or the connection is cut off."""
+    def send() -> None:
+        try:
+            for byte in data:
+                connection.sendall(bytes([byte]))
+                time.sleep(pause_s)
+        except OSError:
+            pass  # cut off
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
+def answer_of(connection: socket.socket) -> bytes:
+    """All the server sent before it closed the connection (a reset, as for a client cut off while it still
+    sends, reads as the end)."""
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_client_sending_its_request_head_a_byte_at_a_time_is_cut_off_while_others_are_served(make_console, caplog):
+    console = make_console("  request_timeout_s: 0.5")
+    # Headers that never end: at a byte every 0.05 s, 40 s of them, far past the deadline.
+    head = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: 1\r\n" * 100
+    with caplog.at_level(logging.WARNING), listening(console) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        sender = dribble(slow, head, 0.05)
+        assert served(port) == 200
+        assert answer_of(slow) == b""  # closed without an answer, long before the headers could end
+        assert sender.is_alive(), "the head was sent whole"
+        assert served(port) == 200
+    assert "connection from 127.0.0.1 cut off: its request did not arrive whole within 0.5 s " \
+           "(console.request_timeout_s)" in caplog.text
+
+
+def test_a_client_sending_its_request_body_a_byte_at_a_time_is_answered_408(make_console, caplog):
+    console = make_console("  request_timeout_s: 0.5")
+    body = json.dumps({"note": "x" * 400}).encode()
+    with caplog.at_level(logging.WARNING), listening(console) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        slow.sendall(b"POST /api/incidents/x/ack HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"X-Console-Token: " + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sender = dribble(slow, body, 0.05)
+        assert served(port) == 200
+        assert answer_of(slow).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert sender.is_alive(), "the body was sent whole"
+    assert "request body from 127.0.0.1 did not arrive within 0.5 s (console.request_timeout_s): answered 408" \
+        in caplog.text
+
+
+def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
+                                                                                                  caplog):
+    console = make_console("  max_connections_per_client: 2\n  max_connections: 4")
+    with caplog.at_level(logging.WARNING), listening(console) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # idle, sending nothing
+        try:
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+                    answer = answer_of(refused)
+                assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+                assert answer.endswith(b"\r\n\r\nyour address holds too many connections to the console; try again in "
+                                       b"a few seconds\n")
+            assert served(port, source="127.0.0.2") == 200  # another client
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)))
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.3", 0)))
+            with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.4", 0)) as refused:
+                assert b"the console holds too many connections" in answer_of(refused)
+            held.pop(0).close()
+            deadline = time.monotonic() + 10
+            while (status := served(port)) == 503 and time.monotonic() < deadline:  # the close takes a moment
+                time.sleep(0.05)
+            assert status == 200
+        finally:
+            for connection in held:
+                connection.close()
+    refusals = [record.getMessage() for record in caplog.records if "refusing" in record.getMessage()]
+    assert refusals == [  # once a flood, not once a connection
+        "refusing new connections: 127.0.0.1 holds 2 connections already (console.max_connections_per_client)",
+        "refusing new connections: the console holds 4 connections already (console.max_connections)"]

@@ -1,0 +1,181 @@
+"""The console's listener, with the bounds aiohttp lacks: how many connections one client address and all clients
+together may hold, and how long a request's line and headers may take to arrive. Without them a client that opens
+connections and sends its requests a byte at a time (slowloris) holds them for ever, and with them the file
+descriptors that other operators' browsers need. (A request's body has its own deadline where it is read.)
+
+Each connection is handed to aiohttp's own request handler once admitted; `ConnectionGuard.middleware`, the
+application's outermost, tells the connection when a request's head has arrived and when it has been handled."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from aiohttp import web
+
+from infra.listeners import http_url
+from schemas.settings.console import ConsoleConfig
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+
+
+def refusal(reason: str) -> bytes:
+    """The whole answer to a connection over a bound, written before aiohttp sees it."""
+    body = f"{reason}; try again in a few seconds\n".encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (RETRY_AFTER_S, len(body), body))
+
+
+class ConnectionGuard:
+    """The connections held, per client address and in all: whether a new one is admitted."""
+
+    def __init__(self, settings: ConsoleConfig):
+        self.settings = settings
+        self.held: Counter[str] = Counter()  # client address -> connections it holds
+        self.total = 0
+        self.connections: dict[asyncio.Protocol, GuardedConnection] = {}  # aiohttp's handler -> its connection
+        # Bounds whose refusals were logged (a client address, or None for all clients): one line a flood, not one a
+        # connection, until the connections held drop below the bound again.
+        self.refusing: set[str | None] = set()
+
+    def admit(self, address: str) -> str | None:
+        """None once the client's new connection is counted in; else what to tell the client."""
+        settings = self.settings
+        if self.total >= settings.max_connections:
+            self._log_refusals(None, f"the console holds {settings.max_connections} connections already "
+                                     "(console.max_connections)")
+            return "the console holds too many connections"
+        if self.held[address] >= settings.max_connections_per_client:
+            self._log_refusals(address, f"{address} holds {settings.max_connections_per_client} connections already "
+                                        "(console.max_connections_per_client)")
+            return "your address holds too many connections to the console"
+        self.held[address] += 1
+        self.total += 1
+        return None
+
+    def _log_refusals(self, bound: str | None, reason: str) -> None:
+        if bound not in self.refusing:
+            self.refusing.add(bound)
+            log.warning("refusing new connections: %s", reason)
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        self.held[address] -= 1
+        if not self.held[address]:
+            del self.held[address]
+        if self.held[address] < self.settings.max_connections_per_client:
+            self.refusing.discard(address)
+        if self.total < self.settings.max_connections:
+            self.refusing.discard(None)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        connection = self.connections.get(request.protocol)
+        if connection is None:  # the client left before its request was handled: nothing to time
+            return await handler(request)
+        connection.request_arrived()
+        try:
+            return await handler(request)
+        finally:
+            connection.await_request()
+
+
+class GuardedConnection(asyncio.Protocol):
+    """One client connection: refused over a bound (503, closed), else passed on to aiohttp's handler, and cut off
+    when no whole request head arrives within the deadline."""
+
+    def __init__(self, guard: ConnectionGuard, handler: asyncio.Protocol):
+        self.guard = guard
+        self.handler = handler
+        self.transport: asyncio.Transport | None = None
+        self.address: str | None = None  # None: refused, never handed on
+        self.deadline: asyncio.TimerHandle | None = None
+        self.received = False  # bytes came since the deadline was set: a request on its way
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        address = transport.get_extra_info("peername")[0]
+        refused = self.guard.admit(address)
+        if refused is not None:
+            transport.write(refusal(refused))
+            transport.close()
+            return
+        self.address, self.transport = address, transport
+        self.guard.connections[self.handler] = self
+        self.await_request()
+        self.handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.address is None:
+            return  # refused: what it sends is dropped
+        self.received = True
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self.address is None else self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        if self.address is not None:
+            self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.address is not None:
+            self.handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.address is None:
+            return
+        self.request_arrived()
+        self.transport = None
+        del self.guard.connections[self.handler]
+        self.guard.release(self.address)
+        self.handler.connection_lost(exc)
+
+    def await_request(self) -> None:
+        """Sets the deadline for the next request's line and headers, from now (the connection's start, or the end of
+        handling its previous request): a kept-alive connection left idle as long is closed too."""
+        self.request_arrived()
+        if self.transport is None:
+            return
+        self.received = False
+        self.deadline = asyncio.get_running_loop().call_later(self.guard.settings.request_timeout_s, self.cut_off)
+
+    def request_arrived(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def cut_off(self) -> None:
+        self.deadline = None
+        timeout_s = self.guard.settings.request_timeout_s
+        if self.received:
+            log.warning("connection from %s cut off: its request did not arrive whole within %g s "
+                        "(console.request_timeout_s)", self.address, timeout_s)
+        elif self.transport.get_write_buffer_size():
+            log.warning("connection from %s cut off: it did not read its answer within %g s "
+                        "(console.request_timeout_s)", self.address, timeout_s)
+        else:
+            log.debug("idle connection from %s closed after %g s", self.address, timeout_s)
+        # Not close(): that would wait for the answer to drain to a client that does not read it.
+        self.transport.abort()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP listener of the runner's application whose connections pass through `guard`."""
+
+    __slots__ = ("_host", "_port", "_guard")
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard):
+        super().__init__(runner)
+        self._host, self._port, self._guard = host, port, guard
+
+    @property
+    def name(self) -> str:
+        return http_url(self._host, self._port)
+
+    async def start(self) -> None:
+        await super().start()
+        guard, handlers = self._guard, self._runner.server
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: GuardedConnection(guard, handlers()), self._host, self._port, backlog=self._backlog)
