@@ -31,7 +31,8 @@ def register(commands, add_command) -> None:
     discover.add_argument("--type", dest="road_type", choices=("ex", "its", "all"), default="all",
                           help="ex = expressways, its = national roads (default: all)")
     discover.add_argument("--cctv-type", type=int, choices=(1, 2, 3, 4), default=1,
-                          help="1 live HLS (default), 2 MP4 file, 3 still image, 4 HLS over HTTPS")
+                          help="1 live HLS (default), 2 MP4 clips (each replaced by a newer one), 3 still image, "
+                          "4 HLS over HTTPS")
     discover.add_argument("--fps", type=float, default=5.0, help="sampling rate for new cameras")
 
     listing = add_command(actions, "list", "configured cameras with their live status", run_list)

@@ -66,7 +66,7 @@ class SampledFrame:
 
 @dataclass
 class PublishedUpTo:
-    """How far a camera's HLS stream has been published, in the stream's own time, across its connections."""
+    """How far a camera's HLS stream or recording has been published, in its own time, across its connections."""
 
     stream_s: float | None = None
 
@@ -75,9 +75,12 @@ class PublishedUpTo:
 
 
 def source_kind(camera: CameraConfig, source: str) -> SourceKind:
-    """The configured kind, or the one the source string implies."""
+    """The configured kind, or the one the source string implies (for an ITS camera of recorded clips, the API's
+    word that it serves MP4 files, whatever its URL looks like)."""
     if camera.kind is not SourceKind.AUTO:
         return camera.kind
+    if camera.its is not None and camera.its.serves_clips:
+        return SourceKind.FILE
     if source.isdigit():
         return SourceKind.WEBCAM
     if source.lower().startswith(("rtsp://", "rtsps://")):
@@ -284,8 +287,9 @@ def sample_frames(
     sources are read continuously (so the decoder never falls behind) and sampled on the stream's timeline, or on
     arrival where the stream has no timestamps (MJPEG). Frames that are not sampled are decoded only where later
     frames need them, and never converted. An HLS stream leaves out the frames that `published` (the camera's, kept
-    across its connections) says were published already. A live source that answers with a single picture is polled
-    as a still image.
+    across its connections) says were published already, and a file those up to where it says (a recording read
+    again after it broke off goes on after its last published frame, at once). A live source that answers with a
+    single picture is polled as a still image.
     """
     settings = settings or ProducerConfig()
     kind = source_kind(camera, source)
@@ -295,7 +299,7 @@ def sample_frames(
         yield from _sample_live(camera, source, settings, clock, sleep,
                                 published if kind is SourceKind.HLS else None)
     else:
-        yield from _sample_file(camera, source, settings, realtime, clock, sleep)
+        yield from _sample_file(camera, source, settings, realtime, clock, sleep, published)
 
 
 class MediaClock:
@@ -434,10 +438,14 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
 
 
 def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, realtime: bool,
-                 clock: Callable[[], float], sleep: Callable[[float], None]) -> Iterator[SampledFrame]:
+                 clock: Callable[[], float], sleep: Callable[[float], None],
+                 published: PublishedUpTo | None) -> Iterator[SampledFrame]:
     interval = 1.0 / camera.fps
     slots = SampleSlots(interval, skip_missed=False)
     origin = clock()  # wall time of media time 0
+    resuming = published is not None and published.stream_s is not None
+    if resuming:
+        slots.skip_to(published.stream_s + interval)  # the slot after the last frame published
     played = 0.0  # media time already played in earlier loops of a looping file
     while True:
         decoder = VideoDecoder(source, settings, frame_rate=camera.fps)
@@ -452,6 +460,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     # names or skipping frames until the timeline is back where it was.
                     origin += slots.last_at + frame_s - media_time
                 taken = slots.take(media_time, decoder.gop_s, decoded=frame is not None)
+                if taken and resuming:  # the frames before it were only skimmed: it plays at once, the rest after it
+                    origin = clock() - media_time
+                    resuming = False
                 if taken and realtime and clock() - origin - media_time > interval:
                     # Behind the clock (an overloaded machine): skip the missed slots as a live camera's frames would
                     # be, instead of bursting to catch up.
@@ -462,6 +473,8 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                 if not taken:
                     continue
                 picture = YuvPicture.from_frame(frame)
+                if published is not None:
+                    published.stream_s = media_time
                 if realtime:
                     delay = origin + media_time - clock()
                     if delay > 0:

@@ -19,6 +19,7 @@ import traceback
 import zlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import cv2
 from prometheus_client import Counter, Gauge, Histogram
@@ -79,6 +80,40 @@ class SequenceCounter:
         return value
 
 
+@dataclass
+class Clip:
+    """One recorded clip of an ITS camera, as the API listed it last, and how far it has been read."""
+
+    url: str
+    made: str | None  # its filecreatetime; None where the API gave none
+    published: PublishedUpTo = field(default_factory=PublishedUpTo)  # up to which frame, in the clip's own time
+    ended: bool = False  # played to its end
+
+    def is_listed_as(self, url: str, made: str | None) -> bool:
+        """Whether the API lists this clip: the same creation time (its URL's token may have been renewed), or, where
+        either creation time is unknown, the same URL."""
+        if self.made is not None and made is not None:
+            return self.made == made
+        return self.url == url
+
+
+class PlayedClips:
+    """The clips an ITS camera of recorded clips has read, newest last. A few are remembered, not only the last: an
+    API whose servers are not in step may list an older clip again after a newer one."""
+
+    def __init__(self, remembered: int = 16):
+        self._clips: deque[Clip] = deque(maxlen=remembered)
+
+    def listed(self, url: str, made: str | None) -> Clip:
+        """The clip the API lists: one read before, under the URL and creation time it has now, or a new one."""
+        clip = next((clip for clip in self._clips if clip.is_listed_as(url, made)), None)
+        if clip is None:
+            clip = Clip(url, made)
+            self._clips.append(clip)
+        clip.url, clip.made = url, made or clip.made
+        return clip
+
+
 def cameras_for_shard(cameras: list[CameraConfig], shard_index: int, shard_count: int) -> list[CameraConfig]:
     """This shard's cameras: a stable hash of the id, so every producer process agrees without talking."""
     return [camera for camera in cameras if zlib.crc32(camera.id.encode()) % shard_count == shard_index]
@@ -132,6 +167,7 @@ def frame_message(frame_fields: dict, jpeg: bytes, max_message_bytes: int, store
 
 
 STOP_CHECK_S = 0.25  # how soon a pacing reader notices that it is stopped
+WAITING_FOR_CLIP = "waiting for a new clip from the ITS API"
 
 
 class CameraReader:
@@ -156,6 +192,9 @@ class CameraReader:
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
         self.published = PublishedUpTo()  # so does how far its stream was published
+        # An ITS camera of recorded clips: the clips it read, and the one its source is
+        self.clips = PlayedClips() if camera.its is not None and camera.its.serves_clips else None
+        self.clip = self.clips.listed(self.source, None) if self.clips is not None else None
         self.lookup_failure: str | None = None  # why the last ITS lookup failed, until one succeeds
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
@@ -167,9 +206,15 @@ class CameraReader:
         while not self.stop.is_set():
             self.health.connecting()
             try:
-                if reconnecting:  # inside the attempt: an error in the lookup fails it, not the reader thread
-                    self.re_resolve()
-                self.read_until_done()
+                # Inside the attempt: an error in the lookup fails it, not the reader thread. A camera of clips asks
+                # at the first attempt too, so that its first clip is known by its creation time.
+                if reconnecting or self.clips is not None:
+                    self.re_resolve(after_failure=reconnecting)
+                if self.clips is not None:
+                    self.read_clips()
+                elif self.read_until_done(self.published):
+                    self.health.ended("source ended")
+                    log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
                 return
             except CameraUnavailable as exc:
                 # Only a recording ends for good. A live camera (a stream, a still image, a capture device) may come
@@ -200,18 +245,23 @@ class CameraReader:
             return str(exc)
         return f"{self.lookup_failure}; the last URL failed: {exc}"
 
-    def re_resolve(self) -> None:
-        """ITS URLs are tokenised and expire: ask the API for the current one before retrying."""
+    def re_resolve(self, after_failure: bool = True) -> None:
+        """ITS URLs are tokenised and expire: ask the API for the current one before retrying (`after_failure`: the
+        last URL failed, so a listing that handed it out is not reused). A camera of clips also asks for its next clip
+        this way; `lookup_failure` says why the API could not tell."""
         resolver = self.resolver() if self.camera.its is not None else None
         if resolver is None:
             return
         try:
-            url = resolver.resolve(self.camera.its, failed_url=self.source)
-        except ItsApiError as exc:  # try the last URL anyway; the status says why it may not work
-            log.warning("camera %s: re-resolution failed, retrying the last URL: %s", self.camera.id, exc)
+            listed = resolver.resolve(self.camera.its, failed_url=self.source if after_failure else None)
+        except ItsApiError as exc:  # keep the last URL (a stream tries it anyway); the status says why it may not work
+            log.warning("camera %s: ITS lookup failed, keeping the last URL: %s", self.camera.id, exc)
             self.lookup_failure = str(exc)
             return
         self.lookup_failure = None
+        url = listed.url
+        if self.clips is not None:
+            self.clip = self.clips.listed(url, listed.file_created)
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             if shown(url) != shown(self.source):
@@ -229,12 +279,49 @@ class CameraReader:
         while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
             time.sleep(min(left, STOP_CHECK_S))
 
-    def read_until_done(self) -> None:
-        """Publishes frames until the source ends (files), max_frames or stop; raises CameraUnavailable."""
+    def read_clips(self) -> None:
+        """Reads an ITS camera of recorded clips until stopped (or max_frames): a live camera whose video comes as
+        MP4 clips, each replaced by a newer one. Each clip the API lists is played once, at its own speed; when it has
+        played, the API is asked for a newer one at once, then at doubling intervals (producer.its_clip_poll_s up to
+        its_clip_poll_max_s, the listing shared with the other cameras for its_refresh_min_s) while the camera is
+        reported waiting, or failing where the API cannot tell. A clip that breaks off raises CameraUnavailable; once
+        its fresh URL is looked up it goes on after its last published frame, so no frame is published twice.
+
+        A clip's frames are stamped when they are read, as a live stream's, not with the clip's filecreatetime plus
+        their offset: the stages after take a capture time for when the picture was live (inference skips a frame
+        older than model.max_frame_age_s, and a clip may be minutes old when it is listed), and neither that field's
+        format and zone nor whether it marks the recording's start or end is documented."""
+        polls = 0
+        while True:
+            if not self.clip.ended:
+                polls = 0
+                if not self.read_until_done(self.clip.published):
+                    return
+                self.clip.ended = True
+                log.info("camera %s: clip played (%d frames so far); asking the ITS API for a newer one",
+                         self.camera.id, self.queued)
+            else:
+                polls += 1
+                self.pause(reconnect_delay(polls, self.settings.its_clip_poll_s, self.settings.its_clip_poll_max_s,
+                                           self.settings.reconnect_jitter, self.rng))
+                if self.stop.is_set():
+                    return
+            self.re_resolve(after_failure=False)
+            if self.resolver() is None:
+                self.health.failed("the ITS API cannot be asked for a new clip: no usable API key (see the "
+                                   "producer's log)")
+            elif self.lookup_failure is not None:
+                self.health.failed(f"{WAITING_FOR_CLIP}: {self.lookup_failure}")
+            elif self.clip.ended:
+                self.health.waiting(WAITING_FOR_CLIP)
+
+    def read_until_done(self, published: PublishedUpTo) -> bool:
+        """Publishes frames until the source ends (files), max_frames or stop; returns whether the source ended.
+        Raises CameraUnavailable."""
         for sampled in sample_frames(self.camera, self.source, self.realtime, self.settings, sleep=self.pause,
-                                     published=self.published):
+                                     published=published):
             if self.stop.is_set() or (self.max_frames is not None and self.queued >= self.max_frames):
-                return
+                return False
             stall_reason = self.quality.check(sampled.picture.y, sampled.captured_at)
             with self.encode_seconds.time():
                 jpeg, width, height = encode_jpeg(sampled.picture, self.camera.max_width, self.camera.jpeg_quality)
@@ -253,9 +340,7 @@ class CameraReader:
                     CAMERA_DROPPED.labels(self.camera.id).inc(dropped)
                 self.queued += 1
             self.health.frame_captured(sampled.captured_at, stall_reason, sampled.source_fps)
-        if not self.stop.is_set() and (self.max_frames is None or self.queued < self.max_frames):
-            self.health.ended("source ended")
-            log.info("camera %s: source ended after %d frames", self.camera.id, self.queued)
+        return not self.stop.is_set() and (self.max_frames is None or self.queued < self.max_frames)
 
 
 class InFlightBytes:
@@ -494,7 +579,8 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
                  max_frames: int | None = None, camera_ids: list[str] | None = None,
                  on_status: Callable[[list[CameraStatus]], None] | None = None) -> dict[str, int]:
     """Runs this shard's cameras (or those named) until every source ends or `stop` is set. Only recordings (files,
-    folders of pictures, http(s) MP4s) end: a producer with a live camera runs until stopped.
+    folders of pictures, http(s) MP4s) end: a producer with a live camera runs until stopped, an ITS camera of
+    recorded clips included.
 
     Returns the frames queued per camera. A camera that cannot be read is reported down, never fatal.
     """

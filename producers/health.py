@@ -180,15 +180,28 @@ class CameraHealth:
         """Records a failed read or connection attempt; returns the number of consecutive failures."""
         now = self.clock()
         with self._lock:
-            if self._connection_frames_since is not None:
-                self._connected_s += now - self._connection_frames_since
-                self._connection_frames_since = None
-                self._disconnected_at = now
+            self._connection_ended(now)
             self.consecutive_failures += 1
             down = self.consecutive_failures >= self.down_after_failures
             self.state = CameraState.DOWN if down else CameraState.RECONNECTING
             self.reason = reason
             return self.consecutive_failures
+
+    def waiting(self, reason: str) -> None:
+        """The source has nothing new to read yet, and nothing failed (an ITS camera of recorded clips whose clip has
+        played, while the API lists no newer one): reconnecting, with the reason, and the failures before forgiven."""
+        now = self.clock()
+        with self._lock:
+            self._connection_ended(now)
+            self.consecutive_failures = 0
+            self.state, self.reason = CameraState.RECONNECTING, reason
+
+    def _connection_ended(self, now: float) -> None:
+        """The connection that delivered frames, if one did, is over. Called with the lock held."""
+        if self._connection_frames_since is not None:
+            self._connected_s += now - self._connection_frames_since
+            self._connection_frames_since = None
+            self._disconnected_at = now
 
     def ended(self, reason: str) -> None:
         """The source is finished for good (a file played to its end, a missing file): down, no retry."""

@@ -106,6 +106,8 @@ class ItsCamera:
     url: str
     cctv_type: int | None
     url_refused: str | None = None  # why the URL must not be opened, if it must not
+    # filecreatetime as the API gives it (a recorded clip's, cctvType 2); None where it gives none
+    file_created: str | None = None
 
     def ref(self, road_type: RoadType, requested_cctv_type: int) -> ItsCameraRef:
         return ItsCameraRef(name=self.name, lon=self.lon, lat=self.lat, road_type=road_type,
@@ -136,7 +138,8 @@ def _camera(fields: Mapping) -> ItsCamera | None:
         return None
     cctv_type = _number(fields.get("cctvtype"))
     return ItsCamera(name=name, lon=lon, lat=lat, url=url,
-                     cctv_type=int(cctv_type) if cctv_type is not None else None)
+                     cctv_type=int(cctv_type) if cctv_type is not None else None,
+                     file_created=str(fields.get("filecreatetime") or "").strip() or None)
 
 
 def _cameras(records: list[Mapping]) -> list[ItsCamera]:
@@ -263,7 +266,7 @@ class ItsClient:
 
 
 class ItsResolver:
-    """Fresh stream URLs for configured ITS cameras.
+    """Fresh stream URLs (and clips) for configured ITS cameras.
 
     One listing per (road type, cctv type) covers every configured camera of that kind, and is reused for
     `refresh_min_s`, so a hundred cameras failing together cost one API call, not a hundred. A failed call is
@@ -287,8 +290,9 @@ class ItsResolver:
         self._handed_out: dict[ItsCameraRef, tuple[str, float]] = {}  # each camera's last URL and when: bounded
         self._changed = threading.Condition()
 
-    def resolve(self, ref: ItsCameraRef, failed_url: str | None = None) -> str:
-        """The current URL of the camera; raises ItsApiError (ItsCameraGone if it is no longer listed).
+    def resolve(self, ref: ItsCameraRef, failed_url: str | None = None) -> ItsCamera:
+        """The camera as the API lists it now (its current URL; a recorded clip's creation time); raises ItsApiError
+        (ItsCameraGone if it is no longer listed).
 
         A listing is reused while it is recent, also for a camera it does not list. A failed URL that came from that
         listing (or an older one) is asked for anew; one the listing is newer than (the configured URL, or one handed
@@ -322,7 +326,7 @@ class ItsResolver:
             raise ItsUrlRefused(f"ITS API lists {ref.name!r} with a URL that is refused: {match.url_refused}")
         with self._changed:
             self._handed_out[ref] = (match.url, self.clock())
-        return match.url
+        return match
 
     def _listing(self, kind: tuple[str, int], box: BoundingBox) -> list[ItsCamera]:
         """Calls the API for the kind's cameras, outside the lock, and records the listing or the failure."""

@@ -9,6 +9,7 @@ from schemas.settings.config import DEFAULT_CONFIG, ConfigError, load_config
 
 CAMERA = {"id": "cam1", "source": "video.mp4", "zones": [
     {"id": "z1", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100]], "area_m2": 50}]}
+MP4_CAMERA = {"name": "CAM MP4", "lon": 127.0, "lat": 37.5, "road_type": "ex", "cctv_type": 2}
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -58,6 +59,13 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     # A still image is fetched over http(s): a file path polled as one fails at every try.
     (lambda d: d["cameras"][0].update(source="snapshots/cam1.jpg", kind="image"), "cameras.0.kind: image is read over "
                                                                                  "http(s), not a file path"),
+    # An ITS camera of recorded clips plays each clip once, as a file: read as a stream or looped, it would publish
+    # a clip's frames again.
+    (lambda d: d["cameras"][0].update(source="https://cctv.example/mp4/x", kind="hls", its=MP4_CAMERA),
+     "cameras.0: kind hls: an ITS camera of recorded clips (its.cctv_type 2) is read as a file"),
+    (lambda d: d["cameras"][0].update(source="https://cctv.example/mp4/x", loop=True, its=MP4_CAMERA),
+     "cameras.0: loop: an ITS camera of recorded clips (its.cctv_type 2) plays each clip once"),
+    (lambda d: d.update(producer={"its_clip_poll_s": 120}), "its_clip_poll_s must not exceed its_clip_poll_max_s"),
     (lambda d: d.update(model={"classes": [0, -1]}), "model.classes.1"),
     (lambda d: d.update(model={"weights": ""}), "model.weights: String should have at least 1 character"),
     (lambda d: d.update(model={"offline_weights": ""}), "model.offline_weights: String should have at least 1"),

@@ -22,6 +22,7 @@ class SourceKind(str, Enum):
 
 
 HTTP_SCHEMES = ("http", "https")
+ITS_RECORDED_CLIPS = 2  # the cctvType of ITS cameras whose video comes as recorded MP4 clips, each replaced by a newer
 
 
 class ItsCameraRef(Frozen):
@@ -32,7 +33,12 @@ class ItsCameraRef(Frozen):
     lat: float = Field(ge=-90, le=90, description="coordy (WGS84 latitude)")
     road_type: Literal["ex", "its", "all"] = Field(
         description="the `type` it was discovered with: ex = expressway, its = national road, all = both")
-    cctv_type: int = Field(default=1, ge=1, le=4, description="1 HLS, 2 MP4 file, 3 still image, 4 HLS over HTTPS")
+    cctv_type: int = Field(default=1, ge=1, le=4, description="1 HLS, 2 MP4 file (recorded clips, each replaced by a "
+                           "newer one: played in turn), 3 still image, 4 HLS over HTTPS")
+
+    @property
+    def serves_clips(self) -> bool:
+        return self.cctv_type == ITS_RECORDED_CLIPS
 
 
 MAX_SHARDS = 4096  # producer processes one site's cameras can be split across
@@ -92,6 +98,11 @@ class ProducerConfig(Frozen):
     its_timeout_s: float = Field(default=10.0, gt=0, le=120, description="longest wait for an ITS API answer")
     its_refresh_min_s: float = Field(
         default=10.0, ge=0, le=3600, description="ITS listings are reused this long when several cameras re-resolve")
+    its_clip_poll_s: float = Field(
+        default=5.0, gt=0, le=3600, description="an ITS camera of recorded clips (cctv_type 2) whose clip has played "
+        "asks the API for a newer one after this, then at doubling intervals")
+    its_clip_poll_max_s: float = Field(default=60.0, gt=0, le=3600,
+                                       description="longest interval between those asks")
     its_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3,
                                         description="larger ITS API answers are refused (the API is unavailable)")
     its_allowed_local_hosts: list[str] = Field(
@@ -127,4 +138,10 @@ class ProducerConfig(Frozen):
     def verify_backoff_ordered(self) -> ProducerConfig:
         if self.reconnect_backoff_base_s > self.reconnect_backoff_max_s:
             raise ValueError("reconnect_backoff_base_s must not exceed reconnect_backoff_max_s")
+        return self
+
+    @model_validator(mode="after")
+    def verify_clip_polls_ordered(self) -> ProducerConfig:
+        if self.its_clip_poll_s > self.its_clip_poll_max_s:
+            raise ValueError("its_clip_poll_s must not exceed its_clip_poll_max_s")
         return self

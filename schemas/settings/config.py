@@ -318,6 +318,20 @@ class CameraConfig(Frozen):
                          "how to read it)")
 
     @model_validator(mode="after")
+    def verify_clips_played_once_each(self) -> "CameraConfig":
+        """An ITS camera of recorded clips plays each clip once, as a file, and then the next the API lists: read as
+        a stream, each clip would end as a failure, and looped, its frames would be published again."""
+        if self.its is None or not self.its.serves_clips:
+            return self
+        if self.kind not in (SourceKind.AUTO, SourceKind.FILE):
+            raise ValueError(f"kind {self.kind.value}: an ITS camera of recorded clips (its.cctv_type "
+                             f"{self.its.cctv_type}) is read as a file, one clip after another (kind auto or file)")
+        if self.loop:
+            raise ValueError(f"loop: an ITS camera of recorded clips (its.cctv_type {self.its.cctv_type}) plays each "
+                             "clip once (looped, a clip's frames would be published again)")
+        return self
+
+    @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":
         require_unique([zone.id for zone in self.zones], "zone id")
         return self

@@ -105,6 +105,7 @@ def xml_body(records: list[dict], encoding: str = "utf-8") -> bytes:
     return ElementTree.tostring(root, encoding=encoding, xml_declaration=True)
 
 
-def record(name: str, lon: float, lat: float, url: str, cctv_type: int = 1) -> dict:
-    return {"roadsectionid": "", "coordx": lon, "coordy": lat, "cctvresolution": "", "filecreatetime": "",
-            "cctvtype": cctv_type, "cctvformat": "HLS", "cctvname": name, "cctvurl": url}
+def record(name: str, lon: float, lat: float, url: str, cctv_type: int = 1, file_created: str = "") -> dict:
+    return {"roadsectionid": "", "coordx": lon, "coordy": lat, "cctvresolution": "", "filecreatetime": file_created,
+            "cctvtype": cctv_type, "cctvformat": "MP4" if cctv_type == 2 else "HLS", "cctvname": name,
+            "cctvurl": url}

@@ -17,17 +17,18 @@ from prometheus_client import REGISTRY
 
 from cityguard.bench.capture import DiscardingClient
 from infra.redaction import RedactingFormatter
-from producers.frame_producer import CameraReader, FrameQueue, run_producer
+from producers.camera_urls import CameraUrlPolicy
+from producers.frame_producer import WAITING_FOR_CLIP, CameraReader, FrameQueue, run_producer
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
-from producers.its_client import ItsCameraGone, ItsClient, ItsResolver
+from producers.its_client import ItsCamera, ItsCameraGone, ItsClient, ItsResolver
 from producers.local_streams import TokenFileServer
 from schemas import CameraState, Frame, PictureFault, decode
 from schemas.settings.capture import ItsCameraRef
 from schemas.settings.config import parse_config
 from tests.conftest import VTEST
 from tests.producers.conftest import grey_part
-from tests.producers.fake_its import FakeItsApi
+from tests.producers.fake_its import FakeItsApi, record
 
 
 def reader_for(tmp_path, source: str, store, realtime: bool = False, fps: float = 2, kind: str = "auto",
@@ -207,8 +208,8 @@ class OneUrlResolver:
     def __init__(self, url: str):
         self.url = url
 
-    def resolve(self, its, failed_url: str) -> str:
-        return self.url
+    def resolve(self, its, failed_url: str) -> ItsCamera:
+        return ItsCamera(its.name, its.lon, its.lat, self.url, its.cctv_type)
 
 
 def test_an_its_camera_given_another_stream_starts_a_new_timeline_and_a_fresh_token_keeps_it(tmp_path):
@@ -228,7 +229,7 @@ def test_an_its_camera_given_another_stream_starts_a_new_timeline_and_a_fresh_to
 
 
 class UnlistedResolver:
-    def resolve(self, its, failed_url: str) -> str:
+    def resolve(self, its, failed_url: str) -> ItsCamera:
         raise ItsCameraGone(f"ITS API no longer lists {its.name!r} at {its.lon:.5f},{its.lat:.5f}")
 
 
@@ -258,7 +259,7 @@ def test_an_its_camera_whose_api_answers_unreadable_json_is_retried_and_says_why
 class BrokenResolver:
     """An ITS resolver with a bug."""
 
-    def resolve(self, its, failed_url: str) -> str:
+    def resolve(self, its, failed_url: str) -> ItsCamera:
         raise KeyError("listing")
 
 
@@ -299,6 +300,71 @@ def test_its_cameras_whose_api_key_cannot_be_used_are_retried_on_their_urls(tmp_
     assert statuses[-1].reconnects >= 3  # its reader is still retrying it
     assert "ITS cameras cannot be re-resolved: producer.its_api_key_env: environment variable CITYGUARD_TEST_ITS_KEY " \
            "holds a control character" in caplog.text
+
+
+def numbered_clip(path, first_level: int) -> None:
+    """Two seconds at 10 fps of uniform grey pictures, the i-th at grey level first_level + 4 i (told apart after
+    JPEG by clip_frame)."""
+    levels = np.repeat(np.arange(20, dtype=np.uint8) * 4 + first_level, 48 * 64)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "64x48",
+                    "-r", "10", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "0", "-pix_fmt",
+                    "yuv420p", str(path)], input=levels.tobytes(), check=True, timeout=60)
+
+
+def clip_frame(frame: Frame) -> tuple[str, int]:
+    """Which clip (a or b, of numbered_clip at levels 20 and 120) and which of its pictures a frame shows."""
+    level = float(cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE).mean())
+    return ("a", round((level - 20) / 4)) if level < 110 else ("b", round((level - 120) / 4))
+
+
+def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_between_them(tmp_path):
+    """An ITS MP4 camera (cctvType 2) is a live camera made of clips: its clip played, it stays up reporting that it
+    waits for a new clip while the API lists the same one (under a fresh token too), plays the next as the API lists
+    it, and never publishes a clip's frames twice."""
+    (tmp_path / "clips").mkdir()
+    numbered_clip(tmp_path / "clips" / "a.mp4", 20)
+    numbered_clip(tmp_path / "clips" / "b.mp4", 120)
+    server = TokenFileServer(tmp_path / "clips").start()
+    its = {"name": "CAM MP4", "lon": 127.0, "lat": 37.5, "road_type": "ex", "cctv_type": 2}
+    listed = {"clip": "a.mp4", "made": "20261207090000"}
+    api = FakeItsApi("key", cameras=lambda: [record(its["name"], its["lon"], its["lat"], server.url(listed["clip"]),
+                                                    cctv_type=2, file_created=listed["made"])]).start()
+    client = ItsClient(api.url, "key", url_policy=CameraUrlPolicy(["127.0.0.1"]))  # the clips' server is local
+    resolver = ItsResolver(client, [ItsCameraRef(**its)], refresh_min_s=0)
+    # The URL discovery wrote, long expired: the reader asks the API for the camera's clip first.
+    reader = reader_for(tmp_path, "http://127.0.0.1:9/mp4/expired", None, realtime=True, fps=5, its=its,
+                        resolver=resolver, its_clip_poll_s=0.1, its_clip_poll_max_s=0.2)
+    thread = threading.Thread(target=reader.run, daemon=True)
+    thread.start()
+    waiting = []
+
+    def waits() -> bool:
+        status = reader.health.status()
+        if status.reason == WAITING_FOR_CLIP:
+            waiting.append(status)
+            return True
+        return False
+
+    try:
+        wait_for(lambda: not thread.is_alive() or waits())
+        played_a = reader.queued
+        server.rotate_token()  # the clip's URL expires; the API lists the same clip under a fresh one
+        asked = len(api.requests)
+        wait_for(lambda: not thread.is_alive() or len(api.requests) >= asked + 3)
+        assert reader.queued == played_a and waits()
+        listed.update(clip="b.mp4", made="20261207090100")
+        wait_for(lambda: not thread.is_alive() or (reader.queued > played_a and waits()))
+        assert thread.is_alive() and not reader.health.finished
+    finally:
+        reader.stop.set()
+        thread.join(10)
+        server.stop()
+        api.stop()
+    assert waiting and {status.state for status in waiting} == {CameraState.RECONNECTING}
+    shown = [clip_frame(decode(value, Frame)) for value in iter(reader.queue.take, None)]
+    assert len(shown) == reader.queued and len(set(shown)) == len(shown)  # no frame published twice
+    assert shown == sorted(shown) and {clip for clip, _ in shown} == {"a", "b"}  # a's frames, then b's, in order
+    assert all(picture % 2 == 0 for _, picture in shown)  # every other picture: 10 fps sampled at 5
 
 
 def test_a_still_image_camera_missing_single_pictures_is_never_down(tmp_path, snapshot_server):

@@ -71,7 +71,7 @@ def test_the_its_api_cannot_point_a_camera_at_a_file_or_the_metadata_service():
         with pytest.raises(ItsUrlRefused, match="scheme 'file'"):
             resolver.resolve(ref)
         current["url"] = next(urls)
-        assert resolver.resolve(ref) == f"http://{PUBLIC}/ok.m3u8"
+        assert resolver.resolve(ref).url == f"http://{PUBLIC}/ok.m3u8"
     finally:
         api.stop()
 

@@ -363,7 +363,18 @@ def test_a_stream_far_from_the_last_frame_published_is_a_new_timeline(clips, shi
     assert published_times(camera, PublishedUpTo(fresh[-1] + shift)) == fresh
 
 
-def test_a_rtsp_or_file_source_ignores_what_was_published(clips):
+def test_a_recording_read_again_goes_on_after_the_last_frame_published_at_the_camera_rate(clips):
+    """A recording that broke off (an ITS camera's clip whose URL expired) is read again from the frame after the
+    last one published, not from its start."""
+    camera = CameraConfig(id="c", source=clips["short_gop"], fps=5)
+    published = PublishedUpTo()
+    before = published_times(camera, published, limit=8)
+    after = published_times(camera, published)
+    assert len(before) == 8 and len(after) == 12  # 4 s at 5 fps, once
+    assert np.allclose(np.diff(before + after), 0.2)
+
+
+def test_an_rtsp_source_ignores_what_was_published(clips):
     camera = CameraConfig(id="c", source=clips["long_gop"], fps=5, kind="rtsp")
     published = PublishedUpTo(5.0)
     assert len(published_times(camera, published)) > 40 and published.stream_s == 5.0

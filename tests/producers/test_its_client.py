@@ -66,6 +66,19 @@ def test_numbers_as_strings_and_xml_give_the_same_cameras(api):
     assert client_for(api).cctv_info(SEOUL, get_type="xml") == plain
 
 
+def test_a_recorded_clip_is_listed_with_the_time_it_was_made_in_json_and_xml():
+    clips = [record("CAM MP4", 127.0, 37.5, "http://cctv.example/mp4/tokenD", cctv_type=2,
+                    file_created="20261207090000"),
+             record("CAM HLS", 127.1, 37.5, "http://cctv.example/270/tokenA")]
+    api = FakeItsApi(KEY, cameras=lambda: clips).start()
+    try:
+        for get_type in ("json", "xml"):
+            cameras = client_for(api).cctv_info(SEOUL, "ex", 2, get_type)
+            assert [(camera.cctv_type, camera.file_created) for camera in cameras] == [(2, "20261207090000"), (1, None)]
+    finally:
+        api.stop()
+
+
 @pytest.mark.parametrize("encoding", ["euc-kr", "cp949", "iso-8859-1"])
 def test_xml_in_a_legacy_encoding_it_declares_gives_the_same_cameras(api, encoding):
     plain = client_for(api).cctv_info(SEOUL)
@@ -152,9 +165,9 @@ def test_resolver_shares_one_listing_and_refetches_for_a_failed_url():
         refs = [ItsCameraRef(name=name, lon=lon, lat=lat, road_type="ex") for name, lon, lat in
                 [("A", 127.0, 37.5), ("B", 127.1, 37.6)]]
         resolver = ItsResolver(client_for(api), refs, refresh_min_s=60)
-        url_a = resolver.resolve(refs[0])
-        assert resolver.resolve(refs[1]).endswith("token1") and len(api.requests) == 1
-        assert resolver.resolve(refs[0], failed_url=url_a).endswith("token2") and len(api.requests) == 2
+        url_a = resolver.resolve(refs[0]).url
+        assert resolver.resolve(refs[1]).url.endswith("token1") and len(api.requests) == 1
+        assert resolver.resolve(refs[0], failed_url=url_a).url.endswith("token2") and len(api.requests) == 2
         with pytest.raises(ItsCameraGone):
             resolver.resolve(ItsCameraRef(name="A", lon=127.01, lat=37.5, road_type="ex"))
     finally:
@@ -171,10 +184,10 @@ def test_cameras_failing_together_on_urls_the_api_still_lists_cost_one_call():
         resolver = ItsResolver(client_for(api), refs, refresh_min_s=60)
         urls = [camera["cctvurl"] for camera in records]
         # Every stream broke at once (a network blip) on its configured URL, which the API still lists.
-        assert [resolver.resolve(ref, failed_url=url) for ref, url in zip(refs, urls, strict=True)] == urls
+        assert [resolver.resolve(ref, failed_url=url).url for ref, url in zip(refs, urls, strict=True)] == urls
         assert len(api.requests) == 1
         # The URL handed out fails again: the listing is no newer than it, so the API is asked again.
-        assert resolver.resolve(refs[0], failed_url=urls[0]) == urls[0] and len(api.requests) == 2
+        assert resolver.resolve(refs[0], failed_url=urls[0]).url == urls[0] and len(api.requests) == 2
     finally:
         api.stop()
 
@@ -225,7 +238,7 @@ def test_a_failed_call_is_remembered_until_the_next_refresh():
                 resolver.resolve(ref)
         assert len(api.requests) == 1
         api.fail_status, clock.now = None, clock.now + 10
-        assert resolver.resolve(refs[1]).endswith("tokenB") and len(api.requests) == 2
+        assert resolver.resolve(refs[1]).url.endswith("tokenB") and len(api.requests) == 2
     finally:
         api.stop()
 
