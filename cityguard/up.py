@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from cityguard.arguments import ERROR_PREFIX
-from cityguard.start_checks import start_problems
+from cityguard.start_checks import model_search, start_problems
 from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
@@ -295,12 +295,13 @@ def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Conf
 
 
 def fetch_assets(config: Config) -> None:
-    """Fetches the assets the stages will read (the cameras' asset sources and the configured model, unless a model
-    registry decides it) into the cache before any stage starts: a download that fails stops `up` with its one line
-    (AssetError), where each stage would fail on it at every restart."""
+    """Fetches the assets the stages will read (the cameras' asset sources and the model the settings name, unless a
+    model registry's version serves instead) into the cache before any stage starts: a download that fails stops `up`
+    with its one line (AssetError), where each stage would fail on it at every restart."""
     for source in dict.fromkeys(camera.source for camera in config.cameras):
         assets.resolve(source)
-    if config.model.registry is None:
+    _, loaded = model_search(config)
+    if loaded is None or loaded.version is None:
         resolve_weights(config)
 
 

@@ -406,7 +406,7 @@ def _sample_live(camera: CameraConfig, source: str, settings: ProducerConfig, cl
     slots = SampleSlots(1.0 / camera.fps, skip_missed=True)
     media_clock = MediaClock()
     repeats = sampled = 0
-    resuming = published is not None and published.stream_s is not None
+    resuming = published is not None and published.stream_s is not None and not camera.loop
     try:
         for frame_at, frame in decoder.frames():
             now = decoder.arrived_at
@@ -443,7 +443,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
     interval = 1.0 / camera.fps
     slots = SampleSlots(interval, skip_missed=False)
     origin = clock()  # wall time of media time 0
-    resuming = published is not None and published.stream_s is not None
+    # A looping file (a demo) starts again from its beginning: its loops are no timeline to go on with, and skimming
+    # every loop played before would take longer the longer it ran.
+    resuming = published is not None and published.stream_s is not None and not camera.loop
     if resuming:
         slots.skip_to(published.stream_s + interval)  # the slot after the last frame published
     played = 0.0  # media time already played in earlier loops of a looping file

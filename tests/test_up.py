@@ -12,7 +12,7 @@ import yaml
 from infra.assets import CATALOGUE, asset_path
 from infra.broker import free_port
 from tests.asset_server import canonical_tree, serving
-from tests.conftest import REPO, pipeline_config
+from tests.conftest import REPO, VTEST, pipeline_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -59,10 +59,17 @@ def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans
     assert -1 < said.find("fetching asset vtest.avi") < said.find("\nbroker: "), said
 
 
-def test_up_stops_with_one_line_before_starting_anything_when_an_asset_cannot_be_fetched(tmp_path):
+@pytest.mark.parametrize("asset", ["vtest.avi", "yolo11n_int8_openvino_model"])
+def test_up_stops_with_one_line_before_starting_anything_when_an_asset_cannot_be_fetched(tmp_path, asset):
     # A machine without the shared folder or a connection: each stage would fail on the download and be restarted
-    # for ever, the terminal only saying that they exit.
+    # for ever, the terminal only saying that they exit. The model is the settings' one while a model registry serves
+    # no version yet.
     path = site_with_assets_by_name(tmp_path)
+    site = yaml.safe_load(path.read_text())
+    site["model"]["registry"] = str(tmp_path / "registry")
+    if asset != "vtest.avi":
+        site["cameras"][0]["source"] = str(VTEST)
+    path.write_text(yaml.safe_dump(site))
     env = {key: value for key, value in os.environ.items()
            if key not in ("KAFKA_BOOTSTRAP_SERVERS", "CITYGUARD_ASSET_MIRROR")}
     env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
@@ -72,8 +79,8 @@ def test_up_stops_with_one_line_before_starting_anything_when_an_asset_cannot_be
                          str(tmp_path / "logs")], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 1, up.stderr
     error = up.stderr.strip().splitlines()[-1]
-    assert error.startswith("cityguard: error: cannot download asset vtest.avi from http://127.0.0.1:"), up.stderr
-    assert "CITYGUARD_ASSET_MIRROR/data/video/vtest.avi" in error
+    assert error.startswith(f"cityguard: error: cannot download asset {asset} from http://127.0.0.1:"), up.stderr
+    assert f"CITYGUARD_ASSET_MIRROR/{CATALOGUE[asset].mirror_path}" in error
     assert "broker: " not in up.stdout and not (tmp_path / "logs").exists()
 
 

@@ -115,7 +115,12 @@ class ModelRegistry:
         if version is not None and not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
             raise ValueError(f"{path}: field 'version' must be a version name such as \"v2\" or null, not "
                              f"{json.dumps(version)}; restore it, or delete it and promote again")
-        return {"history": [], **pointer}
+        history = pointer.get("history", [])
+        if not (isinstance(history, list) and all(isinstance(entry, dict) and isinstance(entry.get("version"), str)
+                                                  for entry in history)):
+            raise ValueError(f"{path}: field 'history' must be a list of promotions, each with its 'version'; "
+                             "restore it, or delete it and promote again")
+        return {**pointer, "history": history}
 
     def serving(self) -> ModelVersion | None:
         version = self.pointer()["version"]

@@ -13,7 +13,6 @@ from collections import Counter
 
 from aiohttp import web
 
-from infra.listeners import http_url
 from schemas.settings.console import ConsoleConfig
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,11 @@ class GuardedConnection(asyncio.Protocol):
         self.received = False  # bytes came since the deadline was set: a request on its way
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        address = transport.get_extra_info("peername")[0]
+        peer = transport.get_extra_info("peername")
+        if peer is None:  # reset by the client before it could be named: nothing to serve
+            transport.abort()
+            return
+        address = peer[0]
         refused = self.guard.admit(address)
         if refused is not None:
             transport.write(refusal(refused))
@@ -159,23 +162,3 @@ class GuardedConnection(asyncio.Protocol):
             log.debug("idle connection from %s closed after %g s", self.address, timeout_s)
         # Not close(): that would wait for the answer to drain to a client that does not read it.
         self.transport.abort()
-
-
-class GuardedSite(web.BaseSite):
-    """A TCP listener of the runner's application whose connections pass through `guard`."""
-
-    __slots__ = ("_host", "_port", "_guard")
-
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard):
-        super().__init__(runner)
-        self._host, self._port, self._guard = host, port, guard
-
-    @property
-    def name(self) -> str:
-        return http_url(self._host, self._port)
-
-    async def start(self) -> None:
-        await super().start()
-        guard, handlers = self._guard, self._runner.server
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: GuardedConnection(guard, handlers()), self._host, self._port, backlog=self._backlog)

@@ -36,7 +36,7 @@ from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
-from sinks.console.connections import ConnectionGuard, GuardedSite
+from sinks.console.connections import ConnectionGuard, GuardedConnection
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
 
@@ -233,6 +233,15 @@ def session_valid(cookie: str, token: str, lifetime_s: float, now: float) -> boo
     return token_matches(cookie, session_cookie(token, int(issued)))
 
 
+def forwarded_from_https(request: web.Request) -> bool:
+    """Whether a reverse proxy says the browser's request came over https (X-Forwarded-Proto, Forwarded): its browser
+    keeps the Secure cookie whatever Host the proxy sends. Trusted only to decide that, after the token was checked."""
+    if request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https":
+        return True
+    return any(part.strip().lower() == "proto=https"
+               for element in request.headers.get("Forwarded", "").split(",") for part in element.split(";"))
+
+
 def request_host_name(authority: str) -> str | None:
     """The host name of a `Host` header or an origin's host[:port]; None when it is not one (a port that is no
     number or out of range, an unclosed IPv6 bracket)."""
@@ -332,7 +341,8 @@ class ConsoleServer:
             if not token_matches(offered, self.token):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
             secure = self.secure_sessions and request.host.lower() not in self.plain_http_hosts
-            if secure and not (is_loopback(host) or request.host.lower() in self.https_hosts):
+            if secure and not (is_loopback(host) or request.host.lower() in self.https_hosts
+                               or forwarded_from_https(request)):
                 raise self.secure_cookie_dropped(request)
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
@@ -701,11 +711,15 @@ async def serve(server: ConsoleServer, host: str, port: int, stop, on_listening)
     app.middlewares.insert(0, guard.middleware)  # the outermost: a request's head is in once it runs
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    listener = None
     try:
-        listener = GuardedSite(runner, host, port, guard)
-        await listener.start()
-        on_listening(runner.addresses[0][1])
+        # aiohttp's low-level server (runner.server makes a request handler per connection) behind the guard.
+        listener = await asyncio.get_running_loop().create_server(
+            lambda: GuardedConnection(guard, runner.server()), host, port)
+        on_listening(listener.sockets[0].getsockname()[1])
         while not stop.is_set():
             await asyncio.sleep(0.2)
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()

@@ -555,6 +555,15 @@ def test_the_session_cookie_is_secure_once_the_console_is_published_over_https(m
     assert status == 302 and bool(SimpleCookie(headers["Set-Cookie"])[COOKIE]["secure"]) is secure
 
 
+@pytest.mark.parametrize("forwarded", [{"X-Forwarded-Proto": "https"}, {"Forwarded": "for=10.1.2.3;proto=https"}])
+def test_a_sign_in_through_a_proxy_saying_it_came_over_https_gets_the_secure_cookie(make_console, forwarded):
+    # A proxy that sends its upstream's name as Host (nginx's default $proxy_host), from an https origin.
+    console = make_console("  require_token_for_reads: true\n  public_origins: [https://console.city.example]")
+    status, headers, _ = call(console, "GET", f"/?token={TOKEN}", headers={"Host": "console:8090", **forwarded},
+                              allow_redirects=False)
+    assert status == 302 and SimpleCookie(headers["Set-Cookie"])[COOKIE]["secure"]
+
+
 @pytest.mark.parametrize("host", ["10.0.0.5:8090", "console.city.example:8090", "console.lan:8091"])
 def test_a_sign_in_whose_secure_cookie_the_browser_would_drop_is_refused_saying_why(make_console, host, caplog):
     """Over plain http, browsers keep a Secure cookie only from loopback names: a browser that opened the console at

@@ -374,6 +374,13 @@ def test_a_recording_read_again_goes_on_after_the_last_frame_published_at_the_ca
     assert np.allclose(np.diff(before + after), 0.2)
 
 
+def test_a_looping_recording_read_again_starts_from_its_beginning(clips):
+    # Going on after the last frame published would skim every loop played before: hours of them.
+    camera = CameraConfig(id="c", source=clips["short_gop"], fps=5, loop=True)
+    published = PublishedUpTo(3600.0)
+    assert published_times(camera, published, limit=3) == pytest.approx([0.0, 0.2, 0.4])
+
+
 def test_an_rtsp_source_ignores_what_was_published(clips):
     camera = CameraConfig(id="c", source=clips["long_gop"], fps=5, kind="rtsp")
     published = PublishedUpTo(5.0)

@@ -113,6 +113,16 @@ def test_a_pointer_whose_version_is_not_a_name_is_refused_naming_the_file_and_fi
         registry.serving()
 
 
+@pytest.mark.parametrize("history", [[{"at": 1}], "v1", [["v1"]], [{"version": 1}]])
+def test_a_pointer_whose_history_is_not_a_list_of_promotions_is_refused_naming_the_file_and_field(tmp_path, history):
+    # The inference stage reads the history at its start, for the versions to serve when the serving one fails.
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    (registry.root / "serving.json").write_text(json.dumps({"version": "v1", "history": history}))
+    with pytest.raises(ValueError, match=r"serving\.json: field 'history' must be a list of promotions"):
+        registry.pointer()
+
+
 @pytest.mark.parametrize("version", ["../other/v1", "v1/../../other/v1", "/other/v1", "v1\n"])
 def test_a_version_named_by_a_path_is_refused_and_nothing_outside_the_registry_is_promoted(tmp_path, version):
     """A gate given `../other/v1` would score, promote and serve another registry's model, and the workers would
