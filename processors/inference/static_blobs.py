@@ -2,10 +2,12 @@
 
 A per-cell background model over a coarse grid of the grey image (pure numpy, no OpenCV): a cell that differs
 from the background is foreground; it is *static* once its value has stayed the same since it turned foreground
-for `static_seconds`. Passing traffic keeps changing the cells it covers, so it never becomes static; a stopped
-vehicle does, which is why the traffic rules merge blobs with the vehicle they lie under. Foreground that stays for
-`absorb_seconds` becomes background (a parked object is not an obstacle for ever). The first background is the
-median of frames spread over the first `warmup_seconds`, so traffic passing at start-up does not leave a ghost; a
+for `static_seconds`; a blob of them is static since `min_cells` of its cells were (a speck of noise that an
+object came to cover is no blob, and does not date it). Passing traffic keeps changing the cells it covers, so it
+never becomes static; a stopped vehicle does, which is why the traffic rules merge blobs with the vehicle they lie
+under. Foreground that stays for `absorb_seconds` becomes background (a parked object is not an obstacle for ever).
+The first background is the median of frames spread over the first `warmup_seconds`, so traffic passing at start-up
+does not leave a ghost; a
 ghost that slips through anyway (a slow truck in most warm-up frames) shows the road when it leaves, so a static
 region that looks like the road around it, where the background did not, is learnt at once instead of reported.
 The background learns only where there is no foreground, so slow light changes are followed without swallowing objects.
@@ -169,10 +171,13 @@ class StaticBlobDetector:
                 continue
             rows, cols = found
             size = self.cell_px
+            # Static since it had a blob's worth of cells (min_cells): a speck of noise too small to be one, that an
+            # object came to cover looking much like it, does not date the object from before it arrived.
+            since = np.partition(self.foreground_since[found][member], self.min_cells - 1)[self.min_cells - 1]
             blobs.append(StaticBlob(
                 xyxy=(float(cols.start * size), float(rows.start * size), float(cols.stop * size),
                       float(rows.stop * size)),
-                static_since=float(np.nanmin(self.foreground_since[found][member])),
+                static_since=float(since),
                 fill_ratio=float(member.mean()),
             ))
         return blobs

@@ -39,6 +39,25 @@ def test_static_blob_is_found_and_passing_traffic_is_not():
     assert abs(blobs[0].static_since - (T0 + 2.0)) < 0.01
 
 
+def test_a_speck_of_noise_an_object_comes_to_cover_does_not_date_the_object():
+    """A cell flickers to a lighter grey at 2 s and stays so (a speck of compression noise, too small for a blob);
+    a box of much the same grey falls over it at 6 s. The box has stood since it fell, not since the speck."""
+    rng = np.random.default_rng(4)
+    detector = StaticBlobDetector(static_seconds=3.0, warmup_seconds=1.6)
+    blobs = []
+    for frame in range(60):  # 12 s at 5 fps
+        image = road(rng)
+        if frame >= 10:
+            image[304:312, 408:416] = 180  # one cell, twice as light as the road
+        if frame >= 30:
+            image[296:336, 400:448] = 200  # within the difference threshold of the speck
+        blobs = detector.update(image, T0 + frame * 0.2).blobs
+        if frame < 45:  # the speck alone is no blob, nor is the box before it has stood static_seconds
+            assert blobs == []
+    assert len(blobs) == 1
+    assert abs(blobs[0].static_since - (T0 + 6.0)) < 0.01
+
+
 def test_static_blob_is_absorbed_into_the_background_after_a_long_time():
     rng = np.random.default_rng(1)
     detector = StaticBlobDetector(static_seconds=1.0, absorb_seconds=10.0, warmup_seconds=1.6)

@@ -58,16 +58,64 @@ def test_a_blob_that_splits_vanishes_and_re_forms_is_one_obstacle():
 
 @pytest.mark.parametrize(("hidden_s", "events"), [(12.0, 1), (40.0, 2)])
 def test_an_obstacle_reported_then_hidden_for_a_while_is_still_one_incident(hidden_s, events):
-    """A fallen load raised as an obstacle, then hidden for longer than an unreported object's grace (a lorry
-    stopped beside it, smoke), found again where it was with a new static-since: the same incident, not a second
-    event once it has stood there again for obstacle_min_seconds. Gone for longer than a reported object's grace, it
-    was cleared away, and what stands there later is another obstacle."""
+    """A fallen load raised as an obstacle, then hidden for longer than an unreported object's grace by a dense
+    stream of cars squeezing past over it, found again where it was with a new static-since 3 s after the last car
+    has gone: the same incident, not a second event once it has stood there again for obstacle_min_seconds. Gone
+    for longer than a reported object's grace, it was cleared away, and what stands there later is another
+    obstacle."""
     load = (800.0, 320.0, 880.0, 360.0)  # in the westbound lane
     back = 25.0 + hidden_s
-    frames = [frame(seq, [], [(load, T0 + 1.0)] if 1 <= seq * STEP < 25 else [(load, T0 + back)] if seq * STEP >= back
-                    else []) for seq in range(int((back + 25) * FPS))]
+    # A car every 0.5 s at 200 px/s (100 px apart) from foot x 1340, over the load from 1.3 s to 2.1 s after it
+    # set off, the last one off it 3 s before the load is shown again.
+    starts = [23.0 + 0.5 * n for n in range(int((back - 3 - 2.1 - 23.0) / 0.5) + 1)]
+
+    def cars(t: float) -> list[tuple[int, str, tuple]]:
+        return [(10 + n, "car", (x - 40.0, 312.0, x + 40.0, 352.0)) for n, start in enumerate(starts)
+                if 0 <= (x := 1340 - 200 * (t - start)) <= 1340]
+
+    frames = [frame(seq, cars(seq * STEP), [(load, T0 + 1.0)] if 1 <= seq * STEP < 24 else [(load, T0 + back - 3)]
+                    if seq * STEP >= back else []) for seq in range(int((back + 25) * FPS))]
+    found = [e for e in run(frames) if e.type == "obstacle_in_lane"]
+    assert len(opened(found)) == events
+
+
+def test_a_cleared_obstacle_ends_once_the_road_is_seen_clear():
+    """The background model stops showing a fallen load the moment it is cleared away at 30 s, nothing standing over
+    its place: its event ends then, resolved resolve_seconds later, not a reported object's grace later."""
+    load = ((800.0, 320.0, 880.0, 360.0), T0 + 1.0)  # in the westbound lane
+    found = run([frame(seq, [], [load] if 1 <= seq * STEP < 30 else []) for seq in range(int(60 * FPS))])
+    assert [e.type for e in opened(found)] == ["obstacle_in_lane"]
+    (resolved,) = [e for e in found if e.state is EventState.RESOLVED]
+    assert resolved.ended_at < T0 + 30
+    assert resolved.updated_at <= T0 + 30 + SCENE.thresholds.resolve_seconds + STEP
+
+
+def test_an_obstacle_traffic_keeps_driving_past_and_over_stays_one_event_until_cleared():
+    """Cars in the westbound lane brush past a reported load, each hiding it from the background model, which shows
+    it again 3 s after the car has moved off it (with a new static-since): one event, open until it is cleared."""
+    load = (800.0, 320.0, 880.0, 360.0)
+    starts = [20.0 + 5 * n for n in range(5)]  # a car every 5 s at 200 px/s, foot x 1300 to 300 over 5 s
+
+    def car_boxes(t: float) -> list[tuple[int, str, tuple]]:
+        cars = []
+        for n, start in enumerate(starts):
+            x = 1300 - 200 * (t - start)
+            if 300 <= x <= 1300:
+                cars.append((10 + n, "car", (x - 40.0, 312.0, x + 40.0, 352.0)))
+        return cars
+
+    frames, last_over = [], 1.0  # when a car last overlapped the load (it stands from 1 s)
+    for seq in range(int(60 * FPS)):
+        t = seq * STEP
+        cars = car_boxes(t)
+        if any(box[0] < load[2] and box[2] > load[0] for _, _, box in cars):
+            last_over = t
+        shown = 1 <= t < 50 and t - last_over >= 3
+        frames.append(frame(seq, cars, [(load, T0 + last_over)] if shown else []))
     found = run(frames)
-    assert [e.type for e in opened(found)] == ["obstacle_in_lane"] * events
+    assert [e.type for e in opened(found)] == ["obstacle_in_lane"]
+    (resolved,) = [e for e in found if e.state is EventState.RESOLVED]
+    assert T0 + 49 < resolved.ended_at < T0 + 50
 
 
 def test_a_stopped_car_hidden_for_a_while_and_found_again_under_a_new_id_is_still_one_stopped_vehicle():

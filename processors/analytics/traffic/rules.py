@@ -30,6 +30,7 @@ from processors.analytics.traffic.static_objects import (
     incident_open,
     merge_objects,
     overlap,
+    seen_gone,
     touches_edge,
     union,
     update_objects,
@@ -193,8 +194,10 @@ def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], b
                     segment_meets_box(before, after, obj.box) for before, after in moves):
                 obj.excused_at, static_for = now, 0.0
             # Something unknown at the frame edge is partly out of view: a vehicle waiting half in the picture, or
-            # the camera's own caption or logo along the border. The view cannot tell either from an obstacle.
-            if static_for >= thresholds.obstacle_min_seconds and not touches_edge(obj.box, frame_size):
+            # the camera's own caption or logo along the border. The view cannot tell either from an obstacle. One
+            # seen gone was cleared away: its event ends now, not once it is forgotten.
+            if static_for >= thresholds.obstacle_min_seconds and not touches_edge(obj.box, frame_size) \
+                    and not seen_gone(obj, now):
                 key = _obstacle_incident(state, obj, obstacles_now)
                 box, confidence = obj.box, obj.confidence
                 earlier = obstacles_now.get(key)

@@ -130,6 +130,8 @@ class StaticObject(State):
     moving_to_since: float | None = Field(default=None, description="since when; None: none")
     excused_at: float | None = Field(default=None, description="last time a queue excused it (a vehicle) or a moving "
                                      "vehicle drove over it (an unknown object)")
+    covered_at: float | None = Field(default=None, description="last time a road user in view stood over most of it "
+                                     "(an unknown object), hiding it from the background model")
 
 
 class CollisionCandidate(State):

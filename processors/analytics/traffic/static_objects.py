@@ -9,7 +9,9 @@ incident. Here the pieces are merged in space and time:
   last position while static-blob evidence overlaps that position;
 - a blob fragment joins the object it overlaps most; fragments that overlap several objects merge them;
 - an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object,
-  and a longer one once it has been reported (hidden in smoke or behind a bus, it is still that incident);
+  and a longer one once it has been reported (a vehicle hidden in smoke, an object behind a bus stopped over it, is
+  still that incident); but an unknown object whose blobs are gone with no road user over it (nor one that moved
+  off it BLOB_SHOWN_AGAIN_S ago or less) is seen gone, cleared away, and its incident ends (seen_gone);
 - a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id);
 - an unknown object over or beside an obstacle raised already (closer than its own size: fragments_of_one) is part of
   that incident, which the rules report once over all its pieces.
@@ -28,7 +30,7 @@ from schemas.geometry import Point, box_cover, box_diagonal, box_intersection
 from schemas.settings.lines import Anchor
 
 SAME_OBJECT_OVERLAP = 0.3  # share of the smaller box two pieces of evidence must share to be one object
-MOVING_COVER = 0.5  # a blob mostly under a vehicle moving past it is hidden this frame, not gone
+MOVING_COVER = 0.5  # a blob mostly under a road user (a vehicle moving past it) is hidden this frame, not gone
 EDGE_MARGIN_PX = 4.0  # a box this close to the frame's border is cut off by it
 VEHICLE_MARGIN = 0.25  # of its box size on each side: a vehicle's shadow
 # Blobs where a vehicle vanished must add up to this share of its box's area: one hidden where it stopped changes
@@ -44,6 +46,9 @@ HIDDEN_VEHICLE_MIN_PX = 16.0
 CREEP_DIAGONALS_PER_S = 0.04
 # Evidence of an unknown object gone longer than this (five frames at 5 fps) is a gap in it, not a missed frame.
 BLOB_GAP_S = 1.0
+# The background model shows what a road user hid this long after it moved off (static_seconds): till then an unknown
+# object it hid is not yet seen gone.
+BLOB_SHOWN_AGAIN_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,18 @@ def fragments_of_one(a: Box, b: Box) -> bool:
 
 def union(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def covered(box: Box, others: list[Box]) -> bool:
+    """Whether one of `others` lies over at least MOVING_COVER of the box."""
+    return bool(others) and bool((box_intersection([box], others) >= MOVING_COVER * box_area(box)).any())
+
+
+def seen_gone(obj: StaticObject, now: float) -> bool:
+    """An unknown object that no evidence shows now and no road user has hidden for BLOB_SHOWN_AGAIN_S: the
+    background model, which would show it again by then, sees the road there (it was cleared away)."""
+    return obj.class_name is None and obj.last_evidence < now and (
+        obj.covered_at is None or now - obj.covered_at > BLOB_SHOWN_AGAIN_S)
 
 
 def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = EDGE_MARGIN_PX) -> bool:
@@ -122,10 +139,7 @@ def gather_evidence(scene: Scene, state: TrafficState, seen: list[TrackState], b
             track.held_at = now
             evidence.append(Evidence(track.box, min(blob.static_since for blob in stopped), track, track.confidence))
     for blob in blobs:
-        area = box_area(blob.xyxy)
-        hidden = bool(moving) and bool(
-            (box_intersection([blob.xyxy], [track.box for track in moving]) >= MOVING_COVER * area).any())
-        if not hidden:
+        if not covered(blob.xyxy, [track.box for track in moving]):
             evidence.append(Evidence(blob.xyxy, blob.static_since, None, blob.fill_ratio))
     return evidence
 
@@ -175,6 +189,8 @@ def update_objects(state: TrafficState, evidence: list[Evidence], seen: dict[int
         obj.confidence = max(obj.confidence, item.confidence)
     for obj in state.static_objects:
         obj.box = boxes_now.get(obj.key, obj.box)
+        if obj.class_name is None and covered(obj.box, list(seen.values())):
+            obj.covered_at = now
     # Gone: no evidence for the grace time, or its vehicle is in view somewhere else (it drove off). A vehicle
     # still in place whose box jitters (partly occluded, half out of the frame) is not at rest for a moment: it stays.
     state.static_objects = [obj for obj in state.static_objects
