@@ -7,9 +7,9 @@ object came to cover is no blob, and does not date it). Passing traffic keeps ch
 never becomes static; a stopped vehicle does, which is why the traffic rules merge blobs with the vehicle they lie
 under. Foreground that stays for `absorb_seconds` becomes background (a parked object is not an obstacle for ever).
 The first background is the median of frames spread over the first `warmup_seconds`, so traffic passing at start-up
-does not leave a ghost; a
-ghost that slips through anyway (a slow truck in most warm-up frames) shows the road when it leaves, so a static
-region that looks like the road around it, where the background did not, is learnt at once instead of reported.
+does not leave a ghost; a ghost that slips through anyway (a slow truck in most warm-up frames) shows the road when it
+leaves, so a static region that looks like the road around it, where the background did not, is learnt at once
+instead of reported.
 The background learns only where there is no foreground, so slow light changes are followed without swallowing objects.
 A sudden one is followed too: each frame is compared with the background scaled by their median ratio (an exposure step
 changes the whole picture by one factor), and a static region that is its background times one moderate factor (a
