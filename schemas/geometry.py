@@ -94,27 +94,47 @@ def points_in_polygon(points: np.ndarray, polygon: Sequence[Point]) -> np.ndarra
     return PolygonZone(polygon).contains(points)
 
 
+def _ray_crosses(x, y, x1, y1, y2, dx, dy):
+    """Whether the ray from (x, y) towards +x crosses the edge from (x1, y1) to (x1 + dx, y2), `dy` being y2 - y1 (any
+    number where that is 0: a level edge never straddles a ray). Numbers or arrays that broadcast, so that one point
+    and many are told by the very same comparisons, which decide on which side of the outline a point exactly on it
+    (or a ray through a vertex) falls."""
+    return ((y1 > y) != (y2 > y)) & (x < x1 + (y - y1) * dx / dy)
+
+
 class PolygonZone:
-    """A zone outline; `contains` answers for many points at once.
+    """A zone outline; `contains` answers for many points at once, `contains_point` for one (even-odd ray casting).
 
     The edges are prepared once, so a zone tested every frame (often for a single point) pays only the arithmetic.
     """
 
+    # Up to this many edges one point is told faster by plain arithmetic, edge after edge, than through numpy, whose
+    # fixed cost per call is that of some 50 edges.
+    PLAIN_EDGES = 40
+
     def __init__(self, polygon: Sequence[Point]):
         self.polygon = [tuple(map(float, point)) for point in polygon]
         vertices = np.asarray(self.polygon, dtype=float)
-        self._x1, self._y1 = vertices[:, 0], vertices[:, 1]
-        self._dx = np.roll(self._x1, -1) - self._x1
-        self._y2 = np.roll(self._y1, -1)
-        dy = self._y2 - self._y1
-        self._dy = np.where(dy != 0, dy, 1.0)  # horizontal edges never straddle a ray, their crossing is unused
+        x1, y1 = vertices[:, 0], vertices[:, 1]
+        y2 = np.roll(y1, -1)
+        dy = y2 - y1
+        self._edges = (x1, y1, y2, np.roll(x1, -1) - x1, np.where(dy != 0, dy, 1.0))
+        # The same edges as plain numbers, one tuple per edge: numpy's overhead on a single point is most of its cost.
+        self._edge_numbers = list(zip(*(column.tolist() for column in self._edges), strict=True))
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=float).reshape(-1, 2)
-        x, y = points[:, 0:1], points[:, 1:2]
-        straddles = (self._y1 > y) != (self._y2 > y)
-        x_cross = self._x1 + (y - self._y1) * self._dx / self._dy
-        return ((straddles & (x < x_cross)).sum(axis=1) % 2) == 1
+        return (_ray_crosses(points[:, 0:1], points[:, 1:2], *self._edges).sum(axis=1) % 2) == 1
+
+    def contains_point(self, point: Point) -> bool:
+        """`contains` for one point."""
+        if len(self._edge_numbers) > self.PLAIN_EDGES:
+            return bool(self.contains((point,))[0])
+        x, y = float(point[0]), float(point[1])
+        inside = False
+        for edge in self._edge_numbers:
+            inside ^= _ray_crosses(x, y, *edge)
+        return inside
 
     def side_of_segment(self, start: Point, end: Point) -> int:
         """The side of the segment start->end the zone lies on, as `side_of` numbers it (+1: where the normal

@@ -40,6 +40,33 @@ def test_zone_contains_many_points_at_once():
     assert zone.contains(np.zeros((0, 2))).shape == (0,)
 
 
+def test_one_point_is_told_as_among_many_on_the_outline_and_off_it():
+    square = PolygonZone(SQUARE)
+    # On the outline: the sides and corner nearest the origin are in, the far ones out, for one point as for many.
+    outline = [(0, 5), (5, 0), (0, 0), (10, 5), (5, 10), (10, 0), (10, 10), (0, 10)]
+    assert square.contains(outline).tolist() == [True] * 3 + [False] * 5
+    assert [square.contains_point(point) for point in outline] == [True] * 3 + [False] * 5
+    rng = random.Random(5)
+    for trial in range(600):
+        # Some on a small integer grid, where points fall exactly on edges and vertices, level and upright ones among
+        # them (and the outline may cross itself); some anywhere in a picture; a few of many edges.
+        on_grid = trial % 2 == 0
+        vertices = rng.randint(3, 9) if trial % 25 else rng.randint(PolygonZone.PLAIN_EDGES - 2, 256)
+        polygon = [(rng.randint(0, 6), rng.randint(0, 6)) if on_grid
+                   else (rng.uniform(-50, 1300), rng.uniform(-50, 750)) for _ in range(vertices)]
+        xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+        points = [*polygon, *[(x1 + share * (x2 - x1), y1 + share * (y2 - y1))
+                              for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1], strict=True)
+                              for share in (0.5, 0.25, 1 / 3, rng.random())]]
+        for _ in range(20):
+            points += [(rng.uniform(min(xs) - 1, max(xs) + 1), rng.uniform(min(ys) - 1, max(ys) + 1)),
+                       (rng.choice(xs), rng.uniform(min(ys), max(ys))), (rng.uniform(min(xs), max(xs)), rng.choice(ys))]
+        if on_grid:
+            points += [(x / 2, y / 2) for x in range(-1, 14) for y in range(-1, 14)]
+        zone = PolygonZone(polygon)
+        assert [zone.contains_point(point) for point in points] == zone.contains(points).tolist()
+
+
 @pytest.mark.parametrize("polygon, simple", [
     (SQUARE, True),
     ([(0, 0), (10, 10), (10, 0), (0, 10)], False),  # bow tie

@@ -167,14 +167,14 @@ class TrafficAnalyzer:
         people = [t for t in tracks if t.class_name == "person"]
         rules.record_contacts(self.scene, state, vehicles, {track.track_id for track in vehicles} - known, now)
         frame_size = (detections.image_width, detections.image_height)
-        vehicle_frame = self._vehicle_frame(detections, tracks, now)
-        converging.record_converging(self.scene, state, vehicle_frame)
-        self._remember(vehicle_frame, frame_size)
+        frames = converging.SampledFrames(state.recent_vehicles, self._vehicle_frame(detections, tracks, now))
+        converging.record_converging(self.scene, state, frames)
+        self._remember(frames, frame_size)
         # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
         # incident, carries the later evidence under the same key.
         impacts = rules.impacts(self.scene, state, now, frame_size)
         at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
-                                                         detections.seq, frame_size)
+                                                         detections.seq, frame_size, frames)
         output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues, frame_size)
         riding = rules.riders(state, people, rules.two_wheeler_boxes(detections), now)
         in_traffic = riding | rules.riding_in_streams(self.scene, people, now)
@@ -344,12 +344,12 @@ class TrafficAnalyzer:
         return VehicleFrame(time=now, boxes=boxes, track_ids=track_ids, class_names=class_names,
                             confidences=confidences)
 
-    def _remember(self, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+    def _remember(self, frames: converging.SampledFrames, frame_size: tuple[int, int]) -> None:
         """Keeps the last two frames at least SAMPLE_SPACING_S apart (motion between them is comparable at any frame
         rate); a sampled frame also tells which unconfirmed vehicles were lost."""
-        recent = self.state.recent_vehicles
+        recent, frame = self.state.recent_vehicles, frames.frame
         if not recent or frame.time - recent[-1].time >= SAMPLE_SPACING_S - 1e-6:
-            unconfirmed.keep_lost(self.scene, self.state, frame, frame_size)
+            unconfirmed.keep_lost(self.scene, self.state, frames, frame_size)
             self.state.recent_vehicles = [*recent, frame][-2:]
 
     def _record_motion(self, track: TrackState, point: tuple[float, float], now: float) -> None:

@@ -120,16 +120,15 @@ class FrameIndex:
                 for distance in [_measured_distance(measures, measured[index])] if distance is not None]
 
 
-def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
+def previous_of(earlier: VehicleFrame, earlier_index: FrameIndex, later: VehicleFrame) -> list[int | None]:
     """For each detection of `later`, the index of the same vehicle in `earlier` (None when it has none): by track id
-    where both are confirmed, else the nearest unclaimed detection of about its size."""
+    where both are confirmed, else the nearest unclaimed detection of about its size (`earlier_index`: earlier's)."""
     matched: list[int | None] = [None] * len(later.boxes)
     index_of = {track_id: i for i, track_id in enumerate(earlier.track_ids) if track_id != UNTRACKED}
     for i, track_id in enumerate(later.track_ids):
         matched[i] = index_of.get(track_id) if track_id != UNTRACKED else None
     claimed = {i for i in matched if i is not None}
     options = []
-    earlier_index = FrameIndex(earlier.boxes)
     for i, (box, track_id) in enumerate(zip(later.boxes, later.track_ids, strict=True)):
         if matched[i] is not None:
             continue
@@ -141,6 +140,32 @@ def previous_of(earlier: VehicleFrame, later: VehicleFrame) -> list[int | None]:
             matched[i] = j
             claimed.add(j)
     return matched
+
+
+class SampledFrames:
+    """The frame being analysed and the two sampled frames before it (`TrafficState.recent_vehicles`), each with its
+    index, and which detection continues which of the frame before (previous_of) from the first sampled frame to the
+    second and from the second to this one: the converging check, the search for lost unconfirmed vehicles and the
+    vehicles' moves all ask about these. Made anew for every frame; each is worked out once, when first asked for."""
+
+    def __init__(self, recent: list[VehicleFrame], frame: VehicleFrame):
+        self.recent = list(recent)
+        self.recent_indexes = [FrameIndex(sampled.boxes) for sampled in self.recent]
+        self.frame = frame
+        self.index = FrameIndex(frame.boxes)
+
+    @cached_property
+    def recent_previous(self) -> list[int | None]:
+        """For each detection of the second sampled frame, the same vehicle's in the first (previous_of; there must
+        be two)."""
+        first, second = self.recent
+        return previous_of(first, self.recent_indexes[0], second)
+
+    @cached_property
+    def frame_previous(self) -> list[int | None]:
+        """For each detection of this frame, the same vehicle's in the last sampled frame (previous_of; there must be
+        one)."""
+        return previous_of(self.recent[-1], self.recent_indexes[-1], self.frame)
 
 
 def _clearly_continues(earlier: FrameIndex, later: VehicleFrame, i: int, j: int) -> bool:
@@ -174,13 +199,12 @@ def _drove_on(candidate: CollisionCandidate, frame: FrameIndex, since_contact: f
     return False
 
 
-def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) -> None:
+def record_converging(scene: Scene, state: TrafficState, frames: SampledFrames) -> None:
     """Confirms the vehicles that converged into one box in an earlier frame as a collision once that box is one
     CONVERGED_MIN_SECONDS later and has lost their speed (forgets them when it is not, or when they are still apart
-    CONVERGED_WAIT_SECONDS after), and remembers each
-    pair of vehicles of the previous frame that converged into one box of this frame; `state.recent_vehicles` holds
-    the two sampled frames before this one."""
-    frame_index = FrameIndex(frame.boxes)
+    CONVERGED_WAIT_SECONDS after), and remembers each pair of vehicles of the previous frame that converged into one
+    box of this frame (`frames.frame`, after the two sampled frames before it)."""
+    frame, frame_index = frames.frame, frames.index
     for candidate in [c for c in state.collisions if c.merged_box is not None and c.confirmed_at is None]:
         around = [frame.boxes[index] for index in frame_index.meeting(candidate.merged_box)]
         since_contact = frame.time - candidate.contact_at
@@ -203,15 +227,14 @@ def record_converging(scene: Scene, state: TrafficState, frame: VehicleFrame) ->
             candidate.confirmed_at = frame.time
         else:
             state.collisions.remove(candidate)  # one box driving on: overlapping in the image, not locked together
-    if len(state.recent_vehicles) < 2:
+    if len(frames.recent) < 2:
         return
-    first, second = state.recent_vehicles
+    first, second = frames.recent
     if frame.time - first.time > 2 * MAX_FRAME_GAP_S or frame.time - second.time > MAX_FRAME_GAP_S:
         return
     thresholds = scene.thresholds
     step, ahead = second.time - first.time, frame.time - second.time
-    previous = previous_of(first, second)
-    first_index = FrameIndex(first.boxes)
+    previous, first_index = frames.recent_previous, frames.recent_indexes[0]
     moving = []  # (index in `second`, its centre's velocity in px/s)
     for i, j in enumerate(previous):
         # A box without area (clipped away, inverted) has no size to measure speed or growth against.

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, FrameIndex, previous_of
+from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, FrameIndex, SampledFrames
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
 from processors.analytics.traffic.state import (
@@ -91,15 +91,19 @@ def _one_vehicle(a: Box, b: Box) -> bool:
             and feet_apart <= SAME_VEHICLE_FOOT_HEIGHTS * min(a[3] - a[1], b[3] - b[1]))
 
 
-def vehicle_moves(scene: Scene, state: TrafficState, seen: list[TrackState], now: float) -> list[tuple[Point, Point]]:
+def vehicle_moves(scene: Scene, state: TrafficState, seen: list[TrackState], now: float,
+                  frames: SampledFrames) -> list[tuple[Point, Point]]:
     """Where vehicles that moved went on the ground (foot point before, now): on a sampled frame each vehicle
     detection, confirmed or not, since the sampled frame before, and each vehicle track seen now since its history's
     sample before, however many frames the detector missed it in between (up to MAX_FRAME_GAP_S)."""
     steps = []
     if len(state.recent_vehicles) == 2 and state.recent_vehicles[-1].time == now:
         first, second = state.recent_vehicles
+        # This frame and the sampled one before it, or the two before it where this one, captured at the very time of
+        # the last sampled frame, was not sampled.
+        previous = frames.frame_previous if second is frames.frame else frames.recent_previous
         steps = [(anchor_point(first.boxes[j], Anchor.BOTTOM_CENTER), second.boxes[i])
-                 for i, j in enumerate(previous_of(first, second)) if j is not None]
+                 for i, j in enumerate(previous) if j is not None]
     for track in seen:
         if track.class_name in scene.vehicle_classes and len(track.history) >= 2 \
                 and now - track.history[-2][0] <= MAX_FRAME_GAP_S:
@@ -137,14 +141,14 @@ def standing_queues(scene: Scene, state: TrafficState, vehicles: list[TrackState
 
 
 def objects_at_rest(scene: Scene, state: TrafficState, seen: list[TrackState], blobs: list[StaticBlob], now: float,
-                    seq: int, frame_size: tuple[int, int]) -> tuple[list[Condition], set[str]]:
+                    seq: int, frame_size: tuple[int, int], frames: SampledFrames) -> tuple[list[Condition], set[str]]:
     """One condition per physical object at rest where it should not be: a crashed or stopped vehicle, or an unknown
     object in a lane or zone. Severity follows what happened: a vehicle that came to rest through a collision or an
     abrupt stop is critical and is flagged after `collision_stopped_seconds`, any other after `stopped_seconds` (or its
     no-stopping zone's `allowed_seconds` for a class the zone allows).
     Also returns the stop lines where a red-light queue stands (standing_queues)."""
     thresholds = scene.thresholds
-    moves = vehicle_moves(scene, state, seen, now)
+    moves = vehicle_moves(scene, state, seen, now, frames)
     evidence = gather_evidence(scene, state, seen, blobs, moves, now, frame_size)
     # A queue's vehicles are those in view and those the detector lost that the background model still shows where
     # they stood (in perspective the cars queued behind hide the ones ahead, the head at the stop line included).

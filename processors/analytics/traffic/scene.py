@@ -116,7 +116,7 @@ class Scene:
                 zone = self._zones[id(polygon)] = PolygonZone(polygon)
             if len(self._answers) >= ANSWERS_KEPT:
                 self._answers.clear()
-            answer = self._answers[key] = bool(zone.contains((point,))[0])
+            answer = self._answers[key] = zone.contains_point(point)
         return answer
 
     def in_queue_area(self, point: tuple[float, float], line_ids) -> bool:

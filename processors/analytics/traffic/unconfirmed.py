@@ -9,20 +9,20 @@ out of the picture by then has left it.
 """
 from __future__ import annotations
 
-from processors.analytics.traffic.converging import FrameIndex, previous_of
+from processors.analytics.traffic.converging import SampledFrames
 from processors.analytics.traffic.scene import Scene, anchor_point
-from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame
+from processors.analytics.traffic.state import TrackState, TrafficState
 from processors.analytics.traffic.static_objects import touches_edge
 from schemas import UNTRACKED
 from schemas.settings.lines import Anchor
 
 
-def keep_lost(scene: Scene, state: TrafficState, frame: VehicleFrame, frame_size: tuple[int, int]) -> None:
+def keep_lost(scene: Scene, state: TrafficState, frames: SampledFrames, frame_size: tuple[int, int]) -> None:
     """Adds a lost track for each unconfirmed vehicle missing from the last sampled frame (`state.missed_unconfirmed`)
-    that this one, the next sampled frame, does not show either, where it stood or where it would have driven on to,
-    and whose path stays in view; then notes the unconfirmed vehicles of the sampled frame before
-    (`state.recent_vehicles`) that were moving fast and are gone from this one."""
-    frame_index = FrameIndex(frame.boxes)
+    that this one (`frames.frame`), the next sampled frame, does not show either, where it stood or where it would
+    have driven on to, and whose path stays in view; then notes the unconfirmed vehicles of the sampled frame before
+    that were moving fast and are gone from this one."""
+    frame, frame_index = frames.frame, frames.index
     for track in state.missed_unconfirmed:
         ahead = scene.box_ahead(track, frame.time)
         if not touches_edge(ahead, frame_size) and not any(frame_index.as_same_vehicle(where)
@@ -30,11 +30,11 @@ def keep_lost(scene: Scene, state: TrafficState, frame: VehicleFrame, frame_size
             state.tracks[state.next_unconfirmed_id] = track.model_copy(update={"track_id": state.next_unconfirmed_id})
             state.next_unconfirmed_id -= 1
     state.missed_unconfirmed = []
-    if len(state.recent_vehicles) < 2:
+    if len(frames.recent) < 2:
         return
-    first, second = state.recent_vehicles
-    went_on = {i for i in previous_of(second, frame) if i is not None}
-    for i, j in enumerate(previous_of(first, second)):
+    first, second = frames.recent
+    went_on = {i for i in frames.frame_previous if i is not None}
+    for i, j in enumerate(frames.recent_previous):
         box = second.boxes[i]
         if j is None or i in went_on or second.track_ids[i] != UNTRACKED or touches_edge(box, frame_size):
             continue
