@@ -6,10 +6,11 @@ from scipy import ndimage
 
 from processors.analytics.traffic import rules
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
-from processors.analytics.traffic.scene import Scene
+from processors.analytics.traffic.scene import GroundHistories, Scene
 from processors.analytics.traffic.state import TrackState, TrafficState
 from processors.inference.static_blobs import StaticBlobDetector
 from schemas import Detections
+from schemas.calibration import fit_homography
 from schemas.settings.config import CameraConfig, Config
 from tests.traffic.simulator import CALIBRATION, SCENE, T0
 
@@ -127,9 +128,34 @@ def test_speed_beyond_the_physical_bound_is_discarded():
     track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
                        confidence=0.9, rest_point=(0, 0), rest_since=T0,
                        history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
-    assert abs(scene.ground_speed_mps(track) - 20.0) < 1e-6  # 200 px/s = 20 m/s
+    assert abs(scene.ground_speed_mps(track, GroundHistories(scene.homography)) - 20.0) < 1e-6  # 200 px/s = 20 m/s
     track.history = [(T0, 100, 400, 40), (T0 + 1, 1200, 400, 40)]  # 110 m/s: an id switch, not a car
-    assert scene.ground_speed_mps(track) is None
+    assert scene.ground_speed_mps(track, GroundHistories(scene.homography)) is None
+
+
+def test_the_frames_ground_points_are_each_pair_of_samples_on_the_ground():
+    """Headings and speeds on the ground read the ground points of a track's whole history, transformed at once for
+    the frame: the very values (to the last bit) its two samples transformed alone give."""
+    homography = fit_homography([(300, 400), (980, 400), (1270, 710), (10, 710)], [(-3.5, 60), (3.5, 60), (3.5, 5),
+                                                                                    (-3.5, 5)])
+    scene = Scene(SCENE, homography)
+    rng = np.random.default_rng(5)
+    history = [(T0 + 0.2 * i, float(x), float(y), 40.0)
+               for i, (x, y) in enumerate(rng.uniform((0, 420), (1280, 720), (25, 2)))]
+    track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=history[-1][0],
+                       confidence=0.9, rest_point=(0, 0), rest_since=T0, history=history)
+    ground = GroundHistories(homography)
+
+    def alone(first: int, last: int) -> np.ndarray:
+        return homography.to_ground(np.asarray([history[first][1:3], history[last][1:3]]))
+
+    for first, last in [(0, 24), (3, 4), (10, 19), (19, 24)]:
+        points = alone(first, last)
+        assert scene.heading(track, history[first][0], history[last][0], ground) == (
+            float(points[1][0] - points[0][0]), float(points[1][1] - points[0][1]))
+    points = alone(19, 24)  # the sample a second before the newest
+    speed = float(np.linalg.norm(points[1] - points[0]) / (history[24][0] - history[19][0]))
+    assert scene.ground_speed_mps(track, ground) == speed
 
 
 def test_uncalibrated_scene_reports_no_speed():
@@ -137,7 +163,7 @@ def test_uncalibrated_scene_reports_no_speed():
     track = TrackState(track_id=1, class_name="car", box=(0, 0, 80, 40), first_seen=T0, last_seen=T0 + 1,
                        confidence=0.9, rest_point=(0, 0), rest_since=T0,
                        history=[(T0, 100, 400, 40), (T0 + 1, 300, 400, 40)])
-    assert scene.ground_speed_mps(track) is None
+    assert scene.ground_speed_mps(track, GroundHistories(scene.homography)) is None
 
 
 def test_the_speed_before_rest_of_a_vehicle_first_seen_moments_before_it_stopped():

@@ -17,7 +17,7 @@ from processors.analytics.traffic import converging, counting, rules, unconfirme
 from processors.analytics.traffic.congestion import LaneTraffic, congestion_conditions, observe_lanes
 from processors.analytics.traffic.fallback_tracker import assign_track_ids
 from processors.analytics.traffic.incidents import reconcile, resolve_all
-from processors.analytics.traffic.scene import Scene, anchor_point, box_area, edges_moved
+from processors.analytics.traffic.scene import GroundHistories, Scene, anchor_point, box_area, edges_moved
 from processors.analytics.traffic.state import TrackState, TrafficState, VehicleFrame, max_tracks
 from schemas import UNTRACKED, Detections, Event
 from schemas.base import frame_seen, with_frame
@@ -165,17 +165,18 @@ class TrafficAnalyzer:
         tracks = [track for track, _ in seen]
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
-        rules.record_contacts(self.scene, state, vehicles, {track.track_id for track in vehicles} - known, now)
+        ground = GroundHistories(self.scene.homography)
+        rules.record_contacts(self.scene, state, vehicles, {track.track_id for track in vehicles} - known, now, ground)
         frame_size = (detections.image_width, detections.image_height)
         frames = converging.SampledFrames(state.recent_vehicles, self._vehicle_frame(detections, tracks, now))
         converging.record_converging(self.scene, state, frames)
         self._remember(frames, frame_size)
         # A collision seen at contact comes before the objects at rest: their standstill, when it joins that
         # incident, carries the later evidence under the same key.
-        impacts = rules.impacts(self.scene, state, now, frame_size)
+        impacts = rules.impacts(self.scene, state, now, frame_size, ground)
         at_rest, standing_queues = rules.objects_at_rest(self.scene, state, tracks, detections.static_blobs or [], now,
                                                          detections.seq, frame_size, frames)
-        output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues, frame_size)
+        output.lanes = observe_lanes(self.scene, state, vehicles, now, standing_queues, frame_size, ground)
         riding = rules.riders(state, people, rules.two_wheeler_boxes(detections), now)
         in_traffic = riding | rules.riding_in_streams(self.scene, people, now)
         conditions = [
@@ -183,7 +184,7 @@ class TrafficAnalyzer:
             *at_rest,
             *rules.wrong_way(self.scene, state, vehicles, frame_size),
             *rules.pedestrians_on_roadway(self.scene, state, people, vehicles, in_traffic, standing_queues, now,
-                                          detections.image_height),
+                                          detections.image_height, ground),
             *rules.obstacles(self.scene, tracks, now),
             *congestion_conditions(self.scene, output.lanes),
             *rules.vehicles_in_pedestrian_areas(self.scene, state, tracks, riding, now, frame_size),

@@ -15,7 +15,7 @@ import numpy as np
 
 from processors.analytics.traffic.incidents import Condition
 from processors.analytics.traffic.rules import cut_by_the_edge, foot
-from processors.analytics.traffic.scene import Scene
+from processors.analytics.traffic.scene import GroundHistories, Scene
 from processors.analytics.traffic.state import TrackState, TrafficState
 from schemas import Severity
 
@@ -45,14 +45,15 @@ def level_of(occupancy: float, queued: float, scene: Scene) -> CongestionLevel:
 
 
 def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState], now: float,
-                  standing_queues: set[str], frame_size: tuple[int, int]) -> list[LaneTraffic]:
+                  standing_queues: set[str], frame_size: tuple[int, int], ground: GroundHistories) -> list[LaneTraffic]:
     """Adds this frame to every lane's window; returns each lane's window figures.
 
     Vehicles waiting in a red-light queue (the queue area of a stop line in `standing_queues`) are left out: a queue
     at a signal is the junction working, not congestion. A queue that stands longer than a red light can
     (`max_red_light_seconds`) is no longer in `standing_queues`, and counts. So are vehicles whose box the frame edge
     is cutting as they leave or enter the view (rules.cut_by_the_edge): the box moves with the cut, so a large
-    vehicle driving out of the picture reads as one standing over much of the lane."""
+    vehicle driving out of the picture reads as one standing over much of the lane. `ground`: this frame's ground
+    points of the tracks' histories."""
     window = scene.thresholds.congestion_window_seconds
     second = math.floor(now)
     by_lane: dict[str, list[TrackState]] = {lane_id: [] for lane_id in scene.lanes}
@@ -74,7 +75,8 @@ def observe_lanes(scene: Scene, state: TrafficState, vehicles: list[TrackState],
             covered |= (grid[:, 0] >= x1) & (grid[:, 0] <= x2) & (grid[:, 1] >= y1) & (grid[:, 1] <= y2)
         occupancy = float(covered.mean()) if len(grid) else 0.0
         queued = sum(scene.is_stopped(vehicle) for vehicle in lane_vehicles)
-        speeds = [s for v in lane_vehicles if not scene.is_stopped(v) and (s := scene.ground_speed_mps(v)) is not None]
+        speeds = [s for v in lane_vehicles
+                  if not scene.is_stopped(v) and (s := scene.ground_speed_mps(v, ground)) is not None]
         buckets = [b for b in state.congestion.get(lane_id, []) if b[0] > second - window]
         if not buckets or buckets[-1][0] != second:
             buckets.append([second, 0.0, 0.0, 0, 0.0, 0])

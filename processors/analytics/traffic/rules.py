@@ -7,12 +7,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 
 from processors.analytics.traffic.converging import MAX_FRAME_GAP_S, FrameIndex, SampledFrames
 from processors.analytics.traffic.incidents import Condition
-from processors.analytics.traffic.scene import Scene, anchor_point, box_segment_distance, segment_meets_box
+from processors.analytics.traffic.scene import (
+    GroundHistories,
+    Scene,
+    anchor_point,
+    box_segment_distance,
+    segment_meets_box,
+)
 from processors.analytics.traffic.state import (
     MAX_COLLISION_CANDIDATES,
     Box,
@@ -781,14 +788,16 @@ QUEUED_RIDER_MAX_SPEED_BOX_PER_S = 0.3
 
 
 def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[TrackState], vehicles: list[TrackState],
-                           riding: set[int], queues: set[str], now: float, frame_height: int) -> list[Condition]:
+                           riding: set[int], queues: set[str], now: float, frame_height: int,
+                           ground: GroundHistories) -> list[Condition]:
     """People on the roadway outside crosswalks and sidewalks (riders of bicycles and motorcycles are traffic), and
     fast vehicles on a crosswalk while someone is on it. A person cut off by the bottom of the frame stands somewhere
     below it (or rides a two-wheeler out of view): not placed on the roadway. Nor is one that has not gone half a body
     height from where it was first seen: people walk onto a road, and a "person" that stays where it appeared is a
     post, a sign or a signal head (once it walks it counts), nor one standing in a red-light queue's area while the
     queue stands (`queues`: its stop lines), a rider whose two-wheeler the vehicles packed around it hide. `riding`:
-    the riders' track ids (`riders`, and `riding_in_streams`).
+    the riders' track ids (`riders`, and `riding_in_streams`); `ground`: this frame's ground points of the tracks'
+    histories.
     People walking together on the roadway are one incident, as is a person the tracker loses and finds again under
     a new id: one on the roadway beside a person of an open incident (`_walking_with`) is that incident at once."""
     config, thresholds = scene.config, scene.thresholds
@@ -825,7 +834,7 @@ def pedestrians_on_roadway(scene: Scene, state: TrafficState, people: list[Track
         elif crosswalk is not None and scene.calibrated:
             walk = next(c for c in config.crosswalks if c.id == crosswalk)
             fast = [(v, speed) for v in vehicles if scene.is_in(foot(v), walk.polygon)
-                    and (speed := scene.ground_speed_mps(v)) is not None
+                    and (speed := scene.ground_speed_mps(v, ground)) is not None
                     and speed >= thresholds.crosswalk_vehicle_speed_mps]
             if fast:
                 vehicle, speed = max(fast, key=lambda pair: pair[1])
@@ -877,11 +886,12 @@ def obstacles(scene: Scene, tracks: list[TrackState], now: float) -> list[Condit
 
 
 def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState], appeared: set[int],
-                    now: float) -> None:
+                    now: float, ground: GroundHistories) -> None:
     """Remembers pairs of vehicles whose boxes touched while one was moving fast: if their motion right after
     shows the impact (`impacts`), or one of them comes to rest soon after (objects_at_rest), it is a collision.
     Contacts expire once that can no longer happen. `appeared`: the ids of the tracks first seen in this frame (one
-    found again as a vehicle lost a moment ago included)."""
+    found again as a vehicle lost a moment ago included). `ground`: this frame's ground points of the tracks'
+    histories."""
     thresholds = scene.thresholds
     # The contact remembered for each pair, found by its pair: a jam has thousands of contacts in a few seconds.
     known: dict[tuple[int, int], CollisionCandidate] = {}
@@ -896,6 +906,8 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
     # Each pair once, a vehicle of this frame first.
     pairs, overlaps = overlapping_pairs([vehicle.box for vehicle in candidates], len(vehicles))
     _note_second_detections(vehicles, pairs[pairs[:, 1] < len(vehicles)], appeared)
+    # How each vehicle moved up to now, measured once: in a jam a vehicle makes several new contacts a frame.
+    before_contact: dict[int, MotionBeforeContact] = {}
     for i, j in pairs[overlaps >= thresholds.collision_min_iou]:
         a, b = vehicles[i], candidates[j]
         pair = tuple(sorted((a.track_id, b.track_id)))
@@ -905,15 +917,18 @@ def record_contacts(scene: Scene, state: TrafficState, vehicles: list[TrackState
         speed = max(_contact_speed(scene, a, b, now), _contact_speed(scene, b, a, now))
         if speed >= thresholds.collision_min_speed_box_per_s:
             first, second = (a, b) if a.track_id == pair[0] else (b, a)
-            velocities = [scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now) for vehicle in (first, second)]
-            turning = [_turning(scene, vehicle, now) for vehicle in (first, second)]
+            for vehicle in (first, second):
+                if vehicle.track_id not in before_contact:
+                    before_contact[vehicle.track_id] = _motion_before_contact(scene, vehicle, now, ground)
+            motions = (before_contact[first.track_id], before_contact[second.track_id])
             known[pair] = CollisionCandidate(
                 track_ids=pair, contact_at=now, speed_box_per_s=speed,
                 class_names=(first.class_name, second.class_name),
-                velocities_before=(scene.velocity(first, now - 1.0, now), scene.velocity(second, now - 1.0, now)),
-                speeds_at_contact=tuple(math.hypot(*v) if v else 0.0 for v in velocities),
-                headings_before=(turning[0][0], turning[1][0]), turn_rates_before=(turning[0][1], turning[1][1]),
-                still_before=(_still_for(scene, first), _still_for(scene, second)))
+                velocities_before=tuple(motion.velocity for motion in motions),
+                speeds_at_contact=tuple(motion.speed for motion in motions),
+                headings_before=tuple(motion.heading for motion in motions),
+                turn_rates_before=tuple(motion.turn_rate for motion in motions),
+                still_before=tuple(motion.still_for for motion in motions))
             state.collisions.append(known[pair])
     keep_for = thresholds.collision_stop_within_seconds + thresholds.collision_stopped_seconds
     state.collisions = [c for c in state.collisions if now - c.contact_at <= keep_for]
@@ -969,12 +984,31 @@ def _second_detection_in(state: TrafficState, candidate: CollisionCandidate) -> 
     return any(track.doubles in state.tracks for track in _tracks_of(state, candidate.track_ids))
 
 
-def _turning(scene: Scene, vehicle: TrackState, now: float) -> tuple[tuple[float, float] | None, float]:
+class MotionBeforeContact(NamedTuple):
+    """How a vehicle moved up to a contact (CollisionCandidate's fields for one party)."""
+    velocity: tuple[float, float] | None  # over the second before, box heights per second (Scene.velocity)
+    speed: float  # over the IMPACT_SPEED_SECONDS before, box heights per second; 0 without one
+    heading: tuple[float, float] | None  # over the IMPACT_SPEED_SECONDS before (_turning)
+    turn_rate: float  # degrees per second (_turning)
+    still_for: float  # seconds (_still_for)
+
+
+def _motion_before_contact(scene: Scene, vehicle: TrackState, now: float,
+                           ground: GroundHistories) -> MotionBeforeContact:
+    velocity = scene.velocity(vehicle, now - IMPACT_SPEED_SECONDS, now)
+    heading, turn_rate = _turning(scene, vehicle, now, ground)
+    return MotionBeforeContact(velocity=scene.velocity(vehicle, now - 1.0, now),
+                               speed=math.hypot(*velocity) if velocity else 0.0, heading=heading, turn_rate=turn_rate,
+                               still_for=_still_for(scene, vehicle))
+
+
+def _turning(scene: Scene, vehicle: TrackState, now: float,
+             ground: GroundHistories) -> tuple[tuple[float, float] | None, float]:
     """Which way a vehicle went over the IMPACT_SPEED_SECONDS up to now (Scene.heading), and how fast it was turning
     (degrees per second: the change from its heading over the IMPACT_SPEED_SECONDS before; 0 without one, or when
     it moved too slowly in either for its heading to be more than box jitter)."""
     windows = [(now - 2 * IMPACT_SPEED_SECONDS, now - IMPACT_SPEED_SECONDS), (now - IMPACT_SPEED_SECONDS, now)]
-    earlier, heading = (scene.heading(vehicle, *window) for window in windows)
+    earlier, heading = (scene.heading(vehicle, *window, ground) for window in windows)
     moving = all(math.hypot(*velocity) >= scene.thresholds.collision_min_speed_box_per_s / 2
                  for velocity in (scene.velocity(vehicle, *window) or (0.0, 0.0) for window in windows))
     rate = _turn_degrees(earlier, heading) / IMPACT_SPEED_SECONDS if heading and earlier and moving else 0.0
@@ -1015,7 +1049,8 @@ def _measure_first_seen_at_contact(scene: Scene, candidate: CollisionCandidate,
     candidate.speeds_at_contact = (speeds[0], speeds[1])
 
 
-def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int]) -> list[Condition]:
+def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int, int],
+            ground: GroundHistories) -> list[Condition]:
     """Collisions seen at contact, before anything comes to rest: after touching at speed, both vehicles' motion
     broke off at once (each stopped dead, swerved, or vanished mid-view while moving fast: overturned, in dust,
     behind debris). Vehicles passing each other, or overlapping in perspective, keep their speed and heading (or the
@@ -1031,7 +1066,7 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
         if (candidate.confirmed_at is None and since_contact <= thresholds.impact_window_seconds
                 and not _second_detection_in(state, candidate)):
             tracks = [state.tracks.get(track_id) for track_id in candidate.track_ids]
-            breaks = [_motion_break(scene, track, candidate, party, now, frame_size)
+            breaks = [_motion_break(scene, track, candidate, party, now, frame_size, ground)
                       for party, track in enumerate(tracks)]
             # Both broke off, and at least one break was seen (two vehicles merely lost together are one vehicle
             # detected twice, or both hidden).
@@ -1056,7 +1091,7 @@ def impacts(scene: Scene, state: TrafficState, now: float, frame_size: tuple[int
 
 
 def _motion_break(scene: Scene, track: TrackState | None, candidate: CollisionCandidate, party: int, now: float,
-                  frame_size: tuple[int, int]) -> str | None:
+                  frame_size: tuple[int, int], ground: GroundHistories) -> str | None:
     """How the motion of the candidate's `party` (0 or 1) broke off at the contact, in words, or None while it
     carries on (or it is too early to tell). Stopping dead is losing speed at the contact faster than brakes slow a
     vehicle; swerving is turning by impact_turn_degrees within impact_min_seconds of the contact, besides any turn it
@@ -1087,13 +1122,14 @@ def _motion_break(scene: Scene, track: TrackState | None, candidate: CollisionCa
             if right_after else 0.0
         if slowing > BRAKING_MAX_BOX_PER_S2:
             return "stopped dead"
-    turn = _swerve(scene, track, candidate, party)
+    turn = _swerve(scene, track, candidate, party, ground)
     if turn is not None and abs(turn) >= thresholds.impact_turn_degrees:
         return f"swerved {abs(turn):.0f} degrees"
     return None
 
 
-def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, party: int) -> float | None:
+def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, party: int,
+            ground: GroundHistories) -> float | None:
     """How far (degrees, signed) a vehicle's heading over the impact_min_seconds after the contact turned from its
     heading just before it, less what the turn it was making then (CollisionCandidate.turn_rates_before) explains; None
     when it moved too slowly either side, or was followed under CONTACT_SPEED_MIN_TRACKED_S either side, for its
@@ -1105,7 +1141,7 @@ def _swerve(scene: Scene, track: TrackState, candidate: CollisionCandidate, part
         return None
     before, heading = candidate.velocities_before[party], candidate.headings_before[party]
     end = contact_at + scene.thresholds.impact_min_seconds + CAPTURE_SLACK_S
-    after, heading_after = scene.velocity(track, contact_at, end), scene.heading(track, contact_at, end)
+    after, heading_after = scene.velocity(track, contact_at, end), scene.heading(track, contact_at, end, ground)
     if (before is None or heading is None or after is None or heading_after is None
             or min(math.hypot(*before), math.hypot(*after)) < fast):
         return None

@@ -147,14 +147,14 @@ class Scene:
 
     def speed_box_per_s(self, track: TrackState, span_s: float = 1.0) -> float:
         """Anchor speed over about the last `span_s`, in box heights per second: comparable across the image."""
-        earlier = _sample_before(track, track.last_seen - span_s)
+        earlier = _index_before(track, track.last_seen - span_s)
         if earlier is None:
             return 0.0
-        now = track.history[-1]
-        elapsed = now[0] - earlier[0]
+        then, now = track.history[earlier], track.history[-1]
+        elapsed = now[0] - then[0]
         if elapsed <= 0:
             return 0.0
-        return math.hypot(now[1] - earlier[1], now[2] - earlier[2]) / max(now[3], 1.0) / elapsed
+        return math.hypot(now[1] - then[1], now[2] - then[2]) / max(now[3], 1.0) / elapsed
 
     def speed_before_rest(self, track: TrackState, span_s: float = 1.0) -> float:
         """Anchor speed over the `span_s` before the track came to rest, in box heights per second: from its first
@@ -179,31 +179,35 @@ class Scene:
     def velocity(self, track: TrackState, start: float, end: float) -> tuple[float, float] | None:
         """Mean anchor velocity between the samples nearest `start` and `end` (at or before each), in box heights per
         second; None when the history holds no two such samples."""
-        samples = _samples_spanning(track, start, end)
-        if samples is None:
+        span = _spanning(track, start, end)
+        if span is None:
             return None
-        first, last = samples
+        first, last = (track.history[index] for index in span)
         scale = max(first[3], last[3], 1.0) * (last[0] - first[0])
         return (last[1] - first[1]) / scale, (last[2] - first[2]) / scale
 
-    def heading(self, track: TrackState, start: float, end: float) -> tuple[float, float] | None:
+    def heading(self, track: TrackState, start: float, end: float,
+                ground: GroundHistories) -> tuple[float, float] | None:
         """Which way the anchor went between the same samples as `velocity`'s: on the ground where the camera is
-        calibrated (seen along a road, the picture sharpens every turn), else in the picture; None likewise."""
-        samples = _samples_spanning(track, start, end)
-        if samples is None:
+        calibrated (seen along a road, the picture sharpens every turn), else in the picture; None likewise.
+        `ground`: this frame's ground points of the tracks' histories."""
+        span = _spanning(track, start, end)
+        if span is None:
             return None
-        points = np.asarray([sample[1:3] for sample in samples], float)
-        if self.homography is not None:
-            points = self.homography.to_ground(points)
+        first, last = span
+        if self.homography is None:
+            points = [track.history[index][1:3] for index in span]
+        else:
+            points = ground.of(track)[[first, last]].tolist()
         return float(points[1][0] - points[0][0]), float(points[1][1] - points[0][1])
 
     def point_ahead(self, track: TrackState, since: float, at: float) -> tuple[float, float] | None:
         """Where the track's anchor would be at `at` had it kept the velocity of its half second up to `since`; None
         without two history samples to tell it."""
-        samples = _samples_spanning(track, since - 0.5, since)
-        if samples is None:
+        span = _spanning(track, since - 0.5, since)
+        if span is None:
             return None
-        first, last = samples
+        first, last = (track.history[index] for index in span)
         share = (at - last[0]) / (last[0] - first[0])
         return last[1] + (last[1] - first[1]) * share, last[2] + (last[2] - first[2]) * share
 
@@ -215,38 +219,61 @@ class Scene:
             return track.box
         return shifted(track.box, ahead[0] - track.history[-1][1], ahead[1] - track.history[-1][2])
 
-    def ground_speed_mps(self, track: TrackState, span_s: float = 1.0) -> float | None:
-        """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound."""
+    def ground_speed_mps(self, track: TrackState, ground: GroundHistories, span_s: float = 1.0) -> float | None:
+        """Speed in m/s where calibrated; None without calibration or when above the physical sanity bound.
+        `ground`: this frame's ground points of the tracks' histories."""
         if self.homography is None:
             return None
-        earlier = _sample_before(track, track.last_seen - span_s)
+        earlier = _index_before(track, track.last_seen - span_s)
         if earlier is None:
             return None
-        now = track.history[-1]
-        if now[0] <= earlier[0]:
+        elapsed = track.history[-1][0] - track.history[earlier][0]
+        if elapsed <= 0:
             return None
-        ground = self.homography.to_ground(np.asarray([[earlier[1], earlier[2]], [now[1], now[2]]]))
-        speed = float(np.linalg.norm(ground[1] - ground[0]) / (now[0] - earlier[0]))
+        points = ground.of(track)
+        speed = float(np.linalg.norm(points[-1] - points[earlier]) / elapsed)
         return speed if speed <= self.thresholds.max_plausible_speed_mps else None
 
 
-def _samples_spanning(track: TrackState, start: float, end: float):
-    """The history samples nearest `start` and `end` (at or before each; the oldest for a `start` before it), or None
-    when they are not two."""
+class GroundHistories:
+    """Where the anchor of each history sample of the tracks lies on the ground (metres), for one frame: the motion
+    measures ask about a few samples of the same vehicle many times a frame (its heading for each contact it makes,
+    its speed for each rule), and transforming a track's whole history at once costs what two of its samples do.
+    Made anew for every frame, as each frame changes the histories; a track's is worked out when first asked for."""
+
+    def __init__(self, homography: Homography | None):
+        self.homography = homography
+        self.by_track: dict[int, np.ndarray] = {}
+
+    def of(self, track: TrackState) -> np.ndarray:
+        """The ground points of the track's history samples, (N, 2), in their order (a calibrated camera's only)."""
+        points = self.by_track.get(track.track_id)
+        if points is None:
+            points = self.by_track[track.track_id] = self.homography.to_ground(
+                np.asarray([sample[1:3] for sample in track.history], float))
+        return points
+
+
+def _spanning(track: TrackState, start: float, end: float) -> tuple[int, int] | None:
+    """Where in the history the samples nearest `start` and `end` are (at or before each; the oldest for a `start`
+    before it), or None when they are not two."""
     history = track.history
-    last = next((s for s in reversed(history) if s[0] <= end), None)
-    first = next((s for s in reversed(history) if s[0] <= start), history[0] if history else None)
-    if last is None or first is None or last[0] <= first[0]:
+    newest_first = range(len(history) - 1, -1, -1)
+    last = next((index for index in newest_first if history[index][0] <= end), None)
+    first = next((index for index in newest_first if history[index][0] <= start), 0 if history else None)
+    if last is None or first is None or history[last][0] <= history[first][0]:
         return None
     return first, last
 
 
-def _sample_before(track: TrackState, time: float):
-    """The latest history sample at or before `time`, else the oldest one if it is older than the newest."""
-    candidates = [s for s in track.history[:-1] if s[0] <= time]
-    if candidates:
-        return candidates[-1]
-    return track.history[0] if len(track.history) > 1 else None
+def _index_before(track: TrackState, time: float) -> int | None:
+    """Where in the history the latest sample at or before `time` but the newest is, else the oldest one if it is not
+    the newest."""
+    history = track.history
+    before = next((index for index in range(len(history) - 2, -1, -1) if history[index][0] <= time), None)
+    if before is not None:
+        return before
+    return 0 if len(history) > 1 else None
 
 
 def _grid_inside(polygon) -> np.ndarray:
