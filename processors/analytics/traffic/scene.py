@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
@@ -13,6 +14,7 @@ from schemas.settings.lines import Anchor
 from schemas.settings.traffic import SceneConfig
 
 ANSWERS_KEPT = 4096
+_UNKNOWN = object()  # a question not yet answered (an answer may be None)
 OCCUPANCY_GRID_POINTS = 400  # sample points per lane for occupancy: ~0.25 % resolution, cheap to test
 
 
@@ -92,7 +94,7 @@ class Scene:
                           for lane in config.lanes}
         self.homography = homography
         self._zones: dict[int, PolygonZone] = {}
-        self._answers: dict[tuple[tuple[float, float], int], bool] = {}
+        self._answers: dict[tuple[tuple[float, float], int | None], bool | str | None] = {}
         self.lane_grids = {lane.id: _grid_inside(lane.polygon) for lane in config.lanes}
 
     @property
@@ -100,24 +102,31 @@ class Scene:
         return self.homography is not None
 
     def lane_of(self, point: tuple[float, float]) -> str | None:
-        for lane in self.config.lanes:
-            if self.is_in(point, lane.polygon):
-                return lane.id
-        return None
+        # Asked for every sample of every vehicle's recent history each frame: kept as one answer, not one per lane.
+        return self._kept((point, None), lambda: next(
+            (lane.id for lane in self.config.lanes if self._zone(lane.polygon).contains_point(point)), None))
 
     def is_in(self, point: tuple[float, float], polygon) -> bool:
-        # The rules ask about the same foot points and regions several times per frame: answers are kept for the
-        # last few thousand questions. Keyed by identity: the polygons are the configuration's, alive with the scene.
-        key = (point, id(polygon))
-        answer = self._answers.get(key)
-        if answer is None:
-            zone = self._zones.get(id(polygon))
-            if zone is None:
-                zone = self._zones[id(polygon)] = PolygonZone(polygon)
+        return self._kept((point, id(polygon)), lambda: self._zone(polygon).contains_point(point))
+
+    def _kept(self, key: tuple[tuple[float, float], int | None],
+              work: Callable[[], bool | str | None]) -> bool | str | None:
+        """The answer to a question about a point, worked out by `work` unless kept. The rules ask about the same foot
+        points and regions several times per frame, and about a vehicle's history frame after frame: answers are kept
+        for the last few thousand questions. Keyed by the point and the polygon's identity (the polygons are the
+        configuration's, alive with the scene), or None for which lane."""
+        answer = self._answers.get(key, _UNKNOWN)
+        if answer is _UNKNOWN:
             if len(self._answers) >= ANSWERS_KEPT:
                 self._answers.clear()
-            answer = self._answers[key] = zone.contains_point(point)
+            answer = self._answers[key] = work()
         return answer
+
+    def _zone(self, polygon) -> PolygonZone:
+        zone = self._zones.get(id(polygon))
+        if zone is None:
+            zone = self._zones[id(polygon)] = PolygonZone(polygon)
+        return zone
 
     def in_queue_area(self, point: tuple[float, float], line_ids) -> bool:
         """Whether the point lies in the queue area of one of these stop lines (those whose red-light queue stands)."""
