@@ -160,6 +160,13 @@ class PolygonZone:
         return int(side_of(mean, a, b)[0]) or 1
 
 
+def positions_along(points: Sequence[Point], direction: np.ndarray) -> list[float]:
+    """Each point's position along `direction`, a (2,) array: its dot product with it, to the last bit as np.dot gives
+    it for the point alone. The points are stacked for numpy to take one dot product each; a matrix-vector product
+    (points @ direction) sums by another kernel, which may round differently."""
+    return (np.asarray(points, dtype=float).reshape(-1, 1, 2) @ direction).ravel().tolist()
+
+
 def point_segment_distance(point: Point, start: Point, end: Point) -> float:
     """Distance from a point to the closest point of the segment start-end."""
     p, a, b = np.asarray(point, float), np.asarray(start, float), np.asarray(end, float)

@@ -12,6 +12,7 @@ from schemas.geometry import (
     polygon_area,
     polygon_cell_weights,
     polygon_is_simple,
+    positions_along,
     segments_intersect,
 )
 
@@ -142,6 +143,16 @@ def test_paired_boxes_measure_as_their_entries_of_every_pair():
         assert np.array_equal(measure(boxes[first], boxes[second], paired=True), measure(boxes, boxes)[first, second])
     with pytest.raises(ValueError, match="paired one to one"):
         box_iou(boxes[:2], boxes[:3], paired=True)
+
+
+def test_positions_along_a_direction_are_each_points_dot_product_to_the_last_bit():
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        direction = rng.normal(size=2)
+        direction /= np.hypot(*direction)
+        points = [tuple(point) for point in rng.uniform(0, 1920, size=(int(rng.integers(1, 30)), 2)).round(1)]
+        assert positions_along(points, direction) == [float(np.dot(point, direction)) for point in points]
+    assert positions_along([], np.array([1.0, 0.0])) == []
 
 
 def test_the_grid_offers_every_box_that_shares_a_point_with_the_one_asked_about():

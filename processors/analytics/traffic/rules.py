@@ -43,7 +43,7 @@ from processors.analytics.traffic.static_objects import (
     update_objects,
 )
 from schemas import Detections, Severity, StaticBlob
-from schemas.geometry import Point, box_cover, box_diagonal, box_intersection, box_iou
+from schemas.geometry import Point, box_cover, box_diagonal, box_intersection, box_iou, positions_along
 from schemas.settings.lines import Anchor
 
 STANDING_FACTOR = 0.25  # pedestrian-area score of a vehicle standing still, relative to one moving
@@ -701,7 +701,7 @@ def _follow_lane_stretch(vehicle: TrackState, stretch: list[tuple[float, float, 
     since. The history keeps a few seconds; when the stretch reaches back to the oldest sample it keeps and was
     followed last while that sample was in it, the stretch goes on from further back."""
     samples = stretch[::-1]
-    positions = [float(np.dot(sample[1:3], direction)) for sample in samples]
+    positions = positions_along([sample[1:3] for sample in samples], direction)
     furthest = int(np.argmax(positions))
     kept = vehicle.lane_stretch
     if (kept is not None and stretch[-1] is vehicle.history[0] and kept.followed_at >= stretch[-1][0]
