@@ -105,9 +105,13 @@ class PlayedClips:
         self._clips: deque[Clip] = deque(maxlen=remembered)
 
     def listed(self, url: str, made: str | None) -> Clip:
-        """The clip the API lists: one read before, under the URL and creation time it has now, or a new one."""
+        """The clip the API lists: one read before, under the URL and creation time it has now, or a new one. A new
+        one overtakes those before it: one that broke off part way is not finished later, after it, which would
+        publish older pictures after newer ones."""
         clip = next((clip for clip in self._clips if clip.is_listed_as(url, made)), None)
         if clip is None:
+            for earlier in self._clips:
+                earlier.ended = True
             clip = Clip(url, made)
             self._clips.append(clip)
         clip.url, clip.made = url, made or clip.made

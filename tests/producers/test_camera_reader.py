@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 from cityguard.bench.capture import DiscardingClient
 from infra.redaction import RedactingFormatter
 from producers.camera_urls import CameraUrlPolicy
-from producers.frame_producer import WAITING_FOR_CLIP, CameraReader, FrameQueue, run_producer
+from producers.capture import PublishedUpTo
+from producers.frame_producer import WAITING_FOR_CLIP, CameraReader, FrameQueue, PlayedClips, run_producer
 from producers.frame_store import LocalFrameStore
 from producers.health import CameraHealth
 from producers.its_client import ItsCamera, ItsCameraGone, ItsClient, ItsResolver
@@ -315,6 +316,16 @@ def clip_frame(frame: Frame) -> tuple[str, int]:
     """Which clip (a or b, of numbered_clip at levels 20 and 120) and which of its pictures a frame shows."""
     level = float(cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE).mean())
     return ("a", round((level - 20) / 4)) if level < 110 else ("b", round((level - 120) / 4))
+
+
+def test_a_clip_that_broke_off_is_not_finished_once_a_newer_one_is_listed():
+    # Its pictures are older than the newer clip's: finished after it, they would go out of order.
+    clips = PlayedClips()
+    first = clips.listed("https://its.example/a.mp4?token=1", "20261207101500")
+    first.published = PublishedUpTo(4.2)  # broke off part way
+    assert clips.listed("https://its.example/b.mp4?token=2", "20261207102000").ended is False
+    again = clips.listed("https://its.example/a.mp4?token=3", "20261207101500")  # listed again by a lagging server
+    assert again is first and again.ended
 
 
 def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_between_them(tmp_path):
