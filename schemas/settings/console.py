@@ -34,8 +34,9 @@ class ConsoleConfig(Frozen):
                                  description="connections held at once by all clients; more are answered 503 and "
                                  "closed")
     max_connections_per_client: int = Field(
-        default=32, ge=1, le=10_000, description="connections held at once by one client address (a browser opens "
-        "up to 6; behind a reverse proxy every connection is the proxy's); more are answered 503 and closed")
+        default=32, ge=1, le=10_000, description="connections held at once by one client address (an IPv6 client's "
+        "/64; a browser opens up to 6; behind a reverse proxy every connection is the proxy's); more are answered 503 "
+        "and closed")
     refresh_hz: float = Field(default=4.0, ge=2, le=30, description="how often the browser fetches the live view")
     frame_buffer: int = Field(default=60, ge=1, le=1000,
                               description="recent frames kept per camera, to find an incident's evidence frame")

@@ -8,6 +8,7 @@ application's outermost, tells the connection when a request's head has arrived 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import Counter
 
@@ -27,30 +28,42 @@ def refusal(reason: str) -> bytes:
             b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (RETRY_AFTER_S, len(body), body))
 
 
+def client_of(address: str) -> str:
+    """Whom a connection from `address` counts against: the address, or for IPv6 its /64, which one host or network
+    commonly holds whole (each of its addresses would be a client of its own)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
 class ConnectionGuard:
-    """The connections held, per client address and in all: whether a new one is admitted."""
+    """The connections held, per client (client_of) and in all: whether a new one is admitted."""
 
     def __init__(self, settings: ConsoleConfig):
         self.settings = settings
-        self.held: Counter[str] = Counter()  # client address -> connections it holds
+        self.held: Counter[str] = Counter()  # client -> connections it holds
         self.total = 0
         self.connections: dict[asyncio.Protocol, GuardedConnection] = {}  # aiohttp's handler -> its connection
-        # Bounds whose refusals were logged (a client address, or None for all clients): one line a flood, not one a
+        # Bounds whose refusals were logged (a client, or None for all clients): one line a flood, not one a
         # connection, until the connections held drop below the bound again.
         self.refusing: set[str | None] = set()
 
-    def admit(self, address: str) -> str | None:
+    def admit(self, client: str) -> str | None:
         """None once the client's new connection is counted in; else what to tell the client."""
         settings = self.settings
         if self.total >= settings.max_connections:
             self._log_refusals(None, f"the console holds {settings.max_connections} connections already "
                                      "(console.max_connections)")
             return "the console holds too many connections"
-        if self.held[address] >= settings.max_connections_per_client:
-            self._log_refusals(address, f"{address} holds {settings.max_connections_per_client} connections already "
-                                        "(console.max_connections_per_client)")
+        if self.held[client] >= settings.max_connections_per_client:
+            self._log_refusals(client, f"{client} holds {settings.max_connections_per_client} connections already "
+                                       "(console.max_connections_per_client)")
             return "your address holds too many connections to the console"
-        self.held[address] += 1
+        self.held[client] += 1
         self.total += 1
         return None
 
@@ -59,13 +72,13 @@ class ConnectionGuard:
             self.refusing.add(bound)
             log.warning("refusing new connections: %s", reason)
 
-    def release(self, address: str) -> None:
+    def release(self, client: str) -> None:
         self.total -= 1
-        self.held[address] -= 1
-        if not self.held[address]:
-            del self.held[address]
-        if self.held[address] < self.settings.max_connections_per_client:
-            self.refusing.discard(address)
+        self.held[client] -= 1
+        if not self.held[client]:
+            del self.held[client]
+        if self.held[client] < self.settings.max_connections_per_client:
+            self.refusing.discard(client)
         if self.total < self.settings.max_connections:
             self.refusing.discard(None)
 
@@ -99,7 +112,7 @@ class GuardedConnection(asyncio.Protocol):
             transport.abort()
             return
         address = peer[0]
-        refused = self.guard.admit(address)
+        refused = self.guard.admit(client_of(address))
         if refused is not None:
             transport.write(refusal(refused))
             transport.close()
@@ -132,7 +145,7 @@ class GuardedConnection(asyncio.Protocol):
         self.request_arrived()
         self.transport = None
         del self.guard.connections[self.handler]
-        self.guard.release(self.address)
+        self.guard.release(client_of(self.address))
         self.handler.connection_lost(exc)
 
     def await_request(self) -> None:

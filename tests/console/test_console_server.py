@@ -29,6 +29,7 @@ from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
+from sinks.console.connections import ConnectionGuard, client_of
 from sinks.console.scene_file import SceneFile
 from sinks.console.server import (
     COOKIE,
@@ -773,6 +774,16 @@ def test_a_client_sending_its_request_body_a_byte_at_a_time_is_answered_408(make
         assert sender.is_alive(), "the body was sent whole"
     assert "request body from 127.0.0.1 did not arrive within 0.5 s (console.request_timeout_s): answered 408" \
         in caplog.text
+
+
+def test_an_ipv6_client_is_its_64_network_so_its_many_addresses_share_one_bound():
+    guard = ConnectionGuard(ConsoleConfig(max_connections_per_client=2))
+    assert [guard.admit(client_of(address)) is None
+            for address in ("2001:db8:1:2::10", "2001:db8:1:2:aaaa::1", "2001:db8:1:2:ffff::2")] == [True, True, False]
+    assert guard.admit(client_of("2001:db8:1:3::10")) is None  # another network
+    assert [guard.admit(client_of(address)) is None
+            for address in ("192.0.2.1", "192.0.2.2", "::ffff:192.0.2.3", "fe80::1%eth0")] == [True, True, True, True]
+    assert client_of("2001:db8:1:2::10") == "2001:db8:1:2::/64" and client_of("192.0.2.1") == "192.0.2.1"
 
 
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
