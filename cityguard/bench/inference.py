@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from cityguard.arguments import COUNT
-from cityguard.bench import BACKLOG_MODEL_SETTINGS
+from cityguard.bench import BACKLOG_MODEL_SETTINGS, refuse_single_batch
 from infra import assets
 from infra.broker import broker_for
 from infra.frame_client import FrameConsumer
@@ -85,9 +85,7 @@ def run(args, config: Config) -> int:
     from cityguard.stages import build_trackers, serving_detectors
 
     batch = config.model.max_batch_size
-    if args.frames <= batch:  # refused before any model loads
-        raise ValueError(f"--frames {args.frames} is a single batch of the worker's {batch} (model.max_batch_size), "
-                         f"and its rate is timed from its first batch's output to its last: give more than {batch}")
+    refuse_single_batch(args.frames, f"--frames {args.frames}", batch)  # before any model loads
     run_id = uuid.uuid4().hex[:8]
     topics = TopicNames(**{name: f"bench-{run_id}.{name}" for name in TopicNames.model_fields})
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"topics": topics}),

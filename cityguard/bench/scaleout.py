@@ -27,7 +27,7 @@ import psutil
 import yaml
 
 from cityguard.arguments import COUNT, COUNTS
-from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds, log_folder
+from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds, log_folder, refuse_single_batch
 from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_windows, site, windows_closed
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
@@ -225,10 +225,9 @@ def run(args, config: Config) -> int:
             raise RuntimeError("the gpu-nvjpeg backend needs a CUDA device and none is visible on this machine")
     if args.stage == "analytics":
         analytics_input(args, TopicNames())  # refuses an input that closes too few windows, before any output
-    elif args.cameras * args.frames <= (batch := args.batch or config.model.max_batch_size):
-        raise ValueError(f"{args.cameras} camera(s) x {args.frames} frames are a single batch of the workers' {batch} "
-                         f"(model.max_batch_size), and the rate is timed from the first output to the last: give "
-                         f"more than {batch} frames in all")
+    else:
+        refuse_single_batch(args.cameras * args.frames, f"{args.cameras} camera(s) x {args.frames} frames",
+                            args.batch or config.model.max_batch_size)
     counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "

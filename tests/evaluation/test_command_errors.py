@@ -110,10 +110,10 @@ def test_a_benchmark_option_mistake_is_one_line(capsys):
     (["analytics", "--frames", "30"], "--frames 30 closes 0 analytics windows (10 s at 5 fps): give more than 100"),
     (["console", "--duration", "15"], "--duration 15 leaves no time to measure after the 20 s of --warmup before "
      "`cityguard up` stops: give at least 30"),
-    (["inference", "--frames", "4"], "--frames 4 is a single batch of the worker's 4 (model.max_batch_size), and its "
-     "rate is timed from its first batch's output to its last: give more than 4"),
+    (["inference", "--frames", "4"], "--frames 4: a single batch of the workers' 4 (model.max_batch_size), and the "
+     "rate is timed from the first output to the last: give more than 4 frames in all"),
     (["scaleout", "--stage", "inference", "--cameras", "2", "--frames", "2", "--workers", "1"],
-     "2 camera(s) x 2 frames are a single batch of the workers' 4 (model.max_batch_size), and the rate is timed from "
+     "2 camera(s) x 2 frames: a single batch of the workers' 4 (model.max_batch_size), and the rate is timed from "
      "the first output to the last: give more than 4 frames in all"),
 ])
 def test_a_benchmark_that_could_time_nothing_is_refused_before_it_starts(capsys, command, error):
