@@ -38,7 +38,7 @@ from infra.broker import (
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
-from processors.inference.backends.registry import resolve_weights
+from processors.inference.backends.registry import download_settings_model
 from schemas import PERSON_CLASS_ID, CameraState, CameraStatus, Detections, SchemaError, ZoneMetrics, decode
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
@@ -295,14 +295,14 @@ def restart_embedded_broker(broker: EmbeddedBroker, pid_file: Path, config: Conf
 
 
 def fetch_assets(config: Config) -> None:
-    """Fetches the assets the stages will read (the cameras' asset sources and the model the settings name, unless a
-    model registry's version serves instead) into the cache before any stage starts: a download that fails stops `up`
-    with its one line (AssetError), where each stage would fail on it at every restart."""
+    """Fetches what the stages will read (the cameras' asset sources into the cache, and the model the settings name,
+    unless a model registry's version serves instead) before any stage starts: a download that fails stops `up` with
+    its one line, where each stage would fail on it at every restart."""
     for source in dict.fromkeys(camera.source for camera in config.cameras):
         assets.resolve(source)
     _, loaded = model_search(config)
     if loaded is None or loaded.version is None:
-        resolve_weights(config)
+        download_settings_model(config)
 
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:

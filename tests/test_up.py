@@ -84,6 +84,29 @@ def test_up_stops_with_one_line_before_starting_anything_when_an_asset_cannot_be
     assert "broker: " not in up.stdout and not (tmp_path / "logs").exists()
 
 
+def test_up_stops_with_one_line_before_starting_anything_when_the_ultralytics_model_cannot_be_downloaded(tmp_path):
+    # A machine without internet where YOLO_OFFLINE is not set: the inference stage would try to download yolo11n.pt
+    # at every restart. A proxy that refuses every connection stands in for the missing internet on any machine.
+    path = site_with_assets_by_name(tmp_path)
+    site = yaml.safe_load(path.read_text())
+    site["model"]["weights"] = "yolo11n.pt"
+    site["cameras"][0]["source"] = str(VTEST)
+    path.write_text(yaml.safe_dump(site))
+    refused = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    env = {key: value for key, value in os.environ.items() if key not in (
+        "KAFKA_BOOTSTRAP_SERVERS", "YOLO_OFFLINE", "NO_PROXY", "no_proxy")}
+    env.update({"HTTPS_PROXY": refused, "https_proxy": refused, "HTTP_PROXY": refused, "http_proxy": refused,
+                "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics")})
+    up = subprocess.run([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
+                         str(tmp_path / "logs")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 1, up.stderr
+    assert up.stderr.strip().splitlines()[-1] == (
+        "cityguard: error: model yolo11n.pt is not on this machine and could not be downloaded; without internet, "
+        "YOLO_OFFLINE=1 uses model.offline_weights (asset:yolo11n_int8_openvino_model)"), up.stderr
+    assert "broker: " not in up.stdout and not (tmp_path / "logs").exists()
+    assert not (tmp_path / "yolo11n.pt").exists()
+
+
 def run_up_until_status(path, tmp_path, env):
     """Starts `cityguard up`, waits for three status lines with zone figures, kills one stage and waits for its
     restart, then stops it with Ctrl-C."""

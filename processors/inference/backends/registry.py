@@ -174,15 +174,39 @@ def create_detector(config: Config, weights: str | Path | None = None) -> Detect
         if Path(weights).exists():
             raise
         # Not on disk: ultralytics tried to download a model it knows by name.
-        if not (named_by_settings and model.offline_weights):
-            hint = ""
-        elif os.environ.get("YOLO_OFFLINE") == "1":
-            # Offline, nothing will be downloaded however often the stage is started again: a mistake in the setting.
-            raise ConfigError(f"model {weights} is not on this machine, and model.offline_weights "
-                              f"({model.offline_weights}) is not there either") from exc
-        else:
-            hint = f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
-        raise ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}") from exc
+        raise not_downloaded(model, weights, named_by_settings) from exc
+
+
+def not_downloaded(model: ModelConfig, weights: str, named_by_settings: bool) -> Exception:
+    """The error for a model ultralytics knows by name that it could not download: with the way out where the
+    settings named it and give offline weights."""
+    if not (named_by_settings and model.offline_weights):
+        hint = ""
+    elif os.environ.get("YOLO_OFFLINE") == "1":
+        # Offline, nothing will be downloaded however often the stage is started again: a mistake in the setting.
+        return ConfigError(f"model {weights} is not on this machine, and model.offline_weights "
+                           f"({model.offline_weights}) is not there either")
+    else:
+        hint = f"; without internet, YOLO_OFFLINE=1 uses model.offline_weights ({model.offline_weights})"
+    return ConnectionError(f"model {weights} is not on this machine and could not be downloaded{hint}")
+
+
+def download_settings_model(config: Config) -> None:
+    """Fetches the model the settings name (resolve_weights), including one that ultralytics downloads by its name
+    (yolo11n.pt) into the working directory, where the stages started from it load it: `up` does this before
+    starting anything, so that a machine without internet says so once, in one line, instead of an inference worker
+    failing on the download at every restart."""
+    weights = resolve_weights(config)
+    if Path(weights).exists() or Path(weights).name != weights:
+        return  # here already, or a path or URL the start checks and the stage judge
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+    if weights not in GITHUB_ASSETS_NAMES:
+        return
+    try:
+        attempt_download_asset(weights)
+    except ConnectionError as exc:
+        raise not_downloaded(config.model, weights, named_by_settings=True) from exc
 
 
 class ServedModel(NamedTuple):
