@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
-from infra.kafka import BROKER_CONNECTED
+from infra.kafka import BROKER_CONNECTED, loop_went_round
 from infra.redaction import keep_out_of_logs, redacted, shown
 from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames, source_kind
 from producers.frame_store import FrameStore, open_frame_store
@@ -440,6 +440,7 @@ class FrameSender:
     def run(self, done: threading.Event) -> None:
         """Sends until `done` is set and every queue is empty."""
         while True:
+            loop_went_round("producer-sender")  # it waits at most 0.1 s a round, a broker outage included
             self.ready.clear()  # before the round, so a frame queued during it wakes the next wait
             if self.send_round(finishing=done.is_set()):
                 continue
@@ -615,6 +616,9 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
     next_expiry = time.monotonic() + settings.frame_store_ttl_s / 10
     expiry_failing = False
     while any(thread.is_alive() for thread in threads) and not stop.wait(min(0.5, settings.status_interval_s)):
+        # Statuses and the store's expiry come from this loop: hung (a frame store mount that hangs), the cameras' last
+        # statuses would stand, up, for ever. Marked, it fails /healthz and raises CityguardStageStuck.
+        loop_went_round("producer")
         BROKER_CONNECTED.labels("producer").set(1 if producer.bootstrap_connected() else 0)
         statuses = reporter.report()
         if on_status and statuses:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 
 import cv2
 import numpy as np
 import pytest
 
+import infra.kafka
 from cityguard.bench.capture import DiscardingClient
 from producers.frame_producer import expire_frames, frame_message, run_producer
 from producers.frame_store import FrameNotFound, LocalFrameStore
@@ -148,3 +150,15 @@ def test_a_stored_picture_is_readable_by_the_producers_user_alone_and_leaves_no_
     assert store.resolve(reference) == b"\xff\xd8\xff\xd9"
     [stored] = (tmp_path / "campus").iterdir()
     assert stored.name == "7.jpg" and stored.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_producer_marks_its_status_loop_and_its_sender_as_going_round(tmp_path, monkeypatch):
+    # What /healthz and CityguardStageStuck read: a producer whose status loop hangs (a frame store mount that hangs in
+    # the expiry) would otherwise leave its cameras' last statuses, up, standing for ever.
+    monkeypatch.setattr(infra.kafka, "_loop_times", {})
+    started = time.time()
+    read_for_two_seconds(f"loops-{uuid.uuid4().hex[:8]}", tmp_path / "frames", tmp_path)
+    assert set(infra.kafka._loop_times) == {"producer", "producer-sender"}
+    assert all(at >= started + 1.5 for at in infra.kafka._loop_times.values())  # still going round at the end
+    stuck = infra.kafka.stuck_loops(time.time() + 400)
+    assert [line.split(" loop last went round ")[0] for line in stuck] == ["producer", "producer-sender"]
