@@ -183,8 +183,8 @@ class TrafficThresholds(Frozen):
     reported_object_grace_seconds: float = Field(
         default=15.0, ge=0, le=600, description="the same for an object at rest already reported: hidden this long (a "
         "wreck in smoke, a stalled car behind a bus stopped beside it, debris under passing traffic) and found again "
-        "where it was, it is the same incident; an unknown object's event ends once its place is seen clear (no blob "
-        "and no road user over it)")
+        "where it was, it is the same incident; an unknown object's event ends once its place is seen clear (a road "
+        "user stood over it since its blob went, and it is not shown again 3 s after that one moved off)")
     pedestrian_area_min_seconds: float = Field(
         default=0.6, ge=0, le=60, description="a vehicle or cyclist moving in a pedestrian area this long: event")
     pedestrian_area_moving_box_per_s: float = Field(

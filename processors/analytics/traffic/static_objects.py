@@ -10,8 +10,9 @@ incident. Here the pieces are merged in space and time:
 - a blob fragment joins the object it overlaps most; fragments that overlap several objects merge them;
 - an object outlives gaps in its evidence by a grace time, so a blob that vanishes and re-forms is the same object,
   and a longer one once it has been reported (a vehicle hidden in smoke, an object behind a bus stopped over it, is
-  still that incident); but an unknown object whose blobs are gone with no road user over it (nor one that moved
-  off it BLOB_SHOWN_AGAIN_S ago or less) is seen gone, cleared away, and its incident ends (seen_gone);
+  still that incident); but an unknown object whose place a road user has stood over since it was last shown, and
+  that the background model has not shown again BLOB_SHOWN_AGAIN_S after it moved off, is seen gone, cleared away,
+  and its incident ends (seen_gone);
 - a new track on a vehicle whose own track was lost is the same object (the detector re-found it under a new id);
 - an unknown object over or beside an obstacle raised already (closer than its own size: fragments_of_one) is part of
   that incident, which the rules report once over all its pieces.
@@ -86,10 +87,13 @@ def covered(box: Box, others: list[Box]) -> bool:
 
 
 def seen_gone(obj: StaticObject, now: float) -> bool:
-    """An unknown object that no evidence shows now and no road user has hidden for BLOB_SHOWN_AGAIN_S: the
-    background model, which would show it again by then, sees the road there (it was cleared away)."""
-    return obj.class_name is None and obj.last_evidence < now and (
-        obj.covered_at is None or now - obj.covered_at > BLOB_SHOWN_AGAIN_S)
+    """An unknown object that no evidence shows now, though a road user has stood over its place since it was last
+    shown and moved off over BLOB_SHOWN_AGAIN_S ago: the background model, which would have shown it again by then,
+    sees the road there (it was cleared away, or driven over). Only that says so: blobs also stop showing an object
+    that is still there while what the detector has no box for changes over it (dust or smoke round a crash keeps the
+    background model from finding it static), and an incident ended then would open again as a second one."""
+    return (obj.class_name is None and obj.last_evidence < now and obj.covered_at is not None
+            and obj.covered_at > obj.last_evidence and now - obj.covered_at > BLOB_SHOWN_AGAIN_S)
 
 
 def touches_edge(box: Box, frame_size: tuple[int, int], margin_px: float = EDGE_MARGIN_PX) -> bool:
