@@ -111,16 +111,28 @@ def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], Mode
         if not candidate.here.exists():  # offline, model.weights is loaded instead, or tried
             unusable.append((candidate, f"{candidate.setting}: {candidate.here} does not exist"))
             continue
-        if candidate.here.is_dir() and not (candidate.here / EXPORT_METADATA).is_file():
+        marker = export_marker(candidate.here)
+        if candidate.here.is_dir() and not any(path.is_file() for path in candidate.here.glob(marker)):
             unusable.append((candidate, f"{candidate.setting}: {candidate.here} is a folder without the "
-                                        f"{EXPORT_METADATA} of a model ultralytics exported"))
+                                        f"{marker} of a model ultralytics exported"))
             if candidate.version is not None:  # fails to load: the next one is served
                 continue
         return unusable, candidate
     return unusable, None
 
 
-EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into each model it exports to a folder
+EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into most models it exports to a folder
+# The folder exports that carry their metadata elsewhere, by the end of the folder's name, each with the file (a
+# pattern) ultralytics writes into it: a CoreML package's manifest, a Core AI asset's metadata.json, the ONNX model
+# of an IMX or AMD Xilinx export.
+EXPORT_MARKERS = {".mlpackage": "Manifest.json", ".aimodel": "metadata.json", "_imx_model": "*.onnx",
+                  "_xilinx_model": "*.onnx"}
+
+
+def export_marker(folder: Path) -> str:
+    """The file (a pattern) that a folder named `folder` holds when ultralytics exported a model into it."""
+    name = folder.name.lower()
+    return next((marker for ending, marker in EXPORT_MARKERS.items() if name.endswith(ending)), EXPORT_METADATA)
 
 
 def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
