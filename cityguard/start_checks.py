@@ -79,7 +79,8 @@ def model_file_problems(config: Config) -> list[str]:
     """The models the settings name that the inference stage could not load here, among those it would try before the
     one it loads: a local file or folder that is not there, or a folder that holds no exported model; and a registry
     whose serving version cannot be told. Otherwise found only as the stage loads them. A registry version whose
-    model is gone or holds no export is not among them: the stage serves the next that loads (passed_over_models)."""
+    model is gone, holds no export or changed since it was registered is not among them: the stage serves the next
+    that loads (passed_over_models)."""
     try:
         unusable, _ = model_search(config)
     except ValueError as exc:
@@ -88,8 +89,9 @@ def model_file_problems(config: Config) -> list[str]:
 
 
 def passed_over_models(config: Config) -> list[str]:
-    """The model registry's versions the inference stage would pass over here, their model gone or holding no export,
-    each with the model it serves instead; a registry that cannot be read is named by model_file_problems."""
+    """The model registry's versions the inference stage would pass over here, their model gone, holding no export or
+    changed since it was registered, each with the model it serves instead; a registry that cannot be read is named
+    by model_file_problems."""
     try:
         unusable, loaded = model_search(config)
     except ValueError:
@@ -101,7 +103,8 @@ def passed_over_models(config: Config) -> list[str]:
 def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], ModelCandidate | None]:
     """The models the inference stage would try here before the one it loads (model_candidates: a registry's serving
     version, the versions served before it, then the settings' models), each with why it is not loaded: a file or
-    folder that is not there, or a folder that holds no exported model (a settings' one is then loaded, and fails);
+    folder that is not there, a folder that holds no exported model (a settings' one is then loaded, and fails), or
+    a registry version whose files changed since it was registered (ModelVersion.check_unchanged, as the stage);
     and the one it loads (None: none found here, or one ultralytics downloads by name or an asset not fetched yet,
     which are not looked for). ValueError naming the registry where it cannot tell which version serves."""
     unusable = []
@@ -116,6 +119,12 @@ def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], Mode
             unusable.append((candidate, f"{candidate.setting}: {candidate.here} is a folder without the "
                                         f"{marker} of a model ultralytics exported"))
             if candidate.version is not None:  # fails to load: the next one is served
+                continue
+        if candidate.version is not None:
+            try:
+                candidate.version.check_unchanged()
+            except (ValueError, OSError) as exc:  # refused by the stage as it loads it: the next one is served
+                unusable.append((candidate, f"{candidate.setting}: {exc}"))
                 continue
         return unusable, candidate
     return unusable, None
