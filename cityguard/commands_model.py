@@ -313,6 +313,7 @@ def run_gate(args, config) -> int:
         candidate_model = registry.get(args.version)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
+    candidate_model.check_unchanged()  # the stage would not serve it: nothing to gate
     out = args.out or Path(config.resolve_path(f"var/models/gate/{args.version}"))  # beside the site, as its var/
     report_folder(out)
     scored_images = image_files(args.images)

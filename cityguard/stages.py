@@ -157,9 +157,9 @@ def camera_detectors(config: Config, detector, version: str | None):
 
 def version_detectors(config: Config, model):
     """The detectors of the registry version `model` (a ModelVersion), newly promoted."""
-    from processors.inference.backends.registry import create_detector
+    from processors.inference.backends.registry import version_detector
 
-    return camera_detectors(config, create_detector(config, model.weights), model.version)
+    return camera_detectors(config, version_detector(config, model), model.version)
 
 
 def model_swapper(config: Config):

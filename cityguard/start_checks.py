@@ -79,7 +79,8 @@ def model_file_problems(config: Config) -> list[str]:
     """The models the settings name that the inference stage could not load here, among those it would try before the
     one it loads: a local file or folder that is not there, or a folder that holds no exported model; and a registry
     whose serving version cannot be told. Otherwise found only as the stage loads them. A registry version whose
-    model is gone or holds no export is not among them: the stage serves the next that loads (passed_over_models)."""
+    model is gone, holds no export or changed since it was registered is not among them: the stage serves the next
+    that loads (passed_over_models)."""
     try:
         unusable, _ = model_search(config)
     except ValueError as exc:
@@ -88,8 +89,9 @@ def model_file_problems(config: Config) -> list[str]:
 
 
 def passed_over_models(config: Config) -> list[str]:
-    """The model registry's versions the inference stage would pass over here, their model gone or holding no export,
-    each with the model it serves instead; a registry that cannot be read is named by model_file_problems."""
+    """The model registry's versions the inference stage would pass over here, their model gone, holding no export or
+    changed since it was registered, each with the model it serves instead; a registry that cannot be read is named
+    by model_file_problems."""
     try:
         unusable, loaded = model_search(config)
     except ValueError:
@@ -101,7 +103,8 @@ def passed_over_models(config: Config) -> list[str]:
 def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], ModelCandidate | None]:
     """The models the inference stage would try here before the one it loads (model_candidates: a registry's serving
     version, the versions served before it, then the settings' models), each with why it is not loaded: a file or
-    folder that is not there, or a folder that holds no exported model (a settings' one is then loaded, and fails);
+    folder that is not there, a folder that holds no exported model (a settings' one is then loaded, and fails), or
+    a registry version whose files changed since it was registered (ModelVersion.check_unchanged, as the stage);
     and the one it loads (None: none found here, or one ultralytics downloads by name or an asset not fetched yet,
     which are not looked for). ValueError naming the registry where it cannot tell which version serves."""
     unusable = []
@@ -111,16 +114,34 @@ def model_search(config: Config) -> tuple[list[tuple[ModelCandidate, str]], Mode
         if not candidate.here.exists():  # offline, model.weights is loaded instead, or tried
             unusable.append((candidate, f"{candidate.setting}: {candidate.here} does not exist"))
             continue
-        if candidate.here.is_dir() and not (candidate.here / EXPORT_METADATA).is_file():
+        marker = export_marker(candidate.here)
+        if candidate.here.is_dir() and not any(path.is_file() for path in candidate.here.glob(marker)):
             unusable.append((candidate, f"{candidate.setting}: {candidate.here} is a folder without the "
-                                        f"{EXPORT_METADATA} of a model ultralytics exported"))
+                                        f"{marker} of a model ultralytics exported"))
             if candidate.version is not None:  # fails to load: the next one is served
+                continue
+        if candidate.version is not None:
+            try:
+                candidate.version.check_unchanged()
+            except (ValueError, OSError) as exc:  # refused by the stage as it loads it: the next one is served
+                unusable.append((candidate, f"{candidate.setting}: {exc}"))
                 continue
         return unusable, candidate
     return unusable, None
 
 
-EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into each model it exports to a folder
+EXPORT_METADATA = "metadata.yaml"  # what ultralytics writes into most models it exports to a folder
+# The folder exports that carry their metadata elsewhere, by the end of the folder's name, each with the file (a
+# pattern) ultralytics writes into it: a CoreML package's manifest, a Core AI asset's metadata.json, the ONNX model
+# of an IMX or AMD Xilinx export.
+EXPORT_MARKERS = {".mlpackage": "Manifest.json", ".aimodel": "metadata.json", "_imx_model": "*.onnx",
+                  "_xilinx_model": "*.onnx"}
+
+
+def export_marker(folder: Path) -> str:
+    """The file (a pattern) that a folder named `folder` holds when ultralytics exported a model into it."""
+    name = folder.name.lower()
+    return next((marker for ending, marker in EXPORT_MARKERS.items() if name.endswith(ending)), EXPORT_METADATA)
 
 
 def model_class_names(config: Config) -> tuple[Path, set[str]] | None:

@@ -258,6 +258,36 @@ def test_start_checks_name_a_local_model_the_inference_stage_could_not_load(tmp_
     assert problems({"weights": "models/gone.pt", "registry": "registry"}) == []
 
 
+def test_start_checks_know_a_folder_export_by_the_files_its_format_holds(tmp_path):
+    """ultralytics writes metadata.yaml into most models it exports to a folder, but a CoreML package, a Core AI asset
+    and an IMX or AMD Xilinx export carry their metadata in their own files: each is told by those."""
+    from cityguard.start_checks import start_problems
+    from schemas.settings.config import parse_config
+
+    def problems(weights: str) -> list[str]:
+        return start_problems(parse_config({"cameras": [{"id": "walk", "source": str(VTEST)}],
+                                            "model": {"weights": weights, "offline_weights": None}}, tmp_path))
+
+    for name, marker, made in (("best.mlpackage", "Manifest.json", "Manifest.json"),
+                               ("best.aimodel", "metadata.json", "metadata.json"),
+                               ("best_imx_model", "*.onnx", "model_imx.onnx"),
+                               ("best_xilinx_model", "*.onnx", "best.onnx"),
+                               ("best_ncnn_model", "metadata.yaml", "metadata.yaml")):
+        export = tmp_path / "models" / name
+        export.mkdir(parents=True)
+        assert problems(f"models/{name}") == [
+            f"model.weights: {export} is a folder without the {marker} of a model ultralytics exported"]
+        (export / made).write_text("{}")
+        assert problems(f"models/{name}") == []
+    # The OpenVINO backend reads the class names from metadata.yaml: another format's files do not stand in for it.
+    openvino = tmp_path / "models" / "best_openvino_model"
+    openvino.mkdir()
+    (openvino / "Manifest.json").write_text("{}")
+    (openvino / "best.onnx").write_text("{}")
+    assert problems("models/best_openvino_model") == [
+        f"model.weights: {openvino} is a folder without the metadata.yaml of a model ultralytics exported"]
+
+
 def test_check_config_warns_of_scene_classes_the_model_does_not_have(tmp_path, capsys):
     from cityguard.cli import main
 

@@ -1,10 +1,11 @@
 """The model registry: each trained or imported model in a numbered version folder, and a pointer to the serving one.
 
 <root>/<version>/ holds the model (a .pt file or an export folder, under its own name) and run.json (how it was
-made: data hash, base weights, settings, metrics, parent version). <root>/serving.json names the serving version
-and the promotions before it, so a roll-back is one step back in that history. The pointer is replaced through a
-temporary file and a rename, so an inference worker polling it never reads half of one; promotions and roll-backs
-hold a lock beside it while they read, change and replace it.
+made: data hash, base weights, settings, metrics, parent version; the sha256 of the model as registered, which a
+version is checked against before it is served). <root>/serving.json names the serving version and the promotions
+before it, so a roll-back is one step back in that history. The pointer is replaced through a temporary file and a
+rename, so an inference worker polling it never reads half of one; promotions and roll-backs hold a lock beside it
+while they read, change and replace it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from infra.files import locked, replace_file, sync_tree
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
 RUN_FILE = "run.json"
 POINTER_FILE = "serving.json"
+DIGEST_FIELD = "weights_sha256"  # in the run record: weights_digest of the model as registered
 WHATEVER_SERVES = object()  # promote's `replacing` when the promotion does not depend on the model it replaces
 
 
@@ -30,6 +32,19 @@ class ModelVersion:
     version: str
     weights: Path  # what ultralytics loads: a .pt/.onnx file or an *_openvino_model folder
     run: dict
+
+    def check_unchanged(self) -> None:
+        """Raises WeightsChanged where the model's files are no longer those registered (edited, truncated or
+        replaced since), OSError where they cannot be read. A version registered before its run record held their
+        digest is taken as it is."""
+        recorded = self.run.get(DIGEST_FIELD)
+        if recorded is not None and weights_digest(self.weights) != recorded:
+            raise WeightsChanged(f"{self.weights}: the files of {self.version} changed since it was registered "
+                                 f"(their sha256 is not the {DIGEST_FIELD} of its {RUN_FILE})")
+
+
+class WeightsChanged(ValueError):
+    """A registry version's model is not the one registered as it."""
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
@@ -97,7 +112,7 @@ class ModelRegistry:
         else:
             shutil.copyfile(weights, target)
         sync_tree(target)  # on disk before the run record that makes the version complete
-        record = {**run, "version": version, "weights": weights.name,
+        record = {**run, "version": version, "weights": weights.name, DIGEST_FIELD: weights_digest(target),
                   "registered_at": run.get("registered_at", time.time())}
         write_json_atomically(self.root / version / RUN_FILE, record)  # written last: the version is complete
         return ModelVersion(version, target, record)
@@ -180,6 +195,9 @@ def checked_run(run, path: Path) -> dict:
     if target is None or target == folder or not target.is_relative_to(folder):
         raise ValueError(f"{path}: field 'weights' must name the model inside {path.parent}, not "
                          f"{json.dumps(weights)}")
+    digest = run.get(DIGEST_FIELD)
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ValueError(f"{path}: field {DIGEST_FIELD!r} must be a sha256 in hex, not {json.dumps(digest)[:80]}")
     for name in ("kind", "note", "parent", "data", "data_hash"):
         if not isinstance(run.get(name), str | None):
             raise ValueError(f"{path}: field {name!r} must be text, not {json.dumps(run[name])[:80]}")

@@ -157,3 +157,16 @@ def test_a_damaged_run_record_stops_the_listing_in_one_line_naming_it(tmp_path, 
     capsys.readouterr()
     assert main(["model", "list", "--registry", str(registry.root)]) == 2
     assert_one_line_error_printed(capsys, f"{registry.root / 'v1' / 'run.json'}: field 'weights'")
+
+
+def test_a_version_whose_files_changed_since_it_was_registered_is_not_gated(tmp_path, capsys):
+    """The stage would not serve it: a report on it would pass or refuse a model nobody can promote."""
+    registry = ModelRegistry(tmp_path / "registry")
+    model = registry.register(weights(tmp_path, "a.pt"), {})
+    model.weights.write_bytes(b"retrained in place")
+    (tmp_path / "images").mkdir()
+    capsys.readouterr()
+    assert main(["model", "gate", "v1", "--registry", str(registry.root), "--images", str(tmp_path / "images"),
+                 "--out", str(tmp_path / "gate")]) == 2
+    assert_one_line_error_printed(capsys, f"{model.weights}: the files of v1 changed since it was registered")
+    assert not (tmp_path / "gate").exists()

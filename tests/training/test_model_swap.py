@@ -1,12 +1,14 @@
 """The swapper loads a newly promoted model beside the serving one and hands it over once, between batches; a worker
 starting on a serving version that does not load serves the one before it meanwhile."""
+import json
 import shutil
 import threading
 
+import pytest
 import yaml
 
-from cityguard.stages import model_swapper, serving_detectors
-from processors.inference.model_registry import ModelRegistry, ServingWatcher
+from cityguard.stages import model_swapper, serving_detectors, version_detectors
+from processors.inference.model_registry import ModelRegistry, ServingWatcher, WeightsChanged
 from processors.inference.model_swap import ModelSwapper
 from schemas.settings.config import Config
 from tests.conftest import OFFLINE_MODEL, VTEST
@@ -204,3 +206,63 @@ def test_the_checks_before_the_start_try_the_models_the_worker_tries_when_the_se
     # With no version that loads, the configured model is the one loaded, and the one the checks look for.
     shutil.rmtree(served_before.weights)
     assert start_problems(config) == [f"model.weights: {tmp_path / 'models' / 'gone.pt'} does not exist"]
+
+
+def test_the_checks_before_the_start_and_the_worker_pass_over_a_version_whose_files_changed(tmp_path, capsys, caplog):
+    """v2's OpenVINO weights truncated after it was registered: its metadata.yaml still reads, so only the digest its
+    run record holds tells it from the model the gate passed."""
+    from cityguard.cli import main
+    from cityguard.start_checks import model_class_names, start_problems
+    from schemas.settings.config import parse_config
+
+    registry = ModelRegistry(tmp_path / "registry")
+    served_before = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    changed = registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    registry.promote("v1", "first model")
+    registry.promote("v2", "gate passed")
+    weights_file = next(changed.weights.glob("*.bin"))
+    weights_file.write_bytes(weights_file.read_bytes()[:weights_file.stat().st_size // 2])
+    site = {"cameras": [{"id": "walk", "source": str(VTEST)}],
+            "model": {"weights": "models/gone.pt", "offline_weights": None, "registry": "registry"}}
+    config = parse_config(site, tmp_path)
+
+    assert start_problems(config) == []
+    assert model_class_names(config)[0] == served_before.weights
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(site))
+    assert main(["check-config", "--config", str(tmp_path / "site.yaml")]) == 0
+    says = (f"{changed.weights}: the files of v2 changed since it was registered (their sha256 is not the "
+            "weights_sha256 of its run.json)")
+    assert capsys.readouterr().err == (f"cityguard: warning: model.registry (serving v2): {says}: v1 serves instead "
+                                       "until it is back\n")
+
+    swapper = model_swapper(config)
+    assert serving_detectors(config, swapper).version == "v1"
+    assert f"model v2 could not be loaded (WeightsChanged: {says}); serving v1 until it does" in caplog.text
+    assert swapper.watcher.failing == "v2"  # offered again after its pause
+
+
+def test_a_worker_serves_a_version_only_with_the_files_registered_as_it(tmp_path, caplog):
+    """Files edited so that they still load (a class renamed in metadata.yaml) are not the model the gate passed: the
+    worker starts on the version before and a hot swap refuses them. A version unchanged, and one registered before
+    its record held the digest, are served."""
+    registry = ModelRegistry(tmp_path / "registry")
+    for _ in range(2):
+        registry.register(OFFLINE_MODEL, {"kind": "imported"})
+    registry.promote("v1", "first model")
+    registry.promote("v2", "gate passed")
+    config = Config.model_validate({"model": {"offline_weights": str(OFFLINE_MODEL), "registry": str(registry.root)}})
+    assert serving_detectors(config).version == "v2"
+
+    metadata = registry.get("v2").weights / "metadata.yaml"
+    metadata.write_text(metadata.read_text().replace("0: person", "0: pedestrian"))
+    assert serving_detectors(config).version == "v1"
+    assert "model v2 could not be loaded (WeightsChanged: " in caplog.text
+    with pytest.raises(WeightsChanged, match="the files of v2 changed since it was registered"):
+        version_detectors(config, registry.get("v2"))
+
+    record = registry.root / "v2" / "run.json"
+    run = json.loads(record.read_text())
+    del run["weights_sha256"]
+    record.write_text(json.dumps(run))
+    detectors = serving_detectors(config)
+    assert detectors.version == "v2" and detectors.detector.names[0] == "pedestrian"

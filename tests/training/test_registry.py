@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from processors.inference.model_registry import ModelRegistry, ServingWatcher
+from processors.inference.model_registry import ModelRegistry, ServingWatcher, WeightsChanged, weights_digest
 
 
 def weights(tmp_path, name: str):
@@ -35,6 +35,31 @@ def test_versions_are_numbered_copies_with_their_run_record(tmp_path):
     assert json.loads((tmp_path / "registry" / "v1" / "run.json").read_text())["data_hash"] == "abc"
     with pytest.raises(KeyError, match="v9.*registered: v1, v2"):
         registry.get("v9")
+
+
+def test_a_version_whose_files_changed_since_it_was_registered_is_told_from_one_unchanged(tmp_path):
+    export = tmp_path / "best_openvino_model"
+    export.mkdir()
+    (export / "best.xml").write_text("<net/>")
+    (export / "best.bin").write_bytes(b"\0" * 64)
+    registry = ModelRegistry(tmp_path / "registry")
+    model = registry.register(export, {"weights_sha256": "0" * 64})  # a record copied from elsewhere: replaced
+    assert registry.get("v1").run["weights_sha256"] == weights_digest(export)
+    registry.get("v1").check_unchanged()
+    (model.weights / "best.bin").write_bytes(b"\0" * 32)  # truncated
+    with pytest.raises(WeightsChanged, match=re.escape(f"{model.weights}: the files of v1 changed since it was "
+                                                       "registered")):
+        registry.get("v1").check_unchanged()
+
+
+def test_a_version_registered_before_its_digest_was_recorded_is_taken_as_it_is(tmp_path):
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.register(weights(tmp_path, "a.pt"), {})
+    record = tmp_path / "registry" / "v1" / "run.json"
+    record.write_text(json.dumps({key: value for key, value in json.loads(record.read_text()).items()
+                                  if key != "weights_sha256"}))
+    (tmp_path / "registry" / "v1" / "a.pt").write_bytes(b"retrained in place")
+    registry.get("v1").check_unchanged()
 
 
 def test_a_versions_weights_reach_the_disk_before_its_run_record(tmp_path, monkeypatch):
@@ -203,6 +228,8 @@ def test_promotions_at_once_each_keep_their_history_entry(tmp_path):
     ('{"weights": "b.pt", "metrics": {"metrics/mAP50(B)": "high"}}', "field 'metrics' must map names to "
                                                                      "numbers"),
     ('{"weights": "b.pt", "parent": 2}', "field 'parent' must be text, not 2"),
+    ('{"weights": "b.pt", "weights_sha256": "b.pt"}', "field 'weights_sha256' must be a sha256 in hex, not "
+                                                      '"b.pt"'),
 ])
 def test_a_damaged_run_record_is_refused_naming_the_file_and_field(tmp_path, record, says):
     registry = ModelRegistry(tmp_path / "registry")

@@ -209,6 +209,13 @@ def download_settings_model(config: Config) -> None:
         raise not_downloaded(config.model, weights, named_by_settings=True) from exc
 
 
+def version_detector(config: Config, version: ModelVersion) -> Detector:
+    """The configured backend with the model of registry version `version`, once its files are found to be those
+    registered (ModelVersion.check_unchanged): one changed since would serve what no gate passed."""
+    version.check_unchanged()
+    return create_detector(config, version.weights)
+
+
 class ServedModel(NamedTuple):
     detector: Detector
     version: ModelVersion | None  # the registry version loaded; None: the model the settings name
@@ -229,13 +236,13 @@ class ServedModel(NamedTuple):
 
 def load_served_model(config: Config) -> ServedModel:
     """The model the inference stage serves here: the first of model_candidates that loads. A registry version that
-    does not load (its weights damaged or gone since it was promoted) is passed over for the next; the settings'
-    model is loaded as resolve_weights finds it. Where that fails too, the serving version's failure is raised: the
-    one to mend."""
+    does not load (its weights damaged, changed or gone since it was promoted: version_detector) is passed over for
+    the next; the settings' model is loaded as resolve_weights finds it. Where that fails too, the serving version's
+    failure is raised: the one to mend."""
     not_loaded: list[tuple[ModelVersion, Exception]] = []
     for version in registry_versions(config):
         try:
-            return ServedModel(create_detector(config, version.weights), version, not_loaded)
+            return ServedModel(version_detector(config, version), version, not_loaded)
         except Exception as exc:
             not_loaded.append((version, exc))
     try:
