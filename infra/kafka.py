@@ -163,6 +163,21 @@ def partition_lag(consumer: Positioned) -> dict[tuple[str, int], int]:
     return lag
 
 
+def export_partition_lag(consumer: Positioned, group: str, exported: set[tuple[str, str, str]]
+                         ) -> set[tuple[str, str, str]]:
+    """Sets the group's consumer lag for each partition assigned to `consumer`; removes the series of those in
+    `exported` (the last call's return) that a rebalance took away, which their new owner reports. Returns the series
+    exported now."""
+    now_exported = set()
+    for (topic, partition), lag in partition_lag(consumer).items():
+        labels = (group, topic, str(partition))
+        CONSUMER_LAG.labels(*labels).set(lag)
+        now_exported.add(labels)
+    for labels in exported - now_exported:
+        CONSUMER_LAG.remove(*labels)
+    return now_exported
+
+
 POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",
                           "Partitions read again from their start because the position was past their end "
                           "(the topic was recreated or truncated, e.g. by a broker restart)", ["group", "topic"])

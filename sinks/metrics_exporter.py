@@ -19,7 +19,13 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from infra.broker import BrokerMemoryWatch
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, reset_positions_past_the_end
+from infra.kafka import (
+    BROKER_CONNECTED,
+    CONSUMER_LAG,
+    export_partition_lag,
+    loop_went_round,
+    reset_positions_past_the_end,
+)
 from schemas import (
     PERSON_CLASS_ID,
     DeadLetter,
@@ -181,6 +187,7 @@ class MetricsSink:
                              ("alerts", self.topics.events)):
             DEAD_LETTERS.labels(stage, topic)
         self._open_labels: set[tuple[str, str, str]] = set()
+        self.lag_labels: set[tuple[str, str, str]] = set()  # this sink's own consumer lag series
         for camera in config.cameras:
             if camera.lat is not None and camera.lon is not None:
                 CAMERA_INFO.labels(camera.id, camera.name or camera.id, f"{camera.lat:.6f}", f"{camera.lon:.6f}").set(1)
@@ -371,6 +378,8 @@ class MetricsSink:
                         self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
                     for group, (topic, group_reader) in self.group_readers.items():
                         self.update_lag(group, topic, group_reader)
+                    # Its own too: a sink behind serves old figures, and its zones go stale while their windows wait.
+                    self.lag_labels = export_partition_lag(self.consumer, self.group, self.lag_labels)
                 failures = 0
             except Exception as exc:
                 failures += 1

@@ -305,3 +305,43 @@ def test_a_pass_failing_with_an_error_other_than_kafkas_is_retried_and_the_sink_
     MetricsSink(CONFIG, consumer=Consumer(), group_readers={}).run(stop)
     assert REGISTRY.get_sample_value("cityguard_events_total", labels) == before + 1
     assert "RuntimeError: the client broke" in caplog.text
+
+
+def test_the_sink_exports_its_own_lag_and_drops_a_partition_a_rebalance_took():
+    # A sink behind serves old figures, and its zones go stale while their windows wait: CityguardConsumerLagGrowing
+    # names it by its own group.
+    detections = TopicPartition(CONFIG.broker.topics.detections, 0)
+    events = TopicPartition(CONFIG.broker.topics.events, 1)
+
+    class Consumer:
+        def __init__(self, assigned):
+            self.assigned = assigned
+
+        def poll(self, timeout_ms):
+            stop.set()
+            return {}
+
+        def assignment(self):
+            return self.assigned
+
+        def highwater(self, partition):
+            return 100
+
+        def position(self, partition, timeout_ms=None):
+            return 70
+
+        def bootstrap_connected(self):
+            return True
+
+    def lag(partition: TopicPartition) -> float | None:
+        return REGISTRY.get_sample_value("cityguard_consumer_lag_messages", {
+            "group": CONFIG.group_id("metrics-sink"), "topic": partition.topic, "partition": str(partition.partition)})
+
+    stop = threading.Event()
+    sink = MetricsSink(CONFIG, consumer=Consumer({detections, events}), group_readers={})
+    sink.run(stop)
+    assert (lag(detections), lag(events)) == (30, 30)
+    stop.clear()
+    sink.consumer = Consumer({detections})  # the other partition went to another sink: it reports it now
+    sink.run(stop)
+    assert (lag(detections), lag(events)) == (30, None)

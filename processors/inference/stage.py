@@ -23,7 +23,7 @@ from infra.backoff import Pause
 from infra.consume_loop import RetryBatch, process_batch
 from infra.dead_letter import dead_letter, wrong_key
 from infra.frame_client import FrameConsumer
-from infra.kafka import BROKER_CONNECTED, CONSUMER_LAG, loop_went_round, partition_lag, reset_positions_past_the_end
+from infra.kafka import BROKER_CONNECTED, export_partition_lag, loop_went_round, reset_positions_past_the_end
 from processors.inference.density_floor import DensityFloorPool
 from processors.inference.density_map import DensityMapCounter, without_texture
 from processors.inference.density_schedule import DensitySchedule
@@ -625,14 +625,7 @@ class InferenceWorker:
     def update_lag(self) -> None:
         BROKER_CONNECTED.labels(STAGE).set(1 if self.consumer.bootstrap_connected() else 0)
         reset_positions_past_the_end(self.consumer, self.group_id)
-        exported = set()
-        for (topic, partition), lag in partition_lag(self.consumer).items():
-            labels = (self.group_id, topic, str(partition))
-            CONSUMER_LAG.labels(*labels).set(lag)
-            exported.add(labels)
-        for labels in self.lag_labels - exported:  # a partition a rebalance took away: its new owner reports it
-            CONSUMER_LAG.remove(*labels)
-        self.lag_labels = exported
+        self.lag_labels = export_partition_lag(self.consumer, self.group_id, self.lag_labels)
         # So are its cameras' frame and density map ages: the last ones seen here, often high ones (lag is what moves
         # partitions), would stand beside the new owner's for ever.
         owned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topics.frames}
