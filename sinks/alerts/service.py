@@ -148,9 +148,11 @@ class AlertmanagerReceiver:
     rate (429). A token of None closes the intake: every POST is 401.
     """
 
-    def __init__(self, config: ReceiverConfig, token: str | None, port: int | None = None):
+    def __init__(self, config: ReceiverConfig, token: str | None, port: int | None = None,
+                 handle_timeout_s: float = HANDLE_TIMEOUT_S):
         self.config = config
         self.token = token
+        self.handle_timeout_s = handle_timeout_s  # for the main loop to record a request's alerts
         self.inbox: queue.Queue[PendingNotices] = queue.Queue()
         self.rate_limit = IncidentRateLimit(config.incident_requests_per_minute)
         self.server = BoundedHTTPServer((config.host, config.port if port is None else port), self._handler(),
@@ -236,9 +238,12 @@ class AlertmanagerReceiver:
                     return
                 pending = PendingNotices(notices)
                 receiver.inbox.put(pending)
-                if not pending.done.wait(HANDLE_TIMEOUT_S):
+                # Not recorded is refused as well: Alertmanager sends them again, but while it lasts they page nobody.
+                if not pending.done.wait(receiver.handle_timeout_s):
+                    REFUSED.labels("503").inc()
                     self.reply(503, "dispatcher busy, retry")
                 elif pending.error:
+                    REFUSED.labels("500").inc()
                     self.reply(500, pending.error)
                 else:
                     self.reply(200, f"{len(notices)} alerts recorded")

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import ConfigError
@@ -36,10 +36,14 @@ def payload(*alerts: dict) -> bytes:
 class Running:
     """A receiver on a free loopback port with a stand-in main loop that records what it is handed."""
 
-    def __init__(self, token: str | None = TOKEN, **settings):
-        self.receiver = AlertmanagerReceiver(ReceiverConfig(port=0, **settings), token).start()
+    def __init__(self, token: str | None = TOKEN, handle_timeout_s: float = 60.0, failing: str | None = None,
+                 busy: bool = False, **settings):
+        self.receiver = AlertmanagerReceiver(ReceiverConfig(port=0, **settings), token,
+                                             handle_timeout_s=handle_timeout_s).start()
         self.url = f"http://127.0.0.1:{self.receiver.port}"
         self.recorded: list = []
+        self.failing = failing  # what the stand-in loop says went wrong recording each request
+        self.busy = busy  # the stand-in loop takes nothing from the inbox
         self.running = True
         self.loop = threading.Thread(target=self.main_loop, daemon=True)
         self.loop.start()
@@ -47,10 +51,15 @@ class Running:
     def main_loop(self) -> None:
         while self.running:
             try:
-                pending = self.receiver.inbox.get(timeout=0.05)
+                pending = None if self.busy else self.receiver.inbox.get(timeout=0.05)
             except queue.Empty:
                 continue
-            self.recorded.extend(pending.notices)
+            if pending is None:
+                time.sleep(0.05)
+                continue
+            if self.failing is None:
+                self.recorded.extend(pending.notices)
+            pending.error = self.failing
             pending.done.set()
 
     def post(self, body: bytes, token: str | None = TOKEN, content_type: str = "application/json",
@@ -123,6 +132,23 @@ def test_an_authenticated_alertmanager_notification_is_recorded(receiver):
     status, body, _ = receiver.post(payload())
     assert (status, body) == (200, "1 alerts recorded")
     assert [notice.incident_id for notice in receiver.recorded] == ["am-f1"]
+
+
+def test_alerts_not_recorded_are_answered_and_counted_as_refused():
+    # Alertmanager sends them again, but while the dispatcher is too busy to record them (its incident store slow) or
+    # fails to, they page nobody: CityguardAlertWebhookRefused must see it.
+    def refused(code: str) -> float:
+        return REGISTRY.get_sample_value("cityguard_alert_webhook_refused_total", {"code": code}) or 0
+
+    before = refused("500"), refused("503")
+    failing, busy = Running(failing="the incident store is read-only"), Running(handle_timeout_s=0.3, busy=True)
+    try:
+        assert failing.post(payload())[:2] == (500, "the incident store is read-only")
+        assert busy.post(payload())[:2] == (503, "dispatcher busy, retry")
+    finally:
+        failing.stop()
+        busy.stop()
+    assert (refused("500"), refused("503")) == (before[0] + 1, before[1] + 1)
 
 
 def test_a_relative_runbook_is_sent_as_a_link_under_the_configured_base():
