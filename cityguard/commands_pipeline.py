@@ -165,6 +165,7 @@ def written_password(source: str) -> bool:
 def run_replay(args, config) -> int:
     import errno
     import gzip
+    import itertools
     import sys
 
     from cityguard.replay import (
@@ -199,6 +200,18 @@ def run_replay(args, config) -> int:
         raise ValueError(f"{args.detections} holds no Detections of camera {configured.id}")
     origin = CLIP_ORIGIN_S if args.start_time is None else args.start_time
     offset = recording_offset(recorded) if recorded else CLIP_ORIGIN_S if args.start_time is None else 0.0
+    if args.detections:
+        camera = at_source_rate(configured, recorded_rate(recorded))
+        source = iter(recorded)
+    else:
+        camera = at_source_rate(configured, clip_rate(config, clip))
+        source = clip_detections(config, camera, clip, origin)
+    if camera.fps < configured.fps:
+        print(f"cityguard: warning: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
+              f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
+    # The footage is checked and its first frame detected before any output file is opened, so a replay refused at
+    # its start (footage that is no video, a model that cannot be loaded) leaves the files an earlier one wrote.
+    source = itertools.chain(list(itertools.islice(source, 1)), source)
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
     recording = None  # gzip-compressed when named .gz, as recordings are read
     if args.record_detections:
@@ -219,15 +232,6 @@ def run_replay(args, config) -> int:
             line_counts.writelines(shift_window(window, first, offset).model_dump_json() + "\n" for window in closed)
 
     try:
-        if args.detections:
-            camera = at_source_rate(configured, recorded_rate(recorded))
-            source = iter(recorded)
-        else:
-            camera = at_source_rate(configured, clip_rate(config, clip))
-            source = clip_detections(config, camera, clip, origin)
-        if camera.fps < configured.fps:
-            print(f"cityguard: warning: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
-                  f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
         interval = 1.0 / camera.fps
         analytics = CameraAnalytics(camera, config)
         for detections in source:

@@ -216,11 +216,20 @@ def load_event_csv(path: Path) -> list[EventInterval]:
                                  "[,score])")
             try:
                 score = row.get("score")
-                events.append(EventInterval(row["camera"].strip(), row["type"].strip(), float(row["start"]),
-                                            float(row["end"]), float(score) if score not in (None, "") else None))
+                events.append(EventInterval(row["camera"].strip(), row["type"].strip(), event_number(row, "start"),
+                                            event_number(row, "end"),
+                                            event_number(row, "score") if score not in (None, "") else None))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
     return events
+
+
+def event_number(row: dict[str, str], name: str) -> float:
+    """A number of an event CSV row; a ValueError naming the column otherwise."""
+    try:
+        return float(row[name])
+    except ValueError:
+        raise ValueError(f"{name} {row[name]!r} is not a number") from None
 
 
 def load_event_messages(path: Path) -> list[EventInterval]:

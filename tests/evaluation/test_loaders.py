@@ -138,8 +138,15 @@ def test_a_short_event_row_names_its_line_and_the_missing_fields(tmp_path):
     path.write_text("camera,type,start,end\ncam1,crowd,10,20\n\ncam1,crowd\n")
     with pytest.raises(ValueError, match=r"truth.csv:4: no start, end \(need camera,type,start,end"):
         load_event_csv(path)
+
+
+def test_an_event_row_with_a_value_that_is_no_number_names_its_line_and_column(tmp_path):
+    path = tmp_path / "truth.csv"
     path.write_text("camera,type,start,end\ncam1,crowd,10,soon\n")
-    with pytest.raises(ValueError, match=r"truth.csv:2: could not convert"):
+    with pytest.raises(ValueError, match=r"truth.csv:2: end 'soon' is not a number$"):
+        load_event_csv(path)
+    path.write_text("camera,type,start,end,score\ncam1,crowd,10,20,high\n")
+    with pytest.raises(ValueError, match=r"truth.csv:2: score 'high' is not a number$"):
         load_event_csv(path)
 
 

@@ -154,6 +154,28 @@ def test_replay_needs_exactly_one_input_of_a_known_camera(tmp_path, capsys):
         "--camera", "lot", "--detections", str(recording))
 
 
+def test_a_replay_refused_at_its_start_leaves_the_files_an_earlier_one_wrote(tmp_path, capsys):
+    """Footage that is no video, or a model that cannot be loaded, is refused before an output file is opened."""
+    outputs = {option: tmp_path / f"earlier{option.replace('-', '_')}" for option in
+               ("--events", "--line-counts", "--frame-scores", "--record-detections")}
+    for path in outputs.values():
+        path.write_text("written by an earlier replay\n")
+    given = [part for option, path in outputs.items() for part in (option, str(path))]
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    assert main(["replay", "--config", str(site(tmp_path)), "--camera", "lot", str(not_video), *given]) == 2
+    crowd = tmp_path / "crowd.yaml"
+    crowd.write_text(yaml.safe_dump({
+        "site": "replay-crowd", "model": {"offline_weights": str(OFFLINE_MODEL)},
+        "analytics": {"density_model": {"weights": "missing.npz"}},
+        "cameras": [{"id": "street", "source": str(VTEST), "zones": [
+            {"id": "walkway", "area_m2": 30, "polygon": [[0, 0], [100, 0], [100, 100]]}]}],
+    }))
+    assert main(["replay", "--config", str(crowd), "--camera", "street", str(VTEST), *given]) == 1
+    assert "cannot be loaded" in capsys.readouterr().err
+    assert all(path.read_text() == "written by an earlier replay\n" for path in outputs.values())
+
+
 @pytest.mark.slow
 def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(tmp_path):
     # Operators draw zones and lanes on the camera's own picture; frames wider than max_width are scaled down for
