@@ -69,7 +69,7 @@ def merge_cameras(existing: list, discovered: list[dict]) -> tuple[int, int]:
 def run_discover(args, _config) -> int:
     from ruamel.yaml.comments import CommentedSeq
 
-    from producers.its_client import BoundingBox, ItsApiError, ItsClient
+    from producers.its_client import BoundingBox, ItsAuthError, ItsClient, ItsRequestError
     from sinks.console.scene_file import SceneError, SceneFile, as_yaml_nodes
 
     path: Path = args.config
@@ -82,8 +82,9 @@ def run_discover(args, _config) -> int:
     except ValidationError as exc:
         problems = first_problems(validation_problems(exc, "producer", ProducerConfig))
         raise ConfigError(f"invalid settings in {path}: {'; '.join(problems)}") from None
-    except (OSError, yaml.YAMLError, ValueError, ItsApiError) as exc:
-        raise ConfigError(str(exc)) from None
+    except (OSError, yaml.YAMLError, ValueError, ItsAuthError, ItsRequestError) as exc:
+        raise ConfigError(str(exc)) from None  # what was given: the site file, the key, the query
+    # An API that cannot be reached or fails to answer (ItsApiError) is a failure while running: exit status 1.
     for camera in found:
         if camera.url_refused is not None:
             print(f"cityguard: warning: skipped {camera.name!r}: {camera.url_refused}", file=sys.stderr)

@@ -134,3 +134,15 @@ def test_list_says_when_the_broker_is_not_reachable(tmp_path, api, monkeypatch, 
     assert main(["cameras", "list", "--config", str(path), "--wait", "1"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "(no live status: the broker 127.0.0.1:1 is not reachable)"
+
+
+def test_discover_against_an_api_that_cannot_be_reached_fails_while_running(tmp_path, api, monkeypatch, capsys):
+    # Nothing the user gave is wrong: exit status 1 (a failure while running), not 2, in one line.
+    monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
+    path = site_file(tmp_path, api)
+    api.stop()
+    before = path.read_text()
+    assert discover(path) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("cityguard: error: ITS API at ") and error.count("\n") == 1 and KEY not in error
+    assert path.read_text() == before
