@@ -88,10 +88,13 @@ def register(commands, add_command) -> None:
                          "ROC/AUC against labelled intervals", run_event_eval, needs_config=False)
     events.add_argument("--truth", type=Path, required=True, help="CSV camera,type,start,end")
     events.add_argument("--predicted", type=Path, required=True,
-                        help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic")
+                        help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic; "
+                        "per-frame scores (`cityguard replay --frame-scores`) give ROC/AUC alone, with --segment")
     events.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0,
                         help="seconds two intervals may be apart and match")
-    events.add_argument("--segment", type=POSITIVE, default=1.0, help="segment length in seconds for ROC")
+    events.add_argument("--segment", type=POSITIVE, default=None,
+                        help="segment length in seconds for ROC (default: 1; per-frame scores need it given, e.g. "
+                        "their frame length)")
     events.add_argument("--cameras", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                         default=None, help="comma-separated camera ids: score only these (the ones replayed; a "
                         "labelled camera without predictions otherwise scores as missed)")
@@ -201,13 +204,18 @@ def counters_for(args, config):
 
 
 def run_event_eval(args, config) -> int:
-    from cityguard.evaluation.events import evaluate_events
+    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, holds_frame_scores
     from cityguard.evaluation.loaders import load_event_csv, load_event_messages
     from cityguard.evaluation.report import event_report
 
     truth = load_event_csv(args.truth)
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
+    frame_scores = holds_frame_scores(predicted)
+    if frame_scores and args.segment is None:  # each frame would count as a predicted event
+        raise ValueError(f"{args.predicted} holds per-frame scores (rows back to back or scored 0, as `cityguard "
+                         "replay --frame-scores` writes), not events: give --segment SECONDS to score their ROC/AUC, "
+                         "or the replay's --events file for precision and recall")
     if args.cameras is not None:
         unknown = sorted(set(args.cameras) - {event.camera for event in [*truth, *predicted]})
         if unknown:  # a typo would score nothing and report it as a result
@@ -217,9 +225,16 @@ def run_event_eval(args, config) -> int:
         predicted = [event for event in predicted if event.camera in args.cameras]
     for warning in scoring_warnings(truth, predicted, args.cameras is None):
         print(f"cityguard: warning: {warning}", file=sys.stderr)
-    result = evaluate_events(truth, predicted, args.tolerance, args.segment)
-    o = result.overall
-    print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
+    result = evaluate_events(truth, predicted, args.tolerance,
+                             DEFAULT_SEGMENT_S if args.segment is None else args.segment)
+    if frame_scores:
+        aucs = ", ".join(f"{t.type} {t.roc.auc:.3f}" if t.roc else f"{t.type} n/a" for t in result.types)
+        print(f"{len(truth)} labelled, {len(predicted)} frame scores: AUC {aucs} (precision and recall need events: "
+              "the replay's --events file)")
+    else:
+        o = result.overall
+        print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} "
+              f"F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
     return 0
 
