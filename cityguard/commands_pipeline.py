@@ -140,8 +140,11 @@ def check_config(args, config) -> int:
     model_classes = model_class_names(config)
     if model_classes is not None:
         model, names = model_classes
+        for field, ids in config.model.class_ids_outside(set(names)):
+            print(f"cityguard: warning: model.{field}: the model {model} has no class id {ids} (its ids are "
+                  f"{min(names)}-{max(names)})", file=sys.stderr)
         for camera in config.cameras:
-            for field, classes in camera.scene.classes_outside(names) if camera.scene else ():
+            for field, classes in camera.scene.classes_outside(set(names.values())) if camera.scene else ():
                 print(f"cityguard: warning: camera {camera.id}: scene.{field}: the model {model} has no class "
                       f"{classes}", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
