@@ -107,7 +107,7 @@ def check_config(args, config) -> int:
     from producers.capture import source_kind
     from schemas.settings.alerting import WebhookChannelConfig
     from schemas.settings.capture import SourceKind
-    from schemas.settings.crowd import area_disagreements
+    from schemas.settings.crowd import area_disagreements, stray_entrances
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
@@ -135,8 +135,8 @@ def check_config(args, config) -> int:
     for passed_over in passed_over_models(config):
         print(redacted(f"cityguard: warning: {passed_over}"), file=sys.stderr)
     for camera in config.cameras:
-        for disagreement in area_disagreements(camera.zones, camera.calibration):
-            print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)
+        for mistake in [*area_disagreements(camera.zones, camera.calibration), *stray_entrances(camera.zones)]:
+            print(f"cityguard: warning: camera {camera.id}: {mistake}", file=sys.stderr)
     model_classes = model_class_names(config)
     if model_classes is not None:
         model, names = model_classes
