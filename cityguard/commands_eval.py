@@ -7,7 +7,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, names_among
+from cityguard.arguments import (
+    FOLDER,
+    FRACTION,
+    HELD_OUT_HELP,
+    NON_NEGATIVE,
+    OPEN_FRACTION,
+    POSITIVE,
+    counted,
+    names_among,
+)
 from cityguard.evaluation.degrade import DEGRADATIONS, write_degraded_copies
 from cityguard.stages import tiled_detector
 
@@ -229,8 +238,8 @@ def run_event_eval(args, config) -> int:
                              DEFAULT_SEGMENT_S if args.segment is None else args.segment)
     if frame_scores:
         aucs = ", ".join(f"{t.type} {t.roc.auc:.3f}" if t.roc else f"{t.type} n/a" for t in result.types)
-        print(f"{len(truth)} labelled, {len(predicted)} frame scores: AUC {aucs} (precision and recall need events: "
-              "the replay's --events file)")
+        print(f"{len(truth)} labelled, {counted(len(predicted), 'frame score')}: AUC {aucs} (precision and recall "
+              "need events: the replay's --events file)")
     else:
         o = result.overall
         print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} "
@@ -250,7 +259,7 @@ def scoring_warnings(truth: list, predicted: list, all_cameras: bool) -> list[st
                         f"predicted types are {', '.join(sorted(predicted_types)) or 'none'}")
     silent = sorted({event.camera for event in truth} - {event.camera for event in predicted})
     if all_cameras and silent:
-        warnings.append(f"{len(silent)} labelled cameras have no predicted event ({', '.join(silent[:5])}"
+        warnings.append(f"no predicted event on {counted(len(silent), 'labelled camera')} ({', '.join(silent[:5])}"
                         f"{', ...' if len(silent) > 5 else ''}): one not replayed scores as missed; --cameras scores "
                         "only those given")
     return warnings
@@ -268,9 +277,9 @@ def run_devset_build(args, config) -> int:
         print(f"cityguard: error: {exc}", file=sys.stderr)
         return 1
     if items and isinstance(items[0], DevsetClip):
-        print(f"{len(items)} clips in {args.out / 'clips'}")
+        print(f"{counted(len(items), 'clip')} in {args.out / 'clips'}")
     else:
-        print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
+        print(f"{counted(len(items), 'image')} with counts in {args.out} (truth: {args.out / 'truth.csv'})")
     return 0
 
 

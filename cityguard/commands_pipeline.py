@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from cityguard import stages
-from cityguard.arguments import COUNT, NON_NEGATIVE_COUNT, PORT, POSITIVE, number_in
+from cityguard.arguments import COUNT, NON_NEGATIVE_COUNT, PORT, POSITIVE, counted, number_in
 from schemas.settings.capture import MAX_SHARDS
 from schemas.settings.config import ConfigError
 
@@ -148,7 +148,8 @@ def check_config(args, config) -> int:
                 print(f"cityguard: warning: camera {camera.id}: scene.{field}: the model {model} has no class "
                       f"{classes}", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
-    print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
+    print(f"{args.config}: site {config.site!r}, {counted(len(config.cameras), 'camera')}, {counted(zones, 'zone')}: "
+          "OK")
     return 0
 
 
@@ -265,12 +266,12 @@ def run_replay(args, config) -> int:
         for handle in (events, recording, scores, line_counts):
             if handle:
                 handle.close()
-    print(f"{frames} frames, {opened} events opened")
+    print(f"{counted(frames, 'frame')}, {counted(opened, 'event')} opened")
     for summary in zone_summaries(zone_windows, [zone.id for zone in camera.zones], latest):
         print(summary)
     totals = line_totals(windows)
     for line in (camera.scene.counting_lines if camera.scene else []):
         crossed = totals.get(line.id, {})
         parts = ", ".join(f"{name} {direction} {count}" for (name, direction), count in sorted(crossed.items()))
-        print(f"line {line.id}: {sum(crossed.values())} crossings" + (f" ({parts})" if parts else ""))
+        print(f"line {line.id}: {counted(sum(crossed.values()), 'crossing')}" + (f" ({parts})" if parts else ""))
     return 0
