@@ -20,6 +20,8 @@ from cityguard.arguments import (
 from cityguard.evaluation.degrade import DEGRADATIONS, write_degraded_copies
 from cityguard.stages import tiled_detector
 
+REPORT_HELP = "folder to write the report into: report.md with its plots, report.json (default: %(default)s)"
+
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
 
@@ -68,7 +70,7 @@ def register(commands, add_command) -> None:
                           help="confidence for precision/recall/F1/confusion (default: the configured one)")
     detector.add_argument("--iou", type=OPEN_FRACTION, default=0.5, help="IoU for a match (default: %(default)s)")
     detector.add_argument("--tiling", action="store_true", help="also evaluate tiled inference (model.tiling)")
-    detector.add_argument("--out", type=Path, default=Path("var/eval/detector"))
+    detector.add_argument("--out", type=Path, default=Path("var/eval/detector"), help=REPORT_HELP)
 
     counts = add_command(kinds, "counts", "MAE, RMSE and relative error of people counts, by crowd size",
                          run_count_eval)
@@ -91,7 +93,7 @@ def register(commands, add_command) -> None:
                         "fresh density map through analytics.counting) (default: detector)")
     counts.add_argument("--fused-detector", choices=("detector", "tiled"), default="detector",
                         help="the detector feeding the fused counter, as the zone camera runs (default: detector)")
-    counts.add_argument("--out", type=Path, default=Path("var/eval/counts"))
+    counts.add_argument("--out", type=Path, default=Path("var/eval/counts"), help=REPORT_HELP)
 
     events = add_command(kinds, "events", "event-level precision, recall, F1, detection delay, type confusion and "
                          "ROC/AUC against labelled intervals", run_event_eval, needs_config=False)
@@ -107,7 +109,7 @@ def register(commands, add_command) -> None:
     events.add_argument("--cameras", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                         default=None, help="comma-separated camera ids: score only these (the ones replayed; a "
                         "labelled camera without predictions otherwise scores as missed)")
-    events.add_argument("--out", type=Path, default=Path("var/eval/events"))
+    events.add_argument("--out", type=Path, default=Path("var/eval/events"), help=REPORT_HELP)
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
     devsets = devset.add_subparsers(dest="devset", required=True)

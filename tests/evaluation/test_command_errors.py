@@ -34,6 +34,16 @@ def test_commands_parse_without_the_repositorys_devsets_and_dashboards(without_r
     assert error.count("\n") == 1 and "unknown development set 'crowd'" in error and "no-tests" in error
 
 
+@pytest.mark.parametrize("kind", ["detector", "counts", "events"])
+def test_eval_help_says_where_the_report_goes_by_default(kind, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["eval", kind, "--help"])
+    assert stopped.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("--out OUT folder to write the report into: report.md with its plots, report.json (default: "
+            f"var/eval/{kind})") in shown
+
+
 def test_grafana_provision_without_dashboards_fails_naming_the_folder_and_option(without_repository_folders,
                                                                                    capsys):
     assert main(["grafana", "provision", "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
