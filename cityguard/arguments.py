@@ -1,6 +1,6 @@
 """Number types for command-line options that name the range they take, so that a value outside it is refused in
-one line by argparse instead of producing a meaningless figure; path types; and how the commands print a time and
-begin the line of a failure."""
+one line by argparse instead of producing a meaningless figure; path types; and how the commands print a time or a
+count and begin the line of a failure."""
 from __future__ import annotations
 
 import argparse
@@ -126,3 +126,8 @@ HELD_OUT_HELP = ("note listing held-out sha256 digests (default: reference/held-
 def shown_time(seconds: float | None, missing: str = "-") -> str:
     """A unix time as the commands print it: this machine's local time, with its zone."""
     return missing if seconds is None else datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`count` and the noun in the number it takes: 1 camera, 2 cameras (`plural` where adding an s is wrong)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

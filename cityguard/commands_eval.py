@@ -7,9 +7,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from cityguard.arguments import FOLDER, FRACTION, HELD_OUT_HELP, NON_NEGATIVE, OPEN_FRACTION, POSITIVE, names_among
+from cityguard.arguments import (
+    FOLDER,
+    FRACTION,
+    HELD_OUT_HELP,
+    NON_NEGATIVE,
+    OPEN_FRACTION,
+    POSITIVE,
+    counted,
+    names_among,
+)
 from cityguard.evaluation.degrade import DEGRADATIONS, write_degraded_copies
 from cityguard.stages import tiled_detector
+
+REPORT_HELP = "folder to write the report into: report.md with its plots, report.json (default: %(default)s)"
 
 # Manifests live in the repository's tests, so an installed package has none: looked up only when a set is built.
 DEVSETS = Path(__file__).resolve().parent.parent / "tests" / "devsets"
@@ -59,7 +70,7 @@ def register(commands, add_command) -> None:
                           help="confidence for precision/recall/F1/confusion (default: the configured one)")
     detector.add_argument("--iou", type=OPEN_FRACTION, default=0.5, help="IoU for a match (default: %(default)s)")
     detector.add_argument("--tiling", action="store_true", help="also evaluate tiled inference (model.tiling)")
-    detector.add_argument("--out", type=Path, default=Path("var/eval/detector"))
+    detector.add_argument("--out", type=Path, default=Path("var/eval/detector"), help=REPORT_HELP)
 
     counts = add_command(kinds, "counts", "MAE, RMSE and relative error of people counts, by crowd size",
                          run_count_eval)
@@ -82,20 +93,23 @@ def register(commands, add_command) -> None:
                         "fresh density map through analytics.counting) (default: detector)")
     counts.add_argument("--fused-detector", choices=("detector", "tiled"), default="detector",
                         help="the detector feeding the fused counter, as the zone camera runs (default: detector)")
-    counts.add_argument("--out", type=Path, default=Path("var/eval/counts"))
+    counts.add_argument("--out", type=Path, default=Path("var/eval/counts"), help=REPORT_HELP)
 
     events = add_command(kinds, "events", "event-level precision, recall, F1, detection delay, type confusion and "
                          "ROC/AUC against labelled intervals", run_event_eval, needs_config=False)
     events.add_argument("--truth", type=Path, required=True, help="CSV camera,type,start,end")
     events.add_argument("--predicted", type=Path, required=True,
-                        help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic")
+                        help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic; "
+                        "per-frame scores (`cityguard replay --frame-scores`) give ROC/AUC alone, with --segment")
     events.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0,
                         help="seconds two intervals may be apart and match")
-    events.add_argument("--segment", type=POSITIVE, default=1.0, help="segment length in seconds for ROC")
+    events.add_argument("--segment", type=POSITIVE, default=None,
+                        help="segment length in seconds for ROC (default: 1; per-frame scores need it given, e.g. "
+                        "their frame length)")
     events.add_argument("--cameras", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
                         default=None, help="comma-separated camera ids: score only these (the ones replayed; a "
                         "labelled camera without predictions otherwise scores as missed)")
-    events.add_argument("--out", type=Path, default=Path("var/eval/events"))
+    events.add_argument("--out", type=Path, default=Path("var/eval/events"), help=REPORT_HELP)
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
     devsets = devset.add_subparsers(dest="devset", required=True)
@@ -201,13 +215,18 @@ def counters_for(args, config):
 
 
 def run_event_eval(args, config) -> int:
-    from cityguard.evaluation.events import evaluate_events
+    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, holds_frame_scores
     from cityguard.evaluation.loaders import load_event_csv, load_event_messages
     from cityguard.evaluation.report import event_report
 
     truth = load_event_csv(args.truth)
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
+    frame_scores = holds_frame_scores(predicted)
+    if frame_scores and args.segment is None:  # each frame would count as a predicted event
+        raise ValueError(f"{args.predicted} holds per-frame scores (rows back to back or scored 0, as `cityguard "
+                         "replay --frame-scores` writes), not events: give --segment SECONDS to score their ROC/AUC, "
+                         "or the replay's --events file for precision and recall")
     if args.cameras is not None:
         unknown = sorted(set(args.cameras) - {event.camera for event in [*truth, *predicted]})
         if unknown:  # a typo would score nothing and report it as a result
@@ -217,9 +236,16 @@ def run_event_eval(args, config) -> int:
         predicted = [event for event in predicted if event.camera in args.cameras]
     for warning in scoring_warnings(truth, predicted, args.cameras is None):
         print(f"cityguard: warning: {warning}", file=sys.stderr)
-    result = evaluate_events(truth, predicted, args.tolerance, args.segment)
-    o = result.overall
-    print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
+    result = evaluate_events(truth, predicted, args.tolerance,
+                             DEFAULT_SEGMENT_S if args.segment is None else args.segment)
+    if frame_scores:
+        aucs = ", ".join(f"{t.type} {t.roc.auc:.3f}" if t.roc else f"{t.type} n/a" for t in result.types)
+        print(f"{len(truth)} labelled, {counted(len(predicted), 'frame score')}: AUC {aucs} (precision and recall "
+              "need events: the replay's --events file)")
+    else:
+        o = result.overall
+        print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} "
+              f"F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
     return 0
 
@@ -235,7 +261,7 @@ def scoring_warnings(truth: list, predicted: list, all_cameras: bool) -> list[st
                         f"predicted types are {', '.join(sorted(predicted_types)) or 'none'}")
     silent = sorted({event.camera for event in truth} - {event.camera for event in predicted})
     if all_cameras and silent:
-        warnings.append(f"{len(silent)} labelled cameras have no predicted event ({', '.join(silent[:5])}"
+        warnings.append(f"no predicted event on {counted(len(silent), 'labelled camera')} ({', '.join(silent[:5])}"
                         f"{', ...' if len(silent) > 5 else ''}): one not replayed scores as missed; --cameras scores "
                         "only those given")
     return warnings
@@ -253,9 +279,9 @@ def run_devset_build(args, config) -> int:
         print(f"cityguard: error: {exc}", file=sys.stderr)
         return 1
     if items and isinstance(items[0], DevsetClip):
-        print(f"{len(items)} clips in {args.out / 'clips'}")
+        print(f"{counted(len(items), 'clip')} in {args.out / 'clips'}")
     else:
-        print(f"{len(items)} images with counts in {args.out} (truth: {args.out / 'truth.csv'})")
+        print(f"{counted(len(items), 'image')} with counts in {args.out} (truth: {args.out / 'truth.csv'})")
     return 0
 
 

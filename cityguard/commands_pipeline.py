@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from cityguard import stages
-from cityguard.arguments import COUNT, NON_NEGATIVE_COUNT, PORT, POSITIVE, number_in
+from cityguard.arguments import COUNT, NON_NEGATIVE_COUNT, PORT, POSITIVE, counted, number_in
 from schemas.settings.capture import MAX_SHARDS
 from schemas.settings.config import ConfigError
 
@@ -107,7 +107,7 @@ def check_config(args, config) -> int:
     from producers.capture import source_kind
     from schemas.settings.alerting import WebhookChannelConfig
     from schemas.settings.capture import SourceKind
-    from schemas.settings.crowd import area_disagreements
+    from schemas.settings.crowd import area_disagreements, stray_entrances
 
     for camera in config.cameras:
         if assets.is_asset(camera.source):
@@ -135,17 +135,21 @@ def check_config(args, config) -> int:
     for passed_over in passed_over_models(config):
         print(redacted(f"cityguard: warning: {passed_over}"), file=sys.stderr)
     for camera in config.cameras:
-        for disagreement in area_disagreements(camera.zones, camera.calibration):
-            print(f"cityguard: warning: camera {camera.id}: {disagreement}", file=sys.stderr)
+        for mistake in [*area_disagreements(camera.zones, camera.calibration), *stray_entrances(camera.zones)]:
+            print(f"cityguard: warning: camera {camera.id}: {mistake}", file=sys.stderr)
     model_classes = model_class_names(config)
     if model_classes is not None:
         model, names = model_classes
+        for field, ids in config.model.class_ids_outside(set(names)):
+            print(f"cityguard: warning: model.{field}: the model {model} has no class id {ids} (its ids are "
+                  f"{min(names)}-{max(names)})", file=sys.stderr)
         for camera in config.cameras:
-            for field, classes in camera.scene.classes_outside(names) if camera.scene else ():
+            for field, classes in camera.scene.classes_outside(set(names.values())) if camera.scene else ():
                 print(f"cityguard: warning: camera {camera.id}: scene.{field}: the model {model} has no class "
                       f"{classes}", file=sys.stderr)
     zones = sum(len(camera.zones) for camera in config.cameras)
-    print(f"{args.config}: site {config.site!r}, {len(config.cameras)} cameras, {zones} zones: OK")
+    print(f"{args.config}: site {config.site!r}, {counted(len(config.cameras), 'camera')}, {counted(zones, 'zone')}: "
+          "OK")
     return 0
 
 
@@ -262,12 +266,12 @@ def run_replay(args, config) -> int:
         for handle in (events, recording, scores, line_counts):
             if handle:
                 handle.close()
-    print(f"{frames} frames, {opened} events opened")
+    print(f"{counted(frames, 'frame')}, {counted(opened, 'event')} opened")
     for summary in zone_summaries(zone_windows, [zone.id for zone in camera.zones], latest):
         print(summary)
     totals = line_totals(windows)
     for line in (camera.scene.counting_lines if camera.scene else []):
         crossed = totals.get(line.id, {})
         parts = ", ".join(f"{name} {direction} {count}" for (name, direction), count in sorted(crossed.items()))
-        print(f"line {line.id}: {sum(crossed.values())} crossings" + (f" ({parts})" if parts else ""))
+        print(f"line {line.id}: {counted(sum(crossed.values()), 'crossing')}" + (f" ({parts})" if parts else ""))
     return 0

@@ -144,10 +144,11 @@ def export_marker(folder: Path) -> str:
     return next((marker for ending, marker in EXPORT_MARKERS.items() if name.endswith(ending)), EXPORT_METADATA)
 
 
-def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
-    """The model the inference stage would load here and its class names, where they can be read without loading it:
-    from the metadata.yaml of a model exported to a folder (the offline OpenVINO model). None for a model file (a .pt
-    holds its names inside the pickled model, which only torch reads), one downloaded first, or one not there."""
+def model_class_names(config: Config) -> tuple[Path, dict[int, str]] | None:
+    """The model the inference stage would load here and its class names by id, where they can be read without
+    loading it: from the metadata.yaml of a model exported to a folder (the offline OpenVINO model). None for a model
+    file (a .pt holds its names inside the pickled model, which only torch reads), one downloaded first, or one not
+    there."""
     try:
         _, loaded = model_search(config)
     except ValueError:  # named by the start checks
@@ -158,4 +159,6 @@ def model_class_names(config: Config) -> tuple[Path, set[str]] | None:
         names = yaml.safe_load((loaded.here / EXPORT_METADATA).read_text(encoding="utf-8"))["names"]
     except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError):
         return None
-    return (loaded.here, {str(name) for name in names.values()}) if isinstance(names, dict) else None
+    if not isinstance(names, dict) or not names or not all(isinstance(class_id, int) for class_id in names):
+        return None
+    return loaded.here, {class_id: str(name) for class_id, name in names.items()}

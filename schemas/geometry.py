@@ -174,6 +174,19 @@ def point_segment_distance(point: Point, start: Point, end: Point) -> float:
     return float(np.linalg.norm(p - (a + t * (b - a))))
 
 
+def segment_outline_distance(start: Point, end: Point, polygon: Sequence[Point]) -> float:
+    """Distance from the segment start-end to the closest point of the closed polygon's outline: 0 where the segment
+    crosses or touches an edge."""
+    corners = np.asarray(polygon, dtype=float).reshape(-1, 2)
+    following = np.roll(corners, -1, axis=0)
+    if steps_cross_segment(corners, following, start, end).any():
+        return 0.0
+    # Two segments that do not meet are closest at an end point of one of them.
+    return min(min(point_segment_distance(corner, start, end) for corner in corners),
+               min(point_segment_distance(point, a, b) for point in (start, end)
+                   for a, b in zip(corners, following, strict=True)))
+
+
 def box_diagonal(box: Sequence[float]) -> float:
     """Length of an (x1, y1, x2, y2) box's diagonal: the object's size in the thresholds that scale with it."""
     return math.hypot(box[2] - box[0], box[3] - box[1])

@@ -323,6 +323,27 @@ def test_check_config_warns_of_scene_classes_the_model_does_not_have(tmp_path, c
         "cars (did you mean car?)"]
 
 
+def test_check_config_warns_of_model_class_ids_the_model_does_not_have(tmp_path, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+
+    def warnings(model: str) -> list[str]:
+        site.write_text(f"model: {model}\ncameras:\n  - id: walk\n    source: {VTEST}\n")
+        assert main(["check-config", "--config", str(site)]) == 0
+        return capsys.readouterr().err.splitlines()
+
+    offline = "weights: 'asset:yolo11n_int8_openvino_model', offline_weights: null"
+    assert warnings(f"{{{offline}, classes: [2, 300, 0, 80], class_confidence: {{2: 0.5, 91: 0.4}}}}") == [
+        f"cityguard: warning: model.classes: the model {OFFLINE_MODEL} has no class id 80, 300 (its ids are 0-79)",
+        f"cityguard: warning: model.class_confidence: the model {OFFLINE_MODEL} has no class id 91 (its ids are "
+        "0-79)"]
+    assert warnings(f"{{{offline}, classes: [0, 2, 79]}}") == []
+    # A .pt file holds its class ids in the pickled model: nothing to check against without loading it.
+    (tmp_path / "site.pt").write_bytes(b"weights")
+    assert warnings("{weights: ./site.pt, offline_weights: null, classes: [300]}") == []
+
+
 def test_check_config_refuses_an_unknown_asset_and_warns_of_a_missing_file(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("cameras:\n  - id: walk\n    source: asset:vtest2.avi\n")

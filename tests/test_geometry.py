@@ -13,6 +13,7 @@ from schemas.geometry import (
     polygon_cell_weights,
     polygon_is_simple,
     positions_along,
+    segment_outline_distance,
     segments_intersect,
 )
 
@@ -23,6 +24,15 @@ def test_area_by_shoelace():
     assert polygon_area(SQUARE) == 100
     assert polygon_area([(0, 0), (4, 0), (0, 3)]) == 6
     assert polygon_area([(0, 0), (1, 1), (2, 2)]) == 0
+
+
+def test_distance_from_a_segment_to_a_polygons_outline():
+    assert segment_outline_distance((5, -3), (5, 3), SQUARE) == 0  # across an edge
+    assert segment_outline_distance((10, 4), (14, 4), SQUARE) == 0  # from a point on an edge
+    assert segment_outline_distance((2, 5), (8, 5), SQUARE) == 2  # inside, 2 from the left and right edges
+    assert segment_outline_distance((13, 2), (13, 8), SQUARE) == 3  # beside an edge
+    assert segment_outline_distance((12, 13), (20, 13), SQUARE) == pytest.approx(np.hypot(2, 3))  # past a corner
+    assert segment_outline_distance((-5, 15), (15, 15), SQUARE) == 5  # a corner closest to the segment's middle
 
 
 def test_points_in_polygon_including_concave_shapes():

@@ -12,6 +12,7 @@ labelled event covers it, and scores the highest score of the predictions coveri
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from cityguard.evaluation.scoring import PrecisionRecall, RocCurve, roc_curve
 NONE = "none"  # the confusion-matrix label for "no event"
 # A day of 0.1 s segments per camera: more is a unit mistake, and would take gigabytes.
 MAX_SEGMENTS = 1_000_000
+DEFAULT_SEGMENT_S = 1.0
+# How far apart an end and a start may be and still be back to back: `cityguard replay` writes times to the
+# millisecond, so a frame's start and the end before it differ by up to one in rounding.
+BACK_TO_BACK_S = 0.0015
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,23 @@ class EventInterval:
             raise ValueError(f"event {self.camera}/{self.type} needs finite times, not {self.start}..{self.end}")
         if not self.end >= self.start:
             raise ValueError(f"event {self.camera}/{self.type} ends ({self.end}) before it starts ({self.start})")
+
+
+def holds_frame_scores(predicted: list[EventInterval]) -> bool:
+    """Whether `predicted` is a score over time, one row a frame (as `cityguard replay --frame-scores` writes), rather
+    than events: a row scored 0 predicts nothing, and two events of one type and camera back to back (one starting
+    where the other ends) would have been one event."""
+    if any(e.score == 0 for e in predicted):
+        return True
+    rows: dict[tuple[str, str], list[EventInterval]] = defaultdict(list)
+    for e in predicted:
+        rows[(e.camera, e.type)].append(e)
+    for own in rows.values():
+        own.sort(key=lambda e: e.start)
+        if any(earlier.end > earlier.start and abs(later.start - earlier.end) <= BACK_TO_BACK_S
+               for earlier, later in itertools.pairwise(own)):
+            return True
+    return False
 
 
 def overlap_s(a: EventInterval, b: EventInterval) -> float:
@@ -173,7 +195,7 @@ def segment_labels_and_scores(truth: list[EventInterval], predicted: list[EventI
 
 
 def evaluate_events(truth: list[EventInterval], predicted: list[EventInterval], tolerance_s: float = 0.0,
-                    segment_s: float = 1.0) -> EventResult:
+                    segment_s: float = DEFAULT_SEGMENT_S) -> EventResult:
     types = []
     total = PrecisionRecall(0, 0, 0)
     for event_type in sorted({e.type for e in truth} | {e.type for e in predicted}):

@@ -216,6 +216,13 @@ class ModelConfig(Frozen):
     tracking: TrackingConfig = TrackingConfig()
     tiling: TilingConfig = TilingConfig()
 
+    def class_ids_outside(self, ids: set[int]) -> list[tuple[str, str]]:
+        """(field, class ids) for each setting that names class ids outside `ids` (a model's): COCO's ids given for
+        a model retrained on other classes, or a typo, which keep or tune nothing it ever reports."""
+        given = [("classes", self.classes or []), ("class_confidence", list(self.class_confidence))]
+        outside = [(field, sorted(set(classes) - ids)) for field, classes in given]
+        return [(field, ", ".join(map(str, unknown))) for field, unknown in outside if unknown]
+
 
 GEOMETRY_MARGIN = 0.02  # of the picture's size: a point drawn just past the edge is still on the picture
 NOT_IMAGE_POINTS = frozenset({"direction", "ground_points"})  # a Point that is a vector; points in metres

@@ -17,7 +17,7 @@ from schemas.calibration import (
     fit_homography,
     reprojection_errors,
 )
-from schemas.geometry import polygon_area
+from schemas.geometry import box_diagonal, polygon_area, segment_outline_distance
 from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
 from schemas.settings.lines import CountingLineConfig
 
@@ -121,6 +121,28 @@ def area_disagreements(zones: list[ZoneConfig], calibration: CalibrationConfig |
         if not 1 / AREA_DISAGREEMENT_FACTOR <= zone.area_m2 / calibrated <= AREA_DISAGREEMENT_FACTOR:
             lines.append(f"zone {zone.id}: area_m2 is {zone.area_m2:g} m² but the calibration gives it "
                          f"{calibrated:.3g} m²: one of them is wrong, and its density uses area_m2")
+    return lines
+
+
+# How far from its zone's outline, as a share of the zone's size (its bounding box's diagonal), an entrance may be drawn
+# and still be taken as drawn across it: a hand-drawn line may stop a little short of the outline.
+ENTRANCE_REACH = 0.05
+
+
+def stray_entrances(zones: list[ZoneConfig]) -> list[str]:
+    """One line per zone entrance that neither crosses nor comes near the zone's outline (within ENTRANCE_REACH): one
+    drawn for another zone or in other pixels, whose crossings are no one entering or leaving its zone."""
+    lines = []
+    for zone in zones:
+        corners = np.asarray(zone.polygon, dtype=float)
+        reach = ENTRANCE_REACH * box_diagonal([*corners.min(axis=0), *corners.max(axis=0)])
+        for entrance in zone.entrances:
+            distance = segment_outline_distance(entrance.start, entrance.end, zone.polygon)
+            if distance > reach:
+                lines.append(f"zone {zone.id}: entrance {entrance.id} from [{entrance.start[0]:g}, "
+                             f"{entrance.start[1]:g}] to [{entrance.end[0]:g}, {entrance.end[1]:g}] is {distance:.0f} "
+                             "px from the zone's outline: an entrance is drawn across it, or what crosses it neither "
+                             "enters nor leaves the zone")
     return lines
 
 

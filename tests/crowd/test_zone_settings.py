@@ -19,6 +19,7 @@ from schemas.settings.crowd import (
     CalibrationConfig,
     ZoneConfig,
     area_disagreements,
+    stray_entrances,
     verify_zone_areas,
 )
 from tests.crowd.simulator import SQUARE as SIMULATED
@@ -233,3 +234,25 @@ def test_a_measured_area_the_calibration_contradicts_is_named(tmp_path, capsys):
     warning = capsys.readouterr().err
     assert (f"camera plaza: zone square: area_m2 is {SIMULATED.area_m2 / 3:g} m² but the calibration gives it"
             in warning)
+
+
+def test_an_entrance_drawn_away_from_its_zone_is_named(tmp_path, capsys):
+    def zone(*entrances: tuple[list[int], list[int]]) -> ZoneConfig:
+        return ZoneConfig(id="square", polygon=[[200, 200], [400, 200], [400, 400], [200, 400]], area_m2=50,
+                          entrances=[{"id": f"gate{n}", "start": start, "end": end}
+                                     for n, (start, end) in enumerate(entrances, 1)])
+
+    # across the outline, from on it, and stopping a few pixels short of it (within 5 % of the zone's 283 px size)
+    assert stray_entrances([zone(([300, 150], [300, 250]), ([400, 300], [450, 300]), ([190, 250], [190, 350]))]) == []
+    assert stray_entrances([zone(([10, 10], [50, 10]), ([250, 300], [350, 300]))]) == [
+        "zone square: entrance gate1 from [10, 10] to [50, 10] is 242 px from the zone's outline: an entrance is drawn "
+        "across it, or what crosses it neither enters nor leaves the zone",
+        "zone square: entrance gate2 from [250, 300] to [350, 300] is 50 px from the zone's outline: an entrance is "
+        "drawn across it, or what crosses it neither enters nor leaves the zone"]
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE_WITH_A_LINE.replace("start: [0, 50], end: [100, 50]", "start: [150, 10], end: [190, 10]"))
+    assert main(["check-config", "--config", str(site)]) == 0
+    printed = capsys.readouterr()
+    assert ("cityguard: warning: camera cam1: zone z1: entrance gate from [150, 10] to [190, 10] is 50 px from the "
+            "zone's outline") in printed.err
+    assert printed.out.endswith(", 1 camera, 1 zone: OK\n")

@@ -34,6 +34,16 @@ def test_commands_parse_without_the_repositorys_devsets_and_dashboards(without_r
     assert error.count("\n") == 1 and "unknown development set 'crowd'" in error and "no-tests" in error
 
 
+@pytest.mark.parametrize("kind", ["detector", "counts", "events"])
+def test_eval_help_says_where_the_report_goes_by_default(kind, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["eval", kind, "--help"])
+    assert stopped.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert ("--out OUT folder to write the report into: report.md with its plots, report.json (default: "
+            f"var/eval/{kind})") in shown
+
+
 def test_grafana_provision_without_dashboards_fails_naming_the_folder_and_option(without_repository_folders,
                                                                                    capsys):
     assert main(["grafana", "provision", "--url", "http://127.0.0.1:9", "--token", "t"]) == 2
@@ -93,6 +103,18 @@ def test_a_short_row_of_an_events_csv_names_its_line(tmp_path, capsys):
     assert main(["eval", "events", "--truth", str(tmp_path / "truth.csv"), "--predicted",
                  str(tmp_path / "predicted.csv"), "--out", str(tmp_path / "report")]) == 2
     assert_one_line_error_printed(capsys, "truth.csv:3: no start, end")
+
+
+def test_per_frame_scores_are_not_counted_as_predicted_events(tmp_path, capsys):
+    (tmp_path / "truth.csv").write_text("camera,type,start,end\ncam,crowd,1,2\n")
+    rows = "".join(f"cam,crowd,{k / 10:.3f},{(k + 1) / 10:.3f},{0.9 if 10 <= k < 20 else 0}\n" for k in range(40))
+    (tmp_path / "scores.csv").write_text("camera,type,start,end,score\n" + rows)
+    given = ["eval", "events", "--truth", str(tmp_path / "truth.csv"), "--predicted", str(tmp_path / "scores.csv"),
+             "--out", str(tmp_path / "report")]
+    assert main(given) == 2
+    assert_one_line_error_printed(capsys, "scores.csv holds per-frame scores", "give --segment SECONDS")
+    assert main([*given, "--segment", "0.1"]) == 0
+    assert "1 labelled, 40 frame scores: AUC crowd 1.000 (precision and recall need events" in capsys.readouterr().out
 
 
 def test_a_benchmark_option_mistake_is_one_line(capsys):

@@ -42,7 +42,7 @@ def test_eval_events_scores_the_cameras_given_and_warns_of_what_would_mislead(tm
     assert result.stderr.splitlines() == [
         "cityguard: warning: no predicted event has type 'colision' (1 labelled): predicted types are collision, "
         "crowd",
-        "cityguard: warning: 1 labelled cameras have no predicted event (other): one not replayed scores as missed; "
+        "cityguard: warning: no predicted event on 1 labelled camera (other): one not replayed scores as missed; "
         "--cameras scores only those given"]
     result = cityguard("eval", "events", "--truth", str(tmp_path / "truth.csv"), "--cameras", "cam",
                        "--predicted", str(tmp_path / "predicted.csv"), "--out", str(out))

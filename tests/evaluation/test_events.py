@@ -8,6 +8,7 @@ from cityguard.evaluation.events import (
     NONE,
     EventInterval,
     evaluate_events,
+    holds_frame_scores,
     match_events,
     segment_labels_and_scores,
     type_confusion,
@@ -107,3 +108,14 @@ def test_among_the_largest_pairings_the_one_with_most_overlap_wins():
 def test_an_event_without_end_is_refused_not_matched():
     with pytest.raises(ValueError, match="needs finite times"):
         EventInterval("cam", "collision", 5.0, math.inf)
+
+
+def test_rows_back_to_back_or_scored_zero_are_frame_scores_not_events():
+    # as `cityguard replay --frame-scores` writes them: one row a frame, times to the millisecond
+    frames = [ev("vehicle_in_pedestrian_area", round(k / 12, 3), round(k / 12 + 1 / 12, 3), score=0.5)
+              for k in range(5)]
+    assert holds_frame_scores(frames)
+    assert holds_frame_scores([ev("crowd", 0, 1, score=0.0), ev("crowd", 5, 6, score=0.4)])
+    assert not holds_frame_scores([ev("crowd", 0, 1, score=0.9), ev("crowd", 5, 6, score=0.4),
+                                   ev("collision", 1, 2, score=0.7), ev("crowd", 1, 3, camera="other")])
+    assert not holds_frame_scores([ev("crowd", 0, 1), ev("crowd", 2, 3)])

@@ -264,7 +264,7 @@ def test_a_recordings_line_counts_are_printed_and_written_in_clip_time(tmp_path,
     windows = tmp_path / "line-counts.jsonl"
     assert main(["replay", "--config", str(config), "--camera", "c", "--detections", str(recording),
                  "--line-counts", str(windows)]) == 0
-    assert "line l: 1 crossings (car down 1)" in capsys.readouterr().out
+    assert "line l: 1 crossing (car down 1)" in capsys.readouterr().out
     [window] = [LineCounts.model_validate_json(line) for line in windows.read_text().splitlines()]
     assert (window.window_start, window.window_end) == (0, pytest.approx(1.2)) and window.total() == 1
 
