@@ -39,7 +39,16 @@ from infra.kafka import create_topics, make_consumer, reset_positions_past_the_e
 from infra.listeners import http_url
 from infra.process import child_preexec, terminate
 from processors.inference.backends.registry import download_settings_model
-from schemas import PERSON_CLASS_ID, CameraState, CameraStatus, Detections, SchemaError, ZoneMetrics, decode
+from schemas import (
+    PERSON_CLASS_ID,
+    CameraState,
+    CameraStatus,
+    Detections,
+    RiskLevel,
+    SchemaError,
+    ZoneMetrics,
+    decode,
+)
 from schemas.settings.config import Config, ConfigError
 from sinks.console.server import console_token
 from sinks.topic_reading import zone_stale_after_s
@@ -78,13 +87,38 @@ class CameraStatusLine:
     zones: dict[str, ZoneMetrics] = field(default_factory=dict)
     camera: CameraStatus | None = None  # as its producer last reported it
 
+    def fps(self, now: float) -> float:
+        return len([t for t in self.seen_at if now - t <= 5.0]) / 5.0
+
+    def zone_levels(self, now: float, stale_after_s: float) -> list[RiskLevel]:
+        """Each zone's level as the metrics say it: unknown once its windows stopped `stale_after_s` ago."""
+        return [m.risk_level if now - m.window_end <= stale_after_s else RiskLevel.UNKNOWN
+                for m in self.zones.values()]
+
+    def camera_fault(self, now: float, report_silence_s: float) -> str | None:
+        """The camera's state and reason where it is not up ('down' once its producer is silent), else None."""
+        camera = self.camera
+        if camera is not None and now - camera.at > report_silence_s:
+            return f"{CameraState.DOWN.value}: no report from the producer for {now - camera.at:.0f} s"
+        if camera is None or camera.state is CameraState.UP:
+            return None
+        return f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)}"
+
+    def concern(self, now: float, stale_after_s: float, report_silence_s: float) -> int:
+        """How much the camera needs an operator's eye, 0 for none: a zone at caution or above by its level (2 to 8),
+        the camera not up (5: above a zone at warning, below one at danger), a zone whose level is unknown (3: its
+        windows stopped, or its count cannot be trusted)."""
+        levels = self.zone_levels(now, stale_after_s)
+        return max([2 * level.rank for level in levels if level.rank >= 1]
+                   + [5] * (self.camera_fault(now, report_silence_s) is not None)
+                   + [3] * (RiskLevel.UNKNOWN in levels), default=0)
+
     def render(self, camera_id: str, now: float, stale_after_s: float, zoned: bool = True,
                report_silence_s: float = math.inf) -> str:
         """The line; a zone whose windows stopped `stale_after_s` ago reads unknown, as the metrics say, never its
         last level, and a camera whose producer has not reported for `report_silence_s` reads down, as the console
         says, never its last state."""
-        recent = [t for t in self.seen_at if now - t <= 5.0]
-        fps = len(recent) / 5.0
+        fps = self.fps(now)
         fresh = [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
         stale = [m for m in self.zones.values() if now - m.window_end > stale_after_s]
         parts = []
@@ -101,14 +135,37 @@ class CameraStatusLine:
             zone_text = "zones: waiting for the first window"
         else:
             zone_text = " | ".join(parts)
-        camera = self.camera
-        if camera is not None and now - camera.at > report_silence_s:
-            state = f"{CameraState.DOWN.value}: no report from the producer for {now - camera.at:.0f} s | "
-        elif camera is None or camera.state is CameraState.UP:
-            state = ""
-        else:
-            state = f"{camera.state.value}: {printable(camera.reason, REASON_SHOWN_CHARS)} | "
+        fault = self.camera_fault(now, report_silence_s)
+        state = "" if fault is None else f"{fault} | "
         return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
+
+
+# A site with more cameras gets one summary line and the lines of the cameras that need attention, worst first, at
+# most this many: a line per camera every two seconds would scroll a city's worth past unread.
+SHOWN_CAMERAS = 10
+
+
+def status_block(lines: dict[str, CameraStatusLine], now: float, stale_after_s: float, zoned: set[str],
+                 report_silence_s: float) -> list[str]:
+    """What `up` prints every two seconds: each camera's line, or for more than SHOWN_CAMERAS a summary and the
+    lines of those needing attention (CameraStatusLine.concern)."""
+    def line(camera_id: str) -> str:
+        return lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned, report_silence_s)
+
+    if len(lines) <= SHOWN_CAMERAS:
+        return [line(camera_id) for camera_id in sorted(lines)]
+    concerns = {camera_id: status.concern(now, stale_after_s, report_silence_s) for camera_id, status in lines.items()}
+    flagged = sorted((camera_id for camera_id, concern in concerns.items() if concern),
+                     key=lambda camera_id: (-concerns[camera_id], camera_id))
+    faults = sum(status.camera_fault(now, report_silence_s) is not None for status in lines.values())
+    levels = [level for status in lines.values() for level in status.zone_levels(now, stale_after_s)]
+    by_level = ", ".join(f"{levels.count(level)} {level.value}" for level in reversed(RiskLevel) if level in levels)
+    fps = sum(status.fps(now) for status in lines.values())
+    summary = (f"[{len(lines)} cameras] {len(lines) - faults} up, {faults} not up | {fps:.1f} fps in all | "
+               f"zones: {by_level or 'waiting for the first windows'} | {len(flagged)} need attention")
+    shown = [line(camera_id) for camera_id in flagged[:SHOWN_CAMERAS]]
+    more = len(flagged) - len(shown)
+    return [summary, *shown] + [f"... and {more} more needing attention (the console shows every camera)"] * bool(more)
 
 
 def console_access(config: Config) -> tuple[str, list[str], str]:
@@ -392,9 +449,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         reset_positions_past_the_end(status_consumer, "up-status")  # topics recreated by a broker restart
         now = time.time()
         if now - last_print >= 2 and lines:
-            for camera_id in sorted(lines):
-                print(lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned, report_silence_s),
-                      flush=True)
+            print("\n".join(status_block(lines, now, stale_after_s, zoned, report_silence_s)), flush=True)
             last_print = now
     return 0
 

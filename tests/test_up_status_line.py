@@ -4,7 +4,7 @@ import time
 from collections import defaultdict
 from types import SimpleNamespace
 
-from cityguard.up import CameraStatusLine, absorb
+from cityguard.up import CameraStatusLine, absorb, status_block
 from schemas import CameraState, CameraStatus, RiskLevel, ZoneMetrics, encode
 from schemas.settings.config import Config
 
@@ -89,3 +89,28 @@ def test_a_camera_whose_producer_stopped_reporting_reads_down_not_its_last_state
     assert lines["gate"].render("gate", 1000.0 + silence_s, 30, False, silence_s).startswith("[gate]  0.0 fps")
     assert lines["gate"].render("gate", 1075.0 + silence_s, 30, False, silence_s).startswith(
         f"[gate] down: no report from the producer for {silence_s + 75:.0f} s |  0.0 fps")
+
+
+def test_a_site_of_many_cameras_gets_a_summary_and_the_cameras_that_need_attention_worst_first():
+    # A line per camera every two seconds would scroll a city's worth past unread.
+    now = 1005.0
+    lines = {f"cam{n:02d}": CameraStatusLine(zones={"walkway": window(1000.0)}) for n in range(12)}
+    lines["cam03"].zones["walkway"] = window(1000.0).model_copy(update={"risk_level": RiskLevel.CRITICAL})
+    lines["cam07"].camera = CameraStatus(camera_id="cam07", state=CameraState.DOWN, reason="connection refused",
+                                         fps=0, reconnects=2, dropped_frames=0, at=1004.0)
+    lines["cam09"].zones["walkway"] = window(900.0)  # its windows stopped: unknown
+    block = status_block(lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    assert block[0] == ("[12 cameras] 11 up, 1 not up | 0.0 fps in all | zones: 1 critical, 10 normal, 1 unknown | "
+                        "3 need attention")
+    assert [line.split("]")[0] for line in block[1:]] == ["[cam03", "[cam07", "[cam09"]
+    assert "down: connection refused" in block[2]
+    for n in range(12):  # every one needs attention now: ten shown, the rest counted
+        lines[f"cam{n:02d}"].zones["walkway"] = window(900.0)
+    block = status_block(lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    assert len(block) == 12 and block[-1] == "... and 2 more needing attention (the console shows every camera)"
+
+
+def test_a_small_site_gets_a_line_per_camera():
+    lines = {f"cam{n}": CameraStatusLine(zones={"walkway": window(1000.0)}) for n in range(3)}
+    block = status_block(lines, 1005.0, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    assert [line.split("]")[0] for line in block] == ["[cam0", "[cam1", "[cam2"]
