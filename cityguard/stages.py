@@ -269,8 +269,6 @@ def run_analyze(config: Config, loglevel: str, metrics_port: int | None) -> None
 
 
 def run_export_metrics(config: Config, metrics_port: int | None) -> None:
-    from kafka.errors import KafkaError
-
     from sinks.metrics_exporter import MetricsSink
 
     require_bootstrap(config)
@@ -282,17 +280,11 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every SMS.
     readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
                for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
+    # Reads back the incidents opened before this sink took a partition, which it would otherwise report closed.
+    recovery = make_consumer(servers, None)
     try:
-        sink = MetricsSink(config, consumer, readers)
-        recovery = make_consumer(servers, None)
-        try:  # the gauges of incidents opened before this start, which a restart would otherwise report closed
-            log.info("recovered %d events of incidents still open", sink.recover_open_events(recovery))
-        except KafkaError as exc:
-            log.warning("open incidents not recovered (%s): the gauges show those opened from now", exc)
-        finally:
-            recovery.close()
-        sink.run(stop_on_signals())
+        MetricsSink(config, consumer, readers, recovery).run(stop_on_signals())
     finally:
         consumer.close(timeout_ms=5000)  # its last commit: bounded, so a broker already gone does not hold a stop
-        for _, reader in readers.values():
+        for reader in (*(reader for _, reader in readers.values()), recovery):
             reader.close(autocommit=False)

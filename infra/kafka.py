@@ -17,6 +17,7 @@ import crc32c  # noqa: F401  (imported so a missing install fails here, not as a
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -163,19 +164,29 @@ def partition_lag(consumer: Positioned) -> dict[tuple[str, int], int]:
     return lag
 
 
+def export_lag(lags: dict[tuple[str, str, str], int], exported: set[tuple[str, str, str]]
+               ) -> set[tuple[str, str, str]]:
+    """Sets the consumer lag of each (group, topic, partition) in `lags`; removes the series of those in `exported`
+    (the last call's return) left out now, partitions a rebalance took away, which their new owner reports. Returns
+    the series exported now."""
+    for labels, lag in lags.items():
+        CONSUMER_LAG.labels(*labels).set(lag)
+    for labels in exported - set(lags):
+        CONSUMER_LAG.remove(*labels)
+    return set(lags)
+
+
 def export_partition_lag(consumer: Positioned, group: str, exported: set[tuple[str, str, str]]
                          ) -> set[tuple[str, str, str]]:
-    """Sets the group's consumer lag for each partition assigned to `consumer`; removes the series of those in
-    `exported` (the last call's return) that a rebalance took away, which their new owner reports. Returns the series
-    exported now."""
-    now_exported = set()
-    for (topic, partition), lag in partition_lag(consumer).items():
-        labels = (group, topic, str(partition))
-        CONSUMER_LAG.labels(*labels).set(lag)
-        now_exported.add(labels)
-    for labels in exported - now_exported:
-        CONSUMER_LAG.remove(*labels)
-    return now_exported
+    """export_lag of the group's lag on each partition assigned to `consumer`."""
+    return export_lag({(group, topic, str(partition)): lag
+                       for (topic, partition), lag in partition_lag(consumer).items()}, exported)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of a topic of `partitions` that a message keyed `key` goes to: murmur2, as the Java client,
+    kafka-python and aiokafka (under faust) place keyed messages by default, and librdkafka with murmur2_random."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 POSITION_RESETS = Counter("cityguard_consumer_position_resets_total",

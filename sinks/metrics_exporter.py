@@ -6,6 +6,11 @@ content, only configured cameras and zones, known stages and topics, and the
 first few values of every other label become series: the rest count under `other` (LabelBounds).
 Each stage process also serves its own operational metrics (frames produced, inference latency, lag); this sink
 serves what is derived from the data topics, plus the analytics and alerts groups' lag on the topics they consume.
+
+Sinks of one consumer group share the partitions: each exports what it judges from a camera's absence (a stale zone,
+the incidents open, the camera's position) only for the cameras whose partitions it reads, and drops their series when
+a rebalance moves those partitions to another sink, which exports them from then on. Counters stay: their sum over the
+sinks is the site's.
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from infra.broker import BrokerMemoryWatch
 from infra.kafka import (
     BROKER_CONNECTED,
-    CONSUMER_LAG,
+    export_lag,
     export_partition_lag,
+    key_partition,
     loop_went_round,
     reset_positions_past_the_end,
 )
@@ -98,6 +104,10 @@ ZONE_DETECTOR_PEOPLE = Gauge("cityguard_zone_detector_people", "People per frame
 ZONE_MODEL_PEOPLE = Gauge("cityguard_zone_density_model_people", "People per frame from the density-map model",
                           ["camera", "zone"])
 ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's count is trusted", ["camera", "zone"])
+# A zone's gauges, removed together when another sink takes the zone (its forecasts, labelled by horizon too, apart).
+ZONE_GAUGES = (ZONE_PEOPLE, ZONE_PEOPLE_MAX, ZONE_DENSITY, ZONE_DENSITY_MAX, ZONE_AREA, ZONE_RISK, ZONE_WINDOW_END,
+               ZONE_PEAK_LOCAL_DENSITY, ZONE_SECONDS_TO_DANGER, ZONE_SPEED, ZONE_PRESSURE, ZONE_DETECTOR_PEOPLE,
+               ZONE_MODEL_PEOPLE, ZONE_COUNT_RELIABLE)
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
 
@@ -120,14 +130,15 @@ class OpenEvents:
 
     def __init__(self, max_open_seconds: float = 24 * 3600):
         self.max_open_seconds = max_open_seconds
-        self._open: dict[str, tuple[tuple[str, str, str], float]] = {}
+        self._open: dict[str, tuple[tuple[str, str, str], float, int | None]] = {}  # labels, since, partition
         self._resolved: dict[str, float] = {}  # event id -> when it was resolved, for as long as one may stay open
         self._counts: dict[tuple[str, str, str], int] = {}
         self._next_expiry = -math.inf
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: Event, partition: int | None = None) -> None:
         """An incident is open from any message about it until the one that resolves it; a copy of an earlier message
-        that comes after that one (sent again) does not open it again."""
+        that comes after that one (sent again) does not open it again. `partition`: the events topic's partition the
+        message came from, for `keep_partitions`."""
         labels = (event.camera_id, event.type, event.severity.value)
         if event.state is EventState.RESOLVED:
             self._close(event.event_id)
@@ -136,17 +147,23 @@ class OpenEvents:
             self._close(event.event_id)
             # One stamped ahead of this clock (a camera's clock, a forged message) expires counting from its arrival:
             # its own time would keep a lost resolve pinning the gauge for as long as that clock is ahead.
-            self._open[event.event_id] = (labels, min(event.updated_at, time.time()))
+            self._open[event.event_id] = (labels, min(event.updated_at, time.time()), partition)
             self._counts[labels] = self._counts.get(labels, 0) + 1
 
     def counts(self, now: float) -> dict[tuple[str, str, str], int]:
         if now >= self._next_expiry:  # a sweep over every incident, at most once a second
             self._next_expiry = now + EXPIRY_SWEEP_S
-            for event_id in [key for key, (_, at) in self._open.items() if now - at > self.max_open_seconds]:
+            for event_id in [key for key, (_, at, _) in self._open.items() if now - at > self.max_open_seconds]:
                 self._close(event_id)
             # Either way: a resolve stamped far ahead (a camera's clock, a forged message) must not be kept for ever.
             self._resolved = {key: at for key, at in self._resolved.items() if abs(now - at) <= self.max_open_seconds}
         return dict(self._counts)
+
+    def keep_partitions(self, partitions: set[int]) -> None:
+        """Forgets the incidents read from partitions other than these: another sink reads them now, and counts them."""
+        for event_id in [key for key, (_, _, partition) in self._open.items()
+                         if partition is not None and partition not in partitions]:
+            self._close(event_id)
 
     def _close(self, event_id: str) -> None:
         opened = self._open.pop(event_id, None)
@@ -159,7 +176,7 @@ class OpenEvents:
 
 class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer,
-                 group_readers: dict[str, tuple[str, KafkaConsumer]]):
+                 group_readers: dict[str, tuple[str, KafkaConsumer]], recovery: KafkaConsumer | None = None):
         self.topics = config.broker.topics
         self.labels = LabelBounds(config)
         self.group = config.group_id("metrics-sink")
@@ -168,6 +185,9 @@ class MetricsSink:
         # Per watched group, the topic it consumes (one this sink reads too) and an idle consumer (never subscribed)
         # used only to read that group's committed offsets.
         self.group_readers = group_readers
+        self.group_lag_labels: set[tuple[str, str, str]] = set()
+        # A consumer of no group, to read back the incidents still open on an events partition this sink takes.
+        self.recovery = recovery
         self.open_events = OpenEvents()
         self.counted_windows = RecentKeys()
         self.counted_frames = RecentKeys()
@@ -177,22 +197,81 @@ class MetricsSink:
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         ZONE_STALE_AFTER.set(self.stale_after_s)  # the alert rules' measure of a late window
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
-        # Until its first window, a zone counts from the sink's start: one whose windows never come (analytics was
-        # down when this sink restarted) still goes stale and unknown, and CityguardZoneStale fires for it.
-        self.started_at = time.time()
-        for labels in self.labels.zones:
-            ZONE_WINDOW_END.labels(*labels).set(self.started_at)
+        # What the group gives this sink to read, and so the zones and cameras it exports (see follow_assignment).
+        self.assignment: set[TopicPartition] = set()
+        self.zones_taken_at: dict[tuple[str, str], float] = {}
+        self.cameras: set[str] = set()  # whose detections this sink reads
+        self.event_cameras: set[str] = set()  # whose incidents this sink reads
+        self.event_partitions: set[int] = set()
         # At 0 from the start, so the alert rule's increase() sees a stage's very first dead letter.
         for stage, topic in (("inference", self.topics.frames), ("analytics", self.topics.detections),
                              ("alerts", self.topics.events)):
             DEAD_LETTERS.labels(stage, topic)
         self._open_labels: set[tuple[str, str, str]] = set()
         self.lag_labels: set[tuple[str, str, str]] = set()  # this sink's own consumer lag series
-        for camera in config.cameras:
-            if camera.lat is not None and camera.lon is not None:
-                CAMERA_INFO.labels(camera.id, camera.name or camera.id, f"{camera.lat:.6f}", f"{camera.lon:.6f}").set(1)
+        self.camera_info = {camera.id: (camera.id, camera.name or camera.id, f"{camera.lat:.6f}", f"{camera.lon:.6f}")
+                            for camera in config.cameras if camera.lat is not None and camera.lon is not None}
 
-    def handle(self, topic: str, value: bytes | None) -> None:
+    def follow_assignment(self) -> None:
+        """Takes the zones, cameras and incidents of the partitions the group gives this sink now, and gives up the
+        others': another sink of the group reads those, and exports them."""
+        assignment = set(self.consumer.assignment())
+        if assignment == self.assignment:
+            return
+        self.assignment = assignment
+        self.take_zones({labels for labels in self.labels.zones
+                         if labels[0] in self.cameras_read(self.topics.zone_metrics)}, time.time())
+        self.take_cameras(self.cameras_read(self.topics.detections))
+        self.take_events({tp.partition for tp in assignment if tp.topic == self.topics.events},
+                         self.cameras_read(self.topics.events))
+
+    def cameras_read(self, topic: str) -> set[str]:
+        """The configured cameras whose messages on `topic` (keyed by camera id) are on partitions this sink reads."""
+        partitions = {tp.partition for tp in self.assignment if tp.topic == topic}
+        if not partitions:
+            return set()
+        count = len(self.consumer.partitions_for_topic(topic))
+        return {camera for camera in self.labels.cameras if key_partition(camera.encode(), count) in partitions}
+
+    def take_zones(self, zones: set[tuple[str, str]], now: float) -> None:
+        """Exports these zones from `now` and no others. Until its first window here, a zone counts from when this
+        sink took it: one whose windows never come (analytics was down) still goes stale and unknown, and
+        CityguardZoneStale fires for it."""
+        for labels in set(self.zones_taken_at) - zones:
+            del self.zones_taken_at[labels]
+            self.last_window_end.pop(labels, None)
+            self._remove_forecast(labels)
+            for gauge in ZONE_GAUGES:
+                _remove(gauge, labels)
+        for labels in zones - set(self.zones_taken_at):
+            self.zones_taken_at[labels] = now
+            ZONE_WINDOW_END.labels(*labels).set(now)
+
+    def take_cameras(self, cameras: set[str]) -> None:
+        """Exports the people and map position of these cameras and no others."""
+        for camera in self.cameras - cameras:
+            _remove(CAMERA_PEOPLE, (camera,))
+            if camera in self.camera_info:
+                _remove(CAMERA_INFO, self.camera_info[camera])
+        for camera in cameras - self.cameras:
+            if camera in self.camera_info:
+                CAMERA_INFO.labels(*self.camera_info[camera]).set(1)
+        self.cameras = cameras
+
+    def take_events(self, partitions: set[int], cameras: set[str]) -> None:
+        """Counts the incidents open on these partitions of the events topic (of these configured cameras) and no
+        others; those open on a partition taken are read back from the topic, up to where this sink goes on."""
+        taken = partitions - self.event_partitions
+        self.open_events.keep_partitions(partitions)
+        self.event_partitions, self.event_cameras = partitions, cameras
+        if taken and self.recovery is not None:
+            try:
+                log.info("recovered %d events of incidents still open", self.recover_open_events(taken))
+            except KafkaError as exc:
+                log.warning("open incidents not recovered (%s): the gauges show those opened from now", exc)
+        self.export_open_events()
+
+    def handle(self, topic: str, value: bytes | None, partition: int | None = None) -> None:
         try:
             if topic == self.topics.detections:
                 self.on_detections(decode(value, Detections))
@@ -201,7 +280,7 @@ class MetricsSink:
             elif topic == self.topics.line_counts:
                 self.on_line_counts(decode(value, LineCounts))
             elif topic == self.topics.events:
-                self.on_event(decode(value, Event))
+                self.on_event(decode(value, Event), partition)
             elif topic == self.topics.dead_letter:
                 letter = decode(value, DeadLetter)
                 # A rewound batch dead-letters the same record again: it counts once.
@@ -225,17 +304,18 @@ class MetricsSink:
         FRAMES_DETECTED.labels(camera).inc()
         for class_name in detections.class_name:
             DETECTED_OBJECTS.labels(camera, self.labels.free("class_name", class_name)).inc()
-        if camera != OTHER:
+        if camera in self.cameras:
             CAMERA_PEOPLE.labels(camera).set(int(detections.class_mask(PERSON_CLASS_ID).sum()))
         DETECTION_LATENCY.labels(camera).observe(max(0.0, time.time() - detections.captured_at))
 
     def on_zone_metrics(self, metrics: ZoneMetrics) -> None:
         labels = self.labels.zone(metrics.camera_id, metrics.zone_id)
-        if labels is None:
-            if self.counted_windows.first_time(("zone", metrics.camera_id, metrics.zone_id, metrics.window_start)):
-                ZONE_CROSSINGS.labels(OTHER, OTHER, "in").inc(metrics.inflow)
-                ZONE_CROSSINGS.labels(OTHER, OTHER, "out").inc(metrics.outflow)
-            return
+        if self.counted_windows.first_time(("zone", metrics.camera_id, metrics.zone_id, metrics.window_start)):
+            crossings = (OTHER, OTHER) if labels is None else labels
+            ZONE_CROSSINGS.labels(*crossings, "in").inc(metrics.inflow)
+            ZONE_CROSSINGS.labels(*crossings, "out").inc(metrics.outflow)
+        if labels not in self.zones_taken_at:
+            return  # not a configured zone, or one another sink exports (a message under another key than its camera)
         # An unreliable window's figures are the detector's, which misses most of a packed crowd: on a dashboard
         # they would read as calm, so they are not known (NaN, a gap on a graph); the detector's own count stays.
         known = 1.0 if metrics.count_reliable else math.nan
@@ -271,19 +351,19 @@ class MetricsSink:
             _remove(ZONE_FORECAST, (*labels, horizon))
             _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
         self.forecast_horizons[labels] = horizons
-        if self.counted_windows.first_time(("zone", *labels, metrics.window_start)):
-            ZONE_CROSSINGS.labels(*labels, "in").inc(metrics.inflow)
-            ZONE_CROSSINGS.labels(*labels, "out").inc(metrics.outflow)
 
     def mark_stale_zones(self, now: float) -> None:
-        for labels in self.labels.zones:
-            if now - self.last_window_end.get(labels, self.started_at) > self.stale_after_s:
+        for labels, taken_at in self.zones_taken_at.items():
+            if now - self.last_window_end.get(labels, taken_at) > self.stale_after_s:
                 ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
                 # A stale zone's last forecast would keep its forecast alert firing with a frozen time to danger.
                 _remove(ZONE_SECONDS_TO_DANGER, labels)
-                for horizon in self.forecast_horizons.pop(labels, set()):
-                    _remove(ZONE_FORECAST, (*labels, horizon))
-                    _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
+                self._remove_forecast(labels)
+
+    def _remove_forecast(self, labels: tuple[str, str]) -> None:
+        for horizon in self.forecast_horizons.pop(labels, set()):
+            _remove(ZONE_FORECAST, (*labels, horizon))
+            _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
 
     def on_line_counts(self, counts: LineCounts) -> None:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
@@ -304,28 +384,34 @@ class MetricsSink:
         return event.model_copy(update={"camera_id": self.labels.camera(event.camera_id),
                                         "type": self.labels.free("event_type", event.type)})
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event, partition: int | None = None) -> None:
         event = self._bounded(event)
         # An incident is counted by its "opened" message, once: a rewound batch delivers it again.
         if event.state is EventState.OPENED and self.counted_openings.first_time((event.event_id,)):
             EVENTS.labels(event.camera_id, event.type, event.severity.value).inc()
-        self.open_events.apply(event)
+        self.open_events.apply(event, partition)
         self.export_open_events()
 
     def export_open_events(self) -> None:
         counts = self.open_events.counts(time.time())
-        for labels in self._open_labels | set(counts):
-            EVENTS_OPEN.labels(*labels).set(counts.get(labels, 0))
+        for labels in self._open_labels - set(counts):
+            if labels[0] in self.labels.cameras and labels[0] not in self.event_cameras:
+                _remove(EVENTS_OPEN, labels)  # another sink reads the camera's incidents now, and exports them
+                self._open_labels.discard(labels)
+            else:
+                EVENTS_OPEN.labels(*labels).set(0)
+        for labels, count in counts.items():
+            EVENTS_OPEN.labels(*labels).set(count)
         self._open_labels |= set(counts)
 
-    def recover_open_events(self, reader: KafkaConsumer, timeout_s: float = 30.0) -> int:
-        """The incidents still open when this sink started: the events topic from its start up to where this sink's
-        group goes on, applied to the open-incident gauges only (counters counted those events before). `reader` is
-        a consumer of no group, for this alone. Returns the events read."""
-        topic = self.topics.events
-        partitions = [TopicPartition(topic, number) for number in sorted(reader.partitions_for_topic(topic) or ())]
-        until = {tp: self.consumer.committed(tp, timeout_ms=int(timeout_s * 1000)) or 0 for tp in partitions}
-        pending = [tp for tp in partitions if until[tp] > 0]
+    def recover_open_events(self, partitions: set[int], timeout_s: float = 30.0) -> int:
+        """The incidents still open on these partitions of the events topic when this sink took them: each from its
+        start up to where this sink goes on, applied to the open-incident gauges only (counters counted those events
+        before), read with the `recovery` consumer. Returns the events read."""
+        reader = self.recovery
+        taken = [TopicPartition(self.topics.events, number) for number in sorted(partitions)]
+        until = {tp: self.consumer.position(tp, timeout_ms=int(timeout_s * 1000)) or 0 for tp in taken}
+        pending = [tp for tp in taken if until[tp] > 0]
         if not pending:
             return 0
         reader.assign(pending)
@@ -337,7 +423,7 @@ class MetricsSink:
                     if record.offset < until[tp]:
                         read += 1
                         try:
-                            self.open_events.apply(self._bounded(decode(record.value, Event)))
+                            self.open_events.apply(self._bounded(decode(record.value, Event)), tp.partition)
                         except SchemaError:
                             pass  # counted as unreadable when it was first read
             pending = [tp for tp in pending if reader.position(tp) < until[tp]]
@@ -347,8 +433,10 @@ class MetricsSink:
         self.export_open_events()
         return read
 
-    def update_lag(self, group: str, topic: str, group_reader: KafkaConsumer) -> None:
-        """Lag of another group on the topic it consumes: our fetch high-watermark minus its committed offset."""
+    def group_lag(self, group: str, topic: str, group_reader: KafkaConsumer) -> dict[tuple[str, str, str], int]:
+        """Lag of another group on the partitions of the topic it consumes that this sink reads: our fetch
+        high-watermark minus its committed offset."""
+        lags = {}
         for tp in self.consumer.assignment():
             if tp.topic != topic:
                 continue
@@ -356,7 +444,8 @@ class MetricsSink:
             # Bounded: without a timeout it waits out a whole broker outage, and the next stale-zone marking with it.
             committed = group_reader.committed(TopicPartition(tp.topic, tp.partition), timeout_ms=LAG_LOOKUP_MS) or 0
             if highwater is not None:
-                CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, highwater - committed))
+                lags[(group, tp.topic, str(tp.partition))] = max(0, highwater - committed)
+        return lags
 
     def run(self, stop: threading.Event) -> None:
         """Until stopped; a lost broker is waited for with back-off (the clients reconnect), and so is any other
@@ -365,9 +454,11 @@ class MetricsSink:
         while not stop.is_set():
             loop_went_round("metrics-sink")
             try:
-                for records in self.consumer.poll(timeout_ms=500).values():
+                polled = self.consumer.poll(timeout_ms=500)
+                self.follow_assignment()  # first: the records polled are of the partitions assigned now
+                for records in polled.values():
                     for record in records:
-                        self.handle(record.topic, record.value)
+                        self.handle(record.topic, record.value, record.partition)
                 reset_positions_past_the_end(self.consumer, self.group)
                 if time.monotonic() - last_lag > 5:
                     last_lag = time.monotonic()
@@ -376,8 +467,10 @@ class MetricsSink:
                     self.export_open_events()  # an incident whose resolve was lost expires while no event comes
                     if self.broker_memory is not None:
                         self.broker_memory.check()  # the gauge is what matters here; `up` prints the warning
+                    lags = {}
                     for group, (topic, group_reader) in self.group_readers.items():
-                        self.update_lag(group, topic, group_reader)
+                        lags |= self.group_lag(group, topic, group_reader)
+                    self.group_lag_labels = export_lag(lags, self.group_lag_labels)
                     # Its own too: a sink behind serves old figures, and its zones go stale while their windows wait.
                     self.lag_labels = export_partition_lag(self.consumer, self.group, self.lag_labels)
                 failures = 0

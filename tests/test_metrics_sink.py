@@ -57,13 +57,22 @@ CONFIG = Config(cameras=[
     {"id": "sink-test", "source": "a.mp4", "zones": [{"id": "plaza", "polygon": SQUARE, "area_m2": 100}],
      "scene": {"lanes": [{"id": "lane1", "polygon": SQUARE, "direction": [0, 1]}],
                "counting_lines": [{"id": "north", "start": [0, 50], "end": [100, 50], "lane": "lane1"}]}},
-    {"id": "cam", "source": "b.mp4"},
+    {"id": "cam", "source": "b.mp4", "name": "Main St", "lat": 52.5, "lon": 13.4},
 ])
+
+
+def sink_of_every_camera() -> MetricsSink:
+    """A sink given every camera's partitions (handlers only: no Kafka needed)."""
+    sink = MetricsSink(CONFIG, consumer=None, group_readers={})
+    sink.take_zones(sink.labels.zones, time.time())
+    sink.take_cameras(sink.labels.cameras)
+    sink.take_events(set(), sink.labels.cameras)
+    return sink
 
 
 @pytest.fixture
 def sink() -> MetricsSink:
-    return MetricsSink(CONFIG, consumer=None, group_readers={})  # handlers only: no Kafka needed
+    return sink_of_every_camera()
 
 
 def test_event_metrics_follow_incidents(sink):
@@ -162,7 +171,7 @@ def test_a_zone_whose_windows_stop_turns_unknown_and_loses_its_forecast(sink):
 
 def test_a_zone_whose_windows_never_come_after_a_restart_turns_unknown():
     before = time.time()
-    sink = MetricsSink(CONFIG, consumer=None, group_readers={})
+    sink = sink_of_every_camera()
     labels = {"camera": "sink-test", "zone": "plaza"}
     assert before <= REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", labels) <= time.time()
     sink.mark_stale_zones(now=time.time() + sink.stale_after_s + 1)
@@ -247,13 +256,7 @@ def test_each_watched_group_s_lag_is_on_the_topic_it_consumes():
             return 30
 
     sink = MetricsSink(CONFIG, consumer=Sink(), group_readers={})
-    sink.update_lag("s-alerts", "events-t", Group())
-
-    def lag(topic: str) -> float | None:
-        return REGISTRY.get_sample_value("cityguard_consumer_lag_messages",
-                                         {"group": "s-alerts", "topic": topic, "partition": "0"})
-
-    assert (lag("events-t"), lag("detections-t")) == (10, None)
+    assert sink.group_lag("s-alerts", "events-t", Group()) == {("s-alerts", "events-t", "0"): 10}
 
 
 def test_a_window_dated_ahead_of_the_clock_does_not_keep_its_zone_from_going_stale(sink):
@@ -292,7 +295,7 @@ def test_a_pass_failing_with_an_error_other_than_kafkas_is_retried_and_the_sink_
             if self.polls == 1:
                 raise RuntimeError("the client broke")
             stop.set()
-            record = SimpleNamespace(topic=CONFIG.broker.topics.events,
+            record = SimpleNamespace(topic=CONFIG.broker.topics.events, partition=0,
                                      value=encode(event("after-failure", EventState.OPENED, updated_at=10**10)))
             return {TopicPartition(CONFIG.broker.topics.events, 0): [record]}
 
@@ -330,18 +333,95 @@ def test_the_sink_exports_its_own_lag_and_drops_a_partition_a_rebalance_took():
         def position(self, partition, timeout_ms=None):
             return 70
 
+        def partitions_for_topic(self, topic):
+            return {0, 1}
+
         def bootstrap_connected(self):
             return True
 
-    def lag(partition: TopicPartition) -> float | None:
+    class Group:
+        def committed(self, partition, timeout_ms=None):
+            return 60
+
+    def lag(partition: TopicPartition, group: str = CONFIG.group_id("metrics-sink")) -> float | None:
         return REGISTRY.get_sample_value("cityguard_consumer_lag_messages", {
-            "group": CONFIG.group_id("metrics-sink"), "topic": partition.topic, "partition": str(partition.partition)})
+            "group": group, "topic": partition.topic, "partition": str(partition.partition)})
 
     stop = threading.Event()
-    sink = MetricsSink(CONFIG, consumer=Consumer({detections, events}), group_readers={})
+    alerts = CONFIG.group_id("alerts")
+    sink = MetricsSink(CONFIG, consumer=Consumer({detections, events}), group_readers={alerts: (events.topic, Group())})
     sink.run(stop)
-    assert (lag(detections), lag(events)) == (30, 30)
+    assert (lag(detections), lag(events), lag(events, alerts)) == (30, 30, 40)
     stop.clear()
     sink.consumer = Consumer({detections})  # the other partition went to another sink: it reports it now
     sink.run(stop)
-    assert (lag(detections), lag(events)) == (30, None)
+    assert (lag(detections), lag(events), lag(events, alerts)) == (30, None, None)
+
+
+def test_the_partition_of_a_key_is_where_the_analytics_stage_s_producer_puts_it():
+    from aiokafka.partitioner import DefaultPartitioner  # under faust, which sets no partitioner of its own
+
+    from infra.kafka import key_partition
+
+    for count in (1, 3, 8, 32):
+        for key in (b"cam", b"sink-test", b"junction-042", b"x" * 37):
+            assert key_partition(key, count) == DefaultPartitioner()(key, list(range(count)), []), (key, count)
+
+
+def test_zones_and_cameras_another_sink_took_leave_this_sink_s_metrics():
+    """Sinks of one group share the partitions: a zone moved to another sink is neither reported unknown here (its
+    windows stop coming here) nor left frozen beside the figures its new owner exports; the same for a camera."""
+    from schemas import DensityForecast
+    from tests.test_schemas import detections
+
+    sink = sink_of_every_camera()
+    zone, camera = {"camera": "sink-test", "zone": "plaza"}, {"camera": "cam"}
+    info = {"camera": "cam", "name": "Main St", "lat": "52.500000", "lon": "13.400000"}
+    forecast = [DensityForecast(horizon_s=300, density_per_m2=4.0, lower_per_m2=3.0, upper_per_m2=5.0)]
+    now = time.time()
+    sink.on_zone_metrics(zone_window(now).model_copy(update={"forecast": forecast, "mean_speed_m_per_s": 1.2,
+                                                             "seconds_to_threshold": {"danger": 420.0}}))
+    sink.on_detections(detections(seq=515151, captured_at=now))
+    zone_series = ["cityguard_zone_risk_level", "cityguard_zone_people", "cityguard_zone_density_per_square_metre",
+                   "cityguard_zone_window_end_timestamp_seconds", "cityguard_zone_area_square_metres",
+                   "cityguard_zone_count_reliable", "cityguard_zone_mean_speed_metres_per_second",
+                   "cityguard_zone_forecast_time_to_danger_seconds"]
+    assert all(REGISTRY.get_sample_value(name, zone) is not None for name in zone_series)
+    assert REGISTRY.get_sample_value("cityguard_camera_people", camera) == 1
+    assert REGISTRY.get_sample_value("cityguard_camera_info", info) == 1
+
+    sink.take_zones(set(), now)  # a rebalance gave the camera's partitions to another sink
+    sink.take_cameras(set())
+    sink.mark_stale_zones(now + sink.stale_after_s + 1)
+    assert {name: REGISTRY.get_sample_value(name, zone) for name in zone_series} == dict.fromkeys(zone_series)
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre",
+                                     {**zone, "horizon_seconds": "300"}) is None
+    assert REGISTRY.get_sample_value("cityguard_camera_people", camera) is None
+    assert REGISTRY.get_sample_value("cityguard_camera_info", info) is None
+    sink.on_zone_metrics(zone_window(now + 10))  # one under another key than its camera's, on a partition read here
+    sink.on_detections(detections(seq=515152, captured_at=now))
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", zone) is None
+    assert REGISTRY.get_sample_value("cityguard_camera_people", camera) is None
+
+    sink.take_zones(sink.labels.zones, now + 20)  # and back: it counts from then until its first window here
+    sink.take_cameras(sink.labels.cameras)
+    assert REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", zone) == now + 20
+    assert REGISTRY.get_sample_value("cityguard_camera_info", info) == 1
+    sink.mark_stale_zones(now + 20 + sink.stale_after_s + 1)
+    assert REGISTRY.get_sample_value("cityguard_zone_risk_level", zone) == -1
+
+
+def test_incidents_of_a_partition_another_sink_took_leave_this_sink_s_open_gauge():
+    """Left open here, an incident whose resolve the other sink reads would keep its alert firing for a day."""
+    sink = sink_of_every_camera()
+    labels = {"camera": "sink-test", "type": "stopped_vehicle", "severity": "warning"}
+    sink.take_events({0, 1}, sink.labels.cameras)
+    sink.on_event(event("moves", EventState.OPENED, updated_at=10**10), partition=1)
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) == 1
+    sink.take_events({0}, set())  # the camera's incidents are on partition 1: another sink reads them now
+    assert REGISTRY.get_sample_value("cityguard_events_open", labels) is None
+    open_events = OpenEvents()
+    open_events.apply(event("kept", EventState.OPENED, updated_at=10**10), partition=0)
+    open_events.apply(event("gone", EventState.OPENED, updated_at=10**10), partition=1)
+    open_events.keep_partitions({0})
+    assert open_events.counts(time.time()) == {("sink-test", "stopped_vehicle", "warning"): 1}

@@ -10,10 +10,9 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaError
-from kafka.partitioner.default import murmur2
 
 from infra.frame_client import ClientHealth, FrameClient, NotDelivered
-from infra.kafka import MAX_MESSAGE_BYTES, create_topics, make_consumer
+from infra.kafka import MAX_MESSAGE_BYTES, create_topics, key_partition, make_consumer
 
 
 @pytest.mark.broker
@@ -51,7 +50,7 @@ def test_frames_are_acknowledged_on_the_partition_kafka_python_picks(kafka_boots
         for tp, records in consumer.poll(timeout_ms=200).items():
             partitions.update({record.key: tp.partition for record in records})
     consumer.close()
-    assert partitions == {key: (murmur2(key) & 0x7FFFFFFF) % 4 for key in keys}  # kafka-python's (and Java's) choice
+    assert partitions == {key: key_partition(key, 4) for key in keys}  # kafka-python's (and Java's) choice
 
 
 @pytest.mark.broker
