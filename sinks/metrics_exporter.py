@@ -218,16 +218,16 @@ class MetricsSink:
         assignment = set(self.consumer.assignment())
         if assignment == self.assignment:
             return
-        self.assignment = assignment
-        self.take_zones({labels for labels in self.labels.zones
-                         if labels[0] in self.cameras_read(self.topics.zone_metrics)}, time.time())
-        self.take_cameras(self.cameras_read(self.topics.detections))
+        zoned = self.cameras_read(self.topics.zone_metrics, assignment)
+        self.take_zones({labels for labels in self.labels.zones if labels[0] in zoned}, time.time())
+        self.take_cameras(self.cameras_read(self.topics.detections, assignment))
         self.take_events({tp.partition for tp in assignment if tp.topic == self.topics.events},
-                         self.cameras_read(self.topics.events))
+                         self.cameras_read(self.topics.events, assignment))
+        self.assignment = assignment  # last: a pass that failed part way takes the assignment again at the next
 
-    def cameras_read(self, topic: str) -> set[str]:
-        """The configured cameras whose messages on `topic` (keyed by camera id) are on partitions this sink reads."""
-        partitions = {tp.partition for tp in self.assignment if tp.topic == topic}
+    def cameras_read(self, topic: str, assignment: set[TopicPartition]) -> set[str]:
+        """The configured cameras whose messages on `topic` (keyed by camera id) are on the partitions assigned."""
+        partitions = {tp.partition for tp in assignment if tp.topic == topic}
         if not partitions:
             return set()
         count = len(self.consumer.partitions_for_topic(topic))
