@@ -6,10 +6,17 @@ import socket
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from prometheus_client import REGISTRY
 
-from infra.kafka import TopicIdentity, create_topics, make_consumer, make_producer, reset_positions_past_the_end
+from infra.kafka import (
+    TopicIdentity,
+    create_topics,
+    make_consumer,
+    make_producer,
+    partition_lag,
+    reset_positions_past_the_end,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -88,3 +95,26 @@ def test_a_fresh_topic_id_is_waited_for_while_the_broker_cannot_answer(kafka_boo
     identity.bootstrap_servers = kafka_bootstrap  # the broker is back
     answered = asyncio.run(identity.answer(fresh=True, retry_s=0.1))
     assert answered and answered != "id-before-the-restart"
+
+
+def test_lag_leaves_out_a_partition_whose_position_cannot_be_looked_up_now_instead_of_waiting_for_it():
+    # After a seek to the start (a recreated topic) kafka-python looks the position up again, and with no timeout it
+    # waits out a whole broker outage, holding the sink's loop (its stale-zone marking) with it.
+    class Consumer:
+        asked: list = []
+
+        def assignment(self):
+            return {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+        def highwater(self, partition):
+            return 10
+
+        def position(self, partition, timeout_ms=None):
+            self.asked.append(timeout_ms)
+            if partition.partition == 0:
+                raise KafkaTimeoutError("position not known within the timeout")
+            return 4
+
+    consumer = Consumer()
+    assert partition_lag(consumer) == {("t", 1): 6}
+    assert all(timeout is not None and timeout <= 5_000 for timeout in consumer.asked)
