@@ -260,7 +260,8 @@ class ItsClient:
         suffix = f": {detail}" if detail else ""
         if status in (401, 403):
             raise ItsAuthError(f"ITS API rejected the key (HTTP {status}){suffix}") from None
-        if 400 <= status < 500:
+        # A timeout or a rate limit says nothing of the request: asked again later, it is answered.
+        if 400 <= status < 500 and status not in (408, 429):
             raise ItsRequestError(f"ITS API rejected the request parameters (HTTP {status}){suffix}") from None
         raise ItsUnavailable(f"ITS API failed (HTTP {status}){suffix}") from None
 

@@ -136,13 +136,19 @@ def test_list_says_when_the_broker_is_not_reachable(tmp_path, api, monkeypatch, 
     assert out.splitlines()[-1] == "(no live status: the broker 127.0.0.1:1 is not reachable)"
 
 
-def test_discover_against_an_api_that_cannot_be_reached_fails_while_running(tmp_path, api, monkeypatch, capsys):
-    # Nothing the user gave is wrong: exit status 1 (a failure while running), not 2, in one line.
+@pytest.mark.parametrize("failure", ["unreachable", 429, 408, 503])
+def test_discover_against_an_api_that_cannot_answer_now_fails_while_running(tmp_path, api, monkeypatch, capsys,
+                                                                              failure):
+    # Nothing the user gave is wrong (the API is down, rate-limits or times out): exit status 1, a failure while
+    # running, not 2, in one line.
     monkeypatch.setenv("CITYGUARD_ITS_KEY", KEY)
     path = site_file(tmp_path, api)
-    api.stop()
+    if failure == "unreachable":
+        api.stop()
+    else:
+        api.fail_status = failure
     before = path.read_text()
     assert discover(path) == 1
     error = capsys.readouterr().err
-    assert error.startswith("cityguard: error: ITS API at ") and error.count("\n") == 1 and KEY not in error
+    assert error.startswith("cityguard: error: ITS API ") and error.count("\n") == 1 and KEY not in error
     assert path.read_text() == before
