@@ -215,18 +215,18 @@ def counters_for(args, config):
 
 
 def run_event_eval(args, config) -> int:
-    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, holds_frame_scores
+    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, evaluate_scores, holds_frame_scores
     from cityguard.evaluation.loaders import load_event_csv, load_event_messages
-    from cityguard.evaluation.report import event_report
+    from cityguard.evaluation.report import event_report, score_report
 
     truth = load_event_csv(args.truth)
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
     frame_scores = holds_frame_scores(predicted)
     if frame_scores and args.segment is None:  # each frame would count as a predicted event
-        raise ValueError(f"{args.predicted} holds per-frame scores (rows back to back or scored 0, as `cityguard "
-                         "replay --frame-scores` writes), not events: give --segment SECONDS to score their ROC/AUC, "
-                         "or the replay's --events file for precision and recall")
+        raise ValueError(f"{args.predicted} holds per-frame scores (rows tiling the time in equal steps, as "
+                         "`cityguard replay --frame-scores` writes), not events: give --segment SECONDS to score their "
+                         "ROC/AUC, or the replay's --events file for precision and recall")
     if args.cameras is not None:
         unknown = sorted(set(args.cameras) - {event.camera for event in [*truth, *predicted]})
         if unknown:  # a typo would score nothing and report it as a result
@@ -236,16 +236,17 @@ def run_event_eval(args, config) -> int:
         predicted = [event for event in predicted if event.camera in args.cameras]
     for warning in scoring_warnings(truth, predicted, args.cameras is None):
         print(f"cityguard: warning: {warning}", file=sys.stderr)
-    result = evaluate_events(truth, predicted, args.tolerance,
-                             DEFAULT_SEGMENT_S if args.segment is None else args.segment)
+    segment_s = DEFAULT_SEGMENT_S if args.segment is None else args.segment
     if frame_scores:
-        aucs = ", ".join(f"{t.type} {t.roc.auc:.3f}" if t.roc else f"{t.type} n/a" for t in result.types)
+        rocs = evaluate_scores(truth, predicted, segment_s)
+        aucs = ", ".join(f"{kind} {roc.auc:.3f}" if roc else f"{kind} n/a" for kind, roc in rocs.items())
         print(f"{len(truth)} labelled, {counted(len(predicted), 'frame score')}: AUC {aucs} (precision and recall "
               "need events: the replay's --events file)")
-    else:
-        o = result.overall
-        print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} "
-              f"F1 {o.f1:.3f}")
+        print(f"report: {score_report(rocs, segment_s, args.out)}")
+        return 0
+    result = evaluate_events(truth, predicted, args.tolerance, segment_s)
+    o = result.overall
+    print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
     return 0
 

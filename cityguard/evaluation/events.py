@@ -45,21 +45,39 @@ class EventInterval:
             raise ValueError(f"event {self.camera}/{self.type} ends ({self.end}) before it starts ({self.start})")
 
 
+# A camera's rows of one type count as frames when this many or more tile its time: one after another, back to back,
+# each as long as the others. Events never do (one ends resolve time before the next can open), and a few that abut
+# by chance, zones' windows or two vehicles' incidents, are not many nor all alike.
+MIN_FRAME_ROWS = 10
+FRAME_TILING_SHARE = 0.9  # of their neighbours back to back: a frame left out (a dropped one) does not undo it
+
+
 def holds_frame_scores(predicted: list[EventInterval]) -> bool:
     """Whether `predicted` is a score over time, one row a frame (as `cityguard replay --frame-scores` writes), rather
-    than events: a row scored 0 predicts nothing, and two events of one type and camera back to back (one starting
-    where the other ends) would have been one event."""
-    if any(e.score == 0 for e in predicted):
-        return True
+    than events: some camera's rows of one type tile its time in equal steps (MIN_FRAME_ROWS, FRAME_TILING_SHARE)."""
     rows: dict[tuple[str, str], list[EventInterval]] = defaultdict(list)
     for e in predicted:
         rows[(e.camera, e.type)].append(e)
     for own in rows.values():
+        if len(own) < MIN_FRAME_ROWS:
+            continue
         own.sort(key=lambda e: e.start)
-        if any(earlier.end > earlier.start and abs(later.start - earlier.end) <= BACK_TO_BACK_S
-               for earlier, later in itertools.pairwise(own)):
+        lengths = np.array([e.end - e.start for e in own])
+        if lengths.min() <= 0 or lengths.max() - lengths.min() > 2 * BACK_TO_BACK_S:
+            continue
+        tiled = sum(abs(later.start - earlier.end) <= BACK_TO_BACK_S for earlier, later in itertools.pairwise(own))
+        if tiled >= FRAME_TILING_SHARE * (len(own) - 1):
             return True
     return False
+
+
+def evaluate_scores(truth: list[EventInterval], predicted: list[EventInterval],
+                    segment_s: float) -> dict[str, RocCurve | None]:
+    """Per type, the ROC of scores over time (per-frame scores) against the labelled events: scores are no events, so
+    nothing is matched or counted as one."""
+    return {event_type: _type_roc([e for e in truth if e.type == event_type],
+                                  [e for e in predicted if e.type == event_type], segment_s)
+            for event_type in sorted({e.type for e in truth} | {e.type for e in predicted})}
 
 
 def overlap_s(a: EventInterval, b: EventInterval) -> float:

@@ -134,6 +134,21 @@ def count_comparison_report(results: dict[str, CountResult], out_dir: Path) -> P
     return _write(out_dir, "Counting evaluation", lines, figures)
 
 
+def score_report(rocs: dict[str, RocCurve | None], segment_s: float, out_dir: Path) -> Path:
+    """Scores over time (per-frame scores): each type's AUC and ROC curve, nothing matched as events."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"Scores over time, ROC over {segment_s:g} s segments (AUC n/a: unscored rows, or under "
+             f"{MIN_ROC_SEGMENTS} segments with the event or without it). Precision and recall need events.", "",
+             "| type | AUC |", "|---|---|",
+             *(f"| {kind} | {_f(roc.auc if roc else None)} |" for kind, roc in rocs.items())]
+    curves = {kind: roc for kind, roc in rocs.items() if roc is not None}
+    if curves:
+        lines += ["", f"![ROC]({plot_roc_curves(curves, out_dir / 'roc.png').name})"]
+    figures = {"segment_s": segment_s, "types": [{"type": kind, "roc": roc.to_json() if roc else None}
+                                                 for kind, roc in rocs.items()]}
+    return _write(out_dir, "Score evaluation", lines, figures)
+
+
 def event_report(result: EventResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     confusion_png = plot_confusion(result.confusion_labels, result.confusion, out_dir / "confusion_events.png",

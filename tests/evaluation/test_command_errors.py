@@ -3,7 +3,9 @@ a user gets wrong end in one line on stderr, never a traceback or a silent succe
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
+from unittest.mock import ANY
 
 import cv2
 import numpy as np
@@ -115,6 +117,10 @@ def test_per_frame_scores_are_not_counted_as_predicted_events(tmp_path, capsys):
     assert_one_line_error_printed(capsys, "scores.csv holds per-frame scores", "give --segment SECONDS")
     assert main([*given, "--segment", "0.1"]) == 0
     assert "1 labelled, 40 frame scores: AUC crowd 1.000 (precision and recall need events" in capsys.readouterr().out
+    # nothing matched as events in the report either: no false positives from the frames scored 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == {
+        "segment_s": 0.1, "types": [{"type": "crowd", "roc": ANY}]}
+    assert "precision" not in (tmp_path / "report" / "report.json").read_text()
 
 
 def test_a_benchmark_option_mistake_is_one_line(capsys):
