@@ -213,9 +213,16 @@ def run_replay(args, config) -> int:
     if camera.fps < configured.fps:
         print(f"cityguard: warning: the footage runs at {camera.fps:.3g} fps, below camera {camera.id}'s "
               f"{configured.fps:g}: replayed at the footage's rate", file=sys.stderr)
-    # The footage is checked and its first frame detected before any output file is opened, so a replay refused at
-    # its start (footage that is no video, a model that cannot be loaded) leaves the files an earlier one wrote.
+    # The footage is checked, its first frame detected, the analyzers built and every output's folder found before
+    # any output file is opened, so a replay refused at its start (footage that is no video, a model or an ignore
+    # filter file that cannot be read, an output in a folder that is not there) leaves the files an earlier one wrote.
     source = itertools.chain(list(itertools.islice(source, 1)), source)
+    analytics = CameraAnalytics(camera, config)
+    for output in (args.events, args.record_detections, args.frame_scores, args.line_counts):
+        if output is not None and not output.absolute().parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "no such folder for the output", str(output.absolute().parent))
+        if output is not None and output.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "an output file is a folder", str(output))
     events = open(args.events, "w") if args.events else None  # noqa: SIM115 - closed below with the recording
     recording = None  # gzip-compressed when named .gz, as recordings are read
     if args.record_detections:
@@ -237,7 +244,6 @@ def run_replay(args, config) -> int:
 
     try:
         interval = 1.0 / camera.fps
-        analytics = CameraAnalytics(camera, config)
         for detections in source:
             replayed = analytics.update(detections)
             frames += 1

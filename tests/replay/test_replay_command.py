@@ -176,6 +176,30 @@ def test_a_replay_refused_at_its_start_leaves_the_files_an_earlier_one_wrote(tmp
     assert all(path.read_text() == "written by an earlier replay\n" for path in outputs.values())
 
 
+def test_a_replay_of_a_recording_refused_at_its_start_leaves_the_files_an_earlier_one_wrote(tmp_path, capsys):
+    """An ignore filter file that cannot be read, or an output in a folder that is not there, is refused before any
+    output file is opened."""
+    dev = REPO / "tests" / "devsets" / "traffic"
+    outputs = {option: tmp_path / f"earlier{option.replace('-', '_')}" for option in
+               ("--events", "--line-counts", "--frame-scores", "--record-detections")}
+    for path in outputs.values():
+        path.write_text("written by an earlier replay\n")
+    given = [part for option, path in outputs.items() for part in (option, str(path))]
+    broken = yaml.safe_load((dev / "site.yaml").read_text())
+    (tmp_path / "filters.json").write_text("{not json")
+    broken.setdefault("analytics", {})["ignore_filters"] = str(tmp_path / "filters.json")
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(broken, allow_unicode=True))
+    recording = dev / "detections" / "albert-crash.jsonl.gz"
+    replay = ["replay", "--config", str(tmp_path / "site.yaml"), "--camera", "albert-crash", "--detections",
+              str(recording)]
+    assert main([*replay, *given]) == 2
+    assert "filters.json" in capsys.readouterr().err
+    replay[2] = str(dev / "site.yaml")
+    assert main([*replay, *given[:6], "--record-detections", str(tmp_path / "no-such-folder" / "d.jsonl")]) == 2
+    assert "no-such-folder" in capsys.readouterr().err
+    assert all(path.read_text() == "written by an earlier replay\n" for path in outputs.values())
+
+
 @pytest.mark.slow
 def test_a_camera_that_capture_scales_down_reports_its_boxes_in_its_own_pixels(tmp_path):
     # Operators draw zones and lanes on the camera's own picture; frames wider than max_width are scaled down for
