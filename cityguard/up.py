@@ -145,23 +145,25 @@ class CameraStatusLine:
 SHOWN_CAMERAS = 10
 
 
-def status_block(lines: dict[str, CameraStatusLine], now: float, stale_after_s: float, zoned: set[str],
-                 report_silence_s: float) -> list[str]:
-    """What `up` prints every two seconds: each camera's line, or for more than SHOWN_CAMERAS a summary and the
-    lines of those needing attention (CameraStatusLine.concern)."""
+def status_block(cameras: list[str], lines: dict[str, CameraStatusLine], now: float, stale_after_s: float,
+                 zoned: set[str], report_silence_s: float) -> list[str]:
+    """What `up` prints every two seconds for the site's `cameras`: the line of each camera heard of (`lines`), or
+    for more than SHOWN_CAMERAS a summary and the lines of those needing attention (CameraStatusLine.concern)."""
     def line(camera_id: str) -> str:
         return lines[camera_id].render(camera_id, now, stale_after_s, camera_id in zoned, report_silence_s)
 
-    if len(lines) <= SHOWN_CAMERAS:
+    if len(cameras) <= SHOWN_CAMERAS:
         return [line(camera_id) for camera_id in sorted(lines)]
     concerns = {camera_id: status.concern(now, stale_after_s, report_silence_s) for camera_id, status in lines.items()}
     flagged = sorted((camera_id for camera_id, concern in concerns.items() if concern),
                      key=lambda camera_id: (-concerns[camera_id], camera_id))
-    faults = sum(status.camera_fault(now, report_silence_s) is not None for status in lines.values())
+    reported = [status for status in lines.values() if status.camera is not None]
+    faults = sum(status.camera_fault(now, report_silence_s) is not None for status in reported)
     levels = [level for status in lines.values() for level in status.zone_levels(now, stale_after_s)]
     by_level = ", ".join(f"{levels.count(level)} {level.value}" for level in reversed(RiskLevel) if level in levels)
     fps = sum(status.fps(now) for status in lines.values())
-    summary = (f"[{len(lines)} cameras] {len(lines) - faults} up, {faults} not up | {fps:.1f} fps in all | "
+    summary = (f"[{len(cameras)} cameras] {len(reported) - faults} up, {faults} not up, "
+               f"{len(cameras) - len(reported)} not reported yet | {fps:.1f} fps in all | "
                f"zones: {by_level or 'waiting for the first windows'} | {len(flagged)} need attention")
     shown = [line(camera_id) for camera_id in flagged[:SHOWN_CAMERAS]]
     more = len(flagged) - len(shown)
@@ -426,6 +428,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
     started = time.monotonic()
     lines: dict[str, CameraStatusLine] = defaultdict(CameraStatusLine)
     stale_after_s = zone_stale_after_s(config.analytics.window_seconds)  # as the metrics sink judges it
+    cameras = [camera.id for camera in config.cameras]
     zoned = {camera.id for camera in config.cameras if camera.zones}
     report_silence_s = config.producer.report_silence_s()  # as the console judges it
     last_print = last_memory_check = -math.inf
@@ -449,7 +452,7 @@ def watch(config: Config, supervisor: Supervisor, status_consumer, duration_s: f
         reset_positions_past_the_end(status_consumer, "up-status")  # topics recreated by a broker restart
         now = time.time()
         if now - last_print >= 2 and lines:
-            print("\n".join(status_block(lines, now, stale_after_s, zoned, report_silence_s)), flush=True)
+            print("\n".join(status_block(cameras, lines, now, stale_after_s, zoned, report_silence_s)), flush=True)
             last_print = now
     return 0
 

@@ -99,18 +99,26 @@ def test_a_site_of_many_cameras_gets_a_summary_and_the_cameras_that_need_attenti
     lines["cam07"].camera = CameraStatus(camera_id="cam07", state=CameraState.DOWN, reason="connection refused",
                                          fps=0, reconnects=2, dropped_frames=0, at=1004.0)
     lines["cam09"].zones["walkway"] = window(900.0)  # its windows stopped: unknown
-    block = status_block(lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
-    assert block[0] == ("[12 cameras] 11 up, 1 not up | 0.0 fps in all | zones: 1 critical, 10 normal, 1 unknown | "
-                        "3 need attention")
+    for n in range(4):  # their producer reported them up; the others not yet, and cam12 is not heard of at all
+        lines[f"cam{n:02d}"].camera = CameraStatus(camera_id=f"cam{n:02d}", state=CameraState.UP, fps=5, reconnects=0,
+                                                   dropped_frames=0, at=1004.0)
+    cameras = [*lines, "cam12"]
+    block = status_block(cameras, lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    assert block[0] == ("[13 cameras] 4 up, 1 not up, 8 not reported yet | 0.0 fps in all | zones: 1 critical, "
+                        "10 normal, 1 unknown | 3 need attention")
     assert [line.split("]")[0] for line in block[1:]] == ["[cam03", "[cam07", "[cam09"]
     assert "down: connection refused" in block[2]
     for n in range(12):  # every one needs attention now: ten shown, the rest counted
         lines[f"cam{n:02d}"].zones["walkway"] = window(900.0)
-    block = status_block(lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    block = status_block(cameras, lines, now, stale_after_s=30, zoned=set(lines), report_silence_s=60)
     assert len(block) == 12 and block[-1] == "... and 2 more needing attention (the console shows every camera)"
 
 
-def test_a_small_site_gets_a_line_per_camera():
+def test_a_small_site_gets_a_line_per_camera_and_a_large_one_its_summary_before_most_have_reported():
     lines = {f"cam{n}": CameraStatusLine(zones={"walkway": window(1000.0)}) for n in range(3)}
-    block = status_block(lines, 1005.0, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    block = status_block(list(lines), lines, 1005.0, stale_after_s=30, zoned=set(lines), report_silence_s=60)
     assert [line.split("]")[0] for line in block] == ["[cam0", "[cam1", "[cam2"]
+    site = [f"cam{n}" for n in range(40)]
+    block = status_block(site, lines, 1005.0, stale_after_s=30, zoned=set(lines), report_silence_s=60)
+    assert block == ["[40 cameras] 0 up, 0 not up, 40 not reported yet | 0.0 fps in all | zones: 3 normal | "
+                     "0 need attention"]
