@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from cityguard.arguments import counted
 from cityguard.stages import (
     build_density_counter,
     build_static_blobs,
@@ -104,7 +105,7 @@ def zone_summaries(windows: list[ZoneMetrics], zone_ids: list[str], footage_end:
             text = "never judged"
         unknown = len(own) - len(judged)
         unjudged = (footage_end or 0.0) - max(window.window_end for window in own)
-        lines.append(f"zone {zone_id}: {len(own)} window{'s' * (len(own) != 1)}, {text}"
+        lines.append(f"zone {zone_id}: {counted(len(own), 'window')}, {text}"
                      + (f", {unknown} unknown" if unknown else "")
                      + (f"; the last {unjudged:.1f} s of footage not judged" if unjudged >= 0.05 else ""))
     return lines

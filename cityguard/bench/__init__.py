@@ -14,12 +14,13 @@ import psutil
 BACKLOG_MODEL_SETTINGS = {"max_frame_age_s": 3600.0, "camera_rate_factor": 100.0}
 
 
-def refuse_single_batch(frames: int, given: str, batch: int) -> None:
-    """Refuses a backlog of `frames` (described by `given`, as the user gave it) that fits one batch: a rate is timed
-    from the first batch's output to the last, so a single batch times nothing."""
+def refuse_single_batch(frames: int, given: str, batch: int, batch_from: str = "model.max_batch_size") -> None:
+    """Refuses a backlog of `frames` (described by `given`, as the user gave it) that fits one batch of `batch`
+    (where that size comes from: `batch_from`): a rate is timed from the first batch's output to the last, so a single
+    batch times nothing."""
     if frames <= batch:
-        raise ValueError(f"{given}: a single batch of the workers' {batch} (model.max_batch_size), and the rate is "
-                         f"timed from the first output to the last: give more than {batch} frames in all")
+        raise ValueError(f"{given}: a single batch of the workers' {batch} ({batch_from}), and the rate is timed "
+                         f"from the first output to the last: give more than {batch} frames in all")
 
 
 def cpu_seconds(process: psutil.Process) -> float:

@@ -27,7 +27,7 @@ import psutil
 import yaml
 from kafka import TopicPartition
 
-from cityguard.arguments import COUNT
+from cityguard.arguments import COUNT, counted
 from cityguard.bench import cpu_seconds, log_folder
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
@@ -261,7 +261,7 @@ def windows_closed(messages: list[Detections], step: float) -> int:
 def refuse_too_few_windows(frames: int, windows: int, step: float, fps: float) -> None:
     """The worker's rate is timed between the first and the last window's output: fewer than two time nothing."""
     if windows < 2:
-        raise ValueError(f"--frames {frames} closes {windows} analytics window{'s' * (windows != 1)} "
+        raise ValueError(f"--frames {frames} closes {counted(windows, 'analytics window')} "
                          f"({step:g} s at {fps:g} fps): give more than {2 * step * fps:.0f}")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from cityguard.arguments import POSITIVE
+from cityguard.arguments import POSITIVE, counted
 from infra.process import start_child
 
 CHROMIUM = "/usr/bin/chromium"
@@ -94,7 +94,8 @@ def run(args, config) -> int:
     wall = wall_after - wall_before
     cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     delays = np.asarray(probe["delays"]) * 1000
-    print(f"console bench: {config.site}, {probe['cameras']} camera tile(s), {wall:.0f} s measured in chromium")
+    tiles = counted(probe["cameras"], "camera tile")
+    print(f"console bench: {config.site}, {tiles}, {wall:.0f} s measured in chromium")
     per_camera = wall * max(1, probe["cameras"])
     print(f"  frames drawn: {probe['displayed'] / per_camera:.2f} per second per camera, new frames seen by the "
           f"page's polls {probe['offered'] / per_camera:.2f} per second (polling at {config.console.refresh_hz:g} Hz; "

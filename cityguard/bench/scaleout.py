@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from cityguard.arguments import COUNT, COUNTS
+from cityguard.arguments import COUNT, COUNTS, counted
 from cityguard.bench import BACKLOG_MODEL_SETTINGS, cpu_seconds, log_folder, refuse_single_batch
 from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_windows, site, windows_closed
 from cityguard.up import spawn, stop_children
@@ -226,8 +226,9 @@ def run(args, config: Config) -> int:
     if args.stage == "analytics":
         analytics_input(args, TopicNames())  # refuses an input that closes too few windows, before any output
     else:
-        refuse_single_batch(args.cameras * args.frames, f"{args.cameras} camera(s) x {args.frames} frames",
-                            args.batch or config.model.max_batch_size)
+        refuse_single_batch(args.cameras * args.frames, f"{counted(args.cameras, 'camera')} x {args.frames} frames",
+                            *((args.batch, f"--batch {args.batch}") if args.batch else
+                              (config.model.max_batch_size, "model.max_batch_size")))
     counts = args.workers
     partitions = max(counts)
     print(f"scale-out: {args.stage}, {args.cameras} cameras x {args.frames} frames, {partitions} partitions, "

@@ -141,8 +141,11 @@ def test_a_benchmark_option_mistake_is_one_line(capsys):
     (["inference", "--frames", "4"], "--frames 4: a single batch of the workers' 4 (model.max_batch_size), and the "
      "rate is timed from the first output to the last: give more than 4 frames in all"),
     (["scaleout", "--stage", "inference", "--cameras", "2", "--frames", "2", "--workers", "1"],
-     "2 camera(s) x 2 frames: a single batch of the workers' 4 (model.max_batch_size), and the rate is timed from "
+     "2 cameras x 2 frames: a single batch of the workers' 4 (model.max_batch_size), and the rate is timed from "
      "the first output to the last: give more than 4 frames in all"),
+    (["scaleout", "--stage", "inference", "--cameras", "1", "--frames", "8", "--batch", "16", "--workers", "1"],
+     "1 camera x 8 frames: a single batch of the workers' 16 (--batch 16), and the rate is timed from the first "
+     "output to the last: give more than 16 frames in all"),
 ])
 def test_a_benchmark_that_could_time_nothing_is_refused_before_it_starts(capsys, command, error):
     """Too few frames to close two windows or fill two batches, or a demo that stops before its warm-up ends."""
