@@ -147,6 +147,7 @@ class ModelRegistry:
         `replacing` is the version the promotion was decided against (None: none served); when another serves by
         the time the pointer is locked (promoted or rolled back meanwhile), ValueError and the pointer unchanged."""
         model = self.get(version)
+        model.check_unchanged()  # the workers would refuse it and go on serving what it was to replace
         with locked(self.root / POINTER_FILE):
             pointer = self.pointer()
             if pointer["version"] == version:
@@ -175,8 +176,11 @@ class ModelRegistry:
             history = history[:-1]
             try:
                 model = self.get(history[-1]["version"])
+                model.check_unchanged()  # the workers would refuse it and go on serving the one rolled back from
             except KeyError as exc:
                 raise ValueError(f"cannot roll back: {exc.args[0]}; {pointer['version']} still serves") from None
+            except (WeightsChanged, OSError) as exc:
+                raise ValueError(f"cannot roll back: {exc}; {pointer['version']} still serves") from None
             write_json_atomically(self.root / POINTER_FILE, {
                 "version": model.version, "history": history,
                 "rolled_back": [*pointer.get("rolled_back", []), {"version": pointer["version"], "at": time.time()}]})

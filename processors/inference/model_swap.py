@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from processors.inference.model_registry import ModelVersion, ServingWatcher
+from processors.inference.model_registry import ModelVersion, ServingWatcher, WeightsChanged
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class ModelSwapper(Generic[Loaded]):
     def _load(self, model: ModelVersion) -> None:
         try:
             loaded = self.load(model)
+        except WeightsChanged as exc:  # says all there is to say: no traceback
+            retry_s = self.watcher.failed(model.version)
+            log.error("model %s is not served: %s; the previous model keeps serving (next try in %.0f s)",
+                      model.version, exc, retry_s)
+            return
         except Exception:
             retry_s = self.watcher.failed(model.version)
             log.exception("model %s could not be loaded; the previous model keeps serving (next try in %.0f s)",

@@ -1,6 +1,7 @@
 """The swapper loads a newly promoted model beside the serving one and hands it over once, between batches; a worker
 starting on a serving version that does not load serves the one before it meanwhile."""
 import json
+import logging
 import shutil
 import threading
 
@@ -81,6 +82,26 @@ def test_a_model_that_fails_to_load_leaves_the_old_one_serving(tmp_path, caplog)
     swapper.loading.join(5)
     assert swapper.poll() is None
     assert "v2 could not be loaded" in caplog.text
+
+
+def test_a_promotion_whose_files_changed_since_is_refused_in_one_line(tmp_path, caplog):
+    registry = registry_with(tmp_path, 2)
+
+    def load(model):
+        model.check_unchanged()  # as the stage's loader does first (version_detector)
+        return f"detector for {model.version}"
+
+    watcher = ServingWatcher(registry, interval_s=0)
+    watcher.current()
+    swapper = ModelSwapper(watcher, load)
+    registry.promote("v2", "gate passed")
+    registry.get("v2").weights.write_bytes(b"edited after the gate")
+    swapper.poll()
+    swapper.loading.join(5)
+    assert swapper.poll() is None
+    (line,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert "model v2 is not served: " in line.getMessage() and "the files of v2 changed" in line.getMessage()
+    assert line.exc_info is None  # the line says it all: no traceback
 
 
 def test_a_damaged_pointer_keeps_the_current_model_until_it_is_repaired(tmp_path, caplog):

@@ -52,6 +52,21 @@ def test_a_version_whose_files_changed_since_it_was_registered_is_told_from_one_
         registry.get("v1").check_unchanged()
 
 
+def test_a_version_whose_files_changed_is_neither_promoted_nor_rolled_back_to(tmp_path):
+    # The workers would refuse it, and go on serving the model the operator meant to replace.
+    registry = v2_promoted_after_v1(tmp_path)
+    (tmp_path / "registry" / "v1" / "a.pt").write_bytes(b"edited")
+    with pytest.raises(ValueError, match=r"cannot roll back: .*the files of v1 changed since it was registered.*; "
+                                         r"v2 still serves"):
+        registry.rollback()
+    assert registry.pointer()["version"] == "v2"
+    registry.register(weights(tmp_path, "c.pt"), {})
+    (tmp_path / "registry" / "v3" / "c.pt").write_bytes(b"edited")
+    with pytest.raises(WeightsChanged, match="the files of v3 changed"):
+        registry.promote("v3", "gate passed")
+    assert registry.pointer()["version"] == "v2"
+
+
 def test_a_version_registered_before_its_digest_was_recorded_is_taken_as_it_is(tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
     registry.register(weights(tmp_path, "a.pt"), {})
