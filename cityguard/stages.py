@@ -280,11 +280,12 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every SMS.
     readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
                for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
-    # Reads back the incidents opened before this sink took a partition, which it would otherwise report closed.
-    recovery = make_consumer(servers, None)
+    recovery = None
     try:
+        # Reads back the incidents opened before this sink took a partition, which it would otherwise report closed.
+        recovery = make_consumer(servers, None)
         MetricsSink(config, consumer, readers, recovery).run(stop_on_signals())
     finally:
         consumer.close(timeout_ms=5000)  # its last commit: bounded, so a broker already gone does not hold a stop
-        for reader in (*(reader for _, reader in readers.values()), recovery):
+        for reader in (*(reader for _, reader in readers.values()), *([recovery] if recovery else [])):
             reader.close(autocommit=False)

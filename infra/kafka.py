@@ -161,7 +161,7 @@ def partition_lag(consumer: Positioned) -> dict[tuple[str, int], int]:
         try:
             # Bounded: a position still to be looked up (after a seek to the start) would wait out a broker outage.
             position = None if highwater is None else consumer.position(tp, timeout_ms=POSITION_WAIT_MS)
-        except KafkaError:  # not known within it: the next pass asks again
+        except KafkaError:  # kafka-python answers None when the time is up; an error as well: the next pass asks again
             continue
         if position is not None:  # a partition with nothing read and nothing committed has no position yet
             lag[(tp.topic, tp.partition)] = max(0, highwater - position)

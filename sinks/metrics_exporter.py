@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -174,6 +175,12 @@ class OpenEvents:
                 del self._counts[labels]
 
 
+def cameras_on(cameras: Iterable[str], partitions: int, assignment: set[TopicPartition], topic: str) -> set[str]:
+    """The cameras whose messages on `topic` of `partitions` partitions (keyed by camera id) the assignment holds."""
+    held = {tp.partition for tp in assignment if tp.topic == topic}
+    return {camera for camera in cameras if held and key_partition(camera.encode(), partitions) in held}
+
+
 class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer,
                  group_readers: dict[str, tuple[str, KafkaConsumer]], recovery: KafkaConsumer | None = None):
@@ -199,6 +206,7 @@ class MetricsSink:
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         # What the group gives this sink to read, and so the zones and cameras it exports (see follow_assignment).
         self.assignment: set[TopicPartition] = set()
+        self.unassigned_since: float | None = None  # when the group last left this sink without partitions
         self.zones_taken_at: dict[tuple[str, str], float] = {}
         self.cameras: set[str] = set()  # whose detections this sink reads
         self.event_cameras: set[str] = set()  # whose incidents this sink reads
@@ -212,26 +220,33 @@ class MetricsSink:
         self.camera_info = {camera.id: (camera.id, camera.name or camera.id, f"{camera.lat:.6f}", f"{camera.lon:.6f}")
                             for camera in config.cameras if camera.lat is not None and camera.lon is not None}
 
-    def follow_assignment(self) -> None:
+    def follow_assignment(self, now: float) -> None:
         """Takes the zones, cameras and incidents of the partitions the group gives this sink now, and gives up the
-        others': another sink of the group reads those, and exports them."""
+        others': another sink of the group reads those, and exports them.
+
+        A sink the group has dropped (a broker outage longer than its session) holds no partitions until it has joined
+        again: for up to the zones' stale bound it keeps what it had, so a zone whose windows stopped meanwhile still
+        goes stale here rather than vanishing and starting its clock again. Held longer, it is a sink left without
+        partitions (more sinks than partitions), whose zones another sink exports."""
         assignment = set(self.consumer.assignment())
         if assignment == self.assignment:
+            self.unassigned_since = None
             return
-        zoned = self.cameras_read(self.topics.zone_metrics, assignment)
-        self.take_zones({labels for labels in self.labels.zones if labels[0] in zoned}, time.time())
-        self.take_cameras(self.cameras_read(self.topics.detections, assignment))
+        if not assignment:
+            self.unassigned_since = self.unassigned_since or now
+            if now - self.unassigned_since < self.stale_after_s:
+                return
+        counts = {topic: len(self.consumer.partitions_for_topic(topic) or ())
+                  for topic in (self.topics.zone_metrics, self.topics.detections, self.topics.events)}
+        if not all(counts[tp.topic] for tp in assignment if tp.topic in counts):
+            return  # a topic whose partitions are not known yet: taken at a later pass
+        zoned = cameras_on(self.labels.cameras, counts[self.topics.zone_metrics], assignment, self.topics.zone_metrics)
+        self.take_zones({labels for labels in self.labels.zones if labels[0] in zoned}, now)
+        self.take_cameras(cameras_on(self.labels.cameras, counts[self.topics.detections], assignment,
+                                     self.topics.detections))
         self.take_events({tp.partition for tp in assignment if tp.topic == self.topics.events},
-                         self.cameras_read(self.topics.events, assignment))
-        self.assignment = assignment  # last: a pass that failed part way takes the assignment again at the next
-
-    def cameras_read(self, topic: str, assignment: set[TopicPartition]) -> set[str]:
-        """The configured cameras whose messages on `topic` (keyed by camera id) are on the partitions assigned."""
-        partitions = {tp.partition for tp in assignment if tp.topic == topic}
-        if not partitions:
-            return set()
-        count = len(self.consumer.partitions_for_topic(topic))
-        return {camera for camera in self.labels.cameras if key_partition(camera.encode(), count) in partitions}
+                         cameras_on(self.labels.cameras, counts[self.topics.events], assignment, self.topics.events))
+        self.assignment, self.unassigned_since = assignment, None
 
     def take_zones(self, zones: set[tuple[str, str]], now: float) -> None:
         """Exports these zones from `now` and no others. Until its first window here, a zone counts from when this
@@ -409,26 +424,37 @@ class MetricsSink:
         start up to where this sink goes on, applied to the open-incident gauges only (counters counted those events
         before), read with the `recovery` consumer. Returns the events read."""
         reader = self.recovery
-        taken = [TopicPartition(self.topics.events, number) for number in sorted(partitions)]
-        until = {tp: self.consumer.position(tp, timeout_ms=int(timeout_s * 1000)) or 0 for tp in taken}
-        pending = [tp for tp in taken if until[tp] > 0]
-        if not pending:
-            return 0
-        reader.assign(pending)
-        reader.seek_to_beginning(*pending)
-        read, deadline = 0, time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for tp, records in reader.poll(timeout_ms=500).items():
-                for record in records:
-                    if record.offset < until[tp]:
-                        read += 1
-                        try:
-                            self.open_events.apply(self._bounded(decode(record.value, Event)), tp.partition)
-                        except SchemaError:
-                            pass  # counted as unreadable when it was first read
-            pending = [tp for tp in pending if reader.position(tp) < until[tp]]
-        if pending:
-            log.warning("open incidents recovered only in part: the events topic was not read back in %.0f s",
+        deadline = time.monotonic() + timeout_s  # the whole of it: the sink's loop waits meanwhile
+
+        def left_ms() -> int:
+            return max(1, int((deadline - time.monotonic()) * 1000))
+
+        until = {}
+        for tp in (TopicPartition(self.topics.events, number) for number in sorted(partitions)):
+            until[tp] = self.consumer.position(tp, timeout_ms=left_ms())  # None: not known in time
+        unknown = sorted(tp.partition for tp, offset in until.items() if offset is None)
+        pending = [tp for tp, offset in until.items() if offset]
+        read = 0
+        try:
+            if pending:
+                reader.assign(pending)
+                reader.seek_to_beginning(*pending)
+            while pending and time.monotonic() < deadline:
+                for tp, records in reader.poll(timeout_ms=min(500, left_ms())).items():
+                    for record in records:
+                        if record.offset < until[tp]:
+                            read += 1
+                            try:
+                                self.open_events.apply(self._bounded(decode(record.value, Event)), tp.partition)
+                            except SchemaError:
+                                pass  # counted as unreadable when it was first read
+                pending = [tp for tp in pending if (reader.position(tp, timeout_ms=left_ms()) or 0) < until[tp]]
+        finally:
+            reader.assign([])  # holds no fetched data of the topic until the next partition is taken
+        if pending or unknown:
+            log.warning("open incidents recovered only in part (events partitions %s not read back in %.0f s): their "
+                        "gauges show the incidents opened from now", ", ".join(
+                            str(number) for number in sorted({tp.partition for tp in pending} | set(unknown))),
                         timeout_s)
         self.export_open_events()
         return read
@@ -455,7 +481,11 @@ class MetricsSink:
             loop_went_round("metrics-sink")
             try:
                 polled = self.consumer.poll(timeout_ms=500)
-                self.follow_assignment()  # first: the records polled are of the partitions assigned now
+                try:
+                    self.follow_assignment(time.time())  # first: the records polled are of the partitions assigned now
+                except Exception as exc:  # the records are handled anyway: their offsets go on to be committed
+                    log.warning("taking the group's assignment failed (%s: %s); trying again at the next pass",
+                                type(exc).__name__, exc)
                 for records in polled.values():
                     for record in records:
                         self.handle(record.topic, record.value, record.partition)

@@ -64,7 +64,7 @@ def test_incidents_open_before_a_restart_are_open_after_it(kafka_bootstrap):
     try:
         while not restarted.consumer.assignment() and time.monotonic() < deadline:
             assert not restarted.consumer.poll(timeout_ms=500), "it goes on past the events read before"
-        restarted.follow_assignment()  # takes the partition: reads back what is open on it
+        restarted.follow_assignment(time.time())  # takes the partition: reads back what is open on it
     finally:
         reader.close()
         restarted.consumer.close()
