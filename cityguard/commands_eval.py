@@ -100,7 +100,8 @@ def register(commands, add_command) -> None:
     events.add_argument("--truth", type=Path, required=True, help="CSV camera,type,start,end")
     events.add_argument("--predicted", type=Path, required=True,
                         help="CSV camera,type,start,end[,score], or .jsonl of Event messages from the events topic; "
-                        "per-frame scores (`cityguard replay --frame-scores`) give ROC/AUC alone, with --segment")
+                        "per-frame scores (`cityguard replay --frame-scores`: a CSV with a frame column) give ROC/AUC "
+                        "alone, with --segment")
     events.add_argument("--tolerance", type=NON_NEGATIVE, default=0.0,
                         help="seconds two intervals may be apart and match")
     events.add_argument("--segment", type=POSITIVE, default=None,
@@ -215,17 +216,17 @@ def counters_for(args, config):
 
 
 def run_event_eval(args, config) -> int:
-    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, evaluate_scores, holds_frame_scores
-    from cityguard.evaluation.loaders import load_event_csv, load_event_messages
+    from cityguard.evaluation.events import DEFAULT_SEGMENT_S, evaluate_events, evaluate_scores
+    from cityguard.evaluation.loaders import FRAME_COLUMN, holds_frame_scores, load_event_csv, load_event_messages
     from cityguard.evaluation.report import event_report, score_report
 
     truth = load_event_csv(args.truth)
     predicted = (load_event_messages(args.predicted) if args.predicted.suffix == ".jsonl"
                  else load_event_csv(args.predicted))
-    frame_scores = holds_frame_scores(predicted)
+    frame_scores = args.predicted.suffix != ".jsonl" and holds_frame_scores(args.predicted)
     if frame_scores and args.segment is None:  # each frame would count as a predicted event
-        raise ValueError(f"{args.predicted} holds per-frame scores (rows tiling the time in equal steps, as "
-                         "`cityguard replay --frame-scores` writes), not events: give --segment SECONDS to score their "
+        raise ValueError(f"{args.predicted} holds per-frame scores (its {FRAME_COLUMN!r} column, as `cityguard "
+                         "replay --frame-scores` writes them), not events: give --segment SECONDS to score their "
                          "ROC/AUC, or the replay's --events file for precision and recall")
     if args.cameras is not None:
         unknown = sorted(set(args.cameras) - {event.camera for event in [*truth, *predicted]})

@@ -65,7 +65,8 @@ def register(commands, add_command) -> None:
                         "(gzip-compressed when the name ends in .gz)")
     replay.add_argument("--frame-scores", type=Path, default=None,
                         help="write each frame's vehicle-in-pedestrian-area score per area as CSV "
-                        "camera,type,start,end,score (for `cityguard eval events` ROC/AUC)")
+                        "camera,type,start,end,score,frame (for `cityguard eval events` ROC/AUC; the frame column, "
+                        "the frame's number from 1, tells it from events)")
     replay.add_argument("--line-counts", type=Path, default=None,
                         help="write the scene's counting lines' windows as LineCounts JSON lines, in the events' "
                         "times (the first window starts with the footage, the last ends with it); their totals are "
@@ -172,6 +173,7 @@ def run_replay(args, config) -> int:
     import itertools
     import sys
 
+    from cityguard.evaluation.loaders import FRAME_COLUMN
     from cityguard.replay import (
         CLIP_ORIGIN_S,
         CameraAnalytics,
@@ -231,7 +233,7 @@ def run_replay(args, config) -> int:
     scores = open(args.frame_scores, "w") if args.frame_scores else None  # noqa: SIM115
     line_counts = open(args.line_counts, "w") if args.line_counts else None  # noqa: SIM115
     if scores:
-        scores.write("camera,type,start,end,score\n")
+        scores.write(f"camera,type,start,end,score,{FRAME_COLUMN}\n")
     frames = opened = 0
     windows = []  # the counting lines' closed windows, then the one open at the end
     zone_windows = []  # the crowd zones' windows
@@ -257,7 +259,7 @@ def run_replay(args, config) -> int:
                 start = replayed.detections.captured_at - offset
                 for score in replayed.area_scores.values():
                     scores.write(f"{camera.id},vehicle_in_pedestrian_area,{start:.3f},{start + interval:.3f},"
-                                 f"{score:.4f}\n")
+                                 f"{score:.4f},{frames}\n")
             if recording:
                 recording.write(replayed.detections.model_dump_json() + "\n")
             for event in replayed.events:

@@ -12,7 +12,6 @@ labelled event covers it, and scores the highest score of the predictions coveri
 """
 from __future__ import annotations
 
-import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,9 +24,6 @@ NONE = "none"  # the confusion-matrix label for "no event"
 # A day of 0.1 s segments per camera: more is a unit mistake, and would take gigabytes.
 MAX_SEGMENTS = 1_000_000
 DEFAULT_SEGMENT_S = 1.0
-# How far apart an end and a start may be and still be back to back: `cityguard replay` writes times to the
-# millisecond, so a frame's start and the end before it differ by up to one in rounding.
-BACK_TO_BACK_S = 0.0015
 
 
 @dataclass(frozen=True)
@@ -43,32 +39,6 @@ class EventInterval:
             raise ValueError(f"event {self.camera}/{self.type} needs finite times, not {self.start}..{self.end}")
         if not self.end >= self.start:
             raise ValueError(f"event {self.camera}/{self.type} ends ({self.end}) before it starts ({self.start})")
-
-
-# A camera's rows of one type count as frames when this many or more tile its time: one after another, back to back,
-# each as long as the others. Events never do (one ends resolve time before the next can open), and a few that abut
-# by chance, zones' windows or two vehicles' incidents, are not many nor all alike.
-MIN_FRAME_ROWS = 10
-FRAME_TILING_SHARE = 0.9  # of their neighbours back to back: a frame left out (a dropped one) does not undo it
-
-
-def holds_frame_scores(predicted: list[EventInterval]) -> bool:
-    """Whether `predicted` is a score over time, one row a frame (as `cityguard replay --frame-scores` writes), rather
-    than events: some camera's rows of one type tile its time in equal steps (MIN_FRAME_ROWS, FRAME_TILING_SHARE)."""
-    rows: dict[tuple[str, str], list[EventInterval]] = defaultdict(list)
-    for e in predicted:
-        rows[(e.camera, e.type)].append(e)
-    for own in rows.values():
-        if len(own) < MIN_FRAME_ROWS:
-            continue
-        own.sort(key=lambda e: e.start)
-        lengths = np.array([e.end - e.start for e in own])
-        if lengths.min() <= 0 or lengths.max() - lengths.min() > 2 * BACK_TO_BACK_S:
-            continue
-        tiled = sum(abs(later.start - earlier.end) <= BACK_TO_BACK_S for earlier, later in itertools.pairwise(own))
-        if tiled >= FRAME_TILING_SHARE * (len(own) - 1):
-            return True
-    return False
 
 
 def evaluate_scores(truth: list[EventInterval], predicted: list[EventInterval],

@@ -199,6 +199,17 @@ def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: 
     return counts
 
 
+# The column that marks a CSV of scores over time, one row a frame (`cityguard replay --frame-scores`), rather than
+# events: the frame's number. Rows of frames look like events, short ones back to back, but are none.
+FRAME_COLUMN = "frame"
+
+
+def holds_frame_scores(path: Path) -> bool:
+    """Whether the CSV at `path` holds per-frame scores (its header names FRAME_COLUMN), not events."""
+    with Path(path).open(newline="") as handle:
+        return FRAME_COLUMN in (csv.DictReader(handle).fieldnames or [])
+
+
 def load_event_csv(path: Path) -> list[EventInterval]:
     """`camera,type,start,end[,score]` with a header line; times in seconds (unix or from the clip start)."""
     path = Path(path)

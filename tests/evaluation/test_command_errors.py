@@ -109,14 +109,16 @@ def test_a_short_row_of_an_events_csv_names_its_line(tmp_path, capsys):
 
 def test_per_frame_scores_are_not_counted_as_predicted_events(tmp_path, capsys):
     (tmp_path / "truth.csv").write_text("camera,type,start,end\ncam,crowd,1,2\n")
-    rows = "".join(f"cam,crowd,{k / 10:.3f},{(k + 1) / 10:.3f},{0.9 if 10 <= k < 20 else 0}\n" for k in range(40))
-    (tmp_path / "scores.csv").write_text("camera,type,start,end,score\n" + rows)
+    # two areas a frame, as `cityguard replay --frame-scores` writes them for a camera with two pedestrian areas
+    rows = "".join(f"cam,crowd,{k / 10:.3f},{(k + 1) / 10:.3f},{score},{k + 1}\n" for k in range(40)
+                   for score in (0.9 if 10 <= k < 20 else 0, 0))
+    (tmp_path / "scores.csv").write_text("camera,type,start,end,score,frame\n" + rows)
     given = ["eval", "events", "--truth", str(tmp_path / "truth.csv"), "--predicted", str(tmp_path / "scores.csv"),
              "--out", str(tmp_path / "report")]
     assert main(given) == 2
     assert_one_line_error_printed(capsys, "scores.csv holds per-frame scores", "give --segment SECONDS")
     assert main([*given, "--segment", "0.1"]) == 0
-    assert "1 labelled, 40 frame scores: AUC crowd 1.000 (precision and recall need events" in capsys.readouterr().out
+    assert "1 labelled, 80 frame scores: AUC crowd 1.000 (precision and recall need events" in capsys.readouterr().out
     # nothing matched as events in the report either: no false positives from the frames scored 0
     assert json.loads((tmp_path / "report" / "report.json").read_text()) == {
         "segment_s": 0.1, "types": [{"type": "crowd", "roc": ANY}]}

@@ -8,7 +8,6 @@ from cityguard.evaluation.events import (
     NONE,
     EventInterval,
     evaluate_events,
-    holds_frame_scores,
     match_events,
     segment_labels_and_scores,
     type_confusion,
@@ -109,16 +108,3 @@ def test_an_event_without_end_is_refused_not_matched():
     with pytest.raises(ValueError, match="needs finite times"):
         EventInterval("cam", "collision", 5.0, math.inf)
 
-
-def test_rows_tiling_the_time_in_equal_steps_are_frame_scores_not_events():
-    # as `cityguard replay --frame-scores` writes them: one row a frame, times to the millisecond, one frame left out
-    frames = [ev("vehicle_in_pedestrian_area", round(k / 12, 3), round(k / 12 + 1 / 12, 3), score=0.5 * (k % 2))
-              for k in range(30) if k != 17]
-    assert holds_frame_scores(frames)
-    # Events may abut: a zone's level changing where another's changed back (both at a window's end), two vehicles'
-    # incidents one closing at the frame the next opens; and they may score 0.
-    assert not holds_frame_scores([ev("risk_level_changed", 100, 130, score=0.9),
-                                   ev("risk_level_changed", 130, 170, score=0.0),
-                                   ev("collision", 1, 2, score=0.7), ev("crowd", 1, 3, camera="other")])
-    assert not holds_frame_scores([ev("crowd", 10 * k, 10 * k + 10) for k in range(5)])
-    assert not holds_frame_scores([ev("crowd", 3 * k, 3 * k + 1 + k % 2) for k in range(20)])  # unequal lengths

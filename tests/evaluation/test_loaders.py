@@ -6,6 +6,7 @@ from scipy.io import savemat
 
 from cityguard.evaluation.loaders import (
     default_labels_folder,
+    holds_frame_scores,
     load_count_csv,
     load_event_csv,
     load_event_messages,
@@ -183,3 +184,13 @@ def test_a_jpeg_cut_short_is_refused_and_a_whole_one_read(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     with pytest.raises(ValueError, match="cut.jpg: a cut JPEG"):
         read_image(tmp_path / "cut.jpg")
+
+
+def test_per_frame_scores_are_told_from_events_by_their_frame_column(tmp_path):
+    # Events may abut (a zone's level changing back at the window end where another's changed) and score 0; frames,
+    # several rows each (one per area), may sit on any grid: only the column says which a file holds.
+    events, frames = tmp_path / "events.csv", tmp_path / "scores.csv"
+    events.write_text("camera,type,start,end,score\ncam,risk,100,130,0.9\ncam,risk,130,170,0\n")
+    frames.write_text("camera,type,start,end,score,frame\ncam,v,0.000,0.208,0,1\ncam,v,0.000,0.208,0.4,1\n")
+    assert (holds_frame_scores(events), holds_frame_scores(frames)) == (False, True)
+    assert [e.score for e in load_event_csv(frames)] == [0.0, 0.4]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cityguard.cli import main
-from cityguard.evaluation.loaders import load_event_csv, load_event_messages
+from cityguard.evaluation.loaders import holds_frame_scores, load_event_csv, load_event_messages
 from cityguard.replay import CLIP_ORIGIN_S, recorded_detections, recording_offset, zone_summaries
 from schemas import Detections, Event, LineCounts, PictureFault, RiskLevel, ZoneMetrics
 from schemas.geometry import box_iou
@@ -40,6 +40,7 @@ def test_replay_writes_events_in_clip_time_a_recording_replays_the_same_and_igno
     assert intervals and {i.type for i in intervals} == {"vehicle_in_pedestrian_area"}
     assert all(0 <= i.start <= i.end <= 3.5 for i in intervals), "times are seconds from the clip start"
     frame_scores = load_event_csv(scores)
+    assert holds_frame_scores(scores)  # told from events by its frame column
     assert len(frame_scores) == len(recording.read_text().splitlines())
     assert max(s.score for s in frame_scores) > 0.5
 
