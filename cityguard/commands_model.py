@@ -212,6 +212,7 @@ def run_train(args, config) -> int:
 
 def run_register(args, config) -> int:
     from cityguard.evaluation.runners import evaluation_detector
+    from processors.inference.model_registry import WeightsChanged
 
     registry = model_registry(args, config)
     serving = registry.pointer()["version"] if args.serve else None
@@ -237,6 +238,8 @@ def run_register(args, config) -> int:
     if args.serve:
         try:
             registry.promote(model.version, "registered as serving without the gate", replacing=None)
+        except WeightsChanged:
+            raise  # says what is wrong: its files, not the order of promotions
         except ValueError as exc:  # another model was served while this one was checked and copied
             raise ValueError(f"{exc}; it stays registered: `cityguard model gate {model.version} --images ... "
                              "--promote` to serve it") from None
@@ -308,6 +311,8 @@ def run_gate(args, config) -> int:
         write_report,
     )
     from cityguard.training.held_out import check_held_out
+    from processors.inference.model_registry import WeightsChanged
+
     registry = model_registry(args, config)
     try:
         candidate_model = registry.get(args.version)
@@ -372,6 +377,8 @@ def run_gate(args, config) -> int:
     if promoted:
         try:
             registry.promote(args.version, report.reason, replacing=serving_model.version if serving_model else None)
+        except WeightsChanged:
+            raise  # its files changed while it was gated: the report judged other files
         except ValueError as exc:
             raise ValueError(f"{exc}: gate it again against the model serving now (report: {path})") from None
         write_report(report, out, promoted=True)
