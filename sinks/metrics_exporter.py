@@ -77,6 +77,8 @@ ZONE_WINDOW_END = Gauge("cityguard_zone_window_end_timestamp_seconds", "End of t
                         ["camera", "zone"])
 ZONE_STALE_AFTER = Gauge("cityguard_zone_stale_after_seconds",
                          "A zone without a window for this long is reported unknown (risk level -1)")
+ZONES_CONFIGURED = Gauge("cityguard_zones_configured", "Crowd zones the site configures, each exported by one metrics "
+                         "sink (the one reading its camera's partition)")
 EVENTS = Counter("cityguard_events_total", "Incidents opened", ["camera", "type", "severity"])
 EVENTS_OPEN = Gauge("cityguard_events_open", "Incidents open now", ["camera", "type", "severity"])
 LINE_CROSSINGS = Counter("cityguard_line_crossings_total", "Objects that crossed a counting line",
@@ -203,6 +205,7 @@ class MetricsSink:
         self.forecast_horizons: dict[tuple[str, str], set[str]] = {}  # configured zones only
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         ZONE_STALE_AFTER.set(self.stale_after_s)  # the alert rules' measure of a late window
+        ZONES_CONFIGURED.set(len(self.labels.zones))  # against the zones exported: one no sink takes is unwatched
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         # What the group gives this sink to read, and so the zones and cameras it exports (see follow_assignment).
         self.assignment: set[TopicPartition] = set()
