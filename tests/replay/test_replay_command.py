@@ -112,14 +112,19 @@ def test_a_crowd_camera_replays_with_its_density_maps_in_video_time_at_the_foota
     assert again.read_text() == events.read_text()
 
 
-def test_a_crowd_camera_whose_density_model_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
-    config = tmp_path / "site.yaml"
-    config.write_text(yaml.safe_dump({
+def site_whose_density_model_is_missing(path):
+    """A crowd camera `street` on the sample clip, its density model's weights not there."""
+    path.write_text(yaml.safe_dump({
         "site": "replay-crowd", "model": {"offline_weights": str(OFFLINE_MODEL)},
         "analytics": {"density_model": {"weights": "missing.npz"}},
         "cameras": [{"id": "street", "source": str(VTEST), "zones": [
             {"id": "walkway", "area_m2": 30, "polygon": [[0, 0], [100, 0], [100, 100]]}]}],
     }))
+    return path
+
+
+def test_a_crowd_camera_whose_density_model_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
+    config = site_whose_density_model_is_missing(tmp_path / "site.yaml")
     assert main(["replay", "--config", str(config), "--camera", "street", str(VTEST)]) == 1
     error = capsys.readouterr().err
     assert "the density model for camera street's zones cannot be loaded" in error and "missing.npz" in error
@@ -165,13 +170,7 @@ def test_a_replay_refused_at_its_start_leaves_the_files_an_earlier_one_wrote(tmp
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video")
     assert main(["replay", "--config", str(site(tmp_path)), "--camera", "lot", str(not_video), *given]) == 2
-    crowd = tmp_path / "crowd.yaml"
-    crowd.write_text(yaml.safe_dump({
-        "site": "replay-crowd", "model": {"offline_weights": str(OFFLINE_MODEL)},
-        "analytics": {"density_model": {"weights": "missing.npz"}},
-        "cameras": [{"id": "street", "source": str(VTEST), "zones": [
-            {"id": "walkway", "area_m2": 30, "polygon": [[0, 0], [100, 0], [100, 100]]}]}],
-    }))
+    crowd = site_whose_density_model_is_missing(tmp_path / "crowd.yaml")
     assert main(["replay", "--config", str(crowd), "--camera", "street", str(VTEST), *given]) == 1
     assert "cannot be loaded" in capsys.readouterr().err
     assert all(path.read_text() == "written by an earlier replay\n" for path in outputs.values())
