@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scaleout": ("cityguard.bench.scaleout", "1, 2, 4, 8 ... inference or analytics workers: frames/s per count"),
     "density-map": ("cityguard.bench.density_map", "CSRNet density-map counter: seconds per frame"),
     "console": ("cityguard.bench.console", "the demo with its console in chromium: refresh rate, display delay, CPU"),
+    "sink": ("cityguard.bench.sink", "the metrics sink's CPU per frame read, and cameras per core"),
 }
 
 

@@ -517,3 +517,18 @@ def test_open_incidents_not_read_back_in_time_are_said_and_the_reader_lets_go_of
         sink.follow_assignment(time.time())
     assert "open incidents recovered only in part (events partitions 0 not read back" in caplog.text
     assert reader.assigned == []
+
+
+def test_objects_are_counted_per_camera_and_class_once_per_frame(sink):
+    from tests.test_schemas import detections
+
+    def counted(class_name: str) -> float:
+        return REGISTRY.get_sample_value("cityguard_detected_objects_total",
+                                         {"camera": "cam", "class_name": class_name}) or 0
+
+    before = counted("person"), counted("car")
+    frame = detections(seq=626262, xyxy=[(10, 20, 30, 60)] * 4, confidence=[0.9] * 4, class_id=[0, 0, 2, 0],
+                       class_name=["person", "person", "car", "person"], track_id=[1, 2, 3, 4])
+    sink.on_detections(frame)
+    sink.on_detections(frame)  # detected twice after an inference redelivery: counted once
+    assert (counted("person"), counted("car")) == (before[0] + 3, before[1] + 1)
