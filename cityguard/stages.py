@@ -277,15 +277,17 @@ def run_export_metrics(config: Config, metrics_port: int | None) -> None:
     servers = require_broker(config)  # after what the site gives is checked: a mistake there is named first
     consumer = make_consumer(servers, config.group_id("metrics-sink"), topics.detections, topics.zone_metrics,
                              topics.events, topics.line_counts, topics.dead_letter, enable_auto_commit=True)
-    # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every SMS.
-    readers = {config.group_id(stage): (topic, make_consumer(servers, config.group_id(stage)))
-               for stage, topic in (("analytics", topics.detections), ("alerts", topics.events))}
+    readers = {}
     recovery = None
     try:
+        # The analytics stage (faust) exports no consumer lag of its own, and a dispatcher falling behind delays every
+        # SMS: each group's committed offsets are read by a consumer of its own.
+        for stage, topic in (("analytics", topics.detections), ("alerts", topics.events)):
+            readers[config.group_id(stage)] = (topic, make_consumer(servers, config.group_id(stage)))
         # Reads back the incidents opened before this sink took a partition, which it would otherwise report closed.
         recovery = make_consumer(servers, None)
         MetricsSink(config, consumer, readers, recovery).run(stop_on_signals())
     finally:
         consumer.close(timeout_ms=5000)  # its last commit: bounded, so a broker already gone does not hold a stop
-        for reader in (*(reader for _, reader in readers.values()), *([recovery] if recovery else [])):
+        for reader in (*(reader for _, reader in readers.values()), *([recovery] if recovery is not None else [])):
             reader.close(autocommit=False)

@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -78,8 +78,9 @@ ZONE_WINDOW_END = Gauge("cityguard_zone_window_end_timestamp_seconds", "End of t
                         ["camera", "zone"])
 ZONE_STALE_AFTER = Gauge("cityguard_zone_stale_after_seconds",
                          "A zone without a window for this long is reported unknown (risk level -1)")
-ZONES_CONFIGURED = Gauge("cityguard_zones_configured", "Crowd zones the site configures, each exported by one metrics "
-                         "sink (the one reading its camera's partition)")
+ZONE_CONFIGURED = Gauge("cityguard_zone_configured", "1 for each crowd zone the site configures, from every metrics "
+                        "sink: each zone's figures come from the one sink reading its camera's partition",
+                        ["camera", "zone"])
 EVENTS = Counter("cityguard_events_total", "Incidents opened", ["camera", "type", "severity"])
 EVENTS_OPEN = Gauge("cityguard_events_open", "Incidents open now", ["camera", "type", "severity"])
 LINE_CROSSINGS = Counter("cityguard_line_crossings_total", "Objects that crossed a counting line",
@@ -186,7 +187,8 @@ def cameras_on(cameras: Iterable[str], partitions: int, assignment: set[TopicPar
 
 class MetricsSink:
     def __init__(self, config: Config, consumer: KafkaConsumer,
-                 group_readers: dict[str, tuple[str, KafkaConsumer]], recovery: KafkaConsumer | None = None):
+                 group_readers: dict[str, tuple[str, KafkaConsumer]], recovery: KafkaConsumer | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.topics = config.broker.topics
         self.labels = LabelBounds(config)
         self.group = config.group_id("metrics-sink")
@@ -206,10 +208,12 @@ class MetricsSink:
         self.forecast_horizons: dict[tuple[str, str], set[str]] = {}  # configured zones only
         self.stale_after_s = zone_stale_after_s(config.analytics.window_seconds)
         ZONE_STALE_AFTER.set(self.stale_after_s)  # the alert rules' measure of a late window
-        ZONES_CONFIGURED.set(len(self.labels.zones))  # against the zones exported: one no sink takes is unwatched
+        for labels in self.labels.zones:  # against the zones exported: one that no sink takes is unwatched
+            ZONE_CONFIGURED.labels(*labels).set(1)
         self.last_window_end: dict[tuple[str, str], float] = {}  # configured zones only
         # What the group gives this sink to read, and so the zones and cameras it exports (see follow_assignment).
         self.assignment: set[TopicPartition] = set()
+        self.clock = clock  # not the wall clock, which may be set back: how long the sink has had no partitions
         self.unassigned_since: float | None = None  # when the group last left this sink without partitions
         self.zones_taken_at: dict[tuple[str, str], float] = {}
         self.cameras: set[str] = set()  # whose detections this sink reads
@@ -237,19 +241,22 @@ class MetricsSink:
             self.unassigned_since = None
             return
         if not assignment:
-            self.unassigned_since = self.unassigned_since or now
-            if now - self.unassigned_since < self.stale_after_s:
+            if self.unassigned_since is None:
+                self.unassigned_since = self.clock()
+            if self.clock() - self.unassigned_since < self.stale_after_s:
                 return
-        counts = {topic: len(self.consumer.partitions_for_topic(topic) or ())
-                  for topic in (self.topics.zone_metrics, self.topics.detections, self.topics.events)}
-        if not all(counts[tp.topic] for tp in assignment if tp.topic in counts):
-            return  # a topic whose partitions are not known yet: taken at a later pass
-        zoned = cameras_on(self.labels.cameras, counts[self.topics.zone_metrics], assignment, self.topics.zone_metrics)
+        # The partition counts of the topics assigned, known once their metadata is: a count of 0 is not yet.
+        counts = {topic: len(self.consumer.partitions_for_topic(topic)) for topic in {tp.topic for tp in assignment}}
+        if not all(counts.values()):
+            return  # taken at a later pass
+        def read(topic: str) -> set[str]:
+            return cameras_on(self.labels.cameras, counts.get(topic, 0), assignment, topic)
+
+        zoned = read(self.topics.zone_metrics)
         self.take_zones({labels for labels in self.labels.zones if labels[0] in zoned}, now)
-        self.take_cameras(cameras_on(self.labels.cameras, counts[self.topics.detections], assignment,
-                                     self.topics.detections))
-        self.take_events({tp.partition for tp in assignment if tp.topic == self.topics.events},
-                         cameras_on(self.labels.cameras, counts[self.topics.events], assignment, self.topics.events))
+        self.take_cameras(read(self.topics.detections))
+        events = {tp.partition for tp in assignment if tp.topic == self.topics.events}
+        self.take_events(events, read(self.topics.events))
         self.assignment, self.unassigned_since = assignment, None
 
     def take_zones(self, zones: set[tuple[str, str]], now: float) -> None:
@@ -286,8 +293,9 @@ class MetricsSink:
         if taken and self.recovery is not None:
             try:
                 log.info("recovered %d events of incidents still open", self.recover_open_events(taken))
-            except KafkaError as exc:
-                log.warning("open incidents not recovered (%s): the gauges show those opened from now", exc)
+            except Exception as exc:  # the partitions are taken all the same: their new incidents count
+                log.warning("open incidents not recovered (%s: %s): the gauges show those opened from now",
+                            type(exc).__name__, exc)
         self.export_open_events()
 
     def handle(self, topic: str, value: bytes | None, partition: int | None = None) -> None:
@@ -455,7 +463,7 @@ class MetricsSink:
                                 pass  # counted as unreadable when it was first read
                 pending = [tp for tp in pending if (reader.position(tp, timeout_ms=left_ms()) or 0) < until[tp]]
         finally:
-            reader.assign([])  # holds no fetched data of the topic until the next partition is taken
+            reader.assign([])  # fetches nothing more of the topic until the next partition is taken
         if pending or unknown:
             log.warning("open incidents recovered only in part (events partitions %s not read back in %.0f s): their "
                         "gauges show the incidents opened from now", ", ".join(

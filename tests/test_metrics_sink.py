@@ -451,21 +451,27 @@ def test_a_sink_the_group_dropped_keeps_its_zones_while_it_joins_again_and_gives
     # A broker outage longer than the session drops the sink from its group, which empties its assignment until it has
     # joined again: meanwhile a zone whose windows stopped must still go stale here, not vanish and start its clock.
     zone = {"camera": "sink-test", "zone": "plaza"}
-    sink = MetricsSink(CONFIG, consumer=AssignedConsumer(every_partition()), group_readers={})
+    ticks = [0.0]  # the sink's monotonic clock
+    sink = MetricsSink(CONFIG, consumer=AssignedConsumer(every_partition()), group_readers={},
+                       clock=lambda: ticks[0])
     now = time.time()
     sink.follow_assignment(now)
     sink.on_zone_metrics(zone_window(now - 500))  # its last window
     sink.consumer.assigned = set()
-    sink.follow_assignment(now + 10)
+    ticks[0] = 10.0
+    sink.follow_assignment(now - 3600)  # the wall clock set back meanwhile: the grace is not measured by it
     sink.mark_stale_zones(now + 10)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", zone) == -1
     assert REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", zone) == now - 500
     sink.consumer.assigned = every_partition()  # joined again with the same partitions: nothing to take
+    ticks[0] = 20.0
     sink.follow_assignment(now + 20)
     assert REGISTRY.get_sample_value("cityguard_zone_window_end_timestamp_seconds", zone) == now - 500
     sink.consumer.assigned = set()  # left without partitions for longer: a sink of several, the rest took them
-    sink.follow_assignment(now + 30)
-    sink.follow_assignment(now + 30 + sink.stale_after_s)
+    ticks[0] = 30.0
+    sink.follow_assignment(now - 3600)
+    ticks[0] = 30.0 + sink.stale_after_s
+    sink.follow_assignment(now - 3600)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", zone) is None
 
 
