@@ -90,10 +90,14 @@ class CameraStatusLine:
     def fps(self, now: float) -> float:
         return len([t for t in self.seen_at if now - t <= 5.0]) / 5.0
 
+    def fresh_zones(self, now: float, stale_after_s: float) -> list[ZoneMetrics]:
+        """The last windows of the zones whose windows have not stopped: one older than `stale_after_s` is stale."""
+        return [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
+
     def zone_levels(self, now: float, stale_after_s: float) -> list[RiskLevel]:
         """Each zone's level as the metrics say it: unknown once its windows stopped `stale_after_s` ago."""
-        return [m.risk_level if now - m.window_end <= stale_after_s else RiskLevel.UNKNOWN
-                for m in self.zones.values()]
+        fresh = self.fresh_zones(now, stale_after_s)
+        return [m.risk_level for m in fresh] + [RiskLevel.UNKNOWN] * (len(self.zones) - len(fresh))
 
     def camera_fault(self, now: float, report_silence_s: float) -> str | None:
         """The camera's state and reason where it is not up ('down' once its producer is silent), else None."""
@@ -119,8 +123,8 @@ class CameraStatusLine:
         last level, and a camera whose producer has not reported for `report_silence_s` reads down, as the console
         says, never its last state."""
         fps = self.fps(now)
-        fresh = [m for m in self.zones.values() if now - m.window_end <= stale_after_s]
-        stale = [m for m in self.zones.values() if now - m.window_end > stale_after_s]
+        fresh = self.fresh_zones(now, stale_after_s)
+        stale = [m for m in self.zones.values() if m not in fresh]
         parts = []
         if fresh:
             worst = max(fresh, key=lambda m: (m.risk_level.rank, m.density_mean_per_m2))

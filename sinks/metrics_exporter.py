@@ -249,6 +249,7 @@ class MetricsSink:
         counts = {topic: len(self.consumer.partitions_for_topic(topic)) for topic in {tp.topic for tp in assignment}}
         if not all(counts.values()):
             return  # taken at a later pass
+
         def read(topic: str) -> set[str]:
             return cameras_on(self.labels.cameras, counts.get(topic, 0), assignment, topic)
 
@@ -434,8 +435,8 @@ class MetricsSink:
 
     def recover_open_events(self, partitions: set[int], timeout_s: float = 30.0) -> int:
         """The incidents still open on these partitions of the events topic when this sink took them: each from its
-        start up to where this sink goes on, applied to the open-incident gauges only (counters counted those events
-        before), read with the `recovery` consumer. Returns the events read."""
+        start up to where this sink goes on, applied to the open incidents only (counters counted those events before;
+        take_events then exports them), read with the `recovery` consumer. Returns the events read."""
         reader = self.recovery
         deadline = time.monotonic() + timeout_s  # the whole of it: the sink's loop waits meanwhile
 
@@ -469,7 +470,6 @@ class MetricsSink:
                         "gauges show the incidents opened from now", ", ".join(
                             str(number) for number in sorted({tp.partition for tp in pending} | set(unknown))),
                         timeout_s)
-        self.export_open_events()
         return read
 
     def group_lag(self, group: str, topic: str, group_reader: KafkaConsumer) -> dict[tuple[str, str, str], int]:
