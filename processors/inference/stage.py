@@ -460,7 +460,7 @@ class InferenceWorker:
         self.group_id = group_id
         self.sends: list = []  # futures of the current batch's sends
         self.decoded = 0  # frames of the current batch that were readable
-        self.sent_frames: list[tuple[str, float]] = []  # (camera label, model ms) of the current batch's detections
+        self.sent_frames: list[tuple[str, float]] = []  # (camera id, model ms) of the current batch's detections
         self.lag_labels: set[tuple[str, str, str]] = set()  # the consumer lag series this worker exports
         self.frame_age_cameras: dict[int, set[str]] = {}  # frames partition -> the cameras whose age it exports
         # Follows the model registry: a promoted model replaces the detectors between batches, never within one.
@@ -560,13 +560,9 @@ class InferenceWorker:
             except MessageSizeTooLargeError as exc:  # this frame's output; sending it again would fail again
                 self.reject(record, f"detections too large to send: {exc}")
                 continue
-            self.sent_frames.append((self.camera_label(item.frame.camera_id), result.inference_ms))
+            self.sent_frames.append((item.frame.camera_id, result.inference_ms))
             for step, ms in (("preprocess", result.preprocess_ms), ("postprocess", result.postprocess_ms)):
                 STEP_SECONDS.labels(step).observe(ms / 1000)
-
-    def camera_label(self, camera_id: str) -> str:
-        """Metric label values only for configured cameras: frame content must not create series."""
-        return camera_id if camera_id in self.cameras else "other"
 
     def read_batch(self, records: list) -> list[tuple[Frame, object]]:
         """The batch's usable frames, their JPEGs fetched and their headers checked, none decoded; the others are
@@ -581,15 +577,15 @@ class InferenceWorker:
                         rejected.append((record, misrouted))  # it would split the camera's tracker between workers
                         continue
                     if frame.camera_id not in self.cameras:
-                        # Analytics refuses its detections anyway; a flood of made-up ids must not cost model runs.
+                        # Analytics refuses its detections anyway; a flood of made-up ids must not cost model runs,
+                        # nor add series to the metrics labelled by camera.
                         rejected.append((record, f"camera {frame.camera_id!r} is not in the site configuration"))
                         continue
-                    camera = self.camera_label(frame.camera_id)
-                    FRAME_AGE.labels(camera).set(max(0.0, self.shedder.age(frame)))
-                    self.frame_age_cameras.setdefault(record.partition, set()).add(camera)
+                    FRAME_AGE.labels(frame.camera_id).set(max(0.0, self.shedder.age(frame)))
+                    self.frame_age_cameras.setdefault(record.partition, set()).add(frame.camera_id)
                     shed = self.shedder.reason(frame, record.offset)
                     if shed is not None:
-                        FRAMES_SHED.labels(camera, shed).inc()
+                        FRAMES_SHED.labels(frame.camera_id, shed).inc()
                         continue
                     frames.append((checked_frame(frame, self.resolve_frame), record))
             except OSError as exc:
