@@ -120,13 +120,6 @@ UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this s
 EXPIRY_SWEEP_S = 1.0  # how often open incidents are checked for expiry (their limit is a day)
 
 
-def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
-    try:
-        gauge.remove(*labels)
-    except KeyError:
-        pass  # never set
-
-
 class OpenEvents:
     """Incidents opened and not yet resolved, by event id; stale ones expire so a lost resolve cannot pin a gauge.
 
@@ -269,7 +262,7 @@ class MetricsSink:
             self.last_window_end.pop(labels, None)
             self._remove_forecast(labels)
             for gauge in ZONE_GAUGES:
-                _remove(gauge, labels)
+                gauge.remove(*labels)
         for labels in zones - set(self.zones_taken_at):
             self.zones_taken_at[labels] = now
             ZONE_WINDOW_END.labels(*labels).set(now)
@@ -277,9 +270,9 @@ class MetricsSink:
     def take_cameras(self, cameras: set[str]) -> None:
         """Exports the people and map position of these cameras and no others."""
         for camera in self.cameras - cameras:
-            _remove(CAMERA_PEOPLE, (camera,))
+            CAMERA_PEOPLE.remove(camera)
             if camera in self.camera_info:
-                _remove(CAMERA_INFO, self.camera_info[camera])
+                CAMERA_INFO.remove(*self.camera_info[camera])
         for camera in cameras - self.cameras:
             if camera in self.camera_info:
                 CAMERA_INFO.labels(*self.camera_info[camera]).set(1)
@@ -367,7 +360,7 @@ class MetricsSink:
                            (ZONE_SECONDS_TO_DANGER, metrics.seconds_to_threshold.get("danger")))
         for gauge, value in optional_gauges:
             if value is None:
-                _remove(gauge, labels)  # not measured in this window: no stale value left behind
+                gauge.remove(*labels)  # not measured in this window: no stale value left behind
             else:
                 gauge.labels(*labels).set(value)
         horizons = set()
@@ -377,8 +370,8 @@ class MetricsSink:
             ZONE_FORECAST.labels(*labels, horizon).set(point.density_per_m2)
             ZONE_FORECAST_UPPER.labels(*labels, horizon).set(point.upper_per_m2)
         for horizon in self.forecast_horizons.get(labels, set()) - horizons:  # not forecast in this window
-            _remove(ZONE_FORECAST, (*labels, horizon))
-            _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
+            ZONE_FORECAST.remove(*labels, horizon)
+            ZONE_FORECAST_UPPER.remove(*labels, horizon)
         self.forecast_horizons[labels] = horizons
 
     def mark_stale_zones(self, now: float) -> None:
@@ -386,13 +379,13 @@ class MetricsSink:
             if now - self.last_window_end.get(labels, taken_at) > self.stale_after_s:
                 ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
                 # A stale zone's last forecast would keep its forecast alert firing with a frozen time to danger.
-                _remove(ZONE_SECONDS_TO_DANGER, labels)
+                ZONE_SECONDS_TO_DANGER.remove(*labels)
                 self._remove_forecast(labels)
 
     def _remove_forecast(self, labels: tuple[str, str]) -> None:
         for horizon in self.forecast_horizons.pop(labels, set()):
-            _remove(ZONE_FORECAST, (*labels, horizon))
-            _remove(ZONE_FORECAST_UPPER, (*labels, horizon))
+            ZONE_FORECAST.remove(*labels, horizon)
+            ZONE_FORECAST_UPPER.remove(*labels, horizon)
 
     def on_line_counts(self, counts: LineCounts) -> None:
         if not self.counted_windows.first_time(("line", counts.camera_id, counts.line_id, counts.window_start)):
@@ -425,7 +418,7 @@ class MetricsSink:
         counts = self.open_events.counts(time.time())
         for labels in self._open_labels - set(counts):
             if labels[0] in self.labels.cameras and labels[0] not in self.event_cameras:
-                _remove(EVENTS_OPEN, labels)  # another sink reads the camera's incidents now, and exports them
+                EVENTS_OPEN.remove(*labels)  # another sink reads the camera's incidents now, and exports them
                 self._open_labels.discard(labels)
             else:
                 EVENTS_OPEN.labels(*labels).set(0)
