@@ -10,6 +10,7 @@ import numpy as np
 from schemas.calibration import (
     degeneracy_problems,
     fit_homography,
+    order_problem,
     reprojection_errors,
 )
 from schemas.settings.config import ConfigError
@@ -69,6 +70,9 @@ def run_calibrate(args, config) -> int:
     rms = float(np.sqrt((errors ** 2).mean()))
     print(f"reprojection error: rms {rms:.3f} m, max {errors.max():.3f} m"
           + (" (4 pairs fit exactly: add more pairs to measure the error)" if len(image_points) == 4 else ""))
+    problem = order_problem(homography, image_points)
+    if problem:
+        raise ValueError(f"camera {camera.id}: {problem} (nothing written)")
     limit = camera.calibration.max_reprojection_error_m if camera.calibration else \
         CalibrationConfig.model_fields["max_reprojection_error_m"].default
     for zone in camera.zones:

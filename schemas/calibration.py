@@ -109,6 +109,20 @@ def fit_homography(image_points: Sequence[Point], ground_points: Sequence[Point]
     return Homography(np.linalg.inv(target_norm) @ normalised @ source_norm, source)
 
 
+def order_problem(homography: Homography, image_points: Sequence[Point]) -> str | None:
+    """What is wrong when the homography puts some of its own image points past its horizon, else None.
+
+    Every point of the ground seen in a picture lies below the horizon, so such a pair cannot be a point of the ground
+    plane the others fit: the pairs are listed in different orders (four pairs fit exactly whatever their order, and
+    a crossed order leaves no reprojection error to tell)."""
+    past = np.flatnonzero(~homography.on_ground(np.asarray(image_points, dtype=float)))
+    if not len(past):
+        return None
+    pairs = ", ".join(str(index + 1) for index in past)
+    return (f"the ground plane the pairs fit puts pair {pairs} past its horizon: list image_points and ground_points "
+            "in the same order")
+
+
 def reprojection_errors(homography: Homography, image_points: Sequence[Point],
                         ground_points: Sequence[Point]) -> np.ndarray:
     """Ground distance in metres between each mapped image point and its measured ground point."""

@@ -95,5 +95,6 @@ class ZoneMetrics(Message):
     # Forecast.
     forecast: list[DensityForecast] = Field(default_factory=list)
     seconds_to_threshold: dict[str, float] = Field(
-        default_factory=dict, description="risk level name -> seconds until forecast density reaches it "
-        "(only levels expected within the forecast horizon)")
+        default_factory=dict, description="risk level name -> seconds until the density reaches it at the "
+        "rise the last minutes' windows bear out, what the level is raised on (only levels expected within the "
+        "forecast horizon; 0: reached)")

@@ -97,7 +97,8 @@ ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forec
 ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
                             "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_seconds"])
 ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_time_to_danger_seconds",
-                               "Seconds until the forecast reaches the danger threshold (absent: not expected)",
+                               "Seconds until the density reaches the danger threshold at the rise the last minutes "
+                               "bear out (absent: not expected)",
                                ["camera", "zone"])
 ZONE_CROSSINGS = Counter("cityguard_zone_crossings_total", "People crossing the zone's entrance lines",
                          ["camera", "zone", "direction"])

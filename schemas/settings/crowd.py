@@ -15,6 +15,7 @@ from schemas.calibration import (
     Homography,
     degeneracy_problems,
     fit_homography,
+    order_problem,
     reprojection_errors,
 )
 from schemas.geometry import box_diagonal, polygon_area, segment_outline_distance
@@ -72,15 +73,24 @@ class CalibrationConfig(Frozen):
 
     @model_validator(mode="after")
     def verify_homography(self) -> CalibrationConfig:
-        if self.homography is None:
-            return self
-        matrix = np.asarray(self.homography, dtype=float)
-        if abs(np.linalg.det(matrix)) < 1e-12:
+        """The matrix, given or fitted from the pairs, keeps every pair on the ground and within the error allowed:
+        pairs listed in different orders, or not all in metres, fit no plane that well."""
+        if self.homography is not None and abs(np.linalg.det(np.asarray(self.homography, dtype=float))) < 1e-12:
             raise ValueError("homography is singular")
-        worst = float(reprojection_errors(Homography(matrix), self.image_points, self.ground_points).max())
-        if worst > self.max_reprojection_error_m:
-            raise ValueError(f"homography misplaces a point pair by {worst:.2f} m "
-                             f"(max_reprojection_error_m {self.max_reprojection_error_m:g}); rerun cityguard calibrate")
+        homography = self.to_homography()
+        errors = reprojection_errors(homography, self.image_points, self.ground_points)
+        worst = int(errors.argmax())
+        if errors[worst] > self.max_reprojection_error_m:
+            if self.homography is not None:
+                raise ValueError(f"homography misplaces a point pair by {errors[worst]:.2f} m "
+                                 f"(max_reprojection_error_m {self.max_reprojection_error_m:g}); rerun cityguard "
+                                 "calibrate")
+            raise ValueError(f"no homography fits the pairs: pair {worst + 1} is off by {errors[worst]:.2f} m "
+                             f"(max_reprojection_error_m {self.max_reprojection_error_m:g}); check that image_points "
+                             "and ground_points list the same points in the same order, in metres")
+        problem = order_problem(homography, self.image_points)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def to_homography(self) -> Homography:

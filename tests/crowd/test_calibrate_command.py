@@ -45,3 +45,7 @@ def test_pairs_no_homography_fits_or_that_miss_the_limit_end_in_one_line_and_wri
              "--pair", "640,325=9,25"]  # the fifth measured wrong, 7 m off
     assert main(["calibrate", "--config", str(path), "--camera", "alley", *pairs, "--write"]) == 2
     assert "a pair is off by" in capsys.readouterr().err and path.read_text() == SITE
+    crossed = ["--pair", "340,650=3.2,0", "--pair", "940,650=0,0", "--pair", "700,130=3.2,40", "--pair", "580,130=0,40"]
+    assert main(["calibrate", "--config", str(path), "--camera", "alley", *crossed, "--write"]) == 2
+    error = capsys.readouterr().err
+    assert "puts pair 1, 2 past its horizon" in error and error.count("\n") == 1 and path.read_text() == SITE

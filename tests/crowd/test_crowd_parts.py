@@ -338,6 +338,15 @@ def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():
     ({"id": "z", "polygon": IMAGE, "area_m2": 10}, {"image_points": IMAGE, "ground_points": GROUND[:3]}, "ground"),
     ({"id": "z", "polygon": IMAGE}, {"image_points": IMAGE, "ground_points": GROUND,
                                      "homography": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, "homography misplaces"),
+    # Four pairs fit exactly in any order: two ground points swapped leave no reprojection error, only a plane whose
+    # horizon crosses the pairs.
+    ({"id": "z", "polygon": IMAGE}, {"image_points": IMAGE, "ground_points": [GROUND[1], GROUND[0], *GROUND[2:]]},
+     r"calibration: the ground plane the pairs fit puts pair 1, 2 past its horizon: list image_points and "
+     "ground_points in the same order"),
+    # With a fifth pair the swap is a reprojection error, checked without a matrix too.
+    ({"id": "z", "polygon": IMAGE}, {"image_points": [*IMAGE, (300, 250)],
+                                     "ground_points": [GROUND[1], GROUND[0], *GROUND[2:], (5, 10)]},
+     r"calibration: no homography fits the pairs: pair \d is off by [\d.]+ m \(max_reprojection_error_m 0.5\)"),
 ])
 def test_bad_crowd_configuration_fails_with_the_field_named(zone, calibration, field):
     camera = {"id": "c", "source": "0", "zones": [zone]}

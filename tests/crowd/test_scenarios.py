@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -218,3 +219,27 @@ def test_a_capture_clock_set_back_as_a_build_up_starts_keeps_its_early_warning()
     steady = first_warning(0.0)
     assert steady[1] < 3.0  # forecast, well before the measured 4 p/m²
     assert first_warning(1800.0) == steady
+
+
+def test_a_steady_crowd_below_danger_counted_with_noise_is_never_said_to_reach_danger():
+    """Density maps off by up to 20 % either way bend Holt's trend towards danger and back every few windows; the time
+    to danger that is exported (and alerted on) is the one the last minutes' windows bear out."""
+    fps = 0.5
+    config = site_config(SQUARE, fps)
+    simulator = CrowdSimulator(SQUARE, fps, seed=5, target_density=lambda _: 3.5)
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    rng = np.random.default_rng(5)
+    metrics = []
+    for _ in range(int(3600 * fps)):
+        simulator.step()
+        detections = simulator.detections(CAMERA_ID, with_density_map=simulator.seq % 4 == 0)
+        if detections.density_map:
+            cells = np.frombuffer(detections.density_map, dtype=np.float32) * rng.uniform(0.8, 1.2)
+            detections = detections.model_copy(update={"density_map": cells.astype(np.float32).tobytes()})
+        metrics.extend(analyzer.update(detections).zone_metrics)
+
+    forecast = [m for m in metrics[60:] if m.seconds_to_threshold.get("danger", math.inf)
+                <= config.analytics.risk.early_warning_seconds]
+    assert len(metrics) >= 355 and all(m.count_reliable for m in metrics[60:])
+    assert 3.0 <= float(np.median([m.density_mean_per_m2 for m in metrics[60:]])) <= 4.0
+    assert forecast == []

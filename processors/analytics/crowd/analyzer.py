@@ -518,7 +518,7 @@ class CrowdAnalyzer:
             velocity_variance_m2_per_s2=window.mean("variance"), crowd_pressure_per_s2=window.mean("pressure"),
             flow_regime=regime, inflow=window.inflow, outflow=window.outflow,
             net_accumulation_per_minute=net_per_minute, inflow_surge=state.surge.active,
-            forecast=forecast, seconds_to_threshold=expected,
+            forecast=forecast, seconds_to_threshold=surely,
         )
         events = surge_events
         if changed:
