@@ -4,10 +4,11 @@ Delivery guarantee ("one SMS per incident level and recipient"): every delivery 
 (alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
 call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on every escalation tick such a
 row, once no try of it can still be in flight (`longest_try_s` after a dispatcher last claimed it: one claimed more
-recently may be another dispatcher's try under way), is claimed by one dispatcher and reconciled with the provider
-instead of being blindly re-sent: every SMS carries a tag unique to its delivery (channels.delivery_tag), the
-dispatcher lists the recipient's recent messages at Twilio and, if one holds the tag (whatever Twilio put before
-it, such as a trial account's prefix), marks the delivery sent with that SID. While the listing may still lag behind
+recently may be another dispatcher's try under way), is claimed by one dispatcher and, unless its first try never
+began (then it is simply sent), reconciled with the provider instead of being blindly re-sent: every SMS carries a
+tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
+and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
+with that SID. While the listing may still lag behind
 the try (SmsChannelConfig.listing_lag_s) the delivery waits; only a tag still missing after that is sent again. A
 listing that cannot be read at all counts as a failed try: the delivery is retried, asking first, and fails for good
 after its tries. A duplicate needs a listing slower than listing_lag_s or one that cannot be read at all, and the
@@ -291,7 +292,11 @@ class AlertDispatcher:
             raise ReconcileError(f"cannot ask the provider: {describe_error(exc)}") from exc
 
     def resume(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
-        """A delivery left `sending` by a crash: ask the provider before sending again."""
+        """A delivery left `sending` by a crash: ask the provider before sending again. One whose first try never began
+        (a try is counted, and committed, before its request goes out) cannot have gone out: it is sent at once, not
+        held for the listing's lag."""
+        if row.attempt_count == 0:
+            return self.attempt(row, channel, message)
         try:
             provider_id = self.ask_provider(row, channel, message)
         except ListingLag as lag:

@@ -372,17 +372,32 @@ def test_a_gateway_timeout_after_twilio_created_the_message_is_reconciled_not_se
     assert [(d.status, d.provider_id) for d in deliveries] == [(SENT, twilio.messages[0]["sid"])]
 
 
-def test_a_delivery_left_sending_by_a_crash_before_the_post_is_sent_once_when_the_listing_had_time(harness, twilio):
+def test_a_delivery_left_sending_by_a_crash_before_its_first_try_is_sent_once_no_try_can_be_under_way(harness,
+                                                                                                      twilio):
     notice, _, body = left_sending_by_a_crash(harness)
     harness.dispatcher.resume_pending()
-    assert twilio.messages == []  # the try may still be under way
+    assert twilio.messages == []  # another dispatcher's first try may still be under way
     harness.let_every_try_end()
-    harness.dispatcher.resume_pending()
-    assert twilio.messages == []  # not listed yet, but the listing may lag: wait rather than risk a second SMS
-    harness.clock.now += 30  # the channel's listing_lag_s
-    harness.dispatcher.resume_pending()
+    harness.dispatcher.resume_pending()  # no try began, so none can have gone out: no wait for the listing's lag
+    assert [m["body"] for m in twilio.messages] == [body]
+    assert ("GET", 200) not in twilio.requests
     harness.dispatcher.resume_pending()
     harness.dispatcher.handle(notice)  # and the redelivered event afterwards
+    assert [m["body"] for m in twilio.messages] == [body]
+    assert [d.status for d in harness.store.deliveries()] == [SENT]
+
+
+def test_a_delivery_left_sending_by_a_crash_during_its_try_waits_for_the_listing_before_sending_again(harness,
+                                                                                                     twilio):
+    _, _, body = left_sending_by_a_crash(harness)
+    [row] = harness.store.deliveries()
+    harness.store.start_attempt(row.id, harness.clock())  # the try began; its request may or may not have gone
+    harness.let_every_try_end()
+    harness.dispatcher.resume_pending()
+    assert twilio.messages == []  # not listed, but the listing may lag: wait rather than risk a second SMS
+    harness.clock.now += 30  # the channel's listing_lag_s
+    harness.let_every_try_end()  # and the claim of that look
+    harness.dispatcher.resume_pending()
     assert [m["body"] for m in twilio.messages] == [body]
     assert [d.status for d in harness.store.deliveries()] == [SENT]
 
@@ -421,6 +436,8 @@ def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(
     twilio.listing_lag_s, twilio.body_prefix = 1.0, "Sent from your Twilio trial account - "
     notice, message, body = left_sending_by_a_crash(harness)
     assert delivery_tag(message.key) in body
+    [row] = harness.store.deliveries()
+    harness.store.start_attempt(row.id, harness.clock())
     harness.dispatcher.channels["sms"].send(message, body)  # the try that went out before the crash
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()  # Twilio does not list it yet
