@@ -1,7 +1,9 @@
 """The console's listener, with the bounds aiohttp lacks: how many connections one client address and all clients
 together may hold, and how long a request's line and headers may take to arrive. Without them a client that opens
 connections and sends its requests a byte at a time (slowloris) holds them for ever, and with them the file
-descriptors that other operators' browsers need. (A request's body has its own deadline where it is read.)
+descriptors that other operators' browsers need. (A request's body has its own deadline where it is read.) Once
+all clients together hold the console's bound, a new client is admitted by closing an idle connection of the client
+holding the most, so that many addresses cannot lock the others out.
 
 Each connection is handed to aiohttp's own request handler once admitted; `ConnectionGuard.middleware`, the
 application's outermost, tells the connection when a request's head has arrived and when it has been handled."""
@@ -51,11 +53,12 @@ class ConnectionGuard:
         # Bounds whose refusals were logged (a client, or None for all clients): one line a flood, not one a
         # connection, until the connections held drop below the bound again.
         self.refusing: set[str | None] = set()
+        self.making_room = False  # whether closing idle connections to admit others was logged, as for refusals
 
     def admit(self, client: str) -> str | None:
         """None once the client's new connection is counted in; else what to tell the client."""
         settings = self.settings
-        if self.total >= settings.max_connections:
+        if self.total >= settings.max_connections and not self._make_room(client):
             self._log_refusals(None, f"the console holds {settings.max_connections} connections already "
                                      "(console.max_connections)")
             return "the console holds too many connections"
@@ -66,6 +69,26 @@ class ConnectionGuard:
         self.held[client] += 1
         self.total += 1
         return None
+
+    def _make_room(self, client: str) -> bool:
+        """Closes the connection waiting longest for a request of the client holding the most, where it holds at
+        least two more than `client`: clients from many addresses that fill the console's bound would otherwise
+        lock every operator out, while this way each client keeps its share. A connection being answered is never
+        closed; one waiting for a request is idle or sending slowly, and a browser opens another at once."""
+        greediest, holds = max(self.held.items(), key=lambda item: item[1], default=(None, 0))
+        if holds < self.held[client] + 2:
+            return False
+        waiting = [connection for connection in self.connections.values()
+                   if connection.client == greediest and connection.deadline is not None
+                   and not connection.transport.get_write_buffer_size()]
+        if not waiting:
+            return False
+        if not self.making_room:
+            self.making_room = True
+            log.warning("the console holds %d connections (console.max_connections): closing idle ones of the "
+                        "clients holding the most, %s first with %d, to admit others", self.total, greediest, holds)
+        min(waiting, key=lambda connection: connection.deadline.when()).close_for_another()
+        return True
 
     def _log_refusals(self, bound: str | None, reason: str) -> None:
         if bound not in self.refusing:
@@ -81,6 +104,7 @@ class ConnectionGuard:
             self.refusing.discard(client)
         if self.total < self.settings.max_connections:
             self.refusing.discard(None)
+            self.making_room = False
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
@@ -103,6 +127,7 @@ class GuardedConnection(asyncio.Protocol):
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.address: str | None = None  # None: refused, never handed on
+        self.client: str | None = None  # whom it counts against (client_of); None once no longer counted
         self.deadline: asyncio.TimerHandle | None = None
         self.received = False  # bytes came since the deadline was set: a request on its way
 
@@ -111,13 +136,13 @@ class GuardedConnection(asyncio.Protocol):
         if peer is None:  # reset by the client before it could be named: nothing to serve
             transport.abort()
             return
-        address = peer[0]
-        refused = self.guard.admit(client_of(address))
+        address, client = peer[0], client_of(peer[0])
+        refused = self.guard.admit(client)
         if refused is not None:
             transport.write(refusal(refused))
             transport.close()
             return
-        self.address, self.transport = address, transport
+        self.address, self.client, self.transport = address, client, transport
         self.guard.connections[self.handler] = self
         self.await_request()
         self.handler.connection_made(transport)
@@ -144,9 +169,22 @@ class GuardedConnection(asyncio.Protocol):
             return
         self.request_arrived()
         self.transport = None
-        del self.guard.connections[self.handler]
-        self.guard.release(client_of(self.address))
+        self._uncount()
         self.handler.connection_lost(exc)
+
+    def _uncount(self) -> None:
+        if self.client is not None:
+            del self.guard.connections[self.handler]
+            self.guard.release(self.client)
+            self.client = None
+
+    def close_for_another(self) -> None:
+        """Closes this connection, waiting for a request, to admit another client's (ConnectionGuard._make_room):
+        no longer counted from now, as the new one is counted at once."""
+        log.debug("idle connection from %s closed to admit another client", self.address)
+        self.request_arrived()
+        self._uncount()
+        self.transport.abort()
 
     def await_request(self) -> None:
         """Sets the deadline for the next request's line and headers, from now (the connection's start, or the end of

@@ -682,6 +682,42 @@ def test_a_page_whose_server_cannot_be_reached_is_greyed_out_and_says_since_when
     page.wait_for_selector("body:not(.offline) #connection[hidden]", state="attached", timeout=10_000)
 
 
+def test_a_page_opened_while_the_console_cannot_be_reached_comes_up_once_it_answers(site, page):
+    page.route("**/api/**", lambda route: route.abort())  # the console restarting as the page is (re)loaded
+    page.goto(site.url + "#/live")
+    page.wait_for_selector("#start-error:has-text('the console server cannot be reached; trying again')",
+                           timeout=10_000)
+    page.unroute("**/api/**")
+    page.wait_for_selector("section.tile[data-camera=plaza]", timeout=15_000)
+    assert page.text_content("#site-name") == site.name
+    assert page.is_hidden("#start-error")
+
+
+def test_the_live_grid_and_the_zones_page_show_the_most_urgent_first(site, page):
+    def windows(levels: dict[tuple[str, str], RiskLevel]) -> None:
+        end = time.time()
+        for (camera_id, zone_id), level in levels.items():
+            site.zone_window(level, 1.0, end, camera_id=camera_id, zone_id=zone_id)
+
+    def first(selector: str, attribute: str, expected: str) -> None:
+        page.wait_for_function(f"document.querySelector('{selector}')?.dataset.{attribute} === '{expected}'",
+                               timeout=15_000)
+
+    page.goto(site.url + "#/live")
+    page.wait_for_selector("section.tile[data-camera=junction]", timeout=15_000)
+    windows({("station", "concourse"): RiskLevel.NORMAL, ("station", "stairs"): RiskLevel.NORMAL,
+             ("plaza", "square"): RiskLevel.CRITICAL})
+    first(".grid > section.tile", "camera", "plaza")  # listed after station in the site file
+    page.wait_for_selector("#live-summary:has-text('3 cameras, the most urgent first: 1 zone critical')",
+                           timeout=10_000)
+    page.goto(site.url + "#/zones")
+    first(".zones-grid > section.card", "zone", "square")
+    windows({("station", "stairs"): RiskLevel.DANGER, ("plaza", "square"): RiskLevel.NORMAL})
+    first(".zones-grid > section.card", "zone", "stairs")
+    page.goto(site.url + "#/live")
+    first(".grid > section.tile", "camera", "station")
+
+
 def test_incidents_are_links_that_the_keyboard_reaches_and_selects_and_a_reload_keeps(site, page):
     first, second = "plaza/square/risk-keys-1", "plaza/square/risk-keys-2"
     seq = site.frame("plaza", frame_jpeg(14))

@@ -789,29 +789,40 @@ def test_an_ipv6_client_is_its_64_network_so_its_many_addresses_share_one_bound(
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
                                                                                                   caplog):
     console = make_console("  max_connections_per_client: 2\n  max_connections: 4")
+
+    def connect(source: str) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
     with caplog.at_level(logging.WARNING), listening(console) as port:
-        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # idle, sending nothing
+        held = [connect("127.0.0.1") for _ in range(2)]  # idle, sending nothing
         try:
             for _ in range(3):
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+                with connect("127.0.0.1") as refused:
                     answer = answer_of(refused)
                 assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
                 assert answer.endswith(b"\r\n\r\nyour address holds too many connections to the console; try again in "
                                        b"a few seconds\n")
             assert served(port, source="127.0.0.2") == 200  # another client
-            held.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)))
-            held.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.3", 0)))
-            with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.4", 0)) as refused:
+            held += [connect("127.0.0.2"), connect("127.0.0.3")]
+            # The console's bound is full, and 127.0.0.1 holds two of it: its oldest idle connection makes room.
+            held.append(connect("127.0.0.4"))
+            held[-1].sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert held[-1].makefile("rb").readline().startswith(b"HTTP/1.1 200 ")
+            assert answer_of(held.pop(0)) == b""
+            # Every client now holds one: nobody's share can make room.
+            with connect("127.0.0.5") as refused:
                 assert b"the console holds too many connections" in answer_of(refused)
             held.pop(0).close()
             deadline = time.monotonic() + 10
-            while (status := served(port)) == 503 and time.monotonic() < deadline:  # the close takes a moment
-                time.sleep(0.05)
+            while (status := served(port, source="127.0.0.5")) == 503 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the close takes a moment
             assert status == 200
         finally:
             for connection in held:
                 connection.close()
-    refusals = [record.getMessage() for record in caplog.records if "refusing" in record.getMessage()]
+    refusals = [record.getMessage() for record in caplog.records if "connections" in record.getMessage()]
     assert refusals == [  # once a flood, not once a connection
         "refusing new connections: 127.0.0.1 holds 2 connections already (console.max_connections_per_client)",
+        "the console holds 4 connections (console.max_connections): closing idle ones of the clients holding the "
+        "most, 127.0.0.1 first with 2, to admit others",
         "refusing new connections: the console holds 4 connections already (console.max_connections)"]

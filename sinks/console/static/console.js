@@ -106,14 +106,31 @@ function fmtDuration(seconds) {
 }
 const levelBadge = (level) => el("span", { class: `badge level-${level}`, dataset: { level } }, level);
 
+// How urgently each zone level and camera state needs an operator, on one scale: a zone at critical or danger,
+// then a camera that delivers no frames, then a zone at warning, then a zone nobody can judge (unknown: no window, so
+// it may be anything), a camera delivering too few frames or none yet, then caution. A site of many cameras lists
+// them in this order, so the one that needs someone is on screen, not somewhere below the fold.
+const ATTENTION = { normal: 0, up: 0, caution: 1, unknown: 2, degraded: 2, waiting: 2, warning: 3, reconnecting: 4,
+  stalled: 4, down: 4, danger: 5, critical: 6 };
+const attention = (name) => ATTENTION[name] ?? ATTENTION.unknown;
+
 function worstLevel(zones) {
   let worst = null;
   for (const zone of Object.values(zones || {})) {
     const level = zone ? zone.level : "unknown";
-    if (worst === null || LEVEL_ORDER.indexOf(level) > LEVEL_ORDER.indexOf(worst)) worst = level;
+    if (worst === null || attention(level) > attention(worst)) worst = level;
   }
   return worst;
 }
+
+// [most urgent, next] of a camera's zones and health, to sort by: worst first, then the site file's order.
+function cameraAttention(live) {
+  const zones = worstLevel(live.zones), health = attention(live.health.state);
+  const level = zones === null ? 0 : attention(zones);
+  return [Math.max(level, health), Math.min(level, health)];
+}
+
+const byAttention = (a, b) => b.rank[0] - a.rank[0] || b.rank[1] - a.rank[1] || a.index - b.index;
 
 // -- live camera view ------------------------------------------------------------------------------------------
 
@@ -202,18 +219,22 @@ function pageLive(root) {
     const view = new CameraView(geometry, layers);
     const head = el("div", { class: "tile-head" });
     const foot = el("div", { class: "tile-foot" });
-    tiles[geometry.id] = { view, head, foot };
-    grid.append(el("section", { class: "tile", dataset: { camera: geometry.id } }, head,
-      el("a", { href: `#/camera/${encodeURIComponent(geometry.id)}` }, view.canvas), foot));
+    const section = el("section", { class: "tile", dataset: { camera: geometry.id } }, head,
+      el("a", { href: `#/camera/${encodeURIComponent(geometry.id)}` }, view.canvas), foot);
+    tiles[geometry.id] = { view, head, foot, section };
+    grid.append(section);
   }
-  root.append(app.cameras.length ? grid : el("div", { class: "empty" }, "No cameras configured."));
+  const summary = el("div", { class: "reason grid-summary", id: "live-summary" });
+  root.append(...(app.cameras.length ? [summary, grid] : [el("div", { class: "empty" }, "No cameras configured.")]));
   const refresh = async () => {
     const { ok, body } = await api("/api/live");
     if (!ok) return;
     app.clockSkew = body.now - Date.now() / 1000;
+    const ranked = [];
     for (const [cameraId, live] of Object.entries(body.cameras)) {
       const tile = tiles[cameraId];
       if (!tile) continue;
+      ranked.push({ tile, live, index: app.cameras.indexOf(tile.view.geometry), rank: cameraAttention(live) });
       tile.view.update(live);
       const worst = worstLevel(live.zones);
       fill(tile.head, el("span", { class: "name" }, tile.view.geometry.name), healthBadge(live.health),
@@ -224,8 +245,30 @@ function pageLive(root) {
         class: `chip level-${zone ? zone.level : "unknown"}`, dataset: { zone: zoneId, level: zone ? zone.level : "unknown" },
       }, `${zoneId}: ${zone ? zone.level : "waiting"}`)), zones.length ? null : el("span", { class: "reason" }, "no crowd zones"));
     }
+    // Moved only when the order changes: a tile moved in the page loses the keyboard's focus.
+    ranked.sort(byAttention);
+    const order = ranked.map(({ tile }) => tile.section);
+    if (order.some((section, index) => grid.children[index] !== section)) grid.append(...order);
+    fill(summary, liveSummary(ranked));
   };
   every(1000 / app.session.refresh_hz, refresh);
+}
+
+// "50 cameras, the most urgent first: 1 zone critical · 1 down", or that all are well.
+function liveSummary(ranked) {
+  const counts = new Map();  // what is counted -> [its attention, how many]
+  const count = (label, state) => {
+    if (attention(state) > 0) counts.set(label, [attention(state), ((counts.get(label) || [])[1] || 0) + 1]);
+  };
+  for (const { live } of ranked) {
+    count(live.health.state, live.health.state);
+    for (const zone of Object.values(live.zones)) {
+      const level = zone ? zone.level : "waiting";
+      count(`zone ${level}`, level);
+    }
+  }
+  const named = [...counts].sort(([, [a]], [, [b]]) => b - a).map(([label, [, n]]) => `${n} ${label}`);
+  return `${ranked.length} cameras, the most urgent first: ${named.length ? named.join(" · ") : "all up and normal"}`;
 }
 
 function pageCamera(root, cameraId) {
@@ -353,7 +396,9 @@ function pageZones(root) {
   const refresh = async () => {
     const { ok, body } = await api("/api/zones");
     if (!ok) return;
-    fill(container, ...body.zones.map((zone) => {
+    const ranked = body.zones.map((zone, index) => ({ zone, index, rank: [attention(zone.now ? zone.now.level
+      : "waiting"), 0] })).sort(byAttention);
+    fill(container, ...ranked.map(({ zone }) => {
       const now = zone.now, level = now ? now.level : "unknown";
       return el("section", { class: "card", dataset: { zone: zone.zone_id, level } },
         el("div", { class: "card-head" }, el("b", {}, `${zone.camera_name} / ${zone.zone_id}`), levelBadge(level),
@@ -530,9 +575,11 @@ function pageIncidents(root, incidentId) {
 // -- router ------------------------------------------------------------------------------------------------------
 
 async function loadCameras() {
-  const { body } = await api("/api/cameras");
+  const { ok, body } = await api("/api/cameras");
+  if (!ok) return body;
   app.cameras = body.cameras;
   app.thresholds = body.thresholds;
+  return null;
 }
 
 // A link's part with a malformed escape (%E0%A4%A) is taken as written: it names no page or incident, which the page
@@ -730,10 +777,17 @@ async function checkFeed() {
   badge.dataset.feed = feed.state;
 }
 
+const START_RETRY_MS = 3000;
+
+// A page opened or reloaded while the console restarts comes up by itself once the console answers: the screen of an
+// operations room is often left alone for hours.
 async function start() {
   const { ok, body } = await api("/api/session");
-  if (!ok) {
-    $("#page").replaceChildren(el("div", { class: "notice error" }, body.error || "not allowed"));
+  const refused = ok ? await loadCameras() : body;
+  if (refused) {
+    $("#page").replaceChildren(el("div", { class: "notice error", id: "start-error" },
+      `${refused.error || "not allowed"}; trying again every ${START_RETRY_MS / 1000} s`));
+    setTimeout(start, START_RETRY_MS);
     return;
   }
   app.session = body;
@@ -747,7 +801,6 @@ async function start() {
   setInterval(checkFeed, 5000);
   checkIncidents();
   setInterval(checkIncidents, 3000);
-  await loadCameras();
   window.addEventListener("hashchange", route);
   route();
 }
