@@ -485,10 +485,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     delay = origin + media_time - clock()
                     if delay > 0:
                         sleep(delay)
-                    yield SampledFrame(clock(), picture, decoder.native_fps)
-                else:
-                    # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                    yield SampledFrame(origin + media_time, picture, decoder.native_fps)
+                # Stamped on the file's own timeline, paced or not: a reader woken late (a busy machine) would
+                # otherwise put its lateness into the gaps between frames, and the speeds measured across them.
+                yield SampledFrame(origin + media_time, picture, decoder.native_fps)
         finally:
             decoder.close()
         if position is None:  # a container that opens but holds nothing decodable (a text file named .jpg)

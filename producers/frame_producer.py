@@ -307,10 +307,10 @@ class CameraReader:
         or failing where the API cannot tell. A clip that breaks off raises CameraUnavailable; once its fresh URL is
         looked up it goes on after its last published frame, so no frame is published twice.
 
-        A clip's frames are stamped when they are read, as a live stream's, not with the clip's filecreatetime plus
-        their offset: the stages after take a capture time for when the picture was live (inference skips a frame
-        older than model.max_frame_age_s, and a clip may be minutes old when it is listed), and neither that field's
-        format and zone nor whether it marks the recording's start or end is documented."""
+        A clip's frames are stamped when it began to play plus their offset in it, as a live stream's, not with the
+        clip's filecreatetime plus their offset: the stages after take a capture time for when the picture was live
+        (inference skips a frame older than model.max_frame_age_s, and a clip may be minutes old when it is listed),
+        and neither that field's format and zone nor whether it marks the recording's start or end is documented."""
         polls = 0
         if self.clip is None:  # the API could not be asked: the clip is the one at the last URL it gave
             self.clip = self.listed_clip(None)
