@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import logging
 import math
 import os
@@ -43,6 +44,9 @@ MAX_UNDECODABLE_PACKETS = 250  # in a row (10 s at 25 fps): single corrupt packe
 # the same ones at every attempt; their timestamps carry on across connections. A connection's first frames up to
 # this far behind the last one published are such repeats; further behind is a restarted encoder's new timeline.
 REPEAT_WINDOW_S = 60.0
+# A clip's first bytes: its container's header and the start of its first picture's coded data, which tell two clips
+# apart even where the header alone is alike (an MP4 whose index comes at its end, a fragmented MP4).
+CLIP_FINGERPRINT_BYTES = 64 * 1024
 
 
 class CameraUnavailable(RuntimeError):
@@ -481,10 +485,9 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
                     delay = origin + media_time - clock()
                     if delay > 0:
                         sleep(delay)
-                    yield SampledFrame(clock(), picture, decoder.native_fps)
-                else:
-                    # Unpaced replay (tests, benchmarks): timestamps still follow the media timeline.
-                    yield SampledFrame(origin + media_time, picture, decoder.native_fps)
+                # Stamped on the file's own timeline, paced or not: a reader woken late (a busy machine) would
+                # otherwise put its lateness into the gaps between frames, and the speeds measured across them.
+                yield SampledFrame(origin + media_time, picture, decoder.native_fps)
         finally:
             decoder.close()
         if position is None:  # a container that opens but holds nothing decodable (a text file named .jpg)
@@ -493,6 +496,17 @@ def _sample_file(camera: CameraConfig, source: str, settings: ProducerConfig, re
         if not camera.loop:
             return
         played += position + frame_s
+
+
+def clip_fingerprint(url: str, timeout_s: float) -> str:
+    """What tells a recorded clip served over http(s) from another, whatever URL it is served at (an ITS clip's token
+    changes at every listing) and whatever it is listed with: a digest of its first CLIP_FINGERPRINT_BYTES. Raises
+    CameraUnavailable where they cannot be read."""
+    try:
+        head = fetch(url, CLIP_FINGERPRINT_BYTES, timeout_s, first_bytes=True)
+    except FetchError as exc:
+        raise CameraUnavailable(f"cannot read the start of clip {shown(url)}: {exc.reason}") from None
+    return hashlib.sha256(head).hexdigest()
 
 
 def poll_image(camera: CameraConfig, url: str, timeout_s: float, max_bytes: int, clock: Callable[[], float],

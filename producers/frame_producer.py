@@ -10,8 +10,10 @@ API first.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import random
+import statistics
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from infra import assets
 from infra.frame_client import FrameClient, NotDelivered
 from infra.kafka import BROKER_CONNECTED, loop_went_round
 from infra.redaction import keep_out_of_logs, redacted, shown
-from producers.capture import CameraUnavailable, PublishedUpTo, sample_frames, source_kind
+from producers.capture import CameraUnavailable, PublishedUpTo, clip_fingerprint, sample_frames, source_kind
 from producers.frame_store import FrameStore, open_frame_store
 from producers.health import CameraHealth, FrameQualityMonitor, reconnect_delay
 from producers.its_client import ItsApiError, ItsClient, ItsResolver
@@ -86,15 +88,10 @@ class Clip:
 
     url: str
     made: str | None  # its filecreatetime; None where the API gave none
+    fingerprint: str  # what its first bytes are (capture.clip_fingerprint)
+    listed_at: float  # when it was first listed, on the reader's monotonic clock
     published: PublishedUpTo = field(default_factory=PublishedUpTo)  # up to which frame, in the clip's own time
     ended: bool = False  # played to its end
-
-    def is_listed_as(self, url: str, made: str | None) -> bool:
-        """Whether the API lists this clip: the same creation time (its URL's token may have been renewed), or, where
-        either creation time is unknown, the same URL."""
-        if self.made is not None and made is not None:
-            return self.made == made
-        return self.url == url
 
 
 class PlayedClips:
@@ -104,18 +101,30 @@ class PlayedClips:
     def __init__(self, remembered: int = 16):
         self._clips: deque[Clip] = deque(maxlen=remembered)
 
-    def listed(self, url: str, made: str | None) -> Clip:
-        """The clip the API lists: one read before, under the URL and creation time it has now, or a new one. A new
-        one overtakes those before it: one that broke off part way is not finished later, after it, which would
-        publish older pictures after newer ones."""
-        clip = next((clip for clip in self._clips if clip.is_listed_as(url, made)), None)
+    def listed(self, url: str, made: str | None, fingerprint: Callable[[str], str], now: float) -> Clip:
+        """The clip the API lists at `url` with creation time `made`: one read before, under the URL it has now, or a
+        new one. The same creation time is the same clip; where the API gives none (it often does not) or another,
+        `fingerprint(url)` tells, since the URL's token changes at every listing and the same URL may serve another
+        clip. A new one overtakes those before it: one that broke off part way is not finished later, after it, which
+        would publish older pictures after newer ones."""
+        clip = next((clip for clip in self._clips if made is not None and clip.made == made), None)
+        if clip is None:
+            digest = fingerprint(url)
+            clip = next((clip for clip in self._clips if clip.fingerprint == digest), None)
         if clip is None:
             for earlier in self._clips:
                 earlier.ended = True
-            clip = Clip(url, made)
+            clip = Clip(url, made, digest, now)
             self._clips.append(clip)
         clip.url, clip.made = url, made or clip.made
         return clip
+
+    def longest_wait_s(self, first_wait_s: float, poll_max_s: float) -> float:
+        """How long the camera may wait for its next clip while it is fine: twice the usual interval between its
+        clips (the median of those remembered, which an outage does not move), plus the longest interval between two
+        asks for one (a clip is seen that much after it is listed); first_wait_s while it has listed only one."""
+        intervals = [later.listed_at - earlier.listed_at for earlier, later in itertools.pairwise(self._clips)]
+        return 2 * statistics.median(intervals) + poll_max_s if intervals else first_wait_s
 
 
 def cameras_for_shard(cameras: list[CameraConfig], shard_index: int, shard_count: int) -> list[CameraConfig]:
@@ -196,9 +205,9 @@ class CameraReader:
         self.quality = FrameQualityMonitor.from_config(config.producer)
         self.sequence = SequenceCounter()  # one per camera for the life of the process: survives reconnects
         self.published = PublishedUpTo()  # so does how far its stream was published
-        # An ITS camera of recorded clips: the clips it read, and the one its source is
+        # An ITS camera of recorded clips: the clips it read, and the one its source is (None until it is known)
         self.clips = PlayedClips() if camera.its is not None and camera.its.serves_clips else None
-        self.clip = self.clips.listed(self.source, None) if self.clips is not None else None
+        self.clip: Clip | None = None
         self.lookup_failure: str | None = None  # why the last ITS lookup failed, until one succeeds
         self.rng = random.Random()
         self.unstored = LostFrames("not stored")
@@ -264,8 +273,6 @@ class CameraReader:
             return
         self.lookup_failure = None
         url = listed.url
-        if self.clips is not None:
-            self.clip = self.clips.listed(url, listed.file_created)
         if url != self.source:
             log.info("camera %s: ITS API gave a new stream URL", self.camera.id)
             if shown(url) != shown(self.source):
@@ -275,6 +282,14 @@ class CameraReader:
                 self.quality.reset()
                 self.published = PublishedUpTo()
             self.source = url
+        if self.clips is not None:
+            self.clip = self.listed_clip(listed.file_created)
+
+    def listed_clip(self, made: str | None) -> Clip:
+        """The clip at the source, listed with creation time `made`; raises CameraUnavailable where it must be told
+        by its first bytes and they cannot be read."""
+        return self.clips.listed(self.source, made, lambda url: clip_fingerprint(url, self.settings.read_timeout_s),
+                                 time.monotonic())
 
     def pause(self, seconds: float) -> None:
         """Waits `seconds`, or until stopped. Not on the stop event: waiting on it takes its lock, which every reader
@@ -288,14 +303,17 @@ class CameraReader:
         MP4 clips, each replaced by a newer one. Each clip the API lists is played once, at its own speed; when it has
         played, the API is asked for a newer one at once, then at doubling intervals (producer.its_clip_poll_s up to
         its_clip_poll_max_s, the listing shared with the other cameras for its_refresh_min_s) while the camera is
-        reported waiting, or failing where the API cannot tell. A clip that breaks off raises CameraUnavailable; once
-        its fresh URL is looked up it goes on after its last published frame, so no frame is published twice.
+        reported waiting (up for as long as its clips' own interval allows, PlayedClips.longest_wait_s, then stalled),
+        or failing where the API cannot tell. A clip that breaks off raises CameraUnavailable; once its fresh URL is
+        looked up it goes on after its last published frame, so no frame is published twice.
 
-        A clip's frames are stamped when they are read, as a live stream's, not with the clip's filecreatetime plus
-        their offset: the stages after take a capture time for when the picture was live (inference skips a frame
-        older than model.max_frame_age_s, and a clip may be minutes old when it is listed), and neither that field's
-        format and zone nor whether it marks the recording's start or end is documented."""
+        A clip's frames are stamped when it began to play plus their offset in it, as a live stream's, not with the
+        clip's filecreatetime plus their offset: the stages after take a capture time for when the picture was live
+        (inference skips a frame older than model.max_frame_age_s, and a clip may be minutes old when it is listed),
+        and neither that field's format and zone nor whether it marks the recording's start or end is documented."""
         polls = 0
+        if self.clip is None:  # the API could not be asked: the clip is the one at the last URL it gave
+            self.clip = self.listed_clip(None)
         while True:
             if not self.clip.ended:
                 polls = 0
@@ -317,7 +335,8 @@ class CameraReader:
             elif self.lookup_failure is not None:
                 self.health.failed(f"{WAITING_FOR_CLIP}: {self.lookup_failure}")
             elif self.clip.ended:
-                self.health.waiting(WAITING_FOR_CLIP)
+                self.health.waiting(WAITING_FOR_CLIP, self.clips.longest_wait_s(self.settings.its_clip_first_wait_s,
+                                                                                self.settings.its_clip_poll_max_s))
 
     def read_until_done(self, published: PublishedUpTo) -> bool:
         """Publishes frames until the source ends (files), max_frames or stop; returns whether the source ended.

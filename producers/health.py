@@ -136,6 +136,8 @@ class CameraHealth:
         self._captured_at: deque[float] = deque(maxlen=10_000)
         self._source_fps: float | None = None
         self._degraded = False
+        self._waiting_since: float | None = None  # when the source last had nothing new, while it still has not
+        self._longest_wait_s = 0.0  # how long it may have nothing new while it is fine
         self._lock = threading.Lock()
 
     def connecting(self) -> None:
@@ -159,6 +161,7 @@ class CameraHealth:
                     self._connected_s = 0.0
                     self._degraded = False
                 self._disconnected_at = None
+                self._waiting_since = None
             elif now - self._connection_frames_since >= self.no_frame_stall_s:
                 self.consecutive_failures = 0
             self._captured_at.append(self._connected_clock(now))
@@ -181,20 +184,26 @@ class CameraHealth:
         now = self.clock()
         with self._lock:
             self._connection_ended(now)
+            self._waiting_since = None
             self.consecutive_failures += 1
             down = self.consecutive_failures >= self.down_after_failures
             self.state = CameraState.DOWN if down else CameraState.RECONNECTING
             self.reason = reason
             return self.consecutive_failures
 
-    def waiting(self, reason: str) -> None:
+    def waiting(self, reason: str, longest_wait_s: float) -> None:
         """The source has nothing new to read yet, and nothing failed (an ITS camera of recorded clips whose clip has
-        played, while the API lists no newer one): reconnecting, with the reason, and the failures before forgiven."""
+        played, while the API lists no newer one): the failures before are forgiven, and the camera is up, with the
+        reason, while it has waited no longer than longest_wait_s (from the first of these calls in a row, since
+        frames or a failure), stalled after."""
         now = self.clock()
         with self._lock:
             self._connection_ended(now)
+            if self._waiting_since is None:
+                self._waiting_since = now
+            self._longest_wait_s = longest_wait_s
             self.consecutive_failures = 0
-            self.state, self.reason = CameraState.RECONNECTING, reason
+            self.state, self.reason = CameraState.UP, reason
 
     def _connection_ended(self, now: float) -> None:
         """The connection that delivered frames, if one did, is over. Called with the lock held."""
@@ -216,7 +225,11 @@ class CameraHealth:
             window = min(self.fps_window_s, max(now - self.started_at, 1e-3))
             state, reason = self.state, self.reason
             age = None if self.last_frame_at is None else max(0.0, now - self.last_frame_at)
-            if state is CameraState.UP and age is not None and age > self.no_frame_stall_s:
+            if self._waiting_since is not None:
+                if now - self._waiting_since > self._longest_wait_s:
+                    state, reason = CameraState.STALLED, (f"{reason} for {now - self._waiting_since:.0f} s, longer "
+                                                          f"than the {self._longest_wait_s:.0f} s it may take")
+            elif state is CameraState.UP and age is not None and age > self.no_frame_stall_s:
                 state, reason = CameraState.STALLED, f"no frame for {age:.0f} s"
             elif state is CameraState.UP and (shortfall := self._too_few_frames(now)):
                 state, reason = CameraState.DEGRADED, shortfall

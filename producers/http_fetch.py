@@ -104,30 +104,36 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_DeadlineHandler, _HttpOnlyRedirects)
 
 
-def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | None = None) -> bytes:
-    """The body of an http(s) GET, at most max_bytes, complete within timeout_s; raises FetchError."""
+def fetch(url: str, max_bytes: int, timeout_s: float, headers: dict[str, str] | None = None,
+          first_bytes: bool = False) -> bytes:
+    """The body of an http(s) GET, at most max_bytes, complete within timeout_s; raises FetchError. With
+    `first_bytes`, a longer body is no error: its first max_bytes are asked for (a Range header) and, where the server
+    sends more, cut there."""
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError:  # a host in brackets that is no IP address; its text could quote the URL
         raise FetchError("not a valid URL") from None
     if scheme not in HTTP_SCHEMES:
         raise FetchError(f"scheme {scheme or '(none)'!r} is not http or https")
+    if first_bytes:
+        headers = {**(headers or {}), "Range": f"bytes=0-{max_bytes - 1}"}
     request = _request(url, headers or {})
     request.deadline = Deadline(timeout_s)
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
+            if declared.isdigit() and int(declared) > max_bytes and not first_bytes:
                 raise FetchError(f"body of {declared} bytes exceeds the {max_bytes}-byte cap")
-            chunks, size = [], 0
+            body = bytearray()
             while chunk := response.read1(65536):
-                size += len(chunk)
-                if size > max_bytes:
+                body += chunk
+                if len(body) > max_bytes:
+                    if first_bytes:
+                        return bytes(body[:max_bytes])
                     raise FetchError(f"body exceeds the {max_bytes}-byte cap")
-                chunks.append(chunk)
-            if declared.isdigit() and size < int(declared):
-                raise FetchError(f"body cut off at {size} of {declared} bytes")
-            return b"".join(chunks)
+            if declared.isdigit() and len(body) < int(declared):
+                raise FetchError(f"body cut off at {len(body)} of {declared} bytes")
+            return bytes(body)
     except urllib.error.HTTPError as exc:
         try:
             detail = exc.read(300).decode("utf-8", "replace").strip()

@@ -103,6 +103,9 @@ class ProducerConfig(Frozen):
         "asks the API for a newer one after this, then at doubling intervals")
     its_clip_poll_max_s: float = Field(default=60.0, gt=0, le=3600,
                                        description="longest interval between those asks")
+    its_clip_first_wait_s: float = Field(
+        default=600.0, gt=0, le=86400, description="an ITS camera of recorded clips waiting for its second clip is up "
+        "this long, then stalled; later waits may last twice its usual interval between clips plus its_clip_poll_max_s")
     its_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3,
                                         description="larger ITS API answers are refused (the API is unavailable)")
     its_allowed_local_hosts: list[str] = Field(

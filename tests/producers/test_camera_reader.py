@@ -13,6 +13,7 @@ import uuid
 
 import cv2
 import numpy as np
+import pytest
 from prometheus_client import REGISTRY
 
 from cityguard.bench.capture import DiscardingClient
@@ -318,26 +319,42 @@ def clip_frame(frame: Frame) -> tuple[str, int]:
     return ("a", round((level - 20) / 4)) if level < 110 else ("b", round((level - 120) / 4))
 
 
+def clip_path(url: str) -> str:
+    """What the clips at these URLs start with: the clip their path names (their query is a token)."""
+    return url.split("?", 1)[0]
+
+
 def test_a_clip_that_broke_off_is_not_finished_once_a_newer_one_is_listed():
     # Its pictures are older than the newer clip's: finished after it, they would go out of order.
     clips = PlayedClips()
-    first = clips.listed("https://its.example/a.mp4?token=1", "20261207101500")
+    first = clips.listed("https://its.example/a.mp4?token=1", "20261207101500", clip_path, 0.0)
     first.published = PublishedUpTo(4.2)  # broke off part way
-    assert clips.listed("https://its.example/b.mp4?token=2", "20261207102000").ended is False
-    again = clips.listed("https://its.example/a.mp4?token=3", "20261207101500")  # listed again by a lagging server
+    assert clips.listed("https://its.example/b.mp4?token=2", "20261207102000", clip_path, 60.0).ended is False
+    # Listed again by a lagging server, and without its creation time: told by its first bytes.
+    again = clips.listed("https://its.example/a.mp4?token=3", None, clip_path, 90.0)
     assert again is first and again.ended
 
 
-def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_between_them(tmp_path):
+def test_a_clip_camera_may_wait_twice_its_usual_interval_between_clips():
+    clips = PlayedClips()
+    clips.listed("https://its.example/0.mp4?token=1", None, clip_path, 0.0)
+    assert clips.longest_wait_s(first_wait_s=600, poll_max_s=60) == 600  # one clip says nothing of the interval
+    for listed_at in (180.0, 360.0, 4000.0, 4180.0):  # every 3 min, but for an hour's outage
+        clips.listed(f"https://its.example/{listed_at}.mp4?token=1", None, clip_path, listed_at)
+    assert clips.longest_wait_s(first_wait_s=600, poll_max_s=60) == 2 * 180 + 60
+
+
+@pytest.mark.parametrize("made", [("20261207090000", "20261207090100"), ("", "")], ids=["made", "no-filecreatetime"])
+def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_between_them(tmp_path, made):
     """An ITS MP4 camera (cctvType 2) is a live camera made of clips: its clip played, it stays up reporting that it
-    waits for a new clip while the API lists the same one (under a fresh token too), plays the next as the API lists
-    it, and never publishes a clip's frames twice."""
+    waits for a new clip while the API lists the same one (under a fresh token too, with or without the time it was
+    made), plays the next as the API lists it, and never publishes a clip's frames twice."""
     (tmp_path / "clips").mkdir()
     numbered_clip(tmp_path / "clips" / "a.mp4", 20)
     numbered_clip(tmp_path / "clips" / "b.mp4", 120)
     server = TokenFileServer(tmp_path / "clips").start()
     its = {"name": "CAM MP4", "lon": 127.0, "lat": 37.5, "road_type": "ex", "cctv_type": 2}
-    listed = {"clip": "a.mp4", "made": "20261207090000"}
+    listed = {"clip": "a.mp4", "made": made[0]}
     api = FakeItsApi("key", cameras=lambda: [record(its["name"], its["lon"], its["lat"], server.url(listed["clip"]),
                                                     cctv_type=2, file_created=listed["made"])]).start()
     client = ItsClient(api.url, "key", url_policy=CameraUrlPolicy(["127.0.0.1"]))  # the clips' server is local
@@ -363,7 +380,7 @@ def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_betw
         asked = len(api.requests)
         wait_for(lambda: not thread.is_alive() or len(api.requests) >= asked + 3)
         assert reader.queued == played_a and waits()
-        listed.update(clip="b.mp4", made="20261207090100")
+        listed.update(clip="b.mp4", made=made[1])
         wait_for(lambda: not thread.is_alive() or (reader.queued > played_a and waits()))
         assert thread.is_alive() and not reader.health.finished
     finally:
@@ -371,7 +388,7 @@ def test_an_its_camera_of_recorded_clips_plays_each_new_clip_once_and_waits_betw
         thread.join(10)
         server.stop()
         api.stop()
-    assert waiting and {status.state for status in waiting} == {CameraState.RECONNECTING}
+    assert waiting and {status.state for status in waiting} == {CameraState.UP}  # its clips' interval is not over
     shown = [clip_frame(decode(value, Frame)) for value in iter(reader.queue.take, None)]
     assert len(shown) == reader.queued and len(set(shown)) == len(shown)  # no frame published twice
     assert shown == sorted(shown) and {clip for clip, _ in shown} == {"a", "b"}  # a's frames, then b's, in order

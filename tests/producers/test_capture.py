@@ -60,6 +60,19 @@ def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
     assert np.diff(times) == pytest.approx([0.2, 0.2, 2.0, 0.2, 0.2], abs=1e-6)
 
 
+def test_a_paced_file_is_stamped_on_its_own_timeline_however_late_its_reader_wakes():
+    # A recorded clip's speeds and stopped times are measured across these gaps.
+    now, late = [1000.0], itertools.cycle([0.0, 0.09, 0.03])
+
+    def sleep(seconds):
+        now[0] += seconds + next(late)
+
+    camera = CameraConfig(id="campus", source=str(VTEST), fps=5)
+    frames = sample_frames(camera, str(VTEST), realtime=True, clock=lambda: now[0], sleep=sleep)
+    times = [next(frames).captured_at for _ in range(7)]
+    assert np.diff(times) == pytest.approx([0.2] * 6, abs=1e-6) and times[-1] <= now[0]
+
+
 @pytest.fixture(scope="module")
 def spliced(tmp_path_factory):
     """Two 3 s recordings in one file, the second stamped as it was (the clock back at the start) or an hour later:

@@ -342,3 +342,25 @@ def test_media_clock_spreads_bursts_and_never_runs_ahead():
     assert second[0] == pytest.approx(100.1)
     # A stream that falls 10 s behind is re-anchored to arrival time.
     assert clock.captured_at(2.0, 112.0) == 112.0
+
+
+def test_a_source_waiting_for_something_new_is_up_as_long_as_it_may_wait_and_stalled_after():
+    # An ITS camera of recorded clips between two clips: not a dead camera, until its clips are overdue.
+    clock = Clock()
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    health.frame_captured(clock.now, None, None)
+    for _ in range(4):  # asked again every minute
+        clock.now += 60
+        health.waiting("waiting for a new clip", longest_wait_s=420)
+        status = health.status()
+        assert (status.state, status.reason) == (CameraState.UP, "waiting for a new clip")
+    clock.now += 240  # 420 s since the first wait
+    assert health.status().state is CameraState.UP
+    clock.now += 1
+    status = health.status()
+    assert status.state is CameraState.STALLED
+    assert status.reason == "waiting for a new clip for 421 s, longer than the 420 s it may take"
+    health.frame_captured(clock.now, None, None)  # the next clip
+    health.waiting("waiting for a new clip", longest_wait_s=420)
+    assert health.status().state is CameraState.UP  # waited afresh

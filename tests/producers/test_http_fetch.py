@@ -82,3 +82,22 @@ def test_a_host_name_is_connected_to_under_its_name(https_localhost):
 def test_a_url_that_does_not_parse_is_a_fetch_error(url):
     with pytest.raises(FetchError, match="not a valid URL"):
         fetch(url, 1024, timeout_s=1)
+
+
+@pytest.mark.parametrize("honours_range", [True, False])
+def test_the_first_bytes_of_a_long_body_are_read_whether_or_not_the_server_honours_the_range(honours_range):
+    body = bytes(range(256)) * 1024  # 256 KiB: a clip, of which only the start is wanted
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            sent = body[:1000] if honours_range and self.headers.get("Range") == "bytes=0-999" else body
+            self.send_response(206 if len(sent) < len(body) else 200)
+            self.send_header("Content-Length", str(len(sent)))
+            self.end_headers()
+            self.wfile.write(sent)
+
+    with serving(Handler) as port:
+        url = f"http://127.0.0.1:{port}/clip.mp4"
+        assert fetch(url, 1000, timeout_s=10, first_bytes=True) == body[:1000]
+        with pytest.raises(FetchError, match="exceeds the 1000-byte cap"):
+            fetch(url, 1000, timeout_s=10)
