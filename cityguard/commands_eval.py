@@ -1,4 +1,4 @@
-"""`cityguard eval detector|counts|events`: accuracy on the operator's own labelled footage, as a report folder
+"""`cityguard eval detector|counts|events|lines`: accuracy on the operator's own labelled footage, as a report folder
 (report.md with PNG plots, report.json with every figure).
 """
 from __future__ import annotations
@@ -111,6 +111,13 @@ def register(commands, add_command) -> None:
                         default=None, help="comma-separated camera ids: score only these (the ones replayed; a "
                         "labelled camera without predictions otherwise scores as missed)")
     events.add_argument("--out", type=Path, default=Path("var/eval/events"), help=REPORT_HELP)
+
+    lines = add_command(kinds, "lines", "per counting line and direction, the crossings counted against a hand count: "
+                        "absolute and relative error, and totals", run_line_eval, needs_config=False)
+    lines.add_argument("--truth", type=Path, required=True, help="CSV camera,line,direction,count")
+    lines.add_argument("--predicted", type=Path, nargs="+", required=True,
+                       help=".jsonl of LineCounts messages (`cityguard replay --line-counts`), one or more")
+    lines.add_argument("--out", type=Path, default=Path("var/eval/lines"), help=REPORT_HELP)
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")
     devsets = devset.add_subparsers(dest="devset", required=True)
@@ -250,6 +257,31 @@ def run_event_eval(args, config) -> int:
     print(f"{len(truth)} labelled, {len(predicted)} predicted: P {o.precision:.3f} R {o.recall:.3f} F1 {o.f1:.3f}")
     print(f"report: {event_report(result, args.out)}")
     return 0
+
+
+def run_line_eval(args, config) -> int:
+    from cityguard.evaluation.lines import evaluate_line_counts
+    from cityguard.evaluation.loaders import load_line_count_csv, load_line_count_messages
+    from cityguard.evaluation.report import line_count_report
+
+    truth = load_line_count_csv(args.truth)
+    counted = load_line_count_messages(args.predicted)
+    silent = sorted({key[0] for key in truth} - {key[0] for key in counted})
+    if silent:  # a camera not replayed would score as counting nothing
+        print(f"cityguard: warning: no crossing counted on {counted_text(silent)}", file=sys.stderr)
+    result = evaluate_line_counts(truth, counted)
+    for s in result.scores:
+        relative = "n/a" if s.relative_error is None else f"{s.relative_error:+.0%}"
+        print(f"{s.camera} {s.line} {s.direction}: {s.true} true, {s.counted} counted ({s.error:+d}, {relative})")
+    relative_total = result.relative_absolute_error
+    print(f"all: {result.true_total} true, {result.counted_total} counted, {result.absolute_error_total} missed or "
+          f"extra ({'n/a' if relative_total is None else f'{relative_total:.0%}'} of the true)")
+    print(f"report: {line_count_report(result, args.out)}")
+    return 0
+
+
+def counted_text(cameras: list[str]) -> str:
+    return f"{counted(len(cameras), 'labelled camera')} ({', '.join(cameras)})"
 
 
 def scoring_warnings(truth: list, predicted: list, all_cameras: bool) -> list[str]:

@@ -1,5 +1,6 @@
 """Readers for the labelled-data formats operators bring: YOLO label folders, counting CSVs, ShanghaiTech head
-points, MOTChallenge ground truth, and event intervals (CSV, or Event messages recorded as JSON lines).
+points, MOTChallenge ground truth, event intervals (CSV, or Event messages recorded as JSON lines) and line counts
+(CSV, or LineCounts messages recorded as JSON lines).
 
 Every error names the file and, where there is one, the line.
 """
@@ -15,8 +16,9 @@ import numpy as np
 
 from cityguard.evaluation.detection import Boxes
 from cityguard.evaluation.events import EventInterval
+from cityguard.evaluation.lines import LineKey
 from processors.inference.jpeg_header import START_OF_IMAGE, jpeg_is_whole
-from schemas import Event, EventState
+from schemas import Event, EventState, LineCounts
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MOT_PEDESTRIAN_CLASSES = (1,)  # MOT16/17/20; MOT15 files hold only pedestrians
@@ -268,3 +270,51 @@ def load_event_messages(path: Path) -> list[EventInterval]:
         intervals.append(EventInterval(first.camera_id, messages[-1].type, min(m.started_at for m in messages), end,
                                        max(m.confidence for m in messages)))
     return intervals
+
+
+def load_line_count_csv(path: Path) -> dict[LineKey, int]:
+    """`camera,line,direction,count` with a header line: the crossings of each line in each direction."""
+    path = Path(path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        required = ("camera", "line", "direction", "count")
+        missing = set(required) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need camera,line,direction,count)")
+        counts: dict[LineKey, int] = {}
+        for row in reader:
+            if any(row[name] is None for name in required):  # DictReader's filler for a short row
+                raise ValueError(f"{path}:{reader.line_num}: need camera,line,direction,count")
+            key = (row["camera"].strip(), row["line"].strip(), row["direction"].strip())
+            if key in counts:
+                raise ValueError(f"{path}:{reader.line_num}: {','.join(key)} counted twice")
+            try:
+                counts[key] = int(row["count"])
+            except ValueError:
+                raise ValueError(f"{path}:{reader.line_num}: count {row['count']!r} is not a whole number") from None
+            if counts[key] < 0:
+                raise ValueError(f"{path}:{reader.line_num}: count {counts[key]} is negative")
+    return counts
+
+
+def load_line_count_messages(paths: Iterable[Path]) -> dict[LineKey, int]:
+    """LineCounts messages (one JSON object per line, as `cityguard replay --line-counts` writes them or recorded
+    from the line-counts topic) summed over their windows and classes; a redelivered window counts once."""
+    counts: dict[LineKey, int] = {}
+    seen: set[tuple[str, str, float]] = set()
+    for path in paths:
+        path = Path(path)
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                window = LineCounts.model_validate(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not a LineCounts message: {exc}") from None
+            if (window.camera_id, window.line_id, window.window_start) in seen:
+                continue
+            seen.add((window.camera_id, window.line_id, window.window_start))
+            for direction, count in zip(window.direction, window.count, strict=True):
+                key = (window.camera_id, window.line_id, direction)
+                counts[key] = counts.get(key, 0) + count
+    return counts

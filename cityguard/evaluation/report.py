@@ -14,6 +14,7 @@ import numpy as np
 
 from cityguard.evaluation.detection import DetectionResult, PrCurve
 from cityguard.evaluation.events import MIN_ROC_SEGMENTS, EventResult
+from cityguard.evaluation.lines import LineCountResult
 from cityguard.evaluation.runners import CountResult
 from cityguard.evaluation.scoring import RocCurve
 
@@ -169,3 +170,17 @@ def event_report(result: EventResult, out_dir: Path) -> Path:
     if curves:
         lines.append(f"![ROC]({plot_roc_curves(curves, out_dir / 'roc.png').name})")
     return _write(out_dir, "Event evaluation", lines, result.to_json())
+
+
+def line_count_report(result: LineCountResult, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["Crossings per counting line and direction: the hand count (true), the product's count, their difference "
+             "(counted - true) and that as a share of the true count (n/a where nothing crossed).", "",
+             "| camera | line | direction | true | counted | error | relative error |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {s.camera} | {s.line} | {s.direction} | {s.true} | {s.counted} | {s.error:+d} | "
+              f"{_f(s.relative_error)} |" for s in result.scores]
+    lines += ["", f"All lines: {result.true_total} true, {result.counted_total} counted; {result.absolute_error_total} "
+              f"missed or extra (relative absolute error {_f(result.relative_absolute_error)})."]
+    if result.unlabelled:
+        lines += ["", "Counted but not labelled (not scored): " + ", ".join("/".join(key) for key in result.unlabelled)]
+    return _write(out_dir, "Line count evaluation", lines, result.to_json())
