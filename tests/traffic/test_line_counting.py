@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from processors.analytics.traffic.analyzer import TrafficAnalyzer
-from schemas import Detections
+from schemas import UNTRACKED, Detections
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.traffic import SceneConfig
 
@@ -142,4 +142,29 @@ def test_a_vehicle_whose_track_id_switches_as_it_crosses_counts_once():
     analyzer takes the new track for the same vehicle found again, crossing and all."""
     ys = [372, 380, 388, 396, 404, 412, 420, 428, 436]  # crosses y 400 between the 4th and 5th frame
     frames = [[(1 if y < 400 else 2, car_at(500, y))] for y in ys]
+    assert feed(analyzer_for(HORIZONTAL), frames) == {"down": 1}
+
+
+def test_a_vehicle_the_tracker_confirms_only_past_the_line_counts_once():
+    """Close to the camera at 5 fps a car moves so far between frames that the tracker confirms it only several frames
+    after the detector first found it, already past the line: where it was seen unconfirmed is the side it came
+    from."""
+    ys = [330, 370, 410, 450, 490]  # unconfirmed until past y 400
+    frames = [[(UNTRACKED if y < 400 else 7, car_at(500, y))] for y in ys]
+    assert feed(analyzer_for(HORIZONTAL), frames) == {"down": 1}
+
+
+def test_a_track_confirmed_past_the_line_beside_two_unconfirmed_cars_as_near_takes_no_side_from_either():
+    """Which of two unconfirmed cars, one before the line and one past it, the new track was is not clear: it counts
+    nothing rather than a crossing it may not have made."""
+    frames = [[(UNTRACKED, car_at(500, 380)), (UNTRACKED, car_at(500, 440))],
+              [(7, car_at(500, 410))], [(7, car_at(500, 430))], [(7, car_at(500, 450))]]
+    assert feed(analyzer_for(HORIZONTAL), frames) == {}
+
+
+def test_a_vehicle_lost_by_its_track_past_the_line_and_confirmed_again_counts_once():
+    """The car's first track crosses and is lost; the detector still finds it, unconfirmed, and the tracker confirms
+    it again under a new id further on: the crossing was counted once, by the first track."""
+    frames = [[(1, car_at(500, y))] for y in (340, 370, 410, 440)] + \
+             [[(UNTRACKED, car_at(500, y))] for y in (470, 500)] + [[(2, car_at(500, y))] for y in (530, 560)]
     assert feed(analyzer_for(HORIZONTAL), frames) == {"down": 1}

@@ -157,18 +157,21 @@ class TrafficAnalyzer:
             return output
         if self._settling(state.last_time):
             self._keep_what_stayed(now)  # the first frame since the view settled
+        tracks = [track for track, _ in seen]
+        frames = converging.SampledFrames(state.recent_vehicles, self._vehicle_frame(detections, tracks, now))
         for track, previous_box in seen:
+            origin = frames.unconfirmed_origin(track.track_id) \
+                if previous_box is None and self.scene.config.counting_lines else None
             for line in self.scene.config.counting_lines:
-                direction = counting.observe_line(track, line, previous_box, self.thresholds.crossing_debounce_frames)
+                direction = counting.observe_line(track, line, previous_box, self.thresholds.crossing_debounce_frames,
+                                                  origin)
                 if direction is not None:
                     self._count(line.id, line.classes, track.class_name, direction)
-        tracks = [track for track, _ in seen]
         vehicles = [t for t in tracks if t.class_name in self.scene.vehicle_classes]
         people = [t for t in tracks if t.class_name == "person"]
         ground = GroundHistories(self.scene.homography)
         rules.record_contacts(self.scene, state, vehicles, {track.track_id for track in vehicles} - known, now, ground)
         frame_size = (detections.image_width, detections.image_height)
-        frames = converging.SampledFrames(state.recent_vehicles, self._vehicle_frame(detections, tracks, now))
         converging.record_converging(self.scene, state, frames)
         self._remember(frames, frame_size)
         # A collision seen at contact comes before the objects at rest: their standstill, when it joins that

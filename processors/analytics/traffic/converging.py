@@ -167,15 +167,37 @@ class SampledFrames:
         one)."""
         return previous_of(self.recent[-1], self.recent_indexes[-1], self.frame)
 
+    def unconfirmed_origin(self, track_id: int) -> Box | None:
+        """Where the vehicle of this frame's track `track_id`, new in this frame, was first seen in the sampled frames
+        before as an unconfirmed detection (the earliest of them, clearly the same vehicle each step back), or None.
+        At a few frames per second a vehicle close to the camera moves so far between frames that the tracker
+        confirms it only several frames after the detector first found it."""
+        frame = self.frame
+        if track_id not in frame.track_ids or not self.recent or frame.time - self.recent[-1].time > MAX_FRAME_GAP_S:
+            return None
+        index = frame.track_ids.index(track_id)
+        last, j = self.recent[-1], self.frame_previous[index]
+        if j is None or last.track_ids[j] != UNTRACKED \
+                or not _only_near(self.recent_indexes[-1], frame.boxes[index], j):
+            return None
+        if len(self.recent) == 2 and last.time - self.recent[0].time <= MAX_FRAME_GAP_S:
+            k = self.recent_previous[j]
+            if k is not None and self.recent[0].track_ids[k] == UNTRACKED \
+                    and _only_near(self.recent_indexes[0], last.boxes[j], k):
+                return self.recent[0].boxes[k]
+        return last.boxes[j]
+
 
 def _clearly_continues(earlier: FrameIndex, later: VehicleFrame, i: int, j: int) -> bool:
     """Whether `later`'s detection i, matched to `earlier`'s j (previous_of), is that vehicle beyond doubt: by track
-    id, or, unconfirmed, with no other detection of `earlier` nearly as near (CLEAR_MATCH_RATIO). Among two-wheelers
-    packed in a queue the nearest box of about its size is as often a neighbour's, and a mix-up reads as riders
-    closing on each other fast."""
-    if later.track_ids[i] != UNTRACKED:
-        return True
-    box = later.boxes[i]
+    id, or, unconfirmed, with no other detection of `earlier` nearly as near (_only_near)."""
+    return later.track_ids[i] != UNTRACKED or _only_near(earlier, later.boxes[i], j)
+
+
+def _only_near(earlier: FrameIndex, box: Box, j: int) -> bool:
+    """Whether `box` continues `earlier`'s detection j with no other detection of `earlier` nearly as near
+    (CLEAR_MATCH_RATIO). Among two-wheelers packed in a queue the nearest box of about its size is as often a
+    neighbour's, and a mix-up reads as riders closing on each other fast."""
     nearest = distance_as_same_vehicle(box, earlier.boxes[j])
     return not any(distance <= CLEAR_MATCH_RATIO * nearest for k, distance in earlier.as_same_vehicle(box) if k != j)
 
