@@ -38,6 +38,9 @@ re-opening: a zone that flaps faster than escalate_after_s still escalates. An i
 starts no cooldown: what it was about may go on under a new incident. Escalation state (each route's step, when the
 next falls due) lives in the store, so a restart continues it; two routes that take one alert escalate each on its own
 time.
+
+The times waited for (escalations, retries, a crash's leftover, a cooldown) are wall times, so that a restart keeps
+them; a clock stepped back moves them back by the step (WatchedClock), so none waits for the step on top of its own.
 """
 from __future__ import annotations
 
@@ -68,6 +71,7 @@ from sinks.alerts.store import (
     SENT,
     SUPPRESSED,
     AlertRow,
+    ClockMark,
     DeliveryRow,
     IncidentStore,
     alert_key,
@@ -92,6 +96,9 @@ TRY_OVERHEAD_S = 15.0
 # hardly one. Each such wait spends a try, so a receiver that keeps asking holds the contact's next channel back for
 # at most max_attempts - 1 of them.
 RETRY_AFTER_MAX_S = 600.0
+# How far the clock may read earlier than it did before without counting as stepped back: more than two hosts'
+# synchronised clocks disagree by, or NTP slews; a smaller step holds what falls due for at most this long.
+CLOCK_STEP_MARGIN_S = 5.0
 
 
 UNREACHABLE = "unreachable"  # the metric's status of a delivery the channel cannot make to its contact (no phone)
@@ -149,6 +156,47 @@ class DeliveryTries:
             return self.changed.wait_for(lambda: not self.in_flight, timeout_s)
 
 
+class WatchedClock:
+    """The wall clock as the dispatcher reads it, noticing it stepped back (a host's clock corrected by NTP, a VM
+    restored from a snapshot): due times are stored as wall times, so that a restart keeps them, and the first
+    reading after a step moves them back by the step (IncidentStore.rebase_clock) before anything waits on them or
+    stores a time of the new clock. An escalation then falls due after the wait intended, not that plus the step.
+    The latest time read is kept in the store on every tick, so a step while no dispatcher ran is noticed at start.
+
+    A step forward is not undone: what fell due within it is made at once, each escalation one step on and each try
+    once, as after a dispatcher that was down that long."""
+
+    def __init__(self, read: Callable[[], float], store: IncidentStore, recent_s: float):
+        self.read, self.store, self.recent_s = read, store, recent_s
+        self.lock = threading.Lock()  # read by the loop and the delivery threads alike
+        self.seen: ClockMark | None = None
+
+    def __call__(self) -> float:
+        with self.lock:
+            now = self.read()
+            if self.seen is None:
+                self.seen = self.store.clock_mark(now)
+            step = step_back(self.seen.latest_at, now)
+            if step is not None:
+                if self.store.rebase_clock(self.seen, now, self.recent_s):
+                    log.warning("the clock went back %.0f s: escalations, retries and pending deliveries moved back "
+                                "with it", step)
+                self.seen = self.store.clock_mark(now)
+            self.seen = ClockMark(max(self.seen.latest_at, now), self.seen.steps_back)
+            return now
+
+    def keep(self) -> None:
+        """Keeps the latest time read in the store, and learns of steps another dispatcher moved the store for."""
+        self()  # a step since the last reading is moved for first
+        with self.lock:
+            self.seen = ClockMark(self.seen.latest_at, self.store.note_clock(self.seen.latest_at))
+
+
+def step_back(latest_at: float, now: float) -> float | None:
+    """How far the clock went back, reading `now` after it had read `latest_at`; None within CLOCK_STEP_MARGIN_S."""
+    return latest_at - now if latest_at - now > CLOCK_STEP_MARGIN_S else None
+
+
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
                  publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
@@ -160,7 +208,7 @@ class AlertDispatcher:
         for channel_id in channels:  # at 0 from the start, so the alert rule's increase() sees the first failure
             DELIVERIES.labels(channel_id, FAILED)
         self.publish = publish
-        self.clock = clock
+        self.clock = WatchedClock(clock, store, config.cooldown_s)
         self.tries = DeliveryTries() if tries is None else tries
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None
         self.routes = {route.id: route for route in config.routes}
@@ -464,6 +512,7 @@ class AlertDispatcher:
                 self.notify(alert)
 
     def tick(self) -> None:
+        self.clock.keep()
         self.notify_unanswered()
         self.resume_pending()
         self.retry_due()

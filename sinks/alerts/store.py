@@ -52,6 +52,7 @@ SENDING, RETRYING, SENT, FAILED = "sending", "retrying", "sent", "failed"
 # is refused by the driver rather than found missing.
 ALERT_NUMBER_MAX = 2**63 - 1
 ALERT_NUMBER = re.compile(r"[1-9][0-9]*")  # as alerts are numbered in texts: no sign, no leading zero
+CLOCK_ROW = 1  # the id of the clock table's one row
 
 
 def alert_key(incident_id: str, severity: Severity, episode: int) -> str:
@@ -214,6 +215,24 @@ class ReviewRow(Base):
     by: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
     evidence_path: Mapped[str | None] = mapped_column(Text)
+
+
+class ClockRow(Base):
+    """The dispatchers' wall clock as the store last saw it (one row): a clock reading earlier than `latest_at` by
+    more than a margin has been stepped back, and the stored due times are moved back with it (rebase_clock)."""
+
+    __tablename__ = "dispatcher_clock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    latest_at: Mapped[float] = mapped_column(Float)
+    # How many steps back the due times were moved for: of dispatchers that notice one step, only the first moves them.
+    steps_back: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+@dataclass(frozen=True)
+class ClockMark:
+    """A dispatcher's view of the clock row: the latest time it has read, and the steps back moved for so far."""
+    latest_at: float
+    steps_back: int
 
 
 @dataclass(frozen=True)
@@ -532,6 +551,56 @@ class IncidentStore:
                 query = query.where(DeliveryRow.status == status)
             return list(session.scalars(query))
 
+    # -- the clock ---------------------------------------------------------------------------------------------
+
+    def clock_mark(self, now: float) -> ClockMark:
+        """The clock row, recorded with `now` if the store has none yet."""
+        with self.sessions() as session:
+            row = session.get(ClockRow, CLOCK_ROW)
+        if row is None:
+            try:
+                with self.sessions.begin() as session:
+                    session.add(ClockRow(id=CLOCK_ROW, latest_at=now, steps_back=0))
+                return ClockMark(now, 0)
+            except IntegrityError:  # another dispatcher recorded it first
+                with self.sessions() as session:
+                    row = session.get(ClockRow, CLOCK_ROW)
+        return ClockMark(row.latest_at, row.steps_back)
+
+    def note_clock(self, now: float) -> int:
+        """Keeps `now` as the latest time seen if it is later than the one kept, so that a clock stepped back while
+        no dispatcher ran is noticed at the next start; the steps back moved for so far."""
+        with self.sessions.begin() as session:
+            session.execute(update(ClockRow).where(ClockRow.id == CLOCK_ROW, ClockRow.latest_at < now)
+                            .values(latest_at=now))
+            return session.get(ClockRow, CLOCK_ROW).steps_back
+
+    def rebase_clock(self, seen: ClockMark, now: float, recent_s: float) -> bool:
+        """Moves every time the dispatchers wait from back by the step from `seen.latest_at` to `now`: the
+        escalations of alerts still escalating, and the time of each alert raised within `recent_s` of the step
+        (a cooldown, or an escalation to continue, starts from it), and the tries of deliveries still `sending` or
+        `retrying`. False, moving nothing, when another dispatcher moved them since `seen` was read: it noticed the
+        same step."""
+        step = seen.latest_at - now
+        with self.sessions.begin() as session:
+            moved = session.execute(update(ClockRow).where(
+                ClockRow.id == CLOCK_ROW, ClockRow.steps_back == seen.steps_back,
+            ).values(latest_at=now, steps_back=seen.steps_back + 1))
+            if moved.rowcount != 1:
+                return False
+            for alert in session.scalars(select(AlertRow).where(
+                    AlertRow.next_escalation_at.is_not(None) | (AlertRow.created_at >= seen.latest_at - recent_s))):
+                alert.created_at -= step
+                alert.next_escalation_at = earlier(alert.next_escalation_at, step)
+                alert.escalated_at = earlier(alert.escalated_at, step)
+                if alert.route_steps is not None:
+                    alert.route_steps = {route: [reached, at - step]
+                                         for route, (reached, at) in alert.route_steps.items()}
+            session.execute(update(DeliveryRow).where(DeliveryRow.status.in_((SENDING, RETRYING))).values(
+                started_at=DeliveryRow.started_at - step, tried_at=DeliveryRow.tried_at - step,
+                claimed_at=DeliveryRow.claimed_at - step, next_attempt_at=DeliveryRow.next_attempt_at - step))
+        return True
+
     # -- queries for the CLI ------------------------------------------------------------------------------------
 
     def list_incidents(self, only_open: bool = False, limit: int = 50) -> list[IncidentRow]:
@@ -563,6 +632,11 @@ class IncidentStore:
                 reviews=list(session.scalars(select(ReviewRow).where(ReviewRow.incident_id == incident_id)
                                              .order_by(ReviewRow.id))),
             )
+
+
+def earlier(at: float | None, by: float) -> float | None:
+    """`at` moved `by` seconds back; None stays None."""
+    return None if at is None else at - by
 
 
 def _unanswered(query):
