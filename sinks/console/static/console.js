@@ -3,7 +3,7 @@
 "use strict";
 
 const app = {
-  session: null, cameras: [], thresholds: {}, timers: [], clockSkew: 0, title: document.title,
+  session: null, cameras: [], thresholds: {}, leaving: [], clockSkew: 0, title: document.title,
   page: null, follow: null,  // the page shown, and how it follows a change of its argument (an incident picked)
   lastAnswerAt: null, summary: null,  // when the server last answered (its clock); the open incidents' counts
   // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
@@ -75,9 +75,11 @@ const postJson = (path, payload) => api(path, {
 const newRequestId = () => Array.from(crypto.getRandomValues(new Uint32Array(4)),
   (part) => part.toString(16).padStart(8, "0")).join("");
 
+// What a page does when it is left (stop its timers and observers) is kept in app.leaving.
 function every(ms, fn) {
   fn();
-  app.timers.push(setInterval(fn, ms));
+  const timer = setInterval(fn, ms);
+  app.leaving.push(() => clearInterval(timer));
 }
 
 const serverNow = () => Date.now() / 1000 + app.clockSkew;
@@ -134,10 +136,13 @@ const byAttention = (a, b) => b.rank[0] - a.rank[0] || b.rank[1] - a.rank[1] || 
 
 // -- live camera view ------------------------------------------------------------------------------------------
 
+// A camera's picture is fetched only while it is shown: its tile on screen or near it, and the page not hidden (another
+// tab, a locked screen). A site's grid of 50 cameras would otherwise fetch up to 200 pictures a second for nothing.
 class CameraView {
-  constructor(geometry, layers) {
+  constructor(geometry, layers, shown = true) {
     this.geometry = geometry;
     this.layers = layers;
+    this.shown = shown;
     this.canvas = el("canvas", { class: "view", width: 768, height: 432, dataset: { camera: geometry.id, seq: "" } });
     this.image = new Image();
     this.seq = null;
@@ -158,17 +163,32 @@ class CameraView {
     this.image.onerror = () => { this.loading = false; };
   }
 
+  wanted() {
+    return this.shown && !document.hidden;
+  }
+
   update(live) {
-    if (live.frame && (!this.live || !this.live.frame || live.frame.seq !== this.live.frame.seq)) app.probe.offered += 1;
+    const newFrame = live.frame && (!this.live || !this.live.frame || live.frame.seq !== this.live.frame.seq);
+    if (newFrame && this.wanted()) app.probe.offered += 1;
     this.live = live;
-    if (live.frame && live.frame.seq !== this.seq && !this.loading) {
-      this.loading = true;
-      this.pendingSeq = live.frame.seq;
-      this.pendingCapturedAt = live.frame.captured_at;
-      this.image.src = `/api/cameras/${encodeURIComponent(this.geometry.id)}/frame.jpg?seq=${live.frame.seq}`;
-    } else {
-      this.draw();
-    }
+    if (!this.load()) this.draw();
+  }
+
+  // Starts fetching the newest frame's picture, where one is wanted and not shown yet; false where none is.
+  load() {
+    const frame = this.live && this.live.frame;
+    if (!frame || frame.seq === this.seq || this.loading || !this.wanted()) return false;
+    this.loading = true;
+    this.pendingSeq = frame.seq;
+    this.pendingCapturedAt = frame.captured_at;
+    this.image.src = `/api/cameras/${encodeURIComponent(this.geometry.id)}/frame.jpg?seq=${frame.seq}`;
+    return true;
+  }
+
+  // A tile scrolled into view gets the newest picture at once, not at the next refresh.
+  show(shown) {
+    this.shown = shown;
+    this.load();
   }
 
   draw() {
@@ -215,14 +235,20 @@ function pageLive(root) {
   const layers = { boxes: true, zones: true, scene: true, heat: true };
   const tiles = {};
   const grid = el("div", { class: "grid" });
+  // Near means within half a screen's height: a tile scrolled to is mostly drawn before it comes into view.
+  const onScreen = new IntersectionObserver((entries) => {
+    for (const entry of entries) tiles[entry.target.dataset.camera].view.show(entry.isIntersecting);
+  }, { rootMargin: "50% 0px" });
+  app.leaving.push(() => onScreen.disconnect());
   for (const geometry of app.cameras) {
-    const view = new CameraView(geometry, layers);
+    const view = new CameraView(geometry, layers, false);
     const head = el("div", { class: "tile-head" });
     const foot = el("div", { class: "tile-foot" });
     const section = el("section", { class: "tile", dataset: { camera: geometry.id } }, head,
       el("a", { href: `#/camera/${encodeURIComponent(geometry.id)}` }, view.canvas), foot);
     tiles[geometry.id] = { view, head, foot, section };
     grid.append(section);
+    onScreen.observe(section);
   }
   const summary = el("div", { class: "reason grid-summary", id: "live-summary" });
   root.append(...(app.cameras.length ? [summary, grid] : [el("div", { class: "empty" }, "No cameras configured.")]));
@@ -591,8 +617,8 @@ function decodedLinkPart(part) {
 function route() {
   const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodedLinkPart);
   if (page === app.page && app.follow) { app.follow(arg); return; }
-  for (const timer of app.timers) clearInterval(timer);
-  app.timers = [];
+  for (const leave of app.leaving) leave();
+  app.leaving = [];
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.dataset.page === page || (page === "camera" && link.dataset.page === "live"));
   }
