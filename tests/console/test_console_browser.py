@@ -876,6 +876,46 @@ def test_the_live_grid_fetches_pictures_only_for_tiles_on_screen_while_the_page_
         console.stop()
 
 
+def test_a_session_that_ends_shows_signed_out_at_once_and_signing_in_again_keeps_the_acknowledgement(site, page):
+    event = site.event("plaza/square/risk-session-ended", site.frame("plaza", frame_jpeg(18)))
+    record(site, event)
+    operator(page, site, "/incidents/" + urllib.parse.quote(event.event_id, safe=""))
+    shown = f"section[data-incident='{event.event_id}']"
+    page.wait_for_selector(f"{shown} #ack:not([disabled])", timeout=10_000)
+    assert page.text_content("#auth-state") == "operator" and page.is_hidden("#sign-in")
+
+    # The session ends between two of the page's health polls: the acknowledgement is the first request refused.
+    health = api_answer(site, "api/health")
+    page.route("**/api/health", lambda route: route.fulfill(json=health))
+    ended = session_cookie(TOKEN, int(time.time()) - 13 * 3600)  # console.session_hours is 12
+    page.context.add_cookies([{"name": COOKIE, "value": ended, "url": site.url}])
+    page.fill(f"{shown} .actions input[placeholder^=note]", "stewards sent")
+    page.click(f"{shown} #ack")
+    page.wait_for_selector("#auth-state[data-auth=signed-out]:has-text('signed out')", timeout=5_000)
+    page.wait_for_selector("#sign-in:visible", timeout=5_000)
+    assert "acknowledgement not recorded: signed out" in page.text_content(f"{shown} .notice.error")
+    assert page.is_disabled(f"{shown} #ack") and page.is_disabled(f"{shown} #false-alarm")
+    assert page.input_value(f"{shown} .actions input[placeholder^=note]") == "stewards sent"
+    page.unroute("**/api/health")
+
+    page.fill("#sign-in-token", "not the token")
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
+    page.fill("#sign-in-token", TOKEN)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#auth-state[data-auth=operator]:has-text('operator')", timeout=5_000)
+    assert page.is_hidden("#sign-in") and page.input_value("#sign-in-token") == ""
+    page.click(f"{shown} #ack:not([disabled])")  # the acknowledgement typed before, as it was
+    page.wait_for_selector(f"{shown} .timeline li[data-verdict=acknowledged]:has-text('stewards sent')",
+                           timeout=10_000)
+    assert TOKEN not in page.context.cookies(site.url)[0]["value"]
+
+    # Ended with nothing sent: the health poll says so.
+    page.context.add_cookies([{"name": COOKIE, "value": ended, "url": site.url}])
+    page.wait_for_selector("#auth-state[data-auth=signed-out]", timeout=10_000)
+    assert page.is_disabled(f"{shown} #ack")
+
+
 def test_changes_need_the_token(site):
     request = urllib.request.Request(f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST",
                                      data=b"{}", headers={"Content-Type": "application/json"})

@@ -3,7 +3,7 @@
 "use strict";
 
 const app = {
-  session: null, cameras: [], thresholds: {}, leaving: [], clockSkew: 0, title: document.title,
+  session: null, signedOut: false, cameras: [], thresholds: {}, leaving: [], clockSkew: 0, title: document.title,
   page: null, follow: null,  // the page shown, and how it follows a change of its argument (an incident picked)
   lastAnswerAt: null, summary: null,  // when the server last answered (its clock); the open incidents' counts
   // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
@@ -48,6 +48,7 @@ async function api(path, options = {}) {
   }
   app.lastAnswerAt = serverNow();
   setOnline(true);
+  if (response.status === 401 && app.session) showAuthenticated(false);
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = { error: text.trim() }; }
   if (!response.ok && !body) body = { error: `${response.status} ${response.statusText}` };
@@ -461,7 +462,6 @@ function pageIncidents(root, incidentId) {
     const note = el("input", { placeholder: "note (optional)", size: 30 });
     const by = el("input", { value: operator(), size: 12, title: "who acts",
       onchange: (e) => storage.set("cityguard-operator", e.target.value) });
-    const locked = !app.session.authenticated;
     // Every click sends the same id until a verdict is answered as recorded: one clicked again after an error or no
     // answer (it may have been recorded) is never recorded twice. After that, a click is a verdict of its own.
     let requestId = newRequestId();
@@ -469,7 +469,7 @@ function pageIncidents(root, incidentId) {
       for (const button of buttons) button.disabled = true;  // a second click would only repeat the verdict
       const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
         { by: by.value, note: note.value, request_id: requestId });
-      for (const button of buttons) button.disabled = locked;
+      for (const button of buttons) button.disabled = !app.session.authenticated;
       // 409: the id's first request, whose answer did not come, was recorded, and this one differs from it (a note
       // typed meanwhile): the first stands, as the timeline shows, and the next click is a verdict of its own.
       const recordedBefore = result.status === 409;
@@ -484,17 +484,21 @@ function pageIncidents(root, incidentId) {
           (result.body.hard_negative ? "; frame kept as a hard negative" : "")
         : recordedBefore
           ? "the earlier click was recorded, as the timeline shows; this changed one was not: click again to record it"
-          : result.body.error),
+          : result.status === 401
+            ? `${verdict} not recorded: signed out, as the session ended. Sign in again above, then click again.`
+            : result.body.error),
       result.ok && result.body.hard_negative_error ? el("div", { class: "notice error" }, result.body.hard_negative_error) : null);
     };
     const buttons = [
-      el("button", { class: "primary", id: "ack", disabled: locked || null, onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
-      el("button", { class: "danger", id: "false-alarm", disabled: locked || null,
+      el("button", { class: "primary operator-only", id: "ack", disabled: !app.session.authenticated || null,
+        onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
+      el("button", { class: "danger operator-only", id: "false-alarm", disabled: !app.session.authenticated || null,
         onclick: () => act("false-alarm", "false alarm") }, "False alarm")];
     detail.dataset.incident = incidentId;  // which incident the buttons below act on
     fill(detail, parts.head, parts.picture, parts.facts,
       el("div", { class: "actions" }, by, note, ...buttons,
-        locked ? el("span", { class: "reason" }, "open the console URL with its token to act") : null),
+        el("span", { class: "reason read-only-hint", hidden: app.session.authenticated || null },
+          "open the console URL with its token to act")),
       parts.message);
     return parts;
   };
@@ -792,10 +796,36 @@ function tick() {
   showAlarm();
 }
 
-// Whether the server still reads the topics: otherwise every page shows an old picture as if it were current.
-async function checkFeed() {
+// Whether this page may act, in the header and on the controls that act. A session that ends (after
+// console.session_hours, or once the console's token changed) shows at once, as soon as the health poll or any other
+// request is refused, with a form to sign in again that keeps the page as it is: an incident's note, a scene's edits.
+function showAuthenticated(authenticated) {
+  if (app.session.authenticated !== authenticated) app.signedOut = !authenticated;
+  app.session.authenticated = authenticated;
+  const state = authenticated ? "operator" : app.signedOut ? "signed-out" : "read-only";
+  $("#auth-state").dataset.auth = state;
+  $("#auth-state").textContent = { operator: "operator", "signed-out": "signed out · read-only", "read-only":
+    "read-only" }[state];
+  $("#sign-in").hidden = state !== "signed-out";
+  for (const control of document.querySelectorAll(".operator-only")) control.disabled = !authenticated;
+  for (const hint of document.querySelectorAll(".read-only-hint")) hint.hidden = authenticated;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const token = $("#sign-in-token");
+  const { ok, body } = await postJson("/api/session", { token: token.value });
+  token.value = "";
+  $("#sign-in-error").textContent = ok ? "" : body.error;
+  if (ok) showAuthenticated(true);
+}
+
+// Whether the server still reads the topics (otherwise every page shows an old picture as if it were current), and
+// whether this page may still act.
+async function checkHealth() {
   const { ok, body } = await api("/api/health");
   if (!ok) return;
+  showAuthenticated(body.authenticated);
   const badge = $("#feed-health"), feed = body.feed;
   badge.hidden = feed.state === "up";
   badge.textContent = `topics ${feed.state}`;
@@ -820,11 +850,12 @@ async function start() {
   app.clockSkew = body.server_time - Date.now() / 1000;
   $("#site-name").textContent = body.site;
   app.title = `cityguard ${body.site}`;
-  $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
+  showAuthenticated(body.authenticated);
+  $("#sign-in").addEventListener("submit", signIn);
   startAlarm();
   setInterval(tick, 500);
-  checkFeed();
-  setInterval(checkFeed, 5000);
+  checkHealth();
+  setInterval(checkHealth, 5000);
   checkIncidents();
   setInterval(checkIncidents, 3000);
   window.addEventListener("hashchange", route);
