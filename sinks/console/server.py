@@ -437,11 +437,13 @@ class ConsoleServer:
         return response
 
     async def health(self, request: web.Request) -> web.Response:
-        """Polled by every page: whether the topics are read and whether the page may still act (a session ends
-        after console.session_hours, or when the token changes)."""
+        """Polled by every page: whether the topics are read, whether the page may still act (a session ends after
+        console.session_hours, or when the token changes) and the version of the camera list (a console restarted
+        with cameras added or removed, or a scene saved, has another)."""
         now = time.time()
         return json_response({"now": now, "feed": feed_health(self.state.feed_report(), now),
-                              "authenticated": self.authenticated(request)})
+                              "authenticated": self.authenticated(request),
+                              "cameras_version": self._camera_list()["version"]})
 
     def _camera(self, camera_id: str):
         try:
@@ -449,12 +451,17 @@ class ConsoleServer:
         except KeyError:
             raise web.HTTPNotFound(text=f"camera {camera_id!r} is not configured\n") from None
 
-    async def cameras(self, request: web.Request) -> web.Response:
+    def _camera_list(self) -> dict:
+        """The cameras' geometry and the thresholds, with a version: a digest of them, which the page compares."""
         thresholds = self.site.config.analytics.thresholds
-        return json_response({
+        listed = {
             "cameras": [camera_geometry(camera) for camera in self.site.config.cameras],
             "thresholds": {level: getattr(thresholds, level) for level in ("caution", "warning", "danger", "critical")},
-        })
+        }
+        return {**listed, "version": hashlib.sha256(json_dumps(listed, sort_keys=True).encode()).hexdigest()[:16]}
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        return json_response(self._camera_list())
 
     def _camera_live(self, camera, now: float) -> dict:
         live = self.state.camera_live(camera.id, now)

@@ -916,6 +916,27 @@ def test_a_session_that_ends_shows_signed_out_at_once_and_signing_in_again_keeps
     assert page.is_disabled(f"{shown} #ack")
 
 
+def test_an_open_page_follows_the_cameras_of_a_restarted_console(site, page, kafka_bootstrap, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    config = tmp_path / "site.yaml"
+    console, url = start_console(site_with_cameras(site, config, ["gate-1", "gate-2"], port), tmp_path,
+                                 kafka_bootstrap)
+    try:
+        page.goto(url + "#/live")
+        page.wait_for_selector("section.tile[data-camera=gate-2]", timeout=15_000)
+        page.evaluate("window.sameDocument = true")
+        console.stop()
+        site_with_cameras(site, config, ["gate-1", "gate-3"], port)  # one camera added, one removed
+        console, url = start_console(config, tmp_path, kafka_bootstrap)
+        page.wait_for_selector("section.tile[data-camera=gate-3]", timeout=15_000)
+        assert page.locator("section.tile").evaluate_all("tiles => tiles.map((tile) => tile.dataset.camera)") == \
+            ["gate-1", "gate-3"]
+        assert page.evaluate("window.sameDocument") is True, "picked up without reloading the page"
+    finally:
+        console.stop()
+
+
 def test_changes_need_the_token(site):
     request = urllib.request.Request(f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST",
                                      data=b"{}", headers={"Content-Type": "application/json"})

@@ -620,6 +620,17 @@ def test_the_health_answer_says_whether_the_page_may_still_act(make_console):
         "authenticated"] is False
 
 
+def test_the_health_answer_carries_the_version_of_the_camera_list_the_console_serves(make_console):
+    console = make_console()
+    health = strict_json(call(console, "GET", "/api/health")[2])
+    assert health["cameras_version"] == strict_json(call(console, "GET", "/api/cameras")[2])["version"]
+    console.config_path.write_text(console.config_path.read_text() + "  - id: cam2\n    source: clip2.mp4\n")
+    console.server.site.config = load_config(console.config_path)  # as a restarted console reads it
+    restarted = strict_json(call(console, "GET", "/api/health")[2])["cameras_version"]
+    assert restarted != health["cameras_version"]
+    assert restarted == strict_json(call(console, "GET", "/api/cameras")[2])["version"]
+
+
 @pytest.mark.parametrize("host, status", [(b"[::1", 400), (b"127.0.0.1:99999", 400), (b"127.0.0.1:abc", 400),
                                           (b"[zz]:80", 400), (b"\xff", 403), (b"", 403)])
 def test_an_odd_host_header_is_refused_never_a_server_error(make_console, host, status):

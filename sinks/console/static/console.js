@@ -3,7 +3,8 @@
 "use strict";
 
 const app = {
-  session: null, signedOut: false, cameras: [], thresholds: {}, leaving: [], clockSkew: 0, title: document.title,
+  session: null, signedOut: false, cameras: [], thresholds: {}, camerasVersion: null, leaving: [], clockSkew: 0,
+  title: document.title,
   page: null, follow: null,  // the page shown, and how it follows a change of its argument (an incident picked)
   lastAnswerAt: null, summary: null,  // when the server last answered (its clock); the open incidents' counts
   // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
@@ -609,7 +610,19 @@ async function loadCameras() {
   if (!ok) return body;
   app.cameras = body.cameras;
   app.thresholds = body.thresholds;
+  app.camerasVersion = body.version;
   return null;
+}
+
+// The console restarted with cameras added or removed, or a scene was saved: the pages drawn from the camera list are
+// drawn anew. The others keep what the operator is doing (an incident's note, a scene's edits) and use the new list
+// from their next refresh or when next opened.
+async function followCameras() {
+  if (await loadCameras()) return;
+  if (app.page === "live" || app.page === "camera") {
+    app.page = null;
+    route();
+  }
 }
 
 // A link's part with a malformed escape (%E0%A4%A) is taken as written: it names no page or incident, which the page
@@ -820,12 +833,13 @@ async function signIn(event) {
   if (ok) showAuthenticated(true);
 }
 
-// Whether the server still reads the topics (otherwise every page shows an old picture as if it were current), and
-// whether this page may still act.
+// Whether the server still reads the topics (otherwise every page shows an old picture as if it were current),
+// whether this page may still act, and whether its camera list is still the server's.
 async function checkHealth() {
   const { ok, body } = await api("/api/health");
   if (!ok) return;
   showAuthenticated(body.authenticated);
+  if (body.cameras_version !== app.camerasVersion) followCameras();
   const badge = $("#feed-health"), feed = body.feed;
   badge.hidden = feed.state === "up";
   badge.textContent = `topics ${feed.state}`;
