@@ -2,10 +2,11 @@
 incident reviews and the scene editor's save.
 
 Access: a token, compared in constant time, from the `Authorization: Bearer` header or the X-Console-Token header,
-or the session cookie that opening `/?token=...` sets (signed with the token, never the token itself, accepted for
-`console.session_hours`, and Secure once an https origin is listed in `console.public_origins`: a sign-in whose
-browser would drop it is refused, saying why). Changing anything always needs it; on a non-loopback address, or with
-`console.require_token_for_reads` (behind a reverse proxy), every request needs it. No other site may frame the pages.
+or the session cookie that opening `/?token=...` sets, or that a page whose session ended gets by signing in with the
+token (POST /api/session): signed with the token, never the token itself, accepted for `console.session_hours`, and
+Secure once an https origin is listed in `console.public_origins` (a sign-in whose browser would drop it is refused,
+saying why). Changing anything always needs it; on a non-loopback address, or with `console.require_token_for_reads`
+(behind a reverse proxy), every request needs it. No other site may frame the pages.
 Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
@@ -340,19 +341,26 @@ class ConsoleServer:
         if offered is not None:
             if not token_matches(offered, self.token):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
-            secure = self.secure_sessions and request.host.lower() not in self.plain_http_hosts
-            if secure and not (is_loopback(host) or request.host.lower() in self.https_hosts
-                               or forwarded_from_https(request)):
-                raise self.secure_cookie_dropped(request)
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
-            response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
-                                max_age=int(self.session_s), secure=secure)
+            self.start_session(request, response)
             raise response
-        if not self.authenticated(request) and not (reading and self.open_reads):
+        # A page whose session ended signs in again with the token in the body (sign_in checks it), staying as it is.
+        signing_in = request.method == "POST" and request.path == "/api/session"
+        if not self.authenticated(request) and not (reading and self.open_reads) and not signing_in:
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)
+
+    def start_session(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Sets the session cookie on the response to a request that gave the token; refuses (403) where the browser
+        would drop it."""
+        secure = self.secure_sessions and request.host.lower() not in self.plain_http_hosts
+        if secure and not (is_loopback(request_host_name(request.host)) or request.host.lower() in self.https_hosts
+                           or forwarded_from_https(request)):
+            raise self.secure_cookie_dropped(request)
+        response.set_cookie(COOKIE, session_cookie(self.token, int(time.time())), httponly=True, samesite="Strict",
+                            max_age=int(self.session_s), secure=secure)
 
     def secure_cookie_dropped(self, request: web.Request) -> web.HTTPForbidden:
         """The answer to a sign-in whose Secure cookie the browser would drop: the console serves plain http, and a
@@ -391,6 +399,7 @@ class ConsoleServer:
         app.router.add_get("/", self.index)
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/api/session", self.session)
+        app.router.add_post("/api/session", self.sign_in)
         app.router.add_get("/api/health", self.health)
         app.router.add_get("/api/cameras", self.cameras)
         app.router.add_get("/api/live", self.live)
@@ -416,9 +425,25 @@ class ConsoleServer:
                               "refresh_hz": self.refresh_hz, "server_time": time.time(),
                               "timezone": self.site.config.alerting.timezone})
 
+    async def sign_in(self, request: web.Request) -> web.Response:
+        """A session for a page that was signed out (its session ended) from the token in the body: unlike opening
+        `/?token=...`, the page is not reloaded, and keeps what the operator was doing."""
+        offered = (await json_object(request, self.request_timeout_s)).get("token")
+        if not isinstance(offered, str) or not token_matches(offered, self.token):
+            log.warning("sign-in from %s refused: wrong console token", request.remote)
+            raise web.HTTPUnauthorized(text="wrong console token\n")
+        response = json_response({"authenticated": True})
+        self.start_session(request, response)
+        return response
+
     async def health(self, request: web.Request) -> web.Response:
+        """Polled by every page: whether the topics are read, whether the page may still act (a session ends after
+        console.session_hours, or when the token changes) and the version of the camera list (a console restarted
+        with cameras added or removed, or a scene saved, has another)."""
         now = time.time()
-        return json_response({"now": now, "feed": feed_health(self.state.feed_report(), now)})
+        return json_response({"now": now, "feed": feed_health(self.state.feed_report(), now),
+                              "authenticated": self.authenticated(request),
+                              "cameras_version": self._camera_list()["version"]})
 
     def _camera(self, camera_id: str):
         try:
@@ -426,12 +451,17 @@ class ConsoleServer:
         except KeyError:
             raise web.HTTPNotFound(text=f"camera {camera_id!r} is not configured\n") from None
 
-    async def cameras(self, request: web.Request) -> web.Response:
+    def _camera_list(self) -> dict:
+        """The cameras' geometry and the thresholds, with a version: a digest of them, which the page compares."""
         thresholds = self.site.config.analytics.thresholds
-        return json_response({
+        listed = {
             "cameras": [camera_geometry(camera) for camera in self.site.config.cameras],
             "thresholds": {level: getattr(thresholds, level) for level in ("caution", "warning", "danger", "critical")},
-        })
+        }
+        return {**listed, "version": hashlib.sha256(json_dumps(listed, sort_keys=True).encode()).hexdigest()[:16]}
+
+    async def cameras(self, request: web.Request) -> web.Response:
+        return json_response(self._camera_list())
 
     def _camera_live(self, camera, now: float) -> dict:
         live = self.state.camera_live(camera.id, now)

@@ -198,8 +198,8 @@ class Site:
         self.producer.close()
 
 
-def start_console(site: Site, log_dir: Path, bootstrap: str, *extra: str) -> tuple[StageProcess, str]:
-    console = StageProcess("console", site.config_path, bootstrap, log_dir, *extra)
+def start_console(config_path: Path, log_dir: Path, bootstrap: str, *extra: str) -> tuple[StageProcess, str]:
+    console = StageProcess("console", config_path, bootstrap, log_dir, *extra)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         match = re.search(r"console: (http://[0-9.]+:\d+/)", console.log())
@@ -216,12 +216,22 @@ def site(kafka_bootstrap, tmp_path_factory):
     site = Site(root, kafka_bootstrap, f"console-{os.getpid()}-{int(time.time())}")
     os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
     try:
-        site.console, site.url = start_console(site, root, kafka_bootstrap)
+        site.console, site.url = start_console(site.config_path, root, kafka_bootstrap)
     finally:
         del os.environ["CITYGUARD_CONSOLE_TOKEN"]
     yield site
     site.console.stop()
     site.close()
+
+
+def site_with_cameras(site: Site, path: Path, camera_ids: list[str], port: int = 0) -> Path:
+    """A copy of the site's configuration at `path` (same topics and store) with only these cameras, without zones or
+    scenes, served on `port`."""
+    config = yaml.safe_load(site.config_path.read_text())
+    config["console"]["port"] = port
+    config["cameras"] = [{"id": camera_id, "name": camera_id, "source": str(VTEST)} for camera_id in camera_ids]
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -813,6 +823,120 @@ def test_a_link_with_a_malformed_escape_shows_the_page_and_says_it_names_no_inci
     assert "no incident '%E0%A4%A'" in error.text_content()
 
 
+def test_the_live_grid_fetches_pictures_only_for_tiles_on_screen_while_the_page_shows(site, page, kafka_bootstrap,
+                                                                                      tmp_path):
+    cameras = ["wall-1", "wall-2", "wall-3", "wall-4"]
+    console, url = start_console(site_with_cameras(site, tmp_path / "wall.yaml", cameras), tmp_path, kafka_bootstrap)
+    top, bottom = cameras[0], cameras[-1]
+    fetched = dict.fromkeys(cameras, 0)  # picture requests per camera
+
+    def count(request) -> None:
+        picture = re.search(r"/api/cameras/([^/]+)/frame\.jpg", request.url)
+        if picture:
+            fetched[picture.group(1)] += 1
+
+    def hide(hidden: bool) -> None:  # as the browser does for a tab in the background
+        page.evaluate("""(hidden) => {
+            if (hidden) Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+            else delete document.hidden;
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""", hidden)
+
+    try:
+        # One column of tiles, each about as tall as the window: the last is several screens down.
+        page.set_viewport_size({"width": 800, "height": 600})
+        page.on("request", count)
+        seqs = {camera: site.frame(camera, frame_jpeg(0)) for camera in cameras}
+        page.goto(url + "#/live")
+        page.wait_for_selector(f"section.tile[data-camera={bottom}]", timeout=15_000)
+        assert page.locator(f"section.tile[data-camera={bottom}]").bounding_box()["y"] > 2 * 600
+        for index in (1, 2, 3):
+            seq = site.frame(top, frame_jpeg(index))
+            page.wait_for_selector(f"canvas[data-camera={top}][data-seq='{seq}']", timeout=15_000)
+        # The page knows of the bottom tile's frame, yet asked for none of its pictures.
+        page.wait_for_selector(f"section.tile[data-camera={bottom}] [data-captured-at]", timeout=10_000)
+        assert fetched[top] >= 3 and fetched[bottom] == 0, fetched
+
+        page.locator(f"section.tile[data-camera={bottom}]").scroll_into_view_if_needed()
+        page.wait_for_selector(f"canvas[data-camera={bottom}][data-seq='{seqs[bottom]}']", timeout=10_000)
+        assert fetched[bottom] == 1
+
+        hide(True)
+        shown = fetched.copy()
+        captured = f"document.querySelector('section.tile[data-camera={bottom}] [data-captured-at]').dataset.capturedAt"
+        before = page.evaluate(captured)
+        seq = site.frame(bottom, frame_jpeg(4))
+        page.wait_for_function(f"{captured} !== '{before}'", timeout=15_000)  # the page knows of the new frame
+        assert fetched[bottom] == shown[bottom]
+        assert page.get_attribute(f"canvas[data-camera={bottom}]", "data-seq") != str(seq)
+        hide(False)
+        page.wait_for_selector(f"canvas[data-camera={bottom}][data-seq='{seq}']", timeout=10_000)
+        assert fetched[bottom] == shown[bottom] + 1
+    finally:
+        console.stop()
+
+
+def test_a_session_that_ends_shows_signed_out_at_once_and_signing_in_again_keeps_the_acknowledgement(site, page):
+    event = site.event("plaza/square/risk-session-ended", site.frame("plaza", frame_jpeg(18)))
+    record(site, event)
+    operator(page, site, "/incidents/" + urllib.parse.quote(event.event_id, safe=""))
+    shown = f"section[data-incident='{event.event_id}']"
+    page.wait_for_selector(f"{shown} #ack:not([disabled])", timeout=10_000)
+    assert page.text_content("#auth-state") == "operator" and page.is_hidden("#sign-in")
+
+    # The session ends between two of the page's health polls: the acknowledgement is the first request refused.
+    health = api_answer(site, "api/health")
+    page.route("**/api/health", lambda route: route.fulfill(json=health))
+    ended = session_cookie(TOKEN, int(time.time()) - 13 * 3600)  # console.session_hours is 12
+    page.context.add_cookies([{"name": COOKIE, "value": ended, "url": site.url}])
+    page.fill(f"{shown} .actions input[placeholder^=note]", "stewards sent")
+    page.click(f"{shown} #ack")
+    page.wait_for_selector("#auth-state[data-auth=signed-out]:has-text('signed out')", timeout=5_000)
+    page.wait_for_selector("#sign-in:visible", timeout=5_000)
+    assert "acknowledgement not recorded: signed out" in page.text_content(f"{shown} .notice.error")
+    assert page.is_disabled(f"{shown} #ack") and page.is_disabled(f"{shown} #false-alarm")
+    assert page.input_value(f"{shown} .actions input[placeholder^=note]") == "stewards sent"
+    page.unroute("**/api/health")
+
+    page.fill("#sign-in-token", "not the token")
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
+    page.fill("#sign-in-token", TOKEN)
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_selector("#auth-state[data-auth=operator]:has-text('operator')", timeout=5_000)
+    assert page.is_hidden("#sign-in") and page.input_value("#sign-in-token") == ""
+    page.click(f"{shown} #ack:not([disabled])")  # the acknowledgement typed before, as it was
+    page.wait_for_selector(f"{shown} .timeline li[data-verdict=acknowledged]:has-text('stewards sent')",
+                           timeout=10_000)
+    assert TOKEN not in page.context.cookies(site.url)[0]["value"]
+
+    # Ended with nothing sent: the health poll says so.
+    page.context.add_cookies([{"name": COOKIE, "value": ended, "url": site.url}])
+    page.wait_for_selector("#auth-state[data-auth=signed-out]", timeout=10_000)
+    assert page.is_disabled(f"{shown} #ack")
+
+
+def test_an_open_page_follows_the_cameras_of_a_restarted_console(site, page, kafka_bootstrap, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    config = tmp_path / "site.yaml"
+    console, url = start_console(site_with_cameras(site, config, ["gate-1", "gate-2"], port), tmp_path,
+                                 kafka_bootstrap)
+    try:
+        page.goto(url + "#/live")
+        page.wait_for_selector("section.tile[data-camera=gate-2]", timeout=15_000)
+        page.evaluate("window.sameDocument = true")
+        console.stop()
+        site_with_cameras(site, config, ["gate-1", "gate-3"], port)  # one camera added, one removed
+        console, url = start_console(config, tmp_path, kafka_bootstrap)
+        page.wait_for_selector("section.tile[data-camera=gate-3]", timeout=15_000)
+        assert page.locator("section.tile").evaluate_all("tiles => tiles.map((tile) => tile.dataset.camera)") == \
+            ["gate-1", "gate-3"]
+        assert page.evaluate("window.sameDocument") is True, "picked up without reloading the page"
+    finally:
+        console.stop()
+
+
 def test_changes_need_the_token(site):
     request = urllib.request.Request(f"{site.url}api/incidents/plaza%2Fsquare%2Frisk-ack/ack", method="POST",
                                      data=b"{}", headers={"Content-Type": "application/json"})
@@ -857,7 +981,7 @@ def test_a_console_on_another_address_refuses_without_the_token(site, page, kafk
 
     os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
     try:
-        console, url = start_console(site, tmp_path, kafka_bootstrap, "--host", "0.0.0.0")
+        console, url = start_console(site.config_path, tmp_path, kafka_bootstrap, "--host", "0.0.0.0")
     finally:
         del os.environ["CITYGUARD_CONSOLE_TOKEN"]
     try:
@@ -916,7 +1040,7 @@ def test_over_plain_http_a_console_published_over_https_signs_in_where_listed_an
 
 def test_a_loopback_console_without_a_token_makes_one_and_prints_it_in_its_url(site, page, kafka_bootstrap,
                                                                                 tmp_path):
-    console, _ = start_console(site, tmp_path, kafka_bootstrap)
+    console, _ = start_console(site.config_path, tmp_path, kafka_bootstrap)
     try:
         [url] = re.findall(r"console: (http://127\.0\.0\.1:\d+/\?token=\S+)", console.log())
         page.goto(url)

@@ -593,6 +593,44 @@ def test_a_session_cookie_is_refused_once_the_session_lifetime_has_passed(make_c
     assert call(console, "POST", "/api/incidents/x/ack", json={}, headers={"Cookie": f"{COOKIE}={cookie}"})[0] == status
 
 
+def test_a_page_whose_session_ended_signs_in_again_with_the_token_in_its_body(make_console, caplog):
+    # Behind a reverse proxy every request needs the token: signing in is the one change that needs none.
+    console = make_console("  require_token_for_reads: true\n  public_origins: [https://console.city.example]")
+    page = {"Origin": "https://console.city.example", "Sec-Fetch-Site": "same-origin"}
+    with caplog.at_level(logging.WARNING, logger="sinks.console.server"):
+        for offered in ("guess-5d1f", None, ["list"]):
+            status, headers, _ = call(console, "POST", "/api/session", json={"token": offered}, headers=page)
+            assert status == 401 and "Set-Cookie" not in headers
+    assert "sign-in from" in caplog.text and "guess-5d1f" not in caplog.text
+    status, headers, body = call(console, "POST", "/api/session", json={"token": TOKEN}, headers=page)
+    cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE]
+    assert status == 200 and strict_json(body) == {"authenticated": True} and TOKEN not in headers["Set-Cookie"]
+    assert cookie.value == session_cookie(TOKEN, int(cookie.value.partition(".")[0])) and cookie["secure"]
+    assert call(console, "POST", "/api/session", json={"token": TOKEN},
+                headers={"Origin": "http://wiki.city.local"})[0] == 403  # another site's page
+    assert call(console, "POST", "/api/session", json={"token": TOKEN},
+                headers={**page, "Host": "10.0.0.5:8090"})[0] == 403  # a Secure cookie the browser would drop
+
+
+def test_the_health_answer_says_whether_the_page_may_still_act(make_console):
+    console = make_console()
+    ended = session_cookie(TOKEN, int(time.time()) - 13 * 3600)
+    assert strict_json(call(console, "GET", "/api/health", headers=AUTH)[2])["authenticated"] is True
+    assert strict_json(call(console, "GET", "/api/health", headers={"Cookie": f"{COOKIE}={ended}"})[2])[
+        "authenticated"] is False
+
+
+def test_the_health_answer_carries_the_version_of_the_camera_list_the_console_serves(make_console):
+    console = make_console()
+    health = strict_json(call(console, "GET", "/api/health")[2])
+    assert health["cameras_version"] == strict_json(call(console, "GET", "/api/cameras")[2])["version"]
+    console.config_path.write_text(console.config_path.read_text() + "  - id: cam2\n    source: clip2.mp4\n")
+    console.server.site.config = load_config(console.config_path)  # as a restarted console reads it
+    restarted = strict_json(call(console, "GET", "/api/health")[2])["cameras_version"]
+    assert restarted != health["cameras_version"]
+    assert restarted == strict_json(call(console, "GET", "/api/cameras")[2])["version"]
+
+
 @pytest.mark.parametrize("host, status", [(b"[::1", 400), (b"127.0.0.1:99999", 400), (b"127.0.0.1:abc", 400),
                                           (b"[zz]:80", 400), (b"\xff", 403), (b"", 403)])
 def test_an_odd_host_header_is_refused_never_a_server_error(make_console, host, status):

@@ -3,7 +3,8 @@
 "use strict";
 
 const app = {
-  session: null, cameras: [], thresholds: {}, timers: [], clockSkew: 0, title: document.title,
+  session: null, signedOut: false, cameras: [], thresholds: {}, camerasVersion: null, leaving: [], clockSkew: 0,
+  title: document.title,
   page: null, follow: null,  // the page shown, and how it follows a change of its argument (an incident picked)
   lastAnswerAt: null, summary: null,  // when the server last answered (its clock); the open incidents' counts
   // Browser-side probe of what the operator sees: frames drawn and their capture-to-display delay (seconds).
@@ -48,6 +49,7 @@ async function api(path, options = {}) {
   }
   app.lastAnswerAt = serverNow();
   setOnline(true);
+  if (response.status === 401 && app.session) showAuthenticated(false);
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = { error: text.trim() }; }
   if (!response.ok && !body) body = { error: `${response.status} ${response.statusText}` };
@@ -75,9 +77,11 @@ const postJson = (path, payload) => api(path, {
 const newRequestId = () => Array.from(crypto.getRandomValues(new Uint32Array(4)),
   (part) => part.toString(16).padStart(8, "0")).join("");
 
+// What a page does when it is left (stop its timers and observers) is kept in app.leaving.
 function every(ms, fn) {
   fn();
-  app.timers.push(setInterval(fn, ms));
+  const timer = setInterval(fn, ms);
+  app.leaving.push(() => clearInterval(timer));
 }
 
 const serverNow = () => Date.now() / 1000 + app.clockSkew;
@@ -134,10 +138,13 @@ const byAttention = (a, b) => b.rank[0] - a.rank[0] || b.rank[1] - a.rank[1] || 
 
 // -- live camera view ------------------------------------------------------------------------------------------
 
+// A camera's picture is fetched only while it is shown: its tile on screen or near it, and the page not hidden (another
+// tab, a locked screen). A site's grid of 50 cameras would otherwise fetch up to 200 pictures a second for nothing.
 class CameraView {
-  constructor(geometry, layers) {
+  constructor(geometry, layers, shown = true) {
     this.geometry = geometry;
     this.layers = layers;
+    this.shown = shown;
     this.canvas = el("canvas", { class: "view", width: 768, height: 432, dataset: { camera: geometry.id, seq: "" } });
     this.image = new Image();
     this.seq = null;
@@ -158,17 +165,32 @@ class CameraView {
     this.image.onerror = () => { this.loading = false; };
   }
 
+  wanted() {
+    return this.shown && !document.hidden;
+  }
+
   update(live) {
-    if (live.frame && (!this.live || !this.live.frame || live.frame.seq !== this.live.frame.seq)) app.probe.offered += 1;
+    const newFrame = live.frame && (!this.live || !this.live.frame || live.frame.seq !== this.live.frame.seq);
+    if (newFrame && this.wanted()) app.probe.offered += 1;
     this.live = live;
-    if (live.frame && live.frame.seq !== this.seq && !this.loading) {
-      this.loading = true;
-      this.pendingSeq = live.frame.seq;
-      this.pendingCapturedAt = live.frame.captured_at;
-      this.image.src = `/api/cameras/${encodeURIComponent(this.geometry.id)}/frame.jpg?seq=${live.frame.seq}`;
-    } else {
-      this.draw();
-    }
+    if (!this.load()) this.draw();
+  }
+
+  // Starts fetching the newest frame's picture, where one is wanted and not shown yet; false where none is.
+  load() {
+    const frame = this.live && this.live.frame;
+    if (!frame || frame.seq === this.seq || this.loading || !this.wanted()) return false;
+    this.loading = true;
+    this.pendingSeq = frame.seq;
+    this.pendingCapturedAt = frame.captured_at;
+    this.image.src = `/api/cameras/${encodeURIComponent(this.geometry.id)}/frame.jpg?seq=${frame.seq}`;
+    return true;
+  }
+
+  // A tile scrolled into view gets the newest picture at once, not at the next refresh.
+  show(shown) {
+    this.shown = shown;
+    this.load();
   }
 
   draw() {
@@ -215,14 +237,20 @@ function pageLive(root) {
   const layers = { boxes: true, zones: true, scene: true, heat: true };
   const tiles = {};
   const grid = el("div", { class: "grid" });
+  // Near means within half a screen's height: a tile scrolled to is mostly drawn before it comes into view.
+  const onScreen = new IntersectionObserver((entries) => {
+    for (const entry of entries) tiles[entry.target.dataset.camera].view.show(entry.isIntersecting);
+  }, { rootMargin: "50% 0px" });
+  app.leaving.push(() => onScreen.disconnect());
   for (const geometry of app.cameras) {
-    const view = new CameraView(geometry, layers);
+    const view = new CameraView(geometry, layers, false);
     const head = el("div", { class: "tile-head" });
     const foot = el("div", { class: "tile-foot" });
     const section = el("section", { class: "tile", dataset: { camera: geometry.id } }, head,
       el("a", { href: `#/camera/${encodeURIComponent(geometry.id)}` }, view.canvas), foot);
     tiles[geometry.id] = { view, head, foot, section };
     grid.append(section);
+    onScreen.observe(section);
   }
   const summary = el("div", { class: "reason grid-summary", id: "live-summary" });
   root.append(...(app.cameras.length ? [summary, grid] : [el("div", { class: "empty" }, "No cameras configured.")]));
@@ -435,7 +463,6 @@ function pageIncidents(root, incidentId) {
     const note = el("input", { placeholder: "note (optional)", size: 30 });
     const by = el("input", { value: operator(), size: 12, title: "who acts",
       onchange: (e) => storage.set("cityguard-operator", e.target.value) });
-    const locked = !app.session.authenticated;
     // Every click sends the same id until a verdict is answered as recorded: one clicked again after an error or no
     // answer (it may have been recorded) is never recorded twice. After that, a click is a verdict of its own.
     let requestId = newRequestId();
@@ -443,7 +470,7 @@ function pageIncidents(root, incidentId) {
       for (const button of buttons) button.disabled = true;  // a second click would only repeat the verdict
       const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
         { by: by.value, note: note.value, request_id: requestId });
-      for (const button of buttons) button.disabled = locked;
+      for (const button of buttons) button.disabled = !app.session.authenticated;
       // 409: the id's first request, whose answer did not come, was recorded, and this one differs from it (a note
       // typed meanwhile): the first stands, as the timeline shows, and the next click is a verdict of its own.
       const recordedBefore = result.status === 409;
@@ -458,17 +485,21 @@ function pageIncidents(root, incidentId) {
           (result.body.hard_negative ? "; frame kept as a hard negative" : "")
         : recordedBefore
           ? "the earlier click was recorded, as the timeline shows; this changed one was not: click again to record it"
-          : result.body.error),
+          : result.status === 401
+            ? `${verdict} not recorded: signed out, as the session ended. Sign in again above, then click again.`
+            : result.body.error),
       result.ok && result.body.hard_negative_error ? el("div", { class: "notice error" }, result.body.hard_negative_error) : null);
     };
     const buttons = [
-      el("button", { class: "primary", id: "ack", disabled: locked || null, onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
-      el("button", { class: "danger", id: "false-alarm", disabled: locked || null,
+      el("button", { class: "primary operator-only", id: "ack", disabled: !app.session.authenticated || null,
+        onclick: () => act("ack", "acknowledgement") }, "Acknowledge"),
+      el("button", { class: "danger operator-only", id: "false-alarm", disabled: !app.session.authenticated || null,
         onclick: () => act("false-alarm", "false alarm") }, "False alarm")];
     detail.dataset.incident = incidentId;  // which incident the buttons below act on
     fill(detail, parts.head, parts.picture, parts.facts,
       el("div", { class: "actions" }, by, note, ...buttons,
-        locked ? el("span", { class: "reason" }, "open the console URL with its token to act") : null),
+        el("span", { class: "reason read-only-hint", hidden: app.session.authenticated || null },
+          "open the console URL with its token to act")),
       parts.message);
     return parts;
   };
@@ -579,7 +610,19 @@ async function loadCameras() {
   if (!ok) return body;
   app.cameras = body.cameras;
   app.thresholds = body.thresholds;
+  app.camerasVersion = body.version;
   return null;
+}
+
+// The console restarted with cameras added or removed, or a scene was saved: the pages drawn from the camera list are
+// drawn anew. The others keep what the operator is doing (an incident's note, a scene's edits) and use the new list
+// from their next refresh or when next opened.
+async function followCameras() {
+  if (await loadCameras()) return;
+  if (app.page === "live" || app.page === "camera") {
+    app.page = null;
+    route();
+  }
 }
 
 // A link's part with a malformed escape (%E0%A4%A) is taken as written: it names no page or incident, which the page
@@ -591,8 +634,8 @@ function decodedLinkPart(part) {
 function route() {
   const [page = "live", arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodedLinkPart);
   if (page === app.page && app.follow) { app.follow(arg); return; }
-  for (const timer of app.timers) clearInterval(timer);
-  app.timers = [];
+  for (const leave of app.leaving) leave();
+  app.leaving = [];
   for (const link of document.querySelectorAll("nav a")) {
     link.classList.toggle("active", link.dataset.page === page || (page === "camera" && link.dataset.page === "live"));
   }
@@ -766,10 +809,37 @@ function tick() {
   showAlarm();
 }
 
-// Whether the server still reads the topics: otherwise every page shows an old picture as if it were current.
-async function checkFeed() {
+// Whether this page may act, in the header and on the controls that act. A session that ends (after
+// console.session_hours, or once the console's token changed) shows at once, as soon as the health poll or any other
+// request is refused, with a form to sign in again that keeps the page as it is: an incident's note, a scene's edits.
+function showAuthenticated(authenticated) {
+  if (app.session.authenticated !== authenticated) app.signedOut = !authenticated;
+  app.session.authenticated = authenticated;
+  const state = authenticated ? "operator" : app.signedOut ? "signed-out" : "read-only";
+  $("#auth-state").dataset.auth = state;
+  $("#auth-state").textContent = { operator: "operator", "signed-out": "signed out · read-only", "read-only":
+    "read-only" }[state];
+  $("#sign-in").hidden = state !== "signed-out";
+  for (const control of document.querySelectorAll(".operator-only")) control.disabled = !authenticated;
+  for (const hint of document.querySelectorAll(".read-only-hint")) hint.hidden = authenticated;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const token = $("#sign-in-token");
+  const { ok, body } = await postJson("/api/session", { token: token.value });
+  token.value = "";
+  $("#sign-in-error").textContent = ok ? "" : body.error;
+  if (ok) showAuthenticated(true);
+}
+
+// Whether the server still reads the topics (otherwise every page shows an old picture as if it were current),
+// whether this page may still act, and whether its camera list is still the server's.
+async function checkHealth() {
   const { ok, body } = await api("/api/health");
   if (!ok) return;
+  showAuthenticated(body.authenticated);
+  if (body.cameras_version !== app.camerasVersion) followCameras();
   const badge = $("#feed-health"), feed = body.feed;
   badge.hidden = feed.state === "up";
   badge.textContent = `topics ${feed.state}`;
@@ -794,11 +864,12 @@ async function start() {
   app.clockSkew = body.server_time - Date.now() / 1000;
   $("#site-name").textContent = body.site;
   app.title = `cityguard ${body.site}`;
-  $("#auth-state").textContent = body.authenticated ? "operator" : "read-only";
+  showAuthenticated(body.authenticated);
+  $("#sign-in").addEventListener("submit", signIn);
   startAlarm();
   setInterval(tick, 500);
-  checkFeed();
-  setInterval(checkFeed, 5000);
+  checkHealth();
+  setInterval(checkHealth, 5000);
   checkIncidents();
   setInterval(checkIncidents, 3000);
   window.addEventListener("hashchange", route);

@@ -51,7 +51,7 @@ window.pageEditor = function pageEditor(root, cameraId) {
   const hint = el("div", { class: "reason hint" });
   const picker = el("select", { onchange: (e) => { location.hash = `#/editor/${encodeURIComponent(e.target.value)}`; } },
     ...app.cameras.map((c) => el("option", { value: c.id, selected: c.id === cameraId || null }, c.name)));
-  const saveButton = el("button", { class: "primary", id: "save-scene", disabled: !app.session.authenticated || null,
+  const saveButton = el("button", { class: "primary operator-only", id: "save-scene", disabled: !app.session.authenticated || null,
     onclick: () => save() }, "Save to site YAML");
   root.append(el("div", { class: "editor" },
     el("section", { class: "card" }, el("div", { class: "card-head" }, el("h2", {}, "Draw")), tools,
