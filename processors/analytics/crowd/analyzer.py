@@ -23,7 +23,6 @@ from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
     holt_update,
-    seconds_to_thresholds,
     seconds_to_thresholds_surely,
     slope_per_s,
 )
@@ -50,6 +49,7 @@ from schemas.settings.crowd import (
     MIN_ZONE_AREA_M2,
     AnalyticsConfig,
     ZoneConfig,
+    trend_evidence_s,
     zone_ground_area_m2,
 )
 from schemas.settings.lines import InwardSide
@@ -474,11 +474,10 @@ class CrowdAnalyzer:
             net_rate = (window.inflow - window.outflow) / seconds / area_m2 if zone.lines else None
             state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate,
                                      seconds)
-        forecast, expected, surely = [], {}, {}
+        forecast, surely = [], {}
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
             forecast = forecast_points(holt, config.forecast, self.step)
-            expected = seconds_to_thresholds(holt, config.forecast, config.thresholds)
             surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, self.hops_per_window)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
@@ -489,8 +488,8 @@ class CrowdAnalyzer:
                             peak_local_density_per_m2=window.mean("peak_local"),
                             uniform_peak_per_m2=uniform_peak_per_m2(detected, area_m2,
                                                                     config.movement.local_density_radius_m),
-                            pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
-                            surely_seconds_to_threshold=surely)
+                            pressure_per_s2=window.mean("pressure"), surely_seconds_to_threshold=surely,
+                            rise_over_s=trend_evidence_s(seconds))
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
         level = state.risk.level
