@@ -275,6 +275,9 @@ GRID_MARGIN_RADII = 2.0
 MAX_GRID_CELL_RADII = 0.5
 # The smoothing holds a side x side matrix for each side (2 MB at 512), and works side³ a field at most.
 MAX_GRID_SIDE_CELLS = 512
+# No crowd zone is this many metres across: a ground box longer is in another unit (centimetres, millimetres), and
+# splitting the zone is no remedy.
+MAX_ZONE_SIDE_M = 2000.0
 
 
 class MovementConfig(Frozen):
@@ -336,6 +339,11 @@ def ground_grid_layout(ground_polygon: np.ndarray, radius_m: float, cell_m: floa
     extent = ground_polygon.max(axis=0) + GRID_MARGIN_RADII * radius_m - low
     coarsest_m = MAX_GRID_CELL_RADII * radius_m
     longest_m = float(extent.max())
+    size = np.ptp(ground_polygon, axis=0)
+    if size.max() > MAX_ZONE_SIDE_M:
+        raise ValueError(f"its ground box of {size[0]:.0f} x {size[1]:.0f} m is no crowd zone: are the "
+                         f"calibration's ground_points in metres? (in centimetres it is {size[0] / 100:.3g} x "
+                         f"{size[1] / 100:.3g} m)")
     if not longest_m <= MAX_GRID_SIDE_CELLS * coarsest_m:  # also refuses NaN
         raise ValueError(f"its ground box of {extent[0]:.0f} x {extent[1]:.0f} m is over the "
                          f"{MAX_GRID_SIDE_CELLS * coarsest_m:g} m a side that {MAX_GRID_SIDE_CELLS} local-density "

@@ -6,10 +6,12 @@ import pytest
 
 from processors.analytics.crowd.counting import fuse_counts
 from processors.analytics.crowd.forecast import (
+    HoltState,
+    crossings,
     forecast_points,
     holt_update,
-    seconds_to_thresholds,
     seconds_to_thresholds_surely,
+    slope_per_s,
 )
 from processors.analytics.crowd.local_density import GroundGrid, uniform_peak_per_m2
 from processors.analytics.crowd.risk import RiskInputs, RiskState, assess, next_level
@@ -132,12 +134,17 @@ def test_count_fusion_rule():
     assert "density model off" in fuse_counts(3, None, config, maps_enabled=False).reason
 
 
+def holt_crossings(state: HoltState, config: ForecastConfig, thresholds: RiskThresholds) -> dict[str, float]:
+    """Seconds until Holt's own forecast (its centre line) reaches each threshold within the horizon."""
+    return crossings(state.level, slope_per_s(state, config), config.max_horizon_minutes * 60, thresholds)
+
+
 def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():
     config, state = ForecastConfig(), None
     for window in range(60):  # 0.2 p/m² per minute in 10 s windows, from 1 p/m²
         state = holt_update(state, window * 10.0, 1 + 0.2 * window / 6, config, 10.0)
     now = state.level
-    expected = seconds_to_thresholds(state, config, RiskThresholds())
+    expected = holt_crossings(state, config, RiskThresholds())
     assert now == pytest.approx(1 + 0.2 * 59 / 6, abs=0.05)
     assert expected["danger"] == pytest.approx((5 - now) / 0.2 * 60, rel=0.05)
     points = forecast_points(state, config, 10.0)
@@ -158,7 +165,7 @@ def test_holt_forecast_starts_again_after_a_gap_instead_of_extrapolating_across_
 
     resumed = holt_update(state, state.at + 3600.0, 1.5, config, 10.0)  # an hour's outage
     assert (resumed.level, resumed.trend_per_s, resumed.windows) == (1.5, 0.0, 1)
-    assert seconds_to_thresholds(resumed, config, RiskThresholds()) == {}
+    assert holt_crossings(resumed, config, RiskThresholds()) == {}
 
 
 def test_levels_rise_at_once_and_fall_only_after_a_dwell_of_windows_below_the_hysteresis_band():
@@ -192,16 +199,32 @@ def test_a_crowd_hovering_at_a_bound_for_an_hour_changes_level_once(density):
 
 
 def test_forecast_raises_the_level_below_the_expected_one_at_the_slope_borne_out_and_never_past_warning():
-    def level(centre: dict, surely: dict) -> RiskLevel:
-        state, _, _ = next_level(RiskState(), RiskInputs(3.0, seconds_to_threshold=centre,
-                                                         surely_seconds_to_threshold=surely),
+    def level(surely: dict) -> RiskLevel:
+        state, _, _ = next_level(RiskState(), RiskInputs(3.0, surely_seconds_to_threshold=surely),
                                  10, RiskThresholds(), RiskPolicyConfig())
         return state.level
 
-    assert level({"danger": 300.0}, {"danger": 500.0}) == RiskLevel.WARNING
-    assert level({"danger": 300.0}, {}) == RiskLevel.CAUTION  # a trend the last minutes do not bear out
+    assert level({"danger": 500.0}) == RiskLevel.WARNING
+    assert level({}) == RiskLevel.CAUTION  # a trend the last minutes do not bear out
     # Critical expected: danger pages, so it needs the density measured; the forecast raises to warning only.
-    assert level({"critical": 120.0, "danger": 60.0}, {"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
+    assert level({"critical": 120.0, "danger": 60.0}) == RiskLevel.WARNING
+
+
+def test_a_level_raised_by_the_forecast_gives_the_time_to_danger_exported_in_words():
+    # Critical expected too: the zone is warned of danger, which comes first, by the time its metric and alert carry.
+    inputs = RiskInputs(3.0, surely_seconds_to_threshold={"warning": 150.0, "danger": 420.0, "critical": 590.0},
+                        rise_over_s=300.0)
+    level, reason = assess(inputs, RiskThresholds(), RiskPolicyConfig())
+    assert level == RiskLevel.WARNING
+    assert reason == ("reaches danger (5 p/m²) in about 7 minutes at the rise of the last 5 minutes; density now "
+                      "3.00 p/m²")
+    inputs = RiskInputs(1.9, surely_seconds_to_threshold={"caution": 40.0, "warning": 400.0}, rise_over_s=360.0)
+    assert assess(inputs, RiskThresholds(), RiskPolicyConfig()) == (
+        RiskLevel.CAUTION, "reaches warning (4 p/m²) in about 7 minutes at the rise of the last 6 minutes; density "
+        "now 1.90 p/m²")
+    inputs = RiskInputs(1.9, surely_seconds_to_threshold={"caution": 5.0, "warning": 40.0})
+    assert assess(inputs, RiskThresholds(), RiskPolicyConfig())[1].startswith("reaches warning (4 p/m²) in under a "
+                                                                               "minute")
 
 
 def test_a_burst_held_in_overlapping_windows_is_no_slope_borne_out():
@@ -225,11 +248,11 @@ def test_counted_net_inflow_moves_the_forecast_by_its_change_not_by_what_the_lin
     state = None
     for window in range(60):
         state = holt_update(state, window * 10.0, 1.5, config, 10.0, net_inflow_per_s=0.05)
-    assert seconds_to_thresholds(state, config, thresholds) == {}
+    assert holt_crossings(state, config, thresholds) == {}
     # Twice the usual inflow at the door, before the density shows it: the forecast rises at once.
     for window in range(60, 63):
         state = holt_update(state, window * 10.0, 1.5, config, 10.0, net_inflow_per_s=0.10)
-    assert "warning" in seconds_to_thresholds(state, config, thresholds)
+    assert "warning" in holt_crossings(state, config, thresholds)
 
 
 def test_a_spell_of_unknown_keeps_the_dwell_and_hysteresis_of_the_level_before_it():

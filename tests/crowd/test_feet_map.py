@@ -2,13 +2,18 @@
 and the detector's people are: the standing height a calibration gives, and the counts of a crowd in a ground zone."""
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from processors.analytics.crowd.analyzer import ZoneGeometry
+from processors.analytics.crowd.analyzer import CrowdAnalyzer, ZoneGeometry
 from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M, FeetMap
+from schemas import RiskLevel
 from schemas.calibration import fit_homography
-from tests.crowd.scenarios import site_config
+from schemas.settings.config import parse_config
+from tests.crowd.scenarios import CAMERA_ID, ZONE_ID, site_config
 from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
 
@@ -63,3 +68,32 @@ def test_moving_a_map_keeps_its_total():
     moved = FeetMap(ALLEY.homography).moved(density, ALLEY.image_size)
     assert moved.dtype == density.dtype and moved.sum() == pytest.approx(density.sum(), rel=1e-5)
     assert moved[-1].sum() > density[-1].sum()  # the near people's feet below the picture stay on its last row
+
+
+@pytest.mark.parametrize(("unit", "per_m"), [(None, 1.0), ("feet", 1 / 0.3048), ("metres", 0.3)])
+def test_ground_points_in_another_unit_are_told_by_how_tall_they_make_people(unit, per_m, caplog):
+    # Any unit fits the homography exactly; in feet the alley's area is 10.8 times too large, its crowd as calm (a
+    # map read at a third of its scale makes it a tenth as large, and is told to be in metres).
+    calibration = ALLEY.calibration()
+    calibration["ground_points"] = [[x * per_m, y * per_m] for x, y in calibration["ground_points"]]
+    config = parse_config({"site": "sim", "analytics": {"window_seconds": 10}, "cameras": [
+        {"id": CAMERA_ID, "source": "0", "fps": 2.0, "calibration": calibration,
+         "zones": [{"id": ZONE_ID, "polygon": ALLEY.zone_polygon()}]}]}, Path("."))
+    simulator = CrowdSimulator(ALLEY, 2.0, seed=2, target_density=lambda _: 3.0)
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    metrics = []
+    with caplog.at_level(logging.WARNING):
+        for _ in range(100):
+            simulator.step()
+            metrics += analyzer.update(simulator.detections(CAMERA_ID, with_density_map=True)).zone_metrics
+    told = [record.message for record in caplog.records if "calibration makes people" in record.message]
+    if unit is None:
+        assert metrics[-1].risk_level == RiskLevel.CAUTION and metrics[-1].count_reliable and told == []
+        return
+    tall = 1.7 * per_m
+    problem = f"the calibration makes people {tall:.2g} m tall: are ground_points in {unit}?"
+    assert metrics[-1].risk_level == RiskLevel.UNKNOWN and not metrics[-1].count_reliable
+    assert metrics[-1].risk_reason == f"count unreliable: {problem}"
+    assert len(told) == 1 and problem in told[0]  # once, not at every frame
+    # A restart judges the kept boxes again at once.
+    assert CrowdAnalyzer.restore(config.cameras[0], config, analyzer.state_bytes()).person_heights.problem == problem

@@ -65,6 +65,11 @@ def test_itaewon_build_up_is_forecast_before_danger_and_climbs_without_flapping(
     assert ranks[-1] == RiskLevel.CRITICAL.rank
     assert [to for _, to in changes] == ["caution", "warning", "danger", "critical"]
     assert len({e.event_id for e in run.events}) == 1  # one build-up, one incident from caution to critical
+    # The event raising warning says the time to danger its details, the metric and the alert carry.
+    warning = next(e for e in run.events if e.details["to_level"] == "warning")
+    minutes = round(warning.details["seconds_to_danger"] / 60)
+    assert warning.reason.startswith(f"reaches danger (5 p/m²) in about {minutes} minutes at the rise of the last 5 "
+                                     "minutes")
 
 
 def test_sudden_inflow_surge_is_flagged_within_one_window(report):

@@ -22,6 +22,7 @@ from schemas.settings.crowd import (
     stray_entrances,
     verify_zone_areas,
 )
+from tests.crowd.simulator import ALLEY
 from tests.crowd.simulator import SQUARE as SIMULATED
 
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
@@ -155,6 +156,16 @@ def test_a_zone_beyond_the_grids_bound_is_refused(radius_m, width_m, length_m):
     assert max(width_m, length_m) > largest_side_m(radius_m)
     with pytest.raises(ValueError, match="split the zone"):
         GroundGrid(ground, radius_m, 0.25)
+
+
+def test_a_zone_calibrated_in_centimetres_is_refused_at_start_naming_the_unit():
+    calibration = ALLEY.calibration()
+    calibration["ground_points"] = [[x * 100, y * 100] for x, y in calibration["ground_points"]]
+    with pytest.raises(ConfigError, match=r"camera cam: zone zone: its ground box of 320 x 4000 m is no crowd zone: "
+                       r"are the calibration's ground_points in metres\? \(in centimetres it is 3.2 x 40 m\)"):
+        parse_config({"site": "sim", "cameras": [{"id": "cam", "source": "0", "calibration": calibration,
+                                                  "zones": [{"id": "zone", "polygon": ALLEY.zone_polygon()}]}]},
+                     Path("."))
 
 
 def test_a_zone_too_large_for_its_grid_is_refused_at_start_naming_it():

@@ -18,12 +18,11 @@ import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
-from processors.analytics.crowd.feet_map import FeetMap, heads_above
+from processors.analytics.crowd.feet_map import FeetMap, PersonHeights, heads_above
 from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
     holt_update,
-    seconds_to_thresholds,
     seconds_to_thresholds_surely,
     slope_per_s,
 )
@@ -50,6 +49,7 @@ from schemas.settings.crowd import (
     MIN_ZONE_AREA_M2,
     AnalyticsConfig,
     ZoneConfig,
+    trend_evidence_s,
     zone_ground_area_m2,
 )
 from schemas.settings.lines import InwardSide
@@ -104,6 +104,7 @@ class CrowdState:
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
     clock_stepped_at: float | None = None  # capture time of the first frame after the latest clock step
     seen_runs: list[tuple[int, int]] = field(default_factory=list)  # frame numbers applied (schemas.base.with_frame)
+    person_boxes: list[list[float]] = field(default_factory=list)  # what the calibration's unit is judged on
 
     def encode(self) -> bytes:
         """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
@@ -115,16 +116,16 @@ class CrowdState:
                            "surge": vars(zone.surge), "first_at": zone.first_at}
                  for zone_id, zone in self.zones.items()}
         return msgpack.packb([self.last_seq, self.first_captured_at, self.open_bucket, zones, self.tracks,
-                              self.track_lines, self.clock_stepped_at, self.seen_runs])
+                              self.track_lines, self.clock_stepped_at, self.seen_runs, self.person_boxes])
 
     @classmethod
     def decode(cls, raw: bytes | None) -> CrowdState:
         if not raw:
             return cls()
-        # A record stored before clock_stepped_at or seen_runs existed lacks those `later` fields; one without runs
-        # has seen the frames up to last_seq, as far back as a run reaches.
+        # A record stored before clock_stepped_at, seen_runs or person_boxes existed lacks those `later` fields; one
+        # without runs has seen the frames up to last_seq, as far back as a run reaches.
         last_seq, first_captured_at, open_bucket, zones, tracks, track_lines, *later = msgpack.unpackb(raw)
-        clock_stepped_at, seen_runs = [*later, None, None][:2]
+        clock_stepped_at, seen_runs, person_boxes = [*later, None, None, None][:3]
         if seen_runs is None:
             seen_runs = runs_up_to(last_seq)
         return cls(last_seq, first_captured_at, open_bucket, {
@@ -137,7 +138,7 @@ class CrowdState:
                 # a zone stored before zones kept their own start has been there since the camera's
                 first_at=zone.get("first_at", first_captured_at),
             ) for zone_id, zone in zones.items()}, tracks, track_lines, clock_stepped_at,
-            [tuple(run) for run in seen_runs])
+            [tuple(run) for run in seen_runs], person_boxes or [])
 
 
 def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
@@ -229,13 +230,19 @@ class CrowdAnalyzer:
         self.hops_per_window = round(analytics.window_seconds / self.step)
         self.homography = camera.calibration.to_homography() if camera.calibration else None
         self.feet_map = FeetMap(self.homography) if self.homography else None
+        self.state = state or CrowdState()
+        self.person_heights = None
+        if self.homography:
+            self.person_heights = PersonHeights(self.homography)
+            if self.person_heights.add(np.asarray(self.state.person_boxes, dtype=float), None):
+                self._log_person_heights()
+            self.state.person_boxes = self.person_heights.boxes.tolist()  # those this calibration judges
         self.zones: dict[str, ZoneGeometry] = {}
         for zone in camera.zones:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
                                                sum(len(z.lines) for z in self.zones.values()))
         self.lines = [line for zone in self.zones.values() for line in zone.lines]
         self.line_keys = [key for zone in self.zones.values() for key in zone.line_keys]
-        self.state = state or CrowdState()
         self.image_size: tuple[int, int] | None = None  # the latest frame's picture
         # Zones removed from the configuration are forgotten once what they had open is resolved (with the next
         # frame: nothing else would ever close it); new ones start empty.
@@ -258,6 +265,10 @@ class CrowdAnalyzer:
     def state_bytes(self) -> bytes:
         self.state.tracks = self.tracks.to_columns()
         return self.state.encode()
+
+    def _log_person_heights(self) -> None:
+        log.warning("camera %s: %s; its zones' counts are unreliable until it is calibrated in metres",
+                    self.camera.id, self.person_heights.problem)
 
     def resolve_open(self, at: float, reason: str) -> list[Event]:
         """Each zone's risk episode and inflow surge still open, resolved at `at` (a removed zone's too)."""
@@ -386,6 +397,10 @@ class CrowdAnalyzer:
             velocity[rows] = velocity_rows
         density = detections.density() if fault is None else None
         image_size = self.image_size = (detections.image_width, detections.image_height)
+        if self.person_heights is not None and self.person_heights.judging:
+            if self.person_heights.add(boxes, image_size):
+                self._log_person_heights()
+            self.state.person_boxes = self.person_heights.boxes.tolist()
         if density is not None and self.feet_map is not None:
             density = self.feet_map.moved(density, image_size)
         samples = {}
@@ -407,6 +422,9 @@ class CrowdAnalyzer:
                 fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
                                 reason=f"only {in_view.share:.0%} of {in_view.of} lies inside the picture (the rest "
                                 "is not seen)")
+            if self.person_heights is not None and self.person_heights.problem:
+                fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
+                                reason=self.person_heights.problem)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,
@@ -474,11 +492,10 @@ class CrowdAnalyzer:
             net_rate = (window.inflow - window.outflow) / seconds / area_m2 if zone.lines else None
             state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate,
                                      seconds)
-        forecast, expected, surely = [], {}, {}
+        forecast, surely = [], {}
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
             forecast = forecast_points(holt, config.forecast, self.step)
-            expected = seconds_to_thresholds(holt, config.forecast, config.thresholds)
             surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, self.hops_per_window)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
@@ -489,8 +506,8 @@ class CrowdAnalyzer:
                             peak_local_density_per_m2=window.mean("peak_local"),
                             uniform_peak_per_m2=uniform_peak_per_m2(detected, area_m2,
                                                                     config.movement.local_density_radius_m),
-                            pressure_per_s2=window.mean("pressure"), seconds_to_threshold=expected,
-                            surely_seconds_to_threshold=surely)
+                            pressure_per_s2=window.mean("pressure"), surely_seconds_to_threshold=surely,
+                            rise_over_s=trend_evidence_s(seconds))
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
         level = state.risk.level

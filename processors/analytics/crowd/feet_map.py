@@ -8,6 +8,10 @@ whose heads spread wider than the zone does that far away. A crowd in an alley s
 Each map cell's mass goes down by the height a standing person has at its feet there (the calibration's
 `standing_height_px`), into the cell of the feet. Feet below the picture stay on its bottom row: the person is seen,
 and a zone drawn to the picture's edge keeps them. Uncalibrated cameras keep their maps as they are.
+
+The same reading checks the calibration's unit (`PersonHeights`): ground points in feet fit a homography as well as
+in metres, and make every zone's area 10.8 times too large, so a crush of 8 p/m² reads 0.74. The detector's people
+tell: their boxes are as tall as the calibration's standing height at their feet for people as tall as people are.
 """
 from __future__ import annotations
 
@@ -18,6 +22,16 @@ from schemas.calibration import Homography
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
+# A calibration in metres puts the median detected person between these heights (people are 1.5-1.9 m tall; the
+# standing height reads up to 15 % short, seated and half-hidden people shorter): outside them it is in another unit.
+PLAUSIBLE_PERSON_HEIGHT_M = (0.8, 3.0)
+PERSON_HEIGHT_M = 1.7
+PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
+# A box is judged where the view looks down at 60° or less: from higher up a standing person is a few pixels tall,
+# and the standing height from a ground calibration is no longer a measure of one.
+MIN_COS_DEPRESSION = 0.5
+EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, and shorter than its person
+UNITS_PER_M = {"feet": 1 / 0.3048, "inches": 1 / 0.0254, "centimetres": 100.0, "millimetres": 1000.0}
 
 
 def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
@@ -51,3 +65,52 @@ class FeetMap:
             feet[:, 1] += heads[:, 1] - heads_above(self.homography, feet)[:, 1]
         feet_row = np.clip((feet[:, 1] * rows / height).astype(int), 0, rows - 1)
         return feet_row * columns + column.ravel()
+
+
+class PersonHeights:
+    """How tall a camera's calibration makes the people its detector finds, and what is wrong when that is no
+    person's height. Judged once, on the first PERSON_BOXES_JUDGED person boxes seen whole and from the side enough;
+    the boxes are kept (image pixels, x1 y1 x2 y2) so that a restart, or a new calibration, judges them again."""
+
+    def __init__(self, homography: Homography):
+        self.homography = homography
+        self.boxes = np.empty((0, 4))
+        self.problem: str | None = None  # once judged: why the calibration is not in metres, or None
+
+    @property
+    def judging(self) -> bool:
+        return len(self.boxes) < PERSON_BOXES_JUDGED
+
+    def add(self, boxes: np.ndarray, image_size: tuple[int, int] | None) -> bool:
+        """Takes a frame's person boxes (N, 4) until enough are judged (`image_size` None: boxes known to be whole);
+        True when this judged the calibration wrong."""
+        if not self.judging:
+            return False
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        if image_size is not None:
+            boxes = boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
+        feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+        with np.errstate(invalid="ignore"):
+            judged = (self.homography.cos_depression(feet) >= MIN_COS_DEPRESSION) & \
+                (self.homography.standing_height_px(feet, 1.0) > 0)
+        self.boxes = np.concatenate((self.boxes, boxes[judged]))[:PERSON_BOXES_JUDGED]
+        if self.judging:
+            return False
+        height_m = float(np.median(self.heights_m()))
+        low, high = PLAUSIBLE_PERSON_HEIGHT_M
+        if low <= height_m <= high:
+            return False
+        self.problem = f"the calibration makes people {height_m:.2g} m tall: are ground_points in {unit(height_m)}?"
+        return True
+
+    def heights_m(self) -> np.ndarray:
+        """How tall each kept box's person is by the calibration: its height over the standing height of 1 m there."""
+        feet = np.column_stack(((self.boxes[:, 0] + self.boxes[:, 2]) / 2, self.boxes[:, 3]))
+        return (self.boxes[:, 3] - self.boxes[:, 1]) / self.homography.standing_height_px(feet, 1.0)
+
+
+def unit(height_m: float) -> str:
+    """The unit ground points were likely given in, by how tall they make a person (metres: no better guess)."""
+    scale = height_m / PERSON_HEIGHT_M
+    name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(np.log(scale / item[1])))
+    return name if abs(np.log(scale / per_m)) < np.log(1.5) else "metres"

@@ -116,13 +116,6 @@ def forecast_points(state: HoltState, config: ForecastConfig, step_s: float) -> 
     return points
 
 
-def seconds_to_thresholds(state: HoltState, config: ForecastConfig,
-                          thresholds: RiskThresholds) -> dict[str, float]:
-    """Seconds until the forecast reaches each level's threshold, for those within the horizon (0: reached)."""
-    slope = slope_per_s(state, config)
-    return crossings(state.level, slope, config.max_horizon_minutes * 60, thresholds)
-
-
 def seconds_to_thresholds_surely(state: HoltState, config: ForecastConfig, thresholds: RiskThresholds,
                                  hops_per_window: int = 1) -> dict[str, float]:
     """Seconds until each threshold at the slope the zone's recent windows bear out, within the horizon.

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from schemas import RiskLevel
-from schemas.settings.crowd import RiskPolicyConfig, RiskThresholds
+from schemas.settings.crowd import TREND_EVIDENCE_S, RiskPolicyConfig, RiskThresholds
 
 ESCALATION = (RiskLevel.CRITICAL, RiskLevel.DANGER, RiskLevel.WARNING, RiskLevel.CAUTION)
 # The lowest level an unreliable count can prove: below it the detector's floor says nothing a calm level may stand on
@@ -45,8 +45,8 @@ class RiskInputs:
     peak_local_density_per_m2: float | None = None
     uniform_peak_per_m2: float | None = None  # the peak that sampling noise alone reaches (local_density)
     pressure_per_s2: float | None = None
-    seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # the forecast's centre line
     surely_seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # at the slope borne out
+    rise_over_s: float = TREND_EVIDENCE_S  # how far back the windows that slope is borne out by reach
 
 
 @dataclass
@@ -75,6 +75,11 @@ def density_level(density_per_m2: float, thresholds: RiskThresholds) -> RiskLeve
 def one_below(level: RiskLevel) -> RiskLevel:
     order = list(RiskLevel)
     return order[max(order.index(level) - 1, order.index(RiskLevel.NORMAL))]
+
+
+def one_above(level: RiskLevel) -> RiskLevel:
+    order = list(RiskLevel)
+    return order[min(order.index(level) + 1, len(order) - 1)]
 
 
 def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyConfig,
@@ -112,13 +117,22 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
         raised = min(one_below(expected), RiskLevel.WARNING, key=lambda candidate: candidate.rank)
         if raised.rank > level.rank:
             level = raised
-            centre = inputs.seconds_to_threshold.get(expected.value, surely)
-            borne_out = "" if f"{surely / 60:.1f}" == f"{centre / 60:.1f}" else \
-                f" (within {surely / 60:.1f} min at the slope of the last minutes)"
-            reason = (f"{expected.value} ({threshold(expected, thresholds):g} p/m²) expected in {centre / 60:.1f} "
-                      f"min{borne_out}; density now {inputs.density_per_m2:.2f} p/m²")
+            # The level above the one raised to is what the zone is warned of (critical expected raises to warning
+            # for danger, which comes sooner), and its time is the one exported, alerted on and shown.
+            named = one_above(raised)
+            reason = (f"reaches {named.value} ({threshold(named, thresholds):g} p/m²) in "
+                      f"{in_words(inputs.surely_seconds_to_threshold[named.value])} at the rise of the last "
+                      f"{in_words(inputs.rise_over_s, about=False)}; density now {inputs.density_per_m2:.2f} p/m²")
         break
     return level, reason
+
+
+def in_words(seconds: float, about: bool = True) -> str:
+    """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute"."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = round(seconds / 60)
+    return ("about " if about else "") + (f"{minutes} minutes" if minutes != 1 else "1 minute")
 
 
 def next_level(state: RiskState, inputs: RiskInputs, at: float, thresholds: RiskThresholds,
