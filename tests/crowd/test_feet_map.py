@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, ZoneGeometry
-from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M, FeetMap
+from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M, FeetMap, PersonHeights
 from schemas import RiskLevel
 from schemas.calibration import fit_homography
 from schemas.settings.config import parse_config
@@ -70,10 +70,10 @@ def test_moving_a_map_keeps_its_total():
     assert moved[-1].sum() > density[-1].sum()  # the near people's feet below the picture stay on its last row
 
 
-@pytest.mark.parametrize(("unit", "per_m"), [(None, 1.0), ("feet", 1 / 0.3048), ("metres", 0.3)])
+@pytest.mark.parametrize(("unit", "per_m"), [(None, 1.0), ("feet", 1 / 0.3048), ("metres", 6.0)])
 def test_ground_points_in_another_unit_are_told_by_how_tall_they_make_people(unit, per_m, caplog):
-    # Any unit fits the homography exactly; in feet the alley's area is 10.8 times too large, its crowd as calm (a
-    # map read at a third of its scale makes it a tenth as large, and is told to be in metres).
+    # Any unit fits the homography exactly; in feet the alley's area is 10.8 times too large, its crowd as calm (one
+    # measured 6 times too long, in no unit, is told to be in metres).
     calibration = ALLEY.calibration()
     calibration["ground_points"] = [[x * per_m, y * per_m] for x, y in calibration["ground_points"]]
     config = parse_config({"site": "sim", "analytics": {"window_seconds": 10}, "cameras": [
@@ -97,3 +97,15 @@ def test_ground_points_in_another_unit_are_told_by_how_tall_they_make_people(uni
     assert len(told) == 1 and problem in told[0]  # once, not at every frame
     # A restart judges the kept boxes again at once.
     assert CrowdAnalyzer.restore(config.cameras[0], config, analyzer.state_bytes()).person_heights.problem == problem
+
+
+def test_people_reading_short_prove_no_calibration_wrong():
+    """In a packed crowd the detector boxes heads and shoulders: a third of a person's height says nothing of the
+    calibration's unit, and the zone must go on reading the density its map measures."""
+    heights = PersonHeights(ALLEY.homography)
+    feet = np.array([[640.0 + 10 * (i % 20), 300.0 + 5 * i] for i in range(60)])
+    tall = ALLEY.homography.standing_height_px(feet, 1.7 / 3)
+    boxes = np.column_stack((feet[:, 0] - 10, feet[:, 1] - tall, feet[:, 0] + 10, feet[:, 1]))
+    assert heights.add(boxes, (1280, 720)) is False
+    assert not heights.judging and heights.problem is None
+    assert np.median(heights.heights_m()) == pytest.approx(1.7 / 3, rel=0.05)

@@ -22,9 +22,11 @@ from schemas.calibration import Homography
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
-# A calibration in metres puts the median detected person between these heights (people are 1.5-1.9 m tall; the
-# standing height reads up to 15 % short, seated and half-hidden people shorter): outside them it is in another unit.
-PLAUSIBLE_PERSON_HEIGHT_M = (0.8, 3.0)
+# A calibration in metres puts the median detected person below this height (people are 1.5-1.9 m tall, and the
+# standing height reads up to 15 % short): above it the ground points are in a smaller unit (feet make people 5.6 m
+# tall). Nothing is judged from people reading short: in a packed crowd the detector boxes heads and shoulders, and
+# the zone must then read the density its map measures, not unknown.
+MAX_PERSON_HEIGHT_M = 3.0
 PERSON_HEIGHT_M = 1.7
 PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
 # A box is judged where the view looks down at 60° or less: from higher up a standing person is a few pixels tall,
@@ -97,8 +99,7 @@ class PersonHeights:
         if self.judging:
             return False
         height_m = float(np.median(self.heights_m()))
-        low, high = PLAUSIBLE_PERSON_HEIGHT_M
-        if low <= height_m <= high:
+        if height_m <= MAX_PERSON_HEIGHT_M:
             return False
         self.problem = f"the calibration makes people {height_m:.2g} m tall: are ground_points in {unit(height_m)}?"
         return True
@@ -110,7 +111,8 @@ class PersonHeights:
 
 
 def unit(height_m: float) -> str:
-    """The unit ground points were likely given in, by how tall they make a person (metres: no better guess)."""
+    """The unit ground points were likely given in, by how tall they make a person ("metres" where none is near: a
+    wrong measurement rather than a unit)."""
     scale = height_m / PERSON_HEIGHT_M
     name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(np.log(scale / item[1])))
     return name if abs(np.log(scale / per_m)) < np.log(1.5) else "metres"
