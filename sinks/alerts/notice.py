@@ -54,13 +54,15 @@ class Notice:
 
 
 def notice_from_event(event: Event) -> Notice:
+    """The event as the dispatcher takes it. Its message is the event's reason alone, written for the operator: the
+    details are readings for programs (a window's start as a unix time, seconds to six digits), which the events topic
+    carries, and in an SMS they would take the segments the reason needs."""
     place = event.camera_id + (f"/{event.zone_id}" if event.zone_id else "")
-    details = ", ".join(f"{key} {value}" for key, value in sorted(event.details.items()))
     return Notice(
         incident_id=event.event_id, source=EVENTS, type=event.type, state=event.state, severity=event.severity,
         camera_id=event.camera_id, zone_id=event.zone_id,
         title=clipped(f"{event.type.replace('_', ' ')} at {place}", TITLE_MAX_CHARS),
-        message=clipped(event.reason + (f" ({details})" if details else ""), MESSAGE_MAX_CHARS),
+        message=clipped(event.reason, MESSAGE_MAX_CHARS),
         at=event.ended_at if event.state == EventState.RESOLVED and event.ended_at else event.updated_at,
         closed_by_reset=event.state == EventState.RESOLVED and event.details.get("closed_by") == CLOSED_BY_RESET,
     )

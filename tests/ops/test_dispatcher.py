@@ -51,6 +51,7 @@ def test_one_sms_per_incident_and_recipient_even_when_the_event_is_redelivered(h
     message = twilio.messages[0]
     assert (message["to"], message["from"]) == (DUTY_PHONE, FROM_NUMBER)
     assert "위험" in message["body"] and "cityguard alerts ack 1" in message["body"]
+    assert "density_per_m2" not in message["body"]  # the event's details are for programs, not the operator
     assert count_segments(message["body"]) <= 2
     assert [alert.alert_id for alert in harness.published] == ["plaza/north/risk-1:critical"]
     detail = harness.store.incident_detail("plaza/north/risk-1")
