@@ -212,28 +212,33 @@ def holds_frame_scores(path: Path) -> bool:
         return FRAME_COLUMN in (csv.DictReader(handle).fieldnames or [])
 
 
-def load_event_csv(path: Path) -> list[EventInterval]:
-    """`camera,type,start,end[,score]` with a header line; times in seconds (unix or from the clip start)."""
+def csv_rows(path: Path, required: tuple[str, ...], usage: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV with a header line holding the `required` columns; `usage` (the columns as the
+    format names them) ends every error about a missing header column or a short row."""
     path = Path(path)
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        required = ("camera", "type", "start", "end")
         missing = set(required) - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need camera,type,start,end[,score])")
-        events = []
+            raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need {usage})")
         for row in reader:
             absent = [name for name in required if row[name] is None]  # DictReader's filler for a short row
             if absent:
-                raise ValueError(f"{path}:{reader.line_num}: no {', '.join(absent)} (need camera,type,start,end"
-                                 "[,score])")
-            try:
-                score = row.get("score")
-                events.append(EventInterval(row["camera"].strip(), row["type"].strip(), event_number(row, "start"),
-                                            event_number(row, "end"),
-                                            event_number(row, "score") if score not in (None, "") else None))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{reader.line_num}: {exc}") from None
+                raise ValueError(f"{path}:{reader.line_num}: no {', '.join(absent)} (need {usage})")
+            yield reader.line_num, row
+
+
+def load_event_csv(path: Path) -> list[EventInterval]:
+    """`camera,type,start,end[,score]` with a header line; times in seconds (unix or from the clip start)."""
+    events = []
+    for line, row in csv_rows(path, ("camera", "type", "start", "end"), "camera,type,start,end[,score]"):
+        try:
+            score = row.get("score")
+            events.append(EventInterval(row["camera"].strip(), row["type"].strip(), event_number(row, "start"),
+                                        event_number(row, "end"),
+                                        event_number(row, "score") if score not in (None, "") else None))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{line}: {exc}") from None
     return events
 
 
@@ -274,26 +279,17 @@ def load_event_messages(path: Path) -> list[EventInterval]:
 
 def load_line_count_csv(path: Path) -> dict[LineKey, int]:
     """`camera,line,direction,count` with a header line: the crossings of each line in each direction."""
-    path = Path(path)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        required = ("camera", "line", "direction", "count")
-        missing = set(required) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need camera,line,direction,count)")
-        counts: dict[LineKey, int] = {}
-        for row in reader:
-            if any(row[name] is None for name in required):  # DictReader's filler for a short row
-                raise ValueError(f"{path}:{reader.line_num}: need camera,line,direction,count")
-            key = (row["camera"].strip(), row["line"].strip(), row["direction"].strip())
-            if key in counts:
-                raise ValueError(f"{path}:{reader.line_num}: {','.join(key)} counted twice")
-            try:
-                counts[key] = int(row["count"])
-            except ValueError:
-                raise ValueError(f"{path}:{reader.line_num}: count {row['count']!r} is not a whole number") from None
-            if counts[key] < 0:
-                raise ValueError(f"{path}:{reader.line_num}: count {counts[key]} is negative")
+    counts: dict[LineKey, int] = {}
+    for line, row in csv_rows(path, ("camera", "line", "direction", "count"), "camera,line,direction,count"):
+        key = (row["camera"].strip(), row["line"].strip(), row["direction"].strip())
+        if key in counts:
+            raise ValueError(f"{path}:{line}: {','.join(key)} counted twice")
+        try:
+            counts[key] = int(row["count"])
+        except ValueError:
+            raise ValueError(f"{path}:{line}: count {row['count']!r} is not a whole number") from None
+        if counts[key] < 0:
+            raise ValueError(f"{path}:{line}: count {counts[key]} is negative")
     return counts
 
 
