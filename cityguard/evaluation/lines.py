@@ -2,7 +2,10 @@
 footage, with absolute and relative errors and their totals."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+from schemas import LineCounts
 
 LineKey = tuple[str, str, str]  # camera, line, direction
 
@@ -61,3 +64,13 @@ def evaluate_line_counts(truth: dict[LineKey, int], counted: dict[LineKey, int])
     """Scores every labelled line and direction; one the product never counted scored as counting none."""
     scores = [LineScore(*key, true=count, counted=counted.get(key, 0)) for key, count in sorted(truth.items())]
     return LineCountResult(scores, sorted(key for key, count in counted.items() if key not in truth and count))
+
+
+def crossings(windows: Iterable[LineCounts]) -> dict[LineKey, int]:
+    """Crossings per camera, line and direction over these windows, every class together."""
+    counts: dict[LineKey, int] = {}
+    for window in windows:
+        for direction, count in zip(window.direction, window.count, strict=True):
+            key = (window.camera_id, window.line_id, direction)
+            counts[key] = counts.get(key, 0) + count
+    return counts

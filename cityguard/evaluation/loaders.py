@@ -16,7 +16,7 @@ import numpy as np
 
 from cityguard.evaluation.detection import Boxes
 from cityguard.evaluation.events import EventInterval
-from cityguard.evaluation.lines import LineKey
+from cityguard.evaluation.lines import LineKey, crossings
 from processors.inference.jpeg_header import START_OF_IMAGE, jpeg_is_whole
 from schemas import Event, EventState, LineCounts
 
@@ -295,11 +295,13 @@ def load_line_count_csv(path: Path) -> dict[LineKey, int]:
 
 def load_line_count_messages(paths: Iterable[Path]) -> dict[LineKey, int]:
     """LineCounts messages (one JSON object per line, as `cityguard replay --line-counts` writes them or recorded
-    from the line-counts topic) summed over their windows and classes; a redelivered window counts once."""
-    counts: dict[LineKey, int] = {}
-    seen: set[tuple[str, str, float]] = set()
+    from the line-counts topic) summed over their windows and classes. A window repeated in one file (redelivered on
+    the topic) counts once; each file is footage of its own, so windows of two files count apart, even where they
+    start at the same time (replays of two clips of one camera both count from the clip's start)."""
+    windows: list[LineCounts] = []
     for path in paths:
         path = Path(path)
+        seen: set[tuple[str, str, float]] = set()
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -307,10 +309,7 @@ def load_line_count_messages(paths: Iterable[Path]) -> dict[LineKey, int]:
                 window = LineCounts.model_validate(json.loads(line))
             except ValueError as exc:
                 raise ValueError(f"{path}:{number}: not a LineCounts message: {exc}") from None
-            if (window.camera_id, window.line_id, window.window_start) in seen:
-                continue
-            seen.add((window.camera_id, window.line_id, window.window_start))
-            for direction, count in zip(window.direction, window.count, strict=True):
-                key = (window.camera_id, window.line_id, direction)
-                counts[key] = counts.get(key, 0) + count
-    return counts
+            if (window.camera_id, window.line_id, window.window_start) not in seen:
+                seen.add((window.camera_id, window.line_id, window.window_start))
+                windows.append(window)
+    return crossings(windows)

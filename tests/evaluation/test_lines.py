@@ -40,6 +40,14 @@ def test_windows_add_up_over_classes_and_a_redelivered_window_counts_once(tmp_pa
                                                          ("cam", "l2", "in"): 1}
 
 
+def test_two_replays_of_one_camera_count_apart_though_their_windows_start_alike(tmp_path):
+    """Each replay's windows count from its clip's start: the evening's clip is no redelivery of the morning's."""
+    morning, evening = tmp_path / "morning.jsonl", tmp_path / "evening.jsonl"
+    morning.write_text(window(0, ["in", "out"], [5, 3]) + "\n")
+    evening.write_text(window(0, ["in", "out"], [7, 4]) + "\n")
+    assert load_line_count_messages([morning, evening]) == {("cam", "l1", "in"): 12, ("cam", "l1", "out"): 7}
+
+
 def test_a_truth_csv_with_a_bad_count_or_a_line_counted_twice_is_refused_with_its_line(tmp_path):
     truth = tmp_path / "truth.csv"
     truth.write_text("camera,line,direction,count\ncam,l1,in,3\ncam,l1,out,-1\n")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cityguard.evaluation.lines import crossings
 from cityguard.evaluation.loaders import load_line_count_csv
-from cityguard.replay import CameraAnalytics, find_camera, line_totals, recorded_detections
+from cityguard.replay import CameraAnalytics, find_camera, recorded_detections
 from schemas.settings.config import load_config
 
 DEVSET = Path(__file__).resolve().parents[1] / "devsets" / "traffic"
@@ -33,9 +34,9 @@ MARGINS = {
 SLACK = 1
 
 
-def counted_crossings(camera_id: str) -> dict[tuple[str, str], int]:
-    """(line, direction) -> crossings over the whole recording, every class together, as `cityguard replay
-    --line-counts` reports them (the window open at the end included)."""
+def counted_crossings(camera_id: str) -> dict[tuple[str, str, str], int]:
+    """(camera, line, direction) -> crossings over the whole recording, every class together, as `cityguard eval
+    lines` sums `cityguard replay --line-counts` windows (the window open at the end included)."""
     config = load_config(DEVSET / "site.yaml")
     analytics = CameraAnalytics(find_camera(config, camera_id), config)
     windows, latest = [], None
@@ -43,11 +44,7 @@ def counted_crossings(camera_id: str) -> dict[tuple[str, str], int]:
         windows.extend(analytics.update(detections).line_counts)
         latest = detections.captured_at
     windows.extend(analytics.end_of_footage_counts(latest + 1.0 / analytics.camera.fps))
-    totals: dict[tuple[str, str], int] = {}
-    for line, counts in line_totals(windows).items():
-        for (_class_name, direction), count in counts.items():
-            totals[line, direction] = totals.get((line, direction), 0) + count
-    return totals
+    return crossings(windows)
 
 
 @pytest.mark.parametrize("camera_id", sorted({camera for camera, _line, _direction in TRUTH}))
@@ -57,6 +54,6 @@ def test_each_line_counts_within_its_margin_of_the_hand_count(camera_id):
         if camera != camera_id:
             continue
         allowed_short = MARGINS.get((camera, line), 0) + SLACK
-        count = counted.get((line, direction), 0)
+        count = counted.get((camera, line, direction), 0)
         assert true - allowed_short <= count <= true + SLACK, (
             f"{line} {direction}: counted {count}, hand count {true}")
