@@ -103,14 +103,16 @@ class PlayedClips:
 
     def listed(self, url: str, made: str | None, fingerprint: Callable[[str], str], now: float) -> Clip:
         """The clip the API lists at `url` with creation time `made`: one read before, under the URL it has now, or a
-        new one. The same creation time is the same clip; where the API gives none (it often does not) or another,
-        `fingerprint(url)` tells, since the URL's token changes at every listing and the same URL may serve another
-        clip. A new one overtakes those before it: one that broke off part way is not finished later, after it, which
-        would publish older pictures after newer ones."""
+        new one. The same creation time is the same clip, and another is another; where either listing gave none (the
+        API often does not), `fingerprint(url)` tells, since the URL's token changes at every listing and the same URL
+        may serve another clip. (Two clips of one encoder may begin alike for their first bytes, all header: a
+        creation time, where both have one, outranks them.) A new one overtakes those before it: one that broke off
+        part way is not finished later, after it, which would publish older pictures after newer ones."""
         clip = next((clip for clip in self._clips if made is not None and clip.made == made), None)
         if clip is None:
             digest = fingerprint(url)
-            clip = next((clip for clip in self._clips if clip.fingerprint == digest), None)
+            clip = next((clip for clip in self._clips
+                         if clip.fingerprint == digest and (made is None or clip.made is None)), None)
         if clip is None:
             for earlier in self._clips:
                 earlier.ended = True

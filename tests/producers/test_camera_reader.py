@@ -335,6 +335,18 @@ def test_a_clip_that_broke_off_is_not_finished_once_a_newer_one_is_listed():
     assert again is first and again.ended
 
 
+def test_a_clip_listed_with_another_creation_time_is_a_new_clip_though_it_begins_as_the_last_did():
+    # An encoder's clips may begin alike for the bytes read (a header of the same size and settings).
+    clips = PlayedClips()
+
+    def same_start(url: str) -> str:
+        return "the encoder's header"
+
+    first = clips.listed("https://its.example/a.mp4?token=1", "20261207101500", same_start, 0.0)
+    newer = clips.listed("https://its.example/b.mp4?token=2", "20261207102000", same_start, 60.0)
+    assert newer is not first and first.ended and not newer.ended
+
+
 def test_a_clip_camera_may_wait_twice_its_usual_interval_between_clips():
     clips = PlayedClips()
     clips.listed("https://its.example/0.mp4?token=1", None, clip_path, 0.0)
