@@ -161,7 +161,8 @@ class WatchedClock:
     restored from a snapshot): due times are stored as wall times, so that a restart keeps them, and the first
     reading after a step moves them back by the step (IncidentStore.rebase_clock) before anything waits on them or
     stores a time of the new clock. An escalation then falls due after the wait intended, not that plus the step.
-    The latest time read is kept in the store on every tick, so a step while no dispatcher ran is noticed at start.
+    The latest time read is kept in the store on every tick, so a step while no dispatcher ran is noticed at start, as
+    far as it is larger than the time none ran: the clock's advance meanwhile hides as much of it.
 
     A step forward is not undone: what fell due within it is made at once, each escalation one step on and each try
     once, as after a dispatcher that was down that long."""

@@ -163,7 +163,9 @@ class DeliveryRow(Base):
     `sending` while a try may be in flight (committed before the request), `retrying` while waiting for
     `next_attempt_at` after a retryable failure, then `sent` or `failed`. `claimed_at` is when a dispatcher last took
     it on (recorded it, claimed it, began a try): a `sending` row claimed more recently than a try can last may be
-    another dispatcher's try under way, not a crash's leftover.
+    another dispatcher's try under way, not a crash's leftover. `claims` counts the claims and tries since it was
+    recorded: a claim is made against the count read with the row, which a clock stepped back never moves, as it
+    moves `claimed_at`.
     """
 
     __tablename__ = "deliveries"
@@ -182,6 +184,7 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[float | None] = mapped_column(Float, index=True)
     tried_at: Mapped[float | None] = mapped_column(Float)  # when the latest try began
     claimed_at: Mapped[float | None] = mapped_column(Float)
+    claims: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
@@ -470,7 +473,7 @@ class IncidentStore:
         if existing is not None:
             return existing, False
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
-                          status=SENDING, body=body, started_at=now, claimed_at=now, attempt_count=0,
+                          status=SENDING, body=body, started_at=now, claimed_at=now, claims=0, attempt_count=0,
                           reconcile_first=False)
         try:
             with self.sessions.begin() as session:
@@ -485,6 +488,7 @@ class IncidentStore:
         with self.sessions.begin() as session:
             row = session.get(DeliveryRow, delivery_id)
             row.status, row.next_attempt_at, row.tried_at, row.claimed_at = SENDING, None, now, now
+            row.claims += 1
             row.attempt_count += 1
             return row
 
@@ -504,18 +508,16 @@ class IncidentStore:
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == delivery_id, DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now,
-            ).values(status=SENDING, next_attempt_at=None, claimed_at=now))
+            ).values(status=SENDING, next_attempt_at=None, claimed_at=now, claims=DeliveryRow.claims + 1))
             return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
 
     def claim_sending(self, seen: DeliveryRow, now: float) -> DeliveryRow | None:
         """Takes a `sending` delivery for this process's try; None when a dispatcher claimed it since it was read as
         `seen`."""
-        unclaimed_since_seen = (DeliveryRow.claimed_at.is_(None) if seen.claimed_at is None
-                                else DeliveryRow.claimed_at == seen.claimed_at)
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
-                DeliveryRow.id == seen.id, DeliveryRow.status == SENDING, unclaimed_since_seen,
-            ).values(claimed_at=now))
+                DeliveryRow.id == seen.id, DeliveryRow.status == SENDING, DeliveryRow.claims == seen.claims,
+            ).values(claimed_at=now, claims=DeliveryRow.claims + 1))
             return session.get(DeliveryRow, seen.id) if claimed.rowcount == 1 else None
 
     def last_try_at(self, delivery_id: int) -> float:

@@ -4,7 +4,7 @@ forward must neither page anyone twice nor skip a contact."""
 import logging
 
 from schemas import EventState
-from sinks.alerts.dispatcher import CLOCK_STEP_MARGIN_S, step_back
+from sinks.alerts.dispatcher import CLOCK_STEP_MARGIN_S, DeliveryTries, step_back
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import SENT
 from tests.ops.fakes import Scripted
@@ -45,6 +45,34 @@ def test_an_escalation_falls_due_after_its_wait_when_the_clock_is_set_back_befor
     assert paged(twilio) == [DUTY_PHONE, CHIEF_PHONE]
     assert [record.getMessage() for record in caplog.records if "clock went back" in record.getMessage()] == [
         "the clock went back 3600 s: escalations, retries and pending deliveries moved back with it"]
+
+
+class HeldTries(DeliveryTries):
+    """Delivery tries queued and held, as behind a channel's busy threads, until the test runs them."""
+
+    def __init__(self):
+        super().__init__(0)
+        self.held = []
+
+    def run(self, delivery, work) -> None:
+        self.held.append((delivery, work))
+
+    def run_held(self) -> None:
+        held, self.held = self.held, []
+        for delivery, work in held:
+            super().run(delivery, work)
+
+
+def test_a_first_sms_queued_before_the_clock_is_set_back_goes_out_when_its_try_runs(tmp_path, twilio, webhook):
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    harness = make_dispatcher(config, tries=HeldTries())
+    harness.dispatcher.handle(notice_from_event(danger_event()))
+    harness.clock.now -= HOUR
+    harness.dispatcher.tick()  # moves the queued delivery's times back before its try runs
+    harness.dispatcher.tries.run_held()
+    assert paged(twilio) == [DUTY_PHONE]
+    assert [(d.status, d.attempt_count) for d in harness.store.deliveries()] == [(SENT, 1)]
+    harness.store.close()
 
 
 def test_a_retry_falls_due_after_its_back_off_when_the_clock_is_set_back(harness, twilio):
