@@ -67,29 +67,29 @@ class Homography:
         5-15 % short, as the head is nearer the camera than the feet.
         """
         points = np.asarray(image_points, dtype=float).reshape(-1, 2)
+        across_m_per_px, cos_depression = self._view_at(points)
         with np.errstate(divide="ignore", invalid="ignore"):
-            height_px = height_m / self.across_m_per_px(points) * self.cos_depression(points)
+            height_px = height_m / across_m_per_px * cos_depression
         seen = np.isfinite(height_px) if self.ground_sign is None else np.isfinite(height_px) & self.on_ground(points)
         return np.where(seen, height_px, 0.0)
-
-    def across_m_per_px(self, image_points: np.ndarray) -> np.ndarray:
-        """Ground metres one image pixel along x spans at each point (N, 2): the view's scale across it."""
-        points = np.asarray(image_points, dtype=float).reshape(-1, 2)
-        return np.hypot(*(self.to_ground(points + (1.0, 0.0)) - self.to_ground(points)).T)
 
     def cos_depression(self, image_points: np.ndarray) -> np.ndarray:
         """Cosine of the angle the view looks down at at each point (N, 2): 1 along the ground, 0 from straight above
         (`standing_height_px` says how it is read)."""
-        points = np.asarray(image_points, dtype=float).reshape(-1, 2)
+        return self._view_at(np.asarray(image_points, dtype=float).reshape(-1, 2))[1]
+
+    def _view_at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ground metres one image pixel along x spans at each point (N, 2), the view's scale across it, and the
+        cosine of the angle the view looks down at there."""
         ground = self.to_ground(points)
-        across = self.to_ground(points + (1.0, 0.0)) - ground  # metres per image pixel along x
+        across = self.to_ground(points + (1.0, 0.0)) - ground
         down = self.to_ground(points + (0.0, 1.0)) - ground
         across_m = np.hypot(*across.T)
         with np.errstate(divide="ignore", invalid="ignore"):
             # along the view: the part of an image row's step not across it
             along_m = np.hypot(*(down - (np.sum(down * across, axis=1) / across_m ** 2)[:, None] * across).T)
             sin_depression = np.clip(across_m / along_m, 0.0, 1.0)
-            return np.sqrt(1.0 - sin_depression ** 2)
+            return across_m, np.sqrt(1.0 - sin_depression ** 2)
 
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]
