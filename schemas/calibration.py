@@ -5,6 +5,7 @@ areas. It is only valid for points on that plane and below its horizon (positive
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -12,6 +13,9 @@ from itertools import combinations
 import numpy as np
 
 Point = tuple[float, float]
+# The units ground points are given in by mistake for metres, by how many of each make a metre: they fit a homography
+# as well, and make every length that many times too long (a unit larger than the metre is no mistake anyone makes).
+UNITS_PER_M = {"feet": 1 / 0.3048, "inches": 1 / 0.0254, "centimetres": 100.0, "millimetres": 1000.0}
 
 
 class Homography:
@@ -93,6 +97,13 @@ class Homography:
 
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]
+
+
+def likely_unit(scale: float, within: float = math.inf) -> tuple[str, float] | None:
+    """The unit ground points were likely given in, and how many of it make a metre, when read as metres they make a
+    length `scale` times as long as it is: the unit nearest that scale, if within a factor `within` of it, else None."""
+    name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(math.log(scale / item[1])))
+    return (name, per_m) if abs(math.log(scale / per_m)) < math.log(within) else None
 
 
 def _normaliser(points: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from schemas.calibration import (
     Homography,
     degeneracy_problems,
     fit_homography,
+    likely_unit,
     order_problem,
     reprojection_errors,
 )
@@ -276,8 +277,10 @@ MAX_GRID_CELL_RADII = 0.5
 # The smoothing holds a side x side matrix for each side (2 MB at 512), and works side³ a field at most.
 MAX_GRID_SIDE_CELLS = 512
 # No crowd zone is this many metres across: a ground box longer is in another unit (centimetres, millimetres), and
-# splitting the zone is no remedy.
+# splitting the zone is no remedy. The unit it names makes the box's longer side nearest a crowd zone's usual one
+# (about the geometric middle of 10 and 100 m): centimetres up to 9.5 km a side, then millimetres.
 MAX_ZONE_SIDE_M = 2000.0
+USUAL_ZONE_SIDE_M = 30.0
 
 
 class MovementConfig(Frozen):
@@ -341,9 +344,10 @@ def ground_grid_layout(ground_polygon: np.ndarray, radius_m: float, cell_m: floa
     longest_m = float(extent.max())
     size = np.ptp(ground_polygon, axis=0)
     if size.max() > MAX_ZONE_SIDE_M:
+        unit, per_m = likely_unit(size.max() / USUAL_ZONE_SIDE_M)
         raise ValueError(f"its ground box of {size[0]:.0f} x {size[1]:.0f} m is no crowd zone: are the "
-                         f"calibration's ground_points in metres? (in centimetres it is {size[0] / 100:.3g} x "
-                         f"{size[1] / 100:.3g} m)")
+                         f"calibration's ground_points in metres? (in {unit} it is {size[0] / per_m:.3g} x "
+                         f"{size[1] / per_m:.3g} m)")
     if not longest_m <= MAX_GRID_SIDE_CELLS * coarsest_m:  # also refuses NaN
         raise ValueError(f"its ground box of {extent[0]:.0f} x {extent[1]:.0f} m is over the "
                          f"{MAX_GRID_SIDE_CELLS * coarsest_m:g} m a side that {MAX_GRID_SIDE_CELLS} local-density "

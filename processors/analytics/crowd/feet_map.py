@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from processors.analytics.crowd.picture_sizes import PerPictureSize
-from schemas.calibration import Homography
+from schemas.calibration import Homography, likely_unit
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
@@ -33,7 +33,6 @@ PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
 # and the standing height from a ground calibration is no longer a measure of one.
 MIN_COS_DEPRESSION = 0.5
 EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, and shorter than its person
-UNITS_PER_M = {"feet": 1 / 0.3048, "inches": 1 / 0.0254, "centimetres": 100.0, "millimetres": 1000.0}
 
 
 def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
@@ -113,6 +112,5 @@ class PersonHeights:
 def unit(height_m: float) -> str:
     """The unit ground points were likely given in, by how tall they make a person ("metres" where none is near: a
     wrong measurement rather than a unit)."""
-    scale = height_m / PERSON_HEIGHT_M
-    name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(np.log(scale / item[1])))
-    return name if abs(np.log(scale / per_m)) < np.log(1.5) else "metres"
+    likely = likely_unit(height_m / PERSON_HEIGHT_M, within=1.5)
+    return likely[0] if likely else "metres"
