@@ -33,6 +33,9 @@ PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
 # and the standing height from a ground calibration is no longer a measure of one.
 MIN_COS_DEPRESSION = 0.5
 EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, and shorter than its person
+# Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
+# up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
+PERSON_BOX_DTYPE = np.dtype("<f4")
 
 
 def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
@@ -71,11 +74,12 @@ class FeetMap:
 class PersonHeights:
     """How tall a camera's calibration makes the people its detector finds, and what is wrong when that is no
     person's height. Judged once, on the first PERSON_BOXES_JUDGED person boxes seen whole and from the side enough;
-    the boxes are kept (image pixels, x1 y1 x2 y2) so that a restart, or a new calibration, judges them again."""
+    the boxes are kept (image pixels, x1 y1 x2 y2, PERSON_BOX_DTYPE) so that a restart, or a new calibration, judges
+    them again."""
 
     def __init__(self, homography: Homography):
         self.homography = homography
-        self.boxes = np.empty((0, 4))
+        self.boxes = np.empty((0, 4), dtype=PERSON_BOX_DTYPE)
         self.problem: str | None = None  # once judged: why the calibration is not in metres, or None
 
     @property
@@ -87,7 +91,7 @@ class PersonHeights:
         True when this judged the calibration wrong."""
         if not self.judging:
             return False
-        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=PERSON_BOX_DTYPE).reshape(-1, 4)
         if image_size is not None:
             boxes = boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
         feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
