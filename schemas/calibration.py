@@ -5,6 +5,7 @@ areas. It is only valid for points on that plane and below its horizon (positive
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -12,6 +13,9 @@ from itertools import combinations
 import numpy as np
 
 Point = tuple[float, float]
+# The units ground points are given in by mistake for metres, by how many of each make a metre: they fit a homography
+# as well, and make every length that many times too long (a unit larger than the metre is no mistake anyone makes).
+UNITS_PER_M = {"feet": 1 / 0.3048, "inches": 1 / 0.0254, "centimetres": 100.0, "millimetres": 1000.0}
 
 
 class Homography:
@@ -67,32 +71,39 @@ class Homography:
         5-15 % short, as the head is nearer the camera than the feet.
         """
         points = np.asarray(image_points, dtype=float).reshape(-1, 2)
+        across_m_per_px, cos_depression = self._view_at(points)
         with np.errstate(divide="ignore", invalid="ignore"):
-            height_px = height_m / self.across_m_per_px(points) * self.cos_depression(points)
+            height_px = height_m / across_m_per_px * cos_depression
         seen = np.isfinite(height_px) if self.ground_sign is None else np.isfinite(height_px) & self.on_ground(points)
         return np.where(seen, height_px, 0.0)
-
-    def across_m_per_px(self, image_points: np.ndarray) -> np.ndarray:
-        """Ground metres one image pixel along x spans at each point (N, 2): the view's scale across it."""
-        points = np.asarray(image_points, dtype=float).reshape(-1, 2)
-        return np.hypot(*(self.to_ground(points + (1.0, 0.0)) - self.to_ground(points)).T)
 
     def cos_depression(self, image_points: np.ndarray) -> np.ndarray:
         """Cosine of the angle the view looks down at at each point (N, 2): 1 along the ground, 0 from straight above
         (`standing_height_px` says how it is read)."""
-        points = np.asarray(image_points, dtype=float).reshape(-1, 2)
+        return self._view_at(np.asarray(image_points, dtype=float).reshape(-1, 2))[1]
+
+    def _view_at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ground metres one image pixel along x spans at each point (N, 2), the view's scale across it, and the
+        cosine of the angle the view looks down at there."""
         ground = self.to_ground(points)
-        across = self.to_ground(points + (1.0, 0.0)) - ground  # metres per image pixel along x
+        across = self.to_ground(points + (1.0, 0.0)) - ground
         down = self.to_ground(points + (0.0, 1.0)) - ground
         across_m = np.hypot(*across.T)
         with np.errstate(divide="ignore", invalid="ignore"):
             # along the view: the part of an image row's step not across it
             along_m = np.hypot(*(down - (np.sum(down * across, axis=1) / across_m ** 2)[:, None] * across).T)
             sin_depression = np.clip(across_m / along_m, 0.0, 1.0)
-            return np.sqrt(1.0 - sin_depression ** 2)
+            return across_m, np.sqrt(1.0 - sin_depression ** 2)
 
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]
+
+
+def likely_unit(scale: float, within: float = math.inf) -> tuple[str, float] | None:
+    """The unit ground points were likely given in, and how many of it make a metre, when read as metres they make a
+    length `scale` times as long as it is: the unit nearest that scale, if within a factor `within` of it, else None."""
+    name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(math.log(scale / item[1])))
+    return (name, per_m) if abs(math.log(scale / per_m)) < math.log(within) else None
 
 
 def _normaliser(points: np.ndarray) -> np.ndarray:

@@ -393,7 +393,7 @@ class Config(Frozen):
     @model_validator(mode="after")
     def verify_crowd_state_fits(self) -> "Config":
         for camera in self.cameras:
-            verify_crowd_state_size(self.analytics, camera.zones, camera.id)
+            verify_crowd_state_size(self.analytics, camera.zones, camera.calibration is not None, camera.id)
         return self
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from schemas.calibration import (
     Homography,
     degeneracy_problems,
     fit_homography,
+    likely_unit,
     order_problem,
     reprojection_errors,
 )
@@ -238,10 +239,10 @@ class CountingConfig(Frozen):
     )
 
 
-# A camera's crowd state is one msgpack record on the faust changelog (track columns as raw arrays), written at each
-# checkpoint (analytics.checkpoint_frames), and faust's producer refuses a record over producer_max_request_size
-# (1,000,000 bytes by default). Worst-case sizes of its parts (the longest reasons, counters at their widest),
-# checked in tests/crowd/test_state.py:
+# A camera's crowd state is one msgpack record on the faust changelog (track columns and person boxes as raw arrays),
+# written at each checkpoint (analytics.checkpoint_frames), and faust's producer refuses a record over
+# producer_max_request_size (1,000,000 bytes by default). Worst-case sizes of its parts (the longest reasons, counters
+# at their widest), checked in tests/crowd/test_state.py:
 CROWD_STATE_BUDGET_BYTES = 900_000  # a tenth of the limit left for the record's key and framing
 TRACK_STATE_BYTES = 88  # one track's columns, without counting lines: id, two times, four (x, y) pairs
 TRACK_LINE_STATE_BYTES = 4  # one track's side, pending side and pending frames at one counting line
@@ -250,6 +251,9 @@ ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state an
 TREND_EVIDENCE_S = 300.0  # the windows a forecast must stand on before it raises a level (crowd.forecast)...
 MIN_TREND_POINTS = 6  # ...and at least this many windows that do not overlap
 TREND_POINT_STATE_BYTES = 20  # one window's [end, density] among them
+# a calibrated camera's person boxes its unit is judged on (processors.analytics.crowd.feet_map.PersonHeights): 50 of
+# four float32 corners, and msgpack's header
+PERSON_BOXES_STATE_BYTES = 803
 
 
 def trend_evidence_s(window_seconds: float) -> float:
@@ -262,9 +266,10 @@ def trend_points(step_seconds: float, window_seconds: float) -> int:
     return math.ceil(trend_evidence_s(window_seconds) / step_seconds) + 1
 
 
-# the most tracks that fit beside one zone of the default 10 s tumbling windows, without counting lines
+# the most tracks that fit beside one zone of the default 10 s tumbling windows and a calibration's person boxes,
+# without counting lines
 MAX_TRACKS = (CROWD_STATE_BUDGET_BYTES - ZONE_STATE_BYTES - BUCKET_STATE_BYTES
-              - trend_points(10.0, 10.0) * TREND_POINT_STATE_BYTES) // TRACK_STATE_BYTES
+              - trend_points(10.0, 10.0) * TREND_POINT_STATE_BYTES - PERSON_BOXES_STATE_BYTES) // TRACK_STATE_BYTES
 
 
 # The local-density grid of a calibrated zone (processors.analytics.crowd.local_density): the zone's ground box and
@@ -276,8 +281,10 @@ MAX_GRID_CELL_RADII = 0.5
 # The smoothing holds a side x side matrix for each side (2 MB at 512), and works side³ a field at most.
 MAX_GRID_SIDE_CELLS = 512
 # No crowd zone is this many metres across: a ground box longer is in another unit (centimetres, millimetres), and
-# splitting the zone is no remedy.
+# splitting the zone is no remedy. The unit it names makes the box's longer side nearest a crowd zone's usual one
+# (about the geometric middle of 10 and 100 m): centimetres up to 9.5 km a side, then millimetres.
 MAX_ZONE_SIDE_M = 2000.0
+USUAL_ZONE_SIDE_M = 30.0
 
 
 class MovementConfig(Frozen):
@@ -341,9 +348,10 @@ def ground_grid_layout(ground_polygon: np.ndarray, radius_m: float, cell_m: floa
     longest_m = float(extent.max())
     size = np.ptp(ground_polygon, axis=0)
     if size.max() > MAX_ZONE_SIDE_M:
+        unit, per_m = likely_unit(size.max() / USUAL_ZONE_SIDE_M)
         raise ValueError(f"its ground box of {size[0]:.0f} x {size[1]:.0f} m is no crowd zone: are the "
-                         f"calibration's ground_points in metres? (in centimetres it is {size[0] / 100:.3g} x "
-                         f"{size[1] / 100:.3g} m)")
+                         f"calibration's ground_points in metres? (in {unit} it is {size[0] / per_m:.3g} x "
+                         f"{size[1] / per_m:.3g} m)")
     if not longest_m <= MAX_GRID_SIDE_CELLS * coarsest_m:  # also refuses NaN
         raise ValueError(f"its ground box of {extent[0]:.0f} x {extent[1]:.0f} m is over the "
                          f"{MAX_GRID_SIDE_CELLS * coarsest_m:g} m a side that {MAX_GRID_SIDE_CELLS} local-density "
@@ -569,21 +577,24 @@ class AnalyticsConfig(Frozen):
         return self.hop_seconds or self.window_seconds
 
 
-def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig]) -> int:
-    """Upper bound of a camera's crowd state (bytes) with every track slot and window bucket in use."""
+def crowd_state_bytes(analytics: AnalyticsConfig, zones: list[ZoneConfig], calibrated: bool) -> int:
+    """Upper bound of a camera's crowd state (bytes) with every track slot and window bucket in use, and on a
+    calibrated camera the person boxes its unit is judged on."""
     lines = sum(len(zone.entrances) for zone in zones)
     buckets = round(analytics.window_seconds / analytics.step_seconds)  # kept per zone: those a window still spans
     return (analytics.movement.max_tracks * (TRACK_STATE_BYTES + TRACK_LINE_STATE_BYTES * lines)
+            + (PERSON_BOXES_STATE_BYTES if calibrated else 0)
             + len(zones) * (ZONE_STATE_BYTES + buckets * BUCKET_STATE_BYTES
                             + trend_points(analytics.step_seconds, analytics.window_seconds)
                             * TREND_POINT_STATE_BYTES))
 
 
-def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig], camera_id: str = "") -> None:
+def verify_crowd_state_size(analytics: AnalyticsConfig, zones: list[ZoneConfig], calibrated: bool,
+                            camera_id: str = "") -> None:
     """Camera-level check: the camera's crowd state fits one changelog record."""
     if not zones:
         return
-    size = crowd_state_bytes(analytics, zones)
+    size = crowd_state_bytes(analytics, zones, calibrated)
     if size > CROWD_STATE_BUDGET_BYTES:
         where = f"camera {camera_id}: " if camera_id else ""
         raise ValueError(

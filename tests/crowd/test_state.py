@@ -2,10 +2,12 @@
 the size of the changelog record, and frames the analyzer cannot process."""
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
+from processors.analytics.crowd.feet_map import PERSON_BOX_DTYPE, PERSON_BOXES_JUDGED
 from processors.analytics.crowd.forecast import HoltState
 from processors.analytics.crowd.windows import Bucket
 from schemas import Detections, Event, EventState, SchemaError, decode, encode
@@ -19,7 +21,7 @@ from schemas.settings.crowd import (
 )
 from schemas.zone_metrics import CountSource
 from tests.crowd.scenarios import run_scenario, site_config, steady_crowd
-from tests.crowd.simulator import SQUARE, CrowdSimulator
+from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
 
 FAUST_MAX_REQUEST_BYTES = 1_000_000  # faust's default producer_max_request_size
 
@@ -93,7 +95,8 @@ def test_changed_counting_lines_start_with_no_tracks_instead_of_failing(entrance
 
 
 def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> bytes:
-    """A camera's state with every track slot and window bucket in use, each at its longest."""
+    """A calibrated camera's state with every track slot and window bucket in use, each at its longest, and the
+    person boxes its unit is judged on."""
     config = site_config(SQUARE, 1.0, entrances=entrances, analytics=analytics.model_dump())
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
     rng = np.random.default_rng(0)
@@ -109,6 +112,7 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
     table.side = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending = np.full((tracks, lines), -1, dtype=np.int8)
     table.pending_frames = np.full((tracks, lines), 30, dtype=np.int16)
+    analyzer.state.person_boxes = (1000 * rng.random((PERSON_BOXES_JUDGED, 4))).astype(PERSON_BOX_DTYPE).tobytes()
     step = analytics.step_seconds
     for zone in analyzer.state.zones.values():
         zone.holt = HoltState(at=1_700_000_000 + rng.random(), level=-rng.random() / 3e4,
@@ -139,11 +143,27 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
 def test_largest_allowed_state_fits_one_changelog_record(analytics, entrances):
     config = AnalyticsConfig.model_validate(analytics)
     zones = site_config(SQUARE, 1.0, entrances=entrances).cameras[0].zones
-    verify_crowd_state_size(config, zones)
+    verify_crowd_state_size(config, zones, calibrated=True)
 
     state = worst_case_state(config, entrances)
     assert CrowdState.decode(state).tracks is not None
-    assert len(state) <= crowd_state_bytes(config, zones) <= CROWD_STATE_BUDGET_BYTES < FAUST_MAX_REQUEST_BYTES
+    assert len(CrowdState.decode(state).person_boxes) == PERSON_BOXES_JUDGED * 4 * PERSON_BOX_DTYPE.itemsize
+    assert len(state) <= crowd_state_bytes(config, zones, calibrated=True) <= CROWD_STATE_BUDGET_BYTES \
+        < FAUST_MAX_REQUEST_BYTES
+
+
+def test_person_boxes_stored_as_lists_of_numbers_are_judged_on_restore():
+    """A record stored before the boxes were raw bytes holds them as lists of numbers: people 5.6 m tall, in feet."""
+    config = site_config(ALLEY, 1.0, entrances=())
+    feet = np.array([[640.0 + 10 * (i % 20), 300.0 + 5 * i] for i in range(PERSON_BOXES_JUDGED)])
+    tall = ALLEY.homography.standing_height_px(feet, 1.7 / 0.3048)
+    boxes = np.column_stack((feet[:, 0] - 10, feet[:, 1] - tall, feet[:, 0] + 10, feet[:, 1]))
+    record = msgpack.unpackb(CrowdAnalyzer(config.cameras[0], config.analytics).state_bytes())
+    record[-1] = boxes.tolist()
+
+    restored = CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))
+    assert restored.person_heights.problem == "the calibration makes people 5.6 m tall: are ground_points in feet?"
+    assert np.allclose(restored.person_heights.boxes, boxes)
 
 
 @pytest.mark.parametrize("analytics", [
@@ -153,7 +173,7 @@ def test_largest_allowed_state_fits_one_changelog_record(analytics, entrances):
 def test_state_that_cannot_fit_is_refused(analytics):
     zones = site_config(SQUARE, 1.0).cameras[0].zones
     with pytest.raises(ValueError, match="max_tracks|crowd state"):
-        verify_crowd_state_size(AnalyticsConfig.model_validate(analytics), zones)
+        verify_crowd_state_size(AnalyticsConfig.model_validate(analytics), zones, calibrated=True)
 
 
 def test_frame_the_analyzer_cannot_process_is_not_taken_for_a_redelivery():

@@ -158,11 +158,13 @@ def test_a_zone_beyond_the_grids_bound_is_refused(radius_m, width_m, length_m):
         GroundGrid(ground, radius_m, 0.25)
 
 
-def test_a_zone_calibrated_in_centimetres_is_refused_at_start_naming_the_unit():
+@pytest.mark.parametrize(("unit", "per_m", "box"), [("centimetres", 100, "320 x 4000"),
+                                                   ("millimetres", 1000, "3200 x 40000")])
+def test_a_zone_calibrated_in_another_unit_is_refused_at_start_naming_the_unit(unit, per_m, box):
     calibration = ALLEY.calibration()
-    calibration["ground_points"] = [[x * 100, y * 100] for x, y in calibration["ground_points"]]
-    with pytest.raises(ConfigError, match=r"camera cam: zone zone: its ground box of 320 x 4000 m is no crowd zone: "
-                       r"are the calibration's ground_points in metres\? \(in centimetres it is 3.2 x 40 m\)"):
+    calibration["ground_points"] = [[x * per_m, y * per_m] for x, y in calibration["ground_points"]]
+    with pytest.raises(ConfigError, match=rf"camera cam: zone zone: its ground box of {box} m is no crowd zone: "
+                       rf"are the calibration's ground_points in metres\? \(in {unit} it is 3.2 x 40 m\)"):
         parse_config({"site": "sim", "cameras": [{"id": "cam", "source": "0", "calibration": calibration,
                                                   "zones": [{"id": "zone", "polygon": ALLEY.zone_polygon()}]}]},
                      Path("."))

@@ -18,7 +18,7 @@ import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
-from processors.analytics.crowd.feet_map import FeetMap, PersonHeights, heads_above
+from processors.analytics.crowd.feet_map import PERSON_BOX_DTYPE, FeetMap, PersonHeights, heads_above
 from processors.analytics.crowd.forecast import (
     HoltState,
     forecast_points,
@@ -104,10 +104,11 @@ class CrowdState:
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
     clock_stepped_at: float | None = None  # capture time of the first frame after the latest clock step
     seen_runs: list[tuple[int, int]] = field(default_factory=list)  # frame numbers applied (schemas.base.with_frame)
-    person_boxes: list[list[float]] = field(default_factory=list)  # what the calibration's unit is judged on
+    person_boxes: bytes = b""  # what the calibration's unit is judged on: PersonHeights.boxes as raw bytes
 
     def encode(self) -> bytes:
-        """msgpack, the track columns as raw arrays: the stage stores it after every frame, so it must be cheap."""
+        """msgpack, the track columns and person boxes as raw arrays: the stage stores it after every frame, so it must
+        be cheap."""
         zones = {zone_id: {"buckets": [vars(bucket) for bucket in zone.buckets], "model_people": zone.model_people,
                            "model_at": zone.model_at, "holt": vars(zone.holt) if zone.holt else None,
                            "risk": [zone.risk.level.value, zone.risk.since, zone.risk.episode_started,
@@ -128,6 +129,8 @@ class CrowdState:
         clock_stepped_at, seen_runs, person_boxes = [*later, None, None, None][:3]
         if seen_runs is None:
             seen_runs = runs_up_to(last_seq)
+        if isinstance(person_boxes, list):  # stored as lists of numbers before they were raw bytes
+            person_boxes = np.asarray(person_boxes, dtype=PERSON_BOX_DTYPE).tobytes()
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
                 buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],
@@ -138,7 +141,7 @@ class CrowdState:
                 # a zone stored before zones kept their own start has been there since the camera's
                 first_at=zone.get("first_at", first_captured_at),
             ) for zone_id, zone in zones.items()}, tracks, track_lines, clock_stepped_at,
-            [tuple(run) for run in seen_runs], person_boxes or [])
+            [tuple(run) for run in seen_runs], person_boxes or b"")
 
 
 def risk_state(level: str, since: float | None, episode_started: float | None, known: str | None = None,
@@ -234,9 +237,9 @@ class CrowdAnalyzer:
         self.person_heights = None
         if self.homography:
             self.person_heights = PersonHeights(self.homography)
-            if self.person_heights.add(np.asarray(self.state.person_boxes, dtype=float), None):
+            if self.person_heights.add(np.frombuffer(self.state.person_boxes, dtype=PERSON_BOX_DTYPE), None):
                 self._log_person_heights()
-            self.state.person_boxes = self.person_heights.boxes.tolist()  # those this calibration judges
+            self.state.person_boxes = self.person_heights.boxes.tobytes()  # those this calibration judges
         self.zones: dict[str, ZoneGeometry] = {}
         for zone in camera.zones:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
@@ -400,7 +403,7 @@ class CrowdAnalyzer:
         if self.person_heights is not None and self.person_heights.judging:
             if self.person_heights.add(boxes, image_size):
                 self._log_person_heights()
-            self.state.person_boxes = self.person_heights.boxes.tolist()
+            self.state.person_boxes = self.person_heights.boxes.tobytes()
         if density is not None and self.feet_map is not None:
             density = self.feet_map.moved(density, image_size)
         samples = {}

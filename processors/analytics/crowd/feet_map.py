@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from processors.analytics.crowd.picture_sizes import PerPictureSize
-from schemas.calibration import Homography
+from schemas.calibration import Homography, likely_unit
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
@@ -33,7 +33,9 @@ PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
 # and the standing height from a ground calibration is no longer a measure of one.
 MIN_COS_DEPRESSION = 0.5
 EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, and shorter than its person
-UNITS_PER_M = {"feet": 1 / 0.3048, "inches": 1 / 0.0254, "centimetres": 100.0, "millimetres": 1000.0}
+# Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
+# up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
+PERSON_BOX_DTYPE = np.dtype("<f4")
 
 
 def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
@@ -72,11 +74,12 @@ class FeetMap:
 class PersonHeights:
     """How tall a camera's calibration makes the people its detector finds, and what is wrong when that is no
     person's height. Judged once, on the first PERSON_BOXES_JUDGED person boxes seen whole and from the side enough;
-    the boxes are kept (image pixels, x1 y1 x2 y2) so that a restart, or a new calibration, judges them again."""
+    the boxes are kept (image pixels, x1 y1 x2 y2, PERSON_BOX_DTYPE) so that a restart, or a new calibration, judges
+    them again."""
 
     def __init__(self, homography: Homography):
         self.homography = homography
-        self.boxes = np.empty((0, 4))
+        self.boxes = np.empty((0, 4), dtype=PERSON_BOX_DTYPE)
         self.problem: str | None = None  # once judged: why the calibration is not in metres, or None
 
     @property
@@ -88,7 +91,7 @@ class PersonHeights:
         True when this judged the calibration wrong."""
         if not self.judging:
             return False
-        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=PERSON_BOX_DTYPE).reshape(-1, 4)
         if image_size is not None:
             boxes = boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
         feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
@@ -113,6 +116,5 @@ class PersonHeights:
 def unit(height_m: float) -> str:
     """The unit ground points were likely given in, by how tall they make a person ("metres" where none is near: a
     wrong measurement rather than a unit)."""
-    scale = height_m / PERSON_HEIGHT_M
-    name, per_m = min(UNITS_PER_M.items(), key=lambda item: abs(np.log(scale / item[1])))
-    return name if abs(np.log(scale / per_m)) < np.log(1.5) else "metres"
+    likely = likely_unit(height_m / PERSON_HEIGHT_M, within=1.5)
+    return likely[0] if likely else "metres"
