@@ -2,7 +2,6 @@
 the size of the changelog record, and frames the analyzer cannot process."""
 from __future__ import annotations
 
-import msgpack
 import numpy as np
 import pytest
 
@@ -21,7 +20,7 @@ from schemas.settings.crowd import (
 )
 from schemas.zone_metrics import CountSource
 from tests.crowd.scenarios import run_scenario, site_config, steady_crowd
-from tests.crowd.simulator import ALLEY, SQUARE, CrowdSimulator
+from tests.crowd.simulator import SQUARE, CrowdSimulator
 
 FAUST_MAX_REQUEST_BYTES = 1_000_000  # faust's default producer_max_request_size
 
@@ -150,20 +149,6 @@ def test_largest_allowed_state_fits_one_changelog_record(analytics, entrances):
     assert len(CrowdState.decode(state).person_boxes) == PERSON_BOXES_JUDGED * 4 * PERSON_BOX_DTYPE.itemsize
     assert len(state) <= crowd_state_bytes(config, zones, calibrated=True) <= CROWD_STATE_BUDGET_BYTES \
         < FAUST_MAX_REQUEST_BYTES
-
-
-def test_person_boxes_stored_as_lists_of_numbers_are_judged_on_restore():
-    """A record stored before the boxes were raw bytes holds them as lists of numbers: people 5.6 m tall, in feet."""
-    config = site_config(ALLEY, 1.0, entrances=())
-    feet = np.array([[640.0 + 10 * (i % 20), 300.0 + 5 * i] for i in range(PERSON_BOXES_JUDGED)])
-    tall = ALLEY.homography.standing_height_px(feet, 1.7 / 0.3048)
-    boxes = np.column_stack((feet[:, 0] - 10, feet[:, 1] - tall, feet[:, 0] + 10, feet[:, 1]))
-    record = msgpack.unpackb(CrowdAnalyzer(config.cameras[0], config.analytics).state_bytes())
-    record[-1] = boxes.tolist()
-
-    restored = CrowdAnalyzer.restore(config.cameras[0], config, msgpack.packb(record))
-    assert restored.person_heights.problem == "the calibration makes people 5.6 m tall: are ground_points in feet?"
-    assert np.allclose(restored.person_heights.boxes, boxes)
 
 
 @pytest.mark.parametrize("analytics", [

@@ -129,8 +129,6 @@ class CrowdState:
         clock_stepped_at, seen_runs, person_boxes = [*later, None, None, None][:3]
         if seen_runs is None:
             seen_runs = runs_up_to(last_seq)
-        if isinstance(person_boxes, list):  # stored as lists of numbers before they were raw bytes
-            person_boxes = np.asarray(person_boxes, dtype=PERSON_BOX_DTYPE).tobytes()
         return cls(last_seq, first_captured_at, open_bucket, {
             zone_id: ZoneState(
                 buckets=[Bucket.from_record(bucket) for bucket in zone["buckets"]],
