@@ -29,7 +29,7 @@ from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
-from sinks.console.connections import ConnectionGuard, client_of
+from sinks.console.connections import ConnectionGuard, GuardedConnection, client_of
 from sinks.console.scene_file import SceneFile
 from sinks.console.server import (
     COOKIE,
@@ -822,6 +822,57 @@ def test_an_ipv6_client_is_its_64_network_so_its_many_addresses_share_one_bound(
     assert [guard.admit(client_of(address)) is None
             for address in ("192.0.2.1", "192.0.2.2", "::ffff:192.0.2.3", "fe80::1%eth0")] == [True, True, True, True]
     assert client_of("2001:db8:1:2::10") == "2001:db8:1:2::/64" and client_of("192.0.2.1") == "192.0.2.1"
+
+
+class PeerTransport(asyncio.Transport):
+    """A client's end of a connection as the listener sees it: who it is, how much of its answer it has not read,
+    and what became of it (open, refused with a 503, or closed to admit another client)."""
+
+    def __init__(self, address: str, unread: int = 0):
+        super().__init__()
+        self.address, self.unread, self.fate = address, unread, "open"
+
+    def get_extra_info(self, name, default=None):
+        return (self.address, 40000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return self.unread
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/1.1 503 "):
+            self.fate = "refused"
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.fate = "closed for another"
+
+
+def test_room_is_made_from_any_client_holding_two_more_that_has_an_idle_connection_not_only_the_greediest():
+    """An attacker's biggest address holds only busy connections (a request being answered, an answer it does not
+    read), as many as another client's idle ones: a newcomer is still admitted, by closing one of those."""
+    async def fates() -> list[tuple[str, str]]:
+        guard = ConnectionGuard(ConsoleConfig(max_connections=6))
+        transports = []
+
+        def connect(address: str, unread: int = 0) -> GuardedConnection:
+            transports.append(PeerTransport(address, unread))
+            connection = GuardedConnection(guard, asyncio.Protocol())
+            connection.connection_made(transports[-1])
+            return connection
+
+        connect("10.0.0.1").request_arrived()  # its request is being answered
+        connect("10.0.0.1", unread=65536)  # answered, the answer left unread
+        for address in ("10.0.0.2", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"):
+            connect(address)  # idle
+        return [(transport.address, transport.fate) for transport in transports]
+
+    assert asyncio.run(fates()) == [
+        ("10.0.0.1", "open"), ("10.0.0.1", "open"), ("10.0.0.2", "closed for another"), ("10.0.0.2", "open"),
+        ("10.0.0.3", "open"), ("10.0.0.4", "open"),
+        ("10.0.0.5", "open"),  # admitted in the place of 10.0.0.2's idle connection
+        ("10.0.0.6", "refused")]  # every client but the busy one holds one: nobody's share makes room
 
 
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
