@@ -58,7 +58,7 @@ class FloodLog:
         """Logs the message (a warning) unless `flood` started before and has not ended since."""
         if flood not in self.flooding:
             self.flooding.add(flood)
-            self.logger.warning(message, *args)
+            self.logger.warning(message, *args, stacklevel=2)  # the line of the refusal
 
     def ended(self, flood: Hashable) -> None:
         self.flooding.discard(flood)
