@@ -33,11 +33,15 @@ def http_url(host: str, port: int, path: str = "/") -> str:
     return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"
 
 
-def verify_token_length(token: str, host: str, variable: str) -> None:
-    """ConfigError, naming the variable (never the token), when a listener beyond loopback has a short token."""
-    if not is_loopback(host) and len(token) < MIN_TOKEN_CHARS:
-        raise ConfigError(f"{variable} is too short for a listener on {host}: give it {MIN_TOKEN_CHARS} characters or "
-                          "more (python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+def verify_token_length(token: str, host: str, variable: str, published_by: str | None = None) -> None:
+    """ConfigError, naming the variable (never the token), when a listener beyond loopback has a short token, or one
+    on loopback that a reverse proxy publishes (`published_by`: the setting that says so)."""
+    if len(token) >= MIN_TOKEN_CHARS or is_loopback(host) and published_by is None:
+        return
+    reached = f"a listener on {host}" if not is_loopback(host) else \
+        f"a listener that a reverse proxy publishes ({published_by} is set)"
+    raise ConfigError(f"{variable} is too short for {reached}: give it {MIN_TOKEN_CHARS} characters or more "
+                      "(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
 
 
 class HeaderDeadline:

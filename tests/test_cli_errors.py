@@ -557,3 +557,15 @@ def test_an_error_that_shows_the_form_a_setting_takes_is_printed_whole(tmp_path,
     assert main(["check-config", "--config", str(site)]) == 2
     assert_one_line_error_printed(capsys, "console.public_origins: an origin is a scheme, a host and an optional port "
                                   "with nothing after, such as https://console.city.example or http://10.0.0.5:8080")
+
+
+def test_a_short_console_token_behind_a_reverse_proxy_stops_the_console_naming_the_setting(tmp_path, capsys,
+                                                                                           monkeypatch):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text("console: {require_token_for_reads: true}\n")
+    monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "short")
+    assert main(["console", "--config", str(site)]) == 2
+    assert_one_line_error_printed(capsys, "CITYGUARD_CONSOLE_TOKEN is too short for a listener that a reverse proxy "
+                                  "publishes (console.require_token_for_reads is set): give it 16 characters or more")

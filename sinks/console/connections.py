@@ -3,7 +3,7 @@ together may hold, and how long a request's line and headers may take to arrive.
 connections and sends its requests a byte at a time (slowloris) holds them for ever, and with them the file
 descriptors that other operators' browsers need. (A request's body has its own deadline where it is read.) Once
 all clients together hold the console's bound, a new client is admitted by closing an idle connection of the client
-holding the most, so that many addresses cannot lock the others out.
+holding the most that has one, so that many addresses cannot lock the others out.
 
 Each connection is handed to aiohttp's own request handler once admitted; `ConnectionGuard.middleware`, the
 application's outermost, tells the connection when a request's head has arrived and when it has been handled."""
@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Hashable
 
 from aiohttp import web
 
@@ -21,6 +22,9 @@ from schemas.settings.console import ConsoleConfig
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+# The floods of refusals ConnectionGuard logs: all clients over the console's bound, and closing idle connections to
+# admit others; a client over its own bound is (CLIENT_FULL, client).
+CONSOLE_FULL, CLIENT_FULL, MAKING_ROOM = "console full", "client full", "making room"
 
 
 def refusal(reason: str) -> bytes:
@@ -42,6 +46,24 @@ def client_of(address: str) -> str:
     return address
 
 
+class FloodLog:
+    """Warnings about floods of refusals: one line when a flood starts, not one a refusal, until it ends: a client
+    refused thousands of times would otherwise bury every other line of the log."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+        self.flooding: set[Hashable] = set()
+
+    def started(self, flood: Hashable, message: str, *args) -> None:
+        """Logs the message (a warning) unless `flood` started before and has not ended since."""
+        if flood not in self.flooding:
+            self.flooding.add(flood)
+            self.logger.warning(message, *args, stacklevel=2)  # the line of the refusal
+
+    def ended(self, flood: Hashable) -> None:
+        self.flooding.discard(flood)
+
+
 class ConnectionGuard:
     """The connections held, per client (client_of) and in all: whether a new one is admitted."""
 
@@ -50,50 +72,43 @@ class ConnectionGuard:
         self.held: Counter[str] = Counter()  # client -> connections it holds
         self.total = 0
         self.connections: dict[asyncio.Protocol, GuardedConnection] = {}  # aiohttp's handler -> its connection
-        # Bounds whose refusals were logged (a client, or None for all clients): one line a flood, not one a
-        # connection, until the connections held drop below the bound again.
-        self.refusing: set[str | None] = set()
-        self.making_room = False  # whether closing idle connections to admit others was logged, as for refusals
+        # A flood ends once the connections held drop below the bound again.
+        self.floods = FloodLog(log)
 
     def admit(self, client: str) -> str | None:
         """None once the client's new connection is counted in; else what to tell the client."""
         settings = self.settings
         if self.total >= settings.max_connections and not self._make_room(client):
-            self._log_refusals(None, f"the console holds {settings.max_connections} connections already "
-                                     "(console.max_connections)")
+            self.floods.started(CONSOLE_FULL, "refusing new connections: the console holds %d connections already "
+                                "(console.max_connections)", settings.max_connections)
             return "the console holds too many connections"
         if self.held[client] >= settings.max_connections_per_client:
-            self._log_refusals(client, f"{client} holds {settings.max_connections_per_client} connections already "
-                                       "(console.max_connections_per_client)")
+            self.floods.started((CLIENT_FULL, client), "refusing new connections: %s holds %d connections already "
+                                "(console.max_connections_per_client)", client, settings.max_connections_per_client)
             return "your address holds too many connections to the console"
         self.held[client] += 1
         self.total += 1
         return None
 
     def _make_room(self, client: str) -> bool:
-        """Closes the connection waiting longest for a request of the client holding the most, where it holds at
-        least two more than `client`: clients from many addresses that fill the console's bound would otherwise
-        lock every operator out, while this way each client keeps its share. A connection being answered is never
-        closed; one waiting for a request is idle or sending slowly, and a browser opens another at once."""
-        greediest, holds = max(self.held.items(), key=lambda item: item[1], default=(None, 0))
-        if holds < self.held[client] + 2:
-            return False
+        """Closes a connection waiting for a request of another client holding at least two more than `client`: of
+        the client holding the most among those that have one waiting, the one waiting longest. Clients from many
+        addresses that fill the console's bound would otherwise lock every operator out, while this way each client
+        keeps its share; and a client holding the most, all of its connections busy, shields no other. A connection
+        being answered is never closed; one waiting for a request is idle or sending slowly, and a browser opens
+        another at once."""
+        least = self.held[client] + 2
         waiting = [connection for connection in self.connections.values()
-                   if connection.client == greediest and connection.deadline is not None
+                   if self.held[connection.client] >= least and connection.deadline is not None
                    and not connection.transport.get_write_buffer_size()]
         if not waiting:
             return False
-        if not self.making_room:
-            self.making_room = True
-            log.warning("the console holds %d connections (console.max_connections): closing idle ones of the "
-                        "clients holding the most, %s first with %d, to admit others", self.total, greediest, holds)
-        min(waiting, key=lambda connection: connection.deadline.when()).close_for_another()
+        closed = min(waiting, key=lambda connection: (-self.held[connection.client], connection.deadline.when()))
+        self.floods.started(MAKING_ROOM, "the console holds %d connections (console.max_connections): closing idle "
+                            "ones of the clients holding the most, %s first with %d, to admit others", self.total,
+                            closed.client, self.held[closed.client])
+        closed.close_for_another()
         return True
-
-    def _log_refusals(self, bound: str | None, reason: str) -> None:
-        if bound not in self.refusing:
-            self.refusing.add(bound)
-            log.warning("refusing new connections: %s", reason)
 
     def release(self, client: str) -> None:
         self.total -= 1
@@ -101,10 +116,10 @@ class ConnectionGuard:
         if not self.held[client]:
             del self.held[client]
         if self.held[client] < self.settings.max_connections_per_client:
-            self.refusing.discard(client)
+            self.floods.ended((CLIENT_FULL, client))
         if self.total < self.settings.max_connections:
-            self.refusing.discard(None)
-            self.making_room = False
+            self.floods.ended(CONSOLE_FULL)
+            self.floods.ended(MAKING_ROOM)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):

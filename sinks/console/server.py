@@ -6,7 +6,8 @@ or the session cookie that opening `/?token=...` sets, or that a page whose sess
 token (POST /api/session): signed with the token, never the token itself, accepted for `console.session_hours`, and
 Secure once an https origin is listed in `console.public_origins` (a sign-in whose browser would drop it is refused,
 saying why). Changing anything always needs it; on a non-loopback address, or with `console.require_token_for_reads`
-(behind a reverse proxy), every request needs it. No other site may frame the pages.
+(behind a reverse proxy), every request needs it. A client that offers wrong tokens waits longer and longer before
+its next one is checked (wrong_tokens.py). No other site may frame the pages.
 Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
@@ -19,11 +20,13 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -37,14 +40,17 @@ from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, OPEN, IncidentRow, IncidentStore
-from sinks.console.connections import ConnectionGuard, GuardedConnection
+from sinks.console.connections import ConnectionGuard, GuardedConnection, client_of
 from sinks.console.scene_file import SceneConflict, SceneError, SceneFile, geometry_version
 from sinks.console.state import ConsoleState, feed_health
+from sinks.console.wrong_tokens import WrongTokens
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "cityguard_console"
+# Whether the request gave the token or a valid session cookie: checked once, so that a wrong token counts once.
+AUTHENTICATED = web.RequestKey("authenticated", bool)
 SESSION_LABEL = b"cityguard-console-session"
 # The most characters each may have (`by`: the store's column); request_id: the page's id of one verdict.
 REVIEW_FIELDS = {"by": 100, "note": 2000, "request_id": 100}
@@ -199,11 +205,16 @@ def json_response(data, status: int = 200) -> web.Response:
 
 
 def console_token(config: Config, host: str) -> tuple[str, bool]:
-    """(token, generated): the configured token, or a random one for this run on loopback; exits on any other
-    address without one."""
-    token = env_value(config.console.token_env, "console.token_env")
+    """(token, generated): the configured token, refused when short where the network reaches it
+    (verify_token_length), or a random one for this run on loopback; exits on any other address without one."""
+    settings = config.console
+    token = env_value(settings.token_env, "console.token_env")
     if token:
-        verify_token_length(token, host, config.console.token_env)
+        # Published through a reverse proxy, a loopback console is reached from the network.
+        published_by = next((name for name, value in (("console.public_origins", settings.public_origins),
+                                                      ("console.require_token_for_reads",
+                                                       settings.require_token_for_reads)) if value), None)
+        verify_token_length(token, host, settings.token_env, published_by)
         return token, False
     if not is_loopback(host):
         raise ConfigError(f"console.host {host} is not a loopback address: set {config.console.token_env} "
@@ -285,11 +296,12 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
 
 class ConsoleServer:
     def __init__(self, site: Site, state: ConsoleState, store: IncidentStore, token: str, host: str,
-                 refresh_hz: float, status_silence_s: float):
+                 refresh_hz: float, status_silence_s: float, clock: Callable[[], float] = time.monotonic):
         self.site = site
         self.state = state
         self.store = store
         self.token = token
+        self.wrong_tokens = WrongTokens(clock)
         self.reviewing = asyncio.Lock()
         self.answered: OrderedDict[tuple[str, str], dict] = OrderedDict()  # (request id, incident) -> answer
         settings = site.config.console
@@ -318,12 +330,28 @@ class ConsoleServer:
     # -- access ------------------------------------------------------------------------------------------------
 
     def authenticated(self, request: web.Request) -> bool:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        offered = [credentials.strip() if scheme.lower() == "bearer" else "",
-                   request.headers.get("X-Console-Token", "")]
+        """Whether the request carries a valid session cookie, or the token in a header (token_checked)."""
         cookie = request.cookies.get(COOKIE, "")
-        return (any(value and token_matches(value, self.token) for value in offered)
-                or bool(cookie) and session_valid(cookie, self.token, self.session_s, time.time()))
+        if cookie and session_valid(cookie, self.token, self.session_s, time.time()):
+            return True
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        offered = [value for value in (credentials.strip() if scheme.lower() == "bearer" else "",
+                                       request.headers.get("X-Console-Token", "")) if value]
+        return bool(offered) and self.token_checked(request, *offered)
+
+    def token_checked(self, request: web.Request, *offered: str) -> bool:
+        """Whether one of the tokens offered is the console's; if none is, that counts once against the client
+        (WrongTokens). A client made to wait is answered 429 before any check, its token right or wrong: otherwise
+        the answer would still tell a right guess from a wrong one."""
+        client = client_of(request.remote)
+        wait_s = math.ceil(self.wrong_tokens.wait_s(client))
+        if wait_s:
+            raise web.HTTPTooManyRequests(text=f"too many wrong console tokens from your address: try again in "
+                                               f"{wait_s} s\n", headers={"Retry-After": str(wait_s)})
+        if any(token_matches(value, self.token) for value in offered):
+            return True
+        self.wrong_tokens.count(client)
+        return False
 
     @web.middleware
     async def access(self, request: web.Request, handler):
@@ -339,7 +367,7 @@ class ConsoleServer:
             raise web.HTTPForbidden(text="changes are accepted from the console's own pages only\n")
         offered = request.query.get("token")
         if offered is not None:
-            if not token_matches(offered, self.token):
+            if not self.token_checked(request, offered):
                 raise web.HTTPUnauthorized(text="wrong console token\n")
             # The token leaves the address bar at once (the browser keeps the #page part); the cookie carries it.
             response = web.HTTPFound("/")
@@ -347,7 +375,8 @@ class ConsoleServer:
             raise response
         # A page whose session ended signs in again with the token in the body (sign_in checks it), staying as it is.
         signing_in = request.method == "POST" and request.path == "/api/session"
-        if not self.authenticated(request) and not (reading and self.open_reads) and not signing_in:
+        request[AUTHENTICATED] = self.authenticated(request)
+        if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in:
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)
@@ -421,7 +450,7 @@ class ConsoleServer:
     async def session(self, request: web.Request) -> web.Response:
         # The site's time zone (the alert routes' hours are in it), so every operator reads the same times; None:
         # the server's local time, which the browser cannot know, so the page uses its own.
-        return json_response({"site": self.site.config.site, "authenticated": self.authenticated(request),
+        return json_response({"site": self.site.config.site, "authenticated": request[AUTHENTICATED],
                               "refresh_hz": self.refresh_hz, "server_time": time.time(),
                               "timezone": self.site.config.alerting.timezone})
 
@@ -429,8 +458,7 @@ class ConsoleServer:
         """A session for a page that was signed out (its session ended) from the token in the body: unlike opening
         `/?token=...`, the page is not reloaded, and keeps what the operator was doing."""
         offered = (await json_object(request, self.request_timeout_s)).get("token")
-        if not isinstance(offered, str) or not token_matches(offered, self.token):
-            log.warning("sign-in from %s refused: wrong console token", request.remote)
+        if not isinstance(offered, str) or not self.token_checked(request, offered):
             raise web.HTTPUnauthorized(text="wrong console token\n")
         response = json_response({"authenticated": True})
         self.start_session(request, response)
@@ -442,7 +470,7 @@ class ConsoleServer:
         with cameras added or removed, or a scene saved, has another)."""
         now = time.time()
         return json_response({"now": now, "feed": feed_health(self.state.feed_report(), now),
-                              "authenticated": self.authenticated(request),
+                              "authenticated": request[AUTHENTICATED],
                               "cameras_version": self._camera_list()["version"]})
 
     def _camera(self, camera_id: str):

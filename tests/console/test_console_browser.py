@@ -435,6 +435,29 @@ def test_the_incident_detail_follows_the_store_and_keeps_the_answer_to_a_verdict
     page.wait_for_selector("#incident-list:not(.stale)", timeout=10_000)
 
 
+def test_the_health_poll_leaves_the_verdict_buttons_disabled_while_a_verdict_is_under_way(site, page):
+    event = site.event("plaza/square/risk-slow-verdict", site.frame("plaza", frame_jpeg(12)))
+    record(site, event)
+    operator(page, site, "/incidents/" + urllib.parse.quote(event.event_id, safe=""))
+    shown = f"section[data-incident='{event.event_id}']"
+    under_way = []
+
+    def hold(route) -> None:  # the server has not answered yet
+        under_way.append(route)
+
+    page.route("**/ack", hold)
+    with page.expect_request("**/ack", timeout=10_000):
+        page.click(f"{shown} #ack:not([disabled])")
+    page.evaluate("checkHealth()")  # the poll that runs every 5 s, saying the page may act
+    assert page.text_content("#auth-state") == "operator"
+    assert page.is_disabled(f"{shown} #ack") and page.is_disabled(f"{shown} #false-alarm")
+    assert len(under_way) == 1
+    under_way[0].continue_()
+    page.wait_for_selector(f"{shown} .notice.ok:has-text('acknowledgement recorded')", timeout=10_000)
+    assert page.is_enabled(f"{shown} #ack") and page.is_enabled(f"{shown} #false-alarm")
+    page.unroute("**/ack")
+
+
 def test_a_lagging_detector_shows_its_newest_frame_with_boxes_and_a_stopped_one_the_newest_without(site, page):
     with_boxes = site.frame("junction", frame_jpeg(3), people=2)
     page.goto(site.url + "#/camera/junction")

@@ -927,3 +927,21 @@ def test_up_refuses_a_console_open_beyond_loopback_without_a_configured_token(mo
     monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "a")
     with pytest.raises(ConfigError, match="CITYGUARD_CONSOLE_TOKEN is too short for a listener on 0.0.0.0"):
         console_access(Config().model_copy(update={"console": ConsoleConfig(host="0.0.0.0", port=8099)}))
+
+
+@pytest.mark.parametrize("published_by, setting", [("console.public_origins", ["https://console.city.example"]),
+                                                   ("console.require_token_for_reads", True)])
+def test_a_console_that_a_reverse_proxy_publishes_needs_a_token_of_16_characters_on_loopback_too(
+        monkeypatch, published_by, setting):
+    from schemas.settings.config import ConfigError
+    from schemas.settings.console import ConsoleConfig
+    from sinks.console.server import console_token
+
+    published = Config().model_copy(update={"console": ConsoleConfig(**{published_by.partition(".")[2]: setting})})
+    monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "fifteen-chars-a")
+    assert console_token(Config(), "127.0.0.1") == ("fifteen-chars-a", False)  # reached from this machine only
+    with pytest.raises(ConfigError, match=f"^CITYGUARD_CONSOLE_TOKEN is too short for a listener that a reverse proxy "
+                                          f"publishes \\({published_by} is set\\): give it 16 characters or more"):
+        console_token(published, "127.0.0.1")
+    monkeypatch.setenv("CITYGUARD_CONSOLE_TOKEN", "sixteen-chars-ab")
+    assert console_token(published, "127.0.0.1") == ("sixteen-chars-ab", False)

@@ -29,7 +29,8 @@ from schemas.settings.config import load_config
 from schemas.settings.console import ConsoleConfig
 from sinks.alerts.notice import notice_from_event
 from sinks.alerts.store import ACKNOWLEDGED, FALSE_ALARM, NOTIFYING, AlertRow, IncidentStore, subject_key
-from sinks.console.connections import ConnectionGuard, client_of
+from sinks.console import wrong_tokens as wrong_tokens_module
+from sinks.console.connections import ConnectionGuard, GuardedConnection, client_of
 from sinks.console.scene_file import SceneFile
 from sinks.console.server import (
     COOKIE,
@@ -42,6 +43,7 @@ from sinks.console.server import (
     session_cookie,
 )
 from sinks.console.state import ConsoleState, FeedReport
+from sinks.console.wrong_tokens import WrongTokens
 
 TOKEN = "server-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -73,7 +75,8 @@ class Console:
 def make_console(tmp_path):
     stores = []
 
-    def make(settings: str = "", state: ConsoleState | None = None, hard_negatives: str = "hard-negatives"):
+    def make(settings: str = "", state: ConsoleState | None = None, hard_negatives: str = "hard-negatives",
+             clock=time.monotonic):
         config_path = tmp_path / "site.yaml"
         config_path.write_text(SITE.format(hard_negatives=hard_negatives, settings=settings))
         config = load_config(config_path)
@@ -81,7 +84,7 @@ def make_console(tmp_path):
         store = IncidentStore(f"sqlite:///{tmp_path}/incidents.sqlite")
         stores.append(store)
         site = Site(config, SceneFile(config_path), tmp_path / hard_negatives)
-        server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 60.0)
+        server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 60.0, clock=clock)
         return Console(server, state, store, config_path, tmp_path / hard_negatives)
 
     yield make
@@ -597,11 +600,11 @@ def test_a_page_whose_session_ended_signs_in_again_with_the_token_in_its_body(ma
     # Behind a reverse proxy every request needs the token: signing in is the one change that needs none.
     console = make_console("  require_token_for_reads: true\n  public_origins: [https://console.city.example]")
     page = {"Origin": "https://console.city.example", "Sec-Fetch-Site": "same-origin"}
-    with caplog.at_level(logging.WARNING, logger="sinks.console.server"):
+    with caplog.at_level(logging.WARNING):
         for offered in ("guess-5d1f", None, ["list"]):
             status, headers, _ = call(console, "POST", "/api/session", json={"token": offered}, headers=page)
             assert status == 401 and "Set-Cookie" not in headers
-    assert "sign-in from" in caplog.text and "guess-5d1f" not in caplog.text
+    assert "wrong console token from 127.0.0.1" in caplog.text and "guess-5d1f" not in caplog.text
     status, headers, body = call(console, "POST", "/api/session", json={"token": TOKEN}, headers=page)
     cookie = SimpleCookie(headers["Set-Cookie"])[COOKIE]
     assert status == 200 and strict_json(body) == {"authenticated": True} and TOKEN not in headers["Set-Cookie"]
@@ -610,6 +613,71 @@ def test_a_page_whose_session_ended_signs_in_again_with_the_token_in_its_body(ma
                 headers={"Origin": "http://wiki.city.local"})[0] == 403  # another site's page
     assert call(console, "POST", "/api/session", json={"token": TOKEN},
                 headers={**page, "Host": "10.0.0.5:8090"})[0] == 403  # a Secure cookie the browser would drop
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_offering_wrong_tokens_waits_longer_each_time_before_any_token_of_its_is_checked(make_console,
+                                                                                                  caplog):
+    """Signing in (POST /api/session, /?token=) and the token headers are one guessing oracle: a client that guessed
+    wrong five times is answered 429 until its wait ends, even with the right token, and 50 guesses log two lines."""
+    clock = Clock()
+    console = make_console("  require_token_for_reads: true", clock=clock)
+    page = {"Sec-Fetch-Site": "same-origin"}
+
+    def sign_in(token: str) -> tuple[int, dict]:
+        status, headers, _ = call(console, "POST", "/api/session", json={"token": token}, headers=page)
+        return status, headers
+
+    with caplog.at_level(logging.WARNING):
+        assert [sign_in(f"guess-{number}")[0] for number in range(5)] == [401] * 5  # typing mistakes: at once
+        for attempt in (lambda: sign_in(TOKEN), lambda: call(console, "GET", f"/?token={TOKEN}", allow_redirects=False),
+                        lambda: call(console, "GET", "/api/live", headers=AUTH)):
+            status, headers = attempt()[:2]
+            assert (status, headers["Retry-After"]) == (429, "1") and "Set-Cookie" not in headers
+        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-5"})[0] == 429
+        clock.now += 1
+        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-6"})[0] == 401  # checked again
+        assert sign_in(TOKEN)[1]["Retry-After"] == "2"  # each wrong one doubles the wait
+        clock.now += 2
+        assert sign_in(TOKEN)[0] == 200
+        for number in range(7, 50):
+            clock.now += 15 * 60  # the longest wait
+            assert sign_in(f"guess-{number}")[0] == 401
+        assert sign_in(TOKEN)[1]["Retry-After"] == str(15 * 60)
+    assert [record.getMessage() for record in caplog.records] == [
+        "wrong console token from 127.0.0.1 (refused; not logged again until it has offered none for 60 min)",
+        "127.0.0.1 offered 5 wrong console tokens: it now waits before each next token is checked (answered 429 "
+        "meanwhile), longer after each wrong one, up to 15 min"]
+    assert not any("guess-" in record.getMessage() or TOKEN in record.getMessage() for record in caplog.records)
+    clock.now += 60 * 60 + 1  # an hour without a wrong token: forgotten, and a new flood is logged again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert [sign_in(f"again-{number}")[0] for number in range(5)] == [401] * 5
+        assert sign_in(TOKEN)[1]["Retry-After"] == "1"
+    assert len(caplog.records) == 2
+
+
+def test_wrong_tokens_count_against_their_own_client_and_the_clients_that_offered_one_longest_ago_go_first(
+        monkeypatch):
+    clock = Clock()
+    wrong_tokens = WrongTokens(clock)
+    for _ in range(5):
+        wrong_tokens.count("10.0.0.7")
+    assert (wrong_tokens.wait_s("10.0.0.7"), wrong_tokens.wait_s("10.0.0.8")) == (1.0, 0.0)
+    monkeypatch.setattr(wrong_tokens_module, "CLIENTS_KEPT", 3)
+    for client in ("10.0.0.8", "10.0.0.9", "10.0.0.10"):
+        clock.now += 1
+        wrong_tokens.count(client)
+    assert list(wrong_tokens.clients) == ["10.0.0.8", "10.0.0.9", "10.0.0.10"]  # the oldest went first
+    assert wrong_tokens.floods.flooding == {(wrong_tokens_module.WRONG, client)
+                                            for client in ("10.0.0.8", "10.0.0.9", "10.0.0.10")}
 
 
 def test_the_health_answer_says_whether_the_page_may_still_act(make_console):
@@ -822,6 +890,57 @@ def test_an_ipv6_client_is_its_64_network_so_its_many_addresses_share_one_bound(
     assert [guard.admit(client_of(address)) is None
             for address in ("192.0.2.1", "192.0.2.2", "::ffff:192.0.2.3", "fe80::1%eth0")] == [True, True, True, True]
     assert client_of("2001:db8:1:2::10") == "2001:db8:1:2::/64" and client_of("192.0.2.1") == "192.0.2.1"
+
+
+class PeerTransport(asyncio.Transport):
+    """A client's end of a connection as the listener sees it: who it is, how much of its answer it has not read,
+    and what became of it (open, refused with a 503, or closed to admit another client)."""
+
+    def __init__(self, address: str, unread: int = 0):
+        super().__init__()
+        self.address, self.unread, self.fate = address, unread, "open"
+
+    def get_extra_info(self, name, default=None):
+        return (self.address, 40000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return self.unread
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/1.1 503 "):
+            self.fate = "refused"
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.fate = "closed for another"
+
+
+def test_room_is_made_from_any_client_holding_two_more_that_has_an_idle_connection_not_only_the_greediest():
+    """An attacker's biggest address holds only busy connections (a request being answered, an answer it does not
+    read), as many as another client's idle ones: a newcomer is still admitted, by closing one of those."""
+    async def fates() -> list[tuple[str, str]]:
+        guard = ConnectionGuard(ConsoleConfig(max_connections=6))
+        transports = []
+
+        def connect(address: str, unread: int = 0) -> GuardedConnection:
+            transports.append(PeerTransport(address, unread))
+            connection = GuardedConnection(guard, asyncio.Protocol())
+            connection.connection_made(transports[-1])
+            return connection
+
+        connect("10.0.0.1").request_arrived()  # its request is being answered
+        connect("10.0.0.1", unread=65536)  # answered, the answer left unread
+        for address in ("10.0.0.2", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"):
+            connect(address)  # idle
+        return [(transport.address, transport.fate) for transport in transports]
+
+    assert asyncio.run(fates()) == [
+        ("10.0.0.1", "open"), ("10.0.0.1", "open"), ("10.0.0.2", "closed for another"), ("10.0.0.2", "open"),
+        ("10.0.0.3", "open"), ("10.0.0.4", "open"),
+        ("10.0.0.5", "open"),  # admitted in the place of 10.0.0.2's idle connection
+        ("10.0.0.6", "refused")]  # every client but the busy one holds one: nobody's share makes room
 
 
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,

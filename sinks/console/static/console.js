@@ -467,10 +467,9 @@ function pageIncidents(root, incidentId) {
     // answer (it may have been recorded) is never recorded twice. After that, a click is a verdict of its own.
     let requestId = newRequestId();
     const act = async (path, verdict) => {
-      for (const button of buttons) button.disabled = true;  // a second click would only repeat the verdict
-      const result = await postJson(`/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
-        { by: by.value, note: note.value, request_id: requestId });
-      for (const button of buttons) button.disabled = !app.session.authenticated;
+      const result = await whileSending(buttons, () => postJson(
+        `/api/incidents/${encodeURIComponent(incidentId)}/${path}`,
+        { by: by.value, note: note.value, request_id: requestId }));
       // 409: the id's first request, whose answer did not come, was recorded, and this one differs from it (a note
       // typed meanwhile): the first stands, as the timeline shows, and the next click is a verdict of its own.
       const recordedBefore = result.status === 409;
@@ -820,8 +819,27 @@ function showAuthenticated(authenticated) {
   $("#auth-state").textContent = { operator: "operator", "signed-out": "signed out · read-only", "read-only":
     "read-only" }[state];
   $("#sign-in").hidden = state !== "signed-out";
-  for (const control of document.querySelectorAll(".operator-only")) control.disabled = !authenticated;
+  for (const control of document.querySelectorAll(".operator-only")) {
+    control.disabled = !authenticated || "sending" in control.dataset;
+  }
   for (const hint of document.querySelectorAll(".read-only-hint")) hint.hidden = authenticated;
+}
+
+// Disables the controls while `send` runs: clicked again, one would only repeat the request under way. They are
+// marked as sending, so that showAuthenticated, which the health poll calls every 5 s, leaves them disabled meanwhile.
+async function whileSending(controls, send) {
+  for (const control of controls) {
+    control.dataset.sending = "";
+    control.disabled = true;
+  }
+  try {
+    return await send();
+  } finally {
+    for (const control of controls) {
+      delete control.dataset.sending;
+      control.disabled = !app.session.authenticated;
+    }
+  }
 }
 
 async function signIn(event) {
