@@ -116,7 +116,8 @@ def register(commands, add_command) -> None:
                         "absolute and relative error, and totals", run_line_eval, needs_config=False)
     lines.add_argument("--truth", type=Path, required=True, help="CSV camera,line,direction,count")
     lines.add_argument("--predicted", type=Path, nargs="+", required=True,
-                       help=".jsonl of LineCounts messages (`cityguard replay --line-counts`), one or more")
+                       help=".jsonl of LineCounts messages (`cityguard replay --line-counts`), one or more: each "
+                       "file's windows count apart (a recording of the topic goes in one file)")
     lines.add_argument("--out", type=Path, default=Path("var/eval/lines"), help=REPORT_HELP)
 
     devset = commands.add_parser("devset", help="labelled development sets described by manifests in the repository")

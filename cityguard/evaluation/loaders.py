@@ -297,10 +297,15 @@ def load_line_count_messages(paths: Iterable[Path]) -> dict[LineKey, int]:
     """LineCounts messages (one JSON object per line, as `cityguard replay --line-counts` writes them or recorded
     from the line-counts topic) summed over their windows and classes. A window repeated in one file (redelivered on
     the topic) counts once; each file is footage of its own, so windows of two files count apart, even where they
-    start at the same time (replays of two clips of one camera both count from the clip's start)."""
+    start at the same time (replays of two clips of one camera both count from the clip's start): a recording of the
+    topic is given as one file, and one file given twice is refused."""
     windows: list[LineCounts] = []
+    read: set[Path] = set()
     for path in paths:
         path = Path(path)
+        if path.resolve() in read:
+            raise ValueError(f"{path}: given twice (its crossings would count twice)")
+        read.add(path.resolve())
         seen: set[tuple[str, str, float]] = set()
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from infra.files import replace_file
-from infra.listeners import is_loopback, verify_token_length
+from infra.listeners import MIN_TOKEN_CHARS, is_loopback, verify_token_length
 from schemas.event import SEVERITY_RANK
 from schemas.settings.base import env_value
 from schemas.settings.config import Config, ConfigError
@@ -341,15 +341,19 @@ class ConsoleServer:
 
     def token_checked(self, request: web.Request, *offered: str) -> bool:
         """Whether one of the tokens offered is the console's; if none is, that counts once against the client
-        (WrongTokens). A client made to wait is answered 429 before any check, its token right or wrong: otherwise
-        the answer would still tell a right guess from a wrong one."""
+        (WrongTokens), which is answered 429 while it waits. A long token is accepted even then (wrong_tokens.py says
+        why); a short one is not checked until the wait is over, or the answer would tell a right guess from a wrong
+        one."""
         client = client_of(request.remote)
         wait_s = math.ceil(self.wrong_tokens.wait_s(client))
+        right = (not wait_s or len(self.token) >= MIN_TOKEN_CHARS) \
+            and any(token_matches(value, self.token) for value in offered)
+        if right:
+            self.wrong_tokens.forget(client)
+            return True
         if wait_s:
             raise web.HTTPTooManyRequests(text=f"too many wrong console tokens from your address: try again in "
                                                f"{wait_s} s\n", headers={"Retry-After": str(wait_s)})
-        if any(token_matches(value, self.token) for value in offered):
-            return True
         self.wrong_tokens.count(client)
         return False
 

@@ -1,11 +1,14 @@
 """Wrong console tokens, per client (client_of): after a few, a client waits longer and longer before any token it
 offers is checked again, so that the console is no oracle to try guesses against as fast as it answers. A client that
-offers no wrong one for an hour is forgotten.
+offers no wrong one for an hour, or gives the right one, is forgotten.
 
 Only the tokens offered count (`?token=`, the sign-in's body, the Authorization and X-Console-Token headers): a page
-signed in by its session cookie acts on, even from an address that is made to wait. Behind a reverse proxy every
-client is the proxy, so there a guesser makes every sign-in wait; the token is then long enough (16 characters) that
-no one guesses it anyway."""
+signed in by its session cookie acts on, even from an address that is made to wait. A token of MIN_TOKEN_CHARS or more
+(required wherever the network reaches the console) is accepted even from a client made to wait: no one guesses it, and
+behind a reverse proxy, a port-forward or a container's published port every client is one address, which one
+guesser (or a proxy forwarding its own Bearer header) would otherwise lock every operator out of signing in with. Its
+wrong tokens are still answered 429 while the client waits, and logged once a flood. A shorter token, on a loopback
+listener only, is checked only once the wait is over."""
 from __future__ import annotations
 
 import logging
@@ -65,6 +68,11 @@ class WrongTokens:
                                 "%d min", client, guesses.count, LONGEST_WAIT_S // 60)
         while len(self.clients) > CLIENTS_KEPT:
             self._forget(next(iter(self.clients)))
+
+    def forget(self, client: str) -> None:
+        """The client gave the right token: its wrong ones before were typing mistakes."""
+        if client in self.clients:
+            self._forget(client)
 
     def _remembered(self, client: str) -> Guesses | None:
         guesses = self.clients.get(client)

@@ -76,7 +76,7 @@ def make_console(tmp_path):
     stores = []
 
     def make(settings: str = "", state: ConsoleState | None = None, hard_negatives: str = "hard-negatives",
-             clock=time.monotonic):
+             clock=time.monotonic, token: str = TOKEN):
         config_path = tmp_path / "site.yaml"
         config_path.write_text(SITE.format(hard_negatives=hard_negatives, settings=settings))
         config = load_config(config_path)
@@ -84,7 +84,7 @@ def make_console(tmp_path):
         store = IncidentStore(f"sqlite:///{tmp_path}/incidents.sqlite")
         stores.append(store)
         site = Site(config, SceneFile(config_path), tmp_path / hard_negatives)
-        server = ConsoleServer(site, state, store, TOKEN, "127.0.0.1", 4.0, 60.0, clock=clock)
+        server = ConsoleServer(site, state, store, token, "127.0.0.1", 4.0, 60.0, clock=clock)
         return Console(server, state, store, config_path, tmp_path / hard_negatives)
 
     yield make
@@ -623,10 +623,12 @@ class Clock:
         return self.now
 
 
-def test_a_client_offering_wrong_tokens_waits_longer_each_time_before_any_token_of_its_is_checked(make_console,
-                                                                                                  caplog):
+def test_a_client_offering_wrong_tokens_waits_longer_each_time_and_the_right_token_still_signs_in(make_console,
+                                                                                                   caplog):
     """Signing in (POST /api/session, /?token=) and the token headers are one guessing oracle: a client that guessed
-    wrong five times is answered 429 until its wait ends, even with the right token, and 50 guesses log two lines."""
+    wrong five times has its next tokens answered 429 until its wait ends, and 50 guesses log two lines. The right
+    token of 16 characters or more signs in all the same: behind a reverse proxy every client is the proxy, and one
+    guesser would otherwise lock every operator out; and it forgets the client's wrong ones."""
     clock = Clock()
     console = make_console("  require_token_for_reads: true", clock=clock)
     page = {"Sec-Fetch-Site": "same-origin"}
@@ -637,31 +639,45 @@ def test_a_client_offering_wrong_tokens_waits_longer_each_time_before_any_token_
 
     with caplog.at_level(logging.WARNING):
         assert [sign_in(f"guess-{number}")[0] for number in range(5)] == [401] * 5  # typing mistakes: at once
-        for attempt in (lambda: sign_in(TOKEN), lambda: call(console, "GET", f"/?token={TOKEN}", allow_redirects=False),
-                        lambda: call(console, "GET", "/api/live", headers=AUTH)):
-            status, headers = attempt()[:2]
-            assert (status, headers["Retry-After"]) == (429, "1") and "Set-Cookie" not in headers
-        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-5"})[0] == 429
+        status, headers = sign_in("guess-5")
+        assert (status, headers["Retry-After"]) == (429, "1") and "Set-Cookie" not in headers
+        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-6"})[0] == 429
         clock.now += 1
-        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-6"})[0] == 401  # checked again
-        assert sign_in(TOKEN)[1]["Retry-After"] == "2"  # each wrong one doubles the wait
-        clock.now += 2
-        assert sign_in(TOKEN)[0] == 200
-        for number in range(7, 50):
+        assert call(console, "GET", "/api/live", headers={"X-Console-Token": "guess-7"})[0] == 401  # checked again
+        assert sign_in("guess-8")[1]["Retry-After"] == "2"  # each wrong one doubles the wait
+        for number in range(9, 50):
             clock.now += 15 * 60  # the longest wait
             assert sign_in(f"guess-{number}")[0] == 401
-        assert sign_in(TOKEN)[1]["Retry-After"] == str(15 * 60)
-    assert [record.getMessage() for record in caplog.records] == [
+        assert sign_in("guess-50")[1]["Retry-After"] == str(15 * 60)
+        assert sign_in(TOKEN)[0] == 200
+        assert call(console, "GET", f"/?token={TOKEN}", allow_redirects=False)[0] == 302
+        assert call(console, "GET", "/api/live", headers=AUTH)[0] == 200
+        assert [sign_in(f"typo-{number}")[0] for number in range(4)] == [401] * 4  # forgotten: at once again
+    assert [record.getMessage() for record in caplog.records][:2] == [
         "wrong console token from 127.0.0.1 (refused; not logged again until it has offered none for 60 min)",
         "127.0.0.1 offered 5 wrong console tokens: it now waits before each next token is checked (answered 429 "
         "meanwhile), longer after each wrong one, up to 15 min"]
+    assert len(caplog.records) == 3  # and the wrong ones after the right one, a flood of their own
     assert not any("guess-" in record.getMessage() or TOKEN in record.getMessage() for record in caplog.records)
     clock.now += 60 * 60 + 1  # an hour without a wrong token: forgotten, and a new flood is logged again
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert [sign_in(f"again-{number}")[0] for number in range(5)] == [401] * 5
-        assert sign_in(TOKEN)[1]["Retry-After"] == "1"
+        assert sign_in("again-5")[1]["Retry-After"] == "1"
     assert len(caplog.records) == 2
+
+
+def test_a_short_token_is_not_checked_while_its_client_waits(make_console):
+    """A token under 16 characters (a loopback console only) could be guessed: while a guesser waits, even the right
+    one is answered 429, or the answer would tell it from a wrong one."""
+    clock = Clock()
+    console = make_console(clock=clock, token="short-token")
+    page = {"Sec-Fetch-Site": "same-origin"}
+    for number in range(5):
+        assert call(console, "POST", "/api/session", json={"token": f"guess-{number}"}, headers=page)[0] == 401
+    assert call(console, "POST", "/api/session", json={"token": "short-token"}, headers=page)[0] == 429
+    clock.now += 1
+    assert call(console, "POST", "/api/session", json={"token": "short-token"}, headers=page)[0] == 200
 
 
 def test_wrong_tokens_count_against_their_own_client_and_the_clients_that_offered_one_longest_ago_go_first(

@@ -46,6 +46,8 @@ def test_two_replays_of_one_camera_count_apart_though_their_windows_start_alike(
     morning.write_text(window(0, ["in", "out"], [5, 3]) + "\n")
     evening.write_text(window(0, ["in", "out"], [7, 4]) + "\n")
     assert load_line_count_messages([morning, evening]) == {("cam", "l1", "in"): 12, ("cam", "l1", "out"): 7}
+    with pytest.raises(ValueError, match=r"morning.jsonl: given twice \(its crossings would count twice\)"):
+        load_line_count_messages([morning, evening, tmp_path / "." / "morning.jsonl"])
 
 
 def test_a_truth_csv_with_a_bad_count_or_a_line_counted_twice_is_refused_with_its_line(tmp_path):
