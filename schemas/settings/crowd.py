@@ -348,10 +348,10 @@ def ground_grid_layout(ground_polygon: np.ndarray, radius_m: float, cell_m: floa
     longest_m = float(extent.max())
     size = np.ptp(ground_polygon, axis=0)
     if size.max() > MAX_ZONE_SIDE_M:
-        unit, per_m = likely_unit(size.max() / USUAL_ZONE_SIDE_M)
+        likely = likely_unit(size.max() / USUAL_ZONE_SIDE_M)  # None only for a box without end
+        read_in = f" (in {likely[0]} it is {size[0] / likely[1]:.3g} x {size[1] / likely[1]:.3g} m)" if likely else ""
         raise ValueError(f"its ground box of {size[0]:.0f} x {size[1]:.0f} m is no crowd zone: are the "
-                         f"calibration's ground_points in metres? (in {unit} it is {size[0] / per_m:.3g} x "
-                         f"{size[1] / per_m:.3g} m)")
+                         f"calibration's ground_points in metres?{read_in}")
     if not longest_m <= MAX_GRID_SIDE_CELLS * coarsest_m:  # also refuses NaN
         raise ValueError(f"its ground box of {extent[0]:.0f} x {extent[1]:.0f} m is over the "
                          f"{MAX_GRID_SIDE_CELLS * coarsest_m:g} m a side that {MAX_GRID_SIDE_CELLS} local-density "

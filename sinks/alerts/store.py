@@ -184,7 +184,9 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[float | None] = mapped_column(Float, index=True)
     tried_at: Mapped[float | None] = mapped_column(Float)  # when the latest try began
     claimed_at: Mapped[float | None] = mapped_column(Float)
-    claims: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # The database's default too: a dispatcher of the version before, sharing the store during an upgrade, records
+    # deliveries without it.
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
