@@ -23,7 +23,9 @@ channel whose receiver hangs holds up only its own tries. Once an alert's
 deliveries are recorded, its event may be committed: a try that a crash cut short or never began is a `sending` row,
 resumed from the store as above. Every try first claims its row in the store (a due retry from `retrying`, any other
 from `sending` as last claimed when the try was queued): of dispatchers sharing a store, one makes it, and within one
-dispatcher a delivery has at most one try queued or running. After an ambiguous try (the request may have reached the
+dispatcher a delivery has at most one try queued or running. The request goes out only while that claim is the
+latest: a dispatcher that took the delivery over meanwhile (the first asked the provider for longer than a try lasts)
+makes the try, and the first does not. After an ambiguous try (the request may have reached the
 provider) the retry reconciles first, as a restart does. A contact's next channel is a fallback: it is tried only
 once the delivery on the channel before it has failed for good.
 
@@ -365,8 +367,15 @@ class AlertDispatcher:
         return self.attempt(row, channel, message)
 
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
-        """One try; a retryable failure is scheduled for `retry_due` instead of waited for here."""
-        number = self.store.start_attempt(row.id, self.clock()).attempt_count
+        """One try, under the claim `row` was read with; a retryable failure is scheduled for `retry_due` instead of
+        waited for here."""
+        started = self.store.start_attempt(row, self.clock())
+        if started is None:
+            # Another dispatcher claimed the delivery since this one did (this one asked the provider for longer
+            # than longest_try_s): the try is that dispatcher's, and a second one would send the message twice.
+            log.debug("delivery %s: taken over by another dispatcher, which makes the try", row.key)
+            return SENDING
+        number = started.attempt_count
         try:
             result = channel.send(message, row.body)
         except Exception as exc:

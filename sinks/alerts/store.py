@@ -165,7 +165,8 @@ class DeliveryRow(Base):
     it on (recorded it, claimed it, began a try): a `sending` row claimed more recently than a try can last may be
     another dispatcher's try under way, not a crash's leftover. `claims` counts the claims and tries since it was
     recorded: a claim is made against the count read with the row, which a clock stepped back never moves, as it
-    moves `claimed_at`.
+    moves `claimed_at`, and a try is begun only against the count its claim left, so that a dispatcher which took the
+    row over since makes the try instead.
     """
 
     __tablename__ = "deliveries"
@@ -485,14 +486,15 @@ class IncidentStore:
             with self.sessions() as session:
                 return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
 
-    def start_attempt(self, delivery_id: int, now: float) -> DeliveryRow:
-        """Marks the delivery `sending` and counts the try, committed before the request goes out."""
+    def start_attempt(self, claimed: DeliveryRow, now: float) -> DeliveryRow | None:
+        """Marks the delivery `sending` and counts the try, committed before the request goes out; None, counting
+        nothing, when a dispatcher claimed it since it was read as `claimed`: the try is that dispatcher's to make."""
         with self.sessions.begin() as session:
-            row = session.get(DeliveryRow, delivery_id)
-            row.status, row.next_attempt_at, row.tried_at, row.claimed_at = SENDING, None, now, now
-            row.claims += 1
-            row.attempt_count += 1
-            return row
+            started = session.execute(update(DeliveryRow).where(
+                DeliveryRow.id == claimed.id, DeliveryRow.claims == claimed.claims,
+            ).values(status=SENDING, next_attempt_at=None, tried_at=now, claimed_at=now, claims=DeliveryRow.claims + 1,
+                     attempt_count=DeliveryRow.attempt_count + 1))
+            return session.get(DeliveryRow, claimed.id) if started.rowcount == 1 else None
 
     def schedule_retry(self, delivery_id: int, next_attempt_at: float, reconcile_first: bool) -> None:
         with self.sessions.begin() as session:

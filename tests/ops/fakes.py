@@ -5,9 +5,9 @@ FakeTwilio implements the two Programmable Messaging calls (the Message resource
   GET  /2010-04-01/Accounts/{AccountSid}/Messages.json?To=&From=&PageSize=&Page=  newest first, in pages linked
        by next_page_uri (null on the last page)
 and rejects anything else the way Twilio does (401 bad credentials, 400 missing parameter, 404 unknown path).
-It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag or cannot be read
-at all (an API key without the right to list), and a trial account's prefix ("Sent from your Twilio trial account -
-") before every body.
+It can also behave as Twilio does at its edges: a listing that shows new messages only after a lag, is answered late
+or cannot be read at all (an API key without the right to list), and a trial account's prefix ("Sent from your
+Twilio trial account - ") before every body.
 Scripted answers can also take the RFC 9457 problem-details format of Twilio's newer APIs (twilio-python raises
 TwilioServiceException for it), or be an HTML page or JSON of another shape, as a proxy in the way answers.
 FakeWebhook answers POSTs with scripted statuses (and headers: Retry-After, Location) before 200, and GETs with a page,
@@ -80,6 +80,10 @@ class FakeTwilio:
     hold_after_create: threading.Event | None = None  # when set: create, then wait on it before answering
     listing_lag_s: float = 0.0  # a created message appears in GET listings only this long after its creation
     listing_error: Scripted | None = None  # every GET is answered with it
+    # The next GET's listing is answered, as it stood when the GET arrived, only once this is set; `listed` is set by
+    # every GET as it arrives.
+    hold_next_listing: threading.Event | None = None
+    listed: threading.Event = field(default_factory=threading.Event)
     body_prefix: str = ""  # put before every body, as Twilio does for trial accounts
     created: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -189,6 +193,11 @@ def _twilio_handler(fake: FakeTwilio):
             path = urlsplit(self.path).path
             next_page = (f"{path}?{filters}&PageSize={page_size}&Page={page + 1}&PageToken=PA{shown[-1]['sid']}"
                          if len(found) > start + page_size else None)
+            with fake.lock:
+                hold, fake.hold_next_listing = fake.hold_next_listing, None
+            fake.listed.set()
+            if hold is not None:
+                hold.wait(30)
             self.answer(200, {"messages": messages,
                               "page": page, "page_size": page_size, "first_page_uri": self.path,
                               "next_page_uri": next_page, "previous_page_uri": None, "uri": self.path,

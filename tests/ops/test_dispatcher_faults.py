@@ -387,7 +387,7 @@ def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back
     twilio.listing_error = listing
     left_sending_by_a_crash(harness)
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row.id, harness.clock())  # the crash cut this try short: it may have gone out
+    harness.store.start_attempt(row, harness.clock())  # the crash cut this try short: it may have gone out
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()
     assert [d.status for d in harness.store.deliveries()] == [RETRYING]
@@ -443,6 +443,33 @@ def test_a_retry_in_flight_in_one_dispatcher_is_no_crash_leftover_for_another(tm
     assert len(webhook.received) == 1
     assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()] == [
         ("ops", SENT, 2), ("sms", SENT, 1)]
+
+
+def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once(tmp_path, twilio, webhook, caplog):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
+    left_sending_by_a_crash(first)
+    [row] = first.store.deliveries()
+    first.store.start_attempt(row, first.clock())  # the crash cut this try short, before its request went out
+    first.clock.now += 30  # the channel's listing_lag_s: a listing without the SMS now means it did not go out
+    first.let_every_try_end()
+    hold = twilio.hold_next_listing = threading.Event()
+    asking = threading.Thread(target=first.dispatcher.resume_pending)
+    asking.start()
+    try:
+        assert twilio.listed.wait(10)
+        # The first dispatcher claimed the leftover and waits on Twilio's listing for longer than a try lasts: the
+        # second takes the leftover over, finds it not listed either, and sends it.
+        second.clock.now = first.clock.now
+        second.let_every_try_end()
+        second.dispatcher.resume_pending()
+        assert len(twilio.messages) == 1
+    finally:
+        hold.set()
+        asking.join(10)
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE]
+    assert [(d.status, d.attempt_count) for d in first.store.deliveries()] == [(SENT, 2)]
+    assert [record.levelname for record in caplog.records if record.levelname in ("WARNING", "ERROR")] == []
 
 
 def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
@@ -519,7 +546,7 @@ def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_pa
     # 20 s later the retry goes out, and the process dies before the answer is recorded.
     [row] = before.store.deliveries()
     retried_at = before.clock() + 20
-    before.store.start_attempt(row.id, retried_at)
+    before.store.start_attempt(row, retried_at)
     message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
     assert before.dispatcher.channels["sms"].send(message, row.body).delivered
     restarted = make_dispatcher(config)
