@@ -549,6 +549,31 @@ def test_a_scene_saved_meanwhile_by_someone_else_is_not_overwritten_by_the_edito
     assert yaml.safe_load(site.config_path.read_text())["cameras"][0]["zones"][1]["area_m2"] == 26
 
 
+def test_the_health_poll_leaves_save_disabled_while_a_save_is_under_way(site, page):
+    operator(page, site, "/editor/junction")
+    page.wait_for_selector(".items li[data-id=northbound]")
+    under_way = []
+
+    def hold(route) -> None:  # the server has not answered the save yet; the scene is read as ever
+        if route.request.method == "POST":
+            under_way.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/scene/junction", hold)
+    with page.expect_request(lambda request: request.method == "POST", timeout=10_000):
+        page.click("#save-scene:not([disabled])")
+    page.evaluate("checkHealth()")  # the poll that runs every 5 s, saying the page may act
+    assert page.text_content("#auth-state") == "operator"
+    assert page.is_disabled("#save-scene")
+    assert len(under_way) == 1
+    under_way[0].continue_()
+    page.wait_for_selector("#editor-message .notice.ok", timeout=10_000)
+    page.wait_for_selector("#save-scene:not([disabled])", timeout=10_000)  # once the saved scene is loaded back
+    assert page.text_content("#editor-message") == "no change"
+    page.unroute("**/api/scene/junction")
+
+
 def test_every_page_works_under_the_consoles_content_security_policy(site, strict_page):
     """Every page drawn and used as an operator would, with nothing refused by the policy (the fixture checks)."""
     page = strict_page

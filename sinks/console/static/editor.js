@@ -345,16 +345,21 @@ window.pageEditor = function pageEditor(root, cameraId) {
     return out;
   }
 
-  async function save() {
-    // The version read with the geometry: a save made over someone else's newer one is refused (409), not merged.
-    const result = await postJson(`/api/scene/${encodeURIComponent(cameraId)}`,
-      { version, ...cleanGeometry(geometry, calibrationOut()) });
-    const body = result.body || {};
-    fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}`, dataset: { saved: String(!!body.saved) } },
-      result.ok ? body.message : (body.error || "not saved")),
-    result.status === 409 ? el("button", { id: "reload-scene", onclick: () => { fill(message); loadGeometry(); } },
-      "Reload the saved scene (drops this editor's changes)") : null);
-    if (result.ok) { await loadCameras(); await loadGeometry(); }
+  // Save stays disabled until the answer comes and, after a save, until the saved scene and its version are loaded
+  // back: clicked before that, it would send the version this save replaced, refused as if someone else had saved.
+  function save() {
+    return whileSending([saveButton], async () => {
+      // The version read with the geometry: a save made over someone else's newer one is refused (409), not merged.
+      const result = await postJson(`/api/scene/${encodeURIComponent(cameraId)}`,
+        { version, ...cleanGeometry(geometry, calibrationOut()) });
+      const body = result.body || {};
+      const saved = { saved: String(!!body.saved) };
+      fill(message, el("div", { class: `notice ${result.ok ? "ok" : "error"}`, dataset: saved },
+        result.ok ? body.message : (body.error || "not saved")),
+      result.status === 409 ? el("button", { id: "reload-scene", onclick: () => { fill(message); loadGeometry(); } },
+        "Reload the saved scene (drops this editor's changes)") : null);
+      if (result.ok) { await loadCameras(); await loadGeometry(); }
+    });
   }
 
   async function loadGeometry() {
