@@ -19,8 +19,10 @@ def test_an_interrupted_capture_run_stops_the_producer_threads():
     config = bench_config(load_config(DEMO), None, [{"id": "cam000", "source": str(VTEST), "fps": 5, "loop": True}],
                           "interrupted")
     threads_before = set(threading.enumerate())
-    # Ctrl-C arrives in the main thread while it waits out the run.
-    threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):
+        # Ctrl-C arrives in the main thread while it waits out the run. The timer starts inside the block: on a busy
+        # machine the main thread may not reach the run within the second, and an interrupt before the block would
+        # end the test process itself.
+        threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
         run_for(config, None, 60)
     assert [thread.name for thread in set(threading.enumerate()) - threads_before if thread.is_alive()] == []
