@@ -36,6 +36,10 @@ def register(commands, add_command) -> None:
     produce.add_argument("--shard-count", type=number_in(int, 1, MAX_SHARDS), default=os.environ.get(SHARD_COUNT_ENV),
                          help="producer processes the cameras are split across, each with its own --shard-index "
                          f"(default: ${SHARD_COUNT_ENV}, else producer.shard_count)")
+    produce.add_argument("--frames-by-reference", action="store_true",
+                         help="every frame to the frame store (producer.frame_store_dir), its message carrying the "
+                         "reference, whatever producer.max_message_bytes says: only where every stage reads that "
+                         "store (cityguard up gives it on the embedded broker)")
 
     infer = add_command(commands, "infer", "inference worker: frames -> detections (run several to scale out)",
                         lambda args, config: stages.run_infer(config, args.metrics_port))
@@ -92,7 +96,8 @@ def run_produce(args, config) -> int:
         producer = config.producer.model_copy(update={"shard_index": args.shard_index,
                                                       "shard_count": args.shard_count})
         config = config.model_copy(update={"producer": producer})
-    stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime, args.metrics_port)
+    stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime, args.metrics_port,
+                       args.frames_by_reference)
     return 0
 
 

@@ -113,7 +113,7 @@ def run_broker(config: Config, port: int) -> None:
 
 
 def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | None, realtime: bool,
-                metrics_port: int | None) -> None:
+                metrics_port: int | None, frames_by_reference: bool = False) -> None:
     from producers.frame_producer import configure_reader_process, frame_client, run_producer
 
     unknown = sorted(set(camera_ids or ()) - {camera.id for camera in config.cameras})
@@ -126,7 +126,8 @@ def run_produce(config: Config, camera_ids: list[str] | None, max_frames: int | 
     producer = frame_client(servers, config.producer)
     stop = stop_on_signals()
     try:
-        sent = run_producer(config, producer, stop, realtime, max_frames, camera_ids)
+        sent = run_producer(config, producer, stop, realtime, max_frames, camera_ids,
+                            frames_by_reference=frames_by_reference)
         log.info("producer done: %s", sent)
     finally:
         producer.close()

@@ -50,7 +50,8 @@ FRAMES_SEND_FAILED = Counter("cityguard_frames_send_failed_total",
                              "or refused)", ["camera"])
 FRAMES_IN_FLIGHT_BYTES = Gauge("cityguard_frames_in_flight_bytes",
                                "Frame bytes handed to the Kafka client and not yet acknowledged or failed")
-FRAMES_STORED = Counter("cityguard_frames_stored_total", "Oversized frames sent through the frame store", ["camera"])
+FRAMES_STORED = Counter("cityguard_frames_stored_total",
+                        "Frames sent through the frame store: oversized ones, or every one by reference", ["camera"])
 ENCODE_SECONDS = Histogram(
     "cityguard_frame_encode_seconds", "Resize + JPEG encode time per frame", ["camera"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
@@ -172,7 +173,8 @@ class FrameQueue:
 
 
 def frame_message(frame_fields: dict, jpeg: bytes, max_message_bytes: int, store: Callable[[], FrameStore]) -> bytes:
-    """The encoded Frame; a JPEG that would make it larger than max_message_bytes goes to the frame store."""
+    """The encoded Frame; a JPEG that would make it larger than max_message_bytes goes to the frame store (every
+    JPEG, at 0)."""
     value = encode(Frame(**frame_fields, jpeg=jpeg))
     if len(value) <= max_message_bytes:
         return value
@@ -190,9 +192,11 @@ class CameraReader:
 
     def __init__(self, camera: CameraConfig, config: Config, queue: FrameQueue, health: CameraHealth,
                  resolver: Callable[[], ItsResolver | None], store: Callable[[], FrameStore], stop: threading.Event,
-                 realtime: bool, max_frames: int | None):
+                 realtime: bool, max_frames: int | None, frames_by_reference: bool = False):
         self.camera = camera
         self.settings = config.producer
+        # The largest message that carries its JPEG; every frame goes to the frame store by reference at 0.
+        self.max_message_bytes = 0 if frames_by_reference else self.settings.max_message_bytes
         where = f"camera {camera.id}: source"
         for secret in source_variable_values(camera.source, where):
             keep_out_of_logs(secret)
@@ -354,7 +358,7 @@ class CameraReader:
                       "width": width, "height": height, **source_size_fields(sampled.picture, width),
                       "picture_fault": self.quality.fault}
             try:
-                value = frame_message(fields, jpeg, self.settings.max_message_bytes, self.store)
+                value = frame_message(fields, jpeg, self.max_message_bytes, self.store)
             except OSError as exc:  # a full disk or an unwritable frame store loses the frame, not the camera
                 self.health.frames_dropped()
                 self.unstored.record(self.camera.id, exc)
@@ -603,10 +607,12 @@ def configure_reader_process() -> None:
 
 def run_producer(config: Config, producer: FrameClient, stop: threading.Event, realtime: bool = True,
                  max_frames: int | None = None, camera_ids: list[str] | None = None,
-                 on_status: Callable[[list[CameraStatus]], None] | None = None) -> dict[str, int]:
+                 on_status: Callable[[list[CameraStatus]], None] | None = None,
+                 frames_by_reference: bool = False) -> dict[str, int]:
     """Runs this shard's cameras (or those named) until every source ends or `stop` is set. Only recordings (files,
     folders of pictures, http(s) MP4s) end: a producer with a live camera runs until stopped, an ITS camera of
-    recorded clips included.
+    recorded clips included. With `frames_by_reference` every frame goes to the frame store and its message carries
+    the reference, whatever producer.max_message_bytes says.
 
     Returns the frames queued per camera. A camera that cannot be read is reported down, never fatal.
     """
@@ -622,7 +628,7 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
     resolver = lazy(lambda: its_resolver(config, cameras))
     store = lazy(lambda: open_frame_store(config))
     readers = [CameraReader(camera, config, queues[camera.id], health[camera.id], resolver, store, stop, realtime,
-                            max_frames) for camera in cameras]
+                            max_frames, frames_by_reference) for camera in cameras]
     threads = [threading.Thread(target=reader.run, name=f"camera-{reader.camera.id}", daemon=True)
                for reader in readers]
     readers_done = threading.Event()
@@ -630,7 +636,8 @@ def run_producer(config: Config, producer: FrameClient, stop: threading.Event, r
                                settings.max_in_flight_bytes)
     sender = threading.Thread(target=frame_sender.run, args=(readers_done,), name="frame-sender", daemon=True)
     reporter = StatusReporter(producer, config.broker.topics.camera_status, health, settings.status_interval_s)
-    log.info("producer shard %d/%d: %d cameras", settings.shard_index, settings.shard_count, len(cameras))
+    log.info("producer shard %d/%d: %d cameras%s", settings.shard_index, settings.shard_count, len(cameras),
+             ", every frame by reference" if frames_by_reference else "")
     sender.start()
     for thread in threads:
         thread.start()

@@ -11,6 +11,9 @@ import yaml
 
 from infra.assets import CATALOGUE, asset_path
 from infra.broker import free_port
+from infra.kafka import make_consumer
+from schemas import Frame, decode
+from schemas.settings.config import load_config
 from tests.asset_server import canonical_tree, serving
 from tests.conftest import REPO, VTEST, pipeline_config
 
@@ -46,7 +49,7 @@ def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans
     with stand_in_asset_server(tmp_path) as (asset_url, downloads):
         env.update({"YOLO_OFFLINE": "1", "CITYGUARD_SHARED_DIR": str(tmp_path / "no-shared"),
                     "CITYGUARD_ASSET_CACHE": str(tmp_path / "cache"), "CITYGUARD_ASSET_BASE_URL": asset_url})
-        status_lines, console_lines, descendants, said, up = run_up_until_status(path, tmp_path, env)
+        status_lines, console_lines, descendants, said, up, frames = run_up_until_status(path, tmp_path, env)
     assert up.returncode == 0, said
     assert "stopped: all stages and the broker" in said
     assert "fps" in status_lines[-1] and "p/m²" in status_lines[-1]
@@ -57,6 +60,12 @@ def test_up_shows_live_status_restarts_a_dead_stage_and_ctrl_c_leaves_no_orphans
     # `up` fetched the clip and the model's 3 files once, before the broker and the stages started.
     assert len(downloads) == 4 and (tmp_path / "cache" / "vtest.avi").is_file()
     assert -1 < said.find("fetching asset vtest.avi") < said.find("\nbroker: "), said
+    # On the embedded broker every frame went by reference (the site file leaves producer.max_message_bytes alone),
+    # and inference resolved them: the status lines count people.
+    store = (tmp_path / "var" / "frames").resolve()
+    assert f"\nframes: by reference, each kept 600 s in {store} " in said
+    assert frames and all(frame.jpeg is None and frame.frame_ref for frame in frames)
+    assert any(int(line.split("|")[1].split()[0]) > 0 for line in status_lines), status_lines
 
 
 @pytest.mark.parametrize("asset", ["vtest.avi", "yolo11n_int8_openvino_model"])
@@ -107,9 +116,23 @@ def test_up_stops_with_one_line_before_starting_anything_when_the_ultralytics_mo
     assert not (tmp_path / "yolo11n.pt").exists()
 
 
+def first_frames(servers: str, topic: str, count: int = 10) -> list:
+    """The first `count` frames of the topic (fewer if it has no more within 10 s)."""
+    consumer = make_consumer(servers, None, topic, auto_offset_reset="earliest")
+    frames = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(frames) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                frames += [decode(record.value, Frame) for record in records]
+    finally:
+        consumer.close()
+    return frames[:count]
+
+
 def run_up_until_status(path, tmp_path, env):
-    """Starts `cityguard up`, waits for three status lines with zone figures, kills one stage and waits for its
-    restart, then stops it with Ctrl-C."""
+    """Starts `cityguard up`, waits for three status lines with zone figures, reads the frames topic's first frames,
+    kills one stage and waits for its restart, then stops it with Ctrl-C."""
     up = subprocess.Popen([sys.executable, "-m", "cityguard", "up", "--config", str(path), "--log-dir",
                            str(tmp_path / "logs")], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -125,6 +148,8 @@ def run_up_until_status(path, tmp_path, env):
                 if "zone walkway:" in line and " p/m², risk " in line and len(status_lines) >= 3:
                     break
             assert time.monotonic() < deadline, "no status line with zone figures within 120 s"
+        servers = next(line for line in output if line.startswith("broker: ")).split()[1]
+        frames = first_frames(servers, load_config(path).broker.topics.frames)
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 7, \
             "broker, alerts, export-metrics, console, analyze, infer and produce run as processes"
@@ -148,4 +173,4 @@ def run_up_until_status(path, tmp_path, env):
     # A bound of 1 MiB is passed at once: the in-memory broker's growth is reported, with the way out.
     assert any(line.startswith("warning: embedded broker uses") and "KAFKA_BOOTSTRAP_SERVERS" in line
                for line in output + rest.splitlines())
-    return status_lines, console_lines, descendants, "".join(output) + rest, up
+    return status_lines, console_lines, descendants, "".join(output) + rest, up, frames

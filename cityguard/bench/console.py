@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import yaml
 
 from cityguard.arguments import POSITIVE, counted
 from infra.process import start_child
+from schemas.settings.config import Config, read_config_file
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -49,15 +51,35 @@ def console_process(up: subprocess.Popen) -> psutil.Process:
     raise RuntimeError("no console stage among the children of cityguard up")
 
 
+def site_with_frames_in_messages(config: Config, config_path: Path) -> Path:
+    """The site file with producer.max_message_bytes set (its value unchanged): `cityguard up` on the embedded broker
+    would otherwise send every frame by reference, and the console would read each from the frame store, where the
+    figures were measured with frames in the messages. Written beside the original, so its relative paths resolve."""
+    data = read_config_file(config_path)
+    data["producer"] = {**(data.get("producer") or {}), "max_message_bytes": config.producer.max_message_bytes}
+    path = config_path.resolve().parent / f".bench-console-{os.getpid()}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run(args, config) -> int:
     # Measured from the warm-up to 5 s before `cityguard up` stops, 5 s at the least.
     if args.duration < args.warmup + 10:
         raise ValueError(f"--duration {args.duration:g} leaves no time to measure after the {args.warmup:g} s of "
                          f"--warmup before `cityguard up` stops: give at least {args.warmup + 10:g}")
+    site = site_with_frames_in_messages(config, args.config)
+    try:
+        return measure(args, config, site)
+    finally:
+        site.unlink(missing_ok=True)
+
+
+def measure(args, config, site: Path) -> int:
+    """`cityguard up` on the `site` file, its console in chromium; prints the figures."""
     from playwright.sync_api import sync_playwright
 
     # Started as every child is: a benchmark killed takes the pipeline it started down with it.
-    up = start_child([sys.executable, "-m", "cityguard", "up", "--config", str(args.config), "--duration",
+    up = start_child([sys.executable, "-m", "cityguard", "up", "--config", str(site), "--duration",
                       str(args.duration), "--log-dir", str(args.log_dir)],
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     try:

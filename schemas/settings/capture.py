@@ -78,7 +78,8 @@ class ProducerConfig(Frozen):
     max_message_bytes: int = Field(
         default=1_000_000, ge=10_000, le=4 * 1024 * 1024,
         description="frames whose message would be larger go to the frame store and are sent as a reference "
-        "(the upper bound is the Kafka clients' request limit in infra.kafka)")
+        "(the upper bound is the Kafka clients' request limit in infra.kafka); `cityguard up` on the embedded broker "
+        "sends every frame by reference unless the site file sets this")
     max_in_flight_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1_000_000, le=4 * 1024**3,
         description="frame bytes sent but not yet acknowledged by the broker; at this the sender takes no more frames "

@@ -40,6 +40,37 @@ def test_small_frames_travel_inline_large_ones_by_reference(tmp_path):
     assert store.resolve(frame.frame_ref) == jpeg
 
 
+class KeepingClient(DiscardingClient):
+    """Acknowledges every message at once, as DiscardingClient does, and keeps the frames topic's."""
+
+    def __init__(self, topic: str):
+        self.topic, self.frames = topic, []
+
+    def send(self, topic: str, key: bytes | None, value: bytes, acknowledged=None) -> None:
+        if topic == self.topic:
+            self.frames.append(decode(value, Frame))
+        super().send(topic, key, value, acknowledged)
+
+
+@pytest.mark.parametrize("by_reference", [True, False])
+def test_a_producer_sending_frames_by_reference_stores_every_one_however_small(tmp_path, by_reference):
+    # 96 px wide frames of a few kB, which fit a message of the least max_message_bytes: only by reference are they
+    # stored.
+    config = parse_config({"site": "s", "producer": {"frame_store_dir": str(tmp_path / "frames"),
+                                                     "max_message_bytes": 10_000},
+                           "cameras": [{"id": f"small-{uuid.uuid4().hex[:8]}", "source": str(VTEST), "fps": 5,
+                                        "max_width": 96}]}, tmp_path)
+    client = KeepingClient(config.broker.topics.frames)
+    run_producer(config, client, threading.Event(), realtime=False, max_frames=5, frames_by_reference=by_reference)
+    assert len(client.frames) == 5
+    store = LocalFrameStore(tmp_path / "frames", ttl_s=60)
+    for frame in client.frames:
+        jpeg = store.resolve(frame.frame_ref) if by_reference else frame.jpeg
+        assert (frame.jpeg is None) == by_reference and len(jpeg) < 10_000
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (72, 96, 3)
+    assert (tmp_path / "frames").exists() == by_reference
+
+
 def test_frames_expire(tmp_path):
     clock = Clock()
     store = LocalFrameStore(tmp_path, ttl_s=60, clock=clock)
