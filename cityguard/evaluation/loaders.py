@@ -10,9 +10,11 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
+from pydantic import BaseModel
 
 from cityguard.evaluation.detection import Boxes
 from cityguard.evaluation.events import EventInterval
@@ -20,6 +22,7 @@ from cityguard.evaluation.lines import LineKey, crossings
 from processors.inference.jpeg_header import START_OF_IMAGE, jpeg_is_whole
 from schemas import Event, EventState, LineCounts
 
+M = TypeVar("M", bound=BaseModel)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MOT_PEDESTRIAN_CLASSES = (1,)  # MOT16/17/20; MOT15 files hold only pedestrians
 MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position); MOT16/17/20 rows have 9
@@ -250,21 +253,27 @@ def event_number(row: dict[str, str], name: str) -> float:
         raise ValueError(f"{name} {row[name]!r} is not a number") from None
 
 
+def json_messages(path: Path, schema: type[M]) -> Iterator[M]:
+    """The messages of a JSON-lines file (one message a line, blank lines skipped), each an error naming its line
+    where it is not a `schema` message."""
+    article = "an" if schema.__name__[0] in "AEIOU" else "a"
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield schema.model_validate(json.loads(line))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not {article} {schema.__name__} message: {exc}") from None
+
+
 def load_event_messages(path: Path) -> list[EventInterval]:
     """Event messages (one JSON object per line, as recorded from the events topic) -> one interval per event_id.
 
     The interval runs from started_at to ended_at, or to the last update of an event never resolved; the score is
     the highest confidence the event reached. Redelivered duplicates collapse into the same event.
     """
-    path = Path(path)
     lives: dict[str, list[Event]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            event = Event.model_validate(json.loads(line))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not an Event message: {exc}") from None
+    for event in json_messages(Path(path), Event):
         lives.setdefault(event.event_id, []).append(event)
     intervals = []
     for messages in lives.values():
@@ -307,13 +316,7 @@ def load_line_count_messages(paths: Iterable[Path]) -> dict[LineKey, int]:
             raise ValueError(f"{path}: given twice (its crossings would count twice)")
         read.add(path.resolve())
         seen: set[tuple[str, str, float]] = set()
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                window = LineCounts.model_validate(json.loads(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: not a LineCounts message: {exc}") from None
+        for window in json_messages(path, LineCounts):
             if (window.camera_id, window.line_id, window.window_start) not in seen:
                 seen.add((window.camera_id, window.line_id, window.window_start))
                 windows.append(window)
