@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infra.backoff import backoff_delay
 from sinks.console.connections import FloodLog
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ class Guesses:
 
     count: int
     last_at: float
-    wait_s: float  # the wait that the last of them imposed; 0 while they are free
     until: float  # no token of the client's is checked before this time
 
 
@@ -53,7 +53,7 @@ class WrongTokens:
     def count(self, client: str) -> None:
         """One more wrong token from the client; logged once until it is forgotten, and once when it starts to wait."""
         now = self.clock()
-        guesses = self._remembered(client) or Guesses(count=0, last_at=now, wait_s=0.0, until=now)
+        guesses = self._remembered(client) or Guesses(count=0, last_at=now, until=now)
         guesses.count += 1
         guesses.last_at = now
         self.clients[client] = guesses
@@ -61,8 +61,7 @@ class WrongTokens:
         self.floods.started((WRONG, client), "wrong console token from %s (refused; not logged again until it has "
                             "offered none for %d min)", client, FORGOTTEN_AFTER_S // 60)
         if guesses.count >= FREE_WRONG_TOKENS:
-            guesses.wait_s = min(2 * guesses.wait_s or FIRST_WAIT_S, LONGEST_WAIT_S)
-            guesses.until = now + guesses.wait_s
+            guesses.until = now + backoff_delay(guesses.count - FREE_WRONG_TOKENS + 1, FIRST_WAIT_S, LONGEST_WAIT_S)
             self.floods.started((WAITING, client), "%s offered %d wrong console tokens: it now waits before each "
                                 "next token is checked (answered 429 meanwhile), longer after each wrong one, up to "
                                 "%d min", client, guesses.count, LONGEST_WAIT_S // 60)
