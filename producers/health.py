@@ -183,8 +183,9 @@ class CameraHealth:
         """Records a failed read or connection attempt; returns the number of consecutive failures."""
         now = self.clock()
         with self._lock:
+            # A wait goes on through failures (an ITS API that errs between clips): only a frame ends it, so a camera
+            # whose asks alternate between failing and "nothing new" is stalled once its clips are overdue.
             self._connection_ended(now)
-            self._waiting_since = None
             self.consecutive_failures += 1
             down = self.consecutive_failures >= self.down_after_failures
             self.state = CameraState.DOWN if down else CameraState.RECONNECTING
@@ -194,8 +195,8 @@ class CameraHealth:
     def waiting(self, reason: str, longest_wait_s: float) -> None:
         """The source has nothing new to read yet, and nothing failed (an ITS camera of recorded clips whose clip has
         played, while the API lists no newer one): the failures before are forgiven, and the camera is up, with the
-        reason, while it has waited no longer than longest_wait_s (from the first of these calls in a row, since
-        frames or a failure), stalled after."""
+        reason, while it has waited no longer than longest_wait_s (from the first of these calls since the last frame,
+        failures between them included), stalled after."""
         now = self.clock()
         with self._lock:
             self._connection_ended(now)
@@ -225,7 +226,7 @@ class CameraHealth:
             window = min(self.fps_window_s, max(now - self.started_at, 1e-3))
             state, reason = self.state, self.reason
             age = None if self.last_frame_at is None else max(0.0, now - self.last_frame_at)
-            if self._waiting_since is not None:
+            if self._waiting_since is not None and state is CameraState.UP:
                 if now - self._waiting_since > self._longest_wait_s:
                     state, reason = CameraState.STALLED, (f"{reason} for {now - self._waiting_since:.0f} s, longer "
                                                           f"than the {self._longest_wait_s:.0f} s it may take")

@@ -364,3 +364,23 @@ def test_a_source_waiting_for_something_new_is_up_as_long_as_it_may_wait_and_sta
     health.frame_captured(clock.now, None, None)  # the next clip
     health.waiting("waiting for a new clip", longest_wait_s=420)
     assert health.status().state is CameraState.UP  # waited afresh
+
+
+def test_a_wait_broken_by_failures_of_the_api_still_ends_stalled_once_the_clips_are_overdue():
+    # Every other ask of the ITS API fails, every other says "nothing new": neither the failures (each forgiven by the
+    # next wait) nor a wait restarted at each failure may keep the camera from being reported.
+    clock = Clock()
+    health = CameraHealth("cam", down_after_failures=3, fps_window_s=5, no_frame_stall_s=10, configured_fps=5,
+                          clock=clock)
+    health.frame_captured(clock.now, None, None)
+    health.waiting("waiting for a new clip", longest_wait_s=420)
+    for _ in range(4):
+        clock.now += 60
+        health.failed("waiting for a new clip: the API answered 500")
+        assert health.status().state is CameraState.RECONNECTING  # a failure shows as itself, not as the wait
+        clock.now += 60
+        health.waiting("waiting for a new clip", longest_wait_s=420)
+    assert health.status().state is CameraState.STALLED  # 480 s since the wait began
+    health.frame_captured(clock.now, None, None)
+    health.waiting("waiting for a new clip", longest_wait_s=420)
+    assert health.status().state is CameraState.UP
