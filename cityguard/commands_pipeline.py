@@ -96,6 +96,8 @@ def run_produce(args, config) -> int:
         producer = config.producer.model_copy(update={"shard_index": args.shard_index,
                                                       "shard_count": args.shard_count})
         config = config.model_copy(update={"producer": producer})
+    if args.frames_by_reference:
+        config.verify_frames_outlast_their_age()
     stages.run_produce(config, args.cameras, args.max_frames, not args.no_realtime, args.metrics_port,
                        args.frames_by_reference)
     return 0

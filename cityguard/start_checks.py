@@ -25,7 +25,8 @@ def start_problems(config: Config) -> list[str]:
     alert channels' variables and sound files, the incident store's URL (its dialect and driver; nothing is connected
     to), a token for the Alertmanager receiver and the console where they listen beyond loopback, folders the settings
     name that are files, an ignore-filters file that cannot be read, a GPU backend on a machine without one, a
-    KAFKA_BOOTSTRAP_SERVERS that names no servers, and replicas the embedded broker cannot keep."""
+    KAFKA_BOOTSTRAP_SERVERS that names no servers, replicas the embedded broker cannot keep, and frames that `up` sends
+    by reference deleted from the frame store before inference stops taking them."""
     problems = []
 
     def check(start_check: Callable, *args) -> None:
@@ -72,7 +73,17 @@ def start_problems(config: Config) -> list[str]:
         if config.broker.replication_factor > 1 and not servers:
             problems.append(f"broker.replication_factor is {config.broker.replication_factor} but the embedded "
                             "broker is one node: set it to 1, or name a cluster (KAFKA_BOOTSTRAP_SERVERS)")
+        if frames_by_reference(config, embedded_broker=not servers):
+            check(config.verify_frames_outlast_their_age)
     return problems
+
+
+def frames_by_reference(config: Config, embedded_broker: bool) -> bool:
+    """Whether the producer `cityguard up` starts sends every frame by reference (`produce --frames-by-reference`): on
+    the embedded broker, which keeps every message in RAM for as long as it runs (a frame's JPEG in each would fill it
+    within hours), and whose stages all run here, reading the one frame store. A site file that sets
+    producer.max_message_bytes has chosen what travels in a message, and keeps it."""
+    return embedded_broker and "max_message_bytes" not in config.producer.model_fields_set
 
 
 def model_file_problems(config: Config) -> list[str]:

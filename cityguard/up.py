@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from cityguard.arguments import ERROR_PREFIX
-from cityguard.start_checks import model_search, start_problems
+from cityguard.start_checks import frames_by_reference, model_search, start_problems
 from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
@@ -225,14 +225,6 @@ def refuse_busy_ports(config: Config) -> None:
                           "(0 picks a free port)")
 
 
-def frames_by_reference(config: Config, broker: EmbeddedBroker | None) -> bool:
-    """Whether the producer `up` starts sends every frame by reference (`produce --frames-by-reference`): on the
-    embedded broker, which keeps every message in RAM for as long as it runs (a frame's JPEG in each would fill it
-    within hours), and whose stages all run here, reading the one frame store. A site file that sets
-    producer.max_message_bytes has chosen what travels in a message, and keeps it."""
-    return broker is not None and "max_message_bytes" not in config.producer.model_fields_set
-
-
 def frames_line(config: Config) -> str:
     settings = config.producer
     return (f"frames: by reference, each kept {settings.frame_store_ttl_s:g} s in "
@@ -421,7 +413,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
             env[BROKER_PID_FILE_ENV] = str(pid_file)  # the metrics sink exports the broker's memory
             memory_watch = BrokerMemoryWatch(pid_file, config.broker.embedded_memory_warn_bytes)
             restart_broker = functools.partial(restart_embedded_broker, broker, pid_file, config)
-        if frames_by_reference(config, broker):
+        if frames_by_reference(config, embedded_broker=broker is not None):
             stage_args["produce"] = [*stage_args["produce"], "--frames-by-reference"]
             print(frames_line(config), flush=True)
 

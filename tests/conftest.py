@@ -59,8 +59,9 @@ def pipeline_config(tmp_path: Path, name: str, bootstrap: str, **overrides):
             "topics": {topic: f"{suffix}.{topic}" for topic in
                        ("frames", "detections", "zone_metrics", "events", "alerts", "camera_status", "dead_letter")},
         },
-        # Tests produce a backlog before the stages are ready (model loading takes seconds): none of it is stale.
-        "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "max_frame_age_s": 3600},
+        # Tests produce a backlog before the stages are ready (model loading takes seconds): none of it is stale. No
+        # longer than producer.frame_store_ttl_s (600 s), as `cityguard up` requires when it sends frames by reference.
+        "model": {"offline_weights": str(OFFLINE_MODEL), "max_batch_size": 4, "max_frame_age_s": 600},
         "analytics": {"window_seconds": 2},
         "metrics": {"exporter_port": 0, "producer_port": 0, "inference_port": 0, "analytics_port": 0},
         "console": {"port": 0},

@@ -334,8 +334,9 @@ def test_check_config_warns_of_model_class_ids_the_model_does_not_have(tmp_path,
         return capsys.readouterr().err.splitlines()
 
     offline = "weights: 'asset:yolo11n_int8_openvino_model', offline_weights: null"
-    assert warnings(f"{{{offline}, classes: [2, 300, 0, 80], class_confidence: {{2: 0.5, 91: 0.4}}}}") == [
-        f"cityguard: warning: model.classes: the model {OFFLINE_MODEL} has no class id 80, 300 (its ids are 0-79)",
+    assert warnings(f"{{{offline}, classes: [2, 300, 0, 80, 91], class_confidence: {{2: 0.5, 91: 0.4}}}}") == [
+        f"cityguard: warning: model.classes: the model {OFFLINE_MODEL} has no class id 80, 91, 300 (its ids are "
+        "0-79)",
         f"cityguard: warning: model.class_confidence: the model {OFFLINE_MODEL} has no class id 91 (its ids are "
         "0-79)"]
     assert warnings(f"{{{offline}, classes: [0, 2, 79]}}") == []

@@ -106,6 +106,19 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (lambda d: d.update(console={"host": "999.1.1.1"}), "console.host: not an IP address"),
     (lambda d: d.update(alerting={"receiver": {"host": "[::1]"}}), "alerting.receiver.host: not an IP address"),
     (lambda d: d.update(metrics={"host": "http://0.0.0.0"}), "metrics.host: not an IP address"),
+    # Cars tuned but left out of the classes kept: never reported, the tuning silently doing nothing.
+    (lambda d: d.update(model={"classes": [0], "class_confidence": {2: 0.4}}),
+     "model: class_confidence gives class ids that classes leaves out, never reported: 2"),
+    # Half a position leaves the camera off the map.
+    (lambda d: d["cameras"][0].update(lat=37.53), "cameras.0: lat and lon go together"),
+    # Fractions of the picture, as labelling tools export them: a zone of one pixel watches no one.
+    (lambda d: d["cameras"][0]["zones"][0].update(polygon=[[0.1, 0.2], [0.9, 0.2], [0.9, 0.8], [0.1, 0.8]]),
+     "cameras.0: zones[z1] lies within the picture's first pixel: give image pixels"),
+    (lambda d: d["cameras"][0].update(scene={"counting_lines": [{"id": "gate", "start": [0, 0.5], "end": [1, 0.5]}]}),
+     "cameras.0: scene.counting_lines[gate] lies within the picture's first pixel"),
+    # A window shorter than the camera's frame interval holds no frame now and then: its zones read UNKNOWN.
+    (lambda d: (d["cameras"][0].update(fps=0.2), d.update(analytics={"window_seconds": 2})),
+     "analytics.window_seconds (2) is shorter than camera cam1's frame interval (5 s at fps 0.2)"),
 ])
 def test_bad_configuration_names_the_field(tmp_path, change, field):
     data = {"cameras": [yaml.safe_load(yaml.safe_dump(CAMERA))]}
@@ -206,6 +219,12 @@ def test_a_route_naming_a_camera_or_zone_that_does_not_exist_is_refused(tmp_path
         load_config(write(tmp_path, site({"cameras": ["cam1", "cam-2"]})))
     with pytest.raises(ConfigError, match=r"alerting.routes\[night\].match.zones names unknown zones: plaza"):
         load_config(write(tmp_path, site({"zones": ["plaza"]})))
+    # A zone of another camera than the route's: no incident is of both.
+    data = site({"cameras": ["cam1"], "zones": ["plaza"]})
+    data["cameras"].append({**CAMERA, "id": "cam2", "zones": [{**CAMERA["zones"][0], "id": "plaza"}]})
+    with pytest.raises(ConfigError, match=r"alerting.routes\[night\].match.zones names zones that none of its "
+                                          r"match.cameras has, so it never matches: plaza"):
+        load_config(write(tmp_path, data))
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):

@@ -217,6 +217,16 @@ class ModelConfig(Frozen):
     tracking: TrackingConfig = TrackingConfig()
     tiling: TilingConfig = TilingConfig()
 
+    @model_validator(mode="after")
+    def verify_tuned_classes_are_kept(self) -> "ModelConfig":
+        """A class given its own confidence but left out of `classes` is never reported: its confidence tunes nothing,
+        and the class the operator meant to detect goes unseen."""
+        dropped = sorted(set(self.class_confidence) - set(self.classes)) if self.classes is not None else []
+        if dropped:
+            raise ValueError(f"class_confidence gives class ids that classes leaves out, never reported: "
+                             f"{', '.join(map(str, dropped))} (add them to classes, or drop their confidence)")
+        return self
+
     def class_ids_outside(self, ids: set[int]) -> list[tuple[str, str]]:
         """(field, class ids) for each setting that names class ids outside `ids` (a model's): COCO's ids given for
         a model retrained on other classes, or a typo, which keep or tune nothing it ever reports."""
@@ -340,6 +350,26 @@ class CameraConfig(Frozen):
         return self
 
     @model_validator(mode="after")
+    def verify_position_whole(self) -> "CameraConfig":
+        """The map places a camera by both; one alone leaves it off the map without a word."""
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: give both, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def verify_geometry_in_pixels(self) -> "CameraConfig":
+        """Geometry within the picture's first pixel is in fractions of the picture (as labelling tools export it),
+        not in the image pixels the analyzers read: such a zone or line watches no one."""
+        items: dict[str, list[Point]] = {}  # a line's ends together: one end alone may well be at a corner
+        for where, points in self.geometry():
+            items.setdefault(where.rpartition(".")[0] or where, []).extend(points)
+        for item, points in items.items():
+            if all(0 <= value <= 1 for point in points for value in point):
+                raise ValueError(f"{item} lies within the picture's first pixel: give image pixels, not fractions "
+                                 "of the picture")
+        return self
+
+    @model_validator(mode="after")
     def verify_unique_zone_ids(self) -> "CameraConfig":
         require_unique([zone.id for zone in self.zones], "zone id")
         return self
@@ -389,6 +419,26 @@ class Config(Frozen):
                 if unknown:
                     raise ValueError(f"alerting.routes[{route.id}].match.{field} names unknown {field}: "
                                      f"{', '.join(unknown)}")
+            # A route matches an incident of one of its cameras and of one of its zones: a zone of another camera
+            # can never be both.
+            if route.match.cameras and route.match.zones:
+                places = set().union(*(self.camera(camera_id).place_ids() for camera_id in route.match.cameras))
+                elsewhere = sorted(set(route.match.zones) - places)
+                if elsewhere:
+                    raise ValueError(f"alerting.routes[{route.id}].match.zones names zones that none of its "
+                                     f"match.cameras has, so it never matches: {', '.join(elsewhere)}")
+        return self
+
+    @model_validator(mode="after")
+    def verify_windows_hold_frames(self) -> "Config":
+        """A window shorter than a zone camera's frame interval holds no frame now and then, and its zones then read
+        UNKNOWN (camera down or stalling) although the camera sends every frame."""
+        for camera in self.cameras:
+            if camera.zones and self.analytics.window_seconds * camera.fps < 1:
+                raise ValueError(f"analytics.window_seconds ({self.analytics.window_seconds:g}) is shorter than camera "
+                                 f"{camera.id}'s frame interval ({1 / camera.fps:g} s at fps {camera.fps:g}): some "
+                                 "of its zones' windows would hold no frame and read UNKNOWN; lengthen the window or "
+                                 "raise the camera's fps")
         return self
 
     @model_validator(mode="after")
@@ -409,6 +459,16 @@ class Config(Frozen):
         if unknown:
             raise ValueError(f"model.tiling.cameras names unknown cameras: {', '.join(unknown)}")
         return self
+
+    def verify_frames_outlast_their_age(self) -> None:
+        """ConfigError naming both settings where a frame sent by reference may be deleted from the frame store while
+        inference still takes it (up to model.max_frame_age_s old): a backlog would reach frames already gone, which
+        inference dead-letters instead of shedding. Checked only where frames travel by reference."""
+        age_s, ttl_s = self.model.max_frame_age_s, self.producer.frame_store_ttl_s
+        if age_s > ttl_s:
+            raise ConfigError(f"model.max_frame_age_s ({age_s:g} s) is longer than producer.frame_store_ttl_s "
+                              f"({ttl_s:g} s) with frames sent by reference: a backlog would reach frames already "
+                              "deleted, which inference dead-letters; lower the one or raise the other")
 
     def camera(self, camera_id: str) -> CameraConfig:
         for camera in self.cameras:
