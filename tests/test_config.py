@@ -116,6 +116,13 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
      "cameras.0: zones[z1] lies within the picture's first pixel: give image pixels"),
     (lambda d: d["cameras"][0].update(scene={"counting_lines": [{"id": "gate", "start": [0, 0.5], "end": [1, 0.5]}]}),
      "cameras.0: scene.counting_lines[gate] lies within the picture's first pixel"),
+    # A pattern's refusal says in words what is wanted: a regular expression tells an operator nothing.
+    (lambda d: d.update(alerting={"contacts": [{"id": "kim", "phone": "010-1234-5678"}]}),
+     "alerting.contacts.0.phone: should be a number in international (E.164) form: '+', the country code and the "
+     "number without its leading 0, spaces or dashes, e.g. +821012345678"),
+    (lambda d: d["cameras"][0].update(id="Gate 3"), "cameras.0.id: should be letters, digits, '_', '.' and '-'"),
+    (lambda d: d.update(alerting={"channels": [{"kind": "webhook", "id": "ops", "url_env": "ops-hook"}]}),
+     "should be the name of an environment variable"),
     # A window shorter than the camera's frame interval holds no frame now and then: its zones read UNKNOWN.
     (lambda d: (d["cameras"][0].update(fps=0.2), d.update(analytics={"window_seconds": 2})),
      "analytics.window_seconds (2) is shorter than camera cam1's frame interval (5 s at fps 0.2)"),

@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from schemas.event import Severity
-from schemas.settings.base import EnvName, Frozen, Identifier, ListenHost, require_unique
+from schemas.settings.base import EnvName, Frozen, Identifier, ListenHost, require_unique, worded
 
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+E164_PATTERN = worded(r"^\+[1-9][0-9]{6,14}$", "a number in international (E.164) form: '+', the country code and "
+                      "the number without its leading 0, spaces or dashes, e.g. +821012345678")
 HOURS_PATTERN = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
-WEBHOOK_URL_PATTERN = r"^https?://[^/?#\s]+"  # a scheme and a host
+WEBHOOK_URL_PATTERN = worded(r"^https?://[^/?#\s]+", "an http:// or https:// URL with a host")
 TWILIO_API = "https://api.twilio.com"
 TEMPLATE_FIELDS = frozenset({"severity", "title", "message", "camera", "zone", "ref", "site"})
 
@@ -58,7 +59,8 @@ class SmsChannelConfig(Frozen):
     account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     from_number_env: EnvName = "TWILIO_FROM_NUMBER"
-    api_base_url: str = Field(default=TWILIO_API, pattern=r"^https?://[^/]+$",
+    api_base_url: str = Field(default=TWILIO_API,
+                              pattern=worded(r"^https?://[^/]+$", "http:// or https:// and a host, without a path"),
                               description="scheme and host of the Twilio REST API; tests point it at a local server")
     max_segments: int = Field(default=2, ge=1, le=10,
                               description="longer texts are cut to fit: 160 GSM-7 / 70 UCS-2 (Korean) chars for one")
@@ -201,7 +203,8 @@ class ReceiverConfig(Frozen):
                                               description="webhook notices of one incident accepted per minute; "
                                               "more are answered 429 (Alertmanager retries them later)")
     runbook_base_url: str | None = Field(
-        default=None, pattern=r"^https?://[^\s?#]+$", max_length=200,
+        default=None, max_length=200,
+        pattern=worded(r"^https?://[^\s?#]+$", "an http:// or https:// URL without spaces, query or fragment"),
         description="where the runbooks are published, e.g. https://git.example.org/cityguard/blob/main/: an "
         "alert's relative runbook_url (infra/prometheus/runbooks.md#zone-stale) is sent as a link under it; unset, "
         "as the repository path")

@@ -14,11 +14,23 @@ from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 from schemas.base import ID_MAX_CHARS
 from schemas.geometry import polygon_area, polygon_is_simple
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# What a pattern asks for, in words: a refusal says that rather than the regular expression.
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def worded(pattern: str, words: str) -> str:
+    """`pattern`, whose refusals say `words` ("should be <words>")."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
+
+ID_PATTERN = worded(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                    "letters, digits, '_', '.' and '-', starting with a letter or digit")
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
 # Upper case only, as environment variables are conventionally named: a secret pasted where its variable's name
 # belongs (mixed case, digits first) is refused, and refusals never repeat the value.
-ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+ENV_NAME_PATTERN = worded(r"^[A-Z_][A-Z0-9_]*$", "the name of an environment variable: upper-case letters, digits "
+                          "and '_', not starting with a digit")
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN, description="name of an environment variable")]
 # Beyond any picture's pixels and any site's metres (a UTM northing reaches 1e7): a coordinate past it is a typo, and
 # squared, as areas and edge crossings square them, would overflow to inf, and warn on stderr, before it was refused.

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.settings.base import EnvName, Frozen
+from schemas.settings.base import EnvName, Frozen, worded
 
 
 class SourceKind(str, Enum):
@@ -92,7 +92,8 @@ class ProducerConfig(Frozen):
     frame_store_ttl_s: float = Field(default=600.0, gt=0, le=7 * 86400, description="stored frames expire after this")
     status_interval_s: float = Field(default=5.0, gt=0, le=3600,
                                      description="camera-status messages and fps figures are refreshed this often")
-    its_api_url: str = Field(default="https://openapi.its.go.kr:9443/cctvInfo", pattern=r"^https?://",
+    its_api_url: str = Field(default="https://openapi.its.go.kr:9443/cctvInfo",
+                             pattern=worded(r"^https?://", "an http:// or https:// URL"),
                              description="ITS national CCTV cctvInfo endpoint")
     its_api_key_env: EnvName = Field(default="ITS_API_KEY",
                                  description="environment variable holding the ITS API key (never the key itself)")

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, Validati
 
 from schemas.settings.alerting import AlertingConfig
 from schemas.settings.base import (
+    PATTERN_WORDS,
     ConfigError,
     Frozen,
     Identifier,
@@ -29,6 +30,7 @@ from schemas.settings.base import (
     verify_source_characters,
     verify_source_scheme,
     verify_source_variables,
+    worded,
 )
 from schemas.settings.capture import HTTP_SCHEMES, ItsCameraRef, ProducerConfig, SourceKind
 from schemas.settings.console import ConsoleConfig
@@ -49,7 +51,8 @@ __all__ = ["AnalyticsConfig", "CameraConfig", "Config", "ConfigError", "RiskThre
 
 # What Kafka takes in a topic name (a consumer group id takes more), kept for the site name too, which prefixes the
 # analytics stage's changelog topic; well below Kafka's 249 characters with the longest suffix added to it.
-KafkaName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
+KafkaName = Annotated[str, Field(pattern=worded(r"^[A-Za-z0-9._-]{1,200}$",
+                                               "1-200 letters, digits, '.', '_' and '-'"))]
 
 
 class TopicNames(Frozen):
@@ -535,6 +538,8 @@ def validation_problems(exc: ValidationError, section: str = "", model: type[Bas
     for error in exc.errors():
         where = ".".join(str(part) for part in (section, *error["loc"]) if part != "")
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch" and error["ctx"]["pattern"] in PATTERN_WORDS:
+            message = f"should be {PATTERN_WORDS[error['ctx']['pattern']]}"
         if error["type"] == "extra_forbidden" and model is not None and error["loc"]:
             close = difflib.get_close_matches(str(error["loc"][-1]), model_fields_at(model, error["loc"]), n=1)
             if close:

