@@ -667,6 +667,22 @@ def test_a_client_offering_wrong_tokens_waits_longer_each_time_and_the_right_tok
     assert len(caplog.records) == 2
 
 
+def test_a_sign_in_counts_once_however_many_wrong_tokens_it_offers(make_console):
+    """A sign-in with wrong tokens in its headers and its body is one guess: five are still typing mistakes. And a
+    reverse proxy that forwards its own Bearer header does not stop the right token in the body from signing in."""
+    console = make_console("  require_token_for_reads: true")
+    page = {"Sec-Fetch-Site": "same-origin"}
+
+    def sign_in(token: str, **headers: str) -> int:
+        return call(console, "POST", "/api/session", json={"token": token}, headers={**page, **headers})[0]
+
+    assert [sign_in(f"guess-{number}", Authorization=f"Bearer guess-{number}-header",
+                    **{"X-Console-Token": f"guess-{number}-other"}) for number in range(5)] == [401] * 5
+    assert sign_in("guess-5") == 429
+    assert sign_in(TOKEN, Authorization="Bearer the-proxys-own") == 200
+    assert sign_in("typo", Authorization="Bearer the-proxys-own") == 401  # the right one forgot the client
+
+
 def test_a_short_token_is_not_checked_while_its_client_waits(make_console):
     """A token under 16 characters (a loopback console only) could be guessed: while a guesser waits, even the right
     one is answered 429, or the answer would tell it from a wrong one."""
