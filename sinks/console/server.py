@@ -6,8 +6,9 @@ or the session cookie that opening `/?token=...` sets, or that a page whose sess
 token (POST /api/session): signed with the token, never the token itself, accepted for `console.session_hours`, and
 Secure once an https origin is listed in `console.public_origins` (a sign-in whose browser would drop it is refused,
 saying why). Changing anything always needs it; on a non-loopback address, or with `console.require_token_for_reads`
-(behind a reverse proxy), every request needs it. A client that offers wrong tokens waits longer and longer before
-its next one is checked (wrong_tokens.py), once a request however many it offers. No other site may frame the pages.
+(behind a reverse proxy), every request needs it but those for the page itself, which then offers sign-in. A client
+that offers wrong tokens waits longer and longer before its next one is checked (wrong_tokens.py), once a request
+however many it offers. No other site may frame the pages.
 Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
@@ -389,7 +390,11 @@ class ConsoleServer:
         # with the headers' tokens, so that a sign-in counts once however many wrong tokens it offers.
         signing_in = request.method == "POST" and request.path == "/api/session"
         request[AUTHENTICATED] = self.in_session(request) if signing_in else self.authenticated(request)
-        if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in:
+        # The page and its scripts hold nothing of the site: without a session they come up signed out and offer
+        # sign-in, while everything they would show is refused.
+        route = request.match_info.route
+        page = reading and (route.handler == self.index or isinstance(route.resource, web.StaticResource))
+        if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in and not page:
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)

@@ -307,6 +307,21 @@ def test_behind_a_reverse_proxy_pages_need_the_token_and_its_public_origin_may_c
                 headers={**browser, "Origin": "https://other.example"})[0] == 403
 
 
+def test_where_reads_need_the_token_the_page_comes_up_without_it_and_nothing_it_would_show(make_console):
+    """A page reloaded after its session ended comes up signed out and offers sign-in: the page and its scripts are
+    served, every answer that holds the site's data is refused."""
+    console = make_console(settings="  require_token_for_reads: true")
+    ended = {"Cookie": f"{COOKIE}={session_cookie(TOKEN, int(time.time()) - 13 * 3600)}"}
+    for method, path in [("GET", "/"), ("HEAD", "/"), ("GET", "/static/console.js"), ("GET", "/static/console.css")]:
+        status, headers, _ = call(console, method, path, headers=ended)
+        assert status == 200 and headers["X-Frame-Options"] == "DENY", path
+    for path in ["/api/session", "/api/health", "/api/cameras", "/api/live", "/api/cameras/cam/frame.jpg",
+                 "/api/zones", "/api/incidents", "/api/incident-summary", "/api/incidents/x",
+                 "/api/incidents/x/evidence.jpg", "/api/scene/cam", "/static/%2e%2e/api/cameras", "/nowhere"]:
+        assert call(console, "GET", path, headers=ended)[0] == 401, path
+    assert call(console, "GET", "/static/..%2fserver.py", headers=ended)[0] == 404  # nothing outside the folder
+
+
 def test_public_origins_are_origins_only():
     assert ConsoleConfig(public_origins=["HTTPS://Console.City.Example/"]).public_origins == [
         "https://console.city.example"]
