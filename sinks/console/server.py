@@ -6,8 +6,9 @@ or the session cookie that opening `/?token=...` sets, or that a page whose sess
 token (POST /api/session): signed with the token, never the token itself, accepted for `console.session_hours`, and
 Secure once an https origin is listed in `console.public_origins` (a sign-in whose browser would drop it is refused,
 saying why). Changing anything always needs it; on a non-loopback address, or with `console.require_token_for_reads`
-(behind a reverse proxy), every request needs it. A client that offers wrong tokens waits longer and longer before
-its next one is checked (wrong_tokens.py). No other site may frame the pages.
+(behind a reverse proxy), every request needs it but those for the page itself, which then offers sign-in. A client
+that offers wrong tokens waits longer and longer before its next one is checked (wrong_tokens.py), once a request
+however many it offers. No other site may frame the pages.
 Slow and greedy clients are bounded by the listener (connections.py) and the deadline on a body.
 The store is synchronous (SQLAlchemy), so its calls run in worker threads.
 """
@@ -245,6 +246,13 @@ def session_valid(cookie: str, token: str, lifetime_s: float, now: float) -> boo
     return token_matches(cookie, session_cookie(token, int(issued)))
 
 
+def header_tokens(request: web.Request) -> list[str]:
+    """The tokens the request offers in its headers: `Authorization: Bearer` and X-Console-Token."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return [value for value in (credentials.strip() if scheme.lower() == "bearer" else "",
+                                request.headers.get("X-Console-Token", "")) if value]
+
+
 def forwarded_from_https(request: web.Request) -> bool:
     """Whether a reverse proxy says the browser's request came over https (X-Forwarded-Proto, Forwarded): its browser
     keeps the Secure cookie whatever Host the proxy sends. Trusted only to decide that, after the token was checked."""
@@ -331,13 +339,14 @@ class ConsoleServer:
 
     def authenticated(self, request: web.Request) -> bool:
         """Whether the request carries a valid session cookie, or the token in a header (token_checked)."""
-        cookie = request.cookies.get(COOKIE, "")
-        if cookie and session_valid(cookie, self.token, self.session_s, time.time()):
+        if self.in_session(request):
             return True
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        offered = [value for value in (credentials.strip() if scheme.lower() == "bearer" else "",
-                                       request.headers.get("X-Console-Token", "")) if value]
+        offered = header_tokens(request)
         return bool(offered) and self.token_checked(request, *offered)
+
+    def in_session(self, request: web.Request) -> bool:
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and session_valid(cookie, self.token, self.session_s, time.time())
 
     def token_checked(self, request: web.Request, *offered: str) -> bool:
         """Whether one of the tokens offered is the console's; if none is, that counts once against the client
@@ -377,10 +386,15 @@ class ConsoleServer:
             response = web.HTTPFound("/")
             self.start_session(request, response)
             raise response
-        # A page whose session ended signs in again with the token in the body (sign_in checks it), staying as it is.
+        # A page whose session ended signs in again with the token in the body, staying as it is: sign_in checks it
+        # with the headers' tokens, so that a sign-in counts once however many wrong tokens it offers.
         signing_in = request.method == "POST" and request.path == "/api/session"
-        request[AUTHENTICATED] = self.authenticated(request)
-        if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in:
+        request[AUTHENTICATED] = self.in_session(request) if signing_in else self.authenticated(request)
+        # The page and its scripts hold nothing of the site: without a session they come up signed out and offer
+        # sign-in, while everything they would show is refused.
+        route = request.match_info.route
+        page = reading and (route.handler == self.index or isinstance(route.resource, web.StaticResource))
+        if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in and not page:
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")
         return await handler(request)
@@ -459,10 +473,12 @@ class ConsoleServer:
                               "timezone": self.site.config.alerting.timezone})
 
     async def sign_in(self, request: web.Request) -> web.Response:
-        """A session for a page that was signed out (its session ended) from the token in the body: unlike opening
-        `/?token=...`, the page is not reloaded, and keeps what the operator was doing."""
-        offered = (await json_object(request, self.request_timeout_s)).get("token")
-        if not isinstance(offered, str) or not self.token_checked(request, offered):
+        """A session for a page that was signed out (its session ended) from the token in the body, checked with any
+        in the headers as one guess: unlike opening `/?token=...`, the page is not reloaded, and keeps what the operator
+        was doing."""
+        in_body = (await json_object(request, self.request_timeout_s)).get("token")
+        offered = header_tokens(request) + ([in_body] if isinstance(in_body, str) else [])
+        if not offered or not self.token_checked(request, *offered):
             raise web.HTTPUnauthorized(text="wrong console token\n")
         response = json_response({"authenticated": True})
         self.start_session(request, response)

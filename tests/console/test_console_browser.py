@@ -964,6 +964,52 @@ def test_a_session_that_ends_shows_signed_out_at_once_and_signing_in_again_keeps
     assert page.is_disabled(f"{shown} #ack")
 
 
+def test_a_page_reloaded_after_its_session_ended_comes_up_signed_out_and_signs_in_where_reads_need_the_token(
+        site, page, kafka_bootstrap, tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text(site.config_path.read_text().replace("console:\n",
+                                                           "console:\n  require_token_for_reads: true\n"))
+    os.environ["CITYGUARD_CONSOLE_TOKEN"] = TOKEN
+    try:
+        console, url = start_console(config, tmp_path, kafka_bootstrap)
+    finally:
+        del os.environ["CITYGUARD_CONSOLE_TOKEN"]
+    try:
+        page.goto(f"{url}?token={TOKEN}")
+        page.goto(f"{url}#/live")
+        page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)
+
+        ended = session_cookie(TOKEN, int(time.time()) - 13 * 3600)  # console.session_hours is 12
+        page.context.add_cookies([{"name": COOKIE, "value": ended, "url": url}])
+        page.goto("about:blank")  # what the page asked before it was reloaded is not counted below
+        answered = []
+        page.on("response", lambda response: answered.append((urllib.parse.urlsplit(response.url).path,
+                                                              response.status)))
+        assert page.goto(f"{url}#/live").status == 200
+        page.wait_for_selector("#auth-state[data-auth=signed-out]:has-text('signed out')", timeout=10_000)
+        page.wait_for_selector("#no-session:visible", timeout=5_000)
+        assert page.is_hidden("#session-ended") and page.locator("section.tile").count() == 0
+        assert [status for path, status in answered if path.startswith("/api/")] == [401], answered
+        for path in ("api/cameras", "api/live", "api/cameras/plaza/frame.jpg", "api/incidents"):
+            assert page.request.get(url + path).status == 401, path
+
+        page.fill("#sign-in-token", "not the token")
+        page.click("#sign-in button[type=submit]")
+        page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
+        page.fill("#sign-in-token", TOKEN)
+        page.click("#sign-in button[type=submit]")
+        page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)
+        page.wait_for_selector("#auth-state[data-auth=operator]", timeout=5_000)
+        assert page.is_hidden("#sign-in") and urllib.parse.urlsplit(page.url).fragment == "/live"
+
+        # Ended again while the page is open: the page stays, read-only, and says so.
+        page.context.add_cookies([{"name": COOKIE, "value": ended, "url": url}])
+        page.wait_for_selector("#session-ended:visible", timeout=10_000)
+        assert page.is_hidden("#no-session") and page.locator("section.tile").count() == 3
+    finally:
+        console.stop()
+
+
 def test_an_open_page_follows_the_cameras_of_a_restarted_console(site, page, kafka_bootstrap, tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
@@ -1034,7 +1080,8 @@ def test_a_console_on_another_address_refuses_without_the_token(site, page, kafk
         del os.environ["CITYGUARD_CONSOLE_TOKEN"]
     try:
         assert TOKEN not in console.log(), "a configured token is never printed"
-        assert page.goto(url).status == 401
+        assert page.goto(url).status == 200  # the page alone, which offers sign-in
+        page.wait_for_selector("#no-session:visible", timeout=10_000)
         assert page.goto(f"{url}api/live").status == 401
         assert page.goto(f"{url}?token=wrong").status == 401
         assert page.goto(f"{url}?token={TOKEN}").status == 200

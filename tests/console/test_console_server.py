@@ -307,6 +307,21 @@ def test_behind_a_reverse_proxy_pages_need_the_token_and_its_public_origin_may_c
                 headers={**browser, "Origin": "https://other.example"})[0] == 403
 
 
+def test_where_reads_need_the_token_the_page_comes_up_without_it_and_nothing_it_would_show(make_console):
+    """A page reloaded after its session ended comes up signed out and offers sign-in: the page and its scripts are
+    served, every answer that holds the site's data is refused."""
+    console = make_console(settings="  require_token_for_reads: true")
+    ended = {"Cookie": f"{COOKIE}={session_cookie(TOKEN, int(time.time()) - 13 * 3600)}"}
+    for method, path in [("GET", "/"), ("HEAD", "/"), ("GET", "/static/console.js"), ("GET", "/static/console.css")]:
+        status, headers, _ = call(console, method, path, headers=ended)
+        assert status == 200 and headers["X-Frame-Options"] == "DENY", path
+    for path in ["/api/session", "/api/health", "/api/cameras", "/api/live", "/api/cameras/cam/frame.jpg",
+                 "/api/zones", "/api/incidents", "/api/incident-summary", "/api/incidents/x",
+                 "/api/incidents/x/evidence.jpg", "/api/scene/cam", "/static/%2e%2e/api/cameras", "/nowhere"]:
+        assert call(console, "GET", path, headers=ended)[0] == 401, path
+    assert call(console, "GET", "/static/..%2fserver.py", headers=ended)[0] == 404  # nothing outside the folder
+
+
 def test_public_origins_are_origins_only():
     assert ConsoleConfig(public_origins=["HTTPS://Console.City.Example/"]).public_origins == [
         "https://console.city.example"]
@@ -667,6 +682,22 @@ def test_a_client_offering_wrong_tokens_waits_longer_each_time_and_the_right_tok
     assert len(caplog.records) == 2
 
 
+def test_a_sign_in_counts_once_however_many_wrong_tokens_it_offers(make_console):
+    """A sign-in with wrong tokens in its headers and its body is one guess: five are still typing mistakes. And a
+    reverse proxy that forwards its own Bearer header does not stop the right token in the body from signing in."""
+    console = make_console("  require_token_for_reads: true")
+    page = {"Sec-Fetch-Site": "same-origin"}
+
+    def sign_in(token: str, **headers: str) -> int:
+        return call(console, "POST", "/api/session", json={"token": token}, headers={**page, **headers})[0]
+
+    assert [sign_in(f"guess-{number}", Authorization=f"Bearer guess-{number}-header",
+                    **{"X-Console-Token": f"guess-{number}-other"}) for number in range(5)] == [401] * 5
+    assert sign_in("guess-5") == 429
+    assert sign_in(TOKEN, Authorization="Bearer the-proxys-own") == 200
+    assert sign_in("typo", Authorization="Bearer the-proxys-own") == 401  # the right one forgot the client
+
+
 def test_a_short_token_is_not_checked_while_its_client_waits(make_console):
     """A token under 16 characters (a loopback console only) could be guessed: while a guesser waits, even the right
     one is answered 429, or the answer would tell it from a wrong one."""
@@ -895,6 +926,42 @@ def test_a_client_sending_its_request_body_a_byte_at_a_time_is_answered_408(make
         assert answer_of(slow).startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert sender.is_alive(), "the body was sent whole"
     assert "request body from 127.0.0.1 did not arrive within 0.5 s (console.request_timeout_s): answered 408" \
+        in caplog.text
+
+
+def test_a_client_reading_a_long_answer_slowly_reads_it_whole_and_one_that_stops_reading_is_cut_off(make_console,
+                                                                                                     caplog):
+    """A long answer to a slow client takes longer than the deadline: each deadline the client reads some of it
+    through gives it another; one that reads none of it for a deadline is cut off."""
+    console = make_console("  request_timeout_s: 0.5")
+    picture = os.urandom(4 * 1024 * 1024)  # far more than the kernel's buffers hold
+    console.state.on_frame("cam", 1, time.time(), picture, (640, 480), (640, 480))
+    request = (b"GET /api/cameras/cam/frame.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Console-Token: " + TOKEN.encode()
+               + b"\r\nConnection: close\r\n\r\n")
+
+    def asked(port: int) -> socket.socket:
+        connection = socket.socket()
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # a slow link's window
+        connection.settimeout(30)
+        connection.connect(("127.0.0.1", port))
+        connection.sendall(request)
+        return connection
+
+    with caplog.at_level(logging.WARNING), listening(console) as port:
+        with asked(port) as slow:
+            received = b""
+            while chunk := slow.recv(16384):
+                received += chunk
+                time.sleep(0.005)  # a few MB/s at most: some of the answer each deadline, never all of it
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(picture)
+        assert "cut off" not in caplog.text
+
+        with asked(port) as stalled:
+            deadline = time.monotonic() + 30
+            while "it read none of its answer" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not answer_of(stalled).endswith(picture)
+    assert "connection from 127.0.0.1 cut off: it read none of its answer for 0.5 s (console.request_timeout_s)" \
         in caplog.text
 
 

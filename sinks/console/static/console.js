@@ -848,7 +848,23 @@ async function signIn(event) {
   const { ok, body } = await postJson("/api/session", { token: token.value });
   token.value = "";
   $("#sign-in-error").textContent = ok ? "" : body.error;
-  if (ok) showAuthenticated(true);
+  if (!ok) return;
+  if (app.session) {
+    showAuthenticated(true);
+  } else {
+    showNoSession(false);
+    start();
+  }
+}
+
+// A page opened without a session where every request needs one (console.require_token_for_reads, or an address other
+// than loopback), as when reloaded after its session ended: it says so and offers sign-in, then comes up.
+function showNoSession(signedOut) {
+  $("#auth-state").dataset.auth = signedOut ? "signed-out" : "";
+  $("#auth-state").textContent = signedOut ? "signed out" : "";
+  $("#no-session").hidden = !signedOut;
+  $("#session-ended").hidden = signedOut;
+  $("#sign-in").hidden = !signedOut;
 }
 
 // Whether the server still reads the topics (otherwise every page shows an old picture as if it were current),
@@ -870,7 +886,11 @@ const START_RETRY_MS = 3000;
 // A page opened or reloaded while the console restarts comes up by itself once the console answers: the screen of an
 // operations room is often left alone for hours.
 async function start() {
-  const { ok, body } = await api("/api/session");
+  const { ok, status, body } = await api("/api/session");
+  if (status === 401) {
+    showNoSession(true);
+    return;
+  }
   const refused = ok ? await loadCameras() : body;
   if (refused) {
     $("#page").replaceChildren(el("div", { class: "notice error", id: "start-error" },
@@ -883,7 +903,6 @@ async function start() {
   $("#site-name").textContent = body.site;
   app.title = `cityguard ${body.site}`;
   showAuthenticated(body.authenticated);
-  $("#sign-in").addEventListener("submit", signIn);
   startAlarm();
   setInterval(tick, 500);
   checkHealth();
@@ -894,4 +913,5 @@ async function start() {
   route();
 }
 
+$("#sign-in").addEventListener("submit", signIn);
 start();
