@@ -98,3 +98,6 @@ class ZoneMetrics(Message):
         default_factory=dict, description="risk level name -> seconds until the density reaches it at the "
         "rise the last minutes' windows bear out, what the level is raised on (only levels expected within the "
         "forecast horizon; 0: reached)")
+    rise_over_s: float | None = Field(
+        default=None, gt=0, description="how far back the windows reach that bear out the rise of the forecast and "
+        "of seconds_to_threshold (absent until enough windows do)")

@@ -92,14 +92,16 @@ CAMERA_INFO = Gauge("cityguard_camera_info", "Configured cameras with their map 
 ZONE_PEAK_LOCAL_DENSITY = Gauge("cityguard_zone_peak_local_density_per_square_metre",
                                 "Highest Gaussian-weighted local density around any person (Helbing et al.)",
                                 ["camera", "zone"])
-ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre", "Forecast mean density",
-                      ["camera", "zone", "horizon_seconds"])
+ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre",
+                      "Forecast density, at the rise the last minutes bear out", ["camera", "zone", "horizon_seconds"])
 ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
                             "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_seconds"])
 ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_time_to_danger_seconds",
                                "Seconds until the density reaches the danger threshold at the rise the last minutes "
                                "bear out (absent: not expected)",
                                ["camera", "zone"])
+ZONE_RISE_OVER = Gauge("cityguard_zone_forecast_rise_over_seconds",
+                       "How far back the windows reach that bear out the forecast's rise", ["camera", "zone"])
 ZONE_CROSSINGS = Counter("cityguard_zone_crossings_total", "People crossing the zone's entrance lines",
                          ["camera", "zone", "direction"])
 ZONE_SPEED = Gauge("cityguard_zone_mean_speed_metres_per_second", "Mean walking speed in the zone", ["camera", "zone"])
@@ -112,8 +114,8 @@ ZONE_MODEL_PEOPLE = Gauge("cityguard_zone_density_model_people", "People per fra
 ZONE_COUNT_RELIABLE = Gauge("cityguard_zone_count_reliable", "1 when the zone's count is trusted", ["camera", "zone"])
 # A zone's gauges, removed together when another sink takes the zone (its forecasts, labelled by horizon too, apart).
 ZONE_GAUGES = (ZONE_PEOPLE, ZONE_PEOPLE_MAX, ZONE_DENSITY, ZONE_DENSITY_MAX, ZONE_AREA, ZONE_RISK, ZONE_WINDOW_END,
-               ZONE_PEAK_LOCAL_DENSITY, ZONE_SECONDS_TO_DANGER, ZONE_SPEED, ZONE_PRESSURE, ZONE_DETECTOR_PEOPLE,
-               ZONE_MODEL_PEOPLE, ZONE_COUNT_RELIABLE)
+               ZONE_PEAK_LOCAL_DENSITY, ZONE_SECONDS_TO_DANGER, ZONE_RISE_OVER, ZONE_SPEED, ZONE_PRESSURE,
+               ZONE_DETECTOR_PEOPLE, ZONE_MODEL_PEOPLE, ZONE_COUNT_RELIABLE)
 DEAD_LETTERS = Counter("cityguard_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "topic"])
 UNREADABLE = Counter("cityguard_metrics_sink_unreadable_total", "Messages this sink could not parse", ["topic"])
 
@@ -358,7 +360,8 @@ class MetricsSink:
                            (ZONE_SPEED, metrics.mean_speed_m_per_s), (ZONE_PRESSURE, metrics.crowd_pressure_per_s2),
                            (ZONE_DETECTOR_PEOPLE, metrics.detector_people_mean),
                            (ZONE_MODEL_PEOPLE, metrics.density_model_people_mean),
-                           (ZONE_SECONDS_TO_DANGER, metrics.seconds_to_threshold.get("danger")))
+                           (ZONE_SECONDS_TO_DANGER, metrics.seconds_to_threshold.get("danger")),
+                           (ZONE_RISE_OVER, metrics.rise_over_s))
         for gauge, value in optional_gauges:
             if value is None:
                 gauge.remove(*labels)  # not measured in this window: no stale value left behind
@@ -381,6 +384,7 @@ class MetricsSink:
                 ZONE_RISK.labels(*labels).set(RiskLevel.UNKNOWN.rank)
                 # A stale zone's last forecast would keep its forecast alert firing with a frozen time to danger.
                 ZONE_SECONDS_TO_DANGER.remove(*labels)
+                ZONE_RISE_OVER.remove(*labels)
                 self._remove_forecast(labels)
 
     def _remove_forecast(self, labels: tuple[str, str]) -> None:

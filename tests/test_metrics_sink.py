@@ -156,16 +156,18 @@ def test_a_zone_whose_windows_stop_turns_unknown_and_loses_its_forecast(sink):
 
     labels = {"camera": "sink-test", "zone": "plaza"}
     forecast = [DensityForecast(horizon_s=300, density_per_m2=4.0, lower_per_m2=3.0, upper_per_m2=5.0)]
-    sink.on_zone_metrics(zone_window(1000.0).model_copy(update={"forecast": forecast,
+    sink.on_zone_metrics(zone_window(1000.0).model_copy(update={"forecast": forecast, "rise_over_s": 300.0,
                                                                 "seconds_to_threshold": {"danger": 420.0}}))
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
     sink.mark_stale_zones(now=1000.0 + sink.stale_after_s / 2)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == 1
     assert REGISTRY.get_sample_value("cityguard_zone_forecast_time_to_danger_seconds", labels) == 420.0
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_rise_over_seconds", labels) == 300.0
     sink.mark_stale_zones(now=1000.0 + sink.stale_after_s + 1)
     assert REGISTRY.get_sample_value("cityguard_zone_risk_level", labels) == -1, "a silent zone is unknown, not calm"
     # Its forecast alert must not go on firing with a frozen time to danger.
     assert REGISTRY.get_sample_value("cityguard_zone_forecast_time_to_danger_seconds", labels) is None
+    assert REGISTRY.get_sample_value("cityguard_zone_forecast_rise_over_seconds", labels) is None
     assert REGISTRY.get_sample_value("cityguard_zone_forecast_density_per_square_metre",
                                      {**labels, "horizon_seconds": "300"}) is None
 

@@ -211,9 +211,9 @@ class RiskPolicyConfig(Frozen):
                                      "long has allowed it")
     early_warning_seconds: float = Field(
         default=600, ge=0, le=3600,
-        description="a level expected within this time, at the slope the last 5 minutes bear out, raises the zone "
-        "to the level below it now, at most to warning (danger expected in 6 min -> warning); at most "
-        "analytics.forecast.max_horizon_minutes x 60",
+        description="a level expected within this time, at the slope the zone's last 5 minutes bear out (six "
+        "windows if longer, the minutes seen while its forecast starts), raises the zone to the level below it now, "
+        "at most to warning (danger expected in 6 min -> warning); at most analytics.forecast.max_horizon_minutes x 60",
     )
     min_frame_coverage: float = Field(
         default=0.5, gt=0, le=1,

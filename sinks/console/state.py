@@ -153,7 +153,7 @@ def zone_point(metrics: ZoneMetrics) -> dict:
         "count_reliable": metrics.count_reliable, "flow_regime": metrics.flow_regime.value,
         "forecast": [{"horizon_s": point.horizon_s, "density": point.density_per_m2, "lower": point.lower_per_m2,
                       "upper": point.upper_per_m2} for point in metrics.forecast],
-        "seconds_to": dict(metrics.seconds_to_threshold),
+        "seconds_to": dict(metrics.seconds_to_threshold), "rise_over_s": metrics.rise_over_s,
         "last_seq": metrics.last_seq,
     }
 

@@ -39,6 +39,7 @@ from schemas import (
     ZoneMetrics,
     encode,
 )
+from schemas.settings.crowd import RiskThresholds
 from sinks.console.server import COOKIE, hard_negative_stem, session_cookie
 from sinks.console.state import LIVE_MAX_DETECTOR_LAG_S
 from tests.conftest import REPO, VTEST, video_frames
@@ -168,16 +169,20 @@ class Site:
     def zone_window(self, level: RiskLevel, density: float, end: float, forecast: bool = False,
                     camera_id: str = "plaza", zone_id: str = "square", area_m2: float = 40,
                     seconds: float = 2, danger_in_s: float | None = 240.0) -> None:
-        """forecast: with a forecast, which reaches danger in `danger_in_s` (None: not within its horizon)."""
-        points = [DensityForecast(horizon_s=h, density_per_m2=density + h / 250, lower_per_m2=density + h / 600,
-                                  upper_per_m2=density + h / 150) for h in (60, 180, 300)] if forecast else []
+        """forecast: with a forecast, a line that reaches danger (5 p/m²) in `danger_in_s` (None: not within its
+        horizon), as the analytics draw it."""
+        rise = (RiskThresholds().danger - density) / danger_in_s if danger_in_s else 0.0
+        points = [DensityForecast(horizon_s=h, density_per_m2=density + rise * h, lower_per_m2=density + rise * h / 2,
+                                  upper_per_m2=density + rise * h * 1.5 + 0.1) for h in (60, 180, 300)] \
+            if forecast else []
         self.publish("zone_metrics", camera_id, ZoneMetrics(
             camera_id=camera_id, zone_id=zone_id, window_start=end - seconds, window_end=end, frames=20,
             area_m2=area_m2, people_mean=density * area_m2, people_max=int(density * area_m2 * 1.1),
             density_mean_per_m2=density, density_max_per_m2=density * 1.1, risk_level=level,
             risk_reason=f"density {density:.2f} p/m²" + (", danger expected in 4 min" if forecast else ""),
             last_seq=self.seq, inflow=12, outflow=7, net_accumulation_per_minute=150.0, forecast=points,
-            seconds_to_threshold={"danger": danger_in_s} if forecast and danger_in_s is not None else {}))
+            seconds_to_threshold={"danger": danger_in_s} if forecast and danger_in_s is not None else {},
+            rise_over_s=300.0 if forecast else None))
 
     def event(self, event_id: str, evidence_seq: int, camera_id: str = "plaza", zone_id: str = "square",
               severity: Severity = Severity.CRITICAL,
@@ -826,6 +831,30 @@ def test_time_to_danger_is_now_at_danger_and_said_unknown_without_a_level_or_a_f
         site.zone_window(level, 2.0, time.time(), forecast=forecast, danger_in_s=danger_in_s, camera_id="station",
                          zone_id="stairs", area_m2=25)
         page.wait_for_function(f"document.querySelector(\"{figure}\")?.textContent === '{shown}'", timeout=10_000)
+
+
+def test_the_forecast_line_crosses_danger_where_the_chart_marks_the_time_to_danger_the_figure_gives(site, page):
+    page.goto(site.url + "#/zones")
+    card = "section.card[data-zone=stairs]"
+    site.zone_window(RiskLevel.WARNING, 4.0, time.time(), forecast=True, danger_in_s=240.0, camera_id="station",
+                     zone_id="stairs", area_m2=25)
+    marker = page.wait_for_selector(f"{card} .threshold-crossing[data-level=danger]", timeout=10_000)
+    figure = page.query_selector(f"{card} .figure[data-figure='time to danger'] .value").text_content()
+    assert figure == "4 min" and marker.text_content() == f"danger {figure}"
+    assert page.query_selector(f"{card} .forecast-label").text_content() == "at the rise of the last 5 min"
+    # The dashed line passes through the marker: no other crossing of danger for the eye to read.
+    crossing = page.evaluate("""([card]) => {
+        const chart = document.querySelector(`${card} svg.chart`);
+        const circle = chart.querySelector(".threshold-crossing[data-level=danger] circle");
+        const [cx, cy] = ["cx", "cy"].map((name) => Number(circle.getAttribute(name)));
+        const corners = chart.querySelector(".forecast-line").getAttribute("d").slice(1).split("L")
+            .map((corner) => corner.split(",").map(Number));
+        for (const [[x1, y1], [x2, y2]] of corners.slice(1).map((corner, i) => [corners[i], corner])) {
+            if (cx >= x1 && cx <= x2) return Math.abs(y1 + (y2 - y1) * (cx - x1) / (x2 - x1) - cy);
+        }
+        return null;
+    }""", [card])
+    assert crossing is not None and crossing < 0.5
 
 
 def test_times_of_another_day_show_their_date_and_every_time_is_in_the_sites_zone(site, page):

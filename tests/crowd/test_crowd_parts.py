@@ -1,12 +1,15 @@
 """Pure pieces of the crowd analytics: calibration, counting lines, count fusion, forecast, risk levels, config."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from processors.analytics.crowd.counting import fuse_counts
 from processors.analytics.crowd.forecast import (
     HoltState,
+    borne_out_rise,
     crossings,
     forecast_points,
     holt_update,
@@ -147,7 +150,7 @@ def test_holt_forecast_tracks_a_linear_rise_and_gives_time_to_thresholds():
     expected = holt_crossings(state, config, RiskThresholds())
     assert now == pytest.approx(1 + 0.2 * 59 / 6, abs=0.05)
     assert expected["danger"] == pytest.approx((5 - now) / 0.2 * 60, rel=0.05)
-    points = forecast_points(state, config, 10.0)
+    points = forecast_points(state, config, 10.0, borne_out_rise(state, config, 10.0))
     assert points[0].lower_per_m2 <= points[0].density_per_m2 <= points[0].upper_per_m2
 
 
@@ -234,7 +237,7 @@ def test_a_burst_held_in_overlapping_windows_is_no_slope_borne_out():
         state = None
         for index, density in enumerate(densities):
             state = holt_update(state, 10.0 * index, density, config, 10.0, window_s=60.0)
-        return seconds_to_thresholds_surely(state, config, thresholds, hops_per_window=6)
+        return seconds_to_thresholds_surely(state, config, thresholds, borne_out_rise(state, config, 60.0, 6))
 
     burst = [1.5] * 60 + [3.0] * 6  # one 10 s burst of +9 p/m² is in the six windows that span it
     ramp = [1.0 + 0.04 * index for index in range(66)]  # +0.24 p/m² a minute
@@ -346,7 +349,7 @@ def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():
         state = None
         for index, density in enumerate(densities):
             state = holt_update(state, 10.0 * index, density, config, 10.0)
-        return seconds_to_thresholds_surely(state, config, thresholds)
+        return seconds_to_thresholds_surely(state, config, thresholds, borne_out_rise(state, config, 10.0))
 
     calm, spike = [1.5] * 30, [1.5] * 29 + [3.5]  # a group passing through the last window
     ramp = [1.0 + 0.04 * index for index in range(30)]  # +0.24 p/m² a minute
@@ -354,6 +357,47 @@ def test_the_slope_borne_out_ignores_a_lone_spike_and_follows_a_build_up():
     assert surely(spike) == {"caution": 0.0}  # the smoothed level is there already; nothing beyond it is expected
     # 4 p/m² in about (4 - 2.16) / 0.24 = 7.7 minutes, danger in 11.8: the lower bound is a little later.
     assert 7 * 60 <= surely(ramp)["warning"] <= 9 * 60 and 11 * 60 <= surely(ramp)["danger"] <= 13 * 60
+
+
+def test_the_forecast_line_crosses_each_threshold_when_the_time_to_it_says_not_where_holts_trend_does():
+    config, thresholds = ForecastConfig(horizons_minutes=[1, 3, 5, 7, 9, 11, 13, 15]), RiskThresholds()
+
+    def forecast(densities: list[float]) -> tuple[list, dict[str, float], dict[str, float]]:
+        state = None
+        for index, density in enumerate(densities):
+            state = holt_update(state, 10.0 * index, density, config, 10.0)
+        rise = borne_out_rise(state, config, 10.0)
+        return (forecast_points(state, config, 10.0, rise),
+                seconds_to_thresholds_surely(state, config, thresholds, rise),
+                holt_crossings(state, config, thresholds))
+
+    # A group passing through the last window: Holt's line reaches warning within minutes, no rise is borne out.
+    points, surely, holt = forecast([1.5] * 29 + [3.5])
+    assert "warning" in holt and "warning" not in surely
+    assert max(point.density_per_m2 for point in points) < thresholds.warning
+    # A build-up whose last windows rise faster than its last 5 minutes: Holt's line crosses danger sooner.
+    points, surely, holt = forecast([1.0 + 0.04 * index for index in range(24)] + [2.0 + 0.1 * i for i in range(6)])
+    assert holt["danger"] < surely["danger"] - 60
+    for point in points:
+        for name in ("warning", "danger"):
+            assert (point.density_per_m2 >= getattr(thresholds, name)) == (surely.get(name, math.inf)
+                                                                           <= point.horizon_s)
+
+
+@pytest.mark.parametrize("windows, window_s, hops, over_s", [
+    (12, 10.0, 1, 120.0),  # a zone started two minutes ago: its rise is of those two minutes
+    (60, 10.0, 1, 300.0),
+    (80, 60.0, 6, 360.0),  # six 60 s windows that do not overlap
+])
+def test_the_rise_is_told_over_the_windows_that_bear_it_out(windows, window_s, hops, over_s):
+    config, state = ForecastConfig(), None
+    for index in range(windows):
+        state = holt_update(state, 10.0 * index, 1.0 + 0.01 * index, config, 10.0, window_s=window_s)
+    rise = borne_out_rise(state, config, window_s, hops)
+    assert rise.over_s == over_s
+    inputs = RiskInputs(3.0, surely_seconds_to_threshold={"danger": 420.0}, rise_over_s=rise.over_s)
+    assert f"at the rise of the last {round(over_s / 60)} minutes;" in assess(inputs, RiskThresholds(),
+                                                                             RiskPolicyConfig())[1]
 
 
 @pytest.mark.parametrize("zone, calibration, field", [

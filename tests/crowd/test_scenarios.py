@@ -72,6 +72,22 @@ def test_itaewon_build_up_is_forecast_before_danger_and_climbs_without_flapping(
                                      "minutes")
 
 
+def test_a_build_up_seen_since_the_camera_started_is_told_at_the_rise_of_the_minutes_seen():
+    # The forecast starts after two minutes of windows: a level it raises then stands on those two, not on five.
+    fps = 0.5
+    config = site_config(ALLEY, fps)
+    simulator = CrowdSimulator(ALLEY, fps, seed=7, target_density=lambda elapsed: 3 + 0.3 * elapsed / 60)
+    run, _ = run_scenario(simulator, config, frames=int(180 * fps), density_map_every=3, jitter_px=1.0)
+
+    warning = next(e for e in run.events if e.details["to_level"] == "warning")
+    assert warning.updated_at - run.metrics[0].window_start == 120
+    assert " at the rise of the last 2 minutes;" in warning.reason
+    # The forecast line crosses danger when the time to danger says, in every window.
+    for metrics in run.metrics:
+        danger_in = metrics.seconds_to_threshold.get("danger", math.inf)
+        assert all((point.density_per_m2 >= 5.0) == (danger_in <= point.horizon_s) for point in metrics.forecast)
+
+
 def test_sudden_inflow_surge_is_flagged_within_one_window(report):
     fps, surge_at = 2.0, 300.0
     config = site_config(SQUARE, fps)

@@ -21,6 +21,7 @@ from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_coun
 from processors.analytics.crowd.feet_map import PERSON_BOX_DTYPE, FeetMap, PersonHeights, heads_above
 from processors.analytics.crowd.forecast import (
     HoltState,
+    borne_out_rise,
     forecast_points,
     holt_update,
     seconds_to_thresholds_surely,
@@ -49,7 +50,6 @@ from schemas.settings.crowd import (
     MIN_ZONE_AREA_M2,
     AnalyticsConfig,
     ZoneConfig,
-    trend_evidence_s,
     zone_ground_area_m2,
 )
 from schemas.settings.lines import InwardSide
@@ -493,11 +493,13 @@ class CrowdAnalyzer:
             net_rate = (window.inflow - window.outflow) / seconds / area_m2 if zone.lines else None
             state.holt = holt_update(state.holt, window_end, density, config.forecast, self.step, net_rate,
                                      seconds)
-        forecast, surely = [], {}
+        forecast, surely, rise = [], {}, None
         holt = state.holt
         if reliable and holt is not None and holt.windows >= config.forecast.min_windows:
-            forecast = forecast_points(holt, config.forecast, self.step)
-            surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, self.hops_per_window)
+            rise = borne_out_rise(holt, config.forecast, seconds, self.hops_per_window)
+            surely = seconds_to_thresholds_surely(holt, config.forecast, config.thresholds, rise)
+            if rise is not None:
+                forecast = forecast_points(holt, config.forecast, self.step, rise)
         regime = self._regime(window.mean("speed"), density, holt)
         surge_events = self._surge(zone_id, state.surge, window, window_end, zone.lines != [])
         # Unreliable, the window's density is only a floor: the people the detector saw, whom no count can undo.
@@ -508,7 +510,7 @@ class CrowdAnalyzer:
                             uniform_peak_per_m2=uniform_peak_per_m2(detected, area_m2,
                                                                     config.movement.local_density_radius_m),
                             pressure_per_s2=window.mean("pressure"), surely_seconds_to_threshold=surely,
-                            rise_over_s=trend_evidence_s(seconds))
+                            rise_over_s=rise.over_s if rise else None)
         previous = state.risk
         state.risk, level_reason, changed = next_level(previous, inputs, window_end, config.thresholds, config.risk)
         level = state.risk.level
@@ -536,7 +538,7 @@ class CrowdAnalyzer:
             velocity_variance_m2_per_s2=window.mean("variance"), crowd_pressure_per_s2=window.mean("pressure"),
             flow_regime=regime, inflow=window.inflow, outflow=window.outflow,
             net_accumulation_per_minute=net_per_minute, inflow_surge=state.surge.active,
-            forecast=forecast, seconds_to_threshold=surely,
+            forecast=forecast, seconds_to_threshold=surely, rise_over_s=rise.over_s if rise else None,
         )
         events = surge_events
         if changed:

@@ -10,16 +10,17 @@ configured camera does not have.
 Where a zone's entrances have counting lines, inflow minus outflow over the area is a direct, physical measure of
 dρ/dt; it is blended into the slope so a surge at the door shows in the forecast before the density series bends.
 
-Holt's trend answers the last few windows, which is right for the figures shown and wrong for raising a level on:
-with 10 s windows, one window 1.5 p/m² above a steady 1.5 (a group passing through, one map reading high) forecast
-critical within 7 minutes, and the zone went to danger, which pages, for two minutes; on a 20-minute build-up from 1
-to 6 p/m² with counting noise the level reached warning 11.5-13.7 minutes before 5 p/m² (at 1.6 p/m²) and danger
-8-10 minutes before. So a level is raised on the slope the windows of the last minutes bear out
-(`seconds_to_thresholds_surely`), and to warning at most: that spike now leaves the zone at caution (its measured
-density), the build-up reaches warning 8-10 minutes before 5 p/m² and danger when the density does, and a steady
-1->9 p/m² build-up over 40 minutes still has danger forecast within 10 minutes 9.5 minutes ahead (tests/crowd).
-The cost is on a very fast surge (2 -> 8 p/m² in 10 minutes): warning 1-1.5 minutes before 4 p/m², and danger when it
-is measured.
+Holt's trend answers the last few windows, which is wrong for raising a level on: with 10 s windows, one window
+1.5 p/m² above a steady 1.5 (a group passing through, one map reading high) forecast critical within 7 minutes, and the
+zone went to danger, which pages, for two minutes; on a 20-minute build-up from 1 to 6 p/m² with counting noise the
+level reached warning 11.5-13.7 minutes before 5 p/m² (at 1.6 p/m²) and danger 8-10 minutes before. So a level is
+raised on the slope the windows of the last minutes bear out (`borne_out_rise`), and to warning at most: that spike now
+leaves the zone at caution (its measured density), the build-up reaches warning 8-10 minutes before 5 p/m² and danger
+when the density does, and a steady 1->9 p/m² build-up over 40 minutes still has danger forecast within 10 minutes 9.5
+minutes ahead (tests/crowd). The cost is on a very fast surge (2 -> 8 p/m² in 10 minutes): warning 1-1.5 minutes before
+4 p/m², and danger when it is measured. The forecast line shown is at that slope too, from Holt's level: drawn at Holt's
+trend it crossed danger minutes before (or after) the time the level and its event gave, and an operator must read one
+time to danger. Holt's trend stays the cap on that slope and what tells a rising density (stop-and-go).
 """
 from __future__ import annotations
 
@@ -104,12 +105,40 @@ def band_half_width(state: HoltState, config: ForecastConfig, horizon_s: float, 
     return config.band_z * math.sqrt(state.residual_variance * (1 + alpha ** 2 * growth))
 
 
-def forecast_points(state: HoltState, config: ForecastConfig, step_s: float) -> list[DensityForecast]:
-    slope = slope_per_s(state, config)
+@dataclass(frozen=True)
+class BorneOutRise:
+    """How fast a zone's density rises at the least by its recent windows, and how far back those windows reach."""
+
+    per_s: float  # p/m² per second, 0 when the windows bear out no rise
+    over_s: float  # from the start of the oldest window it stands on to the end of the newest
+
+
+def borne_out_rise(state: HoltState, config: ForecastConfig, window_s: float,
+                   hops_per_window: int = 1) -> BorneOutRise | None:
+    """The rise everything a user reads of the forecast is at: the levels raised, the time to each threshold and the
+    line forecast, so that one time to danger is told. Holt's trend answers the last few windows, so a group passing
+    through, or one density map reading high, bends it towards a threshold for a minute or two. The rise used here is
+    the lower bound (band_z standard errors) of a least-squares line through the windows of the recent evidence
+    (`trend_evidence_s`), and no more than Holt's own: noise and a lone spike leave it near zero, a build-up of
+    minutes does not. Hopping windows (`hops_per_window` hops each) overlap, so one burst is in several of them: only
+    windows that do not overlap count. None until MIN_TREND_POINTS such windows have been seen."""
+    independent = state.recent[::-1][::hops_per_window]
+    lower = slope_lower_bound_per_s(independent, config.band_z)
+    if lower is None:
+        return None
+    return BorneOutRise(max(0.0, min(slope_per_s(state, config), lower)),
+                        independent[0][0] - independent[-1][0] + window_s)
+
+
+def forecast_points(state: HoltState, config: ForecastConfig, step_s: float,
+                    rise: BorneOutRise) -> list[DensityForecast]:
+    """The density at each horizon on the line from Holt's level at the borne-out rise, which crosses each threshold
+    when `seconds_to_thresholds_surely` says; the band is Holt's prediction interval about it, how far windows stray
+    from the line by the model's one-step errors."""
     points = []
     for minutes in config.horizons_minutes:
         horizon = minutes * 60
-        centre = max(0.0, state.level + slope * horizon)
+        centre = max(0.0, state.level + rise.per_s * horizon)
         half = band_half_width(state, config, horizon, step_s)
         points.append(DensityForecast(horizon_s=horizon, density_per_m2=centre,
                                       lower_per_m2=max(0.0, centre - half), upper_per_m2=centre + half))
@@ -117,37 +146,27 @@ def forecast_points(state: HoltState, config: ForecastConfig, step_s: float) -> 
 
 
 def seconds_to_thresholds_surely(state: HoltState, config: ForecastConfig, thresholds: RiskThresholds,
-                                 hops_per_window: int = 1) -> dict[str, float]:
-    """Seconds until each threshold at the slope the zone's recent windows bear out, within the horizon.
-
-    What a forecast may raise a level on. Holt's trend answers the last few windows, so a group passing through, or
-    one density map reading high, bends it towards a threshold for a minute or two. The slope used here is the lower
-    bound (band_z standard errors) of a least-squares line through the windows of the recent evidence
-    (`trend_evidence_s`), and no more than the forecast's own: noise and a lone spike leave it near zero, a build-up
-    of minutes does not. Hopping windows overlap, so one burst is in several of them: only windows that do not
-    overlap count."""
-    lower = slope_lower_bound_per_s(state.recent, config.band_z, hops_per_window)
-    slope = min(slope_per_s(state, config), lower) if lower is not None else 0.0
-    return crossings(state.level, slope, config.max_horizon_minutes * 60, thresholds)
+                                 rise: BorneOutRise | None) -> dict[str, float]:
+    """Seconds until each threshold at the borne-out rise (none without one), within the horizon: what a forecast may
+    raise a level on."""
+    return crossings(state.level, rise.per_s if rise else 0.0, config.max_horizon_minutes * 60, thresholds)
 
 
-def slope_lower_bound_per_s(points: list[list[float]], z: float, overlap: int = 1) -> float | None:
-    """How fast density rises by (time, density) points of windows that each share their span with `overlap` - 1
-    others, at the least: of every `overlap`-th point back from the newest (windows that do not overlap), the lower
-    of the least-squares slope less z standard errors and the median of the slopes between pairs of them, which a
-    burst in the newest few leaves where the rest put it. None with fewer than MIN_TREND_POINTS such windows."""
-    independent = np.asarray(points[::-1][::overlap], dtype=float)
-    if len(independent) < MIN_TREND_POINTS:
+def slope_lower_bound_per_s(points: list[list[float]], z: float) -> float | None:
+    """How fast density rises by (time, density) points of windows that do not overlap, at the least: the lower of
+    the least-squares slope less z standard errors and the median of the slopes between pairs of them, which a burst
+    in the newest few leaves where the rest put it. None with fewer than MIN_TREND_POINTS of them."""
+    if len(points) < MIN_TREND_POINTS:
         return None
-    times, densities = independent.T
+    times, densities = np.asarray(points, dtype=float).T
     centred = times - times.mean()
     spread = float(centred @ centred)
     if spread <= 0:
         return None
     slope = float(centred @ (densities - densities.mean())) / spread
     residuals = densities - densities.mean() - slope * centred
-    least_squares = slope - z * math.sqrt(float(residuals @ residuals) / (len(independent) - 2) / spread)
-    first, second = np.triu_indices(len(independent), k=1)
+    least_squares = slope - z * math.sqrt(float(residuals @ residuals) / (len(points) - 2) / spread)
+    first, second = np.triu_indices(len(points), k=1)
     median = float(np.median((densities[first] - densities[second]) / (times[first] - times[second])))
     return min(least_squares, median)
 

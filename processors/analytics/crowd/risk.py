@@ -12,7 +12,7 @@ Rules, strongest wins, each with its reason in words:
 - crowd pressure at its threshold in a dense zone raises it to at least danger (Helbing: turbulence precedes
   disasters);
 - a level the forecast expects within `early_warning_seconds`, at a slope the last minutes bear out
-  (processors.analytics.crowd.forecast.seconds_to_thresholds_surely), raises the zone to the level below it now, at
+  (processors.analytics.crowd.forecast.borne_out_rise), raises the zone to the level below it now, at
   most to warning: danger and critical, which page, need the density or the pressure measured, never a trend alone.
 Levels go up at once. They go down only once every window of the last `min_dwell_seconds` has allowed it, and only as
 far as the rules still allow with the density (and local peak) raised by `hysteresis_per_m2`, so a zone hovering at a
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from schemas import RiskLevel
-from schemas.settings.crowd import TREND_EVIDENCE_S, RiskPolicyConfig, RiskThresholds
+from schemas.settings.crowd import RiskPolicyConfig, RiskThresholds
 
 ESCALATION = (RiskLevel.CRITICAL, RiskLevel.DANGER, RiskLevel.WARNING, RiskLevel.CAUTION)
 # The lowest level an unreliable count can prove: below it the detector's floor says nothing a calm level may stand on
@@ -46,7 +46,7 @@ class RiskInputs:
     uniform_peak_per_m2: float | None = None  # the peak that sampling noise alone reaches (local_density)
     pressure_per_s2: float | None = None
     surely_seconds_to_threshold: dict[str, float] = field(default_factory=dict)  # at the slope borne out
-    rise_over_s: float = TREND_EVIDENCE_S  # how far back the windows that slope is borne out by reach
+    rise_over_s: float | None = None  # how far back the windows that slope is borne out by reach (None: no slope)
 
 
 @dataclass
@@ -120,17 +120,20 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
             # The level above the one raised to is what the zone is warned of (critical expected raises to warning
             # for danger, which comes sooner), and its time is the one exported, alerted on and shown.
             named = one_above(raised)
+            span = inputs.rise_over_s
+            rise = "" if span is None else f" at the rise of the last {in_words(span, about=False)}"
             reason = (f"reaches {named.value} ({threshold(named, thresholds):g} p/m²) in "
-                      f"{in_words(inputs.surely_seconds_to_threshold[named.value])} at the rise of the last "
-                      f"{in_words(inputs.rise_over_s, about=False)}; density now {inputs.density_per_m2:.2f} p/m²")
+                      f"{in_words(inputs.surely_seconds_to_threshold[named.value])}{rise}; density now "
+                      f"{inputs.density_per_m2:.2f} p/m²")
         break
     return level, reason
 
 
 def in_words(seconds: float, about: bool = True) -> str:
-    """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute"."""
+    """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute" (a span known exactly,
+    `about` False, in seconds)."""
     if seconds < 60:
-        return "under a minute"
+        return "under a minute" if about else f"{seconds:.0f} seconds"
     minutes = round(seconds / 60)
     return ("about " if about else "") + (f"{minutes} minutes" if minutes != 1 else "1 minute")
 

@@ -353,7 +353,11 @@ function svg(tag, attrs = {}) {
   return node;
 }
 
-// Density over time with the threshold bands behind it, then the forecast and its uncertainty band ahead of now.
+// Density over time with the threshold bands behind it, then the forecast ahead of now: the line at the rise the
+// zone's last minutes bear out, which the analytics raise levels on, with the band the windows stray from it by.
+// Where the line crosses a threshold it is marked with the time to it, the one the figures, the level's reason and
+// the alerts give: an operator must read one time to danger, and Holt's short-term trend, which bends with every
+// window, is not drawn.
 function zoneChart(history, thresholds, now) {
   const W = 760, H = 220, left = 44, right = 12, top = 10, bottom = 24;
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
@@ -384,13 +388,27 @@ function zoneChart(history, thresholds, now) {
     }
   }
   if (forecast.length) {
-    const points = [{ t: last.window_end, d: last.density, lo: last.density, hi: last.density },
+    const start = forecastStart(forecast, last.density);
+    const points = [{ t: last.window_end, d: start, lo: start, hi: start },
       ...forecast.map((f) => ({ t: last.window_end + f.horizon_s, d: f.density, lo: f.lower, hi: f.upper }))];
     const band = points.map((p, i) => `${i ? "L" : "M"}${x(p.t)},${y(p.hi)}`).join("") +
       points.slice().reverse().map((p) => `L${x(p.t)},${y(p.lo)}`).join("") + "Z";
     chart.append(svg("path", { d: band, fill: "#4dabf7", "fill-opacity": 0.22, stroke: "none" }));
-    chart.append(svg("path", { d: points.map((p, i) => `${i ? "L" : "M"}${x(p.t)},${y(p.d)}`).join(""),
-      fill: "none", stroke: "#4dabf7", "stroke-width": 2, "stroke-dasharray": "6 4" }));
+    chart.append(svg("path", { class: "forecast-line", d: points.map((p, i) => `${i ? "L" : "M"}${x(p.t)},${y(p.d)}`)
+      .join(""), fill: "none", stroke: "#4dabf7", "stroke-width": 2, "stroke-dasharray": "6 4" }));
+    chart.append(Object.assign(svg("text", { class: "forecast-label", x: x(last.window_end) + 4, y: top + 10,
+      fill: "#4dabf7", "font-size": 10 }), { textContent: last.rise_over_s
+      ? `at the rise of the last ${fmtDuration(last.rise_over_s)}` : "forecast" }));
+    for (const [level, seconds] of Object.entries(last.seconds_to)) {
+      const t = last.window_end + seconds;
+      if (seconds <= 0 || t > tEnd || thresholds[level] > yMax) continue;
+      const marker = svg("g", { class: "threshold-crossing", "data-level": level });
+      marker.append(svg("circle", { cx: x(t), cy: y(thresholds[level]), r: 4, fill: LEVEL_COLORS[level],
+        stroke: "#11151a" }));
+      marker.append(Object.assign(svg("text", { x: x(t), y: y(thresholds[level]) - 7, fill: LEVEL_COLORS[level],
+        "font-size": 10, "text-anchor": "middle" }), { textContent: `${level} ${fmtDuration(seconds)}` }));
+      chart.append(marker);
+    }
   }
   const axis = (t) => Object.assign(svg("text", { x: x(t), y: H - 6, fill: "#8a94a3", "font-size": 10,
     "text-anchor": "middle" }), { textContent: fmtTime(t) });
@@ -400,6 +418,15 @@ function zoneChart(history, thresholds, now) {
     if (x(t) - lastX >= 70 && x(t) <= W - 30) { chart.append(axis(t)); lastX = x(t); }
   }
   return chart;
+}
+
+// The forecast is a straight line from the zone's smoothed density at the window's end: drawn from there, it
+// crosses each threshold at the time to it. That density is where the line through the first two points starts (with
+// one point, the window's density is the nearest there is).
+function forecastStart(forecast, density) {
+  if (forecast.length < 2) return density;
+  const [a, b] = forecast;
+  return Math.max(0, a.density - (b.density - a.density) / (b.horizon_s - a.horizon_s) * a.horizon_s);
 }
 
 function figure(labelText, value) {
