@@ -11,7 +11,7 @@ from infra import assets
 from infra.listeners import is_loopback
 from processors.analytics.ignore_filters import IgnoreFilterStore
 from processors.inference.backends.registry import ModelCandidate, gpu_missing, model_candidates
-from schemas.settings.base import source_with_variables
+from schemas.settings.base import env_value, source_with_variables
 from schemas.settings.config import Config, ConfigError
 from sinks.alerts.channels import build_channels
 from sinks.alerts.service import receiver_token
@@ -76,6 +76,17 @@ def start_problems(config: Config) -> list[str]:
         if frames_by_reference(config, embedded_broker=not servers):
             check(config.verify_frames_outlast_their_age)
     return problems
+
+
+def its_without_key(config: Config) -> str | None:
+    """Why the site's ITS cameras will stop, where the ITS API key is not set: not refused, as each plays from the URL
+    written in the site file until that expires (hours), but then it cannot be renewed."""
+    cameras = [camera.id for camera in config.cameras if camera.its is not None]
+    if not cameras or env_value(config.producer.its_api_key_env, "producer.its_api_key_env") is not None:
+        return None
+    return (f"{config.producer.its_api_key_env} is not set: the ITS cameras ({', '.join(cameras)}) play from the URL "
+            "in the site file until it expires, and cannot have it renewed (one of recorded clips plays only that "
+            "clip)")
 
 
 def frames_by_reference(config: Config, embedded_broker: bool) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from cityguard.arguments import ERROR_PREFIX
-from cityguard.start_checks import frames_by_reference, model_search, start_problems
+from cityguard.start_checks import frames_by_reference, its_without_key, model_search, start_problems
 from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
@@ -380,6 +380,9 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"
                                          if len(problems) > 1 else ""))
+    unrenewable = its_without_key(config)
+    if unrenewable:
+        print(f"warning: {unrenewable}", flush=True)
     refuse_busy_ports(config)
     fetch_assets(config)
     console_line, console_args, token = console_access(config)  # before anything starts: it can refuse the host

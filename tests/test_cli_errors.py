@@ -184,6 +184,22 @@ def test_check_config_warns_of_replicas_the_embedded_broker_cannot_keep(tmp_path
     assert start_problems(parse_config(site, tmp_path)) == []
 
 
+def test_check_config_warns_that_its_cameras_cannot_be_renewed_without_the_api_key(tmp_path, monkeypatch, capsys):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"cameras:\n  - id: gangbyeon\n    source: {VTEST}\n    its: {{name: '[강변북로] 성수대교', "
+                    "lon: 127.03, lat: 37.54, road_type: its}\n  - id: walk\n    source: " f"{VTEST}\n")
+    monkeypatch.delenv("ITS_API_KEY", raising=False)
+    assert main(["check-config", "--config", str(site)]) == 0  # the URL in the file plays until it expires
+    assert capsys.readouterr().err == (
+        "cityguard: warning: ITS_API_KEY is not set: the ITS cameras (gangbyeon) play from the URL in the site file "
+        "until it expires, and cannot have it renewed (one of recorded clips plays only that clip)\n")
+    monkeypatch.setenv("ITS_API_KEY", "a-key")
+    assert main(["check-config", "--config", str(site)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_a_bootstrap_server_port_out_of_range_in_the_environment_stops_a_stage_at_start_naming_the_variable(
         tmp_path, monkeypatch, capsys):
     from cityguard.cli import main
