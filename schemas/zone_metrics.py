@@ -58,6 +58,7 @@ class ZoneMetrics(Message):
     """One closed time window of one zone, keyed by camera_id."""
 
     schema_name = "zone_metrics"
+    added_fields = ("rise_over_s",)
 
     camera_id: BoundedId
     zone_id: BoundedId

@@ -61,6 +61,16 @@ def test_every_message_carries_schema_name_and_version():
     assert body["schema"] == "detections" and body["v"] == 1
 
 
+def test_a_zone_window_without_a_forecast_travels_without_the_rise_it_stands_on():
+    # A sink not yet upgraded refuses fields it does not know: a window with no rise borne out carries no new field.
+    window = ZoneMetrics(camera_id="cam", zone_id="z", window_start=0, window_end=10, frames=3, area_m2=20,
+                         people_mean=2, people_max=3, density_mean_per_m2=0.1, density_max_per_m2=0.15,
+                         risk_level=RiskLevel.NORMAL, risk_reason="calm", last_seq=9)
+    assert "rise_over_s" not in msgpack.unpackb(encode(window)) and decode(encode(window), ZoneMetrics) == window
+    rising = window.model_copy(update={"rise_over_s": 300.0})
+    assert decode(encode(rising), ZoneMetrics).rise_over_s == 300.0
+
+
 @pytest.mark.parametrize("message", [
     detections(),
     ZoneMetrics(camera_id="cam", zone_id="z", window_start=0, window_end=10, frames=3, area_m2=20, people_mean=2,
