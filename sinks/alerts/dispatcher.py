@@ -3,8 +3,8 @@
 Delivery guarantee ("one SMS per incident level and recipient"): every delivery has an idempotency key
 (alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
 call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on every escalation tick such a
-row, once no try of it can still be in flight (`longest_try_s` after a dispatcher last claimed it: one claimed more
-recently may be another dispatcher's try under way), is claimed by one dispatcher and, unless its first try never
+row, once no try of it can still be in flight (this dispatcher has known its latest claim, unchanged, for
+`longest_try_s` by its own monotonic clock: ClaimWatch), is claimed by one dispatcher and, unless its first try never
 began (then it is simply sent), reconciled with the provider instead of being blindly re-sent: every SMS carries a
 tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
 and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
@@ -41,8 +41,10 @@ starts no cooldown: what it was about may go on under a new incident. Escalation
 next falls due) lives in the store, so a restart continues it; two routes that take one alert escalate each on its own
 time.
 
-The times waited for (escalations, retries, a crash's leftover, a cooldown) are wall times, so that a restart keeps
-them; a clock stepped back moves them back by the step (WatchedClock), so none waits for the step on top of its own.
+The times waited for (escalations, retries, a cooldown) are wall times, so that a restart keeps them; a clock stepped
+back moves them back by the step (WatchedClock), so none waits for the step on top of its own. Whether a claim is
+abandoned is the one judgement that compares what two processes did, and no wall clock takes part in it: it is
+timed by the judging process alone (ClaimWatch).
 """
 from __future__ import annotations
 
@@ -195,6 +197,47 @@ class WatchedClock:
             self.seen = ClockMark(self.seen.latest_at, self.store.note_clock(self.seen.latest_at))
 
 
+class ClaimWatch:
+    """When this process may take a `sending` delivery to be abandoned: once it has known the delivery's latest claim,
+    unchanged, for longer than a try lasts, timed by its own monotonic clock from when it made the claim or first read
+    it. The claim is told by its count and its time as stored, each claim changing both (the version before the count
+    changes the time only). No other process's clock is compared with this one's, so neither a wall clock stepped
+    forward on either host nor two hosts' clocks disagreeing makes a try still under way look abandoned; a claim
+    already old when first read waits a try's length all the same, which after a restart delays a crash's leftover by
+    as much."""
+
+    def __init__(self, monotonic: Callable[[], float]):
+        self.monotonic = monotonic
+        self.lock = threading.Lock()  # used by the loop and the delivery threads alike
+        self.known: dict[int, tuple[tuple[int, float | None], float]] = {}  # delivery id: (claim, known since)
+
+    def claim_known_longer_than(self, row: DeliveryRow, limit_s: float) -> bool:
+        """Whether the row's claim is the one known for longer than `limit_s`; a claim not known yet is known now."""
+        now = self.monotonic()
+        with self.lock:
+            known, since = self.known.get(row.id, (None, now))
+            if known != claim_of(row):
+                self.known[row.id] = (claim_of(row), now)
+                return False
+            return now - since > limit_s
+
+    def know(self, row: DeliveryRow) -> None:
+        """A claim this process has just made: known from now."""
+        with self.lock:
+            self.known[row.id] = (claim_of(row), self.monotonic())
+
+    def keep_only(self, rows: list[DeliveryRow]) -> None:
+        """Forgets the deliveries other than `rows` (those no longer `sending`)."""
+        ids = {row.id for row in rows}
+        with self.lock:
+            self.known = {delivery_id: known for delivery_id, known in self.known.items() if delivery_id in ids}
+
+
+def claim_of(row: DeliveryRow) -> tuple[int, float | None]:
+    """What tells a delivery's claims apart, as ClaimWatch compares them."""
+    return row.claims, row.claimed_at
+
+
 def step_back(latest_at: float, now: float) -> float | None:
     """How far the clock went back, reading `now` after it had read `latest_at`; None within CLOCK_STEP_MARGIN_S."""
     return latest_at - now if latest_at - now > CLOCK_STEP_MARGIN_S else None
@@ -203,7 +246,7 @@ def step_back(latest_at: float, now: float) -> float | None:
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
                  publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
-                 tries: DeliveryTries | None = None):
+                 tries: DeliveryTries | None = None, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
         self.site = site
         self.store = store
@@ -212,6 +255,7 @@ class AlertDispatcher:
             DELIVERIES.labels(channel_id, FAILED)
         self.publish = publish
         self.clock = WatchedClock(clock, store, config.cooldown_s)
+        self.claim_watch = ClaimWatch(monotonic)
         self.tries = DeliveryTries() if tries is None else tries
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None
         self.routes = {route.id: route for route in config.routes}
@@ -319,7 +363,7 @@ class AlertDispatcher:
         row, created = self.store.begin_delivery(key, alert.id, channel_id, contact.id if contact else None, body,
                                                  self.clock())
         if not created:
-            if row.status == SENDING and self.left_behind(row, self.clock()):
+            if row.status == SENDING and self.left_behind(row):
                 self.start(row, self.resume)
             return row.status
         if unreachable is not None:  # failed for the fallback, but no provider failed: counted apart from those
@@ -375,6 +419,7 @@ class AlertDispatcher:
             # than longest_try_s): the try is that dispatcher's, and a second one would send the message twice.
             log.debug("delivery %s: taken over by another dispatcher, which makes the try", row.key)
             return SENDING
+        self.claim_watch.know(started)
         number = started.attempt_count
         try:
             result = channel.send(message, row.body)
@@ -446,8 +491,12 @@ class AlertDispatcher:
         dispatcher took it since (a `sending` one whose try was queued past longest_try_s may have been resumed)."""
         now = self.clock()
         if seen.status == RETRYING:
-            return self.store.claim_retry(seen.id, now)
-        return self.store.claim_sending(seen, now)
+            claimed = self.store.claim_retry(seen.id, now)
+        else:
+            claimed = self.store.claim_sending(seen, now)
+        if claimed is not None:
+            self.claim_watch.know(claimed)
+        return claimed
 
     def carry_on(self, seen: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:
         """Claims a recorded delivery and takes it one step on (try, resume or retry); one that fails for good moves
@@ -466,18 +515,20 @@ class AlertDispatcher:
         if status == FAILED:
             self.notify(alert)
 
-    def left_behind(self, row: DeliveryRow, now: float) -> bool:
-        """Whether no dispatcher can still be working on a `sending` delivery: its latest claim is older than a try
-        of its channel lasts. One whose channel is gone from the configuration cannot be made here: it is failed."""
+    def left_behind(self, row: DeliveryRow) -> bool:
+        """Whether no dispatcher can still be working on a `sending` delivery: this one has known its latest claim for
+        longer than a try of its channel lasts. One whose channel is gone from the configuration cannot be made here:
+        it is failed."""
         channel = self.channels.get(row.channel_id)
-        return channel is None or row.claimed_at is None or now - row.claimed_at > longest_try_s(channel.retry)
+        return channel is None or self.claim_watch.claim_known_longer_than(row, longest_try_s(channel.retry))
 
     def resume_pending(self) -> None:
         """Deliveries left `sending` by a crash, or by a try that raised, each resumed by one dispatcher of those
         sharing the store."""
-        now = self.clock()
-        for row in self.store.deliveries(status=SENDING):
-            if self.left_behind(row, now):
+        pending = self.store.deliveries(status=SENDING)
+        self.claim_watch.keep_only(pending)
+        for row in pending:
+            if self.left_behind(row):
                 self.start(row, self.resume)
 
     def retry_due(self) -> None:

@@ -161,12 +161,13 @@ class DeliveryRow(Base):
     """One message to one recipient over one channel; `key` is its idempotency key.
 
     `sending` while a try may be in flight (committed before the request), `retrying` while waiting for
-    `next_attempt_at` after a retryable failure, then `sent` or `failed`. `claimed_at` is when a dispatcher last took
-    it on (recorded it, claimed it, began a try): a `sending` row claimed more recently than a try can last may be
-    another dispatcher's try under way, not a crash's leftover. `claims` counts the claims and tries since it was
-    recorded: a claim is made against the count read with the row, which a clock stepped back never moves, as it
-    moves `claimed_at`, and a try is begun only against the count its claim left, so that a dispatcher which took the
-    row over since makes the try instead.
+    `next_attempt_at` after a retryable failure, then `sent` or `failed`. `claims` counts the claims and tries since
+    it was recorded, and `claimed_at` is the wall time of the latest (recorded, claimed, try begun): a claim is made
+    against the count read with the row, which a clock stepped back never moves, as it moves `claimed_at`, and a try is
+    begun only against the count its claim left, so that a dispatcher which took the row over since makes the try
+    instead. Together they tell one claim from the next; how old a claim is no stored time says, since two hosts'
+    clocks, or one stepped forward, disagree about it: a dispatcher times the claims it knows itself
+    (dispatcher.ClaimWatch). A dispatcher of the version before judges by `claimed_at`, which is kept for it.
     """
 
     __tablename__ = "deliveries"

@@ -1,4 +1,4 @@
-"""Builders shared by the ops tests: an alerting config around local fakes, a dispatcher with a settable clock."""
+"""Builders shared by the ops tests: an alerting config around local fakes, a dispatcher with settable clocks."""
 from __future__ import annotations
 
 import time
@@ -55,11 +55,22 @@ class Clock:
         return self.now
 
 
+class MonotonicClock:
+    """The dispatcher's monotonic clock, which times how long it has known a claim; wall clock steps never move it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class Harness:
     dispatcher: AlertDispatcher
     store: IncidentStore
     clock: Clock
+    monotonic: MonotonicClock = field(default_factory=MonotonicClock)
     published: list[Alert] = field(default_factory=list)
 
     def retry_after(self, seconds: float) -> None:
@@ -68,8 +79,12 @@ class Harness:
         self.dispatcher.retry_due()
 
     def let_every_try_end(self) -> None:
-        """Lets the longest try of any channel pass: a delivery still `sending` then is one no dispatcher works on."""
-        self.clock.now += max(longest_try_s(channel.retry) for channel in self.dispatcher.channels.values()) + 1
+        """The dispatcher looks at the deliveries `sending` (as every tick does), then the longest try of any channel
+        passes: a delivery still `sending` under the claim it saw is one no dispatcher works on."""
+        self.dispatcher.resume_pending()
+        longest_s = max(longest_try_s(channel.retry) for channel in self.dispatcher.channels.values()) + 1
+        self.clock.now += longest_s
+        self.monotonic.now += longest_s
 
 
 def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None,
@@ -82,7 +97,8 @@ def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = No
     harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
                                          publish or harness.published.append, clock=clock,
-                                         tries=DeliveryTries(0) if tries is None else tries)
+                                         tries=DeliveryTries(0) if tries is None else tries,
+                                         monotonic=harness.monotonic)
     return harness
 
 

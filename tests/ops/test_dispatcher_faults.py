@@ -36,6 +36,7 @@ from tests.ops.helpers import (
 )
 
 NIGHT_PHONE = "+821055556666"
+HOUR = 3600.0
 UNAVAILABLE = Scripted(503, 20503, "Service unavailable")
 
 
@@ -472,6 +473,44 @@ def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once
     assert [record.levelname for record in caplog.records if record.levelname in ("WARNING", "ERROR")] == []
 
 
+def test_a_try_under_way_is_no_leftover_for_a_dispatcher_whose_clock_is_ahead(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["broadcast"] = ["ops"]
+    first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
+    second.clock.now = first.clock.now + HOUR  # the second host's clock was stepped forward, or runs that far ahead
+    # The first dispatcher's webhook try waits on its answer; meanwhile the second ticks, its clock stepped forward
+    # again between its ticks.
+    while_the_webhook_holds_one_request(webhook, lambda: first.dispatcher.handle(notice_from_event(danger_event())),
+                                        lambda: ticks_across_a_step(second))
+    assert len(webhook.received) == 1
+    assert [(d.channel_id, d.status, d.attempt_count) for d in first.store.deliveries()][0] == ("ops", SENT, 1)
+
+
+def test_an_sms_under_way_is_not_sent_again_by_a_dispatcher_whose_clock_is_ahead(tmp_path, twilio, webhook):
+    section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
+    section["routes"][0]["escalation"] = ["duty"]  # the second's clock is past the escalation: no page but duty's
+    first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
+    second.clock.now = first.clock.now + HOUR
+    twilio.listing_lag_s = 60  # Twilio lists the SMS only after a while
+    hold = twilio.hold_after_create = threading.Event()
+    sending = threading.Thread(target=first.dispatcher.handle, args=(notice_from_event(danger_event()),))
+    sending.start()
+    try:
+        assert twilio.created.wait(10)  # Twilio has the SMS; its answer is on its way
+        ticks_across_a_step(second)
+    finally:
+        hold.set()
+        sending.join(10)
+    assert [message["to"] for message in twilio.messages] == [DUTY_PHONE]
+    assert [(d.status, d.attempt_count) for d in first.store.deliveries()] == [(SENT, 1)]
+
+
+def ticks_across_a_step(harness) -> None:
+    harness.dispatcher.tick()
+    harness.clock.now += HOUR
+    harness.dispatcher.tick()
+
+
 def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
     left_sending_by_a_crash(harness)
     [left] = harness.store.deliveries()
@@ -550,7 +589,8 @@ def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_pa
     message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
     assert before.dispatcher.channels["sms"].send(message, row.body).delivered
     restarted = make_dispatcher(config)
-    restarted.clock.now = retried_at + 50  # the retry is over; 70 s after the first try, 50 s after the retry
+    restarted.clock.now = retried_at + 29
+    restarted.let_every_try_end()  # the retry is over; 70 s after the first try, 50 s after the retry
     restarted.dispatcher.resume_pending()
     assert twilio.posts() == 2  # not sent a third time while the listing may still lag behind the retry
     assert [d.status for d in restarted.store.deliveries()] == [SENDING]
@@ -566,6 +606,7 @@ def test_a_store_from_before_tries_were_timed_opens_and_settles_its_pending_deli
     reopened = make_dispatcher(make_config(tmp_path, alerting_section(
         twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")))
     reopened.clock.now = harness.clock.now + 30  # the channel's listing_lag_s
+    reopened.let_every_try_end()
     reopened.dispatcher.resume_pending()
     assert [d.status for d in reopened.store.deliveries()] == [SENT] and len(twilio.messages) == 1
     reopened.store.close()
