@@ -930,7 +930,6 @@ async function start() {
   $("#site-name").textContent = body.site;
   app.title = `cityguard ${body.site}`;
   showAuthenticated(body.authenticated);
-  startAlarm();
   setInterval(tick, 500);
   checkHealth();
   setInterval(checkHealth, 5000);
@@ -941,4 +940,7 @@ async function start() {
 }
 
 $("#sign-in").addEventListener("submit", signIn);
+// The audio context is made as the page loads, before anything is awaited: whether the browser lets the page play
+// sound is then judged on the page as it was opened, not on whatever happened in it while the console was answering.
+startAlarm();
 start();
