@@ -10,11 +10,8 @@ application's outermost, tells the connection when a request's head has arrived 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import ipaddress
 import logging
-import struct
-import termios
 from collections import Counter
 from collections.abc import Hashable
 
@@ -47,20 +44,6 @@ def client_of(address: str) -> str:
     if ip.version == 6 and ip.ipv4_mapped is None:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return address
-
-
-def unsent_bytes(transport: asyncio.Transport) -> int:
-    """The bytes written to the connection that its client has not received: those the transport holds and those in
-    the kernel's send queue, which on a fast host holds megabytes (TIOCOUTQ; where the system cannot say, the
-    transport's alone)."""
-    queued = 0
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-        except OSError:
-            pass
-    return transport.get_write_buffer_size() + queued
 
 
 class FloodLog:
@@ -162,7 +145,6 @@ class GuardedConnection(asyncio.Protocol):
         self.client: str | None = None  # whom it counts against (client_of); None once no longer counted
         self.deadline: asyncio.TimerHandle | None = None
         self.received = False  # bytes came since the deadline was set: a request on its way
-        self.unread = 0  # the most bytes of its answer the client had not read since the deadline was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -191,9 +173,6 @@ class GuardedConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.address is not None:
-            # An answer is written once its request is handled, after the deadline was set: how much the client has
-            # to read, to tell at the deadline whether it read any.
-            self.unread = max(self.unread, unsent_bytes(self.transport))
             self.handler.pause_writing()
 
     def resume_writing(self) -> None:
@@ -229,10 +208,6 @@ class GuardedConnection(asyncio.Protocol):
         if self.transport is None:
             return
         self.received = False
-        self._set_deadline()
-
-    def _set_deadline(self) -> None:
-        self.unread = unsent_bytes(self.transport)
         self.deadline = asyncio.get_running_loop().call_later(self.guard.settings.request_timeout_s, self.cut_off)
 
     def request_arrived(self) -> None:
@@ -241,20 +216,13 @@ class GuardedConnection(asyncio.Protocol):
             self.deadline = None
 
     def cut_off(self) -> None:
-        """Closes the connection, unless the client read some of its answer since the deadline was set: a long answer
-        to a slow client (a phone on a poor network) may take longer than the deadline, and each deadline it reads
-        through gives it another. One that stops reading is cut off a deadline later; the kernel's flow control moves
-        an answer on in segments, so a client must read a segment's worth or more each time."""
         self.deadline = None
         timeout_s = self.guard.settings.request_timeout_s
-        if unsent_bytes(self.transport) < self.unread:
-            self._set_deadline()
-            return
         if self.received:
             log.warning("connection from %s cut off: its request did not arrive whole within %g s "
                         "(console.request_timeout_s)", self.address, timeout_s)
         elif self.transport.get_write_buffer_size():
-            log.warning("connection from %s cut off: it read none of its answer for %g s "
+            log.warning("connection from %s cut off: it did not read its answer within %g s "
                         "(console.request_timeout_s)", self.address, timeout_s)
         else:
             log.debug("idle connection from %s closed after %g s", self.address, timeout_s)
