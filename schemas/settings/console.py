@@ -16,8 +16,8 @@ class ConsoleConfig(Frozen):
         default="CITYGUARD_CONSOLE_TOKEN",
         description="environment variable holding the access token; unset on loopback: a random one per start")
     require_token_for_reads: bool = Field(
-        default=False, description="pages need the token on loopback too; set it behind a reverse proxy, whose "
-        "requests all come from loopback")
+        default=False, description="what the pages show needs a session (or the token) on loopback too, the page "
+        "itself then offering sign-in; set it behind a reverse proxy, whose requests all come from loopback")
     session_hours: float = Field(
         default=12.0, ge=0.25, le=720, description="how long the session cookie that opening the console URL with "
         "?token= sets is accepted; browsers send it to every port of the host, so this bounds how long another web "

@@ -389,11 +389,12 @@ class ConsoleServer:
         # A page whose session ended signs in again with the token in the body, staying as it is: sign_in checks it
         # with the headers' tokens, so that a sign-in counts once however many wrong tokens it offers.
         signing_in = request.method == "POST" and request.path == "/api/session"
-        request[AUTHENTICATED] = self.in_session(request) if signing_in else self.authenticated(request)
         # The page and its scripts hold nothing of the site: without a session they come up signed out and offer
-        # sign-in, while everything they would show is refused.
+        # sign-in, while everything they would show is refused. They need no token, so none in their headers is
+        # checked: a reverse proxy forwarding its own Authorization header would spend a client's wrong tokens on them.
         route = request.match_info.route
         page = reading and (route.handler == self.index or isinstance(route.resource, web.StaticResource))
+        request[AUTHENTICATED] = self.in_session(request) if signing_in or page else self.authenticated(request)
         if not request[AUTHENTICATED] and not (reading and self.open_reads) and not signing_in and not page:
             raise web.HTTPUnauthorized(text="console token required: open the console URL with ?token=<the token> "
                                             "(printed at start when none is configured)\n")

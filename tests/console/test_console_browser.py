@@ -1042,6 +1042,20 @@ def test_a_page_reloaded_after_its_session_ended_comes_up_signed_out_and_signs_i
         page.context.add_cookies([{"name": COOKIE, "value": ended, "url": url}])
         page.wait_for_selector("#session-ended:visible", timeout=10_000)
         assert page.is_hidden("#no-session") and page.locator("section.tile").count() == 3
+
+        # Behind a reverse proxy that forwards its own Authorization header, every request offers a wrong token: the
+        # page and its scripts check none, so it comes up signed out at every reload, the wrong-token wait included
+        # (each reload's session request counts), and the token still signs in.
+        page.context.clear_cookies()
+        page.set_extra_http_headers({"Authorization": "Bearer the-proxys-own"})
+        for _ in range(7):
+            assert page.reload().status == 200
+            page.wait_for_selector("#sign-in:visible", timeout=10_000)
+        page.wait_for_selector("#sign-in-error:has-text('too many wrong console tokens')", timeout=5_000)
+        assert page.locator("#start-error").count() == 0
+        page.fill("#sign-in-token", TOKEN)
+        page.click("#sign-in button[type=submit]")
+        page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)
     finally:
         console.stop()
 

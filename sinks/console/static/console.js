@@ -632,8 +632,8 @@ function pageIncidents(root, incidentId) {
 // -- router ------------------------------------------------------------------------------------------------------
 
 async function loadCameras() {
-  const { ok, body } = await api("/api/cameras");
-  if (!ok) return body;
+  const { ok, status, body } = await api("/api/cameras");
+  if (!ok) return { ...body, status };
   app.cameras = body.cameras;
   app.thresholds = body.thresholds;
   app.camerasVersion = body.version;
@@ -914,11 +914,17 @@ const START_RETRY_MS = 3000;
 // operations room is often left alone for hours.
 async function start() {
   const { ok, status, body } = await api("/api/session");
-  if (status === 401) {
+  // 429: wrong tokens came from this client (a proxy's own header, or guesses), and the right one is still taken.
+  if (status === 401 || status === 429) {
     showNoSession(true);
+    if (status === 429) $("#sign-in-error").textContent = body.error;
     return;
   }
   const refused = ok ? await loadCameras() : body;
+  if (refused && refused.status === 401) {  // the session ended between the two requests
+    showNoSession(true);
+    return;
+  }
   if (refused) {
     $("#page").replaceChildren(el("div", { class: "notice error", id: "start-error" },
       `${refused.error || "not allowed"}; trying again every ${START_RETRY_MS / 1000} s`));
