@@ -225,6 +225,9 @@ def test_a_level_raised_by_the_forecast_gives_the_time_to_danger_exported_in_wor
     assert assess(inputs, RiskThresholds(), RiskPolicyConfig()) == (
         RiskLevel.CAUTION, "reaches warning (4 p/m²) in about 7 minutes at the rise of the last 6 minutes; density "
         "now 1.90 p/m²")
+    inputs = RiskInputs(1.9, surely_seconds_to_threshold={"caution": 40.0, "warning": 150.0}, rise_over_s=150.0)
+    assert assess(inputs, RiskThresholds(), RiskPolicyConfig())[1].startswith(  # halves up, as the console rounds
+        "reaches warning (4 p/m²) in about 3 minutes at the rise of the last 3 minutes")
     inputs = RiskInputs(1.9, surely_seconds_to_threshold={"caution": 5.0, "warning": 40.0})
     assert assess(inputs, RiskThresholds(), RiskPolicyConfig())[1].startswith("reaches warning (4 p/m²) in under a "
                                                                                "minute")

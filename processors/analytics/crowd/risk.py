@@ -26,6 +26,7 @@ danger and UNKNOWN every window; the held spell counts for no dwell.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from schemas import RiskLevel
@@ -130,11 +131,12 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
 
 
 def in_words(seconds: float, about: bool = True) -> str:
-    """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute" (a span known exactly,
-    `about` False, in seconds)."""
+    """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute"; a span measured rather
+    than forecast (`about` False) goes without "about", and in seconds under a minute. Halves round up, as the
+    console rounds the same time (round() would make 150 s "2 minutes" here and "3 min" there)."""
     if seconds < 60:
         return "under a minute" if about else f"{seconds:.0f} seconds"
-    minutes = round(seconds / 60)
+    minutes = math.floor(seconds / 60 + 0.5)
     return ("about " if about else "") + (f"{minutes} minutes" if minutes != 1 else "1 minute")
 
 
