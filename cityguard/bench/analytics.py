@@ -42,8 +42,11 @@ IMAGE_SIZE = (1280, 720)
 # A 20 m x 12 m square seen from above at an angle: image corners of ground (0,0), (20,0), (20,12), (0,12).
 GROUND = [(0.0, 0.0), (20.0, 0.0), (20.0, 12.0), (0.0, 12.0)]
 IMAGE = [(160.0, 680.0), (1120.0, 680.0), (960.0, 220.0), (320.0, 220.0)]
-BOX_HEIGHT_PX = 90.0
-BOX_WIDTH_PX = 30.0
+# The walkers are as tall as people by the calibration, which the analyzer checks (a crowd of 4.8 m giants is a
+# calibration in feet, and its zones go unknown), and as wide as shoulders; where the view is from straight above, a
+# box is head and shoulders, as wide as it is tall.
+PERSON_HEIGHT_M = 1.7
+SHOULDERS_M = 0.5
 START_AT = 1_700_000_000.0
 # The road above the square, outside its zone (a vehicle in a crowd zone is an event): eastbound over westbound.
 LANES = [("east", 40.0, 120.0, 1.0), ("west", 120.0, 200.0, -1.0)]  # id, top, bottom, direction along x
@@ -116,8 +119,9 @@ def crowd_frames(people: int, fps: float, frames: int, seed: int = 7, camera: st
             ids[gone] = np.arange(next_id, next_id + count)
             next_id += count
         feet = homography.to_image(xy) + rng.normal(0, 1.0, xy.shape)
-        boxes = np.column_stack((feet[:, 0] - BOX_WIDTH_PX / 2, feet[:, 1] - BOX_HEIGHT_PX,
-                                 feet[:, 0] + BOX_WIDTH_PX / 2, feet[:, 1]))
+        width = np.linalg.norm(homography.to_image(xy + (SHOULDERS_M, 0)) - homography.to_image(xy), axis=1)
+        height = np.maximum(homography.standing_height_px(feet, PERSON_HEIGHT_M), width)
+        boxes = np.column_stack((feet[:, 0] - width / 2, feet[:, 1] - height, feet[:, 0] + width / 2, feet[:, 1]))
         messages.append(Detections(
             camera_id=camera, seq=seq, captured_at=START_AT + seq / fps, image_width=IMAGE_SIZE[0],
             image_height=IMAGE_SIZE[1], model="synthetic", inference_ms=0.0,
