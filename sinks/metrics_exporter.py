@@ -93,7 +93,8 @@ ZONE_PEAK_LOCAL_DENSITY = Gauge("cityguard_zone_peak_local_density_per_square_me
                                 "Highest Gaussian-weighted local density around any person (Helbing et al.)",
                                 ["camera", "zone"])
 ZONE_FORECAST = Gauge("cityguard_zone_forecast_density_per_square_metre",
-                      "Forecast density, at the rise the last minutes bear out", ["camera", "zone", "horizon_seconds"])
+                      "Forecast density, at the rise the last minutes bear out (at the least: flat, never "
+                      "falling, for a zone emptying)", ["camera", "zone", "horizon_seconds"])
 ZONE_FORECAST_UPPER = Gauge("cityguard_zone_forecast_upper_density_per_square_metre",
                             "Upper edge of the forecast's uncertainty band", ["camera", "zone", "horizon_seconds"])
 ZONE_SECONDS_TO_DANGER = Gauge("cityguard_zone_forecast_time_to_danger_seconds",
