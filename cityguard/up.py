@@ -140,6 +140,9 @@ class CameraStatusLine:
         else:
             zone_text = " | ".join(parts)
         fault = self.camera_fault(now, report_silence_s)
+        if fault is None and not self.seen_at:  # starting: more telling than a row of zeros while models load
+            waiting = "no report from its producer yet" if self.camera is None else "frames sent, no detections yet"
+            return f"[{camera_id}] {waiting} | {zone_text}"
         state = "" if fault is None else f"{fault} | "
         return f"[{camera_id}] {state}{fps:4.1f} fps | {self.people:2d} people in frame | {zone_text}"
 

@@ -30,6 +30,17 @@ def test_a_camera_without_zones_says_so():
     assert CameraStatusLine().render("campus", 0.0, stale_after_s=30).endswith("zones: waiting for the first window")
 
 
+def test_a_starting_camera_says_what_it_waits_for_rather_than_a_row_of_zeros():
+    line = CameraStatusLine()
+    assert line.render("campus", 0.0, stale_after_s=30) == (
+        "[campus] no report from its producer yet | zones: waiting for the first window")
+    line.camera = CameraStatus(camera_id="campus", state=CameraState.UP, fps=5, reconnects=0, dropped_frames=0, at=0.0)
+    assert line.render("campus", 1.0, stale_after_s=30) == (
+        "[campus] frames sent, no detections yet | zones: waiting for the first window")
+    line.seen_at.append(1.0)
+    assert line.render("campus", 1.0, stale_after_s=30).startswith("[campus]  0.2 fps |  0 people in frame")
+
+
 def test_a_stale_zone_does_not_hide_a_fresh_worse_one():
     critical = window(1000.0).model_copy(update={"zone_id": "gate", "risk_level": RiskLevel.CRITICAL,
                                                  "density_mean_per_m2": 6.1, "people_mean": 410})
@@ -74,7 +85,8 @@ def test_a_camera_its_producer_reports_down_says_so_with_the_reason():
         "[gate] down: no such file: missing.mp4 |  0.0 fps |  0 people in frame | no zones")
     up = status.model_copy(update={"state": CameraState.UP, "reason": ""})
     absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(up)), config, lines)
-    assert lines["gate"].render("gate", 1001.0, stale_after_s=30, zoned=False).startswith("[gate]  0.0 fps")
+    assert lines["gate"].render("gate", 1001.0, stale_after_s=30, zoned=False) == (
+        "[gate] frames sent, no detections yet | no zones")
 
 
 def test_a_camera_whose_producer_stopped_reporting_reads_down_not_its_last_state():
@@ -86,7 +98,7 @@ def test_a_camera_whose_producer_stopped_reporting_reads_down_not_its_last_state
     status = CameraStatus(camera_id="gate", state=CameraState.UP, reason="", fps=5, reconnects=0, dropped_frames=0,
                           at=1000.0)
     absorb(SimpleNamespace(topic=config.broker.topics.camera_status, value=encode(status)), config, lines)
-    assert lines["gate"].render("gate", 1000.0 + silence_s, 30, False, silence_s).startswith("[gate]  0.0 fps")
+    assert lines["gate"].render("gate", 1000.0 + silence_s, 30, False, silence_s).startswith("[gate] frames sent")
     assert lines["gate"].render("gate", 1075.0 + silence_s, 30, False, silence_s).startswith(
         f"[gate] down: no report from the producer for {silence_s + 75:.0f} s |  0.0 fps")
 
