@@ -198,44 +198,39 @@ class WatchedClock:
 
 
 class ClaimWatch:
-    """When this process may take a `sending` delivery to be abandoned: once it has known the delivery's latest claim,
-    unchanged, for longer than a try lasts, timed by its own monotonic clock from when it made the claim or first read
-    it. The claim is told by its count and its time as stored, each claim changing both (the version before the count
-    changes the time only). No other process's clock is compared with this one's, so neither a wall clock stepped
-    forward on either host nor two hosts' clocks disagreeing makes a try still under way look abandoned; a claim
-    already old when first read waits a try's length all the same, which after a restart delays a crash's leftover by
-    as much."""
+    """When this process may take a `sending` delivery to be abandoned: once it has known the delivery's latest claim
+    unchanged for longer than a try lasts, timed by its own monotonic clock from when it made the claim or first read
+    it. A claim is told by the row's count of claims, which every claim raises and no clock step moves (a step back
+    moves `claimed_at`); a dispatcher of the version before the count, which claims by `claimed_at` alone, is not seen.
+    No other process's clock is compared with this one's, so neither a wall clock stepped forward on either host nor
+    two hosts' clocks disagreeing makes a try still under way look abandoned; a claim already old when first read
+    waits a try's length all the same, which after a restart delays a crash's leftover by as much."""
 
     def __init__(self, monotonic: Callable[[], float]):
         self.monotonic = monotonic
         self.lock = threading.Lock()  # used by the loop and the delivery threads alike
-        self.known: dict[int, tuple[tuple[int, float | None], float]] = {}  # delivery id: (claim, known since)
+        self.known: dict[int, tuple[int, float]] = {}  # delivery id: (claim, known since)
 
     def claim_known_longer_than(self, row: DeliveryRow, limit_s: float) -> bool:
         """Whether the row's claim is the one known for longer than `limit_s`; a claim not known yet is known now."""
         now = self.monotonic()
         with self.lock:
             known, since = self.known.get(row.id, (None, now))
-            if known != claim_of(row):
-                self.known[row.id] = (claim_of(row), now)
+            if known != row.claims:
+                self.known[row.id] = (row.claims, now)
                 return False
             return now - since > limit_s
 
     def know(self, row: DeliveryRow) -> None:
         """A claim this process has just made: known from now."""
         with self.lock:
-            self.known[row.id] = (claim_of(row), self.monotonic())
+            self.known[row.id] = (row.claims, self.monotonic())
 
     def keep_only(self, rows: list[DeliveryRow]) -> None:
         """Forgets the deliveries other than `rows` (those no longer `sending`)."""
         ids = {row.id for row in rows}
         with self.lock:
             self.known = {delivery_id: known for delivery_id, known in self.known.items() if delivery_id in ids}
-
-
-def claim_of(row: DeliveryRow) -> tuple[int, float | None]:
-    """What tells a delivery's claims apart, as ClaimWatch compares them."""
-    return row.claims, row.claimed_at
 
 
 def step_back(latest_at: float, now: float) -> float | None:

@@ -165,7 +165,7 @@ class DeliveryRow(Base):
     it was recorded, and `claimed_at` is the wall time of the latest (recorded, claimed, try begun): a claim is made
     against the count read with the row, which a clock stepped back never moves, as it moves `claimed_at`, and a try is
     begun only against the count its claim left, so that a dispatcher which took the row over since makes the try
-    instead. Together they tell one claim from the next; how old a claim is no stored time says, since two hosts'
+    instead. The count tells one claim from the next; how old a claim is no stored time says, since two hosts'
     clocks, or one stepped forward, disagree about it: a dispatcher times the claims it knows itself
     (dispatcher.ClaimWatch). A dispatcher of the version before judges by `claimed_at`, which is kept for it.
     """

@@ -46,20 +46,12 @@ def make_config(tmp_path: Path, section: dict, **top) -> Config:
 
 
 class Clock:
-    """Starts at the real time: Twilio's date_created (real) is compared with the delivery's start when reconciling."""
+    """A clock the test sets. The wall clock starts at the real time: Twilio's date_created (real) is compared with the
+    delivery's start when reconciling. The monotonic one, which times how long the dispatcher has known a claim,
+    starts at 0, and wall clock steps never move it."""
 
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class MonotonicClock:
-    """The dispatcher's monotonic clock, which times how long it has known a claim; wall clock steps never move it."""
-
-    def __init__(self):
-        self.now = 0.0
+    def __init__(self, now: float | None = None):
+        self.now = time.time() if now is None else now
 
     def __call__(self) -> float:
         return self.now
@@ -70,7 +62,7 @@ class Harness:
     dispatcher: AlertDispatcher
     store: IncidentStore
     clock: Clock
-    monotonic: MonotonicClock = field(default_factory=MonotonicClock)
+    monotonic: Clock = field(default_factory=lambda: Clock(0.0))
     published: list[Alert] = field(default_factory=list)
 
     def retry_after(self, seconds: float) -> None:

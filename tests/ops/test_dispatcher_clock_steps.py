@@ -4,9 +4,9 @@ forward must neither page anyone twice nor skip a contact."""
 import logging
 
 from schemas import EventState
-from sinks.alerts.dispatcher import CLOCK_STEP_MARGIN_S, DeliveryTries, step_back
+from sinks.alerts.dispatcher import CLOCK_STEP_MARGIN_S, DeliveryTries, longest_try_s, step_back
 from sinks.alerts.notice import notice_from_event
-from sinks.alerts.store import SENT
+from sinks.alerts.store import SENDING, SENT
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     CHIEF_PHONE,
@@ -197,3 +197,20 @@ def test_a_clock_read_a_little_earlier_than_before_is_no_step():
     assert step_back(1_000.0, 1_000.0 - CLOCK_STEP_MARGIN_S) is None
     assert step_back(1_000.0, 1_001.0) is None
     assert step_back(1_000.0, 1_000.0 - HOUR) == HOUR
+
+
+def test_a_clock_stepped_back_does_not_start_again_the_wait_for_a_crashs_leftover(tmp_path, twilio, webhook):
+    # A step back moves every claim's time back by the step; the claim is still the one the dispatcher has known.
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    left_sending_by_a_crash(make_dispatcher(config))
+    watcher = make_dispatcher(config)
+    longest_s = longest_try_s(watcher.dispatcher.channels["sms"].retry)
+    watcher.dispatcher.tick()  # the leftover's claim, known from now
+    watcher.monotonic.now += longest_s - 5
+    watcher.clock.now -= 60  # NTP steps the host back a minute
+    watcher.dispatcher.tick()
+    assert [d.status for d in watcher.store.deliveries()] == [SENDING]
+    watcher.monotonic.now += 10  # known for longer than a try lasts, the step between
+    watcher.dispatcher.tick()
+    assert [d.status for d in watcher.store.deliveries()] == [SENT] and twilio.posts() == 1
+    watcher.store.close()

@@ -18,7 +18,7 @@ from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import ConfigError
 from schemas.settings.config import TopicNames
 from sinks.alerts.channels import Message
-from sinks.alerts.dispatcher import to_message
+from sinks.alerts.dispatcher import longest_try_s, to_message
 from sinks.alerts.notice import MESSAGE_MAX_CHARS, TITLE_MAX_CHARS, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import redact
 from sinks.alerts.service import PAUSE_INITIAL_S, AlertmanagerReceiver, DispatcherService, PendingNotices
@@ -589,7 +589,8 @@ def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_pa
     message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
     assert before.dispatcher.channels["sms"].send(message, row.body).delivered
     restarted = make_dispatcher(config)
-    restarted.clock.now = retried_at + 29
+    longest_s = longest_try_s(restarted.dispatcher.channels["sms"].retry) + 1  # what let_every_try_end lets pass
+    restarted.clock.now = retried_at + 50 - longest_s
     restarted.let_every_try_end()  # the retry is over; 70 s after the first try, 50 s after the retry
     restarted.dispatcher.resume_pending()
     assert twilio.posts() == 2  # not sent a third time while the listing may still lag behind the retry
@@ -605,7 +606,7 @@ def test_a_store_from_before_tries_were_timed_opens_and_settles_its_pending_deli
     database.close()
     reopened = make_dispatcher(make_config(tmp_path, alerting_section(
         twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")))
-    reopened.clock.now = harness.clock.now + 30  # the channel's listing_lag_s
+    reopened.clock.now = harness.clock.now + 30  # with the longest try let pass below: past the listing_lag_s of 30 s
     reopened.let_every_try_end()
     reopened.dispatcher.resume_pending()
     assert [d.status for d in reopened.store.deliveries()] == [SENT] and len(twilio.messages) == 1
