@@ -29,7 +29,8 @@ class ConsoleConfig(Frozen):
         "http:// origins listed")
     request_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="longest wait for a request's line and headers, from the "
-        "connection's start or its previous answer (then the connection is closed), and for its body (then 408)")
+        "connection's start or its previous answer (then the connection is closed), for its body (then 408), and for "
+        "the client to read its answer (then the connection is closed)")
     max_connections: int = Field(default=256, ge=1, le=10_000,
                                  description="connections held at once by all clients; more are answered 503 and "
                                  "closed")

@@ -676,6 +676,10 @@ def test_sound_is_asked_for_until_a_click_allows_it_and_turned_off_stays_off(sit
     held = []
     page.route("**/api/session", lambda route: held.append(route))
     page.goto(site.url + "#/live")
+    for _ in range(250):  # the route's call may be handled after goto returns; waiting this way runs no script there
+        if held:
+            break
+        page.wait_for_timeout(20)
     page.evaluate("1")
     held[0].continue_()
     page.unroute("**/api/session")

@@ -322,6 +322,18 @@ def test_where_reads_need_the_token_the_page_comes_up_without_it_and_nothing_it_
     assert call(console, "GET", "/static/..%2fserver.py", headers=ended)[0] == 404  # nothing outside the folder
 
 
+def test_the_page_and_its_scripts_count_no_wrong_token_of_a_proxys_header(make_console):
+    """Behind a reverse proxy that forwards its own Authorization header every request offers a wrong token: the page
+    and its scripts, which need none, check none, so however often they are loaded the page comes up to offer
+    sign-in; a request for what it would show counts the header's token."""
+    console = make_console(settings="  require_token_for_reads: true")
+    proxy = {"Authorization": "Bearer the-proxys-own"}
+    for _ in range(8):
+        for path in ("/", "/static/console.js", "/static/draw.js", "/static/editor.js", "/static/console.css"):
+            assert call(console, "GET", path, headers=proxy)[0] == 200, path
+    assert [call(console, "GET", "/api/session", headers=proxy)[0] for _ in range(6)] == [401] * 5 + [429]
+
+
 def test_public_origins_are_origins_only():
     assert ConsoleConfig(public_origins=["HTTPS://Console.City.Example/"]).public_origins == [
         "https://console.city.example"]

@@ -133,7 +133,7 @@ def assess(inputs: RiskInputs, thresholds: RiskThresholds, policy: RiskPolicyCon
 def in_words(seconds: float, about: bool = True) -> str:
     """A time as an operator reads it: whole minutes ("about 7 minutes"), or "under a minute"; a span measured rather
     than forecast (`about` False) goes without "about", and in seconds under a minute. Halves round up, as the
-    console rounds the same time (round() would make 150 s "2 minutes" here and "3 min" there)."""
+    console rounds minutes from 90 s to 90 minutes (round() would make 150 s "2 minutes" here and "3 min" there)."""
     if seconds < 60:
         return "under a minute" if about else f"{seconds:.0f} seconds"
     minutes = math.floor(seconds / 60 + 0.5)

@@ -910,19 +910,39 @@ async function checkHealth() {
 
 const START_RETRY_MS = 3000;
 
+// The page comes up once: a retry's timer and a sign-in may both ask it to.
+let starting = false;
+
+async function start() {
+  if (starting || app.session) return;
+  starting = true;
+  try {
+    await startPage();
+  } finally {
+    starting = false;
+  }
+}
+
+// Signed out before the page came up: the sign-in form, and nothing of an earlier attempt's notice, which would say it
+// is trying again when nothing is.
+function showSignedOutAtStart(error) {
+  $("#page").replaceChildren();
+  showNoSession(true);
+  $("#sign-in-error").textContent = error;
+}
+
 // A page opened or reloaded while the console restarts comes up by itself once the console answers: the screen of an
 // operations room is often left alone for hours.
-async function start() {
+async function startPage() {
   const { ok, status, body } = await api("/api/session");
   // 429: wrong tokens came from this client (a proxy's own header, or guesses), and the right one is still taken.
   if (status === 401 || status === 429) {
-    showNoSession(true);
-    if (status === 429) $("#sign-in-error").textContent = body.error;
+    showSignedOutAtStart(status === 429 ? body.error : "");
     return;
   }
   const refused = ok ? await loadCameras() : body;
   if (refused && refused.status === 401) {  // the session ended between the two requests
-    showNoSession(true);
+    showSignedOutAtStart("");
     return;
   }
   if (refused) {
