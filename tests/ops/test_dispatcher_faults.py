@@ -470,7 +470,9 @@ def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once
         asking.join(10)
     assert [message["to"] for message in twilio.messages] == [DUTY_PHONE]
     assert [(d.status, d.attempt_count) for d in first.store.deliveries()] == [(SENT, 2)]
-    assert [record.levelname for record in caplog.records if record.levelname in ("WARNING", "ERROR")] == []
+    # (the dispatcher's own log: a Kafka client another test of this worker left running may warn meanwhile)
+    assert [record.levelname for record in caplog.records
+            if record.name.startswith("sinks.") and record.levelname in ("WARNING", "ERROR")] == []
 
 
 def test_a_try_under_way_is_no_leftover_for_a_dispatcher_whose_clock_is_ahead(tmp_path, twilio, webhook):
