@@ -308,6 +308,19 @@ def operator(page, site: Site, hash_path: str):
     page.wait_for_function("window.consoleProbe !== undefined")
 
 
+def sign_in(page, token: str) -> None:
+    """Sends a token with the sign-in form under the header."""
+    page.fill("#sign-in-token", token)
+    page.click("#sign-in button[type=submit]")
+
+
+def sign_in_after_a_wrong_token(page) -> None:
+    """A wrong token is refused by the sign-in form, then the right one is sent."""
+    sign_in(page, "not the token")
+    page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
+    sign_in(page, TOKEN)
+
+
 def wait_for_pixel(page, selector: str, point: tuple[int, int], condition: str) -> None:
     """Waits until the canvas pixel at `point` satisfies the JavaScript `condition` on r, g, b."""
     x, y = point
@@ -986,11 +999,7 @@ def test_a_session_that_ends_shows_signed_out_at_once_and_signing_in_again_keeps
     assert page.input_value(f"{shown} .actions input[placeholder^=note]") == "stewards sent"
     page.unroute("**/api/health")
 
-    page.fill("#sign-in-token", "not the token")
-    page.click("#sign-in button[type=submit]")
-    page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
-    page.fill("#sign-in-token", TOKEN)
-    page.click("#sign-in button[type=submit]")
+    sign_in_after_a_wrong_token(page)
     page.wait_for_selector("#auth-state[data-auth=operator]:has-text('operator')", timeout=5_000)
     assert page.is_hidden("#sign-in") and page.input_value("#sign-in-token") == ""
     page.click(f"{shown} #ack:not([disabled])")  # the acknowledgement typed before, as it was
@@ -1033,11 +1042,7 @@ def test_a_page_reloaded_after_its_session_ended_comes_up_signed_out_and_signs_i
         for path in ("api/cameras", "api/live", "api/cameras/plaza/frame.jpg", "api/incidents"):
             assert page.request.get(url + path).status == 401, path
 
-        page.fill("#sign-in-token", "not the token")
-        page.click("#sign-in button[type=submit]")
-        page.wait_for_selector("#sign-in-error:has-text('wrong console token')", timeout=5_000)
-        page.fill("#sign-in-token", TOKEN)
-        page.click("#sign-in button[type=submit]")
+        sign_in_after_a_wrong_token(page)
         page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)
         page.wait_for_selector("#auth-state[data-auth=operator]", timeout=5_000)
         assert page.is_hidden("#sign-in") and urllib.parse.urlsplit(page.url).fragment == "/live"
@@ -1057,8 +1062,7 @@ def test_a_page_reloaded_after_its_session_ended_comes_up_signed_out_and_signs_i
             page.wait_for_selector("#sign-in:visible", timeout=10_000)
         page.wait_for_selector("#sign-in-error:has-text('too many wrong console tokens')", timeout=5_000)
         assert page.locator("#start-error").count() == 0
-        page.fill("#sign-in-token", TOKEN)
-        page.click("#sign-in button[type=submit]")
+        sign_in(page, TOKEN)
         page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)
     finally:
         console.stop()
