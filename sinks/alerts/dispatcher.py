@@ -217,6 +217,10 @@ class ClaimWatch:
         with self.lock:
             known, since = self.known.get(row.id, (None, now))
             if known != row.claims:
+                # An SRE reading the log after a restart learns why an SMS it left half-sent waits, and for how long.
+                log.info("delivery %s is sending under a claim this dispatcher did not make (another dispatcher's try, "
+                         "or one cut short by a crash): resumed here if the claim is unchanged in %.0f s", row.key,
+                         limit_s)
                 self.known[row.id] = (row.claims, now)
                 return False
             return now - since > limit_s

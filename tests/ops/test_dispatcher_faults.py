@@ -446,6 +446,20 @@ def test_a_retry_in_flight_in_one_dispatcher_is_no_crash_leftover_for_another(tm
         ("ops", SENT, 2), ("sms", SENT, 1)]
 
 
+def test_a_restarted_dispatcher_says_which_leftover_it_waits_on_and_for_how_long(tmp_path, twilio, webhook, caplog):
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    left_sending_by_a_crash(make_dispatcher(config))
+    restarted = make_dispatcher(config)
+    limit_s = longest_try_s(restarted.dispatcher.channels["sms"].retry)
+    with caplog.at_level("INFO", logger="sinks.alerts.dispatcher"):
+        restarted.dispatcher.resume_pending()
+        restarted.dispatcher.resume_pending()  # the same claim: said once
+    assert [record.getMessage() for record in caplog.records if "did not make" in record.getMessage()] == [
+        "delivery plaza/north/risk-1:critical|sms|duty is sending under a claim this dispatcher did not make (another "
+        f"dispatcher's try, or one cut short by a crash): resumed here if the claim is unchanged in {limit_s:.0f} s"]
+    assert twilio.posts() == 0
+
+
 def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once(tmp_path, twilio, webhook, caplog):
     section = alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db")
     first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
