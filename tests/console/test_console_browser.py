@@ -1061,6 +1061,7 @@ def test_a_page_reloaded_after_its_session_ended_comes_up_signed_out_and_signs_i
             assert page.reload().status == 200
             page.wait_for_selector("#sign-in:visible", timeout=10_000)
         page.wait_for_selector("#sign-in-error:has-text('too many wrong console tokens')", timeout=5_000)
+        assert page.is_hidden("#no-session")  # the 429's own words say what is wrong
         assert page.locator("#start-error").count() == 0
         sign_in(page, TOKEN)
         page.wait_for_selector("section.tile[data-camera=plaza]", timeout=10_000)

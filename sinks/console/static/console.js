@@ -928,6 +928,9 @@ async function start() {
 function showSignedOutAtStart(error) {
   $("#page").replaceChildren();
   showNoSession(true);
+  // Refused for this client's wrong tokens, the answer says so itself: the console may well show its pages without a
+  // session (on loopback), which the signed-out text would deny.
+  $("#no-session").hidden = Boolean(error);
   $("#sign-in-error").textContent = error;
 }
 
