@@ -941,6 +941,107 @@ def test_a_client_sending_its_request_body_a_byte_at_a_time_is_answered_408(make
         in caplog.text
 
 
+def asked_for_a_frame(port: int) -> socket.socket:
+    """A connection through a slow link's window that has asked for camera cam's latest frame."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    connection.settimeout(30)
+    connection.connect(("127.0.0.1", port))
+    connection.sendall(b"GET /api/cameras/cam/frame.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Console-Token: "
+                       + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
+    return connection
+
+
+def read_slowly(connection: socket.socket, chunk: int, pause_s: float) -> bytes:
+    """All the server sent before it closed the connection, read `chunk` bytes at most every `pause_s`."""
+    received = b""
+    try:
+        while data := connection.recv(chunk):
+            received += data
+            time.sleep(pause_s)
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def wait_for(text: str, caplog) -> None:
+    """Until `text` is logged, 30 s at most."""
+    deadline = time.monotonic() + 30
+    while text not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_client_reading_a_long_answer_steadily_reads_it_whole_and_one_that_stops_reading_is_cut_off(make_console,
+                                                                                                      caplog):
+    """A long answer to a slow client takes longer than the deadline: a client reading it at
+    console.min_read_bytes_per_s or more gets another deadline each time; one that stops reading is cut off a
+    deadline later."""
+    console = make_console("  request_timeout_s: 0.5")
+    picture = os.urandom(8 * 1024 * 1024)  # more than the kernel's buffers on loopback hold, by megabytes
+    console.state.on_frame("cam", 1, time.time(), picture, (640, 480), (640, 480))
+    with caplog.at_level(logging.WARNING), listening(console) as port:
+        with asked_for_a_frame(port) as steady:
+            received = read_slowly(steady, 16384, 0.004)  # 4 MB/s at most: seconds, far above the least rate
+        assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(picture)
+        assert "cut off" not in caplog.text
+
+        with asked_for_a_frame(port) as stalled:
+            wait_for("cut off", caplog)
+            assert not answer_of(stalled).endswith(picture)
+    assert "connection from 127.0.0.1 cut off: it read 0 bytes of its answer in 0.5 s (console.request_timeout_s), " \
+        "under 4096 a second (console.min_read_bytes_per_s)" in caplog.text
+
+
+def test_a_client_reading_its_answer_below_the_least_rate_is_cut_off(make_console, caplog):
+    """A client that reads some of its answer each deadline, but less than the least rate, is cut off: one
+    acknowledging a trickle would otherwise hold the connection for hours."""
+    console = make_console("  request_timeout_s: 0.5\n  min_read_bytes_per_s: 1000000")
+    picture = os.urandom(8 * 1024 * 1024)
+    console.state.on_frame("cam", 1, time.time(), picture, (640, 480), (640, 480))
+    received = 0
+    with caplog.at_level(logging.WARNING), listening(console) as port, asked_for_a_frame(port) as trickling:
+        give_up = time.monotonic() + 30
+        while "cut off" not in caplog.text and time.monotonic() < give_up:
+            received += len(trickling.recv(16384))  # 330 KB a second at most: some each deadline
+            time.sleep(0.05)
+    assert received < len(picture)
+    assert "connection from 127.0.0.1 cut off: it read " in caplog.text
+    assert "under 1000000 a second (console.min_read_bytes_per_s)" in caplog.text
+
+
+def test_a_client_reading_a_short_answer_steadily_past_the_deadline_is_not_cut_off():
+    """An answer that leaves the transport less than its high-water mark to hold once the kernel took the rest (so
+    that writing it never pauses) is read as any other: what the client acknowledged counts, not what was written
+    when."""
+    answer = os.urandom(60_000)
+
+    async def read_whole() -> bytes:
+        guard = ConnectionGuard(ConsoleConfig(request_timeout_s=0.5))
+
+        class Answering(asyncio.Protocol):
+            """Answers a request as aiohttp does once the guard's middleware has set the next deadline."""
+
+            def connection_made(self, transport: asyncio.Transport) -> None:
+                self.transport = transport
+
+            def data_received(self, data: bytes) -> None:
+                guard.connections[self].await_request()
+                self.transport.write(answer)
+
+        with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket() as client:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # a connection accepted inherits it
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(listener.getsockname())
+            accepted, _ = listener.accept()
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: GuardedConnection(guard, Answering()), accepted)
+            client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            client.settimeout(30)
+            return await asyncio.to_thread(read_slowly, client, 1024, 0.02)  # 50 KB/s at most: 1.2 s or more
+
+    assert asyncio.run(read_whole()) == answer
+
+
 def test_an_ipv6_client_is_its_64_network_so_its_many_addresses_share_one_bound():
     guard = ConnectionGuard(ConsoleConfig(max_connections_per_client=2))
     assert [guard.admit(client_of(address)) is None
