@@ -30,13 +30,7 @@ class ConsoleConfig(Frozen):
     request_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="longest wait for a request's line and headers, from the "
         "connection's start or its previous answer (then the connection is closed), for its body (then 408), and for "
-        "the client to read its answer, or at least console.min_read_bytes_per_s of it in each such time (then the "
-        "connection is closed)")
-    min_read_bytes_per_s: int = Field(
-        default=4096, ge=0, le=1_000_000_000, description="least rate, in bytes a second, at which a client must go "
-        "on reading an answer it has not read within console.request_timeout_s (a frame to a phone on a poor "
-        "network): at each such deadline one that read as much since the last gets another, one that read less is "
-        "cut off; 0, and a host other than Linux (which cannot tell), cut off any answer not read within the first")
+        "the client to read its answer (then the connection is closed)")
     max_connections: int = Field(default=256, ge=1, le=10_000,
                                  description="connections held at once by all clients; more are answered 503 and "
                                  "closed")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
-import struct
-import sys
 from collections import Counter
 from collections.abc import Hashable
 
@@ -28,8 +25,6 @@ RETRY_AFTER_S = 5
 # The floods of refusals ConnectionGuard logs: all clients over the console's bound, and closing idle connections to
 # admit others; a client over its own bound is (CLIENT_FULL, client).
 CONSOLE_FULL, CLIENT_FULL, MAKING_ROOM = "console full", "client full", "making room"
-# Where Linux's struct tcp_info (TCP_INFO) holds tcpi_bytes_acked, a u64, since Linux 4.1.
-TCP_INFO_BYTES_ACKED = 120
 
 
 def refusal(reason: str) -> bytes:
@@ -49,22 +44,6 @@ def client_of(address: str) -> str:
     if ip.version == 6 and ip.ipv4_mapped is None:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return address
-
-
-def bytes_acked(transport: asyncio.Transport) -> int | None:
-    """How many bytes written to the connection its client has acknowledged, all told: a count that only grows as
-    the client reads, whenever its answer was written. None where the system does not say (not Linux, or older than
-    4.1)."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or not sys.platform.startswith("linux"):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    except OSError:
-        return None
-    if len(info) < TCP_INFO_BYTES_ACKED + 8:
-        return None
-    return struct.unpack_from("=Q", info, TCP_INFO_BYTES_ACKED)[0]
 
 
 class FloodLog:
@@ -156,8 +135,7 @@ class ConnectionGuard:
 
 class GuardedConnection(asyncio.Protocol):
     """One client connection: refused over a bound (503, closed), else passed on to aiohttp's handler, and cut off
-    when no whole request head arrives within the deadline, or its client does not read its answer within it (nor
-    at console.min_read_bytes_per_s)."""
+    when no whole request head arrives within the deadline."""
 
     def __init__(self, guard: ConnectionGuard, handler: asyncio.Protocol):
         self.guard = guard
@@ -167,7 +145,6 @@ class GuardedConnection(asyncio.Protocol):
         self.client: str | None = None  # whom it counts against (client_of); None once no longer counted
         self.deadline: asyncio.TimerHandle | None = None
         self.received = False  # bytes came since the deadline was set: a request on its way
-        self.acked: int | None = None  # bytes_acked when the deadline was set
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
@@ -231,10 +208,6 @@ class GuardedConnection(asyncio.Protocol):
         if self.transport is None:
             return
         self.received = False
-        self._set_deadline()
-
-    def _set_deadline(self) -> None:
-        self.acked = bytes_acked(self.transport)
         self.deadline = asyncio.get_running_loop().call_later(self.guard.settings.request_timeout_s, self.cut_off)
 
     def request_arrived(self) -> None:
@@ -242,36 +215,15 @@ class GuardedConnection(asyncio.Protocol):
             self.deadline.cancel()
             self.deadline = None
 
-    def _acked_since_deadline(self) -> int | None:
-        """What the client acknowledged since the deadline was set; None where that is not known or does not count
-        (console.min_read_bytes_per_s 0)."""
-        acked = bytes_acked(self.transport)
-        if acked is None or self.acked is None or not self.guard.settings.min_read_bytes_per_s:
-            return None
-        return acked - self.acked
-
     def cut_off(self) -> None:
-        """Closes the connection, unless its client is reading a long answer (a frame to a phone on a poor network)
-        at console.min_read_bytes_per_s or more and sends nothing meanwhile: then it gets another deadline. The rate
-        bounds how long an answer holds the connection, which _make_room does not close."""
         self.deadline = None
-        settings = self.guard.settings
-        timeout_s = settings.request_timeout_s
+        timeout_s = self.guard.settings.request_timeout_s
         if self.received:
             log.warning("connection from %s cut off: its request did not arrive whole within %g s "
                         "(console.request_timeout_s)", self.address, timeout_s)
         elif self.transport.get_write_buffer_size():
-            acked = self._acked_since_deadline()
-            if acked is None:
-                log.warning("connection from %s cut off: it did not read its answer within %g s "
-                            "(console.request_timeout_s)", self.address, timeout_s)
-            elif acked >= settings.min_read_bytes_per_s * timeout_s:
-                self._set_deadline()
-                return
-            else:
-                log.warning("connection from %s cut off: it read %d bytes of its answer in %g s "
-                            "(console.request_timeout_s), under %d a second (console.min_read_bytes_per_s)",
-                            self.address, acked, timeout_s, settings.min_read_bytes_per_s)
+            log.warning("connection from %s cut off: it did not read its answer within %g s "
+                        "(console.request_timeout_s)", self.address, timeout_s)
         else:
             log.debug("idle connection from %s closed after %g s", self.address, timeout_s)
         # Not close(): that would wait for the answer to drain to a client that does not read it.
