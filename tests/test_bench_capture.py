@@ -15,6 +15,9 @@ from tests.conftest import VTEST
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
+# Alone, after the rest: sent to a pytest-xdist worker's main thread, the Ctrl-C crashed the worker in two CI runs of
+# three, where the same test run in a plain pytest process has never failed.
+@pytest.mark.solo
 def test_an_interrupted_capture_run_stops_the_producer_threads():
     config = bench_config(load_config(DEMO), None, [{"id": "cam000", "source": str(VTEST), "fps": 5, "loop": True}],
                           "interrupted")
