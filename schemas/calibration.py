@@ -71,10 +71,12 @@ class Homography:
         5-15 % short, as the head is nearer the camera than the feet.
         """
         points = np.asarray(image_points, dtype=float).reshape(-1, 2)
-        across_m_per_px, cos_depression = self._view_at(points)
+        across_m_per_px, cos_depression, depth = self._view_at(points)
         with np.errstate(divide="ignore", invalid="ignore"):
             height_px = height_m / across_m_per_px * cos_depression
-        seen = np.isfinite(height_px) if self.ground_sign is None else np.isfinite(height_px) & self.on_ground(points)
+        seen = np.isfinite(height_px)
+        if self.ground_sign is not None:  # and on the ground side of the horizon (on_ground)
+            seen &= np.sign(depth) == self.ground_sign
         return np.where(seen, height_px, 0.0)
 
     def cos_depression(self, image_points: np.ndarray) -> np.ndarray:
@@ -82,18 +84,20 @@ class Homography:
         (`standing_height_px` says how it is read)."""
         return self._view_at(np.asarray(image_points, dtype=float).reshape(-1, 2))[1]
 
-    def _view_at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ground metres one image pixel along x spans at each point (N, 2), the view's scale across it, and the
-        cosine of the angle the view looks down at there."""
-        ground = self.to_ground(points)
-        across = self.to_ground(points + (1.0, 0.0)) - ground
-        down = self.to_ground(points + (0.0, 1.0)) - ground
+    def _view_at(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ground metres one image pixel along x spans at each point (N, 2), the view's scale across it; the
+        cosine of the angle the view looks down at there; and the point's projective depth (`on_ground`)."""
+        count = len(points)
+        # The points, and the points a pixel to the right of and below them, in one product.
+        ground, depth = self._apply(self.matrix, np.concatenate((points, points + (1.0, 0.0), points + (0.0, 1.0))))
+        across = ground[count:2 * count] - ground[:count]
+        down = ground[2 * count:] - ground[:count]
         across_m = np.hypot(*across.T)
         with np.errstate(divide="ignore", invalid="ignore"):
             # along the view: the part of an image row's step not across it
             along_m = np.hypot(*(down - (np.sum(down * across, axis=1) / across_m ** 2)[:, None] * across).T)
             sin_depression = np.clip(across_m / along_m, 0.0, 1.0)
-            return across_m, np.sqrt(1.0 - sin_depression ** 2)
+            return across_m, np.sqrt(1.0 - sin_depression ** 2), depth[:count]
 
     def as_lists(self) -> list[list[float]]:
         return [[float(value) for value in row] for row in self.matrix]

@@ -25,6 +25,11 @@ def verify_box_corners(boxes: np.ndarray) -> None:
         raise ValueError("a box's corners are not (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")
 
 
+def foot_points(boxes: np.ndarray) -> np.ndarray:
+    """Bottom-centre of each (N, 4) box, (N, 2): where a person or vehicle touches the ground."""
+    return np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+
+
 class StaticBlob(BaseModel):
     """Foreground that appeared and stayed unchanged (fallen cargo, debris): found by a background model, not by
     the detector, so objects of no known class are still reported."""
@@ -111,8 +116,7 @@ class Detections(Message):
 
     def foot_points(self) -> np.ndarray:
         """Bottom-centre of each box, (N, 2): where a person or vehicle touches the ground."""
-        boxes = self.boxes()
-        return np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+        return foot_points(self.boxes())
 
     def density(self) -> np.ndarray | None:
         """The density map as a (rows, cols) float32 array covering the whole image, or None."""

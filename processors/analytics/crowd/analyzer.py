@@ -44,6 +44,7 @@ from schemas import (
     ZoneMetrics,
 )
 from schemas.base import frame_seen, runs_up_to, with_frame
+from schemas.detections import foot_points
 from schemas.geometry import PolygonZone, polygon_area, polygon_cell_weights
 from schemas.settings.config import CameraConfig, Config
 from schemas.settings.crowd import (
@@ -376,8 +377,8 @@ class CrowdAnalyzer:
         # density map of it is not taken (processors.analytics.crowd.counting).
         fault = detections.picture_fault
         people = detections.class_mask(PERSON_CLASS_ID) & (fault is None)
-        feet = detections.foot_points()[people]
         boxes = detections.boxes()[people]
+        feet = foot_points(boxes)
         heights = boxes[:, 3] - boxes[:, 1]
         ground = self.homography.to_ground(feet) if self.homography else np.full_like(feet, np.nan)
         # A person counts where the picture shows the ground they stand on whole, head too (ZoneGeometry.in_view).
