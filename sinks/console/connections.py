@@ -218,11 +218,12 @@ class GuardedConnection(asyncio.Protocol):
     def cut_off(self) -> None:
         self.deadline = None
         timeout_s = self.guard.settings.request_timeout_s
-        if self.received:
-            log.warning("connection from %s cut off: its request did not arrive whole within %g s "
-                        "(console.request_timeout_s)", self.address, timeout_s)
-        elif self.transport.get_write_buffer_size():
+        # An answer left unread first: a client may well send the start of its next request while it reads one.
+        if self.transport.get_write_buffer_size():
             log.warning("connection from %s cut off: it did not read its answer within %g s "
+                        "(console.request_timeout_s)", self.address, timeout_s)
+        elif self.received:
+            log.warning("connection from %s cut off: its request did not arrive whole within %g s "
                         "(console.request_timeout_s)", self.address, timeout_s)
         else:
             log.debug("idle connection from %s closed after %g s", self.address, timeout_s)

@@ -1002,6 +1002,23 @@ def test_room_is_made_from_any_client_holding_two_more_that_has_an_idle_connecti
         ("10.0.0.6", "refused")]  # every client but the busy one holds one: nobody's share makes room
 
 
+def test_a_client_cut_off_with_its_answer_unread_is_told_so_even_when_it_sent_more_meanwhile(caplog):
+    async def cut_off(unread: int, sent: bytes) -> None:
+        guard = ConnectionGuard(ConsoleConfig())
+        connection = GuardedConnection(guard, asyncio.Protocol())
+        connection.connection_made(PeerTransport("10.0.0.1", unread))  # awaiting its (next) request
+        if sent:
+            connection.data_received(sent)
+        connection.cut_off()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(cut_off(unread=4_000_000, sent=b"GET /api/cam"))
+        asyncio.run(cut_off(unread=0, sent=b"GET /api/cam"))
+    assert [record.getMessage() for record in caplog.records] == [
+        "connection from 10.0.0.1 cut off: it did not read its answer within 10 s (console.request_timeout_s)",
+        "connection from 10.0.0.1 cut off: its request did not arrive whole within 10 s (console.request_timeout_s)"]
+
+
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
                                                                                                   caplog):
     console = make_console("  max_connections_per_client: 2\n  max_connections: 4")
