@@ -57,7 +57,10 @@ class Homography:
         side of the horizon, which would turn every verdict over."""
         if self.ground_sign is None:
             raise ValueError("on_ground needs the image points the homography was calibrated from")
-        _, depth = self._apply(self.matrix, image_points)
+        return self._on_ground_side(self._apply(self.matrix, image_points)[1])
+
+    def _on_ground_side(self, depth: np.ndarray) -> np.ndarray:
+        """Mask of projective depths on the calibration points' side of the horizon (`on_ground`)."""
         return np.sign(depth) == self.ground_sign
 
     def standing_height_px(self, image_points: np.ndarray, height_m: float) -> np.ndarray:
@@ -75,8 +78,8 @@ class Homography:
         with np.errstate(divide="ignore", invalid="ignore"):
             height_px = height_m / across_m_per_px * cos_depression
         seen = np.isfinite(height_px)
-        if self.ground_sign is not None:  # and on the ground side of the horizon (on_ground)
-            seen &= np.sign(depth) == self.ground_sign
+        if self.ground_sign is not None:
+            seen &= self._on_ground_side(depth)
         return np.where(seen, height_px, 0.0)
 
     def cos_depression(self, image_points: np.ndarray) -> np.ndarray:

@@ -62,11 +62,10 @@ def steps_cross_segment(before: np.ndarray, after: np.ndarray, start: Point | np
     p2 = np.asarray(after, dtype=float).reshape(-1, 2)
     q1 = np.broadcast_to(np.asarray(start, dtype=float), p1.shape)
     q2 = np.broadcast_to(np.asarray(end, dtype=float), p1.shape)
-    # The four orientations at once: each step's ends against the segment's line, the segment's ends against the
-    # step's line.
-    d1, d2, d3, d4 = _orientation(np.stack((q1, q1, p1, p1)), np.stack((q2, q2, p2, p2)), np.stack((p1, p2, q1, q2)))
+    d1, d2 = _orientation(q1, q2, p1), _orientation(q1, q2, p2)
+    d3, d4 = _orientation(p1, p2, q1), _orientation(p1, p2, q2)
     proper = (d1 * d2 < 0) & (d3 * d4 < 0)
-    if np.all((d1 * d2 * d3 * d4) != 0):
+    if not ((d1 == 0) | (d2 == 0) | (d3 == 0) | (d4 == 0)).any():
         return proper  # no end point on the other segment's line: touching is impossible
     touching = (((d1 == 0) & _within_box(q1, q2, p1)) | ((d2 == 0) & _within_box(q1, q2, p2))
                 | ((d3 == 0) & _within_box(p1, p2, q1)) | ((d4 == 0) & _within_box(p1, p2, q2)))

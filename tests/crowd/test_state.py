@@ -8,7 +8,6 @@ import pytest
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState
 from processors.analytics.crowd.feet_map import PERSON_BOX_DTYPE, PERSON_BOXES_JUDGED
 from processors.analytics.crowd.forecast import HoltState
-from processors.analytics.crowd.tracks import TrackTable
 from processors.analytics.crowd.windows import Bucket
 from schemas import Detections, Event, EventState, SchemaError, decode, encode
 from schemas.settings.crowd import (
@@ -101,13 +100,17 @@ def worst_case_state(analytics: AnalyticsConfig, entrances: tuple[str, ...]) -> 
     analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
     rng = np.random.default_rng(0)
     tracks, lines = analytics.movement.max_tracks, len(entrances)
-    analyzer.tracks = TrackTable(lines, {
-        "ids": np.iinfo(np.int64).max - np.arange(tracks, dtype=np.int64)[::-1],
-        "last_seen": 1_700_000_000 + rng.random(tracks), "step_at": 1_700_000_000 + rng.random(tracks),
-        "step_xy": -1000 * rng.random((tracks, 2)), "image_xy": -1000 * rng.random((tracks, 2)),
-        "ground_xy": -1000 * rng.random((tracks, 2)), "velocity": -1e-5 * rng.random((tracks, 2)),
-        "side": np.full((tracks, lines), -1, dtype=np.int8), "pending": np.full((tracks, lines), -1, dtype=np.int8),
-        "pending_frames": np.full((tracks, lines), 30, dtype=np.int16)})
+    table = analyzer.tracks
+    table.ids = np.iinfo(np.int64).max - np.arange(tracks, dtype=np.int64)[::-1]
+    table.last_seen = 1_700_000_000 + rng.random(tracks)
+    table.step_at = 1_700_000_000 + rng.random(tracks)
+    table.step_xy = -1000 * rng.random((tracks, 2))
+    table.image_xy = -1000 * rng.random((tracks, 2))
+    table.ground_xy = -1000 * rng.random((tracks, 2))
+    table.velocity = -1e-5 * rng.random((tracks, 2))
+    table.side = np.full((tracks, lines), -1, dtype=np.int8)
+    table.pending = np.full((tracks, lines), -1, dtype=np.int8)
+    table.pending_frames = np.full((tracks, lines), 30, dtype=np.int16)
     analyzer.state.person_boxes = (1000 * rng.random((PERSON_BOXES_JUDGED, 4))).astype(PERSON_BOX_DTYPE).tobytes()
     step = analytics.step_seconds
     for zone in analyzer.state.zones.values():

@@ -19,6 +19,7 @@ import numpy as np
 
 from processors.analytics.crowd.picture_sizes import PerPictureSize
 from schemas.calibration import Homography, likely_unit
+from schemas.detections import foot_points
 
 HEAD_HEIGHT_M = 1.6  # where a standing adult's head centre is, which the annotations mark
 SETTLE_STEPS = 8  # steps of the feet search: the height changes slowly with the row, so a few settle it
@@ -94,7 +95,7 @@ class PersonHeights:
         boxes = np.asarray(boxes, dtype=PERSON_BOX_DTYPE).reshape(-1, 4)
         if image_size is not None:
             boxes = boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
-        feet = np.column_stack(((boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]))
+        feet = foot_points(boxes)
         with np.errstate(invalid="ignore"):
             judged = (self.homography.cos_depression(feet) >= MIN_COS_DEPRESSION) & \
                 (self.homography.standing_height_px(feet, 1.0) > 0)
@@ -109,7 +110,7 @@ class PersonHeights:
 
     def heights_m(self) -> np.ndarray:
         """How tall each kept box's person is by the calibration: its height over the standing height of 1 m there."""
-        feet = np.column_stack(((self.boxes[:, 0] + self.boxes[:, 2]) / 2, self.boxes[:, 3]))
+        feet = foot_points(self.boxes)
         return (self.boxes[:, 3] - self.boxes[:, 1]) / self.homography.standing_height_px(feet, 1.0)
 
 

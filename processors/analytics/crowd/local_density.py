@@ -22,8 +22,6 @@ MIN_NEIGHBOURS = 2.0  # a velocity variance needs a few people around the point 
 # deviations: single frames of such crowds reached 1.2-2.1 above it (zones of 16 to 2,300 m² at 1-3.9 p/m²), and the
 # windows of the simulated walking crowd of tests/crowd up to 2.3.
 PEAK_NOISE_MARGIN_DEVIATIONS = 3.0
-# The four cells around a position, as steps in x and y from the one at or below it in both.
-CORNER_STEPS = np.array([(0, 0), (1, 0), (0, 1), (1, 1)])
 
 
 def uniform_peak_per_m2(density_per_m2: float, area_m2: float, radius_m: float) -> float:
@@ -104,13 +102,16 @@ class GroundGrid:
         # Off the grid either way (a foot point at the horizon maps to infinity), within the range of an int.
         scaled = np.clip(np.where(np.isfinite(scaled), scaled, -2.0), -2.0, max(rows, cols) + 1.0)
         low = np.floor(scaled).astype(int)
-        fraction = scaled[:, None, :] - low[:, None, :]
-        corner = low[:, None, :] + CORNER_STEPS  # (N, 4, 2), x and y of each corner's cell
-        col, row = corner[..., 0], corner[..., 1]
-        on_grid = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
-        # along each axis, 1 - fraction to the cell below the position and fraction to the one above
-        axis_shares = np.where(CORNER_STEPS == 1, fraction, 1 - fraction)
-        return np.where(on_grid, row * cols + col, 0), np.where(on_grid, axis_shares[..., 0] * axis_shares[..., 1], 0.0)
+        fraction = scaled - low
+        indices, shares = [], []
+        for step_x, step_y in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            col, row = low[:, 0] + step_x, low[:, 1] + step_y
+            on_grid = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+            share_x = fraction[:, 0] if step_x else 1 - fraction[:, 0]
+            share = share_x * (fraction[:, 1] if step_y else 1 - fraction[:, 1])
+            indices.append(np.where(on_grid, row * cols + col, 0))
+            shares.append(np.where(on_grid, share, 0.0))
+        return np.stack(indices, axis=1), np.stack(shares, axis=1)
 
     def bin(self, indices: np.ndarray, shares: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """Per cell, the sum of each person's share of it times their value (1 by default), given the (indices,
@@ -138,17 +139,14 @@ class GroundGrid:
             self.bin(moving, moving_shares), self.bin(moving, moving_shares, velocity[:, 0]),
             self.bin(moving, moving_shares, velocity[:, 1]))))
         occupied = weight * np.pi * self.radius_m ** 2 >= MIN_NEIGHBOURS
+        with np.errstate(divide="ignore", invalid="ignore"):
+            field_x = np.where(occupied, sum_x / weight, 0.0)
+            field_y = np.where(occupied, sum_y / weight, 0.0)
         # Var(V) around r: the spread of that field over the neighbourhood, weighted by where people are.
         # (Individual step noise averages out in V; coherent but diverging motion, as in turbulence, does not.)
-        # V is known only where enough people are around, a few per cent of the cells of a zone of walkers: worked
-        # out there alone, and weighing nothing elsewhere.
-        cells = np.flatnonzero(occupied)
-        weight_at = weight.ravel()[cells]
-        field_x, field_y = sum_x.ravel()[cells] / weight_at, sum_y.ravel()[cells] / weight_at
-        weighted = np.zeros((4, weight.size))
-        weighted[:, cells] = (weight_at, weight_at * field_x, weight_at * field_y,
-                              weight_at * (field_x ** 2 + field_y ** 2))
-        total, sum_x, sum_y, sum_square = self.smooth_in_box(weighted.reshape(4, *self.shape))
+        weight = np.where(occupied, weight, 0.0)
+        total, sum_x, sum_y, sum_square = self.smooth_in_box(np.stack((
+            weight, weight * field_x, weight * field_y, weight * (field_x ** 2 + field_y ** 2))))
         enough = self._inside_box & occupied[self._box] & (total > 0)
         if not enough.any():
             return LocalFields(peak, None, None)

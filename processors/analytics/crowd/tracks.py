@@ -44,56 +44,30 @@ def line_ends(lines: Sequence[CountingLine]) -> tuple[np.ndarray, np.ndarray]:
 VELOCITY_BASE_S = 1.0
 
 
-def _column(array: str, index: int | slice) -> property:
-    """A column of the table as a view into one of the arrays that hold it (`TrackTable`), assignable in place."""
-
-    def get(self) -> np.ndarray:
-        return getattr(self, array)[:, index]
-
-    def set_(self, value: np.ndarray) -> None:
-        getattr(self, array)[:, index] = value
-
-    return property(get, set_)
-
-
 class TrackTable:
-    """What the analyzer remembers of each track between frames.
-
-    The columns live in three arrays, the ids, the numbers (float) and the line states (int16), so that adding and
-    dropping tracks, which a busy camera does every frame, moves three arrays rather than ten.
-    """
+    """What the analyzer remembers of each track between frames."""
 
     COLUMNS = ("ids", "last_seen", "image_xy", "ground_xy", "step_xy", "step_at", "velocity", "side", "pending",
                "pending_frames")
     DTYPES = {"ids": "<i8", "last_seen": "<f8", "image_xy": "<f8", "ground_xy": "<f8", "step_xy": "<f8",
               "step_at": "<f8", "velocity": "<f8", "side": "i1", "pending": "i1", "pending_frames": "<i2"}
-    last_seen = _column("numbers", 0)
-    image_xy = _column("numbers", slice(1, 3))
-    ground_xy = _column("numbers", slice(3, 5))
-    # Where and when the track's current velocity step began.
-    step_xy = _column("numbers", slice(5, 7))
-    step_at = _column("numbers", 7)
-    velocity = _column("numbers", slice(8, 10))
-    side = _column("line_states", 0)
-    pending = _column("line_states", 1)
-    pending_frames = _column("line_states", 2)
 
     def __init__(self, line_count: int, columns: dict | None = None):
         self.line_count = line_count
         if columns is None:
             columns = {name: [] for name in self.COLUMNS}
         self.ids = np.asarray(columns["ids"], dtype=np.int64).reshape(-1)
-        count = len(self.ids)
-        last_seen = np.asarray(columns["last_seen"], dtype=float).reshape(count, 1)
-        ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(count, 2)
-        # A state stored before steps spanned VELOCITY_BASE_S begins them where the track was last seen.
-        self.numbers = np.hstack((
-            last_seen, np.asarray(columns["image_xy"], dtype=float).reshape(count, 2), ground_xy,
-            np.asarray(columns.get("step_xy", ground_xy), dtype=float).reshape(count, 2),
-            np.asarray(columns.get("step_at", last_seen), dtype=float).reshape(count, 1),
-            np.asarray(columns["velocity"], dtype=float).reshape(count, 2)))
-        self.line_states = np.stack([np.asarray(columns[name]).astype(np.int16).reshape(count, line_count)
-                                     for name in ("side", "pending", "pending_frames")], axis=1)
+        self.last_seen = np.asarray(columns["last_seen"], dtype=float).reshape(-1)
+        self.image_xy = np.asarray(columns["image_xy"], dtype=float).reshape(-1, 2)
+        self.ground_xy = np.asarray(columns["ground_xy"], dtype=float).reshape(-1, 2)
+        # Where and when the track's current velocity step began; a state stored before steps spanned
+        # VELOCITY_BASE_S begins them where the track was last seen.
+        self.step_xy = np.array(columns.get("step_xy", self.ground_xy), dtype=float).reshape(-1, 2)  # copies
+        self.step_at = np.array(columns.get("step_at", self.last_seen), dtype=float).reshape(-1)
+        self.velocity = np.asarray(columns["velocity"], dtype=float).reshape(-1, 2)
+        self.side = np.asarray(columns["side"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending = np.asarray(columns["pending"], dtype=np.int8).reshape(len(self.ids), line_count)
+        self.pending_frames = np.asarray(columns["pending_frames"], dtype=np.int16).reshape(len(self.ids), line_count)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -173,17 +147,16 @@ class TrackTable:
         count = len(ids)
         # A tracker numbers new tracks upwards, so new rows usually belong at the end, already in order.
         in_order = (len(self.ids) == 0 or ids[0] > self.ids[-1]) and bool((ids[1:] > ids[:-1]).all())
-        numbers = np.empty((count, self.numbers.shape[1]))
-        numbers[:, 0] = at  # last seen
-        numbers[:, 1:3] = image_xy
-        numbers[:, 3:5] = numbers[:, 5:7] = ground_xy  # where it is, and where its first step begins
-        numbers[:, 7] = at  # when that step begins
-        numbers[:, 8:10] = np.nan  # velocity, not known yet
-        line_states = np.zeros((count, *self.line_states.shape[1:]), dtype=np.int16)
-        line_states[:, 0] = sides
         self.ids = np.concatenate((self.ids, ids))
-        self.numbers = np.concatenate((self.numbers, numbers))
-        self.line_states = np.concatenate((self.line_states, line_states))
+        self.last_seen = np.concatenate((self.last_seen, np.full(count, at)))
+        self.image_xy = np.concatenate((self.image_xy, image_xy))
+        self.ground_xy = np.concatenate((self.ground_xy, ground_xy))
+        self.step_xy = np.concatenate((self.step_xy, ground_xy))
+        self.step_at = np.concatenate((self.step_at, np.full(count, at)))
+        self.velocity = np.concatenate((self.velocity, np.full((count, 2), np.nan)))
+        self.side = np.concatenate((self.side, sides.astype(np.int8)))
+        self.pending = np.concatenate((self.pending, np.zeros_like(sides, dtype=np.int8)))
+        self.pending_frames = np.concatenate((self.pending_frames, np.zeros_like(sides, dtype=np.int16)))
         if not in_order:
             self._keep(np.argsort(self.ids, kind="stable"))
 
@@ -203,4 +176,5 @@ class TrackTable:
         return crossings
 
     def _keep(self, order: np.ndarray) -> None:
-        self.ids, self.numbers, self.line_states = self.ids[order], self.numbers[order], self.line_states[order]
+        for name in self.COLUMNS:
+            setattr(self, name, getattr(self, name)[order])
