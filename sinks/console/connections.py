@@ -10,8 +10,11 @@ application's outermost, tells the connection when a request's head has arrived 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import logging
+import struct
+import termios
 from collections import Counter
 from collections.abc import Hashable
 
@@ -95,12 +98,12 @@ class ConnectionGuard:
         the client holding the most among those that have one waiting, the one waiting longest. Clients from many
         addresses that fill the console's bound would otherwise lock every operator out, while this way each client
         keeps its share; and a client holding the most, all of its connections busy, shields no other. A connection
-        being answered is never closed; one waiting for a request is idle or sending slowly, and a browser opens
-        another at once."""
+        being answered, or whose answer the client has not taken yet, is never closed; one waiting for a request is
+        idle or sending slowly, and a browser opens another at once."""
         least = self.held[client] + 2
         waiting = [connection for connection in self.connections.values()
                    if self.held[connection.client] >= least and connection.deadline is not None
-                   and not connection.transport.get_write_buffer_size()]
+                   and not connection.unread_bytes()]
         if not waiting:
             return False
         closed = min(waiting, key=lambda connection: (-self.held[connection.client], connection.deadline.when()))
@@ -193,6 +196,16 @@ class GuardedConnection(asyncio.Protocol):
             self.guard.release(self.client)
             self.client = None
 
+    def unread_bytes(self) -> int:
+        """Bytes of its answers the client has not taken: those the transport holds, and those the kernel holds
+        unacknowledged, where a file sent by sendfile lies whole, and the tail of any answer."""
+        sock = self.transport.get_extra_info("socket")
+        try:
+            in_kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] if sock else 0
+        except OSError:  # not a socket the kernel can say this of
+            in_kernel = 0
+        return self.transport.get_write_buffer_size() + in_kernel
+
     def close_for_another(self) -> None:
         """Closes this connection, waiting for a request, to admit another client's (ConnectionGuard._make_room):
         no longer counted from now, as the new one is counted at once."""
@@ -219,7 +232,7 @@ class GuardedConnection(asyncio.Protocol):
         self.deadline = None
         timeout_s = self.guard.settings.request_timeout_s
         # An answer left unread first: a client may well send the start of its next request while it reads one.
-        if self.transport.get_write_buffer_size():
+        if self.unread_bytes():
             log.warning("connection from %s cut off: it did not read its answer within %g s "
                         "(console.request_timeout_s)", self.address, timeout_s)
         elif self.received:

@@ -955,12 +955,12 @@ class PeerTransport(asyncio.Transport):
     """A client's end of a connection as the listener sees it: who it is, how much of its answer it has not read,
     and what became of it (open, refused with a 503, or closed to admit another client)."""
 
-    def __init__(self, address: str, unread: int = 0):
+    def __init__(self, address: str, unread: int = 0, sock: socket.socket | None = None):
         super().__init__()
-        self.address, self.unread, self.fate = address, unread, "open"
+        self.address, self.unread, self.sock, self.fate = address, unread, sock, "open"
 
     def get_extra_info(self, name, default=None):
-        return (self.address, 40000) if name == "peername" else default
+        return {"peername": (self.address, 40000), "socket": self.sock}.get(name, default)
 
     def get_write_buffer_size(self) -> int:
         return self.unread
@@ -1017,6 +1017,29 @@ def test_a_client_cut_off_with_its_answer_unread_is_told_so_even_when_it_sent_mo
     assert [record.getMessage() for record in caplog.records] == [
         "connection from 10.0.0.1 cut off: it did not read its answer within 10 s (console.request_timeout_s)",
         "connection from 10.0.0.1 cut off: its request did not arrive whole within 10 s (console.request_timeout_s)"]
+
+
+def test_an_answer_only_the_kernel_still_holds_counts_as_unread(caplog):
+    """A file sent by sendfile leaves nothing in the transport: what the client has not taken lies in the kernel, and
+    the connection is cut off as one that did not read its answer, not closed as an idle one."""
+    async def cut_off(sock: socket.socket) -> int:
+        connection = GuardedConnection(ConnectionGuard(ConsoleConfig()), asyncio.Protocol())
+        connection.connection_made(PeerTransport("10.0.0.1", sock=sock))
+        unread = connection.unread_bytes()
+        connection.cut_off()
+        return unread
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs, caplog.at_level(logging.DEBUG, logger="sinks.console.connections"):
+        ours.sendall(b"x" * 4096)
+        assert asyncio.run(cut_off(ours)) >= 4096
+        received = b""
+        while len(received) < 4096:
+            received += theirs.recv(65536)
+        assert asyncio.run(cut_off(ours)) == 0
+    assert [record.getMessage() for record in caplog.records] == [
+        "connection from 10.0.0.1 cut off: it did not read its answer within 10 s (console.request_timeout_s)",
+        "idle connection from 10.0.0.1 closed after 10 s"]
 
 
 def test_connections_beyond_a_clients_bound_or_the_consoles_are_refused_and_other_clients_served(make_console,
