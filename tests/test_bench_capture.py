@@ -22,9 +22,9 @@ def test_an_interrupted_capture_run_stops_the_producer_threads():
     config = bench_config(load_config(DEMO), None, [{"id": "cam000", "source": str(VTEST), "fps": 5, "loop": True}],
                           "interrupted")
     threads_before = set(threading.enumerate())
-    # Ctrl-C here is Python's own, whatever an earlier test in this worker process left behind: another SIGINT handler,
-    # or the wakeup descriptor of an event loop since closed, whose number another file (the worker's pipe to pytest)
-    # may hold now, and which the signal would write a byte to.
+    # Ctrl-C here is Python's own, whatever an earlier test in this process left behind: another SIGINT handler, or
+    # the wakeup descriptor of an event loop since closed, whose number another file may hold now, and which the
+    # signal would write a byte to. (Not what crashed the xdist workers: that went on with this in place.)
     handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.set_wakeup_fd(-1)
     try:
