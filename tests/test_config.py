@@ -185,6 +185,24 @@ def test_a_mistyped_field_of_an_alert_channel_is_named_with_the_closest_of_its_k
                         "alerting.channels.2.sms.templte: Extra inputs are not permitted (did you mean template?)"]
 
 
+def test_an_outline_closed_or_with_a_vertex_repeated_is_read_without_the_repeat(tmp_path):
+    """GeoJSON and shapely close an outline by repeating its first point; a double click repeats a vertex. Both
+    outlines were refused as ones whose edges cross."""
+    camera = {**CAMERA, "zones": [
+        {"id": "closed", "polygon": [[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]], "area_m2": 50},
+        {"id": "double-click", "polygon": [[0, 0], [100, 0], [100, 0], [100, 100]], "area_m2": 50}],
+        "scene": {"lanes": [{"id": "closed", "polygon": [[0, 0], [50, 0], [50, 100], [0, 100], [0, 0]],
+                             "direction": [0, 1]}]}}
+    loaded = load_config(write(tmp_path, {"cameras": [camera]})).cameras[0]
+    assert [zone.polygon for zone in loaded.zones] == [[(0, 0), (100, 0), (100, 100), (0, 100)],
+                                                       [(0, 0), (100, 0), (100, 100)]]
+    assert loaded.scene.lanes[0].polygon == [(0, 0), (50, 0), (50, 100), (0, 100)]
+    # Closed, a segment is still no outline.
+    camera["zones"] = [{"id": "segment", "polygon": [[0, 0], [100, 100], [0, 0]], "area_m2": 50}]
+    with pytest.raises(ConfigError, match="cameras.0.zones.0.polygon: polygon has zero area"):
+        load_config(write(tmp_path, {"cameras": [camera]}))
+
+
 def test_a_truth_value_where_a_number_belongs_is_refused_naming_it(tmp_path):
     """YAML reads yes, no, on and off as true and false, which pydantic would take for 1 and 0: `fps: yes` for 1 fps."""
     path = tmp_path / "site.yaml"

@@ -112,7 +112,14 @@ MAX_POLYGON_POINTS = 256
 
 def verify_simple_polygon(polygon: list[Point]) -> list[Point]:
     """A polygon of at most MAX_POLYGON_POINTS points whose edges do not cross (checked first: a symmetric bow tie
-    also has zero signed area) and that encloses an area."""
+    also has zero signed area) and that encloses an area, without a point that repeats the one before it.
+
+    Such a point is dropped rather than refused: GeoJSON and shapely close an outline by repeating its first point at
+    the end, and a double click in a drawing tool repeats a vertex. Either leaves an edge of no length, which meets
+    its neighbours' edges: the outline was refused as one whose edges cross."""
+    polygon = [point for index, point in enumerate(polygon) if index == 0 or point != polygon[index - 1]]
+    if len(polygon) > 1 and polygon[-1] == polygon[0]:
+        polygon = polygon[:-1]
     if len(polygon) > MAX_POLYGON_POINTS:
         raise ValueError(f"polygon has {len(polygon)} points; at most {MAX_POLYGON_POINTS} are allowed")
     if not all(math.isfinite(value) for point in polygon for value in point):
