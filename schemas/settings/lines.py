@@ -36,9 +36,10 @@ class CountingLineConfig(Frozen):
     end: Point = Field(description="the other end, image pixels")
     inward: InwardSide = Field(default=InwardSide.AUTO, description="zone entrances: side that is inside the zone")
     forward: Identifier = Field(
-        default="in", description="name of crossings along the normal (-dy, dx) of start->end: for a segment drawn "
-        "left to right, crossings from top to bottom of the image")
-    backward: Identifier = Field(default="out", description="name of crossings the other way")
+        default="in", description="traffic lines: name of crossings along the normal (-dy, dx) of start->end: for a "
+        "segment drawn left to right, crossings from top to bottom of the image (a zone entrance's inflow is told by "
+        "inward)")
+    backward: Identifier = Field(default="out", description="traffic lines: name of crossings the other way")
     anchor: Anchor = Field(default=Anchor.BOTTOM_CENTER, description="traffic lines: the point of a box that crosses")
     lane: str | None = Field(default=None, description="traffic lines: lane whose totals this line's counts add to")
     classes: list[str] | None = Field(default=None, description="traffic lines: class names counted; null: all")
