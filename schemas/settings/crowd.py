@@ -251,8 +251,8 @@ ZONE_STATE_BYTES = 1_000  # one zone's count, forecast, level and surge state an
 TREND_EVIDENCE_S = 300.0  # the windows a forecast must stand on before it raises a level (crowd.forecast)...
 MIN_TREND_POINTS = 6  # ...and at least this many windows that do not overlap
 TREND_POINT_STATE_BYTES = 20  # one window's [end, density] among them
-# a calibrated camera's person boxes its unit is judged on (processors.analytics.crowd.feet_map.PersonHeights): 50 of
-# four float32 corners, and msgpack's header
+# the person boxes a camera's calibration unit, or an uncalibrated picture's heights, are judged on
+# (processors.analytics.crowd.feet_map.PersonHeights, PictureHeights): 50 of four float32 corners, and msgpack's header
 PERSON_BOXES_STATE_BYTES = 803
 
 

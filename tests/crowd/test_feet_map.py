@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from processors.analytics.crowd.analyzer import CrowdAnalyzer, ZoneGeometry
-from processors.analytics.crowd.feet_map import HEAD_HEIGHT_M, FeetMap, PersonHeights
+from processors.analytics.crowd.feet_map import (
+    HEAD_HEIGHT_M,
+    FeetMap,
+    PersonHeights,
+    PictureHeights,
+    calibrated_head_height,
+)
 from schemas import RiskLevel
 from schemas.calibration import fit_homography
 from schemas.settings.config import parse_config
@@ -52,7 +58,7 @@ def zone_density(camera, simulator: CrowdSimulator, moved: bool) -> float:
     detections = simulator.detections("cam", with_density_map=True)
     density = detections.density()
     if moved:
-        density = FeetMap(camera.homography).moved(density, camera.image_size)
+        density = FeetMap(calibrated_head_height(camera.homography)).moved(density, camera.image_size)
     return zone.model_people(density, camera.image_size) / zone.area_m2
 
 
@@ -65,9 +71,62 @@ def test_a_crowd_in_an_alley_seen_along_it_reads_its_density_once_the_map_is_mov
 
 def test_moving_a_map_keeps_its_total():
     density = np.random.default_rng(1).random((90, 160)).astype(np.float32)
-    moved = FeetMap(ALLEY.homography).moved(density, ALLEY.image_size)
+    moved = FeetMap(calibrated_head_height(ALLEY.homography)).moved(density, ALLEY.image_size)
     assert moved.dtype == density.dtype and moved.sum() == pytest.approx(density.sum(), rel=1e-5)
     assert moved[-1].sum() > density[-1].sum()  # the near people's feet below the picture stay on its last row
+
+
+def test_an_uncalibrated_camera_learns_how_far_above_the_feet_heads_are_from_its_whole_people():
+    simulator = CrowdSimulator(ALLEY, fps=5, seed=4, target_density=lambda t: 0.5)
+    heights = PictureHeights()
+    # Heads and shoulders (as wide as tall), and people the picture's top edge cuts, say nothing of a person's height.
+    heights.add(np.array([[600.0, 300.0, 640.0, 340.0], [620.0, 0.0, 630.0, 60.0]]), ALLEY.image_size)
+    assert len(heights.boxes) == 0
+    while heights.judging:
+        simulator.step()
+        heights.add(simulator.detections(CAMERA_ID).boxes(), ALLEY.image_size)
+    feet = np.array([[640.0, 200.0], [640.0, 400.0], [640.0, 640.0]])
+    calibrated = ALLEY.homography.standing_height_px(feet, HEAD_HEIGHT_M)
+    assert heights.head_height_px(feet) == pytest.approx(calibrated, rel=0.1)
+    assert heights.head_height_px(np.array([[640.0, -100.0]]))[0] == 0.0  # above the horizon nobody stands
+
+
+def uncalibrated_alley_metrics(frames: int, learnt_first: bool):
+    """An alley at 6 p/m² (danger) with only `area_m2`: the detector finds one person in five, the maps find them all
+    by their heads; with `learnt_first`, its people walked through sparse for 20 s before."""
+    config = site_config(ALLEY, 5.0, calibrated=False, entrances=())
+    analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+    simulator = CrowdSimulator(ALLEY, fps=5, seed=5, target_density=lambda t: 6.0, start_at=1_700_000_020.0)
+    if learnt_first:
+        sparse = CrowdSimulator(ALLEY, fps=5, seed=6, target_density=lambda t: 0.3)
+        for _ in range(100):
+            sparse.step()
+            analyzer.update(sparse.detections(CAMERA_ID))
+        simulator.seq = sparse.seq
+    metrics = []
+    for _ in range(frames):
+        simulator.step()
+        metrics += analyzer.update(simulator.detections(CAMERA_ID, miss_rate=0.8, with_density_map=True)).zone_metrics
+    return metrics, simulator.true_density(), analyzer
+
+
+def test_a_packed_crowd_in_an_uncalibrated_alley_reads_its_density_once_its_peoples_heights_are_learnt():
+    """Counted by the heads over it, the alley's far zone read under half its crowd; its maps now go to the feet by
+    the heights of the people the detector found whole, here in the crowd's own first seconds."""
+    metrics, truth, analyzer = uncalibrated_alley_metrics(150, learnt_first=False)
+    assert not analyzer.picture_heights.judging
+    assert metrics[-1].count_reliable and metrics[-1].risk_level == RiskLevel.DANGER
+    assert metrics[-1].density_mean_per_m2 == pytest.approx(truth, rel=0.15)
+    # A restart fits the same heights from the kept boxes.
+    restored = CrowdAnalyzer.restore(analyzer.camera, site_config(ALLEY, 5.0, calibrated=False, entrances=()),
+                                     analyzer.state_bytes())
+    assert restored.picture_heights.line == analyzer.picture_heights.line and restored.feet_map is not None
+
+
+def test_heights_learnt_from_a_sparse_crowd_carry_over_to_a_packed_one():
+    metrics, truth, _ = uncalibrated_alley_metrics(100, learnt_first=True)
+    assert all(m.risk_level == RiskLevel.DANGER for m in metrics if m.count_reliable)
+    assert metrics[-1].density_mean_per_m2 == pytest.approx(truth, rel=0.15)
 
 
 @pytest.mark.parametrize(("unit", "per_m"), [(None, 1.0), ("feet", 1 / 0.3048), ("metres", 6.0)])

@@ -18,7 +18,14 @@ import numpy as np
 
 from processors.analytics.contract import AnalyticsOutput
 from processors.analytics.crowd.counting import CONFIDENCE_UNRELIABLE, fuse_counts
-from processors.analytics.crowd.feet_map import PERSON_BOX_DTYPE, FeetMap, PersonHeights, heads_above
+from processors.analytics.crowd.feet_map import (
+    PERSON_BOX_DTYPE,
+    FeetMap,
+    PersonHeights,
+    PictureHeights,
+    calibrated_head_height,
+    heads_above,
+)
 from processors.analytics.crowd.forecast import (
     HoltState,
     borne_out_rise,
@@ -105,7 +112,9 @@ class CrowdState:
     track_lines: list[str] | None = None  # which counting line each of the tracks' line columns belongs to
     clock_stepped_at: float | None = None  # capture time of the first frame after the latest clock step
     seen_runs: list[tuple[int, int]] = field(default_factory=list)  # frame numbers applied (schemas.base.with_frame)
-    person_boxes: bytes = b""  # what the calibration's unit is judged on: PersonHeights.boxes as raw bytes
+    # PersonHeights.boxes (what a calibration's unit is judged on), or an uncalibrated camera's PictureHeights.boxes,
+    # as raw bytes
+    person_boxes: bytes = b""
 
     def encode(self) -> bytes:
         """msgpack, the track columns and person boxes as raw arrays: the stage stores it after every frame, so it must
@@ -231,14 +240,11 @@ class CrowdAnalyzer:
         self.step = analytics.step_seconds
         self.hops_per_window = round(analytics.window_seconds / self.step)
         self.homography = camera.calibration.to_homography() if camera.calibration else None
-        self.feet_map = FeetMap(self.homography) if self.homography else None
         self.state = state or CrowdState()
-        self.person_heights = None
-        if self.homography:
-            self.person_heights = PersonHeights(self.homography)
-            if self.person_heights.add(np.frombuffer(self.state.person_boxes, dtype=PERSON_BOX_DTYPE), None):
-                self._log_person_heights()
-            self.state.person_boxes = self.person_heights.boxes.tobytes()  # those this calibration judges
+        self.feet_map = FeetMap(calibrated_head_height(self.homography)) if self.homography else None
+        self.person_heights = PersonHeights(self.homography) if self.homography else None
+        self.picture_heights = None if self.homography else PictureHeights()
+        self._judge_heights(np.frombuffer(self.state.person_boxes, dtype=PERSON_BOX_DTYPE), None)
         self.zones: dict[str, ZoneGeometry] = {}
         for zone in camera.zones:
             self.zones[zone.id] = ZoneGeometry(zone, camera, analytics,
@@ -268,9 +274,20 @@ class CrowdAnalyzer:
         self.state.tracks = self.tracks.to_columns()
         return self.state.encode()
 
-    def _log_person_heights(self) -> None:
-        log.warning("camera %s: %s; its zones' counts are unreliable until it is calibrated in metres",
-                    self.camera.id, self.person_heights.problem)
+    def _judge_heights(self, boxes: np.ndarray, image_size: tuple[int, int] | None) -> None:
+        """Takes person boxes until the camera's people are judged: a calibration's unit by PersonHeights, or an
+        uncalibrated picture's heights by PictureHeights, whose density maps then go to the feet too. The boxes
+        judged go to the state (those the camera's present calibration, or lack of one, takes)."""
+        if self.person_heights is not None and self.person_heights.judging:
+            if self.person_heights.add(boxes, image_size):
+                log.warning("camera %s: %s; its zones' counts are unreliable until it is calibrated in metres",
+                            self.camera.id, self.person_heights.problem)
+            self.state.person_boxes = self.person_heights.boxes.tobytes()
+        elif self.picture_heights is not None and self.picture_heights.judging:
+            self.picture_heights.add(boxes, image_size)
+            self.state.person_boxes = self.picture_heights.boxes.tobytes()
+            if not self.picture_heights.judging:
+                self.feet_map = FeetMap(self.picture_heights.head_height_px)
 
     def resolve_open(self, at: float, reason: str) -> list[Event]:
         """Each zone's risk episode and inflow surge still open, resolved at `at` (a removed zone's too)."""
@@ -399,10 +416,7 @@ class CrowdAnalyzer:
             velocity[rows] = velocity_rows
         density = detections.density() if fault is None else None
         image_size = self.image_size = (detections.image_width, detections.image_height)
-        if self.person_heights is not None and self.person_heights.judging:
-            if self.person_heights.add(boxes, image_size):
-                self._log_person_heights()
-            self.state.person_boxes = self.person_heights.boxes.tobytes()
+        self._judge_heights(boxes, image_size)
         if density is not None and self.feet_map is not None:
             density = self.feet_map.moved(density, image_size)
         samples = {}

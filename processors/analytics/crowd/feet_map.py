@@ -7,13 +7,19 @@ whose heads spread wider than the zone does that far away. A crowd in an alley s
 
 Each map cell's mass goes down by the height a standing person has at its feet there (the calibration's
 `standing_height_px`), into the cell of the feet. Feet below the picture stay on its bottom row: the person is seen,
-and a zone drawn to the picture's edge keeps them. Uncalibrated cameras keep their maps as they are.
+and a zone drawn to the picture's edge keeps them. An uncalibrated camera learns that height row by row from the first
+people its detector finds whole (`PictureHeights`), and keeps its maps as they are until then: a zone shallower on the
+picture than its people are tall would otherwise count only the heads over it, and a packed crowd standing in it read
+as the few people the detector finds.
 
 The same reading checks the calibration's unit (`PersonHeights`): ground points in feet fit a homography as well as
 in metres, and make every zone's area 10.8 times too large, so a crush of 8 p/m² reads 0.74. The detector's people
 tell: their boxes are as tall as the calibration's standing height at their feet for people as tall as people are.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -34,6 +40,9 @@ PERSON_BOXES_JUDGED = 50  # person boxes the median is taken over, once
 # and the standing height from a ground calibration is no longer a measure of one.
 MIN_COS_DEPRESSION = 0.5
 EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, and shorter than its person
+# A person seen whole is 2-3.5 times as tall as wide; the heads and shoulders a packed crowd shows the detector, about
+# as tall as wide, would make an uncalibrated camera's people short.
+MIN_WHOLE_ASPECT = 1.6
 # Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
 # up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
 PERSON_BOX_DTYPE = np.dtype("<f4")
@@ -47,9 +56,23 @@ def heads_above(homography: Homography, feet: np.ndarray) -> np.ndarray:
     return heads
 
 
+def calibrated_head_height(homography: Homography) -> Callable[[np.ndarray], np.ndarray]:
+    """How far above each feet point (N, 2) a standing person's head is, in pixels, by the calibration."""
+    return partial(homography.standing_height_px, height_m=HEAD_HEIGHT_M)
+
+
+def whole_boxes(boxes: np.ndarray, image_size: tuple[int, int] | None) -> np.ndarray:
+    """Person boxes (N, 4) as PERSON_BOX_DTYPE, less those the picture's top or bottom edge cuts (`image_size` None:
+    boxes known to be whole)."""
+    boxes = np.asarray(boxes, dtype=PERSON_BOX_DTYPE).reshape(-1, 4)
+    if image_size is None:
+        return boxes
+    return boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
+
+
 class FeetMap:
-    def __init__(self, homography: Homography):
-        self.homography = homography
+    def __init__(self, head_height_px: Callable[[np.ndarray], np.ndarray]):
+        self.head_height_px = head_height_px  # how far above each feet point (N, 2) the head is, pixels
         # The flat cell index of each cell's feet, per picture and map size.
         self._targets = PerPictureSize(self._feet_cells)
 
@@ -67,7 +90,7 @@ class FeetMap:
         # lies above the cell's (y = head y + height(y), the height taken at the feet).
         feet = heads.copy()
         for _ in range(SETTLE_STEPS):
-            feet[:, 1] += heads[:, 1] - heads_above(self.homography, feet)[:, 1]
+            feet[:, 1] += heads[:, 1] - (feet[:, 1] - self.head_height_px(feet))
         feet_row = np.clip((feet[:, 1] * rows / height).astype(int), 0, rows - 1)
         return feet_row * columns + column.ravel()
 
@@ -92,9 +115,7 @@ class PersonHeights:
         True when this judged the calibration wrong."""
         if not self.judging:
             return False
-        boxes = np.asarray(boxes, dtype=PERSON_BOX_DTYPE).reshape(-1, 4)
-        if image_size is not None:
-            boxes = boxes[(boxes[:, 1] > EDGE_PX) & (boxes[:, 3] < image_size[1] - EDGE_PX)]
+        boxes = whole_boxes(boxes, image_size)
         feet = foot_points(boxes)
         with np.errstate(invalid="ignore"):
             judged = (self.homography.cos_depression(feet) >= MIN_COS_DEPRESSION) & \
@@ -112,6 +133,54 @@ class PersonHeights:
         """How tall each kept box's person is by the calibration: its height over the standing height of 1 m there."""
         feet = foot_points(self.boxes)
         return (self.boxes[:, 3] - self.boxes[:, 1]) / self.homography.standing_height_px(feet, 1.0)
+
+
+class PictureHeights:
+    """How far above their feet a standing person's head is on an uncalibrated camera's picture, row by row: learnt
+    once from the first PERSON_BOXES_JUDGED person boxes seen whole (uncut by the picture's edge, and MIN_WHOLE_ASPECT
+    times as tall as wide at least). Over flat ground a person's height on the picture grows in a straight line with
+    the row of their feet below the horizon; the line is Theil-Sen's (the median of the slopes between pairs of
+    people), which the odd child, cyclist or person sitting does not bend. The boxes are kept (as PersonHeights'), so
+    that a restart fits the same line."""
+
+    problem = None  # heights read off the picture judge nothing wrong
+
+    def __init__(self):
+        self.boxes = np.empty((0, 4), dtype=PERSON_BOX_DTYPE)
+        self.line: tuple[float, float] | None = None  # once judged: a person's pixels at row 0, and more per row down
+
+    @property
+    def judging(self) -> bool:
+        return len(self.boxes) < PERSON_BOXES_JUDGED
+
+    def add(self, boxes: np.ndarray, image_size: tuple[int, int] | None) -> None:
+        """Takes a frame's person boxes (N, 4) until enough are judged (`image_size` None: boxes known to be whole)."""
+        if not self.judging:
+            return
+        boxes = whole_boxes(boxes, image_size)
+        heights = boxes[:, 3] - boxes[:, 1]
+        self.boxes = np.concatenate((self.boxes, boxes[(heights > 0) & (heights >= MIN_WHOLE_ASPECT *
+                                                                       (boxes[:, 2] - boxes[:, 0]))]))
+        self.boxes = self.boxes[:PERSON_BOXES_JUDGED]
+        if not self.judging:
+            self.line = height_line(self.boxes[:, 3].astype(float), (self.boxes[:, 3] - self.boxes[:, 1]).astype(float))
+
+    def head_height_px(self, feet: np.ndarray) -> np.ndarray:
+        """How far above each feet point (N, 2) the head is, in pixels (0 at and above the horizon)."""
+        at_top, per_row = self.line
+        return np.maximum(at_top + per_row * feet[:, 1], 0.0) * (HEAD_HEIGHT_M / PERSON_HEIGHT_M)
+
+
+def height_line(rows: np.ndarray, heights: np.ndarray) -> tuple[float, float]:
+    """Theil-Sen line of people's heights against their feet's rows: (height at row 0, height more per row down). A
+    slope upwards (people shorter nearer the camera, which no camera over flat ground shows) or rows all alike give
+    everyone the median height."""
+    first, second = np.triu_indices(len(rows), k=1)
+    apart = rows[first] != rows[second]
+    per_row = float(np.median((heights[first] - heights[second])[apart] / (rows[first] - rows[second])[apart])) \
+        if apart.any() else 0.0
+    per_row = max(per_row, 0.0)
+    return float(np.median(heights - per_row * rows)), per_row
 
 
 def unit(height_m: float) -> str:
