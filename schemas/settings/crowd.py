@@ -119,20 +119,23 @@ def zone_ground_area_m2(zone: ZoneConfig, calibration: CalibrationConfig | None)
 AREA_DISAGREEMENT_FACTOR = 1.5
 
 
+def area_disagreement(zone: ZoneConfig, calibration: CalibrationConfig | None) -> float | None:
+    """The area the calibration gives the zone, where its area_m2 is more than AREA_DISAGREEMENT_FACTOR times that or
+    less than its share; None where they agree, or either is missing."""
+    if calibration is None or zone.area_m2 is None:
+        return None
+    calibrated = calibrated_area_m2(zone.polygon, calibration.to_homography())
+    return None if 1 / AREA_DISAGREEMENT_FACTOR <= zone.area_m2 / calibrated <= AREA_DISAGREEMENT_FACTOR \
+        else calibrated
+
+
 def area_disagreements(zones: list[ZoneConfig], calibration: CalibrationConfig | None) -> list[str]:
     """One line per zone whose area_m2 the calibration contradicts (the density uses area_m2)."""
-    if calibration is None:
-        return []
-    homography = calibration.to_homography()
-    lines = []
-    for zone in zones:
-        if zone.area_m2 is None:
-            continue
-        calibrated = calibrated_area_m2(zone.polygon, homography)
-        if not 1 / AREA_DISAGREEMENT_FACTOR <= zone.area_m2 / calibrated <= AREA_DISAGREEMENT_FACTOR:
-            lines.append(f"zone {zone.id}: area_m2 is {zone.area_m2:g} m² but the calibration gives it "
-                         f"{calibrated:.3g} m²: one of them is wrong, and its density uses area_m2")
-    return lines
+    return [f"zone {zone.id}: area_m2 is {zone.area_m2:g} m² but the calibration gives it {calibrated:.3g} m²: one of "
+            "them is wrong, and its density uses area_m2" + (
+                " (its count is unreliable while area_m2 is the larger: a crowd would read that much sparser)"
+                if zone.area_m2 > calibrated else "")
+            for zone in zones if (calibrated := area_disagreement(zone, calibration)) is not None]
 
 
 # How far from its zone's outline, as a share of the zone's size (its bounding box's diagonal), an entrance may be drawn

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from cityguard.cli import main
+from processors.analytics.crowd.analyzer import CrowdAnalyzer
 from processors.analytics.crowd.local_density import GroundGrid
+from schemas import RiskLevel
 from schemas.calibration import fit_homography
 from schemas.settings.config import CameraConfig, ConfigError, load_config, parse_config
 from schemas.settings.crowd import (
@@ -22,7 +24,7 @@ from schemas.settings.crowd import (
     stray_entrances,
     verify_zone_areas,
 )
-from tests.crowd.simulator import ALLEY
+from tests.crowd.simulator import ALLEY, CrowdSimulator
 from tests.crowd.simulator import SQUARE as SIMULATED
 
 SQUARE = [[0, 0], [100, 0], [100, 100], [0, 100]]
@@ -247,6 +249,29 @@ def test_a_measured_area_the_calibration_contradicts_is_named(tmp_path, capsys):
     warning = capsys.readouterr().err
     assert (f"camera plaza: zone square: area_m2 is {SIMULATED.area_m2 / 3:g} m² but the calibration gives it"
             in warning)
+
+
+def test_a_measured_area_larger_than_the_calibrations_leaves_the_zone_unknown_never_calm():
+    """area_m2 in square feet makes a crowd 10.8 times sparser than it is (4 p/m² read at warning, by its packed spots
+    alone); a measured area the smaller of the two only reads it denser."""
+    def last_window(area_m2: float):
+        config = parse_config({"site": "sim", "analytics": {"window_seconds": 10}, "cameras": [
+            {"id": "plaza", "source": "0", "fps": 5.0, "calibration": SIMULATED.calibration(),
+             "zones": [{"id": "square", "polygon": SIMULATED.zone_polygon(), "area_m2": area_m2}]}]}, Path("."))
+        simulator = CrowdSimulator(SIMULATED, 5.0, seed=2, target_density=lambda _: 4.0)
+        analyzer = CrowdAnalyzer(config.cameras[0], config.analytics)
+        metrics = []
+        for _ in range(100):
+            simulator.step()
+            metrics += analyzer.update(simulator.detections("plaza", with_density_map=True)).zone_metrics
+        return metrics[-1]
+
+    in_square_feet = last_window(SIMULATED.area_m2 / 0.3048 ** 2)
+    assert in_square_feet.risk_level == RiskLevel.UNKNOWN and not in_square_feet.count_reliable
+    assert in_square_feet.risk_reason == (f"count unreliable: area_m2 is {SIMULATED.area_m2 / 0.3048 ** 2:g} m² but "
+                                          f"the calibration gives the zone {SIMULATED.area_m2:.3g} m²")
+    smaller = last_window(SIMULATED.area_m2 / 1.6)
+    assert smaller.count_reliable and smaller.risk_level == RiskLevel.DANGER
 
 
 def test_an_entrance_drawn_away_from_its_zone_is_named(tmp_path, capsys):

@@ -58,6 +58,7 @@ from schemas.settings.crowd import (
     MIN_ZONE_AREA_M2,
     AnalyticsConfig,
     ZoneConfig,
+    area_disagreement,
     zone_ground_area_m2,
 )
 from schemas.settings.lines import InwardSide
@@ -175,6 +176,11 @@ class ZoneGeometry:
         self.config = zone
         self.polygon = PolygonZone(zone.polygon)
         self.area_m2 = zone_ground_area_m2(zone, camera.calibration)
+        # A measured area larger than the calibration's makes the crowd that much sparser than it is: one of them is
+        # wrong, and while it may be the measure, a calm level is not proven.
+        calibrated = area_disagreement(zone, camera.calibration)
+        self.area_problem = (f"area_m2 is {zone.area_m2:g} m² but the calibration gives the zone {calibrated:.3g} m²"
+                             if calibrated is not None and zone.area_m2 > calibrated else None)
         self.grid = None
         self.homography = camera.calibration.to_homography() if camera.calibration else None
         if self.homography is not None:
@@ -441,6 +447,8 @@ class CrowdAnalyzer:
             if self.person_heights is not None and self.person_heights.problem:
                 fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False,
                                 reason=self.person_heights.problem)
+            if zone.area_problem:
+                fused = replace(fused, confidence=CONFIDENCE_UNRELIABLE, reliable=False, reason=zone.area_problem)
             sample = FrameSample(
                 people=fused.people, detector_people=detector_people,
                 model_people=state.model_people if fused.reliable else None,
