@@ -141,6 +141,28 @@ def test_a_folder_of_pictures_numbered_without_leading_zeros_or_with_none_is_ref
     assert error.value.permanent
 
 
+@pytest.mark.parametrize(("rotate", "pixels", "size"), [(90, "yuv420p", (120, 160)), (180, "yuv420p", (120, 160)),
+                                                        (270, "yuv444p", (121, 161))])
+def test_a_clip_stored_turned_is_sampled_upright_as_players_and_opencv_show_it(tmp_path, rotate, pixels, size):
+    # A phone's portrait clip is stored sideways with a display matrix saying how to turn it; here a picture white at
+    # its top left corner (height x width `size`: odd, as a 4:4:4 clip's may be), turned counterclockwise by `rotate`.
+    stored, turned = tmp_path / "stored.mp4", tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=160x120:r=10:d=1,"
+                    f"drawbox=x=0:y=0:w=40:h=30:color=white:t=fill,scale={size[1]}:{size[0]}", "-c:v", "libx264",
+                    "-pix_fmt", pixels, str(stored)], check=True, timeout=60)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(stored), "-c", "copy", "-metadata:s:v:0",
+                    f"rotate={rotate}", str(turned)], check=True, timeout=60)
+    camera = CameraConfig(id="phone", source=str(turned), fps=5)
+    picture = next(sample_frames(camera, str(turned), realtime=False)).picture
+    upright = size if rotate == 180 else size[::-1]
+    assert picture.y.shape == upright
+    assert picture.u.shape == picture.v.shape == ((upright[0] + 1) // 2, (upright[1] + 1) // 2)
+    corners = {(row, column): int(picture.y[row, column]) for row in (0, -1) for column in (0, -1)}
+    bright_corner = {90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotate]
+    assert [corner for corner, level in corners.items() if level > 128] == [bright_corner]
+    jpeg, width, height = encode_jpeg(picture, 1280, 90)
+    assert (height, width) == upright and mean_difference(jpeg, video_frames(turned, 1)[0]) < 4
+
 def test_a_clip_url_that_opens_but_decodes_nothing_is_retried_and_a_local_one_is_not(tmp_path):
     # Its index arrives but none of its pictures (a recording still being written, a cut-off transfer): the next try
     # may find it whole. The same bytes in a local file are what that file holds.
