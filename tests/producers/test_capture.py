@@ -46,6 +46,18 @@ def test_file_is_sampled_on_its_own_timeline():
     assert (frames[0].picture.width, frames[0].picture.height) == (768, 576)
 
 
+@pytest.mark.parametrize(("encoder", "muxer"), [(("-c:v", "libx264", "-preset", "ultrafast"), "h264"),
+                                                (("-c:v", "libx265", "-x265-params", "log-level=error"), "hevc")])
+def test_a_raw_stream_without_timestamps_plays_at_the_rate_its_headers_give(tmp_path, encoder, muxer):
+    # A recorder's .264 or .265 export has no container, so no timestamps, and FFmpeg's demuxer assumes 25 frames a
+    # second; the encoder wrote the stream's own rate (10 here) into its headers.
+    raw = make_clip(tmp_path / f"export.{muxer}", *encoder, "-f", muxer, seconds=2, rate=10)
+    camera = CameraConfig(id="recorder", source=raw, fps=5)
+    frames = list(sample_frames(camera, raw, realtime=False, clock=lambda: 0.0))
+    assert [frame.captured_at for frame in frames] == pytest.approx([index / 5 for index in range(10)])
+    assert frames[0].source_fps == 10
+
+
 def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
     now = [1000.0]
 
