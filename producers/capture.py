@@ -562,7 +562,8 @@ def decode_still_image(data: bytes) -> np.ndarray:
     declared = image_size(data)
     if declared is not None:
         refuse_larger_than_a_camera(*declared)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV asserts on no bytes at all (an empty body), where other bytes it cannot read decode to None.
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ValueError(f"did not return an image ({len(data)} bytes)")
     refuse_larger_than_a_camera(image.shape[1], image.shape[0])

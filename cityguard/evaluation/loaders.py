@@ -58,7 +58,8 @@ def read_image(path: Path) -> np.ndarray:
     data = Path(path).read_bytes()
     if data.startswith(START_OF_IMAGE) and not jpeg_is_whole(data):
         raise ValueError(f"{path}: a cut JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV asserts on an empty file, where other bytes it cannot read decode to None.
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     return image

@@ -197,6 +197,9 @@ def test_a_jpeg_cut_short_is_refused_and_a_whole_one_read(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     with pytest.raises(ValueError, match="cut.jpg: a cut JPEG"):
         read_image(tmp_path / "cut.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")  # a download that failed
+    with pytest.raises(ValueError, match="empty.png: not a readable image"):
+        read_image(tmp_path / "empty.png")
 
 
 def test_per_frame_scores_are_told_from_events_by_their_frame_column(tmp_path):

@@ -621,6 +621,12 @@ def test_a_huge_tiff_or_gif_is_refused_from_its_header_before_any_decoding(body)
         decode_still_image(body)
 
 
+def test_a_still_image_url_answering_with_no_bytes_is_a_camera_without_a_picture(snapshot_server):
+    url, state = snapshot_server
+    state["body"] = b""
+    with pytest.raises(CameraUnavailable, match=r"did not return an image \(0 bytes\)"):
+        next(sample_frames(CameraConfig(id="snap", source=url), url))
+
 @pytest.mark.parametrize("extension", [".webp", ".tiff", ".png", ".bmp"])
 def test_a_still_image_may_be_in_any_format_opencv_reads(snapshot_server, extension):
     url, state = snapshot_server
