@@ -186,9 +186,13 @@ class VideoDecoder:
         if hwaccel is not None and not self.codec.is_hwaccel:
             log.info("%s: no %s decoder for %s, decoding on the CPU", shown(source), settings.hardware_decoding,
                      self.codec.name)
-        rate = self.stream.average_rate or self.stream.guessed_rate
-        self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         self.timed = not self.container.format.flags & Flags.no_timestamps.value
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if not self.timed and self.codec.framerate:
+            # A raw H.264 or H.265 stream (a recorder's .264 export) has no timestamps, and its demuxer assumes 25
+            # frames a second; the rate the encoder wrote into the stream's headers is its own.
+            rate = self.codec.framerate
+        self.native_fps = float(rate) if rate and 0 < rate < 1000 else 25.0  # containers without a rate: PAL
         # Every packet of an intra-only codec (MJPEG) is a whole picture that no other needs: one not wanted yet can
         # go undecoded, which the skip_frame modes do not do for a keyframe.
         self._intra_only = self.codec.codec.intra_only
@@ -558,7 +562,8 @@ def decode_still_image(data: bytes) -> np.ndarray:
     declared = image_size(data)
     if declared is not None:
         refuse_larger_than_a_camera(*declared)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV asserts on no bytes at all (an empty body), where other bytes it cannot read decode to None.
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ValueError(f"did not return an image ({len(data)} bytes)")
     refuse_larger_than_a_camera(image.shape[1], image.shape[0])

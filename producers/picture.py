@@ -16,6 +16,8 @@ import simplejpeg
 LUMA_SCALE = 255 / 219
 CHROMA_SCALE = 255 / 224
 PLANAR_420 = ("yuv420p", "yuvj420p")  # the layouts used as they are (full range: "yuvj" or the frame says so)
+# How a picture is turned counterclockwise by a number of quarter turns.
+QUARTER_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,18 @@ class YuvPicture:
 
     @classmethod
     def from_frame(cls, frame: av.VideoFrame) -> YuvPicture:
-        """The decoder's planes, used in place when they are full range; other layouts (4:2:2 webcams, NV12 from
-        hardware decoders) take one pass of FFmpeg's scaler first."""
+        """The decoder's planes, used in place when they are full range and upright; other layouts (4:2:2 webcams, NV12
+        from hardware decoders) take one pass of FFmpeg's scaler first. A picture stored turned (a phone's portrait
+        clip is stored sideways, with a display matrix saying how to turn it) is turned upright, as players show it."""
         full_range = frame.format.name.startswith("yuvj") or frame.color_range == av.video.reformatter.ColorRange.JPEG
         if frame.format.name not in PLANAR_420:
             frame = frame.reformat(format="yuvj420p" if full_range else "yuv420p")
         y, u, v = (np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
                    for plane in frame.planes)
-        if full_range:
-            return cls(y, u, v)
-        return cls(_affine(y, LUMA_SCALE, -16 * LUMA_SCALE), _affine(u, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)),
-                   _affine(v, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)))
+        if not full_range:
+            y, u, v = (_affine(y, LUMA_SCALE, -16 * LUMA_SCALE), _affine(u, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)),
+                       _affine(v, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)))
+        return cls(y, u, v).turned(frame.rotation)
 
     @classmethod
     def from_bgr(cls, image: np.ndarray) -> YuvPicture:
@@ -56,6 +59,13 @@ class YuvPicture:
         return cls(np.ascontiguousarray(ycrcb[:, :, 0]),
                    cv2.resize(ycrcb[:, :, 2], half, interpolation=cv2.INTER_AREA),
                    cv2.resize(ycrcb[:, :, 1], half, interpolation=cv2.INTER_AREA))
+
+    def turned(self, degrees: float) -> YuvPicture:
+        """The picture turned counterclockwise by `degrees`, to the nearest quarter turn."""
+        turn = QUARTER_TURNS.get(round(degrees / 90) % 4)
+        if turn is None:
+            return self
+        return YuvPicture(cv2.rotate(self.y, turn), cv2.rotate(self.u, turn), cv2.rotate(self.v, turn))
 
     def scaled(self, width: int, height: int) -> YuvPicture:
         half = ((width + 1) // 2, (height + 1) // 2)

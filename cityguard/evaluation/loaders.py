@@ -31,6 +31,20 @@ MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position
 EDGE_TOLERANCE_PX = 1.0
 
 
+def open_csv(path: Path):
+    """A CSV file opened for the csv module: UTF-8, with or without the byte-order mark spreadsheet programs write
+    first (it would stick to the first column's name or file name), any line endings."""
+    return Path(path).open(newline="", encoding="utf-8-sig")
+
+
+def csv_header_reader(handle) -> csv.DictReader:
+    """A DictReader of an open CSV whose column names are read without the spaces around them ("camera, type")."""
+    reader = csv.DictReader(handle)
+    if reader.fieldnames is not None:
+        reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    return reader
+
+
 def image_files(folder: Path) -> list[Path]:
     """Images directly in `folder`, sorted by name."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -44,7 +58,8 @@ def read_image(path: Path) -> np.ndarray:
     data = Path(path).read_bytes()
     if data.startswith(START_OF_IMAGE) and not jpeg_is_whole(data):
         raise ValueError(f"{path}: a cut JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # OpenCV asserts on an empty file, where other bytes it cannot read decode to None.
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     return image
@@ -129,7 +144,7 @@ def load_count_csv(path: Path) -> dict[str, float]:
     """`file,count` rows (an optional header line is skipped) -> count per file name."""
     path = Path(path)
     counts: dict[str, float] = {}
-    with path.open(newline="") as handle:
+    with open_csv(path) as handle:
         for number, row in enumerate(csv.reader(handle), 1):
             if not row or not "".join(row).strip():
                 continue
@@ -180,7 +195,7 @@ def load_mot_counts(path: Path, frame_count: int | None = None, min_visibility: 
     """
     path = Path(path)
     counts: dict[int, int] = {frame: 0 for frame in range(1, (frame_count or 0) + 1)}
-    with path.open(newline="") as handle:
+    with open_csv(path) as handle:
         for number, row in enumerate(csv.reader(handle), 1):
             while row and not row[-1].strip():
                 row.pop()  # a trailing comma is no column
@@ -211,16 +226,16 @@ FRAME_COLUMN = "frame"
 
 def holds_frame_scores(path: Path) -> bool:
     """Whether the CSV at `path` holds per-frame scores (its header names FRAME_COLUMN), not events."""
-    with Path(path).open(newline="") as handle:
-        return FRAME_COLUMN in (csv.DictReader(handle).fieldnames or [])
+    with open_csv(path) as handle:
+        return FRAME_COLUMN in (csv_header_reader(handle).fieldnames or [])
 
 
 def csv_rows(path: Path, required: tuple[str, ...], usage: str) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a CSV with a header line holding the `required` columns; `usage` (the columns as the
     format names them) ends every error about a missing header column or a short row."""
     path = Path(path)
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    with open_csv(path) as handle:
+        reader = csv_header_reader(handle)
         missing = set(required) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: header lacks {', '.join(sorted(missing))} (need {usage})")

@@ -54,6 +54,19 @@ def test_count_csv_with_and_without_header(tmp_path):
         load_count_csv(broken)
 
 
+def test_csvs_saved_by_a_spreadsheet_program_read_as_typed(tmp_path):
+    # Excel on Windows: a byte-order mark before the first name, CRLF line endings, spaces around the commas.
+    counts = tmp_path / "counts.csv"
+    counts.write_bytes("\ufeffIMG_1.jpg,12\r\n straße 2.jpg , 3 \r\n".encode())
+    assert load_count_csv(counts) == {"IMG_1.jpg": 12, "straße 2.jpg": 3}
+    events = tmp_path / "events.csv"
+    events.write_bytes("\ufeffcamera, type, start, end\r\ncam1, crowd, 10, 20\r\n".encode())
+    (event,) = load_event_csv(events)
+    assert (event.camera, event.type, event.start, event.end) == ("cam1", "crowd", 10, 20)
+    scores = tmp_path / "scores.csv"
+    scores.write_bytes("\ufeffcamera,type,start,end,score, frame\r\n".encode())
+    assert holds_frame_scores(scores)
+
 def write_shanghaitech(path, points: np.ndarray) -> None:
     """The dataset's layout: a 1x1 cell image_info holding a struct with location (N x 2) and number."""
     info = np.empty((1, 1), dtype=object)
@@ -184,6 +197,9 @@ def test_a_jpeg_cut_short_is_refused_and_a_whole_one_read(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     with pytest.raises(ValueError, match="cut.jpg: a cut JPEG"):
         read_image(tmp_path / "cut.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")  # a download that failed
+    with pytest.raises(ValueError, match="empty.png: not a readable image"):
+        read_image(tmp_path / "empty.png")
 
 
 def test_per_frame_scores_are_told_from_events_by_their_frame_column(tmp_path):

@@ -47,7 +47,8 @@ def snapshot_server():
                 status = 401
             if state["fail_every"] and state["gets"] % state["fail_every"] == 0:
                 status = 503
-            body = state["body"] or cv2.imencode(".jpg", state["image"])[1].tobytes() if status == 200 else b"no"
+            body = b"no" if status != 200 else state["body"] if state["body"] is not None \
+                else cv2.imencode(".jpg", state["image"])[1].tobytes()
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

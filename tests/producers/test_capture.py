@@ -46,6 +46,18 @@ def test_file_is_sampled_on_its_own_timeline():
     assert (frames[0].picture.width, frames[0].picture.height) == (768, 576)
 
 
+@pytest.mark.parametrize(("encoder", "muxer"), [(("-c:v", "libx264", "-preset", "ultrafast"), "h264"),
+                                                (("-c:v", "libx265", "-x265-params", "log-level=error"), "hevc")])
+def test_a_raw_stream_without_timestamps_plays_at_the_rate_its_headers_give(tmp_path, encoder, muxer):
+    # A recorder's .264 or .265 export has no container, so no timestamps, and FFmpeg's demuxer assumes 25 frames a
+    # second; the encoder wrote the stream's own rate (10 here) into its headers.
+    raw = make_clip(tmp_path / f"export.{muxer}", *encoder, "-f", muxer, seconds=2, rate=10)
+    camera = CameraConfig(id="recorder", source=raw, fps=5)
+    frames = list(sample_frames(camera, raw, realtime=False, clock=lambda: 0.0))
+    assert [frame.captured_at for frame in frames] == pytest.approx([index / 5 for index in range(10)])
+    assert frames[0].source_fps == 10
+
+
 def test_a_file_behind_the_clock_skips_the_missed_samples_instead_of_bursting():
     now = [1000.0]
 
@@ -140,6 +152,28 @@ def test_a_folder_of_pictures_numbered_without_leading_zeros_or_with_none_is_ref
         next(sample_frames(camera, str(empty)))
     assert error.value.permanent
 
+
+@pytest.mark.parametrize(("rotate", "pixels", "size"), [(90, "yuv420p", (120, 160)), (180, "yuv420p", (120, 160)),
+                                                        (270, "yuv444p", (121, 161))])
+def test_a_clip_stored_turned_is_sampled_upright_as_players_and_opencv_show_it(tmp_path, rotate, pixels, size):
+    # A phone's portrait clip is stored sideways with a display matrix saying how to turn it; here a picture white at
+    # its top left corner (height x width `size`: odd, as a 4:4:4 clip's may be), turned counterclockwise by `rotate`.
+    stored, turned = tmp_path / "stored.mp4", tmp_path / "turned.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=160x120:r=10:d=1,"
+                    f"drawbox=x=0:y=0:w=40:h=30:color=white:t=fill,scale={size[1]}:{size[0]}", "-c:v", "libx264",
+                    "-pix_fmt", pixels, str(stored)], check=True, timeout=60)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(stored), "-c", "copy", "-metadata:s:v:0",
+                    f"rotate={rotate}", str(turned)], check=True, timeout=60)
+    camera = CameraConfig(id="phone", source=str(turned), fps=5)
+    picture = next(sample_frames(camera, str(turned), realtime=False)).picture
+    upright = size if rotate == 180 else size[::-1]
+    assert picture.y.shape == upright
+    assert picture.u.shape == picture.v.shape == ((upright[0] + 1) // 2, (upright[1] + 1) // 2)
+    corners = {(row, column): int(picture.y[row, column]) for row in (0, -1) for column in (0, -1)}
+    bright_corner = {90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotate]
+    assert [corner for corner, level in corners.items() if level > 128] == [bright_corner]
+    jpeg, width, height = encode_jpeg(picture, 1280, 90)
+    assert (height, width) == upright and mean_difference(jpeg, video_frames(turned, 1)[0]) < 4
 
 def test_a_clip_url_that_opens_but_decodes_nothing_is_retried_and_a_local_one_is_not(tmp_path):
     # Its index arrives but none of its pictures (a recording still being written, a cut-off transfer): the next try
@@ -586,6 +620,12 @@ def test_a_huge_tiff_or_gif_is_refused_from_its_header_before_any_decoding(body)
     with pytest.raises(ValueError, match=f"returned a {width}x{height} image, more than"):
         decode_still_image(body)
 
+
+def test_a_still_image_url_answering_with_no_bytes_is_a_camera_without_a_picture(snapshot_server):
+    url, state = snapshot_server
+    state["body"] = b""
+    with pytest.raises(CameraUnavailable, match=r"did not return an image \(0 bytes\)"):
+        next(sample_frames(CameraConfig(id="snap", source=url), url))
 
 @pytest.mark.parametrize("extension", [".webp", ".tiff", ".png", ".bmp"])
 def test_a_still_image_may_be_in_any_format_opencv_reads(snapshot_server, extension):
