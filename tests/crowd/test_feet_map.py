@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.analytics.crowd.analyzer import CrowdAnalyzer, ZoneGeometry
+from processors.analytics.crowd.analyzer import CrowdAnalyzer, CrowdState, ZoneGeometry
 from processors.analytics.crowd.feet_map import (
     HEAD_HEIGHT_M,
+    HEAD_SHARE,
     FeetMap,
     PersonHeights,
     PictureHeights,
@@ -91,6 +92,19 @@ def test_an_uncalibrated_camera_learns_how_far_above_the_feet_heads_are_from_its
     assert heights.head_height_px(np.array([[640.0, -100.0]]))[0] == 0.0  # above the horizon nobody stands
 
 
+def test_from_about_head_height_the_heads_do_not_tell_where_the_feet_are_and_maps_stay_at_the_heads():
+    """Seen from head height, every head lies near one row however far away its person stands (here row 100 at
+    eye level, people 100-500 px tall): moving the map would put them all on the picture's bottom row."""
+    feet_rows = np.linspace(200.0, 600.0, 60)
+    heights = PictureHeights()
+    heights.add(np.column_stack((np.full(60, 600.0), feet_rows - (feet_rows - 100) / HEAD_SHARE,
+                                 np.full(60, 620.0), feet_rows)), (1280, 720))
+    assert not heights.judging and not heights.heads_tell_feet
+    config = site_config(ALLEY, 5.0, calibrated=False, entrances=())
+    state = CrowdState(person_boxes=heights.boxes.tobytes())
+    assert CrowdAnalyzer(config.cameras[0], config.analytics, state).feet_map is None
+
+
 def uncalibrated_alley_metrics(frames: int, learnt_first: bool):
     """An alley at 6 p/m² (danger) with only `area_m2`: the detector finds one person in five, the maps find them all
     by their heads; with `learnt_first`, its people walked through sparse for 20 s before."""
@@ -114,7 +128,7 @@ def test_a_packed_crowd_in_an_uncalibrated_alley_reads_its_density_once_its_peop
     """Counted by the heads over it, the alley's far zone read under half its crowd; its maps now go to the feet by
     the heights of the people the detector found whole, here in the crowd's own first seconds."""
     metrics, truth, analyzer = uncalibrated_alley_metrics(150, learnt_first=False)
-    assert not analyzer.picture_heights.judging
+    assert analyzer.picture_heights.heads_tell_feet
     assert metrics[-1].count_reliable and metrics[-1].risk_level == RiskLevel.DANGER
     assert metrics[-1].density_mean_per_m2 == pytest.approx(truth, rel=0.15)
     # A restart fits the same heights from the kept boxes.

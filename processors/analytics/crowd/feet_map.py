@@ -43,6 +43,12 @@ EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, 
 # A person seen whole is 2-3.5 times as tall as wide; the heads and shoulders a packed crowd shows the detector, about
 # as tall as wide, would make an uncalibrated camera's people short.
 MIN_WHOLE_ASPECT = 1.6
+HEAD_SHARE = HEAD_HEIGHT_M / PERSON_HEIGHT_M  # of a person's height, where their head centre is above the feet
+# A head rises on the picture by 1 - HEAD_SHARE x (the line's slope) of its feet's fall, so a head's row tells its
+# feet's row to 1 / that of a row: twice as coarsely as the map's cells at this slope, not at all from a camera at head
+# height (slope 1 / HEAD_SHARE, every head near one row; measured 1.06-1.29 on two eye-level street views). Steeper
+# than this, an uncalibrated camera's maps stay at the heads.
+MAX_HEAD_SLOPE = 0.5
 # Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
 # up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
 PERSON_BOX_DTYPE = np.dtype("<f4")
@@ -141,7 +147,7 @@ class PictureHeights:
     times as tall as wide at least). Over flat ground a person's height on the picture grows in a straight line with
     the row of their feet below the horizon; the line is Theil-Sen's (the median of the slopes between pairs of
     people), which the odd child, cyclist or person sitting does not bend. The boxes are kept (as PersonHeights'), so
-    that a restart fits the same line."""
+    that a restart fits the same line. A camera at about head height (`heads_tell_feet`) keeps its maps as they are."""
 
     problem = None  # heights read off the picture judge nothing wrong
 
@@ -165,10 +171,15 @@ class PictureHeights:
         if not self.judging:
             self.line = height_line(self.boxes[:, 3].astype(float), (self.boxes[:, 3] - self.boxes[:, 1]).astype(float))
 
+    @property
+    def heads_tell_feet(self) -> bool:
+        """Judged, and not from about head height (MAX_HEAD_SLOPE): the maps may go from the heads to the feet."""
+        return self.line is not None and self.line[1] * HEAD_SHARE <= MAX_HEAD_SLOPE
+
     def head_height_px(self, feet: np.ndarray) -> np.ndarray:
         """How far above each feet point (N, 2) the head is, in pixels (0 at and above the horizon)."""
         at_top, per_row = self.line
-        return np.maximum(at_top + per_row * feet[:, 1], 0.0) * (HEAD_HEIGHT_M / PERSON_HEIGHT_M)
+        return np.maximum(at_top + per_row * feet[:, 1], 0.0) * HEAD_SHARE
 
 
 def height_line(rows: np.ndarray, heights: np.ndarray) -> tuple[float, float]:
