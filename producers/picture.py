@@ -49,7 +49,10 @@ class YuvPicture:
         if not full_range:
             y, u, v = (_affine(y, LUMA_SCALE, -16 * LUMA_SCALE), _affine(u, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)),
                        _affine(v, CHROMA_SCALE, 128 * (1 - CHROMA_SCALE)))
-        return cls(y, u, v).turned(frame.rotation)
+        # A display matrix with no angle in it (zeros, from a broken muxer) reads as INT_MIN, outside PyAV's -180..180:
+        # OpenCV and players show such a picture as stored.
+        rotation = frame.rotation
+        return cls(y, u, v).turned(rotation if -180 <= rotation <= 180 else 0)
 
     @classmethod
     def from_bgr(cls, image: np.ndarray) -> YuvPicture:

@@ -175,6 +175,24 @@ def test_a_clip_stored_turned_is_sampled_upright_as_players_and_opencv_show_it(t
     jpeg, width, height = encode_jpeg(picture, 1280, 90)
     assert (height, width) == upright and mean_difference(jpeg, video_frames(turned, 1)[0]) < 4
 
+
+def test_a_clip_whose_display_matrix_holds_no_turn_is_sampled_as_stored(tmp_path):
+    # A track matrix of zeros, as a broken muxer writes one: FFmpeg finds no angle in it, and OpenCV and players show
+    # the clip as stored (here white at its top left corner).
+    clip = tmp_path / "zeroed.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=black:s=160x120:r=10:d=1,"
+                    "drawbox=x=0:y=0:w=40:h=30:color=white:t=fill", "-c:v", "libx264", str(clip)], check=True,
+                   timeout=60)
+    data = bytearray(clip.read_bytes())
+    version = data.find(b"tkhd") + 4
+    assert data[version] == 0  # a version 0 track header: its matrix 40 bytes on
+    data[version + 40:version + 76] = bytes(36)
+    clip.write_bytes(data)
+    picture = next(sample_frames(CameraConfig(id="phone", source=str(clip), fps=5), str(clip), realtime=False)).picture
+    assert picture.y.shape == (120, 160) and picture.y[0, 0] > 128
+    assert mean_difference(encode_jpeg(picture, 1280, 90)[0], video_frames(clip, 1)[0]) < 4
+
+
 def test_a_clip_url_that_opens_but_decodes_nothing_is_retried_and_a_local_one_is_not(tmp_path):
     # Its index arrives but none of its pictures (a recording still being written, a cut-off transfer): the next try
     # may find it whole. The same bytes in a local file are what that file holds.
