@@ -1,4 +1,4 @@
-"""A calibrated camera's density maps moved from the people's heads down to their feet.
+"""A camera's density maps moved from the people's heads down to their feet.
 
 A crowd-counting model learns from head annotations, so each person's mass lies on the head, while zones are drawn on
 the ground and the detector's people are tested by their foot points. Summed over a ground zone as it comes, a map
@@ -148,8 +148,6 @@ class PictureHeights:
     the row of their feet below the horizon; the line is Theil-Sen's (the median of the slopes between pairs of
     people), which the odd child, cyclist or person sitting does not bend. The boxes are kept (as PersonHeights'), so
     that a restart fits the same line. A camera at about head height (`heads_tell_feet`) keeps its maps as they are."""
-
-    problem = None  # heights read off the picture judge nothing wrong
 
     def __init__(self):
         self.boxes = np.empty((0, 4), dtype=PERSON_BOX_DTYPE)
