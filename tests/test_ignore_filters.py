@@ -64,6 +64,12 @@ def test_a_region_that_covers_nothing_is_refused(polygon, reason):
         a_filter(polygon=polygon)
 
 
+def test_a_region_closed_or_with_a_point_repeated_is_kept_without_the_repeat():
+    # As a zone's outline: GeoJSON closes one by repeating its first point, a double click repeats a vertex.
+    assert a_filter(polygon=((0, 0), (100, 0), (100, 0), (100, 100), (0, 100), (0, 0))).polygon == (
+        (0, 0), (100, 0), (100, 100), (0, 100))
+
+
 def test_a_stored_region_that_covers_nothing_is_left_out_and_the_rest_still_apply(tmp_path):
     store = IgnoreFilterStore(tmp_path / "ignore.json")
     kept = store.add("cam", "car", [(0, 0), (9, 0), (9, 9)], None, now=1000.0)

@@ -46,7 +46,8 @@ class IgnoreFilter:
         try:
             if len(self.polygon) < 3:
                 raise ValueError("the region needs 3 or more points")
-            verify_simple_polygon(list(self.polygon))  # as a zone's: a region of no area would cover nothing
+            # As a zone's: a region of no area would cover nothing, and a repeated point is dropped.
+            object.__setattr__(self, "polygon", tuple(verify_simple_polygon(list(self.polygon))))
         except ValueError as exc:
             raise UnusableRegion(f"ignore filter {self.id}: {exc}") from None
 
