@@ -7,6 +7,7 @@ Every error names the file and, where there is one, the line.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -31,10 +32,15 @@ MOT15_COLUMNS = 10  # a 2D MOT 2015 row (its last three columns a world position
 EDGE_TOLERANCE_PX = 1.0
 
 
-def open_csv(path: Path):
-    """A CSV file opened for the csv module: UTF-8, with or without the byte-order mark spreadsheet programs write
-    first (it would stick to the first column's name or file name), any line endings."""
-    return Path(path).open(newline="", encoding="utf-8-sig")
+def open_csv(path: Path) -> io.StringIO:
+    """A CSV file's text for the csv module: UTF-8, with or without the byte-order mark spreadsheet programs write
+    first (it would stick to the first column's name or file name), any line endings. A file in another encoding (a
+    spreadsheet's plain CSV in its Windows code page) is refused naming it, not failed on halfway through."""
+    path = Path(path)
+    try:
+        return io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as CSV UTF-8") from None
 
 
 def csv_header_reader(handle) -> csv.DictReader:

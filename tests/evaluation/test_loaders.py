@@ -67,6 +67,18 @@ def test_csvs_saved_by_a_spreadsheet_program_read_as_typed(tmp_path):
     scores.write_bytes("\ufeffcamera,type,start,end,score, frame\r\n".encode())
     assert holds_frame_scores(scores)
 
+
+def test_a_csv_saved_in_a_windows_code_page_is_refused_naming_it(tmp_path):
+    # A spreadsheet program's plain "CSV" on Windows is in its code page: ß is the one byte 0xdf, no UTF-8.
+    counts = tmp_path / "counts.csv"
+    counts.write_bytes("file,count\r\nstraße.jpg,3\r\n".encode("cp1252"))
+    with pytest.raises(ValueError, match="counts.csv: not UTF-8 text"):
+        load_count_csv(counts)
+    events = tmp_path / "events.csv"
+    events.write_bytes("camera,type,start,end\r\nstraße,crowd,10,20\r\n".encode("cp1252"))
+    with pytest.raises(ValueError, match="events.csv: not UTF-8 text"):
+        load_event_csv(events)
+
 def write_shanghaitech(path, points: np.ndarray) -> None:
     """The dataset's layout: a 1x1 cell image_info holding a struct with location (N x 2) and number."""
     info = np.empty((1, 1), dtype=object)
