@@ -79,6 +79,7 @@ def test_a_csv_saved_in_a_windows_code_page_is_refused_naming_it(tmp_path):
     with pytest.raises(ValueError, match="events.csv: not UTF-8 text"):
         load_event_csv(events)
 
+
 def write_shanghaitech(path, points: np.ndarray) -> None:
     """The dataset's layout: a 1x1 cell image_info holding a struct with location (N x 2) and number."""
     info = np.empty((1, 1), dtype=object)

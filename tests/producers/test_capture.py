@@ -532,6 +532,7 @@ def test_a_stream_url_that_answers_with_a_single_picture_is_polled_as_a_still_im
     assert [frame.captured_at for frame in frames] == [1000.0, 1000.5, 1001.0, 1001.5]
     assert all((frame.picture.width, frame.picture.height) == (64, 48) for frame in frames)
 
+
 def test_an_mjpeg_camera_is_sampled_on_arrival_not_on_the_rate_ffmpeg_guesses(mjpeg_server):
     """MJPEG parts carry no timestamps (FFmpeg numbers them at 25 fps): sampled by when they arrive, at the camera
     rate, also at a URL that names no kind."""
@@ -644,6 +645,7 @@ def test_a_still_image_url_answering_with_no_bytes_is_a_camera_without_a_picture
     state["body"] = b""
     with pytest.raises(CameraUnavailable, match=r"did not return an image \(0 bytes\)"):
         next(sample_frames(CameraConfig(id="snap", source=url), url))
+
 
 @pytest.mark.parametrize("extension", [".webp", ".tiff", ".png", ".bmp"])
 def test_a_still_image_may_be_in_any_format_opencv_reads(snapshot_server, extension):

@@ -44,10 +44,10 @@ EDGE_PX = 1.0  # a box this near the picture's top or bottom edge is cut by it, 
 # as tall as wide, would make an uncalibrated camera's people short.
 MIN_WHOLE_ASPECT = 1.6
 HEAD_SHARE = HEAD_HEIGHT_M / PERSON_HEIGHT_M  # of a person's height, where their head centre is above the feet
-# A head rises on the picture by 1 - HEAD_SHARE x (the line's slope) of its feet's fall, so a head's row tells its
-# feet's row to 1 / that of a row: twice as coarsely as the map's cells at this slope, not at all from a camera at head
-# height (slope 1 / HEAD_SHARE, every head near one row; measured 1.06-1.29 on two eye-level street views). Steeper
-# than this, an uncalibrated camera's maps stay at the heads.
+# A person standing a row lower on the picture has their head 1 - HEAD_SHARE x (the line's slope) of a row lower, so a
+# head's row tells the feet's row to 1 / that of a row: twice as coarsely as the map's cells where HEAD_SHARE x slope is
+# this, not at all from a camera at head height (slope 1 / HEAD_SHARE, every head near one row; HEAD_SHARE x slope
+# measured 1.06-1.29 on two eye-level street views). Steeper than this, an uncalibrated camera's maps stay at the heads.
 MAX_HEAD_SLOPE = 0.5
 # Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
 # up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
