@@ -241,6 +241,39 @@ def test_a_density_map_too_large_for_the_broker_is_left_off_and_the_frames_boxes
     assert REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": "square"}) == float("inf")
 
 
+class RefusesLargeDetections(Broker):
+    """A producer whose client refuses, as it is sent, any detections message over `limit` bytes (kafka-python checks
+    max_request_size before queuing)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def send(self, topic, key=None, value=None):
+        if topic == TOPICS.detections and len(value) > self.limit:
+            raise MessageSizeTooLargeError("the message is larger than max_request_size")
+        return super().send(topic, key=key, value=value)
+
+
+def test_a_map_whose_frame_is_dead_lettered_counts_as_not_sent():
+    """Its frame never reaches the analytics: the camera's map age must not read fresh, and the frames after it, which
+    go out without a map until the camera is tried again, are counted as stale."""
+    def stale() -> float:
+        return REGISTRY.get_sample_value("cityguard_density_map_stale_frames_total", {"camera": "square"}) or 0
+
+    consumer, broker, counter = Consumer(), RefusesLargeDetections(limit=100), MapOfShape((4, 4))
+    stage = InferenceWorker(CONFIG, consumer, broker, CameraDetectors(NoBoxes()), "group", density_counter=counter)
+    assert process_batch(consumer, broker, records(time.time()), stage.detect_batch) is None
+    [(topic, value)] = broker.sent
+    assert topic == TOPICS.dead_letter and "too large to send" in decode(value, DeadLetter).reason
+    assert counter.calls == 1
+    assert REGISTRY.get_sample_value("cityguard_density_map_age_seconds", {"camera": "square"}) == float("inf")
+    broker.limit, before = BROKER_RECORD_LIMIT, stale()
+    assert process_batch(consumer, broker, records(time.time()), stage.detect_batch) is None
+    [sent] = detections(broker)
+    assert sent.density_map is None and stale() == before + 1
+
+
 @pytest.mark.parametrize("fault", list(PictureFault))
 def test_a_frozen_or_blank_pictures_detections_say_so_and_get_no_density_map(fault):
     consumer, broker, counter = Consumer(), Broker(), MapOfShape((4, 4))

@@ -364,8 +364,9 @@ class ZoneDensityMaps:
         return maps
 
     def left_off(self, frame: Frame) -> None:
-        """The map made for `frame` was left off its message (too large to send): its camera keeps the map age of its
-        last map sent, and is tried again a refresh interval later, as after a failed map."""
+        """The map made for `frame` does not go out (left off its message as too large to send, or the frame
+        dead-lettered): its camera keeps the map age of its last map sent, and is tried again a refresh interval later,
+        as after a failed map."""
         self.schedule.not_made([frame.camera_id])
         DENSITY_MAP_AGE.labels(frame.camera_id).set(self.schedule.age(frame.camera_id, frame.captured_at))
 
@@ -550,6 +551,8 @@ class InferenceWorker:
             except Exception as exc:  # per-camera state failing on one frame must not stop its partition
                 log.exception("frame %s/%d could not be enriched", item.frame.camera_id, item.frame.seq)
                 self.reject(record, f"enrichment failed: {type(exc).__name__}: {exc}")
+                if index in density_maps:  # nor does its map go out
+                    self.zone_maps.left_off(item.frame)
                 continue
             value, map_left_off = sendable_value(message)
             if map_left_off:
@@ -559,6 +562,8 @@ class InferenceWorker:
                                                      value=value))
             except MessageSizeTooLargeError as exc:  # this frame's output; sending it again would fail again
                 self.reject(record, f"detections too large to send: {exc}")
+                if index in density_maps:  # nor does its map go out (once more, where it was left off: no matter)
+                    self.zone_maps.left_off(item.frame)
                 continue
             self.sent_frames.append((item.frame.camera_id, result.inference_ms))
             for step, ms in (("preprocess", result.preprocess_ms), ("postprocess", result.postprocess_ms)):
