@@ -292,7 +292,7 @@ class CrowdAnalyzer:
         elif self.picture_heights is not None and self.picture_heights.judging:
             self.picture_heights.add(boxes, image_size)
             self.state.person_boxes = self.picture_heights.boxes.tobytes()
-            if self.picture_heights.heads_tell_feet:
+            if not self.picture_heights.judging:
                 self.feet_map = FeetMap(self.picture_heights.head_height_px)
 
     def resolve_open(self, at: float, reason: str) -> list[Event]:

@@ -7,10 +7,11 @@ whose heads spread wider than the zone does that far away. A crowd in an alley s
 
 Each map cell's mass goes down by the height a standing person has at its feet there (the calibration's
 `standing_height_px`), into the cell of the feet. Feet below the picture stay on its bottom row: the person is seen,
-and a zone drawn to the picture's edge keeps them. An uncalibrated camera learns that height row by row from the first
-people its detector finds whole (`PictureHeights`), and keeps its maps as they are until then: a zone shallower on the
-picture than its people are tall would otherwise count only the heads over it, and a packed crowd standing in it read
-as the few people the detector finds.
+and a zone drawn to the picture's edge keeps them. Where the view is from about head height the heads tell little of
+where the feet are (MAX_HEAD_SLOPE), and cells there keep their mass. An uncalibrated camera learns that height row by
+row from the first people its detector finds whole (`PictureHeights`), and keeps its maps as they are until then: a
+zone shallower on the picture than its people are tall would otherwise count only the heads over it, and a packed
+crowd standing in it read as the few people the detector finds.
 
 The same reading checks the calibration's unit (`PersonHeights`): ground points in feet fit a homography as well as
 in metres, and make every zone's area 10.8 times too large, so a crush of 8 p/m² reads 0.74. The detector's people
@@ -47,7 +48,8 @@ HEAD_SHARE = HEAD_HEIGHT_M / PERSON_HEIGHT_M  # of a person's height, where thei
 # A person standing a row lower on the picture has their head 1 - HEAD_SHARE x (the line's slope) of a row lower, so a
 # head's row tells the feet's row to 1 / that of a row: twice as coarsely as the map's cells where HEAD_SHARE x slope is
 # this, not at all from a camera at head height (slope 1 / HEAD_SHARE, every head near one row; HEAD_SHARE x slope
-# measured 1.06-1.29 on two eye-level street views). Steeper than this, an uncalibrated camera's maps stay at the heads.
+# measured 1.06-1.29 on two eye-level street views). Where the head's height above the feet grows faster than this
+# with the feet's row, a cell's mass stays at the head: a calibrated camera as an uncalibrated one.
 MAX_HEAD_SLOPE = 0.5
 # Boxes are judged as the analyzer's state stores them, little-endian float32 (to a thousandth of a pixel in pictures
 # up to 8,192 px), so that a restart judges the very numbers the running analyzer did.
@@ -77,6 +79,9 @@ def whole_boxes(boxes: np.ndarray, image_size: tuple[int, int] | None) -> np.nda
 
 
 class FeetMap:
+    """Moves a camera's density maps from the heads to the feet by the head's height above the feet, given as a
+    function of the feet point; a cell whose feet are ill told by its head (MAX_HEAD_SLOPE) keeps its mass."""
+
     def __init__(self, head_height_px: Callable[[np.ndarray], np.ndarray]):
         self.head_height_px = head_height_px  # how far above each feet point (N, 2) the head is, pixels
         # The flat cell index of each cell's feet, per picture and map size.
@@ -98,7 +103,8 @@ class FeetMap:
         for _ in range(SETTLE_STEPS):
             feet[:, 1] += heads[:, 1] - (feet[:, 1] - self.head_height_px(feet))
         feet_row = np.clip((feet[:, 1] * rows / height).astype(int), 0, rows - 1)
-        return feet_row * columns + column.ravel()
+        head_slope = self.head_height_px(feet + (0.0, 1.0)) - self.head_height_px(feet)
+        return np.where(head_slope <= MAX_HEAD_SLOPE, feet_row, row.ravel()) * columns + column.ravel()
 
 
 class PersonHeights:
@@ -147,7 +153,7 @@ class PictureHeights:
     times as tall as wide at least). Over flat ground a person's height on the picture grows in a straight line with
     the row of their feet below the horizon; the line is Theil-Sen's (the median of the slopes between pairs of
     people), which the odd child, cyclist or person sitting does not bend. The boxes are kept (as PersonHeights'), so
-    that a restart fits the same line. A camera at about head height (`heads_tell_feet`) keeps its maps as they are."""
+    that a restart fits the same line."""
 
     def __init__(self):
         self.boxes = np.empty((0, 4), dtype=PERSON_BOX_DTYPE)
@@ -168,11 +174,6 @@ class PictureHeights:
         self.boxes = self.boxes[:PERSON_BOXES_JUDGED]
         if not self.judging:
             self.line = height_line(self.boxes[:, 3].astype(float), (self.boxes[:, 3] - self.boxes[:, 1]).astype(float))
-
-    @property
-    def heads_tell_feet(self) -> bool:
-        """Judged, and not from about head height (MAX_HEAD_SLOPE): the maps may go from the heads to the feet."""
-        return self.line is not None and self.line[1] * HEAD_SHARE <= MAX_HEAD_SLOPE
 
     def head_height_px(self, feet: np.ndarray) -> np.ndarray:
         """How far above each feet point (N, 2) the head is, in pixels (0 at and above the horizon)."""
