@@ -172,6 +172,21 @@ def test_a_zone_calibrated_in_another_unit_is_refused_at_start_naming_the_unit(u
                      Path("."))
 
 
+@pytest.mark.parametrize("latitude_first", [False, True])
+def test_ground_points_copied_from_a_map_in_degrees_are_refused_at_start_saying_so(latitude_first):
+    """Longitude and latitude fit a homography as well as metres do: a camera without zones took them, and one with a
+    zone was refused for the speck of 1e-8 m² its zone became."""
+    calibration = ALLEY.calibration()
+    degrees = [[126.978 + x / 88_000, 37.5665 + y / 111_000] for x, y in calibration["ground_points"]]
+    calibration["ground_points"] = [point[::-1] for point in degrees] if latitude_first else degrees
+    with pytest.raises(ConfigError) as error:
+        parse_config({"site": "sim", "cameras": [{"id": "cam", "source": "0", "calibration": calibration}]}, Path("."))
+    message = str(error.value).splitlines()[1:]
+    assert len(message) == 1 and message[0].startswith("  cameras.0.calibration: ground_points lie within 0.05 of "
+                                                       "each other")
+    assert "longitude and latitude in degrees?" in message[0]
+
+
 def test_a_zone_too_large_for_its_grid_is_refused_at_start_naming_it():
     """A calibrated 300 m square (10 px a metre): its grid at R = 1 m would need cells of 0.6 m."""
     image = [[0, 0], [3000, 0], [3000, 3000], [0, 3000]]
