@@ -241,8 +241,10 @@ def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: 
     log_file = open(log_dir / f"{stage}.log", "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, *interpreter_args, "-m", "cityguard", *STAGES[stage], "--config", str(config_path),
-             *stage_args],
+            # -P: `python -m` would put the working directory ahead of the installed packages, and a file there
+            # named like a module the stages import (twilio.py, yaml.py) would run in every stage in its place.
+            [sys.executable, "-P", *interpreter_args, "-m", "cityguard", *STAGES[stage], "--config",
+             str(config_path), *stage_args],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
             start_new_session=True,  # Ctrl-C reaches only `up`, which stops the stages in order
         )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cityguard.up import Supervisor, metrics_line, metrics_ports
+from cityguard.up import Supervisor, metrics_line, metrics_ports, spawn
 from tests.conftest import REPO, VTEST, pipeline_config
 
 
@@ -83,3 +83,14 @@ def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_
     assert f"http://127.0.0.1:{ports['export-metrics']}/metrics" in line
     assert f":{ports['infer']} (inference)" in line and f":{ports['produce']} (producer)" in line
     assert ":0 " not in line
+
+
+def test_a_stage_does_not_run_a_file_in_the_working_directory_named_like_a_module_it_imports(tmp_path, monkeypatch):
+    # An operator's folder may hold a script named like a library the stages import; `up` started from there must
+    # still run the library. The stage here stops at once, on a site file it cannot read.
+    (tmp_path / "yaml.py").write_text("raise SystemExit('the working directory yaml.py ran')\n")
+    monkeypatch.chdir(tmp_path)
+    stage = spawn("console", tmp_path / "missing.yaml", dict(os.environ), tmp_path)
+    assert stage.wait(timeout=60) == 2
+    log = (tmp_path / "console.log").read_text()
+    assert "cannot read configuration" in log and "yaml.py ran" not in log, log
