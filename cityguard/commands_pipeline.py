@@ -82,7 +82,7 @@ def register(commands, add_command) -> None:
 def run_up(args, config) -> int:
     from cityguard.up import run_up as up
 
-    return up(config, args.config, args.duration, args.log_dir)
+    return up(config, args.config, args.duration, args.log_dir, args.log_level, args.debug)
 
 
 def run_produce(args, config) -> int:

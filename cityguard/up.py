@@ -241,13 +241,22 @@ def spawn(stage: str, config_path: Path, env: dict, log_dir: Path, *stage_args: 
     log_file = open(log_dir / f"{stage}.log", "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, *interpreter_args, "-m", "cityguard", *STAGES[stage], "--config", str(config_path),
-             *stage_args],
+            # -P: `python -m` would put the working directory ahead of the installed packages, and a file there
+            # named like a module the stages import (twilio.py, yaml.py) would run in every stage in its place.
+            [sys.executable, "-P", *interpreter_args, "-m", "cityguard", *STAGES[stage], "--config",
+             str(config_path), *stage_args],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=child_preexec,
             start_new_session=True,  # Ctrl-C reaches only `up`, which stops the stages in order
         )
     finally:
         log_file.close()
+
+
+def stage_environment(servers: str, log_level: str, debug: bool) -> dict[str, str]:
+    """The stages' environment: this one's, the broker's address, and `up`'s own --log-level and --debug, options of
+    `cityguard` that a stage's command line does not carry."""
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1", "CITYGUARD_LOG_LEVEL": log_level,
+            "CITYGUARD_DEBUG": "1" if debug else "0"}
 
 
 def stop_children(children: dict[str, subprocess.Popen], timeout_s: float = 10) -> None:
@@ -378,7 +387,8 @@ def fetch_assets(config: Config) -> None:
         download_settings_model(config)
 
 
-def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path) -> int:
+def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path, log_level: str,
+           debug: bool) -> int:
     problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"
@@ -411,7 +421,7 @@ def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir:
     with configured_or_embedded(config, log_dir / "broker.log") as (servers, broker):
         print(f"broker: {servers}" + ("" if broker is None else " (embedded Tansu: in memory, lost on exit)"),
               flush=True)
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": servers, "PYTHONUNBUFFERED": "1"}
+        env = stage_environment(servers, log_level, debug)
         memory_watch, restart_broker = None, None
         if broker is not None:
             pid_file = log_dir / "broker.pid"

@@ -421,6 +421,23 @@ def test_check_config_warns_of_what_a_stage_would_refuse_at_start_here(tmp_path,
     assert not (tmp_path / "logs").exists()
 
 
+def test_check_config_names_every_unset_variable_of_an_alert_channel_at_once(tmp_path, monkeypatch, capsys):
+    from cityguard.cli import main
+
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "OPS_HOOK_URL", "OPS_HOOK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    site = tmp_path / "site.yaml"
+    site.write_text("cameras:\n  - {id: cam, source: asset:vtest.avi}\n"
+                    "alerting:\n  channels:\n    - {kind: sms, id: text}\n"
+                    "    - {kind: webhook, id: ops, url_env: OPS_HOOK_URL, bearer_token_env: OPS_HOOK_TOKEN}\n")
+    assert main(["check-config", "--config", str(site)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "cityguard: warning: alert channel text: environment variables TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and "
+        "TWILIO_FROM_NUMBER are not set (the stage that needs it refuses to start here)",
+        "cityguard: warning: alert channel ops: environment variables OPS_HOOK_URL and OPS_HOOK_TOKEN are not set "
+        "(the stage that needs it refuses to start here)"]
+
+
 def test_check_config_warns_of_a_webhook_url_with_a_password_in_the_configuration_file(tmp_path, capsys):
     from cityguard.cli import main
 

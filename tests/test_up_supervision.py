@@ -4,10 +4,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from cityguard.up import Supervisor, metrics_line, metrics_ports
+from cityguard.up import Supervisor, metrics_line, metrics_ports, spawn, stage_environment
 from tests.conftest import REPO, VTEST, pipeline_config
 
 
@@ -83,3 +84,34 @@ def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_
     assert f"http://127.0.0.1:{ports['export-metrics']}/metrics" in line
     assert f":{ports['infer']} (inference)" in line and f":{ports['produce']} (producer)" in line
     assert ":0 " not in line
+
+
+def test_a_stage_does_not_run_a_file_in_the_working_directory_named_like_a_module_it_imports(tmp_path, monkeypatch):
+    # An operator's folder may hold a script named like a library the stages import; `up` started from there must
+    # still run the library. The stage here stops at once, on a site file it cannot read.
+    (tmp_path / "yaml.py").write_text("raise SystemExit('the working directory yaml.py ran')\n")
+    monkeypatch.chdir(tmp_path)
+    stage = spawn("console", tmp_path / "missing.yaml", dict(os.environ), tmp_path)
+    assert stage.wait(timeout=60) == 2
+    log = (tmp_path / "console.log").read_text()
+    assert "cannot read configuration" in log and "yaml.py ran" not in log, log
+
+
+def test_the_log_level_and_debug_given_to_up_reach_its_stages(tmp_path, monkeypatch):
+    # `cityguard --log-level ERROR --debug up`: a stage logs no warnings, and its error comes with the traceback.
+    monkeypatch.delenv("CITYGUARD_ALERTMANAGER_TOKEN", raising=False)
+    site = tmp_path / "site.yaml"
+    site.write_text("alerting: {store_url: 'sqlite:///incidents.sqlite', receiver: {port: 0}}\n")
+    env = stage_environment("127.0.0.1:1", "ERROR", debug=True)
+    dispatcher = spawn("alerts", site, env, tmp_path)
+    try:
+        log = tmp_path / "alerts.log"
+        while "alerts: Alertmanager webhook" not in log.read_text():  # started: its token warned of or not
+            assert dispatcher.poll() is None, log.read_text()
+            time.sleep(0.1)
+    finally:
+        dispatcher.terminate()
+        dispatcher.wait(timeout=30)
+    assert "CITYGUARD_ALERTMANAGER_TOKEN is not set" not in log.read_text()
+    assert spawn("console", tmp_path / "missing.yaml", env, tmp_path).wait(timeout=60) == 1  # raised, not reported
+    assert "Traceback" in (tmp_path / "console.log").read_text()
