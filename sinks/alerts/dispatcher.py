@@ -4,12 +4,12 @@ Delivery guarantee ("one SMS per incident level and recipient"): every delivery 
 (alert id, channel, contact) with a unique row in the store. The row is committed as `sending` *before* the HTTP
 call and set to `sent`/`failed` after it. A crash between the two leaves `sending`; on every escalation tick such a
 row, once no try of it can still be in flight (this dispatcher has known its latest claim, unchanged, for
-`longest_try_s` by its own monotonic clock: ClaimWatch), is claimed by one dispatcher and, unless its first try never
-began (then it is simply sent), reconciled with the provider instead of being blindly re-sent: every SMS carries a
-tag unique to its delivery (channels.delivery_tag), the dispatcher lists the recipient's recent messages at Twilio
-and, if one holds the tag (whatever Twilio put before it, such as a trial account's prefix), marks the delivery sent
-with that SID. While the listing may still lag behind
-the try (SmsChannelConfig.listing_lag_s) the delivery waits; only a tag still missing after that is sent again. A
+`longest_try_s` by its own monotonic clock, or by its host's for a claim made there: ClaimWatch), is claimed by one
+dispatcher and, unless its first try never began (then it is simply sent), reconciled with the provider instead of
+being blindly re-sent: every SMS carries a tag unique to its delivery (channels.delivery_tag), the dispatcher lists
+the recipient's recent messages at Twilio and, if one holds the tag (whatever Twilio put before it, such as a trial
+account's prefix), marks the delivery sent with that SID. While the listing may still lag behind the try
+(SmsChannelConfig.listing_lag_s) the delivery waits; only a tag still missing after that is sent again. A
 listing that cannot be read at all counts as a failed try: the delivery is retried, asking first, and fails for good
 after its tries. A duplicate needs a listing slower than listing_lag_s or one that cannot be read at all, and the
 window for a loss is nil: we prefer a rare duplicate alarm to a silent one. Webhooks are re-sent with the same
@@ -44,7 +44,7 @@ time.
 The times waited for (escalations, retries, a cooldown) are wall times, so that a restart keeps them; a clock stepped
 back moves them back by the step (WatchedClock), so none waits for the step on top of its own. Whether a claim is
 abandoned is the one judgement that compares what two processes did, and no wall clock takes part in it: it is
-timed by the judging process alone (ClaimWatch).
+timed by the judging process alone, or by the monotonic clock of the host both ran on (ClaimWatch).
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Callable, Iterator
 from zoneinfo import ZoneInfo
 
@@ -75,6 +76,7 @@ from sinks.alerts.store import (
     SENT,
     SUPPRESSED,
     AlertRow,
+    ClaimMark,
     ClockMark,
     DeliveryRow,
     IncidentStore,
@@ -197,38 +199,60 @@ class WatchedClock:
             self.seen = ClockMark(self.seen.latest_at, self.store.note_clock(self.seen.latest_at))
 
 
+def host_monotonic_clock() -> str | None:
+    """Which monotonic clock time.monotonic reads: on Linux the host's, shared by every process (and container) on
+    it until it reboots, named by the boot's id; None where that cannot be told."""
+    try:
+        return "boot:" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 class ClaimWatch:
     """When this process may take a `sending` delivery to be abandoned: once it has known the delivery's latest claim
     unchanged for longer than a try lasts, timed by its own monotonic clock from when it made the claim or first read
-    it. A claim is told by the row's count of claims, which every claim raises and no clock step moves (a step back
+    it, or, for a claim made on the same clock (`clock`: the host's, a restarted process's too), from when it was
+    made. A claim is told by the row's count of claims, which every claim raises and no clock step moves (a step back
     moves `claimed_at`); a dispatcher of the version before the count, which claims by `claimed_at` alone, is not seen.
-    No other process's clock is compared with this one's, so neither a wall clock stepped forward on either host nor
-    two hosts' clocks disagreeing makes a try still under way look abandoned; a claim already old when first read
-    waits a try's length all the same, which after a restart delays a crash's leftover by as much."""
+    No wall clock and no other host's clock is compared with this one, so neither a wall clock stepped forward on
+    either host nor two hosts' clocks disagreeing makes a try still under way look abandoned; a claim made on another
+    host, already old when first read, waits a try's length all the same."""
 
-    def __init__(self, monotonic: Callable[[], float]):
+    def __init__(self, monotonic: Callable[[], float], clock: str | None):
         self.monotonic = monotonic
+        self.clock = clock  # which clock `monotonic` reads (host_monotonic_clock), None when no other process does
         self.lock = threading.Lock()  # used by the loop and the delivery threads alike
         self.known: dict[int, tuple[int, float]] = {}  # delivery id: (claim, known since)
 
+    def mark(self) -> ClaimMark:
+        """A claim about to be made, as the store records it."""
+        return ClaimMark(self.clock, self.monotonic())
+
     def claim_known_longer_than(self, row: DeliveryRow, limit_s: float) -> bool:
-        """Whether the row's claim is the one known for longer than `limit_s`; a claim not known yet is known now."""
+        """Whether the row's claim is the one known for longer than `limit_s`; a claim not known yet is known now, or
+        from when it was made where that was on this process's clock (a crash's leftover on its own host, after a
+        restart, waits only what is left of its try's length)."""
         now = self.monotonic()
         with self.lock:
             known, since = self.known.get(row.id, (None, now))
             if known != row.claims:
+                made_here = (self.clock is not None and row.claim_clock == self.clock and row.claim_clock_s is not None
+                             and row.claim_clock_s <= now)
+                since = row.claim_clock_s if made_here else now
+                self.known[row.id] = (row.claims, since)
+                if now - since > limit_s:
+                    return True
                 # An SRE reading the log after a restart learns why an SMS it left half-sent waits, and for how long.
                 log.info("delivery %s is sending under a claim this dispatcher did not make (another dispatcher's try, "
                          "or one cut short by a crash): resumed here if the claim is unchanged in %.0f s", row.key,
-                         limit_s)
-                self.known[row.id] = (row.claims, now)
+                         limit_s - (now - since))
                 return False
             return now - since > limit_s
 
-    def know(self, row: DeliveryRow) -> None:
-        """A claim this process has just made: known from now."""
+    def know(self, row: DeliveryRow, mark: ClaimMark) -> None:
+        """A claim this process has just made, at `mark`: known from then."""
         with self.lock:
-            self.known[row.id] = (row.claims, self.monotonic())
+            self.known[row.id] = (row.claims, mark.at_s)
 
     def keep_only(self, rows: list[DeliveryRow]) -> None:
         """Forgets the deliveries other than `rows` (those no longer `sending`)."""
@@ -245,7 +269,8 @@ def step_back(latest_at: float, now: float) -> float | None:
 class AlertDispatcher:
     def __init__(self, config: AlertingConfig, site: str, store: IncidentStore, channels: dict[str, Channel],
                  publish: Callable[[Alert], None], clock: Callable[[], float] = time.time,
-                 tries: DeliveryTries | None = None, monotonic: Callable[[], float] = time.monotonic):
+                 tries: DeliveryTries | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 monotonic_clock: str | None = None):
         self.config = config
         self.site = site
         self.store = store
@@ -254,7 +279,9 @@ class AlertDispatcher:
             DELIVERIES.labels(channel_id, FAILED)
         self.publish = publish
         self.clock = WatchedClock(clock, store, config.cooldown_s)
-        self.claim_watch = ClaimWatch(monotonic)
+        # `monotonic_clock` names a clock given as `monotonic` that other processes read too (tests).
+        self.claim_watch = ClaimWatch(monotonic, host_monotonic_clock() if monotonic is time.monotonic
+                                      else monotonic_clock)
         self.tries = DeliveryTries() if tries is None else tries
         self.timezone = ZoneInfo(config.timezone) if config.timezone else None
         self.routes = {route.id: route for route in config.routes}
@@ -360,7 +387,7 @@ class AlertDispatcher:
         unreachable = channel.accepts(contact)
         body = channel.render(message) if unreachable is None else ""
         row, created = self.store.begin_delivery(key, alert.id, channel_id, contact.id if contact else None, body,
-                                                 self.clock())
+                                                 self.clock(), self.claim_watch.mark())
         if not created:
             if row.status == SENDING and self.left_behind(row):
                 self.start(row, self.resume)
@@ -412,13 +439,14 @@ class AlertDispatcher:
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """One try, under the claim `row` was read with; a retryable failure is scheduled for `retry_due` instead of
         waited for here."""
-        started = self.store.start_attempt(row, self.clock())
+        mark = self.claim_watch.mark()
+        started = self.store.start_attempt(row, self.clock(), mark)
         if started is None:
             # Another dispatcher claimed the delivery since this one did (this one asked the provider for longer
             # than longest_try_s): the try is that dispatcher's, and a second one would send the message twice.
             log.debug("delivery %s: taken over by another dispatcher, which makes the try", row.key)
             return SENDING
-        self.claim_watch.know(started)
+        self.claim_watch.know(started, mark)
         number = started.attempt_count
         try:
             result = channel.send(message, row.body)
@@ -488,13 +516,13 @@ class AlertDispatcher:
     def claim(self, seen: DeliveryRow) -> DeliveryRow | None:
         """Takes the delivery, as it was read when its step was handed on, for this process's step; None when another
         dispatcher took it since (a `sending` one whose try was queued past longest_try_s may have been resumed)."""
-        now = self.clock()
+        now, mark = self.clock(), self.claim_watch.mark()
         if seen.status == RETRYING:
-            claimed = self.store.claim_retry(seen.id, now)
+            claimed = self.store.claim_retry(seen.id, now, mark)
         else:
-            claimed = self.store.claim_sending(seen, now)
+            claimed = self.store.claim_sending(seen, now, mark)
         if claimed is not None:
-            self.claim_watch.know(claimed)
+            self.claim_watch.know(claimed, mark)
         return claimed
 
     def carry_on(self, seen: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:

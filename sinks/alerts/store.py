@@ -157,6 +157,21 @@ class AlertRow(Base):
         return int(opened_again) if opened_again != self.alert_id and opened_again.isdecimal() else 0
 
 
+@dataclass(frozen=True)
+class ClaimMark:
+    """When a claim was made on the claiming process's monotonic clock, and which clock that is: one every process of
+    a host shares until it reboots (None: a clock no other process reads, whose times mean nothing to another)."""
+
+    clock: str | None
+    at_s: float
+
+    def columns(self) -> dict[str, str | float | None]:
+        return {"claim_clock": self.clock, "claim_clock_s": self.at_s}
+
+
+NO_MARK = ClaimMark(None, 0.0)
+
+
 class DeliveryRow(Base):
     """One message to one recipient over one channel; `key` is its idempotency key.
 
@@ -167,7 +182,8 @@ class DeliveryRow(Base):
     begun only against the count its claim left, so that a dispatcher which took the row over since makes the try
     instead. The count tells one claim from the next; how old a claim is no stored time says, since two hosts'
     clocks, or one stepped forward, disagree about it: a dispatcher times the claims it knows itself
-    (dispatcher.ClaimWatch). A dispatcher of the version before judges by `claimed_at`, which is kept for it.
+    (dispatcher.ClaimWatch), and those made on its own host by the host's monotonic clock (`claim_clock`,
+    `claim_clock_s`: ClaimMark). A dispatcher of the version before judges by `claimed_at`, which is kept for it.
     """
 
     __tablename__ = "deliveries"
@@ -189,6 +205,9 @@ class DeliveryRow(Base):
     # The database's default too: a dispatcher of the version before, sharing the store during an upgrade, records
     # deliveries without it.
     claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0", nullable=False)
+    # The latest claim's time on the claiming host's monotonic clock, and which clock that is (ClaimMark).
+    claim_clock: Mapped[str | None] = mapped_column(String(100))
+    claim_clock_s: Mapped[float | None] = mapped_column(Float)
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
@@ -468,7 +487,7 @@ class IncidentStore:
     # -- deliveries ---------------------------------------------------------------------------------------------
 
     def begin_delivery(self, key: str, alert_ref: int, channel_id: str, contact_id: str | None, body: str,
-                       now: float) -> tuple[DeliveryRow, bool]:
+                       now: float, mark: ClaimMark = NO_MARK) -> tuple[DeliveryRow, bool]:
         """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise.
         Looked up first: most calls find it (every tick notifies the unanswered alerts again), and a refused insert
         is an error in the database's own log."""
@@ -478,7 +497,7 @@ class IncidentStore:
             return existing, False
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
                           status=SENDING, body=body, started_at=now, claimed_at=now, claims=0, attempt_count=0,
-                          reconcile_first=False)
+                          reconcile_first=False, **mark.columns())
         try:
             with self.sessions.begin() as session:
                 session.add(row)
@@ -487,14 +506,14 @@ class IncidentStore:
             with self.sessions() as session:
                 return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
 
-    def start_attempt(self, claimed: DeliveryRow, now: float) -> DeliveryRow | None:
+    def start_attempt(self, claimed: DeliveryRow, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
         """Marks the delivery `sending` and counts the try, committed before the request goes out; None, counting
         nothing, when a dispatcher claimed it since it was read as `claimed`: the try is that dispatcher's to make."""
         with self.sessions.begin() as session:
             started = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == claimed.id, DeliveryRow.claims == claimed.claims,
             ).values(status=SENDING, next_attempt_at=None, tried_at=now, claimed_at=now, claims=DeliveryRow.claims + 1,
-                     attempt_count=DeliveryRow.attempt_count + 1))
+                     attempt_count=DeliveryRow.attempt_count + 1, **mark.columns()))
             return session.get(DeliveryRow, claimed.id) if started.rowcount == 1 else None
 
     def schedule_retry(self, delivery_id: int, next_attempt_at: float, reconcile_first: bool) -> None:
@@ -507,22 +526,23 @@ class IncidentStore:
             return list(session.scalars(select(DeliveryRow).where(
                 DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now).order_by(DeliveryRow.id)))
 
-    def claim_retry(self, delivery_id: int, now: float) -> DeliveryRow | None:
+    def claim_retry(self, delivery_id: int, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
         """Takes a due retry for this process by marking it `sending`; None when another dispatcher on the same
         store took it first."""
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == delivery_id, DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now,
-            ).values(status=SENDING, next_attempt_at=None, claimed_at=now, claims=DeliveryRow.claims + 1))
+            ).values(status=SENDING, next_attempt_at=None, claimed_at=now, claims=DeliveryRow.claims + 1,
+                     **mark.columns()))
             return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
 
-    def claim_sending(self, seen: DeliveryRow, now: float) -> DeliveryRow | None:
+    def claim_sending(self, seen: DeliveryRow, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
         """Takes a `sending` delivery for this process's try; None when a dispatcher claimed it since it was read as
         `seen`."""
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == seen.id, DeliveryRow.status == SENDING, DeliveryRow.claims == seen.claims,
-            ).values(claimed_at=now, claims=DeliveryRow.claims + 1))
+            ).values(claimed_at=now, claims=DeliveryRow.claims + 1, **mark.columns()))
             return session.get(DeliveryRow, seen.id) if claimed.rowcount == 1 else None
 
     def last_try_at(self, delivery_id: int) -> float:

@@ -80,17 +80,19 @@ class Harness:
 
 
 def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None,
-                    tries: DeliveryTries | None = None) -> Harness:
+                    tries: DeliveryTries | None = None, host: Clock | None = None) -> Harness:
     """A dispatcher whose alerts are published to `harness.published`, or by `publish`; its tries run in the caller
-    unless `tries` says otherwise, so a test sees each one's outcome as the call that made it returns."""
+    unless `tries` says otherwise, so a test sees each one's outcome as the call that made it returns. `host`: a
+    monotonic clock other dispatchers of the test read too, as processes on one host read its clock (by default each
+    has its own)."""
     store = IncidentStore(config.alerting.store_url)
     clock = Clock()
-    harness = Harness(None, store, clock)
+    harness = Harness(None, store, clock) if host is None else Harness(None, store, clock, host)
     harness.dispatcher = AlertDispatcher(config.alerting, config.site, store,
                                          build_channels(config.alerting.channels, config.resolve_path),
                                          publish or harness.published.append, clock=clock,
                                          tries=DeliveryTries(0) if tries is None else tries,
-                                         monotonic=harness.monotonic)
+                                         monotonic=harness.monotonic, monotonic_clock=None if host is None else "host")
     return harness
 
 

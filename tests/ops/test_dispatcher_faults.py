@@ -28,6 +28,7 @@ from tests.ops.helpers import (
     AUTH_TOKEN,
     CHIEF_PHONE,
     DUTY_PHONE,
+    Clock,
     alerting_section,
     danger_event,
     left_sending_by_a_crash,
@@ -458,6 +459,29 @@ def test_a_restarted_dispatcher_says_which_leftover_it_waits_on_and_for_how_long
         "delivery plaza/north/risk-1:critical|sms|duty is sending under a claim this dispatcher did not make (another "
         f"dispatcher's try, or one cut short by a crash): resumed here if the claim is unchanged in {limit_s:.0f} s"]
     assert twilio.posts() == 0
+
+
+def test_a_dispatcher_restarted_on_the_same_host_resumes_a_crashs_leftover_once_its_try_must_have_ended(
+        tmp_path, twilio, webhook):
+    """The try cut short by the crash is older than a try lasts by the host's clock, which a restart does not set
+    back: the restarted dispatcher resumes it at once, where it waited a try's length again (and again at each
+    restart of a crash loop, holding a critical SMS back). Restarted on another host, it still waits."""
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    host = Clock(0.0)
+    crashed = make_dispatcher(config, host=host)
+    _, _, body = left_sending_by_a_crash(crashed)
+    [row] = crashed.store.deliveries()
+    crashed.store.start_attempt(row, crashed.clock(), crashed.dispatcher.claim_watch.mark())  # then the crash
+    host.now += longest_try_s(crashed.dispatcher.channels["sms"].retry) + 1
+    elsewhere = make_dispatcher(config)
+    elsewhere.clock.now = crashed.clock.now + 30  # the channel's listing_lag_s
+    elsewhere.dispatcher.resume_pending()
+    assert twilio.posts() == 0
+    restarted = make_dispatcher(config, host=host)
+    restarted.clock.now = crashed.clock.now + 30
+    restarted.dispatcher.resume_pending()
+    assert [message["body"] for message in twilio.messages] == [body]
+    assert [d.status for d in restarted.store.deliveries()] == [SENT]
 
 
 def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once(tmp_path, twilio, webhook, caplog):
