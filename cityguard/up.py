@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from cityguard.arguments import ERROR_PREFIX
-from cityguard.start_checks import frames_by_reference, its_without_key, model_search, start_problems
+from cityguard.start_checks import frames_by_reference, its_without_key, model_search, start_problems, watches_nothing
 from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
@@ -389,6 +389,9 @@ def fetch_assets(config: Config) -> None:
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path, log_level: str,
            debug: bool) -> int:
+    empty = watches_nothing(config)
+    if empty:
+        print(f"warning: {empty}", flush=True)
     problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"
