@@ -37,7 +37,7 @@ from infra.broker import (
 )
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
-from infra.process import child_preexec, terminate
+from infra.process import child_preexec, exit_description, terminate
 from processors.inference.backends.registry import download_settings_model
 from schemas import (
     PERSON_CLASS_ID,
@@ -348,7 +348,7 @@ class Supervisor:
             return
         if restarts.due_at is None:
             delay = restarts.schedule(now)
-            print(f"{name} exited with code {process.returncode}{self.error_of(name)}; restarting it in {delay:g} s "
+            print(f"{name} {exit_description(process.returncode)}{self.error_of(name)}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)
         elif now >= restarts.due_at:
             if not start():

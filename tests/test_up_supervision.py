@@ -35,7 +35,22 @@ def test_a_producer_stopped_by_a_signal_is_restarted(capsys):
     supervisor.check(100.0)
     supervisor.check(101.0)
     assert started == ["produce"]
-    assert "produce exited with code 143; restarting it in 1 s" in capsys.readouterr().out
+    assert "produce stopped by SIGTERM (exit code 143); restarting it in 1 s" in capsys.readouterr().out
+
+
+def killed(signum: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", f"import os; os.kill(os.getpid(), {signum})"])
+    process.wait()
+    return process
+
+
+def test_a_stage_killed_by_a_signal_is_reported_by_the_signals_name(capsys):
+    supervisor = Supervisor({"export-metrics": killed(signal.SIGKILL), "analyze": killed(signal.SIGTERM)},
+                            start_stage=lambda stage: exited(0))
+    supervisor.check(100.0)
+    out = capsys.readouterr().out
+    assert "export-metrics killed by SIGKILL; restarting it in 1 s" in out, out
+    assert "analyze killed by SIGTERM; restarting it in 1 s" in out, out
 
 
 def test_a_restarted_stage_is_shown_with_the_error_its_log_ends_with(tmp_path, capsys):
