@@ -1,6 +1,7 @@
 """What `cityguard up` does with a stage that exits while it supervises: the producer stopped from outside is told
 apart from one whose sources ended, and neither goes unreported."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 import pytest
 
 from cityguard.up import Supervisor, metrics_line, metrics_ports, spawn, stage_environment
+from infra.kafka import create_topics
+from infra.process import terminate
 from tests.conftest import REPO, VTEST, pipeline_config
 
 
@@ -86,6 +89,25 @@ def test_the_producer_stopped_by_sigterm_exits_with_its_status_not_as_finished(t
             producer.kill()
     assert producer.returncode == 128 + signal.SIGTERM, rest
     assert "producer done" in rest  # it stopped cleanly all the same
+
+
+@pytest.mark.broker
+def test_the_analytics_stage_writes_no_terminal_control_bytes_into_its_log(tmp_path, kafka_bootstrap):
+    # faust ends its start by drawing on the terminal; the stage's stdout under `up` is its log file, read as text.
+    config, path = pipeline_config(tmp_path, "analyze-log", kafka_bootstrap)
+    create_topics(kafka_bootstrap, config.broker.topics.all(), config.broker.partitions)
+    worker = spawn("analyze", path, {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, tmp_path,
+                   "--metrics-port", "0")
+    log = tmp_path / "analyze.log"
+    try:
+        # Started: said in a line, or (drawn) in the bytes that follow "Worker ready".
+        while not re.search(rb"\[\^Worker\]: Ready|Worker ready\n[^\n]", log.read_bytes()):
+            assert worker.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.2)
+    finally:
+        terminate(worker)
+    written = log.read_bytes()
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", written), written[-500:]
 
 
 def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_path):
