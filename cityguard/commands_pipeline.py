@@ -109,7 +109,13 @@ def check_config(args, config) -> int:
     mounted later); streams, remote files and webcams are checked by the producer when it connects."""
     import sys
 
-    from cityguard.start_checks import its_without_key, model_class_names, passed_over_models, start_problems
+    from cityguard.start_checks import (
+        its_without_key,
+        model_class_names,
+        passed_over_models,
+        start_problems,
+        watches_nothing,
+    )
     from infra import assets
     from infra.redaction import redacted
     from producers.capture import source_kind
@@ -133,9 +139,9 @@ def check_config(args, config) -> int:
                 # A scheme mistyped (rtsp//viewer:pw@host) makes a URL read as a path: shown redacted all the same.
                 print(redacted(f"cityguard: warning: camera {camera.id}: source {path} is not a file or folder "
                                "on this machine"), file=sys.stderr)
-    unrenewable = its_without_key(config)
-    if unrenewable:
-        print(f"cityguard: warning: {unrenewable}", file=sys.stderr)
+    for warning in (watches_nothing(config), its_without_key(config)):
+        if warning:
+            print(f"cityguard: warning: {warning}", file=sys.stderr)
     for channel in config.alerting.channels:
         if isinstance(channel, WebhookChannelConfig) and channel.url and written_password(channel.url):
             print(f"cityguard: warning: alert channel {channel.id}: url holds a password in the configuration file: "

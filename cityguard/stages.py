@@ -14,6 +14,7 @@ from infra.broker import EmbeddedBroker
 from infra.kafka import broker_reachable, create_topics, make_consumer, make_producer, partition_counts
 from infra.listeners import http_url
 from infra.metrics_http import start_metrics_server
+from infra.process import exit_description
 from infra.redaction import redacted, shown
 from schemas.settings.config import Config, ConfigError
 
@@ -107,7 +108,7 @@ def run_broker(config: Config, port: int) -> None:
         stop = stop_on_signals()
         while not stop.wait(1):
             if broker.process.poll() is not None:
-                raise SystemExit(f"broker exited with code {broker.process.returncode}")
+                raise SystemExit(f"broker {exit_description(broker.process.returncode)}")
     finally:
         broker.stop()
 

@@ -78,6 +78,14 @@ def start_problems(config: Config) -> list[str]:
     return problems
 
 
+def watches_nothing(config: Config) -> str | None:
+    """Why the site reads no frames, where it has no cameras: not refused, as a site file may stand ready for cameras
+    to come, but said, as the pipeline then runs with nothing to watch."""
+    if config.cameras:
+        return None
+    return f"site {config.site!r} has no cameras (its cameras list is missing or empty): it watches nothing"
+
+
 def its_without_key(config: Config) -> str | None:
     """Why the site's ITS cameras will stop, where the ITS API key is not set: not refused, as each plays from the URL
     written in the site file until that expires (hours), but then it cannot be renewed."""

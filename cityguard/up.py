@@ -24,7 +24,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from cityguard.arguments import ERROR_PREFIX
-from cityguard.start_checks import frames_by_reference, its_without_key, model_search, start_problems
+from cityguard.start_checks import frames_by_reference, its_without_key, model_search, start_problems, watches_nothing
 from infra import assets
 from infra.backoff import backoff_delay
 from infra.broker import (
@@ -37,7 +37,7 @@ from infra.broker import (
 )
 from infra.kafka import create_topics, make_consumer, reset_positions_past_the_end
 from infra.listeners import http_url
-from infra.process import child_preexec, terminate
+from infra.process import child_preexec, exit_description, terminate
 from processors.inference.backends.registry import download_settings_model
 from schemas import (
     PERSON_CLASS_ID,
@@ -348,7 +348,7 @@ class Supervisor:
             return
         if restarts.due_at is None:
             delay = restarts.schedule(now)
-            print(f"{name} exited with code {process.returncode}{self.error_of(name)}; restarting it in {delay:g} s "
+            print(f"{name} {exit_description(process.returncode)}{self.error_of(name)}; restarting it in {delay:g} s "
                   f"(restart {restarts.count}, see its log)", flush=True)
         elif now >= restarts.due_at:
             if not start():
@@ -389,6 +389,9 @@ def fetch_assets(config: Config) -> None:
 
 def run_up(config: Config, config_path: Path, duration_s: float | None, log_dir: Path, log_level: str,
            debug: bool) -> int:
+    empty = watches_nothing(config)
+    if empty:
+        print(f"warning: {empty}", flush=True)
     problems = start_problems(config)  # what a stage would refuse to start with: refused here, before any starts
     if problems:
         raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more: cityguard check-config lists them)"

@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import Gauge
 
 from infra.kafka import create_topics
-from infra.process import child_preexec, terminate
+from infra.process import child_preexec, exit_description, terminate
 from schemas.settings.config import Config
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Po
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"broker exited with code {process.returncode} before accepting connections")
+            raise RuntimeError(f"broker {exit_description(process.returncode)} before accepting connections")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.1)

@@ -27,6 +27,24 @@ def start_child(command: list[str], **popen_kwargs) -> subprocess.Popen:
     return _STARTER.submit(subprocess.Popen, command, preexec_fn=child_preexec, **popen_kwargs).result()
 
 
+def exit_description(returncode: int) -> str:
+    """How a child process ended, as a message about it says it: "exited with code 1"; "killed by SIGKILL" for a
+    negative returncode; "stopped by SIGTERM (exit code 143)" for 128 plus a signal's number, the status a stage
+    stopped by that signal exits with (as a shell reports a process the signal killed)."""
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    if 128 < returncode < 128 + signal.NSIG:
+        return f"stopped by {signal_name(returncode - 128)} (exit code {returncode})"
+    return f"exited with code {returncode}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal, which has no name of its own
+        return f"signal {number}"
+
+
 def terminate(process: subprocess.Popen | None, timeout_s: float = 10) -> None:
     """SIGTERM, then SIGKILL if the process has not exited within timeout_s."""
     if process is None or process.poll() is not None:

@@ -36,9 +36,11 @@ RECOVERED_FROM = 0.2
 
 
 def reconnect_delay(attempt: int, base_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
-    """Exponential backoff for the attempt-th consecutive failure (1-based), randomised by +-jitter."""
+    """Exponential backoff for the attempt-th consecutive failure (1-based), randomised by +-jitter but never beyond
+    `max_s`, the longest wait the settings promise: at the cap it is randomised downwards only, as capping a wait
+    drawn above it would give most cameras that failed together the same wait again."""
     delay = backoff_delay(attempt, base_s, max_s)
-    return delay * (1 + jitter * rng.uniform(-1.0, 1.0))
+    return rng.uniform(delay * (1 - jitter), min(max_s, delay * (1 + jitter)))
 
 
 class FrameQualityMonitor:

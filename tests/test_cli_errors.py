@@ -438,6 +438,29 @@ def test_check_config_names_every_unset_variable_of_an_alert_channel_at_once(tmp
         "(the stage that needs it refuses to start here)"]
 
 
+@pytest.mark.parametrize("cameras", ["", "cameras: []\n"])
+def test_check_config_and_up_say_that_a_site_without_cameras_watches_nothing(tmp_path, monkeypatch, capsys, cameras):
+    from cityguard.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: lobby\n{cameras}")
+    assert main(["check-config", "--config", str(site)]) == 0  # a site file may stand ready for cameras to come
+    captured = capsys.readouterr()
+    assert captured.err == ("cityguard: warning: site 'lobby' has no cameras (its cameras list is missing or empty): "
+                            "it watches nothing\n")
+    assert captured.out == f"{site}: site 'lobby', 0 cameras, 0 zones: OK\n"
+
+    # up says so first; an alert channel without its variables stops it there, before anything starts.
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER"):
+        monkeypatch.delenv(name, raising=False)
+    site.write_text(f"site: lobby\n{cameras}alerting:\n  channels:\n    - {{kind: sms, id: text}}\n")
+    assert main(["up", "--config", str(site), "--duration", "1", "--log-dir", str(tmp_path / "logs")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ("warning: site 'lobby' has no cameras (its cameras list is missing or empty): it watches "
+                            "nothing\n")
+    assert captured.err.startswith("cityguard: error: alert channel text: environment variables ")
+
+
 def test_check_config_warns_of_a_webhook_url_with_a_password_in_the_configuration_file(tmp_path, capsys):
     from cityguard.cli import main
 

@@ -348,3 +348,23 @@ def test_a_sources_variables_are_read_from_the_environment_at_start(monkeypatch)
                                           r"set$"):
         source_with_variables("rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1", "camera a: source")
     assert source_with_variables("clips/$5 walk.mp4", "camera a: source") == "clips/$5 walk.mp4"
+
+
+def test_a_source_names_every_unset_variable_at_once(monkeypatch):
+    from schemas.settings.base import source_variable_values, source_with_variables
+
+    for name in ("GATE_CAMERA_USER", "GATE_CAMERA_PASSWORD", "GATE_CAMERA_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    source = "rtsp://${GATE_CAMERA_USER}:${GATE_CAMERA_PASSWORD}@${GATE_CAMERA_HOST}/${GATE_CAMERA_PASSWORD}"
+    for read in (source_with_variables, source_variable_values):
+        with pytest.raises(ConfigError, match=r"^camera gate: source: environment variables GATE_CAMERA_USER, "
+                                              r"GATE_CAMERA_PASSWORD and GATE_CAMERA_HOST are not set$"):
+            read(source, "camera gate: source")
+    monkeypatch.setenv("GATE_CAMERA_USER", "viewer")
+    monkeypatch.setenv("GATE_CAMERA_HOST", "10.0.0.5")
+    with pytest.raises(ConfigError, match=r"^camera gate: source: environment variable GATE_CAMERA_PASSWORD is not "
+                                          r"set$"):
+        source_with_variables(source, "camera gate: source")
+    monkeypatch.setenv("GATE_CAMERA_PASSWORD", "hunter2")
+    assert source_with_variables(source, "camera gate: source") == "rtsp://viewer:hunter2@10.0.0.5/hunter2"
+    assert source_variable_values(source, "camera gate: source") == ["viewer", "hunter2", "10.0.0.5"]

@@ -162,7 +162,7 @@ def run_up_until_status(path, tmp_path, env):
             if line.startswith("export-metrics restarted"):
                 break
             assert time.monotonic() < deadline + 30, "the killed stage was not restarted"
-        assert any(line.startswith("export-metrics exited with code -9; restarting it in 1 s") for line in output)
+        assert any(line.startswith("export-metrics killed by SIGKILL; restarting it in 1 s") for line in output)
         restarted = next(p for p in psutil.Process(up.pid).children() if "export-metrics" in p.cmdline())
         assert restarted.pid != sink.pid
         descendants = psutil.Process(up.pid).children(recursive=True)

@@ -1,6 +1,7 @@
 """What `cityguard up` does with a stage that exits while it supervises: the producer stopped from outside is told
 apart from one whose sources ended, and neither goes unreported."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 import pytest
 
 from cityguard.up import Supervisor, metrics_line, metrics_ports, spawn, stage_environment
+from infra.kafka import create_topics
+from infra.process import terminate
 from tests.conftest import REPO, VTEST, pipeline_config
 
 
@@ -35,7 +38,22 @@ def test_a_producer_stopped_by_a_signal_is_restarted(capsys):
     supervisor.check(100.0)
     supervisor.check(101.0)
     assert started == ["produce"]
-    assert "produce exited with code 143; restarting it in 1 s" in capsys.readouterr().out
+    assert "produce stopped by SIGTERM (exit code 143); restarting it in 1 s" in capsys.readouterr().out
+
+
+def killed(signum: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", f"import os; os.kill(os.getpid(), {signum})"])
+    process.wait()
+    return process
+
+
+def test_a_stage_killed_by_a_signal_is_reported_by_the_signals_name(capsys):
+    supervisor = Supervisor({"export-metrics": killed(signal.SIGKILL), "analyze": killed(signal.SIGTERM)},
+                            start_stage=lambda stage: exited(0))
+    supervisor.check(100.0)
+    out = capsys.readouterr().out
+    assert "export-metrics killed by SIGKILL; restarting it in 1 s" in out, out
+    assert "analyze killed by SIGTERM; restarting it in 1 s" in out, out
 
 
 def test_a_restarted_stage_is_shown_with_the_error_its_log_ends_with(tmp_path, capsys):
@@ -71,6 +89,25 @@ def test_the_producer_stopped_by_sigterm_exits_with_its_status_not_as_finished(t
             producer.kill()
     assert producer.returncode == 128 + signal.SIGTERM, rest
     assert "producer done" in rest  # it stopped cleanly all the same
+
+
+@pytest.mark.broker
+def test_the_analytics_stage_writes_no_terminal_control_bytes_into_its_log(tmp_path, kafka_bootstrap):
+    # faust ends its start by drawing on the terminal; the stage's stdout under `up` is its log file, read as text.
+    config, path = pipeline_config(tmp_path, "analyze-log", kafka_bootstrap)
+    create_topics(kafka_bootstrap, config.broker.topics.all(), config.broker.partitions)
+    worker = spawn("analyze", path, {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, tmp_path,
+                   "--metrics-port", "0")
+    log = tmp_path / "analyze.log"
+    try:
+        # Started: said in a line, or (drawn) in the bytes that follow "Worker ready".
+        while not re.search(rb"\[\^Worker\]: Ready|Worker ready\n[^\n]", log.read_bytes()):
+            assert worker.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.2)
+    finally:
+        terminate(worker)
+    written = log.read_bytes()
+    assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", written), written[-500:]
 
 
 def test_metrics_ports_left_to_the_system_are_fixed_before_the_stages_start(tmp_path):

@@ -32,6 +32,7 @@ from cityguard.bench import cpu_seconds, log_folder
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from infra.process import exit_description
 from processors.analytics.registry import analyzers_for
 from schemas import Detections, encode
 from schemas.calibration import fit_homography
@@ -236,7 +237,7 @@ def run_stage(config: Config, config_path: Path, messages: list[Detections], log
             if stamps and cpu_at_first is None:
                 cpu_at_first = cpu_seconds(process)
             if worker.poll() is not None:
-                raise RuntimeError(f"the analytics worker exited with code {worker.returncode}; see {log_dir}")
+                raise RuntimeError(f"the analytics worker {exit_description(worker.returncode)}; see {log_dir}")
         cpu_total = cpu_seconds(process)
         output.close()
         changelog = _topic_bytes(servers, f"{config.group_id('analytics')}-analyzer-state-changelog")

@@ -54,6 +54,7 @@ from cityguard.up import spawn, stop_children
 from infra import assets
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from infra.process import exit_description
 from schemas import Detections, Event, Frame, SchemaError, ZoneMetrics, decode, encode
 from schemas.settings.config import CameraConfig, Config, load_config
 
@@ -401,7 +402,7 @@ def run_pipeline(args, config: Config, config_path: Path, camera: CameraConfig, 
                 last_sample = time.monotonic()
             for stage, process in children.items():
                 if stage != "produce" and process.poll() is not None:
-                    raise StageFailed(f"stage {stage} exited with code {process.returncode}; "
+                    raise StageFailed(f"stage {stage} {exit_description(process.returncode)}; "
                                       f"see {args.log_dir / (stage + '.log')}")
 
         deadline = time.monotonic() + args.drain_timeout
@@ -425,7 +426,7 @@ def run_pipeline(args, config: Config, config_path: Path, camera: CameraConfig, 
                 continue
             if finished_at is None:
                 if producer.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-                    raise StageFailed(f"the producer exited with code {producer.returncode}; "
+                    raise StageFailed(f"the producer {exit_description(producer.returncode)}; "
                                       f"see {args.log_dir / 'produce.log'}")
                 finished_at = time.monotonic()
             drained = (observed.all_detected() and lag.caught_up(config.group_id("inference"))

@@ -32,6 +32,7 @@ from cityguard.bench.analytics import camera_id, crowd_frames, refuse_too_few_wi
 from cityguard.up import spawn, stop_children
 from infra.broker import EmbeddedBroker
 from infra.kafka import create_topics, make_consumer, make_producer
+from infra.process import exit_description
 from processors.inference.jpeg_header import jpeg_dimensions
 from schemas import Frame, encode
 from schemas.settings.config import Config, TopicNames, parse_config
@@ -166,7 +167,7 @@ def run_count(args, config: Config, workers: int, partitions: int, log_dir: Path
                 cpu_before = sum(_cpu_seconds(process) for process in processes)
             for name, child in children.items():
                 if child.poll() is not None:
-                    raise RuntimeError(f"worker {name} exited with code {child.returncode}; see {log_dir}")
+                    raise RuntimeError(f"worker {name} {exit_description(child.returncode)}; see {log_dir}")
         cpu = sum(_cpu_seconds(process) for process in processes) - (cpu_before or 0.0)
         output.close()
     finally:
@@ -197,7 +198,7 @@ def queue(servers: str, topic: str, records: list[tuple[str, bytes]], producers:
     for process in processes:
         process.join()
         if process.exitcode != 0:
-            raise RuntimeError(f"a producer process exited with code {process.exitcode}")
+            raise RuntimeError(f"a producer process {exit_description(process.exitcode)}")
 
 
 def send_all(servers: str, topic: str, records: list[tuple[str, bytes]]) -> None:

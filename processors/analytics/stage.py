@@ -568,4 +568,7 @@ def run_worker(config: Config, bootstrap_servers: str, loglevel: str = "warning"
     app = create_app(config, bootstrap_servers)
     # The command's own logging stays (its formatter redacts secrets); faust would replace it with its own.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    # Its terminal spinner ends the start with a backspace and a show-cursor escape whether or not stdout is a
+    # terminal, and stdout is the stage's log file; without it faust logs that it is ready instead.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -197,21 +197,31 @@ def verify_source_scheme(source: str) -> str:
 
 def source_with_variables(source: str, where: str) -> str:
     """The source with each `${NAME}` replaced by that environment variable, so that a camera's password stays out
-    of the configuration file (rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1); ConfigError naming the
-    variable, never a value, when it is unset."""
-    return SOURCE_VARIABLE.sub(lambda match: _source_variable(match.group(1), where), source)
+    of the configuration file (rtsp://viewer:${ALLEY_CAMERA_PASSWORD}@10.0.0.5/stream1); ConfigError naming every
+    variable that is unset, never a value."""
+    values = _source_variables(source, where)
+    return SOURCE_VARIABLE.sub(lambda match: values[match.group(1)], source)
 
 
 def source_variable_values(source: str, where: str) -> list[str]:
     """The values `source_with_variables` puts into the source: secrets, to be kept out of every log line."""
-    return [_source_variable(name, where) for name in SOURCE_VARIABLE.findall(source)]
+    return list(_source_variables(source, where).values())
 
 
-def _source_variable(name: str, where: str) -> str:
-    found = env_value(name, where)
-    if found is None:
-        raise ConfigError(f"{where}: environment variable {name} is not set")
-    return found
+def _source_variables(source: str, where: str) -> dict[str, str]:
+    names = list(dict.fromkeys(SOURCE_VARIABLE.findall(source)))
+    verify_env_set(names, where)
+    return {name: env_value(name, where) for name in names}
+
+
+def verify_env_set(names: list[str], where: str) -> None:
+    """Every variable a setting needs, those unset named in one error: named one at a time, each start would tell an
+    operator setting them of the next alone."""
+    unset = [name for name in names if env_value(name, where) is None]
+    if len(unset) == 1:
+        raise ConfigError(f"{where}: environment variable {unset[0]} is not set")
+    if unset:
+        raise ConfigError(f"{where}: environment variables {', '.join(unset[:-1])} and {unset[-1]} are not set")
 
 
 def env_value(name: str, where: str) -> str | None:

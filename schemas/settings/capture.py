@@ -55,7 +55,7 @@ class ProducerConfig(Frozen):
     reconnect_backoff_max_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait between attempts")
     reconnect_jitter: float = Field(
         default=0.2, ge=0, le=1, description="each wait is randomised by up to this fraction, so cameras that failed "
-        "together do not reconnect in lockstep")
+        "together do not reconnect in lockstep; never beyond reconnect_backoff_max_s")
     down_after_failures: int = Field(default=3, ge=1, le=1000,
                                      description="consecutive failed attempts before a reconnecting camera is down")
     open_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait to open a stream")

@@ -289,6 +289,15 @@ def test_backoff_grows_exponentially_to_the_cap_with_bounded_jitter():
     assert 1.6 <= min(jittered) < 1.9 and 2.1 < max(jittered) <= 2.4
 
 
+def test_jitter_never_takes_a_wait_beyond_the_longest_the_settings_allow():
+    rng = random.Random(1)
+    capped = [reconnect_delay(attempt, 0.5, 30, 0.2, rng) for attempt in range(7, 200)]
+    assert max(capped) <= 30 and min(capped) >= 24
+    assert len(set(capped)) == len(capped)  # still spread: cameras that failed together do not retry together
+    near_the_cap = [reconnect_delay(6, 0.5, 18, 0.2, rng) for _ in range(200)]  # 16 s, jittered 12.8 s to 19.2 s
+    assert 12.8 <= min(near_the_cap) < 14 and 17 < max(near_the_cap) <= 18
+
+
 def test_queue_drops_the_oldest_frames_when_full():
     queue = FrameQueue(3, threading.Event())
     dropped = [queue.put(bytes([index]), wait=False, stop=threading.Event()) for index in range(5)]
