@@ -101,7 +101,6 @@ class FrameQualityMonitor:
             return f"frozen: identical frames for {at - self._frozen_since:.0f} s"
         return None
 
-
     def is_black(self, thumbnail: np.ndarray, mean: float) -> bool:
         """Whether at least BLACK_SHARE of the thumbnail is darker than black_max_mean (counted only where the mean
         allows it, so a lit picture costs no more OpenCV calls)."""

@@ -219,7 +219,6 @@ def test_a_camera_delivering_a_few_per_cent_of_its_rate_is_degraded_until_it_del
     assert {status.state for at, status in back if at >= 1222} == {CameraState.UP}
 
 
-
 def test_a_camera_delivering_too_few_frames_stays_degraded_across_reconnections():
     """Its server closes the stream every 45 s (a stream limit, a proxy's timeout, an expiring token) and the camera
     reconnects at once: degraded all along, never up for a moment between connections."""
@@ -257,6 +256,7 @@ def test_a_camera_back_at_its_rate_after_an_outage_is_up(every_s_before, outage_
     health.connecting()
     back = statuses_while_delivering(health, clock, [clock.now + 0.2 * index for index in range(1, 301)])
     assert {status.state for _, status in back} == {CameraState.UP}
+
 
 @pytest.mark.parametrize("every_s, at_once, source_fps", [
     (2.5, 1, 0.4),  # a stream that declares 0.4 fps, configured at 5
