@@ -49,6 +49,8 @@ timed by the judging process alone, or by the monotonic clock of the host both r
 from __future__ import annotations
 
 import logging
+import math
+import os
 import queue
 import threading
 import time
@@ -69,6 +71,7 @@ from sinks.alerts.notice import Notice
 from sinks.alerts.redact import describe_error
 from sinks.alerts.routing import select_routes
 from sinks.alerts.store import (
+    BUSY_TIMEOUT_S,
     FAILED,
     NOTIFYING,
     RETRYING,
@@ -201,11 +204,15 @@ class WatchedClock:
 
 def host_monotonic_clock() -> str | None:
     """Which monotonic clock time.monotonic reads: on Linux the host's, shared by every process (and container) on
-    it until it reboots, named by the boot's id; None where that cannot be told."""
+    it until it reboots, named by the boot's id, the time namespace (a container restored from a checkpoint may have
+    its clock offset) and the wall time the clock started at, to the second (which tells apart machines cloned from one
+    snapshot); None where that cannot be told. Processes whose names differ never compare their clocks."""
     try:
-        return "boot:" + Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/time")
     except OSError:
         return None
+    return f"{boot}|{namespace}|{round(time.time() - time.monotonic())}"
 
 
 class ClaimWatch:
@@ -236,9 +243,12 @@ class ClaimWatch:
         with self.lock:
             known, since = self.known.get(row.id, (None, now))
             if known != row.claims:
-                made_here = (self.clock is not None and row.claim_clock == self.clock and row.claim_clock_s is not None
-                             and row.claim_clock_s <= now)
-                since = row.claim_clock_s if made_here else now
+                marked_here = (self.clock is not None and row.claim_clock == self.clock
+                               and row.claim_clock_of == row.claims and row.claim_clock_s is not None
+                               and math.isfinite(row.claim_clock_s))
+                # The claim's write may have waited for the store's lock after it was marked, and its try began after
+                # that: dated from the latest it can have been made.
+                since = min(row.claim_clock_s + BUSY_TIMEOUT_S, now) if marked_here else now
                 self.known[row.id] = (row.claims, since)
                 if now - since > limit_s:
                     return True
@@ -249,10 +259,10 @@ class ClaimWatch:
                 return False
             return now - since > limit_s
 
-    def know(self, row: DeliveryRow, mark: ClaimMark) -> None:
-        """A claim this process has just made, at `mark`: known from then."""
+    def know(self, row: DeliveryRow) -> None:
+        """A claim this process has just made: known from now."""
         with self.lock:
-            self.known[row.id] = (row.claims, mark.at_s)
+            self.known[row.id] = (row.claims, self.monotonic())
 
     def keep_only(self, rows: list[DeliveryRow]) -> None:
         """Forgets the deliveries other than `rows` (those no longer `sending`)."""
@@ -439,14 +449,15 @@ class AlertDispatcher:
     def attempt(self, row: DeliveryRow, channel: Channel, message: Message) -> str:
         """One try, under the claim `row` was read with; a retryable failure is scheduled for `retry_due` instead of
         waited for here."""
+        now = self.clock()
         mark = self.claim_watch.mark()
-        started = self.store.start_attempt(row, self.clock(), mark)
+        started = self.store.start_attempt(row, now, mark)
         if started is None:
             # Another dispatcher claimed the delivery since this one did (this one asked the provider for longer
             # than longest_try_s): the try is that dispatcher's, and a second one would send the message twice.
             log.debug("delivery %s: taken over by another dispatcher, which makes the try", row.key)
             return SENDING
-        self.claim_watch.know(started, mark)
+        self.claim_watch.know(started)
         number = started.attempt_count
         try:
             result = channel.send(message, row.body)
@@ -522,7 +533,7 @@ class AlertDispatcher:
         else:
             claimed = self.store.claim_sending(seen, now, mark)
         if claimed is not None:
-            self.claim_watch.know(claimed, mark)
+            self.claim_watch.know(claimed)
         return claimed
 
     def carry_on(self, seen: DeliveryRow, step: Callable[[DeliveryRow, Channel, Message], str]) -> None:

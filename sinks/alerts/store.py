@@ -157,6 +157,10 @@ class AlertRow(Base):
         return int(opened_again) if opened_again != self.alert_id and opened_again.isdecimal() else 0
 
 
+# SQLite's wait for another writer's lock: the longest a claim's write may wait after the claim was marked.
+BUSY_TIMEOUT_S = 10.0
+
+
 @dataclass(frozen=True)
 class ClaimMark:
     """When a claim was made on the claiming process's monotonic clock, and which clock that is: one every process of
@@ -165,11 +169,13 @@ class ClaimMark:
     clock: str | None
     at_s: float
 
-    def columns(self) -> dict[str, str | float | None]:
-        return {"claim_clock": self.clock, "claim_clock_s": self.at_s}
+    def columns(self, claim) -> dict:
+        """The row's columns for a claim, the claim's count (`claim`: a number or the column expression that makes
+        it) with them: a dispatcher of the version before raises the count without marking its claim."""
+        return {"claim_clock": self.clock, "claim_clock_s": self.at_s if self.clock else None, "claim_clock_of": claim}
 
 
-NO_MARK = ClaimMark(None, 0.0)
+NO_MARK = ClaimMark(None, 0.0)  # a claim no other process can date
 
 
 class DeliveryRow(Base):
@@ -183,7 +189,8 @@ class DeliveryRow(Base):
     instead. The count tells one claim from the next; how old a claim is no stored time says, since two hosts'
     clocks, or one stepped forward, disagree about it: a dispatcher times the claims it knows itself
     (dispatcher.ClaimWatch), and those made on its own host by the host's monotonic clock (`claim_clock`,
-    `claim_clock_s`: ClaimMark). A dispatcher of the version before judges by `claimed_at`, which is kept for it.
+    `claim_clock_s` of the claim counted `claim_clock_of`: ClaimMark). A dispatcher of the version before the count
+    judges by `claimed_at`, which is kept for it.
     """
 
     __tablename__ = "deliveries"
@@ -208,6 +215,7 @@ class DeliveryRow(Base):
     # The latest claim's time on the claiming host's monotonic clock, and which clock that is (ClaimMark).
     claim_clock: Mapped[str | None] = mapped_column(String(100))
     claim_clock_s: Mapped[float | None] = mapped_column(Float)
+    claim_clock_of: Mapped[int | None] = mapped_column(Integer)  # the count of the claim marked
     reconcile_first: Mapped[bool] = mapped_column(Boolean, default=False)  # the last try may have gone out
 
 
@@ -487,7 +495,7 @@ class IncidentStore:
     # -- deliveries ---------------------------------------------------------------------------------------------
 
     def begin_delivery(self, key: str, alert_ref: int, channel_id: str, contact_id: str | None, body: str,
-                       now: float, mark: ClaimMark = NO_MARK) -> tuple[DeliveryRow, bool]:
+                       now: float, mark: ClaimMark) -> tuple[DeliveryRow, bool]:
         """The delivery under this key: (row, True) when recorded now as sending, (existing row, False) otherwise.
         Looked up first: most calls find it (every tick notifies the unanswered alerts again), and a refused insert
         is an error in the database's own log."""
@@ -497,7 +505,7 @@ class IncidentStore:
             return existing, False
         row = DeliveryRow(key=key, alert_ref=alert_ref, channel_id=channel_id, contact_id=contact_id,
                           status=SENDING, body=body, started_at=now, claimed_at=now, claims=0, attempt_count=0,
-                          reconcile_first=False, **mark.columns())
+                          reconcile_first=False, **mark.columns(0))
         try:
             with self.sessions.begin() as session:
                 session.add(row)
@@ -506,14 +514,14 @@ class IncidentStore:
             with self.sessions() as session:
                 return session.scalar(select(DeliveryRow).where(DeliveryRow.key == key)), False
 
-    def start_attempt(self, claimed: DeliveryRow, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
+    def start_attempt(self, claimed: DeliveryRow, now: float, mark: ClaimMark) -> DeliveryRow | None:
         """Marks the delivery `sending` and counts the try, committed before the request goes out; None, counting
         nothing, when a dispatcher claimed it since it was read as `claimed`: the try is that dispatcher's to make."""
         with self.sessions.begin() as session:
             started = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == claimed.id, DeliveryRow.claims == claimed.claims,
             ).values(status=SENDING, next_attempt_at=None, tried_at=now, claimed_at=now, claims=DeliveryRow.claims + 1,
-                     attempt_count=DeliveryRow.attempt_count + 1, **mark.columns()))
+                     attempt_count=DeliveryRow.attempt_count + 1, **mark.columns(DeliveryRow.claims + 1)))
             return session.get(DeliveryRow, claimed.id) if started.rowcount == 1 else None
 
     def schedule_retry(self, delivery_id: int, next_attempt_at: float, reconcile_first: bool) -> None:
@@ -526,23 +534,23 @@ class IncidentStore:
             return list(session.scalars(select(DeliveryRow).where(
                 DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now).order_by(DeliveryRow.id)))
 
-    def claim_retry(self, delivery_id: int, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
+    def claim_retry(self, delivery_id: int, now: float, mark: ClaimMark) -> DeliveryRow | None:
         """Takes a due retry for this process by marking it `sending`; None when another dispatcher on the same
         store took it first."""
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == delivery_id, DeliveryRow.status == RETRYING, DeliveryRow.next_attempt_at <= now,
             ).values(status=SENDING, next_attempt_at=None, claimed_at=now, claims=DeliveryRow.claims + 1,
-                     **mark.columns()))
+                     **mark.columns(DeliveryRow.claims + 1)))
             return session.get(DeliveryRow, delivery_id) if claimed.rowcount == 1 else None
 
-    def claim_sending(self, seen: DeliveryRow, now: float, mark: ClaimMark = NO_MARK) -> DeliveryRow | None:
+    def claim_sending(self, seen: DeliveryRow, now: float, mark: ClaimMark) -> DeliveryRow | None:
         """Takes a `sending` delivery for this process's try; None when a dispatcher claimed it since it was read as
         `seen`."""
         with self.sessions.begin() as session:
             claimed = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == seen.id, DeliveryRow.status == SENDING, DeliveryRow.claims == seen.claims,
-            ).values(claimed_at=now, claims=DeliveryRow.claims + 1, **mark.columns()))
+            ).values(claimed_at=now, claims=DeliveryRow.claims + 1, **mark.columns(DeliveryRow.claims + 1)))
             return session.get(DeliveryRow, seen.id) if claimed.rowcount == 1 else None
 
     def last_try_at(self, delivery_id: int) -> float:
@@ -750,7 +758,7 @@ def _added_column_definition(column: Column, dialect: Dialect) -> str:
 
 def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000:.0f}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()

@@ -80,11 +80,12 @@ class Harness:
 
 
 def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = None,
-                    tries: DeliveryTries | None = None, host: Clock | None = None) -> Harness:
+                    tries: DeliveryTries | None = None, host: Clock | None = None,
+                    host_name: str = "host") -> Harness:
     """A dispatcher whose alerts are published to `harness.published`, or by `publish`; its tries run in the caller
     unless `tries` says otherwise, so a test sees each one's outcome as the call that made it returns. `host`: a
-    monotonic clock other dispatchers of the test read too, as processes on one host read its clock (by default each
-    has its own)."""
+    monotonic clock other dispatchers of the test read too, as processes on one host read its clock, named
+    `host_name` (by default each has its own, which no other reads)."""
     store = IncidentStore(config.alerting.store_url)
     clock = Clock()
     harness = Harness(None, store, clock) if host is None else Harness(None, store, clock, host)
@@ -92,7 +93,8 @@ def make_dispatcher(config: Config, publish: Callable[[Alert], None] | None = No
                                          build_channels(config.alerting.channels, config.resolve_path),
                                          publish or harness.published.append, clock=clock,
                                          tries=DeliveryTries(0) if tries is None else tries,
-                                         monotonic=harness.monotonic, monotonic_clock=None if host is None else "host")
+                                         monotonic=harness.monotonic,
+                                         monotonic_clock=None if host is None else host_name)
     return harness
 
 
@@ -112,5 +114,5 @@ def left_sending_by_a_crash(harness: Harness) -> tuple[Notice, Message, str]:
     key = "plaza/north/risk-1:critical|sms|duty"
     message = Message(to_message(alert), alert.id, "test", dispatcher.contacts["duty"], key)
     body = dispatcher.channels["sms"].render(message)
-    harness.store.begin_delivery(key, alert.id, "sms", "duty", body, harness.clock())
+    harness.store.begin_delivery(key, alert.id, "sms", "duty", body, harness.clock(), dispatcher.claim_watch.mark())
     return notice, message, body

@@ -392,7 +392,8 @@ def test_a_delivery_left_sending_by_a_crash_during_its_try_waits_for_the_listing
                                                                                                      twilio):
     _, _, body = left_sending_by_a_crash(harness)
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row, harness.clock())  # the try began; its request may or may not have gone
+    # The try began; its request may or may not have gone.
+    harness.store.start_attempt(row, harness.clock(), harness.dispatcher.claim_watch.mark())
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()
     assert twilio.messages == []  # not listed, but the listing may lag: wait rather than risk a second SMS
@@ -408,7 +409,7 @@ def crashed_after_twilio_took_it_then_paged(harness, others: int) -> DeliveryRow
     delivery left `sending`, as read before it is resumed."""
     _, message, body = left_sending_by_a_crash(harness)
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row, harness.clock())
+    harness.store.start_attempt(row, harness.clock(), harness.dispatcher.claim_watch.mark())
     assert harness.dispatcher.channels["sms"].send(message, body).delivered
     for number in range(others):
         harness.dispatcher.handle(notice_from_event(danger_event(f"plaza/z{number}/risk-1", zone=f"z{number}")))
@@ -438,7 +439,7 @@ def test_a_send_listed_late_and_with_twilios_trial_prefix_is_found_not_repeated(
     notice, message, body = left_sending_by_a_crash(harness)
     assert delivery_tag(message.key) in body
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row, harness.clock())
+    harness.store.start_attempt(row, harness.clock(), harness.dispatcher.claim_watch.mark())
     harness.dispatcher.channels["sms"].send(message, body)  # the try that went out before the crash
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()  # Twilio does not list it yet

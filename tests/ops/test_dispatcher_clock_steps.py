@@ -92,7 +92,7 @@ def test_an_sms_sent_before_a_crash_is_found_not_sent_again_after_the_clock_was_
     harness.dispatcher.tick()
     _, message, body = left_sending_by_a_crash(harness)
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row, harness.clock())
+    harness.store.start_attempt(row, harness.clock(), harness.dispatcher.claim_watch.mark())
     assert harness.dispatcher.channels["sms"].send(message, body).delivered  # then the process died
     restarted = make_dispatcher(config)  # on a host whose clock NTP set right meanwhile
     restarted.let_every_try_end()

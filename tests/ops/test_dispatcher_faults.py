@@ -16,19 +16,20 @@ from schemas import Alert, DeadLetter, Event, EventState, decode, encode
 from schemas.base import ID_MAX_CHARS
 from schemas.settings.alerting import ReceiverConfig
 from schemas.settings.base import ConfigError
-from schemas.settings.config import TopicNames
+from schemas.settings.config import Config, TopicNames
 from sinks.alerts.channels import Message
 from sinks.alerts.dispatcher import longest_try_s, to_message
 from sinks.alerts.notice import MESSAGE_MAX_CHARS, TITLE_MAX_CHARS, notice_from_event, notices_from_alertmanager
 from sinks.alerts.redact import redact
 from sinks.alerts.service import PAUSE_INITIAL_S, AlertmanagerReceiver, DispatcherService, PendingNotices
-from sinks.alerts.store import FAILED, RETRYING, SENDING, SENT, IncidentStore
+from sinks.alerts.store import BUSY_TIMEOUT_S, FAILED, RETRYING, SENDING, SENT, IncidentStore
 from tests.ops.fakes import Scripted
 from tests.ops.helpers import (
     AUTH_TOKEN,
     CHIEF_PHONE,
     DUTY_PHONE,
     Clock,
+    Harness,
     alerting_section,
     danger_event,
     left_sending_by_a_crash,
@@ -389,7 +390,8 @@ def test_a_pending_sms_whose_listing_cannot_be_read_is_sent_again_and_falls_back
     twilio.listing_error = listing
     left_sending_by_a_crash(harness)
     [row] = harness.store.deliveries()
-    harness.store.start_attempt(row, harness.clock())  # the crash cut this try short: it may have gone out
+    # The crash cut this try short: it may have gone out.
+    harness.store.start_attempt(row, harness.clock(), harness.dispatcher.claim_watch.mark())
     harness.let_every_try_end()
     harness.dispatcher.resume_pending()
     assert [d.status for d in harness.store.deliveries()] == [RETRYING]
@@ -461,27 +463,52 @@ def test_a_restarted_dispatcher_says_which_leftover_it_waits_on_and_for_how_long
     assert twilio.posts() == 0
 
 
-def test_a_dispatcher_restarted_on_the_same_host_resumes_a_crashs_leftover_once_its_try_must_have_ended(
-        tmp_path, twilio, webhook):
-    """The try cut short by the crash is older than a try lasts by the host's clock, which a restart does not set
-    back: the restarted dispatcher resumes it at once, where it waited a try's length again (and again at each
-    restart of a crash loop, holding a critical SMS back). Restarted on another host, it still waits."""
-    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
-    host = Clock(0.0)
+def crashed_mid_try_on(host: Clock, config: Config) -> tuple[Harness, str, float]:
+    """A dispatcher on `host` that began a try of an SMS and died: (its harness, the SMS body, how long after the try
+    began no try of it can be under way, by the host's clock)."""
     crashed = make_dispatcher(config, host=host)
     _, _, body = left_sending_by_a_crash(crashed)
     [row] = crashed.store.deliveries()
-    crashed.store.start_attempt(row, crashed.clock(), crashed.dispatcher.claim_watch.mark())  # then the crash
-    host.now += longest_try_s(crashed.dispatcher.channels["sms"].retry) + 1
-    elsewhere = make_dispatcher(config)
-    elsewhere.clock.now = crashed.clock.now + 30  # the channel's listing_lag_s
-    elsewhere.dispatcher.resume_pending()
-    assert twilio.posts() == 0
+    crashed.store.start_attempt(row, crashed.clock(), crashed.dispatcher.claim_watch.mark())
+    return crashed, body, longest_try_s(crashed.dispatcher.channels["sms"].retry) + BUSY_TIMEOUT_S
+
+
+def test_a_dispatcher_restarted_on_the_same_host_resumes_a_crashs_leftover_once_its_try_must_have_ended(
+        tmp_path, twilio, webhook):
+    """The try cut short by the crash is older than a try lasts (and its claim's write may have waited) by the host's
+    clock, which a restart does not set back: the restarted dispatcher resumes it at once, where it waited a try's
+    length again, and again at each restart of a crash loop, holding a critical SMS back."""
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    host = Clock(0.0)
+    crashed, body, ended_s = crashed_mid_try_on(host, config)
+    host.now += ended_s + 1
     restarted = make_dispatcher(config, host=host)
-    restarted.clock.now = crashed.clock.now + 30
+    restarted.clock.now = crashed.clock.now + 30  # the channel's listing_lag_s
     restarted.dispatcher.resume_pending()
     assert [message["body"] for message in twilio.messages] == [body]
     assert [d.status for d in restarted.store.deliveries()] == [SENT]
+
+
+@pytest.mark.parametrize("case", ["try still under way", "another host", "claimed since by the version before"])
+def test_a_claim_a_dispatcher_cannot_date_by_its_own_clock_waits_a_try_from_when_it_is_read(tmp_path, twilio, webhook,
+                                                                                            case):
+    """A try still under way on the same host; an old claim made on another host (whose clock means nothing here);
+    a claim marked on this host and claimed again since by a dispatcher that marks no claims (its mark is the one
+    before): none is taken for a crash's leftover until a try's length after it is first read."""
+    config = make_config(tmp_path, alerting_section(twilio.url, webhook.url, f"sqlite:///{tmp_path}/incidents.db"))
+    host = Clock(0.0)
+    crashed, body, ended_s = crashed_mid_try_on(host, config)
+    host.now += ended_s - 1 if case == "try still under way" else ended_s + 1
+    if case == "claimed since by the version before":
+        with sqlite3.connect(tmp_path / "incidents.db") as database:
+            database.execute("UPDATE deliveries SET claims = claims + 1")
+    other = make_dispatcher(config, host=host, host_name="other host" if case == "another host" else "host")
+    other.clock.now = crashed.clock.now + 30  # the channel's listing_lag_s
+    other.dispatcher.resume_pending()
+    assert twilio.posts() == 0
+    host.now += ended_s + 1
+    other.dispatcher.resume_pending()
+    assert [message["body"] for message in twilio.messages] == [body]
 
 
 def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once(tmp_path, twilio, webhook, caplog):
@@ -489,7 +516,8 @@ def test_a_leftover_taken_over_while_its_first_claimant_asks_twilio_is_sent_once
     first, second = (make_dispatcher(make_config(tmp_path, section)) for _ in range(2))
     left_sending_by_a_crash(first)
     [row] = first.store.deliveries()
-    first.store.start_attempt(row, first.clock())  # the crash cut this try short, before its request went out
+    # The crash cut this try short, before its request went out.
+    first.store.start_attempt(row, first.clock(), first.dispatcher.claim_watch.mark())
     first.clock.now += 30  # the channel's listing_lag_s: a listing without the SMS now means it did not go out
     first.let_every_try_end()
     hold = twilio.hold_next_listing = threading.Event()
@@ -555,8 +583,9 @@ def test_a_delivery_left_sending_is_taken_over_by_one_dispatcher(harness):
     left_sending_by_a_crash(harness)
     [left] = harness.store.deliveries()
     harness.let_every_try_end()
-    assert harness.store.claim_sending(left, harness.clock()) is not None
-    assert harness.store.claim_sending(left, harness.clock()) is None  # a second dispatcher that read it too
+    assert harness.store.claim_sending(left, harness.clock(), harness.dispatcher.claim_watch.mark()) is not None
+    # A second dispatcher that read it too:
+    assert harness.store.claim_sending(left, harness.clock(), harness.dispatcher.claim_watch.mark()) is None
 
 
 def test_an_escalation_is_moved_on_once_and_not_after_an_acknowledgement(harness):
@@ -625,7 +654,7 @@ def test_a_retry_cut_short_by_a_crash_waits_the_listing_lag_from_that_try(tmp_pa
     # 20 s later the retry goes out, and the process dies before the answer is recorded.
     [row] = before.store.deliveries()
     retried_at = before.clock() + 20
-    before.store.start_attempt(row, retried_at)
+    before.store.start_attempt(row, retried_at, before.dispatcher.claim_watch.mark())
     message = Message(to_message(alert), alert.id, "test", before.dispatcher.contacts["duty"], row.key)
     assert before.dispatcher.channels["sms"].send(message, row.body).delivered
     restarted = make_dispatcher(config)
