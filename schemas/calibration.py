@@ -177,9 +177,24 @@ def _collinear_triples(points: np.ndarray, tolerance: float) -> list[tuple[int, 
     return triples
 
 
+# Ground points all closer than this are no metres of a scene (a camera's calibration spans metres at least), and
+# from 1 to 180 away from zero they read as degrees: 0.05 degrees is 5.5 km.
+MAX_DEGREES_SPREAD = 0.05
+
+
 def degeneracy_problems(image_points: Sequence[Point], ground_points: Sequence[Point]) -> list[CalibrationProblem]:
-    """Point sets a homography cannot be (reliably) fitted from: too few, repeated, collinear, or bunched up."""
+    """Point sets a homography cannot be (reliably) fitted from: too few, repeated, collinear, or bunched up; and
+    ground points in degrees rather than metres."""
     problems: list[CalibrationProblem] = []
+    ground = np.asarray(ground_points, dtype=float).reshape(-1, 2)
+    # Points copied from a map: they fit a homography as well as metres do, and make every zone a speck.
+    if len(ground) and np.ptp(ground, axis=0).max() < MAX_DEGREES_SPREAD and 1 <= np.abs(ground).max() <= 180:
+        x, y = ground[0]
+        problems.append(CalibrationProblem(
+            f"ground_points lie within {MAX_DEGREES_SPREAD:g} of each other, from ({x:g}, {y:g}): longitude and "
+            "latitude in degrees? Give metres on the ground (metres east = degrees of longitude x 111,320 x "
+            "cos(latitude), metres north = degrees of latitude x 110,540, from any one point)", fatal=True))
+        return problems
     for name, points in (("image", np.asarray(image_points, dtype=float)),
                          ("ground", np.asarray(ground_points, dtype=float))):
         points = points.reshape(-1, 2)

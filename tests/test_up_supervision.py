@@ -96,13 +96,14 @@ def test_the_analytics_stage_writes_no_terminal_control_bytes_into_its_log(tmp_p
     # faust ends its start by drawing on the terminal; the stage's stdout under `up` is its log file, read as text.
     config, path = pipeline_config(tmp_path, "analyze-log", kafka_bootstrap)
     create_topics(kafka_bootstrap, config.broker.topics.all(), config.broker.partitions)
-    worker = spawn("analyze", path, {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, tmp_path,
-                   "--metrics-port", "0")
+    worker = spawn("analyze", path, {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                     "CITYGUARD_LOG_LEVEL": "INFO"}, tmp_path, "--metrics-port", "0")
     log = tmp_path / "analyze.log"
+    deadline = time.monotonic() + 120  # a stage that never says it started fails here, not at the suite's timeout
     try:
         # Started: said in a line, or (drawn) in the bytes that follow "Worker ready".
         while not re.search(rb"\[\^Worker\]: Ready|Worker ready\n[^\n]", log.read_bytes()):
-            assert worker.poll() is None, log.read_text(errors="replace")
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
             time.sleep(0.2)
     finally:
         terminate(worker)

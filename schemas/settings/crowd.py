@@ -47,11 +47,6 @@ class ZoneConfig(Frozen):
         return self
 
 
-# Ground points all closer than this are no metres of a scene (a camera's calibration spans metres at least), and
-# from 1 to 180 away from zero they read as degrees: 0.05 degrees is 5.5 km.
-MAX_DEGREES_SPREAD = 0.05
-
-
 class CalibrationConfig(Frozen):
     """Image-to-ground calibration of one camera: a homography from >= 4 image points to ground points in metres.
 
@@ -72,14 +67,6 @@ class CalibrationConfig(Frozen):
     def verify_point_pairs(self) -> CalibrationConfig:
         if len(self.image_points) != len(self.ground_points):
             raise ValueError(f"{len(self.image_points)} image points but {len(self.ground_points)} ground points")
-        ground = np.asarray(self.ground_points, dtype=float)
-        # Points copied from a map: they fit a homography as well as metres do, and make every zone a speck.
-        if np.ptp(ground, axis=0).max() < MAX_DEGREES_SPREAD and 1 <= np.abs(ground).max() <= 180:
-            x, y = ground[0]
-            raise ValueError(f"ground_points lie within {MAX_DEGREES_SPREAD:g} of each other, from ({x:g}, {y:g}): "
-                             "longitude and latitude in degrees? Give metres on the ground (metres east = degrees "
-                             "of longitude x 111,320 x cos(latitude), metres north = degrees of latitude x 110,540, "
-                             "from any one point)")
         fatal = [problem for problem in degeneracy_problems(self.image_points, self.ground_points) if problem.fatal]
         if fatal:
             raise ValueError("; ".join(problem.message for problem in fatal))

@@ -49,3 +49,15 @@ def test_pairs_no_homography_fits_or_that_miss_the_limit_end_in_one_line_and_wri
     assert main(["calibrate", "--config", str(path), "--camera", "alley", *crossed, "--write"]) == 2
     error = capsys.readouterr().err
     assert "puts pair 1, 2 past its horizon" in error and error.count("\n") == 1 and path.read_text() == SITE
+
+
+def test_pairs_in_degrees_of_longitude_and_latitude_are_refused_in_one_line_without_writing(tmp_path, capsys):
+    """Without --write too: the matrix they fit exactly would make every zone a speck."""
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE)
+    pairs = ["--pair", "340,650=126.978,37.5665", "--pair", "940,650=126.97804,37.5665", "--pair",
+             "700,130=126.97804,37.56686", "--pair", "580,130=126.978,37.56686"]
+    for write in ([], ["--write"]):
+        assert main(["calibrate", "--config", str(path), "--camera", "alley", *pairs, *write]) == 2
+        error = capsys.readouterr().err
+        assert "longitude and latitude in degrees?" in error and error.count("\n") == 1 and path.read_text() == SITE

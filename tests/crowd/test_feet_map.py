@@ -110,16 +110,17 @@ def test_from_about_head_height_the_heads_do_not_tell_where_the_feet_are_and_map
 def test_a_calibrated_camera_at_about_head_height_keeps_its_maps_at_the_heads_where_they_tell_the_feet_badly():
     """The same holds for a calibrated camera 1.8 m up, in the rows below its horizon where a head lies less than half a
     row lower for feet a row lower: a head seen at row 292 went to feet at row 580, which an error of a few rows in the
-    head's place would put anywhere from there to the picture's bottom. A camera on a 6 m pole over the same ground
-    moves it, three cells down."""
+    head's place would put anywhere from there to the picture's bottom; a head at row 484, whose feet the search sent
+    below the picture, stays too. A camera on a 6 m pole over the same ground moves the first three cells down and the
+    second eleven."""
     ground = np.array([[-4, 4, 0], [4, 4, 0], [4, 40, 0], [-4, 40, 0]], dtype=float)
-    density = np.zeros((90, 160), dtype=np.float32)
-    density[36, 80] = 1.0
-    for height_m, feet_row in ((1.8, 36), (6.0, 39)):
+    for head_row, height_m, feet_row in ((36, 1.8, 36), (60, 1.8, 60), (36, 6.0, 39), (60, 6.0, 71)):
+        density = np.zeros((90, 160), dtype=np.float32)
+        density[head_row, 80] = 1.0
         project = pinhole(height_m, 8)
         homography = fit_homography(project(ground).tolist(), ground[:, :2].tolist())
         moved = FeetMap(calibrated_head_height(homography)).moved(density, (1280, 720))
-        assert np.argwhere(moved).tolist() == [[feet_row, 80]], height_m
+        assert np.argwhere(moved).tolist() == [[feet_row, 80]], (head_row, height_m)
 
 
 def uncalibrated_alley_metrics(frames: int, learnt_first: bool):

@@ -103,7 +103,10 @@ class FeetMap:
         for _ in range(SETTLE_STEPS):
             feet[:, 1] += heads[:, 1] - (feet[:, 1] - self.head_height_px(feet))
         feet_row = np.clip((feet[:, 1] * rows / height).astype(int), 0, rows - 1)
-        head_slope = self.head_height_px(feet + (0.0, 1.0)) - self.head_height_px(feet)
+        # Judged where the feet are seen: below the picture the search has not settled where it is ill told, and a
+        # calibration's standing height bends there (the view's depression read beyond the calibrated ground).
+        seen = np.column_stack((feet[:, 0], np.minimum(feet[:, 1], height - 1.0)))
+        head_slope = self.head_height_px(seen + (0.0, 1.0)) - self.head_height_px(seen)
         return np.where(head_slope <= MAX_HEAD_SLOPE, feet_row, row.ravel()) * columns + column.ravel()
 
 
