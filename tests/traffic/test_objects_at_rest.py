@@ -709,6 +709,19 @@ def test_a_wrong_way_driver_hidden_for_a_moment_is_one_event(hidden_s):
     assert events[1].ended_at - T0 > 10
 
 
+def test_a_wrong_way_driver_the_tracker_gives_a_new_id_is_one_event():
+    """The same car, found again under a new id a frame after the tracker lost it (6 s): the new track goes on with the
+    old one's motion, and its wrong-way event with it, instead of a second event for the one driver."""
+    frames = []
+    for seq in range(int(20 / STEP)):
+        t, x = seq * STEP, 1250 - 100 * seq * STEP
+        track_id = 9 if t < 6.0 else 10
+        frames.append(frame(seq, [(track_id, "car", (x - 40, 390.0, x + 40, 430.0))] if x > 40 and t != 6.0 else []))
+    events = [e for e in run(frames) if e.type == "wrong_way"]
+    assert [e.state.value for e in events if e.state.value != "updated"] == ["opened", "resolved"]
+    assert events[-1].track_ids == [9, 10]
+
+
 @pytest.mark.parametrize("hidden_s", [2.2, 3.0])
 def test_a_person_crossing_the_roadway_hidden_for_a_moment_is_one_event(hidden_s):
     """A person jaywalks north across both lanes at 15 px/s, hidden behind a bus for `hidden_s` from 8 s and found

@@ -205,6 +205,17 @@ class TrafficAnalyzer:
         state.last_time = now
         return output
 
+    def _hand_on_incidents(self, lost_id: int, track_id: int) -> None:
+        """The open incidents about a lost vehicle's own behaviour (keyed by its track: a wrong-way driver) go on under
+        the new track that found it again: its condition, raised again under the new id, continues the same event
+        instead of opening a second one for the one driver."""
+        suffix = f":{lost_id}"
+        for key in [key for key, incident in self.state.incidents.items()
+                    if incident.track_bound and key.endswith(suffix)]:
+            incident = self.state.incidents.pop(key)
+            incident.key = f"{key[:-len(suffix)]}:{track_id}"
+            self.state.incidents[incident.key] = incident
+
     def _settling(self, at: float | None) -> bool:
         """Whether the camera's view was still settling at time `at`, after it last moved."""
         moved_at = self.state.view_moved_at
@@ -307,6 +318,7 @@ class TrafficAnalyzer:
                     for obj in self.state.static_objects:  # and its incident at rest, if it had one
                         if found.track_id in obj.track_ids:
                             obj.track_ids.append(track_id)
+                    self._hand_on_incidents(found.track_id, track_id)
                     # and its sides of the counting lines, so a crossing between its last box and this one counts,
                     # once: the old track has none left to count when it is forgotten.
                     track.lines, found.lines = found.lines, {}
