@@ -78,6 +78,17 @@ def printable(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def zone_count(metrics: ZoneMetrics) -> str:
+    """A zone window's count as the status line says it. An unreliable count is no measure of the crowd (a frozen
+    picture counts no one; without a fresh density map the detector's count is only a floor): printed as a density,
+    beside a level held or proved some other way, it would read as a calm zone at danger."""
+    if metrics.count_reliable:
+        return f"{metrics.people_mean:.1f} people, {metrics.density_mean_per_m2:.3f} p/m²"
+    if not metrics.people_mean:
+        return "count unreliable"
+    return f"at least {metrics.people_mean:.1f} people (count unreliable)"
+
+
 @dataclass
 class CameraStatusLine:
     """What the live status line shows for one camera, from the detections, zone-metrics and camera-status topics."""
@@ -128,8 +139,7 @@ class CameraStatusLine:
         parts = []
         if fresh:
             worst = max(fresh, key=lambda m: (m.risk_level.rank, m.density_mean_per_m2))
-            parts.append(f"zone {worst.zone_id}: {worst.people_mean:.1f} people, "
-                         f"{worst.density_mean_per_m2:.3f} p/m², risk {worst.risk_level.value}")
+            parts.append(f"zone {worst.zone_id}: {zone_count(worst)}, risk {worst.risk_level.value}")
         if stale:
             oldest = min(stale, key=lambda m: m.window_end)
             parts.append(f"zone {oldest.zone_id}: no window for {now - oldest.window_end:.0f} s, risk unknown")

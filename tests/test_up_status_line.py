@@ -25,6 +25,18 @@ def test_a_zone_whose_windows_stopped_reads_unknown_not_its_last_level():
         "zone walkway: no window for 45 s, risk unknown")
 
 
+def test_an_unreliable_count_is_not_printed_as_the_zones_crowd():
+    """A frozen picture counts no one, and the zone holds danger through it: "0.0 people, 0.000 p/m², risk danger" read
+    as a calm zone. Without a fresh density map the detector's count is a floor."""
+    frozen = window(1000.0).model_copy(update={"people_mean": 0.0, "density_mean_per_m2": 0.0, "count_reliable": False,
+                                               "risk_level": RiskLevel.DANGER})
+    assert CameraStatusLine(zones={"walkway": frozen}).render("campus", 1005.0, stale_after_s=30).endswith(
+        "zone walkway: count unreliable, risk danger")
+    floor = window(1000.0).model_copy(update={"count_reliable": False, "risk_level": RiskLevel.UNKNOWN})
+    assert CameraStatusLine(zones={"walkway": floor}).render("campus", 1005.0, stale_after_s=30).endswith(
+        "zone walkway: at least 6.8 people (count unreliable), risk unknown")
+
+
 def test_a_camera_without_zones_says_so():
     assert CameraStatusLine().render("gate", 0.0, stale_after_s=30, zoned=False).endswith("| no zones")
     assert CameraStatusLine().render("campus", 0.0, stale_after_s=30).endswith("zones: waiting for the first window")

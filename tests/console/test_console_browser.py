@@ -168,9 +168,9 @@ class Site:
 
     def zone_window(self, level: RiskLevel, density: float, end: float, forecast: bool = False,
                     camera_id: str = "plaza", zone_id: str = "square", area_m2: float = 40,
-                    seconds: float = 2, danger_in_s: float | None = 240.0) -> None:
+                    seconds: float = 2, danger_in_s: float | None = 240.0, reliable: bool = True) -> None:
         """forecast: with a forecast, a line that reaches danger (5 p/m²) in `danger_in_s` (None: not within its
-        horizon), as the analytics draw it."""
+        horizon), as the analytics draw it; reliable: the window's count_reliable."""
         rise = (RiskThresholds().danger - density) / danger_in_s if danger_in_s else 0.0
         points = [DensityForecast(horizon_s=h, density_per_m2=density + rise * h, lower_per_m2=density + rise * h / 2,
                                   upper_per_m2=density + rise * h * 1.5 + 0.1) for h in (60, 180, 300)] \
@@ -181,6 +181,7 @@ class Site:
             density_mean_per_m2=density, density_max_per_m2=density * 1.1, risk_level=level,
             risk_reason=f"density {density:.2f} p/m²" + (", danger expected in 4 min" if forecast else ""),
             last_seq=self.seq, inflow=12, outflow=7, net_accumulation_per_minute=150.0, forecast=points,
+            count_reliable=reliable,
             seconds_to_threshold={"danger": danger_in_s} if forecast and danger_in_s is not None else {},
             rise_over_s=300.0 if forecast else None))
 
@@ -359,6 +360,21 @@ def test_a_danger_window_turns_its_zone_red(site, page):
     site.zone_window(RiskLevel.DANGER, 5.4, time.time() + 2)
     page.wait_for_selector(".zone-row[data-zone=square][data-level=danger]", timeout=15_000)
     wait_for_pixel(page, "canvas.view", inside, "r > g + 40 && r > b + 40")  # danger: drawn red
+
+
+def test_an_unreliable_count_shows_as_unreliable_not_as_a_calm_crowd(site, page):
+    """A frozen picture counts no one while the zone holds danger: "0 people, 0.00 p/m²" beside it read as calm."""
+    site.frame("plaza", frame_jpeg(0), people=0)
+    site.zone_window(RiskLevel.DANGER, 0.0, time.time() + 60, reliable=False)  # newer than any window before
+    page.goto(site.url + "#/camera/plaza")
+    row = ".zone-row[data-zone=square][data-level=danger] .age"
+    page.wait_for_selector(row, timeout=15_000)
+    assert page.text_content(row).startswith("count unreliable · in 12 / out 7")
+    page.goto(site.url + "#/zones")
+    figure = "section.card[data-zone=square] .figure[data-figure='{}'] .value"
+    page.wait_for_function(f"document.querySelector(\"{figure.format('density')}\")?.textContent === 'unreliable'",
+                           timeout=10_000)
+    assert page.text_content(figure.format("people")) == "unreliable"
 
 
 def test_acknowledging_and_marking_a_false_alarm_reach_the_incident_store(site, page):

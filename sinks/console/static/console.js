@@ -327,8 +327,7 @@ function pageCamera(root, cameraId) {
         return el("div", { class: "zone-row", dataset: { zone: zone.id, level: now ? now.level : "unknown" } },
           el("div", {}, el("b", {}, zone.id), " ", levelBadge(now ? now.level : "unknown")),
           now ? el("div", { class: "reason" }, now.reason) : el("div", { class: "reason" }, "waiting for a window"),
-          now ? el("div", { class: "age" }, `${fmtPeople(now.people)} people · ${now.density.toFixed(2)} p/m² · ` +
-            `in ${now.inflow} / out ${now.outflow}`) : null);
+          now ? el("div", { class: "age" }, `${countText(now)} · in ${now.inflow} / out ${now.outflow}`) : null);
       }));
     const lines = [...((geometry.scene || {}).counting_lines || [])];
     fill(linesPanel, el("div", { class: "card-head" }, el("h2", {}, "Counting lines")),
@@ -460,8 +459,9 @@ function pageZones(root) {
           el("span", { class: "reason" }, now ? now.reason : "waiting for the first window")),
         zoneChart(zone.history, app.thresholds, body.now),
         el("div", { class: "figures" },
-          figure("density", now ? `${now.density.toFixed(2)} p/m²` : "-"),
-          figure("people", now ? fmtPeople(now.people) : "-"),
+          figure("density", !now ? "-" : now.count_reliable ? `${now.density.toFixed(2)} p/m²` : "unreliable"),
+          figure("people", !now ? "-" : now.count_reliable || now.people > 0
+            ? `${now.count_reliable ? "" : "at least "}${fmtPeople(now.people)}` : "unreliable"),
           figure("time to danger", timeToDanger(now)),
           figure("inflow / outflow", now ? `${now.inflow} / ${now.outflow}` : "-"),
           figure("net per min", now ? `${now.net_per_minute > 0 ? "+" : ""}${now.net_per_minute}` : "-")));

@@ -17,6 +17,12 @@ const SCENE_STYLES = {
 };
 
 const fmtPeople = (people) => (people >= 10 ? String(Math.round(people)) : people.toFixed(1));
+// A zone window's count in words. An unreliable count is no measure of the crowd (a frozen picture counts no one;
+// without a fresh density map the detector's count is only a floor): shown as one beside a level held at danger it
+// would read as a calm zone.
+const countText = (now) => (now.count_reliable
+  ? `${now.density.toFixed(2)} p/m² · ${fmtPeople(now.people)} people`
+  : now.people > 0 ? `at least ${fmtPeople(now.people)} people (count unreliable)` : "count unreliable");
 
 function hexAlpha(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
@@ -95,7 +101,7 @@ function drawZones(ctx, zones, levels, scale) {
     ctx.strokeStyle = color;
     ctx.stroke();
     const [x, y] = zone.polygon.reduce((best, p) => (p[1] < best[1] ? p : best), zone.polygon[0]);
-    const figures = now ? ` · ${now.density.toFixed(2)} p/m² · ${fmtPeople(now.people)} people` : "";
+    const figures = now ? ` · ${countText(now)}` : "";
     label(ctx, `${zone.id} · ${level.toUpperCase()}${figures}`, Math.max(0, x), Math.max(18 * scale, y + 2), "#fff", scale);
     for (const line of zone.entrances || []) drawCountingLine(ctx, line, null, scale);
   }
