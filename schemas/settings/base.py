@@ -209,19 +209,19 @@ def source_variable_values(source: str, where: str) -> list[str]:
 
 
 def _source_variables(source: str, where: str) -> dict[str, str]:
-    names = list(dict.fromkeys(SOURCE_VARIABLE.findall(source)))
-    verify_env_set(names, where)
-    return {name: env_value(name, where) for name in names}
+    return env_values(SOURCE_VARIABLE.findall(source), where)
 
 
-def verify_env_set(names: list[str], where: str) -> None:
-    """Every variable a setting needs, those unset named in one error: named one at a time, each start would tell an
-    operator setting them of the next alone."""
-    unset = [name for name in names if env_value(name, where) is None]
+def env_values(names: list[str], where: str) -> dict[str, str]:
+    """The values of the environment variables a setting needs, by name; those unset named in one error: named one
+    at a time, each start would tell an operator setting them of the next alone."""
+    values = {name: env_value(name, where) for name in names}
+    unset = [name for name, value in values.items() if value is None]
     if len(unset) == 1:
         raise ConfigError(f"{where}: environment variable {unset[0]} is not set")
     if unset:
         raise ConfigError(f"{where}: environment variables {', '.join(unset[:-1])} and {unset[-1]} are not set")
+    return values
 
 
 def env_value(name: str, where: str) -> str | None:

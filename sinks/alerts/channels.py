@@ -41,7 +41,7 @@ from schemas.settings.alerting import (
     SoundChannelConfig,
     WebhookChannelConfig,
 )
-from schemas.settings.base import DEFAULT_PORTS, env_value, verify_env_set
+from schemas.settings.base import DEFAULT_PORTS, env_values
 from schemas.settings.config import ConfigError
 from sinks.alerts.deadline_http import PerRequestDeadlineSession, session_until
 from sinks.alerts.redact import describe_error, redact
@@ -137,8 +137,7 @@ class RateLimiter:
 
 
 def required_env(name: str, channel_id: str) -> str:
-    verify_env_set([name], f"alert channel {channel_id}")
-    return env_value(name, f"alert channel {channel_id}")
+    return env_values([name], f"alert channel {channel_id}")[name]
 
 
 def required_header_env(name: str, channel_id: str) -> str:
@@ -210,8 +209,8 @@ class TwilioSmsChannel:
         self.id = config.id
         self.config = config
         self.retry = config.retry
-        verify_env_set([config.account_sid_env, config.auth_token_env, config.from_number_env],
-                       f"alert channel {config.id}")
+        env_values([config.account_sid_env, config.auth_token_env, config.from_number_env],
+                   f"alert channel {config.id}")
         self.from_number = required_env(config.from_number_env, config.id)
         http_client = (DeadlineHttpClient(config.retry.timeout_s) if config.api_base_url == TWILIO_API
                        else BaseUrlHttpClient(config.api_base_url, config.retry.timeout_s))
@@ -305,8 +304,8 @@ class WebhookChannel:
         self.id = config.id
         self.config = config
         self.retry = config.retry
-        verify_env_set([name for name in (None if config.url else config.url_env, config.bearer_token_env) if name],
-                       f"alert channel {config.id}")
+        env_values([name for name in (None if config.url else config.url_env, config.bearer_token_env) if name],
+                   f"alert channel {config.id}")
         self.url = config.url or required_env(config.url_env, config.id)
         if not re.match(WEBHOOK_URL_PATTERN, self.url):  # never quoted: such a URL may hold a token
             raise ConfigError(f"alert channel {config.id}: {config.url_env} does not hold an http(s) URL with a host")

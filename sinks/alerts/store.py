@@ -175,9 +175,6 @@ class ClaimMark:
         return {"claim_clock": self.clock, "claim_clock_s": self.at_s if self.clock else None, "claim_clock_of": claim}
 
 
-NO_MARK = ClaimMark(None, 0.0)  # a claim no other process can date
-
-
 class DeliveryRow(Base):
     """One message to one recipient over one channel; `key` is its idempotency key.
 
